@@ -1,0 +1,1075 @@
+//! DNS records: the record types Parapet serves, and turning an API body or zone-file line into
+//! a checked [`DnsRecord`].
+//!
+//! Records are stored with Cloudflare's fields. `content` is always the canonical presentation
+//! form of the record data (without the priority for MX, SRV and URI, which lives in
+//! `priority`), so that identical records compare equal however they were entered. Types whose
+//! data Cloudflare also exposes as a `data` object (SRV, CAA, TLSA, ...) accept either form.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::{RData, RecordType as WireType};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::name::{self, NameKind, printable};
+use crate::{FieldError, ModelError};
+
+/// Longest `content` accepted, in bytes (Cloudflare's TXT limit is 2048 characters of content;
+/// other types are far shorter).
+const MAX_CONTENT: usize = 4096;
+const MAX_COMMENT: usize = 500;
+const MAX_TAGS: usize = 20;
+
+macro_rules! record_types {
+    ($($t:ident),* $(,)?) => {
+        /// The record types Parapet accepts.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[allow(clippy::upper_case_acronyms)]
+        pub enum RecordType { $($t),* }
+
+        impl RecordType {
+            pub const ALL: &'static [RecordType] = &[$(RecordType::$t),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$t => stringify!($t)),* }
+            }
+
+            /// Parses a type mnemonic, case-insensitively.
+            pub fn parse(s: &str) -> Option<Self> {
+                $(if s.eq_ignore_ascii_case(stringify!($t)) { return Some(Self::$t); })*
+                None
+            }
+        }
+    };
+}
+
+record_types!(
+    A, AAAA, CNAME, MX, TXT, NS, SRV, CAA, PTR, HTTPS, SVCB, TLSA, SSHFP, NAPTR, DS, CERT, LOC, URI
+);
+
+impl RecordType {
+    /// Only these can be proxied through the edge, as on Cloudflare.
+    pub fn proxiable(self) -> bool {
+        matches!(self, Self::A | Self::AAAA | Self::CNAME)
+    }
+
+    /// Types with a separate `priority` field.
+    pub fn has_priority(self) -> bool {
+        matches!(self, Self::MX | Self::SRV | Self::URI)
+    }
+
+    /// The `data` fields of types Cloudflare exposes structured, in presentation order.
+    fn data_fields(self) -> Option<&'static [(&'static str, Field)]> {
+        use Field::*;
+        Some(match self {
+            Self::SRV => &[("weight", U16), ("port", U16), ("target", Host)],
+            Self::URI => &[("weight", U16), ("target", Quoted)],
+            Self::CAA => &[("flags", U8), ("tag", Tag), ("value", Quoted)],
+            Self::HTTPS | Self::SVCB => &[("priority", U16), ("target", Host), ("value", Rest)],
+            Self::TLSA => &[
+                ("usage", U8),
+                ("selector", U8),
+                ("matching_type", U8),
+                ("certificate", Hex),
+            ],
+            Self::SSHFP => &[("algorithm", U8), ("type", U8), ("fingerprint", Hex)],
+            Self::NAPTR => &[
+                ("order", U16),
+                ("preference", U16),
+                ("flags", Quoted),
+                ("service", Quoted),
+                ("regex", Quoted),
+                ("replacement", Host),
+            ],
+            Self::DS => &[
+                ("key_tag", U16),
+                ("algorithm", U8),
+                ("digest_type", U8),
+                ("digest", Hex),
+            ],
+            Self::CERT => &[
+                ("type", U16),
+                ("key_tag", U16),
+                ("algorithm", U8),
+                ("certificate", Base64),
+            ],
+            Self::LOC => &[
+                ("lat_degrees", Degrees(90)),
+                ("lat_minutes", Minutes),
+                ("lat_seconds", Seconds),
+                ("lat_direction", Direction("N", "S")),
+                ("long_degrees", Degrees(180)),
+                ("long_minutes", Minutes),
+                ("long_seconds", Seconds),
+                ("long_direction", Direction("E", "W")),
+                ("altitude", Meters(-100_000.0, 42_849_672.95)),
+                ("size", Meters(0.0, 90_000_000.0)),
+                ("precision_horz", Meters(0.0, 90_000_000.0)),
+                ("precision_vert", Meters(0.0, 90_000_000.0)),
+            ],
+            _ => return None,
+        })
+    }
+
+    /// The wire-format library's type; every Parapet type has one.
+    fn wire(self) -> Option<WireType> {
+        self.as_str().parse().ok()
+    }
+}
+
+impl std::fmt::Display for RecordType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one `data` field is read and written.
+#[derive(Clone, Copy)]
+enum Field {
+    U8,
+    U16,
+    /// A CAA tag: letters and digits.
+    Tag,
+    /// A character string, quoted in presentation form.
+    Quoted,
+    /// A host name, or `.` for none.
+    Host,
+    /// Everything to the end (SVCB parameters).
+    Rest,
+    Hex,
+    Base64,
+    Degrees(u32),
+    Minutes,
+    Seconds,
+    Direction(&'static str, &'static str),
+    Meters(f64, f64),
+}
+
+/// A record as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    pub id: String,
+    pub zone_id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: RecordType,
+    pub content: String,
+    pub ttl: u32,
+    pub proxied: bool,
+    pub priority: Option<u16>,
+    pub comment: Option<String>,
+    pub tags: Vec<String>,
+    pub created_on: String,
+    pub modified_on: String,
+}
+
+/// The checked, user-settable part of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordDraft {
+    pub name: String,
+    pub kind: RecordType,
+    pub content: String,
+    pub ttl: u32,
+    pub proxied: bool,
+    pub priority: Option<u16>,
+    pub comment: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// A rule of the zone that a new or changed record breaks, with Cloudflare's error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub code: u32,
+    pub message: String,
+}
+
+impl RecordDraft {
+    /// Reads an API body (a JSON object) for a record in `zone`, reporting every bad field.
+    pub fn from_json(zone: &str, body: &Value) -> Result<Self, ModelError> {
+        let Some(obj) = body.as_object() else {
+            return Err(ModelError::field("body", "must be a JSON object"));
+        };
+        let mut errors = Vec::new();
+        let kind = match obj.get("type") {
+            Some(Value::String(t)) => match RecordType::parse(t) {
+                Some(k) => Some(k),
+                None => {
+                    errors.push(FieldError::new(
+                        "type",
+                        format!("unsupported record type '{}'", printable(t)),
+                    ));
+                    None
+                }
+            },
+            Some(_) => {
+                errors.push(FieldError::new("type", "must be a string"));
+                None
+            }
+            None => {
+                errors.push(FieldError::new("type", "is required"));
+                None
+            }
+        };
+        let name = match obj.get("name") {
+            Some(Value::String(n)) => name::owner_in_zone(n, zone, "name")
+                .map_err(|e| errors.push(e))
+                .ok(),
+            Some(_) => {
+                errors.push(FieldError::new("name", "must be a string"));
+                None
+            }
+            None => {
+                errors.push(FieldError::new("name", "is required"));
+                None
+            }
+        };
+        let ttl = match obj.get("ttl") {
+            None | Some(Value::Null) => 1,
+            Some(v) => match v.as_u64().and_then(|t| u32::try_from(t).ok()) {
+                Some(t) if t == 1 || (30..=86_400).contains(&t) => t,
+                _ => {
+                    errors.push(FieldError::new(
+                        "ttl",
+                        "must be between 30 and 86400 seconds, or 1 for automatic",
+                    ));
+                    1
+                }
+            },
+        };
+        let proxied = match obj.get("proxied") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                errors.push(FieldError::new("proxied", "must be true or false"));
+                false
+            }
+        };
+        let mut priority = match obj.get("priority") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64().and_then(|p| u16::try_from(p).ok()) {
+                Some(p) => Some(p),
+                None => {
+                    errors.push(FieldError::new("priority", "must be between 0 and 65535"));
+                    None
+                }
+            },
+        };
+        let comment = match obj.get("comment") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(c)) if c.len() <= MAX_COMMENT => Some(c.clone()),
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "comment",
+                    format!("must be a string of at most {MAX_COMMENT} characters"),
+                ));
+                None
+            }
+        };
+        let tags = match obj.get("tags") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if items.len() <= MAX_TAGS => {
+                let tags: Option<Vec<String>> = items
+                    .iter()
+                    .map(|t| t.as_str().filter(|s| valid_tag(s)).map(str::to_owned))
+                    .collect();
+                tags.unwrap_or_else(|| {
+                    errors.push(FieldError::new(
+                        "tags",
+                        "each tag must be a string 'name' or 'name:value' of printable characters",
+                    ));
+                    Vec::new()
+                })
+            }
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "tags",
+                    format!("must be an array of at most {MAX_TAGS} strings"),
+                ));
+                Vec::new()
+            }
+        };
+        let mut content = None;
+        if let Some(kind) = kind {
+            let data = obj.get("data").filter(|d| !d.is_null());
+            let raw = obj.get("content").filter(|c| !c.is_null());
+            match (kind.data_fields(), data, raw) {
+                (Some(fields), Some(data), _) => {
+                    if kind == RecordType::SRV || kind == RecordType::URI {
+                        if let Some(p) = data.get("priority").and_then(Value::as_u64) {
+                            match u16::try_from(p) {
+                                Ok(p) => priority = Some(p),
+                                Err(_) => errors.push(FieldError::new(
+                                    "data.priority",
+                                    "must be between 0 and 65535",
+                                )),
+                            }
+                        }
+                    }
+                    match content_from_data(fields, data) {
+                        Ok(c) => content = Some(c),
+                        Err(e) => errors.extend(e),
+                    }
+                }
+                (_, _, Some(Value::String(c))) => match canonical_content(kind, c, &mut priority) {
+                    Ok(c) => content = Some(c),
+                    Err(e) => errors.push(e),
+                },
+                (_, _, Some(_)) => errors.push(FieldError::new("content", "must be a string")),
+                (Some(_), None, None) => {
+                    errors.push(FieldError::new("data", "is required (or give content)"))
+                }
+                (None, _, None) => errors.push(FieldError::new("content", "is required")),
+            }
+            if let Some(c) = &content {
+                if let Err(e) = check_wire(kind, c, priority) {
+                    errors.push(e);
+                    content = None;
+                }
+            }
+            if proxied && !kind.proxiable() {
+                errors.push(FieldError::new(
+                    "proxied",
+                    format!("{kind} records cannot be proxied"),
+                ));
+            }
+            if kind.has_priority() && priority.is_none() {
+                errors.push(FieldError::new(
+                    "priority",
+                    format!("is required for {kind} records"),
+                ));
+            }
+            if !kind.has_priority() {
+                priority = None;
+            }
+            if kind == RecordType::SRV || kind == RecordType::URI {
+                if let Some(n) = &name {
+                    let labels: Vec<&str> = n.split('.').collect();
+                    let ok = kind == RecordType::URI && labels[0].starts_with('_')
+                        || labels.len() > 2
+                            && labels[0].starts_with('_')
+                            && labels[1].starts_with('_');
+                    if !ok {
+                        errors.push(FieldError::new(
+                            "name",
+                            format!("a {kind} record name must start with _service._proto"),
+                        ));
+                    }
+                }
+            }
+        }
+        match (errors.is_empty(), name, kind, content) {
+            (true, Some(name), Some(kind), Some(content)) => Ok(Self {
+                name,
+                kind,
+                content,
+                ttl,
+                proxied,
+                priority,
+                comment,
+                tags,
+            }),
+            _ => Err(ModelError::Invalid(errors)),
+        }
+    }
+
+    /// The rules a record must keep with the other records of its zone (`others` excludes the
+    /// record being replaced, if any).
+    pub fn check_against<'a>(
+        &self,
+        others: impl IntoIterator<Item = &'a DnsRecord>,
+    ) -> Result<(), Conflict> {
+        for other in others {
+            if other.name != self.name {
+                continue;
+            }
+            if other.kind == self.kind
+                && other.content == self.content
+                && other.priority == self.priority
+            {
+                return Err(Conflict {
+                    code: 81058,
+                    message: "An identical record already exists.".into(),
+                });
+            }
+            if self.kind == RecordType::CNAME && other.kind == RecordType::CNAME {
+                return Err(Conflict {
+                    code: 81053,
+                    message: "A CNAME record with that host already exists.".into(),
+                });
+            }
+            if self.kind == RecordType::CNAME {
+                return Err(Conflict {
+                    code: 81053,
+                    message: "A record with that host already exists. A CNAME cannot share its name with other records.".into(),
+                });
+            }
+            if other.kind == RecordType::CNAME {
+                return Err(Conflict {
+                    code: 81054,
+                    message: "A CNAME record with that host already exists.".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored record for this draft.
+    pub fn into_record(
+        self,
+        id: String,
+        zone_id: String,
+        created_on: String,
+        now: String,
+    ) -> DnsRecord {
+        DnsRecord {
+            id,
+            zone_id,
+            name: self.name,
+            kind: self.kind,
+            content: self.content,
+            ttl: self.ttl,
+            proxied: self.proxied,
+            priority: self.priority,
+            comment: self.comment,
+            tags: self.tags,
+            created_on,
+            modified_on: now,
+        }
+    }
+}
+
+impl DnsRecord {
+    /// The fields a client may set, as JSON: the base a PATCH merges into.
+    pub fn editable_json(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("name".into(), json!(self.name));
+        m.insert("type".into(), json!(self.kind.as_str()));
+        m.insert("content".into(), json!(self.content));
+        m.insert("ttl".into(), json!(self.ttl));
+        m.insert("proxied".into(), json!(self.proxied));
+        if let Some(p) = self.priority {
+            m.insert("priority".into(), json!(p));
+        }
+        m.insert("comment".into(), json!(self.comment));
+        m.insert("tags".into(), json!(self.tags));
+        m
+    }
+
+    /// The record in Cloudflare's API shape.
+    pub fn to_api_json(&self, zone_name: &str) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), json!(self.id));
+        m.insert("zone_id".into(), json!(self.zone_id));
+        m.insert("zone_name".into(), json!(zone_name));
+        m.insert("name".into(), json!(self.name));
+        m.insert("type".into(), json!(self.kind.as_str()));
+        m.insert("content".into(), json!(self.content));
+        m.insert("proxiable".into(), json!(self.kind.proxiable()));
+        m.insert("proxied".into(), json!(self.proxied));
+        m.insert("ttl".into(), json!(self.ttl));
+        if let Some(p) = self.priority {
+            m.insert("priority".into(), json!(p));
+        }
+        if let Some(data) = self.data() {
+            m.insert("data".into(), data);
+        }
+        m.insert("settings".into(), json!({}));
+        m.insert(
+            "meta".into(),
+            json!({"auto_added": false, "managed_by_apps": false, "managed_by_argo_tunnel": false, "source": "primary"}),
+        );
+        m.insert("comment".into(), json!(self.comment));
+        m.insert("tags".into(), json!(self.tags));
+        m.insert("locked".into(), json!(false));
+        m.insert("created_on".into(), json!(self.created_on));
+        m.insert("modified_on".into(), json!(self.modified_on));
+        Value::Object(m)
+    }
+
+    /// The structured `data` object, for types Cloudflare exposes that way.
+    pub fn data(&self) -> Option<Value> {
+        let fields = self.kind.data_fields()?;
+        let tokens = tokenize(&self.content).ok()?;
+        let mut m = Map::new();
+        for (i, (key, field)) in fields.iter().enumerate() {
+            let value = match field {
+                Field::Rest => json!(tokens.get(i..).map(|t| join_rest(t)).unwrap_or_default()),
+                _ => field_json(*field, tokens.get(i).map(|t| t.text.as_str()).unwrap_or("")),
+            };
+            m.insert((*key).into(), value);
+        }
+        if matches!(self.kind, RecordType::SRV | RecordType::URI) {
+            if let Some(p) = self.priority {
+                m.insert("priority".into(), json!(p));
+            }
+        }
+        Some(Value::Object(m))
+    }
+
+    /// The record data in zone-file presentation form, with the priority where it belongs.
+    pub fn rdata_text(&self) -> String {
+        match (self.kind, self.priority) {
+            (RecordType::TXT, _) => txt_presentation(&self.content),
+            (RecordType::CNAME | RecordType::NS | RecordType::PTR | RecordType::MX, p) => {
+                let target = if self.content == "." {
+                    ".".to_owned()
+                } else {
+                    format!("{}.", self.content)
+                };
+                match p {
+                    Some(p) => format!("{p} {target}"),
+                    None => target,
+                }
+            }
+            (RecordType::SRV, Some(p)) => format!("{p} {}", absolute_last(&self.content)),
+            (RecordType::SRV, None) => absolute_last(&self.content),
+            (RecordType::URI, Some(p)) => format!("{p} {}", self.content),
+            (RecordType::HTTPS | RecordType::SVCB, _) => absolute_second(&self.content),
+            (RecordType::NAPTR, _) => absolute_last(&self.content),
+            _ => self.content.clone(),
+        }
+    }
+}
+
+fn absolute_last(content: &str) -> String {
+    match content.rsplit_once(' ') {
+        Some((head, last)) if last != "." => format!("{head} {last}."),
+        _ => content.to_owned(),
+    }
+}
+
+fn absolute_second(content: &str) -> String {
+    let mut parts = content.splitn(3, ' ');
+    let (Some(prio), Some(target)) = (parts.next(), parts.next()) else {
+        return content.to_owned();
+    };
+    let target = if target == "." {
+        ".".to_owned()
+    } else {
+        format!("{target}.")
+    };
+    match parts.next() {
+        Some(rest) => format!("{prio} {target} {rest}"),
+        None => format!("{prio} {target}"),
+    }
+}
+
+fn valid_tag(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 100 && s.chars().all(|c| !c.is_control())
+}
+
+/// Turns a TXT record's content into presentation form: kept as is when already made of quoted
+/// strings, else quoted and split into strings of at most 255 bytes.
+pub fn txt_presentation(content: &str) -> String {
+    if content.starts_with('"') && tokenize(content).is_ok_and(|t| t.iter().all(|t| t.quoted)) {
+        return content.to_owned();
+    }
+    let mut out = Vec::new();
+    let mut chunk = String::new();
+    for c in content.chars() {
+        let escaped = match c {
+            '"' => "\\\"".to_owned(),
+            '\\' => "\\\\".to_owned(),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => format!("\\{:03}", c as u32),
+            c => c.to_string(),
+        };
+        if raw_len(&chunk) + c.len_utf8() > 255 {
+            out.push(format!("\"{chunk}\""));
+            chunk.clear();
+        }
+        chunk.push_str(&escaped);
+    }
+    out.push(format!("\"{chunk}\""));
+    out.join(" ")
+}
+
+/// Bytes a presentation-form chunk stands for.
+fn raw_len(chunk: &str) -> usize {
+    let bytes = chunk.as_bytes();
+    let (mut i, mut n) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            i += if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                4
+            } else {
+                2
+            };
+        } else {
+            i += 1;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// A token of presentation-form record data.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Token {
+    pub text: String,
+    pub quoted: bool,
+}
+
+/// Splits presentation-form data into tokens, honouring quotes and backslash escapes (escapes
+/// are kept as written so the token can be written back unchanged).
+pub(crate) fn tokenize(s: &str) -> Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let quoted = c == '"';
+        if quoted {
+            chars.next();
+        }
+        let mut text = String::new();
+        let mut closed = !quoted;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    text.push('\\');
+                    match chars.next() {
+                        Some(n) => text.push(n),
+                        None => return Err("ends with a lone backslash".into()),
+                    }
+                }
+                '"' if quoted => {
+                    closed = true;
+                    break;
+                }
+                c if !quoted && c.is_whitespace() => break,
+                '"' => return Err("has a quote inside an unquoted word".into()),
+                c => text.push(c),
+            }
+        }
+        if !closed {
+            return Err("has an unterminated quoted string".into());
+        }
+        tokens.push(Token { text, quoted });
+    }
+    Ok(tokens)
+}
+
+fn join_rest(tokens: &[Token]) -> String {
+    tokens
+        .iter()
+        .map(|t| {
+            if t.quoted {
+                format!("\"{}\"", t.text)
+            } else {
+                t.text.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn field_json(field: Field, text: &str) -> Value {
+    match field {
+        Field::U8 | Field::U16 | Field::Degrees(_) | Field::Minutes => {
+            text.parse::<u64>().map(Value::from).unwrap_or(json!(text))
+        }
+        Field::Seconds | Field::Meters(..) => text
+            .trim_end_matches('m')
+            .parse::<f64>()
+            .ok()
+            .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+            .unwrap_or(json!(text)),
+        Field::Quoted => json!(unescape(text)),
+        _ => json!(text),
+    }
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn quote(text: &str) -> String {
+    let escaped: String = text
+        .chars()
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("\"{escaped}\"")
+}
+
+/// Builds canonical content from a `data` object, checking every field.
+fn content_from_data(fields: &[(&str, Field)], data: &Value) -> Result<String, Vec<FieldError>> {
+    let Some(obj) = data.as_object() else {
+        return Err(vec![FieldError::new("data", "must be a JSON object")]);
+    };
+    let mut parts = Vec::new();
+    let mut errors = Vec::new();
+    for (key, field) in fields {
+        let path = format!("data.{key}");
+        let text = match obj.get(*key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            None | Some(Value::Null) if matches!(field, Field::Rest) => String::new(),
+            None | Some(Value::Null) => {
+                errors.push(FieldError::new(path, "is required"));
+                continue;
+            }
+            Some(_) => {
+                errors.push(FieldError::new(path, "must be a string or number"));
+                continue;
+            }
+        };
+        match check_field(*field, &text, true) {
+            Ok(t) if t.is_empty() => {}
+            Ok(t) => parts.push(t),
+            Err(m) => errors.push(FieldError::new(path, m)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(parts.join(" "))
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks one field and returns its canonical presentation text. `raw` means the value came
+/// from a `data` object (so quoted strings still need quoting).
+fn check_field(field: Field, text: &str, raw: bool) -> Result<String, String> {
+    let number = |max: u64| -> Result<String, String> {
+        text.parse::<u64>()
+            .ok()
+            .filter(|n| *n <= max)
+            .map(|n| n.to_string())
+            .ok_or_else(|| {
+                format!(
+                    "'{}' must be a whole number from 0 to {max}",
+                    printable(text)
+                )
+            })
+    };
+    match field {
+        Field::U8 => number(255),
+        Field::U16 => number(65_535),
+        Field::Degrees(max) => number(u64::from(max)),
+        Field::Minutes => number(59),
+        Field::Seconds => match text.parse::<f64>() {
+            Ok(s) if (0.0..60.0).contains(&s) => Ok(format!("{s:.3}")),
+            _ => Err("must be a number of seconds from 0 to 59.999".into()),
+        },
+        Field::Meters(lo, hi) => match text.trim_end_matches('m').parse::<f64>() {
+            Ok(m) if (lo..=hi).contains(&m) => Ok(format!("{m:.2}m")),
+            _ => Err(format!("must be a number of meters from {lo} to {hi}")),
+        },
+        Field::Direction(a, b) => {
+            let up = text.to_ascii_uppercase();
+            if up == a || up == b {
+                Ok(up)
+            } else {
+                Err(format!("must be {a} or {b}"))
+            }
+        }
+        Field::Tag => {
+            if !text.is_empty()
+                && text.len() <= 15
+                && text.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                Ok(text.to_ascii_lowercase())
+            } else {
+                Err("must be a tag of letters and digits, such as issue, issuewild or iodef".into())
+            }
+        }
+        Field::Quoted => {
+            if text.len() > 2048 {
+                return Err("is too long".into());
+            }
+            Ok(if raw {
+                quote(text)
+            } else {
+                format!("\"{text}\"")
+            })
+        }
+        Field::Host => {
+            if text == "." {
+                return Ok(".".into());
+            }
+            name::normalize(text, NameKind::Target, "target").map_err(|e| e.message)
+        }
+        Field::Rest => Ok(text.trim().to_owned()),
+        Field::Hex => {
+            let t: String = text.split_whitespace().collect();
+            if !t.is_empty() && t.len() % 2 == 0 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(t.to_ascii_lowercase())
+            } else {
+                Err("must be an even number of hexadecimal digits".into())
+            }
+        }
+        Field::Base64 => {
+            let t: String = text.split_whitespace().collect();
+            if !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+            {
+                Ok(t)
+            } else {
+                Err("must be base64".into())
+            }
+        }
+    }
+}
+
+/// Canonical content from a `content` string. For MX, SRV and URI a leading priority in the
+/// content (zone-file style) is moved into `priority`.
+pub(crate) fn canonical_content(
+    kind: RecordType,
+    raw: &str,
+    priority: &mut Option<u16>,
+) -> Result<String, FieldError> {
+    let bad = |m: String| FieldError::new("content", m);
+    let raw = raw.trim();
+    if raw.len() > MAX_CONTENT {
+        return Err(bad(format!("is longer than {MAX_CONTENT} bytes")));
+    }
+    match kind {
+        RecordType::A => raw
+            .parse::<Ipv4Addr>()
+            .map(|a| a.to_string())
+            .map_err(|_| bad(format!("'{}' is not a valid IPv4 address", printable(raw)))),
+        RecordType::AAAA => raw
+            .parse::<Ipv6Addr>()
+            .map(|a| a.to_string())
+            .map_err(|_| bad(format!("'{}' is not a valid IPv6 address", printable(raw)))),
+        RecordType::CNAME | RecordType::NS | RecordType::PTR => {
+            name::normalize(raw, NameKind::Target, "content")
+        }
+        RecordType::MX => {
+            let mut words = raw.split_whitespace();
+            let (first, second) = (words.next(), words.next());
+            let target = match (first, second, words.next()) {
+                (Some(p), Some(t), None) => {
+                    *priority =
+                        Some(p.parse().map_err(|_| {
+                            bad(format!("'{}' is not an MX priority", printable(p)))
+                        })?);
+                    t
+                }
+                (Some(t), None, None) => t,
+                _ => return Err(bad("must be a mail server host name".into())),
+            };
+            if target == "." {
+                return Ok(".".into());
+            }
+            name::normalize(target, NameKind::Target, "content")
+        }
+        RecordType::TXT => {
+            if raw.is_empty() {
+                return Err(bad("must not be empty".into()));
+            }
+            Ok(raw.to_owned())
+        }
+        _ => {
+            let Some(fields) = kind.data_fields() else {
+                return Err(bad(format!("{kind} is not supported")));
+            };
+            let mut tokens = tokenize(raw).map_err(|m| bad(format!("'{}' {m}", printable(raw))))?;
+            let fixed = fields
+                .iter()
+                .filter(|(_, f)| !matches!(f, Field::Rest))
+                .count();
+            if matches!(kind, RecordType::SRV | RecordType::URI) && tokens.len() == fixed + 1 {
+                let p = tokens.remove(0);
+                *priority = Some(
+                    p.text
+                        .parse()
+                        .map_err(|_| bad(format!("'{}' is not a priority", printable(&p.text))))?,
+                );
+            }
+            let has_rest = fixed < fields.len();
+            let count_ok = if has_rest {
+                tokens.len() >= fixed
+            } else {
+                tokens.len() == fixed
+            };
+            if !count_ok {
+                let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+                return Err(bad(format!(
+                    "a {kind} record's content must be: {}",
+                    names.join(" ")
+                )));
+            }
+            // Hex and base64 values may be split over several words in zone files.
+            let mut parts = Vec::new();
+            for (i, (key, field)) in fields.iter().enumerate() {
+                let text = match field {
+                    Field::Rest => join_rest(&tokens[i..]),
+                    Field::Hex | Field::Base64 if i == fields.len() - 1 => tokens[i..]
+                        .iter()
+                        .map(|t| t.text.as_str())
+                        .collect::<String>(),
+                    _ => tokens[i].text.clone(),
+                };
+                if matches!(field, Field::Quoted) && !tokens[i].quoted {
+                    // Unquoted character strings are allowed in zone files; quote them.
+                    parts.push(
+                        check_field(*field, &text, true).map_err(|m| bad(format!("{key} {m}")))?,
+                    );
+                    continue;
+                }
+                let t = check_field(*field, &text, false).map_err(|m| bad(format!("{key} {m}")))?;
+                if !t.is_empty() {
+                    parts.push(t);
+                }
+            }
+            if !has_rest && tokens.len() > fields.len() {
+                let last = fields[fields.len() - 1].1;
+                if !matches!(last, Field::Hex | Field::Base64) {
+                    return Err(bad(format!("has too many values for a {kind} record")));
+                }
+            }
+            Ok(parts.join(" "))
+        }
+    }
+}
+
+/// Checks content with the DNS wire-format library, for the types it can encode, so that
+/// nothing is stored that the DNS server could not serve.
+fn check_wire(kind: RecordType, content: &str, priority: Option<u16>) -> Result<(), FieldError> {
+    let text = match kind {
+        RecordType::SRV => format!("{} {}", priority.unwrap_or(0), content),
+        RecordType::CAA
+        | RecordType::HTTPS
+        | RecordType::SVCB
+        | RecordType::TLSA
+        | RecordType::SSHFP
+        | RecordType::NAPTR
+        | RecordType::CERT => content.to_owned(),
+        _ => return Ok(()),
+    };
+    let Some(wire) = kind.wire() else {
+        return Ok(());
+    };
+    RData::try_from_str(wire, &text)
+        .map(|_| ())
+        .map_err(|e| FieldError::new("content", format!("invalid {kind} data: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(body: Value) -> Result<RecordDraft, ModelError> {
+        RecordDraft::from_json("example.com", &body)
+    }
+
+    #[test]
+    fn a_record_is_parsed_and_relative_name_resolved() {
+        let d = draft(json!({"type":"A","name":"www","content":"192.0.2.1","proxied":true}))
+            .expect("valid");
+        assert_eq!(d.name, "www.example.com");
+        assert_eq!(d.ttl, 1);
+        assert!(d.proxied);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let err = draft(json!({"type":"A","name":"a..b","content":"300.1.1.1","ttl":5}))
+            .expect_err("invalid");
+        let fields: Vec<&str> = err.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["name", "ttl", "content"]);
+    }
+
+    #[test]
+    fn non_proxiable_type_cannot_be_proxied() {
+        let err = draft(json!({"type":"TXT","name":"@","content":"x","proxied":true}))
+            .expect_err("invalid");
+        assert_eq!(err.errors()[0].field, "proxied");
+    }
+
+    #[test]
+    fn srv_accepts_data_or_content_to_the_same_record() {
+        let a = draft(json!({"type":"SRV","name":"_sip._tcp","data":{"priority":10,"weight":5,"port":5060,"target":"SIP.example.com."}}))
+            .expect("valid");
+        let b = draft(json!({"type":"SRV","name":"_sip._tcp.example.com","content":"10 5 5060 sip.example.com"}))
+            .expect("valid");
+        assert_eq!(a, b);
+        assert_eq!(a.content, "5 5060 sip.example.com");
+        assert_eq!(a.priority, Some(10));
+    }
+
+    #[test]
+    fn caa_data_round_trips() {
+        let d = draft(json!({"type":"CAA","name":"@","data":{"flags":0,"tag":"issue","value":"letsencrypt.org"}}))
+            .expect("valid");
+        assert_eq!(d.content, "0 issue \"letsencrypt.org\"");
+        let r = d.into_record("i".into(), "z".into(), "t".into(), "t".into());
+        assert_eq!(
+            r.data(),
+            Some(json!({"flags":0,"tag":"issue","value":"letsencrypt.org"}))
+        );
+    }
+
+    #[test]
+    fn structured_types_are_checked() {
+        for (t, content) in [
+            ("TLSA", "3 1 1 abcdef12"),
+            (
+                "SSHFP",
+                "4 2 123456789abcdef67890123456789abcdef67890123456789abcdef123456789",
+            ),
+            (
+                "NAPTR",
+                "100 10 \"S\" \"SIP+D2U\" \"\" _sip._udp.example.com",
+            ),
+            ("DS", "2371 13 2 1F987CC6583E92DF0890718C42"),
+            ("HTTPS", "1 . alpn=h2,h3"),
+            ("SVCB", "1 svc.example.com port=8443"),
+            ("LOC", "37 46 46 N 122 23 35 W 0m 100m 0m 0m"),
+            ("URI", "10 1 \"https://example.com/\""),
+            ("CERT", "1 12345 8 AQIDBA=="),
+        ] {
+            let body = json!({"type": t, "name": "_x._tcp", "content": content});
+            assert!(
+                draft(body).is_ok(),
+                "{t} {content}: {:?}",
+                draft(json!({"type": t, "name": "_x._tcp", "content": content}))
+            );
+        }
+        assert!(draft(json!({"type":"TLSA","name":"x","content":"3 1 1 xyz"})).is_err());
+        assert!(
+            draft(json!({"type":"LOC","name":"x","content":"97 0 0 N 0 0 0 E 0m 0m 0m 0m"}))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn identical_and_cname_conflicts_use_cloudflare_codes() {
+        let a = draft(json!({"type":"A","name":"www","content":"192.0.2.1"})).expect("valid");
+        let stored = a
+            .clone()
+            .into_record("1".into(), "z".into(), "t".into(), "t".into());
+        assert_eq!(a.check_against([&stored]).map_err(|c| c.code), Err(81058));
+        let c =
+            draft(json!({"type":"CNAME","name":"www","content":"x.example.net"})).expect("valid");
+        assert_eq!(c.check_against([&stored]).map_err(|c| c.code), Err(81053));
+        let other = draft(json!({"type":"A","name":"www","content":"192.0.2.2"})).expect("valid");
+        assert!(other.check_against([&stored]).is_ok());
+    }
+
+    #[test]
+    fn long_txt_is_split_into_quoted_strings() {
+        let long = "a".repeat(300);
+        let p = txt_presentation(&long);
+        assert_eq!(p, format!("\"{}\" \"{}\"", "a".repeat(255), "a".repeat(45)));
+        assert_eq!(txt_presentation("say \"hi\""), "\"say \\\"hi\\\"\"");
+    }
+}

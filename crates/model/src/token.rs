@@ -1,0 +1,146 @@
+//! API tokens and what each may do.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a grant allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Everything: zones, records, tokens.
+    All,
+    /// Read zones and their records.
+    ZoneRead,
+    /// Read zones, and create, change and delete their DNS records.
+    DnsEdit,
+}
+
+impl Permission {
+    /// Cloudflare permission-group names, and the CLI's names, for each permission.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().replace(['_', ' '], "-").as_str() {
+            "all" | "administrator" => Some(Self::All),
+            "zone-read" | "dns-read" => Some(Self::ZoneRead),
+            "dns-edit" | "dns-write" => Some(Self::DnsEdit),
+            _ => None,
+        }
+    }
+
+    pub fn group_name(self) -> &'static str {
+        match self {
+            Self::All => "Administrator",
+            Self::ZoneRead => "Zone Read",
+            Self::DnsEdit => "DNS Write",
+        }
+    }
+}
+
+/// Which zones a grant covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoneScope {
+    All,
+    /// Zone ids.
+    Listed(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub permission: Permission,
+    pub zones: ZoneScope,
+}
+
+/// What a request needs its token to allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need<'a> {
+    /// Account-wide changes: create or delete zones, manage tokens.
+    Admin,
+    ZoneRead(&'a str),
+    ZoneEdit(&'a str),
+    DnsEdit(&'a str),
+}
+
+/// A stored API token. The secret itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub grants: Vec<Grant>,
+    pub issued_on: String,
+}
+
+impl ApiToken {
+    /// A token with every right (the bootstrap and `PARAPET_API_TOKEN` token).
+    pub fn admin(id: String, name: String, issued_on: String) -> Self {
+        Self {
+            id,
+            name,
+            grants: vec![Grant {
+                permission: Permission::All,
+                zones: ZoneScope::All,
+            }],
+            issued_on,
+        }
+    }
+
+    pub fn allows(&self, need: Need<'_>) -> bool {
+        self.grants.iter().any(|g| {
+            let covers = |zone: &str| match &g.zones {
+                ZoneScope::All => true,
+                ZoneScope::Listed(ids) => ids.iter().any(|z| z == zone),
+            };
+            match (g.permission, need) {
+                (Permission::All, Need::Admin) => g.zones == ZoneScope::All,
+                (Permission::All, Need::ZoneRead(z) | Need::ZoneEdit(z) | Need::DnsEdit(z)) => {
+                    covers(z)
+                }
+                (Permission::DnsEdit, Need::ZoneRead(z) | Need::DnsEdit(z)) => covers(z),
+                (Permission::ZoneRead, Need::ZoneRead(z)) => covers(z),
+                _ => false,
+            }
+        })
+    }
+}
+
+/// The store key of a token secret: its SHA-256, hex.
+pub fn secret_digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_edit_on_one_zone_allows_only_that_zone() {
+        let t = ApiToken {
+            id: "t".into(),
+            name: "n".into(),
+            grants: vec![Grant {
+                permission: Permission::DnsEdit,
+                zones: ZoneScope::Listed(vec!["z1".into()]),
+            }],
+            issued_on: String::new(),
+        };
+        assert!(t.allows(Need::DnsEdit("z1")));
+        assert!(t.allows(Need::ZoneRead("z1")));
+        assert!(!t.allows(Need::DnsEdit("z2")));
+        assert!(!t.allows(Need::ZoneEdit("z1")));
+        assert!(!t.allows(Need::Admin));
+    }
+
+    #[test]
+    fn zone_read_cannot_edit() {
+        let t = ApiToken {
+            id: "t".into(),
+            name: "n".into(),
+            grants: vec![Grant {
+                permission: Permission::ZoneRead,
+                zones: ZoneScope::All,
+            }],
+            issued_on: String::new(),
+        };
+        assert!(t.allows(Need::ZoneRead("any")));
+        assert!(!t.allows(Need::DnsEdit("any")));
+    }
+}
