@@ -1,1 +1,81 @@
-//! placeholder
+//! The snapshot: everything the data planes need, compiled from the store into one immutable
+//! value and swapped in atomically.
+//!
+//! A [`Snapshot`] is built only from a complete, consistent read of the store. A DNS query or an
+//! HTTP request loads one snapshot and uses it for its whole life; nothing here touches the
+//! store from a data plane. A store state that does not compile is rejected with every error
+//! listed, and the previous snapshot keeps serving. The last good snapshot's source is kept on
+//! disk so a node can serve before its store answers.
+
+mod compile;
+mod keys;
+mod watcher;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parapet_store::Revision;
+use tokio::sync::watch;
+
+pub use compile::{CompileError, ProxiedHost, Snapshot, ZoneSnapshot, compile_snapshot};
+pub use keys::{StoreKey, record_key, record_prefix, token_key, zone_key, zone_name_key};
+pub use watcher::{LastGood, run_snapshot_watcher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot does not compile: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Compile(Vec<CompileError>),
+    #[error("last good snapshot file {path}: {message}")]
+    LastGood { path: String, message: String },
+}
+
+/// The snapshot currently served, and what happened to the last one that was rejected.
+pub struct Published {
+    current: ArcSwap<Snapshot>,
+    rejected: ArcSwap<Vec<CompileError>>,
+    revision_tx: watch::Sender<Revision>,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            rejected: ArcSwap::from_pointee(Vec::new()),
+            revision_tx: watch::channel(0).0,
+        }
+    }
+}
+
+impl Published {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The snapshot to use for one query or request.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Errors of the last store state that failed to compile (empty once one compiles again).
+    pub fn rejected(&self) -> Arc<Vec<CompileError>> {
+        self.rejected.load_full()
+    }
+
+    pub fn publish(&self, snapshot: Snapshot) {
+        let revision = snapshot.revision;
+        self.current.store(Arc::new(snapshot));
+        self.rejected.store(Arc::new(Vec::new()));
+        self.revision_tx.send_replace(revision);
+    }
+
+    pub fn reject(&self, errors: Vec<CompileError>) {
+        self.rejected.store(Arc::new(errors));
+    }
+
+    /// Waits until a snapshot at `revision` or later is served.
+    pub async fn wait_for(&self, revision: Revision) {
+        let mut rx = self.revision_tx.subscribe();
+        // The sender lives as long as `self`, so `wait_for` cannot fail here.
+        let _ = rx.wait_for(|r| *r >= revision).await;
+    }
+}

@@ -16,6 +16,11 @@ impl Watch {
     pub async fn next(&mut self) -> Option<Result<Batch, StoreError>> {
         self.rx.recv().await
     }
+
+    /// The next batch if one is ready now.
+    pub fn try_next(&mut self) -> Option<Result<Batch, StoreError>> {
+        self.rx.try_recv().ok()
+    }
 }
 
 /// A watch built from [`Store::changes_since`] and [`Store::revision_watch`].

@@ -1,0 +1,182 @@
+//! Store contents → [`Snapshot`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use parapet_model::{DnsRecord, RecordDraft, RecordType, Zone, ZoneStatus};
+use parapet_store::Revision;
+
+use crate::keys::StoreKey;
+
+/// One reason a store state does not compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// A zone with its records, sorted by (name, type).
+#[derive(Debug, Clone)]
+pub struct ZoneSnapshot {
+    pub zone: Zone,
+    pub records: Vec<DnsRecord>,
+}
+
+/// A proxied host name: where the edge sends its traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxiedHost {
+    pub zone_id: String,
+    /// The zone is active: DNS answers with the edge, and the edge serves the name.
+    pub active: bool,
+    /// The proxied A/AAAA/CNAME contents at this name.
+    pub origins: Vec<String>,
+}
+
+/// Everything the data planes read, at one store revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub revision: Revision,
+    /// By zone name.
+    pub zones: BTreeMap<String, Arc<ZoneSnapshot>>,
+    /// By host name (wildcards included as `*.name`).
+    pub proxied_hosts: HashMap<String, ProxiedHost>,
+}
+
+impl Snapshot {
+    /// The zone that `name` belongs to: the longest zone name it lies within.
+    pub fn zone_for(&self, name: &str) -> Option<&Arc<ZoneSnapshot>> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut candidate = name.as_str();
+        loop {
+            if let Some(z) = self.zones.get(candidate) {
+                return Some(z);
+            }
+            candidate = candidate.split_once('.')?.1;
+        }
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.zones.values().map(|z| z.records.len()).sum()
+    }
+}
+
+/// Compiles the snapshot from every store entry (`key → value`) at `revision`.
+pub fn compile_snapshot<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    revision: Revision,
+) -> Result<Snapshot, Vec<CompileError>> {
+    let mut errors = Vec::new();
+    let mut zones: HashMap<String, Zone> = HashMap::new();
+    let mut records: HashMap<String, Vec<DnsRecord>> = HashMap::new();
+    for (key, value) in entries {
+        let err = |m: String| CompileError {
+            key: key.to_owned(),
+            message: m,
+        };
+        match StoreKey::parse(key) {
+            StoreKey::Zone(id) => match serde_json::from_slice::<Zone>(value) {
+                Ok(z) if z.id == id => {
+                    zones.insert(z.id.clone(), z);
+                }
+                Ok(z) => errors.push(err(format!("holds zone {} under another id", z.id))),
+                Err(e) => errors.push(err(format!("not a zone: {e}"))),
+            },
+            StoreKey::Record { zone_id, record_id } => {
+                match serde_json::from_slice::<DnsRecord>(value) {
+                    Ok(r) if r.id == record_id && r.zone_id == zone_id => {
+                        records.entry(r.zone_id.clone()).or_default().push(r);
+                    }
+                    Ok(_) => errors.push(err("record id or zone id does not match its key".into())),
+                    Err(e) => errors.push(err(format!("not a DNS record: {e}"))),
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut by_name = BTreeMap::new();
+    let mut proxied_hosts: HashMap<String, ProxiedHost> = HashMap::new();
+    records.retain(|zone_id, zone_records| {
+        if zones.contains_key(zone_id) {
+            zone_records
+                .sort_by(|a, b| (&a.name, a.kind, &a.content).cmp(&(&b.name, b.kind, &b.content)));
+            return true;
+        }
+        errors.push(CompileError {
+            key: format!("records/{zone_id}/"),
+            message: format!(
+                "{} records belong to a zone that does not exist",
+                zone_records.len()
+            ),
+        });
+        false
+    });
+    for (zone_id, zone) in zones {
+        let zone_records = records.remove(&zone_id).unwrap_or_default();
+        for r in &zone_records {
+            // Each record must still be one the API would accept, alone and with its neighbours.
+            let key = format!("records/{zone_id}/{}", r.id);
+            match RecordDraft::from_json(&zone.name, &serde_json::Value::Object(r.editable_json()))
+            {
+                Ok(d) if d.content == r.content => {
+                    let others = zone_records.iter().filter(|o| o.id != r.id);
+                    if let Err(c) = d.check_against(others) {
+                        errors.push(CompileError {
+                            key,
+                            message: c.message,
+                        });
+                    }
+                }
+                Ok(_) => errors.push(CompileError {
+                    key,
+                    message: "content is not in canonical form".into(),
+                }),
+                Err(e) => errors.push(CompileError {
+                    key,
+                    message: e.to_string(),
+                }),
+            }
+            if r.proxied && matches!(r.kind, RecordType::A | RecordType::AAAA | RecordType::CNAME) {
+                let host = proxied_hosts
+                    .entry(r.name.clone())
+                    .or_insert_with(|| ProxiedHost {
+                        zone_id: zone_id.clone(),
+                        active: zone.status == ZoneStatus::Active && !zone.paused,
+                        origins: Vec::new(),
+                    });
+                host.origins.push(r.content.clone());
+            }
+        }
+        if let Some(previous) = by_name.insert(
+            zone.name.clone(),
+            Arc::new(ZoneSnapshot {
+                zone: zone.clone(),
+                records: zone_records,
+            }),
+        ) {
+            errors.push(CompileError {
+                key: format!("zones/{zone_id}"),
+                message: format!(
+                    "zone name {} is also used by zone {}",
+                    zone.name, previous.zone.id
+                ),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(Snapshot {
+            revision,
+            zones: by_name,
+            proxied_hosts,
+        })
+    } else {
+        errors.sort_by(|a, b| a.key.cmp(&b.key));
+        Err(errors)
+    }
+}

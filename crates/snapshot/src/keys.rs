@@ -1,0 +1,65 @@
+//! Where each kind of object lives in the store.
+
+pub const ZONES: &str = "zones/";
+pub const ZONE_NAMES: &str = "zone-names/";
+pub const RECORDS: &str = "records/";
+pub const TOKENS: &str = "tokens/";
+
+pub fn zone_key(zone_id: &str) -> String {
+    format!("{ZONES}{zone_id}")
+}
+
+/// Maps a zone name to its id, so that two zones cannot share a name.
+pub fn zone_name_key(name: &str) -> String {
+    format!("{ZONE_NAMES}{name}")
+}
+
+pub fn record_prefix(zone_id: &str) -> String {
+    format!("{RECORDS}{zone_id}/")
+}
+
+pub fn record_key(zone_id: &str, record_id: &str) -> String {
+    format!("{RECORDS}{zone_id}/{record_id}")
+}
+
+/// A token is stored under the SHA-256 of its secret.
+pub fn token_key(secret_digest: &str) -> String {
+    format!("{TOKENS}{secret_digest}")
+}
+
+/// What a store key holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoreKey<'a> {
+    Zone(&'a str),
+    ZoneName(&'a str),
+    Record {
+        zone_id: &'a str,
+        record_id: &'a str,
+    },
+    Token(&'a str),
+    Other,
+}
+
+impl<'a> StoreKey<'a> {
+    pub fn parse(key: &'a str) -> Self {
+        if let Some(id) = key.strip_prefix(ZONES) {
+            Self::Zone(id)
+        } else if let Some(name) = key.strip_prefix(ZONE_NAMES) {
+            Self::ZoneName(name)
+        } else if let Some(rest) = key.strip_prefix(RECORDS) {
+            match rest.split_once('/') {
+                Some((zone_id, record_id)) => Self::Record { zone_id, record_id },
+                None => Self::Other,
+            }
+        } else if let Some(digest) = key.strip_prefix(TOKENS) {
+            Self::Token(digest)
+        } else {
+            Self::Other
+        }
+    }
+
+    /// Whether the snapshot is built from this key.
+    pub fn feeds_snapshot(&self) -> bool {
+        matches!(self, Self::Zone(_) | Self::Record { .. })
+    }
+}

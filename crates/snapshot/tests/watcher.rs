@@ -1,0 +1,181 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parapet_model::{DnsRecord, Zone, ZoneStatus};
+use parapet_snapshot::{LastGood, Published, record_key, run_snapshot_watcher, zone_key};
+use parapet_store::{MemoryStore, Store, Txn};
+
+fn zone(id: &str, name: &str) -> Zone {
+    Zone {
+        id: id.into(),
+        name: name.into(),
+        status: ZoneStatus::Active,
+        paused: false,
+        name_servers: vec!["ns1.parapet.test".into()],
+        original_name_servers: None,
+        account_id: "a".into(),
+        created_on: String::new(),
+        modified_on: String::new(),
+        activated_on: None,
+        serial: 1,
+        failed_checks: 0,
+        last_check: None,
+    }
+}
+
+fn a_record(zone_id: &str, id: &str, name: &str, ip: &str, proxied: bool) -> DnsRecord {
+    DnsRecord {
+        id: id.into(),
+        zone_id: zone_id.into(),
+        name: name.into(),
+        kind: parapet_model::RecordType::A,
+        content: ip.into(),
+        ttl: 1,
+        proxied,
+        priority: None,
+        comment: None,
+        tags: vec![],
+        created_on: String::new(),
+        modified_on: String::new(),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("json")
+}
+
+async fn wait(published: &Published, revision: u64) {
+    tokio::time::timeout(Duration::from_secs(5), published.wait_for(revision))
+        .await
+        .expect("snapshot within 5 s");
+}
+
+#[tokio::test]
+async fn store_change_is_published_within_milliseconds() {
+    let store = Arc::new(MemoryStore::new());
+    let published = Arc::new(Published::new());
+    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    let rev = store
+        .commit(Txn::new().put(zone_key("z1"), json(&zone("z1", "example.com"))))
+        .await
+        .expect("commit");
+    wait(&published, rev).await;
+    let started = Instant::now();
+    let rev = store
+        .commit(Txn::new().put(
+            record_key("z1", "r1"),
+            json(&a_record("z1", "r1", "www.example.com", "192.0.2.1", true)),
+        ))
+        .await
+        .expect("commit");
+    wait(&published, rev).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(100),
+        "published after {took:?}"
+    );
+    let snap = published.load();
+    assert_eq!(snap.record_count(), 1);
+    let host = snap
+        .proxied_hosts
+        .get("www.example.com")
+        .expect("proxied host");
+    assert_eq!(host.origins, ["192.0.2.1"]);
+    assert!(host.active);
+    assert_eq!(
+        snap.zone_for("WWW.Example.com.")
+            .map(|z| z.zone.id.as_str()),
+        Some("z1")
+    );
+}
+
+#[tokio::test]
+async fn bad_snapshot_keeps_previous() {
+    let store = Arc::new(MemoryStore::new());
+    let published = Arc::new(Published::new());
+    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    let good = store
+        .commit(
+            Txn::new()
+                .put(zone_key("z1"), json(&zone("z1", "example.com")))
+                .put(
+                    record_key("z1", "r1"),
+                    json(&a_record("z1", "r1", "a.example.com", "192.0.2.1", false)),
+                ),
+        )
+        .await
+        .expect("commit");
+    wait(&published, good).await;
+    // Written behind the API's back: a record that is not valid, and one for a missing zone.
+    store
+        .commit(
+            Txn::new()
+                .put(
+                    record_key("z1", "r2"),
+                    json(&a_record("z1", "r2", "b.example.com", "not-an-ip", false)),
+                )
+                .put(
+                    record_key("zx", "r3"),
+                    json(&a_record("zx", "r3", "c.example.org", "192.0.2.3", false)),
+                ),
+        )
+        .await
+        .expect("commit");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while published.rejected().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("rejection reported");
+    let errors = published.rejected();
+    assert_eq!(errors.len(), 2, "every error listed: {errors:?}");
+    assert_eq!(
+        published.load().revision,
+        good,
+        "previous snapshot keeps serving"
+    );
+    assert_eq!(published.load().record_count(), 1);
+    // Fixing the store compiles again.
+    let fixed = store
+        .commit(
+            Txn::new()
+                .delete(record_key("z1", "r2"))
+                .delete(record_key("zx", "r3")),
+        )
+        .await
+        .expect("commit");
+    wait(&published, fixed).await;
+    assert!(published.rejected().is_empty());
+}
+
+#[tokio::test]
+async fn last_good_snapshot_serves_before_the_store_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snapshot.json");
+    {
+        let store = Arc::new(MemoryStore::new());
+        let published = Arc::new(Published::new());
+        let task = tokio::spawn(run_snapshot_watcher(
+            store.clone(),
+            published.clone(),
+            Some(LastGood::new(&path)),
+        ));
+        let rev = store
+            .commit(Txn::new().put(zone_key("z1"), json(&zone("z1", "example.com"))))
+            .await
+            .expect("commit");
+        wait(&published, rev).await;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !path.exists() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("saved");
+        task.abort();
+    }
+    let (revision, entries) = LastGood::new(&path).load().expect("load").expect("exists");
+    assert_eq!(revision, 1);
+    assert!(entries.contains_key(&zone_key("z1")));
+}
