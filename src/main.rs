@@ -1,1 +1,83 @@
-fn main() {}
+//! The `parapet` binary: `serve` runs the edge; the other commands talk to a running one.
+
+mod cli;
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "parapet",
+    version,
+    about = "A self-hostable edge: authoritative DNS, reverse proxy, cache and shield, driven by a Cloudflare-compatible API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Parapet: API (and, as they land, DNS and edge) on the embedded store.
+    Serve(config::ServeFlags),
+    /// Check a configuration file and print the resolved configuration.
+    CheckConfig(config::ServeFlags),
+    /// Manage zones through a running server's API.
+    Zone {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::ZoneCommand,
+    },
+    /// Manage DNS records through a running server's API.
+    Record {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::RecordCommand,
+    },
+    /// Manage API tokens through a running server's API.
+    Token {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::TokenCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PARAPET_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(flags) => config::load(&flags).and_then(|config| {
+            let env_token = std::env::var("PARAPET_API_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)?
+                .block_on(serve::serve(config, env_token))
+        }),
+        Command::CheckConfig(flags) => config::load(&flags).map(|c| println!("{c:#?}")),
+        Command::Zone { api, command } => cli::zone(&api, command),
+        Command::Record { api, command } => cli::record(&api, command),
+        Command::Token { api, command } => cli::token(&api, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parapet: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,96 @@
-//! placeholder
+//! Parapet's REST API, in Cloudflare's v4 shapes at `/client/v4`, so that existing Cloudflare
+//! clients work by changing only their base URL.
+//!
+//! Every write is validated by the model, then committed to the store in one compare-and-set
+//! transaction that also bumps the zone's serial; the API answers only after the store made
+//! the write durable. The API never touches a snapshot's data plane: it reads the store.
+
+mod auth;
+mod envelope;
+mod listing;
+mod records;
+mod tokens;
+mod zones;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{get, post, put};
+use parapet_activation::Activator;
+use parapet_snapshot::Published;
+use parapet_store::Store;
+
+pub use auth::Auth;
+pub use envelope::{ApiError, ApiErrorItem, ResultInfo, now_timestamp};
+pub use tokens::{create_token, has_stored_tokens};
+
+/// Largest zone file import body.
+const IMPORT_LIMIT: usize = 20 * 1024 * 1024;
+
+/// What the API needs to know about this installation.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Host names assigned as nameservers to every zone.
+    pub nameservers: Vec<String>,
+    pub account_id: String,
+    pub account_name: String,
+    /// A token secret valid with every right (from `PARAPET_API_TOKEN`).
+    pub env_token: Option<String>,
+}
+
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub config: ApiConfig,
+    pub activator: Arc<Activator>,
+    pub published: Arc<Published>,
+}
+
+/// The whole API as one router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let v4 = Router::new()
+        .route("/user/tokens/verify", get(tokens::verify))
+        .route("/user/tokens", get(tokens::list).post(tokens::create))
+        .route(
+            "/user/tokens/{token_id}",
+            get(tokens::get_one).delete(tokens::delete),
+        )
+        .route("/accounts", get(zones::list_accounts))
+        .route("/accounts/{account_id}", get(zones::get_account))
+        .route("/zones", get(zones::list).post(zones::create))
+        .route(
+            "/zones/{zone_id}",
+            get(zones::get_one)
+                .patch(zones::patch)
+                .delete(zones::delete),
+        )
+        .route(
+            "/zones/{zone_id}/activation_check",
+            put(zones::activation_check),
+        )
+        .route(
+            "/zones/{zone_id}/dns_records",
+            get(records::list).post(records::create),
+        )
+        .route("/zones/{zone_id}/dns_records/export", get(records::export))
+        .route(
+            "/zones/{zone_id}/dns_records/import",
+            post(records::import).layer(DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
+        .route("/zones/{zone_id}/dns_records/batch", post(records::batch))
+        .route(
+            "/zones/{zone_id}/dns_records/{record_id}",
+            get(records::get_one)
+                .put(records::replace)
+                .patch(records::patch)
+                .delete(records::delete),
+        );
+    Router::new()
+        .nest("/client/v4", v4)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/parapet/status", get(zones::status))
+        .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}

@@ -295,15 +295,15 @@ impl RecordDraft {
             let raw = obj.get("content").filter(|c| !c.is_null());
             match (kind.data_fields(), data, raw) {
                 (Some(fields), Some(data), _) => {
-                    if kind == RecordType::SRV || kind == RecordType::URI {
-                        if let Some(p) = data.get("priority").and_then(Value::as_u64) {
-                            match u16::try_from(p) {
-                                Ok(p) => priority = Some(p),
-                                Err(_) => errors.push(FieldError::new(
-                                    "data.priority",
-                                    "must be between 0 and 65535",
-                                )),
-                            }
+                    if (kind == RecordType::SRV || kind == RecordType::URI)
+                        && let Some(p) = data.get("priority").and_then(Value::as_u64)
+                    {
+                        match u16::try_from(p) {
+                            Ok(p) => priority = Some(p),
+                            Err(_) => errors.push(FieldError::new(
+                                "data.priority",
+                                "must be between 0 and 65535",
+                            )),
                         }
                     }
                     match content_from_data(fields, data) {
@@ -321,11 +321,11 @@ impl RecordDraft {
                 }
                 (None, _, None) => errors.push(FieldError::new("content", "is required")),
             }
-            if let Some(c) = &content {
-                if let Err(e) = check_wire(kind, c, priority) {
-                    errors.push(e);
-                    content = None;
-                }
+            if let Some(c) = &content
+                && let Err(e) = check_wire(kind, c, priority)
+            {
+                errors.push(e);
+                content = None;
             }
             if proxied && !kind.proxiable() {
                 errors.push(FieldError::new(
@@ -342,19 +342,17 @@ impl RecordDraft {
             if !kind.has_priority() {
                 priority = None;
             }
-            if kind == RecordType::SRV || kind == RecordType::URI {
-                if let Some(n) = &name {
-                    let labels: Vec<&str> = n.split('.').collect();
-                    let ok = kind == RecordType::URI && labels[0].starts_with('_')
-                        || labels.len() > 2
-                            && labels[0].starts_with('_')
-                            && labels[1].starts_with('_');
-                    if !ok {
-                        errors.push(FieldError::new(
-                            "name",
-                            format!("a {kind} record name must start with _service._proto"),
-                        ));
-                    }
+            if (kind == RecordType::SRV || kind == RecordType::URI)
+                && let Some(n) = &name
+            {
+                let labels: Vec<&str> = n.split('.').collect();
+                let ok = kind == RecordType::URI && labels[0].starts_with('_')
+                    || labels.len() > 2 && labels[0].starts_with('_') && labels[1].starts_with('_');
+                if !ok {
+                    errors.push(FieldError::new(
+                        "name",
+                        format!("a {kind} record name must start with _service._proto"),
+                    ));
                 }
             }
         }
@@ -494,15 +492,15 @@ impl DnsRecord {
         let mut m = Map::new();
         for (i, (key, field)) in fields.iter().enumerate() {
             let value = match field {
-                Field::Rest => json!(tokens.get(i..).map(|t| join_rest(t)).unwrap_or_default()),
+                Field::Rest => json!(tokens.get(i..).map(join_rest).unwrap_or_default()),
                 _ => field_json(*field, tokens.get(i).map(|t| t.text.as_str()).unwrap_or("")),
             };
             m.insert((*key).into(), value);
         }
-        if matches!(self.kind, RecordType::SRV | RecordType::URI) {
-            if let Some(p) = self.priority {
-                m.insert("priority".into(), json!(p));
-            }
+        if matches!(self.kind, RecordType::SRV | RecordType::URI)
+            && let Some(p) = self.priority
+        {
+            m.insert("priority".into(), json!(p));
         }
         Some(Value::Object(m))
     }
@@ -808,7 +806,10 @@ fn check_field(field: Field, text: &str, raw: bool) -> Result<String, String> {
         Field::Rest => Ok(text.trim().to_owned()),
         Field::Hex => {
             let t: String = text.split_whitespace().collect();
-            if !t.is_empty() && t.len() % 2 == 0 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !t.is_empty()
+                && t.len().is_multiple_of(2)
+                && t.bytes().all(|b| b.is_ascii_hexdigit())
+            {
                 Ok(t.to_ascii_lowercase())
             } else {
                 Err("must be an even number of hexadecimal digits".into())

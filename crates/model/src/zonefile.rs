@@ -265,12 +265,12 @@ fn rdata_content(kind: RecordType, words: &[Word], origin: &str) -> Result<Strin
         return Ok(txt_content(words));
     }
     let mut parts: Vec<String> = words.iter().map(|w| w.raw.clone()).collect();
-    if let Some(i) = name_at {
-        if let Some(p) = parts.get_mut(i) {
-            if p != "." && !p.ends_with('.') {
-                *p = absolute(p, origin)?;
-            }
-        }
+    if let Some(i) = name_at
+        && let Some(p) = parts.get_mut(i)
+        && p != "."
+        && !p.ends_with('.')
+    {
+        *p = absolute(p, origin)?;
     }
     Ok(parts.join(" "))
 }
@@ -346,10 +346,10 @@ fn split_entries(text: &str) -> (Vec<Entry>, Vec<FieldError>) {
                 finish_word(&mut current, &mut word, &mut in_word, line, leading_blank);
                 line += 1;
                 at_line_start = true;
-                if depth == 0 {
-                    if let Some(e) = current.take() {
-                        entries.push(e);
-                    }
+                if depth == 0
+                    && let Some(e) = current.take()
+                {
+                    entries.push(e);
                 }
             }
             ';' => {

@@ -8,7 +8,7 @@
 //! disk so a node can serve before its store answers.
 
 mod compile;
-mod keys;
+pub mod keys;
 mod watcher;
 
 use std::sync::Arc;

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::keys::StoreKey;
 use crate::{Published, SnapshotError, compile_snapshot};
 
+/// Store entries by key.
+pub type Entries = BTreeMap<String, Vec<u8>>;
+
 /// The store entries the last good snapshot was compiled from, kept in a file.
 pub struct LastGood {
     path: PathBuf,
@@ -36,7 +39,7 @@ impl LastGood {
     }
 
     /// The saved entries, if a file exists.
-    pub fn load(&self) -> Result<Option<(Revision, BTreeMap<String, Vec<u8>>)>, SnapshotError> {
+    pub fn load(&self) -> Result<Option<(Revision, Entries)>, SnapshotError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -16,7 +16,9 @@ use crate::{
 };
 
 const KV: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("kv");
-const LOG: TableDefinition<(u64, u32), (&str, Option<&[u8]>)> = TableDefinition::new("log");
+/// (revision, sequence) → (key, value or `None` for a delete).
+type LogTable<'a> = TableDefinition<'a, (u64, u32), (&'static str, Option<&'static [u8]>)>;
+const LOG: LogTable<'static> = TableDefinition::new("log");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
 const COMPACTED: &str = "compacted";

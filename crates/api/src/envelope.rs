@@ -1,0 +1,218 @@
+//! Cloudflare's v4 response envelope, and the one place API errors become statuses and codes.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use parapet_model::{FieldError, ModelError};
+use parapet_store::StoreError;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// `result_info` of a paged list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ResultInfo {
+    pub page: usize,
+    pub per_page: usize,
+    pub count: usize,
+    pub total_count: usize,
+    pub total_pages: usize,
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// A successful single result.
+pub fn ok(result: Value) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"success": true, "errors": [], "messages": [], "result": result}),
+    )
+}
+
+/// A successful page of a list.
+pub fn ok_page(result: Vec<Value>, info: ResultInfo) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"success": true, "errors": [], "messages": [], "result": result, "result_info": info}),
+    )
+}
+
+/// One error as Cloudflare reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiErrorItem {
+    pub code: u32,
+    pub message: String,
+}
+
+/// Every way an API request fails.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing authorization")]
+    MissingAuth,
+    #[error("malformed authorization header")]
+    MalformedAuth,
+    #[error("invalid API token")]
+    InvalidToken,
+    #[error("the token may not do this")]
+    Forbidden,
+    #[error("{message}")]
+    NotFound { code: u32, message: String },
+    #[error("bad request")]
+    BadRequest(Vec<ApiErrorItem>),
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad(code: u32, message: impl Into<String>) -> Self {
+        Self::BadRequest(vec![ApiErrorItem {
+            code,
+            message: message.into(),
+        }])
+    }
+
+    pub fn zone_not_found() -> Self {
+        Self::NotFound {
+            code: 7003,
+            message: "Could not route to this zone: the zone identifier is invalid or the zone does not exist.".into(),
+        }
+    }
+
+    pub fn record_not_found() -> Self {
+        Self::NotFound {
+            code: 81044,
+            message: "Record does not exist.".into(),
+        }
+    }
+
+    /// Field errors of a DNS record, each with the code Cloudflare uses for that field.
+    pub fn record_fields(err: &ModelError) -> Self {
+        Self::BadRequest(err.errors().iter().map(record_field_item).collect())
+    }
+
+    /// Field errors of anything else.
+    pub fn fields(code: u32, err: &ModelError) -> Self {
+        Self::BadRequest(
+            err.errors()
+                .iter()
+                .map(|e| ApiErrorItem {
+                    code,
+                    message: e.to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    fn status_and_items(&self) -> (StatusCode, Vec<ApiErrorItem>) {
+        let item = |code: u32, message: &str| {
+            vec![ApiErrorItem {
+                code,
+                message: message.to_owned(),
+            }]
+        };
+        match self {
+            Self::MissingAuth => (
+                StatusCode::UNAUTHORIZED,
+                item(
+                    9106,
+                    "Missing X-Auth-Key, X-Auth-Email or Authorization headers",
+                ),
+            ),
+            Self::MalformedAuth => (
+                StatusCode::UNAUTHORIZED,
+                item(6111, "Invalid format for Authorization header"),
+            ),
+            Self::InvalidToken => (StatusCode::UNAUTHORIZED, item(1000, "Invalid API Token")),
+            Self::Forbidden => (StatusCode::FORBIDDEN, item(10000, "Authentication error")),
+            Self::NotFound { code, message } => (StatusCode::NOT_FOUND, item(*code, message)),
+            Self::BadRequest(items) => (StatusCode::BAD_REQUEST, items.clone()),
+            Self::NoRoute(path) => (
+                StatusCode::NOT_FOUND,
+                item(7000, &format!("No route for that URI: {path}")),
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                item(10405, "Method not allowed for this URI"),
+            ),
+            Self::Store(StoreError::Conflict) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                item(
+                    10001,
+                    "The zone is being changed by another request; try again",
+                ),
+            ),
+            Self::Store(e) => {
+                tracing::error!("store failure: {e}");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    item(10001, "Internal store error"),
+                )
+            }
+            Self::Internal(m) => {
+                tracing::error!("internal error: {m}");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    item(10001, "Internal error"),
+                )
+            }
+        }
+    }
+}
+
+fn record_field_item(e: &FieldError) -> ApiErrorItem {
+    let field = e.field.split('.').next().unwrap_or("");
+    let code = match field {
+        "name" => 9000,
+        "type" => 9008,
+        "content" | "data" => 9005,
+        "ttl" => 9021,
+        "proxied" => 9004,
+        "priority" => 9100,
+        "body" => 9207,
+        _ => 9005,
+    };
+    ApiErrorItem {
+        code,
+        message: e.to_string(),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, items) = self.status_and_items();
+        let errors: Vec<Value> = items
+            .iter()
+            .map(|i| json!({"code": i.code, "message": i.message}))
+            .collect();
+        json_response(
+            status,
+            &json!({"success": false, "errors": errors, "messages": [], "result": null}),
+        )
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// Reads a JSON request body: malformed JSON is a 400 with code 9207, never a 500.
+pub fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad(
+            9207,
+            "Request body is empty; a JSON object is required",
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad(9207, format!("Request body is not valid JSON: {e}")))
+}
+
+/// Now, in Cloudflare's timestamp format.
+pub fn now_timestamp() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}

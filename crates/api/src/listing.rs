@@ -1,0 +1,155 @@
+//! Query parameters: filters, ordering and paging, as Cloudflare reads them.
+
+use serde_json::Value;
+
+use crate::envelope::{ApiError, ResultInfo, ok_page};
+
+/// The decoded query string.
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(raw: Option<&str>) -> Self {
+        Self(
+            form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn number(&self, key: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(0) | Err(_) => Err(ApiError::bad(
+                    1004,
+                    format!("{key} must be a positive whole number"),
+                )),
+                Ok(n) => Ok(n.min(max)),
+            },
+        }
+    }
+
+    /// `page` (from 1) and `per_page` (clamped to `max`).
+    pub fn paging(
+        &self,
+        default_per_page: usize,
+        max_per_page: usize,
+    ) -> Result<(usize, usize), ApiError> {
+        Ok((
+            self.number("page", 1, usize::MAX / 2)?,
+            self.number("per_page", default_per_page, max_per_page)?,
+        ))
+    }
+
+    /// `match=all|any` (default all).
+    pub fn match_any(&self) -> Result<bool, ApiError> {
+        match self.get("match") {
+            None | Some("all") => Ok(false),
+            Some("any") => Ok(true),
+            Some(other) => Err(ApiError::bad(
+                1004,
+                format!("match must be 'all' or 'any', not '{}'", short(other)),
+            )),
+        }
+    }
+
+    /// `direction=asc|desc` (default asc): true for descending.
+    pub fn descending(&self) -> Result<bool, ApiError> {
+        match self.get("direction") {
+            None | Some("asc") => Ok(false),
+            Some("desc") => Ok(true),
+            Some(other) => Err(ApiError::bad(
+                1004,
+                format!("direction must be 'asc' or 'desc', not '{}'", short(other)),
+            )),
+        }
+    }
+
+    /// Parses a boolean parameter.
+    pub fn boolean(&self, key: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => Err(ApiError::bad(
+                1004,
+                format!("{key} must be true or false, not '{}'", short(other)),
+            )),
+        }
+    }
+}
+
+pub fn short(s: &str) -> String {
+    parapet_model::name::printable(s)
+}
+
+/// A text filter: `exact`, `contains`, `startswith`, `endswith`; case-insensitive like
+/// Cloudflare's name filters.
+#[derive(Debug, Clone)]
+pub enum TextFilter {
+    Exact(String),
+    Contains(String),
+    StartsWith(String),
+    EndsWith(String),
+}
+
+impl TextFilter {
+    pub fn matches(&self, value: &str) -> bool {
+        let v = value.to_ascii_lowercase();
+        match self {
+            Self::Exact(s) => v == *s,
+            Self::Contains(s) => v.contains(s.as_str()),
+            Self::StartsWith(s) => v.starts_with(s.as_str()),
+            Self::EndsWith(s) => v.ends_with(s.as_str()),
+        }
+    }
+
+    /// The filters on `field` in `params`: `field`, `field.exact`, `field.contains`, ...
+    pub fn from_params(
+        params: &Params,
+        field: &str,
+        normalize: impl Fn(&str) -> String,
+    ) -> Vec<Self> {
+        let mut out = Vec::new();
+        for (suffix, make) in [
+            ("", Self::Exact as fn(String) -> Self),
+            (".exact", Self::Exact),
+            (".contains", Self::Contains),
+            (".startswith", Self::StartsWith),
+            (".endswith", Self::EndsWith),
+        ] {
+            if let Some(v) = params.get(&format!("{field}{suffix}")) {
+                let v = if matches!(suffix, "" | ".exact") {
+                    normalize(v)
+                } else {
+                    v.to_ascii_lowercase()
+                };
+                out.push(make(v));
+            }
+        }
+        out
+    }
+}
+
+/// One page of `items`, with Cloudflare's exact `result_info`. A page past the end is empty.
+pub fn page_response(items: Vec<Value>, page: usize, per_page: usize) -> axum::response::Response {
+    let total_count = items.len();
+    let total_pages = total_count.div_ceil(per_page);
+    let start = (page - 1).saturating_mul(per_page);
+    let result: Vec<Value> = items.into_iter().skip(start).take(per_page).collect();
+    let info = ResultInfo {
+        page,
+        per_page,
+        count: result.len(),
+        total_count,
+        total_pages,
+    };
+    ok_page(result, info)
+}

@@ -1,0 +1,532 @@
+//! `/zones/{id}/dns_records`: list, create, get, replace, patch, delete, batch, import, export.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Multipart, Path, RawQuery, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use parapet_model::record::Conflict;
+use parapet_model::zonefile::{export_zone_file, parse_zone_file};
+use parapet_model::{DnsRecord, FieldError, ModelError, Need, RecordDraft, RecordType, Zone, ids};
+use parapet_snapshot::{record_key, record_prefix, zone_key};
+use parapet_store::{StoreError, Txn};
+use serde_json::{Map, Value, json};
+
+use crate::envelope::{ApiErrorItem, ApiResult, now_timestamp, ok, parse_body};
+use crate::listing::{Params, TextFilter, page_response, short};
+use crate::zones::{load_zone, unix_now};
+use crate::{ApiError, ApiState, Auth};
+
+/// A zone and its records, being changed in one transaction.
+pub struct ZoneWrite {
+    pub zone: Zone,
+    pub records: BTreeMap<String, DnsRecord>,
+    changed: Vec<String>,
+    deleted: Vec<String>,
+    now: String,
+}
+
+fn conflict(c: Conflict) -> ApiError {
+    ApiError::bad(c.code, c.message)
+}
+
+impl ZoneWrite {
+    pub fn create(&mut self, draft: RecordDraft) -> Result<DnsRecord, ApiError> {
+        draft
+            .check_against(self.records.values())
+            .map_err(conflict)?;
+        let id = ids::new_id();
+        let record = draft.into_record(
+            id.clone(),
+            self.zone.id.clone(),
+            self.now.clone(),
+            self.now.clone(),
+        );
+        self.records.insert(id.clone(), record.clone());
+        self.changed.push(id);
+        Ok(record)
+    }
+
+    pub fn replace(&mut self, id: &str, draft: RecordDraft) -> Result<DnsRecord, ApiError> {
+        let existing = self
+            .records
+            .get(id)
+            .ok_or_else(ApiError::record_not_found)?;
+        draft
+            .check_against(self.records.values().filter(|r| r.id != id))
+            .map_err(conflict)?;
+        let record = draft.into_record(
+            id.to_owned(),
+            self.zone.id.clone(),
+            existing.created_on.clone(),
+            self.now.clone(),
+        );
+        self.records.insert(id.to_owned(), record.clone());
+        self.changed.push(id.to_owned());
+        Ok(record)
+    }
+
+    pub fn delete(&mut self, id: &str) -> Result<DnsRecord, ApiError> {
+        let record = self
+            .records
+            .remove(id)
+            .ok_or_else(ApiError::record_not_found)?;
+        self.changed.retain(|c| c != id);
+        self.deleted.push(id.to_owned());
+        Ok(record)
+    }
+}
+
+/// Runs `change` on the zone's current records and commits the result with the zone's serial
+/// bumped, retrying from a fresh read if another writer got there first.
+pub async fn mutate_zone<T>(
+    state: &ApiState,
+    zone_id: &str,
+    change: impl Fn(&mut ZoneWrite) -> Result<T, ApiError>,
+) -> Result<(T, Zone), ApiError> {
+    for _ in 0..16 {
+        let (zone, zone_rev) = load_zone(state, zone_id).await?;
+        let records = load_records(state, zone_id).await?;
+        let mut write = ZoneWrite {
+            zone,
+            records: records.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            changed: Vec::new(),
+            deleted: Vec::new(),
+            now: now_timestamp(),
+        };
+        let out = change(&mut write)?;
+        if write.changed.is_empty() && write.deleted.is_empty() {
+            return Ok((out, write.zone));
+        }
+        write.zone.serial = write.zone.next_serial(unix_now());
+        write.zone.modified_on = write.now.clone();
+        let mut txn = Txn::new()
+            .expect(zone_key(zone_id), zone_rev)
+            .put(zone_key(zone_id), encode(&write.zone)?);
+        for id in &write.changed {
+            if let Some(r) = write.records.get(id) {
+                txn = txn.put(record_key(zone_id, id), encode(r)?);
+            }
+        }
+        for id in &write.deleted {
+            txn = txn.delete(record_key(zone_id, id));
+        }
+        match state.store.commit(txn).await {
+            Ok(_) => return Ok((out, write.zone)),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Store(StoreError::Conflict))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn load_records(state: &ApiState, zone_id: &str) -> Result<Vec<DnsRecord>, ApiError> {
+    let listing = state.store.list(&record_prefix(zone_id)).await?;
+    listing
+        .entries
+        .iter()
+        .map(|e| {
+            serde_json::from_slice(&e.value)
+                .map_err(|err| ApiError::Internal(format!("stored record {}: {err}", e.key)))
+        })
+        .collect()
+}
+
+fn draft(zone: &Zone, body: &Value) -> Result<RecordDraft, ApiError> {
+    RecordDraft::from_json(&zone.name, body).map_err(|e| ApiError::record_fields(&e))
+}
+
+/// A PATCH body merged over the record's current fields.
+fn merged(record: &DnsRecord, patch: &Value) -> Result<Value, ApiError> {
+    let Some(patch) = patch.as_object() else {
+        return Err(ApiError::bad(9207, "body: must be a JSON object"));
+    };
+    let mut base: Map<String, Value> = record.editable_json();
+    if patch.contains_key("data") {
+        base.remove("content");
+    }
+    if patch.contains_key("type") && !patch.contains_key("priority") {
+        base.remove("priority");
+    }
+    for (k, v) in patch {
+        base.insert(k.clone(), v.clone());
+    }
+    Ok(Value::Object(base))
+}
+
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::ZoneRead(&zone.id))?;
+    let params = Params::parse(raw.as_deref());
+    let (page, per_page) = params.paging(100, 5_000_000)?;
+    let any = params.match_any()?;
+    let descending = params.descending()?;
+    let zone_name = zone.name.clone();
+    let full_name = move |v: &str| {
+        let v = v.trim().trim_end_matches('.').to_ascii_lowercase();
+        if v == "@" { zone_name.clone() } else { v }
+    };
+    let names = TextFilter::from_params(&params, "name", full_name);
+    let contents = TextFilter::from_params(&params, "content", |v| v.trim().to_ascii_lowercase());
+    let comments = TextFilter::from_params(&params, "comment", |v| v.to_ascii_lowercase());
+    let kind = match params.get("type") {
+        None => None,
+        Some(t) => Some(RecordType::parse(t).ok_or_else(|| {
+            ApiError::bad(
+                9008,
+                format!("type '{}' is not a supported record type", short(t)),
+            )
+        })?),
+    };
+    let proxied = params.boolean("proxied")?;
+    let tag = params.get("tag").map(str::to_owned);
+    let order = params.get("order").unwrap_or("type");
+    if !matches!(order, "type" | "name" | "content" | "ttl" | "proxied") {
+        return Err(ApiError::bad(
+            1004,
+            format!(
+                "order must be type, name, content, ttl or proxied, not '{}'",
+                short(order)
+            ),
+        ));
+    }
+    let mut records: Vec<DnsRecord> = load_records(&state, &zone.id)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            let mut tests: Vec<bool> = Vec::new();
+            tests.extend(names.iter().map(|f| f.matches(&r.name)));
+            tests.extend(contents.iter().map(|f| f.matches(&r.content)));
+            tests.extend(
+                comments
+                    .iter()
+                    .map(|f| f.matches(r.comment.as_deref().unwrap_or(""))),
+            );
+            if let Some(k) = kind {
+                tests.push(r.kind == k);
+            }
+            if let Some(p) = proxied {
+                tests.push(r.proxied == p);
+            }
+            if let Some(t) = &tag {
+                tests.push(
+                    r.tags
+                        .iter()
+                        .any(|x| x == t || x.split(':').next() == Some(t.as_str())),
+                );
+            }
+            if tests.is_empty() {
+                return true;
+            }
+            if any {
+                tests.iter().any(|t| *t)
+            } else {
+                tests.iter().all(|t| *t)
+            }
+        })
+        .collect();
+    records.sort_by(|a, b| {
+        let key = |r: &DnsRecord| match order {
+            "name" => (r.name.clone(), String::new()),
+            "content" => (r.content.clone(), r.name.clone()),
+            "ttl" => (format!("{:010}", r.ttl), r.name.clone()),
+            "proxied" => (u8::from(r.proxied).to_string(), r.name.clone()),
+            _ => (r.kind.as_str().to_owned(), r.name.clone()),
+        };
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| a.content.cmp(&b.content))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    if descending {
+        records.reverse();
+    }
+    let items = records.iter().map(|r| r.to_api_json(&zone.name)).collect();
+    Ok(page_response(items, page, per_page))
+}
+
+pub async fn create(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::DnsEdit(&zone.id))?;
+    let body = parse_body(&body)?;
+    let d = draft(&zone, &body)?;
+    let (record, zone) = mutate_zone(&state, &zone_id, |w| w.create(d.clone())).await?;
+    Ok(ok(record.to_api_json(&zone.name)))
+}
+
+pub async fn get_one(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, record_id)): Path<(String, String)>,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::ZoneRead(&zone.id))?;
+    if !ids::is_id(&record_id) {
+        return Err(ApiError::record_not_found());
+    }
+    let entry = state
+        .store
+        .get(&record_key(&zone_id, &record_id))
+        .await?
+        .ok_or_else(ApiError::record_not_found)?;
+    let record: DnsRecord =
+        serde_json::from_slice(&entry.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(ok(record.to_api_json(&zone.name)))
+}
+
+pub async fn replace(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, record_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::DnsEdit(&zone.id))?;
+    let body = parse_body(&body)?;
+    let d = draft(&zone, &body)?;
+    let (record, zone) =
+        mutate_zone(&state, &zone_id, |w| w.replace(&record_id, d.clone())).await?;
+    Ok(ok(record.to_api_json(&zone.name)))
+}
+
+pub async fn patch(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, record_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::DnsEdit(&zone.id))?;
+    let body = parse_body(&body)?;
+    let (record, zone) = mutate_zone(&state, &zone_id, |w| {
+        let current = w
+            .records
+            .get(&record_id)
+            .ok_or_else(ApiError::record_not_found)?;
+        let d = draft(&w.zone, &merged(current, &body)?)?;
+        w.replace(&record_id, d)
+    })
+    .await?;
+    Ok(ok(record.to_api_json(&zone.name)))
+}
+
+pub async fn delete(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, record_id)): Path<(String, String)>,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::DnsEdit(&zone.id))?;
+    let (record, _) = mutate_zone(&state, &zone_id, |w| w.delete(&record_id)).await?;
+    Ok(ok(json!({"id": record.id})))
+}
+
+/// Prefixes every error of a failed batch item with where it is in the batch.
+fn at(place: String) -> impl Fn(ApiError) -> ApiError {
+    move |e| match e {
+        ApiError::BadRequest(items) => ApiError::BadRequest(
+            items
+                .into_iter()
+                .map(|i| ApiErrorItem {
+                    code: i.code,
+                    message: format!("{place}: {}", i.message),
+                })
+                .collect(),
+        ),
+        ApiError::NotFound { code, message } => ApiError::bad(code, format!("{place}: {message}")),
+        other => other,
+    }
+}
+
+fn items<'a>(body: &'a Value, key: &str) -> Result<&'a [Value], ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(_) => Err(ApiError::bad(9207, format!("{key}: must be an array"))),
+    }
+}
+
+fn item_id(item: &Value, place: &str) -> Result<String, ApiError> {
+    item.get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::bad(9207, format!("{place}: id is required")))
+}
+
+/// `POST /dns_records/batch`: deletes, then patches, then puts, then posts, all or nothing.
+pub async fn batch(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::DnsEdit(&zone.id))?;
+    let body = parse_body(&body)?;
+    if !body.is_object() {
+        return Err(ApiError::bad(9207, "body: must be a JSON object"));
+    }
+    let (deletes, patches, puts, posts) = (
+        items(&body, "deletes")?,
+        items(&body, "patches")?,
+        items(&body, "puts")?,
+        items(&body, "posts")?,
+    );
+    let (result, zone) = mutate_zone(&state, &zone_id, |w| {
+        let mut out: [Vec<DnsRecord>; 4] = Default::default();
+        for (i, item) in deletes.iter().enumerate() {
+            let place = format!("deletes[{i}]");
+            let id = item_id(item, &place)?;
+            out[0].push(w.delete(&id).map_err(at(place))?);
+        }
+        for (i, item) in patches.iter().enumerate() {
+            let place = format!("patches[{i}]");
+            let id = item_id(item, &place)?;
+            let current = w
+                .records
+                .get(&id)
+                .ok_or_else(ApiError::record_not_found)
+                .map_err(at(place.clone()))?;
+            let d = draft(&w.zone, &merged(current, item)?).map_err(at(place.clone()))?;
+            out[1].push(w.replace(&id, d).map_err(at(place))?);
+        }
+        for (i, item) in puts.iter().enumerate() {
+            let place = format!("puts[{i}]");
+            let id = item_id(item, &place)?;
+            let d = draft(&w.zone, item).map_err(at(place.clone()))?;
+            out[2].push(w.replace(&id, d).map_err(at(place))?);
+        }
+        for (i, item) in posts.iter().enumerate() {
+            let place = format!("posts[{i}]");
+            let d = draft(&w.zone, item).map_err(at(place.clone()))?;
+            out[3].push(w.create(d).map_err(at(place))?);
+        }
+        Ok(out)
+    })
+    .await?;
+    let [d, pa, pu, po] = result.map(|rs| {
+        rs.iter()
+            .map(|r| r.to_api_json(&zone.name))
+            .collect::<Vec<_>>()
+    });
+    Ok(ok(
+        json!({"deletes": d, "patches": pa, "puts": pu, "posts": po}),
+    ))
+}
+
+pub async fn export(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::ZoneRead(&zone.id))?;
+    let records = load_records(&state, &zone.id).await?;
+    let text = export_zone_file(&zone, &records, &now_timestamp());
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// `POST /dns_records/import`: a BIND zone file as multipart `file` (a file part or a plain
+/// field) and an optional `proxied` field. Every bad line is reported; nothing is imported
+/// unless the whole file is good. Records identical to existing ones are skipped.
+pub async fn import(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    mut multipart: Multipart,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::DnsEdit(&zone.id))?;
+    let mut file: Option<String> = None;
+    let mut proxied = false;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ApiError::bad(
+                    9207,
+                    format!("multipart body is malformed: {e}"),
+                ));
+            }
+        };
+        let name = field.name().unwrap_or("").to_owned();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| ApiError::bad(9207, format!("multipart field {}: {e}", short(&name))))?;
+        match name.as_str() {
+            "file" => {
+                let text = String::from_utf8(bytes.to_vec())
+                    .map_err(|_| ApiError::bad(1037, "file: the zone file is not UTF-8 text"))?;
+                file = Some(text);
+            }
+            "proxied" => {
+                proxied = match std::str::from_utf8(&bytes).map(str::trim) {
+                    Ok("true") => true,
+                    Ok("false") | Ok("") => false,
+                    _ => return Err(ApiError::bad(1004, "proxied: must be true or false")),
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(text) = file else {
+        return Err(ApiError::bad(
+            1037,
+            "file: a zone file is required (multipart field 'file')",
+        ));
+    };
+    let parsed = parse_zone_file(&text, &zone.name, proxied).map_err(|e| zone_file_errors(&e))?;
+    let total = parsed.records.len();
+    let (added, _) = mutate_zone(&state, &zone_id, |w| {
+        let mut added = 0usize;
+        let mut errors: Vec<FieldError> = Vec::new();
+        for r in &parsed.records {
+            match r.draft.check_against(w.records.values()) {
+                Err(c) if c.code == 81058 => {}
+                Err(c) => errors.push(FieldError::new(format!("line {}", r.line), c.message)),
+                Ok(()) => {
+                    w.create(r.draft.clone())?;
+                    added += 1;
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(zone_file_errors(&ModelError::ZoneFile(errors)));
+        }
+        Ok(added)
+    })
+    .await?;
+    Ok(ok(
+        json!({"recs_added": added, "total_records_parsed": total}),
+    ))
+}
+
+fn zone_file_errors(e: &ModelError) -> ApiError {
+    ApiError::BadRequest(
+        e.errors()
+            .iter()
+            .map(|f| ApiErrorItem {
+                code: 1037,
+                message: f.to_string(),
+            })
+            .collect(),
+    )
+}

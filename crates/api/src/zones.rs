@@ -1,0 +1,403 @@
+//! `/zones` and `/accounts`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use parapet_activation::ActivationMode;
+use parapet_model::name::{NameKind, normalize};
+use parapet_model::{ModelError, Need, Zone, ZoneStatus, ids};
+use parapet_snapshot::{record_prefix, zone_key, zone_name_key};
+use parapet_store::{StoreError, Txn};
+use serde_json::{Value, json};
+
+use crate::envelope::{ApiResult, now_timestamp, ok, parse_body};
+use crate::listing::{Params, TextFilter, page_response, short};
+use crate::{ApiError, ApiState, Auth};
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn zone_json(zone: &Zone, state: &ApiState) -> Value {
+    json!({
+        "id": zone.id,
+        "name": zone.name,
+        "status": zone.status.as_str(),
+        "paused": zone.paused,
+        "type": "full",
+        "development_mode": 0,
+        "name_servers": zone.name_servers,
+        "original_name_servers": zone.original_name_servers,
+        "original_registrar": null,
+        "original_dnshost": null,
+        "vanity_name_servers": [],
+        "created_on": zone.created_on,
+        "modified_on": zone.modified_on,
+        "activated_on": zone.activated_on,
+        "meta": {"step": 2, "custom_certificate_quota": 0, "page_rule_quota": 3, "phishing_detected": false},
+        "owner": {"id": null, "type": "user", "email": null},
+        "account": {"id": state.config.account_id, "name": state.config.account_name},
+        "tenant": {"id": null, "name": null},
+        "tenant_unit": {"id": null},
+        "permissions": ["#dns_records:edit", "#dns_records:read", "#zone:read"],
+        "plan": {"id": "0feeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "name": "Parapet", "price": 0, "currency": "USD", "frequency": "", "is_subscribed": false, "can_subscribe": false, "legacy_id": "free", "legacy_discount": false, "externally_managed": false},
+        "serial": zone.serial,
+    })
+}
+
+/// Loads a zone by id, or 404.
+pub async fn load_zone(state: &ApiState, zone_id: &str) -> Result<(Zone, u64), ApiError> {
+    if !ids::is_id(zone_id) {
+        return Err(ApiError::zone_not_found());
+    }
+    let entry = state
+        .store
+        .get(&zone_key(zone_id))
+        .await?
+        .ok_or_else(ApiError::zone_not_found)?;
+    let zone = serde_json::from_slice(&entry.value)
+        .map_err(|e| ApiError::Internal(format!("stored zone {zone_id}: {e}")))?;
+    Ok((zone, entry.mod_revision))
+}
+
+async fn all_zones(state: &ApiState) -> Result<Vec<Zone>, ApiError> {
+    let listing = state.store.list(parapet_snapshot::keys::ZONES).await?;
+    listing
+        .entries
+        .iter()
+        .map(|e| {
+            serde_json::from_slice(&e.value)
+                .map_err(|err| ApiError::Internal(format!("stored zone {}: {err}", e.key)))
+        })
+        .collect()
+}
+
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let params = Params::parse(raw.as_deref());
+    let (page, per_page) = params.paging(20, 1000)?;
+    let any = params.match_any()?;
+    let descending = params.descending()?;
+    // Cloudflare's zone name filter takes an operator prefix: `contains:`, `starts_with:`, ...
+    let name_filter = params.get("name").map(|v| {
+        let v = v.to_ascii_lowercase();
+        if let Some(s) = v.strip_prefix("contains:") {
+            TextFilter::Contains(s.to_owned())
+        } else if let Some(s) = v.strip_prefix("starts_with:") {
+            TextFilter::StartsWith(s.to_owned())
+        } else if let Some(s) = v.strip_prefix("ends_with:") {
+            TextFilter::EndsWith(s.to_owned())
+        } else {
+            TextFilter::Exact(
+                v.strip_prefix("equal:")
+                    .unwrap_or(&v)
+                    .trim_end_matches('.')
+                    .to_owned(),
+            )
+        }
+    });
+    let status = match params.get("status") {
+        None => None,
+        Some(s) => Some(ZoneStatus::parse(s).ok_or_else(|| {
+            ApiError::bad(
+                1004,
+                format!(
+                    "status must be pending, active or moved, not '{}'",
+                    short(s)
+                ),
+            )
+        })?),
+    };
+    let account = params.get("account.id").map(str::to_owned);
+    let account_name = params.get("account.name").map(str::to_owned);
+    let order = params.get("order").unwrap_or("name");
+    if !matches!(order, "name" | "status" | "account.id" | "account.name") {
+        return Err(ApiError::bad(
+            1004,
+            format!(
+                "order must be name, status, account.id or account.name, not '{}'",
+                short(order)
+            ),
+        ));
+    }
+    let mut zones: Vec<Zone> = all_zones(&state)
+        .await?
+        .into_iter()
+        .filter(|z| auth.0.allows(Need::ZoneRead(&z.id)))
+        .filter(|z| {
+            let tests = [
+                name_filter.as_ref().map(|f| f.matches(&z.name)),
+                status.map(|s| z.status == s),
+                account.as_ref().map(|a| *a == state.config.account_id),
+                account_name
+                    .as_ref()
+                    .map(|a| *a == state.config.account_name),
+            ];
+            let mut given = tests.iter().flatten().peekable();
+            if given.peek().is_none() {
+                return true;
+            }
+            if any {
+                given.any(|t| *t)
+            } else {
+                given.all(|t| *t)
+            }
+        })
+        .collect();
+    zones.sort_by(|a, b| match order {
+        "status" => (a.status.as_str(), &a.name).cmp(&(b.status.as_str(), &b.name)),
+        _ => a.name.cmp(&b.name),
+    });
+    if descending {
+        zones.reverse();
+    }
+    let items = zones.iter().map(|z| zone_json(z, &state)).collect();
+    Ok(page_response(items, page, per_page))
+}
+
+pub async fn create(State(state): State<Arc<ApiState>>, auth: Auth, body: Bytes) -> ApiResult {
+    auth.require(Need::Admin)?;
+    let body = parse_body(&body)?;
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::bad(1004, "body: must be a JSON object"));
+    };
+    let mut errors = Vec::new();
+    let name = match obj.get("name") {
+        Some(Value::String(n)) => match normalize(n, NameKind::Zone, "name") {
+            Ok(n) => Some(n),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        Some(_) => {
+            errors.push(parapet_model::FieldError::new("name", "must be a string"));
+            None
+        }
+        None => {
+            errors.push(parapet_model::FieldError::new("name", "is required"));
+            None
+        }
+    };
+    if let Some(account) = obj.get("account").filter(|a| !a.is_null()) {
+        match account.get("id") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(id)) if *id == state.config.account_id => {}
+            Some(_) => errors.push(parapet_model::FieldError::new(
+                "account.id",
+                format!(
+                    "is not this installation's account ({})",
+                    state.config.account_id
+                ),
+            )),
+        }
+    }
+    match obj.get("type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t == "full" => {}
+        Some(_) => errors.push(parapet_model::FieldError::new(
+            "type",
+            "only 'full' zones are supported",
+        )),
+    }
+    let (Some(name), true) = (name, errors.is_empty()) else {
+        return Err(ApiError::fields(1099, &ModelError::Invalid(errors)));
+    };
+    let now = now_timestamp();
+    let zone = Zone {
+        id: ids::new_id(),
+        name: name.clone(),
+        status: ZoneStatus::Pending,
+        paused: false,
+        name_servers: state.config.nameservers.clone(),
+        original_name_servers: None,
+        account_id: state.config.account_id.clone(),
+        created_on: now.clone(),
+        modified_on: now,
+        activated_on: None,
+        serial: u32::try_from(unix_now()).unwrap_or(1),
+        failed_checks: 0,
+        last_check: None,
+    };
+    let value = serde_json::to_vec(&zone).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let txn = Txn::new()
+        .expect(zone_name_key(&name), 0)
+        .put(zone_name_key(&name), zone.id.as_bytes().to_vec())
+        .put(zone_key(&zone.id), value);
+    match state.store.commit(txn).await {
+        Ok(_) => {}
+        Err(StoreError::Conflict) => {
+            return Err(ApiError::bad(1061, format!("{name} already exists")));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let zone = check_now(&state, &zone).await;
+    Ok(ok(zone_json(&zone, &state)))
+}
+
+/// Runs an activation check now; on failure the zone is returned as it was.
+async fn check_now(state: &ApiState, zone: &Zone) -> Zone {
+    match state.activator.check_zone(&zone.id).await {
+        Ok(z) => z,
+        Err(e) => {
+            tracing::warn!(zone = %zone.name, "activation check failed: {e}");
+            zone.clone()
+        }
+    }
+}
+
+pub async fn get_one(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::ZoneRead(&zone.id))?;
+    Ok(ok(zone_json(&zone, &state)))
+}
+
+pub async fn patch(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let (_, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::ZoneEdit(&zone_id))?;
+    let body = parse_body(&body)?;
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::bad(1004, "body: must be a JSON object"));
+    };
+    let paused = match obj.get("paused") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(ApiError::bad(1004, "paused: must be true or false")),
+    };
+    if let Some(Value::String(t)) = obj.get("type")
+        && t != "full"
+    {
+        return Err(ApiError::bad(1004, "type: only 'full' zones are supported"));
+    }
+    loop {
+        let (mut zone, rev) = load_zone(&state, &zone_id).await?;
+        let Some(p) = paused.filter(|p| *p != zone.paused) else {
+            return Ok(ok(zone_json(&zone, &state)));
+        };
+        zone.paused = p;
+        zone.serial = zone.next_serial(unix_now());
+        zone.modified_on = now_timestamp();
+        let value = serde_json::to_vec(&zone).map_err(|e| ApiError::Internal(e.to_string()))?;
+        match state
+            .store
+            .commit(
+                Txn::new()
+                    .expect(zone_key(&zone_id), rev)
+                    .put(zone_key(&zone_id), value),
+            )
+            .await
+        {
+            Ok(_) => return Ok(ok(zone_json(&zone, &state))),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+pub async fn delete(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    let (_, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::Admin)?;
+    loop {
+        let (zone, rev) = load_zone(&state, &zone_id).await?;
+        let records = state.store.list(&record_prefix(&zone_id)).await?;
+        let mut txn = Txn::new()
+            .expect(zone_key(&zone_id), rev)
+            .delete(zone_key(&zone_id))
+            .delete(zone_name_key(&zone.name));
+        for e in records.entries {
+            txn = txn.delete(e.key);
+        }
+        match state.store.commit(txn).await {
+            Ok(_) => return Ok(ok(json!({"id": zone_id}))),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+pub async fn activation_check(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    let (zone, _) = load_zone(&state, &zone_id).await?;
+    auth.require(Need::ZoneEdit(&zone.id))?;
+    let checked = state
+        .activator
+        .check_zone(&zone.id)
+        .await
+        .map_err(|e| match e {
+            parapet_activation::ActivationError::ZoneNotFound => ApiError::zone_not_found(),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    let mode = match state.activator.mode() {
+        ActivationMode::Auto => "auto",
+        ActivationMode::Nameservers { .. } => "nameservers",
+    };
+    Ok(ok(
+        json!({"id": checked.id, "status": checked.status.as_str(), "activation": mode}),
+    ))
+}
+
+fn account_json(state: &ApiState) -> Value {
+    json!({"id": state.config.account_id, "name": state.config.account_name, "type": "standard", "settings": {}, "created_on": null})
+}
+
+pub async fn list_accounts(State(state): State<Arc<ApiState>>, _auth: Auth) -> ApiResult {
+    Ok(page_response(vec![account_json(&state)], 1, 20))
+}
+
+pub async fn get_account(
+    State(state): State<Arc<ApiState>>,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    if id != state.config.account_id {
+        return Err(ApiError::NotFound {
+            code: 7003,
+            message: "Could not route to this account: the identifier is invalid.".into(),
+        });
+    }
+    Ok(ok(account_json(&state)))
+}
+
+/// `/parapet/status`: what this node serves.
+pub async fn status(State(state): State<Arc<ApiState>>, auth: Auth) -> ApiResult {
+    auth.require(Need::Admin)?;
+    let snapshot = state.published.load();
+    let store_revision = *state.store.revision_watch().borrow();
+    let rejected: Vec<Value> = state
+        .published
+        .rejected()
+        .iter()
+        .map(|e| json!({"key": e.key, "message": e.message}))
+        .collect();
+    Ok(ok(json!({
+        "store_revision": store_revision,
+        "snapshot_revision": snapshot.revision,
+        "zones": snapshot.zones.len(),
+        "records": snapshot.record_count(),
+        "proxied_hosts": snapshot.proxied_hosts.len(),
+        "rejected": rejected,
+    })))
+}

@@ -1,0 +1,527 @@
+//! The commands that talk to a running Parapet through its REST API: readable tables for
+//! people, `--json` for scripts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// Base URL of a running Parapet's API.
+    #[arg(
+        long,
+        env = "PARAPET_API",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    api: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ZoneCommand {
+    /// List zones.
+    List {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Create a zone (pending until delegated to Parapet's nameservers).
+    Create { name: String },
+    /// Delete a zone and all its records.
+    Delete { name: String },
+    /// Import a BIND zone file; creates the zone if needed. Nothing is imported unless every line is good.
+    Import {
+        file: PathBuf,
+        /// Zone name [default: the file's first $ORIGIN, else its file name]
+        #[arg(long)]
+        zone: Option<String>,
+        /// Proxy the file's A/AAAA/CNAME records (unless a cf_tags comment says otherwise).
+        #[arg(long)]
+        proxied: bool,
+    },
+    /// Print a zone as a BIND zone file.
+    Export { name: String },
+    /// Check the zone's delegation now.
+    Check { name: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RecordCommand {
+    /// List a zone's records.
+    List {
+        zone: String,
+        #[arg(long = "type")]
+        kind: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Add a record, e.g. `parapet record add example.com A www 192.0.2.1 --proxied`.
+    Add {
+        zone: String,
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        name: String,
+        content: String,
+        /// Seconds, or 1 for automatic.
+        #[arg(long, default_value_t = 1)]
+        ttl: u32,
+        #[arg(long)]
+        proxied: bool,
+        #[arg(long)]
+        priority: Option<u16>,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Remove a record by id.
+    Rm { zone: String, id: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; its secret is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// all, zone-read or dns-edit.
+        #[arg(long, default_value = "all")]
+        permission: String,
+        /// Limit the token to these zones (repeatable); default: every zone.
+        #[arg(long = "zone")]
+        zones: Vec<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+}
+
+struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+    json: bool,
+}
+
+impl Client {
+    fn new(args: &ApiArgs) -> anyhow::Result<Self> {
+        let token = std::env::var("PARAPET_API_TOKEN").ok().filter(|t| !t.is_empty()).context(
+            "set PARAPET_API_TOKEN to an API token (serve prints one on first start; `parapet token create` makes more)",
+        )?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Ok(Self {
+            base: format!("{}/client/v4", args.api.trim_end_matches('/')),
+            token,
+            agent,
+            json: args.json,
+        })
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let response = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
+            ("PUT", b) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send_json(b.unwrap_or(json!({}))),
+            (_, b) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(b.unwrap_or(json!({}))),
+        };
+        self.envelope(response, &url)
+    }
+
+    fn envelope(
+        &self,
+        response: Result<http::Response<ureq::Body>, ureq::Error>,
+        url: &str,
+    ) -> anyhow::Result<Value> {
+        let mut response = response.with_context(|| {
+            format!("cannot reach the API at {url} (is `parapet serve` running? see --api)")
+        })?;
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .context("reading the API response")?;
+        let body: Value = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the API answered {} with a non-JSON body",
+                response.status()
+            )
+        })?;
+        if body["success"] != json!(true) {
+            let errors: Vec<String> = body["errors"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            format!("{} ({})", e["message"].as_str().unwrap_or("?"), e["code"])
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            bail!(
+                "{}",
+                if errors.is_empty() {
+                    format!("the API answered {}", response.status())
+                } else {
+                    errors.join("\n")
+                }
+            );
+        }
+        Ok(body)
+    }
+
+    fn text(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .with_context(|| format!("cannot reach the API at {url}"))?;
+        let text = response.body_mut().read_to_string()?;
+        if !response.status().is_success() {
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            bail!(
+                "{}",
+                body["errors"][0]["message"]
+                    .as_str()
+                    .unwrap_or("request failed")
+            );
+        }
+        Ok(text)
+    }
+
+    /// Every page of a list.
+    fn all(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut out = Vec::new();
+        for page in 1.. {
+            let body = self.call("GET", &format!("{path}{sep}page={page}&per_page=100"), None)?;
+            let items = body["result"].as_array().cloned().unwrap_or_default();
+            out.extend(items);
+            let pages = body["result_info"]["total_pages"].as_u64().unwrap_or(0);
+            if page >= pages {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn zone_id(&self, name: &str) -> anyhow::Result<String> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let zones = self.all(&format!("/zones?name={}", encode(&name)))?;
+        zones
+            .first()
+            .and_then(|z| z["id"].as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("no zone named {name}"))
+    }
+
+    fn print(&self, value: &Value, columns: &[(&str, &str)]) {
+        if self.json {
+            println!("{value}");
+            return;
+        }
+        let rows: Vec<&Value> = match value {
+            Value::Array(a) => a.iter().collect(),
+            v => vec![v],
+        };
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                columns
+                    .iter()
+                    .map(|(_, key)| match &r[*key] {
+                        Value::String(s) => s.clone(),
+                        Value::Null => "-".into(),
+                        Value::Array(a) => a
+                            .iter()
+                            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        v => v.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let widths: Vec<usize> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (h, _))| {
+                cells
+                    .iter()
+                    .map(|c| c[i].chars().count())
+                    .chain([h.len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cols: Vec<String>| {
+            cols.iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        };
+        println!(
+            "{}",
+            line(columns.iter().map(|(h, _)| (*h).to_owned()).collect())
+        );
+        for c in cells {
+            println!("{}", line(c));
+        }
+    }
+}
+
+fn encode(s: &str) -> String {
+    form_encode(s)
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+const ZONE_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("STATUS", "status"),
+    ("NAME SERVERS", "name_servers"),
+];
+const RECORD_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("TYPE", "type"),
+    ("NAME", "name"),
+    ("CONTENT", "content"),
+    ("TTL", "ttl"),
+    ("PROXIED", "proxied"),
+];
+
+/// The zone a file is for: its first `$ORIGIN`, else its file name without a `.zone`/`db.` wrapper.
+fn zone_of_file(path: &std::path::Path, text: &str) -> Option<String> {
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("$ORIGIN"))
+        {
+            return words.next().map(|o| o.trim_end_matches('.').to_owned());
+        }
+    }
+    let name = path.file_name()?.to_str()?;
+    let name = name.strip_prefix("db.").unwrap_or(name);
+    let name = name
+        .strip_suffix(".zone")
+        .or_else(|| name.strip_suffix(".db"))
+        .unwrap_or(name);
+    Some(name.to_owned())
+}
+
+fn multipart(file: &str, proxied: bool) -> (String, Vec<u8>) {
+    let boundary = format!("parapet-{}", parapet_model::ids::new_id());
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"zone.txt\"\r\nContent-Type: text/plain\r\n\r\n").as_bytes());
+    body.extend_from_slice(file.as_bytes());
+    body.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"proxied\"\r\n\r\n{proxied}\r\n--{boundary}--\r\n").as_bytes());
+    (boundary, body)
+}
+
+pub fn zone(args: &ApiArgs, command: ZoneCommand) -> anyhow::Result<()> {
+    let c = Client::new(args)?;
+    match command {
+        ZoneCommand::List { name, status } => {
+            let mut q = Vec::new();
+            if let Some(n) = name {
+                q.push(format!("name={}", encode(&n)));
+            }
+            if let Some(s) = status {
+                q.push(format!("status={}", encode(&s)));
+            }
+            let path = if q.is_empty() {
+                "/zones".to_owned()
+            } else {
+                format!("/zones?{}", q.join("&"))
+            };
+            c.print(&Value::Array(c.all(&path)?), ZONE_COLUMNS);
+        }
+        ZoneCommand::Create { name } => {
+            let body = c.call("POST", "/zones", Some(json!({"name": name})))?;
+            c.print(&body["result"], ZONE_COLUMNS);
+        }
+        ZoneCommand::Delete { name } => {
+            let id = c.zone_id(&name)?;
+            let body = c.call("DELETE", &format!("/zones/{id}"), None)?;
+            c.print(&body["result"], &[("DELETED", "id")]);
+        }
+        ZoneCommand::Check { name } => {
+            let id = c.zone_id(&name)?;
+            c.call("PUT", &format!("/zones/{id}/activation_check"), None)?;
+            let body = c.call("GET", &format!("/zones/{id}"), None)?;
+            c.print(&body["result"], ZONE_COLUMNS);
+        }
+        ZoneCommand::Export { name } => {
+            let id = c.zone_id(&name)?;
+            print!("{}", c.text(&format!("/zones/{id}/dns_records/export"))?);
+        }
+        ZoneCommand::Import {
+            file,
+            zone,
+            proxied,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let name = zone
+                .or_else(|| zone_of_file(&file, &text))
+                .context("cannot tell the zone name: give --zone")?;
+            let id = match c.zone_id(&name) {
+                Ok(id) => id,
+                Err(_) => c.call("POST", "/zones", Some(json!({"name": name})))?["result"]["id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .context("the API did not return the new zone's id")?,
+            };
+            let (boundary, body) = multipart(&text, proxied);
+            let url = format!("{}/zones/{id}/dns_records/import", c.base);
+            let response = c
+                .agent
+                .post(&url)
+                .header("Authorization", &format!("Bearer {}", c.token))
+                .header(
+                    "Content-Type",
+                    &format!("multipart/form-data; boundary={boundary}"),
+                )
+                .send(&body[..]);
+            let body = c.envelope(response, &url)?;
+            c.print(
+                &body["result"],
+                &[("ADDED", "recs_added"), ("PARSED", "total_records_parsed")],
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn record(args: &ApiArgs, command: RecordCommand) -> anyhow::Result<()> {
+    let c = Client::new(args)?;
+    match command {
+        RecordCommand::List { zone, kind, name } => {
+            let id = c.zone_id(&zone)?;
+            let mut q = vec![];
+            if let Some(k) = kind {
+                q.push(format!("type={}", encode(&k)));
+            }
+            if let Some(n) = name {
+                q.push(format!("name={}", encode(&n)));
+            }
+            let path = format!("/zones/{id}/dns_records?{}", q.join("&"));
+            c.print(&Value::Array(c.all(&path)?), RECORD_COLUMNS);
+        }
+        RecordCommand::Add {
+            zone,
+            kind,
+            name,
+            content,
+            ttl,
+            proxied,
+            priority,
+            comment,
+        } => {
+            let id = c.zone_id(&zone)?;
+            let mut body = json!({"type": kind, "name": name, "content": content, "ttl": ttl, "proxied": proxied, "comment": comment});
+            if let Some(p) = priority {
+                body["priority"] = json!(p);
+            }
+            let out = c.call("POST", &format!("/zones/{id}/dns_records"), Some(body))?;
+            c.print(&out["result"], RECORD_COLUMNS);
+        }
+        RecordCommand::Rm { zone, id } => {
+            let zone_id = c.zone_id(&zone)?;
+            let out = c.call(
+                "DELETE",
+                &format!("/zones/{zone_id}/dns_records/{}", encode(&id)),
+                None,
+            )?;
+            c.print(&out["result"], &[("DELETED", "id")]);
+        }
+    }
+    Ok(())
+}
+
+pub fn token(args: &ApiArgs, command: TokenCommand) -> anyhow::Result<()> {
+    let c = Client::new(args)?;
+    match command {
+        TokenCommand::Create {
+            name,
+            permission,
+            zones,
+        } => {
+            let Some(p) = parapet_model::Permission::parse(&permission) else {
+                bail!("--permission must be all, zone-read or dns-edit, not '{permission}'");
+            };
+            let resources = if zones.is_empty() {
+                json!({"com.cloudflare.api.account.zone.*": "*"})
+            } else {
+                let mut m = serde_json::Map::new();
+                for z in &zones {
+                    m.insert(
+                        format!("com.cloudflare.api.account.zone.{}", c.zone_id(z)?),
+                        json!("*"),
+                    );
+                }
+                Value::Object(m)
+            };
+            let body = json!({"name": name, "policies": [{"effect": "allow", "resources": resources, "permission_groups": [{"name": p.group_name()}]}]});
+            let out = c.call("POST", "/user/tokens", Some(body))?;
+            if c.json {
+                println!("{}", out["result"]);
+            } else {
+                println!(
+                    "token {} created; its secret is shown only now:",
+                    out["result"]["id"].as_str().unwrap_or("?")
+                );
+                println!("{}", out["result"]["value"].as_str().unwrap_or(""));
+            }
+        }
+        TokenCommand::List => {
+            let out = c.call("GET", "/user/tokens", None)?;
+            c.print(
+                &out["result"],
+                &[
+                    ("ID", "id"),
+                    ("NAME", "name"),
+                    ("STATUS", "status"),
+                    ("ISSUED", "issued_on"),
+                ],
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Configuration: a TOML file (`--config`) with flags that override it. Every mistake in the
+//! file is reported at once, unknown keys included.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use parapet_model::name::{NameKind, normalize};
+
+/// The `serve` flags; each overrides the file's value.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeFlags {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the store and the last good snapshot live [default: ./parapet-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// REST API address [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+    /// DNS address, UDP and TCP (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub dns_listen: Vec<SocketAddr>,
+    /// Edge HTTP address (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Vec<SocketAddr>,
+    /// IPv4 address answered for proxied records (repeatable).
+    #[arg(long, value_name = "IP")]
+    pub edge_ipv4: Vec<Ipv4Addr>,
+    /// IPv6 address answered for proxied records (repeatable).
+    #[arg(long, value_name = "IP")]
+    pub edge_ipv6: Vec<Ipv6Addr>,
+    /// Nameserver host name assigned to every zone (repeatable).
+    #[arg(long = "nameserver", value_name = "NAME")]
+    pub nameservers: Vec<String>,
+    /// How zones become active: when delegated to our nameservers, or at once.
+    #[arg(long, value_enum)]
+    pub activation: Option<ActivationFlag>,
+    /// Ask this server for parent-zone delegations instead of finding them via the system resolver.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub parent_ns: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActivationFlag {
+    Nameservers,
+    Auto,
+}
+
+/// The resolved configuration of `serve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub dns_listen: Vec<SocketAddr>,
+    pub http_listen: Vec<SocketAddr>,
+    pub edge_ipv4: Vec<Ipv4Addr>,
+    pub edge_ipv6: Vec<Ipv6Addr>,
+    pub nameservers: Vec<String>,
+    pub activation: ActivationFlag,
+    pub parent_ns: Option<SocketAddr>,
+    /// First background activation re-check interval (doubles while a zone stays pending).
+    pub activation_interval: Duration,
+}
+
+pub const DEFAULT_NAMESERVERS: [&str; 2] = ["ns1.parapet.localhost", "ns2.parapet.localhost"];
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./parapet-data"),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dns_listen: Vec::new(),
+            http_listen: Vec::new(),
+            edge_ipv4: Vec::new(),
+            edge_ipv6: Vec::new(),
+            nameservers: DEFAULT_NAMESERVERS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            activation: ActivationFlag::Nameservers,
+            parent_ns: None,
+            activation_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+const KEYS: &[&str] = &[
+    "data_dir",
+    "api_listen",
+    "dns_listen",
+    "http_listen",
+    "edge_ipv4",
+    "edge_ipv6",
+    "nameservers",
+    "activation",
+    "parent_ns",
+    "activation_interval",
+];
+
+/// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
+pub fn resolve_host_port(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("'{s}' is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' has no address"))
+}
+
+fn check_nameservers(names: &[String], errors: &mut Vec<String>, origin: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in names {
+        match normalize(n, NameKind::Target, origin) {
+            Ok(n) if n.contains('.') => out.push(n),
+            Ok(_) => errors.push(format!(
+                "{origin}: '{n}' must be a fully qualified host name"
+            )),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    out
+}
+
+/// Parses a configuration file's text over the defaults, reporting every error.
+pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| vec![e.to_string()])?;
+    let mut c = base;
+    let mut errors = Vec::new();
+    for (key, value) in &table {
+        let want = |kind: &str| format!("{key}: must be {kind}");
+        let string = || value.as_str().map(str::to_owned);
+        let list = || -> Option<Vec<String>> {
+            value
+                .as_array()?
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        };
+        fn addrs<T: std::str::FromStr>(
+            items: Vec<String>,
+            key: &str,
+            errors: &mut Vec<String>,
+        ) -> Vec<T> {
+            items
+                .into_iter()
+                .filter_map(|s| match s.parse() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        errors.push(format!("{key}: '{s}' is not a valid address"));
+                        None
+                    }
+                })
+                .collect()
+        }
+        match key.as_str() {
+            "data_dir" => match string() {
+                Some(s) if !s.is_empty() => c.data_dir = PathBuf::from(s),
+                _ => errors.push(want("a directory path")),
+            },
+            "api_listen" => match string().map(|s| s.parse::<SocketAddr>()) {
+                Some(Ok(a)) => c.api_listen = a,
+                _ => errors.push(want("an address such as \"127.0.0.1:8080\"")),
+            },
+            "dns_listen" | "http_listen" => match list() {
+                Some(items) => {
+                    let parsed = addrs::<SocketAddr>(items, key, &mut errors);
+                    if key == "dns_listen" {
+                        c.dns_listen = parsed
+                    } else {
+                        c.http_listen = parsed
+                    }
+                }
+                None => errors.push(want("a list of addresses such as [\"127.0.0.1:53\"]")),
+            },
+            "edge_ipv4" => match list() {
+                Some(items) => c.edge_ipv4 = addrs(items, key, &mut errors),
+                None => errors.push(want("a list of IPv4 addresses")),
+            },
+            "edge_ipv6" => match list() {
+                Some(items) => c.edge_ipv6 = addrs(items, key, &mut errors),
+                None => errors.push(want("a list of IPv6 addresses")),
+            },
+            "nameservers" => match list() {
+                Some(items) if !items.is_empty() => {
+                    c.nameservers = check_nameservers(&items, &mut errors, key)
+                }
+                _ => errors.push(want("a non-empty list of host names")),
+            },
+            "activation" => match string().as_deref() {
+                Some("nameservers") => c.activation = ActivationFlag::Nameservers,
+                Some("auto") => c.activation = ActivationFlag::Auto,
+                _ => errors.push(want("\"nameservers\" or \"auto\"")),
+            },
+            "parent_ns" => match string().map(|s| resolve_host_port(&s)) {
+                Some(Ok(a)) => c.parent_ns = Some(a),
+                Some(Err(e)) => errors.push(format!("{key}: {e}")),
+                None => errors.push(want("\"HOST:PORT\"")),
+            },
+            "activation_interval" => match string().map(|s| humantime::parse_duration(&s)) {
+                Some(Ok(d)) if d >= Duration::from_secs(1) => c.activation_interval = d,
+                _ => errors.push(want("a duration of at least 1s, such as \"60s\"")),
+            },
+            _ => errors.push(format!(
+                "{key}: unknown key (known keys: {})",
+                KEYS.join(", ")
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(c)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The configuration of `serve`: defaults, then the file, then the flags.
+pub fn load(flags: &ServeFlags) -> anyhow::Result<Config> {
+    let mut c = Config::default();
+    if let Some(path) = &flags.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --config {}", path.display()))?;
+        c = parse_file(&text, c).map_err(|errors| {
+            anyhow::anyhow!(
+                "{} has {} error(s):\n  {}",
+                path.display(),
+                errors.len(),
+                errors.join("\n  ")
+            )
+        })?;
+    }
+    let mut errors = Vec::new();
+    if let Some(d) = &flags.data_dir {
+        c.data_dir = d.clone();
+    }
+    if let Some(a) = flags.api_listen {
+        c.api_listen = a;
+    }
+    if !flags.dns_listen.is_empty() {
+        c.dns_listen = flags.dns_listen.clone();
+    }
+    if !flags.http_listen.is_empty() {
+        c.http_listen = flags.http_listen.clone();
+    }
+    if !flags.edge_ipv4.is_empty() {
+        c.edge_ipv4 = flags.edge_ipv4.clone();
+    }
+    if !flags.edge_ipv6.is_empty() {
+        c.edge_ipv6 = flags.edge_ipv6.clone();
+    }
+    if !flags.nameservers.is_empty() {
+        c.nameservers = check_nameservers(&flags.nameservers, &mut errors, "--nameserver");
+    }
+    if let Some(a) = flags.activation {
+        c.activation = a;
+    }
+    if let Some(p) = &flags.parent_ns {
+        match resolve_host_port(p) {
+            Ok(a) => c.parent_ns = Some(a),
+            Err(e) => errors.push(format!("--parent-ns: {e}")),
+        }
+    }
+    c.nameservers.dedup();
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(c)
+}
+
+/// An address is loopback or unspecified: used to warn about edge addresses nobody can reach.
+pub fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_error_is_reported_at_once() {
+        let text = "api_listen = \"nowhere\"\nbogus = 1\nactivation = \"sometimes\"\nedge_ipv4 = [\"1.2.3.999\"]\n";
+        let errors = parse_file(text, Config::default()).expect_err("invalid");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("bogus: unknown key")));
+    }
+
+    #[test]
+    fn valid_file_overrides_defaults() {
+        let text = "data_dir = \"/tmp/p\"\napi_listen = \"127.0.0.1:9000\"\nnameservers = [\"NS1.Example.net.\", \"ns2.example.net\"]\nactivation = \"auto\"\nparent_ns = \"127.0.0.1:5353\"\nactivation_interval = \"2s\"\n";
+        let c = parse_file(text, Config::default()).expect("valid");
+        assert_eq!(c.api_listen.port(), 9000);
+        assert_eq!(c.nameservers, ["ns1.example.net", "ns2.example.net"]);
+        assert_eq!(c.activation, ActivationFlag::Auto);
+        assert_eq!(c.activation_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let text = include_str!("../parapet.example.toml");
+        parse_file(text, Config::default()).expect("example config is valid");
+    }
+}

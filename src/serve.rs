@@ -1,0 +1,159 @@
+//! `parapet serve`: every role in one process, on the embedded store.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use parapet_activation::{ActivationMode, Activator};
+use parapet_api::{ApiConfig, ApiState};
+use parapet_model::ids;
+use parapet_snapshot::{LastGood, Published, run_snapshot_watcher};
+use parapet_store::{RedbStore, Store, StoreError, Txn};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ActivationFlag, Config, is_local};
+
+const ACCOUNT_KEY: &str = "meta/account";
+
+#[derive(Serialize, Deserialize)]
+struct Account {
+    id: String,
+    name: String,
+}
+
+/// This installation's account, created on first start.
+async fn account(store: &dyn Store) -> anyhow::Result<Account> {
+    loop {
+        if let Some(e) = store.get(ACCOUNT_KEY).await? {
+            return serde_json::from_slice(&e.value).context("stored account is unreadable");
+        }
+        let account = Account {
+            id: ids::new_id(),
+            name: "Parapet".into(),
+        };
+        let value = serde_json::to_vec(&account)?;
+        match store
+            .commit(Txn::new().expect(ACCOUNT_KEY, 0).put(ACCOUNT_KEY, value))
+            .await
+        {
+            Ok(_) => return Ok(account),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
+    let store_path = config.data_dir.join("store.redb");
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&store_path).map_err(|e| {
+        anyhow::anyhow!(
+            "opening the store in --data-dir {}: {e} (is another parapet using it?)",
+            config.data_dir.display()
+        )
+    })?);
+    let account = account(store.as_ref()).await?;
+
+    if env_token.is_none() && !parapet_api::has_stored_tokens(store.as_ref()).await? {
+        let (token, secret) = parapet_api::create_token(
+            store.as_ref(),
+            "admin (created on first start)",
+            vec![parapet_model::Grant {
+                permission: parapet_model::Permission::All,
+                zones: parapet_model::ZoneScope::All,
+            }],
+        )
+        .await?;
+        say(&format!(
+            "parapet: created an admin API token (id {}); it is shown only now:\nparapet: PARAPET_API_TOKEN={secret}",
+            token.id
+        ));
+    }
+
+    let published = Arc::new(Published::new());
+    tokio::spawn(run_snapshot_watcher(
+        Arc::clone(&store),
+        Arc::clone(&published),
+        Some(LastGood::new(config.data_dir.join("snapshot.json"))),
+    ));
+
+    let mode = match config.activation {
+        ActivationFlag::Auto => ActivationMode::Auto,
+        ActivationFlag::Nameservers => ActivationMode::Nameservers {
+            parent_ns: config.parent_ns,
+        },
+    };
+    let activator = Arc::new(Activator::new(
+        Arc::clone(&store),
+        mode,
+        config.activation_interval,
+    ));
+    tokio::spawn(Arc::clone(&activator).run_background());
+
+    if !config.dns_listen.is_empty() || !config.http_listen.is_empty() {
+        tracing::warn!(
+            "the DNS and edge roles are not part of this build yet: --dns-listen and --http-listen are accepted but nothing listens on them"
+        );
+    }
+    if config
+        .edge_ipv4
+        .iter()
+        .map(|ip| (*ip).into())
+        .chain(config.edge_ipv6.iter().map(|ip| (*ip).into()))
+        .any(is_local)
+    {
+        tracing::warn!(
+            "an --edge-ipv4/--edge-ipv6 address is loopback or unspecified: visitors elsewhere cannot reach it"
+        );
+    }
+
+    let listener = match tokio::net::TcpListener::bind(config.api_listen).await {
+        Ok(l) => l,
+        Err(e) => bail!(
+            "cannot listen on {} for the API: {e}; choose another address with --api-listen",
+            config.api_listen
+        ),
+    };
+    let local = listener.local_addr()?;
+    let state = Arc::new(ApiState {
+        store,
+        config: ApiConfig {
+            nameservers: config.nameservers.clone(),
+            account_id: account.id,
+            account_name: account.name,
+            env_token,
+        },
+        activator,
+        published,
+    });
+    tracing::info!(data_dir = %config.data_dir.display(), "parapet started");
+    say(&format!("parapet: api listening on http://{local}"));
+    axum::serve(listener, parapet_api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("API server")?;
+    Ok(())
+}
