@@ -1,0 +1,397 @@
+//! Test kit: start a real `parapet` process on `127.0.0.1:0`, talk to its API, and start real
+//! peers (Knot) on loopback, so that an end-to-end test reads like a spec. Every process
+//! started here is killed by PID when its handle drops. Panics are the point: this is for tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `parapet serve`.
+pub struct Node {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    /// Lines printed on stdout before the ready line (e.g. the bootstrap token).
+    pub banner: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+    agent: ureq::Agent,
+}
+
+/// How to start a node.
+pub struct NodeOptions {
+    pub binary: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    pub args: Vec<String>,
+    /// `Some` sets `PARAPET_API_TOKEN`.
+    pub env_token: Option<String>,
+}
+
+impl NodeOptions {
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            data_dir: None,
+            args: Vec::new(),
+            env_token: Some(random_token()),
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, items: I) -> Self {
+        self.args.extend(items.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    pub fn env_token(mut self, token: Option<String>) -> Self {
+        self.env_token = token;
+        self
+    }
+}
+
+pub fn random_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test-token-{nanos:x}-{}", std::process::id())
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+impl Node {
+    pub fn start(options: NodeOptions) -> Self {
+        let (tmp, data_dir) = match options.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().unwrap();
+                let d = t.path().join("data");
+                (Some(t), d)
+            }
+        };
+        let mut cmd = Command::new(&options.binary);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--api-listen")
+            .arg("127.0.0.1:0");
+        cmd.args(&options.args);
+        cmd.env_remove("PARAPET_API_TOKEN");
+        if let Some(t) = &options.env_token {
+            cmd.env("PARAPET_API_TOKEN", t);
+        }
+        cmd.env("PARAPET_LOG", "warn");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start parapet");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let base = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("parapet: api listening on ") {
+                        break url.trim().to_owned();
+                    }
+                    banner.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("parapet did not become ready within 30 s; stdout so far: {banner:?}");
+                }
+            }
+        };
+        let token = options.env_token.clone().unwrap_or_else(|| {
+            banner
+                .iter()
+                .find_map(|l| l.strip_prefix("parapet: PARAPET_API_TOKEN="))
+                .map(str::to_owned)
+                .unwrap_or_default()
+        });
+        Self {
+            child: Some(child),
+            base,
+            token,
+            data_dir,
+            banner,
+            _tmp: tmp,
+            agent: agent(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// `/client/v4` URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/client/v4{path}", self.base)
+    }
+
+    /// Calls the API with the node's token; returns the status and the JSON body.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        call_with(&self.agent, method, &self.url(path), &self.token, body)
+    }
+
+    /// Calls a path outside `/client/v4` (such as `/parapet/status`) with the node's token.
+    pub fn call_path(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        call_with(
+            &self.agent,
+            method,
+            &format!("{}{path}", self.base),
+            &self.token,
+            body,
+        )
+    }
+
+    /// A call that must succeed; returns `result`.
+    pub fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method, path, body);
+        assert_eq!(status, 200, "{method} {path}: {v}");
+        assert_eq!(v["success"], Value::Bool(true), "{method} {path}: {v}");
+        v["result"].clone()
+    }
+
+    /// Creates a zone and returns its id.
+    pub fn create_zone(&self, name: &str) -> String {
+        self.ok("POST", "/zones", Some(serde_json::json!({"name": name})))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then the exit status (at most 10 s).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("parapet did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn call_with(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    try_call_with(agent, method, url, token, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// Like [`call_with`], but a connection failure is an `Err` (for tests that kill the server).
+pub fn try_call_with(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
+    let auth = format!("Bearer {token}");
+    let response = match method {
+        "GET" => agent.get(url).header("Authorization", &auth).call(),
+        "DELETE" => agent.delete(url).header("Authorization", &auth).call(),
+        "PUT" => agent
+            .put(url)
+            .header("Authorization", &auth)
+            .send_json(body.unwrap_or(Value::Null)),
+        "PATCH" => agent
+            .patch(url)
+            .header("Authorization", &auth)
+            .send_json(body.unwrap_or(Value::Null)),
+        _ => agent
+            .post(url)
+            .header("Authorization", &auth)
+            .send_json(body.unwrap_or(Value::Null)),
+    };
+    let mut response = response.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+/// A UDP and TCP port on 127.0.0.1 that was free a moment ago (for servers that cannot be
+/// given port 0, like knotd).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `within` passes.
+pub fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real Knot DNS server on loopback serving one zone from a file the test controls.
+pub struct Knot {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    zone: String,
+}
+
+fn knotd() -> Option<PathBuf> {
+    ["/usr/sbin/knotd", "/usr/bin/knotd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Knot {
+    /// Whether Knot is installed (`.ci/run` installs it).
+    pub fn available() -> bool {
+        knotd().is_some()
+    }
+
+    /// Starts knotd serving `zone` (e.g. `test`) with `zone_text`.
+    pub fn start(zone: &str, zone_text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("zone.db"), zone_text).unwrap();
+        let conf = format!(
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n    pidfile: {d}/knot.pid\ndatabase:\n    storage: {d}\ncontrol:\n    listen: {d}/knot.sock\nlog:\n  - target: stderr\n    any: warning\nzone:\n  - domain: {zone}.\n    file: {d}/zone.db\n    storage: {d}\n    zonefile-load: whole\n    journal-content: none\n"
+        );
+        std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
+        let child = Command::new(knotd().expect("knotd installed"))
+            .arg("-c")
+            .arg(dir.path().join("knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start knotd");
+        let knot = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            zone: zone.to_owned(),
+        };
+        knot.wait_serial(None);
+        knot
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("knot.conf")
+    }
+
+    /// Replaces the zone's contents (the text must carry a higher SOA serial) and waits until
+    /// Knot serves `serial`.
+    pub fn set_zone(&self, zone_text: &str, serial: u32) {
+        std::fs::write(self.dir.path().join("zone.db"), zone_text).unwrap();
+        let status = Command::new("knotc")
+            .arg("-c")
+            .arg(self.conf())
+            .arg("zone-reload")
+            .arg(format!("{}.", self.zone))
+            .stdout(Stdio::null())
+            .status()
+            .expect("knotc");
+        assert!(status.success(), "knotc zone-reload failed");
+        self.wait_serial(Some(serial));
+    }
+
+    /// Waits until Knot answers the zone's SOA (with `serial`, if given).
+    fn wait_serial(&self, serial: Option<u32>) {
+        eventually(Duration::from_secs(15), "knot to serve the zone", || {
+            let out = Command::new("kdig")
+                .arg(format!("@{}", self.addr.ip()))
+                .arg("-p")
+                .arg(self.addr.port().to_string())
+                .arg("+short")
+                .arg("+time=1")
+                .arg("+retry=0")
+                .arg(format!("{}.", self.zone))
+                .arg("SOA")
+                .output();
+            let Ok(out) = out else { return false };
+            let text = String::from_utf8_lossy(&out.stdout);
+            match serial {
+                None => !text.trim().is_empty(),
+                Some(s) => text.split_whitespace().nth(2) == Some(&s.to_string()),
+            }
+        });
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

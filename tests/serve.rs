@@ -1,0 +1,164 @@
+//! `parapet serve` as a real process: durability, startup, shutdown, configuration errors.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use parapet_testkit::{Node, NodeOptions, eventually};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = parapet_testkit::random_token();
+    let mut node = Node::start(
+        NodeOptions::new(BIN)
+            .data_dir(&data)
+            .env_token(Some(token.clone()))
+            .arg("--activation")
+            .arg("auto"),
+    );
+    let zone = node.create_zone("durable.example");
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (url, token, acknowledged, stop) =
+                (node.url(&format!("/zones/{zone}/dns_records")), token.clone(), Arc::clone(&acknowledged), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let agent = parapet_testkit::agent();
+                for i in 0..10_000u32 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = json!({"type": "TXT", "name": format!("w{w}-{i}"), "content": format!("value {i}")});
+                    match parapet_testkit::try_call_with(&agent, "POST", &url, &token, Some(body)) {
+                        Ok((200, v)) => {
+                            acknowledged.lock().expect("lock").insert(v["result"]["id"].as_str().expect("id").to_owned());
+                        }
+                        _ => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(30), "some acknowledged writes", || {
+        acknowledged.lock().expect("lock").len() >= 40
+    });
+    node.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let node = Node::start(NodeOptions::new(BIN).data_dir(&data).env_token(Some(token)));
+    let listed = node.ok(
+        "GET",
+        &format!("/zones/{zone}/dns_records?per_page=50000"),
+        None,
+    );
+    let stored: BTreeSet<String> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect();
+    let lost: Vec<&String> = acknowledged.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost after kill -9: {lost:?}",
+        lost.len()
+    );
+}
+
+#[test]
+fn busy_api_port_names_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--api-listen", &addr.to_string()])
+        .env("PARAPET_API_TOKEN", "x")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--api-listen") && stderr.contains(&addr.to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let mut node = Node::start(NodeOptions::new(BIN));
+    node.ok("GET", "/user/tokens/verify", None);
+    let status = node.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn first_start_prints_an_admin_token_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut node = Node::start(NodeOptions::new(BIN).data_dir(&data).env_token(None));
+    assert!(!node.token.is_empty(), "banner: {:?}", node.banner);
+    let verified = node.ok("GET", "/user/tokens/verify", None);
+    assert_eq!(verified["status"], "active");
+    node.create_zone("first.example");
+    node.terminate();
+    let again = Node::start(NodeOptions::new(BIN).data_dir(&data).env_token(None));
+    assert!(
+        again.token.is_empty(),
+        "a token is printed only on first start: {:?}",
+        again.banner
+    );
+}
+
+#[test]
+fn bad_config_file_lists_every_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("parapet.toml");
+    std::fs::write(
+        &conf,
+        "api_listen = \"nowhere\"\nnameservers = [\"bad name\"]\nunknown_key = true\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in ["api_listen", "bad name", "unknown_key", "3 error(s)"] {
+        assert!(stderr.contains(needle), "missing {needle:?} in: {stderr}");
+    }
+}
+
+#[test]
+fn api_change_reaches_the_served_snapshot() {
+    let node = Node::start(NodeOptions::new(BIN).arg("--activation").arg("auto"));
+    let zone = node.create_zone("snap.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.7", "proxied": true})),
+    );
+    eventually(
+        Duration::from_secs(2),
+        "snapshot to catch up with the store",
+        || {
+            let (_, s) = node.call_path("GET", "/parapet/status", None);
+            let s = &s["result"];
+            s["snapshot_revision"] == s["store_revision"] && s["proxied_hosts"] == 1
+        },
+    );
+}
