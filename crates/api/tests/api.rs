@@ -1,0 +1,818 @@
+//! The REST API in-process, against the in-memory store: Cloudflare's shapes, codes and rules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use parapet_activation::{ActivationMode, Activator};
+use parapet_api::{ApiConfig, ApiState, router};
+use parapet_snapshot::Published;
+use parapet_store::{MemoryStore, Store};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-secret-token";
+
+struct Api {
+    app: axum::Router,
+}
+
+impl Api {
+    fn new() -> Self {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let state = Arc::new(ApiState {
+            activator: Arc::new(Activator::new(
+                Arc::clone(&store),
+                ActivationMode::Auto,
+                Duration::from_secs(60),
+            )),
+            store,
+            config: ApiConfig {
+                nameservers: vec!["ns1.parapet.test".into(), "ns2.parapet.test".into()],
+                account_id: "0123456789abcdef0123456789abcdef".into(),
+                account_name: "Test".into(),
+                env_token: Some(ADMIN.into()),
+            },
+            published: Arc::new(Published::new()),
+        });
+        Self { app: router(state) }
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value, String) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("/client/v4{path}"))
+            .header("content-type", content_type);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let response = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body)).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        )
+    }
+
+    async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let bytes = body
+            .map(|b| serde_json::to_vec(&b).expect("json"))
+            .unwrap_or_default();
+        let (s, v, _) = self
+            .raw(method, path, Some(token), "application/json", bytes)
+            .await;
+        (s, v)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(ADMIN, method, path, body).await
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(method, path, body).await;
+        assert_eq!(s, StatusCode::OK, "{method} {path}: {v}");
+        assert_eq!(v["success"], true);
+        v["result"].clone()
+    }
+
+    async fn zone(&self, name: &str) -> String {
+        self.ok("POST", "/zones", Some(json!({"name": name}))).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    }
+
+    async fn record(&self, zone: &str, body: Value) -> Value {
+        self.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body))
+            .await
+    }
+
+    async fn import(
+        &self,
+        zone: &str,
+        file: &str,
+        proxied: Option<bool>,
+        as_file_part: bool,
+    ) -> (StatusCode, Value) {
+        let b = "XBOUNDARYX";
+        let disposition = if as_file_part {
+            "name=\"file\"; filename=\"z.txt\""
+        } else {
+            "name=\"file\""
+        };
+        let mut body =
+            format!("--{b}\r\nContent-Disposition: form-data; {disposition}\r\n\r\n{file}\r\n");
+        if let Some(p) = proxied {
+            body.push_str(&format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"proxied\"\r\n\r\n{p}\r\n"
+            ));
+        }
+        body.push_str(&format!("--{b}--\r\n"));
+        let (s, v, _) = self
+            .raw(
+                "POST",
+                &format!("/zones/{zone}/dns_records/import"),
+                Some(ADMIN),
+                &format!("multipart/form-data; boundary={b}"),
+                body.into_bytes(),
+            )
+            .await;
+        (s, v)
+    }
+}
+
+fn codes(v: &Value) -> Vec<u64> {
+    v["errors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["code"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn missing_bad_and_malformed_tokens_are_refused_with_cloudflare_codes() {
+    let api = Api::new();
+    let (s, v, _) = api
+        .raw("GET", "/zones", None, "application/json", vec![])
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::UNAUTHORIZED, vec![9106]));
+    let (s, v) = api.call_as("not-a-real-token", "GET", "/zones", None).await;
+    assert_eq!((s, codes(&v)), (StatusCode::UNAUTHORIZED, vec![1000]));
+    let (s, v) = api
+        .call_as("bad token with spaces", "GET", "/zones", None)
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::UNAUTHORIZED, vec![6111]));
+    assert_eq!(v["success"], false);
+    let verified = api.ok("GET", "/user/tokens/verify", None).await;
+    assert_eq!(verified["status"], "active");
+}
+
+#[tokio::test]
+async fn scoped_tokens_reach_only_their_zones_and_rights() {
+    let api = Api::new();
+    let a = api.zone("a.example").await;
+    let b = api.zone("b.example").await;
+    let created = api
+        .ok("POST", "/user/tokens", Some(json!({"name": "dns-a", "policies": [{"effect": "allow", "resources": {format!("com.cloudflare.api.account.zone.{a}"): "*"}, "permission_groups": [{"name": "DNS Write"}]}]})))
+        .await;
+    let dns_a = created["value"].as_str().expect("secret").to_owned();
+    let (s, v) = api.call_as(&dns_a, "GET", "/zones", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = v["result"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|z| z["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a.example"]);
+    let rec = json!({"type": "A", "name": "www", "content": "192.0.2.1"});
+    let (s, _) = api
+        .call_as(
+            &dns_a,
+            "POST",
+            &format!("/zones/{a}/dns_records"),
+            Some(rec.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = api
+        .call_as(
+            &dns_a,
+            "POST",
+            &format!("/zones/{b}/dns_records"),
+            Some(rec),
+        )
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::FORBIDDEN, vec![10000]));
+    let (s, _) = api
+        .call_as(&dns_a, "POST", "/zones", Some(json!({"name": "c.example"})))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = api
+        .call_as(&dns_a, "DELETE", &format!("/zones/{a}"), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    let read = api
+        .ok("POST", "/user/tokens", Some(json!({"name": "read", "policies": [{"effect": "allow", "resources": {"com.cloudflare.api.account.zone.*": "*"}, "permission_groups": [{"name": "Zone Read"}]}]})))
+        .await["value"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let (s, _) = api
+        .call_as(&read, "GET", &format!("/zones/{b}/dns_records"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api
+        .call_as(
+            &read,
+            "POST",
+            &format!("/zones/{b}/dns_records"),
+            Some(json!({"type": "A", "name": "x", "content": "192.0.2.9"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = api.call("POST", "/user/tokens", Some(json!({"name": "bad", "policies": [{"resources": {"nonsense": "*"}, "permission_groups": [{"name": "Everything"}]}]}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(codes(&v).len(), 2, "every policy problem listed: {v}");
+}
+
+#[tokio::test]
+async fn zones_list_filters_and_pages_exactly() {
+    let api = Api::new();
+    for i in 0..7 {
+        api.zone(&format!("zone{i}.example")).await;
+    }
+    let (_, v) = api.call("GET", "/zones?per_page=5&page=2", None).await;
+    assert_eq!(v["result"].as_array().expect("list").len(), 2);
+    assert_eq!(
+        v["result_info"],
+        json!({"page": 2, "per_page": 5, "count": 2, "total_count": 7, "total_pages": 2})
+    );
+    let (s, v) = api.call("GET", "/zones?per_page=5&page=3", None).await;
+    assert_eq!(s, StatusCode::OK, "a page past the end is 200");
+    assert_eq!(v["result"], json!([]));
+    assert_eq!(v["result_info"]["count"], 0);
+    let (_, v) = api.call("GET", "/zones?name=zone3.example", None).await;
+    assert_eq!(v["result"][0]["name"], "zone3.example");
+    assert_eq!(v["result_info"]["total_count"], 1);
+    let (_, v) = api.call("GET", "/zones?name=contains:one1", None).await;
+    assert_eq!(v["result_info"]["total_count"], 1);
+    let (_, v) = api
+        .call("GET", "/zones?status=active&direction=desc", None)
+        .await;
+    assert_eq!(v["result"][0]["name"], "zone6.example");
+    let (s, _) = api.call("GET", "/zones?status=sleeping", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = api.call("GET", "/zones?page=zero", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn zone_creation_rejects_duplicates_and_bad_names() {
+    let api = Api::new();
+    let zone = api.ok("POST", "/zones", Some(json!({"name": "Example.COM.", "account": {"id": "0123456789abcdef0123456789abcdef"}}))).await;
+    assert_eq!(zone["name"], "example.com");
+    assert_eq!(
+        zone["name_servers"],
+        json!(["ns1.parapet.test", "ns2.parapet.test"])
+    );
+    let (s, v) = api
+        .call("POST", "/zones", Some(json!({"name": "example.com"})))
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![1061]));
+    let (s, v) = api
+        .call(
+            "POST",
+            "/zones",
+            Some(json!({"name": "not a domain", "type": "partial"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(codes(&v).len(), 2, "both errors listed: {v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .expect("msg")
+            .starts_with("name")
+    );
+    let (s, _) = api
+        .call(
+            "POST",
+            "/zones",
+            Some(json!({"name": "x.example", "account": {"id": "someone-else"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_never_500() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    for body in [
+        &b"{bad"[..],
+        b"",
+        b"[]",
+        b"\"string\"",
+        b"{\"type\": 5}",
+        &[0xff, 0xfe],
+    ] {
+        let (s, v, text) = api
+            .raw(
+                "POST",
+                &format!("/zones/{zone}/dns_records"),
+                Some(ADMIN),
+                "application/json",
+                body.to_vec(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+        assert_eq!(v["success"], false);
+    }
+    let (s, _, _) = api
+        .raw(
+            "PATCH",
+            &format!("/zones/{zone}"),
+            Some(ADMIN),
+            "application/json",
+            b"{\"paused\": \"yes\"}".to_vec(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn record_rules_use_cloudflare_codes() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    let path = format!("/zones/{zone}/dns_records");
+    let a = api
+        .record(
+            &zone,
+            json!({"type": "A", "name": "www", "content": "192.0.2.1", "proxied": true}),
+        )
+        .await;
+    assert_eq!(
+        (
+            a["name"].as_str(),
+            a["proxiable"].as_bool(),
+            a["ttl"].as_u64()
+        ),
+        (Some("www.example.com"), Some(true), Some(1))
+    );
+    let (s, v) = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"type": "A", "name": "www.example.com", "content": "192.0.2.1"})),
+        )
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![81058]));
+    let (s, v) = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"type": "CNAME", "name": "www", "content": "other.example.net"})),
+        )
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![81053]));
+    api.record(
+        &zone,
+        json!({"type": "CNAME", "name": "alias", "content": "www.example.com"}),
+    )
+    .await;
+    let (s, v) = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"type": "TXT", "name": "alias", "content": "x"})),
+        )
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![81054]));
+    let (s, v) = api.call("POST", &path, Some(json!({"type": "MX", "name": "@", "content": "mail.example.com", "proxied": true, "priority": 10}))).await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![9004]));
+    let (s, v) = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"type": "AAAA", "name": "v6", "content": "192.0.2.1", "ttl": 7})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(codes(&v), vec![9021, 9005]);
+    assert!(
+        v["errors"][1]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("content")
+    );
+    let (s, _) = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"type": "A", "name": "out.other.org.", "content": "192.0.2.1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Unknown fields are ignored, as Cloudflare does.
+    api.record(
+        &zone,
+        json!({"type": "TXT", "name": "t", "content": "hello", "unknown_field": {"x": 1}}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn structured_records_take_data_objects() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    let srv = api.record(&zone, json!({"type": "SRV", "name": "_sip._tcp", "data": {"priority": 10, "weight": 5, "port": 5060, "target": "sip.example.com"}})).await;
+    assert_eq!(srv["content"], "5 5060 sip.example.com");
+    assert_eq!(srv["priority"], 10);
+    assert_eq!(
+        srv["data"],
+        json!({"priority": 10, "weight": 5, "port": 5060, "target": "sip.example.com"})
+    );
+    let caa = api.record(&zone, json!({"type": "CAA", "name": "@", "data": {"flags": 0, "tag": "issue", "value": "letsencrypt.org"}})).await;
+    assert_eq!(caa["content"], "0 issue \"letsencrypt.org\"");
+    for (t, content) in [
+        ("HTTPS", "1 . alpn=h2"),
+        ("TLSA", "3 1 1 abcdef"),
+        ("SSHFP", "4 2 abcdef0123"),
+        (
+            "NAPTR",
+            "100 10 \"S\" \"SIP+D2U\" \"\" _sip._udp.example.com",
+        ),
+        ("DS", "2371 13 2 1f987cc6583e92df0890718c42"),
+        ("CERT", "1 12345 8 AQIDBA=="),
+        ("LOC", "37 46 46 N 122 23 35 W 0m 100m 0m 0m"),
+        ("PTR", "host.example.com"),
+        ("NS", "ns.delegated.example"),
+        ("SVCB", "1 svc.example.com port=8443"),
+    ] {
+        let r = api
+            .record(
+                &zone,
+                json!({"type": t, "name": format!("{}", t.to_lowercase()), "content": content}),
+            )
+            .await;
+        assert_eq!(r["type"], t);
+    }
+    let uri = api.record(&zone, json!({"type": "URI", "name": "_http._tcp", "priority": 10, "data": {"weight": 1, "target": "https://example.com/"}})).await;
+    assert_eq!(uri["content"], "1 \"https://example.com/\"");
+}
+
+#[tokio::test]
+async fn record_list_filters_orders_and_pages() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    api.record(
+        &zone,
+        json!({"type": "A", "name": "www", "content": "192.0.2.1", "proxied": true}),
+    )
+    .await;
+    api.record(
+        &zone,
+        json!({"type": "A", "name": "api", "content": "192.0.2.2"}),
+    )
+    .await;
+    api.record(
+        &zone,
+        json!({"type": "TXT", "name": "www", "content": "hello world"}),
+    )
+    .await;
+    api.record(
+        &zone,
+        json!({"type": "MX", "name": "@", "content": "mail.example.com", "priority": 10}),
+    )
+    .await;
+    let list = |q: &'static str| {
+        let api = &api;
+        let zone = zone.clone();
+        async move {
+            let (s, v) = api
+                .call("GET", &format!("/zones/{zone}/dns_records?{q}"), None)
+                .await;
+            assert_eq!(s, StatusCode::OK, "{q}: {v}");
+            v
+        }
+    };
+    assert_eq!(
+        list("name=www.example.com").await["result_info"]["total_count"],
+        2
+    );
+    assert_eq!(
+        list("name.exact=WWW.example.com.").await["result_info"]["total_count"],
+        2
+    );
+    assert_eq!(
+        list("name.contains=ap").await["result_info"]["total_count"],
+        1
+    );
+    assert_eq!(list("type=A").await["result_info"]["total_count"], 2);
+    assert_eq!(
+        list("type=A&name=www.example.com").await["result_info"]["total_count"],
+        1
+    );
+    assert_eq!(
+        list("type=A&name=www.example.com&match=any").await["result_info"]["total_count"],
+        3
+    );
+    assert_eq!(
+        list("content=192.0.2.2").await["result"][0]["name"],
+        "api.example.com"
+    );
+    assert_eq!(
+        list("content.exact=hello%20world").await["result_info"]["total_count"],
+        1
+    );
+    assert_eq!(list("proxied=true").await["result_info"]["total_count"], 1);
+    assert_eq!(
+        list("order=name&direction=desc").await["result"][0]["name"],
+        "www.example.com"
+    );
+    assert_eq!(
+        list("order=name").await["result"][0]["name"],
+        "api.example.com"
+    );
+    let page = list("per_page=3&page=2").await;
+    assert_eq!(
+        page["result_info"],
+        json!({"page": 2, "per_page": 3, "count": 1, "total_count": 4, "total_pages": 2})
+    );
+    assert_eq!(list("page=9").await["result"], json!([]));
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!("/zones/{zone}/dns_records?proxied=maybe"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn patch_merges_and_put_replaces() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    let r = api.record(&zone, json!({"type": "A", "name": "www", "content": "192.0.2.1", "ttl": 300, "comment": "web"})).await;
+    let id = r["id"].as_str().expect("id");
+    let path = format!("/zones/{zone}/dns_records/{id}");
+    let patched = api.ok("PATCH", &path, Some(json!({"proxied": true}))).await;
+    assert_eq!(
+        (
+            patched["content"].as_str(),
+            patched["ttl"].as_u64(),
+            patched["comment"].as_str(),
+            patched["proxied"].as_bool()
+        ),
+        (Some("192.0.2.1"), Some(300), Some("web"), Some(true))
+    );
+    assert_eq!(patched["created_on"], r["created_on"]);
+    let replaced = api
+        .ok(
+            "PUT",
+            &path,
+            Some(json!({"type": "A", "name": "www", "content": "192.0.2.9"})),
+        )
+        .await;
+    assert_eq!(
+        (
+            replaced["ttl"].as_u64(),
+            replaced["proxied"].as_bool(),
+            replaced["comment"].is_null()
+        ),
+        (Some(1), Some(false), true)
+    );
+    let (s, v) = api
+        .call("PATCH", &path, Some(json!({"content": "not-an-ip"})))
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![9005]));
+    assert_eq!(
+        api.ok("GET", &path, None).await["content"],
+        "192.0.2.9",
+        "a rejected patch changes nothing"
+    );
+    api.ok("DELETE", &path, None).await;
+    let (s, v) = api.call("GET", &path, None).await;
+    assert_eq!((s, codes(&v)), (StatusCode::NOT_FOUND, vec![81044]));
+}
+
+#[tokio::test]
+async fn every_change_increases_the_zone_serial() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    let serial = |v: Value| v["serial"].as_u64().expect("serial");
+    let s0 = serial(api.ok("GET", &format!("/zones/{zone}"), None).await);
+    let r = api
+        .record(
+            &zone,
+            json!({"type": "A", "name": "a", "content": "192.0.2.1"}),
+        )
+        .await;
+    let s1 = serial(api.ok("GET", &format!("/zones/{zone}"), None).await);
+    api.ok(
+        "DELETE",
+        &format!(
+            "/zones/{zone}/dns_records/{}",
+            r["id"].as_str().expect("id")
+        ),
+        None,
+    )
+    .await;
+    let s2 = serial(api.ok("GET", &format!("/zones/{zone}"), None).await);
+    assert!(s0 < s1 && s1 < s2, "{s0} {s1} {s2}");
+}
+
+#[tokio::test]
+async fn batch_is_all_or_nothing() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    let keep = api
+        .record(
+            &zone,
+            json!({"type": "A", "name": "keep", "content": "192.0.2.1"}),
+        )
+        .await;
+    let gone = api
+        .record(
+            &zone,
+            json!({"type": "A", "name": "gone", "content": "192.0.2.2"}),
+        )
+        .await;
+    let path = format!("/zones/{zone}/dns_records/batch");
+    let (s, v) = api
+        .call("POST", &path, Some(json!({"deletes": [{"id": gone["id"]}], "posts": [{"type": "A", "name": "new", "content": "192.0.2.3"}, {"type": "A", "name": "bad", "content": "nope"}]})))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .expect("msg")
+            .starts_with("posts[1]"),
+        "{v}"
+    );
+    let (_, all) = api
+        .call("GET", &format!("/zones/{zone}/dns_records"), None)
+        .await;
+    assert_eq!(all["result_info"]["total_count"], 2, "nothing applied");
+    let done = api
+        .ok(
+            "POST",
+            &path,
+            Some(json!({
+                "deletes": [{"id": gone["id"]}],
+                "patches": [{"id": keep["id"], "ttl": 600}],
+                "posts": [{"type": "A", "name": "new", "content": "192.0.2.3"}]
+            })),
+        )
+        .await;
+    assert_eq!(done["deletes"][0]["name"], "gone.example.com");
+    assert_eq!(done["patches"][0]["ttl"], 600);
+    assert_eq!(done["posts"][0]["name"], "new.example.com");
+}
+
+const ZONE_FILE: &str = r#"$ORIGIN example.com.
+$TTL 3600
+@ IN SOA ns1.example.com. admin.example.com. ( 1 7200 3600 1209600 300 )
+@ IN NS ns1.example.com.
+@ IN A 192.0.2.1 ; cf_tags=cf-proxied:true
+www 300 IN CNAME @
+mail IN MX 10 mx1
+txt IN TXT "v=spf1 -all"
+_sip._tcp IN SRV 10 5 5060 sip
+@ IN CAA 0 issue "letsencrypt.org"
+"#;
+
+#[tokio::test]
+async fn import_reports_every_bad_line_and_imports_nothing() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    let bad = "www IN A 300.0.0.1\nok IN A 192.0.2.1\n$INCLUDE /etc/passwd\nx IN NOPE y\n";
+    let (s, v) = api.import(&zone, bad, None, true).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let messages: Vec<&str> = v["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(
+        messages[0].starts_with("line 1")
+            && messages[1].starts_with("line 3")
+            && messages[2].starts_with("line 4")
+    );
+    let (_, all) = api
+        .call("GET", &format!("/zones/{zone}/dns_records"), None)
+        .await;
+    assert_eq!(all["result_info"]["total_count"], 0);
+}
+
+#[tokio::test]
+async fn export_then_import_gives_the_same_records() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    let (s, v) = api.import(&zone, ZONE_FILE, Some(false), true).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["result"],
+        json!({"recs_added": 6, "total_records_parsed": 6})
+    );
+    let (s, _, exported) = api
+        .raw(
+            "GET",
+            &format!("/zones/{zone}/dns_records/export"),
+            Some(ADMIN),
+            "text/plain",
+            vec![],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(exported.contains("cf_tags=cf-proxied:true"), "{exported}");
+    let copy = api.zone("copy.example").await;
+    let moved = exported.replace("example.com.", "copy.example.");
+    let (s, v) = api.import(&copy, &moved, None, false).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let shape = |v: &Value, zone: &str| {
+        let mut out: Vec<String> = v["result"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {} {}",
+                    r["name"].as_str().unwrap_or("").replace(zone, "Z"),
+                    r["type"],
+                    r["content"].as_str().unwrap_or("").replace(zone, "Z"),
+                    r["ttl"],
+                    r["proxied"],
+                    r["priority"]
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let (_, a) = api
+        .call("GET", &format!("/zones/{zone}/dns_records"), None)
+        .await;
+    let (_, b) = api
+        .call("GET", &format!("/zones/{copy}/dns_records"), None)
+        .await;
+    assert_eq!(shape(&a, "example.com"), shape(&b, "copy.example"));
+    // Importing the same file again adds nothing.
+    let (_, again) = api.import(&zone, ZONE_FILE, None, true).await;
+    assert_eq!(again["result"]["recs_added"], 0);
+}
+
+#[tokio::test]
+async fn deleting_a_zone_deletes_its_records() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    let r = api
+        .record(
+            &zone,
+            json!({"type": "A", "name": "a", "content": "192.0.2.1"}),
+        )
+        .await;
+    api.ok("DELETE", &format!("/zones/{zone}"), None).await;
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!(
+                "/zones/{zone}/dns_records/{}",
+                r["id"].as_str().expect("id")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The name is free again.
+    api.zone("example.com").await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_envelope() {
+    let api = Api::new();
+    let (s, v) = api.call("GET", "/nothing/here", None).await;
+    assert_eq!(
+        (s, v["success"].as_bool()),
+        (StatusCode::NOT_FOUND, Some(false))
+    );
+    let (s, v) = api.call("PATCH", "/zones", None).await;
+    assert_eq!(
+        (s, v["success"].as_bool()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some(false))
+    );
+    let (s, v) = api.call("GET", "/zones/not-an-id", None).await;
+    assert_eq!((s, codes(&v)), (StatusCode::NOT_FOUND, vec![7003]));
+}
