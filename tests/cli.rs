@@ -1,0 +1,165 @@
+//! The `parapet` CLI against a running server, as a person or script would use it.
+
+use std::process::{Command, Output};
+
+use parapet_testkit::{Node, NodeOptions};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+fn run(node: &Node, token: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("PARAPET_API", &node.base)
+        .env("PARAPET_API_TOKEN", token)
+        .env("PARAPET_LOG", "error")
+        .output()
+        .expect("run cli")
+}
+
+fn ok(node: &Node, args: &[&str]) -> String {
+    let out = run(node, &node.token, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn cli_manages_zones_records_and_tokens() {
+    let node = Node::start(NodeOptions::new(BIN).args(["--activation", "auto"]));
+    let table = ok(&node, &["zone", "create", "example.org"]);
+    assert!(
+        table.starts_with("ID") && table.contains("example.org") && table.contains("active"),
+        "{table}"
+    );
+    ok(
+        &node,
+        &[
+            "record",
+            "add",
+            "example.org",
+            "A",
+            "www",
+            "192.0.2.1",
+            "--proxied",
+        ],
+    );
+    ok(
+        &node,
+        &[
+            "record",
+            "add",
+            "example.org",
+            "MX",
+            "@",
+            "mail.example.org",
+            "--priority",
+            "10",
+        ],
+    );
+    let listed: Value =
+        serde_json::from_str(&ok(&node, &["record", "list", "example.org", "--json"]))
+            .expect("json");
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{listed}");
+    assert!(names.contains(&"www.example.org"));
+    let exported = ok(&node, &["zone", "export", "example.org"]);
+    assert!(
+        exported.contains("www.example.org.\t1\tIN\tA\t192.0.2.1 ; cf_tags=cf-proxied:true"),
+        "{exported}"
+    );
+
+    // Bad input: a clear error naming the field, a non-zero exit, nothing stored.
+    let bad = run(
+        &node,
+        &node.token,
+        &["record", "add", "example.org", "A", "bad", "not-an-ip"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("content"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    // Import a file into a new zone, named by its $ORIGIN.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("imported.zone");
+    std::fs::write(&file, "$ORIGIN imported.example.\n$TTL 600\n@ IN A 192.0.2.5\nwww IN CNAME @ ; cf_tags=cf-proxied:true\n").expect("write");
+    let imported = ok(&node, &["zone", "import", file.to_str().expect("path")]);
+    assert!(imported.contains('2'), "{imported}");
+    let list: Value = serde_json::from_str(&ok(
+        &node,
+        &[
+            "record",
+            "list",
+            "imported.example",
+            "--json",
+            "--type",
+            "CNAME",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(list[0]["proxied"], true);
+
+    // Remove a record by id.
+    let id = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["type"] == "MX")
+        .and_then(|r| r["id"].as_str())
+        .expect("mx id")
+        .to_owned();
+    ok(&node, &["record", "rm", "example.org", &id]);
+    let after: Value =
+        serde_json::from_str(&ok(&node, &["record", "list", "example.org", "--json"]))
+            .expect("json");
+    assert_eq!(after.as_array().expect("array").len(), 1);
+
+    // A token limited to DNS edits on one zone.
+    let created = ok(
+        &node,
+        &[
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--permission",
+            "dns-edit",
+            "--zone",
+            "example.org",
+        ],
+    );
+    let secret = created
+        .lines()
+        .last()
+        .expect("secret line")
+        .trim()
+        .to_owned();
+    let scoped = run(&node, &secret, &["zone", "list", "--json"]);
+    let zones: Value = serde_json::from_slice(&scoped.stdout).expect("json");
+    assert_eq!(zones.as_array().map(Vec::len), Some(1), "{zones}");
+    let denied = run(&node, &secret, &["zone", "create", "other.example"]);
+    assert_eq!(denied.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("10000"));
+}
+
+#[test]
+fn cli_without_a_token_says_how_to_get_one() {
+    let out = Command::new(BIN)
+        .args(["zone", "list"])
+        .env_remove("PARAPET_API_TOKEN")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PARAPET_API_TOKEN"));
+}
