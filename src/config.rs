@@ -63,6 +63,8 @@ pub struct Config {
     pub parent_ns: Option<SocketAddr>,
     /// First background activation re-check interval (doubles while a zone stays pending).
     pub activation_interval: Duration,
+    /// Largest DNS response over UDP with EDNS.
+    pub dns_udp_payload: u16,
 }
 
 pub const DEFAULT_NAMESERVERS: [&str; 2] = ["ns1.parapet.localhost", "ns2.parapet.localhost"];
@@ -83,6 +85,7 @@ impl Default for Config {
             activation: ActivationFlag::Nameservers,
             parent_ns: None,
             activation_interval: Duration::from_secs(60),
+            dns_udp_payload: 1232,
         }
     }
 }
@@ -98,6 +101,7 @@ const KEYS: &[&str] = &[
     "activation",
     "parent_ns",
     "activation_interval",
+    "dns_udp_payload",
 ];
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).

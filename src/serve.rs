@@ -4,8 +4,10 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
 use parapet_activation::{ActivationMode, Activator};
 use parapet_api::{ApiConfig, ApiState};
+use parapet_dns::{DnsIndex, DnsServer, EdgeAddrs, IndexHandle, Limits, follow_snapshots};
 use parapet_model::ids;
 use parapet_snapshot::{LastGood, Published, run_snapshot_watcher};
 use parapet_store::{RedbStore, Store, StoreError, Txn};
@@ -65,6 +67,44 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Binds every `--dns-listen` address (UDP and TCP) and serves DNS from the snapshot.
+async fn start_dns(config: &Config, published: &Arc<Published>) -> anyhow::Result<()> {
+    if config.dns_listen.is_empty() {
+        return Ok(());
+    }
+    let edge = EdgeAddrs {
+        v4: config.edge_ipv4.clone(),
+        v6: config.edge_ipv6.clone(),
+    };
+    if edge.v4.is_empty() && edge.v6.is_empty() {
+        tracing::warn!(
+            "no --edge-ipv4/--edge-ipv6 given: proxied names in active zones will have no addresses"
+        );
+    }
+    let index: IndexHandle = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
+    let server = Arc::new(DnsServer {
+        index: Arc::clone(&index),
+        limits: Limits {
+            max_udp_payload: config.dns_udp_payload,
+        },
+    });
+    for addr in &config.dns_listen {
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (UDP) for DNS: {e}; choose another address with --dns-listen"))?;
+        let tcp = tokio::net::TcpListener::bind(udp.local_addr()?)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (TCP) for DNS: {e}; choose another address with --dns-listen"))?;
+        say(&format!("parapet: dns listening on {}", udp.local_addr()?));
+        server.spawn_udp(udp);
+        server.spawn_tcp(tcp);
+    }
+    let (built, _) = DnsIndex::build(&published.load(), &edge);
+    index.store(Arc::new(built));
+    tokio::spawn(follow_snapshots(Arc::clone(published), edge, index));
+    Ok(())
+}
+
 pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
@@ -113,9 +153,10 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
     ));
     tokio::spawn(Arc::clone(&activator).run_background());
 
-    if !config.dns_listen.is_empty() || !config.http_listen.is_empty() {
+    start_dns(&config, &published).await?;
+    if !config.http_listen.is_empty() {
         tracing::warn!(
-            "the DNS and edge roles are not part of this build yet: --dns-listen and --http-listen are accepted but nothing listens on them"
+            "the edge role is not part of this build yet: --http-listen is accepted but nothing listens on it"
         );
     }
     if config

@@ -1,9 +1,16 @@
 """certbot-dns-cloudflare against Parapet, unmodified.
 
-The plugin builds its own `cloudflare.Cloudflare(api_token=...)` (the official SDK, 4.x or
-later) and never takes a base URL, so it is pointed at Parapet the only way a user can: the
-SDK's CLOUDFLARE_BASE_URL environment variable. Every check of what ended up in the zone is
-made through the raw HTTP API, not through the plugin or the SDK.
+Two generations of the plugin are in use and both are tested (run.sh runs this file in two
+venvs):
+
+- 5.6.0 and later build `cloudflare.Cloudflare(api_token=...)` from the official SDK (4.x or
+  later). It takes no base URL from the plugin; the SDK reads CLOUDFLARE_BASE_URL.
+- up to 5.5.0 (and the distributions' packages of that era) build
+  `CloudFlare.CloudFlare(token=...)` from python-cloudflare 2.19.x, which reads its base URL
+  from CLOUDFLARE_API_URL (or `base_url` in ~/.cloudflare.cfg).
+
+Every check of what ended up in the zone is made through the raw HTTP API, not through the
+plugin or its library.
 """
 
 import os
@@ -14,24 +21,26 @@ import pytest
 
 from parapet_testlib import RawApi
 
-import cloudflare  # noqa: E402  (the SDK version the plugin runs on, for the report line)
 from certbot import errors as certbot_errors
 from certbot_dns_cloudflare._internal import dns_cloudflare
 
 CloudflareClient = getattr(dns_cloudflare, "_CloudflareClient")
-
-
-def test_environment_is_the_plugin_on_the_v4_or_later_sdk():
-    major = int(cloudflare.__version__.split(".")[0])
-    assert major >= 4, cloudflare.__version__
+# The legacy plugin imports python-cloudflare as `CloudFlare`; the current one the SDK.
+LEGACY = hasattr(dns_cloudflare, "CloudFlare")
 
 
 @pytest.fixture(autouse=True)
-def sdk_points_at_parapet(monkeypatch, api_base):
+def library_points_at_parapet(monkeypatch, tmp_path, api_base):
     for var in ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_KEY", "CLOUDFLARE_EMAIL",
-                "CLOUDFLARE_API_USER_SERVICE_KEY"):
+                "CLOUDFLARE_API_USER_SERVICE_KEY", "CLOUDFLARE_API_CERTKEY", "CF_API_TOKEN",
+                "CF_API_KEY", "CF_API_EMAIL", "CF_API_URL", "CF_API_CERTKEY"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("CLOUDFLARE_BASE_URL", api_base)
+    monkeypatch.setenv("CLOUDFLARE_BASE_URL", api_base)  # the official SDK
+    monkeypatch.setenv("CLOUDFLARE_API_URL", api_base)  # python-cloudflare 2.x
+    # python-cloudflare 2.x also reads ./.cloudflare.cfg and ~/.cloudflare.cfg: keep a
+    # developer's own out of the way.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -39,6 +48,15 @@ def zone(raw, new_zone_name):
     z = raw.result("POST", "/zones", body={"name": new_zone_name("certbot"), "type": "full"})
     yield z
     raw.call("DELETE", "/zones/" + z["id"])
+
+
+def test_plugin_client_uses_the_base_url_from_the_environment(api_base, api_token):
+    client = CloudflareClient(api_token=api_token)
+    if LEGACY:
+        base = client.cf._base.base_url
+    else:
+        base = str(client.cf.base_url)
+    assert base.rstrip("/") == api_base.rstrip("/")
 
 
 def txt_records(raw: RawApi, zone, name):
@@ -79,12 +97,17 @@ def test_challenge_for_a_subdomain_is_put_in_the_parent_zone(raw, api_token, zon
     assert txt_records(raw, zone, name) == []
 
 
-def test_adding_the_same_challenge_twice_is_tolerated(raw, api_token, zone):
-    # The second create gets 400/81058, which the plugin treats as success.
+def test_adding_the_same_challenge_twice_leaves_one_record(raw, api_token, zone):
+    # The second create gets 400 with code 81058: the current plugin treats that code as
+    # success, the legacy one reports it as a PluginError. Either way one record remains.
     name = "_acme-challenge." + zone["name"]
     client = CloudflareClient(api_token=api_token)
     client.add_txt_record(zone["name"], name, "same-value", 120)
-    client.add_txt_record(zone["name"], name, "same-value", 120)
+    if LEGACY:
+        with pytest.raises(certbot_errors.PluginError):
+            client.add_txt_record(zone["name"], name, "same-value", 120)
+    else:
+        client.add_txt_record(zone["name"], name, "same-value", 120)
     assert [r["content"] for r in txt_records(raw, zone, name)] == ["same-value"]
     client.del_txt_record(zone["name"], name, "same-value")
     assert txt_records(raw, zone, name) == []

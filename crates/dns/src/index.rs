@@ -1,0 +1,266 @@
+//! The DNS view of a snapshot: per zone, every owner name with its RRsets in wire-ready form,
+//! empty non-terminals, delegation points, and the apex SOA/NS Parapet serves.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, PTR, TXT};
+use hickory_proto::rr::{Name, RData, RecordType};
+use parapet_model::zonefile::soa_rdata;
+use parapet_model::{DnsRecord, RecordType as Kind, ZoneStatus};
+use parapet_snapshot::{Snapshot, ZoneSnapshot};
+
+use crate::wire;
+
+/// TTL served for records with automatic TTL (`ttl: 1`) and for proxied answers, as Cloudflare.
+pub const AUTO_TTL: u32 = 300;
+const SOA_TTL: u32 = 3600;
+const APEX_NS_TTL: u32 = 86_400;
+/// The SOA minimum field Parapet serves (see `soa_rdata`).
+const SOA_MINIMUM: u32 = 1800;
+
+/// The addresses answered for proxied names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeAddrs {
+    pub v4: Vec<Ipv4Addr>,
+    pub v6: Vec<Ipv6Addr>,
+}
+
+/// The records of one type at one name.
+#[derive(Debug, Clone)]
+pub struct RRset {
+    pub rtype: RecordType,
+    pub ttl: u32,
+    pub rdatas: Vec<RData>,
+}
+
+/// One owner name. No RRsets: an empty non-terminal.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    pub rrsets: Vec<RRset>,
+}
+
+impl Node {
+    pub fn get(&self, rtype: RecordType) -> Option<&RRset> {
+        self.rrsets.iter().find(|r| r.rtype == rtype)
+    }
+}
+
+/// One zone ready to answer from.
+#[derive(Debug)]
+pub struct ZoneIndex {
+    /// Lowercase, without the trailing dot.
+    pub origin: String,
+    pub origin_name: Name,
+    /// By lowercase owner name without the trailing dot.
+    pub nodes: HashMap<String, Node>,
+    /// TTL of negative answers: min(SOA TTL, SOA minimum).
+    pub negative_ttl: u32,
+}
+
+impl ZoneIndex {
+    pub fn node(&self, key: &str) -> Option<&Node> {
+        self.nodes.get(key)
+    }
+
+    pub fn soa(&self) -> Option<&RRset> {
+        self.nodes
+            .get(&self.origin)
+            .and_then(|n| n.get(RecordType::SOA))
+    }
+}
+
+/// Every zone, by lowercase name.
+#[derive(Debug, Default)]
+pub struct DnsIndex {
+    pub revision: u64,
+    pub zones: HashMap<String, Arc<ZoneIndex>>,
+}
+
+impl DnsIndex {
+    /// The zone `key` (lowercase, no trailing dot) belongs to: the longest enclosing zone.
+    pub fn zone_for(&self, key: &str) -> Option<&Arc<ZoneIndex>> {
+        let mut candidate = key;
+        loop {
+            if let Some(z) = self.zones.get(candidate) {
+                return Some(z);
+            }
+            candidate = candidate.split_once('.')?.1;
+        }
+    }
+
+    /// Builds the index; records that cannot be encoded are skipped and reported.
+    pub fn build(snapshot: &Snapshot, edge: &EdgeAddrs) -> (Self, Vec<String>) {
+        let mut warnings = Vec::new();
+        let zones = snapshot
+            .zones
+            .values()
+            .map(|z| {
+                (
+                    z.zone.name.clone(),
+                    Arc::new(build_zone(z, edge, &mut warnings)),
+                )
+            })
+            .collect();
+        (
+            Self {
+                revision: snapshot.revision,
+                zones,
+            },
+            warnings,
+        )
+    }
+}
+
+fn fqdn(name: &str) -> Result<Name, String> {
+    if name == "." {
+        return Ok(Name::root());
+    }
+    Name::from_ascii(format!("{name}.")).map_err(|e| e.to_string())
+}
+
+/// Converts one stored record to wire data.
+pub fn record_rdata(r: &DnsRecord) -> Result<RData, String> {
+    let parse =
+        |kind: RecordType| RData::try_from_str(kind, &r.rdata_text()).map_err(|e| e.to_string());
+    let unknown = |code: u16, bytes: Vec<u8>| RData::Unknown {
+        code: RecordType::from(code),
+        rdata: NULL::with(bytes),
+    };
+    Ok(match r.kind {
+        Kind::A => RData::A(A(r
+            .content
+            .parse::<Ipv4Addr>()
+            .map_err(|e| e.to_string())?)),
+        Kind::AAAA => RData::AAAA(AAAA(
+            r.content.parse::<Ipv6Addr>().map_err(|e| e.to_string())?,
+        )),
+        Kind::CNAME => RData::CNAME(CNAME(fqdn(&r.content)?)),
+        Kind::NS => RData::NS(NS(fqdn(&r.content)?)),
+        Kind::PTR => RData::PTR(PTR(fqdn(&r.content)?)),
+        Kind::MX => RData::MX(MX::new(r.priority.unwrap_or(0), fqdn(&r.content)?)),
+        Kind::TXT => {
+            let strings = wire::txt_strings(&r.content);
+            RData::TXT(TXT::from_bytes(strings.iter().map(Vec::as_slice).collect()))
+        }
+        Kind::SRV => parse(RecordType::SRV)?,
+        Kind::CAA => parse(RecordType::CAA)?,
+        Kind::HTTPS => parse(RecordType::HTTPS)?,
+        Kind::SVCB => parse(RecordType::SVCB)?,
+        Kind::TLSA => parse(RecordType::TLSA)?,
+        Kind::SSHFP => parse(RecordType::SSHFP)?,
+        Kind::NAPTR => parse(RecordType::NAPTR)?,
+        Kind::CERT => parse(RecordType::CERT)?,
+        Kind::DS => unknown(43, wire::ds(&r.content)?),
+        Kind::LOC => unknown(29, wire::loc(&r.content)?),
+        Kind::URI => unknown(256, wire::uri(r)?),
+    })
+}
+
+fn wire_type(kind: Kind) -> RecordType {
+    match kind {
+        Kind::DS => RecordType::from(43),
+        Kind::LOC => RecordType::from(29),
+        Kind::URI => RecordType::from(256),
+        other => RecordType::from(other.as_str().parse::<RecordType>().map_or(0, u16::from)),
+    }
+}
+
+fn push(nodes: &mut HashMap<String, Node>, owner: &str, rtype: RecordType, ttl: u32, rdata: RData) {
+    let node = nodes.entry(owner.to_owned()).or_default();
+    match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
+        Some(set) => {
+            // An RRset has one TTL (RFC 2181 §5.2): the lowest given wins.
+            set.ttl = set.ttl.min(ttl);
+            if !set.rdatas.contains(&rdata) {
+                set.rdatas.push(rdata);
+            }
+        }
+        None => node.rrsets.push(RRset {
+            rtype,
+            ttl,
+            rdatas: vec![rdata],
+        }),
+    }
+}
+
+fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) -> ZoneIndex {
+    let zone = &z.zone;
+    let origin = zone.name.clone();
+    let mut nodes: HashMap<String, Node> = HashMap::new();
+    match RData::try_from_str(RecordType::SOA, &soa_rdata(zone)) {
+        Ok(soa) => push(&mut nodes, &origin, RecordType::SOA, SOA_TTL, soa),
+        Err(e) => warnings.push(format!("zone {origin}: SOA: {e}")),
+    }
+    for ns in &zone.name_servers {
+        match fqdn(ns) {
+            Ok(n) => push(
+                &mut nodes,
+                &origin,
+                RecordType::NS,
+                APEX_NS_TTL,
+                RData::NS(NS(n)),
+            ),
+            Err(e) => warnings.push(format!("zone {origin}: nameserver {ns}: {e}")),
+        }
+    }
+    let serving_edge = zone.status == ZoneStatus::Active && !zone.paused;
+    let proxied_names: std::collections::HashSet<&str> = z
+        .records
+        .iter()
+        .filter(|r| serving_edge && r.proxied && r.kind.proxiable())
+        .map(|r| r.name.as_str())
+        .collect();
+    for name in &proxied_names {
+        for ip in &edge.v4 {
+            push(&mut nodes, name, RecordType::A, AUTO_TTL, RData::A(A(*ip)));
+        }
+        for ip in &edge.v6 {
+            push(
+                &mut nodes,
+                name,
+                RecordType::AAAA,
+                AUTO_TTL,
+                RData::AAAA(AAAA(*ip)),
+            );
+        }
+    }
+    for r in &z.records {
+        if r.kind == Kind::NS && r.name == origin {
+            continue; // The apex NS set is Parapet's nameservers.
+        }
+        if r.kind.proxiable() && proxied_names.contains(r.name.as_str()) {
+            continue; // Answered with the edge's addresses; the origin stays hidden.
+        }
+        match record_rdata(r) {
+            Ok(rdata) => {
+                let ttl = if r.ttl == 1 { AUTO_TTL } else { r.ttl };
+                push(&mut nodes, &r.name, wire_type(r.kind), ttl, rdata);
+            }
+            Err(e) => warnings.push(format!("{} record {} ({}): {e}", r.kind, r.name, r.id)),
+        }
+    }
+    // Empty non-terminals: every ancestor of an owner name up to the apex exists.
+    let owners: Vec<String> = nodes.keys().cloned().collect();
+    for owner in owners {
+        let mut name = owner.as_str();
+        while let Some((_, parent)) = name.split_once('.') {
+            if parent.len() < origin.len() {
+                break;
+            }
+            nodes.entry(parent.to_owned()).or_default();
+            if parent == origin {
+                break;
+            }
+            name = parent;
+        }
+    }
+    let origin_name = fqdn(&origin).unwrap_or_else(|_| Name::root());
+    ZoneIndex {
+        origin,
+        origin_name,
+        nodes,
+        negative_ttl: SOA_TTL.min(SOA_MINIMUM),
+    }
+}

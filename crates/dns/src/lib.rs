@@ -1,0 +1,28 @@
+//! Parapet's authoritative DNS: an index compiled from the snapshot, the answer engine over it
+//! (RFC 1034/2181/4592/6891/8482 behaviour, Knot as the reference), and UDP/TCP servers on
+//! sockets the caller bound.
+//!
+//! The engine never touches the store and never blocks: a query reads one immutable
+//! [`DnsIndex`] for its whole life. Proxied records of active zones are rewritten to the edge's
+//! addresses when the index is built, so the origin never appears in an answer.
+
+mod engine;
+mod index;
+mod server;
+mod wire;
+
+pub use engine::{Answer, Limits, Transport, answer_query};
+pub use index::{DnsIndex, EdgeAddrs, ZoneIndex};
+pub use server::{DnsServer, IndexHandle, follow_snapshots};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("{kind} record {name}: {message}")]
+    BadRecord {
+        kind: String,
+        name: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,197 @@
+//! Record data → wire format, for the types the wire library cannot encode itself (DS, LOC,
+//! URI), and TXT strings. Input is the model's canonical content, already validated.
+
+use parapet_model::DnsRecord;
+
+fn words(content: &str) -> Vec<&str> {
+    content.split_whitespace().collect()
+}
+
+fn hex(s: &str) -> Result<Vec<u8>, String> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "bad hex".to_owned())
+        })
+        .collect()
+}
+
+fn num<T: std::str::FromStr>(s: Option<&&str>) -> Result<T, String> {
+    s.and_then(|s| s.parse().ok())
+        .ok_or_else(|| "bad number".to_owned())
+}
+
+/// DS: key tag, algorithm, digest type, digest (RFC 4034 §5.1).
+pub fn ds(content: &str) -> Result<Vec<u8>, String> {
+    let w = words(content);
+    let mut out = Vec::new();
+    out.extend_from_slice(&num::<u16>(w.first())?.to_be_bytes());
+    out.push(num::<u8>(w.get(1))?);
+    out.push(num::<u8>(w.get(2))?);
+    out.extend(hex(&w.get(3..).ok_or("missing digest")?.concat())?);
+    Ok(out)
+}
+
+/// URI: priority, weight, target (RFC 7553).
+pub fn uri(record: &DnsRecord) -> Result<Vec<u8>, String> {
+    let (weight, target) = record.content.split_once(' ').ok_or("bad URI content")?;
+    let target = target.trim().trim_matches('"');
+    let mut out = Vec::new();
+    out.extend_from_slice(&record.priority.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(
+        &weight
+            .parse::<u16>()
+            .map_err(|_| "bad weight")?
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(target.as_bytes());
+    Ok(out)
+}
+
+/// A size or precision in centimetres as RFC 1876's mantissa/exponent byte.
+fn loc_precision(meters: f64) -> u8 {
+    let mut cm = (meters * 100.0).round() as u64;
+    let mut exponent = 0u8;
+    while cm >= 10 && exponent < 9 {
+        cm /= 10;
+        exponent += 1;
+    }
+    ((cm.min(9) as u8) << 4) | exponent
+}
+
+/// LOC (RFC 1876) from `d m s N|S d m s E|W altm sizem hpm vpm`.
+pub fn loc(content: &str) -> Result<Vec<u8>, String> {
+    let w = words(content);
+    if w.len() != 12 {
+        return Err("LOC needs 12 fields".into());
+    }
+    let meters = |s: &str| {
+        s.trim_end_matches('m')
+            .parse::<f64>()
+            .map_err(|_| "bad meters".to_owned())
+    };
+    let angle = |d: &str, m: &str, s: &str, dir: &str, negative: &str| -> Result<u32, String> {
+        let d: f64 = d.parse().map_err(|_| "bad degrees")?;
+        let m: f64 = m.parse().map_err(|_| "bad minutes")?;
+        let s: f64 = s.parse().map_err(|_| "bad seconds")?;
+        let thousandths = ((d * 3600.0 + m * 60.0 + s) * 1000.0).round() as i64;
+        let signed = if dir == negative {
+            -thousandths
+        } else {
+            thousandths
+        };
+        u32::try_from((1i64 << 31) + signed).map_err(|_| "angle out of range".to_owned())
+    };
+    let mut out = vec![0u8];
+    out.push(loc_precision(meters(w[9])?));
+    out.push(loc_precision(meters(w[10])?));
+    out.push(loc_precision(meters(w[11])?));
+    out.extend_from_slice(&angle(w[0], w[1], w[2], w[3], "S")?.to_be_bytes());
+    out.extend_from_slice(&angle(w[4], w[5], w[6], w[7], "W")?.to_be_bytes());
+    let altitude = (meters(w[8])? * 100.0).round() as i64 + 10_000_000;
+    out.extend_from_slice(
+        &u32::try_from(altitude)
+            .map_err(|_| "altitude out of range")?
+            .to_be_bytes(),
+    );
+    Ok(out)
+}
+
+/// TXT content → its character strings: presentation form (quoted strings) is decoded; plain
+/// text is split into strings of at most 255 bytes.
+pub fn txt_strings(content: &str) -> Vec<Vec<u8>> {
+    if content.starts_with('"')
+        && let Some(strings) = decode_quoted(content)
+    {
+        return strings;
+    }
+    let bytes = content.as_bytes();
+    if bytes.is_empty() {
+        return vec![Vec::new()];
+    }
+    bytes.chunks(255).map(<[u8]>::to_vec).collect()
+}
+
+fn decode_quoted(content: &str) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let bytes = content.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b'\t' => i += 1,
+            b'"' => {
+                i += 1;
+                let mut s = Vec::new();
+                loop {
+                    let b = *bytes.get(i)?;
+                    i += 1;
+                    match b {
+                        b'"' => break,
+                        b'\\' => {
+                            let n = *bytes.get(i)?;
+                            if n.is_ascii_digit() {
+                                let d = std::str::from_utf8(bytes.get(i..i + 3)?)
+                                    .ok()?
+                                    .parse::<u16>()
+                                    .ok()?;
+                                s.push(u8::try_from(d).ok()?);
+                                i += 3;
+                            } else {
+                                s.push(n);
+                                i += 1;
+                            }
+                        }
+                        b => s.push(b),
+                    }
+                }
+                if s.len() > 255 {
+                    return None;
+                }
+                out.push(s);
+            }
+            _ => return None,
+        }
+    }
+    if out.is_empty() { None } else { Some(out) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txt_plain_text_is_chunked_and_quoted_form_decoded() {
+        assert_eq!(txt_strings("hello"), vec![b"hello".to_vec()]);
+        assert_eq!(txt_strings(&"a".repeat(300)).len(), 2);
+        assert_eq!(
+            txt_strings("\"a b\" \"c\\\"d\" \"\\065\""),
+            vec![b"a b".to_vec(), b"c\"d".to_vec(), b"A".to_vec()]
+        );
+    }
+
+    #[test]
+    fn loc_encodes_rfc1876_example() {
+        // RFC 1876 example: 42 21 54 N 71 06 18 W -24m 30m (defaults 10000m 10m).
+        let w = loc("42 21 54.000 N 71 6 18.000 W -24.00m 30.00m 10000.00m 10.00m").expect("loc");
+        assert_eq!(&w[..4], &[0, 0x33, 0x16, 0x13]);
+        assert_eq!(
+            u32::from_be_bytes([w[4], w[5], w[6], w[7]]),
+            (1u32 << 31) + 152_514_000
+        );
+        assert_eq!(
+            u32::from_be_bytes([w[12], w[13], w[14], w[15]]),
+            10_000_000 - 2400
+        );
+    }
+
+    #[test]
+    fn ds_encodes_fields_and_digest() {
+        assert_eq!(
+            ds("2371 13 2 1f98").expect("ds"),
+            vec![0x09, 0x43, 13, 2, 0x1f, 0x98]
+        );
+    }
+}
