@@ -19,7 +19,7 @@ import types
 
 import pytest
 
-from parapet_testlib import RawApi
+from parapet_testlib import RawApi, create_dns_token
 
 from certbot import errors as certbot_errors
 from certbot_dns_cloudflare._internal import dns_cloudflare
@@ -126,6 +126,27 @@ def test_deleting_one_challenge_keeps_another_with_the_same_name(raw, api_token,
     assert [r["content"] for r in txt_records(raw, zone, name)] == ["for-wildcard"]
     client.del_txt_record("*." + zone["name"], name, "for-wildcard")
     assert txt_records(raw, zone, name) == []
+
+
+def test_token_scoped_to_dns_edit_of_one_zone_is_enough(raw, zone, new_zone_name):
+    # certbot-dns-cloudflare's documented setup: a token with only Zone > DNS > Edit on the
+    # zone. It must be able to find that zone by name (zone list) and edit its records, and
+    # must not see other zones.
+    other = raw.result("POST", "/zones", body={"name": new_zone_name("certbot-other")})
+    try:
+        _, secret = create_dns_token(raw, zone["id"], name="certbot")
+        client = CloudflareClient(api_token=secret)
+        name = "_acme-challenge." + zone["name"]
+        client.add_txt_record(zone["name"], name, "scoped-token", 120)
+        assert [r["content"] for r in txt_records(raw, zone, name)] == ["scoped-token"]
+        client.del_txt_record(zone["name"], name, "scoped-token")
+        assert txt_records(raw, zone, name) == []
+
+        with pytest.raises(certbot_errors.PluginError):
+            client.add_txt_record(other["name"], "_acme-challenge." + other["name"], "x", 120)
+        assert txt_records(raw, other, "_acme-challenge." + other["name"]) == []
+    finally:
+        raw.call("DELETE", "/zones/" + other["id"])
 
 
 def test_unknown_domain_makes_the_plugin_fail_with_plugin_error(api_token, new_zone_name):

@@ -19,7 +19,7 @@ import pytest
 from cloudflare.types.dns.record_response import RecordResponse
 from cloudflare.types.zones import Zone
 
-from parapet_testlib import collect, zone_file_comments, zone_file_records
+from parapet_testlib import collect, create_dns_token, zone_file_comments, zone_file_records
 
 NAMESERVERS = ["ns1.parapet.test", "ns2.parapet.test"]
 
@@ -90,6 +90,15 @@ def test_token_verify_reports_the_token_active(cf):
     verified = cf.user.tokens.verify()
     assert verified.status == "active"
     assert verified.id
+
+
+def test_token_list_auto_pagination_ends(cf, raw, zone):
+    # Iterating a list walks page=2, 3, ... until a page comes back empty; a server that
+    # ignores `page` makes every such loop endless.
+    token_id, _ = create_dns_token(raw, zone.id, name="listed")
+    tokens = collect(cf.user.tokens.list(), limit=200)
+    assert token_id in {t.id for t in tokens}
+    assert len(tokens) == len({t.id for t in tokens})
 
 
 def test_client_configured_by_environment_variables_alone(monkeypatch, api_base, api_token):

@@ -176,7 +176,7 @@ fn resolve(zone: &ZoneIndex, qname: &Name, qtype: RecordType, out: &mut Answer) 
             },
         };
         if qtype == RecordType::ANY {
-            // RFC 8482: one RRset is enough; answer with the first one (or NODATA).
+            // RFC 8482: one RRset is enough: the lowest type code's (the index keeps that order).
             match node.rrsets.first() {
                 Some(set) => out.answers.extend(records(&name, set)),
                 None => negative(zone, out),

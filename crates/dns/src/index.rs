@@ -241,6 +241,10 @@ fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) ->
             Err(e) => warnings.push(format!("{} record {} ({}): {e}", r.kind, r.name, r.id)),
         }
     }
+    // RRsets in type-code order: ANY answers with the first (as Knot does).
+    for node in nodes.values_mut() {
+        node.rrsets.sort_by_key(|set| u16::from(set.rtype));
+    }
     // Empty non-terminals: every ancestor of an owner name up to the apex exists.
     let owners: Vec<String> = nodes.keys().cloned().collect();
     for owner in owners {

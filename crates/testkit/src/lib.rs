@@ -274,6 +274,37 @@ pub fn try_call_with(
     ))
 }
 
+/// Imports a zone file through the API (multipart, as Cloudflare clients send it); returns the body.
+pub fn import_zone(node: &Node, zone_id: &str, text: &str) -> Value {
+    let boundary = "parapet-testkit-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"zone.txt\"\r\n\r\n{text}\r\n--{boundary}--\r\n"
+    );
+    let mut response = node
+        .agent
+        .post(&node.url(&format!("/zones/{zone_id}/dns_records/import")))
+        .header("Authorization", &format!("Bearer {}", node.token))
+        .header(
+            "Content-Type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )
+        .send(body.as_bytes())
+        .unwrap();
+    serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+/// The zone exported as a BIND file through the API.
+pub fn export_zone(node: &Node, zone_id: &str) -> String {
+    let mut response = node
+        .agent
+        .get(&node.url(&format!("/zones/{zone_id}/dns_records/export")))
+        .header("Authorization", &format!("Bearer {}", node.token))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.body_mut().read_to_string().unwrap()
+}
+
 /// A UDP and TCP port on 127.0.0.1 that was free a moment ago (for servers that cannot be
 /// given port 0, like knotd).
 pub fn free_port() -> u16 {
