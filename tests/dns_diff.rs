@@ -4,12 +4,11 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, Query};
-use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::rr::RecordType;
+use parapet_testkit::dns::{Mode, build, tcp, udp};
 use parapet_testkit::{Knot, Node, NodeOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_parapet");
@@ -130,54 +129,6 @@ fn query_names(zone_text: &str) -> Vec<String> {
     names.into_iter().collect()
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Edns(u16),
-    NoEdns,
-    Tcp,
-}
-
-fn build(name: &str, qtype: RecordType, mode: Mode, id: u16) -> Vec<u8> {
-    let mut m = Message::query();
-    m.metadata.id = id;
-    m.metadata.recursion_desired = false;
-    let mut q = Query::query(Name::from_ascii(format!("{name}.")).expect("name"), qtype);
-    q.set_query_class(DNSClass::IN);
-    m.add_query(q);
-    if let Mode::Edns(size) = mode {
-        let mut e = Edns::new();
-        e.set_max_payload(size);
-        m.set_edns(e);
-    }
-    m.to_vec().expect("encode")
-}
-
-fn udp(server: SocketAddr, packet: &[u8]) -> Option<Message> {
-    let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    for _ in 0..3 {
-        sock.send_to(packet, server).ok()?;
-        let mut buf = [0u8; 65_535];
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            return Message::from_vec(&buf[..n]).ok();
-        }
-    }
-    None
-}
-
-fn tcp(server: SocketAddr, packet: &[u8]) -> Option<Message> {
-    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let len = u16::try_from(packet.len()).ok()?;
-    s.write_all(&len.to_be_bytes()).ok()?;
-    s.write_all(packet).ok()?;
-    let mut l = [0u8; 2];
-    s.read_exact(&mut l).ok()?;
-    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(l))];
-    s.read_exact(&mut buf).ok()?;
-    Message::from_vec(&buf).ok()
-}
-
 fn rrsets(records: &[hickory_proto::rr::Record], types: Option<&[RecordType]>) -> Vec<String> {
     let mut out: Vec<String> = records
         .iter()
@@ -246,13 +197,7 @@ fn answers_match_knot_for_the_same_zone() {
         "--nameserver",
         "ns2.parapet.test",
     ]));
-    let dns: SocketAddr = node
-        .banner
-        .iter()
-        .find_map(|l| l.strip_prefix("parapet: dns listening on "))
-        .expect("dns address")
-        .parse()
-        .expect("addr");
+    let dns = node.dns_addr();
     let zone = node.create_zone(ZONE);
     let text = zone_file();
     let imported = parapet_testkit::import_zone(&node, &zone, &text);

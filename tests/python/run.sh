@@ -127,7 +127,7 @@ run_pytest() { # venv label files...
     shift 2
     log "== $label"
     (cd "$HERE" && PYTHONDONTWRITEBYTECODE=1 "$ROOT/target/pyenv-$venv/bin/python" -m pytest \
-        -p no:cacheprovider -q -rfEs "$@" ${PYTEST_ARGS:-}) || failed=1
+        -p no:cacheprovider -q -rfEs "$@") || failed=1
 }
 
 SDK4=$("$ROOT/target/pyenv-sdk/bin/python" -c 'import cloudflare; print(cloudflare.__version__)')

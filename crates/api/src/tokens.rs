@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use parapet_model::token::secret_digest;
 use parapet_model::{ApiToken, Grant, Need, Permission, ZoneScope, ids};
 use parapet_snapshot::{keys, token_key};
@@ -11,7 +11,7 @@ use parapet_store::{Store, StoreError, Txn};
 use serde_json::{Value, json};
 
 use crate::envelope::{ApiResult, now_timestamp, ok, parse_body};
-use crate::listing::{page_response, short};
+use crate::listing::{Params, page_response, short};
 use crate::{ApiError, ApiState, Auth};
 
 /// Stores a new token and returns it with its secret (shown once, never stored).
@@ -204,14 +204,19 @@ async fn stored_tokens(state: &ApiState) -> Result<Vec<(String, ApiToken)>, ApiE
         .collect()
 }
 
-pub async fn list(State(state): State<Arc<ApiState>>, auth: Auth) -> ApiResult {
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
     auth.require(Need::Admin)?;
+    let (page, per_page) = Params::parse(raw.as_deref()).paging(20, 1000)?;
     let items = stored_tokens(&state)
         .await?
         .iter()
         .map(|(_, t)| token_json(t, &state.config.account_id))
         .collect();
-    Ok(page_response(items, 1, 1000))
+    Ok(page_response(items, page, per_page))
 }
 
 fn token_not_found() -> ApiError {

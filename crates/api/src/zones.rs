@@ -363,8 +363,13 @@ fn account_json(state: &ApiState) -> Value {
     json!({"id": state.config.account_id, "name": state.config.account_name, "type": "standard", "settings": {}, "created_on": null})
 }
 
-pub async fn list_accounts(State(state): State<Arc<ApiState>>, _auth: Auth) -> ApiResult {
-    Ok(page_response(vec![account_json(&state)], 1, 20))
+pub async fn list_accounts(
+    State(state): State<Arc<ApiState>>,
+    _auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let (page, per_page) = Params::parse(raw.as_deref()).paging(20, 50)?;
+    Ok(page_response(vec![account_json(&state)], page, per_page))
 }
 
 pub async fn get_account(

@@ -183,6 +183,14 @@ async fn scoped_tokens_reach_only_their_zones_and_rights() {
         .ok("POST", "/user/tokens", Some(json!({"name": "dns-a", "policies": [{"effect": "allow", "resources": {format!("com.cloudflare.api.account.zone.{a}"): "*"}, "permission_groups": [{"name": "DNS Write"}]}]})))
         .await;
     let dns_a = created["value"].as_str().expect("secret").to_owned();
+    // Cloudflare's permission-group ids work as well as names.
+    let by_id = api
+        .ok("POST", "/user/tokens", Some(json!({"name": "by-id", "policies": [{"effect": "allow", "resources": {format!("com.cloudflare.api.account.zone.{a}"): "*"}, "permission_groups": [{"id": "4755a26eedb94da69e1066d98aa820be"}]}]})))
+        .await;
+    assert_eq!(
+        by_id["policies"][0]["permission_groups"][0]["name"],
+        "DNS Write"
+    );
     let (s, v) = api.call_as(&dns_a, "GET", "/zones", None).await;
     assert_eq!(s, StatusCode::OK);
     let names: Vec<&str> = v["result"]

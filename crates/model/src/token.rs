@@ -26,6 +26,17 @@ impl Permission {
         }
     }
 
+    /// Cloudflare's permission-group ids, so that scripts written for Cloudflare work.
+    pub fn from_group_id(id: &str) -> Option<Self> {
+        match id {
+            "4755a26eedb94da69e1066d98aa820be" => Some(Self::DnsEdit),
+            "c8fed203ed3043cba015a93ad1616f1f" | "82e64a83756745bbbb1c9c2701bf816b" => {
+                Some(Self::ZoneRead)
+            }
+            _ => None,
+        }
+    }
+
     pub fn group_name(self) -> &'static str {
         match self {
             Self::All => "Administrator",

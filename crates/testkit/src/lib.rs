@@ -3,6 +3,8 @@
 //! started here is killed by PID when its handle drops. Panics are the point: this is for tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod dns;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -162,6 +164,16 @@ impl Node {
     /// Calls the API with the node's token; returns the status and the JSON body.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         call_with(&self.agent, method, &self.url(path), &self.token, body)
+    }
+
+    /// The DNS address the node printed (`--dns-listen 127.0.0.1:0`).
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.banner
+            .iter()
+            .find_map(|l| l.strip_prefix("parapet: dns listening on "))
+            .expect("node started with --dns-listen")
+            .parse()
+            .unwrap()
     }
 
     /// Calls a path outside `/client/v4` (such as `/parapet/status`) with the node's token.

@@ -1,0 +1,374 @@
+//! The DNS server end to end: proxied answers as Cloudflare gives them, and robustness against
+//! malformed queries.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use parapet_testkit::dns::{Mode, ask, build, tcp, udp, udp_raw};
+use parapet_testkit::{Node, NodeOptions, eventually};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+fn edge_node(activation: &str) -> Node {
+    Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        activation,
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--edge-ipv4",
+        "203.0.113.10",
+        "--edge-ipv4",
+        "203.0.113.11",
+        "--edge-ipv6",
+        "2001:db8:e::10",
+    ]))
+}
+
+fn addresses(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            RData::CNAME(c) => Some(format!("CNAME {}", c.0)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_served(dns: SocketAddr, name: &str) {
+    eventually(Duration::from_secs(5), "the DNS index to catch up", || {
+        ask(dns, name, RecordType::A).metadata.response_code != ResponseCode::NXDomain
+    });
+}
+
+#[test]
+fn proxied_records_answer_with_edge_addresses_and_hide_the_origin() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let zone = node.create_zone("shop.example");
+    let rec = |body: serde_json::Value| {
+        node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body))
+    };
+    rec(json!({"type": "A", "name": "www", "content": "192.0.2.1", "proxied": true}));
+    rec(json!({"type": "AAAA", "name": "v6only", "content": "2001:db8::99", "proxied": true}));
+    rec(
+        json!({"type": "CNAME", "name": "app", "content": "origin.hosting.example", "proxied": true}),
+    );
+    rec(json!({"type": "A", "name": "direct", "content": "192.0.2.2", "ttl": 120}));
+    rec(json!({"type": "MX", "name": "@", "content": "direct.shop.example", "priority": 10}));
+    rec(json!({"type": "TXT", "name": "www", "content": "verification=1"}));
+    wait_served(dns, "www.shop.example");
+
+    let a = ask(dns, "www.shop.example", RecordType::A);
+    assert!(a.metadata.authoritative);
+    assert_eq!(addresses(&a), ["203.0.113.10", "203.0.113.11"]);
+    assert!(
+        a.answers.iter().all(|r| r.ttl == 300),
+        "proxied answers have TTL 300"
+    );
+    assert_eq!(
+        addresses(&ask(dns, "www.shop.example", RecordType::AAAA)),
+        ["2001:db8:e::10"],
+        "both families, whatever the origin's"
+    );
+    assert_eq!(
+        addresses(&ask(dns, "v6only.shop.example", RecordType::A)),
+        ["203.0.113.10", "203.0.113.11"]
+    );
+    // A proxied CNAME is flattened: the edge's addresses, never the target.
+    let app = ask(dns, "app.shop.example", RecordType::A);
+    assert_eq!(addresses(&app), ["203.0.113.10", "203.0.113.11"]);
+    let app_cname = ask(dns, "app.shop.example", RecordType::CNAME);
+    assert!(
+        app_cname.answers.is_empty(),
+        "the CNAME target stays hidden"
+    );
+    // Non-proxied and non-proxiable records answer normally.
+    let direct = ask(dns, "direct.shop.example", RecordType::A);
+    assert_eq!(
+        (addresses(&direct), direct.answers[0].ttl),
+        (vec!["192.0.2.2".to_owned()], 120)
+    );
+    assert_eq!(
+        ask(dns, "www.shop.example", RecordType::TXT).answers.len(),
+        1
+    );
+    // The origin never appears, over UDP or TCP, in any section.
+    for qtype in [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::ANY,
+        RecordType::CNAME,
+    ] {
+        for name in [
+            "www.shop.example",
+            "app.shop.example",
+            "v6only.shop.example",
+        ] {
+            let m = tcp(dns, &build(name, qtype, Mode::Tcp, 1)).expect("tcp answer");
+            let text = format!("{:?}", m);
+            for origin in ["192.0.2.1", "2001:db8::99", "origin.hosting.example"] {
+                assert!(!text.contains(origin), "{origin} leaked for {name} {qtype}");
+            }
+        }
+    }
+}
+
+#[test]
+fn pending_zone_answers_proxied_records_with_their_origin() {
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "nameservers",
+        "--parent-ns",
+        "127.0.0.1:9",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--edge-ipv4",
+        "203.0.113.10",
+    ]));
+    let dns = node.dns_addr();
+    let zone = node.create_zone("pending.example");
+    assert_eq!(
+        node.ok("GET", &format!("/zones/{zone}"), None)["status"],
+        "pending"
+    );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1", "proxied": true})),
+    );
+    wait_served(dns, "www.pending.example");
+    assert_eq!(
+        addresses(&ask(dns, "www.pending.example", RecordType::A)),
+        ["192.0.2.1"]
+    );
+}
+
+#[test]
+fn changes_through_the_api_are_answered_at_once_and_serial_increases() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let zone = node.create_zone("live.example");
+    let serial = |m: &Message| match m.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        _ => 0,
+    };
+    eventually(Duration::from_secs(5), "zone served", || {
+        ask(dns, "live.example", RecordType::SOA).answers.len() == 1
+    });
+    let before = serial(&ask(dns, "live.example", RecordType::SOA));
+    let r = node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "new", "content": "192.0.2.5"})),
+    );
+    eventually(Duration::from_secs(2), "new record answered", || {
+        addresses(&ask(dns, "new.live.example", RecordType::A)) == ["192.0.2.5"]
+    });
+    assert!(serial(&ask(dns, "live.example", RecordType::SOA)) > before);
+    node.ok(
+        "PATCH",
+        &format!(
+            "/zones/{zone}/dns_records/{}",
+            r["id"].as_str().expect("id")
+        ),
+        Some(json!({"proxied": true})),
+    );
+    eventually(Duration::from_secs(2), "proxied answer", || {
+        addresses(&ask(dns, "new.live.example", RecordType::A)) == ["203.0.113.10", "203.0.113.11"]
+    });
+    // Paused zones answer with the origin (DNS only), as on Cloudflare.
+    node.ok(
+        "PATCH",
+        &format!("/zones/{zone}"),
+        Some(json!({"paused": true})),
+    );
+    eventually(
+        Duration::from_secs(2),
+        "paused zone answers the origin",
+        || addresses(&ask(dns, "new.live.example", RecordType::A)) == ["192.0.2.5"],
+    );
+}
+
+#[test]
+fn names_are_case_insensitive_and_the_question_case_is_echoed() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let zone = node.create_zone("case.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    wait_served(dns, "www.case.example");
+    let m = ask(dns, "WwW.CaSe.ExAmPlE", RecordType::A);
+    assert_eq!(addresses(&m), ["192.0.2.1"]);
+    assert_eq!(m.queries[0].name().to_ascii(), "WwW.CaSe.ExAmPlE.");
+    let outside = ask(dns, "www.not-ours.example", RecordType::A);
+    assert_eq!(
+        (
+            outside.metadata.response_code,
+            outside.metadata.authoritative
+        ),
+        (ResponseCode::Refused, false)
+    );
+}
+
+#[test]
+fn malformed_queries_get_formerr_or_are_dropped_and_the_server_keeps_answering() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let zone = node.create_zone("robust.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    wait_served(dns, "www.robust.example");
+    let short = Duration::from_millis(300);
+    // Runts and responses are dropped.
+    assert!(udp_raw(dns, &[1, 2, 3], short).is_none());
+    let mut response_bit = build("www.robust.example", RecordType::A, Mode::NoEdns, 9);
+    response_bit[2] |= 0x80;
+    assert!(udp_raw(dns, &response_bit, short).is_none());
+    // A header with garbage after it: FORMERR, same id.
+    let mut garbage = vec![0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+    garbage.extend_from_slice(&[0xff; 40]);
+    let reply = udp_raw(dns, &garbage, Duration::from_secs(2)).expect("FORMERR");
+    assert_eq!((&reply[..2], reply[3] & 0x0f), (&[0xab, 0xcd][..], 1));
+    // A compression pointer loop in the question.
+    let looped = [
+        0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01,
+    ];
+    let reply = udp_raw(dns, &looped, Duration::from_secs(2)).expect("FORMERR");
+    assert_eq!(reply[3] & 0x0f, 1);
+    // Two questions: FORMERR. Unknown opcode: NOTIMP. EDNS version 1: BADVERS.
+    let mut two = Message::from_vec(&build("www.robust.example", RecordType::A, Mode::NoEdns, 3))
+        .expect("parse");
+    two.queries.push(two.queries[0].clone());
+    let reply = Message::from_vec(
+        &udp_raw(dns, &two.to_vec().expect("encode"), Duration::from_secs(2)).expect("reply"),
+    )
+    .expect("parse");
+    assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    let mut status = build("www.robust.example", RecordType::A, Mode::NoEdns, 4);
+    status[2] = (status[2] & 0x87) | (2 << 3);
+    let reply = Message::from_vec(&udp_raw(dns, &status, Duration::from_secs(2)).expect("reply"))
+        .expect("parse");
+    assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
+    let mut v1 = Message::from_vec(&build(
+        "www.robust.example",
+        RecordType::A,
+        Mode::Edns(1232),
+        5,
+    ))
+    .expect("parse");
+    if let Some(e) = v1.edns.as_mut() {
+        e.set_version(1);
+    }
+    let reply = Message::from_vec(
+        &udp_raw(dns, &v1.to_vec().expect("encode"), Duration::from_secs(2)).expect("reply"),
+    )
+    .expect("parse");
+    // BADVERS and BADSIG share code 16 (RFC 6891/8945); the OPT carries the upper bits.
+    assert_eq!(u16::from(reply.metadata.response_code), 16);
+    assert!(reply.answers.is_empty());
+    // Random packets never crash the server.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..2000 {
+        let len = (seed % 300) as usize;
+        let packet: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed & 0xff) as u8
+            })
+            .collect();
+        let _ = udp_raw(dns, &packet, Duration::from_millis(1));
+    }
+    assert_eq!(
+        addresses(&ask(dns, "www.robust.example", RecordType::A)),
+        ["192.0.2.1"],
+        "still answering"
+    );
+}
+
+#[test]
+fn tcp_answers_pipelined_queries_in_order_and_truncated_udp_retries_over_tcp() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let zone = node.create_zone("tcp.example");
+    for i in 0..30 {
+        node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(json!({"type": "TXT", "name": "big", "content": format!("{i:02} {}", "t".repeat(150))})));
+    }
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    wait_served(dns, "www.tcp.example");
+    eventually(Duration::from_secs(5), "all TXT records served", || {
+        tcp(
+            dns,
+            &build("big.tcp.example", RecordType::TXT, Mode::Tcp, 1),
+        )
+        .is_some_and(|m| m.answers.len() == 30)
+    });
+    let udp_reply = udp(
+        dns,
+        &build("big.tcp.example", RecordType::TXT, Mode::Edns(1232), 2),
+    )
+    .expect("udp");
+    assert!(
+        udp_reply.metadata.truncation,
+        "a 4.5 KB answer does not fit 1232 bytes"
+    );
+    // Three queries written at once on one connection, answered in order.
+    let mut s = TcpStream::connect(dns).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut batch = Vec::new();
+    for (id, name) in [
+        (11u16, "www.tcp.example"),
+        (12, "big.tcp.example"),
+        (13, "nx.tcp.example"),
+    ] {
+        let q = build(
+            name,
+            if id == 12 {
+                RecordType::TXT
+            } else {
+                RecordType::A
+            },
+            Mode::Tcp,
+            id,
+        );
+        batch.extend_from_slice(&u16::try_from(q.len()).expect("len").to_be_bytes());
+        batch.extend_from_slice(&q);
+    }
+    s.write_all(&batch).expect("write");
+    for (id, answers, rcode) in [
+        (11u16, 1usize, ResponseCode::NoError),
+        (12, 30, ResponseCode::NoError),
+        (13, 0, ResponseCode::NXDomain),
+    ] {
+        let mut l = [0u8; 2];
+        s.read_exact(&mut l).expect("len");
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(l))];
+        s.read_exact(&mut buf).expect("body");
+        let m = Message::from_vec(&buf).expect("parse");
+        assert_eq!(
+            (m.metadata.id, m.answers.len(), m.metadata.response_code),
+            (id, answers, rcode)
+        );
+    }
+}
