@@ -55,7 +55,7 @@ fn policies_json(token: &ApiToken, account_id: &str) -> Value {
                 "id": ids::new_id(),
                 "effect": "allow",
                 "resources": resources,
-                "permission_groups": [{"id": g.permission.group_name().to_ascii_lowercase().replace(' ', "-"), "name": g.permission.group_name()}],
+                "permission_groups": [{"id": g.permission.group_id(), "name": g.permission.group_name()}],
             })
         })
         .collect();
@@ -140,12 +140,16 @@ fn parse_policies(body: &Value, account_id: &str) -> Result<Vec<Grant>, ApiError
             ));
         }
         for g in groups {
+            let by_id = g
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(Permission::from_group_id);
             let label = g
                 .get("name")
                 .or_else(|| g.get("id"))
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            match Permission::parse(label) {
+            match by_id.or_else(|| Permission::parse(label)) {
                 Some(permission) => grants.push(Grant {
                     permission,
                     zones: if all { ZoneScope::All } else { ZoneScope::Listed(zones.clone()) },

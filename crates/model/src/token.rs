@@ -37,6 +37,15 @@ impl Permission {
         }
     }
 
+    /// The permission-group id shown in token policies (Cloudflare's where it has one).
+    pub fn group_id(self) -> &'static str {
+        match self {
+            Self::All => "parapet-administrator",
+            Self::ZoneRead => "c8fed203ed3043cba015a93ad1616f1f",
+            Self::DnsEdit => "4755a26eedb94da69e1066d98aa820be",
+        }
+    }
+
     pub fn group_name(self) -> &'static str {
         match self {
             Self::All => "Administrator",
