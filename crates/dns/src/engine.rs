@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::index::{DnsIndex, Node, RRset, ZoneIndex};
 
@@ -40,8 +41,8 @@ pub struct Answer {
     pub additionals: Vec<Record>,
 }
 
-/// Longest CNAME chain followed inside a zone.
-const MAX_CHAIN: usize = 16;
+/// CNAMEs followed inside a zone for one answer (as Knot: a longer chain is cut there).
+const MAX_CNAMES: usize = 5;
 
 fn key_of(name: &Name) -> String {
     let mut s = name.to_ascii();
@@ -153,15 +154,16 @@ fn wildcard<'z>(zone: &'z ZoneIndex, key: &str) -> Option<&'z Node> {
 fn resolve(zone: &ZoneIndex, qname: &Name, qtype: RecordType, out: &mut Answer) {
     let mut name = qname.clone();
     let mut seen = HashSet::new();
-    for _ in 0..MAX_CHAIN {
+    for followed in 0..=MAX_CNAMES {
         let key = key_of(&name);
         if !seen.insert(key.clone()) {
             return; // CNAME loop: answer what we have.
         }
         if let Some((cut, node)) = delegation(zone, &key, qtype) {
-            if out.answers.is_empty() {
-                referral(zone, cut, node, out);
-            }
+            // A chain that enters a delegation stays authoritative for what it answered.
+            let authoritative = !out.answers.is_empty();
+            referral(zone, cut, node, out);
+            out.authoritative = authoritative;
             return;
         }
         let node = match zone.node(&key) {
@@ -191,6 +193,7 @@ fn resolve(zone: &ZoneIndex, qname: &Name, qtype: RecordType, out: &mut Answer) 
             return;
         }
         match node.get(RecordType::CNAME) {
+            Some(_) if followed == MAX_CNAMES => return,
             Some(cname) => {
                 out.answers.extend(records(&name, cname));
                 let Some(RData::CNAME(target)) = cname.rdatas.first() else {
@@ -215,7 +218,6 @@ fn error_response(request: &Message, rcode: ResponseCode) -> Message {
     let mut response = Message::response(request.metadata.id, request.metadata.op_code);
     response.metadata.response_code = rcode;
     response.metadata.recursion_desired = request.metadata.recursion_desired;
-    response.metadata.checking_disabled = request.metadata.checking_disabled;
     response.queries = request.queries.clone();
     response
 }
@@ -239,7 +241,8 @@ fn encode(message: &Message) -> Option<Vec<u8>> {
     }
 }
 
-/// Answers one query packet. `None` means drop (responses, runts).
+/// Answers one query packet. `None` means drop: runts, responses, several questions, and
+/// questions that cannot be read (as Knot does).
 pub fn answer_query(
     index: &DnsIndex,
     packet: &[u8],
@@ -249,19 +252,33 @@ pub fn answer_query(
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
     }
-    let Ok(request) = Message::from_vec(packet) else {
-        return Some(formerr_header(packet));
+    match u16::from_be_bytes([packet[4], packet[5]]) {
+        0 => return Some(formerr_header(packet)),
+        1 => {}
+        _ => return None,
+    }
+    let mut decoder = BinDecoder::new(packet);
+    let request = match Message::read(&mut decoder) {
+        Ok(_) if !decoder.is_empty() => return Some(formerr_header(packet)),
+        Ok(m) => m,
+        Err(_) => {
+            // The question alone readable: the rest is malformed (FORMERR); else drop.
+            let mut decoder = BinDecoder::new(&packet[12..]);
+            return Query::read(&mut decoder)
+                .ok()
+                .map(|_| formerr_header(packet));
+        }
     };
-    let response = respond(index, &request, transport);
-    let mut response = match response {
+    let mut response = match respond(index, &request, transport) {
         Ok(r) => r,
         Err(rcode) => error_response(&request, rcode),
     };
-    let udp_limit = match (&request.edns, transport) {
+    let limit = match (&request.edns, transport) {
         (_, Transport::Tcp) => usize::from(u16::MAX),
-        (Some(edns), Transport::Udp) => {
-            usize::from(edns.max_payload().clamp(512, limits.max_udp_payload))
-        }
+        (Some(edns), Transport::Udp) => usize::from(
+            edns.max_payload()
+                .clamp(512, limits.max_udp_payload.max(512)),
+        ),
         (None, Transport::Udp) => 512,
     };
     if let Some(edns) = &request.edns {
@@ -275,19 +292,73 @@ pub fn answer_query(
         response.set_edns(opt);
     }
     let bytes = encode(&response)?;
-    if bytes.len() <= udp_limit {
+    if bytes.len() <= limit {
         return Some(bytes);
     }
-    // Too big for UDP: drop the additional section first, then truncate.
-    response.additionals.clear();
-    let bytes = encode(&response)?;
-    if bytes.len() <= udp_limit {
-        return Some(bytes);
+    truncate(response, limit)
+}
+
+/// Records grouped into RRsets (consecutive records with the same owner and type).
+fn rrsets_of(records: Vec<Record>) -> Vec<Vec<Record>> {
+    let mut out: Vec<Vec<Record>> = Vec::new();
+    for r in records {
+        match out.last_mut() {
+            Some(set) if set[0].name == r.name && set[0].record_type() == r.record_type() => {
+                set.push(r)
+            }
+            _ => out.push(vec![r]),
+        }
     }
-    response.metadata.truncation = true;
-    response.answers.clear();
-    response.authorities.clear();
+    out
+}
+
+/// Fits a response into `limit` bytes as Knot does: whole RRsets of the answer and authority
+/// sections in order until one does not fit (then TC), and of the additional section while
+/// they fit (dropping the rest; referral glue that does not fit also sets TC).
+fn truncate(mut response: Message, limit: usize) -> Option<Vec<u8>> {
+    let answers = rrsets_of(std::mem::take(&mut response.answers));
+    let authorities = rrsets_of(std::mem::take(&mut response.authorities));
+    let additionals = rrsets_of(std::mem::take(&mut response.additionals));
+    let referral = !response.metadata.authoritative && !authorities.is_empty();
+    let fits = |m: &Message| m.to_vec().map(|b| b.len() <= limit).unwrap_or(false);
+    for set in answers {
+        response.answers.extend(set.iter().cloned());
+        if !fits(&response) {
+            response
+                .answers
+                .truncate(response.answers.len() - set.len());
+            response.metadata.truncation = true;
+            return encode(&response);
+        }
+    }
+    for set in authorities {
+        response.authorities.extend(set.iter().cloned());
+        if !fits(&response) {
+            response
+                .authorities
+                .truncate(response.authorities.len() - set.len());
+            response.metadata.truncation = true;
+            return encode(&response);
+        }
+    }
+    for set in additionals {
+        response.additionals.extend(set.iter().cloned());
+        if !fits(&response) {
+            response
+                .additionals
+                .truncate(response.additionals.len() - set.len());
+            if referral && is_glue(&response, &set[0].name) {
+                response.metadata.truncation = true;
+                return encode(&response);
+            }
+        }
+    }
     encode(&response)
+}
+
+/// Whether `name` lies at or below the delegation in the response's authority section.
+fn is_glue(response: &Message, name: &Name) -> bool {
+    response.authorities.iter().any(|ns| ns.name.zone_of(name))
 }
 
 fn respond(
@@ -341,7 +412,6 @@ fn respond(
     let mut response = Message::response(request.metadata.id, OpCode::Query);
     response.metadata.authoritative = answer.authoritative;
     response.metadata.recursion_desired = request.metadata.recursion_desired;
-    response.metadata.checking_disabled = request.metadata.checking_disabled;
     response.metadata.response_code = answer.rcode.unwrap_or(ResponseCode::NoError);
     response.queries = request.queries.clone();
     response.answers = answer.answers;

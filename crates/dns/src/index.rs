@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, PTR, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
 use parapet_model::zonefile::soa_rdata;
 use parapet_model::{DnsRecord, RecordType as Kind, ZoneStatus};
 use parapet_snapshot::{Snapshot, ZoneSnapshot};
@@ -241,9 +242,14 @@ fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) ->
             Err(e) => warnings.push(format!("{} record {} ({}): {e}", r.kind, r.name, r.id)),
         }
     }
-    // RRsets in type-code order: ANY answers with the first (as Knot does).
+    // RRsets in type-code order: ANY answers with the first (as Knot does); records inside an
+    // RRset in canonical order (RFC 4034 §6.3), so answers are stable whatever the input order.
     for node in nodes.values_mut() {
         node.rrsets.sort_by_key(|set| u16::from(set.rtype));
+        for set in &mut node.rrsets {
+            set.rdatas
+                .sort_by_cached_key(|rd| rd.to_bytes().unwrap_or_default());
+        }
     }
     // Empty non-terminals: every ancestor of an owner name up to the apex exists.
     let owners: Vec<String> = nodes.keys().cloned().collect();
