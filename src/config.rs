@@ -211,6 +211,10 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                 Some(Ok(d)) if d >= Duration::from_secs(1) => c.activation_interval = d,
                 _ => errors.push(want("a duration of at least 1s, such as \"60s\"")),
             },
+            "dns_udp_payload" => match value.as_integer().and_then(|n| u16::try_from(n).ok()) {
+                Some(n) if n >= 512 => c.dns_udp_payload = n,
+                _ => errors.push(want("a UDP payload size from 512 to 65535")),
+            },
             _ => errors.push(format!(
                 "{key}: unknown key (known keys: {})",
                 KEYS.join(", ")
