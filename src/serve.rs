@@ -89,14 +89,14 @@ async fn start_dns(config: &Config, published: &Arc<Published>) -> anyhow::Resul
         },
     });
     for addr in &config.dns_listen {
-        let udp = tokio::net::UdpSocket::bind(addr)
-            .await
+        let workers = std::thread::available_parallelism().map_or(2, usize::from);
+        let bound = server
+            .spawn_udp_workers(*addr, workers)
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (UDP) for DNS: {e}; choose another address with --dns-listen"))?;
-        let tcp = tokio::net::TcpListener::bind(udp.local_addr()?)
+        let tcp = tokio::net::TcpListener::bind(bound)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (TCP) for DNS: {e}; choose another address with --dns-listen"))?;
-        say(&format!("parapet: dns listening on {}", udp.local_addr()?));
-        server.spawn_udp(udp);
+        say(&format!("parapet: dns listening on {bound}"));
         server.spawn_tcp(tcp);
     }
     let (built, _) = DnsIndex::build(&published.load(), &edge);

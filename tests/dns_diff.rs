@@ -225,13 +225,19 @@ fn answers_match_knot_for_the_same_zone() {
     let mut count = 0;
     for (i, name) in names.iter().enumerate() {
         for (j, qtype) in QTYPES.iter().chain([RecordType::ANY].iter()).enumerate() {
-            for mode in [Mode::Edns(1232), modes[(i + j) % modes.len()]] {
+            // The second EDNS query, in other case, is answered from Parapet's response cache.
+            let upper = name.to_ascii_uppercase();
+            for (mode, qname) in [
+                (Mode::Edns(1232), name),
+                (modes[(i + j) % modes.len()], name),
+                (Mode::Edns(1232), &upper),
+            ] {
                 count += 1;
-                let ours = summary(dns, name, *qtype, mode);
-                let theirs = summary(knot.addr, name, *qtype, mode);
+                let ours = summary(dns, qname, *qtype, mode);
+                let theirs = summary(knot.addr, qname, *qtype, mode);
                 if ours != theirs {
                     differences.push(format!(
-                        "{name} {qtype} {mode:?}\n  parapet: {ours}\n  knot:    {theirs}"
+                        "{qname} {qtype} {mode:?}\n  parapet: {ours}\n  knot:    {theirs}"
                     ));
                 }
             }

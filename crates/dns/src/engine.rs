@@ -7,6 +7,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
+use crate::fast::PlainQuery;
 use crate::index::{DnsIndex, Node, RRset, ZoneIndex};
 
 /// How the query arrived: UDP answers are bounded by the payload size.
@@ -244,6 +245,35 @@ fn encode(message: &Message) -> Option<Vec<u8>> {
 /// Answers one query packet. `None` means drop: runts, responses, several questions, and
 /// questions that cannot be read (as Knot does).
 pub fn answer_query(
+    index: &DnsIndex,
+    packet: &[u8],
+    transport: Transport,
+    limits: Limits,
+) -> Option<Vec<u8>> {
+    let plain = PlainQuery::parse(packet).map(|q| {
+        let limit = match (q.edns, transport) {
+            (_, Transport::Tcp) => usize::from(u16::MAX),
+            (Some(e), Transport::Udp) => {
+                usize::from(e.payload.clamp(512, limits.max_udp_payload.max(512)))
+            }
+            (None, Transport::Udp) => 512,
+        };
+        (q, limit)
+    });
+    if let Some((q, limit)) = &plain
+        && let Some(response) = index.cache.answer(q, *limit)
+    {
+        return Some(response);
+    }
+    let response = answer_slow(index, packet, transport, limits)?;
+    if let Some((q, limit)) = &plain {
+        index.cache.insert(q, *limit, &response);
+    }
+    Some(response)
+}
+
+/// The engine proper, for every query the cache cannot answer.
+fn answer_slow(
     index: &DnsIndex,
     packet: &[u8],
     transport: Transport,

@@ -72,11 +72,12 @@ impl ZoneIndex {
     }
 }
 
-/// Every zone, by lowercase name.
+/// Every zone, by lowercase name, and the responses already computed from them.
 #[derive(Debug, Default)]
 pub struct DnsIndex {
     pub revision: u64,
     pub zones: HashMap<String, Arc<ZoneIndex>>,
+    pub(crate) cache: crate::fast::ResponseCache,
 }
 
 impl DnsIndex {
@@ -108,6 +109,7 @@ impl DnsIndex {
             Self {
                 revision: snapshot.revision,
                 zones,
+                cache: crate::fast::ResponseCache::default(),
             },
             warnings,
         )

@@ -7,6 +7,7 @@
 //! addresses when the index is built, so the origin never appears in an answer.
 
 mod engine;
+mod fast;
 mod index;
 mod server;
 mod wire;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parapet_snapshot::Published;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::engine::{Limits, Transport, answer_query};
@@ -21,6 +21,19 @@ pub type IndexHandle = Arc<ArcSwap<DnsIndex>>;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once.
 const TCP_MAX_CONNECTIONS: usize = 1024;
+
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
 
 /// Rebuilds the DNS index for every published snapshot, forever.
 pub async fn follow_snapshots(published: Arc<Published>, edge: EdgeAddrs, index: IndexHandle) {
@@ -46,27 +59,46 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    pub fn spawn_udp(self: &Arc<Self>, socket: UdpSocket) -> tokio::task::JoinHandle<()> {
-        let server = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_535];
-            loop {
-                let (n, peer) = match socket.recv_from(&mut buf).await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!("DNS UDP receive: {e}");
-                        continue;
-                    }
-                };
-                let index = server.index.load();
-                if let Some(response) =
-                    answer_query(&index, &buf[..n], Transport::Udp, server.limits)
-                    && let Err(e) = socket.send_to(&response, peer).await
-                {
-                    tracing::debug!(%peer, "DNS UDP send: {e}");
+    /// Binds `addr` for UDP with one `SO_REUSEPORT` socket per worker thread (the kernel spreads
+    /// queries over them) and serves each on its own thread with blocking IO. Returns the bound
+    /// address (with the real port when `addr` had port 0).
+    pub fn spawn_udp_workers(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        workers: usize,
+    ) -> std::io::Result<SocketAddr> {
+        let first = reuseport_udp(addr)?;
+        let bound = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..workers.max(1) {
+            sockets.push(reuseport_udp(bound)?);
+        }
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let server = Arc::clone(self);
+            std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || server.serve_udp_blocking(&socket))?;
+        }
+        Ok(bound)
+    }
+
+    fn serve_udp_blocking(&self, socket: &std::net::UdpSocket) {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let (n, peer) = match socket.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!("DNS UDP receive: {e}");
+                    continue;
                 }
+            };
+            let index = self.index.load();
+            if let Some(response) = answer_query(&index, &buf[..n], Transport::Udp, self.limits)
+                && let Err(e) = socket.send_to(&response, peer)
+            {
+                tracing::debug!(%peer, "DNS UDP send: {e}");
             }
-        })
+        }
     }
 
     pub fn spawn_tcp(self: &Arc<Self>, listener: TcpListener) -> tokio::task::JoinHandle<()> {

@@ -1,0 +1,249 @@
+//! The hot path. Most queries are plain (one IN question, at most an OPT without options), and
+//! their answer depends only on the lowercase name, the type and whether EDNS was used. The
+//! first such query is answered by the engine; its response is kept, and later ones get a copy
+//! with their own id, RD bit, question bytes (so the name's case is echoed) and DO bit. The
+//! cache belongs to one [`crate::DnsIndex`], so a new snapshot starts with an empty cache.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustc_hash::FxHasher;
+
+const SHARDS: usize = 32;
+/// Responses kept per index; beyond this, queries are answered by the engine without caching.
+const MAX_ENTRIES: usize = 1 << 20;
+
+type Map = HashMap<Box<[u8]>, Arc<[u8]>, BuildHasherDefault<FxHasher>>;
+
+/// A plain query, read without allocating.
+pub struct PlainQuery<'a> {
+    pub packet: &'a [u8],
+    /// The question name in wire form (offset 12).
+    pub qname: &'a [u8],
+    pub edns: Option<PlainEdns>,
+}
+
+#[derive(Clone, Copy)]
+pub struct PlainEdns {
+    pub payload: u16,
+    pub dnssec_ok: bool,
+}
+
+impl<'a> PlainQuery<'a> {
+    /// `None` for anything but a plain query; the engine handles those.
+    pub fn parse(packet: &'a [u8]) -> Option<Self> {
+        let header = packet.get(..12)?;
+        // QR=0, opcode QUERY, TC=0; one question, no answers or authority, at most one additional.
+        if header[2] & 0xfa != 0
+            || header[4..10] != [0, 1, 0, 0, 0, 0]
+            || header[10] != 0
+            || header[11] > 1
+        {
+            return None;
+        }
+        let mut i = 12;
+        loop {
+            let len = usize::from(*packet.get(i)?);
+            if len == 0 {
+                i += 1;
+                break;
+            }
+            if len > 63 {
+                return None;
+            }
+            i += 1 + len;
+            if i - 12 > 255 {
+                return None;
+            }
+        }
+        let qname = &packet[12..i];
+        // Class IN only.
+        if packet.get(i + 2..i + 4)? != [0, 1] {
+            return None;
+        }
+        let end = i + 4;
+        let edns = if header[11] == 1 {
+            // Root owner, type OPT, payload, extended rcode 0, version 0, flags, no options.
+            let opt = packet.get(end..end + 11)?;
+            if opt[0] != 0
+                || opt[1..3] != [0, 41]
+                || opt[5] != 0
+                || opt[6] != 0
+                || opt[9..11] != [0, 0]
+            {
+                return None;
+            }
+            if packet.len() != end + 11 {
+                return None;
+            }
+            Some(PlainEdns {
+                payload: u16::from_be_bytes([opt[3], opt[4]]),
+                dnssec_ok: opt[7] & 0x80 != 0,
+            })
+        } else {
+            if packet.len() != end {
+                return None;
+            }
+            None
+        };
+        Some(Self {
+            packet,
+            qname,
+            edns,
+        })
+    }
+
+    /// The cache key: lowercase name, type, EDNS or not, and the size limit the response was
+    /// fitted to (a response shortened for 512 bytes must not serve a 1232-byte query).
+    fn key(&self, limit: usize) -> Box<[u8]> {
+        let end = 12 + self.qname.len() + 2;
+        let mut key = Vec::with_capacity(self.qname.len() + 7);
+        key.extend(self.packet[12..end].iter().map(u8::to_ascii_lowercase));
+        key.push(u8::from(self.edns.is_some()));
+        key.extend_from_slice(&(limit as u32).to_be_bytes());
+        key.into_boxed_slice()
+    }
+}
+
+/// Responses of plain queries, in shards.
+pub struct ResponseCache {
+    shards: Vec<Mutex<Map>>,
+    hasher: BuildHasherDefault<FxHasher>,
+}
+
+impl Default for ResponseCache {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
+            hasher: BuildHasherDefault::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseCache")
+    }
+}
+
+impl ResponseCache {
+    fn shard(&self, key: &[u8]) -> &Mutex<Map> {
+        let h = self.hasher.hash_one(key) as usize;
+        &self.shards[h % SHARDS]
+    }
+
+    /// A cached response adapted to `query`, if one was computed for the same `limit`.
+    pub fn answer(&self, query: &PlainQuery<'_>, limit: usize) -> Option<Vec<u8>> {
+        let key = query.key(limit);
+        let cached = self
+            .shard(&key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned()?;
+        let mut out = cached.to_vec();
+        out[..2].copy_from_slice(&query.packet[..2]);
+        out[2] = (out[2] & !0x01) | (query.packet[2] & 0x01);
+        let qend = 12 + query.qname.len();
+        out[12..qend].copy_from_slice(query.qname);
+        if let Some(edns) = query.edns {
+            // The OPT is the last record: its flags' high byte holds DO.
+            let flags = out.len() - 4;
+            out[flags] = (out[flags] & 0x7f) | if edns.dnssec_ok { 0x80 } else { 0 };
+        }
+        Some(out)
+    }
+
+    /// Keeps `response` (the engine's answer to `query`) for later queries of the same shape.
+    pub fn insert(&self, query: &PlainQuery<'_>, limit: usize, response: &[u8]) {
+        // Only whole answers (no TC), NOERROR or NXDOMAIN, whose OPT (if any) is last and bare.
+        if response.len() < 12 || response[2] & 0x02 != 0 || !matches!(response[3] & 0x0f, 0 | 3) {
+            return;
+        }
+        if query.edns.is_some()
+            && (response.len() < 23
+                || response[response.len() - 11..response.len() - 8] != [0, 0, 41])
+        {
+            return;
+        }
+        let key = query.key(limit);
+        let mut shard = self
+            .shard(&key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if shard.len() < MAX_ENTRIES / SHARDS {
+            shard.insert(key, Arc::from(response));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(id: u16, name: &[u8], edns: Option<bool>) -> Vec<u8> {
+        let mut p = id.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+        for label in name.split(|b| *b == b'.') {
+            p.push(label.len() as u8);
+            p.extend_from_slice(label);
+        }
+        p.extend_from_slice(&[0, 0, 1, 0, 1]);
+        if let Some(dnssec_ok) = edns {
+            p.extend_from_slice(&[
+                0,
+                0,
+                41,
+                4,
+                0xd0,
+                0,
+                0,
+                if dnssec_ok { 0x80 } else { 0 },
+                0,
+                0,
+                0,
+            ]);
+        }
+        p
+    }
+
+    #[test]
+    fn only_plain_queries_take_the_fast_path() {
+        assert!(PlainQuery::parse(&query(1, b"www.example.com", None)).is_some());
+        assert!(PlainQuery::parse(&query(1, b"www.example.com", Some(true))).is_some());
+        let mut response = query(1, b"www.example.com", None);
+        response[2] |= 0x80;
+        assert!(PlainQuery::parse(&response).is_none());
+        let mut trailing = query(1, b"www.example.com", None);
+        trailing.push(0);
+        assert!(PlainQuery::parse(&trailing).is_none());
+        let mut chaos = query(1, b"www.example.com", None);
+        let n = chaos.len();
+        chaos[n - 1] = 3;
+        assert!(PlainQuery::parse(&chaos).is_none());
+        assert!(PlainQuery::parse(&query(1, &[b'a'; 64], None)).is_none());
+    }
+
+    #[test]
+    fn cached_response_takes_the_new_id_case_rd_and_do_bit() {
+        let cache = ResponseCache::default();
+        let first = query(1, b"www.example.com", Some(false));
+        // A response: the query with QR/AA set and its OPT unchanged.
+        let mut response = first.clone();
+        response[2] = 0x84;
+        cache.insert(&PlainQuery::parse(&first).expect("plain"), 1232, &response);
+        let mut second = query(0xbeef, b"WWW.Example.COM", Some(true));
+        second[2] = 0x00; // RD clear
+        let q = PlainQuery::parse(&second).expect("plain");
+        let out = cache.answer(&q, 1232).expect("cached");
+        assert_eq!(&out[..2], &[0xbe, 0xef]);
+        assert_eq!(out[2], 0x84);
+        assert_eq!(&out[12..12 + q.qname.len()], q.qname);
+        assert_eq!(out[out.len() - 4] & 0x80, 0x80);
+        assert!(
+            cache.answer(&q, 512).is_none(),
+            "a response is reused only for the same size limit"
+        );
+    }
+}
