@@ -5,7 +5,8 @@
 #   bench/dns.sh [dns.sh options...]      e.g. bench/dns.sh --rounds 3 --duration 10
 #
 # Builds the release binary, generates the benchmark zone, starts Parapet on 127.0.0.1:35353
-# with that zone imported through the API, runs the shared script, and stops Parapet.
+# with that zone imported through the API and response rate limiting off (as the anchors run),
+# runs the shared script, and stops Parapet.
 # Needs the anchors: sudo ../shared/bench/install-anchors.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ W=$(mktemp -d /tmp/parapet-dnsbench.XXXXXX)
 "$SHARED/dns.sh" --gen-only "$W/gen" >/dev/null
 TOKEN=bench-$RANDOM$RANDOM
 PARAPET_API_TOKEN=$TOKEN PARAPET_LOG=warn target/release/parapet serve --data-dir "$W/data" \
-  --api-listen 127.0.0.1:0 --dns-listen 127.0.0.1:$PORT --activation auto >"$W/out" 2>"$W/err" &
+  --api-listen 127.0.0.1:0 --dns-listen 127.0.0.1:$PORT --activation auto --dns-rrl-rate 0 >"$W/out" 2>"$W/err" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$W"' EXIT
 for _ in $(seq 100); do grep -q 'api listening' "$W/out" 2>/dev/null && break; sleep 0.1; done

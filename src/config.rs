@@ -38,6 +38,9 @@ pub struct ServeFlags {
     /// How zones become active: when delegated to our nameservers, or at once.
     #[arg(long, value_enum)]
     pub activation: Option<ActivationFlag>,
+    /// DNS responses per second per client prefix and response kind; 0 turns rate limiting off [default: 20]
+    #[arg(long, value_name = "N")]
+    pub dns_rrl_rate: Option<u32>,
     /// Ask this server for parent-zone delegations instead of finding them via the system resolver.
     #[arg(long, value_name = "HOST:PORT")]
     pub parent_ns: Option<String>,
@@ -65,6 +68,10 @@ pub struct Config {
     pub activation_interval: Duration,
     /// Largest DNS response over UDP with EDNS.
     pub dns_udp_payload: u16,
+    /// DNS response rate limit per client prefix and response kind (0: off).
+    pub dns_rrl_rate: u32,
+    /// Every n-th rate-limited response is sent truncated instead of dropped (0: drop all).
+    pub dns_rrl_slip: u32,
 }
 
 pub const DEFAULT_NAMESERVERS: [&str; 2] = ["ns1.parapet.localhost", "ns2.parapet.localhost"];
@@ -86,6 +93,8 @@ impl Default for Config {
             parent_ns: None,
             activation_interval: Duration::from_secs(60),
             dns_udp_payload: 1232,
+            dns_rrl_rate: 20,
+            dns_rrl_slip: 2,
         }
     }
 }
@@ -102,6 +111,8 @@ const KEYS: &[&str] = &[
     "parent_ns",
     "activation_interval",
     "dns_udp_payload",
+    "dns_rrl_rate",
+    "dns_rrl_slip",
 ];
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
@@ -215,6 +226,13 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                 Some(n) if n >= 512 => c.dns_udp_payload = n,
                 _ => errors.push(want("a UDP payload size from 512 to 65535")),
             },
+            "dns_rrl_rate" | "dns_rrl_slip" => {
+                match value.as_integer().and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) if key == "dns_rrl_rate" => c.dns_rrl_rate = n,
+                    Some(n) => c.dns_rrl_slip = n,
+                    None => errors.push(want("a whole number, 0 or more")),
+                }
+            }
             _ => errors.push(format!(
                 "{key}: unknown key (known keys: {})",
                 KEYS.join(", ")
@@ -264,6 +282,9 @@ pub fn load(flags: &ServeFlags) -> anyhow::Result<Config> {
     }
     if !flags.nameservers.is_empty() {
         c.nameservers = check_nameservers(&flags.nameservers, &mut errors, "--nameserver");
+    }
+    if let Some(r) = flags.dns_rrl_rate {
+        c.dns_rrl_rate = r;
     }
     if let Some(a) = flags.activation {
         c.activation = a;

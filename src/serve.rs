@@ -7,7 +7,9 @@ use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 use parapet_activation::{ActivationMode, Activator};
 use parapet_api::{ApiConfig, ApiState};
-use parapet_dns::{DnsIndex, DnsServer, EdgeAddrs, IndexHandle, Limits, follow_snapshots};
+use parapet_dns::{
+    DnsIndex, DnsServer, EdgeAddrs, IndexHandle, Limits, RrlConfig, follow_snapshots,
+};
 use parapet_model::ids;
 use parapet_snapshot::{LastGood, Published, run_snapshot_watcher};
 use parapet_store::{RedbStore, Store, StoreError, Txn};
@@ -82,12 +84,16 @@ async fn start_dns(config: &Config, published: &Arc<Published>) -> anyhow::Resul
         );
     }
     let index: IndexHandle = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
-    let server = Arc::new(DnsServer {
-        index: Arc::clone(&index),
-        limits: Limits {
+    let server = Arc::new(DnsServer::new(
+        Arc::clone(&index),
+        Limits {
             max_udp_payload: config.dns_udp_payload,
         },
-    });
+        RrlConfig {
+            rate: config.dns_rrl_rate,
+            slip: config.dns_rrl_slip,
+        },
+    ));
     for addr in &config.dns_listen {
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
         let bound = server

@@ -25,6 +25,8 @@ fn edge_node(activation: &str) -> Node {
         "203.0.113.11",
         "--edge-ipv6",
         "2001:db8:e::10",
+        "--dns-rrl-rate",
+        "0",
     ]))
 }
 
@@ -133,6 +135,8 @@ fn pending_zone_answers_proxied_records_with_their_origin() {
         "127.0.0.1:0",
         "--edge-ipv4",
         "203.0.113.10",
+        "--dns-rrl-rate",
+        "0",
     ]));
     let dns = node.dns_addr();
     let zone = node.create_zone("pending.example");
@@ -374,4 +378,83 @@ fn tcp_answers_pipelined_queries_in_order_and_truncated_udp_retries_over_tcp() {
             (id, answers, rcode)
         );
     }
+}
+
+#[test]
+fn rate_limiting_cuts_amplification_from_a_flooding_prefix_and_spares_others() {
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--dns-rrl-rate",
+        "10",
+    ]));
+    let dns = node.dns_addr();
+    let zone = node.create_zone("amp.example");
+    for i in 0..12 {
+        node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(json!({"type": "TXT", "name": "big", "content": format!("{i:02} {}", "a".repeat(80))})));
+    }
+    eventually(Duration::from_secs(5), "zone served", || {
+        tcp(
+            dns,
+            &build("big.amp.example", RecordType::TXT, Mode::Tcp, 1),
+        )
+        .is_some_and(|m| m.answers.len() == 12)
+    });
+    // Spoofed-source flood from one /24 (127.0.0.0/24, many addresses) asking for a large answer.
+    let query = build("big.amp.example", RecordType::TXT, Mode::Edns(1232), 99);
+    let sockets: Vec<std::net::UdpSocket> = (2..50u8)
+        .map(|last| {
+            let s = std::net::UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 0, last), 0))
+                .expect("bind flooder");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        })
+        .collect();
+    let (mut sent, mut received) = (0usize, 0usize);
+    let mut buf = [0u8; 4096];
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(2) && round < 400 {
+        for s in &sockets {
+            if s.send_to(&query, dns).is_ok() {
+                sent += query.len();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        for s in &sockets {
+            while let Ok(n) = s.recv(&mut buf) {
+                received += n;
+            }
+        }
+        round += 1;
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for s in &sockets {
+        while let Ok(n) = s.recv(&mut buf) {
+            received += n;
+        }
+    }
+    let amplification = received as f64 / sent as f64;
+    eprintln!(
+        "RRL: flood of {sent} bytes from 127.0.0.0/24 drew {received} bytes: amplification {amplification:.3}"
+    );
+    assert!(sent > 20_000, "flood too small: {sent} bytes");
+    assert!(
+        amplification < 1.0,
+        "amplification {amplification:.2} ({received} bytes out for {sent} in)"
+    );
+    // Another prefix still gets full answers meanwhile.
+    let other = std::net::UdpSocket::bind("127.0.1.1:0").expect("bind other prefix");
+    other
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    other.send_to(&query, dns).expect("send");
+    let n = other.recv(&mut buf).expect("answer for another prefix");
+    let reply = Message::from_vec(&buf[..n]).expect("parse");
+    assert_eq!(
+        (reply.answers.len(), reply.metadata.truncation),
+        (12, false)
+    );
 }

@@ -145,6 +145,8 @@ fn answers_match_knot_for_the_same_zone() {
         "ns1.parapet.test",
         "--nameserver",
         "ns2.parapet.test",
+        "--dns-rrl-rate",
+        "0",
     ]));
     let dns = node.dns_addr();
     let zone = node.create_zone(ZONE);

@@ -9,11 +9,13 @@
 mod engine;
 mod fast;
 mod index;
+mod rrl;
 mod server;
 mod wire;
 
 pub use engine::{Answer, Limits, Transport, answer_query};
 pub use index::{DnsIndex, EdgeAddrs, ZoneIndex};
+pub use rrl::{RateLimiter, RrlConfig, Verdict};
 pub use server::{DnsServer, IndexHandle, follow_snapshots};
 
 #[derive(Debug, thiserror::Error)]

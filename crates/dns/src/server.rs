@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::engine::{Limits, Transport, answer_query};
 use crate::index::{DnsIndex, EdgeAddrs};
+use crate::rrl::{RateLimiter, RrlConfig, Verdict, slipped};
 
 /// The index the servers answer from; swapped whole.
 pub type IndexHandle = Arc<ArcSwap<DnsIndex>>;
@@ -56,6 +57,91 @@ pub async fn follow_snapshots(published: Arc<Published>, edge: EdgeAddrs, index:
 pub struct DnsServer {
     pub index: IndexHandle,
     pub limits: Limits,
+    pub rrl: RateLimiter,
+    /// TCP connections one client address may hold open at once.
+    pub tcp_per_source: usize,
+    tcp_clients: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// Releases a client's TCP connection slot when the connection ends.
+struct TcpSlot<'a> {
+    server: &'a DnsServer,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for TcpSlot<'_> {
+    fn drop(&mut self) {
+        let mut clients = self
+            .server
+            .tcp_clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = clients.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What RRL counts a response as: its name, type and rcode, with every NXDOMAIN of a zone as one.
+fn rrl_kind(index: &DnsIndex, query: &[u8], response: &[u8]) -> Vec<u8> {
+    let rcode = response.get(3).map_or(0, |b| b & 0x0f);
+    let mut name = Vec::new();
+    let mut i = 12;
+    while let Some(&len) = query.get(i) {
+        if len == 0 || len > 63 {
+            break;
+        }
+        let Some(label) = query.get(i + 1..i + 1 + usize::from(len)) else {
+            break;
+        };
+        name.push(label.to_ascii_lowercase());
+        i += 1 + usize::from(len);
+    }
+    let qtype = query.get(i + 1..i + 3).unwrap_or(&[0, 0]);
+    if rcode == 3 {
+        let dotted = name
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect::<Vec<_>>()
+            .join(".");
+        if let Some(zone) = index.zone_for(&dotted) {
+            let mut kind = zone.origin.as_bytes().to_vec();
+            kind.extend_from_slice(&[0xff, rcode]);
+            return kind;
+        }
+    }
+    let mut kind = name.concat();
+    kind.extend_from_slice(qtype);
+    kind.push(rcode);
+    kind
+}
+
+impl DnsServer {
+    pub fn new(index: IndexHandle, limits: Limits, rrl: RrlConfig) -> Self {
+        Self {
+            index,
+            limits,
+            rrl: RateLimiter::new(rrl),
+            tcp_per_source: 32,
+            tcp_clients: std::sync::Mutex::default(),
+        }
+    }
+
+    fn tcp_slot(&self, ip: std::net::IpAddr) -> Option<TcpSlot<'_>> {
+        let mut clients = self
+            .tcp_clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = clients.entry(ip).or_insert(0);
+        if *n >= self.tcp_per_source {
+            return None;
+        }
+        *n += 1;
+        Some(TcpSlot { server: self, ip })
+    }
 }
 
 impl DnsServer {
@@ -93,8 +179,20 @@ impl DnsServer {
                 }
             };
             let index = self.index.load();
-            if let Some(response) = answer_query(&index, &buf[..n], Transport::Udp, self.limits)
-                && let Err(e) = socket.send_to(&response, peer)
+            let query = &buf[..n];
+            let Some(response) = answer_query(&index, query, Transport::Udp, self.limits) else {
+                continue;
+            };
+            let out = match self
+                .rrl
+                .check(peer.ip(), &rrl_kind(&index, query, &response))
+            {
+                Verdict::Send => Some(response),
+                Verdict::Slip => slipped(&response, query),
+                Verdict::Drop => None,
+            };
+            if let Some(out) = out
+                && let Err(e) = socket.send_to(&out, peer)
             {
                 tracing::debug!(%peer, "DNS UDP send: {e}");
             }
@@ -120,9 +218,14 @@ impl DnsServer {
                 };
                 let server = Arc::clone(&server);
                 tokio::spawn(async move {
+                    // Over the per-client limit: close at once.
+                    let Some(slot) = server.tcp_slot(peer.ip()) else {
+                        return;
+                    };
                     if let Err(e) = server.serve_tcp(stream, peer).await {
                         tracing::debug!(%peer, "DNS TCP: {e}");
                     }
+                    drop(slot);
                     drop(permit);
                 });
             }
