@@ -458,3 +458,89 @@ fn rate_limiting_cuts_amplification_from_a_flooding_prefix_and_spares_others() {
         (12, false)
     );
 }
+
+fn with_cookie(name: &str, id: u16, cookie: &[u8]) -> Vec<u8> {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    let mut m =
+        Message::from_vec(&build(name, RecordType::A, Mode::Edns(1232), id)).expect("parse");
+    if let Some(e) = m.edns.as_mut() {
+        e.options_mut()
+            .insert(EdnsOption::Unknown(10, cookie.to_vec()));
+    }
+    m.to_vec().expect("encode")
+}
+
+fn cookie_of(m: &Message) -> Option<Vec<u8>> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match m.edns.as_ref()?.options().get(EdnsCode::Cookie)? {
+        EdnsOption::Unknown(_, data) => Some(data.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn dns_cookies_are_answered_and_a_valid_server_cookie_lifts_rate_limits() {
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--dns-rrl-rate",
+        "2",
+    ]));
+    let dns = node.dns_addr();
+    let zone = node.create_zone("cookie.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    eventually(Duration::from_secs(5), "zone served", || {
+        tcp(
+            dns,
+            &build("www.cookie.example", RecordType::A, Mode::Tcp, 1),
+        )
+        .is_some_and(|m| m.answers.len() == 1)
+    });
+    let sock = std::net::UdpSocket::bind("127.0.0.7:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let exchange = |packet: &[u8]| -> Option<Message> {
+        sock.send_to(packet, dns).ok()?;
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).ok()?;
+        Message::from_vec(&buf[..n]).ok()
+    };
+    // A client cookie gets the client cookie back with a 16-byte server cookie.
+    let client_cookie = [9u8, 8, 7, 6, 5, 4, 3, 2];
+    let first = exchange(&with_cookie("www.cookie.example", 1, &client_cookie)).expect("answer");
+    let cookie = cookie_of(&first).expect("COOKIE in the response");
+    assert_eq!((cookie.len(), &cookie[..8]), (24, &client_cookie[..]));
+    // With the server cookie returned, every query is answered despite a 2/s limit ...
+    let answered = (0..40)
+        .filter(|i| {
+            exchange(&with_cookie("www.cookie.example", 100 + i, &cookie))
+                .is_some_and(|m| m.answers.len() == 1)
+        })
+        .count();
+    assert_eq!(answered, 40, "verified clients are not rate limited");
+    // ... while without a cookie the same client is limited.
+    let plain = (0..40)
+        .filter(|i| {
+            exchange(&build(
+                "www.cookie.example",
+                RecordType::A,
+                Mode::Edns(1232),
+                200 + i,
+            ))
+            .is_some_and(|m| !m.metadata.truncation && m.answers.len() == 1)
+        })
+        .count();
+    assert!(
+        plain < 40,
+        "unverified queries are limited ({plain} of 40 answered in full)"
+    );
+    // A malformed COOKIE option is a FORMERR.
+    let bad = exchange(&with_cookie("www.cookie.example", 300, &[1, 2, 3])).expect("FORMERR");
+    assert_eq!(bad.metadata.response_code, ResponseCode::FormErr);
+}

@@ -2,11 +2,14 @@
 //! that must be dropped). Pure: no IO, no store, no clocks.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
+use crate::cookies::{COOKIE, CookieCheck, Cookies};
 use crate::fast::PlainQuery;
 use crate::index::{DnsIndex, Node, RRset, ZoneIndex};
 
@@ -242,14 +245,29 @@ fn encode(message: &Message) -> Option<Vec<u8>> {
     }
 }
 
+/// Who asked, for DNS cookies.
+pub struct Client<'a> {
+    pub ip: IpAddr,
+    pub cookies: &'a Cookies,
+    /// Unix seconds.
+    pub now: u32,
+}
+
+/// A response, and whether the client proved its address with a valid server cookie.
+pub struct Answered {
+    pub bytes: Vec<u8>,
+    pub verified: bool,
+}
+
 /// Answers one query packet. `None` means drop: runts, responses, several questions, and
-/// questions that cannot be read (as Knot does).
+/// questions that cannot be read (as Knot does). Without `client`, COOKIE options are ignored.
 pub fn answer_query(
     index: &DnsIndex,
     packet: &[u8],
     transport: Transport,
     limits: Limits,
-) -> Option<Vec<u8>> {
+    client: Option<&Client<'_>>,
+) -> Option<Answered> {
     let plain = PlainQuery::parse(packet).map(|q| {
         let limit = match (q.edns, transport) {
             (_, Transport::Tcp) => usize::from(u16::MAX),
@@ -261,15 +279,18 @@ pub fn answer_query(
         (q, limit)
     });
     if let Some((q, limit)) = &plain
-        && let Some(response) = index.cache.answer(q, *limit)
+        && let Some(bytes) = index.cache.answer(q, *limit)
     {
-        return Some(response);
+        return Some(Answered {
+            bytes,
+            verified: false,
+        });
     }
-    let response = answer_slow(index, packet, transport, limits)?;
+    let answered = answer_slow(index, packet, transport, limits, client)?;
     if let Some((q, limit)) = &plain {
-        index.cache.insert(q, *limit, &response);
+        index.cache.insert(q, *limit, &answered.bytes);
     }
-    Some(response)
+    Some(answered)
 }
 
 /// The engine proper, for every query the cache cannot answer.
@@ -278,30 +299,53 @@ fn answer_slow(
     packet: &[u8],
     transport: Transport,
     limits: Limits,
-) -> Option<Vec<u8>> {
+    client: Option<&Client<'_>>,
+) -> Option<Answered> {
+    let unverified = |bytes| Answered {
+        bytes,
+        verified: false,
+    };
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
     }
     match u16::from_be_bytes([packet[4], packet[5]]) {
-        0 => return Some(formerr_header(packet)),
+        0 => return Some(unverified(formerr_header(packet))),
         1 => {}
         _ => return None,
     }
     let mut decoder = BinDecoder::new(packet);
     let request = match Message::read(&mut decoder) {
-        Ok(_) if !decoder.is_empty() => return Some(formerr_header(packet)),
+        Ok(_) if !decoder.is_empty() => return Some(unverified(formerr_header(packet))),
         Ok(m) => m,
         Err(_) => {
             // The question alone readable: the rest is malformed (FORMERR); else drop.
             let mut decoder = BinDecoder::new(&packet[12..]);
             return Query::read(&mut decoder)
                 .ok()
-                .map(|_| formerr_header(packet));
+                .map(|_| unverified(formerr_header(packet)));
         }
     };
-    let mut response = match respond(index, &request, transport) {
-        Ok(r) => r,
-        Err(rcode) => error_response(&request, rcode),
+    let cookie = request
+        .edns
+        .as_ref()
+        .and_then(|e| match e.options().get(EdnsCode::Cookie) {
+            Some(EdnsOption::Unknown(_, data)) => Some(data.clone()),
+            _ => None,
+        });
+    let check = match client {
+        Some(c) => c.cookies.check(cookie.as_deref(), c.ip, c.now),
+        None => CookieCheck::Absent,
+    };
+    let mut response = match check {
+        CookieCheck::Malformed => {
+            let mut r = error_response(&request, ResponseCode::FormErr);
+            r.queries.clear();
+            return encode(&r).map(unverified);
+        }
+        _ => match respond(index, &request, transport) {
+            Ok(r) => r,
+            Err(rcode) => error_response(&request, rcode),
+        },
     };
     let limit = match (&request.edns, transport) {
         (_, Transport::Tcp) => usize::from(u16::MAX),
@@ -319,13 +363,20 @@ fn answer_slow(
         if response.metadata.response_code.high() != 0 {
             opt.set_rcode_high(response.metadata.response_code.high());
         }
+        if let (Some(c), Some(data)) = (client, &cookie)
+            && let Some(answer) = c.cookies.answer(data, c.ip, c.now)
+        {
+            opt.options_mut()
+                .insert(EdnsOption::Unknown(COOKIE, answer));
+        }
         response.set_edns(opt);
     }
+    let verified = check == CookieCheck::Verified;
     let bytes = encode(&response)?;
     if bytes.len() <= limit {
-        return Some(bytes);
+        return Some(Answered { bytes, verified });
     }
-    truncate(response, limit)
+    truncate(response, limit).map(|bytes| Answered { bytes, verified })
 }
 
 /// Records grouped into RRsets (consecutive records with the same owner and type).

@@ -6,6 +6,7 @@
 //! [`DnsIndex`] for its whole life. Proxied records of active zones are rewritten to the edge's
 //! addresses when the index is built, so the origin never appears in an answer.
 
+mod cookies;
 mod engine;
 mod fast;
 mod index;
@@ -13,7 +14,8 @@ mod rrl;
 mod server;
 mod wire;
 
-pub use engine::{Answer, Limits, Transport, answer_query};
+pub use cookies::{CookieCheck, Cookies};
+pub use engine::{Answer, Answered, Client, Limits, Transport, answer_query};
 pub use index::{DnsIndex, EdgeAddrs, ZoneIndex};
 pub use rrl::{RateLimiter, RrlConfig, Verdict};
 pub use server::{DnsServer, IndexHandle, follow_snapshots};

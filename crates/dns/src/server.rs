@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::engine::{Limits, Transport, answer_query};
+use crate::cookies::Cookies;
+use crate::engine::{Answered, Client, Limits, Transport, answer_query};
 use crate::index::{DnsIndex, EdgeAddrs};
 use crate::rrl::{RateLimiter, RrlConfig, Verdict, slipped};
 
@@ -22,6 +23,12 @@ pub type IndexHandle = Arc<ArcSwap<DnsIndex>>;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once.
 const TCP_MAX_CONNECTIONS: usize = 1024;
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
 
 fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -58,6 +65,7 @@ pub struct DnsServer {
     pub index: IndexHandle,
     pub limits: Limits,
     pub rrl: RateLimiter,
+    pub cookies: Cookies,
     /// TCP connections one client address may hold open at once.
     pub tcp_per_source: usize,
     tcp_clients: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
@@ -125,6 +133,7 @@ impl DnsServer {
             index,
             limits,
             rrl: RateLimiter::new(rrl),
+            cookies: Cookies::random(),
             tcp_per_source: 32,
             tcp_clients: std::sync::Mutex::default(),
         }
@@ -180,13 +189,26 @@ impl DnsServer {
             };
             let index = self.index.load();
             let query = &buf[..n];
-            let Some(response) = answer_query(&index, query, Transport::Udp, self.limits) else {
+            let client = Client {
+                ip: peer.ip(),
+                cookies: &self.cookies,
+                now: unix_now(),
+            };
+            let Some(Answered {
+                bytes: response,
+                verified,
+            }) = answer_query(&index, query, Transport::Udp, self.limits, Some(&client))
+            else {
                 continue;
             };
-            let out = match self
-                .rrl
-                .check(peer.ip(), &rrl_kind(&index, query, &response))
-            {
+            // A valid server cookie proves the source address: no rate limit.
+            let verdict = if verified {
+                Verdict::Send
+            } else {
+                self.rrl
+                    .check(peer.ip(), &rrl_kind(&index, query, &response))
+            };
+            let out = match verdict {
                 Verdict::Send => Some(response),
                 Verdict::Slip => slipped(&response, query),
                 Verdict::Drop => None,
@@ -234,7 +256,7 @@ impl DnsServer {
 
     /// Answers length-prefixed queries on one connection, in order, until the peer closes it or
     /// stays idle too long (pipelined queries are read and answered one after another).
-    async fn serve_tcp(&self, mut stream: TcpStream, _peer: SocketAddr) -> std::io::Result<()> {
+    async fn serve_tcp(&self, mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
         let mut len = [0u8; 2];
         let mut buf = vec![0u8; 65_535];
         loop {
@@ -251,7 +273,20 @@ impl DnsServer {
                 Err(_) => return Ok(()),
             }
             let index = self.index.load();
-            let Some(response) = answer_query(&index, &buf[..n], Transport::Tcp, self.limits)
+            let client = Client {
+                ip: peer.ip(),
+                cookies: &self.cookies,
+                now: unix_now(),
+            };
+            let Some(Answered {
+                bytes: response, ..
+            }) = answer_query(
+                &index,
+                &buf[..n],
+                Transport::Tcp,
+                self.limits,
+                Some(&client),
+            )
             else {
                 return Ok(());
             };
