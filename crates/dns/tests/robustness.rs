@@ -1,0 +1,129 @@
+//! Property tests of the answer path: whatever bytes arrive, the engine never panics, and any
+//! response it sends is a response to that query.
+
+use std::sync::Arc;
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use parapet_dns::{Cookies, DnsIndex, EdgeAddrs, Limits, Transport, answer_query};
+use parapet_model::{RecordDraft, Zone, ZoneStatus};
+use parapet_snapshot::compile_snapshot;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn index() -> Arc<DnsIndex> {
+    let zone = Zone {
+        id: "z".into(),
+        name: "example.test".into(),
+        status: ZoneStatus::Active,
+        paused: false,
+        name_servers: vec!["ns1.parapet.test".into()],
+        original_name_servers: None,
+        account_id: "a".into(),
+        created_on: String::new(),
+        modified_on: String::new(),
+        activated_on: None,
+        serial: 1,
+        failed_checks: 0,
+        last_check: None,
+    };
+    let mut entries = vec![(
+        "zones/z".to_owned(),
+        serde_json::to_vec(&zone).expect("zone"),
+    )];
+    for (i, body) in [
+        json!({"type": "A", "name": "www", "content": "192.0.2.1", "proxied": true}),
+        json!({"type": "TXT", "name": "www", "content": "x".repeat(900)}),
+        json!({"type": "CNAME", "name": "alias", "content": "www.example.test"}),
+        json!({"type": "A", "name": "*.wild", "content": "192.0.2.2"}),
+        json!({"type": "NS", "name": "sub", "content": "ns.sub.example.test"}),
+        json!({"type": "A", "name": "ns.sub", "content": "192.0.2.3"}),
+        json!({"type": "MX", "name": "@", "content": "www.example.test", "priority": 10}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("r{i}");
+        let record = RecordDraft::from_json("example.test", &body)
+            .expect("record")
+            .into_record(id.clone(), "z".into(), String::new(), String::new());
+        entries.push((
+            format!("records/z/{id}"),
+            serde_json::to_vec(&record).expect("record"),
+        ));
+    }
+    let snapshot = compile_snapshot(entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())), 1)
+        .expect("compiles");
+    let edge = EdgeAddrs {
+        v4: vec!["203.0.113.1".parse().expect("ip")],
+        v6: vec![],
+    };
+    Arc::new(DnsIndex::build(&snapshot, &edge).0)
+}
+
+fn query(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+    let mut m = Message::query();
+    m.add_query(Query::query(
+        Name::from_ascii(name).unwrap_or_else(|_| Name::root()),
+        RecordType::from(qtype),
+    ));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m.to_vec().expect("encode")
+}
+
+fn check(index: &DnsIndex, packet: &[u8]) {
+    let cookies = Cookies::new([1; 16]);
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let client = parapet_dns::Client {
+            ip: "192.0.2.99".parse().expect("ip"),
+            cookies: &cookies,
+            now: 1_000_000,
+        };
+        if let Some(out) = answer_query(index, packet, transport, Limits::default(), Some(&client))
+        {
+            let bytes = out.bytes;
+            assert!(bytes.len() >= 12, "a response has a header");
+            assert_eq!(&bytes[..2], &packet[..2], "same id");
+            assert_eq!(bytes[2] & 0x80, 0x80, "QR set");
+            if transport == Transport::Udp {
+                assert!(
+                    bytes.len() <= 1232.max(512),
+                    "UDP responses fit the limit: {}",
+                    bytes.len()
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(packet in proptest::collection::vec(any::<u8>(), 0..600)) {
+        check(&index(), &packet);
+    }
+
+    #[test]
+    fn mutated_queries_never_panic(
+        name in prop::sample::select(vec!["www.example.test.", "alias.example.test.", "x.wild.example.test.", "a.sub.example.test.", "nope.example.test.", "example.test.", "other.org."]),
+        qtype in prop::sample::select(vec![1u16, 2, 5, 6, 15, 16, 28, 33, 41, 250, 251, 252, 255, 0, 65535]),
+        edns in prop::option::of(0u16..5000),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        cut in any::<usize>(),
+    ) {
+        let mut packet = query(name, qtype, edns);
+        for (at, byte) in flips {
+            let i = at % packet.len();
+            packet[i] ^= byte;
+        }
+        if cut % 4 == 0 {
+            packet.truncate(cut % (packet.len() + 1));
+        }
+        check(&index(), &packet);
+    }
+}
