@@ -107,7 +107,12 @@ async fn start_dns(config: &Config, published: &Arc<Published>) -> anyhow::Resul
     }
     let (built, _) = DnsIndex::build(&published.load(), &edge);
     index.store(Arc::new(built));
-    tokio::spawn(follow_snapshots(Arc::clone(published), edge, index));
+    tokio::spawn(follow_snapshots(
+        Arc::clone(published),
+        edge,
+        index,
+        Arc::clone(&server.journal),
+    ));
     Ok(())
 }
 

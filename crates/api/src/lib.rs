@@ -9,6 +9,7 @@ mod auth;
 mod envelope;
 mod listing;
 mod records;
+mod secondary;
 mod tokens;
 mod zones;
 
@@ -58,6 +59,34 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/accounts", get(zones::list_accounts))
         .route("/accounts/{account_id}", get(zones::get_account))
+        .route(
+            "/accounts/{account_id}/secondary_dns/tsigs",
+            get(secondary::list_tsigs).post(secondary::create_tsig),
+        )
+        .route(
+            "/accounts/{account_id}/secondary_dns/tsigs/{tsig_id}",
+            get(secondary::get_tsig)
+                .put(secondary::update_tsig)
+                .delete(secondary::delete_tsig),
+        )
+        .route(
+            "/accounts/{account_id}/secondary_dns/peers",
+            get(secondary::list_peers).post(secondary::create_peer),
+        )
+        .route(
+            "/accounts/{account_id}/secondary_dns/peers/{peer_id}",
+            get(secondary::get_peer)
+                .put(secondary::update_peer)
+                .patch(secondary::update_peer)
+                .delete(secondary::delete_peer),
+        )
+        .route(
+            "/zones/{zone_id}/secondary_dns/outgoing",
+            get(secondary::get_outgoing)
+                .post(secondary::set_outgoing)
+                .put(secondary::set_outgoing)
+                .delete(secondary::delete_outgoing),
+        )
         .route("/zones", get(zones::list).post(zones::create))
         .route(
             "/zones/{zone_id}",

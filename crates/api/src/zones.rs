@@ -323,7 +323,8 @@ pub async fn delete(
         let mut txn = Txn::new()
             .expect(zone_key(&zone_id), rev)
             .delete(zone_key(&zone_id))
-            .delete(zone_name_key(&zone.name));
+            .delete(zone_name_key(&zone.name))
+            .delete(parapet_snapshot::outgoing_key(&zone_id));
         for e in records.entries {
             txn = txn.delete(e.key);
         }

@@ -58,6 +58,10 @@ pub struct ZoneIndex {
     pub nodes: HashMap<String, Node>,
     /// TTL of negative answers: min(SOA TTL, SOA minimum).
     pub negative_ttl: u32,
+    /// The zone's SOA serial.
+    pub serial: u32,
+    /// Secondaries allowed to transfer the zone, notified when it changes.
+    pub transfer_peers: Vec<parapet_snapshot::TransferPeer>,
 }
 
 impl ZoneIndex {
@@ -99,10 +103,13 @@ impl DnsIndex {
             .zones
             .values()
             .map(|z| {
-                (
-                    z.zone.name.clone(),
-                    Arc::new(build_zone(z, edge, &mut warnings)),
-                )
+                let mut zone = build_zone(z, edge, &mut warnings);
+                zone.transfer_peers = snapshot
+                    .transfers
+                    .get(&z.zone.name)
+                    .cloned()
+                    .unwrap_or_default();
+                (z.zone.name.clone(), Arc::new(zone))
             })
             .collect();
         (
@@ -274,5 +281,7 @@ fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) ->
         origin_name,
         nodes,
         negative_ttl: SOA_TTL.min(SOA_MINIMUM),
+        serial: zone.serial,
+        transfer_peers: Vec::new(),
     }
 }

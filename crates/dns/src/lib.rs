@@ -12,7 +12,9 @@ mod fast;
 mod index;
 mod rrl;
 mod server;
+mod tsig;
 mod wire;
+mod xfr;
 
 pub use cookies::{CookieCheck, Cookies};
 pub use engine::{Answer, Answered, Client, Limits, Transport, answer_query};

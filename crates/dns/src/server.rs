@@ -15,6 +15,7 @@ use crate::cookies::Cookies;
 use crate::engine::{Answered, Client, Limits, Transport, answer_query};
 use crate::index::{DnsIndex, EdgeAddrs};
 use crate::rrl::{RateLimiter, RrlConfig, Verdict, slipped};
+use crate::xfr::{Journal, is_transfer, notify_changes, transfer};
 
 /// The index the servers answer from; swapped whole.
 pub type IndexHandle = Arc<ArcSwap<DnsIndex>>;
@@ -43,8 +44,14 @@ fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Rebuilds the DNS index for every published snapshot, forever.
-pub async fn follow_snapshots(published: Arc<Published>, edge: EdgeAddrs, index: IndexHandle) {
+/// Rebuilds the DNS index for every published snapshot, forever; journals each zone's changes
+/// for IXFR and notifies its secondaries.
+pub async fn follow_snapshots(
+    published: Arc<Published>,
+    edge: EdgeAddrs,
+    index: IndexHandle,
+    journal: Arc<Journal>,
+) {
     let mut last = None;
     loop {
         let snapshot = published.load();
@@ -53,7 +60,10 @@ pub async fn follow_snapshots(published: Arc<Published>, edge: EdgeAddrs, index:
             for w in warnings {
                 tracing::warn!("DNS index: {w}");
             }
-            index.store(Arc::new(built));
+            let built = Arc::new(built);
+            let old = index.swap(Arc::clone(&built));
+            journal.record(&old, &built);
+            notify_changes(&old, &built);
             last = Some(snapshot.revision);
         }
         published.wait_for(snapshot.revision + 1).await;
@@ -66,6 +76,7 @@ pub struct DnsServer {
     pub limits: Limits,
     pub rrl: RateLimiter,
     pub cookies: Cookies,
+    pub journal: Arc<Journal>,
     /// TCP connections one client address may hold open at once.
     pub tcp_per_source: usize,
     tcp_clients: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
@@ -134,6 +145,7 @@ impl DnsServer {
             limits,
             rrl: RateLimiter::new(rrl),
             cookies: Cookies::random(),
+            journal: Arc::new(Journal::default()),
             tcp_per_source: 32,
             tcp_clients: std::sync::Mutex::default(),
         }
@@ -273,6 +285,23 @@ impl DnsServer {
                 Err(_) => return Ok(()),
             }
             let index = self.index.load();
+            if is_transfer(&buf[..n]) {
+                let messages = transfer(
+                    &index,
+                    &self.journal,
+                    &buf[..n],
+                    peer.ip(),
+                    u64::from(unix_now()),
+                );
+                for m in messages {
+                    let Ok(mlen) = u16::try_from(m.len()) else {
+                        return Ok(());
+                    };
+                    stream.write_all(&mlen.to_be_bytes()).await?;
+                    stream.write_all(&m).await?;
+                }
+                continue;
+            }
             let client = Client {
                 ip: peer.ip(),
                 cookies: &self.cookies,

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod name;
 pub mod record;
 pub mod token;
+pub mod transfer;
 pub mod zone;
 pub mod zonefile;
 

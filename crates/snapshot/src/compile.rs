@@ -4,6 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
+use parapet_model::transfer::{Outgoing, Peer, TsigKey};
 use parapet_model::{DnsRecord, RecordDraft, RecordType, Zone, ZoneStatus};
 use parapet_store::Revision;
 
@@ -39,10 +42,21 @@ pub struct ProxiedHost {
     pub origins: Vec<String>,
 }
 
+/// A secondary allowed to transfer a zone, and notified when it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferPeer {
+    pub addr: SocketAddr,
+    /// The TSIG key its transfers and notifies are signed with.
+    pub tsig: Option<TsigKey>,
+    pub ixfr: bool,
+}
+
 /// Everything the data planes read, at one store revision.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub revision: Revision,
+    /// Outgoing transfer peers by zone name.
+    pub transfers: HashMap<String, Vec<TransferPeer>>,
     /// By zone name.
     pub zones: BTreeMap<String, Arc<ZoneSnapshot>>,
     /// By host name (wildcards included as `*.name`).
@@ -75,6 +89,9 @@ pub fn compile_snapshot<'a>(
     let mut errors = Vec::new();
     let mut zones: HashMap<String, Zone> = HashMap::new();
     let mut records: HashMap<String, Vec<DnsRecord>> = HashMap::new();
+    let mut tsigs: HashMap<String, TsigKey> = HashMap::new();
+    let mut peers: HashMap<String, Peer> = HashMap::new();
+    let mut outgoing: Vec<(String, Outgoing)> = Vec::new();
     for (key, value) in entries {
         let err = |m: String| CompileError {
             key: key.to_owned(),
@@ -97,7 +114,66 @@ pub fn compile_snapshot<'a>(
                     Err(e) => errors.push(err(format!("not a DNS record: {e}"))),
                 }
             }
+            StoreKey::Tsig(_) => match serde_json::from_slice::<TsigKey>(value) {
+                Ok(t) => {
+                    tsigs.insert(t.id.clone(), t);
+                }
+                Err(e) => errors.push(err(format!("not a TSIG key: {e}"))),
+            },
+            StoreKey::Peer(_) => match serde_json::from_slice::<Peer>(value) {
+                Ok(p) => {
+                    peers.insert(p.id.clone(), p);
+                }
+                Err(e) => errors.push(err(format!("not a peer: {e}"))),
+            },
+            StoreKey::Outgoing(_) => match serde_json::from_slice::<Outgoing>(value) {
+                Ok(o) => outgoing.push((key.to_owned(), o)),
+                Err(e) => errors.push(err(format!("not outgoing transfer settings: {e}"))),
+            },
             _ => {}
+        }
+    }
+    let mut transfers: HashMap<String, Vec<TransferPeer>> = HashMap::new();
+    for (key, o) in &outgoing {
+        let Some(zone) = zones.get(&o.zone_id) else {
+            errors.push(CompileError {
+                key: key.clone(),
+                message: "zone does not exist".into(),
+            });
+            continue;
+        };
+        for peer_id in &o.peers {
+            let Some(peer) = peers.get(peer_id) else {
+                errors.push(CompileError {
+                    key: key.clone(),
+                    message: format!("peer {peer_id} does not exist"),
+                });
+                continue;
+            };
+            let tsig = match &peer.tsig_id {
+                Some(t) => match tsigs.get(t) {
+                    Some(k) => Some(k.clone()),
+                    None => {
+                        errors.push(CompileError {
+                            key: format!("peers/{peer_id}"),
+                            message: format!("TSIG key {t} does not exist"),
+                        });
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            // A peer without an address cannot transfer yet; it is kept but unused.
+            if let Some(ip) = peer.ip {
+                transfers
+                    .entry(zone.name.clone())
+                    .or_default()
+                    .push(TransferPeer {
+                        addr: SocketAddr::new(ip, peer.port),
+                        tsig,
+                        ixfr: peer.ixfr_enable,
+                    });
+            }
         }
     }
     let mut by_name = BTreeMap::new();
@@ -172,6 +248,7 @@ pub fn compile_snapshot<'a>(
     if errors.is_empty() {
         Ok(Snapshot {
             revision,
+            transfers,
             zones: by_name,
             proxied_hosts,
         })

@@ -4,6 +4,22 @@ pub const ZONES: &str = "zones/";
 pub const ZONE_NAMES: &str = "zone-names/";
 pub const RECORDS: &str = "records/";
 pub const TOKENS: &str = "tokens/";
+pub const TSIGS: &str = "tsigs/";
+pub const PEERS: &str = "peers/";
+pub const OUTGOING: &str = "outgoing/";
+
+pub fn tsig_key(id: &str) -> String {
+    format!("{TSIGS}{id}")
+}
+
+pub fn peer_key(id: &str) -> String {
+    format!("{PEERS}{id}")
+}
+
+/// A zone's outgoing transfer settings.
+pub fn outgoing_key(zone_id: &str) -> String {
+    format!("{OUTGOING}{zone_id}")
+}
 
 pub fn zone_key(zone_id: &str) -> String {
     format!("{ZONES}{zone_id}")
@@ -37,6 +53,9 @@ pub enum StoreKey<'a> {
         record_id: &'a str,
     },
     Token(&'a str),
+    Tsig(&'a str),
+    Peer(&'a str),
+    Outgoing(&'a str),
     Other,
 }
 
@@ -53,6 +72,12 @@ impl<'a> StoreKey<'a> {
             }
         } else if let Some(digest) = key.strip_prefix(TOKENS) {
             Self::Token(digest)
+        } else if let Some(id) = key.strip_prefix(TSIGS) {
+            Self::Tsig(id)
+        } else if let Some(id) = key.strip_prefix(PEERS) {
+            Self::Peer(id)
+        } else if let Some(id) = key.strip_prefix(OUTGOING) {
+            Self::Outgoing(id)
         } else {
             Self::Other
         }
@@ -60,6 +85,9 @@ impl<'a> StoreKey<'a> {
 
     /// Whether the snapshot is built from this key.
     pub fn feeds_snapshot(&self) -> bool {
-        matches!(self, Self::Zone(_) | Self::Record { .. })
+        matches!(
+            self,
+            Self::Zone(_) | Self::Record { .. } | Self::Tsig(_) | Self::Peer(_) | Self::Outgoing(_)
+        )
     }
 }

@@ -17,8 +17,13 @@ use arc_swap::ArcSwap;
 use parapet_store::Revision;
 use tokio::sync::watch;
 
-pub use compile::{CompileError, ProxiedHost, Snapshot, ZoneSnapshot, compile_snapshot};
-pub use keys::{StoreKey, record_key, record_prefix, token_key, zone_key, zone_name_key};
+pub use compile::{
+    CompileError, ProxiedHost, Snapshot, TransferPeer, ZoneSnapshot, compile_snapshot,
+};
+pub use keys::{
+    StoreKey, outgoing_key, peer_key, record_key, record_prefix, token_key, tsig_key, zone_key,
+    zone_name_key,
+};
 pub use watcher::{LastGood, run_snapshot_watcher};
 
 #[derive(Debug, thiserror::Error)]

@@ -390,6 +390,58 @@ impl Knot {
         knot
     }
 
+    /// Starts knotd as a secondary of `zone`, transferring from `primary` with the TSIG key
+    /// `(name, base64 secret)` and accepting NOTIFY from it. Logs go to a file ([`Knot::log`]).
+    pub fn start_secondary(zone: &str, primary: SocketAddr, key: (&str, &str)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let (key_name, secret) = key;
+        let conf = format!(
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n    pidfile: {d}/knot.pid\ndatabase:\n    storage: {d}\ncontrol:\n    listen: {d}/knot.sock\nlog:\n  - target: {d}/knot.log\n    any: info\nkey:\n  - id: {key_name}\n    algorithm: hmac-sha256\n    secret: {secret}\nremote:\n  - id: primary\n    address: {}@{}\n    key: {key_name}\nacl:\n  - id: from_primary\n    address: {}\n    action: notify\n    key: {key_name}\nzone:\n  - domain: {zone}.\n    master: primary\n    acl: from_primary\n    storage: {d}\n    zonefile-sync: -1\n    journal-content: changes\n",
+            primary.ip(),
+            primary.port(),
+            primary.ip()
+        );
+        std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
+        let child = Command::new(knotd().expect("knotd installed"))
+            .arg("-c")
+            .arg(dir.path().join("knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start knotd");
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            zone: zone.to_owned(),
+        }
+    }
+
+    /// Knot's log, for secondaries started with [`Knot::start_secondary`].
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("knot.log")).unwrap_or_default()
+    }
+
+    /// The zone's SOA serial as Knot serves it, if it serves the zone.
+    pub fn serial(&self) -> Option<u32> {
+        let out = Command::new("kdig")
+            .arg(format!("@{}", self.addr.ip()))
+            .arg("-p")
+            .arg(self.addr.port().to_string())
+            .args(["+short", "+time=1", "+retry=0"])
+            .arg(format!("{}.", self.zone))
+            .arg("SOA")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)?
+            .parse()
+            .ok()
+    }
+
     fn conf(&self) -> PathBuf {
         self.dir.path().join("knot.conf")
     }

@@ -1,0 +1,351 @@
+//! Outgoing zone transfers: AXFR and IXFR over TCP to the zone's configured peers (the transfer
+//! ACL), TSIG-signed when the peer has a key; a journal of changes by serial for IXFR; and
+//! NOTIFY to the peers whenever a zone's serial changes.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use crate::index::{DnsIndex, ZoneIndex};
+use crate::tsig::{self, Key, Signed};
+
+/// Changes kept per zone for IXFR; older serials get a full transfer.
+const JOURNAL_DEPTH: usize = 100;
+/// Bytes of records per transfer message.
+const MESSAGE_BUDGET: usize = 16_000;
+
+/// One change of a zone: the records removed and added between two serials.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    pub from: u32,
+    pub to: u32,
+    pub removed: Vec<Record>,
+    pub added: Vec<Record>,
+}
+
+/// Changes by zone, newest last.
+#[derive(Debug, Default)]
+pub struct Journal {
+    zones: Mutex<HashMap<String, VecDeque<Delta>>>,
+}
+
+fn all_records(zone: &ZoneIndex) -> Vec<Record> {
+    let mut keys: Vec<&String> = zone.nodes.keys().collect();
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let Ok(owner) = Name::from_ascii(format!("{key}.")) else {
+            continue;
+        };
+        for set in &zone.nodes[key].rrsets {
+            if set.rtype == RecordType::SOA {
+                continue;
+            }
+            for rd in &set.rdatas {
+                out.push(Record::from_rdata(owner.clone(), set.ttl, rd.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn soa_record(zone: &ZoneIndex, serial: u32) -> Option<Record> {
+    let set = zone.soa()?;
+    let RData::SOA(soa) = set.rdatas.first()? else {
+        return None;
+    };
+    let soa = SOA::new(
+        soa.mname.clone(),
+        soa.rname.clone(),
+        serial,
+        soa.refresh,
+        soa.retry,
+        soa.expire,
+        soa.minimum,
+    );
+    Some(Record::from_rdata(
+        zone.origin_name.clone(),
+        set.ttl,
+        RData::SOA(soa),
+    ))
+}
+
+impl Journal {
+    /// Records what changed in every zone between two indexes.
+    pub fn record(&self, old: &DnsIndex, new: &DnsIndex) {
+        let mut zones = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
+        zones.retain(|name, _| new.zones.contains_key(name));
+        for (name, zone) in &new.zones {
+            let Some(before) = old.zones.get(name) else {
+                continue;
+            };
+            if before.serial == zone.serial {
+                continue;
+            }
+            let key = |r: &Record| {
+                (
+                    r.name.to_ascii(),
+                    r.record_type(),
+                    r.ttl,
+                    r.data.to_string(),
+                )
+            };
+            let old_set: HashSet<_> = all_records(before).iter().map(key).collect();
+            let new_records = all_records(zone);
+            let new_set: HashSet<_> = new_records.iter().map(key).collect();
+            let removed = all_records(before)
+                .into_iter()
+                .filter(|r| !new_set.contains(&key(r)))
+                .collect();
+            let added = new_records
+                .into_iter()
+                .filter(|r| !old_set.contains(&key(r)))
+                .collect();
+            let deltas = zones.entry(name.clone()).or_default();
+            deltas.push_back(Delta {
+                from: before.serial,
+                to: zone.serial,
+                removed,
+                added,
+            });
+            while deltas.len() > JOURNAL_DEPTH {
+                deltas.pop_front();
+            }
+        }
+    }
+
+    /// The deltas that take a secondary from `serial` to `current`, if the journal has them all.
+    fn path(&self, zone: &str, serial: u32, current: u32) -> Option<Vec<Delta>> {
+        let zones = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
+        let deltas = zones.get(zone)?;
+        let start = deltas.iter().position(|d| d.from == serial)?;
+        let path: Vec<Delta> = deltas.iter().skip(start).cloned().collect();
+        let chained = path.windows(2).all(|w| w[0].to == w[1].from);
+        (chained && path.last().is_some_and(|d| d.to == current)).then_some(path)
+    }
+}
+
+fn refusal(request: &Message, rcode: ResponseCode) -> Vec<Vec<u8>> {
+    let mut r = Message::response(request.metadata.id, request.metadata.op_code);
+    r.metadata.response_code = rcode;
+    r.queries = request.queries.clone();
+    r.to_vec().map(|b| vec![b]).unwrap_or_default()
+}
+
+/// Answers an AXFR or IXFR query from `client` with the messages of the transfer.
+pub fn transfer(
+    index: &DnsIndex,
+    journal: &Journal,
+    packet: &[u8],
+    client: IpAddr,
+    now: u64,
+) -> Vec<Vec<u8>> {
+    let Ok(request) = Message::from_vec(packet) else {
+        return Vec::new();
+    };
+    let Some(query) = request.queries.first() else {
+        return Vec::new();
+    };
+    let mut key = query.name().to_ascii().to_ascii_lowercase();
+    if key.ends_with('.') {
+        key.pop();
+    }
+    let Some(zone) = index.zones.get(&key) else {
+        return refusal(&request, ResponseCode::NotAuth);
+    };
+    // The transfer ACL: only the zone's peers, and with their key when they have one.
+    let Some(peer) = zone.transfer_peers.iter().find(|p| p.addr.ip() == client) else {
+        return refusal(&request, ResponseCode::NotAuth);
+    };
+    let signed: Option<Signed> = match &peer.tsig {
+        Some(k) => {
+            let key = Key {
+                name: k.name.clone(),
+                secret: k.secret_bytes(),
+            };
+            match tsig::verify_request(packet, now, |name| (name == key.name).then(|| key.clone()))
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(%client, zone = %zone.origin, "zone transfer refused: TSIG {e:?}");
+                    return refusal(&request, ResponseCode::NotAuth);
+                }
+            }
+        }
+        None => None,
+    };
+    let Some(current_soa) = soa_record(zone, zone.serial) else {
+        return Vec::new();
+    };
+    let mut records: Vec<Record> = Vec::new();
+    if query.query_type() == RecordType::IXFR {
+        let client_serial = request.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        });
+        match client_serial {
+            // Up to date (or ahead): the current SOA alone.
+            Some(s) if s == zone.serial || (s.wrapping_sub(zone.serial) as i32) > 0 => {
+                records.push(current_soa.clone())
+            }
+            Some(s) if peer.ixfr => {
+                if let Some(path) = journal.path(&zone.origin, s, zone.serial) {
+                    records.push(current_soa.clone());
+                    for d in path {
+                        records.extend(soa_record(zone, d.from));
+                        records.extend(d.removed);
+                        records.extend(soa_record(zone, d.to));
+                        records.extend(d.added);
+                    }
+                    records.push(current_soa.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    if records.is_empty() {
+        // AXFR, or an IXFR the journal cannot serve: the whole zone.
+        records.push(current_soa.clone());
+        records.extend(all_records(zone));
+        records.push(current_soa);
+    }
+    let mut messages = Vec::new();
+    let mut chunk: Vec<Record> = Vec::new();
+    let mut size = 0;
+    let flush = |chunk: &mut Vec<Record>, first: bool, messages: &mut Vec<Message>| {
+        let mut m = Message::response(request.metadata.id, OpCode::Query);
+        m.metadata.authoritative = true;
+        if first {
+            m.queries = request.queries.clone();
+        }
+        m.answers = std::mem::take(chunk);
+        messages.push(m);
+    };
+    for r in records {
+        let estimate = r.name.len() + 10 + 64;
+        if size + estimate > MESSAGE_BUDGET && !chunk.is_empty() {
+            let first = messages.is_empty();
+            flush(&mut chunk, first, &mut messages);
+            size = 0;
+        }
+        size += estimate;
+        chunk.push(r);
+    }
+    if !chunk.is_empty() {
+        let first = messages.is_empty();
+        flush(&mut chunk, first, &mut messages);
+    }
+    let mut prior = signed.as_ref().map(|s| s.mac.clone());
+    let mut out = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let Ok(mut bytes) = m.to_vec() else {
+            return Vec::new();
+        };
+        if let Some(s) = &signed {
+            prior = Some(tsig::sign(
+                &mut bytes,
+                &s.key,
+                prior.as_deref(),
+                i == 0,
+                now,
+            ));
+        }
+        out.push(bytes);
+    }
+    out
+}
+
+/// Whether a query is a zone transfer request.
+pub fn is_transfer(packet: &[u8]) -> bool {
+    Message::from_vec(packet)
+        .ok()
+        .and_then(|m| m.queries.first().map(Query::query_type))
+        .is_some_and(|t| matches!(t, RecordType::AXFR | RecordType::IXFR))
+}
+
+/// Tells every peer of every zone whose serial changed between two indexes (RFC 1996), with
+/// retries, in the background.
+pub fn notify_changes(old: &DnsIndex, new: &DnsIndex) {
+    for (name, zone) in &new.zones {
+        if zone.transfer_peers.is_empty()
+            || old.zones.get(name).is_some_and(|z| z.serial == zone.serial)
+        {
+            continue;
+        }
+        for peer in &zone.transfer_peers {
+            let zone = Arc::clone(zone);
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = notify(&zone, peer.addr, peer.tsig.as_ref()).await {
+                    tracing::warn!(zone = %zone.origin, peer = %peer.addr, "NOTIFY failed: {e}");
+                }
+            });
+        }
+    }
+}
+
+async fn notify(
+    zone: &ZoneIndex,
+    addr: SocketAddr,
+    key: Option<&parapet_model::transfer::TsigKey>,
+) -> Result<(), String> {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Notify);
+    m.metadata.authoritative = true;
+    let mut q = Query::query(zone.origin_name.clone(), RecordType::SOA);
+    q.set_query_class(DNSClass::IN);
+    m.add_query(q);
+    m.answers.extend(soa_record(zone, zone.serial));
+    let mut bytes = m.to_vec().map_err(|e| e.to_string())?;
+    if let Some(k) = key {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        tsig::sign(
+            &mut bytes,
+            &Key {
+                name: k.name.clone(),
+                secret: k.secret_bytes(),
+            },
+            None,
+            true,
+            now,
+        );
+    }
+    let bind: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    let mut wait = Duration::from_secs(1);
+    for _ in 0..5 {
+        socket
+            .send_to(&bytes, addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Ok(Ok((n, from))) = tokio::time::timeout(wait, socket.recv_from(&mut buf)).await
+            && from == addr
+            && n >= 12
+            && buf[..2] == bytes[..2]
+        {
+            tracing::info!(zone = %zone.origin, peer = %addr, serial = zone.serial, "NOTIFY acknowledged");
+            return Ok(());
+        }
+        wait *= 2;
+    }
+    Err("no answer after 5 tries".into())
+}
+
+fn rand_id() -> u16 {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    u16::from_be_bytes(b)
+}
