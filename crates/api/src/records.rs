@@ -1,6 +1,6 @@
 //! `/zones/{id}/dns_records`: list, create, get, replace, patch, delete, batch, import, export.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -23,6 +23,8 @@ use crate::{ApiError, ApiState, Auth};
 pub struct ZoneWrite {
     pub zone: Zone,
     pub records: BTreeMap<String, DnsRecord>,
+    /// Record ids by owner name: the zone rules only concern records sharing a name.
+    by_name: HashMap<String, BTreeSet<String>>,
     changed: Vec<String>,
     deleted: Vec<String>,
     now: String,
@@ -33,10 +35,62 @@ fn conflict(c: Conflict) -> ApiError {
 }
 
 impl ZoneWrite {
+    fn new(zone: Zone, records: Vec<DnsRecord>, now: String) -> Self {
+        let mut by_name: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for r in &records {
+            by_name
+                .entry(r.name.clone())
+                .or_default()
+                .insert(r.id.clone());
+        }
+        Self {
+            zone,
+            records: records.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            by_name,
+            changed: Vec::new(),
+            deleted: Vec::new(),
+            now,
+        }
+    }
+
+    /// Checks `draft` against the records at its name, except record `except`.
+    fn check(&self, draft: &RecordDraft, except: Option<&str>) -> Result<(), ApiError> {
+        let others = self
+            .by_name
+            .get(&draft.name)
+            .into_iter()
+            .flatten()
+            .filter(|id| Some(id.as_str()) != except)
+            .filter_map(|id| self.records.get(id));
+        draft.check_against(others).map_err(conflict)
+    }
+
+    fn index(&mut self, record: &DnsRecord) {
+        self.by_name
+            .entry(record.name.clone())
+            .or_default()
+            .insert(record.id.clone());
+    }
+
+    fn unindex(&mut self, record: &DnsRecord) {
+        if let Some(ids) = self.by_name.get_mut(&record.name) {
+            ids.remove(&record.id);
+        }
+    }
+
+    /// The rules `draft` would break as a new record, if any (for imports that skip duplicates).
+    pub fn conflict_of(&self, draft: &RecordDraft) -> Option<Conflict> {
+        let others = self
+            .by_name
+            .get(&draft.name)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.records.get(id));
+        draft.check_against(others).err()
+    }
+
     pub fn create(&mut self, draft: RecordDraft) -> Result<DnsRecord, ApiError> {
-        draft
-            .check_against(self.records.values())
-            .map_err(conflict)?;
+        self.check(&draft, None)?;
         let id = ids::new_id();
         let record = draft.into_record(
             id.clone(),
@@ -44,6 +98,7 @@ impl ZoneWrite {
             self.now.clone(),
             self.now.clone(),
         );
+        self.index(&record);
         self.records.insert(id.clone(), record.clone());
         self.changed.push(id);
         Ok(record)
@@ -54,15 +109,17 @@ impl ZoneWrite {
             .records
             .get(id)
             .ok_or_else(ApiError::record_not_found)?;
-        draft
-            .check_against(self.records.values().filter(|r| r.id != id))
-            .map_err(conflict)?;
+        let created_on = existing.created_on.clone();
+        let previous = existing.clone();
+        self.check(&draft, Some(id))?;
         let record = draft.into_record(
             id.to_owned(),
             self.zone.id.clone(),
-            existing.created_on.clone(),
+            created_on,
             self.now.clone(),
         );
+        self.unindex(&previous);
+        self.index(&record);
         self.records.insert(id.to_owned(), record.clone());
         self.changed.push(id.to_owned());
         Ok(record)
@@ -73,6 +130,7 @@ impl ZoneWrite {
             .records
             .remove(id)
             .ok_or_else(ApiError::record_not_found)?;
+        self.unindex(&record);
         self.changed.retain(|c| c != id);
         self.deleted.push(id.to_owned());
         Ok(record)
@@ -89,13 +147,7 @@ pub async fn mutate_zone<T>(
     for _ in 0..16 {
         let (zone, zone_rev) = load_zone(state, zone_id).await?;
         let records = load_records(state, zone_id).await?;
-        let mut write = ZoneWrite {
-            zone,
-            records: records.into_iter().map(|r| (r.id.clone(), r)).collect(),
-            changed: Vec::new(),
-            deleted: Vec::new(),
-            now: now_timestamp(),
-        };
+        let mut write = ZoneWrite::new(zone, records, now_timestamp());
         let out = change(&mut write)?;
         if write.changed.is_empty() && write.deleted.is_empty() {
             return Ok((out, write.zone));
@@ -499,7 +551,7 @@ pub async fn import(
         let mut added = 0usize;
         let mut errors: Vec<FieldError> = Vec::new();
         for r in &parsed.records {
-            match r.draft.check_against(w.records.values()) {
+            match w.conflict_of(&r.draft).map_or(Ok(()), Err) {
                 Err(c) if c.code == 81058 => {}
                 Err(c) => errors.push(FieldError::new(format!("line {}", r.line), c.message)),
                 Ok(()) => {

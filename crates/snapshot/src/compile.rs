@@ -195,13 +195,19 @@ pub fn compile_snapshot<'a>(
     });
     for (zone_id, zone) in zones {
         let zone_records = records.remove(&zone_id).unwrap_or_default();
+        // Records are sorted by name: the records sharing `r`'s name are one contiguous run.
+        let runs: HashMap<&str, &[DnsRecord]> = zone_records
+            .chunk_by(|a, b| a.name == b.name)
+            .map(|run| (run[0].name.as_str(), run))
+            .collect();
         for r in &zone_records {
             // Each record must still be one the API would accept, alone and with its neighbours.
             let key = format!("records/{zone_id}/{}", r.id);
             match RecordDraft::from_json(&zone.name, &serde_json::Value::Object(r.editable_json()))
             {
                 Ok(d) if d.content == r.content => {
-                    let others = zone_records.iter().filter(|o| o.id != r.id);
+                    let same_name = runs.get(r.name.as_str()).copied().unwrap_or(&[]);
+                    let others = same_name.iter().filter(|o| o.id != r.id);
                     if let Err(c) = d.check_against(others) {
                         errors.push(CompileError {
                             key,
