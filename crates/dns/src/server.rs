@@ -20,6 +20,10 @@ use crate::xfr::{Journal, is_transfer, notify_changes, transfer};
 /// The index the servers answer from; swapped whole.
 pub type IndexHandle = Arc<ArcSwap<DnsIndex>>;
 
+/// Queries received (and answers sent) per system call on a UDP socket.
+const UDP_BATCH: usize = 32;
+/// Largest UDP query read; longer ones are cut and answered FORMERR or dropped.
+const UDP_QUERY_MAX: usize = 4096;
 /// Idle TCP connections are closed after this long (RFC 7766 recommends seconds, not minutes).
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once.
@@ -104,36 +108,37 @@ impl Drop for TcpSlot<'_> {
     }
 }
 
-/// What RRL counts a response as: its name, type and rcode, with every NXDOMAIN of a zone as one.
+/// What RRL counts a response as: its name (wire form, lowercase), type and rcode, with every
+/// NXDOMAIN of a zone counted as one.
 fn rrl_kind(index: &DnsIndex, query: &[u8], response: &[u8]) -> Vec<u8> {
     let rcode = response.get(3).map_or(0, |b| b & 0x0f);
-    let mut name = Vec::new();
     let mut i = 12;
     while let Some(&len) = query.get(i) {
         if len == 0 || len > 63 {
             break;
         }
-        let Some(label) = query.get(i + 1..i + 1 + usize::from(len)) else {
-            break;
-        };
-        name.push(label.to_ascii_lowercase());
         i += 1 + usize::from(len);
     }
-    let qtype = query.get(i + 1..i + 3).unwrap_or(&[0, 0]);
+    let name = query.get(12..i.min(query.len())).unwrap_or(&[]);
     if rcode == 3 {
-        let dotted = name
-            .iter()
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .collect::<Vec<_>>()
-            .join(".");
+        let mut dotted = String::with_capacity(name.len());
+        let mut j = 0;
+        while let Some(&len) = name.get(j) {
+            let label = name.get(j + 1..j + 1 + usize::from(len)).unwrap_or(&[]);
+            if !dotted.is_empty() {
+                dotted.push('.');
+            }
+            dotted.extend(label.iter().map(|b| char::from(b.to_ascii_lowercase())));
+            j += 1 + usize::from(len);
+        }
         if let Some(zone) = index.zone_for(&dotted) {
             let mut kind = zone.origin.as_bytes().to_vec();
             kind.extend_from_slice(&[0xff, rcode]);
             return kind;
         }
     }
-    let mut kind = name.concat();
-    kind.extend_from_slice(qtype);
+    let mut kind: Vec<u8> = name.iter().map(u8::to_ascii_lowercase).collect();
+    kind.extend_from_slice(query.get(i + 1..i + 3).unwrap_or(&[0, 0]));
     kind.push(rcode);
     kind
 }
@@ -189,46 +194,118 @@ impl DnsServer {
         Ok(bound)
     }
 
+    /// The response to one UDP query from `peer`, after rate limiting (`None`: send nothing).
+    fn udp_response(&self, index: &DnsIndex, query: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
+        let client = Client {
+            ip: peer.ip(),
+            cookies: &self.cookies,
+            now: unix_now(),
+        };
+        let Answered {
+            bytes: response,
+            verified,
+        } = answer_query(index, query, Transport::Udp, self.limits, Some(&client))?;
+        // A valid server cookie proves the source address: no rate limit.
+        let verdict = if verified || !self.rrl.enabled() {
+            Verdict::Send
+        } else {
+            self.rrl
+                .check(peer.ip(), &rrl_kind(index, query, &response))
+        };
+        match verdict {
+            Verdict::Send => Some(response),
+            Verdict::Slip => slipped(&response, query),
+            Verdict::Drop => None,
+        }
+    }
+
+    /// Serves one socket: receives up to [`UDP_BATCH`] queries per system call (recvmmsg) and
+    /// sends their answers in one call (sendmmsg).
     fn serve_udp_blocking(&self, socket: &std::net::UdpSocket) {
-        let mut buf = vec![0u8; 65_535];
+        use std::io::{IoSlice, IoSliceMut};
+        use std::os::fd::AsRawFd;
+
+        use nix::sys::socket::{
+            ControlMessage, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage, recvmmsg,
+            sendmmsg,
+        };
+
+        let fd = socket.as_raw_fd();
+        let mut bufs = vec![[0u8; UDP_QUERY_MAX]; UDP_BATCH];
+        let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+        let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+        let mut received: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
         loop {
-            let (n, peer) = match socket.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!("DNS UDP receive: {e}");
-                    continue;
-                }
-            };
-            let index = self.index.load();
-            let query = &buf[..n];
-            let client = Client {
-                ip: peer.ip(),
-                cookies: &self.cookies,
-                now: unix_now(),
-            };
-            let Some(Answered {
-                bytes: response,
-                verified,
-            }) = answer_query(&index, query, Transport::Udp, self.limits, Some(&client))
-            else {
-                continue;
-            };
-            // A valid server cookie proves the source address: no rate limit.
-            let verdict = if verified {
-                Verdict::Send
-            } else {
-                self.rrl
-                    .check(peer.ip(), &rrl_kind(&index, query, &response))
-            };
-            let out = match verdict {
-                Verdict::Send => Some(response),
-                Verdict::Slip => slipped(&response, query),
-                Verdict::Drop => None,
-            };
-            if let Some(out) = out
-                && let Err(e) = socket.send_to(&out, peer)
+            received.clear();
             {
-                tracing::debug!(%peer, "DNS UDP send: {e}");
+                let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+                    .iter_mut()
+                    .map(|b| [IoSliceMut::new(&mut b[..])])
+                    .collect();
+                match recvmmsg(
+                    fd,
+                    &mut recv_headers,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_WAITFORONE,
+                    None,
+                ) {
+                    Ok(messages) => {
+                        for m in messages {
+                            if let Some(addr) = m.address {
+                                received.push((m.bytes, addr));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("DNS UDP receive: {e}");
+                        continue;
+                    }
+                }
+            }
+            let index = self.index.load();
+            let mut responses: Vec<Vec<u8>> = Vec::with_capacity(received.len());
+            let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(received.len());
+            for (i, (n, addr)) in received.iter().enumerate() {
+                let peer = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+                    (Some(v4), _) => SocketAddr::from(std::net::SocketAddrV4::from(*v4)),
+                    (_, Some(v6)) => SocketAddr::from(std::net::SocketAddrV6::from(*v6)),
+                    _ => continue,
+                };
+                if let Some(out) =
+                    self.udp_response(&index, &bufs[i][..(*n).min(UDP_QUERY_MAX)], peer)
+                {
+                    responses.push(out);
+                    addrs.push(Some(*addr));
+                }
+            }
+            let mut sent = 0;
+            while sent < responses.len() {
+                let slices: Vec<[IoSlice<'_>; 1]> = responses[sent..]
+                    .iter()
+                    .map(|r| [IoSlice::new(r)])
+                    .collect();
+                let no_control: [ControlMessage<'_>; 0] = [];
+                match sendmmsg(
+                    fd,
+                    &mut send_headers,
+                    slices.iter(),
+                    &addrs[sent..],
+                    no_control,
+                    MsgFlags::empty(),
+                ) {
+                    Ok(results) => {
+                        let n = results.count();
+                        if n == 0 {
+                            break;
+                        }
+                        sent += n;
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = ?addrs[sent].map(|a| a.len()), "DNS UDP send: {e}");
+                        // Skip the message that failed and go on with the rest.
+                        sent += 1;
+                    }
+                }
             }
         }
     }
