@@ -544,3 +544,59 @@ fn dns_cookies_are_answered_and_a_valid_server_cookie_lifts_rate_limits() {
     let bad = exchange(&with_cookie("www.cookie.example", 300, &[1, 2, 3])).expect("FORMERR");
     assert_eq!(bad.metadata.response_code, ResponseCode::FormErr);
 }
+
+#[test]
+fn an_apex_cname_is_flattened_to_the_addresses_of_its_target() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let target = node.create_zone("hosting.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{target}/dns_records"),
+        Some(json!({"type": "CNAME", "name": "lb", "content": "pool.hosting.example", "ttl": 600})),
+    );
+    node.ok(
+        "POST",
+        &format!("/zones/{target}/dns_records"),
+        Some(json!({"type": "A", "name": "pool", "content": "192.0.2.80", "ttl": 900})),
+    );
+    node.ok(
+        "POST",
+        &format!("/zones/{target}/dns_records"),
+        Some(json!({"type": "AAAA", "name": "pool", "content": "2001:db8::80", "ttl": 900})),
+    );
+    let zone = node.create_zone("customer.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "CNAME", "name": "@", "content": "lb.hosting.example", "ttl": 3600})),
+    );
+    eventually(Duration::from_secs(5), "flattened apex", || {
+        addresses(&ask(dns, "customer.example", RecordType::A)) == ["192.0.2.80"]
+    });
+    let a = ask(dns, "customer.example", RecordType::A);
+    assert!(
+        a.answers
+            .iter()
+            .all(|r| r.record_type() == RecordType::A && r.ttl == 600),
+        "addresses only, lowest TTL of the chain"
+    );
+    assert_eq!(
+        addresses(&ask(dns, "customer.example", RecordType::AAAA)),
+        ["2001:db8::80"]
+    );
+    assert_eq!(
+        ask(dns, "customer.example", RecordType::SOA).answers.len(),
+        1,
+        "the apex keeps its SOA"
+    );
+    assert_eq!(
+        ask(dns, "customer.example", RecordType::NS).answers.len(),
+        2
+    );
+    assert!(
+        ask(dns, "customer.example", RecordType::CNAME)
+            .answers
+            .is_empty()
+    );
+}

@@ -109,9 +109,10 @@ impl DnsIndex {
                     .get(&z.zone.name)
                     .cloned()
                     .unwrap_or_default();
-                (z.zone.name.clone(), Arc::new(zone))
+                (z.zone.name.clone(), zone)
             })
-            .collect();
+            .collect::<HashMap<String, ZoneIndex>>();
+        let zones = flatten_apex_cnames(zones, &mut warnings);
         (
             Self {
                 revision: snapshot.revision,
@@ -121,6 +122,95 @@ impl DnsIndex {
             warnings,
         )
     }
+}
+
+/// The A and AAAA records `target` resolves to inside Parapet's zones, following CNAMEs, with
+/// the lowest TTL met on the way; `None` if the chain leaves Parapet's zones or loops.
+fn resolve_inside(
+    zones: &HashMap<String, ZoneIndex>,
+    target: &str,
+) -> Option<(Vec<RData>, Vec<RData>, u32)> {
+    let mut name = target.trim_end_matches('.').to_ascii_lowercase();
+    let mut ttl = u32::MAX;
+    for _ in 0..8 {
+        let zone = {
+            let mut candidate = name.as_str();
+            loop {
+                if let Some(z) = zones.get(candidate) {
+                    break z;
+                }
+                candidate = candidate.split_once('.')?.1;
+            }
+        };
+        let node = zone.nodes.get(&name)?;
+        if let Some(cname) = node.get(RecordType::CNAME) {
+            let RData::CNAME(next) = cname.rdatas.first()? else {
+                return None;
+            };
+            ttl = ttl.min(cname.ttl);
+            name = next.0.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+            continue;
+        }
+        let v4 = node
+            .get(RecordType::A)
+            .map(|s| {
+                ttl = ttl.min(s.ttl);
+                s.rdatas.clone()
+            })
+            .unwrap_or_default();
+        let v6 = node
+            .get(RecordType::AAAA)
+            .map(|s| {
+                ttl = ttl.min(s.ttl);
+                s.rdatas.clone()
+            })
+            .unwrap_or_default();
+        return Some((v4, v6, ttl));
+    }
+    None
+}
+
+/// CNAME flattening at the apex, as Cloudflare does: a CNAME cannot sit beside the zone's SOA
+/// and NS, so the apex answers with the addresses the target resolves to instead.
+fn flatten_apex_cnames(
+    mut zones: HashMap<String, ZoneIndex>,
+    warnings: &mut Vec<String>,
+) -> HashMap<String, Arc<ZoneIndex>> {
+    let apexes: Vec<(String, String)> = zones
+        .iter()
+        .filter_map(|(name, z)| {
+            let cname = z.nodes.get(name)?.get(RecordType::CNAME)?;
+            match cname.rdatas.first() {
+                Some(RData::CNAME(t)) => Some((name.clone(), t.0.to_ascii())),
+                _ => None,
+            }
+        })
+        .collect();
+    let resolved: Vec<(String, Option<(Vec<RData>, Vec<RData>, u32)>)> = apexes
+        .iter()
+        .map(|(zone, target)| (zone.clone(), resolve_inside(&zones, target)))
+        .collect();
+    for (zone, addresses) in resolved {
+        let Some(z) = zones.get_mut(&zone) else {
+            continue;
+        };
+        let Some(apex) = z.nodes.get_mut(&zone) else {
+            continue;
+        };
+        apex.rrsets.retain(|set| set.rtype != RecordType::CNAME);
+        match addresses {
+            Some((v4, v6, ttl)) => {
+                for (rtype, rdatas) in [(RecordType::A, v4), (RecordType::AAAA, v6)] {
+                    if !rdatas.is_empty() && apex.get(rtype).is_none() {
+                        apex.rrsets.push(RRset { rtype, ttl, rdatas });
+                    }
+                }
+                apex.rrsets.sort_by_key(|set| u16::from(set.rtype));
+            }
+            None => warnings.push(format!("zone {zone}: the apex CNAME's target is outside Parapet's zones and cannot be flattened")),
+        }
+    }
+    zones.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
 }
 
 fn fqdn(name: &str) -> Result<Name, String> {
