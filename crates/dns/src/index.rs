@@ -124,6 +124,9 @@ impl DnsIndex {
     }
 }
 
+/// A and AAAA data for a flattened name, and their TTL.
+type Flattened = (Vec<RData>, Vec<RData>, u32);
+
 /// The A and AAAA records `target` resolves to inside Parapet's zones, following CNAMEs, with
 /// the lowest TTL met on the way; `None` if the chain leaves Parapet's zones or loops.
 fn resolve_inside(
@@ -186,7 +189,7 @@ fn flatten_apex_cnames(
             }
         })
         .collect();
-    let resolved: Vec<(String, Option<(Vec<RData>, Vec<RData>, u32)>)> = apexes
+    let resolved: Vec<(String, Option<Flattened>)> = apexes
         .iter()
         .map(|(zone, target)| (zone.clone(), resolve_inside(&zones, target)))
         .collect();
