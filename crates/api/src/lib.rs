@@ -28,7 +28,7 @@ pub use envelope::{ApiError, ApiErrorItem, ResultInfo, now_timestamp};
 pub use tokens::{create_token, has_stored_tokens};
 
 /// Largest zone file import body.
-const IMPORT_LIMIT: usize = 20 * 1024 * 1024;
+const IMPORT_LIMIT: usize = 64 * 1024 * 1024;
 
 /// What the API needs to know about this installation.
 #[derive(Debug, Clone)]

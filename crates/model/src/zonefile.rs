@@ -13,7 +13,7 @@ use crate::record::{DnsRecord, RecordDraft, RecordType};
 use crate::{FieldError, ModelError, Zone};
 
 /// Largest zone file accepted, in bytes.
-pub const MAX_ZONE_FILE: usize = 16 * 1024 * 1024;
+pub const MAX_ZONE_FILE: usize = 64 * 1024 * 1024;
 
 /// A record read from a zone file, with the line it started on.
 #[derive(Debug, Clone, PartialEq)]
