@@ -81,6 +81,10 @@ impl Journal {
         let mut zones = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
         zones.retain(|name, _| new.zones.contains_key(name));
         for (name, zone) in &new.zones {
+            // Only zones with secondaries need a journal.
+            if zone.transfer_peers.is_empty() {
+                continue;
+            }
             let Some(before) = old.zones.get(name) else {
                 continue;
             };
@@ -95,10 +99,11 @@ impl Journal {
                     r.data.to_string(),
                 )
             };
-            let old_set: HashSet<_> = all_records(before).iter().map(key).collect();
+            let old_records = all_records(before);
             let new_records = all_records(zone);
+            let old_set: HashSet<_> = old_records.iter().map(key).collect();
             let new_set: HashSet<_> = new_records.iter().map(key).collect();
-            let removed = all_records(before)
+            let removed = old_records
                 .into_iter()
                 .filter(|r| !new_set.contains(&key(r)))
                 .collect();
