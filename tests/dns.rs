@@ -600,3 +600,64 @@ fn an_apex_cname_is_flattened_to_the_addresses_of_its_target() {
             .is_empty()
     );
 }
+
+#[test]
+fn silent_tcp_connections_are_limited_per_client_and_closed_when_idle() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let zone = node.create_zone("tcpidle.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    wait_served(dns, "www.tcpidle.example");
+    // 40 connections that never send: the ones past the per-client limit are closed at once.
+    let silent: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect_timeout(&dns, Duration::from_secs(2)).expect("connect"))
+        .collect();
+    let mut closed_at_once = 0;
+    for s in &silent {
+        s.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        if matches!((&*s).read(&mut b), Ok(0)) {
+            closed_at_once += 1;
+        }
+    }
+    assert_eq!(
+        closed_at_once, 8,
+        "32 silent connections per client are kept, the rest closed"
+    );
+    // Another client is still served over TCP meanwhile.
+    let other = {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+            .expect("bind 127.0.0.2");
+        socket.connect(&dns.into()).expect("connect");
+        TcpStream::from(socket)
+    };
+    let q = build("www.tcpidle.example", RecordType::A, Mode::Tcp, 5);
+    let mut framed = u16::try_from(q.len()).expect("len").to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    (&other).write_all(&framed).expect("write");
+    other
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut len = [0u8; 2];
+    (&other)
+        .read_exact(&mut len)
+        .expect("answer for another client");
+    // Idle connections are closed after the idle timeout (10 s).
+    std::thread::sleep(Duration::from_secs(11));
+    let still_open = silent
+        .iter()
+        .filter(|s| {
+            let mut b = [0u8; 1];
+            !matches!((&**s).read(&mut b), Ok(0))
+        })
+        .count();
+    assert_eq!(still_open, 0, "idle connections are closed");
+}
