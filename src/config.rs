@@ -41,6 +41,9 @@ pub struct ServeFlags {
     /// DNS responses per second per client prefix and response kind; 0 turns rate limiting off [default: 20]
     #[arg(long, value_name = "N")]
     pub dns_rrl_rate: Option<u32>,
+    /// Recursive resolver for apex CNAME targets outside Parapet's zones [default: the system's]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub resolver: Option<String>,
     /// Ask this server for parent-zone delegations instead of finding them via the system resolver.
     #[arg(long, value_name = "HOST:PORT")]
     pub parent_ns: Option<String>,
@@ -68,6 +71,8 @@ pub struct Config {
     pub activation_interval: Duration,
     /// Largest DNS response over UDP with EDNS.
     pub dns_udp_payload: u16,
+    /// Recursive resolver for flattening apex CNAMEs to names outside Parapet's zones.
+    pub resolver: Option<SocketAddr>,
     /// DNS response rate limit per client prefix and response kind (0: off).
     pub dns_rrl_rate: u32,
     /// Every n-th rate-limited response is sent truncated instead of dropped (0: drop all).
@@ -93,6 +98,7 @@ impl Default for Config {
             parent_ns: None,
             activation_interval: Duration::from_secs(60),
             dns_udp_payload: 1232,
+            resolver: None,
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
         }
@@ -113,6 +119,7 @@ const KEYS: &[&str] = &[
     "dns_udp_payload",
     "dns_rrl_rate",
     "dns_rrl_slip",
+    "resolver",
 ];
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
@@ -233,6 +240,11 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                     None => errors.push(want("a whole number, 0 or more")),
                 }
             }
+            "resolver" => match string().map(|s| resolve_host_port(&s)) {
+                Some(Ok(a)) => c.resolver = Some(a),
+                Some(Err(e)) => errors.push(format!("{key}: {e}")),
+                None => errors.push(want("\"HOST:PORT\"")),
+            },
             _ => errors.push(format!(
                 "{key}: unknown key (known keys: {})",
                 KEYS.join(", ")
@@ -288,6 +300,12 @@ pub fn load(flags: &ServeFlags) -> anyhow::Result<Config> {
     }
     if let Some(a) = flags.activation {
         c.activation = a;
+    }
+    if let Some(r) = &flags.resolver {
+        match resolve_host_port(r) {
+            Ok(a) => c.resolver = Some(a),
+            Err(e) => errors.push(format!("--resolver: {e}")),
+        }
     }
     if let Some(p) = &flags.parent_ns {
         match resolve_host_port(p) {

@@ -8,7 +8,8 @@ use arc_swap::ArcSwap;
 use parapet_activation::{ActivationMode, Activator};
 use parapet_api::{ApiConfig, ApiState};
 use parapet_dns::{
-    DnsIndex, DnsServer, EdgeAddrs, IndexHandle, Limits, RrlConfig, follow_snapshots,
+    DnsIndex, DnsServer, EdgeAddrs, Flattener, IndexHandle, Limits, RrlConfig, follow_snapshots,
+    system_resolver,
 };
 use parapet_model::ids;
 use parapet_snapshot::{LastGood, Published, run_snapshot_watcher};
@@ -105,13 +106,19 @@ async fn start_dns(config: &Config, published: &Arc<Published>) -> anyhow::Resul
         say(&format!("parapet: dns listening on {bound}"));
         server.spawn_tcp(tcp);
     }
-    let (built, _) = DnsIndex::build(&published.load(), &edge);
+    let flattener = Arc::new(Flattener::new(config.resolver.or_else(system_resolver)));
+    let (built, _) = DnsIndex::build(&published.load(), &edge, Some(&flattener));
     index.store(Arc::new(built));
+    tokio::spawn({
+        let flattener = Arc::clone(&flattener);
+        async move { flattener.run().await }
+    });
     tokio::spawn(follow_snapshots(
         Arc::clone(published),
         edge,
         index,
         Arc::clone(&server.journal),
+        flattener,
     ));
     Ok(())
 }

@@ -661,3 +661,51 @@ fn silent_tcp_connections_are_limited_per_client_and_closed_when_idle() {
         .count();
     assert_eq!(still_open, 0, "idle connections are closed");
 }
+
+#[test]
+fn an_apex_cname_to_an_outside_name_is_flattened_through_the_resolver_and_follows_its_ttl() {
+    assert!(
+        parapet_testkit::Knot::available(),
+        "knotd is required (install Debian's knot; .ci/run does)"
+    );
+    let zone_text = |serial: u32, ip: &str| {
+        format!(
+            "$ORIGIN external.test.\n$TTL 300\n@ SOA ns.external.test. h.external.test. {serial} 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\nwww 5 A {ip}\n"
+        )
+    };
+    let outside = parapet_testkit::Knot::start("external.test", &zone_text(1, "192.0.2.200"));
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--dns-rrl-rate",
+        "0",
+        "--resolver",
+        &outside.addr.to_string(),
+    ]));
+    let dns = node.dns_addr();
+    let zone = node.create_zone("apex.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "CNAME", "name": "@", "content": "www.external.test"})),
+    );
+    eventually(
+        Duration::from_secs(10),
+        "apex flattened through the resolver",
+        || addresses(&ask(dns, "apex.example", RecordType::A)) == ["192.0.2.200"],
+    );
+    assert!(
+        ask(dns, "apex.example", RecordType::CNAME)
+            .answers
+            .is_empty()
+    );
+    // The answer is cached for its TTL (5 s), then looked up again.
+    outside.set_zone(&zone_text(2, "192.0.2.201"), 2);
+    eventually(
+        Duration::from_secs(20),
+        "the new address after the TTL",
+        || addresses(&ask(dns, "apex.example", RecordType::A)) == ["192.0.2.201"],
+    );
+}

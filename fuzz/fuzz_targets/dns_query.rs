@@ -41,7 +41,7 @@ fn index() -> &'static Arc<DnsIndex> {
         }
         let snapshot = parapet_snapshot::compile_snapshot(entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())), 1).unwrap();
         let edge = EdgeAddrs { v4: vec!["203.0.113.1".parse().unwrap()], v6: vec![] };
-        Arc::new(DnsIndex::build(&snapshot, &edge).0)
+        Arc::new(DnsIndex::build(&snapshot, &edge, None).0)
     })
 }
 

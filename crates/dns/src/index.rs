@@ -97,7 +97,11 @@ impl DnsIndex {
     }
 
     /// Builds the index; records that cannot be encoded are skipped and reported.
-    pub fn build(snapshot: &Snapshot, edge: &EdgeAddrs) -> (Self, Vec<String>) {
+    pub fn build(
+        snapshot: &Snapshot,
+        edge: &EdgeAddrs,
+        external: Option<&crate::flatten::Flattener>,
+    ) -> (Self, Vec<String>) {
         let mut warnings = Vec::new();
         let zones = snapshot
             .zones
@@ -112,7 +116,7 @@ impl DnsIndex {
                 (z.zone.name.clone(), zone)
             })
             .collect::<HashMap<String, ZoneIndex>>();
-        let zones = flatten_apex_cnames(zones, &mut warnings);
+        let zones = flatten_apex_cnames(zones, external, &mut warnings);
         (
             Self {
                 revision: snapshot.revision,
@@ -177,6 +181,7 @@ fn resolve_inside(
 /// and NS, so the apex answers with the addresses the target resolves to instead.
 fn flatten_apex_cnames(
     mut zones: HashMap<String, ZoneIndex>,
+    external: Option<&crate::flatten::Flattener>,
     warnings: &mut Vec<String>,
 ) -> HashMap<String, Arc<ZoneIndex>> {
     let apexes: Vec<(String, String)> = zones
@@ -191,7 +196,17 @@ fn flatten_apex_cnames(
         .collect();
     let resolved: Vec<(String, Option<Flattened>)> = apexes
         .iter()
-        .map(|(zone, target)| (zone.clone(), resolve_inside(&zones, target)))
+        .map(|(zone, target)| {
+            let inside = resolve_inside(&zones, target);
+            // Outside Parapet's zones: the resolver's cached answer, if there is one yet.
+            let outside = || {
+                let e = external?.addresses(target)?;
+                let v4 = e.v4.into_iter().map(|ip| RData::A(A(ip))).collect();
+                let v6 = e.v6.into_iter().map(|ip| RData::AAAA(AAAA(ip))).collect();
+                Some((v4, v6, e.ttl))
+            };
+            (zone.clone(), inside.or_else(outside))
+        })
         .collect();
     for (zone, addresses) in resolved {
         let Some(z) = zones.get_mut(&zone) else {
@@ -210,7 +225,9 @@ fn flatten_apex_cnames(
                 }
                 apex.rrsets.sort_by_key(|set| u16::from(set.rtype));
             }
-            None => warnings.push(format!("zone {zone}: the apex CNAME's target is outside Parapet's zones and cannot be flattened")),
+            None => warnings.push(format!(
+                "zone {zone}: the apex CNAME's target is not resolved yet; the apex has no addresses until it is"
+            )),
         }
     }
     zones.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()

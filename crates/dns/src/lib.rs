@@ -9,6 +9,7 @@
 mod cookies;
 mod engine;
 mod fast;
+mod flatten;
 mod index;
 mod rrl;
 mod server;
@@ -18,6 +19,7 @@ mod xfr;
 
 pub use cookies::{CookieCheck, Cookies};
 pub use engine::{Answer, Answered, Client, Limits, Transport, answer_query};
+pub use flatten::{External, Flattener, system_resolver};
 pub use index::{DnsIndex, EdgeAddrs, ZoneIndex};
 pub use rrl::{RateLimiter, RrlConfig, Verdict};
 pub use server::{DnsServer, IndexHandle, follow_snapshots};

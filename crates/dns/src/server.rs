@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::cookies::Cookies;
 use crate::engine::{Answered, Client, Limits, Transport, answer_query};
+use crate::flatten::Flattener;
 use crate::index::{DnsIndex, EdgeAddrs};
 use crate::rrl::{RateLimiter, RrlConfig, Verdict, slipped};
 use crate::xfr::{Journal, is_transfer, notify_changes, transfer};
@@ -55,12 +56,14 @@ pub async fn follow_snapshots(
     edge: EdgeAddrs,
     index: IndexHandle,
     journal: Arc<Journal>,
+    flattener: Arc<Flattener>,
 ) {
     let mut last = None;
+    let mut external_changed = false;
     loop {
         let snapshot = published.load();
-        if last != Some(snapshot.revision) {
-            let (built, warnings) = DnsIndex::build(&snapshot, &edge);
+        if last != Some(snapshot.revision) || external_changed {
+            let (built, warnings) = DnsIndex::build(&snapshot, &edge, Some(&flattener));
             for w in warnings {
                 tracing::warn!("DNS index: {w}");
             }
@@ -70,7 +73,11 @@ pub async fn follow_snapshots(
             notify_changes(&old, &built);
             last = Some(snapshot.revision);
         }
-        published.wait_for(snapshot.revision + 1).await;
+        // A new snapshot, or an apex CNAME target that now resolves differently.
+        tokio::select! {
+            () = published.wait_for(snapshot.revision + 1) => external_changed = false,
+            () = flattener.changed.notified() => external_changed = true,
+        }
     }
 }
 
