@@ -11,20 +11,10 @@ use parapet_model::{RecordDraft, Zone, ZoneStatus};
 fn index() -> &'static Arc<DnsIndex> {
     static INDEX: OnceLock<Arc<DnsIndex>> = OnceLock::new();
     INDEX.get_or_init(|| {
-        let zone = Zone {
-            id: "z".into(),
-            name: "example.test".into(),
-            status: ZoneStatus::Active,
-            paused: false,
-            name_servers: vec!["ns1.parapet.test".into()],
-            original_name_servers: None,
-            account_id: "a".into(),
-            created_on: String::new(),
-            modified_on: String::new(),
-            activated_on: None,
-            serial: 1,
-            failed_checks: 0,
-            last_check: None,
+        let zone = {
+            let mut z = Zone::new("z".into(), "example.test".into(), vec!["ns1.parapet.test".into()], "a".into(), String::new(), 1);
+            z.status = ZoneStatus::Active;
+            z
         };
         let mut entries = vec![("zones/z".to_owned(), serde_json::to_vec(&zone).unwrap())];
         let bodies = [

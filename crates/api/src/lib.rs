@@ -10,6 +10,7 @@ mod envelope;
 mod listing;
 mod records;
 mod secondary;
+mod stored;
 mod tokens;
 mod zones;
 

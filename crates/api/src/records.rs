@@ -179,15 +179,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
 }
 
 async fn load_records(state: &ApiState, zone_id: &str) -> Result<Vec<DnsRecord>, ApiError> {
-    let listing = state.store.list(&record_prefix(zone_id)).await?;
-    listing
-        .entries
-        .iter()
-        .map(|e| {
-            serde_json::from_slice(&e.value)
-                .map_err(|err| ApiError::Internal(format!("stored record {}: {err}", e.key)))
-        })
-        .collect()
+    crate::stored::list(state, &record_prefix(zone_id)).await
 }
 
 fn draft(zone: &Zone, body: &Value) -> Result<RecordDraft, ApiError> {

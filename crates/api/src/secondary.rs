@@ -10,13 +10,12 @@ use parapet_model::transfer::{Outgoing, Peer, TsigKey};
 use parapet_model::{Need, ids};
 use parapet_snapshot::keys::{PEERS, TSIGS};
 use parapet_snapshot::{outgoing_key, peer_key, tsig_key};
-use parapet_store::{StoreError, Txn};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use parapet_store::Txn;
 use serde_json::{Value, json};
 
 use crate::envelope::{ApiResult, ok, parse_body};
 use crate::listing::page_response;
+use crate::stored::{list as all, load, put};
 use crate::zones::load_zone;
 use crate::{ApiError, ApiState, Auth};
 
@@ -35,48 +34,6 @@ fn not_found(what: &str) -> ApiError {
     ApiError::NotFound {
         code: 1000,
         message: format!("{what} not found"),
-    }
-}
-
-async fn load<T: DeserializeOwned>(
-    state: &ApiState,
-    key: &str,
-) -> Result<Option<(T, u64)>, ApiError> {
-    let Some(entry) = state.store.get(key).await? else {
-        return Ok(None);
-    };
-    let value = serde_json::from_slice(&entry.value)
-        .map_err(|e| ApiError::Internal(format!("{key}: {e}")))?;
-    Ok(Some((value, entry.mod_revision)))
-}
-
-async fn all<T: DeserializeOwned>(state: &ApiState, prefix: &str) -> Result<Vec<T>, ApiError> {
-    let listing = state.store.list(prefix).await?;
-    listing
-        .entries
-        .iter()
-        .map(|e| {
-            serde_json::from_slice(&e.value)
-                .map_err(|err| ApiError::Internal(format!("{}: {err}", e.key)))
-        })
-        .collect()
-}
-
-async fn put<T: Serialize>(
-    state: &ApiState,
-    key: &str,
-    expect: u64,
-    value: &T,
-) -> Result<(), ApiError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
-    match state
-        .store
-        .commit(Txn::new().expect(key, expect).put(key, bytes))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(StoreError::Conflict) => Err(ApiError::Store(StoreError::Conflict)),
-        Err(e) => Err(e.into()),
     }
 }
 

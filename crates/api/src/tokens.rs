@@ -196,16 +196,7 @@ pub async fn create(State(state): State<Arc<ApiState>>, auth: Auth, body: Bytes)
 }
 
 async fn stored_tokens(state: &ApiState) -> Result<Vec<(String, ApiToken)>, ApiError> {
-    let listing = state.store.list(keys::TOKENS).await?;
-    listing
-        .entries
-        .into_iter()
-        .map(|e| {
-            serde_json::from_slice(&e.value)
-                .map(|t| (e.key, t))
-                .map_err(|err| ApiError::Internal(format!("stored token: {err}")))
-        })
-        .collect()
+    crate::stored::list_entries(state, keys::TOKENS).await
 }
 
 pub async fn list(

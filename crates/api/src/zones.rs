@@ -65,15 +65,7 @@ pub async fn load_zone(state: &ApiState, zone_id: &str) -> Result<(Zone, u64), A
 }
 
 async fn all_zones(state: &ApiState) -> Result<Vec<Zone>, ApiError> {
-    let listing = state.store.list(parapet_snapshot::keys::ZONES).await?;
-    listing
-        .entries
-        .iter()
-        .map(|e| {
-            serde_json::from_slice(&e.value)
-                .map_err(|err| ApiError::Internal(format!("stored zone {}: {err}", e.key)))
-        })
-        .collect()
+    crate::stored::list(state, parapet_snapshot::keys::ZONES).await
 }
 
 pub async fn list(
@@ -210,22 +202,14 @@ pub async fn create(State(state): State<Arc<ApiState>>, auth: Auth, body: Bytes)
     let (Some(name), true) = (name, errors.is_empty()) else {
         return Err(ApiError::fields(1099, &ModelError::Invalid(errors)));
     };
-    let now = now_timestamp();
-    let zone = Zone {
-        id: ids::new_id(),
-        name: name.clone(),
-        status: ZoneStatus::Pending,
-        paused: false,
-        name_servers: state.config.nameservers.clone(),
-        original_name_servers: None,
-        account_id: state.config.account_id.clone(),
-        created_on: now.clone(),
-        modified_on: now,
-        activated_on: None,
-        serial: u32::try_from(unix_now()).unwrap_or(1),
-        failed_checks: 0,
-        last_check: None,
-    };
+    let zone = Zone::new(
+        ids::new_id(),
+        name.clone(),
+        state.config.nameservers.clone(),
+        state.config.account_id.clone(),
+        now_timestamp(),
+        unix_now(),
+    );
     let value = serde_json::to_vec(&zone).map_err(|e| ApiError::Internal(e.to_string()))?;
     let txn = Txn::new()
         .expect(zone_name_key(&name), 0)

@@ -12,20 +12,17 @@ use proptest::prelude::*;
 use serde_json::json;
 
 fn index() -> Arc<DnsIndex> {
-    let zone = Zone {
-        id: "z".into(),
-        name: "example.test".into(),
-        status: ZoneStatus::Active,
-        paused: false,
-        name_servers: vec!["ns1.parapet.test".into()],
-        original_name_servers: None,
-        account_id: "a".into(),
-        created_on: String::new(),
-        modified_on: String::new(),
-        activated_on: None,
-        serial: 1,
-        failed_checks: 0,
-        last_check: None,
+    let zone = {
+        let mut z = Zone::new(
+            "z".into(),
+            "example.test".into(),
+            vec!["ns1.parapet.test".into()],
+            "a".into(),
+            String::new(),
+            1,
+        );
+        z.status = ZoneStatus::Active;
+        z
     };
     let mut entries = vec![(
         "zones/z".to_owned(),

@@ -58,6 +58,33 @@ pub struct Zone {
 }
 
 impl Zone {
+    /// A new zone as created: pending, served by `name_servers`, its serial taken from the clock
+    /// (`unix_now`, seconds) so that it is above anything a previous zone of that name served.
+    pub fn new(
+        id: String,
+        name: String,
+        name_servers: Vec<String>,
+        account_id: String,
+        now: String,
+        unix_now: u64,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            status: ZoneStatus::Pending,
+            paused: false,
+            name_servers,
+            original_name_servers: None,
+            account_id,
+            created_on: now.clone(),
+            modified_on: now,
+            activated_on: None,
+            serial: u32::try_from(unix_now).unwrap_or(u32::MAX).max(1),
+            failed_checks: 0,
+            last_check: None,
+        }
+    }
+
     /// The next serial after a change at `now` (Unix seconds): strictly increasing, and close to
     /// the clock so serials stay meaningful across restores.
     pub fn next_serial(&self, now: u64) -> u32 {

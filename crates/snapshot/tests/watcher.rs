@@ -6,21 +6,16 @@ use parapet_snapshot::{LastGood, Published, record_key, run_snapshot_watcher, zo
 use parapet_store::{MemoryStore, Store, Txn};
 
 fn zone(id: &str, name: &str) -> Zone {
-    Zone {
-        id: id.into(),
-        name: name.into(),
-        status: ZoneStatus::Active,
-        paused: false,
-        name_servers: vec!["ns1.parapet.test".into()],
-        original_name_servers: None,
-        account_id: "a".into(),
-        created_on: String::new(),
-        modified_on: String::new(),
-        activated_on: None,
-        serial: 1,
-        failed_checks: 0,
-        last_check: None,
-    }
+    let mut z = Zone::new(
+        id.into(),
+        name.into(),
+        vec!["ns1.parapet.test".into()],
+        "a".into(),
+        String::new(),
+        1,
+    );
+    z.status = ZoneStatus::Active;
+    z
 }
 
 fn a_record(zone_id: &str, id: &str, name: &str, ip: &str, proxied: bool) -> DnsRecord {
