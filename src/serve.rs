@@ -8,8 +8,8 @@ use arc_swap::ArcSwap;
 use parapet_activation::{ActivationMode, Activator};
 use parapet_api::{ApiConfig, ApiState};
 use parapet_dns::{
-    DnsIndex, DnsServer, EdgeAddrs, Flattener, IndexHandle, Limits, RrlConfig, follow_snapshots,
-    system_resolver,
+    DnsIndex, DnsServer, EdgeAddrs, Flattener, IndexHandle, Limits, RrlConfig, bind_udp_and_tcp,
+    follow_snapshots, system_resolver,
 };
 use parapet_model::ids;
 use parapet_snapshot::{LastGood, Published, run_snapshot_watcher};
@@ -97,12 +97,12 @@ async fn start_dns(config: &Config, published: &Arc<Published>) -> anyhow::Resul
     ));
     for addr in &config.dns_listen {
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
-        let bound = server
-            .spawn_udp_workers(*addr, workers)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (UDP) for DNS: {e}; choose another address with --dns-listen"))?;
-        let tcp = tokio::net::TcpListener::bind(bound)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (TCP) for DNS: {e}; choose another address with --dns-listen"))?;
+        let (udp, tcp) = bind_udp_and_tcp(*addr, workers).map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} (UDP and TCP) for DNS: {e}; choose another address with --dns-listen")
+        })?;
+        let bound = tcp.local_addr()?;
+        server.spawn_udp(udp)?;
+        let tcp = tokio::net::TcpListener::from_std(tcp)?;
         say(&format!("parapet: dns listening on {bound}"));
         server.spawn_tcp(tcp);
     }

@@ -36,6 +36,45 @@ fn unix_now() -> u32 {
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
+/// Binds `addr` for UDP with `workers` `SO_REUSEPORT` sockets (the first decides the port when
+/// `addr` has port 0).
+pub fn bind_udp(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    let first = reuseport_udp(addr)?;
+    let bound = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..workers.max(1) {
+        sockets.push(reuseport_udp(bound)?);
+    }
+    Ok(sockets)
+}
+
+/// Binds UDP and TCP on the same address. With port 0, the port the UDP socket got may be
+/// taken for TCP: another port is tried then.
+pub fn bind_udp_and_tcp(
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(Vec<std::net::UdpSocket>, std::net::TcpListener)> {
+    let mut attempts = 0;
+    loop {
+        let udp = bind_udp(addr, workers)?;
+        let bound = udp[0].local_addr()?;
+        match std::net::TcpListener::bind(bound) {
+            Ok(tcp) => {
+                tcp.set_nonblocking(true)?;
+                return Ok((udp, tcp));
+            }
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempts < 20 =>
+            {
+                attempts += 1
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -178,27 +217,15 @@ impl DnsServer {
 }
 
 impl DnsServer {
-    /// Binds `addr` for UDP with one `SO_REUSEPORT` socket per worker thread (the kernel spreads
-    /// queries over them) and serves each on its own thread with blocking IO. Returns the bound
-    /// address (with the real port when `addr` had port 0).
-    pub fn spawn_udp_workers(
-        self: &Arc<Self>,
-        addr: SocketAddr,
-        workers: usize,
-    ) -> std::io::Result<SocketAddr> {
-        let first = reuseport_udp(addr)?;
-        let bound = first.local_addr()?;
-        let mut sockets = vec![first];
-        for _ in 1..workers.max(1) {
-            sockets.push(reuseport_udp(bound)?);
-        }
+    /// Serves already-bound UDP sockets, one thread each.
+    pub fn spawn_udp(self: &Arc<Self>, sockets: Vec<std::net::UdpSocket>) -> std::io::Result<()> {
         for (i, socket) in sockets.into_iter().enumerate() {
             let server = Arc::clone(self);
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
                 .spawn(move || server.serve_udp_blocking(&socket))?;
         }
-        Ok(bound)
+        Ok(())
     }
 
     /// The response to one UDP query from `peer`, after rate limiting (`None`: send nothing).

@@ -129,7 +129,13 @@ impl Node {
                     }
                     banner.push(line);
                 }
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().ok();
+                    panic!(
+                        "parapet exited before it was ready ({status:?}); stdout: {banner:?} (its stderr is above)"
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     panic!("parapet did not become ready within 30 s; stdout so far: {banner:?}");
                 }
