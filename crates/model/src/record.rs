@@ -438,6 +438,21 @@ impl RecordDraft {
 }
 
 impl DnsRecord {
+    /// The record's settable fields as a draft, trusted as they are (for a record already
+    /// validated, to check it against its neighbours).
+    pub fn to_draft(&self) -> RecordDraft {
+        RecordDraft {
+            name: self.name.clone(),
+            kind: self.kind,
+            content: self.content.clone(),
+            ttl: self.ttl,
+            proxied: self.proxied,
+            priority: self.priority,
+            comment: self.comment.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
     /// The fields a client may set, as JSON: the base a PATCH merges into.
     pub fn editable_json(&self) -> Map<String, Value> {
         let mut m = Map::new();

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 pub use compile::{
     CompileError, ProxiedHost, Snapshot, TransferPeer, ZoneSnapshot, compile_snapshot,
+    compile_snapshot_with,
 };
 pub use keys::{
     StoreKey, outgoing_key, peer_key, record_key, record_prefix, token_key, tsig_key, zone_key,

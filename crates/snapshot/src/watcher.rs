@@ -1,6 +1,6 @@
 //! Keeps [`Published`] in step with the store, and the last good snapshot on disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use parapet_store::{Revision, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::StoreKey;
-use crate::{Published, SnapshotError, compile_snapshot};
+use crate::{Published, SnapshotError, compile_snapshot_with};
 
 /// Store entries by key.
 pub type Entries = BTreeMap<String, Vec<u8>>;
@@ -55,20 +55,30 @@ impl LastGood {
         Ok(Some((file.revision, entries)))
     }
 
-    /// Replaces the file atomically (write, fsync, rename, fsync the directory).
-    pub fn save(
-        &self,
-        revision: Revision,
-        entries: &BTreeMap<String, Vec<u8>>,
-    ) -> Result<(), SnapshotError> {
-        let file = LastGoodFile {
-            revision,
-            entries: entries
-                .iter()
-                .filter_map(|(k, v)| serde_json::from_slice(v).ok().map(|v| (k.clone(), v)))
-                .collect(),
-        };
-        let bytes = serde_json::to_vec(&file).map_err(|e| self.error(e))?;
+    /// Replaces the file atomically (write, fsync, rename, fsync the directory). Values are
+    /// written as they are stored (they are JSON: the snapshot compiled from them).
+    pub fn save(&self, revision: Revision, entries: &Entries) -> Result<(), SnapshotError> {
+        let mut bytes =
+            Vec::with_capacity(entries.values().map(|v| v.len() + 64).sum::<usize>() + 64);
+        bytes.extend_from_slice(format!("{{\"revision\":{revision},\"entries\":{{").as_bytes());
+        let mut first = true;
+        for (k, v) in entries {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(v).is_err() {
+                continue;
+            }
+            if !first {
+                bytes.push(b',');
+            }
+            first = false;
+            bytes.extend_from_slice(
+                serde_json::to_string(k)
+                    .map_err(|e| self.error(e))?
+                    .as_bytes(),
+            );
+            bytes.push(b':');
+            bytes.extend_from_slice(v);
+        }
+        bytes.extend_from_slice(b"}}");
         let tmp = self.path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp).map_err(|e| self.error(e))?;
         f.write_all(&bytes).map_err(|e| self.error(e))?;
@@ -87,12 +97,28 @@ impl LastGood {
     }
 }
 
-fn rebuild(published: &Published, mirror: &BTreeMap<String, Vec<u8>>, revision: Revision) -> bool {
+/// Compiles and publishes `mirror`. `validated` holds the record keys validated by an earlier
+/// compile and unchanged since; it is completed when this compile succeeds.
+fn rebuild(
+    published: &Published,
+    mirror: &BTreeMap<String, Vec<u8>>,
+    revision: Revision,
+    validated: &mut HashSet<String>,
+) -> bool {
     let started = std::time::Instant::now();
-    match compile_snapshot(
+    let compiled = compile_snapshot_with(
         mirror.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
         revision,
-    ) {
+        &|key| validated.contains(key),
+    );
+    if compiled.is_ok() {
+        for key in mirror.keys() {
+            if key.starts_with(crate::keys::RECORDS) && !validated.contains(key) {
+                validated.insert(key.clone());
+            }
+        }
+    }
+    match compiled {
         Ok(snapshot) => {
             tracing::debug!(
                 revision,
@@ -114,17 +140,29 @@ fn rebuild(published: &Published, mirror: &BTreeMap<String, Vec<u8>>, revision: 
     }
 }
 
-async fn save_last_good(
-    last_good: Option<&Arc<LastGood>>,
-    revision: Revision,
-    mirror: &BTreeMap<String, Vec<u8>>,
+/// The latest compiled state waiting to be saved.
+type PendingSave = Option<(Revision, Arc<Entries>)>;
+
+/// How long the saver waits for more changes before writing, so that a burst of changes to a
+/// large zone is written once.
+const SAVE_DELAY: Duration = Duration::from_secs(2);
+
+/// Writes the latest good state to disk in the background, coalescing bursts of changes.
+async fn run_saver(
+    last_good: Arc<LastGood>,
+    mut pending: tokio::sync::watch::Receiver<PendingSave>,
 ) {
-    let Some(lg) = last_good else { return };
-    let (lg, mirror) = (Arc::clone(lg), mirror.clone());
-    match tokio::task::spawn_blocking(move || lg.save(revision, &mirror)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("{e}"),
-        Err(e) => tracing::warn!("saving the last good snapshot failed: {e}"),
+    while pending.changed().await.is_ok() {
+        tokio::time::sleep(SAVE_DELAY).await;
+        let Some((revision, entries)) = pending.borrow_and_update().clone() else {
+            continue;
+        };
+        let lg = Arc::clone(&last_good);
+        match tokio::task::spawn_blocking(move || lg.save(revision, &entries)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(e) => tracing::warn!("saving the last good snapshot failed: {e}"),
+        }
     }
 }
 
@@ -137,10 +175,12 @@ pub async fn run_snapshot_watcher(
     last_good: Option<LastGood>,
 ) {
     let last_good = last_good.map(Arc::new);
+    let (save, pending) = tokio::sync::watch::channel::<PendingSave>(None);
     if let Some(lg) = &last_good {
+        tokio::spawn(run_saver(Arc::clone(lg), pending));
         match lg.load() {
             Ok(Some((revision, entries))) => {
-                if rebuild(&published, &entries, revision) {
+                if rebuild(&published, &entries, revision, &mut HashSet::new()) {
                     tracing::info!(
                         revision,
                         "serving the last good snapshot from {}",
@@ -171,8 +211,10 @@ pub async fn run_snapshot_watcher(
             .map(|e| (e.key, e.value))
             .collect();
         let mut revision = listing.revision;
-        if rebuild(&published, &mirror, revision) {
-            save_last_good(last_good.as_ref(), revision, &mirror).await;
+        // Record keys validated by a successful compile and unchanged since.
+        let mut validated: HashSet<String> = HashSet::new();
+        if rebuild(&published, &mirror, revision, &mut validated) {
+            save.send_replace(Some((revision, Arc::new(mirror.clone()))));
         }
         let mut watch = Arc::clone(&store).watch(revision);
         loop {
@@ -192,8 +234,14 @@ pub async fn run_snapshot_watcher(
                             }
                             changed = true;
                             match event.value {
-                                Some(v) => mirror.insert(event.key, v),
-                                None => mirror.remove(&event.key),
+                                Some(v) => {
+                                    validated.remove(&event.key);
+                                    mirror.insert(event.key, v)
+                                }
+                                None => {
+                                    validated.remove(&event.key);
+                                    mirror.remove(&event.key)
+                                }
                             };
                         }
                     }
@@ -209,8 +257,10 @@ pub async fn run_snapshot_watcher(
                 break;
             }
             if changed {
-                if rebuild(&published, &mirror, revision) {
-                    save_last_good(last_good.as_ref(), revision, &mirror).await;
+                // Record keys validated by a successful compile and unchanged since.
+                let mut validated: HashSet<String> = HashSet::new();
+                if rebuild(&published, &mirror, revision, &mut validated) {
+                    save.send_replace(Some((revision, Arc::new(mirror.clone()))));
                 }
             } else if published.rejected().is_empty() {
                 // Nothing the snapshot is built from changed: same content, newer revision.
