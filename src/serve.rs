@@ -172,11 +172,18 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
     tokio::spawn(Arc::clone(&activator).run_background());
 
     start_dns(&config, &published).await?;
-    if !config.http_listen.is_empty() {
-        tracing::warn!(
-            "the edge role is not part of this build yet: --http-listen is accepted but nothing listens on it"
-        );
-    }
+    let (edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
+    let edge = if config.http_listen.is_empty() {
+        None
+    } else {
+        let proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
+        let task = parapet_edge::start_edge(proxy, &config.http_listen, edge_shutdown_rx)
+            .map_err(|e| anyhow::anyhow!("{e}; choose another address with --http-listen"))?;
+        for addr in &config.http_listen {
+            say(&format!("parapet: http listening on {addr}"));
+        }
+        Some(task)
+    };
     if config
         .edge_ipv4
         .iter()
@@ -214,5 +221,9 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("API server")?;
+    let _ = edge_shutdown.send(true);
+    if let Some(task) = edge {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     Ok(())
 }

@@ -1,0 +1,62 @@
+//! Header policy, as Cloudflare applies it: what the origin is told about the visitor, what is
+//! stripped on the way, and what the visitor sees added.
+
+use std::net::IpAddr;
+
+/// The CDN-Loop token of this edge (RFC 8586).
+pub const CDN_LOOP_TOKEN: &str = "parapet";
+
+/// Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), besides those named in
+/// `Connection`. Framing headers are the HTTP engine's, and `Upgrade` stays for WebSockets.
+pub const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "te", "trailer"];
+
+/// A new ray id: 16 hex digits and the edge's tag.
+pub fn ray_id() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    format!("{}-PPT", hex::encode(b))
+}
+
+/// Whether a `CDN-Loop` value shows the request already went through this edge.
+pub fn is_loop(cdn_loop: &str) -> bool {
+    cdn_loop.split(',').any(|item| {
+        item.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case(CDN_LOOP_TOKEN))
+    })
+}
+
+/// `X-Forwarded-For` with the client appended.
+pub fn forwarded_for(existing: Option<&str>, client: IpAddr) -> String {
+    match existing.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(e) => format!("{e}, {client}"),
+        None => client.to_string(),
+    }
+}
+
+/// Header names listed in a `Connection` value, except `upgrade` (kept for WebSockets).
+pub fn connection_listed(connection: &str) -> Vec<String> {
+    connection
+        .split(',')
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loops_and_forwarded_for() {
+        assert!(is_loop("foo, parapet; v=1"));
+        assert!(!is_loop("cloudflare"));
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert_eq!(forwarded_for(Some("10.0.0.1"), ip), "10.0.0.1, 192.0.2.1");
+        assert_eq!(forwarded_for(None, ip), "192.0.2.1");
+        assert_eq!(
+            connection_listed("keep-alive, X-Secret, Upgrade"),
+            vec!["x-secret"]
+        );
+    }
+}

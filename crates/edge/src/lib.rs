@@ -1,0 +1,55 @@
+//! The edge: HTTP traffic for proxied names reaches their hidden origins through Parapet.
+//!
+//! Routing ([`route`]), header policy ([`headers`]) and error pages ([`errors`]) are ours and do
+//! no IO; the HTTP engine is pingora, behind a thin `ProxyHttp` adapter ([`EdgeProxy`]). A
+//! request reads one snapshot for its whole life and never touches the store.
+
+pub mod errors;
+pub mod headers;
+mod proxy;
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pingora::server::configuration::ServerConf;
+use pingora::services::Service;
+use tokio::sync::watch;
+
+pub use errors::EdgeError;
+pub use proxy::EdgeProxy;
+
+/// Cloudflare's HTTP ports; `--http-listen` may add any.
+pub const CLOUDFLARE_HTTP_PORTS: &[u16] = &[80, 8080, 8880, 2052, 2082, 2086, 2095];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeStartError {
+    #[error("cannot listen on {addr} for HTTP: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Starts the edge on `listen` in the current tokio runtime; it stops when `shutdown` turns true.
+pub fn start_edge(
+    proxy: EdgeProxy,
+    listen: &[SocketAddr],
+    shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, EdgeStartError> {
+    // Check each address first: the engine's own bind failure is not recoverable.
+    for addr in listen {
+        std::net::TcpListener::bind(addr).map_err(|source| EdgeStartError::Bind {
+            addr: *addr,
+            source,
+        })?;
+    }
+    let conf = Arc::new(ServerConf::default());
+    let mut service = pingora::proxy::http_proxy_service_with_name(&conf, proxy, "parapet edge");
+    for addr in listen {
+        service.add_tcp(&addr.to_string());
+    }
+    Ok(tokio::spawn(async move {
+        service.start_service(None, shutdown, 1).await;
+    }))
+}

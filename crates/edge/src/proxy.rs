@@ -1,0 +1,276 @@
+//! The pingora adapter: a thin `ProxyHttp` that asks [`crate::route`] where a request goes,
+//! applies [`crate::headers`], and turns failures into [`crate::errors`] pages.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parapet_snapshot::Published;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorSource, ErrorType};
+
+use crate::errors::{EdgeError, error_page};
+use crate::headers::{self, CDN_LOOP_TOKEN, HOP_BY_HOP};
+use crate::route::{Origin, host_of, route};
+
+/// Timeouts to origins (Cloudflare's defaults: 15 s to connect is generous; 100 s to answer).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const READ_TIMEOUT: Duration = Duration::from_secs(100);
+
+pub struct EdgeProxy {
+    pub published: Arc<Published>,
+    /// Overrides for tests and operators: connect and read timeouts to origins.
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl EdgeProxy {
+    pub fn new(published: Arc<Published>) -> Self {
+        Self {
+            published,
+            connect_timeout: CONNECT_TIMEOUT,
+            read_timeout: READ_TIMEOUT,
+        }
+    }
+}
+
+/// What one request carries through the phases.
+pub struct Ctx {
+    ray: String,
+    origin: Option<Origin>,
+    peer: Option<SocketAddr>,
+    started: Instant,
+    error: Option<EdgeError>,
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(SocketAddr::ip)
+}
+
+fn request_host(session: &Session) -> Option<String> {
+    let req = session.req_header();
+    req.headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()))
+}
+
+async fn respond_with(session: &mut Session, ctx: &mut Ctx, error: EdgeError) {
+    ctx.error = Some(error);
+    let accept = session
+        .req_header()
+        .headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let host = request_host(session).and_then(|h| host_of(&h));
+    let (body, content_type) = error_page(error, &ctx.ray, host.as_deref(), accept.as_deref());
+    let Ok(mut resp) = ResponseHeader::build(error.status(), Some(5)) else {
+        return;
+    };
+    let _ = resp.insert_header("content-type", content_type);
+    let _ = resp.insert_header("content-length", body.len().to_string());
+    let _ = resp.insert_header("cf-ray", ctx.ray.as_str());
+    let _ = resp.insert_header("server", "parapet");
+    let _ = resp.insert_header("cache-control", "no-store");
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_ok()
+    {
+        let _ = session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await;
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            ray: headers::ray_id(),
+            origin: None,
+            peer: None,
+            started: Instant::now(),
+            error: None,
+        }
+    }
+
+    /// Routes the request; answers unknown hosts, unproxied names and loops with an error page.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let looped = session
+            .req_header()
+            .headers
+            .get_all("cdn-loop")
+            .iter()
+            .any(|v| v.to_str().is_ok_and(headers::is_loop));
+        if looped {
+            respond_with(session, ctx, EdgeError::Loop).await;
+            return Ok(true);
+        }
+        let snapshot = self.published.load();
+        match route(&snapshot, request_host(session).as_deref()) {
+            Ok(origin) => {
+                ctx.origin = Some(origin);
+                Ok(false)
+            }
+            Err(e) => {
+                respond_with(session, ctx, e).await;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The origin: the routed record's address, on the port the visitor used.
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(origin) = &ctx.origin else {
+            return Error::e_explain(ErrorType::InternalError, "request was not routed");
+        };
+        let port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(80, SocketAddr::port);
+        let Some(ip) = origin.addrs.first() else {
+            return Error::e_explain(ErrorType::InternalError, "route without an address");
+        };
+        let addr = SocketAddr::new(*ip, port);
+        ctx.peer = Some(addr);
+        let mut peer = HttpPeer::new(addr, false, origin.host.clone());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    /// What the origin is told: who the visitor is, over which scheme, and that this edge saw it.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(connection) = req
+            .headers
+            .get("connection")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        {
+            for name in headers::connection_listed(&connection) {
+                req.remove_header(&name);
+            }
+        }
+        for name in HOP_BY_HOP {
+            req.remove_header(*name);
+        }
+        if let Some(ip) = client_ip(session) {
+            let existing = req
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            req.insert_header(
+                "x-forwarded-for",
+                headers::forwarded_for(existing.as_deref(), ip),
+            )?;
+            req.insert_header("cf-connecting-ip", ip.to_string())?;
+        }
+        req.insert_header("x-forwarded-proto", "http")?;
+        req.insert_header("cf-visitor", r#"{"scheme":"http"}"#)?;
+        req.insert_header("cf-ray", ctx.ray.as_str())?;
+        let cdn_loop = match req.headers.get("cdn-loop").and_then(|v| v.to_str().ok()) {
+            Some(existing) => format!("{existing}, {CDN_LOOP_TOKEN}"),
+            None => CDN_LOOP_TOKEN.to_owned(),
+        };
+        req.insert_header("cdn-loop", cdn_loop)?;
+        Ok(())
+    }
+
+    /// What the visitor sees added, and no header that names the origin's address.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(peer) = ctx.peer {
+            let ip = peer.ip().to_string();
+            let leaking: Vec<String> = resp
+                .headers
+                .iter()
+                .filter(|(_, v)| v.to_str().is_ok_and(|v| v.contains(&ip)))
+                .map(|(k, _)| k.as_str().to_owned())
+                .collect();
+            for name in leaking {
+                resp.remove_header(&name);
+            }
+        }
+        resp.insert_header("cf-ray", ctx.ray.as_str())?;
+        resp.insert_header("server", "parapet")?;
+        Ok(())
+    }
+
+    /// Failures reaching the origin become Cloudflare's 52x pages.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let error = match (e.esource(), e.etype()) {
+            (_, ErrorType::ConnectRefused) => Some(EdgeError::OriginRefused),
+            (_, ErrorType::ConnectTimedout) => Some(EdgeError::ConnectTimeout),
+            (_, ErrorType::ConnectNoRoute) => Some(EdgeError::Unreachable),
+            (ErrorSource::Upstream, ErrorType::ReadTimedout) => Some(EdgeError::ReadTimeout),
+            (ErrorSource::Upstream, _) => Some(EdgeError::InvalidResponse),
+            (_, ErrorType::ConnectError | ErrorType::SocketError) => Some(EdgeError::Unreachable),
+            _ => None,
+        };
+        let code = match error {
+            Some(error) => {
+                respond_with(session, ctx, error).await;
+                error.status()
+            }
+            None => match e.etype() {
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => 0,
+                ErrorType::HTTPStatus(code) => {
+                    let _ = session.respond_error(*code).await;
+                    *code
+                }
+                _ => {
+                    let _ = session.respond_error(400).await;
+                    400
+                }
+            },
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// One JSON access-log line per request.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let req = session.req_header();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let line = serde_json::json!({
+            "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            "ray": ctx.ray,
+            "zone": ctx.origin.as_ref().map(|o| o.zone_id.as_str()),
+            "host": ctx.origin.as_ref().map(|o| o.host.as_str()),
+            "method": req.method.as_str(),
+            "path": req.uri.path(),
+            "status": status,
+            "bytes": session.body_bytes_sent(),
+            "duration_ms": ctx.started.elapsed().as_millis() as u64,
+            "cache": "DYNAMIC",
+            "client_ip": client_ip(session).map(|i| i.to_string()),
+            "edge_error": ctx.error.map(EdgeError::code),
+        });
+        tracing::info!(target: "parapet::access", "{line}");
+    }
+}

@@ -1,0 +1,129 @@
+//! Host → origin: which proxied record of which active zone a request is for, and where its
+//! origin is. No IO: everything comes from the snapshot.
+
+use std::net::IpAddr;
+
+use parapet_model::RecordType;
+use parapet_snapshot::Snapshot;
+
+use crate::errors::EdgeError;
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub zone_id: String,
+    /// The visitor's host name, lowercase, without port.
+    pub host: String,
+    /// Origin addresses, in record order.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// The host name of a `Host` header or `:authority`: lowercase, no port, no trailing dot.
+pub fn host_of(header: &str) -> Option<String> {
+    let h = header.trim();
+    let h = if let Some(rest) = h.strip_prefix('[') {
+        // An IPv6 literal is never one of our hosts.
+        return rest.split(']').next().map(|s| s.to_ascii_lowercase());
+    } else {
+        h.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(h, |(host, _)| host)
+    };
+    let h = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    ok.then_some(h)
+}
+
+/// The proxied host entry for `host`: exact name first, then the closest wildcard.
+fn lookup<'s>(snapshot: &'s Snapshot, host: &str) -> Option<&'s parapet_snapshot::ProxiedHost> {
+    if let Some(h) = snapshot.proxied_hosts.get(host) {
+        return Some(h);
+    }
+    let mut rest = host;
+    while let Some((_, parent)) = rest.split_once('.') {
+        if let Some(h) = snapshot.proxied_hosts.get(&format!("*.{parent}")) {
+            // A wildcard does not cover names that exist in the zone with records of their own.
+            let exists = snapshot
+                .zone_for(host)
+                .is_some_and(|z| z.records.iter().any(|r| r.name == host));
+            return (!exists).then_some(h);
+        }
+        rest = parent;
+    }
+    None
+}
+
+/// The addresses of `name` inside Parapet's zones (following CNAMEs).
+fn addresses_inside(snapshot: &Snapshot, name: &str) -> Vec<IpAddr> {
+    let mut name = name.to_ascii_lowercase();
+    for _ in 0..8 {
+        let Some(zone) = snapshot.zone_for(&name) else {
+            return Vec::new();
+        };
+        let at: Vec<_> = zone.records.iter().filter(|r| r.name == name).collect();
+        if let Some(cname) = at.iter().find(|r| r.kind == RecordType::CNAME) {
+            name = cname.content.clone();
+            continue;
+        }
+        return at
+            .iter()
+            .filter(|r| matches!(r.kind, RecordType::A | RecordType::AAAA))
+            .filter_map(|r| r.content.parse().ok())
+            .collect();
+    }
+    Vec::new()
+}
+
+/// Routes a request for `host_header` to its origin, or to the error the visitor gets.
+pub fn route(snapshot: &Snapshot, host_header: Option<&str>) -> Result<Origin, EdgeError> {
+    let host = host_header
+        .and_then(host_of)
+        .ok_or(EdgeError::UnknownHost)?;
+    let Some(proxied) = lookup(snapshot, &host) else {
+        return Err(if snapshot.zone_for(&host).is_some() {
+            EdgeError::NotProxied
+        } else {
+            EdgeError::UnknownHost
+        });
+    };
+    if !proxied.active {
+        return Err(EdgeError::ZoneNotActive);
+    }
+    let mut addrs = Vec::new();
+    for content in &proxied.origins {
+        match content.parse::<IpAddr>() {
+            Ok(ip) => addrs.push(ip),
+            Err(_) => addrs.extend(addresses_inside(snapshot, content)),
+        }
+    }
+    if addrs.is_empty() {
+        return Err(EdgeError::OriginDns);
+    }
+    Ok(Origin {
+        zone_id: proxied.zone_id.clone(),
+        host,
+        addrs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_headers_are_normalised() {
+        assert_eq!(
+            host_of("WWW.Example.com:8080").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(
+            host_of("www.example.com.").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(host_of("bad host"), None);
+        assert_eq!(host_of(""), None);
+    }
+}

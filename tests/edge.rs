@@ -1,0 +1,158 @@
+//! The edge end to end: proxied names reach their origins through Parapet with Cloudflare's
+//! headers and error pages, and the origin's address never leaks. Requests are made with curl;
+//! origins listen on 127.0.0.2+ on the port the visitor used.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use parapet_testkit::{Node, NodeOptions, free_port};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+/// A tiny origin: answers every request with 200, the request head it received as the body, and
+/// a header naming its own address (which the edge must strip).
+fn start_origin(ip: &str, port: u16) -> mpsc::Receiver<String> {
+    let listener = TcpListener::bind((ip, port)).expect("bind origin");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let _ = tx.send(head.clone());
+            let body = head.into_bytes();
+            let own = stream
+                .local_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Backend: {own}\r\nServer: origin-server\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    rx
+}
+
+fn curl(port: u16, host: &str, extra: &[&str]) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args(extra)
+        .arg(format!("http://{host}:{port}/path?q=1"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+#[test]
+fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone("shop.test");
+    let rec = |body: serde_json::Value| {
+        node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body))
+    };
+    rec(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true}));
+    rec(json!({"type": "CNAME", "name": "app", "content": "www.shop.test", "proxied": true}));
+    rec(json!({"type": "A", "name": "direct", "content": "127.0.0.2"}));
+    rec(json!({"type": "A", "name": "down", "content": "127.0.0.3", "proxied": true}));
+    parapet_testkit::eventually(
+        Duration::from_secs(5),
+        "the edge to route the new names",
+        || curl(port, "www.shop.test", &[]).0 == 200,
+    );
+    while origin.try_recv().is_ok() {}
+
+    // Proxied: the origin answers; the visitor sees the edge's headers and not the origin's address.
+    let (status, head, body) = curl(
+        port,
+        "www.shop.test",
+        &[
+            "-H",
+            "Connection: keep-alive, X-Secret",
+            "-H",
+            "X-Secret: hop",
+            "-H",
+            "X-Forwarded-For: 198.51.100.7",
+        ],
+    );
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("cf-ray: ") && head.contains("-ppt"), "{head}");
+    assert!(head.contains("server: parapet"), "{head}");
+    assert!(
+        !head.contains("127.0.0.2") && !body.contains("x-backend"),
+        "origin address leaked: {head}"
+    );
+    let seen = origin
+        .recv_timeout(Duration::from_secs(5))
+        .expect("origin got the request")
+        .to_ascii_lowercase();
+    assert!(seen.starts_with("get /path?q=1 http/1.1"), "{seen}");
+    assert!(
+        seen.contains(&format!("host: www.shop.test:{port}")),
+        "original Host: {seen}"
+    );
+    assert!(
+        seen.contains("x-forwarded-for: 198.51.100.7, 127.0.0.1"),
+        "{seen}"
+    );
+    assert!(seen.contains("cf-connecting-ip: 127.0.0.1"), "{seen}");
+    assert!(seen.contains("x-forwarded-proto: http"), "{seen}");
+    assert!(seen.contains("cf-visitor: {\"scheme\":\"http\"}"), "{seen}");
+    assert!(seen.contains("cdn-loop: parapet"), "{seen}");
+    assert!(
+        !seen.contains("x-secret"),
+        "a header named in Connection is hop-by-hop: {seen}"
+    );
+
+    // A proxied CNAME reaches the target's origin.
+    assert_eq!(curl(port, "app.shop.test", &[]).0, 200);
+
+    // Errors a visitor understands, each with a ray id.
+    let (status, head, body) = curl(port, "unknown.example", &[]);
+    assert_eq!(status, 530);
+    assert!(
+        body.contains("Error 1001") && head.contains("cf-ray"),
+        "{body}"
+    );
+    let (status, _, body) = curl(
+        port,
+        "direct.shop.test",
+        &["-H", "Accept: application/json"],
+    );
+    assert_eq!(status, 530);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON error");
+    assert_eq!(v["errors"][0]["code"], 1018);
+    let (status, _, body) = curl(port, "down.shop.test", &[]);
+    assert_eq!(status, 521, "origin refused: {body}");
+    assert!(body.contains("Error 521") && !body.contains("127.0.0.3"));
+    let (status, _, body) = curl(port, "www.shop.test", &["-H", "CDN-Loop: parapet"]);
+    assert_eq!(status, 508, "{body}");
+}
