@@ -156,3 +156,113 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
     let (status, _, body) = curl(port, "www.shop.test", &["-H", "CDN-Loop: parapet"]);
     assert_eq!(status, 508, "{body}");
 }
+
+/// Sends `request` raw and returns the status of the response (0: connection closed without one).
+fn raw(port: u16, request: &[u8]) -> u16 {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    if s.write_all(request).is_err() {
+        return 0;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = s.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone("frame.test");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        curl(port, "www.frame.test", &[]).0 == 200
+    });
+    while origin.try_recv().is_ok() {}
+    let host = "Host: www.frame.test\r\n";
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "CL and TE",
+            format!(
+                "POST / HTTP/1.1\r\n{host}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "duplicate CL",
+            format!(
+                "POST / HTTP/1.1\r\n{host}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+            ),
+        ),
+        (
+            "invalid CL",
+            format!("POST / HTTP/1.1\r\n{host}Content-Length: 5x\r\n\r\nhello"),
+        ),
+        (
+            "CL list",
+            format!("POST / HTTP/1.1\r\n{host}Content-Length: 5, 5\r\n\r\nhello"),
+        ),
+        (
+            "obs-fold",
+            format!("GET / HTTP/1.1\r\n{host}X-Folded: a\r\n b\r\n\r\n"),
+        ),
+        (
+            "bare CR",
+            format!("GET / HTTP/1.1\r\n{host}X-Bad: a\rb\r\n\r\n"),
+        ),
+        ("bare LF", format!("GET / HTTP/1.1\n{host}X-Bad: a\n\n")),
+        (
+            "bad header name",
+            format!("GET / HTTP/1.1\r\n{host}Bad Header: x\r\n\r\n"),
+        ),
+        (
+            "TE not chunked",
+            format!("POST / HTTP/1.1\r\n{host}Transfer-Encoding: gzip\r\n\r\nxx"),
+        ),
+        (
+            "TE chunked not last",
+            format!("POST / HTTP/1.1\r\n{host}Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
+        ),
+        (
+            "absolute-form mismatch",
+            format!("GET http://other.test/ HTTP/1.1\r\n{host}\r\n"),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, request) in &cases {
+        let status = raw(port, request.as_bytes());
+        let reached = origin.recv_timeout(Duration::from_millis(300)).is_ok();
+        if reached || !(status == 0 || (400..500).contains(&status) || status == 501) {
+            failures.push(format!(
+                "{name}: status {status}, reached origin: {reached}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

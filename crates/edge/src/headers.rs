@@ -43,6 +43,48 @@ pub fn connection_listed(connection: &str) -> Vec<String> {
         .collect()
 }
 
+/// Refuses requests whose body framing two parsers could read differently (RFC 9112 §6):
+/// both `Content-Length` and `Transfer-Encoding`, or a `Content-Length` that is not exactly one
+/// decimal number. (The HTTP engine already refuses other transfer codings, obs-fold, bare CR,
+/// bad header names and differing duplicate lengths.)
+pub fn check_framing(headers: &pingora::http::HMap) -> Result<(), &'static str> {
+    let lengths: Vec<_> = headers.get_all("content-length").iter().collect();
+    if !lengths.is_empty() && headers.contains_key("transfer-encoding") {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    if lengths.len() > 1 {
+        return Err("more than one Content-Length");
+    }
+    if let Some(v) = lengths.first() {
+        let ok = !v.is_empty() && v.len() <= 19 && v.as_bytes().iter().all(u8::is_ascii_digit);
+        if !ok {
+            return Err("Content-Length is not a decimal number");
+        }
+    }
+    Ok(())
+}
+
+/// Checks the request head as received, before the HTTP engine normalised it: no bare LF line
+/// ends, and not both `Content-Length` and `Transfer-Encoding` (the engine drops the length and
+/// goes on; a request like that is a smuggling attempt and is refused).
+pub fn check_raw_head(raw: &[u8]) -> Result<(), &'static str> {
+    if raw
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+    {
+        return Err("bare LF line end");
+    }
+    let has = |name: &[u8]| {
+        raw.split(|b| *b == b'\n')
+            .any(|line| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name))
+    };
+    if has(b"content-length:") && has(b"transfer-encoding:") {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

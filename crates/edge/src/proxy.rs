@@ -106,8 +106,17 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
-    /// Routes the request; answers unknown hosts, unproxied names and loops with an error page.
+    /// Refuses ambiguous framing, then routes the request; answers unknown hosts, unproxied
+    /// names and loops with an error page.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let raw_head = session.as_downstream().to_h1_raw();
+        let checked = headers::check_raw_head(&raw_head)
+            .and_then(|()| headers::check_framing(&session.req_header().headers));
+        if let Err(reason) = checked {
+            tracing::debug!(ray = %ctx.ray, "request refused: {reason}");
+            let _ = session.respond_error(400).await;
+            return Ok(true);
+        }
         let looped = session
             .req_header()
             .headers
