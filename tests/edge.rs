@@ -132,6 +132,11 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
         "a header named in Connection is hop-by-hop: {seen}"
     );
 
+    // HTTP/2 with prior knowledge (h2c) from the visitor.
+    let (status, head, _) = curl(port, "www.shop.test", &["--http2-prior-knowledge"]);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.starts_with("http/2 200"), "{head}");
+
     // A proxied CNAME reaches the target's origin.
     assert_eq!(curl(port, "app.shop.test", &[]).0, 200);
 

@@ -46,6 +46,12 @@ pub fn start_edge(
     }
     let conf = Arc::new(ServerConf::default());
     let mut service = pingora::proxy::http_proxy_service_with_name(&conf, proxy, "parapet edge");
+    if let Some(app) = service.app_logic_mut() {
+        // HTTP/2 over cleartext with prior knowledge, beside HTTP/1.1 on the same listeners.
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
     for addr in listen {
         service.add_tcp(&addr.to_string());
     }
