@@ -271,3 +271,75 @@ fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn websocket_upgrades_pass_through_both_ways() {
+    use std::io::Read;
+    let port = free_port();
+    let listener = TcpListener::bind(("127.0.0.2", port)).expect("bind origin");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut upgrade = false;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    upgrade |= line.to_ascii_lowercase().starts_with("upgrade: websocket");
+                }
+                if !upgrade {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                    return;
+                }
+                let _ = stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+                // Echo whatever arrives after the upgrade.
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone("ws.test");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "live", "content": "127.0.0.2", "proxied": true})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        curl(port, "live.ws.test", &[]).0 == 200
+    });
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: live.ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).expect("read"),
+            1,
+            "connection closed during the handshake"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    s.write_all(b"frame-bytes").expect("write frame");
+    let mut echoed = [0u8; 11];
+    s.read_exact(&mut echoed).expect("echo through the edge");
+    assert_eq!(&echoed, b"frame-bytes");
+}
