@@ -73,6 +73,9 @@ pub struct Config {
     pub dns_udp_payload: u16,
     /// Recursive resolver for flattening apex CNAMEs to names outside Parapet's zones.
     pub resolver: Option<SocketAddr>,
+    /// Edge: time to connect to an origin (then 522) and to wait for its answer (then 524).
+    pub edge_connect_timeout: Duration,
+    pub edge_read_timeout: Duration,
     /// DNS response rate limit per client prefix and response kind (0: off).
     pub dns_rrl_rate: u32,
     /// Every n-th rate-limited response is sent truncated instead of dropped (0: drop all).
@@ -99,6 +102,8 @@ impl Default for Config {
             activation_interval: Duration::from_secs(60),
             dns_udp_payload: 1232,
             resolver: None,
+            edge_connect_timeout: Duration::from_secs(15),
+            edge_read_timeout: Duration::from_secs(100),
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
         }
@@ -120,6 +125,8 @@ const KEYS: &[&str] = &[
     "dns_rrl_rate",
     "dns_rrl_slip",
     "resolver",
+    "edge_connect_timeout",
+    "edge_read_timeout",
 ];
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
@@ -245,6 +252,18 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                 Some(Err(e)) => errors.push(format!("{key}: {e}")),
                 None => errors.push(want("\"HOST:PORT\"")),
             },
+            "edge_connect_timeout" | "edge_read_timeout" => {
+                match string().map(|s| humantime::parse_duration(&s)) {
+                    Some(Ok(d)) if d >= Duration::from_millis(100) => {
+                        if key == "edge_connect_timeout" {
+                            c.edge_connect_timeout = d;
+                        } else {
+                            c.edge_read_timeout = d;
+                        }
+                    }
+                    _ => errors.push(want("a duration of at least 100ms, such as \"15s\"")),
+                }
+            }
             _ => errors.push(format!(
                 "{key}: unknown key (known keys: {})",
                 KEYS.join(", ")

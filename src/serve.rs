@@ -176,7 +176,9 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
     let edge = if config.http_listen.is_empty() {
         None
     } else {
-        let proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
+        let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
+        proxy.connect_timeout = config.edge_connect_timeout;
+        proxy.read_timeout = config.edge_read_timeout;
         let task = parapet_edge::start_edge(proxy, &config.http_listen, edge_shutdown_rx)
             .map_err(|e| anyhow::anyhow!("{e}; choose another address with --http-listen"))?;
         for addr in &config.http_listen {

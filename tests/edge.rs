@@ -343,3 +343,40 @@ fn websocket_upgrades_pass_through_both_ways() {
     s.read_exact(&mut echoed).expect("echo through the edge");
     assert_eq!(&echoed, b"frame-bytes");
 }
+
+#[test]
+fn a_silent_origin_gets_a_524_and_the_visitor_a_page() {
+    let port = free_port();
+    let listener = TcpListener::bind(("127.0.0.2", port)).expect("bind origin");
+    std::thread::spawn(move || {
+        // Accepts and reads, never answers.
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("parapet.toml");
+    std::fs::write(&conf, "edge_read_timeout = \"1s\"\n").expect("config");
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args([
+                "--activation",
+                "auto",
+                "--http-listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
+            .arg(conf.to_str().expect("path")),
+    );
+    let zone = node.create_zone("slow.test");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(10), "a 524 page", || {
+        let (status, _, body) = curl(port, "www.slow.test", &[]);
+        status == 524 && body.contains("Error 524")
+    });
+}
