@@ -264,6 +264,9 @@ impl ProxyHttp for EdgeProxy {
 
     /// One JSON access-log line per request.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if !tracing::enabled!(target: "parapet::access", tracing::Level::INFO) {
+            return;
+        }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let line = serde_json::json!({
