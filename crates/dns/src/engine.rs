@@ -402,22 +402,25 @@ fn truncate(mut response: Message, limit: usize) -> Option<Vec<u8>> {
     let additionals = rrsets_of(std::mem::take(&mut response.additionals));
     let referral = !response.metadata.authoritative && !authorities.is_empty();
     let fits = |m: &Message| m.to_vec().map(|b| b.len() <= limit).unwrap_or(false);
-    for set in answers {
-        response.answers.extend(set.iter().cloned());
+    // Answer, then authority: the first RRset that does not fit ends the response with TC.
+    for (in_answer, set) in answers
+        .into_iter()
+        .map(|s| (true, s))
+        .chain(authorities.into_iter().map(|s| (false, s)))
+    {
+        let section = if in_answer {
+            &mut response.answers
+        } else {
+            &mut response.authorities
+        };
+        section.extend(set.iter().cloned());
         if !fits(&response) {
-            response
-                .answers
-                .truncate(response.answers.len() - set.len());
-            response.metadata.truncation = true;
-            return encode(&response);
-        }
-    }
-    for set in authorities {
-        response.authorities.extend(set.iter().cloned());
-        if !fits(&response) {
-            response
-                .authorities
-                .truncate(response.authorities.len() - set.len());
+            let section = if in_answer {
+                &mut response.answers
+            } else {
+                &mut response.authorities
+            };
+            section.truncate(section.len() - set.len());
             response.metadata.truncation = true;
             return encode(&response);
         }
