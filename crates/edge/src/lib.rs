@@ -55,7 +55,14 @@ pub fn start_edge(
     for addr in listen {
         service.add_tcp(&addr.to_string());
     }
-    Ok(tokio::spawn(async move {
-        service.start_service(None, shutdown, 1).await;
+    // The edge runs on its own runtime of single-threaded schedulers without work stealing (as
+    // pingora's own server does): connections stay on one thread, with fewer cross-thread
+    // wake-ups than a shared work-stealing runtime. It lives as long as the process.
+    static RUNTIME: std::sync::OnceLock<pingora_runtime::Runtime> = std::sync::OnceLock::new();
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let runtime =
+        RUNTIME.get_or_init(|| pingora_runtime::Runtime::new_no_steal(threads, "parapet-edge"));
+    Ok(runtime.get_handle().spawn(async move {
+        service.start_service(None, shutdown, threads).await;
     }))
 }

@@ -262,6 +262,15 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    /// A visitor going away mid-request is normal traffic, not an error worth a log line.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     /// One JSON access-log line per request.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         if !tracing::enabled!(target: "parapet::access", tracing::Level::INFO) {
