@@ -380,3 +380,47 @@ fn a_silent_origin_gets_a_524_and_the_visitor_a_page() {
         status == 524 && body.contains("Error 524")
     });
 }
+
+#[test]
+fn sigterm_stops_the_edge_cleanly() {
+    let port = free_port();
+    let mut node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    assert_eq!(curl(port, "nothing.test", &[]).0, 530);
+    let status = node.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        curl(port, "nothing.test", &[]).0,
+        0,
+        "the edge stopped listening"
+    );
+}
+
+#[test]
+fn a_busy_http_port_names_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            &addr.to_string(),
+        ])
+        .env("PARAPET_API_TOKEN", "x")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--http-listen") && stderr.contains(&addr.to_string()),
+        "{stderr}"
+    );
+}
