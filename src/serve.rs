@@ -172,11 +172,14 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
     tokio::spawn(Arc::clone(&activator).run_background());
 
     start_dns(&config, &published).await?;
+    let mut metrics: Vec<parapet_api::MetricsSource> = Vec::new();
     let (edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
     let edge = if config.http_listen.is_empty() {
         None
     } else {
         let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
+        let edge_metrics = Arc::clone(&proxy.metrics);
+        metrics.push(Arc::new(move || edge_metrics.render()) as parapet_api::MetricsSource);
         proxy.connect_timeout = config.edge_connect_timeout;
         proxy.read_timeout = config.edge_read_timeout;
         let task = parapet_edge::start_edge(proxy, &config.http_listen, edge_shutdown_rx)
@@ -216,6 +219,7 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
         },
         activator,
         published,
+        metrics,
     });
     tracing::info!(data_dir = %config.data_dir.display(), "parapet started");
     say(&format!("parapet: api listening on http://{local}"));

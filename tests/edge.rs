@@ -160,6 +160,27 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
     assert!(body.contains("Error 521") && !body.contains("127.0.0.3"));
     let (status, _, body) = curl(port, "www.shop.test", &["-H", "CDN-Loop: parapet"]);
     assert_eq!(status, 508, "{body}");
+
+    // Metrics on the API listener, for Prometheus.
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("{}/metrics", node.base)])
+        .output()
+        .expect("curl metrics");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains(&format!(
+            "parapet_edge_requests_total{{zone=\"{zone}\",status=\"200\"}}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("parapet_edge_requests_total{zone=\"\",status=\"530\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("parapet_edge_origin_seconds_count"),
+        "{metrics}"
+    );
 }
 
 /// Sends `request` raw and returns the status of the response (0: connection closed without one).

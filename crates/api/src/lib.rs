@@ -42,11 +42,37 @@ pub struct ApiConfig {
     pub env_token: Option<String>,
 }
 
+/// Prometheus text from a data plane, served at `/metrics`.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub config: ApiConfig,
     pub activator: Arc<Activator>,
     pub published: Arc<Published>,
+    pub metrics: Vec<MetricsSource>,
+}
+
+/// `/metrics`: the served snapshot's revision and every data plane's metrics.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+) -> impl axum::response::IntoResponse {
+    let snapshot = state.published.load();
+    let mut text = format!(
+        "# HELP parapet_snapshot_revision Store revision of the snapshot being served.\n# TYPE parapet_snapshot_revision gauge\nparapet_snapshot_revision {}\n# HELP parapet_zones Zones in the served snapshot.\n# TYPE parapet_zones gauge\nparapet_zones {}\n",
+        snapshot.revision,
+        snapshot.zones.len()
+    );
+    for source in &state.metrics {
+        text.push_str(&source());
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }
 
 /// The whole API as one router.
@@ -119,6 +145,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .nest("/client/v4", v4)
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/parapet/status", get(zones::status))
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

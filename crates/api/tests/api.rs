@@ -36,6 +36,7 @@ impl Api {
                 env_token: Some(ADMIN.into()),
             },
             published: Arc::new(Published::new()),
+            metrics: Vec::new(),
         });
         Self { app: router(state) }
     }

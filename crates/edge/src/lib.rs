@@ -6,6 +6,7 @@
 
 pub mod errors;
 pub mod headers;
+pub mod metrics;
 mod proxy;
 pub mod route;
 
@@ -17,6 +18,7 @@ use pingora::services::Service;
 use tokio::sync::watch;
 
 pub use errors::EdgeError;
+pub use metrics::EdgeMetrics;
 pub use proxy::EdgeProxy;
 
 /// Cloudflare's HTTP ports; `--http-listen` may add any.

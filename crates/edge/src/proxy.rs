@@ -23,6 +23,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(100);
 
 pub struct EdgeProxy {
     pub published: Arc<Published>,
+    pub metrics: Arc<crate::EdgeMetrics>,
     /// Overrides for tests and operators: connect and read timeouts to origins.
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -32,6 +33,7 @@ impl EdgeProxy {
     pub fn new(published: Arc<Published>) -> Self {
         Self {
             published,
+            metrics: Arc::default(),
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: READ_TIMEOUT,
         }
@@ -44,6 +46,9 @@ pub struct Ctx {
     origin: Option<Origin>,
     peer: Option<SocketAddr>,
     started: Instant,
+    /// When the request went to the origin, and how long its response header took.
+    upstream_sent: Option<Instant>,
+    origin_time: Option<Duration>,
     error: Option<EdgeError>,
 }
 
@@ -97,11 +102,14 @@ impl ProxyHttp for EdgeProxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        self.metrics.request_started();
         Ctx {
             ray: headers::ray_id(),
             origin: None,
             peer: None,
             started: Instant::now(),
+            upstream_sent: None,
+            origin_time: None,
             error: None,
         }
     }
@@ -201,6 +209,7 @@ impl ProxyHttp for EdgeProxy {
             None => CDN_LOOP_TOKEN.to_owned(),
         };
         req.insert_header("cdn-loop", cdn_loop)?;
+        ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
 
@@ -211,6 +220,7 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.origin_time = ctx.upstream_sent.map(|t| t.elapsed());
         if let Some(peer) = ctx.peer {
             let ip = peer.ip().to_string();
             let leaking: Vec<String> = resp
@@ -273,11 +283,13 @@ impl ProxyHttp for EdgeProxy {
 
     /// One JSON access-log line per request.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let zone = ctx.origin.as_ref().map_or("", |o| o.zone_id.as_str());
+        self.metrics.request_finished(zone, status, ctx.origin_time);
         if !tracing::enabled!(target: "parapet::access", tracing::Level::INFO) {
             return;
         }
         let req = session.req_header();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let line = serde_json::json!({
             "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             "ray": ctx.ray,

@@ -1,0 +1,112 @@
+//! Edge metrics in Prometheus' text format: requests by zone and status, origin response time,
+//! requests in flight. Counters are updated on the request path with one short lock or atomic.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// Upper bounds of the origin-time histogram, in seconds.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Default)]
+pub struct EdgeMetrics {
+    requests: Mutex<HashMap<(String, u16), u64>>,
+    origin_buckets: [AtomicU64; BUCKETS.len()],
+    origin_count: AtomicU64,
+    origin_micros: AtomicU64,
+    in_flight: AtomicI64,
+}
+
+impl EdgeMetrics {
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A finished request: its zone (empty when it was not routed), status and origin time.
+    pub fn request_finished(&self, zone: &str, status: u16, origin_time: Option<Duration>) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((zone.to_owned(), status))
+            .or_default() += 1;
+        if let Some(t) = origin_time {
+            let secs = t.as_secs_f64();
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                if secs <= *bound {
+                    self.origin_buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.origin_count.fetch_add(1, Ordering::Relaxed);
+            self.origin_micros
+                .fetch_add(t.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The metrics in Prometheus' text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP parapet_edge_requests_total Requests answered by the edge, by zone and status.\n# TYPE parapet_edge_requests_total counter\n");
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut rows: Vec<_> = requests.into_iter().collect();
+        rows.sort();
+        for ((zone, status), n) in rows {
+            let _ = writeln!(
+                out,
+                "parapet_edge_requests_total{{zone=\"{zone}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP parapet_edge_origin_seconds Time from sending a request to the origin to its response header.\n# TYPE parapet_edge_origin_seconds histogram\n");
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "parapet_edge_origin_seconds_bucket{{le=\"{bound}\"}} {}",
+                self.origin_buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.origin_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "parapet_edge_origin_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "parapet_edge_origin_seconds_sum {}",
+            self.origin_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "parapet_edge_origin_seconds_count {count}");
+        out.push_str("# HELP parapet_edge_requests_in_flight Requests being handled.\n# TYPE parapet_edge_requests_in_flight gauge\n");
+        let _ = writeln!(
+            out,
+            "parapet_edge_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_histogram_render_in_prometheus_format() {
+        let m = EdgeMetrics::default();
+        m.request_started();
+        m.request_finished("z1", 200, Some(Duration::from_millis(20)));
+        m.request_started();
+        m.request_finished("", 530, None);
+        let text = m.render();
+        assert!(text.contains("parapet_edge_requests_total{zone=\"z1\",status=\"200\"} 1"));
+        assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.025\"} 1"));
+        assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.01\"} 0"));
+        assert!(text.contains("parapet_edge_requests_in_flight 0"));
+    }
+}
