@@ -76,6 +76,8 @@ pub struct Config {
     /// Edge: time to connect to an origin (then 522) and to wait for its answer (then 524).
     pub edge_connect_timeout: Duration,
     pub edge_read_timeout: Duration,
+    /// Edge: largest request body accepted (then 413).
+    pub edge_max_body_bytes: u64,
     /// DNS response rate limit per client prefix and response kind (0: off).
     pub dns_rrl_rate: u32,
     /// Every n-th rate-limited response is sent truncated instead of dropped (0: drop all).
@@ -104,6 +106,7 @@ impl Default for Config {
             resolver: None,
             edge_connect_timeout: Duration::from_secs(15),
             edge_read_timeout: Duration::from_secs(100),
+            edge_max_body_bytes: 100_000_000,
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
         }
@@ -127,6 +130,7 @@ const KEYS: &[&str] = &[
     "resolver",
     "edge_connect_timeout",
     "edge_read_timeout",
+    "edge_max_body_bytes",
 ];
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
@@ -264,6 +268,10 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                     _ => errors.push(want("a duration of at least 100ms, such as \"15s\"")),
                 }
             }
+            "edge_max_body_bytes" => match value.as_integer().and_then(|n| u64::try_from(n).ok()) {
+                Some(n) if n > 0 => c.edge_max_body_bytes = n,
+                _ => errors.push(want("a positive number of bytes")),
+            },
             _ => errors.push(format!(
                 "{key}: unknown key (known keys: {})",
                 KEYS.join(", ")

@@ -182,6 +182,7 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
         metrics.push(Arc::new(move || edge_metrics.render()) as parapet_api::MetricsSource);
         proxy.connect_timeout = config.edge_connect_timeout;
         proxy.read_timeout = config.edge_read_timeout;
+        proxy.max_body_bytes = config.edge_max_body_bytes;
         let task = parapet_edge::start_edge(proxy, &config.http_listen, edge_shutdown_rx)
             .map_err(|e| anyhow::anyhow!("{e}; choose another address with --http-listen"))?;
         for addr in &config.http_listen {

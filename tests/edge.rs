@@ -445,3 +445,50 @@ fn a_busy_http_port_names_the_flag() {
         "{stderr}"
     );
 }
+
+#[test]
+fn oversized_requests_get_413_and_431_and_expect_continue_works() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone("size.test");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        curl(port, "www.size.test", &[]).0 == 200
+    });
+    while origin.try_recv().is_ok() {}
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: www.size.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40 * 1024)
+    );
+    assert_eq!(raw(port, huge_header.as_bytes()), 431);
+    let huge_body = "POST / HTTP/1.1\r\nHost: www.size.test\r\nContent-Length: 200000000\r\n\r\n";
+    assert_eq!(raw(port, huge_body.as_bytes()), 413);
+    assert!(
+        origin.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing oversized reached the origin"
+    );
+    // Expect: 100-continue is honoured: the body follows and reaches the origin.
+    let (status, _, _) = curl(
+        port,
+        "www.size.test",
+        &["-H", "Expect: 100-continue", "--data-binary", "hello-body"],
+    );
+    assert_eq!(status, 200);
+    let seen = origin
+        .recv_timeout(Duration::from_secs(5))
+        .expect("origin got the POST");
+    assert!(
+        seen.to_ascii_lowercase().contains("content-length: 10"),
+        "{seen}"
+    );
+}

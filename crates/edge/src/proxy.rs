@@ -27,7 +27,15 @@ pub struct EdgeProxy {
     /// Overrides for tests and operators: connect and read timeouts to origins.
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: u64,
 }
+
+/// Cloudflare's limits: 32 KiB of request headers, 100 MB of body (free plan).
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+pub const MAX_BODY_BYTES: u64 = 100 * 1000 * 1000;
 
 impl EdgeProxy {
     pub fn new(published: Arc<Published>) -> Self {
@@ -36,6 +44,8 @@ impl EdgeProxy {
             metrics: Arc::default(),
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: READ_TIMEOUT,
+            max_header_bytes: MAX_HEADER_BYTES,
+            max_body_bytes: MAX_BODY_BYTES,
         }
     }
 }
@@ -49,6 +59,7 @@ pub struct Ctx {
     /// When the request went to the origin, and how long its response header took.
     upstream_sent: Option<Instant>,
     origin_time: Option<Duration>,
+    body_bytes: u64,
     error: Option<EdgeError>,
 }
 
@@ -110,6 +121,7 @@ impl ProxyHttp for EdgeProxy {
             started: Instant::now(),
             upstream_sent: None,
             origin_time: None,
+            body_bytes: 0,
             error: None,
         }
     }
@@ -120,6 +132,20 @@ impl ProxyHttp for EdgeProxy {
         let raw_head = session.as_downstream().to_h1_raw();
         let checked = headers::check_raw_head(&raw_head)
             .and_then(|()| headers::check_framing(&session.req_header().headers));
+        if raw_head.len() > self.max_header_bytes {
+            let _ = session.respond_error(431).await;
+            return Ok(true);
+        }
+        let declared = session
+            .req_header()
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes) {
+            let _ = session.respond_error(413).await;
+            return Ok(true);
+        }
         if let Err(reason) = checked {
             tracing::debug!(ray = %ctx.ray, "request refused: {reason}");
             let _ = session.respond_error(400).await;
@@ -146,6 +172,21 @@ impl ProxyHttp for EdgeProxy {
                 Ok(true)
             }
         }
+    }
+
+    /// Counts streamed request bodies (chunked ones declare no length) against the limit.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > self.max_body_bytes {
+            return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
+        }
+        Ok(())
     }
 
     /// The origin: the routed record's address, on the port the visitor used.
