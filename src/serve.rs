@@ -178,6 +178,9 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
         None
     } else {
         let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
+        proxy.resolver = Some(Arc::new(Flattener::new(
+            config.resolver.or_else(system_resolver),
+        )));
         let edge_metrics = Arc::clone(&proxy.metrics);
         metrics.push(Arc::new(move || edge_metrics.render()) as parapet_api::MetricsSource);
         proxy.connect_timeout = config.edge_connect_timeout;

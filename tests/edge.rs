@@ -492,3 +492,44 @@ fn oversized_requests_get_413_and_431_and_expect_continue_works() {
         "{seen}"
     );
 }
+
+#[test]
+fn a_proxied_cname_to_another_provider_is_resolved_through_the_resolver() {
+    assert!(
+        parapet_testkit::Knot::available(),
+        "knotd is required (install Debian's knot; .ci/run does)"
+    );
+    let provider = parapet_testkit::Knot::start(
+        "provider.test",
+        "$ORIGIN provider.test.\n$TTL 300\n@ SOA ns.provider.test. h.provider.test. 1 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\napp 60 A 127.0.0.2\n",
+    );
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+        "--resolver",
+        &provider.addr.to_string(),
+    ]));
+    let zone = node.create_zone("customer.test");
+    node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(json!({"type": "CNAME", "name": "www", "content": "app.provider.test", "proxied": true})));
+    node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(json!({"type": "CNAME", "name": "gone", "content": "missing.provider.test", "proxied": true})));
+    parapet_testkit::eventually(
+        Duration::from_secs(10),
+        "the edge to reach the provider's origin",
+        || curl(port, "www.customer.test", &[]).0 == 200,
+    );
+    let seen = origin
+        .recv_timeout(Duration::from_secs(5))
+        .expect("origin got the request");
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains("host: www.customer.test"),
+        "{seen}"
+    );
+    let (status, _, body) = curl(port, "gone.customer.test", &[]);
+    assert_eq!(status, 530);
+    assert!(body.contains("Error 1016"), "{body}");
+}

@@ -62,6 +62,35 @@ impl Flattener {
             .map(|c| c.answer.clone())
     }
 
+    /// The addresses of `name`: cached while fresh, else looked up now through the resolver
+    /// (for the edge, which needs an answer for the request in hand).
+    pub async fn resolve_now(&self, name: &str) -> Option<External> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.wanted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.clone());
+        {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(c) = cache.get(&name).filter(|c| c.expires > Instant::now()) {
+                return Some(c.answer.clone());
+            }
+        }
+        let answer = resolve(self.resolver?, &name).await.ok()?;
+        let ttl = answer.ttl.clamp(MIN_TTL, MAX_TTL);
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                name,
+                Cached {
+                    answer: answer.clone(),
+                    expires: Instant::now() + Duration::from_secs(u64::from(ttl)),
+                },
+            );
+        Some(answer)
+    }
+
     /// Looks up every wanted name whose answer is missing or expired, forever.
     pub async fn run(&self) {
         let Some(resolver) = self.resolver else {

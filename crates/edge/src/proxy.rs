@@ -23,6 +23,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(100);
 
 pub struct EdgeProxy {
     pub published: Arc<Published>,
+    /// Resolves origin names outside Parapet's zones (shared with the DNS server's flattening).
+    pub resolver: Option<Arc<parapet_dns::Flattener>>,
     pub metrics: Arc<crate::EdgeMetrics>,
     /// Overrides for tests and operators: connect and read timeouts to origins.
     pub connect_timeout: Duration,
@@ -41,6 +43,7 @@ impl EdgeProxy {
     pub fn new(published: Arc<Published>) -> Self {
         Self {
             published,
+            resolver: None,
             metrics: Arc::default(),
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: READ_TIMEOUT,
@@ -163,7 +166,27 @@ impl ProxyHttp for EdgeProxy {
         }
         let snapshot = self.published.load();
         match route(&snapshot, request_host(session).as_deref()) {
-            Ok(origin) => {
+            Ok(mut origin) => {
+                if origin.addrs.is_empty() {
+                    // Only names outside Parapet: ask the resolver (cached by TTL).
+                    for name in &origin.outside {
+                        let Some(resolver) = self.resolver.as_ref() else {
+                            break;
+                        };
+                        if let Some(answer) = resolver.resolve_now(name).await {
+                            origin
+                                .addrs
+                                .extend(answer.v4.iter().copied().map(std::net::IpAddr::from));
+                            origin
+                                .addrs
+                                .extend(answer.v6.iter().copied().map(std::net::IpAddr::from));
+                        }
+                    }
+                    if origin.addrs.is_empty() {
+                        respond_with(session, ctx, EdgeError::OriginDns).await;
+                        return Ok(true);
+                    }
+                }
                 ctx.origin = Some(origin);
                 Ok(false)
             }

@@ -16,6 +16,8 @@ pub struct Origin {
     pub host: String,
     /// Origin addresses, in record order.
     pub addrs: Vec<IpAddr>,
+    /// Origin host names outside Parapet's zones (proxied CNAMEs to other providers).
+    pub outside: Vec<String>,
 }
 
 /// The host name of a `Host` header or `:authority`: lowercase, no port, no trailing dot.
@@ -77,7 +79,8 @@ fn addresses_inside(snapshot: &Snapshot, name: &str) -> Vec<IpAddr> {
     Vec::new()
 }
 
-/// Routes a request for `host_header` to its origin, or to the error the visitor gets.
+/// Routes a request for `host_header` to its origin, or to the error the visitor gets. Origin
+/// names outside Parapet's zones are left in `Origin::outside` for the caller to resolve.
 pub fn route(snapshot: &Snapshot, host_header: Option<&str>) -> Result<Origin, EdgeError> {
     let host = host_header
         .and_then(host_of)
@@ -93,19 +96,24 @@ pub fn route(snapshot: &Snapshot, host_header: Option<&str>) -> Result<Origin, E
         return Err(EdgeError::ZoneNotActive);
     }
     let mut addrs = Vec::new();
+    let mut outside = Vec::new();
     for content in &proxied.origins {
         match content.parse::<IpAddr>() {
             Ok(ip) => addrs.push(ip),
-            Err(_) => addrs.extend(addresses_inside(snapshot, content)),
+            Err(_) if snapshot.zone_for(content).is_some() => {
+                addrs.extend(addresses_inside(snapshot, content))
+            }
+            Err(_) => outside.push(content.clone()),
         }
     }
-    if addrs.is_empty() {
+    if addrs.is_empty() && outside.is_empty() {
         return Err(EdgeError::OriginDns);
     }
     Ok(Origin {
         zone_id: proxied.zone_id.clone(),
         host,
         addrs,
+        outside,
     })
 }
 
