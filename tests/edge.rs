@@ -533,3 +533,31 @@ fn a_proxied_cname_to_another_provider_is_resolved_through_the_resolver() {
     assert_eq!(status, 530);
     assert!(body.contains("Error 1016"), "{body}");
 }
+
+#[test]
+fn a_refusing_origin_address_fails_over_to_the_next() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.20", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone("failover.test");
+    // Two origins for one name; 127.0.0.10 refuses connections and is tried first.
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.10", "proxied": true})),
+    );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.20", "proxied": true})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "both origins routed", || {
+        curl(port, "www.failover.test", &["-X", "POST", "-d", "x"]).0 == 200
+    });
+    assert!(origin.recv_timeout(Duration::from_secs(5)).is_ok());
+}

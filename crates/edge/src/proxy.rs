@@ -63,6 +63,8 @@ pub struct Ctx {
     upstream_sent: Option<Instant>,
     origin_time: Option<Duration>,
     body_bytes: u64,
+    /// Which of the origin's addresses this attempt uses (failover on connection errors).
+    attempt: usize,
     error: Option<EdgeError>,
 }
 
@@ -125,6 +127,7 @@ impl ProxyHttp for EdgeProxy {
             upstream_sent: None,
             origin_time: None,
             body_bytes: 0,
+            attempt: 0,
             error: None,
         }
     }
@@ -197,6 +200,23 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    /// A connection that could not be made sent nothing, so any request may go to the origin's
+    /// next address: each address is tried once.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let addresses = ctx.origin.as_ref().map_or(0, |o| o.addrs.len());
+        if ctx.attempt + 1 < addresses {
+            ctx.attempt += 1;
+            e.set_retry(true);
+        }
+        e
+    }
+
     /// Counts streamed request bodies (chunked ones declare no length) against the limit.
     async fn request_body_filter(
         &self,
@@ -221,7 +241,7 @@ impl ProxyHttp for EdgeProxy {
             .server_addr()
             .and_then(|a| a.as_inet())
             .map_or(80, SocketAddr::port);
-        let Some(ip) = origin.addrs.first() else {
+        let Some(ip) = origin.addrs.get(ctx.attempt % origin.addrs.len().max(1)) else {
             return Error::e_explain(ErrorType::InternalError, "route without an address");
         };
         let addr = SocketAddr::new(*ip, port);
