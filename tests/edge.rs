@@ -561,3 +561,51 @@ fn a_refusing_origin_address_fails_over_to_the_next() {
     });
     assert!(origin.recv_timeout(Duration::from_secs(5)).is_ok());
 }
+
+#[test]
+fn an_origin_that_never_accepts_gets_a_522() {
+    let port = free_port();
+    // A listener with a tiny backlog, filled up and never accepting: new connections hang.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], port)).into())
+        .expect("bind origin");
+    socket.listen(0).expect("listen");
+    let fillers: Vec<_> = (0..4)
+        .filter_map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            s.set_nonblocking(true).ok()?;
+            let _ = s.connect(&std::net::SocketAddr::from(([127, 0, 0, 2], port)).into());
+            Some(s)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("parapet.toml");
+    std::fs::write(&conf, "edge_connect_timeout = \"1s\"\n").expect("config");
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args([
+                "--activation",
+                "auto",
+                "--http-listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
+            .arg(conf.to_str().expect("path")),
+    );
+    let zone = node.create_zone("hang.test");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(15), "a 522 page", || {
+        let (status, _, body) = curl(port, "www.hang.test", &[]);
+        status == 522 && body.contains("Error 522")
+    });
+    drop(fillers);
+    drop(socket);
+}
