@@ -71,7 +71,11 @@ async fn shutdown_signal() {
 }
 
 /// Binds every `--dns-listen` address (UDP and TCP) and serves DNS from the snapshot.
-async fn start_dns(config: &Config, published: &Arc<Published>) -> anyhow::Result<()> {
+async fn start_dns(
+    config: &Config,
+    published: &Arc<Published>,
+    flattener: &Arc<Flattener>,
+) -> anyhow::Result<()> {
     if config.dns_listen.is_empty() {
         return Ok(());
     }
@@ -106,11 +110,10 @@ async fn start_dns(config: &Config, published: &Arc<Published>) -> anyhow::Resul
         say(&format!("parapet: dns listening on {bound}"));
         server.spawn_tcp(tcp);
     }
-    let flattener = Arc::new(Flattener::new(config.resolver.or_else(system_resolver)));
-    let (built, _) = DnsIndex::build(&published.load(), &edge, Some(&flattener));
+    let (built, _) = DnsIndex::build(&published.load(), &edge, Some(flattener));
     index.store(Arc::new(built));
     tokio::spawn({
-        let flattener = Arc::clone(&flattener);
+        let flattener = Arc::clone(flattener);
         async move { flattener.run().await }
     });
     tokio::spawn(follow_snapshots(
@@ -118,7 +121,7 @@ async fn start_dns(config: &Config, published: &Arc<Published>) -> anyhow::Resul
         edge,
         index,
         Arc::clone(&server.journal),
-        flattener,
+        Arc::clone(flattener),
     ));
     Ok(())
 }
@@ -171,16 +174,16 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
     ));
     tokio::spawn(Arc::clone(&activator).run_background());
 
-    start_dns(&config, &published).await?;
+    // One cache of outside names' addresses, for apex CNAME flattening and for edge origins.
+    let resolver = Arc::new(Flattener::new(config.resolver.or_else(system_resolver)));
+    start_dns(&config, &published, &resolver).await?;
     let mut metrics: Vec<parapet_api::MetricsSource> = Vec::new();
     let (edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
     let edge = if config.http_listen.is_empty() {
         None
     } else {
         let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
-        proxy.resolver = Some(Arc::new(Flattener::new(
-            config.resolver.or_else(system_resolver),
-        )));
+        proxy.resolver = Some(Arc::clone(&resolver));
         let edge_metrics = Arc::clone(&proxy.metrics);
         metrics.push(Arc::new(move || edge_metrics.render()) as parapet_api::MetricsSource);
         proxy.connect_timeout = config.edge_connect_timeout;

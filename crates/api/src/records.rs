@@ -9,14 +9,14 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use parapet_model::record::Conflict;
 use parapet_model::zonefile::{export_zone_file, parse_zone_file};
-use parapet_model::{DnsRecord, FieldError, ModelError, Need, RecordDraft, RecordType, Zone, ids};
+use parapet_model::{DnsRecord, FieldError, ModelError, RecordDraft, RecordType, Zone, ids};
 use parapet_snapshot::{record_key, record_prefix, zone_key};
 use parapet_store::{StoreError, Txn};
 use serde_json::{Map, Value, json};
 
 use crate::envelope::{ApiErrorItem, ApiResult, now_timestamp, ok, parse_body};
 use crate::listing::{Params, TextFilter, page_response, short};
-use crate::zones::{load_zone, unix_now};
+use crate::zones::{Access, authorized_zone, load_zone, unix_now};
 use crate::{ApiError, ApiState, Auth};
 
 /// A zone and its records, being changed in one transaction.
@@ -210,8 +210,7 @@ pub async fn list(
     Path(zone_id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::ZoneRead(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
     let params = Params::parse(raw.as_deref());
     let (page, per_page) = params.paging(100, 5_000_000)?;
     let any = params.match_any()?;
@@ -306,8 +305,7 @@ pub async fn create(
     Path(zone_id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::DnsEdit(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditDns).await?;
     let body = parse_body(&body)?;
     let d = draft(&zone, &body)?;
     let (record, zone) = mutate_zone(&state, &zone_id, |w| w.create(d.clone())).await?;
@@ -319,18 +317,14 @@ pub async fn get_one(
     auth: Auth,
     Path((zone_id, record_id)): Path<(String, String)>,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::ZoneRead(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
     if !ids::is_id(&record_id) {
         return Err(ApiError::record_not_found());
     }
-    let entry = state
-        .store
-        .get(&record_key(&zone_id, &record_id))
-        .await?
-        .ok_or_else(ApiError::record_not_found)?;
-    let record: DnsRecord =
-        serde_json::from_slice(&entry.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (record, _): (DnsRecord, _) =
+        crate::stored::load(&state, &record_key(&zone_id, &record_id))
+            .await?
+            .ok_or_else(ApiError::record_not_found)?;
     Ok(ok(record.to_api_json(&zone.name)))
 }
 
@@ -340,8 +334,7 @@ pub async fn replace(
     Path((zone_id, record_id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::DnsEdit(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditDns).await?;
     let body = parse_body(&body)?;
     let d = draft(&zone, &body)?;
     let (record, zone) =
@@ -355,8 +348,7 @@ pub async fn patch(
     Path((zone_id, record_id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::DnsEdit(&zone.id))?;
+    authorized_zone(&state, &auth, &zone_id, Access::EditDns).await?;
     let body = parse_body(&body)?;
     let (record, zone) = mutate_zone(&state, &zone_id, |w| {
         let current = w
@@ -375,8 +367,7 @@ pub async fn delete(
     auth: Auth,
     Path((zone_id, record_id)): Path<(String, String)>,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::DnsEdit(&zone.id))?;
+    authorized_zone(&state, &auth, &zone_id, Access::EditDns).await?;
     let (record, _) = mutate_zone(&state, &zone_id, |w| w.delete(&record_id)).await?;
     Ok(ok(json!({"id": record.id})))
 }
@@ -420,8 +411,7 @@ pub async fn batch(
     Path(zone_id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::DnsEdit(&zone.id))?;
+    authorized_zone(&state, &auth, &zone_id, Access::EditDns).await?;
     let body = parse_body(&body)?;
     if !body.is_object() {
         return Err(ApiError::bad(9207, "body: must be a JSON object"));
@@ -479,8 +469,7 @@ pub async fn export(
     auth: Auth,
     Path(zone_id): Path<String>,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::ZoneRead(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
     let records = load_records(&state, &zone.id).await?;
     let text = export_zone_file(&zone, &records, &now_timestamp());
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
@@ -495,8 +484,7 @@ pub async fn import(
     Path(zone_id): Path<String>,
     mut multipart: Multipart,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::DnsEdit(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditDns).await?;
     let mut file: Option<String> = None;
     let mut proxied = false;
     loop {

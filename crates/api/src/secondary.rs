@@ -16,10 +16,12 @@ use serde_json::{Value, json};
 use crate::envelope::{ApiResult, ok, parse_body};
 use crate::listing::page_response;
 use crate::stored::{list as all, load, put};
-use crate::zones::load_zone;
+use crate::zones::{Access, authorized_zone};
 use crate::{ApiError, ApiState, Auth};
 
-fn check_account(state: &ApiState, account_id: &str) -> Result<(), ApiError> {
+/// Account-level secondary DNS settings need an admin token and this installation's account.
+fn check_account(state: &ApiState, auth: &Auth, account_id: &str) -> Result<(), ApiError> {
+    auth.require(Need::Admin)?;
     if account_id == state.config.account_id {
         Ok(())
     } else {
@@ -42,8 +44,7 @@ pub async fn list_tsigs(
     auth: Auth,
     Path(account): Path<String>,
 ) -> ApiResult {
-    auth.require(Need::Admin)?;
-    check_account(&state, &account)?;
+    check_account(&state, &auth, &account)?;
     let items = all::<TsigKey>(&state, TSIGS)
         .await?
         .iter()
@@ -58,8 +59,7 @@ pub async fn create_tsig(
     Path(account): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    auth.require(Need::Admin)?;
-    check_account(&state, &account)?;
+    check_account(&state, &auth, &account)?;
     let key = TsigKey::from_json(ids::new_id(), &parse_body(&body)?)
         .map_err(|e| ApiError::fields(1004, &e))?;
     put(&state, &tsig_key(&key.id), 0, &key).await?;
@@ -71,8 +71,7 @@ pub async fn get_tsig(
     auth: Auth,
     Path((account, id)): Path<(String, String)>,
 ) -> ApiResult {
-    auth.require(Need::Admin)?;
-    check_account(&state, &account)?;
+    check_account(&state, &auth, &account)?;
     let (key, _) = load::<TsigKey>(&state, &tsig_key(&id))
         .await?
         .ok_or_else(|| not_found("TSIG key"))?;
@@ -85,8 +84,7 @@ pub async fn update_tsig(
     Path((account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    auth.require(Need::Admin)?;
-    check_account(&state, &account)?;
+    check_account(&state, &auth, &account)?;
     let (_, rev) = load::<TsigKey>(&state, &tsig_key(&id))
         .await?
         .ok_or_else(|| not_found("TSIG key"))?;
@@ -101,8 +99,7 @@ pub async fn delete_tsig(
     auth: Auth,
     Path((account, id)): Path<(String, String)>,
 ) -> ApiResult {
-    auth.require(Need::Admin)?;
-    check_account(&state, &account)?;
+    check_account(&state, &auth, &account)?;
     load::<TsigKey>(&state, &tsig_key(&id))
         .await?
         .ok_or_else(|| not_found("TSIG key"))?;
@@ -134,8 +131,7 @@ pub async fn list_peers(
     auth: Auth,
     Path(account): Path<String>,
 ) -> ApiResult {
-    auth.require(Need::Admin)?;
-    check_account(&state, &account)?;
+    check_account(&state, &auth, &account)?;
     let items = all::<Peer>(&state, PEERS)
         .await?
         .iter()
@@ -150,8 +146,7 @@ pub async fn create_peer(
     Path(account): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    auth.require(Need::Admin)?;
-    check_account(&state, &account)?;
+    check_account(&state, &auth, &account)?;
     let peer = Peer::from_json(ids::new_id(), &parse_body(&body)?, None)
         .map_err(|e| ApiError::fields(1004, &e))?;
     check_tsig_exists(&state, &peer).await?;
@@ -164,8 +159,7 @@ pub async fn get_peer(
     auth: Auth,
     Path((account, id)): Path<(String, String)>,
 ) -> ApiResult {
-    auth.require(Need::Admin)?;
-    check_account(&state, &account)?;
+    check_account(&state, &auth, &account)?;
     let (peer, _) = load::<Peer>(&state, &peer_key(&id))
         .await?
         .ok_or_else(|| not_found("peer"))?;
@@ -178,8 +172,7 @@ pub async fn update_peer(
     Path((account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    auth.require(Need::Admin)?;
-    check_account(&state, &account)?;
+    check_account(&state, &auth, &account)?;
     let (current, rev) = load::<Peer>(&state, &peer_key(&id))
         .await?
         .ok_or_else(|| not_found("peer"))?;
@@ -195,8 +188,7 @@ pub async fn delete_peer(
     auth: Auth,
     Path((account, id)): Path<(String, String)>,
 ) -> ApiResult {
-    auth.require(Need::Admin)?;
-    check_account(&state, &account)?;
+    check_account(&state, &auth, &account)?;
     load::<Peer>(&state, &peer_key(&id))
         .await?
         .ok_or_else(|| not_found("peer"))?;
@@ -223,8 +215,7 @@ pub async fn get_outgoing(
     auth: Auth,
     Path(zone_id): Path<String>,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::ZoneRead(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
     let (o, _) = load::<Outgoing>(&state, &outgoing_key(&zone.id))
         .await?
         .ok_or_else(|| not_found("outgoing transfer settings"))?;
@@ -238,8 +229,7 @@ pub async fn set_outgoing(
     Path(zone_id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::ZoneEdit(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     let o = Outgoing::from_json(zone.id.clone(), &zone.name, &parse_body(&body)?)
         .map_err(|e| ApiError::fields(1004, &e))?;
     for p in &o.peers {
@@ -261,8 +251,7 @@ pub async fn delete_outgoing(
     auth: Auth,
     Path(zone_id): Path<String>,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::ZoneEdit(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     state
         .store
         .commit(Txn::new().delete(outgoing_key(&zone.id)))

@@ -54,14 +54,34 @@ pub async fn load_zone(state: &ApiState, zone_id: &str) -> Result<(Zone, u64), A
     if !ids::is_id(zone_id) {
         return Err(ApiError::zone_not_found());
     }
-    let entry = state
-        .store
-        .get(&zone_key(zone_id))
+    crate::stored::load(state, &zone_key(zone_id))
         .await?
-        .ok_or_else(ApiError::zone_not_found)?;
-    let zone = serde_json::from_slice(&entry.value)
-        .map_err(|e| ApiError::Internal(format!("stored zone {zone_id}: {e}")))?;
-    Ok((zone, entry.mod_revision))
+        .ok_or_else(ApiError::zone_not_found)
+}
+
+/// What a zone-scoped request does.
+#[derive(Clone, Copy)]
+pub enum Access {
+    Read,
+    EditZone,
+    EditDns,
+}
+
+/// The zone `zone_id`, if the request's token allows `access` to it (a missing zone is a 404
+/// before any 403).
+pub async fn authorized_zone(
+    state: &ApiState,
+    auth: &Auth,
+    zone_id: &str,
+    access: Access,
+) -> Result<Zone, ApiError> {
+    let (zone, _) = load_zone(state, zone_id).await?;
+    auth.require(match access {
+        Access::Read => Need::ZoneRead(&zone.id),
+        Access::EditZone => Need::ZoneEdit(&zone.id),
+        Access::EditDns => Need::DnsEdit(&zone.id),
+    })?;
+    Ok(zone)
 }
 
 async fn all_zones(state: &ApiState) -> Result<Vec<Zone>, ApiError> {
@@ -242,8 +262,7 @@ pub async fn get_one(
     auth: Auth,
     Path(zone_id): Path<String>,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::ZoneRead(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
     Ok(ok(zone_json(&zone, &state)))
 }
 
@@ -253,8 +272,7 @@ pub async fn patch(
     Path(zone_id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let (_, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::ZoneEdit(&zone_id))?;
+    authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     let body = parse_body(&body)?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::bad(1004, "body: must be a JSON object"));
@@ -325,8 +343,7 @@ pub async fn activation_check(
     auth: Auth,
     Path(zone_id): Path<String>,
 ) -> ApiResult {
-    let (zone, _) = load_zone(&state, &zone_id).await?;
-    auth.require(Need::ZoneEdit(&zone.id))?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     let checked = state
         .activator
         .check_zone(&zone.id)
