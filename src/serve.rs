@@ -189,12 +189,13 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
         proxy.connect_timeout = config.edge_connect_timeout;
         proxy.read_timeout = config.edge_read_timeout;
         proxy.max_body_bytes = config.edge_max_body_bytes;
-        let task = parapet_edge::start_edge(proxy, &config.http_listen, edge_shutdown_rx)
-            .map_err(|e| anyhow::anyhow!("{e}; choose another address with --http-listen"))?;
-        for addr in &config.http_listen {
+        let listeners =
+            parapet_edge::EdgeListeners::bind(&config.http_listen, parapet_edge::worker_count())
+                .map_err(|e| anyhow::anyhow!("{e}; choose another address with --http-listen"))?;
+        for addr in listeners.addrs() {
             say(&format!("parapet: http listening on {addr}"));
         }
-        Some(task)
+        Some(parapet_edge::start_edge(proxy, listeners, edge_shutdown_rx))
     };
     if config
         .edge_ipv4

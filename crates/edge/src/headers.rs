@@ -12,9 +12,24 @@ pub const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "te", "trail
 
 /// A new ray id: 16 hex digits and the edge's tag.
 pub fn ray_id() -> String {
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    format!("{}-PPT", hex::encode(b))
+    thread_local! {
+        /// Seeded once per thread from the OS; each id is the next step of splitmix64, so ids
+        /// are unique per thread and unpredictable without a system call per request.
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut seed = [0u8; 8];
+            let _ = getrandom::fill(&mut seed);
+            u64::from_le_bytes(seed)
+        });
+    }
+    let next = STATE.with(|state| {
+        let s = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(s);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    });
+    format!("{next:016x}-PPT")
 }
 
 /// Whether a `CDN-Loop` value shows the request already went through this edge.

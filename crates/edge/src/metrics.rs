@@ -12,14 +12,31 @@ const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 
 #[derive(Default)]
 pub struct EdgeMetrics {
-    requests: Mutex<HashMap<(String, u16), u64>>,
+    /// Zone id → status → count (looked up by `&str`: no allocation per request).
+    requests: Mutex<HashMap<String, HashMap<u16, u64>>>,
     origin_buckets: [AtomicU64; BUCKETS.len()],
     origin_count: AtomicU64,
     origin_micros: AtomicU64,
     in_flight: AtomicI64,
+    connections: AtomicI64,
+}
+
+/// An open visitor connection; dropping it counts the connection closed.
+pub struct OpenConnection<'a>(&'a AtomicI64);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl EdgeMetrics {
+    /// Counts a visitor connection open until the returned guard drops.
+    pub fn connection_opened(&self) -> OpenConnection<'_> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(&self.connections)
+    }
+
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
@@ -27,12 +44,14 @@ impl EdgeMetrics {
     /// A finished request: its zone (empty when it was not routed), status and origin time.
     pub fn request_finished(&self, zone: &str, status: u16, origin_time: Option<Duration>) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry((zone.to_owned(), status))
-            .or_default() += 1;
+        {
+            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            let by_status = match requests.get_mut(zone) {
+                Some(by_status) => by_status,
+                None => requests.entry(zone.to_owned()).or_default(),
+            };
+            *by_status.entry(status).or_default() += 1;
+        }
         if let Some(t) = origin_time {
             let secs = t.as_secs_f64();
             for (i, bound) in BUCKETS.iter().enumerate() {
@@ -55,7 +74,14 @@ impl EdgeMetrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut rows: Vec<_> = requests.into_iter().collect();
+        let mut rows: Vec<_> = requests
+            .into_iter()
+            .flat_map(|(zone, by_status)| {
+                by_status
+                    .into_iter()
+                    .map(move |(s, n)| ((zone.clone(), s), n))
+            })
+            .collect();
         rows.sort();
         for ((zone, status), n) in rows {
             let _ = writeln!(
@@ -88,6 +114,12 @@ impl EdgeMetrics {
             "parapet_edge_requests_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP parapet_edge_connections_open Visitor connections open.\n# TYPE parapet_edge_connections_open gauge\n");
+        let _ = writeln!(
+            out,
+            "parapet_edge_connections_open {}",
+            self.connections.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -108,5 +140,9 @@ mod tests {
         assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.025\"} 1"));
         assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.01\"} 0"));
         assert!(text.contains("parapet_edge_requests_in_flight 0"));
+        let open = m.connection_opened();
+        assert!(m.render().contains("parapet_edge_connections_open 1"));
+        drop(open);
+        assert!(m.render().contains("parapet_edge_connections_open 0"));
     }
 }

@@ -21,6 +21,7 @@ use crate::route::{Origin, host_of, route};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_TIMEOUT: Duration = Duration::from_secs(100);
 
+#[derive(Clone)]
 pub struct EdgeProxy {
     pub published: Arc<Published>,
     /// Resolves origin names outside Parapet's zones (shared with the DNS server's flattening).
