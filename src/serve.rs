@@ -224,6 +224,17 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
             account_id: account.id,
             account_name: account.name,
             env_token,
+            setting_defaults: [
+                (
+                    "proxy_connect_timeout",
+                    serde_json::json!(whole_seconds(config.edge_connect_timeout)),
+                ),
+                (
+                    "proxy_read_timeout",
+                    serde_json::json!(whole_seconds(config.edge_read_timeout)),
+                ),
+            ]
+            .into(),
         },
         activator,
         published,
@@ -240,4 +251,9 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
     Ok(())
+}
+
+/// A duration as the whole seconds an API setting shows (at least 1).
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
 }

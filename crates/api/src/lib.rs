@@ -10,6 +10,7 @@ mod envelope;
 mod listing;
 mod records;
 mod secondary;
+mod settings;
 mod stored;
 mod tokens;
 mod zones;
@@ -40,6 +41,8 @@ pub struct ApiConfig {
     pub account_name: String,
     /// A token secret valid with every right (from `PARAPET_API_TOKEN`).
     pub env_token: Option<String>,
+    /// Zone settings whose default is this node's configuration (e.g. `proxy_read_timeout`).
+    pub setting_defaults: std::collections::HashMap<&'static str, serde_json::Value>,
 }
 
 /// Prometheus text from a data plane, served at `/metrics`.
@@ -113,6 +116,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .post(secondary::set_outgoing)
                 .put(secondary::set_outgoing)
                 .delete(secondary::delete_outgoing),
+        )
+        .route(
+            "/zones/{zone_id}/settings",
+            get(settings::list).patch(settings::patch_many),
+        )
+        .route(
+            "/zones/{zone_id}/settings/{setting}",
+            get(settings::get_one).patch(settings::patch_one),
+        )
+        .route(
+            "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint",
+            get(settings::get_entrypoint).put(settings::put_entrypoint),
         )
         .route("/zones", get(zones::list).post(zones::create))
         .route(

@@ -326,7 +326,12 @@ pub async fn delete(
             .expect(zone_key(&zone_id), rev)
             .delete(zone_key(&zone_id))
             .delete(zone_name_key(&zone.name))
-            .delete(parapet_snapshot::outgoing_key(&zone_id));
+            .delete(parapet_snapshot::outgoing_key(&zone_id))
+            .delete(parapet_snapshot::settings_key(&zone_id))
+            .delete(parapet_snapshot::ruleset_key(
+                &zone_id,
+                parapet_model::rules::ORIGIN_PHASE,
+            ));
         for e in records.entries {
             txn = txn.delete(e.key);
         }

@@ -34,6 +34,7 @@ impl Api {
                 account_id: "0123456789abcdef0123456789abcdef".into(),
                 account_name: "Test".into(),
                 env_token: Some(ADMIN.into()),
+                setting_defaults: [("proxy_read_timeout", serde_json::json!(100))].into(),
             },
             published: Arc::new(Published::new()),
             metrics: Vec::new(),

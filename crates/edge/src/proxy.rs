@@ -76,6 +76,15 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .map(SocketAddr::ip)
 }
 
+fn is_grpc(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/grpc"))
+}
+
 fn request_host(session: &Session) -> Option<String> {
     let req = session.req_header();
     req.headers
@@ -238,19 +247,35 @@ impl ProxyHttp for EdgeProxy {
         let Some(origin) = &ctx.origin else {
             return Error::e_explain(ErrorType::InternalError, "request was not routed");
         };
-        let port = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map_or(80, SocketAddr::port);
+        let port = origin.port.unwrap_or_else(|| {
+            session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map_or(80, SocketAddr::port)
+        });
         let Some(ip) = origin.addrs.get(ctx.attempt % origin.addrs.len().max(1)) else {
             return Error::e_explain(ErrorType::InternalError, "route without an address");
         };
         let addr = SocketAddr::new(*ip, port);
         ctx.peer = Some(addr);
         let mut peer = HttpPeer::new(addr, false, origin.host.clone());
-        peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.total_connection_timeout = Some(self.connect_timeout);
-        peer.options.read_timeout = Some(self.read_timeout);
+        let settings = &origin.settings;
+        let connect = settings
+            .connect_timeout_secs
+            .map_or(self.connect_timeout, Duration::from_secs);
+        peer.options.connection_timeout = Some(connect);
+        peer.options.total_connection_timeout = Some(connect);
+        peer.options.read_timeout = Some(
+            settings
+                .read_timeout_secs
+                .map_or(self.read_timeout, Duration::from_secs),
+        );
+        peer.options.idle_timeout = settings.idle_timeout_secs.map(Duration::from_secs);
+        // HTTP/2 to the origin when the zone asks for it, and always for gRPC (which needs it);
+        // without TLS there is nothing to negotiate, so it is h2c with prior knowledge.
+        if settings.origin_h2 || is_grpc(session) {
+            peer.options.set_http_version(2, 2);
+        }
         Ok(Box::new(peer))
     }
 
@@ -285,6 +310,9 @@ impl ProxyHttp for EdgeProxy {
                 headers::forwarded_for(existing.as_deref(), ip),
             )?;
             req.insert_header("cf-connecting-ip", ip.to_string())?;
+        }
+        if let Some(host) = ctx.origin.as_ref().and_then(|o| o.host_header.as_deref()) {
+            req.insert_header("host", host)?;
         }
         req.insert_header("x-forwarded-proto", "http")?;
         req.insert_header("cf-visitor", r#"{"scheme":"http"}"#)?;

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use parapet_model::RecordType;
+use parapet_model::settings::EdgeZoneSettings;
 use parapet_snapshot::Snapshot;
 
 use crate::errors::EdgeError;
@@ -18,6 +19,12 @@ pub struct Origin {
     pub addrs: Vec<IpAddr>,
     /// Origin host names outside Parapet's zones (proxied CNAMEs to other providers).
     pub outside: Vec<String>,
+    /// The port to connect to, when an origin rule sets it (else the visitor's port).
+    pub port: Option<u16>,
+    /// The `Host` header the origin gets, when an origin rule sets it (else the visitor's).
+    pub host_header: Option<String>,
+    /// The zone's timeouts and protocol to the origin.
+    pub settings: EdgeZoneSettings,
 }
 
 /// The host name of a `Host` header or `:authority`: lowercase, no port, no trailing dot.
@@ -95,9 +102,25 @@ pub fn route(snapshot: &Snapshot, host_header: Option<&str>) -> Result<Origin, E
     if !proxied.active {
         return Err(EdgeError::ZoneNotActive);
     }
+    // The zone's origin rules, in order: a later match overrides what an earlier one set.
+    let edge = snapshot.edge_of(&proxied.zone_id);
+    let (mut port, mut host_header, mut origin_host) = (None, None, None);
+    for rule in edge.origin_rules.iter().filter(|r| r.hosts.matches(&host)) {
+        if let Some(h) = &rule.params.host_header {
+            host_header = Some(h.clone());
+        }
+        if let Some(o) = &rule.params.origin {
+            port = o.port.or(port);
+            origin_host = o.host.clone().or(origin_host);
+        }
+    }
+    let origins = match origin_host {
+        Some(h) => vec![h],
+        None => proxied.origins.clone(),
+    };
     let mut addrs = Vec::new();
     let mut outside = Vec::new();
-    for content in &proxied.origins {
+    for content in &origins {
         match content.parse::<IpAddr>() {
             Ok(ip) => addrs.push(ip),
             Err(_) if snapshot.zone_for(content).is_some() => {
@@ -114,6 +137,9 @@ pub fn route(snapshot: &Snapshot, host_header: Option<&str>) -> Result<Origin, E
         host,
         addrs,
         outside,
+        port,
+        host_header,
+        settings: edge.settings,
     })
 }
 

@@ -9,6 +9,8 @@ mod error;
 pub mod ids;
 pub mod name;
 pub mod record;
+pub mod rules;
+pub mod settings;
 pub mod token;
 pub mod transfer;
 pub mod zone;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
+use parapet_model::rules::{CompiledRule, ORIGIN_PHASE, Ruleset};
+use parapet_model::settings::{EdgeZoneSettings, ZoneSettings};
 use parapet_model::transfer::{Outgoing, Peer, TsigKey};
 use parapet_model::{DnsRecord, RecordDraft, RecordType, Zone, ZoneStatus};
 use parapet_store::Revision;
@@ -51,6 +53,23 @@ pub struct TransferPeer {
     pub ixfr: bool,
 }
 
+/// What the edge applies to one zone's requests beyond routing: its settings and origin rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneEdge {
+    pub settings: EdgeZoneSettings,
+    /// Enabled origin rules in order; a later match overrides an earlier one.
+    pub origin_rules: Vec<CompiledRule>,
+}
+
+impl Default for ZoneEdge {
+    fn default() -> Self {
+        Self {
+            settings: ZoneSettings::default().edge(),
+            origin_rules: Vec::new(),
+        }
+    }
+}
+
 /// Everything the data planes read, at one store revision.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -61,6 +80,8 @@ pub struct Snapshot {
     pub zones: BTreeMap<String, Arc<ZoneSnapshot>>,
     /// By host name (wildcards included as `*.name`).
     pub proxied_hosts: HashMap<String, ProxiedHost>,
+    /// By zone id, for zones with changed settings or origin rules.
+    pub zone_edge: HashMap<String, Arc<ZoneEdge>>,
 }
 
 impl Snapshot {
@@ -74,6 +95,15 @@ impl Snapshot {
             }
             candidate = candidate.split_once('.')?.1;
         }
+    }
+
+    /// The settings and origin rules of zone `zone_id` (defaults when it has none).
+    pub fn edge_of(&self, zone_id: &str) -> Arc<ZoneEdge> {
+        static DEFAULT: std::sync::OnceLock<Arc<ZoneEdge>> = std::sync::OnceLock::new();
+        self.zone_edge
+            .get(zone_id)
+            .cloned()
+            .unwrap_or_else(|| DEFAULT.get_or_init(Arc::default).clone())
     }
 
     pub fn record_count(&self) -> usize {
@@ -103,6 +133,7 @@ pub fn compile_snapshot_with<'a>(
     let mut tsigs: HashMap<String, TsigKey> = HashMap::new();
     let mut peers: HashMap<String, Peer> = HashMap::new();
     let mut outgoing: Vec<(String, Outgoing)> = Vec::new();
+    let mut zone_edge: HashMap<String, ZoneEdge> = HashMap::new();
     for (key, value) in entries {
         let err = |m: String| CompileError {
             key: key.to_owned(),
@@ -141,6 +172,26 @@ pub fn compile_snapshot_with<'a>(
                 Ok(o) => outgoing.push((key.to_owned(), o)),
                 Err(e) => errors.push(err(format!("not outgoing transfer settings: {e}"))),
             },
+            StoreKey::Settings(zone_id) => match serde_json::from_slice::<ZoneSettings>(value) {
+                Ok(s) if s.zone_id == zone_id => match s.validate() {
+                    Ok(()) => zone_edge.entry(s.zone_id.clone()).or_default().settings = s.edge(),
+                    Err(e) => errors.push(err(e.to_string())),
+                },
+                Ok(_) => errors.push(err("zone id does not match its key".into())),
+                Err(e) => errors.push(err(format!("not zone settings: {e}"))),
+            },
+            StoreKey::Ruleset { zone_id, phase } if phase == ORIGIN_PHASE => {
+                match serde_json::from_slice::<Ruleset>(value) {
+                    Ok(r) if r.zone_id == zone_id => match r.compile() {
+                        Ok(rules) => {
+                            zone_edge.entry(r.zone_id.clone()).or_default().origin_rules = rules;
+                        }
+                        Err(e) => errors.push(err(e.to_string())),
+                    },
+                    Ok(_) => errors.push(err("zone id does not match its key".into())),
+                    Err(e) => errors.push(err(format!("not a ruleset: {e}"))),
+                }
+            }
             _ => {}
         }
     }
@@ -266,12 +317,26 @@ pub fn compile_snapshot_with<'a>(
             });
         }
     }
+    let mut edges = HashMap::with_capacity(zone_edge.len());
+    let zone_ids: std::collections::HashSet<&str> =
+        by_name.values().map(|z| z.zone.id.as_str()).collect();
+    for (zone_id, edge) in zone_edge {
+        if !zone_ids.contains(zone_id.as_str()) {
+            errors.push(CompileError {
+                key: format!("settings/{zone_id}"),
+                message: "settings or rules of a zone that does not exist".into(),
+            });
+            continue;
+        }
+        edges.insert(zone_id, Arc::new(edge));
+    }
     if errors.is_empty() {
         Ok(Snapshot {
             revision,
             transfers,
             zones: by_name,
             proxied_hosts,
+            zone_edge: edges,
         })
     } else {
         errors.sort_by(|a, b| a.key.cmp(&b.key));

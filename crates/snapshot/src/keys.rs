@@ -7,6 +7,18 @@ pub const TOKENS: &str = "tokens/";
 pub const TSIGS: &str = "tsigs/";
 pub const PEERS: &str = "peers/";
 pub const OUTGOING: &str = "outgoing/";
+pub const SETTINGS: &str = "settings/";
+pub const RULESETS: &str = "rulesets/";
+
+/// A zone's changed settings.
+pub fn settings_key(zone_id: &str) -> String {
+    format!("{SETTINGS}{zone_id}")
+}
+
+/// A zone's entrypoint ruleset of one phase.
+pub fn ruleset_key(zone_id: &str, phase: &str) -> String {
+    format!("{RULESETS}{zone_id}/{phase}")
+}
 
 pub fn tsig_key(id: &str) -> String {
     format!("{TSIGS}{id}")
@@ -56,6 +68,11 @@ pub enum StoreKey<'a> {
     Tsig(&'a str),
     Peer(&'a str),
     Outgoing(&'a str),
+    Settings(&'a str),
+    Ruleset {
+        zone_id: &'a str,
+        phase: &'a str,
+    },
     Other,
 }
 
@@ -78,6 +95,13 @@ impl<'a> StoreKey<'a> {
             Self::Peer(id)
         } else if let Some(id) = key.strip_prefix(OUTGOING) {
             Self::Outgoing(id)
+        } else if let Some(id) = key.strip_prefix(SETTINGS) {
+            Self::Settings(id)
+        } else if let Some(rest) = key.strip_prefix(RULESETS) {
+            match rest.split_once('/') {
+                Some((zone_id, phase)) => Self::Ruleset { zone_id, phase },
+                None => Self::Other,
+            }
         } else {
             Self::Other
         }
@@ -87,7 +111,13 @@ impl<'a> StoreKey<'a> {
     pub fn feeds_snapshot(&self) -> bool {
         matches!(
             self,
-            Self::Zone(_) | Self::Record { .. } | Self::Tsig(_) | Self::Peer(_) | Self::Outgoing(_)
+            Self::Zone(_)
+                | Self::Record { .. }
+                | Self::Tsig(_)
+                | Self::Peer(_)
+                | Self::Outgoing(_)
+                | Self::Settings(_)
+                | Self::Ruleset { .. }
         )
     }
 }

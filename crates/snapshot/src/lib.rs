@@ -18,12 +18,12 @@ use parapet_store::Revision;
 use tokio::sync::watch;
 
 pub use compile::{
-    CompileError, ProxiedHost, Snapshot, TransferPeer, ZoneSnapshot, compile_snapshot,
+    CompileError, ProxiedHost, Snapshot, TransferPeer, ZoneEdge, ZoneSnapshot, compile_snapshot,
     compile_snapshot_with,
 };
 pub use keys::{
-    StoreKey, outgoing_key, peer_key, record_key, record_prefix, token_key, tsig_key, zone_key,
-    zone_name_key,
+    StoreKey, outgoing_key, peer_key, record_key, record_prefix, ruleset_key, settings_key,
+    token_key, tsig_key, zone_key, zone_name_key,
 };
 pub use watcher::{LastGood, run_snapshot_watcher};
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod dns;
+pub mod http;
 pub mod zones;
 
 use std::io::{BufRead, BufReader};

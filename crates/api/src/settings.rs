@@ -1,0 +1,233 @@
+//! Zone settings (`/zones/{id}/settings[/{setting}]`) and the origin-rules entrypoint ruleset
+//! (`/zones/{id}/rulesets/phases/http_request_origin/entrypoint`), in Cloudflare's shapes.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use parapet_model::rules::{ORIGIN_PHASE, Ruleset};
+use parapet_model::settings::{SETTINGS, SetValue, ZoneSettings, setting_def};
+use parapet_snapshot::{ruleset_key, settings_key};
+use serde_json::{Value, json};
+
+use crate::envelope::{ApiResult, now_timestamp, ok, parse_body};
+use crate::stored::{load, put};
+use crate::zones::{Access, authorized_zone};
+use crate::{ApiError, ApiState, Auth};
+
+fn unknown_setting(id: &str) -> ApiError {
+    ApiError::NotFound {
+        code: 1003,
+        message: format!(
+            "Invalid or missing zone setting: '{}'",
+            parapet_model::name::printable(id)
+        ),
+    }
+}
+
+/// One setting as the API shows it.
+fn setting_json(state: &ApiState, settings: &ZoneSettings, id: &str) -> Value {
+    let value = settings
+        .value(id)
+        .or_else(|| state.config.setting_defaults.get(id).cloned())
+        .unwrap_or(Value::Null);
+    json!({
+        "id": id,
+        "value": value,
+        "editable": true,
+        "modified_on": settings.values.get(id).map(|v| v.modified_on.clone()),
+    })
+}
+
+async fn load_settings(state: &ApiState, zone_id: &str) -> Result<(ZoneSettings, u64), ApiError> {
+    Ok(load::<ZoneSettings>(state, &settings_key(zone_id))
+        .await?
+        .unwrap_or_else(|| {
+            (
+                ZoneSettings {
+                    zone_id: zone_id.to_owned(),
+                    ..ZoneSettings::default()
+                },
+                0,
+            )
+        }))
+}
+
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let (settings, _) = load_settings(&state, &zone.id).await?;
+    let items = SETTINGS
+        .iter()
+        .map(|d| setting_json(&state, &settings, d.id))
+        .collect::<Vec<_>>();
+    Ok(ok(Value::Array(items)))
+}
+
+pub async fn get_one(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, setting)): Path<(String, String)>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    if setting_def(&setting).is_none() {
+        return Err(unknown_setting(&setting));
+    }
+    let (settings, _) = load_settings(&state, &zone.id).await?;
+    Ok(ok(setting_json(&state, &settings, &setting)))
+}
+
+/// Applies `(id, value)` edits all together or not at all.
+async fn edit(
+    state: &ApiState,
+    zone_id: &str,
+    edits: &[(String, Value)],
+) -> Result<ZoneSettings, ApiError> {
+    let mut checked = Vec::with_capacity(edits.len());
+    let mut errors = Vec::new();
+    for (id, value) in edits {
+        let Some(def) = setting_def(id) else {
+            return Err(unknown_setting(id));
+        };
+        match def.check(value) {
+            Ok(v) => checked.push((id.clone(), v)),
+            Err(e) => errors.extend(e.errors().iter().map(|f| crate::envelope::ApiErrorItem {
+                code: 1007,
+                message: format!("Invalid value for zone setting {id}: {}", f.message),
+            })),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::BadRequest(errors));
+    }
+    loop {
+        let (mut settings, rev) = load_settings(state, zone_id).await?;
+        let now = now_timestamp();
+        for (id, value) in &checked {
+            settings.values.insert(
+                id.clone(),
+                SetValue {
+                    value: value.clone(),
+                    modified_on: now.clone(),
+                },
+            );
+        }
+        match put(state, &settings_key(zone_id), rev, &settings).await {
+            Ok(()) => return Ok(settings),
+            Err(ApiError::Store(parapet_store::StoreError::Conflict)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `PATCH /zones/{id}/settings/{setting}` with `{"value": ...}`.
+pub async fn patch_one(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, setting)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let body = parse_body(&body)?;
+    let Some(value) = body.get("value") else {
+        return Err(ApiError::bad(1007, "value is required"));
+    };
+    let settings = edit(&state, &zone.id, &[(setting.clone(), value.clone())]).await?;
+    Ok(ok(setting_json(&state, &settings, &setting)))
+}
+
+/// `PATCH /zones/{id}/settings` with `{"items": [{"id": ..., "value": ...}, ...]}`.
+pub async fn patch_many(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let body = parse_body(&body)?;
+    let Some(items) = body.get("items").and_then(Value::as_array) else {
+        return Err(ApiError::bad(
+            1007,
+            "items is required: [{\"id\": ..., \"value\": ...}]",
+        ));
+    };
+    let mut edits = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match (item.get("id").and_then(Value::as_str), item.get("value")) {
+            (Some(id), Some(v)) => edits.push((id.to_owned(), v.clone())),
+            _ => {
+                return Err(ApiError::bad(
+                    1007,
+                    format!("items[{i}] needs an id and a value"),
+                ));
+            }
+        }
+    }
+    let settings = edit(&state, &zone.id, &edits).await?;
+    let items = edits
+        .iter()
+        .map(|(id, _)| setting_json(&state, &settings, id))
+        .collect::<Vec<_>>();
+    Ok(ok(Value::Array(items)))
+}
+
+fn check_phase(phase: &str) -> Result<(), ApiError> {
+    if phase == ORIGIN_PHASE {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound {
+            code: 10003,
+            message: format!(
+                "phase '{}' is not one Parapet serves (only {ORIGIN_PHASE})",
+                parapet_model::name::printable(phase)
+            ),
+        })
+    }
+}
+
+pub async fn get_entrypoint(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, phase)): Path<(String, String)>,
+) -> ApiResult {
+    check_phase(&phase)?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let (ruleset, _) = load::<Ruleset>(&state, &ruleset_key(&zone.id, &phase))
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            code: 10003,
+            message: "could not find entrypoint ruleset in the http_request_origin phase".into(),
+        })?;
+    Ok(ok(json!(ruleset)))
+}
+
+/// `PUT` replaces the whole entrypoint ruleset (creating it if needed).
+pub async fn put_entrypoint(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, phase)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    check_phase(&phase)?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let body = parse_body(&body)?;
+    let key = ruleset_key(&zone.id, &phase);
+    loop {
+        let previous = load::<Ruleset>(&state, &key).await?;
+        let ruleset = Ruleset::from_json(
+            &zone.id,
+            &body,
+            previous.as_ref().map(|(r, _)| r),
+            &now_timestamp(),
+        )
+        .map_err(|e| ApiError::fields(20021, &e))?;
+        match put(&state, &key, previous.map_or(0, |(_, rev)| rev), &ruleset).await {
+            Ok(()) => return Ok(ok(json!(ruleset))),
+            Err(ApiError::Store(parapet_store::StoreError::Conflict)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

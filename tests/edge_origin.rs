@@ -1,0 +1,354 @@
+//! How the edge reaches origins, per zone: origin rules (port, Host header, origin host), zone
+//! settings (timeouts, HTTP/2 to the origin), and gRPC end to end over HTTP/2.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parapet_testkit::http::{curl, start_origin};
+use parapet_testkit::{Node, NodeOptions, free_port};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+fn edge_node(port: u16) -> Node {
+    Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]))
+}
+
+fn proxied(node: &Node, zone: &str, name: &str, ip: &str) {
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": name, "content": ip, "proxied": true})),
+    );
+}
+
+#[test]
+fn origin_rules_set_the_port_and_host_header_per_hostname() {
+    let port = free_port();
+    let rule_port = free_port();
+    let plain = start_origin("127.0.0.2", port);
+    let ruled = start_origin("127.0.0.2", rule_port);
+    let node = edge_node(port);
+    let zone = node.create_zone("rules.test");
+    proxied(&node, &zone, "www", "127.0.0.2");
+    proxied(&node, &zone, "api", "127.0.0.2");
+    let path = format!("/zones/{zone}/rulesets/phases/http_request_origin/entrypoint");
+
+    // Bad rules are refused, every problem listed, and nothing is stored.
+    let (status, body) = node.call(
+        "PUT",
+        &path,
+        Some(json!({"rules": [
+            {"expression": "http.request.uri.path eq \"/x\"", "action": "route",
+             "action_parameters": {"origin": {"port": 70000}}},
+            {"expression": "http.host eq \"api.rules.test\"", "action": "redirect"}
+        ]})),
+    );
+    assert_eq!(status, 400, "{body}");
+    let text = body.to_string();
+    for says in [
+        "rules[0].expression",
+        "rules[0].action_parameters.origin.port",
+        "rules[1].action",
+    ] {
+        assert!(text.contains(says), "{says} missing from {text}");
+    }
+    assert_eq!(node.call("GET", &path, None).0, 404);
+
+    let put = node.ok(
+        "PUT",
+        &path,
+        Some(json!({"rules": [{
+            "expression": "http.host eq \"api.rules.test\"",
+            "description": "api on its own port",
+            "action": "route",
+            "action_parameters": {"host_header": "internal.rules.test", "origin": {"port": rule_port}}
+        }]})),
+    );
+    assert_eq!(put["phase"], "http_request_origin");
+    assert_eq!(put["version"], "1");
+    let rule_id = put["rules"][0]["id"].as_str().expect("rule id").to_owned();
+
+    parapet_testkit::eventually(
+        Duration::from_secs(5),
+        "api.rules.test to reach the rule's port",
+        || curl(port, "api.rules.test", &[]).0 == 200,
+    );
+    let seen = ruled
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the rule's origin got the request")
+        .to_ascii_lowercase();
+    assert!(seen.contains("host: internal.rules.test\r\n"), "{seen}");
+
+    // Other names of the zone keep the visitor's port and Host.
+    let (status, head, _) = curl(port, "www.rules.test", &[]);
+    assert_eq!(status, 200, "{head}");
+    let seen = plain
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the plain origin got the request")
+        .to_ascii_lowercase();
+    assert!(
+        seen.contains(&format!("host: www.rules.test:{port}")),
+        "{seen}"
+    );
+
+    // Disabling the rule (same id) sends api back to the visitor's port.
+    let put = node.ok(
+        "PUT",
+        &path,
+        Some(json!({"rules": [{
+            "id": rule_id, "enabled": false,
+            "expression": "http.host eq \"api.rules.test\"", "action": "route",
+            "action_parameters": {"origin": {"port": rule_port}}
+        }]})),
+    );
+    assert_eq!(put["version"], "2");
+    assert_eq!(put["rules"][0]["id"], rule_id.as_str());
+    while plain.try_recv().is_ok() {}
+    parapet_testkit::eventually(
+        Duration::from_secs(5),
+        "api.rules.test back on the visitor's port",
+        || curl(port, "api.rules.test", &[]).0 == 200 && plain.try_recv().is_ok(),
+    );
+}
+
+#[test]
+fn zone_settings_validate_and_a_zone_read_timeout_overrides_the_node_default() {
+    let port = free_port();
+    let listener = TcpListener::bind(("127.0.0.2", port)).expect("bind origin");
+    std::thread::spawn(move || {
+        // Accepts and reads, never answers.
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let node = edge_node(port);
+    let zone = node.create_zone("timeouts.test");
+    proxied(&node, &zone, "www", "127.0.0.2");
+
+    let listed = node.ok("GET", &format!("/zones/{zone}/settings"), None);
+    let ids: Vec<_> = listed
+        .as_array()
+        .expect("settings")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(ids.contains(&"proxy_read_timeout".to_owned()), "{ids:?}");
+    let read = node.ok(
+        "GET",
+        &format!("/zones/{zone}/settings/proxy_read_timeout"),
+        None,
+    );
+    assert_eq!(read["value"], 100, "the node's default: {read}");
+    assert_eq!(
+        node.call(
+            "GET",
+            &format!("/zones/{zone}/settings/no_such_thing"),
+            None
+        )
+        .0,
+        404
+    );
+    for bad in [json!("soon"), json!(0), json!(6001)] {
+        let (status, body) = node.call(
+            "PATCH",
+            &format!("/zones/{zone}/settings/proxy_read_timeout"),
+            Some(json!({"value": bad})),
+        );
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["errors"][0]["code"], 1007, "{body}");
+    }
+    let set = node.ok(
+        "PATCH",
+        &format!("/zones/{zone}/settings/proxy_read_timeout"),
+        Some(json!({"value": 1})),
+    );
+    assert_eq!(set["value"], 1);
+    assert!(set["modified_on"].is_string(), "{set}");
+
+    // With the zone's 1 s, a silent origin gives a 524 long before the node's 100 s.
+    parapet_testkit::eventually(Duration::from_secs(10), "a prompt 524", || {
+        let started = Instant::now();
+        let (status, _, _) = curl(port, "www.timeouts.test", &[]);
+        status == 524 && started.elapsed() < Duration::from_secs(5)
+    });
+}
+
+/// An h2c (prior knowledge) origin: answers each request with what it saw, and gRPC requests
+/// as a gRPC server does: the message echoed back, then `grpc-status` trailers.
+fn start_h2_origin(ip: &str, port: u16) {
+    let listener = std::net::TcpListener::bind((ip, port)).expect("bind h2 origin");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(socket).await else {
+                        return;
+                    };
+                    while let Some(Ok((request, respond))) = conn.accept().await {
+                        tokio::spawn(answer_h2(request, respond));
+                    }
+                });
+            }
+        });
+    });
+}
+
+async fn answer_h2(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
+    let grpc = request
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let seen = format!(
+        "{:?} {} {} host={}",
+        request.version(),
+        request.method(),
+        request.uri().path(),
+        request.uri().authority().map_or("", |a| a.as_str())
+    );
+    let mut body = request.into_body();
+    let mut received = Vec::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        received.extend_from_slice(&chunk);
+    }
+    let mut response = http::Response::builder().status(200);
+    response = if grpc {
+        response.header("content-type", "application/grpc")
+    } else {
+        response.header("content-type", "text/plain")
+    };
+    let Ok(response) = response.body(()) else {
+        return;
+    };
+    let Ok(mut send) = respond.send_response(response, false) else {
+        return;
+    };
+    if grpc {
+        let _ = send.send_data(Bytes::from(received), false);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        trailers.insert("grpc-message", http::HeaderValue::from_static("echoed"));
+        let _ = send.send_trailers(trailers);
+    } else {
+        let _ = send.send_data(Bytes::from(seen), true);
+    }
+}
+
+#[test]
+fn http2_to_the_origin_when_the_zone_sets_origin_max_http_version_2() {
+    let port = free_port();
+    start_h2_origin("127.0.0.2", port);
+    let node = edge_node(port);
+    let zone = node.create_zone("h2origin.test");
+    proxied(&node, &zone, "www", "127.0.0.2");
+    let version = node.ok(
+        "GET",
+        &format!("/zones/{zone}/settings/origin_max_http_version"),
+        None,
+    );
+    assert_eq!(version["value"], "1");
+    node.ok(
+        "PATCH",
+        &format!("/zones/{zone}/settings"),
+        Some(json!({"items": [{"id": "origin_max_http_version", "value": "2"}]})),
+    );
+    let mut last = String::new();
+    parapet_testkit::eventually(Duration::from_secs(5), "an HTTP/2 origin request", || {
+        let (status, head, body) = curl(port, "www.h2origin.test", &[]);
+        last = format!("{head}{body}");
+        status == 200 && body.starts_with("HTTP/2.0 GET /path")
+    });
+    assert!(last.contains("host=www.h2origin.test"), "{last}");
+}
+
+/// One gRPC call (unary, as grpc-go frames it) over h2c to the edge.
+async fn grpc_call(
+    port: u16,
+    host: &str,
+    message: &[u8],
+) -> (u16, Vec<u8>, Option<http::HeaderMap>) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the edge");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{host}/echo.Echo/Say"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut send) = client.send_request(request, false).expect("send");
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    send.send_data(Bytes::from(framed), true).expect("data");
+    let response = response.await.expect("response");
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        received.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.ok().flatten();
+    (status, received, trailers)
+}
+
+#[test]
+fn grpc_calls_pass_through_with_their_trailers() {
+    let port = free_port();
+    start_h2_origin("127.0.0.2", port);
+    let node = edge_node(port);
+    let zone = node.create_zone("grpc.test");
+    proxied(&node, &zone, "rpc", "127.0.0.2");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body, trailers) = rt.block_on(grpc_call(port, "rpc.grpc.test", b"hello"));
+        if status == 200 {
+            assert_eq!(&body[..5], &[0, 0, 0, 0, 5], "length-prefixed message");
+            assert_eq!(&body[5..], b"hello");
+            let trailers = trailers.expect("gRPC trailers reach the client");
+            assert_eq!(
+                trailers.get("grpc-status").map(|v| v.as_bytes()),
+                Some(&b"0"[..])
+            );
+            assert_eq!(
+                trailers.get("grpc-message").map(|v| v.as_bytes()),
+                Some(&b"echoed"[..])
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gRPC answer (last status {status})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
