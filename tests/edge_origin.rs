@@ -352,3 +352,110 @@ fn grpc_calls_pass_through_with_their_trailers() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn idempotent_requests_are_retried_on_the_next_address_after_a_failed_exchange() {
+    let port = free_port();
+    // 127.0.0.30 accepts, reads the request and hangs up without answering; it is tried first.
+    let hangs_up = TcpListener::bind(("127.0.0.30", port)).expect("bind origin");
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        for stream in hangs_up.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let line = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let _ = seen_tx.send(line);
+        }
+    });
+    let answers = start_origin("127.0.0.31", port);
+    let node = edge_node(port);
+    let zone = node.create_zone("retry.test");
+    proxied(&node, &zone, "www", "127.0.0.30");
+    proxied(&node, &zone, "www", "127.0.0.31");
+    parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
+        curl(port, "www.retry.test", &[]).0 == 200
+    });
+    while answers.try_recv().is_ok() {}
+    while seen_rx.try_recv().is_ok() {}
+
+    // GET: the first address hangs up, the request goes to the next one.
+    let (status, head, _) = curl(port, "www.retry.test", &[]);
+    assert_eq!(status, 200, "{head}");
+    assert!(seen_rx.recv_timeout(Duration::from_secs(5)).is_ok());
+    assert!(answers.recv_timeout(Duration::from_secs(5)).is_ok());
+
+    // POST may change state: it is sent once, and the visitor gets the origin's failure.
+    let (status, head, _) = curl(port, "www.retry.test", &["-X", "POST", "-d", "x"]);
+    assert_eq!(status, 520, "{head}");
+    let first = seen_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the POST reached the first address");
+    assert!(first.starts_with("POST "), "{first}");
+    assert!(
+        answers.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a POST was sent twice"
+    );
+}
+
+/// Moves the calling thread (and the processes it starts) into a new network namespace with
+/// only loopback up, where any other address is unreachable; the namespace is removed on drop.
+struct FreshNetns {
+    name: String,
+}
+
+impl FreshNetns {
+    fn enter() -> Self {
+        let name = format!("parapet-test-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .expect("run ip (iproute2)");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &name]);
+        let ns = Self { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        let file = std::fs::File::open(format!("/var/run/netns/{}", ns.name)).expect("netns file");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        ns
+    }
+}
+
+impl Drop for FreshNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn an_unreachable_origin_gets_a_523() {
+    // Run in a namespace of our own: there, 10.255.255.1 has no route (ENETUNREACH).
+    let netns = FreshNetns::enter();
+    let port = free_port();
+    let node = edge_node(port);
+    let zone = node.create_zone("unreachable.test");
+    proxied(&node, &zone, "www", "10.255.255.1");
+    parapet_testkit::eventually(Duration::from_secs(5), "a 523 page", || {
+        let (status, head, body) = curl(
+            port,
+            "www.unreachable.test",
+            &["-H", "Accept: application/json"],
+        );
+        status == 523 && head.contains("cf-ray") && body.contains("523") && !body.contains("10.255")
+    });
+    drop(node);
+    drop(netns);
+}

@@ -227,6 +227,34 @@ impl ProxyHttp for EdgeProxy {
         e
     }
 
+    /// After a connection was made: an idempotent request whose response has not started is
+    /// retried on a fresh connection when a pooled one turned out stale, and otherwise on the
+    /// origin's next address (each tried once), as nginx's `proxy_next_upstream error timeout`.
+    /// A request that may change state (POST, PATCH, ...) is never sent twice.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        let addresses = ctx.origin.as_ref().map_or(0, |o| o.addrs.len());
+        if replayable && client_reused {
+            e.set_retry(true);
+        } else if replayable && ctx.attempt + 1 < addresses {
+            ctx.attempt += 1;
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
     /// Counts streamed request bodies (chunked ones declare no length) against the limit.
     async fn request_body_filter(
         &self,

@@ -641,6 +641,9 @@ mod tests {
         assert_eq!(second.rules[0].id, first.rules[0].id);
         let compiled = second.compile().expect("accepted");
         assert!(compiled[0].hosts.matches("b.com"));
-        assert_eq!(compiled[0].params.origin.as_ref().expect("accepted").port, Some(81));
+        assert_eq!(
+            compiled[0].params.origin.as_ref().expect("accepted").port,
+            Some(81)
+        );
     }
 }
