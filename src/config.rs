@@ -47,6 +47,10 @@ pub struct ServeFlags {
     /// Ask this server for parent-zone delegations instead of finding them via the system resolver.
     #[arg(long, value_name = "HOST:PORT")]
     pub parent_ns: Option<String>,
+    /// Take over the listening sockets of the parapet running on this data directory, without
+    /// dropping a connection; it finishes its requests and exits.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod serve;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -71,7 +72,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)?
-                .block_on(serve::serve(config, env_token))
+                .block_on(serve::serve(config, env_token, flags.upgrade))
         }),
         Command::CheckConfig(flags) => config::load(&flags).map(|c| println!("{c:#?}")),
         Command::Zone { api, command } => cli::zone(&api, command),

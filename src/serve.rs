@@ -12,11 +12,14 @@ use parapet_dns::{
     follow_snapshots, system_resolver,
 };
 use parapet_model::ids;
-use parapet_snapshot::{LastGood, Published, run_snapshot_watcher};
+use parapet_snapshot::{
+    LastGood, Published, publish_last_good, run_snapshot_watcher, save_store_state,
+};
 use parapet_store::{RedbStore, Store, StoreError, Txn};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ActivationFlag, Config, is_local};
+use crate::upgrade::{self, Handover, Inherited, Role};
 
 const ACCOUNT_KEY: &str = "meta/account";
 
@@ -75,6 +78,8 @@ async fn start_dns(
     config: &Config,
     published: &Arc<Published>,
     flattener: &Arc<Flattener>,
+    inherited: &mut Inherited,
+    handover: &Handover,
 ) -> anyhow::Result<()> {
     if config.dns_listen.is_empty() {
         return Ok(());
@@ -101,10 +106,27 @@ async fn start_dns(
     ));
     for addr in &config.dns_listen {
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
-        let (udp, tcp) = bind_udp_and_tcp(*addr, workers).map_err(|e| {
-            anyhow::anyhow!("cannot listen on {addr} (UDP and TCP) for DNS: {e}; choose another address with --dns-listen")
-        })?;
+        let adopted_udp = inherited.take(Role::DnsUdp, *addr);
+        let adopted_tcp = inherited.take(Role::DnsTcp, *addr);
+        let (udp, tcp) = match (adopted_udp.is_empty(), adopted_tcp.into_iter().next()) {
+            (false, Some((_, tcp))) => {
+                let tcp = std::net::TcpListener::from(tcp);
+                tcp.set_nonblocking(true)?;
+                let udp = adopted_udp
+                    .into_iter()
+                    .map(|(_, fd)| std::net::UdpSocket::from(fd))
+                    .collect();
+                (udp, tcp)
+            }
+            _ => bind_udp_and_tcp(*addr, workers).map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr} (UDP and TCP) for DNS: {e}; choose another address with --dns-listen")
+            })?,
+        };
         let bound = tcp.local_addr()?;
+        for socket in &udp {
+            handover.keep(Role::DnsUdp, bound, socket);
+        }
+        handover.keep(Role::DnsTcp, bound, &tcp);
         server.spawn_udp(udp)?;
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
         say(&format!("parapet: dns listening on {bound}"));
@@ -126,16 +148,126 @@ async fn start_dns(
     Ok(())
 }
 
-pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<()> {
+/// Opens the store; while a previous process hands over (`upgrading`), waits for it to exit.
+async fn open_store(data_dir: &std::path::Path, upgrading: bool) -> anyhow::Result<RedbStore> {
+    let path = data_dir.join("store.redb");
+    let deadline = std::time::Instant::now() + UPGRADE_STORE_WAIT;
+    loop {
+        match RedbStore::open(&path) {
+            Ok(store) => return Ok(store),
+            Err(e) if upgrading && std::time::Instant::now() < deadline => {
+                tracing::debug!("store still held by the previous process: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => bail!(
+                "opening the store in --data-dir {}: {e} (is another parapet using it? to replace it without downtime, start this one with --upgrade)",
+                data_dir.display()
+            ),
+        }
+    }
+}
+
+/// How long a process replaced by `--upgrade` lets its requests finish before it exits.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long `--upgrade` waits for the previous process to exit and free the store.
+const UPGRADE_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
-    let store_path = config.data_dir.join("store.redb");
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&store_path).map_err(|e| {
-        anyhow::anyhow!(
-            "opening the store in --data-dir {}: {e} (is another parapet using it?)",
-            config.data_dir.display()
+    let last_good_path = config.data_dir.join("snapshot.json");
+    let mut inherited = if upgrade {
+        let data_dir = config.data_dir.clone();
+        tokio::task::spawn_blocking(move || Inherited::receive(&data_dir)).await??
+    } else {
+        Inherited::default()
+    };
+    let handover = Arc::new(Handover::default());
+
+    // The data planes start from the last good state (exactly the running one's when taking
+    // over) and need no store: they serve while the store is still held by a previous process.
+    let published = Arc::new(Published::new());
+    publish_last_good(&published, &LastGood::new(&last_good_path));
+    // One cache of outside names' addresses, for apex CNAME flattening and for edge origins.
+    let resolver = Arc::new(Flattener::new(config.resolver.or_else(system_resolver)));
+    start_dns(&config, &published, &resolver, &mut inherited, &handover).await?;
+    let mut metrics: Vec<parapet_api::MetricsSource> = Vec::new();
+    let (edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut edge = None;
+    if !config.http_listen.is_empty() {
+        let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
+        proxy.resolver = Some(Arc::clone(&resolver));
+        let edge_metrics = Arc::clone(&proxy.metrics);
+        metrics.push(Arc::new({
+            let m = Arc::clone(&edge_metrics);
+            move || m.render()
+        }) as parapet_api::MetricsSource);
+        proxy.connect_timeout = config.edge_connect_timeout;
+        proxy.read_timeout = config.edge_read_timeout;
+        proxy.max_body_bytes = config.edge_max_body_bytes;
+        let listeners = parapet_edge::EdgeListeners::bind_or_adopt(
+            &config.http_listen,
+            parapet_edge::worker_count(),
+            &mut |addr| {
+                inherited
+                    .take(Role::Http, addr)
+                    .into_iter()
+                    .map(|(_, fd)| std::net::TcpListener::from(fd))
+                    .collect()
+            },
         )
-    })?);
+        .map_err(|e| anyhow::anyhow!("{e}; choose another address with --http-listen"))?;
+        for (addr, socket) in listeners.sockets() {
+            handover.keep(Role::Http, addr, socket);
+        }
+        for addr in listeners.addrs() {
+            say(&format!("parapet: http listening on {addr}"));
+        }
+        edge = Some((
+            parapet_edge::start_edge(proxy, listeners, edge_shutdown_rx),
+            edge_metrics,
+        ));
+    }
+    if config
+        .edge_ipv4
+        .iter()
+        .map(|ip| (*ip).into())
+        .chain(config.edge_ipv6.iter().map(|ip| (*ip).into()))
+        .any(is_local)
+    {
+        tracing::warn!(
+            "an --edge-ipv4/--edge-ipv6 address is loopback or unspecified: visitors elsewhere cannot reach it"
+        );
+    }
+    let api_socket = match inherited
+        .take(Role::Api, config.api_listen)
+        .into_iter()
+        .next()
+    {
+        Some((_, fd)) => {
+            let socket = std::net::TcpListener::from(fd);
+            socket.set_nonblocking(true)?;
+            socket
+        }
+        None => match std::net::TcpListener::bind(config.api_listen) {
+            Ok(socket) => {
+                socket.set_nonblocking(true)?;
+                socket
+            }
+            Err(e) => bail!(
+                "cannot listen on {} for the API: {e}; choose another address with --api-listen",
+                config.api_listen
+            ),
+        },
+    };
+    let local = api_socket.local_addr()?;
+    handover.keep(Role::Api, local, &api_socket);
+    for addr in inherited.unused() {
+        tracing::warn!("{addr} was handed over but is no longer configured: closing it");
+    }
+    drop(inherited);
+
+    let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir, upgrade).await?);
     let account = account(store.as_ref()).await?;
 
     if env_token.is_none() && !parapet_api::has_stored_tokens(store.as_ref()).await? {
@@ -154,11 +286,10 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
         ));
     }
 
-    let published = Arc::new(Published::new());
     tokio::spawn(run_snapshot_watcher(
         Arc::clone(&store),
         Arc::clone(&published),
-        Some(LastGood::new(config.data_dir.join("snapshot.json"))),
+        Some(LastGood::new(&last_good_path)),
     ));
 
     let mode = match config.activation {
@@ -174,49 +305,22 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
     ));
     tokio::spawn(Arc::clone(&activator).run_background());
 
-    // One cache of outside names' addresses, for apex CNAME flattening and for edge origins.
-    let resolver = Arc::new(Flattener::new(config.resolver.or_else(system_resolver)));
-    start_dns(&config, &published, &resolver).await?;
-    let mut metrics: Vec<parapet_api::MetricsSource> = Vec::new();
-    let (edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
-    let edge = if config.http_listen.is_empty() {
-        None
-    } else {
-        let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
-        proxy.resolver = Some(Arc::clone(&resolver));
-        let edge_metrics = Arc::clone(&proxy.metrics);
-        metrics.push(Arc::new(move || edge_metrics.render()) as parapet_api::MetricsSource);
-        proxy.connect_timeout = config.edge_connect_timeout;
-        proxy.read_timeout = config.edge_read_timeout;
-        proxy.max_body_bytes = config.edge_max_body_bytes;
-        let listeners =
-            parapet_edge::EdgeListeners::bind(&config.http_listen, parapet_edge::worker_count())
-                .map_err(|e| anyhow::anyhow!("{e}; choose another address with --http-listen"))?;
-        for addr in listeners.addrs() {
-            say(&format!("parapet: http listening on {addr}"));
-        }
-        Some(parapet_edge::start_edge(proxy, listeners, edge_shutdown_rx))
-    };
-    if config
-        .edge_ipv4
-        .iter()
-        .map(|ip| (*ip).into())
-        .chain(config.edge_ipv6.iter().map(|ip| (*ip).into()))
-        .any(is_local)
+    // A successor started with --upgrade takes the sockets over; this process then stops.
+    let (upgraded, mut upgraded_rx) = tokio::sync::watch::channel(false);
     {
-        tracing::warn!(
-            "an --edge-ipv4/--edge-ipv6 address is loopback or unspecified: visitors elsewhere cannot reach it"
-        );
+        let runtime = tokio::runtime::Handle::current();
+        let store = Arc::clone(&store);
+        let last_good = LastGood::new(&last_good_path);
+        upgrade::await_successor(
+            &config.data_dir,
+            handover,
+            move || Ok(runtime.block_on(save_store_state(store.as_ref(), &last_good))?),
+            move || {
+                let _ = upgraded.send(true);
+            },
+        )?;
     }
 
-    let listener = match tokio::net::TcpListener::bind(config.api_listen).await {
-        Ok(l) => l,
-        Err(e) => bail!(
-            "cannot listen on {} for the API: {e}; choose another address with --api-listen",
-            config.api_listen
-        ),
-    };
-    let local = listener.local_addr()?;
     let state = Arc::new(ApiState {
         store,
         config: ApiConfig {
@@ -242,13 +346,27 @@ pub async fn serve(config: Config, env_token: Option<String>) -> anyhow::Result<
     });
     tracing::info!(data_dir = %config.data_dir.display(), "parapet started");
     say(&format!("parapet: api listening on http://{local}"));
-    axum::serve(listener, parapet_api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("API server")?;
+    let stop = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            _ = upgraded_rx.changed() => tracing::info!("a new process took over; finishing"),
+        }
+    };
+    axum::serve(
+        tokio::net::TcpListener::from_std(api_socket)?,
+        parapet_api::router(state),
+    )
+    .with_graceful_shutdown(stop)
+    .await
+    .context("API server")?;
     let _ = edge_shutdown.send(true);
-    if let Some(task) = edge {
+    if let Some((task, metrics)) = edge {
+        // Stop accepting, then let the requests in progress finish (bounded).
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+        while metrics.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
     Ok(())
 }

@@ -47,21 +47,43 @@ pub struct EdgeListeners {
 impl EdgeListeners {
     /// Binds every address `workers` times. Port 0 picks one free port shared by the workers.
     pub fn bind(listen: &[SocketAddr], workers: usize) -> Result<Self, EdgeStartError> {
+        Self::bind_or_adopt(listen, workers, &mut |_| Vec::new())
+    }
+
+    /// As [`Self::bind`], but first adopting the sockets `adopt` returns for an address (handed
+    /// over by a previous process; all of one address and port), binding only what is missing.
+    pub fn bind_or_adopt(
+        listen: &[SocketAddr],
+        workers: usize,
+        adopt: &mut dyn FnMut(SocketAddr) -> Vec<std::net::TcpListener>,
+    ) -> Result<Self, EdgeStartError> {
         let mut sockets = Vec::with_capacity(listen.len());
         for addr in listen {
             let error = |source| EdgeStartError::Bind {
                 addr: *addr,
                 source,
             };
-            let first = reuseport_listener(*addr).map_err(error)?;
-            let bound = first.local_addr().map_err(error)?;
-            let mut group = vec![first];
-            for _ in 1..workers.max(1) {
+            let mut group = adopt(*addr);
+            for socket in &group {
+                socket.set_nonblocking(true).map_err(error)?;
+            }
+            if group.is_empty() {
+                group.push(reuseport_listener(*addr).map_err(error)?);
+            }
+            let bound = group[0].local_addr().map_err(error)?;
+            while group.len() < workers.max(1) {
                 group.push(reuseport_listener(bound).map_err(error)?);
             }
             sockets.push((bound, group));
         }
         Ok(Self { sockets })
+    }
+
+    /// Every socket with its address (to keep copies for a successor process).
+    pub fn sockets(&self) -> impl Iterator<Item = (SocketAddr, &std::net::TcpListener)> {
+        self.sockets
+            .iter()
+            .flat_map(|(addr, group)| group.iter().map(move |s| (*addr, s)))
     }
 
     /// The addresses actually bound (port 0 resolved).

@@ -37,6 +37,11 @@ impl EdgeMetrics {
         OpenConnection(&self.connections)
     }
 
+    /// Visitor connections open now.
+    pub fn open_connections(&self) -> i64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }

@@ -25,7 +25,7 @@ pub use keys::{
     StoreKey, outgoing_key, peer_key, record_key, record_prefix, ruleset_key, settings_key,
     token_key, tsig_key, zone_key, zone_name_key,
 };
-pub use watcher::{LastGood, run_snapshot_watcher};
+pub use watcher::{LastGood, publish_last_good, run_snapshot_watcher, save_store_state};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -33,6 +33,8 @@ pub enum SnapshotError {
     Compile(Vec<CompileError>),
     #[error("last good snapshot file {path}: {message}")]
     LastGood { path: String, message: String },
+    #[error("reading the store: {0}")]
+    Store(#[from] parapet_store::StoreError),
 }
 
 /// The snapshot currently served, and what happened to the last one that was rejected.

@@ -140,6 +140,36 @@ fn rebuild(
     }
 }
 
+/// Publishes the state saved in `last_good`, if there is one that compiles; whether it did.
+pub fn publish_last_good(published: &Published, last_good: &LastGood) -> bool {
+    match last_good.load() {
+        Ok(Some((revision, entries))) => {
+            rebuild(published, &entries, revision, &mut HashSet::new())
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!("{e}");
+            false
+        }
+    }
+}
+
+/// Saves the store's current state as the last good snapshot now (before handing over to a
+/// successor process, which starts from it).
+pub async fn save_store_state(
+    store: &dyn Store,
+    last_good: &LastGood,
+) -> Result<(), SnapshotError> {
+    let listing = store.list("").await?;
+    let entries: Entries = listing
+        .entries
+        .into_iter()
+        .filter(|e| StoreKey::parse(&e.key).feeds_snapshot())
+        .map(|e| (e.key, e.value))
+        .collect();
+    last_good.save(listing.revision, &entries)
+}
+
 /// The latest compiled state waiting to be saved.
 type PendingSave = Option<(Revision, Arc<Entries>)>;
 

@@ -219,6 +219,22 @@ impl Node {
         }
     }
 
+    /// Waits for the process to exit on its own (at most `within`).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        let c = self.child.as_mut()?;
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then the exit status (at most 10 s).
     pub fn terminate(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("running");

@@ -1,0 +1,155 @@
+//! Zero-downtime upgrade: `parapet serve --upgrade` takes over a running node's sockets while
+//! visitors keep connecting; not one connection is refused or request lost, and the new process
+//! serves the API, DNS and the edge with the same state.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use parapet_testkit::http::start_origin;
+use parapet_testkit::{Node, NodeOptions, free_port};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+/// One request on a new connection; the status line, or what went wrong.
+fn request(port: u16, host: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET /up HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    if status.starts_with("HTTP/1.1 200") {
+        Ok(status)
+    } else {
+        Err(format!("answer: {status:?}"))
+    }
+}
+
+#[test]
+fn upgrade_takes_over_every_socket_without_refusing_a_connection() {
+    let port = free_port();
+    let _origin = start_origin("127.0.0.2", port);
+    let args = [
+        "--activation".to_owned(),
+        "auto".to_owned(),
+        "--http-listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--dns-listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--edge-ipv4".to_owned(),
+        "192.0.2.1".to_owned(),
+    ];
+    let mut old = Node::start(NodeOptions::new(BIN).args(args.clone()));
+    let zone = old.create_zone("up.test");
+    old.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
+        request(port, "www.up.test").is_ok()
+    });
+
+    // Visitors keep coming, each on a new connection, during the whole handover.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failures) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failures));
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match request(port, "www.up.test") {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failures.lock().expect("failures").push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = ok.load(Ordering::Relaxed);
+
+    let new = Node::start(
+        NodeOptions::new(BIN)
+            .data_dir(old.data_dir.clone())
+            .env_token(Some(old.token.clone()))
+            .args(args)
+            .arg("--upgrade"),
+    );
+    let status = old
+        .wait_exit(Duration::from_secs(20))
+        .expect("the old process exits after handing over");
+    assert!(status.success(), "old process: {status:?}");
+    let at_exit = ok.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    let total = ok.load(Ordering::Relaxed);
+    let failures = failures.lock().expect("failures").clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        before > 0 && total > at_exit,
+        "served before {before}, at exit {at_exit}, total {total}"
+    );
+
+    // The new process has the same sockets and state, and takes changes.
+    assert_eq!(new.base, old.base, "the API address is the same socket");
+    assert_eq!(
+        new.dns_addr(),
+        old.dns_addr(),
+        "the DNS address is the same socket"
+    );
+    let answer = parapet_testkit::dns::ask(new.dns_addr(), "www.up.test", RecordType::A);
+    assert_eq!(answer.answers.len(), 1, "{answer:?}");
+    new.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "api", "content": "127.0.0.2", "proxied": true})),
+    );
+    parapet_testkit::eventually(
+        Duration::from_secs(5),
+        "a name added after the upgrade",
+        || request(port, "api.up.test").is_ok(),
+    );
+}
+
+#[test]
+fn upgrade_without_a_running_node_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--upgrade",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run parapet");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no running parapet"), "{err}");
+}
