@@ -82,6 +82,8 @@ pub struct Config {
     pub edge_read_timeout: Duration,
     /// Edge: largest request body accepted (then 413).
     pub edge_max_body_bytes: u64,
+    /// Edge: open connections allowed per client address (IPv6: per /64); 0: no limit.
+    pub edge_max_connections_per_ip: u32,
     /// DNS response rate limit per client prefix and response kind (0: off).
     pub dns_rrl_rate: u32,
     /// Every n-th rate-limited response is sent truncated instead of dropped (0: drop all).
@@ -111,6 +113,7 @@ impl Default for Config {
             edge_connect_timeout: Duration::from_secs(15),
             edge_read_timeout: Duration::from_secs(100),
             edge_max_body_bytes: 100_000_000,
+            edge_max_connections_per_ip: 1024,
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
         }
@@ -135,6 +138,7 @@ const KEYS: &[&str] = &[
     "edge_connect_timeout",
     "edge_read_timeout",
     "edge_max_body_bytes",
+    "edge_max_connections_per_ip",
 ];
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
@@ -276,6 +280,12 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                 Some(n) if n > 0 => c.edge_max_body_bytes = n,
                 _ => errors.push(want("a positive number of bytes")),
             },
+            "edge_max_connections_per_ip" => {
+                match value.as_integer().and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => c.edge_max_connections_per_ip = n,
+                    _ => errors.push(want("a number of connections (0: no limit)")),
+                }
+            }
             _ => errors.push(format!(
                 "{key}: unknown key (known keys: {})",
                 KEYS.join(", ")

@@ -175,6 +175,7 @@ const UPGRADE_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(6
 pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
+    raise_open_file_limit();
     let last_good_path = config.data_dir.join("snapshot.json");
     let mut inherited = if upgrade {
         let data_dir = config.data_dir.clone();
@@ -205,6 +206,9 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         proxy.connect_timeout = config.edge_connect_timeout;
         proxy.read_timeout = config.edge_read_timeout;
         proxy.max_body_bytes = config.edge_max_body_bytes;
+        proxy.client_limit = Arc::new(parapet_edge::ClientLimit::new(
+            config.edge_max_connections_per_ip,
+        ));
         let listeners = parapet_edge::EdgeListeners::bind_or_adopt(
             &config.http_listen,
             parapet_edge::worker_count(),
@@ -369,6 +373,19 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         }
     }
     Ok(())
+}
+
+/// Every visitor connection is a file descriptor: use all the system allows this process
+/// (the soft limit is often 1024; the hard limit much higher).
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("cannot raise the open file limit: {e}");
+        }
+    }
 }
 
 /// A duration as the whole seconds an API setting shows (at least 1).

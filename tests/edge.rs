@@ -557,3 +557,77 @@ fn an_origin_that_never_accepts_gets_a_522() {
     drop(fillers);
     drop(socket);
 }
+
+#[test]
+fn connections_over_the_per_client_limit_are_closed_at_once() {
+    let port = free_port();
+    let _origin = start_origin("127.0.0.2", port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("parapet.toml");
+    std::fs::write(&conf, "edge_max_connections_per_ip = 3\n").expect("config");
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args([
+                "--activation",
+                "auto",
+                "--http-listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
+            .arg(conf.to_str().expect("path")),
+    );
+    let zone = node.create_zone("limit.test");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
+        curl(port, "www.limit.test", &[]).0 == 200
+    });
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // Three kept-alive connections, each answered once (so the edge has accepted them all).
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = connect();
+            c.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            c.write_all(b"GET / HTTP/1.1\r\nHost: www.limit.test\r\n\r\n")
+                .expect("write");
+            let mut buf = [0u8; 12];
+            std::io::Read::read_exact(&mut c, &mut buf).expect("answer");
+            assert_eq!(&buf, b"HTTP/1.1 200");
+            c
+        })
+        .collect();
+    // The fourth is accepted by the kernel and closed by the edge without an answer.
+    let mut fourth = connect();
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = fourth.write_all(b"GET / HTTP/1.1\r\nHost: www.limit.test\r\n\r\n");
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut fourth, &mut buf).unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "over the limit: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let metrics = ureq::get(&format!("{}/metrics", node.base))
+        .header("Authorization", &format!("Bearer {}", node.token))
+        .call()
+        .expect("metrics")
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    assert!(
+        metrics.contains("parapet_edge_connections_refused_total 1"),
+        "{metrics}"
+    );
+    // The held ones still work, and closing one makes room.
+    drop(held);
+    parapet_testkit::eventually(Duration::from_secs(5), "room again", || {
+        curl(port, "www.limit.test", &[]).0 == 200
+    });
+}

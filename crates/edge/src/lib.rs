@@ -13,12 +13,13 @@ pub mod route;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::Stream;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest as _, SocketDigest};
 use pingora::server::ShutdownWatch;
 use pingora::server::configuration::ServerConf;
-use pingora::services::Service as _;
-use pingora::services::listening::Service;
 use tokio::sync::watch;
 
 pub use errors::EdgeError;
@@ -92,30 +93,140 @@ impl EdgeListeners {
     }
 }
 
+/// How long a visitor connection may stay open without sending a request (the first one, or
+/// the next one on a kept-alive connection).
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Open connections per client (an IPv4 address, an IPv6 /64), shared by every worker.
+pub struct ClientLimit {
+    max: u32,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+}
+
+impl ClientLimit {
+    /// `max` connections per client; 0: no limit.
+    pub fn new(max: u32) -> Self {
+        Self {
+            max,
+            open: std::sync::Mutex::default(),
+        }
+    }
+
+    fn key(ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.into(),
+                None => std::net::Ipv6Addr::from(
+                    u128::from(v6) & 0xffff_ffff_ffff_ffff_0000_0000_0000_0000,
+                )
+                .into(),
+            },
+            v4 => v4,
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` when it has its maximum open.
+    fn acquire(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        if self.max == 0 {
+            return Some(ClientSlot(None));
+        }
+        let key = Self::key(ip);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(key).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(Some((Arc::clone(self), key))))
+    }
+}
+
+/// One open connection counted against its client; released on drop.
+struct ClientSlot(Option<(Arc<ClientLimit>, std::net::IpAddr)>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Some((limit, key)) = self.0.take() {
+            let mut open = limit
+                .open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(n) = open.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits until `buf.len()` bytes have arrived on `stream` without consuming them; false when
+/// the visitor went away, stayed silent for [`IDLE_TIMEOUT`], or the edge is stopping.
+async fn wait_for_bytes(stream: &mut Stream, buf: &mut [u8], shutdown: &ShutdownWatch) -> bool {
+    let mut stop = shutdown.clone();
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        peeked = tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(buf)) => {
+            matches!(peeked, Ok(Ok(_)))
+        }
+        _ = stop.wait_for(|stopping| *stopping) => false,
+    }
+}
+
 /// The HTTP engine with each visitor connection counted for its whole life (every request it
 /// carries, until it closes).
 struct Connections {
     http: Arc<pingora::proxy::HttpProxy<EdgeProxy>>,
     metrics: Arc<EdgeMetrics>,
+    limit: Arc<ClientLimit>,
 }
 
-#[async_trait::async_trait]
-impl ServerApp for Connections {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+impl Connections {
+    /// Serves one visitor connection until it closes.
+    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<()> {
         let _open = self.metrics.connection_opened();
-        let mut next = Some(stream);
-        while let Some(stream) = next {
-            next = ServerApp::process_new(&self.http, stream, shutdown).await;
+        let mut stream = stream;
+        let mut first = [0u8; 1];
+        if !wait_for_bytes(&mut stream, &mut first, shutdown).await {
+            return None;
         }
-        None
-    }
-
-    async fn cleanup(&self) {
-        ServerApp::cleanup(self.http.as_ref()).await;
+        // HTTP/2 with prior knowledge starts with its preface ("PRI * HTTP/2.0..."): the engine
+        // runs the whole connection.
+        if first[0] == b'P' {
+            let mut preface = [0u8; 24];
+            if !wait_for_bytes(&mut stream, &mut preface, shutdown).await {
+                return None;
+            }
+            if preface == *H2_PREFACE {
+                ServerApp::process_new(&self.http, stream, shutdown).await;
+                return None;
+            }
+        }
+        // HTTP/1: one request at a time. Between requests, only this small future waits for the
+        // next one; the engine's per-request state (tens of KiB) exists only while a request
+        // is handled, so an idle kept-alive connection costs a few KiB.
+        let mut session = ServerSession::new_http1(stream);
+        loop {
+            session.set_keepalive((!*shutdown.borrow()).then_some(IDLE_TIMEOUT.as_secs()));
+            let reused = HttpServerApp::process_new_http(&self.http, session, shutdown).await;
+            let (mut stream, settings) = reused?.consume();
+            if !wait_for_bytes(&mut stream, &mut first, shutdown).await {
+                return None;
+            }
+            session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+        }
     }
 }
 
@@ -152,14 +263,12 @@ pub fn start_edge(
     listeners: EdgeListeners,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    use std::os::fd::IntoRawFd;
     let workers = listeners.sockets.first().map_or(1, |(_, g)| g.len());
-    let mut per_worker: Vec<Vec<(String, std::net::TcpListener)>> =
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
         (0..workers).map(|_| Vec::new()).collect();
-    for (addr, group) in listeners.sockets {
+    for (_, group) in listeners.sockets {
         for (i, socket) in group.into_iter().enumerate() {
-            // The key names the socket in the engine's table of inherited sockets.
-            per_worker[i % workers].push((format!("{addr}#{i}"), socket));
+            per_worker[i % workers].push(socket);
         }
     }
     let conf = Arc::new(ServerConf::default());
@@ -170,24 +279,33 @@ pub fn start_edge(
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2c = true;
         http.server_options = Some(options);
-        let app = Connections {
+        let app = Arc::new(Connections {
             http: Arc::new(http),
             metrics: Arc::clone(&proxy.metrics),
-        };
-        let mut service = Service::new("parapet edge".to_owned(), app);
-        let mut fds = pingora::server::Fds::new();
-        for (key, socket) in sockets {
-            service.add_tcp(&key);
-            fds.add(key, socket.into_raw_fd());
-        }
-        let fds = Arc::new(parking_lot::Mutex::new(fds));
+            limit: Arc::clone(&proxy.client_limit),
+        });
         // One single-threaded runtime per worker; it lives as long as the process.
         let runtime: &'static pingora_runtime::Runtime = Box::leak(Box::new(
             pingora_runtime::Runtime::new_no_steal(1, &format!("parapet-edge-{i}")),
         ));
         let shutdown = shutdown.clone();
         done.push(runtime.get_handle().spawn(async move {
-            service.start_service(Some(fds), shutdown, 1).await;
+            let mut loops = Vec::with_capacity(sockets.len());
+            for socket in sockets {
+                match tokio::net::TcpListener::from_std(socket) {
+                    Ok(listener) => loops.push(tokio::spawn(accept_loop(
+                        Arc::clone(&app),
+                        listener,
+                        shutdown.clone(),
+                    ))),
+                    Err(e) => tracing::error!("edge listener: {e}"),
+                }
+            }
+            for accepting in loops {
+                let _ = accepting.await;
+            }
+            // Stopping: wake the connections waiting for a request so that they close.
+            ServerApp::cleanup(app.http.as_ref()).await;
         }));
     }
     tokio::spawn(async move {
@@ -195,4 +313,85 @@ pub fn start_edge(
             let _ = worker.await;
         }
     })
+}
+
+/// Accepts visitor connections until `shutdown`; each is served by a task on this worker.
+async fn accept_loop(
+    app: Arc<Connections>,
+    listener: tokio::net::TcpListener,
+    mut shutdown: ShutdownWatch,
+) {
+    use std::os::fd::AsRawFd;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let Some(slot) = app.limit.acquire(peer.ip()) else {
+                    // Over its limit: closed at once, before any work is done for it.
+                    app.metrics.connection_refused();
+                    drop(tcp);
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
+                let _ = digest.peer_addr.set(Some(peer.into()));
+                let mut stream = L4Stream::from(tcp);
+                stream.set_socket_digest(digest);
+                let app = Arc::clone(&app);
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    app.serve(Box::new(stream), &shutdown).await;
+                    drop(slot);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors (or another resource): accept() would fail at once
+                // again; let connections finish and free some.
+                tracing::warn!("edge accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_limits_count_ipv4_addresses_and_ipv6_64s() {
+        let limit = Arc::new(ClientLimit::new(2));
+        let a: std::net::IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let other: std::net::IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        let first = limit.acquire(a).expect("first");
+        let _second = limit.acquire(b).expect("second, same /64");
+        assert!(
+            limit.acquire(a).is_none(),
+            "a third from the /64 is refused"
+        );
+        assert!(
+            limit.acquire(other).is_some(),
+            "another /64 has its own count"
+        );
+        drop(first);
+        assert!(
+            limit.acquire(b).is_some(),
+            "a closed connection frees its slot"
+        );
+        let v4: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        let _x = limit.acquire(v4).expect("v4");
+        let _y = limit
+            .acquire(mapped)
+            .expect("mapped counts as the same address");
+        assert!(limit.acquire(v4).is_none());
+        assert!(
+            Arc::new(ClientLimit::new(0)).acquire(v4).is_some(),
+            "0: no limit"
+        );
+    }
 }

@@ -19,6 +19,7 @@ pub struct EdgeMetrics {
     origin_micros: AtomicU64,
     in_flight: AtomicI64,
     connections: AtomicI64,
+    refused: AtomicU64,
 }
 
 /// An open visitor connection; dropping it counts the connection closed.
@@ -35,6 +36,11 @@ impl EdgeMetrics {
     pub fn connection_opened(&self) -> OpenConnection<'_> {
         self.connections.fetch_add(1, Ordering::Relaxed);
         OpenConnection(&self.connections)
+    }
+
+    /// A connection closed at once because its client had its limit open.
+    pub fn connection_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Visitor connections open now.
@@ -124,6 +130,12 @@ impl EdgeMetrics {
             out,
             "parapet_edge_connections_open {}",
             self.connections.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP parapet_edge_connections_refused_total Connections closed at once: their client had its limit open.\n# TYPE parapet_edge_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "parapet_edge_connections_refused_total {}",
+            self.refused.load(Ordering::Relaxed)
         );
         out
     }

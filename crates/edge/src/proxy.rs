@@ -34,11 +34,15 @@ pub struct EdgeProxy {
     pub max_header_bytes: usize,
     /// Largest request body accepted; larger gets 413.
     pub max_body_bytes: u64,
+    /// Open connections allowed per client.
+    pub client_limit: Arc<crate::ClientLimit>,
 }
 
 /// Cloudflare's limits: 32 KiB of request headers, 100 MB of body (free plan).
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 pub const MAX_BODY_BYTES: u64 = 100 * 1000 * 1000;
+/// Open connections per client address: room for a large NAT, not for a flood.
+pub const MAX_CONNECTIONS_PER_CLIENT: u32 = 1024;
 
 impl EdgeProxy {
     pub fn new(published: Arc<Published>) -> Self {
@@ -50,6 +54,7 @@ impl EdgeProxy {
             read_timeout: READ_TIMEOUT,
             max_header_bytes: MAX_HEADER_BYTES,
             max_body_bytes: MAX_BODY_BYTES,
+            client_limit: Arc::new(crate::ClientLimit::new(MAX_CONNECTIONS_PER_CLIENT)),
         }
     }
 }
