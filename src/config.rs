@@ -84,6 +84,8 @@ pub struct Config {
     pub edge_max_body_bytes: u64,
     /// Edge: open connections allowed per client address (IPv6: per /64); 0: no limit.
     pub edge_max_connections_per_ip: u32,
+    /// Edge cache: bytes of objects kept in memory; 0: nothing is cached.
+    pub cache_memory_bytes: usize,
     /// DNS response rate limit per client prefix and response kind (0: off).
     pub dns_rrl_rate: u32,
     /// Every n-th rate-limited response is sent truncated instead of dropped (0: drop all).
@@ -114,6 +116,7 @@ impl Default for Config {
             edge_read_timeout: Duration::from_secs(100),
             edge_max_body_bytes: 100_000_000,
             edge_max_connections_per_ip: 1024,
+            cache_memory_bytes: 256 * 1024 * 1024,
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
         }
@@ -139,6 +142,7 @@ const KEYS: &[&str] = &[
     "edge_read_timeout",
     "edge_max_body_bytes",
     "edge_max_connections_per_ip",
+    "cache_memory_bytes",
 ];
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
@@ -280,6 +284,12 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                 Some(n) if n > 0 => c.edge_max_body_bytes = n,
                 _ => errors.push(want("a positive number of bytes")),
             },
+            "cache_memory_bytes" => {
+                match value.as_integer().and_then(|n| usize::try_from(n).ok()) {
+                    Some(n) => c.cache_memory_bytes = n,
+                    _ => errors.push(want("a number of bytes (0: no cache)")),
+                }
+            }
             "edge_max_connections_per_ip" => {
                 match value.as_integer().and_then(|n| u32::try_from(n).ok()) {
                     Some(n) => c.edge_max_connections_per_ip = n,

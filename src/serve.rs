@@ -195,6 +195,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     let mut metrics: Vec<parapet_api::MetricsSource> = Vec::new();
     let (edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
     let mut edge = None;
+    let mut purge = None;
     if !config.http_listen.is_empty() {
         let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
         proxy.resolver = Some(Arc::clone(&resolver));
@@ -209,6 +210,16 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         proxy.client_limit = Arc::new(parapet_edge::ClientLimit::new(
             config.edge_max_connections_per_ip,
         ));
+        if config.cache_memory_bytes > 0 {
+            let cache = parapet_cache::EdgeCache::leak(config.cache_memory_bytes);
+            proxy.cache = Some(cache);
+            purge = Some(
+                Arc::new(move |zone: &str, what: &parapet_model::purge::Purge| {
+                    cache.store.purge(zone, what)
+                }) as parapet_api::PurgeFn,
+            );
+            metrics.push(Arc::new(move || cache.render_metrics()) as parapet_api::MetricsSource);
+        }
         let listeners = parapet_edge::EdgeListeners::bind_or_adopt(
             &config.http_listen,
             parapet_edge::worker_count(),
@@ -347,6 +358,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         activator,
         published,
         metrics,
+        purge,
     });
     tracing::info!(data_dir = %config.data_dir.display(), "parapet started");
     say(&format!("parapet: api listening on http://{local}"));

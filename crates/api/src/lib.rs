@@ -8,6 +8,7 @@
 mod auth;
 mod envelope;
 mod listing;
+mod purge;
 mod records;
 mod secondary;
 mod settings;
@@ -45,6 +46,9 @@ pub struct ApiConfig {
     pub setting_defaults: std::collections::HashMap<&'static str, serde_json::Value>,
 }
 
+/// Removes cached objects of a zone (`zone id`, what to purge); the number removed.
+pub type PurgeFn = Arc<dyn Fn(&str, &parapet_model::purge::Purge) -> usize + Send + Sync>;
+
 /// Prometheus text from a data plane, served at `/metrics`.
 pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -54,6 +58,8 @@ pub struct ApiState {
     pub activator: Arc<Activator>,
     pub published: Arc<Published>,
     pub metrics: Vec<MetricsSource>,
+    /// The edge cache's purge (`None`: this node caches nothing).
+    pub purge: Option<PurgeFn>,
 }
 
 /// `/metrics`: the served snapshot's revision and every data plane's metrics.
@@ -129,6 +135,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint",
             get(settings::get_entrypoint).put(settings::put_entrypoint),
         )
+        .route("/zones/{zone_id}/purge_cache", post(purge::purge_cache))
         .route("/zones", get(zones::list).post(zones::create))
         .route(
             "/zones/{zone_id}",

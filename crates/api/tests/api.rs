@@ -38,6 +38,7 @@ impl Api {
             },
             published: Arc::new(Published::new()),
             metrics: Vec::new(),
+            purge: None,
         });
         Self { app: router(state) }
     }

@@ -7,7 +7,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use parapet_cache::EdgeCache;
 use parapet_snapshot::Published;
+use pingora::cache::cache_control::CacheControl;
+use pingora::cache::filters::resp_cacheable;
+use pingora::cache::key::HashBinary;
+use pingora::cache::{
+    CacheKey, CacheMeta, CacheMetaDefaults, CacheOptionOverrides, CachePhase, NoCacheReason,
+    RespCacheable, VarianceBuilder,
+};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -36,6 +44,8 @@ pub struct EdgeProxy {
     pub max_body_bytes: u64,
     /// Open connections allowed per client.
     pub client_limit: Arc<crate::ClientLimit>,
+    /// The cache (`None`: nothing is cached).
+    pub cache: Option<&'static EdgeCache>,
 }
 
 /// Cloudflare's limits: 32 KiB of request headers, 100 MB of body (free plan).
@@ -55,6 +65,7 @@ impl EdgeProxy {
             max_header_bytes: MAX_HEADER_BYTES,
             max_body_bytes: MAX_BODY_BYTES,
             client_limit: Arc::new(crate::ClientLimit::new(MAX_CONNECTIONS_PER_CLIENT)),
+            cache: None,
         }
     }
 }
@@ -72,6 +83,10 @@ pub struct Ctx {
     /// Which of the origin's addresses this attempt uses (failover on connection errors).
     attempt: usize,
     error: Option<EdgeError>,
+    /// The primary cache key of this request's URL, when the cache was asked.
+    cache_url: Option<String>,
+    /// What the cache did (`CF-Cache-Status`), once known.
+    cache_status: &'static str,
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -79,6 +94,71 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(SocketAddr::ip)
+}
+
+/// How long a request waits for another one fetching the same object before going itself.
+const CACHE_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Statuses stored when the origin allows it (RFC 9110 §15.1 heuristically cacheable, and
+/// redirects).
+const CACHEABLE_STATUS: &[u16] = &[
+    200, 203, 204, 206, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+];
+
+/// Cloudflare's edge TTLs for responses without freshness information; no stale serving unless
+/// the origin asks for it.
+const CACHE_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(
+    |status| parapet_cache::policy::default_ttl(status.as_u16()),
+    0,
+    0,
+);
+
+/// `CF-Cache-Status` and the RFC 9211 `Cache-Status` for what the cache did.
+fn cache_status(phase: &CachePhase) -> (&'static str, &'static str) {
+    match phase {
+        CachePhase::Hit => ("HIT", "parapet; hit"),
+        CachePhase::Miss => ("MISS", "parapet; fwd=uri-miss; stored"),
+        CachePhase::Expired => ("EXPIRED", "parapet; fwd=stale; stored"),
+        CachePhase::Stale => ("STALE", "parapet; hit; fwd=stale"),
+        CachePhase::StaleUpdating => ("UPDATING", "parapet; hit; fwd=stale"),
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => {
+            ("REVALIDATED", "parapet; fwd=stale; fwd-status=304")
+        }
+        CachePhase::Disabled(NoCacheReason::NeverEnabled) => ("DYNAMIC", "parapet; fwd=bypass"),
+        _ => ("BYPASS", "parapet; fwd=uri-miss"),
+    }
+}
+
+/// The coding a stored variant is chosen by.
+fn normalized_encoding(accept: &[u8]) -> &'static str {
+    let accept = String::from_utf8_lossy(accept).to_ascii_lowercase();
+    let offers = |coding: &str| {
+        accept.split(',').any(|item| {
+            let mut parts = item.split(';');
+            parts.next().is_some_and(|c| c.trim() == coding)
+                && !parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"))
+        })
+    };
+    if offers("br") {
+        "br"
+    } else if offers("gzip") {
+        "gzip"
+    } else {
+        ""
+    }
+}
+
+fn visitor_port(session: &Session) -> u16 {
+    session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map_or(80, SocketAddr::port)
+}
+
+fn path_and_query(session: &Session) -> String {
+    let uri = &session.req_header().uri;
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
 }
 
 fn is_grpc(session: &Session) -> bool {
@@ -144,6 +224,8 @@ impl ProxyHttp for EdgeProxy {
             body_bytes: 0,
             attempt: 0,
             error: None,
+            cache_url: None,
+            cache_status: "DYNAMIC",
         }
     }
 
@@ -362,6 +444,40 @@ impl ProxyHttp for EdgeProxy {
     /// What the visitor sees added, and no header that names the origin's address.
     async fn response_filter(
         &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let (status, cache_status) = cache_status(&session.cache.phase());
+        ctx.cache_status = status;
+        resp.insert_header("cf-ray", ctx.ray.as_str())?;
+        resp.insert_header("server", "parapet")?;
+        resp.insert_header("cf-cache-status", status)?;
+        resp.insert_header("cache-status", cache_status)?;
+        // Tags are for purging; visitors do not see them (as Cloudflare).
+        resp.remove_header("cache-tag");
+        // A state-changing request that succeeded makes the stored copies of its URL stale
+        // (RFC 9111 §4.4).
+        let method = &session.req_header().method;
+        if !method.is_safe()
+            && (200..400).contains(&resp.status.as_u16())
+            && let (Some(cache), Some(origin)) = (self.cache, ctx.origin.as_ref())
+        {
+            let url = parapet_cache::key::primary(
+                &origin.zone_id,
+                false,
+                &origin.host,
+                visitor_port(session),
+                &path_and_query(session),
+            );
+            cache.store.invalidate_url(&url);
+        }
+        Ok(())
+    }
+
+    /// The origin's response before it is stored: no header that names the origin's address.
+    async fn upstream_response_filter(
+        &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
@@ -379,9 +495,111 @@ impl ProxyHttp for EdgeProxy {
                 resp.remove_header(&name);
             }
         }
-        resp.insert_header("cf-ray", ctx.ray.as_str())?;
-        resp.insert_header("server", "parapet")?;
         Ok(())
+    }
+
+    /// Caches GET and HEAD of eligible paths (Cloudflare's default extensions) in active zones.
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let (Some(cache), Some(origin)) = (self.cache, ctx.origin.as_ref()) else {
+            return Ok(());
+        };
+        let req = session.req_header();
+        if !matches!(req.method, http::Method::GET | http::Method::HEAD)
+            || !parapet_cache::policy::eligible_path(req.uri.path())
+            || origin.settings.development_mode
+        {
+            return Ok(());
+        }
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(CACHE_LOCK_WAIT);
+        session.cache.enable(
+            &cache.store,
+            Some(cache.eviction),
+            None,
+            Some(cache.lock.as_ref()),
+            Some(overrides),
+        );
+        session
+            .cache
+            .set_max_file_size_bytes(parapet_cache::MAX_OBJECT_BYTES);
+        Ok(())
+    }
+
+    /// Zone, scheme, host, port, path and query: never a header the visitor chose freely.
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        let Some(origin) = ctx.origin.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "cache without a route");
+        };
+        let url = parapet_cache::key::primary(
+            &origin.zone_id,
+            false,
+            &origin.host,
+            visitor_port(session),
+            &path_and_query(session),
+        );
+        ctx.cache_url = Some(url.clone());
+        Ok(CacheKey::new(url, origin.zone_id.as_str()))
+    }
+
+    /// RFC 9111 freshness with Cloudflare's defaults; never a response that sets a cookie or
+    /// varies on everything.
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        if resp.headers.contains_key("set-cookie") {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                "set-cookie",
+            )));
+        }
+        let vary_all = resp.headers.get_all("vary").iter().any(|v| {
+            v.to_str()
+                .map_or(true, |v| v.split(',').any(|h| h.trim() == "*"))
+        });
+        if vary_all || !CACHEABLE_STATUS.contains(&resp.status.as_u16()) {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let cc = CacheControl::from_resp_headers(resp);
+        let authorization = session.req_header().headers.contains_key("authorization");
+        Ok(resp_cacheable(
+            cc.as_ref(),
+            resp.clone(),
+            authorization,
+            &CACHE_DEFAULTS,
+        ))
+    }
+
+    /// A stored response varies on the request headers its `Vary` names; `Accept-Encoding` is
+    /// reduced to the coding that matters (br, gzip or none), so browsers share one variant.
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        let mut variance = VarianceBuilder::new();
+        for value in meta.headers().get_all("vary") {
+            let Ok(value) = value.to_str() else { continue };
+            for name in value.split(',').map(|n| n.trim().to_ascii_lowercase()) {
+                if name.is_empty() {
+                    continue;
+                }
+                let got = req
+                    .headers
+                    .get(name.as_str())
+                    .map(|v| v.as_bytes().to_vec())
+                    .unwrap_or_default();
+                let got = if name == "accept-encoding" {
+                    normalized_encoding(&got).as_bytes().to_vec()
+                } else {
+                    got
+                };
+                variance.add_owned_name_value(name, got);
+            }
+        }
+        variance.finalize()
     }
 
     /// Failures reaching the origin become Cloudflare's 52x pages.
@@ -446,7 +664,7 @@ impl ProxyHttp for EdgeProxy {
             "status": status,
             "bytes": session.body_bytes_sent(),
             "duration_ms": ctx.started.elapsed().as_millis() as u64,
-            "cache": "DYNAMIC",
+            "cache": ctx.cache_status,
             "client_ip": client_ip(session).map(|i| i.to_string()),
             "edge_error": ctx.error.map(EdgeError::code),
         });

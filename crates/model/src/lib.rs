@@ -8,6 +8,7 @@
 mod error;
 pub mod ids;
 pub mod name;
+pub mod purge;
 pub mod record;
 pub mod rules;
 pub mod settings;

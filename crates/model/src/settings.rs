@@ -30,6 +30,12 @@ pub struct SettingDef {
 
 /// Every zone setting, in the order the API lists them.
 pub const SETTINGS: &[SettingDef] = &[
+    // Cloudflare's: bypass the cache for the whole zone while its site is being worked on.
+    SettingDef {
+        id: "development_mode",
+        kind: SettingKind::Choice(&["on", "off"]),
+        default: Some("off"),
+    },
     SettingDef {
         id: "origin_max_http_version",
         kind: SettingKind::Choice(&["1", "2"]),
@@ -122,6 +128,8 @@ pub struct EdgeZoneSettings {
     pub idle_timeout_secs: Option<u64>,
     /// HTTP/2 to the origin (`origin_max_http_version` = "2").
     pub origin_h2: bool,
+    /// Nothing is cached (`development_mode` = "on").
+    pub development_mode: bool,
 }
 
 impl ZoneSettings {
@@ -158,6 +166,11 @@ impl ZoneSettings {
                 .as_ref()
                 .and_then(Value::as_str)
                 == Some("2"),
+            development_mode: self
+                .value("development_mode")
+                .as_ref()
+                .and_then(Value::as_str)
+                == Some("on"),
         }
     }
 
@@ -216,6 +229,7 @@ mod tests {
                 read_timeout_secs: None,
                 idle_timeout_secs: Some(90),
                 origin_h2: false,
+                development_mode: false,
             }
         );
         s.values.insert(

@@ -1,0 +1,389 @@
+//! The memory tier: complete objects, size-bounded (pingora's LRU eviction manager decides what
+//! goes; this store removes it), with a purge index by zone, URL, host and `Cache-Tag`, so that
+//! a purge touches only the objects it names.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parapet_model::purge::Purge;
+use pingora::cache::eviction::{EvictionManager as _, simple_lru};
+use pingora::cache::key::{CacheHashKey, CompactCacheKey};
+use pingora::cache::storage::{HandleHit, HandleMiss, MissFinishType};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::{
+    CacheEntryKeyRef, CacheKey, CacheMeta, HitHandler, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora::{Error, ErrorType, Result};
+
+use crate::key::ParsedKey;
+
+/// Largest object kept in memory (larger responses pass through uncached).
+pub const MAX_OBJECT_BYTES: usize = 16 * 1024 * 1024;
+/// Tags per object, as Cloudflare's limit on `Cache-Tag`.
+const MAX_TAGS: usize = 64;
+
+struct Entry {
+    meta: Arc<(Vec<u8>, Vec<u8>)>,
+    body: Bytes,
+    compact: CompactCacheKey,
+    zone: Arc<str>,
+    /// The URL part of the primary key (every Vary variant of a URL shares it).
+    url: Arc<str>,
+    host: String,
+    path: String,
+    tags: Vec<String>,
+}
+
+#[derive(Default)]
+struct Index {
+    objects: HashMap<String, Entry>,
+    by_url: HashMap<Arc<str>, HashSet<String>>,
+    by_zone: HashMap<Arc<str>, HashSet<String>>,
+    by_tag: HashMap<(Arc<str>, String), HashSet<String>>,
+    bytes: usize,
+}
+
+impl Index {
+    fn insert(&mut self, id: String, entry: Entry) {
+        self.remove(&id);
+        self.bytes += entry.body.len();
+        self.by_url
+            .entry(Arc::clone(&entry.url))
+            .or_default()
+            .insert(id.clone());
+        self.by_zone
+            .entry(Arc::clone(&entry.zone))
+            .or_default()
+            .insert(id.clone());
+        for tag in &entry.tags {
+            self.by_tag
+                .entry((Arc::clone(&entry.zone), tag.clone()))
+                .or_default()
+                .insert(id.clone());
+        }
+        self.objects.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.objects.remove(id)?;
+        self.bytes -= entry.body.len();
+        let drop_from = |map: &mut HashSet<String>| {
+            map.remove(id);
+            map.is_empty()
+        };
+        if self.by_url.get_mut(&entry.url).is_some_and(drop_from) {
+            self.by_url.remove(&entry.url);
+        }
+        if self.by_zone.get_mut(&entry.zone).is_some_and(drop_from) {
+            self.by_zone.remove(&entry.zone);
+        }
+        for tag in &entry.tags {
+            let k = (Arc::clone(&entry.zone), tag.clone());
+            if self.by_tag.get_mut(&k).is_some_and(drop_from) {
+                self.by_tag.remove(&k);
+            }
+        }
+        Some(entry)
+    }
+}
+
+/// The memory tier. One per process, `'static` as the engine requires.
+pub struct MemoryStore {
+    index: Mutex<Index>,
+    eviction: &'static simple_lru::Manager,
+}
+
+impl MemoryStore {
+    pub fn new(eviction: &'static simple_lru::Manager) -> Self {
+        Self {
+            index: Mutex::default(),
+            eviction,
+        }
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Objects and bytes held.
+    pub fn usage(&self) -> (usize, usize) {
+        let index = self.index();
+        (index.objects.len(), index.bytes)
+    }
+
+    /// Removes what `purge` names in zone `zone_id`; the number of objects removed.
+    pub fn purge(&self, zone_id: &str, purge: &Purge) -> usize {
+        let mut index = self.index();
+        let ids: Vec<String> = match purge {
+            Purge::Everything => index
+                .by_zone
+                .get(zone_id)
+                .map(|ids| ids.iter().cloned().collect())
+                .unwrap_or_default(),
+            Purge::Files(urls) => urls
+                .iter()
+                .flat_map(|u| {
+                    let url = crate::key::primary(zone_id, u.https, &u.host, u.port, &u.path);
+                    index
+                        .by_url
+                        .get(url.as_str())
+                        .map(|ids| ids.iter().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            Purge::Tags(tags) => tags
+                .iter()
+                .flat_map(|t| {
+                    index
+                        .by_tag
+                        .get(&(Arc::from(zone_id), t.to_ascii_lowercase()))
+                        .map(|ids| ids.iter().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            Purge::Hosts(hosts) => Self::in_zone(&index, zone_id, |e| hosts.contains(&e.host)),
+            Purge::Prefixes(prefixes) => Self::in_zone(&index, zone_id, |e| {
+                prefixes
+                    .iter()
+                    .any(|(host, prefix)| &e.host == host && e.path.starts_with(prefix.as_str()))
+            }),
+        };
+        self.remove_all(&mut index, &ids)
+    }
+
+    /// Every variant of one URL (a state-changing request to it succeeded: RFC 9111 §4.4).
+    pub fn invalidate_url(&self, url: &str) -> usize {
+        let mut index = self.index();
+        let ids: Vec<String> = index
+            .by_url
+            .get(url)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        self.remove_all(&mut index, &ids)
+    }
+
+    fn in_zone(index: &Index, zone_id: &str, keep: impl Fn(&Entry) -> bool) -> Vec<String> {
+        index
+            .by_zone
+            .get(zone_id)
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| index.objects.get(*id).is_some_and(&keep))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn remove_all(&self, index: &mut Index, ids: &[String]) -> usize {
+        let mut removed = 0;
+        for id in ids {
+            if let Some(entry) = index.remove(id) {
+                self.eviction
+                    .remove(CacheEntryKeyRef::KeyOnly(&entry.compact));
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+fn storage_error(context: &'static str) -> Box<Error> {
+    Error::explain(ErrorType::InternalError, context)
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let found = {
+            let index = self.index();
+            index
+                .objects
+                .get(&key.combined())
+                .map(|e| (Arc::clone(&e.meta), e.body.clone()))
+        };
+        let Some((meta, body)) = found else {
+            return Ok(None);
+        };
+        let meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+        let end = body.len();
+        Ok(Some((
+            meta,
+            Box::new(Hit {
+                body,
+                start: 0,
+                end,
+                done: false,
+            }),
+        )))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let parsed = key
+            .primary_key_str()
+            .and_then(ParsedKey::parse)
+            .ok_or_else(|| storage_error("cache key is not one of the edge's"))?;
+        let tags = meta
+            .headers()
+            .get_all("cache-tag")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty() && t.len() <= 1024)
+            .take(MAX_TAGS)
+            .collect();
+        Ok(Box::new(Miss {
+            store: self,
+            id: key.combined(),
+            compact: key.to_compact(),
+            meta: meta.serialize()?,
+            body: Vec::new(),
+            parsed,
+            tags,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let removed = self.index().remove(&target.key().combined());
+        Ok(match removed {
+            Some(_) => PurgeOutcome::Purged(None),
+            None => PurgeOutcome::NotFound,
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let serialized = Arc::new(meta.serialize()?);
+        let mut index = self.index();
+        Ok(match index.objects.get_mut(&key.combined()) {
+            Some(entry) => {
+                entry.meta = serialized;
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// A complete object being served (whole, or the range asked for).
+struct Hit {
+    body: Bytes,
+    start: usize,
+    end: usize,
+    done: bool,
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.start..self.end)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        if start >= self.body.len() {
+            return Error::e_explain(ErrorType::InternalError, "seek past the end of the object");
+        }
+        self.start = start;
+        self.end = end.map_or(self.body.len(), |e| e.min(self.body.len()));
+        self.done = false;
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.body.len()
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// An object being received from the origin; stored only when complete (a body cut short is
+/// never served).
+struct Miss {
+    store: &'static MemoryStore,
+    id: String,
+    compact: CompactCacheKey,
+    meta: (Vec<u8>, Vec<u8>),
+    body: Vec<u8>,
+    parsed: ParsedKey,
+    tags: Vec<String>,
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if self.body.len() + data.len() > MAX_OBJECT_BYTES {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "object larger than the cache takes",
+            );
+        }
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let size = self.body.len();
+        let entry = Entry {
+            meta: Arc::new(self.meta),
+            body: Bytes::from(self.body),
+            compact: self.compact,
+            zone: Arc::from(self.parsed.zone.as_str()),
+            url: Arc::from(self.parsed.url.as_str()),
+            host: self.parsed.host,
+            path: self.parsed.path,
+            tags: self.tags,
+        };
+        self.store.index().insert(self.id, entry);
+        Ok(MissFinishType::Created(size))
+    }
+}

@@ -1,0 +1,381 @@
+//! The edge cache end to end, against an origin whose answers the test controls: what is
+//! stored (RFC 9111 and Cloudflare's defaults), `CF-Cache-Status`, revalidation, Vary, purge
+//! through the API, one origin request for many concurrent misses, and keys that visitors'
+//! headers cannot poison.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use parapet_testkit::{Node, NodeOptions, free_port};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+/// Requests the origin received, by path.
+#[derive(Clone, Default)]
+struct Hits(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Hits {
+    fn of(&self, path: &str) -> usize {
+        self.0.lock().expect("hits").get(path).copied().unwrap_or(0)
+    }
+}
+
+/// An origin whose answer depends on the path: see `answer`.
+fn start_cache_origin(ip: &str, port: u16) -> Hits {
+    let listener = TcpListener::bind((ip, port)).expect("bind origin");
+    let hits = Hits::default();
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let hits = counted.clone();
+            std::thread::spawn(move || serve_one(stream, &hits));
+        }
+    });
+    hits
+}
+
+fn serve_one(mut stream: TcpStream, hits: &Hits) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_owned());
+    }
+    let mut parts = head.first().map(|l| l.split(' ')).into_iter().flatten();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let header = |name: &str| {
+        head.iter().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    if let Some(n) = header("content-length").and_then(|n| n.parse::<usize>().ok()) {
+        let mut body = vec![0; n];
+        let _ = reader.read_exact(&mut body);
+    }
+    let n = {
+        let mut map = hits.0.lock().expect("hits");
+        let n = map.entry(path.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    let (status, headers, body) = answer(&method, &path, n, &header);
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n",
+        body.len()
+    );
+    if method != "HEAD" {
+        let _ = stream.write_all(body.as_bytes());
+    }
+}
+
+fn answer(
+    method: &str,
+    path: &str,
+    n: usize,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> (&'static str, String, String) {
+    if method == "POST" {
+        return ("200 OK", String::new(), "posted".into());
+    }
+    if path.contains("slow") {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let body = format!("{path} answer {n}");
+    let mut headers = String::from("Content-Type: application/octet-stream\r\n");
+    if path.contains("nostore") {
+        headers.push_str("Cache-Control: no-store\r\n");
+    } else if path.contains("private") {
+        headers.push_str("Cache-Control: private, max-age=60\r\n");
+    } else if path.contains("short") {
+        if header("if-none-match").as_deref() == Some("\"v1\"") {
+            return (
+                "304 Not Modified",
+                "ETag: \"v1\"\r\nCache-Control: max-age=1\r\n".into(),
+                String::new(),
+            );
+        }
+        headers.push_str("Cache-Control: max-age=1\r\nETag: \"v1\"\r\n");
+    } else if !path.contains("noheaders") {
+        headers.push_str("Cache-Control: public, max-age=60\r\n");
+    }
+    if path.contains("cookie") {
+        headers.push_str("Set-Cookie: session=secret\r\n");
+    }
+    if let Some(tag) = path.split("tag-").nth(1).and_then(|t| t.split('.').next()) {
+        headers.push_str(&format!("Cache-Tag: {tag}, all\r\n"));
+    }
+    let body = if path.contains("vary") {
+        headers.push_str("Vary: Accept-Encoding\r\n");
+        format!(
+            "{body} for {}",
+            header("accept-encoding").unwrap_or_default()
+        )
+    } else {
+        body
+    };
+    ("200 OK", headers, body)
+}
+
+/// GET (or `method`) through the edge: status, `CF-Cache-Status`, lowercase head, body.
+fn fetch(port: u16, host: &str, path: &str, extra: &[&str]) -> (u16, String, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args(extra)
+        .arg(format!("http://{host}:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let head = head.to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let cache = head
+        .lines()
+        .find_map(|l| l.strip_prefix("cf-cache-status: "))
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase();
+    (status, cache, head.clone(), body.to_owned())
+}
+
+struct Site {
+    node: Node,
+    zone: String,
+    port: u16,
+    hits: Hits,
+}
+
+fn site(name: &str) -> Site {
+    let port = free_port();
+    let hits = start_cache_origin("127.0.0.2", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone(name);
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
+    );
+    let host = format!("www.{name}");
+    parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
+        fetch(port, &host, "/ready.html", &[]).0 == 200
+    });
+    Site {
+        node,
+        zone,
+        port,
+        hits,
+    }
+}
+
+#[test]
+fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
+    let s = site("cache.test");
+    let host = "www.cache.test";
+    let get = |path: &str| fetch(s.port, host, path, &[]);
+
+    let (status, cache, _, first) = get("/app.js");
+    assert_eq!((status, cache.as_str()), (200, "MISS"));
+    let (_, cache, head, second) = get("/app.js");
+    assert_eq!(cache, "HIT", "{head}");
+    assert_eq!(first, second, "the stored body");
+    assert!(head.contains("age: "), "{head}");
+    assert!(head.contains("cache-status: parapet; hit"), "{head}");
+    assert!(!head.contains("cache-tag"), "{head}");
+    assert_eq!(s.hits.of("/app.js"), 1);
+    // HEAD is answered from the stored GET.
+    let (status, cache, _, _) = fetch(s.port, host, "/app.js", &["-I"]);
+    assert_eq!((status, cache.as_str()), (200, "HIT"));
+    assert_eq!(s.hits.of("/app.js"), 1);
+
+    // Not eligible by default (HTML), or the origin says no.
+    for (path, expect) in [
+        ("/page.html", "DYNAMIC"),
+        ("/nostore.css", "BYPASS"),
+        ("/private.png", "BYPASS"),
+        ("/cookie.png", "BYPASS"),
+    ] {
+        assert_eq!(get(path).1, expect, "{path}");
+        assert_eq!(get(path).1, expect, "{path} again");
+        assert_eq!(s.hits.of(path), 2, "{path} reaches the origin each time");
+    }
+    // No freshness information: Cloudflare's default TTL for a 200.
+    assert_eq!(get("/noheaders.png").1, "MISS");
+    assert_eq!(get("/noheaders.png").1, "HIT");
+    // A request with credentials is not answered from, or stored in, the shared cache unless
+    // the response says public.
+    let auth = ["-H", "Authorization: Bearer x"];
+    assert_eq!(fetch(s.port, host, "/short-auth.png", &auth).1, "BYPASS");
+    assert_eq!(s.hits.of("/short-auth.png"), 1);
+
+    // The key is the zone, host, port, path and query: a different query is another object,
+    // and headers visitors choose do not change which object they get.
+    assert_eq!(get("/app.js?v=2").1, "MISS");
+    let (_, cache, _, body) = fetch(
+        s.port,
+        host,
+        "/app.js",
+        &[
+            "-H",
+            "X-Forwarded-Host: evil.test",
+            "-H",
+            "X-Original-URL: /evil.js",
+        ],
+    );
+    assert_eq!((cache.as_str(), body), ("HIT", first));
+
+    // Revalidation: after max-age the stored ETag is sent, a 304 refreshes the object.
+    assert_eq!(get("/short.js").1, "MISS");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (status, cache, _, body) = get("/short.js");
+    assert_eq!((status, cache.as_str()), (200, "REVALIDATED"));
+    assert_eq!(body, "/short.js answer 1", "the stored body, revalidated");
+    assert_eq!(s.hits.of("/short.js"), 2);
+
+    // A successful POST to a URL makes its stored copy go (RFC 9111 §4.4).
+    assert_eq!(get("/app.js").1, "HIT");
+    let (status, _, _, _) = fetch(s.port, host, "/app.js", &["-X", "POST", "-d", "x"]);
+    assert_eq!(status, 200);
+    assert_eq!(get("/app.js").1, "MISS");
+
+    // Development mode bypasses the zone's cache.
+    s.node.ok(
+        "PATCH",
+        &format!("/zones/{}/settings/development_mode", s.zone),
+        Some(json!({"value": "on"})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "development mode", || {
+        get("/app.js").1 == "DYNAMIC"
+    });
+}
+
+#[test]
+fn vary_accept_encoding_keeps_variants_apart() {
+    let s = site("vary.test");
+    let host = "www.vary.test";
+    let gz = ["-H", "Accept-Encoding: gzip, deflate"];
+    let br = ["-H", "Accept-Encoding: br;q=1, gzip"];
+    assert_eq!(fetch(s.port, host, "/vary.js", &gz).1, "MISS");
+    assert_eq!(fetch(s.port, host, "/vary.js", &br).1, "MISS");
+    let (_, cache, _, body) = fetch(s.port, host, "/vary.js", &["-H", "Accept-Encoding: gzip"]);
+    assert_eq!(cache, "HIT", "gzip variants are one variant");
+    assert!(body.ends_with("for gzip, deflate"), "{body}");
+    let (_, cache, _, body) = fetch(s.port, host, "/vary.js", &br);
+    assert_eq!(cache, "HIT");
+    assert!(body.ends_with("for br;q=1, gzip"), "{body}");
+    assert_eq!(s.hits.of("/vary.js"), 2);
+}
+
+#[test]
+fn purge_through_the_api_is_effective_on_the_next_request() {
+    let s = site("purge.test");
+    let host = "www.purge.test";
+    let get = |path: &str| fetch(s.port, host, path, &[]).1;
+    let purge = |body: serde_json::Value| {
+        let r = s.node.ok(
+            "POST",
+            &format!("/zones/{}/purge_cache", s.zone),
+            Some(body),
+        );
+        assert_eq!(r["id"], s.zone.as_str());
+    };
+    let warm = |paths: &[&str]| {
+        for p in paths {
+            get(p);
+            assert_eq!(get(p), "HIT", "{p}");
+        }
+    };
+
+    warm(&["/a.css", "/b.css"]);
+    purge(json!({"files": [format!("http://{host}:{}/a.css", s.port)]}));
+    assert_eq!(get("/a.css"), "MISS");
+    assert_eq!(get("/b.css"), "HIT", "other files stay");
+
+    warm(&["/tag-blue.js", "/tag-red.js"]);
+    purge(json!({"tags": ["blue"]}));
+    assert_eq!(get("/tag-blue.js"), "MISS");
+    assert_eq!(get("/tag-red.js"), "HIT");
+
+    warm(&["/img/1.png", "/img/2.png", "/css/x.css"]);
+    purge(json!({"prefixes": [format!("{host}/img/")]}));
+    assert_eq!(get("/img/1.png"), "MISS");
+    assert_eq!(get("/img/2.png"), "MISS");
+    assert_eq!(get("/css/x.css"), "HIT");
+
+    warm(&["/css/x.css"]);
+    purge(json!({"hosts": [host]}));
+    assert_eq!(get("/css/x.css"), "MISS");
+
+    warm(&["/a.css", "/b.css"]);
+    purge(json!({"purge_everything": true}));
+    assert_eq!(get("/a.css"), "MISS");
+    assert_eq!(get("/b.css"), "MISS");
+
+    let (status, body) = s.node.call(
+        "POST",
+        &format!("/zones/{}/purge_cache", s.zone),
+        Some(json!({"files": ["ftp://nope/x"]})),
+    );
+    assert_eq!(status, 400, "{body}");
+    let metrics = ureq::get(&format!("{}/metrics", s.node.base))
+        .call()
+        .expect("metrics")
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    assert!(metrics.contains("parapet_cache_objects"), "{metrics}");
+}
+
+#[test]
+fn concurrent_misses_for_one_object_make_one_origin_request() {
+    let s = site("coalesce.test");
+    let port = s.port;
+    let threads: Vec<_> = (0..500)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                c.set_read_timeout(Some(Duration::from_secs(20)))
+                    .expect("timeout");
+                c.write_all(
+                    b"GET /slow.js HTTP/1.1\r\nHost: www.coalesce.test\r\nConnection: close\r\n\r\n",
+                )
+                .expect("write");
+                let mut response = String::new();
+                let _ = c.read_to_string(&mut response);
+                response
+            })
+        })
+        .collect();
+    for t in threads {
+        let response = t.join().expect("client");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("/slow.js answer 1"), "{response}");
+    }
+    assert_eq!(
+        s.hits.of("/slow.js"),
+        1,
+        "one origin request for 500 visitors"
+    );
+}
