@@ -100,6 +100,13 @@ fn answer(
         headers.push_str("Cache-Control: no-store\r\n");
     } else if path.contains("private") {
         headers.push_str("Cache-Control: private, max-age=60\r\n");
+    } else if path.contains("swr") {
+        headers.push_str("Cache-Control: max-age=1, stale-while-revalidate=30\r\n");
+    } else if path.contains("sie") {
+        if n > 1 {
+            return ("500 Internal Server Error", String::new(), "broken".into());
+        }
+        headers.push_str("Cache-Control: max-age=1, stale-if-error=60\r\n");
     } else if path.contains("short") {
         if header("if-none-match").as_deref() == Some("\"v1\"") {
             return (
@@ -269,6 +276,51 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
     parapet_testkit::eventually(Duration::from_secs(5), "development mode", || {
         get("/app.js").1 == "DYNAMIC"
     });
+}
+
+#[test]
+fn stale_objects_are_served_while_revalidating_or_when_the_origin_fails() {
+    let s = site("stale.test");
+    let host = "www.stale.test";
+    let get = |path: &str| fetch(s.port, host, path, &[]);
+    assert_eq!(get("/swr.js").1, "MISS");
+    assert_eq!(get("/sie.js").1, "MISS");
+    std::thread::sleep(Duration::from_millis(2100));
+
+    // stale-while-revalidate: the stale copy at once, refreshed in the background.
+    let (status, cache, _, body) = get("/swr.js");
+    assert_eq!((status, cache.as_str()), (200, "UPDATING"));
+    assert_eq!(body, "/swr.js answer 1");
+    parapet_testkit::eventually(Duration::from_secs(5), "the background refresh", || {
+        s.hits.of("/swr.js") == 2
+    });
+    parapet_testkit::eventually(Duration::from_secs(5), "the refreshed copy", || {
+        let (_, cache, _, body) = get("/swr.js");
+        cache == "HIT" && body == "/swr.js answer 2"
+    });
+
+    // stale-if-error: the origin now fails; the stale copy is served instead of its 500.
+    let (status, cache, _, body) = get("/sie.js");
+    assert_eq!((status, cache.as_str()), (200, "STALE"), "{body}");
+    assert_eq!(body, "/sie.js answer 1");
+}
+
+#[test]
+fn ranges_are_served_from_the_stored_object() {
+    let s = site("range.test");
+    let host = "www.range.test";
+    let (_, cache, _, full) = fetch(s.port, host, "/big.bin", &[]);
+    assert_eq!(cache, "MISS");
+    let (status, cache, head, part) = fetch(s.port, host, "/big.bin", &["-H", "Range: bytes=1-4"]);
+    assert_eq!((status, cache.as_str()), (206, "HIT"), "{head}");
+    assert_eq!(part, full[1..5]);
+    assert!(
+        head.contains(&format!("content-range: bytes 1-4/{}", full.len())),
+        "{head}"
+    );
+    let (status, _, _, _) = fetch(s.port, host, "/big.bin", &["-H", "Range: bytes=9999-"]);
+    assert_eq!(status, 416);
+    assert_eq!(s.hits.of("/big.bin"), 1);
 }
 
 #[test]

@@ -525,6 +525,18 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    /// Stale copies are served only within the windows the origin gave (`stale-while-revalidate`
+    /// while a background request refreshes it; `stale-if-error` when the origin fails or
+    /// answers 5xx), which the engine checks before asking.
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        error.is_none_or(|e| e.esource() == &ErrorSource::Upstream)
+    }
+
     /// Zone, scheme, host, port, path and query: never a header the visitor chose freely.
     fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
         let Some(origin) = ctx.origin.as_ref() else {
