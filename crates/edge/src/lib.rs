@@ -9,15 +9,15 @@ pub mod headers;
 pub mod metrics;
 mod proxy;
 pub mod route;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::SocketDigest;
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest as _, SocketDigest};
 use pingora::server::ShutdownWatch;
 use pingora::server::configuration::ServerConf;
 use tokio::sync::watch;
@@ -338,8 +338,7 @@ async fn accept_loop(
                 let _ = tcp.set_nodelay(true);
                 let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
                 let _ = digest.peer_addr.set(Some(peer.into()));
-                let mut stream = L4Stream::from(tcp);
-                stream.set_socket_digest(digest);
+                let stream = stream::VisitorStream::new(tcp, digest);
                 let app = Arc::clone(&app);
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
