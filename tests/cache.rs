@@ -431,3 +431,57 @@ fn concurrent_misses_for_one_object_make_one_origin_request() {
         "one origin request for 500 visitors"
     );
 }
+
+#[test]
+fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
+    let s = site("rules.test");
+    let host = "www.rules.test";
+    let get = |path: &str| fetch(s.port, host, path, &[]);
+    let path = format!(
+        "/zones/{}/rulesets/phases/http_request_cache_settings/entrypoint",
+        s.zone
+    );
+    let (status, body) = s.node.call(
+        "PUT",
+        &path,
+        Some(
+            json!({"rules": [{"expression": "true", "action": "set_cache_settings",
+            "action_parameters": {"edge_ttl": {"mode": "sometimes"}}}]}),
+        ),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("edge_ttl.mode"), "{body}");
+    s.node.ok(
+        "PUT",
+        &path,
+        Some(json!({"rules": [
+            {"expression": "http.request.uri.path.extension eq \"html\"",
+             "action": "set_cache_settings",
+             "action_parameters": {"cache": true,
+                "edge_ttl": {"mode": "override_origin", "default": 60},
+                "browser_ttl": {"mode": "override_origin", "default": 30}}},
+            {"expression": "starts_with(http.request.uri.path, \"/api/\")",
+             "action": "set_cache_settings", "action_parameters": {"cache": false}},
+            {"expression": "true", "action": "set_cache_settings",
+             "action_parameters": {"cache_key": {"ignore_query_strings_order": true,
+                "custom_key": {"query_string": {"exclude": {"list": ["utm_source"]}}}}}}
+        ]})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "the rules in force", || {
+        get("/page.html").1 == "MISS"
+    });
+    let (_, cache, head, _) = get("/page.html");
+    assert_eq!(cache, "HIT");
+    assert!(head.contains("cache-control: max-age=30"), "{head}");
+    // The edge TTL overrides even the origin's no-store.
+    assert_eq!(get("/nostore.html").1, "MISS");
+    assert_eq!(get("/nostore.html").1, "HIT");
+    // Bypassed by rule although .js is eligible by default.
+    assert_eq!(get("/api/x.js").1, "BYPASS");
+    assert_eq!(get("/api/x.js").1, "BYPASS");
+    assert_eq!(s.hits.of("/api/x.js"), 2);
+    // Query parameters sorted, utm_source left out of the key.
+    assert_eq!(get("/q.js?b=2&utm_source=x&a=1").1, "MISS");
+    assert_eq!(get("/q.js?a=1&b=2").1, "HIT");
+    assert_eq!(get("/q.js?a=1&b=3").1, "MISS");
+}

@@ -45,7 +45,7 @@ fn origin_rules_set_the_port_and_host_header_per_hostname() {
         "PUT",
         &path,
         Some(json!({"rules": [
-            {"expression": "http.request.uri.path eq \"/x\"", "action": "route",
+            {"expression": "http.cookie eq \"x\"", "action": "route",
              "action_parameters": {"origin": {"port": 70000}}},
             {"expression": "http.host eq \"api.rules.test\"", "action": "redirect"}
         ]})),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use parapet_model::rules::{ORIGIN_PHASE, Ruleset};
+use parapet_model::rules::{PHASES, Ruleset};
 use parapet_model::settings::{SETTINGS, SetValue, ZoneSettings, setting_def};
 use parapet_snapshot::{ruleset_key, settings_key};
 use serde_json::{Value, json};
@@ -175,14 +175,15 @@ pub async fn patch_many(
 }
 
 fn check_phase(phase: &str) -> Result<(), ApiError> {
-    if phase == ORIGIN_PHASE {
+    if PHASES.contains(&phase) {
         Ok(())
     } else {
         Err(ApiError::NotFound {
             code: 10003,
             message: format!(
-                "phase '{}' is not one Parapet serves (only {ORIGIN_PHASE})",
-                parapet_model::name::printable(phase)
+                "phase '{}' is not one Parapet serves ({})",
+                parapet_model::name::printable(phase),
+                PHASES.join(", ")
             ),
         })
     }
@@ -199,7 +200,7 @@ pub async fn get_entrypoint(
         .await?
         .ok_or_else(|| ApiError::NotFound {
             code: 10003,
-            message: "could not find entrypoint ruleset in the http_request_origin phase".into(),
+            message: format!("could not find entrypoint ruleset in the {phase} phase"),
         })?;
     Ok(ok(json!(ruleset)))
 }
@@ -219,6 +220,7 @@ pub async fn put_entrypoint(
         let previous = load::<Ruleset>(&state, &key).await?;
         let ruleset = Ruleset::from_json(
             &zone.id,
+            &phase,
             &body,
             previous.as_ref().map(|(r, _)| r),
             &now_timestamp(),

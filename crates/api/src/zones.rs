@@ -331,6 +331,10 @@ pub async fn delete(
             .delete(parapet_snapshot::ruleset_key(
                 &zone_id,
                 parapet_model::rules::ORIGIN_PHASE,
+            ))
+            .delete(parapet_snapshot::ruleset_key(
+                &zone_id,
+                parapet_model::rules::CACHE_PHASE,
             ));
         for e in records.entries {
             txn = txn.delete(e.key);

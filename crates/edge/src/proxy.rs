@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parapet_cache::EdgeCache;
+use parapet_model::expr::RequestFacts;
+use parapet_model::rules::{CacheParameters, RuleAction};
 use parapet_snapshot::Published;
 use pingora::cache::cache_control::CacheControl;
 use pingora::cache::filters::resp_cacheable;
@@ -87,6 +89,10 @@ pub struct Ctx {
     cache_url: Option<String>,
     /// What the cache did (`CF-Cache-Status`), once known.
     cache_status: &'static str,
+    /// The zone's cache rules that match this request, merged (`None`: none matched).
+    cache_rules: Option<Box<CacheParameters>>,
+    /// A cache rule said bypass.
+    rule_bypass: bool,
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -226,6 +232,8 @@ impl ProxyHttp for EdgeProxy {
             error: None,
             cache_url: None,
             cache_status: "DYNAMIC",
+            cache_rules: None,
+            rule_bypass: false,
         }
     }
 
@@ -265,7 +273,8 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         let snapshot = self.published.load();
-        match route(&snapshot, request_host(session).as_deref()) {
+        let path = session.req_header().uri.path().to_owned();
+        match route(&snapshot, request_host(session).as_deref(), &path) {
             Ok(mut origin) => {
                 if origin.addrs.is_empty() {
                     // Only names outside Parapet: ask the resolver (cached by TTL).
@@ -448,8 +457,26 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (status, cache_status) = cache_status(&session.cache.phase());
+        let (status, cache_status) = if ctx.rule_bypass {
+            ("BYPASS", "parapet; fwd=bypass")
+        } else {
+            cache_status(&session.cache.phase())
+        };
         ctx.cache_status = status;
+        // A cache rule's browser TTL replaces the origin's (hits included).
+        if let Some(ttl) = ctx
+            .cache_rules
+            .as_ref()
+            .and_then(|r| r.browser_ttl.as_ref())
+        {
+            match (ttl.mode.as_str(), ttl.default) {
+                ("override_origin", Some(secs)) => {
+                    resp.insert_header("cache-control", format!("max-age={secs}"))?;
+                }
+                ("bypass", _) => resp.insert_header("cache-control", "no-store")?,
+                _ => {}
+            }
+        }
         resp.insert_header("cf-ray", ctx.ray.as_str())?;
         resp.insert_header("server", "parapet")?;
         resp.insert_header("cf-cache-status", status)?;
@@ -504,10 +531,28 @@ impl ProxyHttp for EdgeProxy {
             return Ok(());
         };
         let req = session.req_header();
-        if !matches!(req.method, http::Method::GET | http::Method::HEAD)
-            || !parapet_cache::policy::eligible_path(req.uri.path())
-            || origin.settings.development_mode
-        {
+        let path = req.uri.path();
+        let edge = self.published.load().edge_of(&origin.zone_id);
+        let facts = RequestFacts {
+            host: &origin.host,
+            path,
+        };
+        let mut merged: Option<Box<CacheParameters>> = None;
+        for rule in edge.cache_rules.iter().filter(|r| r.matches(&facts)) {
+            if let RuleAction::Cache(params) = &rule.action {
+                merged.get_or_insert_with(Box::default).merge(params);
+            }
+        }
+        let eligible = match merged.as_ref().and_then(|m| m.cache) {
+            Some(by_rule) => {
+                ctx.rule_bypass = !by_rule;
+                by_rule
+            }
+            None => parapet_cache::policy::eligible_path(path),
+        };
+        let method_ok = matches!(req.method, http::Method::GET | http::Method::HEAD);
+        ctx.cache_rules = merged;
+        if !method_ok || !eligible || origin.settings.development_mode {
             return Ok(());
         }
         let mut overrides = CacheOptionOverrides::default();
@@ -531,10 +576,17 @@ impl ProxyHttp for EdgeProxy {
     fn should_serve_stale(
         &self,
         _session: &mut Session,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
         error: Option<&Error>,
     ) -> bool {
-        error.is_none_or(|e| e.esource() == &ErrorSource::Upstream)
+        match error {
+            None => !ctx
+                .cache_rules
+                .as_ref()
+                .and_then(|r| r.serve_stale.as_ref())
+                .is_some_and(|s| s.disable_stale_while_updating),
+            Some(e) => e.esource() == &ErrorSource::Upstream,
+        }
     }
 
     /// Zone, scheme, host, port, path and query: never a header the visitor chose freely.
@@ -542,12 +594,23 @@ impl ProxyHttp for EdgeProxy {
         let Some(origin) = ctx.origin.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "cache without a route");
         };
+        let mut target = path_and_query(session);
+        if let Some(rules) = ctx.cache_rules.as_deref()
+            && let Some((path, query)) = target.split_once('?')
+        {
+            let query = rules.key_query(query);
+            target = if query.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{query}")
+            };
+        }
         let url = parapet_cache::key::primary(
             &origin.zone_id,
             false,
             &origin.host,
             visitor_port(session),
-            &path_and_query(session),
+            &target,
         );
         ctx.cache_url = Some(url.clone());
         Ok(CacheKey::new(url, origin.zone_id.as_str()))
@@ -559,12 +622,38 @@ impl ProxyHttp for EdgeProxy {
         &self,
         session: &Session,
         resp: &ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
         if resp.headers.contains_key("set-cookie") {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
                 "set-cookie",
             )));
+        }
+        // A cache rule's edge TTL replaces what the origin said.
+        if let Some(rules) = ctx.cache_rules.as_deref() {
+            if let Some(ttl) = rules.edge_ttl_for(resp.status.as_u16()) {
+                if ttl == 0 {
+                    return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                        "edge ttl 0",
+                    )));
+                }
+                let now = std::time::SystemTime::now();
+                let fresh_until = now + Duration::from_secs(u64::from(ttl));
+                return Ok(RespCacheable::Cacheable(CacheMeta::new(
+                    fresh_until,
+                    now,
+                    0,
+                    0,
+                    resp.clone(),
+                )));
+            }
+            let says_nothing = !resp.headers.contains_key("cache-control")
+                && !resp.headers.contains_key("expires");
+            if says_nothing
+                && rules.edge_ttl.as_ref().map(|t| t.mode.as_str()) == Some("bypass_by_default")
+            {
+                return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+            }
         }
         let vary_all = resp.headers.get_all("vary").iter().any(|v| {
             v.to_str()

@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 
 use parapet_model::RecordType;
+use parapet_model::expr::RequestFacts;
+use parapet_model::rules::RuleAction;
 use parapet_model::settings::EdgeZoneSettings;
 use parapet_snapshot::Snapshot;
 
@@ -88,7 +90,11 @@ fn addresses_inside(snapshot: &Snapshot, name: &str) -> Vec<IpAddr> {
 
 /// Routes a request for `host_header` to its origin, or to the error the visitor gets. Origin
 /// names outside Parapet's zones are left in `Origin::outside` for the caller to resolve.
-pub fn route(snapshot: &Snapshot, host_header: Option<&str>) -> Result<Origin, EdgeError> {
+pub fn route(
+    snapshot: &Snapshot,
+    host_header: Option<&str>,
+    path: &str,
+) -> Result<Origin, EdgeError> {
     let host = host_header
         .and_then(host_of)
         .ok_or(EdgeError::UnknownHost)?;
@@ -105,11 +111,15 @@ pub fn route(snapshot: &Snapshot, host_header: Option<&str>) -> Result<Origin, E
     // The zone's origin rules, in order: a later match overrides what an earlier one set.
     let edge = snapshot.edge_of(&proxied.zone_id);
     let (mut port, mut host_header, mut origin_host) = (None, None, None);
-    for rule in edge.origin_rules.iter().filter(|r| r.hosts.matches(&host)) {
-        if let Some(h) = &rule.params.host_header {
+    let facts = RequestFacts { host: &host, path };
+    for rule in edge.origin_rules.iter().filter(|r| r.matches(&facts)) {
+        let RuleAction::Route(params) = &rule.action else {
+            continue;
+        };
+        if let Some(h) = &params.host_header {
             host_header = Some(h.clone());
         }
-        if let Some(o) = &rule.params.origin {
+        if let Some(o) = &params.origin {
             port = o.port.or(port);
             origin_host = o.host.clone().or(origin_host);
         }

@@ -6,6 +6,7 @@
 //! No IO happens in this crate.
 
 mod error;
+pub mod expr;
 pub mod ids;
 pub mod name;
 pub mod purge;

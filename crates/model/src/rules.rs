@@ -1,40 +1,27 @@
-//! Origin Rules: a zone's ruleset for the `http_request_origin` phase, in Cloudflare's shapes
-//! (`/zones/{id}/rulesets/phases/http_request_origin/entrypoint`).
+//! Zone rulesets, in Cloudflare's shapes (`/zones/{id}/rulesets/phases/{phase}/entrypoint`):
 //!
-//! Each rule matches visitor host names and overrides, for those hosts, the port the edge
-//! connects to, the `Host` header the origin sees, and the origin host itself. Expressions use
-//! Cloudflare's rules language, limited to what routing by host needs: `http.host eq "…"`,
-//! `http.host in {"…" "…"}`, `true`, parentheses and `or`; anything else is refused with an
-//! error that names it, never silently ignored.
-
-use std::collections::BTreeSet;
+//! - `http_request_origin` (Origin Rules): action `route` overrides, for matching requests, the
+//!   port the edge connects to, the `Host` header the origin sees, and the origin host itself.
+//! - `http_request_cache_settings` (Cache Rules): action `set_cache_settings` makes matching
+//!   requests eligible or not, and sets edge and browser TTLs, the query part of the cache key,
+//!   and serving stale while updating.
+//!
+//! Expressions are in Cloudflare's rules language ([`crate::expr`]); anything outside what the
+//! edge evaluates is refused with an error that names it, never silently ignored.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::expr::{Expr, RequestFacts};
 use crate::name::{NameKind, normalize};
 use crate::{FieldError, ModelError, ids};
 
 pub const ORIGIN_PHASE: &str = "http_request_origin";
+pub const CACHE_PHASE: &str = "http_request_cache_settings";
+/// The phases a zone may have an entrypoint ruleset for.
+pub const PHASES: &[&str] = &[ORIGIN_PHASE, CACHE_PHASE];
 /// Cloudflare's limit on rules per phase entrypoint (Enterprise); lower plans have fewer.
 const MAX_RULES: usize = 125;
-const MAX_EXPRESSION: usize = 4096;
-
-/// Which visitor hosts a rule applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostMatch {
-    Any,
-    Hosts(BTreeSet<String>),
-}
-
-impl HostMatch {
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Hosts(hosts) => hosts.contains(host),
-        }
-    }
-}
 
 /// Where a matching request goes instead.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +45,8 @@ pub struct Rule {
     pub id: String,
     pub version: String,
     pub action: String,
-    pub action_parameters: RouteParameters,
+    /// As given, once checked against the phase's action (see [`RuleAction`]).
+    pub action_parameters: Value,
     pub expression: String,
     pub description: String,
     pub enabled: bool,
@@ -81,11 +69,42 @@ pub struct Ruleset {
     pub rules: Vec<Rule>,
 }
 
+/// What a matching rule does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleAction {
+    Route(RouteParameters),
+    Cache(CacheParameters),
+}
+
 /// A rule ready for the edge: whom it matches and what it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledRule {
-    pub hosts: HostMatch,
-    pub params: RouteParameters,
+    pub expr: Expr,
+    pub action: RuleAction,
+}
+
+impl CompiledRule {
+    pub fn matches(&self, request: &RequestFacts<'_>) -> bool {
+        self.expr.matches(request)
+    }
+}
+
+/// The action of each phase.
+fn phase_action(phase: &str) -> &'static str {
+    if phase == CACHE_PHASE {
+        "set_cache_settings"
+    } else {
+        "route"
+    }
+}
+
+/// Checks a rule's parameters for its phase.
+fn check_parameters(phase: &str, p: &Value, at: &str) -> Result<RuleAction, Vec<FieldError>> {
+    if phase == CACHE_PHASE {
+        parse_cache_parameters(p, at).map(RuleAction::Cache)
+    } else {
+        parse_route_parameters(p, at).map(RuleAction::Route)
+    }
 }
 
 impl Ruleset {
@@ -94,6 +113,7 @@ impl Ruleset {
     /// their ids when the body names them. Every bad field of every rule is listed.
     pub fn from_json(
         zone_id: &str,
+        phase: &str,
         body: &Value,
         previous: Option<&Ruleset>,
         now: &str,
@@ -132,7 +152,7 @@ impl Ruleset {
             .to_string();
         let mut rules = Vec::with_capacity(rules_json.len());
         for (i, r) in rules_json.iter().enumerate() {
-            match Rule::from_json(r, &format!("rules[{i}]"), previous, &version, now) {
+            match Rule::from_json(phase, r, &format!("rules[{i}]"), previous, &version, now) {
                 Ok(rule) => rules.push(rule),
                 Err(e) => errors.extend(e.errors().iter().cloned()),
             }
@@ -150,7 +170,7 @@ impl Ruleset {
             },
             description,
             kind: "zone".to_owned(),
-            phase: ORIGIN_PHASE.to_owned(),
+            phase: phase.to_owned(),
             version,
             last_updated: now.to_owned(),
             rules,
@@ -161,13 +181,13 @@ impl Ruleset {
     pub fn compile(&self) -> Result<Vec<CompiledRule>, ModelError> {
         let mut out = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
-            let hosts = parse_expression(&r.expression)
-                .map_err(|m| ModelError::field(format!("rules[{i}].expression"), m))?;
+            let at = format!("rules[{i}]");
+            let expr = crate::expr::parse(&r.expression)
+                .map_err(|m| ModelError::field(format!("{at}.expression"), m))?;
+            let action = check_parameters(&self.phase, &r.action_parameters, &at)
+                .map_err(ModelError::Invalid)?;
             if r.enabled {
-                out.push(CompiledRule {
-                    hosts,
-                    params: r.action_parameters.clone(),
-                });
+                out.push(CompiledRule { expr, action });
             }
         }
         Ok(out)
@@ -176,6 +196,7 @@ impl Ruleset {
 
 impl Rule {
     fn from_json(
+        phase: &str,
         r: &Value,
         at: &str,
         previous: Option<&Ruleset>,
@@ -189,7 +210,7 @@ impl Rule {
         };
         let expression = match obj.get("expression") {
             Some(Value::String(s)) => {
-                if let Err(m) = parse_expression(s) {
+                if let Err(m) = crate::expr::parse(s) {
                     errors.push(FieldError::new(field("expression"), m));
                 }
                 s.clone()
@@ -202,31 +223,33 @@ impl Rule {
                 String::new()
             }
         };
+        let action = phase_action(phase);
         match obj.get("action") {
-            Some(Value::String(a)) if a == "route" => {}
+            Some(Value::String(a)) if a == action => {}
             Some(Value::String(a)) => errors.push(FieldError::new(
                 field("action"),
                 format!(
-                    "'{}' is not an action of the {ORIGIN_PHASE} phase (only 'route')",
+                    "'{}' is not an action of the {phase} phase (only '{action}')",
                     crate::name::printable(a)
                 ),
             )),
-            _ => errors.push(FieldError::new(field("action"), "is required: 'route'")),
+            _ => errors.push(FieldError::new(
+                field("action"),
+                format!("is required: '{action}'"),
+            )),
         }
         let params = match obj.get("action_parameters") {
-            Some(p) => match parse_route_parameters(p, &field("action_parameters")) {
-                Ok(p) => p,
+            Some(p) => match check_parameters(phase, p, &field("action_parameters")) {
+                Ok(RuleAction::Route(r)) => serde_json::to_value(r).unwrap_or(Value::Null),
+                Ok(RuleAction::Cache(c)) => serde_json::to_value(c).unwrap_or(Value::Null),
                 Err(e) => {
                     errors.extend(e);
-                    RouteParameters::default()
+                    Value::Null
                 }
             },
             None => {
-                errors.push(FieldError::new(
-                    field("action_parameters"),
-                    "is required: host_header and/or origin",
-                ));
-                RouteParameters::default()
+                errors.push(FieldError::new(field("action_parameters"), "is required"));
+                Value::Null
             }
         };
         let enabled = match obj.get("enabled") {
@@ -276,7 +299,7 @@ impl Rule {
         Ok(Self {
             id,
             version: version.to_owned(),
-            action: "route".to_owned(),
+            action: action.to_owned(),
             action_parameters: params,
             expression,
             description,
@@ -364,205 +387,267 @@ fn parse_route_parameters(p: &Value, at: &str) -> Result<RouteParameters, Vec<Fi
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    Word(String),
-    Str(String),
-    Open,
-    Close,
-    OpenSet,
-    CloseSet,
+/// Cache Rules' `set_cache_settings` parameters (the subset the edge applies).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheParameters {
+    /// Eligible for cache (`true`) or bypass (`false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_ttl: Option<EdgeTtl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser_ttl: Option<BrowserTtl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<CacheKeyParameters>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve_stale: Option<ServeStale>,
 }
 
-fn tokenize(s: &str) -> Result<Vec<Token>, String> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        match c {
-            c if c.is_whitespace() => {
-                chars.next();
-            }
-            '(' | ')' | '{' | '}' => {
-                chars.next();
-                out.push(match c {
-                    '(' => Token::Open,
-                    ')' => Token::Close,
-                    '{' => Token::OpenSet,
-                    _ => Token::CloseSet,
-                });
-            }
-            '"' => {
-                chars.next();
-                let mut value = String::new();
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(e) => value.push(e),
-                            None => return Err("unterminated string".into()),
-                        },
-                        Some(c) => value.push(c),
-                        None => return Err("unterminated string".into()),
-                    }
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeTtl {
+    /// `respect_origin`, `override_origin` or `bypass_by_default`.
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_code_ttl: Vec<StatusCodeTtl>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusCodeTtl {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code_range: Option<StatusRange>,
+    /// Seconds; `0` or less: not cached.
+    pub value: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserTtl {
+    /// `respect_origin`, `override_origin` or `bypass`.
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheKeyParameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_query_strings_order: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_key: Option<CustomKey>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_string: Option<QueryStringKey>,
+}
+
+/// `include` or `exclude`, each `{"list": [...]}` or `{"all": true}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryStringKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<QueryList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<QueryList>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryList {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeStale {
+    pub disable_stale_while_updating: bool,
+}
+
+/// The longest TTL a rule may set (a year).
+const MAX_TTL: u32 = 365 * 24 * 3600;
+
+fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<FieldError>> {
+    let params: CacheParameters =
+        serde_json::from_value(p.clone()).map_err(|e| vec![FieldError::new(at, e.to_string())])?;
+    let mut errors = Vec::new();
+    if let Some(ttl) = &params.edge_ttl {
+        let f = format!("{at}.edge_ttl");
+        match ttl.mode.as_str() {
+            "respect_origin" | "bypass_by_default" => {}
+            "override_origin" => {
+                if ttl.default.is_none_or(|d| d == 0 || d > MAX_TTL) {
+                    errors.push(FieldError::new(
+                        format!("{f}.default"),
+                        format!("override_origin needs a default between 1 and {MAX_TTL} seconds"),
+                    ));
                 }
-                out.push(Token::Str(value));
             }
-            _ => {
-                let mut word = String::new();
-                while let Some(&c) = chars.peek() {
-                    if c.is_whitespace() || "(){}\"".contains(c) {
-                        break;
-                    }
-                    word.push(c);
-                    chars.next();
-                }
-                out.push(Token::Word(word));
-            }
+            other => errors.push(FieldError::new(
+                format!("{f}.mode"),
+                format!(
+                    "'{}' is not respect_origin, override_origin or bypass_by_default",
+                    crate::name::printable(other)
+                ),
+            )),
         }
-    }
-    Ok(out)
-}
-
-/// Parses a rule expression into the hosts it matches.
-pub fn parse_expression(s: &str) -> Result<HostMatch, String> {
-    if s.len() > MAX_EXPRESSION {
-        return Err(format!("longer than {MAX_EXPRESSION} characters"));
-    }
-    let tokens = tokenize(s)?;
-    if tokens.is_empty() {
-        return Err("is empty".into());
-    }
-    let mut pos = 0;
-    let m = parse_or(&tokens, &mut pos)?;
-    if pos != tokens.len() {
-        return Err(format!("unexpected {} at the end", describe(&tokens[pos])));
-    }
-    Ok(m)
-}
-
-fn describe(t: &Token) -> String {
-    match t {
-        Token::Word(w) => format!("'{}'", crate::name::printable(w)),
-        Token::Str(s) => format!("\"{}\"", crate::name::printable(s)),
-        Token::Open => "'('".into(),
-        Token::Close => "')'".into(),
-        Token::OpenSet => "'{'".into(),
-        Token::CloseSet => "'}'".into(),
-    }
-}
-
-fn union(a: HostMatch, b: HostMatch) -> HostMatch {
-    match (a, b) {
-        (HostMatch::Hosts(mut x), HostMatch::Hosts(y)) => {
-            x.extend(y);
-            HostMatch::Hosts(x)
-        }
-        _ => HostMatch::Any,
-    }
-}
-
-fn parse_or(t: &[Token], pos: &mut usize) -> Result<HostMatch, String> {
-    let mut m = parse_term(t, pos)?;
-    while let Some(Token::Word(w)) = t.get(*pos) {
-        match w.as_str() {
-            "or" | "||" => {
-                *pos += 1;
-                m = union(m, parse_term(t, pos)?);
-            }
-            "and" | "&&" | "xor" | "^^" => {
-                return Err(format!(
-                    "'{w}' is not supported: origin rules here match on http.host joined with 'or'"
+        for (i, s) in ttl.status_code_ttl.iter().enumerate() {
+            let g = format!("{f}.status_code_ttl[{i}]");
+            let ok = match (s.status_code, &s.status_code_range) {
+                (Some(c), None) => (100..=599).contains(&c),
+                (None, Some(r)) => (100..=599).contains(&r.from) && r.from <= r.to && r.to <= 599,
+                _ => false,
+            };
+            if !ok {
+                errors.push(FieldError::new(
+                    g.clone(),
+                    "needs a status_code or a status_code_range within 100-599",
                 ));
             }
-            _ => return Err(format!("unexpected '{}'", crate::name::printable(w))),
+            if s.value > i64::from(MAX_TTL) {
+                errors.push(FieldError::new(
+                    format!("{g}.value"),
+                    format!("at most {MAX_TTL} seconds"),
+                ));
+            }
         }
     }
-    Ok(m)
-}
-
-fn host_value(s: &str) -> Result<String, String> {
-    normalize(s, NameKind::Owner, "http.host")
-        .map_err(|e| e.message)
-        .and_then(|h| {
-            if h.starts_with('*') {
-                Err("http.host compares whole names; '*' is not a pattern here".into())
-            } else {
-                Ok(h)
-            }
-        })
-}
-
-fn parse_term(t: &[Token], pos: &mut usize) -> Result<HostMatch, String> {
-    let Some(token) = t.get(*pos) else {
-        return Err("ends where a condition was expected".into());
-    };
-    *pos += 1;
-    match token {
-        Token::Open => {
-            let m = parse_or(t, pos)?;
-            match t.get(*pos) {
-                Some(Token::Close) => {
-                    *pos += 1;
-                    Ok(m)
+    if let Some(ttl) = &params.browser_ttl {
+        let f = format!("{at}.browser_ttl");
+        match ttl.mode.as_str() {
+            "respect_origin" | "bypass" => {}
+            "override_origin" => {
+                if ttl.default.is_none_or(|d| d > MAX_TTL) {
+                    errors.push(FieldError::new(
+                        format!("{f}.default"),
+                        format!("override_origin needs a default of at most {MAX_TTL} seconds"),
+                    ));
                 }
-                _ => Err("a '(' is not closed".into()),
             }
-        }
-        Token::Word(w) if w == "true" => Ok(HostMatch::Any),
-        Token::Word(w) if w == "http.host" => {
-            let op = match t.get(*pos) {
-                Some(Token::Word(op)) => op.as_str(),
-                _ => return Err("http.host must be followed by 'eq' or 'in'".into()),
-            };
-            *pos += 1;
-            match op {
-                "eq" | "==" => match t.get(*pos) {
-                    Some(Token::Str(s)) => {
-                        *pos += 1;
-                        Ok(HostMatch::Hosts(BTreeSet::from([host_value(s)?])))
-                    }
-                    _ => Err(format!("'http.host {op}' needs a quoted host name")),
-                },
-                "in" => {
-                    if t.get(*pos) != Some(&Token::OpenSet) {
-                        return Err(
-                            "'http.host in' needs a set: {\"a.example\" \"b.example\"}".into()
-                        );
-                    }
-                    *pos += 1;
-                    let mut hosts = BTreeSet::new();
-                    loop {
-                        match t.get(*pos) {
-                            Some(Token::Str(s)) => {
-                                hosts.insert(host_value(s)?);
-                                *pos += 1;
-                            }
-                            Some(Token::CloseSet) => {
-                                *pos += 1;
-                                break;
-                            }
-                            Some(other) => {
-                                return Err(format!("unexpected {} in a set", describe(other)));
-                            }
-                            None => return Err("a '{' is not closed".into()),
-                        }
-                    }
-                    if hosts.is_empty() {
-                        return Err("an empty set matches nothing".into());
-                    }
-                    Ok(HostMatch::Hosts(hosts))
-                }
-                other => Err(format!(
-                    "operator '{}' is not supported on http.host (use 'eq' or 'in')",
+            other => errors.push(FieldError::new(
+                format!("{f}.mode"),
+                format!(
+                    "'{}' is not respect_origin, override_origin or bypass",
                     crate::name::printable(other)
-                )),
+                ),
+            )),
+        }
+    }
+    if let Some(q) = params
+        .cache_key
+        .as_ref()
+        .and_then(|k| k.custom_key.as_ref())
+        .and_then(|c| c.query_string.as_ref())
+    {
+        let f = format!("{at}.cache_key.custom_key.query_string");
+        if q.include.is_some() && q.exclude.is_some() {
+            errors.push(FieldError::new(f.clone(), "include or exclude, not both"));
+        }
+        for (name, list) in [("include", &q.include), ("exclude", &q.exclude)] {
+            if let Some(l) = list
+                && l.list.is_some() == (l.all == Some(true))
+            {
+                errors.push(FieldError::new(
+                    format!("{f}.{name}"),
+                    "needs either a list of parameter names or all: true",
+                ));
             }
         }
-        Token::Word(w) => Err(format!(
-            "field '{}' is not supported: origin rules here match on http.host",
-            crate::name::printable(w)
-        )),
-        other => Err(format!("unexpected {}", describe(other))),
+    }
+    if errors.is_empty() {
+        Ok(params)
+    } else {
+        Err(errors)
+    }
+}
+
+impl CacheParameters {
+    /// `later` applied over `self`: each setting `later` has replaces this one's.
+    pub fn merge(&mut self, later: &CacheParameters) {
+        if later.cache.is_some() {
+            self.cache = later.cache;
+        }
+        if later.edge_ttl.is_some() {
+            self.edge_ttl.clone_from(&later.edge_ttl);
+        }
+        if later.browser_ttl.is_some() {
+            self.browser_ttl.clone_from(&later.browser_ttl);
+        }
+        if later.cache_key.is_some() {
+            self.cache_key.clone_from(&later.cache_key);
+        }
+        if later.serve_stale.is_some() {
+            self.serve_stale.clone_from(&later.serve_stale);
+        }
+    }
+
+    /// The edge TTL a rule sets for a response with `status` (`None`: the origin decides;
+    /// `Some(0)`: not stored).
+    pub fn edge_ttl_for(&self, status: u16) -> Option<u32> {
+        let ttl = self.edge_ttl.as_ref()?;
+        let by_status =
+            ttl.status_code_ttl
+                .iter()
+                .find(|s| match (s.status_code, &s.status_code_range) {
+                    (Some(c), _) => c == status,
+                    (None, Some(r)) => (r.from..=r.to).contains(&status),
+                    _ => false,
+                });
+        if let Some(s) = by_status {
+            return Some(u32::try_from(s.value.max(0)).unwrap_or(0));
+        }
+        match ttl.mode.as_str() {
+            "override_origin" => ttl.default,
+            _ => None,
+        }
+    }
+
+    /// The query string as the cache key sees it: parameters kept or dropped, maybe sorted.
+    pub fn key_query(&self, query: &str) -> String {
+        let key = self.cache_key.as_ref();
+        let rule = key
+            .and_then(|k| k.custom_key.as_ref())
+            .and_then(|c| c.query_string.as_ref());
+        let sort = key.and_then(|k| k.ignore_query_strings_order) == Some(true);
+        if rule.is_none() && !sort {
+            return query.to_owned();
+        }
+        let name_of = |p: &str| p.split('=').next().unwrap_or("").to_owned();
+        let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+        if let Some(q) = rule {
+            if let Some(list) = q.include.as_ref().and_then(|inc| inc.list.as_ref()) {
+                params.retain(|p| list.contains(&name_of(p)));
+            }
+            if let Some(exc) = &q.exclude {
+                match &exc.list {
+                    Some(list) => params.retain(|p| !list.contains(&name_of(p))),
+                    None => params.clear(),
+                }
+            }
+        }
+        if sort {
+            params.sort_unstable();
+        }
+        params.join("&")
     }
 }
 
@@ -572,39 +657,10 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn expressions_match_hosts_joined_with_or() {
-        let m = parse_expression(
-            r#"http.host eq "A.example.com" or (http.host in {"b.example.com" "c.example.com"})"#,
-        )
-        .expect("accepted");
-        assert!(m.matches("a.example.com"));
-        assert!(m.matches("c.example.com"));
-        assert!(!m.matches("d.example.com"));
-        assert_eq!(parse_expression("true").expect("accepted"), HostMatch::Any);
-    }
-
-    #[test]
-    fn unsupported_expressions_are_refused_by_name() {
-        for (expr, says) in [
-            (r#"http.request.uri.path eq "/a""#, "http.request.uri.path"),
-            (
-                r#"http.host eq "a.com" and http.host eq "b.com""#,
-                "'and' is not supported",
-            ),
-            (r#"http.host contains "a""#, "'contains'"),
-            (r#"http.host eq "a.com"#, "unterminated"),
-            (r#"(http.host eq "a.com""#, "not closed"),
-            ("", "empty"),
-        ] {
-            let err = parse_expression(expr).expect_err("refused");
-            assert!(err.contains(says), "{expr}: {err}");
-        }
-    }
-
-    #[test]
     fn rulesets_list_every_bad_field_and_keep_ids_on_update() {
         let err = Ruleset::from_json(
             "z",
+            ORIGIN_PHASE,
             &json!({"rules": [
                 {"expression": "http.host eq \"a.com\"", "action": "block"},
                 {"expression": "bogus", "action": "route", "action_parameters": {"origin": {"port": 70000}}}
@@ -630,20 +686,82 @@ mod tests {
 
         let body = json!({"rules": [{"expression": "http.host eq \"a.com\"", "action": "route",
             "action_parameters": {"host_header": "internal.example.net", "origin": {"port": 8080}}}]});
-        let first = Ruleset::from_json("z", &body, None, "t1").expect("accepted");
+        let first = Ruleset::from_json("z", ORIGIN_PHASE, &body, None, "t1").expect("accepted");
         assert_eq!(first.version, "1");
         let rule_id = first.rules[0].id.clone();
         let again = json!({"rules": [{"id": rule_id, "expression": "http.host eq \"b.com\"", "action": "route",
             "action_parameters": {"origin": {"port": 81}}}]});
-        let second = Ruleset::from_json("z", &again, Some(&first), "t2").expect("accepted");
+        let second =
+            Ruleset::from_json("z", ORIGIN_PHASE, &again, Some(&first), "t2").expect("accepted");
         assert_eq!(second.id, first.id);
         assert_eq!(second.version, "2");
         assert_eq!(second.rules[0].id, first.rules[0].id);
         let compiled = second.compile().expect("accepted");
-        assert!(compiled[0].hosts.matches("b.com"));
-        assert_eq!(
-            compiled[0].params.origin.as_ref().expect("accepted").port,
-            Some(81)
+        assert!(compiled[0].matches(&RequestFacts {
+            host: "b.com",
+            path: "/"
+        }));
+        let RuleAction::Route(route) = &compiled[0].action else {
+            panic!("a route rule");
+        };
+        assert_eq!(route.origin.as_ref().expect("origin").port, Some(81));
+    }
+
+    #[test]
+    fn cache_rules_validate_merge_and_shape_the_key() {
+        let bad = Ruleset::from_json(
+            "z",
+            CACHE_PHASE,
+            &json!({"rules": [
+                {"expression": "true", "action": "set_cache_settings",
+                 "action_parameters": {"edge_ttl": {"mode": "override_origin"}}},
+                {"expression": "true", "action": "set_cache_settings",
+                 "action_parameters": {"bogus": 1}},
+                {"expression": "true", "action": "route", "action_parameters": {}}
+            ]}),
+            None,
+            "t",
+        )
+        .expect_err("refused");
+        let text = bad.to_string();
+        assert!(
+            text.contains("rules[0].action_parameters.edge_ttl.default"),
+            "{text}"
         );
+        assert!(text.contains("unknown field `bogus`"), "{text}");
+        assert!(text.contains("rules[2].action"), "{text}");
+
+        let set = Ruleset::from_json(
+            "z",
+            CACHE_PHASE,
+            &json!({"rules": [
+                {"expression": "true", "action": "set_cache_settings",
+                 "action_parameters": {"cache": true, "edge_ttl": {"mode": "override_origin", "default": 60,
+                   "status_code_ttl": [{"status_code_range": {"from": 400, "to": 499}, "value": 5}]}}},
+                {"expression": "starts_with(http.request.uri.path, \"/api/\")", "action": "set_cache_settings",
+                 "action_parameters": {"cache": false}},
+                {"expression": "true", "action": "set_cache_settings",
+                 "action_parameters": {"cache_key": {"ignore_query_strings_order": true,
+                   "custom_key": {"query_string": {"exclude": {"list": ["utm_source"]}}}}}}
+            ]}),
+            None,
+            "t",
+        )
+        .expect("accepted");
+        let rules = set.compile().expect("compiles");
+        let mut merged = CacheParameters::default();
+        let api = RequestFacts {
+            host: "a.com",
+            path: "/api/x",
+        };
+        for rule in rules.iter().filter(|r| r.matches(&api)) {
+            if let RuleAction::Cache(c) = &rule.action {
+                merged.merge(c);
+            }
+        }
+        assert_eq!(merged.cache, Some(false), "the later rule wins");
+        assert_eq!(merged.edge_ttl_for(200), Some(60));
+        assert_eq!(merged.edge_ttl_for(404), Some(5));
+        assert_eq!(merged.key_query("b=2&utm_source=x&a=1"), "a=1&b=2");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use parapet_model::rules::{CompiledRule, ORIGIN_PHASE, Ruleset};
+use parapet_model::rules::{CACHE_PHASE, CompiledRule, ORIGIN_PHASE, Ruleset};
 use parapet_model::settings::{EdgeZoneSettings, ZoneSettings};
 use parapet_model::transfer::{Outgoing, Peer, TsigKey};
 use parapet_model::{DnsRecord, RecordDraft, RecordType, Zone, ZoneStatus};
@@ -59,6 +59,8 @@ pub struct ZoneEdge {
     pub settings: EdgeZoneSettings,
     /// Enabled origin rules in order; a later match overrides an earlier one.
     pub origin_rules: Vec<CompiledRule>,
+    /// Enabled cache rules in order; a later match overrides an earlier one.
+    pub cache_rules: Vec<CompiledRule>,
 }
 
 impl Default for ZoneEdge {
@@ -66,6 +68,7 @@ impl Default for ZoneEdge {
         Self {
             settings: ZoneSettings::default().edge(),
             origin_rules: Vec::new(),
+            cache_rules: Vec::new(),
         }
     }
 }
@@ -180,11 +183,18 @@ pub fn compile_snapshot_with<'a>(
                 Ok(_) => errors.push(err("zone id does not match its key".into())),
                 Err(e) => errors.push(err(format!("not zone settings: {e}"))),
             },
-            StoreKey::Ruleset { zone_id, phase } if phase == ORIGIN_PHASE => {
+            StoreKey::Ruleset { zone_id, phase }
+                if phase == ORIGIN_PHASE || phase == CACHE_PHASE =>
+            {
                 match serde_json::from_slice::<Ruleset>(value) {
-                    Ok(r) if r.zone_id == zone_id => match r.compile() {
+                    Ok(r) if r.zone_id == zone_id && r.phase == phase => match r.compile() {
                         Ok(rules) => {
-                            zone_edge.entry(r.zone_id.clone()).or_default().origin_rules = rules;
+                            let edge = zone_edge.entry(r.zone_id.clone()).or_default();
+                            if phase == CACHE_PHASE {
+                                edge.cache_rules = rules;
+                            } else {
+                                edge.origin_rules = rules;
+                            }
                         }
                         Err(e) => errors.push(err(e.to_string())),
                     },

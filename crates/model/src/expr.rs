@@ -1,0 +1,465 @@
+//! Rule expressions in Cloudflare's rules language, limited to what an edge rule needs to
+//! match a request: its host, path and file extension.
+//!
+//! ```text
+//! http.host eq "a.example.com" or (http.host in {"b.example.com" "c.example.com"})
+//! starts_with(http.request.uri.path, "/img/") and not http.request.uri.path.extension in {"svg"}
+//! http.request.uri.path wildcard "/assets/*.js"
+//! ```
+//! Fields: `http.host`, `http.request.uri.path`, `http.request.uri.path.extension`. Operators:
+//! `eq`/`==`, `ne`/`!=`, `in {…}`, `contains`, `wildcard`, and the functions `starts_with(…)`,
+//! `ends_with(…)`; `and`/`&&`, `or`/`||`, `not`/`!`, parentheses, `true`, `false`. Anything else
+//! is refused with an error that names it.
+
+const MAX_EXPRESSION: usize = 4096;
+const MAX_DEPTH: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Host,
+    Path,
+    Extension,
+}
+
+impl Field {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "http.host" | "http.request.host" => Some(Self::Host),
+            "http.request.uri.path" => Some(Self::Path),
+            "http.request.uri.path.extension" => Some(Self::Extension),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    In,
+    Contains,
+    Wildcard,
+    StartsWith,
+    EndsWith,
+}
+
+/// A parsed expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    Const(bool),
+    Test {
+        field: Field,
+        op: Op,
+        values: Vec<String>,
+    },
+    Not(Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+}
+
+/// What an expression looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// Lowercase, no port.
+    pub host: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+}
+
+impl RequestFacts<'_> {
+    fn field(&self, f: Field) -> String {
+        match f {
+            Field::Host => self.host.to_owned(),
+            Field::Path => self.path.to_owned(),
+            Field::Extension => {
+                let last = self.path.rsplit('/').next().unwrap_or("");
+                match last.rsplit_once('.') {
+                    Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
+                    _ => String::new(),
+                }
+            }
+        }
+    }
+}
+
+fn wildcard(pattern: &str, text: &str) -> bool {
+    // `*` matches any run of characters; everything else matches itself.
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let Some((first, rest)) = parts.split_first() else {
+        return text.is_empty();
+    };
+    let Some(mut remaining) = text.strip_prefix(first) else {
+        return false;
+    };
+    let Some((last, middle)) = rest.split_last() else {
+        return remaining.is_empty();
+    };
+    for part in middle {
+        match remaining.find(part) {
+            Some(i) => remaining = &remaining[i + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.ends_with(last)
+}
+
+impl Expr {
+    pub fn matches(&self, request: &RequestFacts<'_>) -> bool {
+        match self {
+            Self::Const(b) => *b,
+            Self::Not(e) => !e.matches(request),
+            Self::And(a, b) => a.matches(request) && b.matches(request),
+            Self::Or(a, b) => a.matches(request) || b.matches(request),
+            Self::Test { field, op, values } => {
+                let got = request.field(*field);
+                let first = values.first().map_or("", String::as_str);
+                match op {
+                    Op::Eq => got == first,
+                    Op::Ne => got != first,
+                    Op::In => values.contains(&got),
+                    Op::Contains => got.contains(first),
+                    Op::Wildcard => wildcard(first, &got),
+                    Op::StartsWith => got.starts_with(first),
+                    Op::EndsWith => got.ends_with(first),
+                }
+            }
+        }
+    }
+
+    /// The host names this expression can match, when it matches on nothing but `http.host`
+    /// equality (`None`: it may match any host).
+    pub fn only_hosts(&self) -> Option<Vec<String>> {
+        match self {
+            Self::Test {
+                field: Field::Host,
+                op: Op::Eq | Op::In,
+                values,
+            } => Some(values.clone()),
+            Self::Or(a, b) => {
+                let mut hosts = a.only_hosts()?;
+                hosts.extend(b.only_hosts()?);
+                Some(hosts)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Word(String),
+    Str(String),
+    Open,
+    Close,
+    OpenSet,
+    CloseSet,
+    Comma,
+}
+
+fn tokenize(s: &str) -> Result<Vec<Token>, String> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        match c {
+            c if c.is_whitespace() => {
+                chars.next();
+            }
+            '(' | ')' | '{' | '}' | ',' => {
+                chars.next();
+                out.push(match c {
+                    '(' => Token::Open,
+                    ')' => Token::Close,
+                    '{' => Token::OpenSet,
+                    '}' => Token::CloseSet,
+                    _ => Token::Comma,
+                });
+            }
+            '"' => {
+                chars.next();
+                let mut value = String::new();
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(e) => value.push(e),
+                            None => return Err("unterminated string".into()),
+                        },
+                        Some(c) => value.push(c),
+                        None => return Err("unterminated string".into()),
+                    }
+                }
+                out.push(Token::Str(value));
+            }
+            _ => {
+                let mut word = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() || "(){}\",".contains(c) {
+                        break;
+                    }
+                    word.push(c);
+                    chars.next();
+                }
+                out.push(Token::Word(word));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn describe(t: &Token) -> String {
+    match t {
+        Token::Word(w) => format!("'{}'", crate::name::printable(w)),
+        Token::Str(s) => format!("\"{}\"", crate::name::printable(s)),
+        Token::Open => "'('".into(),
+        Token::Close => "')'".into(),
+        Token::OpenSet => "'{'".into(),
+        Token::CloseSet => "'}'".into(),
+        Token::Comma => "','".into(),
+    }
+}
+
+/// Parses an expression.
+pub fn parse(s: &str) -> Result<Expr, String> {
+    if s.len() > MAX_EXPRESSION {
+        return Err(format!("longer than {MAX_EXPRESSION} characters"));
+    }
+    let tokens = tokenize(s)?;
+    if tokens.is_empty() {
+        return Err("is empty".into());
+    }
+    let mut p = Parser { t: &tokens, pos: 0 };
+    let e = p.or(0)?;
+    if let Some(t) = p.t.get(p.pos) {
+        return Err(format!("unexpected {} at the end", describe(t)));
+    }
+    Ok(e)
+}
+
+struct Parser<'a> {
+    t: &'a [Token],
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn peek_word(&self) -> Option<&str> {
+        match self.t.get(self.pos) {
+            Some(Token::Word(w)) => Some(w.as_str()),
+            _ => None,
+        }
+    }
+
+    fn next(&mut self) -> Option<&Token> {
+        let t = self.t.get(self.pos);
+        self.pos += 1;
+        t
+    }
+
+    fn or(&mut self, depth: usize) -> Result<Expr, String> {
+        let mut e = self.and(depth)?;
+        while matches!(self.peek_word(), Some("or" | "||")) {
+            self.pos += 1;
+            e = Expr::Or(Box::new(e), Box::new(self.and(depth)?));
+        }
+        if matches!(self.peek_word(), Some("xor" | "^^")) {
+            return Err("'xor' is not supported".into());
+        }
+        Ok(e)
+    }
+
+    fn and(&mut self, depth: usize) -> Result<Expr, String> {
+        let mut e = self.unary(depth)?;
+        while matches!(self.peek_word(), Some("and" | "&&")) {
+            self.pos += 1;
+            e = Expr::And(Box::new(e), Box::new(self.unary(depth)?));
+        }
+        Ok(e)
+    }
+
+    fn unary(&mut self, depth: usize) -> Result<Expr, String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("nested deeper than {MAX_DEPTH} levels"));
+        }
+        if matches!(self.peek_word(), Some("not" | "!")) {
+            self.pos += 1;
+            return Ok(Expr::Not(Box::new(self.unary(depth + 1)?)));
+        }
+        self.primary(depth)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, String> {
+        match self.next() {
+            Some(Token::Str(s)) => Ok(s.clone()),
+            Some(t) => Err(format!("{what} needs a quoted string, not {}", describe(t))),
+            None => Err(format!("{what} needs a quoted string")),
+        }
+    }
+
+    fn field(&mut self) -> Result<Field, String> {
+        match self.next() {
+            Some(Token::Word(w)) => Field::parse(w).ok_or_else(|| unsupported_field(w)),
+            Some(t) => Err(format!("expected a field, not {}", describe(t))),
+            None => Err("ends where a field was expected".into()),
+        }
+    }
+
+    fn primary(&mut self, depth: usize) -> Result<Expr, String> {
+        let Some(token) = self.next().cloned() else {
+            return Err("ends where a condition was expected".into());
+        };
+        match token {
+            Token::Open => {
+                let e = self.or(depth + 1)?;
+                match self.next() {
+                    Some(Token::Close) => Ok(e),
+                    _ => Err("a '(' is not closed".into()),
+                }
+            }
+            Token::Word(w) if w == "true" => Ok(Expr::Const(true)),
+            Token::Word(w) if w == "false" => Ok(Expr::Const(false)),
+            Token::Word(w) if w == "starts_with" || w == "ends_with" => {
+                if self.next() != Some(&Token::Open) {
+                    return Err(format!("{w} needs '('"));
+                }
+                let field = self.field()?;
+                if self.next() != Some(&Token::Comma) {
+                    return Err(format!("{w}(field, \"value\") needs a ','"));
+                }
+                let value = self.string(&w)?;
+                if self.next() != Some(&Token::Close) {
+                    return Err(format!("{w}(…) is not closed"));
+                }
+                let op = if w == "starts_with" {
+                    Op::StartsWith
+                } else {
+                    Op::EndsWith
+                };
+                Ok(Expr::Test {
+                    field,
+                    op,
+                    values: vec![normalized(field, value)?],
+                })
+            }
+            Token::Word(w) => {
+                let field = Field::parse(&w).ok_or_else(|| unsupported_field(&w))?;
+                let op = match self.next() {
+                    Some(Token::Word(op)) => op.clone(),
+                    _ => return Err(format!("{w} must be followed by an operator")),
+                };
+                let (op, values) = match op.as_str() {
+                    "eq" | "==" => (Op::Eq, vec![self.string(&op)?]),
+                    "ne" | "!=" => (Op::Ne, vec![self.string(&op)?]),
+                    "contains" => (Op::Contains, vec![self.string(&op)?]),
+                    "wildcard" => (Op::Wildcard, vec![self.string(&op)?]),
+                    "in" => (Op::In, self.set()?),
+                    other => {
+                        return Err(format!(
+                            "operator '{}' is not supported (eq, ne, in, contains, wildcard, starts_with, ends_with)",
+                            crate::name::printable(other)
+                        ));
+                    }
+                };
+                let values = values
+                    .into_iter()
+                    .map(|v| normalized(field, v))
+                    .collect::<Result<_, _>>()?;
+                Ok(Expr::Test { field, op, values })
+            }
+            other => Err(format!("unexpected {}", describe(&other))),
+        }
+    }
+
+    fn set(&mut self) -> Result<Vec<String>, String> {
+        if self.next() != Some(&Token::OpenSet) {
+            return Err("'in' needs a set: {\"a\" \"b\"}".into());
+        }
+        let mut values = Vec::new();
+        loop {
+            match self.next() {
+                Some(Token::Str(s)) => values.push(s.clone()),
+                Some(Token::CloseSet) => break,
+                Some(other) => return Err(format!("unexpected {} in a set", describe(other))),
+                None => return Err("a '{' is not closed".into()),
+            }
+        }
+        if values.is_empty() {
+            return Err("an empty set matches nothing".into());
+        }
+        Ok(values)
+    }
+}
+
+fn unsupported_field(w: &str) -> String {
+    format!(
+        "field '{}' is not supported (http.host, http.request.uri.path, http.request.uri.path.extension)",
+        crate::name::printable(w)
+    )
+}
+
+/// Host names and extensions compare without case; paths as written.
+fn normalized(field: Field, value: String) -> Result<String, String> {
+    match field {
+        Field::Host => {
+            if value
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                return Err(format!(
+                    "'{}' is not a host name",
+                    crate::name::printable(&value)
+                ));
+            }
+            Ok(value.trim_end_matches('.').to_ascii_lowercase())
+        }
+        Field::Extension => Ok(value.trim_start_matches('.').to_ascii_lowercase()),
+        Field::Path => Ok(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req<'a>(host: &'a str, path: &'a str) -> RequestFacts<'a> {
+        RequestFacts { host, path }
+    }
+
+    #[test]
+    fn expressions_match_host_path_and_extension() {
+        let e = parse(
+            r#"http.host eq "A.example.com" or (http.host in {"b.example.com" "c.example.com"})"#,
+        )
+        .expect("parses");
+        assert!(e.matches(&req("a.example.com", "/")));
+        assert!(e.matches(&req("c.example.com", "/")));
+        assert!(!e.matches(&req("d.example.com", "/")));
+        assert_eq!(e.only_hosts().map(|h| h.len()), Some(3));
+
+        let e = parse(r#"starts_with(http.request.uri.path, "/img/") and not http.request.uri.path.extension in {"svg"}"#)
+            .expect("parses");
+        assert!(e.matches(&req("x", "/img/a.PNG")));
+        assert!(!e.matches(&req("x", "/img/a.svg")));
+        assert!(!e.matches(&req("x", "/css/a.png")));
+        assert_eq!(e.only_hosts(), None);
+
+        let e = parse(r#"http.request.uri.path wildcard "/assets/*.js""#).expect("parses");
+        assert!(e.matches(&req("x", "/assets/app.min.js")));
+        assert!(!e.matches(&req("x", "/assets/app.css")));
+        assert!(parse("true").expect("true").matches(&req("x", "/")));
+    }
+
+    #[test]
+    fn unsupported_expressions_are_refused_by_name() {
+        for (expr, says) in [
+            (r#"http.cookie eq "a""#, "http.cookie"),
+            (r#"http.host matches "a.*""#, "'matches'"),
+            (r#"http.host eq "a.com"#, "unterminated"),
+            (r#"(http.host eq "a.com""#, "not closed"),
+            (r#"http.host eq "a" xor http.host eq "b""#, "xor"),
+            ("", "empty"),
+            (&"(".repeat(100), "deeper"),
+        ] {
+            let err = parse(expr).expect_err("refused");
+            assert!(err.contains(says), "{expr}: {err}");
+        }
+    }
+}
