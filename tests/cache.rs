@@ -95,7 +95,20 @@ fn answer(
         std::thread::sleep(Duration::from_millis(300));
     }
     let body = format!("{path} answer {n}");
-    let mut headers = String::from("Content-Type: application/octet-stream\r\n");
+    if path.contains("text") {
+        // Compressible: a stylesheet of some size.
+        let css = format!(
+            "/* {path} answer {n} */\n{}",
+            "body { margin: 0; padding: 0; }\n".repeat(200)
+        );
+        return (
+            "200 OK",
+            "Content-Type: text/css\r\nCache-Control: public, max-age=60\r\nETag: \"css1\"\r\n"
+                .into(),
+            css,
+        );
+    }
+    let mut headers = String::from("Content-Type: image/png\r\n");
     if path.contains("nostore") {
         headers.push_str("Cache-Control: no-store\r\n");
     } else if path.contains("private") {
@@ -321,6 +334,59 @@ fn ranges_are_served_from_the_stored_object() {
     let (status, _, _, _) = fetch(s.port, host, "/big.bin", &["-H", "Range: bytes=9999-"]);
     assert_eq!(status, 416);
     assert_eq!(s.hits.of("/big.bin"), 1);
+}
+
+#[test]
+fn compressible_responses_are_compressed_as_the_visitor_accepts() {
+    let s = site("gzip.test");
+    let host = "www.gzip.test";
+    let (_, _, head, plain) = fetch(s.port, host, "/text.css", &[]);
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert!(plain.len() > 6000, "{}", plain.len());
+    for coding in ["gzip", "br", "zstd"] {
+        let (status, cache, head, _) = fetch(
+            s.port,
+            host,
+            "/text.css",
+            &["-H", &format!("Accept-Encoding: {coding}")],
+        );
+        assert_eq!((status, cache.as_str()), (200, "HIT"), "{coding}");
+        assert!(
+            head.contains(&format!("content-encoding: {coding}")),
+            "{coding}: {head}"
+        );
+        assert!(
+            head.contains("etag: w/\"css1\""),
+            "a compressed copy's ETag is weak: {head}"
+        );
+    }
+    // curl decodes gzip: the same stylesheet, fewer bytes on the wire.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--compressed",
+            "-H",
+            "Accept-Encoding: gzip",
+            "-w",
+            "\n%{size_download}",
+            "--resolve",
+        ])
+        .arg(format!("{host}:{}:127.0.0.1", s.port))
+        .arg(format!("http://{host}:{}/text.css", s.port))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, size) = text.rsplit_once('\n').expect("size");
+    assert_eq!(body, plain);
+    let size: usize = size.trim().parse().expect("number");
+    assert!(
+        size * 10 < plain.len(),
+        "{size} bytes on the wire for {}",
+        plain.len()
+    );
+    // Types that do not compress pass unchanged.
+    let (_, _, head, _) = fetch(s.port, host, "/logo.png", &["-H", "Accept-Encoding: gzip"]);
+    assert!(!head.contains("content-encoding"), "{head}");
 }
 
 #[test]
