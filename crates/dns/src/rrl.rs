@@ -104,9 +104,13 @@ impl RateLimiter {
                 limited: 0,
             };
         } else {
-            let refill = (now_ms - slot.at_ms) * u64::from(self.config.rate);
-            slot.milli_tokens = (slot.milli_tokens + refill).min(burst);
-            slot.at_ms = now_ms;
+            // Another thread may have counted a later moment while this one waited for the
+            // lock: time never runs backwards for a slot.
+            let refill = now_ms
+                .saturating_sub(slot.at_ms)
+                .saturating_mul(u64::from(self.config.rate));
+            slot.milli_tokens = slot.milli_tokens.saturating_add(refill).min(burst);
+            slot.at_ms = slot.at_ms.max(now_ms);
         }
         if slot.milli_tokens >= 1000 {
             slot.milli_tokens -= 1000;
@@ -161,6 +165,27 @@ mod tests {
             Verdict::Send,
             "another kind has its own budget"
         );
+    }
+
+    #[test]
+    fn threads_counting_one_prefix_at_once_never_go_back_in_time() {
+        // Each thread reads the clock before taking the slot's lock, so a slot can already hold
+        // a later moment than the one a thread brings.
+        let rrl = std::sync::Arc::new(RateLimiter::new(RrlConfig { rate: 5, slip: 2 }));
+        let ip: IpAddr = "198.51.100.7".parse().expect("ip");
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let rrl = std::sync::Arc::clone(&rrl);
+                std::thread::spawn(move || {
+                    for _ in 0..50_000 {
+                        rrl.check(ip, b"k");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no thread panicked");
+        }
     }
 
     #[test]
