@@ -169,17 +169,34 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Waits until `buf.len()` bytes have arrived on `stream` without consuming them; false when
 /// the visitor went away, stayed silent for [`IDLE_TIMEOUT`], or the edge is stopping.
-async fn wait_for_bytes(stream: &mut Stream, buf: &mut [u8], shutdown: &ShutdownWatch) -> bool {
+async fn wait_for_bytes(
+    stream: &mut Stream,
+    buf: &mut [u8],
+    shutdown: &ShutdownWatch,
+    wait: Wait,
+) -> bool {
+    let peek = tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(buf));
+    if wait == Wait::EvenWhenStopping {
+        return matches!(peek.await, Ok(Ok(_)));
+    }
     let mut stop = shutdown.clone();
     if *stop.borrow() {
         return false;
     }
     tokio::select! {
-        peeked = tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(buf)) => {
-            matches!(peeked, Ok(Ok(_)))
-        }
+        peeked = peek => matches!(peeked, Ok(Ok(_))),
         _ = stop.wait_for(|stopping| *stopping) => false,
     }
+}
+
+/// Whether a wait for a request ends when the edge starts stopping.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A kept-alive connection between requests: closed at once.
+    UnlessStopping,
+    /// A new connection: it was accepted, so its first request is served (the drain grace
+    /// bounds the wait).
+    EvenWhenStopping,
 }
 
 /// The HTTP engine with each visitor connection counted for its whole life (every request it
@@ -196,14 +213,14 @@ impl Connections {
         let _open = self.metrics.connection_opened();
         let mut stream = stream;
         let mut first = [0u8; 1];
-        if !wait_for_bytes(&mut stream, &mut first, shutdown).await {
+        if !wait_for_bytes(&mut stream, &mut first, shutdown, Wait::EvenWhenStopping).await {
             return None;
         }
         // HTTP/2 with prior knowledge starts with its preface ("PRI * HTTP/2.0..."): the engine
         // runs the whole connection.
         if first[0] == b'P' {
             let mut preface = [0u8; 24];
-            if !wait_for_bytes(&mut stream, &mut preface, shutdown).await {
+            if !wait_for_bytes(&mut stream, &mut preface, shutdown, Wait::EvenWhenStopping).await {
                 return None;
             }
             if preface == *H2_PREFACE {
@@ -219,7 +236,7 @@ impl Connections {
             session.set_keepalive((!*shutdown.borrow()).then_some(IDLE_TIMEOUT.as_secs()));
             let reused = HttpServerApp::process_new_http(&self.http, session, shutdown).await;
             let (mut stream, settings) = reused?.consume();
-            if !wait_for_bytes(&mut stream, &mut first, shutdown).await {
+            if !wait_for_bytes(&mut stream, &mut first, shutdown, Wait::UnlessStopping).await {
                 return None;
             }
             session = ServerSession::new_http1(stream);
