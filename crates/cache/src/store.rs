@@ -3,7 +3,7 @@
 //! a purge touches only the objects it names.
 
 use std::any::Any;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -36,27 +36,41 @@ struct Entry {
     host: String,
     path: String,
     tags: Vec<String>,
+    /// The zone's purge generation when stored: older than the zone's current one is purged.
+    generation: u64,
 }
+
+/// `(zone, host, path, object id)`, ordered: the objects of a host or under a path prefix are
+/// one contiguous range.
+type PathKey = (Arc<str>, String, String, String);
 
 #[derive(Default)]
 struct Index {
     objects: HashMap<String, Entry>,
     by_url: HashMap<Arc<str>, HashSet<String>>,
-    by_zone: HashMap<Arc<str>, HashSet<String>>,
     by_tag: HashMap<(Arc<str>, String), HashSet<String>>,
+    by_path: BTreeSet<PathKey>,
+    /// Per zone, bumped by a purge of everything (objects of older generations are gone for
+    /// lookups at once, and swept out of memory in the background).
+    generations: HashMap<Arc<str>, u64>,
     bytes: usize,
 }
 
 impl Index {
-    fn insert(&mut self, id: String, entry: Entry) {
+    fn generation(&self, zone: &str) -> u64 {
+        self.generations.get(zone).copied().unwrap_or(0)
+    }
+
+    fn live(&self, entry: &Entry) -> bool {
+        entry.generation >= self.generation(&entry.zone)
+    }
+
+    fn insert(&mut self, id: String, mut entry: Entry) {
         self.remove(&id);
+        entry.generation = self.generation(&entry.zone);
         self.bytes += entry.body.len();
         self.by_url
             .entry(Arc::clone(&entry.url))
-            .or_default()
-            .insert(id.clone());
-        self.by_zone
-            .entry(Arc::clone(&entry.zone))
             .or_default()
             .insert(id.clone());
         for tag in &entry.tags {
@@ -65,6 +79,12 @@ impl Index {
                 .or_default()
                 .insert(id.clone());
         }
+        self.by_path.insert((
+            Arc::clone(&entry.zone),
+            entry.host.clone(),
+            entry.path.clone(),
+            id.clone(),
+        ));
         self.objects.insert(id, entry);
     }
 
@@ -78,18 +98,44 @@ impl Index {
         if self.by_url.get_mut(&entry.url).is_some_and(drop_from) {
             self.by_url.remove(&entry.url);
         }
-        if self.by_zone.get_mut(&entry.zone).is_some_and(drop_from) {
-            self.by_zone.remove(&entry.zone);
-        }
         for tag in &entry.tags {
             let k = (Arc::clone(&entry.zone), tag.clone());
             if self.by_tag.get_mut(&k).is_some_and(drop_from) {
                 self.by_tag.remove(&k);
             }
         }
+        self.by_path.remove(&(
+            Arc::clone(&entry.zone),
+            entry.host.clone(),
+            entry.path.clone(),
+            id.to_owned(),
+        ));
         Some(entry)
     }
+
+    /// Ids of the zone's objects on `host` whose path starts with `prefix` (`None`: every
+    /// host), at most `limit`, from the ordered index.
+    fn under(&self, zone: &str, host: Option<&str>, prefix: &str, limit: usize) -> Vec<String> {
+        let zone: Arc<str> = Arc::from(zone);
+        let start = (
+            Arc::clone(&zone),
+            host.unwrap_or("").to_owned(),
+            prefix.to_owned(),
+            String::new(),
+        );
+        self.by_path
+            .range(start..)
+            .take_while(|(z, h, p, _)| {
+                *z == zone && host.is_none_or(|host| h == host) && p.starts_with(prefix)
+            })
+            .take(limit)
+            .map(|(_, _, _, id)| id.clone())
+            .collect()
+    }
 }
+
+/// Objects removed per lock hold when sweeping a purged zone (lookups go on in between).
+const SWEEP_BATCH: usize = 2_000;
 
 /// The memory tier. One per process, `'static` as the engine requires.
 pub struct MemoryStore {
@@ -115,15 +161,21 @@ impl MemoryStore {
         (index.objects.len(), index.bytes)
     }
 
-    /// Removes what `purge` names in zone `zone_id`; the number of objects removed.
-    pub fn purge(&self, zone_id: &str, purge: &Purge) -> usize {
+    /// Removes what `purge` names in zone `zone_id`: effective for the next lookup. Returns
+    /// how many objects were removed (a purge of everything is counted as it is swept).
+    pub fn purge(&'static self, zone_id: &str, purge: &Purge) -> usize {
         let mut index = self.index();
         let ids: Vec<String> = match purge {
-            Purge::Everything => index
-                .by_zone
-                .get(zone_id)
-                .map(|ids| ids.iter().cloned().collect())
-                .unwrap_or_default(),
+            Purge::Everything => {
+                *index.generations.entry(Arc::from(zone_id)).or_default() += 1;
+                drop(index);
+                let zone = zone_id.to_owned();
+                // Free the memory in the background, a batch per lock hold.
+                let _ = std::thread::Builder::new()
+                    .name("cache-sweep".into())
+                    .spawn(move || while self.sweep(&zone) > 0 {});
+                return 0;
+            }
             Purge::Files(urls) => urls
                 .iter()
                 .flat_map(|u| {
@@ -145,14 +197,40 @@ impl MemoryStore {
                         .unwrap_or_default()
                 })
                 .collect(),
-            Purge::Hosts(hosts) => Self::in_zone(&index, zone_id, |e| hosts.contains(&e.host)),
-            Purge::Prefixes(prefixes) => Self::in_zone(&index, zone_id, |e| {
-                prefixes
-                    .iter()
-                    .any(|(host, prefix)| &e.host == host && e.path.starts_with(prefix.as_str()))
-            }),
+            Purge::Hosts(hosts) => hosts
+                .iter()
+                .flat_map(|h| index.under(zone_id, Some(h), "", usize::MAX))
+                .collect(),
+            Purge::Prefixes(prefixes) => prefixes
+                .iter()
+                .flat_map(|(h, p)| index.under(zone_id, Some(h), p, usize::MAX))
+                .collect(),
         };
         self.remove_all(&mut index, &ids)
+    }
+
+    /// Removes up to a batch of the zone's objects older than its generation; how many.
+    fn sweep(&self, zone: &str) -> usize {
+        let mut index = self.index();
+        let generation = index.generation(zone);
+        let mut stale = Vec::new();
+        for (_, _, _, id) in index
+            .by_path
+            .range((Arc::from(zone), String::new(), String::new(), String::new())..)
+            .take_while(|(z, ..)| &**z == zone)
+        {
+            if index
+                .objects
+                .get(id)
+                .is_some_and(|e| e.generation < generation)
+            {
+                stale.push(id.clone());
+                if stale.len() == SWEEP_BATCH {
+                    break;
+                }
+            }
+        }
+        self.remove_all(&mut index, &stale)
     }
 
     /// Every variant of one URL (a state-changing request to it succeeded: RFC 9111 §4.4).
@@ -164,19 +242,6 @@ impl MemoryStore {
             .map(|ids| ids.iter().cloned().collect())
             .unwrap_or_default();
         self.remove_all(&mut index, &ids)
-    }
-
-    fn in_zone(index: &Index, zone_id: &str, keep: impl Fn(&Entry) -> bool) -> Vec<String> {
-        index
-            .by_zone
-            .get(zone_id)
-            .map(|ids| {
-                ids.iter()
-                    .filter(|id| index.objects.get(*id).is_some_and(&keep))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     fn remove_all(&self, index: &mut Index, ids: &[String]) -> usize {
@@ -208,6 +273,7 @@ impl Storage for MemoryStore {
             index
                 .objects
                 .get(&key.combined())
+                .filter(|e| index.live(e))
                 .map(|e| (Arc::clone(&e.meta), e.body.clone()))
         };
         let Some((meta, body)) = found else {
@@ -382,6 +448,7 @@ impl HandleMiss for Miss {
             host: self.parsed.host,
             path: self.parsed.path,
             tags: self.tags,
+            generation: 0,
         };
         self.store.index().insert(self.id, entry);
         Ok(MissFinishType::Created(size))
