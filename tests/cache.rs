@@ -71,6 +71,14 @@ fn serve_one(mut stream: TcpStream, hits: &Hits) {
         *n += 1;
         *n
     };
+    if path.contains("lying") {
+        // Promises 1000 bytes, sends 5, hangs up: a torn body.
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: image/png\r\nCache-Control: public, max-age=60\r\n\r\ntorn!"
+        );
+        return;
+    }
     let (status, headers, body) = answer(&method, &path, n, &header);
     let _ = write!(
         stream,
@@ -95,6 +103,14 @@ fn answer(
         std::thread::sleep(Duration::from_millis(300));
     }
     let body = format!("{path} answer {n}");
+    if path.contains("useragent") {
+        return (
+            "200 OK",
+            "Content-Type: image/png\r\nCache-Control: public, max-age=60\r\nVary: User-Agent\r\n"
+                .into(),
+            body,
+        );
+    }
     if path.contains("text") {
         // Compressible: a stylesheet of some size.
         let css = format!(
@@ -387,6 +403,41 @@ fn compressible_responses_are_compressed_as_the_visitor_accepts() {
     // Types that do not compress pass unchanged.
     let (_, _, head, _) = fetch(s.port, host, "/logo.png", &["-H", "Accept-Encoding: gzip"]);
     assert!(!head.contains("content-encoding"), "{head}");
+}
+
+#[test]
+fn torn_bodies_and_endless_variants_are_not_stored() {
+    let s = site("hostile.test");
+    let host = "www.hostile.test";
+    // The origin promised more than it sent: the visitor's response is cut, nothing is stored.
+    for _ in 0..2 {
+        let (_, cache, _, body) = fetch(s.port, host, "/lying.png", &[]);
+        assert_ne!(cache, "HIT", "a torn object was served: {body:?}");
+    }
+    assert_eq!(s.hits.of("/lying.png"), 2);
+    // Vary: User-Agent from 40 different agents: only the first variants are kept.
+    for i in 0..40 {
+        fetch(
+            s.port,
+            host,
+            "/useragent.png",
+            &["-A", &format!("agent {i}")],
+        );
+    }
+    let metrics = ureq::get(&format!("{}/metrics", s.node.base))
+        .call()
+        .expect("metrics")
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    let objects: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("parapet_cache_objects "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("objects gauge");
+    assert!(objects <= 32 + 1, "{objects} objects for one URL");
+    let (_, cache, _, _) = fetch(s.port, host, "/useragent.png", &["-A", "agent 3"]);
+    assert_eq!(cache, "HIT", "the first variants stay");
 }
 
 #[test]

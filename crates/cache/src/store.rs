@@ -23,6 +23,8 @@ use crate::key::ParsedKey;
 
 /// Largest object kept in memory (larger responses pass through uncached).
 pub const MAX_OBJECT_BYTES: usize = 16 * 1024 * 1024;
+/// Stored variants (`Vary`) of one URL at most.
+pub const MAX_VARIANTS: usize = 32;
 /// Tags per object, as Cloudflare's limit on `Cache-Tag`.
 const MAX_TAGS: usize = 64;
 
@@ -450,7 +452,14 @@ impl HandleMiss for Miss {
             tags: self.tags,
             generation: 0,
         };
-        self.store.index().insert(self.id, entry);
+        let mut index = self.store.index();
+        let variants = index.by_url.get(entry.url.as_ref()).map_or(0, HashSet::len);
+        if variants >= MAX_VARIANTS && !index.objects.contains_key(&self.id) {
+            // A URL that varies without end (`Vary: User-Agent`, …) keeps its first variants
+            // only; the others pass through uncached.
+            return Error::e_explain(ErrorType::InternalError, "too many variants of one URL");
+        }
+        index.insert(self.id, entry);
         Ok(MissFinishType::Created(size))
     }
 }
