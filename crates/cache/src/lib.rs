@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use pingora::cache::eviction::simple_lru;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::predictor::Predictor;
 
 pub use store::{MAX_OBJECT_BYTES, MemoryStore};
 
@@ -18,7 +19,14 @@ pub struct EdgeCache {
     pub store: MemoryStore,
     pub eviction: &'static simple_lru::Manager,
     pub lock: Box<CacheKeyLockImpl>,
+    /// URLs whose last response could not be stored: their next requests skip the lookup and
+    /// the lock (no queueing behind one another), and are stored again once the origin allows.
+    pub predictor: Predictor<PREDICTOR_SHARDS>,
 }
+
+const PREDICTOR_SHARDS: usize = 16;
+/// URLs remembered as uncacheable, per shard.
+const PREDICTOR_SHARD_CAPACITY: usize = 16 * 1024;
 
 const HEADER_DICTIONARY: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: \r\nContent-Type: text/html; charset=utf-8\r\nContent-Type: application/javascript\r\nContent-Type: text/css\r\nContent-Type: image/png\r\nContent-Type: application/json\r\nContent-Length: \r\nConnection: keep-alive\r\nCache-Control: public, max-age=\r\nCache-Control: no-cache\r\nETag: \"\r\nLast-Modified: \r\nExpires: \r\nVary: Accept-Encoding\r\nContent-Encoding: gzip\r\nAccept-Ranges: bytes\r\nCache-Tag: \r\nAccess-Control-Allow-Origin: *\r\nStrict-Transport-Security: max-age=\r\nX-Content-Type-Options: nosniff\r\n\r\n";
 
@@ -49,6 +57,7 @@ impl EdgeCache {
             store: MemoryStore::new(eviction),
             eviction,
             lock: CacheLock::new_boxed(LOCK_AGE),
+            predictor: Predictor::new(PREDICTOR_SHARD_CAPACITY, None),
         }))
     }
 }

@@ -573,7 +573,7 @@ impl ProxyHttp for EdgeProxy {
         session.cache.enable(
             &cache.store,
             Some(cache.eviction),
-            None,
+            Some(&cache.predictor),
             Some(cache.lock.as_ref()),
             Some(overrides),
         );
