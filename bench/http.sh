@@ -25,4 +25,4 @@ ZONE=$(curl -sf "$API/zones" -H "Authorization: Bearer $TOKEN" -d '{"name":"benc
 curl -sf "$API/zones/$ZONE/dns_records" -H "Authorization: Bearer $TOKEN" \
   -d '{"type":"A","name":"bench.test","content":"127.0.0.1","proxied":true}' >/dev/null
 sleep 1
-"$SHARED/http.sh" --target parapet=127.0.0.2:18000 "$@"
+"$SHARED/http.sh" --target parapet=127.0.0.2:18000 --h2-target parapet=127.0.0.2:18000 "$@"
