@@ -40,7 +40,12 @@ struct Entry {
     tags: Vec<String>,
     /// The zone's purge generation when stored: older than the zone's current one is purged.
     generation: u64,
+    /// What the object costs in memory: body, stored header, key and index copies.
+    weight: usize,
 }
+
+/// Memory an object costs beyond its body, headers and names (map and index nodes).
+const ENTRY_OVERHEAD: usize = 512;
 
 /// `(zone, host, path, object id)`, ordered: the objects of a host or under a path prefix are
 /// one contiguous range.
@@ -55,12 +60,19 @@ struct Index {
     /// Per zone, bumped by a purge of everything (objects of older generations are gone for
     /// lookups at once, and swept out of memory in the background).
     generations: HashMap<Arc<str>, u64>,
+    /// Per zone, bumped by every purge: a response fetched before a purge is not stored after
+    /// it (it may be one the purge meant to remove).
+    purges: HashMap<Arc<str>, u64>,
     bytes: usize,
 }
 
 impl Index {
     fn generation(&self, zone: &str) -> u64 {
         self.generations.get(zone).copied().unwrap_or(0)
+    }
+
+    fn purges(&self, zone: &str) -> u64 {
+        self.purges.get(zone).copied().unwrap_or(0)
     }
 
     fn live(&self, entry: &Entry) -> bool {
@@ -70,7 +82,7 @@ impl Index {
     fn insert(&mut self, id: String, mut entry: Entry) {
         self.remove(&id);
         entry.generation = self.generation(&entry.zone);
-        self.bytes += entry.body.len();
+        self.bytes += entry.weight;
         self.by_url
             .entry(Arc::clone(&entry.url))
             .or_default()
@@ -92,7 +104,7 @@ impl Index {
 
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let entry = self.objects.remove(id)?;
-        self.bytes -= entry.body.len();
+        self.bytes -= entry.weight;
         let drop_from = |map: &mut HashSet<String>| {
             map.remove(id);
             map.is_empty()
@@ -167,6 +179,7 @@ impl MemoryStore {
     /// how many objects were removed (a purge of everything is counted as it is swept).
     pub fn purge(&'static self, zone_id: &str, purge: &Purge) -> usize {
         let mut index = self.index();
+        *index.purges.entry(Arc::from(zone_id)).or_default() += 1;
         let ids: Vec<String> = match purge {
             Purge::Everything => {
                 *index.generations.entry(Arc::from(zone_id)).or_default() += 1;
@@ -238,6 +251,12 @@ impl MemoryStore {
     /// Every variant of one URL (a state-changing request to it succeeded: RFC 9111 §4.4).
     pub fn invalidate_url(&self, url: &str) -> usize {
         let mut index = self.index();
+        if let Some(parsed) = ParsedKey::parse(url) {
+            *index
+                .purges
+                .entry(Arc::from(parsed.zone.as_str()))
+                .or_default() += 1;
+        }
         let ids: Vec<String> = index
             .by_url
             .get(url)
@@ -276,9 +295,9 @@ impl Storage for MemoryStore {
                 .objects
                 .get(&key.combined())
                 .filter(|e| index.live(e))
-                .map(|e| (Arc::clone(&e.meta), e.body.clone()))
+                .map(|e| (Arc::clone(&e.meta), e.body.clone(), e.weight))
         };
-        let Some((meta, body)) = found else {
+        let Some((meta, body, weight)) = found else {
             return Ok(None);
         };
         let meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
@@ -286,6 +305,7 @@ impl Storage for MemoryStore {
         Ok(Some((
             meta,
             Box::new(Hit {
+                weight,
                 body,
                 start: 0,
                 end,
@@ -314,7 +334,9 @@ impl Storage for MemoryStore {
             .filter(|t| !t.is_empty() && t.len() <= 1024)
             .take(MAX_TAGS)
             .collect();
+        let purges = self.index().purges(&parsed.zone);
         Ok(Box::new(Miss {
+            purges,
             store: self,
             id: key.combined(),
             compact: key.to_compact(),
@@ -362,6 +384,7 @@ impl Storage for MemoryStore {
 
 /// A complete object being served (whole, or the range asked for).
 struct Hit {
+    weight: usize,
     body: Bytes,
     start: usize,
     end: usize,
@@ -402,7 +425,7 @@ impl HandleHit for Hit {
     }
 
     fn get_eviction_weight(&self) -> usize {
-        self.body.len()
+        self.weight
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync) {
@@ -417,6 +440,8 @@ impl HandleHit for Hit {
 /// An object being received from the origin; stored only when complete (a body cut short is
 /// never served).
 struct Miss {
+    /// The zone's purge count when the fetch began.
+    purges: u64,
     store: &'static MemoryStore,
     id: String,
     compact: CompactCacheKey,
@@ -440,7 +465,15 @@ impl HandleMiss for Miss {
     }
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        let size = self.body.len();
+        let weight = self.body.len()
+            + self.meta.0.len()
+            + self.meta.1.len()
+            + 2 * self.id.len()
+            + 2 * self.parsed.url.len()
+            + self.parsed.host.len()
+            + self.parsed.path.len()
+            + self.tags.iter().map(|t| 2 * t.len()).sum::<usize>()
+            + ENTRY_OVERHEAD;
         let entry = Entry {
             meta: Arc::new(self.meta),
             body: Bytes::from(self.body),
@@ -451,8 +484,15 @@ impl HandleMiss for Miss {
             path: self.parsed.path,
             tags: self.tags,
             generation: 0,
+            weight,
         };
         let mut index = self.store.index();
+        if index.purges(&entry.zone) != self.purges {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "the zone was purged while this response was fetched",
+            );
+        }
         let variants = index.by_url.get(entry.url.as_ref()).map_or(0, HashSet::len);
         if variants >= MAX_VARIANTS && !index.objects.contains_key(&self.id) {
             // A URL that varies without end (`Vary: User-Agent`, …) keeps its first variants
@@ -460,6 +500,6 @@ impl HandleMiss for Miss {
             return Error::e_explain(ErrorType::InternalError, "too many variants of one URL");
         }
         index.insert(self.id, entry);
-        Ok(MissFinishType::Created(size))
+        Ok(MissFinishType::Created(weight))
     }
 }

@@ -295,6 +295,8 @@ pub fn start_edge(
         // HTTP/2 over cleartext with prior knowledge, beside HTTP/1.1 on the same listeners.
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2c = true;
+        // An HTTP/2 connection without streams is closed as an idle HTTP/1 one is.
+        options.h2_idle_timeout = Some(IDLE_TIMEOUT);
         http.server_options = Some(options);
         let app = Arc::new(Connections {
             http: Arc::new(http),

@@ -451,6 +451,26 @@ impl ProxyHttp for EdgeProxy {
         if let Some(host) = ctx.origin.as_ref().and_then(|o| o.host_header.as_deref()) {
             req.insert_header("host", host)?;
         }
+        // A stored response is chosen by the coding class (br, gzip or none): ask the origin for
+        // exactly that class, so a variant never holds a coding another visitor of the same
+        // class cannot decode.
+        if ctx.cache_url.is_some() {
+            let accept = req
+                .headers
+                .get_all("accept-encoding")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b","[..]);
+            match normalized_encoding(&accept) {
+                "" => {
+                    req.remove_header("accept-encoding");
+                }
+                coding => {
+                    req.insert_header("accept-encoding", coding)?;
+                }
+            }
+        }
         req.insert_header("x-forwarded-proto", "http")?;
         req.insert_header("cf-visitor", r#"{"scheme":"http"}"#)?;
         req.insert_header("cf-ray", ctx.ray.as_str())?;
@@ -642,6 +662,23 @@ impl ProxyHttp for EdgeProxy {
                 "set-cookie",
             )));
         }
+        let vary_all = resp.headers.get_all("vary").iter().any(|v| {
+            v.to_str()
+                .map_or(true, |v| v.split(',').any(|h| h.trim() == "*"))
+        });
+        if vary_all || !CACHEABLE_STATUS.contains(&resp.status.as_u16()) {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let cc = CacheControl::from_resp_headers(resp);
+        let authorization = session.req_header().headers.contains_key("authorization");
+        // A request with credentials is stored only when the response says it is shared
+        // (RFC 9111 §3.5), whatever a cache rule says.
+        let shared = cc.as_ref().is_some_and(|cc| {
+            cc.public() || cc.must_revalidate() || matches!(cc.s_maxage(), Ok(Some(_)))
+        });
+        if authorization && !shared {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        }
         // A cache rule's edge TTL replaces what the origin said.
         if let Some(rules) = ctx.cache_rules.as_deref() {
             if let Some(ttl) = rules.edge_ttl_for(resp.status.as_u16()) {
@@ -668,15 +705,6 @@ impl ProxyHttp for EdgeProxy {
                 return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
             }
         }
-        let vary_all = resp.headers.get_all("vary").iter().any(|v| {
-            v.to_str()
-                .map_or(true, |v| v.split(',').any(|h| h.trim() == "*"))
-        });
-        if vary_all || !CACHEABLE_STATUS.contains(&resp.status.as_u16()) {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
-        }
-        let cc = CacheControl::from_resp_headers(resp);
-        let authorization = session.req_header().headers.contains_key("authorization");
         Ok(resp_cacheable(
             cc.as_ref(),
             resp.clone(),
@@ -702,9 +730,11 @@ impl ProxyHttp for EdgeProxy {
                 }
                 let got = req
                     .headers
-                    .get(name.as_str())
-                    .map(|v| v.as_bytes().to_vec())
-                    .unwrap_or_default();
+                    .get_all(name.as_str())
+                    .iter()
+                    .map(|v| v.as_bytes())
+                    .collect::<Vec<_>>()
+                    .join(&b","[..]);
                 let got = if name == "accept-encoding" {
                     normalized_encoding(&got).as_bytes().to_vec()
                 } else {
