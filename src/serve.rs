@@ -280,6 +280,8 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     for addr in inherited.unused() {
         tracing::warn!("{addr} was handed over but is no longer configured: closing it");
     }
+    // Every socket is served here now: the previous process may stop.
+    inherited.confirm()?;
     drop(inherited);
 
     let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir, upgrade).await?);
@@ -362,20 +364,36 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     });
     tracing::info!(data_dir = %config.data_dir.display(), "parapet started");
     say(&format!("parapet: api listening on http://{local}"));
+    // Stopping (a signal, or a successor that confirmed): the edge and the API stop accepting
+    // at once and get a bounded time to finish what they started.
+    let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);
     let stop = async move {
+        let upgraded = async {
+            if upgraded_rx.changed().await.is_err() {
+                // The upgrade listener is gone: only a signal stops this process now.
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             () = shutdown_signal() => {}
-            _ = upgraded_rx.changed() => tracing::info!("a new process took over; finishing"),
+            () = upgraded => tracing::info!("a new process took over; finishing"),
         }
+        let _ = stopping.send(true);
+        let _ = edge_shutdown.send(true);
     };
-    axum::serve(
+    let api = axum::serve(
         tokio::net::TcpListener::from_std(api_socket)?,
         parapet_api::router(state),
     )
-    .with_graceful_shutdown(stop)
-    .await
-    .context("API server")?;
-    let _ = edge_shutdown.send(true);
+    .with_graceful_shutdown(stop);
+    let api_grace = async move {
+        let _ = stopping_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(DRAIN_GRACE).await;
+    };
+    tokio::select! {
+        served = api => served.context("API server")?,
+        () = api_grace => tracing::warn!("API requests still running after {DRAIN_GRACE:?}; stopping"),
+    }
     if let Some((task, metrics)) = edge {
         // Stop accepting, then let the requests in progress finish (bounded).
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;

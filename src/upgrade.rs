@@ -134,7 +134,10 @@ pub fn await_successor(
                     tracing::error!("not handing over: {e:#}");
                     continue;
                 }
-                match handover.send_all(&mut conn) {
+                match handover.send_all(&mut conn).and_then(|n| {
+                    await_confirmation(&mut conn)?;
+                    Ok(n)
+                }) {
                     Ok(n) => {
                         tracing::info!("handed {n} listening sockets to a new process; stopping");
                         let _ = std::fs::remove_file(&path);
@@ -148,10 +151,29 @@ pub fn await_successor(
     Ok(())
 }
 
+/// How long the running process waits for its successor to say it serves on every socket.
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+const CONFIRM: u8 = b'!';
+
+/// Waits for the successor's confirmation; an error (it exited, failed or stayed silent)
+/// leaves this process serving.
+fn await_confirmation(conn: &mut UnixStream) -> anyhow::Result<()> {
+    conn.set_read_timeout(Some(CONFIRM_WAIT))?;
+    let mut byte = [0u8; 1];
+    conn.read_exact(&mut byte)
+        .context("the new process did not confirm that it serves")?;
+    if byte[0] != CONFIRM {
+        bail!("the new process answered something other than its confirmation");
+    }
+    Ok(())
+}
+
 /// Sockets received from the previous process, taken by role and address as this one binds.
 #[derive(Default)]
 pub struct Inherited {
     sockets: Vec<(Role, SocketAddr, OwnedFd)>,
+    /// The previous process, waiting for [`Inherited::confirm`].
+    previous: Option<UnixStream>,
 }
 
 impl Inherited {
@@ -204,7 +226,10 @@ impl Inherited {
             };
             sockets.push((entry.role, entry.addr, fd));
         }
-        Ok(Self { sockets })
+        Ok(Self {
+            sockets,
+            previous: Some(conn),
+        })
     }
 
     /// The inherited sockets for `role` on `addr` (port 0: any port on that IP), in the order
@@ -226,6 +251,16 @@ impl Inherited {
             .partition(|(r, a, _)| *r == role && *a == first);
         self.sockets = rest;
         taken.into_iter().map(|(_, a, fd)| (a, fd)).collect()
+    }
+
+    /// Tells the previous process that this one now serves on every socket (it then stops).
+    /// Until then it keeps serving, and goes on if this process fails before confirming.
+    pub fn confirm(&mut self) -> anyhow::Result<()> {
+        if let Some(mut conn) = self.previous.take() {
+            conn.write_all(&[CONFIRM])
+                .context("confirming the takeover to the previous process")?;
+        }
+        Ok(())
     }
 
     /// Sockets no longer configured; closing them ends their queues.

@@ -153,3 +153,54 @@ fn upgrade_without_a_running_node_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no running parapet"), "{err}");
 }
+
+#[test]
+fn an_upgrade_that_fails_before_serving_leaves_the_running_node_in_place() {
+    let port = free_port();
+    let _origin = start_origin("127.0.0.2", port);
+    let mut old = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = old.create_zone("stay.test");
+    old.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
+        request(port, "www.stay.test").is_ok()
+    });
+    // The successor also wants an address that is taken: it takes the sockets, fails to bind,
+    // and exits without confirming.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_addr = busy.local_addr().expect("addr");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--upgrade",
+            "--activation",
+            "auto",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&old.data_dir)
+        .args(["--http-listen", &format!("127.0.0.1:{port}")])
+        .args(["--http-listen", &busy_addr.to_string()])
+        .env("PARAPET_API_TOKEN", &old.token)
+        .env("PARAPET_LOG", "warn")
+        .output()
+        .expect("run the successor");
+    assert!(!out.status.success(), "the successor should fail");
+    assert!(
+        old.wait_exit(Duration::from_secs(2)).is_none(),
+        "the running node stays"
+    );
+    for _ in 0..20 {
+        request(port, "www.stay.test").expect("still served by the running node");
+    }
+    old.ok("GET", &format!("/zones/{zone}"), None);
+}
