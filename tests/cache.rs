@@ -608,6 +608,12 @@ fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
     assert_eq!(get("/api/x.js").1, "BYPASS");
     assert_eq!(get("/api/x.js").1, "BYPASS");
     assert_eq!(s.hits.of("/api/x.js"), 2);
+    // Rules see the normalized path: an encoded or dotted spelling does not slip past.
+    assert_eq!(get("/%61pi/y.js").1, "BYPASS");
+    assert_eq!(
+        fetch(s.port, host, "/img/../api/z.js", &["--path-as-is"]).1,
+        "BYPASS"
+    );
     // Query parameters sorted, utm_source left out of the key.
     assert_eq!(get("/q.js?b=2&utm_source=x&a=1").1, "MISS");
     assert_eq!(get("/q.js?a=1&b=2").1, "HIT");

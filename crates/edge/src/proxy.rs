@@ -566,9 +566,10 @@ impl ProxyHttp for EdgeProxy {
         let req = session.req_header();
         let path = req.uri.path();
         let edge = self.published.load().edge_of(&origin.zone_id);
+        let normalized = parapet_model::expr::normalize_path(path);
         let facts = RequestFacts {
             host: &origin.host,
-            path,
+            path: &normalized,
         };
         let mut merged: Option<Box<CacheParameters>> = None;
         for rule in edge.cache_rules.iter().filter(|r| r.matches(&facts)) {

@@ -111,7 +111,11 @@ pub fn route(
     // The zone's origin rules, in order: a later match overrides what an earlier one set.
     let edge = snapshot.edge_of(&proxied.zone_id);
     let (mut port, mut host_header, mut origin_host) = (None, None, None);
-    let facts = RequestFacts { host: &host, path };
+    let path = parapet_model::expr::normalize_path(path);
+    let facts = RequestFacts {
+        host: &host,
+        path: &path,
+    };
     for rule in edge.origin_rules.iter().filter(|r| r.matches(&facts)) {
         let RuleAction::Route(params) = &rule.action else {
             continue;

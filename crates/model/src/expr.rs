@@ -66,6 +66,52 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
 }
 
+/// A request path as rules see it (RFC 3986 §6.2.2): percent-encoded unreserved characters
+/// decoded and dot segments removed, so `/%61ccount/../account/x` and `/account/x` match the
+/// same rules. The origin still gets the path as the visitor sent it.
+pub fn normalize_path(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let c = (h * 16 + l) as u8;
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    decoded.push(c as char);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        // Not an encoded unreserved character: copied as it is (a whole UTF-8 sequence).
+        let ch_len = raw[i..].chars().next().map_or(1, char::len_utf8);
+        decoded.push_str(&raw[i..i + ch_len]);
+        i += ch_len;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for segment in decoded.split('/').skip(1) {
+        match segment {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut path = String::with_capacity(decoded.len());
+    for s in &out {
+        path.push('/');
+        path.push_str(s);
+    }
+    if path.is_empty() || trailing {
+        path.push('/');
+    }
+    path
+}
+
 impl RequestFacts<'_> {
     fn field(&self, f: Field) -> String {
         match f {
@@ -445,6 +491,18 @@ mod tests {
         assert!(e.matches(&req("x", "/assets/app.min.js")));
         assert!(!e.matches(&req("x", "/assets/app.css")));
         assert!(parse("true").expect("true").matches(&req("x", "/")));
+    }
+
+    #[test]
+    fn paths_are_normalized_before_rules_see_them() {
+        assert_eq!(normalize_path("/%61ccount/me"), "/account/me");
+        assert_eq!(normalize_path("/x/../account/./me"), "/account/me");
+        assert_eq!(normalize_path("/a/b/.."), "/a/");
+        assert_eq!(normalize_path("/../../etc"), "/etc");
+        assert_eq!(normalize_path("/%2Fkeep%20this"), "/%2Fkeep%20this");
+        assert_eq!(normalize_path("/caf\u{e9}/%7e"), "/caf\u{e9}/~");
+        assert_eq!(normalize_path("/trunc%6"), "/trunc%6");
+        assert_eq!(normalize_path(""), "/");
     }
 
     #[test]
