@@ -618,4 +618,14 @@ fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
     assert_eq!(get("/q.js?b=2&utm_source=x&a=1").1, "MISS");
     assert_eq!(get("/q.js?a=1&b=2").1, "HIT");
     assert_eq!(get("/q.js?a=1&b=3").1, "MISS");
+    // A POST to the URL drops the object stored under the rule-shaped key.
+    assert_eq!(get("/q.js?a=1&b=2").1, "HIT");
+    let posted = fetch(
+        s.port,
+        host,
+        "/q.js?b=2&a=1&utm_source=y",
+        &["-X", "POST", "-d", "x"],
+    );
+    assert_eq!(posted.0, 200);
+    assert_eq!(get("/q.js?a=1&b=2").1, "MISS");
 }

@@ -212,16 +212,39 @@ impl MemoryStore {
                         .unwrap_or_default()
                 })
                 .collect(),
-            Purge::Hosts(hosts) => hosts
-                .iter()
-                .flat_map(|h| index.under(zone_id, Some(h), "", usize::MAX))
-                .collect(),
-            Purge::Prefixes(prefixes) => prefixes
-                .iter()
-                .flat_map(|(h, p)| index.under(zone_id, Some(h), p, usize::MAX))
-                .collect(),
+            Purge::Hosts(hosts) => {
+                let ranges: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "")).collect();
+                drop(index);
+                return self.purge_ranges(zone_id, &ranges);
+            }
+            Purge::Prefixes(prefixes) => {
+                let ranges: Vec<(&str, &str)> = prefixes
+                    .iter()
+                    .map(|(h, p)| (h.as_str(), p.as_str()))
+                    .collect();
+                drop(index);
+                return self.purge_ranges(zone_id, &ranges);
+            }
         };
         self.remove_all(&mut index, &ids)
+    }
+
+    /// Removes the zone's objects under each `(host, path prefix)`, a batch per lock hold so
+    /// that lookups go on while a large purge runs.
+    fn purge_ranges(&self, zone_id: &str, ranges: &[(&str, &str)]) -> usize {
+        let mut removed = 0;
+        for (host, prefix) in ranges {
+            loop {
+                let mut index = self.index();
+                let ids = index.under(zone_id, Some(host), prefix, SWEEP_BATCH);
+                let batch = self.remove_all(&mut index, &ids);
+                if batch == 0 {
+                    break;
+                }
+                removed += batch;
+            }
+        }
+        removed
     }
 
     /// Removes up to a batch of the zone's objects older than its generation; how many.

@@ -157,6 +157,28 @@ fn normalized_encoding(accept: &[u8]) -> &'static str {
     }
 }
 
+/// The primary cache key of the request's URL, the query shaped by the zone's cache rules.
+fn primary_key(session: &Session, origin: &Origin, rules: Option<&CacheParameters>) -> String {
+    let mut target = path_and_query(session);
+    if let Some(rules) = rules
+        && let Some((path, query)) = target.split_once('?')
+    {
+        let query = rules.key_query(query);
+        target = if query.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{query}")
+        };
+    }
+    parapet_cache::key::primary(
+        &origin.zone_id,
+        false,
+        &origin.host,
+        visitor_port(session),
+        &target,
+    )
+}
+
 fn visitor_port(session: &Session) -> u16 {
     session
         .server_addr()
@@ -523,13 +545,7 @@ impl ProxyHttp for EdgeProxy {
             && (200..400).contains(&resp.status.as_u16())
             && let (Some(cache), Some(origin)) = (self.cache, ctx.origin.as_ref())
         {
-            let url = parapet_cache::key::primary(
-                &origin.zone_id,
-                false,
-                &origin.host,
-                visitor_port(session),
-                &path_and_query(session),
-            );
+            let url = primary_key(session, origin, ctx.cache_rules.as_deref());
             cache.store.invalidate_url(&url);
         }
         Ok(())
@@ -628,24 +644,7 @@ impl ProxyHttp for EdgeProxy {
         let Some(origin) = ctx.origin.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "cache without a route");
         };
-        let mut target = path_and_query(session);
-        if let Some(rules) = ctx.cache_rules.as_deref()
-            && let Some((path, query)) = target.split_once('?')
-        {
-            let query = rules.key_query(query);
-            target = if query.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}?{query}")
-            };
-        }
-        let url = parapet_cache::key::primary(
-            &origin.zone_id,
-            false,
-            &origin.host,
-            visitor_port(session),
-            &target,
-        );
+        let url = primary_key(session, origin, ctx.cache_rules.as_deref());
         ctx.cache_url = Some(url.clone());
         Ok(CacheKey::new(url, origin.zone_id.as_str()))
     }
