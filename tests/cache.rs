@@ -209,11 +209,7 @@ fn site(name: &str) -> Site {
         &format!("127.0.0.1:{port}"),
     ]));
     let zone = node.create_zone(name);
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
-    );
+    node.proxied_a(&zone, "www", "127.0.0.2");
     let host = format!("www.{name}");
     parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
         fetch(port, &host, "/ready.html", &[]).0 == 200

@@ -144,11 +144,7 @@ fn pending_zone_answers_proxied_records_with_their_origin() {
         node.ok("GET", &format!("/zones/{zone}"), None)["status"],
         "pending"
     );
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1", "proxied": true})),
-    );
+    node.proxied_a(&zone, "www", "192.0.2.1");
     wait_served(dns, "www.pending.example");
     assert_eq!(
         addresses(&ask(dns, "www.pending.example", RecordType::A)),

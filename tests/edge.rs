@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use parapet_testkit::http::{curl, start_origin};
+use parapet_testkit::http::{curl, start_origin, start_silent_origin};
 use parapet_testkit::{Node, NodeOptions, free_port};
 use serde_json::json;
 
@@ -171,11 +171,7 @@ fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
         &format!("127.0.0.1:{port}"),
     ]));
     let zone = node.create_zone("frame.test");
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
-    );
+    node.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
         curl(port, "www.frame.test", &[]).0 == 200
     });
@@ -283,11 +279,7 @@ fn websocket_upgrades_pass_through_both_ways() {
         &format!("127.0.0.1:{port}"),
     ]));
     let zone = node.create_zone("ws.test");
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "live", "content": "127.0.0.2", "proxied": true})),
-    );
+    node.proxied_a(&zone, "live", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
         curl(port, "live.ws.test", &[]).0 == 200
     });
@@ -316,17 +308,7 @@ fn websocket_upgrades_pass_through_both_ways() {
 #[test]
 fn a_silent_origin_gets_a_524_and_the_visitor_a_page() {
     let port = free_port();
-    let listener = TcpListener::bind(("127.0.0.2", port)).expect("bind origin");
-    std::thread::spawn(move || {
-        // Accepts and reads, never answers.
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            held.push(stream);
-        }
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("parapet.toml");
-    std::fs::write(&conf, "edge_read_timeout = \"1s\"\n").expect("config");
+    start_silent_origin("127.0.0.2", port);
     let node = Node::start(
         NodeOptions::new(BIN)
             .args([
@@ -334,16 +316,11 @@ fn a_silent_origin_gets_a_524_and_the_visitor_a_page() {
                 "auto",
                 "--http-listen",
                 &format!("127.0.0.1:{port}"),
-                "--config",
             ])
-            .arg(conf.to_str().expect("path")),
+            .config("edge_read_timeout = \"1s\"\n"),
     );
     let zone = node.create_zone("slow.test");
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
-    );
+    node.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(10), "a 524 page", || {
         let (status, _, body) = curl(port, "www.slow.test", &[]);
         status == 524 && body.contains("Error 524")
@@ -405,11 +382,7 @@ fn oversized_requests_get_413_and_431_and_expect_continue_works() {
         &format!("127.0.0.1:{port}"),
     ]));
     let zone = node.create_zone("size.test");
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
-    );
+    node.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
         curl(port, "www.size.test", &[]).0 == 200
     });
@@ -494,16 +467,8 @@ fn a_refusing_origin_address_fails_over_to_the_next() {
     ]));
     let zone = node.create_zone("failover.test");
     // Two origins for one name; 127.0.0.10 refuses connections and is tried first.
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "127.0.0.10", "proxied": true})),
-    );
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "127.0.0.20", "proxied": true})),
-    );
+    node.proxied_a(&zone, "www", "127.0.0.10");
+    node.proxied_a(&zone, "www", "127.0.0.20");
     parapet_testkit::eventually(Duration::from_secs(5), "both origins routed", || {
         curl(port, "www.failover.test", &["-X", "POST", "-d", "x"]).0 == 200
     });
@@ -530,9 +495,6 @@ fn an_origin_that_never_accepts_gets_a_522() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("parapet.toml");
-    std::fs::write(&conf, "edge_connect_timeout = \"1s\"\n").expect("config");
     let node = Node::start(
         NodeOptions::new(BIN)
             .args([
@@ -540,16 +502,11 @@ fn an_origin_that_never_accepts_gets_a_522() {
                 "auto",
                 "--http-listen",
                 &format!("127.0.0.1:{port}"),
-                "--config",
             ])
-            .arg(conf.to_str().expect("path")),
+            .config("edge_connect_timeout = \"1s\"\n"),
     );
     let zone = node.create_zone("hang.test");
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
-    );
+    node.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(15), "a 522 page", || {
         let (status, _, body) = curl(port, "www.hang.test", &[]);
         status == 522 && body.contains("Error 522")
@@ -562,9 +519,6 @@ fn an_origin_that_never_accepts_gets_a_522() {
 fn connections_over_the_per_client_limit_are_closed_at_once() {
     let port = free_port();
     let _origin = start_origin("127.0.0.2", port);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("parapet.toml");
-    std::fs::write(&conf, "edge_max_connections_per_ip = 3\n").expect("config");
     let node = Node::start(
         NodeOptions::new(BIN)
             .args([
@@ -572,16 +526,11 @@ fn connections_over_the_per_client_limit_are_closed_at_once() {
                 "auto",
                 "--http-listen",
                 &format!("127.0.0.1:{port}"),
-                "--config",
             ])
-            .arg(conf.to_str().expect("path")),
+            .config("edge_max_connections_per_ip = 3\n"),
     );
     let zone = node.create_zone("limit.test");
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
-    );
+    node.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
         curl(port, "www.limit.test", &[]).0 == 200
     });

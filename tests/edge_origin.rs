@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parapet_testkit::http::{curl, start_origin};
+use parapet_testkit::http::{curl, start_origin, start_silent_origin};
 use parapet_testkit::{Node, NodeOptions, free_port};
 use serde_json::json;
 
@@ -20,14 +20,6 @@ fn edge_node(port: u16) -> Node {
     ]))
 }
 
-fn proxied(node: &Node, zone: &str, name: &str, ip: &str) {
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": name, "content": ip, "proxied": true})),
-    );
-}
-
 #[test]
 fn origin_rules_set_the_port_and_host_header_per_hostname() {
     let port = free_port();
@@ -36,8 +28,8 @@ fn origin_rules_set_the_port_and_host_header_per_hostname() {
     let ruled = start_origin("127.0.0.2", rule_port);
     let node = edge_node(port);
     let zone = node.create_zone("rules.test");
-    proxied(&node, &zone, "www", "127.0.0.2");
-    proxied(&node, &zone, "api", "127.0.0.2");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    node.proxied_a(&zone, "api", "127.0.0.2");
     let path = format!("/zones/{zone}/rulesets/phases/http_request_origin/entrypoint");
 
     // Bad rules are refused, every problem listed, and nothing is stored.
@@ -121,17 +113,10 @@ fn origin_rules_set_the_port_and_host_header_per_hostname() {
 #[test]
 fn zone_settings_validate_and_a_zone_read_timeout_overrides_the_node_default() {
     let port = free_port();
-    let listener = TcpListener::bind(("127.0.0.2", port)).expect("bind origin");
-    std::thread::spawn(move || {
-        // Accepts and reads, never answers.
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            held.push(stream);
-        }
-    });
+    start_silent_origin("127.0.0.2", port);
     let node = edge_node(port);
     let zone = node.create_zone("timeouts.test");
-    proxied(&node, &zone, "www", "127.0.0.2");
+    node.proxied_a(&zone, "www", "127.0.0.2");
 
     let listed = node.ok("GET", &format!("/zones/{zone}/settings"), None);
     let ids: Vec<_> = listed
@@ -260,7 +245,7 @@ fn http2_to_the_origin_when_the_zone_sets_origin_max_http_version_2() {
     start_h2_origin("127.0.0.2", port);
     let node = edge_node(port);
     let zone = node.create_zone("h2origin.test");
-    proxied(&node, &zone, "www", "127.0.0.2");
+    node.proxied_a(&zone, "www", "127.0.0.2");
     let version = node.ok(
         "GET",
         &format!("/zones/{zone}/settings/origin_max_http_version"),
@@ -323,7 +308,7 @@ fn grpc_calls_pass_through_with_their_trailers() {
     start_h2_origin("127.0.0.2", port);
     let node = edge_node(port);
     let zone = node.create_zone("grpc.test");
-    proxied(&node, &zone, "rpc", "127.0.0.2");
+    node.proxied_a(&zone, "rpc", "127.0.0.2");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -376,8 +361,8 @@ fn idempotent_requests_are_retried_on_the_next_address_after_a_failed_exchange()
     let answers = start_origin("127.0.0.31", port);
     let node = edge_node(port);
     let zone = node.create_zone("retry.test");
-    proxied(&node, &zone, "www", "127.0.0.30");
-    proxied(&node, &zone, "www", "127.0.0.31");
+    node.proxied_a(&zone, "www", "127.0.0.30");
+    node.proxied_a(&zone, "www", "127.0.0.31");
     parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
         curl(port, "www.retry.test", &[]).0 == 200
     });
@@ -447,7 +432,7 @@ fn an_unreachable_origin_gets_a_523() {
     let port = free_port();
     let node = edge_node(port);
     let zone = node.create_zone("unreachable.test");
-    proxied(&node, &zone, "www", "10.255.255.1");
+    node.proxied_a(&zone, "www", "10.255.255.1");
     parapet_testkit::eventually(Duration::from_secs(5), "a 523 page", || {
         let (status, head, body) = curl(
             port,

@@ -147,11 +147,7 @@ fn bad_config_file_lists_every_error() {
 fn api_change_reaches_the_served_snapshot() {
     let node = Node::start(NodeOptions::new(BIN).arg("--activation").arg("auto"));
     let zone = node.create_zone("snap.example");
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "192.0.2.7", "proxied": true})),
-    );
+    node.proxied_a(&zone, "www", "192.0.2.7");
     eventually(
         Duration::from_secs(2),
         "snapshot to catch up with the store",

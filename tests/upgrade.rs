@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::RecordType;
 use parapet_testkit::http::start_origin;
 use parapet_testkit::{Node, NodeOptions, free_port};
-use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parapet");
 
@@ -52,11 +51,7 @@ fn upgrade_takes_over_every_socket_without_refusing_a_connection() {
     ];
     let mut old = Node::start(NodeOptions::new(BIN).args(args.clone()));
     let zone = old.create_zone("up.test");
-    old.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
-    );
+    old.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
         request(port, "www.up.test").is_ok()
     });
@@ -123,11 +118,7 @@ fn upgrade_takes_over_every_socket_without_refusing_a_connection() {
     );
     let answer = parapet_testkit::dns::ask(new.dns_addr(), "www.up.test", RecordType::A);
     assert_eq!(answer.answers.len(), 1, "{answer:?}");
-    new.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "api", "content": "127.0.0.2", "proxied": true})),
-    );
+    new.proxied_a(&zone, "api", "127.0.0.2");
     parapet_testkit::eventually(
         Duration::from_secs(5),
         "a name added after the upgrade",
@@ -165,11 +156,7 @@ fn an_upgrade_that_fails_before_serving_leaves_the_running_node_in_place() {
         &format!("127.0.0.1:{port}"),
     ]));
     let zone = old.create_zone("stay.test");
-    old.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
-    );
+    old.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
         request(port, "www.stay.test").is_ok()
     });

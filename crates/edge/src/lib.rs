@@ -46,13 +46,9 @@ pub struct EdgeListeners {
 }
 
 impl EdgeListeners {
-    /// Binds every address `workers` times. Port 0 picks one free port shared by the workers.
-    pub fn bind(listen: &[SocketAddr], workers: usize) -> Result<Self, EdgeStartError> {
-        Self::bind_or_adopt(listen, workers, &mut |_| Vec::new())
-    }
-
-    /// As [`Self::bind`], but first adopting the sockets `adopt` returns for an address (handed
-    /// over by a previous process; all of one address and port), binding only what is missing.
+    /// Binds every address `workers` times (port 0 picks one free port shared by the workers),
+    /// first adopting the sockets `adopt` returns for an address (handed over by a previous
+    /// process; all of one address and port), binding only what is missing.
     pub fn bind_or_adopt(
         listen: &[SocketAddr],
         workers: usize,

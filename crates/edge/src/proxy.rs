@@ -418,7 +418,7 @@ impl ProxyHttp for EdgeProxy {
         let addr = SocketAddr::new(*ip, port);
         ctx.peer = Some(addr);
         let mut peer = HttpPeer::new(addr, false, origin.host.clone());
-        let settings = &origin.settings;
+        let settings = &origin.edge.settings;
         let connect = settings
             .connect_timeout_secs
             .map_or(self.connect_timeout, Duration::from_secs);
@@ -581,14 +581,12 @@ impl ProxyHttp for EdgeProxy {
         };
         let req = session.req_header();
         let path = req.uri.path();
-        let edge = self.published.load().edge_of(&origin.zone_id);
-        let normalized = parapet_model::expr::normalize_path(path);
         let facts = RequestFacts {
             host: &origin.host,
-            path: &normalized,
+            path: &origin.rule_path,
         };
         let mut merged: Option<Box<CacheParameters>> = None;
-        for rule in edge.cache_rules.iter().filter(|r| r.matches(&facts)) {
+        for rule in origin.edge.cache_rules.iter().filter(|r| r.matches(&facts)) {
             if let RuleAction::Cache(params) = &rule.action {
                 merged.get_or_insert_with(Box::default).merge(params);
             }
@@ -602,7 +600,7 @@ impl ProxyHttp for EdgeProxy {
         };
         let method_ok = matches!(req.method, http::Method::GET | http::Method::HEAD);
         ctx.cache_rules = merged;
-        if !method_ok || !eligible || origin.settings.development_mode {
+        if !method_ok || !eligible || origin.edge.settings.development_mode {
             return Ok(());
         }
         let mut overrides = CacheOptionOverrides::default();

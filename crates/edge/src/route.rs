@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use parapet_model::RecordType;
 use parapet_model::expr::RequestFacts;
 use parapet_model::rules::RuleAction;
-use parapet_model::settings::EdgeZoneSettings;
 use parapet_snapshot::Snapshot;
+use parapet_snapshot::ZoneEdge;
+use std::sync::Arc;
 
 use crate::errors::EdgeError;
 
@@ -25,8 +26,11 @@ pub struct Origin {
     pub port: Option<u16>,
     /// The `Host` header the origin gets, when an origin rule sets it (else the visitor's).
     pub host_header: Option<String>,
-    /// The zone's timeouts and protocol to the origin.
-    pub settings: EdgeZoneSettings,
+    /// The zone's settings (timeouts, protocol to the origin) and rules, as the snapshot that
+    /// routed the request had them.
+    pub edge: Arc<ZoneEdge>,
+    /// The request path as rules see it ([`parapet_model::expr::normalize_path`]).
+    pub rule_path: String,
 }
 
 /// The host name of a `Host` header or `:authority`: lowercase, no port, no trailing dot.
@@ -111,10 +115,10 @@ pub fn route(
     // The zone's origin rules, in order: a later match overrides what an earlier one set.
     let edge = snapshot.edge_of(&proxied.zone_id);
     let (mut port, mut host_header, mut origin_host) = (None, None, None);
-    let path = parapet_model::expr::normalize_path(path);
+    let rule_path = parapet_model::expr::normalize_path(path);
     let facts = RequestFacts {
         host: &host,
-        path: &path,
+        path: &rule_path,
     };
     for rule in edge.origin_rules.iter().filter(|r| r.matches(&facts)) {
         let RuleAction::Route(params) = &rule.action else {
@@ -153,7 +157,8 @@ pub fn route(
         outside,
         port,
         host_header,
-        settings: edge.settings,
+        edge,
+        rule_path,
     })
 }
 

@@ -56,3 +56,14 @@ pub fn curl(port: u16, host: &str, extra: &[&str]) -> (u16, String, String) {
         .unwrap_or(0);
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
+
+/// An origin that accepts connections and reads, but never answers.
+pub fn start_silent_origin(ip: &str, port: u16) {
+    let listener = TcpListener::bind((ip, port)).expect("bind origin");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+}

@@ -26,6 +26,7 @@ pub struct Node {
     /// Lines printed on stdout before the ready line (e.g. the bootstrap token).
     pub banner: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
+    _config_dir: Option<tempfile::TempDir>,
     agent: ureq::Agent,
 }
 
@@ -36,6 +37,8 @@ pub struct NodeOptions {
     pub args: Vec<String>,
     /// `Some` sets `PARAPET_API_TOKEN`.
     pub env_token: Option<String>,
+    /// A configuration file's text, passed with `--config`.
+    pub config: Option<String>,
 }
 
 impl NodeOptions {
@@ -45,6 +48,7 @@ impl NodeOptions {
             data_dir: None,
             args: Vec::new(),
             env_token: Some(random_token()),
+            config: None,
         }
     }
 
@@ -60,6 +64,12 @@ impl NodeOptions {
 
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Starts the node with this configuration file (TOML).
+    pub fn config(mut self, toml: impl Into<String>) -> Self {
+        self.config = Some(toml.into());
         self
     }
 
@@ -101,6 +111,13 @@ impl Node {
             .arg(&data_dir)
             .arg("--api-listen")
             .arg("127.0.0.1:0");
+        let config_dir = options.config.as_ref().map(|text| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("parapet.toml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(&path);
+            dir
+        });
         cmd.args(&options.args);
         cmd.env_remove("PARAPET_API_TOKEN");
         if let Some(t) = &options.env_token {
@@ -156,6 +173,7 @@ impl Node {
             data_dir,
             banner,
             _tmp: tmp,
+            _config_dir: config_dir,
             agent: agent(),
         }
     }
@@ -201,6 +219,15 @@ impl Node {
         assert_eq!(status, 200, "{method} {path}: {v}");
         assert_eq!(v["success"], Value::Bool(true), "{method} {path}: {v}");
         v["result"].clone()
+    }
+
+    /// Adds a proxied A record `name` → `ip` to zone `zone_id`.
+    pub fn proxied_a(&self, zone_id: &str, name: &str, ip: &str) {
+        self.ok(
+            "POST",
+            &format!("/zones/{zone_id}/dns_records"),
+            Some(serde_json::json!({"type": "A", "name": name, "content": ip, "proxied": true})),
+        );
     }
 
     /// Creates a zone and returns its id.
