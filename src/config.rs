@@ -26,6 +26,9 @@ pub struct ServeFlags {
     /// Edge HTTP address (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Vec<SocketAddr>,
+    /// Edge HTTPS address (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub https_listen: Vec<SocketAddr>,
     /// IPv4 address answered for proxied records (repeatable).
     #[arg(long, value_name = "IP")]
     pub edge_ipv4: Vec<Ipv4Addr>,
@@ -66,6 +69,7 @@ pub struct Config {
     pub api_listen: SocketAddr,
     pub dns_listen: Vec<SocketAddr>,
     pub http_listen: Vec<SocketAddr>,
+    pub https_listen: Vec<SocketAddr>,
     pub edge_ipv4: Vec<Ipv4Addr>,
     pub edge_ipv6: Vec<Ipv6Addr>,
     pub nameservers: Vec<String>,
@@ -86,6 +90,13 @@ pub struct Config {
     pub edge_max_connections_per_ip: u32,
     /// Edge cache: bytes of objects kept in memory; 0: nothing is cached.
     pub cache_memory_bytes: usize,
+    /// Edge: extra roots (PEM) that origins' certificates may chain to in `strict` mode,
+    /// besides the system's.
+    pub origin_ca_file: Option<PathBuf>,
+    /// Edge: the client certificate and key (PEM) presented to origins of zones with
+    /// Authenticated Origin Pulls (default: made in the data directory on first start).
+    pub origin_pull_certificate: Option<PathBuf>,
+    pub origin_pull_key: Option<PathBuf>,
     /// DNS response rate limit per client prefix and response kind (0: off).
     pub dns_rrl_rate: u32,
     /// Every n-th rate-limited response is sent truncated instead of dropped (0: drop all).
@@ -101,6 +112,7 @@ impl Default for Config {
             api_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             dns_listen: Vec::new(),
             http_listen: Vec::new(),
+            https_listen: Vec::new(),
             edge_ipv4: Vec::new(),
             edge_ipv6: Vec::new(),
             nameservers: DEFAULT_NAMESERVERS
@@ -119,6 +131,9 @@ impl Default for Config {
             cache_memory_bytes: 256 * 1024 * 1024,
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
+            origin_ca_file: None,
+            origin_pull_certificate: None,
+            origin_pull_key: None,
         }
     }
 }
@@ -128,6 +143,7 @@ const KEYS: &[&str] = &[
     "api_listen",
     "dns_listen",
     "http_listen",
+    "https_listen",
     "edge_ipv4",
     "edge_ipv6",
     "nameservers",
@@ -143,6 +159,9 @@ const KEYS: &[&str] = &[
     "edge_max_body_bytes",
     "edge_max_connections_per_ip",
     "cache_memory_bytes",
+    "origin_ca_file",
+    "origin_pull_certificate",
+    "origin_pull_key",
 ];
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
@@ -213,13 +232,13 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                 Some(Ok(a)) => c.api_listen = a,
                 _ => errors.push(want("an address such as \"127.0.0.1:8080\"")),
             },
-            "dns_listen" | "http_listen" => match list() {
+            "dns_listen" | "http_listen" | "https_listen" => match list() {
                 Some(items) => {
                     let parsed = addrs::<SocketAddr>(items, key, &mut errors);
-                    if key == "dns_listen" {
-                        c.dns_listen = parsed
-                    } else {
-                        c.http_listen = parsed
+                    match key.as_str() {
+                        "dns_listen" => c.dns_listen = parsed,
+                        "http_listen" => c.http_listen = parsed,
+                        _ => c.https_listen = parsed,
                     }
                 }
                 None => errors.push(want("a list of addresses such as [\"127.0.0.1:53\"]")),
@@ -296,6 +315,17 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                     _ => errors.push(want("a number of connections (0: no limit)")),
                 }
             }
+            "origin_ca_file" | "origin_pull_certificate" | "origin_pull_key" => match string() {
+                Some(s) if !s.is_empty() => {
+                    let path = Some(PathBuf::from(s));
+                    match key.as_str() {
+                        "origin_ca_file" => c.origin_ca_file = path,
+                        "origin_pull_certificate" => c.origin_pull_certificate = path,
+                        _ => c.origin_pull_key = path,
+                    }
+                }
+                _ => errors.push(want("a file path")),
+            },
             _ => errors.push(format!(
                 "{key}: unknown key (known keys: {})",
                 KEYS.join(", ")
@@ -336,6 +366,14 @@ pub fn load(flags: &ServeFlags) -> anyhow::Result<Config> {
     }
     if !flags.http_listen.is_empty() {
         c.http_listen = flags.http_listen.clone();
+    }
+    if !flags.https_listen.is_empty() {
+        c.https_listen = flags.https_listen.clone();
+    }
+    if c.origin_pull_certificate.is_some() != c.origin_pull_key.is_some() {
+        errors.push(
+            "origin_pull_certificate and origin_pull_key go together: give both or neither".into(),
+        );
     }
     if !flags.edge_ipv4.is_empty() {
         c.edge_ipv4 = flags.edge_ipv4.clone();

@@ -1,6 +1,8 @@
 //! `parapet serve`: every role in one process, on the embedded store.
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -196,8 +198,16 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     let (edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
     let mut edge = None;
     let mut purge = None;
-    if !config.http_listen.is_empty() {
+    if !config.http_listen.is_empty() || !config.https_listen.is_empty() {
         let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
+        proxy.origin_trust = origin_trust(&config)?;
+        proxy.origin_pull = Some(origin_pull_identity(&config)?);
+        if let Some(port) = config.https_listen.first().map(SocketAddr::port) {
+            proxy.https_port = port;
+        }
+        if let Some(port) = config.http_listen.first().map(SocketAddr::port) {
+            proxy.http_port = port;
+        }
         proxy.resolver = Some(Arc::clone(&resolver));
         let edge_metrics = Arc::clone(&proxy.metrics);
         metrics.push(Arc::new({
@@ -220,26 +230,39 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
             );
             metrics.push(Arc::new(move || cache.render_metrics()) as parapet_api::MetricsSource);
         }
+        let role = |tls| if tls { Role::Https } else { Role::Http };
         let listeners = parapet_edge::EdgeListeners::bind_or_adopt(
             &config.http_listen,
+            &config.https_listen,
             parapet_edge::worker_count(),
-            &mut |addr| {
+            &mut |addr, tls| {
                 inherited
-                    .take(Role::Http, addr)
+                    .take(role(tls), addr)
                     .into_iter()
                     .map(|(_, fd)| std::net::TcpListener::from(fd))
                     .collect()
             },
         )
-        .map_err(|e| anyhow::anyhow!("{e}; choose another address with --http-listen"))?;
-        for (addr, socket) in listeners.sockets() {
-            handover.keep(Role::Http, addr, socket);
+        .map_err(|e| {
+            anyhow::anyhow!("{e}; choose another address with --http-listen or --https-listen")
+        })?;
+        for (addr, tls, socket) in listeners.sockets() {
+            handover.keep(role(tls), addr, socket);
         }
-        for addr in listeners.addrs() {
-            say(&format!("parapet: http listening on {addr}"));
+        for (addr, tls) in listeners.addrs() {
+            let scheme = if tls { "https" } else { "http" };
+            say(&format!("parapet: {scheme} listening on {addr}"));
         }
+        let tls = if config.https_listen.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                parapet_tls::EdgeTls::new(Arc::clone(&published))
+                    .map_err(|e| anyhow::anyhow!("starting TLS: {e}"))?,
+            ))
+        };
         edge = Some((
-            parapet_edge::start_edge(proxy, listeners, edge_shutdown_rx),
+            parapet_edge::start_edge(proxy, listeners, tls, edge_shutdown_rx),
             edge_metrics,
         ));
     }
@@ -421,4 +444,80 @@ fn raise_open_file_limit() {
 /// A duration as the whole seconds an API setting shows (at least 1).
 fn whole_seconds(d: std::time::Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The system's root bundle, where Debian and most distributions keep it.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The roots origins' certificates are checked against in `strict` mode: the system's plus
+/// `origin_ca_file`, written as one bundle in the data directory (`None`: the system's alone).
+fn origin_trust(config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(extra) = &config.origin_ca_file else {
+        return Ok(None);
+    };
+    let extra_pem = std::fs::read_to_string(extra)
+        .map_err(|e| anyhow::anyhow!("origin_ca_file {}: {e}", extra.display()))?;
+    let count = parapet_tls::chain::count_certificates(&extra_pem)
+        .map_err(|e| anyhow::anyhow!("origin_ca_file {}: {e}", extra.display()))?;
+    if count == 0 {
+        anyhow::bail!(
+            "origin_ca_file {}: no PEM certificate in it",
+            extra.display()
+        );
+    }
+    let mut bundle = std::fs::read_to_string(SYSTEM_ROOTS).unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(&extra_pem);
+    let path = config.data_dir.join("origin-trust.pem");
+    std::fs::write(&path, bundle)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    Ok(Some(path.to_string_lossy().into_owned()))
+}
+
+/// The client certificate for Authenticated Origin Pulls: the configured one, or the one made
+/// in the data directory on first start (with the CA origins should trust beside it).
+fn origin_pull_identity(config: &Config) -> anyhow::Result<parapet_edge::tls::ClientIdentity> {
+    let (cert_path, key_path) = match (&config.origin_pull_certificate, &config.origin_pull_key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => {
+            let dir = config.data_dir.join("origin-pull");
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            if !cert.exists() || !key.exists() {
+                let ca = parapet_tls::certgen::Authority::new("Parapet Origin Pull CA", 3650)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let client = ca
+                    .issue(
+                        &["origin-pull.parapet.invalid".to_owned()],
+                        3650,
+                        parapet_tls::certgen::Usage::Client,
+                    )
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+                let write = |path: PathBuf, text: &str| {
+                    std::fs::write(&path, text)
+                        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+                };
+                write(dir.join("ca.pem"), &ca.cert_pem)?;
+                write(key.clone(), &client.key_pem)?;
+                write(cert.clone(), &client.cert_pem)?;
+            }
+            (cert, key)
+        }
+    };
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    };
+    parapet_edge::tls::client_identity(&read(&cert_path)?, &read(&key_path)?).map_err(|e| {
+        anyhow::anyhow!(
+            "origin pull certificate {}: {}",
+            cert_path.display(),
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
 }

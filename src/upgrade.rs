@@ -33,6 +33,7 @@ const MANIFEST_BYTES: usize = 1024 * 1024;
 pub enum Role {
     Api,
     Http,
+    Https,
     DnsUdp,
     DnsTcp,
 }

@@ -6,6 +6,7 @@
 //! the write durable. The API never touches a snapshot's data plane: it reads the store.
 
 mod auth;
+mod certificates;
 mod envelope;
 mod listing;
 mod purge;
@@ -136,6 +137,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(settings::get_entrypoint).put(settings::put_entrypoint),
         )
         .route("/zones/{zone_id}/purge_cache", post(purge::purge_cache))
+        .route(
+            "/zones/{zone_id}/custom_certificates",
+            get(certificates::list_certs).post(certificates::create_cert),
+        )
+        .route(
+            "/zones/{zone_id}/custom_certificates/prioritize",
+            put(certificates::prioritize),
+        )
+        .route(
+            "/zones/{zone_id}/custom_certificates/{cert_id}",
+            get(certificates::get_cert)
+                .patch(certificates::patch_cert)
+                .delete(certificates::delete_cert),
+        )
         .route("/zones", get(zones::list).post(zones::create))
         .route(
             "/zones/{zone_id}",

@@ -322,6 +322,10 @@ pub async fn delete(
     loop {
         let (zone, rev) = load_zone(&state, &zone_id).await?;
         let records = state.store.list(&record_prefix(&zone_id)).await?;
+        let certs = state
+            .store
+            .list(&parapet_snapshot::custom_cert_prefix(&zone_id))
+            .await?;
         let mut txn = Txn::new()
             .expect(zone_key(&zone_id), rev)
             .delete(zone_key(&zone_id))
@@ -336,7 +340,7 @@ pub async fn delete(
                 &zone_id,
                 parapet_model::rules::CACHE_PHASE,
             ));
-        for e in records.entries {
+        for e in records.entries.into_iter().chain(certs.entries) {
             txn = txn.delete(e.key);
         }
         match state.store.commit(txn).await {

@@ -24,6 +24,10 @@ pub enum EdgeError {
     ReadTimeout,
     #[error("the origin sent an empty or invalid response")]
     InvalidResponse,
+    #[error("the TLS handshake with the origin failed")]
+    OriginHandshake,
+    #[error("the origin's certificate is not valid for its name")]
+    OriginCertificate,
 }
 
 impl EdgeError {
@@ -39,6 +43,8 @@ impl EdgeError {
             Self::Unreachable => 523,
             Self::ReadTimeout => 524,
             Self::InvalidResponse => 520,
+            Self::OriginHandshake => 525,
+            Self::OriginCertificate => 526,
         }
     }
 
@@ -63,6 +69,8 @@ impl EdgeError {
             Self::Unreachable => "Origin is unreachable",
             Self::ReadTimeout => "A timeout occurred",
             Self::InvalidResponse => "Web server is returning an unknown error",
+            Self::OriginHandshake => "SSL handshake failed",
+            Self::OriginCertificate => "Invalid SSL certificate",
         }
     }
 }

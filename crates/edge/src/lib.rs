@@ -10,6 +10,7 @@ pub mod metrics;
 mod proxy;
 pub mod route;
 mod stream;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,26 +42,32 @@ pub enum EdgeStartError {
 /// The edge's listening sockets: for each address, one socket per worker thread, bound with
 /// `SO_REUSEPORT` so the kernel spreads new connections over the workers.
 pub struct EdgeListeners {
-    /// `(address, one socket per worker)`, in the order given.
-    sockets: Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
+    /// `(address, HTTPS?, one socket per worker)`, in the order given.
+    sockets: Vec<(SocketAddr, bool, Vec<std::net::TcpListener>)>,
 }
 
 impl EdgeListeners {
-    /// Binds every address `workers` times (port 0 picks one free port shared by the workers),
-    /// first adopting the sockets `adopt` returns for an address (handed over by a previous
-    /// process; all of one address and port), binding only what is missing.
+    /// Binds every address of `http` (plain HTTP) and `https` `workers` times (port 0 picks one
+    /// free port shared by the workers), first adopting the sockets `adopt(address, https)`
+    /// returns (handed over by a previous process; all of one address and port), binding only
+    /// what is missing.
     pub fn bind_or_adopt(
-        listen: &[SocketAddr],
+        http: &[SocketAddr],
+        https: &[SocketAddr],
         workers: usize,
-        adopt: &mut dyn FnMut(SocketAddr) -> Vec<std::net::TcpListener>,
+        adopt: &mut dyn FnMut(SocketAddr, bool) -> Vec<std::net::TcpListener>,
     ) -> Result<Self, EdgeStartError> {
-        let mut sockets = Vec::with_capacity(listen.len());
-        for addr in listen {
+        let mut sockets = Vec::with_capacity(http.len() + https.len());
+        let all = http
+            .iter()
+            .map(|a| (a, false))
+            .chain(https.iter().map(|a| (a, true)));
+        for (addr, tls) in all {
             let error = |source| EdgeStartError::Bind {
                 addr: *addr,
                 source,
             };
-            let mut group = adopt(*addr);
+            let mut group = adopt(*addr, tls);
             for socket in &group {
                 socket.set_nonblocking(true).map_err(error)?;
             }
@@ -71,21 +78,25 @@ impl EdgeListeners {
             while group.len() < workers.max(1) {
                 group.push(reuseport_listener(bound).map_err(error)?);
             }
-            sockets.push((bound, group));
+            sockets.push((bound, tls, group));
         }
         Ok(Self { sockets })
     }
 
-    /// Every socket with its address (to keep copies for a successor process).
-    pub fn sockets(&self) -> impl Iterator<Item = (SocketAddr, &std::net::TcpListener)> {
+    /// Every socket with its address and whether it is for HTTPS (to keep copies for a
+    /// successor process).
+    pub fn sockets(&self) -> impl Iterator<Item = (SocketAddr, bool, &std::net::TcpListener)> {
         self.sockets
             .iter()
-            .flat_map(|(addr, group)| group.iter().map(move |s| (*addr, s)))
+            .flat_map(|(addr, tls, group)| group.iter().map(move |s| (*addr, *tls, s)))
     }
 
-    /// The addresses actually bound (port 0 resolved).
-    pub fn addrs(&self) -> Vec<SocketAddr> {
-        self.sockets.iter().map(|(addr, _)| *addr).collect()
+    /// The addresses actually bound (port 0 resolved), each with whether it is for HTTPS.
+    pub fn addrs(&self) -> Vec<(SocketAddr, bool)> {
+        self.sockets
+            .iter()
+            .map(|(addr, tls, _)| (*addr, *tls))
+            .collect()
     }
 }
 
@@ -201,10 +212,12 @@ struct Connections {
     http: Arc<pingora::proxy::HttpProxy<EdgeProxy>>,
     metrics: Arc<EdgeMetrics>,
     limit: Arc<ClientLimit>,
+    /// Certificates and TLS settings for HTTPS listeners.
+    tls: Option<Arc<parapet_tls::EdgeTls>>,
 }
 
 impl Connections {
-    /// Serves one visitor connection until it closes.
+    /// Serves one plain-HTTP visitor connection until it closes.
     async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<()> {
         let _open = self.metrics.connection_opened();
         let mut stream = stream;
@@ -224,6 +237,32 @@ impl Connections {
                 return None;
             }
         }
+        self.serve_h1(stream, shutdown).await
+    }
+
+    /// Serves one HTTPS visitor connection until it closes: HTTP/2 when ALPN chose it.
+    async fn serve_tls(&self, tcp: stream::VisitorStream, shutdown: &ShutdownWatch) -> Option<()> {
+        let tls = self.tls.as_ref()?;
+        let _open = self.metrics.connection_opened();
+        let Some(stream) = tls::handshake(tcp, tls).await else {
+            self.metrics.handshake_failed();
+            return None;
+        };
+        if stream.is_h2() {
+            ServerApp::process_new(&self.http, Box::new(stream), shutdown).await;
+            return None;
+        }
+        let mut stream: Stream = Box::new(stream);
+        let mut first = [0u8; 1];
+        if !wait_for_bytes(&mut stream, &mut first, shutdown, Wait::EvenWhenStopping).await {
+            return None;
+        }
+        self.serve_h1(stream, shutdown).await
+    }
+
+    /// HTTP/1 on a connection whose first request has started to arrive.
+    async fn serve_h1(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<()> {
+        let mut first = [0u8; 1];
         // HTTP/1: one request at a time. Between requests, only this small future waits for the
         // next one; the engine's per-request state (tens of KiB) exists only while a request
         // is handled, so an idle kept-alive connection costs a few KiB.
@@ -265,7 +304,7 @@ pub fn worker_count() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 
-/// Starts the edge on `listeners`; it stops when `shutdown` turns true.
+/// Starts the edge on `listeners` (HTTPS ones with `tls`); it stops when `shutdown` turns true.
 ///
 /// Each worker is a single-threaded runtime with its own accept sockets, its own connection pool
 /// to origins and its own tasks (as nginx's worker processes): a request never crosses threads,
@@ -274,17 +313,23 @@ pub fn worker_count() -> usize {
 pub fn start_edge(
     proxy: EdgeProxy,
     listeners: EdgeListeners,
+    tls: Option<Arc<parapet_tls::EdgeTls>>,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let workers = listeners.sockets.first().map_or(1, |(_, g)| g.len());
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+    let workers = listeners.sockets.first().map_or(1, |(_, _, g)| g.len());
+    let mut per_worker: Vec<Vec<(std::net::TcpListener, bool)>> =
         (0..workers).map(|_| Vec::new()).collect();
-    for (_, group) in listeners.sockets {
+    for (_, is_tls, group) in listeners.sockets {
         for (i, socket) in group.into_iter().enumerate() {
-            per_worker[i % workers].push(socket);
+            per_worker[i % workers].push((socket, is_tls));
         }
     }
-    let conf = Arc::new(ServerConf::default());
+    // Origins' certificates are checked against these roots (the system's, unless the
+    // operator gave a bundle).
+    let conf = Arc::new(ServerConf {
+        ca_file: proxy.origin_trust.clone(),
+        ..ServerConf::default()
+    });
     let mut done = Vec::with_capacity(workers);
     for (i, sockets) in per_worker.into_iter().enumerate() {
         let mut http = pingora::proxy::http_proxy(&conf, proxy.clone());
@@ -298,6 +343,7 @@ pub fn start_edge(
             http: Arc::new(http),
             metrics: Arc::clone(&proxy.metrics),
             limit: Arc::clone(&proxy.client_limit),
+            tls: tls.clone(),
         });
         // One single-threaded runtime per worker; it lives as long as the process.
         let runtime: &'static pingora_runtime::Runtime = Box::leak(Box::new(
@@ -306,11 +352,12 @@ pub fn start_edge(
         let shutdown = shutdown.clone();
         done.push(runtime.get_handle().spawn(async move {
             let mut loops = Vec::with_capacity(sockets.len());
-            for socket in sockets {
+            for (socket, is_tls) in sockets {
                 match tokio::net::TcpListener::from_std(socket) {
                     Ok(listener) => loops.push(tokio::spawn(accept_loop(
                         Arc::clone(&app),
                         listener,
+                        is_tls,
                         shutdown.clone(),
                     ))),
                     Err(e) => tracing::error!("edge listener: {e}"),
@@ -334,6 +381,7 @@ pub fn start_edge(
 async fn accept_loop(
     app: Arc<Connections>,
     listener: tokio::net::TcpListener,
+    is_tls: bool,
     mut shutdown: ShutdownWatch,
 ) {
     use std::os::fd::AsRawFd;
@@ -357,7 +405,11 @@ async fn accept_loop(
                 let app = Arc::clone(&app);
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    app.serve(Box::new(stream), &shutdown).await;
+                    if is_tls {
+                        app.serve_tls(stream, &shutdown).await;
+                    } else {
+                        app.serve(Box::new(stream), &shutdown).await;
+                    }
                     drop(slot);
                 });
             }

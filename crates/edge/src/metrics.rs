@@ -20,6 +20,7 @@ pub struct EdgeMetrics {
     in_flight: AtomicI64,
     connections: AtomicI64,
     refused: AtomicU64,
+    handshakes_failed: AtomicU64,
 }
 
 /// An open visitor connection; dropping it counts the connection closed.
@@ -41,6 +42,11 @@ impl EdgeMetrics {
     /// A connection closed at once because its client had its limit open.
     pub fn connection_refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A TLS handshake that did not complete (no or unknown SNI, bad or slow client).
+    pub fn handshake_failed(&self) {
+        self.handshakes_failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Visitor connections open now.
@@ -136,6 +142,12 @@ impl EdgeMetrics {
             out,
             "parapet_edge_connections_refused_total {}",
             self.refused.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP parapet_edge_tls_handshakes_failed_total TLS handshakes from visitors that did not complete.\n# TYPE parapet_edge_tls_handshakes_failed_total counter\n");
+        let _ = writeln!(
+            out,
+            "parapet_edge_tls_handshakes_failed_total {}",
+            self.handshakes_failed.load(Ordering::Relaxed)
         );
         out
     }

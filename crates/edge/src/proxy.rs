@@ -10,6 +10,7 @@ use bytes::Bytes;
 use parapet_cache::EdgeCache;
 use parapet_model::expr::RequestFacts;
 use parapet_model::rules::{CacheParameters, RuleAction};
+use parapet_model::settings::SslMode;
 use parapet_snapshot::Published;
 use pingora::cache::cache_control::CacheControl;
 use pingora::cache::filters::resp_cacheable;
@@ -48,6 +49,16 @@ pub struct EdgeProxy {
     pub client_limit: Arc<crate::ClientLimit>,
     /// The cache (`None`: nothing is cached).
     pub cache: Option<&'static EdgeCache>,
+    /// A PEM bundle of the roots origins' certificates are checked against in `strict` mode
+    /// (`None`: the system's).
+    pub origin_trust: Option<String>,
+    /// The certificate the edge presents to origins of zones with Authenticated Origin Pulls.
+    pub origin_pull: Option<Arc<pingora::utils::tls::CertKey>>,
+    /// The port plain-HTTP visitors are redirected to for HTTPS when their port has no
+    /// Cloudflare pair (the first `--https-listen`; else 443).
+    pub https_port: u16,
+    /// The same for HTTPS visitors of zones with SSL off (the first `--http-listen`; else 80).
+    pub http_port: u16,
 }
 
 /// Cloudflare's limits: 32 KiB of request headers, 100 MB of body (free plan).
@@ -68,6 +79,10 @@ impl EdgeProxy {
             max_body_bytes: MAX_BODY_BYTES,
             client_limit: Arc::new(crate::ClientLimit::new(MAX_CONNECTIONS_PER_CLIENT)),
             cache: None,
+            origin_trust: None,
+            origin_pull: None,
+            https_port: 443,
+            http_port: 80,
         }
     }
 }
@@ -172,11 +187,50 @@ fn primary_key(session: &Session, origin: &Origin, rules: Option<&CacheParameter
     }
     parapet_cache::key::primary(
         &origin.zone_id,
-        false,
+        is_https(session),
         &origin.host,
         visitor_port(session),
         &target,
     )
+}
+
+/// Whether the visitor came over TLS.
+fn is_https(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// Cloudflare's HTTP and HTTPS ports, in pairs: where Always Use HTTPS sends a visitor, and
+/// where a `flexible` zone's origin is reached for an HTTPS visitor.
+const PORT_PAIRS: &[(u16, u16)] = &[
+    (80, 443),
+    (8080, 8443),
+    (2052, 2053),
+    (2082, 2083),
+    (2086, 2087),
+    (2095, 2096),
+];
+
+/// The URL a request is redirected to on the other scheme.
+fn redirect_location(session: &Session, host: &str, https: bool, port: u16) -> String {
+    let default = if https { 443 } else { 80 };
+    let authority = if port == default {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    };
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{authority}{}", path_and_query(session))
+}
+
+async fn redirect(session: &mut Session, ctx: &Ctx, location: &str) {
+    let Ok(mut resp) = ResponseHeader::build(301, Some(5)) else {
+        return;
+    };
+    let _ = resp.insert_header("location", location);
+    let _ = resp.insert_header("content-length", "0");
+    let _ = resp.insert_header("cf-ray", ctx.ray.as_str());
+    let _ = resp.insert_header("server", "parapet");
+    let _ = session.write_response_header(Box::new(resp), true).await;
 }
 
 fn visitor_port(session: &Session) -> u16 {
@@ -331,6 +385,29 @@ impl ProxyHttp for EdgeProxy {
                         return Ok(true);
                     }
                 }
+                let https = is_https(session);
+                let settings = origin.edge.settings;
+                let port = visitor_port(session);
+                // SSL off: no HTTPS for the zone's visitors. Always Use HTTPS: no plain HTTP.
+                let location = if https && settings.ssl == SslMode::Off {
+                    let http_port = PORT_PAIRS
+                        .iter()
+                        .find(|p| p.1 == port)
+                        .map_or(self.http_port, |p| p.0);
+                    Some(redirect_location(session, &origin.host, false, http_port))
+                } else if !https && settings.always_use_https && settings.ssl != SslMode::Off {
+                    let https_port = PORT_PAIRS
+                        .iter()
+                        .find(|p| p.0 == port)
+                        .map_or(self.https_port, |p| p.1);
+                    Some(redirect_location(session, &origin.host, true, https_port))
+                } else {
+                    None
+                };
+                if let Some(location) = location {
+                    redirect(session, ctx, &location).await;
+                    return Ok(true);
+                }
                 ctx.origin = Some(origin);
                 Ok(false)
             }
@@ -406,19 +483,41 @@ impl ProxyHttp for EdgeProxy {
         let Some(origin) = &ctx.origin else {
             return Error::e_explain(ErrorType::InternalError, "request was not routed");
         };
+        let settings = &origin.edge.settings;
+        // HTTPS to the origin only for HTTPS visitors of `full` and `strict` zones.
+        let tls = is_https(session) && matches!(settings.ssl, SslMode::Full | SslMode::Strict);
         let port = origin.port.unwrap_or_else(|| {
-            session
-                .server_addr()
-                .and_then(|a| a.as_inet())
-                .map_or(80, SocketAddr::port)
+            let port = visitor_port(session);
+            if is_https(session) && !tls {
+                // `flexible`: the HTTP port paired with the visitor's HTTPS port.
+                PORT_PAIRS
+                    .iter()
+                    .find(|p| p.1 == port)
+                    .map_or(port, |p| p.0)
+            } else {
+                port
+            }
         });
         let Some(ip) = origin.addrs.get(ctx.attempt % origin.addrs.len().max(1)) else {
             return Error::e_explain(ErrorType::InternalError, "route without an address");
         };
         let addr = SocketAddr::new(*ip, port);
         ctx.peer = Some(addr);
-        let mut peer = HttpPeer::new(addr, false, origin.host.clone());
-        let settings = &origin.edge.settings;
+        // The origin's name for SNI and certificate checks: the Host it is sent.
+        let server_name = origin
+            .host_header
+            .as_deref()
+            .and_then(host_of)
+            .unwrap_or_else(|| origin.host.clone());
+        let mut peer = HttpPeer::new(addr, tls, server_name);
+        if tls {
+            let strict = settings.ssl == SslMode::Strict;
+            peer.options.verify_cert = strict;
+            peer.options.verify_hostname = strict;
+            if settings.origin_pull {
+                peer.client_cert_key = self.origin_pull.clone();
+            }
+        }
         let connect = settings
             .connect_timeout_secs
             .map_or(self.connect_timeout, Duration::from_secs);
@@ -434,6 +533,9 @@ impl ProxyHttp for EdgeProxy {
         // without TLS there is nothing to negotiate, so it is h2c with prior knowledge.
         if settings.origin_h2 || is_grpc(session) {
             peer.options.set_http_version(2, 2);
+        }
+        if tls && !settings.origin_h2 && !is_grpc(session) {
+            peer.options.set_http_version(1, 1);
         }
         Ok(Box::new(peer))
     }
@@ -493,8 +595,13 @@ impl ProxyHttp for EdgeProxy {
                 }
             }
         }
-        req.insert_header("x-forwarded-proto", "http")?;
-        req.insert_header("cf-visitor", r#"{"scheme":"http"}"#)?;
+        if is_https(session) {
+            req.insert_header("x-forwarded-proto", "https")?;
+            req.insert_header("cf-visitor", r#"{"scheme":"https"}"#)?;
+        } else {
+            req.insert_header("x-forwarded-proto", "http")?;
+            req.insert_header("cf-visitor", r#"{"scheme":"http"}"#)?;
+        }
         req.insert_header("cf-ray", ctx.ray.as_str())?;
         let cdn_loop = match req.headers.get("cdn-loop").and_then(|v| v.to_str().ok()) {
             Some(existing) => format!("{existing}, {CDN_LOOP_TOKEN}"),
@@ -538,6 +645,15 @@ impl ProxyHttp for EdgeProxy {
         resp.insert_header("cache-status", cache_status)?;
         // Tags are for purging; visitors do not see them (as Cloudflare).
         resp.remove_header("cache-tag");
+        // HSTS only means something over HTTPS (RFC 6797 §7.2).
+        if is_https(session)
+            && let Some(hsts) = ctx.origin.as_ref().and_then(|o| o.edge.settings.hsts)
+        {
+            resp.insert_header("strict-transport-security", hsts.header_value())?;
+            if hsts.nosniff {
+                resp.insert_header("x-content-type-options", "nosniff")?;
+            }
+        }
         // A state-changing request that succeeded makes the stored copies of its URL stale
         // (RFC 9111 §4.4).
         let method = &session.req_header().method;
@@ -748,6 +864,21 @@ impl ProxyHttp for EdgeProxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let error = match (e.esource(), e.etype()) {
             (_, ErrorType::ConnectRefused) => Some(EdgeError::OriginRefused),
+            (_, ErrorType::InvalidCert) => Some(EdgeError::OriginCertificate),
+            (_, ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError) => {
+                // rustls says "invalid peer certificate" when the origin's certificate fails
+                // the checks; anything else is the handshake itself failing.
+                if e.to_string().contains("invalid peer certificate") {
+                    Some(EdgeError::OriginCertificate)
+                } else {
+                    Some(EdgeError::OriginHandshake)
+                }
+            }
+            // With TLS 1.3 an origin refusing the edge's (missing) client certificate says so
+            // with an alert after the handshake: still a failed handshake to the visitor.
+            (ErrorSource::Upstream, _) if e.to_string().contains("received fatal alert") => {
+                Some(EdgeError::OriginHandshake)
+            }
             (_, ErrorType::ConnectTimedout) => Some(EdgeError::ConnectTimeout),
             (_, ErrorType::ConnectNoRoute) => Some(EdgeError::Unreachable),
             (ErrorSource::Upstream, ErrorType::ReadTimedout) => Some(EdgeError::ReadTimeout),

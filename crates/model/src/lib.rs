@@ -5,6 +5,7 @@
 //! turned into these typed values here, or rejected with errors naming each bad field or line.
 //! No IO happens in this crate.
 
+pub mod certificate;
 mod error;
 pub mod expr;
 pub mod ids;

@@ -17,6 +17,8 @@ pub enum SettingKind {
     Seconds { min: u64, max: u64 },
     /// One of these strings.
     Choice(&'static [&'static str]),
+    /// Cloudflare's `security_header`: `{"strict_transport_security": {...}}`.
+    SecurityHeader,
 }
 
 /// One setting a zone has.
@@ -24,16 +26,36 @@ pub enum SettingKind {
 pub struct SettingDef {
     pub id: &'static str,
     pub kind: SettingKind,
-    /// The value when nobody changed it (`None`: the node's configured default).
+    /// The value when nobody changed it (`None`: the node's configured default; JSON for
+    /// [`SettingKind::SecurityHeader`]).
     pub default: Option<&'static str>,
 }
 
 /// Every zone setting, in the order the API lists them.
 pub const SETTINGS: &[SettingDef] = &[
+    // Cloudflare's: plain-HTTP requests are redirected (301) to HTTPS.
+    SettingDef {
+        id: "always_use_https",
+        kind: SettingKind::Choice(&["on", "off"]),
+        default: Some("off"),
+    },
     // Cloudflare's: bypass the cache for the whole zone while its site is being worked on.
     SettingDef {
         id: "development_mode",
         kind: SettingKind::Choice(&["on", "off"]),
+        default: Some("off"),
+    },
+    // Cloudflare's: the lowest TLS version visitors may use. Parapet speaks TLS 1.2 and 1.3
+    // only, so "1.0" and "1.1" allow what "1.2" allows.
+    SettingDef {
+        id: "min_tls_version",
+        kind: SettingKind::Choice(&["1.0", "1.1", "1.2", "1.3"]),
+        default: Some("1.0"),
+    },
+    // Cloudflare's: Parapet does not advertise HTTP/2 over TLS to plain-HTTP visitors.
+    SettingDef {
+        id: "opportunistic_encryption",
+        kind: SettingKind::Choice(&["off"]),
         default: Some("off"),
     },
     SettingDef {
@@ -59,7 +81,135 @@ pub const SETTINGS: &[SettingDef] = &[
         kind: SettingKind::Seconds { min: 1, max: 6000 },
         default: None,
     },
+    // Cloudflare's HSTS setting.
+    SettingDef {
+        id: "security_header",
+        kind: SettingKind::SecurityHeader,
+        default: Some(
+            r#"{"strict_transport_security":{"enabled":false,"max_age":0,"include_subdomains":false,"preload":false,"nosniff":false}}"#,
+        ),
+    },
+    // Cloudflare's Authenticated Origin Pulls: the edge presents its client certificate to
+    // the origin over TLS.
+    SettingDef {
+        id: "tls_client_auth",
+        kind: SettingKind::Choice(&["on", "off"]),
+        default: Some("off"),
+    },
+    // Cloudflare's SSL mode: how the edge reaches the origin for HTTPS visitors ("off": no
+    // HTTPS for visitors at all; "flexible": plain HTTP to the origin; "full": HTTPS without
+    // checking the origin's certificate; "strict": HTTPS with a valid certificate).
+    SettingDef {
+        id: "ssl",
+        kind: SettingKind::Choice(&["off", "flexible", "full", "strict"]),
+        default: Some("flexible"),
+    },
 ];
+
+/// How the edge reaches the origin for HTTPS visitors (the `ssl` setting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SslMode {
+    /// No HTTPS for visitors: HTTPS requests are redirected to HTTP.
+    Off,
+    /// Plain HTTP to the origin.
+    #[default]
+    Flexible,
+    /// HTTPS to the origin, any certificate.
+    Full,
+    /// HTTPS to the origin with a certificate valid for the origin's name.
+    Strict,
+}
+
+/// HTTP Strict Transport Security for a zone's HTTPS responses (`security_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: u64,
+    pub include_subdomains: bool,
+    pub preload: bool,
+    /// Also send `X-Content-Type-Options: nosniff`.
+    pub nosniff: bool,
+}
+
+impl Hsts {
+    /// The `Strict-Transport-Security` header value.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
+}
+
+/// The longest HSTS max-age Cloudflare offers (12 months).
+const HSTS_MAX_AGE: u64 = 31_536_000;
+
+/// The canonical form of a `security_header` value, or why it is not one.
+fn check_security_header(value: &Value) -> Result<Value, ModelError> {
+    let bad = |m: &str| ModelError::field("value", format!("security_header: {m}"));
+    let Some(sts) = value
+        .as_object()
+        .and_then(|o| o.get("strict_transport_security"))
+        .and_then(Value::as_object)
+    else {
+        return Err(bad(
+            "must be {\"strict_transport_security\": {\"enabled\": ..., \"max_age\": ..., ...}}",
+        ));
+    };
+    let known = [
+        "enabled",
+        "max_age",
+        "include_subdomains",
+        "preload",
+        "nosniff",
+    ];
+    if let Some(k) = sts.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(bad(&format!(
+            "unknown field strict_transport_security.{}",
+            crate::name::printable(k)
+        )));
+    }
+    let flag = |k: &str| match sts.get(k) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(&format!(
+            "strict_transport_security.{k} must be true or false"
+        ))),
+    };
+    let max_age = match sts.get("max_age") {
+        None => 0,
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= HSTS_MAX_AGE => n,
+            _ => {
+                return Err(bad(&format!(
+                    "strict_transport_security.max_age must be a whole number of seconds up to {HSTS_MAX_AGE}"
+                )));
+            }
+        },
+    };
+    Ok(json!({"strict_transport_security": {
+        "enabled": flag("enabled")?,
+        "max_age": max_age,
+        "include_subdomains": flag("include_subdomains")?,
+        "preload": flag("preload")?,
+        "nosniff": flag("nosniff")?,
+    }}))
+}
+
+/// The HSTS a canonical `security_header` value asks for, if enabled.
+fn hsts_of(value: &Value) -> Option<Hsts> {
+    let sts = value.get("strict_transport_security")?;
+    let flag = |k: &str| sts.get(k).and_then(Value::as_bool).unwrap_or(false);
+    flag("enabled").then(|| Hsts {
+        max_age: sts.get("max_age").and_then(Value::as_u64).unwrap_or(0),
+        include_subdomains: flag("include_subdomains"),
+        preload: flag("preload"),
+        nosniff: flag("nosniff"),
+    })
+}
 
 pub fn setting_def(id: &str) -> Option<&'static SettingDef> {
     SETTINGS.iter().find(|s| s.id == id)
@@ -102,6 +252,7 @@ impl SettingDef {
                     )),
                 }
             }
+            SettingKind::SecurityHeader => check_security_header(value),
             SettingKind::Choice(choices) => {
                 let s = match value {
                     Value::String(s) => Some(s.clone()),
@@ -130,6 +281,13 @@ pub struct EdgeZoneSettings {
     pub origin_h2: bool,
     /// Nothing is cached (`development_mode` = "on").
     pub development_mode: bool,
+    pub ssl: SslMode,
+    /// Visitors need TLS 1.3 (`min_tls_version` = "1.3").
+    pub tls13_only: bool,
+    pub always_use_https: bool,
+    pub hsts: Option<Hsts>,
+    /// Present the edge's client certificate to the origin (`tls_client_auth` = "on").
+    pub origin_pull: bool,
 }
 
 impl ZoneSettings {
@@ -143,10 +301,19 @@ impl ZoneSettings {
         match def.kind {
             SettingKind::Seconds { .. } => default.parse::<u64>().ok().map(|n| json!(n)),
             SettingKind::Choice(_) => Some(json!(default)),
+            SettingKind::SecurityHeader => serde_json::from_str(default).ok(),
         }
     }
 
     pub fn edge(&self) -> EdgeZoneSettings {
+        let choices: BTreeMap<&str, Option<Value>> =
+            SETTINGS.iter().map(|d| (d.id, self.value(d.id))).collect();
+        let choice = |id: &str| {
+            choices
+                .get(id)
+                .and_then(|v| v.as_ref())
+                .and_then(Value::as_str)
+        };
         let secs = |id: &str| {
             self.values
                 .get(id)
@@ -161,16 +328,18 @@ impl ZoneSettings {
             connect_timeout_secs: secs("proxy_connect_timeout"),
             read_timeout_secs: secs("proxy_read_timeout"),
             idle_timeout_secs: secs("proxy_idle_timeout"),
-            origin_h2: self
-                .value("origin_max_http_version")
-                .as_ref()
-                .and_then(Value::as_str)
-                == Some("2"),
-            development_mode: self
-                .value("development_mode")
-                .as_ref()
-                .and_then(Value::as_str)
-                == Some("on"),
+            origin_h2: choice("origin_max_http_version") == Some("2"),
+            development_mode: choice("development_mode") == Some("on"),
+            ssl: match choice("ssl") {
+                Some("off") => SslMode::Off,
+                Some("full") => SslMode::Full,
+                Some("strict") => SslMode::Strict,
+                _ => SslMode::Flexible,
+            },
+            tls13_only: choice("min_tls_version") == Some("1.3"),
+            always_use_https: choice("always_use_https") == Some("on"),
+            hsts: self.value("security_header").as_ref().and_then(hsts_of),
+            origin_pull: choice("tls_client_auth") == Some("on"),
         }
     }
 
@@ -230,6 +399,11 @@ mod tests {
                 idle_timeout_secs: Some(90),
                 origin_h2: false,
                 development_mode: false,
+                ssl: SslMode::Flexible,
+                tls13_only: false,
+                always_use_https: false,
+                hsts: None,
+                origin_pull: false,
             }
         );
         s.values.insert(
@@ -257,5 +431,69 @@ mod tests {
             },
         );
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn security_header_is_checked_field_by_field_and_turns_into_hsts() {
+        let def = setting_def("security_header").expect("known");
+        let v = def
+            .check(&json!({"strict_transport_security": {"enabled": true, "max_age": 86400, "preload": true}}))
+            .expect("accepted");
+        assert_eq!(
+            v["strict_transport_security"]["include_subdomains"],
+            json!(false),
+            "missing flags are filled in"
+        );
+        for bad in [
+            json!("on"),
+            json!({"strict_transport_security": {"enabled": "yes"}}),
+            json!({"strict_transport_security": {"max_age": 40_000_000}}),
+            json!({"strict_transport_security": {"max_age": -1}}),
+            json!({"strict_transport_security": {"colour": true}}),
+        ] {
+            assert!(def.check(&bad).is_err(), "{bad} accepted");
+        }
+        let mut s = ZoneSettings::default();
+        assert_eq!(s.edge().hsts, None, "off by default");
+        s.values.insert(
+            "security_header".into(),
+            SetValue {
+                value: v,
+                modified_on: String::new(),
+            },
+        );
+        let hsts = s.edge().hsts.expect("enabled");
+        assert_eq!(hsts.header_value(), "max-age=86400; preload");
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn ssl_and_tls_settings_have_cloudflare_defaults() {
+        let mut s = ZoneSettings::default();
+        let e = s.edge();
+        assert_eq!(e.ssl, SslMode::Flexible);
+        assert!(!e.tls13_only && !e.always_use_https);
+        for (id, value) in [
+            ("ssl", "strict"),
+            ("min_tls_version", "1.3"),
+            ("always_use_https", "on"),
+        ] {
+            s.values.insert(
+                id.into(),
+                SetValue {
+                    value: json!(value),
+                    modified_on: String::new(),
+                },
+            );
+        }
+        let e = s.edge();
+        assert_eq!(e.ssl, SslMode::Strict);
+        assert!(e.tls13_only && e.always_use_https);
+        assert!(
+            setting_def("opportunistic_encryption")
+                .expect("known")
+                .check(&json!("on"))
+                .is_err()
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
+use parapet_model::certificate::CustomCertificate;
 use parapet_model::rules::{CACHE_PHASE, CompiledRule, ORIGIN_PHASE, Ruleset};
 use parapet_model::settings::{EdgeZoneSettings, ZoneSettings};
 use parapet_model::transfer::{Outgoing, Peer, TsigKey};
@@ -85,6 +86,8 @@ pub struct Snapshot {
     pub proxied_hosts: HashMap<String, ProxiedHost>,
     /// By zone id, for zones with changed settings or origin rules.
     pub zone_edge: HashMap<String, Arc<ZoneEdge>>,
+    /// Uploaded certificates, by zone id.
+    pub custom_certs: HashMap<String, Vec<Arc<CustomCertificate>>>,
 }
 
 impl Snapshot {
@@ -137,6 +140,7 @@ pub fn compile_snapshot_with<'a>(
     let mut peers: HashMap<String, Peer> = HashMap::new();
     let mut outgoing: Vec<(String, Outgoing)> = Vec::new();
     let mut zone_edge: HashMap<String, ZoneEdge> = HashMap::new();
+    let mut custom_certs: HashMap<String, Vec<Arc<CustomCertificate>>> = HashMap::new();
     for (key, value) in entries {
         let err = |m: String| CompileError {
             key: key.to_owned(),
@@ -200,6 +204,20 @@ pub fn compile_snapshot_with<'a>(
                     },
                     Ok(_) => errors.push(err("zone id does not match its key".into())),
                     Err(e) => errors.push(err(format!("not a ruleset: {e}"))),
+                }
+            }
+            StoreKey::CustomCert { zone_id, cert_id } => {
+                match serde_json::from_slice::<CustomCertificate>(value) {
+                    Ok(c) if c.zone_id == zone_id && c.id == cert_id => {
+                        custom_certs
+                            .entry(c.zone_id.clone())
+                            .or_default()
+                            .push(Arc::new(c));
+                    }
+                    Ok(_) => {
+                        errors.push(err("certificate or zone id does not match its key".into()))
+                    }
+                    Err(e) => errors.push(err(format!("not a custom certificate: {e}"))),
                 }
             }
             _ => {}
@@ -340,6 +358,14 @@ pub fn compile_snapshot_with<'a>(
         }
         edges.insert(zone_id, Arc::new(edge));
     }
+    for (zone_id, certs) in &custom_certs {
+        if !zone_ids.contains(zone_id.as_str()) {
+            errors.push(CompileError {
+                key: format!("custom-certs/{zone_id}/"),
+                message: format!("{} certificates of a zone that does not exist", certs.len()),
+            });
+        }
+    }
     if errors.is_empty() {
         Ok(Snapshot {
             revision,
@@ -347,6 +373,7 @@ pub fn compile_snapshot_with<'a>(
             zones: by_name,
             proxied_hosts,
             zone_edge: edges,
+            custom_certs,
         })
     } else {
         errors.sort_by(|a, b| a.key.cmp(&b.key));

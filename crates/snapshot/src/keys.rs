@@ -9,6 +9,16 @@ pub const PEERS: &str = "peers/";
 pub const OUTGOING: &str = "outgoing/";
 pub const SETTINGS: &str = "settings/";
 pub const RULESETS: &str = "rulesets/";
+pub const CUSTOM_CERTS: &str = "custom-certs/";
+
+/// A zone's uploaded certificate.
+pub fn custom_cert_key(zone_id: &str, cert_id: &str) -> String {
+    format!("{CUSTOM_CERTS}{zone_id}/{cert_id}")
+}
+
+pub fn custom_cert_prefix(zone_id: &str) -> String {
+    format!("{CUSTOM_CERTS}{zone_id}/")
+}
 
 /// A zone's changed settings.
 pub fn settings_key(zone_id: &str) -> String {
@@ -73,6 +83,10 @@ pub enum StoreKey<'a> {
         zone_id: &'a str,
         phase: &'a str,
     },
+    CustomCert {
+        zone_id: &'a str,
+        cert_id: &'a str,
+    },
     Other,
 }
 
@@ -102,6 +116,11 @@ impl<'a> StoreKey<'a> {
                 Some((zone_id, phase)) => Self::Ruleset { zone_id, phase },
                 None => Self::Other,
             }
+        } else if let Some(rest) = key.strip_prefix(CUSTOM_CERTS) {
+            match rest.split_once('/') {
+                Some((zone_id, cert_id)) => Self::CustomCert { zone_id, cert_id },
+                None => Self::Other,
+            }
         } else {
             Self::Other
         }
@@ -118,6 +137,7 @@ impl<'a> StoreKey<'a> {
                 | Self::Outgoing(_)
                 | Self::Settings(_)
                 | Self::Ruleset { .. }
+                | Self::CustomCert { .. }
         )
     }
 }

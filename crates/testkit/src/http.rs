@@ -1,8 +1,10 @@
 //! HTTP helpers for edge tests: a tiny origin that reports what it received, and curl.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::mpsc;
 
 /// A tiny origin: answers every request with 200, the request head it received as the body, and
@@ -40,11 +42,23 @@ pub fn start_origin(ip: &str, port: u16) -> mpsc::Receiver<String> {
 }
 
 pub fn curl(port: u16, host: &str, extra: &[&str]) -> (u16, String, String) {
+    curl_scheme("http", port, host, extra)
+}
+
+/// `curl https://host:port/path?q=1` (to 127.0.0.1), trusting the CA in PEM file `cacert`.
+/// Status 0 when no response came (a failed handshake).
+pub fn curl_https(port: u16, host: &str, cacert: &Path, extra: &[&str]) -> (u16, String, String) {
+    let mut args = vec!["--cacert", cacert.to_str().unwrap_or_default()];
+    args.extend_from_slice(extra);
+    curl_scheme("https", port, host, &args)
+}
+
+fn curl_scheme(scheme: &str, port: u16, host: &str, extra: &[&str]) -> (u16, String, String) {
     let out = Command::new("curl")
         .args(["-s", "-i", "--max-time", "10", "--resolve"])
         .arg(format!("{host}:{port}:127.0.0.1"))
         .args(extra)
-        .arg(format!("http://{host}:{port}/path?q=1"))
+        .arg(format!("{scheme}://{host}:{port}/path?q=1"))
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -66,4 +80,90 @@ pub fn start_silent_origin(ip: &str, port: u16) {
             held.push(stream);
         }
     });
+}
+
+/// What a TLS origin saw of one connection: the request head, and whether the client presented
+/// a certificate.
+#[derive(Debug, Clone)]
+pub struct TlsSeen {
+    pub head: String,
+    pub client_certificate: bool,
+}
+
+/// An HTTPS origin with certificate `cert_pem` and key `key_pem`; with `client_ca`, it requires
+/// a client certificate issued by that CA (PEM). Answers as [`start_origin`] does.
+pub fn start_tls_origin(
+    ip: &str,
+    port: u16,
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca: Option<&str>,
+) -> mpsc::Receiver<TlsSeen> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("origin certificate");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("origin key");
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("versions");
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots.add(c.expect("client CA")).expect("client CA");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = Arc::new(builder.with_single_cert(certs, key).expect("origin config"));
+    let listener = TcpListener::bind((ip, port)).expect("bind TLS origin");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(tcp) = stream else { continue };
+            let config = Arc::clone(&config);
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let client_certificate =
+                    tls.conn.peer_certificates().is_some_and(|c| !c.is_empty());
+                let _ = tx.send(TlsSeen {
+                    head: head.clone(),
+                    client_certificate,
+                });
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+                    head.len()
+                );
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    rx
 }

@@ -1,0 +1,301 @@
+//! Custom certificates (`/zones/{id}/custom_certificates`), in Cloudflare's shapes: a zone
+//! uploads a chain and its key; the edge serves them by SNI ahead of automatic certificates.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use parapet_model::Zone;
+use parapet_model::certificate::{BUNDLE_METHODS, CERTIFICATE_TYPES, CustomCertificate};
+use parapet_snapshot::{custom_cert_key, custom_cert_prefix};
+use parapet_store::{StoreError, Txn};
+use parapet_tls::TlsError;
+use serde_json::{Value, json};
+
+use crate::envelope::{ApiErrorItem, ApiResult, now_timestamp, ok, parse_body};
+use crate::listing::{Params, page_response};
+use crate::stored::{list, load, put};
+use crate::zones::{Access, authorized_zone};
+use crate::{ApiError, ApiState, Auth};
+
+/// Cloudflare's code for an unusable certificate or key.
+const INVALID: u32 = 2200;
+/// The most custom certificates one zone may hold.
+const MAX_PER_ZONE: usize = 100;
+
+fn not_found() -> ApiError {
+    ApiError::NotFound {
+        code: 1401,
+        message: "Custom certificate not found.".into(),
+    }
+}
+
+fn invalid(errors: &[TlsError]) -> ApiError {
+    ApiError::BadRequest(
+        errors
+            .iter()
+            .map(|e| ApiErrorItem {
+                code: INVALID,
+                message: e.to_string(),
+            })
+            .collect(),
+    )
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A string field of `body` that must be one of `allowed` (or absent: `default`).
+fn choice(body: &Value, field: &str, allowed: &[&str], default: &str) -> Result<String, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(default.to_owned()),
+        Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(s.clone()),
+        Some(_) => Err(ApiError::bad(
+            1003,
+            format!("{field} must be one of: {}", allowed.join(", ")),
+        )),
+    }
+}
+
+fn priority(body: &Value) -> Result<Option<i64>, ApiError> {
+    match body.get("priority") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .filter(|p| (0..=1_000_000).contains(p))
+            .map(Some)
+            .ok_or_else(|| ApiError::bad(1003, "priority must be a whole number from 0")),
+    }
+}
+
+/// Checks `certificate` and `private_key` for `zone` and fills in what the leaf says.
+fn checked(
+    zone: &Zone,
+    certificate: &str,
+    private_key: &str,
+    cert: &mut CustomCertificate,
+) -> Result<(), ApiError> {
+    let chain = parapet_tls::parse_chain(certificate, private_key).map_err(|e| invalid(&e))?;
+    let problems = parapet_tls::check_for_zone(&chain.leaf, &zone.name, unix_now());
+    if !problems.is_empty() {
+        return Err(invalid(&problems));
+    }
+    cert.certificate = certificate.to_owned();
+    cert.private_key = private_key.to_owned();
+    cert.hosts = chain.leaf.hosts;
+    cert.issuer = chain.leaf.issuer;
+    cert.signature = chain.leaf.signature;
+    cert.serial_number = chain.leaf.serial_number;
+    cert.expires_on = parapet_tls::chain::rfc3339(chain.leaf.not_after);
+    Ok(())
+}
+
+fn pem_field<'b>(body: &'b Value, field: &str) -> Result<Option<&'b str>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::bad(1003, format!("{field} must be a PEM string"))),
+    }
+}
+
+pub async fn list_certs(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let params = Params::parse(query.as_deref());
+    let (page, per_page) = params.paging(20, 50)?;
+    let mut certs: Vec<CustomCertificate> = list(&state, &custom_cert_prefix(&zone.id)).await?;
+    certs.sort_by(|a, b| (a.priority, &a.uploaded_on).cmp(&(b.priority, &b.uploaded_on)));
+    let now = SystemTime::now();
+    let items = certs.iter().map(|c| c.public_json(now)).collect();
+    Ok(page_response(items, page, per_page))
+}
+
+pub async fn get_cert(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, cert_id)): Path<(String, String)>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let (cert, _) = load::<CustomCertificate>(&state, &custom_cert_key(&zone.id, &cert_id))
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(ok(cert.public_json(SystemTime::now())))
+}
+
+/// `POST`: `{"certificate": PEM, "private_key": PEM, "bundle_method"?, "type"?, "priority"?}`.
+pub async fn create_cert(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let body = parse_body(&body)?;
+    let (Some(certificate), Some(private_key)) = (
+        pem_field(&body, "certificate")?,
+        pem_field(&body, "private_key")?,
+    ) else {
+        return Err(ApiError::bad(
+            1003,
+            "certificate and private_key are required (PEM)",
+        ));
+    };
+    let now = now_timestamp();
+    let mut cert = CustomCertificate {
+        id: parapet_model::ids::new_id(),
+        zone_id: zone.id.clone(),
+        certificate: String::new(),
+        private_key: String::new(),
+        bundle_method: choice(&body, "bundle_method", BUNDLE_METHODS, "ubiquitous")?,
+        kind: choice(&body, "type", CERTIFICATE_TYPES, "sni_custom")?,
+        hosts: Vec::new(),
+        issuer: String::new(),
+        signature: String::new(),
+        serial_number: String::new(),
+        expires_on: String::new(),
+        uploaded_on: now.clone(),
+        modified_on: now,
+        priority: priority(&body)?.unwrap_or(0),
+    };
+    checked(&zone, certificate, private_key, &mut cert)?;
+    let existing = state.store.list(&custom_cert_prefix(&zone.id)).await?;
+    if existing.entries.len() >= MAX_PER_ZONE {
+        return Err(ApiError::bad(
+            1228,
+            format!("a zone holds at most {MAX_PER_ZONE} custom certificates"),
+        ));
+    }
+    put(&state, &custom_cert_key(&zone.id, &cert.id), 0, &cert).await?;
+    Ok(ok(cert.public_json(SystemTime::now())))
+}
+
+/// `PATCH`: a new `certificate` (with a new `private_key`, or the stored one), and/or
+/// `bundle_method`, `priority`.
+pub async fn patch_cert(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, cert_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let body = parse_body(&body)?;
+    let key = custom_cert_key(&zone.id, &cert_id);
+    loop {
+        let (mut cert, rev) = load::<CustomCertificate>(&state, &key)
+            .await?
+            .ok_or_else(not_found)?;
+        let new_key = pem_field(&body, "private_key")?;
+        match (pem_field(&body, "certificate")?, new_key) {
+            (Some(certificate), key) => {
+                let key = key.map_or_else(|| cert.private_key.clone(), str::to_owned);
+                checked(&zone, certificate, &key, &mut cert)?;
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::bad(
+                    1003,
+                    "a new private_key needs its certificate",
+                ));
+            }
+            (None, None) => {}
+        }
+        if body.get("bundle_method").is_some() {
+            cert.bundle_method = choice(&body, "bundle_method", BUNDLE_METHODS, "ubiquitous")?;
+        }
+        if let Some(p) = priority(&body)? {
+            cert.priority = p;
+        }
+        cert.modified_on = now_timestamp();
+        match put(&state, &key, rev, &cert).await {
+            Ok(()) => return Ok(ok(cert.public_json(SystemTime::now()))),
+            Err(ApiError::Store(StoreError::Conflict)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub async fn delete_cert(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, cert_id)): Path<(String, String)>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let key = custom_cert_key(&zone.id, &cert_id);
+    loop {
+        let (_, rev) = load::<CustomCertificate>(&state, &key)
+            .await?
+            .ok_or_else(not_found)?;
+        match state
+            .store
+            .commit(Txn::new().expect(&key, rev).delete(&key))
+            .await
+        {
+            Ok(_) => return Ok(ok(json!({"id": cert_id}))),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `PUT /custom_certificates/prioritize`: `{"certificates": [{"id", "priority"}, ...]}`, all or
+/// nothing.
+pub async fn prioritize(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let body = parse_body(&body)?;
+    let Some(items) = body.get("certificates").and_then(Value::as_array) else {
+        return Err(ApiError::bad(
+            1003,
+            "certificates is required: [{\"id\": ..., \"priority\": ...}]",
+        ));
+    };
+    let mut wanted = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match (item.get("id").and_then(Value::as_str), priority(item)?) {
+            (Some(id), Some(p)) => wanted.push((id.to_owned(), p)),
+            _ => {
+                return Err(ApiError::bad(
+                    1003,
+                    format!("certificates[{i}] needs an id and a priority"),
+                ));
+            }
+        }
+    }
+    loop {
+        let mut txn = Txn::new();
+        let mut updated = Vec::with_capacity(wanted.len());
+        let now = now_timestamp();
+        for (id, p) in &wanted {
+            let key = custom_cert_key(&zone.id, id);
+            let (mut cert, rev) = load::<CustomCertificate>(&state, &key)
+                .await?
+                .ok_or_else(not_found)?;
+            cert.priority = *p;
+            cert.modified_on = now.clone();
+            let bytes = serde_json::to_vec(&cert).map_err(|e| ApiError::Internal(e.to_string()))?;
+            txn = txn.expect(&key, rev).put(&key, bytes);
+            updated.push(cert);
+        }
+        match state.store.commit(txn).await {
+            Ok(_) => {
+                let now = SystemTime::now();
+                return Ok(ok(Value::Array(
+                    updated.iter().map(|c| c.public_json(now)).collect(),
+                )));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

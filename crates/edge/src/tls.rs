@@ -1,0 +1,232 @@
+//! HTTPS visitors: the TLS handshake (certificate by SNI, TLS versions by the zone's minimum)
+//! and the decrypted stream the HTTP engine reads.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use parapet_tls::EdgeTls;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::SslDigest;
+use pingora::protocols::{
+    ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::server::TlsStream;
+
+use crate::stream::VisitorStream;
+
+/// How long a visitor has to finish its handshake (a slow or silent one is dropped).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads of decrypted data at a time while peeking.
+const PEEK_READ: usize = 4 * 1024;
+
+/// A visitor's connection after its TLS handshake.
+pub struct TlsVisitorStream {
+    tls: TlsStream<VisitorStream>,
+    /// Decrypted bytes peeked but not yet read, from `ahead_pos`.
+    ahead: Vec<u8>,
+    ahead_pos: usize,
+    ssl: Arc<SslDigest>,
+    alpn: Option<ALPN>,
+    established: SystemTime,
+}
+
+impl std::fmt::Debug for TlsVisitorStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsVisitorStream")
+            .field("ssl", &self.ssl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the server side of a handshake on `tcp`: the ClientHello's SNI picks the zone, whose
+/// minimum TLS version picks the configuration, whose resolver picks the certificate. `None`
+/// when the handshake fails (no SNI, a name without a certificate, a bad or slow client); the
+/// client has then been sent an alert where TLS allows one.
+pub async fn handshake(tcp: VisitorStream, tls: &EdgeTls) -> Option<TlsVisitorStream> {
+    let handshake = async {
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        let start = acceptor.await.ok()?;
+        let config = tls.config_for(start.client_hello().server_name());
+        start.into_stream(config).await.ok()
+    };
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .ok()??;
+    let (_, conn) = stream.get_ref();
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .unwrap_or("unknown");
+    let alpn = match conn.alpn_protocol() {
+        Some(b"h2") => Some(ALPN::H2),
+        Some(b"http/1.1") => Some(ALPN::H1),
+        _ => None,
+    };
+    Some(TlsVisitorStream {
+        tls: stream,
+        ahead: Vec::new(),
+        ahead_pos: 0,
+        ssl: Arc::new(SslDigest::new(cipher, version, None, None, Vec::new())),
+        alpn,
+        established: SystemTime::now(),
+    })
+}
+
+/// The certificate and key the edge presents to origins that ask for one.
+pub type ClientIdentity = Arc<pingora::utils::tls::CertKey>;
+
+/// A client identity from PEM, checked (the key matches the leaf).
+pub fn client_identity(
+    certificate_pem: &str,
+    key_pem: &str,
+) -> Result<ClientIdentity, Vec<parapet_tls::TlsError>> {
+    let (certs, key) = parapet_tls::chain::der_of(certificate_pem, key_pem)?;
+    Ok(Arc::new(pingora::utils::tls::CertKey::new(certs, key)))
+}
+
+impl TlsVisitorStream {
+    pub fn is_h2(&self) -> bool {
+        self.alpn == Some(ALPN::H2)
+    }
+
+    fn ahead_len(&self) -> usize {
+        self.ahead.len() - self.ahead_pos
+    }
+}
+
+impl AsyncRead for TlsVisitorStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.ahead_len() > 0 {
+            let n = this.ahead_len().min(buf.remaining());
+            buf.put_slice(&this.ahead[this.ahead_pos..this.ahead_pos + n]);
+            this.ahead_pos += n;
+            if this.ahead_pos == this.ahead.len() {
+                this.ahead = Vec::new();
+                this.ahead_pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsVisitorStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Peek for TlsVisitorStream {
+    /// Waits until `buf.len()` decrypted bytes have arrived and copies them without consuming.
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        use tokio::io::AsyncReadExt;
+        while self.ahead_len() < buf.len() {
+            if self.ahead_pos > 0 {
+                self.ahead.drain(..self.ahead_pos);
+                self.ahead_pos = 0;
+            }
+            let mut chunk = [0u8; PEEK_READ];
+            let n = self.tls.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.ahead.extend_from_slice(&chunk[..n]);
+        }
+        buf.copy_from_slice(&self.ahead[self.ahead_pos..self.ahead_pos + buf.len()]);
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl Shutdown for TlsVisitorStream {
+    async fn shutdown(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = AsyncWriteExt::shutdown(self).await;
+    }
+}
+
+impl UniqueID for TlsVisitorStream {
+    fn id(&self) -> UniqueIDType {
+        self.tls.get_ref().0.id()
+    }
+}
+
+impl Ssl for TlsVisitorStream {
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        Some(Arc::clone(&self.ssl))
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.alpn.clone()
+    }
+}
+
+impl GetTimingDigest for TlsVisitorStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        let mut digest = self.tls.get_ref().0.get_timing_digest();
+        digest.push(Some(TimingDigest {
+            established_ts: self.established,
+            ..TimingDigest::default()
+        }));
+        digest
+    }
+}
+
+impl GetProxyDigest for TlsVisitorStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        None
+    }
+}
+
+impl GetSocketDigest for TlsVisitorStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.tls.get_ref().0.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, socket_digest: SocketDigest) {
+        self.tls.get_mut().0.set_socket_digest(socket_digest);
+    }
+}

@@ -1,0 +1,65 @@
+//! Certificates the edge serves to visitors over TLS: custom ones a zone uploads
+//! (`/zones/{id}/custom_certificates`, Cloudflare's shape).
+//!
+//! Checking the PEM itself (key matches, chain order, names, expiry) needs cryptography and
+//! lives in the `parapet-tls` crate; this is the stored, typed form.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// A certificate chain and its private key, uploaded for one zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomCertificate {
+    pub id: String,
+    pub zone_id: String,
+    /// PEM: the leaf first, then each issuer.
+    pub certificate: String,
+    /// PEM (PKCS#8, SEC1 or PKCS#1).
+    pub private_key: String,
+    /// Cloudflare's `bundle_method` ("ubiquitous", "optimal" or "force"); the chain is served
+    /// as uploaded whatever it says.
+    pub bundle_method: String,
+    /// Cloudflare's `type` ("sni_custom" or "legacy_custom"); both are selected by SNI.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The host names the leaf certificate covers (its DNS subject alternative names).
+    pub hosts: Vec<String>,
+    pub issuer: String,
+    pub signature: String,
+    pub serial_number: String,
+    pub expires_on: String,
+    pub uploaded_on: String,
+    pub modified_on: String,
+    /// Among certificates covering one host, the lowest priority number is served.
+    pub priority: i64,
+}
+
+impl CustomCertificate {
+    /// The API's view: everything but the private key and the PEM.
+    pub fn public_json(&self, now: std::time::SystemTime) -> Value {
+        let expired = humantime::parse_rfc3339(&self.expires_on).is_ok_and(|t| t < now);
+        json!({
+            "id": self.id,
+            "zone_id": self.zone_id,
+            "hosts": self.hosts,
+            "issuer": self.issuer,
+            "signature": self.signature,
+            "serial_number": self.serial_number,
+            "status": if expired { "expired" } else { "active" },
+            "bundle_method": self.bundle_method,
+            "type": self.kind,
+            "geo_restrictions": Value::Null,
+            "keyless_server": Value::Null,
+            "policy": Value::Null,
+            "expires_on": self.expires_on,
+            "uploaded_on": self.uploaded_on,
+            "modified_on": self.modified_on,
+            "priority": self.priority,
+        })
+    }
+}
+
+/// Cloudflare's bundle methods.
+pub const BUNDLE_METHODS: &[&str] = &["ubiquitous", "optimal", "force"];
+/// Cloudflare's custom certificate types.
+pub const CERTIFICATE_TYPES: &[&str] = &["sni_custom", "legacy_custom"];

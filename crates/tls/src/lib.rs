@@ -1,0 +1,33 @@
+//! TLS at the edge: the certificates visitors see (custom uploads and automatic ones), chosen
+//! by SNI from the snapshot, and the keys and certificates Parapet makes itself.
+
+pub mod certgen;
+pub mod chain;
+pub mod sni;
+
+pub use chain::{LeafInfo, ParsedChain, check_for_zone, parse_chain};
+pub use sni::{EdgeTls, SniResolver};
+
+/// Every way a TLS input or operation fails.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TlsError {
+    /// The certificate PEM is unusable (the message says why).
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// The private key PEM is unusable, or does not match the certificate.
+    #[error("private_key: {0}")]
+    Key(String),
+    /// Making a key or certificate failed.
+    #[error("generating a certificate: {0}")]
+    Generate(String),
+}
+
+impl TlsError {
+    /// The API field the problem is in.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Certificate(_) | Self::Generate(_) => "certificate",
+            Self::Key(_) => "private_key",
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! SNI → certificate, from the snapshot, and the TLS server configurations visitors meet.
+//!
+//! The table of names is rebuilt when a handshake finds a newer snapshot than the one it was
+//! built from; certificates unchanged since the previous table are reused as they were parsed,
+//! so a change to one zone parses at most that zone's new certificates.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use parapet_model::certificate::CustomCertificate;
+use parapet_snapshot::{Published, Snapshot};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, version};
+
+use crate::chain::{covers, parse_chain};
+
+/// Certificates by the name patterns they serve.
+#[derive(Default)]
+struct CertTable {
+    revision: u64,
+    /// Host name or `*.parent` → the certificate served for it.
+    names: HashMap<String, Arc<CertifiedKey>>,
+    /// Certificate id → (its `modified_on`, the parsed key, or `None` when it does not parse).
+    parsed: HashMap<String, (String, Option<Arc<CertifiedKey>>)>,
+}
+
+impl CertTable {
+    fn build(snapshot: &Snapshot, previous: &CertTable) -> Self {
+        let mut parsed = HashMap::new();
+        // name → (rank, key); the lowest rank is served.
+        let mut best: HashMap<String, ((i64, i64), Arc<CertifiedKey>)> = HashMap::new();
+        let zone_names: HashMap<&str, &str> = snapshot
+            .zones
+            .values()
+            .map(|z| (z.zone.id.as_str(), z.zone.name.as_str()))
+            .collect();
+        for (zone_id, certs) in &snapshot.custom_certs {
+            let Some(&zone_name) = zone_names.get(zone_id.as_str()) else {
+                continue;
+            };
+            let zone_suffix = format!(".{zone_name}");
+            for cert in certs {
+                let Some(key) = reuse_or_parse(cert, previous) else {
+                    parsed.insert(cert.id.clone(), (cert.modified_on.clone(), None));
+                    continue;
+                };
+                parsed.insert(
+                    cert.id.clone(),
+                    (cert.modified_on.clone(), Some(key.clone())),
+                );
+                // Lower priority numbers first; then the later upload.
+                let rank = (cert.priority, -upload_order(&cert.uploaded_on));
+                for host in &cert.hosts {
+                    let bare = host.strip_prefix("*.").unwrap_or(host);
+                    let in_zone = bare == zone_name || bare.ends_with(&zone_suffix);
+                    if !in_zone {
+                        continue;
+                    }
+                    match best.get(host) {
+                        Some((r, _)) if *r <= rank => {}
+                        _ => {
+                            best.insert(host.clone(), (rank, key.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Self {
+            revision: snapshot.revision,
+            names: best.into_iter().map(|(n, (_, k))| (n, k)).collect(),
+            parsed,
+        }
+    }
+
+    /// The certificate for `host`: one naming it exactly, else a wildcard covering it.
+    fn lookup(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        if let Some(k) = self.names.get(host) {
+            return Some(k.clone());
+        }
+        let (_, parent) = host.split_once('.')?;
+        let pattern = format!("*.{parent}");
+        self.names
+            .get(&pattern)
+            .filter(|_| covers(&pattern, host))
+            .cloned()
+    }
+}
+
+fn reuse_or_parse(cert: &CustomCertificate, previous: &CertTable) -> Option<Arc<CertifiedKey>> {
+    if let Some((modified, key)) = previous.parsed.get(&cert.id)
+        && *modified == cert.modified_on
+    {
+        return key.clone();
+    }
+    match parse_chain(&cert.certificate, &cert.private_key) {
+        Ok(chain) => Some(chain.key),
+        Err(e) => {
+            // The API checked it when it was uploaded; a store edited by hand can still hold
+            // anything.
+            tracing::warn!(
+                cert = %cert.id,
+                "custom certificate not served: {}",
+                e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            );
+            None
+        }
+    }
+}
+
+/// Orders RFC 3339 timestamps of one format (later is larger), without parsing them.
+fn upload_order(timestamp: &str) -> i64 {
+    let digits: String = timestamp
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .take(14)
+        .map(char::from)
+        .collect();
+    digits.parse().unwrap_or(0)
+}
+
+/// Chooses the certificate for each handshake from the served snapshot.
+pub struct SniResolver {
+    published: Arc<Published>,
+    table: ArcSwap<CertTable>,
+    rebuilding: Mutex<()>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver").finish_non_exhaustive()
+    }
+}
+
+impl SniResolver {
+    pub fn new(published: Arc<Published>) -> Self {
+        Self {
+            published,
+            table: ArcSwap::from_pointee(CertTable::default()),
+            rebuilding: Mutex::new(()),
+        }
+    }
+
+    /// The table for the served snapshot, rebuilt first if the snapshot changed.
+    fn table(&self) -> Arc<CertTable> {
+        let snapshot = self.published.load();
+        let table = self.table.load_full();
+        if table.revision == snapshot.revision && snapshot.revision != 0 {
+            return table;
+        }
+        let _one_at_a_time = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let table = self.table.load_full();
+        if table.revision == snapshot.revision && snapshot.revision != 0 {
+            return table;
+        }
+        let rebuilt = Arc::new(CertTable::build(&snapshot, &table));
+        self.table.store(Arc::clone(&rebuilt));
+        rebuilt
+    }
+
+    /// The certificate served for `host` (lowercase), if any.
+    pub fn certificate_for(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        self.table().lookup(host)
+    }
+
+    /// How many names have a certificate.
+    pub fn names(&self) -> usize {
+        self.table().names.len()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // No SNI, or a name without a certificate: the handshake fails cleanly.
+        let host = hello.server_name()?.to_ascii_lowercase();
+        self.certificate_for(host.trim_end_matches('.'))
+    }
+}
+
+/// Resumption state shared by every listener: enough sessions for a busy node.
+const SESSION_CACHE: usize = 64 * 1024;
+
+/// The TLS configurations the edge offers visitors: TLS 1.2 and 1.3, or 1.3 only for zones
+/// whose `min_tls_version` is "1.3"; ALPN `h2` and `http/1.1`; session tickets and a session
+/// cache for resumption.
+pub struct EdgeTls {
+    pub resolver: Arc<SniResolver>,
+    published: Arc<Published>,
+    standard: Arc<ServerConfig>,
+    tls13_only: Arc<ServerConfig>,
+}
+
+impl EdgeTls {
+    pub fn new(published: Arc<Published>) -> Result<Self, crate::TlsError> {
+        let resolver = Arc::new(SniResolver::new(Arc::clone(&published)));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| crate::TlsError::Generate(format!("session ticket key: {e}")))?;
+        let cache = ServerSessionMemoryCache::new(SESSION_CACHE);
+        let build = |versions: &[&'static rustls::SupportedProtocolVersion]| {
+            let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+                .with_protocol_versions(versions)
+                .map_err(|e| crate::TlsError::Generate(e.to_string()))?
+                .with_no_client_auth()
+                .with_cert_resolver(resolver.clone());
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            config.ticketer = Arc::clone(&ticketer);
+            config.session_storage = cache.clone();
+            Ok::<_, crate::TlsError>(Arc::new(config))
+        };
+        Ok(Self {
+            standard: build(&[&version::TLS13, &version::TLS12])?,
+            tls13_only: build(&[&version::TLS13])?,
+            resolver,
+            published,
+        })
+    }
+
+    /// The configuration for a handshake naming `sni`: its zone's minimum TLS version decides.
+    pub fn config_for(&self, sni: Option<&str>) -> Arc<ServerConfig> {
+        let tls13_only = sni.is_some_and(|host| {
+            let snapshot = self.published.load();
+            let host = host.to_ascii_lowercase();
+            snapshot
+                .zone_for(host.trim_end_matches('.'))
+                .is_some_and(|z| snapshot.edge_of(&z.zone.id).settings.tls13_only)
+        });
+        if tls13_only {
+            Arc::clone(&self.tls13_only)
+        } else {
+            Arc::clone(&self.standard)
+        }
+    }
+}

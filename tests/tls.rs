@@ -1,0 +1,351 @@
+//! HTTPS at the edge end to end: uploaded certificates are served by SNI without a restart,
+//! over HTTP/1.1 and HTTP/2; zone settings choose TLS versions, redirects and HSTS; and each SSL
+//! mode reaches the origin as Cloudflare's does. Visitors are curl; origins are real TLS servers.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parapet_testkit::http::{curl, curl_https, start_origin, start_tls_origin};
+use parapet_testkit::{Node, NodeOptions, eventually, free_port};
+use parapet_tls::certgen::{Authority, Issued, Usage};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+fn hosts(h: &[&str]) -> Vec<String> {
+    h.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+fn upload(node: &Node, zone: &str, issued: &Issued) -> (u16, serde_json::Value) {
+    node.call(
+        "POST",
+        &format!("/zones/{zone}/custom_certificates"),
+        Some(json!({"certificate": issued.cert_pem, "private_key": issued.key_pem})),
+    )
+}
+
+fn set(node: &Node, zone: &str, setting: &str, value: serde_json::Value) {
+    node.ok(
+        "PATCH",
+        &format!("/zones/{zone}/settings/{setting}"),
+        Some(json!({"value": value})),
+    );
+}
+
+#[test]
+fn uploaded_certificates_are_served_by_sni_over_http1_and_http2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http, https) = (free_port(), free_port());
+    let origin = start_origin("127.0.0.2", https);
+    let _plain = start_origin("127.0.0.2", http);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--https-listen",
+        &format!("127.0.0.1:{https}"),
+    ]));
+    let zone = node.create_zone("shop.test");
+    node.proxied_a(&zone, "www.shop.test", "127.0.0.2");
+    node.proxied_a(&zone, "api.shop.test", "127.0.0.2");
+    let ca = Authority::new("Test Roots", 30).expect("ca");
+    let ca_file = write(dir.path(), "ca.pem", &ca.cert_pem);
+    let leaf = ca
+        .issue(&hosts(&["www.shop.test", "*.shop.test"]), 30, Usage::Server)
+        .expect("leaf");
+
+    // No certificate yet: the handshake fails cleanly.
+    let (status, _, _) = curl_https(https, "www.shop.test", &ca_file, &[]);
+    assert_eq!(status, 0, "no certificate, no handshake");
+
+    // Bad uploads are refused with every problem named, and nothing is stored.
+    let (status, body) = node.call(
+        "POST",
+        &format!("/zones/{zone}/custom_certificates"),
+        Some(json!({"certificate": "garbage", "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    let messages = body["errors"].to_string();
+    assert!(
+        messages.contains("certificate:") && messages.contains("private_key:"),
+        "{body}"
+    );
+    let other_key = ca
+        .issue(&hosts(&["www.shop.test"]), 30, Usage::Server)
+        .expect("other");
+    let (status, body) = upload(
+        &node,
+        &zone,
+        &Issued {
+            cert_pem: leaf.cert_pem.clone(),
+            key_pem: other_key.key_pem.clone(),
+        },
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["code"], 2200, "{body}");
+    assert!(body.to_string().contains("does not match"), "{body}");
+    let foreign = ca
+        .issue(&hosts(&["www.elsewhere.test"]), 30, Usage::Server)
+        .expect("foreign");
+    let (status, body) = upload(&node, &zone, &foreign);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("names no host of zone"), "{body}");
+    let listed = node.ok("GET", &format!("/zones/{zone}/custom_certificates"), None);
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+
+    // A valid upload is served at once: HTTP/1.1 and HTTP/2, and the origin hears "https".
+    let (status, body) = upload(&node, &zone, &leaf);
+    assert_eq!(status, 200, "{body}");
+    let cert_id = body["result"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        body["result"]["hosts"],
+        json!(["*.shop.test", "www.shop.test"])
+    );
+    assert!(body["result"].get("private_key").is_none(), "{body}");
+    eventually(
+        Duration::from_secs(5),
+        "the certificate to be served",
+        || curl_https(https, "www.shop.test", &ca_file, &[]).0 == 200,
+    );
+    while origin.try_recv().is_ok() {}
+    let (status, head, _) = curl_https(https, "www.shop.test", &ca_file, &["--http1.1"]);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let seen = origin
+        .recv_timeout(Duration::from_secs(5))
+        .expect("origin got it")
+        .to_ascii_lowercase();
+    assert!(seen.contains("x-forwarded-proto: https"), "{seen}");
+    assert!(
+        seen.contains("cf-visitor: {\"scheme\":\"https\"}"),
+        "{seen}"
+    );
+    let (status, head, _) = curl_https(https, "api.shop.test", &ca_file, &["--http2"]);
+    assert_eq!(status, 200, "the wildcard covers api: {head}");
+    assert!(head.starts_with("http/2 200"), "ALPN chose h2: {head}");
+
+    // Names without a certificate, and no SNI at all, fail the handshake.
+    let (status, _, _) = curl_https(https, "a.b.shop.test", &ca_file, &[]);
+    assert_eq!(status, 0, "a wildcard covers one label only");
+    let no_sni = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-k",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("https://127.0.0.1:{https}/"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&no_sni.stdout), "000");
+
+    // Zone settings: TLS 1.3 minimum, HSTS, Always Use HTTPS.
+    let (status, _, _) = curl_https(https, "www.shop.test", &ca_file, &["--tls-max", "1.2"]);
+    assert_eq!(status, 200, "TLS 1.2 is allowed by default");
+    set(&node, &zone, "min_tls_version", json!("1.3"));
+    set(
+        &node,
+        &zone,
+        "security_header",
+        json!({"strict_transport_security": {"enabled": true, "max_age": 31536000, "include_subdomains": true, "nosniff": true}}),
+    );
+    set(&node, &zone, "always_use_https", json!("on"));
+    eventually(Duration::from_secs(5), "TLS 1.2 to be refused", || {
+        curl_https(https, "www.shop.test", &ca_file, &["--tls-max", "1.2"]).0 == 0
+    });
+    let (status, head, _) = curl_https(https, "www.shop.test", &ca_file, &[]);
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000; includesubdomains"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    let (status, head, _) = curl(http, "www.shop.test", &[]);
+    assert_eq!(status, 301, "{head}");
+    assert!(
+        head.contains(&format!("location: https://www.shop.test:{https}/path?q=1")),
+        "{head}"
+    );
+    assert!(
+        !head.contains("strict-transport-security"),
+        "no HSTS over plain HTTP: {head}"
+    );
+
+    // A new certificate replaces the old one without a restart; deleting it stops HTTPS.
+    let second = Authority::new("Second Roots", 30).expect("ca");
+    let second_file = write(dir.path(), "second.pem", &second.cert_pem);
+    let renewed = second
+        .issue(&hosts(&["www.shop.test"]), 30, Usage::Server)
+        .expect("renewed");
+    node.ok(
+        "PATCH",
+        &format!("/zones/{zone}/custom_certificates/{cert_id}"),
+        Some(json!({"certificate": renewed.cert_pem, "private_key": renewed.key_pem})),
+    );
+    eventually(Duration::from_secs(5), "the new certificate", || {
+        curl_https(https, "www.shop.test", &second_file, &[]).0 == 200
+    });
+    assert_eq!(
+        curl_https(https, "www.shop.test", &ca_file, &[]).0,
+        0,
+        "the old certificate is gone"
+    );
+    node.ok(
+        "DELETE",
+        &format!("/zones/{zone}/custom_certificates/{cert_id}"),
+        None,
+    );
+    eventually(Duration::from_secs(5), "HTTPS to stop", || {
+        curl_https(https, "www.shop.test", &second_file, &[]).0 == 0
+    });
+    let metrics = std::process::Command::new("curl")
+        .args(["-s", &format!("{}/metrics", node.base)])
+        .output()
+        .expect("curl metrics");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("parapet_edge_tls_handshakes_failed_total"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn ssl_modes_reach_the_origin_as_cloudflare_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let roots = Authority::new("Origin Roots", 30).expect("ca");
+    let roots_file = write(dir.path(), "origin-roots.pem", &roots.cert_pem);
+    // 127.0.0.2: plain HTTP. 127.0.0.3: a certificate from the trusted roots. 127.0.0.4: a
+    // self-signed certificate. 127.0.0.5 (below): requires the edge's client certificate.
+    let plain = start_origin("127.0.0.2", port);
+    let valid = roots
+        .issue(&hosts(&["www.shop.test"]), 30, Usage::Server)
+        .expect("valid");
+    let trusted = start_tls_origin("127.0.0.3", port, &valid.cert_pem, &valid.key_pem, None);
+    let selfsigned =
+        parapet_tls::certgen::self_signed(&hosts(&["www.shop.test"]), 30).expect("self-signed");
+    let _untrusted = start_tls_origin(
+        "127.0.0.4",
+        port,
+        &selfsigned.cert_pem,
+        &selfsigned.key_pem,
+        None,
+    );
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args([
+                "--activation",
+                "auto",
+                "--https-listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .config(format!("origin_ca_file = \"{}\"\n", roots_file.display())),
+    );
+    let pull_ca = std::fs::read_to_string(node.data_dir.join("origin-pull/ca.pem"))
+        .expect("the edge made its origin-pull CA");
+    let pulled = start_tls_origin(
+        "127.0.0.5",
+        port,
+        &valid.cert_pem,
+        &valid.key_pem,
+        Some(&pull_ca),
+    );
+    let zone = node.create_zone("shop.test");
+    let edge_ca = Authority::new("Edge Roots", 30).expect("ca");
+    let edge_ca_file = write(dir.path(), "edge.pem", &edge_ca.cert_pem);
+    let edge_cert = edge_ca
+        .issue(&hosts(&["www.shop.test"]), 30, Usage::Server)
+        .expect("edge cert");
+    assert_eq!(upload(&node, &zone, &edge_cert).0, 200);
+    let record = node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true})),
+    );
+    let record_id = record["id"].as_str().expect("id").to_owned();
+    let point = |ip: &str| {
+        node.ok(
+            "PATCH",
+            &format!("/zones/{zone}/dns_records/{record_id}"),
+            Some(json!({"content": ip})),
+        );
+    };
+    let get = || curl_https(port, "www.shop.test", &edge_ca_file, &[]);
+
+    // flexible (the default): plain HTTP to the origin.
+    eventually(
+        Duration::from_secs(5),
+        "flexible to reach the plain origin",
+        || get().0 == 200,
+    );
+    assert!(plain.try_recv().is_ok());
+
+    // full: TLS to the origin, any certificate.
+    set(&node, &zone, "ssl", json!("full"));
+    point("127.0.0.4");
+    eventually(
+        Duration::from_secs(5),
+        "full to accept a self-signed origin",
+        || get().0 == 200,
+    );
+    // strict: only a certificate that chains to a trusted root and names the host.
+    set(&node, &zone, "ssl", json!("strict"));
+    eventually(Duration::from_secs(5), "strict to refuse it", || {
+        get().0 == 526
+    });
+    point("127.0.0.3");
+    eventually(
+        Duration::from_secs(5),
+        "strict to accept a valid one",
+        || get().0 == 200,
+    );
+    let seen = trusted
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the trusted origin was reached");
+    assert!(
+        seen.head
+            .to_ascii_lowercase()
+            .contains("host: www.shop.test"),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.client_certificate,
+        "no client certificate unless asked"
+    );
+
+    // Authenticated Origin Pulls: the origin demands the edge's client certificate.
+    point("127.0.0.5");
+    eventually(
+        Duration::from_secs(5),
+        "an origin that needs a client certificate to fail",
+        || get().0 == 525,
+    );
+    set(&node, &zone, "tls_client_auth", json!("on"));
+    eventually(
+        Duration::from_secs(5),
+        "the edge to present its certificate",
+        || get().0 == 200,
+    );
+    let seen = pulled
+        .recv_timeout(Duration::from_secs(5))
+        .expect("reached");
+    assert!(seen.client_certificate, "{seen:?}");
+
+    // off: no HTTPS for the zone; visitors are sent to plain HTTP.
+    set(&node, &zone, "ssl", json!("off"));
+    eventually(Duration::from_secs(5), "HTTPS to redirect to HTTP", || {
+        let (status, head, _) = get();
+        status == 301 && head.contains("location: http://www.shop.test/path?q=1")
+    });
+}
