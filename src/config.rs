@@ -50,6 +50,9 @@ pub struct ServeFlags {
     /// Ask this server for parent-zone delegations instead of finding them via the system resolver.
     #[arg(long, value_name = "HOST:PORT")]
     pub parent_ns: Option<String>,
+    /// ACME directory URL for automatic certificates; "" turns them off [default: Let's Encrypt]
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
     /// Take over the listening sockets of the parapet running on this data directory, without
     /// dropping a connection; it finishes its requests and exits.
     #[arg(long)]
@@ -97,6 +100,11 @@ pub struct Config {
     /// Authenticated Origin Pulls (default: made in the data directory on first start).
     pub origin_pull_certificate: Option<PathBuf>,
     pub origin_pull_key: Option<PathBuf>,
+    /// Automatic certificates for proxied names (with HTTPS listeners): the ACME directory
+    /// (`None`: off), a PEM root for its HTTPS, and a contact e-mail.
+    pub acme_directory: Option<String>,
+    pub acme_ca_file: Option<PathBuf>,
+    pub acme_email: Option<String>,
     /// DNS response rate limit per client prefix and response kind (0: off).
     pub dns_rrl_rate: u32,
     /// Every n-th rate-limited response is sent truncated instead of dropped (0: drop all).
@@ -134,6 +142,9 @@ impl Default for Config {
             origin_ca_file: None,
             origin_pull_certificate: None,
             origin_pull_key: None,
+            acme_directory: Some(parapet_tls::acme::LETS_ENCRYPT.to_owned()),
+            acme_ca_file: None,
+            acme_email: None,
         }
     }
 }
@@ -162,6 +173,9 @@ const KEYS: &[&str] = &[
     "origin_ca_file",
     "origin_pull_certificate",
     "origin_pull_key",
+    "acme_directory",
+    "acme_ca_file",
+    "acme_email",
 ];
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
@@ -326,6 +340,23 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                 }
                 _ => errors.push(want("a file path")),
             },
+            "acme_directory" => match string() {
+                Some(s) if s.is_empty() => c.acme_directory = None,
+                Some(s) if s.starts_with("https://") || s.starts_with("http://") => {
+                    c.acme_directory = Some(s)
+                }
+                _ => errors.push(want("an https:// directory URL, or \"\" for no ACME")),
+            },
+            "acme_ca_file" => match string() {
+                Some(s) if !s.is_empty() => c.acme_ca_file = Some(PathBuf::from(s)),
+                _ => errors.push(want("a file path")),
+            },
+            "acme_email" => match string() {
+                Some(s) if s.contains('@') && !s.contains(char::is_whitespace) => {
+                    c.acme_email = Some(s)
+                }
+                _ => errors.push(want("an e-mail address")),
+            },
             _ => errors.push(format!(
                 "{key}: unknown key (known keys: {})",
                 KEYS.join(", ")
@@ -369,6 +400,14 @@ pub fn load(flags: &ServeFlags) -> anyhow::Result<Config> {
     }
     if !flags.https_listen.is_empty() {
         c.https_listen = flags.https_listen.clone();
+    }
+    match flags.acme_directory.as_deref() {
+        Some("") => c.acme_directory = None,
+        Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+            c.acme_directory = Some(url.to_owned())
+        }
+        Some(url) => errors.push(format!("--acme-directory: '{url}' is not an http(s) URL")),
+        None => {}
     }
     if c.origin_pull_certificate.is_some() != c.origin_pull_key.is_some() {
         errors.push(

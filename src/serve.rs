@@ -345,6 +345,20 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     ));
     tokio::spawn(Arc::clone(&activator).run_background());
 
+    // Certificates for proxied names, when visitors can use HTTPS.
+    if let (false, Some(directory)) = (config.https_listen.is_empty(), &config.acme_directory) {
+        let mut acme = parapet_tls::acme::AcmeConfig::new(directory.clone());
+        acme.ca_file = config.acme_ca_file.clone();
+        acme.contact = config
+            .acme_email
+            .iter()
+            .map(|e| format!("mailto:{e}"))
+            .collect();
+        let manager =
+            parapet_tls::acme::AcmeManager::new(acme, Arc::clone(&store), Arc::clone(&published));
+        tokio::spawn(manager.run(edge_shutdown.subscribe()));
+    }
+
     // A successor started with --upgrade takes the sockets over; this process then stops.
     let (upgraded, mut upgraded_rx) = tokio::sync::watch::channel(false);
     {

@@ -51,6 +51,8 @@ fn uploaded_certificates_are_served_by_sni_over_http1_and_http2() {
         &format!("127.0.0.1:{http}"),
         "--https-listen",
         &format!("127.0.0.1:{https}"),
+        "--acme-directory",
+        "",
     ]));
     let zone = node.create_zone("shop.test");
     node.proxied_a(&zone, "www.shop.test", "127.0.0.2");
@@ -249,6 +251,8 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
                 "auto",
                 "--https-listen",
                 &format!("127.0.0.1:{port}"),
+                "--acme-directory",
+                "",
             ])
             .config(format!("origin_ca_file = \"{}\"\n", roots_file.display())),
     );

@@ -299,3 +299,58 @@ pub async fn prioritize(
         }
     }
 }
+
+/// `GET /zones/{id}/ssl/certificate_packs`: one pack per proxied name with the state of its
+/// automatic certificate (Cloudflare's Universal SSL packs).
+pub async fn certificate_packs(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    use sha2::Digest;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let snapshot = state.published.load();
+    let now = unix_now();
+    let mut packs: Vec<_> = parapet_tls::acme::zone_states(&snapshot, &zone.id)
+        .into_iter()
+        .collect();
+    packs.sort_by(|a, b| a.0.cmp(&b.0));
+    let items = packs
+        .into_iter()
+        .map(|(host, cert)| {
+            let id = hex::encode(&sha2::Sha256::digest(host.as_bytes())[..16]);
+            let mut pack = json!({
+                "id": id,
+                "type": "universal",
+                "hosts": [host],
+                "validation_method": "txt",
+                "status": "initializing",
+                "certificates": [],
+            });
+            if let Some(cert) = cert {
+                pack["status"] = json!(match (cert.issued(), cert.not_after <= now) {
+                    (true, false) => "active",
+                    (true, true) => "expired",
+                    (false, _) => "pending_validation",
+                });
+                if cert.issued() {
+                    pack["certificate_authority"] = json!(cert.issuer);
+                    pack["certificates"] = json!([{
+                        "id": id,
+                        "hosts": [cert.hostname],
+                        "issuer": cert.issuer,
+                        "status": if cert.not_after <= now { "expired" } else { "active" },
+                        "expires_on": parapet_tls::chain::rfc3339(cert.not_after),
+                        "uploaded_on": cert.issued_on,
+                    }]);
+                }
+                if let Some(error) = &cert.error {
+                    pack["validation_errors"] = json!([{"message": error}]);
+                    pack["next_attempt_on"] = json!(parapet_tls::chain::rfc3339(cert.next_attempt));
+                }
+            }
+            pack
+        })
+        .collect();
+    Ok(ok(Value::Array(items)))
+}

@@ -142,6 +142,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(certificates::list_certs).post(certificates::create_cert),
         )
         .route(
+            "/zones/{zone_id}/ssl/certificate_packs",
+            get(certificates::certificate_packs),
+        )
+        .route(
             "/zones/{zone_id}/custom_certificates/prioritize",
             put(certificates::prioritize),
         )

@@ -326,6 +326,13 @@ pub async fn delete(
             .store
             .list(&parapet_snapshot::custom_cert_prefix(&zone_id))
             .await?;
+        let challenges = state
+            .store
+            .list(&format!(
+                "{}{zone_id}/",
+                parapet_snapshot::keys::ACME_CHALLENGES
+            ))
+            .await?;
         let mut txn = Txn::new()
             .expect(zone_key(&zone_id), rev)
             .delete(zone_key(&zone_id))
@@ -340,7 +347,12 @@ pub async fn delete(
                 &zone_id,
                 parapet_model::rules::CACHE_PHASE,
             ));
-        for e in records.entries.into_iter().chain(certs.entries) {
+        for e in records
+            .entries
+            .into_iter()
+            .chain(certs.entries)
+            .chain(challenges.entries)
+        {
             txn = txn.delete(e.key);
         }
         match state.store.commit(txn).await {

@@ -63,3 +63,32 @@ impl CustomCertificate {
 pub const BUNDLE_METHODS: &[&str] = &["ubiquitous", "optimal", "force"];
 /// Cloudflare's custom certificate types.
 pub const CERTIFICATE_TYPES: &[&str] = &["sni_custom", "legacy_custom"];
+
+/// A certificate Parapet obtains by itself (ACME) for one proxied host name, and where its
+/// issuance stands. Stored per host name; every edge of a fleet serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoCertificate {
+    /// The proxied name (`www.example.com` or `*.example.com`).
+    pub hostname: String,
+    pub zone_id: String,
+    /// PEM chain and key of the current certificate (empty before the first issuance).
+    pub certificate: String,
+    pub private_key: String,
+    /// Unix seconds; 0 before the first issuance.
+    pub not_after: i64,
+    pub issued_on: String,
+    pub issuer: String,
+    /// The last issuance attempt's failure, if it failed.
+    pub error: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// Unix seconds before which no new attempt is made (backoff after a failure).
+    pub next_attempt: i64,
+}
+
+impl AutoCertificate {
+    /// Whether a certificate has been issued (it may still be renewing or retrying).
+    pub fn issued(&self) -> bool {
+        !self.certificate.is_empty()
+    }
+}

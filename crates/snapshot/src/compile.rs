@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use parapet_model::certificate::CustomCertificate;
+use parapet_model::certificate::{AutoCertificate, CustomCertificate};
 use parapet_model::rules::{CACHE_PHASE, CompiledRule, ORIGIN_PHASE, Ruleset};
 use parapet_model::settings::{EdgeZoneSettings, ZoneSettings};
 use parapet_model::transfer::{Outgoing, Peer, TsigKey};
@@ -88,6 +88,8 @@ pub struct Snapshot {
     pub zone_edge: HashMap<String, Arc<ZoneEdge>>,
     /// Uploaded certificates, by zone id.
     pub custom_certs: HashMap<String, Vec<Arc<CustomCertificate>>>,
+    /// Certificates obtained by ACME (and their issuance state), by host name.
+    pub auto_certs: HashMap<String, Arc<AutoCertificate>>,
 }
 
 impl Snapshot {
@@ -141,6 +143,7 @@ pub fn compile_snapshot_with<'a>(
     let mut outgoing: Vec<(String, Outgoing)> = Vec::new();
     let mut zone_edge: HashMap<String, ZoneEdge> = HashMap::new();
     let mut custom_certs: HashMap<String, Vec<Arc<CustomCertificate>>> = HashMap::new();
+    let mut auto_certs: HashMap<String, Arc<AutoCertificate>> = HashMap::new();
     for (key, value) in entries {
         let err = |m: String| CompileError {
             key: key.to_owned(),
@@ -154,7 +157,8 @@ pub fn compile_snapshot_with<'a>(
                 Ok(z) => errors.push(err(format!("holds zone {} under another id", z.id))),
                 Err(e) => errors.push(err(format!("not a zone: {e}"))),
             },
-            StoreKey::Record { zone_id, record_id } => {
+            StoreKey::Record { zone_id, record_id }
+            | StoreKey::AcmeChallenge { zone_id, record_id } => {
                 match serde_json::from_slice::<DnsRecord>(value) {
                     Ok(r) if r.id == record_id && r.zone_id == zone_id => {
                         records.entry(r.zone_id.clone()).or_default().push(r);
@@ -206,6 +210,13 @@ pub fn compile_snapshot_with<'a>(
                     Err(e) => errors.push(err(format!("not a ruleset: {e}"))),
                 }
             }
+            StoreKey::AutoCert(host) => match serde_json::from_slice::<AutoCertificate>(value) {
+                Ok(c) if c.hostname == host => {
+                    auto_certs.insert(c.hostname.clone(), Arc::new(c));
+                }
+                Ok(_) => errors.push(err("host name does not match its key".into())),
+                Err(e) => errors.push(err(format!("not an automatic certificate: {e}"))),
+            },
             StoreKey::CustomCert { zone_id, cert_id } => {
                 match serde_json::from_slice::<CustomCertificate>(value) {
                     Ok(c) if c.zone_id == zone_id && c.id == cert_id => {
@@ -374,6 +385,7 @@ pub fn compile_snapshot_with<'a>(
             proxied_hosts,
             zone_edge: edges,
             custom_certs,
+            auto_certs,
         })
     } else {
         errors.sort_by(|a, b| a.key.cmp(&b.key));

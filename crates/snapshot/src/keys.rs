@@ -10,6 +10,21 @@ pub const OUTGOING: &str = "outgoing/";
 pub const SETTINGS: &str = "settings/";
 pub const RULESETS: &str = "rulesets/";
 pub const CUSTOM_CERTS: &str = "custom-certs/";
+/// Certificates Parapet obtained by ACME, by host name.
+pub const AUTO_CERTS: &str = "auto-certs/";
+/// DNS-01 challenge answers (TXT records) while an ACME order is validated.
+pub const ACME_CHALLENGES: &str = "acme-challenges/";
+/// The ACME account's credentials.
+pub const ACME_ACCOUNT: &str = "acme/account";
+
+pub fn auto_cert_key(hostname: &str) -> String {
+    format!("{AUTO_CERTS}{hostname}")
+}
+
+/// A challenge TXT record of a zone, stored as a DNS record.
+pub fn acme_challenge_key(zone_id: &str, record_id: &str) -> String {
+    format!("{ACME_CHALLENGES}{zone_id}/{record_id}")
+}
 
 /// A zone's uploaded certificate.
 pub fn custom_cert_key(zone_id: &str, cert_id: &str) -> String {
@@ -87,6 +102,11 @@ pub enum StoreKey<'a> {
         zone_id: &'a str,
         cert_id: &'a str,
     },
+    AutoCert(&'a str),
+    AcmeChallenge {
+        zone_id: &'a str,
+        record_id: &'a str,
+    },
     Other,
 }
 
@@ -116,6 +136,13 @@ impl<'a> StoreKey<'a> {
                 Some((zone_id, phase)) => Self::Ruleset { zone_id, phase },
                 None => Self::Other,
             }
+        } else if let Some(host) = key.strip_prefix(AUTO_CERTS) {
+            Self::AutoCert(host)
+        } else if let Some(rest) = key.strip_prefix(ACME_CHALLENGES) {
+            match rest.split_once('/') {
+                Some((zone_id, record_id)) => Self::AcmeChallenge { zone_id, record_id },
+                None => Self::Other,
+            }
         } else if let Some(rest) = key.strip_prefix(CUSTOM_CERTS) {
             match rest.split_once('/') {
                 Some((zone_id, cert_id)) => Self::CustomCert { zone_id, cert_id },
@@ -138,6 +165,8 @@ impl<'a> StoreKey<'a> {
                 | Self::Settings(_)
                 | Self::Ruleset { .. }
                 | Self::CustomCert { .. }
+                | Self::AutoCert(_)
+                | Self::AcmeChallenge { .. }
         )
     }
 }

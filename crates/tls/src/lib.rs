@@ -1,6 +1,7 @@
 //! TLS at the edge: the certificates visitors see (custom uploads and automatic ones), chosen
 //! by SNI from the snapshot, and the keys and certificates Parapet makes itself.
 
+pub mod acme;
 pub mod certgen;
 pub mod chain;
 pub mod sni;

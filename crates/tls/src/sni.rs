@@ -67,6 +67,24 @@ impl CertTable {
                 }
             }
         }
+        // Certificates Parapet obtained come after every uploaded one.
+        for auto in snapshot.auto_certs.values().filter(|c| c.issued()) {
+            let id = format!("auto:{}", auto.hostname);
+            let key = match previous.parsed.get(&id) {
+                Some((issued, key)) if *issued == auto.issued_on => key.clone(),
+                _ => parse_chain(&auto.certificate, &auto.private_key)
+                    .map(|c| c.key)
+                    .map_err(|e| {
+                        tracing::warn!(host = %auto.hostname, "automatic certificate not served: {e:?}");
+                    })
+                    .ok(),
+            };
+            parsed.insert(id, (auto.issued_on.clone(), key.clone()));
+            if let Some(key) = key {
+                best.entry(auto.hostname.clone())
+                    .or_insert(((i64::MAX, 0), key));
+            }
+        }
         Self {
             revision: snapshot.revision,
             names: best.into_iter().map(|(n, (_, k))| (n, k)).collect(),

@@ -1,0 +1,486 @@
+//! Automatic certificates: every proxied host name of an active zone gets one from an ACME CA
+//! (RFC 8555), validated by DNS-01 answered by Parapet's own DNS server, and renewed well before
+//! it expires. Issuance state lives in the store, so every edge of a fleet serves the result and
+//! the API reports it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use parapet_model::certificate::AutoCertificate;
+use parapet_model::{DnsRecord, RecordDraft, ZoneStatus};
+use parapet_snapshot::keys::{ACME_ACCOUNT, AUTO_CERTS};
+use parapet_snapshot::{Published, Snapshot, acme_challenge_key, auto_cert_key};
+use parapet_store::{Store, Txn};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::chain::{covers, parse_chain, rfc3339};
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// How the node obtains certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// A PEM root the directory's HTTPS certificate chains to (`None`: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Contact URIs for the account (`mailto:...`).
+    pub contact: Vec<String>,
+    /// Renew when a certificate has less than this left (Let's Encrypt's advice: a third of its
+    /// 90 days).
+    pub renew_before: Duration,
+    /// How often states are looked at when nothing changes.
+    pub recheck: Duration,
+    /// The longest one order may take, from creation to certificate.
+    pub order_timeout: Duration,
+    /// The wait after a first failure; it doubles with each failure in a row, up to a day.
+    pub retry_after: Duration,
+}
+
+impl AcmeConfig {
+    pub fn new(directory: impl Into<String>) -> Self {
+        Self {
+            directory: directory.into(),
+            ca_file: None,
+            contact: Vec::new(),
+            renew_before: Duration::from_secs(30 * 86_400),
+            recheck: Duration::from_secs(60),
+            order_timeout: Duration::from_secs(180),
+            retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The stored account: its credentials and the directory they belong to.
+#[derive(Serialize, Deserialize)]
+struct StoredAccount {
+    directory: String,
+    credentials: AccountCredentials,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Every proxied host name of an active zone that needs a certificate from the CA: those no
+/// uploaded certificate covers. Name → zone id.
+pub fn wanted_hosts(snapshot: &Snapshot) -> BTreeMap<String, String> {
+    let mut wanted = BTreeMap::new();
+    for (host, proxied) in &snapshot.proxied_hosts {
+        if !proxied.active {
+            continue;
+        }
+        let custom = snapshot.custom_certs.get(&proxied.zone_id);
+        let covered = custom.is_some_and(|certs| {
+            certs
+                .iter()
+                .any(|c| c.hosts.iter().any(|pattern| covers(pattern, host)))
+        });
+        if !covered {
+            wanted.insert(host.clone(), proxied.zone_id.clone());
+        }
+    }
+    wanted
+}
+
+/// Whether `host` needs an attempt now.
+fn due(state: Option<&AutoCertificate>, now: i64, renew_before: Duration) -> bool {
+    let Some(state) = state else {
+        return true;
+    };
+    if state.next_attempt > now {
+        return false;
+    }
+    let renew_at = state.not_after - i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX);
+    !state.issued() || state.error.is_some() || now >= renew_at
+}
+
+/// Obtains and renews certificates until `shutdown`.
+pub struct AcmeManager {
+    config: AcmeConfig,
+    store: Arc<dyn Store>,
+    published: Arc<Published>,
+    account: Option<Account>,
+    /// The store revision of this manager's last write: states are read from a snapshot that
+    /// includes it, so an attempt just recorded is not repeated.
+    written: u64,
+}
+
+impl AcmeManager {
+    pub fn new(config: AcmeConfig, store: Arc<dyn Store>, published: Arc<Published>) -> Self {
+        Self {
+            config,
+            store,
+            published,
+            account: None,
+            written: 0,
+        }
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.published.wait_for(self.written),
+            )
+            .await;
+            let snapshot = self.published.load();
+            let wanted = wanted_hosts(&snapshot);
+            let zones: HashMap<&str, (&str, ZoneStatus)> = snapshot
+                .zones
+                .values()
+                .map(|z| (z.zone.id.as_str(), (z.zone.name.as_str(), z.zone.status)))
+                .collect();
+            for (host, zone_id) in &wanted {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let state = snapshot.auto_certs.get(host).map(Arc::as_ref);
+                if !due(state, unix_now(), self.config.renew_before) {
+                    continue;
+                }
+                let Some(&(zone_name, ZoneStatus::Active)) = zones.get(zone_id.as_str()) else {
+                    continue;
+                };
+                tracing::info!(%host, "requesting a certificate");
+                let outcome = tokio::time::timeout(
+                    self.config.order_timeout,
+                    self.issue(host, zone_id, zone_name),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the CA did not finish within {}s",
+                        self.config.order_timeout.as_secs()
+                    ))
+                });
+                self.remove_challenges(zone_id).await;
+                self.record(host, zone_id, state, outcome).await;
+            }
+            self.forget_unwanted(&snapshot, &wanted).await;
+            let next = snapshot.revision + 1;
+            tokio::select! {
+                _ = self.published.wait_for(next) => {}
+                _ = tokio::time::sleep(self.config.recheck) => {}
+                _ = shutdown.wait_for(|stopping| *stopping) => return,
+            }
+        }
+    }
+
+    /// The account, loaded from the store or registered with the CA (and stored).
+    async fn account(&mut self) -> Result<Account, String> {
+        if let Some(account) = &self.account {
+            return Ok(account.clone());
+        }
+        let builder = || match &self.config.ca_file {
+            Some(path) => Account::builder_with_root(path),
+            None => Account::builder(),
+        };
+        let stored = self
+            .store
+            .get(ACME_ACCOUNT)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|e| serde_json::from_slice::<StoredAccount>(&e.value).ok())
+            .filter(|a| a.directory == self.config.directory);
+        let account = match stored {
+            Some(stored) => builder()
+                .map_err(|e| format!("ACME client: {e}"))?
+                .from_credentials(stored.credentials)
+                .await
+                .map_err(|e| format!("ACME account: {e}"))?,
+            None => {
+                let contact: Vec<&str> = self.config.contact.iter().map(String::as_str).collect();
+                let (account, credentials) = builder()
+                    .map_err(|e| format!("ACME client: {e}"))?
+                    .create(
+                        &NewAccount {
+                            contact: &contact,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        self.config.directory.clone(),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| format!("registering with {}: {e}", self.config.directory))?;
+                let stored = StoredAccount {
+                    directory: self.config.directory.clone(),
+                    credentials,
+                };
+                let bytes = serde_json::to_vec(&stored).map_err(|e| e.to_string())?;
+                self.store
+                    .commit(Txn::new().put(ACME_ACCOUNT, bytes))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                account
+            }
+        };
+        self.account = Some(account.clone());
+        Ok(account)
+    }
+
+    /// One order for `host`: DNS-01 answered through the store, then the certificate.
+    async fn issue(
+        &mut self,
+        host: &str,
+        zone_id: &str,
+        zone_name: &str,
+    ) -> Result<(String, String), String> {
+        let account = self.account().await?;
+        let identifiers = [Identifier::Dns(host.to_owned())];
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(|e| format!("new order: {e}"))?;
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => return Err(format!("authorization is {other:?}")),
+            }
+            let mut challenge = authz
+                .challenge(ChallengeType::Dns01)
+                .ok_or("the CA offers no dns-01 challenge")?;
+            let name = match &challenge.identifier().identifier {
+                Identifier::Dns(name) => format!("_acme-challenge.{name}"),
+                other => return Err(format!("cannot validate identifier {other:?}")),
+            };
+            let value = challenge.key_authorization().dns_value();
+            self.publish_challenge(zone_id, zone_name, &name, &value)
+                .await?;
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| format!("challenge: {e}"))?;
+        }
+        let poll = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(self.config.order_timeout);
+        let status = order
+            .poll_ready(&poll)
+            .await
+            .map_err(|e| format!("validation: {e}"))?;
+        if status != OrderStatus::Ready {
+            return Err(format!("the order is {status:?} after validation"));
+        }
+        let key = order
+            .finalize()
+            .await
+            .map_err(|e| format!("finalize: {e}"))?;
+        let chain = order
+            .poll_certificate(&poll)
+            .await
+            .map_err(|e| format!("certificate: {e}"))?;
+        Ok((chain, key))
+    }
+
+    /// Stores the TXT record `name` → `value` and waits until this node's DNS serves it.
+    async fn publish_challenge(
+        &self,
+        zone_id: &str,
+        zone_name: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(), String> {
+        let draft = RecordDraft::from_json(
+            zone_name,
+            &serde_json::json!({"type": "TXT", "name": name, "content": value, "ttl": 60}),
+        )
+        .map_err(|e| format!("challenge record: {e}"))?;
+        let now = rfc3339(unix_now());
+        let record: DnsRecord = draft.into_record(
+            parapet_model::ids::new_id(),
+            zone_id.to_owned(),
+            now.clone(),
+            now,
+        );
+        let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+        let revision = self
+            .store
+            .commit(Txn::new().put(acme_challenge_key(zone_id, &record.id), bytes))
+            .await
+            .map_err(|e| format!("storing the challenge: {e}"))?;
+        tokio::time::timeout(Duration::from_secs(30), self.published.wait_for(revision))
+            .await
+            .map_err(|_| "the challenge record was not served within 30s".to_owned())
+    }
+
+    async fn remove_challenges(&mut self, zone_id: &str) {
+        let prefix = acme_challenge_key(zone_id, "");
+        if let Ok(listing) = self.store.list(&prefix).await
+            && !listing.entries.is_empty()
+        {
+            let txn = listing
+                .entries
+                .into_iter()
+                .fold(Txn::new(), |txn, e| txn.delete(e.key));
+            match self.store.commit(txn).await {
+                Ok(revision) => self.written = revision,
+                Err(e) => tracing::warn!("removing ACME challenge records: {e}"),
+            }
+        }
+    }
+
+    /// Stores the outcome of an attempt: the new certificate, or the failure with the time of
+    /// the next attempt (the previous certificate, if any, keeps serving).
+    async fn record(
+        &mut self,
+        host: &str,
+        zone_id: &str,
+        previous: Option<&AutoCertificate>,
+        outcome: Result<(String, String), String>,
+    ) {
+        let now = unix_now();
+        let mut state = previous.cloned().unwrap_or_else(|| AutoCertificate {
+            hostname: host.to_owned(),
+            zone_id: zone_id.to_owned(),
+            certificate: String::new(),
+            private_key: String::new(),
+            not_after: 0,
+            issued_on: String::new(),
+            issuer: String::new(),
+            error: None,
+            failures: 0,
+            next_attempt: 0,
+        });
+        state.zone_id = zone_id.to_owned();
+        let checked = outcome.and_then(|(chain, key)| {
+            parse_chain(&chain, &key)
+                .map(|parsed| (chain, key, parsed))
+                .map_err(|e| {
+                    let e: Vec<String> = e.iter().map(ToString::to_string).collect();
+                    format!("the CA's certificate is unusable: {}", e.join("; "))
+                })
+        });
+        match checked {
+            Ok((chain, key, parsed)) => {
+                tracing::info!(%host, "certificate issued");
+                state.certificate = chain;
+                state.private_key = key;
+                state.not_after = parsed.leaf.not_after;
+                state.issuer = parsed.leaf.issuer;
+                state.issued_on = rfc3339(now);
+                state.error = None;
+                state.failures = 0;
+                state.next_attempt = 0;
+            }
+            Err(e) => {
+                tracing::warn!(%host, "certificate not issued: {e}");
+                state.failures = state.failures.saturating_add(1);
+                let wait = self
+                    .config
+                    .retry_after
+                    .saturating_mul(1 << state.failures.saturating_sub(1).min(16))
+                    .min(Duration::from_secs(86_400));
+                state.next_attempt = now + i64::try_from(wait.as_secs()).unwrap_or(86_400);
+                state.error = Some(e);
+            }
+        }
+        match serde_json::to_vec(&state) {
+            Ok(bytes) => {
+                match self
+                    .store
+                    .commit(Txn::new().put(auto_cert_key(host), bytes))
+                    .await
+                {
+                    Ok(revision) => self.written = revision,
+                    Err(e) => tracing::warn!(%host, "storing the certificate state: {e}"),
+                }
+            }
+            Err(e) => tracing::warn!(%host, "{e}"),
+        }
+    }
+
+    /// Drops the certificates of names no longer proxied (or now covered by an upload).
+    async fn forget_unwanted(&mut self, snapshot: &Snapshot, wanted: &BTreeMap<String, String>) {
+        let gone: Vec<&String> = snapshot
+            .auto_certs
+            .keys()
+            .filter(|h| !wanted.contains_key(*h))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let txn = gone
+            .iter()
+            .fold(Txn::new(), |txn, h| txn.delete(format!("{AUTO_CERTS}{h}")));
+        match self.store.commit(txn).await {
+            Ok(revision) => self.written = revision,
+            Err(e) => tracing::warn!("removing certificates of names no longer proxied: {e}"),
+        }
+    }
+}
+
+/// The automatic certificate states of one zone's names, for the API.
+pub fn zone_states(
+    snapshot: &Snapshot,
+    zone_id: &str,
+) -> HashMap<String, Option<Arc<AutoCertificate>>> {
+    wanted_hosts(snapshot)
+        .into_iter()
+        .filter(|(_, z)| z == zone_id)
+        .map(|(host, _)| {
+            let state = snapshot.auto_certs.get(&host).cloned();
+            (host, state)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(issued: bool, not_after: i64, error: bool, next: i64) -> AutoCertificate {
+        AutoCertificate {
+            hostname: "www.example.com".into(),
+            zone_id: "z".into(),
+            certificate: if issued { "PEM".into() } else { String::new() },
+            private_key: String::new(),
+            not_after,
+            issued_on: String::new(),
+            issuer: String::new(),
+            error: error.then(|| "failed".into()),
+            failures: u32::from(error),
+            next_attempt: next,
+        }
+    }
+
+    #[test]
+    fn certificates_are_requested_when_missing_failed_or_near_expiry() {
+        let day = 86_400;
+        let renew = Duration::from_secs(30 * 86_400);
+        let now = 1_000 * day;
+        assert!(due(None, now, renew), "never requested");
+        assert!(!due(
+            Some(&state(true, now + 60 * day, false, 0)),
+            now,
+            renew
+        ));
+        assert!(
+            due(Some(&state(true, now + 29 * day, false, 0)), now, renew),
+            "renewal"
+        );
+        assert!(
+            !due(Some(&state(false, 0, true, now + 60)), now, renew),
+            "backing off"
+        );
+        assert!(
+            due(Some(&state(false, 0, true, now - 1)), now, renew),
+            "retry"
+        );
+    }
+}
