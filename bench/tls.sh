@@ -109,6 +109,8 @@ http {
   server { listen $ORIGIN:$STATUS_PORT; location = /status { stub_status; } }
 }
 EOF
+LOCATION='location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_set_header Host $host; proxy_cache bench; add_header X-Cache $upstream_cache_status; }'
 # nginx 1.22's default ssl_protocols lacks TLSv1.3 (1.23.4 added it): an operator sets it.
 cat >"$W/nginx.conf" <<EOF
 pid $W/nginx.pid; error_log $W/logs/nginx.err warn; worker_processes auto;
@@ -120,10 +122,8 @@ http {
   proxy_cache_path $W/ncache levels=1:2 keys_zone=bench:16m inactive=1h use_temp_path=off;
   upstream origin { server $ORIGIN:$PORT; keepalive 32; }
   log_format tls '\$ssl_session_reused \$ssl_protocol \$connection_requests \$upstream_cache_status';
-  server { listen $NGINX_IP:$PORT ssl http2; listen $NGINX_IP:$TWIN_PORT ssl http2; server_name bench.test;
-    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header Host \$host; proxy_cache bench; add_header X-Cache \$upstream_cache_status;
-      if (\$server_port = $TWIN_PORT) { access_log $W/logs/twin.log tls; } } }
+  server { listen $NGINX_IP:$PORT ssl http2; server_name bench.test; $LOCATION }
+  server { listen $NGINX_IP:$TWIN_PORT ssl http2; server_name bench.test; access_log $W/logs/twin.log tls; $LOCATION }
 }
 EOF
 nginx -t -q -c "$W/origin.conf"; nginx -t -q -c "$W/nginx.conf"
@@ -174,7 +174,7 @@ function wrk.resolve(host, service) wrk.addrs = wrk.lookup(target, service) end
 EOF
 h2load_batches() { # IP PORT OUT CLIENTS REQUESTS [h2load args...] -> "conns seconds errors", batches for DURATION s
   local ip=$1 port=$2 out=$3 c=$4 n=$5; shift 5
-  local start=${EPOCHREALTIME/./} done=0 us=0 errs=0 b t
+  local start=${EPOCHREALTIME/./} done=0 us=0 errs=0 b t ok bad
   for b in $(seq 10000); do
     timeout $((DURATION + 60)) h2load --h1 -t1 -c "$c" -n "$n" --connect-to="$ip:$port" "$@" \
       "https://bench.test:$port/bench.css" >"$out.$b" 2>&1 || true
@@ -217,9 +217,9 @@ done
 tally() { awk -v from="$1" 'NR > from { n++; if ($1 == "r") r++; if ($2 != "TLSv1.3") v++; if ($3 == 1) c++ }
   END { printf "%d requests on %d connections, %d resumed, %d not TLSv1.3", n, c, r, v }' "$W/logs/twin.log"; }
 lines() { wc -l <"$W/logs/twin.log" 2>/dev/null || echo 0; }
-L=$(lines); (DURATION=1; h2load_batches $NGINX_IP $TWIN_PORT "$W/check.full" $FULL_BATCH $FULL_BATCH) >/dev/null
+L=$(lines); (DURATION=0; h2load_batches $NGINX_IP $TWIN_PORT "$W/check.full" $FULL_BATCH $FULL_BATCH) >/dev/null
 echo "  client 'full'    (h2load -c $FULL_BATCH -n $FULL_BATCH, one batch):        $(tally "$L")"
-L=$(lines); (DURATION=1; h2load_batches $NGINX_IP $TWIN_PORT "$W/check.resumed" $RESUME_CLIENTS $((RESUME_CLIENTS * 10)) -H 'Connection: close') >/dev/null
+L=$(lines); (DURATION=0; h2load_batches $NGINX_IP $TWIN_PORT "$W/check.resumed" $RESUME_CLIENTS $((RESUME_CLIENTS * 10)) -H 'Connection: close') >/dev/null
 echo "  client 'resumed' (h2load -c $RESUME_CLIENTS -n $((RESUME_CLIENTS * 10)) Connection: close, one batch): $(tally "$L")"
 L=$(lines); WRK_CONNECT=$NGINX_IP timeout 30 wrk -t1 -c4 -d1s -s "$W/resolve.lua" "https://bench.test:$TWIN_PORT/bench.css" >/dev/null
 echo "  client 'hit'     (wrk -c4 keep-alive, 1 s):                 $(tally "$L")"

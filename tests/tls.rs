@@ -353,3 +353,96 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
         status == 301 && head.contains("location: http://www.shop.test/path?q=1")
     });
 }
+
+#[test]
+fn malformed_client_hellos_end_their_connection_and_nothing_else() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let https = free_port();
+    let _origin = start_origin("127.0.0.2", https);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--https-listen",
+        &format!("127.0.0.1:{https}"),
+        "--acme-directory",
+        "",
+    ]));
+    let zone = node.create_zone("shop.test");
+    node.proxied_a(&zone, "www.shop.test", "127.0.0.2");
+    let ca = Authority::new("Test Roots", 30).expect("ca");
+    let ca_file = write(dir.path(), "ca.pem", &ca.cert_pem);
+    let leaf = ca
+        .issue(&hosts(&["www.shop.test"]), 30, Usage::Server)
+        .expect("leaf");
+    assert_eq!(upload(&node, &zone, &leaf).0, 200);
+    eventually(Duration::from_secs(5), "HTTPS", || {
+        curl_https(https, "www.shop.test", &ca_file, &[]).0 == 200
+    });
+    let huge_sni = format!("{}.shop.test", "a".repeat(250));
+    let mut hello_huge_sni = Vec::new();
+    {
+        // A ClientHello whose server_name extension holds a 260-byte name.
+        let name = huge_sni.as_bytes();
+        let mut sni = Vec::new();
+        let list_len = u16::try_from(name.len() + 3).expect("len");
+        sni.extend_from_slice(&list_len.to_be_bytes());
+        sni.push(0);
+        sni.extend_from_slice(&u16::try_from(name.len()).expect("len").to_be_bytes());
+        sni.extend_from_slice(name);
+        let mut ext = vec![0, 0];
+        ext.extend_from_slice(&u16::try_from(sni.len()).expect("len").to_be_bytes());
+        ext.extend_from_slice(&sni);
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7; 32]);
+        body.push(0);
+        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&u16::try_from(ext.len()).expect("len").to_be_bytes());
+        body.extend_from_slice(&ext);
+        let mut hs = vec![1];
+        hs.extend_from_slice(&u32::try_from(body.len()).expect("len").to_be_bytes()[1..]);
+        hs.extend_from_slice(&body);
+        hello_huge_sni.extend_from_slice(&[22, 3, 1]);
+        hello_huge_sni.extend_from_slice(&u16::try_from(hs.len()).expect("len").to_be_bytes());
+        hello_huge_sni.extend_from_slice(&hs);
+    }
+    let attacks: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "not TLS at all",
+            b"GET / HTTP/1.1\r\nHost: www.shop.test\r\n\r\n".to_vec(),
+        ),
+        ("a record claiming 64 KiB", {
+            let mut r = vec![22, 3, 1, 0xff, 0xff];
+            r.extend(std::iter::repeat_n(0x41, 70_000));
+            r
+        }),
+        (
+            "a truncated hello",
+            vec![22, 3, 1, 0, 40, 1, 0, 0, 36, 3, 3],
+        ),
+        (
+            "garbage",
+            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        ),
+        ("a 260-byte SNI", hello_huge_sni),
+    ];
+    for (what, bytes) in attacks {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", https)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(12)))
+            .expect("timeout");
+        let _ = s.write_all(&bytes);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        // Either nothing or a TLS alert record (content type 21); never a server hello.
+        assert!(
+            answer.is_empty() || answer[0] == 21,
+            "{what}: answered {:?}",
+            &answer[..answer.len().min(16)]
+        );
+        assert_eq!(
+            curl_https(https, "www.shop.test", &ca_file, &[]).0,
+            200,
+            "still serving after {what}"
+        );
+    }
+}

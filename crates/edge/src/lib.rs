@@ -171,6 +171,9 @@ impl Drop for ClientSlot {
     }
 }
 
+/// Streams one HTTP/2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 128;
+
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -339,6 +342,14 @@ pub fn start_edge(
         // An HTTP/2 connection without streams is closed as an idle HTTP/1 one is.
         options.h2_idle_timeout = Some(IDLE_TIMEOUT);
         http.server_options = Some(options);
+        // HTTP/2 limits: concurrent streams per connection as Cloudflare's edge, and header
+        // blocks no larger than the HTTP/1 limit (431 there). The h2 engine also ends
+        // connections that reset streams faster than it accepts them (rapid reset) or send
+        // endless CONTINUATION frames.
+        let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
+        h2.max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(u32::try_from(proxy.max_header_bytes).unwrap_or(u32::MAX));
+        http.h2_options = Some(h2);
         let app = Arc::new(Connections {
             http: Arc::new(http),
             metrics: Arc::clone(&proxy.metrics),

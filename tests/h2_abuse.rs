@@ -1,0 +1,161 @@
+//! HTTP/2 floods against the edge, with raw frames: rapid reset (CVE-2023-44487) and
+//! CONTINUATION floods end the attacking connection, reach the origin little or not at all, and
+//! leave the edge serving everyone else.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use parapet_testkit::http::{curl, start_origin};
+use parapet_testkit::{Node, NodeOptions, eventually, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("small frame");
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A GET for `authority` as an HPACK block: static-table `:method GET`, `:scheme http`,
+/// `:path /`, and `:authority` as a literal without indexing.
+fn get_block(authority: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x84, 0x01];
+    block.push(u8::try_from(authority.len()).expect("short authority"));
+    block.extend_from_slice(authority.as_bytes());
+    block
+}
+
+/// Connects with the HTTP/2 preface and an empty SETTINGS frame.
+fn h2_connect(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("preface");
+    s.write_all(&frame(4, 0, 0, &[])).expect("settings");
+    s
+}
+
+/// Reads frames until the connection closes or `within` passes; returns the GOAWAY error code
+/// if one came.
+fn goaway(s: &mut TcpStream, within: Duration) -> Option<u32> {
+    let deadline = Instant::now() + within;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let mut code = None;
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        while buf.len() >= 9 {
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == 7 && len >= 8 {
+                code = Some(u32::from_be_bytes([buf[13], buf[14], buf[15], buf[16]]));
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    code
+}
+
+#[test]
+fn rapid_reset_and_continuation_floods_end_the_connection_not_the_edge() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone("shop.test");
+    node.proxied_a(&zone, "www.shop.test", "127.0.0.2");
+    eventually(Duration::from_secs(5), "the edge to route", || {
+        curl(port, "www.shop.test", &[]).0 == 200
+    });
+    while origin.try_recv().is_ok() {}
+    let authority = format!("www.shop.test:{port}");
+
+    // A well-formed stream over raw frames reaches the origin (the frames below are real).
+    let mut s = h2_connect(port);
+    s.write_all(&frame(1, 0x5, 1, &get_block(&authority)))
+        .expect("headers");
+    let seen = origin
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a raw-frame request reaches the origin");
+    assert!(
+        seen.to_ascii_lowercase().starts_with("get / http/1.1"),
+        "{seen}"
+    );
+    drop(s);
+
+    // Rapid reset: open a stream and cancel it at once, thousands of times.
+    let mut s = h2_connect(port);
+    let attempts = 5000u32;
+    let mut batch = Vec::new();
+    let mut sent = 0u32;
+    for i in 0..attempts {
+        let id = 2 * i + 1;
+        batch.extend(frame(1, 0x5, id, &get_block(&authority)));
+        batch.extend(frame(3, 0, id, &8u32.to_be_bytes()));
+        if batch.len() > 32 * 1024 {
+            if s.write_all(&batch).is_err() {
+                break;
+            }
+            sent = i + 1;
+            batch.clear();
+        }
+    }
+    let _ = s.write_all(&batch);
+    let code = goaway(&mut s, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let reached = origin.try_iter().count();
+    eprintln!("rapid reset: sent about {sent} streams, goaway {code:?}, origin saw {reached}");
+    assert!(
+        reached < 500,
+        "{reached} of {attempts} reset streams reached the origin"
+    );
+
+    // CONTINUATION flood: a header block that never ends.
+    let mut s = h2_connect(port);
+    let mut flood = frame(1, 0x1, 1, &get_block(&authority));
+    let filler = vec![0x40, 0x01, b'x', 0x01, b'y'];
+    for _ in 0..20_000 {
+        flood.extend(frame(9, 0, 1, &filler));
+    }
+    let _ = s.write_all(&flood);
+    let code = goaway(&mut s, Duration::from_secs(5));
+    eprintln!("continuation flood: goaway {code:?}");
+    assert!(code.is_some(), "the flood ends with GOAWAY");
+
+    // SETTINGS and PING floods: answered or refused, never queued without bound.
+    let mut s = h2_connect(port);
+    let mut flood = Vec::new();
+    for i in 0u64..50_000 {
+        if i % 2 == 0 {
+            flood.extend(frame(6, 0, 0, &i.to_be_bytes()));
+        } else {
+            flood.extend(frame(4, 0, 0, &[0, 3, 0, 0, 0, 100]));
+        }
+    }
+    let started = Instant::now();
+    let _ = s.write_all(&flood);
+    drop(s);
+    assert_eq!(curl(port, "www.shop.test", &[]).0, 200);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Everyone else is still served.
+    assert_eq!(
+        curl(port, "www.shop.test", &["--http2-prior-knowledge"]).0,
+        200
+    );
+    assert_eq!(curl(port, "www.shop.test", &[]).0, 200);
+}
