@@ -17,26 +17,30 @@
 #           twin, logging       127.0.0.3:P+1 same server with an access log of $ssl_session_reused,
 #                               used only by the checks below, never measured
 # Metrics (each connection sends SNI bench.test and asks for the cached /bench.css, HTTP/1.1):
-#   full     full TLS 1.3 handshakes/s: h2load --h1 -c 256 -n 256 in back-to-back batches for
-#            S seconds; each h2load client makes one connection with one request, and a new
+#   full     full TLS 1.3 handshakes/s: h2load --h1 -t2 -c 256 -n 256 in back-to-back batches
+#            for S seconds; each h2load client makes one connection with one request, and a new
 #            client has no session, so every handshake is a full one. (wrk -H 'Connection: close'
-#            does NOT do this: it keeps the session across reconnects and resumes.) The rate is
-#            connections / the time h2load reports (process start-up between batches excluded).
-#   resumed  resumed TLS 1.3 handshakes/s (PSK + ECDHE with a session ticket): h2load --h1 -c 64
-#            -n 3200 -H 'Connection: close', batches for S seconds; each client reconnects after
-#            each answer offering its last ticket: 98% resumed (the first 64 of a batch are full).
-#            (openssl s_time -reuse cannot be used: OpenSSL 3.0's s_time sends no SNI.)
+#            does NOT do this: it keeps the session across reconnects and resumes, and so does
+#            h2load when a client reconnects.) The rate is connections / the time h2load reports
+#            (its start-up between batches excluded).
+#   resumed  resumed TLS 1.3 handshakes/s (PSK + ECDHE with a session ticket): h2load --h1 -t2
+#            -c 64 -n 3200 -H 'Connection: close', batches for S seconds; each client reconnects
+#            after each answer offering its last ticket: 98% resumed (a batch's first 64 are full).
+#            (openssl s_time -new/-reuse cannot be used: OpenSSL 3.0's s_time sends no SNI, and
+#            Parapet, like Cloudflare, refuses a handshake without one.)
 #   hit      cache-hit throughput: wrk -t1 -c16 over HTTPS keep-alive, 16 handshakes in all.
 #            wrk connects to the server's address through a Lua resolve hook, so the URL's host
 #            bench.test stays the SNI and the Host.
-# The checks before measuring print, per server, the TLS version, cipher, key exchange and
-# certificate fingerprint (must be the same), that a saved session is resumed ("Reused"), that the
-# second request is a cache HIT; and, from the twin's log, how many handshakes each client mode
-# really resumed. Per run: rate, server CPU (user+sys of every process of the server, origin
-# excluded) as % of one core and in us per connection/request, errors, origin requests.
-# With 2 cores the clients (h2load: one thread; OpenSSL client handshakes cost more than server
-# ones) share the machine with the server and can be the limit; then the rates converge and
-# the server CPU per handshake is the number that separates the two.
+# The checks before measuring print, per server: TLS version, cipher, key exchange, certificate
+# fingerprint (must be the same), whether a saved session is resumed ("Reused"), the cache status
+# of two requests (must end in HIT), and the loopback bytes per connection of a 'full' and a
+# 'resumed' batch (a resumed handshake carries no certificate chain: about its size less); and,
+# from the twin's log, how many handshakes each client mode really resumed.
+# Per run: rate, server CPU (user+sys of all the server's processes, origin excluded) as % of one
+# core and in us per connection/request, errors, origin requests.
+# Clients and servers share the machine's cores. An OpenSSL 3.0 client handshake (h2load) costs
+# more CPU than a server one, so the clients are often the limit and the rates converge; the
+# server CPU per handshake is then the number that separates the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,13 +55,13 @@ done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $DURATION =~ ^[1-9][0-9]*$ && $PORT =~ ^[0-9]+$ ]] || { echo "bad option value" >&2; exit 2; }
 export PATH=$PATH:/usr/sbin
 BIN=${PARAPET_BIN:-target/release/parapet}
-for tool in nginx wrk h2load openssl curl python3; do
+for tool in nginx wrk h2load openssl curl python3 bc; do
   command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
 "$BIN" serve --help 2>/dev/null | grep -q -- --https-listen || { echo "$BIN missing or without --https-listen: cargo build --release" >&2; exit 1; }
 
 ORIGIN=127.0.0.1 PARAPET_IP=127.0.0.2 NGINX_IP=127.0.0.3 STATUS_PORT=$((PORT + 1)) TWIN_PORT=$((PORT + 1))
-FULL_BATCH=256 RESUME_CLIENTS=64 RESUME_PER_CLIENT=50 HIT_WRK="-t1 -c16"
+FULL_BATCH=256 RESUME_CLIENTS=64 RESUME_PER_CLIENT=50 H2LOAD_THREADS=2 HIT_WRK="-t1 -c16"
 W=$(mktemp -d /tmp/parapet-tlsbench.XXXXXX); chmod 755 "$W"
 PIDS=()
 cleanup() {
@@ -97,9 +101,10 @@ mkdir -p "$W/www" "$W/ncache" "$W/logs"
     -extfile leaf.ext -out leaf.pem 2>/dev/null
   cat leaf.pem ca.pem >chain.pem   # both servers send leaf + CA
 )
+CHAIN_BYTES=$(( $(openssl x509 -in "$W/leaf.pem" -outform DER | wc -c) + $(openssl x509 -in "$W/ca.pem" -outform DER | wc -c) ))
 
 # ---- origin and nginx ----
-head -c 1024 /dev/urandom >"$W/www/bench.css"
+head -c 1024 /dev/urandom | base64 -w 64 | head -c 1024 >"$W/www/bench.css"   # 1 KiB of text
 cat >"$W/origin.conf" <<EOF
 pid $W/origin.pid; error_log $W/logs/origin.err warn; worker_processes 1;
 events { worker_connections 4096; }
@@ -166,17 +171,18 @@ cpu_ticks() { # user+sys clock ticks of a process and its children (nginx: maste
   done
   echo $total
 }
+lo_bytes() { cat /sys/class/net/lo/statistics/tx_bytes; }
 origin_reqs() { curl -s --max-time 5 "http://$ORIGIN:$STATUS_PORT/status" | awk 'NR == 3 {print $3}'; }
 cat >"$W/resolve.lua" <<'EOF'
 -- wrk: connect to $WRK_CONNECT instead of resolving the URL's host (which stays the SNI and Host)
 local target = os.getenv("WRK_CONNECT")
 function wrk.resolve(host, service) wrk.addrs = wrk.lookup(target, service) end
 EOF
-h2load_batches() { # IP PORT OUT CLIENTS REQUESTS [h2load args...] -> "conns seconds errors", batches for DURATION s
+h2load_batches() { # IP PORT OUT CLIENTS REQUESTS [h2load args] -> "conns seconds errors"; DURATION s (0: 1 batch)
   local ip=$1 port=$2 out=$3 c=$4 n=$5; shift 5
   local start=${EPOCHREALTIME/./} done=0 us=0 errs=0 b t ok bad
   for b in $(seq 10000); do
-    timeout $((DURATION + 60)) h2load --h1 -t1 -c "$c" -n "$n" --connect-to="$ip:$port" "$@" \
+    timeout $((DURATION + 60)) h2load --h1 -t$H2LOAD_THREADS -c "$c" -n "$n" --connect-to="$ip:$port" "$@" \
       "https://bench.test:$port/bench.css" >"$out.$b" 2>&1 || true
     t=$(awk '/^finished in/ {v = $3; sub(/,$/, "", v); m = 1e6
           if (v ~ /ms$/) m = 1e3; else if (v ~ /us$/) m = 1; sub(/[a-z]+$/, "", v); printf "%d", v * m}' "$out.$b")
@@ -195,34 +201,42 @@ for s in "${SERVERS[@]}"; do
   [ $ok = 1 ] || { echo "$s does not answer on $(ip_of "$s"):$PORT" >&2; get "$(ip_of "$s")" >&2 || true; tail -n 5 "$W"/logs/*.err >&2; exit 1; }
 done
 echo "checks:"
-REQ=$(printf 'GET /bench.css HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n')
+req() { printf 'GET /bench.css HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n'; }
 for s in "${SERVERS[@]}"; do
   ip=$(ip_of "$s")
-  hs=$(printf '%s' "$REQ" | timeout 10 openssl s_client -connect "$ip:$PORT" -servername bench.test -CAfile "$W/ca.pem" \
+  hs=$(req | timeout 10 openssl s_client -connect "$ip:$PORT" -servername bench.test -CAfile "$W/ca.pem" \
          -sess_out "$W/$s.sess" -ign_eof 2>/dev/null || true)
   proto=$(awk '/^New, / {gsub(/,/, ""); print $2, $5}' <<<"$hs")
   kx=$(awk -F': ' '/^Server Temp Key/ {print $2}' <<<"$hs" | cut -d, -f1)
   verify=$(awk -F': ' '/Verify return code/ {print $2; exit}' <<<"$hs")
   fp=$(openssl x509 -noout -fingerprint -sha256 <<<"$hs" 2>/dev/null | cut -d= -f2 | tr -d : | cut -c1-16)
-  again=$(printf '%s' "$REQ" | timeout 10 openssl s_client -connect "$ip:$PORT" -servername bench.test -sess_in "$W/$s.sess" \
+  again=$(req | timeout 10 openssl s_client -connect "$ip:$PORT" -servername bench.test -sess_in "$W/$s.sess" \
             -ign_eof 2>/dev/null | awk '/^(New|Reused), / {print $1}' | tr -d , || true)
   h1=$(get "$ip" | tr -d '\r' | awk 'tolower($1) ~ /^(cf-cache-status|x-cache):$/ {print $2}')
   h2=$(get "$ip" | tr -d '\r' | awk 'tolower($1) ~ /^(cf-cache-status|x-cache):$/ {print $2}')
-  printf '  %-8s %s, %s, cert sha256 %s..., verify: %s; saved session: %s; cache: %s then %s\n' \
-    "$s" "${proto:-no TLS}" "${kx:-?}" "${fp:-?}" "${verify:-?}" "${again:-failed}" "${h1:-?}" "${h2:-?}"
+  hdr=$(curl -s -o /dev/null -w '%{size_header}' --http1.1 --max-time 5 --cacert "$W/ca.pem" --resolve "bench.test:$PORT:$ip" "$URL")
+  printf '  %-8s %s, %s, cert sha256 %s..., verify: %s; saved session: %s; cache: %s then %s; HTTP/1.1 header %s bytes\n' \
+    "$s" "${proto:-no TLS}" "${kx:-?}" "${fp:-?}" "${verify:-?}" "${again:-failed}" "${h1:-?}" "${h2:-?}" "${hdr:-?}"
+  a=$(lo_bytes); read -r n _ < <(DURATION=0 h2load_batches "$ip" "$PORT" "$W/check.$s.full" $FULL_BATCH $FULL_BATCH)
+  b=$(lo_bytes); full=$(( (b - a) / (n + (n == 0)) ))
+  read -r n _ < <(DURATION=0 h2load_batches "$ip" "$PORT" "$W/check.$s.resumed" 16 320 -H 'Connection: close')
+  resumed=$(( ($(lo_bytes) - b) / (n + (n == 0)) ))
+  printf '  %-8s loopback bytes per connection: full %d, resumed %d (%+d; certificate chain %d bytes)\n' \
+    "$s" "$full" "$resumed" $((resumed - full)) "$CHAIN_BYTES"
+  [ $((full - resumed)) -gt $((CHAIN_BYTES / 2)) ] || echo "WARNING: $s: 'resumed' connections seem to carry the certificate: not resumed?" >&2
   [ "$h2" = HIT ] || { echo "ERROR: $s does not answer /bench.css from its cache" >&2; exit 1; }
   [[ $proto == TLSv1.3* ]] || { echo "ERROR: $s did not negotiate TLS 1.3" >&2; exit 1; }
 done
-# What each client mode really does, from the twin's $ssl_session_reused log ("r" = resumed).
+# What each client mode really does, from the twin's log of $ssl_session_reused and $connection_requests.
 tally() { awk -v from="$1" 'NR > from { n++; if ($1 == "r") r++; if ($2 != "TLSv1.3") v++; if ($3 == 1) c++ }
   END { printf "%d requests on %d connections, %d resumed, %d not TLSv1.3", n, c, r, v }' "$W/logs/twin.log"; }
 lines() { wc -l <"$W/logs/twin.log" 2>/dev/null || echo 0; }
-L=$(lines); (DURATION=0; h2load_batches $NGINX_IP $TWIN_PORT "$W/check.full" $FULL_BATCH $FULL_BATCH) >/dev/null
-echo "  client 'full'    (h2load -c $FULL_BATCH -n $FULL_BATCH, one batch):        $(tally "$L")"
-L=$(lines); (DURATION=0; h2load_batches $NGINX_IP $TWIN_PORT "$W/check.resumed" $RESUME_CLIENTS $((RESUME_CLIENTS * 10)) -H 'Connection: close') >/dev/null
-echo "  client 'resumed' (h2load -c $RESUME_CLIENTS -n $((RESUME_CLIENTS * 10)) Connection: close, one batch): $(tally "$L")"
+L=$(lines); (DURATION=0 h2load_batches $NGINX_IP $TWIN_PORT "$W/check.full" $FULL_BATCH $FULL_BATCH >/dev/null)
+echo "  client 'full'    (h2load, one batch):    $(tally "$L")"
+L=$(lines); (DURATION=0 h2load_batches $NGINX_IP $TWIN_PORT "$W/check.resumed" $RESUME_CLIENTS $((RESUME_CLIENTS * 10)) -H 'Connection: close' >/dev/null)
+echo "  client 'resumed' (h2load, 10 per client): $(tally "$L")"
 L=$(lines); WRK_CONNECT=$NGINX_IP timeout 30 wrk -t1 -c4 -d1s -s "$W/resolve.lua" "https://bench.test:$TWIN_PORT/bench.css" >/dev/null
-echo "  client 'hit'     (wrk -c4 keep-alive, 1 s):                 $(tally "$L")"
+echo "  client 'hit'     (wrk -c4, 1 s):         $(tally "$L")"
 
 # ---- measurements ----
 RES=$W/results.tsv; : >"$RES"; HZ=$(getconf CLK_TCK)

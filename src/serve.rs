@@ -198,9 +198,10 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     let (edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
     let mut edge = None;
     let mut purge = None;
+    let origin_ca = Some(Arc::new(origin_ca(&config)?));
     if !config.http_listen.is_empty() || !config.https_listen.is_empty() {
         let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
-        proxy.origin_trust = origin_trust(&config)?;
+        proxy.origin_trust = Some(origin_trust(&config, origin_ca.as_deref())?);
         proxy.origin_pull = Some(origin_pull_identity(&config)?);
         if let Some(port) = config.https_listen.first().map(SocketAddr::port) {
             proxy.https_port = port;
@@ -398,6 +399,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         published,
         metrics,
         purge,
+        origin_ca,
     });
     tracing::info!(data_dir = %config.data_dir.display(), "parapet started");
     say(&format!("parapet: api listening on http://{local}"));
@@ -463,31 +465,82 @@ fn whole_seconds(d: std::time::Duration) -> u64 {
 /// The system's root bundle, where Debian and most distributions keep it.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// The roots origins' certificates are checked against in `strict` mode: the system's plus
-/// `origin_ca_file`, written as one bundle in the data directory (`None`: the system's alone).
-fn origin_trust(config: &Config) -> anyhow::Result<Option<String>> {
-    let Some(extra) = &config.origin_ca_file else {
-        return Ok(None);
+/// The roots origins' certificates are checked against in `strict` mode: the system's, the
+/// Origin CA's and `origin_ca_file`'s, written as one bundle in the data directory.
+fn origin_trust(
+    config: &Config,
+    origin_ca: Option<&parapet_tls::certgen::Authority>,
+) -> anyhow::Result<String> {
+    let mut bundle = std::fs::read_to_string(SYSTEM_ROOTS).unwrap_or_default();
+    let mut add = |pem: &str| {
+        if !bundle.is_empty() && !bundle.ends_with('\n') {
+            bundle.push('\n');
+        }
+        bundle.push_str(pem);
     };
-    let extra_pem = std::fs::read_to_string(extra)
-        .map_err(|e| anyhow::anyhow!("origin_ca_file {}: {e}", extra.display()))?;
-    let count = parapet_tls::chain::count_certificates(&extra_pem)
-        .map_err(|e| anyhow::anyhow!("origin_ca_file {}: {e}", extra.display()))?;
-    if count == 0 {
+    if let Some(ca) = origin_ca {
+        add(&ca.cert_pem);
+    }
+    if let Some(extra) = &config.origin_ca_file {
+        let extra_pem = std::fs::read_to_string(extra)
+            .map_err(|e| anyhow::anyhow!("origin_ca_file {}: {e}", extra.display()))?;
+        let count = parapet_tls::chain::count_certificates(&extra_pem)
+            .map_err(|e| anyhow::anyhow!("origin_ca_file {}: {e}", extra.display()))?;
+        if count == 0 {
+            anyhow::bail!(
+                "origin_ca_file {}: no PEM certificate in it",
+                extra.display()
+            );
+        }
+        add(&extra_pem);
+    }
+    if parapet_tls::chain::count_certificates(&bundle).unwrap_or(0) == 0 {
         anyhow::bail!(
-            "origin_ca_file {}: no PEM certificate in it",
-            extra.display()
+            "no roots to check origins' certificates against: {SYSTEM_ROOTS} is missing and no origin_ca_file is set"
         );
     }
-    let mut bundle = std::fs::read_to_string(SYSTEM_ROOTS).unwrap_or_default();
-    if !bundle.is_empty() && !bundle.ends_with('\n') {
-        bundle.push('\n');
-    }
-    bundle.push_str(&extra_pem);
     let path = config.data_dir.join("origin-trust.pem");
     std::fs::write(&path, bundle)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-    Ok(Some(path.to_string_lossy().into_owned()))
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// The Origin CA's common name.
+const ORIGIN_CA_NAME: &str = "Parapet Origin CA";
+
+/// Parapet's Origin CA: made in the data directory on first start, kept after.
+fn origin_ca(config: &Config) -> anyhow::Result<parapet_tls::certgen::Authority> {
+    let dir = config.data_dir.join("origin-ca");
+    let (cert, key) = (dir.join("ca.pem"), dir.join("key.pem"));
+    if cert.exists() && key.exists() {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        };
+        return parapet_tls::certgen::Authority::load(ORIGIN_CA_NAME, &read(&cert)?, &read(&key)?)
+            .map_err(|e| anyhow::anyhow!("Origin CA in {}: {e}", dir.display()));
+    }
+    let ca = parapet_tls::certgen::Authority::new(ORIGIN_CA_NAME, 5475)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    write_private(&key, &ca.key_pem())?;
+    std::fs::write(&cert, &ca.cert_pem)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", cert.display()))?;
+    Ok(ca)
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    file.write_all(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
 /// The client certificate for Authenticated Origin Pulls: the configured one, or the one made
@@ -515,7 +568,7 @@ fn origin_pull_identity(config: &Config) -> anyhow::Result<parapet_edge::tls::Cl
                         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
                 };
                 write(dir.join("ca.pem"), &ca.cert_pem)?;
-                write(key.clone(), &client.key_pem)?;
+                write_private(&key, &client.key_pem)?;
                 write(cert.clone(), &client.cert_pem)?;
             }
             (cert, key)

@@ -346,6 +346,66 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
         .expect("reached");
     assert!(seen.client_certificate, "{seen:?}");
 
+    // Origin CA: a certificate Parapet signs for the origin's own key is trusted by strict.
+    let key_file = dir.path().join("origin-key.pem");
+    let csr_file = dir.path().join("origin.csr");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key_file)
+        .arg("-out")
+        .arg(&csr_file)
+        .args(["-subj", "/CN=whatever.example"])
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    let csr = std::fs::read_to_string(&csr_file).expect("csr");
+    let (status, body) = node.call(
+        "POST",
+        "/certificates",
+        Some(json!({"csr": "garbage", "hostnames": ["www.shop.test"]})),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = node.call(
+        "POST",
+        "/certificates",
+        Some(json!({"csr": csr, "hostnames": ["www.elsewhere.test"]})),
+    );
+    assert_eq!(status, 400, "a name outside the account's zones: {body}");
+    let (status, body) = node.call(
+        "POST",
+        "/certificates",
+        Some(json!({"csr": csr, "hostnames": ["www.shop.test"], "request_type": "origin-rsa"})),
+    );
+    assert_eq!(status, 400, "request type and key disagree: {body}");
+    let issued = node.ok(
+        "POST",
+        "/certificates",
+        Some(json!({"csr": csr, "hostnames": ["www.shop.test", "*.shop.test"], "requested_validity": 90})),
+    );
+    assert_eq!(issued["request_type"], "origin-ecc", "{issued}");
+    let origin_cert = issued["certificate"].as_str().expect("pem").to_owned();
+    let listed = node.ok("GET", &format!("/certificates?zone_id={zone}"), None);
+    assert_eq!(listed[0]["id"], issued["id"], "{listed}");
+    let origin_key = std::fs::read_to_string(&key_file).expect("key");
+    let signed = start_tls_origin("127.0.0.6", port, &origin_cert, &origin_key, None);
+    set(&node, &zone, "tls_client_auth", json!("off"));
+    point("127.0.0.6");
+    eventually(
+        Duration::from_secs(5),
+        "strict to trust the Origin CA",
+        || get().0 == 200,
+    );
+    assert!(signed.try_recv().is_ok());
+
     // off: no HTTPS for the zone; visitors are sent to plain HTTP.
     set(&node, &zone, "ssl", json!("off"));
     eventually(Duration::from_secs(5), "HTTPS to redirect to HTTP", || {

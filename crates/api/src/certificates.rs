@@ -354,3 +354,171 @@ pub async fn certificate_packs(
         .collect();
     Ok(ok(Value::Array(items)))
 }
+
+/// The zone `name` (a host name or wildcard) belongs to, if the token may edit it.
+async fn zone_of_host(state: &ApiState, auth: &Auth, name: &str) -> Result<Zone, ApiError> {
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    let zone_id = state
+        .published
+        .load()
+        .zone_for(bare)
+        .map(|z| z.zone.id.clone())
+        .ok_or_else(|| {
+            ApiError::bad(
+                1010,
+                format!(
+                    "{} is not in any zone of this account",
+                    parapet_model::name::printable(name)
+                ),
+            )
+        })?;
+    authorized_zone(state, auth, &zone_id, Access::EditZone).await
+}
+
+/// `POST /certificates`: `{"csr": PEM, "hostnames": [...], "request_type"?, "requested_validity"?}`
+/// signed by Parapet's Origin CA, which `strict` zones trust.
+pub async fn create_origin_cert(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    body: Bytes,
+) -> ApiResult {
+    use parapet_model::certificate::OriginCertificate;
+    let Some(ca) = state.origin_ca.clone() else {
+        return Err(ApiError::bad(1010, "this node has no Origin CA"));
+    };
+    let body = parse_body(&body)?;
+    let csr_pem = pem_field(&body, "csr")?
+        .ok_or_else(|| ApiError::bad(1010, "csr is required (PEM certificate request)"))?;
+    let hostnames: Vec<String> = match body.get("hostnames").and_then(Value::as_array) {
+        Some(list) if !list.is_empty() && list.len() <= 100 => list
+            .iter()
+            .map(|h| {
+                h.as_str()
+                    .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| ApiError::bad(1010, "hostnames must be strings"))?,
+        _ => {
+            return Err(ApiError::bad(
+                1010,
+                "hostnames is required: 1 to 100 host names or wildcards",
+            ));
+        }
+    };
+    let validity = match body.get("requested_validity") {
+        None | Some(Value::Null) => 5475,
+        Some(v) => v
+            .as_u64()
+            .and_then(|d| u32::try_from(d).ok())
+            .filter(|d| parapet_tls::origin_ca::VALIDITIES.contains(d))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    1010,
+                    format!(
+                        "requested_validity must be one of {:?} (days)",
+                        parapet_tls::origin_ca::VALIDITIES
+                    ),
+                )
+            })?,
+    };
+    let key = parapet_tls::origin_ca::parse_csr(csr_pem).map_err(|e| invalid(&[e]))?;
+    match body.get("request_type").and_then(Value::as_str) {
+        None => {}
+        Some(t) if t == key.request_type => {}
+        Some(t) => {
+            return Err(ApiError::bad(
+                1010,
+                format!(
+                    "request_type {} does not match the CSR's key ({})",
+                    parapet_model::name::printable(t),
+                    key.request_type
+                ),
+            ));
+        }
+    }
+    let mut zone_ids = Vec::new();
+    for host in &hostnames {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if parapet_model::name::normalize(bare, parapet_model::name::NameKind::Target, "hostnames")
+            .is_err()
+        {
+            return Err(ApiError::bad(
+                1010,
+                format!(
+                    "{} is not a host name",
+                    parapet_model::name::printable(host)
+                ),
+            ));
+        }
+        let zone = zone_of_host(&state, &auth, host).await?;
+        if !zone_ids.contains(&zone.id) {
+            zone_ids.push(zone.id);
+        }
+    }
+    let certificate = ca
+        .sign(&hostnames, validity, &key)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let leaf = parapet_tls::chain::describe_pem(&certificate)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let cert = OriginCertificate {
+        id: parapet_model::ids::new_id(),
+        certificate,
+        hostnames,
+        zone_ids,
+        expires_on: parapet_tls::chain::rfc3339(leaf.not_after),
+        request_type: key.request_type.to_owned(),
+        requested_validity: validity,
+        csr: csr_pem.to_owned(),
+    };
+    let key = format!("{}{}", parapet_snapshot::keys::ORIGIN_CERTS, cert.id);
+    put(&state, &key, 0, &cert).await?;
+    Ok(ok(cert.api_json()))
+}
+
+/// `GET /certificates?zone_id=...`.
+pub async fn list_origin_certs(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    use parapet_model::certificate::OriginCertificate;
+    let params = Params::parse(query.as_deref());
+    let zone_id = params
+        .get("zone_id")
+        .ok_or_else(|| ApiError::bad(1010, "zone_id is required"))?;
+    let zone = authorized_zone(&state, &auth, zone_id, Access::Read).await?;
+    let (page, per_page) = params.paging(20, 50)?;
+    let certs: Vec<OriginCertificate> = list(&state, parapet_snapshot::keys::ORIGIN_CERTS).await?;
+    let items = certs
+        .iter()
+        .filter(|c| c.zone_ids.contains(&zone.id))
+        .map(OriginCertificate::api_json)
+        .collect();
+    Ok(page_response(items, page, per_page))
+}
+
+/// `GET /certificates/{id}`.
+pub async fn get_origin_cert(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(cert_id): Path<String>,
+) -> ApiResult {
+    use parapet_model::certificate::OriginCertificate;
+    let key = format!("{}{cert_id}", parapet_snapshot::keys::ORIGIN_CERTS);
+    let (cert, _) = load::<OriginCertificate>(&state, &key)
+        .await?
+        .ok_or_else(not_found)?;
+    let mut allowed = false;
+    for zone_id in &cert.zone_ids {
+        if authorized_zone(&state, &auth, zone_id, Access::Read)
+            .await
+            .is_ok()
+        {
+            allowed = true;
+        }
+    }
+    if !allowed {
+        return Err(not_found());
+    }
+    Ok(ok(cert.api_json()))
+}

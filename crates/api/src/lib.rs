@@ -61,6 +61,8 @@ pub struct ApiState {
     pub metrics: Vec<MetricsSource>,
     /// The edge cache's purge (`None`: this node caches nothing).
     pub purge: Option<PurgeFn>,
+    /// Parapet's Origin CA (`/certificates`; `None`: not offered).
+    pub origin_ca: Option<Arc<parapet_tls::certgen::Authority>>,
 }
 
 /// `/metrics`: the served snapshot's revision and every data plane's metrics.
@@ -140,6 +142,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/zones/{zone_id}/custom_certificates",
             get(certificates::list_certs).post(certificates::create_cert),
+        )
+        .route(
+            "/certificates",
+            get(certificates::list_origin_certs).post(certificates::create_origin_cert),
+        )
+        .route(
+            "/certificates/{cert_id}",
+            get(certificates::get_origin_cert),
         )
         .route(
             "/zones/{zone_id}/ssl/certificate_packs",

@@ -39,6 +39,7 @@ impl Api {
             published: Arc::new(Published::new()),
             metrics: Vec::new(),
             purge: None,
+            origin_ca: None,
         });
         Self { app: router(state) }
     }

@@ -92,3 +92,34 @@ impl AutoCertificate {
         !self.certificate.is_empty()
     }
 }
+
+/// A certificate Parapet's Origin CA issued for an origin (`/certificates`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginCertificate {
+    pub id: String,
+    /// PEM, signed by the Origin CA.
+    pub certificate: String,
+    pub hostnames: Vec<String>,
+    /// The zones the host names belong to (who may see the certificate).
+    pub zone_ids: Vec<String>,
+    pub expires_on: String,
+    /// `origin-ecc` or `origin-rsa`.
+    pub request_type: String,
+    /// Days.
+    pub requested_validity: u32,
+    pub csr: String,
+}
+
+impl OriginCertificate {
+    pub fn api_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "certificate": self.certificate,
+            "hostnames": self.hostnames,
+            "expires_on": self.expires_on,
+            "request_type": self.request_type,
+            "requested_validity": self.requested_validity,
+            "csr": self.csr,
+        })
+    }
+}

@@ -14,6 +14,9 @@ pub const CUSTOM_CERTS: &str = "custom-certs/";
 pub const AUTO_CERTS: &str = "auto-certs/";
 /// DNS-01 challenge answers (TXT records) while an ACME order is validated.
 pub const ACME_CHALLENGES: &str = "acme-challenges/";
+/// Certificates issued by the Origin CA, by id (read by the API only).
+pub const ORIGIN_CERTS: &str = "origin-certs/";
+
 /// The ACME account's credentials.
 pub const ACME_ACCOUNT: &str = "acme/account";
 

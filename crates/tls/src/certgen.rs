@@ -106,6 +106,28 @@ impl Authority {
     }
 }
 
+impl Authority {
+    /// A server certificate for `hosts` over the key of a certificate request, valid for
+    /// `days`; PEM.
+    pub fn sign(
+        &self,
+        hosts: &[String],
+        days: u32,
+        key: &crate::origin_ca::CsrKey,
+    ) -> Result<String, TlsError> {
+        let mut params = CertificateParams::new(hosts.to_vec()).map_err(failed)?;
+        params.distinguished_name = name(hosts.first().map_or("parapet", String::as_str));
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        validity(&mut params, days);
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        Ok(params.signed_by(key, &issuer).map_err(failed)?.pem())
+    }
+}
+
 /// A self-signed certificate for `hosts`, valid for `days`.
 pub fn self_signed(hosts: &[String], days: u32) -> Result<Issued, TlsError> {
     let key = KeyPair::generate().map_err(failed)?;

@@ -224,6 +224,12 @@ fn describe_chain(certs: &[CertificateDer<'static>]) -> Result<LeafInfo, Vec<Tls
     })
 }
 
+/// What the first certificate of a PEM chain says (no key needed).
+pub fn describe_pem(certificate_pem: &str) -> Result<LeafInfo, TlsError> {
+    let certs = read_certificates(certificate_pem)?;
+    describe_chain(&certs).map_err(|mut e| e.remove(0))
+}
+
 /// Why a parsed chain cannot be served for zone `zone_name` at `now` (Unix seconds): it has
 /// expired or is not valid yet, or names no host of the zone.
 pub fn check_for_zone(leaf: &LeafInfo, zone_name: &str, now: i64) -> Vec<TlsError> {

@@ -4,6 +4,7 @@
 pub mod acme;
 pub mod certgen;
 pub mod chain;
+pub mod origin_ca;
 pub mod sni;
 
 pub use chain::{LeafInfo, ParsedChain, check_for_zone, parse_chain};
