@@ -177,6 +177,13 @@ const UPGRADE_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(6
 pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
+    // The store holds private keys (uploaded and automatic certificates, the CAs'): only the
+    // owner may look inside.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting --data-dir {}", config.data_dir.display()))?;
+    }
     raise_open_file_limit();
     let last_good_path = config.data_dir.join("snapshot.json");
     let mut inherited = if upgrade {

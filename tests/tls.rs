@@ -258,6 +258,17 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
     );
     let pull_ca = std::fs::read_to_string(node.data_dir.join("origin-pull/ca.pem"))
         .expect("the edge made its origin-pull CA");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: PathBuf| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(
+            mode(node.data_dir.clone()),
+            0o700,
+            "the data dir holds private keys"
+        );
+        assert_eq!(mode(node.data_dir.join("origin-ca/key.pem")), 0o600);
+        assert_eq!(mode(node.data_dir.join("origin-pull/key.pem")), 0o600);
+    }
     let pulled = start_tls_origin(
         "127.0.0.5",
         port,
@@ -346,6 +357,53 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
         .expect("reached");
     assert!(seen.client_certificate, "{seen:?}");
 
+    // A zone's own client certificate replaces the node's.
+    let zone_ca = Authority::new("Zone Pull CA", 30).expect("ca");
+    let zone_client = zone_ca
+        .issue(&hosts(&["client.shop.test"]), 30, Usage::Client)
+        .expect("client");
+    let zone_pulled = start_tls_origin(
+        "127.0.0.7",
+        port,
+        &valid.cert_pem,
+        &valid.key_pem,
+        Some(&zone_ca.cert_pem),
+    );
+    point("127.0.0.7");
+    eventually(
+        Duration::from_secs(5),
+        "the node's certificate to be refused",
+        || get().0 == 525,
+    );
+    let (status, body) = node.call(
+        "POST",
+        &format!("/zones/{zone}/origin_tls_client_auth"),
+        Some(json!({"certificate": zone_client.cert_pem, "private_key": valid.key_pem})),
+    );
+    assert_eq!(status, 400, "a key that is not the certificate's: {body}");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/origin_tls_client_auth"),
+        Some(json!({"certificate": zone_client.cert_pem, "private_key": zone_client.key_pem})),
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the zone's certificate to be presented",
+        || get().0 == 200,
+    );
+    assert!(zone_pulled.try_iter().any(|seen| seen.client_certificate));
+    let aop = node.ok(
+        "GET",
+        &format!("/zones/{zone}/origin_tls_client_auth/settings"),
+        None,
+    );
+    assert_eq!(aop["enabled"], true, "{aop}");
+    node.ok(
+        "PUT",
+        &format!("/zones/{zone}/origin_tls_client_auth/settings"),
+        Some(json!({"enabled": false})),
+    );
+
     // Origin CA: a certificate Parapet signs for the origin's own key is trusted by strict.
     let key_file = dir.path().join("origin-key.pem");
     let csr_file = dir.path().join("origin.csr");
@@ -397,7 +455,6 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
     assert_eq!(listed[0]["id"], issued["id"], "{listed}");
     let origin_key = std::fs::read_to_string(&key_file).expect("key");
     let signed = start_tls_origin("127.0.0.6", port, &origin_cert, &origin_key, None);
-    set(&node, &zone, "tls_client_auth", json!("off"));
     point("127.0.0.6");
     eventually(
         Duration::from_secs(5),

@@ -522,3 +522,117 @@ pub async fn get_origin_cert(
     }
     Ok(ok(cert.api_json()))
 }
+
+fn pull_prefix(zone_id: &str) -> String {
+    parapet_snapshot::origin_pull_cert_key(zone_id, "")
+}
+
+/// `GET /zones/{id}/origin_tls_client_auth`: the zone's client certificates for Authenticated
+/// Origin Pulls (the newest is presented).
+pub async fn list_pull_certs(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    use parapet_model::certificate::OriginPullCertificate;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let mut certs: Vec<OriginPullCertificate> = list(&state, &pull_prefix(&zone.id)).await?;
+    certs.sort_by(|a, b| b.uploaded_on.cmp(&a.uploaded_on));
+    let now = SystemTime::now();
+    Ok(ok(Value::Array(
+        certs.iter().map(|c| c.public_json(now)).collect(),
+    )))
+}
+
+/// `POST /zones/{id}/origin_tls_client_auth`: `{"certificate": PEM, "private_key": PEM}`.
+pub async fn create_pull_cert(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    use parapet_model::certificate::OriginPullCertificate;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let body = parse_body(&body)?;
+    let (Some(certificate), Some(private_key)) = (
+        pem_field(&body, "certificate")?,
+        pem_field(&body, "private_key")?,
+    ) else {
+        return Err(ApiError::bad(
+            1003,
+            "certificate and private_key are required (PEM)",
+        ));
+    };
+    let chain = parapet_tls::parse_chain(certificate, private_key).map_err(|e| invalid(&e))?;
+    let now = unix_now();
+    if chain.leaf.not_after <= now || chain.leaf.not_before > now {
+        return Err(invalid(&[TlsError::Certificate(format!(
+            "not valid now (valid from {} to {})",
+            parapet_tls::chain::rfc3339(chain.leaf.not_before),
+            parapet_tls::chain::rfc3339(chain.leaf.not_after)
+        ))]));
+    }
+    let existing = state.store.list(&pull_prefix(&zone.id)).await?;
+    if existing.entries.len() >= MAX_PER_ZONE {
+        return Err(ApiError::bad(
+            1228,
+            format!("a zone holds at most {MAX_PER_ZONE} origin pull certificates"),
+        ));
+    }
+    let cert = OriginPullCertificate {
+        id: parapet_model::ids::new_id(),
+        zone_id: zone.id.clone(),
+        certificate: certificate.to_owned(),
+        private_key: private_key.to_owned(),
+        issuer: chain.leaf.issuer,
+        signature: chain.leaf.signature,
+        serial_number: chain.leaf.serial_number,
+        expires_on: parapet_tls::chain::rfc3339(chain.leaf.not_after),
+        uploaded_on: now_timestamp(),
+    };
+    put(
+        &state,
+        &parapet_snapshot::origin_pull_cert_key(&zone.id, &cert.id),
+        0,
+        &cert,
+    )
+    .await?;
+    Ok(ok(cert.public_json(SystemTime::now())))
+}
+
+pub async fn get_pull_cert(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, cert_id)): Path<(String, String)>,
+) -> ApiResult {
+    use parapet_model::certificate::OriginPullCertificate;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let key = parapet_snapshot::origin_pull_cert_key(&zone.id, &cert_id);
+    let (cert, _) = load::<OriginPullCertificate>(&state, &key)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(ok(cert.public_json(SystemTime::now())))
+}
+
+pub async fn delete_pull_cert(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, cert_id)): Path<(String, String)>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let key = parapet_snapshot::origin_pull_cert_key(&zone.id, &cert_id);
+    loop {
+        let Some(entry) = state.store.get(&key).await? else {
+            return Err(not_found());
+        };
+        match state
+            .store
+            .commit(Txn::new().expect(&key, entry.mod_revision).delete(&key))
+            .await
+        {
+            Ok(_) => return Ok(ok(json!({"id": cert_id}))),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -144,6 +144,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(certificates::list_certs).post(certificates::create_cert),
         )
         .route(
+            "/zones/{zone_id}/origin_tls_client_auth",
+            get(certificates::list_pull_certs).post(certificates::create_pull_cert),
+        )
+        .route(
+            "/zones/{zone_id}/origin_tls_client_auth/settings",
+            get(settings::get_origin_pull).put(settings::put_origin_pull),
+        )
+        .route(
+            "/zones/{zone_id}/origin_tls_client_auth/{cert_id}",
+            get(certificates::get_pull_cert).delete(certificates::delete_pull_cert),
+        )
+        .route(
             "/certificates",
             get(certificates::list_origin_certs).post(certificates::create_origin_cert),
         )

@@ -174,6 +174,35 @@ pub async fn patch_many(
     Ok(ok(Value::Array(items)))
 }
 
+/// `GET /zones/{id}/origin_tls_client_auth/settings`: `{"enabled": bool}`, Cloudflare's view of
+/// the `tls_client_auth` setting.
+pub async fn get_origin_pull(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let (settings, _) = load_settings(&state, &zone.id).await?;
+    Ok(ok(json!({"enabled": settings.edge().origin_pull})))
+}
+
+/// `PUT /zones/{id}/origin_tls_client_auth/settings` with `{"enabled": bool}`.
+pub async fn put_origin_pull(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let body = parse_body(&body)?;
+    let Some(enabled) = body.get("enabled").and_then(Value::as_bool) else {
+        return Err(ApiError::bad(1007, "enabled must be true or false"));
+    };
+    let value = json!(if enabled { "on" } else { "off" });
+    let settings = edit(&state, &zone.id, &[("tls_client_auth".to_owned(), value)]).await?;
+    Ok(ok(json!({"enabled": settings.edge().origin_pull})))
+}
+
 fn check_phase(phase: &str) -> Result<(), ApiError> {
     if PHASES.contains(&phase) {
         Ok(())

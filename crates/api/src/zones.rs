@@ -326,6 +326,10 @@ pub async fn delete(
             .store
             .list(&parapet_snapshot::custom_cert_prefix(&zone_id))
             .await?;
+        let pull_certs = state
+            .store
+            .list(&parapet_snapshot::origin_pull_cert_key(&zone_id, ""))
+            .await?;
         let challenges = state
             .store
             .list(&format!(
@@ -352,6 +356,7 @@ pub async fn delete(
             .into_iter()
             .chain(certs.entries)
             .chain(challenges.entries)
+            .chain(pull_certs.entries)
         {
             txn = txn.delete(e.key);
         }

@@ -52,8 +52,12 @@ pub struct EdgeProxy {
     /// A PEM bundle of the roots origins' certificates are checked against in `strict` mode
     /// (`None`: the system's).
     pub origin_trust: Option<String>,
-    /// The certificate the edge presents to origins of zones with Authenticated Origin Pulls.
-    pub origin_pull: Option<Arc<pingora::utils::tls::CertKey>>,
+    /// The certificate the edge presents to origins of zones with Authenticated Origin Pulls
+    /// that uploaded none of their own.
+    pub origin_pull: Option<crate::tls::ClientIdentity>,
+    /// Zones' own origin pull certificates, converted once: certificate id → identity.
+    zone_pulls:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, crate::tls::ClientIdentity>>>,
     /// The port plain-HTTP visitors are redirected to for HTTPS when their port has no
     /// Cloudflare pair (the first `--https-listen`; else 443).
     pub https_port: u16,
@@ -81,9 +85,36 @@ impl EdgeProxy {
             cache: None,
             origin_trust: None,
             origin_pull: None,
+            zone_pulls: Arc::default(),
             https_port: 443,
             http_port: 80,
         }
+    }
+}
+
+/// Zones' origin pull identities kept converted at most (beyond, the map starts over).
+const ZONE_PULLS_KEPT: usize = 4096;
+
+impl EdgeProxy {
+    /// A zone's own origin pull certificate as the TLS client takes it (`None` if it no
+    /// longer parses: the origin then sees no certificate and refuses, a 525).
+    fn zone_pull_identity(
+        &self,
+        cert: &parapet_model::certificate::OriginPullCertificate,
+    ) -> Option<crate::tls::ClientIdentity> {
+        let mut pulls = self
+            .zone_pulls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(identity) = pulls.get(&cert.id) {
+            return Some(identity.clone());
+        }
+        let identity = crate::tls::client_identity(&cert.certificate, &cert.private_key).ok()?;
+        if pulls.len() >= ZONE_PULLS_KEPT {
+            pulls.clear();
+        }
+        pulls.insert(cert.id.clone(), identity.clone());
+        Some(identity)
     }
 }
 
@@ -515,7 +546,10 @@ impl ProxyHttp for EdgeProxy {
             peer.options.verify_cert = strict;
             peer.options.verify_hostname = strict;
             if settings.origin_pull {
-                peer.client_cert_key = self.origin_pull.clone();
+                peer.client_cert_key = match &origin.edge.origin_pull {
+                    Some(own) => self.zone_pull_identity(own),
+                    None => self.origin_pull.clone(),
+                };
             }
         }
         let connect = settings

@@ -123,3 +123,36 @@ impl OriginCertificate {
         })
     }
 }
+
+/// A zone's own client certificate for Authenticated Origin Pulls
+/// (`/zones/{id}/origin_tls_client_auth`), presented instead of the node's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginPullCertificate {
+    pub id: String,
+    pub zone_id: String,
+    /// PEM chain (leaf first) and key.
+    pub certificate: String,
+    pub private_key: String,
+    pub issuer: String,
+    pub signature: String,
+    pub serial_number: String,
+    pub expires_on: String,
+    pub uploaded_on: String,
+}
+
+impl OriginPullCertificate {
+    /// The API's view: the certificate, not the key.
+    pub fn public_json(&self, now: std::time::SystemTime) -> Value {
+        let expired = humantime::parse_rfc3339(&self.expires_on).is_ok_and(|t| t < now);
+        json!({
+            "id": self.id,
+            "certificate": self.certificate,
+            "issuer": self.issuer,
+            "signature": self.signature,
+            "serial_number": self.serial_number,
+            "status": if expired { "expired" } else { "active" },
+            "expires_on": self.expires_on,
+            "uploaded_on": self.uploaded_on,
+        })
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use parapet_model::certificate::{AutoCertificate, CustomCertificate};
+use parapet_model::certificate::{AutoCertificate, CustomCertificate, OriginPullCertificate};
 use parapet_model::rules::{CACHE_PHASE, CompiledRule, ORIGIN_PHASE, Ruleset};
 use parapet_model::settings::{EdgeZoneSettings, ZoneSettings};
 use parapet_model::transfer::{Outgoing, Peer, TsigKey};
@@ -62,6 +62,8 @@ pub struct ZoneEdge {
     pub origin_rules: Vec<CompiledRule>,
     /// Enabled cache rules in order; a later match overrides an earlier one.
     pub cache_rules: Vec<CompiledRule>,
+    /// The zone's own client certificate for Authenticated Origin Pulls (the newest upload).
+    pub origin_pull: Option<Arc<OriginPullCertificate>>,
 }
 
 impl Default for ZoneEdge {
@@ -70,6 +72,7 @@ impl Default for ZoneEdge {
             settings: ZoneSettings::default().edge(),
             origin_rules: Vec::new(),
             cache_rules: Vec::new(),
+            origin_pull: None,
         }
     }
 }
@@ -208,6 +211,24 @@ pub fn compile_snapshot_with<'a>(
                     },
                     Ok(_) => errors.push(err("zone id does not match its key".into())),
                     Err(e) => errors.push(err(format!("not a ruleset: {e}"))),
+                }
+            }
+            StoreKey::OriginPullCert { zone_id, cert_id } => {
+                match serde_json::from_slice::<OriginPullCertificate>(value) {
+                    Ok(c) if c.zone_id == zone_id && c.id == cert_id => {
+                        let edge = zone_edge.entry(c.zone_id.clone()).or_default();
+                        let newer = edge
+                            .origin_pull
+                            .as_ref()
+                            .is_none_or(|old| old.uploaded_on < c.uploaded_on);
+                        if newer {
+                            edge.origin_pull = Some(Arc::new(c));
+                        }
+                    }
+                    Ok(_) => {
+                        errors.push(err("certificate or zone id does not match its key".into()))
+                    }
+                    Err(e) => errors.push(err(format!("not an origin pull certificate: {e}"))),
                 }
             }
             StoreKey::AutoCert(host) => match serde_json::from_slice::<AutoCertificate>(value) {

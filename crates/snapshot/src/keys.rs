@@ -14,6 +14,13 @@ pub const CUSTOM_CERTS: &str = "custom-certs/";
 pub const AUTO_CERTS: &str = "auto-certs/";
 /// DNS-01 challenge answers (TXT records) while an ACME order is validated.
 pub const ACME_CHALLENGES: &str = "acme-challenges/";
+/// Zones' own client certificates for Authenticated Origin Pulls.
+pub const ORIGIN_PULL_CERTS: &str = "origin-pull-certs/";
+
+pub fn origin_pull_cert_key(zone_id: &str, cert_id: &str) -> String {
+    format!("{ORIGIN_PULL_CERTS}{zone_id}/{cert_id}")
+}
+
 /// Certificates issued by the Origin CA, by id (read by the API only).
 pub const ORIGIN_CERTS: &str = "origin-certs/";
 
@@ -106,6 +113,10 @@ pub enum StoreKey<'a> {
         cert_id: &'a str,
     },
     AutoCert(&'a str),
+    OriginPullCert {
+        zone_id: &'a str,
+        cert_id: &'a str,
+    },
     AcmeChallenge {
         zone_id: &'a str,
         record_id: &'a str,
@@ -139,6 +150,11 @@ impl<'a> StoreKey<'a> {
                 Some((zone_id, phase)) => Self::Ruleset { zone_id, phase },
                 None => Self::Other,
             }
+        } else if let Some(rest) = key.strip_prefix(ORIGIN_PULL_CERTS) {
+            match rest.split_once('/') {
+                Some((zone_id, cert_id)) => Self::OriginPullCert { zone_id, cert_id },
+                None => Self::Other,
+            }
         } else if let Some(host) = key.strip_prefix(AUTO_CERTS) {
             Self::AutoCert(host)
         } else if let Some(rest) = key.strip_prefix(ACME_CHALLENGES) {
@@ -169,6 +185,7 @@ impl<'a> StoreKey<'a> {
                 | Self::Ruleset { .. }
                 | Self::CustomCert { .. }
                 | Self::AutoCert(_)
+                | Self::OriginPullCert { .. }
                 | Self::AcmeChallenge { .. }
         )
     }

@@ -22,9 +22,9 @@ pub use compile::{
     compile_snapshot_with,
 };
 pub use keys::{
-    StoreKey, acme_challenge_key, auto_cert_key, custom_cert_key, custom_cert_prefix, outgoing_key,
-    peer_key, record_key, record_prefix, ruleset_key, settings_key, token_key, tsig_key, zone_key,
-    zone_name_key,
+    StoreKey, acme_challenge_key, auto_cert_key, custom_cert_key, custom_cert_prefix,
+    origin_pull_cert_key, outgoing_key, peer_key, record_key, record_prefix, ruleset_key,
+    settings_key, token_key, tsig_key, zone_key, zone_name_key,
 };
 pub use watcher::{LastGood, publish_last_good, run_snapshot_watcher, save_store_state};
 
