@@ -28,8 +28,15 @@ impl Drop for Pebble {
     }
 }
 
-/// Starts pebble on loopback with a certificate from `roots`, validating DNS-01 against `dns`.
-fn start_pebble(dir: &Path, roots: &Authority, dns: std::net::SocketAddr) -> Pebble {
+/// Starts pebble on loopback with a certificate from `roots`, validating DNS-01 against `dns`,
+/// HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port` of the names' addresses.
+fn start_pebble(
+    dir: &Path,
+    roots: &Authority,
+    dns: std::net::SocketAddr,
+    http_port: u16,
+    tls_port: u16,
+) -> Pebble {
     let (port, management) = (free_port(), free_port());
     let tls = roots
         .issue(&["127.0.0.1".to_owned()], 30, Usage::Server)
@@ -41,8 +48,8 @@ fn start_pebble(dir: &Path, roots: &Authority, dns: std::net::SocketAddr) -> Peb
         "managementListenAddress": format!("127.0.0.1:{management}"),
         "certificate": dir.join("pebble-cert.pem"),
         "privateKey": dir.join("pebble-key.pem"),
-        "httpPort": free_port(),
-        "tlsPort": free_port(),
+        "httpPort": http_port,
+        "tlsPort": tls_port,
         "ocspResponderURL": "",
         "externalAccountBindingRequired": false,
     }});
@@ -98,18 +105,23 @@ fn proxied_names_get_certificates_from_the_ca_by_dns01_without_a_restart() {
     let roots = Authority::new("Test ACME Roots", 30).expect("roots");
     let roots_file = dir.path().join("acme-roots.pem");
     std::fs::write(&roots_file, &roots.cert_pem).expect("write");
-    let https = free_port();
+    let (http, https) = (free_port(), free_port());
     let _origin = start_origin("127.0.0.2", https);
-    // Pebble asks the node's DNS server for the challenge records.
+    // Pebble asks the node's DNS server for the challenge records and the names' addresses
+    // (the edge's: 127.0.0.1), where it checks HTTP-01 and TLS-ALPN-01 answers.
     let dns = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let pebble = start_pebble(dir.path(), &roots, dns);
+    let pebble = start_pebble(dir.path(), &roots, dns, http, https);
     let node = Node::start(
         NodeOptions::new(BIN)
             .args([
                 "--activation",
                 "auto",
+                "--edge-ipv4",
+                "127.0.0.1",
                 "--dns-listen",
                 &dns.to_string(),
+                "--http-listen",
+                &format!("127.0.0.1:{http}"),
                 "--https-listen",
                 &format!("127.0.0.1:{https}"),
                 "--acme-directory",
@@ -144,6 +156,24 @@ fn proxied_names_get_certificates_from_the_ca_by_dns01_without_a_restart() {
         pack(&node, &zone, "*.shop.test").expect("wildcard pack")["status"],
         "active"
     );
+    // HTTP-01 and TLS-ALPN-01, when the zone asks for them.
+    for (method, name) in [
+        ("http-01", "web.shop.test"),
+        ("tls-alpn-01", "alpn.shop.test"),
+    ] {
+        node.ok(
+            "PATCH",
+            &format!("/zones/{zone}/settings/acme_challenge"),
+            Some(json!({"value": method})),
+        );
+        node.proxied_a(&zone, name, "127.0.0.2");
+        eventually(
+            Duration::from_secs(60),
+            &format!("{method} for {name}"),
+            || pack(&node, &zone, name).is_some_and(|p| p["status"] == "active"),
+        );
+    }
+
     // The challenge records are gone from DNS once the orders are done.
     let challenges = node
         .call("GET", &format!("/zones/{zone}/dns_records?type=TXT"), None)

@@ -394,6 +394,31 @@ impl ProxyHttp for EdgeProxy {
         }
         let snapshot = self.published.load();
         let path = session.req_header().uri.path().to_owned();
+        // An ACME CA validating an HTTP-01 challenge of ours (plain HTTP only, RFC 8555 §8.3).
+        if let Some(token) = path.strip_prefix("/.well-known/acme-challenge/")
+            && !is_https(session)
+            && let Some(answer) = snapshot.acme_http.get(token)
+            && request_host(session)
+                .and_then(|h| host_of(&h))
+                .is_some_and(|h| h == answer.hostname)
+        {
+            let body = answer.key_authorization.clone();
+            if let Ok(mut resp) = ResponseHeader::build(200, Some(3)) {
+                let _ = resp.insert_header("content-type", "text/plain");
+                let _ = resp.insert_header("content-length", body.len().to_string());
+                let _ = resp.insert_header("cf-ray", ctx.ray.as_str());
+                if session
+                    .write_response_header(Box::new(resp), false)
+                    .await
+                    .is_ok()
+                {
+                    let _ = session
+                        .write_response_body(Some(Bytes::from(body)), true)
+                        .await;
+                }
+            }
+            return Ok(true);
+        }
         match route(&snapshot, request_host(session).as_deref(), &path) {
             Ok(mut origin) => {
                 if origin.addrs.is_empty() {

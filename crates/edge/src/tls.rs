@@ -54,7 +54,19 @@ pub async fn handshake(tcp: VisitorStream, tls: &EdgeTls) -> Option<TlsVisitorSt
         let acceptor =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
         let start = acceptor.await.ok()?;
-        let config = tls.config_for(start.client_hello().server_name());
+        let hello = start.client_hello();
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == parapet_tls::sni::ACME_TLS_ALPN));
+        if acme {
+            // A CA validating a TLS-ALPN-01 challenge: the handshake is the whole answer.
+            let config = tls.challenge_config(hello.server_name())?;
+            let mut stream = start.into_stream(config).await.ok()?;
+            use tokio::io::AsyncWriteExt;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        let config = tls.config_for(hello.server_name());
         start.into_stream(config).await.ok()
     };
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)

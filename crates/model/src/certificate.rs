@@ -124,6 +124,20 @@ impl OriginCertificate {
     }
 }
 
+/// An answer to an HTTP-01 or TLS-ALPN-01 challenge the edge serves while an order is validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeResponse {
+    /// The name being validated.
+    pub hostname: String,
+    /// HTTP-01: the token (the path under `/.well-known/acme-challenge/`) and the key
+    /// authorization served there.
+    pub token: String,
+    pub key_authorization: String,
+    /// TLS-ALPN-01: the challenge certificate and its key (PEM).
+    pub certificate: String,
+    pub private_key: String,
+}
+
 /// A zone's own client certificate for Authenticated Origin Pulls
 /// (`/zones/{id}/origin_tls_client_auth`), presented instead of the node's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

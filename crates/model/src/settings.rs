@@ -33,6 +33,13 @@ pub struct SettingDef {
 
 /// Every zone setting, in the order the API lists them.
 pub const SETTINGS: &[SettingDef] = &[
+    // Parapet's: how the ACME CA validates the zone's names for automatic certificates
+    // (wildcards always use dns-01).
+    SettingDef {
+        id: "acme_challenge",
+        kind: SettingKind::Choice(&["dns-01", "http-01", "tls-alpn-01"]),
+        default: Some("dns-01"),
+    },
     // Cloudflare's: plain-HTTP requests are redirected (301) to HTTPS.
     SettingDef {
         id: "always_use_https",
@@ -105,6 +112,18 @@ pub const SETTINGS: &[SettingDef] = &[
         default: Some("flexible"),
     },
 ];
+
+/// How the ACME CA validates a zone's names (the `acme_challenge` setting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A TXT record Parapet's DNS serves.
+    #[default]
+    Dns01,
+    /// A file the edge serves over plain HTTP.
+    Http01,
+    /// A certificate the edge presents for ALPN `acme-tls/1`.
+    TlsAlpn01,
+}
 
 /// How the edge reaches the origin for HTTPS visitors (the `ssl` setting).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -288,6 +307,7 @@ pub struct EdgeZoneSettings {
     pub hsts: Option<Hsts>,
     /// Present the edge's client certificate to the origin (`tls_client_auth` = "on").
     pub origin_pull: bool,
+    pub acme_challenge: AcmeChallenge,
 }
 
 impl ZoneSettings {
@@ -340,6 +360,11 @@ impl ZoneSettings {
             always_use_https: choice("always_use_https") == Some("on"),
             hsts: self.value("security_header").as_ref().and_then(hsts_of),
             origin_pull: choice("tls_client_auth") == Some("on"),
+            acme_challenge: match choice("acme_challenge") {
+                Some("http-01") => AcmeChallenge::Http01,
+                Some("tls-alpn-01") => AcmeChallenge::TlsAlpn01,
+                _ => AcmeChallenge::Dns01,
+            },
         }
     }
 
@@ -404,6 +429,7 @@ mod tests {
                 always_use_https: false,
                 hsts: None,
                 origin_pull: false,
+                acme_challenge: AcmeChallenge::Dns01,
             }
         );
         s.values.insert(

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use parapet_model::certificate::{AutoCertificate, CustomCertificate, OriginPullCertificate};
+use parapet_model::certificate::{
+    AcmeResponse, AutoCertificate, CustomCertificate, OriginPullCertificate,
+};
 use parapet_model::rules::{CACHE_PHASE, CompiledRule, ORIGIN_PHASE, Ruleset};
 use parapet_model::settings::{EdgeZoneSettings, ZoneSettings};
 use parapet_model::transfer::{Outgoing, Peer, TsigKey};
@@ -93,6 +95,9 @@ pub struct Snapshot {
     pub custom_certs: HashMap<String, Vec<Arc<CustomCertificate>>>,
     /// Certificates obtained by ACME (and their issuance state), by host name.
     pub auto_certs: HashMap<String, Arc<AutoCertificate>>,
+    /// ACME challenge answers the edge serves: HTTP-01 by token, TLS-ALPN-01 by host name.
+    pub acme_http: HashMap<String, Arc<AcmeResponse>>,
+    pub acme_alpn: HashMap<String, Arc<AcmeResponse>>,
 }
 
 impl Snapshot {
@@ -147,6 +152,8 @@ pub fn compile_snapshot_with<'a>(
     let mut zone_edge: HashMap<String, ZoneEdge> = HashMap::new();
     let mut custom_certs: HashMap<String, Vec<Arc<CustomCertificate>>> = HashMap::new();
     let mut auto_certs: HashMap<String, Arc<AutoCertificate>> = HashMap::new();
+    let mut acme_http: HashMap<String, Arc<AcmeResponse>> = HashMap::new();
+    let mut acme_alpn: HashMap<String, Arc<AcmeResponse>> = HashMap::new();
     for (key, value) in entries {
         let err = |m: String| CompileError {
             key: key.to_owned(),
@@ -231,6 +238,20 @@ pub fn compile_snapshot_with<'a>(
                     Err(e) => errors.push(err(format!("not an origin pull certificate: {e}"))),
                 }
             }
+            StoreKey::AcmeHttp(token) => match serde_json::from_slice::<AcmeResponse>(value) {
+                Ok(r) if r.token == token => {
+                    acme_http.insert(r.token.clone(), Arc::new(r));
+                }
+                Ok(_) => errors.push(err("token does not match its key".into())),
+                Err(e) => errors.push(err(format!("not an ACME challenge answer: {e}"))),
+            },
+            StoreKey::AcmeAlpn(host) => match serde_json::from_slice::<AcmeResponse>(value) {
+                Ok(r) if r.hostname == host => {
+                    acme_alpn.insert(r.hostname.clone(), Arc::new(r));
+                }
+                Ok(_) => errors.push(err("host name does not match its key".into())),
+                Err(e) => errors.push(err(format!("not an ACME challenge answer: {e}"))),
+            },
             StoreKey::AutoCert(host) => match serde_json::from_slice::<AutoCertificate>(value) {
                 Ok(c) if c.hostname == host => {
                     auto_certs.insert(c.hostname.clone(), Arc::new(c));
@@ -407,6 +428,8 @@ pub fn compile_snapshot_with<'a>(
             zone_edge: edges,
             custom_certs,
             auto_certs,
+            acme_http,
+            acme_alpn,
         })
     } else {
         errors.sort_by(|a, b| a.key.cmp(&b.key));

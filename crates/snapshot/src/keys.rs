@@ -24,6 +24,10 @@ pub fn origin_pull_cert_key(zone_id: &str, cert_id: &str) -> String {
 /// Certificates issued by the Origin CA, by id (read by the API only).
 pub const ORIGIN_CERTS: &str = "origin-certs/";
 
+/// HTTP-01 answers by token, and TLS-ALPN-01 certificates by host name.
+pub const ACME_HTTP: &str = "acme-http/";
+pub const ACME_ALPN: &str = "acme-alpn/";
+
 /// The ACME account's credentials.
 pub const ACME_ACCOUNT: &str = "acme/account";
 
@@ -113,6 +117,8 @@ pub enum StoreKey<'a> {
         cert_id: &'a str,
     },
     AutoCert(&'a str),
+    AcmeHttp(&'a str),
+    AcmeAlpn(&'a str),
     OriginPullCert {
         zone_id: &'a str,
         cert_id: &'a str,
@@ -155,6 +161,10 @@ impl<'a> StoreKey<'a> {
                 Some((zone_id, cert_id)) => Self::OriginPullCert { zone_id, cert_id },
                 None => Self::Other,
             }
+        } else if let Some(token) = key.strip_prefix(ACME_HTTP) {
+            Self::AcmeHttp(token)
+        } else if let Some(host) = key.strip_prefix(ACME_ALPN) {
+            Self::AcmeAlpn(host)
         } else if let Some(host) = key.strip_prefix(AUTO_CERTS) {
             Self::AutoCert(host)
         } else if let Some(rest) = key.strip_prefix(ACME_CHALLENGES) {
@@ -185,6 +195,8 @@ impl<'a> StoreKey<'a> {
                 | Self::Ruleset { .. }
                 | Self::CustomCert { .. }
                 | Self::AutoCert(_)
+                | Self::AcmeHttp(_)
+                | Self::AcmeAlpn(_)
                 | Self::OriginPullCert { .. }
                 | Self::AcmeChallenge { .. }
         )

@@ -12,9 +12,10 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
-use parapet_model::certificate::AutoCertificate;
+use parapet_model::certificate::{AcmeResponse, AutoCertificate};
+use parapet_model::settings::AcmeChallenge;
 use parapet_model::{DnsRecord, RecordDraft, ZoneStatus};
-use parapet_snapshot::keys::{ACME_ACCOUNT, AUTO_CERTS};
+use parapet_snapshot::keys::{ACME_ACCOUNT, ACME_ALPN, ACME_HTTP, AUTO_CERTS};
 use parapet_snapshot::{Published, Snapshot, acme_challenge_key, auto_cert_key};
 use parapet_store::{Store, Txn};
 use serde::{Deserialize, Serialize};
@@ -152,10 +153,16 @@ impl AcmeManager {
                 let Some(&(zone_name, ZoneStatus::Active)) = zones.get(zone_id.as_str()) else {
                     continue;
                 };
-                tracing::info!(%host, "requesting a certificate");
+                // Wildcards can only be validated through DNS (RFC 8555 §7.1.3).
+                let kind = if host.starts_with("*.") {
+                    AcmeChallenge::Dns01
+                } else {
+                    snapshot.edge_of(zone_id).settings.acme_challenge
+                };
+                tracing::info!(%host, ?kind, "requesting a certificate");
                 let outcome = tokio::time::timeout(
                     self.config.order_timeout,
-                    self.issue(host, zone_id, zone_name),
+                    self.issue(host, zone_id, zone_name, kind),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -164,7 +171,7 @@ impl AcmeManager {
                         self.config.order_timeout.as_secs()
                     ))
                 });
-                self.remove_challenges(zone_id).await;
+                self.remove_challenges(zone_id, host).await;
                 self.record(host, zone_id, state, outcome).await;
             }
             self.forget_unwanted(&snapshot, &wanted).await;
@@ -230,12 +237,14 @@ impl AcmeManager {
         Ok(account)
     }
 
-    /// One order for `host`: DNS-01 answered through the store, then the certificate.
+    /// One order for `host`: the challenge answered through the store (a TXT record, an HTTP
+    /// answer or a TLS-ALPN certificate), then the certificate.
     async fn issue(
         &mut self,
         host: &str,
         zone_id: &str,
         zone_name: &str,
+        kind: AcmeChallenge,
     ) -> Result<(String, String), String> {
         let account = self.account().await?;
         let identifiers = [Identifier::Dns(host.to_owned())];
@@ -251,16 +260,55 @@ impl AcmeManager {
                 AuthorizationStatus::Valid => continue,
                 other => return Err(format!("authorization is {other:?}")),
             }
+            let (kind_name, challenge_type) = match kind {
+                AcmeChallenge::Dns01 => ("dns-01", ChallengeType::Dns01),
+                AcmeChallenge::Http01 => ("http-01", ChallengeType::Http01),
+                AcmeChallenge::TlsAlpn01 => ("tls-alpn-01", ChallengeType::TlsAlpn01),
+            };
             let mut challenge = authz
-                .challenge(ChallengeType::Dns01)
-                .ok_or("the CA offers no dns-01 challenge")?;
+                .challenge(challenge_type)
+                .ok_or_else(|| format!("the CA offers no {kind_name} challenge"))?;
             let name = match &challenge.identifier().identifier {
-                Identifier::Dns(name) => format!("_acme-challenge.{name}"),
+                Identifier::Dns(name) => name.clone(),
                 other => return Err(format!("cannot validate identifier {other:?}")),
             };
-            let value = challenge.key_authorization().dns_value();
-            self.publish_challenge(zone_id, zone_name, &name, &value)
-                .await?;
+            let key_authorization = challenge.key_authorization();
+            let mut answer = AcmeResponse {
+                hostname: name.clone(),
+                token: String::new(),
+                key_authorization: String::new(),
+                certificate: String::new(),
+                private_key: String::new(),
+            };
+            match kind {
+                AcmeChallenge::Dns01 => {
+                    let txt = key_authorization.dns_value();
+                    self.publish_challenge(
+                        zone_id,
+                        zone_name,
+                        &format!("_acme-challenge.{name}"),
+                        &txt,
+                    )
+                    .await?;
+                }
+                AcmeChallenge::Http01 => {
+                    answer.token = challenge.token.clone();
+                    answer.key_authorization = key_authorization.as_str().to_owned();
+                    self.publish_answer(format!("{ACME_HTTP}{}", answer.token), &answer)
+                        .await?;
+                }
+                AcmeChallenge::TlsAlpn01 => {
+                    let issued = crate::certgen::acme_alpn_certificate(
+                        &name,
+                        key_authorization.digest().as_ref(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    answer.certificate = issued.cert_pem;
+                    answer.private_key = issued.key_pem;
+                    self.publish_answer(format!("{ACME_ALPN}{name}"), &answer)
+                        .await?;
+                }
+            }
             challenge
                 .set_ready()
                 .await
@@ -319,15 +367,44 @@ impl AcmeManager {
             .map_err(|_| "the challenge record was not served within 30s".to_owned())
     }
 
-    async fn remove_challenges(&mut self, zone_id: &str) {
-        let prefix = acme_challenge_key(zone_id, "");
-        if let Ok(listing) = self.store.list(&prefix).await
-            && !listing.entries.is_empty()
-        {
-            let txn = listing
-                .entries
-                .into_iter()
-                .fold(Txn::new(), |txn, e| txn.delete(e.key));
+    /// Stores an HTTP-01 or TLS-ALPN-01 answer at `key` and waits until this node serves it.
+    async fn publish_answer(&self, key: String, answer: &AcmeResponse) -> Result<(), String> {
+        let bytes = serde_json::to_vec(answer).map_err(|e| e.to_string())?;
+        let revision = self
+            .store
+            .commit(Txn::new().put(key, bytes))
+            .await
+            .map_err(|e| format!("storing the challenge answer: {e}"))?;
+        tokio::time::timeout(Duration::from_secs(30), self.published.wait_for(revision))
+            .await
+            .map_err(|_| "the challenge answer was not served within 30s".to_owned())
+    }
+
+    /// Removes every challenge answer left for `host` (and the zone's TXT records).
+    async fn remove_challenges(&mut self, zone_id: &str, host: &str) {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        let mut keys: Vec<String> = Vec::new();
+        if let Ok(listing) = self.store.list(&acme_challenge_key(zone_id, "")).await {
+            keys.extend(listing.entries.into_iter().map(|e| e.key));
+        }
+        if let Ok(listing) = self.store.list(ACME_HTTP).await {
+            keys.extend(
+                listing
+                    .entries
+                    .into_iter()
+                    .filter(|e| {
+                        serde_json::from_slice::<AcmeResponse>(&e.value)
+                            .is_ok_and(|a| a.hostname == bare)
+                    })
+                    .map(|e| e.key),
+            );
+        }
+        let alpn = format!("{ACME_ALPN}{bare}");
+        if self.store.get(&alpn).await.ok().flatten().is_some() {
+            keys.push(alpn);
+        }
+        if !keys.is_empty() {
+            let txn = keys.into_iter().fold(Txn::new(), |txn, k| txn.delete(k));
             match self.store.commit(txn).await {
                 Ok(revision) => self.written = revision,
                 Err(e) => tracing::warn!("removing ACME challenge records: {e}"),

@@ -128,6 +128,27 @@ impl Authority {
     }
 }
 
+/// The certificate that answers a TLS-ALPN-01 challenge for `host` (RFC 8737): self-signed,
+/// naming only `host`, with the SHA-256 digest of the key authorization in a critical
+/// `acmeIdentifier` extension.
+pub fn acme_alpn_certificate(host: &str, digest: &[u8]) -> Result<Issued, TlsError> {
+    if digest.len() != 32 {
+        return Err(TlsError::Generate(
+            "the key authorization digest must be 32 bytes".into(),
+        ));
+    }
+    let key = KeyPair::generate().map_err(failed)?;
+    let mut params = CertificateParams::new(vec![host.to_owned()]).map_err(failed)?;
+    params.distinguished_name = name(host);
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    validity(&mut params, 7);
+    let cert = params.self_signed(&key).map_err(failed)?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// A self-signed certificate for `hosts`, valid for `days`.
 pub fn self_signed(hosts: &[String], days: u32) -> Result<Issued, TlsError> {
     let key = KeyPair::generate().map_err(failed)?;
@@ -139,4 +160,20 @@ pub fn self_signed(hosts: &[String], days: u32) -> Result<Issued, TlsError> {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_alpn_challenge_certificates_parse_and_match_their_key() {
+        let issued = acme_alpn_certificate("alpn.example.com", &[7; 32]).expect("made");
+        let key = crate::chain::certified_key_as_is(&issued.cert_pem, &issued.key_pem)
+            .expect("usable as it is");
+        assert_eq!(key.cert.len(), 1);
+        let leaf = crate::chain::describe_pem(&issued.cert_pem).expect("parses");
+        assert_eq!(leaf.hosts, ["alpn.example.com"]);
+        assert!(acme_alpn_certificate("alpn.example.com", &[7; 31]).is_err());
+    }
 }

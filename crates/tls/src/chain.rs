@@ -224,6 +224,16 @@ fn describe_chain(certs: &[CertificateDer<'static>]) -> Result<LeafInfo, Vec<Tls
     })
 }
 
+/// A certificate and key as they are, without the checks of [`parse_chain`]: for the TLS-ALPN-01
+/// challenge certificate, whose critical `acmeIdentifier` extension certificate checkers refuse
+/// (Parapet made it itself).
+pub fn certified_key_as_is(certificate_pem: &str, key_pem: &str) -> Result<CertifiedKey, TlsError> {
+    Ok(CertifiedKey::new(
+        read_certificates(certificate_pem)?,
+        read_key(key_pem)?,
+    ))
+}
+
 /// What the first certificate of a PEM chain says (no key needed).
 pub fn describe_pem(certificate_pem: &str) -> Result<LeafInfo, TlsError> {
     let certs = read_certificates(certificate_pem)?;

@@ -199,6 +199,9 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// Resumption state shared by every listener: enough sessions for a busy node.
 const SESSION_CACHE: usize = 64 * 1024;
 
@@ -236,6 +239,23 @@ impl EdgeTls {
             resolver,
             published,
         })
+    }
+
+    /// The configuration that answers a TLS-ALPN-01 challenge (ALPN `acme-tls/1`) for `sni`,
+    /// while an order for it is being validated.
+    pub fn challenge_config(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
+        let host = sni?.to_ascii_lowercase();
+        let answer = self.published.load().acme_alpn.get(&host).cloned()?;
+        let key =
+            crate::chain::certified_key_as_is(&answer.certificate, &answer.private_key).ok()?;
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+                .ok()?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
+        config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+        Some(Arc::new(config))
     }
 
     /// The configuration for a handshake naming `sni`: its zone's minimum TLS version decides.
