@@ -338,6 +338,25 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
         !seen.client_certificate,
         "no client certificate unless asked"
     );
+    // An origin rule's server name is what strict checks the certificate against.
+    let rules = |rules: serde_json::Value| {
+        node.ok(
+            "PUT",
+            &format!("/zones/{zone}/rulesets/phases/http_request_origin/entrypoint"),
+            Some(json!({ "rules": rules })),
+        );
+    };
+    rules(
+        json!([{"expression": "http.host eq \"www.shop.test\"", "action": "route",
+        "action_parameters": {"sni": {"value": "other.shop.test"}}}]),
+    );
+    eventually(Duration::from_secs(5), "another SNI to fail strict", || {
+        get().0 == 526
+    });
+    rules(json!([]));
+    eventually(Duration::from_secs(5), "the Host's name again", || {
+        get().0 == 200
+    });
 
     // Authenticated Origin Pulls: the origin demands the edge's client certificate.
     point("127.0.0.5");

@@ -559,11 +559,12 @@ impl ProxyHttp for EdgeProxy {
         };
         let addr = SocketAddr::new(*ip, port);
         ctx.peer = Some(addr);
-        // The origin's name for SNI and certificate checks: the Host it is sent.
+        // The origin's name for SNI and certificate checks: an origin rule's, else the Host it
+        // is sent.
         let server_name = origin
-            .host_header
-            .as_deref()
-            .and_then(host_of)
+            .sni
+            .clone()
+            .or_else(|| origin.host_header.as_deref().and_then(host_of))
             .unwrap_or_else(|| origin.host.clone());
         let mut peer = HttpPeer::new(addr, tls, server_name);
         if tls {

@@ -26,6 +26,8 @@ pub struct Origin {
     pub port: Option<u16>,
     /// The `Host` header the origin gets, when an origin rule sets it (else the visitor's).
     pub host_header: Option<String>,
+    /// The server name for an HTTPS origin, when an origin rule sets it (else the Host's).
+    pub sni: Option<String>,
     /// The zone's settings (timeouts, protocol to the origin) and rules, as the snapshot that
     /// routed the request had them.
     pub edge: Arc<ZoneEdge>,
@@ -114,7 +116,7 @@ pub fn route(
     }
     // The zone's origin rules, in order: a later match overrides what an earlier one set.
     let edge = snapshot.edge_of(&proxied.zone_id);
-    let (mut port, mut host_header, mut origin_host) = (None, None, None);
+    let (mut port, mut host_header, mut origin_host, mut sni) = (None, None, None, None);
     let rule_path = parapet_model::expr::normalize_path(path);
     let facts = RequestFacts {
         host: &host,
@@ -126,6 +128,9 @@ pub fn route(
         };
         if let Some(h) = &params.host_header {
             host_header = Some(h.clone());
+        }
+        if let Some(s) = &params.sni {
+            sni = Some(s.value.clone());
         }
         if let Some(o) = &params.origin {
             port = o.port.or(port);
@@ -157,6 +162,7 @@ pub fn route(
         outside,
         port,
         host_header,
+        sni,
         edge,
         rule_path,
     })
