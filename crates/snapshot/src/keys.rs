@@ -30,6 +30,8 @@ pub const ACME_ALPN: &str = "acme-alpn/";
 
 /// The ACME account's credentials.
 pub const ACME_ACCOUNT: &str = "acme/account";
+/// Which node of a fleet orders certificates, until when.
+pub const ACME_LEASE: &str = "acme/lease";
 
 pub fn auto_cert_key(hostname: &str) -> String {
     format!("{AUTO_CERTS}{hostname}")

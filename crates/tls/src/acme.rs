@@ -15,7 +15,7 @@ use instant_acme::{
 use parapet_model::certificate::{AcmeResponse, AutoCertificate};
 use parapet_model::settings::AcmeChallenge;
 use parapet_model::{DnsRecord, RecordDraft, ZoneStatus};
-use parapet_snapshot::keys::{ACME_ACCOUNT, ACME_ALPN, ACME_HTTP, AUTO_CERTS};
+use parapet_snapshot::keys::{ACME_ACCOUNT, ACME_ALPN, ACME_HTTP, ACME_LEASE, AUTO_CERTS};
 use parapet_snapshot::{Published, Snapshot, acme_challenge_key, auto_cert_key};
 use parapet_store::{Store, Txn};
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,14 @@ impl AcmeConfig {
             retry_after: Duration::from_secs(60),
         }
     }
+}
+
+/// The node of a fleet that orders certificates (one at a time, so the CA sees one client), and
+/// until when; any node takes the lease over once it has expired.
+#[derive(Serialize, Deserialize)]
+struct Lease {
+    holder: String,
+    expires: i64,
 }
 
 /// The stored account: its credentials and the directory they belong to.
@@ -115,6 +123,8 @@ pub struct AcmeManager {
     /// The store revision of this manager's last write: states are read from a snapshot that
     /// includes it, so an attempt just recorded is not repeated.
     written: u64,
+    /// This manager's name in the lease.
+    id: String,
 }
 
 impl AcmeManager {
@@ -125,6 +135,62 @@ impl AcmeManager {
             published,
             account: None,
             written: 0,
+            id: parapet_model::ids::new_id(),
+        }
+    }
+
+    /// How long a lease lasts: an order's whole time and a recheck, with room to spare.
+    fn lease_time(&self) -> i64 {
+        i64::try_from((self.config.order_timeout * 2 + self.config.recheck).as_secs())
+            .unwrap_or(3_600)
+    }
+
+    /// Takes or renews the fleet's ordering lease; false when another node holds it.
+    pub async fn hold_lease(&mut self) -> bool {
+        let now = unix_now();
+        let current = match self.store.get(ACME_LEASE).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!("reading the ACME lease: {e}");
+                return false;
+            }
+        };
+        let revision = current.as_ref().map_or(0, |e| e.mod_revision);
+        if let Some(lease) = current
+            .as_ref()
+            .and_then(|e| serde_json::from_slice::<Lease>(&e.value).ok())
+            && lease.expires > now
+        {
+            if lease.holder != self.id {
+                return false;
+            }
+            if lease.expires - now > self.lease_time() / 2 {
+                // Ours for a while yet: no write (each one is a new store revision).
+                return true;
+            }
+        }
+        let lease = Lease {
+            holder: self.id.clone(),
+            expires: now + self.lease_time(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&lease) else {
+            return false;
+        };
+        // Compare-and-set: of two nodes taking an expired lease at once, one wins.
+        match self
+            .store
+            .commit(
+                Txn::new()
+                    .expect(ACME_LEASE, revision)
+                    .put(ACME_LEASE, bytes),
+            )
+            .await
+        {
+            Ok(revision) => {
+                self.written = revision;
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -136,6 +202,12 @@ impl AcmeManager {
             )
             .await;
             let snapshot = self.published.load();
+            if !self.hold_lease().await {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.recheck) => continue,
+                    _ = shutdown.wait_for(|stopping| *stopping) => return,
+                }
+            }
             let wanted = wanted_hosts(&snapshot);
             let zones: HashMap<&str, (&str, ZoneStatus)> = snapshot
                 .zones
@@ -143,8 +215,8 @@ impl AcmeManager {
                 .map(|z| (z.zone.id.as_str(), (z.zone.name.as_str(), z.zone.status)))
                 .collect();
             for (host, zone_id) in &wanted {
-                if *shutdown.borrow() {
-                    return;
+                if *shutdown.borrow() || !self.hold_lease().await {
+                    break;
                 }
                 let state = snapshot.auto_certs.get(host).map(Arc::as_ref);
                 if !due(state, unix_now(), self.config.renew_before) {
@@ -534,6 +606,30 @@ mod tests {
             failures: u32::from(error),
             next_attempt: next,
         }
+    }
+
+    #[tokio::test]
+    async fn one_node_of_a_fleet_orders_at_a_time() {
+        let store: Arc<dyn Store> = Arc::new(parapet_store::MemoryStore::new());
+        let published = Arc::new(Published::new());
+        let config = AcmeConfig::new("https://ca.invalid/dir");
+        let mut a = AcmeManager::new(config.clone(), Arc::clone(&store), Arc::clone(&published));
+        let mut b = AcmeManager::new(config, Arc::clone(&store), published);
+        assert!(a.hold_lease().await, "the first node takes the lease");
+        assert!(!b.hold_lease().await, "the second waits");
+        assert!(a.hold_lease().await, "the holder renews it");
+        // The holder stops renewing: once its lease expires, another node takes over.
+        let expired = serde_json::to_vec(&Lease {
+            holder: a.id.clone(),
+            expires: unix_now() - 1,
+        })
+        .expect("json");
+        store
+            .commit(Txn::new().put(ACME_LEASE, expired))
+            .await
+            .expect("stored");
+        assert!(b.hold_lease().await, "an expired lease is taken over");
+        assert!(!a.hold_lease().await);
     }
 
     #[test]
