@@ -12,10 +12,12 @@ name of a returned record checks that the server's JSON satisfies the SDK's sche
 """
 
 import datetime
+import subprocess
 
 import cloudflare
 import pydantic
 import pytest
+from cloudflare.types.custom_certificates import CustomCertificate
 from cloudflare.types.dns.record_response import RecordResponse
 from cloudflare.types.zones import Zone
 
@@ -624,3 +626,78 @@ def test_export_then_import_restores_deleted_records(cf, zone):
     assert zone_file_records(cf.dns.records.export(zone_id=zone.id)) >= {
         rr for rr in zone_file_records(exported) if rr[1] in ("A", "MX", "TXT", "CAA")
     }
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def _openssl(cwd, *args):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _self_signed(tmp_path, host):
+    """A certificate and key for `host` (PEM), as an operator makes one with openssl."""
+    _openssl(
+        tmp_path, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-days", "30", "-subj", "/CN=" + host, "-addext",
+        "subjectAltName=DNS:" + host, "-keyout", "key.pem", "-out", "cert.pem",
+    )
+    return (tmp_path / "cert.pem").read_text(), (tmp_path / "key.pem").read_text()
+
+
+def test_custom_certificate_lifecycle_through_the_sdk(cf, raw, zone, tmp_path):
+    host = "www." + zone.name
+    cert, key = _self_signed(tmp_path, host)
+    created = cf.custom_certificates.create(
+        zone_id=zone.id, certificate=cert, private_key=key, bundle_method="ubiquitous",
+        type="sni_custom",
+    )
+    assert (created.hosts, created.status, created.zone_id) == ([host], "active", zone.id)
+    assert isinstance(created.expires_on, datetime.datetime)
+    strict = pydantic.TypeAdapter(CustomCertificate).validate_python(
+        raw.result("GET", "/zones/%s/custom_certificates/%s" % (zone.id, created.id))
+    )
+    assert strict.id == created.id
+    assert [c.id for c in collect(cf.custom_certificates.list(zone_id=zone.id))] == [created.id]
+    edited = cf.custom_certificates.edit(
+        custom_certificate_id=created.id, zone_id=zone.id, bundle_method="force"
+    )
+    assert edited.bundle_method == "force"
+    cf.custom_certificates.delete(custom_certificate_id=created.id, zone_id=zone.id)
+    with pytest.raises(cloudflare.NotFoundError):
+        cf.custom_certificates.get(custom_certificate_id=created.id, zone_id=zone.id)
+
+
+def test_unusable_certificate_is_a_bad_request_with_code_2200(cf, zone, tmp_path):
+    cert, _ = _self_signed(tmp_path, "www." + zone.name)
+    _, other_key = _self_signed(tmp_path, "www." + zone.name)
+    for certificate, key in [("garbage", "garbage"), (cert, other_key)]:
+        with pytest.raises(cloudflare.BadRequestError) as e:
+            cf.custom_certificates.create(zone_id=zone.id, certificate=certificate, private_key=key)
+        assert 2200 in error_codes(e.value), e.value.body
+
+
+def test_ssl_settings_are_edited_through_the_sdk(cf, zone):
+    for setting, value in [("ssl", "strict"), ("min_tls_version", "1.2"), ("always_use_https", "on")]:
+        edited = cf.zones.settings.edit(setting_id=setting, zone_id=zone.id, value=value)
+        assert (edited.id, edited.value) == (setting, value)
+        assert cf.zones.settings.get(setting_id=setting, zone_id=zone.id).value == value
+    with pytest.raises(cloudflare.BadRequestError) as e:
+        cf.zones.settings.edit(setting_id="ssl", zone_id=zone.id, value="sometimes")
+    assert 1007 in error_codes(e.value)
+
+
+def test_origin_ca_signs_a_csr_for_the_zones_names(cf, zone, tmp_path):
+    _openssl(
+        tmp_path, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-subj", "/CN=origin", "-keyout", "origin.key", "-out", "origin.csr",
+    )
+    csr = (tmp_path / "origin.csr").read_text()
+    hosts = [zone.name, "*." + zone.name]
+    created = cf.origin_ca_certificates.create(
+        csr=csr, hostnames=hosts, request_type="origin-ecc", requested_validity=90
+    )
+    assert created.certificate.startswith("-----BEGIN CERTIFICATE-----")
+    assert sorted(created.hostnames) == sorted(hosts)
+    got = cf.origin_ca_certificates.get(certificate_id=created.id)
+    assert got.certificate == created.certificate
