@@ -264,10 +264,14 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         let tls = if config.https_listen.is_empty() {
             None
         } else {
-            Some(Arc::new(
+            let tls = Arc::new(
                 parapet_tls::EdgeTls::new(Arc::clone(&published))
                     .map_err(|e| anyhow::anyhow!("starting TLS: {e}"))?,
-            ))
+            );
+            // Parse every certificate now rather than in the first visitor's handshake.
+            let resolver = Arc::clone(&tls.resolver);
+            tokio::task::spawn_blocking(move || resolver.names());
+            Some(tls)
         };
         edge = Some((
             parapet_edge::start_edge(proxy, listeners, tls, edge_shutdown_rx),

@@ -25,6 +25,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads of decrypted data at a time while peeking.
 const PEEK_READ: usize = 4 * 1024;
+/// Writes are gathered up to one TLS record's payload until a flush, so that a response
+/// header and a small body are encrypted as one record.
+const GATHER: usize = 16 * 1024;
 
 /// A visitor's connection after its TLS handshake.
 pub struct TlsVisitorStream {
@@ -32,6 +35,9 @@ pub struct TlsVisitorStream {
     /// Decrypted bytes peeked but not yet read, from `ahead_pos`.
     ahead: Vec<u8>,
     ahead_pos: usize,
+    /// Plaintext gathered for the next record, sent from `out_pos` at the next flush.
+    out: Vec<u8>,
+    out_pos: usize,
     ssl: Arc<SslDigest>,
     alpn: Option<ALPN>,
     established: SystemTime,
@@ -91,6 +97,8 @@ pub async fn handshake(tcp: VisitorStream, tls: &EdgeTls) -> Option<TlsVisitorSt
         tls: stream,
         ahead: Vec::new(),
         ahead_pos: 0,
+        out: Vec::new(),
+        out_pos: 0,
         ssl: Arc::new(SslDigest::new(cipher, version, None, None, Vec::new())),
         alpn,
         established: SystemTime::now(),
@@ -116,6 +124,23 @@ impl TlsVisitorStream {
 
     fn ahead_len(&self) -> usize {
         self.ahead.len() - self.ahead_pos
+    }
+
+    /// Hands every gathered byte to TLS.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_pos < self.out.len() {
+            let n = std::task::ready!(
+                Pin::new(&mut self.tls).poll_write(cx, &self.out[self.out_pos..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_pos += n;
+        }
+        // Nothing is kept for an idle connection.
+        self.out = Vec::new();
+        self.out_pos = 0;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -146,27 +171,27 @@ impl AsyncWrite for TlsVisitorStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tls).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tls.is_write_vectored()
+        let this = self.get_mut();
+        if this.out.len() + buf.len() > GATHER {
+            std::task::ready!(this.poll_drain(cx))?;
+        }
+        if buf.len() >= GATHER {
+            return Pin::new(&mut this.tls).poll_write(cx, buf);
+        }
+        this.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tls).poll_flush(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.tls).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.tls).poll_shutdown(cx)
     }
 }
 

@@ -287,8 +287,8 @@ pub async fn run_snapshot_watcher(
                 break;
             }
             if changed {
-                // Record keys validated by a successful compile and unchanged since.
-                let mut validated: HashSet<String> = HashSet::new();
+                // Records validated by an earlier compile and unchanged since (changed keys
+                // were dropped from the set above) are not validated again.
                 if rebuild(&published, &mirror, revision, &mut validated) {
                     save.send_replace(Some((revision, Arc::new(mirror.clone()))));
                 }

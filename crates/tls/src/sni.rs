@@ -1,8 +1,9 @@
 //! SNI → certificate, from the snapshot, and the TLS server configurations visitors meet.
 //!
-//! The table of names is rebuilt when a handshake finds a newer snapshot than the one it was
-//! built from; certificates unchanged since the previous table are reused as they were parsed,
-//! so a change to one zone parses at most that zone's new certificates.
+//! The table of names is rebuilt when a handshake finds a newer snapshot whose certificates
+//! differ from the ones it was built from (a change elsewhere only checks that, which costs a
+//! comparison per certificate); certificates unchanged since the previous table are reused as
+//! they were parsed, so a change to one zone parses at most that zone's new certificates.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,14 +17,19 @@ use rustls::{ServerConfig, version};
 
 use crate::chain::{covers, parse_chain};
 
+/// A certificate's version (`modified_on` or `issued_on`) and its parsed key (`None` when it
+/// does not parse).
+type Parsed = (String, Option<Arc<CertifiedKey>>);
+
 /// Certificates by the name patterns they serve.
 #[derive(Default)]
 struct CertTable {
     revision: u64,
     /// Host name or `*.parent` → the certificate served for it.
-    names: HashMap<String, Arc<CertifiedKey>>,
-    /// Certificate id → (its `modified_on`, the parsed key, or `None` when it does not parse).
-    parsed: HashMap<String, (String, Option<Arc<CertifiedKey>>)>,
+    names: Arc<HashMap<String, Arc<CertifiedKey>>>,
+    /// Certificate id (`auto:` and the host name for automatic ones) → (its `modified_on` or
+    /// `issued_on`, the parsed key, or `None` when it does not parse).
+    parsed: Arc<HashMap<String, Parsed>>,
 }
 
 impl CertTable {
@@ -87,9 +93,28 @@ impl CertTable {
         }
         Self {
             revision: snapshot.revision,
-            names: best.into_iter().map(|(n, (_, k))| (n, k)).collect(),
-            parsed,
+            names: Arc::new(best.into_iter().map(|(n, (_, k))| (n, k)).collect()),
+            parsed: Arc::new(parsed),
         }
+    }
+
+    /// Whether `snapshot` holds exactly the certificates this table was built from.
+    fn serves_the_certificates_of(&self, snapshot: &Snapshot) -> bool {
+        let custom = snapshot.custom_certs.values().flatten();
+        let auto = snapshot.auto_certs.values().filter(|c| c.issued());
+        let count =
+            snapshot.custom_certs.values().map(Vec::len).sum::<usize>() + auto.clone().count();
+        count == self.parsed.len()
+            && custom.into_iter().all(|c| {
+                self.parsed
+                    .get(&c.id)
+                    .is_some_and(|(modified, _)| *modified == c.modified_on)
+            })
+            && auto.into_iter().all(|c| {
+                self.parsed
+                    .get(&format!("auto:{}", c.hostname))
+                    .is_some_and(|(issued, _)| *issued == c.issued_on)
+            })
     }
 
     /// The certificate for `host`: one naming it exactly, else a wildcard covering it.
@@ -175,7 +200,15 @@ impl SniResolver {
         if table.revision == snapshot.revision && snapshot.revision != 0 {
             return table;
         }
-        let rebuilt = Arc::new(CertTable::build(&snapshot, &table));
+        let rebuilt = if table.revision != 0 && table.serves_the_certificates_of(&snapshot) {
+            Arc::new(CertTable {
+                revision: snapshot.revision,
+                names: Arc::clone(&table.names),
+                parsed: Arc::clone(&table.parsed),
+            })
+        } else {
+            Arc::new(CertTable::build(&snapshot, &table))
+        };
         self.table.store(Arc::clone(&rebuilt));
         rebuilt
     }
