@@ -654,6 +654,9 @@ impl ProxyHttp for EdgeProxy {
                     req.insert_header("accept-encoding", coding)?;
                 }
             }
+            // A compressible response the origin sends uncompressed is compressed before it is
+            // stored, in the class asked for: each coding is made once, not on every hit.
+            session.upstream_compression.adjust_level(COMPRESSION_LEVEL);
         }
         if is_https(session) {
             req.insert_header("x-forwarded-proto", "https")?;
