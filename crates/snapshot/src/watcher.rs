@@ -170,21 +170,41 @@ pub async fn save_store_state(
     last_good.save(listing.revision, &entries)
 }
 
-/// The latest compiled state waiting to be saved.
-type PendingSave = Option<(Revision, Arc<Entries>)>;
+/// The latest compiled state waiting to be saved: the saver takes it, so that no copy of the
+/// store's contents outlives its save.
+#[derive(Default)]
+struct PendingSave {
+    state: std::sync::Mutex<Option<(Revision, Entries)>>,
+    ready: tokio::sync::Notify,
+}
+
+impl PendingSave {
+    fn put(&self, revision: Revision, entries: Entries) {
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((revision, entries));
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Option<(Revision, Entries)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
 
 /// How long the saver waits for more changes before writing, so that a burst of changes to a
 /// large zone is written once.
 const SAVE_DELAY: Duration = Duration::from_secs(2);
 
 /// Writes the latest good state to disk in the background, coalescing bursts of changes.
-async fn run_saver(
-    last_good: Arc<LastGood>,
-    mut pending: tokio::sync::watch::Receiver<PendingSave>,
-) {
-    while pending.changed().await.is_ok() {
+async fn run_saver(last_good: Arc<LastGood>, pending: Arc<PendingSave>) {
+    loop {
+        pending.ready.notified().await;
         tokio::time::sleep(SAVE_DELAY).await;
-        let Some((revision, entries)) = pending.borrow_and_update().clone() else {
+        let Some((revision, entries)) = pending.take() else {
             continue;
         };
         let lg = Arc::clone(&last_good);
@@ -205,9 +225,9 @@ pub async fn run_snapshot_watcher(
     last_good: Option<LastGood>,
 ) {
     let last_good = last_good.map(Arc::new);
-    let (save, pending) = tokio::sync::watch::channel::<PendingSave>(None);
+    let save = Arc::new(PendingSave::default());
     if let Some(lg) = &last_good {
-        tokio::spawn(run_saver(Arc::clone(lg), pending));
+        tokio::spawn(run_saver(Arc::clone(lg), Arc::clone(&save)));
         match lg.load() {
             Ok(Some((revision, entries))) => {
                 if rebuild(&published, &entries, revision, &mut HashSet::new()) {
@@ -244,7 +264,9 @@ pub async fn run_snapshot_watcher(
         // Record keys validated by a successful compile and unchanged since.
         let mut validated: HashSet<String> = HashSet::new();
         if rebuild(&published, &mirror, revision, &mut validated) {
-            save.send_replace(Some((revision, Arc::new(mirror.clone()))));
+            if last_good.is_some() {
+                save.put(revision, mirror.clone());
+            }
         }
         let mut watch = Arc::clone(&store).watch(revision);
         loop {
@@ -290,7 +312,9 @@ pub async fn run_snapshot_watcher(
                 // Records validated by an earlier compile and unchanged since (changed keys
                 // were dropped from the set above) are not validated again.
                 if rebuild(&published, &mirror, revision, &mut validated) {
-                    save.send_replace(Some((revision, Arc::new(mirror.clone()))));
+                    if last_good.is_some() {
+                        save.put(revision, mirror.clone());
+                    }
                 }
             } else if published.rejected().is_empty() {
                 // Nothing the snapshot is built from changed: same content, newer revision.

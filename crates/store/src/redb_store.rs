@@ -28,6 +28,9 @@ pub struct RedbStore {
     revision_tx: watch::Sender<Revision>,
 }
 
+/// redb's page cache (its default is 1 GiB).
+const PAGE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -35,7 +38,11 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl RedbStore {
     /// Opens (or creates) the store file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)
+        // The snapshot keeps what the data planes read in memory; the store's own page cache
+        // only speeds up API reads and the rare full listing, so it stays small.
+        let db = redb::Builder::new()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .create(path)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(backend)?;
         let revision = {
