@@ -134,7 +134,7 @@ async fn start_dns(
         say(&format!("parapet: dns listening on {bound}"));
         server.spawn_tcp(tcp);
     }
-    let (built, _) = DnsIndex::build(&published.load(), &edge, Some(flattener));
+    let (built, _) = DnsIndex::build(&published.load(), &edge, Some(flattener), None);
     index.store(Arc::new(built));
     tokio::spawn({
         let flattener = Arc::clone(flattener);

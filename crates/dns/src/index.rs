@@ -62,6 +62,12 @@ pub struct ZoneIndex {
     pub serial: u32,
     /// Secondaries allowed to transfer the zone, notified when it changes.
     pub transfer_peers: Vec<parapet_snapshot::TransferPeer>,
+    /// The snapshot zone this was built from: the next index reuses it while the snapshot
+    /// still holds the same zone.
+    source: Option<Arc<parapet_snapshot::ZoneSnapshot>>,
+    /// The apex has a CNAME (flattened with data from other zones or a resolver, so never
+    /// reused).
+    apex_cname: bool,
 }
 
 impl ZoneIndex {
@@ -96,27 +102,43 @@ impl DnsIndex {
         }
     }
 
-    /// Builds the index; records that cannot be encoded are skipped and reported.
+    /// Builds the index; records that cannot be encoded are skipped and reported. A zone of
+    /// `previous` built from the same snapshot zone (and with the same secondaries) is reused
+    /// as it is, so a change costs in proportion to the zones it touches.
     pub fn build(
         snapshot: &Snapshot,
         edge: &EdgeAddrs,
         external: Option<&crate::flatten::Flattener>,
+        previous: Option<&DnsIndex>,
     ) -> (Self, Vec<String>) {
         let mut warnings = Vec::new();
-        let zones = snapshot
-            .zones
-            .values()
-            .map(|z| {
-                let mut zone = build_zone(z, edge, &mut warnings);
-                zone.transfer_peers = snapshot
-                    .transfers
-                    .get(&z.zone.name)
-                    .cloned()
-                    .unwrap_or_default();
-                (z.zone.name.clone(), zone)
-            })
-            .collect::<HashMap<String, ZoneIndex>>();
-        let zones = flatten_apex_cnames(zones, external, &mut warnings);
+        let mut reused: HashMap<String, Arc<ZoneIndex>> = HashMap::new();
+        let mut fresh: HashMap<String, ZoneIndex> = HashMap::new();
+        for z in snapshot.zones.values() {
+            let peers = snapshot
+                .transfers
+                .get(&z.zone.name)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(old) = previous.and_then(|p| p.zones.get(&z.zone.name))
+                && !old.apex_cname
+                && old.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, z))
+                && old.transfer_peers == peers
+            {
+                reused.insert(z.zone.name.clone(), Arc::clone(old));
+                continue;
+            }
+            let mut zone = build_zone(z, edge, &mut warnings);
+            zone.transfer_peers = peers;
+            zone.source = Some(Arc::clone(z));
+            zone.apex_cname = zone
+                .nodes
+                .get(&zone.origin)
+                .is_some_and(|apex| apex.get(RecordType::CNAME).is_some());
+            fresh.insert(z.zone.name.clone(), zone);
+        }
+        let mut zones = flatten_apex_cnames(fresh, &reused, external, &mut warnings);
+        zones.extend(reused);
         (
             Self {
                 revision: snapshot.revision,
@@ -135,6 +157,7 @@ type Flattened = (Vec<RData>, Vec<RData>, u32);
 /// the lowest TTL met on the way; `None` if the chain leaves Parapet's zones or loops.
 fn resolve_inside(
     zones: &HashMap<String, ZoneIndex>,
+    others: &HashMap<String, Arc<ZoneIndex>>,
     target: &str,
 ) -> Option<(Vec<RData>, Vec<RData>, u32)> {
     let mut name = target.trim_end_matches('.').to_ascii_lowercase();
@@ -143,7 +166,10 @@ fn resolve_inside(
         let zone = {
             let mut candidate = name.as_str();
             loop {
-                if let Some(z) = zones.get(candidate) {
+                if let Some(z) = zones
+                    .get(candidate)
+                    .or_else(|| others.get(candidate).map(Arc::as_ref))
+                {
                     break z;
                 }
                 candidate = candidate.split_once('.')?.1;
@@ -181,6 +207,7 @@ fn resolve_inside(
 /// and NS, so the apex answers with the addresses the target resolves to instead.
 fn flatten_apex_cnames(
     mut zones: HashMap<String, ZoneIndex>,
+    others: &HashMap<String, Arc<ZoneIndex>>,
     external: Option<&crate::flatten::Flattener>,
     warnings: &mut Vec<String>,
 ) -> HashMap<String, Arc<ZoneIndex>> {
@@ -197,7 +224,7 @@ fn flatten_apex_cnames(
     let resolved: Vec<(String, Option<Flattened>)> = apexes
         .iter()
         .map(|(zone, target)| {
-            let inside = resolve_inside(&zones, target);
+            let inside = resolve_inside(&zones, others, target);
             // Outside Parapet's zones: the resolver's cached answer, if there is one yet.
             let outside = || {
                 let e = external?.addresses(target)?;
@@ -393,5 +420,7 @@ fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) ->
         negative_ttl: SOA_TTL.min(SOA_MINIMUM),
         serial: zone.serial,
         transfer_peers: Vec::new(),
+        source: None,
+        apex_cname: false,
     }
 }

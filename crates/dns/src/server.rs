@@ -102,7 +102,9 @@ pub async fn follow_snapshots(
     loop {
         let snapshot = published.load();
         if last != Some(snapshot.revision) || external_changed {
-            let (built, warnings) = DnsIndex::build(&snapshot, &edge, Some(&flattener));
+            let previous = index.load();
+            let (built, warnings) =
+                DnsIndex::build(&snapshot, &edge, Some(&flattener), Some(&previous));
             for w in warnings {
                 tracing::warn!("DNS index: {w}");
             }

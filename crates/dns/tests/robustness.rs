@@ -55,7 +55,7 @@ fn index() -> Arc<DnsIndex> {
         v4: vec!["203.0.113.1".parse().expect("ip")],
         v6: vec![],
     };
-    Arc::new(DnsIndex::build(&snapshot, &edge, None).0)
+    Arc::new(DnsIndex::build(&snapshot, &edge, None, None).0)
 }
 
 fn query(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {

@@ -132,17 +132,39 @@ pub fn compile_snapshot<'a>(
     entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     revision: Revision,
 ) -> Result<Snapshot, Vec<CompileError>> {
-    compile_snapshot_with(entries, revision, &|_| false)
+    compile_snapshot_with(entries, revision, &|_| false, None)
+}
+
+/// What a compile may take from the previous good snapshot: its zones, except those whose zone
+/// or records changed since (by zone id).
+pub struct Reuse<'a> {
+    pub previous: &'a Snapshot,
+    pub changed_zones: &'a std::collections::HashSet<String>,
 }
 
 /// [`compile_snapshot`], trusting the records whose keys `validated` accepts (unchanged since a
 /// compile that validated them) instead of validating them again; they are still checked
-/// against their neighbours.
+/// against their neighbours. With `reuse`, a zone that did not change since the previous
+/// snapshot is taken from it as it is: its records are neither parsed nor checked again, so a
+/// change costs in proportion to the zones it touches.
 pub fn compile_snapshot_with<'a>(
     entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     revision: Revision,
     validated: &dyn Fn(&str) -> bool,
+    reuse: Option<Reuse<'_>>,
 ) -> Result<Snapshot, Vec<CompileError>> {
+    // Unchanged zones of the previous snapshot, by id.
+    let reusable: HashMap<&str, &Arc<ZoneSnapshot>> = reuse
+        .as_ref()
+        .map(|r| {
+            r.previous
+                .zones
+                .values()
+                .filter(|z| !r.changed_zones.contains(&z.zone.id))
+                .map(|z| (z.zone.id.as_str(), z))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut errors = Vec::new();
     let mut zones: HashMap<String, Zone> = HashMap::new();
     let mut records: HashMap<String, Vec<DnsRecord>> = HashMap::new();
@@ -167,6 +189,8 @@ pub fn compile_snapshot_with<'a>(
                 Ok(z) => errors.push(err(format!("holds zone {} under another id", z.id))),
                 Err(e) => errors.push(err(format!("not a zone: {e}"))),
             },
+            StoreKey::Record { zone_id, .. } | StoreKey::AcmeChallenge { zone_id, .. }
+                if reusable.contains_key(zone_id) => {}
             StoreKey::Record { zone_id, record_id }
             | StoreKey::AcmeChallenge { zone_id, record_id } => {
                 match serde_json::from_slice::<DnsRecord>(value) {
@@ -337,6 +361,36 @@ pub fn compile_snapshot_with<'a>(
         false
     });
     for (zone_id, zone) in zones {
+        if let Some(previous) = reusable.get(zone_id.as_str())
+            && previous.zone == zone
+        {
+            // Unchanged: the previous snapshot's zone, with its proxied names.
+            for r in &previous.records {
+                if r.proxied
+                    && matches!(r.kind, RecordType::A | RecordType::AAAA | RecordType::CNAME)
+                {
+                    proxied_hosts
+                        .entry(r.name.clone())
+                        .or_insert_with(|| ProxiedHost {
+                            zone_id: zone_id.clone(),
+                            active: zone.status == ZoneStatus::Active && !zone.paused,
+                            origins: Vec::new(),
+                        })
+                        .origins
+                        .push(r.content.clone());
+                }
+            }
+            if let Some(other) = by_name.insert(zone.name.clone(), Arc::clone(previous)) {
+                errors.push(CompileError {
+                    key: format!("zones/{zone_id}"),
+                    message: format!(
+                        "zone name {} is also used by zone {}",
+                        zone.name, other.zone.id
+                    ),
+                });
+            }
+            continue;
+        }
         let zone_records = records.remove(&zone_id).unwrap_or_default();
         // Records are sorted by name: the records sharing `r`'s name are one contiguous run.
         let runs: HashMap<&str, &[DnsRecord]> = zone_records

@@ -99,17 +99,25 @@ impl LastGood {
 
 /// Compiles and publishes `mirror`. `validated` holds the record keys validated by an earlier
 /// compile and unchanged since; it is completed when this compile succeeds.
+/// Compiles `mirror` and publishes the result (or rejects it). With `changed_zones`, the zones
+/// not in it are taken from the snapshot served now (which `mirror` differs from only there).
 fn rebuild(
     published: &Published,
     mirror: &BTreeMap<String, Vec<u8>>,
     revision: Revision,
     validated: &mut HashSet<String>,
+    changed_zones: Option<&HashSet<String>>,
 ) -> bool {
     let started = std::time::Instant::now();
+    let previous = published.load();
     let compiled = compile_snapshot_with(
         mirror.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
         revision,
         &|key| validated.contains(key),
+        changed_zones.map(|changed_zones| crate::Reuse {
+            previous: &previous,
+            changed_zones,
+        }),
     );
     if compiled.is_ok() {
         for key in mirror.keys() {
@@ -144,7 +152,7 @@ fn rebuild(
 pub fn publish_last_good(published: &Published, last_good: &LastGood) -> bool {
     match last_good.load() {
         Ok(Some((revision, entries))) => {
-            rebuild(published, &entries, revision, &mut HashSet::new())
+            rebuild(published, &entries, revision, &mut HashSet::new(), None)
         }
         Ok(None) => false,
         Err(e) => {
@@ -230,7 +238,7 @@ pub async fn run_snapshot_watcher(
         tokio::spawn(run_saver(Arc::clone(lg), Arc::clone(&save)));
         match lg.load() {
             Ok(Some((revision, entries))) => {
-                if rebuild(&published, &entries, revision, &mut HashSet::new()) {
+                if rebuild(&published, &entries, revision, &mut HashSet::new(), None) {
                     tracing::info!(
                         revision,
                         "serving the last good snapshot from {}",
@@ -263,10 +271,10 @@ pub async fn run_snapshot_watcher(
         let mut revision = listing.revision;
         // Record keys validated by a successful compile and unchanged since.
         let mut validated: HashSet<String> = HashSet::new();
-        if rebuild(&published, &mirror, revision, &mut validated) {
-            if last_good.is_some() {
-                save.put(revision, mirror.clone());
-            }
+        // Zones changed since the last snapshot this loop compiled (none yet: all are new).
+        let mut changed_zones: HashSet<String> = HashSet::new();
+        if rebuild(&published, &mirror, revision, &mut validated, None) && last_good.is_some() {
+            save.put(revision, mirror.clone());
         }
         let mut watch = Arc::clone(&store).watch(revision);
         loop {
@@ -281,8 +289,17 @@ pub async fn run_snapshot_watcher(
                     Ok(batch) => {
                         revision = batch.revision;
                         for event in batch.events {
-                            if !StoreKey::parse(&event.key).feeds_snapshot() {
+                            let key = StoreKey::parse(&event.key);
+                            if !key.feeds_snapshot() {
                                 continue;
+                            }
+                            match key {
+                                StoreKey::Zone(id)
+                                | StoreKey::Record { zone_id: id, .. }
+                                | StoreKey::AcmeChallenge { zone_id: id, .. } => {
+                                    changed_zones.insert(id.to_owned());
+                                }
+                                _ => {}
                             }
                             changed = true;
                             match event.value {
@@ -311,7 +328,14 @@ pub async fn run_snapshot_watcher(
             if changed {
                 // Records validated by an earlier compile and unchanged since (changed keys
                 // were dropped from the set above) are not validated again.
-                if rebuild(&published, &mirror, revision, &mut validated) {
+                if rebuild(
+                    &published,
+                    &mirror,
+                    revision,
+                    &mut validated,
+                    Some(&changed_zones),
+                ) {
+                    changed_zones.clear();
                     if last_good.is_some() {
                         save.put(revision, mirror.clone());
                     }

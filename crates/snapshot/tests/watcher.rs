@@ -174,3 +174,101 @@ async fn last_good_snapshot_serves_before_the_store_answers() {
     assert_eq!(revision, 1);
     assert!(entries.contains_key(&zone_key("z1")));
 }
+
+#[tokio::test]
+async fn a_change_recompiles_only_the_zone_it_touches() {
+    let store = Arc::new(MemoryStore::new());
+    let published = Arc::new(Published::new());
+    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    let mut txn = Txn::new()
+        .put(zone_key("z1"), json(&zone("z1", "one.example")))
+        .put(zone_key("z2"), json(&zone("z2", "two.example")));
+    for i in 0..50 {
+        txn = txn
+            .put(
+                record_key("z1", &format!("a{i}")),
+                json(&a_record(
+                    "z1",
+                    &format!("a{i}"),
+                    &format!("h{i}.one.example"),
+                    "192.0.2.1",
+                    true,
+                )),
+            )
+            .put(
+                record_key("z2", &format!("b{i}")),
+                json(&a_record(
+                    "z2",
+                    &format!("b{i}"),
+                    &format!("h{i}.two.example"),
+                    "192.0.2.2",
+                    true,
+                )),
+            );
+    }
+    let rev = store.commit(txn).await.expect("commit");
+    wait(&published, rev).await;
+    let before = published.load();
+    let rev = store
+        .commit(Txn::new().put(
+            record_key("z2", "new"),
+            json(&a_record("z2", "new", "new.two.example", "192.0.2.3", true)),
+        ))
+        .await
+        .expect("commit");
+    wait(&published, rev).await;
+    let after = published.load();
+    let (one_before, one_after) = (&before.zones["one.example"], &after.zones["one.example"]);
+    assert!(
+        Arc::ptr_eq(one_before, one_after),
+        "the untouched zone is the previous snapshot's, not compiled again"
+    );
+    assert!(!Arc::ptr_eq(
+        &before.zones["two.example"],
+        &after.zones["two.example"]
+    ));
+    assert_eq!(after.zones["two.example"].records.len(), 51);
+    assert_eq!(after.record_count(), 101);
+    assert_eq!(
+        after.proxied_hosts.len(),
+        101,
+        "proxied names of both zones"
+    );
+    assert_eq!(after.proxied_hosts["h7.one.example"].zone_id, "z1");
+    // A change to the zone itself (here: paused) is a change of the zone.
+    let mut paused = zone("z1", "one.example");
+    paused.paused = true;
+    let rev = store
+        .commit(Txn::new().put(zone_key("z1"), json(&paused)))
+        .await
+        .expect("commit");
+    wait(&published, rev).await;
+    let last = published.load();
+    assert!(!last.proxied_hosts["h7.one.example"].active);
+    assert!(last.proxied_hosts["h7.two.example"].active);
+    // A bad change is rejected; the next good one still sees every change since.
+    let rev = store
+        .commit(Txn::new().put(record_key("z1", "bad"), b"not json".to_vec()))
+        .await
+        .expect("commit");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!published.rejected().is_empty());
+    let rev2 = store
+        .commit(Txn::new().delete(record_key("z1", "bad")).put(
+            record_key("z1", "late"),
+            json(&a_record(
+                "z1",
+                "late",
+                "late.one.example",
+                "192.0.2.9",
+                false,
+            )),
+        ))
+        .await
+        .expect("commit");
+    assert!(rev2 > rev);
+    wait(&published, rev2).await;
+    let fixed = published.load();
+    assert!(published.rejected().is_empty());
+    assert_eq!(fixed.zones["one.example"].records.len(), 51);
+}

@@ -1,0 +1,117 @@
+//! The DNS index follows snapshot changes zone by zone: an untouched zone is reused as it was
+//! built, a changed one is built again, and an apex CNAME is flattened again every time (its
+//! target may live in another zone).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use parapet_dns::{DnsIndex, EdgeAddrs};
+use parapet_model::{RecordDraft, Zone, ZoneStatus};
+use parapet_snapshot::{Reuse, Snapshot, compile_snapshot, compile_snapshot_with};
+use serde_json::{Value, json};
+
+fn zone(id: &str, name: &str) -> (String, Vec<u8>) {
+    let mut z = Zone::new(
+        id.into(),
+        name.into(),
+        vec!["ns1.parapet.test".into()],
+        "a".into(),
+        String::new(),
+        1,
+    );
+    z.status = ZoneStatus::Active;
+    (format!("zones/{id}"), serde_json::to_vec(&z).expect("zone"))
+}
+
+fn record(zone_id: &str, zone_name: &str, id: &str, body: Value) -> (String, Vec<u8>) {
+    let r = RecordDraft::from_json(zone_name, &body)
+        .expect("record")
+        .into_record(id.into(), zone_id.into(), String::new(), String::new());
+    (
+        format!("records/{zone_id}/{id}"),
+        serde_json::to_vec(&r).expect("record"),
+    )
+}
+
+fn compile(entries: &[(String, Vec<u8>)], revision: u64, reuse: Option<Reuse<'_>>) -> Snapshot {
+    let entries = entries.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+    match reuse {
+        None => compile_snapshot(entries, revision),
+        Some(r) => compile_snapshot_with(entries, revision, &|_| false, Some(r)),
+    }
+    .expect("compiles")
+}
+
+#[test]
+fn only_changed_zones_and_flattened_apexes_are_built_again() {
+    let edge = EdgeAddrs::default();
+    let mut entries = vec![
+        zone("z1", "one.test"),
+        zone("z2", "two.test"),
+        zone("z3", "three.test"),
+        record(
+            "z1",
+            "one.test",
+            "a",
+            json!({"type": "A", "name": "www", "content": "192.0.2.1"}),
+        ),
+        record(
+            "z2",
+            "two.test",
+            "b",
+            json!({"type": "A", "name": "www", "content": "192.0.2.2"}),
+        ),
+        record(
+            "z3",
+            "three.test",
+            "c",
+            json!({"type": "CNAME", "name": "@", "content": "www.two.test"}),
+        ),
+    ];
+    let first = compile(&entries, 1, None);
+    let (before, _) = DnsIndex::build(&first, &edge, None, None);
+    entries.push(record(
+        "z2",
+        "two.test",
+        "b2",
+        json!({"type": "A", "name": "www", "content": "192.0.2.3"}),
+    ));
+    let changed: HashSet<String> = ["z2".to_owned()].into();
+    let second = compile(
+        &entries,
+        2,
+        Some(Reuse {
+            previous: &first,
+            changed_zones: &changed,
+        }),
+    );
+    assert!(Arc::ptr_eq(
+        &first.zones["one.test"],
+        &second.zones["one.test"]
+    ));
+    let (after, _) = DnsIndex::build(&second, &edge, None, Some(&before));
+    assert!(
+        Arc::ptr_eq(&before.zones["one.test"], &after.zones["one.test"]),
+        "the untouched zone's index is reused"
+    );
+    assert!(!Arc::ptr_eq(
+        &before.zones["two.test"],
+        &after.zones["two.test"]
+    ));
+    let www = after.zones["two.test"].node("www.two.test").expect("node");
+    assert_eq!(
+        www.rrsets[0].rdatas.len(),
+        2,
+        "the change is in the new index"
+    );
+    // The apex CNAME of three.test points into two.test: flattened again, with both addresses.
+    assert!(!Arc::ptr_eq(
+        &before.zones["three.test"],
+        &after.zones["three.test"]
+    ));
+    let apex = after.zones["three.test"].node("three.test").expect("apex");
+    let a = apex
+        .get(hickory_proto::rr::RecordType::A)
+        .expect("flattened A");
+    assert_eq!(a.rdatas.len(), 2);
+}
