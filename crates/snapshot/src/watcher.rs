@@ -97,16 +97,25 @@ impl LastGood {
     }
 }
 
-/// Compiles and publishes `mirror`. `validated` holds the record keys validated by an earlier
-/// compile and unchanged since; it is completed when this compile succeeds.
-/// Compiles `mirror` and publishes the result (or rejects it). With `changed_zones`, the zones
-/// not in it are taken from the snapshot served now (which `mirror` differs from only there).
+/// What changed in the mirror since the snapshot served now was compiled from it.
+#[derive(Default)]
+struct Changes {
+    /// Zones whose zone or records changed.
+    zones: HashSet<String>,
+    /// Keys written or deleted.
+    keys: HashSet<String>,
+}
+
+/// Compiles `mirror` and publishes the result (or rejects it). `validated` holds the record keys
+/// validated by an earlier compile and unchanged since; it is completed when this compile
+/// succeeds. With `changes`, the zones not among them are taken from the snapshot served now
+/// (which `mirror` differs from only there); without, everything is compiled.
 fn rebuild(
     published: &Published,
     mirror: &BTreeMap<String, Vec<u8>>,
     revision: Revision,
     validated: &mut HashSet<String>,
-    changed_zones: Option<&HashSet<String>>,
+    changes: Option<&Changes>,
 ) -> bool {
     let started = std::time::Instant::now();
     let previous = published.load();
@@ -114,16 +123,22 @@ fn rebuild(
         mirror.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
         revision,
         &|key| validated.contains(key),
-        changed_zones.map(|changed_zones| crate::Reuse {
+        changes.map(|c| crate::Reuse {
             previous: &previous,
-            changed_zones,
+            changed_zones: &c.zones,
         }),
     );
     if compiled.is_ok() {
-        for key in mirror.keys() {
-            if key.starts_with(crate::keys::RECORDS) && !validated.contains(key) {
-                validated.insert(key.clone());
-            }
+        // Every record is valid now; only the changed ones need adding to the set.
+        let is_record = |key: &String| key.starts_with(crate::keys::RECORDS);
+        match changes {
+            None => validated.extend(mirror.keys().filter(|k| is_record(k)).cloned()),
+            Some(c) => validated.extend(
+                c.keys
+                    .iter()
+                    .filter(|k| is_record(k) && mirror.contains_key(k.as_str()))
+                    .cloned(),
+            ),
         }
     }
     match compiled {
@@ -206,17 +221,24 @@ impl PendingSave {
 /// How long the saver waits for more changes before writing, so that a burst of changes to a
 /// large zone is written once.
 const SAVE_DELAY: Duration = Duration::from_secs(2);
+/// The longest wait between saves of a large store.
+const MAX_SAVE_DELAY: Duration = Duration::from_secs(60);
 
 /// Writes the latest good state to disk in the background, coalescing bursts of changes.
 async fn run_saver(last_good: Arc<LastGood>, pending: Arc<PendingSave>) {
+    let mut delay = SAVE_DELAY;
     loop {
         pending.ready.notified().await;
-        tokio::time::sleep(SAVE_DELAY).await;
+        tokio::time::sleep(delay).await;
         let Some((revision, entries)) = pending.take() else {
             continue;
         };
         let lg = Arc::clone(&last_good);
-        match tokio::task::spawn_blocking(move || lg.save(revision, &entries)).await {
+        let started = std::time::Instant::now();
+        let saved = tokio::task::spawn_blocking(move || lg.save(revision, &entries)).await;
+        // A large store takes a while to write: save at most a tenth of the time.
+        delay = (started.elapsed() * 10).clamp(SAVE_DELAY, MAX_SAVE_DELAY);
+        match saved {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("{e}"),
             Err(e) => tracing::warn!("saving the last good snapshot failed: {e}"),
@@ -272,7 +294,7 @@ pub async fn run_snapshot_watcher(
         // Record keys validated by a successful compile and unchanged since.
         let mut validated: HashSet<String> = HashSet::new();
         // Zones changed since the last snapshot this loop compiled (none yet: all are new).
-        let mut changed_zones: HashSet<String> = HashSet::new();
+        let mut changes = Changes::default();
         if rebuild(&published, &mirror, revision, &mut validated, None) && last_good.is_some() {
             save.put(revision, mirror.clone());
         }
@@ -297,11 +319,12 @@ pub async fn run_snapshot_watcher(
                                 StoreKey::Zone(id)
                                 | StoreKey::Record { zone_id: id, .. }
                                 | StoreKey::AcmeChallenge { zone_id: id, .. } => {
-                                    changed_zones.insert(id.to_owned());
+                                    changes.zones.insert(id.to_owned());
                                 }
                                 _ => {}
                             }
                             changed = true;
+                            changes.keys.insert(event.key.clone());
                             match event.value {
                                 Some(v) => {
                                     validated.remove(&event.key);
@@ -333,9 +356,9 @@ pub async fn run_snapshot_watcher(
                     &mirror,
                     revision,
                     &mut validated,
-                    Some(&changed_zones),
+                    Some(&changes),
                 ) {
-                    changed_zones.clear();
+                    changes = Changes::default();
                     if last_good.is_some() {
                         save.put(revision, mirror.clone());
                     }
