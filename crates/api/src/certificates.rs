@@ -102,6 +102,20 @@ fn pem_field<'b>(body: &'b Value, field: &str) -> Result<Option<&'b str>, ApiErr
     }
 }
 
+/// The `certificate` and `private_key` an upload must have.
+fn required_pair(body: &Value) -> Result<(&str, &str), ApiError> {
+    match (
+        pem_field(body, "certificate")?,
+        pem_field(body, "private_key")?,
+    ) {
+        (Some(certificate), Some(private_key)) => Ok((certificate, private_key)),
+        _ => Err(ApiError::bad(
+            1003,
+            "certificate and private_key are required (PEM)",
+        )),
+    }
+}
+
 pub async fn list_certs(
     State(state): State<Arc<ApiState>>,
     auth: Auth,
@@ -139,15 +153,7 @@ pub async fn create_cert(
 ) -> ApiResult {
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     let body = parse_body(&body)?;
-    let (Some(certificate), Some(private_key)) = (
-        pem_field(&body, "certificate")?,
-        pem_field(&body, "private_key")?,
-    ) else {
-        return Err(ApiError::bad(
-            1003,
-            "certificate and private_key are required (PEM)",
-        ));
-    };
+    let (certificate, private_key) = required_pair(&body)?;
     let now = now_timestamp();
     let mut cert = CustomCertificate {
         id: parapet_model::ids::new_id(),
@@ -554,15 +560,7 @@ pub async fn create_pull_cert(
     use parapet_model::certificate::OriginPullCertificate;
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     let body = parse_body(&body)?;
-    let (Some(certificate), Some(private_key)) = (
-        pem_field(&body, "certificate")?,
-        pem_field(&body, "private_key")?,
-    ) else {
-        return Err(ApiError::bad(
-            1003,
-            "certificate and private_key are required (PEM)",
-        ));
-    };
+    let (certificate, private_key) = required_pair(&body)?;
     let chain = parapet_tls::parse_chain(certificate, private_key).map_err(|e| invalid(&e))?;
     let now = unix_now();
     if chain.leaf.not_after <= now || chain.leaf.not_before > now {

@@ -31,40 +31,60 @@ thread_local! {
         std::cell::RefCell::new(vec![0; READ_AHEAD].into_boxed_slice());
 }
 
-#[derive(Debug)]
-pub struct VisitorStream {
-    tcp: TcpStream,
-    /// Bytes read but not yet handed to the HTTP layer, from `ahead_pos`.
+/// A connection's read-ahead (bytes read or peeked, not yet handed on) and gathered writes
+/// (sent at the next flush, or when more would not fit); both hold no memory while empty.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    /// Bytes read ahead, from `ahead_pos`.
     ahead: Vec<u8>,
     ahead_pos: usize,
-    /// Gathered writes, sent from `out_pos` at the next flush.
+    /// Gathered writes, sent from `out_pos`.
     out: Vec<u8>,
     out_pos: usize,
-    digest: Option<Arc<SocketDigest>>,
-    established: SystemTime,
 }
 
-impl VisitorStream {
-    pub fn new(tcp: TcpStream, digest: SocketDigest) -> Self {
-        Self {
-            tcp,
-            ahead: Vec::new(),
-            ahead_pos: 0,
-            out: Vec::new(),
-            out_pos: 0,
-            digest: Some(Arc::new(digest)),
-            established: SystemTime::now(),
-        }
-    }
-
-    fn ahead_len(&self) -> usize {
+impl Buffers {
+    pub(crate) fn ahead_len(&self) -> usize {
         self.ahead.len() - self.ahead_pos
     }
 
-    /// Sends every gathered byte.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Keeps `bytes` after what is already read ahead.
+    pub(crate) fn keep_ahead(&mut self, bytes: &[u8]) {
+        if self.ahead_pos > 0 {
+            self.ahead.drain(..self.ahead_pos);
+            self.ahead_pos = 0;
+        }
+        self.ahead.extend_from_slice(bytes);
+    }
+
+    /// Copies the first `buf.len()` bytes read ahead (there must be that many).
+    pub(crate) fn peek_into(&self, buf: &mut [u8]) {
+        buf.copy_from_slice(&self.ahead[self.ahead_pos..self.ahead_pos + buf.len()]);
+    }
+
+    /// Hands read-ahead bytes to `buf`; false when there are none.
+    pub(crate) fn read_ahead(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        if self.ahead_len() == 0 {
+            return false;
+        }
+        let n = self.ahead_len().min(buf.remaining());
+        buf.put_slice(&self.ahead[self.ahead_pos..self.ahead_pos + n]);
+        self.ahead_pos += n;
+        if self.ahead_pos == self.ahead.len() {
+            self.ahead = Vec::new();
+            self.ahead_pos = 0;
+        }
+        true
+    }
+
+    /// Sends every gathered byte to `io`.
+    pub(crate) fn poll_drain<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         while self.out_pos < self.out.len() {
-            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.out[self.out_pos..]))?;
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.out[self.out_pos..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -75,6 +95,44 @@ impl VisitorStream {
         self.out_pos = 0;
         Poll::Ready(Ok(()))
     }
+
+    /// Gathers `buf` (up to `limit` bytes in all) for the next flush, sending what was gathered
+    /// first when it would not fit; a write of `limit` or more goes straight to `io`.
+    pub(crate) fn poll_gather<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        limit: usize,
+    ) -> Poll<io::Result<usize>> {
+        if self.out.len() + buf.len() > limit {
+            ready!(self.poll_drain(io, cx))?;
+        }
+        if buf.len() >= limit {
+            return Pin::new(io).poll_write(cx, buf);
+        }
+        self.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+}
+
+#[derive(Debug)]
+pub struct VisitorStream {
+    tcp: TcpStream,
+    buffers: Buffers,
+    digest: Option<Arc<SocketDigest>>,
+    established: SystemTime,
+}
+
+impl VisitorStream {
+    pub fn new(tcp: TcpStream, digest: SocketDigest) -> Self {
+        Self {
+            tcp,
+            buffers: Buffers::default(),
+            digest: Some(Arc::new(digest)),
+            established: SystemTime::now(),
+        }
+    }
 }
 
 impl AsyncRead for VisitorStream {
@@ -84,14 +142,7 @@ impl AsyncRead for VisitorStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.ahead_len() > 0 {
-            let n = this.ahead_len().min(buf.remaining());
-            buf.put_slice(&this.ahead[this.ahead_pos..this.ahead_pos + n]);
-            this.ahead_pos += n;
-            if this.ahead_pos == this.ahead.len() {
-                this.ahead = Vec::new();
-                this.ahead_pos = 0;
-            }
+        if this.buffers.read_ahead(buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.tcp).poll_read(cx, buf)
@@ -105,25 +156,18 @@ impl AsyncWrite for VisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.out.len() + buf.len() > GATHER {
-            ready!(this.poll_drain(cx))?;
-        }
-        if buf.len() >= GATHER {
-            return Pin::new(&mut this.tcp).poll_write(cx, buf);
-        }
-        this.out.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        this.buffers.poll_gather(&mut this.tcp, cx, buf, GATHER)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
+        ready!(this.buffers.poll_drain(&mut this.tcp, cx))?;
         Pin::new(&mut this.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
+        ready!(this.buffers.poll_drain(&mut this.tcp, cx))?;
         Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
 }
@@ -132,16 +176,12 @@ impl AsyncWrite for VisitorStream {
 impl Peek for VisitorStream {
     /// Waits until `buf.len()` bytes have arrived and copies them without consuming them.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        while self.ahead_len() < buf.len() {
+        while self.buffers.ahead_len() < buf.len() {
             self.tcp.readable().await?;
-            if self.ahead_pos > 0 {
-                self.ahead.drain(..self.ahead_pos);
-                self.ahead_pos = 0;
-            }
             // Read into this thread's scratch space and keep exactly what arrived.
             let read = SCRATCH.with_borrow_mut(|scratch| {
                 self.tcp.try_read(&mut scratch[..]).inspect(|&n| {
-                    self.ahead.extend_from_slice(&scratch[..n]);
+                    self.buffers.keep_ahead(&scratch[..n]);
                 })
             });
             match read {
@@ -151,7 +191,7 @@ impl Peek for VisitorStream {
                 Err(e) => return Err(e),
             }
         }
-        buf.copy_from_slice(&self.ahead[self.ahead_pos..self.ahead_pos + buf.len()]);
+        self.buffers.peek_into(buf);
         Ok(true)
     }
 }

@@ -18,7 +18,7 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
 
-use crate::stream::VisitorStream;
+use crate::stream::{Buffers, VisitorStream};
 
 /// How long a visitor has to finish its handshake (a slow or silent one is dropped).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,12 +32,8 @@ const GATHER: usize = 16 * 1024;
 /// A visitor's connection after its TLS handshake.
 pub struct TlsVisitorStream {
     tls: TlsStream<VisitorStream>,
-    /// Decrypted bytes peeked but not yet read, from `ahead_pos`.
-    ahead: Vec<u8>,
-    ahead_pos: usize,
-    /// Plaintext gathered for the next record, sent from `out_pos` at the next flush.
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Decrypted bytes peeked but not yet read, and plaintext gathered for the next record.
+    buffers: Buffers,
     ssl: Arc<SslDigest>,
     alpn: Option<ALPN>,
     established: SystemTime,
@@ -95,10 +91,7 @@ pub async fn handshake(tcp: VisitorStream, tls: &EdgeTls) -> Option<TlsVisitorSt
     };
     Some(TlsVisitorStream {
         tls: stream,
-        ahead: Vec::new(),
-        ahead_pos: 0,
-        out: Vec::new(),
-        out_pos: 0,
+        buffers: Buffers::default(),
         ssl: Arc::new(SslDigest::new(cipher, version, None, None, Vec::new())),
         alpn,
         established: SystemTime::now(),
@@ -121,27 +114,6 @@ impl TlsVisitorStream {
     pub fn is_h2(&self) -> bool {
         self.alpn == Some(ALPN::H2)
     }
-
-    fn ahead_len(&self) -> usize {
-        self.ahead.len() - self.ahead_pos
-    }
-
-    /// Hands every gathered byte to TLS.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.out_pos < self.out.len() {
-            let n = std::task::ready!(
-                Pin::new(&mut self.tls).poll_write(cx, &self.out[self.out_pos..])
-            )?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out_pos += n;
-        }
-        // Nothing is kept for an idle connection.
-        self.out = Vec::new();
-        self.out_pos = 0;
-        Poll::Ready(Ok(()))
-    }
 }
 
 impl AsyncRead for TlsVisitorStream {
@@ -151,14 +123,7 @@ impl AsyncRead for TlsVisitorStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.ahead_len() > 0 {
-            let n = this.ahead_len().min(buf.remaining());
-            buf.put_slice(&this.ahead[this.ahead_pos..this.ahead_pos + n]);
-            this.ahead_pos += n;
-            if this.ahead_pos == this.ahead.len() {
-                this.ahead = Vec::new();
-                this.ahead_pos = 0;
-            }
+        if this.buffers.read_ahead(buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.tls).poll_read(cx, buf)
@@ -172,25 +137,18 @@ impl AsyncWrite for TlsVisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.out.len() + buf.len() > GATHER {
-            std::task::ready!(this.poll_drain(cx))?;
-        }
-        if buf.len() >= GATHER {
-            return Pin::new(&mut this.tls).poll_write(cx, buf);
-        }
-        this.out.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        this.buffers.poll_gather(&mut this.tls, cx, buf, GATHER)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        std::task::ready!(this.poll_drain(cx))?;
+        std::task::ready!(this.buffers.poll_drain(&mut this.tls, cx))?;
         Pin::new(&mut this.tls).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        std::task::ready!(this.poll_drain(cx))?;
+        std::task::ready!(this.buffers.poll_drain(&mut this.tls, cx))?;
         Pin::new(&mut this.tls).poll_shutdown(cx)
     }
 }
@@ -200,19 +158,15 @@ impl Peek for TlsVisitorStream {
     /// Waits until `buf.len()` decrypted bytes have arrived and copies them without consuming.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         use tokio::io::AsyncReadExt;
-        while self.ahead_len() < buf.len() {
-            if self.ahead_pos > 0 {
-                self.ahead.drain(..self.ahead_pos);
-                self.ahead_pos = 0;
-            }
+        while self.buffers.ahead_len() < buf.len() {
             let mut chunk = [0u8; PEEK_READ];
             let n = self.tls.read(&mut chunk).await?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            self.ahead.extend_from_slice(&chunk[..n]);
+            self.buffers.keep_ahead(&chunk[..n]);
         }
-        buf.copy_from_slice(&self.ahead[self.ahead_pos..self.ahead_pos + buf.len()]);
+        self.buffers.peek_into(buf);
         Ok(true)
     }
 }
