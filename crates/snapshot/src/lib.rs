@@ -26,7 +26,7 @@ pub use keys::{
     origin_pull_cert_key, outgoing_key, peer_key, record_key, record_prefix, ruleset_key,
     settings_key, token_key, tsig_key, zone_key, zone_name_key,
 };
-pub use watcher::{LastGood, publish_last_good, run_snapshot_watcher, save_store_state};
+pub use watcher::{Entries, LastGood, publish_last_good, run_snapshot_watcher, save_store_state};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

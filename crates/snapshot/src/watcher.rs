@@ -293,9 +293,12 @@ pub async fn run_snapshot_watcher(
         let mut revision = listing.revision;
         // Record keys validated by a successful compile and unchanged since.
         let mut validated: HashSet<String> = HashSet::new();
-        // Zones changed since the last snapshot this loop compiled (none yet: all are new).
+        // Changes since the last snapshot this loop compiled. Zones are reused from the served
+        // snapshot only once this loop has compiled it: until then (a first compile that failed
+        // leaves an older snapshot served) every compile is a full one.
         let mut changes = Changes::default();
-        if rebuild(&published, &mirror, revision, &mut validated, None) && last_good.is_some() {
+        let mut compiled_here = rebuild(&published, &mirror, revision, &mut validated, None);
+        if compiled_here && last_good.is_some() {
             save.put(revision, mirror.clone());
         }
         let mut watch = Arc::clone(&store).watch(revision);
@@ -356,8 +359,9 @@ pub async fn run_snapshot_watcher(
                     &mirror,
                     revision,
                     &mut validated,
-                    Some(&changes),
+                    compiled_here.then_some(&changes),
                 ) {
+                    compiled_here = true;
                     changes = Changes::default();
                     if last_good.is_some() {
                         save.put(revision, mirror.clone());

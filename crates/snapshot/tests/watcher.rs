@@ -272,3 +272,61 @@ async fn a_change_recompiles_only_the_zone_it_touches() {
     assert!(published.rejected().is_empty());
     assert_eq!(fixed.zones["one.example"].records.len(), 51);
 }
+
+#[tokio::test]
+async fn after_a_failed_first_compile_no_zone_is_taken_from_an_older_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snapshot.json");
+    // The last good state on disk has www at .1; the store has moved on to .2, and holds a bad
+    // record in another zone.
+    let old: parapet_snapshot::Entries = [
+        (zone_key("z1"), json(&zone("z1", "one.example"))),
+        (
+            record_key("z1", "r1"),
+            json(&a_record("z1", "r1", "www.one.example", "192.0.2.1", true)),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    LastGood::new(&path).save(1, &old).expect("saved");
+    let store = Arc::new(MemoryStore::new());
+    store
+        .commit(
+            Txn::new()
+                .put(zone_key("z1"), json(&zone("z1", "one.example")))
+                .put(
+                    record_key("z1", "r1"),
+                    json(&a_record("z1", "r1", "www.one.example", "192.0.2.2", true)),
+                )
+                .put(zone_key("z2"), json(&zone("z2", "two.example")))
+                .put(record_key("z2", "bad"), b"not json".to_vec()),
+        )
+        .await
+        .expect("commit");
+    let published = Arc::new(Published::new());
+    tokio::spawn(run_snapshot_watcher(
+        store.clone(),
+        published.clone(),
+        Some(LastGood::new(&path)),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !published.rejected().is_empty(),
+        "the store state is rejected"
+    );
+    assert_eq!(
+        published.load().proxied_hosts["www.one.example"].origins,
+        ["192.0.2.1"],
+        "the last good state serves meanwhile"
+    );
+    // Fixing the other zone publishes the store's state, one.example included.
+    let rev = store
+        .commit(Txn::new().delete(record_key("z2", "bad")))
+        .await
+        .expect("commit");
+    wait(&published, rev).await;
+    assert_eq!(
+        published.load().proxied_hosts["www.one.example"].origins,
+        ["192.0.2.2"]
+    );
+}

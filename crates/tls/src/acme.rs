@@ -214,8 +214,10 @@ impl AcmeManager {
                 .values()
                 .map(|z| (z.zone.id.as_str(), (z.zone.name.as_str(), z.zone.status)))
                 .collect();
+            let mut holding = true;
             for (host, zone_id) in &wanted {
                 if *shutdown.borrow() || !self.hold_lease().await {
+                    holding = false;
                     break;
                 }
                 let state = snapshot.auto_certs.get(host).map(Arc::as_ref);
@@ -246,7 +248,9 @@ impl AcmeManager {
                 self.remove_challenges(zone_id, host).await;
                 self.record(host, zone_id, state, outcome).await;
             }
-            self.forget_unwanted(&snapshot, &wanted).await;
+            if holding {
+                self.forget_unwanted(&snapshot, &wanted).await;
+            }
             let next = snapshot.revision + 1;
             tokio::select! {
                 _ = self.published.wait_for(next) => {}
