@@ -582,3 +582,51 @@ fn malformed_client_hellos_end_their_connection_and_nothing_else() {
         );
     }
 }
+
+#[test]
+fn a_zone_certificate_never_serves_the_names_of_a_zone_nested_in_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let https = free_port();
+    let _origin = start_origin("127.0.0.2", https);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--https-listen",
+        &format!("127.0.0.1:{https}"),
+        "--acme-directory",
+        "",
+    ]));
+    let parent = node.create_zone("shop.test");
+    let nested = node.create_zone("sub.shop.test");
+    node.proxied_a(&parent, "www.shop.test", "127.0.0.2");
+    node.proxied_a(&nested, "sub.shop.test", "127.0.0.2");
+    node.proxied_a(&nested, "www.sub.shop.test", "127.0.0.2");
+    let ca = Authority::new("Test Roots", 30).expect("ca");
+    let ca_file = write(dir.path(), "ca.pem", &ca.cert_pem);
+    let only_nested = ca
+        .issue(&hosts(&["*.sub.shop.test"]), 30, Usage::Server)
+        .expect("cert");
+    let (status, body) = upload(&node, &parent, &only_nested);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("other zones"), "{body}");
+    let both = ca
+        .issue(
+            &hosts(&["www.shop.test", "*.shop.test", "*.sub.shop.test"]),
+            30,
+            Usage::Server,
+        )
+        .expect("cert");
+    assert_eq!(upload(&node, &parent, &both).0, 200);
+    eventually(
+        Duration::from_secs(5),
+        "the parent's name to be served",
+        || curl_https(https, "www.shop.test", &ca_file, &[]).0 == 200,
+    );
+    for host in ["www.sub.shop.test", "sub.shop.test"] {
+        assert_eq!(
+            curl_https(https, host, &ca_file, &[]).0,
+            0,
+            "{host} belongs to the nested zone"
+        );
+    }
+}

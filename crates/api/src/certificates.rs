@@ -74,6 +74,7 @@ fn priority(body: &Value) -> Result<Option<i64>, ApiError> {
 
 /// Checks `certificate` and `private_key` for `zone` and fills in what the leaf says.
 fn checked(
+    state: &ApiState,
     zone: &Zone,
     certificate: &str,
     private_key: &str,
@@ -83,6 +84,20 @@ fn checked(
     let problems = parapet_tls::check_for_zone(&chain.leaf, &zone.name, unix_now());
     if !problems.is_empty() {
         return Err(invalid(&problems));
+    }
+    // A name of a zone nested inside this one belongs to that zone, not to this one.
+    let snapshot = state.published.load();
+    let owned = chain.leaf.hosts.iter().any(|h| {
+        snapshot
+            .zone_for(h.strip_prefix("*.").unwrap_or(h))
+            .is_none_or(|z| z.zone.id == zone.id)
+    });
+    if !owned {
+        return Err(invalid(&[TlsError::Certificate(format!(
+            "names only hosts of other zones nested in {} ({})",
+            zone.name,
+            chain.leaf.hosts.join(", ")
+        ))]));
     }
     cert.certificate = certificate.to_owned();
     cert.private_key = private_key.to_owned();
@@ -171,7 +186,7 @@ pub async fn create_cert(
         modified_on: now,
         priority: priority(&body)?.unwrap_or(0),
     };
-    checked(&zone, certificate, private_key, &mut cert)?;
+    checked(&state, &zone, certificate, private_key, &mut cert)?;
     let existing = state.store.list(&custom_cert_prefix(&zone.id)).await?;
     if existing.entries.len() >= MAX_PER_ZONE {
         return Err(ApiError::bad(
@@ -202,7 +217,7 @@ pub async fn patch_cert(
         match (pem_field(&body, "certificate")?, new_key) {
             (Some(certificate), key) => {
                 let key = key.map_or_else(|| cert.private_key.clone(), str::to_owned);
-                checked(&zone, certificate, &key, &mut cert)?;
+                checked(&state, &zone, certificate, &key, &mut cert)?;
             }
             (None, Some(_)) => {
                 return Err(ApiError::bad(

@@ -25,28 +25,42 @@ type Parsed = (String, Option<Arc<CertifiedKey>>);
 #[derive(Default)]
 struct CertTable {
     revision: u64,
-    /// Host name or `*.parent` → the certificate served for it.
-    names: Arc<HashMap<String, Arc<CertifiedKey>>>,
+    /// Host name or `*.parent` → the certificate served for it and the zone it belongs to.
+    names: Arc<HashMap<String, (Arc<CertifiedKey>, Arc<str>)>>,
     /// Certificate id (`auto:` and the host name for automatic ones) → (its `modified_on` or
     /// `issued_on`, the parsed key, or `None` when it does not parse).
     parsed: Arc<HashMap<String, Parsed>>,
+    /// The zones the table was built for (which zone owns a name depends on them all).
+    zones: u64,
+}
+
+/// The zones of a snapshot, as one number that changes when a zone comes or goes.
+fn zones_fingerprint(snapshot: &Snapshot) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+    snapshot
+        .zones
+        .values()
+        .fold(snapshot.zones.len() as u64, |acc, z| {
+            acc.wrapping_add(hasher.hash_one(&z.zone.id))
+        })
+}
+
+/// Whether the zone that owns `name` (the longest enclosing zone) is `zone_id`: a certificate
+/// of one zone never serves the names of another, nested, zone.
+fn owns(snapshot: &Snapshot, zone_id: &str, name: &str) -> bool {
+    snapshot
+        .zone_for(name.strip_prefix("*.").unwrap_or(name))
+        .is_some_and(|z| z.zone.id == zone_id)
 }
 
 impl CertTable {
     fn build(snapshot: &Snapshot, previous: &CertTable) -> Self {
         let mut parsed = HashMap::new();
-        // name → (rank, key); the lowest rank is served.
-        let mut best: HashMap<String, ((i64, i64), Arc<CertifiedKey>)> = HashMap::new();
-        let zone_names: HashMap<&str, &str> = snapshot
-            .zones
-            .values()
-            .map(|z| (z.zone.id.as_str(), z.zone.name.as_str()))
-            .collect();
+        // name → (rank, key, zone); the lowest rank is served.
+        let mut best: HashMap<String, ((i64, i64), Arc<CertifiedKey>, Arc<str>)> = HashMap::new();
         for (zone_id, certs) in &snapshot.custom_certs {
-            let Some(&zone_name) = zone_names.get(zone_id.as_str()) else {
-                continue;
-            };
-            let zone_suffix = format!(".{zone_name}");
+            let zone: Arc<str> = Arc::from(zone_id.as_str());
             for cert in certs {
                 let Some(key) = reuse_or_parse(cert, previous) else {
                     parsed.insert(cert.id.clone(), (cert.modified_on.clone(), None));
@@ -58,16 +72,11 @@ impl CertTable {
                 );
                 // Lower priority numbers first; then the later upload.
                 let rank = (cert.priority, -upload_order(&cert.uploaded_on));
-                for host in &cert.hosts {
-                    let bare = host.strip_prefix("*.").unwrap_or(host);
-                    let in_zone = bare == zone_name || bare.ends_with(&zone_suffix);
-                    if !in_zone {
-                        continue;
-                    }
+                for host in cert.hosts.iter().filter(|h| owns(snapshot, zone_id, h)) {
                     match best.get(host) {
-                        Some((r, _)) if *r <= rank => {}
+                        Some((r, _, _)) if *r <= rank => {}
                         _ => {
-                            best.insert(host.clone(), (rank, key.clone()));
+                            best.insert(host.clone(), (rank, key.clone(), Arc::clone(&zone)));
                         }
                     }
                 }
@@ -86,15 +95,25 @@ impl CertTable {
                     .ok(),
             };
             parsed.insert(id, (auto.issued_on.clone(), key.clone()));
-            if let Some(key) = key {
-                best.entry(auto.hostname.clone())
-                    .or_insert(((i64::MAX, 0), key));
+            if let Some(key) = key
+                && owns(snapshot, &auto.zone_id, &auto.hostname)
+            {
+                best.entry(auto.hostname.clone()).or_insert((
+                    (i64::MAX, 0),
+                    key,
+                    Arc::from(auto.zone_id.as_str()),
+                ));
             }
         }
         Self {
             revision: snapshot.revision,
-            names: Arc::new(best.into_iter().map(|(n, (_, k))| (n, k)).collect()),
+            names: Arc::new(
+                best.into_iter()
+                    .map(|(n, (_, k, zone))| (n, (k, zone)))
+                    .collect(),
+            ),
             parsed: Arc::new(parsed),
+            zones: zones_fingerprint(snapshot),
         }
     }
 
@@ -105,6 +124,7 @@ impl CertTable {
         let count =
             snapshot.custom_certs.values().map(Vec::len).sum::<usize>() + auto.clone().count();
         count == self.parsed.len()
+            && self.zones == zones_fingerprint(snapshot)
             && custom.into_iter().all(|c| {
                 self.parsed
                     .get(&c.id)
@@ -117,17 +137,18 @@ impl CertTable {
             })
     }
 
-    /// The certificate for `host`: one naming it exactly, else a wildcard covering it.
-    fn lookup(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        if let Some(k) = self.names.get(host) {
+    /// The certificate for `host`: one naming it exactly, else a wildcard covering it (when
+    /// the wildcard's zone owns `host`: not the apex of a zone nested under it).
+    fn lookup(&self, snapshot: &Snapshot, host: &str) -> Option<Arc<CertifiedKey>> {
+        if let Some((k, _)) = self.names.get(host) {
             return Some(k.clone());
         }
         let (_, parent) = host.split_once('.')?;
         let pattern = format!("*.{parent}");
         self.names
             .get(&pattern)
-            .filter(|_| covers(&pattern, host))
-            .cloned()
+            .filter(|(_, zone)| covers(&pattern, host) && owns(snapshot, zone, host))
+            .map(|(k, _)| k.clone())
     }
 }
 
@@ -205,6 +226,7 @@ impl SniResolver {
                 revision: snapshot.revision,
                 names: Arc::clone(&table.names),
                 parsed: Arc::clone(&table.parsed),
+                zones: table.zones,
             })
         } else {
             Arc::new(CertTable::build(&snapshot, &table))
@@ -215,7 +237,7 @@ impl SniResolver {
 
     /// The certificate served for `host` (lowercase), if any.
     pub fn certificate_for(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        self.table().lookup(host)
+        self.table().lookup(&self.published.load(), host)
     }
 
     /// How many names have a certificate.
