@@ -21,12 +21,15 @@ use crate::chain::{covers, parse_chain};
 /// does not parse).
 type Parsed = (String, Option<Arc<CertifiedKey>>);
 
+/// A certificate served for a name, and the id of the zone the name belongs to.
+type Served = (Arc<CertifiedKey>, Arc<str>);
+
 /// Certificates by the name patterns they serve.
 #[derive(Default)]
 struct CertTable {
     revision: u64,
     /// Host name or `*.parent` → the certificate served for it and the zone it belongs to.
-    names: Arc<HashMap<String, (Arc<CertifiedKey>, Arc<str>)>>,
+    names: Arc<HashMap<String, Served>>,
     /// Certificate id (`auto:` and the host name for automatic ones) → (its `modified_on` or
     /// `issued_on`, the parsed key, or `None` when it does not parse).
     parsed: Arc<HashMap<String, Parsed>>,
