@@ -61,7 +61,7 @@ impl CertTable {
     fn build(snapshot: &Snapshot, previous: &CertTable) -> Self {
         let mut parsed = HashMap::new();
         // name → (rank, key, zone); the lowest rank is served.
-        let mut best: HashMap<String, ((i64, i64), Arc<CertifiedKey>, Arc<str>)> = HashMap::new();
+        let mut best: HashMap<String, ((i64, i64), Served)> = HashMap::new();
         for (zone_id, certs) in &snapshot.custom_certs {
             let zone: Arc<str> = Arc::from(zone_id.as_str());
             for cert in certs {
@@ -77,9 +77,9 @@ impl CertTable {
                 let rank = (cert.priority, -upload_order(&cert.uploaded_on));
                 for host in cert.hosts.iter().filter(|h| owns(snapshot, zone_id, h)) {
                     match best.get(host) {
-                        Some((r, _, _)) if *r <= rank => {}
+                        Some((r, _)) if *r <= rank => {}
                         _ => {
-                            best.insert(host.clone(), (rank, key.clone(), Arc::clone(&zone)));
+                            best.insert(host.clone(), (rank, (key.clone(), Arc::clone(&zone))));
                         }
                     }
                 }
@@ -101,18 +101,15 @@ impl CertTable {
             if let Some(key) = key
                 && owns(snapshot, &auto.zone_id, &auto.hostname)
             {
-                best.entry(auto.hostname.clone()).or_insert((
-                    (i64::MAX, 0),
-                    key,
-                    Arc::from(auto.zone_id.as_str()),
-                ));
+                best.entry(auto.hostname.clone())
+                    .or_insert(((i64::MAX, 0), (key, Arc::from(auto.zone_id.as_str()))));
             }
         }
         Self {
             revision: snapshot.revision,
             names: Arc::new(
                 best.into_iter()
-                    .map(|(n, (_, k, zone))| (n, (k, zone)))
+                    .map(|(name, (_, served))| (name, served))
                     .collect(),
             ),
             parsed: Arc::new(parsed),
