@@ -473,8 +473,14 @@ fn whole_seconds(d: std::time::Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
 }
 
-/// The system's root bundle, where Debian and most distributions keep it.
-const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where distributions keep the system's root bundle (Debian and Ubuntu, Fedora and RHEL,
+/// openSUSE, Alpine and BSDs).
+const SYSTEM_ROOTS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
 
 /// The roots origins' certificates are checked against in `strict` mode: the system's, the
 /// Origin CA's and `origin_ca_file`'s, written as one bundle in the data directory.
@@ -482,7 +488,16 @@ fn origin_trust(
     config: &Config,
     origin_ca: Option<&parapet_tls::certgen::Authority>,
 ) -> anyhow::Result<String> {
-    let mut bundle = std::fs::read_to_string(SYSTEM_ROOTS).unwrap_or_default();
+    let system = SYSTEM_ROOTS
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok());
+    if system.is_none() {
+        tracing::warn!(
+            "no system root bundle found ({}): strict mode accepts only origins with certificates from the Origin CA or origin_ca_file",
+            SYSTEM_ROOTS.join(", ")
+        );
+    }
+    let mut bundle = system.unwrap_or_default();
     let mut add = |pem: &str| {
         if !bundle.is_empty() && !bundle.ends_with('\n') {
             bundle.push('\n');
@@ -507,7 +522,7 @@ fn origin_trust(
     }
     if parapet_tls::chain::count_certificates(&bundle).unwrap_or(0) == 0 {
         anyhow::bail!(
-            "no roots to check origins' certificates against: {SYSTEM_ROOTS} is missing and no origin_ca_file is set"
+            "no roots to check origins' certificates against: no system bundle and no origin_ca_file"
         );
     }
     let path = config.data_dir.join("origin-trust.pem");

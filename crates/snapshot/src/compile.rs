@@ -168,6 +168,7 @@ pub fn compile_snapshot_with<'a>(
     let mut errors = Vec::new();
     let mut zones: HashMap<String, Zone> = HashMap::new();
     let mut records: HashMap<String, Vec<DnsRecord>> = HashMap::new();
+    let mut challenges: HashMap<String, Vec<DnsRecord>> = HashMap::new();
     let mut tsigs: HashMap<String, TsigKey> = HashMap::new();
     let mut peers: HashMap<String, Peer> = HashMap::new();
     let mut outgoing: Vec<(String, Outgoing)> = Vec::new();
@@ -191,14 +192,27 @@ pub fn compile_snapshot_with<'a>(
             },
             StoreKey::Record { zone_id, .. } | StoreKey::AcmeChallenge { zone_id, .. }
                 if reusable.contains_key(zone_id) => {}
-            StoreKey::Record { zone_id, record_id }
-            | StoreKey::AcmeChallenge { zone_id, record_id } => {
+            StoreKey::Record { zone_id, record_id } => {
                 match serde_json::from_slice::<DnsRecord>(value) {
                     Ok(r) if r.id == record_id && r.zone_id == zone_id => {
                         records.entry(r.zone_id.clone()).or_default().push(r);
                     }
                     Ok(_) => errors.push(err("record id or zone id does not match its key".into())),
                     Err(e) => errors.push(err(format!("not a DNS record: {e}"))),
+                }
+            }
+            // ACME challenge answers are Parapet's own, short-lived records: one that does not
+            // fit (its zone is gone, a CNAME holds its name) is left out, never a reason to
+            // reject the whole snapshot.
+            StoreKey::AcmeChallenge { zone_id, record_id } => {
+                match serde_json::from_slice::<DnsRecord>(value) {
+                    Ok(r) if r.id == record_id && r.zone_id == zone_id => {
+                        challenges.entry(r.zone_id.clone()).or_default().push(r);
+                    }
+                    _ => tracing::warn!(
+                        key,
+                        "ACME challenge record left out: not a record of its zone"
+                    ),
                 }
             }
             StoreKey::Tsig(_) => match serde_json::from_slice::<TsigKey>(value) {
@@ -435,6 +449,17 @@ pub fn compile_snapshot_with<'a>(
                     });
                 host.origins.push(r.content.clone());
             }
+        }
+        let mut zone_records = zone_records;
+        if let Some(answers) = challenges.remove(&zone_id) {
+            let taken: std::collections::HashSet<String> = zone_records
+                .iter()
+                .filter(|r| r.kind == RecordType::CNAME)
+                .map(|r| r.name.clone())
+                .collect();
+            zone_records.extend(answers.into_iter().filter(|c| !taken.contains(&c.name)));
+            zone_records
+                .sort_by(|a, b| (&a.name, a.kind, &a.content).cmp(&(&b.name, b.kind, &b.content)));
         }
         if let Some(previous) = by_name.insert(
             zone.name.clone(),

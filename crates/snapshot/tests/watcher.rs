@@ -330,3 +330,54 @@ async fn after_a_failed_first_compile_no_zone_is_taken_from_an_older_snapshot() 
         ["192.0.2.2"]
     );
 }
+
+#[test]
+fn acme_challenge_records_that_do_not_fit_are_left_out_not_fatal() {
+    let txt = |zone_id: &str, id: &str, name: &str| {
+        let mut r = a_record(zone_id, id, name, "", false);
+        r.kind = parapet_model::RecordType::TXT;
+        r.content = "\"token\"".into();
+        r
+    };
+    let mut cname = a_record("z1", "c1", "_acme-challenge.www.one.example", "", false);
+    cname.kind = parapet_model::RecordType::CNAME;
+    cname.content = "challenges.elsewhere.example".into();
+    let entries: Vec<(String, Vec<u8>)> = vec![
+        (zone_key("z1"), json(&zone("z1", "one.example"))),
+        (record_key("z1", "c1"), json(&cname)),
+        (
+            parapet_snapshot::acme_challenge_key("z1", "t1"),
+            json(&txt("z1", "t1", "_acme-challenge.www.one.example")),
+        ),
+        (
+            parapet_snapshot::acme_challenge_key("z1", "t2"),
+            json(&txt("z1", "t2", "_acme-challenge.api.one.example")),
+        ),
+        (
+            parapet_snapshot::acme_challenge_key("gone", "t3"),
+            json(&txt("gone", "t3", "_acme-challenge.www.gone.example")),
+        ),
+    ];
+    let snapshot = parapet_snapshot::compile_snapshot(
+        entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        1,
+    )
+    .expect("challenge records never reject a snapshot");
+    let names: Vec<&str> = snapshot.zones["one.example"]
+        .records
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "_acme-challenge.api.one.example",
+            "_acme-challenge.www.one.example"
+        ],
+        "the CNAME stays, the TXT beside it is left out, the other TXT is served"
+    );
+    assert_eq!(
+        snapshot.zones["one.example"].records[1].kind,
+        parapet_model::RecordType::CNAME
+    );
+}

@@ -125,6 +125,9 @@ pub struct AcmeManager {
     written: u64,
     /// This manager's name in the lease.
     id: String,
+    /// The states this manager wrote, by host name: decisions never rest on a snapshot that
+    /// is behind them (one that is rejected, say), so nothing is ordered twice.
+    states: HashMap<String, AutoCertificate>,
 }
 
 impl AcmeManager {
@@ -136,6 +139,7 @@ impl AcmeManager {
             account: None,
             written: 0,
             id: parapet_model::ids::new_id(),
+            states: HashMap::new(),
         }
     }
 
@@ -216,13 +220,20 @@ impl AcmeManager {
                 .collect();
             let mut holding = true;
             for (host, zone_id) in &wanted {
-                if *shutdown.borrow() || !self.hold_lease().await {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let state = self
+                    .states
+                    .get(host)
+                    .cloned()
+                    .or_else(|| snapshot.auto_certs.get(host).map(|s| (**s).clone()));
+                if !due(state.as_ref(), unix_now(), self.config.renew_before) {
+                    continue;
+                }
+                if !self.hold_lease().await {
                     holding = false;
                     break;
-                }
-                let state = snapshot.auto_certs.get(host).map(Arc::as_ref);
-                if !due(state, unix_now(), self.config.renew_before) {
-                    continue;
                 }
                 let Some(&(zone_name, ZoneStatus::Active)) = zones.get(zone_id.as_str()) else {
                     continue;
@@ -246,10 +257,10 @@ impl AcmeManager {
                     ))
                 });
                 self.remove_challenges(zone_id, host).await;
-                self.record(host, zone_id, state, outcome).await;
+                self.record(host, zone_id, state.as_ref(), outcome).await;
             }
             if holding {
-                self.forget_unwanted(&snapshot, &wanted).await;
+                self.forget_unwanted(&snapshot).await;
             }
             let next = snapshot.revision + 1;
             tokio::select! {
@@ -556,15 +567,20 @@ impl AcmeManager {
             }
             Err(e) => tracing::warn!(%host, "{e}"),
         }
+        self.states.insert(host.to_owned(), state);
     }
 
-    /// Drops the certificates of names no longer proxied (or now covered by an upload).
-    async fn forget_unwanted(&mut self, snapshot: &Snapshot, wanted: &BTreeMap<String, String>) {
+    /// Drops the certificates of names no longer proxied at all (a paused zone or an inactive
+    /// one keeps them, so that resuming it orders nothing).
+    async fn forget_unwanted(&mut self, snapshot: &Snapshot) {
         let gone: Vec<&String> = snapshot
             .auto_certs
             .keys()
-            .filter(|h| !wanted.contains_key(*h))
+            .filter(|h| !snapshot.proxied_hosts.contains_key(*h))
             .collect();
+        for host in &gone {
+            self.states.remove(*host);
+        }
         if gone.is_empty() {
             return;
         }
