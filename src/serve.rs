@@ -175,14 +175,28 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 const UPGRADE_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
-    // The store holds private keys (uploaded and automatic certificates, the CAs'): only the
-    // owner may look inside.
+    // The store holds private keys (uploaded and automatic certificates, the CAs'): a data
+    // directory Parapet makes is its owner's only; an existing one open to others is reported.
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting --data-dir {}", config.data_dir.display()))?;
+        if config.data_dir.exists() {
+            let mode = std::fs::metadata(&config.data_dir)
+                .with_context(|| format!("--data-dir {}", config.data_dir.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "--data-dir {} is readable by other users (mode {:o}); it holds private keys: chmod 700 it",
+                    config.data_dir.display(),
+                    mode & 0o777
+                );
+            }
+        } else {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
+            std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting --data-dir {}", config.data_dir.display()))?;
+        }
     }
     raise_open_file_limit();
     let last_good_path = config.data_dir.join("snapshot.json");
