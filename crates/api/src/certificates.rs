@@ -248,17 +248,22 @@ pub async fn delete_cert(
     Path((zone_id, cert_id)): Path<(String, String)>,
 ) -> ApiResult {
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
-    let key = custom_cert_key(&zone.id, &cert_id);
+    delete_entry(&state, &custom_cert_key(&zone.id, &cert_id)).await?;
+    Ok(ok(json!({"id": cert_id})))
+}
+
+/// Deletes the certificate stored at `key` (404 when there is none).
+async fn delete_entry(state: &ApiState, key: &str) -> Result<(), ApiError> {
     loop {
-        let (_, rev) = load::<CustomCertificate>(&state, &key)
-            .await?
-            .ok_or_else(not_found)?;
+        let Some(entry) = state.store.get(key).await? else {
+            return Err(not_found());
+        };
         match state
             .store
-            .commit(Txn::new().expect(&key, rev).delete(&key))
+            .commit(Txn::new().expect(key, entry.mod_revision).delete(key))
             .await
         {
-            Ok(_) => return Ok(ok(json!({"id": cert_id}))),
+            Ok(_) => return Ok(()),
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -633,19 +638,10 @@ pub async fn delete_pull_cert(
     Path((zone_id, cert_id)): Path<(String, String)>,
 ) -> ApiResult {
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
-    let key = parapet_snapshot::origin_pull_cert_key(&zone.id, &cert_id);
-    loop {
-        let Some(entry) = state.store.get(&key).await? else {
-            return Err(not_found());
-        };
-        match state
-            .store
-            .commit(Txn::new().expect(&key, entry.mod_revision).delete(&key))
-            .await
-        {
-            Ok(_) => return Ok(ok(json!({"id": cert_id}))),
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    delete_entry(
+        &state,
+        &parapet_snapshot::origin_pull_cert_key(&zone.id, &cert_id),
+    )
+    .await?;
+    Ok(ok(json!({"id": cert_id})))
 }
