@@ -105,6 +105,8 @@ pub struct Config {
     pub acme_directory: Option<String>,
     pub acme_ca_file: Option<PathBuf>,
     pub acme_email: Option<String>,
+    /// The longest one ACME order may take (a CA that stalls is given up on, and retried later).
+    pub acme_order_timeout: Duration,
     /// DNS response rate limit per client prefix and response kind (0: off).
     pub dns_rrl_rate: u32,
     /// Every n-th rate-limited response is sent truncated instead of dropped (0: drop all).
@@ -145,6 +147,7 @@ impl Default for Config {
             acme_directory: Some(parapet_tls::acme::LETS_ENCRYPT.to_owned()),
             acme_ca_file: None,
             acme_email: None,
+            acme_order_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -176,6 +179,7 @@ const KEYS: &[&str] = &[
     "acme_directory",
     "acme_ca_file",
     "acme_email",
+    "acme_order_timeout",
 ];
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
@@ -350,6 +354,10 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
             "acme_ca_file" => match string() {
                 Some(s) if !s.is_empty() => c.acme_ca_file = Some(PathBuf::from(s)),
                 _ => errors.push(want("a file path")),
+            },
+            "acme_order_timeout" => match string().map(|s| humantime::parse_duration(&s)) {
+                Some(Ok(d)) if d >= Duration::from_secs(1) => c.acme_order_timeout = d,
+                _ => errors.push(want("a duration of at least 1s, such as \"180s\"")),
             },
             "acme_email" => match string() {
                 Some(s) if s.contains('@') && !s.contains(char::is_whitespace) => {

@@ -375,6 +375,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     if let (false, Some(directory)) = (config.https_listen.is_empty(), &config.acme_directory) {
         let mut acme = parapet_tls::acme::AcmeConfig::new(directory.clone());
         acme.ca_file = config.acme_ca_file.clone();
+        acme.order_timeout = config.acme_order_timeout;
         acme.contact = config
             .acme_email
             .iter()

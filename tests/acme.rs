@@ -234,3 +234,35 @@ fn a_failing_ca_is_reported_and_uploaded_certificates_keep_serving() {
         "no certificate yet: a clean handshake failure"
     );
 }
+
+#[test]
+fn a_ca_that_stalls_is_given_up_on_and_reported() {
+    let https = free_port();
+    // Accepts connections and never answers.
+    let ca_port = free_port();
+    parapet_testkit::http::start_silent_origin("127.0.0.1", ca_port);
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args([
+                "--activation",
+                "auto",
+                "--https-listen",
+                &format!("127.0.0.1:{https}"),
+                "--acme-directory",
+                &format!("https://127.0.0.1:{ca_port}/dir"),
+            ])
+            .config("acme_order_timeout = \"2s\"\n"),
+    );
+    let zone = node.create_zone("shop.test");
+    node.proxied_a(&zone, "www.shop.test", "127.0.0.2");
+    eventually(Duration::from_secs(20), "the stall to be reported", || {
+        pack(&node, &zone, "www.shop.test").is_some_and(|p| {
+            p["status"] == "pending_validation"
+                && p["validation_errors"][0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("did not finish within 2s"))
+        })
+    });
+    // The API still answers while the CA stalls.
+    assert!(node.call("GET", "/zones", None).0 == 200);
+}
