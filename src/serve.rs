@@ -222,7 +222,12 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     let origin_ca = Some(Arc::new(origin_ca(&config)?));
     if !config.http_listen.is_empty() || !config.https_listen.is_empty() {
         let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
-        proxy.origin_trust = Some(origin_trust(&config, origin_ca.as_deref())?);
+        let trust = origin_trust(&config, origin_ca.as_deref())?;
+        // The same roots, for zones that trust more CAs (custom origin trust stores).
+        proxy.trust_roots = Arc::new(parapet_tls::chain::bundle_der(
+            &std::fs::read_to_string(&trust).unwrap_or_default(),
+        ));
+        proxy.origin_trust = Some(trust);
         proxy.origin_pull = Some(origin_pull_identity(&config)?);
         if let Some(port) = config.https_listen.first().map(SocketAddr::port) {
             proxy.https_port = port;

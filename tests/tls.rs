@@ -376,6 +376,54 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
         .expect("reached");
     assert!(seen.client_certificate, "{seen:?}");
 
+    // A zone's custom trust store: an origin certificate from a CA only this zone trusts.
+    let zone_roots = Authority::new("Zone Trust CA", 30).expect("ca");
+    let zone_signed = zone_roots
+        .issue(&hosts(&["www.shop.test"]), 30, Usage::Server)
+        .expect("cert");
+    let _zone_trusted = start_tls_origin(
+        "127.0.0.8",
+        port,
+        &zone_signed.cert_pem,
+        &zone_signed.key_pem,
+        None,
+    );
+    point("127.0.0.8");
+    eventually(
+        Duration::from_secs(5),
+        "an unknown CA to fail strict",
+        || get().0 == 526,
+    );
+    let (status, body) = node.call(
+        "POST",
+        &format!("/zones/{zone}/acm/custom_trust_store"),
+        Some(json!({"certificate": zone_signed.cert_pem})),
+    );
+    assert_eq!(status, 400, "a leaf is not a CA: {body}");
+    let trusted = node.ok(
+        "POST",
+        &format!("/zones/{zone}/acm/custom_trust_store"),
+        Some(json!({"certificate": zone_roots.cert_pem})),
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the zone's CA to be trusted",
+        || get().0 == 200,
+    );
+    node.ok(
+        "DELETE",
+        &format!(
+            "/zones/{zone}/acm/custom_trust_store/{}",
+            trusted["id"].as_str().expect("id")
+        ),
+        None,
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the CA to be untrusted again",
+        || get().0 == 526,
+    );
+
     // A zone's own client certificate replaces the node's.
     let zone_ca = Authority::new("Zone Pull CA", 30).expect("ca");
     let zone_client = zone_ca

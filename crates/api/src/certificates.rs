@@ -645,3 +645,92 @@ pub async fn delete_pull_cert(
     .await?;
     Ok(ok(json!({"id": cert_id})))
 }
+
+/// `GET /zones/{id}/acm/custom_trust_store`: the CA certificates `strict` accepts for the
+/// zone's origins besides the node's roots.
+pub async fn list_trusted(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    use parapet_model::certificate::TrustedCa;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let mut cas: Vec<TrustedCa> =
+        list(&state, &parapet_snapshot::trusted_ca_key(&zone.id, "")).await?;
+    cas.sort_by(|a, b| a.uploaded_on.cmp(&b.uploaded_on));
+    let now = SystemTime::now();
+    Ok(ok(Value::Array(
+        cas.iter().map(|c| c.public_json(now)).collect(),
+    )))
+}
+
+/// `POST /zones/{id}/acm/custom_trust_store`: `{"certificate": PEM of one CA certificate}`.
+pub async fn add_trusted(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    use parapet_model::certificate::TrustedCa;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let body = parse_body(&body)?;
+    let certificate = pem_field(&body, "certificate")?
+        .ok_or_else(|| ApiError::bad(1003, "certificate is required (PEM)"))?;
+    let ca = parapet_tls::chain::parse_ca(certificate).map_err(|e| invalid(&[e]))?;
+    if ca.not_after <= unix_now() {
+        return Err(invalid(&[TlsError::Certificate(format!(
+            "expired at {}",
+            parapet_tls::chain::rfc3339(ca.not_after)
+        ))]));
+    }
+    let existing = state
+        .store
+        .list(&parapet_snapshot::trusted_ca_key(&zone.id, ""))
+        .await?;
+    if existing.entries.len() >= MAX_PER_ZONE {
+        return Err(ApiError::bad(
+            1228,
+            format!("a zone trusts at most {MAX_PER_ZONE} CA certificates"),
+        ));
+    }
+    let trusted = TrustedCa {
+        id: parapet_model::ids::new_id(),
+        zone_id: zone.id.clone(),
+        certificate: certificate.to_owned(),
+        issuer: ca.issuer,
+        signature: ca.signature,
+        expires_on: parapet_tls::chain::rfc3339(ca.not_after),
+        uploaded_on: now_timestamp(),
+    };
+    put(
+        &state,
+        &parapet_snapshot::trusted_ca_key(&zone.id, &trusted.id),
+        0,
+        &trusted,
+    )
+    .await?;
+    Ok(ok(trusted.public_json(SystemTime::now())))
+}
+
+pub async fn get_trusted(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult {
+    use parapet_model::certificate::TrustedCa;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let (ca, _) = load::<TrustedCa>(&state, &parapet_snapshot::trusted_ca_key(&zone.id, &id))
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(ok(ca.public_json(SystemTime::now())))
+}
+
+pub async fn delete_trusted(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    delete_entry(&state, &parapet_snapshot::trusted_ca_key(&zone.id, &id)).await?;
+    Ok(ok(json!({"id": id})))
+}

@@ -156,6 +156,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(certificates::get_pull_cert).delete(certificates::delete_pull_cert),
         )
         .route(
+            "/zones/{zone_id}/acm/custom_trust_store",
+            get(certificates::list_trusted).post(certificates::add_trusted),
+        )
+        .route(
+            "/zones/{zone_id}/acm/custom_trust_store/{id}",
+            get(certificates::get_trusted).delete(certificates::delete_trusted),
+        )
+        .route(
             "/certificates",
             get(certificates::list_origin_certs).post(certificates::create_origin_cert),
         )

@@ -326,6 +326,10 @@ pub async fn delete(
             .store
             .list(&parapet_snapshot::custom_cert_prefix(&zone_id))
             .await?;
+        let trust = state
+            .store
+            .list(&parapet_snapshot::trusted_ca_key(&zone_id, ""))
+            .await?;
         let pull_certs = state
             .store
             .list(&parapet_snapshot::origin_pull_cert_key(&zone_id, ""))
@@ -357,6 +361,7 @@ pub async fn delete(
             .chain(certs.entries)
             .chain(challenges.entries)
             .chain(pull_certs.entries)
+            .chain(trust.entries)
         {
             txn = txn.delete(e.key);
         }

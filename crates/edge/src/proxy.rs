@@ -55,6 +55,12 @@ pub struct EdgeProxy {
     /// The certificate the edge presents to origins of zones with Authenticated Origin Pulls
     /// that uploaded none of their own.
     pub origin_pull: Option<crate::tls::ClientIdentity>,
+    /// The node's roots for origins (DER), the base of a zone's custom trust store.
+    pub trust_roots: Arc<Vec<Vec<u8>>>,
+    /// Zones' trust stores as the TLS client takes them, built once per set of certificates.
+    zone_trust: Arc<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<pingora::protocols::tls::CaType>>>,
+    >,
     /// Zones' own origin pull certificates, converted once: certificate id → identity.
     zone_pulls:
         Arc<std::sync::Mutex<std::collections::HashMap<String, crate::tls::ClientIdentity>>>,
@@ -86,16 +92,59 @@ impl EdgeProxy {
             origin_trust: None,
             origin_pull: None,
             zone_pulls: Arc::default(),
+            trust_roots: Arc::default(),
+            zone_trust: Arc::default(),
             https_port: 443,
             http_port: 80,
         }
     }
 }
 
+/// Zones' trust stores kept built at most (beyond, the map starts over).
+const ZONE_TRUST_KEPT: usize = 1024;
+
 /// Zones' origin pull identities kept converted at most (beyond, the map starts over).
 const ZONE_PULLS_KEPT: usize = 4096;
 
 impl EdgeProxy {
+    /// The roots a `strict` zone with a custom trust store checks its origin against: the
+    /// node's and the zone's.
+    fn zone_trust_store(
+        &self,
+        cas: &[Arc<parapet_model::certificate::TrustedCa>],
+    ) -> Arc<pingora::protocols::tls::CaType> {
+        let key = cas
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut stores = self
+            .zone_trust
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(store) = stores.get(&key) {
+            return Arc::clone(store);
+        }
+        let zone_ders = cas
+            .iter()
+            .flat_map(|c| parapet_tls::chain::bundle_der(&c.certificate));
+        // Every certificate here parsed as X.509 already (`bundle_der`), as the TLS client's
+        // wrapper requires.
+        let store: Arc<pingora::protocols::tls::CaType> = self
+            .trust_roots
+            .iter()
+            .cloned()
+            .chain(zone_ders)
+            .map(|der| pingora::utils::tls::WrappedX509::new(der, pingora::utils::tls::parse_x509))
+            .collect::<Vec<_>>()
+            .into();
+        if stores.len() >= ZONE_TRUST_KEPT {
+            stores.clear();
+        }
+        stores.insert(key, Arc::clone(&store));
+        store
+    }
+
     /// A zone's own origin pull certificate as the TLS client takes it (`None` if it no
     /// longer parses: the origin then sees no certificate and refuses, a 525).
     fn zone_pull_identity(
@@ -571,6 +620,9 @@ impl ProxyHttp for EdgeProxy {
             let strict = settings.ssl == SslMode::Strict;
             peer.options.verify_cert = strict;
             peer.options.verify_hostname = strict;
+            if strict && !origin.edge.trust_store.is_empty() {
+                peer.options.ca = Some(self.zone_trust_store(&origin.edge.trust_store));
+            }
             if settings.origin_pull {
                 peer.client_cert_key = match &origin.edge.origin_pull {
                     Some(own) => self.zone_pull_identity(own),

@@ -170,3 +170,33 @@ impl OriginPullCertificate {
         })
     }
 }
+
+/// A CA certificate a zone trusts for its origins in `strict` mode, besides the node's roots
+/// (Cloudflare's Custom Origin Trust Store, `/zones/{id}/acm/custom_trust_store`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedCa {
+    pub id: String,
+    pub zone_id: String,
+    /// PEM, one CA certificate.
+    pub certificate: String,
+    pub issuer: String,
+    pub signature: String,
+    pub expires_on: String,
+    pub uploaded_on: String,
+}
+
+impl TrustedCa {
+    pub fn public_json(&self, now: std::time::SystemTime) -> Value {
+        let expired = humantime::parse_rfc3339(&self.expires_on).is_ok_and(|t| t < now);
+        json!({
+            "id": self.id,
+            "certificate": self.certificate,
+            "issuer": self.issuer,
+            "signature": self.signature,
+            "status": if expired { "expired" } else { "active" },
+            "expires_on": self.expires_on,
+            "updated_at": self.uploaded_on,
+            "uploaded_on": self.uploaded_on,
+        })
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::net::SocketAddr;
 
 use parapet_model::certificate::{
-    AcmeResponse, AutoCertificate, CustomCertificate, OriginPullCertificate,
+    AcmeResponse, AutoCertificate, CustomCertificate, OriginPullCertificate, TrustedCa,
 };
 use parapet_model::rules::{CACHE_PHASE, CompiledRule, ORIGIN_PHASE, Ruleset};
 use parapet_model::settings::{EdgeZoneSettings, ZoneSettings};
@@ -66,6 +66,8 @@ pub struct ZoneEdge {
     pub cache_rules: Vec<CompiledRule>,
     /// The zone's own client certificate for Authenticated Origin Pulls (the newest upload).
     pub origin_pull: Option<Arc<OriginPullCertificate>>,
+    /// CA certificates the zone trusts for its origins in `strict` mode, sorted by id.
+    pub trust_store: Vec<Arc<TrustedCa>>,
 }
 
 impl Default for ZoneEdge {
@@ -75,6 +77,7 @@ impl Default for ZoneEdge {
             origin_rules: Vec::new(),
             cache_rules: Vec::new(),
             origin_pull: None,
+            trust_store: Vec::new(),
         }
     }
 }
@@ -258,6 +261,16 @@ pub fn compile_snapshot_with<'a>(
                     Err(e) => errors.push(err(format!("not a ruleset: {e}"))),
                 }
             }
+            StoreKey::TrustedCa { zone_id, id } => match serde_json::from_slice::<TrustedCa>(value)
+            {
+                Ok(c) if c.zone_id == zone_id && c.id == id => {
+                    let edge = zone_edge.entry(c.zone_id.clone()).or_default();
+                    edge.trust_store.push(Arc::new(c));
+                    edge.trust_store.sort_by(|a, b| a.id.cmp(&b.id));
+                }
+                Ok(_) => errors.push(err("certificate or zone id does not match its key".into())),
+                Err(e) => errors.push(err(format!("not a trusted CA certificate: {e}"))),
+            },
             StoreKey::OriginPullCert { zone_id, cert_id } => {
                 match serde_json::from_slice::<OriginPullCertificate>(value) {
                     Ok(c) if c.zone_id == zone_id && c.id == cert_id => {

@@ -14,6 +14,13 @@ pub const CUSTOM_CERTS: &str = "custom-certs/";
 pub const AUTO_CERTS: &str = "auto-certs/";
 /// DNS-01 challenge answers (TXT records) while an ACME order is validated.
 pub const ACME_CHALLENGES: &str = "acme-challenges/";
+/// Zones' custom origin trust stores: CA certificates `strict` accepts for their origins.
+pub const TRUST_STORE: &str = "trust-store/";
+
+pub fn trusted_ca_key(zone_id: &str, id: &str) -> String {
+    format!("{TRUST_STORE}{zone_id}/{id}")
+}
+
 /// Zones' own client certificates for Authenticated Origin Pulls.
 pub const ORIGIN_PULL_CERTS: &str = "origin-pull-certs/";
 
@@ -125,6 +132,10 @@ pub enum StoreKey<'a> {
         zone_id: &'a str,
         cert_id: &'a str,
     },
+    TrustedCa {
+        zone_id: &'a str,
+        id: &'a str,
+    },
     AcmeChallenge {
         zone_id: &'a str,
         record_id: &'a str,
@@ -156,6 +167,11 @@ impl<'a> StoreKey<'a> {
         } else if let Some(rest) = key.strip_prefix(RULESETS) {
             match rest.split_once('/') {
                 Some((zone_id, phase)) => Self::Ruleset { zone_id, phase },
+                None => Self::Other,
+            }
+        } else if let Some(rest) = key.strip_prefix(TRUST_STORE) {
+            match rest.split_once('/') {
+                Some((zone_id, id)) => Self::TrustedCa { zone_id, id },
                 None => Self::Other,
             }
         } else if let Some(rest) = key.strip_prefix(ORIGIN_PULL_CERTS) {
@@ -200,6 +216,7 @@ impl<'a> StoreKey<'a> {
                 | Self::AcmeHttp(_)
                 | Self::AcmeAlpn(_)
                 | Self::OriginPullCert { .. }
+                | Self::TrustedCa { .. }
                 | Self::AcmeChallenge { .. }
         )
     }

@@ -24,7 +24,7 @@ pub use compile::{
 pub use keys::{
     StoreKey, acme_challenge_key, auto_cert_key, custom_cert_key, custom_cert_prefix,
     origin_pull_cert_key, outgoing_key, peer_key, record_key, record_prefix, ruleset_key,
-    settings_key, token_key, tsig_key, zone_key, zone_name_key,
+    settings_key, token_key, trusted_ca_key, tsig_key, zone_key, zone_name_key,
 };
 pub use watcher::{Entries, LastGood, publish_last_good, run_snapshot_watcher, save_store_state};
 

@@ -81,6 +81,54 @@ pub fn parse_chain(certificate_pem: &str, key_pem: &str) -> Result<ParsedChain, 
     }
 }
 
+/// What an uploaded CA certificate says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaInfo {
+    pub issuer: String,
+    pub signature: String,
+    pub not_after: i64,
+}
+
+/// Parses one CA certificate (PEM): exactly one certificate, marked as a CA.
+pub fn parse_ca(pem: &str) -> Result<CaInfo, TlsError> {
+    let certs = read_certificates(pem)?;
+    if certs.len() != 1 {
+        return Err(TlsError::Certificate(format!(
+            "exactly one CA certificate is expected, not {}",
+            certs.len()
+        )));
+    }
+    let cert = match X509Certificate::from_der(&certs[0]) {
+        Ok(([], cert)) => cert,
+        _ => return Err(TlsError::Certificate("not an X.509 certificate".into())),
+    };
+    if !cert.is_ca() {
+        return Err(TlsError::Certificate(
+            "not a CA certificate (its basic constraints do not say CA)".into(),
+        ));
+    }
+    Ok(CaInfo {
+        issuer: cert
+            .issuer()
+            .iter_organization()
+            .chain(cert.issuer().iter_common_name())
+            .find_map(|a| a.as_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        signature: signature_name(&cert.signature_algorithm.algorithm.to_id_string()),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// The DER of every certificate in a PEM bundle that parses as X.509 (others are skipped).
+pub fn bundle_der(pem: &str) -> Vec<Vec<u8>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .filter(|der| matches!(X509Certificate::from_der(der), Ok(([], _))))
+        .map(|der| der.to_vec())
+        .collect()
+}
+
 /// How many certificates a PEM bundle holds (a bundle of roots, say).
 pub fn count_certificates(pem: &str) -> Result<usize, TlsError> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
