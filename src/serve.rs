@@ -222,11 +222,9 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     let origin_ca = Some(Arc::new(origin_ca(&config)?));
     if !config.http_listen.is_empty() || !config.https_listen.is_empty() {
         let mut proxy = parapet_edge::EdgeProxy::new(Arc::clone(&published));
-        let trust = origin_trust(&config, origin_ca.as_deref())?;
+        let (trust, roots) = origin_trust(&config, origin_ca.as_deref())?;
         // The same roots, for zones that trust more CAs (custom origin trust stores).
-        proxy.trust_roots = Arc::new(parapet_tls::chain::bundle_der(
-            &std::fs::read_to_string(&trust).unwrap_or_default(),
-        ));
+        proxy.trust_roots = Arc::new(roots);
         proxy.origin_trust = Some(trust);
         proxy.origin_pull = Some(origin_pull_identity(&config)?);
         if let Some(port) = config.https_listen.first().map(SocketAddr::port) {
@@ -503,11 +501,12 @@ const SYSTEM_ROOTS: &[&str] = &[
 ];
 
 /// The roots origins' certificates are checked against in `strict` mode: the system's, the
-/// Origin CA's and `origin_ca_file`'s, written as one bundle in the data directory.
+/// Origin CA's and `origin_ca_file`'s, written as one bundle in the data directory. Returns
+/// the bundle's path and its certificates (DER).
 fn origin_trust(
     config: &Config,
     origin_ca: Option<&parapet_tls::certgen::Authority>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Vec<Vec<u8>>)> {
     let system = SYSTEM_ROOTS
         .iter()
         .find_map(|path| std::fs::read_to_string(path).ok());
@@ -546,9 +545,12 @@ fn origin_trust(
         );
     }
     let path = config.data_dir.join("origin-trust.pem");
-    std::fs::write(&path, bundle)
+    std::fs::write(&path, &bundle)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-    Ok(path.to_string_lossy().into_owned())
+    Ok((
+        path.to_string_lossy().into_owned(),
+        parapet_tls::chain::bundle_der(&bundle),
+    ))
 }
 
 /// The Origin CA's common name.

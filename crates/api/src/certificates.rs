@@ -10,7 +10,7 @@ use parapet_model::Zone;
 use parapet_model::certificate::{BUNDLE_METHODS, CERTIFICATE_TYPES, CustomCertificate};
 use parapet_snapshot::{custom_cert_key, custom_cert_prefix};
 use parapet_store::{StoreError, Txn};
-use parapet_tls::TlsError;
+use parapet_tls::{TlsError, unix_now};
 use serde_json::{Value, json};
 
 use crate::envelope::{ApiErrorItem, ApiResult, now_timestamp, ok, parse_body};
@@ -43,10 +43,15 @@ fn invalid(errors: &[TlsError]) -> ApiError {
     )
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+/// Refuses one more of a zone's `what` (stored under `prefix`) when it holds the most it may.
+async fn ensure_room(state: &ApiState, prefix: &str, what: &str) -> Result<(), ApiError> {
+    if state.store.list(prefix).await?.entries.len() >= MAX_PER_ZONE {
+        return Err(ApiError::bad(
+            1228,
+            format!("a zone holds at most {MAX_PER_ZONE} {what}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A string field of `body` that must be one of `allowed` (or absent: `default`).
@@ -187,13 +192,7 @@ pub async fn create_cert(
         priority: priority(&body)?.unwrap_or(0),
     };
     checked(&state, &zone, certificate, private_key, &mut cert)?;
-    let existing = state.store.list(&custom_cert_prefix(&zone.id)).await?;
-    if existing.entries.len() >= MAX_PER_ZONE {
-        return Err(ApiError::bad(
-            1228,
-            format!("a zone holds at most {MAX_PER_ZONE} custom certificates"),
-        ));
-    }
+    ensure_room(&state, &custom_cert_prefix(&zone.id), "custom certificates").await?;
     put(&state, &custom_cert_key(&zone.id, &cert.id), 0, &cert).await?;
     Ok(ok(cert.public_json(SystemTime::now())))
 }
@@ -582,21 +581,11 @@ pub async fn create_pull_cert(
     let body = parse_body(&body)?;
     let (certificate, private_key) = required_pair(&body)?;
     let chain = parapet_tls::parse_chain(certificate, private_key).map_err(|e| invalid(&e))?;
-    let now = unix_now();
-    if chain.leaf.not_after <= now || chain.leaf.not_before > now {
-        return Err(invalid(&[TlsError::Certificate(format!(
-            "not valid now (valid from {} to {})",
-            parapet_tls::chain::rfc3339(chain.leaf.not_before),
-            parapet_tls::chain::rfc3339(chain.leaf.not_after)
-        ))]));
+    let problems = parapet_tls::chain::check_dates(&chain.leaf, unix_now());
+    if !problems.is_empty() {
+        return Err(invalid(&problems));
     }
-    let existing = state.store.list(&pull_prefix(&zone.id)).await?;
-    if existing.entries.len() >= MAX_PER_ZONE {
-        return Err(ApiError::bad(
-            1228,
-            format!("a zone holds at most {MAX_PER_ZONE} origin pull certificates"),
-        ));
-    }
+    ensure_room(&state, &pull_prefix(&zone.id), "origin pull certificates").await?;
     let cert = OriginPullCertificate {
         id: parapet_model::ids::new_id(),
         zone_id: zone.id.clone(),
@@ -683,16 +672,12 @@ pub async fn add_trusted(
             parapet_tls::chain::rfc3339(ca.not_after)
         ))]));
     }
-    let existing = state
-        .store
-        .list(&parapet_snapshot::trusted_ca_key(&zone.id, ""))
-        .await?;
-    if existing.entries.len() >= MAX_PER_ZONE {
-        return Err(ApiError::bad(
-            1228,
-            format!("a zone trusts at most {MAX_PER_ZONE} CA certificates"),
-        ));
-    }
+    ensure_room(
+        &state,
+        &parapet_snapshot::trusted_ca_key(&zone.id, ""),
+        "trusted CA certificates",
+    )
+    .await?;
     let trusted = TrustedCa {
         id: parapet_model::ids::new_id(),
         zone_id: zone.id.clone(),

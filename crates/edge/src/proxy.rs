@@ -58,12 +58,9 @@ pub struct EdgeProxy {
     /// The node's roots for origins (DER), the base of a zone's custom trust store.
     pub trust_roots: Arc<Vec<Vec<u8>>>,
     /// Zones' trust stores as the TLS client takes them, built once per set of certificates.
-    zone_trust: Arc<
-        std::sync::Mutex<std::collections::HashMap<String, Arc<pingora::protocols::tls::CaType>>>,
-    >,
+    zone_trust: Arc<Converted<Arc<pingora::protocols::tls::CaType>>>,
     /// Zones' own origin pull certificates, converted once: certificate id → identity.
-    zone_pulls:
-        Arc<std::sync::Mutex<std::collections::HashMap<String, crate::tls::ClientIdentity>>>,
+    zone_pulls: Arc<Converted<crate::tls::ClientIdentity>>,
     /// The port plain-HTTP visitors are redirected to for HTTPS when their port has no
     /// Cloudflare pair (the first `--https-listen`; else 443).
     pub https_port: u16,
@@ -91,9 +88,9 @@ impl EdgeProxy {
             cache: None,
             origin_trust: None,
             origin_pull: None,
-            zone_pulls: Arc::default(),
+            zone_pulls: Arc::new(Converted::new(ZONE_PULLS_KEPT)),
             trust_roots: Arc::default(),
-            zone_trust: Arc::default(),
+            zone_trust: Arc::new(Converted::new(ZONE_TRUST_KEPT)),
             https_port: 443,
             http_port: 80,
         }
@@ -106,43 +103,69 @@ const ZONE_TRUST_KEPT: usize = 1024;
 /// Zones' origin pull identities kept converted at most (beyond, the map starts over).
 const ZONE_PULLS_KEPT: usize = 4096;
 
+/// What stored certificates become for the TLS client, made once per key and kept (at most
+/// `max`; beyond, it starts over).
+struct Converted<T> {
+    max: usize,
+    made: std::sync::Mutex<std::collections::HashMap<String, T>>,
+}
+
+impl<T: Clone> Converted<T> {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            made: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The value for `key`, made by `make` the first time (nothing is kept when it fails).
+    fn get_or_make(&self, key: &str, make: impl FnOnce() -> Option<T>) -> Option<T> {
+        let mut made = self
+            .made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(value) = made.get(key) {
+            return Some(value.clone());
+        }
+        let value = make()?;
+        if made.len() >= self.max {
+            made.clear();
+        }
+        made.insert(key.to_owned(), value.clone());
+        Some(value)
+    }
+}
+
 impl EdgeProxy {
     /// The roots a `strict` zone with a custom trust store checks its origin against: the
     /// node's and the zone's.
     fn zone_trust_store(
         &self,
         cas: &[Arc<parapet_model::certificate::TrustedCa>],
-    ) -> Arc<pingora::protocols::tls::CaType> {
+    ) -> Option<Arc<pingora::protocols::tls::CaType>> {
         let key = cas
             .iter()
             .map(|c| c.id.as_str())
             .collect::<Vec<_>>()
             .join(",");
-        let mut stores = self
-            .zone_trust
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(store) = stores.get(&key) {
-            return Arc::clone(store);
-        }
-        let zone_ders = cas
-            .iter()
-            .flat_map(|c| parapet_tls::chain::bundle_der(&c.certificate));
-        // Every certificate here parsed as X.509 already (`bundle_der`), as the TLS client's
-        // wrapper requires.
-        let store: Arc<pingora::protocols::tls::CaType> = self
-            .trust_roots
-            .iter()
-            .cloned()
-            .chain(zone_ders)
-            .map(|der| pingora::utils::tls::WrappedX509::new(der, pingora::utils::tls::parse_x509))
-            .collect::<Vec<_>>()
-            .into();
-        if stores.len() >= ZONE_TRUST_KEPT {
-            stores.clear();
-        }
-        stores.insert(key, Arc::clone(&store));
-        store
+        self.zone_trust.get_or_make(&key, || {
+            let zone_ders = cas
+                .iter()
+                .flat_map(|c| parapet_tls::chain::bundle_der(&c.certificate));
+            // Every certificate here parsed as X.509 already (`bundle_der`), as the TLS
+            // client's wrapper requires.
+            Some(
+                self.trust_roots
+                    .iter()
+                    .cloned()
+                    .chain(zone_ders)
+                    .map(|der| {
+                        pingora::utils::tls::WrappedX509::new(der, pingora::utils::tls::parse_x509)
+                    })
+                    .collect::<Vec<_>>()
+                    .into(),
+            )
+        })
     }
 
     /// A zone's own origin pull certificate as the TLS client takes it (`None` if it no
@@ -151,19 +174,9 @@ impl EdgeProxy {
         &self,
         cert: &parapet_model::certificate::OriginPullCertificate,
     ) -> Option<crate::tls::ClientIdentity> {
-        let mut pulls = self
-            .zone_pulls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(identity) = pulls.get(&cert.id) {
-            return Some(identity.clone());
-        }
-        let identity = crate::tls::client_identity(&cert.certificate, &cert.private_key).ok()?;
-        if pulls.len() >= ZONE_PULLS_KEPT {
-            pulls.clear();
-        }
-        pulls.insert(cert.id.clone(), identity.clone());
-        Some(identity)
+        self.zone_pulls.get_or_make(&cert.id, || {
+            crate::tls::client_identity(&cert.certificate, &cert.private_key).ok()
+        })
     }
 }
 
@@ -621,7 +634,7 @@ impl ProxyHttp for EdgeProxy {
             peer.options.verify_cert = strict;
             peer.options.verify_hostname = strict;
             if strict && !origin.edge.trust_store.is_empty() {
-                peer.options.ca = Some(self.zone_trust_store(&origin.edge.trust_store));
+                peer.options.ca = self.zone_trust_store(&origin.edge.trust_store);
             }
             if settings.origin_pull {
                 peer.client_cert_key = match &origin.edge.origin_pull {

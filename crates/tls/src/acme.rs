@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::chain::{covers, parse_chain, rfc3339};
+use crate::unix_now;
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -73,12 +74,6 @@ struct Lease {
 struct StoredAccount {
     directory: String,
     credentials: AccountCredentials,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Every proxied host name of an active zone that needs a certificate from the CA: those no

@@ -108,13 +108,7 @@ pub fn parse_ca(pem: &str) -> Result<CaInfo, TlsError> {
         ));
     }
     Ok(CaInfo {
-        issuer: cert
-            .issuer()
-            .iter_organization()
-            .chain(cert.issuer().iter_common_name())
-            .find_map(|a| a.as_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
+        issuer: issuer_name(&cert),
         signature: signature_name(&cert.signature_algorithm.algorithm.to_id_string()),
         not_after: cert.validity().not_after.timestamp(),
     })
@@ -255,13 +249,7 @@ fn describe_chain(certs: &[CertificateDer<'static>]) -> Result<LeafInfo, Vec<Tls
     if !errors.is_empty() {
         return Err(errors);
     }
-    let issuer = leaf
-        .issuer()
-        .iter_organization()
-        .chain(leaf.issuer().iter_common_name())
-        .find_map(|a| a.as_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let issuer = issuer_name(leaf);
     Ok(LeafInfo {
         hosts,
         issuer,
@@ -291,20 +279,7 @@ pub fn describe_pem(certificate_pem: &str) -> Result<LeafInfo, TlsError> {
 /// Why a parsed chain cannot be served for zone `zone_name` at `now` (Unix seconds): it has
 /// expired or is not valid yet, or names no host of the zone.
 pub fn check_for_zone(leaf: &LeafInfo, zone_name: &str, now: i64) -> Vec<TlsError> {
-    let mut errors = Vec::new();
-    if leaf.not_after <= now {
-        errors.push(TlsError::Certificate(format!(
-            "expired at {} (Unix time {})",
-            rfc3339(leaf.not_after),
-            leaf.not_after
-        )));
-    }
-    if leaf.not_before > now {
-        errors.push(TlsError::Certificate(format!(
-            "not valid before {}",
-            rfc3339(leaf.not_before)
-        )));
-    }
+    let mut errors = check_dates(leaf, now);
     let suffix = format!(".{zone_name}");
     let in_zone = leaf.hosts.iter().any(|h| {
         let bare = h.strip_prefix("*.").unwrap_or(h);
@@ -319,6 +294,25 @@ pub fn check_for_zone(leaf: &LeafInfo, zone_name: &str, now: i64) -> Vec<TlsErro
     errors
 }
 
+/// Why the leaf is not valid at `now` (Unix seconds): expired, or not valid yet.
+pub fn check_dates(leaf: &LeafInfo, now: i64) -> Vec<TlsError> {
+    let mut errors = Vec::new();
+    if leaf.not_after <= now {
+        errors.push(TlsError::Certificate(format!(
+            "expired at {} (Unix time {})",
+            rfc3339(leaf.not_after),
+            leaf.not_after
+        )));
+    }
+    if leaf.not_before > now {
+        errors.push(TlsError::Certificate(format!(
+            "not valid before {}",
+            rfc3339(leaf.not_before)
+        )));
+    }
+    errors
+}
+
 /// Unix seconds as an RFC 3339 UTC timestamp.
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
@@ -328,6 +322,16 @@ pub fn rfc3339(unix: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| unix.to_string())
+}
+
+/// The issuer's organization (or common name), as the API shows it.
+fn issuer_name(cert: &X509Certificate<'_>) -> String {
+    cert.issuer()
+        .iter_organization()
+        .chain(cert.issuer().iter_common_name())
+        .find_map(|a| a.as_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A host name or a wildcard (`*.` and a host name), as certificates name hosts.

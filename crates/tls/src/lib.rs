@@ -10,6 +10,13 @@ pub mod sni;
 pub use chain::{LeafInfo, ParsedChain, check_for_zone, parse_chain};
 pub use sni::{EdgeTls, SniResolver};
 
+/// Now, in Unix seconds (the unit certificates' dates are compared in).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Every way a TLS input or operation fails.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TlsError {

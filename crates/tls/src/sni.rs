@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use parapet_model::certificate::CustomCertificate;
 use parapet_snapshot::{Published, Snapshot};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
@@ -65,14 +64,17 @@ impl CertTable {
         for (zone_id, certs) in &snapshot.custom_certs {
             let zone: Arc<str> = Arc::from(zone_id.as_str());
             for cert in certs {
-                let Some(key) = reuse_or_parse(cert, previous) else {
-                    parsed.insert(cert.id.clone(), (cert.modified_on.clone(), None));
+                let key = reuse_or_parse(
+                    previous,
+                    &cert.id,
+                    &cert.modified_on,
+                    &cert.certificate,
+                    &cert.private_key,
+                );
+                parsed.insert(cert.id.clone(), (cert.modified_on.clone(), key.clone()));
+                let Some(key) = key else {
                     continue;
                 };
-                parsed.insert(
-                    cert.id.clone(),
-                    (cert.modified_on.clone(), Some(key.clone())),
-                );
                 // Lower priority numbers first; then the later upload.
                 let rank = (cert.priority, -upload_order(&cert.uploaded_on));
                 for host in cert.hosts.iter().filter(|h| owns(snapshot, zone_id, h)) {
@@ -88,15 +90,13 @@ impl CertTable {
         // Certificates Parapet obtained come after every uploaded one.
         for auto in snapshot.auto_certs.values().filter(|c| c.issued()) {
             let id = format!("auto:{}", auto.hostname);
-            let key = match previous.parsed.get(&id) {
-                Some((issued, key)) if *issued == auto.issued_on => key.clone(),
-                _ => parse_chain(&auto.certificate, &auto.private_key)
-                    .map(|c| c.key)
-                    .map_err(|e| {
-                        tracing::warn!(host = %auto.hostname, "automatic certificate not served: {e:?}");
-                    })
-                    .ok(),
-            };
+            let key = reuse_or_parse(
+                previous,
+                &id,
+                &auto.issued_on,
+                &auto.certificate,
+                &auto.private_key,
+            );
             parsed.insert(id, (auto.issued_on.clone(), key.clone()));
             if let Some(key) = key
                 && owns(snapshot, &auto.zone_id, &auto.hostname)
@@ -152,20 +152,27 @@ impl CertTable {
     }
 }
 
-fn reuse_or_parse(cert: &CustomCertificate, previous: &CertTable) -> Option<Arc<CertifiedKey>> {
-    if let Some((modified, key)) = previous.parsed.get(&cert.id)
-        && *modified == cert.modified_on
+/// Certificate `id` at `version` as the previous table parsed it, or parsed now.
+fn reuse_or_parse(
+    previous: &CertTable,
+    id: &str,
+    version: &str,
+    certificate_pem: &str,
+    key_pem: &str,
+) -> Option<Arc<CertifiedKey>> {
+    if let Some((parsed_version, key)) = previous.parsed.get(id)
+        && parsed_version == version
     {
         return key.clone();
     }
-    match parse_chain(&cert.certificate, &cert.private_key) {
+    match parse_chain(certificate_pem, key_pem) {
         Ok(chain) => Some(chain.key),
         Err(e) => {
-            // The API checked it when it was uploaded; a store edited by hand can still hold
+            // It was checked when it was stored; a store edited by hand can still hold
             // anything.
             tracing::warn!(
-                cert = %cert.id,
-                "custom certificate not served: {}",
+                cert = %id,
+                "certificate not served: {}",
                 e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
             );
             None
@@ -206,9 +213,8 @@ impl SniResolver {
         }
     }
 
-    /// The table for the served snapshot, rebuilt first if the snapshot changed.
-    fn table(&self) -> Arc<CertTable> {
-        let snapshot = self.published.load();
+    /// The table for `snapshot` (the served one), rebuilt first if the snapshot changed.
+    fn table(&self, snapshot: &Snapshot) -> Arc<CertTable> {
         let table = self.table.load_full();
         if table.revision == snapshot.revision && snapshot.revision != 0 {
             return table;
@@ -221,7 +227,7 @@ impl SniResolver {
         if table.revision == snapshot.revision && snapshot.revision != 0 {
             return table;
         }
-        let rebuilt = if table.revision != 0 && table.serves_the_certificates_of(&snapshot) {
+        let rebuilt = if table.revision != 0 && table.serves_the_certificates_of(snapshot) {
             Arc::new(CertTable {
                 revision: snapshot.revision,
                 names: Arc::clone(&table.names),
@@ -229,7 +235,7 @@ impl SniResolver {
                 zones: table.zones,
             })
         } else {
-            Arc::new(CertTable::build(&snapshot, &table))
+            Arc::new(CertTable::build(snapshot, &table))
         };
         self.table.store(Arc::clone(&rebuilt));
         rebuilt
@@ -237,12 +243,13 @@ impl SniResolver {
 
     /// The certificate served for `host` (lowercase), if any.
     pub fn certificate_for(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        self.table().lookup(&self.published.load(), host)
+        let snapshot = self.published.load();
+        self.table(&snapshot).lookup(&snapshot, host)
     }
 
     /// How many names have a certificate.
     pub fn names(&self) -> usize {
-        self.table().names.len()
+        self.table(&self.published.load()).names.len()
     }
 }
 
