@@ -93,6 +93,13 @@ pub struct Config {
     pub edge_max_connections_per_ip: u32,
     /// Edge cache: bytes of objects kept in memory; 0: nothing is cached.
     pub cache_memory_bytes: usize,
+    /// Edge cache: bytes of objects kept on disk (under `cache_dir`); 0: memory only.
+    pub cache_disk_bytes: u64,
+    /// Edge cache: the disk tier's directory (default: `cache` in the data directory).
+    pub cache_dir: Option<PathBuf>,
+    /// Edge cache: the largest response stored (larger ones than the memory tier takes are
+    /// written to disk as they arrive).
+    pub cache_max_object_bytes: u64,
     /// Edge: extra roots (PEM) that origins' certificates may chain to in `strict` mode,
     /// besides the system's.
     pub origin_ca_file: Option<PathBuf>,
@@ -139,6 +146,9 @@ impl Default for Config {
             edge_max_body_bytes: 100_000_000,
             edge_max_connections_per_ip: 1024,
             cache_memory_bytes: 256 * 1024 * 1024,
+            cache_disk_bytes: 10 * 1024 * 1024 * 1024,
+            cache_dir: None,
+            cache_max_object_bytes: 512 * 1024 * 1024,
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
             origin_ca_file: None,
@@ -173,6 +183,9 @@ const KEYS: &[&str] = &[
     "edge_max_body_bytes",
     "edge_max_connections_per_ip",
     "cache_memory_bytes",
+    "cache_disk_bytes",
+    "cache_dir",
+    "cache_max_object_bytes",
     "origin_ca_file",
     "origin_pull_certificate",
     "origin_pull_key",
@@ -327,6 +340,20 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                     _ => errors.push(want("a number of bytes (0: no cache)")),
                 }
             }
+            "cache_disk_bytes" => match value.as_integer().and_then(|n| u64::try_from(n).ok()) {
+                Some(n) => c.cache_disk_bytes = n,
+                _ => errors.push(want("a number of bytes (0: no disk tier)")),
+            },
+            "cache_max_object_bytes" => {
+                match value.as_integer().and_then(|n| u64::try_from(n).ok()) {
+                    Some(n) if n > 0 => c.cache_max_object_bytes = n,
+                    _ => errors.push(want("a positive number of bytes")),
+                }
+            }
+            "cache_dir" => match string() {
+                Some(s) if !s.is_empty() => c.cache_dir = Some(PathBuf::from(s)),
+                _ => errors.push(want("a directory path")),
+            },
             "edge_max_connections_per_ip" => {
                 match value.as_integer().and_then(|n| u32::try_from(n).ok()) {
                     Some(n) => c.edge_max_connections_per_ip = n,

@@ -245,8 +245,23 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         proxy.client_limit = Arc::new(parapet_edge::ClientLimit::new(
             config.edge_max_connections_per_ip,
         ));
-        if config.cache_memory_bytes > 0 {
-            let cache = parapet_cache::EdgeCache::leak(config.cache_memory_bytes);
+        if config.cache_memory_bytes > 0 || config.cache_disk_bytes > 0 {
+            let disk = if config.cache_disk_bytes > 0 {
+                let dir = config
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("cache"));
+                let tier = parapet_cache::DiskTier::open(
+                    &dir,
+                    config.cache_disk_bytes,
+                    config.cache_max_object_bytes,
+                )
+                .with_context(|| format!("opening the disk cache in {}", dir.display()))?;
+                Some(tier)
+            } else {
+                None
+            };
+            let cache = parapet_cache::EdgeCache::leak(config.cache_memory_bytes, disk);
             proxy.cache = Some(cache);
             purge = Some(
                 Arc::new(move |zone: &str, what: &parapet_model::purge::Purge| {

@@ -79,6 +79,10 @@ fn serve_one(mut stream: TcpStream, hits: &Hits) {
         );
         return;
     }
+    if let Some(size) = path.strip_prefix("/big/").and_then(big_size) {
+        serve_big(&mut stream, size, path.contains("slow"));
+        return;
+    }
     let (status, headers, body) = answer(&method, &path, n, &header);
     let _ = write!(
         stream,
@@ -87,6 +91,40 @@ fn serve_one(mut stream: TcpStream, hits: &Hits) {
     );
     if method != "HEAD" {
         let _ = stream.write_all(body.as_bytes());
+    }
+}
+
+/// `/big/40.bin` is 40 MiB, `/big/100k-3.bin` 100 KiB, `/big/slow-24.bin` 24 MiB sent over
+/// about five seconds: the bytes of `big_byte`.
+fn big_size(name: &str) -> Option<usize> {
+    let name = name.strip_prefix("slow-").unwrap_or(name);
+    let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+    let n: usize = digits.parse().ok()?;
+    Some(if name[digits.len()..].starts_with('k') {
+        n << 10
+    } else {
+        n << 20
+    })
+}
+
+fn big_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+fn serve_big(stream: &mut TcpStream, size: usize, slow: bool) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: application/octet-stream\r\nCache-Control: public, max-age=600\r\nConnection: close\r\n\r\n"
+    );
+    let chunk = 256 * 1024;
+    for start in (0..size).step_by(chunk) {
+        let bytes: Vec<u8> = (start..size.min(start + chunk)).map(big_byte).collect();
+        if stream.write_all(&bytes).is_err() {
+            return;
+        }
+        if slow {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -645,4 +683,230 @@ fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
     );
     assert_eq!(posted.0, 200);
     assert_eq!(get("/q.js?a=1&b=2").1, "MISS");
+}
+
+/// GET a large object through the edge into memory: `CF-Cache-Status`, body length, and
+/// whether every byte is the origin's (from `offset`).
+fn fetch_big(
+    port: u16,
+    host: &str,
+    path: &str,
+    extra: &[&str],
+    offset: usize,
+) -> (String, usize, bool) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-D", "/dev/stderr", "--max-time", "30", "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args(extra)
+        .arg(format!("http://{host}:{port}{path}"))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+    let cache = head
+        .lines()
+        .find_map(|l| l.strip_prefix("cf-cache-status: "))
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase();
+    let intact = out
+        .stdout
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == big_byte(offset + i));
+    (cache, out.stdout.len(), intact)
+}
+
+fn metric(node: &Node, name: &str) -> u64 {
+    let text = ureq::get(&format!("{}/metrics", node.base))
+        .call()
+        .expect("metrics")
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// A node on `data` serving `port`, with this configuration.
+fn node_on(data: &std::path::Path, port: u16, config: &str) -> Node {
+    Node::start(NodeOptions::new(BIN).data_dir(data).config(config).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]))
+}
+
+#[test]
+fn the_disk_tier_keeps_objects_across_a_crash_and_purges_stay_purged() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let hits = start_cache_origin("127.0.0.2", port);
+    let mut node = node_on(&data, port, "");
+    let zone = node.create_zone("disk.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    let host = "www.disk.test";
+    let get = |path: &str| fetch(port, host, path, &[]).1;
+    parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
+        fetch(port, host, "/ready.html", &[]).0 == 200
+    });
+    for path in ["/keep.png", "/gone.png", "/tag-x.js"] {
+        assert_eq!(get(path), "MISS");
+        assert_eq!(get(path), "HIT");
+    }
+    let purge = |node: &Node, body: serde_json::Value| {
+        node.ok("POST", &format!("/zones/{zone}/purge_cache"), Some(body));
+    };
+    purge(
+        &node,
+        json!({"files": [format!("http://{host}:{port}/gone.png")]}),
+    );
+    purge(&node, json!({"tags": ["x"]}));
+
+    node.kill9();
+    let mut node = node_on(&data, port, "");
+    parapet_testkit::eventually(Duration::from_secs(10), "the disk tier indexed", || {
+        metric(&node, "parapet_cache_disk_objects") == 1
+    });
+    assert_eq!(get("/keep.png"), "HIT", "served from disk after a crash");
+    assert_eq!(hits.of("/keep.png"), 1);
+    assert_eq!(get("/gone.png"), "MISS", "a purged file stays purged");
+    assert_eq!(get("/tag-x.js"), "MISS", "a purged tag stays purged");
+
+    purge(&node, json!({"purge_everything": true}));
+    node.kill9();
+    let node = node_on(&data, port, "");
+    let objects = data.join("cache").join("objects");
+    parapet_testkit::eventually(Duration::from_secs(10), "purged files deleted", || {
+        std::fs::read_dir(&objects)
+            .expect("objects")
+            .flatten()
+            .all(|fan| std::fs::read_dir(fan.path()).expect("fan").count() == 0)
+    });
+    assert_eq!(get("/keep.png"), "MISS", "purged everything stays purged");
+    assert_eq!(hits.of("/keep.png"), 2);
+    drop(node);
+}
+
+#[test]
+fn large_objects_stream_through_the_disk_tier_and_a_crash_mid_write_stores_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let hits = start_cache_origin("127.0.0.2", port);
+    let config = "cache_memory_bytes = 8388608\ncache_disk_bytes = 134217728\n";
+    let mut node = node_on(&data, port, config);
+    let zone = node.create_zone("large.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    let host = "www.large.test";
+    parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
+        fetch(port, host, "/ready.html", &[]).0 == 200
+    });
+
+    // 40 MiB: more than the memory tier holds; kept on disk, served from the file.
+    let size = 40 << 20;
+    let before_kib = peak_resident_kib(&node);
+    assert_eq!(
+        fetch_big(port, host, "/big/40.bin", &[], 0),
+        ("MISS".into(), size, true)
+    );
+    assert_eq!(
+        fetch_big(port, host, "/big/40.bin", &[], 0),
+        ("HIT".into(), size, true)
+    );
+    assert_eq!(
+        fetch_big(
+            port,
+            host,
+            "/big/40.bin",
+            &["-r", "30000000-30000999"],
+            30_000_000
+        ),
+        ("HIT".into(), 1000, true)
+    );
+    assert_eq!(hits.of("/big/40.bin"), 1);
+    let grown_kib = peak_resident_kib(&node) - before_kib;
+    assert!(
+        grown_kib < 30 * 1024,
+        "peak resident memory grew by {grown_kib} KiB for a 40 MiB object"
+    );
+
+    // Killed while a slow object is being written: after the restart it is fetched again,
+    // never served torn.
+    let slow =
+        std::thread::spawn(move || fetch_big(port, "www.large.test", "/big/slow-24.bin", &[], 0));
+    parapet_testkit::eventually(Duration::from_secs(5), "the slow object started", || {
+        hits.of("/big/slow-24.bin") == 1
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    node.kill9();
+    let (_, cut_len, _) = slow.join().expect("slow fetch");
+    assert!(cut_len < 24 << 20, "the kill came after the whole object");
+    let node = node_on(&data, port, config);
+    parapet_testkit::eventually(Duration::from_secs(10), "the disk tier indexed", || {
+        metric(&node, "parapet_cache_disk_objects") >= 1
+    });
+    assert_eq!(
+        fetch_big(port, host, "/big/40.bin", &[], 0),
+        ("HIT".into(), size, true)
+    );
+    assert_eq!(
+        fetch_big(port, host, "/big/slow-24.bin", &[], 0),
+        ("MISS".into(), 24 << 20, true)
+    );
+    assert_eq!(hits.of("/big/slow-24.bin"), 2);
+    drop(node);
+}
+
+#[test]
+fn the_disk_tier_stays_within_its_size() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let _hits = start_cache_origin("127.0.0.2", port);
+    let config = "cache_memory_bytes = 262144\ncache_disk_bytes = 1048576\n";
+    let node = node_on(&data, port, config);
+    let zone = node.create_zone("bounded.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    let host = "www.bounded.test";
+    parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
+        fetch(port, host, "/ready.html", &[]).0 == 200
+    });
+    for i in 0..30 {
+        let path = format!("/big/100k-{i}.bin");
+        assert_eq!(
+            fetch_big(port, host, &path, &[], 0),
+            ("MISS".into(), 100 << 10, true)
+        );
+    }
+    assert!(metric(&node, "parapet_cache_disk_bytes") <= 1 << 20);
+    assert!(metric(&node, "parapet_cache_disk_evicted_total") >= 19);
+    let on_disk: u64 = walk(&data.join("cache").join("objects"));
+    assert!(on_disk <= 1 << 20, "{on_disk} bytes of files");
+    // The most recent objects are still there.
+    assert_eq!(fetch_big(port, host, "/big/100k-29.bin", &[], 0).0, "HIT");
+}
+
+fn peak_resident_kib(node: &Node) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM")
+}
+
+fn walk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => walk(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -20,7 +20,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let cache = EdgeCache::leak(usize::MAX / 2);
+    let cache = EdgeCache::leak(usize::MAX / 2, None);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -74,7 +74,7 @@ fn main() {
     );
     time("everything (effective at once)", Purge::Everything);
     let t = Instant::now();
-    while cache.store.usage().0 > 0 && t.elapsed() < std::time::Duration::from_secs(120) {
+    while cache.store.usage().objects > 0 && t.elapsed() < std::time::Duration::from_secs(120) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     println!(

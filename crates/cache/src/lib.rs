@@ -2,6 +2,7 @@
 //! machine does the protocol: freshness, revalidation, Vary, ranges, the cache lock), and the
 //! storage with its purge index.
 
+mod disk;
 pub mod key;
 pub mod policy;
 mod store;
@@ -12,11 +13,12 @@ use pingora::cache::eviction::simple_lru;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::predictor::Predictor;
 
-pub use store::{MAX_OBJECT_BYTES, MemoryStore};
+pub use disk::DiskTier;
+pub use store::{CacheStore, MAX_MEMORY_OBJECT_BYTES, Usage};
 
 /// Everything the edge's cache needs, built once per process (`'static`, as the engine wants).
 pub struct EdgeCache {
-    pub store: MemoryStore,
+    pub store: CacheStore,
     pub eviction: &'static simple_lru::Manager,
     pub lock: Box<CacheKeyLockImpl>,
     /// URLs whose last response could not be stored: their next requests skip the lookup and
@@ -37,27 +39,69 @@ impl EdgeCache {
     /// The cache's metrics in Prometheus' text format.
     pub fn render_metrics(&self) -> String {
         use pingora::cache::eviction::EvictionManager as _;
-        let (objects, bytes) = self.store.usage();
-        format!(
-            "# HELP parapet_cache_objects Objects in the memory cache.\n# TYPE parapet_cache_objects gauge\nparapet_cache_objects {objects}\n# HELP parapet_cache_bytes Bytes of objects in the memory cache.\n# TYPE parapet_cache_bytes gauge\nparapet_cache_bytes {bytes}\n# HELP parapet_cache_evicted_total Objects evicted to stay within the memory bound.\n# TYPE parapet_cache_evicted_total counter\nparapet_cache_evicted_total {}\n",
-            self.eviction.evicted_items()
-        )
+        let usage = self.store.usage();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        };
+        metric(
+            "parapet_cache_objects",
+            "gauge",
+            "Objects in the cache (memory, disk or both).",
+            usage.objects.to_string(),
+        );
+        metric(
+            "parapet_cache_bytes",
+            "gauge",
+            "Bytes of memory the cache holds.",
+            usage.memory_bytes.to_string(),
+        );
+        metric(
+            "parapet_cache_evicted_total",
+            "counter",
+            "Objects evicted from memory to stay within its bound.",
+            self.eviction.evicted_items().to_string(),
+        );
+        metric(
+            "parapet_cache_disk_objects",
+            "gauge",
+            "Objects in the disk tier.",
+            usage.disk_objects.to_string(),
+        );
+        metric(
+            "parapet_cache_disk_bytes",
+            "gauge",
+            "Bytes of disk the disk tier takes.",
+            usage.disk_bytes.to_string(),
+        );
+        metric(
+            "parapet_cache_disk_evicted_total",
+            "counter",
+            "Objects evicted from disk to stay within its bound.",
+            self.store.disk_evictions().to_string(),
+        );
+        out
     }
 
-    /// A cache of at most `memory_bytes` of objects.
-    pub fn leak(memory_bytes: usize) -> &'static Self {
+    /// A cache of at most `memory_bytes` of objects in memory, over `disk` if given (whose
+    /// files are indexed again in the background).
+    pub fn leak(memory_bytes: usize, disk: Option<DiskTier>) -> &'static Self {
         // Stored response headers are compressed against this text (common header names and
-        // values). Objects are only in memory for now; a disk tier must keep it unchanged.
+        // values). Files of the disk tier hold headers compressed so: it must stay unchanged.
         let _ = pingora::cache::set_compression_dict_content(std::borrow::Cow::Borrowed(
             HEADER_DICTIONARY,
         ));
         let eviction: &'static simple_lru::Manager =
             Box::leak(Box::new(simple_lru::Manager::new(memory_bytes)));
-        Box::leak(Box::new(Self {
-            store: MemoryStore::new(eviction),
+        let cache: &'static Self = Box::leak(Box::new(Self {
+            store: CacheStore::new(eviction, memory_bytes, disk),
             eviction,
             lock: CacheLock::new_boxed(LOCK_AGE),
             predictor: Predictor::new(PREDICTOR_SHARD_CAPACITY, None),
-        }))
+        }));
+        cache.store.load_disk();
+        cache
     }
 }

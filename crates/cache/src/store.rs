@@ -1,9 +1,12 @@
-//! The memory tier: complete objects, size-bounded (pingora's LRU eviction manager decides what
-//! goes; this store removes it), with a purge index by zone, URL, host and `Cache-Tag`, so that
-//! a purge touches only the objects it names.
+//! The cache's storage: a memory tier (complete objects, size-bounded: pingora's LRU eviction
+//! manager decides what goes, this store lets it go) over a disk tier (one file per object,
+//! size-bounded by its own LRU, still valid after a restart or a `kill -9`), with one purge
+//! index by zone, URL, host and `Cache-Tag` over both, so that a purge touches only the objects
+//! it names.
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -14,23 +17,27 @@ use pingora::cache::key::{CacheHashKey, CompactCacheKey};
 use pingora::cache::storage::{HandleHit, HandleMiss, MissFinishType};
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{
-    CacheEntryKeyRef, CacheKey, CacheMeta, HitHandler, MissHandler, PurgeOutcome, PurgeTarget,
-    PurgeType, Storage,
+    CacheEntryKey, CacheEntryKeyRef, CacheKey, CacheMeta, HitHandler, MissHandler, PurgeOutcome,
+    PurgeTarget, PurgeType, Storage,
 };
 use pingora::{Error, ErrorType, Result};
 
+use crate::disk::{self, DiskTier};
 use crate::key::ParsedKey;
 
-/// Largest object kept in memory (larger responses pass through uncached).
-pub const MAX_OBJECT_BYTES: usize = 16 * 1024 * 1024;
+/// Largest object kept in memory (and an eighth of the memory tier at most): larger responses
+/// go to the disk tier as they arrive, or pass through uncached without one.
+pub const MAX_MEMORY_OBJECT_BYTES: usize = 16 * 1024 * 1024;
 /// Stored variants (`Vary`) of one URL at most.
 pub const MAX_VARIANTS: usize = 32;
 /// Tags per object, as Cloudflare's limit on `Cache-Tag`.
 const MAX_TAGS: usize = 64;
 
 struct Entry {
-    meta: Arc<(Vec<u8>, Vec<u8>)>,
-    body: Bytes,
+    /// The object in memory, if it is.
+    resident: Option<Resident>,
+    /// The object's file in the disk tier, if it has one.
+    disk: Option<OnDisk>,
     compact: CompactCacheKey,
     zone: Arc<str>,
     /// The URL part of the primary key (every Vary variant of a URL shares it).
@@ -40,8 +47,68 @@ struct Entry {
     tags: Vec<String>,
     /// The zone's purge generation when stored: older than the zone's current one is purged.
     generation: u64,
-    /// What the object costs in memory: body, stored header, key and index copies.
-    weight: usize,
+    /// What the entry's names and index nodes cost in memory.
+    names: usize,
+    /// Distinguishes this storing of the key from earlier and later ones.
+    serial: u64,
+}
+
+struct Resident {
+    meta: Arc<(Vec<u8>, Vec<u8>)>,
+    body: Bytes,
+}
+
+struct OnDisk {
+    body_len: u64,
+    /// What the file costs on disk.
+    weight: u64,
+}
+
+impl Entry {
+    fn new(parsed: ParsedKey, compact: CompactCacheKey, tags: Vec<String>, id: &str) -> Self {
+        let names = 2 * id.len()
+            + 2 * parsed.url.len()
+            + parsed.host.len()
+            + parsed.path.len()
+            + tags.iter().map(|t| 2 * t.len()).sum::<usize>()
+            + ENTRY_OVERHEAD;
+        Self {
+            resident: None,
+            disk: None,
+            compact,
+            zone: Arc::from(parsed.zone.as_str()),
+            url: Arc::from(parsed.url.as_str()),
+            host: parsed.host,
+            path: parsed.path,
+            tags,
+            generation: 0,
+            names,
+            serial: 0,
+        }
+    }
+
+    /// What the entry costs in memory.
+    fn weight(&self) -> usize {
+        self.names
+            + self
+                .resident
+                .as_ref()
+                .map_or(0, |r| r.body.len() + r.meta.0.len() + r.meta.1.len())
+    }
+
+    fn record(&self, id: &str, meta: (Vec<u8>, Vec<u8>)) -> disk::Record {
+        disk::Record {
+            id: id.to_owned(),
+            key: self.compact.clone(),
+            zone: self.zone.to_string(),
+            url: self.url.to_string(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            tags: self.tags.clone(),
+            generation: self.generation,
+            meta,
+        }
+    }
 }
 
 /// Memory an object costs beyond its body, headers and names (map and index nodes).
@@ -58,12 +125,17 @@ struct Index {
     by_tag: HashMap<(Arc<str>, String), HashSet<String>>,
     by_path: BTreeSet<PathKey>,
     /// Per zone, bumped by a purge of everything (objects of older generations are gone for
-    /// lookups at once, and swept out of memory in the background).
+    /// lookups at once, and swept out of memory and off disk in the background).
     generations: HashMap<Arc<str>, u64>,
     /// Per zone, bumped by every purge: a response fetched before a purge is not stored after
     /// it (it may be one the purge meant to remove).
     purges: HashMap<Arc<str>, u64>,
+    /// Memory the entries hold.
     bytes: usize,
+    /// Disk the entries' files take, and how many there are.
+    disk_bytes: u64,
+    disk_objects: usize,
+    next_serial: u64,
 }
 
 impl Index {
@@ -79,10 +151,26 @@ impl Index {
         entry.generation >= self.generation(&entry.zone)
     }
 
-    fn insert(&mut self, id: String, mut entry: Entry) {
-        self.remove(&id);
+    fn count(&mut self, entry: &Entry, sign: isize) {
+        let disk = entry.disk.as_ref().map_or(0, |d| d.weight);
+        if sign > 0 {
+            self.bytes += entry.weight();
+            self.disk_bytes += disk;
+            self.disk_objects += usize::from(entry.disk.is_some());
+        } else {
+            self.bytes -= entry.weight();
+            self.disk_bytes -= disk;
+            self.disk_objects -= usize::from(entry.disk.is_some());
+        }
+    }
+
+    /// Stores `entry` under `id`; returns the entry it replaces.
+    fn insert(&mut self, id: String, mut entry: Entry) -> Option<Entry> {
+        let old = self.remove(&id);
         entry.generation = self.generation(&entry.zone);
-        self.bytes += entry.weight;
+        self.next_serial += 1;
+        entry.serial = self.next_serial;
+        self.count(&entry, 1);
         self.by_url
             .entry(Arc::clone(&entry.url))
             .or_default()
@@ -100,11 +188,12 @@ impl Index {
             id.clone(),
         ));
         self.objects.insert(id, entry);
+        old
     }
 
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let entry = self.objects.remove(id)?;
-        self.bytes -= entry.weight;
+        self.count(&entry, -1);
         let drop_from = |map: &mut HashSet<String>| {
             map.remove(id);
             map.is_empty()
@@ -125,6 +214,18 @@ impl Index {
             id.to_owned(),
         ));
         Some(entry)
+    }
+
+    /// Changes the entry `id` in place (keeping the totals right); whether it was there.
+    fn update(&mut self, id: &str, change: impl FnOnce(&mut Entry)) -> bool {
+        let Some(mut entry) = self.objects.remove(id) else {
+            return false;
+        };
+        self.count(&entry, -1);
+        change(&mut entry);
+        self.count(&entry, 1);
+        self.objects.insert(id.to_owned(), entry);
+        true
     }
 
     /// Ids of the zone's objects on `host` whose path starts with `prefix` (`None`: every
@@ -149,19 +250,48 @@ impl Index {
 }
 
 /// Objects removed per lock hold when sweeping a purged zone (lookups go on in between).
-const SWEEP_BATCH: usize = 2_000;
+const SWEEP_BATCH: usize = 500;
 
-/// The memory tier. One per process, `'static` as the engine requires.
-pub struct MemoryStore {
-    index: Mutex<Index>,
-    eviction: &'static simple_lru::Manager,
+/// What the cache holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Objects in memory, on disk or both.
+    pub objects: usize,
+    pub memory_bytes: usize,
+    pub disk_objects: usize,
+    pub disk_bytes: u64,
 }
 
-impl MemoryStore {
-    pub fn new(eviction: &'static simple_lru::Manager) -> Self {
+/// The cache's storage: a memory tier over an optional disk tier, with one purge index. One
+/// per process, `'static` as the engine requires.
+pub struct CacheStore {
+    index: Mutex<Index>,
+    /// The memory tier's bound (the engine drives it: it admits what is stored and hit, and
+    /// asks this store to let go of what it evicts).
+    eviction: &'static simple_lru::Manager,
+    memory_bytes: usize,
+    disk: Option<DiskTier>,
+}
+
+impl CacheStore {
+    pub fn new(
+        eviction: &'static simple_lru::Manager,
+        memory_bytes: usize,
+        disk: Option<DiskTier>,
+    ) -> Self {
+        let mut index = Index::default();
+        if let Some(disk) = &disk {
+            index.generations = disk
+                .load_generations()
+                .into_iter()
+                .map(|(zone, g)| (Arc::from(zone), g))
+                .collect();
+        }
         Self {
-            index: Mutex::default(),
+            index: Mutex::new(index),
             eviction,
+            memory_bytes,
+            disk,
         }
     }
 
@@ -169,10 +299,71 @@ impl MemoryStore {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Objects and bytes held.
-    pub fn usage(&self) -> (usize, usize) {
+    /// Largest response the cache stores.
+    pub fn max_object_bytes(&self) -> usize {
+        let disk = self.disk.as_ref().map_or(0, |d| d.max_object);
+        self.memory_object_bytes()
+            .max(usize::try_from(disk).unwrap_or(usize::MAX))
+    }
+
+    /// Largest object held in memory.
+    fn memory_object_bytes(&self) -> usize {
+        MAX_MEMORY_OBJECT_BYTES.min(self.memory_bytes / 8)
+    }
+
+    pub fn usage(&self) -> Usage {
         let index = self.index();
-        (index.objects.len(), index.bytes)
+        Usage {
+            objects: index.objects.len(),
+            memory_bytes: index.bytes,
+            disk_objects: index.disk_objects,
+            disk_bytes: index.disk_bytes,
+        }
+    }
+
+    /// Objects the disk tier's bound made room for, so far.
+    pub fn disk_evictions(&self) -> usize {
+        use pingora::cache::eviction::EvictionManager as _;
+        self.disk.as_ref().map_or(0, |d| d.lru.evicted_items())
+    }
+
+    /// Indexes the disk tier's files in the background (hits for objects not yet indexed are
+    /// misses meanwhile): what a previous process stored is served again.
+    pub fn load_disk(&'static self) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        let _ = std::thread::Builder::new()
+            .name("cache-load".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let mut loaded = 0usize;
+                disk.scan(|record, body_len, file_len| {
+                    let mut index = self.index();
+                    let parsed = ParsedKey::parse(&record.url).filter(|p| p.zone == record.zone);
+                    let Some(parsed) =
+                        parsed.filter(|_| record.generation >= index.generation(&record.zone))
+                    else {
+                        let _ = std::fs::remove_file(disk.object_path(&record.id));
+                        return;
+                    };
+                    if index.objects.contains_key(&record.id) {
+                        return;
+                    }
+                    let mut entry = Entry::new(parsed, record.key, record.tags, &record.id);
+                    let weight = disk::disk_weight(file_len);
+                    entry.disk = Some(OnDisk { body_len, weight });
+                    let compact = entry.compact.clone();
+                    index.insert(record.id, entry);
+                    self.admit_to_disk(&mut index, compact, weight);
+                    loaded += 1;
+                });
+                tracing::info!(
+                    objects = loaded,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "disk cache indexed"
+                );
+            });
     }
 
     /// Removes what `purge` names in zone `zone_id`: effective for the next lookup. Returns
@@ -183,9 +374,17 @@ impl MemoryStore {
         let ids: Vec<String> = match purge {
             Purge::Everything => {
                 *index.generations.entry(Arc::from(zone_id)).or_default() += 1;
+                if let Some(disk) = &self.disk {
+                    // Durable before the answer: a restart must not bring the objects back.
+                    let saved = disk
+                        .save_generations(index.generations.iter().map(|(z, g)| (z.as_ref(), *g)));
+                    if let Err(e) = saved {
+                        tracing::error!(error = %e, "cannot save the cache's purge generations");
+                    }
+                }
                 drop(index);
                 let zone = zone_id.to_owned();
-                // Free the memory in the background, a batch per lock hold.
+                // Free memory and disk in the background, a batch per lock hold.
                 let _ = std::thread::Builder::new()
                     .name("cache-sweep".into())
                     .spawn(move || while self.sweep(&zone) > 0 {});
@@ -292,36 +491,210 @@ impl MemoryStore {
         let mut removed = 0;
         for id in ids {
             if let Some(entry) = index.remove(id) {
-                self.eviction
-                    .remove(CacheEntryKeyRef::KeyOnly(&entry.compact));
+                self.forget(id, &entry, true);
                 removed += 1;
             }
         }
         removed
     }
+
+    /// Lets go of a removed entry: out of both bounds, and its file deleted unless `keep_file`
+    /// is false (a newer file already took its name).
+    fn forget(&self, id: &str, entry: &Entry, delete_file: bool) {
+        self.eviction
+            .remove(CacheEntryKeyRef::KeyOnly(&entry.compact));
+        if let (Some(_), Some(disk)) = (&entry.disk, &self.disk) {
+            disk.lru.remove(CacheEntryKeyRef::KeyOnly(&entry.compact));
+            if delete_file {
+                let _ = std::fs::remove_file(disk.object_path(id));
+            }
+        }
+    }
+
+    /// The memory tier's bound let go of `id`: its disk copy stays, if it has one.
+    fn evict_from_memory(&self, index: &mut Index, id: &str) {
+        if index.objects.get(id).is_some_and(|e| e.disk.is_some()) {
+            index.update(id, |e| e.resident = None);
+        } else if let Some(entry) = index.remove(id) {
+            self.forget(id, &entry, true);
+        }
+    }
+
+    /// Counts a new file against the disk tier's bound, deleting what it evicts.
+    fn admit_to_disk(&self, index: &mut Index, compact: CompactCacheKey, weight: u64) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        let weight = usize::try_from(weight).unwrap_or(usize::MAX);
+        let evicted = disk.lru.admit(
+            CacheEntryKey::key_only(compact),
+            weight,
+            std::time::SystemTime::now(),
+        );
+        for key in evicted {
+            let id = key.into_key().combined();
+            if index.objects.get(&id).is_some_and(|e| e.resident.is_some()) {
+                index.update(&id, |e| e.disk = None);
+                let _ = std::fs::remove_file(disk.object_path(&id));
+            } else if let Some(entry) = index.remove(&id) {
+                self.forget(&id, &entry, true);
+            }
+        }
+    }
+
+    /// A hit on an object only on disk: small objects come back into memory, larger ones are
+    /// read from the file as they are sent.
+    fn disk_hit(
+        &self,
+        key: &CacheKey,
+        id: &str,
+        serial: u64,
+        body_len: u64,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(disk) = &self.disk else {
+            return Ok(None);
+        };
+        let opened = std::fs::File::open(disk.object_path(id)).and_then(|file| {
+            let (len, record) = disk::read_record(&file)?;
+            let meta = CacheMeta::deserialize(&record.meta.0, &record.meta.1)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if record.id != id || len != body_len {
+                return Err(std::io::Error::other("the file holds another object"));
+            }
+            let promote = body_len <= PROMOTE_MAX_BYTES
+                && usize::try_from(body_len).is_ok_and(|n| n <= self.memory_object_bytes());
+            let body = if promote {
+                let mut body = vec![0; body_len as usize];
+                file.read_exact_at(&mut body, disk::HEAD)?;
+                Some(Bytes::from(body))
+            } else {
+                None
+            };
+            Ok((file, record, meta, body))
+        });
+        let (file, record, meta, body) = match opened {
+            Ok(found) => found,
+            Err(e) => {
+                // Deleted or damaged under us: forget the object, the request goes to the origin.
+                tracing::debug!(id, error = %e, "disk cache object unreadable");
+                let mut index = self.index();
+                if index.objects.get(id).is_some_and(|e| e.serial == serial) {
+                    let _ = self.remove_all(&mut index, &[id.to_owned()]);
+                }
+                return Ok(None);
+            }
+        };
+        let compact = key.to_compact();
+        let _ = disk.lru.access(
+            &CacheEntryKey::key_only(compact.clone()),
+            0,
+            std::time::SystemTime::now(),
+        );
+        let Some(body) = body else {
+            return Ok(Some((
+                meta,
+                Box::new(DiskHit {
+                    file,
+                    body_len,
+                    start: 0,
+                    end: body_len,
+                }),
+            )));
+        };
+        let resident = Resident {
+            meta: Arc::new(record.meta),
+            body: body.clone(),
+        };
+        let mut index = self.index();
+        let mut weight = 0;
+        let promoted = index.objects.get(id).is_some_and(|e| e.serial == serial)
+            && index.update(id, |e| {
+                e.resident = Some(resident);
+                weight = e.weight();
+            });
+        if promoted {
+            let evicted =
+                self.eviction
+                    .admit(CacheEntryKey::key_only(compact), weight, meta.fresh_until());
+            for key in evicted {
+                self.evict_from_memory(&mut index, &key.into_key().combined());
+            }
+        }
+        let end = body.len();
+        Ok(Some((
+            meta,
+            Box::new(Hit {
+                weight,
+                body,
+                start: 0,
+                end,
+                done: false,
+            }),
+        )))
+    }
 }
+
+/// Disk objects up to this size come back into memory when hit.
+const PROMOTE_MAX_BYTES: u64 = 1024 * 1024;
+/// What a hit on a larger disk object reads per step.
+const DISK_CHUNK_BYTES: u64 = 256 * 1024;
 
 fn storage_error(context: &'static str) -> Box<Error> {
     Error::explain(ErrorType::InternalError, context)
 }
 
+/// Runs file work off the event loop.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Error::because(ErrorType::InternalError, "cache disk", e)),
+        Err(e) => Err(Error::because(
+            ErrorType::InternalError,
+            "cache disk task",
+            e,
+        )),
+    }
+}
+
 #[async_trait]
-impl Storage for MemoryStore {
+impl Storage for CacheStore {
     async fn lookup(
         &'static self,
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        enum Found {
+            Memory(Arc<(Vec<u8>, Vec<u8>)>, Bytes, usize),
+            Disk { serial: u64, body_len: u64 },
+        }
+        let id = key.combined();
         let found = {
             let index = self.index();
             index
                 .objects
-                .get(&key.combined())
+                .get(&id)
                 .filter(|e| index.live(e))
-                .map(|e| (Arc::clone(&e.meta), e.body.clone(), e.weight))
+                .and_then(|e| match (&e.resident, &e.disk) {
+                    (Some(r), _) => Some(Found::Memory(
+                        Arc::clone(&r.meta),
+                        r.body.clone(),
+                        e.weight(),
+                    )),
+                    (None, Some(d)) => Some(Found::Disk {
+                        serial: e.serial,
+                        body_len: d.body_len,
+                    }),
+                    (None, None) => None,
+                })
         };
-        let Some((meta, body, weight)) = found else {
-            return Ok(None);
+        let (meta, body, weight) = match found {
+            None => return Ok(None),
+            Some(Found::Disk { serial, body_len }) => {
+                return self.disk_hit(key, &id, serial, body_len);
+            }
+            Some(Found::Memory(meta, body, weight)) => (meta, body, weight),
         };
         let meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
         let end = body.len();
@@ -365,6 +738,8 @@ impl Storage for MemoryStore {
             compact: key.to_compact(),
             meta: meta.serialize()?,
             body: Vec::new(),
+            spill: None,
+            written: 0,
             parsed,
             tags,
         }))
@@ -373,14 +748,21 @@ impl Storage for MemoryStore {
     async fn purge(
         &'static self,
         target: PurgeTarget<'_>,
-        _purge_type: PurgeType,
+        purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let removed = self.index().remove(&target.key().combined());
-        Ok(match removed {
-            Some(_) => PurgeOutcome::Purged(None),
-            None => PurgeOutcome::NotFound,
-        })
+        let id = target.key().combined();
+        let mut index = self.index();
+        if !index.objects.contains_key(&id) {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        match purge_type {
+            PurgeType::Eviction => self.evict_from_memory(&mut index, &id),
+            PurgeType::Invalidation => {
+                let _ = self.remove_all(&mut index, &[id]);
+            }
+        }
+        Ok(PurgeOutcome::Purged(None))
     }
 
     async fn update_meta(
@@ -389,15 +771,28 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let serialized = Arc::new(meta.serialize()?);
+        let serialized = meta.serialize()?;
+        let id = key.combined();
         let mut index = self.index();
-        Ok(match index.objects.get_mut(&key.combined()) {
-            Some(entry) => {
-                entry.meta = serialized;
-                true
+        let Some(entry) = index.objects.get(&id) else {
+            return Ok(false);
+        };
+        if let (Some(on_disk), Some(disk)) = (&entry.disk, &self.disk) {
+            // In place, under the lock (no new file can take the name meanwhile).
+            let record = entry.record(&id, serialized.clone());
+            let path = disk.object_path(&id);
+            if let Err(e) = disk::rewrite_record(&path, on_disk.body_len, &record) {
+                tracing::warn!(error = %e, "cannot update a disk cache object's header");
+                let _ = self.remove_all(&mut index, &[id]);
+                return Ok(false);
             }
-            None => false,
-        })
+        }
+        index.update(&id, |e| {
+            if let Some(r) = &mut e.resident {
+                r.meta = Arc::new(serialized);
+            }
+        });
+        Ok(true)
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
@@ -405,7 +800,7 @@ impl Storage for MemoryStore {
     }
 }
 
-/// A complete object being served (whole, or the range asked for).
+/// A complete object being served from memory (whole, or the range asked for).
 struct Hit {
     weight: usize,
     body: Bytes,
@@ -460,16 +855,82 @@ impl HandleHit for Hit {
     }
 }
 
+/// An object being served from its file, a chunk at a time (the file stays readable even if
+/// the object is purged or replaced meanwhile). Reads are from the page cache as a rule, so
+/// they are made on the event loop, as nginx makes them without thread pools.
+struct DiskHit {
+    file: std::fs::File,
+    body_len: u64,
+    start: u64,
+    end: u64,
+}
+
+#[async_trait]
+impl HandleHit for DiskHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.start >= self.end {
+            return Ok(None);
+        }
+        let n = (self.end - self.start).min(DISK_CHUNK_BYTES);
+        let mut chunk = vec![0; n as usize];
+        self.file
+            .read_exact_at(&mut chunk, disk::HEAD + self.start)
+            .map_err(|e| Error::because(ErrorType::InternalError, "cache disk read", e))?;
+        self.start += n;
+        Ok(Some(Bytes::from(chunk)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let start = start as u64;
+        if start >= self.body_len {
+            return Error::e_explain(ErrorType::InternalError, "seek past the end of the object");
+        }
+        self.start = start;
+        self.end = end.map_or(self.body_len, |e| (e as u64).min(self.body_len));
+        Ok(())
+    }
+
+    /// The memory tier does not hold this object: its bound is not told about the hit.
+    fn should_count_access(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
 /// An object being received from the origin; stored only when complete (a body cut short is
-/// never served).
+/// never served). It is gathered in memory up to the memory tier's object limit, then written
+/// to a file as it arrives; a complete object in memory is written to the disk tier too.
 struct Miss {
     /// The zone's purge count when the fetch began.
     purges: u64,
-    store: &'static MemoryStore,
+    store: &'static CacheStore,
     id: String,
     compact: CompactCacheKey,
     meta: (Vec<u8>, Vec<u8>),
     body: Vec<u8>,
+    /// The file the body goes to once it is too large for memory.
+    spill: Option<disk::Writer>,
+    written: usize,
     parsed: ParsedKey,
     tags: Vec<String>,
 }
@@ -477,52 +938,130 @@ struct Miss {
 #[async_trait]
 impl HandleMiss for Miss {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
-        if self.body.len() + data.len() > MAX_OBJECT_BYTES {
+        self.written += data.len();
+        if self.written > self.store.max_object_bytes() {
             return Error::e_explain(
                 ErrorType::InternalError,
                 "object larger than the cache takes",
             );
         }
-        self.body.extend_from_slice(&data);
+        if self.spill.is_none() && self.written > self.store.memory_object_bytes() {
+            let (Some(disk), true) = (&self.store.disk, disk::is_object_id(&self.id)) else {
+                return Error::e_explain(ErrorType::InternalError, "object too large for memory");
+            };
+            let gathered = std::mem::take(&mut self.body);
+            self.spill = Some(
+                blocking(move || {
+                    let mut file = disk.writer()?;
+                    file.write(&gathered)?;
+                    Ok(file)
+                })
+                .await?,
+            );
+        }
+        match self.spill.take() {
+            Some(mut file) => {
+                self.spill = Some(
+                    blocking(move || {
+                        file.write(&data)?;
+                        Ok(file)
+                    })
+                    .await?,
+                );
+            }
+            None => self.body.extend_from_slice(&data),
+        }
         Ok(())
     }
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        let weight = self.body.len()
-            + self.meta.0.len()
-            + self.meta.1.len()
-            + 2 * self.id.len()
-            + 2 * self.parsed.url.len()
-            + self.parsed.host.len()
-            + self.parsed.path.len()
-            + self.tags.iter().map(|t| 2 * t.len()).sum::<usize>()
-            + ENTRY_OVERHEAD;
-        let entry = Entry {
-            meta: Arc::new(self.meta),
-            body: Bytes::from(self.body),
-            compact: self.compact,
-            zone: Arc::from(self.parsed.zone.as_str()),
-            url: Arc::from(self.parsed.url.as_str()),
-            host: self.parsed.host,
-            path: self.parsed.path,
-            tags: self.tags,
-            generation: 0,
-            weight,
+        let store = self.store;
+        let id = self.id;
+        let mut entry = Entry::new(self.parsed, self.compact, self.tags, &id);
+        let body = Bytes::from(self.body);
+        let disk = store.disk.as_ref().filter(|_| disk::is_object_id(&id));
+        let file = match (self.spill, disk) {
+            (Some(spill), _) => {
+                let record = entry.record(&id, self.meta);
+                Some(blocking(move || spill.finish(&record)).await?)
+            }
+            (None, Some(disk)) => {
+                entry.resident = Some(Resident {
+                    meta: Arc::new(self.meta.clone()),
+                    body: body.clone(),
+                });
+                let record = entry.record(&id, self.meta);
+                let written = blocking(move || {
+                    let mut file = disk.writer()?;
+                    file.write(&body)?;
+                    file.finish(&record)
+                })
+                .await;
+                match written {
+                    Ok(file) => Some(file),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "object kept in memory only");
+                        None
+                    }
+                }
+            }
+            (None, None) => {
+                entry.resident = Some(Resident {
+                    meta: Arc::new(self.meta),
+                    body,
+                });
+                None
+            }
         };
-        let mut index = self.store.index();
+        let discard = |file: &Option<disk::Finished>| {
+            if let Some(file) = file {
+                let _ = std::fs::remove_file(&file.path);
+            }
+        };
+        let mut index = store.index();
         if index.purges(&entry.zone) != self.purges {
+            discard(&file);
             return Error::e_explain(
                 ErrorType::InternalError,
                 "the zone was purged while this response was fetched",
             );
         }
         let variants = index.by_url.get(entry.url.as_ref()).map_or(0, HashSet::len);
-        if variants >= MAX_VARIANTS && !index.objects.contains_key(&self.id) {
+        if variants >= MAX_VARIANTS && !index.objects.contains_key(&id) {
             // A URL that varies without end (`Vary: User-Agent`, …) keeps its first variants
             // only; the others pass through uncached.
+            discard(&file);
             return Error::e_explain(ErrorType::InternalError, "too many variants of one URL");
         }
-        index.insert(self.id, entry);
+        let mut placed = None;
+        if let (Some(file), Some(disk)) = (&file, disk) {
+            // Under the lock: a purge cannot delete the name between this and the index.
+            match std::fs::rename(&file.path, disk.object_path(&id)) {
+                Ok(()) => {
+                    let weight = disk::disk_weight(file.file_len);
+                    entry.disk = Some(OnDisk {
+                        body_len: file.body_len,
+                        weight,
+                    });
+                    placed = Some(weight);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot place a disk cache object");
+                    let _ = std::fs::remove_file(&file.path);
+                }
+            }
+        }
+        if entry.resident.is_none() && entry.disk.is_none() {
+            return Error::e_explain(ErrorType::InternalError, "the object could not be stored");
+        }
+        let weight = entry.weight();
+        let compact = entry.compact.clone();
+        if let Some(old) = index.insert(id.clone(), entry) {
+            store.forget(&id, &old, placed.is_none());
+        }
+        if let Some(disk_weight) = placed {
+            store.admit_to_disk(&mut index, compact, disk_weight);
+        }
         Ok(MissFinishType::Created(weight))
     }
 }

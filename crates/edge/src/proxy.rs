@@ -858,7 +858,7 @@ impl ProxyHttp for EdgeProxy {
         );
         session
             .cache
-            .set_max_file_size_bytes(parapet_cache::MAX_OBJECT_BYTES);
+            .set_max_file_size_bytes(cache.store.max_object_bytes());
         Ok(())
     }
 

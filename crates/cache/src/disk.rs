@@ -1,0 +1,469 @@
+//! The disk tier's files. One object is one file, `objects/ab/<id>`, written under `tmp/` and
+//! renamed into place only once complete: a process killed mid-write leaves no torn object
+//! under an object's name, only a temporary file in its own `tmp/<pid>/`, removed at the next
+//! start (a process taking over the listeners shares the directory with the one it replaces,
+//! so only the directories of processes no longer running are removed). Layout:
+//!
+//! `magic (8) | body length (u64 LE) | body | record | record length (u32 LE) | CRC-32 of the
+//! record (u32 LE) | end magic (8)`
+//!
+//! The record (key, zone, URL, host, path, tags, purge generation and the engine's serialized
+//! header) is at the end so that a revalidated header replaces it in place (truncate, append);
+//! a replacement cut short fails the length or checksum test and the object is dropped, never
+//! served. Every file is hostile input when read back: lengths are checked against the file's
+//! size before anything is allocated.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pingora::cache::eviction::simple_lru;
+use pingora::cache::key::{CompactCacheKey, HashBinary};
+
+const MAGIC: &[u8; 8] = b"PRPTOBJ1";
+const END: &[u8; 8] = b"PRPTEND1";
+/// Bytes before the body.
+pub const HEAD: u64 = 16;
+/// Bytes after the record.
+const TAIL: u64 = 16;
+/// A record larger than this is not one we wrote.
+const MAX_RECORD: usize = 1 << 20;
+/// Disk space is spent in blocks: an object costs at least one.
+const BLOCK: u64 = 4096;
+
+/// What a file says about the object it holds (everything but the body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The engine's id of the object (its file name).
+    pub id: String,
+    pub key: CompactCacheKey,
+    pub zone: String,
+    pub url: String,
+    pub host: String,
+    pub path: String,
+    pub tags: Vec<String>,
+    /// The zone's purge generation when stored.
+    pub generation: u64,
+    /// The engine's serialized response header.
+    pub meta: (Vec<u8>, Vec<u8>),
+}
+
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.meta.0.len() + self.meta.1.len());
+        let mut field = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        field(self.id.as_bytes());
+        field(&self.key.primary);
+        field(self.key.variance.as_deref().map_or(&[][..], |v| &v[..]));
+        field(self.key.user_tag.as_bytes());
+        field(self.zone.as_bytes());
+        field(self.url.as_bytes());
+        field(self.host.as_bytes());
+        field(self.path.as_bytes());
+        field(&self.generation.to_le_bytes());
+        field(&self.meta.0);
+        field(&self.meta.1);
+        field(&(self.tags.len() as u32).to_le_bytes());
+        for tag in &self.tags {
+            field(tag.as_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut rest = bytes;
+        let mut field = || -> Option<&[u8]> {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let (value, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            Some(value)
+        };
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+        let id = text(field()?)?;
+        let primary: HashBinary = field()?.try_into().ok()?;
+        let variance = match field()? {
+            [] => None,
+            v => Some(Box::new(HashBinary::try_from(v).ok()?)),
+        };
+        let user_tag = text(field()?)?.into_boxed_str();
+        let zone = text(field()?)?;
+        let url = text(field()?)?;
+        let host = text(field()?)?;
+        let path = text(field()?)?;
+        let generation = u64::from_le_bytes(field()?.try_into().ok()?);
+        let meta = (field()?.to_vec(), field()?.to_vec());
+        let count = u32::from_le_bytes(field()?.try_into().ok()?) as usize;
+        let mut tags = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            tags.push(text(field()?)?);
+        }
+        if !rest.is_empty() || !is_object_id(&id) {
+            return None;
+        }
+        Some(Self {
+            id,
+            key: CompactCacheKey {
+                primary,
+                variance,
+                user_tag,
+            },
+            zone,
+            url,
+            host,
+            path,
+            tags,
+            generation,
+            meta,
+        })
+    }
+
+    /// The record and what follows it in a file.
+    fn tail(&self) -> Vec<u8> {
+        let mut out = self.encode();
+        let len = out.len() as u32;
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(END);
+        out
+    }
+}
+
+/// Ids are the engine's hex hashes; anything else never names a file.
+pub fn is_object_id(id: &str) -> bool {
+    (2..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+/// Checks an object file's framing and reads its record: `(body length, record)`.
+pub fn read_record(file: &File) -> io::Result<(u64, Record)> {
+    let len = file.metadata()?.len();
+    if len < HEAD + TAIL {
+        return Err(invalid("shorter than an object's framing"));
+    }
+    let mut head = [0; HEAD as usize];
+    file.read_exact_at(&mut head, 0)?;
+    let (magic, body_len) = head.split_at(8);
+    let body_len = u64::from_le_bytes(body_len.try_into().map_err(|_| invalid("head"))?);
+    let mut tail = [0; TAIL as usize];
+    file.read_exact_at(&mut tail, len - TAIL)?;
+    let record_len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as usize;
+    let crc = u32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]);
+    if magic != MAGIC || &tail[8..] != END {
+        return Err(invalid("not an object file"));
+    }
+    if record_len > MAX_RECORD
+        || HEAD
+            .checked_add(body_len)
+            .and_then(|n| n.checked_add(record_len as u64 + TAIL))
+            != Some(len)
+    {
+        return Err(invalid("lengths do not add up to the file's size"));
+    }
+    let mut record = vec![0; record_len];
+    file.read_exact_at(&mut record, HEAD + body_len)?;
+    if crc32fast::hash(&record) != crc {
+        return Err(invalid("record checksum mismatch"));
+    }
+    let record = Record::decode(&record).ok_or_else(|| invalid("malformed record"))?;
+    Ok((body_len, record))
+}
+
+/// Replaces the record of the object file at `path` (whose body is `body_len` bytes).
+pub fn rewrite_record(path: &Path, body_len: u64, record: &Record) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    file.set_len(HEAD + body_len)?;
+    file.write_all_at(&record.tail(), HEAD + body_len)
+}
+
+/// What an object of `file_len` bytes costs on disk.
+pub fn disk_weight(file_len: u64) -> u64 {
+    file_len.div_ceil(BLOCK).max(1) * BLOCK
+}
+
+/// An object file being written under `tmp/`, removed unless finished and renamed.
+pub struct Writer {
+    file: File,
+    path: PathBuf,
+    body_len: u64,
+    kept: bool,
+}
+
+impl Writer {
+    fn create(path: PathBuf) -> io::Result<Self> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(MAGIC)?;
+        file.write_all(&0u64.to_le_bytes())?;
+        Ok(Self {
+            file,
+            path,
+            body_len: 0,
+            kept: false,
+        })
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.write_all(data)?;
+        self.body_len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Completes the file; returns it for the rename into place, and its size.
+    pub fn finish(mut self, record: &Record) -> io::Result<Finished> {
+        self.file.write_all(&record.tail())?;
+        self.file.write_all_at(&self.body_len.to_le_bytes(), 8)?;
+        self.kept = true;
+        Ok(Finished {
+            path: self.path.clone(),
+            body_len: self.body_len,
+            file_len: HEAD + self.body_len + record.tail().len() as u64,
+        })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A complete object file under `tmp/`, not yet in place.
+pub struct Finished {
+    pub path: PathBuf,
+    pub body_len: u64,
+    pub file_len: u64,
+}
+
+/// The disk tier: a directory of object files and the LRU that bounds their total size.
+pub struct DiskTier {
+    dir: PathBuf,
+    /// This process's temporary files.
+    tmp: PathBuf,
+    pub capacity: u64,
+    /// Largest object kept (larger responses pass through uncached).
+    pub max_object: u64,
+    pub lru: simple_lru::Manager,
+    next_tmp: AtomicU64,
+}
+
+impl DiskTier {
+    /// Opens (creating) the tier in `dir`: leftovers of writes cut short are removed.
+    pub fn open(dir: &Path, capacity: u64, max_object: u64) -> io::Result<Self> {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder.create(dir.join("tmp"))?;
+        for entry in fs::read_dir(dir.join("tmp"))?.flatten() {
+            let pid = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok());
+            let running = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !running || pid == Some(std::process::id()) {
+                let path = entry.path();
+                let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+            }
+        }
+        let tmp = dir.join("tmp").join(std::process::id().to_string());
+        builder.create(&tmp)?;
+        for fan in 0..=255u8 {
+            builder.create(dir.join("objects").join(format!("{fan:02x}")))?;
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            tmp,
+            capacity,
+            max_object,
+            lru: simple_lru::Manager::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
+    /// Where the object `id` lives (`id` is checked by `is_object_id`).
+    pub fn object_path(&self, id: &str) -> PathBuf {
+        self.dir.join("objects").join(&id[..2]).join(id)
+    }
+
+    /// Starts a new object file.
+    pub fn writer(&self) -> io::Result<Writer> {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        Writer::create(self.tmp.join(n.to_string()))
+    }
+
+    fn generations_path(&self) -> PathBuf {
+        self.dir.join("generations")
+    }
+
+    /// The zones' purge generations as last saved (a missing or damaged file: none).
+    pub fn load_generations(&self) -> HashMap<String, u64> {
+        let text = fs::read_to_string(self.generations_path()).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let (zone, generation) = line.split_once(' ')?;
+                Some((zone.to_owned(), generation.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Saves the zones' purge generations (whole, renamed into place).
+    pub fn save_generations<'a>(
+        &self,
+        generations: impl Iterator<Item = (&'a str, u64)>,
+    ) -> io::Result<()> {
+        let text: String = generations.map(|(z, g)| format!("{z} {g}\n")).collect();
+        let tmp = self.tmp.join("generations");
+        fs::write(&tmp, text)?;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, self.generations_path())
+    }
+
+    /// Calls `visit(record, body length, file length)` for every valid object file; invalid
+    /// ones (damaged, foreign, misnamed) are removed.
+    pub fn scan(&self, mut visit: impl FnMut(Record, u64, u64)) {
+        for fan in 0..=255u8 {
+            let dir = self.dir.join("objects").join(format!("{fan:02x}"));
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let checked = File::open(&path).and_then(|file| {
+                    let len = file.metadata()?.len();
+                    let (body_len, record) = read_record(&file)?;
+                    let named = entry.file_name().to_str() == Some(record.id.as_str());
+                    if !named || !record.id.starts_with(&format!("{fan:02x}")) {
+                        return Err(invalid("file name is not the object's id"));
+                    }
+                    Ok((record, body_len, len))
+                });
+                match checked {
+                    Ok((record, body_len, len)) => visit(record, body_len, len),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "removing a damaged cache file");
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn record(id: &str) -> Record {
+        Record {
+            id: id.to_owned(),
+            key: CompactCacheKey {
+                primary: [7; 16],
+                variance: Some(Box::new([9; 16])),
+                user_tag: "zone".into(),
+            },
+            zone: "zone".into(),
+            url: "zone\nhttp://a.example:80/x.png".into(),
+            host: "a.example".into(),
+            path: "/x.png".into(),
+            tags: vec!["t1".into(), "t2".into()],
+            generation: 3,
+            meta: (b"internal".to_vec(), b"header".to_vec()),
+        }
+    }
+
+    fn write(tier: &DiskTier, id: &str, body: &[u8]) -> PathBuf {
+        let mut w = tier.writer().unwrap();
+        w.write(body).unwrap();
+        let done = w.finish(&record(id)).unwrap();
+        let path = tier.object_path(id);
+        fs::rename(&done.path, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn objects_read_back_with_their_record_and_damaged_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        let path = write(&tier, "ab12", b"hello body");
+        let (len, back) = read_record(&File::open(&path).unwrap()).unwrap();
+        assert_eq!((len, back), (10, record("ab12")));
+
+        // A new header replaces the record in place.
+        let mut newer = record("ab12");
+        newer.meta.1 = b"a longer revalidated header".to_vec();
+        rewrite_record(&path, 10, &newer).unwrap();
+        assert_eq!(read_record(&File::open(&path).unwrap()).unwrap().1, newer);
+
+        // Every truncation and every flipped byte of the framing or record is caught.
+        let bytes = fs::read(&path).unwrap();
+        for cut in 0..bytes.len() {
+            fs::write(&path, &bytes[..cut]).unwrap();
+            assert!(
+                read_record(&File::open(&path).unwrap()).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for i in (0..HEAD as usize).chain(HEAD as usize + 10..bytes.len()) {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x40;
+            fs::write(&path, &flipped).unwrap();
+            assert!(
+                read_record(&File::open(&path).unwrap()).is_err(),
+                "flip at {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_restart_drops_unfinished_writes_and_misnamed_or_damaged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        write(&tier, "ab12", b"kept");
+        let mut unfinished = tier.writer().unwrap();
+        unfinished.write(b"half").unwrap();
+        std::mem::forget(unfinished);
+        let misnamed = tier.object_path("ab34");
+        fs::copy(tier.object_path("ab12"), &misnamed).unwrap();
+        let garbage = tier.object_path("cd00");
+        fs::write(&garbage, b"not an object at all, but long enough").unwrap();
+
+        let tier = DiskTier::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        let own = dir.path().join("tmp").join(std::process::id().to_string());
+        assert_eq!(fs::read_dir(own).unwrap().count(), 0);
+        let mut seen = Vec::new();
+        tier.scan(|record, body_len, _| seen.push((record.id, body_len)));
+        assert_eq!(seen, [("ab12".to_owned(), 4)]);
+        assert!(!misnamed.exists() && !garbage.exists());
+    }
+
+    #[test]
+    fn generations_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        tier.save_generations([("z1", 2), ("z2", 5)].into_iter())
+            .unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        assert_eq!(
+            tier.load_generations(),
+            HashMap::from([("z1".to_owned(), 2), ("z2".to_owned(), 5)])
+        );
+    }
+}

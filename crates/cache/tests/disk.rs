@@ -1,0 +1,119 @@
+//! The disk tier through the storage interface the edge uses: an object the memory tier let go
+//! is served from its file, a revalidated header replaces the file's, and a new process finds
+//! both again.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use parapet_cache::key::cache_key;
+use parapet_cache::{DiskTier, EdgeCache};
+use pingora::cache::trace::Span;
+use pingora::cache::{CacheKey, CacheMeta, PurgeTarget, PurgeType, Storage};
+use pingora::http::ResponseHeader;
+
+fn meta(etag: &str, max_age: u64) -> CacheMeta {
+    let mut header = ResponseHeader::build(200, None).unwrap();
+    header.insert_header("etag", etag).unwrap();
+    let now = SystemTime::now();
+    CacheMeta::new(now + Duration::from_secs(max_age), now, 0, 0, header)
+}
+
+async fn store(cache: &'static EdgeCache, key: &CacheKey, meta: &CacheMeta, body: &'static [u8]) {
+    let span = Span::inactive().handle();
+    let mut miss = cache
+        .store
+        .get_miss_handler(key, meta, &span)
+        .await
+        .unwrap();
+    miss.write_body(Bytes::from_static(body), true)
+        .await
+        .unwrap();
+    miss.finish().await.unwrap();
+}
+
+/// The stored ETag and body, if the object is found.
+async fn lookup(cache: &'static EdgeCache, key: &CacheKey) -> Option<(String, Vec<u8>)> {
+    let span = Span::inactive().handle();
+    let (meta, mut hit) = cache.store.lookup(key, &span).await.unwrap()?;
+    let etag = meta.headers().get("etag")?.to_str().ok()?.to_owned();
+    let mut body = Vec::new();
+    while let Some(chunk) = hit.read_body().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    Some((etag, body))
+}
+
+#[tokio::test]
+async fn an_object_evicted_from_memory_is_served_and_revalidated_from_disk_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || DiskTier::open(dir.path(), 1 << 30, 1 << 30).unwrap();
+    let cache = EdgeCache::leak(64 << 20, Some(open()));
+    let key = cache_key("zone1", true, "www.example.com", 443, "/logo.png");
+    store(cache, &key, &meta("\"v1\"", 60), b"the logo").await;
+
+    // The memory tier lets it go; the disk copy answers.
+    let span = Span::inactive().handle();
+    let compact = key.to_compact();
+    Storage::purge(
+        &cache.store,
+        PurgeTarget::Active(&compact),
+        PurgeType::Eviction,
+        &span,
+    )
+    .await
+    .unwrap();
+    assert!(cache.store.usage().memory_bytes < 1024);
+    assert_eq!(
+        lookup(cache, &key).await,
+        Some(("\"v1\"".into(), b"the logo".to_vec()))
+    );
+
+    // A revalidation's new header is written to the file.
+    Storage::purge(
+        &cache.store,
+        PurgeTarget::Active(&compact),
+        PurgeType::Eviction,
+        &span,
+    )
+    .await
+    .unwrap();
+    assert!(
+        cache
+            .store
+            .update_meta(&key, &meta("\"v2\"", 60), &span)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        lookup(cache, &key).await,
+        Some(("\"v2\"".into(), b"the logo".to_vec()))
+    );
+
+    // Another process on the same directory serves it.
+    let again = EdgeCache::leak(64 << 20, Some(open()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while again.store.usage().disk_objects == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the files were not indexed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        lookup(again, &key).await,
+        Some(("\"v2\"".into(), b"the logo".to_vec()))
+    );
+
+    // An invalidation deletes the file.
+    Storage::purge(
+        &again.store,
+        PurgeTarget::Active(&compact),
+        PurgeType::Invalidation,
+        &span,
+    )
+    .await
+    .unwrap();
+    assert_eq!(lookup(again, &key).await, None);
+    assert_eq!(again.store.usage().disk_objects, 0);
+}
