@@ -530,6 +530,42 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
     );
     assert!(signed.try_recv().is_ok());
 
+    // Revoked: strict refuses the origin from the next request on, pooled connection or not;
+    // the certificate stays listed with its revocation time.
+    let cert_path = format!("/certificates/{}", issued["id"].as_str().expect("id"));
+    let revoked = node.ok("DELETE", &cert_path, None);
+    let revoked_at = revoked["revoked_at"]
+        .as_str()
+        .expect("revoked_at")
+        .to_owned();
+    assert_eq!(revoked["id"], issued["id"], "{revoked}");
+    eventually(
+        Duration::from_secs(5),
+        "strict to refuse a revoked certificate",
+        || get().0 == 526,
+    );
+    assert_eq!(
+        node.ok("GET", &cert_path, None)["revoked_at"],
+        revoked_at.as_str()
+    );
+    assert_eq!(
+        node.ok("DELETE", &cert_path, None)["revoked_at"],
+        revoked_at.as_str(),
+        "revoking again changes nothing"
+    );
+    set(&node, &zone, "ssl", json!("full"));
+    eventually(
+        Duration::from_secs(5),
+        "full not to check revocation",
+        || get().0 == 200,
+    );
+    let (status, _) = node.call(
+        "DELETE",
+        "/certificates/0123456789abcdef0123456789abcdef",
+        None,
+    );
+    assert_eq!(status, 404);
+
     // off: no HTTPS for the zone; visitors are sent to plain HTTP.
     set(&node, &zone, "ssl", json!("off"));
     eventually(Duration::from_secs(5), "HTTPS to redirect to HTTP", || {

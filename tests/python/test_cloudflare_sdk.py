@@ -701,3 +701,7 @@ def test_origin_ca_signs_a_csr_for_the_zones_names(cf, zone, tmp_path):
     assert sorted(created.hostnames) == sorted(hosts)
     got = cf.origin_ca_certificates.get(certificate_id=created.id)
     assert got.certificate == created.certificate
+    revoked = cf.origin_ca_certificates.delete(certificate_id=created.id)
+    assert revoked.id == created.id and revoked.revoked_at is not None
+    again = cf.origin_ca_certificates.delete(certificate_id=created.id)
+    assert again.revoked_at == revoked.revoked_at

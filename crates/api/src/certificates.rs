@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::envelope::{ApiErrorItem, ApiResult, now_timestamp, ok, parse_body};
 use crate::listing::{Params, page_response};
-use crate::stored::{list, load, put};
+use crate::stored::{encode, list, load, put};
 use crate::zones::{Access, authorized_zone};
 use crate::{ApiError, ApiState, Auth};
 
@@ -308,7 +308,7 @@ pub async fn prioritize(
                 .ok_or_else(not_found)?;
             cert.priority = *p;
             cert.modified_on = now.clone();
-            let bytes = serde_json::to_vec(&cert).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let bytes = encode(&cert)?;
             txn = txn.expect(&key, rev).put(&key, bytes);
             updated.push(cert);
         }
@@ -494,6 +494,7 @@ pub async fn create_origin_cert(
         request_type: key.request_type.to_owned(),
         requested_validity: validity,
         csr: csr_pem.to_owned(),
+        revoked_at: None,
     };
     let key = format!("{}{}", parapet_snapshot::keys::ORIGIN_CERTS, cert.id);
     put(&state, &key, 0, &cert).await?;
@@ -522,30 +523,77 @@ pub async fn list_origin_certs(
     Ok(page_response(items, page, per_page))
 }
 
+/// The Origin CA certificate `cert_id` and its revision, if `auth` may `access` one of its zones.
+async fn origin_cert(
+    state: &ApiState,
+    auth: &Auth,
+    cert_id: &str,
+    access: Access,
+) -> Result<(parapet_model::certificate::OriginCertificate, u64), ApiError> {
+    let key = format!("{}{cert_id}", parapet_snapshot::keys::ORIGIN_CERTS);
+    let (cert, revision) = load::<parapet_model::certificate::OriginCertificate>(state, &key)
+        .await?
+        .ok_or_else(not_found)?;
+    for zone_id in &cert.zone_ids {
+        if authorized_zone(state, auth, zone_id, access).await.is_ok() {
+            return Ok((cert, revision));
+        }
+    }
+    Err(not_found())
+}
+
 /// `GET /certificates/{id}`.
 pub async fn get_origin_cert(
     State(state): State<Arc<ApiState>>,
     auth: Auth,
     Path(cert_id): Path<String>,
 ) -> ApiResult {
-    use parapet_model::certificate::OriginCertificate;
-    let key = format!("{}{cert_id}", parapet_snapshot::keys::ORIGIN_CERTS);
-    let (cert, _) = load::<OriginCertificate>(&state, &key)
-        .await?
-        .ok_or_else(not_found)?;
-    let mut allowed = false;
-    for zone_id in &cert.zone_ids {
-        if authorized_zone(&state, &auth, zone_id, Access::Read)
-            .await
-            .is_ok()
-        {
-            allowed = true;
+    let (cert, _) = origin_cert(&state, &auth, &cert_id, Access::Read).await?;
+    Ok(ok(cert.api_json()))
+}
+
+/// `DELETE /certificates/{id}`: revokes the certificate (kept, with `revoked_at`); from the next
+/// request on, `strict` zones refuse an origin that presents it (526). Revoking again answers
+/// with the first revocation's time.
+pub async fn revoke_origin_cert(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(cert_id): Path<String>,
+) -> ApiResult {
+    use parapet_model::certificate::RevokedOriginCertificate;
+    use sha2::Digest as _;
+    loop {
+        let (mut cert, revision) = origin_cert(&state, &auth, &cert_id, Access::EditZone).await?;
+        if let Some(at) = &cert.revoked_at {
+            return Ok(ok(json!({"id": cert.id, "revoked_at": at})));
+        }
+        let leaf = parapet_tls::chain::bundle_der(&cert.certificate)
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Internal("stored certificate is not PEM".into()))?;
+        let revoked = RevokedOriginCertificate {
+            id: cert.id.clone(),
+            sha256: hex::encode(sha2::Sha256::digest(&leaf)),
+            revoked_at: now_timestamp(),
+            expires_on: cert.expires_on.clone(),
+        };
+        cert.revoked_at = Some(revoked.revoked_at.clone());
+        let cert_key = format!("{}{cert_id}", parapet_snapshot::keys::ORIGIN_CERTS);
+        let revoked_key = format!(
+            "{}{}",
+            parapet_snapshot::keys::ORIGIN_REVOKED,
+            revoked.sha256
+        );
+        let txn = Txn::new()
+            .expect(&cert_key, revision)
+            .put(&cert_key, encode(&cert)?)
+            .put(&revoked_key, encode(&revoked)?);
+        match state.store.commit(txn).await {
+            Ok(_) => return Ok(ok(json!({"id": cert.id, "revoked_at": revoked.revoked_at}))),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
-    if !allowed {
-        return Err(not_found());
-    }
-    Ok(ok(cert.api_json()))
 }
 
 fn pull_prefix(zone_id: &str) -> String {

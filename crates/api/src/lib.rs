@@ -169,7 +169,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route(
             "/certificates/{cert_id}",
-            get(certificates::get_origin_cert),
+            get(certificates::get_origin_cert).delete(certificates::revoke_origin_cert),
         )
         .route(
             "/zones/{zone_id}/ssl/certificate_packs",

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 
 use crate::envelope::{ApiErrorItem, ApiResult, now_timestamp, ok, parse_body};
 use crate::listing::{Params, TextFilter, page_response, short};
+use crate::stored::encode;
 use crate::zones::{Access, authorized_zone, load_zone, unix_now};
 use crate::{ApiError, ApiState, Auth};
 
@@ -172,10 +173,6 @@ pub async fn mutate_zone<T>(
         }
     }
     Err(ApiError::Store(StoreError::Conflict))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 async fn load_records(state: &ApiState, zone_id: &str) -> Result<Vec<DnsRecord>, ApiError> {

@@ -44,6 +44,11 @@ pub async fn list<T: DeserializeOwned>(state: &ApiState, prefix: &str) -> Result
         .collect())
 }
 
+/// A value as stored.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
 /// Writes `value` at `key` if the key is still at revision `expect` (0: absent).
 pub async fn put<T: Serialize>(
     state: &ApiState,
@@ -51,7 +56,7 @@ pub async fn put<T: Serialize>(
     expect: u64,
     value: &T,
 ) -> Result<(), ApiError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let bytes = encode(value)?;
     match state
         .store
         .commit(Txn::new().expect(key, expect).put(key, bytes))

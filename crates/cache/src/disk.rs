@@ -15,11 +15,12 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use pingora::cache::eviction::simple_lru;
 use pingora::cache::key::{CompactCacheKey, HashBinary};
 
@@ -148,20 +149,13 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
 
-/// Checks an object file's framing and reads its record: `(body length, record)`.
-pub fn read_record(file: &File) -> io::Result<(u64, Record)> {
-    let len = file.metadata()?.len();
-    if len < HEAD + TAIL {
-        return Err(invalid("shorter than an object's framing"));
-    }
-    let mut head = [0; HEAD as usize];
-    file.read_exact_at(&mut head, 0)?;
+/// Checks the framing of an object file of `len` bytes from its first and last 16 bytes:
+/// `(body length, record length, record checksum)`.
+fn framing(head: &[u8], tail: &[u8], len: u64) -> io::Result<(u64, usize, u32)> {
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let (magic, body_len) = head.split_at(8);
     let body_len = u64::from_le_bytes(body_len.try_into().map_err(|_| invalid("head"))?);
-    let mut tail = [0; TAIL as usize];
-    file.read_exact_at(&mut tail, len - TAIL)?;
-    let record_len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as usize;
-    let crc = u32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]);
+    let (record_len, crc) = (word(&tail[0..4]) as usize, word(&tail[4..8]));
     if magic != MAGIC || &tail[8..] != END {
         return Err(invalid("not an object file"));
     }
@@ -173,20 +167,61 @@ pub fn read_record(file: &File) -> io::Result<(u64, Record)> {
     {
         return Err(invalid("lengths do not add up to the file's size"));
     }
-    let mut record = vec![0; record_len];
-    file.read_exact_at(&mut record, HEAD + body_len)?;
-    if crc32fast::hash(&record) != crc {
-        return Err(invalid("record checksum mismatch"));
-    }
-    let record = Record::decode(&record).ok_or_else(|| invalid("malformed record"))?;
-    Ok((body_len, record))
+    Ok((body_len, record_len, crc))
 }
 
-/// Replaces the record of the object file at `path` (whose body is `body_len` bytes).
-pub fn rewrite_record(path: &Path, body_len: u64, record: &Record) -> io::Result<()> {
+fn checked_record(bytes: &[u8], crc: u32) -> io::Result<Record> {
+    if crc32fast::hash(bytes) != crc {
+        return Err(invalid("record checksum mismatch"));
+    }
+    Record::decode(bytes).ok_or_else(|| invalid("malformed record"))
+}
+
+/// Checks an object file's framing and reads its record: `(body length, record)`.
+pub fn read_record(file: &File) -> io::Result<(u64, Record)> {
+    let len = file.metadata()?.len();
+    if len < HEAD + TAIL {
+        return Err(invalid("shorter than an object's framing"));
+    }
+    let mut head = [0; HEAD as usize];
+    file.read_exact_at(&mut head, 0)?;
+    let mut tail = [0; TAIL as usize];
+    file.read_exact_at(&mut tail, len - TAIL)?;
+    let (body_len, record_len, crc) = framing(&head, &tail, len)?;
+    let mut record = vec![0; record_len];
+    file.read_exact_at(&mut record, HEAD + body_len)?;
+    Ok((body_len, checked_record(&record, crc)?))
+}
+
+/// Reads a whole object file just opened, expected to be `len` bytes, and checks it:
+/// `(body, record)`. The buffer is not zeroed first, and is read in one step as a rule.
+pub fn read_object(file: File, len: u64) -> io::Result<(Bytes, Record)> {
+    let len = usize::try_from(len).map_err(|_| invalid("too large to read whole"))?;
+    let mut buf = Vec::with_capacity(len + 1);
+    // One byte more than expected: a longer file is not the object indexed.
+    file.take(len as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() != len || len < (HEAD + TAIL) as usize {
+        return Err(invalid("the file is not the size indexed"));
+    }
+    let bytes = Bytes::from(buf);
+    let (body_len, record_len, crc) = framing(
+        &bytes[..HEAD as usize],
+        &bytes[len - TAIL as usize..],
+        len as u64,
+    )?;
+    let body_end = HEAD as usize + body_len as usize;
+    let record = checked_record(&bytes[body_end..body_end + record_len], crc)?;
+    Ok((bytes.slice(HEAD as usize..body_end), record))
+}
+
+/// Replaces the record of the object file at `path` (whose body is `body_len` bytes); the
+/// file's new length.
+pub fn rewrite_record(path: &Path, body_len: u64, record: &Record) -> io::Result<u64> {
     let file = OpenOptions::new().write(true).open(path)?;
+    let tail = record.tail();
     file.set_len(HEAD + body_len)?;
-    file.write_all_at(&record.tail(), HEAD + body_len)
+    file.write_all_at(&tail, HEAD + body_len)?;
+    Ok(HEAD + body_len + tail.len() as u64)
 }
 
 /// What an object of `file_len` bytes costs on disk.
@@ -409,8 +444,11 @@ mod tests {
         // A new header replaces the record in place.
         let mut newer = record("ab12");
         newer.meta.1 = b"a longer revalidated header".to_vec();
-        rewrite_record(&path, 10, &newer).unwrap();
+        let len = rewrite_record(&path, 10, &newer).unwrap();
         assert_eq!(read_record(&File::open(&path).unwrap()).unwrap().1, newer);
+        let (body, whole) = read_object(File::open(&path).unwrap(), len).unwrap();
+        assert_eq!((&body[..], whole), (&b"hello body"[..], newer));
+        assert!(read_object(File::open(&path).unwrap(), len - 1).is_err());
 
         // Every truncation and every flipped byte of the framing or record is caught.
         let bytes = fs::read(&path).unwrap();

@@ -6,7 +6,6 @@
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -60,8 +59,14 @@ struct Resident {
 
 struct OnDisk {
     body_len: u64,
+    file_len: u64,
+}
+
+impl OnDisk {
     /// What the file costs on disk.
-    weight: u64,
+    fn weight(&self) -> u64 {
+        disk::disk_weight(self.file_len)
+    }
 }
 
 impl Entry {
@@ -152,7 +157,7 @@ impl Index {
     }
 
     fn count(&mut self, entry: &Entry, sign: isize) {
-        let disk = entry.disk.as_ref().map_or(0, |d| d.weight);
+        let disk = entry.disk.as_ref().map_or(0, OnDisk::weight);
         if sign > 0 {
             self.bytes += entry.weight();
             self.disk_bytes += disk;
@@ -352,7 +357,7 @@ impl CacheStore {
                     }
                     let mut entry = Entry::new(parsed, record.key, record.tags, &record.id);
                     let weight = disk::disk_weight(file_len);
-                    entry.disk = Some(OnDisk { body_len, weight });
+                    entry.disk = Some(OnDisk { body_len, file_len });
                     let compact = entry.compact.clone();
                     index.insert(record.id, entry);
                     self.admit_to_disk(&mut index, compact, weight);
@@ -542,37 +547,38 @@ impl CacheStore {
         }
     }
 
-    /// A hit on an object only on disk: small objects come back into memory, larger ones are
-    /// read from the file as they are sent.
+    /// A hit on an object only on disk: a small file is read whole in one step (and the object
+    /// comes back into memory if the memory tier takes objects that size); a larger one is
+    /// read as it is sent.
     fn disk_hit(
         &self,
         key: &CacheKey,
         id: &str,
         serial: u64,
-        body_len: u64,
+        (body_len, file_len): (u64, u64),
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let Some(disk) = &self.disk else {
             return Ok(None);
         };
         let opened = std::fs::File::open(disk.object_path(id)).and_then(|file| {
-            let (len, record) = disk::read_record(&file)?;
-            let meta = CacheMeta::deserialize(&record.meta.0, &record.meta.1)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if record.id != id || len != body_len {
+            let (file, record, body) = if file_len <= WHOLE_READ_BYTES {
+                let (body, record) = disk::read_object(file, file_len)?;
+                (None, record, Some(body))
+            } else {
+                let (len, record) = disk::read_record(&file)?;
+                if len != body_len {
+                    return Err(std::io::Error::other("the file holds another object"));
+                }
+                (Some(file), record, None)
+            };
+            if record.id != id {
                 return Err(std::io::Error::other("the file holds another object"));
             }
-            let promote = body_len <= PROMOTE_MAX_BYTES
-                && usize::try_from(body_len).is_ok_and(|n| n <= self.memory_object_bytes());
-            let body = if promote {
-                let mut body = vec![0; body_len as usize];
-                file.read_exact_at(&mut body, disk::HEAD)?;
-                Some(Bytes::from(body))
-            } else {
-                None
-            };
-            Ok((file, record, meta, body))
+            let meta = CacheMeta::deserialize(&record.meta.0, &record.meta.1)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            Ok((file, record.meta, meta, body))
         });
-        let (file, record, meta, body) = match opened {
+        let (file, stored_meta, meta, body) = match opened {
             Ok(found) => found,
             Err(e) => {
                 // Deleted or damaged under us: forget the object, the request goes to the origin.
@@ -590,7 +596,10 @@ impl CacheStore {
             0,
             std::time::SystemTime::now(),
         );
-        let Some(body) = body else {
+        let (Some(body), None) = (body, &file) else {
+            let Some(file) = file else {
+                return Ok(None);
+            };
             return Ok(Some((
                 meta,
                 Box::new(DiskHit {
@@ -601,23 +610,28 @@ impl CacheStore {
                 }),
             )));
         };
-        let resident = Resident {
-            meta: Arc::new(record.meta),
-            body: body.clone(),
-        };
-        let mut index = self.index();
         let mut weight = 0;
-        let promoted = index.objects.get(id).is_some_and(|e| e.serial == serial)
-            && index.update(id, |e| {
-                e.resident = Some(resident);
-                weight = e.weight();
-            });
-        if promoted {
-            let evicted =
-                self.eviction
-                    .admit(CacheEntryKey::key_only(compact), weight, meta.fresh_until());
-            for key in evicted {
-                self.evict_from_memory(&mut index, &key.into_key().combined());
+        let fits = usize::try_from(body_len).is_ok_and(|n| n <= self.memory_object_bytes());
+        if fits {
+            let resident = Resident {
+                meta: Arc::new(stored_meta),
+                body: body.clone(),
+            };
+            let mut index = self.index();
+            let promoted = index.objects.get(id).is_some_and(|e| e.serial == serial)
+                && index.update(id, |e| {
+                    e.resident = Some(resident);
+                    weight = e.weight();
+                });
+            if promoted {
+                let evicted = self.eviction.admit(
+                    CacheEntryKey::key_only(compact),
+                    weight,
+                    meta.fresh_until(),
+                );
+                for key in evicted {
+                    self.evict_from_memory(&mut index, &key.into_key().combined());
+                }
             }
         }
         let end = body.len();
@@ -629,13 +643,14 @@ impl CacheStore {
                 start: 0,
                 end,
                 done: false,
+                counted: weight > 0,
             }),
         )))
     }
 }
 
-/// Disk objects up to this size come back into memory when hit.
-const PROMOTE_MAX_BYTES: u64 = 1024 * 1024;
+/// Disk files up to this size are read whole when hit.
+const WHOLE_READ_BYTES: u64 = 1024 * 1024;
 /// What a hit on a larger disk object reads per step.
 const DISK_CHUNK_BYTES: u64 = 256 * 1024;
 
@@ -667,7 +682,7 @@ impl Storage for CacheStore {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         enum Found {
             Memory(Arc<(Vec<u8>, Vec<u8>)>, Bytes, usize),
-            Disk { serial: u64, body_len: u64 },
+            Disk { serial: u64, lengths: (u64, u64) },
         }
         let id = key.combined();
         let found = {
@@ -684,15 +699,15 @@ impl Storage for CacheStore {
                     )),
                     (None, Some(d)) => Some(Found::Disk {
                         serial: e.serial,
-                        body_len: d.body_len,
+                        lengths: (d.body_len, d.file_len),
                     }),
                     (None, None) => None,
                 })
         };
         let (meta, body, weight) = match found {
             None => return Ok(None),
-            Some(Found::Disk { serial, body_len }) => {
-                return self.disk_hit(key, &id, serial, body_len);
+            Some(Found::Disk { serial, lengths }) => {
+                return self.disk_hit(key, &id, serial, lengths);
             }
             Some(Found::Memory(meta, body, weight)) => (meta, body, weight),
         };
@@ -706,6 +721,7 @@ impl Storage for CacheStore {
                 start: 0,
                 end,
                 done: false,
+                counted: true,
             }),
         )))
     }
@@ -777,19 +793,26 @@ impl Storage for CacheStore {
         let Some(entry) = index.objects.get(&id) else {
             return Ok(false);
         };
+        let mut file_len = None;
         if let (Some(on_disk), Some(disk)) = (&entry.disk, &self.disk) {
             // In place, under the lock (no new file can take the name meanwhile).
             let record = entry.record(&id, serialized.clone());
             let path = disk.object_path(&id);
-            if let Err(e) = disk::rewrite_record(&path, on_disk.body_len, &record) {
-                tracing::warn!(error = %e, "cannot update a disk cache object's header");
-                let _ = self.remove_all(&mut index, &[id]);
-                return Ok(false);
+            match disk::rewrite_record(&path, on_disk.body_len, &record) {
+                Ok(len) => file_len = Some(len),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot update a disk cache object's header");
+                    let _ = self.remove_all(&mut index, &[id]);
+                    return Ok(false);
+                }
             }
         }
         index.update(&id, |e| {
             if let Some(r) = &mut e.resident {
                 r.meta = Arc::new(serialized);
+            }
+            if let (Some(d), Some(len)) = (&mut e.disk, file_len) {
+                d.file_len = len;
             }
         });
         Ok(true)
@@ -807,6 +830,8 @@ struct Hit {
     start: usize,
     end: usize,
     done: bool,
+    /// Whether the memory tier holds it (its bound is told about the hit).
+    counted: bool,
 }
 
 #[async_trait]
@@ -842,6 +867,10 @@ impl HandleHit for Hit {
         Ok(())
     }
 
+    fn should_count_access(&self) -> bool {
+        self.counted
+    }
+
     fn get_eviction_weight(&self) -> usize {
         self.weight
     }
@@ -871,11 +900,23 @@ impl HandleHit for DiskHit {
         if self.start >= self.end {
             return Ok(None);
         }
+        use std::io::{Read as _, Seek as _};
         let n = (self.end - self.start).min(DISK_CHUNK_BYTES);
-        let mut chunk = vec![0; n as usize];
-        self.file
-            .read_exact_at(&mut chunk, disk::HEAD + self.start)
-            .map_err(|e| Error::because(ErrorType::InternalError, "cache disk read", e))?;
+        let mut chunk = Vec::with_capacity(n as usize);
+        let read = (&self.file)
+            .seek(std::io::SeekFrom::Start(disk::HEAD + self.start))
+            .and_then(|_| (&self.file).take(n).read_to_end(&mut chunk));
+        match read {
+            Ok(got) if got as u64 == n => {}
+            Ok(_) => return Error::e_explain(ErrorType::InternalError, "cache file cut short"),
+            Err(e) => {
+                return Err(Error::because(
+                    ErrorType::InternalError,
+                    "cache disk read",
+                    e,
+                ));
+            }
+        }
         self.start += n;
         Ok(Some(Bytes::from(chunk)))
     }
@@ -1038,12 +1079,11 @@ impl HandleMiss for Miss {
             // Under the lock: a purge cannot delete the name between this and the index.
             match std::fs::rename(&file.path, disk.object_path(&id)) {
                 Ok(()) => {
-                    let weight = disk::disk_weight(file.file_len);
                     entry.disk = Some(OnDisk {
                         body_len: file.body_len,
-                        weight,
+                        file_len: file.file_len,
                     });
-                    placed = Some(weight);
+                    placed = Some(disk::disk_weight(file.file_len));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot place a disk cache object");

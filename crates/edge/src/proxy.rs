@@ -665,6 +665,39 @@ impl ProxyHttp for EdgeProxy {
         Ok(Box::new(peer))
     }
 
+    /// In `strict` mode an origin that presents a revoked Origin CA certificate is refused
+    /// (526), on new and pooled connections alike, from the revocation's snapshot on.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let strict = ctx
+            .origin
+            .as_ref()
+            .is_some_and(|o| o.edge.settings.ssl == SslMode::Strict);
+        let Some(tls) = digest
+            .and_then(|d| d.ssl_digest.as_ref())
+            .filter(|_| strict)
+        else {
+            return Ok(());
+        };
+        let snapshot = self.published.load();
+        let revoked = <[u8; 32]>::try_from(tls.cert_digest.as_slice())
+            .is_ok_and(|sha| snapshot.revoked_origin_certs.contains(&sha));
+        if revoked {
+            return Error::e_explain(
+                ErrorType::InvalidCert,
+                "the origin presented a revoked Origin CA certificate",
+            );
+        }
+        Ok(())
+    }
+
     /// What the origin is told: who the visitor is, over which scheme, and that this edge saw it.
     async fn upstream_request_filter(
         &self,

@@ -108,11 +108,14 @@ pub struct OriginCertificate {
     /// Days.
     pub requested_validity: u32,
     pub csr: String,
+    /// When it was revoked (RFC 3339): `strict` zones refuse origins that present it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
 }
 
 impl OriginCertificate {
     pub fn api_json(&self) -> Value {
-        json!({
+        let mut out = json!({
             "id": self.id,
             "certificate": self.certificate,
             "hostnames": self.hostnames,
@@ -120,8 +123,22 @@ impl OriginCertificate {
             "request_type": self.request_type,
             "requested_validity": self.requested_validity,
             "csr": self.csr,
-        })
+        });
+        if let Some(at) = &self.revoked_at {
+            out["revoked_at"] = json!(at);
+        }
+        out
     }
+}
+
+/// A revoked Origin CA certificate, stored under the SHA-256 of its DER form (lower-case hex):
+/// the edge compares what an origin presents with these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedOriginCertificate {
+    pub id: String,
+    pub sha256: String,
+    pub revoked_at: String,
+    pub expires_on: String,
 }
 
 /// An answer to an HTTP-01 or TLS-ALPN-01 challenge the edge serves while an order is validated.

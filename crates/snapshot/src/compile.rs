@@ -1,13 +1,14 @@
 //! Store contents → [`Snapshot`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use std::net::SocketAddr;
 
 use parapet_model::certificate::{
-    AcmeResponse, AutoCertificate, CustomCertificate, OriginPullCertificate, TrustedCa,
+    AcmeResponse, AutoCertificate, CustomCertificate, OriginPullCertificate,
+    RevokedOriginCertificate, TrustedCa,
 };
 use parapet_model::rules::{CACHE_PHASE, CompiledRule, ORIGIN_PHASE, Ruleset};
 use parapet_model::settings::{EdgeZoneSettings, ZoneSettings};
@@ -101,6 +102,9 @@ pub struct Snapshot {
     /// ACME challenge answers the edge serves: HTTP-01 by token, TLS-ALPN-01 by host name.
     pub acme_http: HashMap<String, Arc<AcmeResponse>>,
     pub acme_alpn: HashMap<String, Arc<AcmeResponse>>,
+    /// The SHA-256 of every revoked Origin CA certificate (`strict` zones refuse origins that
+    /// present one).
+    pub revoked_origin_certs: HashSet<[u8; 32]>,
 }
 
 impl Snapshot {
@@ -180,6 +184,7 @@ pub fn compile_snapshot_with<'a>(
     let mut auto_certs: HashMap<String, Arc<AutoCertificate>> = HashMap::new();
     let mut acme_http: HashMap<String, Arc<AcmeResponse>> = HashMap::new();
     let mut acme_alpn: HashMap<String, Arc<AcmeResponse>> = HashMap::new();
+    let mut revoked_origin_certs = HashSet::new();
     for (key, value) in entries {
         let err = |m: String| CompileError {
             key: key.to_owned(),
@@ -303,6 +308,20 @@ pub fn compile_snapshot_with<'a>(
                 Ok(_) => errors.push(err("host name does not match its key".into())),
                 Err(e) => errors.push(err(format!("not an ACME challenge answer: {e}"))),
             },
+            StoreKey::OriginRevoked(digest) => {
+                match serde_json::from_slice::<RevokedOriginCertificate>(value) {
+                    Ok(r) if r.sha256 == digest => match <[u8; 32]>::try_from(
+                        hex::decode(digest).unwrap_or_default().as_slice(),
+                    ) {
+                        Ok(bytes) => {
+                            revoked_origin_certs.insert(bytes);
+                        }
+                        Err(_) => errors.push(err("not a SHA-256 digest in hex".into())),
+                    },
+                    Ok(_) => errors.push(err("digest does not match its key".into())),
+                    Err(e) => errors.push(err(format!("not a revoked certificate: {e}"))),
+                }
+            }
             StoreKey::AutoCert(host) => match serde_json::from_slice::<AutoCertificate>(value) {
                 Ok(c) if c.hostname == host => {
                     auto_certs.insert(c.hostname.clone(), Arc::new(c));
@@ -522,6 +541,7 @@ pub fn compile_snapshot_with<'a>(
             auto_certs,
             acme_http,
             acme_alpn,
+            revoked_origin_certs,
         })
     } else {
         errors.sort_by(|a, b| a.key.cmp(&b.key));

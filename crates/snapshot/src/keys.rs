@@ -30,6 +30,8 @@ pub fn origin_pull_cert_key(zone_id: &str, cert_id: &str) -> String {
 
 /// Certificates issued by the Origin CA, by id (read by the API only).
 pub const ORIGIN_CERTS: &str = "origin-certs/";
+/// Revoked Origin CA certificates, by the SHA-256 of their DER form.
+pub const ORIGIN_REVOKED: &str = "origin-revoked/";
 
 /// HTTP-01 answers by token, and TLS-ALPN-01 certificates by host name.
 pub const ACME_HTTP: &str = "acme-http/";
@@ -140,6 +142,7 @@ pub enum StoreKey<'a> {
         zone_id: &'a str,
         record_id: &'a str,
     },
+    OriginRevoked(&'a str),
     Other,
 }
 
@@ -179,6 +182,8 @@ impl<'a> StoreKey<'a> {
                 Some((zone_id, cert_id)) => Self::OriginPullCert { zone_id, cert_id },
                 None => Self::Other,
             }
+        } else if let Some(digest) = key.strip_prefix(ORIGIN_REVOKED) {
+            Self::OriginRevoked(digest)
         } else if let Some(token) = key.strip_prefix(ACME_HTTP) {
             Self::AcmeHttp(token)
         } else if let Some(host) = key.strip_prefix(ACME_ALPN) {
@@ -214,6 +219,7 @@ impl<'a> StoreKey<'a> {
                 | Self::CustomCert { .. }
                 | Self::AutoCert(_)
                 | Self::AcmeHttp(_)
+                | Self::OriginRevoked(_)
                 | Self::AcmeAlpn(_)
                 | Self::OriginPullCert { .. }
                 | Self::TrustedCa { .. }
