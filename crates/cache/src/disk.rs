@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,37 +77,41 @@ impl Record {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    /// A record's fields in order (id, primary hash, variance hash, user tag, zone, URL, host,
+    /// path, generation, the two header parts, tag count, tags); `None` unless well formed.
+    fn fields(bytes: &[u8]) -> Option<Vec<&[u8]>> {
         let mut rest = bytes;
-        let mut field = || -> Option<&[u8]> {
-            let (len, tail) = rest.split_first_chunk::<4>()?;
-            let len = u32::from_le_bytes(*len) as usize;
-            let (value, tail) = tail.split_at_checked(len)?;
+        let mut fields = Vec::with_capacity(16);
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let (value, tail) = tail.split_at_checked(u32::from_le_bytes(*len) as usize)?;
+            fields.push(value);
             rest = tail;
-            Some(value)
-        };
+        }
+        let count = u32::from_le_bytes(fields.get(11)?.get(..4)?.try_into().ok()?) as usize;
+        let id = std::str::from_utf8(fields[0]).ok()?;
+        (rest.is_empty() && fields.len() == 12 + count && is_object_id(id)).then_some(fields)
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let fields = Self::fields(bytes)?;
         let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
-        let id = text(field()?)?;
-        let primary: HashBinary = field()?.try_into().ok()?;
-        let variance = match field()? {
+        let id = text(fields[0])?;
+        let primary: HashBinary = fields[1].try_into().ok()?;
+        let variance = match fields[2] {
             [] => None,
             v => Some(Box::new(HashBinary::try_from(v).ok()?)),
         };
-        let user_tag = text(field()?)?.into_boxed_str();
-        let zone = text(field()?)?;
-        let url = text(field()?)?;
-        let host = text(field()?)?;
-        let path = text(field()?)?;
-        let generation = u64::from_le_bytes(field()?.try_into().ok()?);
-        let meta = (field()?.to_vec(), field()?.to_vec());
-        let count = u32::from_le_bytes(field()?.try_into().ok()?) as usize;
-        let mut tags = Vec::with_capacity(count.min(64));
-        for _ in 0..count {
-            tags.push(text(field()?)?);
-        }
-        if !rest.is_empty() || !is_object_id(&id) {
-            return None;
-        }
+        let user_tag = text(fields[3])?.into_boxed_str();
+        let zone = text(fields[4])?;
+        let url = text(fields[5])?;
+        let host = text(fields[6])?;
+        let path = text(fields[7])?;
+        let generation = u64::from_le_bytes(fields[8].try_into().ok()?);
+        let meta = (fields[9].to_vec(), fields[10].to_vec());
+        let tags = fields[12..]
+            .iter()
+            .map(|t| text(t))
+            .collect::<Option<_>>()?;
         Some(Self {
             id,
             key: CompactCacheKey {
@@ -193,25 +197,47 @@ pub fn read_record(file: &File) -> io::Result<(u64, Record)> {
     Ok((body_len, checked_record(&record, crc)?))
 }
 
-/// Reads a whole object file just opened, expected to be `len` bytes, and checks it:
-/// `(body, record)`. The buffer is not zeroed first, and is read in one step as a rule.
-pub fn read_object(file: File, len: u64) -> io::Result<(Bytes, Record)> {
-    let len = usize::try_from(len).map_err(|_| invalid("too large to read whole"))?;
-    let mut buf = Vec::with_capacity(len + 1);
-    // One byte more than expected: a longer file is not the object indexed.
-    file.take(len as u64 + 1).read_to_end(&mut buf)?;
-    if buf.len() != len || len < (HEAD + TAIL) as usize {
-        return Err(invalid("the file is not the size indexed"));
+/// A whole object file in memory, its framing and record checksum checked.
+pub struct Whole {
+    bytes: Bytes,
+    body_end: usize,
+}
+
+impl Whole {
+    pub fn body(&self) -> Bytes {
+        self.bytes.slice(HEAD as usize..self.body_end)
     }
-    let bytes = Bytes::from(buf);
+
+    /// The object's id and the engine's serialized header, read in place.
+    pub fn id_and_meta(&self) -> Option<(&str, &[u8], &[u8])> {
+        let record = &self.bytes[self.body_end..self.bytes.len() - TAIL as usize];
+        let fields = Record::fields(record)?;
+        Some((std::str::from_utf8(fields[0]).ok()?, fields[9], fields[10]))
+    }
+}
+
+/// Reads a whole object file expected to be `len` bytes, in one positional read (the file may
+/// be shared by concurrent hits), and checks it.
+pub fn read_whole(file: &File, len: u64) -> io::Result<Whole> {
+    let len = usize::try_from(len).map_err(|_| invalid("too large to read whole"))?;
+    if len < (HEAD + TAIL) as usize {
+        return Err(invalid("shorter than an object's framing"));
+    }
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, 0)?;
     let (body_len, record_len, crc) = framing(
-        &bytes[..HEAD as usize],
-        &bytes[len - TAIL as usize..],
+        &buf[..HEAD as usize],
+        &buf[len - TAIL as usize..],
         len as u64,
     )?;
     let body_end = HEAD as usize + body_len as usize;
-    let record = checked_record(&bytes[body_end..body_end + record_len], crc)?;
-    Ok((bytes.slice(HEAD as usize..body_end), record))
+    if crc32fast::hash(&buf[body_end..body_end + record_len]) != crc {
+        return Err(invalid("record checksum mismatch"));
+    }
+    Ok(Whole {
+        bytes: Bytes::from(buf),
+        body_end,
+    })
 }
 
 /// Replaces the record of the object file at `path` (whose body is `body_len` bytes); the
@@ -446,9 +472,18 @@ mod tests {
         newer.meta.1 = b"a longer revalidated header".to_vec();
         let len = rewrite_record(&path, 10, &newer).unwrap();
         assert_eq!(read_record(&File::open(&path).unwrap()).unwrap().1, newer);
-        let (body, whole) = read_object(File::open(&path).unwrap(), len).unwrap();
-        assert_eq!((&body[..], whole), (&b"hello body"[..], newer));
-        assert!(read_object(File::open(&path).unwrap(), len - 1).is_err());
+        let whole = read_whole(&File::open(&path).unwrap(), len).unwrap();
+        assert_eq!(&whole.body()[..], b"hello body");
+        assert_eq!(
+            whole.id_and_meta(),
+            Some((
+                "ab12",
+                &b"internal"[..],
+                &b"a longer revalidated header"[..]
+            ))
+        );
+        assert!(read_whole(&File::open(&path).unwrap(), len - 1).is_err());
+        assert!(read_whole(&File::open(&path).unwrap(), len + 1).is_err());
 
         // Every truncation and every flipped byte of the framing or record is caught.
         let bytes = fs::read(&path).unwrap();

@@ -60,6 +60,8 @@ struct Resident {
 struct OnDisk {
     body_len: u64,
     file_len: u64,
+    /// The file, kept open once hit (up to `MAX_OPEN_FILES` of them): a hit then costs one read.
+    file: Option<Arc<std::fs::File>>,
 }
 
 impl OnDisk {
@@ -140,6 +142,8 @@ struct Index {
     /// Disk the entries' files take, and how many there are.
     disk_bytes: u64,
     disk_objects: usize,
+    /// Files kept open for hits.
+    open_files: usize,
     next_serial: u64,
 }
 
@@ -158,14 +162,17 @@ impl Index {
 
     fn count(&mut self, entry: &Entry, sign: isize) {
         let disk = entry.disk.as_ref().map_or(0, OnDisk::weight);
+        let open = entry.disk.as_ref().is_some_and(|d| d.file.is_some());
         if sign > 0 {
             self.bytes += entry.weight();
             self.disk_bytes += disk;
             self.disk_objects += usize::from(entry.disk.is_some());
+            self.open_files += usize::from(open);
         } else {
             self.bytes -= entry.weight();
             self.disk_bytes -= disk;
             self.disk_objects -= usize::from(entry.disk.is_some());
+            self.open_files -= usize::from(open);
         }
     }
 
@@ -357,7 +364,11 @@ impl CacheStore {
                     }
                     let mut entry = Entry::new(parsed, record.key, record.tags, &record.id);
                     let weight = disk::disk_weight(file_len);
-                    entry.disk = Some(OnDisk { body_len, file_len });
+                    entry.disk = Some(OnDisk {
+                        body_len,
+                        file_len,
+                        file: None,
+                    });
                     let compact = entry.compact.clone();
                     index.insert(record.id, entry);
                     self.admit_to_disk(&mut index, compact, weight);
@@ -554,37 +565,56 @@ impl CacheStore {
         &self,
         key: &CacheKey,
         id: &str,
-        serial: u64,
-        (body_len, file_len): (u64, u64),
+        found: DiskFound,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let Some(disk) = &self.disk else {
             return Ok(None);
         };
-        let opened = std::fs::File::open(disk.object_path(id)).and_then(|file| {
-            let (file, record, body) = if file_len <= WHOLE_READ_BYTES {
-                let (body, record) = disk::read_object(file, file_len)?;
-                (None, record, Some(body))
-            } else {
-                let (len, record) = disk::read_record(&file)?;
-                if len != body_len {
-                    return Err(std::io::Error::other("the file holds another object"));
+        let DiskFound {
+            serial,
+            body_len,
+            file_len,
+            file,
+        } = found;
+        let newly_opened = file.is_none();
+        let read = file
+            .map_or_else(
+                || std::fs::File::open(disk.object_path(id)).map(Arc::new),
+                Ok,
+            )
+            .and_then(|file| {
+                if file_len <= WHOLE_READ_BYTES {
+                    let whole = disk::read_whole(&file, file_len)?;
+                    let (stored_id, meta0, meta1) = whole
+                        .id_and_meta()
+                        .ok_or_else(|| std::io::Error::other("malformed record"))?;
+                    if stored_id != id {
+                        return Err(std::io::Error::other("the file holds another object"));
+                    }
+                    let meta = CacheMeta::deserialize(meta0, meta1)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    Ok((file, meta, Some(whole)))
+                } else {
+                    let (len, record) = disk::read_record(&file)?;
+                    if len != body_len || record.id != id {
+                        return Err(std::io::Error::other("the file holds another object"));
+                    }
+                    let meta = CacheMeta::deserialize(&record.meta.0, &record.meta.1)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    Ok((file, meta, None))
                 }
-                (Some(file), record, None)
-            };
-            if record.id != id {
-                return Err(std::io::Error::other("the file holds another object"));
-            }
-            let meta = CacheMeta::deserialize(&record.meta.0, &record.meta.1)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            Ok((file, record.meta, meta, body))
-        });
-        let (file, stored_meta, meta, body) = match opened {
-            Ok(found) => found,
+            });
+        let (file, meta, whole) = match read {
+            Ok(read) => read,
             Err(e) => {
-                // Deleted or damaged under us: forget the object, the request goes to the origin.
+                // Deleted or damaged under us (or rewritten while read): unless its header was
+                // just replaced, forget the object; the request goes to the origin.
                 tracing::debug!(id, error = %e, "disk cache object unreadable");
                 let mut index = self.index();
-                if index.objects.get(id).is_some_and(|e| e.serial == serial) {
+                let unchanged = index.objects.get(id).is_some_and(|e| {
+                    e.serial == serial && e.disk.as_ref().is_some_and(|d| d.file_len == file_len)
+                });
+                if unchanged {
                     let _ = self.remove_all(&mut index, &[id.to_owned()]);
                 }
                 return Ok(None);
@@ -596,34 +626,25 @@ impl CacheStore {
             0,
             std::time::SystemTime::now(),
         );
-        let (Some(body), None) = (body, &file) else {
-            let Some(file) = file else {
-                return Ok(None);
-            };
-            return Ok(Some((
-                meta,
-                Box::new(DiskHit {
-                    file,
-                    body_len,
-                    start: 0,
-                    end: body_len,
-                }),
-            )));
-        };
-        let mut weight = 0;
         let fits = usize::try_from(body_len).is_ok_and(|n| n <= self.memory_object_bytes());
-        if fits {
-            let resident = Resident {
-                meta: Arc::new(stored_meta),
-                body: body.clone(),
-            };
-            let mut index = self.index();
-            let promoted = index.objects.get(id).is_some_and(|e| e.serial == serial)
-                && index.update(id, |e| {
+        let mut index = self.index();
+        let current = index.objects.get(id).is_some_and(|e| e.serial == serial);
+        let mut weight = 0;
+        let promote = whole
+            .as_ref()
+            .filter(|_| fits && current)
+            .and_then(disk::Whole::id_and_meta);
+        match promote {
+            Some((_, meta0, meta1)) => {
+                // Back into memory.
+                let resident = Resident {
+                    meta: Arc::new((meta0.to_vec(), meta1.to_vec())),
+                    body: whole.as_ref().map(disk::Whole::body).unwrap_or_default(),
+                };
+                index.update(id, |e| {
                     e.resident = Some(resident);
                     weight = e.weight();
                 });
-            if promoted {
                 let evicted = self.eviction.admit(
                     CacheEntryKey::key_only(compact),
                     weight,
@@ -633,22 +654,51 @@ impl CacheStore {
                     self.evict_from_memory(&mut index, &key.into_key().combined());
                 }
             }
+            None if newly_opened && current && index.open_files < MAX_OPEN_FILES => {
+                let kept = Arc::clone(&file);
+                index.update(id, |e| {
+                    if let Some(d) = &mut e.disk {
+                        d.file = Some(kept);
+                    }
+                });
+            }
+            _ => {}
         }
-        let end = body.len();
-        Ok(Some((
-            meta,
-            Box::new(Hit {
-                weight,
-                body,
+        drop(index);
+        let hit: HitHandler = match whole {
+            Some(whole) => {
+                let body = whole.body();
+                let end = body.len();
+                Box::new(Hit {
+                    weight,
+                    body,
+                    start: 0,
+                    end,
+                    done: false,
+                    counted: weight > 0,
+                })
+            }
+            None => Box::new(DiskHit {
+                file,
+                body_len,
                 start: 0,
-                end,
-                done: false,
-                counted: weight > 0,
+                end: body_len,
             }),
-        )))
+        };
+        Ok(Some((meta, hit)))
     }
 }
 
+/// Where an object only on disk is, as the index has it.
+struct DiskFound {
+    serial: u64,
+    body_len: u64,
+    file_len: u64,
+    file: Option<Arc<std::fs::File>>,
+}
+
+/// Files kept open for hits at most.
+const MAX_OPEN_FILES: usize = 4096;
 /// Disk files up to this size are read whole when hit.
 const WHOLE_READ_BYTES: u64 = 1024 * 1024;
 /// What a hit on a larger disk object reads per step.
@@ -682,7 +732,7 @@ impl Storage for CacheStore {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         enum Found {
             Memory(Arc<(Vec<u8>, Vec<u8>)>, Bytes, usize),
-            Disk { serial: u64, lengths: (u64, u64) },
+            Disk(DiskFound),
         }
         let id = key.combined();
         let found = {
@@ -697,17 +747,19 @@ impl Storage for CacheStore {
                         r.body.clone(),
                         e.weight(),
                     )),
-                    (None, Some(d)) => Some(Found::Disk {
+                    (None, Some(d)) => Some(Found::Disk(DiskFound {
                         serial: e.serial,
-                        lengths: (d.body_len, d.file_len),
-                    }),
+                        body_len: d.body_len,
+                        file_len: d.file_len,
+                        file: d.file.clone(),
+                    })),
                     (None, None) => None,
                 })
         };
         let (meta, body, weight) = match found {
             None => return Ok(None),
-            Some(Found::Disk { serial, lengths }) => {
-                return self.disk_hit(key, &id, serial, lengths);
+            Some(Found::Disk(found)) => {
+                return self.disk_hit(key, &id, found);
             }
             Some(Found::Memory(meta, body, weight)) => (meta, body, weight),
         };
@@ -888,7 +940,7 @@ impl HandleHit for Hit {
 /// the object is purged or replaced meanwhile). Reads are from the page cache as a rule, so
 /// they are made on the event loop, as nginx makes them without thread pools.
 struct DiskHit {
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
     body_len: u64,
     start: u64,
     end: u64,
@@ -900,23 +952,12 @@ impl HandleHit for DiskHit {
         if self.start >= self.end {
             return Ok(None);
         }
-        use std::io::{Read as _, Seek as _};
+        use std::os::unix::fs::FileExt as _;
         let n = (self.end - self.start).min(DISK_CHUNK_BYTES);
-        let mut chunk = Vec::with_capacity(n as usize);
-        let read = (&self.file)
-            .seek(std::io::SeekFrom::Start(disk::HEAD + self.start))
-            .and_then(|_| (&self.file).take(n).read_to_end(&mut chunk));
-        match read {
-            Ok(got) if got as u64 == n => {}
-            Ok(_) => return Error::e_explain(ErrorType::InternalError, "cache file cut short"),
-            Err(e) => {
-                return Err(Error::because(
-                    ErrorType::InternalError,
-                    "cache disk read",
-                    e,
-                ));
-            }
-        }
+        let mut chunk = vec![0; n as usize];
+        self.file
+            .read_exact_at(&mut chunk, disk::HEAD + self.start)
+            .map_err(|e| Error::because(ErrorType::InternalError, "cache disk read", e))?;
         self.start += n;
         Ok(Some(Bytes::from(chunk)))
     }
@@ -1082,6 +1123,7 @@ impl HandleMiss for Miss {
                     entry.disk = Some(OnDisk {
                         body_len: file.body_len,
                         file_len: file.file_len,
+                        file: None,
                     });
                     placed = Some(disk::disk_weight(file.file_len));
                 }
