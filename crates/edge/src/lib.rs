@@ -5,6 +5,7 @@
 //! request reads one snapshot for its whole life and never touches the store.
 
 pub mod errors;
+mod freshness;
 pub mod headers;
 pub mod metrics;
 mod proxy;

@@ -25,6 +25,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::errors::{EdgeError, error_page};
+use crate::freshness;
 use crate::headers::{self, CDN_LOOP_TOKEN, HOP_BY_HOP};
 use crate::route::{Origin, host_of, route};
 
@@ -201,6 +202,8 @@ pub struct Ctx {
     cache_rules: Option<Box<CacheParameters>>,
     /// A cache rule said bypass.
     rule_bypass: bool,
+    /// What the origin's CDN-targeted cache header said (it is not passed on).
+    targeted: Option<freshness::Targeted>,
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -285,6 +288,42 @@ fn primary_key(session: &Session, origin: &Origin, rules: Option<&CacheParameter
         visitor_port(session),
         &target,
     )
+}
+
+/// A stored response's metadata: fresh for `lifetime` from `received`, less the age it already
+/// had (its `Age`), which also counts in the `Age` visitors see; `stale` is the
+/// stale-while-revalidate and stale-if-error windows, in seconds.
+fn aged(
+    received: std::time::SystemTime,
+    lifetime: Duration,
+    resp: &ResponseHeader,
+    stale: (u32, u32),
+) -> CacheMeta {
+    let created = received
+        .checked_sub(freshness::age(&resp.headers))
+        .unwrap_or(received);
+    CacheMeta::new(created + lifetime, created, stale.0, stale.1, resp.clone())
+}
+
+/// The path and query a `Location` or `Content-Location` value names, if it is on `host`
+/// (relative references are).
+fn same_host_target(value: &str, host: &str) -> Option<String> {
+    let value = value.trim();
+    let value = value.split_once('#').map_or(value, |(v, _)| v);
+    let path = if value.starts_with('/') && !value.starts_with("//") {
+        value
+    } else {
+        let rest = value
+            .strip_prefix("http://")
+            .or_else(|| value.strip_prefix("https://"))?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let named = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        if !named.eq_ignore_ascii_case(host) {
+            return None;
+        }
+        if path.is_empty() { "/" } else { path }
+    };
+    Some(path.to_owned())
 }
 
 /// Whether the visitor came over TLS.
@@ -406,6 +445,7 @@ impl ProxyHttp for EdgeProxy {
             cache_status: "DYNAMIC",
             cache_rules: None,
             rule_bypass: false,
+            targeted: None,
         }
     }
 
@@ -815,7 +855,8 @@ impl ProxyHttp for EdgeProxy {
                 resp.insert_header("x-content-type-options", "nosniff")?;
             }
         }
-        // A state-changing request that succeeded makes the stored copies of its URL stale
+        // A state-changing request that succeeded makes the stored copies of its URL stale,
+        // and those of the URLs its `Location` and `Content-Location` name on the same host
         // (RFC 9111 §4.4).
         let method = &session.req_header().method;
         if !method.is_safe()
@@ -824,6 +865,23 @@ impl ProxyHttp for EdgeProxy {
         {
             let url = primary_key(session, origin, ctx.cache_rules.as_deref());
             cache.store.invalidate_url(&url);
+            for name in ["location", "content-location"] {
+                let target = resp
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| same_host_target(v, &origin.host));
+                if let Some(target) = target {
+                    let url = parapet_cache::key::primary(
+                        &origin.zone_id,
+                        is_https(session),
+                        &origin.host,
+                        visitor_port(session),
+                        &target,
+                    );
+                    cache.store.invalidate_url(&url);
+                }
+            }
         }
         Ok(())
     }
@@ -836,6 +894,25 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.origin_time = ctx.upstream_sent.map(|t| t.elapsed());
+        // Header fields the origin's `Connection` names are for this hop only (RFC 9110
+        // §7.6.1): neither stored nor passed on. An upgrade keeps its own.
+        if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            let listed: Vec<String> = resp
+                .headers
+                .get_all("connection")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(headers::connection_listed)
+                .collect();
+            for name in listed {
+                resp.remove_header(&name);
+            }
+        }
+        // The CDN-targeted fields are this edge's (RFC 9213; Surrogate-Control): read, then
+        // removed, except CDN-Cache-Control, which other CDNs further down may read too.
+        ctx.targeted = freshness::targeted(&resp.headers);
+        resp.remove_header("surrogate-control");
+        resp.remove_header("cloudflare-cdn-cache-control");
         if let Some(peer) = ctx.peer {
             let ip = peer.ip().to_string();
             let leaking: Vec<String> = resp
@@ -954,6 +1031,11 @@ impl ProxyHttp for EdgeProxy {
         if authorization && !shared {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
         }
+        // A CDN-targeted field replaces Cache-Control for the edge (RFC 9213); a cache rule's
+        // edge TTL comes first.
+        if ctx.targeted == Some(freshness::Targeted::NoStore) {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        }
         // A cache rule's edge TTL replaces what the origin said.
         if let Some(rules) = ctx.cache_rules.as_deref() {
             if let Some(ttl) = rules.edge_ttl_for(resp.status.as_u16()) {
@@ -980,12 +1062,36 @@ impl ProxyHttp for EdgeProxy {
                 return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
             }
         }
-        Ok(resp_cacheable(
-            cc.as_ref(),
-            resp.clone(),
-            authorization,
-            &CACHE_DEFAULTS,
-        ))
+        if let Some(freshness::Targeted::Fresh(lifetime)) = ctx.targeted {
+            return Ok(RespCacheable::Cacheable(aged(
+                std::time::SystemTime::now(),
+                lifetime,
+                resp,
+                (0, 0),
+            )));
+        }
+        Ok(
+            match resp_cacheable(cc.as_ref(), resp.clone(), authorization, &CACHE_DEFAULTS) {
+                // The engine's lifetime, read again where RFC 9111 is stricter: quoted and
+                // invalid values, Expires against Date, and the origin's Age.
+                RespCacheable::Cacheable(meta) => {
+                    let created = meta.created();
+                    let lifetime =
+                        freshness::explicit_lifetime(&resp.headers).unwrap_or_else(|| {
+                            meta.fresh_until()
+                                .duration_since(created)
+                                .unwrap_or_default()
+                        });
+                    RespCacheable::Cacheable(aged(
+                        created,
+                        lifetime,
+                        resp,
+                        (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()),
+                    ))
+                }
+                uncacheable => uncacheable,
+            },
+        )
     }
 
     /// A stored response varies on the request headers its `Vary` names; `Accept-Encoding` is

@@ -1,0 +1,238 @@
+//! How long a stored response stays fresh, read as RFC 9111 and RFC 9213 say, where the engine's
+//! reading is looser: directives are split outside quoted strings (a `max-age` inside another
+//! directive's quoted value is not one), a `max-age` or `s-maxage` whose value is not a number
+//! makes the response stale, `Expires` counts from the origin's `Date`, and the origin's `Age`
+//! is time already spent. A CDN-targeted field (`Cloudflare-CDN-Cache-Control`, then
+//! `CDN-Cache-Control`, then `Surrogate-Control`) replaces `Cache-Control` for the edge.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+/// One directive: its name (lower case) and value (unquoted), if it has one.
+type Directive = (String, Option<String>);
+
+/// The directives of a list-valued cache header (every line), split outside quoted strings.
+/// Surrogate-Control's `;target` suffixes are kept in the name (`max-age;other`): a directive
+/// for another target is then not one this edge reads.
+fn directives(headers: &HeaderMap, name: &str) -> Vec<Directive> {
+    let mut out = Vec::new();
+    for value in headers.get_all(name) {
+        let Ok(text) = value.to_str() else { continue };
+        let mut parts = Vec::new();
+        let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
+        for c in text.chars() {
+            match c {
+                _ if escaped => {
+                    escaped = false;
+                    current.push(c);
+                }
+                '\\' if quoted => escaped = true,
+                '"' => {
+                    quoted = !quoted;
+                    current.push(c);
+                }
+                ',' if !quoted => parts.push(std::mem::take(&mut current)),
+                _ => current.push(c),
+            }
+        }
+        parts.push(current);
+        for part in parts {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            let (name, value) = match part.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (part, None),
+            };
+            let (name, target) = match (name, value) {
+                (n, None) => match n.split_once(';') {
+                    Some((n, t)) => (n, Some(t)),
+                    None => (n, None),
+                },
+                (n, Some(_)) => (n, None),
+            };
+            let value = value.map(|v| match v.split_once(';') {
+                Some((v, t)) if !v.starts_with('"') => (v, Some(t)),
+                _ => (v, None),
+            });
+            let target = target.or(value.and_then(|(_, t)| t));
+            let name = match target {
+                Some(t) => format!("{};{}", name.to_ascii_lowercase(), t.trim()),
+                None => name.to_ascii_lowercase(),
+            };
+            let value = value.map(|(v, _)| {
+                v.strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v)
+                    .to_owned()
+            });
+            out.push((name, value));
+        }
+    }
+    out
+}
+
+/// A delta-seconds value: digits only (a large one is capped, as RFC 9111 §1.2.2 allows).
+fn seconds(value: Option<&str>) -> Option<u64> {
+    let value = value?;
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.parse().unwrap_or(u64::from(u32::MAX)))
+}
+
+/// The lifetime a list of directives gives: the first of `names` present decides, and one
+/// whose value is not a number gives none (stale).
+fn lifetime_of(directives: &[Directive], names: &[&str]) -> Option<Duration> {
+    names.iter().find_map(|name| {
+        let (_, value) = directives.iter().find(|(n, _)| n == name)?;
+        Some(Duration::from_secs(seconds(value.as_deref()).unwrap_or(0)))
+    })
+}
+
+/// What a CDN-targeted field says, if the response has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targeted {
+    /// Not to be stored.
+    NoStore,
+    /// Fresh this long (less the response's age).
+    Fresh(Duration),
+    /// Present, with no lifetime for this edge (the engine's reading stands).
+    Silent,
+}
+
+/// The CDN-targeted field that applies, and what it says.
+pub fn targeted(headers: &HeaderMap) -> Option<Targeted> {
+    let name = [
+        "cloudflare-cdn-cache-control",
+        "cdn-cache-control",
+        "surrogate-control",
+    ]
+    .into_iter()
+    .find(|n| headers.contains_key(*n))?;
+    let directives = directives(headers, name);
+    if directives.iter().any(|(n, _)| n == "no-store") {
+        return Some(Targeted::NoStore);
+    }
+    Some(match lifetime_of(&directives, &["s-maxage", "max-age"]) {
+        Some(lifetime) => Targeted::Fresh(lifetime),
+        None => Targeted::Silent,
+    })
+}
+
+/// The response's explicit freshness lifetime for a shared cache: `s-maxage`, else `max-age`,
+/// else `Expires` less `Date`; `None` when it gives none (heuristics may apply).
+pub fn explicit_lifetime(headers: &HeaderMap) -> Option<Duration> {
+    let cc = directives(headers, "cache-control");
+    if let Some(lifetime) = lifetime_of(&cc, &["s-maxage", "max-age"]) {
+        return Some(lifetime);
+    }
+    let expires = headers.get("expires")?;
+    // An invalid Expires means already expired (RFC 9111 §5.3).
+    let Some(expires) = expires.to_str().ok().and_then(http_date) else {
+        return Some(Duration::ZERO);
+    };
+    let date = headers
+        .get("date")
+        .and_then(|d| d.to_str().ok())
+        .and_then(http_date)
+        .unwrap_or_else(SystemTime::now);
+    Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// The origin's `Age` (time the response already spent in caches before this one).
+pub fn age(headers: &HeaderMap) -> Duration {
+    headers
+        .get("age")
+        .and_then(|a| a.to_str().ok())
+        .and_then(|a| seconds(Some(a.trim())))
+        .map_or(Duration::ZERO, Duration::from_secs)
+}
+
+fn http_date(text: &str) -> Option<SystemTime> {
+    httpdate::parse_http_date(text.trim()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn max_age_is_read_outside_quoted_strings_and_must_be_a_number() {
+        let secs = |cc: &'static str| explicit_lifetime(&headers(&[("cache-control", cc)]));
+        assert_eq!(secs("max-age=3600"), Some(Duration::from_secs(3600)));
+        assert_eq!(secs("MAX-AGE=60, public"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            secs("max-age=\"1\", extension=\"max-age=3600\""),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            secs("extension=\"max-age=3600\", max-age=1"),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(secs("max-age=-3600"), Some(Duration::ZERO));
+        assert_eq!(secs("max-age='3600'"), Some(Duration::ZERO));
+        assert_eq!(
+            secs("s-maxage=10, max-age=3600"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            secs("max-age=99999999999999999999"),
+            Some(Duration::from_secs(u64::from(u32::MAX)))
+        );
+        assert_eq!(secs("public"), None);
+    }
+
+    #[test]
+    fn expires_counts_from_the_origins_date_and_age_is_read() {
+        let h = headers(&[
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("expires", "Sun, 06 Nov 1994 09:49:37 GMT"),
+            ("age", "120"),
+        ]);
+        assert_eq!(explicit_lifetime(&h), Some(Duration::from_secs(3600)));
+        assert_eq!(age(&h), Duration::from_secs(120));
+        let h = headers(&[("expires", "0")]);
+        assert_eq!(explicit_lifetime(&h), Some(Duration::ZERO));
+        assert_eq!(age(&headers(&[("age", "-5")])), Duration::ZERO);
+    }
+
+    #[test]
+    fn targeted_fields_replace_cache_control_for_the_edge() {
+        let t = |pairs: &[(&'static str, &'static str)]| targeted(&headers(pairs));
+        assert_eq!(t(&[("cache-control", "max-age=60")]), None);
+        assert_eq!(
+            t(&[
+                ("surrogate-control", "max-age=3600"),
+                ("cache-control", "no-store")
+            ]),
+            Some(Targeted::Fresh(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            t(&[("surrogate-control", "no-store")]),
+            Some(Targeted::NoStore)
+        );
+        assert_eq!(
+            t(&[("surrogate-control", "max-age=3600;not-for-you")]),
+            Some(Targeted::Silent)
+        );
+        assert_eq!(
+            t(&[
+                ("cdn-cache-control", "max-age=5"),
+                ("surrogate-control", "max-age=9")
+            ]),
+            Some(Targeted::Fresh(Duration::from_secs(5)))
+        );
+    }
+}
