@@ -48,7 +48,7 @@ PIDS+=($!)
 TOKEN=cache-tests-$RANDOM$RANDOM
 PARAPET_API_TOKEN=$TOKEN PARAPET_LOG=warn "$PARAPET_BIN" serve --data-dir "$W/data" \
   --api-listen 127.0.0.1:0 --http-listen "127.0.0.2:$EDGE_PORT" --activation auto \
-  >"$W/parapet.out" 2>"$W/parapet.err" &
+  >"$W/parapet.out" 2>"${CACHE_TESTS_ERR:-$W/parapet.err}" &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q 'api listening' "$W/parapet.out" 2>/dev/null && break; sleep 0.1; done
 API=$(sed -n 's/^parapet: api listening on //p' "$W/parapet.out")/client/v4

@@ -9,6 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
+/// What the edge tells origins it understands (`Surrogate-Capability`): directives targeted at
+/// `parapet` are its own.
+pub const SURROGATE_CAPABILITY: &str = "parapet=\"Surrogate/1.0\"";
+const TARGET: &str = "parapet";
+
 /// One directive: its name (lower case) and value (unquoted), if it has one.
 type Directive = (String, Option<String>);
 
@@ -58,9 +63,11 @@ fn directives(headers: &HeaderMap, name: &str) -> Vec<Directive> {
                 _ => (v, None),
             });
             let target = target.or(value.and_then(|(_, t)| t));
-            let name = match target {
-                Some(t) => format!("{};{}", name.to_ascii_lowercase(), t.trim()),
-                None => name.to_ascii_lowercase(),
+            let name = match target.map(str::trim) {
+                Some(t) if !t.eq_ignore_ascii_case(TARGET) => {
+                    format!("{};{t}", name.to_ascii_lowercase())
+                }
+                _ => name.to_ascii_lowercase(),
             };
             let value = value.map(|(v, _)| {
                 v.strip_prefix('"')
@@ -122,10 +129,14 @@ pub fn targeted(headers: &HeaderMap) -> Option<Targeted> {
     })
 }
 
-/// The response's explicit freshness lifetime for a shared cache: `s-maxage`, else `max-age`,
-/// else `Expires` less `Date`; `None` when it gives none (heuristics may apply).
+/// The response's explicit freshness lifetime for a shared cache: none with `no-cache` (every
+/// use is revalidated), else `s-maxage`, else `max-age`, else `Expires` less `Date`; `None`
+/// when it gives none (heuristics may apply).
 pub fn explicit_lifetime(headers: &HeaderMap) -> Option<Duration> {
     let cc = directives(headers, "cache-control");
+    if cc.iter().any(|(n, v)| n == "no-cache" && v.is_none()) {
+        return Some(Duration::ZERO);
+    }
     if let Some(lifetime) = lifetime_of(&cc, &["s-maxage", "max-age"]) {
         return Some(lifetime);
     }
@@ -142,13 +153,18 @@ pub fn explicit_lifetime(headers: &HeaderMap) -> Option<Duration> {
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
-/// The origin's `Age` (time the response already spent in caches before this one).
-pub fn age(headers: &HeaderMap) -> Duration {
-    headers
-        .get("age")
-        .and_then(|a| a.to_str().ok())
-        .and_then(|a| seconds(Some(a.trim())))
-        .map_or(Duration::ZERO, Duration::from_secs)
+/// The origin's `Age` (time the response already spent in caches before this one): zero when
+/// absent, `None` when it is not one number on one line (the response is then taken as stale).
+pub fn age(headers: &HeaderMap) -> Option<Duration> {
+    let mut lines = headers.get_all("age").iter();
+    let Some(first) = lines.next() else {
+        return Some(Duration::ZERO);
+    };
+    if lines.next().is_some() {
+        return None;
+    }
+    let value = first.to_str().ok()?.trim();
+    seconds(Some(value)).map(Duration::from_secs)
 }
 
 fn http_date(text: &str) -> Option<SystemTime> {
@@ -192,6 +208,11 @@ mod tests {
             Some(Duration::from_secs(u64::from(u32::MAX)))
         );
         assert_eq!(secs("public"), None);
+        assert_eq!(secs("max-age=10000, no-cache"), Some(Duration::ZERO));
+        assert_eq!(
+            secs("max-age=60, no-cache=\"set-cookie\""),
+            Some(Duration::from_secs(60))
+        );
     }
 
     #[test]
@@ -202,10 +223,14 @@ mod tests {
             ("age", "120"),
         ]);
         assert_eq!(explicit_lifetime(&h), Some(Duration::from_secs(3600)));
-        assert_eq!(age(&h), Duration::from_secs(120));
+        assert_eq!(age(&h), Some(Duration::from_secs(120)));
         let h = headers(&[("expires", "0")]);
         assert_eq!(explicit_lifetime(&h), Some(Duration::ZERO));
-        assert_eq!(age(&headers(&[("age", "-5")])), Duration::ZERO);
+        for bad in ["-5", "abc", "7200.0", "0, 0", "7200;foo=bar"] {
+            assert_eq!(age(&headers(&[("age", bad)])), None, "{bad}");
+        }
+        assert_eq!(age(&headers(&[("age", "0"), ("age", "0")])), None);
+        assert_eq!(age(&HeaderMap::new()), Some(Duration::ZERO));
     }
 
     #[test]
@@ -226,6 +251,10 @@ mod tests {
         assert_eq!(
             t(&[("surrogate-control", "max-age=3600;not-for-you")]),
             Some(Targeted::Silent)
+        );
+        assert_eq!(
+            t(&[("surrogate-control", "max-age=60;parapet")]),
+            Some(Targeted::Fresh(Duration::from_secs(60)))
         );
         assert_eq!(
             t(&[

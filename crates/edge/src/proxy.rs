@@ -291,18 +291,22 @@ fn primary_key(session: &Session, origin: &Origin, rules: Option<&CacheParameter
 }
 
 /// A stored response's metadata: fresh for `lifetime` from `received`, less the age it already
-/// had (its `Age`), which also counts in the `Age` visitors see; `stale` is the
-/// stale-while-revalidate and stale-if-error windows, in seconds.
+/// had (its `Age`, which also counts in the `Age` visitors see; an invalid one makes it stale);
+/// `stale` is the stale-while-revalidate and stale-if-error windows, in seconds.
 fn aged(
     received: std::time::SystemTime,
     lifetime: Duration,
     resp: &ResponseHeader,
     stale: (u32, u32),
 ) -> CacheMeta {
-    let created = received
-        .checked_sub(freshness::age(&resp.headers))
-        .unwrap_or(received);
-    CacheMeta::new(created + lifetime, created, stale.0, stale.1, resp.clone())
+    let (created, fresh_until) = match freshness::age(&resp.headers) {
+        Some(age) => {
+            let created = received.checked_sub(age).unwrap_or(received);
+            (created, created + lifetime)
+        }
+        None => (received, received),
+    };
+    CacheMeta::new(fresh_until, created, stale.0, stale.1, resp.clone())
 }
 
 /// The path and query a `Location` or `Content-Location` value names, if it is on `host`
@@ -809,6 +813,8 @@ impl ProxyHttp for EdgeProxy {
             None => CDN_LOOP_TOKEN.to_owned(),
         };
         req.insert_header("cdn-loop", cdn_loop)?;
+        // Surrogate-Control directives targeted at this edge apply to it (Edge Architecture 1.0).
+        req.append_header("surrogate-capability", freshness::SURROGATE_CAPABILITY)?;
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
