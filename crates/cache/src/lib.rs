@@ -3,23 +3,24 @@
 //! storage with its purge index.
 
 mod disk;
+mod eviction;
 pub mod key;
 pub mod policy;
 mod store;
 
 use std::time::Duration;
 
-use pingora::cache::eviction::simple_lru;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::predictor::Predictor;
 
 pub use disk::DiskTier;
+pub use eviction::TinyUfoEviction;
 pub use store::{CacheStore, MAX_MEMORY_OBJECT_BYTES, Usage};
 
 /// Everything the edge's cache needs, built once per process (`'static`, as the engine wants).
 pub struct EdgeCache {
     pub store: CacheStore,
-    pub eviction: &'static simple_lru::Manager,
+    pub eviction: &'static TinyUfoEviction,
     pub lock: Box<CacheKeyLockImpl>,
     /// URLs whose last response could not be stored: their next requests skip the lookup and
     /// the lock (no queueing behind one another), and are stored again once the origin allows.
@@ -93,8 +94,8 @@ impl EdgeCache {
         let _ = pingora::cache::set_compression_dict_content(std::borrow::Cow::Borrowed(
             HEADER_DICTIONARY,
         ));
-        let eviction: &'static simple_lru::Manager =
-            Box::leak(Box::new(simple_lru::Manager::new(memory_bytes)));
+        let eviction: &'static TinyUfoEviction =
+            Box::leak(Box::new(TinyUfoEviction::new(memory_bytes)));
         let cache: &'static Self = Box::leak(Box::new(Self {
             store: CacheStore::new(eviction, memory_bytes, disk),
             eviction,

@@ -1,5 +1,5 @@
-//! The cache's storage: a memory tier (complete objects, size-bounded: pingora's LRU eviction
-//! manager decides what goes, this store lets it go) over a disk tier (one file per object,
+//! The cache's storage: a memory tier (complete objects, size-bounded: TinyUFO decides what is
+//! admitted and what goes, this store lets it go) over a disk tier (one file per object,
 //! size-bounded by its own LRU, still valid after a restart or a `kill -9`), with one purge
 //! index by zone, URL, host and `Cache-Tag` over both, so that a purge touches only the objects
 //! it names.
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parapet_model::purge::Purge;
-use pingora::cache::eviction::{EvictionManager as _, simple_lru};
+use pingora::cache::eviction::EvictionManager as _;
 use pingora::cache::key::{CacheHashKey, CompactCacheKey};
 use pingora::cache::storage::{HandleHit, HandleMiss, MissFinishType};
 use pingora::cache::trace::SpanHandle;
@@ -22,6 +22,7 @@ use pingora::cache::{
 use pingora::{Error, ErrorType, Result};
 
 use crate::disk::{self, DiskTier};
+use crate::eviction::TinyUfoEviction;
 use crate::key::ParsedKey;
 
 /// Largest object kept in memory (and an eighth of the memory tier at most): larger responses
@@ -280,14 +281,14 @@ pub struct CacheStore {
     index: Mutex<Index>,
     /// The memory tier's bound (the engine drives it: it admits what is stored and hit, and
     /// asks this store to let go of what it evicts).
-    eviction: &'static simple_lru::Manager,
+    eviction: &'static TinyUfoEviction,
     memory_bytes: usize,
     disk: Option<DiskTier>,
 }
 
 impl CacheStore {
     pub fn new(
-        eviction: &'static simple_lru::Manager,
+        eviction: &'static TinyUfoEviction,
         memory_bytes: usize,
         disk: Option<DiskTier>,
     ) -> Self {
