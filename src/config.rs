@@ -100,6 +100,9 @@ pub struct Config {
     /// Edge cache: the largest response stored (larger ones than the memory tier takes are
     /// written to disk as they arrive).
     pub cache_max_object_bytes: u64,
+    /// Edge cache: cache rules by zone name (`[[cache_rules]]`), applied before the zone's
+    /// rules from the API (which win where both set something).
+    pub cache_rules: std::collections::BTreeMap<String, Vec<parapet_model::rules::CompiledRule>>,
     /// Edge: extra roots (PEM) that origins' certificates may chain to in `strict` mode,
     /// besides the system's.
     pub origin_ca_file: Option<PathBuf>,
@@ -149,6 +152,7 @@ impl Default for Config {
             cache_disk_bytes: 10 * 1024 * 1024 * 1024,
             cache_dir: None,
             cache_max_object_bytes: 512 * 1024 * 1024,
+            cache_rules: std::collections::BTreeMap::new(),
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
             origin_ca_file: None,
@@ -186,6 +190,7 @@ const KEYS: &[&str] = &[
     "cache_disk_bytes",
     "cache_dir",
     "cache_max_object_bytes",
+    "cache_rules",
     "origin_ca_file",
     "origin_pull_certificate",
     "origin_pull_key",
@@ -194,6 +199,73 @@ const KEYS: &[&str] = &[
     "acme_email",
     "acme_order_timeout",
 ];
+
+/// `[[cache_rules]]`: `zone`, `expression` (default `"true"`), `description`, and
+/// `action_parameters` as the API's `set_cache_settings` takes them. Compiled here, so that a
+/// mistake stops the start with every problem listed.
+fn cache_rules(
+    items: &[toml::Value],
+) -> Result<std::collections::BTreeMap<String, Vec<parapet_model::rules::CompiledRule>>, Vec<String>>
+{
+    use parapet_model::rules::{CACHE_PHASE, Ruleset};
+    const KEYS: &[&str] = &["zone", "expression", "description", "action_parameters"];
+    let mut errors = Vec::new();
+    let mut by_zone: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("cache_rules[{i}]");
+        let Some(table) = item.as_table() else {
+            errors.push(format!("{at}: must be a table"));
+            continue;
+        };
+        for key in table.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+            errors.push(format!(
+                "{at}: unknown key '{key}' (known: {})",
+                KEYS.join(", ")
+            ));
+        }
+        let zone = match table.get("zone").and_then(toml::Value::as_str) {
+            Some(z) => match normalize(z, NameKind::Zone, "") {
+                Ok(z) => z,
+                Err(e) => {
+                    errors.push(format!("{at}.zone: {e}"));
+                    continue;
+                }
+            },
+            None => {
+                errors.push(format!("{at}.zone: must be a zone name"));
+                continue;
+            }
+        };
+        let mut rule = serde_json::json!({
+            "expression": table.get("expression").and_then(toml::Value::as_str).unwrap_or("true"),
+            "action": "set_cache_settings",
+            "action_parameters": table
+                .get("action_parameters")
+                .and_then(|v| serde_json::to_value(v).ok())
+                .unwrap_or_else(|| serde_json::json!({})),
+        });
+        if let Some(d) = table.get("description").and_then(toml::Value::as_str) {
+            rule["description"] = serde_json::json!(d);
+        }
+        by_zone.entry(zone).or_default().push(rule);
+    }
+    let mut compiled = std::collections::BTreeMap::new();
+    for (zone, rules) in by_zone {
+        let body = serde_json::json!({ "rules": rules });
+        match Ruleset::from_json("config", CACHE_PHASE, &body, None, "").and_then(|r| r.compile()) {
+            Ok(rules) => {
+                compiled.insert(zone, rules);
+            }
+            Err(e) => errors.push(format!("cache_rules of zone {zone}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(errors)
+    }
+}
 
 /// Resolves `HOST:PORT` (a literal address, or a name through the system resolver).
 pub fn resolve_host_port(s: &str) -> Result<SocketAddr, String> {
@@ -350,6 +422,13 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                     _ => errors.push(want("a positive number of bytes")),
                 }
             }
+            "cache_rules" => match value.as_array() {
+                Some(items) => match cache_rules(items) {
+                    Ok(rules) => c.cache_rules = rules,
+                    Err(mut e) => errors.append(&mut e),
+                },
+                None => errors.push(want("an array of tables ([[cache_rules]])")),
+            },
             "cache_dir" => match string() {
                 Some(s) if !s.is_empty() => c.cache_dir = Some(PathBuf::from(s)),
                 _ => errors.push(want("a directory path")),
@@ -508,6 +587,43 @@ mod tests {
         assert_eq!(c.nameservers, ["ns1.example.net", "ns2.example.net"]);
         assert_eq!(c.activation, ActivationFlag::Auto);
         assert_eq!(c.activation_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn cache_rules_are_compiled_per_zone_and_mistakes_listed() {
+        let text = r#"
+[[cache_rules]]
+zone = "Example.COM."
+expression = 'http.request.uri.path.extension eq "html"'
+action_parameters = { cache = true, edge_ttl = { mode = "override_origin", default = 60 } }
+
+[[cache_rules]]
+zone = "example.com"
+description = "everything else respects the origin"
+"#;
+        let c = parse_file(text, Config::default()).expect("valid");
+        assert_eq!(c.cache_rules.len(), 1);
+        assert_eq!(c.cache_rules["example.com"].len(), 2);
+
+        let bad = r#"
+[[cache_rules]]
+zone = "example.com"
+expression = 'http.cookie eq "x"'
+action_parameters = { edge_ttl = { mode = "sometimes" } }
+
+[[cache_rules]]
+zone = "not a zone"
+colour = "blue"
+"#;
+        let errors = parse_file(bad, Config::default()).expect_err("invalid");
+        let all = errors.join("\n");
+        for says in [
+            "cache_rules[1].zone",
+            "unknown key 'colour'",
+            "cache_rules of zone example.com",
+        ] {
+            assert!(all.contains(says), "{says} missing from {all}");
+        }
     }
 
     #[test]

@@ -239,6 +239,13 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
             let m = Arc::clone(&edge_metrics);
             move || m.render()
         }) as parapet_api::MetricsSource);
+        proxy.config_cache_rules = Arc::new(
+            config
+                .cache_rules
+                .iter()
+                .map(|(zone, rules)| (zone.clone(), rules.clone()))
+                .collect(),
+        );
         proxy.connect_timeout = config.edge_connect_timeout;
         proxy.read_timeout = config.edge_read_timeout;
         proxy.max_body_bytes = config.edge_max_body_bytes;

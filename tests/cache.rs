@@ -910,3 +910,49 @@ fn walk(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+#[test]
+fn cache_rules_from_the_configuration_file_apply_under_the_zones_own() {
+    let port = free_port();
+    let hits = start_cache_origin("127.0.0.2", port);
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args(["--activation", "auto", "--http-listen", &format!("127.0.0.1:{port}")])
+            .config(
+                "[[cache_rules]]\nzone = \"configured.test\"\nexpression = 'http.request.uri.path.extension eq \"html\"'\naction_parameters = { cache = true, edge_ttl = { mode = \"override_origin\", default = 60 } }\n",
+            ),
+    );
+    let zone = node.create_zone("configured.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    let other = node.create_zone("unconfigured.test");
+    node.proxied_a(&other, "www", "127.0.0.2");
+    let get = |host: &str, path: &str| fetch(port, host, path, &[]).1;
+    parapet_testkit::eventually(Duration::from_secs(5), "the names routed", || {
+        fetch(port, "www.configured.test", "/ready.css", &[]).0 == 200
+            && fetch(port, "www.unconfigured.test", "/ready.css", &[]).0 == 200
+    });
+    // Pages are not cached by default; the file's rule caches them in its zone only.
+    assert_eq!(get("www.configured.test", "/page.html"), "MISS");
+    assert_eq!(get("www.configured.test", "/page.html"), "HIT");
+    assert_eq!(get("www.unconfigured.test", "/page.html"), "DYNAMIC");
+    assert_eq!(get("www.unconfigured.test", "/page.html"), "DYNAMIC");
+    // The zone's own rules (API) come after the file's and win where both say something.
+    node.ok(
+        "PUT",
+        &format!("/zones/{zone}/rulesets/phases/http_request_cache_settings/entrypoint"),
+        Some(json!({"rules": [{
+            "expression": "starts_with(http.request.uri.path, \"/private/\")",
+            "action": "set_cache_settings",
+            "action_parameters": {"cache": false}}]})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "the zone's rule applied", || {
+        get("www.configured.test", "/private/a.html") == "BYPASS"
+    });
+    assert_eq!(get("www.configured.test", "/private/a.html"), "BYPASS");
+    assert_eq!(get("www.configured.test", "/page.html"), "HIT");
+    assert_eq!(
+        hits.of("/page.html"),
+        3,
+        "one fetch for the cached zone, two for the other"
+    );
+}

@@ -184,7 +184,10 @@ mod tests {
             evicted += bound.admit(key(n), 16 * 1024, now).len();
         }
         // What fits beside the popular objects stays; the rest goes.
-        assert!(evicted >= 640 - 56, "the bound was kept: {evicted} evictions");
+        assert!(
+            evicted >= 640 - 56,
+            "the bound was kept: {evicted} evictions"
+        );
         let kept = hot.iter().filter(|k| bound.peek(k)).count();
         assert!(kept >= 7, "{kept} of 8 popular objects survived the scan");
         assert!(bound.total_size() <= 1 << 20);

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parapet_cache::EdgeCache;
 use parapet_model::expr::RequestFacts;
-use parapet_model::rules::{CacheParameters, RuleAction};
+use parapet_model::rules::{CacheParameters, CompiledRule, RuleAction};
 use parapet_model::settings::SslMode;
 use parapet_snapshot::Published;
 use pingora::cache::cache_control::CacheControl;
@@ -50,6 +50,8 @@ pub struct EdgeProxy {
     pub client_limit: Arc<crate::ClientLimit>,
     /// The cache (`None`: nothing is cached).
     pub cache: Option<&'static EdgeCache>,
+    /// Cache rules from the configuration file, by zone name: applied before the zone's own.
+    pub config_cache_rules: Arc<std::collections::HashMap<String, Vec<CompiledRule>>>,
     /// A PEM bundle of the roots origins' certificates are checked against in `strict` mode
     /// (`None`: the system's).
     pub origin_trust: Option<String>,
@@ -76,6 +78,31 @@ pub const MAX_BODY_BYTES: u64 = 100 * 1000 * 1000;
 pub const MAX_CONNECTIONS_PER_CLIENT: u32 = 1024;
 
 impl EdgeProxy {
+    /// The configuration file's cache rules for the zone that routed `origin` (its name is
+    /// the longest zone name the host lies within).
+    fn configured_cache_rules(&self, origin: &Origin) -> &[CompiledRule] {
+        if self.config_cache_rules.is_empty() {
+            return &[];
+        }
+        let snapshot = self.published.load();
+        let mut candidate = origin.host.as_str();
+        loop {
+            if let Some(zone) = snapshot.zones.get(candidate) {
+                if zone.zone.id != origin.zone_id {
+                    return &[];
+                }
+                return self
+                    .config_cache_rules
+                    .get(candidate)
+                    .map_or(&[], Vec::as_slice);
+            }
+            match candidate.split_once('.') {
+                Some((_, parent)) => candidate = parent,
+                None => return &[],
+            }
+        }
+    }
+
     pub fn new(published: Arc<Published>) -> Self {
         Self {
             published,
@@ -87,6 +114,7 @@ impl EdgeProxy {
             max_body_bytes: MAX_BODY_BYTES,
             client_limit: Arc::new(crate::ClientLimit::new(MAX_CONNECTIONS_PER_CLIENT)),
             cache: None,
+            config_cache_rules: Arc::default(),
             origin_trust: None,
             origin_pull: None,
             zone_pulls: Arc::new(Converted::new(ZONE_PULLS_KEPT)),
@@ -946,7 +974,9 @@ impl ProxyHttp for EdgeProxy {
             path: &origin.rule_path,
         };
         let mut merged: Option<Box<CacheParameters>> = None;
-        for rule in origin.edge.cache_rules.iter().filter(|r| r.matches(&facts)) {
+        let configured = self.configured_cache_rules(origin);
+        let rules = configured.iter().chain(origin.edge.cache_rules.iter());
+        for rule in rules.filter(|r| r.matches(&facts)) {
             if let RuleAction::Cache(params) = &rule.action {
                 merged.get_or_insert_with(Box::default).merge(params);
             }
