@@ -54,8 +54,75 @@ struct Entry {
 }
 
 struct Resident {
-    meta: Arc<(Vec<u8>, Vec<u8>)>,
+    meta: Arc<StoredMeta>,
     body: Bytes,
+}
+
+/// A stored response header: serialized (as the disk tier and revalidation keep it) and, from
+/// its first hit on, decoded too, so that later hits skip the decompression and parsing.
+struct StoredMeta {
+    serialized: (Vec<u8>, Vec<u8>),
+    decoded: std::sync::OnceLock<Option<DecodedMeta>>,
+}
+
+/// What rebuilds a header's metadata without decoding it again. Only for metadata never
+/// revalidated (its `updated` is its `created`, as a new one's is): the rest is decoded each time.
+struct DecodedMeta {
+    header: pingora::http::ResponseHeader,
+    fresh_until: std::time::SystemTime,
+    created: std::time::SystemTime,
+    stale_while_revalidate: u32,
+    stale_if_error: u32,
+    variance: Option<pingora::cache::key::HashBinary>,
+    epoch_override: Option<std::time::SystemTime>,
+}
+
+impl StoredMeta {
+    fn new(serialized: (Vec<u8>, Vec<u8>)) -> Self {
+        Self {
+            serialized,
+            decoded: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What the entry costs in memory for its header: serialized, and decoded (estimated).
+    fn weight(&self) -> usize {
+        self.serialized.0.len() + 9 * self.serialized.1.len() + 256
+    }
+
+    fn meta(&self) -> Result<CacheMeta> {
+        let (internal, header) = (&self.serialized.0, &self.serialized.1);
+        let decoded = self.decoded.get_or_init(|| {
+            let meta = CacheMeta::deserialize(internal, header).ok()?;
+            let fresh = meta.updated() == meta.created() && meta.provenance() == meta.created();
+            fresh.then(|| DecodedMeta {
+                header: meta.response_header_copy(),
+                fresh_until: meta.fresh_until(),
+                created: meta.created(),
+                stale_while_revalidate: meta.stale_while_revalidate_sec(),
+                stale_if_error: meta.stale_if_error_sec(),
+                variance: meta.variance(),
+                epoch_override: meta.epoch_override(),
+            })
+        });
+        let Some(d) = decoded else {
+            return CacheMeta::deserialize(internal, header);
+        };
+        let mut meta = CacheMeta::new(
+            d.fresh_until,
+            d.created,
+            d.stale_while_revalidate,
+            d.stale_if_error,
+            d.header.clone(),
+        );
+        if let Some(variance) = d.variance {
+            meta.set_variance(variance);
+        }
+        if let Some(epoch) = d.epoch_override {
+            meta.set_epoch_override(epoch);
+        }
+        Ok(meta)
+    }
 }
 
 struct OnDisk {
@@ -101,7 +168,7 @@ impl Entry {
             + self
                 .resident
                 .as_ref()
-                .map_or(0, |r| r.body.len() + r.meta.0.len() + r.meta.1.len())
+                .map_or(0, |r| r.body.len() + r.meta.weight())
     }
 
     fn record(&self, id: &str, meta: (Vec<u8>, Vec<u8>)) -> disk::Record {
@@ -639,7 +706,7 @@ impl CacheStore {
             Some((_, meta0, meta1)) => {
                 // Back into memory.
                 let resident = Resident {
-                    meta: Arc::new((meta0.to_vec(), meta1.to_vec())),
+                    meta: Arc::new(StoredMeta::new((meta0.to_vec(), meta1.to_vec()))),
                     body: whole.as_ref().map(disk::Whole::body).unwrap_or_default(),
                 };
                 index.update(id, |e| {
@@ -732,7 +799,7 @@ impl Storage for CacheStore {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         enum Found {
-            Memory(Arc<(Vec<u8>, Vec<u8>)>, Bytes, usize),
+            Memory(Arc<StoredMeta>, Bytes, usize),
             Disk(DiskFound),
         }
         let id = key.combined();
@@ -764,7 +831,7 @@ impl Storage for CacheStore {
             }
             Some(Found::Memory(meta, body, weight)) => (meta, body, weight),
         };
-        let meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+        let meta = meta.meta()?;
         let end = body.len();
         Ok(Some((
             meta,
@@ -862,7 +929,7 @@ impl Storage for CacheStore {
         }
         index.update(&id, |e| {
             if let Some(r) = &mut e.resident {
-                r.meta = Arc::new(serialized);
+                r.meta = Arc::new(StoredMeta::new(serialized));
             }
             if let (Some(d), Some(len)) = (&mut e.disk, file_len) {
                 d.file_len = len;
@@ -1070,7 +1137,7 @@ impl HandleMiss for Miss {
             }
             (None, Some(disk)) => {
                 entry.resident = Some(Resident {
-                    meta: Arc::new(self.meta.clone()),
+                    meta: Arc::new(StoredMeta::new(self.meta.clone())),
                     body: body.clone(),
                 });
                 let record = entry.record(&id, self.meta);
@@ -1090,7 +1157,7 @@ impl HandleMiss for Miss {
             }
             (None, None) => {
                 entry.resident = Some(Resident {
-                    meta: Arc::new(self.meta),
+                    meta: Arc::new(StoredMeta::new(self.meta)),
                     body,
                 });
                 None
@@ -1146,5 +1213,43 @@ impl HandleMiss for Miss {
             store.admit_to_disk(&mut index, compact, disk_weight);
         }
         Ok(MissFinishType::Created(weight))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_decoded_header_rebuilds_the_same_metadata_and_a_revalidated_one_is_decoded_again() {
+        let mut header = pingora::http::ResponseHeader::build(200, None).unwrap();
+        header.insert_header("etag", "\"v1\"").unwrap();
+        header.insert_header("vary", "accept-encoding").unwrap();
+        let now = SystemTime::now();
+        let mut meta = CacheMeta::new(now + Duration::from_secs(60), now, 5, 7, header);
+        meta.set_variance([3; 16]);
+        meta.set_epoch_override(now - Duration::from_secs(2));
+        let stored = StoredMeta::new(meta.serialize().unwrap());
+        for _ in 0..2 {
+            assert_eq!(
+                stored.meta().unwrap().serialize().unwrap(),
+                meta.serialize().unwrap()
+            );
+        }
+        assert!(stored.decoded.get().is_some_and(Option::is_some));
+
+        let mut revalidated =
+            CacheMeta::deserialize(&meta.serialize().unwrap().0, &meta.serialize().unwrap().1)
+                .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        revalidated.update_freshness(now + Duration::from_secs(120), 0, 0);
+        let stored = StoredMeta::new(revalidated.serialize().unwrap());
+        assert_eq!(
+            stored.meta().unwrap().serialize().unwrap(),
+            revalidated.serialize().unwrap()
+        );
+        assert!(stored.decoded.get().is_some_and(Option::is_none));
     }
 }
