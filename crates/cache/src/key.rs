@@ -22,7 +22,17 @@ pub fn cache_key(
     port: u16,
     path_and_query: &str,
 ) -> CacheKey {
-    CacheKey::new(primary(zone_id, https, host, port, path_and_query), zone_id)
+    key_of(primary(zone_id, https, host, port, path_and_query), zone_id)
+}
+
+/// The engine's key for a primary key: its hash is computed here once (the engine asks for it
+/// several times per request).
+pub fn key_of(primary: String, zone_id: &str) -> CacheKey {
+    use pingora::cache::key::CacheHashKey as _;
+    let mut key = CacheKey::new(primary, zone_id);
+    let hash = key.primary_bin();
+    key.set_primary_bin_override(hash);
+    key
 }
 
 /// A primary key taken apart again (for the purge index).
@@ -76,6 +86,15 @@ mod tests {
             base,
             "host names compare without case"
         );
+    }
+
+    #[test]
+    fn a_precomputed_hash_is_the_engines_own() {
+        let url = primary("z1", true, "www.example.com", 443, "/a.css");
+        let plain = CacheKey::new(url.clone(), "z1");
+        let key = key_of(url, "z1");
+        assert_eq!(key.primary_bin(), plain.primary_bin());
+        assert_eq!(key.combined(), plain.combined());
     }
 
     #[test]

@@ -1034,7 +1034,7 @@ impl ProxyHttp for EdgeProxy {
         };
         let url = primary_key(session, origin, ctx.cache_rules.as_deref());
         ctx.cache_url = Some(url.clone());
-        Ok(CacheKey::new(url, origin.zone_id.as_str()))
+        Ok(parapet_cache::key::key_of(url, &origin.zone_id))
     }
 
     /// RFC 9111 freshness with Cloudflare's defaults; never a response that sets a cookie or
