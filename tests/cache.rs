@@ -956,3 +956,66 @@ fn cache_rules_from_the_configuration_file_apply_under_the_zones_own() {
         "one fetch for the cached zone, two for the other"
     );
 }
+
+#[test]
+fn cache_rules_put_listed_headers_and_cookies_in_the_key() {
+    let s = site("keyed.test");
+    let host = "www.keyed.test";
+    let path = format!(
+        "/zones/{}/rulesets/phases/http_request_cache_settings/entrypoint",
+        s.zone
+    );
+    let (status, body) = s.node.call(
+        "PUT",
+        &path,
+        Some(json!({"rules": [{"expression": "true", "action": "set_cache_settings",
+            "action_parameters": {"cache_key": {"custom_key": {"header": {"include": ["bad name"]}}}}}]})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("custom_key.header.include[0]"),
+        "{body}"
+    );
+    s.node.ok(
+        "PUT",
+        &path,
+        Some(
+            json!({"rules": [{"expression": "true", "action": "set_cache_settings",
+            "action_parameters": {"cache_key": {"custom_key": {
+                "header": {"include": ["X-Device"]},
+                "cookie": {"include": ["lang"], "check_presence": ["session"]}}}}}]}),
+        ),
+    );
+    let get = |extra: &[&str]| fetch(s.port, host, "/keyed.css", extra);
+    parapet_testkit::eventually(Duration::from_secs(5), "the rule applied", || {
+        get(&["-H", "X-Device: phone"]).1 == "HIT"
+    });
+    let before = s.hits.of("/keyed.css");
+    // Another header value, cookie value or cookie presence is another object...
+    for extra in [
+        &["-H", "X-Device: tablet"][..],
+        &["-H", "X-Device: phone", "-H", "Cookie: lang=fr"],
+        &["-H", "X-Device: phone", "-H", "Cookie: session=1"],
+    ] {
+        assert_eq!(get(extra).1, "MISS", "{extra:?}");
+        let (_, cache, _, body) = get(extra);
+        assert_eq!(cache, "HIT", "{extra:?}");
+        assert!(body.contains("answer"), "{body}");
+    }
+    assert_eq!(s.hits.of("/keyed.css"), before + 3);
+    // ...while a checked cookie's value and unlisted headers and cookies are not.
+    for extra in [
+        &["-H", "X-Device: phone", "-H", "Cookie: session=2; other=x"][..],
+        &["-H", "X-Device: phone", "-H", "X-Other: 1"],
+    ] {
+        assert_eq!(get(extra).1, "HIT", "{extra:?}");
+    }
+    // A purge of the URL removes every variant.
+    s.node.ok(
+        "POST",
+        &format!("/zones/{}/purge_cache", s.zone),
+        Some(json!({"files": [format!("http://{host}:{}/keyed.css", s.port)]})),
+    );
+    assert_eq!(get(&["-H", "X-Device: tablet"]).1, "MISS");
+    assert_eq!(get(&["-H", "X-Device: phone"]).1, "MISS");
+}

@@ -49,6 +49,20 @@ pub fn forwarded_for(existing: Option<&str>, client: IpAddr) -> String {
     }
 }
 
+/// The request's cookies (`Cookie` lines split at `;`), name and value, in order.
+pub fn cookies(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
 /// Header names listed in a `Connection` value, except `upgrade` (kept for WebSockets).
 pub fn connection_listed(connection: &str) -> Vec<String> {
     connection

@@ -1135,7 +1135,7 @@ impl ProxyHttp for EdgeProxy {
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
         let mut variance = VarianceBuilder::new();
@@ -1158,6 +1158,44 @@ impl ProxyHttp for EdgeProxy {
                     got
                 };
                 variance.add_owned_name_value(name, got);
+            }
+        }
+        // A cache rule's custom key: request headers and cookies, by value or presence.
+        let custom = ctx
+            .cache_rules
+            .as_deref()
+            .and_then(|r| r.cache_key.as_ref())
+            .and_then(|k| k.custom_key.as_ref());
+        if let Some(parts) = custom.and_then(|c| c.header.as_ref()) {
+            for name in &parts.include {
+                let value = req
+                    .headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .map(|v| v.as_bytes())
+                    .collect::<Vec<_>>()
+                    .join(&b","[..]);
+                variance.add_owned_name_value(format!("key-header:{name}"), value);
+            }
+            for name in &parts.check_presence {
+                let present = req.headers.contains_key(name.as_str());
+                variance
+                    .add_owned_name_value(format!("key-header?:{name}"), vec![u8::from(present)]);
+            }
+        }
+        if let Some(parts) = custom.and_then(|c| c.cookie.as_ref()) {
+            let cookies = headers::cookies(&req.headers);
+            for name in &parts.include {
+                let value = cookies
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(&b""[..], |(_, v)| v.as_bytes());
+                variance.add_owned_name_value(format!("key-cookie:{name}"), value.to_vec());
+            }
+            for name in &parts.check_presence {
+                let present = cookies.iter().any(|(n, _)| n == name);
+                variance
+                    .add_owned_name_value(format!("key-cookie?:{name}"), vec![u8::from(present)]);
             }
         }
         variance.finalize()

@@ -480,7 +480,26 @@ pub struct CacheKeyParameters {
 pub struct CustomKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_string: Option<QueryStringKey>,
+    /// Request headers whose values (`include`) or presence (`check_presence`) enter the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<NamedKeyParts>,
+    /// The same for cookies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<NamedKeyParts>,
 }
+
+/// Names whose values, or only whether they are present, enter the cache key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedKeyParts {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub check_presence: Vec<String>,
+}
+
+/// Names a cache key may list per kind, at most.
+const MAX_KEY_NAMES: usize = 16;
 
 /// `include` or `exclude`, each `{"list": [...]}` or `{"all": true}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,7 +530,7 @@ pub struct ServeStale {
 const MAX_TTL: u32 = 365 * 24 * 3600;
 
 fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<FieldError>> {
-    let params: CacheParameters =
+    let mut params: CacheParameters =
         serde_json::from_value(p.clone()).map_err(|e| vec![FieldError::new(at, e.to_string())])?;
     let mut errors = Vec::new();
     if let Some(ttl) = &params.edge_ttl {
@@ -574,6 +593,45 @@ fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<Fi
                     crate::name::printable(other)
                 ),
             )),
+        }
+    }
+    let custom = params
+        .cache_key
+        .as_mut()
+        .and_then(|k| k.custom_key.as_mut());
+    for (kind, parts) in custom
+        .map(|c| [("header", c.header.as_mut()), ("cookie", c.cookie.as_mut())])
+        .into_iter()
+        .flatten()
+    {
+        let Some(parts) = parts else { continue };
+        let f = format!("{at}.cache_key.custom_key.{kind}");
+        for (list_name, list) in [
+            ("include", &mut parts.include),
+            ("check_presence", &mut parts.check_presence),
+        ] {
+            if list.len() > MAX_KEY_NAMES {
+                errors.push(FieldError::new(
+                    format!("{f}.{list_name}"),
+                    format!("at most {MAX_KEY_NAMES} names"),
+                ));
+            }
+            for (i, name) in list.iter_mut().enumerate() {
+                let token = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !token {
+                    errors.push(FieldError::new(
+                        format!("{f}.{list_name}[{i}]"),
+                        format!("'{}' is not a {kind} name", crate::name::printable(name)),
+                    ));
+                }
+                if kind == "header" {
+                    *name = name.to_ascii_lowercase();
+                }
+            }
         }
     }
     if let Some(q) = params
