@@ -238,14 +238,28 @@ struct Site {
 }
 
 fn site(name: &str) -> Site {
+    site_with(name, |port| {
+        Node::start(NodeOptions::new(BIN).args([
+            "--activation",
+            "auto",
+            "--http-listen",
+            &format!("127.0.0.1:{port}"),
+        ]))
+    })
+}
+
+/// `site`, on a data directory of its own (kept across restarts) and with this configuration.
+fn site_on_disk(name: &str, config: &str) -> (Site, tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let site = site_with(name, |port| node_on(&data, port, config));
+    (site, tmp, data)
+}
+
+fn site_with(name: &str, start: impl FnOnce(u16) -> Node) -> Site {
     let port = free_port();
     let hits = start_cache_origin("127.0.0.2", port);
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--http-listen",
-        &format!("127.0.0.1:{port}"),
-    ]));
+    let node = start(port);
     let zone = node.create_zone(name);
     node.proxied_a(&zone, "www", "127.0.0.2");
     let host = format!("www.{name}");
@@ -741,18 +755,15 @@ fn node_on(data: &std::path::Path, port: u16, config: &str) -> Node {
 
 #[test]
 fn the_disk_tier_keeps_objects_across_a_crash_and_purges_stay_purged() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("data");
-    let port = free_port();
-    let hits = start_cache_origin("127.0.0.2", port);
-    let mut node = node_on(&data, port, "");
-    let zone = node.create_zone("disk.test");
-    node.proxied_a(&zone, "www", "127.0.0.2");
+    let (site, _tmp, data) = site_on_disk("disk.test", "");
+    let Site {
+        mut node,
+        zone,
+        port,
+        hits,
+    } = site;
     let host = "www.disk.test";
     let get = |path: &str| fetch(port, host, path, &[]).1;
-    parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
-        fetch(port, host, "/ready.html", &[]).0 == 200
-    });
     for path in ["/keep.png", "/gone.png", "/tag-x.js"] {
         assert_eq!(get(path), "MISS");
         assert_eq!(get(path), "HIT");
@@ -793,18 +804,15 @@ fn the_disk_tier_keeps_objects_across_a_crash_and_purges_stay_purged() {
 
 #[test]
 fn large_objects_stream_through_the_disk_tier_and_a_crash_mid_write_stores_nothing() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("data");
-    let port = free_port();
-    let hits = start_cache_origin("127.0.0.2", port);
     let config = "cache_memory_bytes = 8388608\ncache_disk_bytes = 134217728\n";
-    let mut node = node_on(&data, port, config);
-    let zone = node.create_zone("large.test");
-    node.proxied_a(&zone, "www", "127.0.0.2");
+    let (site, _tmp, data) = site_on_disk("large.test", config);
+    let Site {
+        mut node,
+        port,
+        hits,
+        ..
+    } = site;
     let host = "www.large.test";
-    parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
-        fetch(port, host, "/ready.html", &[]).0 == 200
-    });
 
     // 40 MiB: more than the memory tier holds; kept on disk, served from the file.
     let size = 40 << 20;
@@ -863,18 +871,10 @@ fn large_objects_stream_through_the_disk_tier_and_a_crash_mid_write_stores_nothi
 
 #[test]
 fn the_disk_tier_stays_within_its_size() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("data");
-    let port = free_port();
-    let _hits = start_cache_origin("127.0.0.2", port);
     let config = "cache_memory_bytes = 262144\ncache_disk_bytes = 1048576\n";
-    let node = node_on(&data, port, config);
-    let zone = node.create_zone("bounded.test");
-    node.proxied_a(&zone, "www", "127.0.0.2");
+    let (site, _tmp, data) = site_on_disk("bounded.test", config);
+    let Site { node, port, .. } = site;
     let host = "www.bounded.test";
-    parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
-        fetch(port, host, "/ready.html", &[]).0 == 200
-    });
     for i in 0..30 {
         let path = format!("/big/100k-{i}.bin");
         assert_eq!(

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use parapet_cache::key::cache_key;
 use parapet_cache::{DiskTier, EdgeCache};
+use pingora::cache::key::CompactCacheKey;
 use pingora::cache::trace::Span;
 use pingora::cache::{CacheKey, CacheMeta, PurgeTarget, PurgeType, Storage};
 use pingora::http::ResponseHeader;
@@ -44,6 +45,15 @@ async fn lookup(cache: &'static EdgeCache, key: &CacheKey) -> Option<(String, Ve
     Some((etag, body))
 }
 
+/// What the engine asks when its memory bound lets an object go (`Eviction`) or a request
+/// invalidates it (`Invalidation`).
+async fn purge(cache: &'static EdgeCache, key: &CompactCacheKey, why: PurgeType) {
+    let span = Span::inactive().handle();
+    Storage::purge(&cache.store, PurgeTarget::Active(key), why, &span)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn an_object_evicted_from_memory_is_served_and_revalidated_from_disk_and_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,14 +65,7 @@ async fn an_object_evicted_from_memory_is_served_and_revalidated_from_disk_and_a
     // The memory tier lets it go; the disk copy answers.
     let span = Span::inactive().handle();
     let compact = key.to_compact();
-    Storage::purge(
-        &cache.store,
-        PurgeTarget::Active(&compact),
-        PurgeType::Eviction,
-        &span,
-    )
-    .await
-    .unwrap();
+    purge(cache, &compact, PurgeType::Eviction).await;
     assert!(cache.store.usage().memory_bytes < 1024);
     assert_eq!(
         lookup(cache, &key).await,
@@ -70,14 +73,7 @@ async fn an_object_evicted_from_memory_is_served_and_revalidated_from_disk_and_a
     );
 
     // A revalidation's new header is written to the file.
-    Storage::purge(
-        &cache.store,
-        PurgeTarget::Active(&compact),
-        PurgeType::Eviction,
-        &span,
-    )
-    .await
-    .unwrap();
+    purge(cache, &compact, PurgeType::Eviction).await;
     assert!(
         cache
             .store
@@ -106,14 +102,7 @@ async fn an_object_evicted_from_memory_is_served_and_revalidated_from_disk_and_a
     );
 
     // An invalidation deletes the file.
-    Storage::purge(
-        &again.store,
-        PurgeTarget::Active(&compact),
-        PurgeType::Invalidation,
-        &span,
-    )
-    .await
-    .unwrap();
+    purge(again, &compact, PurgeType::Invalidation).await;
     assert_eq!(lookup(again, &key).await, None);
     assert_eq!(again.store.usage().disk_objects, 0);
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parapet_cache::EdgeCache;
 use parapet_model::expr::RequestFacts;
-use parapet_model::rules::{CacheParameters, CompiledRule, RuleAction};
+use parapet_model::rules::{CacheParameters, CompiledRule, NamedKeyParts, RuleAction};
 use parapet_model::settings::SslMode;
 use parapet_snapshot::Published;
 use pingora::cache::cache_control::CacheControl;
@@ -1166,37 +1166,38 @@ impl ProxyHttp for EdgeProxy {
             .as_deref()
             .and_then(|r| r.cache_key.as_ref())
             .and_then(|k| k.custom_key.as_ref());
-        if let Some(parts) = custom.and_then(|c| c.header.as_ref()) {
+        let mut add = |kind: &str,
+                       parts: &NamedKeyParts,
+                       value_of: &dyn Fn(&str) -> Option<Vec<u8>>| {
             for name in &parts.include {
-                let value = req
-                    .headers
-                    .get_all(name.as_str())
-                    .iter()
-                    .map(|v| v.as_bytes())
-                    .collect::<Vec<_>>()
-                    .join(&b","[..]);
-                variance.add_owned_name_value(format!("key-header:{name}"), value);
+                let value = value_of(name).unwrap_or_default();
+                variance.add_owned_name_value(format!("key-{kind}:{name}"), value);
             }
             for name in &parts.check_presence {
-                let present = req.headers.contains_key(name.as_str());
+                let present = value_of(name).is_some();
                 variance
-                    .add_owned_name_value(format!("key-header?:{name}"), vec![u8::from(present)]);
+                    .add_owned_name_value(format!("key-{kind}?:{name}"), vec![u8::from(present)]);
             }
+        };
+        if let Some(parts) = custom.and_then(|c| c.header.as_ref()) {
+            add("header", parts, &|name| {
+                let values: Vec<&[u8]> = req
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.as_bytes())
+                    .collect();
+                (!values.is_empty()).then(|| values.join(&b","[..]))
+            });
         }
         if let Some(parts) = custom.and_then(|c| c.cookie.as_ref()) {
             let cookies = headers::cookies(&req.headers);
-            for name in &parts.include {
-                let value = cookies
+            add("cookie", parts, &|name| {
+                cookies
                     .iter()
                     .find(|(n, _)| n == name)
-                    .map_or(&b""[..], |(_, v)| v.as_bytes());
-                variance.add_owned_name_value(format!("key-cookie:{name}"), value.to_vec());
-            }
-            for name in &parts.check_presence {
-                let present = cookies.iter().any(|(n, _)| n == name);
-                variance
-                    .add_owned_name_value(format!("key-cookie?:{name}"), vec![u8::from(present)]);
-            }
+                    .map(|(_, v)| v.as_bytes().to_vec())
+            });
         }
         variance.finalize()
     }
