@@ -91,7 +91,8 @@ pub struct Config {
     pub edge_max_body_bytes: u64,
     /// Edge: open connections allowed per client address (IPv6: per /64); 0: no limit.
     pub edge_max_connections_per_ip: u32,
-    /// Edge cache: bytes of objects kept in memory; 0: nothing is cached.
+    /// Edge cache: bytes of objects kept in memory (with `cache_disk_bytes` 0 too: nothing is
+    /// cached).
     pub cache_memory_bytes: usize,
     /// Edge cache: bytes of objects kept on disk (under `cache_dir`); 0: memory only.
     pub cache_disk_bytes: u64,
@@ -409,7 +410,7 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
             "cache_memory_bytes" => {
                 match value.as_integer().and_then(|n| usize::try_from(n).ok()) {
                     Some(n) => c.cache_memory_bytes = n,
-                    _ => errors.push(want("a number of bytes (0: no cache)")),
+                    _ => errors.push(want("a number of bytes (0: nothing in memory)")),
                 }
             }
             "cache_disk_bytes" => match value.as_integer().and_then(|n| u64::try_from(n).ok()) {

@@ -165,6 +165,11 @@ fn answer(
     let mut headers = String::from("Content-Type: image/png\r\n");
     if path.contains("nostore") {
         headers.push_str("Cache-Control: no-store\r\n");
+    } else if path.contains("fieldprivate") {
+        // Shareable, except one field (RFC 9111 §5.2.2.7).
+        headers.push_str(&format!(
+            "Cache-Control: public, max-age=60, private=\"X-Visitor\"\r\nX-Visitor: visitor {n}\r\n"
+        ));
     } else if path.contains("private") {
         headers.push_str("Cache-Control: private, max-age=60\r\n");
     } else if path.contains("swr") {
@@ -305,6 +310,16 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
         assert_eq!(get(path).1, expect, "{path} again");
         assert_eq!(s.hits.of(path), 2, "{path} reaches the origin each time");
     }
+    // A field the origin marks private is never stored: the next visitor does not get it.
+    let (_, cache, head, _) = get("/fieldprivate.png");
+    assert_eq!(cache, "MISS");
+    assert!(head.contains("x-visitor: visitor 1"), "{head}");
+    let (_, cache, head, _) = get("/fieldprivate.png");
+    assert_eq!(cache, "HIT");
+    assert!(
+        !head.contains("x-visitor:"),
+        "a private field was shared: {head}"
+    );
     // No freshness information: Cloudflare's default TTL for a 200.
     assert_eq!(get("/noheaders.png").1, "MISS");
     assert_eq!(get("/noheaders.png").1, "HIT");
@@ -789,7 +804,7 @@ fn the_disk_tier_keeps_objects_across_a_crash_and_purges_stay_purged() {
 
     purge(&node, json!({"purge_everything": true}));
     node.kill9();
-    let node = node_on(&data, port, "");
+    let mut node = node_on(&data, port, "");
     let objects = data.join("cache").join("objects");
     parapet_testkit::eventually(Duration::from_secs(10), "purged files deleted", || {
         std::fs::read_dir(&objects)
@@ -798,6 +813,19 @@ fn the_disk_tier_keeps_objects_across_a_crash_and_purges_stay_purged() {
             .all(|fan| std::fs::read_dir(fan.path()).expect("fan").count() == 0)
     });
     assert_eq!(get("/keep.png"), "MISS", "purged everything stays purged");
+    assert_eq!(hits.of("/keep.png"), 2);
+    // What is stored after the purge is kept across the next restart.
+    assert_eq!(get("/keep.png"), "HIT");
+    node.kill9();
+    let node = node_on(&data, port, "");
+    parapet_testkit::eventually(Duration::from_secs(10), "the disk tier indexed", || {
+        metric(&node, "parapet_cache_disk_objects") >= 1
+    });
+    assert_eq!(
+        get("/keep.png"),
+        "HIT",
+        "stored after the purge, kept after a restart"
+    );
     assert_eq!(hits.of("/keep.png"), 2);
     drop(node);
 }

@@ -30,6 +30,17 @@ const END: &[u8; 8] = b"PRPTEND1";
 pub const HEAD: u64 = 16;
 /// Bytes after the record.
 const TAIL: u64 = 16;
+/// The disk tier holds at most one object per this many bytes of its size: each object it
+/// holds costs about a kilobyte of memory in the index, so a tier of small objects must not
+/// grow the index without end (10 GiB: 327,680 objects, about 330 MB of index).
+const BYTES_PER_OBJECT: u64 = 32 * 1024;
+
+fn max_objects(capacity: u64) -> usize {
+    usize::try_from(capacity / BYTES_PER_OBJECT)
+        .unwrap_or(usize::MAX)
+        .max(1024)
+}
+
 /// A record larger than this is not one we wrote.
 const MAX_RECORD: usize = 1 << 20;
 /// Disk space is spent in blocks: an object costs at least one.
@@ -353,7 +364,10 @@ impl DiskTier {
             tmp,
             capacity,
             max_object,
-            lru: simple_lru::Manager::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
+            lru: simple_lru::Manager::new_with_watermark(
+                usize::try_from(capacity).unwrap_or(usize::MAX),
+                Some(max_objects(capacity)),
+            ),
             next_tmp: AtomicU64::new(0),
         })
     }

@@ -213,6 +213,39 @@ struct Index {
     /// Files kept open for hits.
     open_files: usize,
     next_serial: u64,
+    /// While the disk tier's files are indexed again: the purges made meanwhile, which files
+    /// not yet indexed must answer to too.
+    purged_while_loading: Option<Vec<Purged>>,
+}
+
+/// A purge made while the disk tier's files are indexed again.
+enum Purged {
+    Zone(Arc<str>, Purge),
+    Url(String),
+}
+
+impl Purged {
+    /// Whether the object `record` describes is one this purge removes.
+    fn covers(&self, record: &disk::Record) -> bool {
+        match self {
+            Self::Url(url) => record.url == *url,
+            Self::Zone(zone, _) if **zone != *record.zone => false,
+            Self::Zone(zone, purge) => match purge {
+                // The zone's generation answers for these.
+                Purge::Everything => false,
+                Purge::Files(urls) => urls.iter().any(|u| {
+                    crate::key::primary(zone, u.https, &u.host, u.port, &u.path) == record.url
+                }),
+                Purge::Tags(tags) => tags
+                    .iter()
+                    .any(|t| record.tags.contains(&t.to_ascii_lowercase())),
+                Purge::Hosts(hosts) => hosts.contains(&record.host),
+                Purge::Prefixes(prefixes) => prefixes
+                    .iter()
+                    .any(|(h, p)| record.host == *h && record.path.starts_with(p.as_str())),
+            },
+        }
+    }
 }
 
 impl Index {
@@ -413,6 +446,7 @@ impl CacheStore {
         let Some(disk) = &self.disk else {
             return;
         };
+        self.index().purged_while_loading = Some(Vec::new());
         let _ = std::thread::Builder::new()
             .name("cache-load".into())
             .spawn(move || {
@@ -427,6 +461,15 @@ impl CacheStore {
                         let _ = std::fs::remove_file(disk.object_path(&record.id));
                         return;
                     };
+                    let purged = index
+                        .purged_while_loading
+                        .iter()
+                        .flatten()
+                        .any(|p| p.covers(&record));
+                    if purged {
+                        let _ = std::fs::remove_file(disk.object_path(&record.id));
+                        return;
+                    }
                     if index.objects.contains_key(&record.id) {
                         return;
                     }
@@ -442,6 +485,7 @@ impl CacheStore {
                     self.admit_to_disk(&mut index, compact, weight);
                     loaded += 1;
                 });
+                self.index().purged_while_loading = None;
                 tracing::info!(
                     objects = loaded,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -455,6 +499,9 @@ impl CacheStore {
     pub fn purge(&'static self, zone_id: &str, purge: &Purge) -> usize {
         let mut index = self.index();
         *index.purges.entry(Arc::from(zone_id)).or_default() += 1;
+        if let Some(pending) = index.purged_while_loading.as_mut() {
+            pending.push(Purged::Zone(Arc::from(zone_id), purge.clone()));
+        }
         let ids: Vec<String> = match purge {
             Purge::Everything => {
                 *index.generations.entry(Arc::from(zone_id)).or_default() += 1;
@@ -557,6 +604,9 @@ impl CacheStore {
     /// Every variant of one URL (a state-changing request to it succeeded: RFC 9111 §4.4).
     pub fn invalidate_url(&self, url: &str) -> usize {
         let mut index = self.index();
+        if let Some(pending) = index.purged_while_loading.as_mut() {
+            pending.push(Purged::Url(url.to_owned()));
+        }
         if let Some(parsed) = ParsedKey::parse(url) {
             *index
                 .purges
@@ -866,9 +916,13 @@ impl Storage for CacheStore {
             .filter(|t| !t.is_empty() && t.len() <= 1024)
             .take(MAX_TAGS)
             .collect();
-        let purges = self.index().purges(&parsed.zone);
+        let (purges, generation) = {
+            let index = self.index();
+            (index.purges(&parsed.zone), index.generation(&parsed.zone))
+        };
         Ok(Box::new(Miss {
             purges,
+            generation,
             store: self,
             id: key.combined(),
             compact: key.to_compact(),
@@ -1073,6 +1127,9 @@ impl HandleHit for DiskHit {
 struct Miss {
     /// The zone's purge count when the fetch began.
     purges: u64,
+    /// The zone's purge generation then (what the file records: no purge came between, or the
+    /// object is not stored).
+    generation: u64,
     store: &'static CacheStore,
     id: String,
     compact: CompactCacheKey,
@@ -1128,6 +1185,7 @@ impl HandleMiss for Miss {
         let store = self.store;
         let id = self.id;
         let mut entry = Entry::new(self.parsed, self.compact, self.tags, &id);
+        entry.generation = self.generation;
         let body = Bytes::from(self.body);
         let disk = store.disk.as_ref().filter(|_| disk::is_object_id(&id));
         let file = match (self.spill, disk) {

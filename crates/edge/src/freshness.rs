@@ -87,7 +87,11 @@ fn seconds(value: Option<&str>) -> Option<u64> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(value.parse().unwrap_or(u64::from(u32::MAX)))
+    Some(
+        value
+            .parse()
+            .map_or(u64::from(u32::MAX), |n: u64| n.min(u64::from(u32::MAX))),
+    )
 }
 
 /// The lifetime a list of directives gives: the first of `names` present decides, and one
@@ -203,10 +207,16 @@ mod tests {
             secs("s-maxage=10, max-age=3600"),
             Some(Duration::from_secs(10))
         );
-        assert_eq!(
-            secs("max-age=99999999999999999999"),
-            Some(Duration::from_secs(u64::from(u32::MAX)))
-        );
+        for huge in [
+            "max-age=99999999999999999999",
+            "max-age=9999999999999999999",
+        ] {
+            assert_eq!(
+                secs(huge),
+                Some(Duration::from_secs(u64::from(u32::MAX))),
+                "{huge}"
+            );
+        }
         assert_eq!(secs("public"), None);
         assert_eq!(secs("max-age=10000, no-cache"), Some(Duration::ZERO));
         assert_eq!(

@@ -230,8 +230,6 @@ pub struct Ctx {
     cache_rules: Option<Box<CacheParameters>>,
     /// A cache rule said bypass.
     rule_bypass: bool,
-    /// What the origin's CDN-targeted cache header said (it is not passed on).
-    targeted: Option<freshness::Targeted>,
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -318,23 +316,29 @@ fn primary_key(session: &Session, origin: &Origin, rules: Option<&CacheParameter
     )
 }
 
-/// A stored response's metadata: fresh for `lifetime` from `received`, less the age it already
-/// had (its `Age`, which also counts in the `Age` visitors see; an invalid one makes it stale);
-/// `stale` is the stale-while-revalidate and stale-if-error windows, in seconds.
+/// A stored response's metadata: `header` (the response as stored) fresh for `lifetime` from
+/// `received`, less the age it already had (its `Age`, which also counts in the `Age` visitors
+/// see; an invalid one, or one past the lifetime, makes it stale); `stale` is the
+/// stale-while-revalidate and stale-if-error windows, in seconds. The origin's `Age` is not
+/// stored: a later revalidation must not count it again.
 fn aged(
     received: std::time::SystemTime,
     lifetime: Duration,
-    resp: &ResponseHeader,
+    mut header: ResponseHeader,
     stale: (u32, u32),
 ) -> CacheMeta {
-    let (created, fresh_until) = match freshness::age(&resp.headers) {
-        Some(age) => {
-            let created = received.checked_sub(age).unwrap_or(received);
-            (created, created + lifetime)
+    let (created, fresh_until) = match freshness::age(&header.headers) {
+        Some(age) if age < lifetime => {
+            let since_epoch = received
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let created = received - age.min(since_epoch.saturating_sub(Duration::from_secs(1)));
+            (created, received + (lifetime - age))
         }
-        None => (received, received),
+        _ => (received, received),
     };
-    CacheMeta::new(fresh_until, created, stale.0, stale.1, resp.clone())
+    header.remove_header("age");
+    CacheMeta::new(fresh_until, created, stale.0, stale.1, header)
 }
 
 /// The path and query a `Location` or `Content-Location` value names, if it is on `host`
@@ -477,7 +481,6 @@ impl ProxyHttp for EdgeProxy {
             cache_status: "DYNAMIC",
             cache_rules: None,
             rule_bypass: false,
-            targeted: None,
         }
     }
 
@@ -874,6 +877,10 @@ impl ProxyHttp for EdgeProxy {
                 _ => {}
             }
         }
+        // The CDN-targeted fields are this edge's (RFC 9213; Surrogate-Control), except
+        // CDN-Cache-Control, which other CDNs further down may read too.
+        resp.remove_header("surrogate-control");
+        resp.remove_header("cloudflare-cdn-cache-control");
         resp.insert_header("cf-ray", ctx.ray.as_str())?;
         resp.insert_header("server", "parapet")?;
         resp.insert_header("cf-cache-status", status)?;
@@ -942,11 +949,6 @@ impl ProxyHttp for EdgeProxy {
                 resp.remove_header(&name);
             }
         }
-        // The CDN-targeted fields are this edge's (RFC 9213; Surrogate-Control): read, then
-        // removed, except CDN-Cache-Control, which other CDNs further down may read too.
-        ctx.targeted = freshness::targeted(&resp.headers);
-        resp.remove_header("surrogate-control");
-        resp.remove_header("cloudflare-cdn-cache-control");
         if let Some(peer) = ctx.peer {
             let ip = peer.ip().to_string();
             let leaking: Vec<String> = resp
@@ -1067,11 +1069,6 @@ impl ProxyHttp for EdgeProxy {
         if authorization && !shared {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
         }
-        // A CDN-targeted field replaces Cache-Control for the edge (RFC 9213); a cache rule's
-        // edge TTL comes first.
-        if ctx.targeted == Some(freshness::Targeted::NoStore) {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
-        }
         // A cache rule's edge TTL replaces what the origin said.
         if let Some(rules) = ctx.cache_rules.as_deref() {
             if let Some(ttl) = rules.edge_ttl_for(resp.status.as_u16()) {
@@ -1098,13 +1095,21 @@ impl ProxyHttp for EdgeProxy {
                 return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
             }
         }
-        if let Some(freshness::Targeted::Fresh(lifetime)) = ctx.targeted {
-            return Ok(RespCacheable::Cacheable(aged(
-                std::time::SystemTime::now(),
-                lifetime,
-                resp,
-                (0, 0),
-            )));
+        // A CDN-targeted field replaces Cache-Control for the edge (RFC 9213). It is stored
+        // (a revalidation reads it again) but never sent to visitors.
+        match freshness::targeted(&resp.headers) {
+            Some(freshness::Targeted::NoStore) => {
+                return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+            }
+            Some(freshness::Targeted::Fresh(lifetime)) => {
+                return Ok(RespCacheable::Cacheable(aged(
+                    std::time::SystemTime::now(),
+                    lifetime,
+                    resp.clone(),
+                    (0, 0),
+                )));
+            }
+            Some(freshness::Targeted::Silent) | None => {}
         }
         Ok(
             match resp_cacheable(cc.as_ref(), resp.clone(), authorization, &CACHE_DEFAULTS) {
@@ -1118,10 +1123,12 @@ impl ProxyHttp for EdgeProxy {
                                 .duration_since(created)
                                 .unwrap_or_default()
                         });
+                    // The engine's header: without the fields `private="..."` and
+                    // `no-cache="..."` name, which must not be shared.
                     RespCacheable::Cacheable(aged(
                         created,
                         lifetime,
-                        resp,
+                        meta.response_header_copy(),
                         (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()),
                     ))
                 }
