@@ -130,6 +130,8 @@ struct OnDisk {
     file_len: u64,
     /// The file, kept open once hit (up to `MAX_OPEN_FILES` of them): a hit then costs one read.
     file: Option<Arc<std::fs::File>>,
+    /// Its header, kept with the open file: a hit then reads only the body.
+    meta: Option<Arc<StoredMeta>>,
 }
 
 impl OnDisk {
@@ -479,6 +481,7 @@ impl CacheStore {
                         body_len,
                         file_len,
                         file: None,
+                        meta: None,
                     });
                     let compact = entry.compact.clone();
                     index.insert(record.id, entry);
@@ -693,36 +696,58 @@ impl CacheStore {
             body_len,
             file_len,
             file,
+            meta: kept_meta,
         } = found;
-        let newly_opened = file.is_none();
-        let read = file
-            .map_or_else(
-                || std::fs::File::open(disk.object_path(id)).map(Arc::new),
-                Ok,
-            )
-            .and_then(|file| {
-                if file_len <= WHOLE_READ_BYTES {
-                    let whole = disk::read_whole(&file, file_len)?;
-                    let (stored_id, meta0, meta1) = whole
-                        .id_and_meta()
-                        .ok_or_else(|| std::io::Error::other("malformed record"))?;
+        let small = file_len <= WHOLE_READ_BYTES;
+        let read = match (file, kept_meta) {
+            // Open and read before: only the body is read again (the record is rewritten only
+            // under the index lock, which also replaces the header kept here).
+            (Some(file), Some(stored)) => stored
+                .meta()
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|meta| {
+                    let body = if small {
+                        use std::os::unix::fs::FileExt as _;
+                        let mut body = vec![0; usize::try_from(body_len).unwrap_or(usize::MAX)];
+                        file.read_exact_at(&mut body, disk::HEAD)?;
+                        Some(Bytes::from(body))
+                    } else {
+                        None
+                    };
+                    Ok((file, meta, stored, body, false))
+                }),
+            (file, _) => {
+                let newly_opened = file.is_none();
+                file.map_or_else(
+                    || std::fs::File::open(disk.object_path(id)).map(Arc::new),
+                    Ok,
+                )
+                .and_then(|file| {
+                    let (stored_id, stored, body) = if small {
+                        let whole = disk::read_whole(&file, file_len)?;
+                        let (stored_id, meta0, meta1) = whole
+                            .id_and_meta()
+                            .ok_or_else(|| std::io::Error::other("malformed record"))?;
+                        let stored = StoredMeta::new((meta0.to_vec(), meta1.to_vec()));
+                        (stored_id.to_owned(), stored, Some(whole.body()))
+                    } else {
+                        let (len, record) = disk::read_record(&file)?;
+                        if len != body_len {
+                            return Err(std::io::Error::other("the file holds another object"));
+                        }
+                        (record.id, StoredMeta::new(record.meta), None)
+                    };
                     if stored_id != id {
                         return Err(std::io::Error::other("the file holds another object"));
                     }
-                    let meta = CacheMeta::deserialize(meta0, meta1)
+                    let meta = stored
+                        .meta()
                         .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    Ok((file, meta, Some(whole)))
-                } else {
-                    let (len, record) = disk::read_record(&file)?;
-                    if len != body_len || record.id != id {
-                        return Err(std::io::Error::other("the file holds another object"));
-                    }
-                    let meta = CacheMeta::deserialize(&record.meta.0, &record.meta.1)
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    Ok((file, meta, None))
-                }
-            });
-        let (file, meta, whole) = match read {
+                    Ok((file, meta, Arc::new(stored), body, newly_opened))
+                })
+            }
+        };
+        let (file, meta, stored, body, newly_opened) = match read {
             Ok(read) => read,
             Err(e) => {
                 // Deleted or damaged under us (or rewritten while read): unless its header was
@@ -748,16 +773,12 @@ impl CacheStore {
         let mut index = self.index();
         let current = index.objects.get(id).is_some_and(|e| e.serial == serial);
         let mut weight = 0;
-        let promote = whole
-            .as_ref()
-            .filter(|_| fits && current)
-            .and_then(disk::Whole::id_and_meta);
-        match promote {
-            Some((_, meta0, meta1)) => {
+        match &body {
+            Some(body) if fits && current => {
                 // Back into memory.
                 let resident = Resident {
-                    meta: Arc::new(StoredMeta::new((meta0.to_vec(), meta1.to_vec()))),
-                    body: whole.as_ref().map(disk::Whole::body).unwrap_or_default(),
+                    meta: Arc::clone(&stored),
+                    body: body.clone(),
                 };
                 index.update(id, |e| {
                     e.resident = Some(resident);
@@ -772,20 +793,20 @@ impl CacheStore {
                     self.evict_from_memory(&mut index, &key.into_key().combined());
                 }
             }
-            None if newly_opened && current && index.open_files < MAX_OPEN_FILES => {
+            _ if newly_opened && current && index.open_files < MAX_OPEN_FILES => {
                 let kept = Arc::clone(&file);
                 index.update(id, |e| {
                     if let Some(d) = &mut e.disk {
                         d.file = Some(kept);
+                        d.meta = Some(stored);
                     }
                 });
             }
             _ => {}
         }
         drop(index);
-        let hit: HitHandler = match whole {
-            Some(whole) => {
-                let body = whole.body();
+        let hit: HitHandler = match body {
+            Some(body) => {
                 let end = body.len();
                 Box::new(Hit {
                     weight,
@@ -813,6 +834,7 @@ struct DiskFound {
     body_len: u64,
     file_len: u64,
     file: Option<Arc<std::fs::File>>,
+    meta: Option<Arc<StoredMeta>>,
 }
 
 /// Files kept open for hits at most.
@@ -870,6 +892,7 @@ impl Storage for CacheStore {
                         body_len: d.body_len,
                         file_len: d.file_len,
                         file: d.file.clone(),
+                        meta: d.meta.clone(),
                     })),
                     (None, None) => None,
                 })
@@ -981,12 +1004,16 @@ impl Storage for CacheStore {
                 }
             }
         }
+        let stored = Arc::new(StoredMeta::new(serialized));
         index.update(&id, |e| {
             if let Some(r) = &mut e.resident {
-                r.meta = Arc::new(StoredMeta::new(serialized));
+                r.meta = Arc::clone(&stored);
             }
             if let (Some(d), Some(len)) = (&mut e.disk, file_len) {
                 d.file_len = len;
+                if d.file.is_some() {
+                    d.meta = Some(Arc::clone(&stored));
+                }
             }
         });
         Ok(true)
@@ -1250,6 +1277,7 @@ impl HandleMiss for Miss {
                         body_len: file.body_len,
                         file_len: file.file_len,
                         file: None,
+                        meta: None,
                     });
                     placed = Some(disk::disk_weight(file.file_len));
                 }

@@ -106,3 +106,38 @@ async fn an_object_evicted_from_memory_is_served_and_revalidated_from_disk_and_a
     assert_eq!(lookup(again, &key).await, None);
     assert_eq!(again.store.usage().disk_objects, 0);
 }
+
+#[tokio::test]
+async fn a_disk_only_object_is_served_from_its_kept_file_and_header_after_a_revalidation() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(dir.path(), 1 << 30, 1 << 30).unwrap();
+    // No memory tier: every hit is read from the file.
+    let cache = EdgeCache::leak(0, Some(tier));
+    let key = cache_key("zone1", false, "www.example.com", 80, "/big.png");
+    store(cache, &key, &meta("\"v1\"", 60), b"on disk only").await;
+    assert!(
+        cache.store.usage().memory_bytes < 1024,
+        "only its index entry"
+    );
+    for _ in 0..3 {
+        // The first hit opens and checks the file and keeps it; the others read only the body.
+        assert_eq!(
+            lookup(cache, &key).await,
+            Some(("\"v1\"".into(), b"on disk only".to_vec()))
+        );
+    }
+    let span = Span::inactive().handle();
+    assert!(
+        cache
+            .store
+            .update_meta(&key, &meta("\"v2\"", 60), &span)
+            .await
+            .unwrap()
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            lookup(cache, &key).await,
+            Some(("\"v2\"".into(), b"on disk only".to_vec()))
+        );
+    }
+}
