@@ -814,7 +814,6 @@ impl CacheStore {
                     start: 0,
                     end,
                     done: false,
-                    counted: weight > 0,
                 })
             }
             None => Box::new(DiskHit {
@@ -914,7 +913,6 @@ impl Storage for CacheStore {
                 start: 0,
                 end,
                 done: false,
-                counted: true,
             }),
         )))
     }
@@ -1031,8 +1029,6 @@ struct Hit {
     start: usize,
     end: usize,
     done: bool,
-    /// Whether the memory tier holds it (its bound is told about the hit).
-    counted: bool,
 }
 
 #[async_trait]
@@ -1069,7 +1065,8 @@ impl HandleHit for Hit {
     }
 
     fn should_count_access(&self) -> bool {
-        self.counted
+        // Only an object the memory tier holds (it has a weight there) counts for its bound.
+        self.weight > 0
     }
 
     fn get_eviction_weight(&self) -> usize {

@@ -34,10 +34,19 @@ pub struct CustomCertificate {
     pub priority: i64,
 }
 
+/// `expired` once `expires_on` (RFC 3339) has passed, else `active`: a stored certificate's
+/// status as the API shows it.
+fn status(expires_on: &str, now: std::time::SystemTime) -> &'static str {
+    if humantime::parse_rfc3339(expires_on).is_ok_and(|t| t < now) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
 impl CustomCertificate {
     /// The API's view: everything but the private key and the PEM.
     pub fn public_json(&self, now: std::time::SystemTime) -> Value {
-        let expired = humantime::parse_rfc3339(&self.expires_on).is_ok_and(|t| t < now);
         json!({
             "id": self.id,
             "zone_id": self.zone_id,
@@ -45,7 +54,7 @@ impl CustomCertificate {
             "issuer": self.issuer,
             "signature": self.signature,
             "serial_number": self.serial_number,
-            "status": if expired { "expired" } else { "active" },
+            "status": status(&self.expires_on, now),
             "bundle_method": self.bundle_method,
             "type": self.kind,
             "geo_restrictions": Value::Null,
@@ -174,14 +183,13 @@ pub struct OriginPullCertificate {
 impl OriginPullCertificate {
     /// The API's view: the certificate, not the key.
     pub fn public_json(&self, now: std::time::SystemTime) -> Value {
-        let expired = humantime::parse_rfc3339(&self.expires_on).is_ok_and(|t| t < now);
         json!({
             "id": self.id,
             "certificate": self.certificate,
             "issuer": self.issuer,
             "signature": self.signature,
             "serial_number": self.serial_number,
-            "status": if expired { "expired" } else { "active" },
+            "status": status(&self.expires_on, now),
             "expires_on": self.expires_on,
             "uploaded_on": self.uploaded_on,
         })
@@ -204,13 +212,12 @@ pub struct TrustedCa {
 
 impl TrustedCa {
     pub fn public_json(&self, now: std::time::SystemTime) -> Value {
-        let expired = humantime::parse_rfc3339(&self.expires_on).is_ok_and(|t| t < now);
         json!({
             "id": self.id,
             "certificate": self.certificate,
             "issuer": self.issuer,
             "signature": self.signature,
-            "status": if expired { "expired" } else { "active" },
+            "status": status(&self.expires_on, now),
             "expires_on": self.expires_on,
             "updated_at": self.uploaded_on,
             "uploaded_on": self.uploaded_on,
