@@ -354,8 +354,7 @@ fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) ->
     }
     let serving_edge = zone.status == ZoneStatus::Active && !zone.paused;
     let proxied_names: std::collections::HashSet<&str> = z
-        .records
-        .iter()
+        .all_records()
         .filter(|r| serving_edge && r.proxied && r.kind.proxiable())
         .map(|r| r.name.as_str())
         .collect();
@@ -373,7 +372,7 @@ fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) ->
             );
         }
     }
-    for r in &z.records {
+    for r in z.all_records() {
         if r.kind == Kind::NS && r.name == origin {
             continue; // The apex NS set is Parapet's nameservers.
         }

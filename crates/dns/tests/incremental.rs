@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parapet_dns::{DnsIndex, EdgeAddrs};
 use parapet_model::{RecordDraft, Zone, ZoneStatus};
-use parapet_snapshot::{Reuse, Snapshot, compile_snapshot, compile_snapshot_with};
+use parapet_snapshot::{RecordChanges, Reuse, Snapshot, compile_snapshot, compile_snapshot_with};
 use serde_json::{Value, json};
 
 fn zone(id: &str, name: &str) -> (String, Vec<u8>) {
@@ -37,7 +37,7 @@ fn compile(entries: &[(String, Vec<u8>)], revision: u64, reuse: Option<Reuse<'_>
     let entries = entries.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
     match reuse {
         None => compile_snapshot(entries, revision),
-        Some(r) => compile_snapshot_with(entries, revision, &|_| false, Some(r)),
+        Some(r) => compile_snapshot_with(entries, revision, Some(r)),
     }
     .expect("compiles")
 }
@@ -70,19 +70,27 @@ fn only_changed_zones_and_flattened_apexes_are_built_again() {
     ];
     let first = compile(&entries, 1, None);
     let (before, _) = DnsIndex::build(&first, &edge, None, None);
-    entries.push(record(
+    // A change: the entries besides records, and the record written.
+    entries.retain(|(key, _)| !key.starts_with("records/"));
+    let (_, written) = record(
         "z2",
         "two.test",
         "b2",
         json!({"type": "A", "name": "www", "content": "192.0.2.3"}),
-    ));
-    let changed: HashSet<String> = ["z2".to_owned()].into();
+    );
+    let records: RecordChanges = [(
+        "z2".to_owned(),
+        [("b2".to_owned(), Some(written))].into_iter().collect(),
+    )]
+    .into_iter()
+    .collect();
     let second = compile(
         &entries,
         2,
         Some(Reuse {
             previous: &first,
-            changed_zones: &changed,
+            changed_zones: &HashSet::new(),
+            records: &records,
         }),
     );
     assert!(Arc::ptr_eq(

@@ -65,7 +65,7 @@ fn lookup<'s>(snapshot: &'s Snapshot, host: &str) -> Option<&'s parapet_snapshot
             // A wildcard does not cover names that exist in the zone with records of their own.
             let exists = snapshot
                 .zone_for(host)
-                .is_some_and(|z| z.records.iter().any(|r| r.name == host));
+                .is_some_and(|z| z.records_at(host).next().is_some());
             return (!exists).then_some(h);
         }
         rest = parent;
@@ -80,7 +80,7 @@ fn addresses_inside(snapshot: &Snapshot, name: &str) -> Vec<IpAddr> {
         let Some(zone) = snapshot.zone_for(&name) else {
             return Vec::new();
         };
-        let at: Vec<_> = zone.records.iter().filter(|r| r.name == name).collect();
+        let at: Vec<_> = zone.records_at(&name).collect();
         if let Some(cname) = at.iter().find(|r| r.kind == RecordType::CNAME) {
             name = cname.content.clone();
             continue;

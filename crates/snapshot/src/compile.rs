@@ -31,11 +31,35 @@ impl fmt::Display for CompileError {
     }
 }
 
-/// A zone with its records, sorted by (name, type).
+/// A zone with its records.
 #[derive(Debug, Clone)]
 pub struct ZoneSnapshot {
     pub zone: Zone,
-    pub records: Vec<DnsRecord>,
+    /// The zone's stored records, sorted by (name, type, content). Shared with the next
+    /// snapshot when a change leaves them as they are.
+    pub records: Vec<Arc<DnsRecord>>,
+    /// ACME challenge answers served at names of the zone (Parapet's own short-lived records).
+    pub challenges: Vec<DnsRecord>,
+}
+
+impl ZoneSnapshot {
+    /// Every record served: the stored ones, then the ACME challenge answers.
+    pub fn all_records(&self) -> impl Iterator<Item = &DnsRecord> {
+        self.records
+            .iter()
+            .map(Arc::as_ref)
+            .chain(self.challenges.iter())
+    }
+
+    /// The records served at `name` (lowercase, no trailing dot).
+    pub fn records_at<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DnsRecord> {
+        let start = self.records.partition_point(|r| r.name.as_str() < name);
+        self.records[start..]
+            .iter()
+            .map(Arc::as_ref)
+            .take_while(move |r| r.name == name)
+            .chain(self.challenges.iter().filter(move |r| r.name == name))
+    }
 }
 
 /// A proxied host name: where the edge sends its traffic.
@@ -130,7 +154,10 @@ impl Snapshot {
     }
 
     pub fn record_count(&self) -> usize {
-        self.zones.values().map(|z| z.records.len()).sum()
+        self.zones
+            .values()
+            .map(|z| z.records.len() + z.challenges.len())
+            .sum()
     }
 }
 
@@ -139,42 +166,62 @@ pub fn compile_snapshot<'a>(
     entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     revision: Revision,
 ) -> Result<Snapshot, Vec<CompileError>> {
-    compile_snapshot_with(entries, revision, &|_| false, None)
+    compile_snapshot_with(entries, revision, None)
 }
 
-/// What a compile may take from the previous good snapshot: its zones, except those whose zone
-/// or records changed since (by zone id).
+/// Record writes by zone id, then record id: the stored value, or `None` for a deletion.
+pub type RecordChanges = HashMap<String, HashMap<String, Option<Vec<u8>>>>;
+
+/// What a compile takes from the previous good snapshot: the zones that did not change since,
+/// as they are, and the records of those that did, with `records` applied.
 pub struct Reuse<'a> {
     pub previous: &'a Snapshot,
-    pub changed_zones: &'a std::collections::HashSet<String>,
+    /// Zones (by id) whose zone entry or ACME challenges changed; zones in `records` changed too.
+    pub changed_zones: &'a HashSet<String>,
+    /// Every record write since `previous` was compiled.
+    pub records: &'a RecordChanges,
 }
 
-/// [`compile_snapshot`], trusting the records whose keys `validated` accepts (unchanged since a
-/// compile that validated them) instead of validating them again; they are still checked
-/// against their neighbours. With `reuse`, a zone that did not change since the previous
-/// snapshot is taken from it as it is: its records are neither parsed nor checked again, so a
-/// change costs in proportion to the zones it touches.
+/// A record to compile, and whether an earlier compile already validated it.
+struct Candidate {
+    record: Arc<DnsRecord>,
+    validated: bool,
+}
+
+/// [`compile_snapshot`] of a change. With `reuse`, the entries hold no records (any given are
+/// ignored): a zone that did not change is taken from the previous snapshot as it is, and a
+/// changed zone keeps the previous snapshot's records that were not written since. Those are
+/// not validated again, and only the names with a written record are checked against their
+/// neighbours, so a change costs in proportion to what it touches.
 pub fn compile_snapshot_with<'a>(
     entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     revision: Revision,
-    validated: &dyn Fn(&str) -> bool,
     reuse: Option<Reuse<'_>>,
 ) -> Result<Snapshot, Vec<CompileError>> {
-    // Unchanged zones of the previous snapshot, by id.
-    let reusable: HashMap<&str, &Arc<ZoneSnapshot>> = reuse
+    // Zones of the previous snapshot by id, and the changed ones among them.
+    let previous: HashMap<&str, &Arc<ZoneSnapshot>> = reuse
         .as_ref()
         .map(|r| {
             r.previous
                 .zones
                 .values()
-                .filter(|z| !r.changed_zones.contains(&z.zone.id))
                 .map(|z| (z.zone.id.as_str(), z))
                 .collect()
         })
         .unwrap_or_default();
+    let changed = |id: &str| {
+        reuse
+            .as_ref()
+            .is_some_and(|r| r.changed_zones.contains(id) || r.records.contains_key(id))
+    };
+    let reusable: HashMap<&str, &Arc<ZoneSnapshot>> = previous
+        .iter()
+        .filter(|(id, _)| !changed(id))
+        .map(|(id, z)| (*id, *z))
+        .collect();
     let mut errors = Vec::new();
     let mut zones: HashMap<String, Zone> = HashMap::new();
-    let mut records: HashMap<String, Vec<DnsRecord>> = HashMap::new();
+    let mut records: HashMap<String, Vec<Candidate>> = HashMap::new();
     let mut challenges: HashMap<String, Vec<DnsRecord>> = HashMap::new();
     let mut tsigs: HashMap<String, TsigKey> = HashMap::new();
     let mut peers: HashMap<String, Peer> = HashMap::new();
@@ -198,15 +245,12 @@ pub fn compile_snapshot_with<'a>(
                 Ok(z) => errors.push(err(format!("holds zone {} under another id", z.id))),
                 Err(e) => errors.push(err(format!("not a zone: {e}"))),
             },
-            StoreKey::Record { zone_id, .. } | StoreKey::AcmeChallenge { zone_id, .. }
-                if reusable.contains_key(zone_id) => {}
+            StoreKey::Record { .. } if reuse.is_some() => {}
+            StoreKey::AcmeChallenge { zone_id, .. } if reusable.contains_key(zone_id) => {}
             StoreKey::Record { zone_id, record_id } => {
-                match serde_json::from_slice::<DnsRecord>(value) {
-                    Ok(r) if r.id == record_id && r.zone_id == zone_id => {
-                        records.entry(r.zone_id.clone()).or_default().push(r);
-                    }
-                    Ok(_) => errors.push(err("record id or zone id does not match its key".into())),
-                    Err(e) => errors.push(err(format!("not a DNS record: {e}"))),
+                match parse_record(zone_id, record_id, value) {
+                    Ok(record) => records.entry(zone_id.to_owned()).or_default().push(record),
+                    Err(message) => errors.push(err(message)),
                 }
             }
             // ACME challenge answers are Parapet's own, short-lived records: one that does not
@@ -389,43 +433,82 @@ pub fn compile_snapshot_with<'a>(
             }
         }
     }
+    if let Some(reuse) = &reuse {
+        // The records of changed zones: the previous snapshot's, with the writes since applied.
+        for (zone_id, z) in &previous {
+            if reusable.contains_key(zone_id) && zones.get(*zone_id) == Some(&z.zone) {
+                continue; // Taken as it is below.
+            }
+            let written = reuse.records.get(*zone_id);
+            // Records were validated for the zone's name: a renamed zone validates them again.
+            let validated = zones
+                .get(*zone_id)
+                .is_some_and(|now| now.name == z.zone.name);
+            records.entry((*zone_id).to_owned()).or_default().extend(
+                z.records
+                    .iter()
+                    .filter(|r| written.is_none_or(|w| !w.contains_key(&r.id)))
+                    .map(|r| Candidate {
+                        record: Arc::clone(r),
+                        validated,
+                    }),
+            );
+        }
+        for (zone_id, written) in reuse.records {
+            for (record_id, value) in written {
+                let Some(value) = value else { continue };
+                match parse_record(zone_id, record_id, value) {
+                    Ok(record) => records.entry(zone_id.clone()).or_default().push(record),
+                    Err(message) => errors.push(CompileError {
+                        key: crate::keys::record_key(zone_id, record_id),
+                        message,
+                    }),
+                }
+            }
+        }
+    }
     let mut by_name = BTreeMap::new();
     let mut proxied_hosts: HashMap<String, ProxiedHost> = HashMap::new();
     records.retain(|zone_id, zone_records| {
         if zones.contains_key(zone_id) {
-            zone_records
-                .sort_by(|a, b| (&a.name, a.kind, &a.content).cmp(&(&b.name, b.kind, &b.content)));
+            // Nearly sorted when taken from the previous snapshot: the sort is close to linear.
+            zone_records.sort_by(|a, b| {
+                let (a, b) = (&a.record, &b.record);
+                (&a.name, a.kind, &a.content).cmp(&(&b.name, b.kind, &b.content))
+            });
             return true;
         }
-        errors.push(CompileError {
-            key: format!("records/{zone_id}/"),
-            message: format!(
-                "{} records belong to a zone that does not exist",
-                zone_records.len()
-            ),
-        });
+        if !zone_records.is_empty() {
+            errors.push(CompileError {
+                key: format!("records/{zone_id}/"),
+                message: format!(
+                    "{} records belong to a zone that does not exist",
+                    zone_records.len()
+                ),
+            });
+        }
         false
     });
     for (zone_id, zone) in zones {
+        let active = zone.status == ZoneStatus::Active && !zone.paused;
+        let mut add_proxied = |r: &DnsRecord| {
+            if r.proxied && matches!(r.kind, RecordType::A | RecordType::AAAA | RecordType::CNAME) {
+                proxied_hosts
+                    .entry(r.name.clone())
+                    .or_insert_with(|| ProxiedHost {
+                        zone_id: zone_id.clone(),
+                        active,
+                        origins: Vec::new(),
+                    })
+                    .origins
+                    .push(r.content.clone());
+            }
+        };
         if let Some(previous) = reusable.get(zone_id.as_str())
             && previous.zone == zone
         {
             // Unchanged: the previous snapshot's zone, with its proxied names.
-            for r in &previous.records {
-                if r.proxied
-                    && matches!(r.kind, RecordType::A | RecordType::AAAA | RecordType::CNAME)
-                {
-                    proxied_hosts
-                        .entry(r.name.clone())
-                        .or_insert_with(|| ProxiedHost {
-                            zone_id: zone_id.clone(),
-                            active: zone.status == ZoneStatus::Active && !zone.paused,
-                            origins: Vec::new(),
-                        })
-                        .origins
-                        .push(r.content.clone());
-                }
-            }
+            previous.records.iter().for_each(|r| add_proxied(r));
             if let Some(other) = by_name.insert(zone.name.clone(), Arc::clone(previous)) {
                 errors.push(CompileError {
                     key: format!("zones/{zone_id}"),
@@ -437,67 +520,39 @@ pub fn compile_snapshot_with<'a>(
             }
             continue;
         }
-        let zone_records = records.remove(&zone_id).unwrap_or_default();
-        // Records are sorted by name: the records sharing `r`'s name are one contiguous run.
-        let runs: HashMap<&str, &[DnsRecord]> = zone_records
-            .chunk_by(|a, b| a.name == b.name)
-            .map(|run| (run[0].name.as_str(), run))
-            .collect();
-        for r in &zone_records {
-            // Each record must still be one the API would accept, alone and with its neighbours.
-            let key = format!("records/{zone_id}/{}", r.id);
-            let draft = if validated(&key) {
-                Ok(r.to_draft())
-            } else {
-                RecordDraft::from_json(&zone.name, &serde_json::Value::Object(r.editable_json()))
-            };
-            match draft {
-                Ok(d) if d.content == r.content => {
-                    let same_name = runs.get(r.name.as_str()).copied().unwrap_or(&[]);
-                    let others = same_name.iter().filter(|o| o.id != r.id);
-                    if let Err(c) = d.check_against(others) {
-                        errors.push(CompileError {
-                            key,
-                            message: c.message,
-                        });
-                    }
-                }
-                Ok(_) => errors.push(CompileError {
-                    key,
-                    message: "content is not in canonical form".into(),
-                }),
-                Err(e) => errors.push(CompileError {
-                    key,
-                    message: e.to_string(),
-                }),
+        let candidates = records.remove(&zone_id).unwrap_or_default();
+        // Records are sorted by name: the records sharing a name are one contiguous run. A run
+        // of records validated together before is still valid.
+        for run in candidates.chunk_by(|a, b| a.record.name == b.record.name) {
+            if run.iter().all(|c| c.validated) {
+                continue;
             }
-            if r.proxied && matches!(r.kind, RecordType::A | RecordType::AAAA | RecordType::CNAME) {
-                let host = proxied_hosts
-                    .entry(r.name.clone())
-                    .or_insert_with(|| ProxiedHost {
-                        zone_id: zone_id.clone(),
-                        active: zone.status == ZoneStatus::Active && !zone.paused,
-                        origins: Vec::new(),
-                    });
-                host.origins.push(r.content.clone());
+            for c in run {
+                check_record(&zone, c, run, &mut errors);
             }
         }
-        let mut zone_records = zone_records;
-        if let Some(answers) = challenges.remove(&zone_id) {
-            let taken: std::collections::HashSet<String> = zone_records
-                .iter()
-                .filter(|r| r.kind == RecordType::CNAME)
-                .map(|r| r.name.clone())
-                .collect();
-            zone_records.extend(answers.into_iter().filter(|c| !taken.contains(&c.name)));
-            zone_records
-                .sort_by(|a, b| (&a.name, a.kind, &a.content).cmp(&(&b.name, b.kind, &b.content)));
-        }
+        let zone_records: Vec<Arc<DnsRecord>> = candidates.into_iter().map(|c| c.record).collect();
+        zone_records.iter().for_each(|r| add_proxied(r));
+        let challenges: Vec<DnsRecord> = match challenges.remove(&zone_id) {
+            Some(answers) => {
+                let taken: HashSet<&str> = zone_records
+                    .iter()
+                    .filter(|r| r.kind == RecordType::CNAME)
+                    .map(|r| r.name.as_str())
+                    .collect();
+                answers
+                    .into_iter()
+                    .filter(|c| !taken.contains(c.name.as_str()))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         if let Some(previous) = by_name.insert(
             zone.name.clone(),
             Arc::new(ZoneSnapshot {
                 zone: zone.clone(),
                 records: zone_records,
+                challenges,
             }),
         ) {
             errors.push(CompileError {
@@ -546,5 +601,51 @@ pub fn compile_snapshot_with<'a>(
     } else {
         errors.sort_by(|a, b| a.key.cmp(&b.key));
         Err(errors)
+    }
+}
+
+/// A stored record, checked against its key.
+fn parse_record(zone_id: &str, record_id: &str, value: &[u8]) -> Result<Candidate, String> {
+    match serde_json::from_slice::<DnsRecord>(value) {
+        Ok(r) if r.id == record_id && r.zone_id == zone_id => Ok(Candidate {
+            record: Arc::new(r),
+            validated: false,
+        }),
+        Ok(_) => Err("record id or zone id does not match its key".into()),
+        Err(e) => Err(format!("not a DNS record: {e}")),
+    }
+}
+
+/// Checks that `c` is still a record the API would accept, alone (unless validated before) and
+/// with the other records at its name (`run`).
+fn check_record(zone: &Zone, c: &Candidate, run: &[Candidate], errors: &mut Vec<CompileError>) {
+    let r = &c.record;
+    let key = format!("records/{}/{}", zone.id, r.id);
+    let draft = if c.validated {
+        Ok(r.to_draft())
+    } else {
+        RecordDraft::from_json(&zone.name, &serde_json::Value::Object(r.editable_json()))
+    };
+    match draft {
+        Ok(d) if d.content == r.content => {
+            let others = run
+                .iter()
+                .map(|o| o.record.as_ref())
+                .filter(|o| o.id != r.id);
+            if let Err(c) = d.check_against(others) {
+                errors.push(CompileError {
+                    key,
+                    message: c.message,
+                });
+            }
+        }
+        Ok(_) => errors.push(CompileError {
+            key,
+            message: "content is not in canonical form".into(),
+        }),
+        Err(e) => errors.push(CompileError {
+            key,
+            message: e.to_string(),
+        }),
     }
 }

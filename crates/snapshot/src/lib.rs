@@ -18,8 +18,8 @@ use parapet_store::Revision;
 use tokio::sync::watch;
 
 pub use compile::{
-    CompileError, ProxiedHost, Reuse, Snapshot, TransferPeer, ZoneEdge, ZoneSnapshot,
-    compile_snapshot, compile_snapshot_with,
+    CompileError, ProxiedHost, RecordChanges, Reuse, Snapshot, TransferPeer, ZoneEdge,
+    ZoneSnapshot, compile_snapshot, compile_snapshot_with,
 };
 pub use keys::{
     StoreKey, acme_challenge_key, auto_cert_key, custom_cert_key, custom_cert_prefix,

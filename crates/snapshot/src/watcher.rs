@@ -1,7 +1,7 @@
 //! Keeps [`Published`] in step with the store, and the last good snapshot on disk.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +9,9 @@ use std::time::Duration;
 use parapet_store::{Revision, Store};
 use serde::{Deserialize, Serialize};
 
+use crate::compile::RecordChanges;
 use crate::keys::StoreKey;
-use crate::{Published, SnapshotError, compile_snapshot_with};
+use crate::{Published, Snapshot, SnapshotError, compile_snapshot_with};
 
 /// Store entries by key.
 pub type Entries = BTreeMap<String, Vec<u8>>;
@@ -55,33 +56,53 @@ impl LastGood {
         Ok(Some((file.revision, entries)))
     }
 
-    /// Replaces the file atomically (write, fsync, rename, fsync the directory). Values are
-    /// written as they are stored (they are JSON: the snapshot compiled from them).
-    pub fn save(&self, revision: Revision, entries: &Entries) -> Result<(), SnapshotError> {
-        let mut bytes =
-            Vec::with_capacity(entries.values().map(|v| v.len() + 64).sum::<usize>() + 64);
-        bytes.extend_from_slice(format!("{{\"revision\":{revision},\"entries\":{{").as_bytes());
+    /// Replaces the file atomically (write, fsync, rename, fsync the directory) with `entries`
+    /// and the stored records of `records`' zones. Values are written as they are stored (they
+    /// are JSON: the snapshot compiled from them).
+    pub fn save(
+        &self,
+        revision: Revision,
+        entries: &Entries,
+        records: Option<&Snapshot>,
+    ) -> Result<(), SnapshotError> {
+        let tmp = self.path.with_extension("tmp");
+        let file = std::fs::File::create(&tmp).map_err(|e| self.error(e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut first = true;
-        for (k, v) in entries {
-            if serde_json::from_slice::<serde::de::IgnoredAny>(v).is_err() {
-                continue;
-            }
+        let mut entry = |out: &mut BufWriter<std::fs::File>, key: &str, value: &[u8]| {
             if !first {
-                bytes.push(b',');
+                out.write_all(b",")?;
             }
             first = false;
-            bytes.extend_from_slice(
-                serde_json::to_string(k)
-                    .map_err(|e| self.error(e))?
-                    .as_bytes(),
-            );
-            bytes.push(b':');
-            bytes.extend_from_slice(v);
-        }
-        bytes.extend_from_slice(b"}}");
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| self.error(e))?;
-        f.write_all(&bytes).map_err(|e| self.error(e))?;
+            serde_json::to_writer(&mut *out, key)?;
+            out.write_all(b":")?;
+            out.write_all(value)
+        };
+        let written = (|| -> std::io::Result<std::fs::File> {
+            write!(out, "{{\"revision\":{revision},\"entries\":{{")?;
+            for (k, v) in entries {
+                if serde_json::from_slice::<serde::de::IgnoredAny>(v).is_ok() {
+                    entry(&mut out, k, v)?;
+                }
+            }
+            let zones = records.into_iter().flat_map(|s| s.zones.values());
+            let mut value = Vec::new();
+            for zone in zones {
+                for r in &zone.records {
+                    value.clear();
+                    serde_json::to_writer(&mut value, r.as_ref())?;
+                    entry(
+                        &mut out,
+                        &crate::keys::record_key(&zone.zone.id, &r.id),
+                        &value,
+                    )?;
+                }
+            }
+            out.write_all(b"}}")?;
+            out.into_inner()
+                .map_err(std::io::IntoInnerError::into_error)
+        })();
+        let f = written.map_err(|e| self.error(e))?;
         f.sync_all().map_err(|e| self.error(e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| self.error(e))?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -97,24 +118,22 @@ impl LastGood {
     }
 }
 
-/// What changed in the mirror since the snapshot served now was compiled from it.
+/// What changed since the snapshot served now was compiled.
 #[derive(Default)]
 struct Changes {
-    /// Zones whose zone or records changed.
+    /// Zones whose zone entry or ACME challenges changed.
     zones: HashSet<String>,
-    /// Keys written or deleted.
-    keys: HashSet<String>,
+    /// Record writes: the records themselves are kept only in the snapshot.
+    records: RecordChanges,
 }
 
-/// Compiles `mirror` and publishes the result (or rejects it). `validated` holds the record keys
-/// validated by an earlier compile and unchanged since; it is completed when this compile
-/// succeeds. With `changes`, the zones not among them are taken from the snapshot served now
-/// (which `mirror` differs from only there); without, everything is compiled.
+/// Compiles `mirror` and publishes the result (or rejects it). With `changes`, `mirror` holds no
+/// records: the snapshot served now gives them, and its zones that did not change are taken as
+/// they are. Without, `mirror` holds everything and everything is compiled.
 fn rebuild(
     published: &Published,
     mirror: &BTreeMap<String, Vec<u8>>,
     revision: Revision,
-    validated: &mut HashSet<String>,
     changes: Option<&Changes>,
 ) -> bool {
     let started = std::time::Instant::now();
@@ -122,25 +141,13 @@ fn rebuild(
     let compiled = compile_snapshot_with(
         mirror.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
         revision,
-        &|key| validated.contains(key),
         changes.map(|c| crate::Reuse {
             previous: &previous,
             changed_zones: &c.zones,
+            records: &c.records,
         }),
     );
-    if compiled.is_ok() {
-        // Every record is valid now; only the changed ones need adding to the set.
-        let is_record = |key: &String| key.starts_with(crate::keys::RECORDS);
-        match changes {
-            None => validated.extend(mirror.keys().filter(|k| is_record(k)).cloned()),
-            Some(c) => validated.extend(
-                c.keys
-                    .iter()
-                    .filter(|k| is_record(k) && mirror.contains_key(k.as_str()))
-                    .cloned(),
-            ),
-        }
-    }
+    drop(previous);
     match compiled {
         Ok(snapshot) => {
             tracing::debug!(
@@ -166,9 +173,7 @@ fn rebuild(
 /// Publishes the state saved in `last_good`, if there is one that compiles; whether it did.
 pub fn publish_last_good(published: &Published, last_good: &LastGood) -> bool {
     match last_good.load() {
-        Ok(Some((revision, entries))) => {
-            rebuild(published, &entries, revision, &mut HashSet::new(), None)
-        }
+        Ok(Some((revision, entries))) => rebuild(published, &entries, revision, None),
         Ok(None) => false,
         Err(e) => {
             tracing::warn!("{e}");
@@ -190,27 +195,30 @@ pub async fn save_store_state(
         .filter(|e| StoreKey::parse(&e.key).feeds_snapshot())
         .map(|e| (e.key, e.value))
         .collect();
-    last_good.save(listing.revision, &entries)
+    last_good.save(listing.revision, &entries, None)
 }
 
-/// The latest compiled state waiting to be saved: the saver takes it, so that no copy of the
-/// store's contents outlives its save.
+/// A compiled state to save: the entries besides records, and the snapshot holding the records.
+type SaveState = (Revision, Entries, Arc<Snapshot>);
+
+/// The latest compiled state waiting to be saved: the saver takes it, so that no snapshot is
+/// kept alive for saving once a newer one is waiting.
 #[derive(Default)]
 struct PendingSave {
-    state: std::sync::Mutex<Option<(Revision, Entries)>>,
+    state: std::sync::Mutex<Option<SaveState>>,
     ready: tokio::sync::Notify,
 }
 
 impl PendingSave {
-    fn put(&self, revision: Revision, entries: Entries) {
+    fn put(&self, state: SaveState) {
         *self
             .state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((revision, entries));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(state);
         self.ready.notify_one();
     }
 
-    fn take(&self) -> Option<(Revision, Entries)> {
+    fn take(&self) -> Option<SaveState> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -230,12 +238,13 @@ async fn run_saver(last_good: Arc<LastGood>, pending: Arc<PendingSave>) {
     loop {
         pending.ready.notified().await;
         tokio::time::sleep(delay).await;
-        let Some((revision, entries)) = pending.take() else {
+        let Some((revision, entries, snapshot)) = pending.take() else {
             continue;
         };
         let lg = Arc::clone(&last_good);
         let started = std::time::Instant::now();
-        let saved = tokio::task::spawn_blocking(move || lg.save(revision, &entries)).await;
+        let saved =
+            tokio::task::spawn_blocking(move || lg.save(revision, &entries, Some(&snapshot))).await;
         // A large store takes a while to write: save at most a tenth of the time.
         delay = (started.elapsed() * 10).clamp(SAVE_DELAY, MAX_SAVE_DELAY);
         match saved {
@@ -260,7 +269,7 @@ pub async fn run_snapshot_watcher(
         tokio::spawn(run_saver(Arc::clone(lg), Arc::clone(&save)));
         match lg.load() {
             Ok(Some((revision, entries))) => {
-                if rebuild(&published, &entries, revision, &mut HashSet::new(), None) {
+                if rebuild(&published, &entries, revision, None) {
                     tracing::info!(
                         revision,
                         "serving the last good snapshot from {}",
@@ -284,6 +293,8 @@ pub async fn run_snapshot_watcher(
             }
         };
         backoff = Duration::from_millis(100);
+        // Every entry the snapshot is built from; once a compile succeeds, all but the records
+        // (the snapshot holds those, and `changes` the writes since).
         let mut mirror: BTreeMap<String, Vec<u8>> = listing
             .entries
             .into_iter()
@@ -291,15 +302,20 @@ pub async fn run_snapshot_watcher(
             .map(|e| (e.key, e.value))
             .collect();
         let mut revision = listing.revision;
-        // Record keys validated by a successful compile and unchanged since.
-        let mut validated: HashSet<String> = HashSet::new();
         // Changes since the last snapshot this loop compiled. Zones are reused from the served
         // snapshot only once this loop has compiled it: until then (a first compile that failed
         // leaves an older snapshot served) every compile is a full one.
         let mut changes = Changes::default();
-        let mut compiled_here = rebuild(&published, &mirror, revision, &mut validated, None);
-        if compiled_here && last_good.is_some() {
-            save.put(revision, mirror.clone());
+        let mut compiled_here = false;
+        let compiled = |mirror: &mut BTreeMap<String, Vec<u8>>, revision: Revision| {
+            mirror.retain(|k, _| !matches!(StoreKey::parse(k), StoreKey::Record { .. }));
+            if last_good.is_some() {
+                save.put((revision, mirror.clone(), published.load()));
+            }
+        };
+        if rebuild(&published, &mirror, revision, None) {
+            compiled_here = true;
+            compiled(&mut mirror, revision);
         }
         let mut watch = Arc::clone(&store).watch(revision);
         loop {
@@ -318,7 +334,16 @@ pub async fn run_snapshot_watcher(
                             if !key.feeds_snapshot() {
                                 continue;
                             }
+                            changed = true;
                             match key {
+                                StoreKey::Record { zone_id, record_id } if compiled_here => {
+                                    changes
+                                        .records
+                                        .entry(zone_id.to_owned())
+                                        .or_default()
+                                        .insert(record_id.to_owned(), event.value);
+                                    continue;
+                                }
                                 StoreKey::Zone(id)
                                 | StoreKey::Record { zone_id: id, .. }
                                 | StoreKey::AcmeChallenge { zone_id: id, .. } => {
@@ -326,17 +351,9 @@ pub async fn run_snapshot_watcher(
                                 }
                                 _ => {}
                             }
-                            changed = true;
-                            changes.keys.insert(event.key.clone());
                             match event.value {
-                                Some(v) => {
-                                    validated.remove(&event.key);
-                                    mirror.insert(event.key, v)
-                                }
-                                None => {
-                                    validated.remove(&event.key);
-                                    mirror.remove(&event.key)
-                                }
+                                Some(v) => mirror.insert(event.key, v),
+                                None => mirror.remove(&event.key),
                             };
                         }
                     }
@@ -352,20 +369,15 @@ pub async fn run_snapshot_watcher(
                 break;
             }
             if changed {
-                // Records validated by an earlier compile and unchanged since (changed keys
-                // were dropped from the set above) are not validated again.
                 if rebuild(
                     &published,
                     &mirror,
                     revision,
-                    &mut validated,
                     compiled_here.then_some(&changes),
                 ) {
                     compiled_here = true;
                     changes = Changes::default();
-                    if last_good.is_some() {
-                        save.put(revision, mirror.clone());
-                    }
+                    compiled(&mut mirror, revision);
                 }
             } else if published.rejected().is_empty() {
                 // Nothing the snapshot is built from changed: same content, newer revision.

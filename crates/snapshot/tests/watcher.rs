@@ -176,6 +176,134 @@ async fn last_good_snapshot_serves_before_the_store_answers() {
 }
 
 #[tokio::test]
+async fn the_saved_state_holds_the_records_as_changed_since() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snapshot.json");
+    let store = Arc::new(MemoryStore::new());
+    let published = Arc::new(Published::new());
+    let task = tokio::spawn(run_snapshot_watcher(
+        store.clone(),
+        published.clone(),
+        Some(LastGood::new(&path)),
+    ));
+    let record =
+        |id: &str, ip: &str| json(&a_record("z1", id, &format!("{id}.example.com"), ip, false));
+    store
+        .commit(
+            Txn::new()
+                .put(zone_key("z1"), json(&zone("z1", "example.com")))
+                .put(record_key("z1", "kept"), record("kept", "192.0.2.1"))
+                .put(record_key("z1", "changed"), record("changed", "192.0.2.2"))
+                .put(record_key("z1", "gone"), record("gone", "192.0.2.3")),
+        )
+        .await
+        .expect("commit");
+    let last = store
+        .commit(
+            Txn::new()
+                .put(record_key("z1", "changed"), record("changed", "192.0.2.4"))
+                .put(record_key("z1", "added"), record("added", "192.0.2.5"))
+                .delete(record_key("z1", "gone")),
+        )
+        .await
+        .expect("commit");
+    wait(&published, last).await;
+    let entries = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Some((revision, entries))) = LastGood::new(&path).load()
+                && revision == last
+            {
+                break entries;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the latest state is saved");
+    task.abort();
+    let keys: Vec<&str> = entries.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "records/z1/added",
+            "records/z1/changed",
+            "records/z1/kept",
+            "zones/z1"
+        ]
+    );
+    let saved: DnsRecord =
+        serde_json::from_slice(&entries[&record_key("z1", "changed")]).expect("a record");
+    assert_eq!(saved.content, "192.0.2.4");
+    // The saved state compiles to the snapshot served.
+    let compiled = parapet_snapshot::compile_snapshot(
+        entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        last,
+    )
+    .expect("compiles");
+    let served = published.load();
+    let contents = |s: &parapet_snapshot::Snapshot| -> Vec<String> {
+        s.zones["example.com"]
+            .records
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.content))
+            .collect()
+    };
+    assert_eq!(contents(&compiled), contents(&served));
+}
+
+#[tokio::test]
+async fn a_written_record_is_checked_against_the_records_kept_at_its_name() {
+    let store = Arc::new(MemoryStore::new());
+    let published = Arc::new(Published::new());
+    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    let rev = store
+        .commit(
+            Txn::new()
+                .put(zone_key("z1"), json(&zone("z1", "example.com")))
+                .put(
+                    record_key("z1", "a"),
+                    json(&a_record("z1", "a", "www.example.com", "192.0.2.1", false)),
+                ),
+        )
+        .await
+        .expect("commit");
+    wait(&published, rev).await;
+    let mut cname = a_record("z1", "c", "www.example.com", "", false);
+    cname.kind = parapet_model::RecordType::CNAME;
+    cname.content = "elsewhere.example.net".into();
+    store
+        .commit(Txn::new().put(record_key("z1", "c"), json(&cname)))
+        .await
+        .expect("commit");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while published.rejected().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rejected = published.rejected();
+    assert!(
+        rejected.iter().any(|e| e.key == "records/z1/c"),
+        "a CNAME beside the kept A record is refused: {rejected:?}"
+    );
+    assert_eq!(
+        published.load().revision,
+        rev,
+        "the previous snapshot serves"
+    );
+    // Removing the kept record makes the CNAME valid.
+    let fixed = store
+        .commit(Txn::new().delete(record_key("z1", "a")))
+        .await
+        .expect("commit");
+    wait(&published, fixed).await;
+    let ids: Vec<String> = published.load().zones["example.com"]
+        .records
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(ids, ["c"]);
+}
+
+#[tokio::test]
 async fn a_change_recompiles_only_the_zone_it_touches() {
     let store = Arc::new(MemoryStore::new());
     let published = Arc::new(Published::new());
@@ -288,7 +416,7 @@ async fn after_a_failed_first_compile_no_zone_is_taken_from_an_older_snapshot() 
     ]
     .into_iter()
     .collect();
-    LastGood::new(&path).save(1, &old).expect("saved");
+    LastGood::new(&path).save(1, &old, None).expect("saved");
     let store = Arc::new(MemoryStore::new());
     store
         .commit(
@@ -363,21 +491,22 @@ fn acme_challenge_records_that_do_not_fit_are_left_out_not_fatal() {
         1,
     )
     .expect("challenge records never reject a snapshot");
-    let names: Vec<&str> = snapshot.zones["one.example"]
-        .records
-        .iter()
-        .map(|r| r.name.as_str())
+    let served: Vec<(&str, parapet_model::RecordType)> = snapshot.zones["one.example"]
+        .all_records()
+        .map(|r| (r.name.as_str(), r.kind))
         .collect();
     assert_eq!(
-        names,
+        served,
         [
-            "_acme-challenge.api.one.example",
-            "_acme-challenge.www.one.example"
+            (
+                "_acme-challenge.www.one.example",
+                parapet_model::RecordType::CNAME
+            ),
+            (
+                "_acme-challenge.api.one.example",
+                parapet_model::RecordType::TXT
+            ),
         ],
         "the CNAME stays, the TXT beside it is left out, the other TXT is served"
-    );
-    assert_eq!(
-        snapshot.zones["one.example"].records[1].kind,
-        parapet_model::RecordType::CNAME
     );
 }
