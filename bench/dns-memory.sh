@@ -25,7 +25,7 @@ echo "records in file: $(grep -c '' "$W/gen/bench.test.zone"), idle: $(rss)"
 t0=$(date +%s.%N)
 curl -s --max-time 600 "$API/zones/$Z/dns_records/import" -H "$AUTH" -F "file=@$W/gen/bench.test.zone" | jq -c '.result // .errors'
 t1=$(date +%s.%N)
-echo "imported in $(echo "$t1 - $t0" | bc) s: $(rss)"
+echo "imported in $(echo "$t1 - $t0" | bc) s: $(rss) (peak $(hwm))"
 for i in $(seq 600); do dig +short @127.0.0.1 -p 18393 h$((RECORDS - 1)).bench.test | grep -q . && break; sleep 0.5; done
 t2=$(date +%s.%N)
 echo "served after $(echo "$t2 - $t0" | bc) s: $(rss)"

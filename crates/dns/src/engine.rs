@@ -61,7 +61,7 @@ fn records<'s>(owner: &Name, set: &'s RRset) -> impl Iterator<Item = Record> + '
     let owner = owner.clone();
     set.rdatas
         .iter()
-        .map(move |rd| Record::from_rdata(owner.clone(), set.ttl, rd.clone()))
+        .map(move |rd| Record::from_rdata(owner.clone(), set.ttl, rd.to_rdata()))
 }
 
 fn negative(zone: &ZoneIndex, out: &mut Answer) {
@@ -70,7 +70,7 @@ fn negative(zone: &ZoneIndex, out: &mut Answer) {
         out.authorities.extend(
             soa.rdatas
                 .iter()
-                .map(|rd| Record::from_rdata(origin.clone(), zone.negative_ttl, rd.clone())),
+                .map(|rd| Record::from_rdata(origin.clone(), zone.negative_ttl, rd.to_rdata())),
         );
     }
 }
@@ -91,7 +91,7 @@ fn additional_targets(rrset: &RRset) -> Vec<Name> {
     rrset
         .rdatas
         .iter()
-        .filter_map(|rd| match rd {
+        .filter_map(|rd| match rd.other()? {
             RData::MX(mx) => Some(mx.exchange.clone()),
             RData::NS(ns) => Some(ns.0.clone()),
             RData::SRV(srv) => Some(srv.target.clone()),
@@ -200,7 +200,8 @@ fn resolve(zone: &ZoneIndex, qname: &Name, qtype: RecordType, out: &mut Answer) 
             Some(_) if followed == MAX_CNAMES => return,
             Some(cname) => {
                 out.answers.extend(records(&name, cname));
-                let Some(RData::CNAME(target)) = cname.rdatas.first() else {
+                let Some(RData::CNAME(target)) = cname.rdatas.first().and_then(|rd| rd.other())
+                else {
                     return;
                 };
                 let target_key = key_of(&target.0);

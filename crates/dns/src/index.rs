@@ -28,12 +28,50 @@ pub struct EdgeAddrs {
     pub v6: Vec<Ipv6Addr>,
 }
 
+/// One record's data. Addresses, most of a large zone, are held inline in 24 bytes; anything
+/// else is boxed (hickory's `RData` takes 184).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rdata {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Other(Box<RData>),
+}
+
+impl From<RData> for Rdata {
+    fn from(rdata: RData) -> Self {
+        match rdata {
+            RData::A(a) => Self::A(a.0),
+            RData::AAAA(a) => Self::Aaaa(a.0),
+            other => Self::Other(Box::new(other)),
+        }
+    }
+}
+
+impl Rdata {
+    /// The data as hickory writes it.
+    pub fn to_rdata(&self) -> RData {
+        match self {
+            Self::A(ip) => RData::A(A(*ip)),
+            Self::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
+            Self::Other(rdata) => rdata.as_ref().clone(),
+        }
+    }
+
+    /// The data of any type but A and AAAA.
+    pub fn other(&self) -> Option<&RData> {
+        match self {
+            Self::Other(rdata) => Some(rdata),
+            _ => None,
+        }
+    }
+}
+
 /// The records of one type at one name.
 #[derive(Debug, Clone)]
 pub struct RRset {
     pub rtype: RecordType,
     pub ttl: u32,
-    pub rdatas: Vec<RData>,
+    pub rdatas: Vec<Rdata>,
 }
 
 /// One owner name. No RRsets: an empty non-terminal.
@@ -151,7 +189,7 @@ impl DnsIndex {
 }
 
 /// A and AAAA data for a flattened name, and their TTL.
-type Flattened = (Vec<RData>, Vec<RData>, u32);
+type Flattened = (Vec<Rdata>, Vec<Rdata>, u32);
 
 /// The A and AAAA records `target` resolves to inside Parapet's zones, following CNAMEs, with
 /// the lowest TTL met on the way; `None` if the chain leaves Parapet's zones or loops.
@@ -159,7 +197,7 @@ fn resolve_inside(
     zones: &HashMap<String, ZoneIndex>,
     others: &HashMap<String, Arc<ZoneIndex>>,
     target: &str,
-) -> Option<(Vec<RData>, Vec<RData>, u32)> {
+) -> Option<Flattened> {
     let mut name = target.trim_end_matches('.').to_ascii_lowercase();
     let mut ttl = u32::MAX;
     for _ in 0..8 {
@@ -177,7 +215,7 @@ fn resolve_inside(
         };
         let node = zone.nodes.get(&name)?;
         if let Some(cname) = node.get(RecordType::CNAME) {
-            let RData::CNAME(next) = cname.rdatas.first()? else {
+            let RData::CNAME(next) = cname.rdatas.first()?.other()? else {
                 return None;
             };
             ttl = ttl.min(cname.ttl);
@@ -215,7 +253,7 @@ fn flatten_apex_cnames(
         .iter()
         .filter_map(|(name, z)| {
             let cname = z.nodes.get(name)?.get(RecordType::CNAME)?;
-            match cname.rdatas.first() {
+            match cname.rdatas.first().and_then(Rdata::other) {
                 Some(RData::CNAME(t)) => Some((name.clone(), t.0.to_ascii())),
                 _ => None,
             }
@@ -228,8 +266,8 @@ fn flatten_apex_cnames(
             // Outside Parapet's zones: the resolver's cached answer, if there is one yet.
             let outside = || {
                 let e = external?.addresses(target)?;
-                let v4 = e.v4.into_iter().map(|ip| RData::A(A(ip))).collect();
-                let v6 = e.v6.into_iter().map(|ip| RData::AAAA(AAAA(ip))).collect();
+                let v4 = e.v4.into_iter().map(Rdata::A).collect();
+                let v6 = e.v6.into_iter().map(Rdata::Aaaa).collect();
                 Some((v4, v6, e.ttl))
             };
             (zone.clone(), inside.or_else(outside))
@@ -315,7 +353,14 @@ fn wire_type(kind: Kind) -> RecordType {
 }
 
 fn push(nodes: &mut HashMap<String, Node>, owner: &str, rtype: RecordType, ttl: u32, rdata: RData) {
-    let node = nodes.entry(owner.to_owned()).or_default();
+    let rdata = Rdata::from(rdata);
+    let node = match nodes.get_mut(owner) {
+        Some(node) => node,
+        // Most names hold one RRset of one record: allocated at their size.
+        None => nodes.entry(owner.to_owned()).or_insert_with(|| Node {
+            rrsets: Vec::with_capacity(1),
+        }),
+    };
     match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
         Some(set) => {
             // An RRset has one TTL (RFC 2181 §5.2): the lowest given wins.
@@ -392,25 +437,30 @@ fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) ->
     for node in nodes.values_mut() {
         node.rrsets.sort_by_key(|set| u16::from(set.rtype));
         for set in &mut node.rrsets {
-            set.rdatas
-                .sort_by_cached_key(|rd| rd.to_bytes().unwrap_or_default());
+            if set.rdatas.len() > 1 {
+                set.rdatas
+                    .sort_by_cached_key(|rd| rd.to_rdata().to_bytes().unwrap_or_default());
+            }
         }
     }
     // Empty non-terminals: every ancestor of an owner name up to the apex exists.
-    let owners: Vec<String> = nodes.keys().cloned().collect();
-    for owner in owners {
+    let mut missing = std::collections::HashSet::new();
+    for owner in nodes.keys() {
         let mut name = owner.as_str();
         while let Some((_, parent)) = name.split_once('.') {
             if parent.len() < origin.len() {
                 break;
             }
-            nodes.entry(parent.to_owned()).or_default();
+            if !nodes.contains_key(parent) && !missing.contains(parent) {
+                missing.insert(parent.to_owned());
+            }
             if parent == origin {
                 break;
             }
             name = parent;
         }
     }
+    nodes.extend(missing.into_iter().map(|name| (name, Node::default())));
     let origin_name = fqdn(&origin).unwrap_or_else(|_| Name::root());
     ZoneIndex {
         origin,

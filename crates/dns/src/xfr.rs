@@ -47,7 +47,7 @@ fn all_records(zone: &ZoneIndex) -> Vec<Record> {
                 continue;
             }
             for rd in &set.rdatas {
-                out.push(Record::from_rdata(owner.clone(), set.ttl, rd.clone()));
+                out.push(Record::from_rdata(owner.clone(), set.ttl, rd.to_rdata()));
             }
         }
     }
@@ -56,7 +56,7 @@ fn all_records(zone: &ZoneIndex) -> Vec<Record> {
 
 fn soa_record(zone: &ZoneIndex, serial: u32) -> Option<Record> {
     let set = zone.soa()?;
-    let RData::SOA(soa) = set.rdatas.first()? else {
+    let RData::SOA(soa) = set.rdatas.first()?.other()? else {
         return None;
     };
     let soa = SOA::new(

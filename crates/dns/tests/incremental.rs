@@ -26,7 +26,7 @@ fn zone(id: &str, name: &str) -> (String, Vec<u8>) {
 fn record(zone_id: &str, zone_name: &str, id: &str, body: Value) -> (String, Vec<u8>) {
     let r = RecordDraft::from_json(zone_name, &body)
         .expect("record")
-        .into_record(id.into(), zone_id.into(), String::new(), String::new());
+        .into_record(id.into(), zone_id, "", "");
     (
         format!("records/{zone_id}/{id}"),
         serde_json::to_vec(&r).expect("record"),

@@ -43,7 +43,7 @@ fn index() -> Arc<DnsIndex> {
         let id = format!("r{i}");
         let record = RecordDraft::from_json("example.test", &body)
             .expect("record")
-            .into_record(id.clone(), "z".into(), String::new(), String::new());
+            .into_record(id.clone(), "z", "", "");
         entries.push((
             format!("records/z/{id}"),
             serde_json::to_vec(&record).expect("record"),

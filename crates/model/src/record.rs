@@ -7,6 +7,7 @@
 //! data Cloudflare also exposes as a `data` object (SRV, CAA, TLSA, ...) accept either form.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use hickory_proto::rr::{RData, RecordType as WireType};
 use serde::{Deserialize, Serialize};
@@ -150,7 +151,9 @@ enum Field {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DnsRecord {
     pub id: String,
-    pub zone_id: String,
+    /// Shared by the records of a zone in the snapshot (as are equal timestamps): a large zone
+    /// holds each once.
+    pub zone_id: Arc<str>,
     pub name: String,
     #[serde(rename = "type")]
     pub kind: RecordType,
@@ -160,8 +163,8 @@ pub struct DnsRecord {
     pub priority: Option<u16>,
     pub comment: Option<String>,
     pub tags: Vec<String>,
-    pub created_on: String,
-    pub modified_on: String,
+    pub created_on: Arc<str>,
+    pub modified_on: Arc<str>,
 }
 
 /// The checked, user-settable part of a record.
@@ -416,13 +419,13 @@ impl RecordDraft {
     pub fn into_record(
         self,
         id: String,
-        zone_id: String,
-        created_on: String,
-        now: String,
+        zone_id: impl Into<Arc<str>>,
+        created_on: impl Into<Arc<str>>,
+        now: impl Into<Arc<str>>,
     ) -> DnsRecord {
         DnsRecord {
             id,
-            zone_id,
+            zone_id: zone_id.into(),
             name: self.name,
             kind: self.kind,
             content: self.content,
@@ -431,8 +434,8 @@ impl RecordDraft {
             priority: self.priority,
             comment: self.comment,
             tags: self.tags,
-            created_on,
-            modified_on: now,
+            created_on: created_on.into(),
+            modified_on: now.into(),
         }
     }
 }
@@ -1027,7 +1030,7 @@ mod tests {
         let d = draft(json!({"type":"CAA","name":"@","data":{"flags":0,"tag":"issue","value":"letsencrypt.org"}}))
             .expect("valid");
         assert_eq!(d.content, "0 issue \"letsencrypt.org\"");
-        let r = d.into_record("i".into(), "z".into(), "t".into(), "t".into());
+        let r = d.into_record("i".into(), "z", "t", "t");
         assert_eq!(
             r.data(),
             Some(json!({"flags":0,"tag":"issue","value":"letsencrypt.org"}))
@@ -1070,9 +1073,7 @@ mod tests {
     #[test]
     fn identical_and_cname_conflicts_use_cloudflare_codes() {
         let a = draft(json!({"type":"A","name":"www","content":"192.0.2.1"})).expect("valid");
-        let stored = a
-            .clone()
-            .into_record("1".into(), "z".into(), "t".into(), "t".into());
+        let stored = a.clone().into_record("1".into(), "z", "t", "t");
         assert_eq!(a.check_against([&stored]).map_err(|c| c.code), Err(81058));
         let c =
             draft(json!({"type":"CNAME","name":"www","content":"x.example.net"})).expect("valid");

@@ -182,6 +182,21 @@ pub struct Reuse<'a> {
     pub records: &'a RecordChanges,
 }
 
+/// Equal strings of the records compiled, held once.
+#[derive(Default)]
+struct Shared(HashSet<Arc<str>>);
+
+impl Shared {
+    fn share(&mut self, s: &mut Arc<str>) {
+        match self.0.get(s) {
+            Some(held) => *s = Arc::clone(held),
+            None => {
+                self.0.insert(Arc::clone(s));
+            }
+        }
+    }
+}
+
 /// A record to compile, and whether an earlier compile already validated it.
 struct Candidate {
     record: Arc<DnsRecord>,
@@ -192,9 +207,10 @@ struct Candidate {
 /// ignored): a zone that did not change is taken from the previous snapshot as it is, and a
 /// changed zone keeps the previous snapshot's records that were not written since. Those are
 /// not validated again, and only the names with a written record are checked against their
-/// neighbours, so a change costs in proportion to what it touches.
-pub fn compile_snapshot_with<'a>(
-    entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+/// neighbours, so a change costs in proportion to what it touches. Entries given by value are
+/// dropped as soon as they are read.
+pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
+    entries: impl IntoIterator<Item = (K, V)>,
     revision: Revision,
     reuse: Option<Reuse<'_>>,
 ) -> Result<Snapshot, Vec<CompileError>> {
@@ -222,6 +238,7 @@ pub fn compile_snapshot_with<'a>(
     let mut errors = Vec::new();
     let mut zones: HashMap<String, Zone> = HashMap::new();
     let mut records: HashMap<String, Vec<Candidate>> = HashMap::new();
+    let mut shared = Shared::default();
     let mut challenges: HashMap<String, Vec<DnsRecord>> = HashMap::new();
     let mut tsigs: HashMap<String, TsigKey> = HashMap::new();
     let mut peers: HashMap<String, Peer> = HashMap::new();
@@ -233,6 +250,7 @@ pub fn compile_snapshot_with<'a>(
     let mut acme_alpn: HashMap<String, Arc<AcmeResponse>> = HashMap::new();
     let mut revoked_origin_certs = HashSet::new();
     for (key, value) in entries {
+        let (key, value) = (key.as_ref(), value.as_ref());
         let err = |m: String| CompileError {
             key: key.to_owned(),
             message: m,
@@ -248,7 +266,7 @@ pub fn compile_snapshot_with<'a>(
             StoreKey::Record { .. } if reuse.is_some() => {}
             StoreKey::AcmeChallenge { zone_id, .. } if reusable.contains_key(zone_id) => {}
             StoreKey::Record { zone_id, record_id } => {
-                match parse_record(zone_id, record_id, value) {
+                match parse_record(zone_id, record_id, value, &mut shared) {
                     Ok(record) => records.entry(zone_id.to_owned()).or_default().push(record),
                     Err(message) => errors.push(err(message)),
                 }
@@ -258,8 +276,8 @@ pub fn compile_snapshot_with<'a>(
             // reject the whole snapshot.
             StoreKey::AcmeChallenge { zone_id, record_id } => {
                 match serde_json::from_slice::<DnsRecord>(value) {
-                    Ok(r) if r.id == record_id && r.zone_id == zone_id => {
-                        challenges.entry(r.zone_id.clone()).or_default().push(r);
+                    Ok(r) if r.id == record_id && *r.zone_id == *zone_id => {
+                        challenges.entry(zone_id.to_owned()).or_default().push(r);
                     }
                     _ => tracing::warn!(
                         key,
@@ -457,7 +475,7 @@ pub fn compile_snapshot_with<'a>(
         for (zone_id, written) in reuse.records {
             for (record_id, value) in written {
                 let Some(value) = value else { continue };
-                match parse_record(zone_id, record_id, value) {
+                match parse_record(zone_id, record_id, value, &mut shared) {
                     Ok(record) => records.entry(zone_id.clone()).or_default().push(record),
                     Err(message) => errors.push(CompileError {
                         key: crate::keys::record_key(zone_id, record_id),
@@ -605,12 +623,22 @@ pub fn compile_snapshot_with<'a>(
 }
 
 /// A stored record, checked against its key.
-fn parse_record(zone_id: &str, record_id: &str, value: &[u8]) -> Result<Candidate, String> {
+fn parse_record(
+    zone_id: &str,
+    record_id: &str,
+    value: &[u8],
+    shared: &mut Shared,
+) -> Result<Candidate, String> {
     match serde_json::from_slice::<DnsRecord>(value) {
-        Ok(r) if r.id == record_id && r.zone_id == zone_id => Ok(Candidate {
-            record: Arc::new(r),
-            validated: false,
-        }),
+        Ok(mut r) if r.id == record_id && *r.zone_id == *zone_id => {
+            for s in [&mut r.zone_id, &mut r.created_on, &mut r.modified_on] {
+                shared.share(s);
+            }
+            Ok(Candidate {
+                record: Arc::new(r),
+                validated: false,
+            })
+        }
         Ok(_) => Err("record id or zone id does not match its key".into()),
         Err(e) => Err(format!("not a DNS record: {e}")),
     }

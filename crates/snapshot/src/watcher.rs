@@ -1,5 +1,6 @@
 //! Keeps [`Published`] in step with the store, and the last good snapshot on disk.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -130,16 +131,16 @@ struct Changes {
 /// Compiles `mirror` and publishes the result (or rejects it). With `changes`, `mirror` holds no
 /// records: the snapshot served now gives them, and its zones that did not change are taken as
 /// they are. Without, `mirror` holds everything and everything is compiled.
-fn rebuild(
+fn rebuild<K: AsRef<str>, V: AsRef<[u8]>>(
     published: &Published,
-    mirror: &BTreeMap<String, Vec<u8>>,
+    mirror: impl IntoIterator<Item = (K, V)>,
     revision: Revision,
     changes: Option<&Changes>,
 ) -> bool {
     let started = std::time::Instant::now();
     let previous = published.load();
     let compiled = compile_snapshot_with(
-        mirror.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        mirror,
         revision,
         changes.map(|c| crate::Reuse {
             previous: &previous,
@@ -173,7 +174,7 @@ fn rebuild(
 /// Publishes the state saved in `last_good`, if there is one that compiles; whether it did.
 pub fn publish_last_good(published: &Published, last_good: &LastGood) -> bool {
     match last_good.load() {
-        Ok(Some((revision, entries))) => rebuild(published, &entries, revision, None),
+        Ok(Some((revision, entries))) => rebuild(published, entries, revision, None),
         Ok(None) => false,
         Err(e) => {
             tracing::warn!("{e}");
@@ -269,7 +270,7 @@ pub async fn run_snapshot_watcher(
         tokio::spawn(run_saver(Arc::clone(lg), Arc::clone(&save)));
         match lg.load() {
             Ok(Some((revision, entries))) => {
-                if rebuild(&published, &entries, revision, None) {
+                if rebuild(&published, entries, revision, None) {
                     tracing::info!(
                         revision,
                         "serving the last good snapshot from {}",
@@ -293,30 +294,36 @@ pub async fn run_snapshot_watcher(
             }
         };
         backoff = Duration::from_millis(100);
-        // Every entry the snapshot is built from; once a compile succeeds, all but the records
-        // (the snapshot holds those, and `changes` the writes since).
-        let mut mirror: BTreeMap<String, Vec<u8>> = listing
-            .entries
-            .into_iter()
-            .filter(|e| StoreKey::parse(&e.key).feeds_snapshot())
-            .map(|e| (e.key, e.value))
-            .collect();
-        let mut revision = listing.revision;
-        // Changes since the last snapshot this loop compiled. Zones are reused from the served
-        // snapshot only once this loop has compiled it: until then (a first compile that failed
-        // leaves an older snapshot served) every compile is a full one.
-        let mut changes = Changes::default();
-        let mut compiled_here = false;
-        let compiled = |mirror: &mut BTreeMap<String, Vec<u8>>, revision: Revision| {
-            mirror.retain(|k, _| !matches!(StoreKey::parse(k), StoreKey::Record { .. }));
-            if last_good.is_some() {
-                save.put((revision, mirror.clone(), published.load()));
+        // Every entry the snapshot is built from but the records: the snapshot holds those,
+        // and `changes` the writes since. The listed records are read once and dropped.
+        let mut mirror: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut records = Vec::new();
+        for e in listing.entries {
+            match StoreKey::parse(&e.key) {
+                StoreKey::Record { .. } => records.push((e.key, e.value)),
+                key if key.feeds_snapshot() => {
+                    mirror.insert(e.key, e.value);
+                }
+                _ => {}
             }
-        };
-        if rebuild(&published, &mirror, revision, None) {
-            compiled_here = true;
-            compiled(&mut mirror, revision);
         }
+        let mut revision = listing.revision;
+        let entries = mirror
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_slice())))
+            .chain(
+                records
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))),
+            );
+        // A first compile that fails leaves an older snapshot served, and nothing to apply
+        // changes to: the next change reads the store again.
+        let compiled_here = rebuild(&published, entries, revision, None);
+        if compiled_here && last_good.is_some() {
+            save.put((revision, mirror.clone(), published.load()));
+        }
+        // Changes since the last snapshot compiled.
+        let mut changes = Changes::default();
         let mut watch = Arc::clone(&store).watch(revision);
         loop {
             let Some(first) = watch.next().await else {
@@ -336,7 +343,7 @@ pub async fn run_snapshot_watcher(
                             }
                             changed = true;
                             match key {
-                                StoreKey::Record { zone_id, record_id } if compiled_here => {
+                                StoreKey::Record { zone_id, record_id } => {
                                     changes
                                         .records
                                         .entry(zone_id.to_owned())
@@ -345,7 +352,6 @@ pub async fn run_snapshot_watcher(
                                     continue;
                                 }
                                 StoreKey::Zone(id)
-                                | StoreKey::Record { zone_id: id, .. }
                                 | StoreKey::AcmeChallenge { zone_id: id, .. } => {
                                     changes.zones.insert(id.to_owned());
                                 }
@@ -365,19 +371,15 @@ pub async fn run_snapshot_watcher(
                 }
                 next = watch.try_next();
             }
-            if failed {
+            if failed || (changed && !compiled_here) {
                 break;
             }
             if changed {
-                if rebuild(
-                    &published,
-                    &mirror,
-                    revision,
-                    compiled_here.then_some(&changes),
-                ) {
-                    compiled_here = true;
+                if rebuild(&published, &mirror, revision, Some(&changes)) {
                     changes = Changes::default();
-                    compiled(&mut mirror, revision);
+                    if last_good.is_some() {
+                        save.put((revision, mirror.clone(), published.load()));
+                    }
                 }
             } else if published.rejected().is_empty() {
                 // Nothing the snapshot is built from changed: same content, newer revision.

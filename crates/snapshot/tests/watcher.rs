@@ -30,8 +30,8 @@ fn a_record(zone_id: &str, id: &str, name: &str, ip: &str, proxied: bool) -> Dns
         priority: None,
         comment: None,
         tags: vec![],
-        created_on: String::new(),
-        modified_on: String::new(),
+        created_on: "".into(),
+        modified_on: "".into(),
     }
 }
 
