@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use parapet_model::record::Conflict;
 use parapet_model::zonefile::{export_zone_file, parse_zone_file};
 use parapet_model::{DnsRecord, FieldError, ModelError, RecordDraft, RecordType, Zone, ids};
-use parapet_snapshot::{record_key, record_prefix, zone_key};
+use parapet_snapshot::{ZoneSnapshot, record_key, record_prefix, zone_key};
 use parapet_store::{StoreError, Txn};
 use serde_json::{Map, Value, json};
 
@@ -20,14 +20,17 @@ use crate::stored::encode;
 use crate::zones::{Access, authorized_zone, load_zone, unix_now};
 use crate::{ApiError, ApiState, Auth};
 
-/// A zone and its records, being changed in one transaction.
+/// A zone and its records, being changed in one transaction: the records as they were, and
+/// the writes made since, so that a change to a large zone costs what it touches.
 pub struct ZoneWrite {
     pub zone: Zone,
-    pub records: BTreeMap<String, DnsRecord>,
-    /// Record ids by owner name: the zone rules only concern records sharing a name.
-    by_name: HashMap<String, BTreeSet<String>>,
-    changed: Vec<String>,
-    deleted: Vec<String>,
+    /// The records before this change, sorted by name.
+    base: Arc<ZoneSnapshot>,
+    /// Records written (`None`: deleted) by this change, by id.
+    written: BTreeMap<String, Option<DnsRecord>>,
+    /// Ids of the records in `written` by owner name: the zone rules only concern records
+    /// sharing a name.
+    written_by_name: HashMap<String, BTreeSet<String>>,
     now: String,
 }
 
@@ -36,58 +39,70 @@ fn conflict(c: Conflict) -> ApiError {
 }
 
 impl ZoneWrite {
-    fn new(zone: Zone, records: Vec<DnsRecord>, now: String) -> Self {
-        let mut by_name: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for r in &records {
-            by_name
-                .entry(r.name.clone())
-                .or_default()
-                .insert(r.id.clone());
-        }
+    fn new(zone: Zone, base: Arc<ZoneSnapshot>, now: String) -> Self {
         Self {
             zone,
-            records: records.into_iter().map(|r| (r.id.clone(), r)).collect(),
-            by_name,
-            changed: Vec::new(),
-            deleted: Vec::new(),
+            base,
+            written: BTreeMap::new(),
+            written_by_name: HashMap::new(),
             now,
         }
+    }
+
+    /// The record `id` as this change leaves it.
+    pub fn get(&self, id: &str) -> Option<&DnsRecord> {
+        match self.written.get(id) {
+            Some(written) => written.as_ref(),
+            None => self
+                .base
+                .records
+                .iter()
+                .find(|r| r.id == id)
+                .map(Arc::as_ref),
+        }
+    }
+
+    /// The records at `name` as this change leaves them.
+    fn at_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DnsRecord> {
+        let kept = self
+            .base
+            .records_at(name)
+            .filter(|r| !self.written.contains_key(&r.id));
+        let written = self
+            .written_by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.written.get(id)?.as_ref());
+        kept.chain(written)
     }
 
     /// Checks `draft` against the records at its name, except record `except`.
     fn check(&self, draft: &RecordDraft, except: Option<&str>) -> Result<(), ApiError> {
         let others = self
-            .by_name
-            .get(&draft.name)
-            .into_iter()
-            .flatten()
-            .filter(|id| Some(id.as_str()) != except)
-            .filter_map(|id| self.records.get(id));
+            .at_name(&draft.name)
+            .filter(|r| Some(r.id.as_str()) != except);
         draft.check_against(others).map_err(conflict)
     }
 
-    fn index(&mut self, record: &DnsRecord) {
-        self.by_name
-            .entry(record.name.clone())
-            .or_default()
-            .insert(record.id.clone());
-    }
-
-    fn unindex(&mut self, record: &DnsRecord) {
-        if let Some(ids) = self.by_name.get_mut(&record.name) {
-            ids.remove(&record.id);
+    fn write(&mut self, id: &str, record: Option<DnsRecord>) {
+        if let Some(Some(previous)) = self.written.get(id)
+            && let Some(ids) = self.written_by_name.get_mut(&previous.name)
+        {
+            ids.remove(id);
         }
+        if let Some(r) = &record {
+            self.written_by_name
+                .entry(r.name.clone())
+                .or_default()
+                .insert(id.to_owned());
+        }
+        self.written.insert(id.to_owned(), record);
     }
 
     /// The rules `draft` would break as a new record, if any (for imports that skip duplicates).
     pub fn conflict_of(&self, draft: &RecordDraft) -> Option<Conflict> {
-        let others = self
-            .by_name
-            .get(&draft.name)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.records.get(id));
-        draft.check_against(others).err()
+        draft.check_against(self.at_name(&draft.name)).err()
     }
 
     pub fn create(&mut self, draft: RecordDraft) -> Result<DnsRecord, ApiError> {
@@ -95,47 +110,54 @@ impl ZoneWrite {
         let id = ids::new_id();
         let record = draft.into_record(
             id.clone(),
-            self.zone.id.clone(),
-            self.now.clone(),
-            self.now.clone(),
+            self.zone.id.as_str(),
+            self.now.as_str(),
+            self.now.as_str(),
         );
-        self.index(&record);
-        self.records.insert(id.clone(), record.clone());
-        self.changed.push(id);
+        self.write(&id, Some(record.clone()));
         Ok(record)
     }
 
     pub fn replace(&mut self, id: &str, draft: RecordDraft) -> Result<DnsRecord, ApiError> {
-        let existing = self
-            .records
-            .get(id)
-            .ok_or_else(ApiError::record_not_found)?;
-        let created_on = existing.created_on.clone();
-        let previous = existing.clone();
+        let existing = self.get(id).ok_or_else(ApiError::record_not_found)?;
+        let created_on = Arc::clone(&existing.created_on);
         self.check(&draft, Some(id))?;
         let record = draft.into_record(
             id.to_owned(),
-            self.zone.id.clone(),
+            self.zone.id.as_str(),
             created_on,
-            self.now.clone(),
+            self.now.as_str(),
         );
-        self.unindex(&previous);
-        self.index(&record);
-        self.records.insert(id.to_owned(), record.clone());
-        self.changed.push(id.to_owned());
+        self.write(id, Some(record.clone()));
         Ok(record)
     }
 
     pub fn delete(&mut self, id: &str) -> Result<DnsRecord, ApiError> {
-        let record = self
-            .records
-            .remove(id)
-            .ok_or_else(ApiError::record_not_found)?;
-        self.unindex(&record);
-        self.changed.retain(|c| c != id);
-        self.deleted.push(id.to_owned());
+        let record = self.get(id).ok_or_else(ApiError::record_not_found)?.clone();
+        self.write(id, None);
         Ok(record)
     }
+}
+
+/// How long a write waits for the served snapshot to catch up with the zone it changes.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The zone's records from the served snapshot, if it holds them as they are at `zone_rev`.
+/// Every record write also writes the zone, so a snapshot at `zone_rev` or later that holds
+/// this very zone holds its current records; reading them there spares reading the whole zone
+/// from the store.
+async fn served_zone(state: &ApiState, zone: &Zone, zone_rev: u64) -> Option<Arc<ZoneSnapshot>> {
+    let published = &state.published;
+    // Not followed: nothing is compiled on this node. Rejected: the snapshot is not catching up.
+    if !published.followed() || !published.rejected().is_empty() {
+        return None;
+    }
+    tokio::time::timeout(SNAPSHOT_WAIT, published.wait_for(zone_rev))
+        .await
+        .ok()?;
+    let snapshot = published.load();
+    let served = snapshot.zones.get(&zone.name)?;
+    (served.zone == *zone).then(|| Arc::clone(served))
 }
 
 /// Runs `change` on the zone's current records and commits the result with the zone's serial
@@ -147,10 +169,25 @@ pub async fn mutate_zone<T>(
 ) -> Result<(T, Zone), ApiError> {
     for _ in 0..16 {
         let (zone, zone_rev) = load_zone(state, zone_id).await?;
-        let records = load_records(state, zone_id).await?;
-        let mut write = ZoneWrite::new(zone, records, now_timestamp());
+        let base = match served_zone(state, &zone, zone_rev).await {
+            Some(served) => served,
+            None => {
+                let mut records: Vec<Arc<DnsRecord>> = load_records(state, zone_id)
+                    .await?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect();
+                records.sort_by(|a, b| a.name.cmp(&b.name));
+                Arc::new(ZoneSnapshot {
+                    zone: zone.clone(),
+                    records,
+                    challenges: Vec::new(),
+                })
+            }
+        };
+        let mut write = ZoneWrite::new(zone, base, now_timestamp());
         let out = change(&mut write)?;
-        if write.changed.is_empty() && write.deleted.is_empty() {
+        if write.written.is_empty() {
             return Ok((out, write.zone));
         }
         write.zone.serial = write.zone.next_serial(unix_now());
@@ -158,13 +195,11 @@ pub async fn mutate_zone<T>(
         let mut txn = Txn::new()
             .expect(zone_key(zone_id), zone_rev)
             .put(zone_key(zone_id), encode(&write.zone)?);
-        for id in &write.changed {
-            if let Some(r) = write.records.get(id) {
-                txn = txn.put(record_key(zone_id, id), encode(r)?);
-            }
-        }
-        for id in &write.deleted {
-            txn = txn.delete(record_key(zone_id, id));
+        for (id, record) in &write.written {
+            txn = match record {
+                Some(r) => txn.put(record_key(zone_id, id), encode(r)?),
+                None => txn.delete(record_key(zone_id, id)),
+            };
         }
         match state.store.commit(txn).await {
             Ok(_) => return Ok((out, write.zone)),
@@ -348,10 +383,7 @@ pub async fn patch(
     authorized_zone(&state, &auth, &zone_id, Access::EditDns).await?;
     let body = parse_body(&body)?;
     let (record, zone) = mutate_zone(&state, &zone_id, |w| {
-        let current = w
-            .records
-            .get(&record_id)
-            .ok_or_else(ApiError::record_not_found)?;
+        let current = w.get(&record_id).ok_or_else(ApiError::record_not_found)?;
         let d = draft(&w.zone, &merged(current, &body)?)?;
         w.replace(&record_id, d)
     })
@@ -430,7 +462,6 @@ pub async fn batch(
             let place = format!("patches[{i}]");
             let id = item_id(item, &place)?;
             let current = w
-                .records
                 .get(&id)
                 .ok_or_else(ApiError::record_not_found)
                 .map_err(at(place.clone()))?;

@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use parapet_activation::{ActivationMode, Activator};
 use parapet_api::{ApiConfig, ApiState, router};
-use parapet_snapshot::Published;
+use parapet_snapshot::{Published, run_snapshot_watcher};
 use parapet_store::{MemoryStore, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -20,8 +20,26 @@ struct Api {
 }
 
 impl Api {
+    /// The API as `parapet serve` runs it: record writes read the zone from the served snapshot.
     fn new() -> Self {
+        Self::build(true)
+    }
+
+    /// With no snapshot served: record writes read the zone from the store.
+    fn without_snapshots() -> Self {
+        Self::build(false)
+    }
+
+    fn build(snapshots: bool) -> Self {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let published = Arc::new(Published::new());
+        if snapshots {
+            tokio::spawn(run_snapshot_watcher(
+                Arc::clone(&store),
+                Arc::clone(&published),
+                None,
+            ));
+        }
         let state = Arc::new(ApiState {
             activator: Arc::new(Activator::new(
                 Arc::clone(&store),
@@ -36,7 +54,7 @@ impl Api {
                 env_token: Some(ADMIN.into()),
                 setting_defaults: [("proxy_read_timeout", serde_json::json!(100))].into(),
             },
-            published: Arc::new(Published::new()),
+            published,
             metrics: Vec::new(),
             purge: None,
             origin_ca: None,
@@ -363,7 +381,15 @@ async fn malformed_bodies_are_400_never_500() {
 
 #[tokio::test]
 async fn record_rules_use_cloudflare_codes() {
-    let api = Api::new();
+    record_checks(Api::new()).await;
+}
+
+#[tokio::test]
+async fn record_rules_use_cloudflare_codes_without_a_served_snapshot() {
+    record_checks(Api::without_snapshots()).await;
+}
+
+async fn record_checks(api: Api) {
     let zone = api.zone("example.com").await;
     let path = format!("/zones/{zone}/dns_records");
     let a = api
@@ -573,7 +599,15 @@ async fn record_list_filters_orders_and_pages() {
 
 #[tokio::test]
 async fn patch_merges_and_put_replaces() {
-    let api = Api::new();
+    patch_checks(Api::new()).await;
+}
+
+#[tokio::test]
+async fn patch_merges_and_put_replaces_without_a_served_snapshot() {
+    patch_checks(Api::without_snapshots()).await;
+}
+
+async fn patch_checks(api: Api) {
     let zone = api.zone("example.com").await;
     let r = api.record(&zone, json!({"type": "A", "name": "www", "content": "192.0.2.1", "ttl": 300, "comment": "web"})).await;
     let id = r["id"].as_str().expect("id");
@@ -646,7 +680,15 @@ async fn every_change_increases_the_zone_serial() {
 
 #[tokio::test]
 async fn batch_is_all_or_nothing() {
-    let api = Api::new();
+    batch_checks(Api::new()).await;
+}
+
+#[tokio::test]
+async fn batch_is_all_or_nothing_without_a_served_snapshot() {
+    batch_checks(Api::without_snapshots()).await;
+}
+
+async fn batch_checks(api: Api) {
     let zone = api.zone("example.com").await;
     let keep = api
         .record(

@@ -43,6 +43,8 @@ pub struct Published {
     current: ArcSwap<Snapshot>,
     rejected: ArcSwap<Vec<CompileError>>,
     revision_tx: watch::Sender<Revision>,
+    /// A snapshot watcher keeps this in step with a store.
+    followed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Published {
@@ -51,6 +53,7 @@ impl Default for Published {
             current: ArcSwap::from_pointee(Snapshot::default()),
             rejected: ArcSwap::from_pointee(Vec::new()),
             revision_tx: watch::channel(0).0,
+            followed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -79,6 +82,17 @@ impl Published {
 
     pub fn reject(&self, errors: Vec<CompileError>) {
         self.rejected.store(Arc::new(errors));
+    }
+
+    /// Whether a snapshot watcher follows the store here (the served snapshot catches up with
+    /// every change that compiles).
+    pub fn followed(&self) -> bool {
+        self.followed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_followed(&self) {
+        self.followed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits until a snapshot at `revision` or later is served.

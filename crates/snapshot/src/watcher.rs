@@ -259,11 +259,17 @@ async fn run_saver(last_good: Arc<LastGood>, pending: Arc<PendingSave>) {
 /// Follows the store forever: publishes a snapshot for every change that compiles, and keeps
 /// serving the previous one when a change does not. Starts from `last_good` if there is one,
 /// so a node serves before its store answers. Returns only when the store's watch ends.
-pub async fn run_snapshot_watcher(
+/// `published` counts as followed from the call on.
+pub fn run_snapshot_watcher(
     store: Arc<dyn Store>,
     published: Arc<Published>,
     last_good: Option<LastGood>,
-) {
+) -> impl Future<Output = ()> + Send {
+    published.set_followed();
+    follow(store, published, last_good)
+}
+
+async fn follow(store: Arc<dyn Store>, published: Arc<Published>, last_good: Option<LastGood>) {
     let last_good = last_good.map(Arc::new);
     let save = Arc::new(PendingSave::default());
     if let Some(lg) = &last_good {
