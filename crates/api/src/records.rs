@@ -31,8 +31,14 @@ pub struct ZoneWrite {
     /// Ids of the records in `written` by owner name: the zone rules only concern records
     /// sharing a name.
     written_by_name: HashMap<String, BTreeSet<String>>,
+    /// Positions in `base` by record id, made once a change looks up more than a few records.
+    by_id: std::sync::OnceLock<HashMap<String, usize>>,
+    lookups: std::sync::atomic::AtomicUsize,
     now: String,
 }
+
+/// Lookups by id a change makes by scanning before it indexes the zone's records.
+const SCANS: usize = 8;
 
 fn conflict(c: Conflict) -> ApiError {
     ApiError::bad(c.code, c.message)
@@ -45,28 +51,39 @@ impl ZoneWrite {
             base,
             written: BTreeMap::new(),
             written_by_name: HashMap::new(),
+            by_id: std::sync::OnceLock::new(),
+            lookups: std::sync::atomic::AtomicUsize::new(0),
             now,
         }
     }
 
     /// The record `id` as this change leaves it.
     pub fn get(&self, id: &str) -> Option<&DnsRecord> {
-        match self.written.get(id) {
-            Some(written) => written.as_ref(),
-            None => self
-                .base
-                .records
-                .iter()
-                .find(|r| r.id == id)
-                .map(Arc::as_ref),
+        if let Some(written) = self.written.get(id) {
+            return written.as_ref();
         }
+        let records = &self.base.records;
+        let scanned = self
+            .lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if scanned < SCANS && self.by_id.get().is_none() {
+            return records.iter().find(|r| r.id == id).map(Arc::as_ref);
+        }
+        let by_id = self.by_id.get_or_init(|| {
+            records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.clone(), i))
+                .collect()
+        });
+        by_id.get(id).map(|&i| records[i].as_ref())
     }
 
     /// The records at `name` as this change leaves them.
     fn at_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DnsRecord> {
         let kept = self
             .base
-            .records_at(name)
+            .stored_at(name)
             .filter(|r| !self.written.contains_key(&r.id));
         let written = self
             .written_by_name

@@ -17,6 +17,8 @@ const ADMIN: &str = "admin-secret-token";
 
 struct Api {
     app: axum::Router,
+    store: Arc<dyn Store>,
+    published: Arc<Published>,
 }
 
 impl Api {
@@ -46,7 +48,7 @@ impl Api {
                 ActivationMode::Auto,
                 Duration::from_secs(60),
             )),
-            store,
+            store: Arc::clone(&store),
             config: ApiConfig {
                 nameservers: vec!["ns1.parapet.test".into(), "ns2.parapet.test".into()],
                 account_id: "0123456789abcdef0123456789abcdef".into(),
@@ -54,12 +56,16 @@ impl Api {
                 env_token: Some(ADMIN.into()),
                 setting_defaults: [("proxy_read_timeout", serde_json::json!(100))].into(),
             },
-            published,
+            published: Arc::clone(&published),
             metrics: Vec::new(),
             purge: None,
             origin_ca: None,
         });
-        Self { app: router(state) }
+        Self {
+            app: router(state),
+            store,
+            published,
+        }
     }
 
     async fn raw(
@@ -869,4 +875,45 @@ async fn unknown_routes_and_methods_answer_in_the_envelope() {
     );
     let (s, v) = api.call("GET", "/zones/not-an-id", None).await;
     assert_eq!((s, codes(&v)), (StatusCode::NOT_FOUND, vec![7003]));
+}
+
+#[tokio::test]
+async fn acme_challenge_answers_never_block_the_owners_records() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    api.record(
+        &zone,
+        json!({"type": "A", "name": "www", "content": "192.0.2.1"}),
+    )
+    .await;
+    // Parapet's own challenge answer at _acme-challenge.www, as its ACME client writes it.
+    let id = "0123456789abcdef0123456789abcdef";
+    let challenge = parapet_model::RecordDraft::from_json(
+        "example.com",
+        &json!({"type": "TXT", "name": "_acme-challenge.www", "content": "\"token\""}),
+    )
+    .expect("draft")
+    .into_record(id.to_owned(), zone.as_str(), "", "");
+    let rev = api
+        .store
+        .commit(parapet_store::Txn::new().put(
+            parapet_snapshot::acme_challenge_key(&zone, id),
+            serde_json::to_vec(&challenge).expect("json"),
+        ))
+        .await
+        .expect("commit");
+    api.published.wait_for(rev).await;
+    assert_eq!(
+        api.published.load().zones["example.com"].challenges.len(),
+        1,
+        "the challenge answer is served"
+    );
+    // The owner's CNAME there is accepted: the challenge answer is not one of the zone's records.
+    let cname = api
+        .record(
+            &zone,
+            json!({"type": "CNAME", "name": "_acme-challenge.www", "content": "acme.example.net"}),
+        )
+        .await;
+    assert_eq!(cname["type"], "CNAME");
 }

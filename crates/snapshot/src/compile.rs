@@ -53,12 +53,17 @@ impl ZoneSnapshot {
 
     /// The records served at `name` (lowercase, no trailing dot).
     pub fn records_at<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DnsRecord> {
+        self.stored_at(name)
+            .chain(self.challenges.iter().filter(move |r| r.name == name))
+    }
+
+    /// The stored records at `name`, without ACME challenge answers.
+    pub fn stored_at<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DnsRecord> {
         let start = self.records.partition_point(|r| r.name.as_str() < name);
         self.records[start..]
             .iter()
             .map(Arc::as_ref)
             .take_while(move |r| r.name == name)
-            .chain(self.challenges.iter().filter(move |r| r.name == name))
     }
 }
 

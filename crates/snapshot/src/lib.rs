@@ -90,9 +90,9 @@ impl Published {
         self.followed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub(crate) fn set_followed(&self) {
+    pub(crate) fn set_followed(&self, followed: bool) {
         self.followed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+            .store(followed, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits until a snapshot at `revision` or later is served.

@@ -66,7 +66,12 @@ impl LastGood {
         entries: &Entries,
         records: Option<&Snapshot>,
     ) -> Result<(), SnapshotError> {
-        let tmp = self.path.with_extension("tmp");
+        // Unique: the background saver and a handover's save may write at once.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .path
+            .with_extension(format!("tmp.{}.{n}", std::process::id()));
         let file = std::fs::File::create(&tmp).map_err(|e| self.error(e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut first = true;
@@ -103,7 +108,10 @@ impl LastGood {
             out.into_inner()
                 .map_err(std::io::IntoInnerError::into_error)
         })();
-        let f = written.map_err(|e| self.error(e))?;
+        let f = written.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            self.error(e)
+        })?;
         f.sync_all().map_err(|e| self.error(e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| self.error(e))?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -265,8 +273,11 @@ pub fn run_snapshot_watcher(
     published: Arc<Published>,
     last_good: Option<LastGood>,
 ) -> impl Future<Output = ()> + Send {
-    published.set_followed();
-    follow(store, published, last_good)
+    published.set_followed(true);
+    async move {
+        follow(store, Arc::clone(&published), last_good).await;
+        published.set_followed(false);
+    }
 }
 
 async fn follow(store: Arc<dyn Store>, published: Arc<Published>, last_good: Option<LastGood>) {

@@ -510,3 +510,164 @@ fn acme_challenge_records_that_do_not_fit_are_left_out_not_fatal() {
         "the CNAME stays, the TXT beside it is left out, the other TXT is served"
     );
 }
+
+/// What a snapshot serves, in a form two snapshots can be compared by.
+fn served(s: &parapet_snapshot::Snapshot) -> String {
+    let mut out = String::new();
+    for (name, z) in &s.zones {
+        out.push_str(&format!(
+            "zone {name} {} paused={}\n",
+            z.zone.id, z.zone.paused
+        ));
+        let mut records: Vec<String> = z
+            .all_records()
+            .map(|r| {
+                format!(
+                    "  {} {} {} {} {}\n",
+                    r.id, r.name, r.kind, r.content, r.proxied
+                )
+            })
+            .collect();
+        records.sort();
+        out.extend(records);
+    }
+    let mut hosts: Vec<String> = s
+        .proxied_hosts
+        .iter()
+        .map(|(host, h)| {
+            let mut origins = h.origins.clone();
+            origins.sort();
+            format!("host {host} {} {} {origins:?}\n", h.zone_id, h.active)
+        })
+        .collect();
+    hosts.sort();
+    out.extend(hosts);
+    out
+}
+
+#[tokio::test]
+async fn random_changes_serve_what_a_full_compile_of_the_store_gives() {
+    let store = Arc::new(MemoryStore::new());
+    let published = Arc::new(Published::new());
+    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    // A fixed-seed generator: the same run every time.
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut zones = Txn::new();
+    for z in 0..3 {
+        zones = zones.put(
+            zone_key(&format!("z{z}")),
+            json(&zone(&format!("z{z}"), &format!("z{z}.example"))),
+        );
+    }
+    store.commit(zones).await.expect("commit");
+    let (mut good, mut bad) = (0, 0);
+    // Keys of the last rejected state's errors: half the time, the next change repairs them.
+    let mut broken: Vec<String> = Vec::new();
+    for _ in 0..300 {
+        let mut txn = Txn::new();
+        if next(2) == 0 {
+            for key in broken.drain(..) {
+                txn = match key.strip_prefix("records/").and_then(|k| k.split_once('/')) {
+                    Some((zone_id, "")) => {
+                        let name = format!("{zone_id}.example");
+                        txn.put(zone_key(zone_id), json(&zone(zone_id, &name)))
+                    }
+                    _ => txn.delete(key),
+                };
+            }
+        }
+        for _ in 0..=next(3) {
+            let z = next(3);
+            let (zone_id, zone_name) = (format!("z{z}"), format!("z{z}.example"));
+            let id = format!("r{}", next(12));
+            txn = match next(10) {
+                0..=4 => {
+                    let name = ["www", "api", "a.b", "*.w", "mail"][next(5) as usize];
+                    let mut r = a_record(
+                        &zone_id,
+                        &id,
+                        &format!("{name}.{zone_name}"),
+                        &format!("192.0.2.{}", next(4)),
+                        next(2) == 0,
+                    );
+                    match next(4) {
+                        0 => {
+                            r.kind = parapet_model::RecordType::CNAME;
+                            r.content = format!("t{}.example.net", next(3));
+                        }
+                        1 => {
+                            r.kind = parapet_model::RecordType::AAAA;
+                            r.content = format!("2001:db8::{}", next(4));
+                        }
+                        _ => {}
+                    }
+                    txn.put(record_key(&zone_id, &id), json(&r))
+                }
+                5..=6 => txn.delete(record_key(&zone_id, &id)),
+                7 => {
+                    let mut zone = zone(&zone_id, &zone_name);
+                    zone.paused = next(2) == 0;
+                    txn.put(zone_key(&zone_id), json(&zone))
+                }
+                8 if next(4) == 0 => txn.delete(zone_key(&zone_id)),
+                _ => {
+                    let mut c = a_record(
+                        &zone_id,
+                        &id,
+                        &format!("_acme-challenge.www.{zone_name}"),
+                        "",
+                        false,
+                    );
+                    c.kind = parapet_model::RecordType::TXT;
+                    c.content = "\"token\"".into();
+                    let key = parapet_snapshot::acme_challenge_key(&zone_id, &id);
+                    if next(2) == 0 {
+                        txn.put(key, json(&c))
+                    } else {
+                        txn.delete(key)
+                    }
+                }
+            };
+        }
+        let rev = store.commit(txn).await.expect("commit");
+        let listing = store.list("").await.expect("list");
+        let full = parapet_snapshot::compile_snapshot(
+            listing
+                .entries
+                .iter()
+                .map(|e| (e.key.as_str(), e.value.as_slice())),
+            rev,
+        );
+        match full {
+            Ok(full) => {
+                good += 1;
+                wait(&published, rev).await;
+                assert!(published.rejected().is_empty());
+                assert_eq!(
+                    served(&published.load()),
+                    served(&full),
+                    "at revision {rev}"
+                );
+            }
+            Err(errors) => {
+                bad += 1;
+                broken = errors.iter().map(|e| e.key.clone()).collect();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while published.rejected().as_slice() != errors.as_slice() {
+                    assert!(Instant::now() < deadline, "at revision {rev}: {errors:?}");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+    assert!(
+        good > 50 && bad > 50,
+        "both kinds of state are met: {good} good, {bad} bad"
+    );
+}
