@@ -23,6 +23,8 @@ pub type IndexHandle = Arc<ArcSwap<DnsIndex>>;
 
 /// Queries received (and answers sent) per system call on a UDP socket.
 const UDP_BATCH: usize = 32;
+/// Empty non-blocking receives after a batch before a receive blocks again.
+const UDP_POLLS: u32 = 64;
 /// Largest UDP query read; longer ones are cut and answered FORMERR or dropped.
 const UDP_QUERY_MAX: usize = 4096;
 /// Idle TCP connections are closed after this long (RFC 7766 recommends seconds, not minutes).
@@ -271,6 +273,10 @@ impl DnsServer {
         let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
         let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
         let mut received: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
+        // Empty polls left before the next receive blocks: while queries keep coming, the
+        // thread polls (yielding the core between polls) instead of sleeping and being woken
+        // for each batch.
+        let mut polls = 0u32;
         loop {
             received.clear();
             {
@@ -278,13 +284,12 @@ impl DnsServer {
                     .iter_mut()
                     .map(|b| [IoSliceMut::new(&mut b[..])])
                     .collect();
-                match recvmmsg(
-                    fd,
-                    &mut recv_headers,
-                    iovs.iter_mut(),
-                    MsgFlags::MSG_WAITFORONE,
-                    None,
-                ) {
+                let flags = if polls > 0 {
+                    MsgFlags::MSG_DONTWAIT
+                } else {
+                    MsgFlags::MSG_WAITFORONE
+                };
+                match recvmmsg(fd, &mut recv_headers, iovs.iter_mut(), flags, None) {
                     Ok(messages) => {
                         for m in messages {
                             if let Some(addr) = m.address {
@@ -292,12 +297,19 @@ impl DnsServer {
                             }
                         }
                     }
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        polls -= 1;
+                        std::thread::yield_now();
+                        continue;
+                    }
                     Err(e) => {
                         tracing::debug!("DNS UDP receive: {e}");
+                        polls = polls.saturating_sub(1);
                         continue;
                     }
                 }
             }
+            polls = if received.is_empty() { 0 } else { UDP_POLLS };
             let index = self.index.load();
             let mut responses: Vec<Vec<u8>> = Vec::with_capacity(received.len());
             let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(received.len());
