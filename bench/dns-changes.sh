@@ -17,7 +17,7 @@ PY
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/parapet}
 W=$(mktemp -d /tmp/multitest.XXXX)
-PARAPET_API_TOKEN=tok PARAPET_LOG=warn "$BIN" serve --data-dir "$W/d" --api-listen 127.0.0.1:18380 --dns-listen 127.0.0.1:18353 --activation auto > "$W/out" 2> "$W/err" &
+PARAPET_API_TOKEN=tok PARAPET_LOG=warn "$BIN" serve --data-dir "$W/d" --api-listen 127.0.0.1:18380 --dns-listen 127.0.0.1:18353 --activation auto --dns-rrl-rate 0 > "$W/out" 2> "$W/err" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$W" "$ZONES"' EXIT
 sleep 1

@@ -105,16 +105,41 @@ pub async fn follow_snapshots(
         let snapshot = published.load();
         if last != Some(snapshot.revision) || external_changed {
             let previous = index.load();
-            let (built, warnings) =
-                DnsIndex::build(&snapshot, &edge, Some(&flattener), Some(&previous));
-            for w in warnings {
-                tracing::warn!("DNS index: {w}");
-            }
-            let built = Arc::new(built);
-            let old = index.swap(Arc::clone(&built));
-            journal.record(&old, &built);
-            notify_changes(&old, &built);
+            let started = std::time::Instant::now();
+            // A large zone takes a while to index: off the runtime's threads.
+            let (edge_now, flattener_now, snapshot_now) =
+                (edge.clone(), Arc::clone(&flattener), Arc::clone(&snapshot));
+            let built = tokio::task::spawn_blocking(move || {
+                DnsIndex::build(
+                    &snapshot_now,
+                    &edge_now,
+                    Some(&flattener_now),
+                    Some(&previous),
+                )
+            })
+            .await;
             last = Some(snapshot.revision);
+            match built {
+                Ok((built, warnings)) => {
+                    for w in warnings {
+                        tracing::warn!("DNS index: {w}");
+                    }
+                    tracing::debug!(
+                        revision = snapshot.revision,
+                        millis = started.elapsed().as_millis() as u64,
+                        "DNS index built"
+                    );
+                    let built = Arc::new(built);
+                    let old = index.swap(Arc::clone(&built));
+                    journal.record(&old, &built);
+                    notify_changes(&old, &built);
+                    // The old index (and its share of the old snapshot) is freed off the
+                    // runtime too.
+                    tokio::task::spawn_blocking(move || drop(old));
+                }
+                // The index served stays.
+                Err(e) => tracing::error!("DNS index build failed: {e}"),
+            }
         }
         // A new snapshot, or an apex CNAME target that now resolves differently.
         tokio::select! {

@@ -352,6 +352,11 @@ async fn follow(store: Arc<dyn Store>, published: Arc<Published>, last_good: Opt
             while let Some(item) = next {
                 match item {
                     Ok(batch) => {
+                        tracing::debug!(
+                            revision = batch.revision,
+                            events = batch.events.len(),
+                            "store change received"
+                        );
                         revision = batch.revision;
                         for event in batch.events {
                             let key = StoreKey::parse(&event.key);
