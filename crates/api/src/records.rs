@@ -1,6 +1,6 @@
 //! `/zones/{id}/dns_records`: list, create, get, replace, patch, delete, batch, import, export.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -30,11 +30,13 @@ pub struct ZoneWrite {
     written: BTreeMap<String, Option<DnsRecord>>,
     /// Ids of the records in `written` by owner name: the zone rules only concern records
     /// sharing a name.
-    written_by_name: HashMap<String, BTreeSet<String>>,
+    written_by_name: HashMap<String, Vec<String>>,
     /// Positions in `base` by record id, made once a change looks up more than a few records.
     by_id: std::sync::OnceLock<HashMap<String, usize>>,
     lookups: std::sync::atomic::AtomicUsize,
-    now: String,
+    /// The zone id and the time of the change, shared by every record written.
+    zone_id: Arc<str>,
+    now: Arc<str>,
 }
 
 /// Lookups by id a change makes by scanning before it indexes the zone's records.
@@ -47,13 +49,14 @@ fn conflict(c: Conflict) -> ApiError {
 impl ZoneWrite {
     fn new(zone: Zone, base: Arc<ZoneSnapshot>, now: String) -> Self {
         Self {
+            zone_id: zone.id.as_str().into(),
+            now: now.into(),
             zone,
             base,
             written: BTreeMap::new(),
             written_by_name: HashMap::new(),
             by_id: std::sync::OnceLock::new(),
             lookups: std::sync::atomic::AtomicUsize::new(0),
-            now,
         }
     }
 
@@ -106,13 +109,13 @@ impl ZoneWrite {
         if let Some(Some(previous)) = self.written.get(id)
             && let Some(ids) = self.written_by_name.get_mut(&previous.name)
         {
-            ids.remove(id);
+            ids.retain(|i| i != id);
         }
         if let Some(r) = &record {
             self.written_by_name
                 .entry(r.name.clone())
                 .or_default()
-                .insert(id.to_owned());
+                .push(id.to_owned());
         }
         self.written.insert(id.to_owned(), record);
     }
@@ -127,9 +130,9 @@ impl ZoneWrite {
         let id = ids::new_id();
         let record = draft.into_record(
             id.clone(),
-            self.zone.id.as_str(),
-            self.now.as_str(),
-            self.now.as_str(),
+            Arc::clone(&self.zone_id),
+            Arc::clone(&self.now),
+            Arc::clone(&self.now),
         );
         self.write(&id, Some(record.clone()));
         Ok(record)
@@ -141,9 +144,9 @@ impl ZoneWrite {
         self.check(&draft, Some(id))?;
         let record = draft.into_record(
             id.to_owned(),
-            self.zone.id.as_str(),
+            Arc::clone(&self.zone_id),
             created_on,
-            self.now.as_str(),
+            Arc::clone(&self.now),
         );
         self.write(id, Some(record.clone()));
         Ok(record)
@@ -208,14 +211,15 @@ pub async fn mutate_zone<T>(
             return Ok((out, write.zone));
         }
         write.zone.serial = write.zone.next_serial(unix_now());
-        write.zone.modified_on = write.now.clone();
+        write.zone.modified_on = write.now.to_string();
         let mut txn = Txn::new()
             .expect(zone_key(zone_id), zone_rev)
             .put(zone_key(zone_id), encode(&write.zone)?);
-        for (id, record) in &write.written {
+        // Each record is dropped once encoded: a large import is not held twice.
+        for (id, record) in std::mem::take(&mut write.written) {
             txn = match record {
-                Some(r) => txn.put(record_key(zone_id, id), encode(r)?),
-                None => txn.delete(record_key(zone_id, id)),
+                Some(r) => txn.put(record_key(zone_id, &id), encode(&r)?),
+                None => txn.delete(record_key(zone_id, &id)),
             };
         }
         match state.store.commit(txn).await {
@@ -571,6 +575,7 @@ pub async fn import(
         ));
     };
     let parsed = parse_zone_file(&text, &zone.name, proxied).map_err(|e| zone_file_errors(&e))?;
+    drop(text);
     let total = parsed.records.len();
     let (added, _) = mutate_zone(&state, &zone_id, |w| {
         let mut added = 0usize;
