@@ -9,7 +9,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, PTR, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 use parapet_model::zonefile::soa_rdata;
-use parapet_model::{DnsRecord, RecordType as Kind, ZoneStatus};
+use parapet_model::{DnsRecord, RecordType as Kind, Zone, ZoneStatus};
 use parapet_snapshot::{Snapshot, ZoneSnapshot};
 
 use crate::wire;
@@ -86,6 +86,85 @@ impl Node {
     }
 }
 
+/// A zone's owner names: as built, and the names changed since. A change to a large zone
+/// builds only the names it touches, and shares the rest with the index before it.
+#[derive(Debug, Default)]
+pub struct Nodes {
+    base: Arc<HashMap<String, Node>>,
+    /// Names built again since `base`: `None` for a name that no longer exists.
+    changed: HashMap<String, Option<Node>>,
+}
+
+impl Nodes {
+    fn new(nodes: HashMap<String, Node>) -> Self {
+        Self {
+            base: Arc::new(nodes),
+            changed: HashMap::new(),
+        }
+    }
+
+    pub fn get_key_value(&self, name: &str) -> Option<(&String, &Node)> {
+        if !self.changed.is_empty()
+            && let Some((key, node)) = self.changed.get_key_value(name)
+        {
+            return node.as_ref().map(|n| (key, n));
+        }
+        self.base.get_key_value(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Node> {
+        self.get_key_value(name).map(|(_, n)| n)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Every owner name.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        let kept = self
+            .base
+            .keys()
+            .filter(|k| !self.changed.contains_key(k.as_str()));
+        let changed = self
+            .changed
+            .iter()
+            .filter(|(_, n)| n.is_some())
+            .map(|(k, _)| k);
+        kept.chain(changed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys().count()
+    }
+
+    /// Names built again since the zone was last built whole.
+    pub fn changed_len(&self) -> usize {
+        self.changed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys().next().is_none()
+    }
+
+    /// A node of an index being built (not shared yet).
+    fn get_mut(&mut self, name: &str) -> Option<&mut Node> {
+        if let Some(node) = self.changed.get_mut(name) {
+            return node.as_mut();
+        }
+        Arc::get_mut(&mut self.base)?.get_mut(name)
+    }
+}
+
+impl std::ops::Index<&String> for Nodes {
+    type Output = Node;
+
+    fn index(&self, name: &String) -> &Node {
+        static EMPTY: Node = Node { rrsets: Vec::new() };
+        self.get(name).unwrap_or(&EMPTY)
+    }
+}
+
 /// One zone ready to answer from.
 #[derive(Debug)]
 pub struct ZoneIndex {
@@ -93,7 +172,7 @@ pub struct ZoneIndex {
     pub origin: String,
     pub origin_name: Name,
     /// By lowercase owner name without the trailing dot.
-    pub nodes: HashMap<String, Node>,
+    pub nodes: Nodes,
     /// TTL of negative answers: min(SOA TTL, SOA minimum).
     pub negative_ttl: u32,
     /// The zone's SOA serial.
@@ -166,7 +245,11 @@ impl DnsIndex {
                 reused.insert(z.zone.name.clone(), Arc::clone(old));
                 continue;
             }
-            let mut zone = build_zone(z, edge, &mut warnings);
+            let old = previous.and_then(|p| p.zones.get(&z.zone.name));
+            let mut zone = match old.and_then(|old| update_zone(old, z, edge, &mut warnings)) {
+                Some(updated) => updated,
+                None => build_zone(z, edge, &mut warnings),
+            };
             zone.transfer_peers = peers;
             zone.source = Some(Arc::clone(z));
             zone.apex_cname = zone
@@ -377,39 +460,42 @@ fn push(nodes: &mut HashMap<String, Node>, owner: &str, rtype: RecordType, ttl: 
     }
 }
 
-fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) -> ZoneIndex {
-    let zone = &z.zone;
-    let origin = zone.name.clone();
-    let mut nodes: HashMap<String, Node> = HashMap::new();
+/// Adds the RRsets of the apex that come from the zone itself: the SOA and Parapet's NS set.
+fn add_apex(nodes: &mut HashMap<String, Node>, zone: &Zone, warnings: &mut Vec<String>) {
+    let origin = zone.name.as_str();
     match RData::try_from_str(RecordType::SOA, &soa_rdata(zone)) {
-        Ok(soa) => push(&mut nodes, &origin, RecordType::SOA, SOA_TTL, soa),
+        Ok(soa) => push(nodes, origin, RecordType::SOA, SOA_TTL, soa),
         Err(e) => warnings.push(format!("zone {origin}: SOA: {e}")),
     }
     for ns in &zone.name_servers {
         match fqdn(ns) {
-            Ok(n) => push(
-                &mut nodes,
-                &origin,
-                RecordType::NS,
-                APEX_NS_TTL,
-                RData::NS(NS(n)),
-            ),
+            Ok(n) => push(nodes, origin, RecordType::NS, APEX_NS_TTL, RData::NS(NS(n))),
             Err(e) => warnings.push(format!("zone {origin}: nameserver {ns}: {e}")),
         }
     }
+}
+
+/// Adds the RRsets of the records at one name (`at`, all of them).
+fn add_name(
+    nodes: &mut HashMap<String, Node>,
+    zone: &Zone,
+    at: &[&DnsRecord],
+    edge: &EdgeAddrs,
+    warnings: &mut Vec<String>,
+) {
+    let Some(first) = at.first() else { return };
+    let name = first.name.as_str();
     let serving_edge = zone.status == ZoneStatus::Active && !zone.paused;
-    let proxied_names: std::collections::HashSet<&str> = z
-        .all_records()
-        .filter(|r| serving_edge && r.proxied && r.kind.proxiable())
-        .map(|r| r.name.as_str())
-        .collect();
-    for name in &proxied_names {
+    // Any proxied A/AAAA/CNAME makes the name proxied: it answers with the edge's addresses,
+    // and its origin stays hidden.
+    let proxied = serving_edge && at.iter().any(|r| r.proxied && r.kind.proxiable());
+    if proxied {
         for ip in &edge.v4 {
-            push(&mut nodes, name, RecordType::A, AUTO_TTL, RData::A(A(*ip)));
+            push(nodes, name, RecordType::A, AUTO_TTL, RData::A(A(*ip)));
         }
         for ip in &edge.v6 {
             push(
-                &mut nodes,
+                nodes,
                 name,
                 RecordType::AAAA,
                 AUTO_TTL,
@@ -417,54 +503,55 @@ fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) ->
             );
         }
     }
-    for r in z.all_records() {
-        if r.kind == Kind::NS && r.name == origin {
+    for r in at {
+        if r.kind == Kind::NS && r.name == zone.name {
             continue; // The apex NS set is Parapet's nameservers.
         }
-        if r.kind.proxiable() && proxied_names.contains(r.name.as_str()) {
-            continue; // Answered with the edge's addresses; the origin stays hidden.
+        if proxied && r.kind.proxiable() {
+            continue;
         }
         match record_rdata(r) {
             Ok(rdata) => {
                 let ttl = if r.ttl == 1 { AUTO_TTL } else { r.ttl };
-                push(&mut nodes, &r.name, wire_type(r.kind), ttl, rdata);
+                push(nodes, &r.name, wire_type(r.kind), ttl, rdata);
             }
             Err(e) => warnings.push(format!("{} record {} ({}): {e}", r.kind, r.name, r.id)),
         }
     }
-    // RRsets in type-code order: ANY answers with the first (as Knot does); records inside an
-    // RRset in canonical order (RFC 4034 §6.3), so answers are stable whatever the input order.
-    for node in nodes.values_mut() {
-        node.rrsets.sort_by_key(|set| u16::from(set.rtype));
-        for set in &mut node.rrsets {
-            if set.rdatas.len() > 1 {
-                set.rdatas
-                    .sort_by_cached_key(|rd| rd.to_rdata().to_bytes().unwrap_or_default());
-            }
+}
+
+/// RRsets in type-code order: ANY answers with the first (as Knot does); records inside an
+/// RRset in canonical order (RFC 4034 §6.3), so answers are stable whatever the input order.
+fn finish(node: &mut Node) {
+    node.rrsets.sort_by_key(|set| u16::from(set.rtype));
+    for set in &mut node.rrsets {
+        if set.rdatas.len() > 1 {
+            set.rdatas
+                .sort_by_cached_key(|rd| rd.to_rdata().to_bytes().unwrap_or_default());
         }
     }
-    // Empty non-terminals: every ancestor of an owner name up to the apex exists.
-    let mut missing = std::collections::HashSet::new();
-    for owner in nodes.keys() {
-        let mut name = owner.as_str();
-        while let Some((_, parent)) = name.split_once('.') {
-            if parent.len() < origin.len() {
-                break;
-            }
-            if !nodes.contains_key(parent) && !missing.contains(parent) {
-                missing.insert(parent.to_owned());
-            }
-            if parent == origin {
-                break;
-            }
-            name = parent;
+}
+
+/// The ancestors of `name` strictly below it, up to and including `origin`.
+fn ancestors<'a>(name: &'a str, origin: &'a str) -> impl Iterator<Item = &'a str> {
+    let mut rest = name;
+    std::iter::from_fn(move || {
+        if rest == origin {
+            return None;
         }
-    }
-    nodes.extend(missing.into_iter().map(|name| (name, Node::default())));
-    let origin_name = fqdn(&origin).unwrap_or_else(|_| Name::root());
+        let (_, parent) = rest.split_once('.')?;
+        if parent.len() < origin.len() {
+            return None;
+        }
+        rest = parent;
+        Some(parent)
+    })
+}
+
+fn zone_index(zone: &Zone, nodes: Nodes) -> ZoneIndex {
     ZoneIndex {
-        origin,
-        origin_name,
+        origin: zone.name.clone(),
+        origin_name: fqdn(&zone.name).unwrap_or_else(|_| Name::root()),
         nodes,
         negative_ttl: SOA_TTL.min(SOA_MINIMUM),
         serial: zone.serial,
@@ -472,4 +559,178 @@ fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) ->
         source: None,
         apex_cname: false,
     }
+}
+
+fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) -> ZoneIndex {
+    let zone = &z.zone;
+    let mut nodes: HashMap<String, Node> = HashMap::new();
+    add_apex(&mut nodes, zone, warnings);
+    // Stored records are sorted by name; ACME challenge answers join the names they are at.
+    let mut challenges: HashMap<&str, Vec<&DnsRecord>> = HashMap::new();
+    for c in &z.challenges {
+        challenges.entry(c.name.as_str()).or_default().push(c);
+    }
+    let mut at: Vec<&DnsRecord> = Vec::new();
+    for run in z.records.chunk_by(|a, b| a.name == b.name) {
+        at.clear();
+        at.extend(run.iter().map(Arc::as_ref));
+        if let Some(extra) = challenges.remove(run[0].name.as_str()) {
+            at.extend(extra);
+        }
+        add_name(&mut nodes, zone, &at, edge, warnings);
+    }
+    for (_, at) in challenges {
+        add_name(&mut nodes, zone, &at, edge, warnings);
+    }
+    nodes.values_mut().for_each(finish);
+    // Empty non-terminals: every ancestor of an owner name up to the apex exists.
+    let mut missing = std::collections::HashSet::new();
+    for owner in nodes.keys() {
+        for parent in ancestors(owner, &zone.name) {
+            if !nodes.contains_key(parent) && !missing.contains(parent) {
+                missing.insert(parent.to_owned());
+            }
+        }
+    }
+    nodes.extend(missing.into_iter().map(|name| (name, Node::default())));
+    zone_index(zone, Nodes::new(nodes))
+}
+
+/// Names a change may build again before the whole zone is built instead (with at least
+/// [`MIN_REBUILD`] names, a hundredth of the zone's).
+const MIN_REBUILD: usize = 1024;
+/// Names left without records a change may handle before the whole zone is built instead (each
+/// looks through every name for descendants).
+const MAX_EMPTIED: usize = 16;
+
+/// `old` brought up to `z` by building again only the names whose records changed; `None` when
+/// the whole zone must be built (the zone itself changed beyond its serial, its apex is
+/// flattened, or the change is large).
+fn update_zone(
+    old: &ZoneIndex,
+    z: &ZoneSnapshot,
+    edge: &EdgeAddrs,
+    warnings: &mut Vec<String>,
+) -> Option<ZoneIndex> {
+    let before = old.source.as_ref()?;
+    let same_zone = {
+        let (mut a, mut b) = (before.zone.clone(), z.zone.clone());
+        (a.serial, b.serial) = (0, 0);
+        (a.modified_on, b.modified_on) = (String::new(), String::new());
+        a == b
+    };
+    let apex_cname = |s: &ZoneSnapshot| s.records_at(&s.zone.name).any(|r| r.kind == Kind::CNAME);
+    if !same_zone || old.apex_cname || apex_cname(z) {
+        return None;
+    }
+    let limit = MIN_REBUILD.max(old.nodes.base.len() / 100);
+    // Records are shared between snapshots: a record not shared by both changed. Both lists
+    // are sorted by (name, type, content).
+    let mut names: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    let (mut i, mut j) = (0, 0);
+    let (a, b) = (&before.records, &z.records);
+    fn key(r: &DnsRecord) -> (&str, Kind, &str) {
+        (r.name.as_str(), r.kind, r.content.as_str())
+    }
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if Arc::ptr_eq(x, y) => (i, j) = (i + 1, j + 1),
+            (Some(x), Some(y)) => {
+                if key(x) <= key(y) {
+                    names.insert(&x.name);
+                    i += 1;
+                } else {
+                    names.insert(&y.name);
+                    j += 1;
+                }
+            }
+            (Some(x), None) => {
+                names.insert(&x.name);
+                i += 1;
+            }
+            (None, Some(y)) => {
+                names.insert(&y.name);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+        if names.len() > limit {
+            return None;
+        }
+    }
+    let challenge = |r: &DnsRecord| (r.name.clone(), r.kind, r.content.clone(), r.proxied);
+    let old_challenges: std::collections::HashSet<_> =
+        before.challenges.iter().map(challenge).collect();
+    let new_challenges: std::collections::HashSet<_> = z.challenges.iter().map(challenge).collect();
+    names.extend(
+        old_challenges
+            .symmetric_difference(&new_challenges)
+            .map(|c| c.0.as_str()),
+    );
+    // The apex carries the SOA, whose serial changed.
+    names.insert(&z.zone.name);
+    if names.len() > limit {
+        return None;
+    }
+    let mut nodes = Nodes {
+        base: Arc::clone(&old.nodes.base),
+        changed: old.nodes.changed.clone(),
+    };
+    let mut emptied = Vec::new();
+    for name in &names {
+        let mut built: HashMap<String, Node> = HashMap::new();
+        if *name == z.zone.name {
+            add_apex(&mut built, &z.zone, warnings);
+        }
+        let at: Vec<&DnsRecord> = z.records_at(name).collect();
+        add_name(&mut built, &z.zone, &at, edge, warnings);
+        match built.remove(*name) {
+            Some(mut node) => {
+                finish(&mut node);
+                for parent in ancestors(name, &z.zone.name) {
+                    if !nodes.contains_key(parent) {
+                        nodes
+                            .changed
+                            .insert(parent.to_owned(), Some(Node::default()));
+                    }
+                }
+                nodes.changed.insert((*name).to_owned(), Some(node));
+            }
+            None if nodes.contains_key(name) => emptied.push(*name),
+            None => {}
+        }
+    }
+    if emptied.len() > MAX_EMPTIED {
+        return None;
+    }
+    // A name left without records stays as an empty non-terminal while a name with records
+    // exists below it; otherwise it goes, and so do the empty non-terminals above it that only
+    // it needed.
+    for name in &emptied {
+        nodes.changed.insert((*name).to_owned(), None);
+    }
+    for name in emptied {
+        for candidate in std::iter::once(name).chain(ancestors(name, &z.zone.name)) {
+            let holds_records = |n: &str| nodes.get(n).is_some_and(|n| !n.rrsets.is_empty());
+            if candidate == z.zone.name || (candidate != name && holds_records(candidate)) {
+                break;
+            }
+            let suffix = format!(".{candidate}");
+            if nodes
+                .keys()
+                .any(|k| k.ends_with(&suffix) && holds_records(k))
+            {
+                nodes
+                    .changed
+                    .insert(candidate.to_owned(), Some(Node::default()));
+                break;
+            }
+            nodes.changed.insert(candidate.to_owned(), None);
+        }
+    }
+    // Names folded back into a new base once the changes grow: lookups stay one probe.
+    if nodes.changed.len() > limit {
+        return None;
+    }
+    Some(zone_index(&z.zone, nodes))
 }
