@@ -467,7 +467,9 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
             let validated = zones
                 .get(*zone_id)
                 .is_some_and(|now| now.name == z.zone.name);
-            records.entry((*zone_id).to_owned()).or_default().extend(
+            let kept = records.entry((*zone_id).to_owned()).or_default();
+            kept.reserve(z.records.len());
+            kept.extend(
                 z.records
                     .iter()
                     .filter(|r| written.is_none_or(|w| !w.contains_key(&r.id)))
@@ -494,11 +496,7 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
     let mut proxied_hosts: HashMap<String, ProxiedHost> = HashMap::new();
     records.retain(|zone_id, zone_records| {
         if zones.contains_key(zone_id) {
-            // Nearly sorted when taken from the previous snapshot: the sort is close to linear.
-            zone_records.sort_by(|a, b| {
-                let (a, b) = (&a.record, &b.record);
-                (&a.name, a.kind, &a.content).cmp(&(&b.name, b.kind, &b.content))
-            });
+            sort_candidates(zone_records);
             return true;
         }
         if !zone_records.is_empty() {
@@ -545,14 +543,22 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
         }
         let candidates = records.remove(&zone_id).unwrap_or_default();
         // Records are sorted by name: the records sharing a name are one contiguous run. A run
-        // of records validated together before is still valid.
-        for run in candidates.chunk_by(|a, b| a.record.name == b.record.name) {
-            if run.iter().all(|c| c.validated) {
+        // of records validated together before is still valid: only the runs holding a record
+        // not validated yet are checked.
+        let mut checked_to = 0;
+        for at in (0..candidates.len()).filter(|&i| !candidates[i].validated) {
+            if at < checked_to {
                 continue;
             }
+            let name = &candidates[at].record.name;
+            let same = |i: &usize| candidates[*i].record.name == *name;
+            let start = (0..at).rev().take_while(same).last().unwrap_or(at);
+            let end = (at..candidates.len()).take_while(same).last().unwrap_or(at) + 1;
+            let run = &candidates[start..end];
             for c in run {
                 check_record(&zone, c, run, &mut errors);
             }
+            checked_to = end;
         }
         let zone_records: Vec<Arc<DnsRecord>> = candidates.into_iter().map(|c| c.record).collect();
         zone_records.iter().for_each(|r| add_proxied(r));
@@ -625,6 +631,39 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
         errors.sort_by(|a, b| a.key.cmp(&b.key));
         Err(errors)
     }
+}
+
+fn by_name_type_content(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    let (a, b) = (&a.record, &b.record);
+    (&a.name, a.kind, &a.content).cmp(&(&b.name, b.kind, &b.content))
+}
+
+/// Sorts a zone's records by (name, type, content). Records taken from the previous snapshot
+/// come first, in its order: the few written since are placed among them by binary search, so
+/// that a change to a large zone does not compare every record.
+fn sort_candidates(candidates: &mut Vec<Candidate>) {
+    const FEW: usize = 256;
+    let kept = candidates.iter().take_while(|c| c.validated).count();
+    if kept == 0 || candidates.len() - kept > FEW {
+        candidates.sort_by(by_name_type_content);
+        return;
+    }
+    let mut written = candidates.split_off(kept);
+    written.sort_by(by_name_type_content);
+    let places: Vec<usize> = written
+        .iter()
+        .map(|c| candidates.partition_point(|k| by_name_type_content(k, c).is_le()))
+        .collect();
+    let mut kept = std::mem::take(candidates).into_iter();
+    let mut merged = Vec::with_capacity(kept.len() + written.len());
+    let mut taken = 0;
+    for (c, place) in written.into_iter().zip(places) {
+        merged.extend(kept.by_ref().take(place - taken));
+        taken = place;
+        merged.push(c);
+    }
+    merged.extend(kept);
+    *candidates = merged;
 }
 
 /// A stored record, checked against its key.

@@ -519,17 +519,17 @@ fn served(s: &parapet_snapshot::Snapshot) -> String {
             "zone {name} {} paused={}\n",
             z.zone.id, z.zone.paused
         ));
-        let mut records: Vec<String> = z
-            .all_records()
-            .map(|r| {
-                format!(
-                    "  {} {} {} {} {}\n",
-                    r.id, r.name, r.kind, r.content, r.proxied
-                )
-            })
-            .collect();
-        records.sort();
-        out.extend(records);
+        let line = |r: &DnsRecord| {
+            format!(
+                "  {} {} {} {} {}\n",
+                r.id, r.name, r.kind, r.content, r.proxied
+            )
+        };
+        // Stored records in the snapshot's order, which lookups by name rely on.
+        out.extend(z.records.iter().map(|r| line(r)));
+        let mut challenges: Vec<String> = z.challenges.iter().map(line).collect();
+        challenges.sort();
+        out.extend(challenges);
     }
     let mut hosts: Vec<String> = s
         .proxied_hosts
