@@ -84,23 +84,30 @@ async fn store_change_is_published_within_milliseconds() {
     );
 }
 
-#[tokio::test]
-async fn bad_snapshot_keeps_previous() {
+/// A watched store serving zone z1 (example.com) with one A record `id` at `name`; the
+/// revision it is served at.
+async fn serving_one_record(id: &str, name: &str) -> (Arc<MemoryStore>, Arc<Published>, u64) {
     let store = Arc::new(MemoryStore::new());
     let published = Arc::new(Published::new());
     tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
-    let good = store
+    let rev = store
         .commit(
             Txn::new()
                 .put(zone_key("z1"), json(&zone("z1", "example.com")))
                 .put(
-                    record_key("z1", "r1"),
-                    json(&a_record("z1", "r1", "a.example.com", "192.0.2.1", false)),
+                    record_key("z1", id),
+                    json(&a_record("z1", id, name, "192.0.2.1", false)),
                 ),
         )
         .await
         .expect("commit");
-    wait(&published, good).await;
+    wait(&published, rev).await;
+    (store, published, rev)
+}
+
+#[tokio::test]
+async fn bad_snapshot_keeps_previous() {
+    let (store, published, good) = serving_one_record("r1", "a.example.com").await;
     // Written behind the API's back: a record that is not valid, and one for a missing zone.
     store
         .commit(
@@ -253,21 +260,7 @@ async fn the_saved_state_holds_the_records_as_changed_since() {
 
 #[tokio::test]
 async fn a_written_record_is_checked_against_the_records_kept_at_its_name() {
-    let store = Arc::new(MemoryStore::new());
-    let published = Arc::new(Published::new());
-    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
-    let rev = store
-        .commit(
-            Txn::new()
-                .put(zone_key("z1"), json(&zone("z1", "example.com")))
-                .put(
-                    record_key("z1", "a"),
-                    json(&a_record("z1", "a", "www.example.com", "192.0.2.1", false)),
-                ),
-        )
-        .await
-        .expect("commit");
-    wait(&published, rev).await;
+    let (store, published, rev) = serving_one_record("a", "www.example.com").await;
     let mut cname = a_record("z1", "c", "www.example.com", "", false);
     cname.kind = parapet_model::RecordType::CNAME;
     cname.content = "elsewhere.example.net".into();
