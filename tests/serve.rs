@@ -158,3 +158,80 @@ fn api_change_reaches_the_served_snapshot() {
         },
     );
 }
+
+/// Unmounts a file system mounted by a test.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_clearly_and_the_store_recovers_without_restart() {
+    let uid = Command::new("id").arg("-u").output().expect("id");
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("skipped: mounting a small file system needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount");
+    if !mounted.success() {
+        eprintln!("skipped: this machine does not let the test mount a tmpfs");
+        return;
+    }
+    let _mounted = Mounted(small.clone());
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .data_dir(small.join("data"))
+            .arg("--activation")
+            .arg("auto"),
+    );
+    let zone = node.create_zone("full.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    // Fill the file system.
+    let filler = small.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 1 << 16];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let text: String = (0..20_000)
+        .map(|i| format!("h{i} 300 IN TXT \"{}\"\n", "x".repeat(100)))
+        .collect();
+    let refused = parapet_testkit::import_zone(&node, &zone, &text);
+    assert_eq!(refused["success"], false, "{refused}");
+    let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("No space left on device") && message.contains("nothing was changed"),
+        "a clear error: {message}"
+    );
+    let count = |node: &Node| {
+        let (status, v) = node.call(
+            "GET",
+            &format!("/zones/{zone}/dns_records?per_page=1"),
+            None,
+        );
+        assert_eq!(status, 200, "{v}");
+        v["result_info"]["total_count"].as_u64()
+    };
+    assert_eq!(count(&node), Some(1), "nothing of the import was stored");
+    // Room again: the same import goes through, without a restart.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let imported = parapet_testkit::import_zone(&node, &zone, &text);
+    assert_eq!(imported["result"]["recs_added"], 20_000, "{imported}");
+    assert_eq!(count(&node), Some(20_001));
+}

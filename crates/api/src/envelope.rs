@@ -148,6 +148,18 @@ impl ApiError {
                     "The zone is being changed by another request; try again",
                 ),
             ),
+            Self::Store(StoreError::Storage(cause)) => {
+                tracing::error!("store storage failure: {cause}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    item(
+                        10001,
+                        &format!(
+                            "The store could not be written ({cause}); nothing was changed. Try again once its storage works"
+                        ),
+                    ),
+                )
+            }
             Self::Store(e) => {
                 tracing::error!("store failure: {e}");
                 (

@@ -38,6 +38,10 @@ pub enum StoreError {
     },
     #[error("store backend: {0}")]
     Backend(String),
+    /// The store's storage failed (a full disk, a read or write error): nothing was written.
+    /// The store recovers by itself once the storage works again.
+    #[error("store storage: {0}")]
+    Storage(String),
 }
 
 /// A key with its value and the revision that last wrote it.

@@ -4,8 +4,8 @@
 //! [`LOG_RETAINED`] revisions keyed by (revision, sequence); `meta` holds the current and the
 //! compacted revision. redb runs one write transaction at a time, so compare-and-set is exact.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -24,38 +24,54 @@ const REVISION: &str = "revision";
 const COMPACTED: &str = "compacted";
 
 pub struct RedbStore {
-    db: Arc<Database>,
+    path: PathBuf,
+    /// The open database; `None` after a storage failure until it is opened again (redb
+    /// refuses every operation after a failed write until then).
+    db: Mutex<Option<Arc<Database>>>,
     revision_tx: watch::Sender<Revision>,
 }
 
 /// redb's page cache (its default is 1 GiB).
 const PAGE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        e @ (redb::Error::Io(_) | redb::Error::PreviousIo) => StoreError::Storage(e.to_string()),
+        e => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// Opens (or creates) the store file at `path`, with its tables; its current revision.
+fn open_database(path: &Path) -> Result<(Database, Revision), StoreError> {
+    // The snapshot keeps what the data planes read in memory; the store's own page cache only
+    // speeds up API reads and the rare full listing, so it stays small.
+    let db = redb::Builder::new()
+        .set_cache_size(PAGE_CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match backend(e) {
+            StoreError::Storage(m) => StoreError::Storage(format!("{}: {m}", path.display())),
+            other => StoreError::Backend(format!("{}: {other}", path.display())),
+        })?;
+    let txn = db.begin_write().map_err(backend)?;
+    let revision = {
+        txn.open_table(KV).map_err(backend)?;
+        txn.open_table(LOG).map_err(backend)?;
+        let meta = txn.open_table(META).map_err(backend)?;
+        meta.get(REVISION)
+            .map_err(backend)?
+            .map_or(0, |v| v.value())
+    };
+    txn.commit().map_err(backend)?;
+    Ok((db, revision))
 }
 
 impl RedbStore {
     /// Opens (or creates) the store file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        // The snapshot keeps what the data planes read in memory; the store's own page cache
-        // only speeds up API reads and the rare full listing, so it stays small.
-        let db = redb::Builder::new()
-            .set_cache_size(PAGE_CACHE_BYTES)
-            .create(path)
-            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(backend)?;
-        let revision = {
-            txn.open_table(KV).map_err(backend)?;
-            txn.open_table(LOG).map_err(backend)?;
-            let meta = txn.open_table(META).map_err(backend)?;
-            meta.get(REVISION)
-                .map_err(backend)?
-                .map_or(0, |v| v.value())
-        };
-        txn.commit().map_err(backend)?;
+        let (db, revision) = open_database(path)?;
         Ok(Self {
-            db: Arc::new(db),
+            path: path.to_owned(),
+            db: Mutex::new(Some(Arc::new(db))),
             revision_tx: watch::channel(revision).0,
         })
     }
@@ -64,10 +80,41 @@ impl RedbStore {
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || f(&db))
+        let db = self.database()?;
+        let used = Arc::clone(&db);
+        let out = tokio::task::spawn_blocking(move || f(&db))
             .await
-            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?;
+        if matches!(out, Err(StoreError::Storage(_))) {
+            self.discard(&used);
+        }
+        out
+    }
+
+    /// The open database, opening it again after a storage failure. That succeeds once the
+    /// storage works and no operation holds the failed one any more (redb locks its file).
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        let mut slot = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(db) = slot.as_ref() {
+            return Ok(Arc::clone(db));
+        }
+        let (db, revision) = open_database(&self.path)?;
+        tracing::info!(revision, "store {} opened again", self.path.display());
+        let db = Arc::new(db);
+        *slot = Some(Arc::clone(&db));
+        Ok(db)
+    }
+
+    /// Drops `failed` as the open database: the next operation opens the file again.
+    fn discard(&self, failed: &Arc<Database>) {
+        let mut slot = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|db| Arc::ptr_eq(db, failed)) {
+            tracing::warn!(
+                "store {}: storage failed; it is opened again at the next operation",
+                self.path.display()
+            );
+            *slot = None;
+        }
     }
 }
 
