@@ -216,7 +216,7 @@ fn a_full_disk_refuses_writes_clearly_and_the_store_recovers_without_restart() {
     assert_eq!(refused["success"], false, "{refused}");
     let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("No space left on device") && message.contains("nothing was changed"),
+        message.contains("No space left on device") && message.contains("not written"),
         "a clear error: {message}"
     );
     let count = |node: &Node| {

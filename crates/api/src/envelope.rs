@@ -155,7 +155,7 @@ impl ApiError {
                     item(
                         10001,
                         &format!(
-                            "The store could not be written ({cause}); nothing was changed. Try again once its storage works"
+                            "The store's storage failed ({cause}); a change this request made was most likely not written: read it back before trying again once the storage works"
                         ),
                     ),
                 )

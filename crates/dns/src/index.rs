@@ -120,18 +120,22 @@ impl Nodes {
         self.get(name).is_some()
     }
 
-    /// Every owner name.
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
+    /// Every owner name with its node.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
         let kept = self
             .base
-            .keys()
-            .filter(|k| !self.changed.contains_key(k.as_str()));
+            .iter()
+            .filter(|(k, _)| self.changed.is_empty() || !self.changed.contains_key(k.as_str()));
         let changed = self
             .changed
             .iter()
-            .filter(|(_, n)| n.is_some())
-            .map(|(k, _)| k);
+            .filter_map(|(k, n)| n.as_ref().map(|n| (k, n)));
         kept.chain(changed)
+    }
+
+    /// Every owner name.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.iter().map(|(k, _)| k)
     }
 
     pub fn len(&self) -> usize {
@@ -709,24 +713,33 @@ fn update_zone(
     for name in &emptied {
         nodes.changed.insert((*name).to_owned(), None);
     }
+    let holds_records = |nodes: &Nodes, n: &str| nodes.get(n).is_some_and(|n| !n.rrsets.is_empty());
+    let mut candidates: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for name in emptied {
         for candidate in std::iter::once(name).chain(ancestors(name, &z.zone.name)) {
-            let holds_records = |n: &str| nodes.get(n).is_some_and(|n| !n.rrsets.is_empty());
-            if candidate == z.zone.name || (candidate != name && holds_records(candidate)) {
+            if candidate == z.zone.name || (candidate != name && holds_records(&nodes, candidate)) {
                 break;
             }
-            let suffix = format!(".{candidate}");
-            if nodes
-                .keys()
-                .any(|k| k.ends_with(&suffix) && holds_records(k))
-            {
-                nodes
-                    .changed
-                    .insert(candidate.to_owned(), Some(Node::default()));
-                break;
-            }
-            nodes.changed.insert(candidate.to_owned(), None);
+            candidates.insert(candidate);
         }
+    }
+    // One pass over the names with records: which candidates still have one below them.
+    let mut needed: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    if !candidates.is_empty() {
+        for (key, node) in nodes.iter() {
+            if node.rrsets.is_empty() {
+                continue;
+            }
+            for parent in ancestors(key, &z.zone.name) {
+                if let Some(c) = candidates.get(parent) {
+                    needed.insert(c);
+                }
+            }
+        }
+    }
+    for candidate in candidates {
+        let node = needed.contains(candidate).then(Node::default);
+        nodes.changed.insert(candidate.to_owned(), node);
     }
     // Names folded back into a new base once the changes grow: lookups stay one probe.
     if nodes.changed.len() > limit {

@@ -323,7 +323,7 @@ impl DnsServer {
                         }
                     }
                     Err(nix::errno::Errno::EAGAIN) => {
-                        polls -= 1;
+                        polls = polls.saturating_sub(1);
                         std::thread::yield_now();
                         continue;
                     }

@@ -24,11 +24,7 @@ const REVISION: &str = "revision";
 const COMPACTED: &str = "compacted";
 
 pub struct RedbStore {
-    path: PathBuf,
-    /// The open database; `None` after a storage failure until it is opened again (redb
-    /// refuses every operation after a failed write until then).
-    db: Mutex<Option<Arc<Database>>>,
-    revision_tx: watch::Sender<Revision>,
+    handle: Arc<Handle>,
 }
 
 /// redb's page cache (its default is 1 GiB).
@@ -65,41 +61,51 @@ fn open_database(path: &Path) -> Result<(Database, Revision), StoreError> {
     Ok((db, revision))
 }
 
-impl RedbStore {
-    /// Opens (or creates) the store file at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let (db, revision) = open_database(path)?;
-        Ok(Self {
-            path: path.to_owned(),
-            db: Mutex::new(Some(Arc::new(db))),
-            revision_tx: watch::channel(revision).0,
-        })
-    }
+/// The open database, shared with the blocking tasks that use it.
+struct Handle {
+    path: PathBuf,
+    /// `None` after a storage failure until the file is opened again (redb refuses every
+    /// operation after a failed write until then).
+    db: Mutex<Option<Arc<Database>>>,
+    revision_tx: watch::Sender<Revision>,
+}
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = self.database()?;
-        let used = Arc::clone(&db);
-        let out = tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?;
-        if matches!(out, Err(StoreError::Storage(_))) {
-            self.discard(&used);
-        }
-        out
-    }
-
+impl Handle {
     /// The open database, opening it again after a storage failure. That succeeds once the
     /// storage works and no operation holds the failed one any more (redb locks its file).
+    /// Runs on a blocking thread.
     fn database(&self) -> Result<Arc<Database>, StoreError> {
         let mut slot = self.db.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(db) = slot.as_ref() {
             return Ok(Arc::clone(db));
         }
-        let (db, revision) = open_database(&self.path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .create(&self.path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Storage(
+                    "the store file is still held by an operation that failed".into(),
+                ),
+                e => backend(e),
+            })?;
+        // Reading only: a storage still full must not keep reads failing.
+        let revision = db
+            .begin_read()
+            .map_err(backend)?
+            .open_table(META)
+            .map_err(backend)?
+            .get(REVISION)
+            .map_err(backend)?
+            .map_or(0, |v| v.value());
         tracing::info!(revision, "store {} opened again", self.path.display());
+        // A commit whose last step failed may still have reached the disk.
+        self.revision_tx.send_if_modified(|current| {
+            let newer = revision > *current;
+            if newer {
+                *current = revision;
+            }
+            newer
+        });
         let db = Arc::new(db);
         *slot = Some(Arc::clone(&db));
         Ok(db)
@@ -115,6 +121,37 @@ impl RedbStore {
             );
             *slot = None;
         }
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let (db, revision) = open_database(path)?;
+        Ok(Self {
+            handle: Arc::new(Handle {
+                path: path.to_owned(),
+                db: Mutex::new(Some(Arc::new(db))),
+                revision_tx: watch::channel(revision).0,
+            }),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let handle = Arc::clone(&self.handle);
+        tokio::task::spawn_blocking(move || {
+            let db = handle.database()?;
+            let out = f(&db);
+            if matches!(out, Err(StoreError::Storage(_))) {
+                handle.discard(&db);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 }
 
@@ -226,10 +263,10 @@ impl Store for RedbStore {
     async fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
         match self.blocking(move |db| commit_blocking(db, txn)).await? {
             Some(revision) => {
-                self.revision_tx.send_replace(revision);
+                self.handle.revision_tx.send_replace(revision);
                 Ok(revision)
             }
-            None => Ok(*self.revision_tx.borrow()),
+            None => Ok(*self.handle.revision_tx.borrow()),
         }
     }
 
@@ -268,7 +305,7 @@ impl Store for RedbStore {
     }
 
     fn revision_watch(&self) -> watch::Receiver<Revision> {
-        self.revision_tx.subscribe()
+        self.handle.revision_tx.subscribe()
     }
 
     fn watch(self: Arc<Self>, after: Revision) -> Watch {
