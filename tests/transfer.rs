@@ -141,6 +141,55 @@ fn knot_secondary_transfers_with_tsig_and_follows_notify_and_ixfr() {
         answers(knot.addr, "new.xfr.test", RecordType::A),
         answers(dns, "new.xfr.test", RecordType::A)
     );
+    // A removal and a replacement travel the same way.
+    let records = node.ok(
+        "GET",
+        &format!("/zones/{zone}/dns_records?per_page=100"),
+        None,
+    );
+    let id_of = |name: &str| {
+        records
+            .as_array()
+            .expect("records")
+            .iter()
+            .find(|r| r["name"] == name)
+            .and_then(|r| r["id"].as_str())
+            .expect("record")
+            .to_owned()
+    };
+    node.ok(
+        "DELETE",
+        &format!("/zones/{zone}/dns_records/{}", id_of("direct.xfr.test")),
+        None,
+    );
+    node.ok(
+        "PATCH",
+        &format!("/zones/{zone}/dns_records/{}", id_of("txt.xfr.test")),
+        Some(json!({"content": "changed by ixfr"})),
+    );
+    let later = serial();
+    wait_serial(&knot, later);
+    for (name, qtype) in [
+        ("direct.xfr.test", RecordType::A),
+        ("txt.xfr.test", RecordType::TXT),
+        ("new.xfr.test", RecordType::A),
+    ] {
+        assert_eq!(
+            answers(knot.addr, name, qtype),
+            answers(dns, name, qtype),
+            "{name} {qtype} after a removal and a replacement"
+        );
+    }
+    assert!(answers(dns, "direct.xfr.test", RecordType::A).is_empty());
+    let full_transfers = knot
+        .log()
+        .lines()
+        .filter(|l| l.contains("AXFR, incoming") && l.contains("started"))
+        .count();
+    assert_eq!(
+        full_transfers, 1,
+        "every change after the first transfer applies as an IXFR (no fallback to AXFR)"
+    );
     let log = knot.log();
     assert!(
         log.contains("IXFR, incoming") && log.contains("notify"),

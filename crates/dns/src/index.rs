@@ -147,6 +147,22 @@ impl Nodes {
         self.changed.len()
     }
 
+    /// The names whose nodes may differ between `self` and `other`, when both were built from
+    /// the same whole build (names outside both overlays are that build's, shared); `None`
+    /// otherwise.
+    pub(crate) fn differing_names<'a>(
+        &'a self,
+        other: &'a Nodes,
+    ) -> Option<std::collections::BTreeSet<&'a str>> {
+        Arc::ptr_eq(&self.base, &other.base).then(|| {
+            self.changed
+                .keys()
+                .chain(other.changed.keys())
+                .map(String::as_str)
+                .collect()
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys().next().is_none()
     }

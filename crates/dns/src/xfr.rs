@@ -35,14 +35,22 @@ pub struct Journal {
 }
 
 fn all_records(zone: &ZoneIndex) -> Vec<Record> {
-    let mut keys: Vec<&String> = zone.nodes.keys().collect();
+    let mut keys: Vec<&str> = zone.nodes.keys().map(String::as_str).collect();
     keys.sort();
+    records_at(zone, keys)
+}
+
+/// The records at `names` (in that order), SOA aside.
+fn records_at<'a>(zone: &ZoneIndex, names: impl IntoIterator<Item = &'a str>) -> Vec<Record> {
     let mut out = Vec::new();
-    for key in keys {
+    for key in names {
+        let Some(node) = zone.nodes.get(key) else {
+            continue;
+        };
         let Ok(owner) = Name::from_ascii(format!("{key}.")) else {
             continue;
         };
-        for set in &zone.nodes[key].rrsets {
+        for set in &node.rrsets {
             if set.rtype == RecordType::SOA {
                 continue;
             }
@@ -99,8 +107,14 @@ impl Journal {
                     r.data.to_string(),
                 )
             };
-            let old_records = all_records(before);
-            let new_records = all_records(zone);
+            // A zone updated name by name differs only at the names it built again.
+            let (old_records, new_records) = match before.nodes.differing_names(&zone.nodes) {
+                Some(names) => (
+                    records_at(before, names.iter().copied()),
+                    records_at(zone, names.iter().copied()),
+                ),
+                None => (all_records(before), all_records(zone)),
+            };
             let old_set: HashSet<_> = old_records.iter().map(key).collect();
             let new_set: HashSet<_> = new_records.iter().map(key).collect();
             let removed = old_records
