@@ -12,10 +12,10 @@ RECORDS=${1:-1000000}
 BIN=${BIN:-target/release/parapet}
 W=$(mktemp -d /tmp/dns-memory.XXXX)
 ../shared/bench/dns.sh --records "$RECORDS" --gen-only "$W/gen" >/dev/null
-PARAPET_API_TOKEN=tok PARAPET_LOG=${PARAPET_LOG:-warn} "$BIN" serve --data-dir "$W/d" --api-listen 127.0.0.1:18390 \
+PARAPET_API_TOKEN=tok PARAPET_LOG=warn "$BIN" serve --data-dir "$W/d" --api-listen 127.0.0.1:18390 \
   --dns-listen 127.0.0.1:18393 --activation auto --dns-rrl-rate 0 > "$W/out" 2> "$W/err" &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; cp "$W/err" /tmp/dns-memory.err 2>/dev/null; rm -rf "$W"' EXIT
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$W"' EXIT
 for i in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18390/ && break; sleep 0.1; done
 rss() { awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$PID/status; }
 hwm() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/$PID/status; }

@@ -261,6 +261,16 @@ fn site_on_disk(name: &str, config: &str) -> (Site, tempfile::TempDir, std::path
     (site, tmp, data)
 }
 
+impl Site {
+    /// The zone's Cache Rules entrypoint in the API.
+    fn cache_rules_path(&self) -> String {
+        format!(
+            "/zones/{}/rulesets/phases/http_request_cache_settings/entrypoint",
+            self.zone
+        )
+    }
+}
+
 fn site_with(name: &str, start: impl FnOnce(u16) -> Node) -> Site {
     let port = free_port();
     let hits = start_cache_origin("127.0.0.2", port);
@@ -641,10 +651,7 @@ fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
     let s = site("rules.test");
     let host = "www.rules.test";
     let get = |path: &str| fetch(s.port, host, path, &[]);
-    let path = format!(
-        "/zones/{}/rulesets/phases/http_request_cache_settings/entrypoint",
-        s.zone
-    );
+    let path = s.cache_rules_path();
     let (status, body) = s.node.call(
         "PUT",
         &path,
@@ -989,10 +996,7 @@ fn cache_rules_from_the_configuration_file_apply_under_the_zones_own() {
 fn cache_rules_put_listed_headers_and_cookies_in_the_key() {
     let s = site("keyed.test");
     let host = "www.keyed.test";
-    let path = format!(
-        "/zones/{}/rulesets/phases/http_request_cache_settings/entrypoint",
-        s.zone
-    );
+    let path = s.cache_rules_path();
     let (status, body) = s.node.call(
         "PUT",
         &path,

@@ -32,8 +32,8 @@ pub struct ZoneWrite {
     /// sharing a name.
     written_by_name: HashMap<String, Vec<String>>,
     /// Positions in `base` by record id, made once a change looks up more than a few records.
-    by_id: std::sync::OnceLock<HashMap<String, usize>>,
-    lookups: std::sync::atomic::AtomicUsize,
+    by_id: std::cell::OnceCell<HashMap<String, usize>>,
+    lookups: std::cell::Cell<usize>,
     /// The zone id and the time of the change, shared by every record written.
     zone_id: Arc<str>,
     now: Arc<str>,
@@ -55,8 +55,8 @@ impl ZoneWrite {
             base,
             written: BTreeMap::new(),
             written_by_name: HashMap::new(),
-            by_id: std::sync::OnceLock::new(),
-            lookups: std::sync::atomic::AtomicUsize::new(0),
+            by_id: std::cell::OnceCell::new(),
+            lookups: std::cell::Cell::new(0),
         }
     }
 
@@ -66,9 +66,7 @@ impl ZoneWrite {
             return written.as_ref();
         }
         let records = &self.base.records;
-        let scanned = self
-            .lookups
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scanned = self.lookups.replace(self.lookups.get() + 1);
         if scanned < SCANS && self.by_id.get().is_none() {
             return records.iter().find(|r| r.id == id).map(Arc::as_ref);
         }

@@ -138,10 +138,6 @@ impl Nodes {
         self.iter().map(|(k, _)| k)
     }
 
-    pub fn len(&self) -> usize {
-        self.keys().count()
-    }
-
     /// Names built again since the zone was last built whole.
     pub fn changed_len(&self) -> usize {
         self.changed.len()
@@ -163,25 +159,12 @@ impl Nodes {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.keys().next().is_none()
-    }
-
     /// A node of an index being built (not shared yet).
     fn get_mut(&mut self, name: &str) -> Option<&mut Node> {
         if let Some(node) = self.changed.get_mut(name) {
             return node.as_mut();
         }
         Arc::get_mut(&mut self.base)?.get_mut(name)
-    }
-}
-
-impl std::ops::Index<&String> for Nodes {
-    type Output = Node;
-
-    fn index(&self, name: &String) -> &Node {
-        static EMPTY: Node = Node { rrsets: Vec::new() };
-        self.get(name).unwrap_or(&EMPTY)
     }
 }
 
@@ -619,8 +602,8 @@ fn build_zone(z: &ZoneSnapshot, edge: &EdgeAddrs, warnings: &mut Vec<String>) ->
 /// Names a change may build again before the whole zone is built instead (with at least
 /// [`MIN_REBUILD`] names, a hundredth of the zone's).
 const MIN_REBUILD: usize = 1024;
-/// Names left without records a change may handle before the whole zone is built instead (each
-/// looks through every name for descendants).
+/// Names left without records a change may handle before the whole zone is built instead
+/// (finding what remains below them looks through every name).
 const MAX_EMPTIED: usize = 16;
 
 /// `old` brought up to `z` by building again only the names whose records changed; `None` when
@@ -649,30 +632,24 @@ fn update_zone(
     let mut names: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     let (mut i, mut j) = (0, 0);
     let (a, b) = (&before.records, &z.records);
-    fn key(r: &DnsRecord) -> (&str, Kind, &str) {
-        (r.name.as_str(), r.kind, r.content.as_str())
-    }
-    while i < a.len() || j < b.len() {
-        match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if Arc::ptr_eq(x, y) => (i, j) = (i + 1, j + 1),
-            (Some(x), Some(y)) => {
-                if key(x) <= key(y) {
-                    names.insert(&x.name);
-                    i += 1;
-                } else {
-                    names.insert(&y.name);
-                    j += 1;
-                }
+    loop {
+        // The record only one side holds next, in order: the old one when it comes first.
+        let old_first = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if Arc::ptr_eq(x, y) => {
+                (i, j) = (i + 1, j + 1);
+                continue;
             }
-            (Some(x), None) => {
-                names.insert(&x.name);
-                i += 1;
-            }
-            (None, Some(y)) => {
-                names.insert(&y.name);
-                j += 1;
-            }
+            (Some(x), Some(y)) => x.order_key() <= y.order_key(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
             (None, None) => break,
+        };
+        if old_first {
+            names.insert(&a[i].name);
+            i += 1;
+        } else {
+            names.insert(&b[j].name);
+            j += 1;
         }
         if names.len() > limit {
             return None;
@@ -757,7 +734,7 @@ fn update_zone(
         let node = needed.contains(candidate).then(Node::default);
         nodes.changed.insert(candidate.to_owned(), node);
     }
-    // Names folded back into a new base once the changes grow: lookups stay one probe.
+    // Past the limit the zone is built whole: its names are one map again, one probe each.
     if nodes.changed.len() > limit {
         return None;
     }

@@ -523,6 +523,11 @@ impl DnsRecord {
         Some(Value::Object(m))
     }
 
+    /// The order of a zone's records in the snapshot: by name, type, then content.
+    pub fn order_key(&self) -> (&str, RecordType, &str) {
+        (&self.name, self.kind, &self.content)
+    }
+
     /// The record data in zone-file presentation form, with the priority where it belongs.
     pub fn rdata_text(&self) -> String {
         match (self.kind, self.priority) {

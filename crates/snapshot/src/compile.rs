@@ -634,8 +634,7 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
 }
 
 fn by_name_type_content(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
-    let (a, b) = (&a.record, &b.record);
-    (&a.name, a.kind, &a.content).cmp(&(&b.name, b.kind, &b.content))
+    a.record.order_key().cmp(&b.record.order_key())
 }
 
 /// Sorts a zone's records by (name, type, content). Records taken from the previous snapshot

@@ -151,18 +151,30 @@ async fn bad_snapshot_keeps_previous() {
     assert!(published.rejected().is_empty());
 }
 
+/// A store followed by a watcher that saves the last good state at `path`.
+fn watched_saving_to(
+    path: &std::path::Path,
+) -> (
+    Arc<MemoryStore>,
+    Arc<Published>,
+    tokio::task::JoinHandle<()>,
+) {
+    let store = Arc::new(MemoryStore::new());
+    let published = Arc::new(Published::new());
+    let task = tokio::spawn(run_snapshot_watcher(
+        store.clone(),
+        published.clone(),
+        Some(LastGood::new(path)),
+    ));
+    (store, published, task)
+}
+
 #[tokio::test]
 async fn last_good_snapshot_serves_before_the_store_answers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("snapshot.json");
     {
-        let store = Arc::new(MemoryStore::new());
-        let published = Arc::new(Published::new());
-        let task = tokio::spawn(run_snapshot_watcher(
-            store.clone(),
-            published.clone(),
-            Some(LastGood::new(&path)),
-        ));
+        let (store, published, task) = watched_saving_to(&path);
         let rev = store
             .commit(Txn::new().put(zone_key("z1"), json(&zone("z1", "example.com"))))
             .await
@@ -186,13 +198,7 @@ async fn last_good_snapshot_serves_before_the_store_answers() {
 async fn the_saved_state_holds_the_records_as_changed_since() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("snapshot.json");
-    let store = Arc::new(MemoryStore::new());
-    let published = Arc::new(Published::new());
-    let task = tokio::spawn(run_snapshot_watcher(
-        store.clone(),
-        published.clone(),
-        Some(LastGood::new(&path)),
-    ));
+    let (store, published, task) = watched_saving_to(&path);
     let record =
         |id: &str, ip: &str| json(&a_record("z1", id, &format!("{id}.example.com"), ip, false));
     store
