@@ -16,8 +16,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pingora::apps::{HttpServerApp, ServerApp};
-use pingora::protocols::SocketDigest;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
@@ -245,18 +244,25 @@ impl Connections {
     }
 
     /// Serves one HTTPS visitor connection until it closes: HTTP/2 when ALPN chose it.
-    async fn serve_tls(&self, tcp: stream::VisitorStream, shutdown: &ShutdownWatch) -> Option<()> {
+    async fn serve_tls(
+        &self,
+        tcp: Box<stream::VisitorStream>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<()> {
         let tls = self.tls.as_ref()?;
         let _open = self.metrics.connection_opened();
-        let Some(stream) = tls::handshake(tcp, tls).await else {
+        // The handshake's state (about 9 KiB) lives on the heap only while it runs: inline, it
+        // would size every connection's task, plain HTTP ones and idle kept-alive ones too.
+        let Some(stream) = Box::pin(tls::handshake(tcp, tls)).await else {
             self.metrics.handshake_failed();
             return None;
         };
-        if stream.is_h2() {
-            ServerApp::process_new(&self.http, Box::new(stream), shutdown).await;
+        let h2 = stream.is_h2();
+        let mut stream: Stream = stream;
+        if h2 {
+            ServerApp::process_new(&self.http, stream, shutdown).await;
             return None;
         }
-        let mut stream: Stream = Box::new(stream);
         let mut first = [0u8; 1];
         if !wait_for_bytes(&mut stream, &mut first, shutdown, Wait::EvenWhenStopping).await {
             return None;
@@ -268,21 +274,34 @@ impl Connections {
     async fn serve_h1(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<()> {
         let mut first = [0u8; 1];
         // HTTP/1: one request at a time. Between requests, only this small future waits for the
-        // next one; the engine's per-request state (tens of KiB) exists only while a request
-        // is handled, so an idle kept-alive connection costs a few KiB.
-        let mut session = ServerSession::new_http1(stream);
+        // next one; the engine's per-request state (its session and the request's future, tens
+        // of KiB) is on the heap only while a request is handled, so an idle kept-alive
+        // connection costs little more than its socket.
+        let mut request = self.request(stream, None, shutdown);
         loop {
-            session.set_keepalive((!*shutdown.borrow()).then_some(IDLE_TIMEOUT.as_secs()));
-            let reused = HttpServerApp::process_new_http(&self.http, session, shutdown).await;
+            let reused = request.await;
             let (mut stream, settings) = reused?.consume();
             if !wait_for_bytes(&mut stream, &mut first, shutdown, Wait::UnlessStopping).await {
                 return None;
             }
-            session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
+            request = self.request(stream, settings, shutdown);
         }
+    }
+
+    /// The engine's handling of the next request on `stream` (a plain function: the session it
+    /// builds goes straight into the boxed future, never into the caller's).
+    fn request<'a>(
+        &'a self,
+        stream: Stream,
+        settings: Option<HttpPersistentSettings>,
+        shutdown: &'a ShutdownWatch,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+        let mut session = ServerSession::new_http1(stream);
+        if let Some(settings) = settings {
+            settings.apply_to_session(&mut session);
+        }
+        session.set_keepalive((!*shutdown.borrow()).then_some(IDLE_TIMEOUT.as_secs()));
+        HttpServerApp::process_new_http(&self.http, session, shutdown)
     }
 }
 
@@ -396,7 +415,12 @@ async fn accept_loop(
     is_tls: bool,
     mut shutdown: ShutdownWatch,
 ) {
-    use std::os::fd::AsRawFd;
+    // The edge's own address of every connection, unless the listener is a wildcard one (then
+    // the engine asks the socket when a request needs it).
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -411,16 +435,15 @@ async fn accept_loop(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
-                let _ = digest.peer_addr.set(Some(peer.into()));
-                let stream = stream::VisitorStream::new(tcp, digest);
+                // Boxed at once: the connection's task holds a pointer, not the stream.
+                let stream = Box::new(stream::VisitorStream::new(tcp, peer, bound));
                 let app = Arc::clone(&app);
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     if is_tls {
                         app.serve_tls(stream, &shutdown).await;
                     } else {
-                        app.serve(Box::new(stream), &shutdown).await;
+                        app.serve(stream, &shutdown).await;
                     }
                     drop(slot);
                 });
@@ -438,6 +461,25 @@ async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of the future an async fn of a connection returns.
+    fn future_size<'a, A, F>(_: fn(&'a Connections, A, &'a ShutdownWatch) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn an_idle_connection_carries_no_handshake_or_request_state_inline() {
+        // Each connection's task is sized by its largest state: the TLS handshake's (about
+        // 9 KiB) and the engine's session must stay boxed, or every idle connection pays for
+        // them.
+        for (name, size) in [
+            ("serve", future_size(Connections::serve)),
+            ("serve_tls", future_size(Connections::serve_tls)),
+            ("serve_h1", future_size(Connections::serve_h1)),
+        ] {
+            assert!(size <= 1024, "{name}'s future is {size} bytes");
+        }
+    }
 
     #[test]
     fn client_limits_count_ipv4_addresses_and_ipv6_64s() {

@@ -7,8 +7,9 @@
 //! and a small body leave in one send; the gathering buffer is freed once it is flushed.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
@@ -116,23 +117,50 @@ impl Buffers {
     }
 }
 
+/// Runs `f` with this thread's scratch space, for a read whose bytes are kept elsewhere.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|scratch| f(&mut scratch[..]))
+}
+
 #[derive(Debug)]
 pub struct VisitorStream {
     tcp: TcpStream,
     buffers: Buffers,
-    digest: Option<Arc<SocketDigest>>,
+    /// The visitor's address, and the edge's once known.
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    /// The engine's digest of those addresses (about 400 bytes): built when a request asks for
+    /// it, dropped while the connection waits for its next request.
+    digest: OnceLock<Arc<SocketDigest>>,
     established: SystemTime,
 }
 
 impl VisitorStream {
-    pub fn new(tcp: TcpStream, digest: SocketDigest) -> Self {
+    /// A visitor's connection from `peer` to `local` (when the listener's address says it).
+    pub fn new(tcp: TcpStream, peer: SocketAddr, local: Option<SocketAddr>) -> Self {
         Self {
             tcp,
             buffers: Buffers::default(),
-            digest: Some(Arc::new(digest)),
+            peer,
+            local,
+            digest: OnceLock::new(),
             established: SystemTime::now(),
         }
     }
+
+    /// The connection is about to wait for a request: what only a request needs is dropped
+    /// (the edge's own address, if the digest looked it up, is kept).
+    pub(crate) fn rest(&mut self) {
+        if let Some(digest) = self.digest.take()
+            && self.local.is_none()
+        {
+            self.local = inet(digest.local_addr.get());
+        }
+    }
+}
+
+fn inet(addr: Option<&Option<pingora::protocols::l4::socket::SocketAddr>>) -> Option<SocketAddr> {
+    addr?.as_ref()?.as_inet().copied()
 }
 
 impl AsyncRead for VisitorStream {
@@ -176,6 +204,9 @@ impl AsyncWrite for VisitorStream {
 impl Peek for VisitorStream {
     /// Waits until `buf.len()` bytes have arrived and copies them without consuming them.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if self.buffers.ahead_len() < buf.len() {
+            self.rest();
+        }
         while self.buffers.ahead_len() < buf.len() {
             self.tcp.readable().await?;
             // Read into this thread's scratch space and keep exactly what arrived.
@@ -230,10 +261,25 @@ impl GetProxyDigest for VisitorStream {
 
 impl GetSocketDigest for VisitorStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.digest.clone()
+        let digest = self.digest.get_or_init(|| {
+            use std::os::fd::AsRawFd;
+            let digest = SocketDigest::from_raw_fd(self.tcp.as_raw_fd());
+            let _ = digest.peer_addr.set(Some(self.peer.into()));
+            if let Some(local) = self.local {
+                let _ = digest.local_addr.set(Some(local.into()));
+            }
+            Arc::new(digest)
+        });
+        Some(Arc::clone(digest))
     }
 
     fn set_socket_digest(&mut self, socket_digest: SocketDigest) {
-        self.digest = Some(Arc::new(socket_digest));
+        if let Some(peer) = inet(socket_digest.peer_addr.get()) {
+            self.peer = peer;
+        }
+        if let Some(local) = inet(socket_digest.local_addr.get()) {
+            self.local = Some(local);
+        }
+        self.digest = OnceLock::from(Arc::new(socket_digest));
     }
 }

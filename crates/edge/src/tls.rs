@@ -4,7 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -31,7 +31,7 @@ const GATHER: usize = 16 * 1024;
 
 /// A visitor's connection after its TLS handshake.
 pub struct TlsVisitorStream {
-    tls: TlsStream<VisitorStream>,
+    tls: TlsStream<Box<VisitorStream>>,
     /// Decrypted bytes peeked but not yet read, and plaintext gathered for the next record.
     buffers: Buffers,
     ssl: Arc<SslDigest>,
@@ -50,8 +50,9 @@ impl std::fmt::Debug for TlsVisitorStream {
 /// Runs the server side of a handshake on `tcp`: the ClientHello's SNI picks the zone, whose
 /// minimum TLS version picks the configuration, whose resolver picks the certificate. `None`
 /// when the handshake fails (no SNI, a name without a certificate, a bad or slow client); the
-/// client has then been sent an alert where TLS allows one.
-pub async fn handshake(tcp: VisitorStream, tls: &EdgeTls) -> Option<TlsVisitorStream> {
+/// client has then been sent an alert where TLS allows one. The stream is boxed: its TLS state
+/// is large, and the caller's future should not carry it inline.
+pub async fn handshake(tcp: Box<VisitorStream>, tls: &EdgeTls) -> Option<Box<TlsVisitorStream>> {
     let handshake = async {
         let acceptor =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
@@ -89,13 +90,13 @@ pub async fn handshake(tcp: VisitorStream, tls: &EdgeTls) -> Option<TlsVisitorSt
         Some(b"http/1.1") => Some(ALPN::H1),
         _ => None,
     };
-    Some(TlsVisitorStream {
+    Some(Box::new(TlsVisitorStream {
         tls: stream,
         buffers: Buffers::default(),
         ssl: Arc::new(SslDigest::new(cipher, version, None, None, Vec::new())),
         alpn,
         established: SystemTime::now(),
-    })
+    }))
 }
 
 /// The certificate and key the edge presents to origins that ask for one.
@@ -157,14 +158,23 @@ impl AsyncWrite for TlsVisitorStream {
 impl Peek for TlsVisitorStream {
     /// Waits until `buf.len()` decrypted bytes have arrived and copies them without consuming.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        use tokio::io::AsyncReadExt;
+        if self.buffers.ahead_len() < buf.len() {
+            self.tls.get_mut().0.rest();
+        }
         while self.buffers.ahead_len() < buf.len() {
-            let mut chunk = [0u8; PEEK_READ];
-            let n = self.tls.read(&mut chunk).await?;
+            // Decrypted into this thread's scratch space: a waiting connection holds no buffer.
+            let n = std::future::poll_fn(|cx| {
+                crate::stream::with_scratch(|scratch| {
+                    let mut read = ReadBuf::new(&mut scratch[..PEEK_READ]);
+                    ready!(Pin::new(&mut self.tls).poll_read(cx, &mut read))?;
+                    self.buffers.keep_ahead(read.filled());
+                    Poll::Ready(Ok::<_, io::Error>(read.filled().len()))
+                })
+            })
+            .await?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            self.buffers.keep_ahead(&chunk[..n]);
         }
         self.buffers.peek_into(buf);
         Ok(true)
