@@ -8,7 +8,12 @@ pub const CDN_LOOP_TOKEN: &str = "parapet";
 
 /// Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), besides those named in
 /// `Connection`. Framing headers are the HTTP engine's, and `Upgrade` stays for WebSockets.
-pub const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "te", "trailer"];
+pub const HOP_BY_HOP: [http::HeaderName; 4] = [
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+];
 
 /// A new ray id: 16 hex digits and the edge's tag.
 pub fn ray_id() -> String {

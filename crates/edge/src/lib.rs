@@ -178,35 +178,27 @@ const H2_MAX_STREAMS: u32 = 128;
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Waits until `buf.len()` bytes have arrived on `stream` without consuming them; false when
-/// the visitor went away, stayed silent for [`IDLE_TIMEOUT`], or the edge is stopping.
-async fn wait_for_bytes(
-    stream: &mut Stream,
-    buf: &mut [u8],
-    shutdown: &ShutdownWatch,
-    wait: Wait,
-) -> bool {
-    let peek = tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(buf));
-    if wait == Wait::EvenWhenStopping {
-        return matches!(peek.await, Ok(Ok(_)));
-    }
-    let mut stop = shutdown.clone();
+/// the visitor went away or stayed silent for [`IDLE_TIMEOUT`]. For a new connection: it was
+/// accepted, so its first request is served even when the edge is stopping (the drain grace
+/// bounds the wait).
+async fn wait_for_bytes(stream: &mut Stream, buf: &mut [u8]) -> bool {
+    matches!(
+        tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(buf)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// As [`wait_for_bytes`], for a kept-alive connection between requests: false as soon as the
+/// edge is stopping too. `stop` is the connection's own receiver, made once for all its
+/// requests (a clone per request would touch the shared count from every worker).
+async fn wait_for_request(stream: &mut Stream, buf: &mut [u8], stop: &mut ShutdownWatch) -> bool {
     if *stop.borrow() {
         return false;
     }
     tokio::select! {
-        peeked = peek => matches!(peeked, Ok(Ok(_))),
+        peeked = wait_for_bytes(stream, buf) => peeked,
         _ = stop.wait_for(|stopping| *stopping) => false,
     }
-}
-
-/// Whether a wait for a request ends when the edge starts stopping.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// A kept-alive connection between requests: closed at once.
-    UnlessStopping,
-    /// A new connection: it was accepted, so its first request is served (the drain grace
-    /// bounds the wait).
-    EvenWhenStopping,
 }
 
 /// The HTTP engine with each visitor connection counted for its whole life (every request it
@@ -225,14 +217,14 @@ impl Connections {
         let _open = self.metrics.connection_opened();
         let mut stream = stream;
         let mut first = [0u8; 1];
-        if !wait_for_bytes(&mut stream, &mut first, shutdown, Wait::EvenWhenStopping).await {
+        if !wait_for_bytes(&mut stream, &mut first).await {
             return None;
         }
         // HTTP/2 with prior knowledge starts with its preface ("PRI * HTTP/2.0..."): the engine
         // runs the whole connection.
         if first[0] == b'P' {
             let mut preface = [0u8; 24];
-            if !wait_for_bytes(&mut stream, &mut preface, shutdown, Wait::EvenWhenStopping).await {
+            if !wait_for_bytes(&mut stream, &mut preface).await {
                 return None;
             }
             if preface == *H2_PREFACE {
@@ -264,7 +256,7 @@ impl Connections {
             return None;
         }
         let mut first = [0u8; 1];
-        if !wait_for_bytes(&mut stream, &mut first, shutdown, Wait::EvenWhenStopping).await {
+        if !wait_for_bytes(&mut stream, &mut first).await {
             return None;
         }
         self.serve_h1(stream, shutdown).await
@@ -277,11 +269,12 @@ impl Connections {
         // next one; the engine's per-request state (its session and the request's future, tens
         // of KiB) is on the heap only while a request is handled, so an idle kept-alive
         // connection costs little more than its socket.
+        let mut stop = shutdown.clone();
         let mut request = self.request(stream, None, shutdown);
         loop {
             let reused = request.await;
             let (mut stream, settings) = reused?.consume();
-            if !wait_for_bytes(&mut stream, &mut first, shutdown, Wait::UnlessStopping).await {
+            if !wait_for_request(&mut stream, &mut first, &mut stop).await {
                 return None;
             }
             request = self.request(stream, settings, shutdown);

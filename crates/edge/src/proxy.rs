@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use parapet_cache::EdgeCache;
 use parapet_model::expr::RequestFacts;
 use parapet_model::rules::{CacheParameters, CompiledRule, NamedKeyParts, RuleAction};
@@ -222,8 +223,8 @@ pub struct Ctx {
     /// Which of the origin's addresses this attempt uses (failover on connection errors).
     attempt: usize,
     error: Option<EdgeError>,
-    /// The primary cache key of this request's URL, when the cache was asked.
-    cache_url: Option<String>,
+    /// The cache was asked for this request (its key was made).
+    cache_asked: bool,
     /// What the cache did (`CF-Cache-Status`), once known.
     cache_status: &'static str,
     /// The zone's cache rules that match this request, merged (`None`: none matched).
@@ -238,6 +239,12 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .and_then(|a| a.as_inet())
         .map(SocketAddr::ip)
 }
+
+/// Fields removed from responses by name (a parsed name needs no parsing on each request).
+const SURROGATE_CONTROL: http::HeaderName = http::HeaderName::from_static("surrogate-control");
+const CLOUDFLARE_CDN_CACHE_CONTROL: http::HeaderName =
+    http::HeaderName::from_static("cloudflare-cdn-cache-control");
+const CACHE_TAG: http::HeaderName = http::HeaderName::from_static("cache-tag");
 
 /// One level for gzip, brotli and zstd: most of the size gain at a small share of the CPU.
 const COMPRESSION_LEVEL: u32 = 5;
@@ -275,19 +282,44 @@ fn cache_status(phase: &CachePhase) -> (&'static str, &'static str) {
     }
 }
 
+/// The values of every `name` field of `headers`, joined by commas (borrowed when there is
+/// at most one).
+fn joined_values<'h>(headers: &'h http::HeaderMap, name: &str) -> std::borrow::Cow<'h, [u8]> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => std::borrow::Cow::Borrowed(&[]),
+        (Some(one), None) => std::borrow::Cow::Borrowed(one.as_bytes()),
+        (Some(first), Some(second)) => {
+            let mut all = [first, second]
+                .into_iter()
+                .chain(values)
+                .map(|v| v.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b","[..]);
+            all.shrink_to_fit();
+            std::borrow::Cow::Owned(all)
+        }
+    }
+}
+
 /// The coding a stored variant is chosen by.
 fn normalized_encoding(accept: &[u8]) -> &'static str {
-    let accept = String::from_utf8_lossy(accept).to_ascii_lowercase();
-    let offers = |coding: &str| {
-        accept.split(',').any(|item| {
-            let mut parts = item.split(';');
-            parts.next().is_some_and(|c| c.trim() == coding)
-                && !parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"))
+    let offers = |coding: &[u8]| {
+        accept.split(|&b| b == b',').any(|item| {
+            let mut parts = item.split(|&b| b == b';');
+            parts
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(coding))
+                && !parts.any(|p| {
+                    [&b"q=0"[..], b"q=0.0", b"q=0.00", b"q=0.000"]
+                        .iter()
+                        .any(|zero| p.trim_ascii().eq_ignore_ascii_case(zero))
+                })
         })
     };
-    if offers("br") {
+    if offers(b"br") {
         "br"
-    } else if offers("gzip") {
+    } else if offers(b"gzip") {
         "gzip"
     } else {
         ""
@@ -477,7 +509,7 @@ impl ProxyHttp for EdgeProxy {
             body_bytes: 0,
             attempt: 0,
             error: None,
-            cache_url: None,
+            cache_asked: false,
             cache_status: "DYNAMIC",
             cache_rules: None,
             rule_bypass: false,
@@ -791,7 +823,7 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         for name in HOP_BY_HOP {
-            req.remove_header(*name);
+            req.remove_header(&name);
         }
         if let Some(ip) = client_ip(session) {
             let existing = req
@@ -811,15 +843,9 @@ impl ProxyHttp for EdgeProxy {
         // A stored response is chosen by the coding class (br, gzip or none): ask the origin for
         // exactly that class, so a variant never holds a coding another visitor of the same
         // class cannot decode.
-        if ctx.cache_url.is_some() {
-            let accept = req
-                .headers
-                .get_all("accept-encoding")
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect::<Vec<_>>()
-                .join(&b","[..]);
-            match normalized_encoding(&accept) {
+        if ctx.cache_asked {
+            let coding = normalized_encoding(&joined_values(&req.headers, "accept-encoding"));
+            match coding {
                 "" => {
                     req.remove_header("accept-encoding");
                 }
@@ -879,14 +905,14 @@ impl ProxyHttp for EdgeProxy {
         }
         // The CDN-targeted fields are this edge's (RFC 9213; Surrogate-Control), except
         // CDN-Cache-Control, which other CDNs further down may read too.
-        resp.remove_header("surrogate-control");
-        resp.remove_header("cloudflare-cdn-cache-control");
-        resp.insert_header("cf-ray", ctx.ray.as_str())?;
-        resp.insert_header("server", "parapet")?;
-        resp.insert_header("cf-cache-status", status)?;
-        resp.insert_header("cache-status", cache_status)?;
         // Tags are for purging; visitors do not see them (as Cloudflare).
-        resp.remove_header("cache-tag");
+        for name in [SURROGATE_CONTROL, CLOUDFLARE_CDN_CACHE_CONTROL, CACHE_TAG] {
+            resp.remove_header(&name);
+        }
+        resp.insert_header("cf-ray", ctx.ray.as_str())?;
+        resp.insert_header("server", HeaderValue::from_static("parapet"))?;
+        resp.insert_header("cf-cache-status", HeaderValue::from_static(status))?;
+        resp.insert_header("cache-status", HeaderValue::from_static(cache_status))?;
         // HSTS only means something over HTTPS (RFC 6797 §7.2).
         if is_https(session)
             && let Some(hsts) = ctx.origin.as_ref().and_then(|o| o.edge.settings.hsts)
@@ -1035,7 +1061,7 @@ impl ProxyHttp for EdgeProxy {
             return Error::e_explain(ErrorType::InternalError, "cache without a route");
         };
         let url = primary_key(session, origin, ctx.cache_rules.as_deref());
-        ctx.cache_url = Some(url.clone());
+        ctx.cache_asked = true;
         Ok(parapet_cache::key::key_of(url, &origin.zone_id))
     }
 
@@ -1148,23 +1174,16 @@ impl ProxyHttp for EdgeProxy {
         let mut variance = VarianceBuilder::new();
         for value in meta.headers().get_all("vary") {
             let Ok(value) = value.to_str() else { continue };
-            for name in value.split(',').map(|n| n.trim().to_ascii_lowercase()) {
+            for name in value.split(',').map(str::trim) {
                 if name.is_empty() {
                     continue;
                 }
-                let got = req
-                    .headers
-                    .get_all(name.as_str())
-                    .iter()
-                    .map(|v| v.as_bytes())
-                    .collect::<Vec<_>>()
-                    .join(&b","[..]);
-                let got = if name == "accept-encoding" {
-                    normalized_encoding(&got).as_bytes().to_vec()
+                let got = joined_values(&req.headers, name);
+                if name.eq_ignore_ascii_case("accept-encoding") {
+                    variance.add_value("accept-encoding", normalized_encoding(&got));
                 } else {
-                    got
-                };
-                variance.add_owned_name_value(name, got);
+                    variance.add_owned_name_value(name.to_ascii_lowercase(), got.into_owned());
+                }
             }
         }
         // A cache rule's custom key: request headers and cookies, by value or presence.

@@ -137,13 +137,13 @@ pub fn route(
             origin_host = o.host.clone().or(origin_host);
         }
     }
-    let origins = match origin_host {
-        Some(h) => vec![h],
-        None => proxied.origins.clone(),
+    let origins = match &origin_host {
+        Some(h) => std::slice::from_ref(h),
+        None => proxied.origins.as_slice(),
     };
     let mut addrs = Vec::new();
     let mut outside = Vec::new();
-    for content in &origins {
+    for content in origins {
         match content.parse::<IpAddr>() {
             Ok(ip) => addrs.push(ip),
             Err(_) if snapshot.zone_for(content).is_some() => {
