@@ -25,6 +25,19 @@ pub fn cache_key(
     key_of(primary(zone_id, https, host, port, path_and_query), zone_id)
 }
 
+/// An object's id in the store: the hex of its key's hash, variance included (the engine's
+/// `combined()`, written without its formatting machinery: this runs on every hit).
+pub fn object_id(key: &impl pingora::cache::key::CacheHashKey) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let hash = key.combined_bin();
+    let mut id = String::with_capacity(hash.len() * 2);
+    for byte in hash {
+        id.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        id.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    id
+}
+
 /// The engine's key for a primary key: its hash is computed here once (the engine asks for it
 /// several times per request).
 pub fn key_of(primary: String, zone_id: &str) -> CacheKey {
@@ -95,6 +108,18 @@ mod tests {
         let key = key_of(url, "z1");
         assert_eq!(key.primary_bin(), plain.primary_bin());
         assert_eq!(key.combined(), plain.combined());
+    }
+
+    #[test]
+    fn object_ids_are_the_engines_combined_hex_with_and_without_variance() {
+        // Files of the disk tier are named by these ids: they must not change.
+        let mut key = cache_key("z1", false, "www.example.com", 80, "/a.css");
+        assert_eq!(object_id(&key), key.combined());
+        let mut variance = pingora::cache::VarianceBuilder::new();
+        variance.add_value("accept-encoding", "gzip");
+        key.set_variance_key(variance.finalize().expect("a variance"));
+        assert_eq!(object_id(&key), key.combined());
+        assert_eq!(object_id(&key).len(), 32);
     }
 
     #[test]

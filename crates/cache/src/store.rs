@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parapet_model::purge::Purge;
 use pingora::cache::eviction::EvictionManager as _;
-use pingora::cache::key::{CacheHashKey, CompactCacheKey};
+use pingora::cache::key::CompactCacheKey;
 use pingora::cache::storage::{HandleHit, HandleMiss, MissFinishType};
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{
@@ -669,7 +669,7 @@ impl CacheStore {
             std::time::SystemTime::now(),
         );
         for key in evicted {
-            let id = key.into_key().combined();
+            let id = crate::key::object_id(&key.into_key());
             if index.objects.get(&id).is_some_and(|e| e.resident.is_some()) {
                 index.update(&id, |e| e.disk = None);
                 let _ = std::fs::remove_file(disk.object_path(&id));
@@ -790,7 +790,7 @@ impl CacheStore {
                     meta.fresh_until(),
                 );
                 for key in evicted {
-                    self.evict_from_memory(&mut index, &key.into_key().combined());
+                    self.evict_from_memory(&mut index, &crate::key::object_id(&key.into_key()));
                 }
             }
             _ if newly_opened && current && index.open_files < MAX_OPEN_FILES => {
@@ -873,7 +873,7 @@ impl Storage for CacheStore {
             Memory(Arc<StoredMeta>, Bytes, usize),
             Disk(DiskFound),
         }
-        let id = key.combined();
+        let id = crate::key::object_id(key);
         let found = {
             let index = self.index();
             index
@@ -945,7 +945,7 @@ impl Storage for CacheStore {
             purges,
             generation,
             store: self,
-            id: key.combined(),
+            id: crate::key::object_id(key),
             compact: key.to_compact(),
             meta: meta.serialize()?,
             body: Vec::new(),
@@ -962,7 +962,7 @@ impl Storage for CacheStore {
         purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let id = target.key().combined();
+        let id = crate::key::object_id(target.key());
         let mut index = self.index();
         if !index.objects.contains_key(&id) {
             return Ok(PurgeOutcome::NotFound);
@@ -983,7 +983,7 @@ impl Storage for CacheStore {
         _trace: &SpanHandle,
     ) -> Result<bool> {
         let serialized = meta.serialize()?;
-        let id = key.combined();
+        let id = crate::key::object_id(key);
         let mut index = self.index();
         let Some(entry) = index.objects.get(&id) else {
             return Ok(false);
