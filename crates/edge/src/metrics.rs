@@ -17,9 +17,14 @@ const SHARDS: usize = 16;
 /// Zone id → status → count (looked up by `&str`: no allocation per request).
 type Counts = HashMap<String, HashMap<u16, u64>>;
 
+/// One shard, on cache lines of its own (shards of different cores never share a line).
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Counts>);
+
 #[derive(Default)]
 pub struct EdgeMetrics {
-    requests: [Mutex<Counts>; SHARDS],
+    requests: [Shard; SHARDS],
     origin_buckets: [AtomicU64; BUCKETS.len()],
     origin_count: AtomicU64,
     origin_micros: AtomicU64,
@@ -78,6 +83,7 @@ impl EdgeMetrics {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         {
             let mut requests = self.requests[shard()]
+                .0
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let by_status = match requests.get_mut(zone) {
@@ -105,7 +111,7 @@ impl EdgeMetrics {
         out.push_str("# HELP parapet_edge_requests_total Requests answered by the edge, by zone and status.\n# TYPE parapet_edge_requests_total counter\n");
         let mut totals: std::collections::BTreeMap<(String, u16), u64> = Default::default();
         for shard in &self.requests {
-            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let shard = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
             for (zone, by_status) in shard.iter() {
                 for (status, n) in by_status {
                     *totals.entry((zone.clone(), *status)).or_default() += n;
