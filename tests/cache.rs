@@ -1051,3 +1051,136 @@ fn cache_rules_put_listed_headers_and_cookies_in_the_key() {
     assert_eq!(get(&["-H", "X-Device: tablet"]).1, "MISS");
     assert_eq!(get(&["-H", "X-Device: phone"]).1, "MISS");
 }
+
+/// A head's fields as a set, without the ones that differ between any two responses (`Date`,
+/// `Age`, the ray id).
+fn lasting_fields(head: &str) -> std::collections::BTreeSet<String> {
+    head.lines()
+        .filter(|l| {
+            !["date:", "age:", "cf-ray:"]
+                .iter()
+                .any(|f| l.starts_with(f))
+        })
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// Writes `pieces` on one connection, 100 ms apart, and reads until the edge closes it (or 5 s
+/// pass); whether it closed.
+fn exchange(port: u16, pieces: &[&str]) -> (String, bool) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stream.write_all(piece.as_bytes()).expect("write");
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[test]
+fn hits_from_memory_are_answered_as_the_engine_answers_them() {
+    let s = site("direct.test");
+    let host = "www.direct.test";
+    let direct = || metric(&s.node, "parapet_edge_direct_hits_total");
+    for path in ["/logo.png", "/text.css"] {
+        assert_eq!(fetch(s.port, host, path, &[]).1, "MISS", "{path}");
+    }
+    assert_eq!(direct(), 0, "a miss is the engine's");
+
+    // The same hit twice: answered from memory directly, then by the engine (`If-Match` sends a
+    // request there, and a stored response satisfies it). Nothing tells them apart.
+    let codings: [&[&str]; 3] = [&[], &["-H", "Accept-Encoding: gzip"], &["-I"]];
+    for path in ["/logo.png", "/text.css"] {
+        for extra in codings {
+            let first = fetch(s.port, host, path, extra);
+            if extra.contains(&"Accept-Encoding: gzip") && path == "/text.css" {
+                // The gzip variant is made and stored by the engine first.
+                assert_eq!(first.1, "MISS");
+            }
+            let before = direct();
+            let (status, cache, head, body) = fetch(s.port, host, path, extra);
+            assert_eq!(direct(), before + 1, "{path} {extra:?}: answered directly");
+            let engine = [extra, &["-H", "If-Match: *"]].concat();
+            let (status2, cache2, head2, body2) = fetch(s.port, host, path, &engine);
+            assert_eq!(direct(), before + 1, "{path} {extra:?}: by the engine");
+            assert_eq!((status, cache.as_str()), (200, "HIT"), "{head}");
+            assert_eq!((status2, cache2.as_str()), (200, "HIT"), "{head2}");
+            assert_eq!(
+                lasting_fields(&head),
+                lasting_fields(&head2),
+                "{path} {extra:?}"
+            );
+            assert_eq!(body, body2, "{path} {extra:?}");
+        }
+    }
+    let (_, _, head, _) = fetch(s.port, host, "/text.css", &["-H", "Accept-Encoding: gzip"]);
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    let (_, _, head, body) = fetch(s.port, host, "/logo.png", &["-I"]);
+    assert!(head.contains("content-length: "), "{head}");
+    assert!(body.is_empty(), "a HEAD has no body");
+
+    // A coding without a stored variant is made by the engine from the stored one.
+    let before = direct();
+    let (_, cache, head, _) = fetch(s.port, host, "/text.css", &["-H", "Accept-Encoding: zstd"]);
+    assert_eq!(cache, "HIT");
+    assert!(head.contains("content-encoding: zstd"), "{head}");
+    assert_eq!(direct(), before, "compressing is the engine's");
+
+    // Pipelined requests on one connection, then an HTTP/1.0 one that closes it.
+    let before = direct();
+    let get = format!("GET /logo.png HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let last = format!("GET /logo.png HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    let (answers, closed) = exchange(s.port, &[&format!("{get}{get}{last}")]);
+    assert_eq!(
+        answers.matches("HTTP/1.1 200 OK\r\n").count(),
+        3,
+        "{answers}"
+    );
+    assert_eq!(
+        answers.matches("/logo.png answer 1").count(),
+        3,
+        "{answers}"
+    );
+    assert_eq!(
+        answers.matches("Connection: keep-alive\r\n").count(),
+        2,
+        "{answers}"
+    );
+    assert!(answers.contains("Connection: close\r\n"), "{answers}");
+    assert!(
+        closed,
+        "HTTP/1.0 without keep-alive: closed after the answer"
+    );
+    assert_eq!(direct(), before + 3);
+    // A request that arrives in pieces is the engine's, and answered the same.
+    let before = direct();
+    let rest = format!("Host: {host}\r\nConnection: close\r\n\r\n");
+    let (answers, closed) = exchange(s.port, &["GET /logo.png HTTP/1.1\r\n", &rest]);
+    assert!(answers.contains("/logo.png answer 1"), "{answers}");
+    assert!(answers.contains("cf-cache-status: HIT"), "{answers}");
+    assert!(closed);
+    assert_eq!(direct(), before);
+
+    // Purging is effective for hits answered directly too.
+    s.node.ok(
+        "POST",
+        &format!("/zones/{}/purge_cache", s.zone),
+        Some(json!({"purge_everything": true})),
+    );
+    assert_eq!(fetch(s.port, host, "/logo.png", &[]).1, "MISS");
+    assert_eq!(s.hits.of("/logo.png"), 2);
+}

@@ -62,7 +62,69 @@ struct Resident {
 /// its first hit on, decoded too, so that later hits skip the decompression and parsing.
 struct StoredMeta {
     serialized: (Vec<u8>, Vec<u8>),
-    decoded: std::sync::OnceLock<Option<DecodedMeta>>,
+    decoded: std::sync::OnceLock<Option<Arc<DecodedMeta>>>,
+}
+
+/// A stored response's header, rendered once for the edge's own hit path.
+#[derive(Debug, Clone)]
+pub struct HitHead {
+    /// Status line and the header fields every hit repeats.
+    pub head: Bytes,
+    /// Whether the edge would compress this response for a visitor that accepts it.
+    pub compressible: bool,
+}
+
+/// A complete object the memory tier holds, whose header was stored once and never
+/// revalidated: what the edge needs to answer a hit without the HTTP engine.
+pub struct MemoryHit {
+    decoded: Arc<DecodedMeta>,
+    pub body: Bytes,
+    /// What the object weighs in the memory tier (for its eviction policy).
+    pub weight: usize,
+}
+
+impl MemoryHit {
+    /// The response as stored.
+    pub fn header(&self) -> &pingora::http::ResponseHeader {
+        &self.decoded().header
+    }
+
+    fn decoded(&self) -> &DecodedMeta {
+        &self.decoded
+    }
+
+    /// Until when the object is fresh.
+    pub fn fresh_until(&self) -> std::time::SystemTime {
+        self.decoded().fresh_until
+    }
+
+    /// The time its age counts from.
+    pub fn epoch(&self) -> std::time::SystemTime {
+        let d = self.decoded();
+        d.epoch_override.unwrap_or(d.created)
+    }
+
+    /// Which of its URL's Vary variants it is (`None`: the URL has no variants).
+    pub fn variance(&self) -> Option<pingora::cache::key::HashBinary> {
+        self.decoded().variance
+    }
+
+    /// When it was stored.
+    pub fn created(&self) -> std::time::SystemTime {
+        self.decoded().created
+    }
+
+    /// The header as `render` makes it, made once per stored header (`None`: the edge's own
+    /// path cannot answer for this object).
+    pub fn hit_head(
+        &self,
+        render: impl FnOnce(&pingora::http::ResponseHeader) -> Option<HitHead>,
+    ) -> Option<&HitHead> {
+        self.decoded
+            .hit_head
+            .get_or_init(|| render(&self.decoded.header))
+            .as_ref()
+    }
 }
 
 /// What rebuilds a header's metadata without decoding it again. Only for metadata never
@@ -75,6 +137,8 @@ struct DecodedMeta {
     stale_if_error: u32,
     variance: Option<pingora::cache::key::HashBinary>,
     epoch_override: Option<std::time::SystemTime>,
+    /// The header as the edge's own hit path writes it, made at its first such hit.
+    hit_head: std::sync::OnceLock<Option<HitHead>>,
 }
 
 impl StoredMeta {
@@ -85,28 +149,38 @@ impl StoredMeta {
         }
     }
 
-    /// What the entry costs in memory for its header: serialized, and decoded (estimated).
+    /// What the entry costs in memory for its header: serialized, decoded and rendered
+    /// (estimated).
     fn weight(&self) -> usize {
-        self.serialized.0.len() + 9 * self.serialized.1.len() + 256
+        self.serialized.0.len() + 11 * self.serialized.1.len() + 384
+    }
+
+    /// The header decoded, when it was never revalidated (decoded once, at the first hit).
+    fn decoded(&self) -> Option<&Arc<DecodedMeta>> {
+        let (internal, header) = (&self.serialized.0, &self.serialized.1);
+        self.decoded
+            .get_or_init(|| {
+                let meta = CacheMeta::deserialize(internal, header).ok()?;
+                let fresh = meta.updated() == meta.created() && meta.provenance() == meta.created();
+                fresh.then(|| {
+                    Arc::new(DecodedMeta {
+                        header: meta.response_header_copy(),
+                        fresh_until: meta.fresh_until(),
+                        created: meta.created(),
+                        stale_while_revalidate: meta.stale_while_revalidate_sec(),
+                        stale_if_error: meta.stale_if_error_sec(),
+                        variance: meta.variance(),
+                        epoch_override: meta.epoch_override(),
+                        hit_head: std::sync::OnceLock::new(),
+                    })
+                })
+            })
+            .as_ref()
     }
 
     fn meta(&self) -> Result<CacheMeta> {
-        let (internal, header) = (&self.serialized.0, &self.serialized.1);
-        let decoded = self.decoded.get_or_init(|| {
-            let meta = CacheMeta::deserialize(internal, header).ok()?;
-            let fresh = meta.updated() == meta.created() && meta.provenance() == meta.created();
-            fresh.then(|| DecodedMeta {
-                header: meta.response_header_copy(),
-                fresh_until: meta.fresh_until(),
-                created: meta.created(),
-                stale_while_revalidate: meta.stale_while_revalidate_sec(),
-                stale_if_error: meta.stale_if_error_sec(),
-                variance: meta.variance(),
-                epoch_override: meta.epoch_override(),
-            })
-        });
-        let Some(d) = decoded else {
-            return CacheMeta::deserialize(internal, header);
+        let Some(d) = self.decoded() else {
+            return CacheMeta::deserialize(&self.serialized.0, &self.serialized.1);
         };
         let mut meta = CacheMeta::new(
             d.fresh_until,
@@ -412,6 +486,28 @@ impl CacheStore {
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The object stored for `key` when the memory tier holds it whole and its header was
+    /// never revalidated (`None` otherwise: the HTTP engine's lookup answers for the rest).
+    pub fn memory_hit(&self, key: &CacheKey) -> Option<MemoryHit> {
+        let id = crate::key::object_id(key);
+        let (stored, body, weight) = {
+            let index = self.index();
+            let entry = index.objects.get(&id).filter(|e| index.live(e))?;
+            let resident = entry.resident.as_ref()?;
+            (
+                Arc::clone(&resident.meta),
+                resident.body.clone(),
+                entry.weight(),
+            )
+        };
+        let decoded = Arc::clone(stored.decoded()?);
+        Some(MemoryHit {
+            decoded,
+            body,
+            weight,
+        })
     }
 
     /// Largest response the cache stores.
@@ -1022,6 +1118,22 @@ impl Storage for CacheStore {
     }
 }
 
+/// A stored header that says how long its complete body is: one sent without a length (a
+/// body the edge compressed, or a chunked one) gets `Content-Length`, so that hits are
+/// delimited by it instead of by chunks.
+fn with_length(meta: (Vec<u8>, Vec<u8>), body_len: usize) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut decoded = CacheMeta::deserialize(&meta.0, &meta.1)?;
+    let header = decoded.response_header();
+    let bodiless = header.status.is_informational() || matches!(header.status.as_u16(), 204 | 304);
+    if bodiless || header.headers.contains_key("content-length") {
+        return Ok(meta);
+    }
+    let header = decoded.response_header_mut();
+    header.remove_header("transfer-encoding");
+    header.insert_header("content-length", body_len)?;
+    decoded.serialize()
+}
+
 /// A complete object being served from memory (whole, or the range asked for).
 struct Hit {
     weight: usize,
@@ -1205,7 +1317,8 @@ impl HandleMiss for Miss {
         Ok(())
     }
 
-    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        self.meta = with_length(std::mem::take(&mut self.meta), self.written)?;
         let store = self.store;
         let id = self.id;
         let mut entry = Entry::new(self.parsed, self.compact, self.tags, &id);

@@ -7,6 +7,7 @@
 pub mod errors;
 mod freshness;
 pub mod headers;
+mod hit;
 pub mod metrics;
 mod proxy;
 pub mod route;
@@ -205,6 +206,8 @@ async fn wait_for_request(stream: &mut Stream, buf: &mut [u8], stop: &mut Shutdo
 /// carries, until it closes).
 struct Connections {
     http: Arc<pingora::proxy::HttpProxy<EdgeProxy>>,
+    /// The same proxy, for the hits answered without the engine.
+    proxy: EdgeProxy,
     metrics: Arc<EdgeMetrics>,
     limit: Arc<ClientLimit>,
     /// Certificates and TLS settings for HTTPS listeners.
@@ -270,14 +273,22 @@ impl Connections {
         // of KiB) is on the heap only while a request is handled, so an idle kept-alive
         // connection costs little more than its socket.
         let mut stop = shutdown.clone();
-        let mut request = self.request(stream, None, shutdown);
+        let mut stream = stream;
+        let mut settings = None;
         loop {
-            let reused = request.await;
-            let (mut stream, settings) = reused?.consume();
+            // A fresh object in memory is answered here; every other request by the engine.
+            let stopping = *stop.borrow();
+            if let Some(answer) = self.proxy.memory_hit(&stream, stopping) {
+                if !hit::send(&mut stream, answer).await {
+                    return None;
+                }
+            } else {
+                let reused = self.request(stream, settings, shutdown).await;
+                (stream, settings) = reused?.consume();
+            }
             if !wait_for_request(&mut stream, &mut first, &mut stop).await {
                 return None;
             }
-            request = self.request(stream, settings, shutdown);
         }
     }
 
@@ -365,6 +376,7 @@ pub fn start_edge(
         http.h2_options = Some(h2);
         let app = Arc::new(Connections {
             http: Arc::new(http),
+            proxy: proxy.clone(),
             metrics: Arc::clone(&proxy.metrics),
             limit: Arc::clone(&proxy.client_limit),
             tls: tls.clone(),

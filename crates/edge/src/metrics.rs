@@ -20,7 +20,14 @@ type Counts = HashMap<String, HashMap<u16, u64>>;
 /// One shard, on cache lines of its own (shards of different cores never share a line).
 #[derive(Default)]
 #[repr(align(128))]
-struct Shard(Mutex<Counts>);
+struct Shard(Mutex<ShardCounts>);
+
+#[derive(Default)]
+struct ShardCounts {
+    requests: Counts,
+    /// Cache hits the edge answered without its HTTP engine.
+    direct_hits: u64,
+}
 
 #[derive(Default)]
 pub struct EdgeMetrics {
@@ -80,12 +87,23 @@ impl EdgeMetrics {
 
     /// A finished request: its zone (empty when it was not routed), status and origin time.
     pub fn request_finished(&self, zone: &str, status: u16, origin_time: Option<Duration>) {
+        self.finished(zone, status, origin_time, false);
+    }
+
+    /// A cache hit the edge answered without its HTTP engine, finished.
+    pub fn direct_hit_finished(&self, zone: &str, status: u16) {
+        self.finished(zone, status, None, true);
+    }
+
+    fn finished(&self, zone: &str, status: u16, origin_time: Option<Duration>, direct: bool) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         {
-            let mut requests = self.requests[shard()]
+            let mut counts = self.requests[shard()]
                 .0
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            counts.direct_hits += u64::from(direct);
+            let requests = &mut counts.requests;
             let by_status = match requests.get_mut(zone) {
                 Some(by_status) => by_status,
                 None => requests.entry(zone.to_owned()).or_default(),
@@ -110,9 +128,11 @@ impl EdgeMetrics {
         let mut out = String::new();
         out.push_str("# HELP parapet_edge_requests_total Requests answered by the edge, by zone and status.\n# TYPE parapet_edge_requests_total counter\n");
         let mut totals: std::collections::BTreeMap<(String, u16), u64> = Default::default();
+        let mut direct_hits = 0;
         for shard in &self.requests {
             let shard = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
-            for (zone, by_status) in shard.iter() {
+            direct_hits += shard.direct_hits;
+            for (zone, by_status) in shard.requests.iter() {
                 for (status, n) in by_status {
                     *totals.entry((zone.clone(), *status)).or_default() += n;
                 }
@@ -125,6 +145,10 @@ impl EdgeMetrics {
                 "parapet_edge_requests_total{{zone=\"{zone}\",status=\"{status}\"}} {n}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP parapet_edge_direct_hits_total Cache hits answered from memory without the HTTP engine.\n# TYPE parapet_edge_direct_hits_total counter\nparapet_edge_direct_hits_total {direct_hits}"
+        );
         out.push_str("# HELP parapet_edge_origin_seconds Time from sending a request to the origin to its response header.\n# TYPE parapet_edge_origin_seconds histogram\n");
         for (i, bound) in BUCKETS.iter().enumerate() {
             let _ = writeln!(

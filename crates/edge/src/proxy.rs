@@ -104,6 +104,24 @@ impl EdgeProxy {
         }
     }
 
+    /// The cache rules (the configuration file's, then the zone's) that match a request
+    /// `origin` routed, merged (`None`: none matched).
+    pub(crate) fn cache_parameters(&self, origin: &Origin) -> Option<Box<CacheParameters>> {
+        let facts = RequestFacts {
+            host: &origin.host,
+            path: &origin.rule_path,
+        };
+        let mut merged: Option<Box<CacheParameters>> = None;
+        let configured = self.configured_cache_rules(origin);
+        let rules = configured.iter().chain(origin.edge.cache_rules.iter());
+        for rule in rules.filter(|r| r.matches(&facts)) {
+            if let RuleAction::Cache(params) = &rule.action {
+                merged.get_or_insert_with(Box::default).merge(params);
+            }
+        }
+        merged
+    }
+
     pub fn new(published: Arc<Published>) -> Self {
         Self {
             published,
@@ -303,7 +321,7 @@ fn joined_values<'h>(headers: &'h http::HeaderMap, name: &str) -> std::borrow::C
 }
 
 /// The coding a stored variant is chosen by.
-fn normalized_encoding(accept: &[u8]) -> &'static str {
+pub(crate) fn normalized_encoding(accept: &[u8]) -> &'static str {
     let offers = |coding: &[u8]| {
         accept.split(|&b| b == b',').any(|item| {
             let mut parts = item.split(|&b| b == b';');
@@ -326,26 +344,49 @@ fn normalized_encoding(accept: &[u8]) -> &'static str {
     }
 }
 
+/// Whether a request for `path` may be served from the cache, and whether a cache rule said
+/// bypass, given the cache rules that match it.
+pub(crate) fn eligibility(rules: Option<&CacheParameters>, path: &str) -> (bool, bool) {
+    match rules.and_then(|m| m.cache) {
+        Some(by_rule) => (by_rule, !by_rule),
+        None => (parapet_cache::policy::eligible_path(path), false),
+    }
+}
+
 /// The primary cache key of the request's URL, the query shaped by the zone's cache rules.
 fn primary_key(session: &Session, origin: &Origin, rules: Option<&CacheParameters>) -> String {
-    let mut target = path_and_query(session);
+    url_key(
+        origin,
+        is_https(session),
+        visitor_port(session),
+        &path_and_query(session),
+        rules,
+    )
+}
+
+/// The primary cache key of `target` (path and query) on `origin`'s host, the query shaped by
+/// the zone's cache rules.
+pub(crate) fn url_key(
+    origin: &Origin,
+    https: bool,
+    port: u16,
+    target: &str,
+    rules: Option<&CacheParameters>,
+) -> String {
+    let shaped;
+    let mut target = target;
     if let Some(rules) = rules
         && let Some((path, query)) = target.split_once('?')
     {
         let query = rules.key_query(query);
-        target = if query.is_empty() {
+        shaped = if query.is_empty() {
             path.to_owned()
         } else {
             format!("{path}?{query}")
         };
+        target = &shaped;
     }
-    parapet_cache::key::primary(
-        &origin.zone_id,
-        is_https(session),
-        &origin.host,
-        visitor_port(session),
-        &target,
-    )
+    parapet_cache::key::primary(&origin.zone_id, https, &origin.host, port, target)
 }
 
 /// A stored response's metadata: `header` (the response as stored) fresh for `lifetime` from
@@ -996,26 +1037,9 @@ impl ProxyHttp for EdgeProxy {
             return Ok(());
         };
         let req = session.req_header();
-        let path = req.uri.path();
-        let facts = RequestFacts {
-            host: &origin.host,
-            path: &origin.rule_path,
-        };
-        let mut merged: Option<Box<CacheParameters>> = None;
-        let configured = self.configured_cache_rules(origin);
-        let rules = configured.iter().chain(origin.edge.cache_rules.iter());
-        for rule in rules.filter(|r| r.matches(&facts)) {
-            if let RuleAction::Cache(params) = &rule.action {
-                merged.get_or_insert_with(Box::default).merge(params);
-            }
-        }
-        let eligible = match merged.as_ref().and_then(|m| m.cache) {
-            Some(by_rule) => {
-                ctx.rule_bypass = !by_rule;
-                by_rule
-            }
-            None => parapet_cache::policy::eligible_path(path),
-        };
+        let merged = self.cache_parameters(origin);
+        let (eligible, bypass) = eligibility(merged.as_deref(), req.uri.path());
+        ctx.rule_bypass = bypass;
         let method_ok = matches!(req.method, http::Method::GET | http::Method::HEAD);
         ctx.cache_rules = merged;
         if !method_ok || !eligible || origin.edge.settings.development_mode {
@@ -1291,23 +1315,60 @@ impl ProxyHttp for EdgeProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let zone = ctx.origin.as_ref().map_or("", |o| o.zone_id.as_str());
         self.metrics.request_finished(zone, status, ctx.origin_time);
-        if !tracing::enabled!(target: "parapet::access", tracing::Level::INFO) {
+        if !access_logged() {
             return;
         }
         let req = session.req_header();
+        AccessLine {
+            ray: &ctx.ray,
+            origin: ctx.origin.as_ref(),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status,
+            bytes: session.body_bytes_sent(),
+            started: ctx.started,
+            cache: ctx.cache_status,
+            client_ip: client_ip(session),
+            edge_error: ctx.error.map(EdgeError::code),
+        }
+        .log();
+    }
+}
+
+/// Whether access-log lines are written.
+pub(crate) fn access_logged() -> bool {
+    tracing::enabled!(target: "parapet::access", tracing::Level::INFO)
+}
+
+/// One request's access-log line.
+pub(crate) struct AccessLine<'a> {
+    pub ray: &'a str,
+    pub origin: Option<&'a Origin>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: usize,
+    pub started: Instant,
+    pub cache: &'static str,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub edge_error: Option<u16>,
+}
+
+impl AccessLine<'_> {
+    pub(crate) fn log(&self) {
         let line = serde_json::json!({
             "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-            "ray": ctx.ray,
-            "zone": ctx.origin.as_ref().map(|o| o.zone_id.as_str()),
-            "host": ctx.origin.as_ref().map(|o| o.host.as_str()),
-            "method": req.method.as_str(),
-            "path": req.uri.path(),
-            "status": status,
-            "bytes": session.body_bytes_sent(),
-            "duration_ms": ctx.started.elapsed().as_millis() as u64,
-            "cache": ctx.cache_status,
-            "client_ip": client_ip(session).map(|i| i.to_string()),
-            "edge_error": ctx.error.map(EdgeError::code),
+            "ray": self.ray,
+            "zone": self.origin.map(|o| o.zone_id.as_str()),
+            "host": self.origin.map(|o| o.host.as_str()),
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "bytes": self.bytes,
+            "duration_ms": self.started.elapsed().as_millis() as u64,
+            "cache": self.cache,
+            "client_ip": self.client_ip.map(|i| i.to_string()),
+            "edge_error": self.edge_error,
         });
         tracing::info!(target: "parapet::access", "{line}");
     }

@@ -49,6 +49,11 @@ impl Buffers {
         self.ahead.len() - self.ahead_pos
     }
 
+    /// The bytes read ahead.
+    pub(crate) fn ahead(&self) -> &[u8] {
+        &self.ahead[self.ahead_pos..]
+    }
+
     /// Keeps `bytes` after what is already read ahead.
     pub(crate) fn keep_ahead(&mut self, bytes: &[u8]) {
         if self.ahead_pos > 0 {
@@ -168,6 +173,24 @@ impl VisitorStream {
             local,
             digest: OnceLock::new(),
             established: SystemTime::now(),
+        }
+    }
+
+    /// The bytes read ahead (a request the connection waited for, as far as it has arrived).
+    pub(crate) fn ahead(&self) -> &[u8] {
+        self.buffers.ahead()
+    }
+
+    /// The visitor's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The edge's port the visitor connected to.
+    pub(crate) fn local_port(&self) -> Option<u16> {
+        match self.local {
+            Some(local) => Some(local.port()),
+            None => self.tcp.local_addr().ok().map(|a| a.port()),
         }
     }
 

@@ -154,6 +154,19 @@ impl AsyncWrite for TlsVisitorStream {
     }
 }
 
+impl TlsVisitorStream {
+    /// Decrypted bytes read ahead (a request the connection waited for, as far as it has
+    /// arrived).
+    pub(crate) fn ahead(&self) -> &[u8] {
+        self.buffers.ahead()
+    }
+
+    /// The TCP connection underneath.
+    pub(crate) fn tcp(&self) -> &VisitorStream {
+        self.tls.get_ref().0
+    }
+}
+
 #[async_trait]
 impl Peek for TlsVisitorStream {
     /// Waits until `buf.len()` decrypted bytes have arrived and copies them without consuming.

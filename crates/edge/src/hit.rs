@@ -1,0 +1,554 @@
+//! The edge's own answer to its commonest request: a GET or HEAD over HTTP/1 for an object the
+//! memory tier holds, fresh, whose header was stored once and never revalidated.
+//!
+//! It answers as the HTTP engine would (same routing, rules, key, freshness, header fields and
+//! log line) without the engine's per-request machinery: no session, no request or response
+//! objects, no cache state machine. Anything unusual goes to the engine, which reads the same
+//! bytes: a request that is incomplete or does not parse here, a body, preconditions, ranges,
+//! an encoding to negotiate, Vary, a redirect or an error to answer, a rule this path does not
+//! apply, an object that is stale, on disk only, or was revalidated.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Instant, SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header;
+use parapet_cache::{HitHead, MemoryHit};
+use parapet_model::settings::SslMode;
+use pingora::cache::eviction::EvictionManager as _;
+use pingora::cache::predictor::CacheablePredictor as _;
+use pingora::cache::{CacheEntryKey, CacheKey, VarianceBuilder};
+use pingora::http::ResponseHeader;
+use pingora::protocols::Stream;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+use crate::headers;
+use crate::proxy::{
+    AccessLine, EdgeProxy, access_logged, eligibility, normalized_encoding, url_key,
+};
+use crate::route::{Origin, route};
+
+/// Request header fields read here at most (a request with more goes to the engine).
+const MAX_FIELDS: usize = 32;
+
+/// Bodies up to this size go out in the same buffer as the header.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// Request fields whose presence sends the request to the engine: framing and bodies,
+/// preconditions and ranges, protocol changes, loops, credentials, and the visitor's cache
+/// directives (the engine decides what each of them means for a hit).
+const ENGINE_FIELDS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "upgrade",
+    "http2-settings",
+    "te",
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "cdn-loop",
+    "authorization",
+    "cache-control",
+    "pragma",
+];
+
+/// Stored response fields a hit does not repeat: this hop's, the ones the edge writes itself,
+/// and the ones meant for the edge only.
+const NOT_REPEATED: &[&str] = &[
+    "server",
+    "date",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "age",
+    "surrogate-control",
+    "cloudflare-cdn-cache-control",
+    "cache-tag",
+    "cf-ray",
+    "cf-cache-status",
+    "cache-status",
+];
+
+/// What the connection knows about itself.
+struct Conn<'s> {
+    ahead: &'s [u8],
+    https: bool,
+    peer: SocketAddr,
+    port: u16,
+}
+
+fn conn(stream: &Stream) -> Option<Conn<'_>> {
+    let any = stream.as_any();
+    if let Some(tcp) = any.downcast_ref::<crate::stream::VisitorStream>() {
+        return Some(Conn {
+            ahead: tcp.ahead(),
+            https: false,
+            peer: tcp.peer(),
+            port: tcp.local_port()?,
+        });
+    }
+    let tls = any.downcast_ref::<crate::tls::TlsVisitorStream>()?;
+    Some(Conn {
+        ahead: tls.ahead(),
+        https: true,
+        peer: tls.tcp().peer(),
+        port: tls.tcp().local_port()?,
+    })
+}
+
+/// A hit ready to go out.
+pub(crate) struct Answer {
+    /// The request's length (read ahead already), to take off the stream.
+    request_len: usize,
+    /// The response header, and the body when it is small.
+    head: Vec<u8>,
+    /// A larger body, sent after the header.
+    body: Option<Bytes>,
+    keep_alive: bool,
+}
+
+/// The parts of the request this path reads.
+struct Request<'b> {
+    len: usize,
+    head_only: bool,
+    target: &'b str,
+    host: &'b str,
+    keep_alive: bool,
+    /// The visitor's `Accept-Encoding`, if it sent one.
+    accept_encoding: Option<&'b [u8]>,
+}
+
+/// The request read ahead on the connection, if it is complete and of the kind answered here.
+fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let httparse::Status::Complete(len) = parsed.parse(ahead).ok()? else {
+        return None;
+    };
+    if len > max_header_bytes || headers::check_raw_head(&ahead[..len]).is_err() {
+        return None;
+    }
+    let head_only = match parsed.method? {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return None,
+    };
+    let http11 = match parsed.version? {
+        1 => true,
+        0 => false,
+        _ => return None,
+    };
+    let target = parsed.path?;
+    if !target.starts_with('/') || http::uri::PathAndQuery::try_from(target).is_err() {
+        return None;
+    }
+    let (mut host, mut keep_alive, mut accept_encoding) = (None, http11, None);
+    for field in parsed.headers.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return None;
+            }
+            host = Some(std::str::from_utf8(field.value).ok()?);
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in field.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else if !token.is_empty() {
+                    // Upgrades, and fields named for this hop: the engine's.
+                    return None;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            if accept_encoding.is_some() {
+                return None;
+            }
+            accept_encoding = Some(field.value);
+        } else if ENGINE_FIELDS.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+            return None;
+        }
+    }
+    Some(Request {
+        len,
+        head_only,
+        target,
+        host: host?,
+        keep_alive,
+        accept_encoding,
+    })
+}
+
+impl EdgeProxy {
+    /// The answer to the request read ahead on `stream` when it is a hit this path serves
+    /// (`stopping`: the edge is shutting down, so the connection closes after it).
+    pub(crate) fn memory_hit(&self, stream: &Stream, stopping: bool) -> Option<Answer> {
+        let started = Instant::now();
+        let cache = self.cache?;
+        let conn = conn(stream)?;
+        let request = request(conn.ahead, self.max_header_bytes)?;
+        let (path, _) = request
+            .target
+            .split_once('?')
+            .unwrap_or((request.target, ""));
+        if path.starts_with("/.well-known/acme-challenge/") {
+            return None;
+        }
+        let snapshot = self.published.load();
+        let origin = route(&snapshot, Some(request.host), path).ok()?;
+        let settings = origin.edge.settings;
+        let redirected = if conn.https {
+            settings.ssl == SslMode::Off
+        } else {
+            settings.always_use_https && settings.ssl != SslMode::Off
+        };
+        if origin.addrs.is_empty() || redirected || settings.development_mode {
+            return None;
+        }
+        let rules = self.cache_parameters(&origin);
+        let (eligible, _) = eligibility(rules.as_deref(), path);
+        let rules_kept_here = rules.as_deref().is_none_or(|r| {
+            r.browser_ttl.is_none() && r.cache_key.as_ref().is_none_or(|k| k.custom_key.is_none())
+        });
+        if !eligible || !rules_kept_here {
+            return None;
+        }
+        let url = url_key(
+            &origin,
+            conn.https,
+            conn.port,
+            request.target,
+            rules.as_deref(),
+        );
+        let key = parapet_cache::key::key_of(url, &origin.zone_id);
+        if !cache.predictor.cacheable_prediction(&key) {
+            return None;
+        }
+        let hit = cache.store.memory_hit(&key)?;
+        let hit = variant(&cache.store, key, hit, request.accept_encoding)?;
+        let now = SystemTime::now();
+        if hit.fresh_until() < now {
+            return None;
+        }
+        let head = hit.hit_head(render)?;
+        let stored = hit.header();
+        // The engine compresses a compressible response stored without a coding for a
+        // visitor that accepts one.
+        let encoded = stored.headers.contains_key(header::CONTENT_ENCODING);
+        if head.compressible && !encoded && request.accept_encoding.is_some() {
+            return None;
+        }
+        let hsts = settings.hsts.filter(|_| conn.https);
+        if hsts.is_some()
+            && (stored
+                .headers
+                .contains_key(header::STRICT_TRANSPORT_SECURITY)
+                || stored.headers.contains_key(header::X_CONTENT_TYPE_OPTIONS))
+        {
+            return None;
+        }
+        let length = stored
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if length != Some(hit.body.len()) {
+            return None;
+        }
+        // A hit counts for the object in the memory tier's eviction policy.
+        cache.eviction.access(
+            &CacheEntryKey::key_only(hit.key.to_compact()),
+            hit.weight,
+            hit.fresh_until(),
+        );
+        let fields = Fields {
+            keep_alive: request.keep_alive && !stopping,
+            age: now
+                .duration_since(hit.epoch())
+                .unwrap_or_default()
+                .as_secs(),
+            ray: headers::ray_id(),
+            hsts,
+            vary: head.compressible && !lists_encoding(stored),
+        };
+        let answer = answer(&hit, head, &request, &fields);
+        let ray = fields.ray;
+        self.metrics.request_started();
+        let status = stored.status.as_u16();
+        self.metrics.direct_hit_finished(&origin.zone_id, status);
+        if access_logged() {
+            log(&request, &origin, &ray, status, &hit, conn.peer, started);
+        }
+        Some(answer)
+    }
+}
+
+/// The fields a hit's answer adds to its stored header.
+struct Fields {
+    keep_alive: bool,
+    age: u64,
+    ray: String,
+    /// The zone's HSTS, for an HTTPS visitor.
+    hsts: Option<parapet_model::settings::Hsts>,
+    /// `Vary: accept-encoding`, as the engine's compression adds it.
+    vary: bool,
+}
+
+fn answer(hit: &MemoryHit, head: &HitHead, request: &Request<'_>, fields: &Fields) -> Answer {
+    let Fields {
+        keep_alive,
+        age,
+        ref ray,
+        hsts,
+        vary,
+    } = *fields;
+    let inline = !request.head_only && hit.body.len() <= INLINE_BODY;
+    let mut out =
+        Vec::with_capacity(head.head.len() + 192 + if inline { hit.body.len() } else { 0 });
+    out.extend_from_slice(&head.head);
+    out.extend_from_slice(b"Date: ");
+    out.extend_from_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+    out.extend_from_slice(if keep_alive {
+        b"\r\nConnection: keep-alive\r\nAge: "
+    } else {
+        b"\r\nConnection: close\r\nAge: "
+    });
+    out.extend_from_slice(age.to_string().as_bytes());
+    // The engine's compression says that the response depends on `Accept-Encoding` whenever it
+    // would compress it for a visitor that accepts an encoding (not for a header alone).
+    if vary && !request.head_only {
+        out.extend_from_slice(b"\r\nvary: accept-encoding");
+    }
+    out.extend_from_slice(b"\r\ncf-ray: ");
+    out.extend_from_slice(ray.as_bytes());
+    out.extend_from_slice(b"\r\ncf-cache-status: HIT\r\ncache-status: parapet; hit\r\n");
+    if let Some(hsts) = hsts {
+        out.extend_from_slice(b"strict-transport-security: ");
+        out.extend_from_slice(hsts.header_value().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if hsts.nosniff {
+            out.extend_from_slice(b"x-content-type-options: nosniff\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut body = None;
+    if inline {
+        out.extend_from_slice(&hit.body);
+    } else if !request.head_only {
+        body = Some(hit.body.clone());
+    }
+    Answer {
+        request_len: request.len,
+        head: out,
+        body,
+        keep_alive,
+    }
+}
+
+fn log(
+    request: &Request<'_>,
+    origin: &Origin,
+    ray: &str,
+    status: u16,
+    hit: &MemoryHit,
+    peer: SocketAddr,
+    started: Instant,
+) {
+    let path = request
+        .target
+        .split_once('?')
+        .map_or(request.target, |(p, _)| p);
+    AccessLine {
+        ray,
+        origin: Some(origin),
+        method: if request.head_only { "HEAD" } else { "GET" },
+        path,
+        status,
+        bytes: if request.head_only { 0 } else { hit.body.len() },
+        started,
+        cache: "HIT",
+        client_ip: Some(peer.ip()),
+        edge_error: None,
+    }
+    .log();
+}
+
+/// A hit with the key it was found under.
+struct Found {
+    key: CacheKey,
+    hit: MemoryHit,
+}
+
+impl std::ops::Deref for Found {
+    type Target = MemoryHit;
+
+    fn deref(&self) -> &MemoryHit {
+        &self.hit
+    }
+}
+
+/// The stored variant for the visitor, starting from `primary`, the URL's primary entry: itself
+/// when the response has no variants, or when it is the variant for the visitor's coding class;
+/// else the one stored under that class, if it is in memory and younger than the primary
+/// entry (an older one is from before a purge). `None` for variants on other fields.
+fn variant(
+    store: &parapet_cache::CacheStore,
+    key: CacheKey,
+    primary: MemoryHit,
+    accept_encoding: Option<&[u8]>,
+) -> Option<Found> {
+    let vary = primary
+        .header()
+        .headers
+        .get_all(header::VARY)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|name| !name.is_empty())
+        .try_fold(false, |_, name| {
+            name.eq_ignore_ascii_case(b"accept-encoding")
+                .then_some(true)
+        })?;
+    if !vary {
+        return primary
+            .variance()
+            .is_none()
+            .then_some(Found { key, hit: primary });
+    }
+    let mut variance = VarianceBuilder::new();
+    variance.add_value(
+        "accept-encoding",
+        normalized_encoding(accept_encoding.unwrap_or_default()),
+    );
+    let wanted = variance.finalize()?;
+    if primary.variance() == Some(wanted) {
+        return Some(Found { key, hit: primary });
+    }
+    let mut key = key;
+    key.set_variance_key(wanted);
+    let hit = store.memory_hit(&key)?;
+    (hit.variance() == Some(wanted) && hit.created() >= primary.created())
+        .then_some(Found { key, hit })
+}
+
+/// Whether a stored response's `Vary` already names `Accept-Encoding` (or everything).
+fn lists_encoding(stored: &ResponseHeader) -> bool {
+    stored
+        .headers
+        .get_all(header::VARY)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|name| name == b"*" || name.eq_ignore_ascii_case(b"accept-encoding"))
+}
+
+/// A stored header as every hit repeats it: `None` for a response this path leaves to the
+/// engine (no body of a known length, or a coding or variants to negotiate).
+fn render(stored: &ResponseHeader) -> Option<HitHead> {
+    let status = stored.status;
+    let fields = &stored.headers;
+    if status.is_informational()
+        || matches!(status.as_u16(), 204 | 304)
+        || !fields.contains_key(header::CONTENT_LENGTH)
+        || fields.contains_key(header::TRANSFER_ENCODING)
+    {
+        return None;
+    }
+    // A complete object of known length may be asked for in ranges: the engine says so.
+    let ranges = status == http::StatusCode::OK;
+    let mut head = BytesMut::with_capacity(512);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(status.as_str().as_bytes());
+    head.put_u8(b' ');
+    head.put_slice(stored.get_reason_phrase().unwrap_or("").as_bytes());
+    head.put_slice(b"\r\nserver: parapet\r\n");
+    let mut field = |name: &[u8], value: &[u8]| {
+        let skip = NOT_REPEATED
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+            || (ranges && name.eq_ignore_ascii_case(b"accept-ranges"));
+        if !skip {
+            head.put_slice(name);
+            head.put_slice(b": ");
+            head.put_slice(value);
+            head.put_slice(b"\r\n");
+        }
+    };
+    if stored.has_case() {
+        for (name, value) in stored.case_header_iter() {
+            field(name.as_slice(), value.as_bytes());
+        }
+    } else {
+        for (name, value) in fields {
+            field(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if ranges {
+        head.put_slice(b"accept-ranges: bytes\r\n");
+    }
+    Some(HitHead {
+        head: head.freeze(),
+        compressible: compressible(stored),
+    })
+}
+
+/// Whether the engine's compression would encode this response for a visitor that accepts
+/// an encoding: a known compressible type, not too small to gain.
+fn compressible(stored: &ResponseHeader) -> bool {
+    const MIN_LENGTH: usize = 20;
+    let fields = &stored.headers;
+    let length = fields
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if length.is_some_and(|n| n < MIN_LENGTH) {
+        return false;
+    }
+    let Some(Ok(kind)) = fields.get(header::CONTENT_TYPE).map(|v| v.to_str()) else {
+        return false;
+    };
+    !kind.contains("zip")
+        && ["text/", "application/", "font/", "binary/octet-stream"]
+            .iter()
+            .chain(&["image/x-icon", "image/svg+xml", "image/nd.microsoft.icon"])
+            .any(|prefix| kind.starts_with(prefix))
+}
+
+/// Sends `answer` on `stream` (taking its request off first); false when the connection is to
+/// close (or failed).
+pub(crate) async fn send(stream: &mut Stream, answer: Answer) -> bool {
+    let mut left = answer.request_len;
+    while left > 0 {
+        // The request was read ahead: this takes it off without waiting.
+        let taken = std::future::poll_fn(|cx| {
+            crate::stream::with_scratch(|scratch| {
+                let room = left.min(scratch.len());
+                let mut buf = ReadBuf::new(&mut scratch[..room]);
+                std::task::ready!(Pin::new(&mut *stream).poll_read(cx, &mut buf))?;
+                std::task::Poll::Ready(Ok::<_, std::io::Error>(buf.filled().len()))
+            })
+        })
+        .await;
+        match taken {
+            Ok(n) if n > 0 => left -= n,
+            _ => return false,
+        }
+    }
+    let mut sent = stream.write_all(&answer.head).await;
+    if let (Ok(()), Some(body)) = (&sent, &answer.body) {
+        sent = stream.write_all(body).await;
+    }
+    if sent.is_err() || stream.flush().await.is_err() {
+        return false;
+    }
+    if !answer.keep_alive {
+        let _ = stream.shutdown().await;
+    }
+    answer.keep_alive
+}
