@@ -194,6 +194,10 @@ fn answer(
     if path.contains("cookie") {
         headers.push_str("Set-Cookie: session=secret\r\n");
     }
+    if path.contains("hop") {
+        // For this hop only: never stored, never repeated.
+        headers.push_str("Keep-Alive: timeout=5, max=100\r\n");
+    }
     if let Some(tag) = path.split("tag-").nth(1).and_then(|t| t.split('.').next()) {
         headers.push_str(&format!("Cache-Tag: {tag}, all\r\n"));
     }
@@ -1052,25 +1056,33 @@ fn cache_rules_put_listed_headers_and_cookies_in_the_key() {
     assert_eq!(get(&["-H", "X-Device: phone"]).1, "MISS");
 }
 
-/// A head's fields as a set, without the ones that differ between any two responses (`Date`,
-/// `Age`, the ray id).
-fn lasting_fields(head: &str) -> std::collections::BTreeSet<String> {
-    head.lines()
+/// A head's fields, sorted, without the ones that differ between any two responses (`Date`,
+/// `Age`, the ray id); and its `Age`.
+fn lasting_fields(head: &str) -> (Vec<String>, u64) {
+    let mut fields: Vec<String> = head
+        .lines()
         .filter(|l| {
             !["date:", "age:", "cf-ray:"]
                 .iter()
                 .any(|f| l.starts_with(f))
         })
         .map(|l| l.trim().to_owned())
-        .collect()
+        .collect();
+    fields.sort();
+    let age = head
+        .lines()
+        .find_map(|l| l.strip_prefix("age: "))
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    (fields, age)
 }
 
-/// Writes `pieces` on one connection, 100 ms apart, and reads until the edge closes it (or 5 s
+/// Writes `pieces` on one connection, 100 ms apart, and reads until the edge closes it (or 2 s
 /// pass); whether it closed.
 fn exchange(port: u16, pieces: &[&str]) -> (String, bool) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     for (i, piece) in pieces.iter().enumerate() {
         if i > 0 {
@@ -1095,7 +1107,10 @@ fn hits_from_memory_are_answered_as_the_engine_answers_them() {
     let s = site("direct.test");
     let host = "www.direct.test";
     let direct = || metric(&s.node, "parapet_edge_direct_hits_total");
-    for path in ["/logo.png", "/text.css"] {
+    // An image, a stylesheet stored per coding class, a body too large to go out with its
+    // header, and a response with a `Keep-Alive` of the origin's.
+    let paths = ["/logo.png", "/text.css", "/big/100k-3.bin", "/hop.png"];
+    for path in paths {
         assert_eq!(fetch(s.port, host, path, &[]).1, "MISS", "{path}");
     }
     assert_eq!(direct(), 0, "a miss is the engine's");
@@ -1103,7 +1118,7 @@ fn hits_from_memory_are_answered_as_the_engine_answers_them() {
     // The same hit twice: answered from memory directly, then by the engine (`If-Match` sends a
     // request there, and a stored response satisfies it). Nothing tells them apart.
     let codings: [&[&str]; 3] = [&[], &["-H", "Accept-Encoding: gzip"], &["-I"]];
-    for path in ["/logo.png", "/text.css"] {
+    for path in paths {
         for extra in codings {
             let first = fetch(s.port, host, path, extra);
             if extra.contains(&"Accept-Encoding: gzip") && path == "/text.css" {
@@ -1124,6 +1139,7 @@ fn hits_from_memory_are_answered_as_the_engine_answers_them() {
                 "{path} {extra:?}"
             );
             assert_eq!(body, body2, "{path} {extra:?}");
+            assert!(!head.contains("keep-alive: "), "hop-by-hop: {head}");
         }
     }
     let (_, _, head, _) = fetch(s.port, host, "/text.css", &["-H", "Accept-Encoding: gzip"]);
@@ -1166,6 +1182,33 @@ fn hits_from_memory_are_answered_as_the_engine_answers_them() {
         "HTTP/1.0 without keep-alive: closed after the answer"
     );
     assert_eq!(direct(), before + 3);
+    // A hit then a request for the engine, in one segment: each gets its own answer.
+    let before = direct();
+    let engine = format!(
+        "GET /logo.png HTTP/1.1\r\nHost: {host}\r\nIf-Match: *\r\nConnection: close\r\n\r\n"
+    );
+    let (answers, closed) = exchange(s.port, &[&format!("{get}{engine}")]);
+    assert_eq!(
+        answers.matches("/logo.png answer 1").count(),
+        2,
+        "{answers}"
+    );
+    assert!(closed);
+    assert_eq!(direct(), before + 1);
+    // `Connection` read as the engine reads it: `keep-alive` only alone, `close` anywhere.
+    for (connection, version, stays) in [
+        ("close, keep-alive", "1.1", false),
+        ("keep-alive", "1.0", true),
+        ("keep-alive, x-trace", "1.0", false),
+        ("x-trace", "1.1", true),
+    ] {
+        let request = format!(
+            "GET /logo.png HTTP/{version}\r\nHost: {host}\r\nConnection: {connection}\r\n\r\n"
+        );
+        let (got, closed) = exchange(s.port, &[&request]);
+        assert!(got.contains("/logo.png answer 1"), "{connection}: {got}");
+        assert_eq!(closed, !stays, "{connection} over HTTP/{version}: {got}");
+    }
     // A request that arrives in pieces is the engine's, and answered the same.
     let before = direct();
     let rest = format!("Host: {host}\r\nConnection: close\r\n\r\n");

@@ -173,6 +173,67 @@ fn uploaded_certificates_are_served_by_sni_over_http1_and_http2() {
         "{head}"
     );
     assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+
+    // A stored response over HTTPS: answered from memory without the HTTP engine, with the
+    // zone's HSTS, as the engine answers it (`If-Match` sends a request there).
+    node.ok(
+        "PUT",
+        &format!("/zones/{zone}/rulesets/phases/http_request_cache_settings/entrypoint"),
+        Some(
+            json!({"rules": [{"expression": "true", "action": "set_cache_settings",
+            "action_parameters": {"cache": true,
+                "edge_ttl": {"mode": "override_origin", "default": 60}}}]}),
+        ),
+    );
+    let direct = || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", &format!("{}/metrics", node.base)])
+            .output()
+            .expect("curl metrics");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("parapet_edge_direct_hits_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("direct hits metric")
+    };
+    eventually(Duration::from_secs(5), "the rule in force", || {
+        curl_https(https, "www.shop.test", &ca_file, &["--http1.1"])
+            .1
+            .contains("cf-cache-status: hit")
+    });
+    let lasting = |head: &str| {
+        let mut fields: Vec<String> = head
+            .lines()
+            .filter(|l| {
+                !["date:", "age:", "cf-ray:"]
+                    .iter()
+                    .any(|f| l.starts_with(f))
+            })
+            .map(str::to_owned)
+            .collect();
+        fields.sort();
+        fields
+    };
+    let before = direct();
+    let (status, head, body) = curl_https(https, "www.shop.test", &ca_file, &["--http1.1"]);
+    assert_eq!(direct(), before + 1, "{head}");
+    let engine = ["--http1.1", "-H", "If-Match: *"];
+    let (status2, head2, body2) = curl_https(https, "www.shop.test", &ca_file, &engine);
+    assert_eq!(direct(), before + 1, "{head2}");
+    assert_eq!((status, status2), (200, 200));
+    assert_eq!(lasting(&head), lasting(&head2));
+    assert_eq!(body, body2);
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000; includesubdomains"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    node.ok(
+        "PUT",
+        &format!("/zones/{zone}/rulesets/phases/http_request_cache_settings/entrypoint"),
+        Some(json!({"rules": []})),
+    );
+
     let (status, head, _) = curl(http, "www.shop.test", &[]);
     assert_eq!(status, 301, "{head}");
     assert!(

@@ -6,11 +6,14 @@ use std::net::IpAddr;
 /// The CDN-Loop token of this edge (RFC 8586).
 pub const CDN_LOOP_TOKEN: &str = "parapet";
 
+pub const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+pub const PROXY_CONNECTION: http::HeaderName = http::HeaderName::from_static("proxy-connection");
+
 /// Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), besides those named in
 /// `Connection`. Framing headers are the HTTP engine's, and `Upgrade` stays for WebSockets.
 pub const HOP_BY_HOP: [http::HeaderName; 4] = [
-    http::HeaderName::from_static("keep-alive"),
-    http::HeaderName::from_static("proxy-connection"),
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
     http::header::TE,
     http::header::TRAILER,
 ];

@@ -27,7 +27,7 @@ use crate::headers;
 use crate::proxy::{
     AccessLine, EdgeProxy, access_logged, eligibility, normalized_encoding, url_key,
 };
-use crate::route::{Origin, route};
+use crate::route::route;
 
 /// Request header fields read here at most (a request with more goes to the engine).
 const MAX_FIELDS: usize = 32;
@@ -110,6 +110,7 @@ pub(crate) struct Answer {
     /// A larger body, sent after the header.
     body: Option<Bytes>,
     keep_alive: bool,
+    done: Done,
 }
 
 /// The parts of the request this path reads.
@@ -147,7 +148,7 @@ fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
     if !target.starts_with('/') || http::uri::PathAndQuery::try_from(target).is_err() {
         return None;
     }
-    let (mut host, mut keep_alive, mut accept_encoding) = (None, http11, None);
+    let (mut host, mut connection, mut accept_encoding) = (None, None, None);
     for field in parsed.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("host") {
@@ -156,16 +157,10 @@ fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
             }
             host = Some(std::str::from_utf8(field.value).ok()?);
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in field.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                } else if !token.is_empty() {
-                    // Upgrades, and fields named for this hop: the engine's.
-                    return None;
-                }
+            if connection.is_some() {
+                return None;
             }
+            connection = Some(field.value);
         } else if name.eq_ignore_ascii_case("accept-encoding") {
             if accept_encoding.is_some() {
                 return None;
@@ -175,6 +170,14 @@ fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
             return None;
         }
     }
+    let keep_alive = match connection.map(connection_says) {
+        None | Some(ConnectionSays::Neither) => http11,
+        Some(ConnectionSays::KeepAlive) => true,
+        Some(ConnectionSays::Close) => false,
+        Some(ConnectionSays::Upgrade) => return None,
+    };
+    // The fragment is the visitor's own; the engine's URI drops it.
+    let target = target.split_once('#').map_or(target, |(t, _)| t);
     Some(Request {
         len,
         head_only,
@@ -183,6 +186,31 @@ fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
         keep_alive,
         accept_encoding,
     })
+}
+
+/// What a request's `Connection` says, as the engine reads it.
+enum ConnectionSays {
+    /// Exactly `keep-alive` (in a list, the engine does not see it).
+    KeepAlive,
+    /// `close`, alone or in a list.
+    Close,
+    /// `upgrade`: the engine's.
+    Upgrade,
+    Neither,
+}
+
+fn connection_says(value: &[u8]) -> ConnectionSays {
+    if value.eq_ignore_ascii_case(b"keep-alive") {
+        return ConnectionSays::KeepAlive;
+    }
+    let tokens = || value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+    if tokens().any(|t| t.eq_ignore_ascii_case(b"upgrade")) {
+        ConnectionSays::Upgrade
+    } else if tokens().any(|t| t.eq_ignore_ascii_case(b"close")) {
+        ConnectionSays::Close
+    } else {
+        ConnectionSays::Neither
+    }
 }
 
 impl EdgeProxy {
@@ -213,8 +241,14 @@ impl EdgeProxy {
         }
         let rules = self.cache_parameters(&origin);
         let (eligible, _) = eligibility(rules.as_deref(), path);
+        // Query-string shaping is applied here; a browser TTL, and request headers or cookies
+        // in the key, are the engine's.
         let rules_kept_here = rules.as_deref().is_none_or(|r| {
-            r.browser_ttl.is_none() && r.cache_key.as_ref().is_none_or(|k| k.custom_key.is_none())
+            r.browser_ttl.is_none()
+                && r.cache_key
+                    .as_ref()
+                    .and_then(|k| k.custom_key.as_ref())
+                    .is_none_or(|c| c.header.is_none() && c.cookie.is_none())
         });
         if !eligible || !rules_kept_here {
             return None;
@@ -262,11 +296,13 @@ impl EdgeProxy {
             return None;
         }
         // A hit counts for the object in the memory tier's eviction policy.
-        cache.eviction.access(
-            &CacheEntryKey::key_only(hit.key.to_compact()),
-            hit.weight,
-            hit.fresh_until(),
-        );
+        if hit.weight > 0 {
+            cache.eviction.access(
+                &CacheEntryKey::key_only(hit.key.to_compact()),
+                hit.weight,
+                hit.fresh_until(),
+            );
+        }
         let fields = Fields {
             keep_alive: request.keep_alive && !stopping,
             age: now
@@ -277,15 +313,68 @@ impl EdgeProxy {
             hsts,
             vary: head.compressible && !lists_encoding(stored),
         };
-        let answer = answer(&hit, head, &request, &fields);
-        let ray = fields.ray;
+        let (response, body) = response(&hit, head, &request, &fields);
+        let log = access_logged().then(|| {
+            Box::new(Logged {
+                host: origin.host,
+                path: path.to_owned(),
+                head_only: request.head_only,
+                client: conn.peer.ip(),
+            })
+        });
         self.metrics.request_started();
-        let status = stored.status.as_u16();
-        self.metrics.direct_hit_finished(&origin.zone_id, status);
-        if access_logged() {
-            log(&request, &origin, &ray, status, &hit, conn.peer, started);
+        Some(Answer {
+            request_len: request.len,
+            head: response,
+            body,
+            keep_alive: fields.keep_alive,
+            done: Done {
+                zone: origin.zone_id,
+                status: stored.status.as_u16(),
+                body_len: if request.head_only { 0 } else { hit.body.len() },
+                ray: fields.ray,
+                started,
+                log,
+            },
+        })
+    }
+}
+
+/// What is counted and logged once a hit is sent.
+struct Done {
+    zone: String,
+    status: u16,
+    body_len: usize,
+    ray: String,
+    started: Instant,
+    /// What the access log needs besides (when it is written).
+    log: Option<Box<Logged>>,
+}
+
+struct Logged {
+    host: String,
+    path: String,
+    head_only: bool,
+    client: std::net::IpAddr,
+}
+
+impl Done {
+    fn finish(self, metrics: &crate::EdgeMetrics, sent: bool) {
+        metrics.direct_hit_finished(&self.zone, self.status);
+        let Some(log) = self.log else { return };
+        AccessLine {
+            ray: &self.ray,
+            routed: Some((&self.zone, &log.host)),
+            method: if log.head_only { "HEAD" } else { "GET" },
+            path: &log.path,
+            status: self.status,
+            bytes: if sent { self.body_len } else { 0 },
+            started: self.started,
+            cache: "HIT",
+            client_ip: Some(log.client),
+            edge_error: None,
         }
-        Some(answer)
+        .log();
     }
 }
 
@@ -300,7 +389,13 @@ struct Fields {
     vary: bool,
 }
 
-fn answer(hit: &MemoryHit, head: &HitHead, request: &Request<'_>, fields: &Fields) -> Answer {
+/// The response: its header (with the body when it is small), and a larger body.
+fn response(
+    hit: &MemoryHit,
+    head: &HitHead,
+    request: &Request<'_>,
+    fields: &Fields,
+) -> (Vec<u8>, Option<Bytes>) {
     let Fields {
         keep_alive,
         age,
@@ -343,40 +438,7 @@ fn answer(hit: &MemoryHit, head: &HitHead, request: &Request<'_>, fields: &Field
     } else if !request.head_only {
         body = Some(hit.body.clone());
     }
-    Answer {
-        request_len: request.len,
-        head: out,
-        body,
-        keep_alive,
-    }
-}
-
-fn log(
-    request: &Request<'_>,
-    origin: &Origin,
-    ray: &str,
-    status: u16,
-    hit: &MemoryHit,
-    peer: SocketAddr,
-    started: Instant,
-) {
-    let path = request
-        .target
-        .split_once('?')
-        .map_or(request.target, |(p, _)| p);
-    AccessLine {
-        ray,
-        origin: Some(origin),
-        method: if request.head_only { "HEAD" } else { "GET" },
-        path,
-        status,
-        bytes: if request.head_only { 0 } else { hit.body.len() },
-        started,
-        cache: "HIT",
-        client_ip: Some(peer.ip()),
-        edge_error: None,
-    }
-    .log();
+    (out, body)
 }
 
 /// A hit with the key it was found under.
@@ -510,7 +572,10 @@ fn compressible(stored: &ResponseHeader) -> bool {
     if length.is_some_and(|n| n < MIN_LENGTH) {
         return false;
     }
-    let Some(Ok(kind)) = fields.get(header::CONTENT_TYPE).map(|v| v.to_str()) else {
+    let Some(Ok(kind)) = fields
+        .get(header::CONTENT_TYPE)
+        .map(|v| std::str::from_utf8(v.as_bytes()))
+    else {
         return false;
     };
     !kind.contains("zip")
@@ -520,10 +585,30 @@ fn compressible(stored: &ResponseHeader) -> bool {
             .any(|prefix| kind.starts_with(prefix))
 }
 
-/// Sends `answer` on `stream` (taking its request off first); false when the connection is to
-/// close (or failed).
-pub(crate) async fn send(stream: &mut Stream, answer: Answer) -> bool {
-    let mut left = answer.request_len;
+/// Sends `answer` on `stream` (taking its request off first), then counts and logs it; false
+/// when the connection is to close (or failed).
+pub(crate) async fn send(
+    stream: &mut Stream,
+    answer: Answer,
+    metrics: &crate::EdgeMetrics,
+) -> bool {
+    let Answer {
+        request_len,
+        head,
+        body,
+        keep_alive,
+        done,
+    } = answer;
+    let sent = write(stream, request_len, &head, body.as_ref()).await;
+    done.finish(metrics, sent);
+    if sent && !keep_alive {
+        let _ = stream.shutdown().await;
+    }
+    sent && keep_alive
+}
+
+async fn write(stream: &mut Stream, request_len: usize, head: &[u8], body: Option<&Bytes>) -> bool {
+    let mut left = request_len;
     while left > 0 {
         // The request was read ahead: this takes it off without waiting.
         let taken = std::future::poll_fn(|cx| {
@@ -540,15 +625,9 @@ pub(crate) async fn send(stream: &mut Stream, answer: Answer) -> bool {
             _ => return false,
         }
     }
-    let mut sent = stream.write_all(&answer.head).await;
-    if let (Ok(()), Some(body)) = (&sent, &answer.body) {
+    let mut sent = stream.write_all(head).await;
+    if let (Ok(()), Some(body)) = (&sent, body) {
         sent = stream.write_all(body).await;
     }
-    if sent.is_err() || stream.flush().await.is_err() {
-        return false;
-    }
-    if !answer.keep_alive {
-        let _ = stream.shutdown().await;
-    }
-    answer.keep_alive
+    sent.is_ok() && stream.flush().await.is_ok()
 }

@@ -277,9 +277,11 @@ impl Connections {
         let mut settings = None;
         loop {
             // A fresh object in memory is answered here; every other request by the engine.
+            // (The engine runs without pipelining: it never hands back bytes of a next request
+            // it read, so what is read ahead on the stream is all there is.)
             let stopping = *stop.borrow();
             if let Some(answer) = self.proxy.memory_hit(&stream, stopping) {
-                if !hit::send(&mut stream, answer).await {
+                if !hit::send(&mut stream, answer, &self.metrics).await {
                     return None;
                 }
             } else {

@@ -1002,9 +1002,11 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.origin_time = ctx.upstream_sent.map(|t| t.elapsed());
-        // Header fields the origin's `Connection` names are for this hop only (RFC 9110
-        // §7.6.1): neither stored nor passed on. An upgrade keeps its own.
+        // Header fields the origin's `Connection` names, and `Keep-Alive`, are for this hop
+        // only (RFC 9110 §7.6.1): neither stored nor passed on. An upgrade keeps its own.
         if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            resp.remove_header(&headers::KEEP_ALIVE);
+            resp.remove_header(&headers::PROXY_CONNECTION);
             let listed: Vec<String> = resp
                 .headers
                 .get_all("connection")
@@ -1321,7 +1323,10 @@ impl ProxyHttp for EdgeProxy {
         let req = session.req_header();
         AccessLine {
             ray: &ctx.ray,
-            origin: ctx.origin.as_ref(),
+            routed: ctx
+                .origin
+                .as_ref()
+                .map(|o| (o.zone_id.as_str(), o.host.as_str())),
             method: req.method.as_str(),
             path: req.uri.path(),
             status,
@@ -1343,7 +1348,8 @@ pub(crate) fn access_logged() -> bool {
 /// One request's access-log line.
 pub(crate) struct AccessLine<'a> {
     pub ray: &'a str,
-    pub origin: Option<&'a Origin>,
+    /// The zone and host the request was routed to.
+    pub routed: Option<(&'a str, &'a str)>,
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
@@ -1359,8 +1365,8 @@ impl AccessLine<'_> {
         let line = serde_json::json!({
             "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             "ray": self.ray,
-            "zone": self.origin.map(|o| o.zone_id.as_str()),
-            "host": self.origin.map(|o| o.host.as_str()),
+            "zone": self.routed.map(|(zone, _)| zone),
+            "host": self.routed.map(|(_, host)| host),
             "method": self.method,
             "path": self.path,
             "status": self.status,
