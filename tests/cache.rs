@@ -810,6 +810,11 @@ fn the_disk_tier_keeps_objects_across_a_crash_and_purges_stay_purged() {
     });
     assert_eq!(get("/keep.png"), "HIT", "served from disk after a crash");
     assert_eq!(hits.of("/keep.png"), 1);
+    assert_eq!(
+        metric(&node, "parapet_edge_direct_hits_total"),
+        1,
+        "a small file is read whole and answered without the HTTP engine"
+    );
     assert_eq!(get("/gone.png"), "MISS", "a purged file stays purged");
     assert_eq!(get("/tag-x.js"), "MISS", "a purged tag stays purged");
 

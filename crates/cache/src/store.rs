@@ -74,12 +74,13 @@ pub struct HitHead {
     pub compressible: bool,
 }
 
-/// A complete object the memory tier holds, whose header was stored once and never
-/// revalidated: what the edge needs to answer a hit without the HTTP engine.
+/// A complete object whose body is in memory (held by the memory tier, or read whole from the
+/// disk tier), whose header was stored once and never revalidated: what the edge needs to
+/// answer a hit without the HTTP engine.
 pub struct MemoryHit {
     decoded: Arc<DecodedMeta>,
     pub body: Bytes,
-    /// What the object weighs in the memory tier (for its eviction policy).
+    /// What the object weighs in the memory tier (for its eviction policy; 0: not there).
     pub weight: usize,
 }
 
@@ -488,19 +489,36 @@ impl CacheStore {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The object stored for `key` when the memory tier holds it whole and its header was
-    /// never revalidated (`None` otherwise: the HTTP engine's lookup answers for the rest).
-    pub fn memory_hit(&self, key: &CacheKey) -> Option<MemoryHit> {
+    /// The object stored for `key` when its whole body can be had at once (the memory tier
+    /// holds it, or the disk tier has it in a small file, read here) and its header was never
+    /// revalidated; `None` otherwise (the HTTP engine's lookup answers for the rest).
+    pub fn direct_hit(&self, key: &CacheKey) -> Option<MemoryHit> {
         let id = crate::key::object_id(key);
-        let (stored, body, weight) = {
+        let found = {
             let index = self.index();
             let entry = index.objects.get(&id).filter(|e| index.live(e))?;
-            let resident = entry.resident.as_ref()?;
-            (
-                Arc::clone(&resident.meta),
-                resident.body.clone(),
-                entry.weight(),
-            )
+            match (&entry.resident, &entry.disk) {
+                (Some(resident), _) => Ok((
+                    Arc::clone(&resident.meta),
+                    resident.body.clone(),
+                    entry.weight(),
+                )),
+                (None, Some(d)) if d.file_len <= WHOLE_READ_BYTES => Err(DiskFound {
+                    serial: entry.serial,
+                    body_len: d.body_len,
+                    file_len: d.file_len,
+                    file: d.file.clone(),
+                    meta: d.meta.clone(),
+                }),
+                _ => return None,
+            }
+        };
+        let (stored, body, weight) = match found {
+            Ok(resident) => resident,
+            Err(on_disk) => {
+                let read = self.disk_read(key, &id, on_disk)?;
+                (read.stored, read.body?, read.weight)
+            }
         };
         let decoded = Arc::clone(stored.decoded()?);
         Some(MemoryHit {
@@ -784,9 +802,35 @@ impl CacheStore {
         id: &str,
         found: DiskFound,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(disk) = &self.disk else {
+        let Some(read) = self.disk_read(key, id, found) else {
             return Ok(None);
         };
+        let hit: HitHandler = match read.body {
+            Some(body) => {
+                let end = body.len();
+                Box::new(Hit {
+                    weight: read.weight,
+                    body,
+                    start: 0,
+                    end,
+                    done: false,
+                })
+            }
+            None => Box::new(DiskHit {
+                file: read.file,
+                body_len: read.body_len,
+                start: 0,
+                end: read.body_len,
+            }),
+        };
+        Ok(Some((read.meta, hit)))
+    }
+
+    /// An object of the disk tier read for a hit (its header, and its body when it is small),
+    /// counted in the disk tier's LRU and brought back into memory when it fits; `None` when
+    /// its file is gone or damaged (then it is forgotten).
+    fn disk_read(&self, key: &CacheKey, id: &str, found: DiskFound) -> Option<DiskRead> {
+        let disk = self.disk.as_ref()?;
         let DiskFound {
             serial,
             body_len,
@@ -856,7 +900,7 @@ impl CacheStore {
                 if unchanged {
                     let _ = self.remove_all(&mut index, &[id.to_owned()]);
                 }
-                return Ok(None);
+                return None;
             }
         };
         let compact = key.to_compact();
@@ -890,37 +934,38 @@ impl CacheStore {
                 }
             }
             _ if newly_opened && current && index.open_files < MAX_OPEN_FILES => {
-                let kept = Arc::clone(&file);
+                let (kept, kept_meta) = (Arc::clone(&file), Arc::clone(&stored));
                 index.update(id, |e| {
                     if let Some(d) = &mut e.disk {
                         d.file = Some(kept);
-                        d.meta = Some(stored);
+                        d.meta = Some(kept_meta);
                     }
                 });
             }
             _ => {}
         }
         drop(index);
-        let hit: HitHandler = match body {
-            Some(body) => {
-                let end = body.len();
-                Box::new(Hit {
-                    weight,
-                    body,
-                    start: 0,
-                    end,
-                    done: false,
-                })
-            }
-            None => Box::new(DiskHit {
-                file,
-                body_len,
-                start: 0,
-                end: body_len,
-            }),
-        };
-        Ok(Some((meta, hit)))
+        Some(DiskRead {
+            meta,
+            stored,
+            body,
+            weight,
+            file,
+            body_len,
+        })
     }
+}
+
+/// An object read from the disk tier for a hit.
+struct DiskRead {
+    meta: CacheMeta,
+    stored: Arc<StoredMeta>,
+    /// The whole body, for a small object (a larger one is read as it is sent).
+    body: Option<Bytes>,
+    /// What it weighs in memory when the hit brought it back there (else 0).
+    weight: usize,
+    file: Arc<std::fs::File>,
+    body_len: u64,
 }
 
 /// Where an object only on disk is, as the index has it.

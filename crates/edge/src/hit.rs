@@ -1,12 +1,13 @@
-//! The edge's own answer to its commonest request: a GET or HEAD over HTTP/1 for an object the
-//! memory tier holds, fresh, whose header was stored once and never revalidated.
+//! The edge's own answer to its commonest request: a GET or HEAD over HTTP/1 for a fresh
+//! stored object whose header was stored once and never revalidated, and whose body the memory
+//! tier holds or a small file of the disk tier has (read whole).
 //!
 //! It answers as the HTTP engine would (same routing, rules, key, freshness, header fields and
 //! log line) without the engine's per-request machinery: no session, no request or response
 //! objects, no cache state machine. Anything unusual goes to the engine, which reads the same
 //! bytes: a request that is incomplete or does not parse here, a body, preconditions, ranges,
 //! an encoding to negotiate, Vary, a redirect or an error to answer, a rule this path does not
-//! apply, an object that is stale, on disk only, or was revalidated.
+//! apply, an object that is stale, on disk in a large file, or was revalidated.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -216,7 +217,7 @@ fn connection_says(value: &[u8]) -> ConnectionSays {
 impl EdgeProxy {
     /// The answer to the request read ahead on `stream` when it is a hit this path serves
     /// (`stopping`: the edge is shutting down, so the connection closes after it).
-    pub(crate) fn memory_hit(&self, stream: &Stream, stopping: bool) -> Option<Answer> {
+    pub(crate) fn direct_hit(&self, stream: &Stream, stopping: bool) -> Option<Answer> {
         let started = Instant::now();
         let cache = self.cache?;
         let conn = conn(stream)?;
@@ -264,7 +265,7 @@ impl EdgeProxy {
         if !cache.predictor.cacheable_prediction(&key) {
             return None;
         }
-        let hit = cache.store.memory_hit(&key)?;
+        let hit = cache.store.direct_hit(&key)?;
         let hit = variant(&cache.store, key, hit, request.accept_encoding)?;
         let now = SystemTime::now();
         if hit.fresh_until() < now {
@@ -494,7 +495,7 @@ fn variant(
     }
     let mut key = key;
     key.set_variance_key(wanted);
-    let hit = store.memory_hit(&key)?;
+    let hit = store.direct_hit(&key)?;
     (hit.variance() == Some(wanted) && hit.created() >= primary.created())
         .then_some(Found { key, hit })
 }

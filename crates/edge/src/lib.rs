@@ -280,7 +280,7 @@ impl Connections {
             // (The engine runs without pipelining: it never hands back bytes of a next request
             // it read, so what is read ahead on the stream is all there is.)
             let stopping = *stop.borrow();
-            if let Some(answer) = self.proxy.memory_hit(&stream, stopping) {
+            if let Some(answer) = self.proxy.direct_hit(&stream, stopping) {
                 if !hit::send(&mut stream, answer, &self.metrics).await {
                     return None;
                 }
