@@ -516,7 +516,7 @@ impl CacheStore {
         let (stored, body, weight) = match found {
             Ok(resident) => resident,
             Err(on_disk) => {
-                let read = self.disk_read(key, &id, on_disk)?;
+                let read = self.disk_read(key, &id, on_disk, false)?;
                 (read.stored, read.body?, read.weight)
             }
         };
@@ -802,7 +802,10 @@ impl CacheStore {
         id: &str,
         found: DiskFound,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(read) = self.disk_read(key, id, found) else {
+        let Some(mut read) = self.disk_read(key, id, found, true) else {
+            return Ok(None);
+        };
+        let Some(meta) = read.meta.take() else {
             return Ok(None);
         };
         let hit: HitHandler = match read.body {
@@ -823,13 +826,20 @@ impl CacheStore {
                 end: read.body_len,
             }),
         };
-        Ok(Some((read.meta, hit)))
+        Ok(Some((meta, hit)))
     }
 
     /// An object of the disk tier read for a hit (its header, and its body when it is small),
     /// counted in the disk tier's LRU and brought back into memory when it fits; `None` when
     /// its file is gone or damaged (then it is forgotten).
-    fn disk_read(&self, key: &CacheKey, id: &str, found: DiskFound) -> Option<DiskRead> {
+    /// (`with_meta`: the engine's metadata is made too.)
+    fn disk_read(
+        &self,
+        key: &CacheKey,
+        id: &str,
+        found: DiskFound,
+        with_meta: bool,
+    ) -> Option<DiskRead> {
         let disk = self.disk.as_ref()?;
         let DiskFound {
             serial,
@@ -842,8 +852,11 @@ impl CacheStore {
         let read = match (file, kept_meta) {
             // Open and read before: only the body is read again (the record is rewritten only
             // under the index lock, which also replaces the header kept here).
-            (Some(file), Some(stored)) => stored
-                .meta()
+            // The edge's own hits need the header decoded once, not the engine's metadata.
+            (Some(_), Some(stored)) if !with_meta && stored.decoded().is_none() => return None,
+            (Some(file), Some(stored)) => with_meta
+                .then(|| stored.meta())
+                .transpose()
                 .map_err(|e| std::io::Error::other(e.to_string()))
                 .and_then(|meta| {
                     let body = if small {
@@ -883,7 +896,7 @@ impl CacheStore {
                     let meta = stored
                         .meta()
                         .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    Ok((file, meta, Arc::new(stored), body, newly_opened))
+                    Ok((file, Some(meta), Arc::new(stored), body, newly_opened))
                 })
             }
         };
@@ -924,11 +937,14 @@ impl CacheStore {
                     e.resident = Some(resident);
                     weight = e.weight();
                 });
-                let evicted = self.eviction.admit(
-                    CacheEntryKey::key_only(compact),
-                    weight,
-                    meta.fresh_until(),
-                );
+                let fresh_until = meta
+                    .as_ref()
+                    .map(CacheMeta::fresh_until)
+                    .or_else(|| stored.decoded().map(|d| d.fresh_until))
+                    .unwrap_or_else(std::time::SystemTime::now);
+                let evicted =
+                    self.eviction
+                        .admit(CacheEntryKey::key_only(compact), weight, fresh_until);
                 for key in evicted {
                     self.evict_from_memory(&mut index, &crate::key::object_id(&key.into_key()));
                 }
@@ -958,7 +974,8 @@ impl CacheStore {
 
 /// An object read from the disk tier for a hit.
 struct DiskRead {
-    meta: CacheMeta,
+    /// The engine's metadata, when asked for.
+    meta: Option<CacheMeta>,
     stored: Arc<StoredMeta>,
     /// The whole body, for a small object (a larger one is read as it is sent).
     body: Option<Bytes>,
