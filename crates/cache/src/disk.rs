@@ -306,7 +306,6 @@ impl Writer {
             path: self.path.clone(),
             body_len: self.body_len,
             file_len: HEAD + self.body_len + record.tail().len() as u64,
-            reader: None,
         })
     }
 }
@@ -324,8 +323,6 @@ pub struct Finished {
     pub path: PathBuf,
     pub body_len: u64,
     pub file_len: u64,
-    /// The file opened for reading, when asked for (it follows the file when it is renamed).
-    pub reader: Option<File>,
 }
 
 /// The disk tier: a directory of object files and the LRU that bounds their total size.

@@ -82,8 +82,6 @@ pub struct MemoryHit {
     pub body: Bytes,
     /// What the object weighs in the memory tier (for its eviction policy; 0: not there).
     pub weight: usize,
-    /// Its file in the disk tier, when open: the same body, from `disk::HEAD`.
-    file: Option<Arc<std::fs::File>>,
 }
 
 impl MemoryHit {
@@ -94,12 +92,6 @@ impl MemoryHit {
 
     fn decoded(&self) -> &DecodedMeta {
         &self.decoded
-    }
-
-    /// The object's file, open, and where its body starts there (`None` when it has no open
-    /// file): a body can be sent from it without a copy.
-    pub fn body_file(&self) -> Option<(Arc<std::fs::File>, u64)> {
-        self.file.as_ref().map(|f| (Arc::clone(f), disk::HEAD))
     }
 
     /// Until when the object is fresh.
@@ -506,14 +498,10 @@ impl CacheStore {
             let index = self.index();
             let entry = index.objects.get(&id).filter(|e| index.live(e))?;
             match (&entry.resident, &entry.disk) {
-                (Some(resident), on_disk) => Ok((
+                (Some(resident), _) => Ok((
                     Arc::clone(&resident.meta),
                     resident.body.clone(),
                     entry.weight(),
-                    on_disk
-                        .as_ref()
-                        .filter(|d| d.body_len == resident.body.len() as u64)
-                        .and_then(|d| d.file.clone()),
                 )),
                 (None, Some(d)) if d.file_len <= WHOLE_READ_BYTES => Err(DiskFound {
                     serial: entry.serial,
@@ -525,12 +513,11 @@ impl CacheStore {
                 _ => return None,
             }
         };
-        let (stored, body, weight, file) = match found {
+        let (stored, body, weight) = match found {
             Ok(resident) => resident,
             Err(on_disk) => {
                 let read = self.disk_read(key, &id, on_disk, false)?;
-                // Read whole already: sent from memory.
-                (read.stored, read.body?, read.weight, None)
+                (read.stored, read.body?, read.weight)
             }
         };
         let decoded = Arc::clone(stored.decoded()?);
@@ -538,7 +525,6 @@ impl CacheStore {
             decoded,
             body,
             weight,
-            file,
         })
     }
 
@@ -1010,9 +996,6 @@ struct DiskFound {
 
 /// Files kept open for hits at most.
 const MAX_OPEN_FILES: usize = 4096;
-/// Bodies from this size on, in memory and on disk, are kept open on disk from the start: a
-/// hit sends them from their file.
-pub const SEND_FROM_FILE_BYTES: usize = 64 * 1024;
 /// Disk files up to this size are read whole when hit.
 const WHOLE_READ_BYTES: u64 = 1024 * 1024;
 /// What a hit on a larger disk object reads per step.
@@ -1415,17 +1398,10 @@ impl HandleMiss for Miss {
                     body: body.clone(),
                 });
                 let record = entry.record(&id, self.meta);
-                // A large body is sent from its file (without a copy through memory) when it is
-                // hit: the file is kept open from the start.
-                let keep_open = body.len() >= SEND_FROM_FILE_BYTES;
                 let written = blocking(move || {
                     let mut file = disk.writer()?;
                     file.write(&body)?;
-                    let mut finished = file.finish(&record)?;
-                    if keep_open {
-                        finished.reader = std::fs::File::open(&finished.path).ok();
-                    }
-                    Ok(finished)
+                    file.finish(&record)
                 })
                 .await;
                 match written {
@@ -1465,23 +1441,15 @@ impl HandleMiss for Miss {
             return Error::e_explain(ErrorType::InternalError, "too many variants of one URL");
         }
         let mut placed = None;
-        if let (Some(file), Some(disk)) = (file, disk) {
+        if let (Some(file), Some(disk)) = (&file, disk) {
             // Under the lock: a purge cannot delete the name between this and the index.
             match std::fs::rename(&file.path, disk.object_path(&id)) {
                 Ok(()) => {
-                    let open = file
-                        .reader
-                        .filter(|_| index.open_files < MAX_OPEN_FILES)
-                        .map(Arc::new);
-                    let meta = open
-                        .as_ref()
-                        .and(entry.resident.as_ref())
-                        .map(|r| Arc::clone(&r.meta));
                     entry.disk = Some(OnDisk {
                         body_len: file.body_len,
                         file_len: file.file_len,
-                        file: open,
-                        meta,
+                        file: None,
+                        meta: None,
                     });
                     placed = Some(disk::disk_weight(file.file_len));
                 }

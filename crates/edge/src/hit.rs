@@ -11,12 +11,11 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header;
-use parapet_cache::{HitHead, MemoryHit, SEND_FROM_FILE_BYTES};
+use parapet_cache::{HitHead, MemoryHit};
 use parapet_model::settings::SslMode;
 use pingora::cache::eviction::EvictionManager as _;
 use pingora::cache::predictor::CacheablePredictor as _;
@@ -110,22 +109,9 @@ pub(crate) struct Answer {
     /// The response header, and the body when it is small.
     head: Vec<u8>,
     /// A larger body, sent after the header.
-    body: Body,
+    body: Option<Bytes>,
     keep_alive: bool,
     done: Done,
-}
-
-/// A body sent after the header.
-enum Body {
-    None,
-    Memory(Bytes),
-    /// `len` bytes of `file` from `offset`, sent by the kernel from the page cache (plain HTTP
-    /// only: nothing to encrypt).
-    File {
-        file: Arc<std::fs::File>,
-        offset: u64,
-        len: u64,
-    },
 }
 
 /// The parts of the request this path reads.
@@ -328,7 +314,7 @@ impl EdgeProxy {
             hsts,
             vary: head.compressible && !lists_encoding(stored),
         };
-        let (response, body) = response(&hit, head, &request, &fields, !conn.https);
+        let (response, body) = response(&hit, head, &request, &fields);
         let log = access_logged().then(|| {
             Box::new(Logged {
                 host: origin.host,
@@ -410,8 +396,7 @@ fn response(
     head: &HitHead,
     request: &Request<'_>,
     fields: &Fields,
-    plain: bool,
-) -> (Vec<u8>, Body) {
+) -> (Vec<u8>, Option<Bytes>) {
     let Fields {
         keep_alive,
         age,
@@ -448,24 +433,12 @@ fn response(
         }
     }
     out.extend_from_slice(b"\r\n");
-    let body = if request.head_only {
-        Body::None
-    } else if inline {
+    let mut body = None;
+    if inline {
         out.extend_from_slice(&hit.body);
-        Body::None
-    } else {
-        match hit
-            .body_file()
-            .filter(|_| plain && hit.body.len() >= SEND_FROM_FILE_BYTES)
-        {
-            Some((file, offset)) => Body::File {
-                file,
-                offset,
-                len: hit.body.len() as u64,
-            },
-            None => Body::Memory(hit.body.clone()),
-        }
-    };
+    } else if !request.head_only {
+        body = Some(hit.body.clone());
+    }
     (out, body)
 }
 
@@ -627,7 +600,7 @@ pub(crate) async fn send(
         keep_alive,
         done,
     } = answer;
-    let sent = write(stream, request_len, &head, body).await;
+    let sent = write(stream, request_len, &head, body.as_ref()).await;
     done.finish(metrics, sent);
     if sent && !keep_alive {
         let _ = stream.shutdown().await;
@@ -635,7 +608,7 @@ pub(crate) async fn send(
     sent && keep_alive
 }
 
-async fn write(stream: &mut Stream, request_len: usize, head: &[u8], body: Body) -> bool {
+async fn write(stream: &mut Stream, request_len: usize, head: &[u8], body: Option<&Bytes>) -> bool {
     let mut left = request_len;
     while left > 0 {
         // The request was read ahead: this takes it off without waiting.
@@ -653,45 +626,9 @@ async fn write(stream: &mut Stream, request_len: usize, head: &[u8], body: Body)
             _ => return false,
         }
     }
-    if stream.write_all(head).await.is_err() {
-        return false;
+    let mut sent = stream.write_all(head).await;
+    if let (Ok(()), Some(body)) = (&sent, body) {
+        sent = stream.write_all(body).await;
     }
-    match body {
-        Body::None => stream.flush().await.is_ok(),
-        Body::Memory(body) => stream.write_all(&body).await.is_ok() && stream.flush().await.is_ok(),
-        Body::File { file, offset, len } => {
-            // Boxed: its state would size every connection's task, idle ones too.
-            stream.flush().await.is_ok() && Box::pin(send_file(stream, &file, offset, len)).await
-        }
-    }
-}
-
-/// Sends `len` bytes of `file` from `offset` on a plain visitor connection with `sendfile`;
-/// false when the connection failed, or the file ended early (the connection must then close:
-/// its response was promised whole).
-async fn send_file(stream: &Stream, file: &std::fs::File, offset: u64, len: u64) -> bool {
-    let Some(visitor) = stream
-        .as_any()
-        .downcast_ref::<crate::stream::VisitorStream>()
-    else {
-        return false;
-    };
-    let tcp = visitor.tcp();
-    let (mut at, end) = (offset, offset + len);
-    while at < end {
-        if tcp.writable().await.is_err() {
-            return false;
-        }
-        let count = usize::try_from(end - at).unwrap_or(usize::MAX);
-        let sent = tcp.try_io(tokio::io::Interest::WRITABLE, || {
-            rustix::fs::sendfile(tcp, file, Some(&mut at), count).map_err(std::io::Error::from)
-        });
-        match sent {
-            Ok(0) => return false,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return false,
-        }
-    }
-    true
+    sent.is_ok() && stream.flush().await.is_ok()
 }

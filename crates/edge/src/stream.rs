@@ -181,11 +181,6 @@ impl VisitorStream {
         self.buffers.ahead()
     }
 
-    /// The socket (for sending a file from the kernel's page cache).
-    pub(crate) fn tcp(&self) -> &TcpStream {
-        &self.tcp
-    }
-
     /// The visitor's address.
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
