@@ -281,7 +281,8 @@ impl Connections {
             // it read, so what is read ahead on the stream is all there is.)
             let stopping = *stop.borrow();
             if let Some(answer) = self.proxy.direct_hit(&stream, stopping) {
-                if !hit::send(&mut stream, answer, &self.metrics).await {
+                // Boxed: an idle connection's task is sized by its largest state.
+                if !Box::pin(hit::send(&mut stream, answer, &self.metrics)).await {
                     return None;
                 }
             } else {
@@ -477,14 +478,15 @@ mod tests {
     #[test]
     fn an_idle_connection_carries_no_handshake_or_request_state_inline() {
         // Each connection's task is sized by its largest state: the TLS handshake's (about
-        // 9 KiB) and the engine's session must stay boxed, or every idle connection pays for
-        // them.
+        // 9 KiB), the engine's session and the sending of a direct hit must stay boxed, or
+        // every idle connection pays for them (in a debug build today: 632, 600 and 528 bytes;
+        // sending a hit inline added 24 here and 0.4 KiB per connection in a release build).
         for (name, size) in [
             ("serve", future_size(Connections::serve)),
             ("serve_tls", future_size(Connections::serve_tls)),
             ("serve_h1", future_size(Connections::serve_h1)),
         ] {
-            assert!(size <= 1024, "{name}'s future is {size} bytes");
+            assert!(size <= 704, "{name}'s future is {size} bytes");
         }
     }
 
