@@ -632,3 +632,127 @@ async fn write(stream: &mut Stream, request_len: usize, head: &[u8], body: Optio
     }
     sent.is_ok() && stream.flush().await.is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MAX: usize = 32 * 1024;
+
+    fn read(raw: &str) -> Option<Request<'_>> {
+        request(raw.as_bytes(), MAX)
+    }
+
+    #[test]
+    fn plain_gets_and_heads_are_read_with_their_length_and_keep_alive() {
+        let raw =
+            "GET /a.css?v=1#top HTTP/1.1\r\nHost: www.example.test\r\nAccept: */*\r\n\r\nGET /next";
+        let r = read(raw).expect("a plain GET");
+        assert_eq!(r.len, raw.len() - "GET /next".len());
+        assert_eq!((r.target, r.host), ("/a.css?v=1", "www.example.test"));
+        assert!(r.keep_alive && !r.head_only && r.accept_encoding.is_none());
+        let r = read("HEAD / HTTP/1.0\r\nHost: h\r\nAccept-Encoding: gzip\r\n\r\n").expect("HEAD");
+        assert!(r.head_only && !r.keep_alive);
+        assert_eq!(r.accept_encoding, Some(&b"gzip"[..]));
+    }
+
+    #[test]
+    fn connection_is_read_as_the_engine_reads_it() {
+        for (version, connection, keep_alive) in [
+            ("1.1", None, Some(true)),
+            ("1.0", None, Some(false)),
+            ("1.0", Some("keep-alive"), Some(true)),
+            ("1.0", Some("Keep-Alive"), Some(true)),
+            ("1.0", Some("keep-alive, x-trace"), Some(false)),
+            ("1.1", Some("close"), Some(false)),
+            ("1.1", Some("x-trace, close"), Some(false)),
+            ("1.1", Some("close, keep-alive"), Some(false)),
+            ("1.1", Some("x-trace"), Some(true)),
+            ("1.1", Some("Upgrade"), None),
+        ] {
+            let field = connection.map_or(String::new(), |c| format!("Connection: {c}\r\n"));
+            let raw = format!("GET / HTTP/{version}\r\nHost: h\r\n{field}\r\n");
+            assert_eq!(
+                read(&raw).map(|r| r.keep_alive),
+                keep_alive,
+                "{version} {connection:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_the_engine() {
+        for raw in [
+            // Incomplete, not HTTP/1, other methods, other targets.
+            "GET / HTTP/1.1\r\nHost: h\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+            "get / HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /a\u{1}b HTTP/1.1\r\nHost: h\r\n\r\n",
+            // Framing, bodies and protocol changes.
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+            "GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+            // Malformed heads: bare LF, folded lines, spaces before the colon.
+            "GET / HTTP/1.1\nHost: h\n\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n continued\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+            // Hosts: none, two; fields sent twice that matter.
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: br\r\nAccept-Encoding: gzip\r\n\r\n",
+            // Preconditions, ranges, credentials, the visitor's cache directives, loops.
+            "GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"x\"\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nCache-Control: no-cache\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nCDN-Loop: parapet\r\n\r\n",
+        ] {
+            assert!(read(raw).is_none(), "{raw:?}");
+        }
+        // A head larger than the limit is the engine's (431).
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(100)
+        );
+        assert!(request(big.as_bytes(), 64).is_none());
+        assert!(request(big.as_bytes(), 1024).is_some());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+        /// Hostile bytes never panic, and a request read here is exactly a complete head at the
+        /// start of what arrived (so that what follows is the next request's, untouched).
+        #[test]
+        fn any_bytes_are_read_safely(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Some(r) = request(&bytes, MAX) {
+                prop_assert!(r.len <= bytes.len());
+                prop_assert!(bytes[..r.len].ends_with(b"\r\n\r\n"));
+            }
+        }
+
+        /// Mutations of a valid request: still no panic, and the length read is always where
+        /// its head ends.
+        #[test]
+        fn mutated_requests_are_read_safely(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        ) {
+            let mut bytes = b"GET /x.css?a=1 HTTP/1.1\r\nHost: www.example.test\r\nConnection: keep-alive\r\nAccept-Encoding: gzip\r\n\r\nGET / HTTP/1.1\r\n".to_vec();
+            for (at, byte) in flips {
+                let at = at % bytes.len();
+                bytes[at] = byte;
+            }
+            if let Some(r) = request(&bytes, MAX) {
+                prop_assert!(bytes[..r.len].ends_with(b"\r\n\r\n"));
+                prop_assert!(!bytes[..r.len - 4].windows(4).any(|w| w == b"\r\n\r\n"));
+            }
+        }
+    }
+}
