@@ -9,6 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use parapet_testkit::http::lasting_fields;
 use parapet_testkit::{Node, NodeOptions, free_port};
 use serde_json::json;
 
@@ -1059,27 +1060,6 @@ fn cache_rules_put_listed_headers_and_cookies_in_the_key() {
     );
     assert_eq!(get(&["-H", "X-Device: tablet"]).1, "MISS");
     assert_eq!(get(&["-H", "X-Device: phone"]).1, "MISS");
-}
-
-/// A head's fields, sorted, without the ones that differ between any two responses (`Date`,
-/// `Age`, the ray id); and its `Age`.
-fn lasting_fields(head: &str) -> (Vec<String>, u64) {
-    let mut fields: Vec<String> = head
-        .lines()
-        .filter(|l| {
-            !["date:", "age:", "cf-ray:"]
-                .iter()
-                .any(|f| l.starts_with(f))
-        })
-        .map(|l| l.trim().to_owned())
-        .collect();
-    fields.sort();
-    let age = head
-        .lines()
-        .find_map(|l| l.strip_prefix("age: "))
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or(u64::MAX);
-    (fields, age)
 }
 
 /// Writes `pieces` on one connection, 100 ms apart, and reads until the edge closes it (or 2 s

@@ -41,6 +41,27 @@ pub fn start_origin(ip: &str, port: u16) -> mpsc::Receiver<String> {
     rx
 }
 
+/// A response head's fields (lowercase lines), sorted, without those that differ between any
+/// two responses (`Date`, `Age`, the ray id); and its `Age` (`u64::MAX` without one).
+pub fn lasting_fields(head: &str) -> (Vec<String>, u64) {
+    let mut fields: Vec<String> = head
+        .lines()
+        .filter(|l| {
+            !["date:", "age:", "cf-ray:"]
+                .iter()
+                .any(|f| l.starts_with(f))
+        })
+        .map(|l| l.trim().to_owned())
+        .collect();
+    fields.sort();
+    let age = head
+        .lines()
+        .find_map(|l| l.strip_prefix("age: "))
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    (fields, age)
+}
+
 pub fn curl(port: u16, host: &str, extra: &[&str]) -> (u16, String, String) {
     curl_scheme("http", port, host, extra)
 }
