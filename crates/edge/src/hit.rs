@@ -8,6 +8,11 @@
 //! bytes: a request that is incomplete or does not parse here, a body, preconditions, ranges,
 //! an encoding to negotiate, Vary, a redirect or an error to answer, a rule this path does not
 //! apply, an object that is stale, on disk in a large file, or was revalidated.
+//!
+//! A check added to the engine's request path (`proxy.rs`: `request_filter`,
+//! `request_cache_filter`, `response_filter`) must be added here too, or sent to the engine from
+//! here: the test comparing both answers field by field catches header differences, not a
+//! missing refusal.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
