@@ -195,6 +195,9 @@ fn answer(
     if path.contains("cookie") {
         headers.push_str("Set-Cookie: session=secret\r\n");
     }
+    if path.contains("dated") {
+        headers.push_str("Last-Modified: Mon, 02 Jan 2023 00:00:00 GMT\r\n");
+    }
     if path.contains("hop") {
         // For this hop only: never stored, never repeated.
         headers.push_str("Keep-Alive: timeout=5, max=100\r\n");
@@ -1094,7 +1097,13 @@ fn hits_from_memory_are_answered_as_the_engine_answers_them() {
     let direct = || metric(&s.node, "parapet_edge_direct_hits_total");
     // An image, a stylesheet stored per coding class, a body too large to go out with its
     // header, and a response with a `Keep-Alive` of the origin's.
-    let paths = ["/logo.png", "/text.css", "/big/100k-3.bin", "/hop.png"];
+    let paths = [
+        "/logo.png",
+        "/text.css",
+        "/big/100k-3.bin",
+        "/hop.png",
+        "/dated.png",
+    ];
     for path in paths {
         assert_eq!(fetch(s.port, host, path, &[]).1, "MISS", "{path}");
     }
@@ -1125,6 +1134,44 @@ fn hits_from_memory_are_answered_as_the_engine_answers_them() {
             );
             assert_eq!(body, body2, "{path} {extra:?}");
             assert!(!head.contains("keep-alive: "), "hop-by-hop: {head}");
+        }
+    }
+    // A visitor whose copy is current gets a 304 the same way.
+    let ims = |date: &str| format!("If-Modified-Since: {date}");
+    for (path, validator, status) in [
+        ("/text.css", "If-None-Match: \"css1\"".to_owned(), 304),
+        (
+            "/text.css",
+            "If-None-Match: \"old\", W/\"css1\"".to_owned(),
+            304,
+        ),
+        ("/text.css", "If-None-Match: \"old\"".to_owned(), 200),
+        ("/dated.png", ims("Tue, 03 Jan 2023 00:00:00 GMT"), 304),
+        ("/dated.png", ims("Sun, 01 Jan 2023 00:00:00 GMT"), 200),
+        ("/dated.png", ims("not a date"), 200),
+    ] {
+        for method in [&[][..], &["-I"][..]] {
+            let before = direct();
+            let extra = [method, &["-H", validator.as_str()]].concat();
+            let (got, cache, head, body) = fetch(s.port, host, path, &extra);
+            assert_eq!(
+                direct(),
+                before + 1,
+                "{path} {validator}: answered directly"
+            );
+            let engine = [&extra[..], &["-H", "If-Match: *"]].concat();
+            let (got2, _, head2, body2) = fetch(s.port, host, path, &engine);
+            assert_eq!(
+                (got, got2, cache.as_str()),
+                (status, status, "HIT"),
+                "{head}"
+            );
+            assert_eq!(
+                lasting_fields(&head).0,
+                lasting_fields(&head2).0,
+                "{path} {validator}"
+            );
+            assert_eq!(body, body2);
         }
     }
     let (_, _, head, _) = fetch(s.port, host, "/text.css", &["-H", "Accept-Encoding: gzip"]);

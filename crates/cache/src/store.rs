@@ -70,6 +70,9 @@ struct StoredMeta {
 pub struct HitHead {
     /// Status line and the header fields every hit repeats.
     pub head: Bytes,
+    /// The same as a `304 Not Modified` (for a stored `200`), for a visitor whose copy is
+    /// current.
+    pub not_modified: Option<Bytes>,
     /// Whether the edge would compress this response for a visitor that accepts it.
     pub compressible: bool,
 }

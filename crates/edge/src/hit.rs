@@ -5,9 +5,11 @@
 //! It answers as the HTTP engine would (same routing, rules, key, freshness, header fields and
 //! log line) without the engine's per-request machinery: no session, no request or response
 //! objects, no cache state machine. Anything unusual goes to the engine, which reads the same
-//! bytes: a request that is incomplete or does not parse here, a body, preconditions, ranges,
-//! an encoding to negotiate, Vary, a redirect or an error to answer, a rule this path does not
-//! apply, an object that is stale, on disk in a large file, or was revalidated.
+//! bytes: a request that is incomplete or does not parse here, a body, preconditions other
+//! than a cached copy's validators (those get the engine's 304 here), ranges, an encoding to
+//! make, `Vary` on fields other than `Accept-Encoding`, a redirect or an error to answer, a rule
+//! this path does not apply, an object that is stale, on disk in a large file, or was
+//! revalidated.
 //!
 //! A check added to the engine's request path (`proxy.rs`: `request_filter`,
 //! `request_cache_filter`, `response_filter`) must be added here too, or sent to the engine from
@@ -42,7 +44,8 @@ const MAX_FIELDS: usize = 32;
 const INLINE_BODY: usize = 16 * 1024;
 
 /// Request fields whose presence sends the request to the engine: framing and bodies,
-/// preconditions and ranges, protocol changes, loops, credentials, and the visitor's cache
+/// preconditions other than the validators of a cached copy (`If-None-Match`,
+/// `If-Modified-Since`) and ranges, protocol changes, loops, credentials, and the visitor's cache
 /// directives (the engine decides what each of them means for a hit).
 const ENGINE_FIELDS: &[&str] = &[
     "content-length",
@@ -54,8 +57,6 @@ const ENGINE_FIELDS: &[&str] = &[
     "range",
     "if-range",
     "if-match",
-    "if-none-match",
-    "if-modified-since",
     "if-unmodified-since",
     "cdn-loop",
     "authorization",
@@ -128,6 +129,9 @@ struct Request<'b> {
     keep_alive: bool,
     /// The visitor's `Accept-Encoding`, if it sent one.
     accept_encoding: Option<&'b [u8]>,
+    /// The validators of the visitor's own copy.
+    if_none_match: Option<&'b [u8]>,
+    if_modified_since: Option<&'b [u8]>,
 }
 
 /// The request read ahead on the connection, if it is complete and of the kind answered here.
@@ -155,6 +159,7 @@ fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
         return None;
     }
     let (mut host, mut connection, mut accept_encoding) = (None, None, None);
+    let (mut if_none_match, mut if_modified_since) = (None, None);
     for field in parsed.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("host") {
@@ -168,10 +173,11 @@ fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
             }
             connection = Some(field.value);
         } else if name.eq_ignore_ascii_case("accept-encoding") {
-            if accept_encoding.is_some() {
-                return None;
-            }
-            accept_encoding = Some(field.value);
+            once(&mut accept_encoding, field.value)?;
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            once(&mut if_none_match, field.value)?;
+        } else if name.eq_ignore_ascii_case("if-modified-since") {
+            once(&mut if_modified_since, field.value)?;
         } else if ENGINE_FIELDS.iter().any(|f| name.eq_ignore_ascii_case(f)) {
             return None;
         }
@@ -191,7 +197,45 @@ fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
         host: host?,
         keep_alive,
         accept_encoding,
+        if_none_match,
+        if_modified_since,
     })
+}
+
+/// Keeps the value of a field that may come once (`None`: it came again, the engine's).
+fn once<'b>(slot: &mut Option<&'b [u8]>, value: &'b [u8]) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(value);
+    Some(())
+}
+
+/// Whether the visitor's copy is current, as the engine decides it: a stored `200` whose `ETag`
+/// matches `If-None-Match` (weakly), or, without one, whose `Last-Modified` is no later than
+/// `If-Modified-Since`.
+fn not_modified(request: &Request<'_>, stored: &ResponseHeader) -> bool {
+    use pingora::protocols::http::conditional_filter::weak_validate_etag;
+    if stored.status != http::StatusCode::OK {
+        return false;
+    }
+    if let Some(tags) = request.if_none_match {
+        return stored
+            .headers
+            .get(header::ETAG)
+            .is_some_and(|etag| weak_validate_etag(tags, etag.as_bytes()));
+    }
+    let date = |value: &[u8]| {
+        std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+    };
+    let since = request.if_modified_since.and_then(date);
+    let modified = stored
+        .headers
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| date(v.as_bytes()));
+    matches!((since, modified), (Some(since), Some(modified)) if since >= modified)
 }
 
 /// What a request's `Connection` says, as the engine reads it.
@@ -281,7 +325,9 @@ impl EdgeProxy {
         // The engine compresses a compressible response stored without a coding for a
         // visitor that accepts one.
         let encoded = stored.headers.contains_key(header::CONTENT_ENCODING);
-        if head.compressible && !encoded && request.accept_encoding.is_some() {
+        // A visitor whose copy is current gets a 304: nothing to compress.
+        let current = not_modified(&request, stored);
+        if !current && head.compressible && !encoded && request.accept_encoding.is_some() {
             return None;
         }
         let hsts = settings.hsts.filter(|_| conn.https);
@@ -319,7 +365,7 @@ impl EdgeProxy {
             hsts,
             vary: head.compressible && !lists_encoding(stored),
         };
-        let (response, body) = response(&hit, head, &request, &fields);
+        let (response, body) = response(&hit, head, &request, &fields, current)?;
         let log = access_logged().then(|| {
             Box::new(Logged {
                 host: origin.host,
@@ -336,8 +382,12 @@ impl EdgeProxy {
             keep_alive: fields.keep_alive,
             done: Done {
                 zone: origin.zone_id,
-                status: stored.status.as_u16(),
-                body_len: if request.head_only { 0 } else { hit.body.len() },
+                status: if current { 304 } else { stored.status.as_u16() },
+                body_len: if request.head_only || current {
+                    0
+                } else {
+                    hit.body.len()
+                },
                 ray: fields.ray,
                 started,
                 log,
@@ -395,13 +445,15 @@ struct Fields {
     vary: bool,
 }
 
-/// The response: its header (with the body when it is small), and a larger body.
+/// The response (a 304 when the visitor's copy is `current`): its header (with the body when
+/// it is small), and a larger body.
 fn response(
     hit: &MemoryHit,
     head: &HitHead,
     request: &Request<'_>,
     fields: &Fields,
-) -> (Vec<u8>, Option<Bytes>) {
+    current: bool,
+) -> Option<(Vec<u8>, Option<Bytes>)> {
     let Fields {
         keep_alive,
         age,
@@ -409,10 +461,15 @@ fn response(
         hsts,
         vary,
     } = *fields;
-    let inline = !request.head_only && hit.body.len() <= INLINE_BODY;
-    let mut out =
-        Vec::with_capacity(head.head.len() + 192 + if inline { hit.body.len() } else { 0 });
-    out.extend_from_slice(&head.head);
+    let header_only = request.head_only || current;
+    let base = if current {
+        head.not_modified.as_ref()?
+    } else {
+        &head.head
+    };
+    let inline = !header_only && hit.body.len() <= INLINE_BODY;
+    let mut out = Vec::with_capacity(base.len() + 192 + if inline { hit.body.len() } else { 0 });
+    out.extend_from_slice(base);
     out.extend_from_slice(b"Date: ");
     out.extend_from_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
     out.extend_from_slice(if keep_alive {
@@ -423,7 +480,7 @@ fn response(
     out.extend_from_slice(age.to_string().as_bytes());
     // The engine's compression says that the response depends on `Accept-Encoding` whenever it
     // would compress it for a visitor that accepts an encoding (not for a header alone).
-    if vary && !request.head_only {
+    if vary && !header_only {
         out.extend_from_slice(b"\r\nvary: accept-encoding");
     }
     out.extend_from_slice(b"\r\ncf-ray: ");
@@ -441,10 +498,10 @@ fn response(
     let mut body = None;
     if inline {
         out.extend_from_slice(&hit.body);
-    } else if !request.head_only {
+    } else if !header_only {
         body = Some(hit.body.clone());
     }
-    (out, body)
+    Some((out, body))
 }
 
 /// A hit with the key it was found under.
@@ -530,18 +587,54 @@ fn render(stored: &ResponseHeader) -> Option<HitHead> {
     }
     // A complete object of known length may be asked for in ranges: the engine says so.
     let ranges = status == http::StatusCode::OK;
-    let mut head = BytesMut::with_capacity(512);
-    head.put_slice(b"HTTP/1.1 ");
-    head.put_slice(status.as_str().as_bytes());
-    head.put_u8(b' ');
-    head.put_slice(stored.get_reason_phrase().unwrap_or("").as_bytes());
-    head.put_slice(b"\r\nserver: parapet\r\n");
-    let mut field = |name: &[u8], value: &[u8]| {
-        let skip = NOT_REPEATED
+    let reason = stored.get_reason_phrase().unwrap_or("");
+    let mut head = status_line(status.as_str(), reason);
+    write_fields(stored, &mut head, |name| {
+        ranges && name.eq_ignore_ascii_case(b"accept-ranges")
+    });
+    if ranges {
+        head.put_slice(b"accept-ranges: bytes\r\n");
+    }
+    // A 304 keeps no representation metadata (the engine's `to_304`).
+    let not_modified = ranges.then(|| {
+        let mut head = status_line("304", "Not Modified");
+        write_fields(stored, &mut head, |name| {
+            [
+                "content-length",
+                "content-type",
+                "content-encoding",
+                "accept-ranges",
+            ]
             .iter()
             .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
-            || (ranges && name.eq_ignore_ascii_case(b"accept-ranges"));
-        if !skip {
+        });
+        head.freeze()
+    });
+    Some(HitHead {
+        head: head.freeze(),
+        not_modified,
+        compressible: compressible(stored),
+    })
+}
+
+fn status_line(status: &str, reason: &str) -> BytesMut {
+    let mut head = BytesMut::with_capacity(512);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(status.as_bytes());
+    head.put_u8(b' ');
+    head.put_slice(reason.as_bytes());
+    head.put_slice(b"\r\nserver: parapet\r\n");
+    head
+}
+
+/// Writes the stored fields a hit repeats (in the stored order and case), but those `skip`
+/// names.
+fn write_fields(stored: &ResponseHeader, head: &mut BytesMut, skip: impl Fn(&[u8]) -> bool) {
+    let mut field = |name: &[u8], value: &[u8]| {
+        let repeated = !NOT_REPEATED
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
+        if repeated && !skip(name) {
             head.put_slice(name);
             head.put_slice(b": ");
             head.put_slice(value);
@@ -553,17 +646,10 @@ fn render(stored: &ResponseHeader) -> Option<HitHead> {
             field(name.as_slice(), value.as_bytes());
         }
     } else {
-        for (name, value) in fields {
+        for (name, value) in &stored.headers {
             field(name.as_str().as_bytes(), value.as_bytes());
         }
     }
-    if ranges {
-        head.put_slice(b"accept-ranges: bytes\r\n");
-    }
-    Some(HitHead {
-        head: head.freeze(),
-        compressible: compressible(stored),
-    })
 }
 
 /// Whether the engine's compression would encode this response for a visitor that accepts
@@ -713,7 +799,10 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: br\r\nAccept-Encoding: gzip\r\n\r\n",
             // Preconditions, ranges, credentials, the visitor's cache directives, loops.
-            "GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"x\"\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nIf-Match: \"x\"\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nIf-Unmodified-Since: Mon, 02 Jan 2023 00:00:00 GMT\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nIf-Range: \"x\"\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"x\"\r\nIf-None-Match: \"y\"\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer x\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nCache-Control: no-cache\r\n\r\n",
