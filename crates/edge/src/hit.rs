@@ -45,8 +45,9 @@ const INLINE_BODY: usize = 16 * 1024;
 
 /// Request fields whose presence sends the request to the engine: framing and bodies,
 /// preconditions other than the validators of a cached copy (`If-None-Match`,
-/// `If-Modified-Since`) and ranges, protocol changes, loops, credentials, and the visitor's cache
-/// directives (the engine decides what each of them means for a hit).
+/// `If-Modified-Since`) and ranges, protocol changes, loops and credentials (the engine decides
+/// what each of them means for a hit). The visitor's `Cache-Control` and `Pragma` are not among
+/// them: the engine's hits do not read them, as Cloudflare's do not.
 const ENGINE_FIELDS: &[&str] = &[
     "content-length",
     "transfer-encoding",
@@ -60,8 +61,6 @@ const ENGINE_FIELDS: &[&str] = &[
     "if-unmodified-since",
     "cdn-loop",
     "authorization",
-    "cache-control",
-    "pragma",
 ];
 
 /// Stored response fields a hit does not repeat: this hop's, the ones the edge writes itself,
@@ -798,14 +797,13 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: br\r\nAccept-Encoding: gzip\r\n\r\n",
-            // Preconditions, ranges, credentials, the visitor's cache directives, loops.
+            // Preconditions, ranges, credentials, loops.
             "GET / HTTP/1.1\r\nHost: h\r\nIf-Match: \"x\"\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nIf-Unmodified-Since: Mon, 02 Jan 2023 00:00:00 GMT\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nIf-Range: \"x\"\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"x\"\r\nIf-None-Match: \"y\"\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer x\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: h\r\nCache-Control: no-cache\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nCDN-Loop: parapet\r\n\r\n",
         ] {
             assert!(read(raw).is_none(), "{raw:?}");
