@@ -414,8 +414,14 @@ struct Logged {
 }
 
 impl Done {
-    fn finish(self, metrics: &crate::EdgeMetrics, sent: bool) {
+    /// Counts the hit. Done before it is written, so that a visitor who has the answer finds
+    /// it counted.
+    fn count(&self, metrics: &crate::EdgeMetrics) {
         metrics.direct_hit_finished(&self.zone, self.status);
+    }
+
+    /// Logs the hit once it is written (or failed to be).
+    fn log(self, sent: bool) {
         let Some(log) = self.log else { return };
         AccessLine {
             ray: &self.ray,
@@ -690,8 +696,9 @@ pub(crate) async fn send(
         keep_alive,
         done,
     } = answer;
+    done.count(metrics);
     let sent = write(stream, request_len, &head, body.as_ref()).await;
-    done.finish(metrics, sent);
+    done.log(sent);
     if sent && !keep_alive {
         let _ = stream.shutdown().await;
     }
