@@ -38,7 +38,7 @@ use crate::proxy::{
 use crate::route::route;
 
 /// Request header fields read here at most (a request with more goes to the engine).
-const MAX_FIELDS: usize = 32;
+pub(crate) const MAX_FIELDS: usize = 32;
 
 /// Bodies up to this size go out in the same buffer as the header.
 const INLINE_BODY: usize = 16 * 1024;
@@ -81,14 +81,14 @@ const NOT_REPEATED: &[&str] = &[
 ];
 
 /// What the connection knows about itself.
-struct Conn<'s> {
-    ahead: &'s [u8],
-    https: bool,
-    peer: SocketAddr,
-    port: u16,
+pub(crate) struct Conn<'s> {
+    pub(crate) ahead: &'s [u8],
+    pub(crate) https: bool,
+    pub(crate) peer: SocketAddr,
+    pub(crate) port: u16,
 }
 
-fn conn(stream: &Stream) -> Option<Conn<'_>> {
+pub(crate) fn conn(stream: &Stream) -> Option<Conn<'_>> {
     let any = stream.as_any();
     if let Some(tcp) = any.downcast_ref::<crate::stream::VisitorStream>() {
         return Some(Conn {
@@ -120,12 +120,13 @@ pub(crate) struct Answer {
 }
 
 /// The parts of the request this path reads.
-struct Request<'b> {
-    len: usize,
-    head_only: bool,
-    target: &'b str,
-    host: &'b str,
-    keep_alive: bool,
+pub(crate) struct Request<'b> {
+    pub(crate) len: usize,
+    pub(crate) head_only: bool,
+    pub(crate) http11: bool,
+    pub(crate) target: &'b str,
+    pub(crate) host: &'b str,
+    pub(crate) keep_alive: bool,
     /// The visitor's `Accept-Encoding`, if it sent one.
     accept_encoding: Option<&'b [u8]>,
     /// The validators of the visitor's own copy.
@@ -134,7 +135,7 @@ struct Request<'b> {
 }
 
 /// The request read ahead on the connection, if it is complete and of the kind answered here.
-fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
+pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut fields);
     let httparse::Status::Complete(len) = parsed.parse(ahead).ok()? else {
@@ -192,6 +193,7 @@ fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'_>> {
     Some(Request {
         len,
         head_only,
+        http11,
         target,
         host: host?,
         keep_alive,
@@ -706,7 +708,19 @@ pub(crate) async fn send(
 }
 
 async fn write(stream: &mut Stream, request_len: usize, head: &[u8], body: Option<&Bytes>) -> bool {
-    let mut left = request_len;
+    if !take_request(stream, request_len).await {
+        return false;
+    }
+    let mut sent = stream.write_all(head).await;
+    if let (Ok(()), Some(body)) = (&sent, body) {
+        sent = stream.write_all(body).await;
+    }
+    sent.is_ok() && stream.flush().await.is_ok()
+}
+
+/// Takes the request's `len` bytes, read ahead already, off the stream.
+pub(crate) async fn take_request(stream: &mut Stream, len: usize) -> bool {
+    let mut left = len;
     while left > 0 {
         // The request was read ahead: this takes it off without waiting.
         let taken = std::future::poll_fn(|cx| {
@@ -723,11 +737,7 @@ async fn write(stream: &mut Stream, request_len: usize, head: &[u8], body: Optio
             _ => return false,
         }
     }
-    let mut sent = stream.write_all(head).await;
-    if let (Ok(()), Some(body)) = (&sent, body) {
-        sent = stream.write_all(body).await;
-    }
-    sent.is_ok() && stream.flush().await.is_ok()
+    true
 }
 
 #[cfg(test)]

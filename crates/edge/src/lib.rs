@@ -9,6 +9,7 @@ mod freshness;
 pub mod headers;
 mod hit;
 pub mod metrics;
+mod pass;
 mod proxy;
 pub mod route;
 mod stream;
@@ -283,6 +284,10 @@ impl Connections {
             if let Some(answer) = self.proxy.direct_hit(&stream, stopping) {
                 // Boxed: an idle connection's task is sized by its largest state.
                 if !Box::pin(hit::send(&mut stream, answer, &self.metrics)).await {
+                    return None;
+                }
+            } else if let Some(passed) = self.proxy.direct_pass(&stream, stopping) {
+                if !Box::pin(pass::send(&mut stream, passed, &self.proxy)).await {
                     return None;
                 }
             } else {

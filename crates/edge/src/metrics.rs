@@ -27,6 +27,16 @@ struct ShardCounts {
     requests: Counts,
     /// Cache hits the edge answered without its HTTP engine.
     direct_hits: u64,
+    /// Requests the edge passed to origins without its HTTP engine.
+    direct_passes: u64,
+}
+
+/// Which path answered a request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    Engine,
+    DirectHit,
+    DirectPass,
 }
 
 #[derive(Default)]
@@ -87,22 +97,28 @@ impl EdgeMetrics {
 
     /// A finished request: its zone (empty when it was not routed), status and origin time.
     pub fn request_finished(&self, zone: &str, status: u16, origin_time: Option<Duration>) {
-        self.finished(zone, status, origin_time, false);
+        self.finished(zone, status, origin_time, Answered::Engine);
+    }
+
+    /// A request the edge passed to the origin without its HTTP engine, answered.
+    pub fn direct_pass_finished(&self, zone: &str, status: u16, origin_time: Option<Duration>) {
+        self.finished(zone, status, origin_time, Answered::DirectPass);
     }
 
     /// A cache hit the edge answered without its HTTP engine, finished.
     pub fn direct_hit_finished(&self, zone: &str, status: u16) {
-        self.finished(zone, status, None, true);
+        self.finished(zone, status, None, Answered::DirectHit);
     }
 
-    fn finished(&self, zone: &str, status: u16, origin_time: Option<Duration>, direct: bool) {
+    fn finished(&self, zone: &str, status: u16, origin_time: Option<Duration>, by: Answered) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         {
             let mut counts = self.requests[shard()]
                 .0
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            counts.direct_hits += u64::from(direct);
+            counts.direct_hits += u64::from(by == Answered::DirectHit);
+            counts.direct_passes += u64::from(by == Answered::DirectPass);
             let requests = &mut counts.requests;
             let by_status = match requests.get_mut(zone) {
                 Some(by_status) => by_status,
@@ -128,10 +144,11 @@ impl EdgeMetrics {
         let mut out = String::new();
         out.push_str("# HELP parapet_edge_requests_total Requests answered by the edge, by zone and status.\n# TYPE parapet_edge_requests_total counter\n");
         let mut totals: std::collections::BTreeMap<(String, u16), u64> = Default::default();
-        let mut direct_hits = 0;
+        let (mut direct_hits, mut direct_passes) = (0, 0);
         for shard in &self.requests {
             let shard = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
             direct_hits += shard.direct_hits;
+            direct_passes += shard.direct_passes;
             for (zone, by_status) in shard.requests.iter() {
                 for (status, n) in by_status {
                     *totals.entry((zone.clone(), *status)).or_default() += n;
@@ -148,6 +165,10 @@ impl EdgeMetrics {
         let _ = writeln!(
             out,
             "# HELP parapet_edge_direct_hits_total Cache hits answered from memory without the HTTP engine.\n# TYPE parapet_edge_direct_hits_total counter\nparapet_edge_direct_hits_total {direct_hits}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP parapet_edge_direct_passes_total Requests passed to origins without the HTTP engine.\n# TYPE parapet_edge_direct_passes_total counter\nparapet_edge_direct_passes_total {direct_passes}"
         );
         out.push_str("# HELP parapet_edge_origin_seconds Time from sending a request to the origin to its response header.\n# TYPE parapet_edge_origin_seconds histogram\n");
         for (i, bound) in BUCKETS.iter().enumerate() {

@@ -265,7 +265,7 @@ const CLOUDFLARE_CDN_CACHE_CONTROL: http::HeaderName =
 const CACHE_TAG: http::HeaderName = http::HeaderName::from_static("cache-tag");
 
 /// One level for gzip, brotli and zstd: most of the size gain at a small share of the CPU.
-const COMPRESSION_LEVEL: u32 = 5;
+pub(crate) const COMPRESSION_LEVEL: u32 = 5;
 
 /// How long a request waits for another one fetching the same object before going itself.
 const CACHE_LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -442,7 +442,7 @@ fn is_https(session: &Session) -> bool {
 
 /// Cloudflare's HTTP and HTTPS ports, in pairs: where Always Use HTTPS sends a visitor, and
 /// where a `flexible` zone's origin is reached for an HTTPS visitor.
-const PORT_PAIRS: &[(u16, u16)] = &[
+pub(crate) const PORT_PAIRS: &[(u16, u16)] = &[
     (80, 443),
     (8080, 8443),
     (2052, 2053),
@@ -853,66 +853,22 @@ impl ProxyHttp for EdgeProxy {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(connection) = req
-            .headers
-            .get("connection")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-        {
-            for name in headers::connection_listed(&connection) {
-                req.remove_header(&name);
-            }
-        }
-        for name in HOP_BY_HOP {
-            req.remove_header(&name);
-        }
-        if let Some(ip) = client_ip(session) {
-            let existing = req
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            req.insert_header(
-                "x-forwarded-for",
-                headers::forwarded_for(existing.as_deref(), ip),
-            )?;
-            req.insert_header("cf-connecting-ip", ip.to_string())?;
-        }
-        if let Some(host) = ctx.origin.as_ref().and_then(|o| o.host_header.as_deref()) {
-            req.insert_header("host", host)?;
-        }
-        // A stored response is chosen by the coding class (br, gzip or none): ask the origin for
-        // exactly that class, so a variant never holds a coding another visitor of the same
-        // class cannot decode.
+        let Some(origin) = ctx.origin.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "request was not routed");
+        };
+        to_origin(
+            req,
+            client_ip(session),
+            is_https(session),
+            origin,
+            &ctx.ray,
+            ctx.cache_asked,
+        )?;
         if ctx.cache_asked {
-            let coding = normalized_encoding(&joined_values(&req.headers, "accept-encoding"));
-            match coding {
-                "" => {
-                    req.remove_header("accept-encoding");
-                }
-                coding => {
-                    req.insert_header("accept-encoding", coding)?;
-                }
-            }
             // A compressible response the origin sends uncompressed is compressed before it is
             // stored, in the class asked for: each coding is made once, not on every hit.
             session.upstream_compression.adjust_level(COMPRESSION_LEVEL);
         }
-        if is_https(session) {
-            req.insert_header("x-forwarded-proto", "https")?;
-            req.insert_header("cf-visitor", r#"{"scheme":"https"}"#)?;
-        } else {
-            req.insert_header("x-forwarded-proto", "http")?;
-            req.insert_header("cf-visitor", r#"{"scheme":"http"}"#)?;
-        }
-        req.insert_header("cf-ray", ctx.ray.as_str())?;
-        let cdn_loop = match req.headers.get("cdn-loop").and_then(|v| v.to_str().ok()) {
-            Some(existing) => format!("{existing}, {CDN_LOOP_TOKEN}"),
-            None => CDN_LOOP_TOKEN.to_owned(),
-        };
-        req.insert_header("cdn-loop", cdn_loop)?;
-        // Surrogate-Control directives targeted at this edge apply to it (Edge Architecture 1.0).
-        req.append_header("surrogate-capability", freshness::SURROGATE_CAPABILITY)?;
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
@@ -930,39 +886,18 @@ impl ProxyHttp for EdgeProxy {
             cache_status(&session.cache.phase())
         };
         ctx.cache_status = status;
-        // A cache rule's browser TTL replaces the origin's (hits included).
-        if let Some(ttl) = ctx
-            .cache_rules
+        let hsts = ctx
+            .origin
             .as_ref()
-            .and_then(|r| r.browser_ttl.as_ref())
-        {
-            match (ttl.mode.as_str(), ttl.default) {
-                ("override_origin", Some(secs)) => {
-                    resp.insert_header("cache-control", format!("max-age={secs}"))?;
-                }
-                ("bypass", _) => resp.insert_header("cache-control", "no-store")?,
-                _ => {}
-            }
-        }
-        // The CDN-targeted fields are this edge's (RFC 9213; Surrogate-Control), except
-        // CDN-Cache-Control, which other CDNs further down may read too.
-        // Tags are for purging; visitors do not see them (as Cloudflare).
-        for name in [SURROGATE_CONTROL, CLOUDFLARE_CDN_CACHE_CONTROL, CACHE_TAG] {
-            resp.remove_header(&name);
-        }
-        resp.insert_header("cf-ray", ctx.ray.as_str())?;
-        resp.insert_header("server", HeaderValue::from_static("parapet"))?;
-        resp.insert_header("cf-cache-status", HeaderValue::from_static(status))?;
-        resp.insert_header("cache-status", HeaderValue::from_static(cache_status))?;
-        // HSTS only means something over HTTPS (RFC 6797 §7.2).
-        if is_https(session)
-            && let Some(hsts) = ctx.origin.as_ref().and_then(|o| o.edge.settings.hsts)
-        {
-            resp.insert_header("strict-transport-security", hsts.header_value())?;
-            if hsts.nosniff {
-                resp.insert_header("x-content-type-options", "nosniff")?;
-            }
-        }
+            .and_then(|o| o.edge.settings.hsts)
+            .filter(|_| is_https(session));
+        to_visitor(
+            resp,
+            (status, cache_status),
+            ctx.cache_rules.as_deref(),
+            &ctx.ray,
+            hsts,
+        )?;
         // A state-changing request that succeeded makes the stored copies of its URL stale,
         // and those of the URLs its `Location` and `Content-Location` name on the same host
         // (RFC 9111 §4.4).
@@ -1002,34 +937,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.origin_time = ctx.upstream_sent.map(|t| t.elapsed());
-        // Header fields the origin's `Connection` names, and `Keep-Alive`, are for this hop
-        // only (RFC 9110 §7.6.1): neither stored nor passed on. An upgrade keeps its own.
-        if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
-            resp.remove_header(&headers::KEEP_ALIVE);
-            resp.remove_header(&headers::PROXY_CONNECTION);
-            let listed: Vec<String> = resp
-                .headers
-                .get_all("connection")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(headers::connection_listed)
-                .collect();
-            for name in listed {
-                resp.remove_header(&name);
-            }
-        }
-        if let Some(peer) = ctx.peer {
-            let ip = peer.ip().to_string();
-            let leaking: Vec<String> = resp
-                .headers
-                .iter()
-                .filter(|(_, v)| v.to_str().is_ok_and(|v| v.contains(&ip)))
-                .map(|(k, _)| k.as_str().to_owned())
-                .collect();
-            for name in leaking {
-                resp.remove_header(&name);
-            }
-        }
+        from_origin(resp, ctx.peer);
         Ok(())
     }
 
@@ -1099,94 +1007,12 @@ impl ProxyHttp for EdgeProxy {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        if resp.headers.contains_key("set-cookie") {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
-                "set-cookie",
-            )));
-        }
-        let vary_all = resp.headers.get_all("vary").iter().any(|v| {
-            v.to_str()
-                .map_or(true, |v| v.split(',').any(|h| h.trim() == "*"))
-        });
-        if vary_all || !CACHEABLE_STATUS.contains(&resp.status.as_u16()) {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
-        }
-        let cc = CacheControl::from_resp_headers(resp);
         let authorization = session.req_header().headers.contains_key("authorization");
-        // A request with credentials is stored only when the response says it is shared
-        // (RFC 9111 §3.5), whatever a cache rule says.
-        let shared = cc.as_ref().is_some_and(|cc| {
-            cc.public() || cc.must_revalidate() || matches!(cc.s_maxage(), Ok(Some(_)))
-        });
-        if authorization && !shared {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
-        }
-        // A cache rule's edge TTL replaces what the origin said.
-        if let Some(rules) = ctx.cache_rules.as_deref() {
-            if let Some(ttl) = rules.edge_ttl_for(resp.status.as_u16()) {
-                if ttl == 0 {
-                    return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
-                        "edge ttl 0",
-                    )));
-                }
-                let now = std::time::SystemTime::now();
-                let fresh_until = now + Duration::from_secs(u64::from(ttl));
-                return Ok(RespCacheable::Cacheable(CacheMeta::new(
-                    fresh_until,
-                    now,
-                    0,
-                    0,
-                    resp.clone(),
-                )));
-            }
-            let says_nothing = !resp.headers.contains_key("cache-control")
-                && !resp.headers.contains_key("expires");
-            if says_nothing
-                && rules.edge_ttl.as_ref().map(|t| t.mode.as_str()) == Some("bypass_by_default")
-            {
-                return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
-            }
-        }
-        // A CDN-targeted field replaces Cache-Control for the edge (RFC 9213). It is stored
-        // (a revalidation reads it again) but never sent to visitors.
-        match freshness::targeted(&resp.headers) {
-            Some(freshness::Targeted::NoStore) => {
-                return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
-            }
-            Some(freshness::Targeted::Fresh(lifetime)) => {
-                return Ok(RespCacheable::Cacheable(aged(
-                    std::time::SystemTime::now(),
-                    lifetime,
-                    resp.clone(),
-                    (0, 0),
-                )));
-            }
-            Some(freshness::Targeted::Silent) | None => {}
-        }
-        Ok(
-            match resp_cacheable(cc.as_ref(), resp.clone(), authorization, &CACHE_DEFAULTS) {
-                // The engine's lifetime, read again where RFC 9111 is stricter: quoted and
-                // invalid values, Expires against Date, and the origin's Age.
-                RespCacheable::Cacheable(meta) => {
-                    let created = meta.created();
-                    let lifetime =
-                        freshness::explicit_lifetime(&resp.headers).unwrap_or_else(|| {
-                            meta.fresh_until()
-                                .duration_since(created)
-                                .unwrap_or_default()
-                        });
-                    // The engine's header: without the fields `private="..."` and
-                    // `no-cache="..."` name, which must not be shared.
-                    RespCacheable::Cacheable(aged(
-                        created,
-                        lifetime,
-                        meta.response_header_copy(),
-                        (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()),
-                    ))
-                }
-                uncacheable => uncacheable,
-            },
-        )
+        Ok(cacheability(
+            authorization,
+            resp,
+            ctx.cache_rules.as_deref(),
+        ))
     }
 
     /// A stored response varies on the request headers its `Vary` names; `Accept-Encoding` is
@@ -1256,30 +1082,7 @@ impl ProxyHttp for EdgeProxy {
 
     /// Failures reaching the origin become Cloudflare's 52x pages.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let error = match (e.esource(), e.etype()) {
-            (_, ErrorType::ConnectRefused) => Some(EdgeError::OriginRefused),
-            (_, ErrorType::InvalidCert) => Some(EdgeError::OriginCertificate),
-            (_, ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError) => {
-                // rustls says "invalid peer certificate" when the origin's certificate fails
-                // the checks; anything else is the handshake itself failing.
-                if e.to_string().contains("invalid peer certificate") {
-                    Some(EdgeError::OriginCertificate)
-                } else {
-                    Some(EdgeError::OriginHandshake)
-                }
-            }
-            // With TLS 1.3 an origin refusing the edge's (missing) client certificate says so
-            // with an alert after the handshake: still a failed handshake to the visitor.
-            (ErrorSource::Upstream, _) if e.to_string().contains("received fatal alert") => {
-                Some(EdgeError::OriginHandshake)
-            }
-            (_, ErrorType::ConnectTimedout) => Some(EdgeError::ConnectTimeout),
-            (_, ErrorType::ConnectNoRoute) => Some(EdgeError::Unreachable),
-            (ErrorSource::Upstream, ErrorType::ReadTimedout) => Some(EdgeError::ReadTimeout),
-            (ErrorSource::Upstream, _) => Some(EdgeError::InvalidResponse),
-            (_, ErrorType::ConnectError | ErrorType::SocketError) => Some(EdgeError::Unreachable),
-            _ => None,
-        };
+        let error = edge_error(e);
         let code = match error {
             Some(error) => {
                 respond_with(session, ctx, error).await;
@@ -1337,6 +1140,263 @@ impl ProxyHttp for EdgeProxy {
             edge_error: ctx.error.map(EdgeError::code),
         }
         .log();
+    }
+}
+
+/// The request the origin gets (after the engine's hop-by-hop stripping): who the visitor is,
+/// over which scheme, and that this edge saw it; for a cache lookup (`cache_asked`), exactly
+/// the coding class a stored variant is for.
+pub(crate) fn to_origin(
+    req: &mut RequestHeader,
+    client: Option<std::net::IpAddr>,
+    https: bool,
+    origin: &Origin,
+    ray: &str,
+    cache_asked: bool,
+) -> Result<()> {
+    if let Some(connection) = req
+        .headers
+        .get("connection")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    {
+        for name in headers::connection_listed(&connection) {
+            req.remove_header(&name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(&name);
+    }
+    if let Some(ip) = client {
+        let existing = req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        req.insert_header(
+            "x-forwarded-for",
+            headers::forwarded_for(existing.as_deref(), ip),
+        )?;
+        req.insert_header("cf-connecting-ip", ip.to_string())?;
+    }
+    if let Some(host) = origin.host_header.as_deref() {
+        req.insert_header("host", host)?;
+    }
+    // A stored response is chosen by the coding class (br, gzip or none): ask the origin for
+    // exactly that class, so a variant never holds a coding another visitor of the same
+    // class cannot decode.
+    if cache_asked {
+        let coding = normalized_encoding(&joined_values(&req.headers, "accept-encoding"));
+        match coding {
+            "" => {
+                req.remove_header("accept-encoding");
+            }
+            coding => {
+                req.insert_header("accept-encoding", coding)?;
+            }
+        }
+    }
+    if https {
+        req.insert_header("x-forwarded-proto", "https")?;
+        req.insert_header("cf-visitor", r#"{"scheme":"https"}"#)?;
+    } else {
+        req.insert_header("x-forwarded-proto", "http")?;
+        req.insert_header("cf-visitor", r#"{"scheme":"http"}"#)?;
+    }
+    req.insert_header("cf-ray", ray)?;
+    let cdn_loop = match req.headers.get("cdn-loop").and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {CDN_LOOP_TOKEN}"),
+        None => CDN_LOOP_TOKEN.to_owned(),
+    };
+    req.insert_header("cdn-loop", cdn_loop)?;
+    // Surrogate-Control directives targeted at this edge apply to it (Edge Architecture 1.0).
+    req.append_header("surrogate-capability", freshness::SURROGATE_CAPABILITY)?;
+    Ok(())
+}
+
+/// What the visitor sees added to a response from the origin or the cache: the ray, this
+/// edge's name, the cache's status (`CF-Cache-Status` and RFC 9211's), a rule's browser TTL and
+/// the zone's HSTS (`hsts`: for an HTTPS visitor); never the fields meant for this edge.
+pub(crate) fn to_visitor(
+    resp: &mut ResponseHeader,
+    (status, cache_status): (&'static str, &'static str),
+    rules: Option<&CacheParameters>,
+    ray: &str,
+    hsts: Option<parapet_model::settings::Hsts>,
+) -> Result<()> {
+    // A cache rule's browser TTL replaces the origin's (hits included).
+    if let Some(ttl) = rules.and_then(|r| r.browser_ttl.as_ref()) {
+        match (ttl.mode.as_str(), ttl.default) {
+            ("override_origin", Some(secs)) => {
+                resp.insert_header("cache-control", format!("max-age={secs}"))?;
+            }
+            ("bypass", _) => resp.insert_header("cache-control", "no-store")?,
+            _ => {}
+        }
+    }
+    // The CDN-targeted fields are this edge's (RFC 9213; Surrogate-Control), except
+    // CDN-Cache-Control, which other CDNs further down may read too.
+    // Tags are for purging; visitors do not see them (as Cloudflare).
+    for name in [SURROGATE_CONTROL, CLOUDFLARE_CDN_CACHE_CONTROL, CACHE_TAG] {
+        resp.remove_header(&name);
+    }
+    resp.insert_header("cf-ray", ray)?;
+    resp.insert_header("server", HeaderValue::from_static("parapet"))?;
+    resp.insert_header("cf-cache-status", HeaderValue::from_static(status))?;
+    resp.insert_header("cache-status", HeaderValue::from_static(cache_status))?;
+    // HSTS only means something over HTTPS (RFC 6797 §7.2).
+    if let Some(hsts) = hsts {
+        resp.insert_header("strict-transport-security", hsts.header_value())?;
+        if hsts.nosniff {
+            resp.insert_header("x-content-type-options", "nosniff")?;
+        }
+    }
+    Ok(())
+}
+
+/// The origin's response as it may be stored and passed on (`peer`: the origin's address): no
+/// field of this hop's, and none that names the origin's address.
+pub(crate) fn from_origin(resp: &mut ResponseHeader, peer: Option<SocketAddr>) {
+    // Header fields the origin's `Connection` names, and `Keep-Alive`, are for this hop
+    // only (RFC 9110 §7.6.1): neither stored nor passed on. An upgrade keeps its own.
+    if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+        resp.remove_header(&headers::KEEP_ALIVE);
+        resp.remove_header(&headers::PROXY_CONNECTION);
+        let listed: Vec<String> = resp
+            .headers
+            .get_all("connection")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(headers::connection_listed)
+            .collect();
+        for name in listed {
+            resp.remove_header(&name);
+        }
+    }
+    if let Some(peer) = peer {
+        let ip = peer.ip().to_string();
+        let leaking: Vec<String> = resp
+            .headers
+            .iter()
+            .filter(|(_, v)| v.to_str().is_ok_and(|v| v.contains(&ip)))
+            .map(|(k, _)| k.as_str().to_owned())
+            .collect();
+        for name in leaking {
+            resp.remove_header(&name);
+        }
+    }
+}
+
+/// Whether a response may be stored, and until when: RFC 9111 freshness with Cloudflare's
+/// defaults; never a response that sets a cookie or varies on everything (`authorization`: the
+/// request carried credentials).
+pub(crate) fn cacheability(
+    authorization: bool,
+    resp: &ResponseHeader,
+    rules: Option<&CacheParameters>,
+) -> RespCacheable {
+    if resp.headers.contains_key("set-cookie") {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("set-cookie"));
+    }
+    let vary_all = resp.headers.get_all("vary").iter().any(|v| {
+        v.to_str()
+            .map_or(true, |v| v.split(',').any(|h| h.trim() == "*"))
+    });
+    if vary_all || !CACHEABLE_STATUS.contains(&resp.status.as_u16()) {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    // A request with credentials is stored only when the response says it is shared
+    // (RFC 9111 §3.5), whatever a cache rule says.
+    let shared = cc.as_ref().is_some_and(|cc| {
+        cc.public() || cc.must_revalidate() || matches!(cc.s_maxage(), Ok(Some(_)))
+    });
+    if authorization && !shared {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    // A cache rule's edge TTL replaces what the origin said.
+    if let Some(rules) = rules {
+        if let Some(ttl) = rules.edge_ttl_for(resp.status.as_u16()) {
+            if ttl == 0 {
+                return RespCacheable::Uncacheable(NoCacheReason::Custom("edge ttl 0"));
+            }
+            let now = std::time::SystemTime::now();
+            let fresh_until = now + Duration::from_secs(u64::from(ttl));
+            return RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, 0, 0, resp.clone()));
+        }
+        let says_nothing =
+            !resp.headers.contains_key("cache-control") && !resp.headers.contains_key("expires");
+        if says_nothing
+            && rules.edge_ttl.as_ref().map(|t| t.mode.as_str()) == Some("bypass_by_default")
+        {
+            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        }
+    }
+    // A CDN-targeted field replaces Cache-Control for the edge (RFC 9213). It is stored
+    // (a revalidation reads it again) but never sent to visitors.
+    match freshness::targeted(&resp.headers) {
+        Some(freshness::Targeted::NoStore) => {
+            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        }
+        Some(freshness::Targeted::Fresh(lifetime)) => {
+            return RespCacheable::Cacheable(aged(
+                std::time::SystemTime::now(),
+                lifetime,
+                resp.clone(),
+                (0, 0),
+            ));
+        }
+        Some(freshness::Targeted::Silent) | None => {}
+    }
+    match resp_cacheable(cc.as_ref(), resp.clone(), authorization, &CACHE_DEFAULTS) {
+        // The engine's lifetime, read again where RFC 9111 is stricter: quoted and
+        // invalid values, Expires against Date, and the origin's Age.
+        RespCacheable::Cacheable(meta) => {
+            let created = meta.created();
+            let lifetime = freshness::explicit_lifetime(&resp.headers).unwrap_or_else(|| {
+                meta.fresh_until()
+                    .duration_since(created)
+                    .unwrap_or_default()
+            });
+            // The engine's header: without the fields `private="..."` and
+            // `no-cache="..."` name, which must not be shared.
+            RespCacheable::Cacheable(aged(
+                created,
+                lifetime,
+                meta.response_header_copy(),
+                (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()),
+            ))
+        }
+        uncacheable => uncacheable,
+    }
+}
+
+/// The page a visitor gets for a failure to reach the origin or read its answer (`None`: not
+/// the origin's failure).
+pub(crate) fn edge_error(e: &Error) -> Option<EdgeError> {
+    match (e.esource(), e.etype()) {
+        (_, ErrorType::ConnectRefused) => Some(EdgeError::OriginRefused),
+        (_, ErrorType::InvalidCert) => Some(EdgeError::OriginCertificate),
+        (_, ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError) => {
+            // rustls says "invalid peer certificate" when the origin's certificate fails
+            // the checks; anything else is the handshake itself failing.
+            if e.to_string().contains("invalid peer certificate") {
+                Some(EdgeError::OriginCertificate)
+            } else {
+                Some(EdgeError::OriginHandshake)
+            }
+        }
+        // With TLS 1.3 an origin refusing the edge's (missing) client certificate says so
+        // with an alert after the handshake: still a failed handshake to the visitor.
+        (ErrorSource::Upstream, _) if e.to_string().contains("received fatal alert") => {
+            Some(EdgeError::OriginHandshake)
+        }
+        (_, ErrorType::ConnectTimedout) => Some(EdgeError::ConnectTimeout),
+        (_, ErrorType::ConnectNoRoute) => Some(EdgeError::Unreachable),
+        (ErrorSource::Upstream, ErrorType::ReadTimedout) => Some(EdgeError::ReadTimeout),
+        (ErrorSource::Upstream, _) => Some(EdgeError::InvalidResponse),
+        (_, ErrorType::ConnectError | ErrorType::SocketError) => Some(EdgeError::Unreachable),
+        _ => None,
     }
 }
 

@@ -1,0 +1,720 @@
+//! The edge's own pass-through for its commonest trip to the origin: a GET or HEAD without a
+//! body over HTTP/1.1, for a response the cache does not keep (a path the cache is not for, a
+//! rule's bypass, development mode, or a URL whose last response could not be stored), to an
+//! origin spoken to in plain HTTP/1.1.
+//!
+//! It does what the HTTP engine does for such a request (same routing, header policy, origin
+//! failover and retries, error pages, compression, framing and log line) without the engine's
+//! per-request machinery: no session or proxy state machine, no task per body chunk, and a
+//! connection pool of its own per worker thread. The origin's side is spoken by the engine's
+//! own HTTP/1 client, so its response is parsed and validated as the engine would. Anything
+//! else goes to the engine, which reads the same bytes: every case [`crate::hit`] sends there,
+//! HTTP/1.0 visitors, HTTPS or HTTP/2 to the origin, origins outside Parapet's zones, redirects,
+//! and a URL the cache may hold.
+//!
+//! One difference remains: when the response to a URL remembered as uncacheable can be stored
+//! now, this path tells the cache so (the next request is a miss that stores it) instead of
+//! storing this one, as the engine does.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use http::header;
+use parapet_model::rules::CacheParameters;
+use parapet_model::settings::SslMode;
+use pingora::cache::predictor::CacheablePredictor as _;
+use pingora::cache::{CacheKey, RespCacheable};
+use pingora::connectors::TransportConnector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::Stream;
+use pingora::protocols::http::HttpTask;
+use pingora::protocols::http::compression::ResponseCompressionCtx;
+use pingora::protocols::http::v1::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+use crate::errors::{EdgeError, error_page};
+use crate::hit::{self, MAX_FIELDS};
+use crate::proxy::{
+    AccessLine, COMPRESSION_LEVEL, EdgeProxy, PORT_PAIRS, access_logged, cacheability, edge_error,
+    eligibility, from_origin, to_origin, to_visitor, url_key,
+};
+use crate::route::{Origin, route};
+
+/// Request fields the engine strips before anything else (pingora's default request policy):
+/// this hop's, and the protocol switches a plain GET does not make.
+const STRIPPED: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "http2-settings",
+];
+
+/// Idle origin connections kept per origin address and worker thread.
+const POOL_PER_ORIGIN: usize = 128;
+
+/// How long an idle origin connection is kept when the zone sets no idle timeout.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// A request to pass on, decided before anything is read off the connection.
+pub(crate) struct Pass {
+    request_len: usize,
+    upstream: Box<RequestHeader>,
+    head_only: bool,
+    keep_alive: bool,
+    https: bool,
+    client: IpAddr,
+    origin: Origin,
+    port: u16,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    /// The key of a URL remembered as uncacheable: what its response says is learnt.
+    learn: Option<CacheKey>,
+    rules: Option<Box<CacheParameters>>,
+    status: (&'static str, &'static str),
+    /// The visitor's compression, and for a URL the cache knows, the engine's own compression
+    /// of what the origin sends.
+    compression: ResponseCompressionCtx,
+    upstream_compression: Option<ResponseCompressionCtx>,
+    ray: String,
+    /// The visitor's `Accept`, for an error page's format.
+    accept: Option<String>,
+    path: String,
+    started: Instant,
+}
+
+impl EdgeProxy {
+    /// The pass-through of the request read ahead on `stream`, when it is one this path makes
+    /// (`stopping`: the edge is shutting down, so the connection closes after it).
+    pub(crate) fn direct_pass(&self, stream: &Stream, stopping: bool) -> Option<Box<Pass>> {
+        let started = Instant::now();
+        let conn = hit::conn(stream)?;
+        let request = hit::request(conn.ahead, self.max_header_bytes)?;
+        if !request.http11 {
+            return None;
+        }
+        let (path, _) = request
+            .target
+            .split_once('?')
+            .unwrap_or((request.target, ""));
+        if path.starts_with("/.well-known/acme-challenge/") {
+            return None;
+        }
+        let snapshot = self.published.load();
+        let origin = route(&snapshot, Some(request.host), path).ok()?;
+        let settings = origin.edge.settings;
+        let redirected = if conn.https {
+            settings.ssl == SslMode::Off
+        } else {
+            settings.always_use_https && settings.ssl != SslMode::Off
+        };
+        let origin_tls = conn.https && matches!(settings.ssl, SslMode::Full | SslMode::Strict);
+        if origin.addrs.is_empty() || redirected || origin_tls || settings.origin_h2 {
+            return None;
+        }
+        let rules = self.cache_parameters(&origin);
+        let mut learn = None;
+        let status = match self.cache {
+            None => ("DYNAMIC", "parapet; fwd=bypass"),
+            Some(cache) => {
+                let (eligible, bypass) = eligibility(rules.as_deref(), path);
+                if bypass {
+                    ("BYPASS", "parapet; fwd=bypass")
+                } else if !eligible || settings.development_mode {
+                    ("DYNAMIC", "parapet; fwd=bypass")
+                } else {
+                    // The engine looks the URL up, unless its last response was uncacheable.
+                    let url = url_key(
+                        &origin,
+                        conn.https,
+                        conn.port,
+                        request.target,
+                        rules.as_deref(),
+                    );
+                    let key = parapet_cache::key::key_of(url, &origin.zone_id);
+                    if cache.predictor.cacheable_prediction(&key) {
+                        return None;
+                    }
+                    learn = Some(key);
+                    ("BYPASS", "parapet; fwd=uri-miss")
+                }
+            }
+        };
+        let ray = crate::headers::ray_id();
+        let (mut upstream, accept) = upstream_request(conn.ahead, request.target)?;
+        let mut compression = ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
+        compression.request_filter(&upstream);
+        to_origin(
+            &mut upstream,
+            Some(conn.peer.ip()),
+            conn.https,
+            &origin,
+            &ray,
+            learn.is_some(),
+        )
+        .ok()?;
+        let upstream_compression = learn.is_some().then(|| {
+            let mut upstream_compression =
+                ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
+            upstream_compression.request_filter(&upstream);
+            upstream_compression
+        });
+        let port = origin.port.unwrap_or_else(|| {
+            if conn.https {
+                // `flexible`: the HTTP port paired with the visitor's HTTPS port.
+                PORT_PAIRS
+                    .iter()
+                    .find(|p| p.1 == conn.port)
+                    .map_or(conn.port, |p| p.0)
+            } else {
+                conn.port
+            }
+        });
+        self.metrics.request_started();
+        Some(Box::new(Pass {
+            request_len: request.len,
+            upstream,
+            head_only: request.head_only,
+            keep_alive: request.keep_alive && !stopping,
+            https: conn.https,
+            client: conn.peer.ip(),
+            port,
+            connect_timeout: settings
+                .connect_timeout_secs
+                .map_or(self.connect_timeout, Duration::from_secs),
+            read_timeout: settings
+                .read_timeout_secs
+                .map_or(self.read_timeout, Duration::from_secs),
+            idle_timeout: settings.idle_timeout_secs.map(Duration::from_secs),
+            learn,
+            rules,
+            status,
+            compression,
+            upstream_compression,
+            ray,
+            accept,
+            path: path.to_owned(),
+            origin,
+            started,
+        }))
+    }
+}
+
+/// The request as the engine hands it to its filters: the visitor's fields (case kept) without
+/// the ones its request policy strips; and the visitor's `Accept`.
+fn upstream_request(ahead: &[u8], target: &str) -> Option<(Box<RequestHeader>, Option<String>)> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    parsed.parse(ahead).ok()?;
+    let method = parsed.method?;
+    // Fields the visitor's `Connection` names are this hop's too.
+    let mut named: Vec<&[u8]> = Vec::new();
+    for field in parsed.headers.iter() {
+        if field.name.eq_ignore_ascii_case("connection") {
+            named.extend(
+                field
+                    .value
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    let mut req =
+        RequestHeader::build(method, target.as_bytes(), Some(parsed.headers.len())).ok()?;
+    let mut accept = None;
+    for field in parsed.headers.iter() {
+        let name = field.name;
+        let stripped = STRIPPED.iter().any(|s| name.eq_ignore_ascii_case(s))
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
+        if stripped {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("accept") && accept.is_none() {
+            accept = std::str::from_utf8(field.value).ok().map(str::to_owned);
+        }
+        req.append_header(name.to_owned(), field.value).ok()?;
+    }
+    Some((Box::new(req), accept))
+}
+
+/// How a pass-through ended, for the log.
+struct Ended {
+    status: u16,
+    bytes: usize,
+    origin_time: Option<Duration>,
+    error: Option<EdgeError>,
+    /// The visitor's connection may serve another request.
+    reusable: bool,
+}
+
+/// Passes the request on and answers the visitor; whether the connection may serve another
+/// request.
+pub(crate) async fn send(stream: &mut Stream, pass: Box<Pass>, proxy: &EdgeProxy) -> bool {
+    let mut pass = pass;
+    let ended = if hit::take_request(stream, pass.request_len).await {
+        exchange(stream, &mut pass, proxy).await
+    } else {
+        Ended {
+            status: 0,
+            bytes: 0,
+            origin_time: None,
+            error: None,
+            reusable: false,
+        }
+    };
+    proxy
+        .metrics
+        .direct_pass_finished(&pass.origin.zone_id, ended.status, ended.origin_time);
+    if access_logged() {
+        AccessLine {
+            ray: &pass.ray,
+            routed: Some((&pass.origin.zone_id, &pass.origin.host)),
+            method: if pass.head_only { "HEAD" } else { "GET" },
+            path: &pass.path,
+            status: ended.status,
+            bytes: ended.bytes,
+            started: pass.started,
+            cache: pass.status.0,
+            client_ip: Some(pass.client),
+            edge_error: ended.error.map(EdgeError::code),
+        }
+        .log();
+    }
+    if !ended.reusable {
+        let _ = stream.shutdown().await;
+    }
+    ended.reusable
+}
+
+/// The origin's answer, or the page saying why there is none.
+async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> Ended {
+    let (mut session, addr, first, sent) = match ask(pass).await {
+        Ok(asked) => asked,
+        Err(e) => return error_answer(stream, pass, &e).await,
+    };
+    let mut informational = 0;
+    let mut task = Some(Ok(first));
+    let (mut resp, end) = loop {
+        let next = match task.take() {
+            Some(first) => first,
+            None => session.read_response_task().await,
+        };
+        match next {
+            Ok(HttpTask::Header(resp, _)) if resp.status.is_informational() => {
+                // 100 is never passed on (nothing asked for it); other 1xx are, as the engine
+                // does; 101 without an upgrade asked for is an invalid answer.
+                informational += 1;
+                if resp.status == http::StatusCode::SWITCHING_PROTOCOLS || informational > 8 {
+                    let e = Error::explain(ErrorType::InvalidHTTPHeader, "unexpected 1xx");
+                    return error_answer(stream, pass, &e.into_up()).await;
+                }
+                if resp.status != http::StatusCode::CONTINUE
+                    && !write_informational(stream, pass, resp).await
+                {
+                    return closed(0);
+                }
+            }
+            Ok(HttpTask::Header(resp, end)) => break (resp, end),
+            Ok(_) => {
+                let e = Error::explain(ErrorType::InvalidHTTPHeader, "no response header");
+                return error_answer(stream, pass, &e.into_up()).await;
+            }
+            Err(e) => return error_answer(stream, pass, &e.into_up()).await,
+        }
+    };
+    let origin_time = sent.elapsed();
+    let status = resp.status.as_u16();
+    from_origin(&mut resp, Some(addr));
+    if let (Some(key), Some(cache)) = (&pass.learn, proxy.cache) {
+        match cacheability(false, &resp, pass.rules.as_deref()) {
+            RespCacheable::Cacheable(_) => {
+                cache.predictor.mark_cacheable(key);
+            }
+            RespCacheable::Uncacheable(reason) => {
+                cache.predictor.mark_uncacheable(key, reason);
+            }
+        }
+    }
+    // A response framed by the origin's close goes to the visitor chunked (as the engine's).
+    let no_body = pass.head_only || matches!(status, 204 | 304);
+    if !no_body
+        && !end
+        && !resp.headers.contains_key(header::TRANSFER_ENCODING)
+        && !resp.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
+    }
+    let hsts = pass.origin.edge.settings.hsts.filter(|_| pass.https);
+    if to_visitor(
+        &mut resp,
+        pass.status,
+        pass.rules.as_deref(),
+        &pass.ray,
+        hsts,
+    )
+    .is_err()
+    {
+        let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
+        return error_answer(stream, pass, &e.into_up()).await;
+    }
+    if let Some(upstream) = pass.upstream_compression.as_mut() {
+        upstream.response_header_filter(&mut resp, end);
+    }
+    pass.compression.response_header_filter(&mut resp, end);
+    let chunked = !no_body && is_chunked(&resp);
+    let _ = resp.insert_header(
+        header::DATE,
+        pingora::protocols::http::date::get_cached_date(),
+    );
+    let keep_alive = pass.keep_alive;
+    let _ = resp.insert_header(
+        header::CONNECTION,
+        if keep_alive { "keep-alive" } else { "close" },
+    );
+    let mut out = BytesMut::with_capacity(1024);
+    render(&resp, &mut out);
+    let mut bytes = 0;
+    let mut done = end || no_body;
+    while !done {
+        let read = {
+            let mut read = std::pin::pin!(session.read_body_bytes());
+            match poll_once(read.as_mut()) {
+                Some(read) => read,
+                None => {
+                    // Nothing more has come yet: what is gathered goes out while it comes.
+                    if !out.is_empty() {
+                        if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                            return closed(status);
+                        }
+                        out.clear();
+                    }
+                    read.await
+                }
+            }
+        };
+        let chunk = match read {
+            Ok(chunk) => chunk,
+            Err(_) => {
+                // The visitor has a header and part of a body: only a close can say it failed.
+                let _ = stream.write_all(&out).await;
+                let _ = stream.flush().await;
+                return Ended {
+                    status,
+                    bytes,
+                    origin_time: Some(origin_time),
+                    error: None,
+                    reusable: false,
+                };
+            }
+        };
+        done = chunk.is_none() || session.is_body_done();
+        let mut data = chunk;
+        if let Some(upstream) = pass.upstream_compression.as_mut()
+            && let Some(encoded) = upstream.response_body_filter(data.as_ref(), done)
+        {
+            data = Some(encoded);
+        }
+        if let Some(encoded) = pass.compression.response_body_filter(data.as_ref(), done) {
+            data = Some(encoded);
+        }
+        if let Some(data) = data.filter(|d| !d.is_empty()) {
+            bytes += data.len();
+            if chunked {
+                out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            }
+            // Small pieces gather with the header; a large one goes out at once.
+            if out.len() + data.len() <= 16 * 1024 {
+                out.put_slice(&data);
+            } else {
+                if stream.write_all(&out).await.is_err() || stream.write_all(&data).await.is_err() {
+                    return closed(status);
+                }
+                out.clear();
+            }
+            if chunked {
+                out.put_slice(b"\r\n");
+            }
+        }
+    }
+    if chunked {
+        out.put_slice(b"0\r\n\r\n");
+    }
+    let written = stream.write_all(&out).await.is_ok() && stream.flush().await.is_ok();
+    // The origin's connection, once its answer is whole, serves the next request.
+    session.respect_keepalive();
+    if let Some(connection) = session.reuse().await {
+        pool_put(addr, connection, pass.idle_timeout.unwrap_or(POOL_IDLE));
+    }
+    Ended {
+        status,
+        bytes,
+        origin_time: Some(origin_time),
+        error: None,
+        reusable: written && keep_alive,
+    }
+}
+
+/// The future's output if it is ready without waiting.
+fn poll_once<F: Future>(future: Pin<&mut F>) -> Option<F::Output> {
+    match future.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+fn closed(status: u16) -> Ended {
+    Ended {
+        status,
+        bytes: 0,
+        origin_time: None,
+        error: None,
+        reusable: false,
+    }
+}
+
+fn is_chunked(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .is_some_and(|v| {
+            v.as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        })
+}
+
+/// The request sent and the response on its way: a pooled connection first, then new ones,
+/// each of the origin's addresses tried once (a pooled connection that turns out stale is
+/// replaced by a new one to the same address), as the engine retries.
+async fn ask(pass: &Pass) -> Result<(HttpSession, SocketAddr, HttpTask, Instant), Box<Error>> {
+    let addrs = &pass.origin.addrs;
+    let mut attempt = 0;
+    let mut pooled_failed = false;
+    loop {
+        let Some(ip) = addrs.get(attempt % addrs.len().max(1)) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "route without an address",
+            ));
+        };
+        let addr = SocketAddr::new(*ip, pass.port);
+        let pooled = if pooled_failed {
+            None
+        } else {
+            pool_take(addr, pass.idle_timeout.unwrap_or(POOL_IDLE))
+        };
+        let reused = pooled.is_some();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => match connect(addr, &pass.origin.host, pass.connect_timeout).await {
+                Ok(connection) => connection,
+                Err(e) if attempt + 1 < addrs.len() => {
+                    tracing::debug!(ray = %pass.ray, "connecting to an origin: {e}");
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let mut session = HttpSession::new(connection);
+        session.read_timeout = Some(pass.read_timeout);
+        let sent = Instant::now();
+        let asked = match session.write_request_header(pass.upstream.clone()).await {
+            Ok(_) => session.read_response_task().await,
+            Err(e) => Err(e),
+        };
+        match asked {
+            Ok(first) => return Ok((session, addr, first, sent)),
+            Err(_) if reused => pooled_failed = true,
+            Err(e) if attempt + 1 < addrs.len() => {
+                tracing::debug!(ray = %pass.ray, "asking an origin: {e}");
+                attempt += 1;
+                pooled_failed = true;
+            }
+            Err(e) => return Err(e.into_up()),
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, host: &str, timeout: Duration) -> Result<Stream, Box<Error>> {
+    static CONNECTOR: std::sync::LazyLock<TransportConnector> =
+        std::sync::LazyLock::new(|| TransportConnector::new(None));
+    let mut peer = HttpPeer::new(addr, false, host.to_owned());
+    peer.options.connection_timeout = Some(timeout);
+    peer.options.total_connection_timeout = Some(timeout);
+    CONNECTOR.new_stream(&peer).await
+}
+
+thread_local! {
+    /// Idle origin connections of this worker thread, by address, newest last.
+    static POOL: RefCell<HashMap<SocketAddr, Vec<(Stream, Instant)>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// An idle connection to `addr` that is still open and has sent nothing since.
+fn pool_take(addr: SocketAddr, idle: Duration) -> Option<Stream> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let idle_ones = pool.get_mut(&addr)?;
+        while let Some((mut connection, since)) = idle_ones.pop() {
+            if since.elapsed() < idle && still_open(&mut connection) {
+                return Some(connection);
+            }
+        }
+        None
+    })
+}
+
+fn pool_put(addr: SocketAddr, connection: Stream, idle: Duration) {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let idle_ones = pool.entry(addr).or_default();
+        idle_ones.retain(|(_, since)| since.elapsed() < idle);
+        if idle_ones.len() >= POOL_PER_ORIGIN {
+            idle_ones.remove(0);
+        }
+        idle_ones.push((connection, Instant::now()));
+    });
+}
+
+/// Whether an idle connection can be used: nothing to read yet (a close or stray bytes mean it
+/// cannot).
+fn still_open(connection: &mut Stream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    matches!(
+        Pin::new(connection).poll_read(&mut cx, &mut buf),
+        Poll::Pending
+    )
+}
+
+/// The header of a response (status line and fields, in order and case) into `out`.
+fn render(resp: &ResponseHeader, out: &mut BytesMut) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(resp.status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(
+        resp.get_reason_phrase()
+            .or_else(|| resp.status.canonical_reason())
+            .unwrap_or("")
+            .as_bytes(),
+    );
+    out.put_slice(b"\r\n");
+    let mut field = |name: &[u8], value: &[u8]| {
+        out.put_slice(name);
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    };
+    if resp.has_case() {
+        for (name, value) in resp.case_header_iter() {
+            field(name.as_slice(), value.as_bytes());
+        }
+    } else {
+        for (name, value) in &resp.headers {
+            field(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// A 1xx response of the origin's, passed on with the fields the engine gives it.
+async fn write_informational(
+    stream: &mut Stream,
+    pass: &Pass,
+    mut resp: Box<ResponseHeader>,
+) -> bool {
+    from_origin(&mut resp, None);
+    let hsts = pass.origin.edge.settings.hsts.filter(|_| pass.https);
+    if to_visitor(
+        &mut resp,
+        pass.status,
+        pass.rules.as_deref(),
+        &pass.ray,
+        hsts,
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut out = BytesMut::with_capacity(256);
+    render(&resp, &mut out);
+    stream.write_all(&out).await.is_ok() && stream.flush().await.is_ok()
+}
+
+/// The page for a failure to get the origin's answer, compressed as the engine's would be; the
+/// connection closes after it, as the engine's does.
+async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended {
+    let Some(error) = edge_error(e) else {
+        return closed(0);
+    };
+    tracing::warn!(ray = %pass.ray, "passing to the origin: {e}");
+    let (body, content_type) = error_page(
+        error,
+        &pass.ray,
+        Some(&pass.origin.host),
+        pass.accept.as_deref(),
+    );
+    let status = error.status();
+    let Ok(mut resp) = ResponseHeader::build(status, Some(8)) else {
+        return closed(0);
+    };
+    let _ = resp.insert_header(header::CONTENT_TYPE, content_type);
+    let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
+    let _ = resp.insert_header("cf-ray", pass.ray.as_str());
+    let _ = resp.insert_header(header::SERVER, "parapet");
+    let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
+    pass.compression
+        .response_header_filter(&mut resp, pass.head_only);
+    let _ = resp.insert_header(
+        header::DATE,
+        pingora::protocols::http::date::get_cached_date(),
+    );
+    let _ = resp.insert_header(header::CONNECTION, "close");
+    let mut out = BytesMut::with_capacity(512 + body.len());
+    render(&resp, &mut out);
+    let mut bytes = 0;
+    if !pass.head_only {
+        let body = bytes::Bytes::from(body);
+        let sent = pass
+            .compression
+            .response_body_filter(Some(&body), true)
+            .unwrap_or(body);
+        bytes = sent.len();
+        if is_chunked(&resp) {
+            out.put_slice(format!("{:x}\r\n", sent.len()).as_bytes());
+            out.put_slice(&sent);
+            out.put_slice(b"\r\n0\r\n\r\n");
+        } else {
+            out.put_slice(&sent);
+        }
+    }
+    let _ = stream.write_all(&out).await;
+    let _ = stream.flush().await;
+    Ended {
+        status,
+        bytes,
+        origin_time: None,
+        error: Some(error),
+        reusable: false,
+    }
+}

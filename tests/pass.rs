@@ -1,0 +1,317 @@
+//! The edge's own pass-through (GET and HEAD the cache does not keep) against the HTTP engine's:
+//! the same request answered by both must look the same to the visitor and to the origin.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use parapet_testkit::http::lasting_fields;
+use parapet_testkit::{Node, NodeOptions, free_port};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+/// An origin on keep-alive connections whose answer depends on the path; it reports each
+/// request head it reads.
+fn start_origin(ip: &str, port: u16) -> mpsc::Receiver<String> {
+    let listener = TcpListener::bind((ip, port)).expect("bind origin");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || serve(stream, &tx));
+        }
+    });
+    rx
+}
+
+fn serve(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    for served in 0.. {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let _ = seen.send(head.clone());
+        let first = head.lines().next().unwrap_or_default().to_owned();
+        let head_only = first.starts_with("HEAD ");
+        let path = first.split(' ').nth(1).unwrap_or_default().to_owned();
+        if path.starts_with("/second-fails") && served > 0 {
+            // A kept connection the origin gave up on: it reads the request and hangs up.
+            return;
+        }
+        let page = "<html><body>".to_owned() + &"a page of some length ".repeat(60) + "</body>";
+        let body_of = |body: &str| {
+            if head_only {
+                String::new()
+            } else {
+                body.to_owned()
+            }
+        };
+        let answer = if path.starts_with("/chunked") {
+            let body = body_of(&page);
+            let mut out = String::from(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n",
+            );
+            if !head_only {
+                for piece in body.as_bytes().chunks(500) {
+                    out.push_str(&format!("{:x}\r\n", piece.len()));
+                    out.push_str(std::str::from_utf8(piece).unwrap_or_default());
+                    out.push_str("\r\n");
+                }
+                out.push_str("0\r\n\r\n");
+            }
+            out
+        } else if path.starts_with("/close") {
+            // Framed by the close: no length, no chunks.
+            let out = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n{}",
+                body_of("until the end")
+            );
+            let _ = stream.write_all(out.as_bytes());
+            return;
+        } else if path.starts_with("/empty") {
+            "HTTP/1.1 204 No Content\r\nX-Note: nothing\r\n\r\n".to_owned()
+        } else if path.starts_with("/hints") {
+            format!(
+                "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n{}",
+                body_of("hints")
+            )
+        } else if path.starts_with("/nostore") {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nCache-Control: no-store\r\nContent-Length: 9\r\nKeep-Alive: timeout=5\r\nX-Origin: 127.0.0.2\r\n\r\n{}",
+                body_of("not kept!")
+            )
+        } else {
+            let body = format!("{path} {}", page);
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nETag: \"p1\"\r\nSet-Cookie: id=1\r\nContent-Length: {}\r\n\r\n{}",
+                body.len(),
+                body_of(&body)
+            )
+        };
+        if stream.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A request through the edge: status, lowercase head, body (raw bytes, lossy).
+fn fetch(port: u16, host: &str, path: &str, extra: &[&str]) -> (u16, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args(extra)
+        .arg(format!("http://{host}:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Informational responses come first; the final one is the last head.
+    let mut rest = text.as_str();
+    let (mut head, mut body) = ("", "");
+    while let Some((h, b)) = rest.split_once("\r\n\r\n") {
+        (head, body) = (h, b);
+        if !h.starts_with("HTTP/1.1 1") {
+            break;
+        }
+        rest = b;
+    }
+    let head = head.to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, body.to_owned())
+}
+
+fn metric(node: &Node, name: &str) -> u64 {
+    let text = ureq::get(&format!("{}/metrics", node.base))
+        .call()
+        .expect("metrics")
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// The counter of direct passes, once it has reached `want` (or what it is after 3 s).
+fn passes_reach(node: &Node, want: u64) -> u64 {
+    let name = "parapet_edge_direct_passes_total";
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let now = metric(node, name);
+        if now >= want || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The origin's view of a request, without what differs between any two (the ray) and the
+/// field that sent it to the engine.
+fn origin_view(head: &str) -> Vec<String> {
+    let mut lines: Vec<String> = head
+        .lines()
+        .map(|l| l.to_ascii_lowercase())
+        .filter(|l| !l.starts_with("cf-ray:") && !l.starts_with("if-match:"))
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn drain(rx: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut heads = Vec::new();
+    if let Ok(head) = rx.recv_timeout(Duration::from_millis(300)) {
+        heads.push(head);
+        // Anything more (a retried request) comes within a moment.
+        while let Ok(more) = rx.recv_timeout(Duration::from_millis(30)) {
+            heads.push(more);
+        }
+    }
+    heads
+}
+
+#[test]
+fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone("pass.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "down", "content": "127.0.0.3", "proxied": true})),
+    );
+    let host = "www.pass.test";
+    parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
+        fetch(port, host, "/ready.html", &[]).0 == 200
+    });
+    // The first answer for an image the cache may keep says no-store: from then on it passes.
+    fetch(port, host, "/nostore.png", &[]);
+    while origin.try_recv().is_ok() {}
+
+    let codings: [&[&str]; 5] = [
+        &[],
+        &["-H", "Accept-Encoding: gzip"],
+        &["-H", "Accept-Encoding: br, gzip, zstd"],
+        &["-I"],
+        &[
+            "-H",
+            "X-Forwarded-For: 198.51.100.7",
+            "-H",
+            "Connection: keep-alive, X-Secret",
+            "-H",
+            "X-Secret: hop",
+        ],
+    ];
+    let paths = [
+        "/page.html",
+        "/chunked.html",
+        "/close.txt",
+        "/empty",
+        "/hints",
+        "/nostore.png",
+    ];
+    for path in paths {
+        for extra in codings {
+            let before = metric(&node, "parapet_edge_direct_passes_total");
+            let (status, head, body) = fetch(port, host, path, extra);
+            assert_eq!(
+                passes_reach(&node, before + 1),
+                before + 1,
+                "{path} {extra:?}: passed directly"
+            );
+            let seen = drain(&origin);
+            let engine = [extra, &["-H", "If-Match: *"]].concat();
+            let (status2, head2, body2) = fetch(port, host, path, &engine);
+            let seen2 = drain(&origin);
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(
+                metric(&node, "parapet_edge_direct_passes_total"),
+                before + 1,
+                "{path} {extra:?}: by the engine"
+            );
+            assert_eq!(status, status2, "{path} {extra:?}\n{head}\n{head2}");
+            assert_eq!(
+                lasting_fields(&head),
+                lasting_fields(&head2),
+                "{path} {extra:?}"
+            );
+            assert_eq!(body, body2, "{path} {extra:?}");
+            assert_eq!(seen.len(), 1, "{path} {extra:?}: {seen:?}");
+            assert_eq!(
+                seen.iter().map(|h| origin_view(h)).collect::<Vec<_>>(),
+                seen2.iter().map(|h| origin_view(h)).collect::<Vec<_>>(),
+                "{path} {extra:?}: what the origin got"
+            );
+            assert!(
+                !head.contains("127.0.0.2") && !head.contains("keep-alive: "),
+                "{head}"
+            );
+            assert!(
+                !seen[0].to_ascii_lowercase().contains("x-secret"),
+                "{seen:?}"
+            );
+        }
+    }
+
+    // A kept origin connection that turns out closed is replaced: the visitor never sees it.
+    for round in 0..3 {
+        let (status, head, body) = fetch(port, host, "/second-fails.html", &[]);
+        assert_eq!(status, 200, "round {round}: {head}");
+        assert!(body.starts_with("/second-fails.html"), "{body}");
+    }
+
+    // An origin that refuses: the page, in the format asked for, as the engine's.
+    let down = "down.pass.test";
+    for accept in [
+        &["-H", "Accept: application/json"][..],
+        &["--compressed"],
+        &[],
+    ] {
+        let before = metric(&node, "parapet_edge_direct_passes_total");
+        let (status, head, body) = fetch(port, down, "/", accept);
+        assert_eq!(passes_reach(&node, before + 1), before + 1);
+        let (status2, head2, body2) =
+            fetch(port, down, "/", &[accept, &["-H", "If-Match: *"]].concat());
+        assert_eq!((status, status2), (521, 521), "{head}\n{body}");
+        let ray = |h: &str| {
+            h.lines()
+                .find_map(|l| l.strip_prefix("cf-ray: "))
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(
+            body.to_ascii_lowercase().replace(&ray(&head), "ray"),
+            body2.to_ascii_lowercase().replace(&ray(&head2), "ray")
+        );
+        // The engine says keep-alive on a connection it then closes; this path says close.
+        let fields = |h: &str| {
+            let (mut fields, _) = lasting_fields(h);
+            fields.retain(|f| !f.starts_with("connection:"));
+            fields
+        };
+        assert_eq!(fields(&head), fields(&head2));
+        assert!(head.contains("connection: close"), "{head}");
+    }
+}
