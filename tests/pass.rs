@@ -83,7 +83,7 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
             "HTTP/1.1 204 No Content\r\nX-Note: nothing\r\n\r\n".to_owned()
         } else if path.starts_with("/hints") {
             format!(
-                "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n{}",
+                "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nX-Backend: 127.0.0.2\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n{}",
                 body_of("hints")
             )
         } else if path.starts_with("/nostore") {
@@ -273,6 +273,27 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
             );
         }
     }
+
+    // Early hints pass on, without the origin's address.
+    let raw = std::process::Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("http://{host}:{port}/hints"))
+        .output()
+        .expect("curl");
+    let raw = String::from_utf8_lossy(&raw.stdout).to_ascii_lowercase();
+    assert!(
+        raw.starts_with("http/1.1 103") && raw.contains("link: </style.css>"),
+        "{raw}"
+    );
+    assert!(!raw.contains("127.0.0.2"), "{raw}");
+
+    // A `Connection` naming a field the engine protects is the engine's to refuse.
+    let before = metric(&node, "parapet_edge_direct_passes_total");
+    let (status, head, _) = fetch(port, host, "/page.html", &["-H", "Connection: host"]);
+    assert_eq!(status, 400, "{head}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(metric(&node, "parapet_edge_direct_passes_total"), before);
 
     // A kept origin connection that turns out closed is replaced: the visitor never sees it.
     for round in 0..3 {

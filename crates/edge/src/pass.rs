@@ -62,6 +62,21 @@ const STRIPPED: &[&str] = &[
     "http2-settings",
 ];
 
+/// Fields a visitor's `Connection` may not name, and how many names it may give, as the
+/// engine's request policy has it.
+const PROTECTED: &[&str] = &[
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+const MAX_NAMED: usize = 10;
+
+/// A `tchar` of RFC 9110 §5.6.2.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Idle origin connections kept per origin address and worker thread.
 const POOL_PER_ORIGIN: usize = 128;
 
@@ -220,7 +235,8 @@ fn upstream_request(ahead: &[u8], target: &str) -> Option<(Box<RequestHeader>, O
     let mut parsed = httparse::Request::new(&mut fields);
     parsed.parse(ahead).ok()?;
     let method = parsed.method?;
-    // Fields the visitor's `Connection` names are this hop's too.
+    // Fields the visitor's `Connection` names are this hop's too. A list the engine refuses
+    // (too long, not tokens, naming a field it protects) is left to the engine.
     let mut named: Vec<&[u8]> = Vec::new();
     for field in parsed.headers.iter() {
         if field.name.eq_ignore_ascii_case("connection") {
@@ -232,6 +248,16 @@ fn upstream_request(ahead: &[u8], target: &str) -> Option<(Box<RequestHeader>, O
                     .filter(|t| !t.is_empty()),
             );
         }
+    }
+    let refused = named.len() >= MAX_NAMED
+        || named.iter().any(|name| {
+            !name.iter().all(|&b| is_token(b))
+                || PROTECTED
+                    .iter()
+                    .any(|p| name.eq_ignore_ascii_case(p.as_bytes()))
+        });
+    if refused {
+        return None;
     }
     let mut req =
         RequestHeader::build(method, target.as_bytes(), Some(parsed.headers.len())).ok()?;
@@ -325,7 +351,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
                     return error_answer(stream, pass, &e.into_up()).await;
                 }
                 if resp.status != http::StatusCode::CONTINUE
-                    && !write_informational(stream, pass, resp).await
+                    && !write_informational(stream, pass, resp, addr).await
                 {
                     return closed(0);
                 }
@@ -382,7 +408,9 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         header::DATE,
         pingora::protocols::http::date::get_cached_date(),
     );
-    let keep_alive = pass.keep_alive;
+    // A body of other codings without a length ends with the connection (as the engine's).
+    let framed = no_body || chunked || resp.headers.contains_key(header::CONTENT_LENGTH);
+    let keep_alive = pass.keep_alive && framed;
     let _ = resp.insert_header(
         header::CONNECTION,
         if keep_alive { "keep-alive" } else { "close" },
@@ -398,12 +426,10 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
                 Some(read) => read,
                 None => {
                     // Nothing more has come yet: what is gathered goes out while it comes.
-                    if !out.is_empty() {
-                        if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-                            return closed(status);
-                        }
-                        out.clear();
+                    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                        return closed(status);
                     }
+                    out.clear();
                     read.await
                 }
             }
@@ -563,18 +589,45 @@ async fn connect(addr: SocketAddr, host: &str, timeout: Duration) -> Result<Stre
     CONNECTOR.new_stream(&peer).await
 }
 
+/// Idle origin connections of one worker thread, by address, newest last: each with when it
+/// became idle and how long it may stay.
+#[derive(Default)]
+struct Pool {
+    idle: HashMap<SocketAddr, Vec<(Stream, Instant, Duration)>>,
+    swept: Option<Instant>,
+}
+
 thread_local! {
-    /// Idle origin connections of this worker thread, by address, newest last.
-    static POOL: RefCell<HashMap<SocketAddr, Vec<(Stream, Instant)>>> =
-        RefCell::new(HashMap::new());
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// Every second at most, idle connections that were kept too long or that their origin
+/// closed are dropped, whatever their origin.
+fn sweep(pool: &mut Pool) {
+    let now = Instant::now();
+    if pool
+        .swept
+        .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+    {
+        return;
+    }
+    pool.swept = Some(now);
+    pool.idle.retain(|_, idle_ones| {
+        idle_ones.retain_mut(|(connection, since, limit)| {
+            now.duration_since(*since) < *limit && still_open(connection)
+        });
+        !idle_ones.is_empty()
+    });
 }
 
 /// An idle connection to `addr` that is still open and has sent nothing since.
 fn pool_take(addr: SocketAddr, idle: Duration) -> Option<Stream> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
+        sweep(&mut pool);
+        let pool = &mut pool.idle;
         let idle_ones = pool.get_mut(&addr)?;
-        while let Some((mut connection, since)) = idle_ones.pop() {
+        while let Some((mut connection, since, _)) = idle_ones.pop() {
             if since.elapsed() < idle && still_open(&mut connection) {
                 return Some(connection);
             }
@@ -586,12 +639,12 @@ fn pool_take(addr: SocketAddr, idle: Duration) -> Option<Stream> {
 fn pool_put(addr: SocketAddr, connection: Stream, idle: Duration) {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let idle_ones = pool.entry(addr).or_default();
-        idle_ones.retain(|(_, since)| since.elapsed() < idle);
+        sweep(&mut pool);
+        let idle_ones = pool.idle.entry(addr).or_default();
         if idle_ones.len() >= POOL_PER_ORIGIN {
             idle_ones.remove(0);
         }
-        idle_ones.push((connection, Instant::now()));
+        idle_ones.push((connection, Instant::now(), idle));
     });
 }
 
@@ -642,8 +695,9 @@ async fn write_informational(
     stream: &mut Stream,
     pass: &Pass,
     mut resp: Box<ResponseHeader>,
+    addr: SocketAddr,
 ) -> bool {
-    from_origin(&mut resp, None);
+    from_origin(&mut resp, Some(addr));
     let hsts = pass.origin.edge.settings.hsts.filter(|_| pass.https);
     if to_visitor(
         &mut resp,
