@@ -572,18 +572,29 @@ pub async fn import(
             "file: a zone file is required (multipart field 'file')",
         ));
     };
-    let parsed = parse_zone_file(&text, &zone.name, proxied).map_err(|e| zone_file_errors(&e))?;
-    drop(text);
+    let parse = || parse_zone_file(&text, &zone.name, proxied).map_err(|e| zone_file_errors(&e));
+    let parsed = parse()?;
     let total = parsed.records.len();
+    // The parsed records are handed over to the write one by one, so that a large file is not
+    // held twice; a retried write (another change came first) parses the file again.
+    let first = std::sync::Mutex::new(Some(parsed.records));
     let (added, _) = mutate_zone(&state, &zone_id, |w| {
+        let taken = first
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let records = match taken {
+            Some(records) => records,
+            None => parse()?.records,
+        };
         let mut added = 0usize;
         let mut errors: Vec<FieldError> = Vec::new();
-        for r in &parsed.records {
+        for r in records {
             match w.conflict_of(&r.draft).map_or(Ok(()), Err) {
                 Err(c) if c.code == 81058 => {}
                 Err(c) => errors.push(FieldError::new(format!("line {}", r.line), c.message)),
                 Ok(()) => {
-                    w.create(r.draft.clone())?;
+                    w.create(r.draft)?;
                     added += 1;
                 }
             }

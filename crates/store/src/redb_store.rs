@@ -179,7 +179,8 @@ fn commit_blocking(db: &Database, txn: Txn) -> Result<Option<Revision>, StoreErr
             .map_or(0, |v| v.value())
             + 1;
         let mut log = write.open_table(LOG).map_err(backend)?;
-        for (seq, op) in txn.ops.iter().enumerate() {
+        // Each value is dropped once written: a large transaction is not held twice.
+        for (seq, op) in txn.ops.into_iter().enumerate() {
             let seq = u32::try_from(seq)
                 .map_err(|_| StoreError::Backend("transaction too large".into()))?;
             match op {
