@@ -209,7 +209,7 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
     fetch(port, host, "/nostore.png", &[]);
     while origin.try_recv().is_ok() {}
 
-    let codings: [&[&str]; 5] = [
+    let codings: [&[&str]; 6] = [
         &[],
         &["-H", "Accept-Encoding: gzip"],
         &["-H", "Accept-Encoding: br, gzip, zstd"],
@@ -221,6 +221,19 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
             "Connection: keep-alive, X-Secret",
             "-H",
             "X-Secret: hop",
+        ],
+        // What only the edge may say about the visitor is its own, whatever the visitor says.
+        &[
+            "-H",
+            "CF-Connecting-IP: 203.0.113.9",
+            "-H",
+            "X-Forwarded-For: 198.51.100.7",
+            "-H",
+            "X-Forwarded-For: 198.51.100.8",
+            "-H",
+            "CF-Ray: fake",
+            "-H",
+            "X-Forwarded-Proto: https",
         ],
     ];
     let paths = [
@@ -267,9 +280,14 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
                 !head.contains("127.0.0.2") && !head.contains("keep-alive: "),
                 "{head}"
             );
+            let origin_saw = seen[0].to_ascii_lowercase();
+            assert!(!origin_saw.contains("x-secret"), "{seen:?}");
             assert!(
-                !seen[0].to_ascii_lowercase().contains("x-secret"),
-                "{seen:?}"
+                origin_saw.contains("cf-connecting-ip: 127.0.0.1\r\n")
+                    && origin_saw.contains("x-forwarded-proto: http\r\n")
+                    && !origin_saw.contains("203.0.113.9")
+                    && !origin_saw.contains("fake"),
+                "{origin_saw}"
             );
         }
     }

@@ -37,7 +37,13 @@ pub fn ray_id() -> String {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     });
-    format!("{next:016x}-PPT")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(20);
+    for shift in (0..16).rev() {
+        id.push(char::from(HEX[((next >> (shift * 4)) & 0xf) as usize]));
+    }
+    id.push_str("-PPT");
+    id
 }
 
 /// Whether a `CDN-Loop` value shows the request already went through this edge.
@@ -125,6 +131,21 @@ pub fn check_raw_head(raw: &[u8]) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ray_ids_are_sixteen_hex_digits_and_the_tag_and_never_repeat() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| ray_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in ids {
+            let (hex, tag) = id.split_at(16);
+            assert_eq!(tag, "-PPT", "{id}");
+            assert!(
+                hex.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{id}"
+            );
+        }
+    }
 
     #[test]
     fn loops_and_forwarded_for() {

@@ -128,7 +128,7 @@ pub(crate) struct Request<'b> {
     pub(crate) host: &'b str,
     pub(crate) keep_alive: bool,
     /// The visitor's `Accept-Encoding`, if it sent one.
-    accept_encoding: Option<&'b [u8]>,
+    pub(crate) accept_encoding: Option<&'b [u8]>,
     /// The validators of the visitor's own copy.
     if_none_match: Option<&'b [u8]>,
     if_modified_since: Option<&'b [u8]>,

@@ -40,10 +40,11 @@ use pingora::{Error, ErrorType};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::errors::{EdgeError, error_page};
+use crate::headers::CDN_LOOP_TOKEN;
 use crate::hit::{self, MAX_FIELDS};
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EdgeProxy, PORT_PAIRS, access_logged, cacheability, edge_error,
-    eligibility, from_origin, to_origin, to_visitor, url_key,
+    eligibility, from_origin, normalized_encoding, to_origin, to_visitor, url_key,
 };
 use crate::route::{Origin, route};
 
@@ -86,7 +87,13 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 /// A request to pass on, decided before anything is read off the connection.
 pub(crate) struct Pass {
     request_len: usize,
-    upstream: Box<RequestHeader>,
+    /// A GET for the origin, as bytes.
+    wire: Vec<u8>,
+    /// A HEAD for the origin; taken by the first attempt (a retry builds it again from `raw`,
+    /// the visitor's request head, and `target`).
+    upstream: Option<Box<RequestHeader>>,
+    raw: Vec<u8>,
+    target: String,
     head_only: bool,
     keep_alive: bool,
     https: bool,
@@ -169,24 +176,40 @@ impl EdgeProxy {
             }
         };
         let ray = crate::headers::ray_id();
-        let (mut upstream, accept) = upstream_request(conn.ahead, request.target)?;
+        // Compression reads the visitor's `Accept-Encoding` (and, for a URL the cache knows,
+        // the coding class the origin is asked for), as the engine's compressions do.
         let mut compression = ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
-        compression.request_filter(&upstream);
-        to_origin(
-            &mut upstream,
-            Some(conn.peer.ip()),
-            conn.https,
-            &origin,
-            &ray,
-            learn.is_some(),
-        )
-        .ok()?;
-        let upstream_compression = learn.is_some().then(|| {
-            let mut upstream_compression =
-                ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
-            upstream_compression.request_filter(&upstream);
-            upstream_compression
-        });
+        if let Some(accept_encoding) = request.accept_encoding {
+            compression.request_filter(&encoding_only(accept_encoding)?);
+        }
+        let upstream_compression = match learn {
+            Some(_) => {
+                let mut upstream_compression =
+                    ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
+                let class = normalized_encoding(request.accept_encoding.unwrap_or_default());
+                if !class.is_empty() {
+                    upstream_compression.request_filter(&encoding_only(class.as_bytes())?);
+                }
+                Some(upstream_compression)
+            }
+            None => None,
+        };
+        let to = ToOrigin {
+            client: conn.peer.ip(),
+            https: conn.https,
+            origin: &origin,
+            ray: &ray,
+            cache_asked: learn.is_some(),
+        };
+        // A GET goes out as bytes; a HEAD as the engine's request, whose client then knows that
+        // no body follows the answer.
+        let (wire, upstream, accept) = if request.head_only {
+            let (upstream, accept) = upstream_request(conn.ahead, request.target, &to)?;
+            (Vec::new(), Some(upstream), accept)
+        } else {
+            let (wire, accept) = wire_request(conn.ahead, request.target, &to)?;
+            (wire, None, accept)
+        };
         let port = origin.port.unwrap_or_else(|| {
             if conn.https {
                 // `flexible`: the HTTP port paired with the visitor's HTTPS port.
@@ -201,7 +224,10 @@ impl EdgeProxy {
         self.metrics.request_started();
         Some(Box::new(Pass {
             request_len: request.len,
+            wire,
             upstream,
+            raw: conn.ahead[..request.len].to_vec(),
+            target: request.target.to_owned(),
             head_only: request.head_only,
             keep_alive: request.keep_alive && !stopping,
             https: conn.https,
@@ -228,17 +254,29 @@ impl EdgeProxy {
     }
 }
 
-/// The request as the engine hands it to its filters: the visitor's fields (case kept) without
-/// the ones its request policy strips; and the visitor's `Accept`.
-fn upstream_request(ahead: &[u8], target: &str) -> Option<(Box<RequestHeader>, Option<String>)> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    parsed.parse(ahead).ok()?;
-    let method = parsed.method?;
-    // Fields the visitor's `Connection` names are this hop's too. A list the engine refuses
-    // (too long, not tokens, naming a field it protects) is left to the engine.
+/// What the origin is told about the visitor and this edge.
+struct ToOrigin<'a> {
+    client: IpAddr,
+    https: bool,
+    origin: &'a Origin,
+    ray: &'a str,
+    /// The cache knows the URL: the origin is asked for the visitor's coding class.
+    cache_asked: bool,
+}
+
+/// A request header holding only an `Accept-Encoding`, which is all compression reads.
+fn encoding_only(value: &[u8]) -> Option<RequestHeader> {
+    let mut req = RequestHeader::build("GET", b"/", Some(1)).ok()?;
+    req.insert_header(header::ACCEPT_ENCODING, value).ok()?;
+    Some(req)
+}
+
+/// Whether a visitor's field is dropped on the way: the engine's request policy strips it, or
+/// the visitor's `Connection` names it. `None` for a `Connection` list the engine refuses (too
+/// long, not tokens, naming a field it protects).
+fn stripped_fields<'h>(parsed: &'h [httparse::Header<'_>]) -> Option<Vec<&'h [u8]>> {
     let mut named: Vec<&[u8]> = Vec::new();
-    for field in parsed.headers.iter() {
+    for field in parsed {
         if field.name.eq_ignore_ascii_case("connection") {
             named.extend(
                 field
@@ -256,19 +294,34 @@ fn upstream_request(ahead: &[u8], target: &str) -> Option<(Box<RequestHeader>, O
                     .iter()
                     .any(|p| name.eq_ignore_ascii_case(p.as_bytes()))
         });
-    if refused {
-        return None;
-    }
+    (!refused).then_some(named)
+}
+
+fn is_stripped(named: &[&[u8]], name: &str) -> bool {
+    STRIPPED.iter().any(|s| name.eq_ignore_ascii_case(s))
+        || named
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// The request as the engine hands it to the origin: the visitor's fields (case kept) but the
+/// stripped ones, with [`to_origin`]'s; and the visitor's `Accept`.
+fn upstream_request(
+    ahead: &[u8],
+    target: &str,
+    to: &ToOrigin<'_>,
+) -> Option<(Box<RequestHeader>, Option<String>)> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    parsed.parse(ahead).ok()?;
+    let method = parsed.method?;
+    let named = stripped_fields(parsed.headers)?;
     let mut req =
         RequestHeader::build(method, target.as_bytes(), Some(parsed.headers.len())).ok()?;
     let mut accept = None;
     for field in parsed.headers.iter() {
         let name = field.name;
-        let stripped = STRIPPED.iter().any(|s| name.eq_ignore_ascii_case(s))
-            || named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
-        if stripped {
+        if is_stripped(&named, name) {
             continue;
         }
         if name.eq_ignore_ascii_case("accept") && accept.is_none() {
@@ -276,7 +329,109 @@ fn upstream_request(ahead: &[u8], target: &str) -> Option<(Box<RequestHeader>, O
         }
         req.append_header(name.to_owned(), field.value).ok()?;
     }
+    to_origin(
+        &mut req,
+        Some(to.client),
+        to.https,
+        to.origin,
+        to.ray,
+        to.cache_asked,
+    )
+    .ok()?;
     Some((Box::new(req), accept))
+}
+
+/// Fields the edge writes itself toward the origin, in place of any the visitor sent.
+const REPLACED: &[&str] = &[
+    "x-forwarded-for",
+    "cf-connecting-ip",
+    "x-forwarded-proto",
+    "cf-visitor",
+    "cf-ray",
+    "cdn-loop",
+];
+
+/// A GET for the origin as bytes, equal field for field to what [`upstream_request`] builds
+/// (the order of fields aside); and the visitor's `Accept`.
+fn wire_request(
+    ahead: &[u8],
+    target: &str,
+    to: &ToOrigin<'_>,
+) -> Option<(Vec<u8>, Option<String>)> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    parsed.parse(ahead).ok()?;
+    let named = stripped_fields(parsed.headers)?;
+    let mut out = Vec::with_capacity(ahead.len() + 320);
+    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let (mut accept, mut forwarded_for, mut accept_encoding) = (None, None, None);
+    for field in parsed.headers.iter() {
+        let name = field.name;
+        if is_stripped(&named, name) {
+            continue;
+        }
+        // What the engine's header map refuses is the engine's.
+        http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+        let value = http::HeaderValue::from_bytes(field.value).ok()?;
+        if name.eq_ignore_ascii_case("accept") && accept.is_none() {
+            accept = std::str::from_utf8(field.value).ok().map(str::to_owned);
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            // The first one, as the engine reads it.
+            if forwarded_for.is_none() {
+                forwarded_for = Some(value.to_str().ok().map(str::to_owned));
+            }
+            continue;
+        }
+        if REPLACED.iter().any(|r| name.eq_ignore_ascii_case(r))
+            || (to.origin.host_header.is_some() && name.eq_ignore_ascii_case("host"))
+        {
+            continue;
+        }
+        if to.cache_asked && name.eq_ignore_ascii_case("accept-encoding") {
+            accept_encoding = Some(field.value);
+            continue;
+        }
+        field_line(&mut out, name.as_bytes(), field.value);
+    }
+    if let Some(host) = to.origin.host_header.as_deref() {
+        field_line(&mut out, b"host", host.as_bytes());
+    }
+    if to.cache_asked {
+        let class = normalized_encoding(accept_encoding.unwrap_or_default());
+        if !class.is_empty() {
+            field_line(&mut out, b"accept-encoding", class.as_bytes());
+        }
+    }
+    let client = to.client.to_string();
+    let forwarded = crate::headers::forwarded_for(forwarded_for.flatten().as_deref(), to.client);
+    field_line(&mut out, b"x-forwarded-for", forwarded.as_bytes());
+    field_line(&mut out, b"cf-connecting-ip", client.as_bytes());
+    let (proto, visitor) = if to.https {
+        ("https", r#"{"scheme":"https"}"#)
+    } else {
+        ("http", r#"{"scheme":"http"}"#)
+    };
+    field_line(&mut out, b"x-forwarded-proto", proto.as_bytes());
+    field_line(&mut out, b"cf-visitor", visitor.as_bytes());
+    field_line(&mut out, b"cf-ray", to.ray.as_bytes());
+    field_line(&mut out, b"cdn-loop", CDN_LOOP_TOKEN.as_bytes());
+    field_line(
+        &mut out,
+        b"surrogate-capability",
+        crate::freshness::SURROGATE_CAPABILITY.as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    Some((out, accept))
+}
+
+fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How a pass-through ended, for the log.
@@ -530,18 +685,18 @@ fn is_chunked(resp: &ResponseHeader) -> bool {
 /// The request sent and the response on its way: a pooled connection first, then new ones,
 /// each of the origin's addresses tried once (a pooled connection that turns out stale is
 /// replaced by a new one to the same address), as the engine retries.
-async fn ask(pass: &Pass) -> Result<(HttpSession, SocketAddr, HttpTask, Instant), Box<Error>> {
-    let addrs = &pass.origin.addrs;
+async fn ask(pass: &mut Pass) -> Result<(HttpSession, SocketAddr, HttpTask, Instant), Box<Error>> {
+    let count = pass.origin.addrs.len();
     let mut attempt = 0;
     let mut pooled_failed = false;
     loop {
-        let Some(ip) = addrs.get(attempt % addrs.len().max(1)) else {
+        let Some(&ip) = pass.origin.addrs.get(attempt % count.max(1)) else {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "route without an address",
             ));
         };
-        let addr = SocketAddr::new(*ip, pass.port);
+        let addr = SocketAddr::new(ip, pass.port);
         let pooled = if pooled_failed {
             None
         } else {
@@ -552,7 +707,7 @@ async fn ask(pass: &Pass) -> Result<(HttpSession, SocketAddr, HttpTask, Instant)
             Some(connection) => connection,
             None => match connect(addr, &pass.origin.host, pass.connect_timeout).await {
                 Ok(connection) => connection,
-                Err(e) if attempt + 1 < addrs.len() => {
+                Err(e) if attempt + 1 < count => {
                     tracing::debug!(ray = %pass.ray, "connecting to an origin: {e}");
                     attempt += 1;
                     continue;
@@ -560,17 +715,34 @@ async fn ask(pass: &Pass) -> Result<(HttpSession, SocketAddr, HttpTask, Instant)
                 Err(e) => return Err(e),
             },
         };
-        let mut session = HttpSession::new(connection);
-        session.read_timeout = Some(pass.read_timeout);
         let sent = Instant::now();
-        let asked = match session.write_request_header(pass.upstream.clone()).await {
-            Ok(_) => session.read_response_task().await,
+        let (mut session, written) = if pass.head_only {
+            let request = match pass.upstream.take() {
+                Some(request) => request,
+                None => rebuilt(pass).ok_or_else(|| {
+                    Error::explain(
+                        ErrorType::InternalError,
+                        "the request could not be built again",
+                    )
+                })?,
+            };
+            let mut session = HttpSession::new(connection);
+            let written = session.write_request_header(request).await.map(|_| ());
+            (session, written)
+        } else {
+            let mut connection = connection;
+            let written = write_wire(&mut connection, &pass.wire).await;
+            (HttpSession::new(connection), written)
+        };
+        session.read_timeout = Some(pass.read_timeout);
+        let asked = match written {
+            Ok(()) => session.read_response_task().await,
             Err(e) => Err(e),
         };
         match asked {
             Ok(first) => return Ok((session, addr, first, sent)),
             Err(_) if reused => pooled_failed = true,
-            Err(e) if attempt + 1 < addrs.len() => {
+            Err(e) if attempt + 1 < count => {
                 tracing::debug!(ray = %pass.ray, "asking an origin: {e}");
                 attempt += 1;
                 pooled_failed = true;
@@ -578,6 +750,31 @@ async fn ask(pass: &Pass) -> Result<(HttpSession, SocketAddr, HttpTask, Instant)
             Err(e) => return Err(e.into_up()),
         }
     }
+}
+
+/// The HEAD for the origin, built again for a retry.
+fn rebuilt(pass: &Pass) -> Option<Box<RequestHeader>> {
+    let to = ToOrigin {
+        client: pass.client,
+        https: pass.https,
+        origin: &pass.origin,
+        ray: &pass.ray,
+        cache_asked: pass.learn.is_some(),
+    };
+    let (upstream, _) = upstream_request(&pass.raw, &pass.target, &to)?;
+    Some(upstream)
+}
+
+/// Writes a request given as bytes, as the engine's client writes one.
+async fn write_wire(connection: &mut Stream, wire: &[u8]) -> Result<(), Box<Error>> {
+    connection
+        .write_all(wire)
+        .await
+        .map_err(|e| Error::because(ErrorType::WriteError, "writing the request", e))?;
+    connection
+        .flush()
+        .await
+        .map_err(|e| Error::because(ErrorType::WriteError, "flushing the request", e))
 }
 
 async fn connect(addr: SocketAddr, host: &str, timeout: Duration) -> Result<Stream, Box<Error>> {

@@ -1274,15 +1274,24 @@ pub(crate) fn from_origin(resp: &mut ResponseHeader, peer: Option<SocketAddr>) {
         }
     }
     if let Some(peer) = peer {
-        let ip = peer.ip().to_string();
-        let leaking: Vec<String> = resp
-            .headers
-            .iter()
-            .filter(|(_, v)| v.to_str().is_ok_and(|v| v.contains(&ip)))
-            .map(|(k, _)| k.as_str().to_owned())
-            .collect();
-        for name in leaking {
-            resp.remove_header(&name);
+        use std::io::Write as _;
+        let mut text = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        let _ = write!(cursor, "{}", peer.ip());
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        let ip = &text[..len];
+        let names =
+            |v: &HeaderValue| !ip.is_empty() && v.as_bytes().windows(ip.len()).any(|w| w == ip);
+        if resp.headers.values().any(names) {
+            let leaking: Vec<http::HeaderName> = resp
+                .headers
+                .iter()
+                .filter(|(_, v)| names(v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for name in leaking {
+                resp.remove_header(&name);
+            }
         }
     }
 }
@@ -1347,6 +1356,17 @@ pub(crate) fn cacheability(
             ));
         }
         Some(freshness::Targeted::Silent) | None => {}
+    }
+    // Most uncacheable answers are known without copying the header.
+    let fresh = pingora::cache::filters::calculate_fresh_until(
+        std::time::SystemTime::now(),
+        cc.as_ref(),
+        resp,
+        authorization,
+        &CACHE_DEFAULTS,
+    );
+    if fresh.is_none() {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     }
     match resp_cacheable(cc.as_ref(), resp.clone(), authorization, &CACHE_DEFAULTS) {
         // The engine's lifetime, read again where RFC 9111 is stricter: quoted and
