@@ -86,6 +86,13 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
                 "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nX-Backend: 127.0.0.2\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n{}",
                 body_of("hints")
             )
+        } else if path.starts_with("/nostore.css") {
+            // Compressible, and never stored.
+            let body = body_of(&"p { margin: 0 } ".repeat(40));
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/css\r\nCache-Control: no-store\r\nContent-Length: {}\r\n\r\n{body}",
+                if head_only { 640 } else { body.len() }
+            )
         } else if path.starts_with("/nostore") {
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nCache-Control: no-store\r\nContent-Length: 9\r\nKeep-Alive: timeout=5\r\nX-Origin: 127.0.0.2\r\n\r\n{}",
@@ -207,9 +214,10 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
     });
     // The first answer for an image the cache may keep says no-store: from then on it passes.
     fetch(port, host, "/nostore.png", &[]);
+    fetch(port, host, "/nostore.css", &[]);
     while origin.try_recv().is_ok() {}
 
-    let codings: [&[&str]; 6] = [
+    let codings: [&[&str]; 7] = [
         &[],
         &["-H", "Accept-Encoding: gzip"],
         &["-H", "Accept-Encoding: br, gzip, zstd"],
@@ -221,6 +229,13 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
             "Connection: keep-alive, X-Secret",
             "-H",
             "X-Secret: hop",
+        ],
+        // A coding the visitor takes back for this hop is not asked of the origin.
+        &[
+            "-H",
+            "Connection: accept-encoding",
+            "-H",
+            "Accept-Encoding: zstd, br",
         ],
         // What only the edge may say about the visitor is its own, whatever the visitor says.
         &[
@@ -243,6 +258,7 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
         "/empty",
         "/hints",
         "/nostore.png",
+        "/nostore.css",
     ];
     for path in paths {
         for extra in codings {

@@ -176,24 +176,11 @@ impl EdgeProxy {
             }
         };
         let ray = crate::headers::ray_id();
-        // Compression reads the visitor's `Accept-Encoding` (and, for a URL the cache knows,
-        // the coding class the origin is asked for), as the engine's compressions do.
+        // Compression toward the visitor reads the visitor's `Accept-Encoding`, as the engine's.
         let mut compression = ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
         if let Some(accept_encoding) = request.accept_encoding {
             compression.request_filter(&encoding_only(accept_encoding)?);
         }
-        let upstream_compression = match learn {
-            Some(_) => {
-                let mut upstream_compression =
-                    ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
-                let class = normalized_encoding(request.accept_encoding.unwrap_or_default());
-                if !class.is_empty() {
-                    upstream_compression.request_filter(&encoding_only(class.as_bytes())?);
-                }
-                Some(upstream_compression)
-            }
-            None => None,
-        };
         let to = ToOrigin {
             client: conn.peer.ip(),
             https: conn.https,
@@ -203,12 +190,29 @@ impl EdgeProxy {
         };
         // A GET goes out as bytes; a HEAD as the engine's request, whose client then knows that
         // no body follows the answer.
-        let (wire, upstream, accept) = if request.head_only {
+        let (wire, upstream, accept, asked_coding) = if request.head_only {
             let (upstream, accept) = upstream_request(conn.ahead, request.target, &to)?;
-            (Vec::new(), Some(upstream), accept)
+            let coding = upstream
+                .headers
+                .get(header::ACCEPT_ENCODING)
+                .map(|v| v.as_bytes().to_vec());
+            (Vec::new(), Some(upstream), accept, coding)
         } else {
-            let (wire, accept) = wire_request(conn.ahead, request.target, &to)?;
-            (wire, None, accept)
+            let (wire, accept, coding) = wire_request(conn.ahead, request.target, &to)?;
+            (wire, None, accept, coding.map(|c| c.as_bytes().to_vec()))
+        };
+        // For a URL the cache knows, the engine compresses what the origin sends in the coding
+        // class it asked for.
+        let upstream_compression = match learn {
+            Some(_) => {
+                let mut upstream_compression =
+                    ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
+                if let Some(coding) = asked_coding {
+                    upstream_compression.request_filter(&encoding_only(&coding)?);
+                }
+                Some(upstream_compression)
+            }
+            None => None,
         };
         let port = origin.port.unwrap_or_else(|| {
             if conn.https {
@@ -226,8 +230,16 @@ impl EdgeProxy {
             request_len: request.len,
             wire,
             upstream,
-            raw: conn.ahead[..request.len].to_vec(),
-            target: request.target.to_owned(),
+            raw: if request.head_only {
+                conn.ahead[..request.len].to_vec()
+            } else {
+                Vec::new()
+            },
+            target: if request.head_only {
+                request.target.to_owned()
+            } else {
+                String::new()
+            },
             head_only: request.head_only,
             keep_alive: request.keep_alive && !stopping,
             https: conn.https,
@@ -352,12 +364,17 @@ const REPLACED: &[&str] = &[
 ];
 
 /// A GET for the origin as bytes, equal field for field to what [`upstream_request`] builds
-/// (the order of fields aside); and the visitor's `Accept`.
+/// (the order of fields aside); the visitor's `Accept`; and the `Accept-Encoding` the origin
+/// is sent when the cache knows the URL.
+///
+/// It relies on [`hit::request`] having left to the engine the requests whose fields this does
+/// not merge as the engine does: a `CDN-Loop` (the engine appends to it) and more than one
+/// `Accept-Encoding` (the engine joins them).
 fn wire_request(
     ahead: &[u8],
     target: &str,
     to: &ToOrigin<'_>,
-) -> Option<(Vec<u8>, Option<String>)> {
+) -> Option<(Vec<u8>, Option<String>, Option<&'static str>)> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut fields);
     parsed.parse(ahead).ok()?;
@@ -399,10 +416,12 @@ fn wire_request(
     if let Some(host) = to.origin.host_header.as_deref() {
         field_line(&mut out, b"host", host.as_bytes());
     }
+    let mut asked_coding = None;
     if to.cache_asked {
         let class = normalized_encoding(accept_encoding.unwrap_or_default());
         if !class.is_empty() {
             field_line(&mut out, b"accept-encoding", class.as_bytes());
+            asked_coding = Some(class);
         }
     }
     let client = to.client.to_string();
@@ -424,7 +443,7 @@ fn wire_request(
         crate::freshness::SURROGATE_CAPABILITY.as_bytes(),
     );
     out.extend_from_slice(b"\r\n");
-    Some((out, accept))
+    Some((out, accept, asked_coding))
 }
 
 fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
