@@ -11,6 +11,9 @@
 //! this path does not apply, an object that is stale, on disk in a large file, or was
 //! revalidated.
 //!
+//! The same reading of the request (parse, route, rules, cache key, prediction) also decides
+//! the requests the cache does not keep, which [`crate::pass`] sends to the origin itself.
+//!
 //! A check added to the engine's request path (`proxy.rs`: `request_filter`,
 //! `request_cache_filter`, `response_filter`) must be added here too, or sent to the engine from
 //! here: the test comparing both answers field by field catches header differences, not a
@@ -32,6 +35,7 @@ use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::headers;
+use crate::pass::{Pass, Passing};
 use crate::proxy::{
     AccessLine, EdgeProxy, access_logged, eligibility, normalized_encoding, url_key,
 };
@@ -105,6 +109,12 @@ pub(crate) fn conn(stream: &Stream) -> Option<Conn<'_>> {
         peer: tls.tcp().peer(),
         port: tls.tcp().local_port()?,
     })
+}
+
+/// What the edge answers itself.
+pub(crate) enum Direct {
+    Hit(Answer),
+    Pass(Box<Pass>),
 }
 
 /// A hit ready to go out.
@@ -265,11 +275,11 @@ fn connection_says(value: &[u8]) -> ConnectionSays {
 }
 
 impl EdgeProxy {
-    /// The answer to the request read ahead on `stream` when it is a hit this path serves
-    /// (`stopping`: the edge is shutting down, so the connection closes after it).
-    pub(crate) fn direct_hit(&self, stream: &Stream, stopping: bool) -> Option<Answer> {
+    /// The edge's own answer to the request read ahead on `stream`: a hit this path serves, or
+    /// a pass-through [`crate::pass`] makes; `None` for the engine (`stopping`: the edge is
+    /// shutting down, so the connection closes after the answer).
+    pub(crate) fn direct(&self, stream: &Stream, stopping: bool) -> Option<Direct> {
         let started = Instant::now();
-        let cache = self.cache?;
         let conn = conn(stream)?;
         let request = request(conn.ahead, self.max_header_bytes)?;
         let (path, _) = request
@@ -287,22 +297,32 @@ impl EdgeProxy {
         } else {
             settings.always_use_https && settings.ssl != SslMode::Off
         };
-        if origin.addrs.is_empty() || redirected || settings.development_mode {
+        if origin.addrs.is_empty() || redirected {
             return None;
         }
         let rules = self.cache_parameters(&origin);
-        let (eligible, _) = eligibility(rules.as_deref(), path);
-        // Query-string shaping is applied here; a browser TTL, and request headers or cookies
-        // in the key, are the engine's.
-        let rules_kept_here = rules.as_deref().is_none_or(|r| {
-            r.browser_ttl.is_none()
-                && r.cache_key
-                    .as_ref()
-                    .and_then(|k| k.custom_key.as_ref())
-                    .is_none_or(|c| c.header.is_none() && c.cookie.is_none())
-        });
-        if !eligible || !rules_kept_here {
-            return None;
+        let passed = |origin, rules, learn, status| {
+            let passing = Passing {
+                conn: &conn,
+                request: &request,
+                origin,
+                rules,
+                learn,
+                status,
+                started,
+                stopping,
+            };
+            self.pass(passing).map(Direct::Pass)
+        };
+        let Some(cache) = self.cache else {
+            return passed(origin, rules, None, ("DYNAMIC", "parapet; fwd=bypass"));
+        };
+        let (eligible, bypass) = eligibility(rules.as_deref(), path);
+        if bypass {
+            return passed(origin, rules, None, ("BYPASS", "parapet; fwd=bypass"));
+        }
+        if !eligible || settings.development_mode {
+            return passed(origin, rules, None, ("DYNAMIC", "parapet; fwd=bypass"));
         }
         let url = url_key(
             &origin,
@@ -312,7 +332,25 @@ impl EdgeProxy {
             rules.as_deref(),
         );
         let key = parapet_cache::key::key_of(url, &origin.zone_id);
+        // The engine looks the URL up, unless its last response was uncacheable.
         if !cache.predictor.cacheable_prediction(&key) {
+            return passed(
+                origin,
+                rules,
+                Some(key),
+                ("BYPASS", "parapet; fwd=uri-miss"),
+            );
+        }
+        // Query-string shaping is applied here; a browser TTL, and request headers or cookies
+        // in the key, are the engine's.
+        let rules_kept_here = rules.as_deref().is_none_or(|r| {
+            r.browser_ttl.is_none()
+                && r.cache_key
+                    .as_ref()
+                    .and_then(|k| k.custom_key.as_ref())
+                    .is_none_or(|c| c.header.is_none() && c.cookie.is_none())
+        });
+        if !rules_kept_here {
             return None;
         }
         let hit = cache.store.direct_hit(&key)?;
@@ -376,7 +414,7 @@ impl EdgeProxy {
             })
         });
         self.metrics.request_started();
-        Some(Answer {
+        Some(Direct::Hit(Answer {
             request_len: request.len,
             head: response,
             body,
@@ -393,7 +431,7 @@ impl EdgeProxy {
                 started,
                 log,
             },
-        })
+        }))
     }
 }
 

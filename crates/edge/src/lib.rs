@@ -281,18 +281,31 @@ impl Connections {
             // (The engine runs without pipelining: it never hands back bytes of a next request
             // it read, so what is read ahead on the stream is all there is.)
             let stopping = *stop.borrow();
-            if let Some(answer) = self.proxy.direct_hit(&stream, stopping) {
-                // Boxed: an idle connection's task is sized by its largest state.
-                if !Box::pin(hit::send(&mut stream, answer, &self.metrics)).await {
-                    return None;
+            // Boxed, and made before any waiting: an idle connection's task is sized by its
+            // largest state.
+            let answered = {
+                let direct: Option<std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>> =
+                    match self.proxy.direct(&stream, stopping) {
+                        Some(hit::Direct::Hit(answer)) => {
+                            Some(Box::pin(hit::send(&mut stream, answer, &self.metrics)))
+                        }
+                        Some(hit::Direct::Pass(passed)) => {
+                            Some(Box::pin(pass::send(&mut stream, passed, &self.proxy)))
+                        }
+                        None => None,
+                    };
+                match direct {
+                    Some(direct) => Some(direct.await),
+                    None => None,
                 }
-            } else if let Some(passed) = self.proxy.direct_pass(&stream, stopping) {
-                if !Box::pin(pass::send(&mut stream, passed, &self.proxy)).await {
-                    return None;
+            };
+            match answered {
+                Some(true) => {}
+                Some(false) => return None,
+                None => {
+                    let reused = self.request(stream, settings, shutdown).await;
+                    (stream, settings) = reused?.consume();
                 }
-            } else {
-                let reused = self.request(stream, settings, shutdown).await;
-                (stream, settings) = reused?.consume();
             }
             if !wait_for_request(&mut stream, &mut first, &mut stop).await {
                 return None;

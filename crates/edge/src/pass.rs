@@ -44,9 +44,9 @@ use crate::headers::CDN_LOOP_TOKEN;
 use crate::hit::{self, MAX_FIELDS};
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EdgeProxy, PORT_PAIRS, access_logged, cacheability, edge_error,
-    eligibility, from_origin, normalized_encoding, to_origin, to_visitor, url_key,
+    from_origin, normalized_encoding, to_origin, to_visitor,
 };
-use crate::route::{Origin, route};
+use crate::route::Origin;
 
 /// Request fields the engine strips before anything else (pingora's default request policy):
 /// this hop's, and the protocol switches a plain GET does not make.
@@ -118,63 +118,43 @@ pub(crate) struct Pass {
     started: Instant,
 }
 
+/// A request the cache does not keep, as [`crate::hit`] found it: routed, with the zone's
+/// cache rules, and the cache's status for it.
+pub(crate) struct Passing<'a, 'b> {
+    pub(crate) conn: &'a hit::Conn<'b>,
+    pub(crate) request: &'a hit::Request<'b>,
+    pub(crate) origin: Origin,
+    pub(crate) rules: Option<Box<CacheParameters>>,
+    /// The key of a URL remembered as uncacheable.
+    pub(crate) learn: Option<CacheKey>,
+    pub(crate) status: (&'static str, &'static str),
+    pub(crate) started: Instant,
+    /// The edge is shutting down: the connection closes after the answer.
+    pub(crate) stopping: bool,
+}
+
 impl EdgeProxy {
-    /// The pass-through of the request read ahead on `stream`, when it is one this path makes
-    /// (`stopping`: the edge is shutting down, so the connection closes after it).
-    pub(crate) fn direct_pass(&self, stream: &Stream, stopping: bool) -> Option<Box<Pass>> {
-        let started = Instant::now();
-        let conn = hit::conn(stream)?;
-        let request = hit::request(conn.ahead, self.max_header_bytes)?;
-        if !request.http11 {
+    /// The pass-through of a request, when it is one this path makes.
+    pub(crate) fn pass(&self, passing: Passing<'_, '_>) -> Option<Box<Pass>> {
+        let Passing {
+            conn,
+            request,
+            origin,
+            rules,
+            learn,
+            status,
+            started,
+            stopping,
+        } = passing;
+        let settings = origin.edge.settings;
+        let origin_tls = conn.https && matches!(settings.ssl, SslMode::Full | SslMode::Strict);
+        if !request.http11 || origin_tls || settings.origin_h2 {
             return None;
         }
         let (path, _) = request
             .target
             .split_once('?')
             .unwrap_or((request.target, ""));
-        if path.starts_with("/.well-known/acme-challenge/") {
-            return None;
-        }
-        let snapshot = self.published.load();
-        let origin = route(&snapshot, Some(request.host), path).ok()?;
-        let settings = origin.edge.settings;
-        let redirected = if conn.https {
-            settings.ssl == SslMode::Off
-        } else {
-            settings.always_use_https && settings.ssl != SslMode::Off
-        };
-        let origin_tls = conn.https && matches!(settings.ssl, SslMode::Full | SslMode::Strict);
-        if origin.addrs.is_empty() || redirected || origin_tls || settings.origin_h2 {
-            return None;
-        }
-        let rules = self.cache_parameters(&origin);
-        let mut learn = None;
-        let status = match self.cache {
-            None => ("DYNAMIC", "parapet; fwd=bypass"),
-            Some(cache) => {
-                let (eligible, bypass) = eligibility(rules.as_deref(), path);
-                if bypass {
-                    ("BYPASS", "parapet; fwd=bypass")
-                } else if !eligible || settings.development_mode {
-                    ("DYNAMIC", "parapet; fwd=bypass")
-                } else {
-                    // The engine looks the URL up, unless its last response was uncacheable.
-                    let url = url_key(
-                        &origin,
-                        conn.https,
-                        conn.port,
-                        request.target,
-                        rules.as_deref(),
-                    );
-                    let key = parapet_cache::key::key_of(url, &origin.zone_id);
-                    if cache.predictor.cacheable_prediction(&key) {
-                        return None;
-                    }
-                    learn = Some(key);
-                    ("BYPASS", "parapet; fwd=uri-miss")
-                }
-            }
-        };
         let ray = crate::headers::ray_id();
         // Compression toward the visitor reads the visitor's `Accept-Encoding`, as the engine's.
         let mut compression = ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
