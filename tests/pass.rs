@@ -142,16 +142,7 @@ fn fetch(port: u16, host: &str, path: &str, extra: &[&str]) -> (u16, String, Str
 }
 
 fn metric(node: &Node, name: &str) -> u64 {
-    let text = ureq::get(&format!("{}/metrics", node.base))
-        .call()
-        .expect("metrics")
-        .into_body()
-        .read_to_string()
-        .expect("body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
+    node.metric(name)
 }
 
 /// The counter of direct passes, once it has reached `want` (or what it is after 3 s).

@@ -540,16 +540,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     {
         let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
     }
-    let hsts = pass.origin.edge.settings.hsts.filter(|_| pass.https);
-    if to_visitor(
-        &mut resp,
-        pass.status,
-        pass.rules.as_deref(),
-        &pass.ray,
-        hsts,
-    )
-    .is_err()
-    {
+    if !visitor_fields(pass, &mut resp) {
         let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
         return error_answer(stream, pass, &e.into_up()).await;
     }
@@ -856,6 +847,12 @@ fn still_open(connection: &mut Stream) -> bool {
     )
 }
 
+/// What the visitor sees added (as [`to_visitor`]); whether it could be.
+fn visitor_fields(pass: &Pass, resp: &mut ResponseHeader) -> bool {
+    let hsts = pass.origin.edge.settings.hsts.filter(|_| pass.https);
+    to_visitor(resp, pass.status, pass.rules.as_deref(), &pass.ray, hsts).is_ok()
+}
+
 /// The header of a response (status line and fields, in order and case) into `out`.
 fn render(resp: &ResponseHeader, out: &mut BytesMut) {
     out.put_slice(b"HTTP/1.1 ");
@@ -894,16 +891,7 @@ async fn write_informational(
     addr: SocketAddr,
 ) -> bool {
     from_origin(&mut resp, Some(addr));
-    let hsts = pass.origin.edge.settings.hsts.filter(|_| pass.https);
-    if to_visitor(
-        &mut resp,
-        pass.status,
-        pass.rules.as_deref(),
-        &pass.ray,
-        hsts,
-    )
-    .is_err()
-    {
+    if !visitor_fields(pass, &mut resp) {
         return false;
     }
     let mut out = BytesMut::with_capacity(256);

@@ -178,6 +178,20 @@ impl Node {
         }
     }
 
+    /// The value of an unlabelled counter or gauge on the node's `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = ureq::get(&format!("{}/metrics", self.base))
+            .call()
+            .expect("metrics")
+            .into_body()
+            .read_to_string()
+            .expect("body");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
