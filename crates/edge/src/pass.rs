@@ -956,3 +956,109 @@ async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended 
         reusable: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connection to `listener`'s address, as the pool keeps it, and the origin's end.
+    async fn connection(listener: &TcpListener) -> (Stream, TcpStream) {
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (origin, _) = listener.accept().await.expect("accept");
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(client));
+        (stream, origin)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_origin_connections_are_reused_only_while_open_silent_and_young() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let idle = Duration::from_secs(60);
+        assert!(pool_take(addr, idle).is_none(), "nothing kept yet");
+
+        // Open and silent: taken back, once.
+        let (stream, _origin) = connection(&listener).await;
+        pool_put(addr, stream, idle);
+        assert!(pool_take(addr, idle).is_some());
+        assert!(pool_take(addr, idle).is_none());
+
+        // Closed by the origin, or with bytes nobody asked for: never handed out.
+        let (stream, origin) = connection(&listener).await;
+        pool_put(addr, stream, idle);
+        drop(origin);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(pool_take(addr, idle).is_none(), "closed by the origin");
+        let (stream, mut origin) = connection(&listener).await;
+        pool_put(addr, stream, idle);
+        origin
+            .write_all(b"HTTP/1.1 200 OK\r\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(pool_take(addr, idle).is_none(), "stray bytes");
+
+        // Kept longer than the zone allows: dropped.
+        let (stream, _origin) = connection(&listener).await;
+        pool_put(addr, stream, Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(
+            pool_take(addr, Duration::from_millis(20)).is_none(),
+            "expired"
+        );
+
+        // The sweep drops what expired for an address nobody asks for again.
+        let (stream, _origin) = connection(&listener).await;
+        pool_put(addr, stream, Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        POOL.with(|pool| pool.borrow_mut().swept = None);
+        let elsewhere = SocketAddr::from(([127, 0, 0, 1], 9));
+        assert!(pool_take(elsewhere, idle).is_none());
+        POOL.with(|pool| assert!(!pool.borrow().idle.contains_key(&addr), "swept"));
+    }
+
+    #[test]
+    fn connection_lists_the_engine_refuses_are_left_to_it() {
+        let parse = |raw: &'static [u8]| {
+            let mut fields = Box::new([httparse::EMPTY_HEADER; MAX_FIELDS]);
+            let mut request = httparse::Request::new(&mut fields[..]);
+            request.parse(raw).expect("parse");
+            let headers: Vec<(String, Vec<u8>)> = request
+                .headers
+                .iter()
+                .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                .collect();
+            headers
+        };
+        let check = |raw: &'static [u8]| {
+            let owned = parse(raw);
+            let fields: Vec<httparse::Header<'_>> = owned
+                .iter()
+                .map(|(name, value)| httparse::Header { name, value })
+                .collect();
+            stripped_fields(&fields).map(|named| {
+                named
+                    .iter()
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            check(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\n\r\n"),
+            Some(vec!["keep-alive".to_owned(), "X-Secret".to_owned()])
+        );
+        for refused in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nConnection: host\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: X-Forwarded-For\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: \"x\"\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: a,b,c,d,e,f,g,h,i,j\r\n\r\n",
+        ] {
+            assert!(
+                check(refused).is_none(),
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+    }
+}
