@@ -203,6 +203,21 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
     parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
         fetch(port, host, "/ready.html", &[]).0 == 200
     });
+    // A rule's browser TTL on pages the cache is not for.
+    node.ok(
+        "PUT",
+        &format!("/zones/{zone}/rulesets/phases/http_request_cache_settings/entrypoint"),
+        Some(json!({"rules": [
+            {"expression": "starts_with(http.request.uri.path, \"/ttl\")",
+             "action": "set_cache_settings",
+             "action_parameters": {"browser_ttl": {"mode": "override_origin", "default": 30}}}
+        ]})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "the rule in force", || {
+        fetch(port, host, "/ttl", &[])
+            .1
+            .contains("cache-control: max-age=30")
+    });
     // The first answer for an image the cache may keep says no-store: from then on it passes.
     fetch(port, host, "/nostore.png", &[]);
     fetch(port, host, "/nostore.css", &[]);
@@ -250,6 +265,7 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
         "/hints",
         "/nostore.png",
         "/nostore.css",
+        "/ttl",
     ];
     for path in paths {
         for extra in codings {

@@ -32,7 +32,6 @@ use pingora::cache::{CacheKey, RespCacheable};
 use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
-use pingora::protocols::http::HttpTask;
 use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
@@ -484,45 +483,45 @@ pub(crate) async fn send(stream: &mut Stream, pass: Box<Pass>, proxy: &EdgeProxy
 
 /// The origin's answer, or the page saying why there is none.
 async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> Ended {
-    let (mut session, addr, first, sent) = match ask(pass).await {
+    let (mut session, addr, sent) = match ask(pass).await {
         Ok(asked) => asked,
         Err(e) => return error_answer(stream, pass, &e).await,
     };
     let mut informational = 0;
-    let mut task = Some(Ok(first));
-    let (mut resp, end) = loop {
-        let next = match task.take() {
-            Some(first) => first,
-            None => session.read_response_task().await,
+    loop {
+        let Some(status) = session.get_status() else {
+            let e = Error::explain(ErrorType::InvalidHTTPHeader, "no response header");
+            return error_answer(stream, pass, &e.into_up()).await;
         };
-        match next {
-            Ok(HttpTask::Header(resp, _)) if resp.status.is_informational() => {
-                // 100 is never passed on (nothing asked for it); other 1xx are, as the engine
-                // does; 101 without an upgrade asked for is an invalid answer.
-                informational += 1;
-                if resp.status == http::StatusCode::SWITCHING_PROTOCOLS || informational > 8 {
-                    let e = Error::explain(ErrorType::InvalidHTTPHeader, "unexpected 1xx");
-                    return error_answer(stream, pass, &e.into_up()).await;
-                }
-                if resp.status != http::StatusCode::CONTINUE
-                    && !write_informational(stream, pass, resp, addr).await
-                {
-                    return closed(0);
-                }
-            }
-            Ok(HttpTask::Header(resp, end)) => break (resp, end),
-            Ok(_) => {
-                let e = Error::explain(ErrorType::InvalidHTTPHeader, "no response header");
-                return error_answer(stream, pass, &e.into_up()).await;
-            }
-            Err(e) => return error_answer(stream, pass, &e.into_up()).await,
+        if !status.is_informational() {
+            break;
         }
-    };
+        // 100 is never passed on (nothing asked for it); other 1xx are, as the engine does;
+        // 101 without an upgrade asked for is an invalid answer.
+        informational += 1;
+        if status == http::StatusCode::SWITCHING_PROTOCOLS || informational > 8 {
+            let e = Error::explain(ErrorType::InvalidHTTPHeader, "unexpected 1xx");
+            return error_answer(stream, pass, &e.into_up()).await;
+        }
+        if status != http::StatusCode::CONTINUE
+            && let Some(resp) = session.resp_header()
+            && !write_informational(stream, pass, Box::new(resp.clone()), addr).await
+        {
+            return closed(0);
+        }
+        if let Err(e) = session.read_response().await {
+            return error_answer(stream, pass, &e.into_up()).await;
+        }
+    }
     let origin_time = sent.elapsed();
+    let end = session.is_body_done();
+    let Some(resp) = session.resp_header() else {
+        let e = Error::explain(ErrorType::InvalidHTTPHeader, "no response header");
+        return error_answer(stream, pass, &e.into_up()).await;
+    };
     let status = resp.status.as_u16();
-    from_origin(&mut resp, Some(addr));
     if let (Some(key), Some(cache)) = (&pass.learn, proxy.cache) {
-        match cacheability(false, &resp, pass.rules.as_deref()) {
+        match cacheability(false, resp, pass.rules.as_deref()) {
             RespCacheable::Cacheable(_) => {
                 cache.predictor.mark_cacheable(key);
             }
@@ -531,37 +530,21 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
             }
         }
     }
-    // A response framed by the origin's close goes to the visitor chunked (as the engine's).
     let no_body = pass.head_only || matches!(status, 204 | 304);
-    if !no_body
-        && !end
-        && !resp.headers.contains_key(header::TRANSFER_ENCODING)
-        && !resp.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
-    }
-    if !visitor_fields(pass, &mut resp) {
+    let Some(Answered {
+        head,
+        chunked,
+        framed,
+    }) = answer_head(pass, resp, addr, end, no_body)
+    else {
         let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
         return error_answer(stream, pass, &e.into_up()).await;
-    }
-    if let Some(upstream) = pass.upstream_compression.as_mut() {
-        upstream.response_header_filter(&mut resp, end);
-    }
-    pass.compression.response_header_filter(&mut resp, end);
-    let chunked = !no_body && is_chunked(&resp);
-    let _ = resp.insert_header(
-        header::DATE,
-        pingora::protocols::http::date::get_cached_date(),
-    );
-    // A body of other codings without a length ends with the connection (as the engine's).
-    let framed = no_body || chunked || resp.headers.contains_key(header::CONTENT_LENGTH);
+    };
     let keep_alive = pass.keep_alive && framed;
-    let _ = resp.insert_header(
-        header::CONNECTION,
-        if keep_alive { "keep-alive" } else { "close" },
-    );
-    let mut out = BytesMut::with_capacity(1024);
-    render(&resp, &mut out);
+    let mut out = head;
+    out.put_slice(b"Connection: ");
+    out.put_slice(if keep_alive { b"keep-alive" } else { b"close" });
+    out.put_slice(b"\r\n\r\n");
     let mut bytes = 0;
     let mut done = end || no_body;
     while !done {
@@ -641,6 +624,157 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     }
 }
 
+/// The header an answer goes out with (but `Connection`), and how its body is framed.
+struct Answered {
+    head: BytesMut,
+    chunked: bool,
+    /// The body's end is known without the connection closing.
+    framed: bool,
+}
+
+/// Response fields the engine's compression reads or changes: they go through it on a header of
+/// their own.
+const CODING_FIELDS: [http::HeaderName; 7] = [
+    header::CONTENT_ENCODING,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::VARY,
+    header::ACCEPT_RANGES,
+    header::ETAG,
+    header::TRANSFER_ENCODING,
+];
+
+/// The visitor's header for the origin's answer, written from the origin's fields as the
+/// engine's filters would leave them ([`from_origin`], [`to_visitor`], the framing of a body
+/// that ends with the connection, both compressions), without copying the origin's header.
+fn answer_head(
+    pass: &mut Pass,
+    resp: &ResponseHeader,
+    addr: SocketAddr,
+    end: bool,
+    no_body: bool,
+) -> Option<Answered> {
+    use std::io::Write as _;
+    // From the origin: this hop's fields, and any naming its address, are dropped.
+    let listed: Vec<http::HeaderName> = resp
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(crate::headers::connection_listed)
+        .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect();
+    let mut text = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    let _ = write!(cursor, "{}", addr.ip());
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    let ip = &text[..len];
+    let dropped = |name: &http::HeaderName, value: &http::HeaderValue| {
+        *name == crate::headers::KEEP_ALIVE
+            || *name == crate::headers::PROXY_CONNECTION
+            || listed.contains(name)
+            || (!ip.is_empty() && value.as_bytes().windows(ip.len()).any(|w| w == ip))
+    };
+    // To the visitor: what this edge writes itself replaces the origin's.
+    let hsts = pass.origin.edge.settings.hsts.filter(|_| pass.https);
+    let browser_ttl = pass
+        .rules
+        .as_deref()
+        .and_then(|r| r.browser_ttl.as_ref())
+        .and_then(|ttl| match (ttl.mode.as_str(), ttl.default) {
+            ("override_origin", Some(secs)) => Some(format!("max-age={secs}")),
+            ("bypass", _) => Some("no-store".to_owned()),
+            _ => None,
+        });
+    let written_here = |name: &http::HeaderName| {
+        matches!(
+            name.as_str(),
+            "connection"
+                | "date"
+                | "server"
+                | "cf-ray"
+                | "cf-cache-status"
+                | "cache-status"
+                | "surrogate-control"
+                | "cloudflare-cdn-cache-control"
+                | "cache-tag"
+        ) || (hsts.is_some() && *name == header::STRICT_TRANSPORT_SECURITY)
+            || (hsts.is_some_and(|h| h.nosniff) && *name == header::X_CONTENT_TYPE_OPTIONS)
+            || (browser_ttl.is_some() && *name == header::CACHE_CONTROL)
+    };
+    // The fields compression decides on, through both of the engine's compressions.
+    let mut coding = ResponseHeader::build(resp.status, Some(8)).ok()?;
+    for (name, value) in &resp.headers {
+        if CODING_FIELDS.contains(name) && !dropped(name, value) {
+            coding.append_header(name.clone(), value.clone()).ok()?;
+        }
+    }
+    // A body that ends with the connection goes to the visitor chunked (as the engine's).
+    if !no_body
+        && !end
+        && !coding.headers.contains_key(header::TRANSFER_ENCODING)
+        && !coding.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        coding
+            .insert_header(header::TRANSFER_ENCODING, "chunked")
+            .ok()?;
+    }
+    if let Some(upstream) = pass.upstream_compression.as_mut() {
+        upstream.response_header_filter(&mut coding, end);
+    }
+    pass.compression.response_header_filter(&mut coding, end);
+    let chunked = !no_body && is_chunked(&coding);
+    let framed = no_body || chunked || coding.headers.contains_key(header::CONTENT_LENGTH);
+
+    let mut head = BytesMut::with_capacity(1024);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(resp.status.as_str().as_bytes());
+    head.put_u8(b' ');
+    head.put_slice(
+        resp.get_reason_phrase()
+            .or_else(|| resp.status.canonical_reason())
+            .unwrap_or("")
+            .as_bytes(),
+    );
+    head.put_slice(b"\r\n");
+    let mut field = |name: &[u8], value: &[u8]| {
+        head.put_slice(name);
+        head.put_slice(b": ");
+        head.put_slice(value);
+        head.put_slice(b"\r\n");
+    };
+    for (name, value) in &resp.headers {
+        if !CODING_FIELDS.contains(name) && !dropped(name, value) && !written_here(name) {
+            field(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    for (name, value) in &coding.headers {
+        field(name.as_str().as_bytes(), value.as_bytes());
+    }
+    field(b"cf-ray", pass.ray.as_bytes());
+    field(b"server", b"parapet");
+    field(b"cf-cache-status", pass.status.0.as_bytes());
+    field(b"cache-status", pass.status.1.as_bytes());
+    if let Some(hsts) = hsts {
+        field(b"strict-transport-security", hsts.header_value().as_bytes());
+        if hsts.nosniff {
+            field(b"x-content-type-options", b"nosniff");
+        }
+    }
+    if let Some(ttl) = &browser_ttl {
+        field(b"cache-control", ttl.as_bytes());
+    }
+    field(
+        b"Date",
+        pingora::protocols::http::date::get_cached_date().as_bytes(),
+    );
+    Some(Answered {
+        head,
+        chunked,
+        framed,
+    })
+}
+
 /// The future's output if it is ready without waiting.
 fn poll_once<F: Future>(future: Pin<&mut F>) -> Option<F::Output> {
     match future.poll(&mut Context::from_waker(Waker::noop())) {
@@ -675,7 +809,7 @@ fn is_chunked(resp: &ResponseHeader) -> bool {
 /// The request sent and the response on its way: a pooled connection first, then new ones,
 /// each of the origin's addresses tried once (a pooled connection that turns out stale is
 /// replaced by a new one to the same address), as the engine retries.
-async fn ask(pass: &mut Pass) -> Result<(HttpSession, SocketAddr, HttpTask, Instant), Box<Error>> {
+async fn ask(pass: &mut Pass) -> Result<(HttpSession, SocketAddr, Instant), Box<Error>> {
     let count = pass.origin.addrs.len();
     let mut attempt = 0;
     let mut pooled_failed = false;
@@ -726,11 +860,11 @@ async fn ask(pass: &mut Pass) -> Result<(HttpSession, SocketAddr, HttpTask, Inst
         };
         session.read_timeout = Some(pass.read_timeout);
         let asked = match written {
-            Ok(()) => session.read_response_task().await,
+            Ok(()) => session.read_response().await.map(|_| ()),
             Err(e) => Err(e),
         };
         match asked {
-            Ok(first) => return Ok((session, addr, first, sent)),
+            Ok(()) => return Ok((session, addr, sent)),
             Err(_) if reused => pooled_failed = true,
             Err(e) if attempt + 1 < count => {
                 tracing::debug!(ray = %pass.ray, "asking an origin: {e}");
