@@ -86,6 +86,24 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
                 "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nX-Backend: 127.0.0.2\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n{}",
                 body_of("hints")
             )
+        } else if path.starts_with("/cookies") {
+            // One cookie names the origin's address: every cookie goes (as the engine's filter).
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\nSet-Cookie: node=127.0.0.2\r\nContent-Length: 7\r\n\r\n{}",
+                body_of("cookies")
+            )
+        } else if path.starts_with("/learn.png") {
+            // Not storable at first; then storable once the cookie naming the origin is gone.
+            static ASKED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let policy = if ASKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                "Cache-Control: no-store\r\n"
+            } else {
+                "Cache-Control: public, max-age=60\r\nSet-Cookie: node=127.0.0.2\r\n"
+            };
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n{policy}Content-Length: 5\r\n\r\n{}",
+                body_of("learn")
+            )
         } else if path.starts_with("/nostore.css") {
             // Compressible, and never stored.
             let body = body_of(&"p { margin: 0 } ".repeat(40));
@@ -266,6 +284,7 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
         "/nostore.png",
         "/nostore.css",
         "/ttl",
+        "/cookies",
     ];
     for path in paths {
         for extra in codings {
@@ -314,6 +333,22 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
             );
         }
     }
+
+    // A URL remembered as uncacheable is learnt storable from the answer as the engine's filters
+    // leave it (the cookie naming the origin's address is not part of it).
+    let learn = |want: &str| {
+        let (status, head, _) = fetch(port, host, "/learn.png", &[]);
+        assert_eq!(status, 200, "{head}");
+        assert!(
+            head.contains(&format!("cf-cache-status: {want}")),
+            "{want}: {head}"
+        );
+        assert!(!head.contains("set-cookie"), "{head}");
+    };
+    fetch(port, host, "/learn.png", &[]);
+    learn("bypass");
+    learn("miss");
+    learn("hit");
 
     // Early hints pass on, without the origin's address.
     let raw = std::process::Command::new("curl")

@@ -520,8 +520,18 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         return error_answer(stream, pass, &e.into_up()).await;
     };
     let status = resp.status.as_u16();
+    let filter = OriginFilter::new(resp, addr);
     if let (Some(key), Some(cache)) = (&pass.learn, proxy.cache) {
-        match cacheability(false, resp, pass.rules.as_deref()) {
+        // Judged on the header as the engine's filters leave it (copied only when they change
+        // it).
+        let judged = if filter.drops_any(resp) {
+            let mut filtered = resp.clone();
+            from_origin(&mut filtered, Some(addr));
+            cacheability(false, &filtered, pass.rules.as_deref())
+        } else {
+            cacheability(false, resp, pass.rules.as_deref())
+        };
+        match judged {
             RespCacheable::Cacheable(_) => {
                 cache.predictor.mark_cacheable(key);
             }
@@ -535,7 +545,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         head,
         chunked,
         framed,
-    }) = answer_head(pass, resp, addr, end, no_body)
+    }) = answer_head(pass, resp, &filter, end, no_body)
     else {
         let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
         return error_answer(stream, pass, &e.into_up()).await;
@@ -624,6 +634,52 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     }
 }
 
+/// What [`from_origin`] takes out of the origin's header: this hop's fields, those its
+/// `Connection` names, and every field of a name one of whose values names the origin's address.
+struct OriginFilter {
+    named: Vec<http::HeaderName>,
+}
+
+impl OriginFilter {
+    fn new(resp: &ResponseHeader, addr: SocketAddr) -> Self {
+        use std::io::Write as _;
+        let mut named: Vec<http::HeaderName> = resp
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(crate::headers::connection_listed)
+            .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        let mut text = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        let _ = write!(cursor, "{}", addr.ip());
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        let ip = &text[..len];
+        if !ip.is_empty() {
+            for (name, value) in &resp.headers {
+                if value.as_bytes().windows(ip.len()).any(|w| w == ip) && !named.contains(name) {
+                    named.push(name.clone());
+                }
+            }
+        }
+        Self { named }
+    }
+
+    fn drops(&self, name: &http::HeaderName) -> bool {
+        *name == crate::headers::KEEP_ALIVE
+            || *name == crate::headers::PROXY_CONNECTION
+            || self.named.contains(name)
+    }
+
+    /// Whether the origin's header has anything to take out.
+    fn drops_any(&self, resp: &ResponseHeader) -> bool {
+        !self.named.is_empty()
+            || resp.headers.contains_key(crate::headers::KEEP_ALIVE)
+            || resp.headers.contains_key(crate::headers::PROXY_CONNECTION)
+    }
+}
+
 /// The header an answer goes out with (but `Connection`), and how its body is framed.
 struct Answered {
     head: BytesMut,
@@ -650,31 +706,11 @@ const CODING_FIELDS: [http::HeaderName; 7] = [
 fn answer_head(
     pass: &mut Pass,
     resp: &ResponseHeader,
-    addr: SocketAddr,
+    filter: &OriginFilter,
     end: bool,
     no_body: bool,
 ) -> Option<Answered> {
-    use std::io::Write as _;
-    // From the origin: this hop's fields, and any naming its address, are dropped.
-    let listed: Vec<http::HeaderName> = resp
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(crate::headers::connection_listed)
-        .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    let mut text = [0u8; 64];
-    let mut cursor = std::io::Cursor::new(&mut text[..]);
-    let _ = write!(cursor, "{}", addr.ip());
-    let len = usize::try_from(cursor.position()).unwrap_or(0);
-    let ip = &text[..len];
-    let dropped = |name: &http::HeaderName, value: &http::HeaderValue| {
-        *name == crate::headers::KEEP_ALIVE
-            || *name == crate::headers::PROXY_CONNECTION
-            || listed.contains(name)
-            || (!ip.is_empty() && value.as_bytes().windows(ip.len()).any(|w| w == ip))
-    };
+    let dropped = |name: &http::HeaderName, _: &http::HeaderValue| filter.drops(name);
     // To the visitor: what this edge writes itself replaces the origin's.
     let hsts = pass.origin.edge.settings.hsts.filter(|_| pass.https);
     let browser_ttl = pass
