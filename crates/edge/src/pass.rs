@@ -763,22 +763,8 @@ fn answer_head(
     let framed = no_body || chunked || coding.headers.contains_key(header::CONTENT_LENGTH);
 
     let mut head = BytesMut::with_capacity(1024);
-    head.put_slice(b"HTTP/1.1 ");
-    head.put_slice(resp.status.as_str().as_bytes());
-    head.put_u8(b' ');
-    head.put_slice(
-        resp.get_reason_phrase()
-            .or_else(|| resp.status.canonical_reason())
-            .unwrap_or("")
-            .as_bytes(),
-    );
-    head.put_slice(b"\r\n");
-    let mut field = |name: &[u8], value: &[u8]| {
-        head.put_slice(name);
-        head.put_slice(b": ");
-        head.put_slice(value);
-        head.put_slice(b"\r\n");
-    };
+    put_status_line(&mut head, resp);
+    let mut field = |name: &[u8], value: &[u8]| put_field(&mut head, name, value);
     for (name, value) in &resp.headers {
         if !CODING_FIELDS.contains(name) && !dropped(name, value) && !written_here(name) {
             field(name.as_str().as_bytes(), value.as_bytes());
@@ -1023,8 +1009,8 @@ fn visitor_fields(pass: &Pass, resp: &mut ResponseHeader) -> bool {
     to_visitor(resp, pass.status, pass.rules.as_deref(), &pass.ray, hsts).is_ok()
 }
 
-/// The header of a response (status line and fields, in order and case) into `out`.
-fn render(resp: &ResponseHeader, out: &mut BytesMut) {
+/// `HTTP/1.1`, the response's status and its reason.
+fn put_status_line(out: &mut BytesMut, resp: &ResponseHeader) {
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(resp.status.as_str().as_bytes());
     out.put_u8(b' ');
@@ -1035,12 +1021,19 @@ fn render(resp: &ResponseHeader, out: &mut BytesMut) {
             .as_bytes(),
     );
     out.put_slice(b"\r\n");
-    let mut field = |name: &[u8], value: &[u8]| {
-        out.put_slice(name);
-        out.put_slice(b": ");
-        out.put_slice(value);
-        out.put_slice(b"\r\n");
-    };
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// The header of a response (status line and fields, in order and case) into `out`.
+fn render(resp: &ResponseHeader, out: &mut BytesMut) {
+    put_status_line(out, resp);
+    let mut field = |name: &[u8], value: &[u8]| put_field(out, name, value);
     if resp.has_case() {
         for (name, value) in resp.case_header_iter() {
             field(name.as_slice(), value.as_bytes());
