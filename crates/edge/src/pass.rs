@@ -42,8 +42,9 @@ use crate::errors::{EdgeError, error_page};
 use crate::headers::CDN_LOOP_TOKEN;
 use crate::hit::{self, MAX_FIELDS};
 use crate::proxy::{
-    AccessLine, COMPRESSION_LEVEL, EdgeProxy, PORT_PAIRS, access_logged, cacheability, edge_error,
-    from_origin, normalized_encoding, to_origin, to_visitor,
+    AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, PORT_PAIRS, access_logged,
+    browser_cache_control, cacheability, edge_error, from_origin, normalized_encoding, to_origin,
+    to_visitor,
 };
 use crate::route::Origin;
 
@@ -238,7 +239,12 @@ impl EdgeProxy {
             upstream_compression,
             ray,
             accept,
-            path: path.to_owned(),
+            // For the access log only.
+            path: if access_logged() {
+                path.to_owned()
+            } else {
+                String::new()
+            },
             origin,
             started,
         }))
@@ -520,7 +526,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         return error_answer(stream, pass, &e.into_up()).await;
     };
     let status = resp.status.as_u16();
-    let filter = OriginFilter::new(resp, addr);
+    let filter = OriginFilter::new(resp, Some(addr));
     if let (Some(key), Some(cache)) = (&pass.learn, proxy.cache) {
         // Judged on the header as the engine's filters leave it (copied only when they change
         // it).
@@ -634,52 +640,6 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     }
 }
 
-/// What [`from_origin`] takes out of the origin's header: this hop's fields, those its
-/// `Connection` names, and every field of a name one of whose values names the origin's address.
-struct OriginFilter {
-    named: Vec<http::HeaderName>,
-}
-
-impl OriginFilter {
-    fn new(resp: &ResponseHeader, addr: SocketAddr) -> Self {
-        use std::io::Write as _;
-        let mut named: Vec<http::HeaderName> = resp
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(crate::headers::connection_listed)
-            .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
-        let mut text = [0u8; 64];
-        let mut cursor = std::io::Cursor::new(&mut text[..]);
-        let _ = write!(cursor, "{}", addr.ip());
-        let len = usize::try_from(cursor.position()).unwrap_or(0);
-        let ip = &text[..len];
-        if !ip.is_empty() {
-            for (name, value) in &resp.headers {
-                if value.as_bytes().windows(ip.len()).any(|w| w == ip) && !named.contains(name) {
-                    named.push(name.clone());
-                }
-            }
-        }
-        Self { named }
-    }
-
-    fn drops(&self, name: &http::HeaderName) -> bool {
-        *name == crate::headers::KEEP_ALIVE
-            || *name == crate::headers::PROXY_CONNECTION
-            || self.named.contains(name)
-    }
-
-    /// Whether the origin's header has anything to take out.
-    fn drops_any(&self, resp: &ResponseHeader) -> bool {
-        !self.named.is_empty()
-            || resp.headers.contains_key(crate::headers::KEEP_ALIVE)
-            || resp.headers.contains_key(crate::headers::PROXY_CONNECTION)
-    }
-}
-
 /// The header an answer goes out with (but `Connection`), and how its body is framed.
 struct Answered {
     head: BytesMut,
@@ -710,38 +670,22 @@ fn answer_head(
     end: bool,
     no_body: bool,
 ) -> Option<Answered> {
-    let dropped = |name: &http::HeaderName, _: &http::HeaderValue| filter.drops(name);
     // To the visitor: what this edge writes itself replaces the origin's.
     let hsts = pass.origin.edge.settings.hsts.filter(|_| pass.https);
-    let browser_ttl = pass
-        .rules
-        .as_deref()
-        .and_then(|r| r.browser_ttl.as_ref())
-        .and_then(|ttl| match (ttl.mode.as_str(), ttl.default) {
-            ("override_origin", Some(secs)) => Some(format!("max-age={secs}")),
-            ("bypass", _) => Some("no-store".to_owned()),
-            _ => None,
-        });
+    let browser_ttl = browser_cache_control(pass.rules.as_deref());
     let written_here = |name: &http::HeaderName| {
         matches!(
             name.as_str(),
-            "connection"
-                | "date"
-                | "server"
-                | "cf-ray"
-                | "cf-cache-status"
-                | "cache-status"
-                | "surrogate-control"
-                | "cloudflare-cdn-cache-control"
-                | "cache-tag"
-        ) || (hsts.is_some() && *name == header::STRICT_TRANSPORT_SECURITY)
+            "connection" | "date" | "server" | "cf-ray" | "cf-cache-status" | "cache-status"
+        ) || EDGE_ONLY.contains(name)
+            || (hsts.is_some() && *name == header::STRICT_TRANSPORT_SECURITY)
             || (hsts.is_some_and(|h| h.nosniff) && *name == header::X_CONTENT_TYPE_OPTIONS)
             || (browser_ttl.is_some() && *name == header::CACHE_CONTROL)
     };
     // The fields compression decides on, through both of the engine's compressions.
     let mut coding = ResponseHeader::build(resp.status, Some(8)).ok()?;
     for (name, value) in &resp.headers {
-        if CODING_FIELDS.contains(name) && !dropped(name, value) {
+        if CODING_FIELDS.contains(name) && !filter.drops(name) {
             coding.append_header(name.clone(), value.clone()).ok()?;
         }
     }
@@ -766,7 +710,7 @@ fn answer_head(
     put_status_line(&mut head, resp);
     let mut field = |name: &[u8], value: &[u8]| put_field(&mut head, name, value);
     for (name, value) in &resp.headers {
-        if !CODING_FIELDS.contains(name) && !dropped(name, value) && !written_here(name) {
+        if !CODING_FIELDS.contains(name) && !filter.drops(name) && !written_here(name) {
             field(name.as_str().as_bytes(), value.as_bytes());
         }
     }

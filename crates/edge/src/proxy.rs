@@ -1214,6 +1214,23 @@ pub(crate) fn to_origin(
     Ok(())
 }
 
+/// The `Cache-Control` a cache rule's browser TTL gives visitors in place of the origin's (hits
+/// included), if it sets one.
+pub(crate) fn browser_cache_control(rules: Option<&CacheParameters>) -> Option<String> {
+    let ttl = rules.and_then(|r| r.browser_ttl.as_ref())?;
+    match (ttl.mode.as_str(), ttl.default) {
+        ("override_origin", Some(secs)) => Some(format!("max-age={secs}")),
+        ("bypass", _) => Some("no-store".to_owned()),
+        _ => None,
+    }
+}
+
+/// The CDN-targeted fields are this edge's (RFC 9213; Surrogate-Control), except
+/// CDN-Cache-Control, which other CDNs further down may read too. Tags are for purging;
+/// visitors do not see them (as Cloudflare).
+pub(crate) const EDGE_ONLY: [http::HeaderName; 3] =
+    [SURROGATE_CONTROL, CLOUDFLARE_CDN_CACHE_CONTROL, CACHE_TAG];
+
 /// What the visitor sees added to a response from the origin or the cache: the ray, this
 /// edge's name, the cache's status (`CF-Cache-Status` and RFC 9211's), a rule's browser TTL and
 /// the zone's HSTS (`hsts`: for an HTTPS visitor); never the fields meant for this edge.
@@ -1224,20 +1241,10 @@ pub(crate) fn to_visitor(
     ray: &str,
     hsts: Option<parapet_model::settings::Hsts>,
 ) -> Result<()> {
-    // A cache rule's browser TTL replaces the origin's (hits included).
-    if let Some(ttl) = rules.and_then(|r| r.browser_ttl.as_ref()) {
-        match (ttl.mode.as_str(), ttl.default) {
-            ("override_origin", Some(secs)) => {
-                resp.insert_header("cache-control", format!("max-age={secs}"))?;
-            }
-            ("bypass", _) => resp.insert_header("cache-control", "no-store")?,
-            _ => {}
-        }
+    if let Some(cache_control) = browser_cache_control(rules) {
+        resp.insert_header("cache-control", cache_control)?;
     }
-    // The CDN-targeted fields are this edge's (RFC 9213; Surrogate-Control), except
-    // CDN-Cache-Control, which other CDNs further down may read too.
-    // Tags are for purging; visitors do not see them (as Cloudflare).
-    for name in [SURROGATE_CONTROL, CLOUDFLARE_CDN_CACHE_CONTROL, CACHE_TAG] {
+    for name in EDGE_ONLY {
         resp.remove_header(&name);
     }
     resp.insert_header("cf-ray", ray)?;
@@ -1257,42 +1264,73 @@ pub(crate) fn to_visitor(
 /// The origin's response as it may be stored and passed on (`peer`: the origin's address): no
 /// field of this hop's, and none that names the origin's address.
 pub(crate) fn from_origin(resp: &mut ResponseHeader, peer: Option<SocketAddr>) {
-    // Header fields the origin's `Connection` names, and `Keep-Alive`, are for this hop
-    // only (RFC 9110 §7.6.1): neither stored nor passed on. An upgrade keeps its own.
-    if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
-        resp.remove_header(&headers::KEEP_ALIVE);
-        resp.remove_header(&headers::PROXY_CONNECTION);
-        let listed: Vec<String> = resp
-            .headers
-            .get_all("connection")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(headers::connection_listed)
-            .collect();
-        for name in listed {
-            resp.remove_header(&name);
-        }
+    let filter = OriginFilter::new(resp, peer);
+    if !filter.drops_any(resp) {
+        return;
     }
-    if let Some(peer) = peer {
+    let dropped: Vec<http::HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|name| filter.drops(name))
+        .cloned()
+        .collect();
+    for name in dropped {
+        resp.remove_header(&name);
+    }
+}
+
+/// What [`from_origin`] takes out of an origin's header: the fields of this hop (`Keep-Alive`,
+/// `Proxy-Connection` and those its `Connection` names, RFC 9110 §7.6.1; an upgrade keeps its
+/// own), and every field of a name one of whose values names the origin's address (`peer`).
+pub(crate) struct OriginFilter {
+    /// Not an upgrade: this hop's fields go.
+    hop: bool,
+    named: Vec<http::HeaderName>,
+}
+
+impl OriginFilter {
+    pub(crate) fn new(resp: &ResponseHeader, peer: Option<SocketAddr>) -> Self {
         use std::io::Write as _;
-        let mut text = [0u8; 64];
-        let mut cursor = std::io::Cursor::new(&mut text[..]);
-        let _ = write!(cursor, "{}", peer.ip());
-        let len = usize::try_from(cursor.position()).unwrap_or(0);
-        let ip = &text[..len];
-        let names =
-            |v: &HeaderValue| !ip.is_empty() && v.as_bytes().windows(ip.len()).any(|w| w == ip);
-        if resp.headers.values().any(names) {
-            let leaking: Vec<http::HeaderName> = resp
-                .headers
+        let hop = resp.status != http::StatusCode::SWITCHING_PROTOCOLS;
+        let mut named: Vec<http::HeaderName> = if hop {
+            resp.headers
+                .get_all(http::header::CONNECTION)
                 .iter()
-                .filter(|(_, v)| names(v))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for name in leaking {
-                resp.remove_header(&name);
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(headers::connection_listed)
+                .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(peer) = peer {
+            let mut text = [0u8; 64];
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            let _ = write!(cursor, "{}", peer.ip());
+            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            let ip = &text[..len];
+            for (name, value) in &resp.headers {
+                let names_it =
+                    !ip.is_empty() && value.as_bytes().windows(ip.len()).any(|w| w == ip);
+                if names_it && !named.contains(name) {
+                    named.push(name.clone());
+                }
             }
         }
+        Self { hop, named }
+    }
+
+    pub(crate) fn drops(&self, name: &http::HeaderName) -> bool {
+        (self.hop && (*name == headers::KEEP_ALIVE || *name == headers::PROXY_CONNECTION))
+            || self.named.contains(name)
+    }
+
+    /// Whether the header has anything to take out.
+    pub(crate) fn drops_any(&self, resp: &ResponseHeader) -> bool {
+        !self.named.is_empty()
+            || (self.hop
+                && (resp.headers.contains_key(headers::KEEP_ALIVE)
+                    || resp.headers.contains_key(headers::PROXY_CONNECTION)))
     }
 }
 
