@@ -7,11 +7,33 @@ use pingora::cache::CacheKey;
 /// The primary key of a URL in a zone: `zone\nscheme://host:port/path?query` (a newline cannot
 /// occur in a zone id, a host name or a request target, so the parts cannot run together).
 pub fn primary(zone_id: &str, https: bool, host: &str, port: u16, path_and_query: &str) -> String {
-    let scheme = if https { "https" } else { "http" };
-    format!(
-        "{zone_id}\n{scheme}://{}:{port}{path_and_query}",
-        host.to_ascii_lowercase()
-    )
+    let scheme = if https { "https://" } else { "http://" };
+    // Written piece by piece: this runs for every request that may touch the cache.
+    let mut key =
+        String::with_capacity(zone_id.len() + scheme.len() + host.len() + path_and_query.len() + 8);
+    key.push_str(zone_id);
+    key.push('\n');
+    key.push_str(scheme);
+    let start = key.len();
+    key.push_str(host);
+    key[start..].make_ascii_lowercase();
+    key.push(':');
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut left = port;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (left % 10) as u8;
+        left /= 10;
+        if left == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        key.push(char::from(digit));
+    }
+    key.push_str(path_and_query);
+    key
 }
 
 /// The engine's key for a request.
@@ -99,6 +121,19 @@ mod tests {
             base,
             "host names compare without case"
         );
+    }
+
+    #[test]
+    fn primary_keys_keep_their_written_form() {
+        // Stored objects are found by these keys: their form must not change.
+        for port in [0u16, 7, 80, 443, 8080, 65535] {
+            for (https, scheme) in [(false, "http"), (true, "https")] {
+                assert_eq!(
+                    primary("z1", https, "WWW.Example.COM", port, "/A.css?Q=1"),
+                    format!("z1\n{scheme}://www.example.com:{port}/A.css?Q=1")
+                );
+            }
+        }
     }
 
     #[test]

@@ -185,7 +185,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// bounds the wait).
 async fn wait_for_bytes(stream: &mut Stream, buf: &mut [u8]) -> bool {
     matches!(
-        tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(buf)).await,
+        pingora::prelude::fast_timeout::fast_timeout(IDLE_TIMEOUT, stream.try_peek(buf)).await,
         Ok(Ok(_))
     )
 }

@@ -683,7 +683,7 @@ fn answer_head(
             || (browser_ttl.is_some() && *name == header::CACHE_CONTROL)
     };
     // The fields compression decides on, through both of the engine's compressions.
-    let mut coding = ResponseHeader::build(resp.status, Some(8)).ok()?;
+    let mut coding = ResponseHeader::build_no_case(resp.status, Some(8)).ok()?;
     for (name, value) in &resp.headers {
         if CODING_FIELDS.contains(name) && !filter.drops(name) {
             coding.append_header(name.clone(), value.clone()).ok()?;

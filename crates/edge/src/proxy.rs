@@ -1290,7 +1290,6 @@ pub(crate) struct OriginFilter {
 
 impl OriginFilter {
     pub(crate) fn new(resp: &ResponseHeader, peer: Option<SocketAddr>) -> Self {
-        use std::io::Write as _;
         let hop = resp.status != http::StatusCode::SWITCHING_PROTOCOLS;
         let mut named: Vec<http::HeaderName> = if hop {
             resp.headers
@@ -1305,9 +1304,7 @@ impl OriginFilter {
         };
         if let Some(peer) = peer {
             let mut text = [0u8; 64];
-            let mut cursor = std::io::Cursor::new(&mut text[..]);
-            let _ = write!(cursor, "{}", peer.ip());
-            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            let len = ip_text(peer.ip(), &mut text);
             let ip = &text[..len];
             for (name, value) in &resp.headers {
                 let names_it =
@@ -1334,6 +1331,55 @@ impl OriginFilter {
     }
 }
 
+/// `Cache-Control` plainly says `no-store` (its parser would find the directive too); false
+/// when in doubt (a quoted value anywhere), for the parser to decide.
+fn says_no_store(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .any(|value| {
+            let value = value.as_bytes();
+            !value.contains(&b'"')
+                && value.split(|&b| b == b',').any(|directive| {
+                    let name = directive.split(|&b| b == b'=').next().unwrap_or(directive);
+                    name.trim_ascii().eq_ignore_ascii_case(b"no-store")
+                })
+        })
+}
+
+/// An address as text, as `Display` writes it, into `out`; its length. IPv4 is written here
+/// without the formatting machinery (this runs on every origin answer).
+fn ip_text(ip: std::net::IpAddr, out: &mut [u8; 64]) -> usize {
+    use std::io::Write as _;
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    out[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    out[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                out[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            len
+        }
+        std::net::IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut out[..]);
+            let _ = write!(cursor, "{ip}");
+            usize::try_from(cursor.position()).unwrap_or(0)
+        }
+    }
+}
+
 /// Whether a response may be stored, and until when: RFC 9111 freshness with Cloudflare's
 /// defaults; never a response that sets a cookie or varies on everything (`authorization`: the
 /// request carried credentials).
@@ -1352,14 +1398,16 @@ pub(crate) fn cacheability(
     if vary_all || !CACHEABLE_STATUS.contains(&resp.status.as_u16()) {
         return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     }
-    let cc = CacheControl::from_resp_headers(resp);
     // A request with credentials is stored only when the response says it is shared
     // (RFC 9111 §3.5), whatever a cache rule says.
-    let shared = cc.as_ref().is_some_and(|cc| {
-        cc.public() || cc.must_revalidate() || matches!(cc.s_maxage(), Ok(Some(_)))
-    });
-    if authorization && !shared {
-        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    if authorization {
+        let cc = CacheControl::from_resp_headers(resp);
+        let shared = cc.as_ref().is_some_and(|cc| {
+            cc.public() || cc.must_revalidate() || matches!(cc.s_maxage(), Ok(Some(_)))
+        });
+        if !shared {
+            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        }
     }
     // A cache rule's edge TTL replaces what the origin said.
     if let Some(rules) = rules {
@@ -1395,7 +1443,12 @@ pub(crate) fn cacheability(
         }
         Some(freshness::Targeted::Silent) | None => {}
     }
-    // Most uncacheable answers are known without copying the header.
+    // Most uncacheable answers are known without copying the header, the commonest without
+    // parsing it.
+    if says_no_store(&resp.headers) {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let cc = CacheControl::from_resp_headers(resp);
     let fresh = pingora::cache::filters::calculate_fresh_until(
         std::time::SystemTime::now(),
         cc.as_ref(),
@@ -1495,5 +1548,52 @@ impl AccessLine<'_> {
             "edge_error": self.edge_error,
         });
         tracing::info!(target: "parapet::access", "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "9.10.99.100",
+            "255.255.255.255",
+            "192.0.2.19",
+            "::1",
+            "2001:db8::a:1",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("an address");
+            let mut text = [0u8; 64];
+            let len = ip_text(ip, &mut text);
+            assert_eq!(&text[..len], ip.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn no_store_is_read_plainly_only_where_the_parser_agrees() {
+        let cases = [
+            ("no-store", true),
+            ("public, NO-STORE", true),
+            ("max-age=5 ,  no-store=1", true),
+            ("private=\"x, no-store\"", false),
+            ("no-storex", false),
+            ("a no-store", false),
+            ("max-age=60", false),
+        ];
+        for (value, plain) in cases {
+            let mut resp = ResponseHeader::build(200, None).expect("a header");
+            resp.insert_header(http::header::CACHE_CONTROL, value)
+                .expect("a field");
+            assert_eq!(says_no_store(&resp.headers), plain, "{value}");
+            if plain {
+                let cc = CacheControl::from_resp_headers(&resp).expect("parsed");
+                assert!(cc.no_store(), "{value}");
+            }
+        }
     }
 }

@@ -254,18 +254,21 @@ impl Peek for VisitorStream {
             self.rest();
         }
         while self.buffers.ahead_len() < buf.len() {
-            self.tcp.readable().await?;
-            // Read into this thread's scratch space and keep exactly what arrived.
-            let read = SCRATCH.with_borrow_mut(|scratch| {
-                self.tcp.try_read(&mut scratch[..]).inspect(|&n| {
-                    self.buffers.keep_ahead(&scratch[..n]);
+            // Read into this thread's scratch space and keep exactly what arrived. A read that
+            // leaves room also clears the socket's readiness, so that the next wait does not
+            // begin with a read that finds nothing.
+            let Self { tcp, buffers, .. } = &mut *self;
+            let read = std::future::poll_fn(|cx| {
+                SCRATCH.with_borrow_mut(|scratch| {
+                    let mut room = ReadBuf::new(&mut scratch[..]);
+                    ready!(Pin::new(&mut *tcp).poll_read(cx, &mut room))?;
+                    buffers.keep_ahead(room.filled());
+                    Poll::Ready(Ok::<_, io::Error>(room.filled().len()))
                 })
-            });
-            match read {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            })
+            .await?;
+            if read == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
         self.buffers.peek_into(buf);
