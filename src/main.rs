@@ -68,11 +68,15 @@ fn main() -> ExitCode {
             let env_token = std::env::var("PARAPET_API_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty());
-            tokio::runtime::Builder::new_multi_thread()
+            let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
-                .map_err(anyhow::Error::from)?
-                .block_on(serve::serve(config, env_token, flags.upgrade))
+                .map_err(anyhow::Error::from)?;
+            let served = runtime.block_on(serve::serve(config, env_token, flags.upgrade));
+            // Work still blocking a thread (a store write, a lookup) gets a bounded time: the
+            // process stops promptly once told to.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            served
         }),
         Command::CheckConfig(flags) => config::load(&flags).map(|c| println!("{c:#?}")),
         Command::Zone { api, command } => cli::zone(&api, command),

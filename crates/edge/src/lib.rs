@@ -11,6 +11,7 @@ mod hit;
 pub mod metrics;
 mod pass;
 mod proxy;
+mod reply;
 pub mod route;
 mod stream;
 pub mod tls;

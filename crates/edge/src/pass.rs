@@ -33,7 +33,7 @@ use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
 use pingora::protocols::http::compression::ResponseCompressionCtx;
-use pingora::protocols::http::v1::client::HttpSession;
+use pingora::protocols::http::v1::client::http_req_header_to_wire;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -43,9 +43,10 @@ use crate::headers::CDN_LOOP_TOKEN;
 use crate::hit::{self, MAX_FIELDS};
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, PORT_PAIRS, access_logged,
-    browser_cache_control, cacheability, edge_error, from_origin, normalized_encoding, to_origin,
-    to_visitor,
+    browser_cache_control, cacheability, edge_error, from_origin, ip_text, normalized_encoding,
+    to_origin, to_visitor,
 };
+use crate::reply::{Head, Reply};
 use crate::route::Origin;
 
 /// Request fields the engine strips before anything else (pingora's default request policy):
@@ -87,13 +88,8 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 /// A request to pass on, decided before anything is read off the connection.
 pub(crate) struct Pass {
     request_len: usize,
-    /// A GET for the origin, as bytes.
+    /// The request for the origin, as bytes.
     wire: Vec<u8>,
-    /// A HEAD for the origin; taken by the first attempt (a retry builds it again from `raw`,
-    /// the visitor's request head, and `target`).
-    upstream: Option<Box<RequestHeader>>,
-    raw: Vec<u8>,
-    target: String,
     head_only: bool,
     keep_alive: bool,
     https: bool,
@@ -168,18 +164,18 @@ impl EdgeProxy {
             ray: &ray,
             cache_asked: learn.is_some(),
         };
-        // A GET goes out as bytes; a HEAD as the engine's request, whose client then knows that
-        // no body follows the answer.
-        let (wire, upstream, accept, asked_coding) = if request.head_only {
+        // A GET is written as bytes here; a HEAD as the engine's client writes its request.
+        let (wire, accept, asked_coding) = if request.head_only {
             let (upstream, accept) = upstream_request(conn.ahead, request.target, &to)?;
             let coding = upstream
                 .headers
                 .get(header::ACCEPT_ENCODING)
                 .map(|v| v.as_bytes().to_vec());
-            (Vec::new(), Some(upstream), accept, coding)
+            let wire = http_req_header_to_wire(&upstream)?.to_vec();
+            (wire, accept, coding)
         } else {
             let (wire, accept, coding) = wire_request(conn.ahead, request.target, &to)?;
-            (wire, None, accept, coding.map(|c| c.as_bytes().to_vec()))
+            (wire, accept, coding.map(|c| c.as_bytes().to_vec()))
         };
         // For a URL the cache knows, the engine compresses what the origin sends in the coding
         // class it asked for.
@@ -209,17 +205,6 @@ impl EdgeProxy {
         Some(Box::new(Pass {
             request_len: request.len,
             wire,
-            upstream,
-            raw: if request.head_only {
-                conn.ahead[..request.len].to_vec()
-            } else {
-                Vec::new()
-            },
-            target: if request.head_only {
-                request.target.to_owned()
-            } else {
-                String::new()
-            },
             head_only: request.head_only,
             keep_alive: request.keep_alive && !stopping,
             https: conn.https,
@@ -409,10 +394,20 @@ fn wire_request(
             asked_coding = Some(class);
         }
     }
-    let client = to.client.to_string();
-    let forwarded = crate::headers::forwarded_for(forwarded_for.flatten().as_deref(), to.client);
-    field_line(&mut out, b"x-forwarded-for", forwarded.as_bytes());
-    field_line(&mut out, b"cf-connecting-ip", client.as_bytes());
+    let mut text = [0u8; 64];
+    let len = ip_text(to.client, &mut text);
+    let client = &text[..len];
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(existing) = forwarded_for.flatten() {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            out.extend_from_slice(existing.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(client);
+    out.extend_from_slice(b"\r\n");
+    field_line(&mut out, b"cf-connecting-ip", client);
     let (proto, visitor) = if to.https {
         ("https", r#"{"scheme":"https"}"#)
     } else {
@@ -489,75 +484,65 @@ pub(crate) async fn send(stream: &mut Stream, pass: Box<Pass>, proxy: &EdgeProxy
 
 /// The origin's answer, or the page saying why there is none.
 async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> Ended {
-    let (mut session, addr, sent) = match ask(pass).await {
+    let (mut reply, mut head, addr, sent) = match ask(pass).await {
         Ok(asked) => asked,
         Err(e) => return error_answer(stream, pass, &e).await,
     };
     let mut informational = 0;
-    loop {
-        let Some(status) = session.get_status() else {
-            let e = Error::explain(ErrorType::InvalidHTTPHeader, "no response header");
-            return error_answer(stream, pass, &e.into_up()).await;
-        };
-        if !status.is_informational() {
-            break;
-        }
+    while head.status.is_informational() {
         // 100 is never passed on (nothing asked for it); other 1xx are, as the engine does;
         // 101 without an upgrade asked for is an invalid answer.
         informational += 1;
-        if status == http::StatusCode::SWITCHING_PROTOCOLS || informational > 8 {
+        if head.status == http::StatusCode::SWITCHING_PROTOCOLS || informational > 8 {
             let e = Error::explain(ErrorType::InvalidHTTPHeader, "unexpected 1xx");
             return error_answer(stream, pass, &e.into_up()).await;
         }
-        if status != http::StatusCode::CONTINUE
-            && let Some(resp) = session.resp_header()
-            && !write_informational(stream, pass, Box::new(resp.clone()), addr).await
-        {
-            return closed(0);
+        if head.status != http::StatusCode::CONTINUE {
+            let Some(resp) = head.to_header(|_| true) else {
+                let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
+                return error_answer(stream, pass, &e.into_up()).await;
+            };
+            if !write_informational(stream, pass, Box::new(resp), addr).await {
+                return closed(0);
+            }
         }
-        if let Err(e) = session.read_response().await {
-            return error_answer(stream, pass, &e.into_up()).await;
-        }
+        head = match reply.head(pass.head_only).await {
+            Ok(head) => head,
+            Err(e) => return error_answer(stream, pass, &e.into_up()).await,
+        };
     }
     let origin_time = sent.elapsed();
-    let end = session.is_body_done();
-    let Some(resp) = session.resp_header() else {
-        let e = Error::explain(ErrorType::InvalidHTTPHeader, "no response header");
-        return error_answer(stream, pass, &e.into_up()).await;
-    };
-    let status = resp.status.as_u16();
-    let filter = OriginFilter::new(resp, Some(addr));
+    let end = reply.is_done();
+    let status = head.status.as_u16();
+    let filter = OriginFilter::of_fields(false, || head.fields(), Some(addr));
     if let (Some(key), Some(cache)) = (&pass.learn, proxy.cache) {
-        // Judged on the header as the engine's filters leave it (copied only when they change
-        // it).
-        let judged = if filter.drops_any(resp) {
-            let mut filtered = resp.clone();
-            from_origin(&mut filtered, Some(addr));
-            cacheability(false, &filtered, pass.rules.as_deref())
-        } else {
-            cacheability(false, resp, pass.rules.as_deref())
-        };
+        // Judged on the fields the judgement reads, as the engine's filters leave them.
+        let judged = head
+            .to_header(|name| is_one_of(name, &JUDGED) && !filter.drops_name(name))
+            .map(|judged| cacheability(false, &judged, pass.rules.as_deref()));
         match judged {
-            RespCacheable::Cacheable(_) => {
+            Some(RespCacheable::Cacheable(_)) => {
                 cache.predictor.mark_cacheable(key);
             }
-            RespCacheable::Uncacheable(reason) => {
+            Some(RespCacheable::Uncacheable(reason)) => {
                 cache.predictor.mark_uncacheable(key, reason);
             }
+            None => {}
         }
     }
     let no_body = pass.head_only || matches!(status, 204 | 304);
     let Some(Answered {
-        head,
+        head: rendered,
         chunked,
         framed,
-    }) = answer_head(pass, resp, &filter, end, no_body)
+    }) = answer_head(pass, &head, &filter, end, no_body)
     else {
         let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
         return error_answer(stream, pass, &e.into_up()).await;
     };
+    drop(head);
     let keep_alive = pass.keep_alive && framed;
-    let mut out = head;
+    let mut out = rendered;
     out.put_slice(b"Connection: ");
     out.put_slice(if keep_alive { b"keep-alive" } else { b"close" });
     out.put_slice(b"\r\n\r\n");
@@ -565,7 +550,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     let mut done = end || no_body;
     while !done {
         let read = {
-            let mut read = std::pin::pin!(session.read_body_bytes());
+            let mut read = std::pin::pin!(reply.body());
             match poll_once(read.as_mut()) {
                 Some(read) => read,
                 None => {
@@ -593,7 +578,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
                 };
             }
         };
-        done = chunk.is_none() || session.is_body_done();
+        done = chunk.is_none() || reply.is_done();
         let mut data = chunk;
         if let Some(upstream) = pass.upstream_compression.as_mut()
             && let Some(encoded) = upstream.response_body_filter(data.as_ref(), done)
@@ -627,8 +612,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     }
     let written = stream.write_all(&out).await.is_ok() && stream.flush().await.is_ok();
     // The origin's connection, once its answer is whole, serves the next request.
-    session.respect_keepalive();
-    if let Some(connection) = session.reuse().await {
+    if let Some(connection) = reply.reusable() {
         pool_put(addr, connection, pass.idle_timeout.unwrap_or(POOL_IDLE));
     }
     Ended {
@@ -650,22 +634,42 @@ struct Answered {
 
 /// Response fields the engine's compression reads or changes: they go through it on a header of
 /// their own.
-const CODING_FIELDS: [http::HeaderName; 7] = [
-    header::CONTENT_ENCODING,
-    header::CONTENT_LENGTH,
-    header::CONTENT_TYPE,
-    header::VARY,
-    header::ACCEPT_RANGES,
-    header::ETAG,
-    header::TRANSFER_ENCODING,
+const CODING_FIELDS: [&str; 7] = [
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "vary",
+    "accept-ranges",
+    "etag",
+    "transfer-encoding",
 ];
+
+/// Response fields whether a response may be stored is judged on ([`cacheability`]).
+const JUDGED: [&str; 10] = [
+    "set-cookie",
+    "vary",
+    "cache-control",
+    "expires",
+    "date",
+    "age",
+    "last-modified",
+    "cloudflare-cdn-cache-control",
+    "cdn-cache-control",
+    "surrogate-control",
+];
+
+fn is_one_of(name: &[u8], names: &[&str]) -> bool {
+    names
+        .iter()
+        .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+}
 
 /// The visitor's header for the origin's answer, written from the origin's fields as the
 /// engine's filters would leave them ([`from_origin`], [`to_visitor`], the framing of a body
-/// that ends with the connection, both compressions), without copying the origin's header.
+/// that ends with the connection, both compressions).
 fn answer_head(
     pass: &mut Pass,
-    resp: &ResponseHeader,
+    head: &Head,
     filter: &OriginFilter,
     end: bool,
     no_body: bool,
@@ -673,22 +677,28 @@ fn answer_head(
     // To the visitor: what this edge writes itself replaces the origin's.
     let hsts = pass.origin.edge.settings.hsts.filter(|_| pass.https);
     let browser_ttl = browser_cache_control(pass.rules.as_deref());
-    let written_here = |name: &http::HeaderName| {
-        matches!(
-            name.as_str(),
-            "connection" | "date" | "server" | "cf-ray" | "cf-cache-status" | "cache-status"
-        ) || EDGE_ONLY.contains(name)
-            || (hsts.is_some() && *name == header::STRICT_TRANSPORT_SECURITY)
-            || (hsts.is_some_and(|h| h.nosniff) && *name == header::X_CONTENT_TYPE_OPTIONS)
-            || (browser_ttl.is_some() && *name == header::CACHE_CONTROL)
+    let written_here = |name: &[u8]| {
+        is_one_of(
+            name,
+            &[
+                "connection",
+                "date",
+                "server",
+                "cf-ray",
+                "cf-cache-status",
+                "cache-status",
+            ],
+        ) || EDGE_ONLY
+            .iter()
+            .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+            || (hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security"))
+            || (hsts.is_some_and(|h| h.nosniff)
+                && name.eq_ignore_ascii_case(b"x-content-type-options"))
+            || (browser_ttl.is_some() && name.eq_ignore_ascii_case(b"cache-control"))
     };
     // The fields compression decides on, through both of the engine's compressions.
-    let mut coding = ResponseHeader::build_no_case(resp.status, Some(8)).ok()?;
-    for (name, value) in &resp.headers {
-        if CODING_FIELDS.contains(name) && !filter.drops(name) {
-            coding.append_header(name.clone(), value.clone()).ok()?;
-        }
-    }
+    let mut coding =
+        head.to_header(|name| is_one_of(name, &CODING_FIELDS) && !filter.drops_name(name))?;
     // A body that ends with the connection goes to the visitor chunked (as the engine's).
     if !no_body
         && !end
@@ -706,12 +716,19 @@ fn answer_head(
     let chunked = !no_body && is_chunked(&coding);
     let framed = no_body || chunked || coding.headers.contains_key(header::CONTENT_LENGTH);
 
-    let mut head = BytesMut::with_capacity(1024);
-    put_status_line(&mut head, resp);
-    let mut field = |name: &[u8], value: &[u8]| put_field(&mut head, name, value);
-    for (name, value) in &resp.headers {
-        if !CODING_FIELDS.contains(name) && !filter.drops(name) && !written_here(name) {
-            field(name.as_str().as_bytes(), value.as_bytes());
+    let mut out = BytesMut::with_capacity(1024);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(head.status.as_str().as_bytes());
+    out.put_u8(b' ');
+    match head.reason() {
+        b"" => out.put_slice(head.status.canonical_reason().unwrap_or("").as_bytes()),
+        reason => out.put_slice(reason),
+    }
+    out.put_slice(b"\r\n");
+    let mut field = |name: &[u8], value: &[u8]| put_field(&mut out, name, value);
+    for (name, value) in head.fields() {
+        if !is_one_of(name, &CODING_FIELDS) && !filter.drops_name(name) && !written_here(name) {
+            field(name, value);
         }
     }
     for (name, value) in &coding.headers {
@@ -735,7 +752,7 @@ fn answer_head(
         pingora::protocols::http::date::get_cached_date().as_bytes(),
     );
     Some(Answered {
-        head,
+        head: out,
         chunked,
         framed,
     })
@@ -772,10 +789,10 @@ fn is_chunked(resp: &ResponseHeader) -> bool {
         })
 }
 
-/// The request sent and the response on its way: a pooled connection first, then new ones,
-/// each of the origin's addresses tried once (a pooled connection that turns out stale is
-/// replaced by a new one to the same address), as the engine retries.
-async fn ask(pass: &mut Pass) -> Result<(HttpSession, SocketAddr, Instant), Box<Error>> {
+/// The request sent and the origin's first response header read: a pooled connection first,
+/// then new ones, each of the origin's addresses tried once (a pooled connection that turns out
+/// stale is replaced by a new one to the same address), as the engine retries.
+async fn ask(pass: &mut Pass) -> Result<(Reply, Head, SocketAddr, Instant), Box<Error>> {
     let count = pass.origin.addrs.len();
     let mut attempt = 0;
     let mut pooled_failed = false;
@@ -793,7 +810,7 @@ async fn ask(pass: &mut Pass) -> Result<(HttpSession, SocketAddr, Instant), Box<
             pool_take(addr, pass.idle_timeout.unwrap_or(POOL_IDLE))
         };
         let reused = pooled.is_some();
-        let connection = match pooled {
+        let mut connection = match pooled {
             Some(connection) => connection,
             None => match connect(addr, &pass.origin.host, pass.connect_timeout).await {
                 Ok(connection) => connection,
@@ -806,31 +823,15 @@ async fn ask(pass: &mut Pass) -> Result<(HttpSession, SocketAddr, Instant), Box<
             },
         };
         let sent = Instant::now();
-        let (mut session, written) = if pass.head_only {
-            let request = match pass.upstream.take() {
-                Some(request) => request,
-                None => rebuilt(pass).ok_or_else(|| {
-                    Error::explain(
-                        ErrorType::InternalError,
-                        "the request could not be built again",
-                    )
-                })?,
-            };
-            let mut session = HttpSession::new(connection);
-            let written = session.write_request_header(request).await.map(|_| ());
-            (session, written)
-        } else {
-            let mut connection = connection;
-            let written = write_wire(&mut connection, &pass.wire).await;
-            (HttpSession::new(connection), written)
-        };
-        session.read_timeout = Some(pass.read_timeout);
-        let asked = match written {
-            Ok(()) => session.read_response().await.map(|_| ()),
+        let asked = match write_wire(&mut connection, &pass.wire).await {
+            Ok(()) => {
+                let mut reply = Reply::new(connection, pass.read_timeout);
+                reply.head(pass.head_only).await.map(|head| (reply, head))
+            }
             Err(e) => Err(e),
         };
         match asked {
-            Ok(()) => return Ok((session, addr, sent)),
+            Ok((reply, head)) => return Ok((reply, head, addr, sent)),
             Err(_) if reused => pooled_failed = true,
             Err(e) if attempt + 1 < count => {
                 tracing::debug!(ray = %pass.ray, "asking an origin: {e}");
@@ -840,19 +841,6 @@ async fn ask(pass: &mut Pass) -> Result<(HttpSession, SocketAddr, Instant), Box<
             Err(e) => return Err(e.into_up()),
         }
     }
-}
-
-/// The HEAD for the origin, built again for a retry.
-fn rebuilt(pass: &Pass) -> Option<Box<RequestHeader>> {
-    let to = ToOrigin {
-        client: pass.client,
-        https: pass.https,
-        origin: &pass.origin,
-        ray: &pass.ray,
-        cache_asked: pass.learn.is_some(),
-    };
-    let (upstream, _) = upstream_request(&pass.raw, &pass.target, &to)?;
-    Some(upstream)
 }
 
 /// Writes a request given as bytes, as the engine's client writes one.

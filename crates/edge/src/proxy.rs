@@ -1290,12 +1290,28 @@ pub(crate) struct OriginFilter {
 
 impl OriginFilter {
     pub(crate) fn new(resp: &ResponseHeader, peer: Option<SocketAddr>) -> Self {
-        let hop = resp.status != http::StatusCode::SWITCHING_PROTOCOLS;
+        Self::of_fields(
+            resp.status == http::StatusCode::SWITCHING_PROTOCOLS,
+            || {
+                resp.headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+            },
+            peer,
+        )
+    }
+
+    /// The filter for a header given as its fields (`upgrade`: a 101).
+    pub(crate) fn of_fields<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(
+        upgrade: bool,
+        fields: impl Fn() -> I,
+        peer: Option<SocketAddr>,
+    ) -> Self {
+        let hop = !upgrade;
         let mut named: Vec<http::HeaderName> = if hop {
-            resp.headers
-                .get_all(http::header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
+            fields()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+                .filter_map(|(_, value)| std::str::from_utf8(value).ok())
                 .flat_map(headers::connection_listed)
                 .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
                 .collect()
@@ -1306,15 +1322,30 @@ impl OriginFilter {
             let mut text = [0u8; 64];
             let len = ip_text(peer.ip(), &mut text);
             let ip = &text[..len];
-            for (name, value) in &resp.headers {
-                let names_it =
-                    !ip.is_empty() && value.as_bytes().windows(ip.len()).any(|w| w == ip);
-                if names_it && !named.contains(name) {
-                    named.push(name.clone());
+            for (name, value) in fields() {
+                let names_it = !ip.is_empty() && value.windows(ip.len()).any(|w| w == ip);
+                if names_it
+                    && !named
+                        .iter()
+                        .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+                    && let Ok(name) = http::HeaderName::from_bytes(name)
+                {
+                    named.push(name);
                 }
             }
         }
         Self { hop, named }
+    }
+
+    /// As [`OriginFilter::drops`], for a name as sent.
+    pub(crate) fn drops_name(&self, name: &[u8]) -> bool {
+        (self.hop
+            && (name.eq_ignore_ascii_case(b"keep-alive")
+                || name.eq_ignore_ascii_case(b"proxy-connection")))
+            || self
+                .named
+                .iter()
+                .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
     }
 
     pub(crate) fn drops(&self, name: &http::HeaderName) -> bool {
@@ -1349,7 +1380,7 @@ fn says_no_store(headers: &http::HeaderMap) -> bool {
 
 /// An address as text, as `Display` writes it, into `out`; its length. IPv4 is written here
 /// without the formatting machinery (this runs on every origin answer).
-fn ip_text(ip: std::net::IpAddr, out: &mut [u8; 64]) -> usize {
+pub(crate) fn ip_text(ip: std::net::IpAddr, out: &mut [u8; 64]) -> usize {
     use std::io::Write as _;
     match ip {
         std::net::IpAddr::V4(v4) => {
