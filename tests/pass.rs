@@ -79,6 +79,12 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
             );
             let _ = stream.write_all(out.as_bytes());
             return;
+        } else if path.starts_with("/coded.png") {
+            // A transfer coding beside a length: the body ends with the close, and the bytes
+            // after the (ignored) length must never read as a second answer.
+            let out = "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nCache-Control: no-store\r\nTransfer-Encoding: gzip\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nX-Smuggled: 1\r\nContent-Length: 0\r\n\r\n";
+            let _ = stream.write_all(out.as_bytes());
+            return;
         } else if path.starts_with("/empty") {
             "HTTP/1.1 204 No Content\r\nX-Note: nothing\r\n\r\n".to_owned()
         } else if path.starts_with("/hints") {
@@ -377,6 +383,31 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
         assert_eq!(status, 200, "round {round}: {head}");
         assert!(body.starts_with("/second-fails.html"), "{body}");
     }
+
+    // A length beside a transfer coding never reaches the visitor, and the connection closes
+    // after a body that ends with the origin's close.
+    fetch(port, host, "/coded.png", &[]);
+    let before = metric(&node, "parapet_edge_direct_passes_total");
+    let mut visitor =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the edge");
+    visitor
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        visitor,
+        "GET /coded.png HTTP/1.1\r\nHost: {host}\r\n\r\nGET /coded.png HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    )
+    .expect("requests");
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut visitor, &mut answer).expect("the edge closes");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a header");
+    assert!(head.starts_with("http/1.1 200"), "{answer}");
+    assert!(!head.contains("content-length"), "{answer}");
+    assert!(head.contains("connection: close"), "{answer}");
+    assert!(body.starts_with("http/1.1 200 ok\r\nx-smuggled"), "{answer}");
+    assert_eq!(answer.matches("cf-ray").count(), 1, "{answer}");
+    assert_eq!(passes_reach(&node, before + 1), before + 1);
 
     // An origin that refuses: the page, in the format asked for, as the engine's.
     let down = "down.pass.test";

@@ -6,8 +6,9 @@
 //! It does what the HTTP engine does for such a request (same routing, header policy, origin
 //! failover and retries, error pages, compression, framing and log line) without the engine's
 //! per-request machinery: no session or proxy state machine, no task per body chunk, and a
-//! connection pool of its own per worker thread. The origin's side is spoken by the engine's
-//! own HTTP/1 client, so its response is parsed and validated as the engine would. Anything
+//! connection pool of its own per worker thread. The origin's answer is read by
+//! [`crate::reply`], which frames and refuses answers as the engine's HTTP/1 client does
+//! without building the engine's header map. Anything
 //! else goes to the engine, which reads the same bytes: every case [`crate::hit`] sends there,
 //! HTTP/1.0 visitors, HTTPS or HTTP/2 to the origin, origins outside Parapet's zones, redirects,
 //! and a URL the cache may hold.
@@ -486,7 +487,7 @@ pub(crate) async fn send(stream: &mut Stream, pass: Box<Pass>, proxy: &EdgeProxy
 async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> Ended {
     let (mut reply, mut head, addr, sent) = match ask(pass).await {
         Ok(asked) => asked,
-        Err(e) => return error_answer(stream, pass, &e).await,
+        Err(e) => return Box::pin(error_answer(stream, pass, &e)).await,
     };
     let mut informational = 0;
     while head.status.is_informational() {
@@ -495,20 +496,20 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         informational += 1;
         if head.status == http::StatusCode::SWITCHING_PROTOCOLS || informational > 8 {
             let e = Error::explain(ErrorType::InvalidHTTPHeader, "unexpected 1xx");
-            return error_answer(stream, pass, &e.into_up()).await;
+            return Box::pin(error_answer(stream, pass, &e.into_up())).await;
         }
         if head.status != http::StatusCode::CONTINUE {
             let Some(resp) = head.to_header(|_| true) else {
                 let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
-                return error_answer(stream, pass, &e.into_up()).await;
+                return Box::pin(error_answer(stream, pass, &e.into_up())).await;
             };
-            if !write_informational(stream, pass, Box::new(resp), addr).await {
+            if !Box::pin(write_informational(stream, pass, Box::new(resp), addr)).await {
                 return closed(0);
             }
         }
         head = match reply.head(pass.head_only).await {
             Ok(head) => head,
-            Err(e) => return error_answer(stream, pass, &e.into_up()).await,
+            Err(e) => return Box::pin(error_answer(stream, pass, &e.into_up())).await,
         };
     }
     let origin_time = sent.elapsed();
@@ -538,7 +539,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     }) = answer_head(pass, &head, &filter, end, no_body)
     else {
         let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
-        return error_answer(stream, pass, &e.into_up()).await;
+        return Box::pin(error_answer(stream, pass, &e.into_up())).await;
     };
     drop(head);
     let keep_alive = pass.keep_alive && framed;
@@ -812,7 +813,7 @@ async fn ask(pass: &mut Pass) -> Result<(Reply, Head, SocketAddr, Instant), Box<
         let reused = pooled.is_some();
         let mut connection = match pooled {
             Some(connection) => connection,
-            None => match connect(addr, &pass.origin.host, pass.connect_timeout).await {
+            None => match Box::pin(connect(addr, &pass.origin.host, pass.connect_timeout)).await {
                 Ok(connection) => connection,
                 Err(e) if attempt + 1 < count => {
                     tracing::debug!(ray = %pass.ray, "connecting to an origin: {e}");

@@ -1370,7 +1370,9 @@ fn says_no_store(headers: &http::HeaderMap) -> bool {
         .iter()
         .any(|value| {
             let value = value.as_bytes();
+            // The parser finds a directive only at the start or after a delimiter.
             !value.contains(&b'"')
+                && !value.first().is_some_and(u8::is_ascii_whitespace)
                 && value.split(|&b| b == b',').any(|directive| {
                     let name = directive.split(|&b| b == b'=').next().unwrap_or(directive);
                     name.trim_ascii().eq_ignore_ascii_case(b"no-store")
@@ -1614,6 +1616,7 @@ mod tests {
             ("private=\"x, no-store\"", false),
             ("no-storex", false),
             ("a no-store", false),
+            (" no-store", false),
             ("max-age=60", false),
         ];
         for (value, plain) in cases {

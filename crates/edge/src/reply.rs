@@ -22,9 +22,9 @@ const MAX_HEAD: usize = 1024 * 1024 - 1;
 const MAX_FIELDS: usize = 256;
 /// Room made for each read.
 const READ_ROOM: usize = 16 * 1024;
-/// Largest chunk-size line and trailer section accepted.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
+/// Largest chunk-size line and trailer section accepted (the engine client's limits).
+const MAX_CHUNK_LINE: usize = 8 * 1024;
+const MAX_TRAILERS: usize = 64 * 1024;
 
 /// A part of the header's bytes.
 #[derive(Clone, Copy, Debug)]
@@ -168,6 +168,14 @@ impl Reply {
                 if head.fields().any(|(_, value)| needs_normalizing(value)) {
                     head = normalized(head);
                 }
+                // A transfer coding overrides a length, which must not reach the visitor with
+                // it (RFC 9112 §6.3): the engine's client drops the length too.
+                if head.has("transfer-encoding") {
+                    let raw = head.raw.clone();
+                    head.fields.retain(|(name, _)| {
+                        !name.get(&raw).eq_ignore_ascii_case(b"content-length")
+                    });
+                }
                 self.frame(&head, head_only)?;
                 return Ok(head);
             }
@@ -186,6 +194,10 @@ impl Reply {
     /// How the body of `head` is framed, and whether the connection may be reused after it.
     fn frame(&mut self, head: &Head, head_only: bool) -> Result<(), Box<Error>> {
         let status = head.status.as_u16();
+        // Lengths are checked (differing or invalid ones are refused), 1xx answers' too, unless
+        // a transfer coding frames the body.
+        let coded = head.has("transfer-encoding");
+        let length = if coded { None } else { content_length(head)? };
         if head.status.is_informational() {
             self.framing = Framing::Done;
             return Ok(());
@@ -195,10 +207,6 @@ impl Reply {
                 .next()
                 .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
         });
-        let coded = head.has("transfer-encoding");
-        // Lengths are checked (differing or invalid ones are refused) unless a transfer coding
-        // frames the body.
-        let length = if coded { None } else { content_length(head)? };
         self.framing = if head_only || matches!(status, 204 | 304) {
             Framing::Done
         } else if last_coding_chunked {
@@ -334,7 +342,14 @@ impl Reply {
                         break;
                     };
                     let line = self.buf.split_to(end + 1);
-                    if line.as_ref() == b"\r\n" || line.as_ref() == b"\n" {
+                    // Lines end in CRLF, with no other CR (as the engine's client reads them).
+                    let Some(content) = line.strip_suffix(b"\r\n") else {
+                        return Err(invalid("trailer line not ended by CRLF"));
+                    };
+                    if content.contains(&b'\r') {
+                        return Err(invalid("CR in a trailer line"));
+                    }
+                    if content.is_empty() {
                         self.framing = Framing::Done;
                         return Ok(None);
                     }
@@ -485,13 +500,15 @@ fn content_length(head: &Head) -> Result<Option<u64>, Box<Error>> {
     Ok(length)
 }
 
-/// What a `Connection` value says of keeping the connection open: `keep-alive` yes, `close`
-/// no, else nothing.
+/// What a `Connection` value says of keeping the connection open, as the engine's client reads
+/// it: `keep-alive` alone yes, a `close` among its tokens no, else nothing.
 fn connection_says(value: &[u8]) -> Option<bool> {
-    let tokens = || value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
-    if tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive")) {
+    if value.trim_ascii().eq_ignore_ascii_case(b"keep-alive") {
         Some(true)
-    } else if tokens().any(|t| t.eq_ignore_ascii_case(b"close")) {
+    } else if value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    {
         Some(false)
     } else {
         None
@@ -703,6 +720,82 @@ mod tests {
             );
             origin.abort();
         }
+    }
+
+    #[tokio::test]
+    async fn a_length_beside_a_transfer_coding_is_dropped() {
+        for (answer, body, kept) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"[..],
+                &b"ok"[..],
+                true,
+            ),
+            // Not chunked last: the body ends with the connection, whatever the length says.
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                false,
+            ),
+        ] {
+            let (mut reply, origin) = reply_to(&[answer], true).await;
+            let head = reply.head(false).await.expect("head");
+            assert!(!head.has("content-length"), "{}", answer.escape_ascii());
+            assert_eq!(whole_body(&mut reply).await.expect("body"), body);
+            assert_eq!(reply.reusable().is_some(), kept);
+            origin.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_close_among_connection_tokens_wins() {
+        for (connection, kept) in [
+            ("keep-alive, close", false),
+            ("close", false),
+            ("Keep-Alive", true),
+            ("foo", true),
+        ] {
+            let answer =
+                format!("HTTP/1.1 200 OK\r\nConnection: {connection}\r\nContent-Length: 0\r\n\r\n");
+            let (mut reply, origin) = reply_to(&[answer.as_bytes()], false).await;
+            reply.head(false).await.expect("head");
+            assert_eq!(reply.reusable().is_some(), kept, "{connection}");
+            origin.abort();
+        }
+        // HTTP/1.0 keeps a connection only for `keep-alive` alone.
+        let (mut reply, origin) = reply_to(
+            &[b"HTTP/1.0 200 OK\r\nConnection: keep-alive, foo\r\nContent-Length: 0\r\n\r\n"],
+            false,
+        )
+        .await;
+        reply.head(false).await.expect("head");
+        assert!(reply.reusable().is_none());
+        origin.abort();
+    }
+
+    #[tokio::test]
+    async fn trailer_lines_must_end_in_crlf() {
+        for trailers in [&b"X: 1\n\r\n"[..], b"\n", b"X: a\rb\r\n\r\n"] {
+            let mut answer =
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n".to_vec();
+            answer.extend_from_slice(trailers);
+            let (mut reply, origin) = reply_to(&[&answer], false).await;
+            reply.head(false).await.expect("head");
+            let e = whole_body(&mut reply).await.expect_err("refused");
+            assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader);
+            origin.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn informational_answers_with_bad_lengths_are_refused() {
+        let (mut reply, origin) = reply_to(
+            &[b"HTTP/1.1 103 Early Hints\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"],
+            false,
+        )
+        .await;
+        let e = reply.head(false).await.expect_err("refused");
+        assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader);
+        origin.abort();
     }
 
     #[tokio::test]
