@@ -67,7 +67,12 @@ fn proxied_records_answer_with_edge_addresses_and_hide_the_origin() {
     rec(json!({"type": "A", "name": "direct", "content": "192.0.2.2", "ttl": 120}));
     rec(json!({"type": "MX", "name": "@", "content": "direct.shop.example", "priority": 10}));
     rec(json!({"type": "TXT", "name": "www", "content": "verification=1"}));
-    wait_served(dns, "www.shop.example");
+    // The last record served means every earlier one is (changes are published in order).
+    eventually(Duration::from_secs(5), "the DNS index to catch up", || {
+        !ask(dns, "www.shop.example", RecordType::TXT)
+            .answers
+            .is_empty()
+    });
 
     let a = ask(dns, "www.shop.example", RecordType::A);
     assert!(a.metadata.authoritative);

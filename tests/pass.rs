@@ -405,7 +405,10 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
     assert!(head.starts_with("http/1.1 200"), "{answer}");
     assert!(!head.contains("content-length"), "{answer}");
     assert!(head.contains("connection: close"), "{answer}");
-    assert!(body.starts_with("http/1.1 200 ok\r\nx-smuggled"), "{answer}");
+    assert!(
+        body.starts_with("http/1.1 200 ok\r\nx-smuggled"),
+        "{answer}"
+    );
     assert_eq!(answer.matches("cf-ray").count(), 1, "{answer}");
     assert_eq!(passes_reach(&node, before + 1), before + 1);
 

@@ -30,14 +30,13 @@ use parapet_model::rules::CacheParameters;
 use parapet_model::settings::SslMode;
 use pingora::cache::predictor::CacheablePredictor as _;
 use pingora::cache::{CacheKey, RespCacheable};
-use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
 use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::protocols::http::v1::client::http_req_header_to_wire;
-use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::errors::{EdgeError, error_page};
 use crate::headers::CDN_LOOP_TOKEN;
@@ -82,6 +81,12 @@ fn is_token(b: u8) -> bool {
 
 /// Idle origin connections kept per origin address and worker thread.
 const POOL_PER_ORIGIN: usize = 128;
+
+/// An idle origin connection with the buffer its answers are read into.
+type Kept = (TcpStream, BytesMut);
+
+/// Largest read buffer kept with an idle origin connection.
+const KEPT_BUFFER: usize = 64 * 1024;
 
 /// How long an idle origin connection is kept when the zone sets no idle timeout.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -811,10 +816,10 @@ async fn ask(pass: &mut Pass) -> Result<(Reply, Head, SocketAddr, Instant), Box<
             pool_take(addr, pass.idle_timeout.unwrap_or(POOL_IDLE))
         };
         let reused = pooled.is_some();
-        let mut connection = match pooled {
-            Some(connection) => connection,
-            None => match Box::pin(connect(addr, &pass.origin.host, pass.connect_timeout)).await {
-                Ok(connection) => connection,
+        let (mut connection, buf) = match pooled {
+            Some(kept) => kept,
+            None => match Box::pin(connect(addr, pass.connect_timeout)).await {
+                Ok(connection) => (connection, BytesMut::new()),
                 Err(e) if attempt + 1 < count => {
                     tracing::debug!(ray = %pass.ray, "connecting to an origin: {e}");
                     attempt += 1;
@@ -826,7 +831,7 @@ async fn ask(pass: &mut Pass) -> Result<(Reply, Head, SocketAddr, Instant), Box<
         let sent = Instant::now();
         let asked = match write_wire(&mut connection, &pass.wire).await {
             Ok(()) => {
-                let mut reply = Reply::new(connection, pass.read_timeout);
+                let mut reply = Reply::new(connection, buf, pass.read_timeout);
                 reply.head(pass.head_only).await.map(|head| (reply, head))
             }
             Err(e) => Err(e),
@@ -845,7 +850,7 @@ async fn ask(pass: &mut Pass) -> Result<(Reply, Head, SocketAddr, Instant), Box<
 }
 
 /// Writes a request given as bytes, as the engine's client writes one.
-async fn write_wire(connection: &mut Stream, wire: &[u8]) -> Result<(), Box<Error>> {
+async fn write_wire(connection: &mut TcpStream, wire: &[u8]) -> Result<(), Box<Error>> {
     connection
         .write_all(wire)
         .await
@@ -856,20 +861,35 @@ async fn write_wire(connection: &mut Stream, wire: &[u8]) -> Result<(), Box<Erro
         .map_err(|e| Error::because(ErrorType::WriteError, "flushing the request", e))
 }
 
-async fn connect(addr: SocketAddr, host: &str, timeout: Duration) -> Result<Stream, Box<Error>> {
-    static CONNECTOR: std::sync::LazyLock<TransportConnector> =
-        std::sync::LazyLock::new(|| TransportConnector::new(None));
-    let mut peer = HttpPeer::new(addr, false, host.to_owned());
-    peer.options.connection_timeout = Some(timeout);
-    peer.options.total_connection_timeout = Some(timeout);
-    CONNECTOR.new_stream(&peer).await
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Box<Error>> {
+    let context = || format!("connecting to {addr}");
+    let connection = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(connection)) => connection,
+        // Failures are told apart as the engine's connector tells them apart.
+        Ok(Err(e)) => {
+            let kind = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,
+                std::io::ErrorKind::TimedOut => ErrorType::ConnectTimedout,
+                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable => {
+                    ErrorType::ConnectNoRoute
+                }
+                _ => ErrorType::ConnectError,
+            };
+            return Err(Error::because(kind, context(), e));
+        }
+        Err(_) => return Err(Error::explain(ErrorType::ConnectTimedout, context())),
+    };
+    connection
+        .set_nodelay(true)
+        .map_err(|e| Error::because(ErrorType::ConnectError, context(), e))?;
+    Ok(connection)
 }
 
 /// Idle origin connections of one worker thread, by address, newest last: each with when it
 /// became idle and how long it may stay.
 #[derive(Default)]
 struct Pool {
-    idle: HashMap<SocketAddr, Vec<(Stream, Instant, Duration)>>,
+    idle: HashMap<SocketAddr, Vec<(Kept, Instant, Duration)>>,
     swept: Option<Instant>,
 }
 
@@ -879,8 +899,7 @@ thread_local! {
 
 /// Every second at most, idle connections that were kept too long or that their origin
 /// closed are dropped, whatever their origin.
-fn sweep(pool: &mut Pool) {
-    let now = Instant::now();
+fn sweep(pool: &mut Pool, now: Instant) {
     if pool
         .swept
         .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
@@ -889,7 +908,7 @@ fn sweep(pool: &mut Pool) {
     }
     pool.swept = Some(now);
     pool.idle.retain(|_, idle_ones| {
-        idle_ones.retain_mut(|(connection, since, limit)| {
+        idle_ones.retain_mut(|((connection, _), since, limit)| {
             now.duration_since(*since) < *limit && still_open(connection)
         });
         !idle_ones.is_empty()
@@ -897,36 +916,44 @@ fn sweep(pool: &mut Pool) {
 }
 
 /// An idle connection to `addr` that is still open and has sent nothing since.
-fn pool_take(addr: SocketAddr, idle: Duration) -> Option<Stream> {
+fn pool_take(addr: SocketAddr, idle: Duration) -> Option<Kept> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        sweep(&mut pool);
+        let now = Instant::now();
+        sweep(&mut pool, now);
         let pool = &mut pool.idle;
         let idle_ones = pool.get_mut(&addr)?;
-        while let Some((mut connection, since, _)) = idle_ones.pop() {
-            if since.elapsed() < idle && still_open(&mut connection) {
-                return Some(connection);
+        while let Some(((mut connection, buf), since, _)) = idle_ones.pop() {
+            if now.duration_since(since) < idle && still_open(&mut connection) {
+                return Some((connection, buf));
             }
         }
         None
     })
 }
 
-fn pool_put(addr: SocketAddr, connection: Stream, idle: Duration) {
+fn pool_put(addr: SocketAddr, (connection, buf): Kept, idle: Duration) {
+    // A buffer a large answer grew is not kept.
+    let buf = if buf.capacity() > KEPT_BUFFER {
+        BytesMut::new()
+    } else {
+        buf
+    };
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        sweep(&mut pool);
+        let now = Instant::now();
+        sweep(&mut pool, now);
         let idle_ones = pool.idle.entry(addr).or_default();
         if idle_ones.len() >= POOL_PER_ORIGIN {
             idle_ones.remove(0);
         }
-        idle_ones.push((connection, Instant::now(), idle));
+        idle_ones.push(((connection, buf), now, idle));
     });
 }
 
 /// Whether an idle connection can be used: nothing to read yet (a close or stray bytes mean it
 /// cannot).
-fn still_open(connection: &mut Stream) -> bool {
+fn still_open(connection: &mut TcpStream) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
@@ -1056,15 +1083,14 @@ async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
 
     /// A connection to `listener`'s address, as the pool keeps it, and the origin's end.
-    async fn connection(listener: &TcpListener) -> (Stream, TcpStream) {
+    async fn connection(listener: &TcpListener) -> (Kept, TcpStream) {
         let addr = listener.local_addr().expect("addr");
         let client = TcpStream::connect(addr).await.expect("connect");
         let (origin, _) = listener.accept().await.expect("accept");
-        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(client));
-        (stream, origin)
+        ((client, BytesMut::new()), origin)
     }
 
     #[tokio::test(flavor = "current_thread")]

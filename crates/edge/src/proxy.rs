@@ -1321,9 +1321,9 @@ impl OriginFilter {
         if let Some(peer) = peer {
             let mut text = [0u8; 64];
             let len = ip_text(peer.ip(), &mut text);
-            let ip = &text[..len];
+            let ip = memchr::memmem::Finder::new(&text[..len]);
             for (name, value) in fields() {
-                let names_it = !ip.is_empty() && value.windows(ip.len()).any(|w| w == ip);
+                let names_it = len > 0 && ip.find(value).is_some();
                 if names_it
                     && !named
                         .iter()

@@ -13,9 +13,9 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use pingora::http::ResponseHeader;
 use pingora::prelude::fast_timeout::fast_timeout;
-use pingora::protocols::Stream;
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 /// Largest header accepted, and most fields (the engine client's limits).
 const MAX_HEAD: usize = 1024 * 1024 - 1;
@@ -124,7 +124,7 @@ enum Chunk {
 
 /// A connection to an origin with its answer on the way.
 pub(crate) struct Reply {
-    stream: Stream,
+    stream: TcpStream,
     buf: BytesMut,
     timeout: Duration,
     framing: Framing,
@@ -137,10 +137,11 @@ fn invalid(why: &'static str) -> Box<Error> {
 }
 
 impl Reply {
-    pub(crate) fn new(stream: Stream, timeout: Duration) -> Self {
+    /// `buf`: a buffer to read into (kept with the connection between requests).
+    pub(crate) fn new(stream: TcpStream, buf: BytesMut, timeout: Duration) -> Self {
         Self {
             stream,
-            buf: BytesMut::new(),
+            buf,
             timeout,
             framing: Framing::Done,
             keep_alive: false,
@@ -364,11 +365,11 @@ impl Reply {
         Ok(None)
     }
 
-    /// The connection, when it may carry another request: the body read whole, nothing sent
-    /// past it, and the origin keeping it open.
-    pub(crate) fn reusable(self) -> Option<Stream> {
+    /// The connection and its buffer, when it may carry another request: the body read whole,
+    /// nothing sent past it, and the origin keeping it open.
+    pub(crate) fn reusable(self) -> Option<(TcpStream, BytesMut)> {
         (self.keep_alive && self.framing == Framing::Done && self.buf.is_empty())
-            .then_some(self.stream)
+            .then_some((self.stream, self.buf))
     }
 }
 
@@ -540,8 +541,10 @@ mod tests {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });
-        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(client));
-        (Reply::new(stream, Duration::from_secs(2)), origin)
+        (
+            Reply::new(client, BytesMut::new(), Duration::from_secs(2)),
+            origin,
+        )
     }
 
     async fn whole_body(reply: &mut Reply) -> Result<Vec<u8>, Box<Error>> {
