@@ -153,10 +153,23 @@ impl Reply {
         if self.buf.capacity() - self.buf.len() < READ_ROOM / 4 {
             self.buf.reserve(READ_ROOM);
         }
-        match fast_timeout(self.timeout, self.stream.read_buf(&mut self.buf)).await {
-            Ok(Ok(n)) => Ok(n > 0),
-            Ok(Err(e)) => Err(Error::because(ErrorType::ReadError, reading, e)),
-            Err(_) => Err(Error::explain(ErrorType::ReadTimedout, reading)),
+        // What has arrived already is read without a timer (and, read as the timed read is,
+        // a read that leaves room clears the socket's readiness).
+        let mut read = std::pin::pin!(self.stream.read_buf(&mut self.buf));
+        let now = std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+            std::task::Poll::Ready(read) => std::task::Poll::Ready(Some(read)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        let read = match now {
+            Some(read) => read,
+            None => fast_timeout(self.timeout, read)
+                .await
+                .map_err(|_| Error::explain(ErrorType::ReadTimedout, reading))?,
+        };
+        match read {
+            Ok(n) => Ok(n > 0),
+            Err(e) => Err(Error::because(ErrorType::ReadError, reading, e)),
         }
     }
 
