@@ -560,6 +560,19 @@ mod tests {
         )
     }
 
+    /// The kind of error reading `answer` (its header, then its body) ends with; `close`: the
+    /// origin closes after it.
+    async fn failure_of(answer: &[u8], close: bool) -> ErrorType {
+        let (mut reply, origin) = reply_to(&[answer], close).await;
+        reply.timeout = Duration::from_millis(300);
+        let e = match reply.head(false).await {
+            Err(e) => e,
+            Ok(_) => whole_body(&mut reply).await.expect_err("a broken answer"),
+        };
+        origin.abort();
+        e.etype().clone()
+    }
+
     async fn whole_body(reply: &mut Reply) -> Result<Vec<u8>, Box<Error>> {
         let mut body = Vec::new();
         while let Some(piece) = reply.body().await? {
@@ -674,10 +687,12 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 0x2\r\n\r\nok",
             b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\nok",
         ] {
-            let (mut reply, origin) = reply_to(&[answer], false).await;
-            let e = reply.head(false).await.expect_err("refused");
-            assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader);
-            origin.abort();
+            assert_eq!(
+                failure_of(answer, false).await,
+                ErrorType::InvalidHTTPHeader,
+                "{}",
+                answer.escape_ascii()
+            );
         }
     }
 
@@ -700,14 +715,12 @@ mod tests {
             (b"", false, ErrorType::ReadTimedout),
         ];
         for (answer, close, kind) in cases {
-            let (mut reply, origin) = reply_to(&[answer], close).await;
-            reply.timeout = Duration::from_millis(300);
-            let e = match reply.head(false).await {
-                Err(e) => e,
-                Ok(_) => whole_body(&mut reply).await.expect_err("a broken body"),
-            };
-            assert_eq!(e.etype(), &kind, "{}", answer.escape_ascii());
-            origin.abort();
+            assert_eq!(
+                failure_of(answer, close).await,
+                kind,
+                "{}",
+                answer.escape_ascii()
+            );
         }
     }
 
@@ -794,24 +807,20 @@ mod tests {
             let mut answer =
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n".to_vec();
             answer.extend_from_slice(trailers);
-            let (mut reply, origin) = reply_to(&[&answer], false).await;
-            reply.head(false).await.expect("head");
-            let e = whole_body(&mut reply).await.expect_err("refused");
-            assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader);
-            origin.abort();
+            assert_eq!(
+                failure_of(&answer, false).await,
+                ErrorType::InvalidHTTPHeader
+            );
         }
     }
 
     #[tokio::test]
     async fn informational_answers_with_bad_lengths_are_refused() {
-        let (mut reply, origin) = reply_to(
-            &[b"HTTP/1.1 103 Early Hints\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"],
-            false,
-        )
-        .await;
-        let e = reply.head(false).await.expect_err("refused");
-        assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader);
-        origin.abort();
+        let answer = b"HTTP/1.1 103 Early Hints\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(
+            failure_of(answer, false).await,
+            ErrorType::InvalidHTTPHeader
+        );
     }
 
     #[tokio::test]
