@@ -1321,9 +1321,15 @@ impl OriginFilter {
         if let Some(peer) = peer {
             let mut text = [0u8; 64];
             let len = ip_text(peer.ip(), &mut text);
-            let ip = memchr::memmem::Finder::new(&text[..len]);
+            let ip = &text[..len];
+            // Values are short: each place the address's first byte occurs is compared.
+            let names = |value: &[u8]| {
+                ip.first().is_some_and(|&first| {
+                    memchr::memchr_iter(first, value).any(|at| value[at..].starts_with(ip))
+                })
+            };
             for (name, value) in fields() {
-                let names_it = len > 0 && ip.find(value).is_some();
+                let names_it = names(value);
                 if names_it
                     && !named
                         .iter()
