@@ -891,6 +891,8 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Box<E
 struct Pool {
     idle: HashMap<SocketAddr, Vec<(Kept, Instant, Duration)>>,
     swept: Option<Instant>,
+    /// A task sweeps this pool while it holds connections, traffic or not.
+    sweeping: bool,
 }
 
 thread_local! {
@@ -948,7 +950,39 @@ fn pool_put(addr: SocketAddr, (connection, buf): Kept, idle: Duration) {
             idle_ones.remove(0);
         }
         idle_ones.push(((connection, buf), now, idle));
+        if !pool.sweeping {
+            pool.sweeping = start_sweeping();
+        }
     });
+}
+
+/// Starts the task that sweeps this thread's pool every second until it is empty, so that
+/// connections an origin closed or that were kept too long are let go even when no request
+/// comes (each worker runs its own single-threaded runtime, where the task stays on this
+/// thread); whether it started.
+fn start_sweeping() -> bool {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return false;
+    };
+    if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+        return false;
+    }
+    runtime.spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let done = POOL.with(|pool| {
+                let mut pool = pool.borrow_mut();
+                pool.swept = None;
+                sweep(&mut pool, Instant::now());
+                pool.sweeping = !pool.idle.is_empty();
+                !pool.sweeping
+            });
+            if done {
+                return;
+            }
+        }
+    });
+    true
 }
 
 /// Whether an idle connection can be used: nothing to read yet (a close or stray bytes mean it
@@ -1138,6 +1172,22 @@ mod tests {
         let elsewhere = SocketAddr::from(([127, 0, 0, 1], 9));
         assert!(pool_take(elsewhere, idle).is_none());
         POOL.with(|pool| assert!(!pool.borrow().idle.contains_key(&addr), "swept"));
+    }
+
+    #[tokio::test]
+    async fn connections_the_origin_closes_are_let_go_without_further_requests() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (kept, origin) = connection(&listener).await;
+        pool_put(addr, kept, Duration::from_secs(60));
+        drop(origin);
+        // No request comes: the pool's own task lets the connection go, then stops.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        POOL.with(|pool| {
+            let pool = pool.borrow();
+            assert!(!pool.idle.contains_key(&addr), "let go");
+            assert!(!pool.sweeping, "the task stopped with the pool empty");
+        });
     }
 
     #[test]
