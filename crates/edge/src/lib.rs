@@ -185,20 +185,12 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// accepted, so its first request is served even when the edge is stopping (the drain grace
 /// bounds the wait).
 async fn wait_for_bytes(stream: &mut Stream, buf: &mut [u8]) -> bool {
-    let mut peek = stream.try_peek(buf);
-    // Bytes that have arrived already need no timer.
-    let now = std::future::poll_fn(|cx| match peek.as_mut().poll(cx) {
-        std::task::Poll::Ready(peeked) => std::task::Poll::Ready(Some(peeked)),
-        std::task::Poll::Pending => std::task::Poll::Ready(None),
-    })
-    .await;
-    match now {
-        Some(peeked) => peeked.is_ok(),
-        None => matches!(
-            pingora::prelude::fast_timeout::fast_timeout(IDLE_TIMEOUT, peek).await,
-            Ok(Ok(_))
-        ),
-    }
+    // The engine's shared coarse timer: polled first, the peek arms it only when it has to wait
+    // (tokio's timer woke the runtime with a write each time it was armed).
+    matches!(
+        pingora::prelude::fast_timeout::fast_timeout(IDLE_TIMEOUT, stream.try_peek(buf)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// As [`wait_for_bytes`], for a kept-alive connection between requests: false as soon as the

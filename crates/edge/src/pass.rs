@@ -46,7 +46,7 @@ use crate::proxy::{
     browser_cache_control, cacheability, edge_error, from_origin, ip_text, normalized_encoding,
     to_origin, to_visitor,
 };
-use crate::reply::{Head, Reply};
+use crate::reply::{Head, KEPT_BUFFER, Reply};
 use crate::route::Origin;
 
 /// Request fields the engine strips before anything else (pingora's default request policy):
@@ -84,9 +84,6 @@ const POOL_PER_ORIGIN: usize = 128;
 
 /// An idle origin connection with the buffer its answers are read into.
 type Kept = (TcpStream, BytesMut);
-
-/// Largest read buffer kept with an idle origin connection.
-const KEPT_BUFFER: usize = 64 * 1024;
 
 /// How long an idle origin connection is kept when the zone sets no idle timeout.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -870,6 +867,11 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Box<E
             let kind = match e.kind() {
                 std::io::ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,
                 std::io::ErrorKind::TimedOut => ErrorType::ConnectTimedout,
+                // No local address or port to connect from: the edge's own failure, which the
+                // engine answers by closing the visitor's connection.
+                std::io::ErrorKind::AddrNotAvailable
+                | std::io::ErrorKind::AddrInUse
+                | std::io::ErrorKind::PermissionDenied => ErrorType::InternalError,
                 std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable => {
                     ErrorType::ConnectNoRoute
                 }
@@ -967,7 +969,20 @@ fn start_sweeping() -> bool {
     if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
         return false;
     }
+    /// Marks the pool unswept if the task ends early (its runtime stopping), so that a later
+    /// connection starts another.
+    struct Sweeping;
+    impl Drop for Sweeping {
+        fn drop(&mut self) {
+            let _ = POOL.try_with(|pool| {
+                if let Ok(mut pool) = pool.try_borrow_mut() {
+                    pool.sweeping = false;
+                }
+            });
+        }
+    }
     runtime.spawn(async {
+        let _sweeping = Sweeping;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let done = POOL.with(|pool| {

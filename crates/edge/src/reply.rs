@@ -22,6 +22,8 @@ const MAX_HEAD: usize = 1024 * 1024 - 1;
 const MAX_FIELDS: usize = 256;
 /// Room made for each read.
 const READ_ROOM: usize = 16 * 1024;
+/// Largest read buffer kept with an idle connection.
+pub(crate) const KEPT_BUFFER: usize = 64 * 1024;
 /// Largest chunk-size line and trailer section accepted (the engine client's limits).
 const MAX_CHUNK_LINE: usize = 8 * 1024;
 const MAX_TRAILERS: usize = 64 * 1024;
@@ -130,6 +132,9 @@ pub(crate) struct Reply {
     framing: Framing,
     /// Whether the origin lets the connection carry another request once the body is read.
     keep_alive: bool,
+    /// The buffer's allocation grew past [`KEPT_BUFFER`] (what is left of it after the bytes
+    /// handed on may look small while it still holds all of it).
+    grown: bool,
 }
 
 fn invalid(why: &'static str) -> Box<Error> {
@@ -145,6 +150,7 @@ impl Reply {
             timeout,
             framing: Framing::Done,
             keep_alive: false,
+            grown: false,
         }
     }
 
@@ -153,23 +159,15 @@ impl Reply {
         if self.buf.capacity() - self.buf.len() < READ_ROOM / 4 {
             self.buf.reserve(READ_ROOM);
         }
-        // What has arrived already is read without a timer (and, read as the timed read is,
-        // a read that leaves room clears the socket's readiness).
-        let mut read = std::pin::pin!(self.stream.read_buf(&mut self.buf));
-        let now = std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
-            std::task::Poll::Ready(read) => std::task::Poll::Ready(Some(read)),
-            std::task::Poll::Pending => std::task::Poll::Ready(None),
-        })
-        .await;
-        let read = match now {
-            Some(read) => read,
-            None => fast_timeout(self.timeout, read)
-                .await
-                .map_err(|_| Error::explain(ErrorType::ReadTimedout, reading))?,
-        };
-        match read {
-            Ok(n) => Ok(n > 0),
-            Err(e) => Err(Error::because(ErrorType::ReadError, reading, e)),
+        // Polled first, the read arms the timer only when it has to wait.
+        match fast_timeout(self.timeout, self.stream.read_buf(&mut self.buf)).await {
+            Ok(Ok(n)) => {
+                // A buffer grown past what a pooled connection keeps is not kept.
+                self.grown |= self.buf.capacity() > KEPT_BUFFER;
+                Ok(n > 0)
+            }
+            Ok(Err(e)) => Err(Error::because(ErrorType::ReadError, reading, e)),
+            Err(_) => Err(Error::explain(ErrorType::ReadTimedout, reading)),
         }
     }
 
@@ -381,8 +379,15 @@ impl Reply {
     /// The connection and its buffer, when it may carry another request: the body read whole,
     /// nothing sent past it, and the origin keeping it open.
     pub(crate) fn reusable(self) -> Option<(TcpStream, BytesMut)> {
-        (self.keep_alive && self.framing == Framing::Done && self.buf.is_empty())
-            .then_some((self.stream, self.buf))
+        if !(self.keep_alive && self.framing == Framing::Done && self.buf.is_empty()) {
+            return None;
+        }
+        let buf = if self.grown {
+            BytesMut::new()
+        } else {
+            self.buf
+        };
+        Some((self.stream, buf))
     }
 }
 
@@ -560,17 +565,20 @@ mod tests {
         )
     }
 
-    /// The kind of error reading `answer` (its header, then its body) ends with; `close`: the
-    /// origin closes after it.
-    async fn failure_of(answer: &[u8], close: bool) -> ErrorType {
+    /// The kind of error reading `answer` (its header, then its body) ends with, and whether
+    /// its header was refused; `close`: the origin closes after it.
+    async fn failure_of(answer: &[u8], close: bool) -> (ErrorType, bool) {
         let (mut reply, origin) = reply_to(&[answer], close).await;
         reply.timeout = Duration::from_millis(300);
-        let e = match reply.head(false).await {
-            Err(e) => e,
-            Ok(_) => whole_body(&mut reply).await.expect_err("a broken answer"),
+        let (e, at_head) = match reply.head(false).await {
+            Err(e) => (e, true),
+            Ok(_) => (
+                whole_body(&mut reply).await.expect_err("a broken answer"),
+                false,
+            ),
         };
         origin.abort();
-        e.etype().clone()
+        (e.etype().clone(), at_head)
     }
 
     async fn whole_body(reply: &mut Reply) -> Result<Vec<u8>, Box<Error>> {
@@ -689,7 +697,7 @@ mod tests {
         ] {
             assert_eq!(
                 failure_of(answer, false).await,
-                ErrorType::InvalidHTTPHeader,
+                (ErrorType::InvalidHTTPHeader, true),
                 "{}",
                 answer.escape_ascii()
             );
@@ -699,20 +707,28 @@ mod tests {
     #[tokio::test]
     async fn broken_answers_are_errors_of_the_engines_kinds() {
         // Garbage, a header cut by the close, bad chunks, a body cut short, silence.
-        let cases: [(&[u8], bool, ErrorType); 5] = [
-            (b"garbage\r\n\r\n", false, ErrorType::InvalidHTTPHeader),
-            (b"HTTP/1.1 200 OK\r\nX-A", true, ErrorType::ConnectionClosed),
+        let cases: [(&[u8], bool, (ErrorType, bool)); 5] = [
+            (
+                b"garbage\r\n\r\n",
+                false,
+                (ErrorType::InvalidHTTPHeader, true),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nX-A",
+                true,
+                (ErrorType::ConnectionClosed, true),
+            ),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
                 false,
-                ErrorType::InvalidHTTPHeader,
+                (ErrorType::InvalidHTTPHeader, false),
             ),
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
                 true,
-                ErrorType::ConnectionClosed,
+                (ErrorType::ConnectionClosed, false),
             ),
-            (b"", false, ErrorType::ReadTimedout),
+            (b"", false, (ErrorType::ReadTimedout, true)),
         ];
         for (answer, close, kind) in cases {
             assert_eq!(
@@ -776,6 +792,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_buffer_a_large_header_grew_is_not_kept_with_the_connection() {
+        let mut answer = b"HTTP/1.1 200 OK\r\n".to_vec();
+        // 200 fields of 500 bytes: a header of about 100 KiB.
+        for i in 0..200 {
+            answer.extend_from_slice(format!("X-Field-{i}: {}\r\n", "v".repeat(500)).as_bytes());
+        }
+        answer.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let (mut reply, origin) = reply_to(&[&answer], false).await;
+        reply.timeout = Duration::from_secs(5);
+        reply.head(false).await.expect("head");
+        let (_, buf) = reply.reusable().expect("kept");
+        assert_eq!(buf.capacity(), 0, "a fresh buffer instead");
+        origin.abort();
+    }
+
+    #[tokio::test]
     async fn a_close_among_connection_tokens_wins() {
         for (connection, kept) in [
             ("keep-alive, close", false),
@@ -807,9 +839,10 @@ mod tests {
             let mut answer =
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n".to_vec();
             answer.extend_from_slice(trailers);
+            // The header is fine; the trailers are not.
             assert_eq!(
                 failure_of(&answer, false).await,
-                ErrorType::InvalidHTTPHeader
+                (ErrorType::InvalidHTTPHeader, false)
             );
         }
     }
@@ -819,7 +852,7 @@ mod tests {
         let answer = b"HTTP/1.1 103 Early Hints\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
         assert_eq!(
             failure_of(answer, false).await,
-            ErrorType::InvalidHTTPHeader
+            (ErrorType::InvalidHTTPHeader, true)
         );
     }
 
