@@ -18,20 +18,7 @@ pub fn primary(zone_id: &str, https: bool, host: &str, port: u16, path_and_query
     key.push_str(host);
     key[start..].make_ascii_lowercase();
     key.push(':');
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
-    let mut left = port;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (left % 10) as u8;
-        left /= 10;
-        if left == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[at..] {
-        key.push(char::from(digit));
-    }
+    key.push_str(itoa::Buffer::new().format(port));
     key.push_str(path_and_query);
     key
 }

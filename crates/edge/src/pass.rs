@@ -46,7 +46,7 @@ use crate::proxy::{
     browser_cache_control, cacheability, edge_error, from_origin, ip_text, normalized_encoding,
     to_origin, to_visitor,
 };
-use crate::reply::{Head, KEPT_BUFFER, Reply};
+use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
 use crate::route::Origin;
 
 /// Request fields the engine strips before anything else (pingora's default request policy):
@@ -720,14 +720,11 @@ fn answer_head(
     let framed = no_body || chunked || coding.headers.contains_key(header::CONTENT_LENGTH);
 
     let mut out = BytesMut::with_capacity(1024);
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(head.status.as_str().as_bytes());
-    out.put_u8(b' ');
-    match head.reason() {
-        b"" => out.put_slice(head.status.canonical_reason().unwrap_or("").as_bytes()),
-        reason => out.put_slice(reason),
-    }
-    out.put_slice(b"\r\n");
+    put_status_line(
+        &mut out,
+        head.status,
+        Some(head.reason()).filter(|r| !r.is_empty()),
+    );
     let mut field = |name: &[u8], value: &[u8]| put_field(&mut out, name, value);
     for (name, value) in head.fields() {
         if !is_one_of(name, &CODING_FIELDS) && !filter.drops_name(name) && !written_here(name) {
@@ -780,16 +777,13 @@ fn closed(status: u16) -> Ended {
 }
 
 fn is_chunked(resp: &ResponseHeader) -> bool {
-    resp.headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .is_some_and(|v| {
-            v.as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        })
+    last_coding_is_chunked(
+        resp.headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .map(http::HeaderValue::as_bytes),
+    )
 }
 
 /// The request sent and the origin's first response header read: a pooled connection first,
@@ -1018,16 +1012,15 @@ fn visitor_fields(pass: &Pass, resp: &mut ResponseHeader) -> bool {
     to_visitor(resp, pass.status, pass.rules.as_deref(), &pass.ray, hsts).is_ok()
 }
 
-/// `HTTP/1.1`, the response's status and its reason.
-fn put_status_line(out: &mut BytesMut, resp: &ResponseHeader) {
+/// `HTTP/1.1`, the status and its reason (the status's usual one when none is given).
+fn put_status_line(out: &mut BytesMut, status: http::StatusCode, reason: Option<&[u8]>) {
     out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(resp.status.as_str().as_bytes());
+    out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(
-        resp.get_reason_phrase()
-            .or_else(|| resp.status.canonical_reason())
-            .unwrap_or("")
-            .as_bytes(),
+        reason
+            .or_else(|| status.canonical_reason().map(str::as_bytes))
+            .unwrap_or_default(),
     );
     out.put_slice(b"\r\n");
 }
@@ -1041,7 +1034,11 @@ fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 
 /// The header of a response (status line and fields, in order and case) into `out`.
 fn render(resp: &ResponseHeader, out: &mut BytesMut) {
-    put_status_line(out, resp);
+    put_status_line(
+        out,
+        resp.status,
+        resp.get_reason_phrase().map(str::as_bytes),
+    );
     let mut field = |name: &[u8], value: &[u8]| put_field(out, name, value);
     if resp.has_case() {
         for (name, value) in resp.case_header_iter() {
