@@ -8,7 +8,7 @@ use axum::extract::{Multipart, Path, RawQuery, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use parapet_model::record::Conflict;
-use parapet_model::zonefile::{export_zone_file, parse_zone_file};
+use parapet_model::zonefile::{ImportedRecord, export_zone_file, parse_zone_file};
 use parapet_model::{DnsRecord, FieldError, ModelError, RecordDraft, RecordType, Zone, ids};
 use parapet_snapshot::{ZoneSnapshot, record_key, record_prefix, zone_key};
 use parapet_store::{StoreError, Txn};
@@ -31,6 +31,9 @@ pub struct ZoneWrite {
     /// Ids of the records in `written` by owner name: the zone rules only concern records
     /// sharing a name.
     written_by_name: HashMap<String, Vec<String>>,
+    /// The records an import created, as store keys and values: an import is a change of its
+    /// own, so nothing reads them back (see [`ZoneWrite::import`]).
+    imported: Vec<(String, Vec<u8>)>,
     /// Positions in `base` by record id, made once a change looks up more than a few records.
     by_id: std::cell::OnceCell<HashMap<String, usize>>,
     lookups: std::cell::Cell<usize>,
@@ -55,6 +58,7 @@ impl ZoneWrite {
             base,
             written: BTreeMap::new(),
             written_by_name: HashMap::new(),
+            imported: Vec::new(),
             by_id: std::cell::OnceCell::new(),
             lookups: std::cell::Cell::new(0),
         }
@@ -95,6 +99,17 @@ impl ZoneWrite {
         kept.chain(written)
     }
 
+    /// Refuses a write after an import, whose records this change no longer sees.
+    fn not_imported(&self) -> Result<(), ApiError> {
+        if self.imported.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Internal(
+                "a zone file import is a change of its own".into(),
+            ))
+        }
+    }
+
     /// Checks `draft` against the records at its name, except record `except`.
     fn check(&self, draft: &RecordDraft, except: Option<&str>) -> Result<(), ApiError> {
         let others = self
@@ -118,25 +133,78 @@ impl ZoneWrite {
         self.written.insert(id.to_owned(), record);
     }
 
-    /// The rules `draft` would break as a new record, if any (for imports that skip duplicates).
-    pub fn conflict_of(&self, draft: &RecordDraft) -> Option<Conflict> {
-        draft.check_against(self.at_name(&draft.name)).err()
-    }
-
-    pub fn create(&mut self, draft: RecordDraft) -> Result<DnsRecord, ApiError> {
-        self.check(&draft, None)?;
-        let id = ids::new_id();
-        let record = draft.into_record(
-            id.clone(),
+    /// A new record from `draft`, not yet written.
+    fn new_record(&self, draft: RecordDraft) -> DnsRecord {
+        draft.into_record(
+            ids::new_id(),
             Arc::clone(&self.zone_id),
             Arc::clone(&self.now),
             Arc::clone(&self.now),
-        );
-        self.write(&id, Some(record.clone()));
+        )
+    }
+
+    pub fn create(&mut self, draft: RecordDraft) -> Result<DnsRecord, ApiError> {
+        self.not_imported()?;
+        self.check(&draft, None)?;
+        let record = self.new_record(draft);
+        self.write(&record.id.clone(), Some(record.clone()));
         Ok(record)
     }
 
+    /// Creates a zone file's records, skipping those identical to a record already there; if
+    /// any breaks a rule, each such line is reported and nothing is created. A large import
+    /// holds a million records, so they are taken name by name (the rules concern records that
+    /// share a name) and each is kept only as the store will hold it: no record, and no index
+    /// by name or id, is kept for the whole file. The change sees none of them afterwards, so
+    /// no other write may follow.
+    pub fn import(&mut self, mut records: Vec<ImportedRecord>) -> Result<usize, ApiError> {
+        self.not_imported()?;
+        self.imported.reserve_exact(records.len());
+        // Stable: a name's records keep their order in the file.
+        records.sort_by(|a, b| a.draft.name.cmp(&b.draft.name));
+        let mut errors: Vec<(usize, String)> = Vec::new();
+        let mut added = 0usize;
+        // The records created at the current name.
+        let mut here: Vec<DnsRecord> = Vec::new();
+        for r in records {
+            if here.first().is_some_and(|h| h.name != r.draft.name) {
+                self.keep_imported(&mut here)?;
+            }
+            match r
+                .draft
+                .check_against(self.at_name(&r.draft.name).chain(&here))
+            {
+                Err(c) if c.code == 81058 => {}
+                Err(c) => errors.push((r.line, c.message)),
+                Ok(()) => {
+                    here.push(self.new_record(r.draft));
+                    added += 1;
+                }
+            }
+        }
+        self.keep_imported(&mut here)?;
+        if !errors.is_empty() {
+            errors.sort_by_key(|(line, _)| *line);
+            let errors = errors
+                .into_iter()
+                .map(|(line, message)| FieldError::new(format!("line {line}"), message))
+                .collect();
+            return Err(zone_file_errors(&ModelError::ZoneFile(errors)));
+        }
+        Ok(added)
+    }
+
+    fn keep_imported(&mut self, records: &mut Vec<DnsRecord>) -> Result<(), ApiError> {
+        for r in records.drain(..) {
+            let value = encode(&r)?;
+            self.imported
+                .push((record_key(&self.zone_id, &r.id), value));
+        }
+        Ok(())
+    }
+
     pub fn replace(&mut self, id: &str, draft: RecordDraft) -> Result<DnsRecord, ApiError> {
+        self.not_imported()?;
         let existing = self.get(id).ok_or_else(ApiError::record_not_found)?;
         let created_on = Arc::clone(&existing.created_on);
         self.check(&draft, Some(id))?;
@@ -151,6 +219,7 @@ impl ZoneWrite {
     }
 
     pub fn delete(&mut self, id: &str) -> Result<DnsRecord, ApiError> {
+        self.not_imported()?;
         let record = self.get(id).ok_or_else(ApiError::record_not_found)?.clone();
         self.write(id, None);
         Ok(record)
@@ -205,7 +274,7 @@ pub async fn mutate_zone<T>(
         };
         let mut write = ZoneWrite::new(zone, base, now_timestamp());
         let out = change(&mut write)?;
-        if write.written.is_empty() {
+        if write.written.is_empty() && write.imported.is_empty() {
             return Ok((out, write.zone));
         }
         write.zone.serial = write.zone.next_serial(unix_now());
@@ -213,7 +282,14 @@ pub async fn mutate_zone<T>(
         let mut txn = Txn::new()
             .expect(zone_key(zone_id), zone_rev)
             .put(zone_key(zone_id), encode(&write.zone)?);
-        // Each record is dropped once encoded: a large import is not held twice.
+        txn.ops
+            .reserve_exact(write.written.len() + write.imported.len());
+        // In key order, as `written` is: the store inserts into its tree in order.
+        write.imported.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in std::mem::take(&mut write.imported) {
+            txn = txn.put(key, value);
+        }
+        // Each record is dropped once encoded: a large change is not held twice.
         for (id, record) in std::mem::take(&mut write.written) {
             txn = match record {
                 Some(r) => txn.put(record_key(zone_id, &id), encode(&r)?),
@@ -587,22 +663,7 @@ pub async fn import(
             Some(records) => records,
             None => parse()?.records,
         };
-        let mut added = 0usize;
-        let mut errors: Vec<FieldError> = Vec::new();
-        for r in records {
-            match w.conflict_of(&r.draft).map_or(Ok(()), Err) {
-                Err(c) if c.code == 81058 => {}
-                Err(c) => errors.push(FieldError::new(format!("line {}", r.line), c.message)),
-                Ok(()) => {
-                    w.create(r.draft)?;
-                    added += 1;
-                }
-            }
-        }
-        if !errors.is_empty() {
-            return Err(zone_file_errors(&ModelError::ZoneFile(errors)));
-        }
-        Ok(added)
+        w.import(records)
     })
     .await?;
     Ok(ok(

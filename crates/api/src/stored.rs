@@ -46,7 +46,14 @@ pub async fn list<T: DeserializeOwned>(state: &ApiState, prefix: &str) -> Result
 
 /// A value as stored.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))
+    let bytes = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The serialiser grows its buffer by doubling, so a value could hold up to twice its
+    // length until it is written; a large import holds a million of them at once.
+    Ok(if bytes.capacity() > bytes.len() {
+        bytes.as_slice().to_vec()
+    } else {
+        bytes
+    })
 }
 
 /// Writes `value` at `key` if the key is still at revision `expect` (0: absent).

@@ -778,6 +778,59 @@ async fn import_reports_every_bad_line_and_imports_nothing() {
 }
 
 #[tokio::test]
+async fn import_checks_the_zone_rules_within_the_file_and_against_existing_records() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    api.record(
+        &zone,
+        json!({"type": "A", "name": "d", "content": "192.0.2.1"}),
+    )
+    .await;
+    let rule_breaking = "b IN A 192.0.2.2\n\
+        d IN CNAME x.example.net.\n\
+        b IN A 192.0.2.2\n\
+        c IN CNAME y.example.net.\n\
+        d IN A 192.0.2.1\n\
+        c IN A 192.0.2.3\n";
+    let (s, v) = api.import(&zone, rule_breaking, None, true).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let messages: Vec<&str> = v["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    // A CNAME beside the stored A; an A beside the file's own CNAME. Repeats are not errors.
+    // Reported in the file's order.
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].starts_with("line 2"), "{messages:?}");
+    assert!(messages[1].starts_with("line 6"), "{messages:?}");
+    let count = |v: &Value| v["result_info"]["total_count"].clone();
+    let (_, all) = api
+        .call("GET", &format!("/zones/{zone}/dns_records"), None)
+        .await;
+    assert_eq!(count(&all), 1);
+    // Without them: a record repeated in the file, or already stored, is added once.
+    let good = "b IN A 192.0.2.2\nb IN A 192.0.2.2\nd IN A 192.0.2.1\nc IN CNAME y.example.net.\n";
+    let (s, v) = api.import(&zone, good, None, true).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["result"]["recs_added"], 2);
+    let (_, all) = api
+        .call("GET", &format!("/zones/{zone}/dns_records"), None)
+        .await;
+    assert_eq!(count(&all), 3);
+    // The imported records are the zone's like any other: a rule-breaking write is refused.
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/zones/{zone}/dns_records"),
+            Some(json!({"type": "A", "name": "c", "content": "192.0.2.9"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn export_then_import_gives_the_same_records() {
     let api = Api::new();
     let zone = api.zone("example.com").await;

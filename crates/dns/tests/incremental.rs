@@ -78,12 +78,8 @@ fn only_changed_zones_and_flattened_apexes_are_built_again() {
         "b2",
         json!({"type": "A", "name": "www", "content": "192.0.2.3"}),
     );
-    let records: RecordChanges = [(
-        "z2".to_owned(),
-        [("b2".to_owned(), Some(written))].into_iter().collect(),
-    )]
-    .into_iter()
-    .collect();
+    let mut records = RecordChanges::default();
+    records.write("z2", "b2", Some(&written));
     let second = compile(
         &entries,
         2,
@@ -223,7 +219,10 @@ fn a_zone_changed_name_by_name_answers_as_if_built_whole() {
                 );
             }
         }
-        let records: RecordChanges = [("z1".to_owned(), written)].into_iter().collect();
+        let mut records = RecordChanges::default();
+        for (id, value) in &written {
+            records.write("z1", id, value.as_deref());
+        }
         let mut entries = vec![zone_at(revision as u32)];
         // An ACME challenge answer comes and goes.
         if next(3) == 0 {

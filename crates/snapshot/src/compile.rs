@@ -174,8 +174,77 @@ pub fn compile_snapshot<'a>(
     compile_snapshot_with(entries, revision, None)
 }
 
-/// Record writes by zone id, then record id: the stored value, or `None` for a deletion.
-pub type RecordChanges = HashMap<String, HashMap<String, Option<Vec<u8>>>>;
+/// Record writes by zone id, then record id. Each stored value is decoded as it is noted, so a
+/// large change is not held both as stored bytes and as records: the records decoded here are
+/// the ones the next snapshot holds.
+#[derive(Default)]
+pub struct RecordChanges {
+    zones: HashMap<String, HashSet<RecordWrite>>,
+    shared: Shared,
+}
+
+/// A record write, found by the record's id: a written record is its own key, so a large
+/// change holds no second copy of a million ids.
+enum RecordWrite {
+    Deleted(Box<str>),
+    Written(Arc<DnsRecord>),
+    /// A stored value that is not a record of its key: the compile reports it.
+    Invalid {
+        id: Box<str>,
+        message: String,
+    },
+}
+
+impl RecordWrite {
+    fn id(&self) -> &str {
+        match self {
+            Self::Deleted(id) | Self::Invalid { id, .. } => id,
+            Self::Written(record) => &record.id,
+        }
+    }
+}
+
+impl std::borrow::Borrow<str> for RecordWrite {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl std::hash::Hash for RecordWrite {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As the id's own hash, so that a lookup by id finds it.
+        self.id().hash(state);
+    }
+}
+
+impl PartialEq for RecordWrite {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for RecordWrite {}
+
+impl RecordChanges {
+    /// Notes that record `record_id` of zone `zone_id` was written as `value` (`None`: deleted).
+    pub fn write(&mut self, zone_id: &str, record_id: &str, value: Option<&[u8]>) {
+        let write = match value {
+            None => RecordWrite::Deleted(record_id.into()),
+            Some(value) => match parse_record(zone_id, record_id, value, &mut self.shared) {
+                Ok(record) => RecordWrite::Written(record),
+                Err(message) => RecordWrite::Invalid {
+                    id: record_id.into(),
+                    message,
+                },
+            },
+        };
+        let zone = match self.zones.get_mut(zone_id) {
+            Some(zone) => zone,
+            None => self.zones.entry(zone_id.to_owned()).or_default(),
+        };
+        zone.replace(write);
+    }
+}
 
 /// What a compile takes from the previous good snapshot: the zones that did not change since,
 /// as they are, and the records of those that did, with `records` applied.
@@ -233,7 +302,7 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
     let changed = |id: &str| {
         reuse
             .as_ref()
-            .is_some_and(|r| r.changed_zones.contains(id) || r.records.contains_key(id))
+            .is_some_and(|r| r.changed_zones.contains(id) || r.records.zones.contains_key(id))
     };
     let reusable: HashMap<&str, &Arc<ZoneSnapshot>> = previous
         .iter()
@@ -272,7 +341,13 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
             StoreKey::AcmeChallenge { zone_id, .. } if reusable.contains_key(zone_id) => {}
             StoreKey::Record { zone_id, record_id } => {
                 match parse_record(zone_id, record_id, value, &mut shared) {
-                    Ok(record) => records.entry(zone_id.to_owned()).or_default().push(record),
+                    Ok(record) => records
+                        .entry(zone_id.to_owned())
+                        .or_default()
+                        .push(Candidate {
+                            record,
+                            validated: false,
+                        }),
                     Err(message) => errors.push(err(message)),
                 }
             }
@@ -462,7 +537,7 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
             if reusable.contains_key(zone_id) && zones.get(*zone_id) == Some(&z.zone) {
                 continue; // Taken as it is below.
             }
-            let written = reuse.records.get(*zone_id);
+            let written = reuse.records.zones.get(*zone_id);
             // Records were validated for the zone's name: a renamed zone validates them again.
             let validated = zones
                 .get(*zone_id)
@@ -472,21 +547,26 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
             kept.extend(
                 z.records
                     .iter()
-                    .filter(|r| written.is_none_or(|w| !w.contains_key(&r.id)))
+                    .filter(|r| written.is_none_or(|w| !w.contains(r.id.as_str())))
                     .map(|r| Candidate {
                         record: Arc::clone(r),
                         validated,
                     }),
             );
         }
-        for (zone_id, written) in reuse.records {
-            for (record_id, value) in written {
-                let Some(value) = value else { continue };
-                match parse_record(zone_id, record_id, value, &mut shared) {
-                    Ok(record) => records.entry(zone_id.clone()).or_default().push(record),
-                    Err(message) => errors.push(CompileError {
-                        key: crate::keys::record_key(zone_id, record_id),
-                        message,
+        for (zone_id, written) in &reuse.records.zones {
+            for write in written {
+                match write {
+                    RecordWrite::Deleted(_) => {}
+                    RecordWrite::Written(record) => {
+                        records.entry(zone_id.clone()).or_default().push(Candidate {
+                            record: Arc::clone(record),
+                            validated: false,
+                        })
+                    }
+                    RecordWrite::Invalid { id, message } => errors.push(CompileError {
+                        key: crate::keys::record_key(zone_id, id),
+                        message: message.clone(),
                     }),
                 }
             }
@@ -671,16 +751,13 @@ fn parse_record(
     record_id: &str,
     value: &[u8],
     shared: &mut Shared,
-) -> Result<Candidate, String> {
+) -> Result<Arc<DnsRecord>, String> {
     match serde_json::from_slice::<DnsRecord>(value) {
         Ok(mut r) if r.id == record_id && *r.zone_id == *zone_id => {
             for s in [&mut r.zone_id, &mut r.created_on, &mut r.modified_on] {
                 shared.share(s);
             }
-            Ok(Candidate {
-                record: Arc::new(r),
-                validated: false,
-            })
+            Ok(Arc::new(r))
         }
         Ok(_) => Err("record id or zone id does not match its key".into()),
         Err(e) => Err(format!("not a DNS record: {e}")),

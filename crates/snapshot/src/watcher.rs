@@ -366,11 +366,11 @@ async fn follow(store: Arc<dyn Store>, published: Arc<Published>, last_good: Opt
                             changed = true;
                             match key {
                                 StoreKey::Record { zone_id, record_id } => {
-                                    changes
-                                        .records
-                                        .entry(zone_id.to_owned())
-                                        .or_default()
-                                        .insert(record_id.to_owned(), event.value);
+                                    changes.records.write(
+                                        zone_id,
+                                        record_id,
+                                        event.value.as_deref(),
+                                    );
                                     continue;
                                 }
                                 StoreKey::Zone(id)
