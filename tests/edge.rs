@@ -580,3 +580,108 @@ fn connections_over_the_per_client_limit_are_closed_at_once() {
         curl(port, "www.limit.test", &[]).0 == 200
     });
 }
+
+#[test]
+fn silent_kept_alive_connections_are_parked_and_served_when_they_speak_again() {
+    let port = free_port();
+    let _origin = start_origin("127.0.0.2", port);
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args([
+                "--activation",
+                "auto",
+                "--http-listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .config("edge_max_connections_per_ip = 2\n"),
+    );
+    let zone = node.create_zone("park.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
+        curl(port, "www.park.test", &[]).0 == 200
+    });
+    let ask = |c: &mut std::net::TcpStream| {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: www.park.test\r\n\r\n")
+            .expect("write");
+        // The whole answer: its head, then as many body bytes as it says.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            std::io::Read::read_exact(c, &mut byte).expect("answer");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a length");
+        let mut body = vec![0u8; length];
+        std::io::Read::read_exact(c, &mut body).expect("body");
+    };
+    let metric = |name: &str| -> String {
+        let text = ureq::get(&format!("{}/metrics", node.base))
+            .header("Authorization", &format!("Bearer {}", node.token))
+            .call()
+            .expect("metrics")
+            .into_body()
+            .read_to_string()
+            .expect("body");
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            c.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            ask(&mut c);
+            c
+        })
+        .collect();
+    for round in 0..2 {
+        // Silent long enough to be parked; still open, still counted against the client.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            metric("parapet_edge_connections_open "),
+            "parapet_edge_connections_open 2",
+            "round {round}"
+        );
+        assert_eq!(
+            metric("parapet_edge_connections_parked "),
+            "parapet_edge_connections_parked 2",
+            "round {round}"
+        );
+        let mut third = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        third
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: www.park.test\r\n\r\n");
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            std::io::Read::read(&mut third, &mut buf).unwrap_or(0),
+            0,
+            "round {round}: the parked connections hold the client's two slots"
+        );
+        // Each parked connection's next request is answered.
+        for c in &mut held {
+            ask(c);
+        }
+        assert_eq!(
+            metric("parapet_edge_connections_parked "),
+            "parapet_edge_connections_parked 0",
+            "round {round}: served again"
+        );
+    }
+    // A visitor that closes its parked connection frees its slot and its count.
+    std::thread::sleep(Duration::from_millis(1500));
+    held.pop();
+    parapet_testkit::eventually(Duration::from_secs(5), "closed while parked", || {
+        metric("parapet_edge_connections_open ") == "parapet_edge_connections_open 1"
+            && metric("parapet_edge_connections_parked ") == "parapet_edge_connections_parked 1"
+    });
+    assert_eq!(curl(port, "www.park.test", &[]).0, 200);
+}

@@ -9,6 +9,7 @@ mod freshness;
 pub mod headers;
 mod hit;
 pub mod metrics;
+mod park;
 mod pass;
 mod proxy;
 mod reply;
@@ -185,25 +186,46 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// accepted, so its first request is served even when the edge is stopping (the drain grace
 /// bounds the wait).
 async fn wait_for_bytes(stream: &mut Stream, buf: &mut [u8]) -> bool {
-    // The engine's shared coarse timer: polled first, the peek arms it only when it has to wait
-    // (tokio's timer woke the runtime with a write each time it was armed).
-    matches!(
-        pingora::prelude::fast_timeout::fast_timeout(IDLE_TIMEOUT, stream.try_peek(buf)).await,
-        Ok(Ok(_))
-    )
+    wait_for_bytes_within(stream, buf, IDLE_TIMEOUT).await == Some(true)
 }
 
-/// As [`wait_for_bytes`], for a kept-alive connection between requests: false as soon as the
-/// edge is stopping too. `stop` is the connection's own receiver, made once for all its
+/// As [`wait_for_bytes`], for at most `wait`: `None` when it passed.
+async fn wait_for_bytes_within(
+    stream: &mut Stream,
+    buf: &mut [u8],
+    wait: std::time::Duration,
+) -> Option<bool> {
+    // The engine's shared coarse timer: polled first, the peek arms it only when it has to wait
+    // (tokio's timer woke the runtime with a write each time it was armed).
+    match pingora::prelude::fast_timeout::fast_timeout(wait, stream.try_peek(buf)).await {
+        Ok(peeked) => Some(peeked.is_ok()),
+        Err(_) => None,
+    }
+}
+
+/// As [`wait_for_bytes_within`], for a kept-alive connection between requests: false as soon
+/// as the edge is stopping too. `stop` is the connection's own receiver, made once for all its
 /// requests (a clone per request would touch the shared count from every worker).
-async fn wait_for_request(stream: &mut Stream, buf: &mut [u8], stop: &mut ShutdownWatch) -> bool {
+async fn wait_for_request(
+    stream: &mut Stream,
+    buf: &mut [u8],
+    stop: &mut ShutdownWatch,
+    wait: std::time::Duration,
+) -> Option<bool> {
     if *stop.borrow() {
-        return false;
+        return Some(false);
     }
     tokio::select! {
-        peeked = wait_for_bytes(stream, buf) => peeked,
-        _ = stop.wait_for(|stopping| *stopping) => false,
+        peeked = wait_for_bytes_within(stream, buf, wait) => peeked,
+        _ = stop.wait_for(|stopping| *stopping) => Some(false),
     }
+}
+
+/// A plain HTTP/1 connection between requests, with what it holds until it closes.
+struct Waiting<'a> {
+    stream: Stream,
+    settings: Option<HttpPersistentSettings>,
+    held: (metrics::OpenConnection<'a>, ClientSlot),
 }
 
 /// The HTTP engine with each visitor connection counted for its whole life (every request it
@@ -216,12 +238,19 @@ struct Connections {
     limit: Arc<ClientLimit>,
     /// Certificates and TLS settings for HTTPS listeners.
     tls: Option<Arc<parapet_tls::EdgeTls>>,
+    /// This worker's parked connections (set once its runtime runs).
+    parking: std::sync::OnceLock<Arc<park::Parking>>,
 }
 
 impl Connections {
-    /// Serves one plain-HTTP visitor connection until it closes.
-    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<()> {
-        let _open = self.metrics.connection_opened();
+    /// Serves one plain-HTTP visitor connection until it closes (or is parked).
+    async fn serve(
+        &self,
+        stream: Stream,
+        slot: ClientSlot,
+        shutdown: &ShutdownWatch,
+    ) -> Option<()> {
+        let open = self.metrics.connection_opened();
         let mut stream = stream;
         let mut first = [0u8; 1];
         if !wait_for_bytes(&mut stream, &mut first).await {
@@ -239,17 +268,36 @@ impl Connections {
                 return None;
             }
         }
-        self.serve_h1(stream, shutdown).await
+        self.serve_h1(stream, (open, slot), None, shutdown).await
+    }
+
+    /// Serves a parked connection that has something to read again.
+    async fn resume(
+        &self,
+        stream: Box<stream::VisitorStream>,
+        slot: ClientSlot,
+        settings: Option<HttpPersistentSettings>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<()> {
+        let open = self.metrics.connection_resumed();
+        let mut stream: Stream = stream;
+        let mut first = [0u8; 1];
+        if !wait_for_bytes(&mut stream, &mut first).await {
+            return None;
+        }
+        self.serve_h1(stream, (open, slot), settings, shutdown)
+            .await
     }
 
     /// Serves one HTTPS visitor connection until it closes: HTTP/2 when ALPN chose it.
     async fn serve_tls(
         &self,
         tcp: Box<stream::VisitorStream>,
+        slot: ClientSlot,
         shutdown: &ShutdownWatch,
     ) -> Option<()> {
         let tls = self.tls.as_ref()?;
-        let _open = self.metrics.connection_opened();
+        let open = self.metrics.connection_opened();
         // The handshake's state (about 9 KiB) lives on the heap only while it runs: inline, it
         // would size every connection's task, plain HTTP ones and idle kept-alive ones too.
         let Some(stream) = Box::pin(tls::handshake(tcp, tls)).await else {
@@ -266,11 +314,19 @@ impl Connections {
         if !wait_for_bytes(&mut stream, &mut first).await {
             return None;
         }
-        self.serve_h1(stream, shutdown).await
+        self.serve_h1(stream, (open, slot), None, shutdown).await
     }
 
-    /// HTTP/1 on a connection whose first request has started to arrive.
-    async fn serve_h1(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<()> {
+    /// HTTP/1 on a connection whose first request has started to arrive. `held` is what the
+    /// connection holds until it closes; a plain one that stays silent after a response is
+    /// parked with it.
+    async fn serve_h1(
+        &self,
+        stream: Stream,
+        held: (metrics::OpenConnection<'_>, ClientSlot),
+        settings: Option<HttpPersistentSettings>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<()> {
         let mut first = [0u8; 1];
         // HTTP/1: one request at a time. Between requests, only this small future waits for the
         // next one; the engine's per-request state (its session and the request's future, tens
@@ -278,7 +334,8 @@ impl Connections {
         // connection costs little more than its socket.
         let mut stop = shutdown.clone();
         let mut stream = stream;
-        let mut settings = None;
+        let mut settings = settings;
+        let mut held = held;
         loop {
             // A fresh object in memory is answered here; every other request by the engine.
             // (The engine runs without pipelining: it never hands back bytes of a next request
@@ -310,10 +367,77 @@ impl Connections {
                     (stream, settings) = reused?.consume();
                 }
             }
-            if !wait_for_request(&mut stream, &mut first, &mut stop).await {
+            let idle_since = std::time::Instant::now();
+            match wait_for_request(&mut stream, &mut first, &mut stop, park::PARK_AFTER).await {
+                Some(true) => continue,
+                Some(false) => return None,
+                None => {}
+            }
+            // Silent for a while: parked, when it is a plain connection with nothing pending.
+            let waiting = Waiting {
+                stream,
+                settings,
+                held,
+            };
+            Waiting {
+                stream,
+                settings,
+                held,
+            } = self.park(waiting, idle_since)?;
+            let rest = IDLE_TIMEOUT.saturating_sub(park::PARK_AFTER);
+            if wait_for_request(&mut stream, &mut first, &mut stop, rest).await != Some(true) {
                 return None;
             }
         }
+    }
+
+    /// Parks a silent plain-HTTP connection on this worker: `None` once it is parked (or lost
+    /// trying); the connection back when it cannot be parked (a TLS one, or one with bytes
+    /// pending).
+    fn park<'a>(
+        &'a self,
+        waiting: Waiting<'a>,
+        idle_since: std::time::Instant,
+    ) -> Option<Waiting<'a>> {
+        let Some(parking) = self.parking.get() else {
+            return Some(waiting);
+        };
+        if !waiting.stream.as_any().is::<stream::VisitorStream>() {
+            return Some(waiting);
+        }
+        let Waiting {
+            stream,
+            settings,
+            held: (open, slot),
+        } = waiting;
+        let Ok(visitor) = stream.into_any().downcast::<stream::VisitorStream>() else {
+            return None; // Checked above.
+        };
+        let parked = match visitor.park() {
+            Err(visitor) => {
+                return Some(Waiting {
+                    stream: visitor,
+                    settings,
+                    held: (open, slot),
+                });
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("parking a visitor connection: {e}");
+                return None;
+            }
+            Ok(Ok(parked)) => parked,
+        };
+        self.metrics.connection_parked(open);
+        let parked = park::Parked {
+            stream: parked,
+            slot,
+            settings: settings.map(Box::new),
+            deadline: idle_since + IDLE_TIMEOUT,
+        };
+        if !parking.park(parked) {
+            self.metrics.parked_closed();
+        }
+        None
     }
 
     /// The engine's handling of the next request on `stream` (a plain function: the session it
@@ -404,6 +528,7 @@ pub fn start_edge(
             metrics: Arc::clone(&proxy.metrics),
             limit: Arc::clone(&proxy.client_limit),
             tls: tls.clone(),
+            parking: std::sync::OnceLock::new(),
         });
         // One single-threaded runtime per worker; it lives as long as the process.
         let runtime: &'static pingora_runtime::Runtime = Box::leak(Box::new(
@@ -411,6 +536,15 @@ pub fn start_edge(
         ));
         let shutdown = shutdown.clone();
         done.push(runtime.get_handle().spawn(async move {
+            match park::Parking::new() {
+                Ok(parking) => {
+                    let parking = Arc::new(parking);
+                    let _ = app.parking.set(Arc::clone(&parking));
+                    tokio::spawn(park::run(Arc::clone(&app), parking, shutdown.clone()));
+                }
+                // Connections then wait in their own tasks.
+                Err(e) => tracing::warn!("edge worker: no parking for idle connections: {e}"),
+            }
             let mut loops = Vec::with_capacity(sockets.len());
             for (socket, is_tls) in sockets {
                 match tokio::net::TcpListener::from_std(socket) {
@@ -470,11 +604,10 @@ async fn accept_loop(
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     if is_tls {
-                        app.serve_tls(stream, &shutdown).await;
+                        app.serve_tls(stream, slot, &shutdown).await;
                     } else {
-                        app.serve(stream, &shutdown).await;
+                        app.serve(stream, slot, &shutdown).await;
                     }
-                    drop(slot);
                 });
             }
             Err(e) => {
@@ -492,7 +625,14 @@ mod tests {
     use super::*;
 
     /// The size of the future an async fn of a connection returns.
-    fn future_size<'a, A, F>(_: fn(&'a Connections, A, &'a ShutdownWatch) -> F) -> usize {
+    fn future_size<'a, A, B, F>(_: fn(&'a Connections, A, B, &'a ShutdownWatch) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// As [`future_size`], for one more argument.
+    fn future_size4<'a, A, B, C, F>(
+        _: fn(&'a Connections, A, B, C, &'a ShutdownWatch) -> F,
+    ) -> usize {
         std::mem::size_of::<F>()
     }
 
@@ -500,14 +640,17 @@ mod tests {
     fn an_idle_connection_carries_no_handshake_or_request_state_inline() {
         // Each connection's task is sized by its largest state: the TLS handshake's (about
         // 9 KiB), the engine's session and the sending of a direct hit must stay boxed, or
-        // every idle connection pays for them (in a debug build today: 632, 600 and 528 bytes;
-        // sending a hit inline added 24 here and 0.4 KiB per connection in a release build).
+        // every connection waiting for a request pays for them (sending a hit inline added
+        // 0.4 KiB per connection in a release build). A plain connection waits in its task only
+        // until it is parked; a TLS one waits there. In a debug build, once parking came: 840,
+        // 808, 672 and 848 bytes.
         for (name, size) in [
             ("serve", future_size(Connections::serve)),
             ("serve_tls", future_size(Connections::serve_tls)),
-            ("serve_h1", future_size(Connections::serve_h1)),
+            ("serve_h1", future_size4(Connections::serve_h1)),
+            ("resume", future_size4(Connections::resume)),
         ] {
-            assert!(size <= 704, "{name}'s future is {size} bytes");
+            assert!(size <= 896, "{name}'s future is {size} bytes");
         }
     }
 

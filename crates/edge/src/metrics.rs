@@ -47,6 +47,7 @@ pub struct EdgeMetrics {
     origin_micros: AtomicU64,
     in_flight: AtomicI64,
     connections: AtomicI64,
+    parked: AtomicI64,
     refused: AtomicU64,
     handshakes_failed: AtomicU64,
 }
@@ -74,6 +75,25 @@ impl EdgeMetrics {
     pub fn connection_opened(&self) -> OpenConnection<'_> {
         self.connections.fetch_add(1, Ordering::Relaxed);
         OpenConnection(&self.connections)
+    }
+
+    /// The connection of `open` is parked: it stays counted open without its guard, until
+    /// [`EdgeMetrics::connection_resumed`] gives it one again or [`EdgeMetrics::parked_closed`].
+    pub fn connection_parked(&self, open: OpenConnection<'_>) {
+        std::mem::forget(open);
+        self.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The guard of a parked connection that is served again.
+    pub fn connection_resumed(&self) -> OpenConnection<'_> {
+        self.parked.fetch_sub(1, Ordering::Relaxed);
+        OpenConnection(&self.connections)
+    }
+
+    /// A parked connection closed without being served again.
+    pub fn parked_closed(&self) {
+        self.parked.fetch_sub(1, Ordering::Relaxed);
+        self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A connection closed at once because its client had its limit open.
@@ -200,6 +220,12 @@ impl EdgeMetrics {
             out,
             "parapet_edge_connections_open {}",
             self.connections.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP parapet_edge_connections_parked Visitor connections open and idle, parked out of the runtime until they send again.\n# TYPE parapet_edge_connections_parked gauge\n");
+        let _ = writeln!(
+            out,
+            "parapet_edge_connections_parked {}",
+            self.parked.load(Ordering::Relaxed)
         );
         out.push_str("# HELP parapet_edge_connections_refused_total Connections closed at once: their client had its limit open.\n# TYPE parapet_edge_connections_refused_total counter\n");
         let _ = writeln!(

@@ -150,6 +150,15 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     SCRATCH.with_borrow_mut(|scratch| f(&mut scratch[..]))
 }
 
+/// A visitor connection out of the runtime (see `park.rs`).
+#[derive(Debug)]
+pub(crate) struct ParkedStream {
+    pub(crate) tcp: std::net::TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    established: SystemTime,
+}
+
 #[derive(Debug)]
 pub struct VisitorStream {
     tcp: TcpStream,
@@ -174,6 +183,41 @@ impl VisitorStream {
             digest: OnceLock::new(),
             established: SystemTime::now(),
         }
+    }
+
+    /// The connection's socket taken out of the runtime, with what a request needs to know of
+    /// the connection, to be parked. The stream comes back while anything is read ahead or
+    /// waits to be sent; an error means the socket is lost (closed).
+    pub(crate) fn park(self: Box<Self>) -> Result<io::Result<ParkedStream>, Box<Self>> {
+        if self.buffers.ahead_len() > 0 || self.buffers.out_pos < self.buffers.out.len() {
+            return Err(self);
+        }
+        let Self {
+            tcp,
+            peer,
+            local,
+            established,
+            ..
+        } = *self;
+        Ok(tcp.into_std().map(|tcp| ParkedStream {
+            tcp,
+            peer,
+            local,
+            established,
+        }))
+    }
+
+    /// A parked connection back in the runtime.
+    pub(crate) fn unpark(parked: ParkedStream) -> io::Result<Self> {
+        let tcp = TcpStream::from_std(parked.tcp)?;
+        Ok(Self {
+            tcp,
+            buffers: Buffers::default(),
+            peer: parked.peer,
+            local: parked.local,
+            digest: OnceLock::new(),
+            established: parked.established,
+        })
     }
 
     /// The bytes read ahead (a request the connection waited for, as far as it has arrived).
