@@ -59,20 +59,25 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT, caught from the call on (not from the first poll: a signal sent as soon
+/// as the API answers must stop the process cleanly, not kill it).
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = signals else {
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 /// Binds every `--dns-listen` address (UDP and TCP) and serves DNS from the snapshot.
@@ -452,6 +457,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         purge,
         origin_ca,
     });
+    let signalled = shutdown_signal();
     tracing::info!(data_dir = %config.data_dir.display(), "parapet started");
     say(&format!("parapet: api listening on http://{local}"));
     // Stopping (a signal, or a successor that confirmed): the edge and the API stop accepting
@@ -465,7 +471,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
             }
         };
         tokio::select! {
-            () = shutdown_signal() => {}
+            () = signalled => {}
             () = upgraded => tracing::info!("a new process took over; finishing"),
         }
         let _ = stopping.send(true);
