@@ -515,10 +515,14 @@ fn an_origin_that_never_accepts_gets_a_522() {
     drop(socket);
 }
 
-#[test]
-fn connections_over_the_per_client_limit_are_closed_at_once() {
+/// An edge allowing `limit` connections per client, with `www.{zone}` proxied to an origin on
+/// 127.0.0.2 and answering; the node, its HTTP port and the origin's request log.
+fn edge_with_client_limit(
+    zone: &str,
+    limit: u32,
+) -> (Node, u16, std::sync::mpsc::Receiver<String>) {
     let port = free_port();
-    let _origin = start_origin("127.0.0.2", port);
+    let origin = start_origin("127.0.0.2", port);
     let node = Node::start(
         NodeOptions::new(BIN)
             .args([
@@ -527,13 +531,19 @@ fn connections_over_the_per_client_limit_are_closed_at_once() {
                 "--http-listen",
                 &format!("127.0.0.1:{port}"),
             ])
-            .config("edge_max_connections_per_ip = 3\n"),
+            .config(format!("edge_max_connections_per_ip = {limit}\n")),
     );
-    let zone = node.create_zone("limit.test");
-    node.proxied_a(&zone, "www", "127.0.0.2");
+    let id = node.create_zone(zone);
+    node.proxied_a(&id, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
-        curl(port, "www.limit.test", &[]).0 == 200
+        curl(port, &format!("www.{zone}"), &[]).0 == 200
     });
+    (node, port, origin)
+}
+
+#[test]
+fn connections_over_the_per_client_limit_are_closed_at_once() {
+    let (node, port, _origin) = edge_with_client_limit("limit.test", 3);
     let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     // Three kept-alive connections, each answered once (so the edge has accepted them all).
     let held: Vec<_> = (0..3)
@@ -583,23 +593,7 @@ fn connections_over_the_per_client_limit_are_closed_at_once() {
 
 #[test]
 fn silent_kept_alive_connections_are_parked_and_served_when_they_speak_again() {
-    let port = free_port();
-    let _origin = start_origin("127.0.0.2", port);
-    let node = Node::start(
-        NodeOptions::new(BIN)
-            .args([
-                "--activation",
-                "auto",
-                "--http-listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .config("edge_max_connections_per_ip = 2\n"),
-    );
-    let zone = node.create_zone("park.test");
-    node.proxied_a(&zone, "www", "127.0.0.2");
-    parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
-        curl(port, "www.park.test", &[]).0 == 200
-    });
+    let (node, port, _origin) = edge_with_client_limit("park.test", 2);
     let ask = |c: &mut std::net::TcpStream| {
         c.write_all(b"GET / HTTP/1.1\r\nHost: www.park.test\r\n\r\n")
             .expect("write");
@@ -620,19 +614,8 @@ fn silent_kept_alive_connections_are_parked_and_served_when_they_speak_again() {
         let mut body = vec![0u8; length];
         std::io::Read::read_exact(c, &mut body).expect("body");
     };
-    let metric = |name: &str| -> String {
-        let text = ureq::get(&format!("{}/metrics", node.base))
-            .header("Authorization", &format!("Bearer {}", node.token))
-            .call()
-            .expect("metrics")
-            .into_body()
-            .read_to_string()
-            .expect("body");
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let open = || node.metric("parapet_edge_connections_open");
+    let parked = || node.metric("parapet_edge_connections_parked");
     let mut held: Vec<std::net::TcpStream> = (0..2)
         .map(|_| {
             let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -645,16 +628,7 @@ fn silent_kept_alive_connections_are_parked_and_served_when_they_speak_again() {
     for round in 0..2 {
         // Silent long enough to be parked; still open, still counted against the client.
         std::thread::sleep(Duration::from_millis(1500));
-        assert_eq!(
-            metric("parapet_edge_connections_open "),
-            "parapet_edge_connections_open 2",
-            "round {round}"
-        );
-        assert_eq!(
-            metric("parapet_edge_connections_parked "),
-            "parapet_edge_connections_parked 2",
-            "round {round}"
-        );
+        assert_eq!((open(), parked()), (2, 2), "round {round}");
         let mut third = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         third
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -670,18 +644,13 @@ fn silent_kept_alive_connections_are_parked_and_served_when_they_speak_again() {
         for c in &mut held {
             ask(c);
         }
-        assert_eq!(
-            metric("parapet_edge_connections_parked "),
-            "parapet_edge_connections_parked 0",
-            "round {round}: served again"
-        );
+        assert_eq!(parked(), 0, "round {round}: served again");
     }
     // A visitor that closes its parked connection frees its slot and its count.
     std::thread::sleep(Duration::from_millis(1500));
     held.pop();
     parapet_testkit::eventually(Duration::from_secs(5), "closed while parked", || {
-        metric("parapet_edge_connections_open ") == "parapet_edge_connections_open 1"
-            && metric("parapet_edge_connections_parked ") == "parapet_edge_connections_parked 1"
+        (open(), parked()) == (1, 1)
     });
     assert_eq!(curl(port, "www.park.test", &[]).0, 200);
 }
