@@ -593,7 +593,7 @@ fn connections_over_the_per_client_limit_are_closed_at_once() {
 
 #[test]
 fn silent_kept_alive_connections_are_parked_and_served_when_they_speak_again() {
-    let (node, port, _origin) = edge_with_client_limit("park.test", 2);
+    let (mut node, port, _origin) = edge_with_client_limit("park.test", 2);
     let ask = |c: &mut std::net::TcpStream| {
         c.write_all(b"GET / HTTP/1.1\r\nHost: www.park.test\r\n\r\n")
             .expect("write");
@@ -653,4 +653,19 @@ fn silent_kept_alive_connections_are_parked_and_served_when_they_speak_again() {
         (open(), parked()) == (1, 1)
     });
     assert_eq!(curl(port, "www.park.test", &[]).0, 200);
+    // Stopping closes the one still parked, at once: the drain does not wait for it.
+    let started = std::time::Instant::now();
+    let status = node.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        std::io::Read::read(&mut held[0], &mut buf).unwrap_or(0),
+        0,
+        "closed"
+    );
 }

@@ -216,8 +216,10 @@ async fn wait_for_request(
         return Some(false);
     }
     tokio::select! {
-        peeked = wait_for_bytes_within(stream, buf, wait) => peeked,
+        // Stopping first: a connection is not parked once the edge stops.
+        biased;
         _ = stop.wait_for(|stopping| *stopping) => Some(false),
+        peeked = wait_for_bytes_within(stream, buf, wait) => peeked,
     }
 }
 
@@ -367,7 +369,6 @@ impl Connections {
                     (stream, settings) = reused?.consume();
                 }
             }
-            let idle_since = std::time::Instant::now();
             match wait_for_request(&mut stream, &mut first, &mut stop, park::PARK_AFTER).await {
                 Some(true) => continue,
                 Some(false) => return None,
@@ -383,7 +384,7 @@ impl Connections {
                 stream,
                 settings,
                 held,
-            } = self.park(waiting, idle_since)?;
+            } = self.park(waiting)?;
             let rest = IDLE_TIMEOUT.saturating_sub(park::PARK_AFTER);
             if wait_for_request(&mut stream, &mut first, &mut stop, rest).await != Some(true) {
                 return None;
@@ -394,11 +395,7 @@ impl Connections {
     /// Parks a silent plain-HTTP connection on this worker: `None` once it is parked (or lost
     /// trying); the connection back when it cannot be parked (a TLS one, or one with bytes
     /// pending).
-    fn park<'a>(
-        &'a self,
-        waiting: Waiting<'a>,
-        idle_since: std::time::Instant,
-    ) -> Option<Waiting<'a>> {
+    fn park<'a>(&'a self, waiting: Waiting<'a>) -> Option<Waiting<'a>> {
         let Some(parking) = self.parking.get() else {
             return Some(waiting);
         };
@@ -427,17 +424,28 @@ impl Connections {
             }
             Ok(Ok(parked)) => parked,
         };
-        self.metrics.connection_parked(open);
         let parked = park::Parked {
             stream: parked,
             slot,
             settings: settings.map(Box::new),
-            deadline: idle_since + IDLE_TIMEOUT,
+            // Silent since the wait began.
+            deadline: std::time::Instant::now() + IDLE_TIMEOUT.saturating_sub(park::PARK_AFTER),
         };
-        if !parking.park(parked) {
-            self.metrics.parked_closed();
+        match parking.park(parked) {
+            None => {
+                self.metrics.connection_parked(open);
+                None
+            }
+            // Not watched (the worker is stopping, or the set is full): it waits in its task.
+            Some(parked) => {
+                let stream = stream::VisitorStream::unpark(parked.stream).ok()?;
+                Some(Waiting {
+                    stream: Box::new(stream),
+                    settings: parked.settings.map(|s| *s),
+                    held: (open, parked.slot),
+                })
+            }
         }
-        None
     }
 
     /// The engine's handling of the next request on `stream` (a plain function: the session it

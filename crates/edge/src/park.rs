@@ -66,6 +66,8 @@ impl AsRawFd for EpollFd {
 struct Slots {
     blocks: Vec<Vec<Option<Parked>>>,
     free: Vec<usize>,
+    /// The worker no longer serves parked connections (it stopped): none is taken in.
+    closed: bool,
 }
 
 impl Slots {
@@ -124,27 +126,33 @@ impl Parking {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Parks a connection until its visitor sends more; false when it could not be watched
-    /// (it is then closed).
-    pub(crate) fn park(&self, parked: Parked) -> bool {
+    /// Parks a connection until its visitor sends more (`None`); gives it back when it cannot
+    /// be watched (the worker stopped, or the set is full).
+    pub(crate) fn park(&self, parked: Parked) -> Option<Parked> {
         let mut slots = self.slots();
+        if slots.closed {
+            return Some(parked);
+        }
         let i = slots.insert(parked);
-        let Some(entry) = slots.get(i) else {
-            return false;
+        let added = match slots.get(i) {
+            Some(entry) => {
+                let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, i as u64);
+                self.epoll.get_ref().0.add(&entry.stream.tcp, event)
+            }
+            None => Err(nix::errno::Errno::ENOENT),
         };
-        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, i as u64);
-        match self.epoll.get_ref().0.add(&entry.stream.tcp, event) {
-            Ok(()) => true,
+        match added {
+            Ok(()) => None,
             Err(e) => {
                 tracing::debug!("parking a visitor connection: {e}");
-                drop(slots.take(i));
-                false
+                slots.take(i)
             }
         }
     }
 
-    /// The connections with something to read (a request, or their close), out of the set.
-    fn ready(&self, events: &mut [EpollEvent]) -> std::io::Result<Vec<Parked>> {
+    /// The connections with something to read (a request, or their close), out of the set;
+    /// and how many events the set gave (all it had when fewer than `events` hold).
+    fn ready(&self, events: &mut [EpollEvent]) -> std::io::Result<(Vec<Parked>, usize)> {
         let n = self.epoll.get_ref().0.wait(events, EpollTimeout::ZERO)?;
         let mut slots = self.slots();
         let mut out = Vec::with_capacity(n);
@@ -157,15 +165,25 @@ impl Parking {
                 out.push(parked);
             }
         }
-        Ok(out)
+        Ok((out, n))
     }
 
-    /// Takes out the connections whose idle time is over (every one with `all`).
-    fn expired(&self, now: Instant, all: bool) -> Vec<Parked> {
+    /// Takes out the connections whose idle time is over.
+    fn expired(&self, now: Instant) -> Vec<Parked> {
+        self.take_out(|p| p.deadline <= now)
+    }
+
+    /// Takes out every connection, and takes none in from now on.
+    fn close(&self) -> Vec<Parked> {
+        self.slots().closed = true;
+        self.take_out(|_| true)
+    }
+
+    fn take_out(&self, which: impl Fn(&Parked) -> bool) -> Vec<Parked> {
         let mut slots = self.slots();
         let mut out = Vec::new();
         for i in 0..slots.len() {
-            if slots.get(i).is_some_and(|p| all || p.deadline <= now)
+            if slots.get(i).is_some_and(&which)
                 && let Some(parked) = slots.take(i)
             {
                 let _ = self.epoll.get_ref().0.delete(&parked.stream.tcp);
@@ -186,11 +204,13 @@ pub(crate) async fn run(app: Arc<Connections>, parking: Arc<Parking>, mut shutdo
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            // A visitor's request first: one arriving at its deadline is served, not reset.
+            biased;
             ready = parking.epoll.readable() => {
                 let Ok(mut guard) = ready else { break };
                 match parking.ready(&mut events) {
-                    Ok(ready) => {
-                        if ready.len() < EVENTS {
+                    Ok((ready, n)) => {
+                        if n < EVENTS {
                             guard.clear_ready();
                         }
                         for parked in ready {
@@ -204,14 +224,15 @@ pub(crate) async fn run(app: Arc<Connections>, parking: Arc<Parking>, mut shutdo
                 }
             }
             _ = sweep.tick() => {
-                for parked in parking.expired(Instant::now(), false) {
+                for parked in parking.expired(Instant::now()) {
                     close(&app, parked);
                 }
             }
             _ = shutdown.wait_for(|stopping| *stopping) => break,
         }
     }
-    for parked in parking.expired(Instant::now(), true) {
+    // Stopping (or the set failed): connections parked from now on are closed at once.
+    for parked in parking.close() {
         close(&app, parked);
     }
 }
@@ -255,6 +276,20 @@ mod tests {
 
     /// A visitor connection parked in `parking` until `deadline`; the visitor's end.
     async fn park_one(parking: &Parking, deadline: Instant) -> std::net::TcpStream {
+        let (visitor, parked) = idle_one(deadline).await;
+        assert!(parking.park(parked).is_none());
+        visitor
+    }
+
+    /// As [`park_one`], for a `parking` that refuses it.
+    async fn park_one_refused(parking: &Parking) -> std::net::TcpStream {
+        let (visitor, parked) = idle_one(Instant::now()).await;
+        assert!(parking.park(parked).is_some());
+        visitor
+    }
+
+    /// An idle visitor connection ready to park; the visitor's end.
+    async fn idle_one(deadline: Instant) -> (std::net::TcpStream, Parked) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -270,8 +305,7 @@ mod tests {
             settings: None,
             deadline,
         };
-        assert!(parking.park(parked));
-        visitor
+        (visitor, parked)
     }
 
     #[tokio::test]
@@ -282,10 +316,10 @@ mod tests {
         let mut writing = park_one(&parking, later).await;
         let _expiring = park_one(&parking, Instant::now()).await;
         assert!(
-            parking.ready(&mut events).expect("wait").is_empty(),
+            parking.ready(&mut events).expect("wait").0.is_empty(),
             "silent connections stay parked"
         );
-        assert_eq!(parking.expired(Instant::now(), false).len(), 1);
+        assert_eq!(parking.expired(Instant::now()).len(), 1);
 
         writing.write_all(b"GET / HTTP/1.1\r\n").expect("write");
         tokio::time::timeout(Duration::from_secs(5), parking.epoll.readable())
@@ -293,7 +327,7 @@ mod tests {
             .expect("the set becomes readable")
             .expect("readiness")
             .retain_ready();
-        let mut ready = parking.ready(&mut events).expect("wait");
+        let (mut ready, _) = parking.ready(&mut events).expect("wait");
         assert_eq!(ready.len(), 1);
         let resumed = ready.pop().expect("one");
         assert_eq!(resumed.deadline, later);
@@ -302,9 +336,12 @@ mod tests {
         let mut got = [0u8; 16];
         stream.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"GET / HTTP/1.1\r\n");
-        // Nothing is left parked, and the slots are used again.
-        assert!(parking.expired(later, true).is_empty());
+        // Nothing is left parked but the expired one's slot is used again.
+        assert!(parking.expired(later).is_empty());
         let _next = park_one(&parking, later).await;
         assert_eq!(parking.slots().len(), 2);
+        // Once the worker stops, every parked connection is taken out and none is taken in.
+        assert_eq!(parking.close().len(), 1);
+        let _refused = park_one_refused(&parking).await;
     }
 }
