@@ -244,6 +244,14 @@ fn close(app: &Connections, parked: Parked) {
 
 /// Serves a parked connection's next request on a new task.
 fn resume(app: &Arc<Connections>, parked: Parked, shutdown: &ShutdownWatch) {
+    // Most parked connections end with their visitor closing them: that is seen here, without
+    // a task and a registration for each (a peek on a non-blocking socket never waits).
+    let mut byte = [0u8; 1];
+    match parked.stream.tcp.peek(&mut byte) {
+        Ok(0) => return close(app, parked),
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return close(app, parked),
+        _ => {}
+    }
     let Parked {
         stream,
         slot,
