@@ -160,13 +160,17 @@ impl ZoneWrite {
     pub fn import(&mut self, mut records: Vec<ImportedRecord>) -> Result<usize, ApiError> {
         self.not_imported()?;
         self.imported.reserve_exact(records.len());
-        // Stable: a name's records keep their order in the file.
-        records.sort_by(|a, b| a.draft.name.cmp(&b.draft.name));
+        // Taken from the end in (name, line) order, so that the file's records are given up
+        // while the stored form of the accepted ones grows: a large file is not held twice.
+        records.sort_unstable_by(|a, b| (&b.draft.name, b.line).cmp(&(&a.draft.name, a.line)));
         let mut errors: Vec<(usize, String)> = Vec::new();
         let mut added = 0usize;
         // The records created at the current name.
         let mut here: Vec<DnsRecord> = Vec::new();
-        for r in records {
+        while let Some(r) = records.pop() {
+            if records.len() < records.capacity() / 4 {
+                records.shrink_to_fit();
+            }
             if here.first().is_some_and(|h| h.name != r.draft.name) {
                 self.keep_imported(&mut here)?;
             }
