@@ -264,4 +264,32 @@ mod tests {
         drop(open);
         assert!(m.render().contains("parapet_edge_connections_open 0"));
     }
+
+    #[test]
+    fn a_parked_connection_stays_open_until_it_is_served_again_or_closed() {
+        let m = EdgeMetrics::default();
+        let gauges = |m: &EdgeMetrics| {
+            let text = m.render();
+            let value = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                    .map(str::to_owned)
+                    .unwrap_or_default()
+            };
+            (
+                value("parapet_edge_connections_open"),
+                value("parapet_edge_connections_parked"),
+            )
+        };
+        let (a, b) = (m.connection_opened(), m.connection_opened());
+        m.connection_parked(a);
+        m.connection_parked(b);
+        assert_eq!(gauges(&m), ("2".into(), "2".into()));
+        let resumed = m.connection_resumed();
+        assert_eq!(gauges(&m), ("2".into(), "1".into()));
+        m.parked_closed();
+        assert_eq!(gauges(&m), ("1".into(), "0".into()));
+        drop(resumed);
+        assert_eq!(gauges(&m), ("0".into(), "0".into()));
+    }
 }
