@@ -45,6 +45,11 @@ pub(crate) struct Buffers {
 }
 
 impl Buffers {
+    /// Nothing read ahead, nothing gathered to send.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ahead_len() == 0 && self.out_pos == self.out.len()
+    }
+
     pub(crate) fn ahead_len(&self) -> usize {
         self.ahead.len() - self.ahead_pos
     }
@@ -189,7 +194,7 @@ impl VisitorStream {
     /// the connection, to be parked. The stream comes back while anything is read ahead or
     /// waits to be sent; an error means the socket is lost (closed).
     pub(crate) fn park(self: Box<Self>) -> Result<io::Result<ParkedStream>, Box<Self>> {
-        if self.buffers.ahead_len() > 0 || self.buffers.out_pos < self.buffers.out.len() {
+        if !self.buffers.is_empty() {
             return Err(self);
         }
         let Self {
@@ -211,12 +216,8 @@ impl VisitorStream {
     pub(crate) fn unpark(parked: ParkedStream) -> io::Result<Self> {
         let tcp = TcpStream::from_std(parked.tcp)?;
         Ok(Self {
-            tcp,
-            buffers: Buffers::default(),
-            peer: parked.peer,
-            local: parked.local,
-            digest: OnceLock::new(),
             established: parked.established,
+            ..Self::new(tcp, parked.peer, parked.local)
         })
     }
 
