@@ -85,6 +85,12 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
             let out = "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nCache-Control: no-store\r\nTransfer-Encoding: gzip\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nX-Smuggled: 1\r\nContent-Length: 0\r\n\r\n";
             let _ = stream.write_all(out.as_bytes());
             return;
+        } else if path.starts_with("/cut") {
+            // Less body than the length says, then the close.
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nonly this",
+            );
+            return;
         } else if path.starts_with("/empty") {
             "HTTP/1.1 204 No Content\r\nX-Note: nothing\r\n\r\n".to_owned()
         } else if path.starts_with("/hints") {
@@ -109,6 +115,18 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n{policy}Content-Length: 5\r\n\r\n{}",
                 body_of("learn")
+            )
+        } else if path.starts_with("/relearn.png") {
+            // As /learn.png, for HTTP/2 visitors.
+            static ASKED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let policy = if ASKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                "Cache-Control: no-store\r\n"
+            } else {
+                "Cache-Control: public, max-age=60\r\nSet-Cookie: node=127.0.0.2\r\n"
+            };
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n{policy}Content-Length: 7\r\n\r\n{}",
+                body_of("relearn")
             )
         } else if path.starts_with("/nostore.css") {
             // Compressible, and never stored.
@@ -151,7 +169,7 @@ fn fetch(port: u16, host: &str, path: &str, extra: &[&str]) -> (u16, String, Str
     let (mut head, mut body) = ("", "");
     while let Some((h, b)) = rest.split_once("\r\n\r\n") {
         (head, body) = (h, b);
-        if !h.starts_with("HTTP/1.1 1") {
+        if !h.starts_with("HTTP/1.1 1") && !h.starts_with("HTTP/2 1") {
             break;
         }
         rest = b;
@@ -444,5 +462,96 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
         };
         assert_eq!(fields(&head), fields(&head2));
         assert!(head.contains("connection: close"), "{head}");
+    }
+
+    // HTTP/2 visitors: the same requests, relayed to the origin over the edge's own pool, and
+    // through the engine (a precondition sends them there), look the same both ways.
+    let h2 = "--http2-prior-knowledge";
+    drain(&origin);
+    while origin.try_recv().is_ok() {}
+    for path in paths {
+        for extra in codings
+            .iter()
+            .filter(|e| !e.contains(&"Connection: accept-encoding"))
+        {
+            let extra = [*extra, &[h2]].concat();
+            let before = metric(&node, "parapet_edge_direct_passes_total");
+            let (status, head, body) = fetch(port, host, path, &extra);
+            assert_eq!(
+                passes_reach(&node, before + 1),
+                before + 1,
+                "h2 {path} {extra:?}: relayed\n{status} {head}"
+            );
+            let seen = drain(&origin);
+            let engine = [&extra[..], &["-H", "If-Match: *"]].concat();
+            let (status2, head2, body2) = fetch(port, host, path, &engine);
+            let seen2 = drain(&origin);
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(
+                metric(&node, "parapet_edge_direct_passes_total"),
+                before + 1,
+                "h2 {path} {extra:?}: by the engine"
+            );
+            assert!(head.starts_with("http/2 "), "{head}");
+            assert_eq!(status, status2, "h2 {path} {extra:?}\n{head}\n{head2}");
+            assert_eq!(
+                lasting_fields(&head),
+                lasting_fields(&head2),
+                "h2 {path} {extra:?}"
+            );
+            assert_eq!(body, body2, "h2 {path} {extra:?}");
+            assert_eq!(seen.len(), 1, "h2 {path} {extra:?}: {seen:?}");
+            assert_eq!(
+                seen.iter().map(|h| origin_view(h)).collect::<Vec<_>>(),
+                seen2.iter().map(|h| origin_view(h)).collect::<Vec<_>>(),
+                "h2 {path} {extra:?}: what the origin got"
+            );
+            assert!(!head.contains("127.0.0.2"), "{head}");
+        }
+    }
+    let relearn = |want: &str| {
+        let (status, head, _) = fetch(port, host, "/relearn.png", &[h2]);
+        assert_eq!(status, 200, "{head}");
+        assert!(
+            head.contains(&format!("cf-cache-status: {want}")),
+            "{want}: {head}"
+        );
+        assert!(!head.contains("set-cookie"), "{head}");
+    };
+    fetch(port, host, "/relearn.png", &[h2]);
+    relearn("bypass");
+    relearn("miss");
+    relearn("hit");
+    for round in 0..3 {
+        let (status, head, body) = fetch(port, host, "/second-fails.html", &[h2]);
+        assert_eq!(status, 200, "h2 round {round}: {head}");
+        assert!(body.starts_with("/second-fails.html"), "{body}");
+    }
+    // An answer the origin cuts short ends the visitor's stream without its end, both ways.
+    for engine in [&[][..], &["-H", "If-Match: *"]] {
+        let cut = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "10", h2, "--resolve"])
+            .arg(format!("{host}:{port}:127.0.0.1"))
+            .args(engine)
+            .arg(format!("http://{host}:{port}/cut"))
+            .output()
+            .expect("curl");
+        assert!(!cut.status.success(), "{engine:?}: {cut:?}");
+        assert!(cut.stdout.len() < 100, "{engine:?}: {cut:?}");
+    }
+    for accept in [&["-H", "Accept: application/json"][..], &[]] {
+        let extra = [accept, &[h2]].concat();
+        let before = metric(&node, "parapet_edge_direct_passes_total");
+        let (status, head, body) = fetch(port, down, "/", &extra);
+        assert_eq!(passes_reach(&node, before + 1), before + 1);
+        let (status2, head2, body2) = fetch(
+            port,
+            down,
+            "/",
+            &[&extra[..], &["-H", "If-Match: *"]].concat(),
+        );
+        assert_eq!((status, status2), (521, 521), "{head}\n{body}");
+        assert_eq!(lasting_fields(&head), lasting_fields(&head2));
+        assert_eq!(body.len(), body2.len());
     }
 }

@@ -52,7 +52,7 @@ const INLINE_BODY: usize = 16 * 1024;
 /// `If-Modified-Since`) and ranges, protocol changes, loops and credentials (the engine decides
 /// what each of them means for a hit). The visitor's `Cache-Control` and `Pragma` are not among
 /// them: the engine's hits do not read them, as Cloudflare's do not.
-const ENGINE_FIELDS: &[&str] = &[
+pub(crate) const ENGINE_FIELDS: &[&str] = &[
     "content-length",
     "transfer-encoding",
     "expect",

@@ -12,6 +12,7 @@ pub mod metrics;
 mod park;
 mod pass;
 mod proxy;
+mod relay;
 mod reply;
 pub mod route;
 mod stream;

@@ -188,7 +188,7 @@ impl EdgeMetrics {
         );
         let _ = writeln!(
             out,
-            "# HELP parapet_edge_direct_passes_total Requests passed to origins without the HTTP engine.\n# TYPE parapet_edge_direct_passes_total counter\nparapet_edge_direct_passes_total {direct_passes}"
+            "# HELP parapet_edge_direct_passes_total Requests passed to origins over the edge's own connection pool, without the HTTP engine's proxying.\n# TYPE parapet_edge_direct_passes_total counter\nparapet_edge_direct_passes_total {direct_passes}"
         );
         out.push_str("# HELP parapet_edge_origin_seconds Time from sending a request to the origin to its response header.\n# TYPE parapet_edge_origin_seconds histogram\n");
         for (i, bound) in BUCKETS.iter().enumerate() {

@@ -86,7 +86,7 @@ const POOL_PER_ORIGIN: usize = 128;
 type Kept = (TcpStream, BytesMut);
 
 /// How long an idle origin connection is kept when the zone sets no idle timeout.
-const POOL_IDLE: Duration = Duration::from_secs(60);
+pub(crate) const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// A request to pass on, decided before anything is read off the connection.
 pub(crate) struct Pass {
@@ -487,7 +487,17 @@ pub(crate) async fn send(stream: &mut Stream, pass: Box<Pass>, proxy: &EdgeProxy
 
 /// The origin's answer, or the page saying why there is none.
 async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> Ended {
-    let (mut reply, mut head, addr, sent) = match ask(pass).await {
+    let asking = Asking {
+        wire: &pass.wire,
+        head_only: pass.head_only,
+        addrs: &pass.origin.addrs,
+        port: pass.port,
+        connect_timeout: pass.connect_timeout,
+        read_timeout: pass.read_timeout,
+        idle_timeout: pass.idle_timeout.unwrap_or(POOL_IDLE),
+        ray: &pass.ray,
+    };
+    let (mut reply, mut head, addr, sent) = match ask(&asking).await {
         Ok(asked) => asked,
         Err(e) => return Box::pin(error_answer(stream, pass, &e)).await,
     };
@@ -786,15 +796,32 @@ fn is_chunked(resp: &ResponseHeader) -> bool {
     )
 }
 
+/// A request on its way to a plain-HTTP/1.1 origin, as [`ask`] sends it.
+pub(crate) struct Asking<'a> {
+    /// The request, as bytes.
+    pub(crate) wire: &'a [u8],
+    pub(crate) head_only: bool,
+    /// The origin's addresses, each tried once, in order.
+    pub(crate) addrs: &'a [IpAddr],
+    pub(crate) port: u16,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    /// How long a connection may stay idle in the pool.
+    pub(crate) idle_timeout: Duration,
+    pub(crate) ray: &'a str,
+}
+
 /// The request sent and the origin's first response header read: a pooled connection first,
 /// then new ones, each of the origin's addresses tried once (a pooled connection that turns out
 /// stale is replaced by a new one to the same address), as the engine retries.
-async fn ask(pass: &mut Pass) -> Result<(Reply, Head, SocketAddr, Instant), Box<Error>> {
-    let count = pass.origin.addrs.len();
+pub(crate) async fn ask(
+    pass: &Asking<'_>,
+) -> Result<(Reply, Head, SocketAddr, Instant), Box<Error>> {
+    let count = pass.addrs.len();
     let mut attempt = 0;
     let mut pooled_failed = false;
     loop {
-        let Some(&ip) = pass.origin.addrs.get(attempt % count.max(1)) else {
+        let Some(&ip) = pass.addrs.get(attempt % count.max(1)) else {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "route without an address",
@@ -804,7 +831,7 @@ async fn ask(pass: &mut Pass) -> Result<(Reply, Head, SocketAddr, Instant), Box<
         let pooled = if pooled_failed {
             None
         } else {
-            pool_take(addr, pass.idle_timeout.unwrap_or(POOL_IDLE))
+            pool_take(addr, pass.idle_timeout)
         };
         let reused = pooled.is_some();
         let (mut connection, buf) = match pooled {
@@ -820,7 +847,7 @@ async fn ask(pass: &mut Pass) -> Result<(Reply, Head, SocketAddr, Instant), Box<
             },
         };
         let sent = Instant::now();
-        let asked = match write_wire(&mut connection, &pass.wire).await {
+        let asked = match write_wire(&mut connection, pass.wire).await {
             Ok(()) => {
                 let mut reply = Reply::new(connection, buf, pass.read_timeout);
                 reply.head(pass.head_only).await.map(|head| (reply, head))
@@ -930,7 +957,7 @@ fn pool_take(addr: SocketAddr, idle: Duration) -> Option<Kept> {
     })
 }
 
-fn pool_put(addr: SocketAddr, (connection, buf): Kept, idle: Duration) {
+pub(crate) fn pool_put(addr: SocketAddr, (connection, buf): Kept, idle: Duration) {
     // A buffer a large answer grew is not kept.
     let buf = if buf.capacity() > KEPT_BUFFER {
         BytesMut::new()

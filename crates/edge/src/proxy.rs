@@ -230,28 +230,30 @@ impl EdgeProxy {
 
 /// What one request carries through the phases.
 pub struct Ctx {
-    ray: String,
-    origin: Option<Origin>,
-    peer: Option<SocketAddr>,
-    started: Instant,
+    pub(crate) ray: String,
+    pub(crate) origin: Option<Origin>,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) started: Instant,
     /// When the request went to the origin, and how long its response header took.
-    upstream_sent: Option<Instant>,
-    origin_time: Option<Duration>,
-    body_bytes: u64,
+    pub(crate) upstream_sent: Option<Instant>,
+    pub(crate) origin_time: Option<Duration>,
+    pub(crate) body_bytes: u64,
     /// Which of the origin's addresses this attempt uses (failover on connection errors).
-    attempt: usize,
-    error: Option<EdgeError>,
+    pub(crate) attempt: usize,
+    pub(crate) error: Option<EdgeError>,
     /// The cache was asked for this request (its key was made).
-    cache_asked: bool,
+    pub(crate) cache_asked: bool,
     /// What the cache did (`CF-Cache-Status`), once known.
-    cache_status: &'static str,
+    pub(crate) cache_status: &'static str,
     /// The zone's cache rules that match this request, merged (`None`: none matched).
-    cache_rules: Option<Box<CacheParameters>>,
+    pub(crate) cache_rules: Option<Box<CacheParameters>>,
     /// A cache rule said bypass.
-    rule_bypass: bool,
+    pub(crate) rule_bypass: bool,
+    /// Passed to the origin by [`crate::relay`].
+    pub(crate) relayed: bool,
 }
 
-fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+pub(crate) fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -436,7 +438,7 @@ fn same_host_target(value: &str, host: &str) -> Option<String> {
 }
 
 /// Whether the visitor came over TLS.
-fn is_https(session: &Session) -> bool {
+pub(crate) fn is_https(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
@@ -472,6 +474,22 @@ async fn redirect(session: &mut Session, ctx: &Ctx, location: &str) {
     let _ = resp.insert_header("cf-ray", ctx.ray.as_str());
     let _ = resp.insert_header("server", "parapet");
     let _ = session.write_response_header(Box::new(resp), true).await;
+}
+
+/// The origin's port: an origin rule's, else the visitor's (`tls`: HTTPS to the origin).
+pub(crate) fn origin_port(session: &Session, origin: &Origin, tls: bool) -> u16 {
+    origin.port.unwrap_or_else(|| {
+        let port = visitor_port(session);
+        if is_https(session) && !tls {
+            // `flexible`: the HTTP port paired with the visitor's HTTPS port.
+            PORT_PAIRS
+                .iter()
+                .find(|p| p.1 == port)
+                .map_or(port, |p| p.0)
+        } else {
+            port
+        }
+    })
 }
 
 fn visitor_port(session: &Session) -> u16 {
@@ -554,6 +572,7 @@ impl ProxyHttp for EdgeProxy {
             cache_status: "DYNAMIC",
             cache_rules: None,
             rule_bypass: false,
+            relayed: false,
         }
     }
 
@@ -729,6 +748,12 @@ impl ProxyHttp for EdgeProxy {
         e
     }
 
+    /// HTTP/2 visitors' requests the cache will not store go to plain-HTTP origins over the
+    /// edge's own connection pool ([`crate::relay`]); the rest through the engine.
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        Ok(!self.relay(session, ctx).await?)
+    }
+
     /// Counts streamed request bodies (chunked ones declare no length) against the limit.
     async fn request_body_filter(
         &self,
@@ -752,18 +777,7 @@ impl ProxyHttp for EdgeProxy {
         let settings = &origin.edge.settings;
         // HTTPS to the origin only for HTTPS visitors of `full` and `strict` zones.
         let tls = is_https(session) && matches!(settings.ssl, SslMode::Full | SslMode::Strict);
-        let port = origin.port.unwrap_or_else(|| {
-            let port = visitor_port(session);
-            if is_https(session) && !tls {
-                // `flexible`: the HTTP port paired with the visitor's HTTPS port.
-                PORT_PAIRS
-                    .iter()
-                    .find(|p| p.1 == port)
-                    .map_or(port, |p| p.0)
-            } else {
-                port
-            }
-        });
+        let port = origin_port(session, origin, tls);
         let Some(ip) = origin.addrs.get(ctx.attempt % origin.addrs.len().max(1)) else {
             return Error::e_explain(ErrorType::InternalError, "route without an address");
         };
@@ -1080,8 +1094,15 @@ impl ProxyHttp for EdgeProxy {
         variance.finalize()
     }
 
-    /// Failures reaching the origin become Cloudflare's 52x pages.
+    /// Failures reaching the origin become Cloudflare's 52x pages; a failure after the
+    /// response began only ends the connection (or the HTTP/2 stream) without its end.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(written) = session.response_written() {
+            return FailToProxy {
+                error_code: written.status.as_u16(),
+                can_reuse_downstream: false,
+            };
+        }
         let error = edge_error(e);
         let code = match error {
             Some(error) => {
@@ -1119,7 +1140,12 @@ impl ProxyHttp for EdgeProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let zone = ctx.origin.as_ref().map_or("", |o| o.zone_id.as_str());
-        self.metrics.request_finished(zone, status, ctx.origin_time);
+        if ctx.relayed {
+            self.metrics
+                .direct_pass_finished(zone, status, ctx.origin_time);
+        } else {
+            self.metrics.request_finished(zone, status, ctx.origin_time);
+        }
         if !access_logged() {
             return;
         }
