@@ -29,7 +29,7 @@ use http::header;
 use parapet_model::rules::CacheParameters;
 use parapet_model::settings::SslMode;
 use pingora::cache::predictor::CacheablePredictor as _;
-use pingora::cache::{CacheKey, RespCacheable};
+use pingora::cache::{CacheKey, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
 use pingora::protocols::http::compression::ResponseCompressionCtx;
@@ -51,7 +51,7 @@ use crate::route::Origin;
 
 /// Request fields the engine strips before anything else (pingora's default request policy):
 /// this hop's, and the protocol switches a plain GET does not make.
-const STRIPPED: &[&str] = &[
+pub(crate) const STRIPPED: &[&str] = &[
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
@@ -436,6 +436,49 @@ fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// What the response to a URL the cache bypassed (its last response could not be stored)
+/// teaches the cache's predictor, as the engine's cache filter decides it: nothing when it cannot
+/// be stored either; that it can, at once or, for a URL bypassed for its size (or for a reason
+/// not remembered) whose response gives no length, once its whole body has come within the
+/// largest object the cache keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lesson {
+    Nothing,
+    Cacheable,
+    /// Cacheable if the body, counted so far in `.1`, stays within `.0` bytes.
+    CacheableWithin(usize, usize),
+}
+
+impl Lesson {
+    pub(crate) fn of(
+        cacheable: bool,
+        bypassed_for: Option<NoCacheReason>,
+        limit: Option<usize>,
+        has_length: bool,
+    ) -> Self {
+        if !cacheable {
+            return Self::Nothing;
+        }
+        let for_size = bypassed_for.is_none_or(|r| r == NoCacheReason::ResponseTooLarge);
+        match limit {
+            Some(limit) if for_size && !has_length => Self::CacheableWithin(limit, 0),
+            _ => Self::Cacheable,
+        }
+    }
+
+    /// Counts a piece of the body.
+    pub(crate) fn count(&mut self, data: Option<&bytes::Bytes>) {
+        if let Self::CacheableWithin(_, seen) = self {
+            *seen = seen.saturating_add(data.map_or(0, bytes::Bytes::len));
+        }
+    }
+
+    /// Whether the whole body, now read, makes the URL cacheable.
+    pub(crate) fn learnt_at_end(&self) -> bool {
+        matches!(self, Self::CacheableWithin(limit, seen) if seen <= limit)
+    }
+}
+
 /// How a pass-through ended, for the log.
 struct Ended {
     status: u16,
@@ -528,19 +571,25 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     let end = reply.is_done();
     let status = head.status.as_u16();
     let filter = OriginFilter::of_fields(false, || head.fields(), Some(addr));
+    let mut lesson = Lesson::Nothing;
     if let (Some(key), Some(cache)) = (&pass.learn, proxy.cache) {
         // Judged on the fields the judgement reads, as the engine's filters leave them.
-        let judged = head
+        let cacheable = head
             .to_header(|name| is_one_of(name, &JUDGED) && !filter.drops_name(name))
-            .map(|judged| cacheability(false, &judged, pass.rules.as_deref()));
-        match judged {
-            Some(RespCacheable::Cacheable(_)) => {
-                cache.predictor.mark_cacheable(key);
-            }
-            Some(RespCacheable::Uncacheable(reason)) => {
-                cache.predictor.mark_uncacheable(key, reason);
-            }
-            None => {}
+            .is_some_and(|judged| {
+                matches!(
+                    cacheability(false, &judged, pass.rules.as_deref()),
+                    RespCacheable::Cacheable(_)
+                )
+            });
+        lesson = Lesson::of(
+            cacheable,
+            cache.predictor.predicted_uncacheable_reason(key),
+            Some(cache.store.max_object_bytes()),
+            head.values("content-length").next().is_some(),
+        );
+        if matches!(lesson, Lesson::Cacheable) {
+            cache.predictor.mark_cacheable(key);
         }
     }
     let no_body = pass.head_only || matches!(status, 204 | 304);
@@ -598,6 +647,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         {
             data = Some(encoded);
         }
+        lesson.count(data.as_ref());
         if let Some(encoded) = pass.compression.response_body_filter(data.as_ref(), done) {
             data = Some(encoded);
         }
@@ -624,6 +674,11 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         out.put_slice(b"0\r\n\r\n");
     }
     let written = stream.write_all(&out).await.is_ok() && stream.flush().await.is_ok();
+    if let (Some(key), Some(cache)) = (&pass.learn, proxy.cache)
+        && lesson.learnt_at_end()
+    {
+        cache.predictor.mark_cacheable(key);
+    }
     // The origin's connection, once its answer is whole, serves the next request.
     if let Some(connection) = reply.reusable() {
         pool_put(addr, connection, pass.idle_timeout.unwrap_or(POOL_IDLE));
@@ -1156,6 +1211,35 @@ async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bypassed_url_learns_as_the_engine_learns() {
+        use NoCacheReason::{OriginNotCache, ResponseTooLarge};
+        // An answer that cannot be stored either teaches nothing.
+        assert_eq!(
+            Lesson::of(false, Some(OriginNotCache), Some(10), false),
+            Lesson::Nothing
+        );
+        // One that can is cacheable at once, unless the URL was bypassed for its size (or for
+        // a reason not remembered) and the answer gives no length.
+        assert_eq!(
+            Lesson::of(true, Some(OriginNotCache), Some(10), false),
+            Lesson::Cacheable
+        );
+        assert_eq!(
+            Lesson::of(true, Some(ResponseTooLarge), Some(10), true),
+            Lesson::Cacheable
+        );
+        assert_eq!(Lesson::of(true, None, None, false), Lesson::Cacheable);
+        for reason in [Some(ResponseTooLarge), None] {
+            let mut lesson = Lesson::of(true, reason, Some(10), false);
+            lesson.count(Some(&bytes::Bytes::from_static(b"0123456789")));
+            assert!(lesson.learnt_at_end(), "{reason:?}");
+            lesson.count(Some(&bytes::Bytes::from_static(b"!")));
+            assert!(!lesson.learnt_at_end(), "{reason:?}");
+        }
+        assert!(!Lesson::Cacheable.learnt_at_end());
+    }
     use tokio::net::TcpListener;
 
     /// A connection to `listener`'s address, as the pool keeps it, and the origin's end.

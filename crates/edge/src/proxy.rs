@@ -505,7 +505,7 @@ fn path_and_query(session: &Session) -> String {
         .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
 }
 
-fn is_grpc(session: &Session) -> bool {
+pub(crate) fn is_grpc(session: &Session) -> bool {
     session
         .req_header()
         .headers

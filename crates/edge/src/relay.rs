@@ -14,22 +14,21 @@
 //! As in [`crate::pass`], a response to a URL remembered as uncacheable that could be stored
 //! now tells the cache so (the next request is a miss that stores it) instead of being stored.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header;
 use parapet_model::settings::SslMode;
 use pingora::cache::RespCacheable;
 use pingora::cache::predictor::CacheablePredictor as _;
+use pingora::protocols::http::HttpTask;
 use pingora::protocols::http::v1::client::http_req_header_to_wire;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
 use crate::hit::ENGINE_FIELDS;
-use crate::pass::{Asking, POOL_IDLE, ask, pool_put};
-use crate::proxy::{
-    COMPRESSION_LEVEL, Ctx, EdgeProxy, cacheability, client_ip, is_https, origin_port, to_origin,
-};
+use crate::pass::{Asking, Lesson, POOL_IDLE, STRIPPED, ask, pool_put};
+use crate::proxy::{Ctx, EdgeProxy, cacheability, is_grpc, is_https, origin_port};
 
 impl EdgeProxy {
     /// Passes the session's request on and answers it, when it is one this path takes: `false`
@@ -38,13 +37,9 @@ impl EdgeProxy {
         if !self.relays(session, ctx) {
             return Ok(false);
         }
-        let Some(origin) = ctx.origin.as_ref() else {
-            return Ok(false);
-        };
         let head_only = session.req_header().method == http::Method::HEAD;
-        let https = is_https(session);
         // The request as the engine's HTTP/1 client writes it for an HTTP/2 visitor: HTTP/1.1,
-        // `Host` from `:authority`, then this edge's fields.
+        // `Host` from `:authority`, without this hop's fields, then through the same filter.
         let mut req = session.req_header().clone();
         req.set_version(http::Version::HTTP_11);
         if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_owned()) {
@@ -53,22 +48,28 @@ impl EdgeProxy {
             }
             req.insert_header(header::HOST, authority)?;
         }
-        to_origin(
-            &mut req,
-            client_ip(session),
-            https,
-            origin,
-            &ctx.ray,
-            ctx.cache_asked,
-        )?;
-        if ctx.cache_asked {
-            session.upstream_compression.adjust_level(COMPRESSION_LEVEL);
+        for name in STRIPPED {
+            req.remove_header(*name);
+        }
+        self.upstream_request_filter(session, &mut req, ctx).await?;
+        // An origin rule's `Host` must be an authority, as the engine checks it.
+        if req
+            .headers
+            .get(header::HOST)
+            .is_some_and(|host| http::uri::Authority::try_from(host.as_bytes()).is_err())
+        {
+            return Error::e_explain(ErrorType::InvalidHTTPHeader, "invalid Host for the origin")
+                .map_err(|e| e.into_in());
         }
         session.upstream_compression.request_filter(&req);
         let Some(wire) = http_req_header_to_wire(&req) else {
-            return Error::e_explain(ErrorType::InvalidHTTPHeader, "request target");
+            return Error::e_explain(ErrorType::InvalidHTTPHeader, "request target")
+                .map_err(|e| e.into_in());
         };
         drop(req);
+        let Some(origin) = ctx.origin.as_ref() else {
+            return Ok(false);
+        };
         let settings = origin.edge.settings;
         let asking = Asking {
             wire: &wire,
@@ -87,12 +88,13 @@ impl EdgeProxy {
             ray: &ctx.ray,
         };
         let idle_timeout = asking.idle_timeout;
-        ctx.upstream_sent = Some(Instant::now());
+        let asked = unless_closed(session, ask(&asking)).await?;
         ctx.relayed = true;
-        let (mut reply, mut head, addr, _) = match ask(&asking).await {
+        let (mut reply, mut head, addr, sent) = match asked {
             Ok(asked) => asked,
-            Err(e) => return self.relay_failed(session, ctx, e).await,
+            Err(e) => return self.relay_failed(session, ctx, e.into_up()).await,
         };
+        ctx.upstream_sent = Some(sent);
         // An HTTP/2 visitor is sent no 1xx (the engine's HTTP/2 writer drops them), and 101
         // without an upgrade asked for is an invalid answer.
         let mut informational = 0;
@@ -102,7 +104,7 @@ impl EdgeProxy {
                 let e = Error::explain(ErrorType::InvalidHTTPHeader, "unexpected 1xx");
                 return self.relay_failed(session, ctx, e.into_up()).await;
             }
-            head = match reply.head(head_only).await {
+            head = match unless_closed(session, reply.head(head_only)).await? {
                 Ok(head) => head,
                 Err(e) => return self.relay_failed(session, ctx, e.into_up()).await,
             };
@@ -122,17 +124,29 @@ impl EdgeProxy {
             .response_header_filter(&mut resp, end);
         self.upstream_response_filter(session, &mut resp, ctx)
             .await?;
+        // A URL the cache bypassed learns from the answer what the engine's cache filter learns.
+        let mut lesson = Lesson::Nothing;
+        let mut learning = None;
         if session.cache.bypassing()
             && let Some(cache) = self.cache
         {
             let authorization = session.req_header().headers.contains_key("authorization");
-            let key = self.cache_key_callback(session, ctx)?;
-            match cacheability(authorization, &resp, ctx.cache_rules.as_deref()) {
-                RespCacheable::Cacheable(_) => {
+            let cacheable = matches!(
+                cacheability(authorization, &resp, ctx.cache_rules.as_deref()),
+                RespCacheable::Cacheable(_)
+            );
+            lesson = Lesson::of(
+                cacheable,
+                session.cache.predicted_uncacheable_reason(),
+                session.cache.max_file_size_bytes(),
+                resp.headers.contains_key(header::CONTENT_LENGTH),
+            );
+            if lesson != Lesson::Nothing {
+                let key = self.cache_key_callback(session, ctx)?;
+                if lesson == Lesson::Cacheable {
                     cache.predictor.mark_cacheable(&key);
-                }
-                RespCacheable::Uncacheable(reason) => {
-                    cache.predictor.mark_uncacheable(&key, reason);
+                } else {
+                    learning = Some((cache, key));
                 }
             }
         }
@@ -146,12 +160,14 @@ impl EdgeProxy {
         }
         self.response_filter(session, &mut resp, ctx).await?;
         let mut done = end || no_body;
+        // Written as the engine writes tasks: the header ends the stream when nothing follows.
         session
-            .write_response_header(resp, done)
-            .await
-            .map_err(|e| e.into_down())?;
+            .write_response_tasks(vec![HttpTask::Header(resp, done)])
+            .await?;
         while !done {
-            let chunk = reply.body().await.map_err(|e| e.into_up())?;
+            let chunk = unless_closed(session, reply.body())
+                .await?
+                .map_err(|e| e.into_up())?;
             done = chunk.is_none() || reply.is_done();
             let mut data = chunk;
             if session.upstream_compression.is_enabled()
@@ -161,13 +177,18 @@ impl EdgeProxy {
             {
                 data = Some(encoded);
             }
+            lesson.count(data.as_ref());
             if data.as_ref().is_some_and(Bytes::is_empty) && !done {
                 continue;
             }
             session
-                .write_response_body(data, done)
-                .await
-                .map_err(|e| e.into_down())?;
+                .write_response_tasks(vec![HttpTask::Body(data, done)])
+                .await?;
+        }
+        if let Some((cache, key)) = learning
+            && lesson.learnt_at_end()
+        {
+            cache.predictor.mark_cacheable(&key);
         }
         // The origin's connection, once its answer is whole, serves the next request.
         if let Some(connection) = reply.reusable() {
@@ -184,11 +205,16 @@ impl EdgeProxy {
         ctx: &mut Ctx,
         e: Box<Error>,
     ) -> Result<bool> {
-        self.fail_to_proxy(session, &e, ctx).await;
+        let failed = self.fail_to_proxy(session, &e, ctx).await;
         if session.response_written().is_none() {
             return Err(e);
         }
-        tracing::warn!(ray = %ctx.ray, "passing to the origin: {e}");
+        tracing::error!(
+            ray = %ctx.ray,
+            "Fail to proxy: {e}, status: {}, {}",
+            failed.error_code,
+            self.request_summary(session, ctx)
+        );
         Ok(true)
     }
 
@@ -211,6 +237,7 @@ impl EdgeProxy {
             && !origin_tls
             && !settings.origin_h2
             && !origin.addrs.is_empty()
+            && !is_grpc(session)
             && !session.cache.enabled()
             && session.is_body_empty()
             && !session
@@ -218,5 +245,22 @@ impl EdgeProxy {
                 .headers
                 .keys()
                 .any(|name| ENGINE_FIELDS.contains(&name.as_str()))
+    }
+}
+
+/// `work`, unless the visitor closes its stream first (a reset, or its connection going): then
+/// the request is given up, as the engine gives it up, and whatever `work` held is dropped.
+async fn unless_closed<T>(
+    session: &mut Session,
+    work: impl Future<Output = Result<T>>,
+) -> Result<Result<T>> {
+    let Some(closed) = session.downstream_session.watch_h2_stream_close() else {
+        return Ok(work.await);
+    };
+    tokio::select! {
+        biased;
+        done = work => Ok(done),
+        _ = closed => Error::e_explain(ErrorType::ConnectionClosed, "the visitor closed its stream")
+            .map_err(|e| e.into_down()),
     }
 }
