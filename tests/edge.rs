@@ -392,6 +392,14 @@ fn oversized_requests_get_413_and_431_and_expect_continue_works() {
         "a".repeat(40 * 1024)
     );
     assert_eq!(raw(port, huge_header.as_bytes()), 431);
+    // Over HTTP/2, the same fields measure the same.
+    let big = format!("X-Big: {}", "a".repeat(40 * 1024));
+    let (status, _, _) = curl(
+        port,
+        "www.size.test",
+        &["--http2-prior-knowledge", "-H", &big],
+    );
+    assert_eq!(status, 431);
     let huge_body = "POST / HTTP/1.1\r\nHost: www.size.test\r\nContent-Length: 200000000\r\n\r\n";
     assert_eq!(raw(port, huge_body.as_bytes()), 413);
     assert!(

@@ -240,17 +240,17 @@ impl EdgeProxy {
 }
 
 /// What the origin is told about the visitor and this edge.
-struct ToOrigin<'a> {
-    client: IpAddr,
-    https: bool,
-    origin: &'a Origin,
-    ray: &'a str,
+pub(crate) struct ToOrigin<'a> {
+    pub(crate) client: IpAddr,
+    pub(crate) https: bool,
+    pub(crate) origin: &'a Origin,
+    pub(crate) ray: &'a str,
     /// The cache knows the URL: the origin is asked for the visitor's coding class.
-    cache_asked: bool,
+    pub(crate) cache_asked: bool,
 }
 
 /// A request header holding only an `Accept-Encoding`, which is all compression reads.
-fn encoding_only(value: &[u8]) -> Option<RequestHeader> {
+pub(crate) fn encoding_only(value: &[u8]) -> Option<RequestHeader> {
     let mut req = RequestHeader::build("GET", b"/", Some(1)).ok()?;
     req.insert_header(header::ACCEPT_ENCODING, value).ok()?;
     Some(req)
@@ -352,48 +352,112 @@ fn wire_request(
     let mut parsed = httparse::Request::new(&mut fields);
     parsed.parse(ahead).ok()?;
     let named = stripped_fields(parsed.headers)?;
-    let mut out = Vec::with_capacity(ahead.len() + 320);
-    out.extend_from_slice(b"GET ");
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let (mut accept, mut forwarded_for, mut accept_encoding) = (None, None, None);
+    let mut kept = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
-        let name = field.name;
-        if is_stripped(&named, name) {
+        if is_stripped(&named, field.name) {
             continue;
         }
         // What the engine's header map refuses is the engine's.
-        http::HeaderName::from_bytes(name.as_bytes()).ok()?;
-        let value = http::HeaderValue::from_bytes(field.value).ok()?;
-        if name.eq_ignore_ascii_case("accept") && accept.is_none() {
-            accept = std::str::from_utf8(field.value).ok().map(str::to_owned);
+        http::HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        http::HeaderValue::from_bytes(field.value).ok()?;
+        kept.push((field.name.as_bytes(), field.value));
+    }
+    let mut out = Vec::with_capacity(ahead.len() + 320);
+    let (accept, coding) = wire_fields(&mut out, "GET", target, kept, to);
+    Some((out, accept, coding))
+}
+
+/// A GET the engine has read (an HTTP/2 visitor's) for the origin as bytes, as
+/// [`wire_request`] writes one: `Host` from the `:authority`, without this hop's fields. `None`
+/// for a request whose fields this does not merge as the engine does (a `CDN-Loop`, more than
+/// one `Accept-Encoding`).
+pub(crate) fn wire_session_request(
+    req: &RequestHeader,
+    to: &ToOrigin<'_>,
+) -> Option<(Vec<u8>, Option<&'static str>)> {
+    if req.headers.contains_key("cdn-loop")
+        || req
+            .headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .nth(1)
+            .is_some()
+    {
+        return None;
+    }
+    let authority = req.uri.authority().map(|a| a.as_str().as_bytes());
+    // What the engine refuses is the engine's: userinfo, a `Host` rule that is no authority.
+    if authority.is_some_and(|a| a.contains(&b'@'))
+        || to
+            .origin
+            .host_header
+            .as_deref()
+            .is_some_and(|h| http::uri::Authority::try_from(h).is_err())
+    {
+        return None;
+    }
+    let fields = authority.map(|a| (&b"host"[..], a)).into_iter().chain(
+        req.headers
+            .iter()
+            .filter(|(name, _)| {
+                let replaced = authority.is_some() && *name == header::HOST;
+                !replaced && !is_stripped(&[], name.as_str())
+            })
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+    );
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = Vec::with_capacity(512);
+    let (_, coding) = wire_fields(&mut out, "GET", target, fields, to);
+    Some((out, coding))
+}
+
+/// The request line and `fields` (this hop's already left out) with [`to_origin`]'s, into
+/// `out`; the visitor's `Accept`, and the `Accept-Encoding` the origin is sent when the cache
+/// knows the URL.
+fn wire_fields<'f>(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: &str,
+    fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
+    to: &ToOrigin<'_>,
+) -> (Option<String>, Option<&'static str>) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let (mut accept, mut forwarded_for, mut accept_encoding) = (None, None, None);
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case(b"accept") && accept.is_none() {
+            accept = std::str::from_utf8(value).ok().map(str::to_owned);
         }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             // The first one, as the engine reads it.
             if forwarded_for.is_none() {
-                forwarded_for = Some(value.to_str().ok().map(str::to_owned));
+                forwarded_for = Some(visible_text(value));
             }
             continue;
         }
-        if REPLACED.iter().any(|r| name.eq_ignore_ascii_case(r))
-            || (to.origin.host_header.is_some() && name.eq_ignore_ascii_case("host"))
+        if REPLACED
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
+            || (to.origin.host_header.is_some() && name.eq_ignore_ascii_case(b"host"))
         {
             continue;
         }
-        if to.cache_asked && name.eq_ignore_ascii_case("accept-encoding") {
-            accept_encoding = Some(field.value);
+        if to.cache_asked && name.eq_ignore_ascii_case(b"accept-encoding") {
+            accept_encoding = Some(value);
             continue;
         }
-        field_line(&mut out, name.as_bytes(), field.value);
+        field_line(out, name, value);
     }
     if let Some(host) = to.origin.host_header.as_deref() {
-        field_line(&mut out, b"host", host.as_bytes());
+        field_line(out, b"host", host.as_bytes());
     }
     let mut asked_coding = None;
     if to.cache_asked {
         let class = normalized_encoding(accept_encoding.unwrap_or_default());
         if !class.is_empty() {
-            field_line(&mut out, b"accept-encoding", class.as_bytes());
+            field_line(out, b"accept-encoding", class.as_bytes());
             asked_coding = Some(class);
         }
     }
@@ -410,23 +474,33 @@ fn wire_request(
     }
     out.extend_from_slice(client);
     out.extend_from_slice(b"\r\n");
-    field_line(&mut out, b"cf-connecting-ip", client);
+    field_line(out, b"cf-connecting-ip", client);
     let (proto, visitor) = if to.https {
         ("https", r#"{"scheme":"https"}"#)
     } else {
         ("http", r#"{"scheme":"http"}"#)
     };
-    field_line(&mut out, b"x-forwarded-proto", proto.as_bytes());
-    field_line(&mut out, b"cf-visitor", visitor.as_bytes());
-    field_line(&mut out, b"cf-ray", to.ray.as_bytes());
-    field_line(&mut out, b"cdn-loop", CDN_LOOP_TOKEN.as_bytes());
+    field_line(out, b"x-forwarded-proto", proto.as_bytes());
+    field_line(out, b"cf-visitor", visitor.as_bytes());
+    field_line(out, b"cf-ray", to.ray.as_bytes());
+    field_line(out, b"cdn-loop", CDN_LOOP_TOKEN.as_bytes());
     field_line(
-        &mut out,
+        out,
         b"surrogate-capability",
         crate::freshness::SURROGATE_CAPABILITY.as_bytes(),
     );
     out.extend_from_slice(b"\r\n");
-    Some((out, accept, asked_coding))
+    (accept, asked_coding)
+}
+
+/// A field value as text, when the engine's header map reads it as text (visible ASCII, spaces
+/// and tabs).
+fn visible_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

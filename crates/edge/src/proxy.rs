@@ -476,6 +476,17 @@ async fn redirect(session: &mut Session, ctx: &Ctx, location: &str) {
     let _ = session.write_response_header(Box::new(resp), true).await;
 }
 
+/// The length of the HTTP/1 head an HTTP/2 request makes (`METHOD target HTTP/2`, its fields,
+/// the blank line), without writing it.
+fn h1_head_len(req: &RequestHeader) -> usize {
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    req.method.as_str().len() + req.raw_path().len() + 12 + fields
+}
+
 /// The origin's port: an origin rule's, else the visitor's (`tls`: HTTPS to the origin).
 pub(crate) fn origin_port(session: &Session, origin: &Origin, tls: bool) -> u16 {
     origin.port.unwrap_or_else(|| {
@@ -589,10 +600,18 @@ impl ProxyHttp for EdgeProxy {
     /// Refuses ambiguous framing, then routes the request; answers unknown hosts, unproxied
     /// names and loops with an error page.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let raw_head = session.as_downstream().to_h1_raw();
-        let checked = headers::check_raw_head(&raw_head)
-            .and_then(|()| headers::check_framing(&session.req_header().headers));
-        if raw_head.len() > self.max_header_bytes {
+        let req = session.req_header();
+        let (head_len, checked) = if req.version == http::Version::HTTP_2 {
+            // HTTP/2 fields hold no line breaks (its reader refuses them): only the size of the
+            // HTTP/1 head they make counts, and the framing.
+            (h1_head_len(req), headers::check_framing(&req.headers))
+        } else {
+            let raw_head = session.as_downstream().to_h1_raw();
+            let checked = headers::check_raw_head(&raw_head)
+                .and_then(|()| headers::check_framing(&session.req_header().headers));
+            (raw_head.len(), checked)
+        };
+        if head_len > self.max_header_bytes {
             let _ = session.respond_error(431).await;
             return Ok(true);
         }
@@ -1619,6 +1638,18 @@ impl AccessLine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http2_requests_head_is_measured_as_the_http1_head_it_makes() {
+        let mut req = RequestHeader::build("GET", b"/a/path?q=1", None).expect("request");
+        req.set_version(http::Version::HTTP_2);
+        req.insert_header("host", "example.test").expect("host");
+        req.append_header("x-long", "v".repeat(300)).expect("field");
+        req.append_header("x-long", "w").expect("field");
+        let wire =
+            pingora::protocols::http::v1::client::http_req_header_to_wire(&req).expect("wire");
+        assert_eq!(h1_head_len(&req), wire.len());
+    }
 
     #[test]
     fn addresses_are_written_as_display_writes_them() {

@@ -27,8 +27,13 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
 use crate::hit::ENGINE_FIELDS;
-use crate::pass::{Asking, Lesson, POOL_IDLE, STRIPPED, ask, pool_put};
-use crate::proxy::{Ctx, EdgeProxy, cacheability, is_grpc, is_https, origin_port};
+use crate::pass::{
+    Asking, Lesson, POOL_IDLE, STRIPPED, ToOrigin, ask, encoding_only, pool_put,
+    wire_session_request,
+};
+use crate::proxy::{
+    COMPRESSION_LEVEL, Ctx, EdgeProxy, cacheability, client_ip, is_grpc, is_https, origin_port,
+};
 
 impl EdgeProxy {
     /// Passes the session's request on and answers it, when it is one this path takes: `false`
@@ -38,35 +43,7 @@ impl EdgeProxy {
             return Ok(false);
         }
         let head_only = session.req_header().method == http::Method::HEAD;
-        // The request as the engine's HTTP/1 client writes it for an HTTP/2 visitor: HTTP/1.1,
-        // `Host` from `:authority`, without this hop's fields, then through the same filter.
-        let mut req = session.req_header().clone();
-        req.set_version(http::Version::HTTP_11);
-        if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_owned()) {
-            if authority.contains('@') {
-                return Error::e_explain(ErrorType::InvalidHTTPHeader, "userinfo in authority");
-            }
-            req.insert_header(header::HOST, authority)?;
-        }
-        for name in STRIPPED {
-            req.remove_header(*name);
-        }
-        self.upstream_request_filter(session, &mut req, ctx).await?;
-        // An origin rule's `Host` must be an authority, as the engine checks it.
-        if req
-            .headers
-            .get(header::HOST)
-            .is_some_and(|host| http::uri::Authority::try_from(host.as_bytes()).is_err())
-        {
-            return Error::e_explain(ErrorType::InvalidHTTPHeader, "invalid Host for the origin")
-                .map_err(|e| e.into_in());
-        }
-        session.upstream_compression.request_filter(&req);
-        let Some(wire) = http_req_header_to_wire(&req) else {
-            return Error::e_explain(ErrorType::InvalidHTTPHeader, "request target")
-                .map_err(|e| e.into_in());
-        };
-        drop(req);
+        let wire = self.origin_request(session, ctx, head_only).await?;
         let Some(origin) = ctx.origin.as_ref() else {
             return Ok(false);
         };
@@ -195,6 +172,69 @@ impl EdgeProxy {
             pool_put(addr, connection, idle_timeout);
         }
         Ok(true)
+    }
+
+    /// The request for the origin, as bytes: as the engine's HTTP/1 client writes it for an
+    /// HTTP/2 visitor (HTTP/1.1, `Host` from `:authority`, without this hop's fields), through
+    /// the engine's `upstream_request_filter` or, for a GET, written directly with the same
+    /// fields ([`wire_session_request`]).
+    async fn origin_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        head_only: bool,
+    ) -> Result<Vec<u8>> {
+        let direct = match (ctx.origin.as_ref(), client_ip(session)) {
+            (Some(origin), Some(client)) if !head_only => {
+                let to = ToOrigin {
+                    client,
+                    https: is_https(session),
+                    origin,
+                    ray: &ctx.ray,
+                    cache_asked: ctx.cache_asked,
+                };
+                wire_session_request(session.req_header(), &to)
+            }
+            _ => None,
+        };
+        if let Some((wire, coding)) = direct {
+            if ctx.cache_asked {
+                // A compressible answer the origin sends uncompressed is compressed in the
+                // class asked for, as the engine's filter arranges it.
+                session.upstream_compression.adjust_level(COMPRESSION_LEVEL);
+                if let Some(coding) = coding.and_then(|c| encoding_only(c.as_bytes())) {
+                    session.upstream_compression.request_filter(&coding);
+                }
+            }
+            return Ok(wire);
+        }
+        let mut req = session.req_header().clone();
+        req.set_version(http::Version::HTTP_11);
+        if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_owned()) {
+            if authority.contains('@') {
+                return Error::e_explain(ErrorType::InvalidHTTPHeader, "userinfo in authority");
+            }
+            req.insert_header(header::HOST, authority)?;
+        }
+        for name in STRIPPED {
+            req.remove_header(*name);
+        }
+        self.upstream_request_filter(session, &mut req, ctx).await?;
+        // An origin rule's `Host` must be an authority, as the engine checks it.
+        if req
+            .headers
+            .get(header::HOST)
+            .is_some_and(|host| http::uri::Authority::try_from(host.as_bytes()).is_err())
+        {
+            return Error::e_explain(ErrorType::InvalidHTTPHeader, "invalid Host for the origin")
+                .map_err(|e| e.into_in());
+        }
+        session.upstream_compression.request_filter(&req);
+        match http_req_header_to_wire(&req) {
+            Some(wire) => Ok(wire.to_vec()),
+            None => Error::e_explain(ErrorType::InvalidHTTPHeader, "request target")
+                .map_err(|e| e.into_in()),
+        }
     }
 
     /// A failure before the response began: the engine's page for it (`Err` for the engine to
