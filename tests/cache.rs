@@ -1173,36 +1173,6 @@ fn hits_from_memory_are_answered_as_the_engine_answers_them() {
             assert_eq!(body, body2);
         }
     }
-    // HTTP/2 visitors: the same hits, and a current copy's 304, answered directly and by the
-    // engine, look the same.
-    let h2 = "--http2-prior-knowledge";
-    let current: &[&str] = &["-H", "If-None-Match: \"css1\""];
-    for path in paths {
-        for extra in codings.iter().copied().chain([current]) {
-            let extra = [extra, &[h2]].concat();
-            let before = direct();
-            let (status, cache, head, body) = fetch(s.port, host, path, &extra);
-            assert_eq!(
-                direct(),
-                before + 1,
-                "h2 {path} {extra:?}: answered directly\n{head}"
-            );
-            let engine = [&extra[..], &["-H", "If-Match: *"]].concat();
-            let (status2, cache2, head2, body2) = fetch(s.port, host, path, &engine);
-            assert_eq!(direct(), before + 1, "h2 {path} {extra:?}: by the engine");
-            assert!(head.starts_with("http/2 "), "{head}");
-            assert_eq!(
-                (status, cache.as_str()),
-                (status2, "HIT"),
-                "{head}\n{head2}"
-            );
-            assert_eq!(cache2, "HIT", "{head2}");
-            let ((fields, age), (fields2, age2)) = (lasting_fields(&head), lasting_fields(&head2));
-            assert_eq!(fields, fields2, "h2 {path} {extra:?}");
-            assert!(age2.abs_diff(age) <= 1, "h2 {path} {extra:?}");
-            assert_eq!(body, body2, "h2 {path} {extra:?}");
-        }
-    }
     let (_, _, head, _) = fetch(s.port, host, "/text.css", &["-H", "Accept-Encoding: gzip"]);
     assert!(head.contains("content-encoding: gzip"), "{head}");
     assert!(head.contains("vary: accept-encoding"), "{head}");

@@ -213,87 +213,6 @@ pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'
     })
 }
 
-/// A request the engine has read (an HTTP/2 visitor's), read as [`request`] reads one from
-/// bytes, if it is of the kind answered here.
-fn session_request(req: &pingora::http::RequestHeader) -> Option<Request<'_>> {
-    let head_only = match req.method {
-        http::Method::GET => false,
-        http::Method::HEAD => true,
-        _ => return None,
-    };
-    let target = req.uri.path_and_query()?.as_str();
-    if !target.starts_with('/') {
-        return None;
-    }
-    let (mut host, mut accept_encoding) = (None, None);
-    let (mut if_none_match, mut if_modified_since) = (None, None);
-    for (name, value) in &req.headers {
-        let value = value.as_bytes();
-        match name.as_str() {
-            "host" => once(&mut host, value)?,
-            "accept-encoding" => once(&mut accept_encoding, value)?,
-            "if-none-match" => once(&mut if_none_match, value)?,
-            "if-modified-since" => once(&mut if_modified_since, value)?,
-            other if ENGINE_FIELDS.contains(&other) => return None,
-            _ => {}
-        }
-    }
-    // The engine routes by `Host`, else by `:authority`.
-    let host = match host {
-        Some(host) => std::str::from_utf8(host).ok()?,
-        None => req.uri.authority()?.as_str(),
-    };
-    Some(Request {
-        len: 0,
-        head_only,
-        http11: true,
-        target,
-        host,
-        keep_alive: true,
-        accept_encoding,
-        if_none_match,
-        if_modified_since,
-    })
-}
-
-impl Answer {
-    /// Writes the hit through the engine's session (an HTTP/2 stream), then counts and logs it.
-    pub(crate) async fn write_to(
-        self,
-        session: &mut pingora::proxy::Session,
-        metrics: &crate::EdgeMetrics,
-    ) -> pingora::Result<()> {
-        use pingora::protocols::http::HttpTask;
-        let Answer {
-            head, body, done, ..
-        } = self;
-        let mut fields = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let Ok(httparse::Status::Complete(len)) = parsed.parse(&head) else {
-            return pingora::Error::e_explain(pingora::ErrorType::InternalError, "a hit's header");
-        };
-        let status = parsed.code.unwrap_or(500);
-        let mut resp = ResponseHeader::build(status, Some(parsed.headers.len()))?;
-        for field in parsed.headers.iter() {
-            if !field.name.eq_ignore_ascii_case("connection") {
-                resp.append_header(field.name.to_owned(), field.value)?;
-            }
-        }
-        let body = match head.get(len..).filter(|inline| !inline.is_empty()) {
-            Some(inline) => Some(Bytes::copy_from_slice(inline)),
-            None => body,
-        };
-        let mut tasks = vec![HttpTask::Header(Box::new(resp), body.is_none())];
-        if let Some(body) = body {
-            tasks.push(HttpTask::Body(Some(body), true));
-        }
-        done.count(metrics);
-        let sent = session.write_response_tasks(tasks).await;
-        done.log(sent.is_ok());
-        sent.map(|_| ())
-    }
-}
-
 /// Keeps the value of a field that may come once (`None`: it came again, the engine's).
 fn once<'b>(slot: &mut Option<&'b [u8]>, value: &'b [u8]) -> Option<()> {
     if slot.is_some() {
@@ -363,34 +282,6 @@ impl EdgeProxy {
         let started = Instant::now();
         let conn = conn(stream)?;
         let request = request(conn.ahead, self.max_header_bytes)?;
-        self.answer(&conn, &request, started, Some(stopping))
-    }
-
-    /// A hit this path answers for a request the engine has read (an HTTP/2 visitor's), ready
-    /// to be written through its session; `None` for the engine.
-    pub(crate) fn session_hit(
-        &self,
-        conn: &Conn<'_>,
-        req: &pingora::http::RequestHeader,
-    ) -> Option<Answer> {
-        let started = Instant::now();
-        let request = session_request(req)?;
-        match self.answer(conn, &request, started, None)? {
-            Direct::Hit(answer) => Some(answer),
-            Direct::Pass(_) => None,
-        }
-    }
-
-    /// What this path answers for `request`. `stopping`: for a connection of its own (the edge
-    /// is shutting down when true), which passes too and counts the request as started; `None`
-    /// for a request the engine has read and counted, for which only hits are answered.
-    fn answer(
-        &self,
-        conn: &Conn<'_>,
-        request: &Request<'_>,
-        started: Instant,
-        stopping: Option<bool>,
-    ) -> Option<Direct> {
         let (path, _) = request
             .target
             .split_once('?')
@@ -412,14 +303,14 @@ impl EdgeProxy {
         let rules = self.cache_parameters(&origin);
         let passed = |origin, rules, learn, status| {
             let passing = Passing {
-                conn,
-                request,
+                conn: &conn,
+                request: &request,
                 origin,
                 rules,
                 learn,
                 status,
                 started,
-                stopping: stopping?,
+                stopping,
             };
             self.pass(passing).map(Direct::Pass)
         };
@@ -474,7 +365,7 @@ impl EdgeProxy {
         // visitor that accepts one.
         let encoded = stored.headers.contains_key(header::CONTENT_ENCODING);
         // A visitor whose copy is current gets a 304: nothing to compress.
-        let current = not_modified(request, stored);
+        let current = not_modified(&request, stored);
         if !current && head.compressible && !encoded && request.accept_encoding.is_some() {
             return None;
         }
@@ -504,7 +395,7 @@ impl EdgeProxy {
             );
         }
         let fields = Fields {
-            keep_alive: request.keep_alive && stopping != Some(true),
+            keep_alive: request.keep_alive && !stopping,
             age: now
                 .duration_since(hit.epoch())
                 .unwrap_or_default()
@@ -513,7 +404,7 @@ impl EdgeProxy {
             hsts,
             vary: head.compressible && !lists_encoding(stored),
         };
-        let (response, body) = response(&hit, head, request, &fields, current)?;
+        let (response, body) = response(&hit, head, &request, &fields, current)?;
         let log = access_logged().then(|| {
             Box::new(Logged {
                 host: origin.host,
@@ -522,9 +413,7 @@ impl EdgeProxy {
                 client: conn.peer.ip(),
             })
         });
-        if stopping.is_some() {
-            self.metrics.request_started();
-        }
+        self.metrics.request_started();
         Some(Direct::Hit(Answer {
             request_len: request.len,
             head: response,

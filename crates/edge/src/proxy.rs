@@ -251,8 +251,6 @@ pub struct Ctx {
     pub(crate) rule_bypass: bool,
     /// Passed to the origin by [`crate::relay`].
     pub(crate) relayed: bool,
-    /// Answered (counted and logged) by [`crate::hit`].
-    pub(crate) answered: bool,
 }
 
 pub(crate) fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -586,7 +584,6 @@ impl ProxyHttp for EdgeProxy {
             cache_rules: None,
             rule_bypass: false,
             relayed: false,
-            answered: false,
         }
     }
 
@@ -642,23 +639,6 @@ impl ProxyHttp for EdgeProxy {
         if looped {
             respond_with(session, ctx, EdgeError::Loop).await;
             return Ok(true);
-        }
-        // A fresh object in memory for an HTTP/2 visitor is answered here, as an HTTP/1
-        // visitor's is before the engine (`hit.rs`).
-        if session.req_header().version == http::Version::HTTP_2
-            && let Some(peer) = session.client_addr().and_then(|a| a.as_inet()).copied()
-        {
-            let conn = crate::hit::Conn {
-                ahead: &[],
-                https: is_https(session),
-                peer,
-                port: visitor_port(session),
-            };
-            if let Some(hit) = self.session_hit(&conn, session.req_header()) {
-                ctx.answered = true;
-                hit.write_to(session, &self.metrics).await?;
-                return Ok(true);
-            }
         }
         let snapshot = self.published.load();
         let path = session.req_header().uri.path().to_owned();
@@ -1177,9 +1157,6 @@ impl ProxyHttp for EdgeProxy {
 
     /// One JSON access-log line per request.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        if ctx.answered {
-            return;
-        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let zone = ctx.origin.as_ref().map_or("", |o| o.zone_id.as_str());
         if ctx.relayed {
