@@ -28,7 +28,7 @@ use bytes::{BufMut, BytesMut};
 use http::header;
 use parapet_model::rules::CacheParameters;
 use parapet_model::settings::SslMode;
-use pingora::cache::predictor::CacheablePredictor as _;
+use pingora::cache::predictor::CacheablePredictor;
 use pingora::cache::{CacheKey, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
@@ -104,6 +104,8 @@ pub(crate) struct Pass {
     idle_timeout: Option<Duration>,
     /// The key of a URL remembered as uncacheable: what its response says is learnt.
     learn: Option<CacheKey>,
+    /// Why it was remembered so, as the prediction said when the request came.
+    bypassed_for: Option<NoCacheReason>,
     rules: Option<Box<CacheParameters>>,
     status: (&'static str, &'static str),
     /// The visitor's compression, and for a URL the cache knows, the engine's own compression
@@ -220,6 +222,10 @@ impl EdgeProxy {
                 .read_timeout_secs
                 .map_or(self.read_timeout, Duration::from_secs),
             idle_timeout: settings.idle_timeout_secs.map(Duration::from_secs),
+            bypassed_for: learn
+                .as_ref()
+                .zip(self.cache)
+                .and_then(|(key, cache)| cache.predictor.predicted_uncacheable_reason(key)),
             learn,
             rules,
             status,
@@ -392,7 +398,7 @@ pub(crate) fn wire_session_request(
             .origin
             .host_header
             .as_deref()
-            .is_some_and(|h| http::uri::Authority::try_from(h).is_err())
+            .is_some_and(|h| h.contains('@') || http::uri::Authority::try_from(h).is_err())
     {
         return None;
     }
@@ -521,22 +527,41 @@ pub(crate) enum Lesson {
     Cacheable,
     /// Cacheable if the body, counted so far in `.1`, stays within `.0` bytes.
     CacheableWithin(usize, usize),
+    /// Storable but larger than the largest object the cache keeps.
+    TooLarge,
 }
 
 impl Lesson {
+    /// `length`: the answer's length as the cache would store it; `get_ok`: a 200 to a GET,
+    /// which the engine stores at once, and so first checks against the limit.
     pub(crate) fn of(
         cacheable: bool,
         bypassed_for: Option<NoCacheReason>,
         limit: Option<usize>,
-        has_length: bool,
+        length: Option<usize>,
+        get_ok: bool,
     ) -> Self {
         if !cacheable {
             return Self::Nothing;
         }
         let for_size = bypassed_for.is_none_or(|r| r == NoCacheReason::ResponseTooLarge);
-        match limit {
-            Some(limit) if for_size && !has_length => Self::CacheableWithin(limit, 0),
+        match (limit, length) {
+            (Some(limit), None) if for_size => Self::CacheableWithin(limit, 0),
+            (Some(limit), Some(length)) if get_ok && length > limit => Self::TooLarge,
             _ => Self::Cacheable,
+        }
+    }
+
+    /// Tells the predictor what is learnt as soon as the header is read.
+    pub(crate) fn teach_now(&self, predictor: &dyn CacheablePredictor, key: &CacheKey) {
+        match self {
+            Self::Cacheable => {
+                predictor.mark_cacheable(key);
+            }
+            Self::TooLarge => {
+                predictor.mark_uncacheable(key, NoCacheReason::ResponseTooLarge);
+            }
+            Self::Nothing | Self::CacheableWithin(..) => {}
         }
     }
 
@@ -645,10 +670,9 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     let end = reply.is_done();
     let status = head.status.as_u16();
     let filter = OriginFilter::of_fields(false, || head.fields(), Some(addr));
-    let mut lesson = Lesson::Nothing;
-    if let (Some(key), Some(cache)) = (&pass.learn, proxy.cache) {
-        // Judged on the fields the judgement reads, as the engine's filters leave them.
-        let cacheable = head
+    // Judged on the fields the judgement reads, as the engine's filters leave them.
+    let cacheable = pass.learn.is_some()
+        && head
             .to_header(|name| is_one_of(name, &JUDGED) && !filter.drops_name(name))
             .is_some_and(|judged| {
                 matches!(
@@ -656,27 +680,29 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
                     RespCacheable::Cacheable(_)
                 )
             });
-        lesson = Lesson::of(
-            cacheable,
-            cache.predictor.predicted_uncacheable_reason(key),
-            Some(cache.store.max_object_bytes()),
-            head.values("content-length").next().is_some(),
-        );
-        if matches!(lesson, Lesson::Cacheable) {
-            cache.predictor.mark_cacheable(key);
-        }
-    }
     let no_body = pass.head_only || matches!(status, 204 | 304);
     let Some(Answered {
         head: rendered,
         chunked,
         framed,
+        stored_length,
     }) = answer_head(pass, &head, &filter, end, no_body)
     else {
         let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
         return Box::pin(error_answer(stream, pass, &e.into_up())).await;
     };
     drop(head);
+    let mut lesson = Lesson::Nothing;
+    if let (Some(key), Some(cache)) = (&pass.learn, proxy.cache) {
+        lesson = Lesson::of(
+            cacheable,
+            pass.bypassed_for,
+            Some(cache.store.max_object_bytes()),
+            stored_length,
+            !pass.head_only && status == 200,
+        );
+        lesson.teach_now(&cache.predictor, key);
+    }
     let keep_alive = pass.keep_alive && framed;
     let mut out = rendered;
     out.put_slice(b"Connection: ");
@@ -772,6 +798,8 @@ struct Answered {
     chunked: bool,
     /// The body's end is known without the connection closing.
     framed: bool,
+    /// The length the cache would store the answer with (after its own compression).
+    stored_length: Option<usize>,
 }
 
 /// Response fields the engine's compression reads or changes: they go through it on a header of
@@ -854,6 +882,7 @@ fn answer_head(
     if let Some(upstream) = pass.upstream_compression.as_mut() {
         upstream.response_header_filter(&mut coding, end);
     }
+    let stored_length = content_length(&coding);
     pass.compression.response_header_filter(&mut coding, end);
     let chunked = !no_body && is_chunked(&coding);
     let framed = no_body || chunked || coding.headers.contains_key(header::CONTENT_LENGTH);
@@ -894,6 +923,7 @@ fn answer_head(
         head: out,
         chunked,
         framed,
+        stored_length,
     })
 }
 
@@ -913,6 +943,16 @@ fn closed(status: u16) -> Ended {
         error: None,
         reusable: false,
     }
+}
+
+/// A header's `Content-Length`, when it has one valid one.
+pub(crate) fn content_length(resp: &ResponseHeader) -> Option<usize> {
+    let mut values = resp.headers.get_all(header::CONTENT_LENGTH).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()
 }
 
 fn is_chunked(resp: &ResponseHeader) -> bool {
@@ -1291,22 +1331,31 @@ mod tests {
         use NoCacheReason::{OriginNotCache, ResponseTooLarge};
         // An answer that cannot be stored either teaches nothing.
         assert_eq!(
-            Lesson::of(false, Some(OriginNotCache), Some(10), false),
+            Lesson::of(false, Some(OriginNotCache), Some(10), None, true),
             Lesson::Nothing
         );
         // One that can is cacheable at once, unless the URL was bypassed for its size (or for
-        // a reason not remembered) and the answer gives no length.
+        // a reason not remembered) and the answer gives no length, or a 200 to a GET is longer
+        // than the cache keeps.
         assert_eq!(
-            Lesson::of(true, Some(OriginNotCache), Some(10), false),
+            Lesson::of(true, Some(OriginNotCache), Some(10), None, true),
             Lesson::Cacheable
         );
         assert_eq!(
-            Lesson::of(true, Some(ResponseTooLarge), Some(10), true),
+            Lesson::of(true, Some(ResponseTooLarge), Some(10), Some(10), true),
             Lesson::Cacheable
         );
-        assert_eq!(Lesson::of(true, None, None, false), Lesson::Cacheable);
+        assert_eq!(
+            Lesson::of(true, Some(OriginNotCache), Some(10), Some(11), true),
+            Lesson::TooLarge
+        );
+        assert_eq!(
+            Lesson::of(true, Some(OriginNotCache), Some(10), Some(11), false),
+            Lesson::Cacheable
+        );
+        assert_eq!(Lesson::of(true, None, None, None, true), Lesson::Cacheable);
         for reason in [Some(ResponseTooLarge), None] {
-            let mut lesson = Lesson::of(true, reason, Some(10), false);
+            let mut lesson = Lesson::of(true, reason, Some(10), None, true);
             lesson.count(Some(&bytes::Bytes::from_static(b"0123456789")));
             assert!(lesson.learnt_at_end(), "{reason:?}");
             lesson.count(Some(&bytes::Bytes::from_static(b"!")));

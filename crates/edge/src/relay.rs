@@ -6,7 +6,7 @@
 //! `request_filter` and cache phases ran); this takes over where the engine would connect to the
 //! origin, for a request the cache will not store (not eligible, a rule's bypass, development
 //! mode, or a URL whose last response could not be stored). It calls the same filters the
-//! engine calls, in the engine's order ([`to_origin`] through `upstream_request_filter`'s work,
+//! engine calls, in the engine's order (`upstream_request_filter`'s work,
 //! `upstream_response_filter`, `response_filter`), and writes through the session, so the
 //! visitor's compression, the access-log line and the metrics are the engine's own. Failures
 //! go back to the engine as errors, which answers them with the same pages it gives its own.
@@ -28,7 +28,7 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::hit::ENGINE_FIELDS;
 use crate::pass::{
-    Asking, Lesson, POOL_IDLE, STRIPPED, ToOrigin, ask, encoding_only, pool_put,
+    Asking, Lesson, POOL_IDLE, STRIPPED, ToOrigin, ask, content_length, encoding_only, pool_put,
     wire_session_request,
 };
 use crate::proxy::{
@@ -65,8 +65,8 @@ impl EdgeProxy {
             ray: &ctx.ray,
         };
         let idle_timeout = asking.idle_timeout;
-        let asked = unless_closed(session, ask(&asking)).await?;
         ctx.relayed = true;
+        let asked = unless_closed(session, ask(&asking)).await?;
         let (mut reply, mut head, addr, sent) = match asked {
             Ok(asked) => asked,
             Err(e) => return self.relay_failed(session, ctx, e.into_up()).await,
@@ -116,15 +116,13 @@ impl EdgeProxy {
                 cacheable,
                 session.cache.predicted_uncacheable_reason(),
                 session.cache.max_file_size_bytes(),
-                resp.headers.contains_key(header::CONTENT_LENGTH),
+                content_length(&resp),
+                !head_only && resp.status == http::StatusCode::OK,
             );
             if lesson != Lesson::Nothing {
                 let key = self.cache_key_callback(session, ctx)?;
-                if lesson == Lesson::Cacheable {
-                    cache.predictor.mark_cacheable(&key);
-                } else {
-                    learning = Some((cache, key));
-                }
+                lesson.teach_now(&cache.predictor, &key);
+                learning = Some((cache, key));
             }
         }
         let no_body = head_only || matches!(resp.status.as_u16(), 204 | 304);
@@ -221,11 +219,10 @@ impl EdgeProxy {
         }
         self.upstream_request_filter(session, &mut req, ctx).await?;
         // An origin rule's `Host` must be an authority, as the engine checks it.
-        if req
-            .headers
-            .get(header::HOST)
-            .is_some_and(|host| http::uri::Authority::try_from(host.as_bytes()).is_err())
-        {
+        if req.headers.get(header::HOST).is_some_and(|host| {
+            host.as_bytes().contains(&b'@')
+                || http::uri::Authority::try_from(host.as_bytes()).is_err()
+        }) {
             return Error::e_explain(ErrorType::InvalidHTTPHeader, "invalid Host for the origin")
                 .map_err(|e| e.into_in());
         }
