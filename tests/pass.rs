@@ -535,9 +535,11 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
     relearn("miss");
     relearn("hit");
     for round in 0..3 {
+        let before = metric(&node, "parapet_edge_direct_passes_total");
         let (status, head, body) = fetch(port, host, "/second-fails.html", &[h2]);
         assert_eq!(status, 200, "h2 round {round}: {head}");
         assert!(body.starts_with("/second-fails.html"), "{body}");
+        assert_eq!(passes_reach(&node, before + 1), before + 1, "relayed");
     }
     // An answer the origin cuts short ends the visitor's stream without its end (a reset:
     // curl's exit 92), both ways.
