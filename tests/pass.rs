@@ -109,29 +109,24 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\nSet-Cookie: node=127.0.0.2\r\nContent-Length: 7\r\n\r\n{}",
                 body_of("cookies")
             )
-        } else if path.starts_with("/learn.png") {
-            // Not storable at first; then storable once the cookie naming the origin is gone.
-            static ASKED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let policy = if ASKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+        } else if let Some(which) = ["/learn.png", "/relearn.png"]
+            .iter()
+            .position(|p| path.starts_with(p))
+        {
+            // Not storable at first; then storable once the cookie naming the origin is gone
+            // (one URL for HTTP/1.1 visitors, one for HTTP/2 ones).
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static ASKED: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+            let policy = if ASKED[which].fetch_add(1, Ordering::SeqCst) == 0 {
                 "Cache-Control: no-store\r\n"
             } else {
                 "Cache-Control: public, max-age=60\r\nSet-Cookie: node=127.0.0.2\r\n"
             };
+            let name = ["learn", "relearn"][which];
             format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n{policy}Content-Length: 5\r\n\r\n{}",
-                body_of("learn")
-            )
-        } else if path.starts_with("/relearn.png") {
-            // As /learn.png, for HTTP/2 visitors.
-            static ASKED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let policy = if ASKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                "Cache-Control: no-store\r\n"
-            } else {
-                "Cache-Control: public, max-age=60\r\nSet-Cookie: node=127.0.0.2\r\n"
-            };
-            format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n{policy}Content-Length: 7\r\n\r\n{}",
-                body_of("relearn")
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n{policy}Content-Length: {}\r\n\r\n{}",
+                name.len(),
+                body_of(name)
             )
         } else if path.starts_with("/nostore.css") {
             // Compressible, and never stored.
@@ -229,6 +224,49 @@ fn drain(rx: &mpsc::Receiver<String>) -> Vec<String> {
     heads
 }
 
+/// The same request passed directly, then by the engine (a precondition sends it there):
+/// the visitor gets the same answer and the origin the same request. The direct answer's head
+/// and what the origin got.
+fn direct_then_engine(
+    node: &Node,
+    origin: &mpsc::Receiver<String>,
+    port: u16,
+    (host, path): (&str, &str),
+    extra: &[&str],
+) -> (String, Vec<String>) {
+    let before = metric(node, "parapet_edge_direct_passes_total");
+    let (status, head, body) = fetch(port, host, path, extra);
+    assert_eq!(
+        passes_reach(node, before + 1),
+        before + 1,
+        "{path} {extra:?}: passed directly\n{head}"
+    );
+    let seen = drain(origin);
+    let engine = [extra, &["-H", "If-Match: *"]].concat();
+    let (status2, head2, body2) = fetch(port, host, path, &engine);
+    let seen2 = drain(origin);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        metric(node, "parapet_edge_direct_passes_total"),
+        before + 1,
+        "{path} {extra:?}: by the engine"
+    );
+    assert_eq!(status, status2, "{path} {extra:?}\n{head}\n{head2}");
+    assert_eq!(
+        lasting_fields(&head),
+        lasting_fields(&head2),
+        "{path} {extra:?}"
+    );
+    assert_eq!(body, body2, "{path} {extra:?}");
+    assert_eq!(seen.len(), 1, "{path} {extra:?}: {seen:?}");
+    assert_eq!(
+        seen.iter().map(|h| origin_view(h)).collect::<Vec<_>>(),
+        seen2.iter().map(|h| origin_view(h)).collect::<Vec<_>>(),
+        "{path} {extra:?}: what the origin got"
+    );
+    (head, seen)
+}
+
 #[test]
 fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
     let port = free_port();
@@ -319,36 +357,7 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
     ];
     for path in paths {
         for extra in codings {
-            let before = metric(&node, "parapet_edge_direct_passes_total");
-            let (status, head, body) = fetch(port, host, path, extra);
-            assert_eq!(
-                passes_reach(&node, before + 1),
-                before + 1,
-                "{path} {extra:?}: passed directly"
-            );
-            let seen = drain(&origin);
-            let engine = [extra, &["-H", "If-Match: *"]].concat();
-            let (status2, head2, body2) = fetch(port, host, path, &engine);
-            let seen2 = drain(&origin);
-            std::thread::sleep(Duration::from_millis(50));
-            assert_eq!(
-                metric(&node, "parapet_edge_direct_passes_total"),
-                before + 1,
-                "{path} {extra:?}: by the engine"
-            );
-            assert_eq!(status, status2, "{path} {extra:?}\n{head}\n{head2}");
-            assert_eq!(
-                lasting_fields(&head),
-                lasting_fields(&head2),
-                "{path} {extra:?}"
-            );
-            assert_eq!(body, body2, "{path} {extra:?}");
-            assert_eq!(seen.len(), 1, "{path} {extra:?}: {seen:?}");
-            assert_eq!(
-                seen.iter().map(|h| origin_view(h)).collect::<Vec<_>>(),
-                seen2.iter().map(|h| origin_view(h)).collect::<Vec<_>>(),
-                "{path} {extra:?}: what the origin got"
-            );
+            let (head, seen) = direct_then_engine(&node, &origin, port, (host, path), extra);
             assert!(
                 !head.contains("127.0.0.2") && !head.contains("keep-alive: "),
                 "{head}"
@@ -483,37 +492,8 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
             .filter(|e| !e.contains(&"Connection: accept-encoding"))
         {
             let extra = [*extra, &[h2]].concat();
-            let before = metric(&node, "parapet_edge_direct_passes_total");
-            let (status, head, body) = fetch(port, host, path, &extra);
-            assert_eq!(
-                passes_reach(&node, before + 1),
-                before + 1,
-                "h2 {path} {extra:?}: relayed\n{status} {head}"
-            );
-            let seen = drain(&origin);
-            let engine = [&extra[..], &["-H", "If-Match: *"]].concat();
-            let (status2, head2, body2) = fetch(port, host, path, &engine);
-            let seen2 = drain(&origin);
-            std::thread::sleep(Duration::from_millis(50));
-            assert_eq!(
-                metric(&node, "parapet_edge_direct_passes_total"),
-                before + 1,
-                "h2 {path} {extra:?}: by the engine"
-            );
+            let (head, seen) = direct_then_engine(&node, &origin, port, (host, path), &extra);
             assert!(head.starts_with("http/2 "), "{head}");
-            assert_eq!(status, status2, "h2 {path} {extra:?}\n{head}\n{head2}");
-            assert_eq!(
-                lasting_fields(&head),
-                lasting_fields(&head2),
-                "h2 {path} {extra:?}"
-            );
-            assert_eq!(body, body2, "h2 {path} {extra:?}");
-            assert_eq!(seen.len(), 1, "h2 {path} {extra:?}: {seen:?}");
-            assert_eq!(
-                seen.iter().map(|h| origin_view(h)).collect::<Vec<_>>(),
-                seen2.iter().map(|h| origin_view(h)).collect::<Vec<_>>(),
-                "h2 {path} {extra:?}: what the origin got"
-            );
             assert!(!head.contains("127.0.0.2"), "{head}");
             assert!(
                 !seen[0].to_ascii_lowercase().contains("proxy-authorization"),

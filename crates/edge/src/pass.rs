@@ -206,6 +206,7 @@ impl EdgeProxy {
                 conn.port
             }
         });
+        let (connect_timeout, read_timeout) = self.origin_timeouts(&settings);
         self.metrics.request_started();
         Some(Box::new(Pass {
             request_len: request.len,
@@ -215,12 +216,8 @@ impl EdgeProxy {
             https: conn.https,
             client: conn.peer.ip(),
             port,
-            connect_timeout: settings
-                .connect_timeout_secs
-                .map_or(self.connect_timeout, Duration::from_secs),
-            read_timeout: settings
-                .read_timeout_secs
-                .map_or(self.read_timeout, Duration::from_secs),
+            connect_timeout,
+            read_timeout,
             idle_timeout: settings.idle_timeout_secs.map(Duration::from_secs),
             bypassed_for: learn
                 .as_ref()

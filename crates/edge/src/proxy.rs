@@ -106,6 +106,21 @@ impl EdgeProxy {
 
     /// The cache rules (the configuration file's, then the zone's) that match a request
     /// `origin` routed, merged (`None`: none matched).
+    /// The connect and read timeouts toward a zone's origins: the zone's, else the edge's.
+    pub(crate) fn origin_timeouts(
+        &self,
+        settings: &parapet_model::settings::EdgeZoneSettings,
+    ) -> (Duration, Duration) {
+        (
+            settings
+                .connect_timeout_secs
+                .map_or(self.connect_timeout, Duration::from_secs),
+            settings
+                .read_timeout_secs
+                .map_or(self.read_timeout, Duration::from_secs),
+        )
+    }
+
     pub(crate) fn cache_parameters(&self, origin: &Origin) -> Option<Box<CacheParameters>> {
         let facts = RequestFacts {
             host: &origin.host,
@@ -824,16 +839,10 @@ impl ProxyHttp for EdgeProxy {
                 };
             }
         }
-        let connect = settings
-            .connect_timeout_secs
-            .map_or(self.connect_timeout, Duration::from_secs);
+        let (connect, read) = self.origin_timeouts(settings);
         peer.options.connection_timeout = Some(connect);
         peer.options.total_connection_timeout = Some(connect);
-        peer.options.read_timeout = Some(
-            settings
-                .read_timeout_secs
-                .map_or(self.read_timeout, Duration::from_secs),
-        );
+        peer.options.read_timeout = Some(read);
         peer.options.idle_timeout = settings.idle_timeout_secs.map(Duration::from_secs);
         // HTTP/2 to the origin when the zone asks for it, and always for gRPC (which needs it);
         // without TLS there is nothing to negotiate, so it is h2c with prior knowledge.

@@ -48,17 +48,14 @@ impl EdgeProxy {
             return Ok(false);
         };
         let settings = origin.edge.settings;
+        let (connect_timeout, read_timeout) = self.origin_timeouts(&settings);
         let asking = Asking {
             wire: &wire,
             head_only,
             addrs: &origin.addrs,
             port: origin_port(session, origin, false),
-            connect_timeout: settings
-                .connect_timeout_secs
-                .map_or(self.connect_timeout, Duration::from_secs),
-            read_timeout: settings
-                .read_timeout_secs
-                .map_or(self.read_timeout, Duration::from_secs),
+            connect_timeout,
+            read_timeout,
             idle_timeout: settings
                 .idle_timeout_secs
                 .map_or(POOL_IDLE, Duration::from_secs),
