@@ -13,6 +13,9 @@
 //! HTTP/1.0 visitors, HTTPS or HTTP/2 to the origin, origins outside Parapet's zones, redirects,
 //! and a URL the cache may hold.
 //!
+//! Its connection pool, origin exchange ([`ask`]) and request writer also serve
+//! [`crate::relay`], which passes HTTP/2 visitors' requests on the same way.
+//!
 //! One difference remains: when the response to a URL remembered as uncacheable can be stored
 //! now, this path tells the cache so (the next request is a miss that stores it) instead of
 //! storing this one, as the engine does.

@@ -8,8 +8,10 @@
 //! mode, or a URL whose last response could not be stored). It calls the same filters the
 //! engine calls, in the engine's order (`upstream_request_filter`'s work,
 //! `upstream_response_filter`, `response_filter`), and writes through the session, so the
-//! visitor's compression, the access-log line and the metrics are the engine's own. Failures
-//! go back to the engine as errors, which answers them with the same pages it gives its own.
+//! visitor's compression, the access-log line and the metrics are the engine's own. A failure
+//! before the answer began gets the engine's page for it (its `fail_to_proxy`); one after it
+//! resets the visitor's stream, so a cut answer never looks whole; a visitor that resets its
+//! stream while the origin thinks gives the origin request up at once, as the engine does.
 //!
 //! As in [`crate::pass`], a response to a URL remembered as uncacheable that could be stored
 //! now tells the cache so (the next request is a miss that stores it) instead of being stored.
