@@ -783,7 +783,7 @@ impl ProxyHttp for EdgeProxy {
     }
 
     /// HTTP/2 visitors' requests the cache will not store go to plain-HTTP origins over the
-    /// edge's own connection pool ([`crate::relay`]); the rest through the engine.
+    /// edge's own connection pool (`relay.rs`); the rest through the engine.
     async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         Ok(!self.relay(session, ctx).await?)
     }
