@@ -16,6 +16,7 @@ use parapet_snapshot::Published;
 use pingora::cache::cache_control::CacheControl;
 use pingora::cache::filters::resp_cacheable;
 use pingora::cache::key::HashBinary;
+use pingora::cache::predictor::CacheablePredictor as _;
 use pingora::cache::{
     CacheKey, CacheMeta, CacheMetaDefaults, CacheOptionOverrides, CachePhase, NoCacheReason,
     RespCacheable, VarianceBuilder,
@@ -266,6 +267,12 @@ pub struct Ctx {
     pub(crate) rule_bypass: bool,
     /// Passed to the origin by [`crate::relay`].
     pub(crate) relayed: bool,
+    /// The cache's key for the request, made before the engine asks for it.
+    pub(crate) key: Option<Box<CacheKey>>,
+    /// The URL's last answer could not be stored, and the relay passes it on: its key and
+    /// why, for what the answer teaches.
+    pub(crate) bypassed: Option<Box<(CacheKey, Option<NoCacheReason>)>>,
+    pub(crate) predicted_bypass: bool,
 }
 
 pub(crate) fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -599,6 +606,9 @@ impl ProxyHttp for EdgeProxy {
             cache_rules: None,
             rule_bypass: false,
             relayed: false,
+            key: None,
+            bypassed: None,
+            predicted_bypass: false,
         }
     }
 
@@ -924,6 +934,8 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         let (status, cache_status) = if ctx.rule_bypass {
             ("BYPASS", "parapet; fwd=bypass")
+        } else if ctx.predicted_bypass {
+            ("BYPASS", "parapet; fwd=uri-miss")
         } else {
             cache_status(&session.cache.phase())
         };
@@ -997,6 +1009,20 @@ impl ProxyHttp for EdgeProxy {
         if !method_ok || !eligible || origin.edge.settings.development_mode {
             return Ok(());
         }
+        // A request the relay will pass on, for a URL whose last answer could not be stored,
+        // needs none of the cache's state machine: its prediction is read here, as the engine
+        // reads it, and the relay learns from the answer what the engine's cache filter would.
+        if self.relays(session, ctx) {
+            let key = self.cache_key_callback(session, ctx)?;
+            if !cache.predictor.cacheable_prediction(&key) {
+                let reason = cache.predictor.predicted_uncacheable_reason(&key);
+                ctx.bypassed = Some(Box::new((key, reason)));
+                ctx.predicted_bypass = true;
+                return Ok(());
+            }
+            // The engine asks for the key next: this one.
+            ctx.key = Some(Box::new(key));
+        }
         let mut overrides = CacheOptionOverrides::default();
         overrides.wait_timeout = Some(CACHE_LOCK_WAIT);
         session.cache.enable(
@@ -1033,6 +1059,9 @@ impl ProxyHttp for EdgeProxy {
 
     /// Zone, scheme, host, port, path and query: never a header the visitor chose freely.
     fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        if let Some(key) = ctx.key.take() {
+            return Ok(*key);
+        }
         let Some(origin) = ctx.origin.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "cache without a route");
         };

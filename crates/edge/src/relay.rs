@@ -103,9 +103,8 @@ impl EdgeProxy {
         // A URL the cache bypassed learns from the answer what the engine's cache filter learns.
         let mut lesson = Lesson::Nothing;
         let mut learning = None;
-        if session.cache.bypassing()
-            && let Some(cache) = self.cache
-        {
+        if let (Some(bypassed), Some(cache)) = (ctx.bypassed.take(), self.cache) {
+            let (key, reason) = *bypassed;
             let authorization = session.req_header().headers.contains_key("authorization");
             let cacheable = matches!(
                 cacheability(authorization, &resp, ctx.cache_rules.as_deref()),
@@ -113,14 +112,13 @@ impl EdgeProxy {
             );
             lesson = Lesson::of(
                 cacheable,
-                session.cache.predicted_uncacheable_reason(),
-                session.cache.max_file_size_bytes(),
+                reason,
+                Some(cache.store.max_object_bytes()),
                 content_length(&resp),
                 !head_only && resp.status == http::StatusCode::OK,
             );
+            lesson.teach_now(&cache.predictor, &key);
             if lesson != Lesson::Nothing {
-                let key = self.cache_key_callback(session, ctx)?;
-                lesson.teach_now(&cache.predictor, &key);
                 learning = Some((cache, key));
             }
         }
@@ -258,7 +256,7 @@ impl EdgeProxy {
     /// body, that the cache will not store, for an origin reached in plain HTTP/1.1, with none
     /// of the fields that keep an HTTP/1 request from [`crate::pass`] either (preconditions,
     /// ranges, credentials, loops: [`ENGINE_FIELDS`]).
-    fn relays(&self, session: &mut Session, ctx: &Ctx) -> bool {
+    pub(crate) fn relays(&self, session: &mut Session, ctx: &Ctx) -> bool {
         let Some(origin) = ctx.origin.as_ref() else {
             return false;
         };
