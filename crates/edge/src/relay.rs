@@ -2,10 +2,11 @@
 //! a body) to an origin spoken to in plain HTTP/1.1, over [`crate::pass`]'s per-worker
 //! connection pool instead of the engine's connector and proxy state machine.
 //!
-//! The engine has already refused, routed and looked the request up in the cache (its
-//! `request_filter` and cache phases ran); this takes over where the engine would connect to the
-//! origin, for a request the cache will not store (not eligible, a rule's bypass, development
-//! mode, or a URL whose last response could not be stored). It calls the same filters the
+//! The engine has already refused and routed the request (its `request_filter` ran); this takes
+//! over where the engine would connect to the origin, for a request the cache will not store
+//! (not eligible, a rule's bypass, development mode, or a URL whose last response could not be
+//! stored: for that one, `request_cache_filter` reads the cache's prediction itself and never
+//! enables the engine's cache state machine). It calls the same filters the
 //! engine calls, in the engine's order (`upstream_request_filter`'s work,
 //! `upstream_response_filter`, `response_filter`), and writes through the session, so the
 //! visitor's compression, the access-log line and the metrics are the engine's own. A failure
