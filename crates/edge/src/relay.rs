@@ -274,6 +274,8 @@ impl EdgeProxy {
             && !origin.addrs.is_empty()
             && !is_grpc(session)
             && !session.cache.enabled()
+            // A URL the engine bypassed itself learns through the engine's cache filter.
+            && !session.cache.bypassing()
             && session.is_body_empty()
             && !session
                 .req_header()
