@@ -272,6 +272,7 @@ pub struct Ctx {
     /// The URL's last answer could not be stored, and the relay passes it on: its key and
     /// why, for what the answer teaches.
     pub(crate) bypassed: Option<Box<(CacheKey, Option<NoCacheReason>)>>,
+    /// Set with `bypassed` (which the relay takes): the visitor is told the cache bypassed it.
     pub(crate) predicted_bypass: bool,
 }
 
