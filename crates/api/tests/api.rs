@@ -177,6 +177,16 @@ impl Api {
     }
 }
 
+/// The messages of a response's errors.
+fn messages(v: &Value) -> Vec<&str> {
+    v["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect()
+}
+
 fn codes(v: &Value) -> Vec<u64> {
     v["errors"]
         .as_array()
@@ -759,12 +769,7 @@ async fn import_reports_every_bad_line_and_imports_nothing() {
     let bad = "www IN A 300.0.0.1\nok IN A 192.0.2.1\n$INCLUDE /etc/passwd\nx IN NOPE y\n";
     let (s, v) = api.import(&zone, bad, None, true).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let messages: Vec<&str> = v["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .collect();
+    let messages = messages(&v);
     assert_eq!(messages.len(), 3, "{messages:?}");
     assert!(
         messages[0].starts_with("line 1")
@@ -794,12 +799,7 @@ async fn import_checks_the_zone_rules_within_the_file_and_against_existing_recor
         c IN A 192.0.2.3\n";
     let (s, v) = api.import(&zone, rule_breaking, None, true).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    let messages: Vec<&str> = v["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .collect();
+    let messages = messages(&v);
     // A CNAME beside the stored A; an A beside the file's own CNAME. Repeats are not errors.
     // Reported in the file's order.
     assert_eq!(messages.len(), 2, "{messages:?}");
