@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Multipart, Path, RawQuery, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use parapet_model::record::Conflict;
+use parapet_model::record::{Conflict, SameName};
 use parapet_model::zonefile::{ImportedRecord, export_zone_file, parse_zone_file};
 use parapet_model::{DnsRecord, FieldError, ModelError, RecordDraft, RecordType, Zone, ids};
 use parapet_snapshot::{ZoneSnapshot, record_key, record_prefix, zone_key};
@@ -165,28 +165,45 @@ impl ZoneWrite {
         records.sort_unstable_by(|a, b| (&b.draft.name, b.line).cmp(&(&a.draft.name, a.line)));
         let mut errors: Vec<(usize, String)> = Vec::new();
         let mut added = 0usize;
-        // The records created at the current name.
+        let mut same_name = SameName::default();
+        // The file's records at the current name, and those of them created.
+        let mut group: Vec<ImportedRecord> = Vec::new();
         let mut here: Vec<DnsRecord> = Vec::new();
-        while let Some(r) = records.pop() {
+        while let Some(first) = records.pop() {
+            group.push(first);
+            while let Some(r) = records.pop_if(|r| r.draft.name == group[0].draft.name) {
+                group.push(r);
+            }
             if records.len() < records.capacity() / 4 {
                 records.shrink_to_fit();
             }
-            if here.first().is_some_and(|h| h.name != r.draft.name) {
-                self.keep_imported(&mut here)?;
+            let name = group[0].draft.name.clone();
+            let stored: Vec<&DnsRecord> = self.at_name(&name).collect();
+            same_name.clear();
+            for r in &stored {
+                same_name.push(r);
             }
-            match r
-                .draft
-                .check_against(self.at_name(&r.draft.name).chain(&here))
-            {
-                Err(c) if c.code == 81058 => {}
-                Err(c) => errors.push((r.line, c.message)),
-                Ok(()) => {
-                    here.push(self.new_record(r.draft));
-                    added += 1;
+            for r in group.drain(..) {
+                let at = |i: usize| {
+                    stored
+                        .get(i)
+                        .copied()
+                        .unwrap_or_else(|| &here[i - stored.len()])
+                };
+                match same_name.check(&r.draft, None, at) {
+                    Err(c) if c.code == 81058 => {}
+                    Err(c) => errors.push((r.line, c.message)),
+                    Ok(()) => {
+                        let record = self.new_record(r.draft);
+                        same_name.push(&record);
+                        here.push(record);
+                        added += 1;
+                    }
                 }
             }
+            drop(stored);
+            self.keep_imported(&mut here)?;
         }
-        self.keep_imported(&mut here)?;
         if !errors.is_empty() {
             errors.sort_by_key(|(line, _)| *line);
             let errors = errors

@@ -449,11 +449,10 @@ fn push(nodes: &mut HashMap<String, Node>, owner: &str, rtype: RecordType, ttl: 
     };
     match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
         Some(set) => {
-            // An RRset has one TTL (RFC 2181 §5.2): the lowest given wins.
+            // An RRset has one TTL (RFC 2181 §5.2): the lowest given wins. Repeated data is
+            // dropped once the set is sorted (`finish`): a name may hold many records.
             set.ttl = set.ttl.min(ttl);
-            if !set.rdatas.contains(&rdata) {
-                set.rdatas.push(rdata);
-            }
+            set.rdatas.push(rdata);
         }
         None => node.rrsets.push(RRset {
             rtype,
@@ -524,13 +523,15 @@ fn add_name(
 }
 
 /// RRsets in type-code order: ANY answers with the first (as Knot does); records inside an
-/// RRset in canonical order (RFC 4034 §6.3), so answers are stable whatever the input order.
+/// RRset in canonical order (RFC 4034 §6.3), so answers are stable whatever the input order,
+/// and each once (two proxied records at a name both give the edge's addresses).
 fn finish(node: &mut Node) {
     node.rrsets.sort_by_key(|set| u16::from(set.rtype));
     for set in &mut node.rrsets {
         if set.rdatas.len() > 1 {
             set.rdatas
                 .sort_by_cached_key(|rd| rd.to_rdata().to_bytes().unwrap_or_default());
+            set.rdatas.dedup();
         }
     }
 }

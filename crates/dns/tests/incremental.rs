@@ -273,3 +273,82 @@ fn a_zone_changed_name_by_name_answers_as_if_built_whole() {
     }
     assert!(applied > 200, "{applied} changes applied");
 }
+
+#[test]
+fn every_rrset_holds_each_datum_once_in_canonical_order_however_many_records_a_name_has() {
+    let edge = EdgeAddrs {
+        v4: vec!["203.0.113.1".parse().expect("ip")],
+        v6: vec!["2001:db8:e::1".parse().expect("ip")],
+    };
+    let mut entries = vec![zone("z", "many.test")];
+    // Three proxied origins at one name: the edge's address once.
+    for (i, origin) in ["192.0.2.1", "192.0.2.2", "198.51.100.7"]
+        .iter()
+        .enumerate()
+    {
+        entries.push(record(
+            "z",
+            "many.test",
+            &format!("p{i}"),
+            json!({"type": "A", "name": "www", "content": origin, "proxied": true}),
+        ));
+    }
+    // An ACME challenge answer with the same data as a stored record: served once.
+    entries.push(record(
+        "z",
+        "many.test",
+        "own",
+        json!({"type": "TXT", "name": "_acme-challenge", "content": "token"}),
+    ));
+    let (_, challenge) = record(
+        "z",
+        "many.test",
+        "c1",
+        json!({"type": "TXT", "name": "_acme-challenge", "content": "token"}),
+    );
+    entries.push(("acme-challenges/z/c1".into(), challenge));
+    // Thousands of records at one name, given in reverse order.
+    let texts: Vec<String> = (0..5000).rev().map(|i| format!("v{i:05}")).collect();
+    for (i, text) in texts.iter().enumerate() {
+        entries.push(record(
+            "z",
+            "many.test",
+            &format!("t{i}"),
+            json!({"type": "TXT", "name": "bulk", "content": text}),
+        ));
+    }
+    let snapshot = compile(&entries, 1, None);
+    let (index, _) = DnsIndex::build(&snapshot, &edge, None, None);
+    let zone = &index.zones["many.test"];
+    let www = zone.node("www.many.test").expect("www");
+    let a = www.get(hickory_proto::rr::RecordType::A).expect("A");
+    assert_eq!(a.rdatas.len(), 1, "the edge's address once: {:?}", a.rdatas);
+    assert_eq!(
+        www.get(hickory_proto::rr::RecordType::AAAA)
+            .expect("AAAA")
+            .rdatas
+            .len(),
+        1
+    );
+    let acme = zone
+        .node("_acme-challenge.many.test")
+        .expect("challenge name");
+    let token = acme.get(hickory_proto::rr::RecordType::TXT).expect("TXT");
+    assert_eq!(token.rdatas.len(), 1, "{:?}", token.rdatas);
+    let bulk = zone.node("bulk.many.test").expect("bulk");
+    let txt = bulk.get(hickory_proto::rr::RecordType::TXT).expect("TXT");
+    let got: Vec<String> = txt
+        .rdatas
+        .iter()
+        .map(|rd| rd.to_rdata().to_string())
+        .collect();
+    let mut want = texts.clone();
+    want.sort();
+    assert!(
+        got == want,
+        "{} TXT data, want {}; first {:?}",
+        got.len(),
+        want.len(),
+        got.first()
+    );
+}

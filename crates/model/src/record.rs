@@ -384,10 +384,7 @@ impl RecordDraft {
             if other.name != self.name {
                 continue;
             }
-            if other.kind == self.kind
-                && other.content == self.content
-                && other.priority == self.priority
-            {
+            if self.is_identical(other) {
                 return Err(Conflict {
                     code: 81058,
                     message: "An identical record already exists.".into(),
@@ -415,6 +412,12 @@ impl RecordDraft {
         Ok(())
     }
 
+    /// Whether `other` holds the same data (type, content, priority): a second copy the zone
+    /// rules refuse.
+    fn is_identical(&self, other: &DnsRecord) -> bool {
+        other.kind == self.kind && other.content == self.content && other.priority == self.priority
+    }
+
     /// The stored record for this draft.
     pub fn into_record(
         self,
@@ -436,6 +439,103 @@ impl RecordDraft {
             tags: self.tags,
             created_on: created_on.into(),
             modified_on: now.into(),
+        }
+    }
+}
+
+/// The records at one name, indexed so that a record is checked against all of them in
+/// constant time: the verdict is [`RecordDraft::check_against`]'s over them in order, so that
+/// a name holding many records (a zone file may put a million at one) is checked in linear
+/// time. Hashes are keyed per process, and a collision falls back to the scan itself.
+pub struct SameName<S = std::collections::hash_map::RandomState> {
+    keys: S,
+    /// The first two positions of each (type, content, priority), by its hash.
+    first_of: std::collections::HashMap<u64, (usize, Option<usize>)>,
+    first_cname: Option<usize>,
+    len: usize,
+}
+
+impl Default for SameName {
+    fn default() -> Self {
+        Self::with_keys(std::collections::hash_map::RandomState::new())
+    }
+}
+
+impl<S: std::hash::BuildHasher> SameName<S> {
+    /// An empty index hashing with `keys`.
+    pub fn with_keys(keys: S) -> Self {
+        Self {
+            keys,
+            first_of: std::collections::HashMap::new(),
+            first_cname: None,
+            len: 0,
+        }
+    }
+
+    /// Forgets every record, for the next name (keeping the memory).
+    pub fn clear(&mut self) {
+        self.first_of.clear();
+        self.first_cname = None;
+        self.len = 0;
+    }
+
+    fn identity(&self, kind: RecordType, content: &str, priority: Option<u16>) -> u64 {
+        self.keys.hash_one((kind, content, priority))
+    }
+
+    /// Adds the name's next record (every record added must be at the same name).
+    pub fn push(&mut self, record: &DnsRecord) {
+        let position = self.len;
+        if record.kind == RecordType::CNAME && self.first_cname.is_none() {
+            self.first_cname = Some(position);
+        }
+        let identity = self.identity(record.kind, &record.content, record.priority);
+        self.first_of
+            .entry(identity)
+            .and_modify(|(_, second)| {
+                second.get_or_insert(position);
+            })
+            .or_insert((position, None));
+        self.len += 1;
+    }
+
+    /// `draft.check_against(others)`, where `others` are the records added, in order, less the
+    /// one at position `except` (the record being checked, when it is among them); `at` gives
+    /// the record added at a position.
+    pub fn check<'a>(
+        &self,
+        draft: &RecordDraft,
+        except: Option<usize>,
+        at: impl Fn(usize) -> &'a DnsRecord,
+    ) -> Result<(), Conflict> {
+        let others = (0..self.len).filter(|&i| Some(i) != except);
+        if draft.kind == RecordType::CNAME {
+            // A CNAME conflicts with any other record: the first one says how.
+            return draft.check_against(others.take(1).map(&at));
+        }
+        // Otherwise the first identical record or CNAME decides (a CNAME draft is neither).
+        let identity = self.identity(draft.kind, &draft.content, draft.priority);
+        let identical = match self.first_of.get(&identity) {
+            None => None,
+            Some(&(first, second)) => {
+                let candidate = if Some(first) == except {
+                    second
+                } else {
+                    Some(first)
+                };
+                match candidate {
+                    Some(i) if !draft.is_identical(at(i)) => {
+                        // Another record with the same hash: scan.
+                        return draft.check_against(others.map(&at));
+                    }
+                    candidate => candidate,
+                }
+            }
+        };
+        let cname = self.first_cname.filter(|&i| Some(i) != except);
+        match identical.into_iter().chain(cname).min() {
+            Some(decisive) => draft.check_against([at(decisive)]),
+            None => Ok(()),
         }
     }
 }
@@ -1093,5 +1193,81 @@ mod tests {
         let p = txt_presentation(&long);
         assert_eq!(p, format!("\"{}\" \"{}\"", "a".repeat(255), "a".repeat(45)));
         assert_eq!(txt_presentation("say \"hi\""), "\"say \\\"hi\\\"\"");
+    }
+    /// Every verdict of the index equals the scan's, for records added one by one (an import)
+    /// and for each record against all the others (a compile), hash collisions included.
+    fn same_name_agrees_with_the_scan<S: std::hash::BuildHasher>(
+        index: &mut SameName<S>,
+        picks: &[(usize, usize)],
+    ) {
+        const KINDS: [(&str, [&str; 3]); 3] = [
+            ("A", ["192.0.2.1", "192.0.2.2", "192.0.2.3"]),
+            ("TXT", ["one", "two", "three"]),
+            ("CNAME", ["a.example.net", "b.example.net", "c.example.net"]),
+        ];
+        let drafts: Vec<RecordDraft> = picks
+            .iter()
+            .map(|&(k, c)| {
+                let (kind, contents) = KINDS[k % 3];
+                draft(json!({"type": kind, "name": "www", "content": contents[c % 3]}))
+                    .expect("valid")
+            })
+            .collect();
+        let verdict = |r: Result<(), Conflict>| r.map_err(|c| (c.code, c.message));
+        // One by one, as an import adds them.
+        index.clear();
+        let mut added: Vec<DnsRecord> = Vec::new();
+        for d in &drafts {
+            let scanned = verdict(d.check_against(&added));
+            assert_eq!(verdict(index.check(d, None, |i| &added[i])), scanned);
+            if scanned.is_ok() {
+                let r = d
+                    .clone()
+                    .into_record(added.len().to_string(), "z", "t", "t");
+                index.push(&r);
+                added.push(r);
+            }
+        }
+        // Each against all the others, duplicates and conflicts included, as a compile checks.
+        let all: Vec<DnsRecord> = drafts
+            .iter()
+            .enumerate()
+            .map(|(i, d)| d.clone().into_record(i.to_string(), "z", "t", "t"))
+            .collect();
+        index.clear();
+        for r in &all {
+            index.push(r);
+        }
+        for (i, d) in drafts.iter().enumerate() {
+            let others = all.iter().filter(|o| o.id != all[i].id);
+            assert_eq!(
+                verdict(index.check(d, Some(i), |j| &all[j])),
+                verdict(d.check_against(others)),
+            );
+        }
+    }
+
+    /// Hashes everything to one value.
+    #[derive(Default)]
+    struct Collide;
+
+    impl std::hash::Hasher for Collide {
+        fn finish(&self) -> u64 {
+            7
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn records_at_one_name_are_checked_as_the_scan_checks_them(
+            picks in proptest::collection::vec((0usize..3, 0usize..3), 0..24)
+        ) {
+            same_name_agrees_with_the_scan(&mut SameName::default(), &picks);
+            same_name_agrees_with_the_scan(
+                &mut SameName::with_keys(std::hash::BuildHasherDefault::<Collide>::default()),
+                &picks,
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ use parapet_model::certificate::{
     AcmeResponse, AutoCertificate, CustomCertificate, OriginPullCertificate,
     RevokedOriginCertificate, TrustedCa,
 };
+use parapet_model::record::SameName;
 use parapet_model::rules::{CACHE_PHASE, CompiledRule, ORIGIN_PHASE, Ruleset};
 use parapet_model::settings::{EdgeZoneSettings, ZoneSettings};
 use parapet_model::transfer::{Outgoing, Peer, TsigKey};
@@ -626,6 +627,7 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
         // of records validated together before is still valid: only the runs holding a record
         // not validated yet are checked.
         let mut checked_to = 0;
+        let mut same_name = SameName::default();
         for at in (0..candidates.len()).filter(|&i| !candidates[i].validated) {
             if at < checked_to {
                 continue;
@@ -635,8 +637,12 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
             let start = (0..at).rev().take_while(same).last().unwrap_or(at);
             let end = (at..candidates.len()).take_while(same).last().unwrap_or(at) + 1;
             let run = &candidates[start..end];
+            same_name.clear();
             for c in run {
-                check_record(&zone, c, run, &mut errors);
+                same_name.push(&c.record);
+            }
+            for (i, c) in run.iter().enumerate() {
+                check_record(&zone, c, (i, run, &same_name), &mut errors);
             }
             checked_to = end;
         }
@@ -765,8 +771,13 @@ fn parse_record(
 }
 
 /// Checks that `c` is still a record the API would accept, alone (unless validated before) and
-/// with the other records at its name (`run`).
-fn check_record(zone: &Zone, c: &Candidate, run: &[Candidate], errors: &mut Vec<CompileError>) {
+/// with the other records at its name (`run`, where `c` is at `position`, indexed in `same_name`).
+fn check_record(
+    zone: &Zone,
+    c: &Candidate,
+    (position, run, same_name): (usize, &[Candidate], &SameName),
+    errors: &mut Vec<CompileError>,
+) {
     let r = &c.record;
     let key = format!("records/{}/{}", zone.id, r.id);
     let draft = if c.validated {
@@ -776,11 +787,7 @@ fn check_record(zone: &Zone, c: &Candidate, run: &[Candidate], errors: &mut Vec<
     };
     match draft {
         Ok(d) if d.content == r.content => {
-            let others = run
-                .iter()
-                .map(|o| o.record.as_ref())
-                .filter(|o| o.id != r.id);
-            if let Err(c) = d.check_against(others) {
+            if let Err(c) = same_name.check(&d, Some(position), |i| run[i].record.as_ref()) {
                 errors.push(CompileError {
                     key,
                     message: c.message,
