@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use crate::cookies::{COOKIE, CookieCheck, Cookies};
 use crate::fast::PlainQuery;
@@ -43,6 +43,59 @@ pub struct Answer {
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub additionals: Vec<Record>,
+    /// Bytes the response may take: an RRset that cannot fit in them whatever its names
+    /// compress to is never made into records (a name may hold a million).
+    pub room: usize,
+    /// An RRset of the answer or authority section could not fit: the response ends before it.
+    pub overflow: bool,
+}
+
+/// The fewest bytes a record takes on the wire: a one-byte owner (the shortest a name can be
+/// written), type, class, TTL, data length, and no data.
+const MIN_RECORD: usize = 11;
+
+impl Answer {
+    /// Whether `set` could fit in the response at all.
+    fn could_fit(&self, set: &RRset) -> bool {
+        set.rdatas.len().saturating_mul(MIN_RECORD) <= self.room
+    }
+
+    /// Adds `set` at `owner` to the answer or authority section, unless it cannot fit (then
+    /// the response ends before it); false once it has so ended.
+    fn add(&mut self, section: Section, owner: &Name, set: &RRset) -> bool {
+        self.add_with_ttl(section, owner, set, set.ttl)
+    }
+
+    fn add_with_ttl(&mut self, section: Section, owner: &Name, set: &RRset, ttl: u32) -> bool {
+        if self.overflow || !self.could_fit(set) {
+            self.overflow = true;
+            return false;
+        }
+        let records = set
+            .rdatas
+            .iter()
+            .map(|rd| Record::from_rdata(owner.clone(), ttl, rd.to_rdata()));
+        match section {
+            Section::Answer => self.answers.extend(records),
+            Section::Authority => self.authorities.extend(records),
+        }
+        true
+    }
+
+    /// Adds `set` at `owner` to the additional section if it could fit there (the additional
+    /// section holds what fits and drops the rest).
+    fn add_additional(&mut self, owner: &Name, set: &RRset) {
+        let held = self.additionals.len().saturating_add(set.rdatas.len());
+        if !self.overflow && held.saturating_mul(MIN_RECORD) <= self.room {
+            self.additionals.extend(records(owner, set));
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Section {
+    Answer,
+    Authority,
 }
 
 /// CNAMEs followed inside a zone for one answer (as Knot: a longer chain is cut there).
@@ -66,22 +119,22 @@ fn records<'s>(owner: &Name, set: &'s RRset) -> impl Iterator<Item = Record> + '
 
 fn negative(zone: &ZoneIndex, out: &mut Answer) {
     if let Some(soa) = zone.soa() {
-        let origin = zone.origin_name.clone();
-        out.authorities.extend(
-            soa.rdatas
-                .iter()
-                .map(|rd| Record::from_rdata(origin.clone(), zone.negative_ttl, rd.to_rdata())),
+        out.add_with_ttl(
+            Section::Authority,
+            &zone.origin_name,
+            soa,
+            zone.negative_ttl,
         );
     }
 }
 
 /// In-zone addresses of `target`, for the additional section.
-fn addresses(zone: &ZoneIndex, target: &Name, out: &mut Vec<Record>) {
+fn addresses(zone: &ZoneIndex, target: &Name, out: &mut Answer) {
     let key = key_of(target);
     if let Some(node) = zone.node(&key) {
         for t in [RecordType::A, RecordType::AAAA] {
             if let Some(set) = node.get(t) {
-                out.extend(records(target, set));
+                out.add_additional(target, set);
             }
         }
     }
@@ -133,9 +186,10 @@ fn referral(zone: &ZoneIndex, cut: &str, node: &Node, out: &mut Answer) {
         return;
     };
     let owner = Name::from_ascii(format!("{cut}.")).unwrap_or_else(|_| Name::root());
-    out.authorities.extend(records(&owner, ns));
-    for target in additional_targets(ns) {
-        addresses(zone, &target, &mut out.additionals);
+    if out.add(Section::Authority, &owner, ns) {
+        for target in additional_targets(ns) {
+            addresses(zone, &target, out);
+        }
     }
 }
 
@@ -184,22 +238,27 @@ fn resolve(zone: &ZoneIndex, qname: &Name, qtype: RecordType, out: &mut Answer) 
         if qtype == RecordType::ANY {
             // RFC 8482: one RRset is enough: the lowest type code's (the index keeps that order).
             match node.rrsets.first() {
-                Some(set) => out.answers.extend(records(&name, set)),
+                Some(set) => {
+                    out.add(Section::Answer, &name, set);
+                }
                 None => negative(zone, out),
             }
             return;
         }
         if let Some(set) = node.get(qtype) {
-            out.answers.extend(records(&name, set));
-            for target in additional_targets(set) {
-                addresses(zone, &target, &mut out.additionals);
+            if out.add(Section::Answer, &name, set) {
+                for target in additional_targets(set) {
+                    addresses(zone, &target, out);
+                }
             }
             return;
         }
         match node.get(RecordType::CNAME) {
             Some(_) if followed == MAX_CNAMES => return,
             Some(cname) => {
-                out.answers.extend(records(&name, cname));
+                if !out.add(Section::Answer, &name, cname) {
+                    return;
+                }
                 let Some(RData::CNAME(target)) = cname.rdatas.first().and_then(|rd| rd.other())
                 else {
                     return;
@@ -337,17 +396,6 @@ fn answer_slow(
         Some(c) => c.cookies.check(cookie.as_deref(), c.ip, c.now),
         None => CookieCheck::Absent,
     };
-    let mut response = match check {
-        CookieCheck::Malformed => {
-            let mut r = error_response(&request, ResponseCode::FormErr);
-            r.queries.clear();
-            return encode(&r).map(unverified);
-        }
-        _ => match respond(index, &request, transport) {
-            Ok(r) => r,
-            Err(rcode) => error_response(&request, rcode),
-        },
-    };
     let limit = match (&request.edns, transport) {
         (_, Transport::Tcp) => usize::from(u16::MAX),
         (Some(edns), Transport::Udp) => usize::from(
@@ -355,6 +403,17 @@ fn answer_slow(
                 .clamp(512, limits.max_udp_payload.max(512)),
         ),
         (None, Transport::Udp) => 512,
+    };
+    let mut response = match check {
+        CookieCheck::Malformed => {
+            let mut r = error_response(&request, ResponseCode::FormErr);
+            r.queries.clear();
+            return encode(&r).map(unverified);
+        }
+        _ => match respond(index, &request, transport, limit) {
+            Ok(r) => r,
+            Err(rcode) => error_response(&request, rcode),
+        },
     };
     if let Some(edns) = &request.edns {
         let mut opt = Edns::new();
@@ -374,10 +433,22 @@ fn answer_slow(
     }
     let verified = check == CookieCheck::Verified;
     let bytes = encode(&response)?;
-    if bytes.len() <= limit {
+    // (The encoder flags a message it could not write whole as truncated.)
+    if bytes.len() <= limit && bytes[2] & 0x02 == 0 {
         return Some(Answered { bytes, verified });
     }
-    truncate(response, limit).map(|bytes| Answered { bytes, verified })
+    let edns = response.edns.clone();
+    let bytes = truncate(response, limit)?;
+    // Over TCP an answer or authority section too large for any message is a failure, as Knot
+    // answers it.
+    if transport == Transport::Tcp && bytes[2] & 0x02 != 0 {
+        let mut failed = error_response(&request, ResponseCode::ServFail);
+        if let Some(edns) = edns {
+            failed.set_edns(edns);
+        }
+        return encode(&failed).map(|bytes| Answered { bytes, verified });
+    }
+    Some(Answered { bytes, verified })
 }
 
 /// Records grouped into RRsets (consecutive records with the same owner and type).
@@ -396,60 +467,101 @@ fn rrsets_of(records: Vec<Record>) -> Vec<Vec<Record>> {
 
 /// Fits a response into `limit` bytes as Knot does: whole RRsets of the answer and authority
 /// sections in order until one does not fit (then TC), and of the additional section while
-/// they fit (dropping the rest; referral glue that does not fit also sets TC).
-fn truncate(mut response: Message, limit: usize) -> Option<Vec<u8>> {
-    let answers = rrsets_of(std::mem::take(&mut response.answers));
-    let authorities = rrsets_of(std::mem::take(&mut response.authorities));
-    let additionals = rrsets_of(std::mem::take(&mut response.additionals));
-    let referral = !response.metadata.authoritative && !authorities.is_empty();
-    let fits = |m: &Message| m.to_vec().map(|b| b.len() <= limit).unwrap_or(false);
-    // Answer, then authority: the first RRset that does not fit ends the response with TC.
-    for (in_answer, set) in answers
-        .into_iter()
-        .map(|s| (true, s))
-        .chain(authorities.into_iter().map(|s| (false, s)))
+/// they fit (dropping the rest; referral glue that does not fit also sets TC). The message is
+/// written once, RRset by RRset; one that does not fit is taken back out (with the names it
+/// added for compression), so the cost is linear in the response.
+fn truncate(response: Message, limit: usize) -> Option<Vec<u8>> {
+    let referral = !response.metadata.authoritative && !response.authorities.is_empty();
+    let opt = response.edns.as_ref().map(|edns| {
+        let mut edns = edns.clone();
+        edns.set_rcode_high(response.metadata.response_code.high());
+        Record::from(&edns)
+    });
+    let opt_len = match &opt {
+        Some(opt) => opt.to_bytes().ok()?.len(),
+        None => 0,
+    };
+    // The header as the encoder writes it, counts and TC set below.
+    let mut head = Message::new(
+        response.metadata.id,
+        response.metadata.message_type,
+        response.metadata.op_code,
+    );
+    head.metadata = response.metadata;
+    let mut out = encode(&head)?;
+    out.truncate(12);
+    let mut counts = [0u16; 4];
+    let mut truncated = response.metadata.truncation;
     {
-        let section = if in_answer {
-            &mut response.answers
-        } else {
-            &mut response.authorities
-        };
-        section.extend(set.iter().cloned());
-        if !fits(&response) {
-            let section = if in_answer {
-                &mut response.answers
-            } else {
-                &mut response.authorities
-            };
-            section.truncate(section.len() - set.len());
-            response.metadata.truncation = true;
-            return encode(&response);
+        let mut encoder = BinEncoder::new(&mut out);
+        encoder.set_offset(12);
+        for query in &response.queries {
+            query.emit(&mut encoder).ok()?;
+            counts[0] += 1;
         }
-    }
-    for set in additionals {
-        response.additionals.extend(set.iter().cloned());
-        if !fits(&response) {
-            response
-                .additionals
-                .truncate(response.additionals.len() - set.len());
-            if referral && is_glue(&response, &set[0].name) {
-                response.metadata.truncation = true;
-                return encode(&response);
+        // Emits `set`, or takes it back out when the message would pass `limit`.
+        let fits = |set: &[Record], encoder: &mut BinEncoder<'_>| {
+            let mark = encoder.offset();
+            let emitted = set.iter().try_for_each(|r| r.emit(encoder).map(|_| ()));
+            if emitted.is_ok() && encoder.offset() + opt_len <= limit {
+                return true;
             }
+            encoder.set_offset(mark);
+            encoder.trim();
+            false
+        };
+        let answers = rrsets_of(response.answers);
+        let authorities = rrsets_of(response.authorities);
+        let sections = answers
+            .iter()
+            .map(|s| (1, s))
+            .chain(authorities.iter().map(|s| (2, s)));
+        let mut whole = true;
+        for (section, set) in sections {
+            if !fits(set, &mut encoder) {
+                truncated = true;
+                whole = false;
+                break;
+            }
+            counts[section] += u16::try_from(set.len()).ok()?;
+        }
+        if whole {
+            let mut glue_left_out = false;
+            let additionals = rrsets_of(response.additionals);
+            for set in &additionals {
+                if fits(set, &mut encoder) {
+                    counts[3] += u16::try_from(set.len()).ok()?;
+                } else if referral && is_glue_of(&authorities, &set[0].name) {
+                    glue_left_out = true;
+                    break;
+                }
+            }
+            truncated |= glue_left_out;
+        }
+        if let Some(opt) = &opt {
+            opt.emit(&mut encoder).ok()?;
+            counts[3] += 1;
         }
     }
-    encode(&response)
+    if truncated {
+        out[2] |= 0x02;
+    }
+    for (i, count) in counts.iter().enumerate() {
+        out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
+    }
+    Some(out)
 }
 
-/// Whether `name` lies at or below the delegation in the response's authority section.
-fn is_glue(response: &Message, name: &Name) -> bool {
-    response.authorities.iter().any(|ns| ns.name.zone_of(name))
+/// Whether `name` lies at or below a delegation among the authority section's RRsets.
+fn is_glue_of(authorities: &[Vec<Record>], name: &Name) -> bool {
+    authorities.iter().flatten().any(|ns| ns.name.zone_of(name))
 }
 
 fn respond(
     index: &DnsIndex,
     request: &Message,
     transport: Transport,
+    limit: usize,
 ) -> Result<Message, ResponseCode> {
     if request.metadata.message_type != MessageType::Query {
         return Err(ResponseCode::FormErr);
@@ -491,10 +603,13 @@ fn respond(
     }
     let mut answer = Answer {
         authoritative: true,
+        room: limit,
         ..Answer::default()
     };
     resolve(zone, query.name(), qtype, &mut answer);
     let mut response = Message::response(request.metadata.id, OpCode::Query);
+    // An RRset that cannot fit ends the response there, flagged truncated (as `truncate`).
+    response.metadata.truncation = answer.overflow;
     response.metadata.authoritative = answer.authoritative;
     response.metadata.recursion_desired = request.metadata.recursion_desired;
     response.metadata.response_code = answer.rcode.unwrap_or(ResponseCode::NoError);

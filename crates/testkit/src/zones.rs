@@ -50,6 +50,18 @@ pub fn every_type_zone() -> String {
     for i in 0..12 {
         let _ = writeln!(z, "bigtxt TXT \"{i:02} {}\"", "x".repeat(180));
     }
+    // An RRset larger than any message (TCP's too), and one reached through a CNAME.
+    for i in 0..6000 {
+        let _ = writeln!(z, "hugetxt TXT \"{i:05}\"");
+    }
+    z.push_str("tohuge CNAME hugetxt\n");
+    // An answer that fits a TCP message whose additional section does not (the encoder
+    // compresses the first 120 names of a message only).
+    for i in 0..600 {
+        let _ = writeln!(z, "manymx MX {i} mx{i}.manymx");
+        let _ = writeln!(z, "mx{i}.manymx A 10.1.{}.{}", i / 256, i % 256);
+        let _ = writeln!(z, "mx{i}.manymx AAAA 2001:db8:1::{i:x}");
+    }
     let _ = writeln!(
         z,
         "longtxt TXT \"{}\" \"{}\" \"{}\"",

@@ -1,0 +1,113 @@
+//! Names holding more records than a message can carry: answered as Knot answers them (UDP:
+//! truncated; TCP: whatever fits, or SERVFAIL when the answer itself cannot), and in time that
+//! does not grow with the number of records.
+
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use parapet_dns::{DnsIndex, EdgeAddrs, Limits, Transport, answer_query};
+use parapet_model::{RecordDraft, Zone, ZoneStatus};
+use parapet_snapshot::compile_snapshot;
+use serde_json::{Value, json};
+
+fn index() -> DnsIndex {
+    let mut zone = Zone::new(
+        "z".into(),
+        "big.test".into(),
+        vec!["ns1.parapet.test".into()],
+        "a".into(),
+        String::new(),
+        1,
+    );
+    zone.status = ZoneStatus::Active;
+    let mut bodies: Vec<Value> = Vec::new();
+    for i in 0..20_000 {
+        bodies.push(json!({"type": "TXT", "name": "huge", "content": format!("v{i:05}")}));
+    }
+    bodies.push(json!({"type": "CNAME", "name": "tohuge", "content": "huge.big.test"}));
+    // (The encoder compresses the first 120 names of a message only.)
+    for i in 0..600 {
+        let host = format!("mx{i}.many");
+        bodies.push(json!({"type": "MX", "name": "many", "content": format!("{host}.big.test"), "priority": i}));
+        bodies.push(
+            json!({"type": "A", "name": host, "content": format!("10.1.{}.{}", i / 256, i % 256)}),
+        );
+        bodies.push(json!({"type": "AAAA", "name": host, "content": format!("2001:db8:1::{i:x}")}));
+    }
+    let mut entries = vec![(
+        "zones/z".to_owned(),
+        serde_json::to_vec(&zone).expect("zone"),
+    )];
+    for (i, body) in bodies.iter().enumerate() {
+        let id = format!("r{i}");
+        let record = RecordDraft::from_json("big.test", body)
+            .expect("record")
+            .into_record(id.clone(), "z", "", "");
+        entries.push((
+            format!("records/z/{id}"),
+            serde_json::to_vec(&record).expect("record"),
+        ));
+    }
+    let snapshot = compile_snapshot(entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())), 1)
+        .expect("compiles");
+    DnsIndex::build(&snapshot, &EdgeAddrs::default(), None, None).0
+}
+
+fn ask(index: &DnsIndex, name: &str, qtype: RecordType, transport: Transport) -> Message {
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+    query.set_edns(Edns::new());
+    let packet = query.to_vec().expect("query");
+    let answered =
+        answer_query(index, &packet, transport, Limits::default(), None).expect("answer");
+    Message::from_vec(&answered.bytes).expect("response")
+}
+
+#[test]
+fn names_with_more_records_than_a_message_holds_are_answered_as_knot_answers_them() {
+    let index = index();
+    // UDP: nothing of the RRset, truncated (a CNAME before it is kept).
+    let r = ask(&index, "huge.big.test.", RecordType::TXT, Transport::Udp);
+    assert!(r.metadata.truncation && r.metadata.authoritative && r.answers.is_empty());
+    let r = ask(&index, "tohuge.big.test.", RecordType::TXT, Transport::Udp);
+    assert!(r.metadata.truncation);
+    assert_eq!(r.answers.len(), 1, "the CNAME");
+    // TCP: an RRset larger than any message is a server failure, as Knot answers it.
+    for name in ["huge.big.test.", "tohuge.big.test."] {
+        let r = ask(&index, name, RecordType::TXT, Transport::Tcp);
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail, "{name}");
+        assert!(!r.metadata.authoritative && r.answers.is_empty());
+    }
+    let r = ask(&index, "huge.big.test.", RecordType::ANY, Transport::Tcp);
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    // TCP: an answer that fits is whole; the addresses of its mail hosts that do not fit are
+    // left out, without truncation.
+    let r = ask(&index, "many.big.test.", RecordType::MX, Transport::Tcp);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(!r.metadata.truncation);
+    assert_eq!(r.answers.len(), 600);
+    let addresses = r.additionals.len();
+    assert!(addresses > 100 && addresses < 1200, "{addresses} addresses");
+}
+
+#[test]
+fn a_name_with_twenty_thousand_records_costs_no_more_than_a_small_one() {
+    let index = index();
+    let time = |name: &str, qtype: RecordType| {
+        let started = Instant::now();
+        for transport in [Transport::Udp, Transport::Tcp] {
+            for _ in 0..100 {
+                ask(&index, name, qtype, transport);
+            }
+        }
+        started.elapsed()
+    };
+    let small = time("mx1.many.big.test.", RecordType::A);
+    let huge = time("huge.big.test.", RecordType::TXT);
+    // Building all 20,000 records for each answer made it about 80 times slower.
+    assert!(
+        huge < small * 10 + Duration::from_millis(100),
+        "200 answers: {huge:?} for the large name, {small:?} for a small one"
+    );
+}
