@@ -13,14 +13,22 @@ const BIN: &str = env!("CARGO_BIN_EXE_parapet");
 /// zone's name through the textual rename).
 fn records(node: &Node, zone: &str) -> Vec<String> {
     let z = |s: &str| s.replace("diff.test", "Z").replace("copy.test", "Z");
-    let list = node.ok(
-        "GET",
-        &format!("/zones/{zone}/dns_records?per_page=5000"),
-        None,
-    );
+    // Every page, up to one that is not full.
+    let mut list = Vec::new();
+    for page in 1.. {
+        let got = node.ok(
+            "GET",
+            &format!("/zones/{zone}/dns_records?per_page=5000&page={page}"),
+            None,
+        );
+        let got = got.as_array().expect("list").clone();
+        let full = got.len() == 5000;
+        list.extend(got);
+        if !full {
+            break;
+        }
+    }
     let mut out: Vec<String> = list
-        .as_array()
-        .expect("list")
         .iter()
         .map(|r| {
             format!(

@@ -166,24 +166,23 @@ impl ZoneWrite {
         let mut errors: Vec<(usize, String)> = Vec::new();
         let mut added = 0usize;
         let mut same_name = SameName::default();
-        // The file's records at the current name, and those of them created.
-        let mut group: Vec<ImportedRecord> = Vec::new();
+        // The records created at the current name.
         let mut here: Vec<DnsRecord> = Vec::new();
         while let Some(first) = records.pop() {
-            group.push(first);
-            while let Some(r) = records.pop_if(|r| r.draft.name == group[0].draft.name) {
-                group.push(r);
-            }
-            if records.len() < records.capacity() / 4 {
-                records.shrink_to_fit();
-            }
-            let name = group[0].draft.name.clone();
+            let name = first.draft.name.clone();
             let stored: Vec<&DnsRecord> = self.at_name(&name).collect();
             same_name.clear();
             for r in &stored {
                 same_name.push(r);
             }
-            for r in group.drain(..) {
+            let mut next = Some(first);
+            while let Some(r) = next
+                .take()
+                .or_else(|| records.pop_if(|r| r.draft.name == name))
+            {
+                if records.len() < records.capacity() / 4 {
+                    records.shrink_to_fit();
+                }
                 let at = |i: usize| {
                     stored
                         .get(i)

@@ -48,6 +48,8 @@ pub struct Answer {
     pub room: usize,
     /// An RRset of the answer or authority section could not fit: the response ends before it.
     pub overflow: bool,
+    /// Glue of a referral was left out: the response is truncated, and ends before it.
+    pub glue_cut: bool,
 }
 
 /// The fewest bytes a record takes on the wire: a one-byte owner (the shortest a name can be
@@ -82,12 +84,18 @@ impl Answer {
         true
     }
 
-    /// Adds `set` at `owner` to the additional section if it could fit there (the additional
-    /// section holds what fits and drops the rest).
-    fn add_additional(&mut self, owner: &Name, set: &RRset) {
+    /// Adds `set` at `owner` to the additional section while the records there could fit (the
+    /// additional section holds what fits and drops the rest; `truncate` decides). Glue left
+    /// out truncates the response, as `truncate` does, and ends the section.
+    fn add_additional(&mut self, owner: &Name, set: &RRset, glue: bool) {
+        if self.overflow || self.glue_cut {
+            return;
+        }
         let held = self.additionals.len().saturating_add(set.rdatas.len());
-        if !self.overflow && held.saturating_mul(MIN_RECORD) <= self.room {
+        if held.saturating_mul(MIN_RECORD) <= self.room {
             self.additionals.extend(records(owner, set));
+        } else if glue {
+            self.glue_cut = true;
         }
     }
 }
@@ -128,13 +136,14 @@ fn negative(zone: &ZoneIndex, out: &mut Answer) {
     }
 }
 
-/// In-zone addresses of `target`, for the additional section.
-fn addresses(zone: &ZoneIndex, target: &Name, out: &mut Answer) {
+/// In-zone addresses of `target`, for the additional section (`glue`: of a referral, at or
+/// below its cut).
+fn addresses(zone: &ZoneIndex, target: &Name, glue: bool, out: &mut Answer) {
     let key = key_of(target);
     if let Some(node) = zone.node(&key) {
         for t in [RecordType::A, RecordType::AAAA] {
             if let Some(set) = node.get(t) {
-                out.add_additional(target, set);
+                out.add_additional(target, set, glue);
             }
         }
     }
@@ -188,7 +197,7 @@ fn referral(zone: &ZoneIndex, cut: &str, node: &Node, out: &mut Answer) {
     let owner = Name::from_ascii(format!("{cut}.")).unwrap_or_else(|_| Name::root());
     if out.add(Section::Authority, &owner, ns) {
         for target in additional_targets(ns) {
-            addresses(zone, &target, out);
+            addresses(zone, &target, owner.zone_of(&target), out);
         }
     }
 }
@@ -248,7 +257,7 @@ fn resolve(zone: &ZoneIndex, qname: &Name, qtype: RecordType, out: &mut Answer) 
         if let Some(set) = node.get(qtype) {
             if out.add(Section::Answer, &name, set) {
                 for target in additional_targets(set) {
-                    addresses(zone, &target, out);
+                    addresses(zone, &target, false, out);
                 }
             }
             return;
@@ -404,15 +413,15 @@ fn answer_slow(
         ),
         (None, Transport::Udp) => 512,
     };
-    let mut response = match check {
+    let (mut response, answer_cut) = match check {
         CookieCheck::Malformed => {
             let mut r = error_response(&request, ResponseCode::FormErr);
             r.queries.clear();
             return encode(&r).map(unverified);
         }
         _ => match respond(index, &request, transport, limit) {
-            Ok(r) => r,
-            Err(rcode) => error_response(&request, rcode),
+            Ok(answered) => answered,
+            Err(rcode) => (error_response(&request, rcode), false),
         },
     };
     if let Some(edns) = &request.edns {
@@ -438,10 +447,10 @@ fn answer_slow(
         return Some(Answered { bytes, verified });
     }
     let edns = response.edns.clone();
-    let bytes = truncate(response, limit)?;
+    let (bytes, cut) = truncate(response, limit)?;
     // Over TCP an answer or authority section too large for any message is a failure, as Knot
-    // answers it.
-    if transport == Transport::Tcp && bytes[2] & 0x02 != 0 {
+    // answers it (glue left out only truncates).
+    if transport == Transport::Tcp && (answer_cut || cut) {
         let mut failed = error_response(&request, ResponseCode::ServFail);
         if let Some(edns) = edns {
             failed.set_edns(edns);
@@ -469,8 +478,9 @@ fn rrsets_of(records: Vec<Record>) -> Vec<Vec<Record>> {
 /// sections in order until one does not fit (then TC), and of the additional section while
 /// they fit (dropping the rest; referral glue that does not fit also sets TC). The message is
 /// written once, RRset by RRset; one that does not fit is taken back out (with the names it
-/// added for compression), so the cost is linear in the response.
-fn truncate(response: Message, limit: usize) -> Option<Vec<u8>> {
+/// added for compression), so the cost is linear in the response. Also says whether an answer
+/// or authority RRset was cut.
+fn truncate(response: Message, limit: usize) -> Option<(Vec<u8>, bool)> {
     let referral = !response.metadata.authoritative && !response.authorities.is_empty();
     let opt = response.edns.as_ref().map(|edns| {
         let mut edns = edns.clone();
@@ -492,6 +502,7 @@ fn truncate(response: Message, limit: usize) -> Option<Vec<u8>> {
     out.truncate(12);
     let mut counts = [0u16; 4];
     let mut truncated = response.metadata.truncation;
+    let mut answer_cut = false;
     {
         let mut encoder = BinEncoder::new(&mut out);
         encoder.set_offset(12);
@@ -499,8 +510,14 @@ fn truncate(response: Message, limit: usize) -> Option<Vec<u8>> {
             query.emit(&mut encoder).ok()?;
             counts[0] += 1;
         }
-        // Emits `set`, or takes it back out when the message would pass `limit`.
+        // Emits `set`, or takes it back out when the message would pass `limit`. (A set that
+        // cannot fit is not tried: the encoder compresses the first names of a message only,
+        // and a set taken back out still counts among them.)
         let fits = |set: &[Record], encoder: &mut BinEncoder<'_>| {
+            let least = set.len().saturating_mul(MIN_RECORD);
+            if encoder.offset() + opt_len + least > limit {
+                return false;
+            }
             let mark = encoder.offset();
             let emitted = set.iter().try_for_each(|r| r.emit(encoder).map(|_| ()));
             if emitted.is_ok() && encoder.offset() + opt_len <= limit {
@@ -516,16 +533,15 @@ fn truncate(response: Message, limit: usize) -> Option<Vec<u8>> {
             .iter()
             .map(|s| (1, s))
             .chain(authorities.iter().map(|s| (2, s)));
-        let mut whole = true;
         for (section, set) in sections {
             if !fits(set, &mut encoder) {
                 truncated = true;
-                whole = false;
+                answer_cut = true;
                 break;
             }
             counts[section] += u16::try_from(set.len()).ok()?;
         }
-        if whole {
+        if !answer_cut {
             let mut glue_left_out = false;
             let additionals = rrsets_of(response.additionals);
             for set in &additionals {
@@ -549,7 +565,7 @@ fn truncate(response: Message, limit: usize) -> Option<Vec<u8>> {
     for (i, count) in counts.iter().enumerate() {
         out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
     }
-    Some(out)
+    Some((out, answer_cut))
 }
 
 /// Whether `name` lies at or below a delegation among the authority section's RRsets.
@@ -562,7 +578,7 @@ fn respond(
     request: &Message,
     transport: Transport,
     limit: usize,
-) -> Result<Message, ResponseCode> {
+) -> Result<(Message, bool), ResponseCode> {
     if request.metadata.message_type != MessageType::Query {
         return Err(ResponseCode::FormErr);
     }
@@ -609,7 +625,7 @@ fn respond(
     resolve(zone, query.name(), qtype, &mut answer);
     let mut response = Message::response(request.metadata.id, OpCode::Query);
     // An RRset that cannot fit ends the response there, flagged truncated (as `truncate`).
-    response.metadata.truncation = answer.overflow;
+    response.metadata.truncation = answer.overflow || answer.glue_cut;
     response.metadata.authoritative = answer.authoritative;
     response.metadata.recursion_desired = request.metadata.recursion_desired;
     response.metadata.response_code = answer.rcode.unwrap_or(ResponseCode::NoError);
@@ -617,5 +633,5 @@ fn respond(
     response.answers = answer.answers;
     response.authorities = answer.authorities;
     response.additionals = answer.additionals;
-    Ok(response)
+    Ok((response, answer.overflow))
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, PTR, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
-use hickory_proto::serialize::binary::BinEncodable;
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use parapet_model::zonefile::soa_rdata;
 use parapet_model::{DnsRecord, RecordType as Kind, Zone, ZoneStatus};
 use parapet_snapshot::{Snapshot, ZoneSnapshot};
@@ -529,11 +529,23 @@ fn finish(node: &mut Node) {
     node.rrsets.sort_by_key(|set| u16::from(set.rtype));
     for set in &mut node.rrsets {
         if set.rdatas.len() > 1 {
-            set.rdatas
-                .sort_by_cached_key(|rd| rd.to_rdata().to_bytes().unwrap_or_default());
+            set.rdatas.sort_by_cached_key(canonical_bytes);
             set.rdatas.dedup();
         }
     }
+}
+
+/// A datum in canonical form (RFC 4034 §6.2: names uncompressed and lowercase), by which an
+/// RRset is ordered; equal data (names compare without case) are equal here.
+fn canonical_bytes(rdata: &Rdata) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = BinEncoder::new(&mut out);
+    encoder.set_canonical_form(true);
+    encoder.set_name_encoding(NameEncoding::UncompressedLowercase);
+    if rdata.to_rdata().emit(&mut encoder).is_err() {
+        out.clear();
+    }
+    out
 }
 
 /// The ancestors of `name` strictly below it, up to and including `origin`.

@@ -35,6 +35,13 @@ fn index() -> DnsIndex {
         );
         bodies.push(json!({"type": "AAAA", "name": host, "content": format!("2001:db8:1::{i:x}")}));
     }
+    // A delegation whose second nameserver's glue cannot fit.
+    bodies.push(json!({"type": "NS", "name": "deleg", "content": "ns1.deleg.big.test"}));
+    bodies.push(json!({"type": "NS", "name": "deleg", "content": "ns2.deleg.big.test"}));
+    bodies.push(json!({"type": "A", "name": "ns1.deleg", "content": "10.2.0.1"}));
+    for i in 0..6000 {
+        bodies.push(json!({"type": "A", "name": "ns2.deleg", "content": format!("10.3.{}.{}", i / 250, i % 250 + 1)}));
+    }
     let mut entries = vec![(
         "zones/z".to_owned(),
         serde_json::to_vec(&zone).expect("zone"),
@@ -89,6 +96,15 @@ fn names_with_more_records_than_a_message_holds_are_answered_as_knot_answers_the
     assert_eq!(r.answers.len(), 600);
     let addresses = r.additionals.len();
     assert!(addresses > 100 && addresses < 1200, "{addresses} addresses");
+    // A referral whose glue does not fit is truncated, over TCP too (not a failure), with the
+    // glue that fits.
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let r = ask(&index, "x.deleg.big.test.", RecordType::A, transport);
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert!(r.metadata.truncation && !r.metadata.authoritative);
+        assert_eq!(r.authorities.len(), 2);
+        assert_eq!(r.additionals.len(), 1, "ns1's address");
+    }
 }
 
 #[test]

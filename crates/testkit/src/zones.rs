@@ -55,6 +55,14 @@ pub fn every_type_zone() -> String {
         let _ = writeln!(z, "hugetxt TXT \"{i:05}\"");
     }
     z.push_str("tohuge CNAME hugetxt\n");
+    // A delegation whose second nameserver's glue overflows even a TCP message.
+    z.push_str("bigdeleg NS ns1.bigdeleg\nbigdeleg NS ns2.bigdeleg\n");
+    for i in 0..200 {
+        let _ = writeln!(z, "ns1.bigdeleg A 10.2.0.{}", i + 1);
+    }
+    for i in 0..4400 {
+        let _ = writeln!(z, "ns2.bigdeleg A 10.3.{}.{}", i / 250, i % 250 + 1);
+    }
     // An answer that fits a TCP message whose additional section does not (the encoder
     // compresses the first 120 names of a message only).
     for i in 0..600 {
