@@ -2,25 +2,16 @@
 //! truncated; TCP: whatever fits, or SERVFAIL when the answer itself cannot), and in time that
 //! does not grow with the number of records.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use parapet_dns::{DnsIndex, EdgeAddrs, Limits, Transport, answer_query};
-use parapet_model::{RecordDraft, Zone, ZoneStatus};
-use parapet_snapshot::compile_snapshot;
 use serde_json::{Value, json};
 
 fn index() -> DnsIndex {
-    let mut zone = Zone::new(
-        "z".into(),
-        "big.test".into(),
-        vec!["ns1.parapet.test".into()],
-        "a".into(),
-        String::new(),
-        1,
-    );
-    zone.status = ZoneStatus::Active;
     let mut bodies: Vec<Value> = Vec::new();
     for i in 0..20_000 {
         bodies.push(json!({"type": "TXT", "name": "huge", "content": format!("v{i:05}")}));
@@ -42,23 +33,7 @@ fn index() -> DnsIndex {
     for i in 0..6000 {
         bodies.push(json!({"type": "A", "name": "ns2.deleg", "content": format!("10.3.{}.{}", i / 250, i % 250 + 1)}));
     }
-    let mut entries = vec![(
-        "zones/z".to_owned(),
-        serde_json::to_vec(&zone).expect("zone"),
-    )];
-    for (i, body) in bodies.iter().enumerate() {
-        let id = format!("r{i}");
-        let record = RecordDraft::from_json("big.test", body)
-            .expect("record")
-            .into_record(id.clone(), "z", "", "");
-        entries.push((
-            format!("records/z/{id}"),
-            serde_json::to_vec(&record).expect("record"),
-        ));
-    }
-    let snapshot = compile_snapshot(entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())), 1)
-        .expect("compiles");
-    DnsIndex::build(&snapshot, &EdgeAddrs::default(), None, None).0
+    common::index_of("big.test", &bodies, &EdgeAddrs::default())
 }
 
 fn ask(index: &DnsIndex, name: &str, qtype: RecordType, transport: Transport) -> Message {

@@ -1,34 +1,18 @@
 //! Property tests of the answer path: whatever bytes arrive, the engine never panics, and any
 //! response it sends is a response to that query.
 
+mod common;
+
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use parapet_dns::{Cookies, DnsIndex, EdgeAddrs, Limits, Transport, answer_query};
-use parapet_model::{RecordDraft, Zone, ZoneStatus};
-use parapet_snapshot::compile_snapshot;
 use proptest::prelude::*;
 use serde_json::json;
 
 fn index() -> Arc<DnsIndex> {
-    let zone = {
-        let mut z = Zone::new(
-            "z".into(),
-            "example.test".into(),
-            vec!["ns1.parapet.test".into()],
-            "a".into(),
-            String::new(),
-            1,
-        );
-        z.status = ZoneStatus::Active;
-        z
-    };
-    let mut entries = vec![(
-        "zones/z".to_owned(),
-        serde_json::to_vec(&zone).expect("zone"),
-    )];
-    for (i, body) in [
+    let records = [
         json!({"type": "A", "name": "www", "content": "192.0.2.1", "proxied": true}),
         json!({"type": "TXT", "name": "www", "content": "x".repeat(900)}),
         json!({"type": "CNAME", "name": "alias", "content": "www.example.test"}),
@@ -36,26 +20,12 @@ fn index() -> Arc<DnsIndex> {
         json!({"type": "NS", "name": "sub", "content": "ns.sub.example.test"}),
         json!({"type": "A", "name": "ns.sub", "content": "192.0.2.3"}),
         json!({"type": "MX", "name": "@", "content": "www.example.test", "priority": 10}),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let id = format!("r{i}");
-        let record = RecordDraft::from_json("example.test", &body)
-            .expect("record")
-            .into_record(id.clone(), "z", "", "");
-        entries.push((
-            format!("records/z/{id}"),
-            serde_json::to_vec(&record).expect("record"),
-        ));
-    }
-    let snapshot = compile_snapshot(entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())), 1)
-        .expect("compiles");
+    ];
     let edge = EdgeAddrs {
         v4: vec!["203.0.113.1".parse().expect("ip")],
         v6: vec![],
     };
-    Arc::new(DnsIndex::build(&snapshot, &edge, None, None).0)
+    Arc::new(common::index_of("example.test", &records, &edge))
 }
 
 fn query(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
