@@ -73,10 +73,7 @@ impl Answer {
             self.overflow = true;
             return false;
         }
-        let records = set
-            .rdatas
-            .iter()
-            .map(|rd| Record::from_rdata(owner.clone(), ttl, rd.to_rdata()));
+        let records = records(owner, set, ttl);
         match section {
             Section::Answer => self.answers.extend(records),
             Section::Authority => self.authorities.extend(records),
@@ -93,7 +90,7 @@ impl Answer {
         }
         let held = self.additionals.len().saturating_add(set.rdatas.len());
         if held.saturating_mul(MIN_RECORD) <= self.room {
-            self.additionals.extend(records(owner, set));
+            self.additionals.extend(records(owner, set, set.ttl));
         } else if glue {
             self.glue_cut = true;
         }
@@ -118,11 +115,11 @@ fn key_of(name: &Name) -> String {
     s
 }
 
-fn records<'s>(owner: &Name, set: &'s RRset) -> impl Iterator<Item = Record> + 's {
+fn records<'s>(owner: &Name, set: &'s RRset, ttl: u32) -> impl Iterator<Item = Record> + 's {
     let owner = owner.clone();
     set.rdatas
         .iter()
-        .map(move |rd| Record::from_rdata(owner.clone(), set.ttl, rd.to_rdata()))
+        .map(move |rd| Record::from_rdata(owner.clone(), ttl, rd.to_rdata()))
 }
 
 fn negative(zone: &ZoneIndex, out: &mut Answer) {
