@@ -50,6 +50,8 @@ pub struct Answer {
     pub overflow: bool,
     /// Glue of a referral was left out: the response is truncated, and ends before it.
     pub glue_cut: bool,
+    /// Glue records in the additional section.
+    pub glue_held: usize,
 }
 
 /// The fewest bytes a record takes on the wire: a one-byte owner (the shortest a name can be
@@ -81,19 +83,29 @@ impl Answer {
         true
     }
 
-    /// Adds `set` at `owner` to the additional section while the records there could fit (the
-    /// additional section holds what fits and drops the rest; `truncate` decides). Glue left
-    /// out truncates the response, as `truncate` does, and ends the section.
+    /// Adds `set` at `owner` to the additional section unless it could not fit (the section
+    /// holds what fits and drops the rest; `truncate` decides). Glue is refused only when it
+    /// cannot fit beside the glue before it, which truncation keeps or stops at: then the
+    /// response is truncated, as truncation would leave it, and the section ends. Other sets
+    /// are refused past what could fit besides the glue, so the section holds at most twice
+    /// what a response can.
     fn add_additional(&mut self, owner: &Name, set: &RRset, glue: bool) {
         if self.overflow || self.glue_cut {
             return;
         }
-        let held = self.additionals.len().saturating_add(set.rdatas.len());
-        if held.saturating_mul(MIN_RECORD) <= self.room {
-            self.additionals.extend(records(owner, set, set.ttl));
-        } else if glue {
-            self.glue_cut = true;
+        let n = set.rdatas.len();
+        let others = self.additionals.len() - self.glue_held;
+        let before = if glue { self.glue_held } else { others };
+        if before.saturating_add(n).saturating_mul(MIN_RECORD) > self.room {
+            if glue {
+                self.glue_cut = true;
+            }
+            return;
         }
+        if glue {
+            self.glue_held += n;
+        }
+        self.additionals.extend(records(owner, set, set.ttl));
     }
 }
 
@@ -192,9 +204,12 @@ fn referral(zone: &ZoneIndex, cut: &str, node: &Node, out: &mut Answer) {
         return;
     };
     let owner = Name::from_ascii(format!("{cut}.")).unwrap_or_else(|_| Name::root());
+    // Glue, as truncation judges it: of a referral that answers nothing itself (a CNAME chain
+    // into the delegation stays authoritative).
+    let referral = out.answers.is_empty();
     if out.add(Section::Authority, &owner, ns) {
         for target in additional_targets(ns) {
-            addresses(zone, &target, owner.zone_of(&target), out);
+            addresses(zone, &target, referral && owner.zone_of(&target), out);
         }
     }
 }
@@ -438,7 +453,12 @@ fn answer_slow(
         response.set_edns(opt);
     }
     let verified = check == CookieCheck::Verified;
-    let bytes = encode(&response)?;
+    let Some(bytes) = encode(&response) else {
+        // Stored data the wire cannot carry: a failure, never silence.
+        let mut failed = error_response(&request, ResponseCode::ServFail);
+        failed.edns = response.edns.clone();
+        return encode(&failed).map(|bytes| Answered { bytes, verified });
+    };
     // (The encoder flags a message it could not write whole as truncated.)
     if bytes.len() <= limit && bytes[2] & 0x02 == 0 {
         return Some(Answered { bytes, verified });

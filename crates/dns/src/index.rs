@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, PTR, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HTTPS, MX, NS, NULL, PTR, SVCB, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use parapet_model::zonefile::soa_rdata;
@@ -391,6 +391,16 @@ fn fqdn(name: &str) -> Result<Name, String> {
     Name::from_ascii(format!("{name}.")).map_err(|e| e.to_string())
 }
 
+/// Service parameters in key order, as the wire wants them (RFC 9460 §2.2; the presentation
+/// form may give them in any order); a key given twice makes the record invalid.
+fn svc_params_in_order(mut svcb: SVCB) -> Result<SVCB, String> {
+    svcb.svc_params.sort_by_key(|(key, _)| *key);
+    if svcb.svc_params.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err("a service parameter key is given twice".into());
+    }
+    Ok(svcb)
+}
+
 /// Converts one stored record to wire data.
 pub fn record_rdata(r: &DnsRecord) -> Result<RData, String> {
     let parse =
@@ -417,8 +427,14 @@ pub fn record_rdata(r: &DnsRecord) -> Result<RData, String> {
         }
         Kind::SRV => parse(RecordType::SRV)?,
         Kind::CAA => parse(RecordType::CAA)?,
-        Kind::HTTPS => parse(RecordType::HTTPS)?,
-        Kind::SVCB => parse(RecordType::SVCB)?,
+        Kind::HTTPS => match parse(RecordType::HTTPS)? {
+            RData::HTTPS(HTTPS(svcb)) => RData::HTTPS(HTTPS(svc_params_in_order(svcb)?)),
+            other => other,
+        },
+        Kind::SVCB => match parse(RecordType::SVCB)? {
+            RData::SVCB(svcb) => RData::SVCB(svc_params_in_order(svcb)?),
+            other => other,
+        },
         Kind::TLSA => parse(RecordType::TLSA)?,
         Kind::SSHFP => parse(RecordType::SSHFP)?,
         Kind::NAPTR => parse(RecordType::NAPTR)?,
@@ -538,6 +554,11 @@ fn finish(node: &mut Node) {
 /// A datum in canonical form (RFC 4034 §6.2: names uncompressed and lowercase), by which an
 /// RRset is ordered; equal data (names compare without case) are equal here.
 fn canonical_bytes(rdata: &Rdata) -> Vec<u8> {
+    match rdata {
+        Rdata::A(a) => return a.octets().to_vec(),
+        Rdata::Aaaa(a) => return a.octets().to_vec(),
+        Rdata::Other(_) => {}
+    }
     let mut out = Vec::new();
     let mut encoder = BinEncoder::new(&mut out);
     encoder.set_canonical_form(true);
@@ -545,6 +566,8 @@ fn canonical_bytes(rdata: &Rdata) -> Vec<u8> {
     if rdata.to_rdata().emit(&mut encoder).is_err() {
         out.clear();
     }
+    // (The encoder reserves room: the keys of a large set are kept until it is sorted.)
+    out.shrink_to_fit();
     out
 }
 

@@ -33,6 +33,16 @@ fn index() -> DnsIndex {
     for i in 0..6000 {
         bodies.push(json!({"type": "A", "name": "ns2.deleg", "content": format!("10.3.{}.{}", i / 250, i % 250 + 1)}));
     }
+    // A delegation whose glue comes after a large set of addresses outside the cut.
+    bodies.push(json!({"type": "NS", "name": "deleg2", "content": "a.other.big.test"}));
+    bodies.push(json!({"type": "NS", "name": "deleg2", "content": "ns.deleg2.big.test"}));
+    bodies.push(json!({"type": "A", "name": "ns.deleg2", "content": "10.4.0.1"}));
+    for i in 0..46 {
+        bodies
+            .push(json!({"type": "A", "name": "a.other", "content": format!("10.5.0.{}", i + 1)}));
+    }
+    // Service parameters given out of key order (the wire wants them in order).
+    bodies.push(json!({"type": "HTTPS", "name": "svc", "content": "1 . port=443 alpn=h2"}));
     common::index_of("big.test", &bodies, &EdgeAddrs::default())
 }
 
@@ -80,6 +90,30 @@ fn names_with_more_records_than_a_message_holds_are_answered_as_knot_answers_the
         assert_eq!(r.authorities.len(), 2);
         assert_eq!(r.additionals.len(), 1, "ns1's address");
     }
+}
+
+#[test]
+fn glue_after_a_set_that_does_not_fit_is_kept_without_truncation() {
+    let index = index();
+    let r = ask(&index, "x.deleg2.big.test.", RecordType::A, Transport::Udp);
+    assert!(!r.metadata.truncation, "{:?}", r.metadata);
+    assert_eq!(r.authorities.len(), 2);
+    let glue: Vec<String> = r.additionals.iter().map(|a| a.name.to_string()).collect();
+    assert_eq!(glue, ["ns.deleg2.big.test."]);
+}
+
+#[test]
+fn service_parameters_given_out_of_order_are_answered_in_order() {
+    let index = index();
+    let r = ask(&index, "svc.big.test.", RecordType::HTTPS, Transport::Udp);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers.len(), 1);
+    let text = r.answers[0].data.to_string();
+    assert!(
+        text.find("alpn")
+            .is_some_and(|a| text.find("port").is_some_and(|p| a < p)),
+        "{text}"
+    );
 }
 
 #[test]
