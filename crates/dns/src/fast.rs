@@ -157,8 +157,9 @@ impl ResponseCache {
 
     /// Keeps `response` (the engine's answer to `query`) for later queries of the same shape.
     pub fn insert(&self, query: &PlainQuery<'_>, limit: usize, response: &[u8]) {
-        // Only whole answers (no TC), NOERROR or NXDOMAIN, whose OPT (if any) is last and bare.
-        if response.len() < 12 || response[2] & 0x02 != 0 || !matches!(response[3] & 0x0f, 0 | 3) {
+        // NOERROR or NXDOMAIN answers (truncated ones too: the limit is part of the key), whose
+        // OPT (if any) is last and bare.
+        if response.len() < 12 || !matches!(response[3] & 0x0f, 0 | 3) {
             return;
         }
         if query.edns.is_some()
@@ -244,6 +245,32 @@ mod tests {
         assert!(
             cache.answer(&q, 512).is_none(),
             "a response is reused only for the same size limit"
+        );
+    }
+
+    #[test]
+    fn a_truncated_answer_is_reused_for_the_same_limit_and_stays_truncated() {
+        let cache = ResponseCache::default();
+        let first = query(1, b"big.example.com", None);
+        let mut response = first.clone();
+        response[2] = 0x86; // QR, AA, TC
+        cache.insert(&PlainQuery::parse(&first).expect("plain"), 512, &response);
+        let second = query(2, b"big.example.com", None);
+        let q = PlainQuery::parse(&second).expect("plain");
+        let out = cache.answer(&q, 512).expect("cached");
+        assert_eq!(out[2] & 0x02, 0x02, "TC kept");
+        assert!(cache.answer(&q, 1232).is_none());
+        // Failures are not kept.
+        let asked = query(3, b"fail.example.com", None);
+        let mut failed = asked.clone();
+        failed[2] = 0x80;
+        failed[3] = 2;
+        cache.insert(&PlainQuery::parse(&asked).expect("plain"), 512, &failed);
+        let q = query(4, b"fail.example.com", None);
+        assert!(
+            cache
+                .answer(&PlainQuery::parse(&q).expect("plain"), 512)
+                .is_none()
         );
     }
 }
