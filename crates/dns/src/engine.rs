@@ -27,6 +27,20 @@ pub struct Limits {
     pub max_udp_payload: u16,
 }
 
+impl Limits {
+    /// Bytes a response may take: a TCP message's most, else the client's EDNS payload size
+    /// within 512 and our own largest (512 without EDNS).
+    fn response_room(&self, edns_payload: Option<u16>, transport: Transport) -> usize {
+        match (edns_payload, transport) {
+            (_, Transport::Tcp) => usize::from(u16::MAX),
+            (Some(payload), Transport::Udp) => {
+                usize::from(payload.clamp(512, self.max_udp_payload.max(512)))
+            }
+            (None, Transport::Udp) => 512,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -350,13 +364,7 @@ pub fn answer_query(
     client: Option<&Client<'_>>,
 ) -> Option<Answered> {
     let plain = PlainQuery::parse(packet).map(|q| {
-        let limit = match (q.edns, transport) {
-            (_, Transport::Tcp) => usize::from(u16::MAX),
-            (Some(e), Transport::Udp) => {
-                usize::from(e.payload.clamp(512, limits.max_udp_payload.max(512)))
-            }
-            (None, Transport::Udp) => 512,
-        };
+        let limit = limits.response_room(q.edns.map(|e| e.payload), transport);
         (q, limit)
     });
     if let Some((q, limit)) = &plain
@@ -417,14 +425,7 @@ fn answer_slow(
         Some(c) => c.cookies.check(cookie.as_deref(), c.ip, c.now),
         None => CookieCheck::Absent,
     };
-    let limit = match (&request.edns, transport) {
-        (_, Transport::Tcp) => usize::from(u16::MAX),
-        (Some(edns), Transport::Udp) => usize::from(
-            edns.max_payload()
-                .clamp(512, limits.max_udp_payload.max(512)),
-        ),
-        (None, Transport::Udp) => 512,
-    };
+    let limit = limits.response_room(request.edns.as_ref().map(Edns::max_payload), transport);
     let (mut response, answer_cut) = match check {
         CookieCheck::Malformed => {
             let mut r = error_response(&request, ResponseCode::FormErr);

@@ -120,6 +120,14 @@ fn only_changed_zones_and_flattened_apexes_are_built_again() {
     assert_eq!(a.rdatas.len(), 2);
 }
 
+/// The edge's addresses, one of each family.
+fn edge() -> EdgeAddrs {
+    EdgeAddrs {
+        v4: vec!["203.0.113.1".parse().expect("ip")],
+        v6: vec!["2001:db8:e::1".parse().expect("ip")],
+    }
+}
+
 /// Every name of every zone with its RRsets, to compare two indexes by.
 fn dump(index: &DnsIndex) -> Vec<String> {
     let mut out = Vec::new();
@@ -135,10 +143,7 @@ fn dump(index: &DnsIndex) -> Vec<String> {
 
 #[test]
 fn a_zone_changed_name_by_name_answers_as_if_built_whole() {
-    let edge = EdgeAddrs {
-        v4: vec!["203.0.113.1".parse().expect("ip")],
-        v6: vec!["2001:db8:e::1".parse().expect("ip")],
-    };
+    let edge = edge();
     let mut entries = vec![zone("z1", "big.test")];
     for i in 0..3000 {
         entries.push(record(
@@ -276,10 +281,7 @@ fn a_zone_changed_name_by_name_answers_as_if_built_whole() {
 
 #[test]
 fn every_rrset_holds_each_datum_once_in_canonical_order_however_many_records_a_name_has() {
-    let edge = EdgeAddrs {
-        v4: vec!["203.0.113.1".parse().expect("ip")],
-        v6: vec!["2001:db8:e::1".parse().expect("ip")],
-    };
+    let edge = edge();
     let mut entries = vec![zone("z", "many.test")];
     // Three proxied origins at one name: the edge's address once.
     for (i, origin) in ["192.0.2.1", "192.0.2.2", "198.51.100.7"]
