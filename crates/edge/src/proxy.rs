@@ -105,8 +105,6 @@ impl EdgeProxy {
         }
     }
 
-    /// The cache rules (the configuration file's, then the zone's) that match a request
-    /// `origin` routed, merged (`None`: none matched).
     /// The connect and read timeouts toward a zone's origins: the zone's, else the edge's.
     pub(crate) fn origin_timeouts(
         &self,
@@ -122,6 +120,8 @@ impl EdgeProxy {
         )
     }
 
+    /// The cache rules (the configuration file's, then the zone's) that match a request
+    /// `origin` routed, merged (`None`: none matched).
     pub(crate) fn cache_parameters(&self, origin: &Origin) -> Option<Box<CacheParameters>> {
         let facts = RequestFacts {
             host: &origin.host,
