@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Many records at one name: for each N given, imports a zone file holding N TXT records at one
-# name through the API, then polls dig until that name answers. Prints the import's time, the
-# time until DNS serves the name, and Parapet's RSS. Needs target/release/parapet, jq, dig, bc.
+# name through the API, then polls dig until that name answers, then adds BATCH more records
+# (default 10000) at that name in one batch request. Prints the import's time, the time until
+# DNS serves the name, the batch's time, and Parapet's RSS. Needs target/release/parapet, jq,
+# dig, bc.
 #
 #   bench/dns-one-name.sh 32000 200000 1000000
 set -euo pipefail
@@ -25,7 +27,11 @@ for n in "$@"; do
     sleep 0.05
   done
   t2=$(date +%s.%N)
-  printf '%8d records at one name: added %s, import %.2f s, served after %.2f s, RSS %s MiB\n' \
-    "$n" "$added" "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t0" | bc)" \
+  { printf '{"posts":['; seq -f '{"type":"TXT","name":"many","content":"b%.0f"}' 1 "${BATCH:-10000}" | paste -sd,; printf ']}'; } > "$W/batch"
+  t3=$(date +%s.%N)
+  posted=$(curl -s --max-time 900 "$API/zones/$Z/dns_records/batch" -H "Authorization: Bearer tok" --data-binary "@$W/batch" | jq -c '(.result.posts | length) // .errors')
+  t4=$(date +%s.%N)
+  printf '%8d records at one name: added %s, import %.2f s, served after %.2f s; batch of %s posts %.2f s; RSS %s MiB\n' \
+    "$n" "$added" "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t0" | bc)" "$posted" "$(echo "$t4 - $t3" | bc)" \
     "$(awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$PID/status)"
 done

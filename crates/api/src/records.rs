@@ -1,13 +1,13 @@
 //! `/zones/{id}/dns_records`: list, create, get, replace, patch, delete, batch, import, export.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Multipart, Path, RawQuery, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use parapet_model::record::{Conflict, SameName};
+use parapet_model::record::{ChangingName, Conflict, SameName};
 use parapet_model::zonefile::{ImportedRecord, export_zone_file, parse_zone_file};
 use parapet_model::{DnsRecord, FieldError, ModelError, RecordDraft, RecordType, Zone, ids};
 use parapet_snapshot::{ZoneSnapshot, record_key, record_prefix, zone_key};
@@ -28,9 +28,14 @@ pub struct ZoneWrite {
     base: Arc<ZoneSnapshot>,
     /// Records written (`None`: deleted) by this change, by id.
     written: BTreeMap<String, Option<DnsRecord>>,
-    /// Ids of the records in `written` by owner name: the zone rules only concern records
-    /// sharing a name.
+    /// Ids of the records in `written` by owner name, in the order written (an id written again
+    /// is listed again, and stays listed under a name it left): the zone rules only concern
+    /// records sharing a name.
     written_by_name: HashMap<String, Vec<String>>,
+    /// The names this change has checked a record at, indexed for the zone rules and kept up to
+    /// date with every write: a batch of writes to a name holding many records costs what it
+    /// writes.
+    names: HashMap<String, NameAt>,
     /// The records an import created, as store keys and values: an import is a change of its
     /// own, so nothing reads them back (see [`ZoneWrite::import`]).
     imported: Vec<(String, Vec<u8>)>,
@@ -58,6 +63,7 @@ impl ZoneWrite {
             base,
             written: BTreeMap::new(),
             written_by_name: HashMap::new(),
+            names: HashMap::new(),
             imported: Vec::new(),
             by_id: std::cell::OnceCell::new(),
             lookups: std::cell::Cell::new(0),
@@ -84,19 +90,27 @@ impl ZoneWrite {
         by_id.get(id).map(|&i| records[i].as_ref())
     }
 
-    /// The records at `name` as this change leaves them.
-    fn at_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DnsRecord> {
+    /// The records at `name` as this change leaves them, in the order the zone rules see them:
+    /// those kept from before, then those written, each where it was last written.
+    fn at_name<'a>(&'a self, name: &'a str) -> Vec<&'a DnsRecord> {
         let kept = self
             .base
             .stored_at(name)
             .filter(|r| !self.written.contains_key(&r.id));
-        let written = self
+        let ids = self
             .written_by_name
             .get(name)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.written.get(id)?.as_ref());
-        kept.chain(written)
+            .map_or(&[][..], Vec::as_slice);
+        let mut seen = HashSet::new();
+        let mut written: Vec<&DnsRecord> = ids
+            .iter()
+            .rev()
+            .filter(|id| seen.insert(id.as_str()))
+            .filter_map(|id| self.written.get(id)?.as_ref())
+            .filter(|r| r.name == name)
+            .collect();
+        written.reverse();
+        kept.chain(written).collect()
     }
 
     /// Refuses a write after an import, whose records this change no longer sees.
@@ -111,24 +125,39 @@ impl ZoneWrite {
     }
 
     /// Checks `draft` against the records at its name, except record `except`.
-    fn check(&self, draft: &RecordDraft, except: Option<&str>) -> Result<(), ApiError> {
-        let others = self
-            .at_name(&draft.name)
-            .filter(|r| Some(r.id.as_str()) != except);
-        draft.check_against(others).map_err(conflict)
+    fn check(&mut self, draft: &RecordDraft, except: Option<&str>) -> Result<(), ApiError> {
+        if !self.names.contains_key(&draft.name) {
+            let at = NameAt::of(&self.at_name(&draft.name));
+            self.names.insert(draft.name.clone(), at);
+        }
+        let Some(at) = self.names.get(&draft.name) else {
+            return Err(ApiError::Internal("a checked name is not indexed".into()));
+        };
+        let except = except.and_then(|id| at.position_of.get(id).copied());
+        // Every write keeps the index up to date: a position it holds is a record at the name.
+        let record = |i: usize| {
+            self.get(&at.ids[i])
+                .expect("the zone rules' index holds only records this change keeps")
+        };
+        at.rules.check(draft, except, record).map_err(conflict)
     }
 
-    fn write(&mut self, id: &str, record: Option<DnsRecord>) {
-        if let Some(Some(previous)) = self.written.get(id)
-            && let Some(ids) = self.written_by_name.get_mut(&previous.name)
+    /// Writes record `id` (`None`: deletes it), which was `previous` before.
+    fn write(&mut self, id: &str, previous: Option<&DnsRecord>, record: Option<DnsRecord>) {
+        if let Some(previous) = previous
+            && let Some(at) = self.names.get_mut(&previous.name)
+            && let Some(position) = at.position_of.remove(id)
         {
-            ids.retain(|i| i != id);
+            at.rules.remove(position, previous);
         }
         if let Some(r) = &record {
             self.written_by_name
                 .entry(r.name.clone())
                 .or_default()
                 .push(id.to_owned());
+            if let Some(at) = self.names.get_mut(&r.name) {
+                at.add(r);
+            }
         }
         self.written.insert(id.to_owned(), record);
     }
@@ -147,7 +176,7 @@ impl ZoneWrite {
         self.not_imported()?;
         self.check(&draft, None)?;
         let record = self.new_record(draft);
-        self.write(&record.id.clone(), Some(record.clone()));
+        self.write(&record.id.clone(), None, Some(record.clone()));
         Ok(record)
     }
 
@@ -170,7 +199,7 @@ impl ZoneWrite {
         let mut here: Vec<DnsRecord> = Vec::new();
         while let Some(first) = records.pop() {
             let name = first.draft.name.clone();
-            let stored: Vec<&DnsRecord> = self.at_name(&name).collect();
+            let stored = self.at_name(&name);
             same_name.clear();
             for r in &stored {
                 same_name.push(r);
@@ -225,24 +254,52 @@ impl ZoneWrite {
 
     pub fn replace(&mut self, id: &str, draft: RecordDraft) -> Result<DnsRecord, ApiError> {
         self.not_imported()?;
-        let existing = self.get(id).ok_or_else(ApiError::record_not_found)?;
-        let created_on = Arc::clone(&existing.created_on);
+        let existing = self.get(id).ok_or_else(ApiError::record_not_found)?.clone();
         self.check(&draft, Some(id))?;
         let record = draft.into_record(
             id.to_owned(),
             Arc::clone(&self.zone_id),
-            created_on,
+            Arc::clone(&existing.created_on),
             Arc::clone(&self.now),
         );
-        self.write(id, Some(record.clone()));
+        self.write(id, Some(&existing), Some(record.clone()));
         Ok(record)
     }
 
     pub fn delete(&mut self, id: &str) -> Result<DnsRecord, ApiError> {
         self.not_imported()?;
         let record = self.get(id).ok_or_else(ApiError::record_not_found)?.clone();
-        self.write(id, None);
+        self.write(id, Some(&record), None);
         Ok(record)
+    }
+}
+
+/// The records at one name, indexed for the zone rules (see [`ZoneWrite::check`]).
+struct NameAt {
+    rules: ChangingName,
+    /// Record ids by position in `rules`.
+    ids: Vec<String>,
+    position_of: HashMap<String, usize>,
+}
+
+impl NameAt {
+    fn of(records: &[&DnsRecord]) -> Self {
+        let mut at = Self {
+            rules: ChangingName::default(),
+            ids: Vec::with_capacity(records.len()),
+            position_of: HashMap::with_capacity(records.len()),
+        };
+        for r in records {
+            at.add(r);
+        }
+        at
+    }
+
+    fn add(&mut self, record: &DnsRecord) {
+        let position = self.rules.add(record);
+        debug_assert_eq!(position, self.ids.len());
+        self.ids.push(record.id.clone());
+        self.position_of.insert(record.id.clone(), position);
     }
 }
 

@@ -750,6 +750,129 @@ async fn batch_checks(api: Api) {
     assert_eq!(done["posts"][0]["name"], "new.example.com");
 }
 
+#[tokio::test]
+async fn batch_checks_each_write_against_the_records_the_writes_before_it_leave() {
+    rules_through_a_batch(Api::new()).await;
+}
+
+#[tokio::test]
+async fn batch_checks_each_write_against_the_records_the_writes_before_it_leave_without_a_served_snapshot()
+ {
+    rules_through_a_batch(Api::without_snapshots()).await;
+}
+
+async fn rules_through_a_batch(api: Api) {
+    let zone = api.zone("example.com").await;
+    let path = format!("/zones/{zone}/dns_records/batch");
+    let a = |name: &str, ip: &str| json!({"type": "A", "name": name, "content": ip});
+    let cname = |name: &str| json!({"type": "CNAME", "name": name, "content": "x.example.net"});
+    let refused = |v: &Value| {
+        (
+            v["errors"][0]["code"].as_u64().unwrap_or_default(),
+            v["errors"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let one = api.record(&zone, a("m", "192.0.2.1")).await;
+    let two = api.record(&zone, a("m", "192.0.2.2")).await;
+    let (one, two) = (one["id"].clone(), two["id"].clone());
+
+    // A record changed or moved away frees its data and its name for the writes after it.
+    api.ok(
+        "POST",
+        &path,
+        Some(json!({
+            "patches": [{"id": one, "content": "192.0.2.9"}, {"id": one, "content": "192.0.2.3"}],
+            "puts": [{"id": two, "type": "A", "name": "p", "content": "192.0.2.2"}],
+            "posts": [a("m", "192.0.2.1"), a("m", "192.0.2.9"), a("m", "192.0.2.2")]
+        })),
+    )
+    .await;
+    // What the writes before it leave is what a write conflicts with.
+    for (body, expected) in [
+        (
+            json!({"posts": [a("p", "192.0.2.7"), a("p", "192.0.2.2")]}),
+            (81058, "posts[1]"),
+        ),
+        (
+            json!({"puts": [{"id": two, "type": "A", "name": "m", "content": "192.0.2.3"}]}),
+            (81058, "puts[0]"),
+        ),
+        (json!({"posts": [cname("m")]}), (81053, "posts[0]")),
+        (
+            json!({"deletes": [{"id": one}], "posts": [a("q", "192.0.2.1"), cname("q")]}),
+            (81053, "posts[1]"),
+        ),
+        (
+            json!({"posts": [cname("r"), a("r", "192.0.2.1")]}),
+            (81054, "posts[1]"),
+        ),
+    ] {
+        let (status, v) = api.call("POST", &path, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(refused(&v), (expected.0, expected.1.to_owned()), "{body}");
+    }
+    // A record rewritten and then moved away leaves the other one behind, whichever it is.
+    let x = api.record(&zone, a("s", "192.0.2.1")).await["id"].clone();
+    let y = api.record(&zone, a("s", "192.0.2.2")).await["id"].clone();
+    for (moved, ip) in [(&x, "192.0.2.1"), (&y, "192.0.2.2")] {
+        let body = json!({
+            "patches": [{"id": x, "ttl": 600}, {"id": y, "ttl": 600}],
+            "puts": [{"id": moved, "type": "A", "name": "moved", "content": ip}],
+            "posts": [cname("s")]
+        });
+        let (status, v) = api.call("POST", &path, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(refused(&v), (81053, "posts[0]".to_owned()));
+    }
+
+    // Emptied by the writes before it, a name takes a CNAME in the same batch.
+    let m: Vec<Value> = api
+        .ok(
+            "GET",
+            &format!("/zones/{zone}/dns_records?name=m.example.com"),
+            None,
+        )
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(m.len(), 4, "nothing a refused batch wrote is kept");
+    let moves: Vec<Value> = m
+        .iter()
+        .map(|r| json!({"id": r["id"], "type": "A", "name": "moved", "content": r["content"]}))
+        .collect();
+    api.ok(
+        "POST",
+        &path,
+        Some(json!({
+            "patches": [{"id": m[0]["id"], "ttl": 600}],
+            "puts": moves,
+            "posts": [cname("m")]
+        })),
+    )
+    .await;
+
+    // Many writes at one name, each checked against all the others.
+    let many: Vec<Value> = (0..3000)
+        .map(|i| json!({"type": "TXT", "name": "many", "content": format!("t{i}")}))
+        .collect();
+    let mut repeated = many.clone();
+    repeated.push(many[1234].clone());
+    let (status, v) = api
+        .call("POST", &path, Some(json!({"posts": repeated})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused(&v), (81058, "posts[3000]".to_owned()));
+    let done = api.ok("POST", &path, Some(json!({"posts": many}))).await;
+    assert_eq!(done["posts"].as_array().map(Vec::len), Some(3000));
+}
+
 const ZONE_FILE: &str = r#"$ORIGIN example.com.
 $TTL 3600
 @ IN SOA ns1.example.com. admin.example.com. ( 1 7200 3600 1209600 300 )

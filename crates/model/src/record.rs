@@ -9,6 +9,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use hickory_proto::rr::rdata::HTTPS;
 use hickory_proto::rr::{RData, RecordType as WireType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -534,6 +535,107 @@ impl<S: std::hash::BuildHasher> SameName<S> {
         };
         let cname = self.first_cname.filter(|&i| Some(i) != except);
         match identical.into_iter().chain(cname).min() {
+            Some(decisive) => draft.check_against([at(decisive)]),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The records at one name while a change adds and removes them, indexed as [`SameName`] is:
+/// a record is checked against those the change leaves in constant time (and logarithmic
+/// bookkeeping), so that a batch of writes to a name holding many records costs what it
+/// writes. Positions are given in the order records are added; a record written again is
+/// removed and added anew, at the end, as the scan in a change sees it.
+pub struct ChangingName<S = std::collections::hash_map::RandomState> {
+    keys: S,
+    /// The positions of each (type, content, priority) present, by its hash, in order.
+    positions_of: std::collections::HashMap<u64, Vec<usize>>,
+    cnames: std::collections::BTreeSet<usize>,
+    present: std::collections::BTreeSet<usize>,
+    next: usize,
+}
+
+impl Default for ChangingName {
+    fn default() -> Self {
+        Self::with_keys(std::collections::hash_map::RandomState::new())
+    }
+}
+
+impl<S: std::hash::BuildHasher> ChangingName<S> {
+    /// An empty index hashing with `keys`.
+    pub fn with_keys(keys: S) -> Self {
+        Self {
+            keys,
+            positions_of: std::collections::HashMap::new(),
+            cnames: std::collections::BTreeSet::new(),
+            present: std::collections::BTreeSet::new(),
+            next: 0,
+        }
+    }
+
+    fn identity(&self, record: &DnsRecord) -> u64 {
+        self.keys
+            .hash_one((record.kind, record.content.as_str(), record.priority))
+    }
+
+    /// Adds a record at the name, returning its position.
+    pub fn add(&mut self, record: &DnsRecord) -> usize {
+        let position = self.next;
+        self.next += 1;
+        if record.kind == RecordType::CNAME {
+            self.cnames.insert(position);
+        }
+        let identity = self.identity(record);
+        self.positions_of
+            .entry(identity)
+            .or_default()
+            .push(position);
+        self.present.insert(position);
+        position
+    }
+
+    /// Removes the record added at `position` (`record` is that record).
+    pub fn remove(&mut self, position: usize, record: &DnsRecord) {
+        if !self.present.remove(&position) {
+            return;
+        }
+        self.cnames.remove(&position);
+        let identity = self.identity(record);
+        if let Some(positions) = self.positions_of.get_mut(&identity) {
+            positions.retain(|&p| p != position);
+            if positions.is_empty() {
+                self.positions_of.remove(&identity);
+            }
+        }
+    }
+
+    /// `draft.check_against(others)`, where `others` are the records present, in order, less
+    /// the one at position `except`; `at` gives the record at a position.
+    pub fn check<'a>(
+        &self,
+        draft: &RecordDraft,
+        except: Option<usize>,
+        at: impl Fn(usize) -> &'a DnsRecord,
+    ) -> Result<(), Conflict> {
+        let others = self.present.iter().copied().filter(|&i| Some(i) != except);
+        if draft.kind == RecordType::CNAME {
+            return draft.check_against(others.take(1).map(&at));
+        }
+        let identity = self
+            .keys
+            .hash_one((draft.kind, draft.content.as_str(), draft.priority));
+        let first = self
+            .positions_of
+            .get(&identity)
+            .and_then(|positions| positions.iter().copied().find(|&i| Some(i) != except));
+        if let Some(i) = first
+            && !draft.is_identical(at(i))
+        {
+            // Another record with the same hash: scan.
+            return draft.check_against(others.map(&at));
+        }
+        let cname = self.cnames.iter().copied().find(|&i| Some(i) != except);
+        match first.into_iter().chain(cname).min() {
             Some(decisive) => draft.check_against([at(decisive)]),
             None => Ok(()),
         }
@@ -1082,9 +1184,22 @@ fn check_wire(kind: RecordType, content: &str, priority: Option<u16>) -> Result<
     let Some(wire) = kind.wire() else {
         return Ok(());
     };
-    RData::try_from_str(wire, &text)
-        .map(|_| ())
-        .map_err(|e| FieldError::new("content", format!("invalid {kind} data: {e}")))
+    let data = RData::try_from_str(wire, &text)
+        .map_err(|e| FieldError::new("content", format!("invalid {kind} data: {e}")))?;
+    let params = match &data {
+        RData::SVCB(svcb) | RData::HTTPS(HTTPS(svcb)) => svcb.svc_params.as_slice(),
+        _ => return Ok(()),
+    };
+    // RFC 9460 §2.2: a key given twice makes the record malformed.
+    let mut keys: Vec<_> = params.iter().map(|(key, _)| *key).collect();
+    keys.sort_unstable();
+    match keys.windows(2).find(|pair| pair[0] == pair[1]) {
+        Some([key, _]) => Err(FieldError::new(
+            "content",
+            format!("invalid {kind} data: the service parameter {key} is given twice"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -1176,6 +1291,23 @@ mod tests {
     }
 
     #[test]
+    fn a_service_parameter_given_twice_is_refused_whatever_the_order() {
+        for (t, content) in [
+            ("HTTPS", "1 . alpn=h2 alpn=h3"),
+            ("SVCB", "1 svc.example.com port=8443 alpn=h2 port=443"),
+        ] {
+            let err = draft(json!({"type": t, "name": "_x._tcp", "content": content}))
+                .expect_err("a repeated key is malformed");
+            let message = &err.errors()[0].message;
+            assert!(message.contains("given twice"), "{t}: {message}");
+        }
+        assert!(
+            draft(json!({"type":"HTTPS","name":"x","content":"1 . port=443 alpn=h2"})).is_ok(),
+            "keys in any order, each once, are valid"
+        );
+    }
+
+    #[test]
     fn identical_and_cname_conflicts_use_cloudflare_codes() {
         let a = draft(json!({"type":"A","name":"www","content":"192.0.2.1"})).expect("valid");
         let stored = a.clone().into_record("1".into(), "z", "t", "t");
@@ -1247,6 +1379,61 @@ mod tests {
         }
     }
 
+    /// Every verdict of the changing index equals the scan's over the records a change leaves,
+    /// through creations, replacements and deletions (`op` 0, 1 and 2 of `(op, kind, content,
+    /// which)`), hash collisions included.
+    fn changing_name_agrees_with_the_scan<S: std::hash::BuildHasher>(
+        mut index: ChangingName<S>,
+        ops: &[(usize, usize, usize, usize)],
+    ) {
+        const KINDS: [(&str, [&str; 3]); 3] = [
+            ("A", ["192.0.2.1", "192.0.2.2", "192.0.2.3"]),
+            ("TXT", ["one", "two", "three"]),
+            ("CNAME", ["a.example.net", "b.example.net", "c.example.net"]),
+        ];
+        let verdict = |r: Result<(), Conflict>| r.map_err(|c| (c.code, c.message));
+        // The records by position, `None` once removed: the scan's view, in order.
+        let mut records: Vec<Option<DnsRecord>> = Vec::new();
+        for &(op, k, c, which) in ops {
+            let (kind, contents) = KINDS[k % 3];
+            let d = draft(json!({"type": kind, "name": "www", "content": contents[c % 3]}))
+                .expect("valid");
+            let present: Vec<usize> = (0..records.len())
+                .filter(|&i| records[i].is_some())
+                .collect();
+            let target = (!present.is_empty()).then(|| present[which % present.len()]);
+            match (op % 3, target) {
+                (2, Some(t)) => {
+                    let gone = records[t].take().expect("present");
+                    index.remove(t, &gone);
+                }
+                (1, Some(t)) => {
+                    let others = records.iter().enumerate().filter(|(i, _)| *i != t);
+                    let scanned = verdict(d.check_against(others.filter_map(|(_, r)| r.as_ref())));
+                    let at = |i: usize| records[i].as_ref().expect("present");
+                    assert_eq!(verdict(index.check(&d, Some(t), at)), scanned);
+                    if scanned.is_ok() {
+                        let gone = records[t].take().expect("present");
+                        index.remove(t, &gone);
+                        let r = d.into_record(gone.id, "z", "t", "t");
+                        assert_eq!(index.add(&r), records.len());
+                        records.push(Some(r));
+                    }
+                }
+                _ => {
+                    let scanned = verdict(d.check_against(records.iter().flatten()));
+                    let at = |i: usize| records[i].as_ref().expect("present");
+                    assert_eq!(verdict(index.check(&d, None, at)), scanned);
+                    if scanned.is_ok() {
+                        let r = d.into_record(records.len().to_string(), "z", "t", "t");
+                        assert_eq!(index.add(&r), records.len());
+                        records.push(Some(r));
+                    }
+                }
+            }
+        }
+    }
+
     /// Hashes everything to one value.
     #[derive(Default)]
     struct Collide;
@@ -1267,6 +1454,17 @@ mod tests {
             same_name_agrees_with_the_scan(
                 &mut SameName::with_keys(std::hash::BuildHasherDefault::<Collide>::default()),
                 &picks,
+            );
+        }
+
+        #[test]
+        fn records_a_change_adds_and_removes_are_checked_as_the_scan_checks_them(
+            ops in proptest::collection::vec((0usize..3, 0usize..3, 0usize..3, 0usize..24), 0..40)
+        ) {
+            changing_name_agrees_with_the_scan(ChangingName::default(), &ops);
+            changing_name_agrees_with_the_scan(
+                ChangingName::with_keys(std::hash::BuildHasherDefault::<Collide>::default()),
+                &ops,
             );
         }
     }
