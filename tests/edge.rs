@@ -483,26 +483,31 @@ fn a_refusing_origin_address_fails_over_to_the_next() {
     assert!(origin.recv_timeout(Duration::from_secs(5)).is_ok());
 }
 
-#[test]
-fn an_origin_that_never_accepts_gets_a_522() {
-    let port = free_port();
-    // A listener with a tiny backlog, filled up and never accepting: new connections hang.
+/// A listener on `ip:port` with a tiny backlog, filled up and never accepting: new connections
+/// to it hang. Kept while the pair lives.
+fn hanging_listener(ip: [u8; 4], port: u16) -> (socket2::Socket, Vec<socket2::Socket>) {
+    let addr = std::net::SocketAddr::from((ip, port));
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket
-        .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], port)).into())
-        .expect("bind origin");
+    socket.bind(&addr.into()).expect("bind origin");
     socket.listen(0).expect("listen");
     let fillers: Vec<_> = (0..4)
         .filter_map(|_| {
             let s =
                 socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
             s.set_nonblocking(true).ok()?;
-            let _ = s.connect(&std::net::SocketAddr::from(([127, 0, 0, 2], port)).into());
+            let _ = s.connect(&addr.into());
             Some(s)
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
+    (socket, fillers)
+}
+
+#[test]
+fn an_origin_that_never_accepts_gets_a_522() {
+    let port = free_port();
+    let hanging = hanging_listener([127, 0, 0, 2], port);
     let node = Node::start(
         NodeOptions::new(BIN)
             .args([
@@ -519,8 +524,95 @@ fn an_origin_that_never_accepts_gets_a_522() {
         let (status, _, body) = curl(port, "www.hang.test", &[]);
         status == 522 && body.contains("Error 522")
     });
-    drop(fillers);
-    drop(socket);
+    drop(hanging);
+}
+
+/// Origin requests each of `origins` received since last asked.
+fn received(origins: &[std::sync::mpsc::Receiver<String>]) -> Vec<usize> {
+    origins.iter().map(|o| o.try_iter().count()).collect()
+}
+
+#[test]
+fn requests_are_spread_over_a_names_origins() {
+    let port = free_port();
+    let ips = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
+    let origins: Vec<_> = ips.iter().map(|ip| start_origin(ip, port)).collect();
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone("spread.test");
+    for ip in ips {
+        node.proxied_a(&zone, "www", ip);
+    }
+    let mut seen = [0; 3];
+    parapet_testkit::eventually(Duration::from_secs(10), "all three origins routed", || {
+        curl(port, "www.spread.test", &[]);
+        for (total, n) in seen.iter_mut().zip(received(&origins)) {
+            *total += n;
+        }
+        seen.iter().all(|&n| n > 0)
+    });
+    // Each request starts at a random address, so every origin gets about a third of the
+    // requests (fewer than a tenth is over four standard deviations off): GETs through the
+    // edge's own pass-through, DELETEs through the engine.
+    let delete: &[&str] = &["-X", "DELETE"];
+    for (method, args, requests, least) in [("GET", &[][..], 60, 6), ("DELETE", delete, 45, 4)] {
+        for _ in 0..requests {
+            let (status, head, _) = curl(port, "www.spread.test", args);
+            assert_eq!(status, 200, "{head}");
+        }
+        let counts = received(&origins);
+        assert_eq!(
+            counts.iter().sum::<usize>(),
+            requests,
+            "{method}: {counts:?}"
+        );
+        assert!(counts.iter().all(|&n| n >= least), "{method}: {counts:?}");
+    }
+}
+
+#[test]
+fn an_origin_that_does_not_answer_rests_while_the_others_serve() {
+    let port = free_port();
+    let hanging = hanging_listener([127, 0, 0, 24], port);
+    let live = start_origin("127.0.0.25", port);
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args([
+                "--activation",
+                "auto",
+                "--http-listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .config("edge_connect_timeout = \"1s\"\n"),
+    );
+    let zone = node.create_zone("rest.test");
+    node.proxied_a(&zone, "www", "127.0.0.24");
+    node.proxied_a(&zone, "www", "127.0.0.25");
+    parapet_testkit::eventually(Duration::from_secs(10), "both origins routed", || {
+        curl(port, "www.rest.test", &[]).0 == 200 && live.try_iter().count() > 0
+    });
+    // Half the requests start at the silent address. It costs its connect timeout once per
+    // worker thread (two here), then rests, tried after the live one.
+    let mut slow = 0;
+    for _ in 0..20 {
+        for args in [&[][..], &["-X", "DELETE"]] {
+            let started = std::time::Instant::now();
+            let (status, head, _) = curl(port, "www.rest.test", args);
+            assert_eq!(status, 200, "{head}");
+            if started.elapsed() > Duration::from_millis(800) {
+                slow += 1;
+            }
+        }
+    }
+    assert!(
+        slow <= 4,
+        "{slow} of 40 requests waited for the silent origin"
+    );
+    drop(hanging);
 }
 
 /// An edge allowing `limit` connections per client, with `www.{zone}` proxied to an origin on

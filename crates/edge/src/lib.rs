@@ -4,6 +4,7 @@
 //! no IO; the HTTP engine is pingora, behind a thin `ProxyHttp` adapter ([`EdgeProxy`]). A
 //! request reads one snapshot for its whole life and never touches the store.
 
+mod balance;
 pub mod errors;
 mod freshness;
 pub mod headers;

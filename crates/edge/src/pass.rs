@@ -41,6 +41,7 @@ use pingora::{Error, ErrorType};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::balance;
 use crate::errors::{EdgeError, error_page};
 use crate::headers::CDN_LOOP_TOKEN;
 use crate::hit::{self, MAX_FIELDS};
@@ -970,7 +971,7 @@ pub(crate) struct Asking<'a> {
     /// The request, as bytes.
     pub(crate) wire: &'a [u8],
     pub(crate) head_only: bool,
-    /// The origin's addresses, each tried once, in order.
+    /// The origin's addresses, tried in [`balance::order`].
     pub(crate) addrs: &'a [IpAddr],
     pub(crate) port: u16,
     pub(crate) connect_timeout: Duration,
@@ -981,16 +982,17 @@ pub(crate) struct Asking<'a> {
 }
 
 /// The request sent and the origin's first response header read: a pooled connection first,
-/// then new ones, each of the origin's addresses tried once (a pooled connection that turns out
-/// stale is replaced by a new one to the same address), as the engine retries.
+/// then new ones, the origin's addresses tried in [`balance::order`] (a pooled connection that
+/// turns out stale is replaced by a new one to the same address), as the engine retries.
 pub(crate) async fn ask(
     pass: &Asking<'_>,
 ) -> Result<(Reply, Head, SocketAddr, Instant), Box<Error>> {
-    let count = pass.addrs.len();
+    let addrs = balance::order(pass.addrs, pass.port);
+    let count = addrs.len();
     let mut attempt = 0;
     let mut pooled_failed = false;
     loop {
-        let Some(&ip) = pass.addrs.get(attempt % count.max(1)) else {
+        let Some(&ip) = addrs.get(attempt) else {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "route without an address",
@@ -1006,13 +1008,22 @@ pub(crate) async fn ask(
         let (mut connection, buf) = match pooled {
             Some(kept) => kept,
             None => match Box::pin(connect(addr, pass.connect_timeout)).await {
-                Ok(connection) => (connection, BytesMut::new()),
-                Err(e) if attempt + 1 < count => {
+                Ok(connection) => {
+                    balance::connected(addr);
+                    (connection, BytesMut::new())
+                }
+                Err(e) => {
+                    // A local failure (no port to connect from) says nothing of the origin.
+                    if e.etype() != &ErrorType::InternalError {
+                        balance::failed(addr);
+                    }
+                    if attempt + 1 == count {
+                        return Err(e);
+                    }
                     tracing::debug!(ray = %pass.ray, "connecting to an origin: {e}");
                     attempt += 1;
                     continue;
                 }
-                Err(e) => return Err(e),
             },
         };
         let sent = Instant::now();

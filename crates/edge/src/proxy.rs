@@ -26,6 +26,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
+use crate::balance;
 use crate::errors::{EdgeError, error_page};
 use crate::freshness;
 use crate::headers::{self, CDN_LOOP_TOKEN, HOP_BY_HOP};
@@ -254,7 +255,9 @@ pub struct Ctx {
     pub(crate) upstream_sent: Option<Instant>,
     pub(crate) origin_time: Option<Duration>,
     pub(crate) body_bytes: u64,
-    /// Which of the origin's addresses this attempt uses (failover on connection errors).
+    /// The origin's addresses in the order this request tries them ([`balance::order`]), and
+    /// which one this attempt uses (failover on connection errors).
+    pub(crate) tries: Vec<std::net::IpAddr>,
     pub(crate) attempt: usize,
     pub(crate) error: Option<EdgeError>,
     /// The cache was asked for this request (its key was made).
@@ -600,6 +603,7 @@ impl ProxyHttp for EdgeProxy {
             upstream_sent: None,
             origin_time: None,
             body_bytes: 0,
+            tries: Vec::new(),
             attempt: 0,
             error: None,
             cache_asked: false,
@@ -749,7 +753,7 @@ impl ProxyHttp for EdgeProxy {
     }
 
     /// A connection that could not be made sent nothing, so any request may go to the origin's
-    /// next address: each address is tried once.
+    /// next address (in [`balance::order`]); the address rests.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -757,8 +761,12 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let addresses = ctx.origin.as_ref().map_or(0, |o| o.addrs.len());
-        if ctx.attempt + 1 < addresses {
+        if let Some(addr) = ctx.peer
+            && e.etype() != &ErrorType::InternalError
+        {
+            balance::failed(addr);
+        }
+        if ctx.attempt + 1 < ctx.tries.len() {
             ctx.attempt += 1;
             e.set_retry(true);
         }
@@ -767,7 +775,8 @@ impl ProxyHttp for EdgeProxy {
 
     /// After a connection was made: an idempotent request whose response has not started is
     /// retried on a fresh connection when a pooled one turned out stale, and otherwise on the
-    /// origin's next address (each tried once), as nginx's `proxy_next_upstream error timeout`.
+    /// origin's next address (in [`balance::order`]), as nginx's `proxy_next_upstream error
+    /// timeout`.
     /// A request that may change state (POST, PATCH, ...) is never sent twice.
     fn error_while_proxy(
         &self,
@@ -781,10 +790,9 @@ impl ProxyHttp for EdgeProxy {
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
-        let addresses = ctx.origin.as_ref().map_or(0, |o| o.addrs.len());
         if replayable && client_reused {
             e.set_retry(true);
-        } else if replayable && ctx.attempt + 1 < addresses {
+        } else if replayable && ctx.attempt + 1 < ctx.tries.len() {
             ctx.attempt += 1;
             e.set_retry(true);
         } else {
@@ -823,7 +831,10 @@ impl ProxyHttp for EdgeProxy {
         // HTTPS to the origin only for HTTPS visitors of `full` and `strict` zones.
         let tls = is_https(session) && matches!(settings.ssl, SslMode::Full | SslMode::Strict);
         let port = origin_port(session, origin, tls);
-        let Some(ip) = origin.addrs.get(ctx.attempt % origin.addrs.len().max(1)) else {
+        if ctx.tries.is_empty() {
+            ctx.tries = balance::order(&origin.addrs, port).into_owned();
+        }
+        let Some(ip) = ctx.tries.get(ctx.attempt) else {
             return Error::e_explain(ErrorType::InternalError, "route without an address");
         };
         let addr = SocketAddr::new(*ip, port);
@@ -877,6 +888,9 @@ impl ProxyHttp for EdgeProxy {
         digest: Option<&pingora::protocols::Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(addr) = ctx.peer {
+            balance::connected(addr);
+        }
         let strict = ctx
             .origin
             .as_ref()
