@@ -91,6 +91,9 @@ pub struct Config {
     pub edge_max_body_bytes: u64,
     /// Edge: open connections allowed per client address (IPv6: per /64); 0: no limit.
     pub edge_max_connections_per_ip: u32,
+    /// Edge: worker threads, each with its own sockets, connections and origin pools (as
+    /// nginx's `worker_processes`); `None`: one per core.
+    pub edge_workers: Option<usize>,
     /// Edge cache: bytes of objects kept in memory (with `cache_disk_bytes` 0 too: nothing is
     /// cached).
     pub cache_memory_bytes: usize,
@@ -149,6 +152,7 @@ impl Default for Config {
             edge_read_timeout: Duration::from_secs(100),
             edge_max_body_bytes: 100_000_000,
             edge_max_connections_per_ip: 1024,
+            edge_workers: None,
             cache_memory_bytes: 256 * 1024 * 1024,
             cache_disk_bytes: 10 * 1024 * 1024 * 1024,
             cache_dir: None,
@@ -166,6 +170,9 @@ impl Default for Config {
         }
     }
 }
+
+/// The most edge worker threads a configuration may ask for.
+const MAX_EDGE_WORKERS: usize = 1024;
 
 const KEYS: &[&str] = &[
     "data_dir",
@@ -187,6 +194,7 @@ const KEYS: &[&str] = &[
     "edge_read_timeout",
     "edge_max_body_bytes",
     "edge_max_connections_per_ip",
+    "edge_workers",
     "cache_memory_bytes",
     "cache_disk_bytes",
     "cache_dir",
@@ -434,6 +442,12 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                 Some(s) if !s.is_empty() => c.cache_dir = Some(PathBuf::from(s)),
                 _ => errors.push(want("a directory path")),
             },
+            "edge_workers" => match value.as_integer().and_then(|n| usize::try_from(n).ok()) {
+                Some(n @ 1..=MAX_EDGE_WORKERS) => c.edge_workers = Some(n),
+                _ => errors.push(want(&format!(
+                    "a number of worker threads from 1 to {MAX_EDGE_WORKERS}"
+                ))),
+            },
             "edge_max_connections_per_ip" => {
                 match value.as_integer().and_then(|n| u32::try_from(n).ok()) {
                     Some(n) => c.edge_max_connections_per_ip = n,
@@ -588,6 +602,18 @@ mod tests {
         assert_eq!(c.nameservers, ["ns1.example.net", "ns2.example.net"]);
         assert_eq!(c.activation, ActivationFlag::Auto);
         assert_eq!(c.activation_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn edge_workers_are_one_per_core_unless_set_within_bounds() {
+        assert_eq!(Config::default().edge_workers, None);
+        let c = parse_file("edge_workers = 3\n", Config::default()).expect("valid");
+        assert_eq!(c.edge_workers, Some(3));
+        for bad in ["0", "-1", "1025", "\"auto\""] {
+            let errors = parse_file(&format!("edge_workers = {bad}\n"), Config::default())
+                .expect_err("out of bounds");
+            assert!(errors[0].starts_with("edge_workers: must be"), "{errors:?}");
+        }
     }
 
     #[test]

@@ -286,7 +286,9 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         let listeners = parapet_edge::EdgeListeners::bind_or_adopt(
             &config.http_listen,
             &config.https_listen,
-            parapet_edge::worker_count(),
+            config
+                .edge_workers
+                .unwrap_or_else(parapet_edge::worker_count),
             &mut |addr, tls| {
                 inherited
                     .take(role(tls), addr)

@@ -395,7 +395,12 @@ fn fqdn(name: &str) -> Result<Name, String> {
 /// form may give them in any order); a key given twice makes the record invalid.
 fn svc_params_in_order(mut svcb: SVCB) -> Result<SVCB, String> {
     svcb.svc_params.sort_by_key(|(key, _)| *key);
-    if svcb.svc_params.windows(2).any(|w| w[0].0 == w[1].0) {
+    // Compared by number: `key1` and `alpn` are the same key.
+    if svcb
+        .svc_params
+        .windows(2)
+        .any(|w| u16::from(w[0].0) == u16::from(w[1].0))
+    {
         return Err("a service parameter key is given twice".into());
     }
     Ok(svcb)

@@ -18,6 +18,8 @@ use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use pingora::ErrorType;
+
 /// How long an address that failed to connect is tried after the others.
 pub(crate) const RESTING: Duration = Duration::from_secs(10);
 
@@ -35,41 +37,61 @@ thread_local! {
     static RESTING_UNTIL: RefCell<HashMap<SocketAddr, Instant>> = RefCell::new(HashMap::new());
 }
 
-/// The addresses one request tries, in order: from a random one round the list, resting
-/// addresses last, at most [`MAX_TRIES`]. A single address is tried as it is.
+/// The addresses one request tries, in order: those not resting from a random one round the
+/// list, then the resting ones likewise, at most [`MAX_TRIES`]. A single address is tried as
+/// it is.
 pub(crate) fn order(addrs: &[IpAddr], port: u16) -> Cow<'_, [IpAddr]> {
     if addrs.len() <= 1 {
         return Cow::Borrowed(addrs);
     }
-    let start = RANDOM.with(|state| {
-        let mut x = state.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        state.set(x);
-        // The high 32 bits scaled to the list (a bias of at most len / 2^32).
-        (((x >> 32) * addrs.len() as u64) >> 32) as usize
-    });
-    let rotated = addrs[start..].iter().chain(&addrs[..start]).copied();
     let now = Instant::now();
-    let order: Vec<IpAddr> = RESTING_UNTIL.with(|resting| {
-        let resting = resting.borrow();
+    let order = RESTING_UNTIL.with(|resting| {
+        let mut resting = resting.borrow_mut();
         if resting.is_empty() {
-            return rotated.take(MAX_TRIES).collect();
+            return rotated(addrs).take(MAX_TRIES).collect();
         }
-        let rests = |ip: &IpAddr| {
-            resting
-                .get(&SocketAddr::new(*ip, port))
-                .is_some_and(|&until| until > now)
-        };
-        let (awake, asleep): (Vec<IpAddr>, Vec<IpAddr>) = rotated.partition(|ip| !rests(ip));
-        awake.into_iter().chain(asleep).take(MAX_TRIES).collect()
+        resting.retain(|_, until| *until > now);
+        let (awake, asleep): (Vec<IpAddr>, Vec<IpAddr>) = addrs
+            .iter()
+            .partition(|ip| !resting.contains_key(&SocketAddr::new(**ip, port)));
+        rotated(&awake)
+            .chain(rotated(&asleep))
+            .take(MAX_TRIES)
+            .collect()
     });
     Cow::Owned(order)
 }
 
-/// A connection to `addr` could not be made: it rests for [`RESTING`].
-pub(crate) fn failed(addr: SocketAddr) {
+/// `addrs` from a random one round the list.
+fn rotated(addrs: &[IpAddr]) -> impl Iterator<Item = IpAddr> + '_ {
+    let start = if addrs.len() <= 1 {
+        0
+    } else {
+        RANDOM.with(|state| {
+            let mut x = state.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            state.set(x);
+            // The high 32 bits scaled to the list (a bias of at most len / 2^32).
+            (((x >> 32) * addrs.len() as u64) >> 32) as usize
+        })
+    };
+    addrs[start..].iter().chain(&addrs[..start]).copied()
+}
+
+/// A connection to `addr` could not be made (`e`): unless the failure was the edge's own or
+/// came after the connection was made (a TLS handshake), the address rests for [`RESTING`].
+pub(crate) fn failed(addr: SocketAddr, e: &ErrorType) {
+    if !matches!(
+        e,
+        ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+    ) {
+        return;
+    }
     let now = Instant::now();
     RESTING_UNTIL.with(|resting| {
         let mut resting = resting.borrow_mut();
@@ -119,7 +141,7 @@ mod tests {
     #[test]
     fn a_failed_address_is_tried_last_until_it_has_rested_or_connects() {
         let addrs = ips(3);
-        failed(SocketAddr::new(addrs[1], 80));
+        failed(SocketAddr::new(addrs[1], 80), &ErrorType::ConnectRefused);
         for _ in 0..6 {
             let tried = order(&addrs, 80);
             assert_eq!(tried.len(), 3);
@@ -127,6 +149,17 @@ mod tests {
         }
         // The same address on another port is another origin.
         assert!((0..100).any(|_| order(&addrs, 8080)[0] == addrs[1]));
+        // The others share the requests evenly meanwhile.
+        let leads = (0..3000)
+            .filter(|_| order(&addrs, 80)[0] == addrs[0])
+            .count();
+        assert!((1350..1650).contains(&leads), "{leads} of 3000");
+        // A handshake that failed after the connection was made says nothing of the address.
+        failed(
+            SocketAddr::new(addrs[0], 80),
+            &ErrorType::TLSHandshakeFailure,
+        );
+        assert!((0..100).any(|_| order(&addrs, 80)[0] == addrs[0]));
         connected(SocketAddr::new(addrs[1], 80));
         assert!((0..100).any(|_| order(&addrs, 80)[0] == addrs[1]));
     }
@@ -135,7 +168,7 @@ mod tests {
     fn a_request_tries_a_bounded_number_of_addresses() {
         let addrs = ips(200);
         for ip in &addrs[..150] {
-            failed(SocketAddr::new(*ip, 80));
+            failed(SocketAddr::new(*ip, 80), &ErrorType::ConnectTimedout);
         }
         let tried = order(&addrs, 80);
         assert_eq!(tried.len(), MAX_TRIES);

@@ -1013,10 +1013,7 @@ pub(crate) async fn ask(
                     (connection, BytesMut::new())
                 }
                 Err(e) => {
-                    // A local failure (no port to connect from) says nothing of the origin.
-                    if e.etype() != &ErrorType::InternalError {
-                        balance::failed(addr);
-                    }
+                    balance::failed(addr, e.etype());
                     if attempt + 1 == count {
                         return Err(e);
                     }

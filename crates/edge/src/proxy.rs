@@ -761,10 +761,8 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(addr) = ctx.peer
-            && e.etype() != &ErrorType::InternalError
-        {
-            balance::failed(addr);
+        if let Some(addr) = ctx.peer {
+            balance::failed(addr, e.etype());
         }
         if ctx.attempt + 1 < ctx.tries.len() {
             ctx.attempt += 1;

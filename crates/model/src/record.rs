@@ -1191,10 +1191,14 @@ fn check_wire(kind: RecordType, content: &str, priority: Option<u16>) -> Result<
         _ => return Ok(()),
     };
     // RFC 9460 §2.2: a key given twice makes the record malformed.
-    let mut keys: Vec<_> = params.iter().map(|(key, _)| *key).collect();
-    keys.sort_unstable();
-    match keys.windows(2).find(|pair| pair[0] == pair[1]) {
-        Some([key, _]) => Err(FieldError::new(
+    // Compared by number: `key1` and `alpn` are the same key.
+    let mut keys: Vec<(u16, _)> = params
+        .iter()
+        .map(|(key, _)| (u16::from(*key), *key))
+        .collect();
+    keys.sort_unstable_by_key(|(number, _)| *number);
+    match keys.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        Some([(_, key), _]) => Err(FieldError::new(
             "content",
             format!("invalid {kind} data: the service parameter {key} is given twice"),
         )),
@@ -1295,6 +1299,8 @@ mod tests {
         for (t, content) in [
             ("HTTPS", "1 . alpn=h2 alpn=h3"),
             ("SVCB", "1 svc.example.com port=8443 alpn=h2 port=443"),
+            ("HTTPS", "1 . alpn=h2 key1=h3"),
+            ("SVCB", "1 svc.example.com key3=443 port=443"),
         ] {
             let err = draft(json!({"type": t, "name": "_x._tcp", "content": content}))
                 .expect_err("a repeated key is malformed");
