@@ -142,6 +142,32 @@ fn answer(
         std::thread::sleep(Duration::from_millis(300));
     }
     let body = format!("{path} answer {n}");
+    if path.contains("strong") {
+        // Compressible, with a strong ETag that only an exact match revalidates.
+        if header("if-none-match").as_deref() == Some("\"s1\"") {
+            return (
+                "304 Not Modified",
+                "ETag: \"s1\"\r\nCache-Control: max-age=60\r\nX-Version: 2\r\n".into(),
+                String::new(),
+            );
+        }
+        let css = format!(
+            "/* {path} answer {n} */\n{}",
+            "p { margin: 0; }\n".repeat(300)
+        );
+        let cache_control = if path.contains("nostore") {
+            "no-store"
+        } else {
+            "max-age=1"
+        };
+        return (
+            "200 OK",
+            format!(
+                "Content-Type: text/css\r\nCache-Control: {cache_control}\r\nETag: \"s1\"\r\nX-Version: 1\r\n"
+            ),
+            css,
+        );
+    }
     if path.contains("useragent") {
         return (
             "200 OK",
@@ -505,6 +531,69 @@ fn compressible_responses_are_compressed_as_the_visitor_accepts() {
     // Types that do not compress pass unchanged.
     let (_, _, head, _) = fetch(s.port, host, "/logo.png", &["-H", "Accept-Encoding: gzip"]);
     assert!(!head.contains("content-encoding"), "{head}");
+}
+
+#[test]
+fn a_respect_strong_etags_rule_keeps_the_origins_bytes_and_validator() {
+    let s = site("etag.test");
+    let host = "www.etag.test";
+    s.node.ok(
+        "PUT",
+        &s.cache_rules_path(),
+        Some(json!({"rules": [{
+            "expression": "starts_with(http.request.uri.path, \"/kept/\")",
+            "action": "set_cache_settings",
+            "action_parameters": {"respect_strong_etags": true}}]})),
+    );
+    let gzip = ["-H", "Accept-Encoding: gzip"];
+    parapet_testkit::eventually(Duration::from_secs(5), "the rule applied", || {
+        let (_, _, head, _) = fetch(s.port, host, "/kept/ready-strong.css", &gzip);
+        !head.contains("content-encoding")
+    });
+    // Under the rule: stored and served as the origin sent it, its ETag strong, whatever the
+    // visitor accepts; once stale, revalidated with that ETag (the origin matches it exactly),
+    // the 304's fields then stored and served with it.
+    let mut seen = Vec::new();
+    for (i, extra) in [&gzip[..], &gzip, &[], &gzip, &gzip]
+        .into_iter()
+        .enumerate()
+    {
+        if i == 3 {
+            std::thread::sleep(Duration::from_millis(2100));
+        }
+        let (status, cache, head, body) = fetch(s.port, host, "/kept/strong.css", extra);
+        assert_eq!(status, 200, "{head}");
+        assert!(!head.contains("content-encoding"), "{head}");
+        assert!(!head.contains("vary: accept-encoding"), "{head}");
+        assert!(head.contains("etag: \"s1\""), "{head}");
+        assert!(
+            body.starts_with("/* /kept/strong.css answer 1 */"),
+            "{body:.40}"
+        );
+        let version = if i < 3 { "1" } else { "2" };
+        assert!(head.contains(&format!("x-version: {version}")), "{head}");
+        seen.push(cache);
+    }
+    assert_eq!(seen, ["MISS", "HIT", "HIT", "REVALIDATED", "HIT"]);
+    assert_eq!(
+        s.hits.of("/kept/strong.css"),
+        2,
+        "one fetch, one revalidation"
+    );
+    // Not stored: passed on as the origin sent it too, through the engine and then (the URL
+    // known as uncacheable) the edge's own pass-through.
+    for expected in ["BYPASS", "BYPASS", "BYPASS"] {
+        let (status, cache, head, _) = fetch(s.port, host, "/kept/strong-nostore.css", &gzip);
+        assert_eq!((status, cache.as_str()), (200, expected), "{head}");
+        assert!(!head.contains("content-encoding"), "{head}");
+        assert!(head.contains("etag: \"s1\""), "{head}");
+    }
+    // Elsewhere: compressed for the visitor, the ETag made weak, and a weak ETag never
+    // matches the origin's strong one exactly.
+    let (_, cache, head, _) = fetch(s.port, host, "/strong.css", &gzip);
+    assert_eq!(cache, "MISS");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("etag: w/\"s1\""), "{head}");
 }
 
 #[test]

@@ -11,7 +11,9 @@
 # - starts the suite's origin on 127.0.0.1 and $PARAPET_BIN (default target/debug/parapet) with
 #   its edge on 127.0.0.2, a zone cachetests.test whose apex is proxied to the origin (an origin
 #   rule gives the origin's port) and one cache rule, "cache everything, respect the origin's
-#   headers" (the suite's URLs have no file extension, which Cloudflare's defaults never cache);
+#   headers" (the suite's URLs have no file extension, which Cloudflare's defaults never cache)
+#   "and respect strong ETags" (the suite's client accepts gzip, and a compressed copy's ETag is
+#   weak: the suite checks that the origin's ETag is stored and used as the origin sent it);
 # - runs the suite's client with the test host resolved to the edge (tests/cache-tests/resolve.cjs),
 #   prints the comparison (tests/cache-tests/summary.mjs) and fails if Parapet fails more required
 #   tests than allowed. Every process started is stopped by PID.
@@ -62,7 +64,7 @@ call POST "/zones/$ZONE/dns_records" \
 call PUT "/zones/$ZONE/rulesets/phases/http_request_origin/entrypoint" \
   "{\"rules\":[{\"expression\":\"true\",\"action\":\"route\",\"action_parameters\":{\"origin\":{\"port\":$ORIGIN_PORT}}}]}" >/dev/null
 call PUT "/zones/$ZONE/rulesets/phases/http_request_cache_settings/entrypoint" \
-  '{"rules":[{"expression":"true","action":"set_cache_settings","action_parameters":{"cache":true}}]}' >/dev/null
+  '{"rules":[{"expression":"true","action":"set_cache_settings","action_parameters":{"cache":true,"respect_strong_etags":true}}]}' >/dev/null
 for _ in $(seq 100); do
   code=$(curl -s -o /dev/null -w '%{http_code}' --resolve "$HOST:$EDGE_PORT:127.0.0.2" \
     "http://$HOST:$EDGE_PORT/index.html" || true)

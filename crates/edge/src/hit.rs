@@ -362,11 +362,14 @@ impl EdgeProxy {
         let head = hit.hit_head(render)?;
         let stored = hit.header();
         // The engine compresses a compressible response stored without a coding for a
-        // visitor that accepts one.
+        // visitor that accepts one, unless the rules keep it byte for byte.
         let encoded = stored.headers.contains_key(header::CONTENT_ENCODING);
+        let etag = stored.headers.get(header::ETAG).map(|v| v.as_bytes());
+        let compressible =
+            head.compressible && !rules.as_deref().is_some_and(|r| r.keeps_bytes_of(etag));
         // A visitor whose copy is current gets a 304: nothing to compress.
         let current = not_modified(&request, stored);
-        if !current && head.compressible && !encoded && request.accept_encoding.is_some() {
+        if !current && compressible && !encoded && request.accept_encoding.is_some() {
             return None;
         }
         let hsts = settings.hsts.filter(|_| conn.https);
@@ -402,7 +405,7 @@ impl EdgeProxy {
                 .as_secs(),
             ray: headers::ray_id(),
             hsts,
-            vary: head.compressible && !lists_encoding(stored),
+            vary: compressible && !lists_encoding(stored),
         };
         let (response, body) = response(&hit, head, &request, &fields, current)?;
         let log = access_logged().then(|| {

@@ -47,8 +47,8 @@ use crate::headers::CDN_LOOP_TOKEN;
 use crate::hit::{self, MAX_FIELDS};
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, PORT_PAIRS, access_logged,
-    browser_cache_control, cacheability, edge_error, from_origin, ip_text, normalized_encoding,
-    to_origin, to_visitor,
+    browser_cache_control, cacheability, edge_error, from_origin, ip_text, keep_bytes,
+    normalized_encoding, to_origin, to_visitor,
 };
 use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
 use crate::route::Origin;
@@ -743,13 +743,17 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         };
         done = chunk.is_none() || reply.is_done();
         let mut data = chunk;
+        // A compression turned off for this answer ([`keep_bytes`]) never left its header phase.
         if let Some(upstream) = pass.upstream_compression.as_mut()
+            && upstream.is_enabled()
             && let Some(encoded) = upstream.response_body_filter(data.as_ref(), done)
         {
             data = Some(encoded);
         }
         lesson.count(data.as_ref());
-        if let Some(encoded) = pass.compression.response_body_filter(data.as_ref(), done) {
+        if pass.compression.is_enabled()
+            && let Some(encoded) = pass.compression.response_body_filter(data.as_ref(), done)
+        {
             data = Some(encoded);
         }
         if let Some(data) = data.filter(|d| !d.is_empty()) {
@@ -880,9 +884,12 @@ fn answer_head(
             .insert_header(header::TRANSFER_ENCODING, "chunked")
             .ok()?;
     }
+    let rules = pass.rules.as_deref();
     if let Some(upstream) = pass.upstream_compression.as_mut() {
+        keep_bytes(rules, &coding, upstream);
         upstream.response_header_filter(&mut coding, end);
     }
+    keep_bytes(rules, &coding, &mut pass.compression);
     let stored_length = content_length(&coding);
     pass.compression.response_header_filter(&mut coding, end);
     let chunked = !no_body && is_chunked(&coding);
@@ -1306,10 +1313,12 @@ async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended 
     let mut bytes = 0;
     if !pass.head_only {
         let body = bytes::Bytes::from(body);
-        let sent = pass
-            .compression
-            .response_body_filter(Some(&body), true)
-            .unwrap_or(body);
+        let sent = if pass.compression.is_enabled() {
+            pass.compression.response_body_filter(Some(&body), true)
+        } else {
+            None
+        }
+        .unwrap_or(body);
         bytes = sent.len();
         if is_chunked(&resp) {
             out.put_slice(format!("{:x}\r\n", sent.len()).as_bytes());

@@ -277,6 +277,8 @@ pub struct Ctx {
     pub(crate) bypassed: Option<Box<(CacheKey, Option<NoCacheReason>)>>,
     /// Set with `bypassed` (which the relay takes): the visitor is told the cache bypassed it.
     pub(crate) predicted_bypass: bool,
+    /// The origin's 304 to a revalidation, whose fields update the stored response.
+    pub(crate) not_modified: Option<Box<ResponseHeader>>,
 }
 
 pub(crate) fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -311,6 +313,22 @@ const CACHE_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(
     0,
     0,
 );
+
+/// Turns `compression` off for a response the rules keep byte for byte (Cloudflare's "respect
+/// strong ETags": a strong `ETag` stays strong, stored and passed on as the origin sent it).
+pub(crate) fn keep_bytes(
+    rules: Option<&CacheParameters>,
+    resp: &ResponseHeader,
+    compression: &mut pingora::protocols::http::compression::ResponseCompressionCtx,
+) {
+    let etag = resp.headers.get(http::header::ETAG).map(|v| v.as_bytes());
+    if rules.is_some_and(|r| r.keeps_bytes_of(etag))
+        && !resp.status.is_informational()
+        && compression.is_header_phase()
+    {
+        compression.adjust_level(0);
+    }
+}
 
 /// `CF-Cache-Status` and the RFC 9211 `Cache-Status` for what the cache did.
 fn cache_status(phase: &CachePhase) -> (&'static str, &'static str) {
@@ -614,6 +632,7 @@ impl ProxyHttp for EdgeProxy {
             key: None,
             bypassed: None,
             predicted_bypass: false,
+            not_modified: None,
         }
     }
 
@@ -953,6 +972,12 @@ impl ProxyHttp for EdgeProxy {
             cache_status(&session.cache.phase())
         };
         ctx.cache_status = status;
+        if let Some(compression) = session
+            .downstream_modules_ctx
+            .get_mut::<pingora::modules::http::compression::ResponseCompression>(
+        ) {
+            keep_bytes(ctx.cache_rules.as_deref(), resp, compression);
+        }
         let hsts = ctx
             .origin
             .as_ref()
@@ -996,15 +1021,37 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    /// A response the rules keep byte for byte is stored as the origin sent it.
+    async fn adjust_upstream_modules(
+        &self,
+        session: &mut Session,
+        upstream_response: &ResponseHeader,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        keep_bytes(
+            ctx.cache_rules.as_deref(),
+            upstream_response,
+            &mut session.upstream_compression,
+        );
+        Ok(())
+    }
+
     /// The origin's response before it is stored: no header that names the origin's address.
+    /// A 304 to a revalidation is kept for the stored response's update.
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.origin_time = ctx.upstream_sent.map(|t| t.elapsed());
         from_origin(resp, ctx.peer);
+        if resp.status == http::StatusCode::NOT_MODIFIED
+            && session.cache.phase() == CachePhase::Stale
+        {
+            ctx.not_modified = Some(Box::new(resp.clone()));
+        }
         Ok(())
     }
 
@@ -1092,9 +1139,15 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
         let authorization = session.req_header().headers.contains_key("authorization");
+        // After a 304, the engine passes the stored header with a few of the 304's fields; the
+        // stored response takes all of them (RFC 9111 §4.3.4) but those it keeps.
+        let updated = ctx.not_modified.take().map(|fresh| {
+            let stored = session.cache.maybe_cache_meta().map(CacheMeta::headers);
+            updated_by_304(resp, stored, &fresh)
+        });
         Ok(cacheability(
             authorization,
-            resp,
+            updated.as_ref().unwrap_or(resp),
             ctx.cache_rules.as_deref(),
         ))
     }
@@ -1515,6 +1568,76 @@ pub(crate) fn ip_text(ip: std::net::IpAddr, out: &mut [u8; 64]) -> usize {
     }
 }
 
+/// Fields a 304 does not update in a stored response (RFC 9111 §3.2): this hop's (§3.1), those
+/// that describe the stored body (its validator, length, coding, range and digests), the `Vary`
+/// it is stored under, and cookies (a response that sets one is never stored: a 304 setting one
+/// refreshes the stored response without it).
+const KEPT_ON_304: &[&str] = &[
+    "etag",
+    "content-md5",
+    "content-digest",
+    "repr-digest",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-authentication-info",
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "vary",
+    "set-cookie",
+];
+
+/// The stored response `merged` (as the engine merged it with the origin's 304 `fresh`) with
+/// every field of the 304 (RFC 9111 §4.3.4: each one the 304 carries replaces the stored
+/// values), except those in [`KEPT_ON_304`], which keep the values `stored` had before (or
+/// stay absent). A 304 whose strong `ETag` is not the stored one's is not for this response:
+/// it updates nothing.
+fn updated_by_304(
+    merged: &ResponseHeader,
+    stored: Option<&http::HeaderMap>,
+    fresh: &ResponseHeader,
+) -> ResponseHeader {
+    let mut out = merged.clone();
+    for name in KEPT_ON_304 {
+        out.remove_header(*name);
+        for value in stored.into_iter().flat_map(|s| s.get_all(*name)) {
+            let _ = out.append_header(*name, value.clone());
+        }
+    }
+    let tag = |h: Option<&HeaderValue>| {
+        h.map(|v| {
+            v.as_bytes()
+                .strip_prefix(b"W/")
+                .unwrap_or(v.as_bytes())
+                .to_vec()
+        })
+    };
+    let new_tag = fresh.headers.get(http::header::ETAG);
+    let strong = new_tag.is_some_and(|v| !v.as_bytes().starts_with(b"W/"));
+    let old_tag = stored.and_then(|s| s.get(http::header::ETAG));
+    if strong && old_tag.is_some() && tag(old_tag) != tag(new_tag) {
+        return out;
+    }
+    for name in fresh.headers.keys() {
+        if KEPT_ON_304.contains(&name.as_str()) {
+            continue;
+        }
+        out.remove_header(name);
+        for value in fresh.headers.get_all(name) {
+            // A name and value already in a header are valid in another.
+            let _ = out.append_header(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
 /// Whether a response may be stored, and until when: RFC 9111 freshness with Cloudflare's
 /// defaults; never a response that sets a cookie or varies on everything (`authorization`: the
 /// request carried credentials).
@@ -1689,6 +1812,76 @@ impl AccessLine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_304_updates_every_stored_field_but_the_bodys_and_this_hops() {
+        let mut stored = ResponseHeader::build(200, None).expect("header");
+        for (name, value) in [
+            ("Content-Type", "text/plain"),
+            ("X-Frame-Options", "deny"),
+            ("Set-Cookie2", "a=b"),
+            ("Content-Length", "56"),
+            ("Content-Encoding", "gzip"),
+            ("ETag", "W/\"v1\""),
+            ("Vary", "accept-encoding"),
+            ("Kept", "yes"),
+        ] {
+            stored.append_header(name, value).expect("field");
+        }
+        let mut fresh = ResponseHeader::build(304, None).expect("header");
+        for (name, value) in [
+            ("Content-Type", "text/plain;charset=utf-8"),
+            ("X-Frame-Options", "sameorigin"),
+            ("Set-Cookie2", "a=c"),
+            ("Set-Cookie2", "d=e"),
+            ("Content-Length", "0"),
+            ("ETag", "\"v1\""),
+            ("Vary", "*"),
+            ("Connection", "close"),
+        ] {
+            fresh.append_header(name, value).expect("field");
+        }
+        // The engine's merge has already taken the 304's ETag.
+        let mut merged = stored.clone();
+        merged.insert_header("ETag", "\"v2\"").expect("field");
+        let out = updated_by_304(&merged, Some(&stored.headers), &fresh);
+        let values = |name: &str| -> Vec<&str> {
+            out.headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect()
+        };
+        assert_eq!(out.status, 200);
+        assert_eq!(values("content-type"), ["text/plain;charset=utf-8"]);
+        assert_eq!(values("x-frame-options"), ["sameorigin"]);
+        assert_eq!(values("set-cookie2"), ["a=c", "d=e"]);
+        assert_eq!(values("content-length"), ["56"]);
+        assert_eq!(values("content-encoding"), ["gzip"]);
+        assert_eq!(values("etag"), ["W/\"v1\""], "the stored validator stays");
+        assert_eq!(values("vary"), ["accept-encoding"]);
+        assert_eq!(values("kept"), ["yes"]);
+        assert!(values("connection").is_empty());
+        // Nothing the stored response lacked comes in under a kept name.
+        let bare = ResponseHeader::build(200, None).expect("header");
+        let mut merged = bare.clone();
+        merged.insert_header("ETag", "\"x\"").expect("field");
+        fresh.insert_header("Set-Cookie", "id=1").expect("field");
+        let out = updated_by_304(&merged, Some(&bare.headers), &fresh);
+        assert!(out.headers.get("etag").is_none() && out.headers.get("set-cookie").is_none());
+        assert_eq!(
+            out.headers.get("x-frame-options").map(|v| v.as_bytes()),
+            Some(&b"sameorigin"[..])
+        );
+        // A 304 for another representation (its strong tag is not the stored one) updates
+        // nothing.
+        fresh.insert_header("ETag", "\"v2\"").expect("field");
+        let out = updated_by_304(&stored, Some(&stored.headers), &fresh);
+        assert_eq!(
+            out.headers.get("x-frame-options").map(|v| v.as_bytes()),
+            Some(&b"deny"[..])
+        );
+    }
 
     #[test]
     fn an_http2_requests_head_is_measured_as_the_http1_head_it_makes() {

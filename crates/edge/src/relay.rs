@@ -35,7 +35,8 @@ use crate::pass::{
     wire_session_request,
 };
 use crate::proxy::{
-    COMPRESSION_LEVEL, Ctx, EdgeProxy, cacheability, client_ip, is_grpc, is_https, origin_port,
+    COMPRESSION_LEVEL, Ctx, EdgeProxy, cacheability, client_ip, is_grpc, is_https, keep_bytes,
+    origin_port,
 };
 
 impl EdgeProxy {
@@ -96,6 +97,11 @@ impl EdgeProxy {
         let mut resp = Box::new(resp);
         // The engine's filters, in its order: compression for the cache, the origin's filter,
         // the cache's judgement, framing, what the visitor sees.
+        keep_bytes(
+            ctx.cache_rules.as_deref(),
+            &resp,
+            &mut session.upstream_compression,
+        );
         session
             .upstream_compression
             .response_header_filter(&mut resp, end);

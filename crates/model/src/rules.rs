@@ -426,6 +426,10 @@ pub struct CacheParameters {
     pub cache_key: Option<CacheKeyParameters>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serve_stale: Option<ServeStale>,
+    /// Cloudflare's "Respect strong ETags": a response with a strong `ETag` is passed on and
+    /// stored byte for byte (never compressed), so that its validator stays strong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respect_strong_etags: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -680,6 +684,15 @@ impl CacheParameters {
         if later.serve_stale.is_some() {
             self.serve_stale.clone_from(&later.serve_stale);
         }
+        if later.respect_strong_etags.is_some() {
+            self.respect_strong_etags = later.respect_strong_etags;
+        }
+    }
+
+    /// Whether a response with `etag` is kept byte for byte (a "respect strong ETags" rule and
+    /// a strong `ETag`).
+    pub fn keeps_bytes_of(&self, etag: Option<&[u8]>) -> bool {
+        self.respect_strong_etags == Some(true) && etag.is_some_and(|e| !e.starts_with(b"W/"))
     }
 
     /// The edge TTL a rule sets for a response with `status` (`None`: the origin decides;
@@ -832,7 +845,9 @@ mod tests {
                  "action_parameters": {"cache": false}},
                 {"expression": "true", "action": "set_cache_settings",
                  "action_parameters": {"cache_key": {"ignore_query_strings_order": true,
-                   "custom_key": {"query_string": {"exclude": {"list": ["utm_source"]}}}}}}
+                   "custom_key": {"query_string": {"exclude": {"list": ["utm_source"]}}}}}},
+                {"expression": "true", "action": "set_cache_settings",
+                 "action_parameters": {"respect_strong_etags": true}}
             ]}),
             None,
             "t",
@@ -853,5 +868,8 @@ mod tests {
         assert_eq!(merged.edge_ttl_for(200), Some(60));
         assert_eq!(merged.edge_ttl_for(404), Some(5));
         assert_eq!(merged.key_query("b=2&utm_source=x&a=1"), "a=1&b=2");
+        assert!(merged.keeps_bytes_of(Some(b"\"v1\"")));
+        assert!(!merged.keeps_bytes_of(Some(b"W/\"v1\"")) && !merged.keeps_bytes_of(None));
+        assert!(!CacheParameters::default().keeps_bytes_of(Some(b"\"v1\"")));
     }
 }
