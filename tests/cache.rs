@@ -147,7 +147,8 @@ fn answer(
         if header("if-none-match").as_deref() == Some("\"s1\"") {
             return (
                 "304 Not Modified",
-                "ETag: \"s1\"\r\nCache-Control: max-age=60\r\nX-Version: 2\r\n".into(),
+                "ETag: \"s1\"\r\nCache-Control: max-age=60\r\nX-Version: 2\r\nCache-Tag: v2\r\n"
+                    .into(),
                 String::new(),
             );
         }
@@ -580,6 +581,14 @@ fn a_respect_strong_etags_rule_keeps_the_origins_bytes_and_validator() {
         2,
         "one fetch, one revalidation"
     );
+    // The tag the 304 brought purges the object.
+    s.node.ok(
+        "POST",
+        &format!("/zones/{}/purge_cache", s.zone),
+        Some(json!({"tags": ["v2"]})),
+    );
+    let (_, cache, _, _) = fetch(s.port, host, "/kept/strong.css", &gzip);
+    assert_eq!(cache, "MISS");
     // Not stored: passed on as the origin sent it too, through the engine and then (the URL
     // known as uncacheable) the edge's own pass-through.
     for expected in ["BYPASS", "BYPASS", "BYPASS"] {

@@ -409,6 +409,37 @@ impl Index {
         Some(entry)
     }
 
+    /// Gives the entry `id` the purge tags `tags` (a revalidated response may bring others).
+    fn retag(&mut self, id: &str, tags: Vec<String>) {
+        let Some(entry) = self.objects.get(id) else {
+            return;
+        };
+        if entry.tags == tags {
+            return;
+        }
+        let zone = Arc::clone(&entry.zone);
+        for tag in &entry.tags {
+            let k = (Arc::clone(&zone), tag.clone());
+            if self.by_tag.get_mut(&k).is_some_and(|ids| {
+                ids.remove(id);
+                ids.is_empty()
+            }) {
+                self.by_tag.remove(&k);
+            }
+        }
+        for tag in &tags {
+            self.by_tag
+                .entry((Arc::clone(&zone), tag.clone()))
+                .or_default()
+                .insert(id.to_owned());
+        }
+        let weight = |tags: &[String]| tags.iter().map(|t| 2 * t.len()).sum::<usize>();
+        self.update(id, |e| {
+            e.names = e.names - weight(&e.tags) + weight(&tags);
+            e.tags = tags;
+        });
+    }
+
     /// Changes the entry `id` in place (keeping the totals right); whether it was there.
     fn update(&mut self, id: &str, change: impl FnOnce(&mut Entry)) -> bool {
         let Some(mut entry) = self.objects.remove(id) else {
@@ -1088,16 +1119,7 @@ impl Storage for CacheStore {
             .primary_key_str()
             .and_then(ParsedKey::parse)
             .ok_or_else(|| storage_error("cache key is not one of the edge's"))?;
-        let tags = meta
-            .headers()
-            .get_all("cache-tag")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty() && t.len() <= 1024)
-            .take(MAX_TAGS)
-            .collect();
+        let tags = tags_of(meta);
         let (purges, generation) = {
             let index = self.index();
             (index.purges(&parsed.zone), index.generation(&parsed.zone))
@@ -1146,6 +1168,7 @@ impl Storage for CacheStore {
         let serialized = meta.serialize()?;
         let id = crate::key::object_id(key);
         let mut index = self.index();
+        index.retag(&id, tags_of(meta));
         let Some(entry) = index.objects.get(&id) else {
             return Ok(false);
         };
@@ -1181,6 +1204,19 @@ impl Storage for CacheStore {
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
     }
+}
+
+/// The purge tags of a response (its `Cache-Tag` fields), as the index keeps them.
+fn tags_of(meta: &CacheMeta) -> Vec<String> {
+    meta.headers()
+        .get_all("cache-tag")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t.len() <= 1024)
+        .take(MAX_TAGS)
+        .collect()
 }
 
 /// A stored header that says how long its complete body is: one sent without a length (a
