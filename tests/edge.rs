@@ -13,16 +13,27 @@ use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parapet");
 
-#[test]
-fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
-    let port = free_port();
-    let origin = start_origin("127.0.0.2", port);
-    let node = Node::start(NodeOptions::new(BIN).args([
+/// A node with its edge on 127.0.0.1:`port` (origins on 127.0.0.2+ take the same port) and
+/// `config` as its configuration file.
+fn edge_node(port: u16, config: &str) -> Node {
+    let options = NodeOptions::new(BIN).args([
         "--activation",
         "auto",
         "--http-listen",
         &format!("127.0.0.1:{port}"),
-    ]));
+    ]);
+    Node::start(if config.is_empty() {
+        options
+    } else {
+        options.config(config)
+    })
+}
+
+#[test]
+fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = edge_node(port, "");
     let zone = node.create_zone("shop.test");
     let rec = |body: serde_json::Value| {
         node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body))
@@ -164,12 +175,7 @@ fn raw(port: u16, request: &[u8]) -> u16 {
 fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
     let port = free_port();
     let origin = start_origin("127.0.0.2", port);
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--http-listen",
-        &format!("127.0.0.1:{port}"),
-    ]));
+    let node = edge_node(port, "");
     let zone = node.create_zone("frame.test");
     node.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
@@ -272,12 +278,7 @@ fn websocket_upgrades_pass_through_both_ways() {
             });
         }
     });
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--http-listen",
-        &format!("127.0.0.1:{port}"),
-    ]));
+    let node = edge_node(port, "");
     let zone = node.create_zone("ws.test");
     node.proxied_a(&zone, "live", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
@@ -309,16 +310,7 @@ fn websocket_upgrades_pass_through_both_ways() {
 fn a_silent_origin_gets_a_524_and_the_visitor_a_page() {
     let port = free_port();
     start_silent_origin("127.0.0.2", port);
-    let node = Node::start(
-        NodeOptions::new(BIN)
-            .args([
-                "--activation",
-                "auto",
-                "--http-listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .config("edge_read_timeout = \"1s\"\n"),
-    );
+    let node = edge_node(port, "edge_read_timeout = \"1s\"\n");
     let zone = node.create_zone("slow.test");
     node.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(10), "a 524 page", || {
@@ -330,12 +322,7 @@ fn a_silent_origin_gets_a_524_and_the_visitor_a_page() {
 #[test]
 fn sigterm_stops_the_edge_cleanly() {
     let port = free_port();
-    let mut node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--http-listen",
-        &format!("127.0.0.1:{port}"),
-    ]));
+    let mut node = edge_node(port, "");
     assert_eq!(curl(port, "nothing.test", &[]).0, 530);
     let status = node.terminate();
     assert!(status.success(), "exit status {status:?}");
@@ -375,12 +362,7 @@ fn a_busy_http_port_names_the_flag() {
 fn oversized_requests_get_413_and_431_and_expect_continue_works() {
     let port = free_port();
     let origin = start_origin("127.0.0.2", port);
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--http-listen",
-        &format!("127.0.0.1:{port}"),
-    ]));
+    let node = edge_node(port, "");
     let zone = node.create_zone("size.test");
     node.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
@@ -467,12 +449,7 @@ fn a_proxied_cname_to_another_provider_is_resolved_through_the_resolver() {
 fn a_refusing_origin_address_fails_over_to_the_next() {
     let port = free_port();
     let origin = start_origin("127.0.0.20", port);
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--http-listen",
-        &format!("127.0.0.1:{port}"),
-    ]));
+    let node = edge_node(port, "");
     let zone = node.create_zone("failover.test");
     // Two origins for one name; 127.0.0.10 refuses connections.
     node.proxied_a(&zone, "www", "127.0.0.10");
@@ -514,16 +491,7 @@ fn hanging_listener(ip: [u8; 4], port: u16) -> (socket2::Socket, Vec<socket2::So
 fn an_origin_that_never_accepts_gets_a_522() {
     let port = free_port();
     let hanging = hanging_listener([127, 0, 0, 2], port);
-    let node = Node::start(
-        NodeOptions::new(BIN)
-            .args([
-                "--activation",
-                "auto",
-                "--http-listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .config("edge_connect_timeout = \"1s\"\n"),
-    );
+    let node = edge_node(port, "edge_connect_timeout = \"1s\"\n");
     let zone = node.create_zone("hang.test");
     node.proxied_a(&zone, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(15), "a 522 page", || {
@@ -543,12 +511,7 @@ fn requests_are_spread_over_a_names_origins() {
     let port = free_port();
     let ips = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
     let origins: Vec<_> = ips.iter().map(|ip| start_origin(ip, port)).collect();
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--http-listen",
-        &format!("127.0.0.1:{port}"),
-    ]));
+    let node = edge_node(port, "");
     let zone = node.create_zone("spread.test");
     for ip in ips {
         node.proxied_a(&zone, "www", ip);
@@ -585,16 +548,7 @@ fn an_origin_that_does_not_answer_rests_while_the_others_serve() {
     let port = free_port();
     let hanging = hanging_listener([127, 0, 0, 24], port);
     let live = start_origin("127.0.0.25", port);
-    let node = Node::start(
-        NodeOptions::new(BIN)
-            .args([
-                "--activation",
-                "auto",
-                "--http-listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .config("edge_connect_timeout = \"1s\"\nedge_workers = 2\n"),
-    );
+    let node = edge_node(port, "edge_connect_timeout = \"1s\"\nedge_workers = 2\n");
     let zone = node.create_zone("rest.test");
     node.proxied_a(&zone, "www", "127.0.0.24");
     node.proxied_a(&zone, "www", "127.0.0.25");
@@ -629,16 +583,7 @@ fn edge_with_client_limit(
 ) -> (Node, u16, std::sync::mpsc::Receiver<String>) {
     let port = free_port();
     let origin = start_origin("127.0.0.2", port);
-    let node = Node::start(
-        NodeOptions::new(BIN)
-            .args([
-                "--activation",
-                "auto",
-                "--http-listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .config(format!("edge_max_connections_per_ip = {limit}\n")),
-    );
+    let node = edge_node(port, &format!("edge_max_connections_per_ip = {limit}\n"));
     let id = node.create_zone(zone);
     node.proxied_a(&id, "www", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {

@@ -1813,34 +1813,43 @@ impl AccessLine<'_> {
 mod tests {
     use super::*;
 
+    /// A response header with `fields`, in order.
+    fn header(status: u16, fields: &[(&'static str, &str)]) -> ResponseHeader {
+        let mut out = ResponseHeader::build(status, None).expect("header");
+        for (name, value) in fields {
+            out.append_header(*name, *value).expect("field");
+        }
+        out
+    }
+
     #[test]
     fn a_304_updates_every_stored_field_but_the_bodys_and_this_hops() {
-        let mut stored = ResponseHeader::build(200, None).expect("header");
-        for (name, value) in [
-            ("Content-Type", "text/plain"),
-            ("X-Frame-Options", "deny"),
-            ("Set-Cookie2", "a=b"),
-            ("Content-Length", "56"),
-            ("Content-Encoding", "gzip"),
-            ("ETag", "W/\"v1\""),
-            ("Vary", "accept-encoding"),
-            ("Kept", "yes"),
-        ] {
-            stored.append_header(name, value).expect("field");
-        }
-        let mut fresh = ResponseHeader::build(304, None).expect("header");
-        for (name, value) in [
-            ("Content-Type", "text/plain;charset=utf-8"),
-            ("X-Frame-Options", "sameorigin"),
-            ("Set-Cookie2", "a=c"),
-            ("Set-Cookie2", "d=e"),
-            ("Content-Length", "0"),
-            ("ETag", "\"v1\""),
-            ("Vary", "*"),
-            ("Connection", "close"),
-        ] {
-            fresh.append_header(name, value).expect("field");
-        }
+        let stored = header(
+            200,
+            &[
+                ("Content-Type", "text/plain"),
+                ("X-Frame-Options", "deny"),
+                ("Set-Cookie2", "a=b"),
+                ("Content-Length", "56"),
+                ("Content-Encoding", "gzip"),
+                ("ETag", "W/\"v1\""),
+                ("Vary", "accept-encoding"),
+                ("Kept", "yes"),
+            ],
+        );
+        let mut fresh = header(
+            304,
+            &[
+                ("Content-Type", "text/plain;charset=utf-8"),
+                ("X-Frame-Options", "sameorigin"),
+                ("Set-Cookie2", "a=c"),
+                ("Set-Cookie2", "d=e"),
+                ("Content-Length", "0"),
+                ("ETag", "\"v1\""),
+                ("Vary", "*"),
+                ("Connection", "close"),
+            ],
+        );
         // The engine's merge has already taken the 304's ETag.
         let mut merged = stored.clone();
         merged.insert_header("ETag", "\"v2\"").expect("field");
@@ -1863,7 +1872,7 @@ mod tests {
         assert_eq!(values("kept"), ["yes"]);
         assert!(values("connection").is_empty());
         // Nothing the stored response lacked comes in under a kept name.
-        let bare = ResponseHeader::build(200, None).expect("header");
+        let bare = header(200, &[]);
         let mut merged = bare.clone();
         merged.insert_header("ETag", "\"x\"").expect("field");
         fresh.insert_header("Set-Cookie", "id=1").expect("field");
