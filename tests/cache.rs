@@ -80,6 +80,17 @@ fn serve_one(mut stream: TcpStream, hits: &Hits) {
         );
         return;
     }
+    if path.contains("dribble") {
+        // Half the body, then the rest after 500 ms.
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Type: image/png\r\nCache-Control: public, max-age=60\r\n\r\nfirst"
+        );
+        let _ = stream.flush();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = stream.write_all(b"-last");
+        return;
+    }
     if let Some(size) = path.strip_prefix("/big/").and_then(big_size) {
         serve_big(&mut stream, size, path.contains("slow"));
         return;
@@ -403,6 +414,25 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
     let (status, _, _, _) = fetch(s.port, host, "/app.js", &["-X", "POST", "-d", "x"]);
     assert_eq!(status, 200);
     assert_eq!(get("/app.js").1, "MISS");
+
+    // A response fetched while a POST to its own URL succeeded is not stored (it may predate
+    // the change), whether the POST came before its header or during its body; one fetched
+    // while another URL of the zone was changed is.
+    for (path, posted, stored) in [
+        ("/dribble-a.png", "/other.png", true),
+        ("/slow-b.png", "/slow-b.png", false),
+        ("/dribble-c.png", "/dribble-c.png", false),
+    ] {
+        let port = s.port;
+        let fetching = std::thread::spawn(move || fetch(port, host, path, &[]));
+        std::thread::sleep(Duration::from_millis(100));
+        let (status, _, _, _) = fetch(s.port, host, posted, &["-X", "POST", "-d", "x"]);
+        assert_eq!(status, 200);
+        let (status, cache, _, _) = fetching.join().expect("fetch");
+        assert_eq!((status, cache.as_str()), (200, "MISS"), "{path}");
+        let expected = if stored { "HIT" } else { "MISS" };
+        assert_eq!(get(path).1, expected, "{path} after a POST to {posted}");
+    }
 
     // Development mode bypasses the zone's cache.
     s.node.ok(

@@ -5,7 +5,7 @@
 //! it names.
 
 use std::any::Any;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -269,6 +269,13 @@ impl Entry {
 /// Memory an object costs beyond its body, headers and names (map and index nodes).
 const ENTRY_OVERHEAD: usize = 512;
 
+/// Fetches whose start is remembered (see [`CacheStore::fetch_started`]).
+const FETCHES_KEPT: usize = 4096;
+
+/// The newest URL invalidations kept (a fetch longer than this many invalidations of the zone's
+/// URLs is not stored).
+const INVALIDATIONS_KEPT: usize = 4096;
+
 /// `(zone, host, path, object id)`, ordered: the objects of a host or under a path prefix are
 /// one contiguous range.
 type PathKey = (Arc<str>, String, String, String);
@@ -285,6 +292,15 @@ struct Index {
     /// Per zone, bumped by every purge: a response fetched before a purge is not stored after
     /// it (it may be one the purge meant to remove).
     purges: HashMap<Arc<str>, u64>,
+    /// Invalidations of one URL by an unsafe request (RFC 9111 §4.4), numbered: the newest
+    /// ones in order, and the last number by URL. A response fetched while its own URL was
+    /// invalidated is not stored after it; the zone's other fetches are.
+    invalidations: VecDeque<(u64, Arc<str>)>,
+    invalidated: HashMap<Arc<str>, u64>,
+    invalidation_count: u64,
+    /// By URL, the invalidation count when a fetch whose response will be stored was sent to
+    /// the origin (the response is judged storable only once it arrives).
+    fetches: HashMap<String, u64>,
     /// Memory the entries hold.
     bytes: usize,
     /// Disk the entries' files take, and how many there are.
@@ -335,6 +351,35 @@ impl Index {
 
     fn purges(&self, zone: &str) -> u64 {
         self.purges.get(zone).copied().unwrap_or(0)
+    }
+
+    /// Numbers an invalidation of `url`, keeping the newest [`INVALIDATIONS_KEPT`].
+    fn invalidate(&mut self, url: &str) {
+        self.invalidation_count += 1;
+        let url: Arc<str> = Arc::from(url);
+        self.invalidations
+            .push_back((self.invalidation_count, Arc::clone(&url)));
+        self.invalidated.insert(url, self.invalidation_count);
+        while self.invalidations.len() > INVALIDATIONS_KEPT {
+            if let Some((n, old)) = self.invalidations.pop_front()
+                && self.invalidated.get(&old) == Some(&n)
+            {
+                self.invalidated.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `url` was invalidated after invalidation number `since` (or may have been: the
+    /// invalidations since then are no longer all kept).
+    fn invalidated_since(&self, url: &str, since: u64) -> bool {
+        if self.invalidation_count == since {
+            return false;
+        }
+        let forgotten = self
+            .invalidations
+            .front()
+            .is_some_and(|&(oldest, _)| oldest > since + 1);
+        forgotten || self.invalidated.get(url).is_some_and(|&n| n > since)
     }
 
     fn live(&self, entry: &Entry) -> bool {
@@ -753,17 +798,40 @@ impl CacheStore {
     }
 
     /// Every variant of one URL (a state-changing request to it succeeded: RFC 9111 §4.4).
+    /// The count of URL invalidations so far, for a fetch about to be sent to the origin.
+    pub fn invalidation_mark(&self) -> u64 {
+        self.index().invalidation_count
+    }
+
+    /// A fetch for `key`, sent at invalidation count `mark`, brought a response to store: it is
+    /// not stored if its URL was invalidated since (see [`CacheStore::invalidate_url`]).
+    pub fn fetch_started(&self, key: &CacheKey, mark: u64) {
+        let Some(url) = key
+            .primary_key_str()
+            .and_then(ParsedKey::parse)
+            .map(|p| p.url)
+        else {
+            return;
+        };
+        let mut index = self.index();
+        if index.fetches.len() >= FETCHES_KEPT {
+            // Fetches that never stored anything; those in flight fall back to the count at
+            // their response.
+            index.fetches.clear();
+        }
+        index
+            .fetches
+            .entry(url)
+            .and_modify(|m| *m = (*m).min(mark))
+            .or_insert(mark);
+    }
+
     pub fn invalidate_url(&self, url: &str) -> usize {
         let mut index = self.index();
         if let Some(pending) = index.purged_while_loading.as_mut() {
             pending.push(Purged::Url(url.to_owned()));
         }
-        if let Some(parsed) = ParsedKey::parse(url) {
-            *index
-                .purges
-                .entry(Arc::from(parsed.zone.as_str()))
-                .or_default() += 1;
-        }
+        index.invalidate(url);
         let ids: Vec<String> = index
             .by_url
             .get(url)
@@ -1120,13 +1188,22 @@ impl Storage for CacheStore {
             .and_then(ParsedKey::parse)
             .ok_or_else(|| storage_error("cache key is not one of the edge's"))?;
         let tags = tags_of(meta);
-        let (purges, generation) = {
-            let index = self.index();
-            (index.purges(&parsed.zone), index.generation(&parsed.zone))
+        let (purges, generation, invalidations) = {
+            let mut index = self.index();
+            let invalidations = index
+                .fetches
+                .remove(&parsed.url)
+                .unwrap_or(index.invalidation_count);
+            (
+                index.purges(&parsed.zone),
+                index.generation(&parsed.zone),
+                invalidations,
+            )
         };
         Ok(Box::new(Miss {
             purges,
             generation,
+            invalidations,
             store: self,
             id: crate::key::object_id(key),
             compact: key.to_compact(),
@@ -1364,6 +1441,8 @@ impl HandleHit for DiskHit {
 struct Miss {
     /// The zone's purge count when the fetch began.
     purges: u64,
+    /// The invalidations' count then.
+    invalidations: u64,
     /// The zone's purge generation then (what the file records: no purge came between, or the
     /// object is not stored).
     generation: u64,
@@ -1472,6 +1551,13 @@ impl HandleMiss for Miss {
                 "the zone was purged while this response was fetched",
             );
         }
+        if index.invalidated_since(&entry.url, self.invalidations) {
+            discard(&file);
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "the URL was invalidated while this response was fetched",
+            );
+        }
         let variants = index.by_url.get(entry.url.as_ref()).map_or(0, HashSet::len);
         if variants >= MAX_VARIANTS && !index.objects.contains_key(&id) {
             // A URL that varies without end (`Vary: User-Agent`, …) keeps its first variants
@@ -1518,6 +1604,28 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_fetch_is_told_of_its_own_urls_invalidations_only_while_they_are_remembered() {
+        let mut index = Index::default();
+        let start = index.invalidation_count;
+        assert!(!index.invalidated_since("a", start));
+        index.invalidate("b");
+        assert!(!index.invalidated_since("a", start), "another URL");
+        index.invalidate("a");
+        assert!(index.invalidated_since("a", start));
+        let later = index.invalidation_count;
+        assert!(!index.invalidated_since("a", later));
+        // Beyond the invalidations kept, a fetch that began before them cannot tell: it is
+        // told its URL may have been invalidated.
+        for i in 0..INVALIDATIONS_KEPT {
+            index.invalidate(&format!("u{i}"));
+        }
+        assert_eq!(index.invalidations.len(), INVALIDATIONS_KEPT);
+        assert!(index.invalidated.len() <= INVALIDATIONS_KEPT);
+        assert!(index.invalidated_since("c", start));
+        assert!(!index.invalidated_since("c", later));
+    }
 
     #[test]
     fn a_decoded_header_rebuilds_the_same_metadata_and_a_revalidated_one_is_decoded_again() {

@@ -279,6 +279,8 @@ pub struct Ctx {
     pub(crate) predicted_bypass: bool,
     /// The origin's 304 to a revalidation, whose fields update the stored response.
     pub(crate) not_modified: Option<Box<ResponseHeader>>,
+    /// The cache's count of URL invalidations when the request went to the origin.
+    pub(crate) fetch_mark: Option<u64>,
 }
 
 pub(crate) fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -633,6 +635,7 @@ impl ProxyHttp for EdgeProxy {
             bypassed: None,
             predicted_bypass: false,
             not_modified: None,
+            fetch_mark: None,
         }
     }
 
@@ -952,6 +955,7 @@ impl ProxyHttp for EdgeProxy {
             // A compressible response the origin sends uncompressed is compressed before it is
             // stored, in the class asked for: each coding is made once, not on every hit.
             session.upstream_compression.adjust_level(COMPRESSION_LEVEL);
+            ctx.fetch_mark = self.cache.map(|c| c.store.invalidation_mark());
         }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
@@ -1145,11 +1149,21 @@ impl ProxyHttp for EdgeProxy {
             let stored = session.cache.maybe_cache_meta().map(CacheMeta::headers);
             updated_by_304(resp, stored, &fresh)
         });
-        Ok(cacheability(
+        let verdict = cacheability(
             authorization,
             updated.as_ref().unwrap_or(resp),
             ctx.cache_rules.as_deref(),
-        ))
+        );
+        // A response fetched while its URL was invalidated (a POST to it) is not stored.
+        if let (RespCacheable::Cacheable(_), Some(mark), Some(cache), Some(key)) = (
+            &verdict,
+            ctx.fetch_mark.take(),
+            self.cache,
+            session.cache.maybe_cache_key(),
+        ) {
+            cache.store.fetch_started(key, mark);
+        }
+        Ok(verdict)
     }
 
     /// A stored response varies on the request headers its `Vary` names; `Accept-Encoding` is
