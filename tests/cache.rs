@@ -81,13 +81,13 @@ fn serve_one(mut stream: TcpStream, hits: &Hits) {
         return;
     }
     if path.contains("dribble") {
-        // Half the body, then the rest after 500 ms.
+        // Half the body, then the rest after 1.5 s.
         let _ = write!(
             stream,
             "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Type: image/png\r\nCache-Control: public, max-age=60\r\n\r\nfirst"
         );
         let _ = stream.flush();
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(1500));
         let _ = stream.write_all(b"-last");
         return;
     }
@@ -151,6 +151,9 @@ fn answer(
     }
     if path.contains("slow") {
         std::thread::sleep(Duration::from_millis(300));
+    }
+    if path.contains("sleepy") {
+        std::thread::sleep(Duration::from_millis(1500));
     }
     let body = format!("{path} answer {n}");
     if path.contains("strong") {
@@ -420,11 +423,16 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
     // while another URL of the zone was changed is.
     for (path, posted, stored) in [
         ("/dribble-a.png", "/other.png", true),
-        ("/slow-b.png", "/slow-b.png", false),
+        ("/sleepy-b.png", "/sleepy-b.png", false),
         ("/dribble-c.png", "/dribble-c.png", false),
     ] {
         let port = s.port;
         let fetching = std::thread::spawn(move || fetch(port, host, path, &[]));
+        // The origin has the request (and a dribble's header is on its way): 1.5 s before
+        // the header (sleepy) or the body's end (dribble).
+        parapet_testkit::eventually(Duration::from_secs(5), "the fetch at the origin", || {
+            s.hits.of(path) == 1
+        });
         std::thread::sleep(Duration::from_millis(100));
         let (status, _, _, _) = fetch(s.port, host, posted, &["-X", "POST", "-d", "x"]);
         assert_eq!(status, 200);

@@ -269,12 +269,14 @@ impl Entry {
 /// Memory an object costs beyond its body, headers and names (map and index nodes).
 const ENTRY_OVERHEAD: usize = 512;
 
-/// Fetches whose start is remembered (see [`CacheStore::fetch_started`]).
-const FETCHES_KEPT: usize = 4096;
+/// The newest URL invalidations kept, 16 bytes each (a fetch that lasts longer than this many
+/// invalidations is not stored).
+const INVALIDATIONS_KEPT: usize = 65_536;
 
-/// The newest URL invalidations kept (a fetch longer than this many invalidations of the zone's
-/// URLs is not stored).
-const INVALIDATIONS_KEPT: usize = 4096;
+/// The count of URL invalidations when a fetch was sent to the origin
+/// ([`CacheStore::invalidation_mark`]), carried in its response's metadata to the store.
+#[derive(Clone, Copy, Debug)]
+pub struct FetchMark(u64);
 
 /// `(zone, host, path, object id)`, ordered: the objects of a host or under a path prefix are
 /// one contiguous range.
@@ -293,14 +295,13 @@ struct Index {
     /// it (it may be one the purge meant to remove).
     purges: HashMap<Arc<str>, u64>,
     /// Invalidations of one URL by an unsafe request (RFC 9111 §4.4), numbered: the newest
-    /// ones in order, and the last number by URL. A response fetched while its own URL was
-    /// invalidated is not stored after it; the zone's other fetches are.
-    invalidations: VecDeque<(u64, Arc<str>)>,
-    invalidated: HashMap<Arc<str>, u64>,
+    /// ones in order, and the last number by URL (URLs held as keyed hashes: two that collide
+    /// only cost a fetch its storing). A response fetched while its own URL was invalidated is
+    /// not stored after it; the other fetches are.
+    invalidations: VecDeque<(u64, u64)>,
+    invalidated: HashMap<u64, u64>,
     invalidation_count: u64,
-    /// By URL, the invalidation count when a fetch whose response will be stored was sent to
-    /// the origin (the response is judged storable only once it arrives).
-    fetches: HashMap<String, u64>,
+    url_keys: std::collections::hash_map::RandomState,
     /// Memory the entries hold.
     bytes: usize,
     /// Disk the entries' files take, and how many there are.
@@ -355,10 +356,10 @@ impl Index {
 
     /// Numbers an invalidation of `url`, keeping the newest [`INVALIDATIONS_KEPT`].
     fn invalidate(&mut self, url: &str) {
+        use std::hash::BuildHasher as _;
         self.invalidation_count += 1;
-        let url: Arc<str> = Arc::from(url);
-        self.invalidations
-            .push_back((self.invalidation_count, Arc::clone(&url)));
+        let url = self.url_keys.hash_one(url);
+        self.invalidations.push_back((self.invalidation_count, url));
         self.invalidated.insert(url, self.invalidation_count);
         while self.invalidations.len() > INVALIDATIONS_KEPT {
             if let Some((n, old)) = self.invalidations.pop_front()
@@ -372,6 +373,7 @@ impl Index {
     /// Whether `url` was invalidated after invalidation number `since` (or may have been: the
     /// invalidations since then are no longer all kept).
     fn invalidated_since(&self, url: &str, since: u64) -> bool {
+        use std::hash::BuildHasher as _;
         if self.invalidation_count == since {
             return false;
         }
@@ -379,7 +381,11 @@ impl Index {
             .invalidations
             .front()
             .is_some_and(|&(oldest, _)| oldest > since + 1);
-        forgotten || self.invalidated.get(url).is_some_and(|&n| n > since)
+        forgotten
+            || self
+                .invalidated
+                .get(&self.url_keys.hash_one(url))
+                .is_some_and(|&n| n > since)
     }
 
     fn live(&self, entry: &Entry) -> bool {
@@ -535,6 +541,8 @@ pub struct Usage {
 /// per process, `'static` as the engine requires.
 pub struct CacheStore {
     index: Mutex<Index>,
+    /// The index's invalidation count, read without its lock by fetches about to start.
+    invalidation_mark: std::sync::atomic::AtomicU64,
     /// The memory tier's bound (the engine drives it: it admits what is stored and hit, and
     /// asks this store to let go of what it evicts).
     eviction: &'static TinyUfoEviction,
@@ -558,6 +566,7 @@ impl CacheStore {
         }
         Self {
             index: Mutex::new(index),
+            invalidation_mark: std::sync::atomic::AtomicU64::new(0),
             eviction,
             memory_bytes,
             disk,
@@ -797,41 +806,27 @@ impl CacheStore {
         self.remove_all(&mut index, &stale)
     }
 
+    /// The count of URL invalidations so far, for a fetch about to be sent to the origin: put
+    /// in the response's metadata as a [`FetchMark`], it keeps the response from being stored
+    /// if its URL is invalidated meanwhile.
+    pub fn invalidation_mark(&self) -> FetchMark {
+        FetchMark(
+            self.invalidation_mark
+                .load(std::sync::atomic::Ordering::Acquire),
+        )
+    }
+
     /// Every variant of one URL (a state-changing request to it succeeded: RFC 9111 §4.4).
-    /// The count of URL invalidations so far, for a fetch about to be sent to the origin.
-    pub fn invalidation_mark(&self) -> u64 {
-        self.index().invalidation_count
-    }
-
-    /// A fetch for `key`, sent at invalidation count `mark`, brought a response to store: it is
-    /// not stored if its URL was invalidated since (see [`CacheStore::invalidate_url`]).
-    pub fn fetch_started(&self, key: &CacheKey, mark: u64) {
-        let Some(url) = key
-            .primary_key_str()
-            .and_then(ParsedKey::parse)
-            .map(|p| p.url)
-        else {
-            return;
-        };
-        let mut index = self.index();
-        if index.fetches.len() >= FETCHES_KEPT {
-            // Fetches that never stored anything; those in flight fall back to the count at
-            // their response.
-            index.fetches.clear();
-        }
-        index
-            .fetches
-            .entry(url)
-            .and_modify(|m| *m = (*m).min(mark))
-            .or_insert(mark);
-    }
-
     pub fn invalidate_url(&self, url: &str) -> usize {
         let mut index = self.index();
         if let Some(pending) = index.purged_while_loading.as_mut() {
             pending.push(Purged::Url(url.to_owned()));
         }
         index.invalidate(url);
+        self.invalidation_mark.store(
+            index.invalidation_count,
+            std::sync::atomic::Ordering::Release,
+        );
         let ids: Vec<String> = index
             .by_url
             .get(url)
@@ -1189,11 +1184,11 @@ impl Storage for CacheStore {
             .ok_or_else(|| storage_error("cache key is not one of the edge's"))?;
         let tags = tags_of(meta);
         let (purges, generation, invalidations) = {
-            let mut index = self.index();
-            let invalidations = index
-                .fetches
-                .remove(&parsed.url)
-                .unwrap_or(index.invalidation_count);
+            let index = self.index();
+            let invalidations = meta
+                .extensions()
+                .get::<FetchMark>()
+                .map_or(index.invalidation_count, |m| m.0);
             (
                 index.purges(&parsed.zone),
                 index.generation(&parsed.zone),

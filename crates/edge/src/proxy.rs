@@ -280,7 +280,7 @@ pub struct Ctx {
     /// The origin's 304 to a revalidation, whose fields update the stored response.
     pub(crate) not_modified: Option<Box<ResponseHeader>>,
     /// The cache's count of URL invalidations when the request went to the origin.
-    pub(crate) fetch_mark: Option<u64>,
+    pub(crate) fetch_mark: Option<parapet_cache::FetchMark>,
 }
 
 pub(crate) fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -1149,19 +1149,15 @@ impl ProxyHttp for EdgeProxy {
             let stored = session.cache.maybe_cache_meta().map(CacheMeta::headers);
             updated_by_304(resp, stored, &fresh)
         });
-        let verdict = cacheability(
+        let mut verdict = cacheability(
             authorization,
             updated.as_ref().unwrap_or(resp),
             ctx.cache_rules.as_deref(),
         );
-        // A response fetched while its URL was invalidated (a POST to it) is not stored.
-        if let (RespCacheable::Cacheable(_), Some(mark), Some(cache), Some(key)) = (
-            &verdict,
-            ctx.fetch_mark.take(),
-            self.cache,
-            session.cache.maybe_cache_key(),
-        ) {
-            cache.store.fetch_started(key, mark);
+        // The store learns when the response was asked for: one fetched while its URL was
+        // invalidated (a POST to it) is not stored.
+        if let (RespCacheable::Cacheable(meta), Some(mark)) = (&mut verdict, ctx.fetch_mark) {
+            meta.extensions_mut().insert(mark);
         }
         Ok(verdict)
     }
