@@ -1434,9 +1434,10 @@ impl HandleHit for DiskHit {
 /// never served). It is gathered in memory up to the memory tier's object limit, then written
 /// to a file as it arrives; a complete object in memory is written to the disk tier too.
 struct Miss {
-    /// The zone's purge count when the fetch began.
+    /// The zone's purge count when the response began to arrive.
     purges: u64,
-    /// The invalidations' count then.
+    /// The URL invalidations' count when the request was sent ([`FetchMark`]; without one, when
+    /// the response began to arrive).
     invalidations: u64,
     /// The zone's purge generation then (what the file records: no purge came between, or the
     /// object is not stored).
