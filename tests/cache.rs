@@ -147,7 +147,17 @@ fn answer(
     header: &dyn Fn(&str) -> Option<String>,
 ) -> (&'static str, String, String) {
     if method == "POST" {
-        return ("200 OK", String::new(), "posted".into());
+        // `/form?next=URL` (percent-encoded) answers with that URL in `Location`.
+        let location = path
+            .strip_prefix("/form?next=")
+            .map_or(String::new(), |next| {
+                let next = next
+                    .replace("%3F", "?")
+                    .replace("%3D", "=")
+                    .replace("%26", "&");
+                format!("Location: {next}\r\n")
+            });
+        return ("200 OK", location, "posted".into());
     }
     if path.contains("slow") {
         std::thread::sleep(Duration::from_millis(300));
@@ -863,6 +873,16 @@ fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
         s.port,
         host,
         "/q.js?b=2&a=1&utm_source=y",
+        &["-X", "POST", "-d", "x"],
+    );
+    assert_eq!(posted.0, 200);
+    assert_eq!(get("/q.js?a=1&b=2").1, "MISS");
+    // So does a POST elsewhere whose answer names the URL in `Location`.
+    assert_eq!(get("/q.js?a=1&b=2").1, "HIT");
+    let posted = fetch(
+        s.port,
+        host,
+        "/form?next=/q.js%3Fb%3D2%26a%3D1",
         &["-X", "POST", "-d", "x"],
     );
     assert_eq!(posted.0, 200);

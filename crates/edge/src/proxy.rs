@@ -1011,12 +1011,18 @@ impl ProxyHttp for EdgeProxy {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| same_host_target(v, &origin.host));
                 if let Some(target) = target {
-                    let url = parapet_cache::key::primary(
-                        &origin.zone_id,
+                    // Keyed as a request for it would be: its path's rules shape the query.
+                    let mut named = origin.clone();
+                    named.rule_path = parapet_model::expr::normalize_path(
+                        target.split_once('?').map_or(target.as_str(), |(p, _)| p),
+                    );
+                    let rules = self.cache_parameters(&named);
+                    let url = url_key(
+                        &named,
                         is_https(session),
-                        &origin.host,
                         visitor_port(session),
                         &target,
+                        rules.as_deref(),
                     );
                     cache.store.invalidate_url(&url);
                 }
