@@ -976,11 +976,14 @@ impl ProxyHttp for EdgeProxy {
             cache_status(&session.cache.phase())
         };
         ctx.cache_status = status;
-        if let Some(compression) = session
-            .downstream_modules_ctx
-            .get_mut::<pingora::modules::http::compression::ResponseCompression>(
-        ) {
-            keep_bytes(ctx.cache_rules.as_deref(), resp, compression);
+        let keeping = ctx.cache_rules.as_deref();
+        if keeping.is_some_and(|r| r.respect_strong_etags == Some(true))
+            && let Some(compression) = session
+                .downstream_modules_ctx
+                .get_mut::<pingora::modules::http::compression::ResponseCompression>(
+            )
+        {
+            keep_bytes(keeping, resp, compression);
         }
         let hsts = ctx
             .origin

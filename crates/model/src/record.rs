@@ -444,6 +444,39 @@ impl RecordDraft {
     }
 }
 
+/// A record's identity for the zone rules' indexes: a keyed hash of (type, content, priority).
+fn identity<S: std::hash::BuildHasher>(keys: &S, record: &DnsRecord) -> u64 {
+    keys.hash_one((record.kind, record.content.as_str(), record.priority))
+}
+
+/// `draft.check_against(others)` from an index of `others` (positions in order; `at` gives the
+/// record at one): a CNAME draft meets the first of them; otherwise the first record identical
+/// to the draft (`first_with` its hash) or the first CNAME decides, and a record that only
+/// shares the draft's hash makes it scan.
+fn check_indexed<'a, S: std::hash::BuildHasher>(
+    draft: &RecordDraft,
+    keys: &S,
+    mut others: impl Iterator<Item = usize>,
+    first_with: impl FnOnce(u64) -> Option<usize>,
+    first_cname: Option<usize>,
+    at: impl Fn(usize) -> &'a DnsRecord,
+) -> Result<(), Conflict> {
+    if draft.kind == RecordType::CNAME {
+        return draft.check_against(others.next().map(&at));
+    }
+    let first = first_with(keys.hash_one((draft.kind, draft.content.as_str(), draft.priority)));
+    if let Some(i) = first
+        && !draft.is_identical(at(i))
+    {
+        // Another record with the same hash: scan.
+        return draft.check_against(others.map(&at));
+    }
+    match first.into_iter().chain(first_cname).min() {
+        Some(decisive) => draft.check_against([at(decisive)]),
+        None => Ok(()),
+    }
+}
+
 /// The records at one name, indexed so that a record is checked against all of them in
 /// constant time: the verdict is [`RecordDraft::check_against`]'s over them in order, so that
 /// a name holding many records (a zone file may put a million at one) is checked in linear
@@ -480,17 +513,13 @@ impl<S: std::hash::BuildHasher> SameName<S> {
         self.len = 0;
     }
 
-    fn identity(&self, kind: RecordType, content: &str, priority: Option<u16>) -> u64 {
-        self.keys.hash_one((kind, content, priority))
-    }
-
     /// Adds the name's next record (every record added must be at the same name).
     pub fn push(&mut self, record: &DnsRecord) {
         let position = self.len;
         if record.kind == RecordType::CNAME && self.first_cname.is_none() {
             self.first_cname = Some(position);
         }
-        let identity = self.identity(record.kind, &record.content, record.priority);
+        let identity = identity(&self.keys, record);
         self.first_of
             .entry(identity)
             .and_modify(|(_, second)| {
@@ -509,35 +538,22 @@ impl<S: std::hash::BuildHasher> SameName<S> {
         except: Option<usize>,
         at: impl Fn(usize) -> &'a DnsRecord,
     ) -> Result<(), Conflict> {
-        let others = (0..self.len).filter(|&i| Some(i) != except);
-        if draft.kind == RecordType::CNAME {
-            // A CNAME conflicts with any other record: the first one says how.
-            return draft.check_against(others.take(1).map(&at));
-        }
-        // Otherwise the first identical record or CNAME decides (a CNAME draft is neither).
-        let identity = self.identity(draft.kind, &draft.content, draft.priority);
-        let identical = match self.first_of.get(&identity) {
-            None => None,
-            Some(&(first, second)) => {
-                let candidate = if Some(first) == except {
-                    second
-                } else {
-                    Some(first)
-                };
-                match candidate {
-                    Some(i) if !draft.is_identical(at(i)) => {
-                        // Another record with the same hash: scan.
-                        return draft.check_against(others.map(&at));
-                    }
-                    candidate => candidate,
-                }
+        let first_with = |identity: u64| {
+            let &(first, second) = self.first_of.get(&identity)?;
+            if Some(first) == except {
+                second
+            } else {
+                Some(first)
             }
         };
-        let cname = self.first_cname.filter(|&i| Some(i) != except);
-        match identical.into_iter().chain(cname).min() {
-            Some(decisive) => draft.check_against([at(decisive)]),
-            None => Ok(()),
-        }
+        check_indexed(
+            draft,
+            &self.keys,
+            (0..self.len).filter(|&i| Some(i) != except),
+            first_with,
+            self.first_cname.filter(|&i| Some(i) != except),
+            at,
+        )
     }
 }
 
@@ -573,11 +589,6 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
         }
     }
 
-    fn identity(&self, record: &DnsRecord) -> u64 {
-        self.keys
-            .hash_one((record.kind, record.content.as_str(), record.priority))
-    }
-
     /// Adds a record at the name, returning its position.
     pub fn add(&mut self, record: &DnsRecord) -> usize {
         let position = self.next;
@@ -585,7 +596,7 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
         if record.kind == RecordType::CNAME {
             self.cnames.insert(position);
         }
-        let identity = self.identity(record);
+        let identity = identity(&self.keys, record);
         self.positions_of
             .entry(identity)
             .or_default()
@@ -600,7 +611,7 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
             return;
         }
         self.cnames.remove(&position);
-        let identity = self.identity(record);
+        let identity = identity(&self.keys, record);
         if let Some(positions) = self.positions_of.get_mut(&identity) {
             positions.retain(|&p| p != position);
             if positions.is_empty() {
@@ -617,28 +628,18 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
         except: Option<usize>,
         at: impl Fn(usize) -> &'a DnsRecord,
     ) -> Result<(), Conflict> {
-        let others = self.present.iter().copied().filter(|&i| Some(i) != except);
-        if draft.kind == RecordType::CNAME {
-            return draft.check_against(others.take(1).map(&at));
-        }
-        let identity = self
-            .keys
-            .hash_one((draft.kind, draft.content.as_str(), draft.priority));
-        let first = self
-            .positions_of
-            .get(&identity)
-            .and_then(|positions| positions.iter().copied().find(|&i| Some(i) != except));
-        if let Some(i) = first
-            && !draft.is_identical(at(i))
-        {
-            // Another record with the same hash: scan.
-            return draft.check_against(others.map(&at));
-        }
-        let cname = self.cnames.iter().copied().find(|&i| Some(i) != except);
-        match first.into_iter().chain(cname).min() {
-            Some(decisive) => draft.check_against([at(decisive)]),
-            None => Ok(()),
-        }
+        let first_with = |identity: u64| {
+            let positions = self.positions_of.get(&identity)?;
+            positions.iter().copied().find(|&i| Some(i) != except)
+        };
+        check_indexed(
+            draft,
+            &self.keys,
+            self.present.iter().copied().filter(|&i| Some(i) != except),
+            first_with,
+            self.cnames.iter().copied().find(|&i| Some(i) != except),
+            at,
+        )
     }
 }
 
