@@ -18,8 +18,7 @@ pub fn eligible_path(path: &str) -> bool {
     let last = path.rsplit('/').next().unwrap_or("");
     match last.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() || last.starts_with('.') => {
-            let ext = ext.to_ascii_lowercase();
-            EXTENSIONS.contains(&ext.as_str())
+            EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext))
         }
         _ => false,
     }

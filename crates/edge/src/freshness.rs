@@ -114,15 +114,16 @@ pub enum Targeted {
     Silent,
 }
 
+/// The CDN-targeted fields, the first present applying.
+pub const TARGETED: [&str; 3] = [
+    "cloudflare-cdn-cache-control",
+    "cdn-cache-control",
+    "surrogate-control",
+];
+
 /// The CDN-targeted field that applies, and what it says.
 pub fn targeted(headers: &HeaderMap) -> Option<Targeted> {
-    let name = [
-        "cloudflare-cdn-cache-control",
-        "cdn-cache-control",
-        "surrogate-control",
-    ]
-    .into_iter()
-    .find(|n| headers.contains_key(*n))?;
+    let name = TARGETED.into_iter().find(|n| headers.contains_key(*n))?;
     let directives = directives(headers, name);
     if directives.iter().any(|(n, _)| n == "no-store") {
         return Some(Targeted::NoStore);

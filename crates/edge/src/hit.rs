@@ -142,6 +142,16 @@ pub(crate) struct Request<'b> {
     /// The validators of the visitor's own copy.
     if_none_match: Option<&'b [u8]>,
     if_modified_since: Option<&'b [u8]>,
+    /// Every field, as parsed (the first `field_count`): the pass-through writes them on.
+    fields: [httparse::Header<'b>; MAX_FIELDS],
+    field_count: usize,
+}
+
+impl<'b> Request<'b> {
+    /// The request's fields, in the visitor's order and case.
+    pub(crate) fn fields(&self) -> &[httparse::Header<'b>] {
+        &self.fields[..self.field_count]
+    }
 }
 
 /// The request read ahead on the connection, if it is complete and of the kind answered here.
@@ -168,6 +178,7 @@ pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'
     if !target.starts_with('/') || http::uri::PathAndQuery::try_from(target).is_err() {
         return None;
     }
+    let field_count = parsed.headers.len();
     let (mut host, mut connection, mut accept_encoding) = (None, None, None);
     let (mut if_none_match, mut if_modified_since) = (None, None);
     for field in parsed.headers.iter() {
@@ -210,6 +221,8 @@ pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'
         accept_encoding,
         if_none_match,
         if_modified_since,
+        fields,
+        field_count,
     })
 }
 
@@ -333,11 +346,11 @@ impl EdgeProxy {
         );
         let key = parapet_cache::key::key_of(url, &origin.zone_id);
         // The engine looks the URL up, unless its last response was uncacheable.
-        if !cache.predictor.cacheable_prediction(&key) {
+        if let Some(reason) = cache.predictor.predicted_uncacheable_reason(&key) {
             return passed(
                 origin,
                 rules,
-                Some(key),
+                Some((key, reason)),
                 ("BYPASS", "parapet; fwd=uri-miss"),
             );
         }

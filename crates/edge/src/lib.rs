@@ -371,7 +371,11 @@ impl Connections {
                     (stream, settings) = reused?.consume();
                 }
             }
-            match wait_for_request(&mut stream, &mut first, &mut stop, park::PARK_AFTER).await {
+            // The next request usually comes within the first wait. It does not watch for the
+            // edge stopping (that watch takes a lock all workers share, twice per request): a
+            // connection still silent when it ends is not parked once the edge stops, and
+            // closes then.
+            match wait_for_bytes_within(&mut stream, &mut first, park::PARK_AFTER).await {
                 Some(true) => continue,
                 Some(false) => return None,
                 None => {}

@@ -1,5 +1,6 @@
 //! Edge metrics in Prometheus' text format: requests by zone and status, origin response time,
-//! requests in flight. Counters are updated on the request path with one short lock or atomic.
+//! requests in flight. Counters are updated on the request path in the worker's own shard: one
+//! short lock, and an atomic no other core writes.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -20,7 +21,12 @@ type Counts = HashMap<String, HashMap<u16, u64>>;
 /// One shard, on cache lines of its own (shards of different cores never share a line).
 #[derive(Default)]
 #[repr(align(128))]
-struct Shard(Mutex<ShardCounts>);
+struct Shard {
+    counts: Mutex<ShardCounts>,
+    /// Requests started on this shard's threads less those finished there (a request that
+    /// finishes on another thread makes one shard's count negative; the sum stays right).
+    in_flight: AtomicI64,
+}
 
 #[derive(Default)]
 struct ShardCounts {
@@ -29,6 +35,11 @@ struct ShardCounts {
     direct_hits: u64,
     /// Requests the edge passed to origins without its HTTP engine.
     direct_passes: u64,
+    /// Origin times: how many fell in each bucket (up to its bound, above the one before),
+    /// how many in all, and their sum.
+    origin_buckets: [u64; BUCKETS.len()],
+    origin_count: u64,
+    origin_micros: u64,
 }
 
 /// Which path answered a request.
@@ -42,10 +53,6 @@ enum Answered {
 #[derive(Default)]
 pub struct EdgeMetrics {
     requests: [Shard; SHARDS],
-    origin_buckets: [AtomicU64; BUCKETS.len()],
-    origin_count: AtomicU64,
-    origin_micros: AtomicU64,
-    in_flight: AtomicI64,
     connections: AtomicI64,
     parked: AtomicI64,
     refused: AtomicU64,
@@ -112,7 +119,9 @@ impl EdgeMetrics {
     }
 
     pub fn request_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests[shard()]
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// A finished request: its zone (empty when it was not routed), status and origin time.
@@ -131,12 +140,10 @@ impl EdgeMetrics {
     }
 
     fn finished(&self, zone: &str, status: u16, origin_time: Option<Duration>, by: Answered) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let shard = &self.requests[shard()];
+        shard.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let mut counts = shard.counts.lock().unwrap_or_else(PoisonError::into_inner);
         {
-            let mut counts = self.requests[shard()]
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
             counts.direct_hits += u64::from(by == Answered::DirectHit);
             counts.direct_passes += u64::from(by == Answered::DirectPass);
             let requests = &mut counts.requests;
@@ -148,14 +155,11 @@ impl EdgeMetrics {
         }
         if let Some(t) = origin_time {
             let secs = t.as_secs_f64();
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if secs <= *bound {
-                    self.origin_buckets[i].fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+                counts.origin_buckets[i] += 1;
             }
-            self.origin_count.fetch_add(1, Ordering::Relaxed);
-            self.origin_micros
-                .fetch_add(t.as_micros() as u64, Ordering::Relaxed);
+            counts.origin_count += 1;
+            counts.origin_micros += t.as_micros() as u64;
         }
     }
 
@@ -165,10 +169,18 @@ impl EdgeMetrics {
         out.push_str("# HELP parapet_edge_requests_total Requests answered by the edge, by zone and status.\n# TYPE parapet_edge_requests_total counter\n");
         let mut totals: std::collections::BTreeMap<(String, u16), u64> = Default::default();
         let (mut direct_hits, mut direct_passes) = (0, 0);
+        let mut origin_buckets = [0u64; BUCKETS.len()];
+        let (mut origin_count, mut origin_micros, mut in_flight) = (0, 0, 0);
         for shard in &self.requests {
-            let shard = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+            in_flight += shard.in_flight.load(Ordering::Relaxed);
+            let shard = shard.counts.lock().unwrap_or_else(PoisonError::into_inner);
             direct_hits += shard.direct_hits;
             direct_passes += shard.direct_passes;
+            for (total, n) in origin_buckets.iter_mut().zip(shard.origin_buckets) {
+                *total += n;
+            }
+            origin_count += shard.origin_count;
+            origin_micros += shard.origin_micros;
             for (zone, by_status) in shard.requests.iter() {
                 for (status, n) in by_status {
                     *totals.entry((zone.clone(), *status)).or_default() += n;
@@ -191,14 +203,16 @@ impl EdgeMetrics {
             "# HELP parapet_edge_direct_passes_total Requests passed to origins over the edge's own connection pool, without the HTTP engine's proxying.\n# TYPE parapet_edge_direct_passes_total counter\nparapet_edge_direct_passes_total {direct_passes}"
         );
         out.push_str("# HELP parapet_edge_origin_seconds Time from sending a request to the origin to its response header.\n# TYPE parapet_edge_origin_seconds histogram\n");
-        for (i, bound) in BUCKETS.iter().enumerate() {
+        // Prometheus' buckets are cumulative.
+        let mut below = 0;
+        for (bound, n) in BUCKETS.iter().zip(origin_buckets) {
+            below += n;
             let _ = writeln!(
                 out,
-                "parapet_edge_origin_seconds_bucket{{le=\"{bound}\"}} {}",
-                self.origin_buckets[i].load(Ordering::Relaxed)
+                "parapet_edge_origin_seconds_bucket{{le=\"{bound}\"}} {below}"
             );
         }
-        let count = self.origin_count.load(Ordering::Relaxed);
+        let count = origin_count;
         let _ = writeln!(
             out,
             "parapet_edge_origin_seconds_bucket{{le=\"+Inf\"}} {count}"
@@ -206,15 +220,11 @@ impl EdgeMetrics {
         let _ = writeln!(
             out,
             "parapet_edge_origin_seconds_sum {}",
-            self.origin_micros.load(Ordering::Relaxed) as f64 / 1e6
+            origin_micros as f64 / 1e6
         );
         let _ = writeln!(out, "parapet_edge_origin_seconds_count {count}");
         out.push_str("# HELP parapet_edge_requests_in_flight Requests being handled.\n# TYPE parapet_edge_requests_in_flight gauge\n");
-        let _ = writeln!(
-            out,
-            "parapet_edge_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
-        );
+        let _ = writeln!(out, "parapet_edge_requests_in_flight {in_flight}");
         out.push_str("# HELP parapet_edge_connections_open Visitor connections open.\n# TYPE parapet_edge_connections_open gauge\n");
         let _ = writeln!(
             out,
@@ -254,10 +264,21 @@ mod tests {
         m.request_finished("z1", 200, Some(Duration::from_millis(20)));
         m.request_started();
         m.request_finished("", 530, None);
+        // Buckets count every time up to their bound; +Inf counts them all.
+        m.request_started();
+        m.direct_pass_finished("z1", 200, Some(Duration::from_millis(300)));
+        m.request_started();
+        m.direct_pass_finished("z1", 200, Some(Duration::from_secs(20)));
         let text = m.render();
-        assert!(text.contains("parapet_edge_requests_total{zone=\"z1\",status=\"200\"} 1"));
-        assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.025\"} 1"));
+        assert!(text.contains("parapet_edge_requests_total{zone=\"z1\",status=\"200\"} 3"));
         assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.01\"} 0"));
+        assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.025\"} 1"));
+        assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.25\"} 1"));
+        assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.5\"} 2"));
+        assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"10\"} 2"));
+        assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("parapet_edge_origin_seconds_sum 20.32"));
+        assert!(text.contains("parapet_edge_origin_seconds_count 3"));
         assert!(text.contains("parapet_edge_requests_in_flight 0"));
         let open = m.connection_opened();
         assert!(m.render().contains("parapet_edge_connections_open 1"));

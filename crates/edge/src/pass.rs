@@ -44,11 +44,11 @@ use tokio::net::TcpStream;
 use crate::balance;
 use crate::errors::{EdgeError, error_page};
 use crate::headers::CDN_LOOP_TOKEN;
-use crate::hit::{self, MAX_FIELDS};
+use crate::hit;
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, PORT_PAIRS, access_logged,
     browser_cache_control, cacheability, edge_error, from_origin, ip_text, keep_bytes,
-    normalized_encoding, to_origin, to_visitor,
+    normalized_encoding, to_origin, to_visitor, values_say_no_store,
 };
 use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
 use crate::route::Origin;
@@ -130,8 +130,8 @@ pub(crate) struct Passing<'a, 'b> {
     pub(crate) request: &'a hit::Request<'b>,
     pub(crate) origin: Origin,
     pub(crate) rules: Option<Box<CacheParameters>>,
-    /// The key of a URL remembered as uncacheable.
-    pub(crate) learn: Option<CacheKey>,
+    /// The key of a URL remembered as uncacheable, and why it was.
+    pub(crate) learn: Option<(CacheKey, NoCacheReason)>,
     pub(crate) status: (&'static str, &'static str),
     pub(crate) started: Instant,
     /// The edge is shutting down: the connection closes after the answer.
@@ -151,6 +151,7 @@ impl EdgeProxy {
             started,
             stopping,
         } = passing;
+        let (learn, bypassed_for) = learn.unzip();
         let settings = origin.edge.settings;
         let origin_tls = conn.https && matches!(settings.ssl, SslMode::Full | SslMode::Strict);
         if !request.http11 || origin_tls || settings.origin_h2 {
@@ -175,7 +176,7 @@ impl EdgeProxy {
         };
         // A GET is written as bytes here; a HEAD as the engine's client writes its request.
         let (wire, accept, asked_coding) = if request.head_only {
-            let (upstream, accept) = upstream_request(conn.ahead, request.target, &to)?;
+            let (upstream, accept) = upstream_request(request, &to)?;
             let coding = upstream
                 .headers
                 .get(header::ACCEPT_ENCODING)
@@ -183,7 +184,7 @@ impl EdgeProxy {
             let wire = http_req_header_to_wire(&upstream)?.to_vec();
             (wire, accept, coding)
         } else {
-            let (wire, accept, coding) = wire_request(conn.ahead, request.target, &to)?;
+            let (wire, accept, coding) = wire_request(request, &to)?;
             (wire, accept, coding.map(|c| c.as_bytes().to_vec()))
         };
         // For a URL the cache knows, the engine compresses what the origin sends in the coding
@@ -223,10 +224,7 @@ impl EdgeProxy {
             connect_timeout,
             read_timeout,
             idle_timeout: settings.idle_timeout_secs.map(Duration::from_secs),
-            bypassed_for: learn
-                .as_ref()
-                .zip(self.cache)
-                .and_then(|(key, cache)| cache.predictor.predicted_uncacheable_reason(key)),
+            bypassed_for,
             learn,
             rules,
             status,
@@ -289,6 +287,12 @@ fn stripped_fields<'h>(parsed: &'h [httparse::Header<'_>]) -> Option<Vec<&'h [u8
     (!refused).then_some(named)
 }
 
+/// Whether the engine's header map takes `name` as `http::HeaderName::from_bytes` does
+/// (tokens, shorter than 64 KiB), without looking it up among the standard names.
+fn header_map_takes(name: &[u8]) -> bool {
+    !name.is_empty() && name.len() < 1 << 16 && name.iter().all(|&b| is_token(b))
+}
+
 fn is_stripped(named: &[&[u8]], name: &str) -> bool {
     STRIPPED.iter().any(|s| name.eq_ignore_ascii_case(s))
         || named
@@ -299,19 +303,16 @@ fn is_stripped(named: &[&[u8]], name: &str) -> bool {
 /// The request as the engine hands it to the origin: the visitor's fields (case kept) but the
 /// stripped ones, with [`to_origin`]'s; and the visitor's `Accept`.
 fn upstream_request(
-    ahead: &[u8],
-    target: &str,
+    request: &hit::Request<'_>,
     to: &ToOrigin<'_>,
 ) -> Option<(Box<RequestHeader>, Option<String>)> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    parsed.parse(ahead).ok()?;
-    let method = parsed.method?;
-    let named = stripped_fields(parsed.headers)?;
+    let fields = request.fields();
+    let named = stripped_fields(fields)?;
+    let method = if request.head_only { "HEAD" } else { "GET" };
     let mut req =
-        RequestHeader::build(method, target.as_bytes(), Some(parsed.headers.len())).ok()?;
+        RequestHeader::build(method, request.target.as_bytes(), Some(fields.len())).ok()?;
     let mut accept = None;
-    for field in parsed.headers.iter() {
+    for field in fields {
         let name = field.name;
         if is_stripped(&named, name) {
             continue;
@@ -351,26 +352,26 @@ const REPLACED: &[&str] = &[
 /// not merge as the engine does: a `CDN-Loop` (the engine appends to it) and more than one
 /// `Accept-Encoding` (the engine joins them).
 fn wire_request(
-    ahead: &[u8],
-    target: &str,
+    request: &hit::Request<'_>,
     to: &ToOrigin<'_>,
 ) -> Option<(Vec<u8>, Option<String>, Option<&'static str>)> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    parsed.parse(ahead).ok()?;
-    let named = stripped_fields(parsed.headers)?;
-    let mut kept = Vec::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        if is_stripped(&named, field.name) {
-            continue;
-        }
-        // What the engine's header map refuses is the engine's.
-        http::HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-        http::HeaderValue::from_bytes(field.value).ok()?;
-        kept.push((field.name.as_bytes(), field.value));
+    let fields = request.fields();
+    // What the engine's header map refuses is the engine's (it reads every field before it
+    // strips any).
+    let taken = fields.iter().all(|field| {
+        header_map_takes(field.name.as_bytes())
+            && http::HeaderValue::from_bytes(field.value).is_ok()
+    });
+    if !taken {
+        return None;
     }
-    let mut out = Vec::with_capacity(ahead.len() + 320);
-    let (accept, coding) = wire_fields(&mut out, "GET", target, kept, to);
+    let named = stripped_fields(fields)?;
+    let kept = fields
+        .iter()
+        .filter(|field| !is_stripped(&named, field.name))
+        .map(|field| (field.name.as_bytes(), field.value));
+    let mut out = Vec::with_capacity(request.len + 320);
+    let (accept, coding) = wire_fields(&mut out, "GET", request.target, kept, to);
     Some((out, accept, coding))
 }
 
@@ -673,6 +674,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     let filter = OriginFilter::of_fields(false, || head.fields(), Some(addr));
     // Judged on the fields the judgement reads, as the engine's filters leave them.
     let cacheable = pass.learn.is_some()
+        && !plainly_not_stored(&head, &filter, pass.rules.as_deref())
         && head
             .to_header(|name| is_one_of(name, &JUDGED) && !filter.drops_name(name))
             .is_some_and(|judged| {
@@ -762,7 +764,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
                 out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
             }
             // Small pieces gather with the header; a large one goes out at once.
-            if out.len() + data.len() <= 16 * 1024 {
+            if out.len() + data.len() <= GATHERED_BODY {
                 out.put_slice(&data);
             } else {
                 if stream.write_all(&out).await.is_err() || stream.write_all(&data).await.is_err() {
@@ -807,6 +809,9 @@ struct Answered {
     stored_length: Option<usize>,
 }
 
+/// How much of an answer is gathered before it is sent.
+const GATHERED_BODY: usize = 16 * 1024;
+
 /// Response fields the engine's compression reads or changes: they go through it on a header of
 /// their own.
 const CODING_FIELDS: [&str; 7] = [
@@ -832,6 +837,19 @@ const JUDGED: [&str; 10] = [
     "cdn-cache-control",
     "surrogate-control",
 ];
+
+/// An answer [`cacheability`] does not store, known from its fields as they come: one that
+/// plainly says `no-store` with neither a rule's edge TTL nor a CDN-targeted field over it.
+fn plainly_not_stored(head: &Head, filter: &OriginFilter, rules: Option<&CacheParameters>) -> bool {
+    let judged = || head.fields().filter(|(name, _)| !filter.drops_name(name));
+    rules.is_none_or(|r| r.edge_ttl_for(head.status.as_u16()).is_none())
+        && !judged().any(|(name, _)| is_one_of(name, &crate::freshness::TARGETED))
+        && values_say_no_store(
+            judged()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(b"cache-control"))
+                .map(|(_, value)| value),
+        )
+}
 
 fn is_one_of(name: &[u8], names: &[&str]) -> bool {
     names
@@ -895,7 +913,9 @@ fn answer_head(
     let chunked = !no_body && is_chunked(&coding);
     let framed = no_body || chunked || coding.headers.contains_key(header::CONTENT_LENGTH);
 
-    let mut out = BytesMut::with_capacity(1024);
+    // Room for the header and a body small enough to go out with it, so that neither grows it.
+    let body_room = stored_length.filter(|&n| n <= GATHERED_BODY).unwrap_or(0);
+    let mut out = BytesMut::with_capacity(head.raw_len() + 512 + body_room);
     put_status_line(
         &mut out,
         head.status,
@@ -1454,9 +1474,79 @@ mod tests {
     }
 
     #[test]
+    fn answers_plainly_not_stored_are_those_the_judgement_does_not_store() {
+        let rule = |json: serde_json::Value| {
+            Some(serde_json::from_value::<CacheParameters>(json).expect("rule"))
+        };
+        let rules = [
+            None,
+            rule(serde_json::json!({"cache": true})),
+            rule(
+                serde_json::json!({"cache": true, "edge_ttl": {"mode": "override_origin", "default": 60}}),
+            ),
+            rule(
+                serde_json::json!({"cache": true, "edge_ttl": {"mode": "respect_origin",
+                "status_code_ttl": [{"status_code": 200, "value": 30}]}}),
+            ),
+        ];
+        let heads: [&'static [u8]; 9] = [
+            b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncache-control: public, No-Store=1\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nCache-Control: max-age=60, no-store\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nCDN-Cache-Control: max-age=60\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nSurrogate-Control: max-age=60\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nConnection: cache-control\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nCache-Control: private=\"x, no-store\"\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nCache-Control: no-store\r\n\r\n",
+        ];
+        let mut shortcuts = 0;
+        for raw in heads {
+            let head = Head::of_bytes(raw);
+            let filter = OriginFilter::of_fields(false, || head.fields(), None);
+            for rules in &rules {
+                let judged = head
+                    .to_header(|name| is_one_of(name, &JUDGED) && !filter.drops_name(name))
+                    .expect("fields");
+                let stored = matches!(
+                    cacheability(false, &judged, rules.as_ref()),
+                    RespCacheable::Cacheable(_)
+                );
+                let shortcut = plainly_not_stored(&head, &filter, rules.as_ref());
+                assert!(!(shortcut && stored), "{}", String::from_utf8_lossy(raw));
+                shortcuts += usize::from(shortcut);
+            }
+        }
+        // The plain ones are known without the judgement (the first three and the last) unless
+        // a rule's edge TTL applies: the overriding one to all four, the one for 200s to three.
+        assert_eq!(shortcuts, 2 + 2 + 3 + 2);
+    }
+
+    #[test]
+    fn field_names_are_taken_as_the_engine_takes_them() {
+        for b in 0..=u8::MAX {
+            for name in [vec![b], vec![b'x', b, b'-', b'Y'], vec![b; 3]] {
+                assert_eq!(
+                    header_map_takes(&name),
+                    http::HeaderName::from_bytes(&name).is_ok(),
+                    "{name:?}"
+                );
+            }
+        }
+        for len in [0, 1, 64, 65, (1 << 16) - 1, 1 << 16, (1 << 16) + 1] {
+            let name = vec![b'a'; len];
+            assert_eq!(
+                header_map_takes(&name),
+                http::HeaderName::from_bytes(&name).is_ok(),
+                "{len} bytes"
+            );
+        }
+    }
+
+    #[test]
     fn connection_lists_the_engine_refuses_are_left_to_it() {
         let parse = |raw: &'static [u8]| {
-            let mut fields = Box::new([httparse::EMPTY_HEADER; MAX_FIELDS]);
+            let mut fields = Box::new([httparse::EMPTY_HEADER; hit::MAX_FIELDS]);
             let mut request = httparse::Request::new(&mut fields[..]);
             request.parse(raw).expect("parse");
             let headers: Vec<(String, Vec<u8>)> = request

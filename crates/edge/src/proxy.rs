@@ -1539,19 +1539,25 @@ impl OriginFilter {
 /// `Cache-Control` plainly says `no-store` (its parser would find the directive too); false
 /// when in doubt (a quoted value anywhere), for the parser to decide.
 fn says_no_store(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .any(|value| {
-            let value = value.as_bytes();
-            // The parser finds a directive only at the start or after a delimiter.
-            !value.contains(&b'"')
-                && !value.first().is_some_and(u8::is_ascii_whitespace)
-                && value.split(|&b| b == b',').any(|directive| {
-                    let name = directive.split(|&b| b == b'=').next().unwrap_or(directive);
-                    name.trim_ascii().eq_ignore_ascii_case(b"no-store")
-                })
-        })
+    values_say_no_store(
+        headers
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .map(http::HeaderValue::as_bytes),
+    )
+}
+
+/// [`says_no_store`] for the values of `Cache-Control` fields.
+pub(crate) fn values_say_no_store<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+    values.any(|value| {
+        // The parser finds a directive only at the start or after a delimiter.
+        !value.contains(&b'"')
+            && !value.first().is_some_and(u8::is_ascii_whitespace)
+            && value.split(|&b| b == b',').any(|directive| {
+                let name = directive.split(|&b| b == b'=').next().unwrap_or(directive);
+                name.trim_ascii().eq_ignore_ascii_case(b"no-store")
+            })
+    })
 }
 
 /// An address as text, as `Display` writes it, into `out`; its length. IPv4 is written here

@@ -78,6 +78,19 @@ impl Head {
             .map(|(_, v)| v)
     }
 
+    /// The complete header at the start of `raw` (without folded lines).
+    #[cfg(test)]
+    pub(crate) fn of_bytes(raw: &'static [u8]) -> Head {
+        let (_, mut head) = parse(raw).expect("valid").expect("complete");
+        head.raw = Bytes::from_static(raw);
+        head
+    }
+
+    /// The header's length as the origin sent it.
+    pub(crate) fn raw_len(&self) -> usize {
+        self.raw.len()
+    }
+
     pub(crate) fn reason(&self) -> &[u8] {
         self.reason.get(&self.raw)
     }
