@@ -193,6 +193,14 @@ fn answer(
             css,
         );
     }
+    if path.contains("language") {
+        return (
+            "200 OK",
+            "Content-Type: image/png\r\nCache-Control: public, max-age=60\r\nVary: Accept-Language\r\n"
+                .into(),
+            body,
+        );
+    }
     if path.contains("useragent") {
         return (
             "200 OK",
@@ -686,6 +694,33 @@ fn torn_bodies_and_endless_variants_are_not_stored() {
     assert!(objects <= 32 + 1, "{objects} objects for one URL");
     let (_, cache, _, _) = fetch(s.port, host, "/useragent.png", &["-A", "agent 3"]);
     assert_eq!(cache, "HIT", "the first variants stay");
+}
+
+#[test]
+fn variants_are_selected_by_their_values_without_list_whitespace() {
+    let s = site("selecting.test");
+    let host = "www.selecting.test";
+    let language = |values: &[&str]| {
+        let headers: Vec<String> = values
+            .iter()
+            .map(|v| format!("Accept-Language: {v}"))
+            .collect();
+        let args: Vec<&str> = headers.iter().flat_map(|h| ["-H", h.as_str()]).collect();
+        fetch(s.port, host, "/language.png", &args).1
+    };
+    assert_eq!(language(&["en, de"]), "MISS");
+    // The same list: spaced otherwise, in other case, on two lines.
+    assert_eq!(language(&[" en ,   de"]), "HIT");
+    assert_eq!(language(&["EN,De"]), "HIT");
+    assert_eq!(language(&["en", "de"]), "HIT");
+    assert_eq!(language(&["en,,de, "]), "HIT");
+    // Another list: another variant.
+    assert_eq!(language(&["de, en"]), "MISS");
+    assert_eq!(language(&["de,en"]), "HIT");
+    // Inside a quoted string, whitespace is part of the value.
+    assert_eq!(language(&["\"x, y\""]), "MISS");
+    assert_eq!(language(&["\"x,y\""]), "MISS");
+    assert_eq!(s.hits.of("/language.png"), 4);
 }
 
 #[test]

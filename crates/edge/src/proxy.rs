@@ -368,6 +368,32 @@ fn joined_values<'h>(headers: &'h http::HeaderMap, name: &str) -> std::borrow::C
     }
 }
 
+/// A selecting field's value as variants are told apart by (`name` lowercase; `joined`: its
+/// lines joined by commas): list elements without the whitespace around them and without empty
+/// ones (RFC 9110 §5.6.1), so that `1, 2`, `1,2` and two lines `1` and `2` select the same
+/// variant; `Accept-Language` also lowercase (language tags ignore case, RFC 5646 §2.1.1). A
+/// value with a quoted string is taken as it is (whitespace there is part of the value).
+fn selecting_value(name: &str, joined: std::borrow::Cow<'_, [u8]>) -> Vec<u8> {
+    if joined.contains(&b'"') {
+        return joined.into_owned();
+    }
+    let mut value = Vec::with_capacity(joined.len());
+    for element in joined
+        .split(|&b| b == b',')
+        .map(|e| e.trim_ascii())
+        .filter(|e| !e.is_empty())
+    {
+        if !value.is_empty() {
+            value.push(b',');
+        }
+        value.extend_from_slice(element);
+    }
+    if name == "accept-language" {
+        value.make_ascii_lowercase();
+    }
+    value
+}
+
 /// The coding a stored variant is chosen by.
 pub(crate) fn normalized_encoding(accept: &[u8]) -> &'static str {
     let offers = |coding: &[u8]| {
@@ -1190,7 +1216,9 @@ impl ProxyHttp for EdgeProxy {
                 if name.eq_ignore_ascii_case("accept-encoding") {
                     variance.add_value("accept-encoding", normalized_encoding(&got));
                 } else {
-                    variance.add_owned_name_value(name.to_ascii_lowercase(), got.into_owned());
+                    let name = name.to_ascii_lowercase();
+                    let got = selecting_value(&name, got);
+                    variance.add_owned_name_value(name, got);
                 }
             }
         }
@@ -1845,6 +1873,27 @@ mod tests {
             out.append_header(*name, *value).expect("field");
         }
         out
+    }
+
+    #[test]
+    fn selecting_values_differ_only_where_their_lists_do() {
+        let value = |name: &str, v: &str| {
+            String::from_utf8(selecting_value(
+                name,
+                std::borrow::Cow::Borrowed(v.as_bytes()),
+            ))
+            .expect("text")
+        };
+        assert_eq!(value("foo", "1, 2"), "1,2");
+        assert_eq!(value("foo", " 1 ,\t2 ,"), "1,2");
+        assert_eq!(value("foo", ""), "");
+        assert_eq!(value("foo", "A, b"), "A,b");
+        assert_eq!(
+            value("accept-language", "EN-gb, De;q=0.5"),
+            "en-gb,de;q=0.5"
+        );
+        assert_eq!(value("foo", "\"a, b\", c"), "\"a, b\", c");
+        assert_ne!(value("foo", "a b"), value("foo", "a  b"));
     }
 
     #[test]
