@@ -111,16 +111,19 @@ pub fn check_framing(headers: &pingora::http::HMap) -> Result<(), &'static str> 
 /// ends, and not both `Content-Length` and `Transfer-Encoding` (the engine drops the length and
 /// goes on; a request like that is a smuggling attempt and is refused).
 pub fn check_raw_head(raw: &[u8]) -> Result<(), &'static str> {
-    if raw
-        .iter()
-        .enumerate()
-        .any(|(i, b)| *b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
-    {
+    if memchr::memchr_iter(b'\n', raw).any(|i| i == 0 || raw[i - 1] != b'\r') {
         return Err("bare LF line end");
     }
+    // Each line starts at the head's start or after a line end.
     let has = |name: &[u8]| {
-        raw.split(|b| *b == b'\n')
-            .any(|line| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name))
+        std::iter::once(0)
+            .chain(memchr::memchr_iter(b'\n', raw).map(|i| i + 1))
+            .any(|start| {
+                raw.get(start..start + name.len())
+                    .is_some_and(|field| field.eq_ignore_ascii_case(name))
+                    && raw.len() > start + name.len()
+                    && raw[start + name.len()] != b'\n'
+            })
     };
     if has(b"content-length:") && has(b"transfer-encoding:") {
         return Err("both Content-Length and Transfer-Encoding");
@@ -131,6 +134,39 @@ pub fn check_raw_head(raw: &[u8]) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`check_raw_head`] as one reads it: every byte, every line.
+    fn check_plainly(raw: &[u8]) -> Result<(), &'static str> {
+        if raw
+            .iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+        {
+            return Err("bare LF line end");
+        }
+        let has = |name: &[u8]| {
+            raw.split(|b| *b == b'\n').any(|line| {
+                line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name)
+            })
+        };
+        if has(b"content-length:") && has(b"transfer-encoding:") {
+            return Err("both Content-Length and Transfer-Encoding");
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn raw_heads_are_checked_as_every_line_is_read(
+            pieces in proptest::collection::vec(proptest::sample::select(vec![
+                "\r\n", "\n", "\r", "Content-Length:", "content-length:", "Transfer-Encoding:",
+                "TRANSFER-ENCODING:", " 1", "chunked", "GET / HTTP/1.1", "X: y",
+            ]), 0..12)
+        ) {
+            let raw = pieces.concat();
+            proptest::prop_assert_eq!(check_raw_head(raw.as_bytes()), check_plainly(raw.as_bytes()));
+        }
+    }
 
     #[test]
     fn ray_ids_are_sixteen_hex_digits_and_the_tag_and_never_repeat() {

@@ -461,7 +461,7 @@ fn parse(buf: &[u8]) -> Result<Option<(usize, Head)>, Box<Error>> {
 
 /// A value needs rewriting before it is passed on: a folded line, a stray CR or NUL.
 fn needs_normalizing(value: &[u8]) -> bool {
-    value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0'))
+    memchr::memchr3(b'\r', b'\n', b'\0', value).is_some()
 }
 
 /// The header's fields with folded lines joined by one space and stray CRs and NULs made
