@@ -765,11 +765,8 @@ async fn write(stream: &mut Stream, request_len: usize, head: &[u8], body: Optio
     if !take_request(stream, request_len).await {
         return false;
     }
-    let mut sent = stream.write_all(head).await;
-    if let (Ok(()), Some(body)) = (&sent, body) {
-        sent = stream.write_all(body).await;
-    }
-    sent.is_ok() && stream.flush().await.is_ok()
+    let body: &[u8] = body.map_or(&[], |b| b.as_ref());
+    crate::stream::send_now(stream, &[head, body]).await.is_ok()
 }
 
 /// Takes the request's `len` bytes, read ahead already, off the stream.

@@ -52,6 +52,7 @@ use crate::proxy::{
 };
 use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
 use crate::route::Origin;
+use crate::stream::send_now;
 
 /// Request fields the engine strips before anything else (pingora's default request policy):
 /// this hop's, and the protocol switches a plain GET does not make.
@@ -720,7 +721,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
                 Some(read) => read,
                 None => {
                     // Nothing more has come yet: what is gathered goes out while it comes.
-                    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                    if send_now(stream, &[&out]).await.is_err() {
                         return closed(status);
                     }
                     out.clear();
@@ -767,7 +768,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
             if out.len() + data.len() <= GATHERED_BODY {
                 out.put_slice(&data);
             } else {
-                if stream.write_all(&out).await.is_err() || stream.write_all(&data).await.is_err() {
+                if send_now(stream, &[&out, &data]).await.is_err() {
                     return closed(status);
                 }
                 out.clear();
@@ -780,7 +781,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     if chunked {
         out.put_slice(b"0\r\n\r\n");
     }
-    let written = stream.write_all(&out).await.is_ok() && stream.flush().await.is_ok();
+    let written = send_now(stream, &[&out]).await.is_ok();
     if let (Some(key), Some(cache)) = (&pass.learn, proxy.cache)
         && lesson.learnt_at_end()
     {

@@ -150,6 +150,86 @@ impl Buffers {
     }
 }
 
+impl Buffers {
+    /// Sends `bufs` now, after what is gathered and in the same send when there is some: the
+    /// count is of `bufs`' bytes sent. (Nothing is copied: an answer written whole with one
+    /// call goes straight from where it is.)
+    pub(crate) fn poll_send_vectored<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if self.out_pos == self.out.len() {
+                if !self.out.is_empty() {
+                    self.out = Vec::new();
+                    self.out_pos = 0;
+                }
+                return Pin::new(io).poll_write_vectored(cx, bufs);
+            }
+            let gathered = &self.out[self.out_pos..];
+            let mut slices = [io::IoSlice::new(&[]); 8];
+            slices[0] = io::IoSlice::new(gathered);
+            let count = bufs.len().min(slices.len() - 1);
+            slices[1..=count].copy_from_slice(&bufs[..count]);
+            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..=count]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            if n < gathered.len() {
+                self.out_pos += n;
+                continue;
+            }
+            let from_bufs = n - gathered.len();
+            self.out = Vec::new();
+            self.out_pos = 0;
+            if from_bufs > 0 {
+                return Poll::Ready(Ok(from_bufs));
+            }
+        }
+    }
+}
+
+/// Sends `parts` in order, now (after anything gathered), in as few sends as the socket takes,
+/// then flushes. For an answer that is complete: unlike `write_all`, small parts are not
+/// copied into the gathering buffer first.
+pub(crate) async fn send_now<W: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut W,
+    parts: &[&[u8]],
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let (mut part, mut offset) = (0, 0);
+    while part < parts.len() {
+        let mut slices = [io::IoSlice::new(&[]); 4];
+        let mut count = 0;
+        for (i, whole) in parts[part..].iter().enumerate() {
+            let from = if i == 0 { offset } else { 0 };
+            if count == slices.len() {
+                break;
+            }
+            if whole.len() > from {
+                slices[count] = io::IoSlice::new(&whole[from..]);
+                count += 1;
+            }
+        }
+        if count == 0 {
+            break;
+        }
+        let mut n = stream.write_vectored(&slices[..count]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        // Past the parts written whole, into the one written in part.
+        while part < parts.len() && n >= parts[part].len() - offset {
+            n -= parts[part].len() - offset;
+            (part, offset) = (part + 1, 0);
+        }
+        offset += n;
+    }
+    stream.flush().await
+}
+
 /// Runs `f` with this thread's scratch space, for a read whose bytes are kept elsewhere.
 pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     SCRATCH.with_borrow_mut(|scratch| f(&mut scratch[..]))
@@ -276,6 +356,18 @@ impl AsyncWrite for VisitorStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.buffers.poll_gather(&mut this.tcp, cx, buf, GATHER)
+    }
+
+    /// Unlike `poll_write`, sent at once (see [`Buffers::poll_send_vectored`]); callers that
+    /// write piece by piece (the engine, through `write_all_buf`) ask `is_write_vectored`,
+    /// which stays false, and keep gathering.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.buffers.poll_send_vectored(&mut this.tcp, cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -464,5 +556,66 @@ mod tests {
         // Small writes are gathered into one send.
         let small = send(1 << 20, &[b"ab", b"cd", b"ef"]);
         assert_eq!((small.got.as_slice(), small.calls), (&b"abcdef"[..], 1));
+    }
+
+    #[test]
+    fn a_vectored_write_leaves_at_once_after_what_is_gathered() {
+        let header = b"HTTP/1.1 200 OK\r\ncontent-length: 300\r\n\r\n".as_slice();
+        let body: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+        let whole = [b"ab".as_slice(), header, &body].concat();
+        for step in [1, 2, 3, 50, 51, 52, 1 << 20] {
+            let mut out = Trickle {
+                step,
+                got: Vec::new(),
+                calls: 0,
+            };
+            let mut buffers = Buffers::default();
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(matches!(
+                buffers.poll_gather(&mut out, &mut cx, b"ab", GATHER),
+                Poll::Ready(Ok(2))
+            ));
+            assert_eq!(out.calls, 0, "gathered");
+            let (mut part, mut offset) = (0, 0);
+            let parts = [header, body.as_slice()];
+            while part < parts.len() {
+                let slices: Vec<io::IoSlice<'_>> = std::iter::once(&parts[part][offset..])
+                    .chain(parts[part + 1..].iter().copied())
+                    .map(io::IoSlice::new)
+                    .collect();
+                let Poll::Ready(Ok(mut n)) = buffers.poll_send_vectored(&mut out, &mut cx, &slices)
+                else {
+                    panic!("send")
+                };
+                while part < parts.len() && n >= parts[part].len() - offset {
+                    n -= parts[part].len() - offset;
+                    (part, offset) = (part + 1, 0);
+                }
+                offset += n;
+            }
+            assert_eq!(out.got, whole, "step {step}");
+            assert!(buffers.is_empty());
+            if step == 1 << 20 {
+                assert_eq!(out.calls, 1, "gathered bytes and the answer in one send");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_sent_now_arrive_whole_and_in_order_however_the_socket_takes_them() {
+        let parts: [&[u8]; 5] = [b"", b"head\r\n\r\n", b"", &[7u8; 700], b"end"];
+        let whole = parts.concat();
+        for step in [1, 3, 9, 10, 11, 700, 1 << 20] {
+            let mut out = Trickle {
+                step,
+                got: Vec::new(),
+                calls: 0,
+            };
+            send_now(&mut out, &parts).await.expect("sent");
+            assert_eq!(out.got, whole, "step {step}");
+            if step == 1 << 20 {
+                assert_eq!(out.calls, 1, "one send");
+            }
+        }
     }
 }
