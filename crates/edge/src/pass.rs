@@ -669,7 +669,8 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
             Err(e) => return Box::pin(error_answer(stream, pass, &e.into_up())).await,
         };
     }
-    let origin_time = sent.elapsed();
+    let answered = Instant::now();
+    let origin_time = answered.saturating_duration_since(sent);
     let end = reply.is_done();
     let status = head.status.as_u16();
     let filter = OriginFilter::of_fields(false, || head.fields(), Some(addr));
@@ -789,7 +790,12 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     }
     // The origin's connection, once its answer is whole, serves the next request.
     if let Some(connection) = reply.reusable() {
-        pool_put(addr, connection, pass.idle_timeout.unwrap_or(POOL_IDLE));
+        pool_put(
+            addr,
+            connection,
+            pass.idle_timeout.unwrap_or(POOL_IDLE),
+            answered,
+        );
     }
     Ended {
         status,
@@ -1027,10 +1033,11 @@ pub(crate) async fn ask(
             ));
         };
         let addr = SocketAddr::new(ip, pass.port);
+        let now = Instant::now();
         let pooled = if pooled_failed {
             None
         } else {
-            pool_take(addr, pass.idle_timeout)
+            pool_take(addr, pass.idle_timeout, now)
         };
         let reused = pooled.is_some();
         let (mut connection, buf) = match pooled {
@@ -1051,7 +1058,8 @@ pub(crate) async fn ask(
                 }
             },
         };
-        let sent = Instant::now();
+        // A pooled connection is written to at once; a new one after its connect.
+        let sent = if reused { now } else { Instant::now() };
         let asked = match write_wire(&mut connection, pass.wire).await {
             Ok(()) => {
                 let mut reply = Reply::new(connection, buf, pass.read_timeout);
@@ -1145,11 +1153,11 @@ fn sweep(pool: &mut Pool, now: Instant) {
     });
 }
 
-/// An idle connection to `addr` that is still open and has sent nothing since.
-fn pool_take(addr: SocketAddr, idle: Duration) -> Option<Kept> {
+/// An idle connection to `addr` that is still open and has sent nothing since (`now`: the
+/// time, read once by the caller).
+fn pool_take(addr: SocketAddr, idle: Duration, now: Instant) -> Option<Kept> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let now = Instant::now();
         sweep(&mut pool, now);
         let pool = &mut pool.idle;
         let idle_ones = pool.get_mut(&addr)?;
@@ -1162,7 +1170,8 @@ fn pool_take(addr: SocketAddr, idle: Duration) -> Option<Kept> {
     })
 }
 
-pub(crate) fn pool_put(addr: SocketAddr, (connection, buf): Kept, idle: Duration) {
+/// Keeps a connection whose last answer ended about `now` (idle from then).
+pub(crate) fn pool_put(addr: SocketAddr, (connection, buf): Kept, idle: Duration, now: Instant) {
     // A buffer a large answer grew is not kept.
     let buf = if buf.capacity() > KEPT_BUFFER {
         BytesMut::new()
@@ -1171,7 +1180,7 @@ pub(crate) fn pool_put(addr: SocketAddr, (connection, buf): Kept, idle: Duration
     };
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let now = Instant::now();
+
         sweep(&mut pool, now);
         let idle_ones = pool.idle.entry(addr).or_default();
         if idle_ones.len() >= POOL_PER_ORIGIN {
@@ -1416,45 +1425,54 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let idle = Duration::from_secs(60);
-        assert!(pool_take(addr, idle).is_none(), "nothing kept yet");
+        assert!(
+            pool_take(addr, idle, Instant::now()).is_none(),
+            "nothing kept yet"
+        );
 
         // Open and silent: taken back, once.
         let (stream, _origin) = connection(&listener).await;
-        pool_put(addr, stream, idle);
-        assert!(pool_take(addr, idle).is_some());
-        assert!(pool_take(addr, idle).is_none());
+        pool_put(addr, stream, idle, Instant::now());
+        assert!(pool_take(addr, idle, Instant::now()).is_some());
+        assert!(pool_take(addr, idle, Instant::now()).is_none());
 
         // Closed by the origin, or with bytes nobody asked for: never handed out.
         let (stream, origin) = connection(&listener).await;
-        pool_put(addr, stream, idle);
+        pool_put(addr, stream, idle, Instant::now());
         drop(origin);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(pool_take(addr, idle).is_none(), "closed by the origin");
+        assert!(
+            pool_take(addr, idle, Instant::now()).is_none(),
+            "closed by the origin"
+        );
         let (stream, mut origin) = connection(&listener).await;
-        pool_put(addr, stream, idle);
+        pool_put(addr, stream, idle, Instant::now());
         origin
             .write_all(b"HTTP/1.1 200 OK\r\n")
             .await
             .expect("write");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(pool_take(addr, idle).is_none(), "stray bytes");
+        assert!(
+            pool_take(addr, idle, Instant::now()).is_none(),
+            "stray bytes"
+        );
 
         // Kept longer than the zone allows: dropped.
         let (stream, _origin) = connection(&listener).await;
-        pool_put(addr, stream, Duration::from_millis(20));
+        pool_put(addr, stream, Duration::from_millis(20), Instant::now());
         tokio::time::sleep(Duration::from_millis(40)).await;
         assert!(
-            pool_take(addr, Duration::from_millis(20)).is_none(),
+            pool_take(addr, Duration::from_millis(20), Instant::now()).is_none(),
             "expired"
         );
 
         // The sweep drops what expired for an address nobody asks for again.
         let (stream, _origin) = connection(&listener).await;
-        pool_put(addr, stream, Duration::from_millis(20));
+        pool_put(addr, stream, Duration::from_millis(20), Instant::now());
         tokio::time::sleep(Duration::from_millis(40)).await;
         POOL.with(|pool| pool.borrow_mut().swept = None);
         let elsewhere = SocketAddr::from(([127, 0, 0, 1], 9));
-        assert!(pool_take(elsewhere, idle).is_none());
+        assert!(pool_take(elsewhere, idle, Instant::now()).is_none());
         POOL.with(|pool| assert!(!pool.borrow().idle.contains_key(&addr), "swept"));
     }
 
@@ -1463,7 +1481,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (kept, origin) = connection(&listener).await;
-        pool_put(addr, kept, Duration::from_secs(60));
+        pool_put(addr, kept, Duration::from_secs(60), Instant::now());
         drop(origin);
         // No request comes: the pool's own task lets the connection go, then stops.
         tokio::time::sleep(Duration::from_millis(2500)).await;

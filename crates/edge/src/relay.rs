@@ -171,7 +171,7 @@ impl EdgeProxy {
         }
         // The origin's connection, once its answer is whole, serves the next request.
         if let Some(connection) = reply.reusable() {
-            pool_put(addr, connection, idle_timeout);
+            pool_put(addr, connection, idle_timeout, std::time::Instant::now());
         }
         Ok(true)
     }
