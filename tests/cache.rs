@@ -697,7 +697,7 @@ fn torn_bodies_and_endless_variants_are_not_stored() {
 }
 
 #[test]
-fn variants_are_selected_by_their_values_without_list_whitespace() {
+fn variants_are_selected_by_their_lists_without_whitespace_and_other_fields_as_they_came() {
     let s = site("selecting.test");
     let host = "www.selecting.test";
     let language = |values: &[&str]| {
@@ -721,6 +721,11 @@ fn variants_are_selected_by_their_values_without_list_whitespace() {
     assert_eq!(language(&["\"x, y\""]), "MISS");
     assert_eq!(language(&["\"x,y\""]), "MISS");
     assert_eq!(s.hits.of("/language.png"), 4);
+    // A field that is not a list is compared as it came: another spacing, another variant.
+    let agent = |a: &str| fetch(s.port, host, "/useragent-spaced.png", &["-A", a]).1;
+    assert_eq!(agent("x (K, G)"), "MISS");
+    assert_eq!(agent("x (K,G)"), "MISS");
+    assert_eq!(agent("x (K, G)"), "HIT");
 }
 
 #[test]

@@ -225,6 +225,15 @@ async fn wait_for_request(
     }
 }
 
+/// Whether the edge is stopping, as `stop` says: its version is read first (a load; reading
+/// the value takes the lock every worker's receivers share), the value only once it changed.
+fn is_stopping(stop: &ShutdownWatch) -> bool {
+    match stop.has_changed() {
+        Ok(false) => false,
+        _ => *stop.borrow(),
+    }
+}
+
 /// A plain HTTP/1 connection between requests, with what it holds until it closes.
 struct Waiting<'a> {
     stream: Stream,
@@ -344,7 +353,7 @@ impl Connections {
             // A fresh object in memory is answered here; every other request by the engine.
             // (The engine runs without pipelining: it never hands back bytes of a next request
             // it read, so what is read ahead on the stream is all there is.)
-            let stopping = *stop.borrow();
+            let stopping = is_stopping(&stop);
             // Boxed, and made before any waiting: an idle connection's task is sized by its
             // largest state.
             let answered = {
@@ -373,8 +382,9 @@ impl Connections {
             }
             // The next request usually comes within the first wait. It does not watch for the
             // edge stopping (that watch takes a lock all workers share, twice per request): a
-            // connection still silent when it ends is not parked once the edge stops, and
-            // closes then.
+            // request that comes during it once the edge stops is answered with
+            // `Connection: close`; a connection still silent when it ends is not parked once
+            // the edge stops, and closes then.
             match wait_for_bytes_within(&mut stream, &mut first, park::PARK_AFTER).await {
                 Some(true) => continue,
                 Some(false) => return None,
@@ -613,7 +623,12 @@ async fn accept_loop(
                 };
                 let _ = tcp.set_nodelay(true);
                 // Boxed at once: the connection's task holds a pointer, not the stream.
-                let stream = Box::new(stream::VisitorStream::new(tcp, peer, bound));
+                let stream = stream::VisitorStream::new(tcp, peer, bound);
+                let stream = Box::new(if is_tls {
+                    stream
+                } else {
+                    stream.sending_vectored_writes_at_once()
+                });
                 let app = Arc::clone(&app);
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {

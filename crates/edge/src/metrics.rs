@@ -1,6 +1,7 @@
 //! Edge metrics in Prometheus' text format: requests by zone and status, origin response time,
-//! requests in flight. Counters are updated on the request path in the worker's own shard: one
-//! short lock, and an atomic no other core writes.
+//! requests in flight. Counters are updated on the request path in the thread's own shard (one
+//! short lock and one atomic, shared with no other worker while there are at most as many
+//! workers as shards).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -224,6 +225,9 @@ impl EdgeMetrics {
         );
         let _ = writeln!(out, "parapet_edge_origin_seconds_count {count}");
         out.push_str("# HELP parapet_edge_requests_in_flight Requests being handled.\n# TYPE parapet_edge_requests_in_flight gauge\n");
+        // Shards are read one after another: a request that started on one read already and
+        // ended on one read later would count -1.
+        let in_flight = in_flight.max(0);
         let _ = writeln!(out, "parapet_edge_requests_in_flight {in_flight}");
         out.push_str("# HELP parapet_edge_connections_open Visitor connections open.\n# TYPE parapet_edge_connections_open gauge\n");
         let _ = writeln!(

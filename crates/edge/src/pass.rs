@@ -1552,6 +1552,13 @@ mod tests {
                 );
             }
         }
+        // Names longer than 64 bytes take another way through the header map's check.
+        for bad in [b' ', b'"', b':', 0x80] {
+            let mut name = vec![b'A'; 70];
+            name[66] = bad;
+            assert!(!header_map_takes(&name));
+            assert!(http::HeaderName::from_bytes(&name).is_err());
+        }
         for len in [0, 1, 64, 65, (1 << 16) - 1, 1 << 16, (1 << 16) + 1] {
             let name = vec![b'a'; len];
             assert_eq!(

@@ -368,13 +368,20 @@ fn joined_values<'h>(headers: &'h http::HeaderMap, name: &str) -> std::borrow::C
     }
 }
 
+/// Selecting fields that are lists by definition (RFC 9110 §12.5), told apart by their
+/// elements. (`Accept-Encoding` is reduced to its coding class.)
+const LIST_SELECTING: [&str; 3] = ["accept", "accept-charset", "accept-language"];
+
 /// A selecting field's value as variants are told apart by (`name` lowercase; `joined`: its
-/// lines joined by commas): list elements without the whitespace around them and without empty
-/// ones (RFC 9110 §5.6.1), so that `1, 2`, `1,2` and two lines `1` and `2` select the same
-/// variant; `Accept-Language` also lowercase (language tags ignore case, RFC 5646 §2.1.1). A
-/// value with a quoted string is taken as it is (whitespace there is part of the value).
+/// lines joined by commas). For the fields of [`LIST_SELECTING`]: list elements without the
+/// whitespace around them and without empty ones (RFC 9110 §5.6.1), so that `en, de`, `en,de`
+/// and two lines `en` and `de` select the same variant; `Accept-Language` also lowercase
+/// (language tags ignore case, RFC 5646 §2.1.1). Any other field, and a value with a quoted
+/// string, is taken as it is: normalising a field that is not a list (`User-Agent`'s
+/// `(KHTML, like Gecko)`) would let a visitor store, under a real browser's value, the answer
+/// an origin gives to a value it tells apart.
 fn selecting_value(name: &str, joined: std::borrow::Cow<'_, [u8]>) -> Vec<u8> {
-    if joined.contains(&b'"') {
+    if !LIST_SELECTING.contains(&name) || joined.contains(&b'"') {
         return joined.into_owned();
     }
     let mut value = Vec::with_capacity(joined.len());
@@ -1113,9 +1120,8 @@ impl ProxyHttp for EdgeProxy {
         // reads it, and the relay learns from the answer what the engine's cache filter would.
         if self.relays(session, ctx) {
             let key = self.cache_key_callback(session, ctx)?;
-            if !cache.predictor.cacheable_prediction(&key) {
-                let reason = cache.predictor.predicted_uncacheable_reason(&key);
-                ctx.bypassed = Some(Box::new((key, reason)));
+            if let Some(reason) = cache.predictor.predicted_uncacheable_reason(&key) {
+                ctx.bypassed = Some(Box::new((key, Some(reason))));
                 ctx.predicted_bypass = true;
                 return Ok(());
             }
@@ -1884,16 +1890,22 @@ mod tests {
             ))
             .expect("text")
         };
-        assert_eq!(value("foo", "1, 2"), "1,2");
-        assert_eq!(value("foo", " 1 ,\t2 ,"), "1,2");
-        assert_eq!(value("foo", ""), "");
-        assert_eq!(value("foo", "A, b"), "A,b");
+        assert_eq!(value("accept", "text/html, */*"), "text/html,*/*");
+        assert_eq!(
+            value("accept-charset", " utf-8 ,\tlatin1 ,"),
+            "utf-8,latin1"
+        );
+        assert_eq!(value("accept", ""), "");
+        assert_eq!(value("accept", "Text/HTML, b"), "Text/HTML,b");
         assert_eq!(
             value("accept-language", "EN-gb, De;q=0.5"),
             "en-gb,de;q=0.5"
         );
-        assert_eq!(value("foo", "\"a, b\", c"), "\"a, b\", c");
-        assert_ne!(value("foo", "a b"), value("foo", "a  b"));
+        assert_eq!(value("accept", "\"a, b\", c"), "\"a, b\", c");
+        assert_ne!(value("accept", "a b"), value("accept", "a  b"));
+        // Fields that are not lists by definition are taken as they are.
+        assert_eq!(value("user-agent", "x (K, G)"), "x (K, G)");
+        assert_eq!(value("foo", "1,, 2"), "1,, 2");
     }
 
     #[test]

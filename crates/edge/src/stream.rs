@@ -255,6 +255,10 @@ pub struct VisitorStream {
     /// it, dropped while the connection waits for its next request.
     digest: OnceLock<Arc<SocketDigest>>,
     established: SystemTime,
+    /// Vectored writes leave at once ([`Buffers::poll_send_vectored`]) rather than gathered as
+    /// other writes are: for plain connections, whose complete answers [`send_now`] sends. A
+    /// TLS layer writes each record vectored and keeps gathering.
+    vectored_now: bool,
 }
 
 impl VisitorStream {
@@ -267,7 +271,14 @@ impl VisitorStream {
             local,
             digest: OnceLock::new(),
             established: SystemTime::now(),
+            vectored_now: false,
         }
+    }
+
+    /// The stream with vectored writes sent at once (a plain connection's).
+    pub(crate) fn sending_vectored_writes_at_once(mut self) -> Self {
+        self.vectored_now = true;
+        self
     }
 
     /// The connection's socket taken out of the runtime, with what a request needs to know of
@@ -295,9 +306,10 @@ impl VisitorStream {
     /// A parked connection back in the runtime.
     pub(crate) fn unpark(parked: ParkedStream) -> io::Result<Self> {
         let tcp = TcpStream::from_std(parked.tcp)?;
+        // Only plain connections are parked.
         Ok(Self {
             established: parked.established,
-            ..Self::new(tcp, parked.peer, parked.local)
+            ..Self::new(tcp, parked.peer, parked.local).sending_vectored_writes_at_once()
         })
     }
 
@@ -358,16 +370,24 @@ impl AsyncWrite for VisitorStream {
         this.buffers.poll_gather(&mut this.tcp, cx, buf, GATHER)
     }
 
-    /// Unlike `poll_write`, sent at once (see [`Buffers::poll_send_vectored`]); callers that
+    /// On a plain connection, sent at once (see [`Buffers::poll_send_vectored`]): callers that
     /// write piece by piece (the engine, through `write_all_buf`) ask `is_write_vectored`,
-    /// which stays false, and keep gathering.
+    /// which stays false, and keep gathering. Under TLS, gathered as `poll_write` gathers
+    /// (the first slice with bytes, as the default does).
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.buffers.poll_send_vectored(&mut this.tcp, cx, bufs)
+        if this.vectored_now {
+            return this.buffers.poll_send_vectored(&mut this.tcp, cx, bufs);
+        }
+        let buf = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &**b);
+        this.buffers.poll_gather(&mut this.tcp, cx, buf, GATHER)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -597,6 +617,49 @@ mod tests {
             assert!(buffers.is_empty());
             if step == 1 << 20 {
                 assert_eq!(out.calls, 1, "gathered bytes and the answer in one send");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_leave_at_once_only_on_plain_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        for plain in [true, false] {
+            let client = TcpStream::connect(addr).await.expect("connect");
+            let (tcp, peer) = listener.accept().await.expect("accept");
+            let stream = VisitorStream::new(tcp, peer, None);
+            let mut stream = if plain {
+                stream.sending_vectored_writes_at_once()
+            } else {
+                stream
+            };
+            let mut client = client;
+            let n = stream
+                .write_vectored(&[io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")])
+                .await
+                .expect("write");
+            let mut got = [0u8; 4];
+            let arrived =
+                tokio::time::timeout(std::time::Duration::from_millis(200), client.read(&mut got))
+                    .await;
+            if plain {
+                assert_eq!(n, 4);
+                assert_eq!(arrived.expect("sent at once").expect("read"), 4);
+                assert_eq!(&got, b"abcd");
+            } else {
+                // Gathered, as a TLS record is, until the flush.
+                assert_eq!(n, 2);
+                assert!(
+                    arrived.is_err(),
+                    "a gathered write was sent before the flush"
+                );
+                stream.flush().await.expect("flush");
+                assert_eq!(client.read(&mut got).await.expect("read"), 2);
+                assert_eq!(&got[..2], b"ab");
             }
         }
     }
