@@ -119,25 +119,7 @@ impl Buffers {
         if buf.len() >= limit && self.out_pos < self.out.len() {
             // A large write after gathered ones (a response header, then its body): both leave
             // in one vectored send.
-            loop {
-                let gathered = &self.out[self.out_pos..];
-                let slices = [io::IoSlice::new(gathered), io::IoSlice::new(buf)];
-                let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                if n < gathered.len() {
-                    self.out_pos += n;
-                    continue;
-                }
-                let from_buf = n - gathered.len();
-                self.out = Vec::new();
-                self.out_pos = 0;
-                if from_buf > 0 {
-                    return Poll::Ready(Ok(from_buf));
-                }
-                return Pin::new(io).poll_write(cx, buf);
-            }
+            return self.poll_send_vectored(io, cx, &[io::IoSlice::new(buf)]);
         }
         if self.out.len() + buf.len() > limit {
             ready!(self.poll_drain(io, cx))?;
@@ -148,9 +130,7 @@ impl Buffers {
         self.out.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }
-}
 
-impl Buffers {
     /// Sends `bufs` now, after what is gathered and in the same send when there is some: the
     /// count is of `bufs`' bytes sent. (Nothing is copied: an answer written whole with one
     /// call goes straight from where it is.)
