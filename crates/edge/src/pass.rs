@@ -715,6 +715,9 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     out.put_slice(b"\r\n\r\n");
     let mut bytes = 0;
     let mut done = end || no_body;
+    // Whether the body made this wait, for the visitor or the origin (until then, the time the
+    // answer ends is the header's).
+    let mut waited = false;
     while !done {
         let read = {
             let mut read = std::pin::pin!(reply.body());
@@ -726,6 +729,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
                         return closed(status);
                     }
                     out.clear();
+                    waited = true;
                     read.await
                 }
             }
@@ -773,6 +777,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
                     return closed(status);
                 }
                 out.clear();
+                waited = true;
             }
             if chunked {
                 out.put_slice(b"\r\n");
@@ -790,11 +795,12 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     }
     // The origin's connection, once its answer is whole, serves the next request.
     if let Some(connection) = reply.reusable() {
+        let idle_since = if waited { Instant::now() } else { answered };
         pool_put(
             addr,
             connection,
             pass.idle_timeout.unwrap_or(POOL_IDLE),
-            answered,
+            idle_since,
         );
     }
     Ended {
@@ -1180,7 +1186,6 @@ pub(crate) fn pool_put(addr: SocketAddr, (connection, buf): Kept, idle: Duration
     };
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-
         sweep(&mut pool, now);
         let idle_ones = pool.idle.entry(addr).or_default();
         if idle_ones.len() >= POOL_PER_ORIGIN {
