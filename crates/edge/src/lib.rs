@@ -476,7 +476,7 @@ impl Connections {
         if let Some(settings) = settings {
             settings.apply_to_session(&mut session);
         }
-        session.set_keepalive((!*shutdown.borrow()).then_some(IDLE_TIMEOUT.as_secs()));
+        session.set_keepalive((!is_stopping(shutdown)).then_some(IDLE_TIMEOUT.as_secs()));
         HttpServerApp::process_new_http(&self.http, session, shutdown)
     }
 }
@@ -681,6 +681,18 @@ mod tests {
         ] {
             assert!(size <= 896, "{name}'s future is {size} bytes");
         }
+    }
+
+    #[test]
+    fn stopping_is_read_from_the_watch_once_it_changes() {
+        let (tx, rx) = watch::channel(false);
+        let stop = rx.clone();
+        assert!(!is_stopping(&stop));
+        tx.send(true).expect("send");
+        assert!(is_stopping(&stop));
+        assert!(is_stopping(&rx.clone()));
+        drop(tx);
+        assert!(is_stopping(&stop), "still stopping once the sender is gone");
     }
 
     #[test]
