@@ -117,6 +117,15 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
     let (status, _, body) = curl(port, "down.shop.test", &[]);
     assert_eq!(status, 521, "origin refused: {body}");
     assert!(body.contains("Error 521") && !body.contains("127.0.0.3"));
+    // An error page says the connection closes, as it then does, whichever path made it (a GET
+    // the edge passes itself, a DELETE through the HTTP engine): a client reusing a connection
+    // announced as kept would send its next request into the close.
+    for method in ["GET", "DELETE"] {
+        let request = format!("{method} / HTTP/1.1\r\nHost: down.shop.test\r\n\r\n");
+        let head = raw_head(port, request.as_bytes());
+        assert!(head.starts_with("http/1.1 521"), "{method}: {head}");
+        assert!(head.contains("connection: close"), "{method}: {head}");
+    }
     let (status, _, body) = curl(port, "www.shop.test", &["-H", "CDN-Loop: parapet"]);
     assert_eq!(status, 508, "{body}");
 
@@ -144,14 +153,23 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
 
 /// Sends `request` raw and returns the status of the response (0: connection closed without one).
 fn raw(port: u16, request: &[u8]) -> u16 {
+    raw_head(port, request)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends `request` raw and returns the response's header, lowercase (empty: none came).
+fn raw_head(port: u16, request: &[u8]) -> String {
     use std::io::Read;
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
+        return String::new();
     };
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     if s.write_all(request).is_err() {
-        return 0;
+        return String::new();
     }
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -164,11 +182,11 @@ fn raw(port: u16, request: &[u8]) -> u16 {
             break;
         }
     }
-    String::from_utf8_lossy(&buf)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase()
 }
 
 #[test]

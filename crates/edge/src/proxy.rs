@@ -1279,6 +1279,9 @@ impl ProxyHttp for EdgeProxy {
                 can_reuse_downstream: false,
             };
         }
+        // The connection is not kept after a failure (below): the answer says so, or a client
+        // would send its next request on it as it closes.
+        session.set_keepalive(None);
         let error = edge_error(e);
         let code = match error {
             Some(error) => {
