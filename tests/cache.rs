@@ -91,6 +91,10 @@ fn serve_one(mut stream: TcpStream, hits: &Hits) {
         let _ = stream.write_all(b"-last");
         return;
     }
+    if path.contains("siecut") && n > 1 {
+        // Stored with stale-if-error, then the origin hangs up without an answer.
+        return;
+    }
     if let Some(size) = path.strip_prefix("/big/").and_then(big_size) {
         serve_big(&mut stream, size, path.contains("slow"));
         return;
@@ -496,6 +500,55 @@ fn stale_objects_are_served_while_revalidating_or_when_the_origin_fails() {
     let (status, cache, _, body) = get("/sie.js");
     assert_eq!((status, cache.as_str()), (200, "STALE"), "{body}");
     assert_eq!(body, "/sie.js answer 1");
+
+    // The origin hangs up: the stale copy still comes, and the connection it comes on is as
+    // its answer says: kept (the next request on it is answered) or closed.
+    assert_eq!(get("/siecut.js").1, "MISS");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (first, second) = two_on_one(s.port, host, "/siecut.js");
+    assert!(first.contains("cf-cache-status: stale"), "{first}");
+    if first.contains("connection: keep-alive") {
+        assert!(second.is_some(), "announced kept, then closed: {first}");
+    } else {
+        assert!(first.contains("connection: close"), "{first}");
+    }
+}
+
+/// Two GETs of `path` one after the other on one connection: the first answer's header, and
+/// the second's (`None`: the connection closed first), lowercase.
+fn two_on_one(port: u16, host: &str, path: &str) -> (String, Option<String>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n");
+    let read_answer = |s: &mut TcpStream| -> Option<String> {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).ok()? == 0 {
+                return None;
+            }
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        s.read_exact(&mut body).ok()?;
+        Some(head)
+    };
+    s.write_all(request.as_bytes()).expect("first request");
+    let first = read_answer(&mut s).expect("first answer");
+    // Given time to close, if it will.
+    std::thread::sleep(Duration::from_millis(100));
+    let second = s
+        .write_all(request.as_bytes())
+        .ok()
+        .and_then(|()| read_answer(&mut s));
+    (first, second)
 }
 
 #[test]

@@ -1009,6 +1009,12 @@ impl ProxyHttp for EdgeProxy {
             cache_status(&session.cache.phase())
         };
         ctx.cache_status = status;
+        // A stale copy served for a failed origin: the engine does not keep the visitor's
+        // connection after an origin failure, so the answer says it closes (a client reusing a
+        // connection announced as kept would send its next request into the close).
+        if status == "STALE" {
+            session.set_keepalive(None);
+        }
         let keeping = ctx.cache_rules.as_deref();
         if keeping.is_some_and(|r| r.respect_strong_etags == Some(true))
             && let Some(compression) = session
