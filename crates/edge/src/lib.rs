@@ -214,7 +214,7 @@ async fn wait_for_request(
     stop: &mut ShutdownWatch,
     wait: std::time::Duration,
 ) -> Option<bool> {
-    if *stop.borrow() {
+    if is_stopping(stop) {
         return Some(false);
     }
     tokio::select! {

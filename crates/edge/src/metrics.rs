@@ -144,16 +144,14 @@ impl EdgeMetrics {
         let shard = &self.requests[shard()];
         shard.in_flight.fetch_sub(1, Ordering::Relaxed);
         let mut counts = shard.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        {
-            counts.direct_hits += u64::from(by == Answered::DirectHit);
-            counts.direct_passes += u64::from(by == Answered::DirectPass);
-            let requests = &mut counts.requests;
-            let by_status = match requests.get_mut(zone) {
-                Some(by_status) => by_status,
-                None => requests.entry(zone.to_owned()).or_default(),
-            };
-            *by_status.entry(status).or_default() += 1;
-        }
+        counts.direct_hits += u64::from(by == Answered::DirectHit);
+        counts.direct_passes += u64::from(by == Answered::DirectPass);
+        let requests = &mut counts.requests;
+        let by_status = match requests.get_mut(zone) {
+            Some(by_status) => by_status,
+            None => requests.entry(zone.to_owned()).or_default(),
+        };
+        *by_status.entry(status).or_default() += 1;
         if let Some(t) = origin_time {
             let secs = t.as_secs_f64();
             if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
