@@ -77,13 +77,15 @@ pub fn cookies(headers: &http::HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Header names listed in a `Connection` value, except `upgrade` (kept for WebSockets).
-pub fn connection_listed(connection: &str) -> Vec<String> {
-    connection
-        .split(',')
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
-        .collect()
+/// Header names listed in a `Connection` value, as given, except `upgrade` (kept for
+/// WebSockets) and the connection options `close` and `keep-alive`.
+pub fn connection_listed(connection: &str) -> impl Iterator<Item = &str> {
+    connection.split(',').map(str::trim).filter(|t| {
+        !t.is_empty()
+            && !["upgrade", "close", "keep-alive"]
+                .iter()
+                .any(|option| t.eq_ignore_ascii_case(option))
+    })
 }
 
 /// Refuses requests whose body framing two parsers could read differently (RFC 9112 §6):
@@ -191,8 +193,8 @@ mod tests {
         assert_eq!(forwarded_for(Some("10.0.0.1"), ip), "10.0.0.1, 192.0.2.1");
         assert_eq!(forwarded_for(None, ip), "192.0.2.1");
         assert_eq!(
-            connection_listed("keep-alive, X-Secret, Upgrade"),
-            vec!["x-secret"]
+            connection_listed("Keep-Alive, X-Secret, Upgrade,, CLOSE").collect::<Vec<_>>(),
+            vec!["X-Secret"]
         );
     }
 }

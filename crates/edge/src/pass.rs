@@ -48,7 +48,7 @@ use crate::hit;
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, PORT_PAIRS, access_logged,
     browser_cache_control, cacheability, edge_error, from_origin, ip_text, keep_bytes,
-    normalized_encoding, to_origin, to_visitor, values_say_no_store,
+    keep_bytes_of, normalized_encoding, to_origin, to_visitor, values_say_no_store,
 };
 use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
 use crate::route::Origin;
@@ -117,6 +117,8 @@ pub(crate) struct Pass {
     /// of what the origin sends.
     compression: ResponseCompressionCtx,
     upstream_compression: Option<ResponseCompressionCtx>,
+    /// Whether the visitor's compression, and the engine's, had an `Accept-Encoding` to read.
+    coding_asked: (bool, bool),
     ray: String,
     /// The visitor's `Accept`, for an error page's format.
     accept: Option<String>,
@@ -194,8 +196,8 @@ impl EdgeProxy {
             Some(_) => {
                 let mut upstream_compression =
                     ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
-                if let Some(coding) = asked_coding {
-                    upstream_compression.request_filter(&encoding_only(&coding)?);
+                if let Some(coding) = &asked_coding {
+                    upstream_compression.request_filter(&encoding_only(coding)?);
                 }
                 Some(upstream_compression)
             }
@@ -230,6 +232,10 @@ impl EdgeProxy {
             rules,
             status,
             compression,
+            coding_asked: (
+                request.accept_encoding.is_some(),
+                upstream_compression.is_some() && asked_coding.is_some(),
+            ),
             upstream_compression,
             ray,
             accept,
@@ -902,29 +908,22 @@ fn answer_head(
                 && name.eq_ignore_ascii_case(b"x-content-type-options"))
             || (browser_ttl.is_some() && name.eq_ignore_ascii_case(b"cache-control"))
     };
-    // The fields compression decides on, through both of the engine's compressions.
-    let mut coding =
-        head.to_header(|name| is_one_of(name, &CODING_FIELDS) && !filter.drops_name(name))?;
-    // A body that ends with the connection goes to the visitor chunked (as the engine's).
-    if !no_body
-        && !end
-        && !coding.headers.contains_key(header::TRANSFER_ENCODING)
-        && !coding.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        coding
-            .insert_header(header::TRANSFER_ENCODING, "chunked")
-            .ok()?;
-    }
-    let rules = pass.rules.as_deref();
-    if let Some(upstream) = pass.upstream_compression.as_mut() {
-        keep_bytes(rules, &coding, upstream);
-        upstream.response_header_filter(&mut coding, end);
-    }
-    keep_bytes(rules, &coding, &mut pass.compression);
-    let stored_length = content_length(&coding);
-    pass.compression.response_header_filter(&mut coding, end);
-    let chunked = !no_body && is_chunked(&coding);
-    let framed = no_body || chunked || coding.headers.contains_key(header::CONTENT_LENGTH);
+    // The fields compression decides on, as both of the engine's compressions leave them.
+    let kept = |name: &[u8]| is_one_of(name, &CODING_FIELDS) && !filter.drops_name(name);
+    let compressions = Compressions {
+        visitor: (&mut pass.compression, pass.coding_asked.0),
+        upstream: pass
+            .upstream_compression
+            .as_mut()
+            .map(|c| (c, pass.coding_asked.1)),
+        rules: pass.rules.as_deref(),
+    };
+    let Coded {
+        coding,
+        stored_length,
+        chunked,
+        framed,
+    } = coded(head, &kept, compressions, end, no_body)?;
 
     // Room for the header and a body small enough to go out with it, so that neither grows it.
     let body_room = stored_length.filter(|&n| n <= GATHERED_BODY).unwrap_or(0);
@@ -940,8 +939,32 @@ fn answer_head(
             field(name, value);
         }
     }
-    for (name, value) in &coding.headers {
-        field(name.as_str().as_bytes(), value.as_bytes());
+    match &coding {
+        Coding::Header(coding) => {
+            for (name, value) in &coding.headers {
+                field(name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        Coding::Origin {
+            chunked_added,
+            vary_added,
+        } => {
+            // As a header of their own would hold them: lowercase.
+            let mut lower = [0u8; 32];
+            for (name, value) in head.fields().filter(|(name, _)| kept(name)) {
+                // A kept name is one of the coding fields: it fits.
+                let lower = &mut lower[..name.len().min(32)];
+                lower.copy_from_slice(&name[..lower.len()]);
+                lower.make_ascii_lowercase();
+                field(lower, value);
+            }
+            if *chunked_added {
+                field(b"transfer-encoding", b"chunked");
+            }
+            if *vary_added {
+                field(b"vary", b"accept-encoding");
+            }
+        }
     }
     field(b"cf-ray", pass.ray.as_bytes());
     field(b"server", b"parapet");
@@ -966,6 +989,189 @@ fn answer_head(
         framed,
         stored_length,
     })
+}
+
+/// The compressions an answer goes through: the visitor's, and for a URL the cache knows the
+/// engine's own of what the origin sends; each with whether it had an `Accept-Encoding` to read.
+struct Compressions<'a> {
+    visitor: (&'a mut ResponseCompressionCtx, bool),
+    upstream: Option<(&'a mut ResponseCompressionCtx, bool)>,
+    rules: Option<&'a CacheParameters>,
+}
+
+impl Compressions<'_> {
+    /// The upstream one first, as the engine applies them.
+    fn each(&mut self) -> impl Iterator<Item = &mut ResponseCompressionCtx> {
+        let upstream = self.upstream.as_mut().map(|(c, _)| &mut **c);
+        upstream.into_iter().chain([&mut *self.visitor.0])
+    }
+}
+
+/// The coding fields of an answer as both compressions leave them.
+enum Coding {
+    /// Through both compressions, on a header of their own.
+    Header(Box<ResponseHeader>),
+    /// Untouched: the origin's fields, with `Transfer-Encoding: chunked` and
+    /// `Vary: accept-encoding` where the header would have them added.
+    Origin {
+        chunked_added: bool,
+        vary_added: bool,
+    },
+}
+
+struct Coded {
+    coding: Coding,
+    stored_length: Option<usize>,
+    chunked: bool,
+    framed: bool,
+}
+
+/// The answer's coding fields (those `kept` of [`CODING_FIELDS`]) through both compressions,
+/// which are left past their header phase.
+fn coded(
+    head: &Head,
+    kept: &impl Fn(&[u8]) -> bool,
+    mut compressions: Compressions<'_>,
+    end: bool,
+    no_body: bool,
+) -> Option<Coded> {
+    if let Some(coded) = untouched(head, kept, &mut compressions, end, no_body) {
+        return Some(coded);
+    }
+    through_compressions(head, kept, compressions, end, no_body)
+}
+
+/// [`coded`] on a header of the compressions' own.
+fn through_compressions(
+    head: &Head,
+    kept: &impl Fn(&[u8]) -> bool,
+    compressions: Compressions<'_>,
+    end: bool,
+    no_body: bool,
+) -> Option<Coded> {
+    let mut coding = head.to_header(kept)?;
+    // A body that ends with the connection goes to the visitor chunked (as the engine's).
+    if !no_body
+        && !end
+        && !coding.headers.contains_key(header::TRANSFER_ENCODING)
+        && !coding.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        coding
+            .insert_header(header::TRANSFER_ENCODING, "chunked")
+            .ok()?;
+    }
+    let Compressions {
+        visitor,
+        upstream,
+        rules,
+    } = compressions;
+    if let Some((upstream, _)) = upstream {
+        keep_bytes(rules, &coding, upstream);
+        upstream.response_header_filter(&mut coding, end);
+    }
+    keep_bytes(rules, &coding, visitor.0);
+    let stored_length = content_length(&coding);
+    visitor.0.response_header_filter(&mut coding, end);
+    let chunked = !no_body && is_chunked(&coding);
+    let framed = no_body || chunked || coding.headers.contains_key(header::CONTENT_LENGTH);
+    Some(Coded {
+        coding: Coding::Header(Box::new(coding)),
+        stored_length,
+        chunked,
+        framed,
+    })
+}
+
+/// [`coded`] without a header of the compressions' own, when neither would change the body:
+/// the answer has no `Content-Encoding`, and no compression that had an `Accept-Encoding` finds
+/// it compressible. Each is left as its header filter would leave it. `None`, with nothing
+/// changed, otherwise.
+fn untouched(
+    head: &Head,
+    kept: &impl Fn(&[u8]) -> bool,
+    compressions: &mut Compressions<'_>,
+    end: bool,
+    no_body: bool,
+) -> Option<Coded> {
+    if head.status.is_informational() {
+        return None;
+    }
+    let mut lengths = 0;
+    let (mut length, mut content_type, mut etag, mut last_coding) = (None, None, None, None);
+    let mut varies = false;
+    for (name, value) in head.fields().filter(|(name, _)| kept(name)) {
+        if name.eq_ignore_ascii_case(b"content-encoding") {
+            return None;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            length.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            content_type.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case(b"etag") {
+            etag.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            last_coding = Some(value);
+        } else if name.eq_ignore_ascii_case(b"vary") {
+            varies |= value
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .any(|v| v == b"*" || v.eq_ignore_ascii_case(b"accept-encoding"));
+        }
+    }
+    let compressible = compressible(length, content_type);
+    let asked = compressions.visitor.1 || compressions.upstream.as_ref().is_some_and(|u| u.1);
+    if compressible && asked {
+        return None;
+    }
+    // What a compression's filter leaves an answer it does not change in.
+    let mut left = ResponseHeader::build_no_case(http::StatusCode::OK, None).ok()?;
+    let rules = compressions.rules;
+    let mut vary_added = false;
+    for compression in compressions.each() {
+        keep_bytes_of(rules, etag, head.status, compression);
+        // The filter marks an answer whose type it could compress as varying by coding.
+        if compression.is_enabled() && !end && compressible && !varies {
+            vary_added = true;
+            varies = true;
+        }
+        compression.response_header_filter(&mut left, true);
+    }
+    let chunked_added = !no_body && !end && last_coding.is_none() && lengths == 0;
+    let is_chunked = chunked_added || last_coding_is_chunked(last_coding);
+    Some(Coded {
+        coding: Coding::Origin {
+            chunked_added,
+            vary_added,
+        },
+        stored_length: length
+            .filter(|_| lengths == 1)
+            .and_then(|l| std::str::from_utf8(l).ok()?.parse().ok()),
+        chunked: !no_body && is_chunked,
+        framed: no_body || is_chunked || lengths > 0,
+    })
+}
+
+/// Whether the engine's compression takes an answer for compressible, by its first
+/// `Content-Length` and `Content-Type` (the rule its filter applies): not under 20 bytes; by
+/// type, not without one, with one that is not UTF-8 or that names zip; text, application and
+/// font types, three image types and `binary/octet-stream` are.
+fn compressible(length: Option<&[u8]>, content_type: Option<&[u8]>) -> bool {
+    const TYPES: [&str; 7] = [
+        "text/",
+        "application/",
+        "font/",
+        "image/x-icon",
+        "image/svg+xml",
+        "image/nd.microsoft.icon",
+        "binary/octet-stream",
+    ];
+    let short = length
+        .and_then(|l| std::str::from_utf8(l).ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n < 20);
+    let Some(kind) = content_type.and_then(|t| std::str::from_utf8(t).ok()) else {
+        return false;
+    };
+    !short && !kind.contains("zip") && TYPES.iter().any(|t| kind.starts_with(t))
 }
 
 /// The future's output if it is ready without waiting.
@@ -1544,6 +1750,216 @@ mod tests {
         // The plain ones are known without the judgement (the first three and the last) unless
         // a rule's edge TTL applies: the overriding one to all four, the one for 200s to three.
         assert_eq!(shortcuts, 2 + 2 + 3 + 2);
+    }
+
+    /// A compression as [`EdgeProxy::pass`] makes one: `asked`, the `Accept-Encoding` it reads.
+    fn compression(asked: Option<&str>) -> ResponseCompressionCtx {
+        let mut compression = ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
+        if let Some(asked) = asked {
+            compression.request_filter(&encoding_only(asked.as_bytes()).expect("coding"));
+        }
+        compression
+    }
+
+    #[test]
+    fn answers_are_compressible_as_the_engines_compression_takes_them() {
+        let lengths = [
+            None,
+            Some("0"),
+            Some("19"),
+            Some("20"),
+            Some("1024"),
+            Some("x"),
+        ];
+        let types: [Option<&[u8]>; 12] = [
+            None,
+            Some(b"text/html; charset=utf-8"),
+            Some(b"application/octet-stream"),
+            Some(b"application/zip"),
+            Some(b"image/png"),
+            Some(b"image/svg+xml"),
+            Some(b"image/x-iconic"),
+            Some(b"Text/html"),
+            Some(b"font/woff2"),
+            Some(b"binary/octet-stream"),
+            Some(b"t\xe9xt/html"),
+            Some(b"x-text/html"),
+        ];
+        let mut compressible_ones = 0;
+        for length in lengths {
+            for kind in types {
+                let mut resp = ResponseHeader::build_no_case(200, None).expect("header");
+                if let Some(length) = length {
+                    resp.insert_header(header::CONTENT_LENGTH, length)
+                        .expect("length");
+                }
+                if let Some(kind) = kind {
+                    let value =
+                        pingora::http::header_value_from_raw(bytes::Bytes::from_static(kind));
+                    resp.insert_header(header::CONTENT_TYPE, value)
+                        .expect("type");
+                }
+                // The engine's filter marks a compressible answer as varying by coding.
+                compression(None).response_header_filter(&mut resp, false);
+                let engine = resp.headers.contains_key(header::VARY);
+                assert_eq!(
+                    compressible(length.map(str::as_bytes), kind),
+                    engine,
+                    "{length:?} {kind:?}"
+                );
+                compressible_ones += usize::from(engine);
+            }
+        }
+        // Six types in four of the lengths.
+        assert_eq!(compressible_ones, 6 * 4);
+    }
+
+    /// An answer's coding fields without a header of their own, and the compressions in the
+    /// states they are left in, equal those that go through the compressions; `None` when
+    /// they are left to the compressions.
+    fn untouched_matches_the_compressions(
+        raw: Vec<u8>,
+        asked: (Option<&str>, Option<Option<&str>>),
+        rules: Option<&CacheParameters>,
+        end: bool,
+        no_body: bool,
+    ) -> Option<bool> {
+        let head = Head::of_bytes(raw);
+        let filter = OriginFilter::of_fields(false, || head.fields(), None);
+        let kept = |name: &[u8]| is_one_of(name, &CODING_FIELDS) && !filter.drops_name(name);
+        let make = || (compression(asked.0), asked.1.map(compression));
+        let ((mut visitor, mut upstream), (mut visitor2, mut upstream2)) = (make(), make());
+        fn compressions<'a>(
+            visitor: &'a mut ResponseCompressionCtx,
+            upstream: Option<&'a mut ResponseCompressionCtx>,
+            asked: (bool, bool),
+            rules: Option<&'a CacheParameters>,
+        ) -> Compressions<'a> {
+            Compressions {
+                visitor: (visitor, asked.0),
+                upstream: upstream.map(|u| (u, asked.1)),
+                rules,
+            }
+        }
+        let asked = (asked.0.is_some(), asked.1.flatten().is_some());
+        let fast = untouched(
+            &head,
+            &kept,
+            &mut compressions(&mut visitor, upstream.as_mut(), asked, rules),
+            end,
+            no_body,
+        );
+        let states = |v: &ResponseCompressionCtx, u: &Option<ResponseCompressionCtx>| {
+            let state = |c: &ResponseCompressionCtx| (c.is_enabled(), c.is_header_phase());
+            (state(v), u.as_ref().map(state))
+        };
+        let Some(fast) = fast else {
+            // Nothing changed.
+            assert_eq!(states(&visitor, &upstream), states(&visitor2, &upstream2));
+            return None;
+        };
+        let slow = through_compressions(
+            &head,
+            &kept,
+            compressions(&mut visitor2, upstream2.as_mut(), asked, rules),
+            end,
+            no_body,
+        )
+        .expect("header");
+        let Coding::Origin {
+            chunked_added,
+            vary_added,
+        } = fast.coding
+        else {
+            panic!("untouched")
+        };
+        let mut fast_fields: Vec<(Vec<u8>, Vec<u8>)> = head
+            .fields()
+            .filter(|(name, _)| kept(name))
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_vec()))
+            .collect();
+        if chunked_added {
+            fast_fields.push((b"transfer-encoding".to_vec(), b"chunked".to_vec()));
+        }
+        if vary_added {
+            fast_fields.push((b"vary".to_vec(), b"accept-encoding".to_vec()));
+        }
+        let Coding::Header(header) = &slow.coding else {
+            panic!("through the compressions")
+        };
+        let mut slow_fields: Vec<(Vec<u8>, Vec<u8>)> = header
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().as_bytes().to_vec(), value.as_bytes().to_vec()))
+            .collect();
+        fast_fields.sort();
+        slow_fields.sort();
+        assert_eq!(fast_fields, slow_fields);
+        assert_eq!(
+            (fast.stored_length, fast.chunked, fast.framed),
+            (slow.stored_length, slow.chunked, slow.framed)
+        );
+        assert_eq!(states(&visitor, &upstream), states(&visitor2, &upstream2));
+        Some(vary_added)
+    }
+
+    #[test]
+    fn answers_no_compression_changes_keep_their_coding_fields_as_the_compressions_leave_them() {
+        let raw = |fields: &str| format!("HTTP/1.1 200 OK\r\n{fields}\r\n").into_bytes();
+        let binary = raw("Content-Type: application/octet-stream\r\nContent-Length: 1024\r\n");
+        let image = raw("Content-Type: image/png\r\nContent-Length: 1024\r\n");
+        let zipped = raw("Content-Type: text/html\r\nContent-Encoding: gzip\r\n");
+        let check = |raw: &Vec<u8>, asked| {
+            untouched_matches_the_compressions(raw.clone(), asked, None, false, false)
+        };
+        // Compressible, nothing asked: marked as varying by coding.
+        assert_eq!(check(&binary, (None, None)), Some(true));
+        assert_eq!(check(&binary, (None, Some(None))), Some(true));
+        // Asked of either: left to the compressions.
+        assert_eq!(check(&binary, (Some("gzip"), None)), None);
+        assert_eq!(check(&binary, (None, Some(Some("gzip")))), None);
+        // Not compressible, asked or not.
+        assert_eq!(check(&image, (Some("gzip"), Some(Some("br")))), Some(false));
+        // A coded answer is always left to them.
+        assert_eq!(check(&zipped, (None, None)), None);
+        // Without a body, nothing varies.
+        assert_eq!(
+            untouched_matches_the_compressions(binary, (None, None), None, true, false),
+            Some(false)
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000, ..proptest::prelude::ProptestConfig::default()
+        })]
+        #[test]
+        fn any_coding_fields_are_left_as_the_compressions_leave_them(
+            status in proptest::sample::select(vec![200u16, 204, 206, 304, 404, 500]),
+            fields in proptest::collection::vec(proptest::sample::select(vec![
+                "Content-Type: text/html", "content-type: application/octet-stream",
+                "Content-Type: image/png", "Content-Type: image/svg+xml",
+                "Content-Type: application/zip", "Content-Type: Text/plain",
+                "Content-Length: 1024", "Content-Length: 10", "content-length: 20",
+                "Content-Length: x", "Content-Encoding: gzip", "Vary: Accept-Encoding",
+                "Vary: Cookie", "Vary: *", "vary: cookie, accept-encoding", "ETag: \"v1\"",
+                "ETag: W/\"v1\"", "Accept-Ranges: bytes", "Transfer-Encoding: chunked",
+                "Transfer-Encoding: gzip", "Connection: content-type", "Connection: vary",
+                "X-Other: 1",
+            ]), 0..7),
+            visitor in proptest::sample::select(vec![None, Some("gzip"), Some("br, gzip"), Some("identity")]),
+            upstream in proptest::sample::select(vec![None, Some(None), Some(Some("gzip"))]),
+            keep_strong in proptest::bool::ANY,
+            end in proptest::bool::ANY,
+            no_body in proptest::bool::ANY,
+        ) {
+            let raw = format!("HTTP/1.1 {status} X\r\n{}\r\n", fields.iter().map(|f| format!("{f}\r\n")).collect::<String>());
+            let rules = keep_strong.then(|| CacheParameters {
+                respect_strong_etags: Some(true),
+                ..CacheParameters::default()
+            });
+            untouched_matches_the_compressions(raw.into_bytes(), (visitor, upstream), rules.as_ref(), end, no_body);
+        }
     }
 
     #[test]

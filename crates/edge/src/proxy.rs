@@ -324,8 +324,18 @@ pub(crate) fn keep_bytes(
     compression: &mut pingora::protocols::http::compression::ResponseCompressionCtx,
 ) {
     let etag = resp.headers.get(http::header::ETAG).map(|v| v.as_bytes());
+    keep_bytes_of(rules, etag, resp.status, compression);
+}
+
+/// [`keep_bytes`] for a response with this first `ETag` and `status`.
+pub(crate) fn keep_bytes_of(
+    rules: Option<&CacheParameters>,
+    etag: Option<&[u8]>,
+    status: http::StatusCode,
+    compression: &mut pingora::protocols::http::compression::ResponseCompressionCtx,
+) {
     if rules.is_some_and(|r| r.keeps_bytes_of(etag))
-        && !resp.status.is_informational()
+        && !status.is_informational()
         && compression.is_header_phase()
     {
         compression.adjust_level(0);
@@ -1372,7 +1382,7 @@ pub(crate) fn to_origin(
         .map(str::to_owned)
     {
         for name in headers::connection_listed(&connection) {
-            req.remove_header(&name);
+            req.remove_header(name);
         }
     }
     for name in HOP_BY_HOP {

@@ -80,9 +80,10 @@ impl Head {
 
     /// The complete header at the start of `raw` (without folded lines).
     #[cfg(test)]
-    pub(crate) fn of_bytes(raw: &'static [u8]) -> Head {
-        let (_, mut head) = parse(raw).expect("valid").expect("complete");
-        head.raw = Bytes::from_static(raw);
+    pub(crate) fn of_bytes(raw: impl Into<Bytes>) -> Head {
+        let raw = raw.into();
+        let (_, mut head) = parse(&raw).expect("valid").expect("complete");
+        head.raw = raw;
         head
     }
 
