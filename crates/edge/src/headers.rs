@@ -18,8 +18,39 @@ pub const HOP_BY_HOP: [http::HeaderName; 4] = [
     http::header::TRAILER,
 ];
 
-/// A new ray id: 16 hex digits and the edge's tag.
-pub fn ray_id() -> String {
+/// A request's ray id: 16 hex digits and the edge's tag, held inline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RayId([u8; 20]);
+
+impl RayId {
+    pub fn as_str(&self) -> &str {
+        // Built from ASCII only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for RayId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RayId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RayId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// A new ray id.
+pub fn ray_id() -> RayId {
     thread_local! {
         /// Seeded once per thread from the OS; each id is the next step of splitmix64, so ids
         /// are unique per thread and unpredictable without a system call per request.
@@ -38,12 +69,34 @@ pub fn ray_id() -> String {
         z ^ (z >> 31)
     });
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(20);
-    for shift in (0..16).rev() {
-        id.push(char::from(HEX[((next >> (shift * 4)) & 0xf) as usize]));
+    let mut id = *b"0000000000000000-PPT";
+    for (digit, shift) in id.iter_mut().zip((0..16).rev()) {
+        *digit = HEX[((next >> (shift * 4)) & 0xf) as usize];
     }
-    id.push_str("-PPT");
-    id
+    RayId(id)
+}
+
+/// The `Date` value for `now`, an instant the caller has just read: the wall clock is read
+/// again only once the second it showed has passed (by the monotonic clock).
+pub fn with_date<T>(now: std::time::Instant, f: impl FnOnce(&[u8]) -> T) -> T {
+    thread_local! {
+        /// The date, and until when it stands.
+        static DATE: std::cell::RefCell<(Option<std::time::Instant>, String)> =
+            const { std::cell::RefCell::new((None, String::new())) };
+    }
+    DATE.with_borrow_mut(|(until, text)| {
+        if until.is_none_or(|until| now >= until) {
+            let wall = std::time::SystemTime::now();
+            let into_second = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(std::time::Duration::ZERO, |d| {
+                    std::time::Duration::from_nanos(u64::from(d.subsec_nanos()))
+                });
+            *text = httpdate::fmt_http_date(wall);
+            *until = now.checked_add(std::time::Duration::from_secs(1) - into_second);
+        }
+        f(text.as_bytes())
+    })
 }
 
 /// Whether a `CDN-Loop` value shows the request already went through this edge.
@@ -172,7 +225,8 @@ mod tests {
 
     #[test]
     fn ray_ids_are_sixteen_hex_digits_and_the_tag_and_never_repeat() {
-        let ids: std::collections::HashSet<String> = (0..1000).map(|_| ray_id()).collect();
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| ray_id().to_string()).collect();
         assert_eq!(ids.len(), 1000);
         for id in ids {
             let (hex, tag) = id.split_at(16);
@@ -183,6 +237,34 @@ mod tests {
                 "{id}"
             );
         }
+    }
+
+    #[test]
+    fn dates_are_the_wall_clocks_second() {
+        use std::time::{Duration, Instant, SystemTime};
+        let date = |now| with_date(now, |d| String::from_utf8(d.to_vec()).expect("ascii"));
+        for _ in 0..3 {
+            let before = SystemTime::now();
+            let given = date(Instant::now());
+            let after = SystemTime::now();
+            let parsed = httpdate::parse_http_date(&given).expect("an HTTP date");
+            let second = |t: SystemTime| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_secs()
+            };
+            assert!(
+                (second(before)..=second(after)).contains(&second(parsed)),
+                "{given}"
+            );
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        // A second later by the monotonic clock, the wall clock is read again.
+        let now = Instant::now();
+        let first = date(now);
+        assert_eq!(date(now), first);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_ne!(date(Instant::now()), first);
     }
 
     #[test]

@@ -419,6 +419,7 @@ impl EdgeProxy {
             ray: headers::ray_id(),
             hsts,
             vary: compressible && !lists_encoding(stored),
+            started,
         };
         let (response, body) = response(&hit, head, &request, &fields, current)?;
         let log = access_logged().then(|| {
@@ -453,10 +454,10 @@ impl EdgeProxy {
 
 /// What is counted and logged once a hit is sent.
 struct Done {
-    zone: String,
+    zone: std::sync::Arc<str>,
     status: u16,
     body_len: usize,
-    ray: String,
+    ray: crate::headers::RayId,
     started: Instant,
     /// What the access log needs besides (when it is written).
     log: Option<Box<Logged>>,
@@ -499,11 +500,13 @@ impl Done {
 struct Fields {
     keep_alive: bool,
     age: u64,
-    ray: String,
+    ray: crate::headers::RayId,
     /// The zone's HSTS, for an HTTPS visitor.
     hsts: Option<parapet_model::settings::Hsts>,
     /// `Vary: accept-encoding`, as the engine's compression adds it.
     vary: bool,
+    /// When the request came (its `Date`).
+    started: Instant,
 }
 
 /// The response (a 304 when the visitor's copy is `current`): its header (with the body when
@@ -521,6 +524,7 @@ fn response(
         ref ray,
         hsts,
         vary,
+        started,
     } = *fields;
     let header_only = request.head_only || current;
     let base = if current {
@@ -532,7 +536,7 @@ fn response(
     let mut out = Vec::with_capacity(base.len() + 192 + if inline { hit.body.len() } else { 0 });
     out.extend_from_slice(base);
     out.extend_from_slice(b"Date: ");
-    out.extend_from_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+    crate::headers::with_date(started, |date| out.extend_from_slice(date));
     out.extend_from_slice(if keep_alive {
         b"\r\nConnection: keep-alive\r\nAge: "
     } else {
@@ -714,28 +718,36 @@ fn write_fields(stored: &ResponseHeader, head: &mut BytesMut, skip: impl Fn(&[u8
 }
 
 /// Whether the engine's compression would encode this response for a visitor that accepts
-/// an encoding: a known compressible type, not too small to gain.
+/// an encoding ([`compressible_by`]).
 fn compressible(stored: &ResponseHeader) -> bool {
-    const MIN_LENGTH: usize = 20;
     let fields = &stored.headers;
-    let length = fields
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if length.is_some_and(|n| n < MIN_LENGTH) {
-        return false;
-    }
-    let Some(Ok(kind)) = fields
-        .get(header::CONTENT_TYPE)
-        .map(|v| std::str::from_utf8(v.as_bytes()))
-    else {
+    compressible_by(
+        fields.get(header::CONTENT_LENGTH).map(|v| v.as_bytes()),
+        fields.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+    )
+}
+
+/// Whether the engine's compression takes an answer for compressible, by its first
+/// `Content-Length` and `Content-Type` (the rule its filter applies): not under 20 bytes; by
+/// type, not without one, with one that is not UTF-8 or that names zip; text, application and
+/// font types, three image types and `binary/octet-stream` are.
+pub(crate) fn compressible_by(length: Option<&[u8]>, content_type: Option<&[u8]>) -> bool {
+    const TYPES: [&str; 7] = [
+        "text/",
+        "application/",
+        "font/",
+        "image/x-icon",
+        "image/svg+xml",
+        "image/nd.microsoft.icon",
+        "binary/octet-stream",
+    ];
+    let short = length
+        .and_then(|l| std::str::from_utf8(l).ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n < 20);
+    let Some(kind) = content_type.and_then(|t| std::str::from_utf8(t).ok()) else {
         return false;
     };
-    !kind.contains("zip")
-        && ["text/", "application/", "font/", "binary/octet-stream"]
-            .iter()
-            .chain(&["image/x-icon", "image/svg+xml", "image/nd.microsoft.icon"])
-            .any(|prefix| kind.starts_with(prefix))
+    !short && !kind.contains("zip") && TYPES.iter().any(|t| kind.starts_with(t))
 }
 
 /// Sends `answer` on `stream` (taking its request off first), then counts and logs it; false

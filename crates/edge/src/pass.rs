@@ -119,7 +119,7 @@ pub(crate) struct Pass {
     upstream_compression: Option<ResponseCompressionCtx>,
     /// Whether the visitor's compression, and the engine's, had an `Accept-Encoding` to read.
     coding_asked: (bool, bool),
-    ray: String,
+    ray: crate::headers::RayId,
     /// The visitor's `Accept`, for an error page's format.
     accept: Option<String>,
     path: String,
@@ -697,7 +697,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         chunked,
         framed,
         stored_length,
-    }) = answer_head(pass, &head, &filter, end, no_body)
+    }) = answer_head(pass, answered, &head, &filter, end, no_body)
     else {
         let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
         return Box::pin(error_answer(stream, pass, &e.into_up())).await;
@@ -881,6 +881,7 @@ fn is_one_of(name: &[u8], names: &[&str]) -> bool {
 /// that ends with the connection, both compressions).
 fn answer_head(
     pass: &mut Pass,
+    answered: Instant,
     head: &Head,
     filter: &OriginFilter,
     end: bool,
@@ -979,10 +980,7 @@ fn answer_head(
     if let Some(ttl) = &browser_ttl {
         field(b"cache-control", ttl.as_bytes());
     }
-    field(
-        b"Date",
-        pingora::protocols::http::date::get_cached_date().as_bytes(),
-    );
+    crate::headers::with_date(answered, |date| field(b"Date", date));
     Some(Answered {
         head: out,
         chunked,
@@ -1118,7 +1116,7 @@ fn untouched(
                 .any(|v| v == b"*" || v.eq_ignore_ascii_case(b"accept-encoding"));
         }
     }
-    let compressible = compressible(length, content_type);
+    let compressible = hit::compressible_by(length, content_type);
     let asked = compressions.visitor.1 || compressions.upstream.as_ref().is_some_and(|u| u.1);
     if compressible && asked {
         return None;
@@ -1149,29 +1147,6 @@ fn untouched(
         chunked: !no_body && is_chunked,
         framed: no_body || is_chunked || lengths > 0,
     })
-}
-
-/// Whether the engine's compression takes an answer for compressible, by its first
-/// `Content-Length` and `Content-Type` (the rule its filter applies): not under 20 bytes; by
-/// type, not without one, with one that is not UTF-8 or that names zip; text, application and
-/// font types, three image types and `binary/octet-stream` are.
-fn compressible(length: Option<&[u8]>, content_type: Option<&[u8]>) -> bool {
-    const TYPES: [&str; 7] = [
-        "text/",
-        "application/",
-        "font/",
-        "image/x-icon",
-        "image/svg+xml",
-        "image/nd.microsoft.icon",
-        "binary/octet-stream",
-    ];
-    let short = length
-        .and_then(|l| std::str::from_utf8(l).ok()?.parse::<usize>().ok())
-        .is_some_and(|n| n < 20);
-    let Some(kind) = content_type.and_then(|t| std::str::from_utf8(t).ok()) else {
-        return false;
-    };
-    !short && !kind.contains("zip") && TYPES.iter().any(|t| kind.starts_with(t))
 }
 
 /// The future's output if it is ready without waiting.
@@ -1803,7 +1778,7 @@ mod tests {
                 compression(None).response_header_filter(&mut resp, false);
                 let engine = resp.headers.contains_key(header::VARY);
                 assert_eq!(
-                    compressible(length.map(str::as_bytes), kind),
+                    hit::compressible_by(length.map(str::as_bytes), kind),
                     engine,
                     "{length:?} {kind:?}"
                 );

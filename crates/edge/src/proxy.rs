@@ -91,7 +91,7 @@ impl EdgeProxy {
         let mut candidate = origin.host.as_str();
         loop {
             if let Some(zone) = snapshot.zones.get(candidate) {
-                if zone.zone.id != origin.zone_id {
+                if *zone.zone.id != *origin.zone_id {
                     return &[];
                 }
                 return self
@@ -247,7 +247,7 @@ impl EdgeProxy {
 
 /// What one request carries through the phases.
 pub struct Ctx {
-    pub(crate) ray: String,
+    pub(crate) ray: crate::headers::RayId,
     pub(crate) origin: Option<Origin>,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) started: Instant,
@@ -766,19 +766,17 @@ impl ProxyHttp for EdgeProxy {
             Ok(mut origin) => {
                 if origin.addrs.is_empty() {
                     // Only names outside Parapet: ask the resolver (cached by TTL).
+                    let mut addrs = Vec::new();
                     for name in &origin.outside {
                         let Some(resolver) = self.resolver.as_ref() else {
                             break;
                         };
                         if let Some(answer) = resolver.resolve_now(name).await {
-                            origin
-                                .addrs
-                                .extend(answer.v4.iter().copied().map(std::net::IpAddr::from));
-                            origin
-                                .addrs
-                                .extend(answer.v6.iter().copied().map(std::net::IpAddr::from));
+                            addrs.extend(answer.v4.iter().copied().map(std::net::IpAddr::from));
+                            addrs.extend(answer.v6.iter().copied().map(std::net::IpAddr::from));
                         }
                     }
+                    origin.addrs = addrs.into();
                     if origin.addrs.is_empty() {
                         respond_with(session, ctx, EdgeError::OriginDns).await;
                         return Ok(true);
@@ -1334,7 +1332,7 @@ impl ProxyHttp for EdgeProxy {
     /// One JSON access-log line per request.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let zone = ctx.origin.as_ref().map_or("", |o| o.zone_id.as_str());
+        let zone = ctx.origin.as_ref().map_or("", |o| &*o.zone_id);
         if ctx.relayed {
             self.metrics
                 .direct_pass_finished(zone, status, ctx.origin_time);
@@ -1347,10 +1345,7 @@ impl ProxyHttp for EdgeProxy {
         let req = session.req_header();
         AccessLine {
             ray: &ctx.ray,
-            routed: ctx
-                .origin
-                .as_ref()
-                .map(|o| (o.zone_id.as_str(), o.host.as_str())),
+            routed: ctx.origin.as_ref().map(|o| (&*o.zone_id, o.host.as_str())),
             method: req.method.as_str(),
             path: req.uri.path(),
             status,

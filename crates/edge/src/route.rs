@@ -15,11 +15,11 @@ use crate::errors::EdgeError;
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    pub zone_id: String,
+    pub zone_id: Arc<str>,
     /// The visitor's host name, lowercase, without port.
     pub host: String,
     /// Origin addresses, in record order.
-    pub addrs: Vec<IpAddr>,
+    pub addrs: Arc<[IpAddr]>,
     /// Origin host names outside Parapet's zones (proxied CNAMEs to other providers).
     pub outside: Vec<String>,
     /// The port to connect to, when an origin rule sets it (else the visitor's port).
@@ -141,22 +141,28 @@ pub fn route(
         Some(h) => std::slice::from_ref(h),
         None => proxied.origins.as_slice(),
     };
-    let mut addrs = Vec::new();
     let mut outside = Vec::new();
-    for content in origins {
-        match content.parse::<IpAddr>() {
-            Ok(ip) => addrs.push(ip),
-            Err(_) if snapshot.zone_for(content).is_some() => {
-                addrs.extend(addresses_inside(snapshot, content))
+    let addrs = match (&origin_host, &proxied.addresses) {
+        (None, Some(addresses)) => Arc::clone(addresses),
+        _ => {
+            let mut addrs = Vec::new();
+            for content in origins {
+                match content.parse::<IpAddr>() {
+                    Ok(ip) => addrs.push(ip),
+                    Err(_) if snapshot.zone_for(content).is_some() => {
+                        addrs.extend(addresses_inside(snapshot, content))
+                    }
+                    Err(_) => outside.push(content.clone()),
+                }
             }
-            Err(_) => outside.push(content.clone()),
+            Arc::from(addrs)
         }
-    }
+    };
     if addrs.is_empty() && outside.is_empty() {
         return Err(EdgeError::OriginDns);
     }
     Ok(Origin {
-        zone_id: proxied.zone_id.clone(),
+        zone_id: Arc::clone(&proxied.zone_id),
         host,
         addrs,
         outside,

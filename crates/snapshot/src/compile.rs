@@ -71,11 +71,13 @@ impl ZoneSnapshot {
 /// A proxied host name: where the edge sends its traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxiedHost {
-    pub zone_id: String,
+    pub zone_id: Arc<str>,
     /// The zone is active: DNS answers with the edge, and the edge serves the name.
     pub active: bool,
     /// The proxied A/AAAA/CNAME contents at this name.
     pub origins: Vec<String>,
+    /// The origins' addresses, when every origin is an address.
+    pub addresses: Option<Arc<[std::net::IpAddr]>>,
 }
 
 /// A secondary allowed to transfer a zone, and notified when it changes.
@@ -593,14 +595,16 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
     });
     for (zone_id, zone) in zones {
         let active = zone.status == ZoneStatus::Active && !zone.paused;
+        let shared_id: Arc<str> = Arc::from(zone_id.as_str());
         let mut add_proxied = |r: &DnsRecord| {
             if r.proxied && matches!(r.kind, RecordType::A | RecordType::AAAA | RecordType::CNAME) {
                 proxied_hosts
                     .entry(r.name.clone())
                     .or_insert_with(|| ProxiedHost {
-                        zone_id: zone_id.clone(),
+                        zone_id: Arc::clone(&shared_id),
                         active,
                         origins: Vec::new(),
+                        addresses: None,
                     })
                     .origins
                     .push(r.content.clone());
@@ -699,6 +703,14 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
                 message: format!("{} certificates of a zone that does not exist", certs.len()),
             });
         }
+    }
+    for host in proxied_hosts.values_mut() {
+        host.addresses = host
+            .origins
+            .iter()
+            .map(|o| o.parse().ok())
+            .collect::<Option<Vec<_>>>()
+            .map(Arc::from);
     }
     if errors.is_empty() {
         Ok(Snapshot {

@@ -361,7 +361,7 @@ async fn a_change_recompiles_only_the_zone_it_touches() {
         101,
         "proxied names of both zones"
     );
-    assert_eq!(after.proxied_hosts["h7.one.example"].zone_id, "z1");
+    assert_eq!(&*after.proxied_hosts["h7.one.example"].zone_id, "z1");
     // A change to the zone itself (here: paused) is a change of the zone.
     let mut paused = zone("z1", "one.example");
     paused.paused = true;
@@ -452,9 +452,12 @@ async fn after_a_failed_first_compile_no_zone_is_taken_from_an_older_snapshot() 
         .await
         .expect("commit");
     wait(&published, rev).await;
+    let host = &published.load().proxied_hosts["www.one.example"];
+    assert_eq!(host.origins, ["192.0.2.2"]);
     assert_eq!(
-        published.load().proxied_hosts["www.one.example"].origins,
-        ["192.0.2.2"]
+        host.addresses.as_deref(),
+        Some(&["192.0.2.2".parse().expect("address")][..]),
+        "origins that are all addresses are parsed once"
     );
 }
 

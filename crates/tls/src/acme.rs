@@ -84,14 +84,14 @@ pub fn wanted_hosts(snapshot: &Snapshot) -> BTreeMap<String, String> {
         if !proxied.active {
             continue;
         }
-        let custom = snapshot.custom_certs.get(&proxied.zone_id);
+        let custom = snapshot.custom_certs.get(&*proxied.zone_id);
         let covered = custom.is_some_and(|certs| {
             certs
                 .iter()
                 .any(|c| c.hosts.iter().any(|pattern| covers(pattern, host)))
         });
         if !covered {
-            wanted.insert(host.clone(), proxied.zone_id.clone());
+            wanted.insert(host.clone(), proxied.zone_id.to_string());
         }
     }
     wanted
