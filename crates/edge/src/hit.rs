@@ -457,7 +457,7 @@ struct Done {
     zone: std::sync::Arc<str>,
     status: u16,
     body_len: usize,
-    ray: crate::headers::RayId,
+    ray: headers::RayId,
     started: Instant,
     /// What the access log needs besides (when it is written).
     log: Option<Box<Logged>>,
@@ -500,7 +500,7 @@ impl Done {
 struct Fields {
     keep_alive: bool,
     age: u64,
-    ray: crate::headers::RayId,
+    ray: headers::RayId,
     /// The zone's HSTS, for an HTTPS visitor.
     hsts: Option<parapet_model::settings::Hsts>,
     /// `Vary: accept-encoding`, as the engine's compression adds it.

@@ -43,7 +43,7 @@ use tokio::net::TcpStream;
 
 use crate::balance;
 use crate::errors::{EdgeError, error_page};
-use crate::headers::CDN_LOOP_TOKEN;
+use crate::headers::{CDN_LOOP_TOKEN, RayId};
 use crate::hit;
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, PORT_PAIRS, access_logged,
@@ -117,13 +117,20 @@ pub(crate) struct Pass {
     /// of what the origin sends.
     compression: ResponseCompressionCtx,
     upstream_compression: Option<ResponseCompressionCtx>,
-    /// Whether the visitor's compression, and the engine's, had an `Accept-Encoding` to read.
-    coding_asked: (bool, bool),
-    ray: crate::headers::RayId,
+    coding_asked: CodingAsked,
+    ray: RayId,
     /// The visitor's `Accept`, for an error page's format.
     accept: Option<String>,
     path: String,
     started: Instant,
+}
+
+/// Whether the visitor's compression, and the engine's own of what the origin sends, had an
+/// `Accept-Encoding` to read.
+#[derive(Debug, Clone, Copy)]
+struct CodingAsked {
+    visitor: bool,
+    upstream: bool,
 }
 
 /// A request the cache does not keep, as [`crate::hit`] found it: routed, with the zone's
@@ -232,10 +239,10 @@ impl EdgeProxy {
             rules,
             status,
             compression,
-            coding_asked: (
-                request.accept_encoding.is_some(),
-                upstream_compression.is_some() && asked_coding.is_some(),
-            ),
+            coding_asked: CodingAsked {
+                visitor: request.accept_encoding.is_some(),
+                upstream: upstream_compression.is_some() && asked_coding.is_some(),
+            },
             upstream_compression,
             ray,
             accept,
@@ -832,7 +839,7 @@ struct Answered {
 const GATHERED_BODY: usize = 16 * 1024;
 
 /// Response fields the engine's compression reads or changes: they go through it on a header of
-/// their own.
+/// their own when a compression may change the answer ([`coded`]).
 const CODING_FIELDS: [&str; 7] = [
     "content-encoding",
     "content-length",
@@ -912,11 +919,11 @@ fn answer_head(
     // The fields compression decides on, as both of the engine's compressions leave them.
     let kept = |name: &[u8]| is_one_of(name, &CODING_FIELDS) && !filter.drops_name(name);
     let compressions = Compressions {
-        visitor: (&mut pass.compression, pass.coding_asked.0),
+        visitor: (&mut pass.compression, pass.coding_asked.visitor),
         upstream: pass
             .upstream_compression
             .as_mut()
-            .map(|c| (c, pass.coding_asked.1)),
+            .map(|c| (c, pass.coding_asked.upstream)),
         rules: pass.rules.as_deref(),
     };
     let Coded {
@@ -950,14 +957,14 @@ fn answer_head(
             chunked_added,
             vary_added,
         } => {
-            // As a header of their own would hold them: lowercase.
-            let mut lower = [0u8; 32];
+            // Named as a header of their own would name them: lowercase.
             for (name, value) in head.fields().filter(|(name, _)| kept(name)) {
-                // A kept name is one of the coding fields: it fits.
-                let lower = &mut lower[..name.len().min(32)];
-                lower.copy_from_slice(&name[..lower.len()]);
-                lower.make_ascii_lowercase();
-                field(lower, value);
+                if let Some(lower) = CODING_FIELDS
+                    .iter()
+                    .find(|n| n.as_bytes().eq_ignore_ascii_case(name))
+                {
+                    field(lower.as_bytes(), value);
+                }
             }
             if *chunked_added {
                 field(b"transfer-encoding", b"chunked");
@@ -1122,7 +1129,7 @@ fn untouched(
         return None;
     }
     // What a compression's filter leaves an answer it does not change in.
-    let mut left = ResponseHeader::build_no_case(http::StatusCode::OK, None).ok()?;
+    let mut left = ResponseHeader::build_no_case(http::StatusCode::OK, Some(0)).ok()?;
     let rules = compressions.rules;
     let mut vary_added = false;
     for compression in compressions.each() {
@@ -1519,10 +1526,12 @@ async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended 
     let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
     pass.compression
         .response_header_filter(&mut resp, pass.head_only);
-    let _ = resp.insert_header(
-        header::DATE,
-        pingora::protocols::http::date::get_cached_date(),
-    );
+    let date = crate::headers::with_date(Instant::now(), |date| {
+        http::HeaderValue::from_bytes(date).ok()
+    });
+    if let Some(date) = date {
+        let _ = resp.insert_header(header::DATE, date);
+    }
     let _ = resp.insert_header(header::CONNECTION, "close");
     let mut out = BytesMut::with_capacity(512 + body.len());
     render(&resp, &mut out);

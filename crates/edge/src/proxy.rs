@@ -247,7 +247,7 @@ impl EdgeProxy {
 
 /// What one request carries through the phases.
 pub struct Ctx {
-    pub(crate) ray: crate::headers::RayId,
+    pub(crate) ray: headers::RayId,
     pub(crate) origin: Option<Origin>,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) started: Instant,
