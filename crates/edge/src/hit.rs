@@ -536,7 +536,7 @@ fn response(
     let mut out = Vec::with_capacity(base.len() + 192 + if inline { hit.body.len() } else { 0 });
     out.extend_from_slice(base);
     out.extend_from_slice(b"Date: ");
-    crate::headers::with_date(started, |date| out.extend_from_slice(date));
+    headers::with_date(started, |date| out.extend_from_slice(date));
     out.extend_from_slice(if keep_alive {
         b"\r\nConnection: keep-alive\r\nAge: "
     } else {

@@ -43,7 +43,7 @@ use tokio::net::TcpStream;
 
 use crate::balance;
 use crate::errors::{EdgeError, error_page};
-use crate::headers::{CDN_LOOP_TOKEN, RayId};
+use crate::headers::{CDN_LOOP_TOKEN, RayId, with_date};
 use crate::hit;
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, PORT_PAIRS, access_logged,
@@ -987,7 +987,7 @@ fn answer_head(
     if let Some(ttl) = &browser_ttl {
         field(b"cache-control", ttl.as_bytes());
     }
-    crate::headers::with_date(answered, |date| field(b"Date", date));
+    with_date(answered, |date| field(b"Date", date));
     Some(Answered {
         head: out,
         chunked,
@@ -1526,7 +1526,7 @@ async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended 
     let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
     pass.compression
         .response_header_filter(&mut resp, pass.head_only);
-    let date = crate::headers::with_date(Instant::now(), |date| {
+    let date = with_date(Instant::now(), |date| {
         http::HeaderValue::from_bytes(date).ok()
     });
     if let Some(date) = date {
