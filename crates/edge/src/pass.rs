@@ -850,6 +850,14 @@ const CODING_FIELDS: [&str; 7] = [
     "transfer-encoding",
 ];
 
+/// `name` as [`CODING_FIELDS`] lists it (lowercase), when it is one of them.
+fn coding_name(name: &[u8]) -> Option<&'static str> {
+    CODING_FIELDS
+        .iter()
+        .find(|n| n.as_bytes().eq_ignore_ascii_case(name))
+        .copied()
+}
+
 /// Response fields whether a response may be stored is judged on ([`cacheability`]).
 const JUDGED: [&str; 10] = [
     "set-cookie",
@@ -917,7 +925,7 @@ fn answer_head(
             || (browser_ttl.is_some() && name.eq_ignore_ascii_case(b"cache-control"))
     };
     // The fields compression decides on, as both of the engine's compressions leave them.
-    let kept = |name: &[u8]| is_one_of(name, &CODING_FIELDS) && !filter.drops_name(name);
+    let kept = |name: &[u8]| coding_name(name).is_some() && !filter.drops_name(name);
     let compressions = Compressions {
         visitor: (&mut pass.compression, pass.coding_asked.visitor),
         upstream: pass
@@ -943,7 +951,7 @@ fn answer_head(
     );
     let mut field = |name: &[u8], value: &[u8]| put_field(&mut out, name, value);
     for (name, value) in head.fields() {
-        if !is_one_of(name, &CODING_FIELDS) && !filter.drops_name(name) && !written_here(name) {
+        if coding_name(name).is_none() && !filter.drops_name(name) && !written_here(name) {
             field(name, value);
         }
     }
@@ -958,11 +966,8 @@ fn answer_head(
             vary_added,
         } => {
             // Named as a header of their own would name them: lowercase.
-            for (name, value) in head.fields().filter(|(name, _)| kept(name)) {
-                if let Some(lower) = CODING_FIELDS
-                    .iter()
-                    .find(|n| n.as_bytes().eq_ignore_ascii_case(name))
-                {
+            for (name, value) in head.fields() {
+                if let Some(lower) = coding_name(name).filter(|_| !filter.drops_name(name)) {
                     field(lower.as_bytes(), value);
                 }
             }
@@ -1810,7 +1815,7 @@ mod tests {
     ) -> Option<bool> {
         let head = Head::of_bytes(raw);
         let filter = OriginFilter::of_fields(false, || head.fields(), None);
-        let kept = |name: &[u8]| is_one_of(name, &CODING_FIELDS) && !filter.drops_name(name);
+        let kept = |name: &[u8]| coding_name(name).is_some() && !filter.drops_name(name);
         let make = || (compression(asked.0), asked.1.map(compression));
         let ((mut visitor, mut upstream), (mut visitor2, mut upstream2)) = (make(), make());
         fn compressions<'a>(

@@ -137,14 +137,14 @@ pub fn route(
             origin_host = o.host.clone().or(origin_host);
         }
     }
-    let origins = match &origin_host {
-        Some(h) => std::slice::from_ref(h),
-        None => proxied.origins.as_slice(),
-    };
     let mut outside = Vec::new();
     let addrs = match (&origin_host, &proxied.addresses) {
         (None, Some(addresses)) => Arc::clone(addresses),
         _ => {
+            let origins = match &origin_host {
+                Some(h) => std::slice::from_ref(h),
+                None => proxied.origins.as_slice(),
+            };
             let mut addrs = Vec::new();
             for content in origins {
                 match content.parse::<IpAddr>() {
