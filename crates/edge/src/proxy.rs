@@ -1463,6 +1463,11 @@ pub(crate) fn to_visitor(
     for name in EDGE_ONLY {
         resp.remove_header(&name);
     }
+    // Unique to this response: HTTP/2 writes it as a literal kept out of the connection's
+    // header table (RFC 7541 §6.2.3), where each one would push out the fields every response
+    // repeats.
+    let mut ray = HeaderValue::from_str(ray).or_err(ErrorType::InternalError, "ray id")?;
+    ray.set_sensitive(true);
     resp.insert_header("cf-ray", ray)?;
     resp.insert_header("server", HeaderValue::from_static("parapet"))?;
     resp.insert_header("cf-cache-status", HeaderValue::from_static(status))?;
@@ -1893,6 +1898,20 @@ mod tests {
             out.append_header(*name, *value).expect("field");
         }
         out
+    }
+
+    #[test]
+    fn the_ray_alone_is_kept_out_of_http2_header_tables() {
+        let mut resp = header(200, &[("Content-Type", "text/plain")]);
+        let ray = headers::ray_id();
+        to_visitor(&mut resp, ("DYNAMIC", "parapet"), None, &ray, None).expect("fields");
+        let value = resp.headers.get("cf-ray").expect("ray");
+        assert_eq!(value.as_bytes(), ray.as_bytes());
+        // HTTP/2's header compression writes a sensitive value as a never-indexed literal.
+        assert!(value.is_sensitive());
+        for (name, value) in resp.headers.iter().filter(|(n, _)| *n != "cf-ray") {
+            assert!(!value.is_sensitive(), "{name}");
+        }
     }
 
     #[test]
