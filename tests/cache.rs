@@ -1304,6 +1304,84 @@ fn cache_rules_put_listed_headers_and_cookies_in_the_key() {
     assert_eq!(get(&["-H", "X-Device: phone"]).1, "MISS");
 }
 
+#[test]
+fn http2_hits_from_memory_are_answered_as_the_engine_answers_them() {
+    let s = site("h2direct.test");
+    let host = "www.h2direct.test";
+    let direct = || metric(&s.node, "parapet_edge_direct_hits_total");
+    let h2 = "--http2-prior-knowledge";
+    let paths = [
+        "/logo.png",
+        "/text.css",
+        "/big/100k-3.bin",
+        "/hop.png",
+        "/dated.png",
+    ];
+    for path in paths {
+        assert_eq!(fetch(s.port, host, path, &[h2]).1, "MISS", "{path}");
+    }
+    // The same hit twice: answered before the engine's cache state machine, then by it
+    // (`If-Match` keeps a request from the first). Nothing tells them apart, the visitor's
+    // compression (zstd, made from the stored copy) included.
+    let reload = ["-H", "Cache-Control: max-age=0", "-H", "Pragma: no-cache"];
+    let codings: [&[&str]; 5] = [
+        &[],
+        &["-H", "Accept-Encoding: gzip"],
+        &["-H", "Accept-Encoding: zstd"],
+        &["-I"],
+        &reload,
+    ];
+    for path in paths {
+        for coding in codings {
+            let extra = [coding, &[h2]].concat();
+            fetch(s.port, host, path, &extra);
+            let before = direct();
+            let (status, cache, head, body) = fetch(s.port, host, path, &extra);
+            assert_eq!(
+                direct(),
+                before + 1,
+                "{path} {extra:?}: before the engine's cache"
+            );
+            let engine = [&extra[..], &["-H", "If-Match: *"]].concat();
+            let (status2, cache2, head2, body2) = fetch(s.port, host, path, &engine);
+            assert_eq!(direct(), before + 1, "{path} {extra:?}: by the engine");
+            assert!(head.starts_with("http/2 200"), "{head}");
+            assert_eq!((status, cache.as_str()), (200, "HIT"), "{head}");
+            assert_eq!((status2, cache2.as_str()), (200, "HIT"), "{head2}");
+            let ((fields, age), (fields2, age2)) = (lasting_fields(&head), lasting_fields(&head2));
+            assert_eq!(fields, fields2, "{path} {extra:?}");
+            assert!(
+                age2.abs_diff(age) <= 1,
+                "{path} {extra:?}: age {age} then {age2}"
+            );
+            assert_eq!(body, body2, "{path} {extra:?}");
+        }
+    }
+    let (_, _, head, _) = fetch(
+        s.port,
+        host,
+        "/text.css",
+        &[h2, "-H", "Accept-Encoding: zstd"],
+    );
+    assert!(head.contains("content-encoding: zstd"), "{head}");
+    let (_, _, head, body) = fetch(s.port, host, "/logo.png", &[h2, "-I"]);
+    assert!(head.contains("content-length: "), "{head}");
+    assert!(body.is_empty(), "a HEAD has no body");
+    // Validators, ranges and bodies are the engine's.
+    for extra in [
+        &["-H", "If-None-Match: \"css1\""][..],
+        &["-H", "Range: bytes=0-3"],
+        &["-X", "GET", "--data", "x"],
+    ] {
+        let before = direct();
+        let (status, cache, head, _) =
+            fetch(s.port, host, "/text.css", &[&[h2][..], extra].concat());
+        assert_eq!(cache, "HIT", "{extra:?}: {head}");
+        assert!([200, 206, 304].contains(&status), "{extra:?}: {head}");
+        assert_eq!(direct(), before, "{extra:?}: the engine's");
+    }
+}
+
 /// Writes `pieces` on one connection, 100 ms apart, and reads until the edge closes it (or 2 s
 /// pass); whether it closed.
 fn exchange(port: u16, pieces: &[&str]) -> (String, bool) {

@@ -26,18 +26,21 @@ use std::time::{Instant, SystemTime};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header;
 use parapet_cache::{HitHead, MemoryHit};
+use parapet_model::rules::CacheParameters;
 use parapet_model::settings::SslMode;
 use pingora::cache::eviction::EvictionManager as _;
 use pingora::cache::predictor::CacheablePredictor as _;
 use pingora::cache::{CacheEntryKey, CacheKey, VarianceBuilder};
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
+use pingora::proxy::{ProxyHttp as _, Session};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::headers;
 use crate::pass::{Pass, Passing};
 use crate::proxy::{
-    AccessLine, EdgeProxy, access_logged, eligibility, normalized_encoding, url_key,
+    AccessLine, Ctx, EdgeProxy, access_logged, eligibility, normalized_encoding, primary_key,
+    url_key,
 };
 use crate::route::route;
 
@@ -354,16 +357,10 @@ impl EdgeProxy {
                 ("BYPASS", "parapet; fwd=uri-miss"),
             );
         }
-        // Query-string shaping is applied here; a browser TTL, and request headers or cookies
-        // in the key, are the engine's.
-        let rules_kept_here = rules.as_deref().is_none_or(|r| {
-            r.browser_ttl.is_none()
-                && r.cache_key
-                    .as_ref()
-                    .and_then(|k| k.custom_key.as_ref())
-                    .is_none_or(|c| c.header.is_none() && c.cookie.is_none())
-        });
-        if !rules_kept_here {
+        // Query-string shaping is applied here; a browser TTL is the engine's.
+        if !keyed_here(rules.as_deref())
+            || rules.as_deref().is_some_and(|r| r.browser_ttl.is_some())
+        {
             return None;
         }
         let hit = cache.store.direct_hit(&key)?;
@@ -449,6 +446,132 @@ impl EdgeProxy {
                 log,
             },
         }))
+    }
+}
+
+/// Whether a request's cache key under `rules` is its URL's, shaped at most in its query
+/// string: request headers or cookies in the key are the engine's.
+fn keyed_here(rules: Option<&CacheParameters>) -> bool {
+    rules.is_none_or(|r| {
+        r.cache_key
+            .as_ref()
+            .and_then(|k| k.custom_key.as_ref())
+            .is_none_or(|c| c.header.is_none() && c.cookie.is_none())
+    })
+}
+
+impl EdgeProxy {
+    /// A fresh object in memory, answered through the engine's session before its cache state
+    /// machine (HTTP/2 visitors; `request_filter` has routed the request): the stored header
+    /// with its `Age` and `Accept-Ranges`, as the engine's hit path makes it, then the engine's
+    /// own response filter and the visitor's compression, which write it. `false` leaves the
+    /// request to the engine: a body, preconditions or ranges, a rule this does not apply,
+    /// `Vary` on other fields than `Accept-Encoding`, an object not fresh or not in memory.
+    pub(crate) async fn hit_in_session(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
+        let Some((found, head_only, rules)) = self.session_hit(session, ctx) else {
+            return false;
+        };
+        let mut header = Box::new(found.header().clone());
+        let age = SystemTime::now()
+            .duration_since(found.epoch())
+            .unwrap_or_default()
+            .as_secs();
+        if header.insert_header(header::AGE, age).is_err() {
+            return false;
+        }
+        header.set_version(http::Version::HTTP_11);
+        ctx.cache_rules = rules;
+        ctx.served_hit = true;
+        let _ = self.range_header_filter(session, &mut header, ctx);
+        if self
+            .response_filter(session, &mut header, ctx)
+            .await
+            .is_err()
+        {
+            let _ = session.respond_error(500).await;
+            return true;
+        }
+        if let Some(cache) = self.cache
+            && found.weight > 0
+        {
+            cache.eviction.access(
+                &CacheEntryKey::key_only(found.key.to_compact()),
+                found.weight,
+                found.fresh_until(),
+            );
+        }
+        if session
+            .write_response_header(header, head_only)
+            .await
+            .is_ok()
+            && !head_only
+        {
+            let _ = session
+                .write_response_body(Some(found.body.clone()), true)
+                .await;
+        }
+        true
+    }
+
+    /// The fresh stored answer to the session's request, when [`Self::hit_in_session`] can
+    /// send it; with whether the request is a HEAD, and the zone's rules for it.
+    fn session_hit(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+    ) -> Option<(Found, bool, Option<Box<CacheParameters>>)> {
+        let cache = self.cache?;
+        let origin = ctx.origin.as_ref()?;
+        if !session.as_downstream_mut().is_body_empty() {
+            return None;
+        }
+        let req = session.req_header();
+        let head_only = match req.method {
+            http::Method::GET => false,
+            http::Method::HEAD => true,
+            _ => return None,
+        };
+        if ENGINE_FIELDS
+            .iter()
+            .chain(&["if-none-match", "if-modified-since"])
+            .any(|name| req.headers.contains_key(*name))
+        {
+            return None;
+        }
+        let mut accept_encoding = req.headers.get_all(header::ACCEPT_ENCODING).iter();
+        let (accept_encoding, None) = (accept_encoding.next(), accept_encoding.next()) else {
+            return None;
+        };
+        let rules = self.cache_parameters(origin);
+        let (eligible, bypass) = eligibility(rules.as_deref(), req.uri.path());
+        if bypass || !eligible || origin.edge.settings.development_mode {
+            return None;
+        }
+        if !keyed_here(rules.as_deref()) {
+            return None;
+        }
+        let url = primary_key(session, origin, rules.as_deref());
+        let key = parapet_cache::key::key_of(url, &origin.zone_id);
+        if cache.predictor.predicted_uncacheable_reason(&key).is_some() {
+            return None;
+        }
+        let hit = cache.store.direct_hit(&key)?;
+        let found = variant(
+            &cache.store,
+            key,
+            hit,
+            accept_encoding.map(|v| v.as_bytes()),
+        )?;
+        if found.fresh_until() < SystemTime::now() {
+            return None;
+        }
+        let length = found
+            .header()
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        (length == Some(found.body.len())).then_some((found, head_only, rules))
     }
 }
 

@@ -272,6 +272,9 @@ pub struct Ctx {
     pub(crate) relayed: bool,
     /// The cache's key for the request, made before the engine asks for it.
     pub(crate) key: Option<Box<CacheKey>>,
+    /// A fresh object in memory answered through the session before the engine's cache state
+    /// machine ([`crate::hit`]'s `hit_in_session`).
+    pub(crate) served_hit: bool,
     /// The URL's last answer could not be stored, and the relay passes it on: its key and
     /// why, for what the answer teaches.
     pub(crate) bypassed: Option<Box<(CacheKey, Option<NoCacheReason>)>>,
@@ -445,7 +448,11 @@ pub(crate) fn eligibility(rules: Option<&CacheParameters>, path: &str) -> (bool,
 }
 
 /// The primary cache key of the request's URL, the query shaped by the zone's cache rules.
-fn primary_key(session: &Session, origin: &Origin, rules: Option<&CacheParameters>) -> String {
+pub(crate) fn primary_key(
+    session: &Session,
+    origin: &Origin,
+    rules: Option<&CacheParameters>,
+) -> String {
     url_key(
         origin,
         is_https(session),
@@ -674,6 +681,7 @@ impl ProxyHttp for EdgeProxy {
             cache_rules: None,
             rule_bypass: false,
             relayed: false,
+            served_hit: false,
             key: None,
             bypassed: None,
             predicted_bypass: false,
@@ -806,6 +814,12 @@ impl ProxyHttp for EdgeProxy {
                     return Ok(true);
                 }
                 ctx.origin = Some(origin);
+                // An HTTP/2 visitor's hit (HTTP/1 ones were offered to `direct` already).
+                if session.req_header().version == http::Version::HTTP_2
+                    && self.hit_in_session(session, ctx).await
+                {
+                    return Ok(true);
+                }
                 Ok(false)
             }
             Err(e) => {
@@ -1013,6 +1027,8 @@ impl ProxyHttp for EdgeProxy {
             ("BYPASS", "parapet; fwd=bypass")
         } else if ctx.predicted_bypass {
             ("BYPASS", "parapet; fwd=uri-miss")
+        } else if ctx.served_hit {
+            cache_status(&CachePhase::Hit)
         } else {
             cache_status(&session.cache.phase())
         };
@@ -1336,6 +1352,8 @@ impl ProxyHttp for EdgeProxy {
         if ctx.relayed {
             self.metrics
                 .direct_pass_finished(zone, status, ctx.origin_time);
+        } else if ctx.served_hit {
+            self.metrics.direct_hit_finished(zone, status);
         } else {
             self.metrics.request_finished(zone, status, ctx.origin_time);
         }
