@@ -146,14 +146,15 @@ pub fn connection_listed(connection: &str) -> impl Iterator<Item = &str> {
 /// decimal number. (The HTTP engine already refuses other transfer codings, obs-fold, bare CR,
 /// bad header names and differing duplicate lengths.)
 pub fn check_framing(headers: &pingora::http::HMap) -> Result<(), &'static str> {
-    let lengths: Vec<_> = headers.get_all("content-length").iter().collect();
-    if !lengths.is_empty() && headers.contains_key("transfer-encoding") {
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let (first, second) = (lengths.next(), lengths.next());
+    if first.is_some() && headers.contains_key(http::header::TRANSFER_ENCODING) {
         return Err("both Content-Length and Transfer-Encoding");
     }
-    if lengths.len() > 1 {
+    if second.is_some() {
         return Err("more than one Content-Length");
     }
-    if let Some(v) = lengths.first() {
+    if let Some(v) = first {
         let ok = !v.is_empty() && v.len() <= 19 && v.as_bytes().iter().all(u8::is_ascii_digit);
         if !ok {
             return Err("Content-Length is not a decimal number");

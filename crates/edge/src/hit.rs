@@ -531,11 +531,15 @@ impl EdgeProxy {
             http::Method::HEAD => true,
             _ => return None,
         };
-        if ENGINE_FIELDS
-            .iter()
-            .chain(&["if-none-match", "if-modified-since"])
-            .any(|name| req.headers.contains_key(*name))
-        {
+        // Each name the request has, against the list (names in the map are lowercase).
+        let engines = |name: &http::HeaderName| {
+            let name = name.as_str();
+            ENGINE_FIELDS
+                .iter()
+                .chain(&["if-none-match", "if-modified-since"])
+                .any(|f| *f == name)
+        };
+        if req.headers.keys().any(engines) {
             return None;
         }
         let mut accept_encoding = req.headers.get_all(header::ACCEPT_ENCODING).iter();

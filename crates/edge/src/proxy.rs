@@ -298,6 +298,11 @@ const SURROGATE_CONTROL: http::HeaderName = http::HeaderName::from_static("surro
 const CLOUDFLARE_CDN_CACHE_CONTROL: http::HeaderName =
     http::HeaderName::from_static("cloudflare-cdn-cache-control");
 const CACHE_TAG: http::HeaderName = http::HeaderName::from_static("cache-tag");
+/// Fields read or written on each request, by name (parsed once).
+const CDN_LOOP: http::HeaderName = http::HeaderName::from_static("cdn-loop");
+const CF_RAY: http::HeaderName = http::HeaderName::from_static("cf-ray");
+const CF_CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cf-cache-status");
+const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
 
 /// One level for gzip, brotli and zstd: most of the size gain at a small share of the CPU.
 pub(crate) const COMPRESSION_LEVEL: u32 = 5;
@@ -624,7 +629,7 @@ pub(crate) fn is_grpc(session: &Session) -> bool {
 fn request_host(session: &Session) -> Option<String> {
     let req = session.req_header();
     req.headers
-        .get("host")
+        .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()))
@@ -721,7 +726,7 @@ impl ProxyHttp for EdgeProxy {
         let declared = session
             .req_header()
             .headers
-            .get("content-length")
+            .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body_bytes) {
@@ -736,7 +741,7 @@ impl ProxyHttp for EdgeProxy {
         let looped = session
             .req_header()
             .headers
-            .get_all("cdn-loop")
+            .get_all(&CDN_LOOP)
             .iter()
             .any(|v| v.to_str().is_ok_and(headers::is_loop));
         if looped {
@@ -1486,10 +1491,10 @@ pub(crate) fn to_visitor(
     // repeats.
     let mut ray = HeaderValue::from_str(ray).or_err(ErrorType::InternalError, "ray id")?;
     ray.set_sensitive(true);
-    resp.insert_header("cf-ray", ray)?;
-    resp.insert_header("server", HeaderValue::from_static("parapet"))?;
-    resp.insert_header("cf-cache-status", HeaderValue::from_static(status))?;
-    resp.insert_header("cache-status", HeaderValue::from_static(cache_status))?;
+    resp.insert_header(CF_RAY, ray)?;
+    resp.insert_header(http::header::SERVER, HeaderValue::from_static("parapet"))?;
+    resp.insert_header(CF_CACHE_STATUS, HeaderValue::from_static(status))?;
+    resp.insert_header(CACHE_STATUS, HeaderValue::from_static(cache_status))?;
     // HSTS only means something over HTTPS (RFC 6797 §7.2).
     if let Some(hsts) = hsts {
         resp.insert_header("strict-transport-security", hsts.header_value())?;
