@@ -159,3 +159,49 @@ fn rapid_reset_and_continuation_floods_end_the_connection_not_the_edge() {
     );
     assert_eq!(curl(port, "www.shop.test", &[]).0, 200);
 }
+
+#[test]
+fn refused_streams_leave_the_connection_serving_good_ones() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone("shop.test");
+    node.proxied_a(&zone, "www.shop.test", "127.0.0.2");
+    eventually(Duration::from_secs(5), "the edge to route", || {
+        curl(port, "www.shop.test", &[]).0 == 200
+    });
+    while origin.try_recv().is_ok() {}
+    let authority = format!("www.shop.test:{port}");
+    // Two different lengths (HPACK: `content-length`, static index 28, as literals), and a
+    // control byte in `:path` (a literal with the static name 4): each stream is refused.
+    let mut lengths = get_block(&authority);
+    lengths.extend_from_slice(&[0x0f, 0x0d, 0x01, b'1', 0x0f, 0x0d, 0x01, b'2']);
+    let mut control = vec![0x82, 0x86, 0x04, 0x05];
+    control.extend_from_slice(b"/?a\x01b");
+    control.extend_from_slice(&get_block(&authority)[3..]);
+    let mut s = h2_connect(port);
+    for i in 0..10u32 {
+        let (flags, block) = if i % 2 == 0 {
+            (0x4, &lengths)
+        } else {
+            (0x5, &control)
+        };
+        s.write_all(&frame(1, flags, 2 * i + 1, block))
+            .expect("headers");
+    }
+    s.write_all(&frame(1, 0x5, 21, &get_block(&authority)))
+        .expect("headers");
+    let seen = origin
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a good stream after refused ones reaches the origin");
+    assert!(seen.to_ascii_lowercase().starts_with("get / "), "{seen}");
+    assert!(
+        origin.recv_timeout(Duration::from_millis(300)).is_err(),
+        "no refused stream reached the origin"
+    );
+}

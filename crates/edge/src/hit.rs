@@ -31,18 +31,16 @@ use parapet_model::settings::SslMode;
 use pingora::cache::eviction::EvictionManager as _;
 use pingora::cache::predictor::CacheablePredictor as _;
 use pingora::cache::{CacheEntryKey, CacheKey, VarianceBuilder};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
-use pingora::proxy::{ProxyHttp as _, Session};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::headers;
 use crate::pass::{Pass, Passing};
 use crate::proxy::{
-    AccessLine, Ctx, EdgeProxy, access_logged, eligibility, normalized_encoding, primary_key,
-    url_key,
+    AccessLine, EdgeProxy, access_logged, eligibility, normalized_encoding, url_key,
 };
-use crate::route::route;
+use crate::route::{Origin, route};
 
 /// Request header fields read here at most (a request with more goes to the engine).
 pub(crate) const MAX_FIELDS: usize = 32;
@@ -461,71 +459,20 @@ fn keyed_here(rules: Option<&CacheParameters>) -> bool {
 }
 
 impl EdgeProxy {
-    /// A fresh object in memory, answered through the engine's session before its cache state
-    /// machine (HTTP/2 visitors; `request_filter` has routed the request): the stored header
-    /// with its `Age` and `Accept-Ranges`, as the engine's hit path makes it, then the engine's
-    /// own response filter and the visitor's compression, which write it. `false` leaves the
-    /// request to the engine: a body, preconditions or ranges, a rule this does not apply,
-    /// `Vary` on other fields than `Accept-Encoding`, an object not fresh or not in memory.
-    pub(crate) async fn hit_in_session(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
-        let Some((found, head_only, rules)) = self.session_hit(session, ctx) else {
-            return false;
-        };
-        let mut header = Box::new(found.header().clone());
-        let age = SystemTime::now()
-            .duration_since(found.epoch())
-            .unwrap_or_default()
-            .as_secs();
-        if header.insert_header(header::AGE, age).is_err() {
-            return false;
-        }
-        header.set_version(http::Version::HTTP_11);
-        ctx.cache_rules = rules;
-        ctx.served_hit = true;
-        let _ = self.range_header_filter(session, &mut header, ctx);
-        if self
-            .response_filter(session, &mut header, ctx)
-            .await
-            .is_err()
-        {
-            let _ = session.respond_error(500).await;
-            return true;
-        }
-        if let Some(cache) = self.cache
-            && found.weight > 0
-        {
-            cache.eviction.access(
-                &CacheEntryKey::key_only(found.key.to_compact()),
-                found.weight,
-                found.fresh_until(),
-            );
-        }
-        if session
-            .write_response_header(header, head_only)
-            .await
-            .is_ok()
-            && !head_only
-        {
-            let _ = session
-                .write_response_body(Some(found.body.clone()), true)
-                .await;
-        }
-        true
-    }
-
-    /// The fresh stored answer to the session's request, when [`Self::hit_in_session`] can
-    /// send it; with whether the request is a HEAD, and the zone's rules for it.
-    fn session_hit(
+    /// The fresh object in memory that answers `req` (a GET or HEAD without a body, routed to
+    /// `origin`, from a visitor on `port`): with whether the request is a HEAD, and the zone's
+    /// rules for it. `None` leaves the request to the engine: preconditions or ranges (the
+    /// engine's [`ENGINE_FIELDS`], and a cached copy's validators), a rule that bypasses the
+    /// cache or puts request headers or cookies in the key, `Vary` on other fields than
+    /// `Accept-Encoding`, an object not fresh, not in memory or of another length than stored.
+    pub(crate) fn fresh_hit(
         &self,
-        session: &mut Session,
-        ctx: &Ctx,
+        req: &RequestHeader,
+        origin: &Origin,
+        https: bool,
+        port: u16,
     ) -> Option<(Found, bool, Option<Box<CacheParameters>>)> {
         let cache = self.cache?;
-        let origin = ctx.origin.as_ref()?;
-        if !session.as_downstream_mut().is_body_empty() {
-            return None;
-        }
-        let req = session.req_header();
         let head_only = match req.method {
             http::Method::GET => false,
             http::Method::HEAD => true,
@@ -554,7 +501,11 @@ impl EdgeProxy {
         if !keyed_here(rules.as_deref()) {
             return None;
         }
-        let url = primary_key(session, origin, rules.as_deref());
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| req.uri.path(), |p| p.as_str());
+        let url = url_key(origin, https, port, target, rules.as_deref());
         let key = parapet_cache::key::key_of(url, &origin.zone_id);
         if cache.predictor.predicted_uncacheable_reason(&key).is_some() {
             return None;
@@ -697,8 +648,8 @@ fn response(
 }
 
 /// A hit with the key it was found under.
-struct Found {
-    key: CacheKey,
+pub(crate) struct Found {
+    pub(crate) key: CacheKey,
     hit: MemoryHit,
 }
 

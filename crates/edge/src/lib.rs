@@ -7,6 +7,7 @@
 mod balance;
 pub mod errors;
 mod freshness;
+mod h2;
 pub mod headers;
 mod hit;
 pub mod metrics;
@@ -258,7 +259,7 @@ struct Connections {
 impl Connections {
     /// Serves one plain-HTTP visitor connection until it closes (or is parked).
     async fn serve(
-        &self,
+        self: &Arc<Self>,
         stream: Stream,
         slot: ClientSlot,
         shutdown: &ShutdownWatch,
@@ -277,7 +278,8 @@ impl Connections {
                 return None;
             }
             if preface == *H2_PREFACE {
-                ServerApp::process_new(&self.http, stream, shutdown).await;
+                // Boxed: an HTTP/1 connection's task is not sized by it.
+                Box::pin(self.serve_h2(stream, shutdown)).await;
                 return None;
             }
         }
@@ -304,7 +306,7 @@ impl Connections {
 
     /// Serves one HTTPS visitor connection until it closes: HTTP/2 when ALPN chose it.
     async fn serve_tls(
-        &self,
+        self: &Arc<Self>,
         tcp: Box<stream::VisitorStream>,
         slot: ClientSlot,
         shutdown: &ShutdownWatch,
@@ -320,7 +322,7 @@ impl Connections {
         let h2 = stream.is_h2();
         let mut stream: Stream = stream;
         if h2 {
-            ServerApp::process_new(&self.http, stream, shutdown).await;
+            Box::pin(self.serve_h2(stream, shutdown)).await;
             return None;
         }
         let mut first = [0u8; 1];
@@ -654,7 +656,9 @@ mod tests {
     use super::*;
 
     /// The size of the future an async fn of a connection returns.
-    fn future_size<'a, A, B, F>(_: fn(&'a Connections, A, B, &'a ShutdownWatch) -> F) -> usize {
+    fn future_size<'a, A, B, F>(
+        _: fn(&'a Arc<Connections>, A, B, &'a ShutdownWatch) -> F,
+    ) -> usize {
         std::mem::size_of::<F>()
     }
 

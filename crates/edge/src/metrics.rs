@@ -32,8 +32,7 @@ struct Shard {
 #[derive(Default)]
 struct ShardCounts {
     requests: Counts,
-    /// Cache hits the edge answered from memory without its HTTP engine's cache state machine
-    /// (HTTP/1 ones without the engine at all).
+    /// Cache hits the edge answered without its HTTP engine.
     direct_hits: u64,
     /// Requests the edge passed to origins without its HTTP engine.
     direct_passes: u64,
@@ -136,8 +135,7 @@ impl EdgeMetrics {
         self.finished(zone, status, origin_time, Answered::DirectPass);
     }
 
-    /// A cache hit the edge answered from memory without its HTTP engine's cache state machine,
-    /// finished.
+    /// A cache hit the edge answered without its HTTP engine, finished.
     pub fn direct_hit_finished(&self, zone: &str, status: u16) {
         self.finished(zone, status, None, Answered::DirectHit);
     }
@@ -197,7 +195,7 @@ impl EdgeMetrics {
         }
         let _ = writeln!(
             out,
-            "# HELP parapet_edge_direct_hits_total Cache hits answered from memory without the HTTP engine's cache state machine.\n# TYPE parapet_edge_direct_hits_total counter\nparapet_edge_direct_hits_total {direct_hits}"
+            "# HELP parapet_edge_direct_hits_total Cache hits answered from memory without the HTTP engine.\n# TYPE parapet_edge_direct_hits_total counter\nparapet_edge_direct_hits_total {direct_hits}"
         );
         let _ = writeln!(
             out,

@@ -272,9 +272,6 @@ pub struct Ctx {
     pub(crate) relayed: bool,
     /// The cache's key for the request, made before the engine asks for it.
     pub(crate) key: Option<Box<CacheKey>>,
-    /// A fresh object in memory answered through the session before the engine's cache state
-    /// machine ([`crate::hit`]'s `hit_in_session`).
-    pub(crate) served_hit: bool,
     /// The URL's last answer could not be stored, and the relay passes it on: its key and
     /// why, for what the answer teaches.
     pub(crate) bypassed: Option<Box<(CacheKey, Option<NoCacheReason>)>>,
@@ -351,7 +348,7 @@ pub(crate) fn keep_bytes_of(
 }
 
 /// `CF-Cache-Status` and the RFC 9211 `Cache-Status` for what the cache did.
-fn cache_status(phase: &CachePhase) -> (&'static str, &'static str) {
+pub(crate) fn cache_status(phase: &CachePhase) -> (&'static str, &'static str) {
     match phase {
         CachePhase::Hit => ("HIT", "parapet; hit"),
         CachePhase::Miss => ("MISS", "parapet; fwd=uri-miss; stored"),
@@ -453,11 +450,7 @@ pub(crate) fn eligibility(rules: Option<&CacheParameters>, path: &str) -> (bool,
 }
 
 /// The primary cache key of the request's URL, the query shaped by the zone's cache rules.
-pub(crate) fn primary_key(
-    session: &Session,
-    origin: &Origin,
-    rules: Option<&CacheParameters>,
-) -> String {
+fn primary_key(session: &Session, origin: &Origin, rules: Option<&CacheParameters>) -> String {
     url_key(
         origin,
         is_https(session),
@@ -579,7 +572,7 @@ async fn redirect(session: &mut Session, ctx: &Ctx, location: &str) {
 
 /// The length of the HTTP/1 head an HTTP/2 request makes (`METHOD target HTTP/2`, its fields,
 /// the blank line), without writing it.
-fn h1_head_len(req: &RequestHeader) -> usize {
+pub(crate) fn h1_head_len(req: &RequestHeader) -> usize {
     let fields: usize = req
         .headers
         .iter()
@@ -686,7 +679,6 @@ impl ProxyHttp for EdgeProxy {
             cache_rules: None,
             rule_bypass: false,
             relayed: false,
-            served_hit: false,
             key: None,
             bypassed: None,
             predicted_bypass: false,
@@ -819,12 +811,6 @@ impl ProxyHttp for EdgeProxy {
                     return Ok(true);
                 }
                 ctx.origin = Some(origin);
-                // An HTTP/2 visitor's hit (HTTP/1 ones were offered to `direct` already).
-                if session.req_header().version == http::Version::HTTP_2
-                    && self.hit_in_session(session, ctx).await
-                {
-                    return Ok(true);
-                }
                 Ok(false)
             }
             Err(e) => {
@@ -1032,8 +1018,6 @@ impl ProxyHttp for EdgeProxy {
             ("BYPASS", "parapet; fwd=bypass")
         } else if ctx.predicted_bypass {
             ("BYPASS", "parapet; fwd=uri-miss")
-        } else if ctx.served_hit {
-            cache_status(&CachePhase::Hit)
         } else {
             cache_status(&session.cache.phase())
         };
@@ -1357,8 +1341,6 @@ impl ProxyHttp for EdgeProxy {
         if ctx.relayed {
             self.metrics
                 .direct_pass_finished(zone, status, ctx.origin_time);
-        } else if ctx.served_hit {
-            self.metrics.direct_hit_finished(zone, status);
         } else {
             self.metrics.request_finished(zone, status, ctx.origin_time);
         }

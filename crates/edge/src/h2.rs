@@ -1,0 +1,313 @@
+//! HTTP/2 visitor connections: the edge accepts their streams itself and answers a fresh hit
+//! in memory on its own; every other stream goes to the HTTP engine, as it would have.
+//!
+//! The accept loop does what the engine's does: one task per stream, the connection closed
+//! after [`IDLE_TIMEOUT`] without a stream in flight, a graceful shutdown (GOAWAY, then the
+//! streams in flight finish) once the edge stops, and the connection torn down after
+//! [`MAX_MALFORMED_STREAMS`] streams the HTTP/2 reader refused. The limits of the HTTP/2
+//! implementation itself (concurrent streams, header list size, rapid resets, CONTINUATION
+//! floods) are the engine's options, given to the same handshake.
+//!
+//! A hit answered here is the engine's hit answer (`proxy_cache_hit`) for the same request: the
+//! stored header with its `Age` and `Accept-Ranges`, the fields every answer gets
+//! ([`to_visitor`]), the visitor's compression (the engine's module, with the same settings),
+//! the HTTP/2 writer's `Date`; `tests/cache.rs` compares both field by field. The request's
+//! checks before routing are the engine's `request_filter`'s: a request they would refuse, or
+//! answer with a redirect or an error page, goes to the engine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header;
+use parapet_model::settings::SslMode;
+use pingora::apps::HttpServerApp;
+use pingora::cache::CacheEntryKey;
+use pingora::cache::CachePhase;
+use pingora::cache::eviction::EvictionManager as _;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::http::compression::ResponseCompressionCtx;
+use pingora::protocols::http::v2::server::{H2Accept, HttpSession, handshake};
+use pingora::protocols::{Digest, Stream};
+use pingora::server::ShutdownWatch;
+use tokio::sync::Notify;
+
+use crate::hit::Found;
+use crate::proxy::{
+    AccessLine, COMPRESSION_LEVEL, EdgeProxy, access_logged, cache_status, h1_head_len, keep_bytes,
+    to_visitor,
+};
+use crate::route::route;
+use crate::{Connections, IDLE_TIMEOUT};
+
+/// Streams of one connection the HTTP/2 reader may refuse (bad pseudo-fields, conflicting
+/// lengths) before the connection is closed, as the engine's accept loop counts them.
+const MAX_MALFORMED_STREAMS: usize = 32;
+
+/// The streams of a connection in flight, for its idle timeout.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by a stream's task while it runs.
+struct StreamGuard(Arc<InFlight>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.idle.notify_one();
+        }
+    }
+}
+
+impl InFlight {
+    fn start(self: &Arc<Self>) -> StreamGuard {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(Arc::clone(self))
+    }
+
+    /// Returns once no stream has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: std::time::Duration) {
+        while self.count.load(Ordering::Relaxed) != 0 {
+            self.idle.notified().await;
+        }
+        tokio::time::sleep(timeout).await;
+    }
+}
+
+impl Connections {
+    /// Serves an HTTP/2 connection (its preface read, or ALPN's choice) until it closes.
+    pub(crate) async fn serve_h2(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+        let digest = Arc::new(Digest {
+            ssl_digest: stream.get_ssl_digest(),
+            timing_digest: stream.get_timing_digest(),
+            proxy_digest: stream.get_proxy_digest(),
+            socket_digest: stream.get_socket_digest(),
+        });
+        let mut conn = match handshake(stream, self.http.h2_options.clone()).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!("HTTP/2 handshake: {e}");
+                return;
+            }
+        };
+        let in_flight = Arc::new(InFlight::default());
+        let mut watch = shutdown.clone();
+        let mut stopping = false;
+        let mut malformed = 0;
+        loop {
+            let accepted = if stopping {
+                HttpSession::from_h2_conn(&mut conn, Arc::clone(&digest)).await
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = watch.changed() => {
+                        conn.graceful_shutdown();
+                        stopping = true;
+                        continue;
+                    }
+                    accepted = HttpSession::from_h2_conn(&mut conn, Arc::clone(&digest)) => accepted,
+                    () = in_flight.idle_for(IDLE_TIMEOUT) => return,
+                }
+            };
+            match accepted {
+                // Usually the visitor going away without closing HTTP/2.
+                Err(e) => {
+                    tracing::debug!("HTTP/2 stream: {e}");
+                    return;
+                }
+                Ok(None) => return,
+                Ok(Some(H2Accept::Rejected)) => {
+                    malformed += 1;
+                    if malformed >= MAX_MALFORMED_STREAMS {
+                        tracing::warn!(
+                            "HTTP/2 connection closed after {malformed} malformed streams"
+                        );
+                        return;
+                    }
+                }
+                Ok(Some(H2Accept::Session(session))) => {
+                    let guard = in_flight.start();
+                    let app = Arc::clone(self);
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        app.h2_stream(session, &shutdown).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// One stream: a fresh hit in memory answered here, anything else by the engine.
+    async fn h2_stream(&self, mut session: HttpSession, shutdown: &ShutdownWatch) {
+        if let Some(hit) = self.proxy.h2_hit(&mut session) {
+            Box::pin(hit.send(&mut session, &self.proxy)).await;
+            return;
+        }
+        HttpServerApp::process_new_http(&self.http, ServerSession::new_http2(session), shutdown)
+            .await;
+    }
+}
+
+/// A hit to answer on an HTTP/2 stream.
+pub(crate) struct H2Hit {
+    found: Found,
+    head_only: bool,
+    resp: Box<pingora::http::ResponseHeader>,
+    compression: ResponseCompressionCtx,
+    zone: Arc<str>,
+    host: String,
+    ray: crate::headers::RayId,
+    started: Instant,
+}
+
+impl EdgeProxy {
+    /// The hit this stream's request is answered with, when it is one answered here.
+    fn h2_hit(&self, session: &mut HttpSession) -> Option<H2Hit> {
+        let started = Instant::now();
+        if !session.is_body_empty() {
+            return None;
+        }
+        let req = session.req_header();
+        // The engine's checks before routing: a request it answers with 431 or a page is its.
+        if h1_head_len(req) > self.max_header_bytes
+            || req.uri.path().starts_with("/.well-known/acme-challenge/")
+        {
+            return None;
+        }
+        let host = req
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
+        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(80, std::net::SocketAddr::port);
+        let snapshot = self.published.load();
+        let origin = route(&snapshot, Some(host), req.uri.path()).ok()?;
+        let settings = origin.edge.settings;
+        let redirected = if https {
+            settings.ssl == SslMode::Off
+        } else {
+            settings.always_use_https && settings.ssl != SslMode::Off
+        };
+        if origin.addrs.is_empty() || redirected {
+            return None;
+        }
+        let (found, head_only, rules) = self.fresh_hit(req, &origin, https, port)?;
+        // The engine's hit header (`cache_hit_header`, its range filter for a request without
+        // `Range`), then its response filter's fields and the visitor's compression.
+        let mut resp = Box::new(found.header().clone());
+        let age = SystemTime::now()
+            .duration_since(found.epoch())
+            .unwrap_or_default()
+            .as_secs();
+        resp.insert_header(header::AGE, age).ok()?;
+        resp.set_version(http::Version::HTTP_11);
+        let whole = resp
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.parse::<usize>().is_ok());
+        if resp.status == http::StatusCode::OK && whole {
+            resp.insert_header(header::ACCEPT_RANGES, "bytes").ok()?;
+        }
+        let mut compression = ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
+        compression.request_filter(req);
+        if rules
+            .as_deref()
+            .is_some_and(|r| r.respect_strong_etags == Some(true))
+        {
+            keep_bytes(rules.as_deref(), &resp, &mut compression);
+        }
+        let ray = crate::headers::ray_id();
+        let hsts = settings.hsts.filter(|_| https);
+        to_visitor(
+            &mut resp,
+            cache_status(&CachePhase::Hit),
+            rules.as_deref(),
+            &ray,
+            hsts,
+        )
+        .ok()?;
+        compression.response_header_filter(&mut resp, head_only);
+        if let Some(cache) = self.cache
+            && found.weight > 0
+        {
+            cache.eviction.access(
+                &CacheEntryKey::key_only(found.key.to_compact()),
+                found.weight,
+                found.fresh_until(),
+            );
+        }
+        self.metrics.request_started();
+        Some(H2Hit {
+            found,
+            head_only,
+            resp,
+            compression,
+            zone: origin.zone_id,
+            host: origin.host,
+            ray,
+            started,
+        })
+    }
+}
+
+impl H2Hit {
+    /// Writes the answer, then counts and logs it.
+    async fn send(self, session: &mut HttpSession, proxy: &EdgeProxy) {
+        let H2Hit {
+            found,
+            head_only,
+            resp,
+            mut compression,
+            zone,
+            host,
+            ray,
+            started,
+        } = self;
+        let status = resp.status.as_u16();
+        let mut sent = 0;
+        let mut written = session.write_response_header(resp, head_only).is_ok();
+        if written && !head_only {
+            let mut body = Some(found.body.clone());
+            if let Some(compressed) = compression.response_body_filter(body.as_ref(), true) {
+                body = Some(compressed);
+            }
+            let body = body.unwrap_or_else(Bytes::new);
+            sent = body.len();
+            written = session.write_body(body, true).await.is_ok();
+        }
+        if written {
+            let _ = session.finish();
+        }
+        proxy.metrics.direct_hit_finished(&zone, status);
+        if !access_logged() {
+            return;
+        }
+        let req = session.req_header();
+        AccessLine {
+            ray: &ray,
+            routed: Some((&zone, &host)),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status,
+            bytes: if written { sent } else { 0 },
+            started,
+            cache: "HIT",
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(std::net::SocketAddr::ip),
+            edge_error: None,
+        }
+        .log();
+    }
+}
