@@ -186,6 +186,8 @@ fn answer(
         );
         let cache_control = if path.contains("nostore") {
             "no-store"
+        } else if path.contains("lasting") {
+            "max-age=60"
         } else {
             "max-age=1"
         };
@@ -690,6 +692,41 @@ fn a_respect_strong_etags_rule_keeps_the_origins_bytes_and_validator() {
         2,
         "one fetch, one revalidation"
     );
+    // Over HTTP/2, a hit the edge answers itself is the engine's answer under the rule too:
+    // the origin's bytes and strong ETag, whatever the visitor accepts.
+    let direct = || metric(&s.node, "parapet_edge_direct_hits_total");
+    let h2 = "--http2-prior-knowledge";
+    assert_eq!(
+        fetch(s.port, host, "/kept/strong-lasting.css", &[h2]).1,
+        "MISS"
+    );
+    for extra in [&gzip[..], &[], &["-I"]] {
+        let extra = [extra, &[h2]].concat();
+        let before = direct();
+        let (status, cache, head, body) = fetch(s.port, host, "/kept/strong-lasting.css", &extra);
+        assert_eq!(
+            direct(),
+            before + 1,
+            "{extra:?}: answered by the edge: {head}"
+        );
+        let engine = [&extra[..], &["-H", "If-Match: *"]].concat();
+        let (status2, cache2, head2, body2) =
+            fetch(s.port, host, "/kept/strong-lasting.css", &engine);
+        assert_eq!(direct(), before + 1, "{extra:?}: by the engine");
+        assert_eq!(
+            (status, cache.as_str(), status2, cache2.as_str()),
+            (200, "HIT", 200, "HIT"),
+            "{head}"
+        );
+        assert_eq!(
+            lasting_fields(&head).0,
+            lasting_fields(&head2).0,
+            "{extra:?}"
+        );
+        assert_eq!(body, body2, "{extra:?}");
+        assert!(!head.contains("content-encoding"), "{head}");
+        assert!(head.contains("etag: \"s1\""), "{head}");
+    }
     // The tag the 304 brought purges the object.
     s.node.ok(
         "POST",

@@ -1,12 +1,14 @@
 //! HTTP/2 visitor connections: the edge accepts their streams itself and answers a fresh hit
-//! in memory on its own; every other stream goes to the HTTP engine, as it would have.
+//! (in memory, or in a small disk file read whole) on its own; every other stream goes to the
+//! HTTP engine, as it would have.
 //!
 //! The accept loop does what the engine's does: one task per stream, the connection closed
-//! after [`IDLE_TIMEOUT`] without a stream in flight, a graceful shutdown (GOAWAY, then the
-//! streams in flight finish) once the edge stops, and the connection torn down after
-//! [`MAX_MALFORMED_STREAMS`] streams the HTTP/2 reader refused. The limits of the HTTP/2
-//! implementation itself (concurrent streams, header list size, rapid resets, CONTINUATION
-//! floods) are the engine's options, given to the same handshake.
+//! after the engine's HTTP/2 idle timeout without a stream in flight, a graceful shutdown
+//! (GOAWAY, then the streams in flight finish) once the edge stops, and the connection torn
+//! down after [`MAX_MALFORMED_STREAMS`] streams the engine's HTTP/2 reader refused (the HTTP/2
+//! implementation refuses most malformed streams before that reader sees them). The limits of
+//! the HTTP/2 implementation itself (concurrent streams, header list size, rapid resets,
+//! CONTINUATION floods) are the engine's options, given to the same handshake.
 //!
 //! A hit answered here is the engine's hit answer (`proxy_cache_hit`) for the same request: the
 //! stored header with its `Age` and `Accept-Ranges`, the fields every answer gets
@@ -21,7 +23,6 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header;
-use parapet_model::settings::SslMode;
 use pingora::apps::HttpServerApp;
 use pingora::cache::CacheEntryKey;
 use pingora::cache::CachePhase;
@@ -33,13 +34,13 @@ use pingora::protocols::{Digest, Stream};
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
-use crate::hit::Found;
+use crate::Connections;
+use crate::hit::{Found, redirects};
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EdgeProxy, access_logged, cache_status, h1_head_len, keep_bytes,
     to_visitor,
 };
 use crate::route::route;
-use crate::{Connections, IDLE_TIMEOUT};
 
 /// Streams of one connection the HTTP/2 reader may refuse (bad pseudo-fields, conflicting
 /// lengths) before the connection is closed, as the engine's accept loop counts them.
@@ -69,8 +70,11 @@ impl InFlight {
         StreamGuard(Arc::clone(self))
     }
 
-    /// Returns once no stream has been in flight for `timeout`.
-    async fn idle_for(&self, timeout: std::time::Duration) {
+    /// Returns once no stream has been in flight for `timeout` (never without one).
+    async fn idle_for(&self, timeout: Option<std::time::Duration>) {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
         while self.count.load(Ordering::Relaxed) != 0 {
             self.idle.notified().await;
         }
@@ -94,6 +98,11 @@ impl Connections {
                 return;
             }
         };
+        let idle_timeout = self
+            .http
+            .server_options
+            .as_ref()
+            .and_then(|o| o.h2_idle_timeout);
         let in_flight = Arc::new(InFlight::default());
         let mut watch = shutdown.clone();
         let mut stopping = false;
@@ -104,13 +113,14 @@ impl Connections {
             } else {
                 tokio::select! {
                     biased;
-                    _ = watch.changed() => {
+                    // The edge stopping (or its watch gone).
+                    _ = watch.wait_for(|stopping| *stopping) => {
                         conn.graceful_shutdown();
                         stopping = true;
                         continue;
                     }
                     accepted = HttpSession::from_h2_conn(&mut conn, Arc::clone(&digest)) => accepted,
-                    () = in_flight.idle_for(IDLE_TIMEOUT) => return,
+                    () = in_flight.idle_for(idle_timeout) => return,
                 }
             };
             match accepted {
@@ -142,7 +152,7 @@ impl Connections {
         }
     }
 
-    /// One stream: a fresh hit in memory answered here, anything else by the engine.
+    /// One stream: a fresh hit answered here, anything else by the engine.
     async fn h2_stream(&self, mut session: HttpSession, shutdown: &ShutdownWatch) {
         if let Some(hit) = self.proxy.h2_hit(&mut session) {
             Box::pin(hit.send(&mut session, &self.proxy)).await;
@@ -169,10 +179,13 @@ impl EdgeProxy {
     /// The hit this stream's request is answered with, when it is one answered here.
     fn h2_hit(&self, session: &mut HttpSession) -> Option<H2Hit> {
         let started = Instant::now();
-        if !session.is_body_empty() {
+        let req = session.req_header();
+        if self.cache.is_none()
+            || !matches!(req.method, http::Method::GET | http::Method::HEAD)
+            || !session.is_body_empty()
+        {
             return None;
         }
-        let req = session.req_header();
         // The engine's checks before routing: a request it answers with 431 or a page is its.
         if h1_head_len(req) > self.max_header_bytes
             || req.uri.path().starts_with("/.well-known/acme-challenge/")
@@ -192,12 +205,7 @@ impl EdgeProxy {
         let snapshot = self.published.load();
         let origin = route(&snapshot, Some(host), req.uri.path()).ok()?;
         let settings = origin.edge.settings;
-        let redirected = if https {
-            settings.ssl == SslMode::Off
-        } else {
-            settings.always_use_https && settings.ssl != SslMode::Off
-        };
-        if origin.addrs.is_empty() || redirected {
+        if origin.addrs.is_empty() || redirects(&settings, https) {
             return None;
         }
         let (found, head_only, rules) = self.fresh_hit(req, &origin, https, port)?;
@@ -210,6 +218,7 @@ impl EdgeProxy {
             .as_secs();
         resp.insert_header(header::AGE, age).ok()?;
         resp.set_version(http::Version::HTTP_11);
+        // Always true after `fresh_hit`'s length check: the engine's range filter's condition.
         let whole = resp
             .headers
             .get(header::CONTENT_LENGTH)
@@ -278,7 +287,11 @@ impl H2Hit {
         let mut written = session.write_response_header(resp, head_only).is_ok();
         if written && !head_only {
             let mut body = Some(found.body.clone());
-            if let Some(compressed) = compression.response_body_filter(body.as_ref(), true) {
+            // As the engine's module: a compression the header filter turned off (a rule
+            // keeping the bytes, nothing to compress) is not asked for the body.
+            if compression.is_enabled()
+                && let Some(compressed) = compression.response_body_filter(body.as_ref(), true)
+            {
                 body = Some(compressed);
             }
             let body = body.unwrap_or_else(Bytes::new);

@@ -306,12 +306,7 @@ impl EdgeProxy {
         let snapshot = self.published.load();
         let origin = route(&snapshot, Some(request.host), path).ok()?;
         let settings = origin.edge.settings;
-        let redirected = if conn.https {
-            settings.ssl == SslMode::Off
-        } else {
-            settings.always_use_https && settings.ssl != SslMode::Off
-        };
-        if origin.addrs.is_empty() || redirected {
+        if origin.addrs.is_empty() || redirects(&settings, conn.https) {
             return None;
         }
         let rules = self.cache_parameters(&origin);
@@ -361,12 +356,8 @@ impl EdgeProxy {
         {
             return None;
         }
-        let hit = cache.store.direct_hit(&key)?;
-        let hit = variant(&cache.store, key, hit, request.accept_encoding)?;
+        let hit = stored_fresh(&cache.store, key, request.accept_encoding)?;
         let now = SystemTime::now();
-        if hit.fresh_until() < now {
-            return None;
-        }
         let head = hit.hit_head(render)?;
         let stored = hit.header();
         // The engine compresses a compressible response stored without a coding for a
@@ -387,14 +378,6 @@ impl EdgeProxy {
                 .contains_key(header::STRICT_TRANSPORT_SECURITY)
                 || stored.headers.contains_key(header::X_CONTENT_TYPE_OPTIONS))
         {
-            return None;
-        }
-        let length = stored
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if length != Some(hit.body.len()) {
             return None;
         }
         // A hit counts for the object in the memory tier's eviction policy.
@@ -510,24 +493,40 @@ impl EdgeProxy {
         if cache.predictor.predicted_uncacheable_reason(&key).is_some() {
             return None;
         }
-        let hit = cache.store.direct_hit(&key)?;
-        let found = variant(
-            &cache.store,
-            key,
-            hit,
-            accept_encoding.map(|v| v.as_bytes()),
-        )?;
-        if found.fresh_until() < SystemTime::now() {
-            return None;
-        }
-        let length = found
-            .header()
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        (length == Some(found.body.len())).then_some((found, head_only, rules))
+        let found = stored_fresh(&cache.store, key, accept_encoding.map(|v| v.as_bytes()))?;
+        Some((found, head_only, rules))
     }
+}
+
+/// Whether the zone's SSL mode sends a visitor elsewhere (the engine's redirect): HTTPS with SSL
+/// off, plain HTTP with Always Use HTTPS.
+pub(crate) fn redirects(settings: &parapet_model::settings::EdgeZoneSettings, https: bool) -> bool {
+    if https {
+        settings.ssl == SslMode::Off
+    } else {
+        settings.always_use_https && settings.ssl != SslMode::Off
+    }
+}
+
+/// The stored variant of `key` for the visitor, fresh, in memory or in a small file read whole,
+/// with a body of its stored length.
+fn stored_fresh(
+    store: &parapet_cache::CacheStore,
+    key: CacheKey,
+    accept_encoding: Option<&[u8]>,
+) -> Option<Found> {
+    let hit = store.direct_hit(&key)?;
+    let found = variant(store, key, hit, accept_encoding)?;
+    if found.fresh_until() < SystemTime::now() {
+        return None;
+    }
+    let length = found
+        .header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    (length == Some(found.body.len())).then_some(found)
 }
 
 /// What is counted and logged once a hit is sent.

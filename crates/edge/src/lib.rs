@@ -534,10 +534,10 @@ pub fn start_edge(
     let mut done = Vec::with_capacity(workers);
     for (i, sockets) in per_worker.into_iter().enumerate() {
         let mut http = pingora::proxy::http_proxy(&conf, proxy.clone());
-        // HTTP/2 over cleartext with prior knowledge, beside HTTP/1.1 on the same listeners.
+        // An HTTP/2 connection without streams is closed as an idle HTTP/1 one is (by the edge's
+        // own HTTP/2 accept loop, which reads it here; it tells HTTP/2 with prior knowledge
+        // from HTTP/1.1 itself).
         let mut options = pingora::apps::HttpServerOptions::default();
-        options.h2c = true;
-        // An HTTP/2 connection without streams is closed as an idle HTTP/1 one is.
         options.h2_idle_timeout = Some(IDLE_TIMEOUT);
         http.server_options = Some(options);
         // HTTP/2 limits: concurrent streams per connection as Cloudflare's edge, and header
