@@ -694,36 +694,12 @@ fn a_respect_strong_etags_rule_keeps_the_origins_bytes_and_validator() {
     );
     // Over HTTP/2, a hit the edge answers itself is the engine's answer under the rule too:
     // the origin's bytes and strong ETag, whatever the visitor accepts.
-    let direct = || metric(&s.node, "parapet_edge_direct_hits_total");
     let h2 = "--http2-prior-knowledge";
-    assert_eq!(
-        fetch(s.port, host, "/kept/strong-lasting.css", &[h2]).1,
-        "MISS"
-    );
+    let lasting = "/kept/strong-lasting.css";
+    assert_eq!(fetch(s.port, host, lasting, &[h2]).1, "MISS");
     for extra in [&gzip[..], &[], &["-I"]] {
         let extra = [extra, &[h2]].concat();
-        let before = direct();
-        let (status, cache, head, body) = fetch(s.port, host, "/kept/strong-lasting.css", &extra);
-        assert_eq!(
-            direct(),
-            before + 1,
-            "{extra:?}: answered by the edge: {head}"
-        );
-        let engine = [&extra[..], &["-H", "If-Match: *"]].concat();
-        let (status2, cache2, head2, body2) =
-            fetch(s.port, host, "/kept/strong-lasting.css", &engine);
-        assert_eq!(direct(), before + 1, "{extra:?}: by the engine");
-        assert_eq!(
-            (status, cache.as_str(), status2, cache2.as_str()),
-            (200, "HIT", 200, "HIT"),
-            "{head}"
-        );
-        assert_eq!(
-            lasting_fields(&head).0,
-            lasting_fields(&head2).0,
-            "{extra:?}"
-        );
-        assert_eq!(body, body2, "{extra:?}");
+        let head = hit_as_the_engine(&s, host, lasting, &extra).0;
         assert!(!head.contains("content-encoding"), "{head}");
         assert!(head.contains("etag: \"s1\""), "{head}");
     }
@@ -1357,9 +1333,8 @@ fn http2_hits_from_memory_are_answered_as_the_engine_answers_them() {
     for path in paths {
         assert_eq!(fetch(s.port, host, path, &[h2]).1, "MISS", "{path}");
     }
-    // The same hit twice: answered before the engine's cache state machine, then by it
-    // (`If-Match` keeps a request from the first). Nothing tells them apart, the visitor's
-    // compression (zstd, made from the stored copy) included.
+    // The same hit twice: answered by the edge, then by the engine. Nothing tells them apart,
+    // the visitor's compression (zstd, made from the stored copy) included.
     let reload = ["-H", "Cache-Control: max-age=0", "-H", "Pragma: no-cache"];
     let codings: [&[&str]; 5] = [
         &[],
@@ -1372,26 +1347,8 @@ fn http2_hits_from_memory_are_answered_as_the_engine_answers_them() {
         for coding in codings {
             let extra = [coding, &[h2]].concat();
             fetch(s.port, host, path, &extra);
-            let before = direct();
-            let (status, cache, head, body) = fetch(s.port, host, path, &extra);
-            assert_eq!(
-                direct(),
-                before + 1,
-                "{path} {extra:?}: before the engine's cache"
-            );
-            let engine = [&extra[..], &["-H", "If-Match: *"]].concat();
-            let (status2, cache2, head2, body2) = fetch(s.port, host, path, &engine);
-            assert_eq!(direct(), before + 1, "{path} {extra:?}: by the engine");
+            let head = hit_as_the_engine(&s, host, path, &extra).0;
             assert!(head.starts_with("http/2 200"), "{head}");
-            assert_eq!((status, cache.as_str()), (200, "HIT"), "{head}");
-            assert_eq!((status2, cache2.as_str()), (200, "HIT"), "{head2}");
-            let ((fields, age), (fields2, age2)) = (lasting_fields(&head), lasting_fields(&head2));
-            assert_eq!(fields, fields2, "{path} {extra:?}");
-            assert!(
-                age2.abs_diff(age) <= 1,
-                "{path} {extra:?}: age {age} then {age2}"
-            );
-            assert_eq!(body, body2, "{path} {extra:?}");
         }
     }
     let (_, _, head, _) = fetch(
@@ -1417,6 +1374,30 @@ fn http2_hits_from_memory_are_answered_as_the_engine_answers_them() {
         assert!([200, 206, 304].contains(&status), "{extra:?}: {head}");
         assert_eq!(direct(), before, "{extra:?}: the engine's");
     }
+}
+
+/// `path` fetched twice with `extra`: a hit the edge answers itself (its count of direct hits
+/// moves), then the same hit answered by the engine (`If-Match` keeps the request from the
+/// edge's path). Both must be the same, field by field; the edge's header and body.
+fn hit_as_the_engine(s: &Site, host: &str, path: &str, extra: &[&str]) -> (String, String) {
+    let direct = || metric(&s.node, "parapet_edge_direct_hits_total");
+    let before = direct();
+    let (status, cache, head, body) = fetch(s.port, host, path, extra);
+    assert_eq!(direct(), before + 1, "{path} {extra:?}: answered directly");
+    let engine = [extra, &["-H", "If-Match: *"]].concat();
+    let (status2, cache2, head2, body2) = fetch(s.port, host, path, &engine);
+    assert_eq!(direct(), before + 1, "{path} {extra:?}: by the engine");
+    assert_eq!((status, cache.as_str()), (200, "HIT"), "{head}");
+    assert_eq!((status2, cache2.as_str()), (200, "HIT"), "{head2}");
+    // The same fields; the same age, but for a second that may pass between the two.
+    let ((fields, age), (fields2, age2)) = (lasting_fields(&head), lasting_fields(&head2));
+    assert_eq!(fields, fields2, "{path} {extra:?}");
+    assert!(
+        age2.abs_diff(age) <= 1,
+        "{path} {extra:?}: age {age} then {age2}"
+    );
+    assert_eq!(body, body2, "{path} {extra:?}");
+    (head, body)
 }
 
 /// Writes `pieces` on one connection, 100 ms apart, and reads until the edge closes it (or 2 s
@@ -1475,22 +1456,7 @@ fn hits_from_memory_are_answered_as_the_engine_answers_them() {
                 // The gzip variant is made and stored by the engine first.
                 assert_eq!(first.1, "MISS");
             }
-            let before = direct();
-            let (status, cache, head, body) = fetch(s.port, host, path, extra);
-            assert_eq!(direct(), before + 1, "{path} {extra:?}: answered directly");
-            let engine = [extra, &["-H", "If-Match: *"]].concat();
-            let (status2, cache2, head2, body2) = fetch(s.port, host, path, &engine);
-            assert_eq!(direct(), before + 1, "{path} {extra:?}: by the engine");
-            assert_eq!((status, cache.as_str()), (200, "HIT"), "{head}");
-            assert_eq!((status2, cache2.as_str()), (200, "HIT"), "{head2}");
-            // The same fields; the same age, but for a second that may pass between the two.
-            let ((fields, age), (fields2, age2)) = (lasting_fields(&head), lasting_fields(&head2));
-            assert_eq!(fields, fields2, "{path} {extra:?}");
-            assert!(
-                age2.abs_diff(age) <= 1,
-                "{path} {extra:?}: age {age} then {age2}"
-            );
-            assert_eq!(body, body2, "{path} {extra:?}");
+            let head = hit_as_the_engine(&s, host, path, extra).0;
             assert!(!head.contains("keep-alive: "), "hop-by-hop: {head}");
         }
     }

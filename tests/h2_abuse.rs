@@ -66,8 +66,9 @@ fn goaway(s: &mut TcpStream, within: Duration) -> Option<u32> {
     code
 }
 
-#[test]
-fn rapid_reset_and_continuation_floods_end_the_connection_not_the_edge() {
+/// An edge with www.shop.test proxied to an origin on 127.0.0.2, routing: its port, the edge,
+/// and what the origin receives.
+fn shop() -> (u16, Node, std::sync::mpsc::Receiver<String>) {
     let port = free_port();
     let origin = start_origin("127.0.0.2", port);
     let node = Node::start(NodeOptions::new(BIN).args([
@@ -82,6 +83,12 @@ fn rapid_reset_and_continuation_floods_end_the_connection_not_the_edge() {
         curl(port, "www.shop.test", &[]).0 == 200
     });
     while origin.try_recv().is_ok() {}
+    (port, node, origin)
+}
+
+#[test]
+fn rapid_reset_and_continuation_floods_end_the_connection_not_the_edge() {
+    let (port, _node, origin) = shop();
     let authority = format!("www.shop.test:{port}");
 
     // A well-formed stream over raw frames reaches the origin (the frames below are real).
@@ -162,20 +169,7 @@ fn rapid_reset_and_continuation_floods_end_the_connection_not_the_edge() {
 
 #[test]
 fn refused_streams_leave_the_connection_serving_good_ones() {
-    let port = free_port();
-    let origin = start_origin("127.0.0.2", port);
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--http-listen",
-        &format!("127.0.0.1:{port}"),
-    ]));
-    let zone = node.create_zone("shop.test");
-    node.proxied_a(&zone, "www.shop.test", "127.0.0.2");
-    eventually(Duration::from_secs(5), "the edge to route", || {
-        curl(port, "www.shop.test", &[]).0 == 200
-    });
-    while origin.try_recv().is_ok() {}
+    let (port, _node, origin) = shop();
     let authority = format!("www.shop.test:{port}");
     // Two different lengths (HPACK: `content-length`, static index 28, as literals), and a
     // control byte in `:path` (a literal with the static name 4): each stream is refused.
