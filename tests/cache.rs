@@ -1323,13 +1323,7 @@ fn http2_hits_from_memory_are_answered_as_the_engine_answers_them() {
     let host = "www.h2direct.test";
     let direct = || metric(&s.node, "parapet_edge_direct_hits_total");
     let h2 = "--http2-prior-knowledge";
-    let paths = [
-        "/logo.png",
-        "/text.css",
-        "/big/100k-3.bin",
-        "/hop.png",
-        "/dated.png",
-    ];
+    let paths = HIT_PATHS;
     for path in paths {
         assert_eq!(fetch(s.port, host, path, &[h2]).1, "MISS", "{path}");
     }
@@ -1361,11 +1355,11 @@ fn http2_hits_from_memory_are_answered_as_the_engine_answers_them() {
     let (_, _, head, body) = fetch(s.port, host, "/logo.png", &[h2, "-I"]);
     assert!(head.contains("content-length: "), "{head}");
     assert!(body.is_empty(), "a HEAD has no body");
-    // Validators, ranges and bodies are the engine's.
+    // Validators, ranges and framing fields are the engine's.
     for extra in [
         &["-H", "If-None-Match: \"css1\""][..],
         &["-H", "Range: bytes=0-3"],
-        &["-X", "GET", "--data", "x"],
+        &["-H", "Content-Length: 0"],
     ] {
         let before = direct();
         let (status, cache, head, _) =
@@ -1375,6 +1369,17 @@ fn http2_hits_from_memory_are_answered_as_the_engine_answers_them() {
         assert_eq!(direct(), before, "{extra:?}: the engine's");
     }
 }
+
+/// Objects the hit comparisons use: an image, a stylesheet stored per coding class, a body too
+/// large to go out with its header, a response with a `Keep-Alive` of the origin's, and one
+/// with a `Last-Modified`.
+const HIT_PATHS: [&str; 5] = [
+    "/logo.png",
+    "/text.css",
+    "/big/100k-3.bin",
+    "/hop.png",
+    "/dated.png",
+];
 
 /// `path` fetched twice with `extra`: a hit the edge answers itself (its count of direct hits
 /// moves), then the same hit answered by the engine (`If-Match` keeps the request from the
@@ -1430,15 +1435,7 @@ fn hits_from_memory_are_answered_as_the_engine_answers_them() {
     let s = site("direct.test");
     let host = "www.direct.test";
     let direct = || metric(&s.node, "parapet_edge_direct_hits_total");
-    // An image, a stylesheet stored per coding class, a body too large to go out with its
-    // header, and a response with a `Keep-Alive` of the origin's.
-    let paths = [
-        "/logo.png",
-        "/text.css",
-        "/big/100k-3.bin",
-        "/hop.png",
-        "/dated.png",
-    ];
+    let paths = HIT_PATHS;
     for path in paths {
         assert_eq!(fetch(s.port, host, path, &[]).1, "MISS", "{path}");
     }
