@@ -304,6 +304,9 @@ const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-stat
 /// One level for gzip, brotli and zstd: most of the size gain at a small share of the CPU.
 pub(crate) const COMPRESSION_LEVEL: u32 = 5;
 
+/// How long an HTTP/2 answer waits, at most, for the rest of a request body it did not read.
+const UNREAD_BODY_WAIT: Duration = Duration::from_millis(100);
+
 /// How long a request waits for another one fetching the same object before going itself.
 const CACHE_LOCK_WAIT: Duration = Duration::from_secs(5);
 
@@ -1336,6 +1339,14 @@ impl ProxyHttp for EdgeProxy {
 
     /// One JSON access-log line per request.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        // An HTTP/2 request whose body the answer did not read (a hit, a page for a refused
+        // request): the part already on its way is read before the stream is let go. A stream
+        // dropped with data unread is reset, and the reset discards an answer not yet flushed
+        // to the connection (RFC 9113 §8.1 allows it only after the complete answer).
+        let downstream = session.as_downstream_mut();
+        if downstream.req_header().version == http::Version::HTTP_2 && !downstream.is_body_done() {
+            let _ = tokio::time::timeout(UNREAD_BODY_WAIT, downstream.drain_request_body()).await;
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let zone = ctx.origin.as_ref().map_or("", |o| &*o.zone_id);
         if ctx.relayed {
