@@ -164,7 +164,7 @@ impl Connections {
 }
 
 /// A hit to answer on an HTTP/2 stream.
-pub(crate) struct H2Hit {
+struct H2Hit {
     found: Found,
     head_only: bool,
     resp: Box<pingora::http::ResponseHeader>,
@@ -218,13 +218,8 @@ impl EdgeProxy {
             .as_secs();
         resp.insert_header(header::AGE, age).ok()?;
         resp.set_version(http::Version::HTTP_11);
-        // Always true after `fresh_hit`'s length check: the engine's range filter's condition.
-        let whole = resp
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.parse::<usize>().is_ok());
-        if resp.status == http::StatusCode::OK && whole {
+        // The range filter's condition, a 200 with a length (`fresh_hit` checked the length).
+        if resp.status == http::StatusCode::OK {
             resp.insert_header(header::ACCEPT_RANGES, "bytes").ok()?;
         }
         let mut compression = ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);

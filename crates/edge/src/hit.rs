@@ -13,6 +13,7 @@
 //!
 //! The same reading of the request (parse, route, rules, cache key, prediction) also decides
 //! the requests the cache does not keep, which [`crate::pass`] sends to the origin itself.
+//! HTTP/2 hits ([`crate::h2`]) are looked up by [`EdgeProxy::fresh_hit`], with the same rules.
 //!
 //! A check added to the engine's request path (`proxy.rs`: `request_filter`,
 //! `request_cache_filter`, `response_filter`) must be added here too, or sent to the engine from
@@ -442,12 +443,13 @@ fn keyed_here(rules: Option<&CacheParameters>) -> bool {
 }
 
 impl EdgeProxy {
-    /// The fresh object in memory that answers `req` (a GET or HEAD without a body, routed to
-    /// `origin`, from a visitor on `port`): with whether the request is a HEAD, and the zone's
-    /// rules for it. `None` leaves the request to the engine: preconditions or ranges (the
-    /// engine's [`ENGINE_FIELDS`], and a cached copy's validators), a rule that bypasses the
-    /// cache or puts request headers or cookies in the key, `Vary` on other fields than
-    /// `Accept-Encoding`, an object not fresh, not in memory or of another length than stored.
+    /// The fresh stored object that answers `req` (a GET or HEAD without a body, routed to
+    /// `origin`, from a visitor on `port`), in memory or in a small disk file read whole: with
+    /// whether the request is a HEAD, and the zone's rules for it. `None` leaves the request to
+    /// the engine: preconditions or ranges (the engine's [`ENGINE_FIELDS`], and a cached copy's
+    /// validators), a rule that bypasses the cache or puts request headers or cookies in the
+    /// key, `Vary` on other fields than `Accept-Encoding`, an object not fresh, in a large disk
+    /// file, or of another length than stored.
     pub(crate) fn fresh_hit(
         &self,
         req: &RequestHeader,
