@@ -37,8 +37,8 @@ use tokio::sync::Notify;
 use crate::Connections;
 use crate::hit::{Found, redirects};
 use crate::proxy::{
-    AccessLine, COMPRESSION_LEVEL, EdgeProxy, access_logged, cache_status, h1_head_len, keep_bytes,
-    to_visitor,
+    ACME_CHALLENGE, AccessLine, COMPRESSION_LEVEL, EdgeProxy, access_logged, cache_status,
+    h1_head_len, host_field, keep_bytes, to_visitor,
 };
 use crate::route::route;
 
@@ -187,16 +187,10 @@ impl EdgeProxy {
             return None;
         }
         // The engine's checks before routing: a request it answers with 431 or a page is its.
-        if h1_head_len(req) > self.max_header_bytes
-            || req.uri.path().starts_with("/.well-known/acme-challenge/")
-        {
+        if h1_head_len(req) > self.max_header_bytes || req.uri.path().starts_with(ACME_CHALLENGE) {
             return None;
         }
-        let host = req
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
+        let host = host_field(req)?;
         let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let port = session
             .server_addr()

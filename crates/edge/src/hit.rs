@@ -39,7 +39,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use crate::headers;
 use crate::pass::{Pass, Passing};
 use crate::proxy::{
-    AccessLine, EdgeProxy, access_logged, eligibility, normalized_encoding, url_key,
+    ACME_CHALLENGE, AccessLine, EdgeProxy, access_logged, eligibility, normalized_encoding, url_key,
 };
 use crate::route::{Origin, route};
 
@@ -301,7 +301,7 @@ impl EdgeProxy {
             .target
             .split_once('?')
             .unwrap_or((request.target, ""));
-        if path.starts_with("/.well-known/acme-challenge/") {
+        if path.starts_with(ACME_CHALLENGE) {
             return None;
         }
         let snapshot = self.published.load();

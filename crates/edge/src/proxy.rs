@@ -623,13 +623,20 @@ pub(crate) fn is_grpc(session: &Session) -> bool {
 }
 
 fn request_host(session: &Session) -> Option<String> {
-    let req = session.req_header();
+    host_field(session.req_header()).map(str::to_owned)
+}
+
+/// The host a request names: its `Host` field, else its target's authority (HTTP/2's
+/// `:authority`).
+pub(crate) fn host_field(req: &RequestHeader) -> Option<&str> {
     req.headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()))
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
 }
+
+/// Where an ACME CA asks for this edge's HTTP-01 answers (RFC 8555 §8.3).
+pub(crate) const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 async fn respond_with(session: &mut Session, ctx: &mut Ctx, error: EdgeError) {
     ctx.error = Some(error);
@@ -746,7 +753,7 @@ impl ProxyHttp for EdgeProxy {
         let snapshot = self.published.load();
         let path = session.req_header().uri.path().to_owned();
         // An ACME CA validating an HTTP-01 challenge of ours (plain HTTP only, RFC 8555 §8.3).
-        if let Some(token) = path.strip_prefix("/.well-known/acme-challenge/")
+        if let Some(token) = path.strip_prefix(ACME_CHALLENGE)
             && !is_https(session)
             && let Some(answer) = snapshot.acme_http.get(token)
             && request_host(session)
