@@ -1,6 +1,7 @@
 //! HTTP/2 visitor connections: the edge accepts their streams itself and answers a fresh hit
-//! (in memory, or in a small disk file read whole) on its own; every other stream goes to the
-//! HTTP engine, as it would have.
+//! (in memory, or in a small disk file read whole) or passes on a request the cache does not
+//! keep ([`crate::relay`]) on its own; every other stream goes to the HTTP engine, as it would
+//! have.
 //!
 //! The accept loop does what the engine's does: one task per stream, the connection closed
 //! after the engine's HTTP/2 idle timeout without a stream in flight, a graceful shutdown
@@ -10,12 +11,15 @@
 //! the HTTP/2 implementation itself (concurrent streams, header list size, rapid resets,
 //! CONTINUATION floods) are the engine's options, given to the same handshake.
 //!
+//! The request's checks before routing are the engine's `request_filter`'s: a request they
+//! would refuse, or answer with a redirect or an error page, goes to the engine; what the cache
+//! makes of it is [`EdgeProxy::cached`], as for HTTP/1.
+//!
 //! A hit answered here is the engine's hit answer (`proxy_cache_hit`) for the same request: the
 //! stored header with its `Age` and `Accept-Ranges`, the fields every answer gets
 //! ([`to_visitor`]), the visitor's compression (the engine's module, with the same settings),
-//! the HTTP/2 writer's `Date`; `tests/cache.rs` compares both field by field. The request's
-//! checks before routing are the engine's `request_filter`'s: a request they would refuse, or
-//! answer with a redirect or an error page, goes to the engine.
+//! the HTTP/2 writer's `Date`; `tests/cache.rs` compares both field by field, as
+//! `tests/pass.rs` does for passes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,10 +27,12 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header;
+use parapet_model::rules::CacheParameters;
 use pingora::apps::HttpServerApp;
 use pingora::cache::CacheEntryKey;
 use pingora::cache::CachePhase;
 use pingora::cache::eviction::EvictionManager as _;
+use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::protocols::http::v2::server::{H2Accept, HttpSession, handshake};
@@ -35,12 +41,13 @@ use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
 use crate::Connections;
-use crate::hit::{Found, redirects};
+use crate::hit::{Cached, ENGINE_FIELDS, Found, redirects};
 use crate::proxy::{
     ACME_CHALLENGE, AccessLine, COMPRESSION_LEVEL, EdgeProxy, access_logged, cache_status,
     h1_head_len, host_field, keep_bytes, to_visitor,
 };
-use crate::route::route;
+use crate::relay::{Relay, Relaying};
+use crate::route::{Origin, route};
 
 /// Streams of one connection the HTTP/2 reader may refuse (bad pseudo-fields, conflicting
 /// lengths) before the connection is closed, as the engine's accept loop counts them.
@@ -152,11 +159,18 @@ impl Connections {
         }
     }
 
-    /// One stream: a fresh hit answered here, anything else by the engine.
+    /// One stream: a fresh hit or a pass-through answered here, anything else by the engine.
     async fn h2_stream(&self, mut session: HttpSession, shutdown: &ShutdownWatch) {
-        if let Some(hit) = self.proxy.h2_hit(&mut session) {
-            Box::pin(hit.send(&mut session, &self.proxy)).await;
-            return;
+        match self.proxy.h2_direct(&session) {
+            Some(H2Direct::Hit(hit)) => {
+                Box::pin(hit.send(&mut session, &self.proxy)).await;
+                return;
+            }
+            Some(H2Direct::Pass(relay)) => {
+                Box::pin(relay.send(&mut session, &self.proxy)).await;
+                return;
+            }
+            None => {}
         }
         HttpServerApp::process_new_http(&self.http, ServerSession::new_http2(session), shutdown)
             .await;
@@ -175,19 +189,38 @@ struct H2Hit {
     started: Instant,
 }
 
+/// What the edge answers itself on an HTTP/2 stream.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a hit is made and sent at once, without moving"
+)]
+enum H2Direct {
+    Hit(H2Hit),
+    Pass(Box<Relay>),
+}
+
 impl EdgeProxy {
-    /// The hit this stream's request is answered with, when it is one answered here.
-    fn h2_hit(&self, session: &mut HttpSession) -> Option<H2Hit> {
+    /// The edge's own answer to this stream's request, when it is one answered here: a GET or
+    /// HEAD without a body and without the fields the engine decides on ([`ENGINE_FIELDS`]),
+    /// routed to an origin in Parapet's zones, that the engine would neither refuse nor
+    /// redirect; a fresh hit, or a pass-through the cache does not keep ([`crate::relay`]).
+    fn h2_direct(&self, session: &HttpSession) -> Option<H2Direct> {
         let started = Instant::now();
         let req = session.req_header();
-        if self.cache.is_none()
-            || !matches!(req.method, http::Method::GET | http::Method::HEAD)
-            || !session.is_body_empty()
-        {
-            return None;
-        }
+        let head_only = match req.method {
+            http::Method::GET => false,
+            http::Method::HEAD => true,
+            _ => return None,
+        };
         // The engine's checks before routing: a request it answers with 431 or a page is its.
-        if h1_head_len(req) > self.max_header_bytes || req.uri.path().starts_with(ACME_CHALLENGE) {
+        if !session.is_body_empty()
+            || h1_head_len(req) > self.max_header_bytes
+            || req.uri.path().starts_with(ACME_CHALLENGE)
+            || req
+                .headers
+                .keys()
+                .any(|name| ENGINE_FIELDS.contains(&name.as_str()))
+        {
             return None;
         }
         let host = host_field(req)?;
@@ -198,11 +231,54 @@ impl EdgeProxy {
             .map_or(80, std::net::SocketAddr::port);
         let snapshot = self.published.load();
         let origin = route(&snapshot, Some(host), req.uri.path()).ok()?;
-        let settings = origin.edge.settings;
-        if origin.addrs.is_empty() || redirects(&settings, https) {
+        if origin.addrs.is_empty() || redirects(&origin.edge.settings, https) {
             return None;
         }
-        let (found, head_only, rules) = self.fresh_hit(req, &origin, https, port)?;
+        let rules = self.cache_parameters(&origin);
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| req.uri.path(), |p| p.as_str());
+        match self.cached(&origin, rules.as_deref(), https, port, target) {
+            Cached::Looked(key) => {
+                let found = self.fresh_hit(req, key, rules.as_deref())?;
+                let hit = self.h2_hit(req, found, origin, rules, https, started)?;
+                Some(H2Direct::Hit(hit))
+            }
+            Cached::Passed { learn, status } => {
+                let client = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(std::net::SocketAddr::ip);
+                let relaying = Relaying {
+                    req,
+                    head_only,
+                    origin,
+                    rules,
+                    learn,
+                    status,
+                    https,
+                    port,
+                    client,
+                    started,
+                };
+                self.relay(relaying).map(H2Direct::Pass)
+            }
+        }
+    }
+
+    /// The answer to a fresh hit on an HTTP/2 stream.
+    fn h2_hit(
+        &self,
+        req: &RequestHeader,
+        found: Found,
+        origin: Origin,
+        rules: Option<Box<CacheParameters>>,
+        https: bool,
+        started: Instant,
+    ) -> Option<H2Hit> {
+        let head_only = req.method == http::Method::HEAD;
+        let settings = origin.edge.settings;
         // The engine's hit header (`cache_hit_header`, its range filter for a request without
         // `Range`), then its response filter's fields and the visitor's compression.
         let mut resp = Box::new(found.header().clone());

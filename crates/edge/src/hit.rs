@@ -13,7 +13,8 @@
 //!
 //! The same reading of the request (parse, route, rules, cache key, prediction) also decides
 //! the requests the cache does not keep, which [`crate::pass`] sends to the origin itself.
-//! HTTP/2 hits ([`crate::h2`]) are looked up by [`EdgeProxy::fresh_hit`], with the same rules.
+//! HTTP/2 streams ([`crate::h2`]) are decided by the same [`EdgeProxy::cached`], and their hits
+//! looked up by [`EdgeProxy::fresh_hit`].
 //!
 //! A check added to the engine's request path (`proxy.rs`: `request_filter`,
 //! `request_cache_filter`, `response_filter`) must be added here too, or sent to the engine from
@@ -31,7 +32,7 @@ use parapet_model::rules::CacheParameters;
 use parapet_model::settings::SslMode;
 use pingora::cache::eviction::EvictionManager as _;
 use pingora::cache::predictor::CacheablePredictor as _;
-use pingora::cache::{CacheEntryKey, CacheKey, VarianceBuilder};
+use pingora::cache::{CacheEntryKey, CacheKey, NoCacheReason, VarianceBuilder};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -311,46 +312,29 @@ impl EdgeProxy {
             return None;
         }
         let rules = self.cache_parameters(&origin);
-        let passed = |origin, rules, learn, status| {
-            let passing = Passing {
-                conn: &conn,
-                request: &request,
-                origin,
-                rules,
-                learn,
-                status,
-                started,
-                stopping,
-            };
-            self.pass(passing).map(Direct::Pass)
-        };
-        let Some(cache) = self.cache else {
-            return passed(origin, rules, None, ("DYNAMIC", "parapet; fwd=bypass"));
-        };
-        let (eligible, bypass) = eligibility(rules.as_deref(), path);
-        if bypass {
-            return passed(origin, rules, None, ("BYPASS", "parapet; fwd=bypass"));
-        }
-        if !eligible || settings.development_mode {
-            return passed(origin, rules, None, ("DYNAMIC", "parapet; fwd=bypass"));
-        }
-        let url = url_key(
+        let key = match self.cached(
             &origin,
+            rules.as_deref(),
             conn.https,
             conn.port,
             request.target,
-            rules.as_deref(),
-        );
-        let key = parapet_cache::key::key_of(url, &origin.zone_id);
-        // The engine looks the URL up, unless its last response was uncacheable.
-        if let Some(reason) = cache.predictor.predicted_uncacheable_reason(&key) {
-            return passed(
-                origin,
-                rules,
-                Some((key, reason)),
-                ("BYPASS", "parapet; fwd=uri-miss"),
-            );
-        }
+        ) {
+            Cached::Looked(key) => key,
+            Cached::Passed { learn, status } => {
+                let passing = Passing {
+                    conn: &conn,
+                    request: &request,
+                    origin,
+                    rules,
+                    learn,
+                    status,
+                    started,
+                    stopping,
+                };
+                return self.pass(passing).map(Direct::Pass);
+            }
+        };
+        let cache = self.cache?;
         // Query-string shaping is applied here; a browser TTL is the engine's.
         if !keyed_here(rules.as_deref())
             || rules.as_deref().is_some_and(|r| r.browser_ttl.is_some())
@@ -442,61 +426,75 @@ fn keyed_here(rules: Option<&CacheParameters>) -> bool {
     })
 }
 
+/// What the cache makes of a routed GET or HEAD, as the engine's cache filter decides it.
+pub(crate) enum Cached {
+    /// Passed on without the cache, answered with these statuses (`CF-Cache-Status`,
+    /// `Cache-Status`); for a URL whose last response could not be stored, with its key and
+    /// why, for what the answer teaches the cache.
+    Passed {
+        learn: Option<(CacheKey, NoCacheReason)>,
+        status: (&'static str, &'static str),
+    },
+    /// Looked up under this key.
+    Looked(CacheKey),
+}
+
 impl EdgeProxy {
-    /// The fresh stored object that answers `req` (a GET or HEAD without a body, routed to
-    /// `origin`, from a visitor on `port`), in memory or in a small disk file read whole: with
-    /// whether the request is a HEAD, and the zone's rules for it. `None` leaves the request to
-    /// the engine: preconditions or ranges (the engine's [`ENGINE_FIELDS`], and a cached copy's
-    /// validators), a rule that bypasses the cache or puts request headers or cookies in the
-    /// key, `Vary` on other fields than `Accept-Encoding`, an object not fresh, in a large disk
-    /// file, or of another length than stored.
+    /// What the cache makes of a GET or HEAD for `target` (path and query) routed to `origin`,
+    /// from a visitor on `port`, under the zone's `rules` for it.
+    pub(crate) fn cached(
+        &self,
+        origin: &Origin,
+        rules: Option<&CacheParameters>,
+        https: bool,
+        port: u16,
+        target: &str,
+    ) -> Cached {
+        const DYNAMIC: (&str, &str) = ("DYNAMIC", "parapet; fwd=bypass");
+        let passed = |learn, status| Cached::Passed { learn, status };
+        let Some(cache) = self.cache else {
+            return passed(None, DYNAMIC);
+        };
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let (eligible, bypass) = eligibility(rules, path);
+        if bypass {
+            return passed(None, ("BYPASS", "parapet; fwd=bypass"));
+        }
+        if !eligible || origin.edge.settings.development_mode {
+            return passed(None, DYNAMIC);
+        }
+        let url = url_key(origin, https, port, target, rules);
+        let key = parapet_cache::key::key_of(url, &origin.zone_id);
+        // The engine looks the URL up, unless its last response was uncacheable.
+        match cache.predictor.predicted_uncacheable_reason(&key) {
+            Some(reason) => passed(Some((key, reason)), ("BYPASS", "parapet; fwd=uri-miss")),
+            None => Cached::Looked(key),
+        }
+    }
+
+    /// The fresh stored object under `key` that answers `req` (a GET or HEAD without a body,
+    /// looked up under `rules`), in memory or in a small disk file read whole. `None` leaves
+    /// the request to the engine: a cached copy's validators, a rule that puts request headers
+    /// or cookies in the key, `Vary` on other fields than `Accept-Encoding`, an object not
+    /// fresh, in a large disk file, or of another length than stored.
     pub(crate) fn fresh_hit(
         &self,
         req: &RequestHeader,
-        origin: &Origin,
-        https: bool,
-        port: u16,
-    ) -> Option<(Found, bool, Option<Box<CacheParameters>>)> {
+        key: CacheKey,
+        rules: Option<&CacheParameters>,
+    ) -> Option<Found> {
         let cache = self.cache?;
-        let head_only = match req.method {
-            http::Method::GET => false,
-            http::Method::HEAD => true,
-            _ => return None,
-        };
-        // Each name the request has, against the list (names in the map are lowercase).
-        let engines = |name: &http::HeaderName| {
-            let name = name.as_str();
-            ENGINE_FIELDS
-                .iter()
-                .chain(&["if-none-match", "if-modified-since"])
-                .any(|f| *f == name)
-        };
-        if req.headers.keys().any(engines) {
+        if req.headers.contains_key(header::IF_NONE_MATCH)
+            || req.headers.contains_key(header::IF_MODIFIED_SINCE)
+            || !keyed_here(rules)
+        {
             return None;
         }
         let mut accept_encoding = req.headers.get_all(header::ACCEPT_ENCODING).iter();
         let (accept_encoding, None) = (accept_encoding.next(), accept_encoding.next()) else {
             return None;
         };
-        let rules = self.cache_parameters(origin);
-        let (eligible, bypass) = eligibility(rules.as_deref(), req.uri.path());
-        if bypass || !eligible || origin.edge.settings.development_mode {
-            return None;
-        }
-        if !keyed_here(rules.as_deref()) {
-            return None;
-        }
-        let target = req
-            .uri
-            .path_and_query()
-            .map_or_else(|| req.uri.path(), |p| p.as_str());
-        let url = url_key(origin, https, port, target, rules.as_deref());
-        let key = parapet_cache::key::key_of(url, &origin.zone_id);
-        if cache.predictor.predicted_uncacheable_reason(&key).is_some() {
-            return None;
-        }
-        let found = stored_fresh(&cache.store, key, accept_encoding.map(|v| v.as_bytes()))?;
-        Some((found, head_only, rules))
+        stored_fresh(&cache.store, key, accept_encoding.map(|v| v.as_bytes()))
     }
 }
 

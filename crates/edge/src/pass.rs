@@ -46,9 +46,9 @@ use crate::errors::{EdgeError, error_page};
 use crate::headers::{CDN_LOOP_TOKEN, RayId, with_date};
 use crate::hit;
 use crate::proxy::{
-    AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, PORT_PAIRS, access_logged,
+    AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, access_logged,
     browser_cache_control, cacheability, edge_error, from_origin, ip_text, keep_bytes,
-    keep_bytes_of, normalized_encoding, to_origin, to_visitor, values_say_no_store,
+    keep_bytes_of, normalized_encoding, origin_port_of, to_origin, to_visitor, values_say_no_store,
 };
 use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
 use crate::route::Origin;
@@ -210,17 +210,7 @@ impl EdgeProxy {
             }
             None => None,
         };
-        let port = origin.port.unwrap_or_else(|| {
-            if conn.https {
-                // `flexible`: the HTTP port paired with the visitor's HTTPS port.
-                PORT_PAIRS
-                    .iter()
-                    .find(|p| p.1 == conn.port)
-                    .map_or(conn.port, |p| p.0)
-            } else {
-                conn.port
-            }
-        });
+        let port = origin_port_of(&origin, conn.https, conn.port);
         let (connect_timeout, read_timeout) = self.origin_timeouts(&settings);
         self.metrics.request_started();
         Some(Box::new(Pass {

@@ -16,7 +16,6 @@ use parapet_snapshot::Published;
 use pingora::cache::cache_control::CacheControl;
 use pingora::cache::filters::resp_cacheable;
 use pingora::cache::key::HashBinary;
-use pingora::cache::predictor::CacheablePredictor as _;
 use pingora::cache::{
     CacheKey, CacheMeta, CacheMetaDefaults, CacheOptionOverrides, CachePhase, NoCacheReason,
     RespCacheable, VarianceBuilder,
@@ -268,15 +267,6 @@ pub struct Ctx {
     pub(crate) cache_rules: Option<Box<CacheParameters>>,
     /// A cache rule said bypass.
     pub(crate) rule_bypass: bool,
-    /// Passed to the origin by [`crate::relay`].
-    pub(crate) relayed: bool,
-    /// The cache's key for the request, made before the engine asks for it.
-    pub(crate) key: Option<Box<CacheKey>>,
-    /// The URL's last answer could not be stored, and the relay passes it on: its key and
-    /// why, for what the answer teaches.
-    pub(crate) bypassed: Option<Box<(CacheKey, Option<NoCacheReason>)>>,
-    /// Set with `bypassed` (which the relay takes): the visitor is told the cache bypassed it.
-    pub(crate) predicted_bypass: bool,
     /// The origin's 304 to a revalidation, whose fields update the stored response.
     pub(crate) not_modified: Option<Box<ResponseHeader>>,
     /// The cache's count of URL invalidations when the request went to the origin.
@@ -586,10 +576,15 @@ pub(crate) fn h1_head_len(req: &RequestHeader) -> usize {
 
 /// The origin's port: an origin rule's, else the visitor's (`tls`: HTTPS to the origin).
 pub(crate) fn origin_port(session: &Session, origin: &Origin, tls: bool) -> u16 {
+    origin_port_of(origin, is_https(session) && !tls, visitor_port(session))
+}
+
+/// The port `origin` is asked on for a visitor who came to `port`, over HTTPS to an origin
+/// spoken to in plain HTTP when `flexible` (the HTTP port paired with that HTTPS port), unless
+/// an origin rule names one.
+pub(crate) fn origin_port_of(origin: &Origin, flexible: bool, port: u16) -> u16 {
     origin.port.unwrap_or_else(|| {
-        let port = visitor_port(session);
-        if is_https(session) && !tls {
-            // `flexible`: the HTTP port paired with the visitor's HTTPS port.
+        if flexible {
             PORT_PAIRS
                 .iter()
                 .find(|p| p.1 == port)
@@ -613,10 +608,8 @@ fn path_and_query(session: &Session) -> String {
         .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
 }
 
-pub(crate) fn is_grpc(session: &Session) -> bool {
-    session
-        .req_header()
-        .headers
+pub(crate) fn is_grpc(req: &RequestHeader) -> bool {
+    req.headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/grpc"))
@@ -688,10 +681,6 @@ impl ProxyHttp for EdgeProxy {
             cache_status: "DYNAMIC",
             cache_rules: None,
             rule_bypass: false,
-            relayed: false,
-            key: None,
-            bypassed: None,
-            predicted_bypass: false,
             not_modified: None,
             fetch_mark: None,
         }
@@ -877,12 +866,6 @@ impl ProxyHttp for EdgeProxy {
         e
     }
 
-    /// HTTP/2 visitors' requests the cache will not store go to plain-HTTP origins over the
-    /// edge's own connection pool (`relay.rs`); the rest through the engine.
-    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        Ok(!self.relay(session, ctx).await?)
-    }
-
     /// Counts streamed request bodies (chunked ones declare no length) against the limit.
     async fn request_body_filter(
         &self,
@@ -944,10 +927,10 @@ impl ProxyHttp for EdgeProxy {
         peer.options.idle_timeout = settings.idle_timeout_secs.map(Duration::from_secs);
         // HTTP/2 to the origin when the zone asks for it, and always for gRPC (which needs it);
         // without TLS there is nothing to negotiate, so it is h2c with prior knowledge.
-        if settings.origin_h2 || is_grpc(session) {
+        if settings.origin_h2 || is_grpc(session.req_header()) {
             peer.options.set_http_version(2, 2);
         }
-        if tls && !settings.origin_h2 && !is_grpc(session) {
+        if tls && !settings.origin_h2 && !is_grpc(session.req_header()) {
             peer.options.set_http_version(1, 1);
         }
         Ok(Box::new(peer))
@@ -1026,8 +1009,6 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         let (status, cache_status) = if ctx.rule_bypass {
             ("BYPASS", "parapet; fwd=bypass")
-        } else if ctx.predicted_bypass {
-            ("BYPASS", "parapet; fwd=uri-miss")
         } else {
             cache_status(&session.cache.phase())
         };
@@ -1144,19 +1125,6 @@ impl ProxyHttp for EdgeProxy {
         if !method_ok || !eligible || origin.edge.settings.development_mode {
             return Ok(());
         }
-        // A request the relay will pass on, for a URL whose last answer could not be stored,
-        // needs none of the cache's state machine: its prediction is read here, as the engine
-        // reads it, and the relay learns from the answer what the engine's cache filter would.
-        if self.relays(session, ctx) {
-            let key = self.cache_key_callback(session, ctx)?;
-            if let Some(reason) = cache.predictor.predicted_uncacheable_reason(&key) {
-                ctx.bypassed = Some(Box::new((key, Some(reason))));
-                ctx.predicted_bypass = true;
-                return Ok(());
-            }
-            // The engine asks for the key next: this one.
-            ctx.key = Some(Box::new(key));
-        }
         let mut overrides = CacheOptionOverrides::default();
         overrides.wait_timeout = Some(CACHE_LOCK_WAIT);
         session.cache.enable(
@@ -1193,9 +1161,6 @@ impl ProxyHttp for EdgeProxy {
 
     /// Zone, scheme, host, port, path and query: never a header the visitor chose freely.
     fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
-        if let Some(key) = ctx.key.take() {
-            return Ok(*key);
-        }
         let Some(origin) = ctx.origin.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "cache without a route");
         };
@@ -1356,12 +1321,7 @@ impl ProxyHttp for EdgeProxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let zone = ctx.origin.as_ref().map_or("", |o| &*o.zone_id);
-        if ctx.relayed {
-            self.metrics
-                .direct_pass_finished(zone, status, ctx.origin_time);
-        } else {
-            self.metrics.request_finished(zone, status, ctx.origin_time);
-        }
+        self.metrics.request_finished(zone, status, ctx.origin_time);
         if !access_logged() {
             return;
         }

@@ -1,78 +1,252 @@
-//! The pass-through of requests the HTTP engine has read (HTTP/2 visitors' GET and HEAD without
-//! a body) to an origin spoken to in plain HTTP/1.1, over [`crate::pass`]'s per-worker
-//! connection pool instead of the engine's connector and proxy state machine.
+//! The pass-through of HTTP/2 visitors' requests the cache does not keep: a GET or HEAD without
+//! a body (not eligible, a rule's bypass, development mode, or a URL whose last response could
+//! not be stored), to an origin spoken to in plain HTTP/1.1, over [`crate::pass`]'s per-worker
+//! connection pool. [`crate::h2`] hands such a stream here instead of to the HTTP engine.
 //!
-//! The engine has already refused and routed the request (its `request_filter` ran); this takes
-//! over where the engine would connect to the origin, for a request the cache will not store
-//! (not eligible, a rule's bypass, development mode, or a URL whose last response could not be
-//! stored: for that one, `request_cache_filter` reads the cache's prediction itself and never
-//! enables the engine's cache state machine). It calls the same filters the
-//! engine calls, in the engine's order (`upstream_request_filter`'s work,
-//! `upstream_response_filter`, `response_filter`), and writes through the session, so the
-//! visitor's compression, the access-log line and the metrics are the engine's own. A failure
-//! before the answer began gets the engine's page for it (its `fail_to_proxy`); one after it
-//! resets the visitor's stream, so a cut answer never looks whole; a visitor that resets its
-//! stream while the origin thinks gives the origin request up at once, as the engine does.
+//! It answers as the engine does for the same request (`tests/pass.rs` sends each one both
+//! ways). The origin gets what the engine's HTTP/1 client writes for an HTTP/2 visitor
+//! (HTTP/1.1, `Host` from `:authority`, without this hop's fields, with [`to_origin`]'s). The
+//! answer goes through the engine's filters in its order: the cache's own compression of what
+//! the origin sends for a URL it knows, [`from_origin`], the cache's judgement, framing,
+//! [`to_visitor`], the visitor's compression (the engine's module, with the same settings). A
+//! failure before the answer began gets the engine's page for it; one after it resets the
+//! visitor's stream, so a cut answer never looks whole; a visitor that resets its stream while
+//! the origin thinks gives the origin request up at once, as the engine does. The metrics and
+//! the access-log line are the engine's.
 //!
 //! As in [`crate::pass`], a response to a URL remembered as uncacheable that could be stored
 //! now tells the cache so (the next request is a miss that stores it) instead of being stored.
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header;
-use parapet_model::settings::SslMode;
-use pingora::cache::RespCacheable;
+use parapet_model::rules::CacheParameters;
+use parapet_model::settings::{Hsts, SslMode};
 use pingora::cache::predictor::CacheablePredictor as _;
-use pingora::protocols::http::HttpTask;
+use pingora::cache::{CacheKey, NoCacheReason, RespCacheable};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::protocols::http::v1::client::http_req_header_to_wire;
-use pingora::proxy::{ProxyHttp, Session};
-use pingora::{Error, ErrorType, Result};
+use pingora::protocols::http::v2::server::HttpSession;
+use pingora::{Error, ErrorType};
 
-use crate::hit::ENGINE_FIELDS;
+use crate::errors::{EdgeError, error_page};
+use crate::headers::{RayId, ray_id};
 use crate::pass::{
     Asking, Lesson, POOL_IDLE, STRIPPED, ToOrigin, ask, content_length, encoding_only, pool_put,
     wire_session_request,
 };
 use crate::proxy::{
-    COMPRESSION_LEVEL, Ctx, EdgeProxy, cacheability, client_ip, is_grpc, is_https, keep_bytes,
-    origin_port,
+    AccessLine, COMPRESSION_LEVEL, EdgeProxy, access_logged, cacheability, edge_error, from_origin,
+    is_grpc, keep_bytes, origin_port_of, to_origin, to_visitor,
 };
+use crate::route::Origin;
+
+/// An HTTP/2 visitor's request to pass on, decided before anything is sent.
+pub(crate) struct Relay {
+    /// The request for the origin, as bytes.
+    wire: Vec<u8>,
+    head_only: bool,
+    origin: Origin,
+    port: u16,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    idle_timeout: Duration,
+    /// The key of a URL remembered as uncacheable, and why: what its response says is learnt.
+    learn: Option<(CacheKey, NoCacheReason)>,
+    rules: Option<Box<CacheParameters>>,
+    status: (&'static str, &'static str),
+    /// The visitor's compression, and for a URL the cache knows, the engine's own compression
+    /// of what the origin sends.
+    compression: ResponseCompressionCtx,
+    upstream_compression: Option<ResponseCompressionCtx>,
+    hsts: Option<Hsts>,
+    client: Option<IpAddr>,
+    ray: RayId,
+    started: Instant,
+}
+
+/// A routed HTTP/2 request the cache does not keep, as [`crate::h2`] found it.
+pub(crate) struct Relaying<'a> {
+    pub(crate) req: &'a RequestHeader,
+    pub(crate) head_only: bool,
+    pub(crate) origin: Origin,
+    pub(crate) rules: Option<Box<CacheParameters>>,
+    pub(crate) learn: Option<(CacheKey, NoCacheReason)>,
+    pub(crate) status: (&'static str, &'static str),
+    pub(crate) https: bool,
+    /// The port the visitor came to.
+    pub(crate) port: u16,
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) started: Instant,
+}
 
 impl EdgeProxy {
-    /// Passes the session's request on and answers it, when it is one this path takes: `false`
-    /// for the engine's own proxying.
-    pub(crate) async fn relay(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if !self.relays(session, ctx) {
-            return Ok(false);
-        }
-        let head_only = session.req_header().method == http::Method::HEAD;
-        let wire = self.origin_request(session, ctx, head_only).await?;
-        let Some(origin) = ctx.origin.as_ref() else {
-            return Ok(false);
-        };
-        let settings = origin.edge.settings;
-        let (connect_timeout, read_timeout) = self.origin_timeouts(&settings);
-        let asking = Asking {
-            wire: &wire,
+    /// The pass-through of an HTTP/2 request, when it is one this path makes: an origin spoken
+    /// to in plain HTTP/1.1, and a request whose fields are merged here as the engine merges
+    /// them.
+    pub(crate) fn relay(&self, relaying: Relaying<'_>) -> Option<Box<Relay>> {
+        let Relaying {
+            req,
             head_only,
-            addrs: &origin.addrs,
-            port: origin_port(session, origin, false),
+            origin,
+            rules,
+            learn,
+            status,
+            https,
+            port,
+            client,
+            started,
+        } = relaying;
+        let settings = origin.edge.settings;
+        let origin_tls = https && matches!(settings.ssl, SslMode::Full | SslMode::Strict);
+        if origin_tls || settings.origin_h2 || is_grpc(req) {
+            return None;
+        }
+        let ray = ray_id();
+        let to = ToOrigin {
+            client: client?,
+            https,
+            origin: &origin,
+            ray: &ray,
+            cache_asked: learn.is_some(),
+        };
+        // A GET is written as bytes; a HEAD as the engine's client writes its request.
+        let (wire, coding) = if head_only {
+            head_request(req, &to)?
+        } else {
+            let (wire, coding) = wire_session_request(req, &to)?;
+            (wire, coding.map(|c| c.as_bytes().to_vec()))
+        };
+        // For a URL the cache knows, the engine compresses what the origin sends in the coding
+        // class it asked for.
+        let upstream_compression = match learn {
+            Some(_) => {
+                let mut compression = ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
+                if let Some(coding) = &coding {
+                    compression.request_filter(&encoding_only(coding)?);
+                }
+                Some(compression)
+            }
+            None => None,
+        };
+        // Compression toward the visitor reads the visitor's `Accept-Encoding`, as the engine's.
+        let mut compression = ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
+        compression.request_filter(req);
+        let (connect_timeout, read_timeout) = self.origin_timeouts(&settings);
+        self.metrics.request_started();
+        Some(Box::new(Relay {
+            wire,
+            head_only,
+            port: origin_port_of(&origin, https, port),
             connect_timeout,
             read_timeout,
             idle_timeout: settings
                 .idle_timeout_secs
                 .map_or(POOL_IDLE, Duration::from_secs),
-            ray: &ctx.ray,
+            learn,
+            rules,
+            status,
+            compression,
+            upstream_compression,
+            hsts: settings.hsts.filter(|_| https),
+            client,
+            ray,
+            origin,
+            started,
+        }))
+    }
+}
+
+/// A HEAD for the origin, as the engine's HTTP/1 client writes an HTTP/2 visitor's request
+/// after [`to_origin`]; with the `Accept-Encoding` the origin is sent. `None` for one the
+/// engine refuses (userinfo in the authority, an origin rule's `Host` that is no authority).
+fn head_request(req: &RequestHeader, to: &ToOrigin<'_>) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut req = req.clone();
+    req.set_version(http::Version::HTTP_11);
+    if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_owned()) {
+        if authority.contains('@') {
+            return None;
+        }
+        req.insert_header(header::HOST, authority).ok()?;
+    }
+    for name in STRIPPED {
+        req.remove_header(*name);
+    }
+    to_origin(
+        &mut req,
+        Some(to.client),
+        to.https,
+        to.origin,
+        to.ray,
+        to.cache_asked,
+    )
+    .ok()?;
+    if req.headers.get(header::HOST).is_some_and(|host| {
+        host.as_bytes().contains(&b'@') || http::uri::Authority::try_from(host.as_bytes()).is_err()
+    }) {
+        return None;
+    }
+    let coding = req
+        .headers
+        .get(header::ACCEPT_ENCODING)
+        .map(|v| v.as_bytes().to_vec());
+    Some((http_req_header_to_wire(&req)?.to_vec(), coding))
+}
+
+/// How a pass-through ended, for the metrics and the log.
+struct Ended {
+    status: u16,
+    origin_time: Option<Duration>,
+    error: Option<EdgeError>,
+}
+
+impl Relay {
+    /// Passes the request on and answers the stream, then counts and logs it.
+    pub(crate) async fn send(mut self: Box<Self>, session: &mut HttpSession, proxy: &EdgeProxy) {
+        let ended = self.exchange(session, proxy).await;
+        proxy
+            .metrics
+            .direct_pass_finished(&self.origin.zone_id, ended.status, ended.origin_time);
+        if !access_logged() {
+            return;
+        }
+        let req = session.req_header();
+        AccessLine {
+            ray: &self.ray,
+            routed: Some((&self.origin.zone_id, &self.origin.host)),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status: ended.status,
+            bytes: session.body_bytes_sent(),
+            started: self.started,
+            cache: self.status.0,
+            client_ip: self.client,
+            edge_error: ended.error.map(EdgeError::code),
+        }
+        .log();
+    }
+
+    /// The origin's answer, or the page saying why there is none.
+    async fn exchange(&mut self, session: &mut HttpSession, proxy: &EdgeProxy) -> Ended {
+        let asking = Asking {
+            wire: &self.wire,
+            head_only: self.head_only,
+            addrs: &self.origin.addrs,
+            port: self.port,
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+            idle_timeout: self.idle_timeout,
+            ray: &self.ray,
         };
-        let idle_timeout = asking.idle_timeout;
-        ctx.relayed = true;
-        let asked = unless_closed(session, ask(&asking)).await?;
-        let (mut reply, mut head, addr, sent) = match asked {
-            Ok(asked) => asked,
-            Err(e) => return self.relay_failed(session, ctx, e.into_up()).await,
+        let asked = match unless_closed(session, ask(&asking)).await {
+            Some(Ok(asked)) => asked,
+            Some(Err(e)) => return self.failed(session, &e.into_up()).await,
+            None => return Ended::closed(0, None),
         };
-        ctx.upstream_sent = Some(sent);
+        let (mut reply, mut head, addr, sent) = asked;
         // An HTTP/2 visitor is sent no 1xx (the engine's HTTP/2 writer drops them), and 101
         // without an upgrade asked for is an invalid answer.
         let mut informational = 0;
@@ -80,230 +254,181 @@ impl EdgeProxy {
             informational += 1;
             if head.status == http::StatusCode::SWITCHING_PROTOCOLS || informational > 8 {
                 let e = Error::explain(ErrorType::InvalidHTTPHeader, "unexpected 1xx");
-                return self.relay_failed(session, ctx, e.into_up()).await;
+                return self.failed(session, &e.into_up()).await;
             }
-            head = match unless_closed(session, reply.head(head_only)).await? {
-                Ok(head) => head,
-                Err(e) => return self.relay_failed(session, ctx, e.into_up()).await,
+            head = match unless_closed(session, reply.head(self.head_only)).await {
+                Some(Ok(head)) => head,
+                Some(Err(e)) => return self.failed(session, &e.into_up()).await,
+                None => return Ended::closed(0, None),
             };
         }
-        ctx.peer = Some(addr);
         let end = reply.is_done();
         let Some(resp) = head.to_header(|_| true) else {
             let e = Error::explain(ErrorType::InvalidHTTPHeader, "response fields");
-            return self.relay_failed(session, ctx, e.into_up()).await;
+            return self.failed(session, &e.into_up()).await;
         };
         drop(head);
         let mut resp = Box::new(resp);
         // The engine's filters, in its order: compression for the cache, the origin's filter,
         // the cache's judgement, framing, what the visitor sees.
-        keep_bytes(
-            ctx.cache_rules.as_deref(),
-            &resp,
-            &mut session.upstream_compression,
-        );
-        session
-            .upstream_compression
-            .response_header_filter(&mut resp, end);
-        self.upstream_response_filter(session, &mut resp, ctx)
-            .await?;
-        // A URL the cache bypassed learns from the answer what the engine's cache filter learns.
+        if let Some(upstream) = self.upstream_compression.as_mut() {
+            keep_bytes(self.rules.as_deref(), &resp, upstream);
+            upstream.response_header_filter(&mut resp, end);
+        }
+        let origin_time = Some(sent.elapsed());
+        from_origin(&mut resp, Some(addr));
+        let status = resp.status.as_u16();
         let mut lesson = Lesson::Nothing;
-        let mut learning = None;
-        if let (Some(bypassed), Some(cache)) = (ctx.bypassed.take(), self.cache) {
-            let (key, reason) = *bypassed;
-            let authorization = session.req_header().headers.contains_key("authorization");
+        if let (Some((key, reason)), Some(cache)) = (&self.learn, proxy.cache) {
+            // `Authorization` sends a request to the engine: none here.
             let cacheable = matches!(
-                cacheability(authorization, &resp, ctx.cache_rules.as_deref()),
+                cacheability(false, &resp, self.rules.as_deref()),
                 RespCacheable::Cacheable(_)
             );
             lesson = Lesson::of(
                 cacheable,
-                reason,
+                Some(*reason),
                 Some(cache.store.max_object_bytes()),
                 content_length(&resp),
-                !head_only && resp.status == http::StatusCode::OK,
+                !self.head_only && status == 200,
             );
-            lesson.teach_now(&cache.predictor, &key);
-            if lesson != Lesson::Nothing {
-                learning = Some((cache, key));
-            }
+            lesson.teach_now(&cache.predictor, key);
         }
-        let no_body = head_only || matches!(resp.status.as_u16(), 204 | 304);
+        let no_body = self.head_only || matches!(status, 204 | 304);
         if !no_body
             && !end
             && !resp.headers.contains_key(header::TRANSFER_ENCODING)
             && !resp.headers.contains_key(header::CONTENT_LENGTH)
+            && resp
+                .insert_header(header::TRANSFER_ENCODING, "chunked")
+                .is_err()
         {
-            resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            return Ended::closed(status, origin_time);
         }
-        self.response_filter(session, &mut resp, ctx).await?;
+        let rules = self.rules.as_deref();
+        if rules.is_some_and(|r| r.respect_strong_etags == Some(true)) {
+            keep_bytes(rules, &resp, &mut self.compression);
+        }
+        if to_visitor(&mut resp, self.status, rules, &self.ray, self.hsts).is_err() {
+            return Ended::closed(status, origin_time);
+        }
         let mut done = end || no_body;
-        // Written as the engine writes tasks: the header ends the stream when nothing follows.
-        session
-            .write_response_tasks(vec![HttpTask::Header(resp, done)])
-            .await?;
+        self.compression.response_header_filter(&mut resp, done);
+        if session.write_response_header(resp, done).is_err() {
+            return Ended::closed(status, origin_time);
+        }
         while !done {
-            let chunk = unless_closed(session, reply.body())
-                .await?
-                .map_err(|e| e.into_up())?;
+            // A failure once the answer began resets the stream: a cut answer never looks whole.
+            let chunk = match unless_closed(session, reply.body()).await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(_)) | None => return Ended::closed(status, origin_time),
+            };
             done = chunk.is_none() || reply.is_done();
             let mut data = chunk;
-            if session.upstream_compression.is_enabled()
-                && let Some(encoded) = session
-                    .upstream_compression
-                    .response_body_filter(data.as_ref(), done)
+            // A compression turned off for this answer ([`keep_bytes`]) never left its header
+            // phase.
+            if let Some(upstream) = self.upstream_compression.as_mut()
+                && upstream.is_enabled()
+                && let Some(encoded) = upstream.response_body_filter(data.as_ref(), done)
             {
                 data = Some(encoded);
             }
             lesson.count(data.as_ref());
-            if data.as_ref().is_some_and(Bytes::is_empty) && !done {
-                continue;
+            if self.compression.is_enabled()
+                && let Some(encoded) = self.compression.response_body_filter(data.as_ref(), done)
+            {
+                data = Some(encoded);
             }
-            session
-                .write_response_tasks(vec![HttpTask::Body(data, done)])
-                .await?;
+            let written = match data {
+                Some(data) if !data.is_empty() || done => session.write_body(data, done).await,
+                Some(_) => continue,
+                None => session.finish(),
+            };
+            if written.is_err() {
+                return Ended::closed(status, origin_time);
+            }
         }
-        if let Some((cache, key)) = learning
+        let _ = session.finish();
+        if let (Some((key, _)), Some(cache)) = (&self.learn, proxy.cache)
             && lesson.learnt_at_end()
         {
-            cache.predictor.mark_cacheable(&key);
+            cache.predictor.mark_cacheable(key);
         }
         // The origin's connection, once its answer is whole, serves the next request.
         if let Some(connection) = reply.reusable() {
-            pool_put(addr, connection, idle_timeout, std::time::Instant::now());
+            pool_put(addr, connection, self.idle_timeout, Instant::now());
         }
-        Ok(true)
+        Ended {
+            status,
+            origin_time,
+            error: None,
+        }
     }
 
-    /// The request for the origin, as bytes: as the engine's HTTP/1 client writes it for an
-    /// HTTP/2 visitor (HTTP/1.1, `Host` from `:authority`, without this hop's fields), through
-    /// the engine's `upstream_request_filter` or, for a GET, written directly with the same
-    /// fields ([`wire_session_request`]).
-    async fn origin_request(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        head_only: bool,
-    ) -> Result<Vec<u8>> {
-        let direct = match (ctx.origin.as_ref(), client_ip(session)) {
-            (Some(origin), Some(client)) if !head_only => {
-                let to = ToOrigin {
-                    client,
-                    https: is_https(session),
-                    origin,
-                    ray: &ctx.ray,
-                    cache_asked: ctx.cache_asked,
-                };
-                wire_session_request(session.req_header(), &to)
-            }
-            _ => None,
+    /// A failure before the answer began: the engine's page for it, compressed as the engine's
+    /// would be (for a failure without one, the stream is reset).
+    async fn failed(&mut self, session: &mut HttpSession, e: &Error) -> Ended {
+        let Some(error) = edge_error(e) else {
+            return Ended::closed(0, None);
         };
-        if let Some((wire, coding)) = direct {
-            if ctx.cache_asked {
-                // A compressible answer the origin sends uncompressed is compressed in the
-                // class asked for, as the engine's filter arranges it.
-                session.upstream_compression.adjust_level(COMPRESSION_LEVEL);
-                if let Some(coding) = coding.and_then(|c| encoding_only(c.as_bytes())) {
-                    session.upstream_compression.request_filter(&coding);
-                }
-            }
-            return Ok(wire);
-        }
-        let mut req = session.req_header().clone();
-        req.set_version(http::Version::HTTP_11);
-        if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_owned()) {
-            if authority.contains('@') {
-                return Error::e_explain(ErrorType::InvalidHTTPHeader, "userinfo in authority");
-            }
-            req.insert_header(header::HOST, authority)?;
-        }
-        for name in STRIPPED {
-            req.remove_header(*name);
-        }
-        self.upstream_request_filter(session, &mut req, ctx).await?;
-        // An origin rule's `Host` must be an authority, as the engine checks it.
-        if req.headers.get(header::HOST).is_some_and(|host| {
-            host.as_bytes().contains(&b'@')
-                || http::uri::Authority::try_from(host.as_bytes()).is_err()
-        }) {
-            return Error::e_explain(ErrorType::InvalidHTTPHeader, "invalid Host for the origin")
-                .map_err(|e| e.into_in());
-        }
-        session.upstream_compression.request_filter(&req);
-        match http_req_header_to_wire(&req) {
-            Some(wire) => Ok(wire.to_vec()),
-            None => Error::e_explain(ErrorType::InvalidHTTPHeader, "request target")
-                .map_err(|e| e.into_in()),
-        }
-    }
-
-    /// A failure before the response began: the engine's page for it (`Err` for the engine to
-    /// answer when there is none).
-    async fn relay_failed(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        e: Box<Error>,
-    ) -> Result<bool> {
-        let failed = self.fail_to_proxy(session, &e, ctx).await;
-        if session.response_written().is_none() {
-            return Err(e);
-        }
-        tracing::error!(
-            ray = %ctx.ray,
-            "Fail to proxy: {e}, status: {}, {}",
-            failed.error_code,
-            self.request_summary(session, ctx)
-        );
-        Ok(true)
-    }
-
-    /// Whether [`EdgeProxy::relay`] takes the request: an HTTP/2 visitor's GET or HEAD without a
-    /// body, that the cache will not store, for an origin reached in plain HTTP/1.1, with none
-    /// of the fields that keep an HTTP/1 request from [`crate::pass`] either (preconditions,
-    /// ranges, credentials, loops: [`ENGINE_FIELDS`]).
-    pub(crate) fn relays(&self, session: &mut Session, ctx: &Ctx) -> bool {
-        let Some(origin) = ctx.origin.as_ref() else {
-            return false;
+        tracing::warn!(ray = %self.ray, "passing to the origin: {e}");
+        let accept = session
+            .req_header()
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let (body, content_type) = error_page(error, &self.ray, Some(&self.origin.host), accept);
+        let status = error.status();
+        let ended = Ended {
+            status,
+            origin_time: None,
+            error: Some(error),
         };
-        let settings = origin.edge.settings;
-        let origin_tls =
-            is_https(session) && matches!(settings.ssl, SslMode::Full | SslMode::Strict);
-        session.req_header().version == http::Version::HTTP_2
-            && matches!(
-                session.req_header().method,
-                http::Method::GET | http::Method::HEAD
-            )
-            && !origin_tls
-            && !settings.origin_h2
-            && !origin.addrs.is_empty()
-            && !is_grpc(session)
-            && !session.cache.enabled()
-            // A URL the engine bypassed itself learns through the engine's cache filter.
-            && !session.cache.bypassing()
-            && session.is_body_empty()
-            && !session
-                .req_header()
-                .headers
-                .keys()
-                .any(|name| ENGINE_FIELDS.contains(&name.as_str()))
+        let Ok(mut resp) = ResponseHeader::build(status, Some(5)) else {
+            return ended;
+        };
+        let _ = resp.insert_header(header::CONTENT_TYPE, content_type);
+        let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
+        let _ = resp.insert_header("cf-ray", self.ray.as_str());
+        let _ = resp.insert_header(header::SERVER, "parapet");
+        let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
+        self.compression
+            .response_header_filter(&mut resp, self.head_only);
+        if session
+            .write_response_header(Box::new(resp), self.head_only)
+            .is_err()
+            || self.head_only
+        {
+            return ended;
+        }
+        let body = Bytes::from(body);
+        let sent = if self.compression.is_enabled() {
+            self.compression.response_body_filter(Some(&body), true)
+        } else {
+            None
+        };
+        let _ = session.write_body(sent.unwrap_or(body), true).await;
+        ended
     }
 }
 
-/// `work`, unless the visitor closes its stream first (a reset, or its connection going): then
-/// the request is given up, as the engine gives it up, and whatever `work` held is dropped.
-async fn unless_closed<T>(
-    session: &mut Session,
-    work: impl Future<Output = Result<T>>,
-) -> Result<Result<T>> {
-    let Some(closed) = session.downstream_session.watch_h2_stream_close() else {
-        return Ok(work.await);
-    };
+impl Ended {
+    /// An answer given up (a stream reset when the session goes).
+    fn closed(status: u16, origin_time: Option<Duration>) -> Self {
+        Self {
+            status,
+            origin_time,
+            error: None,
+        }
+    }
+}
+
+/// `work`, unless the visitor resets its stream (or its connection goes) first: then the
+/// request is given up, as the engine gives it up, and whatever `work` held is dropped.
+async fn unless_closed<T>(session: &mut HttpSession, work: impl Future<Output = T>) -> Option<T> {
     tokio::select! {
         biased;
-        done = work => Ok(done),
-        _ = closed => Error::e_explain(ErrorType::ConnectionClosed, "the visitor closed its stream")
-            .map_err(|e| e.into_down()),
+        done = work => Some(done),
+        _ = session.idle() => None,
     }
 }
