@@ -1,6 +1,6 @@
-//! HTTP/2 floods against the edge, with raw frames: rapid reset (CVE-2023-44487) and
-//! CONTINUATION floods end the attacking connection, reach the origin little or not at all, and
-//! leave the edge serving everyone else.
+//! HTTP/2 floods against the edge, with raw frames: rapid reset (CVE-2023-44487),
+//! CONTINUATION floods and streams of malformed requests end the attacking connection, reach
+//! the origin little or not at all, and leave the edge serving everyone else.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -172,7 +172,8 @@ fn refused_streams_leave_the_connection_serving_good_ones() {
     let (port, _node, origin) = shop();
     let authority = format!("www.shop.test:{port}");
     // Two different lengths (HPACK: `content-length`, static index 28, as literals), and a
-    // control byte in `:path` (a literal with the static name 4): each stream is refused.
+    // control byte in `:path` (a literal with the static name 4): the HTTP/2 implementation
+    // refuses each stream.
     let mut lengths = get_block(&authority);
     lengths.extend_from_slice(&[0x0f, 0x0d, 0x01, b'1', 0x0f, 0x0d, 0x01, b'2']);
     let mut control = vec![0x82, 0x86, 0x04, 0x05];
@@ -197,5 +198,66 @@ fn refused_streams_leave_the_connection_serving_good_ones() {
     assert!(
         origin.recv_timeout(Duration::from_millis(300)).is_err(),
         "no refused stream reached the origin"
+    );
+}
+
+/// Whether the edge closes `s` within `within` (frames before the close are read and let go).
+fn closes_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut chunk = [0u8; 16 * 1024];
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn a_connection_is_closed_once_it_has_sent_32_refused_streams() {
+    let (port, _node, origin) = shop();
+    let authority = format!("www.shop.test:{port}");
+    // Streams the engine's HTTP/2 reader refuses (with a 400) after the HTTP/2 implementation
+    // has let them through: no `:authority` and no `Host`.
+    let unnamed = [0x82, 0x86, 0x84];
+    let mut s = h2_connect(port);
+    // Good streams between refused ones do not reset the count.
+    for i in 0..31u32 {
+        s.write_all(&frame(1, 0x5, 4 * i + 1, &unnamed))
+            .expect("headers");
+        s.write_all(&frame(1, 0x5, 4 * i + 3, &get_block(&authority)))
+            .expect("headers");
+    }
+    for _ in 0..31 {
+        origin
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the good streams among the first 31 refused ones are served");
+    }
+    assert!(
+        !closes_within(&mut s, Duration::from_millis(300)),
+        "31 refused streams leave the connection open"
+    );
+    // The 32nd ends the connection: a good stream after it is not served.
+    let _ = s.write_all(&frame(1, 0x5, 125, &unnamed));
+    let _ = s.write_all(&frame(1, 0x5, 127, &get_block(&authority)));
+    assert!(
+        closes_within(&mut s, Duration::from_secs(5)),
+        "the 32nd refused stream closes the connection"
+    );
+    assert!(
+        origin.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing after the 32nd refused stream reached the origin"
+    );
+    // Other connections are served.
+    assert_eq!(
+        curl(port, "www.shop.test", &["--http2-prior-knowledge"]).0,
+        200
     );
 }
