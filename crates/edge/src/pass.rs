@@ -48,7 +48,8 @@ use crate::hit;
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, access_logged,
     browser_cache_control, cacheability, edge_error, from_origin, ip_text, keep_bytes,
-    keep_bytes_of, normalized_encoding, origin_port_of, to_origin, to_visitor, values_say_no_store,
+    keep_bytes_of, normalized_encoding, origin_port_of, ray_value, to_origin, to_visitor,
+    values_say_no_store,
 };
 use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
 use crate::route::Origin;
@@ -1516,7 +1517,9 @@ async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended 
     };
     let _ = resp.insert_header(header::CONTENT_TYPE, content_type);
     let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
-    let _ = resp.insert_header("cf-ray", pass.ray.as_str());
+    if let Ok(ray) = ray_value(&pass.ray) {
+        let _ = resp.insert_header("cf-ray", ray);
+    }
     let _ = resp.insert_header(header::SERVER, "parapet");
     let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
     pass.compression

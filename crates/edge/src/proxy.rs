@@ -558,7 +558,9 @@ async fn redirect(session: &mut Session, ctx: &Ctx, location: &str) {
     };
     let _ = resp.insert_header("location", location);
     let _ = resp.insert_header("content-length", "0");
-    let _ = resp.insert_header("cf-ray", ctx.ray.as_str());
+    if let Ok(ray) = ray_value(&ctx.ray) {
+        let _ = resp.insert_header(CF_RAY, ray);
+    }
     let _ = resp.insert_header("server", "parapet");
     let _ = session.write_response_header(Box::new(resp), true).await;
 }
@@ -646,7 +648,9 @@ async fn respond_with(session: &mut Session, ctx: &mut Ctx, error: EdgeError) {
     };
     let _ = resp.insert_header("content-type", content_type);
     let _ = resp.insert_header("content-length", body.len().to_string());
-    let _ = resp.insert_header("cf-ray", ctx.ray.as_str());
+    if let Ok(ray) = ray_value(&ctx.ray) {
+        let _ = resp.insert_header(CF_RAY, ray);
+    }
     let _ = resp.insert_header("server", "parapet");
     let _ = resp.insert_header("cache-control", "no-store");
     if session
@@ -753,7 +757,9 @@ impl ProxyHttp for EdgeProxy {
             if let Ok(mut resp) = ResponseHeader::build(200, Some(3)) {
                 let _ = resp.insert_header("content-type", "text/plain");
                 let _ = resp.insert_header("content-length", body.len().to_string());
-                let _ = resp.insert_header("cf-ray", ctx.ray.as_str());
+                if let Ok(ray) = ray_value(&ctx.ray) {
+                    let _ = resp.insert_header(CF_RAY, ray);
+                }
                 if session
                     .write_response_header(Box::new(resp), false)
                     .await
@@ -1446,12 +1452,7 @@ pub(crate) fn to_visitor(
     for name in EDGE_ONLY {
         resp.remove_header(&name);
     }
-    // Unique to this response: HTTP/2 writes it as a literal kept out of the connection's
-    // header table (RFC 7541 §6.2.3), where each one would push out the fields every response
-    // repeats.
-    let mut ray = HeaderValue::from_str(ray).or_err(ErrorType::InternalError, "ray id")?;
-    ray.set_sensitive(true);
-    resp.insert_header(CF_RAY, ray)?;
+    resp.insert_header(CF_RAY, ray_value(ray)?)?;
     resp.insert_header(http::header::SERVER, HeaderValue::from_static("parapet"))?;
     resp.insert_header(CF_CACHE_STATUS, HeaderValue::from_static(status))?;
     resp.insert_header(CACHE_STATUS, HeaderValue::from_static(cache_status))?;
@@ -1463,6 +1464,15 @@ pub(crate) fn to_visitor(
         }
     }
     Ok(())
+}
+
+/// The ray id as a response field's value. Unique to each response, it is marked sensitive:
+/// HTTP/2 writes it as a literal kept out of the connection's header table (RFC 7541 §6.2.3),
+/// where each one would push out the fields every response repeats.
+pub(crate) fn ray_value(ray: &str) -> Result<HeaderValue> {
+    let mut value = HeaderValue::from_str(ray).or_err(ErrorType::InternalError, "ray id")?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The origin's response as it may be stored and passed on (`peer`: the origin's address): no

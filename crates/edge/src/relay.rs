@@ -40,7 +40,7 @@ use crate::pass::{
 };
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EdgeProxy, access_logged, cacheability, edge_error, from_origin,
-    is_grpc, keep_bytes, origin_port_of, to_origin, to_visitor,
+    is_grpc, keep_bytes, origin_port_of, ray_value, to_origin, to_visitor,
 };
 use crate::route::Origin;
 
@@ -389,7 +389,9 @@ impl Relay {
         };
         let _ = resp.insert_header(header::CONTENT_TYPE, content_type);
         let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
-        let _ = resp.insert_header("cf-ray", self.ray.as_str());
+        if let Ok(ray) = ray_value(&self.ray) {
+            let _ = resp.insert_header("cf-ray", ray);
+        }
         let _ = resp.insert_header(header::SERVER, "parapet");
         let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
         self.compression
