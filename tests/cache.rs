@@ -1591,3 +1591,51 @@ fn hits_from_memory_are_answered_as_the_engine_answers_them() {
     assert_eq!(fetch(s.port, host, "/logo.png", &[]).1, "MISS");
     assert_eq!(s.hits.of("/logo.png"), 2);
 }
+
+#[test]
+fn without_a_cache_every_answer_is_passed_under_the_zones_rules() {
+    let port = free_port();
+    let hits = start_cache_origin("127.0.0.2", port);
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args(["--activation", "auto", "--http-listen", &format!("127.0.0.1:{port}")])
+            .config(
+                "cache_memory_bytes = 0\ncache_disk_bytes = 0\n[[cache_rules]]\nzone = \"uncached.test\"\nexpression = 'true'\naction_parameters = { browser_ttl = { mode = \"override_origin\", default = 120 } }\n",
+            ),
+    );
+    let zone = node.create_zone("uncached.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    let host = "www.uncached.test";
+    parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
+        fetch(port, host, "/ready.css", &[]).0 == 200
+    });
+    let passes = || node.metric("parapet_edge_direct_passes_total");
+    let mut asked = 0;
+    for protocol in [&[][..], &["--http2-prior-knowledge"]] {
+        for path in ["/a.css", "/page.html"] {
+            // Passed by the edge itself, then by the engine (a precondition sends it there):
+            // the zone's browser TTL either way, and the origin asked each time.
+            let before = passes();
+            let (status, cache, head, _) = fetch(port, host, path, protocol);
+            parapet_testkit::eventually(Duration::from_secs(3), "passed directly", || {
+                passes() > before
+            });
+            let engine = [protocol, &["-H", "If-Match: *"]].concat();
+            let (status2, cache2, head2, _) = fetch(port, host, path, &engine);
+            std::thread::sleep(Duration::from_millis(50));
+            asked += 2;
+            assert_eq!((status, status2), (200, 200), "{head}\n{head2}");
+            assert_eq!((cache.as_str(), cache2.as_str()), ("DYNAMIC", "DYNAMIC"));
+            for head in [&head, &head2] {
+                assert!(head.contains("cache-control: max-age=120"), "{head}");
+            }
+            assert_eq!(lasting_fields(&head), lasting_fields(&head2), "{path}");
+            assert_eq!(
+                passes(),
+                before + 1,
+                "{path} {protocol:?}: the engine's not counted"
+            );
+        }
+        assert_eq!(hits.of("/a.css") + hits.of("/page.html"), asked);
+    }
+}

@@ -740,7 +740,8 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         };
         let chunk = match read {
             Ok(chunk) => chunk,
-            Err(_) => {
+            Err(e) => {
+                tracing::warn!(ray = %pass.ray, "the origin's answer broke off: {e}");
                 // The visitor has a header and part of a body: only a close can say it failed.
                 let _ = stream.write_all(&out).await;
                 let _ = stream.flush().await;

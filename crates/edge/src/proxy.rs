@@ -1118,12 +1118,18 @@ impl ProxyHttp for EdgeProxy {
     }
 
     /// Caches GET and HEAD of eligible paths (Cloudflare's default extensions) in active zones.
+    /// The zone's cache rules apply to every answer (a browser TTL, strong ETags kept), with a
+    /// cache or without one.
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        let (Some(cache), Some(origin)) = (self.cache, ctx.origin.as_ref()) else {
+        let Some(origin) = ctx.origin.as_ref() else {
+            return Ok(());
+        };
+        let merged = self.cache_parameters(origin);
+        let Some(cache) = self.cache else {
+            ctx.cache_rules = merged;
             return Ok(());
         };
         let req = session.req_header();
-        let merged = self.cache_parameters(origin);
         let (eligible, bypass) = eligibility(merged.as_deref(), req.uri.path());
         ctx.rule_bypass = bypass;
         let method_ok = matches!(req.method, http::Method::GET | http::Method::HEAD);

@@ -243,7 +243,8 @@ impl Relay {
         };
         let asked = match unless_closed(session, ask(&asking)).await {
             Some(Ok(asked)) => asked,
-            Some(Err(e)) => return self.failed(session, &e.into_up()).await,
+            // Marked as `ask` marks them: a failure of the origin's, or of this edge's.
+            Some(Err(e)) => return self.failed(session, &e).await,
             None => return Ended::closed(0, None),
         };
         let (mut reply, mut head, addr, sent) = asked;
@@ -303,25 +304,29 @@ impl Relay {
                 .insert_header(header::TRANSFER_ENCODING, "chunked")
                 .is_err()
         {
-            return Ended::closed(status, origin_time);
+            return Ended::closed(0, origin_time);
         }
         let rules = self.rules.as_deref();
         if rules.is_some_and(|r| r.respect_strong_etags == Some(true)) {
             keep_bytes(rules, &resp, &mut self.compression);
         }
         if to_visitor(&mut resp, self.status, rules, &self.ray, self.hsts).is_err() {
-            return Ended::closed(status, origin_time);
+            return Ended::closed(0, origin_time);
         }
         let mut done = end || no_body;
         self.compression.response_header_filter(&mut resp, done);
         if session.write_response_header(resp, done).is_err() {
-            return Ended::closed(status, origin_time);
+            return Ended::closed(0, origin_time);
         }
         while !done {
             // A failure once the answer began resets the stream: a cut answer never looks whole.
             let chunk = match unless_closed(session, reply.body()).await {
                 Some(Ok(chunk)) => chunk,
-                Some(Err(_)) | None => return Ended::closed(status, origin_time),
+                Some(Err(e)) => {
+                    tracing::warn!(ray = %self.ray, "the origin's answer broke off: {e}");
+                    return Ended::closed(status, origin_time);
+                }
+                None => return Ended::closed(status, origin_time),
             };
             done = chunk.is_none() || reply.is_done();
             let mut data = chunk;
@@ -415,7 +420,8 @@ impl Relay {
 }
 
 impl Ended {
-    /// An answer given up (a stream reset when the session goes).
+    /// An answer given up (a stream reset when the session goes); `status`: the one written,
+    /// if any.
     fn closed(status: u16, origin_time: Option<Duration>) -> Self {
         Self {
             status,
