@@ -259,6 +259,20 @@ pub(crate) struct ToOrigin<'a> {
     pub(crate) cache_asked: bool,
 }
 
+impl ToOrigin<'_> {
+    /// Writes [`to_origin`]'s fields into `req`.
+    pub(crate) fn write_into(&self, req: &mut RequestHeader) -> pingora::Result<()> {
+        to_origin(
+            req,
+            Some(self.client),
+            self.https,
+            self.origin,
+            self.ray,
+            self.cache_asked,
+        )
+    }
+}
+
 /// A request header holding only an `Accept-Encoding`, which is all compression reads.
 pub(crate) fn encoding_only(value: &[u8]) -> Option<RequestHeader> {
     let mut req = RequestHeader::build("GET", b"/", Some(1)).ok()?;
@@ -327,15 +341,7 @@ fn upstream_request(
         }
         req.append_header(name.to_owned(), field.value).ok()?;
     }
-    to_origin(
-        &mut req,
-        Some(to.client),
-        to.https,
-        to.origin,
-        to.ray,
-        to.cache_asked,
-    )
-    .ok()?;
+    to.write_into(&mut req).ok()?;
     Some((Box::new(req), accept))
 }
 

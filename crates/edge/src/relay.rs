@@ -5,14 +5,14 @@
 //!
 //! It answers as the engine does for the same request (`tests/pass.rs` sends each one both
 //! ways). The origin gets what the engine's HTTP/1 client writes for an HTTP/2 visitor
-//! (HTTP/1.1, `Host` from `:authority`, without this hop's fields, with [`to_origin`]'s). The
-//! answer goes through the engine's filters in its order: the cache's own compression of what
-//! the origin sends for a URL it knows, [`from_origin`], the cache's judgement, framing,
-//! [`to_visitor`], the visitor's compression (the engine's module, with the same settings). A
-//! failure before the answer began gets the engine's page for it; one after it resets the
-//! visitor's stream, so a cut answer never looks whole; a visitor that resets its stream while
-//! the origin thinks gives the origin request up at once, as the engine does. The metrics and
-//! the access-log line are the engine's.
+//! (HTTP/1.1, `Host` from `:authority`, without this hop's fields, with
+//! [`crate::proxy::to_origin`]'s). The answer goes through the engine's filters in its order:
+//! the cache's own compression of what the origin sends for a URL it knows, [`from_origin`],
+//! the cache's judgement, framing, [`to_visitor`], the visitor's compression (the engine's
+//! module, with the same settings). A failure before the answer began gets the engine's page
+//! for it; one after it resets the visitor's stream, so a cut answer never looks whole; a
+//! visitor that resets its stream while the origin thinks gives the origin request up at once,
+//! as the engine does. The metrics and the access-log line are the engine's.
 //!
 //! As in [`crate::pass`], a response to a URL remembered as uncacheable that could be stored
 //! now tells the cache so (the next request is a miss that stores it) instead of being stored.
@@ -40,7 +40,7 @@ use crate::pass::{
 };
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EdgeProxy, access_logged, cacheability, edge_error, from_origin,
-    is_grpc, keep_bytes, origin_port_of, ray_value, to_origin, to_visitor,
+    is_grpc, keep_bytes, origin_port_of, ray_value, to_visitor,
 };
 use crate::route::Origin;
 
@@ -161,8 +161,9 @@ impl EdgeProxy {
 }
 
 /// A HEAD for the origin, as the engine's HTTP/1 client writes an HTTP/2 visitor's request
-/// after [`to_origin`]; with the `Accept-Encoding` the origin is sent. `None` for one the
-/// engine refuses (userinfo in the authority, an origin rule's `Host` that is no authority).
+/// after [`crate::proxy::to_origin`]; with the `Accept-Encoding` the origin is sent. `None`
+/// for one the engine refuses (userinfo in the authority, an origin rule's `Host` that is no
+/// authority).
 fn head_request(req: &RequestHeader, to: &ToOrigin<'_>) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     let mut req = req.clone();
     req.set_version(http::Version::HTTP_11);
@@ -175,15 +176,7 @@ fn head_request(req: &RequestHeader, to: &ToOrigin<'_>) -> Option<(Vec<u8>, Opti
     for name in STRIPPED {
         req.remove_header(*name);
     }
-    to_origin(
-        &mut req,
-        Some(to.client),
-        to.https,
-        to.origin,
-        to.ray,
-        to.cache_asked,
-    )
-    .ok()?;
+    to.write_into(&mut req).ok()?;
     if req.headers.get(header::HOST).is_some_and(|host| {
         host.as_bytes().contains(&b'@') || http::uri::Authority::try_from(host.as_bytes()).is_err()
     }) {
