@@ -738,3 +738,45 @@ fn silent_kept_alive_connections_are_parked_and_served_when_they_speak_again() {
         "closed"
     );
 }
+
+#[test]
+fn the_edges_own_pages_answer_head_with_their_header_alone() {
+    let port = free_port();
+    let _origin = start_origin("127.0.0.2", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let zone = node.create_zone("heads.test");
+    node.proxied_a(&zone, "www.heads.test", "127.0.0.2");
+    node.proxied_a(&zone, "down.heads.test", "127.0.0.3");
+    parapet_testkit::eventually(Duration::from_secs(5), "the names routed", || {
+        curl(port, "www.heads.test", &[]).0 == 200
+    });
+    let loops: &[&str] = &["-H", "CDN-Loop: parapet"];
+    let engine: &[&str] = &["-H", "If-Match: *"];
+    // An unknown host, a loop, and a refusing origin passed by the edge itself and by the
+    // engine: over HTTP/2, content after a HEAD answer's header would be a stream error.
+    let cases: [(&str, &[&str], u16); 4] = [
+        ("unknown.test", &[], 530),
+        ("www.heads.test", loops, 508),
+        ("down.heads.test", &[], 521),
+        ("down.heads.test", engine, 521),
+    ];
+    for protocol in ["--http1.1", "--http2-prior-knowledge"] {
+        for (host, extra, want) in cases {
+            let args = [&["-I", protocol][..], extra].concat();
+            let (status, head, body) = curl(port, host, &args);
+            assert_eq!(status, want, "{host} {args:?}\n{head}");
+            assert!(head.contains("cf-ray: "), "{head}");
+            assert!(body.is_empty(), "{body}");
+            // The same page for a GET has its body.
+            let get = [&[protocol][..], extra].concat();
+            let (status, _, body) = curl(port, host, &get);
+            assert_eq!(status, want, "{host} {get:?}");
+            assert!(!body.is_empty(), "{host} {get:?}");
+        }
+    }
+}

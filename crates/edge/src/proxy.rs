@@ -21,6 +21,7 @@ use pingora::cache::{
     RespCacheable, VarianceBuilder,
 };
 use pingora::prelude::*;
+use pingora::protocols::http::HttpTask;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
@@ -653,15 +654,19 @@ async fn respond_with(session: &mut Session, ctx: &mut Ctx, error: EdgeError) {
     }
     let _ = resp.insert_header("server", "parapet");
     let _ = resp.insert_header("cache-control", "no-store");
-    if session
-        .write_response_header(Box::new(resp), false)
-        .await
-        .is_ok()
-    {
-        let _ = session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await;
+    write_own_answer(session, resp, Bytes::from(body)).await;
+}
+
+/// Writes an answer the edge makes itself (a page, an ACME answer) through the engine's
+/// filters: the header, then the body, unless the request is a HEAD, whose answer ends with its
+/// header (over HTTP/2, content on a HEAD answer is a stream error for the visitor).
+async fn write_own_answer(session: &mut Session, resp: ResponseHeader, body: Bytes) {
+    let head = session.req_header().method == http::Method::HEAD;
+    let mut tasks = vec![HttpTask::Header(Box::new(resp), head)];
+    if !head {
+        tasks.push(HttpTask::Body(Some(body), true));
     }
+    let _ = session.write_response_tasks(tasks).await;
 }
 
 #[async_trait]
@@ -760,15 +765,7 @@ impl ProxyHttp for EdgeProxy {
                 if let Ok(ray) = ray_value(&ctx.ray) {
                     let _ = resp.insert_header(CF_RAY, ray);
                 }
-                if session
-                    .write_response_header(Box::new(resp), false)
-                    .await
-                    .is_ok()
-                {
-                    let _ = session
-                        .write_response_body(Some(Bytes::from(body)), true)
-                        .await;
-                }
+                write_own_answer(session, resp, Bytes::from(body)).await;
             }
             return Ok(true);
         }
