@@ -48,7 +48,7 @@ use crate::hit;
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, access_logged,
     browser_cache_control, cacheability, edge_error, from_origin, ip_text, keep_bytes,
-    keep_bytes_of, normalized_encoding, origin_port_of, ray_value, to_origin, to_visitor,
+    keep_bytes_of, normalized_encoding, origin_port_of, page_header, to_origin, to_visitor,
     values_say_no_store,
 };
 use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
@@ -1519,16 +1519,9 @@ async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended 
         pass.accept.as_deref(),
     );
     let status = error.status();
-    let Ok(mut resp) = ResponseHeader::build(status, Some(8)) else {
+    let Some(mut resp) = page_header(status, content_type, body.len(), &pass.ray) else {
         return closed(0);
     };
-    let _ = resp.insert_header(header::CONTENT_TYPE, content_type);
-    let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
-    if let Ok(ray) = ray_value(&pass.ray) {
-        let _ = resp.insert_header("cf-ray", ray);
-    }
-    let _ = resp.insert_header(header::SERVER, "parapet");
-    let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
     pass.compression
         .response_header_filter(&mut resp, pass.head_only);
     let date = with_date(Instant::now(), |date| {

@@ -644,17 +644,28 @@ async fn respond_with(session: &mut Session, ctx: &mut Ctx, error: EdgeError) {
         .map(str::to_owned);
     let host = request_host(session).and_then(|h| host_of(&h));
     let (body, content_type) = error_page(error, &ctx.ray, host.as_deref(), accept.as_deref());
-    let Ok(mut resp) = ResponseHeader::build(error.status(), Some(5)) else {
+    let Some(resp) = page_header(error.status(), content_type, body.len(), &ctx.ray) else {
         return;
     };
-    let _ = resp.insert_header("content-type", content_type);
-    let _ = resp.insert_header("content-length", body.len().to_string());
-    if let Ok(ray) = ray_value(&ctx.ray) {
-        let _ = resp.insert_header(CF_RAY, ray);
-    }
-    let _ = resp.insert_header("server", "parapet");
-    let _ = resp.insert_header("cache-control", "no-store");
     write_own_answer(session, resp, Bytes::from(body)).await;
+}
+
+/// The header of one of the edge's pages (`len` bytes of `content_type`), never stored.
+pub(crate) fn page_header(
+    status: u16,
+    content_type: &str,
+    len: usize,
+    ray: &str,
+) -> Option<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(8)).ok()?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)
+        .ok()?;
+    resp.insert_header(http::header::CONTENT_LENGTH, len).ok()?;
+    resp.insert_header(CF_RAY, ray_value(ray).ok()?).ok()?;
+    resp.insert_header(http::header::SERVER, "parapet").ok()?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")
+        .ok()?;
+    Some(resp)
 }
 
 /// Writes an answer the edge makes itself (a page, an ACME answer) through the engine's

@@ -26,7 +26,7 @@ use parapet_model::rules::CacheParameters;
 use parapet_model::settings::{Hsts, SslMode};
 use pingora::cache::predictor::CacheablePredictor as _;
 use pingora::cache::{CacheKey, NoCacheReason, RespCacheable};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::protocols::http::v1::client::http_req_header_to_wire;
 use pingora::protocols::http::v2::server::HttpSession;
@@ -40,7 +40,7 @@ use crate::pass::{
 };
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EdgeProxy, access_logged, cacheability, edge_error, from_origin,
-    is_grpc, keep_bytes, origin_port_of, ray_value, to_visitor,
+    is_grpc, keep_bytes, origin_port_of, page_header, to_visitor,
 };
 use crate::route::Origin;
 
@@ -382,16 +382,9 @@ impl Relay {
             origin_time: None,
             error: Some(error),
         };
-        let Ok(mut resp) = ResponseHeader::build(status, Some(5)) else {
+        let Some(mut resp) = page_header(status, content_type, body.len(), &self.ray) else {
             return ended;
         };
-        let _ = resp.insert_header(header::CONTENT_TYPE, content_type);
-        let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
-        if let Ok(ray) = ray_value(&self.ray) {
-            let _ = resp.insert_header("cf-ray", ray);
-        }
-        let _ = resp.insert_header(header::SERVER, "parapet");
-        let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
         self.compression
             .response_header_filter(&mut resp, self.head_only);
         if session
