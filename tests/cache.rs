@@ -1384,6 +1384,81 @@ fn http2_hits_from_memory_are_answered_as_the_engine_answers_them() {
 /// Objects the hit comparisons use: an image, a stylesheet stored per coding class, a body too
 /// large to go out with its header, a response with a `Keep-Alive` of the origin's, and one
 /// with a `Last-Modified`.
+/// Streams that arrive together are answered together: what the connection writes for them
+/// leaves in one send (the HTTP/2 implementation flushes after every DATA frame), counted in
+/// the TCP segments the edge's socket sends.
+#[test]
+fn http2_answers_to_streams_that_arrive_together_leave_together() {
+    use parapet_testkit::h2::{connect, frame, get_path_block, read_frame};
+    let s = site("h2together.test");
+    let host = "www.h2together.test";
+    // Answers of 6.4 KB: frames the HTTP/2 implementation sends from where they are.
+    let path = "/text.css";
+    fetch(s.port, host, path, &[]);
+    assert_eq!(fetch(s.port, host, path, &[]).1, "HIT");
+    let direct = || metric(&s.node, "parapet_edge_direct_hits_total");
+    let mut c = connect(s.port);
+    // Room for every answer in the connection's window.
+    c.write_all(&frame(8, 0, 0, &(1u32 << 20).to_be_bytes()))
+        .expect("window");
+    let mut buf = Vec::new();
+    // The edge's SETTINGS, acknowledged, and its acknowledgement of ours.
+    let mut settled = (false, false);
+    while settled != (true, true) {
+        let f = read_frame(&mut c, &mut buf).expect("the edge's settings");
+        if f.kind == 4 && f.flags & 1 == 0 {
+            c.write_all(&frame(4, 1, 0, &[])).expect("settings ack");
+            settled.0 = true;
+        } else if f.kind == 4 {
+            settled.1 = true;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let client = c.local_addr().expect("client address").port();
+    let sent = || segments_sent(s.port, client);
+    let (before, hits) = (sent(), direct());
+    let authority = format!("{host}:{}", s.port);
+    let streams = 16u32;
+    let burst: Vec<u8> = (0..streams)
+        .flat_map(|i| frame(1, 0x5, 2 * i + 1, &get_path_block(&authority, path)))
+        .collect();
+    c.write_all(&burst).expect("streams");
+    let mut ended = 0;
+    while ended < streams {
+        let f = read_frame(&mut c, &mut buf).expect("the answers");
+        assert!(
+            f.kind != 3 && f.kind != 7,
+            "stream {} reset or gone",
+            f.stream
+        );
+        if (f.kind == 0 || f.kind == 1) && f.flags & 1 == 1 {
+            ended += 1;
+        }
+    }
+    assert_eq!(
+        direct() - hits,
+        u64::from(streams),
+        "hits answered by the edge"
+    );
+    let segments = sent() - before;
+    // About 100 KB: two sends of at most 64 KiB, where each answer took one.
+    assert!(segments <= 4, "{streams} answers took {segments} segments");
+}
+
+/// TCP segments the edge's socket on `port` has sent to the client on `client` (`ss`).
+fn segments_sent(port: u16, client: u16) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established"])
+        .arg(format!("( sport = :{port} and dport = :{client} )"))
+        .output()
+        .expect("ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("segs_out:"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no segs_out in {text}"))
+}
+
 const HIT_PATHS: [&str; 5] = [
     "/logo.png",
     "/text.css",

@@ -6,39 +6,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use parapet_testkit::h2::{connect as h2_connect, frame, get_block};
 use parapet_testkit::http::{curl, start_origin};
 use parapet_testkit::{Node, NodeOptions, eventually, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_parapet");
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("small frame");
-    let mut f = len.to_be_bytes()[1..].to_vec();
-    f.extend_from_slice(&[kind, flags]);
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// A GET for `authority` as an HPACK block: static-table `:method GET`, `:scheme http`,
-/// `:path /`, and `:authority` as a literal without indexing.
-fn get_block(authority: &str) -> Vec<u8> {
-    let mut block = vec![0x82, 0x86, 0x84, 0x01];
-    block.push(u8::try_from(authority.len()).expect("short authority"));
-    block.extend_from_slice(authority.as_bytes());
-    block
-}
-
-/// Connects with the HTTP/2 preface and an empty SETTINGS frame.
-fn h2_connect(port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .expect("preface");
-    s.write_all(&frame(4, 0, 0, &[])).expect("settings");
-    s
-}
 
 /// Reads frames until the connection closes or `within` passes; returns the GOAWAY error code
 /// if one came.

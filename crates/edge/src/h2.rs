@@ -48,6 +48,7 @@ use crate::proxy::{
 };
 use crate::relay::{Relay, Relaying};
 use crate::route::{Origin, route};
+use crate::stream::FlushGate;
 
 /// Streams of one connection the HTTP/2 reader may refuse (bad pseudo-fields, conflicting
 /// lengths) before the connection is closed, as the engine's accept loop counts them.
@@ -91,7 +92,13 @@ impl InFlight {
 
 impl Connections {
     /// Serves an HTTP/2 connection (its preface read, or ALPN's choice) until it closes.
-    pub(crate) async fn serve_h2(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+    /// `gate` holds back the connection's flushes (see [`accept`]).
+    pub(crate) async fn serve_h2(
+        self: &Arc<Self>,
+        stream: Stream,
+        gate: FlushGate,
+        shutdown: &ShutdownWatch,
+    ) {
         let digest = Arc::new(Digest {
             ssl_digest: stream.get_ssl_digest(),
             timing_digest: stream.get_timing_digest(),
@@ -116,7 +123,7 @@ impl Connections {
         let mut malformed = 0;
         loop {
             let accepted = if stopping {
-                HttpSession::from_h2_conn(&mut conn, Arc::clone(&digest)).await
+                accept(&mut conn, &digest, &gate).await
             } else {
                 tokio::select! {
                     biased;
@@ -126,7 +133,7 @@ impl Connections {
                         stopping = true;
                         continue;
                     }
-                    accepted = HttpSession::from_h2_conn(&mut conn, Arc::clone(&digest)) => accepted,
+                    accepted = accept(&mut conn, &digest, &gate) => accepted,
                     () = in_flight.idle_for(idle_timeout) => return,
                 }
             };
@@ -175,6 +182,28 @@ impl Connections {
         HttpServerApp::process_new_http(&self.http, ServerSession::new_http2(session), shutdown)
             .await;
     }
+}
+
+/// The connection's next stream, its frames written with flushes held back by `gate`, then,
+/// once it has nothing more to do for now, polled once more with them let through: what it
+/// wrote for every stream it handled in this round leaves in one send, where the HTTP/2
+/// implementation would send after each DATA frame.
+async fn accept(
+    conn: &mut ::h2::server::Connection<Stream, Bytes>,
+    digest: &Arc<Digest>,
+    gate: &FlushGate,
+) -> pingora::Result<Option<H2Accept>> {
+    let mut accepting = std::pin::pin!(HttpSession::from_h2_conn(conn, Arc::clone(digest)));
+    std::future::poll_fn(|cx| {
+        gate.hold(true);
+        let accepted = accepting.as_mut().poll(cx);
+        gate.hold(false);
+        if accepted.is_ready() {
+            return accepted;
+        }
+        accepting.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// A hit to answer on an HTTP/2 stream.

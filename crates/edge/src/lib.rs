@@ -24,8 +24,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
-use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Peek, Stream};
 use pingora::server::ShutdownWatch;
 use pingora::server::configuration::ServerConf;
 use tokio::sync::watch;
@@ -188,13 +188,13 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// the visitor went away or stayed silent for [`IDLE_TIMEOUT`]. For a new connection: it was
 /// accepted, so its first request is served even when the edge is stopping (the drain grace
 /// bounds the wait).
-async fn wait_for_bytes(stream: &mut Stream, buf: &mut [u8]) -> bool {
+async fn wait_for_bytes<S: Peek + Send + ?Sized>(stream: &mut S, buf: &mut [u8]) -> bool {
     wait_for_bytes_within(stream, buf, IDLE_TIMEOUT).await == Some(true)
 }
 
 /// As [`wait_for_bytes`], for at most `wait`: `None` when it passed.
-async fn wait_for_bytes_within(
-    stream: &mut Stream,
+async fn wait_for_bytes_within<S: Peek + Send + ?Sized>(
+    stream: &mut S,
     buf: &mut [u8],
     wait: std::time::Duration,
 ) -> Option<bool> {
@@ -222,7 +222,7 @@ async fn wait_for_request(
         // Stopping first: a connection is not parked once the edge stops.
         biased;
         _ = stop.wait_for(|stopping| *stopping) => Some(false),
-        peeked = wait_for_bytes_within(stream, buf, wait) => peeked,
+        peeked = wait_for_bytes_within(&mut **stream, buf, wait) => peeked,
     }
 }
 
@@ -260,26 +260,26 @@ impl Connections {
     /// Serves one plain-HTTP visitor connection until it closes (or is parked).
     async fn serve(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Box<stream::VisitorStream>,
         slot: ClientSlot,
         shutdown: &ShutdownWatch,
     ) -> Option<()> {
         let open = self.metrics.connection_opened();
-        let mut stream = stream;
         let mut first = [0u8; 1];
-        if !wait_for_bytes(&mut stream, &mut first).await {
+        if !wait_for_bytes(&mut *stream, &mut first).await {
             return None;
         }
-        // HTTP/2 with prior knowledge starts with its preface ("PRI * HTTP/2.0..."): the engine
-        // runs the whole connection.
+        // HTTP/2 with prior knowledge starts with its preface ("PRI * HTTP/2.0...").
         if first[0] == b'P' {
             let mut preface = [0u8; 24];
-            if !wait_for_bytes(&mut stream, &mut preface).await {
+            if !wait_for_bytes(&mut *stream, &mut preface).await {
                 return None;
             }
             if preface == *H2_PREFACE {
+                let gate = stream::FlushGate::default();
+                stream.gate_flushes(gate.clone());
                 // Boxed: an HTTP/1 connection's task is not sized by it.
-                Box::pin(self.serve_h2(stream, shutdown)).await;
+                Box::pin(self.serve_h2(stream, gate, shutdown)).await;
                 return None;
             }
         }
@@ -297,7 +297,7 @@ impl Connections {
         let open = self.metrics.connection_resumed();
         let mut stream: Stream = stream;
         let mut first = [0u8; 1];
-        if !wait_for_bytes(&mut stream, &mut first).await {
+        if !wait_for_bytes(&mut *stream, &mut first).await {
             return None;
         }
         self.serve_h1(stream, (open, slot), settings, shutdown)
@@ -319,14 +319,16 @@ impl Connections {
             self.metrics.handshake_failed();
             return None;
         };
-        let h2 = stream.is_h2();
-        let mut stream: Stream = stream;
-        if h2 {
-            Box::pin(self.serve_h2(stream, shutdown)).await;
+        let mut stream = stream;
+        if stream.is_h2() {
+            let gate = stream::FlushGate::default();
+            stream.gate_flushes(gate.clone());
+            Box::pin(self.serve_h2(stream, gate, shutdown)).await;
             return None;
         }
+        let mut stream: Stream = stream;
         let mut first = [0u8; 1];
-        if !wait_for_bytes(&mut stream, &mut first).await {
+        if !wait_for_bytes(&mut *stream, &mut first).await {
             return None;
         }
         self.serve_h1(stream, (open, slot), None, shutdown).await
@@ -387,7 +389,7 @@ impl Connections {
             // request that comes during it once the edge stops is answered with
             // `Connection: close`; a connection still silent when it ends is not parked once
             // the edge stops, and closes then.
-            match wait_for_bytes_within(&mut stream, &mut first, park::PARK_AFTER).await {
+            match wait_for_bytes_within(&mut *stream, &mut first, park::PARK_AFTER).await {
                 Some(true) => continue,
                 Some(false) => return None,
                 None => {}

@@ -9,6 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
@@ -24,12 +25,49 @@ use tokio::net::TcpStream;
 
 /// Writes smaller than this are gathered until a flush (one TCP segment on Ethernet).
 const GATHER: usize = 1460;
+/// How much is gathered at most while flushes are held ([`FlushGate`]).
+pub(crate) const HELD_GATHER: usize = 64 * 1024;
 /// How much one read-ahead takes at most.
 const READ_AHEAD: usize = 16 * 1024;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Box<[u8]>> =
         std::cell::RefCell::new(vec![0; READ_AHEAD].into_boxed_slice());
+}
+
+/// Held by an HTTP/2 connection's accept loop: while it is held, a flush leaves what is
+/// gathered (up to [`HELD_GATHER`]) for the next one, so that what the HTTP/2 implementation
+/// writes for the streams it handles in one round (it flushes after every DATA frame) leaves
+/// in one send. The loop lets flushes through for the round's last one.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FlushGate(Arc<AtomicBool>);
+
+impl FlushGate {
+    /// Holds flushes back (`true`) or lets them through.
+    pub(crate) fn hold(&self, held: bool) {
+        self.0.store(held, Ordering::Relaxed);
+    }
+
+    fn is_held(gate: Option<&Self>) -> bool {
+        gate.is_some_and(|g| g.0.load(Ordering::Relaxed))
+    }
+
+    /// What a stream with `gate` gathers: writes smaller than the first, up to the second in
+    /// all; while the gate is held, up to [`HELD_GATHER`] (copying a body is cheaper than a
+    /// send of its own), otherwise `limit`.
+    pub(crate) fn gather_limits(gate: Option<&Self>, limit: usize) -> (usize, usize) {
+        let limit = if Self::is_held(gate) {
+            HELD_GATHER.max(limit)
+        } else {
+            limit
+        };
+        (limit, limit)
+    }
+
+    /// Whether a flush on a stream with `gate` leaves what is gathered for later.
+    pub(crate) fn holds(gate: Option<&Self>) -> bool {
+        Self::is_held(gate)
+    }
 }
 
 /// A connection's read-ahead (bytes read or peeked, not yet handed on) and gathered writes
@@ -107,24 +145,25 @@ impl Buffers {
         Poll::Ready(Ok(()))
     }
 
-    /// Gathers `buf` (up to `limit` bytes in all) for the next flush, sending what was gathered
-    /// first when it would not fit; a write of `limit` or more goes straight to `io`.
+    /// Gathers `buf` (up to `total` bytes in all) for the next flush, sending what was gathered
+    /// first when it would not fit; a write of `large` or more goes straight to `io`.
     pub(crate) fn poll_gather<W: AsyncWrite + Unpin>(
         &mut self,
         io: &mut W,
         cx: &mut Context<'_>,
         buf: &[u8],
-        limit: usize,
+        large: usize,
+        total: usize,
     ) -> Poll<io::Result<usize>> {
-        if buf.len() >= limit && self.out_pos < self.out.len() {
+        if buf.len() >= large && self.out_pos < self.out.len() {
             // A large write after gathered ones (a response header, then its body): both leave
             // in one vectored send.
             return self.poll_send_vectored(io, cx, &[io::IoSlice::new(buf)]);
         }
-        if self.out.len() + buf.len() > limit {
+        if self.out.len() + buf.len() > total {
             ready!(self.poll_drain(io, cx))?;
         }
-        if buf.len() >= limit {
+        if buf.len() >= large {
             return Pin::new(io).poll_write(cx, buf);
         }
         self.out.extend_from_slice(buf);
@@ -239,6 +278,8 @@ pub struct VisitorStream {
     /// other writes are: for plain connections, whose complete answers [`send_now`] sends. A
     /// TLS layer writes each record vectored and keeps gathering.
     vectored_now: bool,
+    /// An HTTP/2 connection's: flushes held back while it says so.
+    gate: Option<FlushGate>,
 }
 
 impl VisitorStream {
@@ -252,7 +293,13 @@ impl VisitorStream {
             digest: OnceLock::new(),
             established: SystemTime::now(),
             vectored_now: false,
+            gate: None,
         }
+    }
+
+    /// Flushes on this connection from now on wait while `gate` is held.
+    pub(crate) fn gate_flushes(&mut self, gate: FlushGate) {
+        self.gate = Some(gate);
     }
 
     /// The stream with vectored writes sent at once (a plain connection's).
@@ -347,7 +394,9 @@ impl AsyncWrite for VisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.buffers.poll_gather(&mut this.tcp, cx, buf, GATHER)
+        let (large, total) = FlushGate::gather_limits(this.gate.as_ref(), GATHER);
+        this.buffers
+            .poll_gather(&mut this.tcp, cx, buf, large, total)
     }
 
     /// On a plain connection, sent at once (see [`Buffers::poll_send_vectored`]): callers that
@@ -367,11 +416,16 @@ impl AsyncWrite for VisitorStream {
             .iter()
             .find(|b| !b.is_empty())
             .map_or(&[][..], |b| &**b);
-        this.buffers.poll_gather(&mut this.tcp, cx, buf, GATHER)
+        let (large, total) = FlushGate::gather_limits(this.gate.as_ref(), GATHER);
+        this.buffers
+            .poll_gather(&mut this.tcp, cx, buf, large, total)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if FlushGate::holds(this.gate.as_ref()) {
+            return Poll::Ready(Ok(()));
+        }
         ready!(this.buffers.poll_drain(&mut this.tcp, cx))?;
         Pin::new(&mut this.tcp).poll_flush(cx)
     }
@@ -531,7 +585,7 @@ mod tests {
         for part in parts {
             let mut rest = *part;
             while !rest.is_empty() {
-                match buffers.poll_gather(&mut out, &mut cx, rest, GATHER) {
+                match buffers.poll_gather(&mut out, &mut cx, rest, GATHER, GATHER) {
                     Poll::Ready(Ok(n)) => rest = &rest[n..],
                     other => panic!("gather: {other:?}"),
                 }
@@ -572,7 +626,7 @@ mod tests {
             let mut buffers = Buffers::default();
             let mut cx = Context::from_waker(std::task::Waker::noop());
             assert!(matches!(
-                buffers.poll_gather(&mut out, &mut cx, b"ab", GATHER),
+                buffers.poll_gather(&mut out, &mut cx, b"ab", GATHER, GATHER),
                 Poll::Ready(Ok(2))
             ));
             assert_eq!(out.calls, 0, "gathered");

@@ -18,7 +18,7 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
 
-use crate::stream::{Buffers, VisitorStream};
+use crate::stream::{Buffers, FlushGate, VisitorStream};
 
 /// How long a visitor has to finish its handshake (a slow or silent one is dropped).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +37,8 @@ pub struct TlsVisitorStream {
     ssl: Arc<SslDigest>,
     alpn: Option<ALPN>,
     established: SystemTime,
+    /// An HTTP/2 connection's: flushes held back while it says so (here and underneath).
+    gate: Option<FlushGate>,
 }
 
 impl std::fmt::Debug for TlsVisitorStream {
@@ -96,6 +98,7 @@ pub async fn handshake(tcp: Box<VisitorStream>, tls: &EdgeTls) -> Option<Box<Tls
         ssl: Arc::new(SslDigest::new(cipher, version, None, None, Vec::new())),
         alpn,
         established: SystemTime::now(),
+        gate: None,
     }))
 }
 
@@ -138,11 +141,16 @@ impl AsyncWrite for TlsVisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.buffers.poll_gather(&mut this.tls, cx, buf, GATHER)
+        let (large, total) = FlushGate::gather_limits(this.gate.as_ref(), GATHER);
+        this.buffers
+            .poll_gather(&mut this.tls, cx, buf, large, total)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if FlushGate::holds(this.gate.as_ref()) {
+            return Poll::Ready(Ok(()));
+        }
         std::task::ready!(this.buffers.poll_drain(&mut this.tls, cx))?;
         Pin::new(&mut this.tls).poll_flush(cx)
     }
@@ -164,6 +172,13 @@ impl TlsVisitorStream {
     /// The TCP connection underneath.
     pub(crate) fn tcp(&self) -> &VisitorStream {
         self.tls.get_ref().0
+    }
+
+    /// Flushes on this connection, and on the TCP connection underneath, from now on wait
+    /// while `gate` is held.
+    pub(crate) fn gate_flushes(&mut self, gate: FlushGate) {
+        self.tls.get_mut().0.gate_flushes(gate.clone());
+        self.gate = Some(gate);
     }
 }
 

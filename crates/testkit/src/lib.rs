@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod dns;
+pub mod h2;
 pub mod http;
 pub mod zones;
 
