@@ -1441,8 +1441,9 @@ fn http2_answers_to_streams_that_arrive_together_leave_together() {
         "hits answered by the edge"
     );
     let segments = sent() - before;
-    // About 100 KB: two sends of at most 64 KiB, where each answer took one.
-    assert!(segments <= 4, "{streams} answers took {segments} segments");
+    // About 100 KB: two sends of at most 64 KiB (which the kernel may cut into a few
+    // segments each, as its pacing says), where each answer took one send.
+    assert!(segments <= 8, "{streams} answers took {segments} segments");
 }
 
 /// TCP segments the edge's socket on `port` has sent to the client on `client` (`ss`).

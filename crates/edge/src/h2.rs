@@ -22,7 +22,7 @@
 //! `tests/pass.rs` does for passes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -54,11 +54,14 @@ use crate::stream::FlushGate;
 /// lengths) before the connection is closed, as the engine's accept loop counts them.
 const MAX_MALFORMED_STREAMS: usize = 32;
 
-/// The streams of a connection in flight, for its idle timeout.
-#[derive(Default)]
+/// The streams of a connection in flight, and when one last started or ended, for its idle
+/// timeout.
 struct InFlight {
     count: AtomicUsize,
     idle: Notify,
+    opened: Instant,
+    /// Milliseconds from `opened` to the last stream's start or end.
+    active: AtomicU64,
 }
 
 /// Held by a stream's task while it runs.
@@ -66,6 +69,7 @@ struct StreamGuard(Arc<InFlight>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
+        self.0.touch();
         if self.0.count.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.0.idle.notify_one();
         }
@@ -73,20 +77,47 @@ impl Drop for StreamGuard {
 }
 
 impl InFlight {
+    fn new() -> Self {
+        Self {
+            count: AtomicUsize::new(0),
+            idle: Notify::new(),
+            opened: Instant::now(),
+            active: AtomicU64::new(0),
+        }
+    }
+
+    /// A stream started or ended now.
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.active.store(ms, Ordering::Relaxed);
+    }
+
     fn start(self: &Arc<Self>) -> StreamGuard {
+        self.touch();
         self.count.fetch_add(1, Ordering::Relaxed);
         StreamGuard(Arc::clone(self))
     }
 
-    /// Returns once no stream has been in flight for `timeout` (never without one).
+    /// Returns once no stream has been in flight, and none started, for `timeout` (never
+    /// without one). One future for the connection's life: its timer is set again only when
+    /// it fires, however many streams come and go meanwhile.
     async fn idle_for(&self, timeout: Option<std::time::Duration>) {
         let Some(timeout) = timeout else {
             return std::future::pending().await;
         };
-        while self.count.load(Ordering::Relaxed) != 0 {
-            self.idle.notified().await;
+        loop {
+            while self.count.load(Ordering::Relaxed) != 0 {
+                self.idle.notified().await;
+            }
+            let active = self.active.load(Ordering::Relaxed);
+            let since = self.opened + std::time::Duration::from_millis(active);
+            tokio::time::sleep_until((since + timeout).into()).await;
+            if self.count.load(Ordering::Relaxed) == 0
+                && self.active.load(Ordering::Relaxed) == active
+            {
+                return;
+            }
         }
-        tokio::time::sleep(timeout).await;
     }
 }
 
@@ -117,7 +148,9 @@ impl Connections {
             .server_options
             .as_ref()
             .and_then(|o| o.h2_idle_timeout);
-        let in_flight = Arc::new(InFlight::default());
+        let in_flight = Arc::new(InFlight::new());
+        let idle = in_flight.idle_for(idle_timeout);
+        let mut idle = std::pin::pin!(idle);
         let mut watch = shutdown.clone();
         let mut stopping = false;
         let mut malformed = 0;
@@ -134,7 +167,7 @@ impl Connections {
                         continue;
                     }
                     accepted = accept(&mut conn, &digest, &gate) => accepted,
-                    () = in_flight.idle_for(idle_timeout) => return,
+                    () = &mut idle => return,
                 }
             };
             match accepted {
@@ -153,34 +186,53 @@ impl Connections {
                         return;
                     }
                 }
-                Ok(Some(H2Accept::Session(session))) => {
+                Ok(Some(H2Accept::Session(mut session))) => {
+                    let direct = match self.proxy.h2_direct(&session) {
+                        Some(H2Direct::Hit(hit)) if hit.at_once() => {
+                            // Queued whole on the stream at once: no task of its own.
+                            in_flight.touch();
+                            hit.answer_at_once(&mut session, &self.proxy);
+                            continue;
+                        }
+                        direct => direct,
+                    };
                     let guard = in_flight.start();
                     let app = Arc::clone(self);
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
                         let _guard = guard;
-                        app.h2_stream(session, &shutdown).await;
+                        app.h2_stream(session, direct, &shutdown).await;
                     });
                 }
             }
         }
     }
 
-    /// One stream: a fresh hit or a pass-through answered here, anything else by the engine.
-    async fn h2_stream(&self, mut session: HttpSession, shutdown: &ShutdownWatch) {
-        match self.proxy.h2_direct(&session) {
+    /// One stream: a hit or a pass-through answered here (`direct`), anything else by the
+    /// engine.
+    async fn h2_stream(
+        &self,
+        mut session: HttpSession,
+        direct: Option<H2Direct>,
+        shutdown: &ShutdownWatch,
+    ) {
+        match direct {
             Some(H2Direct::Hit(hit)) => {
                 Box::pin(hit.send(&mut session, &self.proxy)).await;
-                return;
             }
             Some(H2Direct::Pass(relay)) => {
                 Box::pin(relay.send(&mut session, &self.proxy)).await;
-                return;
             }
-            None => {}
+            None => {
+                // Boxed: the engine's state machine does not size the task of every stream.
+                Box::pin(HttpServerApp::process_new_http(
+                    &self.http,
+                    ServerSession::new_http2(session),
+                    shutdown,
+                ))
+                .await;
+            }
         }
-        HttpServerApp::process_new_http(&self.http, ServerSession::new_http2(session), shutdown)
-            .await;
     }
 }
 
@@ -363,9 +415,71 @@ impl EdgeProxy {
     }
 }
 
+/// Bodies up to this size are queued whole on their stream at once, without a task of their
+/// own; the stream sends them as the visitor's window allows.
+const AT_ONCE_BYTES: usize = crate::stream::HELD_GATHER;
+
+/// A hit's header written: what follows it.
+enum Begun {
+    /// The stream is gone.
+    Failed,
+    /// A HEAD: the header ended the stream.
+    Ended,
+    Body(Bytes),
+}
+
+/// What is counted and logged of a hit once it is written.
+struct HitDone {
+    status: u16,
+    zone: Arc<str>,
+    host: String,
+    ray: crate::headers::RayId,
+    started: Instant,
+}
+
 impl H2Hit {
-    /// Writes the answer, then counts and logs it.
+    /// Whether the answer is queued whole at once ([`AT_ONCE_BYTES`]).
+    fn at_once(&self) -> bool {
+        self.head_only || self.found.body.len() <= AT_ONCE_BYTES
+    }
+
+    /// Queues the whole answer on the stream, then counts and logs it.
+    fn answer_at_once(self, session: &mut HttpSession, proxy: &EdgeProxy) {
+        let (begun, done) = self.begin(session);
+        let (written, sent) = match begun {
+            Begun::Failed => (false, 0),
+            Begun::Ended => (true, 0),
+            Begun::Body(body) => {
+                let sent = body.len();
+                let queued = session
+                    .take_response_body_writer()
+                    .is_some_and(|mut stream| stream.send_data(body, true).is_ok());
+                (queued, sent)
+            }
+        };
+        done.finish(session, proxy, written, sent);
+    }
+
+    /// Writes the answer as the visitor's window opens, then counts and logs it.
     async fn send(self, session: &mut HttpSession, proxy: &EdgeProxy) {
+        let (begun, done) = self.begin(session);
+        let (written, sent) = match begun {
+            Begun::Failed => (false, 0),
+            Begun::Ended => (true, 0),
+            Begun::Body(body) => {
+                let sent = body.len();
+                let written = session.write_body(body, true).await.is_ok();
+                if written {
+                    let _ = session.finish();
+                }
+                (written, sent)
+            }
+        };
+        done.finish(session, proxy, written, sent);
+    }
+
+    /// Writes the header; the body follows it (the visitor's compression applied).
+    fn begin(self, session: &mut HttpSession) -> (Begun, HitDone) {
         let H2Hit {
             found,
             head_only,
@@ -376,25 +490,40 @@ impl H2Hit {
             ray,
             started,
         } = self;
-        let status = resp.status.as_u16();
-        let mut sent = 0;
-        let mut written = session.write_response_header(resp, head_only).is_ok();
-        if written && !head_only {
-            let mut body = Some(found.body.clone());
-            // As the engine's module: a compression the header filter turned off (a rule
-            // keeping the bytes, nothing to compress) is not asked for the body.
-            if compression.is_enabled()
-                && let Some(compressed) = compression.response_body_filter(body.as_ref(), true)
-            {
-                body = Some(compressed);
-            }
-            let body = body.unwrap_or_else(Bytes::new);
-            sent = body.len();
-            written = session.write_body(body, true).await.is_ok();
+        let done = HitDone {
+            status: resp.status.as_u16(),
+            zone,
+            host,
+            ray,
+            started,
+        };
+        if session.write_response_header(resp, head_only).is_err() {
+            return (Begun::Failed, done);
         }
-        if written {
-            let _ = session.finish();
+        if head_only {
+            return (Begun::Ended, done);
         }
+        let mut body = Some(found.body.clone());
+        // As the engine's module: a compression the header filter turned off (a rule keeping
+        // the bytes, nothing to compress) is not asked for the body.
+        if compression.is_enabled()
+            && let Some(compressed) = compression.response_body_filter(body.as_ref(), true)
+        {
+            body = Some(compressed);
+        }
+        (Begun::Body(body.unwrap_or_else(Bytes::new)), done)
+    }
+}
+
+impl HitDone {
+    fn finish(self, session: &HttpSession, proxy: &EdgeProxy, written: bool, sent: usize) {
+        let HitDone {
+            status,
+            zone,
+            host,
+            ray,
+            started,
+        } = self;
         proxy.metrics.direct_hit_finished(&zone, status);
         if !access_logged() {
             return;
@@ -416,5 +545,56 @@ impl H2Hit {
             edge_error: None,
         }
         .log();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    /// How late a timer may fire on a busy machine.
+    const LATE: Duration = Duration::from_secs(1);
+
+    /// How long `idle_for` takes to return while `during` runs beside it.
+    async fn idle_after(in_flight: &Arc<InFlight>, during: impl Future<Output = ()>) -> Duration {
+        let started = Instant::now();
+        let idle = in_flight.idle_for(Some(TIMEOUT));
+        let ((), ()) = tokio::join!(idle, during);
+        started.elapsed()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_without_streams_is_idle_after_the_timeout() {
+        let in_flight = Arc::new(InFlight::new());
+        let took = idle_after(&in_flight, async {}).await;
+        assert!(took >= TIMEOUT && took < TIMEOUT + LATE, "{took:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn streams_answered_at_once_keep_a_connection_from_being_idle() {
+        let in_flight = Arc::new(InFlight::new());
+        let took = idle_after(&in_flight, async {
+            for _ in 0..6 {
+                tokio::time::sleep(TIMEOUT / 3).await;
+                in_flight.touch();
+            }
+        })
+        .await;
+        // The last stream came after 6 × 100 ms; idle a timeout after it.
+        assert!(took >= TIMEOUT * 3 && took < TIMEOUT * 3 + LATE, "{took:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stream_in_flight_keeps_a_connection_from_being_idle_until_a_timeout_after_it() {
+        let in_flight = Arc::new(InFlight::new());
+        let guard = in_flight.start();
+        let took = idle_after(&in_flight, async move {
+            tokio::time::sleep(TIMEOUT * 2).await;
+            drop(guard);
+        })
+        .await;
+        assert!(took >= TIMEOUT * 3 && took < TIMEOUT * 3 + LATE, "{took:?}");
     }
 }
