@@ -1381,9 +1381,6 @@ fn http2_hits_from_memory_are_answered_as_the_engine_answers_them() {
     }
 }
 
-/// Objects the hit comparisons use: an image, a stylesheet stored per coding class, a body too
-/// large to go out with its header, a response with a `Keep-Alive` of the origin's, and one
-/// with a `Last-Modified`.
 /// Streams that arrive together are answered together: what the connection writes for them
 /// leaves in one send (the HTTP/2 implementation flushes after every DATA frame), counted in
 /// the TCP segments the edge's socket sends.
@@ -1441,8 +1438,9 @@ fn http2_answers_to_streams_that_arrive_together_leave_together() {
         "hits answered by the edge"
     );
     let segments = sent() - before;
-    // About 100 KB: two sends of at most 64 KiB (which the kernel may cut into a few
-    // segments each, as its pacing says), where each answer took one send.
+    // About 100 KB: two sends of at most 64 KiB, which the kernel may cut into a few segments
+    // each as its pacing says (and an ACK of the burst may be one more); one send per answer
+    // made 16.
     assert!(segments <= 8, "{streams} answers took {segments} segments");
 }
 
@@ -1460,6 +1458,9 @@ fn segments_sent(port: u16, client: u16) -> u64 {
         .unwrap_or_else(|| panic!("no segs_out in {text}"))
 }
 
+/// Objects the hit comparisons use: an image, a stylesheet stored per coding class, a body too
+/// large to go out with its header, a response with a `Keep-Alive` of the origin's, and one
+/// with a `Last-Modified`.
 const HIT_PATHS: [&str; 5] = [
     "/logo.png",
     "/text.css",

@@ -50,6 +50,9 @@ use crate::relay::{Relay, Relaying};
 use crate::route::{Origin, route};
 use crate::stream::FlushGate;
 
+/// How long a connection closed for refused streams has to send its GOAWAY.
+const CLOSING: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Streams of one connection the HTTP/2 reader may refuse (bad pseudo-fields, conflicting
 /// lengths) before the connection is closed, as the engine's accept loop counts them.
 const MAX_MALFORMED_STREAMS: usize = 32;
@@ -60,7 +63,7 @@ struct InFlight {
     count: AtomicUsize,
     idle: Notify,
     opened: Instant,
-    /// Milliseconds from `opened` to the last stream's start or end.
+    /// Microseconds from `opened` to the last stream's start or end.
     active: AtomicU64,
 }
 
@@ -88,8 +91,8 @@ impl InFlight {
 
     /// A stream started or ended now.
     fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.active.store(ms, Ordering::Relaxed);
+        let us = u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.active.store(us, Ordering::Relaxed);
     }
 
     fn start(self: &Arc<Self>) -> StreamGuard {
@@ -98,10 +101,12 @@ impl InFlight {
         StreamGuard(Arc::clone(self))
     }
 
-    /// Returns once no stream has been in flight, and none started, for `timeout` (never
-    /// without one). One future for the connection's life: its timer is set again only when
-    /// it fires, however many streams come and go meanwhile.
-    async fn idle_for(&self, timeout: Option<std::time::Duration>) {
+    /// Returns once no stream has been in flight, none started and nothing was sent on the
+    /// connection (`gate` tells) for `timeout` (never without one): a visitor still reading
+    /// answers queued whole ([`H2Hit::answer_at_once`]) is not idle. One future for the
+    /// connection's life: its timer is set again only when it fires, however many streams come
+    /// and go meanwhile.
+    async fn idle_for(&self, timeout: Option<std::time::Duration>, gate: &FlushGate) {
         let Some(timeout) = timeout else {
             return std::future::pending().await;
         };
@@ -110,12 +115,15 @@ impl InFlight {
                 self.idle.notified().await;
             }
             let active = self.active.load(Ordering::Relaxed);
-            let since = self.opened + std::time::Duration::from_millis(active);
+            let since = self.opened + std::time::Duration::from_micros(active);
             tokio::time::sleep_until((since + timeout).into()).await;
             if self.count.load(Ordering::Relaxed) == 0
                 && self.active.load(Ordering::Relaxed) == active
             {
-                return;
+                if !gate.take_sent() {
+                    return;
+                }
+                self.touch();
             }
         }
     }
@@ -149,7 +157,7 @@ impl Connections {
             .as_ref()
             .and_then(|o| o.h2_idle_timeout);
         let in_flight = Arc::new(InFlight::new());
-        let idle = in_flight.idle_for(idle_timeout);
+        let idle = in_flight.idle_for(idle_timeout, &gate);
         let mut idle = std::pin::pin!(idle);
         let mut watch = shutdown.clone();
         let mut stopping = false;
@@ -183,6 +191,10 @@ impl Connections {
                         tracing::warn!(
                             "HTTP/2 connection closed after {malformed} malformed streams"
                         );
+                        // A GOAWAY, sent with what this round gathered, within a bound.
+                        conn.abrupt_shutdown(::h2::Reason::ENHANCE_YOUR_CALM);
+                        let closing = std::future::poll_fn(|cx| conn.poll_closed(cx));
+                        let _ = tokio::time::timeout(CLOSING, closing).await;
                         return;
                     }
                 }
@@ -557,12 +569,13 @@ mod tests {
     /// How late a timer may fire on a busy machine.
     const LATE: Duration = Duration::from_secs(1);
 
-    /// How long `idle_for` takes to return while `during` runs beside it.
+    /// How long `idle_for` takes to return while `during` runs beside it, from when the
+    /// connection opened.
     async fn idle_after(in_flight: &Arc<InFlight>, during: impl Future<Output = ()>) -> Duration {
-        let started = Instant::now();
-        let idle = in_flight.idle_for(Some(TIMEOUT));
+        let gate = FlushGate::default();
+        let idle = in_flight.idle_for(Some(TIMEOUT), &gate);
         let ((), ()) = tokio::join!(idle, during);
-        started.elapsed()
+        in_flight.opened.elapsed()
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -584,6 +597,30 @@ mod tests {
         .await;
         // The last stream came after 6 × 100 ms; idle a timeout after it.
         assert!(took >= TIMEOUT * 3 && took < TIMEOUT * 3 + LATE, "{took:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_still_sending_is_not_idle() {
+        let in_flight = Arc::new(InFlight::new());
+        let gate = FlushGate::default();
+        let idle = in_flight.idle_for(Some(TIMEOUT), &gate);
+        let mut buffers = crate::stream::Buffers::default();
+        let sending = async {
+            // Answers queued at once, leaving as the visitor reads: something is sent every
+            // 100 ms for 600 ms.
+            for _ in 0..6 {
+                tokio::time::sleep(TIMEOUT / 3).await;
+                let before = buffers.sent;
+                buffers.sent += 1;
+                FlushGate::note_sent(Some(&gate), &buffers, before);
+            }
+        };
+        let ((), ()) = tokio::join!(idle, sending);
+        let took = in_flight.opened.elapsed();
+        // Checked at 300 and 600 ms, each time with something sent since: idle at 900 ms at
+        // the earliest (300 ms without the sends).
+        assert!(took >= TIMEOUT * 3, "{took:?}");
+        assert!(took < TIMEOUT * 4 + LATE, "{took:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -35,38 +35,50 @@ thread_local! {
         std::cell::RefCell::new(vec![0; READ_AHEAD].into_boxed_slice());
 }
 
-/// Held by an HTTP/2 connection's accept loop: while it is held, a flush leaves what is
-/// gathered (up to [`HELD_GATHER`]) for the next one, so that what the HTTP/2 implementation
-/// writes for the streams it handles in one round (it flushes after every DATA frame) leaves
-/// in one send. The loop lets flushes through for the round's last one.
+/// Shared by an HTTP/2 connection's accept loop and its stream. While it is held, a flush
+/// leaves what is gathered for the next one, so that what the HTTP/2 implementation writes for
+/// the streams it handles in one round (it flushes after every DATA frame) leaves in one send;
+/// the loop lets flushes through for the round's last one. A stream with a gate gathers up to
+/// [`HELD_GATHER`] (copying a body is cheaper than a send of its own; under TLS, the records of
+/// a round gather too). It also tells the loop whether anything was sent: a visitor reading
+/// its answers slowly is not idle.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct FlushGate(Arc<AtomicBool>);
+pub(crate) struct FlushGate(Arc<GateState>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    held: AtomicBool,
+    sent: AtomicBool,
+}
 
 impl FlushGate {
     /// Holds flushes back (`true`) or lets them through.
     pub(crate) fn hold(&self, held: bool) {
-        self.0.store(held, Ordering::Relaxed);
+        self.0.held.store(held, Ordering::Relaxed);
     }
 
-    fn is_held(gate: Option<&Self>) -> bool {
-        gate.is_some_and(|g| g.0.load(Ordering::Relaxed))
-    }
-
-    /// What a stream with `gate` gathers: writes smaller than the first, up to the second in
-    /// all; while the gate is held, up to [`HELD_GATHER`] (copying a body is cheaper than a
-    /// send of its own), otherwise `limit`.
-    pub(crate) fn gather_limits(gate: Option<&Self>, limit: usize) -> (usize, usize) {
-        let limit = if Self::is_held(gate) {
-            HELD_GATHER.max(limit)
-        } else {
-            limit
-        };
-        (limit, limit)
+    /// Whether anything was sent since the last call.
+    pub(crate) fn take_sent(&self) -> bool {
+        self.0.sent.swap(false, Ordering::Relaxed)
     }
 
     /// Whether a flush on a stream with `gate` leaves what is gathered for later.
     pub(crate) fn holds(gate: Option<&Self>) -> bool {
-        Self::is_held(gate)
+        gate.is_some_and(|g| g.0.held.load(Ordering::Relaxed))
+    }
+
+    /// How much a stream with `gate` gathers: `limit` without one.
+    pub(crate) fn gather_limit(gate: Option<&Self>, limit: usize) -> usize {
+        gate.map_or(limit, |_| HELD_GATHER.max(limit))
+    }
+
+    /// `buffers` sent something since `before` (their count of bytes sent).
+    pub(crate) fn note_sent(gate: Option<&Self>, buffers: &Buffers, before: u64) {
+        if let Some(gate) = gate
+            && buffers.sent != before
+        {
+            gate.0.sent.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -80,12 +92,18 @@ pub(crate) struct Buffers {
     /// Gathered writes, sent from `out_pos`.
     out: Vec<u8>,
     out_pos: usize,
+    /// Bytes sent in all (gathered or not).
+    pub(crate) sent: u64,
 }
 
 impl Buffers {
     /// Nothing read ahead, nothing gathered to send.
     pub(crate) fn is_empty(&self) -> bool {
         self.ahead_len() == 0 && self.out_pos == self.out.len()
+    }
+
+    fn count_sent(&mut self, n: usize) {
+        self.sent = self.sent.wrapping_add(n as u64);
     }
 
     pub(crate) fn ahead_len(&self) -> usize {
@@ -138,6 +156,7 @@ impl Buffers {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.out_pos += n;
+            self.count_sent(n);
         }
         // Nothing is kept for an idle connection.
         self.out = Vec::new();
@@ -145,26 +164,31 @@ impl Buffers {
         Poll::Ready(Ok(()))
     }
 
-    /// Gathers `buf` (up to `total` bytes in all) for the next flush, sending what was gathered
-    /// first when it would not fit; a write of `large` or more goes straight to `io`.
+    /// Gathers `buf` (up to `limit` bytes in all) for the next flush, sending what was gathered
+    /// first when it would not fit; a write of `limit` or more goes straight to `io`.
     pub(crate) fn poll_gather<W: AsyncWrite + Unpin>(
         &mut self,
         io: &mut W,
         cx: &mut Context<'_>,
         buf: &[u8],
-        large: usize,
-        total: usize,
+        limit: usize,
     ) -> Poll<io::Result<usize>> {
-        if buf.len() >= large && self.out_pos < self.out.len() {
+        if buf.len() >= limit && self.out_pos < self.out.len() {
             // A large write after gathered ones (a response header, then its body): both leave
             // in one vectored send.
             return self.poll_send_vectored(io, cx, &[io::IoSlice::new(buf)]);
         }
-        if self.out.len() + buf.len() > total {
+        if self.out.len() + buf.len() > limit {
             ready!(self.poll_drain(io, cx))?;
         }
-        if buf.len() >= large {
-            return Pin::new(io).poll_write(cx, buf);
+        if buf.len() >= limit {
+            let n = ready!(Pin::new(io).poll_write(cx, buf))?;
+            self.count_sent(n);
+            return Poll::Ready(Ok(n));
+        }
+        if self.out.capacity() == 0 && limit > GATHER {
+            // A large gathering is made room for once, not grown a piece at a time.
+            self.out.reserve(limit);
         }
         self.out.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
@@ -185,7 +209,9 @@ impl Buffers {
                     self.out = Vec::new();
                     self.out_pos = 0;
                 }
-                return Pin::new(io).poll_write_vectored(cx, bufs);
+                let n = ready!(Pin::new(io).poll_write_vectored(cx, bufs))?;
+                self.count_sent(n);
+                return Poll::Ready(Ok(n));
             }
             let gathered = &self.out[self.out_pos..];
             let mut slices = [io::IoSlice::new(&[]); 8];
@@ -196,11 +222,13 @@ impl Buffers {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            if n < gathered.len() {
+            let gathered = gathered.len();
+            self.count_sent(n);
+            if n < gathered {
                 self.out_pos += n;
                 continue;
             }
-            let from_bufs = n - gathered.len();
+            let from_bufs = n - gathered;
             self.out = Vec::new();
             self.out_pos = 0;
             if from_bufs > 0 {
@@ -394,9 +422,11 @@ impl AsyncWrite for VisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let (large, total) = FlushGate::gather_limits(this.gate.as_ref(), GATHER);
-        this.buffers
-            .poll_gather(&mut this.tcp, cx, buf, large, total)
+        let before = this.buffers.sent;
+        let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
+        let written = this.buffers.poll_gather(&mut this.tcp, cx, buf, limit);
+        FlushGate::note_sent(this.gate.as_ref(), &this.buffers, before);
+        written
     }
 
     /// On a plain connection, sent at once (see [`Buffers::poll_send_vectored`]): callers that
@@ -416,9 +446,11 @@ impl AsyncWrite for VisitorStream {
             .iter()
             .find(|b| !b.is_empty())
             .map_or(&[][..], |b| &**b);
-        let (large, total) = FlushGate::gather_limits(this.gate.as_ref(), GATHER);
-        this.buffers
-            .poll_gather(&mut this.tcp, cx, buf, large, total)
+        let before = this.buffers.sent;
+        let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
+        let written = this.buffers.poll_gather(&mut this.tcp, cx, buf, limit);
+        FlushGate::note_sent(this.gate.as_ref(), &this.buffers, before);
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -426,7 +458,10 @@ impl AsyncWrite for VisitorStream {
         if FlushGate::holds(this.gate.as_ref()) {
             return Poll::Ready(Ok(()));
         }
-        ready!(this.buffers.poll_drain(&mut this.tcp, cx))?;
+        let before = this.buffers.sent;
+        let drained = this.buffers.poll_drain(&mut this.tcp, cx);
+        FlushGate::note_sent(this.gate.as_ref(), &this.buffers, before);
+        ready!(drained)?;
         Pin::new(&mut this.tcp).poll_flush(cx)
     }
 
@@ -585,7 +620,7 @@ mod tests {
         for part in parts {
             let mut rest = *part;
             while !rest.is_empty() {
-                match buffers.poll_gather(&mut out, &mut cx, rest, GATHER, GATHER) {
+                match buffers.poll_gather(&mut out, &mut cx, rest, GATHER) {
                     Poll::Ready(Ok(n)) => rest = &rest[n..],
                     other => panic!("gather: {other:?}"),
                 }
@@ -626,7 +661,7 @@ mod tests {
             let mut buffers = Buffers::default();
             let mut cx = Context::from_waker(std::task::Waker::noop());
             assert!(matches!(
-                buffers.poll_gather(&mut out, &mut cx, b"ab", GATHER, GATHER),
+                buffers.poll_gather(&mut out, &mut cx, b"ab", GATHER),
                 Poll::Ready(Ok(2))
             ));
             assert_eq!(out.calls, 0, "gathered");
@@ -653,6 +688,62 @@ mod tests {
                 assert_eq!(out.calls, 1, "gathered bytes and the answer in one send");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_held_gate_keeps_flushes_back_until_it_is_let_through_or_64_kib_are_gathered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        let mut stream = VisitorStream::new(tcp, peer, None);
+        let gate = FlushGate::default();
+        stream.gate_flushes(gate.clone());
+        let quiet = |client: &mut TcpStream| {
+            let mut byte = [0u8; 1];
+            let read = client.try_read(&mut byte);
+            matches!(read, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+        };
+        // Held: frames of 2 KB and 9 KB (larger than an ungated stream gathers) and a flush
+        // send nothing.
+        gate.hold(true);
+        stream.write_all(&[b'a'; 2000]).await.expect("write");
+        stream.write_all(&[b'b'; 9000]).await.expect("write");
+        stream.flush().await.expect("flush");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(quiet(&mut client), "sent while held");
+        assert!(!gate.take_sent());
+        // Let through: the next flush sends them.
+        gate.hold(false);
+        stream.flush().await.expect("flush");
+        assert!(gate.take_sent());
+        let mut got = vec![0u8; 11_000];
+        client.read_exact(&mut got).await.expect("read");
+        assert!(got[..2000].iter().all(|&b| b == b'a') && got[2000..].iter().all(|&b| b == b'b'));
+        // Held, but more than 64 KiB: what was gathered goes, the rest waits.
+        gate.hold(true);
+        for _ in 0..10 {
+            stream.write_all(&[b'c'; 10_000]).await.expect("write");
+        }
+        stream.flush().await.expect("flush");
+        let mut first = vec![0u8; 60_000];
+        client.read_exact(&mut first).await.expect("read");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut rest = vec![0u8; 40_000];
+        let mut more = [0u8; 1];
+        assert!(
+            quiet(&mut client),
+            "{} sent",
+            client.try_read(&mut more).unwrap_or(0)
+        );
+        gate.hold(false);
+        stream.flush().await.expect("flush");
+        client.read_exact(&mut rest).await.expect("read");
+        assert!(first.iter().chain(&rest).all(|&b| b == b'c'));
     }
 
     #[tokio::test]

@@ -141,9 +141,8 @@ impl AsyncWrite for TlsVisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let (large, total) = FlushGate::gather_limits(this.gate.as_ref(), GATHER);
-        this.buffers
-            .poll_gather(&mut this.tls, cx, buf, large, total)
+        let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
+        this.buffers.poll_gather(&mut this.tls, cx, buf, limit)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
