@@ -3,11 +3,13 @@
 //! keep ([`crate::relay`]) on its own; every other stream goes to the HTTP engine, as it would
 //! have.
 //!
-//! The accept loop does what the engine's does: one task per stream, the connection closed
-//! after the engine's HTTP/2 idle timeout without a stream in flight, a graceful shutdown
+//! The accept loop does what the engine's does: one task per stream (but a hit of up to 64 KiB,
+//! queued whole on its stream by the loop itself), the connection closed after the engine's
+//! HTTP/2 idle timeout without a stream in flight or anything sent, a graceful shutdown
 //! (GOAWAY, then the streams in flight finish) once the edge stops, and the connection torn
 //! down after [`MAX_MALFORMED_STREAMS`] streams the engine's HTTP/2 reader refused (the HTTP/2
-//! implementation refuses most malformed streams before that reader sees them). The limits of
+//! implementation refuses most malformed streams before that reader sees them). What the
+//! connection writes in one round leaves in one send ([`FlushGate`]). The limits of
 //! the HTTP/2 implementation itself (concurrent streams, header list size, rapid resets,
 //! CONTINUATION floods) are the engine's options, given to the same handshake.
 //!
