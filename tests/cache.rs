@@ -96,7 +96,9 @@ fn serve_one(mut stream: TcpStream, hits: &Hits) {
         return;
     }
     if let Some(size) = path.strip_prefix("/big/").and_then(big_size) {
-        serve_big(&mut stream, size, path.contains("slow"));
+        // `gen` in the name: other bytes at every request (shifted by its count).
+        let shift = if path.contains("gen") { n } else { 0 };
+        serve_big(&mut stream, size, path.contains("slow"), shift);
         return;
     }
     let (status, headers, body) = answer(&method, &path, n, &header);
@@ -111,7 +113,8 @@ fn serve_one(mut stream: TcpStream, hits: &Hits) {
 }
 
 /// `/big/40.bin` is 40 MiB, `/big/100k-3.bin` 100 KiB, `/big/slow-24.bin` 24 MiB sent over
-/// about five seconds: the bytes of `big_byte`.
+/// about five seconds: the bytes of `big_byte` (from the origin's count of requests for it, for
+/// `/big/100k-gen.bin`).
 fn big_size(name: &str) -> Option<usize> {
     let name = name.strip_prefix("slow-").unwrap_or(name);
     let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
@@ -127,14 +130,16 @@ fn big_byte(i: usize) -> u8 {
     (i % 251) as u8
 }
 
-fn serve_big(stream: &mut TcpStream, size: usize, slow: bool) {
+fn serve_big(stream: &mut TcpStream, size: usize, slow: bool, shift: usize) {
     let _ = write!(
         stream,
         "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: application/octet-stream\r\nCache-Control: public, max-age=600\r\nConnection: close\r\n\r\n"
     );
     let chunk = 256 * 1024;
     for start in (0..size).step_by(chunk) {
-        let bytes: Vec<u8> = (start..size.min(start + chunk)).map(big_byte).collect();
+        let bytes: Vec<u8> = (start + shift..size.min(start + chunk) + shift)
+            .map(big_byte)
+            .collect();
         if stream.write_all(&bytes).is_err() {
             return;
         }
@@ -1167,6 +1172,82 @@ fn large_objects_stream_through_the_disk_tier_and_a_crash_mid_write_stores_nothi
     );
     assert_eq!(hits.of("/big/slow-24.bin"), 2);
     drop(node);
+}
+
+#[test]
+fn large_hits_go_from_their_file_to_plain_connections_whole_and_current() {
+    let s = site("file.test");
+    let host = "www.file.test";
+    let path = "/big/100k-gen.bin";
+    let from_files = || metric(&s.node, "parapet_edge_hit_file_bytes_total");
+    let on_disk = || {
+        parapet_testkit::eventually(Duration::from_secs(10), "the object on disk", || {
+            metric(&s.node, "parapet_cache_disk_objects") == 1
+        });
+    };
+    let whole = |cache: &str| (cache.to_owned(), 100 << 10, true);
+    // Hits of the stored object go from its file (the memory tier holds it too).
+    assert_eq!(fetch_big(s.port, host, path, &[], 1), whole("MISS"));
+    on_disk();
+    for round in 1..=2 {
+        assert_eq!(fetch_big(s.port, host, path, &[], 1), whole("HIT"));
+        assert_eq!(from_files(), round * (100 << 10));
+    }
+    // A visitor reading slowly through a small window gets it whole.
+    let (head, body) = slow_get(s.port, host, path);
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("cf-cache-status: hit"),
+        "{head}"
+    );
+    assert_eq!(body.len(), 100 << 10);
+    assert!(body.iter().enumerate().all(|(i, b)| *b == big_byte(1 + i)));
+    assert_eq!(from_files(), 3 * (100 << 10));
+    // A header alone is not read from the file.
+    let (cache, ..) = fetch_big(s.port, host, path, &["-I", "-o", "/dev/null"], 1);
+    assert_eq!(cache, "HIT");
+    assert_eq!(from_files(), 3 * (100 << 10));
+    // Purged and stored again with other bytes: hits send the new file.
+    s.node.ok(
+        "POST",
+        &format!("/zones/{}/purge_cache", s.zone),
+        Some(json!({"files": [format!("http://{host}:{}{path}", s.port)]})),
+    );
+    assert_eq!(fetch_big(s.port, host, path, &[], 2), whole("MISS"));
+    on_disk();
+    assert_eq!(fetch_big(s.port, host, path, &[], 2), whole("HIT"));
+    assert_eq!(from_files(), 4 * (100 << 10));
+    assert_eq!(s.hits.of(path), 2);
+}
+
+/// A GET read a little at a time through a small receive window: its header (lowercase) and
+/// body.
+fn slow_get(port: u16, host: &str, path: &str) -> (String, Vec<u8>) {
+    use std::io::Read as _;
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small window");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect(&addr.into()).expect("connect");
+    let mut tcp = TcpStream::from(socket);
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).expect("request");
+    let (mut got, mut piece) = (Vec::new(), [0u8; 2000]);
+    loop {
+        match tcp.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&piece[..n]),
+            Err(e) => panic!("reading the answer: {e}"),
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header");
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    (head, got[end + 4..].to_vec())
 }
 
 #[test]

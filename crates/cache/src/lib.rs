@@ -15,7 +15,9 @@ use pingora::cache::predictor::Predictor;
 
 pub use disk::DiskTier;
 pub use eviction::TinyUfoEviction;
-pub use store::{CacheStore, FetchMark, HitHead, MAX_MEMORY_OBJECT_BYTES, MemoryHit, Usage};
+pub use store::{
+    BodyFile, CacheStore, FetchMark, HitHead, MAX_MEMORY_OBJECT_BYTES, MemoryHit, Usage,
+};
 
 /// Everything the edge's cache needs, built once per process (`'static`, as the engine wants).
 pub struct EdgeCache {

@@ -85,6 +85,18 @@ pub struct MemoryHit {
     pub body: Bytes,
     /// What the object weighs in the memory tier (for its eviction policy; 0: not there).
     pub weight: usize,
+    /// Which storing of its key it is.
+    serial: u64,
+}
+
+/// The file of the disk tier that holds a body, for sending it to a socket without copying it
+/// through the edge's memory. The body's bytes in a file never change: an object stored again
+/// goes to a new file renamed over the old name, and only the record after the body is ever
+/// rewritten; a file deleted while open stays readable.
+pub struct BodyFile {
+    pub file: Arc<std::fs::File>,
+    /// Where the body starts in the file.
+    pub offset: u64,
 }
 
 impl MemoryHit {
@@ -590,6 +602,7 @@ impl CacheStore {
                     Arc::clone(&resident.meta),
                     resident.body.clone(),
                     entry.weight(),
+                    entry.serial,
                 )),
                 (None, Some(d)) if d.file_len <= WHOLE_READ_BYTES => Err(DiskFound {
                     serial: entry.serial,
@@ -601,11 +614,12 @@ impl CacheStore {
                 _ => return None,
             }
         };
-        let (stored, body, weight) = match found {
+        let (stored, body, weight, serial) = match found {
             Ok(resident) => resident,
             Err(on_disk) => {
+                let serial = on_disk.serial;
                 let read = self.disk_read(key, &id, on_disk, false)?;
-                (read.stored, read.body?, read.weight)
+                (read.stored, read.body?, read.weight, serial)
             }
         };
         let decoded = Arc::clone(stored.decoded()?);
@@ -613,6 +627,50 @@ impl CacheStore {
             decoded,
             body,
             weight,
+            serial,
+        })
+    }
+
+    /// The disk tier's file holding the body of `hit` (found under `key`), while the object is
+    /// still the one stored there; `None` without one (no disk tier, an object kept in memory
+    /// only, or stored again since). The file is kept open for the next hits, within the open
+    /// files allowed.
+    pub fn body_file(&self, key: &CacheKey, hit: &MemoryHit) -> Option<BodyFile> {
+        let disk = self.disk.as_ref()?;
+        let id = crate::key::object_id(key);
+        let mut index = self.index();
+        let entry = index.objects.get(&id).filter(|e| e.serial == hit.serial)?;
+        let on_disk = entry.disk.as_ref()?;
+        let body_len = on_disk.body_len;
+        if body_len != hit.body.len() as u64 {
+            return None;
+        }
+        let file = match &on_disk.file {
+            Some(file) => Arc::clone(file),
+            None => {
+                // Opened under the index lock, under which alone a file is renamed over this
+                // name: the file is this object's.
+                let file = std::fs::File::open(disk.object_path(&id)).ok()?;
+                let whole = file.metadata().ok()?.len() >= disk::HEAD + body_len;
+                let file = Arc::new(whole.then_some(file)?);
+                let meta = entry.resident.as_ref().map(|r| Arc::clone(&r.meta));
+                if let Some(meta) = meta
+                    && index.open_files < MAX_OPEN_FILES
+                {
+                    let kept = Arc::clone(&file);
+                    index.update(&id, |e| {
+                        if let Some(d) = &mut e.disk {
+                            d.file = Some(kept);
+                            d.meta = Some(meta);
+                        }
+                    });
+                }
+                file
+            }
+        };
+        Some(BodyFile {
+            file,
+            offset: disk::HEAD,
         })
     }
 

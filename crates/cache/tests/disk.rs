@@ -141,3 +141,38 @@ async fn a_disk_only_object_is_served_from_its_kept_file_and_header_after_a_reva
         );
     }
 }
+
+#[tokio::test]
+async fn a_body_file_is_the_file_of_the_object_hit_while_it_is_stored() {
+    use std::os::unix::fs::FileExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(dir.path(), 1 << 30, 1 << 30).unwrap();
+    let cache = EdgeCache::leak(64 << 20, Some(tier));
+    let key = cache_key("zone1", true, "www.example.com", 443, "/big.bin");
+    let body_of = |file: parapet_cache::BodyFile| {
+        let mut body = [0; 10];
+        file.file.read_exact_at(&mut body, file.offset).unwrap();
+        body
+    };
+    store(cache, &key, &meta("\"v1\"", 60), b"first body").await;
+    let first = cache.store.direct_hit(&key).unwrap();
+    for _ in 0..2 {
+        let file = cache.store.body_file(&key, &first).unwrap();
+        assert_eq!(&body_of(file), b"first body");
+    }
+    // Stored again: a hit of the object before has no file (its file may be another's).
+    store(cache, &key, &meta("\"v2\"", 60), b"other body").await;
+    assert!(cache.store.body_file(&key, &first).is_none());
+    let second = cache.store.direct_hit(&key).unwrap();
+    let file = cache.store.body_file(&key, &second).unwrap();
+    assert_eq!(&body_of(file), b"other body");
+    // Purged: none.
+    purge(cache, &key.to_compact(), PurgeType::Invalidation).await;
+    assert!(cache.store.body_file(&key, &second).is_none());
+
+    // Without a disk tier: none.
+    let memory = EdgeCache::leak(64 << 20, None);
+    store(memory, &key, &meta("\"v1\"", 60), b"first body").await;
+    let hit = memory.store.direct_hit(&key).unwrap();
+    assert!(memory.store.body_file(&key, &hit).is_none());
+}

@@ -43,12 +43,16 @@ use crate::proxy::{
     ACME_CHALLENGE, AccessLine, EdgeProxy, access_logged, eligibility, normalized_encoding, url_key,
 };
 use crate::route::{Origin, route};
+use crate::stream::VisitorStream;
 
 /// Request header fields read here at most (a request with more goes to the engine).
 pub(crate) const MAX_FIELDS: usize = 32;
 
 /// Bodies up to this size go out in the same buffer as the header.
 const INLINE_BODY: usize = 16 * 1024;
+/// Hit bodies from this size on go from the disk tier's file to a plain connection
+/// (`sendfile`) rather than copied from memory.
+const FILE_BODY: usize = 32 * 1024;
 
 /// Request fields whose presence sends the request to the engine: framing and bodies,
 /// preconditions other than the validators of a cached copy (`If-None-Match`,
@@ -128,6 +132,8 @@ pub(crate) struct Answer {
     head: Vec<u8>,
     /// A larger body, sent after the header.
     body: Option<Bytes>,
+    /// The same body in the disk tier's file, for a plain connection: sent from there.
+    file: Option<parapet_cache::BodyFile>,
     keep_alive: bool,
     done: Done,
 }
@@ -385,6 +391,13 @@ impl EdgeProxy {
             started,
         };
         let (response, body) = response(&hit, head, &request, &fields, current)?;
+        // A large body goes from its file to a plain connection without a copy.
+        let file = match &body {
+            Some(body) if !conn.https && body.len() >= FILE_BODY => {
+                cache.store.body_file(&hit.key, &hit.hit)
+            }
+            _ => None,
+        };
         let log = access_logged().then(|| {
             Box::new(Logged {
                 host: origin.host,
@@ -398,6 +411,7 @@ impl EdgeProxy {
             request_len: request.len,
             head: response,
             body,
+            file,
             keep_alive: fields.keep_alive,
             done: Done {
                 zone: origin.zone_id,
@@ -838,11 +852,30 @@ pub(crate) async fn send(
         request_len,
         head,
         body,
+        file,
         keep_alive,
         done,
     } = answer;
     done.count(metrics);
-    let sent = write(stream, request_len, &head, body.as_ref()).await;
+    let sent = if !take_request(stream, request_len).await {
+        false
+    } else if let (Some(file), Some(body)) = (file, &body)
+        && let Some(visitor) = stream.as_any().downcast_ref::<VisitorStream>()
+    {
+        match visitor
+            .send_head_and_file(&head, &file.file, file.offset, body.len() as u64)
+            .await
+        {
+            Ok(true) => {
+                metrics.hit_sent_from_file(body.len());
+                true
+            }
+            Ok(false) => write(stream, &head, Some(body)).await,
+            Err(_) => false,
+        }
+    } else {
+        write(stream, &head, body.as_ref()).await
+    };
     done.log(sent);
     if sent && !keep_alive {
         let _ = stream.shutdown().await;
@@ -850,10 +883,7 @@ pub(crate) async fn send(
     sent && keep_alive
 }
 
-async fn write(stream: &mut Stream, request_len: usize, head: &[u8], body: Option<&Bytes>) -> bool {
-    if !take_request(stream, request_len).await {
-        return false;
-    }
+async fn write(stream: &mut Stream, head: &[u8], body: Option<&Bytes>) -> bool {
     let body: &[u8] = body.map_or(&[], |b| b.as_ref());
     crate::stream::send_now(stream, &[head, body]).await.is_ok()
 }

@@ -58,6 +58,8 @@ pub struct EdgeMetrics {
     parked: AtomicI64,
     refused: AtomicU64,
     handshakes_failed: AtomicU64,
+    /// Bytes of hits' bodies sent from the disk tier's files without a copy.
+    hit_file_bytes: AtomicU64,
 }
 
 /// This thread's shard of the request counts.
@@ -107,6 +109,11 @@ impl EdgeMetrics {
     /// A connection closed at once because its client had its limit open.
     pub fn connection_refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A hit's body of `len` bytes sent from the disk tier's file straight to the visitor.
+    pub(crate) fn hit_sent_from_file(&self, len: usize) {
+        self.hit_file_bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 
     /// A TLS handshake that did not complete (no or unknown SNI, bad or slow client).
@@ -200,6 +207,11 @@ impl EdgeMetrics {
         let _ = writeln!(
             out,
             "# HELP parapet_edge_direct_passes_total Requests passed to origins over the edge's own connection pool, without the HTTP engine's proxying.\n# TYPE parapet_edge_direct_passes_total counter\nparapet_edge_direct_passes_total {direct_passes}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP parapet_edge_hit_file_bytes_total Bytes of cache hits' bodies sent from the disk tier's files to visitors without a copy through memory (sendfile).\n# TYPE parapet_edge_hit_file_bytes_total counter\nparapet_edge_hit_file_bytes_total {}",
+            self.hit_file_bytes.load(Ordering::Relaxed)
         );
         out.push_str("# HELP parapet_edge_origin_seconds Time from sending a request to the origin to its response header.\n# TYPE parapet_edge_origin_seconds histogram\n");
         // Prometheus' buckets are cumulative.

@@ -373,6 +373,53 @@ impl VisitorStream {
         self.buffers.ahead()
     }
 
+    /// Sends `head`, then `len` bytes of `file` from `offset` straight from the file to the
+    /// socket (`sendfile`: the body is not copied through the edge's memory; the header waits
+    /// for it, so that both leave in the same segments). `Ok(false)`: nothing sent, as writes
+    /// gathered before wait to go first. A file shorter than said is an error.
+    pub(crate) async fn send_head_and_file(
+        &self,
+        head: &[u8],
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<bool> {
+        use rustix::net::{SendFlags, send};
+        use tokio::io::Interest;
+        if self.buffers.out_pos != self.buffers.out.len() {
+            return Ok(false);
+        }
+        let mut head = head;
+        while !head.is_empty() {
+            let sent = self.tcp.try_io(Interest::WRITABLE, || {
+                Ok(send(
+                    &self.tcp,
+                    head,
+                    SendFlags::MORE | SendFlags::NOSIGNAL,
+                )?)
+            });
+            match sent {
+                Ok(n) => head = &head[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        let (mut at, end) = (offset, offset.saturating_add(len));
+        while at < end {
+            let count = usize::try_from(end - at).unwrap_or(usize::MAX);
+            let sent = self.tcp.try_io(Interest::WRITABLE, || {
+                Ok(rustix::fs::sendfile(&self.tcp, file, Some(&mut at), count)?)
+            });
+            match sent {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
     /// The visitor's address.
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
@@ -688,6 +735,57 @@ mod tests {
                 assert_eq!(out.calls, 1, "gathered bytes and the answer in one send");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_body_sent_from_its_file_arrives_whole_behind_its_header_however_slowly_it_is_read() {
+        use std::io::{Read as _, Write as _};
+        use tokio::io::AsyncWriteExt;
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut file = tempfile::tempfile().expect("file");
+        file.write_all(b"sixteen bytes...").expect("write");
+        file.write_all(&body).expect("write");
+        file.write_all(b"what follows the body").expect("write");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // A visitor with a small receive window, reading a little at a time: the file goes out
+        // in many sends.
+        let visitor = std::thread::spawn(move || {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            socket.set_recv_buffer_size(4096).expect("small window");
+            socket.connect(&addr.into()).expect("connect");
+            let mut tcp = std::net::TcpStream::from(socket);
+            let (mut got, mut piece) = (Vec::new(), [0u8; 3000]);
+            loop {
+                match tcp.read(&mut piece) {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got.extend_from_slice(&piece[..n]),
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        });
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        let mut stream = VisitorStream::new(tcp, peer, None);
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n";
+        let sent = stream.send_head_and_file(head, &file, 16, body.len() as u64);
+        assert!(sent.await.expect("sent"), "nothing gathered waits");
+        // A write gathered and not yet sent goes first: the file waits.
+        stream.write_all(b"gathered").await.expect("write");
+        let sent = stream.send_head_and_file(head, &file, 16, 10);
+        assert!(!sent.await.expect("not sent"));
+        stream.flush().await.expect("flush");
+        // A file shorter than said is an error, after what it holds.
+        let sent = stream.send_head_and_file(b"", &file, 16 + body.len() as u64, 1000);
+        let short = sent.await.expect_err("short file");
+        assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
+        drop(stream);
+        let got = visitor.join().expect("visitor");
+        let want = [&head[..], &body, b"gathered", b"what follows the body"].concat();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the bytes arrive as written");
     }
 
     #[tokio::test]
