@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -160,6 +160,27 @@ pub fn is_object_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Whether the `len` bytes of `file` from `offset` are in the page cache, so that sending them
+/// does not wait for the disk: their first and last bytes can be read without waiting (the
+/// kernel lets a file's pages go together, oldest first). When they are not, the kernel is
+/// asked to read them back in the background, for the next hits.
+pub fn in_page_cache(file: &File, offset: u64, len: u64) -> bool {
+    use rustix::io::{ReadWriteFlags, preadv2};
+    let Some(last) = len.checked_sub(1) else {
+        return true;
+    };
+    let mut byte = [0u8; 1];
+    let cached = [offset, offset + last].into_iter().all(|at| {
+        let mut bufs = [io::IoSliceMut::new(&mut byte)];
+        matches!(preadv2(file, &mut bufs, at, ReadWriteFlags::NOWAIT), Ok(1))
+    });
+    if !cached {
+        let advice = rustix::fs::Advice::WillNeed;
+        let _ = rustix::fs::fadvise(file, offset, std::num::NonZeroU64::new(len), advice);
+    }
+    cached
+}
+
 fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
@@ -253,8 +274,12 @@ pub fn read_whole(file: &File, len: u64) -> io::Result<Whole> {
 
 /// Replaces the record of the object file at `path` (whose body is `body_len` bytes); the
 /// file's new length.
-pub fn rewrite_record(path: &Path, body_len: u64, record: &Record) -> io::Result<u64> {
+pub fn rewrite_record(path: &Path, body_len: u64, record: &Record, ino: u64) -> io::Result<u64> {
     let file = OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.ino() != ino {
+        // Another process sharing the directory (during an upgrade) stored the object since.
+        return Err(invalid("the file holds another storing of the object"));
+    }
     let tail = record.tail();
     file.set_len(HEAD + body_len)?;
     file.write_all_at(&tail, HEAD + body_len)?;
@@ -301,11 +326,13 @@ impl Writer {
     pub fn finish(mut self, record: &Record) -> io::Result<Finished> {
         self.file.write_all(&record.tail())?;
         self.file.write_all_at(&self.body_len.to_le_bytes(), 8)?;
+        let ino = self.file.metadata()?.ino();
         self.kept = true;
         Ok(Finished {
             path: self.path.clone(),
             body_len: self.body_len,
             file_len: HEAD + self.body_len + record.tail().len() as u64,
+            ino,
         })
     }
 }
@@ -323,6 +350,15 @@ pub struct Finished {
     pub path: PathBuf,
     pub body_len: u64,
     pub file_len: u64,
+    /// The file's inode number, which tells it from a file later renamed over its name.
+    pub ino: u64,
+}
+
+/// An object file found by [`DiskTier::scan`].
+pub struct Scanned {
+    pub body_len: u64,
+    pub file_len: u64,
+    pub ino: u64,
 }
 
 /// The disk tier: a directory of object files and the LRU that bounds their total size.
@@ -412,7 +448,7 @@ impl DiskTier {
 
     /// Calls `visit(record, body length, file length)` for every valid object file; invalid
     /// ones (damaged, foreign, misnamed) are removed.
-    pub fn scan(&self, mut visit: impl FnMut(Record, u64, u64)) {
+    pub fn scan(&self, mut visit: impl FnMut(Record, Scanned)) {
         for fan in 0..=255u8 {
             let dir = self.dir.join("objects").join(format!("{fan:02x}"));
             let Ok(entries) = fs::read_dir(&dir) else {
@@ -421,16 +457,21 @@ impl DiskTier {
             for entry in entries.flatten() {
                 let path = entry.path();
                 let checked = File::open(&path).and_then(|file| {
-                    let len = file.metadata()?.len();
+                    let metadata = file.metadata()?;
                     let (body_len, record) = read_record(&file)?;
                     let named = entry.file_name().to_str() == Some(record.id.as_str());
                     if !named || !record.id.starts_with(&format!("{fan:02x}")) {
                         return Err(invalid("file name is not the object's id"));
                     }
-                    Ok((record, body_len, len))
+                    let scanned = Scanned {
+                        body_len,
+                        file_len: metadata.len(),
+                        ino: metadata.ino(),
+                    };
+                    Ok((record, scanned))
                 });
                 match checked {
-                    Ok((record, body_len, len)) => visit(record, body_len, len),
+                    Ok((record, scanned)) => visit(record, scanned),
                     Err(e) => {
                         tracing::warn!(path = %path.display(), error = %e, "removing a damaged cache file");
                         let _ = fs::remove_file(&path);
@@ -484,7 +525,14 @@ mod tests {
         // A new header replaces the record in place.
         let mut newer = record("ab12");
         newer.meta.1 = b"a longer revalidated header".to_vec();
-        let len = rewrite_record(&path, 10, &newer).unwrap();
+        // Not in another file than the one stored (one renamed over its name since).
+        let ino = fs::metadata(&path).unwrap().ino();
+        assert!(rewrite_record(&path, 10, &newer, ino + 1).is_err());
+        assert_eq!(
+            read_record(&File::open(&path).unwrap()).unwrap().1,
+            record("ab12")
+        );
+        let len = rewrite_record(&path, 10, &newer, ino).unwrap();
         assert_eq!(read_record(&File::open(&path).unwrap()).unwrap().1, newer);
         let whole = read_whole(&File::open(&path).unwrap(), len).unwrap();
         assert_eq!(&whole.body()[..], b"hello body");
@@ -536,7 +584,7 @@ mod tests {
         let own = dir.path().join("tmp").join(std::process::id().to_string());
         assert_eq!(fs::read_dir(own).unwrap().count(), 0);
         let mut seen = Vec::new();
-        tier.scan(|record, body_len, _| seen.push((record.id, body_len)));
+        tier.scan(|record, scanned| seen.push((record.id, scanned.body_len)));
         assert_eq!(seen, [("ab12".to_owned(), 4)]);
         assert!(!misnamed.exists() && !garbage.exists());
     }

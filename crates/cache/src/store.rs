@@ -218,6 +218,9 @@ impl StoredMeta {
 struct OnDisk {
     body_len: u64,
     file_len: u64,
+    /// The file's inode number: a file opened by name is this object's only if it matches (a
+    /// process sharing the directory during an upgrade may rename another over the name).
+    ino: u64,
     /// The file, kept open once hit (up to `MAX_OPEN_FILES` of them): a hit then costs one read.
     file: Option<Arc<std::fs::File>>,
     /// Its header, kept with the open file: a hit then reads only the body.
@@ -402,6 +405,17 @@ impl Index {
 
     fn live(&self, entry: &Entry) -> bool {
         entry.generation >= self.generation(&entry.zone)
+    }
+
+    /// Keeps the object's file open, with its header, for its next hits.
+    fn keep_open(&mut self, id: &str, file: &Arc<std::fs::File>, meta: &Arc<StoredMeta>) {
+        let (file, meta) = (Arc::clone(file), Arc::clone(meta));
+        self.update(id, |e| {
+            if let Some(d) = &mut e.disk {
+                d.file = Some(file);
+                d.meta = Some(meta);
+            }
+        });
     }
 
     fn count(&mut self, entry: &Entry, sign: isize) {
@@ -632,43 +646,50 @@ impl CacheStore {
     }
 
     /// The disk tier's file holding the body of `hit` (found under `key`), while the object is
-    /// still the one stored there; `None` without one (no disk tier, an object kept in memory
-    /// only, or stored again since). The file is kept open for the next hits, within the open
-    /// files allowed.
+    /// still the one stored there and the body is in the page cache, so that sending it from
+    /// the file never waits for the disk; `None` otherwise (no disk tier, an object kept in
+    /// memory only, stored again since, or a body the kernel let go of: the memory tier's copy
+    /// serves). The file is kept open for the next hits, within half the open files allowed
+    /// (the other half is for objects on disk alone, which need them more).
     pub fn body_file(&self, key: &CacheKey, hit: &MemoryHit) -> Option<BodyFile> {
         let disk = self.disk.as_ref()?;
         let id = crate::key::object_id(key);
-        let mut index = self.index();
-        let entry = index.objects.get(&id).filter(|e| e.serial == hit.serial)?;
-        let on_disk = entry.disk.as_ref()?;
-        let body_len = on_disk.body_len;
-        if body_len != hit.body.len() as u64 {
-            return None;
-        }
-        let file = match &on_disk.file {
-            Some(file) => Arc::clone(file),
+        let body_len = hit.body.len() as u64;
+        let (kept, ino) = {
+            let index = self.index();
+            let entry = index
+                .objects
+                .get(&id)
+                .filter(|e| e.serial == hit.serial && index.live(e))?;
+            let on_disk = entry.disk.as_ref().filter(|d| d.body_len == body_len)?;
+            (on_disk.file.clone(), on_disk.ino)
+        };
+        let file = match kept {
+            Some(file) => file,
             None => {
-                // Opened under the index lock, under which alone a file is renamed over this
-                // name: the file is this object's.
+                use std::os::unix::fs::MetadataExt as _;
                 let file = std::fs::File::open(disk.object_path(&id)).ok()?;
-                let whole = file.metadata().ok()?.len() >= disk::HEAD + body_len;
-                let file = Arc::new(whole.then_some(file)?);
-                let meta = entry.resident.as_ref().map(|r| Arc::clone(&r.meta));
+                let metadata = file.metadata().ok()?;
+                if metadata.ino() != ino || metadata.len() < disk::HEAD + body_len {
+                    return None;
+                }
+                let file = Arc::new(file);
+                let mut index = self.index();
+                let entry = index.objects.get(&id).filter(|e| e.serial == hit.serial);
+                let meta = entry.and_then(|e| Some(Arc::clone(&e.resident.as_ref()?.meta)));
+                let unkept = entry
+                    .and_then(|e| e.disk.as_ref())
+                    .is_some_and(|d| d.file.is_none() && d.ino == ino);
                 if let Some(meta) = meta
-                    && index.open_files < MAX_OPEN_FILES
+                    && unkept
+                    && index.open_files < MAX_OPEN_FILES / 2
                 {
-                    let kept = Arc::clone(&file);
-                    index.update(&id, |e| {
-                        if let Some(d) = &mut e.disk {
-                            d.file = Some(kept);
-                            d.meta = Some(meta);
-                        }
-                    });
+                    index.keep_open(&id, &file, &meta);
                 }
                 file
             }
         };
-        Some(BodyFile {
+        disk::in_page_cache(&file, disk::HEAD, body_len).then_some(BodyFile {
             file,
             offset: disk::HEAD,
         })
@@ -714,7 +735,12 @@ impl CacheStore {
             .spawn(move || {
                 let started = std::time::Instant::now();
                 let mut loaded = 0usize;
-                disk.scan(|record, body_len, file_len| {
+                disk.scan(|record, scanned| {
+                    let disk::Scanned {
+                        body_len,
+                        file_len,
+                        ino,
+                    } = scanned;
                     let mut index = self.index();
                     let parsed = ParsedKey::parse(&record.url).filter(|p| p.zone == record.zone);
                     let Some(parsed) =
@@ -740,6 +766,7 @@ impl CacheStore {
                     entry.disk = Some(OnDisk {
                         body_len,
                         file_len,
+                        ino,
                         file: None,
                         meta: None,
                     });
@@ -1105,13 +1132,7 @@ impl CacheStore {
                 }
             }
             _ if newly_opened && current && index.open_files < MAX_OPEN_FILES => {
-                let (kept, kept_meta) = (Arc::clone(&file), Arc::clone(&stored));
-                index.update(id, |e| {
-                    if let Some(d) = &mut e.disk {
-                        d.file = Some(kept);
-                        d.meta = Some(kept_meta);
-                    }
-                });
+                index.keep_open(id, &file, &stored);
             }
             _ => {}
         }
@@ -1307,7 +1328,7 @@ impl Storage for CacheStore {
             // In place, under the lock (no new file can take the name meanwhile).
             let record = entry.record(&id, serialized.clone());
             let path = disk.object_path(&id);
-            match disk::rewrite_record(&path, on_disk.body_len, &record) {
+            match disk::rewrite_record(&path, on_disk.body_len, &record, on_disk.ino) {
                 Ok(len) => file_len = Some(len),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot update a disk cache object's header");
@@ -1627,6 +1648,7 @@ impl HandleMiss for Miss {
                     entry.disk = Some(OnDisk {
                         body_len: file.body_len,
                         file_len: file.file_len,
+                        ino: file.ino,
                         file: None,
                         meta: None,
                     });

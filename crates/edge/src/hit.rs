@@ -43,7 +43,7 @@ use crate::proxy::{
     ACME_CHALLENGE, AccessLine, EdgeProxy, access_logged, eligibility, normalized_encoding, url_key,
 };
 use crate::route::{Origin, route};
-use crate::stream::VisitorStream;
+use crate::stream::{FileSend, VisitorStream};
 
 /// Request header fields read here at most (a request with more goes to the engine).
 pub(crate) const MAX_FIELDS: usize = 32;
@@ -862,15 +862,21 @@ pub(crate) async fn send(
     } else if let (Some(file), Some(body)) = (file, &body)
         && let Some(visitor) = stream.as_any().downcast_ref::<VisitorStream>()
     {
+        metrics.hit_sent_from_file();
+        let len = body.len() as u64;
         match visitor
-            .send_head_and_file(&head, &file.file, file.offset, body.len() as u64)
+            .send_head_and_file(&head, &file.file, file.offset, len)
             .await
         {
-            Ok(true) => {
-                metrics.hit_sent_from_file(body.len());
-                true
+            Ok(FileSend::Sent) => true,
+            Ok(FileSend::Waiting) => write(stream, &head, Some(body)).await,
+            // The memory tier's copy finishes what the file could not (if the visitor is
+            // still there).
+            Ok(FileSend::Broke { body_sent, error }) => {
+                tracing::debug!(ray = %done.ray, "sending a hit from its file: {error}");
+                let rest = body.get(body_sent..).unwrap_or_default();
+                crate::stream::send_now(stream, &[rest]).await.is_ok()
             }
-            Ok(false) => write(stream, &head, Some(body)).await,
             Err(_) => false,
         }
     } else {

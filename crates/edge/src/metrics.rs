@@ -58,8 +58,8 @@ pub struct EdgeMetrics {
     parked: AtomicI64,
     refused: AtomicU64,
     handshakes_failed: AtomicU64,
-    /// Bytes of hits' bodies sent from the disk tier's files without a copy.
-    hit_file_bytes: AtomicU64,
+    /// Hits whose bodies were sent from the disk tier's files without a copy.
+    hits_from_files: AtomicU64,
 }
 
 /// This thread's shard of the request counts.
@@ -111,9 +111,10 @@ impl EdgeMetrics {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A hit's body of `len` bytes sent from the disk tier's file straight to the visitor.
-    pub(crate) fn hit_sent_from_file(&self, len: usize) {
-        self.hit_file_bytes.fetch_add(len as u64, Ordering::Relaxed);
+    /// A hit whose body goes from the disk tier's file straight to the visitor (counted before
+    /// it is sent, as the hit itself is).
+    pub(crate) fn hit_sent_from_file(&self) {
+        self.hits_from_files.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A TLS handshake that did not complete (no or unknown SNI, bad or slow client).
@@ -210,8 +211,8 @@ impl EdgeMetrics {
         );
         let _ = writeln!(
             out,
-            "# HELP parapet_edge_hit_file_bytes_total Bytes of cache hits' bodies sent from the disk tier's files to visitors without a copy through memory (sendfile).\n# TYPE parapet_edge_hit_file_bytes_total counter\nparapet_edge_hit_file_bytes_total {}",
-            self.hit_file_bytes.load(Ordering::Relaxed)
+            "# HELP parapet_edge_hits_from_files_total Cache hits whose bodies went from the disk tier's files to visitors without a copy through memory (sendfile).\n# TYPE parapet_edge_hits_from_files_total counter\nparapet_edge_hits_from_files_total {}",
+            self.hits_from_files.load(Ordering::Relaxed)
         );
         out.push_str("# HELP parapet_edge_origin_seconds Time from sending a request to the origin to its response header.\n# TYPE parapet_edge_origin_seconds histogram\n");
         // Prometheus' buckets are cumulative.

@@ -282,6 +282,18 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     SCRATCH.with_borrow_mut(|scratch| f(&mut scratch[..]))
 }
 
+/// How far [`VisitorStream::send_head_and_file`] got.
+#[derive(Debug)]
+pub(crate) enum FileSend {
+    /// The header and the body went.
+    Sent,
+    /// Nothing went: writes gathered before wait to go first.
+    Waiting,
+    /// The header and `body_sent` bytes of the body went, then the file (a short one, a read
+    /// error) or the socket failed.
+    Broke { body_sent: usize, error: io::Error },
+}
+
 /// A visitor connection out of the runtime (see `park.rs`).
 #[derive(Debug)]
 pub(crate) struct ParkedStream {
@@ -375,49 +387,55 @@ impl VisitorStream {
 
     /// Sends `head`, then `len` bytes of `file` from `offset` straight from the file to the
     /// socket (`sendfile`: the body is not copied through the edge's memory; the header waits
-    /// for it, so that both leave in the same segments). `Ok(false)`: nothing sent, as writes
-    /// gathered before wait to go first. A file shorter than said is an error.
+    /// for it, so that both leave in the same segments). `Err`: the header could not be sent
+    /// (the connection is lost).
     pub(crate) async fn send_head_and_file(
         &self,
         head: &[u8],
         file: &std::fs::File,
         offset: u64,
         len: u64,
-    ) -> io::Result<bool> {
+    ) -> io::Result<FileSend> {
         use rustix::net::{SendFlags, send};
-        use tokio::io::Interest;
         if self.buffers.out_pos != self.buffers.out.len() {
-            return Ok(false);
+            return Ok(FileSend::Waiting);
         }
         let mut head = head;
         while !head.is_empty() {
-            let sent = self.tcp.try_io(Interest::WRITABLE, || {
-                Ok(send(
-                    &self.tcp,
-                    head,
-                    SendFlags::MORE | SendFlags::NOSIGNAL,
-                )?)
-            });
-            match sent {
-                Ok(n) => head = &head[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.writable().await?,
-                Err(e) => return Err(e),
-            }
+            let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+            let n = self
+                .write_with(|| Ok(send(&self.tcp, head, flags)?))
+                .await?;
+            head = &head[n..];
         }
+        // (SIGPIPE is ignored by the process: a visitor gone is an `EPIPE` here.)
         let (mut at, end) = (offset, offset.saturating_add(len));
         while at < end {
             let count = usize::try_from(end - at).unwrap_or(usize::MAX);
-            let sent = self.tcp.try_io(Interest::WRITABLE, || {
-                Ok(rustix::fs::sendfile(&self.tcp, file, Some(&mut at), count)?)
+            let sent = self
+                .write_with(|| Ok(rustix::fs::sendfile(&self.tcp, file, Some(&mut at), count)?));
+            let error = match sent.await {
+                Ok(0) => io::ErrorKind::UnexpectedEof.into(),
+                Ok(_) => continue,
+                Err(e) => e,
+            };
+            return Ok(FileSend::Broke {
+                body_sent: usize::try_from(at - offset).unwrap_or(usize::MAX),
+                error,
             });
-            match sent {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {}
+        }
+        Ok(FileSend::Sent)
+    }
+
+    /// Runs `write` (a send on the socket) once the socket takes it, again after an interrupt.
+    async fn write_with(&self, mut write: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+        loop {
+            match self.tcp.try_io(tokio::io::Interest::WRITABLE, &mut write) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.writable().await?,
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                done => return done,
             }
         }
-        Ok(true)
     }
 
     /// The visitor's address.
@@ -771,16 +789,21 @@ mod tests {
         let mut stream = VisitorStream::new(tcp, peer, None);
         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n";
         let sent = stream.send_head_and_file(head, &file, 16, body.len() as u64);
-        assert!(sent.await.expect("sent"), "nothing gathered waits");
+        assert!(matches!(sent.await, Ok(FileSend::Sent)));
         // A write gathered and not yet sent goes first: the file waits.
         stream.write_all(b"gathered").await.expect("write");
         let sent = stream.send_head_and_file(head, &file, 16, 10);
-        assert!(!sent.await.expect("not sent"));
+        assert!(matches!(sent.await, Ok(FileSend::Waiting)));
         stream.flush().await.expect("flush");
-        // A file shorter than said is an error, after what it holds.
+        // A file shorter than said breaks off after what it holds.
         let sent = stream.send_head_and_file(b"", &file, 16 + body.len() as u64, 1000);
-        let short = sent.await.expect_err("short file");
-        assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
+        match sent.await {
+            Ok(FileSend::Broke { body_sent, error }) => {
+                assert_eq!(body_sent, b"what follows the body".len());
+                assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+            }
+            other => panic!("{other:?}"),
+        }
         drop(stream);
         let got = visitor.join().expect("visitor");
         let want = [&head[..], &body, b"gathered", b"what follows the body"].concat();
