@@ -160,19 +160,57 @@ pub fn is_object_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Whether the `len` bytes of `file` from `offset` are in the page cache, so that sending them
-/// does not wait for the disk: their first and last bytes can be read without waiting (the
-/// kernel lets a file's pages go together, oldest first). When they are not, the kernel is
-/// asked to read them back in the background, for the next hits.
-pub fn in_page_cache(file: &File, offset: u64, len: u64) -> bool {
+/// Whether the `len` bytes of `file` (inode `ino`) from `offset` are in the page cache, so that
+/// sending them does not wait for the disk: their first and last bytes can be read without
+/// waiting (the kernel lets a file's pages go together, oldest first). A file found there is
+/// not probed again for a while on this thread (sending it keeps its pages the most recently
+/// used). When they are not there, the kernel is asked to read them back in the background,
+/// for the next hits.
+pub fn in_page_cache(file: &File, ino: u64, offset: u64, len: u64) -> bool {
     use rustix::io::{ReadWriteFlags, preadv2};
+    use std::time::{Duration, Instant};
+    /// How long a file found in the page cache is taken to stay there.
+    const PROBED_FOR: Duration = Duration::from_millis(100);
+    /// Files remembered at most, per thread.
+    const REMEMBERED: usize = 1024;
+    thread_local! {
+        static CACHED_LATELY: std::cell::RefCell<HashMap<u64, Instant>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
     let Some(last) = len.checked_sub(1) else {
         return true;
     };
+    let now = Instant::now();
+    let lately = CACHED_LATELY.with_borrow(|lately| {
+        lately
+            .get(&ino)
+            .is_some_and(|at| now.duration_since(*at) < PROBED_FOR)
+    });
+    if lately {
+        return true;
+    }
     let mut byte = [0u8; 1];
     let cached = [offset, offset + last].into_iter().all(|at| {
         let mut bufs = [io::IoSliceMut::new(&mut byte)];
-        matches!(preadv2(file, &mut bufs, at, ReadWriteFlags::NOWAIT), Ok(1))
+        match preadv2(file, &mut bufs, at, ReadWriteFlags::NOWAIT) {
+            Ok(n) => n == 1,
+            // A file system that cannot tell (tmpfs, whose pages are memory) is trusted, as
+            // servers sending files trust the page cache.
+            Err(e) => e == rustix::io::Errno::OPNOTSUPP,
+        }
+    });
+    CACHED_LATELY.with_borrow_mut(|lately| {
+        if cached {
+            if lately.len() >= REMEMBERED {
+                lately.retain(|_, at| now.duration_since(*at) < PROBED_FOR);
+                if lately.len() >= REMEMBERED {
+                    lately.clear();
+                }
+            }
+            lately.insert(ino, now);
+        } else {
+            lately.remove(&ino);
+        }
     });
     if !cached {
         let advice = rustix::fs::Advice::WillNeed;

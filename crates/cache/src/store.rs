@@ -689,7 +689,7 @@ impl CacheStore {
                 file
             }
         };
-        disk::in_page_cache(&file, disk::HEAD, body_len).then_some(BodyFile {
+        disk::in_page_cache(&file, ino, disk::HEAD, body_len).then_some(BodyFile {
             file,
             offset: disk::HEAD,
         })
