@@ -160,65 +160,6 @@ pub fn is_object_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Whether the `len` bytes of `file` (inode `ino`) from `offset` are in the page cache, so that
-/// sending them does not wait for the disk: their first and last bytes can be read without
-/// waiting (the kernel lets a file's pages go together, oldest first). A file found there is
-/// not probed again for a while on this thread (sending it keeps its pages the most recently
-/// used). When they are not there, the kernel is asked to read them back in the background,
-/// for the next hits.
-pub fn in_page_cache(file: &File, ino: u64, offset: u64, len: u64) -> bool {
-    use rustix::io::{ReadWriteFlags, preadv2};
-    use std::time::{Duration, Instant};
-    /// How long a file found in the page cache is taken to stay there.
-    const PROBED_FOR: Duration = Duration::from_millis(100);
-    /// Files remembered at most, per thread.
-    const REMEMBERED: usize = 1024;
-    thread_local! {
-        static CACHED_LATELY: std::cell::RefCell<HashMap<u64, Instant>> =
-            std::cell::RefCell::new(HashMap::new());
-    }
-    let Some(last) = len.checked_sub(1) else {
-        return true;
-    };
-    let now = Instant::now();
-    let lately = CACHED_LATELY.with_borrow(|lately| {
-        lately
-            .get(&ino)
-            .is_some_and(|at| now.duration_since(*at) < PROBED_FOR)
-    });
-    if lately {
-        return true;
-    }
-    let mut byte = [0u8; 1];
-    let cached = [offset, offset + last].into_iter().all(|at| {
-        let mut bufs = [io::IoSliceMut::new(&mut byte)];
-        match preadv2(file, &mut bufs, at, ReadWriteFlags::NOWAIT) {
-            Ok(n) => n == 1,
-            // A file system that cannot tell (tmpfs, whose pages are memory) is trusted, as
-            // servers sending files trust the page cache.
-            Err(e) => e == rustix::io::Errno::OPNOTSUPP,
-        }
-    });
-    CACHED_LATELY.with_borrow_mut(|lately| {
-        if cached {
-            if lately.len() >= REMEMBERED {
-                lately.retain(|_, at| now.duration_since(*at) < PROBED_FOR);
-                if lately.len() >= REMEMBERED {
-                    lately.clear();
-                }
-            }
-            lately.insert(ino, now);
-        } else {
-            lately.remove(&ino);
-        }
-    });
-    if !cached {
-        let advice = rustix::fs::Advice::WillNeed;
-        let _ = rustix::fs::fadvise(file, offset, std::num::NonZeroU64::new(len), advice);
-    }
-    cached
-}
-
 fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
@@ -312,16 +253,21 @@ pub fn read_whole(file: &File, len: u64) -> io::Result<Whole> {
 
 /// Replaces the record of the object file at `path` (whose body is `body_len` bytes); the
 /// file's new length.
-pub fn rewrite_record(path: &Path, body_len: u64, record: &Record, ino: u64) -> io::Result<u64> {
+pub fn rewrite_record(
+    path: &Path,
+    body_len: u64,
+    record: &Record,
+    stored: FileId,
+) -> io::Result<FileId> {
     let file = OpenOptions::new().write(true).open(path)?;
-    if file.metadata()?.ino() != ino {
+    if FileId::of(&file.metadata()?) != stored {
         // Another process sharing the directory (during an upgrade) stored the object since.
         return Err(invalid("the file holds another storing of the object"));
     }
     let tail = record.tail();
     file.set_len(HEAD + body_len)?;
     file.write_all_at(&tail, HEAD + body_len)?;
-    Ok(HEAD + body_len + tail.len() as u64)
+    Ok(FileId::of(&file.metadata()?))
 }
 
 /// What an object of `file_len` bytes costs on disk.
@@ -364,13 +310,12 @@ impl Writer {
     pub fn finish(mut self, record: &Record) -> io::Result<Finished> {
         self.file.write_all(&record.tail())?;
         self.file.write_all_at(&self.body_len.to_le_bytes(), 8)?;
-        let ino = self.file.metadata()?.ino();
+        let file = FileId::of(&self.file.metadata()?);
         self.kept = true;
         Ok(Finished {
             path: self.path.clone(),
             body_len: self.body_len,
-            file_len: HEAD + self.body_len + record.tail().len() as u64,
-            ino,
+            file,
         })
     }
 }
@@ -387,21 +332,47 @@ impl Drop for Writer {
 pub struct Finished {
     pub path: PathBuf,
     pub body_len: u64,
-    pub file_len: u64,
-    /// The file's inode number, which tells it from a file later renamed over its name.
-    pub ino: u64,
+    pub file: FileId,
+}
+
+/// What tells an object file from another later put under its name: its inode number (which
+/// the file system may give again once the file is deleted), the time it was last written, and
+/// its length. A process sharing the directory during an upgrade may rename its own file over
+/// the name; a file opened by name is the object's only if it still matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    ino: u64,
+    modified_ns: i128,
+    len: u64,
+}
+
+impl FileId {
+    pub fn of(metadata: &fs::Metadata) -> Self {
+        Self {
+            ino: metadata.ino(),
+            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
+                + i128::from(metadata.mtime_nsec()),
+            len: metadata.len(),
+        }
+    }
+
+    /// The file's length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
 }
 
 /// An object file found by [`DiskTier::scan`].
 pub struct Scanned {
     pub body_len: u64,
-    pub file_len: u64,
-    pub ino: u64,
+    pub file: FileId,
 }
 
 /// The disk tier: a directory of object files and the LRU that bounds their total size.
 pub struct DiskTier {
     dir: PathBuf,
+    /// On a file system whose files are memory (tmpfs).
+    in_memory: bool,
     /// This process's temporary files.
     tmp: PathBuf,
     pub capacity: u64,
@@ -433,8 +404,12 @@ impl DiskTier {
         for fan in 0..=255u8 {
             builder.create(dir.join("objects").join(format!("{fan:02x}")))?;
         }
+        // tmpfs and ramfs hold their files in memory and cannot say whether a read would wait.
+        const IN_MEMORY: [u64; 2] = [0x0102_1994, 0x8584_58f6];
+        let kind = rustix::fs::statfs(dir).map(|s| s.f_type as u64);
         Ok(Self {
             dir: dir.to_owned(),
+            in_memory: kind.is_ok_and(|k| IN_MEMORY.contains(&k)),
             tmp,
             capacity,
             max_object,
@@ -486,6 +461,61 @@ impl DiskTier {
 
     /// Calls `visit(record, body length, file length)` for every valid object file; invalid
     /// ones (damaged, foreign, misnamed) are removed.
+    /// Whether the `len` bytes of `file` (`id`) from `offset` are in the page cache, so that
+    /// sending them does not wait for the disk: their first, middle and last bytes can be read
+    /// without waiting (a likelihood only: the kernel reclaims page by page, but a file sent
+    /// whole is used whole). A file found there is not probed again for a while on this thread
+    /// (sending it keeps its pages among the most recently used); one found missing is asked
+    /// to be read back in the background for the next hits, and not probed again for a while
+    /// either. A file system that cannot tell (`RWF_NOWAIT` unsupported) is taken not to
+    /// have them, unless its files are memory.
+    pub fn in_page_cache(&self, file: &File, id: FileId, offset: u64, len: u64) -> bool {
+        use rustix::io::{ReadWriteFlags, preadv2};
+        use std::time::{Duration, Instant};
+        /// How long a probe's finding holds.
+        const PROBED_FOR: Duration = Duration::from_millis(100);
+        /// Files remembered at most, per thread.
+        const REMEMBERED: usize = 1024;
+        thread_local! {
+            static PROBED: std::cell::RefCell<HashMap<FileId, (Instant, bool)>> =
+                std::cell::RefCell::new(HashMap::new());
+        }
+        let Some(last) = len.checked_sub(1) else {
+            return true;
+        };
+        if self.in_memory {
+            return true;
+        }
+        let now = Instant::now();
+        let lately = PROBED.with_borrow(|probed| {
+            probed
+                .get(&id)
+                .filter(|(at, _)| now.duration_since(*at) < PROBED_FOR)
+                .map(|&(_, cached)| cached)
+        });
+        if let Some(cached) = lately {
+            return cached;
+        }
+        let mut byte = [0u8; 1];
+        let cached = [offset, offset + last / 2, offset + last]
+            .into_iter()
+            .all(|at| {
+                let mut bufs = [io::IoSliceMut::new(&mut byte)];
+                matches!(preadv2(file, &mut bufs, at, ReadWriteFlags::NOWAIT), Ok(1))
+            });
+        PROBED.with_borrow_mut(|probed| {
+            if probed.len() >= REMEMBERED {
+                probed.clear();
+            }
+            probed.insert(id, (now, cached));
+        });
+        if !cached {
+            let advice = rustix::fs::Advice::WillNeed;
+            let _ = rustix::fs::fadvise(file, offset, std::num::NonZeroU64::new(len), advice);
+        }
+        cached
+    }
+
     pub fn scan(&self, mut visit: impl FnMut(Record, Scanned)) {
         for fan in 0..=255u8 {
             let dir = self.dir.join("objects").join(format!("{fan:02x}"));
@@ -503,8 +533,7 @@ impl DiskTier {
                     }
                     let scanned = Scanned {
                         body_len,
-                        file_len: metadata.len(),
-                        ino: metadata.ino(),
+                        file: FileId::of(&metadata),
                     };
                     Ok((record, scanned))
                 });
@@ -564,13 +593,18 @@ mod tests {
         let mut newer = record("ab12");
         newer.meta.1 = b"a longer revalidated header".to_vec();
         // Not in another file than the one stored (one renamed over its name since).
-        let ino = fs::metadata(&path).unwrap().ino();
-        assert!(rewrite_record(&path, 10, &newer, ino + 1).is_err());
+        // (A file of the same length, renamed over the name: its inode number may be reused.)
+        let stored = FileId::of(&fs::metadata(&path).unwrap());
+        let other = write(&tier, "ab13", b"hello body");
+        fs::rename(&other, &path).unwrap();
+        assert!(rewrite_record(&path, 10, &newer, stored).is_err());
         assert_eq!(
             read_record(&File::open(&path).unwrap()).unwrap().1,
-            record("ab12")
+            record("ab13")
         );
-        let len = rewrite_record(&path, 10, &newer, ino).unwrap();
+        let path = write(&tier, "ab12", b"hello body");
+        let stored = FileId::of(&fs::metadata(&path).unwrap());
+        let len = rewrite_record(&path, 10, &newer, stored).unwrap().len();
         assert_eq!(read_record(&File::open(&path).unwrap()).unwrap().1, newer);
         let whole = read_whole(&File::open(&path).unwrap(), len).unwrap();
         assert_eq!(&whole.body()[..], b"hello body");

@@ -218,9 +218,8 @@ impl StoredMeta {
 struct OnDisk {
     body_len: u64,
     file_len: u64,
-    /// The file's inode number: a file opened by name is this object's only if it matches (a
-    /// process sharing the directory during an upgrade may rename another over the name).
-    ino: u64,
+    /// Which file it is (a file opened by name is this object's only if it matches).
+    stored: disk::FileId,
     /// The file, kept open once hit (up to `MAX_OPEN_FILES` of them): a hit then costs one read.
     file: Option<Arc<std::fs::File>>,
     /// Its header, kept with the open file: a hit then reads only the body.
@@ -228,6 +227,16 @@ struct OnDisk {
 }
 
 impl OnDisk {
+    fn new(body_len: u64, stored: disk::FileId) -> Self {
+        Self {
+            body_len,
+            file_len: stored.len(),
+            stored,
+            file: None,
+            meta: None,
+        }
+    }
+
     /// What the file costs on disk.
     fn weight(&self) -> u64 {
         disk::disk_weight(self.file_len)
@@ -655,22 +664,20 @@ impl CacheStore {
         let disk = self.disk.as_ref()?;
         let id = crate::key::object_id(key);
         let body_len = hit.body.len() as u64;
-        let (kept, ino) = {
+        let (kept, stored) = {
             let index = self.index();
             let entry = index
                 .objects
                 .get(&id)
                 .filter(|e| e.serial == hit.serial && index.live(e))?;
             let on_disk = entry.disk.as_ref().filter(|d| d.body_len == body_len)?;
-            (on_disk.file.clone(), on_disk.ino)
+            (on_disk.file.clone(), on_disk.stored)
         };
         let file = match kept {
             Some(file) => file,
             None => {
-                use std::os::unix::fs::MetadataExt as _;
                 let file = std::fs::File::open(disk.object_path(&id)).ok()?;
-                let metadata = file.metadata().ok()?;
-                if metadata.ino() != ino || metadata.len() < disk::HEAD + body_len {
+                if disk::FileId::of(&file.metadata().ok()?) != stored {
                     return None;
                 }
                 let file = Arc::new(file);
@@ -679,7 +686,7 @@ impl CacheStore {
                 let meta = entry.and_then(|e| Some(Arc::clone(&e.resident.as_ref()?.meta)));
                 let unkept = entry
                     .and_then(|e| e.disk.as_ref())
-                    .is_some_and(|d| d.file.is_none() && d.ino == ino);
+                    .is_some_and(|d| d.file.is_none() && d.stored == stored);
                 if let Some(meta) = meta
                     && unkept
                     && index.open_files < MAX_OPEN_FILES / 2
@@ -689,10 +696,11 @@ impl CacheStore {
                 file
             }
         };
-        disk::in_page_cache(&file, ino, disk::HEAD, body_len).then_some(BodyFile {
-            file,
-            offset: disk::HEAD,
-        })
+        disk.in_page_cache(&file, stored, disk::HEAD, body_len)
+            .then_some(BodyFile {
+                file,
+                offset: disk::HEAD,
+            })
     }
 
     /// Largest response the cache stores.
@@ -736,11 +744,6 @@ impl CacheStore {
                 let started = std::time::Instant::now();
                 let mut loaded = 0usize;
                 disk.scan(|record, scanned| {
-                    let disk::Scanned {
-                        body_len,
-                        file_len,
-                        ino,
-                    } = scanned;
                     let mut index = self.index();
                     let parsed = ParsedKey::parse(&record.url).filter(|p| p.zone == record.zone);
                     let Some(parsed) =
@@ -762,14 +765,8 @@ impl CacheStore {
                         return;
                     }
                     let mut entry = Entry::new(parsed, record.key, record.tags, &record.id);
-                    let weight = disk::disk_weight(file_len);
-                    entry.disk = Some(OnDisk {
-                        body_len,
-                        file_len,
-                        ino,
-                        file: None,
-                        meta: None,
-                    });
+                    let weight = disk::disk_weight(scanned.file.len());
+                    entry.disk = Some(OnDisk::new(scanned.body_len, scanned.file));
                     let compact = entry.compact.clone();
                     index.insert(record.id, entry);
                     self.admit_to_disk(&mut index, compact, weight);
@@ -1323,13 +1320,13 @@ impl Storage for CacheStore {
         let Some(entry) = index.objects.get(&id) else {
             return Ok(false);
         };
-        let mut file_len = None;
+        let mut rewritten = None;
         if let (Some(on_disk), Some(disk)) = (&entry.disk, &self.disk) {
             // In place, under the lock (no new file can take the name meanwhile).
             let record = entry.record(&id, serialized.clone());
             let path = disk.object_path(&id);
-            match disk::rewrite_record(&path, on_disk.body_len, &record, on_disk.ino) {
-                Ok(len) => file_len = Some(len),
+            match disk::rewrite_record(&path, on_disk.body_len, &record, on_disk.stored) {
+                Ok(stored) => rewritten = Some(stored),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot update a disk cache object's header");
                     let _ = self.remove_all(&mut index, &[id]);
@@ -1342,8 +1339,9 @@ impl Storage for CacheStore {
             if let Some(r) = &mut e.resident {
                 r.meta = Arc::clone(&stored);
             }
-            if let (Some(d), Some(len)) = (&mut e.disk, file_len) {
-                d.file_len = len;
+            if let (Some(d), Some(file)) = (&mut e.disk, rewritten) {
+                d.file_len = file.len();
+                d.stored = file;
                 if d.file.is_some() {
                     d.meta = Some(Arc::clone(&stored));
                 }
@@ -1645,14 +1643,8 @@ impl HandleMiss for Miss {
             // Under the lock: a purge cannot delete the name between this and the index.
             match std::fs::rename(&file.path, disk.object_path(&id)) {
                 Ok(()) => {
-                    entry.disk = Some(OnDisk {
-                        body_len: file.body_len,
-                        file_len: file.file_len,
-                        ino: file.ino,
-                        file: None,
-                        meta: None,
-                    });
-                    placed = Some(disk::disk_weight(file.file_len));
+                    entry.disk = Some(OnDisk::new(file.body_len, file.file));
+                    placed = Some(disk::disk_weight(file.file.len()));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot place a disk cache object");

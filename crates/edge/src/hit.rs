@@ -35,7 +35,7 @@ use pingora::cache::predictor::CacheablePredictor as _;
 use pingora::cache::{CacheEntryKey, CacheKey, NoCacheReason, VarianceBuilder};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::headers;
 use crate::pass::{Pass, Passing};
@@ -861,6 +861,7 @@ pub(crate) async fn send(
         false
     } else if let (Some(file), Some(body)) = (file, &body)
         && let Some(visitor) = stream.as_any().downcast_ref::<VisitorStream>()
+        && !visitor.gathering()
     {
         metrics.hit_sent_from_file();
         let len = body.len() as u64;
@@ -869,7 +870,6 @@ pub(crate) async fn send(
             .await
         {
             Ok(FileSend::Sent) => true,
-            Ok(FileSend::Waiting) => write(stream, &head, Some(body)).await,
             // The memory tier's copy finishes what the file could not (if the visitor is
             // still there).
             Ok(FileSend::Broke { body_sent, error }) => {
@@ -884,7 +884,8 @@ pub(crate) async fn send(
     };
     done.log(sent);
     if sent && !keep_alive {
-        let _ = stream.shutdown().await;
+        // The stream's own close, which lets the answer arrive before the socket goes.
+        pingora::protocols::Shutdown::shutdown(&mut **stream).await;
     }
     sent && keep_alive
 }

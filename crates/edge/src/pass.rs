@@ -635,7 +635,8 @@ pub(crate) async fn send(stream: &mut Stream, pass: Box<Pass>, proxy: &EdgeProxy
         .log();
     }
     if !ended.reusable {
-        let _ = stream.shutdown().await;
+        // The stream's own close, which lets the answer arrive before the socket goes.
+        pingora::protocols::Shutdown::shutdown(&mut **stream).await;
     }
     ended.reusable
 }

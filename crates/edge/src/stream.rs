@@ -287,8 +287,6 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
 pub(crate) enum FileSend {
     /// The header and the body went.
     Sent,
-    /// Nothing went: writes gathered before wait to go first.
-    Waiting,
     /// The header and `body_sent` bytes of the body went, then the file (a short one, a read
     /// error) or the socket failed.
     Broke { body_sent: usize, error: io::Error },
@@ -385,10 +383,15 @@ impl VisitorStream {
         self.buffers.ahead()
     }
 
+    /// Whether writes are gathered, waiting for a flush.
+    pub(crate) fn gathering(&self) -> bool {
+        self.buffers.out_pos != self.buffers.out.len()
+    }
+
     /// Sends `head`, then `len` bytes of `file` from `offset` straight from the file to the
     /// socket (`sendfile`: the body is not copied through the edge's memory; the header waits
     /// for it, so that both leave in the same segments). `Err`: the header could not be sent
-    /// (the connection is lost).
+    /// (the connection is lost), or writes are gathered and would have to go first.
     pub(crate) async fn send_head_and_file(
         &self,
         head: &[u8],
@@ -397,8 +400,11 @@ impl VisitorStream {
         len: u64,
     ) -> io::Result<FileSend> {
         use rustix::net::{SendFlags, send};
-        if self.buffers.out_pos != self.buffers.out.len() {
-            return Ok(FileSend::Waiting);
+        if self.gathering() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "writes are gathered",
+            ));
         }
         let mut head = head;
         while !head.is_empty() {
@@ -569,11 +575,44 @@ impl Peek for VisitorStream {
 
 #[async_trait]
 impl Shutdown for VisitorStream {
+    /// Sends what is gathered and the end of the stream, then, when the visitor has sent more
+    /// than was read (requests pipelined behind the last answer, a body not taken), reads and
+    /// drops what it sends until it closes, for at most [`LINGER`]: closing a socket with
+    /// bytes unread makes the kernel reset the connection, throwing away whatever of the
+    /// answer the visitor has not yet received (nginx's lingering close, RFC 9112 §9.6).
     async fn shutdown(&mut self) {
         use tokio::io::AsyncWriteExt;
-        let _ = AsyncWriteExt::shutdown(self).await;
+        if AsyncWriteExt::shutdown(self).await.is_err() {
+            return;
+        }
+        let mut unread = self.buffers.ahead_len() > 0;
+        self.buffers.ahead = Vec::new();
+        self.buffers.ahead_pos = 0;
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut dropped = 0;
+        while dropped <= LINGER_BYTES {
+            match with_scratch(|scratch| self.tcp.try_read(scratch)) {
+                Ok(0) => return,
+                Ok(n) => (unread, dropped) = (true, dropped + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && unread => {
+                    let readable = self.tcp.readable();
+                    if !matches!(
+                        tokio::time::timeout_at(deadline, readable).await,
+                        Ok(Ok(()))
+                    ) {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
     }
 }
+
+/// How long a closing connection reads what its visitor still sends, at most.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How much it reads and drops, at most.
+const LINGER_BYTES: usize = 1 << 20;
 
 impl UniqueID for VisitorStream {
     fn id(&self) -> UniqueIDType {
@@ -792,8 +831,9 @@ mod tests {
         assert!(matches!(sent.await, Ok(FileSend::Sent)));
         // A write gathered and not yet sent goes first: the file waits.
         stream.write_all(b"gathered").await.expect("write");
+        assert!(stream.gathering());
         let sent = stream.send_head_and_file(head, &file, 16, 10);
-        assert!(matches!(sent.await, Ok(FileSend::Waiting)));
+        assert!(sent.await.is_err());
         stream.flush().await.expect("flush");
         // A file shorter than said breaks off after what it holds.
         let sent = stream.send_head_and_file(b"", &file, 16 + body.len() as u64, 1000);
