@@ -459,8 +459,6 @@ impl DiskTier {
         fs::rename(&tmp, self.generations_path())
     }
 
-    /// Calls `visit(record, body length, file length)` for every valid object file; invalid
-    /// ones (damaged, foreign, misnamed) are removed.
     /// Whether the `len` bytes of `file` (`id`) from `offset` are in the page cache, so that
     /// sending them does not wait for the disk: their first, middle and last bytes can be read
     /// without waiting (a likelihood only: the kernel reclaims page by page, but a file sent
@@ -516,6 +514,8 @@ impl DiskTier {
         cached
     }
 
+    /// Calls `visit(record, what the file is)` for every valid object file; invalid ones
+    /// (damaged, foreign, misnamed) are removed.
     pub fn scan(&self, mut visit: impl FnMut(Record, Scanned)) {
         for fan in 0..=255u8 {
             let dir = self.dir.join("objects").join(format!("{fan:02x}"));

@@ -1327,6 +1327,14 @@ impl Storage for CacheStore {
             let path = disk.object_path(&id);
             match disk::rewrite_record(&path, on_disk.body_len, &record, on_disk.stored) {
                 Ok(stored) => rewritten = Some(stored),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    // Another process's file took the name: forgotten here, that file kept.
+                    tracing::debug!(error = %e, "a disk cache object stored again elsewhere");
+                    if let Some(entry) = index.remove(&id) {
+                        self.forget(&id, &entry, false);
+                    }
+                    return Ok(false);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot update a disk cache object's header");
                     let _ = self.remove_all(&mut index, &[id]);

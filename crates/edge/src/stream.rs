@@ -575,23 +575,42 @@ impl Peek for VisitorStream {
 
 #[async_trait]
 impl Shutdown for VisitorStream {
-    /// Sends what is gathered and the end of the stream, then, when the visitor has sent more
-    /// than was read (requests pipelined behind the last answer, a body not taken), reads and
-    /// drops what it sends until it closes, for at most [`LINGER`]: closing a socket with
-    /// bytes unread makes the kernel reset the connection, throwing away whatever of the
-    /// answer the visitor has not yet received (nginx's lingering close, RFC 9112 §9.6).
+    /// Sends what is gathered and the end of the stream, then lingers ([`Self::linger`]).
     async fn shutdown(&mut self) {
         use tokio::io::AsyncWriteExt;
-        if AsyncWriteExt::shutdown(self).await.is_err() {
-            return;
+        if AsyncWriteExt::shutdown(self).await.is_ok() {
+            let unread = self.buffers.ahead_len() > 0;
+            self.linger(unread).await;
         }
-        let mut unread = self.buffers.ahead_len() > 0;
+    }
+}
+
+impl VisitorStream {
+    /// Once the end of the stream is sent: when the visitor sent more than was read (`unread`
+    /// bytes read ahead, or bytes waiting in the socket: requests pipelined behind the last
+    /// answer, a body not taken), reads and drops what it sends until it closes, for at most
+    /// [`LINGER`]. Closing a socket with bytes unread makes the kernel reset the connection,
+    /// throwing away whatever of the answer the visitor has not yet received (nginx's
+    /// lingering close; RFC 9112 §9.6).
+    pub(crate) async fn linger(&mut self, unread: bool) {
+        use rustix::net::{RecvFlags, recv};
+        let mut unread = unread;
         self.buffers.ahead = Vec::new();
         self.buffers.ahead_pos = 0;
         let deadline = tokio::time::Instant::now() + LINGER;
-        let mut dropped = 0;
+        let (mut dropped, mut first) = (0, true);
         while dropped <= LINGER_BYTES {
-            match with_scratch(|scratch| self.tcp.try_read(scratch)) {
+            let read = with_scratch(|scratch| {
+                if std::mem::take(&mut first) {
+                    // The runtime's readiness may be stale (a short read clears it): the socket
+                    // itself says whether bytes wait.
+                    let read = recv(&self.tcp, &mut *scratch, RecvFlags::DONTWAIT);
+                    read.map(|(n, _)| n).map_err(io::Error::from)
+                } else {
+                    self.tcp.try_read(scratch)
+                }
+            });
+            match read {
                 Ok(0) => return,
                 Ok(n) => (unread, dropped) = (true, dropped + n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && unread => {

@@ -210,9 +210,14 @@ impl Peek for TlsVisitorStream {
 
 #[async_trait]
 impl Shutdown for TlsVisitorStream {
+    /// Sends the end of the TLS session and of the stream, then lingers as a plain connection
+    /// does ([`crate::stream::VisitorStream::linger`]).
     async fn shutdown(&mut self) {
         use tokio::io::AsyncWriteExt;
-        let _ = AsyncWriteExt::shutdown(self).await;
+        if AsyncWriteExt::shutdown(self).await.is_ok() {
+            let unread = self.buffers.ahead_len() > 0;
+            self.tls.get_mut().0.linger(unread).await;
+        }
     }
 }
 
