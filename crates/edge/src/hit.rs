@@ -391,7 +391,8 @@ impl EdgeProxy {
             started,
         };
         let (response, body) = response(&hit, head, &request, &fields, current)?;
-        // A large body goes from its file to a plain connection without a copy.
+        // Copying a large body into the socket costs more than sending it; from the file its
+        // pages go to the socket as they are (not under TLS, which must encrypt them).
         let file = match &body {
             Some(body) if !conn.https && body.len() >= FILE_BODY => {
                 cache.store.body_file(&hit.key, &hit.hit)

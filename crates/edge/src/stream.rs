@@ -29,6 +29,10 @@ const GATHER: usize = 1460;
 pub(crate) const HELD_GATHER: usize = 64 * 1024;
 /// How much one read-ahead takes at most.
 const READ_AHEAD: usize = 16 * 1024;
+/// How long a closing connection reads what its visitor still sends, at most.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How much it reads and drops, at most.
+const LINGER_BYTES: usize = 1 << 20;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Box<[u8]>> =
@@ -383,6 +387,47 @@ impl VisitorStream {
         self.buffers.ahead()
     }
 
+    /// Once the end of the stream is sent: when the visitor sent more than was read (`unread`
+    /// bytes read ahead, or bytes waiting in the socket: requests pipelined behind the last
+    /// answer, a body not taken), reads and drops what it sends until it closes, for at most
+    /// [`LINGER`]. Closing a socket with bytes unread makes the kernel reset the connection,
+    /// throwing away whatever of the answer the visitor has not yet received (nginx's
+    /// lingering close; RFC 9112 §9.6).
+    pub(crate) async fn linger(&mut self, unread: bool) {
+        use rustix::net::{RecvFlags, recv};
+        let mut unread = unread;
+        self.buffers.ahead = Vec::new();
+        self.buffers.ahead_pos = 0;
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let (mut dropped, mut first) = (0, true);
+        while dropped <= LINGER_BYTES {
+            let read = with_scratch(|scratch| {
+                if std::mem::take(&mut first) {
+                    // The runtime's readiness may be stale (a short read clears it): the socket
+                    // itself says whether bytes wait.
+                    let read = recv(&self.tcp, &mut *scratch, RecvFlags::DONTWAIT);
+                    read.map(|(n, _)| n).map_err(io::Error::from)
+                } else {
+                    self.tcp.try_read(scratch)
+                }
+            });
+            match read {
+                Ok(0) => return,
+                Ok(n) => (unread, dropped) = (true, dropped + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && unread => {
+                    let readable = self.tcp.readable();
+                    if !matches!(
+                        tokio::time::timeout_at(deadline, readable).await,
+                        Ok(Ok(()))
+                    ) {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Whether writes are gathered, waiting for a flush.
     pub(crate) fn gathering(&self) -> bool {
         self.buffers.out_pos != self.buffers.out.len()
@@ -584,54 +629,6 @@ impl Shutdown for VisitorStream {
         }
     }
 }
-
-impl VisitorStream {
-    /// Once the end of the stream is sent: when the visitor sent more than was read (`unread`
-    /// bytes read ahead, or bytes waiting in the socket: requests pipelined behind the last
-    /// answer, a body not taken), reads and drops what it sends until it closes, for at most
-    /// [`LINGER`]. Closing a socket with bytes unread makes the kernel reset the connection,
-    /// throwing away whatever of the answer the visitor has not yet received (nginx's
-    /// lingering close; RFC 9112 §9.6).
-    pub(crate) async fn linger(&mut self, unread: bool) {
-        use rustix::net::{RecvFlags, recv};
-        let mut unread = unread;
-        self.buffers.ahead = Vec::new();
-        self.buffers.ahead_pos = 0;
-        let deadline = tokio::time::Instant::now() + LINGER;
-        let (mut dropped, mut first) = (0, true);
-        while dropped <= LINGER_BYTES {
-            let read = with_scratch(|scratch| {
-                if std::mem::take(&mut first) {
-                    // The runtime's readiness may be stale (a short read clears it): the socket
-                    // itself says whether bytes wait.
-                    let read = recv(&self.tcp, &mut *scratch, RecvFlags::DONTWAIT);
-                    read.map(|(n, _)| n).map_err(io::Error::from)
-                } else {
-                    self.tcp.try_read(scratch)
-                }
-            });
-            match read {
-                Ok(0) => return,
-                Ok(n) => (unread, dropped) = (true, dropped + n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && unread => {
-                    let readable = self.tcp.readable();
-                    if !matches!(
-                        tokio::time::timeout_at(deadline, readable).await,
-                        Ok(Ok(()))
-                    ) {
-                        return;
-                    }
-                }
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-/// How long a closing connection reads what its visitor still sends, at most.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
-/// How much it reads and drops, at most.
-const LINGER_BYTES: usize = 1 << 20;
 
 impl UniqueID for VisitorStream {
     fn id(&self) -> UniqueIDType {
