@@ -217,8 +217,8 @@ impl StoredMeta {
 
 struct OnDisk {
     body_len: u64,
-    file_len: u64,
-    /// Which file it is (a file opened by name is this object's only if it matches).
+    /// Which file it is, and its length (a file opened by name is this object's only if it
+    /// matches).
     stored: disk::FileId,
     /// The file, kept open once hit (up to `MAX_OPEN_FILES` of them): a hit then costs one read.
     file: Option<Arc<std::fs::File>>,
@@ -230,7 +230,6 @@ impl OnDisk {
     fn new(body_len: u64, stored: disk::FileId) -> Self {
         Self {
             body_len,
-            file_len: stored.len(),
             stored,
             file: None,
             meta: None,
@@ -239,7 +238,7 @@ impl OnDisk {
 
     /// What the file costs on disk.
     fn weight(&self) -> u64 {
-        disk::disk_weight(self.file_len)
+        disk::disk_weight(self.stored.len())
     }
 }
 
@@ -627,10 +626,10 @@ impl CacheStore {
                     entry.weight(),
                     entry.serial,
                 )),
-                (None, Some(d)) if d.file_len <= WHOLE_READ_BYTES => Err(DiskFound {
+                (None, Some(d)) if d.stored.len() <= WHOLE_READ_BYTES => Err(DiskFound {
                     serial: entry.serial,
                     body_len: d.body_len,
-                    file_len: d.file_len,
+                    file_len: d.stored.len(),
                     file: d.file.clone(),
                     meta: d.meta.clone(),
                 }),
@@ -1087,7 +1086,8 @@ impl CacheStore {
                 tracing::debug!(id, error = %e, "disk cache object unreadable");
                 let mut index = self.index();
                 let unchanged = index.objects.get(id).is_some_and(|e| {
-                    e.serial == serial && e.disk.as_ref().is_some_and(|d| d.file_len == file_len)
+                    e.serial == serial
+                        && e.disk.as_ref().is_some_and(|d| d.stored.len() == file_len)
                 });
                 if unchanged {
                     let _ = self.remove_all(&mut index, &[id.to_owned()]);
@@ -1220,7 +1220,7 @@ impl Storage for CacheStore {
                     (None, Some(d)) => Some(Found::Disk(DiskFound {
                         serial: e.serial,
                         body_len: d.body_len,
-                        file_len: d.file_len,
+                        file_len: d.stored.len(),
                         file: d.file.clone(),
                         meta: d.meta.clone(),
                     })),
@@ -1348,7 +1348,6 @@ impl Storage for CacheStore {
                 r.meta = Arc::clone(&stored);
             }
             if let (Some(d), Some(file)) = (&mut e.disk, rewritten) {
-                d.file_len = file.len();
                 d.stored = file;
                 if d.file.is_some() {
                     d.meta = Some(Arc::clone(&stored));
