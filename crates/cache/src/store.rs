@@ -301,6 +301,12 @@ const INVALIDATIONS_KEPT: usize = 65_536;
 #[derive(Clone, Copy, Debug)]
 pub struct FetchMark(u64);
 
+/// Which storing of its key a hit's metadata was read from: put in the metadata a lookup
+/// returns, which the engine hands back to [`Storage::update_meta`] after a `304`, so that a
+/// revalidation updates the object it revalidated and never one stored under the key since.
+#[derive(Clone, Copy, Debug)]
+struct HitOf(u64);
+
 /// `(zone, host, path, object id)`, ordered: the objects of a host or under a path prefix are
 /// one contiguous range.
 type PathKey = (Arc<str>, String, String, String);
@@ -980,12 +986,14 @@ impl CacheStore {
         id: &str,
         found: DiskFound,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let serial = found.serial;
         let Some(mut read) = self.disk_read(key, id, found, true) else {
             return Ok(None);
         };
-        let Some(meta) = read.meta.take() else {
+        let Some(mut meta) = read.meta.take() else {
             return Ok(None);
         };
+        meta.extensions_mut().insert(HitOf(serial));
         let hit: HitHandler = match read.body {
             Some(body) => {
                 let end = body.len();
@@ -1201,7 +1209,7 @@ impl Storage for CacheStore {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         enum Found {
-            Memory(Arc<StoredMeta>, Bytes, usize),
+            Memory(Arc<StoredMeta>, Bytes, usize, u64),
             Disk(DiskFound),
         }
         let id = crate::key::object_id(key);
@@ -1216,6 +1224,7 @@ impl Storage for CacheStore {
                         Arc::clone(&r.meta),
                         r.body.clone(),
                         e.weight(),
+                        e.serial,
                     )),
                     (None, Some(d)) => Some(Found::Disk(DiskFound {
                         serial: e.serial,
@@ -1227,14 +1236,15 @@ impl Storage for CacheStore {
                     (None, None) => None,
                 })
         };
-        let (meta, body, weight) = match found {
+        let (meta, body, weight, serial) = match found {
             None => return Ok(None),
             Some(Found::Disk(found)) => {
                 return self.disk_hit(key, &id, found);
             }
-            Some(Found::Memory(meta, body, weight)) => (meta, body, weight),
+            Some(Found::Memory(meta, body, weight, serial)) => (meta, body, weight, serial),
         };
-        let meta = meta.meta()?;
+        let mut meta = meta.meta()?;
+        meta.extensions_mut().insert(HitOf(serial));
         let end = body.len();
         Ok(Some((
             meta,
@@ -1307,15 +1317,25 @@ impl Storage for CacheStore {
         Ok(PurgeOutcome::Purged(None))
     }
 
+    /// Replaces the header of the object `meta` was read from (by a lookup: the engine passes
+    /// the hit's metadata with the `304`'s header merged in); `false`, changing nothing, when
+    /// the key holds another object now (stored over it while it was revalidated) or none.
     async fn update_meta(
         &'static self,
         key: &CacheKey,
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
+        let Some(&HitOf(serial)) = meta.extensions().get::<HitOf>() else {
+            tracing::debug!("a revalidated header without the hit it is for: not written");
+            return Ok(false);
+        };
         let serialized = meta.serialize()?;
         let id = crate::key::object_id(key);
         let mut index = self.index();
+        if index.objects.get(&id).is_none_or(|e| e.serial != serial) {
+            return Ok(false);
+        }
         index.retag(&id, tags_of(meta));
         let Some(entry) = index.objects.get(&id) else {
             return Ok(false);
