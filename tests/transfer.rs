@@ -1,5 +1,6 @@
 //! Outgoing zone transfers against a real secondary: Knot transfers the zone from Parapet with
-//! TSIG, answers identically, and follows a change through NOTIFY and IXFR.
+//! TSIG, answers identically, and follows a change through NOTIFY and IXFR; zones and changes of
+//! hundreds of kilobytes go whole, in signed messages none of which is truncated.
 
 use std::time::Duration;
 
@@ -211,5 +212,188 @@ fn knot_secondary_transfers_with_tsig_and_follows_notify_and_ixfr() {
     assert!(
         log.contains("IXFR, incoming") && log.contains("notify"),
         "Knot should have been notified and used IXFR:\n{log}"
+    );
+}
+
+/// The records of a TXT-heavy zone: 30 names holding 10 TXT records of about 400 bytes each,
+/// `tag` telling one generation from another.
+fn long_txt_bodies(tag: &str, names: std::ops::Range<usize>) -> Vec<serde_json::Value> {
+    let mut bodies = Vec::new();
+    for i in names {
+        for j in 0..10 {
+            bodies.push(json!({
+                "type": "TXT",
+                "name": format!("t{i}"),
+                "content": format!("{tag} {i:02}-{j:02} {}", "x".repeat(390)),
+            }));
+        }
+    }
+    bodies
+}
+
+/// The records `kdig` lists in an AXFR or IXFR from `server` signed with the test's key, as
+/// "name type data" lines; panics when kdig reports an error (a bad signature, a truncated or
+/// broken transfer).
+fn kdig_transfer(server: std::net::SocketAddr, zone: &str, kind: &str) -> Vec<String> {
+    let out = std::process::Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .arg("-p")
+        .arg(server.port().to_string())
+        .arg("-y")
+        .arg(format!("hmac-sha256:xfr-key:{SECRET}"))
+        .args(["+tcp", "+time=5", "+retry=0", "+nomultiline"])
+        .arg(kind)
+        .arg(format!("{zone}."))
+        .output()
+        .expect("kdig");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !text.contains(";; ERROR") && !stderr.contains("error"),
+        "kdig {kind} failed: {text}{stderr}"
+    );
+    assert!(
+        !text.contains("flags: qr aa tc") && !text.contains(" tc"),
+        "{text}"
+    );
+    text.lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // name ttl class type data…
+            format!("{} {} {}", f[0], f[3], f[4..].join(" "))
+        })
+        .filter(|l| !l.contains(" TSIG "))
+        .collect()
+}
+
+#[test]
+fn large_zones_and_large_changes_transfer_whole_with_tsig() {
+    assert!(
+        Knot::available(),
+        "knotd is required (install Debian's knot; .ci/run does)"
+    );
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--dns-rrl-rate",
+        "0",
+        "--edge-ipv4",
+        "203.0.113.10",
+    ]));
+    let dns = node.dns_addr();
+    let zone = node.create_zone("big.test");
+    // 300 TXT records of about 400 bytes (about 130 KB of records) and 200 A records.
+    let mut posts = long_txt_bodies("first", 0..30);
+    for i in 0..200 {
+        posts.push(
+            json!({"type": "A", "name": format!("h{i}"), "content": format!("192.0.2.{}", i + 1)}),
+        );
+    }
+    let created = node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records/batch"),
+        Some(json!({ "posts": posts })),
+    );
+    let txt_ids: Vec<String> = created["posts"]
+        .as_array()
+        .expect("posts")
+        .iter()
+        .filter(|r| r["type"] == "TXT")
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(txt_ids.len(), 300);
+    let account = node.ok("GET", "/accounts", None)[0]["id"]
+        .as_str()
+        .expect("account")
+        .to_owned();
+    let key = node.ok(
+        "POST",
+        &format!("/accounts/{account}/secondary_dns/tsigs"),
+        Some(json!({"name": "xfr-key.", "algo": "hmac-sha256.", "secret": SECRET})),
+    );
+    let knot = Knot::start_secondary("big.test", dns, ("xfr-key", SECRET));
+    let peer = node.ok(
+        "POST",
+        &format!("/accounts/{account}/secondary_dns/peers"),
+        Some(json!({"name": "knot", "ip": "127.0.0.1", "port": knot.addr.port(), "tsig_id": key["id"], "ixfr_enable": true})),
+    );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/secondary_dns/outgoing"),
+        Some(json!({"name": "big.test", "peers": [peer["id"]]})),
+    );
+    let serial = || {
+        node.ok("GET", &format!("/zones/{zone}"), None)["serial"]
+            .as_u64()
+            .expect("serial") as u32
+    };
+    let first = serial();
+
+    // The secondary gets the zone (and so Parapet has its ACL).
+    wait_serial(&knot, first);
+    // A full transfer carries every record, in messages kdig accepts (signed, none truncated).
+    let axfr = kdig_transfer(dns, "big.test", "AXFR");
+    let count = |records: &[String], kind: &str| {
+        records
+            .iter()
+            .filter(|r| r.split(' ').nth(1) == Some(kind))
+            .count()
+    };
+    assert_eq!(count(&axfr, "TXT"), 300, "every TXT record is transferred");
+    assert_eq!(count(&axfr, "A"), 200, "every A record is transferred");
+    assert_eq!(count(&axfr, "SOA"), 2);
+
+    // So does the secondary.
+    let mut questions: Vec<(String, RecordType)> = (0..30)
+        .map(|i| (format!("t{i}.big.test"), RecordType::TXT))
+        .collect();
+    questions.extend((0..200).map(|i| (format!("h{i}.big.test"), RecordType::A)));
+    let questions: Vec<(&str, RecordType)> =
+        questions.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    same_answers(&knot, dns, &questions);
+    assert_eq!(
+        answers(knot.addr, "t29.big.test", RecordType::TXT).len(),
+        10
+    );
+
+    // A change of about 130 KB (150 TXT records replaced by 150 others) travels by IXFR.
+    let full_transfers = || {
+        knot.log()
+            .lines()
+            .filter(|l| l.contains("AXFR, incoming") && l.contains("finished"))
+            .count()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let initial = full_transfers();
+    let deletes: Vec<_> = txt_ids[..150].iter().map(|id| json!({"id": id})).collect();
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records/batch"),
+        Some(json!({"deletes": deletes, "posts": long_txt_bodies("second", 0..15)})),
+    );
+    let changed = serial();
+    assert!(changed > first);
+    wait_serial(&knot, changed);
+    // An incremental transfer (four SOA records) of 150 removals and 150 additions.
+    let ixfr = kdig_transfer(dns, "big.test", &format!("IXFR={first}"));
+    assert_eq!(count(&ixfr, "SOA"), 4, "{:?}", &ixfr[..ixfr.len().min(5)]);
+    assert_eq!(count(&ixfr, "TXT"), 300);
+    assert_eq!(ixfr.iter().filter(|r| r.contains("\"second ")).count(), 150);
+    same_answers(&knot, dns, &questions);
+    assert!(
+        answers(knot.addr, "t0.big.test", RecordType::TXT)
+            .iter()
+            .all(|a| a.contains("second")),
+        "{:?}",
+        answers(knot.addr, "t0.big.test", RecordType::TXT)
+    );
+    assert_eq!(
+        full_transfers(),
+        initial,
+        "the change applies as an IXFR:\n{}",
+        knot.log()
     );
 }

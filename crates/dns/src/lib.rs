@@ -32,6 +32,9 @@ pub enum DnsError {
         name: String,
         message: String,
     },
+    /// A zone transfer that cannot be sent whole.
+    #[error("zone transfer: {0}")]
+    Transfer(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -8,6 +8,8 @@ use sha2::Sha256;
 /// Seconds of clock difference accepted, and put in our signatures.
 pub const FUDGE: u16 = 300;
 const TSIG_TYPE: u16 = 250;
+/// Bytes of an HMAC-SHA256 MAC.
+const MAC_LEN: usize = 32;
 const CLASS_ANY: u16 = 255;
 /// RFC 8945 error codes.
 pub const BADSIG: u16 = 16;
@@ -193,6 +195,13 @@ fn skip_record(packet: &[u8], at: usize) -> Option<usize> {
     (end <= packet.len()).then_some(end)
 }
 
+/// The bytes [`sign`] adds to a message signed with `key`.
+pub fn signature_len(key: &Key) -> usize {
+    // Owner, type, class, TTL and length; then algorithm, time, fudge, MAC size and MAC,
+    // original id, error and other-data length.
+    name_wire(&key.name).len() + 10 + algorithm_wire().len() + 6 + 2 + 2 + MAC_LEN + 2 + 2 + 2
+}
+
 /// Appends a TSIG record to `message` (an encoded DNS message without one). `prior` is the MAC
 /// of the request (first response) or of the previous message; `first` selects full TSIG
 /// variables (the first message) or timers only (later messages of a transfer). Returns the MAC.
@@ -273,6 +282,7 @@ mod tests {
             verify_request(&request, 2_000_000, |_| Some(key())).err(),
             Some(TsigFailure::Rejected(BADTIME))
         );
+        assert_eq!(request.len(), 25 + signature_len(&key()));
         let unsigned = &request[..25];
         let mut unsigned = unsigned.to_vec();
         unsigned[11] = 0;

@@ -10,14 +10,19 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
+use crate::DnsError;
 use crate::index::{DnsIndex, ZoneIndex};
 use crate::tsig::{self, Key, Signed};
 
 /// Changes kept per zone for IXFR; older serials get a full transfer.
 const JOURNAL_DEPTH: usize = 100;
-/// Bytes of records per transfer message.
+/// Bytes of records per transfer message, counted with no name compressed (so at least what they
+/// take in the message): far below [`MESSAGE_MAX`], whatever the question and the signature.
 const MESSAGE_BUDGET: usize = 16_000;
+/// Longest message of a transfer, its TSIG record included: a TCP frame's length is 16 bits.
+const MESSAGE_MAX: usize = u16::MAX as usize;
 
 /// One change of a zone: the records removed and added between two serials.
 #[derive(Debug, Clone)]
@@ -233,38 +238,22 @@ pub fn transfer(
         records.extend(all_records(zone));
         records.push(current_soa);
     }
-    let mut messages = Vec::new();
-    let mut chunk: Vec<Record> = Vec::new();
-    let mut size = 0;
-    let flush = |chunk: &mut Vec<Record>, first: bool, messages: &mut Vec<Message>| {
-        let mut m = Message::response(request.metadata.id, OpCode::Query);
-        m.metadata.authoritative = true;
-        if first {
-            m.queries = request.queries.clone();
+    // Room for the signature each message gets.
+    let room = signed.as_ref().map_or(0, |s| tsig::signature_len(&s.key));
+    let messages = match encode_messages(&request, records, MESSAGE_MAX - room) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(%client, zone = %zone.origin, "zone transfer failed: {e}");
+            let mut failed = refusal(&request, ResponseCode::ServFail);
+            if let (Some(s), Some(bytes)) = (&signed, failed.first_mut()) {
+                tsig::sign(bytes, &s.key, Some(&s.mac), true, now);
+            }
+            return failed;
         }
-        m.answers = std::mem::take(chunk);
-        messages.push(m);
     };
-    for r in records {
-        let estimate = r.name.len() + 10 + 64;
-        if size + estimate > MESSAGE_BUDGET && !chunk.is_empty() {
-            let first = messages.is_empty();
-            flush(&mut chunk, first, &mut messages);
-            size = 0;
-        }
-        size += estimate;
-        chunk.push(r);
-    }
-    if !chunk.is_empty() {
-        let first = messages.is_empty();
-        flush(&mut chunk, first, &mut messages);
-    }
     let mut prior = signed.as_ref().map(|s| s.mac.clone());
-    let mut out = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        let Ok(mut bytes) = m.to_vec() else {
-            return Vec::new();
-        };
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, mut bytes) in messages.into_iter().enumerate() {
         if let Some(s) = &signed {
             prior = Some(tsig::sign(
                 &mut bytes,
@@ -277,6 +266,63 @@ pub fn transfer(
         out.push(bytes);
     }
     out
+}
+
+/// The bytes `record` takes in a message at most: its encoding with no name compressed.
+fn uncompressed_len(record: &Record, scratch: &mut Vec<u8>) -> Result<usize, DnsError> {
+    scratch.clear();
+    let mut encoder = BinEncoder::new(scratch);
+    encoder.set_name_encoding(NameEncoding::Uncompressed);
+    record.emit(&mut encoder).map_err(|e| {
+        DnsError::Transfer(format!("{} {}: {e}", record.name, record.record_type()))
+    })?;
+    Ok(scratch.len())
+}
+
+/// Encodes a transfer's records as the messages answering `request` (the first one repeats the
+/// question): each holds up to [`MESSAGE_BUDGET`] bytes of records (a larger record goes
+/// alone), none is truncated and none is longer than `limit`.
+fn encode_messages(
+    request: &Message,
+    records: Vec<Record>,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, DnsError> {
+    let encode = |answers: Vec<Record>, first: bool| {
+        let mut m = Message::response(request.metadata.id, OpCode::Query);
+        m.metadata.authoritative = true;
+        if first {
+            m.queries = request.queries.clone();
+        }
+        m.answers = answers;
+        let bytes = m.to_vec().map_err(|e| DnsError::Transfer(e.to_string()))?;
+        // The encoder drops the records that do not fit and sets TC: a secondary would take
+        // the rest for the whole zone.
+        let truncated = bytes.get(2).is_some_and(|flags| flags & 0x02 != 0);
+        if truncated || bytes.len() > limit {
+            return Err(DnsError::Transfer(format!(
+                "{} records do not fit a message of {limit} bytes",
+                m.answers.len()
+            )));
+        }
+        Ok(bytes)
+    };
+    let mut messages = Vec::new();
+    let mut chunk: Vec<Record> = Vec::new();
+    let mut size = 0;
+    let mut scratch = Vec::new();
+    for r in records {
+        let len = uncompressed_len(&r, &mut scratch)?;
+        if size + len > MESSAGE_BUDGET && !chunk.is_empty() {
+            messages.push(encode(std::mem::take(&mut chunk), messages.is_empty())?);
+            size = 0;
+        }
+        size += len;
+        chunk.push(r);
+    }
+    if !chunk.is_empty() {
+        messages.push(encode(chunk, messages.is_empty())?);
+    }
+    Ok(messages)
 }
 
 /// Whether a query is a zone transfer request.
@@ -367,4 +413,57 @@ fn rand_id() -> u16 {
     let mut b = [0u8; 2];
     let _ = getrandom::fill(&mut b);
     u16::from_be_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::rdata::{A, TXT};
+
+    use super::*;
+
+    #[test]
+    fn long_records_are_packed_by_their_size_and_never_truncated() {
+        let origin = Name::from_ascii("big.test.").expect("name");
+        let mut request = Message::query();
+        request.add_query(Query::query(origin.clone(), RecordType::AXFR));
+        let mut records = Vec::new();
+        for i in 0..300 {
+            let owner = Name::from_ascii(format!("t{i}.big.test.")).expect("name");
+            let text = vec![format!("{i:03}{}", "x".repeat(250)), "y".repeat(150)];
+            records.push(Record::from_rdata(owner, 300, RData::TXT(TXT::new(text))));
+        }
+        for i in 0..200u8 {
+            let owner = Name::from_ascii(format!("h{i}.big.test.")).expect("name");
+            records.push(Record::from_rdata(
+                owner,
+                300,
+                RData::A(A::new(192, 0, 2, i)),
+            ));
+        }
+        let messages = encode_messages(&request, records, MESSAGE_MAX - 400).expect("encodes");
+        assert!(messages.len() >= 8, "{} messages", messages.len());
+        let mut received = 0;
+        for (i, bytes) in messages.iter().enumerate() {
+            assert!(bytes.len() <= MESSAGE_BUDGET + 512, "{} bytes", bytes.len());
+            let m = Message::from_vec(bytes).expect("decodes");
+            assert!(!m.metadata.truncation);
+            assert_eq!(m.queries.len(), usize::from(i == 0));
+            received += m.answers.len();
+        }
+        assert_eq!(received, 500);
+    }
+
+    #[test]
+    fn a_record_too_large_for_any_message_fails_the_transfer() {
+        let origin = Name::from_ascii("big.test.").expect("name");
+        let mut request = Message::query();
+        request.add_query(Query::query(origin.clone(), RecordType::AXFR));
+        let text = vec!["z".repeat(255); 40];
+        let records = vec![Record::from_rdata(origin, 300, RData::TXT(TXT::new(text)))];
+        assert!(encode_messages(&request, records.clone(), MESSAGE_MAX).is_ok());
+        assert!(matches!(
+            encode_messages(&request, records, 8_000),
+            Err(DnsError::Transfer(_))
+        ));
+    }
 }
