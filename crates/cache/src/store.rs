@@ -296,10 +296,15 @@ const ENTRY_OVERHEAD: usize = 512;
 /// invalidations is not stored).
 const INVALIDATIONS_KEPT: usize = 65_536;
 
-/// The count of URL invalidations when a fetch was sent to the origin
-/// ([`CacheStore::invalidation_mark`]), carried in its response's metadata to the store.
+/// The counts of purges and URL invalidations when a fetch was sent to the origin
+/// ([`CacheStore::fetch_mark`]), carried in its response's metadata to the store: a response
+/// whose zone was purged, or whose URL was invalidated, after its request was sent is not
+/// stored.
 #[derive(Clone, Copy, Debug)]
-pub struct FetchMark(u64);
+pub struct FetchMark {
+    invalidations: u64,
+    purges: u64,
+}
 
 /// Which storing of its key a hit's metadata was read from: put in the metadata a lookup
 /// returns, which the engine hands back to [`Storage::update_meta`] after a `304`, so that a
@@ -320,8 +325,10 @@ struct Index {
     /// Per zone, bumped by a purge of everything (objects of older generations are gone for
     /// lookups at once, and swept out of memory and off disk in the background).
     generations: HashMap<Arc<str>, u64>,
-    /// Per zone, bumped by every purge: a response fetched before a purge is not stored after
-    /// it (it may be one the purge meant to remove).
+    /// Purges so far, all zones together, and per zone the number of its latest: a response
+    /// whose request was sent before a purge of its zone is not stored after it (it may be one
+    /// the purge meant to remove).
+    purge_count: u64,
     purges: HashMap<Arc<str>, u64>,
     /// Invalidations of one URL by an unsafe request (RFC 9111 §4.4), numbered: the newest
     /// ones in order, and the last number by URL (URLs held as keyed hashes: two that collide
@@ -379,7 +386,8 @@ impl Index {
         self.generations.get(zone).copied().unwrap_or(0)
     }
 
-    fn purges(&self, zone: &str) -> u64 {
+    /// The number of the zone's latest purge (0: none yet).
+    fn last_purge(&self, zone: &str) -> u64 {
         self.purges.get(zone).copied().unwrap_or(0)
     }
 
@@ -581,8 +589,10 @@ pub struct Usage {
 /// per process, `'static` as the engine requires.
 pub struct CacheStore {
     index: Mutex<Index>,
-    /// The index's invalidation count, read without its lock by fetches about to start.
+    /// The index's invalidation and purge counts, read without its lock by fetches about to
+    /// start.
     invalidation_mark: std::sync::atomic::AtomicU64,
+    purge_mark: std::sync::atomic::AtomicU64,
     /// The memory tier's bound (the engine drives it: it admits what is stored and hit, and
     /// asks this store to let go of what it evicts).
     eviction: &'static TinyUfoEviction,
@@ -607,6 +617,7 @@ impl CacheStore {
         Self {
             index: Mutex::new(index),
             invalidation_mark: std::sync::atomic::AtomicU64::new(0),
+            purge_mark: std::sync::atomic::AtomicU64::new(0),
             eviction,
             memory_bytes,
             disk,
@@ -790,7 +801,11 @@ impl CacheStore {
     /// how many objects were removed (a purge of everything is counted as it is swept).
     pub fn purge(&'static self, zone_id: &str, purge: &Purge) -> usize {
         let mut index = self.index();
-        *index.purges.entry(Arc::from(zone_id)).or_default() += 1;
+        index.purge_count += 1;
+        let number = index.purge_count;
+        index.purges.insert(Arc::from(zone_id), number);
+        self.purge_mark
+            .store(number, std::sync::atomic::Ordering::Release);
         if let Some(pending) = index.purged_while_loading.as_mut() {
             pending.push(Purged::Zone(Arc::from(zone_id), purge.clone()));
         }
@@ -893,14 +908,22 @@ impl CacheStore {
         self.remove_all(&mut index, &stale)
     }
 
-    /// The count of URL invalidations so far, for a fetch about to be sent to the origin: put
-    /// in the response's metadata as a [`FetchMark`], it keeps the response from being stored
-    /// if its URL is invalidated meanwhile.
+    /// The counts of purges and URL invalidations so far, for a fetch about to be sent to the
+    /// origin (taken as its request goes): put in the response's metadata as a [`FetchMark`],
+    /// it keeps the response from being stored if its zone is purged or its URL invalidated
+    /// after the request was sent. A response without one answers only for the purges made
+    /// after its header arrived.
+    pub fn fetch_mark(&self) -> FetchMark {
+        use std::sync::atomic::Ordering;
+        FetchMark {
+            invalidations: self.invalidation_mark.load(Ordering::Acquire),
+            purges: self.purge_mark.load(Ordering::Acquire),
+        }
+    }
+
+    /// [`Self::fetch_mark`], by its former name (it covers purges as well now).
     pub fn invalidation_mark(&self) -> FetchMark {
-        FetchMark(
-            self.invalidation_mark
-                .load(std::sync::atomic::Ordering::Acquire),
-        )
+        self.fetch_mark()
     }
 
     /// Every variant of one URL (a state-changing request to it succeeded: RFC 9111 §4.4).
@@ -1269,22 +1292,18 @@ impl Storage for CacheStore {
             .and_then(ParsedKey::parse)
             .ok_or_else(|| storage_error("cache key is not one of the edge's"))?;
         let tags = tags_of(meta);
-        let (purges, generation, invalidations) = {
+        let (mark, generation) = {
             let index = self.index();
-            let invalidations = meta
-                .extensions()
-                .get::<FetchMark>()
-                .map_or(index.invalidation_count, |m| m.0);
-            (
-                index.purges(&parsed.zone),
-                index.generation(&parsed.zone),
-                invalidations,
-            )
+            let now = FetchMark {
+                invalidations: index.invalidation_count,
+                purges: index.purge_count,
+            };
+            let mark = meta.extensions().get::<FetchMark>().copied();
+            (mark.unwrap_or(now), index.generation(&parsed.zone))
         };
         Ok(Box::new(Miss {
-            purges,
+            mark,
             generation,
-            invalidations,
             store: self,
             id: crate::key::object_id(key),
             compact: key.to_compact(),
@@ -1538,13 +1557,11 @@ impl HandleHit for DiskHit {
 /// never served). It is gathered in memory up to the memory tier's object limit, then written
 /// to a file as it arrives; a complete object in memory is written to the disk tier too.
 struct Miss {
-    /// The zone's purge count when the response began to arrive.
-    purges: u64,
-    /// The URL invalidations' count when the request was sent ([`FetchMark`]; without one, when
-    /// the response began to arrive).
-    invalidations: u64,
-    /// The zone's purge generation then (what the file records: no purge came between, or the
-    /// object is not stored).
+    /// The purges' and URL invalidations' counts when the request was sent (without a
+    /// [`FetchMark`], when the response began to arrive).
+    mark: FetchMark,
+    /// The zone's purge generation when the response began to arrive (what the file records:
+    /// no purge came since the mark, or the object is not stored).
     generation: u64,
     store: &'static CacheStore,
     id: String,
@@ -1644,14 +1661,14 @@ impl HandleMiss for Miss {
             }
         };
         let mut index = store.index();
-        if index.purges(&entry.zone) != self.purges {
+        if index.last_purge(&entry.zone) > self.mark.purges {
             discard(&file);
             return Error::e_explain(
                 ErrorType::InternalError,
                 "the zone was purged while this response was fetched",
             );
         }
-        if index.invalidated_since(&entry.url, self.invalidations) {
+        if index.invalidated_since(&entry.url, self.mark.invalidations) {
             discard(&file);
             return Error::e_explain(
                 ErrorType::InternalError,
