@@ -1302,27 +1302,124 @@ fn split_answer(got: &[u8]) -> (String, Vec<u8>) {
 fn an_answer_before_a_close_arrives_whole_when_the_visitor_sent_more_than_was_read() {
     let s = site("linger.test");
     let host = "www.linger.test";
-    let path = "/big/100k-4.bin";
-    assert_eq!(fetch_big(s.port, host, path, &[], 0).0, "MISS");
-    assert_eq!(fetch_big(s.port, host, path, &[], 0).0, "HIT");
-    // A visitor asks for the object with `Connection: close` and sends 64 KiB more behind the
+    let hit = "/big/100k-4.bin";
+    assert_eq!(fetch_big(s.port, host, hit, &[], 0).0, "MISS");
+    assert_eq!(fetch_big(s.port, host, hit, &[], 0).0, "HIT");
+    // A visitor asks for an object with `Connection: close` and sends 64 KiB more behind the
     // request, then reads the answer slowly: the edge is done answering while most of the
     // answer waits in its socket and the visitor's bytes lie unread. Closing then would reset
     // the connection and throw the rest of the answer away; so would bytes the visitor sends
-    // after the edge is done (here 300 ms later).
-    let mut sent =
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes();
-    sent.extend_from_slice(&[b'x'; 64 << 10]);
-    let wait = Duration::from_millis(300);
-    let (got, error) = read_slowly(s.port, &sent, wait, &[b'y'; 1000]);
-    assert!(error.is_none(), "after {} bytes: {error:?}", got.len());
-    let (head, body) = split_answer(&got);
-    assert!(
-        head.starts_with("http/1.1 200") && head.contains("connection: close"),
-        "{head}"
+    // after the edge is done (here 300 ms later). A miss is answered by the HTTP engine, a hit
+    // by the edge's own path: both close the connection.
+    for (path, status) in [("/big/100k-5.bin", "MISS"), (hit, "HIT")] {
+        let mut sent = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+            .into_bytes();
+        sent.extend_from_slice(&[b'x'; 64 << 10]);
+        let wait = Duration::from_millis(300);
+        let (got, error) = read_slowly(s.port, &sent, wait, &[b'y'; 1000]);
+        assert!(
+            error.is_none(),
+            "{status}: after {} bytes: {error:?}",
+            got.len()
+        );
+        let (head, body) = split_answer(&got);
+        assert!(
+            head.starts_with("http/1.1 200")
+                && head.contains("connection: close")
+                && head.contains(&format!("cf-cache-status: {}", status.to_lowercase())),
+            "{head}"
+        );
+        assert_eq!(body.len(), 100 << 10, "{status}");
+        assert!(body.iter().enumerate().all(|(i, b)| *b == big_byte(i)));
+    }
+}
+
+#[test]
+fn requests_pipelined_behind_ones_the_engine_answers_are_answered_in_turn() {
+    let s = site("pipelined.test");
+    let host = "www.pipelined.test";
+    assert_eq!(fetch_big(s.port, host, "/big/100k-7.bin", &[], 0).0, "MISS");
+    // Misses and a POST with a body (the engine's), a hit (the edge's own), sent at once:
+    // every answer comes back, in order, on the one connection; then it stays open.
+    let requests = [
+        format!("GET /big/100k-8.bin HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("POST /form HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello"),
+        format!("GET /big/100k-7.bin HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("GET /piped.css HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    ];
+    let mut visitor = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    visitor
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    visitor
+        .write_all(requests.concat().as_bytes())
+        .expect("requests");
+    let mut reader = BufReader::new(visitor.try_clone().expect("clone"));
+    let mut answers = Vec::new();
+    for _ in &requests {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let read = reader.read_line(&mut line).expect("an answer");
+            assert!(read > 0, "closed after {} answers", answers.len());
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line.to_ascii_lowercase());
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a length");
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("the body");
+        let cache = head
+            .lines()
+            .find_map(|l| l.strip_prefix("cf-cache-status: "))
+            .unwrap_or("-")
+            .trim()
+            .to_owned();
+        answers.push((
+            head.lines().next().unwrap_or("").trim().to_owned(),
+            cache,
+            body,
+        ));
+    }
+    let statuses: Vec<(&str, &str)> = answers
+        .iter()
+        .map(|(status, cache, _)| (status.as_str(), cache.as_str()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("http/1.1 200 ok", "miss"),
+            ("http/1.1 200 ok", "dynamic"),
+            ("http/1.1 200 ok", "hit"),
+            ("http/1.1 200 ok", "miss"),
+        ]
     );
-    assert_eq!(body.len(), 100 << 10);
-    assert!(body.iter().enumerate().all(|(i, b)| *b == big_byte(i)));
+    assert!(
+        answers[0]
+            .2
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == big_byte(i))
+    );
+    assert_eq!(answers[1].2, b"posted");
+    assert_eq!(answers[2].2.len(), 100 << 10);
+    assert!(String::from_utf8_lossy(&answers[3].2).starts_with("/piped.css answer 1"));
+    // Still open: one more request is answered.
+    let again =
+        format!("GET /big/100k-7.bin HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    visitor.write_all(again.as_bytes()).expect("one more");
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).expect("the last answer");
+    assert!(
+        rest.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&rest[..rest.len().min(200)])
+    );
 }
 
 #[test]

@@ -355,8 +355,9 @@ impl Connections {
         let mut held = held;
         loop {
             // A fresh object in memory is answered here; every other request by the engine.
-            // (The engine runs without pipelining: it never hands back bytes of a next request
-            // it read, so what is read ahead on the stream is all there is.)
+            // (The engine runs without pipelining: the stream keeps what the visitor sends
+            // behind a request the engine handles read ahead (`stream::EngineReads`), so what
+            // is read ahead on the stream is all there is.)
             let stopping = is_stopping(&stop);
             // Boxed, and made before any waiting: an idle connection's task is sized by its
             // largest state.
@@ -382,6 +383,9 @@ impl Connections {
                 None => {
                     let reused = self.request(stream, settings, shutdown).await;
                     (stream, settings) = reused?.consume();
+                    if let Some(reads) = stream::engine_reads(&stream) {
+                        reads.end();
+                    }
                 }
             }
             // The next request usually comes within the first wait. It does not watch for the
@@ -476,6 +480,9 @@ impl Connections {
         settings: Option<HttpPersistentSettings>,
         shutdown: &'a ShutdownWatch,
     ) -> std::pin::Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+        if let Some(reads) = stream::engine_reads(&stream) {
+            reads.begin();
+        }
         let mut session = ServerSession::new_http1(stream);
         if let Some(settings) = settings {
             settings.apply_to_session(&mut session);

@@ -566,6 +566,20 @@ async fn redirect(session: &mut Session, ctx: &Ctx, location: &str) {
     let _ = session.write_response_header(Box::new(resp), true).await;
 }
 
+/// Tells the visitor's connection that the engine has the whole request
+/// ([`crate::stream::EngineReads`]). Not for an upgrade: the connection carries the upgraded
+/// protocol afterwards, read by the engine.
+fn request_read(session: &Session) {
+    if !session.is_upgrade_req()
+        && let Some(reads) = session
+            .downstream_session
+            .stream()
+            .and_then(crate::stream::engine_reads)
+    {
+        reads.request_read();
+    }
+}
+
 /// The length of the HTTP/1 head an HTTP/2 request makes (`METHOD target HTTP/2`, its fields,
 /// the blank line), without writing it.
 pub(crate) fn h1_head_len(req: &RequestHeader) -> usize {
@@ -719,6 +733,9 @@ impl ProxyHttp for EdgeProxy {
     /// Refuses ambiguous framing, then routes the request; answers unknown hosts, unproxied
     /// names and loops with an error page.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if session.downstream_session.is_body_empty() {
+            request_read(session);
+        }
         let req = session.req_header();
         let (head_len, checked) = if req.version == http::Version::HTTP_2 {
             // HTTP/2 fields hold no line breaks (its reader refuses them): only the size of the
@@ -883,11 +900,14 @@ impl ProxyHttp for EdgeProxy {
     /// Counts streamed request bodies (chunked ones declare no length) against the limit.
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if end_of_stream {
+            request_read(session);
+        }
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         if ctx.body_bytes > self.max_body_bytes {
             return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");

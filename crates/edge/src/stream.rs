@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
@@ -146,6 +146,47 @@ impl Buffers {
             self.ahead_pos = 0;
         }
         true
+    }
+
+    /// Hands at most `max` read-ahead bytes to `buf`.
+    fn read_ahead_upto(&mut self, buf: &mut ReadBuf<'_>, max: usize) {
+        let n = self.ahead_len().min(buf.remaining()).min(max);
+        buf.put_slice(&self.ahead[self.ahead_pos..self.ahead_pos + n]);
+        self.ahead_pos += n;
+        if self.ahead_pos == self.ahead.len() {
+            self.ahead = Vec::new();
+            self.ahead_pos = 0;
+        }
+    }
+
+    /// Reads what `io` has into the read-ahead: how much (0: the visitor closed).
+    fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let mut chunk = [0u8; 4096];
+        let mut room = ReadBuf::new(&mut chunk);
+        ready!(Pin::new(io).poll_read(cx, &mut room))?;
+        self.keep_ahead(room.filled());
+        Poll::Ready(Ok(room.filled().len()))
+    }
+
+    /// Keeps what `io` has read ahead (up to [`HELD_AHEAD`]) until the visitor closes (ready,
+    /// as a read of nothing) or fails.
+    fn poll_hold<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.ahead_len() < HELD_AHEAD {
+            if ready!(self.poll_fill(io, cx))? == 0 {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        // Enough is held: the rest waits in the socket (nothing wakes this read again; the
+        // engine's reader has other things to wait for).
+        Poll::Pending
     }
 
     /// Sends every gathered byte to `io`.
@@ -286,6 +327,144 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     SCRATCH.with_borrow_mut(|scratch| f(&mut scratch[..]))
 }
 
+/// Once the end of the stream is sent: when the visitor sent more than was read (`unread`: bytes
+/// were read and not used; or bytes wait in the socket: requests pipelined behind the last
+/// answer, a body not taken), reads and drops what it sends until it closes, for at most
+/// [`LINGER`]. Closing a socket with bytes unread makes the kernel reset the connection,
+/// throwing away whatever of the answer the visitor has not yet received (nginx's lingering
+/// close; RFC 9112 §9.6).
+async fn linger_on(tcp: &TcpStream, unread: bool) {
+    use rustix::net::{RecvFlags, recv};
+    let mut unread = unread;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let (mut dropped, mut first) = (0, true);
+    while dropped <= LINGER_BYTES {
+        let read = with_scratch(|scratch| {
+            if std::mem::take(&mut first) {
+                // The runtime's readiness may be stale (a short read clears it): the socket
+                // itself says whether bytes wait.
+                let read = recv(tcp, &mut *scratch, RecvFlags::DONTWAIT);
+                read.map(|(n, _)| n).map_err(io::Error::from)
+            } else {
+                tcp.try_read(scratch)
+            }
+        });
+        match read {
+            Ok(0) => return,
+            Ok(n) => (unread, dropped) = (true, dropped + n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && unread => {
+                let readable = tcp.readable();
+                if !matches!(
+                    tokio::time::timeout_at(deadline, readable).await,
+                    Ok(Ok(()))
+                ) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// How many dropped connections linger in tasks of their own at most ([`VisitorStream`]'s
+/// `drop`); past that, a connection closes at once.
+const LINGERING_MAX: usize = 1024;
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+
+/// How much a connection keeps read ahead of the HTTP engine's request at most
+/// ([`EngineReads`]).
+const HELD_AHEAD: usize = 64 * 1024;
+
+/// How the HTTP engine reads one request of a connection. The engine reads as much as a read
+/// brings; it would take bytes the visitor sent behind its request (pipelined requests) along
+/// with it, and it treats bytes that arrive once it has the whole request as an error. So its
+/// reads of a request's header stop at the header's end, and once it has the whole request,
+/// what the visitor sends stays read ahead for the edge's next turn on the connection: the
+/// engine's reads then see nothing but the visitor's close.
+#[derive(Debug, Default)]
+pub(crate) struct EngineReads {
+    /// 0: reads go as they come. Otherwise the engine reads a request's header: 1 + how many
+    /// bytes of the `\r\n\r\n` that ends it the bytes it read last end with.
+    head: AtomicU8,
+    /// The engine has the whole request.
+    held: AtomicBool,
+}
+
+impl EngineReads {
+    /// The engine is about to read a request.
+    pub(crate) fn begin(&self) {
+        self.head.store(1, Ordering::Relaxed);
+        self.held.store(false, Ordering::Relaxed);
+    }
+
+    /// The engine has the whole request (its body, if any, read to the end).
+    pub(crate) fn request_read(&self) {
+        self.held.store(true, Ordering::Relaxed);
+    }
+
+    /// The engine is done with the connection's request: reads go as they come.
+    pub(crate) fn end(&self) {
+        self.head.store(0, Ordering::Relaxed);
+        self.held.store(false, Ordering::Relaxed);
+    }
+
+    /// A read of `io` behind `buffers`' read-ahead.
+    pub(crate) fn poll_read<R: AsyncRead + Unpin>(
+        &self,
+        buffers: &mut Buffers,
+        io: &mut R,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.held.load(Ordering::Relaxed) {
+            return buffers.poll_hold(io, cx);
+        }
+        let head = self.head.load(Ordering::Relaxed);
+        if head == 0 {
+            if buffers.read_ahead(buf) {
+                return Poll::Ready(Ok(()));
+            }
+            return Pin::new(io).poll_read(cx, buf);
+        }
+        if buffers.ahead_len() == 0 && ready!(buffers.poll_fill(io, cx))? == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let ahead = buffers.ahead();
+        let readable = ahead.len().min(buf.remaining());
+        let (mut matched, mut take) = (head - 1, readable);
+        for (i, &byte) in ahead[..readable].iter().enumerate() {
+            matched = match (matched, byte) {
+                (0 | 2, b'\r') => matched + 1,
+                (1 | 3, b'\n') => matched + 1,
+                (_, b'\r') => 1,
+                _ => 0,
+            };
+            if matched == 4 {
+                take = i + 1;
+                break;
+            }
+        }
+        self.head.store(
+            if matched == 4 { 0 } else { matched + 1 },
+            Ordering::Relaxed,
+        );
+        buffers.read_ahead_upto(buf, take);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// How the HTTP engine reads `stream`'s requests, when it is a visitor's connection (plain or
+/// TLS).
+pub(crate) fn engine_reads(stream: &pingora::protocols::Stream) -> Option<&EngineReads> {
+    let any = stream.as_any();
+    match any.downcast_ref::<VisitorStream>() {
+        Some(plain) => Some(&plain.engine_reads),
+        None => any
+            .downcast_ref::<crate::tls::TlsVisitorStream>()
+            .map(|tls| &tls.engine_reads),
+    }
+}
+
 /// How far [`VisitorStream::send_head_and_file`] got.
 #[derive(Debug)]
 pub(crate) enum FileSend {
@@ -322,6 +501,12 @@ pub struct VisitorStream {
     vectored_now: bool,
     /// An HTTP/2 connection's: flushes held back while it says so.
     gate: Option<FlushGate>,
+    /// Something was sent by [`Self::send_head_and_file`] (which the buffers do not count).
+    sent_from_file: AtomicBool,
+    /// How the HTTP engine reads the request it handles.
+    pub(crate) engine_reads: EngineReads,
+    /// Nothing is left to do when the stream is dropped: it lingered, or its socket went on.
+    finished: bool,
 }
 
 impl VisitorStream {
@@ -336,6 +521,9 @@ impl VisitorStream {
             established: SystemTime::now(),
             vectored_now: false,
             gate: None,
+            sent_from_file: AtomicBool::new(false),
+            engine_reads: EngineReads::default(),
+            finished: false,
         }
     }
 
@@ -353,22 +541,19 @@ impl VisitorStream {
     /// The connection's socket taken out of the runtime, with what a request needs to know of
     /// the connection, to be parked. The stream comes back while anything is read ahead or
     /// waits to be sent; an error means the socket is lost (closed).
-    pub(crate) fn park(self: Box<Self>) -> Result<io::Result<ParkedStream>, Box<Self>> {
+    pub(crate) fn park(mut self: Box<Self>) -> Result<io::Result<ParkedStream>, Box<Self>> {
         if !self.buffers.is_empty() {
             return Err(self);
         }
-        let Self {
-            tcp,
-            peer,
-            local,
-            established,
-            ..
-        } = *self;
-        Ok(tcp.into_std().map(|tcp| ParkedStream {
-            tcp,
-            peer,
-            local,
-            established,
+        // A second handle goes on; this one leaves the runtime when the stream is dropped.
+        use std::os::fd::AsFd;
+        let tcp = self.tcp.as_fd().try_clone_to_owned();
+        self.finished = true;
+        Ok(tcp.map(|tcp| ParkedStream {
+            tcp: tcp.into(),
+            peer: self.peer,
+            local: self.local,
+            established: self.established,
         }))
     }
 
@@ -376,10 +561,10 @@ impl VisitorStream {
     pub(crate) fn unpark(parked: ParkedStream) -> io::Result<Self> {
         let tcp = TcpStream::from_std(parked.tcp)?;
         // Only plain connections are parked.
-        Ok(Self {
-            established: parked.established,
-            ..Self::new(tcp, parked.peer, parked.local).sending_vectored_writes_at_once()
-        })
+        let mut stream =
+            Self::new(tcp, parked.peer, parked.local).sending_vectored_writes_at_once();
+        stream.established = parked.established;
+        Ok(stream)
     }
 
     /// The bytes read ahead (a request the connection waited for, as far as it has arrived).
@@ -388,44 +573,13 @@ impl VisitorStream {
     }
 
     /// Once the end of the stream is sent: when the visitor sent more than was read (`unread`
-    /// bytes read ahead, or bytes waiting in the socket: requests pipelined behind the last
-    /// answer, a body not taken), reads and drops what it sends until it closes, for at most
-    /// [`LINGER`]. Closing a socket with bytes unread makes the kernel reset the connection,
-    /// throwing away whatever of the answer the visitor has not yet received (nginx's
-    /// lingering close; RFC 9112 §9.6).
+    /// bytes read ahead, or bytes waiting in the socket), lingers ([`linger_on`]) before the
+    /// stream is dropped.
     pub(crate) async fn linger(&mut self, unread: bool) {
-        use rustix::net::{RecvFlags, recv};
-        let mut unread = unread;
         self.buffers.ahead = Vec::new();
         self.buffers.ahead_pos = 0;
-        let deadline = tokio::time::Instant::now() + LINGER;
-        let (mut dropped, mut first) = (0, true);
-        while dropped <= LINGER_BYTES {
-            let read = with_scratch(|scratch| {
-                if std::mem::take(&mut first) {
-                    // The runtime's readiness may be stale (a short read clears it): the socket
-                    // itself says whether bytes wait.
-                    let read = recv(&self.tcp, &mut *scratch, RecvFlags::DONTWAIT);
-                    read.map(|(n, _)| n).map_err(io::Error::from)
-                } else {
-                    self.tcp.try_read(scratch)
-                }
-            });
-            match read {
-                Ok(0) => return,
-                Ok(n) => (unread, dropped) = (true, dropped + n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && unread => {
-                    let readable = self.tcp.readable();
-                    if !matches!(
-                        tokio::time::timeout_at(deadline, readable).await,
-                        Ok(Ok(()))
-                    ) {
-                        return;
-                    }
-                }
-                Err(_) => return,
-            }
-        }
+        linger_on(&self.tcp, unread).await;
+        self.finished = true;
     }
 
     /// Whether writes are gathered, waiting for a flush.
@@ -458,6 +612,7 @@ impl VisitorStream {
             let n = self
                 .write_with(|| Ok(send(&self.tcp, head, flags)?))
                 .await?;
+            self.sent_from_file.store(true, Ordering::Relaxed);
             head = &head[n..];
         }
         // (SIGPIPE is ignored by the process: a visitor gone is an `EPIPE` here.)
@@ -525,10 +680,13 @@ impl AsyncRead for VisitorStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.buffers.read_ahead(buf) {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.tcp).poll_read(cx, buf)
+        let Self {
+            tcp,
+            buffers,
+            engine_reads,
+            ..
+        } = this;
+        engine_reads.poll_read(buffers, tcp, cx, buf)
     }
 }
 
@@ -586,6 +744,45 @@ impl AsyncWrite for VisitorStream {
         let this = self.get_mut();
         ready!(this.buffers.poll_drain(&mut this.tcp, cx))?;
         Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+impl Drop for VisitorStream {
+    /// The HTTP engine closes a connection by dropping its stream (shut down or not), and may
+    /// have read bytes the visitor sent behind its request (pipelined requests, a body it did
+    /// not take) that the stream does not see; the visitor may send more. Closing the socket
+    /// then would reset the connection and throw away what of the answer has not arrived: so,
+    /// unless the visitor has closed its side or nothing was ever sent, the socket lingers
+    /// ([`linger_on`]) in a task of its own, on a second handle.
+    fn drop(&mut self) {
+        use rustix::net::{RecvFlags, recv};
+        use std::os::fd::AsFd;
+        let sent = self.buffers.sent > 0 || *self.sent_from_file.get_mut();
+        if self.finished || !sent {
+            return;
+        }
+        let waiting = with_scratch(|scratch| recv(&self.tcp, scratch, RecvFlags::DONTWAIT));
+        let open = match waiting {
+            Ok((read, _)) => read > 0,
+            Err(e) => e == rustix::io::Errno::WOULDBLOCK,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !open || LINGERING.fetch_add(1, Ordering::Relaxed) >= LINGERING_MAX {
+            if open {
+                LINGERING.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        let socket = self.tcp.as_fd().try_clone_to_owned();
+        let _ = rustix::net::shutdown(&self.tcp, rustix::net::Shutdown::Write);
+        runtime.spawn(async move {
+            if let Ok(tcp) = socket.and_then(|s| TcpStream::from_std(s.into())) {
+                linger_on(&tcp, true).await;
+            }
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 

@@ -18,7 +18,7 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
 
-use crate::stream::{Buffers, FlushGate, VisitorStream};
+use crate::stream::{Buffers, EngineReads, FlushGate, VisitorStream};
 
 /// How long a visitor has to finish its handshake (a slow or silent one is dropped).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +39,8 @@ pub struct TlsVisitorStream {
     established: SystemTime,
     /// An HTTP/2 connection's: flushes held back while it says so (here and underneath).
     gate: Option<FlushGate>,
+    /// How the HTTP engine reads the request it handles.
+    pub(crate) engine_reads: EngineReads,
 }
 
 impl std::fmt::Debug for TlsVisitorStream {
@@ -99,6 +101,7 @@ pub async fn handshake(tcp: Box<VisitorStream>, tls: &EdgeTls) -> Option<Box<Tls
         alpn,
         established: SystemTime::now(),
         gate: None,
+        engine_reads: EngineReads::default(),
     }))
 }
 
@@ -127,10 +130,13 @@ impl AsyncRead for TlsVisitorStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.buffers.read_ahead(buf) {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.tls).poll_read(cx, buf)
+        let Self {
+            tls,
+            buffers,
+            engine_reads,
+            ..
+        } = this;
+        engine_reads.poll_read(buffers, tls, cx, buf)
     }
 }
 
