@@ -404,6 +404,79 @@ fn idempotent_requests_are_retried_on_the_next_address_after_a_failed_exchange()
     assert!(hung_up, "no POST started at the address that hangs up");
 }
 
+#[test]
+fn a_request_a_pooled_connection_times_out_on_is_not_sent_again() {
+    // The origin answers the first request of each connection and keeps the connection alive,
+    // then never answers another on it: a request that goes out on a pooled connection times
+    // out (the zone's 1 s). Timing out is the origin's doing, not a stale connection's: the
+    // request is not sent again (it would be, on a fresh connection, and answered there).
+    let port = free_port();
+    let listener = TcpListener::bind(("127.0.0.2", port)).expect("bind origin");
+    let (seen_tx, seen) = std::sync::mpsc::channel::<(bool, String)>();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let seen_tx = seen_tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+                for fresh in [true, false] {
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push(line);
+                    }
+                    let method = head.first().and_then(|l| l.split(' ').next());
+                    let _ = seen_tx.send((fresh, method.unwrap_or_default().to_owned()));
+                    if fresh {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: no-store\r\n\r\nok",
+                        );
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(10));
+            });
+        }
+    });
+    let node = edge_node(port);
+    let zone = node.create_zone("stalls.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    node.ok(
+        "PATCH",
+        &format!("/zones/{zone}/settings/proxy_read_timeout"),
+        Some(json!({"value": 1})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
+        curl(port, "www.stalls.test", &[]).0 == 200
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    while seen.try_recv().is_ok() {}
+    // GET goes to the origin on the edge's own path, PUT through the HTTP engine: both
+    // idempotent.
+    for method in ["GET", "PUT"] {
+        let mut timed_out = false;
+        for _ in 0..20 {
+            let (status, head, _) = curl(port, "www.stalls.test", &["-X", method]);
+            std::thread::sleep(Duration::from_millis(300));
+            let sent: Vec<_> = seen.try_iter().collect();
+            if sent.iter().any(|(fresh, _)| !fresh) {
+                assert_eq!(status, 524, "{method}: {head}");
+                assert_eq!(sent, [(false, method.to_owned())], "{method} sent again");
+                timed_out = true;
+                break;
+            }
+            assert_eq!(status, 200, "{method}: {head}");
+        }
+        assert!(timed_out, "no {method} went out on a pooled connection");
+    }
+}
+
 /// Moves the calling thread (and the processes it starts) into a new network namespace with
 /// only loopback up, where any other address is unreachable; the namespace is removed on drop.
 struct FreshNetns {

@@ -921,11 +921,6 @@ impl CacheStore {
         }
     }
 
-    /// [`Self::fetch_mark`], by its former name (it covers purges as well now).
-    pub fn invalidation_mark(&self) -> FetchMark {
-        self.fetch_mark()
-    }
-
     /// Every variant of one URL (a state-changing request to it succeeded: RFC 9111 §4.4).
     pub fn invalidate_url(&self, url: &str) -> usize {
         let mut index = self.index();

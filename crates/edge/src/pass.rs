@@ -1267,7 +1267,7 @@ pub(crate) async fn ask(
         };
         match asked {
             Ok((reply, head)) => return Ok((reply, head, addr, sent)),
-            Err(_) if reused => pooled_failed = true,
+            Err(e) if reused && crate::proxy::pooled_connection_lost(&e) => pooled_failed = true,
             Err(e) if attempt + 1 < count => {
                 tracing::debug!(ray = %pass.ray, "asking an origin: {e}");
                 attempt += 1;

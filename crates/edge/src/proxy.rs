@@ -566,6 +566,15 @@ async fn redirect(session: &mut Session, ctx: &Ctx, location: &str) {
     let _ = session.write_response_header(Box::new(resp), true).await;
 }
 
+/// Whether `e`, on a pooled connection to an origin, says the connection was gone before the
+/// origin answered (it closed it, or reset it): a stale connection, not the origin's answer.
+pub(crate) fn pooled_connection_lost(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+    )
+}
+
 /// Tells the visitor's connection that the engine has the whole request
 /// ([`crate::stream::EngineReads`]). Not for an upgrade: the connection carries the upgraded
 /// protocol afterwards, read by the engine.
@@ -870,7 +879,8 @@ impl ProxyHttp for EdgeProxy {
     }
 
     /// After a connection was made: an idempotent request whose response has not started is
-    /// retried on a fresh connection when a pooled one turned out stale, and otherwise on the
+    /// retried on a fresh connection when a pooled one turned out stale (closed or reset: not
+    /// a timeout or a bad response, which the origin would see again), and otherwise on the
     /// origin's next address (in [`balance::order`]), as nginx's `proxy_next_upstream error
     /// timeout`.
     /// A request that may change state (POST, PATCH, ...) is never sent twice.
@@ -886,7 +896,7 @@ impl ProxyHttp for EdgeProxy {
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
-        if replayable && client_reused {
+        if replayable && client_reused && pooled_connection_lost(&e) {
             e.set_retry(true);
         } else if replayable && ctx.attempt + 1 < ctx.tries.len() {
             ctx.attempt += 1;
@@ -1028,7 +1038,7 @@ impl ProxyHttp for EdgeProxy {
             // A compressible response the origin sends uncompressed is compressed before it is
             // stored, in the class asked for: each coding is made once, not on every hit.
             session.upstream_compression.adjust_level(COMPRESSION_LEVEL);
-            ctx.fetch_mark = self.cache.map(|c| c.store.invalidation_mark());
+            ctx.fetch_mark = self.cache.map(|c| c.store.fetch_mark());
         }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
@@ -1230,7 +1240,7 @@ impl ProxyHttp for EdgeProxy {
             ctx.cache_rules.as_deref(),
         );
         // The store learns when the response was asked for: one fetched while its URL was
-        // invalidated (a POST to it) is not stored.
+        // invalidated (a POST to it) or its zone purged is not stored.
         if let (RespCacheable::Cacheable(meta), Some(mark)) = (&mut verdict, ctx.fetch_mark) {
             meta.extensions_mut().insert(mark);
         }
