@@ -244,6 +244,22 @@ fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
             format!("POST / HTTP/1.1\r\n{host}Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
         ),
         (
+            "TE a coding before chunked",
+            format!("POST / HTTP/1.1\r\n{host}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+        ),
+        (
+            "TE codings over two fields",
+            format!(
+                "POST / HTTP/1.1\r\n{host}Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "TE chunked twice",
+            format!(
+                "POST / HTTP/1.1\r\n{host}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"
+            ),
+        ),
+        (
             "absolute-form mismatch",
             format!("GET http://other.test/ HTTP/1.1\r\n{host}\r\n"),
         ),

@@ -154,6 +154,23 @@ pub fn check_framing(headers: &pingora::http::HMap) -> Result<(), &'static str> 
     if second.is_some() {
         return Err("more than one Content-Length");
     }
+    // The only transfer coding a request may carry here is `chunked`, alone (RFC 9112 §6.1: a
+    // server that does not understand a coding answers 501; coded bodies the origin would take
+    // as plain are refused): all fields together make one list, empty elements aside.
+    let mut codings = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty());
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && !(codings
+            .next()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none())
+    {
+        return Err("a transfer coding other than chunked");
+    }
     if let Some(v) = first {
         let ok = !v.is_empty() && v.len() <= 19 && v.as_bytes().iter().all(u8::is_ascii_digit);
         if !ok {
@@ -209,6 +226,41 @@ mod tests {
             return Err("both Content-Length and Transfer-Encoding");
         }
         Ok(())
+    }
+
+    #[test]
+    fn chunked_alone_is_the_only_transfer_coding_taken() {
+        let framing = |fields: &[&str]| {
+            let mut headers = pingora::http::HMap::new();
+            for field in fields {
+                headers.append(
+                    http::header::TRANSFER_ENCODING,
+                    http::HeaderValue::from_str(field).expect("value"),
+                );
+            }
+            check_framing(&headers)
+        };
+        for taken in [
+            &[][..],
+            &["chunked"],
+            &[" Chunked "],
+            &["chunked, "],
+            &["", "chunked"],
+        ] {
+            assert_eq!(framing(taken), Ok(()), "{taken:?}");
+        }
+        for refused in [
+            &["gzip"][..],
+            &["gzip, chunked"],
+            &["chunked, gzip"],
+            &["chunked, chunked"],
+            &["identity", "chunked"],
+            &["chunked", "chunked"],
+            &[""],
+            &["chunked;q=1"],
+        ] {
+            assert!(framing(refused).is_err(), "{refused:?}");
+        }
     }
 
     proptest::proptest! {
