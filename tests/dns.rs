@@ -663,6 +663,130 @@ fn silent_tcp_connections_are_limited_per_client_and_closed_when_idle() {
     assert_eq!(still_open, 0, "idle connections are closed");
 }
 
+/// A TCP connection from 127.0.0.1 with small socket buffers, so that a peer that stops reading
+/// stops the other side soon.
+fn small_buffer_connection(dns: SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket.set_send_buffer_size(4096).expect("sndbuf");
+    socket.connect(&dns.into()).expect("connect");
+    TcpStream::from(socket)
+}
+
+/// A connection that writes `queries` over and over and reads nothing, returned once the server
+/// has stopped taking them (its answers are never read, so its writes block).
+fn write_until_blocked(dns: SocketAddr, queries: &[u8]) -> TcpStream {
+    let s = small_buffer_connection(dns);
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match (&s).write_all(queries) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return s;
+            }
+            Err(e) => panic!("the server closed a connection that was busy: {e}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server kept taking queries it cannot answer"
+        );
+    }
+}
+
+#[test]
+fn clients_that_send_queries_and_never_read_are_closed_and_free_their_slots() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let zone = node.create_zone("tcpwrite.example");
+    let bodies: Vec<_> = (0..20)
+        .map(|i| json!({"type": "TXT", "name": "big", "content": format!("{i:02} {}", "w".repeat(400))}))
+        .collect();
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records/batch"),
+        Some(json!({ "posts": bodies })),
+    );
+    let query = build("big.tcpwrite.example", RecordType::TXT, Mode::Tcp, 9);
+    eventually(Duration::from_secs(5), "the TXT records served", || {
+        tcp(dns, &query).is_some_and(|m| m.answers.len() == 20)
+    });
+    // 50 queries of an 8 KB answer at a time.
+    let mut queries = Vec::new();
+    for _ in 0..50 {
+        queries.extend_from_slice(&u16::try_from(query.len()).expect("len").to_be_bytes());
+        queries.extend_from_slice(&query);
+    }
+    // As many connections as one client may hold, all stuck at once.
+    let started = std::time::Instant::now();
+    let stuck: Vec<TcpStream> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..32)
+            .map(|_| scope.spawn(|| write_until_blocked(dns, &queries)))
+            .collect();
+        writers
+            .into_iter()
+            .map(|w| w.join().expect("writer"))
+            .collect()
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the connections were stuck in {:?}",
+        started.elapsed()
+    );
+    let stuck_at = std::time::Instant::now();
+    // The client's limit is reached: one more connection is closed at once.
+    let extra = TcpStream::connect_timeout(&dns, Duration::from_secs(2)).expect("connect");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    assert!(
+        matches!((&extra).read(&mut [0u8; 1]), Ok(0)),
+        "a 33rd connection is closed at once"
+    );
+    // Within the idle timeout (10 s) and some slack, the stuck connections are closed and the
+    // client is served again.
+    let served_again = || {
+        let Ok(mut s) = TcpStream::connect_timeout(&dns, Duration::from_secs(1)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut framed = u16::try_from(query.len())
+            .expect("len")
+            .to_be_bytes()
+            .to_vec();
+        framed.extend_from_slice(&query);
+        let mut len = [0u8; 2];
+        s.write_all(&framed).is_ok() && s.read_exact(&mut len).is_ok()
+    };
+    while !served_again() {
+        assert!(
+            stuck_at.elapsed() < Duration::from_secs(14),
+            "connections that never read hold their slots"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eventually(
+        Duration::from_secs(14).saturating_sub(stuck_at.elapsed()),
+        "every connection that never read to be closed",
+        || {
+            stuck.iter().all(|s| match (&*s).write(&queries[..2]) {
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            })
+        },
+    );
+}
+
 #[test]
 fn an_apex_cname_to_an_outside_name_is_flattened_through_the_resolver_and_follows_its_ttl() {
     assert!(

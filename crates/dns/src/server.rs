@@ -27,7 +27,8 @@ const UDP_BATCH: usize = 32;
 const UDP_POLLS: u32 = 64;
 /// Largest UDP query read; longer ones are cut and answered FORMERR or dropped.
 const UDP_QUERY_MAX: usize = 4096;
-/// Idle TCP connections are closed after this long (RFC 7766 recommends seconds, not minutes).
+/// Idle TCP connections are closed after this long (RFC 7766 recommends seconds, not minutes),
+/// and so are those whose answers the peer does not take for as long.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once.
 const TCP_MAX_CONNECTIONS: usize = 1024;
@@ -416,8 +417,9 @@ impl DnsServer {
         })
     }
 
-    /// Answers length-prefixed queries on one connection, in order, until the peer closes it or
-    /// stays idle too long (pipelined queries are read and answered one after another).
+    /// Answers length-prefixed queries on one connection, in order, until the peer closes it,
+    /// stays idle too long or takes no answer for as long (pipelined queries are read and
+    /// answered one after another).
     async fn serve_tcp(&self, mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
         let mut len = [0u8; 2];
         let mut buf = vec![0u8; 65_535];
@@ -447,8 +449,8 @@ impl DnsServer {
                     let Ok(mlen) = u16::try_from(m.len()) else {
                         return Ok(());
                     };
-                    stream.write_all(&mlen.to_be_bytes()).await?;
-                    stream.write_all(&m).await?;
+                    write_within_idle(&mut stream, &mlen.to_be_bytes()).await?;
+                    write_within_idle(&mut stream, &m).await?;
                 }
                 continue;
             }
@@ -475,7 +477,20 @@ impl DnsServer {
             let mut framed = Vec::with_capacity(response.len() + 2);
             framed.extend_from_slice(&rlen.to_be_bytes());
             framed.extend_from_slice(&response);
-            stream.write_all(&framed).await?;
+            write_within_idle(&mut stream, &framed).await?;
         }
+    }
+}
+
+/// Writes `bytes` whole, or fails when the peer has not taken them within [`TCP_IDLE`]: a client
+/// that sends queries and never reads the answers would otherwise hold its connection (and a
+/// slot of its per-client limit) forever.
+async fn write_within_idle(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(TCP_IDLE, stream.write_all(bytes)).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer took no answer within the idle timeout",
+        )),
     }
 }
