@@ -434,6 +434,24 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
         ],
     );
     assert_eq!((cache.as_str(), body), ("HIT", first));
+    // On a miss, a field that rewrites the request at many origins, or a Host naming another
+    // port than the one used, makes the answer that visitor's alone: not stored (the key does
+    // not say it), and the key stays cacheable for plain requests.
+    let other_port = format!("Host: {host}:1");
+    let unkeyed: [&[&str]; 4] = [
+        &["-H", "X-Original-URL: /evil.js"],
+        &["-H", "X-Forwarded-Host: evil.test"],
+        &["-H", "Forwarded: host=evil.test"],
+        &["-H", &other_port],
+    ];
+    for (i, extra) in unkeyed.iter().enumerate() {
+        let path = format!("/unkeyed-{i}.js");
+        let (status, cache, ..) = fetch(s.port, host, &path, extra);
+        assert_eq!(status, 200, "{extra:?}");
+        assert_ne!(cache, "HIT", "{extra:?}");
+        assert_eq!(get(&path).1, "MISS", "{extra:?}: stored");
+        assert_eq!(get(&path).1, "HIT", "{extra:?}");
+    }
 
     // Revalidation: after max-age the stored ETag is sent, a 304 refreshes the object.
     assert_eq!(get("/short.js").1, "MISS");

@@ -33,6 +33,15 @@ const PREDICTOR_SHARDS: usize = 16;
 /// URLs remembered as uncacheable, per shard.
 const PREDICTOR_SHARD_CAPACITY: usize = 16 * 1024;
 
+/// Why a response is not stored when its request carried fields that change what an origin
+/// answers but are not in the key. The key may well be cacheable for other requests: the
+/// predictor does not remember it as uncacheable.
+pub const UNKEYED_REQUEST: &str = "request fields not in the key";
+
+fn unkeyed_request(reason: &'static str) -> bool {
+    reason == UNKEYED_REQUEST
+}
+
 const HEADER_DICTIONARY: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: \r\nContent-Type: text/html; charset=utf-8\r\nContent-Type: application/javascript\r\nContent-Type: text/css\r\nContent-Type: image/png\r\nContent-Type: application/json\r\nContent-Length: \r\nConnection: keep-alive\r\nCache-Control: public, max-age=\r\nCache-Control: no-cache\r\nETag: \"\r\nLast-Modified: \r\nExpires: \r\nVary: Accept-Encoding\r\nContent-Encoding: gzip\r\nAccept-Ranges: bytes\r\nCache-Tag: \r\nAccess-Control-Allow-Origin: *\r\nStrict-Transport-Security: max-age=\r\nX-Content-Type-Options: nosniff\r\n\r\n";
 
 /// How long one request may hold a key's lock while it fetches the object for the others.
@@ -102,7 +111,7 @@ impl EdgeCache {
             store: CacheStore::new(eviction, memory_bytes, disk),
             eviction,
             lock: CacheLock::new_boxed(LOCK_AGE),
-            predictor: Predictor::new(PREDICTOR_SHARD_CAPACITY, None),
+            predictor: Predictor::new(PREDICTOR_SHARD_CAPACITY, Some(unkeyed_request)),
         }));
         cache.store.load_disk();
         cache

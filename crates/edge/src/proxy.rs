@@ -621,6 +621,53 @@ pub(crate) fn origin_port_of(origin: &Origin, flexible: bool, port: u16) -> u16 
     })
 }
 
+/// Request fields origins commonly take to rewrite the URL, host, scheme or method: what the
+/// origin answers to a request with any of them is not what the key says (cache poisoning).
+const REWRITING_FIELDS: [&str; 13] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-host",
+    "x-original-host",
+    "forwarded",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether what the origin answers to this request is what its cache key names: no field that
+/// rewrites the request, and the origin is given the host of the key (the visitor's `Host`,
+/// unless an origin rule sets one: not with a trailing dot, nor with a port other than the one
+/// the visitor used). Otherwise the answer is the visitor's alone, not stored.
+fn origin_answers_the_key(session: &Session, origin: Option<&Origin>) -> bool {
+    let req = session.req_header();
+    if REWRITING_FIELDS
+        .iter()
+        .any(|name| req.headers.contains_key(*name))
+    {
+        return false;
+    }
+    if origin.is_some_and(|o| o.host_header.is_some()) {
+        return true;
+    }
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(http::uri::Authority::as_str))
+        .unwrap_or_default();
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    !name.ends_with('.')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p == visitor_port(session)))
+}
+
 fn visitor_port(session: &Session) -> u16 {
     session
         .server_addr()
@@ -1227,6 +1274,11 @@ impl ProxyHttp for EdgeProxy {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
+        if !origin_answers_the_key(session, ctx.origin.as_ref()) {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                parapet_cache::UNKEYED_REQUEST,
+            )));
+        }
         let authorization = session.req_header().headers.contains_key("authorization");
         // After a 304, the engine passes the stored header with a few of the 304's fields; the
         // stored response takes all of them (RFC 9111 §4.3.4) but those it keeps.
