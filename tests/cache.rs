@@ -243,6 +243,10 @@ fn answer(
         ));
     } else if path.contains("private") {
         headers.push_str("Cache-Control: private, max-age=60\r\n");
+    } else if path.contains("revalidated-swr") {
+        headers.push_str(
+            "Cache-Control: no-cache, stale-while-revalidate=600, stale-if-error=600\r\n",
+        );
     } else if path.contains("swr") {
         headers.push_str("Cache-Control: max-age=1, stale-while-revalidate=30\r\n");
     } else if path.contains("sie") {
@@ -527,6 +531,17 @@ fn stale_objects_are_served_while_revalidating_or_when_the_origin_fails() {
     let (status, cache, _, body) = get("/sie.js");
     assert_eq!((status, cache.as_str()), (200, "STALE"), "{body}");
     assert_eq!(body, "/sie.js answer 1");
+
+    // `no-cache` forbids serving a copy without asking the origin, whatever stale windows the
+    // response gives: every request goes to the origin, and gets its answer.
+    assert_eq!(get("/revalidated-swr.js").1, "MISS");
+    for n in 2..4 {
+        let (status, cache, _, body) = get("/revalidated-swr.js");
+        assert_eq!(status, 200);
+        assert_ne!(cache, "UPDATING");
+        assert_ne!(cache, "HIT");
+        assert_eq!(body, format!("/revalidated-swr.js answer {n}"));
+    }
 
     // The origin hangs up: the stale copy still comes, and the connection it comes on is as
     // its answer says: kept (the next request on it is answered) or closed.

@@ -134,12 +134,22 @@ pub fn targeted(headers: &HeaderMap) -> Option<Targeted> {
     })
 }
 
+/// Whether the response says `no-cache` without field names: every use of it is revalidated
+/// first, stale or not (RFC 9111 §5.2.2.4), so it is never served stale either (§4.2.4).
+pub fn says_no_cache(headers: &HeaderMap) -> bool {
+    unqualified_no_cache(&directives(headers, "cache-control"))
+}
+
+fn unqualified_no_cache(cc: &[Directive]) -> bool {
+    cc.iter().any(|(n, v)| n == "no-cache" && v.is_none())
+}
+
 /// The response's explicit freshness lifetime for a shared cache: none with `no-cache` (every
 /// use is revalidated), else `s-maxage`, else `max-age`, else `Expires` less `Date`; `None`
 /// when it gives none (heuristics may apply).
 pub fn explicit_lifetime(headers: &HeaderMap) -> Option<Duration> {
     let cc = directives(headers, "cache-control");
-    if cc.iter().any(|(n, v)| n == "no-cache" && v.is_none()) {
+    if unqualified_no_cache(&cc) {
         return Some(Duration::ZERO);
     }
     if let Some(lifetime) = lifetime_of(&cc, &["s-maxage", "max-age"]) {

@@ -1894,13 +1894,20 @@ pub(crate) fn cacheability(
                     .duration_since(created)
                     .unwrap_or_default()
             });
+            // `no-cache` forbids serving the response stale, whatever stale windows it
+            // gives (the engine reads them regardless).
+            let stale = if freshness::says_no_cache(&resp.headers) {
+                (0, 0)
+            } else {
+                (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec())
+            };
             // The engine's header: without the fields `private="..."` and
             // `no-cache="..."` name, which must not be shared.
             RespCacheable::Cacheable(aged(
                 created,
                 lifetime,
                 meta.response_header_copy(),
-                (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()),
+                stale,
             ))
         }
         uncacheable => uncacheable,
