@@ -1903,12 +1903,7 @@ pub(crate) fn cacheability(
             };
             // The engine's header: without the fields `private="..."` and
             // `no-cache="..."` name, which must not be shared.
-            RespCacheable::Cacheable(aged(
-                created,
-                lifetime,
-                meta.response_header_copy(),
-                stale,
-            ))
+            RespCacheable::Cacheable(aged(created, lifetime, meta.response_header_copy(), stale))
         }
         uncacheable => uncacheable,
     }
