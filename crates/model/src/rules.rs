@@ -9,6 +9,8 @@
 //! Expressions are in Cloudflare's rules language ([`crate::expr`]); anything outside what the
 //! edge evaluates is refused with an error that names it, never silently ignored.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -97,6 +99,22 @@ impl CompiledRule {
     pub fn matches(&self, request: &RequestFacts<'_>) -> bool {
         self.expr.matches(request)
     }
+}
+
+/// The cache rules among `rules` (in the order the edge applies them) that match `request`,
+/// merged, a later one's settings over an earlier one's (`None`: none matched). Boxed: the
+/// result travels with the request.
+pub fn matching_cache_parameters<'r>(
+    rules: impl IntoIterator<Item = &'r CompiledRule>,
+    request: &RequestFacts<'_>,
+) -> Option<Box<CacheParameters>> {
+    let mut merged: Option<Box<CacheParameters>> = None;
+    for rule in rules.into_iter().filter(|r| r.matches(request)) {
+        if let RuleAction::Cache(params) = &rule.action {
+            merged.get_or_insert_with(Box::default).merge(params);
+        }
+    }
+    merged
 }
 
 /// The action of each phase.
@@ -714,6 +732,20 @@ impl CacheParameters {
             "override_origin" => ttl.default,
             _ => None,
         }
+    }
+
+    /// `target` (path and query) as the cache key has it: the query shaped by
+    /// [`Self::key_query`], and left out with its `?` when nothing of it is kept.
+    pub fn key_target<'t>(&self, target: &'t str) -> Cow<'t, str> {
+        let Some((path, query)) = target.split_once('?') else {
+            return Cow::Borrowed(target);
+        };
+        let query = self.key_query(query);
+        Cow::Owned(if query.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{query}")
+        })
     }
 
     /// The query string as the cache key sees it: parameters kept or dropped, maybe sorted.
