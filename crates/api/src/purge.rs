@@ -1,4 +1,5 @@
-//! `POST /zones/{id}/purge_cache`, in Cloudflare's shape.
+//! `POST /zones/{id}/purge_cache`, in Cloudflare's shape. A URL is purged by the cache key a
+//! request for it gets at the edge.
 
 use std::sync::Arc;
 
@@ -19,6 +20,18 @@ pub async fn purge_cache(
 ) -> ApiResult {
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     let purge = Purge::from_json(&parse_body(&body)?).map_err(|e| ApiError::fields(1012, &e))?;
+    // Files are purged by the keys the edge gives requests for them: the cache rules it
+    // applies (the node configuration's for the zone, then the zone's own, as served now)
+    // shape their queries.
+    let snapshot = state.published.load();
+    let edge = snapshot.edge_of(&zone.id);
+    let rules: Vec<_> = state
+        .published
+        .configured_cache_rules(&zone.name)
+        .iter()
+        .chain(&edge.cache_rules)
+        .collect();
+    let purge = purge.keyed_by(&rules);
     let removed = state.purge.as_ref().map_or(0, |p| p(&zone.id, &purge));
     tracing::info!(zone = %zone.id, removed, "cache purged");
     Ok(ok(json!({"id": zone.id})))

@@ -33,6 +33,15 @@ impl Api {
     }
 
     fn build(snapshots: bool) -> Self {
+        Self::build_with(snapshots, None)
+    }
+
+    /// With snapshots served and this cache purge.
+    fn with_purge(purge: parapet_api::PurgeFn) -> Self {
+        Self::build_with(true, Some(purge))
+    }
+
+    fn build_with(snapshots: bool, purge: Option<parapet_api::PurgeFn>) -> Self {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let published = Arc::new(Published::new());
         if snapshots {
@@ -58,7 +67,7 @@ impl Api {
             },
             published: Arc::clone(&published),
             metrics: Vec::new(),
-            purge: None,
+            purge,
             origin_ca: None,
         });
         Self {
@@ -1092,4 +1101,85 @@ async fn acme_challenge_answers_never_block_the_owners_records() {
         )
         .await;
     assert_eq!(cname["type"], "CNAME");
+}
+
+#[tokio::test]
+async fn purged_urls_reach_the_cache_keyed_by_the_configured_then_the_zones_cache_rules() {
+    let purged: Arc<std::sync::Mutex<Vec<parapet_model::purge::Purge>>> = Arc::default();
+    let seen = Arc::clone(&purged);
+    let api = Api::with_purge(Arc::new(
+        move |_zone: &str, what: &parapet_model::purge::Purge| {
+            seen.lock().expect("purged").push(what.clone());
+            0
+        },
+    ));
+    let compiled = |rules: Value| {
+        parapet_model::rules::Ruleset::from_json(
+            "z",
+            parapet_model::rules::CACHE_PHASE,
+            &json!({ "rules": rules }),
+            None,
+            "t",
+        )
+        .expect("accepted")
+        .compile()
+        .expect("compiles")
+    };
+    // The node's configuration sorts queries under /sorted/ and drops every query under
+    // /bare/; the zone's own rule keeps the query under /bare/keep/ (it comes later and wins).
+    api.published.set_configured_cache_rules(
+        [(
+            "example.com".to_owned(),
+            compiled(json!([
+                {"expression": "starts_with(http.request.uri.path, \"/sorted/\")",
+                 "action": "set_cache_settings",
+                 "action_parameters": {"cache_key": {"ignore_query_strings_order": true}}},
+                {"expression": "starts_with(http.request.uri.path, \"/bare/\")",
+                 "action": "set_cache_settings",
+                 "action_parameters": {"cache_key": {"custom_key":
+                    {"query_string": {"exclude": {"all": true}}}}}}
+            ])),
+        )]
+        .into(),
+    );
+    let zone = api.zone("example.com").await;
+    api.ok(
+        "PUT",
+        &format!("/zones/{zone}/rulesets/phases/http_request_cache_settings/entrypoint"),
+        Some(json!({"rules": [
+            {"expression": "starts_with(http.request.uri.path, \"/bare/keep/\")",
+             "action": "set_cache_settings",
+             "action_parameters": {"cache_key": {"ignore_query_strings_order": false}}}
+        ]})),
+    )
+    .await;
+    let revision = *api.store.revision_watch().borrow();
+    api.published.wait_for(revision).await;
+    api.ok(
+        "POST",
+        &format!("/zones/{zone}/purge_cache"),
+        Some(json!({"files": [
+            "https://www.example.com/sorted/a.css?b=1&a=2",
+            "https://www.example.com/bare/a.css?v=1",
+            "https://www.example.com/bare/keep/a.css?b=1&a=2",
+            "https://www.example.com/a.css?b=1&a=2"
+        ]})),
+    )
+    .await;
+    let purged = purged.lock().expect("purged");
+    let [parapet_model::purge::Purge::Files(files)] = purged.as_slice() else {
+        panic!("one purge of files: {purged:?}");
+    };
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/sorted/a.css?a=2&b=1",
+            "/sorted/a.css?b=1&a=2",
+            "/bare/a.css",
+            "/bare/a.css?v=1",
+            "/bare/keep/a.css?b=1&a=2",
+            "/a.css?b=1&a=2"
+        ]
+    );
 }

@@ -1,10 +1,14 @@
 //! A cache purge request (`POST /zones/{id}/purge_cache`), in Cloudflare's shape: exactly one of
 //! `purge_everything`, `files`, `tags`, `hosts` or `prefixes`.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::ModelError;
+use crate::expr::{RequestFacts, normalize_path};
 use crate::name::{NameKind, normalize};
+use crate::rules::{CompiledRule, matching_cache_parameters};
 
 /// Items per purge request (Cloudflare's limit for most plans).
 pub const MAX_ITEMS: usize = 100;
@@ -63,6 +67,55 @@ impl PurgeUrl {
             port,
             path: path.to_owned(),
         })
+    }
+
+    /// The path and query under which the edge keys a request for this URL: the query shaped
+    /// as the zone's cache rules that match the URL's host and path have it (`rules`: the
+    /// zone's cache rules, in the order the edge applies them). Rules look at nothing else of
+    /// a request, and request headers or cookies a rule puts in the key only tell variants of
+    /// this key apart, so this is the one key a request for the URL can have.
+    pub fn key_target<'r>(
+        &self,
+        rules: impl IntoIterator<Item = &'r CompiledRule>,
+    ) -> Cow<'_, str> {
+        let path = self
+            .path
+            .split_once('?')
+            .map_or(self.path.as_str(), |(p, _)| p);
+        let rule_path = normalize_path(path);
+        let request = RequestFacts {
+            host: &self.host,
+            path: &rule_path,
+        };
+        match matching_cache_parameters(rules, &request) {
+            Some(params) => Cow::Owned(params.key_target(&self.path).into_owned()),
+            None => Cow::Borrowed(&self.path),
+        }
+    }
+}
+
+impl Purge {
+    /// This purge with each file keyed as the edge keys a request for it under `rules` (the
+    /// zone's cache rules, in the order the edge applies them), as Cloudflare purges the cache
+    /// key a URL maps to. The URL as given is purged too when its key differs: an object
+    /// stored before a rule shaped its query is still under it.
+    pub fn keyed_by(self, rules: &[&CompiledRule]) -> Self {
+        let Self::Files(urls) = self else {
+            return self;
+        };
+        let mut keyed = Vec::with_capacity(urls.len());
+        for url in urls {
+            let target = url.key_target(rules.iter().copied());
+            if target != url.path {
+                let shaped = PurgeUrl {
+                    path: target.into_owned(),
+                    ..url.clone()
+                };
+                keyed.push(shaped);
+            }
+            keyed.push(url);
+        }
+        Self::Files(keyed)
     }
 }
 
@@ -215,6 +268,79 @@ mod tests {
             Purge::from_json(&json!({"prefixes": ["www.example.com/img"]})).expect("prefixes"),
             Purge::Prefixes(vec![("www.example.com".into(), "/img".into())])
         );
+    }
+
+    #[test]
+    fn purged_urls_are_keyed_as_the_zones_cache_rules_shape_them() {
+        let rules = crate::rules::Ruleset::from_json(
+            "z",
+            crate::rules::CACHE_PHASE,
+            &json!({"rules": [
+                {"expression": "starts_with(http.request.uri.path, \"/static/\")",
+                 "action": "set_cache_settings",
+                 "action_parameters": {"cache_key": {"ignore_query_strings_order": true}}},
+                {"expression": "http.request.uri.path eq \"/static/plain.css\"",
+                 "action": "set_cache_settings",
+                 "action_parameters": {"cache_key": {"custom_key":
+                   {"query_string": {"exclude": {"all": true}}}}}},
+                {"expression": "http.host eq \"other.example.com\"",
+                 "action": "set_cache_settings",
+                 "action_parameters": {"cache_key": {"ignore_query_strings_order": true}}}
+            ]}),
+            None,
+            "t",
+        )
+        .expect("accepted")
+        .compile()
+        .expect("compiles");
+        let rules: Vec<&CompiledRule> = rules.iter().collect();
+        let keyed = |url: &str| {
+            let url = PurgeUrl::parse(url).expect("url");
+            url.key_target(rules.iter().copied()).into_owned()
+        };
+        assert_eq!(
+            keyed("https://www.example.com/static/a.css?b=1&a=2"),
+            "/static/a.css?a=2&b=1"
+        );
+        // Rules see the path as the edge does: encoded unreserved characters decoded.
+        assert_eq!(
+            keyed("https://www.example.com/%73tatic/a.css?b=1&a=2"),
+            "/%73tatic/a.css?a=2&b=1"
+        );
+        assert_eq!(
+            keyed("https://www.example.com/static/plain.css?v=3&a=1"),
+            "/static/plain.css"
+        );
+        assert_eq!(
+            keyed("https://www.example.com/a.css?b=1&a=2"),
+            "/a.css?b=1&a=2",
+            "no rule"
+        );
+        assert_eq!(
+            keyed("https://other.example.com/a.css?b=1&a=2"),
+            "/a.css?a=2&b=1"
+        );
+
+        let purge = Purge::from_json(&json!({"files": [
+            "https://www.example.com/static/a.css?b=1&a=2",
+            "https://www.example.com/a.css?b=1&a=2"
+        ]}))
+        .expect("files");
+        let Purge::Files(files) = purge.keyed_by(&rules) else {
+            panic!("not files");
+        };
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/static/a.css?a=2&b=1",
+                "/static/a.css?b=1&a=2",
+                "/a.css?b=1&a=2"
+            ],
+            "the key, and the URL as given where it differs"
+        );
+        let tags = Purge::Tags(vec!["t".into()]);
+        assert_eq!(tags.clone().keyed_by(&rules), tags);
     }
 
     #[test]

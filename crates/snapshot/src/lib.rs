@@ -45,7 +45,13 @@ pub struct Published {
     revision_tx: watch::Sender<Revision>,
     /// A snapshot watcher keeps this in step with a store.
     followed: std::sync::atomic::AtomicBool,
+    /// The node configuration's cache rules by zone name, applied before each zone's own.
+    configured_cache_rules: std::sync::OnceLock<ConfiguredCacheRules>,
 }
+
+/// Cache rules from a node's configuration file, by zone name.
+pub type ConfiguredCacheRules =
+    std::collections::BTreeMap<String, Vec<parapet_model::rules::CompiledRule>>;
 
 impl Default for Published {
     fn default() -> Self {
@@ -54,6 +60,7 @@ impl Default for Published {
             rejected: ArcSwap::from_pointee(Vec::new()),
             revision_tx: watch::channel(0).0,
             followed: std::sync::atomic::AtomicBool::new(false),
+            configured_cache_rules: std::sync::OnceLock::new(),
         }
     }
 }
@@ -93,6 +100,21 @@ impl Published {
     pub(crate) fn set_followed(&self, followed: bool) {
         self.followed
             .store(followed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the node configuration's cache rules, once, at start (a second call is ignored:
+    /// the rules of a running node do not change).
+    pub fn set_configured_cache_rules(&self, rules: ConfiguredCacheRules) {
+        let _ = self.configured_cache_rules.set(rules);
+    }
+
+    /// The node configuration's cache rules for the zone named `zone_name`, which the edge
+    /// applies before the zone's own (`ZoneEdge::cache_rules`).
+    pub fn configured_cache_rules(&self, zone_name: &str) -> &[parapet_model::rules::CompiledRule] {
+        self.configured_cache_rules
+            .get()
+            .and_then(|by_zone| by_zone.get(zone_name))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Waits until a snapshot at `revision` or later is served.
