@@ -1,12 +1,13 @@
 //! Outgoing zone transfers against a real secondary: Knot transfers the zone from Parapet with
 //! TSIG, answers identically, and follows a change through NOTIFY and IXFR; zones and changes of
-//! hundreds of kilobytes go whole, in signed messages none of which is truncated.
+//! hundreds of kilobytes go whole, in signed messages none of which is truncated; ordinary
+//! queries signed with TSIG (a secondary's refresh) get signed answers or the TSIG error.
 
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use parapet_testkit::dns::{Mode, build, tcp};
-use parapet_testkit::{Knot, Node, NodeOptions};
+use parapet_testkit::{Knot, Node, NodeOptions, eventually};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parapet");
@@ -396,4 +397,149 @@ fn large_zones_and_large_changes_transfer_whole_with_tsig() {
         "the change applies as an IXFR:\n{}",
         knot.log()
     );
+}
+
+/// kdig's output for `args` asked of `server` with the TSIG key `key` ("name:secret"), and
+/// whether kdig succeeded.
+fn kdig_signed(server: std::net::SocketAddr, key: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .arg("-p")
+        .arg(server.port().to_string())
+        .arg("-y")
+        .arg(format!("hmac-sha256:{key}"))
+        .args(["+time=5", "+retry=0"])
+        .args(args)
+        .output()
+        .expect("kdig");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clean = out.status.success()
+        && !text.contains(";; ERROR")
+        && !text.to_lowercase().contains("warning");
+    (clean, text)
+}
+
+/// A node serving `zone` with a secondary that has the key `xfr-key`; NOTIFYs go to a socket
+/// the returned one holds, which never answers.
+fn node_with_keyed_secondary(zone: &str) -> (Node, std::net::UdpSocket) {
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--dns-rrl-rate",
+        "0",
+        "--edge-ipv4",
+        "203.0.113.10",
+    ]));
+    let zone_id = node.create_zone(zone);
+    node.ok(
+        "POST",
+        &format!("/zones/{zone_id}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    let account = node.ok("GET", "/accounts", None)[0]["id"]
+        .as_str()
+        .expect("account")
+        .to_owned();
+    let key = node.ok(
+        "POST",
+        &format!("/accounts/{account}/secondary_dns/tsigs"),
+        Some(json!({"name": "xfr-key.", "algo": "hmac-sha256.", "secret": SECRET})),
+    );
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let peer = node.ok(
+        "POST",
+        &format!("/accounts/{account}/secondary_dns/peers"),
+        Some(json!({"name": "secondary", "ip": "127.0.0.1", "port": port, "tsig_id": key["id"]})),
+    );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone_id}/secondary_dns/outgoing"),
+        Some(json!({"name": zone, "peers": [peer["id"]]})),
+    );
+    (node, silent)
+}
+
+#[test]
+fn signed_queries_get_signed_answers_and_bad_signatures_tsig_errors() {
+    let (node, _silent) = node_with_keyed_secondary("sig.test");
+    let dns = node.dns_addr();
+    let good = format!("xfr-key:{SECRET}");
+    // The index has the secondary's key once the zone's secondaries are published.
+    eventually(Duration::from_secs(10), "the key to be known", || {
+        kdig_signed(dns, &good, &["sig.test.", "SOA"]).0
+    });
+    // A secondary's refresh query, over UDP and TCP: kdig verifies the signed answer.
+    for transport in ["+notcp", "+tcp"] {
+        let (clean, text) = kdig_signed(dns, &good, &[transport, "sig.test.", "SOA"]);
+        assert!(clean, "{transport}: {text}");
+        assert!(text.contains("status: NOERROR"), "{text}");
+        assert!(text.contains("TSIG PSEUDOSECTION"), "{text}");
+        assert!(text.contains("sig.test.") && text.contains("SOA"), "{text}");
+    }
+    // Other questions of the zone too, and a name it does not have.
+    let (clean, text) = kdig_signed(dns, &good, &["www.sig.test.", "A"]);
+    assert!(clean && text.contains("192.0.2.1"), "{text}");
+    let (clean, text) = kdig_signed(dns, &good, &["none.sig.test.", "A"]);
+    assert!(clean && text.contains("status: NXDOMAIN"), "{text}");
+
+    // An answer that fits a 512-byte UDP message unsigned but not signed is truncated to fit
+    // with its signature.
+    let zone_id = node.ok("GET", "/zones?name=sig.test", None)[0]["id"]
+        .as_str()
+        .expect("zone")
+        .to_owned();
+    for i in 0..2 {
+        node.ok(
+            "POST",
+            &format!("/zones/{zone_id}/dns_records"),
+            Some(json!({"type": "TXT", "name": "long", "content": format!("{i}{}", "x".repeat(199))})),
+        );
+    }
+    let (clean, text) = kdig_signed(dns, &good, &["+tcp", "long.sig.test.", "TXT"]);
+    assert!(clean && text.contains("ANSWER: 2;"), "{text}");
+    let (clean, text) = kdig_signed(
+        dns,
+        &good,
+        &["+notcp", "+noedns", "+ignore", "long.sig.test.", "TXT"],
+    );
+    assert!(clean && text.contains("Flags: qr aa tc"), "{text}");
+    let received: usize = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(";; Received ")?
+                .strip_suffix(" B")?
+                .parse()
+                .ok()
+        })
+        .expect("size");
+    assert!(received <= 512, "{received} bytes: {text}");
+
+    // A wrong secret: NOTAUTH with an unsigned TSIG record holding BADSIG (kdig shows the
+    // rcode and the TSIG error together as the status).
+    let refused_with = |text: &str, error: &str| {
+        text.contains(&format!("status: {error}"))
+            && text
+                .lines()
+                .any(|l| l.split_whitespace().nth(3) == Some("TSIG") && l.contains(error))
+    };
+    let wrong = "xfr-key:d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZwo=";
+    let (_, text) = kdig_signed(dns, wrong, &["sig.test.", "SOA"]);
+    assert!(refused_with(&text, "BADSIG"), "{text}");
+    // A key the zone does not have: BADKEY.
+    let (_, text) = kdig_signed(
+        dns,
+        &format!("other-key:{SECRET}"),
+        &["+tcp", "sig.test.", "SOA"],
+    );
+    assert!(refused_with(&text, "BADKEY"), "{text}");
+    // So does a transfer signed with the wrong secret.
+    let (_, text) = kdig_signed(dns, wrong, &["+tcp", "sig.test.", "AXFR"]);
+    assert!(text.contains("replied with error 'BADSIG'"), "{text}");
 }

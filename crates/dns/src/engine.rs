@@ -375,20 +375,35 @@ pub fn answer_query(
             verified: false,
         });
     }
-    let answered = answer_slow(index, packet, transport, limits, client)?;
+    let answered = answer_slow(index, packet, transport, limits, client, 0)?;
     if let Some((q, limit)) = &plain {
         index.cache.insert(q, *limit, &answered.bytes);
     }
     Some(answered)
 }
 
-/// The engine proper, for every query the cache cannot answer.
+/// Answers one query packet as [`answer_query`] does, leaving `reserve` bytes free within the
+/// size the response may take (for a signature added after), and without the cache.
+pub fn answer_query_reserving(
+    index: &DnsIndex,
+    packet: &[u8],
+    transport: Transport,
+    limits: Limits,
+    client: Option<&Client<'_>>,
+    reserve: usize,
+) -> Option<Answered> {
+    answer_slow(index, packet, transport, limits, client, reserve)
+}
+
+/// The engine proper, for every query the cache cannot answer; the response leaves `reserve`
+/// bytes free.
 fn answer_slow(
     index: &DnsIndex,
     packet: &[u8],
     transport: Transport,
     limits: Limits,
     client: Option<&Client<'_>>,
+    reserve: usize,
 ) -> Option<Answered> {
     let unverified = |bytes| Answered {
         bytes,
@@ -425,7 +440,9 @@ fn answer_slow(
         Some(c) => c.cookies.check(cookie.as_deref(), c.ip, c.now),
         None => CookieCheck::Absent,
     };
-    let limit = limits.response_room(request.edns.as_ref().map(Edns::max_payload), transport);
+    let limit = limits
+        .response_room(request.edns.as_ref().map(Edns::max_payload), transport)
+        .saturating_sub(reserve);
     let (mut response, answer_cut) = match check {
         CookieCheck::Malformed => {
             let mut r = error_response(&request, ResponseCode::FormErr);

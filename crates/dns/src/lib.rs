@@ -13,6 +13,7 @@ mod flatten;
 mod index;
 mod rrl;
 mod server;
+mod signed;
 mod tsig;
 mod wire;
 mod xfr;

@@ -16,6 +16,7 @@ use crate::engine::{Answered, Client, Limits, Transport, answer_query};
 use crate::flatten::Flattener;
 use crate::index::{DnsIndex, EdgeAddrs};
 use crate::rrl::{RateLimiter, RrlConfig, Verdict, slipped};
+use crate::signed::{Signature, answer_signed_query, signature};
 use crate::xfr::{Journal, is_transfer, notify_changes, transfer};
 
 /// The index the servers answer from; swapped whole.
@@ -247,6 +248,30 @@ impl DnsServer {
 }
 
 impl DnsServer {
+    /// The response to a query other than a zone transfer: signed when the query is (`None`:
+    /// send nothing).
+    fn answer(
+        &self,
+        index: &DnsIndex,
+        query: &[u8],
+        transport: Transport,
+        client: &Client<'_>,
+    ) -> Option<Answered> {
+        match signature(query) {
+            Signature::None => answer_query(index, query, transport, self.limits, Some(client)),
+            Signature::Present(request) => answer_signed_query(
+                index,
+                query,
+                &request,
+                transport,
+                self.limits,
+                Some(client),
+                u64::from(client.now),
+            ),
+            Signature::Malformed => crate::signed::malformed(query),
+        }
+    }
+
     /// Serves already-bound UDP sockets, one thread each.
     pub fn spawn_udp(self: &Arc<Self>, sockets: Vec<std::net::UdpSocket>) -> std::io::Result<()> {
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -268,8 +293,8 @@ impl DnsServer {
         let Answered {
             bytes: response,
             verified,
-        } = answer_query(index, query, Transport::Udp, self.limits, Some(&client))?;
-        // A valid server cookie proves the source address: no rate limit.
+        } = self.answer(index, query, Transport::Udp, &client)?;
+        // A valid server cookie (or signature) proves the source address: no rate limit.
         let verdict = if verified || !self.rrl.enabled() {
             Verdict::Send
         } else {
@@ -461,13 +486,7 @@ impl DnsServer {
             };
             let Some(Answered {
                 bytes: response, ..
-            }) = answer_query(
-                &index,
-                &buf[..n],
-                Transport::Tcp,
-                self.limits,
-                Some(&client),
-            )
+            }) = self.answer(&index, &buf[..n], Transport::Tcp, &client)
             else {
                 return Ok(());
             };

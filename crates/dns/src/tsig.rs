@@ -30,13 +30,11 @@ pub struct Signed {
     pub mac: Vec<u8>,
 }
 
-/// Why a request's TSIG was refused.
+/// Why a request's TSIG could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TsigFailure {
     Missing,
     Malformed,
-    /// An RFC 8945 error code.
-    Rejected(u16),
 }
 
 fn name_wire(name: &str) -> Vec<u8> {
@@ -53,8 +51,11 @@ fn name_wire(name: &str) -> Vec<u8> {
     out
 }
 
+/// The one algorithm supported.
+const ALGORITHM: &str = "hmac-sha256";
+
 fn algorithm_wire() -> Vec<u8> {
-    name_wire("hmac-sha256")
+    name_wire(ALGORITHM)
 }
 
 fn hmac(secret: &[u8], parts: &[&[u8]]) -> Vec<u8> {
@@ -68,21 +69,37 @@ fn hmac(secret: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-fn variables(key: &str, time: u64, error: u16, other: &[u8]) -> Vec<u8> {
+/// The TSIG variables (RFC 8945 §4.3.3) of a first message or a request.
+fn variables(key: &str, algorithm: &str, timers: Timers, error: u16, other: &[u8]) -> Vec<u8> {
     let mut v = name_wire(key);
     v.extend_from_slice(&CLASS_ANY.to_be_bytes());
     v.extend_from_slice(&0u32.to_be_bytes());
-    v.extend_from_slice(&algorithm_wire());
-    v.extend_from_slice(&time.to_be_bytes()[2..]);
-    v.extend_from_slice(&FUDGE.to_be_bytes());
+    v.extend_from_slice(&name_wire(algorithm));
+    v.extend_from_slice(&timers.wire());
     v.extend_from_slice(&error.to_be_bytes());
     v.extend_from_slice(&(other.len() as u16).to_be_bytes());
     v.extend_from_slice(other);
     v
 }
 
+/// Time signed and fudge.
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    time: u64,
+    fudge: u16,
+}
+
+impl Timers {
+    fn wire(self) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        out[..6].copy_from_slice(&self.time.to_be_bytes()[2..]);
+        out[6..].copy_from_slice(&self.fudge.to_be_bytes());
+        out
+    }
+}
+
 /// Reads a name in wire form at `at` without following pointers; returns it dotted and its length.
-fn read_name(packet: &[u8], mut at: usize) -> Option<(String, usize)> {
+pub(crate) fn read_name(packet: &[u8], mut at: usize) -> Option<(String, usize)> {
     let start = at;
     let mut labels = Vec::new();
     loop {
@@ -100,12 +117,33 @@ fn read_name(packet: &[u8], mut at: usize) -> Option<(String, usize)> {
     Some((labels.join("."), at - start))
 }
 
-/// Verifies the TSIG record that ends `packet`, with the key `find_key` returns for its name.
-pub fn verify_request(
-    packet: &[u8],
-    now: u64,
-    find_key: impl Fn(&str) -> Option<Key>,
-) -> Result<Signed, TsigFailure> {
+/// The TSIG record that ends a request, as read (not yet verified).
+#[derive(Debug, Clone)]
+pub struct RequestTsig {
+    /// The key's name, lowercase without the trailing dot.
+    pub key_name: String,
+    algorithm: String,
+    timers: Timers,
+    mac: Vec<u8>,
+    original_id: [u8; 2],
+    error: u16,
+    other: Vec<u8>,
+    /// Where the record starts: the MAC covers the message before it.
+    start: usize,
+}
+
+/// Why a signed request is refused, and (for BADTIME) the key that verified it, with which the
+/// error is signed.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// An RFC 8945 error code.
+    pub error: u16,
+    pub signed: Option<Signed>,
+}
+
+/// Reads the TSIG record that ends `packet`: [`TsigFailure::Missing`] when the last record is
+/// not one, [`TsigFailure::Malformed`] when the message or the record cannot be read.
+pub fn read_request(packet: &[u8]) -> Result<RequestTsig, TsigFailure> {
     if packet.len() < 12 || u16::from_be_bytes([packet[10], packet[11]]) == 0 {
         return Err(TsigFailure::Missing);
     }
@@ -123,13 +161,11 @@ pub fn verify_request(
     let (key_name, name_len) = read_name(packet, start).ok_or(TsigFailure::Malformed)?;
     let h = start + name_len;
     let fixed = packet.get(h..h + 10).ok_or(TsigFailure::Malformed)?;
-    if u16::from_be_bytes([fixed[0], fixed[1]]) != TSIG_TYPE
-        || u16::from_be_bytes([fixed[2], fixed[3]]) != CLASS_ANY
-    {
+    if u16::from_be_bytes([fixed[0], fixed[1]]) != TSIG_TYPE {
         return Err(TsigFailure::Missing);
     }
     let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-    if h + 10 + rdlen != packet.len() {
+    if u16::from_be_bytes([fixed[2], fixed[3]]) != CLASS_ANY || h + 10 + rdlen != packet.len() {
         return Err(TsigFailure::Malformed);
     }
     let rdata = &packet[h + 10..];
@@ -149,29 +185,115 @@ pub fn verify_request(
     if tail.len() < 6 {
         return Err(TsigFailure::Malformed);
     }
-    let original_id = [tail[0], tail[1]];
-    let error = u16::from_be_bytes([tail[2], tail[3]]);
     let other_len = usize::from(u16::from_be_bytes([tail[4], tail[5]]));
     let other = tail.get(6..6 + other_len).ok_or(TsigFailure::Malformed)?;
-    if algorithm != "hmac-sha256" {
-        return Err(TsigFailure::Rejected(BADKEY));
+    Ok(RequestTsig {
+        key_name,
+        algorithm,
+        timers: Timers { time, fudge },
+        mac,
+        original_id: [tail[0], tail[1]],
+        error: u16::from_be_bytes([tail[2], tail[3]]),
+        other: other.to_vec(),
+        start,
+    })
+}
+
+impl RequestTsig {
+    /// Verifies the request (`packet`, which this record ends) with the key `find_key` returns
+    /// for its name: the checks of RFC 8945 §5.2 in order (key, MAC, time), with the request's
+    /// own TSIG variables.
+    pub fn verify(
+        &self,
+        packet: &[u8],
+        now: u64,
+        find_key: impl Fn(&str) -> Option<Key>,
+    ) -> Result<Signed, Refusal> {
+        let refuse = |error| Refusal {
+            error,
+            signed: None,
+        };
+        if self.algorithm != ALGORITHM {
+            return Err(refuse(BADKEY));
+        }
+        let key = find_key(&self.key_name).ok_or(refuse(BADKEY))?;
+        let message = self.unsigned(packet, true);
+        let expected = hmac(
+            &key.secret,
+            &[
+                &message,
+                &variables(
+                    &self.key_name,
+                    &self.algorithm,
+                    self.timers,
+                    self.error,
+                    &self.other,
+                ),
+            ],
+        );
+        let mac = &self.mac;
+        if mac.len() < 16 || expected.get(..mac.len()) != Some(mac.as_slice()) {
+            return Err(refuse(BADSIG));
+        }
+        let signed = Signed {
+            key,
+            mac: mac.clone(),
+        };
+        if now.abs_diff(self.timers.time) > u64::from(self.timers.fudge) {
+            return Err(Refusal {
+                error: BADTIME,
+                signed: Some(signed),
+            });
+        }
+        Ok(signed)
     }
-    let key = find_key(&key_name).ok_or(TsigFailure::Rejected(BADKEY))?;
-    let mut message = packet[..start].to_vec();
-    message[..2].copy_from_slice(&original_id);
-    let arcount = u16::from_be_bytes([message[10], message[11]]) - 1;
-    message[10..12].copy_from_slice(&arcount.to_be_bytes());
-    let expected = hmac(
-        &key.secret,
-        &[&message, &variables(&key.name, time, error, other)],
-    );
-    if mac.len() < 16 || expected.get(..mac.len()) != Some(mac.as_slice()) {
-        return Err(TsigFailure::Rejected(BADSIG));
+
+    /// `packet` without this record (the additional count one less); with `original_id`, under
+    /// the id the request was signed with (what the MAC covers).
+    pub fn unsigned(&self, packet: &[u8], original_id: bool) -> Vec<u8> {
+        let mut message = packet[..self.start].to_vec();
+        if original_id {
+            message[..2].copy_from_slice(&self.original_id);
+        }
+        let arcount = u16::from_be_bytes([message[10], message[11]]).saturating_sub(1);
+        message[10..12].copy_from_slice(&arcount.to_be_bytes());
+        message
     }
-    if now.abs_diff(time) > u64::from(fudge) {
-        return Err(TsigFailure::Rejected(BADTIME));
+
+    /// Appends to `response` (an encoded error response to this request) the TSIG record of
+    /// `refusal`: unsigned, with no MAC, for a bad key or signature; signed, with the request's
+    /// time and ours in its other data, for a bad time (RFC 8945 §5.2, §5.3.2).
+    pub fn append_error(&self, response: &mut Vec<u8>, refusal: &Refusal, now: u64) {
+        match &refusal.signed {
+            Some(s) => {
+                let ours = now.to_be_bytes()[2..].to_vec();
+                sign_with(
+                    response,
+                    &s.key,
+                    Some(&s.mac),
+                    true,
+                    self.timers,
+                    refusal.error,
+                    &ours,
+                );
+            }
+            None => {
+                let mut rdata = name_wire(&self.algorithm);
+                rdata.extend_from_slice(
+                    &Timers {
+                        time: now,
+                        fudge: FUDGE,
+                    }
+                    .wire(),
+                );
+                rdata.extend_from_slice(&0u16.to_be_bytes());
+                rdata.extend_from_slice(&[response[0], response[1]]);
+                rdata.extend_from_slice(&refusal.error.to_be_bytes());
+                rdata.extend_from_slice(&0u16.to_be_bytes());
+                append_record(response, &self.key_name, &rdata);
+            }
+        }
     }
-    Ok(Signed { key, mac })
 }
 
 /// The offset after a (possibly compressed) name at `at`.
@@ -212,17 +334,32 @@ pub fn sign(
     first: bool,
     now: u64,
 ) -> Vec<u8> {
+    let timers = Timers {
+        time: now,
+        fudge: FUDGE,
+    };
+    sign_with(message, key, prior, first, timers, 0, &[])
+}
+
+/// [`sign`] with the timers, error and other data given.
+fn sign_with(
+    message: &mut Vec<u8>,
+    key: &Key,
+    prior: Option<&[u8]>,
+    first: bool,
+    timers: Timers,
+    error: u16,
+    other: &[u8],
+) -> Vec<u8> {
     let prior_part = prior.map(|p| {
         let mut v = (p.len() as u16).to_be_bytes().to_vec();
         v.extend_from_slice(p);
         v
     });
     let vars = if first {
-        variables(&key.name, now, 0, &[])
+        variables(&key.name, ALGORITHM, timers, error, other)
     } else {
-        let mut v = now.to_be_bytes()[2..].to_vec();
-        v.extend_from_slice(&FUDGE.to_be_bytes());
-        v
+        timers.wire().to_vec()
     };
     let mac = hmac(
         &key.secret,
@@ -230,21 +367,27 @@ pub fn sign(
     );
     let original_id = [message[0], message[1]];
     let mut rdata = algorithm_wire();
-    rdata.extend_from_slice(&now.to_be_bytes()[2..]);
-    rdata.extend_from_slice(&FUDGE.to_be_bytes());
+    rdata.extend_from_slice(&timers.wire());
     rdata.extend_from_slice(&(mac.len() as u16).to_be_bytes());
     rdata.extend_from_slice(&mac);
     rdata.extend_from_slice(&original_id);
-    rdata.extend_from_slice(&[0, 0, 0, 0]);
-    message.extend_from_slice(&name_wire(&key.name));
+    rdata.extend_from_slice(&error.to_be_bytes());
+    rdata.extend_from_slice(&(other.len() as u16).to_be_bytes());
+    rdata.extend_from_slice(other);
+    append_record(message, &key.name, &rdata);
+    mac
+}
+
+/// Appends a TSIG record owned by `key_name` to `message` and counts it.
+fn append_record(message: &mut Vec<u8>, key_name: &str, rdata: &[u8]) {
+    message.extend_from_slice(&name_wire(key_name));
     message.extend_from_slice(&TSIG_TYPE.to_be_bytes());
     message.extend_from_slice(&CLASS_ANY.to_be_bytes());
     message.extend_from_slice(&0u32.to_be_bytes());
     message.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-    message.extend_from_slice(&rdata);
+    message.extend_from_slice(rdata);
     let arcount = u16::from_be_bytes([message[10], message[11]]).saturating_add(1);
     message[10..12].copy_from_slice(&arcount.to_be_bytes());
-    mac
 }
 
 #[cfg(test)]
@@ -258,37 +401,87 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_signed_request_verifies_and_a_tampered_one_does_not() {
-        let mut request = vec![
+    /// The error a request gets verified at `now` with `find_key`, if any.
+    fn refused(request: &[u8], now: u64, find_key: impl Fn(&str) -> Option<Key>) -> Option<u16> {
+        read_request(request)
+            .expect("a TSIG record")
+            .verify(request, now, find_key)
+            .err()
+            .map(|r| r.error)
+    }
+
+    /// An AXFR query for example., unsigned.
+    fn query() -> Vec<u8> {
+        vec![
             0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e',
             0, 0, 252, 0, 1,
-        ];
+        ]
+    }
+
+    fn signed_query() -> Vec<u8> {
+        let mut request = query();
         sign(&mut request, &key(), None, true, 1_000_000);
-        let ok = verify_request(&request, 1_000_010, |n| (n == "transfer.key").then(key))
+        request
+    }
+
+    #[test]
+    fn a_signed_request_verifies_and_a_tampered_one_does_not() {
+        let request = signed_query();
+        let ok = read_request(&request)
+            .expect("read")
+            .verify(&request, 1_000_010, |n| (n == "transfer.key").then(key))
             .expect("verifies");
         assert_eq!(ok.mac.len(), 32);
         let mut tampered = request.clone();
         tampered[14] ^= 0x20;
-        assert_eq!(
-            verify_request(&tampered, 1_000_010, |_| Some(key())).err(),
-            Some(TsigFailure::Rejected(BADSIG))
-        );
-        assert_eq!(
-            verify_request(&request, 1_000_010, |_| None).err(),
-            Some(TsigFailure::Rejected(BADKEY))
-        );
-        assert_eq!(
-            verify_request(&request, 2_000_000, |_| Some(key())).err(),
-            Some(TsigFailure::Rejected(BADTIME))
-        );
+        assert_eq!(refused(&tampered, 1_000_010, |_| Some(key())), Some(BADSIG));
+        assert_eq!(refused(&request, 1_000_010, |_| None), Some(BADKEY));
+        assert_eq!(refused(&request, 2_000_000, |_| Some(key())), Some(BADTIME));
         assert_eq!(request.len(), 25 + signature_len(&key()));
-        let unsigned = &request[..25];
-        let mut unsigned = unsigned.to_vec();
+        let mut unsigned = request[..25].to_vec();
         unsigned[11] = 0;
-        assert_eq!(
-            verify_request(&unsigned, 1_000_010, |_| Some(key())).err(),
-            Some(TsigFailure::Missing)
-        );
+        assert!(matches!(read_request(&unsigned), Err(TsigFailure::Missing)));
+    }
+
+    #[test]
+    fn the_request_fudge_is_what_is_verified_and_bounds_the_time() {
+        // A request signed with a fudge of 10 (as a client may): the MAC covers that fudge.
+        let mut request = query();
+        let timers = Timers {
+            time: 1_000_000,
+            fudge: 10,
+        };
+        sign_with(&mut request, &key(), None, true, timers, 0, &[]);
+        assert_eq!(refused(&request, 1_000_005, |_| Some(key())), None);
+        assert_eq!(refused(&request, 1_000_020, |_| Some(key())), Some(BADTIME));
+    }
+
+    #[test]
+    fn errors_carry_a_tsig_record_signed_only_for_a_bad_time() {
+        let request = signed_query();
+        let read = read_request(&request).expect("read");
+        let header = |packet: &[u8]| {
+            let mut h = packet[..12].to_vec();
+            h[4..12].fill(0);
+            h
+        };
+        let refusal = read
+            .verify(&request, 1_000_000, |_| None)
+            .expect_err("no key");
+        let mut response = header(&request);
+        read.append_error(&mut response, &refusal, 1_000_000);
+        let record = read_request(&response).expect("a TSIG record");
+        assert_eq!((record.error, record.mac.len()), (BADKEY, 0));
+
+        let refusal = read
+            .verify(&request, 5_000_000, |_| Some(key()))
+            .expect_err("late");
+        let mut response = header(&request);
+        read.append_error(&mut response, &refusal, 5_000_000);
+        let record = read_request(&response).expect("a TSIG record");
+        assert_eq!((record.error, record.mac.len()), (BADTIME, 32));
+        // The request's time, and ours in the other data.
+        assert_eq!(record.timers.time, 1_000_000);
+        assert_eq!(record.other, 5_000_000u64.to_be_bytes()[2..].to_vec());
     }
 }

@@ -161,6 +161,20 @@ fn refusal(request: &Message, rcode: ResponseCode) -> Vec<Vec<u8>> {
     r.to_vec().map(|b| vec![b]).unwrap_or_default()
 }
 
+/// A refusal, signed when the request was.
+fn signed_refusal(
+    request: &Message,
+    rcode: ResponseCode,
+    signed: Option<&Signed>,
+    now: u64,
+) -> Vec<Vec<u8>> {
+    let mut out = refusal(request, rcode);
+    if let (Some(s), Some(bytes)) = (signed, out.first_mut()) {
+        tsig::sign(bytes, &s.key, Some(&s.mac), true, now);
+    }
+    out
+}
+
 /// Answers an AXFR or IXFR query from `client` with the messages of the transfer.
 pub fn transfer(
     index: &DnsIndex,
@@ -179,30 +193,52 @@ pub fn transfer(
     if key.ends_with('.') {
         key.pop();
     }
-    let Some(zone) = index.zones.get(&key) else {
-        return refusal(&request, ResponseCode::NotAuth);
-    };
-    // The transfer ACL: only the zone's peers, and with their key when they have one.
-    let Some(peer) = zone.transfer_peers.iter().find(|p| p.addr.ip() == client) else {
-        return refusal(&request, ResponseCode::NotAuth);
-    };
-    let signed: Option<Signed> = match &peer.tsig {
-        Some(k) => {
-            let key = Key {
-                name: k.name.clone(),
-                secret: k.secret_bytes(),
-            };
-            match tsig::verify_request(packet, now, |name| (name == key.name).then(|| key.clone()))
-            {
+    let zone = index.zones.get(&key);
+    // A signed request is verified with the keys of the zone's peers; one that fails gets its
+    // TSIG error (RFC 8945 §5.2).
+    let signed: Option<Signed> = match tsig::read_request(packet) {
+        Ok(tsig_request) => {
+            let keys: Vec<Key> = zone
+                .iter()
+                .flat_map(|z| z.transfer_peers.iter())
+                .filter_map(|p| p.tsig.as_ref())
+                .map(|k| Key {
+                    name: k.name.to_ascii_lowercase(),
+                    secret: k.secret_bytes(),
+                })
+                .collect();
+            match tsig_request.verify(packet, now, |name| {
+                keys.iter().find(|k| k.name == name).cloned()
+            }) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    tracing::warn!(%client, zone = %zone.origin, "zone transfer refused: TSIG {e:?}");
-                    return refusal(&request, ResponseCode::NotAuth);
+                    tracing::warn!(%client, zone = %key, "zone transfer refused: TSIG error {}", e.error);
+                    let mut out = refusal(&request, ResponseCode::NotAuth);
+                    if let Some(bytes) = out.first_mut() {
+                        tsig_request.append_error(bytes, &e, now);
+                    }
+                    return out;
                 }
             }
         }
-        None => None,
+        Err(tsig::TsigFailure::Malformed) => return refusal(&request, ResponseCode::FormErr),
+        Err(_) => None,
     };
+    let Some(zone) = zone else {
+        return signed_refusal(&request, ResponseCode::NotAuth, signed.as_ref(), now);
+    };
+    // The transfer ACL: only the zone's peers, and with their key when they have one.
+    let Some(peer) = zone.transfer_peers.iter().find(|p| p.addr.ip() == client) else {
+        return signed_refusal(&request, ResponseCode::NotAuth, signed.as_ref(), now);
+    };
+    if let Some(k) = &peer.tsig
+        && signed
+            .as_ref()
+            .is_none_or(|s| !s.key.name.eq_ignore_ascii_case(&k.name))
+    {
+        tracing::warn!(%client, zone = %zone.origin, "zone transfer refused: not signed with the peer's key");
+        return signed_refusal(&request, ResponseCode::NotAuth, signed.as_ref(), now);
+    }
     let Some(current_soa) = soa_record(zone, zone.serial) else {
         return Vec::new();
     };
@@ -244,11 +280,7 @@ pub fn transfer(
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(%client, zone = %zone.origin, "zone transfer failed: {e}");
-            let mut failed = refusal(&request, ResponseCode::ServFail);
-            if let (Some(s), Some(bytes)) = (&signed, failed.first_mut()) {
-                tsig::sign(bytes, &s.key, Some(&s.mac), true, now);
-            }
-            return failed;
+            return signed_refusal(&request, ResponseCode::ServFail, signed.as_ref(), now);
         }
     };
     let mut prior = signed.as_ref().map(|s| s.mac.clone());

@@ -1,0 +1,121 @@
+//! Ordinary queries signed with TSIG (RFC 8945), such as a secondary's refresh SOA query: the
+//! signature is verified with the keys of the zone asked about, and the answer is signed, the
+//! request's MAC chained; a request that fails verification gets NOTAUTH with the TSIG error.
+//! Zone transfers verify their own (see `xfr`). No IO here: the caller gives the time.
+
+use crate::engine::{Answered, Client, Limits, Transport, answer_query_reserving};
+use crate::index::DnsIndex;
+use crate::tsig::{self, Key, RequestTsig, TsigFailure};
+
+/// What a query's last record says about its signature.
+pub enum Signature {
+    /// No TSIG record: the query is answered as any other.
+    None,
+    /// A TSIG record, read.
+    Present(RequestTsig),
+    /// A TSIG record that cannot be read, or a message that cannot be walked to it.
+    Malformed,
+}
+
+/// Looks for the TSIG record that ends `packet` (cheap for the queries with no additional
+/// record, which most are).
+pub fn signature(packet: &[u8]) -> Signature {
+    if packet.len() < 12 || packet[10..12] == [0, 0] {
+        return Signature::None;
+    }
+    match tsig::read_request(packet) {
+        Ok(request) => Signature::Present(request),
+        Err(TsigFailure::Malformed) => Signature::Malformed,
+        Err(_) => Signature::None,
+    }
+}
+
+/// The keys a query may be signed with: those of the secondaries of the zone its question is in.
+fn zone_keys(index: &DnsIndex, packet: &[u8]) -> Vec<Key> {
+    if packet.get(4..6) != Some(&[0, 1]) {
+        return Vec::new();
+    }
+    let Some((qname, _)) = tsig::read_name(packet, 12) else {
+        return Vec::new();
+    };
+    let Some(zone) = index.zone_for(&qname) else {
+        return Vec::new();
+    };
+    zone.transfer_peers
+        .iter()
+        .filter_map(|p| p.tsig.as_ref())
+        .map(|k| Key {
+            name: k.name.to_ascii_lowercase(),
+            secret: k.secret_bytes(),
+        })
+        .collect()
+}
+
+/// The header (and the question, when there is one that can be read) of `packet`, as a
+/// response with `rcode`.
+fn error_header(packet: &[u8], rcode: u8) -> Vec<u8> {
+    let question_end = (packet[4..6] == [0, 1])
+        .then(|| tsig::read_name(packet, 12))
+        .flatten()
+        .map(|(_, len)| 12 + len + 4)
+        .filter(|&end| end <= packet.len());
+    let mut out = packet[..question_end.unwrap_or(12)].to_vec();
+    out[2] = 0x80 | (packet[2] & 0x79); // QR, opcode and RD copied.
+    out[3] = rcode;
+    out[4..6].copy_from_slice(&[0, u8::from(question_end.is_some())]);
+    out[6..12].fill(0);
+    out
+}
+
+/// NOTAUTH: RFC 8945's rcode for a request whose signature fails.
+const NOTAUTH: u8 = 9;
+const FORMERR: u8 = 1;
+
+/// Answers a query that ends with the TSIG record `request`: signed when it verifies with a key
+/// of the zone, else NOTAUTH with the TSIG error (`verified` then false, for rate limiting).
+pub fn answer_signed_query(
+    index: &DnsIndex,
+    packet: &[u8],
+    request: &RequestTsig,
+    transport: Transport,
+    limits: Limits,
+    client: Option<&Client<'_>>,
+    now: u64,
+) -> Option<Answered> {
+    if packet[2] & 0x80 != 0 {
+        return None;
+    }
+    let keys = zone_keys(index, packet);
+    match request.verify(packet, now, |name| {
+        keys.iter().find(|k| k.name == name).cloned()
+    }) {
+        Ok(signed) => {
+            let unsigned = request.unsigned(packet, false);
+            let room = tsig::signature_len(&signed.key);
+            let Answered { mut bytes, .. } =
+                answer_query_reserving(index, &unsigned, transport, limits, client, room)?;
+            tsig::sign(&mut bytes, &signed.key, Some(&signed.mac), true, now);
+            Some(Answered {
+                bytes,
+                verified: true,
+            })
+        }
+        Err(refusal) => {
+            tracing::debug!(key = %request.key_name, error = refusal.error, "TSIG-signed query refused");
+            let mut bytes = error_header(packet, NOTAUTH);
+            request.append_error(&mut bytes, &refusal, now);
+            Some(Answered {
+                bytes,
+                verified: false,
+            })
+        }
+    }
+}
+
+/// The answer to a query whose TSIG record cannot be read.
+pub fn malformed(packet: &[u8]) -> Option<Answered> {
+    (packet.len() >= 12 && packet[2] & 0x80 == 0).then(|| Answered {
+        bytes: error_header(packet, FORMERR),
+        verified: false,
+    })
+}
