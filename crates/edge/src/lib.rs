@@ -481,7 +481,7 @@ impl Connections {
         shutdown: &'a ShutdownWatch,
     ) -> std::pin::Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
         if let Some(reads) = stream::engine_reads(&stream) {
-            reads.begin();
+            reads.begin(self.proxy.max_header_bytes);
         }
         let mut session = ServerSession::new_http1(stream);
         if let Some(settings) = settings {

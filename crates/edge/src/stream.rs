@@ -381,6 +381,10 @@ const HELD_AHEAD: usize = 64 * 1024;
 /// reads of a request's header stop at the header's end, and once it has the whole request,
 /// what the visitor sends stays read ahead for the edge's next turn on the connection: the
 /// engine's reads then see nothing but the visitor's close.
+///
+/// A header must also arrive whole within [`HEAD_TIME`] (checked as its bytes come; the
+/// engine's own timeout ends a silent wait) and within twice the size the edge answers with
+/// 431: the engine itself would wait on each read alone, and take up to a MiB.
 #[derive(Debug, Default)]
 pub(crate) struct EngineReads {
     /// 0: reads go as they come. Otherwise the engine reads a request's header: 1 + how many
@@ -388,13 +392,30 @@ pub(crate) struct EngineReads {
     head: AtomicU8,
     /// The engine has the whole request.
     held: AtomicBool,
+    /// A request began: the header's time and size count from the next read.
+    begun: AtomicBool,
+    /// How much of a header is read at most.
+    head_limit: AtomicUsize,
+    /// When the header being read must have arrived by, and how much of it has.
+    head_deadline: Option<std::time::Instant>,
+    head_read: usize,
 }
 
+/// How long a request header may take to arrive (nginx's `client_header_timeout`).
+#[cfg(not(test))]
+const HEAD_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+#[cfg(test)]
+const HEAD_TIME: std::time::Duration = std::time::Duration::from_millis(300);
+
 impl EngineReads {
-    /// The engine is about to read a request.
-    pub(crate) fn begin(&self) {
+    /// The engine is about to read a request, whose header is refused (431) over
+    /// `max_header_bytes`.
+    pub(crate) fn begin(&self, max_header_bytes: usize) {
         self.head.store(1, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
+        self.head_limit
+            .store(max_header_bytes.saturating_mul(2), Ordering::Relaxed);
+        self.begun.store(true, Ordering::Relaxed);
     }
 
     /// The engine has the whole request (its body, if any, read to the end).
@@ -410,7 +431,7 @@ impl EngineReads {
 
     /// A read of `io` behind `buffers`' read-ahead.
     pub(crate) fn poll_read<R: AsyncRead + Unpin>(
-        &self,
+        &mut self,
         buffers: &mut Buffers,
         io: &mut R,
         cx: &mut Context<'_>,
@@ -426,8 +447,21 @@ impl EngineReads {
             }
             return Pin::new(io).poll_read(cx, buf);
         }
+        if self.begun.swap(false, Ordering::Relaxed) {
+            self.head_deadline = Some(std::time::Instant::now() + HEAD_TIME);
+            self.head_read = 0;
+        }
         if buffers.ahead_len() == 0 && ready!(buffers.poll_fill(io, cx))? == 0 {
             return Poll::Ready(Ok(()));
+        }
+        if self
+            .head_deadline
+            .is_some_and(|deadline| std::time::Instant::now() > deadline)
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request header took too long",
+            )));
         }
         let ahead = buffers.ahead();
         let readable = ahead.len().min(buf.remaining());
@@ -448,6 +482,13 @@ impl EngineReads {
             if matched == 4 { 0 } else { matched + 1 },
             Ordering::Relaxed,
         );
+        self.head_read = self.head_read.saturating_add(take);
+        if matched != 4 && self.head_read > self.head_limit.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the request header is too large",
+            )));
+        }
         buffers.read_ahead_upto(buf, take);
         Poll::Ready(Ok(()))
     }
@@ -1063,6 +1104,87 @@ mod tests {
         let want = [&head[..], &body, b"gathered", b"what follows the body"].concat();
         assert_eq!(got.len(), want.len());
         assert!(got == want, "the bytes arrive as written");
+    }
+
+    #[tokio::test]
+    async fn the_engine_reads_a_header_to_its_end_then_nothing_but_a_close_and_no_endless_header() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let connect = || TcpStream::connect(listener.local_addr().expect("addr"));
+        let mut client = connect().await.expect("connect");
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        let mut stream = VisitorStream::new(tcp, peer, None);
+        let mut buf = [0u8; 4096];
+        async fn read(stream: &mut VisitorStream, buf: &mut [u8]) -> Option<io::Result<usize>> {
+            let within = std::time::Duration::from_millis(200);
+            tokio::time::timeout(within, stream.read(buf)).await.ok()
+        }
+        // A request, a body and the next request in one write, its header's end split over
+        // the read's edge: the engine gets the header alone.
+        let first = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let next = "GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+        client
+            .write_all(format!("{first}{next}").as_bytes())
+            .await
+            .expect("write");
+        stream.engine_reads.begin(1024);
+        let n = stream
+            .read(&mut buf[..first.len() - 3])
+            .await
+            .expect("read");
+        assert_eq!(&buf[..n], &first.as_bytes()[..n]);
+        let rest = stream.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..rest], &first.as_bytes()[n..]);
+        // The request is whole: what follows stays read ahead, and the engine's read waits...
+        stream.engine_reads.request_read();
+        client.write_all(b"more").await.expect("write");
+        assert!(read(&mut stream, &mut buf).await.is_none());
+        assert_eq!(stream.ahead(), format!("{next}more").as_bytes());
+        // ... until the visitor closes, which it sees.
+        client.shutdown().await.expect("close");
+        assert_eq!(
+            read(&mut stream, &mut buf).await.map(|r| r.ok()),
+            Some(Some(0))
+        );
+        // The edge's next turn reads what was kept.
+        stream.engine_reads.end();
+        let n = stream.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], format!("{next}more").as_bytes());
+
+        // A header that does not end within twice the limit fails the read.
+        let mut client = connect().await.expect("connect");
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        let mut stream = VisitorStream::new(tcp, peer, None);
+        stream.engine_reads.begin(1024);
+        client
+            .write_all(format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(3000)).as_bytes())
+            .await
+            .expect("write");
+        let mut failed = None;
+        for _ in 0..10 {
+            if let Err(e) = stream.read(&mut buf).await {
+                failed = Some(e.kind());
+                break;
+            }
+        }
+        assert_eq!(failed, Some(io::ErrorKind::InvalidData));
+
+        // A header still coming after its time fails the read as its next bytes come.
+        let mut client = connect().await.expect("connect");
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        let mut stream = VisitorStream::new(tcp, peer, None);
+        stream.engine_reads.begin(1024);
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        assert!(stream.read(&mut buf).await.is_ok());
+        tokio::time::sleep(HEAD_TIME + std::time::Duration::from_millis(50)).await;
+        client.write_all(b"X: y\r\n").await.expect("write");
+        let late = stream.read(&mut buf).await.map_err(|e| e.kind());
+        assert_eq!(late, Err(io::ErrorKind::TimedOut));
     }
 
     #[tokio::test]
