@@ -216,6 +216,8 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     // The data planes start from the last good state (exactly the running one's when taking
     // over) and need no store: they serve while the store is still held by a previous process.
     let published = Arc::new(Published::new());
+    // Applied by the edge before each zone's own, and by purges by URL.
+    published.set_configured_cache_rules(config.cache_rules.clone());
     publish_last_good(&published, &LastGood::new(&last_good_path));
     // One cache of outside names' addresses, for apex CNAME flattening and for edge origins.
     let resolver = Arc::new(Flattener::new(config.resolver.or_else(system_resolver)));
@@ -244,13 +246,6 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
             let m = Arc::clone(&edge_metrics);
             move || m.render()
         }) as parapet_api::MetricsSource);
-        proxy.config_cache_rules = Arc::new(
-            config
-                .cache_rules
-                .iter()
-                .map(|(zone, rules)| (zone.clone(), rules.clone()))
-                .collect(),
-        );
         proxy.connect_timeout = config.edge_connect_timeout;
         proxy.read_timeout = config.edge_read_timeout;
         proxy.max_body_bytes = config.edge_max_body_bytes;

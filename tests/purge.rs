@@ -113,14 +113,23 @@ struct Site {
 
 impl Site {
     fn start(name: &str, rules: serde_json::Value) -> Self {
+        Self::start_with(name, rules, "")
+    }
+
+    /// As `start`, with this node configuration (which may hold cache rules of its own).
+    fn start_with(name: &str, rules: serde_json::Value, config: &str) -> Self {
         let port = free_port();
         let hits = start_origin("127.0.0.2", port);
-        let node = Node::start(NodeOptions::new(BIN).args([
-            "--activation",
-            "auto",
-            "--http-listen",
-            &format!("127.0.0.1:{port}"),
-        ]));
+        let node = Node::start(
+            NodeOptions::new(BIN)
+                .args([
+                    "--activation",
+                    "auto",
+                    "--http-listen",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .config(config),
+        );
         let zone = node.create_zone(name);
         node.proxied_a(&zone, "www", "127.0.0.2");
         node.ok(
@@ -228,4 +237,25 @@ fn purge_by_url_removes_the_object_under_its_query_free_key() {
     s.purge_url("/b.css?v=1");
     assert_eq!(s.get("/b.css?v=1"), "MISS");
     assert_eq!(s.get("/b.css?v=2"), "HIT");
+}
+
+#[test]
+fn purge_by_url_follows_the_cache_rules_of_the_node_configuration() {
+    let s = Site::start_with(
+        "configured.test",
+        json!([]),
+        "[[cache_rules]]\nzone = \"configured.test\"\nexpression = 'true'\naction_parameters = { cache_key = { ignore_query_strings_order = true } }\n",
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the configured rule in force",
+        || {
+            s.get("/probe.css?b=1&a=2");
+            s.get("/probe.css?a=2&b=1") == "HIT"
+        },
+    );
+    assert_eq!(s.get("/a.css?b=1&a=2"), "MISS");
+    assert_eq!(s.get("/a.css?a=2&b=1"), "HIT");
+    s.purge_url("/a.css?b=1&a=2");
+    assert_eq!(s.get("/a.css?a=2&b=1"), "MISS");
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use parapet_cache::EdgeCache;
 use parapet_model::expr::RequestFacts;
-use parapet_model::rules::{CacheParameters, CompiledRule, NamedKeyParts, RuleAction};
+use parapet_model::rules::{CacheParameters, CompiledRule, NamedKeyParts};
 use parapet_model::settings::SslMode;
 use parapet_snapshot::Published;
 use pingora::cache::cache_control::CacheControl;
@@ -53,8 +53,6 @@ pub struct EdgeProxy {
     pub client_limit: Arc<crate::ClientLimit>,
     /// The cache (`None`: nothing is cached).
     pub cache: Option<&'static EdgeCache>,
-    /// Cache rules from the configuration file, by zone name: applied before the zone's own.
-    pub config_cache_rules: Arc<std::collections::HashMap<String, Vec<CompiledRule>>>,
     /// A PEM bundle of the roots origins' certificates are checked against in `strict` mode
     /// (`None`: the system's).
     pub origin_trust: Option<String>,
@@ -84,7 +82,7 @@ impl EdgeProxy {
     /// The configuration file's cache rules for the zone that routed `origin` (its name is
     /// the longest zone name the host lies within).
     fn configured_cache_rules(&self, origin: &Origin) -> &[CompiledRule] {
-        if self.config_cache_rules.is_empty() {
+        if !self.published.has_configured_cache_rules() {
             return &[];
         }
         let snapshot = self.published.load();
@@ -94,10 +92,7 @@ impl EdgeProxy {
                 if *zone.zone.id != *origin.zone_id {
                     return &[];
                 }
-                return self
-                    .config_cache_rules
-                    .get(candidate)
-                    .map_or(&[], Vec::as_slice);
+                return self.published.configured_cache_rules(candidate);
             }
             match candidate.split_once('.') {
                 Some((_, parent)) => candidate = parent,
@@ -128,15 +123,11 @@ impl EdgeProxy {
             host: &origin.host,
             path: &origin.rule_path,
         };
-        let mut merged: Option<Box<CacheParameters>> = None;
         let configured = self.configured_cache_rules(origin);
-        let rules = configured.iter().chain(origin.edge.cache_rules.iter());
-        for rule in rules.filter(|r| r.matches(&facts)) {
-            if let RuleAction::Cache(params) = &rule.action {
-                merged.get_or_insert_with(Box::default).merge(params);
-            }
-        }
-        merged
+        parapet_model::rules::matching_cache_parameters(
+            configured.iter().chain(origin.edge.cache_rules.iter()),
+            &facts,
+        )
     }
 
     pub fn new(published: Arc<Published>) -> Self {
@@ -150,7 +141,6 @@ impl EdgeProxy {
             max_body_bytes: MAX_BODY_BYTES,
             client_limit: Arc::new(crate::ClientLimit::new(MAX_CONNECTIONS_PER_CLIENT)),
             cache: None,
-            config_cache_rules: Arc::default(),
             origin_trust: None,
             origin_pull: None,
             zone_pulls: Arc::new(Converted::new(ZONE_PULLS_KEPT)),
@@ -463,20 +453,8 @@ pub(crate) fn url_key(
     target: &str,
     rules: Option<&CacheParameters>,
 ) -> String {
-    let shaped;
-    let mut target = target;
-    if let Some(rules) = rules
-        && let Some((path, query)) = target.split_once('?')
-    {
-        let query = rules.key_query(query);
-        shaped = if query.is_empty() {
-            path.to_owned()
-        } else {
-            format!("{path}?{query}")
-        };
-        target = &shaped;
-    }
-    parapet_cache::key::primary(&origin.zone_id, https, &origin.host, port, target)
+    let target = rules.map_or(std::borrow::Cow::Borrowed(target), |r| r.key_target(target));
+    parapet_cache::key::primary(&origin.zone_id, https, &origin.host, port, &target)
 }
 
 /// A stored response's metadata: `header` (the response as stored) fresh for `lifetime` from

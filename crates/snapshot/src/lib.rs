@@ -108,6 +108,13 @@ impl Published {
         let _ = self.configured_cache_rules.set(rules);
     }
 
+    /// Whether the node configuration has cache rules for any zone.
+    pub fn has_configured_cache_rules(&self) -> bool {
+        self.configured_cache_rules
+            .get()
+            .is_some_and(|by_zone| !by_zone.is_empty())
+    }
+
     /// The node configuration's cache rules for the zone named `zone_name`, which the edge
     /// applies before the zone's own (`ZoneEdge::cache_rules`).
     pub fn configured_cache_rules(&self, zone_name: &str) -> &[parapet_model::rules::CompiledRule] {
