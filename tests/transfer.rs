@@ -543,3 +543,192 @@ fn signed_queries_get_signed_answers_and_bad_signatures_tsig_errors() {
     let (_, text) = kdig_signed(dns, wrong, &["+tcp", "sig.test.", "AXFR"]);
     assert!(text.contains("replied with error 'BADSIG'"), "{text}");
 }
+
+/// A BIND `named` acting as a secondary of one zone, on loopback; stopped when dropped.
+struct Bind {
+    addr: std::net::SocketAddr,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Bind {
+    fn named() -> Option<std::path::PathBuf> {
+        ["/usr/sbin/named", "/usr/bin/named"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+    }
+
+    /// A free loopback port (for UDP and TCP alike, as far as can be told before binding).
+    fn free_port() -> u16 {
+        loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let port = udp.local_addr().expect("addr").port();
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+
+    /// Starts `named` on `port` as a secondary of `zone` from `primary`, signing everything it
+    /// sends the primary with the key `(name, secret)`.
+    fn start_secondary(
+        zone: &str,
+        port: u16,
+        primary: std::net::SocketAddr,
+        key: (&str, &str),
+    ) -> Self {
+        let dir = std::env::temp_dir().join(format!("parapet-bind-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let d = dir.display();
+        let (key_name, secret) = key;
+        let ip = primary.ip();
+        let primary_port = primary.port();
+        let conf = format!(
+            r#"options {{
+    directory "{d}";
+    pid-file "{d}/named.pid";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    notify no;
+}};
+controls {{ }};
+key "{key_name}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+server {ip} {{ keys {{ {key_name}; }}; }};
+zone "{zone}" {{
+    type secondary;
+    primaries port {primary_port} {{ {ip} key {key_name}; }};
+    file "{d}/{zone}.db";
+}};
+"#
+        );
+        let conf_path = dir.join("named.conf");
+        std::fs::write(&conf_path, conf).expect("config");
+        let log = std::fs::File::create(dir.join("named.log")).expect("log");
+        let child = std::process::Command::new(Self::named().expect("named installed"))
+            .arg("-g")
+            .arg("-4")
+            .arg("-n")
+            .arg("1")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("named starts");
+        Self {
+            addr: ([127, 0, 0, 1], port).into(),
+            dir,
+            child,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("named.log")).unwrap_or_default()
+    }
+
+    /// The serial of `zone` BIND serves, if it serves it.
+    fn serial(&self, zone: &str) -> Option<u32> {
+        let m = tcp(self.addr, &build(zone, RecordType::SOA, Mode::Tcp, 7))?;
+        m.answers.iter().find_map(|r| match &r.data {
+            hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        })
+    }
+
+    /// Waits for BIND to serve `serial`; on timeout the failure shows BIND's log.
+    fn wait_serial(&self, zone: &str, serial: u32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.serial(zone) != Some(serial) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "BIND did not reach serial {serial}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn bind_secondary_refreshes_with_tsig() {
+    assert!(
+        Bind::named().is_some(),
+        "named is required (install Debian's bind9; .ci/run does)"
+    );
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--dns-rrl-rate",
+        "0",
+        "--edge-ipv4",
+        "203.0.113.10",
+    ]));
+    let dns = node.dns_addr();
+    let zone = node.create_zone("bind.test");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    let account = node.ok("GET", "/accounts", None)[0]["id"]
+        .as_str()
+        .expect("account")
+        .to_owned();
+    let key = node.ok(
+        "POST",
+        &format!("/accounts/{account}/secondary_dns/tsigs"),
+        Some(json!({"name": "xfr-key.", "algo": "hmac-sha256.", "secret": SECRET})),
+    );
+    let port = Bind::free_port();
+    let peer = node.ok(
+        "POST",
+        &format!("/accounts/{account}/secondary_dns/peers"),
+        Some(json!({"name": "bind", "ip": "127.0.0.1", "port": port, "tsig_id": key["id"], "ixfr_enable": true})),
+    );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/secondary_dns/outgoing"),
+        Some(json!({"name": "bind.test", "peers": [peer["id"]]})),
+    );
+    let serial = || {
+        node.ok("GET", &format!("/zones/{zone}"), None)["serial"]
+            .as_u64()
+            .expect("serial") as u32
+    };
+    // BIND asks for the SOA (signed) before every transfer, and takes only a signed answer.
+    let bind = Bind::start_secondary("bind.test", port, dns, ("xfr-key", SECRET));
+    bind.wait_serial("bind.test", serial());
+    assert_eq!(
+        answers(bind.addr, "www.bind.test", RecordType::A),
+        answers(dns, "www.bind.test", RecordType::A)
+    );
+    // A change: NOTIFY, then BIND's refresh query and a transfer.
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "new", "content": "192.0.2.9"})),
+    );
+    bind.wait_serial("bind.test", serial());
+    assert_eq!(
+        answers(bind.addr, "new.bind.test", RecordType::A),
+        answers(dns, "new.bind.test", RecordType::A)
+    );
+    let log = bind.log();
+    assert!(
+        !log.contains("expected a TSIG") && !log.contains("tsig verify failure"),
+        "{log}"
+    );
+}
