@@ -191,7 +191,7 @@ pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'
     }
     let field_count = parsed.headers.len();
     let (mut host, mut connection, mut accept_encoding) = (None, None, None);
-    let (mut if_none_match, mut if_modified_since) = (None, None);
+    let (mut if_none_match, mut if_modified_since, mut cookie) = (None, None, None);
     for field in parsed.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("host") {
@@ -210,6 +210,9 @@ pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'
             once(&mut if_none_match, field.value)?;
         } else if name.eq_ignore_ascii_case("if-modified-since") {
             once(&mut if_modified_since, field.value)?;
+        } else if name.eq_ignore_ascii_case("cookie") {
+            // More than one: the engine joins them for the origin.
+            once(&mut cookie, field.value)?;
         } else if ENGINE_FIELDS.iter().any(|f| name.eq_ignore_ascii_case(f)) {
             return None;
         }

@@ -389,18 +389,15 @@ fn wire_request(
 /// A GET the engine has read (an HTTP/2 visitor's) for the origin as bytes, as
 /// [`wire_request`] writes one: `Host` from the `:authority`, without this hop's fields. `None`
 /// for a request whose fields this does not merge as the engine does (a `CDN-Loop`, more than
-/// one `Accept-Encoding`).
+/// one `Accept-Encoding` or `Cookie`: HTTP/2 visitors send cookies in pieces).
 pub(crate) fn wire_session_request(
     req: &RequestHeader,
     to: &ToOrigin<'_>,
 ) -> Option<(Vec<u8>, Option<&'static str>)> {
+    let several = |name| req.headers.get_all(name).iter().nth(1).is_some();
     if req.headers.contains_key("cdn-loop")
-        || req
-            .headers
-            .get_all(header::ACCEPT_ENCODING)
-            .iter()
-            .nth(1)
-            .is_some()
+        || several(header::ACCEPT_ENCODING)
+        || several(header::COOKIE)
     {
         return None;
     }

@@ -1446,6 +1446,19 @@ pub(crate) fn to_origin(
     for name in HOP_BY_HOP {
         req.remove_header(&name);
     }
+    // Cookies an HTTP/2 visitor sent in pieces go to the origin as one field (RFC 9113
+    // §8.2.3): an HTTP/1.1 origin may join several with commas, which breaks them.
+    let mut cookies = req.headers.get_all(http::header::COOKIE).iter();
+    if let (Some(first), Some(_)) = (cookies.next(), cookies.next()) {
+        let mut joined = first.as_bytes().to_vec();
+        for more in req.headers.get_all(http::header::COOKIE).iter().skip(1) {
+            joined.extend_from_slice(b"; ");
+            joined.extend_from_slice(more.as_bytes());
+        }
+        let joined = http::HeaderValue::from_bytes(&joined)
+            .or_err(ErrorType::InvalidHTTPHeader, "joining cookies")?;
+        req.insert_header(http::header::COOKIE, joined)?;
+    }
     if let Some(ip) = client {
         let existing = req
             .headers
