@@ -60,6 +60,10 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
             "X-Secret: hop",
             "-H",
             "X-Forwarded-For: 198.51.100.7",
+            "-H",
+            "CDN-Loop: other-cdn",
+            "-H",
+            "CDN-Loop: another; v=2",
         ],
     );
     assert_eq!(status, 200, "{head}");
@@ -85,7 +89,10 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
     assert!(seen.contains("cf-connecting-ip: 127.0.0.1"), "{seen}");
     assert!(seen.contains("x-forwarded-proto: http"), "{seen}");
     assert!(seen.contains("cf-visitor: {\"scheme\":\"http\"}"), "{seen}");
-    assert!(seen.contains("cdn-loop: parapet"), "{seen}");
+    assert!(
+        seen.contains("\r\ncdn-loop: other-cdn, another; v=2, parapet\r\n"),
+        "{seen}"
+    );
     assert!(
         !seen.contains("x-secret"),
         "a header named in Connection is hop-by-hop: {seen}"

@@ -404,6 +404,19 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
         "{raw}"
     );
     assert!(!raw.contains("127.0.0.2"), "{raw}");
+    // An HTTP/1.0 visitor is sent no informational answer (RFC 9110 §15.2): the final one only.
+    let raw = std::process::Command::new("curl")
+        .args(["-s", "-i", "--http1.0", "--max-time", "10", "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("http://{host}:{port}/hints"))
+        .output()
+        .expect("curl");
+    let raw = String::from_utf8_lossy(&raw.stdout).to_ascii_lowercase();
+    assert!(
+        raw.starts_with("http/1.0 200") || raw.starts_with("http/1.1 200"),
+        "{raw}"
+    );
+    assert!(!raw.contains(" 103"), "{raw}");
 
     // A `Connection` naming a field the engine protects is the engine's to refuse.
     let before = metric(&node, "parapet_edge_direct_passes_total");

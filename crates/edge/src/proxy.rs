@@ -770,6 +770,10 @@ impl ProxyHttp for EdgeProxy {
         if session.downstream_session.is_body_empty() {
             request_read(session);
         }
+        // An HTTP/1.0 visitor is sent no informational answer (RFC 9110 §15.2).
+        if session.req_header().version == http::Version::HTTP_10 {
+            session.downstream_session.set_ignore_info_resp(true);
+        }
         let req = session.req_header();
         let (head_len, checked) = if req.version == http::Version::HTTP_2 {
             // HTTP/2 fields hold no line breaks (its reader refuses them): only the size of the
@@ -1496,10 +1500,15 @@ pub(crate) fn to_origin(
         req.insert_header("cf-visitor", r#"{"scheme":"http"}"#)?;
     }
     req.insert_header("cf-ray", ray)?;
-    let cdn_loop = match req.headers.get("cdn-loop").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {CDN_LOOP_TOKEN}"),
-        None => CDN_LOOP_TOKEN.to_owned(),
-    };
+    // Every CDN's entries stay, in order, with this edge's after them (RFC 8586).
+    let mut cdn_loop = Vec::new();
+    for existing in req.headers.get_all("cdn-loop") {
+        cdn_loop.extend_from_slice(existing.as_bytes());
+        cdn_loop.extend_from_slice(b", ");
+    }
+    cdn_loop.extend_from_slice(CDN_LOOP_TOKEN.as_bytes());
+    let cdn_loop = http::HeaderValue::from_bytes(&cdn_loop)
+        .or_err(ErrorType::InvalidHTTPHeader, "joining CDN-Loop")?;
     req.insert_header("cdn-loop", cdn_loop)?;
     // Surrogate-Control directives targeted at this edge apply to it (Edge Architecture 1.0).
     req.append_header("surrogate-capability", freshness::SURROGATE_CAPABILITY)?;
