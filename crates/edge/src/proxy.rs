@@ -1184,6 +1184,31 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    /// Trailers (gRPC's status, for one) go through the same filter as the header: a field
+    /// that names the origin's address does not reach the visitor.
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let fields = || {
+            trailers
+                .iter()
+                .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+        };
+        let filter = OriginFilter::of_fields(false, fields, ctx.peer);
+        let dropped: Vec<http::HeaderName> = trailers
+            .keys()
+            .filter(|name| filter.drops(name))
+            .cloned()
+            .collect();
+        for name in dropped {
+            trailers.remove(&name);
+        }
+        Ok(())
+    }
+
     /// Caches GET and HEAD of eligible paths (Cloudflare's default extensions) in active zones.
     /// The zone's cache rules apply to every answer (a browser TTL, strong ETags kept), with a
     /// cache or without one.
