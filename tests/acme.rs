@@ -141,9 +141,23 @@ fn proxied_names_get_certificates_from_the_ca_by_dns01_without_a_restart() {
     assert_eq!(www["certificates"][0]["hosts"], json!(["www.shop.test"]));
     assert!(www["certificates"][0]["expires_on"].is_string(), "{www}");
 
-    // New proxied names, a wildcard among them, get theirs without a restart.
+    // New proxied names, a wildcard among them, get theirs without a restart. The challenge
+    // records are changes of the zone: its serial moves on with them (for its secondaries).
     node.proxied_a(&zone, "new.shop.test", "127.0.0.2");
     node.proxied_a(&zone, "*.shop.test", "127.0.0.2");
+    let serial = || {
+        let out = std::process::Command::new("dig")
+            .args(["+short", "SOA", "shop.test", "@127.0.0.1", "-p"])
+            .arg(dns.port().to_string())
+            .output()
+            .expect("dig");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let before = serial();
     eventually(
         Duration::from_secs(60),
         "certificates for the new names",
@@ -156,6 +170,8 @@ fn proxied_names_get_certificates_from_the_ca_by_dns01_without_a_restart() {
         pack(&node, &zone, "*.shop.test").expect("wildcard pack")["status"],
         "active"
     );
+    assert!(before > 0);
+    assert!(serial() > before, "the serial stayed at {before}");
     // HTTP-01 and TLS-ALPN-01, when the zone asks for them.
     for (method, name) in [
         ("http-01", "web.shop.test"),

@@ -439,11 +439,12 @@ impl AcmeManager {
             now,
         );
         let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-        let revision = self
-            .store
-            .commit(Txn::new().put(acme_challenge_key(zone_id, &record.id), bytes))
-            .await
-            .map_err(|e| format!("storing the challenge: {e}"))?;
+        let key = acme_challenge_key(zone_id, &record.id);
+        let revision = commit_zone_change(&*self.store, zone_id, || {
+            Txn::new().put(key.clone(), bytes.clone())
+        })
+        .await
+        .map_err(|e| format!("storing the challenge: {e}"))?;
         tokio::time::timeout(Duration::from_secs(30), self.published.wait_for(revision))
             .await
             .map_err(|_| "the challenge record was not served within 30s".to_owned())
@@ -485,9 +486,17 @@ impl AcmeManager {
         if self.store.get(&alpn).await.ok().flatten().is_some() {
             keys.push(alpn);
         }
+        let records = keys
+            .iter()
+            .any(|k| k.starts_with(&acme_challenge_key(zone_id, "")));
         if !keys.is_empty() {
-            let txn = keys.into_iter().fold(Txn::new(), |txn, k| txn.delete(k));
-            match self.store.commit(txn).await {
+            let txn = || keys.iter().fold(Txn::new(), |txn, k| txn.delete(k.clone()));
+            let committed = if records {
+                commit_zone_change(&*self.store, zone_id, txn).await
+            } else {
+                self.store.commit(txn()).await
+            };
+            match committed {
                 Ok(revision) => self.written = revision,
                 Err(e) => tracing::warn!("removing ACME challenge records: {e}"),
             }
@@ -602,6 +611,36 @@ pub fn zone_states(
             (host, state)
         })
         .collect()
+}
+
+/// Commits `txn` (a change of the zone's challenge records) with the zone's SOA serial moved on
+/// in the same transaction: the records are served in the zone, and its secondaries learn of
+/// a change by its serial (NOTIFY, IXFR). Tried again when the zone changed meanwhile; a zone
+/// gone takes the change alone.
+async fn commit_zone_change(
+    store: &dyn Store,
+    zone_id: &str,
+    txn: impl Fn() -> Txn,
+) -> Result<parapet_store::Revision, parapet_store::StoreError> {
+    let key = parapet_snapshot::keys::zone_key(zone_id);
+    loop {
+        let Some(entry) = store.get(&key).await? else {
+            return store.commit(txn()).await;
+        };
+        let Ok(mut zone) = serde_json::from_slice::<parapet_model::Zone>(&entry.value) else {
+            return store.commit(txn()).await;
+        };
+        zone.serial = zone.next_serial(u64::try_from(unix_now()).unwrap_or(0));
+        let bytes = serde_json::to_vec(&zone)
+            .map_err(|e| parapet_store::StoreError::Storage(e.to_string()))?;
+        let bumped = txn()
+            .expect(key.clone(), entry.mod_revision)
+            .put(key.clone(), bytes);
+        match store.commit(bumped).await {
+            Err(parapet_store::StoreError::Conflict) => continue,
+            committed => return committed,
+        }
+    }
 }
 
 #[cfg(test)]
