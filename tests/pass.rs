@@ -392,26 +392,23 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
     learn("hit");
 
     // Early hints pass on, without the origin's address.
-    let raw = std::process::Command::new("curl")
-        .args(["-s", "-i", "--max-time", "10", "--resolve"])
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("http://{host}:{port}/hints"))
-        .output()
-        .expect("curl");
-    let raw = String::from_utf8_lossy(&raw.stdout).to_ascii_lowercase();
+    let hints = |version: &str| {
+        let raw = std::process::Command::new("curl")
+            .args(["-s", "-i", version, "--max-time", "10", "--resolve"])
+            .arg(format!("{host}:{port}:127.0.0.1"))
+            .arg(format!("http://{host}:{port}/hints"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&raw.stdout).to_ascii_lowercase()
+    };
+    let raw = hints("--http1.1");
     assert!(
         raw.starts_with("http/1.1 103") && raw.contains("link: </style.css>"),
         "{raw}"
     );
     assert!(!raw.contains("127.0.0.2"), "{raw}");
     // An HTTP/1.0 visitor is sent no informational answer (RFC 9110 §15.2): the final one only.
-    let raw = std::process::Command::new("curl")
-        .args(["-s", "-i", "--http1.0", "--max-time", "10", "--resolve"])
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("http://{host}:{port}/hints"))
-        .output()
-        .expect("curl");
-    let raw = String::from_utf8_lossy(&raw.stdout).to_ascii_lowercase();
+    let raw = hints("--http1.0");
     assert!(
         raw.starts_with("http/1.0 200") || raw.starts_with("http/1.1 200"),
         "{raw}"
