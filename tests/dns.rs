@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 use parapet_testkit::dns::{Mode, ask, build, tcp, udp, udp_raw};
 use parapet_testkit::{Node, NodeOptions, eventually};
 use serde_json::json;
@@ -833,4 +833,69 @@ fn an_apex_cname_to_an_outside_name_is_flattened_through_the_resolver_and_follow
         "the new address after the TTL",
         || addresses(&ask(dns, "apex.example", RecordType::A)) == ["192.0.2.201"],
     );
+}
+
+/// Asks for the name made of `labels` (hickory's text parser refuses a label starting with
+/// '-', which the wire carries).
+fn ask_labels(dns: SocketAddr, labels: &[&[u8]], qtype: RecordType) -> Message {
+    let mut query =
+        Message::from_vec(&build("stand.in", qtype, Mode::Edns(1232), 8)).expect("own query");
+    query.queries[0].set_name(Name::from_labels(labels.iter().copied()).expect("name"));
+    udp(dns, &query.to_vec().expect("encode")).expect("DNS response")
+}
+
+fn soa_owner(m: &Message) -> Option<String> {
+    m.authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .map(|r| r.name.to_ascii())
+}
+
+#[test]
+fn names_are_found_by_their_labels_not_their_escaped_text() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let zone = node.create_zone("labels.example");
+    let rec = |body: serde_json::Value| {
+        node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body))
+    };
+    rec(json!({"type": "NS", "name": "b", "content": "ns.elsewhere.example"}));
+    rec(json!({"type": "A", "name": "*.w", "content": "192.0.2.8"}));
+    rec(json!({"type": "A", "name": "-foo", "content": "192.0.2.9"}));
+    let hyphen: &[&[u8]] = &[b"-FOO", b"labels", b"example"];
+    eventually(Duration::from_secs(5), "the DNS index to catch up", || {
+        ask_labels(dns, hyphen, RecordType::A)
+            .metadata
+            .response_code
+            == ResponseCode::NoError
+    });
+
+    // A label starting with '-' (hickory writes it `\-` as text).
+    let m = ask_labels(dns, hyphen, RecordType::A);
+    assert_eq!(
+        (m.metadata.response_code, addresses(&m)),
+        (ResponseCode::NoError, vec!["192.0.2.9".to_owned()])
+    );
+    assert_eq!(m.queries[0].name().to_ascii(), "\\-FOO.labels.example.");
+
+    // A dot inside a label is no label boundary: `a.b` is one label under the apex, which is
+    // its closest encloser, not a name below the delegation `b`.
+    let m = ask(dns, "a\\.b.labels.example", RecordType::A);
+    assert_eq!(
+        (
+            m.metadata.response_code,
+            m.metadata.authoritative,
+            soa_owner(&m).as_deref()
+        ),
+        (ResponseCode::NXDomain, true, Some("labels.example."))
+    );
+    // Nor below `w`, whose wildcard would answer it.
+    let m = ask(dns, "a\\.w.labels.example", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // Below such a label the wildcard of the closest encloser still answers.
+    let m = ask(dns, "a\\.b.w.labels.example", RecordType::A);
+    assert_eq!(addresses(&m), ["192.0.2.8"]);
+    // And a name whose last labels only read as the zone's is outside it.
+    let m = ask(dns, "x.labels\\.example", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }

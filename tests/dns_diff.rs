@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_proto::rr::RecordType;
+use hickory_proto::op::Message;
+use hickory_proto::rr::{Name, RecordType};
 use parapet_testkit::dns::{Mode, build, tcp, udp};
 use parapet_testkit::zones::every_type_zone;
 use parapet_testkit::{Knot, Node, NodeOptions};
@@ -34,6 +35,11 @@ const QTYPES: &[RecordType] = &[
     RecordType::NAPTR,
 ];
 
+/// Records the shared test zone lacks: an owner whose first label starts with '-' (escaped as
+/// `\-` in presentation form, found by its bytes).
+const EXTRA_RECORDS: &str =
+    "-foo A 192.0.2.90\n-foo.wild TXT \"hyphen\"\n-deleg NS ns.elsewhere.net.\n";
+
 fn query_names(zone_text: &str) -> Vec<String> {
     let mut names: BTreeSet<String> = BTreeSet::new();
     for line in zone_text.lines().filter(|l| !l.starts_with('$')) {
@@ -45,7 +51,12 @@ fn query_names(zone_text: &str) -> Vec<String> {
         let fq = if owner == "@" {
             ZONE.to_owned()
         } else {
-            format!("{}.{ZONE}", owner.replace("*.", "star."))
+            // A leading '-' is written `\-` in presentation form.
+            let owner = owner.replace("*.", "star.");
+            match owner.strip_prefix('-') {
+                Some(rest) => format!("\\-{rest}.{ZONE}"),
+                None => format!("{owner}.{ZONE}"),
+            }
         };
         names.insert(fq);
     }
@@ -72,11 +83,20 @@ fn query_names(zone_text: &str) -> Vec<String> {
         "_tcp",
         "_udp",
         "mixed",
+        // A dot inside a label is no label boundary: these are one label under the zone or
+        // `wild` (never below the delegation `sub`, nor `wild`'s wildcard for `a\.wild`).
+        "a\\.sub",
+        "x.a\\.sub",
+        "a\\.wild",
+        "q\\.x.wild",
+        "\\-x.wild",
+        "x.\\-deleg",
     ] {
         names.insert(format!("{extra}.{ZONE}"));
     }
     names.insert("example.org".into());
     names.insert("test".into());
+    names.insert("x.diff\\.test".into());
     names.insert("WwW.DiFf.TeSt".into());
     names.insert("HOST12.DIFF.TEST".into());
     names.into_iter().collect()
@@ -100,9 +120,34 @@ fn rrsets(records: &[hickory_proto::rr::Record], types: Option<&[RecordType]>) -
     out
 }
 
+/// A name in presentation form, read by its labels: `\\x` stands for `x` (hickory's parser
+/// refuses a label starting with '-', even escaped, though the wire carries it).
+fn name_of(text: &str) -> Name {
+    let mut labels: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' => labels
+                .last_mut()
+                .expect("a label")
+                .push(bytes.next().expect("an escaped character")),
+            b'.' => labels.push(Vec::new()),
+            _ => labels.last_mut().expect("a label").push(b),
+        }
+    }
+    Name::from_labels(labels).expect("name")
+}
+
+/// The query for `name` (in presentation form), as `build` writes it.
+fn query_packet(name: &str, qtype: RecordType, mode: Mode, id: u16) -> Vec<u8> {
+    let mut query = Message::from_vec(&build("stand.in", qtype, mode, id)).expect("own query");
+    query.queries[0].set_name(name_of(name));
+    query.to_vec().expect("encode")
+}
+
 /// What is compared, as dnsdiff.py compares it.
 fn summary(server: SocketAddr, name: &str, qtype: RecordType, mode: Mode) -> String {
-    let packet = build(name, qtype, mode, 4242);
+    let packet = query_packet(name, qtype, mode, 4242);
     let (response, tc) = match mode {
         Mode::Tcp => (tcp(server, &packet), false),
         _ => match udp(server, &packet) {
@@ -154,7 +199,7 @@ fn answers_match_knot_for_the_same_zone() {
     ]));
     let dns = node.dns_addr();
     let zone = node.create_zone(ZONE);
-    let text = every_type_zone();
+    let text = every_type_zone() + EXTRA_RECORDS;
     let imported = parapet_testkit::import_zone(&node, &zone, &text);
     assert_eq!(imported["success"], true, "{imported}");
     let exported = parapet_testkit::export_zone(&node, &zone);

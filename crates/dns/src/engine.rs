@@ -132,13 +132,29 @@ enum Section {
 /// CNAMEs followed inside a zone for one answer (as Knot: a longer chain is cut there).
 const MAX_CNAMES: usize = 5;
 
+/// What a label byte that no stored name can hold becomes in a key (see [`key_of`]).
+const FOREIGN: char = '\0';
+
+/// The index key of `name`: its labels, lowercased and joined by dots, as owner names are
+/// stored. Built from the labels' bytes, never from hickory's escaped text (which writes a
+/// label starting with `-` as `\-`, so such a name would never be found). A `.` inside a label,
+/// and any byte past ASCII, becomes [`FOREIGN`], which no stored name holds (they are checked
+/// host names): a dot inside a label never reads as a label boundary, and a name with such a
+/// label matches nothing at or below it. It is answered from its ancestors on real label
+/// boundaries: the zone that holds them, their delegations and the closest encloser's
+/// wildcard, or NXDOMAIN (as Knot does). One allocation, as large as the name.
 fn key_of(name: &Name) -> String {
-    let mut s = name.to_ascii();
-    if s.ends_with('.') {
-        s.pop();
+    let mut key = String::with_capacity(name.len());
+    for (i, label) in name.iter().enumerate() {
+        if i > 0 {
+            key.push('.');
+        }
+        key.extend(label.iter().map(|&b| match b {
+            b'.' | 0x80.. => FOREIGN,
+            _ => char::from(b.to_ascii_lowercase()),
+        }));
     }
-    s.make_ascii_lowercase();
-    s
+    key
 }
 
 fn records<'s>(owner: &Name, set: &'s RRset, ttl: u32) -> impl Iterator<Item = Record> + 's {
@@ -217,7 +233,9 @@ fn referral(zone: &ZoneIndex, cut: &str, node: &Node, out: &mut Answer) {
     let Some(ns) = node.get(RecordType::NS) else {
         return;
     };
-    let owner = Name::from_ascii(format!("{cut}.")).unwrap_or_else(|_| Name::root());
+    // From the stored labels: hickory's text parser refuses a label starting with '-'.
+    let owner =
+        Name::from_labels(cut.split('.').map(str::as_bytes)).unwrap_or_else(|_| Name::root());
     // Glue, as truncation judges it: of a referral that answers nothing itself (a CNAME chain
     // into the delegation stays authoritative).
     let referral = out.answers.is_empty();
@@ -669,4 +687,24 @@ fn respond(
     response.authorities = answer.authorities;
     response.additionals = answer.additionals;
     Ok((response, answer.overflow))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_built_from_label_bytes_and_keep_dots_inside_labels_apart() {
+        let name = |labels: &[&[u8]]| Name::from_labels(labels.iter().copied()).expect("name");
+        assert_eq!(
+            key_of(&name(&[b"-Foo", b"Example", b"COM"])),
+            "-foo.example.com"
+        );
+        assert_eq!(
+            key_of(&name(&[b"a.B", b"example", b"com"])),
+            "a\0b.example.com"
+        );
+        assert_eq!(key_of(&name(&[b"\xc3\xa9", b"com"])), "\0\0.com");
+        assert_eq!(key_of(&Name::root()), "");
+    }
 }
