@@ -899,3 +899,51 @@ fn names_are_found_by_their_labels_not_their_escaped_text() {
     let m = ask(dns, "x.labels\\.example", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }
+
+#[test]
+fn ds_at_the_apex_of_a_nested_zone_is_answered_by_the_parent_zone() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let parent = node.create_zone("nest.example");
+    let child = node.create_zone("sub.nest.example");
+    let ds = "12345 13 2 3490A6806D47F17A34C29E2CE80E8A999FFBE4BE2F3A1C9A96B4F1B3A1D2E0F8";
+    for (zone, body) in [
+        (
+            &parent,
+            json!({"type": "NS", "name": "sub", "content": "ns1.parapet.test"}),
+        ),
+        (&parent, json!({"type": "DS", "name": "sub", "content": ds})),
+        (
+            &child,
+            json!({"type": "A", "name": "www", "content": "192.0.2.7"}),
+        ),
+    ] {
+        node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body));
+    }
+    wait_served(dns, "www.sub.nest.example");
+    eventually(Duration::from_secs(5), "the DS to be served", || {
+        !ask(dns, "sub.nest.example", RecordType::DS)
+            .answers
+            .is_empty()
+    });
+
+    let m = ask(dns, "sub.nest.example", RecordType::DS);
+    assert_eq!(
+        (m.metadata.response_code, m.metadata.authoritative),
+        (ResponseCode::NoError, true)
+    );
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(m.answers[0].record_type(), RecordType::DS);
+    assert_eq!(m.answers[0].name.to_ascii(), "sub.nest.example.");
+    // Other types at the apex are the child's; DS below it too.
+    let m = ask(dns, "sub.nest.example", RecordType::SOA);
+    assert_eq!(m.answers[0].name.to_ascii(), "sub.nest.example.");
+    let m = ask(dns, "www.sub.nest.example", RecordType::DS);
+    assert_eq!(soa_owner(&m).as_deref(), Some("sub.nest.example."));
+    // A zone whose parent is not hosted answers DS at its apex itself.
+    let m = ask(dns, "nest.example", RecordType::DS);
+    assert_eq!(
+        (m.metadata.response_code, soa_owner(&m).as_deref()),
+        (ResponseCode::NoError, Some("nest.example."))
+    );
+}

@@ -626,6 +626,16 @@ fn is_glue_of(authorities: &[Vec<Record>], name: &Name) -> bool {
     authorities.iter().flatten().any(|ns| ns.name.zone_of(name))
 }
 
+/// The zone that answers DS at `key`. DS belongs to the parent side of a zone cut (RFC 4035
+/// §3.1.4.1), so the zone is looked for without the name's first label, as Knot does: at the
+/// apex of a hosted zone whose parent zone is hosted too, the parent answers. A name whose
+/// parent no hosted zone holds is answered by its own zone, if any.
+fn zone_for_ds<'i>(index: &'i DnsIndex, key: &str) -> Option<&'i std::sync::Arc<ZoneIndex>> {
+    key.split_once('.')
+        .and_then(|(_, parent)| index.zone_for(parent))
+        .or_else(|| index.zone_for(key))
+}
+
 fn respond(
     index: &DnsIndex,
     request: &Message,
@@ -656,7 +666,12 @@ fn respond(
         return Err(ResponseCode::Refused);
     }
     let key = key_of(query.name());
-    let Some(zone) = index.zone_for(&key) else {
+    let zone = if qtype == RecordType::DS {
+        zone_for_ds(index, &key)
+    } else {
+        index.zone_for(&key)
+    };
+    let Some(zone) = zone else {
         return Err(ResponseCode::Refused);
     };
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
