@@ -539,3 +539,51 @@ fn an_unreachable_origin_gets_a_523() {
     drop(node);
     drop(netns);
 }
+
+#[test]
+fn a_proxied_cname_to_an_apex_cname_outside_parapet_reaches_the_outside_origin() {
+    assert!(
+        parapet_testkit::Knot::available(),
+        "knotd is required (install Debian's knot; .ci/run does)"
+    );
+    let provider = parapet_testkit::Knot::start(
+        "provider.test",
+        "$ORIGIN provider.test.\n$TTL 300\n@ SOA ns.provider.test. h.provider.test. 1 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\napp 60 A 127.0.0.2\n",
+    );
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+        "--resolver",
+        &provider.addr.to_string(),
+    ]));
+    let zone = node.create_zone("chain.test");
+    let records = format!("/zones/{zone}/dns_records");
+    // The apex is a (flattened) CNAME to another provider; www a proxied CNAME to the apex.
+    for record in [
+        json!({"type": "CNAME", "name": "@", "content": "app.provider.test"}),
+        json!({"type": "CNAME", "name": "www", "content": "chain.test", "proxied": true}),
+        json!({"type": "CNAME", "name": "old", "content": "missing.provider.test"}),
+        json!({"type": "CNAME", "name": "gone", "content": "old.chain.test", "proxied": true}),
+    ] {
+        node.ok("POST", &records, Some(record));
+    }
+    parapet_testkit::eventually(
+        Duration::from_secs(10),
+        "www -> apex -> the provider's name to reach the origin",
+        || curl(port, "www.chain.test", &[]).0 == 200,
+    );
+    let seen = origin
+        .recv_timeout(Duration::from_secs(5))
+        .expect("origin got the request")
+        .to_ascii_lowercase();
+    assert!(seen.contains("host: www.chain.test"), "{seen}");
+    // A chain to an outside name that does not resolve: 1016, and nothing reaches an origin.
+    let (status, _, body) = curl(port, "gone.chain.test", &[]);
+    assert_eq!(status, 530);
+    assert!(body.contains("Error 1016"), "{body}");
+    assert!(origin.recv_timeout(Duration::from_millis(300)).is_err());
+}

@@ -20,7 +20,8 @@ pub struct Origin {
     pub host: String,
     /// Origin addresses, in record order.
     pub addrs: Arc<[IpAddr]>,
-    /// Origin host names outside Parapet's zones (proxied CNAMEs to other providers).
+    /// Origin host names outside Parapet's zones (proxied CNAMEs to other providers, directly or
+    /// at the end of a CNAME chain inside Parapet's zones).
     pub outside: Vec<String>,
     /// The port to connect to, when an origin rule sets it (else the visitor's port).
     pub port: Option<u16>,
@@ -73,25 +74,35 @@ fn lookup<'s>(snapshot: &'s Snapshot, host: &str) -> Option<&'s parapet_snapshot
     None
 }
 
-/// The addresses of `name` inside Parapet's zones (following CNAMEs).
-fn addresses_inside(snapshot: &Snapshot, name: &str) -> Vec<IpAddr> {
+/// Where a name inside Parapet's zones leads.
+enum Inside {
+    /// The addresses at the end of the chain (none when it ends in nothing or goes on too long).
+    Addresses(Vec<IpAddr>),
+    /// The first name outside every zone the chain reaches: resolved as a proxied CNAME straight
+    /// to it would be.
+    Outside(String),
+}
+
+/// Follows `name` through Parapet's zones, CNAME by CNAME (at most 8).
+fn follow_inside(snapshot: &Snapshot, name: &str) -> Inside {
     let mut name = name.to_ascii_lowercase();
     for _ in 0..8 {
         let Some(zone) = snapshot.zone_for(&name) else {
-            return Vec::new();
+            return Inside::Outside(name);
         };
         let at: Vec<_> = zone.records_at(&name).collect();
         if let Some(cname) = at.iter().find(|r| r.kind == RecordType::CNAME) {
-            name = cname.content.clone();
+            name = cname.content.to_ascii_lowercase();
             continue;
         }
-        return at
-            .iter()
-            .filter(|r| matches!(r.kind, RecordType::A | RecordType::AAAA))
-            .filter_map(|r| r.content.parse().ok())
-            .collect();
+        return Inside::Addresses(
+            at.iter()
+                .filter(|r| matches!(r.kind, RecordType::A | RecordType::AAAA))
+                .filter_map(|r| r.content.parse().ok())
+                .collect(),
+        );
     }
-    Vec::new()
+    Inside::Addresses(Vec::new())
 }
 
 /// Routes a request for `host_header` to its origin, or to the error the visitor gets. Origin
@@ -150,7 +161,10 @@ pub fn route(
                 match content.parse::<IpAddr>() {
                     Ok(ip) => addrs.push(ip),
                     Err(_) if snapshot.zone_for(content).is_some() => {
-                        addrs.extend(addresses_inside(snapshot, content))
+                        match follow_inside(snapshot, content) {
+                            Inside::Addresses(found) => addrs.extend(found),
+                            Inside::Outside(name) => outside.push(name),
+                        }
                     }
                     Err(_) => outside.push(content.clone()),
                 }
