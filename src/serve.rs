@@ -21,7 +21,7 @@ use parapet_store::{RedbStore, Store, StoreError, Txn};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ActivationFlag, Config, is_local};
-use crate::upgrade::{self, Handover, Inherited, Role};
+use crate::upgrade::{Handover, Inherited, ReleasableStore, Role, UpgradeSocket};
 
 const ACCOUNT_KEY: &str = "meta/account";
 
@@ -59,24 +59,33 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// SIGTERM or SIGINT, caught from the call on (not from the first poll: a signal sent as soon
-/// as the API answers must stop the process cleanly, not kill it).
-fn shutdown_signal() -> impl Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let signals = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
-    async move {
-        let (Ok(mut term), Ok(mut int)) = signals else {
+/// Whether SIGTERM or SIGINT arrived, caught from the call on (not from the first poll: a
+/// signal sent as soon as the API answers must stop the process cleanly, not kill it).
+#[derive(Clone)]
+struct StopSignal(tokio::sync::watch::Receiver<bool>);
+
+impl StopSignal {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        });
+        Ok(Self(rx))
+    }
+
+    /// Returns once a signal arrived.
+    async fn requested(mut self) {
+        if self.0.wait_for(|stop| *stop).await.is_err() {
             std::future::pending::<()>().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
         }
-        tracing::info!("shutting down");
     }
 }
 
@@ -155,20 +164,30 @@ async fn start_dns(
     Ok(())
 }
 
-/// Opens the store; while a previous process hands over (`upgrading`), waits for it to exit.
-async fn open_store(data_dir: &std::path::Path, upgrading: bool) -> anyhow::Result<RedbStore> {
-    let path = data_dir.join("store.redb");
+/// Opens the store. While a previous process hands over (`upgrading`), waits for it to let go
+/// of the file (it does when the handover starts; an operation of its that was cancelled may
+/// hold it a moment longer); any other failure is final at once.
+async fn open_store(path: &std::path::Path, upgrading: bool) -> anyhow::Result<RedbStore> {
     let deadline = std::time::Instant::now() + UPGRADE_STORE_WAIT;
     loop {
-        match RedbStore::open(&path) {
+        match RedbStore::open(path) {
             Ok(store) => return Ok(store),
-            Err(e) if upgrading && std::time::Instant::now() < deadline => {
+            // redb's lock refusal is told apart only by its text.
+            Err(e)
+                if upgrading
+                    && e.to_string().contains("already open")
+                    && std::time::Instant::now() < deadline =>
+            {
                 tracing::debug!("store still held by the previous process: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
+            Err(e) if upgrading => bail!(
+                "opening the store {}: {e}; the running parapet goes on serving",
+                path.display()
+            ),
             Err(e) => bail!(
-                "opening the store in --data-dir {}: {e} (is another parapet using it? to replace it without downtime, start this one with --upgrade)",
-                data_dir.display()
+                "opening the store {}: {e} (is another parapet using it? to replace it without downtime, start this one with --upgrade)",
+                path.display()
             ),
         }
     }
@@ -176,8 +195,11 @@ async fn open_store(data_dir: &std::path::Path, upgrading: bool) -> anyhow::Resu
 
 /// How long a process replaced by `--upgrade` lets its requests finish before it exits.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-/// How long `--upgrade` waits for the previous process to exit and free the store.
-const UPGRADE_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long `--upgrade` waits for the previous process to let go of the store. Within the time
+/// the previous process waits for the confirmation (30 s), with room to start after.
+const UPGRADE_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long `--upgrade` waits for the snapshot to reach the store's revision.
+const UPGRADE_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> anyhow::Result<()> {
     // The store holds private keys (uploaded and automatic certificates, the CAs'): a data
@@ -356,77 +378,65 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     for addr in inherited.unused() {
         tracing::warn!("{addr} was handed over but is no longer configured: closing it");
     }
-    // Every socket is served here now: the previous process may stop.
-    inherited.confirm()?;
+
+    // Everything that can fail or wait happens before the previous process is told to stop: a
+    // failure leaves it serving (this process lets the edge requests it took finish, and exits
+    // with the error), and a signal stops this one cleanly.
+    let started = start_control_plane(
+        &config,
+        upgrade,
+        env_token.is_some(),
+        &published,
+        &last_good_path,
+        edge_shutdown.subscribe(),
+    )
+    .await
+    .and_then(|control| Ok((control, tokio::net::TcpListener::from_std(api_socket)?)));
+    let confirmed = started.and_then(|started| {
+        // Every role serves here now: the previous process may stop.
+        inherited.confirm()?;
+        Ok(started)
+    });
     drop(inherited);
-
-    let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir, upgrade).await?);
-    let account = account(store.as_ref()).await?;
-
-    if env_token.is_none() && !parapet_api::has_stored_tokens(store.as_ref()).await? {
-        let (token, secret) = parapet_api::create_token(
-            store.as_ref(),
-            "admin (created on first start)",
-            vec![parapet_model::Grant {
-                permission: parapet_model::Permission::All,
-                zones: parapet_model::ZoneScope::All,
-            }],
-        )
-        .await?;
-        say(&format!(
-            "parapet: created an admin API token (id {}); it is shown only now:\nparapet: PARAPET_API_TOKEN={secret}",
-            token.id
-        ));
-    }
-
-    tokio::spawn(run_snapshot_watcher(
-        Arc::clone(&store),
-        Arc::clone(&published),
-        Some(LastGood::new(&last_good_path)),
-    ));
-
-    let mode = match config.activation {
-        ActivationFlag::Auto => ActivationMode::Auto,
-        ActivationFlag::Nameservers => ActivationMode::Nameservers {
-            parent_ns: config.parent_ns,
-        },
+    let (control, api_listener) = match confirmed {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = edge_shutdown.send(true);
+            finish_edge(edge).await;
+            return Err(e);
+        }
     };
-    let activator = Arc::new(Activator::new(
-        Arc::clone(&store),
-        mode,
-        config.activation_interval,
-    ));
-    tokio::spawn(Arc::clone(&activator).run_background());
-
-    // Certificates for proxied names, when visitors can use HTTPS.
-    if let (false, Some(directory)) = (config.https_listen.is_empty(), &config.acme_directory) {
-        let mut acme = parapet_tls::acme::AcmeConfig::new(directory.clone());
-        acme.ca_file = config.acme_ca_file.clone();
-        acme.order_timeout = config.acme_order_timeout;
-        acme.contact = config
-            .acme_email
-            .iter()
-            .map(|e| format!("mailto:{e}"))
-            .collect();
-        let manager =
-            parapet_tls::acme::AcmeManager::new(acme, Arc::clone(&store), Arc::clone(&published));
-        tokio::spawn(manager.run(edge_shutdown.subscribe()));
-    }
+    let ControlPlane {
+        store: releasable,
+        account,
+        activator,
+        upgrade_socket,
+    } = control;
+    let store: Arc<dyn Store> = Arc::clone(&releasable) as Arc<dyn Store>;
 
     // A successor started with --upgrade takes the sockets over; this process then stops.
     let (upgraded, mut upgraded_rx) = tokio::sync::watch::channel(false);
     {
         let runtime = tokio::runtime::Handle::current();
-        let store = Arc::clone(&store);
         let last_good = LastGood::new(&last_good_path);
-        upgrade::await_successor(
-            &config.data_dir,
+        let (prepared, resumed) = (Arc::clone(&releasable), Arc::clone(&releasable));
+        let answered = upgrade_socket.answer_successors(
             handover,
-            move || Ok(runtime.block_on(save_store_state(store.as_ref(), &last_good))?),
             move || {
+                prepared.release_with(|store| {
+                    Ok(runtime.block_on(save_store_state(store, &last_good))?)
+                })
+            },
+            move || resumed.reopen(),
+            move || {
+                releasable.handed_over();
                 let _ = upgraded.send(true);
             },
-        )?;
+        );
+        // This process serves alone now: it goes on, only without upgrades.
+        if let Err(e) = answered {
+            tracing::error!("this process cannot hand over to a successor: {e:#}");
+        }
     }
 
     let state = Arc::new(ApiState {
@@ -454,13 +464,13 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         purge,
         origin_ca,
     });
-    let signalled = shutdown_signal();
+    let stop = StopSignal::install()?;
     tracing::info!(data_dir = %config.data_dir.display(), "parapet started");
     say(&format!("parapet: api listening on http://{local}"));
     // Stopping (a signal, or a successor that confirmed): the edge and the API stop accepting
     // at once and get a bounded time to finish what they started.
     let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);
-    let stop = async move {
+    let stopped = async move {
         let upgraded = async {
             if upgraded_rx.changed().await.is_err() {
                 // The upgrade listener is gone: only a signal stops this process now.
@@ -468,17 +478,13 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
             }
         };
         tokio::select! {
-            () = signalled => {}
+            () = stop.requested() => {}
             () = upgraded => tracing::info!("a new process took over; finishing"),
         }
         let _ = stopping.send(true);
         let _ = edge_shutdown.send(true);
     };
-    let api = axum::serve(
-        tokio::net::TcpListener::from_std(api_socket)?,
-        parapet_api::router(state),
-    )
-    .with_graceful_shutdown(stop);
+    let api = axum::serve(api_listener, parapet_api::router(state)).with_graceful_shutdown(stopped);
     let api_grace = async move {
         let _ = stopping_rx.wait_for(|s| *s).await;
         tokio::time::sleep(DRAIN_GRACE).await;
@@ -487,15 +493,124 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         served = api => served.context("API server")?,
         () = api_grace => tracing::warn!("API requests still running after {DRAIN_GRACE:?}; stopping"),
     }
+    finish_edge(edge).await;
+    Ok(())
+}
+
+/// The edge's accept task and its metrics.
+type RunningEdge = (tokio::task::JoinHandle<()>, Arc<parapet_edge::EdgeMetrics>);
+
+/// Once the edge is told to stop: waits for it to stop accepting, then lets the requests in
+/// progress finish (bounded).
+async fn finish_edge(edge: Option<RunningEdge>) {
     if let Some((task, metrics)) = edge {
-        // Stop accepting, then let the requests in progress finish (bounded).
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
         while metrics.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
-    Ok(())
+}
+
+/// What runs on the store, started before a predecessor is told to stop.
+struct ControlPlane {
+    store: Arc<ReleasableStore>,
+    account: Account,
+    activator: Arc<Activator>,
+    upgrade_socket: UpgradeSocket,
+}
+
+/// Opens the store and starts what runs on it: the account, the first admin token, the
+/// snapshot watcher, activation and ACME; binds the upgrade socket. Taking over (`upgrading`),
+/// it also waits for the served snapshot to have the store's state, so that the previous
+/// process is told to stop only once this one can serve everything.
+async fn start_control_plane(
+    config: &Config,
+    upgrading: bool,
+    has_env_token: bool,
+    published: &Arc<Published>,
+    last_good_path: &std::path::Path,
+    acme_shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<ControlPlane> {
+    let path = config.data_dir.join("store.redb");
+    let releasable = Arc::new(ReleasableStore::new(
+        open_store(&path, upgrading).await?,
+        &path,
+    ));
+    let store: Arc<dyn Store> = Arc::clone(&releasable) as Arc<dyn Store>;
+    let account = account(store.as_ref()).await?;
+
+    if !has_env_token && !parapet_api::has_stored_tokens(store.as_ref()).await? {
+        let (token, secret) = parapet_api::create_token(
+            store.as_ref(),
+            "admin (created on first start)",
+            vec![parapet_model::Grant {
+                permission: parapet_model::Permission::All,
+                zones: parapet_model::ZoneScope::All,
+            }],
+        )
+        .await?;
+        say(&format!(
+            "parapet: created an admin API token (id {}); it is shown only now:\nparapet: PARAPET_API_TOKEN={secret}",
+            token.id
+        ));
+    }
+
+    tokio::spawn(run_snapshot_watcher(
+        Arc::clone(&store),
+        Arc::clone(published),
+        Some(LastGood::new(last_good_path)),
+    ));
+    if upgrading {
+        // The last good snapshot the previous process wrote has the store's state: normally
+        // it is served already. A state that does not compile is served as the last good one.
+        let revision = *store.revision_watch().borrow();
+        let caught_up = tokio::time::timeout(UPGRADE_SNAPSHOT_WAIT, async {
+            while published.load().revision < revision && published.rejected().is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if caught_up.is_err() {
+            bail!(
+                "the snapshot did not reach the store's revision {revision} within {UPGRADE_SNAPSHOT_WAIT:?}; the running parapet goes on serving"
+            );
+        }
+    }
+    let upgrade_socket = UpgradeSocket::bind(&config.data_dir)?;
+
+    let mode = match config.activation {
+        ActivationFlag::Auto => ActivationMode::Auto,
+        ActivationFlag::Nameservers => ActivationMode::Nameservers {
+            parent_ns: config.parent_ns,
+        },
+    };
+    let activator = Arc::new(Activator::new(
+        Arc::clone(&store),
+        mode,
+        config.activation_interval,
+    ));
+    tokio::spawn(Arc::clone(&activator).run_background());
+
+    // Certificates for proxied names, when visitors can use HTTPS.
+    if let (false, Some(directory)) = (config.https_listen.is_empty(), &config.acme_directory) {
+        let mut acme = parapet_tls::acme::AcmeConfig::new(directory.clone());
+        acme.ca_file = config.acme_ca_file.clone();
+        acme.order_timeout = config.acme_order_timeout;
+        acme.contact = config
+            .acme_email
+            .iter()
+            .map(|e| format!("mailto:{e}"))
+            .collect();
+        let manager = parapet_tls::acme::AcmeManager::new(acme, store, Arc::clone(published));
+        tokio::spawn(manager.run(acme_shutdown));
+    }
+    Ok(ControlPlane {
+        store: releasable,
+        account,
+        activator,
+        upgrade_socket,
+    })
 }
 
 /// Every visitor connection is a file descriptor: use all the system allows this process

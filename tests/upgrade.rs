@@ -191,3 +191,97 @@ fn an_upgrade_that_fails_before_serving_leaves_the_running_node_in_place() {
     }
     old.ok("GET", &format!("/zones/{zone}"), None);
 }
+
+#[test]
+fn an_upgrade_that_cannot_open_the_store_leaves_the_running_node_serving() {
+    let port = free_port();
+    let _origin = start_origin("127.0.0.2", port);
+    let args = [
+        "--activation".to_owned(),
+        "auto".to_owned(),
+        "--http-listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--dns-listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--edge-ipv4".to_owned(),
+        "192.0.2.1".to_owned(),
+    ];
+    let mut old = Node::start(NodeOptions::new(BIN).args(args.clone()));
+    let zone = old.create_zone("kept.test");
+    old.proxied_a(&zone, "www", "127.0.0.2");
+    parapet_testkit::eventually(Duration::from_secs(5), "www routed", || {
+        request(port, "www.kept.test").is_ok()
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failures) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failures));
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match request(port, "www.kept.test") {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failures.lock().expect("failures").push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The store file the new process finds is not one it can read (damaged, or a format it
+    // does not know); the running one keeps its own open until the handover starts.
+    let store = old.data_dir.join("store.redb");
+    let kept = old.data_dir.join("store.redb.kept");
+    std::fs::rename(&store, &kept).expect("move the store aside");
+    std::fs::write(&store, vec![0xa5; 64 * 1024]).expect("write a damaged store");
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--upgrade", "--api-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&old.data_dir)
+        .args(&args)
+        .env("PARAPET_API_TOKEN", &old.token)
+        .env("PARAPET_LOG", "warn")
+        .output()
+        .expect("run the successor");
+    assert!(!out.status.success(), "the successor should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("opening the store"), "{err}");
+    assert!(
+        old.wait_exit(Duration::from_secs(2)).is_none(),
+        "the running node stays"
+    );
+    let answer = parapet_testkit::dns::ask(old.dns_addr(), "www.kept.test", RecordType::A);
+    assert_eq!(answer.answers.len(), 1, "{answer:?}");
+
+    // The store file comes back: the running node opens it again and takes changes.
+    std::fs::rename(&kept, &store).expect("put the store back");
+    old.ok("GET", &format!("/zones/{zone}"), None);
+    old.proxied_a(&zone, "api", "127.0.0.2");
+    parapet_testkit::eventually(
+        Duration::from_secs(5),
+        "a name added after the failed upgrade",
+        || request(port, "api.kept.test").is_ok(),
+    );
+    let answer = parapet_testkit::dns::ask(old.dns_addr(), "api.kept.test", RecordType::A);
+    assert_eq!(answer.answers.len(), 1, "{answer:?}");
+
+    let during = ok.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    let failures = failures.lock().expect("failures").clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(during > 0, "no request served during the failed upgrade");
+}
