@@ -59,8 +59,8 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// Whether SIGTERM or SIGINT arrived, caught from the call on (not from the first poll: a
-/// signal sent as soon as the API answers must stop the process cleanly, not kill it).
+/// Whether SIGTERM or SIGINT arrived. Installed before anything serves: from then on a signal
+/// stops the process cleanly (its data planes drain), whatever it is doing, starting included.
 #[derive(Clone)]
 struct StopSignal(tokio::sync::watch::Receiver<bool>);
 
@@ -202,6 +202,7 @@ const UPGRADE_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(1
 const UPGRADE_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> anyhow::Result<()> {
+    let stop = StopSignal::install()?;
     // The store holds private keys (uploaded and automatic certificates, the CAs'): a data
     // directory Parapet makes is its owner's only; an existing one open to others is reported.
     {
@@ -229,7 +230,11 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     let last_good_path = config.data_dir.join("snapshot.json");
     let mut inherited = if upgrade {
         let data_dir = config.data_dir.clone();
-        tokio::task::spawn_blocking(move || Inherited::receive(&data_dir)).await??
+        let receive = tokio::task::spawn_blocking(move || Inherited::receive(&data_dir));
+        tokio::select! {
+            received = receive => received??,
+            () = stop.clone().requested() => return Ok(()),
+        }
     } else {
         Inherited::default()
     };
@@ -382,16 +387,24 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     // Everything that can fail or wait happens before the previous process is told to stop: a
     // failure leaves it serving (this process lets the edge requests it took finish, and exits
     // with the error), and a signal stops this one cleanly.
-    let started = start_control_plane(
-        &config,
-        upgrade,
-        env_token.is_some(),
-        &published,
-        &last_good_path,
-        edge_shutdown.subscribe(),
-    )
-    .await
-    .and_then(|control| Ok((control, tokio::net::TcpListener::from_std(api_socket)?)));
+    let started = tokio::select! {
+        started = start_control_plane(
+            &config,
+            upgrade,
+            env_token.is_some(),
+            &published,
+            &last_good_path,
+            edge_shutdown.subscribe(),
+        ) => started.and_then(|control| {
+            Ok((control, tokio::net::TcpListener::from_std(api_socket)?))
+        }),
+        () = stop.clone().requested() => {
+            drop(inherited);
+            let _ = edge_shutdown.send(true);
+            finish_edge(edge).await;
+            return Ok(());
+        }
+    };
     let confirmed = started.and_then(|started| {
         // Every role serves here now: the previous process may stop.
         inherited.confirm()?;
@@ -464,7 +477,6 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         purge,
         origin_ca,
     });
-    let stop = StopSignal::install()?;
     tracing::info!(data_dir = %config.data_dir.display(), "parapet started");
     say(&format!("parapet: api listening on http://{local}"));
     // Stopping (a signal, or a successor that confirmed): the edge and the API stop accepting

@@ -285,3 +285,88 @@ fn an_upgrade_that_cannot_open_the_store_leaves_the_running_node_serving() {
     );
     assert!(during > 0, "no request served during the failed upgrade");
 }
+
+/// The status line of one request on a new connection, whatever it is.
+fn status_line(port: u16, host: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_signal_while_taking_over_stops_the_new_process_cleanly_and_unconfirmed() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir(&data_dir).expect("data dir");
+    std::fs::set_permissions(
+        &data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("private data dir");
+    // A running node, as the new process sees it: its store is held, and its upgrade socket
+    // hands over no socket; it records what the new process says.
+    let held = parapet_store::RedbStore::open(&data_dir.join("store.redb")).expect("store");
+    let upgrade = std::os::unix::net::UnixListener::bind(data_dir.join("upgrade.sock"))
+        .expect("upgrade socket");
+    let said = std::thread::spawn(move || {
+        let (mut conn, _) = upgrade.accept().expect("successor");
+        conn.write_all(&2u32.to_be_bytes())
+            .expect("manifest length");
+        conn.write_all(b"[]").expect("manifest");
+        let mut said = Vec::new();
+        let _ = conn.read_to_end(&mut said);
+        said
+    });
+
+    let port = free_port();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--upgrade", "--api-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--http-listen", &format!("127.0.0.1:{port}")])
+        .args(["--dns-listen", "127.0.0.1:0"])
+        .env("PARAPET_API_TOKEN", "upgrade-test-token")
+        .env("PARAPET_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the successor");
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    for line in stdout.lines() {
+        if line
+            .expect("line")
+            .starts_with("parapet: http listening on")
+        {
+            break;
+        }
+    }
+    // The edge serves while the store is still held.
+    let status = status_line(port, "nothing.test");
+    assert!(status.starts_with("HTTP/1.1 "), "{status:?}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.signal(), None, "killed by the signal: {status:?}");
+    assert!(status.success(), "{status:?}");
+    let said = said.join().expect("predecessor");
+    assert!(said.is_empty(), "the new process confirmed: {said:?}");
+    drop(held);
+}
