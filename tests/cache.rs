@@ -608,7 +608,49 @@ fn ranges_are_served_from_the_stored_object() {
     );
     let (status, _, _, _) = fetch(s.port, host, "/big.bin", &["-H", "Range: bytes=9999-"]);
     assert_eq!(status, 416);
+    // A suffix of no bytes selects nothing: 416, with the length (not an empty 206).
+    let (status, _, head, _) = fetch(s.port, host, "/big.bin", &["-H", "Range: bytes=-0"]);
+    assert_eq!(status, 416, "{head}");
+    assert!(
+        head.contains(&format!("content-range: bytes */{}", full.len())),
+        "{head}"
+    );
+    // A weak validator never matches If-Range: the whole object.
+    let (status, _, head, whole) = fetch(
+        s.port,
+        host,
+        "/big.bin",
+        &["-H", "Range: bytes=1-4", "-H", "If-Range: W/\"x\""],
+    );
+    assert_eq!((status, whole.len()), (200, full.len()), "{head}");
+    // An octet stream is not compressed, whatever the visitor accepts: the stored bytes, with
+    // their length.
+    let (status, _, head, same) = fetch(
+        s.port,
+        host,
+        "/big.bin",
+        &["-H", "Accept-Encoding: br, gzip"],
+    );
+    assert_eq!(status, 200);
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", full.len())),
+        "{head}"
+    );
+    assert_eq!(same, full);
     assert_eq!(s.hits.of("/big.bin"), 1);
+    // A range of a stored text object the visitor would have had compressed on its way (zstd
+    // is made for each answer) is the stored bytes: the range counts them.
+    let (_, _, _, css) = fetch(s.port, host, "/text.css", &[]);
+    let (status, _, head, part) = fetch(
+        s.port,
+        host,
+        "/text.css",
+        &["-H", "Range: bytes=0-9", "-H", "Accept-Encoding: zstd"],
+    );
+    assert_eq!(status, 206, "{head}");
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert_eq!(part, css[..10]);
 }
 
 #[test]
@@ -650,6 +692,26 @@ fn compressible_responses_are_compressed_as_the_visitor_accepts() {
         fetch(s.port, host, "/text.css", &["-H", "Accept-Encoding: zstd"]);
     assert_eq!((status, cache.as_str()), (200, "HIT"));
     assert!(head.contains("content-encoding: zstd"), "{head}");
+    assert_eq!(s.hits.of("/text.css"), 3);
+    // Weights count: a refused coding (q=0) is never used, the heaviest accepted one is.
+    for (accept, coding) in [
+        ("gzip;q=0, identity", None),
+        ("br;q=0, zstd", Some("zstd")),
+        ("zstd;q=0.5, gzip", Some("gzip")),
+    ] {
+        let (status, _, head, _) = fetch(
+            s.port,
+            host,
+            "/text.css",
+            &["-H", &format!("Accept-Encoding: {accept}")],
+        );
+        assert_eq!(status, 200);
+        let used = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-encoding: "))
+            .map(str::trim);
+        assert_eq!(used, coding, "{accept}: {head}");
+    }
     assert_eq!(s.hits.of("/text.css"), 3);
     // curl decodes gzip: the same stylesheet, fewer bytes on the wire.
     let out = std::process::Command::new("curl")

@@ -389,12 +389,7 @@ impl EdgeProxy {
         }
         let mut compression = ResponseCompressionCtx::new(COMPRESSION_LEVEL, false, false);
         compression.request_filter(req);
-        if rules
-            .as_deref()
-            .is_some_and(|r| r.respect_strong_etags == Some(true))
-        {
-            keep_bytes(rules.as_deref(), &resp, &mut compression);
-        }
+        keep_bytes(rules.as_deref(), &resp, &mut compression);
         let ray = crate::headers::ray_id();
         let hsts = settings.hsts.filter(|_| https);
         to_visitor(

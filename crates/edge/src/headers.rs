@@ -180,6 +180,94 @@ pub fn check_framing(headers: &pingora::http::HMap) -> Result<(), &'static str> 
     Ok(())
 }
 
+/// An `Accept-Encoding` value with its weights applied: the codings it accepts (weight above
+/// 0), highest weight first (ties in their order), without parameters; `identity` when it
+/// accepts none. A weight that is not a number counts as 1.
+pub fn codings_by_weight(value: &[u8]) -> Vec<u8> {
+    let mut codings: Vec<(&[u8], f32)> = value
+        .split(|&b| b == b',')
+        .filter_map(|item| {
+            let mut parts = item.split(|&b| b == b';');
+            let coding = parts.next()?.trim_ascii();
+            let weight = parts
+                .filter_map(|p| {
+                    let (name, value) = p.trim_ascii().split_at_checked(2)?;
+                    name.eq_ignore_ascii_case(b"q=")
+                        .then(|| std::str::from_utf8(value).ok()?.trim().parse::<f32>().ok())
+                        .flatten()
+                })
+                .next_back()
+                .unwrap_or(1.0);
+            (!coding.is_empty() && weight > 0.0).then_some((coding, weight))
+        })
+        .collect();
+    codings.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if codings.is_empty() {
+        return b"identity".to_vec();
+    }
+    codings
+        .iter()
+        .map(|(coding, _)| *coding)
+        .collect::<Vec<_>>()
+        .join(&b", "[..])
+}
+
+/// Whether `range` (a `Range` value) is a valid set of byte ranges none of which selects a
+/// byte of a body of `length` bytes (RFC 9110 §14.1.1): a range starting at or past the end, a
+/// suffix of no bytes, any range of an empty body. `false` for a value that is not a byte range
+/// set (it is ignored) or that selects something.
+pub fn selects_nothing(range: &[u8], length: u64) -> bool {
+    let Some(set) = range
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case(b"bytes="))
+        .and_then(|_| range.get(6..))
+    else {
+        return false;
+    };
+    let number = |digits: &[u8]| -> Option<Option<u64>> {
+        if digits.is_empty() {
+            return Some(None);
+        }
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        // Past u64: as large as any body, and larger.
+        Some(Some(
+            std::str::from_utf8(digits)
+                .ok()?
+                .parse()
+                .unwrap_or(u64::MAX),
+        ))
+    };
+    let mut specs = 0;
+    for spec in set.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        if spec.is_empty() {
+            continue;
+        }
+        let Some(dash) = spec.iter().position(|&b| b == b'-') else {
+            return false;
+        };
+        let (Some(first), Some(last)) = (number(&spec[..dash]), number(&spec[dash + 1..])) else {
+            return false;
+        };
+        let selects = match (first, last) {
+            (Some(first), last) => {
+                if last.is_some_and(|last| last < first) {
+                    return false;
+                }
+                first < length
+            }
+            (None, Some(suffix)) => suffix > 0 && length > 0,
+            (None, None) => return false,
+        };
+        if selects {
+            return false;
+        }
+        specs += 1;
+    }
+    specs > 0
+}
+
 /// Checks the request head as received, before the HTTP engine normalised it: no bare LF line
 /// ends, and not both `Content-Length` and `Transfer-Encoding` (the engine drops the length and
 /// goes on; a request like that is a smuggling attempt and is refused).
@@ -226,6 +314,53 @@ mod tests {
             return Err("both Content-Length and Transfer-Encoding");
         }
         Ok(())
+    }
+
+    #[test]
+    fn accepted_codings_are_listed_by_weight_without_the_refused() {
+        for (value, plain) in [
+            (&b"gzip;q=0, identity"[..], &b"identity"[..]),
+            (b"gzip;q=0", b"identity"),
+            (b"br;q=0, deflate", b"deflate"),
+            (b"gzip;q=0.5, br;q=1.0, zstd", b"br, zstd, gzip"),
+            (b"gzip; Q=0.000 ,br", b"br"),
+            (b"gzip;q=x, br;q=0.9", b"gzip, br"),
+            (b"gzip, br", b"gzip, br"),
+        ] {
+            assert_eq!(
+                String::from_utf8_lossy(&codings_by_weight(value)),
+                String::from_utf8_lossy(plain),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
+
+    #[test]
+    fn range_sets_selecting_nothing_are_told_from_the_rest() {
+        for (range, length) in [
+            (&b"bytes=-0"[..], 10),
+            (b"bytes=10-", 10),
+            (b"bytes=10-20", 10),
+            (b"bytes=-5", 0),
+            (b"bytes=0-", 0),
+            (b"BYTES=-0, 99999999999999999999999-", 10),
+        ] {
+            assert!(selects_nothing(range, length), "{range:?} of {length}");
+        }
+        for (range, length) in [
+            (&b"bytes=0-"[..], 10),
+            (b"bytes=-1", 10),
+            (b"bytes=9-9", 10),
+            (b"bytes=-0, 5-", 10),
+            (b"bytes=5-2", 10),
+            (b"bytes=x-", 10),
+            (b"items=0-", 0),
+            (b"bytes=", 10),
+            (b"bytes=-", 10),
+        ] {
+            assert!(!selects_nothing(range, length), "{range:?} of {length}");
+        }
     }
 
     #[test]

@@ -205,6 +205,10 @@ pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'
             }
             connection = Some(field.value);
         } else if name.eq_ignore_ascii_case("accept-encoding") {
+            // Weighted: the engine lists its codings by weight first.
+            if field.value.contains(&b';') {
+                return None;
+            }
             once(&mut accept_encoding, field.value)?;
         } else if name.eq_ignore_ascii_case("if-none-match") {
             once(&mut if_none_match, field.value)?;
@@ -514,6 +518,10 @@ impl EdgeProxy {
         let (accept_encoding, None) = (accept_encoding.next(), accept_encoding.next()) else {
             return None;
         };
+        // Weighted: the engine lists its codings by weight first.
+        if accept_encoding.is_some_and(|v| v.as_bytes().contains(&b';')) {
+            return None;
+        }
         stored_fresh(&cache.store, key, accept_encoding.map(|v| v.as_bytes()))
     }
 }
@@ -824,11 +832,18 @@ fn compressible(stored: &ResponseHeader) -> bool {
     )
 }
 
-/// Whether the engine's compression takes an answer for compressible, by its first
-/// `Content-Length` and `Content-Type` (the rule its filter applies): not under 20 bytes; by
-/// type, not without one, with one that is not UTF-8 or that names zip; text, application and
-/// font types, three image types and `binary/octet-stream` are.
+/// Whether the engine compresses a stored answer, by its first `Content-Length` and
+/// `Content-Type`: its compression's rule (not under 20 bytes; by type, not without one, with
+/// one that is not UTF-8 or that names zip; text, application and font types, three image types
+/// and `binary/octet-stream`), for the types the edge compresses
+/// ([`crate::proxy::compressed_type`]).
 pub(crate) fn compressible_by(length: Option<&[u8]>, content_type: Option<&[u8]>) -> bool {
+    engine_compressible_by(length, content_type)
+        && content_type.is_some_and(crate::proxy::compressed_type)
+}
+
+/// The engine's compression's own rule ([`compressible_by`]).
+pub(crate) fn engine_compressible_by(length: Option<&[u8]>, content_type: Option<&[u8]>) -> bool {
     const TYPES: [&str; 7] = [
         "text/",
         "application/",

@@ -47,9 +47,9 @@ use crate::headers::{CDN_LOOP_TOKEN, RayId, with_date};
 use crate::hit;
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, access_logged,
-    browser_cache_control, cacheability, edge_error, from_origin, ip_text, keep_bytes,
-    keep_bytes_of, normalized_encoding, origin_port_of, page_header, to_origin, to_visitor,
-    values_say_no_store,
+    browser_cache_control, cacheability, edge_compresses, edge_error, from_origin, ip_text,
+    keep_bytes, keep_bytes_of, normalized_encoding, origin_port_of, page_header, to_origin,
+    to_visitor, values_say_no_store,
 };
 use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
 use crate::route::Origin;
@@ -389,15 +389,21 @@ fn wire_request(
 /// A GET the engine has read (an HTTP/2 visitor's) for the origin as bytes, as
 /// [`wire_request`] writes one: `Host` from the `:authority`, without this hop's fields. `None`
 /// for a request whose fields this does not merge as the engine does (a `CDN-Loop`, more than
-/// one `Accept-Encoding` or `Cookie`: HTTP/2 visitors send cookies in pieces).
+/// one `Accept-Encoding` or `Cookie`: HTTP/2 visitors send cookies in pieces; a weighted
+/// `Accept-Encoding`, which the engine lists by weight).
 pub(crate) fn wire_session_request(
     req: &RequestHeader,
     to: &ToOrigin<'_>,
 ) -> Option<(Vec<u8>, Option<&'static str>)> {
     let several = |name| req.headers.get_all(name).iter().nth(1).is_some();
+    let weighted = req
+        .headers
+        .get(header::ACCEPT_ENCODING)
+        .is_some_and(|v| v.as_bytes().contains(&b';'));
     if req.headers.contains_key("cdn-loop")
         || several(header::ACCEPT_ENCODING)
         || several(header::COOKIE)
+        || weighted
     {
         return None;
     }
@@ -1124,7 +1130,8 @@ fn untouched(
                 .any(|v| v == b"*" || v.eq_ignore_ascii_case(b"accept-encoding"));
         }
     }
-    let compressible = hit::compressible_by(length, content_type);
+    let compressible =
+        hit::compressible_by(length, content_type) && edge_compresses(head.status, content_type);
     let asked = compressions.visitor.1 || compressions.upstream.as_ref().is_some_and(|u| u.1);
     if compressible && asked {
         return None;
@@ -1134,7 +1141,7 @@ fn untouched(
     let rules = compressions.rules;
     let mut vary_added = false;
     for compression in compressions.each() {
-        keep_bytes_of(rules, etag, head.status, compression);
+        keep_bytes_of(rules, etag, content_type, head.status, compression);
         // The filter marks an answer whose type it could compress as varying by coding.
         if compression.is_enabled() && !end && compressible && !varies {
             vary_added = true;
@@ -1783,7 +1790,7 @@ mod tests {
                 compression(None).response_header_filter(&mut resp, false);
                 let engine = resp.headers.contains_key(header::VARY);
                 assert_eq!(
-                    hit::compressible_by(length.map(str::as_bytes), kind),
+                    hit::engine_compressible_by(length.map(str::as_bytes), kind),
                     engine,
                     "{length:?} {kind:?}"
                 );
@@ -1886,6 +1893,7 @@ mod tests {
     #[test]
     fn answers_no_compression_changes_keep_their_coding_fields_as_the_compressions_leave_them() {
         let raw = |fields: &str| format!("HTTP/1.1 200 OK\r\n{fields}\r\n").into_bytes();
+        let text = raw("Content-Type: text/css\r\nContent-Length: 1024\r\n");
         let binary = raw("Content-Type: application/octet-stream\r\nContent-Length: 1024\r\n");
         let image = raw("Content-Type: image/png\r\nContent-Length: 1024\r\n");
         let zipped = raw("Content-Type: text/html\r\nContent-Encoding: gzip\r\n");
@@ -1893,18 +1901,24 @@ mod tests {
             untouched_matches_the_compressions(raw.clone(), asked, None, false, false)
         };
         // Compressible, nothing asked: marked as varying by coding.
-        assert_eq!(check(&binary, (None, None)), Some(true));
-        assert_eq!(check(&binary, (None, Some(None))), Some(true));
+        assert_eq!(check(&text, (None, None)), Some(true));
+        assert_eq!(check(&text, (None, Some(None))), Some(true));
         // Asked of either: left to the compressions.
-        assert_eq!(check(&binary, (Some("gzip"), None)), None);
-        assert_eq!(check(&binary, (None, Some(Some("gzip")))), None);
-        // Not compressible, asked or not.
+        assert_eq!(check(&text, (Some("gzip"), None)), None);
+        assert_eq!(check(&text, (None, Some(Some("gzip")))), None);
+        // Not compressible, asked or not: an image, and an octet stream the engine's
+        // compression would take but the edge does not compress.
         assert_eq!(check(&image, (Some("gzip"), Some(Some("br")))), Some(false));
+        assert_eq!(
+            check(&binary, (Some("gzip"), Some(Some("br")))),
+            Some(false)
+        );
+        assert_eq!(check(&binary, (None, None)), Some(false));
         // A coded answer is always left to them.
         assert_eq!(check(&zipped, (None, None)), None);
         // Without a body, nothing varies.
         assert_eq!(
-            untouched_matches_the_compressions(binary, (None, None), None, true, false),
+            untouched_matches_the_compressions(text, (None, None), None, true, false),
             Some(false)
         );
     }

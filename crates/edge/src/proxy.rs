@@ -305,27 +305,103 @@ const CACHE_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(
     0,
 );
 
-/// Turns `compression` off for a response the rules keep byte for byte (Cloudflare's "respect
-/// strong ETags": a strong `ETag` stays strong, stored and passed on as the origin sent it).
+/// Media types the edge compresses: Cloudflare's list (text-like types; not images, archives,
+/// media, fonts that are compressed already or octet streams, which compressing only slows and
+/// whose ranges and validators it would change).
+const COMPRESSED_TYPES: &[&str] = &[
+    "text/html",
+    "text/richtext",
+    "text/plain",
+    "text/css",
+    "text/x-script",
+    "text/x-component",
+    "text/x-java-source",
+    "text/x-markdown",
+    "text/javascript",
+    "text/js",
+    "text/xml",
+    "application/javascript",
+    "application/x-javascript",
+    "application/x-perl",
+    "application/x-httpd-cgi",
+    "application/xml",
+    "application/rss+xml",
+    "application/vnd.api+json",
+    "application/x-protobuf",
+    "application/json",
+    "application/xhtml+xml",
+    "application/vnd.ms-fontobject",
+    "application/ttf",
+    "application/x-ttf",
+    "application/otf",
+    "application/x-otf",
+    "application/truetype",
+    "application/opentype",
+    "application/x-opentype",
+    "application/font-woff",
+    "application/eot",
+    "application/font",
+    "application/font-sfnt",
+    "application/wasm",
+    "application/javascript-binast",
+    "application/manifest+json",
+    "application/ld+json",
+    "application/graphql+json",
+    "application/geo+json",
+    "font/ttf",
+    "font/otf",
+    "font/x-woff",
+    "image/svg+xml",
+    "image/x-icon",
+    "image/vnd.microsoft.icon",
+    "multipart/bag",
+    "multipart/mixed",
+];
+
+/// Whether `content_type` (a `Content-Type` value) is one the edge compresses.
+pub(crate) fn compressed_type(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    COMPRESSED_TYPES
+        .iter()
+        .any(|t| essence.eq_ignore_ascii_case(t.as_bytes()))
+}
+
+/// Whether the edge compresses an answer with this status and `Content-Type` (for a visitor
+/// that accepts a coding, when the origin sent none): answers with their whole body (200, and
+/// 403 and 404 pages, as nginx; never a 206, whose range counts the bytes uncompressed) of a
+/// type it compresses ([`compressed_type`]).
+pub(crate) fn edge_compresses(status: http::StatusCode, content_type: Option<&[u8]>) -> bool {
+    matches!(status.as_u16(), 200 | 403 | 404) && content_type.is_some_and(compressed_type)
+}
+
+/// Turns `compression` off for a response the edge does not compress ([`edge_compresses`]) or
+/// the rules keep byte for byte (Cloudflare's "respect strong ETags": a strong `ETag` stays
+/// strong, stored and passed on as the origin sent it).
 pub(crate) fn keep_bytes(
     rules: Option<&CacheParameters>,
     resp: &ResponseHeader,
     compression: &mut pingora::protocols::http::compression::ResponseCompressionCtx,
 ) {
-    let etag = resp.headers.get(http::header::ETAG).map(|v| v.as_bytes());
-    keep_bytes_of(rules, etag, resp.status, compression);
+    let first = |name| resp.headers.get(name).map(http::HeaderValue::as_bytes);
+    let (etag, content_type) = (first(http::header::ETAG), first(http::header::CONTENT_TYPE));
+    keep_bytes_of(rules, etag, content_type, resp.status, compression);
 }
 
-/// [`keep_bytes`] for a response with this first `ETag` and `status`.
+/// [`keep_bytes`] for a response with this first `ETag` and `Content-Type`, and `status`.
 pub(crate) fn keep_bytes_of(
     rules: Option<&CacheParameters>,
     etag: Option<&[u8]>,
+    content_type: Option<&[u8]>,
     status: http::StatusCode,
     compression: &mut pingora::protocols::http::compression::ResponseCompressionCtx,
 ) {
-    if rules.is_some_and(|r| r.keeps_bytes_of(etag))
-        && !status.is_informational()
+    if !status.is_informational()
         && compression.is_header_phase()
+        && (rules.is_some_and(|r| r.keeps_bytes_of(etag)) || !edge_compresses(status, content_type))
     {
         compression.adjust_level(0);
     }
@@ -766,6 +842,27 @@ impl ProxyHttp for EdgeProxy {
 
     /// Refuses ambiguous framing, then routes the request; answers unknown hosts, unproxied
     /// names and loops with an error page.
+    /// A visitor's weighted `Accept-Encoding`, as the edge's compression reads one: the engine's
+    /// takes the listed codings in order and ignores weights, so `gzip;q=0` would get gzip.
+    /// Before it reads the field, the field lists the codings accepted, highest weight first
+    /// ([`headers::codings_by_weight`]).
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        let headers = &session.req_header().headers;
+        let weighted = headers
+            .get_all(http::header::ACCEPT_ENCODING)
+            .iter()
+            .any(|v| v.as_bytes().contains(&b';'));
+        if weighted {
+            let plain = headers::codings_by_weight(&joined_values(headers, "accept-encoding"));
+            let plain = http::HeaderValue::from_bytes(&plain)
+                .or_err(ErrorType::InvalidHTTPHeader, "Accept-Encoding by weight")?;
+            session
+                .req_header_mut()
+                .insert_header(http::header::ACCEPT_ENCODING, plain)?;
+        }
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         if session.downstream_session.is_body_empty() {
             request_read(session);
@@ -1093,12 +1190,10 @@ impl ProxyHttp for EdgeProxy {
             session.set_keepalive(None);
         }
         let keeping = ctx.cache_rules.as_deref();
-        if keeping.is_some_and(|r| r.respect_strong_etags == Some(true))
-            && let Some(compression) = session
-                .downstream_modules_ctx
-                .get_mut::<pingora::modules::http::compression::ResponseCompression>(
-            )
-        {
+        if let Some(compression) = session
+            .downstream_modules_ctx
+            .get_mut::<pingora::modules::http::compression::ResponseCompression>(
+        ) {
             keep_bytes(keeping, resp, compression);
         }
         let hsts = ctx
@@ -1207,6 +1302,55 @@ impl ProxyHttp for EdgeProxy {
             trailers.remove(&name);
         }
         Ok(())
+    }
+
+    /// Ranges of a whole answer (a stored one) as the engine serves them, but where it errs: a
+    /// weak validator in `If-Range` never matches (RFC 9110 §13.1.5 compares strongly: the
+    /// whole answer goes), and a range set none of whose ranges selects a byte of the body (a
+    /// suffix of no bytes, any range of an empty body, a start past the end) gets 416 with
+    /// `Content-Range: bytes */length` (RFC 9110 §14.1.1; the engine answered an empty 206 or
+    /// failed).
+    fn range_header_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> pingora::proxy::RangeType {
+        use pingora::proxy::RangeType;
+        const MAX_RANGES: Option<usize> = Some(200);
+        let req = session.req_header();
+        let length = (resp.status == http::StatusCode::OK)
+            .then(|| resp.headers.get(http::header::CONTENT_LENGTH))
+            .flatten()
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse::<u64>().ok());
+        let ranged = matches!(req.method, http::Method::GET | http::Method::HEAD);
+        let range = req.headers.get(http::header::RANGE).filter(|_| ranged);
+        let (Some(length), Some(range)) = (length, range) else {
+            return pingora::proxy::range_header_filter(req, resp, MAX_RANGES);
+        };
+        let weak_if_range = req
+            .headers
+            .get(http::header::IF_RANGE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"W/"));
+        if weak_if_range {
+            let _ = resp.insert_header(http::header::ACCEPT_RANGES, "bytes");
+            return RangeType::None;
+        }
+        if headers::selects_nothing(range.as_bytes(), length) {
+            let _ = resp.set_status(http::StatusCode::RANGE_NOT_SATISFIABLE);
+            let _ = resp.insert_header(http::header::CONTENT_LENGTH, "0");
+            for name in [
+                http::header::ACCEPT_RANGES,
+                http::header::CONTENT_TYPE,
+                http::header::CONTENT_ENCODING,
+                http::header::TRANSFER_ENCODING,
+            ] {
+                resp.remove_header(&name);
+            }
+            let _ = resp.insert_header(http::header::CONTENT_RANGE, format!("bytes */{length}"));
+            return RangeType::Invalid;
+        }
+        pingora::proxy::range_header_filter(req, resp, MAX_RANGES)
     }
 
     /// Caches GET and HEAD of eligible paths (Cloudflare's default extensions) in active zones.
