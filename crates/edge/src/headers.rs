@@ -180,26 +180,36 @@ pub fn check_framing(headers: &pingora::http::HMap) -> Result<(), &'static str> 
     Ok(())
 }
 
+/// The codings an `Accept-Encoding` value lists, with their weights (a weight that is not a
+/// number counts as 1).
+fn weighted_codings(value: &[u8]) -> impl Iterator<Item = (&[u8], f32)> {
+    value.split(|&b| b == b',').filter_map(|item| {
+        let mut parts = item.split(|&b| b == b';');
+        let coding = parts.next()?.trim_ascii();
+        let weight = parts
+            .filter_map(|p| {
+                let (name, value) = p.trim_ascii().split_at_checked(2)?;
+                name.eq_ignore_ascii_case(b"q=")
+                    .then(|| std::str::from_utf8(value).ok()?.trim().parse::<f32>().ok())
+                    .flatten()
+            })
+            .next_back()
+            .unwrap_or(1.0);
+        (!coding.is_empty()).then_some((coding, weight))
+    })
+}
+
+/// Whether an `Accept-Encoding` value accepts `coding` (lists it, weight above 0).
+pub fn accepts_coding(value: &[u8], coding: &[u8]) -> bool {
+    weighted_codings(value).any(|(c, weight)| weight > 0.0 && c.eq_ignore_ascii_case(coding))
+}
+
 /// An `Accept-Encoding` value with its weights applied: the codings it accepts (weight above
 /// 0), highest weight first (ties in their order), without parameters; `identity` when it
-/// accepts none. A weight that is not a number counts as 1.
+/// accepts none.
 pub fn codings_by_weight(value: &[u8]) -> Vec<u8> {
-    let mut codings: Vec<(&[u8], f32)> = value
-        .split(|&b| b == b',')
-        .filter_map(|item| {
-            let mut parts = item.split(|&b| b == b';');
-            let coding = parts.next()?.trim_ascii();
-            let weight = parts
-                .filter_map(|p| {
-                    let (name, value) = p.trim_ascii().split_at_checked(2)?;
-                    name.eq_ignore_ascii_case(b"q=")
-                        .then(|| std::str::from_utf8(value).ok()?.trim().parse::<f32>().ok())
-                        .flatten()
-                })
-                .next_back()
-                .unwrap_or(1.0);
-            (!coding.is_empty() && weight > 0.0).then_some((coding, weight))
-        })
+    let mut codings: Vec<(&[u8], f32)> = weighted_codings(value)
+        .filter(|(_, weight)| *weight > 0.0)
         .collect();
     codings.sort_by(|a, b| b.1.total_cmp(&a.1));
     if codings.is_empty() {

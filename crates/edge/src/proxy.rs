@@ -476,28 +476,13 @@ fn selecting_value(name: &str, joined: std::borrow::Cow<'_, [u8]>) -> Vec<u8> {
     value
 }
 
-/// The coding a stored variant is chosen by.
+/// The coding a stored variant is chosen by: br, zstd or gzip, the first the visitor accepts
+/// in that order (each is stored once, made from what the origin sends), or none.
 pub(crate) fn normalized_encoding(accept: &[u8]) -> &'static str {
-    let offers = |coding: &[u8]| {
-        accept.split(|&b| b == b',').any(|item| {
-            let mut parts = item.split(|&b| b == b';');
-            parts
-                .next()
-                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(coding))
-                && !parts.any(|p| {
-                    [&b"q=0"[..], b"q=0.0", b"q=0.00", b"q=0.000"]
-                        .iter()
-                        .any(|zero| p.trim_ascii().eq_ignore_ascii_case(zero))
-                })
-        })
-    };
-    if offers(b"br") {
-        "br"
-    } else if offers(b"gzip") {
-        "gzip"
-    } else {
-        ""
-    }
+    ["br", "zstd", "gzip"]
+        .into_iter()
+        .find(|coding| headers::accepts_coding(accept, coding.as_bytes()))
+        .unwrap_or("")
 }
 
 /// Whether a request for `path` may be served from the cache, and whether a cache rule said
