@@ -511,17 +511,28 @@ fn stale_objects_are_served_while_revalidating_or_when_the_origin_fails() {
     let s = site("stale.test");
     let host = "www.stale.test";
     let get = |path: &str| fetch(s.port, host, path, &[]);
+    let answered = || {
+        let name = format!(
+            "parapet_edge_requests_total{{zone=\"{}\",status=\"200\"}}",
+            s.zone
+        );
+        metric(&s.node, &name)
+    };
     assert_eq!(get("/swr.js").1, "MISS");
     assert_eq!(get("/sie.js").1, "MISS");
     std::thread::sleep(Duration::from_millis(2100));
 
     // stale-while-revalidate: the stale copy at once, refreshed in the background.
+    let before = answered();
     let (status, cache, _, body) = get("/swr.js");
     assert_eq!((status, cache.as_str()), (200, "UPDATING"));
     assert_eq!(body, "/swr.js answer 1");
     parapet_testkit::eventually(Duration::from_secs(5), "the background refresh", || {
         s.hits.of("/swr.js") == 2
     });
+    // The refresh is the edge's own request, not a visitor's: one request answered.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(answered(), before + 1);
     parapet_testkit::eventually(Duration::from_secs(5), "the refreshed copy", || {
         let (_, cache, _, body) = get("/swr.js");
         cache == "HIT" && body == "/swr.js answer 2"

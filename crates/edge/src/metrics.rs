@@ -49,6 +49,8 @@ enum Answered {
     Engine,
     DirectHit,
     DirectPass,
+    /// No visitor's request: the edge's own (a stale object's refresh in the background).
+    Background,
 }
 
 #[derive(Default)]
@@ -138,6 +140,12 @@ impl EdgeMetrics {
         self.finished(zone, status, origin_time, Answered::Engine);
     }
 
+    /// A request the edge made itself (a stale object's refresh in the background), finished:
+    /// only its origin time counts, not as a request answered.
+    pub fn background_finished(&self, origin_time: Option<Duration>) {
+        self.finished("", 0, origin_time, Answered::Background);
+    }
+
     /// A request the edge passed to the origin without its HTTP engine, answered.
     pub fn direct_pass_finished(&self, zone: &str, status: u16, origin_time: Option<Duration>) {
         self.finished(zone, status, origin_time, Answered::DirectPass);
@@ -154,12 +162,14 @@ impl EdgeMetrics {
         let mut counts = shard.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.direct_hits += u64::from(by == Answered::DirectHit);
         counts.direct_passes += u64::from(by == Answered::DirectPass);
-        let requests = &mut counts.requests;
-        let by_status = match requests.get_mut(zone) {
-            Some(by_status) => by_status,
-            None => requests.entry(zone.to_owned()).or_default(),
-        };
-        *by_status.entry(status).or_default() += 1;
+        if by != Answered::Background {
+            let requests = &mut counts.requests;
+            let by_status = match requests.get_mut(zone) {
+                Some(by_status) => by_status,
+                None => requests.entry(zone.to_owned()).or_default(),
+            };
+            *by_status.entry(status).or_default() += 1;
+        }
         if let Some(t) = origin_time {
             let secs = t.as_secs_f64();
             if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {

@@ -1557,6 +1557,12 @@ impl ProxyHttp for EdgeProxy {
         if downstream.req_header().version == http::Version::HTTP_2 && !downstream.is_body_done() {
             let _ = tokio::time::timeout(UNREAD_BODY_WAIT, downstream.drain_request_body()).await;
         }
+        // A stale object's refresh in the background is no visitor's request: neither counted
+        // as one nor logged.
+        if session.subrequest_ctx.is_some() {
+            self.metrics.background_finished(ctx.origin_time);
+            return;
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let zone = ctx.origin.as_ref().map_or("", |o| &*o.zone_id);
         self.metrics.request_finished(zone, status, ctx.origin_time);
@@ -2084,10 +2090,13 @@ pub(crate) fn edge_error(e: &Error) -> Option<EdgeError> {
             Some(EdgeError::OriginHandshake)
         }
         (_, ErrorType::ConnectTimedout) => Some(EdgeError::ConnectTimeout),
-        (_, ErrorType::ConnectNoRoute) => Some(EdgeError::Unreachable),
+        // A connection that could not be made is no answer of the origin's: 523 on every path
+        // (the engine marks connect failures as the origin's, and the edge's own paths not).
+        (_, ErrorType::ConnectNoRoute | ErrorType::ConnectError | ErrorType::SocketError) => {
+            Some(EdgeError::Unreachable)
+        }
         (ErrorSource::Upstream, ErrorType::ReadTimedout) => Some(EdgeError::ReadTimeout),
         (ErrorSource::Upstream, _) => Some(EdgeError::InvalidResponse),
-        (_, ErrorType::ConnectError | ErrorType::SocketError) => Some(EdgeError::Unreachable),
         _ => None,
     }
 }
@@ -2135,6 +2144,27 @@ impl AccessLine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_to_connect_are_unreachable_whoever_marked_them() {
+        for etype in [
+            ErrorType::ConnectError,
+            ErrorType::SocketError,
+            ErrorType::ConnectNoRoute,
+        ] {
+            let mut marked = Error::new(etype.clone());
+            marked.as_up();
+            let unmarked = Error::new(etype);
+            assert_eq!(edge_error(&marked), Some(EdgeError::Unreachable));
+            assert_eq!(edge_error(&unmarked), Some(EdgeError::Unreachable));
+        }
+        let mut garbage = Error::new(ErrorType::InvalidHTTPHeader);
+        garbage.as_up();
+        assert_eq!(edge_error(&garbage), Some(EdgeError::InvalidResponse));
+        let mut visitor = Error::new(ErrorType::ConnectionClosed);
+        visitor.as_down();
+        assert_eq!(edge_error(&visitor), None);
+    }
 
     /// A response header with `fields`, in order.
     fn header(status: u16, fields: &[(&'static str, &str)]) -> ResponseHeader {
