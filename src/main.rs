@@ -54,15 +54,40 @@ enum Command {
     },
 }
 
+/// Logs go to standard error: the edge's access log (`parapet::access`) as bare JSON lines, one
+/// per request, without colour, time or level; everything else as usual. `PARAPET_LOG` filters
+/// both (default `info`, which includes the access log).
+fn init_logs() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    const ACCESS: &str = "parapet::access";
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PARAPET_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let diagnostics = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() != ACCESS
+        }));
+    let access = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() == ACCESS
+        }));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(diagnostics)
+        .with(access)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PARAPET_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs();
     let result = match cli.command {
         Command::Serve(flags) => config::load(&flags).and_then(|config| {
             let env_token = std::env::var("PARAPET_API_TOKEN")

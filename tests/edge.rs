@@ -852,3 +852,98 @@ fn the_edges_own_pages_answer_head_with_their_header_alone() {
         }
     }
 }
+
+#[test]
+fn access_log_lines_are_bare_json_one_per_request_on_every_path() {
+    let port = free_port();
+    let _origin = start_origin("127.0.0.2", port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("stderr");
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args([
+                "--activation",
+                "auto",
+                "--http-listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .log("warn,parapet::access=info")
+            .stderr_to(&log),
+    );
+    let zone = node.create_zone("logs.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        curl(port, "www.logs.test", &[]).0 == 200
+    });
+    let get = |path: &str, extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
+            .arg(format!("www.logs.test:{port}:127.0.0.1"))
+            .args(extra)
+            .arg(format!("http://www.logs.test:{port}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A miss and a POST (the engine), a hit and a pass (the edge's own), HTTP/2, a hostile path.
+    let requests: [(&str, &[&str]); 6] = [
+        ("/logo.png", &[]),
+        ("/logo.png", &[]),
+        ("/page", &[]),
+        ("/form", &["-d", "x=1"]),
+        ("/page", &["--http2-prior-knowledge"]),
+        ("/%22quoted%1b%5b31m", &[]),
+    ];
+    for (path, extra) in requests {
+        assert_eq!(get(path, extra), "200", "{path}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains('\u{1b}'), "no colour codes: {text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.contains("\"ray\""))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    // The routing probe's requests, then the six.
+    let ours: Vec<&serde_json::Value> = lines.iter().rev().take(6).rev().collect();
+    let seen: Vec<(&str, &str, &str)> = ours
+        .iter()
+        .map(|l| {
+            (
+                l["method"].as_str().unwrap_or(""),
+                l["path"].as_str().unwrap_or(""),
+                l["cache"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET", "/logo.png", "MISS"),
+            ("GET", "/logo.png", "HIT"),
+            ("GET", "/page", "DYNAMIC"),
+            ("POST", "/form", "DYNAMIC"),
+            ("GET", "/page", "DYNAMIC"),
+            ("GET", "/%22quoted%1b%5b31m", "DYNAMIC"),
+        ],
+        "{text}"
+    );
+    for line in &ours {
+        for field in [
+            "time",
+            "ray",
+            "zone",
+            "host",
+            "status",
+            "bytes",
+            "client_ip",
+        ] {
+            assert!(!line[field].is_null(), "{field}: {line}");
+        }
+        assert_eq!(line["host"], "www.logs.test", "{line}");
+        // The origin was asked for all but the hit.
+        let asked = line["cache"] != "HIT";
+        assert_eq!(line["origin_ms"].is_number(), asked, "{line}");
+    }
+}

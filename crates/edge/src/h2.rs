@@ -552,6 +552,7 @@ impl HitDone {
                 .and_then(|a| a.as_inet())
                 .map(std::net::SocketAddr::ip),
             edge_error: None,
+            origin_time: None,
         }
         .log();
     }

@@ -596,6 +596,7 @@ impl Done {
             cache: "HIT",
             client_ip: Some(log.client),
             edge_error: None,
+            origin_time: None,
         }
         .log();
     }

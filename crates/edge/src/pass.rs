@@ -634,6 +634,7 @@ pub(crate) async fn send(stream: &mut Stream, pass: Box<Pass>, proxy: &EdgeProxy
             cache: pass.status.0,
             client_ip: Some(pass.client),
             edge_error: ended.error.map(EdgeError::code),
+            origin_time: ended.origin_time,
         }
         .log();
     }

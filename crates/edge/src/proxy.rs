@@ -1581,6 +1581,7 @@ impl ProxyHttp for EdgeProxy {
             cache: ctx.cache_status,
             client_ip: client_ip(session),
             edge_error: ctx.error.map(EdgeError::code),
+            origin_time: ctx.origin_time,
         }
         .log();
     }
@@ -2119,6 +2120,8 @@ pub(crate) struct AccessLine<'a> {
     pub cache: &'static str,
     pub client_ip: Option<std::net::IpAddr>,
     pub edge_error: Option<u16>,
+    /// From the request sent to the origin to its answer's header (none: no origin asked).
+    pub origin_time: Option<Duration>,
 }
 
 impl AccessLine<'_> {
@@ -2136,6 +2139,7 @@ impl AccessLine<'_> {
             "cache": self.cache,
             "client_ip": self.client_ip.map(|i| i.to_string()),
             "edge_error": self.edge_error,
+            "origin_ms": self.origin_time.map(|t| t.as_secs_f64() * 1000.0),
         });
         tracing::info!(target: "parapet::access", "{line}");
     }

@@ -218,6 +218,7 @@ impl Relay {
             cache: self.status.0,
             client_ip: self.client,
             edge_error: ended.error.map(EdgeError::code),
+            origin_time: ended.origin_time,
         }
         .log();
     }

@@ -40,6 +40,10 @@ pub struct NodeOptions {
     pub env_token: Option<String>,
     /// A configuration file's text, passed with `--config`.
     pub config: Option<String>,
+    /// `PARAPET_LOG` (default `warn`).
+    pub log: Option<String>,
+    /// A file the node's standard error goes to (default: the test's).
+    pub stderr: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -50,7 +54,21 @@ impl NodeOptions {
             args: Vec::new(),
             env_token: Some(random_token()),
             config: None,
+            log: None,
+            stderr: None,
         }
+    }
+
+    /// Starts the node with this `PARAPET_LOG`.
+    pub fn log(mut self, filter: impl Into<String>) -> Self {
+        self.log = Some(filter.into());
+        self
+    }
+
+    /// Sends the node's standard error to the file at `path`.
+    pub fn stderr_to(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stderr = Some(path.into());
+        self
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -124,8 +142,12 @@ impl Node {
         if let Some(t) = &options.env_token {
             cmd.env("PARAPET_API_TOKEN", t);
         }
-        cmd.env("PARAPET_LOG", "warn");
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.env("PARAPET_LOG", options.log.as_deref().unwrap_or("warn"));
+        let stderr = match &options.stderr {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("stderr file")),
+            None => Stdio::inherit(),
+        };
+        cmd.stdout(Stdio::piped()).stderr(stderr);
         let mut child = cmd.spawn().expect("start parapet");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
