@@ -946,4 +946,30 @@ fn access_log_lines_are_bare_json_one_per_request_on_every_path() {
         let asked = line["cache"] != "HIT";
         assert_eq!(line["origin_ms"].is_number(), asked, "{line}");
     }
+    // A host no zone routes: the line says the host asked for, and no zone.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: nowhere.example",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/x"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "530");
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).expect("log");
+    let last: serde_json::Value = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"ray\""))
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .expect("a line");
+    assert_eq!(last["host"], "nowhere.example", "{last}");
+    assert!(last["zone"].is_null(), "{last}");
+    assert_eq!(last["status"], 530, "{last}");
 }

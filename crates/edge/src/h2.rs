@@ -540,7 +540,8 @@ impl HitDone {
         let req = session.req_header();
         AccessLine {
             ray: &ray,
-            routed: Some((&zone, &host)),
+            zone: Some(&zone),
+            host: Some(&host),
             method: req.method.as_str(),
             path: req.uri.path(),
             status,

@@ -587,7 +587,8 @@ impl Done {
         let Some(log) = self.log else { return };
         AccessLine {
             ray: &self.ray,
-            routed: Some((&self.zone, &log.host)),
+            zone: Some(&self.zone),
+            host: Some(&log.host),
             method: if log.head_only { "HEAD" } else { "GET" },
             path: &log.path,
             status: self.status,

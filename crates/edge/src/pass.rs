@@ -625,7 +625,8 @@ pub(crate) async fn send(stream: &mut Stream, pass: Box<Pass>, proxy: &EdgeProxy
     if access_logged() {
         AccessLine {
             ray: &pass.ray,
-            routed: Some((&pass.origin.zone_id, &pass.origin.host)),
+            zone: Some(&pass.origin.zone_id),
+            host: Some(&pass.origin.host),
             method: if pass.head_only { "HEAD" } else { "GET" },
             path: &pass.path,
             status: ended.status,

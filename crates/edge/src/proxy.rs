@@ -933,6 +933,8 @@ impl ProxyHttp for EdgeProxy {
                     }
                     origin.addrs = addrs.into();
                     if origin.addrs.is_empty() {
+                        // Routed: counted and logged under its zone.
+                        ctx.origin = Some(origin);
                         respond_with(session, ctx, EdgeError::OriginDns).await;
                         return Ok(true);
                     }
@@ -957,6 +959,7 @@ impl ProxyHttp for EdgeProxy {
                     None
                 };
                 if let Some(location) = location {
+                    ctx.origin = Some(origin);
                     redirect(session, ctx, &location).await;
                     return Ok(true);
                 }
@@ -1572,7 +1575,13 @@ impl ProxyHttp for EdgeProxy {
         let req = session.req_header();
         AccessLine {
             ray: &ctx.ray,
-            routed: ctx.origin.as_ref().map(|o| (&*o.zone_id, o.host.as_str())),
+            zone: ctx.origin.as_ref().map(|o| &*o.zone_id),
+            // Not routed (an unknown host, a refused request): the host it asked for.
+            host: ctx
+                .origin
+                .as_ref()
+                .map(|o| o.host.as_str())
+                .or_else(|| host_field(req)),
             method: req.method.as_str(),
             path: req.uri.path(),
             status,
@@ -2110,8 +2119,10 @@ pub(crate) fn access_logged() -> bool {
 /// One request's access-log line.
 pub(crate) struct AccessLine<'a> {
     pub ray: &'a str,
-    /// The zone and host the request was routed to.
-    pub routed: Option<(&'a str, &'a str)>,
+    /// The zone the request was routed to.
+    pub zone: Option<&'a str>,
+    /// The host it was routed to, or asked for.
+    pub host: Option<&'a str>,
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
@@ -2129,8 +2140,8 @@ impl AccessLine<'_> {
         let line = serde_json::json!({
             "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             "ray": self.ray,
-            "zone": self.routed.map(|(zone, _)| zone),
-            "host": self.routed.map(|(_, host)| host),
+            "zone": self.zone,
+            "host": self.host,
             "method": self.method,
             "path": self.path,
             "status": self.status,

@@ -209,7 +209,8 @@ impl Relay {
         let req = session.req_header();
         AccessLine {
             ray: &self.ray,
-            routed: Some((&self.origin.zone_id, &self.origin.host)),
+            zone: Some(&self.origin.zone_id),
+            host: Some(&self.origin.host),
             method: req.method.as_str(),
             path: req.uri.path(),
             status: ended.status,
