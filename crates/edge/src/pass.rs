@@ -742,7 +742,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
                 None => {
                     // Nothing more has come yet: what is gathered goes out while it comes.
                     if send_now(stream, &[&out]).await.is_err() {
-                        return closed(status);
+                        return gone(status, bytes, origin_time);
                     }
                     out.clear();
                     waited = true;
@@ -791,7 +791,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
                 out.put_slice(&data);
             } else {
                 if send_now(stream, &[&out, &data]).await.is_err() {
-                    return closed(status);
+                    return gone(status, bytes, origin_time);
                 }
                 out.clear();
                 waited = true;
@@ -1171,6 +1171,16 @@ fn poll_once<F: Future>(future: Pin<&mut F>) -> Option<F::Output> {
     match future.poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
+    }
+}
+
+/// The visitor went away while its answer was on its way: `bytes` of the body were sent, and
+/// the origin had answered in `origin_time`.
+fn gone(status: u16, bytes: usize, origin_time: Duration) -> Ended {
+    Ended {
+        bytes,
+        origin_time: Some(origin_time),
+        ..closed(status)
     }
 }
 
