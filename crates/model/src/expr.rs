@@ -38,7 +38,8 @@ pub enum Op {
     Ne,
     In,
     Contains,
-    Wildcard,
+    /// `wildcard` (letters in any case) or `strict wildcard` (`true`: case counts).
+    Wildcard(bool),
     StartsWith,
     EndsWith,
 }
@@ -137,25 +138,52 @@ impl RequestFacts<'_> {
     }
 }
 
-fn wildcard(pattern: &str, text: &str) -> bool {
-    // `*` matches any run of characters; everything else matches itself.
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let Some((first, rest)) = parts.split_first() else {
-        return text.is_empty();
+/// Cloudflare's `wildcard` matching: `*` matches any run of characters (none too), `\*` and
+/// `\\` a star and a backslash themselves, everything else itself; letters in any case unless
+/// `strict`.
+fn wildcard(pattern: &str, text: &str, strict: bool) -> bool {
+    #[derive(Clone, Copy)]
+    enum Piece {
+        Any,
+        One(char),
+    }
+    let mut pieces = Vec::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        pieces.push(match c {
+            '*' => Piece::Any,
+            '\\' => Piece::One(chars.next().unwrap_or('\\')),
+            c => Piece::One(c),
+        });
+    }
+    let same = |a: char, b: char| {
+        if strict {
+            a == b
+        } else {
+            a.eq_ignore_ascii_case(&b)
+        }
     };
-    let Some(mut remaining) = text.strip_prefix(first) else {
-        return false;
-    };
-    let Some((last, middle)) = rest.split_last() else {
-        return remaining.is_empty();
-    };
-    for part in middle {
-        match remaining.find(part) {
-            Some(i) => remaining = &remaining[i + part.len()..],
-            None => return false,
+    let text: Vec<char> = text.chars().collect();
+    // The last star's place in the pattern, and where in the text it has taken up to.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pieces.get(p) {
+            Some(Piece::One(c)) if same(*c, text[t]) => (p, t) = (p + 1, t + 1),
+            Some(Piece::Any) => {
+                star = Some((p, t));
+                p += 1;
+            }
+            _ => match star {
+                Some((at, taken)) => {
+                    star = Some((at, taken + 1));
+                    (p, t) = (at + 1, taken + 1);
+                }
+                None => return false,
+            },
         }
     }
-    remaining.ends_with(last)
+    pieces[p..].iter().all(|piece| matches!(piece, Piece::Any))
 }
 
 impl Expr {
@@ -173,7 +201,7 @@ impl Expr {
                     Op::Ne => got != first,
                     Op::In => values.contains(&got),
                     Op::Contains => got.contains(first),
-                    Op::Wildcard => wildcard(first, &got),
+                    Op::Wildcard(strict) => wildcard(first, &got, *strict),
                     Op::StartsWith => got.starts_with(first),
                     Op::EndsWith => got.ends_with(first),
                 }
@@ -404,11 +432,17 @@ impl Parser<'_> {
                     "eq" | "==" => (Op::Eq, vec![self.string(&op)?]),
                     "ne" | "!=" => (Op::Ne, vec![self.string(&op)?]),
                     "contains" => (Op::Contains, vec![self.string(&op)?]),
-                    "wildcard" => (Op::Wildcard, vec![self.string(&op)?]),
+                    "wildcard" => (Op::Wildcard(false), vec![self.string(&op)?]),
+                    "strict" => match self.next() {
+                        Some(Token::Word(w)) if w == "wildcard" => {
+                            (Op::Wildcard(true), vec![self.string("strict wildcard")?])
+                        }
+                        _ => return Err("strict must be followed by wildcard".into()),
+                    },
                     "in" => (Op::In, self.set()?),
                     other => {
                         return Err(format!(
-                            "operator '{}' is not supported (eq, ne, in, contains, wildcard, starts_with, ends_with)",
+                            "operator '{}' is not supported (eq, ne, in, contains, wildcard, strict wildcard, starts_with, ends_with)",
                             crate::name::printable(other)
                         ));
                     }
@@ -499,7 +533,40 @@ mod tests {
         let e = parse(r#"http.request.uri.path wildcard "/assets/*.js""#).expect("parses");
         assert!(e.matches(&req("x", "/assets/app.min.js")));
         assert!(!e.matches(&req("x", "/assets/app.css")));
+        // `wildcard` takes letters in any case, as Cloudflare's; `strict wildcard` does not.
+        assert!(e.matches(&req("x", "/Assets/App.JS")));
+        let e = parse(r#"http.request.uri.path strict wildcard "/assets/*.js""#).expect("parses");
+        assert!(e.matches(&req("x", "/assets/a.js")));
+        assert!(!e.matches(&req("x", "/Assets/a.js")));
+        assert!(parse(r#"http.request.uri.path strict "/a""#).is_err());
         assert!(parse("true").expect("true").matches(&req("x", "/")));
+    }
+
+    #[test]
+    fn wildcards_match_as_cloudflare_s() {
+        for (pattern, text, strict, matched) in [
+            ("*", "", false, true),
+            ("*", "anything", false, true),
+            ("/a/*", "/a/", false, true),
+            ("/a/*/c", "/a/b/x/c", false, true),
+            ("/a/*/c", "/a/b/x/d", false, false),
+            ("*.js", "/x.js.map", false, false),
+            ("*.js*", "/x.js.map", false, true),
+            ("/A*", "/abc", false, true),
+            ("/A*", "/abc", true, false),
+            ("/a\\*", "/a*", false, true),
+            ("/a\\*", "/ab", false, false),
+            ("/a\\\\b", "/a\\b", false, true),
+            ("a*b*c", "aXbYbZc", false, true),
+            ("a*b*c", "aXbYbZ", false, false),
+            ("ü*", "ÜBER", false, false),
+        ] {
+            assert_eq!(
+                wildcard(pattern, text, strict),
+                matched,
+                "{pattern} {text} {strict}"
+            );
+        }
     }
 
     #[test]
