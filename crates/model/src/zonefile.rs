@@ -192,7 +192,9 @@ fn read_entry(
     let Some(kind_text) = kind else {
         return Err(vec!["missing record type".into()]);
     };
-    let ttl = ttl.or(*last_ttl).or(*default_ttl);
+    // RFC 2308 §4, as BIND and Knot read it: a record without a TTL takes `$TTL`; the previous
+    // record's TTL stands in only when no `$TTL` has been given (old files).
+    let ttl = ttl.or(default_ttl.or(*last_ttl));
     if let Some(t) = ttl {
         *last_ttl = Some(t);
     }
@@ -566,6 +568,8 @@ sub.example.com. 172800 IN NS ns.sub
             )
         );
         assert_eq!(got[3].2, "mx1.example.com");
+        assert_eq!(got[3].3, 3600, "$TTL, not the previous record's 300");
+        assert!(got[4..].iter().take(3).all(|r| r.3 == 3600), "{got:?}");
         assert_eq!(got[4].2, "v=spf1 include:_spf.example.com ~all");
         assert_eq!(got[5].2, "5 5060 sip.example.com");
         assert_eq!(
@@ -578,6 +582,14 @@ sub.example.com. 172800 IN NS ns.sub
                 false
             )
         );
+    }
+
+    #[test]
+    fn without_ttl_directive_the_previous_records_ttl_applies() {
+        let text = "a IN A 192.0.2.1\nb 300 IN A 192.0.2.2\nc IN A 192.0.2.3\n$TTL 600\nd IN A 192.0.2.4\ne 120 IN A 192.0.2.5\nf IN A 192.0.2.6\n";
+        let parsed = parse_zone_file(text, "example.com", false).expect("valid zone");
+        let ttls: Vec<u32> = parsed.records.iter().map(|r| r.draft.ttl).collect();
+        assert_eq!(ttls, [1, 300, 300, 600, 120, 600]);
     }
 
     #[test]
