@@ -548,6 +548,13 @@ pub struct ServeStale {
     pub disable_stale_while_updating: bool,
 }
 
+/// Entries of an edge TTL's `status_code_ttl`, at most (each answer's status is looked up in
+/// them).
+const MAX_STATUS_CODE_TTLS: usize = 64;
+/// Query parameter names a cache key includes or excludes, at most (each request's parameters
+/// are looked up in them).
+const MAX_QUERY_NAMES: usize = 64;
+
 /// The longest TTL a rule may set (a year).
 const MAX_TTL: u32 = 365 * 24 * 3600;
 
@@ -574,6 +581,12 @@ fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<Fi
                     crate::name::printable(other)
                 ),
             )),
+        }
+        if ttl.status_code_ttl.len() > MAX_STATUS_CODE_TTLS {
+            errors.push(FieldError::new(
+                format!("{f}.status_code_ttl"),
+                format!("at most {MAX_STATUS_CODE_TTLS} entries"),
+            ));
         }
         for (i, s) in ttl.status_code_ttl.iter().enumerate() {
             let g = format!("{f}.status_code_ttl[{i}]");
@@ -673,6 +686,14 @@ fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<Fi
                 errors.push(FieldError::new(
                     format!("{f}.{name}"),
                     "needs either a list of parameter names or all: true",
+                ));
+            }
+            if let Some(names) = list.as_ref().and_then(|l| l.list.as_ref())
+                && names.len() > MAX_QUERY_NAMES
+            {
+                errors.push(FieldError::new(
+                    format!("{f}.{name}.list"),
+                    format!("at most {MAX_QUERY_NAMES} parameter names"),
                 ));
             }
         }
@@ -782,6 +803,32 @@ impl CacheParameters {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn lists_looked_up_for_every_request_are_bounded() {
+        let names: Vec<String> = (0..65).map(|i| format!("p{i}")).collect();
+        let codes: Vec<Value> = (0..65)
+            .map(|i| serde_json::json!({"status_code": 200 + i, "value": 60}))
+            .collect();
+        for (params, field) in [
+            (
+                serde_json::json!({"cache_key": {"custom_key": {"query_string": {"include": {"list": names}}}}}),
+                "query_string.include.list",
+            ),
+            (
+                serde_json::json!({"edge_ttl": {"mode": "respect_origin", "status_code_ttl": codes}}),
+                "edge_ttl.status_code_ttl",
+            ),
+        ] {
+            let errors = parse_cache_parameters(&params, "p").expect_err("too many");
+            assert!(
+                errors.iter().any(|e| e.field.ends_with(field)),
+                "{errors:?}"
+            );
+        }
+        let few = serde_json::json!({"cache_key": {"custom_key": {"query_string": {"include": {"list": ["a", "b"]}}}}});
+        assert!(parse_cache_parameters(&few, "p").is_ok());
+    }
 
     #[test]
     fn rulesets_list_every_bad_field_and_keep_ids_on_update() {
