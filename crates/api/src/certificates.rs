@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 
 use crate::envelope::{ApiErrorItem, ApiResult, now_timestamp, ok, parse_body};
 use crate::listing::{Params, page_response};
-use crate::stored::{encode, list, load, put};
-use crate::zones::{Access, authorized_zone};
+use crate::stored::{
+    WRITE_ATTEMPTS, conflicted, create_in_zone, encode, list, load, put, put_in_zone,
+};
+use crate::zones::{Access, authorized_zone, load_zone};
 use crate::{ApiError, ApiState, Auth};
 
 /// Cloudflare's code for an unusable certificate or key.
@@ -193,7 +195,13 @@ pub async fn create_cert(
     };
     checked(&state, &zone, certificate, private_key, &mut cert)?;
     ensure_room(&state, &custom_cert_prefix(&zone.id), "custom certificates").await?;
-    put(&state, &custom_cert_key(&zone.id, &cert.id), 0, &cert).await?;
+    create_in_zone(
+        &state,
+        &zone.id,
+        &custom_cert_key(&zone.id, &cert.id),
+        &cert,
+    )
+    .await?;
     Ok(ok(cert.public_json(SystemTime::now())))
 }
 
@@ -208,7 +216,8 @@ pub async fn patch_cert(
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     let body = parse_body(&body)?;
     let key = custom_cert_key(&zone.id, &cert_id);
-    loop {
+    for _ in 0..WRITE_ATTEMPTS {
+        let (_, zone_rev) = load_zone(&state, &zone.id).await?;
         let (mut cert, rev) = load::<CustomCertificate>(&state, &key)
             .await?
             .ok_or_else(not_found)?;
@@ -233,12 +242,12 @@ pub async fn patch_cert(
             cert.priority = p;
         }
         cert.modified_on = now_timestamp();
-        match put(&state, &key, rev, &cert).await {
-            Ok(()) => return Ok(ok(cert.public_json(SystemTime::now()))),
-            Err(ApiError::Store(StoreError::Conflict)) => continue,
-            Err(e) => return Err(e),
+        let written = put_in_zone(&state, (&zone.id, zone_rev), &key, rev, &cert).await;
+        if !conflicted(&written) {
+            return written.map(|()| ok(cert.public_json(SystemTime::now())));
         }
     }
+    Err(ApiError::Store(StoreError::Conflict))
 }
 
 pub async fn delete_cert(
@@ -297,8 +306,9 @@ pub async fn prioritize(
             }
         }
     }
-    loop {
-        let mut txn = Txn::new();
+    for _ in 0..WRITE_ATTEMPTS {
+        let (_, zone_rev) = load_zone(&state, &zone.id).await?;
+        let mut txn = Txn::new().expect(parapet_snapshot::zone_key(&zone.id), zone_rev);
         let mut updated = Vec::with_capacity(wanted.len());
         let now = now_timestamp();
         for (id, p) in &wanted {
@@ -319,10 +329,11 @@ pub async fn prioritize(
                     updated.iter().map(|c| c.public_json(now)).collect(),
                 )));
             }
-            Err(StoreError::Conflict) => continue,
+            Err(StoreError::Conflict) => {}
             Err(e) => return Err(e.into()),
         }
     }
+    Err(ApiError::Store(StoreError::Conflict))
 }
 
 /// `GET /zones/{id}/ssl/certificate_packs`: one pack per proxied name with the state of its
@@ -645,10 +656,10 @@ pub async fn create_pull_cert(
         expires_on: parapet_tls::chain::rfc3339(chain.leaf.not_after),
         uploaded_on: now_timestamp(),
     };
-    put(
+    create_in_zone(
         &state,
+        &zone.id,
         &parapet_snapshot::origin_pull_cert_key(&zone.id, &cert.id),
-        0,
         &cert,
     )
     .await?;
@@ -735,10 +746,10 @@ pub async fn add_trusted(
         expires_on: parapet_tls::chain::rfc3339(ca.not_after),
         uploaded_on: now_timestamp(),
     };
-    put(
+    create_in_zone(
         &state,
+        &zone.id,
         &parapet_snapshot::trusted_ca_key(&zone.id, &trusted.id),
-        0,
         &trusted,
     )
     .await?;

@@ -9,14 +9,15 @@ use axum::extract::{Path, State};
 use parapet_model::transfer::{Outgoing, Peer, TsigKey};
 use parapet_model::{Need, ids};
 use parapet_snapshot::keys::{PEERS, TSIGS};
+use parapet_snapshot::zone_key;
 use parapet_snapshot::{outgoing_key, peer_key, tsig_key};
-use parapet_store::Txn;
+use parapet_store::{Entry, StoreError, Txn};
 use serde_json::{Value, json};
 
 use crate::envelope::{ApiResult, ok, parse_body};
 use crate::listing::page_response;
-use crate::stored::{list as all, load, put};
-use crate::zones::{Access, authorized_zone};
+use crate::stored::{WRITE_ATTEMPTS, encode, list as all, load, put};
+use crate::zones::{Access, authorized_zone, load_zone};
 use crate::{ApiError, ApiState, Auth};
 
 /// Account-level secondary DNS settings need an admin token and this installation's account.
@@ -100,29 +101,68 @@ pub async fn delete_tsig(
     Path((account, id)): Path<(String, String)>,
 ) -> ApiResult {
     check_account(&state, &auth, &account)?;
-    load::<TsigKey>(&state, &tsig_key(&id))
-        .await?
-        .ok_or_else(|| not_found("TSIG key"))?;
-    if all::<Peer>(&state, PEERS)
-        .await?
-        .iter()
-        .any(|p| p.tsig_id.as_deref() == Some(id.as_str()))
-    {
-        return Err(ApiError::bad(
-            1004,
-            "the TSIG key is used by a peer; change the peer first",
-        ));
+    let key = tsig_key(&id);
+    for _ in 0..WRITE_ATTEMPTS {
+        let entry = state
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| not_found("TSIG key"))?;
+        // Listed after the key's revision was read: a peer written since to name the key also
+        // rewrote the key (see `hold`), so the delete below conflicts and checks again.
+        if all::<Peer>(&state, PEERS)
+            .await?
+            .iter()
+            .any(|p| p.tsig_id.as_deref() == Some(id.as_str()))
+        {
+            return Err(ApiError::bad(
+                1004,
+                "the TSIG key is used by a peer; change the peer first",
+            ));
+        }
+        match delete_at(&state, &key, entry.mod_revision).await {
+            Err(StoreError::Conflict) => {}
+            done => return done.map(|_| ok(json!({"id": id}))).map_err(Into::into),
+        }
     }
-    state.store.commit(Txn::new().delete(tsig_key(&id))).await?;
-    Ok(ok(json!({"id": id})))
+    Err(ApiError::Store(StoreError::Conflict))
 }
 
-async fn check_tsig_exists(state: &ApiState, peer: &Peer) -> Result<(), ApiError> {
-    if let Some(t) = &peer.tsig_id
-        && load::<TsigKey>(state, &tsig_key(t)).await?.is_none()
-    {
-        return Err(ApiError::bad(1004, format!("tsig_id: no TSIG key {t}")));
+/// Deletes `key` if it is still at revision `rev`.
+async fn delete_at(state: &ApiState, key: &str, rev: u64) -> Result<u64, StoreError> {
+    state
+        .store
+        .commit(Txn::new().expect(key, rev).delete(key))
+        .await
+}
+
+/// Rewrites each entry in `held` as it is, if it is still at the revision read. A write that
+/// names a peer or a TSIG key holds it so: a delete that checked for users before this write
+/// then conflicts and checks again, and this write conflicts with a delete that came first.
+fn hold(mut txn: Txn, held: Vec<Entry>) -> Txn {
+    for e in held {
+        txn = txn.expect(&e.key, e.mod_revision).put(e.key, e.value);
     }
+    txn
+}
+
+/// The TSIG key `peer` names, to [`hold`]; a 400 if there is none.
+async fn tsig_of(state: &ApiState, peer: &Peer) -> Result<Vec<Entry>, ApiError> {
+    let Some(t) = &peer.tsig_id else {
+        return Ok(Vec::new());
+    };
+    match state.store.get(&tsig_key(t)).await? {
+        Some(entry) => Ok(vec![entry]),
+        None => Err(ApiError::bad(1004, format!("tsig_id: no TSIG key {t}"))),
+    }
+}
+
+/// Writes `peer` if its key is still at revision `rev` (0: absent), holding its TSIG key.
+async fn write_peer(state: &ApiState, peer: &Peer, rev: u64) -> Result<(), ApiError> {
+    let key = peer_key(&peer.id);
+    let txn = Txn::new().expect(&key, rev).put(&key, encode(peer)?);
+    let txn = hold(txn, tsig_of(state, peer).await?);
+    state.store.commit(txn).await?;
     Ok(())
 }
 
@@ -149,9 +189,13 @@ pub async fn create_peer(
     check_account(&state, &auth, &account)?;
     let peer = Peer::from_json(ids::new_id(), &parse_body(&body)?, None)
         .map_err(|e| ApiError::fields(1004, &e))?;
-    check_tsig_exists(&state, &peer).await?;
-    put(&state, &peer_key(&peer.id), 0, &peer).await?;
-    Ok(ok(peer.to_api_json()))
+    for _ in 0..WRITE_ATTEMPTS {
+        match write_peer(&state, &peer, 0).await {
+            Err(ApiError::Store(StoreError::Conflict)) => {}
+            done => return done.map(|()| ok(peer.to_api_json())),
+        }
+    }
+    Err(ApiError::Store(StoreError::Conflict))
 }
 
 pub async fn get_peer(
@@ -173,14 +217,19 @@ pub async fn update_peer(
     body: Bytes,
 ) -> ApiResult {
     check_account(&state, &auth, &account)?;
-    let (current, rev) = load::<Peer>(&state, &peer_key(&id))
-        .await?
-        .ok_or_else(|| not_found("peer"))?;
-    let peer = Peer::from_json(id.clone(), &parse_body(&body)?, Some(&current))
-        .map_err(|e| ApiError::fields(1004, &e))?;
-    check_tsig_exists(&state, &peer).await?;
-    put(&state, &peer_key(&id), rev, &peer).await?;
-    Ok(ok(peer.to_api_json()))
+    let body = parse_body(&body)?;
+    for _ in 0..WRITE_ATTEMPTS {
+        let (current, rev) = load::<Peer>(&state, &peer_key(&id))
+            .await?
+            .ok_or_else(|| not_found("peer"))?;
+        let peer = Peer::from_json(id.clone(), &body, Some(&current))
+            .map_err(|e| ApiError::fields(1004, &e))?;
+        match write_peer(&state, &peer, rev).await {
+            Err(ApiError::Store(StoreError::Conflict)) => {}
+            done => return done.map(|()| ok(peer.to_api_json())),
+        }
+    }
+    Err(ApiError::Store(StoreError::Conflict))
 }
 
 pub async fn delete_peer(
@@ -189,21 +238,32 @@ pub async fn delete_peer(
     Path((account, id)): Path<(String, String)>,
 ) -> ApiResult {
     check_account(&state, &auth, &account)?;
-    load::<Peer>(&state, &peer_key(&id))
-        .await?
-        .ok_or_else(|| not_found("peer"))?;
-    let used = all::<Outgoing>(&state, parapet_snapshot::keys::OUTGOING).await?;
-    if let Some(o) = used.iter().find(|o| o.peers.contains(&id)) {
-        return Err(ApiError::bad(
-            1004,
-            format!(
-                "the peer is used by zone {}; change its outgoing transfers first",
-                o.name
-            ),
-        ));
+    let key = peer_key(&id);
+    for _ in 0..WRITE_ATTEMPTS {
+        let entry = state
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| not_found("peer"))?;
+        // Listed after the peer's revision was read: outgoing settings written since to name
+        // the peer also rewrote the peer (see `hold`), so the delete below conflicts and checks
+        // again.
+        let used = all::<Outgoing>(&state, parapet_snapshot::keys::OUTGOING).await?;
+        if let Some(o) = used.iter().find(|o| o.peers.contains(&id)) {
+            return Err(ApiError::bad(
+                1004,
+                format!(
+                    "the peer is used by zone {}; change its outgoing transfers first",
+                    o.name
+                ),
+            ));
+        }
+        match delete_at(&state, &key, entry.mod_revision).await {
+            Err(StoreError::Conflict) => {}
+            done => return done.map(|_| ok(json!({"id": id}))).map_err(Into::into),
+        }
     }
-    state.store.commit(Txn::new().delete(peer_key(&id))).await?;
-    Ok(ok(json!({"id": id})))
+    Err(ApiError::Store(StoreError::Conflict))
 }
 
 fn outgoing_json(o: &Outgoing, serial: u32) -> Value {
@@ -230,20 +290,35 @@ pub async fn set_outgoing(
     body: Bytes,
 ) -> ApiResult {
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
-    let o = Outgoing::from_json(zone.id.clone(), &zone.name, &parse_body(&body)?)
-        .map_err(|e| ApiError::fields(1004, &e))?;
-    for p in &o.peers {
-        if load::<Peer>(&state, &peer_key(p)).await?.is_none() {
-            return Err(ApiError::bad(1004, format!("peers: no peer {p}")));
+    let body = parse_body(&body)?;
+    let key = outgoing_key(&zone.id);
+    for _ in 0..WRITE_ATTEMPTS {
+        let (zone, zone_rev) = load_zone(&state, &zone.id).await?;
+        let o = Outgoing::from_json(zone.id.clone(), &zone.name, &body)
+            .map_err(|e| ApiError::fields(1004, &e))?;
+        let mut peers: Vec<Entry> = Vec::with_capacity(o.peers.len());
+        for p in &o.peers {
+            let Some(entry) = state.store.get(&peer_key(p)).await? else {
+                return Err(ApiError::bad(1004, format!("peers: no peer {p}")));
+            };
+            if !peers.iter().any(|held| held.key == entry.key) {
+                peers.push(entry);
+            }
+        }
+        let rev = state.store.get(&key).await?.map_or(0, |e| e.mod_revision);
+        // The zone at the revision read: settings written after the zone's delete would
+        // outlive it.
+        let txn = Txn::new()
+            .expect(zone_key(&zone.id), zone_rev)
+            .expect(&key, rev)
+            .put(&key, encode(&o)?);
+        match state.store.commit(hold(txn, peers)).await {
+            Ok(_) => return Ok(ok(outgoing_json(&o, zone.serial))),
+            Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    let rev = state
-        .store
-        .get(&outgoing_key(&zone.id))
-        .await?
-        .map_or(0, |e| e.mod_revision);
-    put(&state, &outgoing_key(&zone.id), rev, &o).await?;
-    Ok(ok(outgoing_json(&o, zone.serial)))
+    Err(ApiError::Store(StoreError::Conflict))
 }
 
 pub async fn delete_outgoing(

@@ -11,8 +11,8 @@ use parapet_snapshot::{ruleset_key, settings_key};
 use serde_json::{Value, json};
 
 use crate::envelope::{ApiResult, now_timestamp, ok, parse_body};
-use crate::stored::{load, put};
-use crate::zones::{Access, authorized_zone};
+use crate::stored::{WRITE_ATTEMPTS, conflicted, load, put_in_zone};
+use crate::zones::{Access, authorized_zone, load_zone};
 use crate::{ApiError, ApiState, Auth};
 
 fn unknown_setting(id: &str) -> ApiError {
@@ -103,7 +103,8 @@ async fn edit(
     if !errors.is_empty() {
         return Err(ApiError::BadRequest(errors));
     }
-    loop {
+    for _ in 0..WRITE_ATTEMPTS {
+        let (_, zone_rev) = load_zone(state, zone_id).await?;
         let (mut settings, rev) = load_settings(state, zone_id).await?;
         let now = now_timestamp();
         for (id, value) in &checked {
@@ -115,12 +116,19 @@ async fn edit(
                 },
             );
         }
-        match put(state, &settings_key(zone_id), rev, &settings).await {
-            Ok(()) => return Ok(settings),
-            Err(ApiError::Store(parapet_store::StoreError::Conflict)) => continue,
-            Err(e) => return Err(e),
+        let written = put_in_zone(
+            state,
+            (zone_id, zone_rev),
+            &settings_key(zone_id),
+            rev,
+            &settings,
+        )
+        .await;
+        if !conflicted(&written) {
+            return written.map(|()| settings);
         }
     }
+    Err(ApiError::Store(parapet_store::StoreError::Conflict))
 }
 
 /// `PATCH /zones/{id}/settings/{setting}` with `{"value": ...}`.
@@ -245,7 +253,8 @@ pub async fn put_entrypoint(
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     let body = parse_body(&body)?;
     let key = ruleset_key(&zone.id, &phase);
-    loop {
+    for _ in 0..WRITE_ATTEMPTS {
+        let (_, zone_rev) = load_zone(&state, &zone.id).await?;
         let previous = load::<Ruleset>(&state, &key).await?;
         let ruleset = Ruleset::from_json(
             &zone.id,
@@ -255,10 +264,11 @@ pub async fn put_entrypoint(
             &now_timestamp(),
         )
         .map_err(|e| ApiError::fields(20021, &e))?;
-        match put(&state, &key, previous.map_or(0, |(_, rev)| rev), &ruleset).await {
-            Ok(()) => return Ok(ok(json!(ruleset))),
-            Err(ApiError::Store(parapet_store::StoreError::Conflict)) => continue,
-            Err(e) => return Err(e),
+        let expect = previous.map_or(0, |(_, rev)| rev);
+        let written = put_in_zone(&state, (&zone.id, zone_rev), &key, expect, &ruleset).await;
+        if !conflicted(&written) {
+            return written.map(|()| ok(json!(ruleset)));
         }
     }
+    Err(ApiError::Store(parapet_store::StoreError::Conflict))
 }

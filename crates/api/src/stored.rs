@@ -1,10 +1,15 @@
 //! Typed reads and writes of the JSON values the API keeps in the store.
 
+use parapet_snapshot::zone_key;
 use parapet_store::{StoreError, Txn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::zones::load_zone;
 use crate::{ApiError, ApiState};
+
+/// How many times a write re-reads and tries again when another writer got there first.
+pub const WRITE_ATTEMPTS: usize = 16;
 
 fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(value)
@@ -64,13 +69,55 @@ pub async fn put<T: Serialize>(
     value: &T,
 ) -> Result<(), ApiError> {
     let bytes = encode(value)?;
-    match state
+    state
         .store
         .commit(Txn::new().expect(key, expect).put(key, bytes))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(StoreError::Conflict) => Err(ApiError::Store(StoreError::Conflict)),
-        Err(e) => Err(e.into()),
+        .await?;
+    Ok(())
+}
+
+/// Whether `result` failed only because another writer got there first.
+pub fn conflicted<T>(result: &Result<T, ApiError>) -> bool {
+    matches!(result, Err(ApiError::Store(StoreError::Conflict)))
+}
+
+/// Writes `value` at `key`, a key of zone `zone_id`, if the key is still at revision `expect`
+/// (0: absent) and the zone still at `zone_rev`. A zone's delete removes the keys it sees: a
+/// key written under the zone after that would outlive it, so the write conflicts instead.
+pub async fn put_in_zone<T: Serialize>(
+    state: &ApiState,
+    (zone_id, zone_rev): (&str, u64),
+    key: &str,
+    expect: u64,
+    value: &T,
+) -> Result<(), ApiError> {
+    let bytes = encode(value)?;
+    state
+        .store
+        .commit(
+            Txn::new()
+                .expect(zone_key(zone_id), zone_rev)
+                .expect(key, expect)
+                .put(key, bytes),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Creates `key` under zone `zone_id` with `value`, as [`put_in_zone`] does, trying again when
+/// the zone changed meanwhile; a 404 once the zone is gone.
+pub async fn create_in_zone<T: Serialize>(
+    state: &ApiState,
+    zone_id: &str,
+    key: &str,
+    value: &T,
+) -> Result<(), ApiError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let (_, zone_rev) = load_zone(state, zone_id).await?;
+        let result = put_in_zone(state, (zone_id, zone_rev), key, 0, value).await;
+        if !conflicted(&result) {
+            return result;
+        }
     }
+    Err(ApiError::Store(StoreError::Conflict))
 }

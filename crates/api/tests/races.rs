@@ -1,0 +1,412 @@
+//! Writes that race a delete: a request reads what it checks, another request changes it, then
+//! the first one commits. Nothing may be left in the store that names something gone (such a
+//! key makes every node's snapshot skip it, and the API cannot reach it to remove it).
+//!
+//! The store here runs the other request just before the first one's commit that touches a
+//! chosen key, so each interleaving happens on every run.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use parapet_activation::{ActivationMode, Activator};
+use parapet_api::{ApiConfig, ApiState, router};
+use parapet_model::rules::ORIGIN_PHASE;
+use parapet_snapshot::{Published, outgoing_key, peer_key, ruleset_key, settings_key, tsig_key};
+use parapet_store::{
+    Entry, Event, Listing, MemoryStore, Op, Revision, Store, StoreError, Txn, Watch, follow_log,
+};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-secret-token";
+const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+type Interlude = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+
+/// A memory store that runs an interlude once, just before the first commit that writes or
+/// deletes a given key.
+struct InterleavingStore {
+    inner: Arc<MemoryStore>,
+    before: Mutex<Option<(String, Interlude)>>,
+}
+
+impl InterleavingStore {
+    fn interlude_for(&self, txn: &Txn) -> Option<Interlude> {
+        let mut before = self.before.lock().expect("lock");
+        let touches = before.as_ref().is_some_and(|(key, _)| {
+            txn.ops.iter().any(|op| match op {
+                Op::Put { key: k, .. } | Op::Delete { key: k } => k == key,
+            })
+        });
+        if touches {
+            before.take().map(|(_, interlude)| interlude)
+        } else {
+            None
+        }
+    }
+}
+
+impl Store for InterleavingStore {
+    fn get<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        key: &'life1 str,
+    ) -> BoxFuture<'async_trait, Result<Option<Entry>, StoreError>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.inner.get(key)
+    }
+
+    fn list<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        prefix: &'life1 str,
+    ) -> BoxFuture<'async_trait, Result<Listing, StoreError>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.inner.list(prefix)
+    }
+
+    fn commit<'life0, 'async_trait>(
+        &'life0 self,
+        txn: Txn,
+    ) -> BoxFuture<'async_trait, Result<Revision, StoreError>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            if let Some(interlude) = self.interlude_for(&txn) {
+                interlude().await;
+            }
+            self.inner.commit(txn).await
+        })
+    }
+
+    fn changes_since<'life0, 'async_trait>(
+        &'life0 self,
+        after: Revision,
+        limit: usize,
+    ) -> BoxFuture<'async_trait, Result<Vec<Event>, StoreError>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.inner.changes_since(after, limit)
+    }
+
+    fn revision_watch(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.inner.revision_watch()
+    }
+
+    fn watch(self: Arc<Self>, after: Revision) -> Watch {
+        follow_log(self, after)
+    }
+}
+
+struct Api {
+    app: axum::Router,
+    store: Arc<InterleavingStore>,
+}
+
+impl Api {
+    fn new() -> Self {
+        let store = Arc::new(InterleavingStore {
+            inner: Arc::new(MemoryStore::new()),
+            before: Mutex::new(None),
+        });
+        let dyn_store: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
+        let state = Arc::new(ApiState {
+            activator: Arc::new(Activator::new(
+                Arc::clone(&dyn_store),
+                ActivationMode::Auto,
+                Duration::from_secs(60),
+            )),
+            store: dyn_store,
+            config: ApiConfig {
+                nameservers: vec!["ns1.parapet.test".into()],
+                account_id: ACCOUNT.into(),
+                account_name: "Test".into(),
+                env_token: Some(ADMIN.into()),
+                setting_defaults: std::collections::HashMap::new(),
+            },
+            published: Arc::new(Published::new()),
+            metrics: Vec::new(),
+            purge: None,
+            origin_ca: None,
+        });
+        Self {
+            app: router(state),
+            store,
+        }
+    }
+
+    /// Runs `method path body` just before the next commit that writes or deletes `key`.
+    fn before_writing(&self, key: String, method: &'static str, path: String, body: Value) {
+        let app = self.app.clone();
+        let interlude: Interlude = Box::new(move || {
+            Box::pin(async move {
+                let (status, v) = call(&app, method, &path, Some(body)).await;
+                assert_eq!(status, StatusCode::OK, "{method} {path} meanwhile: {v}");
+            })
+        });
+        *self.store.before.lock().expect("lock") = Some((key, interlude));
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        call(&self.app, method, path, body).await
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method, path, body).await;
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {v}");
+        v["result"].clone()
+    }
+
+    async fn id_of(&self, path: &str, body: Value) -> String {
+        self.ok("POST", path, Some(body)).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    }
+
+    async fn zone(&self) -> String {
+        self.id_of("/zones", json!({"name": "race.test"})).await
+    }
+
+    async fn tsig(&self) -> String {
+        self.id_of(
+            &format!("/accounts/{ACCOUNT}/secondary_dns/tsigs"),
+            json!({"name": "k.", "algo": "hmac-sha256.", "secret": "c2VjcmV0LXNlY3JldC1zZWNyZXQ="}),
+        )
+        .await
+    }
+
+    async fn peer(&self, tsig: Option<&str>) -> String {
+        self.id_of(
+            &format!("/accounts/{ACCOUNT}/secondary_dns/peers"),
+            json!({"name": "secondary", "ip": "192.0.2.53", "tsig_id": tsig}),
+        )
+        .await
+    }
+
+    async fn stored(&self, key: &str) -> Option<Value> {
+        self.store
+            .get(key)
+            .await
+            .expect("get")
+            .map(|e| serde_json::from_slice(&e.value).expect("json"))
+    }
+
+    /// Every key holding the zone's id: none may outlive its zone.
+    async fn keys_naming(&self, id: &str) -> Vec<String> {
+        let listing = self.store.list("").await.expect("list");
+        listing
+            .entries
+            .into_iter()
+            .map(|e| e.key)
+            .filter(|k| k.contains(id))
+            .collect()
+    }
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let bytes = body
+        .map(|b| serde_json::to_vec(&b).expect("json"))
+        .unwrap_or_default();
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("/client/v4{path}"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from(bytes))
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn settings_patch_racing_zone_delete_writes_nothing() {
+    let api = Api::new();
+    let zone = api.zone().await;
+    api.before_writing(
+        settings_key(&zone),
+        "DELETE",
+        format!("/zones/{zone}"),
+        Value::Null,
+    );
+    let (status, v) = api
+        .call(
+            "PATCH",
+            &format!("/zones/{zone}/settings/ssl"),
+            Some(json!({"value": "strict"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(api.keys_naming(&zone).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn ruleset_put_racing_zone_delete_writes_nothing() {
+    let api = Api::new();
+    let zone = api.zone().await;
+    api.before_writing(
+        ruleset_key(&zone, ORIGIN_PHASE),
+        "DELETE",
+        format!("/zones/{zone}"),
+        Value::Null,
+    );
+    let (status, v) = api
+        .call(
+            "PUT",
+            &format!("/zones/{zone}/rulesets/phases/{ORIGIN_PHASE}/entrypoint"),
+            Some(json!({"rules": []})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(api.keys_naming(&zone).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn outgoing_write_racing_zone_delete_writes_nothing() {
+    let api = Api::new();
+    let zone = api.zone().await;
+    let peer = api.peer(None).await;
+    api.before_writing(
+        outgoing_key(&zone),
+        "DELETE",
+        format!("/zones/{zone}"),
+        Value::Null,
+    );
+    let (status, v) = api
+        .call(
+            "PUT",
+            &format!("/zones/{zone}/secondary_dns/outgoing"),
+            Some(json!({"peers": [peer]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(api.keys_naming(&zone).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn peer_delete_racing_outgoing_write_is_refused() {
+    let api = Api::new();
+    let zone = api.zone().await;
+    let peer = api.peer(None).await;
+    // The delete found no zone using the peer; the zone names it before the delete commits.
+    api.before_writing(
+        peer_key(&peer),
+        "PUT",
+        format!("/zones/{zone}/secondary_dns/outgoing"),
+        json!({"peers": [peer]}),
+    );
+    let (status, v) = api
+        .call(
+            "DELETE",
+            &format!("/accounts/{ACCOUNT}/secondary_dns/peers/{peer}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(api.stored(&peer_key(&peer)).await.is_some());
+    let outgoing = api.stored(&outgoing_key(&zone)).await.expect("outgoing");
+    assert_eq!(outgoing["peers"], json!([peer]));
+}
+
+#[tokio::test]
+async fn outgoing_write_racing_peer_delete_fails() {
+    let api = Api::new();
+    let zone = api.zone().await;
+    let peer = api.peer(None).await;
+    // The write found the peer; the peer is deleted before the write commits.
+    api.before_writing(
+        outgoing_key(&zone),
+        "DELETE",
+        format!("/accounts/{ACCOUNT}/secondary_dns/peers/{peer}"),
+        Value::Null,
+    );
+    let (status, v) = api
+        .call(
+            "PUT",
+            &format!("/zones/{zone}/secondary_dns/outgoing"),
+            Some(json!({"peers": [peer]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(api.stored(&peer_key(&peer)).await.is_none());
+    assert!(api.stored(&outgoing_key(&zone)).await.is_none());
+}
+
+#[tokio::test]
+async fn tsig_delete_racing_peer_write_is_refused() {
+    let api = Api::new();
+    let tsig = api.tsig().await;
+    let peer = api.peer(None).await;
+    api.before_writing(
+        tsig_key(&tsig),
+        "PATCH",
+        format!("/accounts/{ACCOUNT}/secondary_dns/peers/{peer}"),
+        json!({"tsig_id": tsig}),
+    );
+    let (status, v) = api
+        .call(
+            "DELETE",
+            &format!("/accounts/{ACCOUNT}/secondary_dns/tsigs/{tsig}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(api.stored(&tsig_key(&tsig)).await.is_some());
+    let stored = api.stored(&peer_key(&peer)).await.expect("peer");
+    assert_eq!(stored["tsig_id"], json!(tsig));
+}
+
+#[tokio::test]
+async fn peer_write_racing_tsig_delete_fails() {
+    let api = Api::new();
+    let tsig = api.tsig().await;
+    let peer = api.peer(None).await;
+    api.before_writing(
+        peer_key(&peer),
+        "DELETE",
+        format!("/accounts/{ACCOUNT}/secondary_dns/tsigs/{tsig}"),
+        Value::Null,
+    );
+    let (status, v) = api
+        .call(
+            "PATCH",
+            &format!("/accounts/{ACCOUNT}/secondary_dns/peers/{peer}"),
+            Some(json!({"tsig_id": tsig})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(api.stored(&tsig_key(&tsig)).await.is_none());
+    let stored = api.stored(&peer_key(&peer)).await.expect("peer");
+    assert_eq!(stored["tsig_id"], Value::Null);
+}
