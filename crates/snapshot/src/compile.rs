@@ -491,31 +491,31 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
             _ => {}
         }
     }
+    // A key that names something gone (its zone, a peer, a TSIG key) is left out with a
+    // warning, never a reason to reject the whole snapshot: the API does not write one, but a
+    // node that refused every later change over one stale key would serve none of them.
     let mut transfers: HashMap<String, Vec<TransferPeer>> = HashMap::new();
     for (key, o) in &outgoing {
         let Some(zone) = zones.get(&o.zone_id) else {
-            errors.push(CompileError {
-                key: key.clone(),
-                message: "zone does not exist".into(),
-            });
+            tracing::warn!(key, "outgoing transfers left out: the zone does not exist");
             continue;
         };
         for peer_id in &o.peers {
             let Some(peer) = peers.get(peer_id) else {
-                errors.push(CompileError {
-                    key: key.clone(),
-                    message: format!("peer {peer_id} does not exist"),
-                });
+                tracing::warn!(key, peer_id, "transfer peer left out: it does not exist");
                 continue;
             };
             let tsig = match &peer.tsig_id {
                 Some(t) => match tsigs.get(t) {
                     Some(k) => Some(k.clone()),
                     None => {
-                        errors.push(CompileError {
-                            key: format!("peers/{peer_id}"),
-                            message: format!("TSIG key {t} does not exist"),
-                        });
+                        // Never transferred unsigned: the peer expects its key.
+                        tracing::warn!(
+                            key,
+                            peer_id,
+                            tsig_id = %t,
+                            "transfer peer left out: its TSIG key does not exist"
+                        );
                         continue;
                     }
                 },
@@ -688,22 +688,25 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
         by_name.values().map(|z| z.zone.id.as_str()).collect();
     for (zone_id, edge) in zone_edge {
         if !zone_ids.contains(zone_id.as_str()) {
-            errors.push(CompileError {
-                key: format!("settings/{zone_id}"),
-                message: "settings or rules of a zone that does not exist".into(),
-            });
+            tracing::warn!(
+                zone_id,
+                "settings, rules and certificates left out: the zone does not exist"
+            );
             continue;
         }
         edges.insert(zone_id, Arc::new(edge));
     }
-    for (zone_id, certs) in &custom_certs {
-        if !zone_ids.contains(zone_id.as_str()) {
-            errors.push(CompileError {
-                key: format!("custom-certs/{zone_id}/"),
-                message: format!("{} certificates of a zone that does not exist", certs.len()),
-            });
+    custom_certs.retain(|zone_id, certs| {
+        let kept = zone_ids.contains(zone_id.as_str());
+        if !kept {
+            tracing::warn!(
+                zone_id,
+                count = certs.len(),
+                "custom certificates left out: the zone does not exist"
+            );
         }
-    }
+        kept
+    });
     for host in proxied_hosts.values_mut() {
         host.addresses = host
             .origins

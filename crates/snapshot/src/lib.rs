@@ -4,7 +4,9 @@
 //! A [`Snapshot`] is built only from a complete, consistent read of the store. A DNS query or an
 //! HTTP request loads one snapshot and uses it for its whole life; nothing here touches the
 //! store from a data plane. A store state that does not compile is rejected with every error
-//! listed, and the previous snapshot keeps serving. The last good snapshot's source is kept on
+//! listed, and the previous snapshot keeps serving. A key that only names something gone
+//! (settings, rules, certificates or outgoing transfers of a deleted zone, a missing peer or
+//! TSIG key) is left out with a warning instead: one stale key never stops a node's changes. The last good snapshot's source is kept on
 //! disk so a node can serve before its store answers.
 
 mod compile;

@@ -706,3 +706,120 @@ async fn random_changes_serve_what_a_full_compile_of_the_store_gives() {
         "both kinds of state are met: {good} good, {bad} bad"
     );
 }
+
+/// Keys that name something gone: settings, rules and outgoing transfers of a missing zone,
+/// outgoing transfers naming a missing peer, a peer naming a missing TSIG key.
+fn orphans() -> Vec<(String, Vec<u8>)> {
+    use parapet_model::rules::{ORIGIN_PHASE, Ruleset};
+    use parapet_model::settings::{SetValue, ZoneSettings};
+    use parapet_model::transfer::{Outgoing, Peer};
+    let settings = ZoneSettings {
+        zone_id: "zx".into(),
+        values: [(
+            "ssl".to_owned(),
+            SetValue {
+                value: serde_json::json!("strict"),
+                modified_on: String::new(),
+            },
+        )]
+        .into(),
+    };
+    let rules = Ruleset::from_json(
+        "zx",
+        ORIGIN_PHASE,
+        &serde_json::json!({"rules": []}),
+        None,
+        "",
+    )
+    .expect("ruleset");
+    let peer = |id: &str, ip: &str, tsig: Option<&str>| Peer {
+        id: id.into(),
+        name: id.into(),
+        ip: Some(ip.parse().expect("ip")),
+        port: 53,
+        tsig_id: tsig.map(str::to_owned),
+        ixfr_enable: true,
+    };
+    let outgoing = |zone_id: &str, peers: &[&str]| Outgoing {
+        zone_id: zone_id.into(),
+        name: format!("{zone_id}.example"),
+        peers: peers.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    vec![
+        (parapet_snapshot::settings_key("zx"), json(&settings)),
+        (
+            parapet_snapshot::ruleset_key("zx", ORIGIN_PHASE),
+            json(&rules),
+        ),
+        (
+            parapet_snapshot::outgoing_key("zx"),
+            json(&outgoing("zx", &["p1"])),
+        ),
+        (
+            parapet_snapshot::outgoing_key("z1"),
+            json(&outgoing("z1", &["p1", "p-gone", "p-unkeyed"])),
+        ),
+        (
+            parapet_snapshot::peer_key("p1"),
+            json(&peer("p1", "192.0.2.53", None)),
+        ),
+        (
+            parapet_snapshot::peer_key("p-unkeyed"),
+            json(&peer("p-unkeyed", "192.0.2.54", Some("key-gone"))),
+        ),
+    ]
+}
+
+#[test]
+fn keys_naming_what_is_gone_are_left_out_not_fatal() {
+    let mut entries = vec![
+        (zone_key("z1"), json(&zone("z1", "one.example"))),
+        (
+            record_key("z1", "r1"),
+            json(&a_record("z1", "r1", "www.one.example", "192.0.2.1", true)),
+        ),
+    ];
+    entries.extend(orphans());
+    let snapshot = parapet_snapshot::compile_snapshot(
+        entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        7,
+    )
+    .expect("a key naming something gone never rejects a snapshot");
+    assert_eq!(snapshot.zones["one.example"].records.len(), 1);
+    assert!(!snapshot.zone_edge.contains_key("zx"));
+    assert!(!snapshot.transfers.contains_key("zx.example"));
+    let peers: Vec<String> = snapshot.transfers["one.example"]
+        .iter()
+        .map(|p| p.addr.to_string())
+        .collect();
+    assert_eq!(
+        peers,
+        ["192.0.2.53:53"],
+        "only the peer that exists, and never one unsigned that expects a key"
+    );
+}
+
+#[tokio::test]
+async fn an_orphan_key_does_not_stop_later_changes() {
+    let (store, published, _) = serving_one_record("r1", "a.example.com").await;
+    let mut txn = Txn::new();
+    for (key, value) in orphans() {
+        txn = txn.put(key, value);
+    }
+    let orphaned = store.commit(txn).await.expect("commit");
+    wait(&published, orphaned).await;
+    let later = store
+        .commit(Txn::new().put(
+            record_key("z1", "r2"),
+            json(&a_record("z1", "r2", "b.example.com", "192.0.2.2", false)),
+        ))
+        .await
+        .expect("commit");
+    wait(&published, later).await;
+    assert!(
+        published.rejected().is_empty(),
+        "{:?}",
+        published.rejected()
+    );
+    assert_eq!(published.load().record_count(), 2);
+}
