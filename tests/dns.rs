@@ -460,6 +460,155 @@ fn rate_limiting_cuts_amplification_from_a_flooding_prefix_and_spares_others() {
     );
 }
 
+/// What a burst of UDP queries from one address drew.
+#[derive(Debug, Default)]
+struct Drawn {
+    /// Responses that were not truncated.
+    full: usize,
+    /// Truncated (slipped) responses.
+    truncated: usize,
+    /// Seconds from the first query sent to the last answer awaited.
+    seconds: f64,
+}
+
+/// Sends `queries` from `from` as fast as the socket takes them and gathers the answers until
+/// none has come for 300 ms.
+fn burst_from(dns: SocketAddr, from: std::net::Ipv4Addr, queries: &[Vec<u8>]) -> Drawn {
+    let s = std::net::UdpSocket::bind((from, 0)).expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    for q in queries {
+        s.send_to(q, dns).expect("send");
+    }
+    let mut drawn = Drawn::default();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.recv(&mut buf) {
+        let m = Message::from_vec(&buf[..n]).expect("parse");
+        if m.metadata.truncation {
+            drawn.truncated += 1;
+        } else {
+            drawn.full += 1;
+        }
+    }
+    drawn.seconds = started.elapsed().as_secs_f64();
+    drawn
+}
+
+#[test]
+fn floods_of_random_names_under_a_wildcard_nodata_types_and_refused_names_share_one_budget() {
+    let rate = 5u32;
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--dns-rrl-rate",
+        &rate.to_string(),
+    ]));
+    let dns = node.dns_addr();
+    let zone = node.create_zone("wild.example");
+    let bodies: Vec<_> = (0..12)
+        .map(|i| json!({"type": "TXT", "name": "*.w", "content": format!("{i:02} {}", "a".repeat(80))}))
+        .chain([json!({"type": "A", "name": "www", "content": "192.0.2.1"})])
+        .collect();
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records/batch"),
+        Some(json!({ "posts": bodies })),
+    );
+    eventually(Duration::from_secs(5), "zone served", || {
+        tcp(
+            dns,
+            &build("x.w.wild.example", RecordType::TXT, Mode::Tcp, 1),
+        )
+        .is_some_and(|m| m.answers.len() == 12)
+    });
+    // Each flood comes from its own /24, so each starts with a full budget; the allowance is
+    // the burst plus what the rate refills meanwhile.
+    let allowed = |d: &Drawn| (f64::from(rate) * (1.0 + d.seconds)).ceil() as usize + 1;
+    let n = 120u16;
+    // Random names under the wildcard, each answered with ~1 kB of TXT records.
+    let wildcard: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            build(
+                &format!("r{i}x{}.w.wild.example", u32::from(i) * 7919),
+                RecordType::TXT,
+                Mode::Edns(1232),
+                i,
+            )
+        })
+        .collect();
+    let drawn = burst_from(dns, std::net::Ipv4Addr::new(127, 0, 20, 1), &wildcard);
+    eprintln!("wildcard flood: {drawn:?}");
+    assert!(
+        drawn.full <= allowed(&drawn),
+        "wildcard answers for random names are limited as one name: {drawn:?}"
+    );
+    assert!(drawn.truncated > 0, "and slipped: {drawn:?}");
+    // NODATA for one name, the type rotating.
+    let types = [
+        RecordType::AAAA,
+        RecordType::MX,
+        RecordType::TXT,
+        RecordType::SRV,
+        RecordType::CAA,
+        RecordType::NAPTR,
+        RecordType::SSHFP,
+        RecordType::TLSA,
+    ];
+    let nodata: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            build(
+                "www.wild.example",
+                types[usize::from(i) % types.len()],
+                Mode::Edns(1232),
+                i,
+            )
+        })
+        .collect();
+    let drawn = burst_from(dns, std::net::Ipv4Addr::new(127, 0, 21, 1), &nodata);
+    eprintln!("NODATA flood: {drawn:?}");
+    assert!(
+        drawn.full <= allowed(&drawn),
+        "NODATA answers are limited whatever the type: {drawn:?}"
+    );
+    // Names of zones served elsewhere: REFUSED, one budget whatever the name.
+    let refused: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            build(
+                &format!("n{i}.other{i}.example"),
+                RecordType::A,
+                Mode::Edns(1232),
+                i,
+            )
+        })
+        .collect();
+    let drawn = burst_from(dns, std::net::Ipv4Addr::new(127, 0, 22, 1), &refused);
+    eprintln!("REFUSED flood: {drawn:?}");
+    assert!(
+        drawn.full <= allowed(&drawn),
+        "errors are limited whatever the name: {drawn:?}"
+    );
+    // Two existing names still have a budget each.
+    let names: Vec<Vec<u8>> = (0..20u16)
+        .map(|i| {
+            let name = if i % 2 == 0 { "www" } else { "x.w" };
+            build(
+                &format!("{name}.wild.example"),
+                RecordType::A,
+                Mode::Edns(1232),
+                i,
+            )
+        })
+        .collect();
+    let drawn = burst_from(dns, std::net::Ipv4Addr::new(127, 0, 23, 1), &names);
+    assert!(
+        drawn.full >= 2 * rate as usize,
+        "an existing name and a wildcard each have their own budget: {drawn:?}"
+    );
+}
+
 fn with_cookie(name: &str, id: u16, cookie: &[u8]) -> Vec<u8> {
     use hickory_proto::rr::rdata::opt::EdnsOption;
     let mut m =

@@ -12,6 +12,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 use crate::cookies::{COOKIE, CookieCheck, Cookies};
 use crate::fast::PlainQuery;
 use crate::index::{DnsIndex, Node, RRset, ZoneIndex};
+use crate::rrl::ResponseKind;
 
 /// How the query arrived: UDP answers are bounded by the payload size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +67,9 @@ pub struct Answer {
     pub glue_cut: bool,
     /// Glue records in the additional section.
     pub glue_held: usize,
+    /// The question's name was answered from a wildcard, or referred to a delegation: rate
+    /// limiting counts the answer under that wildcard or delegation, not the name.
+    pub rrl_kind: Option<ResponseKind>,
 }
 
 /// The fewest bytes a record takes on the wire: a one-byte owner (the shortest a name can be
@@ -246,15 +250,18 @@ fn referral(zone: &ZoneIndex, cut: &str, node: &Node, out: &mut Answer) {
     }
 }
 
-/// The closest encloser's wildcard node for a name that does not exist.
-fn wildcard<'z>(zone: &'z ZoneIndex, key: &str) -> Option<&'z Node> {
+/// The closest encloser's wildcard (owner and node) for a name that does not exist.
+fn wildcard<'z>(zone: &'z ZoneIndex, key: &str) -> Option<(&'z str, &'z Node)> {
     let mut candidate = key;
     while let Some((_, parent)) = candidate.split_once('.') {
         if parent.len() < zone.origin.len() {
             return None;
         }
         if zone.node(parent).is_some() {
-            return zone.node(&format!("*.{parent}"));
+            return zone
+                .nodes
+                .get_key_value(&format!("*.{parent}"))
+                .map(|(owner, node)| (owner.as_str(), node));
         }
         candidate = parent;
     }
@@ -273,6 +280,7 @@ fn resolve(zone: &ZoneIndex, qname: &Name, qtype: RecordType, out: &mut Answer) 
         if let Some((cut, node)) = delegation(zone, &key, qtype) {
             // A chain that enters a delegation stays authoritative for what it answered.
             let authoritative = !out.answers.is_empty();
+            out.rrl_kind = Some(ResponseKind::referral(cut));
             referral(zone, cut, node, out);
             out.authoritative = authoritative;
             return;
@@ -280,7 +288,12 @@ fn resolve(zone: &ZoneIndex, qname: &Name, qtype: RecordType, out: &mut Answer) 
         let node = match zone.node(&key) {
             Some(n) => n,
             None => match wildcard(zone, &key) {
-                Some(n) => n,
+                Some((owner, n)) => {
+                    if followed == 0 {
+                        out.rrl_kind = Some(ResponseKind::wildcard(owner));
+                    }
+                    n
+                }
                 None => {
                     out.rcode = Some(ResponseCode::NXDomain);
                     negative(zone, out);
@@ -366,10 +379,12 @@ pub struct Client<'a> {
     pub now: u32,
 }
 
-/// A response, and whether the client proved its address with a valid server cookie.
+/// A response, whether the client proved its address with a valid server cookie, and what
+/// rate limiting counts it as.
 pub struct Answered {
     pub bytes: Vec<u8>,
     pub verified: bool,
+    pub kind: ResponseKind,
 }
 
 /// Answers one query packet. `None` means drop: runts, responses, several questions, and
@@ -386,16 +401,19 @@ pub fn answer_query(
         (q, limit)
     });
     if let Some((q, limit)) = &plain
-        && let Some(bytes) = index.cache.answer(q, *limit)
+        && let Some((bytes, kind)) = index.cache.answer(q, *limit)
     {
         return Some(Answered {
             bytes,
             verified: false,
+            kind,
         });
     }
     let answered = answer_slow(index, packet, transport, limits, client, 0)?;
     if let Some((q, limit)) = &plain {
-        index.cache.insert(q, *limit, &answered.bytes);
+        index
+            .cache
+            .insert(q, *limit, &answered.bytes, answered.kind);
     }
     Some(answered)
 }
@@ -423,9 +441,11 @@ fn answer_slow(
     client: Option<&Client<'_>>,
     reserve: usize,
 ) -> Option<Answered> {
+    // Errors and FORMERRs: one kind for rate limiting.
     let unverified = |bytes| Answered {
         bytes,
         verified: false,
+        kind: ResponseKind::ERROR,
     };
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
@@ -461,7 +481,7 @@ fn answer_slow(
     let limit = limits
         .response_room(request.edns.as_ref().map(Edns::max_payload), transport)
         .saturating_sub(reserve);
-    let (mut response, answer_cut) = match check {
+    let (mut response, answer_cut, kind) = match check {
         CookieCheck::Malformed => {
             let mut r = error_response(&request, ResponseCode::FormErr);
             r.queries.clear();
@@ -469,7 +489,7 @@ fn answer_slow(
         }
         _ => match respond(index, &request, transport, limit) {
             Ok(answered) => answered,
-            Err(rcode) => (error_response(&request, rcode), false),
+            Err(rcode) => (error_response(&request, rcode), false, ResponseKind::ERROR),
         },
     };
     if let Some(edns) = &request.edns {
@@ -493,11 +513,19 @@ fn answer_slow(
         // Stored data the wire cannot carry: a failure, never silence.
         let mut failed = error_response(&request, ResponseCode::ServFail);
         failed.edns = response.edns.clone();
-        return encode(&failed).map(|bytes| Answered { bytes, verified });
+        return encode(&failed).map(|bytes| Answered {
+            bytes,
+            verified,
+            kind: ResponseKind::ERROR,
+        });
     };
     // (The encoder flags a message it could not write whole as truncated.)
     if bytes.len() <= limit && bytes[2] & 0x02 == 0 {
-        return Some(Answered { bytes, verified });
+        return Some(Answered {
+            bytes,
+            verified,
+            kind,
+        });
     }
     let edns = response.edns.clone();
     let (bytes, cut) = truncate(response, limit)?;
@@ -508,9 +536,17 @@ fn answer_slow(
         if let Some(edns) = edns {
             failed.set_edns(edns);
         }
-        return encode(&failed).map(|bytes| Answered { bytes, verified });
+        return encode(&failed).map(|bytes| Answered {
+            bytes,
+            verified,
+            kind: ResponseKind::ERROR,
+        });
     }
-    Some(Answered { bytes, verified })
+    Some(Answered {
+        bytes,
+        verified,
+        kind,
+    })
 }
 
 /// Records grouped into RRsets (consecutive records with the same owner and type).
@@ -636,12 +672,14 @@ fn zone_for_ds<'i>(index: &'i DnsIndex, key: &str) -> Option<&'i std::sync::Arc<
         .or_else(|| index.zone_for(key))
 }
 
+/// The response to `request` (or the rcode of an error), whether an RRset of its answer or
+/// authority section could not fit, and what rate limiting counts it as.
 fn respond(
     index: &DnsIndex,
     request: &Message,
     transport: Transport,
     limit: usize,
-) -> Result<(Message, bool), ResponseCode> {
+) -> Result<(Message, bool, ResponseKind), ResponseCode> {
     if request.metadata.message_type != MessageType::Query {
         return Err(ResponseCode::FormErr);
     }
@@ -691,6 +729,18 @@ fn respond(
         ..Answer::default()
     };
     resolve(zone, query.name(), qtype, &mut answer);
+    // As Knot, NSD and BIND count them: a flood can vary the name of an NXDOMAIN or of a
+    // wildcard's answer, and the name or type of a NODATA, without end, so those are counted
+    // per zone (or wildcard); only an answer from an existing name counts per name and type.
+    let kind = if answer.rcode == Some(ResponseCode::NXDomain) {
+        ResponseKind::nxdomain(&zone.origin)
+    } else if answer.authoritative && answer.answers.is_empty() && !answer.overflow {
+        ResponseKind::nodata(&zone.origin)
+    } else {
+        answer
+            .rrl_kind
+            .unwrap_or_else(|| ResponseKind::answer(&key, u16::from(qtype)))
+    };
     let mut response = Message::response(request.metadata.id, OpCode::Query);
     // An RRset that cannot fit ends the response there, flagged truncated (as `truncate`).
     response.metadata.truncation = answer.overflow || answer.glue_cut;
@@ -701,7 +751,7 @@ fn respond(
     response.answers = answer.answers;
     response.authorities = answer.authorities;
     response.additionals = answer.additionals;
-    Ok((response, answer.overflow))
+    Ok((response, answer.overflow, kind))
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ const SHARDS: usize = 32;
 /// Responses kept per index; beyond this, queries are answered by the engine without caching.
 const MAX_ENTRIES: usize = 1 << 20;
 
-type Map = HashMap<Box<[u8]>, Arc<[u8]>, BuildHasherDefault<FxHasher>>;
+use crate::rrl::ResponseKind;
+
+type Map = HashMap<Box<[u8]>, (Arc<[u8]>, ResponseKind), BuildHasherDefault<FxHasher>>;
 
 /// A plain query, read without allocating.
 pub struct PlainQuery<'a> {
@@ -133,10 +135,11 @@ impl ResponseCache {
         &self.shards[h % SHARDS]
     }
 
-    /// A cached response adapted to `query`, if one was computed for the same `limit`.
-    pub fn answer(&self, query: &PlainQuery<'_>, limit: usize) -> Option<Vec<u8>> {
+    /// A cached response adapted to `query`, if one was computed for the same `limit`, and
+    /// what rate limiting counts it as.
+    pub fn answer(&self, query: &PlainQuery<'_>, limit: usize) -> Option<(Vec<u8>, ResponseKind)> {
         let key = query.key(limit);
-        let cached = self
+        let (cached, kind) = self
             .shard(&key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -152,11 +155,18 @@ impl ResponseCache {
             let flags = out.len() - 4;
             out[flags] = (out[flags] & 0x7f) | if edns.dnssec_ok { 0x80 } else { 0 };
         }
-        Some(out)
+        Some((out, kind))
     }
 
-    /// Keeps `response` (the engine's answer to `query`) for later queries of the same shape.
-    pub fn insert(&self, query: &PlainQuery<'_>, limit: usize, response: &[u8]) {
+    /// Keeps `response` (the engine's answer to `query`, counted by rate limiting as `kind`)
+    /// for later queries of the same shape.
+    pub fn insert(
+        &self,
+        query: &PlainQuery<'_>,
+        limit: usize,
+        response: &[u8],
+        kind: ResponseKind,
+    ) {
         // NOERROR or NXDOMAIN answers (truncated ones too: the limit is part of the key), whose
         // OPT (if any) is last and bare.
         if response.len() < 12 || !matches!(response[3] & 0x0f, 0 | 3) {
@@ -174,7 +184,7 @@ impl ResponseCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if shard.len() < MAX_ENTRIES / SHARDS {
-            shard.insert(key, Arc::from(response));
+            shard.insert(key, (Arc::from(response), kind));
         }
     }
 }
@@ -233,11 +243,16 @@ mod tests {
         // A response: the query with QR/AA set and its OPT unchanged.
         let mut response = first.clone();
         response[2] = 0x84;
-        cache.insert(&PlainQuery::parse(&first).expect("plain"), 1232, &response);
+        cache.insert(
+            &PlainQuery::parse(&first).expect("plain"),
+            1232,
+            &response,
+            ResponseKind::ERROR,
+        );
         let mut second = query(0xbeef, b"WWW.Example.COM", Some(true));
         second[2] = 0x00; // RD clear
         let q = PlainQuery::parse(&second).expect("plain");
-        let out = cache.answer(&q, 1232).expect("cached");
+        let (out, _) = cache.answer(&q, 1232).expect("cached");
         assert_eq!(&out[..2], &[0xbe, 0xef]);
         assert_eq!(out[2], 0x84);
         assert_eq!(&out[12..12 + q.qname.len()], q.qname);
@@ -254,10 +269,15 @@ mod tests {
         let first = query(1, b"big.example.com", None);
         let mut response = first.clone();
         response[2] = 0x86; // QR, AA, TC
-        cache.insert(&PlainQuery::parse(&first).expect("plain"), 512, &response);
+        cache.insert(
+            &PlainQuery::parse(&first).expect("plain"),
+            512,
+            &response,
+            ResponseKind::ERROR,
+        );
         let second = query(2, b"big.example.com", None);
         let q = PlainQuery::parse(&second).expect("plain");
-        let out = cache.answer(&q, 512).expect("cached");
+        let (out, _) = cache.answer(&q, 512).expect("cached");
         assert_eq!(out[2] & 0x02, 0x02, "TC kept");
         assert!(cache.answer(&q, 1232).is_none());
         // Failures are not kept.
@@ -265,7 +285,12 @@ mod tests {
         let mut failed = asked.clone();
         failed[2] = 0x80;
         failed[3] = 2;
-        cache.insert(&PlainQuery::parse(&asked).expect("plain"), 512, &failed);
+        cache.insert(
+            &PlainQuery::parse(&asked).expect("plain"),
+            512,
+            &failed,
+            ResponseKind::ERROR,
+        );
         let q = query(4, b"fail.example.com", None);
         assert!(
             cache

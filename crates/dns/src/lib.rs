@@ -22,7 +22,7 @@ pub use cookies::{CookieCheck, Cookies};
 pub use engine::{Answer, Answered, Client, Limits, Transport, answer_query};
 pub use flatten::{External, Flattener, system_resolver};
 pub use index::{DnsIndex, EdgeAddrs, ZoneIndex};
-pub use rrl::{RateLimiter, RrlConfig, Verdict};
+pub use rrl::{RateLimiter, ResponseKind, RrlConfig, Verdict};
 pub use server::{DnsServer, IndexHandle, bind_udp, bind_udp_and_tcp, follow_snapshots};
 
 #[derive(Debug, thiserror::Error)]

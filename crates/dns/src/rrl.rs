@@ -1,8 +1,10 @@
 //! Response rate limiting (RRL) for UDP, the defence against reflection and amplification.
 //!
-//! Responses are counted per (client prefix — /24 for IPv4, /56 for IPv6 — and response kind:
-//! name, type and rcode, with every NXDOMAIN of a zone counted as one kind so that random-name
-//! floods share one budget). Each pair gets `rate` responses per second with a burst of the same
+//! Responses are counted per (client prefix — /24 for IPv4, /56 for IPv6 — and response kind,
+//! see [`ResponseKind`]: as Knot, NSD and BIND do, only answers with data count per name and
+//! type; the answers a flood can vary without end — names under a wildcard, NXDOMAIN and
+//! NODATA, errors — count per wildcard, zone or not at all, so that random names share one
+//! budget). Each pair gets `rate` responses per second with a burst of the same
 //! size. Over the budget, a response is dropped, except every `slip`-th one, which is replaced by
 //! an empty truncated answer (TC=1) so that a real client behind a spoofed prefix retries over
 //! TCP, where nothing can be spoofed. Counters live in a fixed-size table: memory does not grow
@@ -30,6 +32,53 @@ pub struct RrlConfig {
 impl Default for RrlConfig {
     fn default() -> Self {
         Self { rate: 20, slip: 2 }
+    }
+}
+
+/// What RRL counts a response as, told by the engine (which knows how it answered): pairs of
+/// a prefix and a kind share one budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResponseKind(u64);
+
+impl ResponseKind {
+    /// Every error (REFUSED, FORMERR, SERVFAIL, NOTIMP, NOTAUTH, BADVERS, ...), whatever the
+    /// name and type asked.
+    pub const ERROR: Self = Self(0);
+
+    fn of(class: u8, key: &str, qtype: u16) -> Self {
+        use std::hash::Hasher;
+        let mut h = FxHasher::default();
+        h.write_u8(class);
+        h.write(key.as_bytes());
+        h.write_u16(qtype);
+        // Never `ERROR`'s value.
+        Self(h.finish() | 1)
+    }
+
+    /// An answer with data (or a CNAME) at an existing name `key` (lowercase index key), for
+    /// `qtype`.
+    pub fn answer(key: &str, qtype: u16) -> Self {
+        Self::of(1, key, qtype)
+    }
+
+    /// An answer synthesised from the wildcard owned by `owner`, whatever name was asked.
+    pub fn wildcard(owner: &str) -> Self {
+        Self::of(2, owner, 0)
+    }
+
+    /// A referral to the delegation at `cut`.
+    pub fn referral(cut: &str) -> Self {
+        Self::of(3, cut, 0)
+    }
+
+    /// An NXDOMAIN from zone `origin`, whatever name was asked.
+    pub fn nxdomain(origin: &str) -> Self {
+        Self::of(4, origin, 0)
+    }
+
+    /// A NODATA (no error, no answer) from zone `origin`, whatever name and type were asked.
+    pub fn nodata(origin: &str) -> Self {
+        Self::of(5, origin, 0)
     }
 }
 
@@ -84,7 +133,7 @@ impl RateLimiter {
     }
 
     /// Counts one response of `kind` to `client`.
-    pub fn check(&self, client: IpAddr, kind: &[u8]) -> Verdict {
+    pub fn check(&self, client: IpAddr, kind: ResponseKind) -> Verdict {
         if !self.enabled() {
             return Verdict::Send;
         }
@@ -150,18 +199,21 @@ mod tests {
         let neighbour: IpAddr = "198.51.100.200".parse().expect("ip");
         let other: IpAddr = "203.0.113.9".parse().expect("ip");
         let verdicts: Vec<Verdict> = (0..20)
-            .map(|_| rrl.check(attacker, b"big.example.TXT"))
+            .map(|_| rrl.check(attacker, ResponseKind::answer("big.example", 16)))
             .collect();
         assert_eq!(verdicts.iter().filter(|v| **v == Verdict::Send).count(), 5);
         assert!(verdicts.contains(&Verdict::Slip) && verdicts.contains(&Verdict::Drop));
         assert_ne!(
-            rrl.check(neighbour, b"big.example.TXT"),
+            rrl.check(neighbour, ResponseKind::answer("big.example", 16)),
             Verdict::Send,
             "the same /24 shares the budget"
         );
-        assert_eq!(rrl.check(other, b"big.example.TXT"), Verdict::Send);
         assert_eq!(
-            rrl.check(attacker, b"other.example.A"),
+            rrl.check(other, ResponseKind::answer("big.example", 16)),
+            Verdict::Send
+        );
+        assert_eq!(
+            rrl.check(attacker, ResponseKind::answer("other.example", 1)),
             Verdict::Send,
             "another kind has its own budget"
         );
@@ -178,7 +230,7 @@ mod tests {
                 let rrl = std::sync::Arc::clone(&rrl);
                 std::thread::spawn(move || {
                     for _ in 0..50_000 {
-                        rrl.check(ip, b"k");
+                        rrl.check(ip, ResponseKind::ERROR);
                     }
                 })
             })
@@ -192,6 +244,6 @@ mod tests {
     fn rate_zero_turns_rrl_off() {
         let rrl = RateLimiter::new(RrlConfig { rate: 0, slip: 2 });
         let ip: IpAddr = "198.51.100.7".parse().expect("ip");
-        assert!((0..1000).all(|_| rrl.check(ip, b"k") == Verdict::Send));
+        assert!((0..1000).all(|_| rrl.check(ip, ResponseKind::ERROR) == Verdict::Send));
     }
 }

@@ -185,41 +185,6 @@ impl Drop for TcpSlot<'_> {
     }
 }
 
-/// What RRL counts a response as: its name (wire form, lowercase), type and rcode, with every
-/// NXDOMAIN of a zone counted as one.
-fn rrl_kind(index: &DnsIndex, query: &[u8], response: &[u8]) -> Vec<u8> {
-    let rcode = response.get(3).map_or(0, |b| b & 0x0f);
-    let mut i = 12;
-    while let Some(&len) = query.get(i) {
-        if len == 0 || len > 63 {
-            break;
-        }
-        i += 1 + usize::from(len);
-    }
-    let name = query.get(12..i.min(query.len())).unwrap_or(&[]);
-    if rcode == 3 {
-        let mut dotted = String::with_capacity(name.len());
-        let mut j = 0;
-        while let Some(&len) = name.get(j) {
-            let label = name.get(j + 1..j + 1 + usize::from(len)).unwrap_or(&[]);
-            if !dotted.is_empty() {
-                dotted.push('.');
-            }
-            dotted.extend(label.iter().map(|b| char::from(b.to_ascii_lowercase())));
-            j += 1 + usize::from(len);
-        }
-        if let Some(zone) = index.zone_for(&dotted) {
-            let mut kind = zone.origin.as_bytes().to_vec();
-            kind.extend_from_slice(&[0xff, rcode]);
-            return kind;
-        }
-    }
-    let mut kind: Vec<u8> = name.iter().map(u8::to_ascii_lowercase).collect();
-    kind.extend_from_slice(query.get(i + 1..i + 3).unwrap_or(&[0, 0]));
-    kind.push(rcode);
-    kind
-}
-
 impl DnsServer {
     pub fn new(index: IndexHandle, limits: Limits, rrl: RrlConfig) -> Self {
         Self {
@@ -293,13 +258,13 @@ impl DnsServer {
         let Answered {
             bytes: response,
             verified,
+            kind,
         } = self.answer(index, query, Transport::Udp, &client)?;
         // A valid server cookie (or signature) proves the source address: no rate limit.
-        let verdict = if verified || !self.rrl.enabled() {
+        let verdict = if verified {
             Verdict::Send
         } else {
-            self.rrl
-                .check(peer.ip(), &rrl_kind(index, query, &response))
+            self.rrl.check(peer.ip(), kind)
         };
         match verdict {
             Verdict::Send => Some(response),

@@ -5,6 +5,7 @@
 
 use crate::engine::{Answered, Client, Limits, Transport, answer_query_reserving};
 use crate::index::DnsIndex;
+use crate::rrl::ResponseKind;
 use crate::tsig::{self, Key, RequestTsig, TsigFailure};
 
 /// What a query's last record says about its signature.
@@ -92,12 +93,14 @@ pub fn answer_signed_query(
         Ok(signed) => {
             let unsigned = request.unsigned(packet, false);
             let room = tsig::signature_len(&signed.key);
-            let Answered { mut bytes, .. } =
-                answer_query_reserving(index, &unsigned, transport, limits, client, room)?;
+            let Answered {
+                mut bytes, kind, ..
+            } = answer_query_reserving(index, &unsigned, transport, limits, client, room)?;
             tsig::sign(&mut bytes, &signed.key, Some(&signed.mac), true, now);
             Some(Answered {
                 bytes,
                 verified: true,
+                kind,
             })
         }
         Err(refusal) => {
@@ -107,6 +110,7 @@ pub fn answer_signed_query(
             Some(Answered {
                 bytes,
                 verified: false,
+                kind: ResponseKind::ERROR,
             })
         }
     }
@@ -117,5 +121,6 @@ pub fn malformed(packet: &[u8]) -> Option<Answered> {
     (packet.len() >= 12 && packet[2] & 0x80 == 0).then(|| Answered {
         bytes: error_header(packet, FORMERR),
         verified: false,
+        kind: ResponseKind::ERROR,
     })
 }
