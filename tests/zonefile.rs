@@ -1,11 +1,15 @@
 //! Zone files: what Parapet exports is accepted by BIND's checker and re-imports to the same
 //! records; bad files are refused whole, with every bad line listed.
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
+use hickory_proto::rr::{RData, RecordType};
+use parapet_testkit::dns::{Mode, build, tcp};
 use parapet_testkit::zones::every_type_zone;
-use parapet_testkit::{Node, NodeOptions, export_zone, import_zone};
-use serde_json::Value;
+use parapet_testkit::{Knot, Node, NodeOptions, eventually, export_zone, import_zone};
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_parapet");
 
@@ -46,6 +50,14 @@ fn records(node: &Node, zone: &str) -> Vec<String> {
     out
 }
 
+fn named_checkzone() -> PathBuf {
+    ["/usr/bin/named-checkzone", "/usr/sbin/named-checkzone"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("named-checkzone is required (Debian bind9-utils; .ci/run installs it)")
+}
+
 #[test]
 fn export_passes_named_checkzone_and_reimports_identically() {
     let node = Node::start(NodeOptions::new(BIN).args(["--activation", "auto"]));
@@ -57,12 +69,7 @@ fn export_passes_named_checkzone_and_reimports_identically() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("diff.test.zone");
     std::fs::write(&file, &exported).expect("write");
-    let checker = ["/usr/bin/named-checkzone", "/usr/sbin/named-checkzone"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let checker =
-        checker.expect("named-checkzone is required (Debian bind9-utils; .ci/run installs it)");
-    let out = Command::new(checker)
+    let out = Command::new(named_checkzone())
         .args(["-k", "fail", "-i", "local", "diff.test"])
         .arg(&file)
         .output()
@@ -115,4 +122,186 @@ fn bad_zone_files_are_refused_whole_with_every_line_named() {
     }
     let list = node.ok("GET", &format!("/zones/{zone}/dns_records"), None);
     assert_eq!(list, Value::Array(vec![]), "nothing imported");
+}
+
+/// The character strings `name` answers with (over TCP: long TXT exceeds a UDP answer), from
+/// a Parapet node or from Knot.
+fn txt_strings(dns: std::net::SocketAddr, name: &str) -> Vec<Vec<Vec<u8>>> {
+    let answer = tcp(dns, &build(name, RecordType::TXT, Mode::Tcp, 7)).expect("DNS answer");
+    let mut got: Vec<Vec<Vec<u8>>> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(t) => Some(t.txt_data.iter().map(|s| s.to_vec()).collect()),
+            _ => None,
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+#[test]
+fn awkward_txt_is_served_and_exported_exactly_as_imported() {
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--dns-rrl-rate",
+        "0",
+    ]));
+    let dns = node.dns_addr();
+    let zone = node.create_zone("txt.test");
+    let (a, b) = ("a".repeat(255), "b".repeat(255));
+    let file = format!(
+        "$ORIGIN txt.test.\n$TTL 300\n\
+         quotes TXT \"say \\\"hi\\\"\"\n\
+         slashes TXT \"back\\\\slash\" \\\\\n\
+         bytes TXT \"\\000\\200\\255\" \"caf\\195\\169\" \"tab\\009\"\n\
+         utf8 TXT \"café ünïcode\"\n\
+         spaces TXT \" lead \"\nspaces TXT \"  \" \"\"\n\
+         long TXT \"{a}\" \"{b}\" \"ccc\"\n\
+         looksquoted TXT \"\\\"quoted\\\" word\"\n"
+    );
+    let imported = import_zone(&node, &zone, &file);
+    assert_eq!(imported["success"], true, "{imported}");
+    let api = |name: &str, content: String| {
+        node.ok(
+            "POST",
+            &format!("/zones/{zone}/dns_records"),
+            Some(json!({"type": "TXT", "name": name, "content": content})),
+        )
+    };
+    let api_long = format!("{} é {}", "x".repeat(1000), "y".repeat(900));
+    api("apilong", api_long.clone());
+    api("apiquoted", "\"one\"   \"two\\\\\"".into());
+    api("apiedges", " edge spaces ".into());
+
+    let s = |t: &[u8]| t.to_vec();
+    let expected: Vec<(&str, Vec<Vec<Vec<u8>>>)> = vec![
+        ("quotes", vec![vec![s(b"say \"hi\"")]]),
+        ("slashes", vec![vec![s(b"back\\slash"), s(b"\\")]]),
+        (
+            "bytes",
+            vec![vec![s(&[0, 200, 255]), s("café".as_bytes()), s(b"tab\t")]],
+        ),
+        ("utf8", vec![vec![s("café ünïcode".as_bytes())]]),
+        ("spaces", vec![vec![s(b"  "), s(b"")], vec![s(b" lead ")]]),
+        (
+            "long",
+            vec![vec![s(a.as_bytes()), s(b.as_bytes()), s(b"ccc")]],
+        ),
+        ("looksquoted", vec![vec![s(b"\"quoted\" word")]]),
+        (
+            "apilong",
+            vec![api_long.as_bytes().chunks(255).map(s).collect()],
+        ),
+        ("apiquoted", vec![vec![s(b"one"), s(b"two\\")]]),
+        ("apiedges", vec![vec![s(b" edge spaces ")]]),
+    ];
+    eventually(Duration::from_secs(5), "the records to be served", || {
+        !txt_strings(dns, "apiedges.txt.test").is_empty()
+    });
+    for (name, want) in &expected {
+        assert_eq!(
+            &txt_strings(dns, &format!("{name}.txt.test")),
+            want,
+            "{name}"
+        );
+    }
+
+    let exported = export_zone(&node, &zone);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("txt.test.zone");
+    std::fs::write(&path, &exported).expect("write");
+    let out = Command::new(named_checkzone())
+        .args(["-k", "fail", "-i", "local", "txt.test"])
+        .arg(&path)
+        .output()
+        .expect("run named-checkzone");
+    assert!(
+        out.status.success(),
+        "named-checkzone rejected the export:\n{}\n{exported}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Knot loads the export and reads every string as Parapet serves it.
+    assert!(Knot::available(), "knotd is required (.ci/run installs it)");
+    let knot = Knot::start("txt.test", &exported);
+    for (name, want) in &expected {
+        assert_eq!(
+            &txt_strings(knot.addr, &format!("{name}.txt.test")),
+            want,
+            "Knot: {name}"
+        );
+    }
+
+    let copy = node.create_zone("copy.test");
+    let reimported = import_zone(&node, &copy, &exported.replace("txt.test.", "copy.test."));
+    assert_eq!(reimported["success"], true, "{reimported}");
+    let contents = |zone: &str| {
+        let list = node.ok(
+            "GET",
+            &format!("/zones/{zone}/dns_records?per_page=100"),
+            None,
+        );
+        let mut v: Vec<String> = list
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .split('.')
+                        .next()
+                        .unwrap_or(""),
+                    r["content"]
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(contents(&zone), contents(&copy));
+}
+
+#[test]
+fn malformed_txt_is_refused_with_nothing_stored() {
+    let node = Node::start(NodeOptions::new(BIN).args(["--activation", "auto"]));
+    let zone = node.create_zone("badtxt.test");
+    let file = format!(
+        "$ORIGIN badtxt.test.\nok TXT \"fine\"\nescape TXT \"\\999\"\nlong TXT \"{}\"\nshort TXT \"\\25\"\n",
+        "a".repeat(300)
+    );
+    let result = import_zone(&node, &zone, &file);
+    assert_eq!(result["success"], false, "{result}");
+    let messages: Vec<&str> = result["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    for line in ["line 3", "line 4", "line 5"] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(line)),
+            "{line} not reported: {messages:?}"
+        );
+    }
+    for content in [
+        "\"\\999\"".to_owned(),
+        format!("\"{}\"", "a".repeat(256)),
+        "\"open".to_owned(),
+        "x".repeat(2049),
+    ] {
+        let (status, body) = node.call(
+            "POST",
+            &format!("/zones/{zone}/dns_records"),
+            Some(json!({"type": "TXT", "name": "api", "content": content})),
+        );
+        assert_eq!(status, 400, "{content}: {body}");
+    }
+    let list = node.ok("GET", &format!("/zones/{zone}/dns_records"), None);
+    assert_eq!(list, Value::Array(vec![]), "nothing stored");
 }

@@ -100,62 +100,9 @@ pub fn loc(content: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// TXT content → its character strings: presentation form (quoted strings) is decoded; plain
-/// text is split into strings of at most 255 bytes.
+/// TXT content → its character strings, as the model reads it (and an export writes it).
 pub fn txt_strings(content: &str) -> Vec<Vec<u8>> {
-    if content.starts_with('"')
-        && let Some(strings) = decode_quoted(content)
-    {
-        return strings;
-    }
-    let bytes = content.as_bytes();
-    if bytes.is_empty() {
-        return vec![Vec::new()];
-    }
-    bytes.chunks(255).map(<[u8]>::to_vec).collect()
-}
-
-fn decode_quoted(content: &str) -> Option<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    let bytes = content.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b' ' | b'\t' => i += 1,
-            b'"' => {
-                i += 1;
-                let mut s = Vec::new();
-                loop {
-                    let b = *bytes.get(i)?;
-                    i += 1;
-                    match b {
-                        b'"' => break,
-                        b'\\' => {
-                            let n = *bytes.get(i)?;
-                            if n.is_ascii_digit() {
-                                let d = std::str::from_utf8(bytes.get(i..i + 3)?)
-                                    .ok()?
-                                    .parse::<u16>()
-                                    .ok()?;
-                                s.push(u8::try_from(d).ok()?);
-                                i += 3;
-                            } else {
-                                s.push(n);
-                                i += 1;
-                            }
-                        }
-                        b => s.push(b),
-                    }
-                }
-                if s.len() > 255 {
-                    return None;
-                }
-                out.push(s);
-            }
-            _ => return None,
-        }
-    }
-    if out.is_empty() { None } else { Some(out) }
+    parapet_model::txt::strings(content)
 }
 
 #[cfg(test)]

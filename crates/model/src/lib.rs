@@ -16,6 +16,7 @@ pub mod rules;
 pub mod settings;
 pub mod token;
 pub mod transfer;
+pub mod txt;
 pub mod zone;
 pub mod zonefile;
 

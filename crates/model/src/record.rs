@@ -783,48 +783,9 @@ fn valid_tag(s: &str) -> bool {
     !s.is_empty() && s.len() <= 100 && s.chars().all(|c| !c.is_control())
 }
 
-/// Turns a TXT record's content into presentation form: kept as is when already made of quoted
-/// strings, else quoted and split into strings of at most 255 bytes.
+/// A TXT record's content in zone-file presentation form (see [`crate::txt`]).
 pub fn txt_presentation(content: &str) -> String {
-    if content.starts_with('"') && tokenize(content).is_ok_and(|t| t.iter().all(|t| t.quoted)) {
-        return content.to_owned();
-    }
-    let mut out = Vec::new();
-    let mut chunk = String::new();
-    for c in content.chars() {
-        let escaped = match c {
-            '"' => "\\\"".to_owned(),
-            '\\' => "\\\\".to_owned(),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => format!("\\{:03}", c as u32),
-            c => c.to_string(),
-        };
-        if raw_len(&chunk) + c.len_utf8() > 255 {
-            out.push(format!("\"{chunk}\""));
-            chunk.clear();
-        }
-        chunk.push_str(&escaped);
-    }
-    out.push(format!("\"{chunk}\""));
-    out.join(" ")
-}
-
-/// Bytes a presentation-form chunk stands for.
-fn raw_len(chunk: &str) -> usize {
-    let bytes = chunk.as_bytes();
-    let (mut i, mut n) = (0, 0);
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            i += if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                4
-            } else {
-                2
-            };
-        } else {
-            i += 1;
-        }
-        n += 1;
-    }
-    n
+    crate::txt::presentation(content)
 }
 
 /// A token of presentation-form record data.
@@ -1063,10 +1024,14 @@ pub(crate) fn canonical_content(
     priority: &mut Option<u16>,
 ) -> Result<String, FieldError> {
     let bad = |m: String| FieldError::new("content", m);
-    let raw = raw.trim();
     if raw.len() > MAX_CONTENT {
         return Err(bad(format!("is longer than {MAX_CONTENT} bytes")));
     }
+    if kind == RecordType::TXT {
+        // A TXT record's text is its data, spaces at the edges included.
+        return crate::txt::canonical(raw).map_err(bad);
+    }
+    let raw = raw.trim();
     match kind {
         RecordType::A => raw
             .parse::<Ipv4Addr>()
@@ -1097,12 +1062,6 @@ pub(crate) fn canonical_content(
                 return Ok(".".into());
             }
             name::normalize(target, NameKind::Target, "content")
-        }
-        RecordType::TXT => {
-            if raw.is_empty() {
-                return Err(bad("must not be empty".into()));
-            }
-            Ok(raw.to_owned())
         }
         _ => {
             let Some(fields) = kind.data_fields() else {

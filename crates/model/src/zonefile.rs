@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::name::{self, printable};
 use crate::record::{DnsRecord, RecordDraft, RecordType};
+use crate::txt;
 use crate::{FieldError, ModelError, Zone};
 
 /// Largest zone file accepted, in bytes.
@@ -264,7 +265,7 @@ fn rdata_content(kind: RecordType, words: &[Word], origin: &str) -> Result<Strin
         _ => None,
     };
     if kind == RecordType::TXT {
-        return Ok(txt_content(words));
+        return txt_content(words);
     }
     let mut parts: Vec<String> = words.iter().map(|w| w.raw.clone()).collect();
     if let Some(i) = name_at
@@ -277,33 +278,24 @@ fn rdata_content(kind: RecordType, words: &[Word], origin: &str) -> Result<Strin
     Ok(parts.join(" "))
 }
 
-/// TXT data as Parapet stores it: one string's text as is; strings split at 255 bytes (as
-/// exports write long texts) joined; anything else kept in presentation form.
-fn txt_content(words: &[Word]) -> String {
-    let texts: Vec<String> = words
+/// TXT data as Parapet stores it (see [`crate::txt`]): each word, quoted or not, is one
+/// character string, read as BIND reads it.
+fn txt_content(words: &[Word]) -> Result<String, String> {
+    let strings = words
         .iter()
         .map(|w| {
-            if w.quoted {
-                w.raw[1..w.raw.len() - 1].to_owned()
+            let text = if w.quoted {
+                w.raw
+                    .strip_prefix('"')
+                    .and_then(|r| r.strip_suffix('"'))
+                    .unwrap_or_default()
             } else {
-                w.raw.clone()
-            }
+                w.raw.as_str()
+            };
+            txt::decode_string(text).map_err(|m| format!("TXT string {} {m}", printable(&w.raw)))
         })
-        .collect();
-    let simple = |t: &str| !t.contains('\\');
-    if texts.len() == 1 && simple(&texts[0]) {
-        return texts[0].clone();
-    }
-    let split_long =
-        texts.iter().all(|t| simple(t)) && texts[..texts.len() - 1].iter().all(|t| t.len() == 255);
-    if split_long {
-        return texts.concat();
-    }
-    texts
-        .iter()
-        .map(|t| format!("\"{}\"", t.replace('"', "\\\"").replace("\\\\\"", "\\\"")))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(txt::from_strings(&strings))
 }
 
 /// Splits a zone file into entries: handles comments, quotes and parentheses across lines.
@@ -590,6 +582,34 @@ sub.example.com. 172800 IN NS ns.sub
         let parsed = parse_zone_file(text, "example.com", false).expect("valid zone");
         let ttls: Vec<u32> = parsed.records.iter().map(|r| r.draft.ttl).collect();
         assert_eq!(ttls, [1, 300, 300, 600, 120, 600]);
+    }
+
+    #[test]
+    fn txt_strings_are_read_as_bind_reads_them() {
+        let content = |line: &str| {
+            parse_zone_file(line, "example.com", false)
+                .map(|p| p.records[0].draft.content.clone())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(content("x IN TXT \" lead \"").as_deref(), Ok(" lead "));
+        assert_eq!(content("x IN TXT hello").as_deref(), Ok("hello"));
+        assert_eq!(content("x IN TXT \"\\065\\\"\"").as_deref(), Ok("A\""));
+        assert_eq!(content("x IN TXT \"a\" b").as_deref(), Ok("\"a\" \"b\""));
+        assert_eq!(content("x IN TXT \"\\200\"").as_deref(), Ok("\"\\200\""));
+        let split = format!("x IN TXT \"{}\" \"{}\"", "a".repeat(255), "b".repeat(10));
+        assert_eq!(
+            content(&split),
+            Ok(format!("{}{}", "a".repeat(255), "b".repeat(10)))
+        );
+        for bad in [
+            "x IN TXT \"\\999\"".to_owned(),
+            "x IN TXT \"\\25\"".to_owned(),
+            format!("x IN TXT \"{}\"", "a".repeat(300)),
+            format!("x IN TXT {}", "a".repeat(256)),
+        ] {
+            let err = content(&bad).expect_err(&bad);
+            assert!(err.contains("line 1"), "{err}");
+        }
     }
 
     #[test]
