@@ -467,6 +467,8 @@ struct Drawn {
     full: usize,
     /// Truncated (slipped) responses.
     truncated: usize,
+    /// The COOKIE option of each truncated response.
+    truncated_cookies: Vec<Option<Vec<u8>>>,
     /// Seconds from the first query sent to the last answer awaited.
     seconds: f64,
 }
@@ -487,6 +489,7 @@ fn burst_from(dns: SocketAddr, from: std::net::Ipv4Addr, queries: &[Vec<u8>]) ->
         let m = Message::from_vec(&buf[..n]).expect("parse");
         if m.metadata.truncation {
             drawn.truncated += 1;
+            drawn.truncated_cookies.push(cookie_of(&m));
         } else {
             drawn.full += 1;
         }
@@ -693,6 +696,67 @@ fn dns_cookies_are_answered_and_a_valid_server_cookie_lifts_rate_limits() {
     // A malformed COOKIE option is a FORMERR.
     let bad = exchange(&with_cookie("www.cookie.example", 300, &[1, 2, 3])).expect("FORMERR");
     assert_eq!(bad.metadata.response_code, ResponseCode::FormErr);
+}
+
+#[test]
+fn a_limited_query_with_a_client_cookie_is_slipped_with_a_server_cookie_that_lifts_the_limit() {
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--dns-rrl-rate",
+        "2",
+    ]));
+    // (The default slip: every other limited answer is sent truncated.)
+    let dns = node.dns_addr();
+    let zone = node.create_zone("slip.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    eventually(Duration::from_secs(5), "zone served", || {
+        tcp(dns, &build("www.slip.example", RecordType::A, Mode::Tcp, 1))
+            .is_some_and(|m| m.answers.len() == 1)
+    });
+    let client_cookie = [1u8, 3, 5, 7, 9, 11, 13, 15];
+    let queries: Vec<Vec<u8>> = (0..40)
+        .map(|i| with_cookie("www.slip.example", i, &client_cookie))
+        .collect();
+    let from = std::net::Ipv4Addr::new(127, 0, 30, 1);
+    let drawn = burst_from(dns, from, &queries);
+    eprintln!(
+        "cookie flood: {} full, {} truncated in {:.2} s",
+        drawn.full, drawn.truncated, drawn.seconds
+    );
+    // Every other limited answer is slipped, not dropped.
+    let limited = queries.len() - drawn.full;
+    assert!(
+        drawn.truncated.abs_diff(limited / 2) <= 1,
+        "{} of {limited} limited answers slipped",
+        drawn.truncated
+    );
+    // Each slipped answer carries the client cookie and a server cookie for this address ...
+    for cookie in &drawn.truncated_cookies {
+        let cookie = cookie.as_ref().expect("COOKIE in a slipped answer");
+        assert_eq!((cookie.len(), &cookie[..8]), (24, &client_cookie[..]));
+    }
+    // ... with which the client is answered in full despite the limit.
+    let cookie = drawn.truncated_cookies[0].clone().expect("cookie");
+    let sock = std::net::UdpSocket::bind((from, 0)).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    for i in 0..10 {
+        sock.send_to(&with_cookie("www.slip.example", 100 + i, &cookie), dns)
+            .expect("send");
+        let mut buf = [0u8; 4096];
+        let n = sock
+            .recv(&mut buf)
+            .expect("an answer with the server cookie");
+        let m = Message::from_vec(&buf[..n]).expect("parse");
+        assert_eq!((m.metadata.truncation, m.answers.len()), (false, 1));
+    }
 }
 
 #[test]

@@ -174,15 +174,51 @@ impl RateLimiter {
     }
 }
 
-/// The empty, truncated version of `response`: header with TC set, question, and OPT if any.
-pub fn slipped(response: &[u8], query: &[u8]) -> Option<Vec<u8>> {
-    let plain = crate::fast::PlainQuery::parse(query)?;
-    let question_end = 12 + plain.qname.len() + 4;
-    let mut out = response.get(..question_end)?.to_vec();
+/// Where the name starting at `at` in `message` ends (after its last label or its pointer).
+fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *message.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            1..=63 => at += 1 + usize::from(len),
+            0xc0.. => return Some(at + 2),
+            _ => return None,
+        }
+    }
+}
+
+/// The empty, truncated version of `response`: its header with TC set, its question, and its
+/// OPT record if it has one — whatever options that carries, so a client that sent a cookie
+/// gets its server cookie and can come back with it, and be spared. Read from the response
+/// only: it holds an OPT exactly when the query had one, and the query may hold options.
+pub fn slipped(response: &[u8]) -> Option<Vec<u8>> {
+    let header = response.get(..12)?;
+    let count = |i: usize| usize::from(u16::from_be_bytes([header[i], header[i + 1]]));
+    let mut at = 12;
+    for _ in 0..count(4) {
+        at = skip_name(response, at)? + 4;
+    }
+    let question_end = at;
+    let additional_from = count(6) + count(8);
+    let mut opt = None;
+    for i in 0..additional_from + count(10) {
+        let start = at;
+        let name_end = skip_name(response, start)?;
+        let fixed = response.get(name_end..name_end + 10)?;
+        at = name_end + 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        if at > response.len() {
+            return None;
+        }
+        if i >= additional_from && response[start] == 0 && fixed[..2] == [0, 41] {
+            opt = Some(&response[start..at]);
+        }
+    }
+    let mut out = Vec::with_capacity(question_end + opt.map_or(0, <[u8]>::len));
+    out.extend_from_slice(response.get(..question_end)?);
     out[2] |= 0x02;
-    out[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
-    if plain.edns.is_some() && response.len() >= question_end + 11 {
-        out.extend_from_slice(&response[response.len() - 11..]);
+    out[6..12].fill(0);
+    if let Some(opt) = opt {
+        out.extend_from_slice(opt);
         out[11] = 1;
     }
     Some(out)
@@ -238,6 +274,51 @@ mod tests {
         for t in threads {
             t.join().expect("no thread panicked");
         }
+    }
+
+    #[test]
+    fn a_slipped_answer_keeps_the_question_and_the_opt_with_its_options() {
+        use hickory_proto::op::{Edns, Message, Query};
+        use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+        use hickory_proto::rr::rdata::{A, TXT};
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+        let name = Name::from_ascii("big.example.").expect("name");
+        let mut m = Message::response(7, hickory_proto::op::OpCode::Query);
+        m.queries.push(Query::query(name.clone(), RecordType::TXT));
+        for i in 0..5 {
+            m.answers.push(Record::from_rdata(
+                name.clone(),
+                60,
+                RData::TXT(TXT::new(vec![format!("{i} {}", "t".repeat(100))])),
+            ));
+        }
+        m.additionals.push(Record::from_rdata(
+            Name::from_ascii("ns.example.").expect("name"),
+            60,
+            RData::A(A::new(192, 0, 2, 1)),
+        ));
+        let mut opt = Edns::new();
+        opt.set_max_payload(1232);
+        opt.options_mut()
+            .insert(EdnsOption::Unknown(10, vec![9; 24]));
+        m.set_edns(opt);
+        let bytes = m.to_vec().expect("encode");
+        let out = Message::from_vec(&slipped(&bytes).expect("slipped")).expect("parse");
+        assert!(out.metadata.truncation);
+        assert_eq!(out.metadata.id, 7);
+        assert_eq!(out.queries, m.queries);
+        assert!(out.answers.is_empty() && out.additionals.is_empty());
+        let edns = out.edns.expect("OPT kept");
+        assert_eq!(edns.max_payload(), 1232);
+        assert_eq!(
+            edns.options().get(EdnsCode::Cookie),
+            Some(&EdnsOption::Unknown(10, vec![9; 24]))
+        );
+        // A FORMERR with neither question nor OPT stays a bare header; a cut message is dropped.
+        let formerr = [0, 7, 0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        let out = slipped(&formerr).expect("slipped");
+        assert_eq!(out[..], [0, 7, 0x82, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(slipped(&bytes[..bytes.len() - 3]).is_none());
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl DnsServer {
         };
         match verdict {
             Verdict::Send => Some(response),
-            Verdict::Slip => slipped(&response, query),
+            Verdict::Slip => slipped(&response),
             Verdict::Drop => None,
         }
     }
