@@ -8,9 +8,11 @@
 //! size. Over the budget, a response is dropped, except every `slip`-th one, which is replaced by
 //! an empty truncated answer (TC=1) so that a real client behind a spoofed prefix retries over
 //! TCP, where nothing can be spoofed. Counters live in a fixed-size table: memory does not grow
-//! with the number of clients.
+//! with the number of clients. The table is set-associative under a keyed hash: a new pair takes
+//! the way of its set with the most budget left, so pairs an attacker makes up cannot push out
+//! one that is being limited (and hand it a full budget again).
 
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
@@ -18,7 +20,11 @@ use std::time::Instant;
 use rustc_hash::FxHasher;
 
 const SLOTS: usize = 1 << 16;
+/// Locks over the table; a shard is chosen by the top bits of a pair's hash.
 const SHARDS: usize = 64;
+/// Slots a pair may take, chosen by other bits of its hash.
+const WAYS: usize = 4;
+const SETS_PER_SHARD: usize = SLOTS / SHARDS / WAYS;
 
 /// RRL settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +111,17 @@ pub struct RateLimiter {
     config: RrlConfig,
     start: Instant,
     shards: Vec<Mutex<Vec<Slot>>>,
-    hasher: BuildHasherDefault<FxHasher>,
+    /// Keyed (SipHash with a random key): no one outside can aim pairs at one set.
+    hasher: RandomState,
+}
+
+/// The prefix a client is counted under, by RRL and by the TCP per-client limit: /24 for IPv4,
+/// /56 for IPv6 (IPv6 prefixes have the top bit set, so they never equal an IPv4 one).
+pub(crate) fn client_prefix(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xffff_ff00),
+        IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 72) - 1)) | (1 << 127),
+    }
 }
 
 impl RateLimiter {
@@ -116,7 +132,7 @@ impl RateLimiter {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(vec![Slot::default(); SLOTS / SHARDS]))
                 .collect(),
-            hasher: BuildHasherDefault::default(),
+            hasher: RandomState::new(),
         }
     }
 
@@ -124,43 +140,60 @@ impl RateLimiter {
         self.config.rate > 0
     }
 
-    /// The prefix a client is counted under.
-    fn prefix(ip: IpAddr) -> u128 {
-        match ip {
-            IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xffff_ff00),
-            IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 72) - 1)) | (1 << 127),
-        }
-    }
-
     /// Counts one response of `kind` to `client`.
     pub fn check(&self, client: IpAddr, kind: ResponseKind) -> Verdict {
         if !self.enabled() {
             return Verdict::Send;
         }
-        let key = self.hasher.hash_one((Self::prefix(client), kind)) | 1;
-        let now_ms = self.start.elapsed().as_millis() as u64;
-        let shard = &self.shards[(key as usize >> 7) % SHARDS];
+        let now_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.check_at(client, kind, now_ms)
+    }
+
+    /// [`Self::check`] at `now_ms` milliseconds since the limiter started.
+    fn check_at(&self, client: IpAddr, kind: ResponseKind, now_ms: u64) -> Verdict {
+        let hash = self.hasher.hash_one((client_prefix(client), kind.0));
+        // Top bits for the shard, bits 8 and up for the set: independent. The key kept is
+        // never 0, which marks an empty way.
+        let shard = &self.shards[(hash >> 58) as usize % SHARDS];
+        let set = (hash >> 8) as usize % SETS_PER_SHARD;
+        let key = hash | 1;
+        let rate = u64::from(self.config.rate);
+        let burst = rate * 1000;
         let mut slots = shard.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = (key as usize) % slots.len();
-        let slot = &mut slots[index];
-        let burst = u64::from(self.config.rate) * 1000;
-        if slot.key != key {
-            // A new pair (or a colliding one taking the slot over) starts with a full budget.
-            *slot = Slot {
-                key,
-                milli_tokens: burst,
-                at_ms: now_ms,
-                limited: 0,
-            };
-        } else {
-            // Another thread may have counted a later moment while this one waited for the
-            // lock: time never runs backwards for a slot.
-            let refill = now_ms
-                .saturating_sub(slot.at_ms)
-                .saturating_mul(u64::from(self.config.rate));
-            slot.milli_tokens = slot.milli_tokens.saturating_add(refill).min(burst);
-            slot.at_ms = slot.at_ms.max(now_ms);
-        }
+        let ways = &mut slots[set * WAYS..(set + 1) * WAYS];
+        // Budget left after refilling up to now. Another thread may have counted a later
+        // moment while this one waited for the lock: time never runs backwards for a slot.
+        let refilled = |slot: &Slot| {
+            let refill = now_ms.saturating_sub(slot.at_ms).saturating_mul(rate);
+            slot.milli_tokens.saturating_add(refill).min(burst)
+        };
+        let slot = match ways.iter().position(|s| s.key == key) {
+            Some(way) => {
+                let slot = &mut ways[way];
+                slot.milli_tokens = refilled(slot);
+                slot.at_ms = slot.at_ms.max(now_ms);
+                slot
+            }
+            None => {
+                // A new pair starts with a full budget, in an empty way or the one with the
+                // most budget left (a full one is as good as empty); among exhausted ones, the
+                // one counted longest ago. A pair being limited keeps its way.
+                let way = (0..WAYS)
+                    .max_by_key(|&w| {
+                        let s = &ways[w];
+                        let budget = if s.key == 0 { u64::MAX } else { refilled(s) };
+                        (budget, std::cmp::Reverse(s.at_ms))
+                    })
+                    .unwrap_or(0);
+                ways[way] = Slot {
+                    key,
+                    milli_tokens: burst,
+                    at_ms: now_ms,
+                    limited: 0,
+                };
+                &mut ways[way]
+            }
+        };
         if slot.milli_tokens >= 1000 {
             slot.milli_tokens -= 1000;
             return Verdict::Send;
@@ -171,6 +204,18 @@ impl RateLimiter {
         } else {
             Verdict::Drop
         }
+    }
+
+    /// Slots holding a pair.
+    #[cfg(test)]
+    fn occupied(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let slots = s.lock().unwrap_or_else(PoisonError::into_inner);
+                slots.iter().filter(|slot| slot.key != 0).count()
+            })
+            .sum()
     }
 }
 
@@ -319,6 +364,40 @@ mod tests {
         let out = slipped(&formerr).expect("slipped");
         assert_eq!(out[..], [0, 7, 0x82, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert!(slipped(&bytes[..bytes.len() - 3]).is_none());
+    }
+
+    #[test]
+    fn pairs_spread_over_every_slot_of_the_table() {
+        let rrl = RateLimiter::new(RrlConfig { rate: 5, slip: 2 });
+        let ip: IpAddr = "198.51.100.7".parse().expect("ip");
+        for kind in 1..=(4 * SLOTS as u64) {
+            rrl.check_at(ip, ResponseKind(kind), 0);
+        }
+        let occupied = rrl.occupied();
+        assert!(
+            occupied > SLOTS * 99 / 100,
+            "{occupied} of {SLOTS} slots used"
+        );
+    }
+
+    #[test]
+    fn a_limited_pair_stays_limited_while_many_others_are_counted() {
+        let rrl = RateLimiter::new(RrlConfig { rate: 5, slip: 0 });
+        let attacker: IpAddr = "198.51.100.7".parse().expect("ip");
+        let target = ResponseKind::answer("big.example", 16);
+        let sent = (0..10)
+            .filter(|_| rrl.check_at(attacker, target, 0) == Verdict::Send)
+            .count();
+        assert_eq!(sent, 5);
+        // Junk pairs from the same prefix and from others, many times the table's size.
+        for (i, kind) in (1..=(4 * SLOTS as u64)).enumerate() {
+            let ip = IpAddr::from([198, 51, (i % 200) as u8, 7]);
+            rrl.check_at(ip, ResponseKind(kind << 1), 0);
+            rrl.check_at(attacker, ResponseKind((kind << 1) | 1), 0);
+        }
+        assert_eq!(rrl.check_at(attacker, target, 0), Verdict::Drop);
+        // Its budget comes back with time, not with others' pairs.
+        assert_eq!(rrl.check_at(attacker, target, 1000), Verdict::Send);
     }
 
     #[test]
