@@ -11,6 +11,7 @@ mod envelope;
 mod listing;
 mod purge;
 mod records;
+mod rulesets;
 mod secondary;
 mod settings;
 mod stored;
@@ -137,6 +138,24 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint",
             get(settings::get_entrypoint).put(settings::put_entrypoint),
+        )
+        .route(
+            "/zones/{zone_id}/rulesets",
+            get(rulesets::list).post(rulesets::create),
+        )
+        .route(
+            "/zones/{zone_id}/rulesets/{ruleset_id}",
+            get(rulesets::get_one)
+                .put(rulesets::replace)
+                .delete(rulesets::delete),
+        )
+        .route(
+            "/zones/{zone_id}/rulesets/{ruleset_id}/rules",
+            post(rulesets::add_rule),
+        )
+        .route(
+            "/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}",
+            axum::routing::patch(rulesets::edit_rule).delete(rulesets::delete_rule),
         )
         .route("/zones/{zone_id}/purge_cache", post(purge::purge_cache))
         .route(

@@ -410,3 +410,66 @@ async fn peer_write_racing_tsig_delete_fails() {
     let stored = api.stored(&peer_key(&peer)).await.expect("peer");
     assert_eq!(stored["tsig_id"], Value::Null);
 }
+
+#[tokio::test]
+async fn ruleset_create_racing_zone_delete_writes_nothing() {
+    let api = Api::new();
+    let zone = api.zone().await;
+    api.before_writing(
+        ruleset_key(&zone, ORIGIN_PHASE),
+        "DELETE",
+        format!("/zones/{zone}"),
+        Value::Null,
+    );
+    let (status, v) = api
+        .call(
+            "POST",
+            &format!("/zones/{zone}/rulesets"),
+            Some(json!({"name": "o", "kind": "zone", "phase": ORIGIN_PHASE})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(api.keys_naming(&zone).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn rule_add_racing_another_keeps_both_and_racing_zone_delete_writes_nothing() {
+    let api = Api::new();
+    let zone = api.zone().await;
+    let id = api
+        .id_of(
+            &format!("/zones/{zone}/rulesets"),
+            json!({"name": "o", "kind": "zone", "phase": ORIGIN_PHASE}),
+        )
+        .await;
+    let rules = format!("/zones/{zone}/rulesets/{id}/rules");
+    let rule = |port: u16| {
+        json!({"expression": "true", "action": "route",
+               "action_parameters": {"origin": {"port": port}}})
+    };
+    api.before_writing(
+        ruleset_key(&zone, ORIGIN_PHASE),
+        "POST",
+        rules.clone(),
+        rule(8001),
+    );
+    let ruleset = api.ok("POST", &rules, Some(rule(8002))).await;
+    let ports: Vec<&Value> = ruleset["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| &r["action_parameters"]["origin"]["port"])
+        .collect();
+    assert_eq!(ports, [&json!(8001), &json!(8002)]);
+    assert_eq!(ruleset["version"], json!("3"));
+
+    api.before_writing(
+        ruleset_key(&zone, ORIGIN_PHASE),
+        "DELETE",
+        format!("/zones/{zone}"),
+        Value::Null,
+    );
+    let (status, v) = api.call("POST", &rules, Some(rule(8003))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(api.keys_naming(&zone).await, Vec::<String>::new());
+}
