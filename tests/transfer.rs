@@ -111,6 +111,11 @@ fn knot_secondary_transfers_with_tsig_and_follows_notify_and_ixfr() {
         &format!("/zones/{zone}/secondary_dns/outgoing"),
         Some(json!({"name": "xfr.test", "peers": [peer["id"]]})),
     );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/secondary_dns/outgoing/enable"),
+        None,
+    );
     let serial = || {
         node.ok("GET", &format!("/zones/{zone}"), None)["serial"]
             .as_u64()
@@ -326,6 +331,11 @@ fn large_zones_and_large_changes_transfer_whole_with_tsig() {
         &format!("/zones/{zone}/secondary_dns/outgoing"),
         Some(json!({"name": "big.test", "peers": [peer["id"]]})),
     );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/secondary_dns/outgoing/enable"),
+        None,
+    );
     let serial = || {
         node.ok("GET", &format!("/zones/{zone}"), None)["serial"]
             .as_u64()
@@ -423,8 +433,8 @@ fn kdig_signed(server: std::net::SocketAddr, key: &str, args: &[&str]) -> (bool,
     (clean, text)
 }
 
-/// A node serving `zone` with a secondary that has the key `xfr-key`; NOTIFYs go to a socket
-/// the returned one holds, which never answers.
+/// A node serving `zone` with a secondary that has the key `xfr-key`, transfers enabled;
+/// NOTIFYs go to the returned socket, which answers only when a test makes it.
 fn node_with_keyed_secondary(zone: &str) -> (Node, std::net::UdpSocket) {
     let node = Node::start(NodeOptions::new(BIN).args([
         "--activation",
@@ -462,6 +472,11 @@ fn node_with_keyed_secondary(zone: &str) -> (Node, std::net::UdpSocket) {
         "POST",
         &format!("/zones/{zone_id}/secondary_dns/outgoing"),
         Some(json!({"name": zone, "peers": [peer["id"]]})),
+    );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone_id}/secondary_dns/outgoing/enable"),
+        None,
     );
     (node, silent)
 }
@@ -703,6 +718,11 @@ fn bind_secondary_refreshes_with_tsig() {
         &format!("/zones/{zone}/secondary_dns/outgoing"),
         Some(json!({"name": "bind.test", "peers": [peer["id"]]})),
     );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/secondary_dns/outgoing/enable"),
+        None,
+    );
     let serial = || {
         node.ok("GET", &format!("/zones/{zone}"), None)["serial"]
             .as_u64()
@@ -731,4 +751,67 @@ fn bind_secondary_refreshes_with_tsig() {
         !log.contains("expected a TSIG") && !log.contains("tsig verify failure"),
         "{log}"
     );
+}
+
+/// The opcode of a DNS message received on `socket`, if one comes within two seconds; it is
+/// acknowledged (echoed as a response), so a NOTIFY is not sent again.
+fn answer_next(socket: &std::net::UdpSocket) -> Option<u8> {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    let (n, from) = socket.recv_from(&mut buf).ok()?;
+    if n < 12 {
+        return None;
+    }
+    buf[2] |= 0x80;
+    socket.send_to(&buf[..n], from).expect("acknowledge");
+    Some((buf[2] >> 3) & 0x0f)
+}
+
+#[test]
+fn force_notify_notifies_now_and_disable_refuses_transfers() {
+    const NOTIFY: u8 = 4;
+    let (node, silent) = node_with_keyed_secondary("switch.test");
+    let dns = node.dns_addr();
+    let good = format!("xfr-key:{SECRET}");
+    let zone_id = node.ok("GET", "/zones?name=switch.test", None)[0]["id"]
+        .as_str()
+        .expect("zone")
+        .to_owned();
+    let out = format!("/zones/{zone_id}/secondary_dns/outgoing");
+    eventually(Duration::from_secs(10), "transfers to be allowed", || {
+        kdig_signed(dns, &good, &["+tcp", "switch.test.", "AXFR"])
+            .1
+            .contains("192.0.2.1")
+    });
+    // Enabling notified the peer.
+    assert_eq!(answer_next(&silent), Some(NOTIFY));
+    while answer_next(&silent).is_some() {}
+
+    // Same serial, yet the peer is told now.
+    assert_eq!(node.ok("POST", &format!("{out}/force_notify"), None), "OK");
+    assert_eq!(answer_next(&silent), Some(NOTIFY));
+
+    assert_eq!(node.ok("POST", &format!("{out}/disable"), None), "Disabled");
+    // Refused as a secondary that is not listed: its key is not known, and an unsigned
+    // request is not authorized.
+    eventually(Duration::from_secs(10), "transfers to be refused", || {
+        let (_, text) = kdig_signed(dns, &good, &["+tcp", "switch.test.", "AXFR"]);
+        text.contains("BADKEY") && !text.contains("192.0.2.1")
+    });
+    let refused = tcp(dns, &build("switch.test", RecordType::AXFR, Mode::Tcp, 2)).expect("answer");
+    assert_eq!(
+        refused.metadata.response_code,
+        hickory_proto::op::ResponseCode::NotAuth
+    );
+    while answer_next(&silent).is_some() {}
+    // A change while disabled notifies nobody.
+    node.ok(
+        "POST",
+        &format!("/zones/{zone_id}/dns_records"),
+        Some(json!({"type": "A", "name": "new", "content": "192.0.2.9"})),
+    );
+    assert_eq!(answer_next(&silent), None);
+    assert_eq!(node.ok("GET", &format!("{out}/status"), None), "Disabled");
 }

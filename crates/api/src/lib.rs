@@ -128,6 +128,22 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .delete(secondary::delete_outgoing),
         )
         .route(
+            "/zones/{zone_id}/secondary_dns/outgoing/status",
+            get(secondary::outgoing_status),
+        )
+        .route(
+            "/zones/{zone_id}/secondary_dns/outgoing/enable",
+            post(secondary::enable_outgoing),
+        )
+        .route(
+            "/zones/{zone_id}/secondary_dns/outgoing/disable",
+            post(secondary::disable_outgoing),
+        )
+        .route(
+            "/zones/{zone_id}/secondary_dns/outgoing/force_notify",
+            post(secondary::force_notify),
+        )
+        .route(
             "/zones/{zone_id}/settings",
             get(settings::list).patch(settings::patch_many),
         )

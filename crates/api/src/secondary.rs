@@ -282,6 +282,103 @@ pub async fn get_outgoing(
     Ok(ok(outgoing_json(&o, zone.serial)))
 }
 
+/// Cloudflare's names for the two states of outgoing transfers.
+fn status_name(o: &Outgoing) -> &'static str {
+    if o.enabled { "Enabled" } else { "Disabled" }
+}
+
+/// `GET /zones/{id}/secondary_dns/outgoing/status`: "Enabled" or "Disabled".
+pub async fn outgoing_status(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    let (o, _) = load::<Outgoing>(&state, &outgoing_key(&zone.id))
+        .await?
+        .ok_or_else(|| not_found("outgoing transfer settings"))?;
+    Ok(ok(json!(status_name(&o))))
+}
+
+/// Rewrites the zone's outgoing settings with `change` applied, if they and the zone are
+/// still at the revisions read.
+async fn change_outgoing(
+    state: &ApiState,
+    zone_id: &str,
+    change: impl Fn(&mut Outgoing) -> Result<(), ApiError>,
+) -> Result<Outgoing, ApiError> {
+    let key = outgoing_key(zone_id);
+    for _ in 0..WRITE_ATTEMPTS {
+        let (_, zone_rev) = load_zone(state, zone_id).await?;
+        let (mut o, rev) = load::<Outgoing>(state, &key)
+            .await?
+            .ok_or_else(|| not_found("outgoing transfer settings"))?;
+        change(&mut o)?;
+        let txn = Txn::new()
+            .expect(zone_key(zone_id), zone_rev)
+            .expect(&key, rev)
+            .put(&key, encode(&o)?);
+        match state.store.commit(txn).await {
+            Ok(_) => return Ok(o),
+            Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Store(StoreError::Conflict))
+}
+
+/// `POST .../outgoing/enable`: peers may transfer the zone and are notified of changes.
+pub async fn enable_outgoing(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let o = change_outgoing(&state, &zone.id, |o| {
+        o.enabled = true;
+        Ok(())
+    })
+    .await?;
+    Ok(ok(json!(status_name(&o))))
+}
+
+/// `POST .../outgoing/disable`: transfers are refused and no NOTIFY is sent; the peers stay
+/// listed for a later `enable`.
+pub async fn disable_outgoing(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let o = change_outgoing(&state, &zone.id, |o| {
+        o.enabled = false;
+        Ok(())
+    })
+    .await?;
+    Ok(ok(json!(status_name(&o))))
+}
+
+/// `POST .../outgoing/force_notify`: every peer is sent a NOTIFY now, whatever the serial.
+pub async fn force_notify(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    change_outgoing(&state, &zone.id, |o| {
+        if !o.enabled {
+            return Err(ApiError::bad(
+                1004,
+                "outgoing transfers are disabled; enable them first",
+            ));
+        }
+        o.notifies = o.notifies.wrapping_add(1);
+        Ok(())
+    })
+    .await?;
+    Ok(ok(json!("OK")))
+}
+
 /// POST (create) and PUT (replace) of a zone's outgoing transfer settings.
 pub async fn set_outgoing(
     State(state): State<Arc<ApiState>>,
@@ -294,8 +391,14 @@ pub async fn set_outgoing(
     let key = outgoing_key(&zone.id);
     for _ in 0..WRITE_ATTEMPTS {
         let (zone, zone_rev) = load_zone(&state, &zone.id).await?;
-        let o = Outgoing::from_json(zone.id.clone(), &zone.name, &body)
-            .map_err(|e| ApiError::fields(1004, &e))?;
+        let current = load::<Outgoing>(&state, &key).await?;
+        let o = Outgoing::from_json(
+            zone.id.clone(),
+            &zone.name,
+            &body,
+            current.as_ref().map(|(o, _)| o),
+        )
+        .map_err(|e| ApiError::fields(1004, &e))?;
         let mut peers: Vec<Entry> = Vec::with_capacity(o.peers.len());
         for p in &o.peers {
             let Some(entry) = state.store.get(&peer_key(p)).await? else {
@@ -305,7 +408,7 @@ pub async fn set_outgoing(
                 peers.push(entry);
             }
         }
-        let rev = state.store.get(&key).await?.map_or(0, |e| e.mod_revision);
+        let rev = current.map_or(0, |(_, rev)| rev);
         // The zone at the revision read: settings written after the zone's delete would
         // outlive it.
         let txn = Txn::new()

@@ -365,12 +365,16 @@ pub fn is_transfer(packet: &[u8]) -> bool {
         .is_some_and(|t| matches!(t, RecordType::AXFR | RecordType::IXFR))
 }
 
-/// Tells every peer of every zone whose serial changed between two indexes (RFC 1996), with
-/// retries, in the background.
+/// Tells every peer of every zone whose serial or peers changed between two indexes (RFC
+/// 1996), with retries, in the background: transfers just enabled and a forced NOTIFY (a
+/// new count in the peers) are notified too.
 pub fn notify_changes(old: &DnsIndex, new: &DnsIndex) {
     for (name, zone) in &new.zones {
         if zone.transfer_peers.is_empty()
-            || old.zones.get(name).is_some_and(|z| z.serial == zone.serial)
+            || old
+                .zones
+                .get(name)
+                .is_some_and(|z| z.serial == zone.serial && z.transfer_peers == zone.transfer_peers)
         {
             continue;
         }

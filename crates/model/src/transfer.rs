@@ -184,10 +184,32 @@ pub struct Outgoing {
     pub zone_id: String,
     pub name: String,
     pub peers: Vec<String>,
+    /// Whether peers may transfer the zone and are notified (Cloudflare's `outgoing/enable`
+    /// and `disable`). Settings stored before this existed allowed transfers, so they read
+    /// as enabled.
+    #[serde(default = "enabled_before_the_switch")]
+    pub enabled: bool,
+    /// Counts `force_notify` requests: each change sends the peers a NOTIFY, whatever the
+    /// serial.
+    #[serde(default)]
+    pub notifies: u64,
+}
+
+fn enabled_before_the_switch() -> bool {
+    true
 }
 
 impl Outgoing {
-    pub fn from_json(zone_id: String, zone_name: &str, body: &Value) -> Result<Self, ModelError> {
+    /// Reads `{name, peers}`. `name` may be left out, and otherwise must be the zone's name.
+    /// New settings start disabled, as Cloudflare's do (transfers begin with `enable`); a
+    /// replacement keeps `current`'s state.
+    pub fn from_json(
+        zone_id: String,
+        zone_name: &str,
+        body: &Value,
+        current: Option<&Outgoing>,
+    ) -> Result<Self, ModelError> {
+        let mut errors = Vec::new();
         let peers = match body.get("peers") {
             Some(Value::Array(items)) => {
                 let ids: Option<Vec<String>> = items
@@ -198,24 +220,40 @@ impl Outgoing {
                             .map(str::to_owned)
                     })
                     .collect();
-                ids.ok_or_else(|| ModelError::field("peers", "must be an array of peer ids"))?
+                ids.unwrap_or_else(|| {
+                    errors.push(FieldError::new("peers", "must be an array of peer ids"));
+                    Vec::new()
+                })
             }
             _ => {
-                return Err(ModelError::field(
+                errors.push(FieldError::new(
                     "peers",
                     "is required (an array of peer ids)",
                 ));
+                Vec::new()
             }
         };
-        let name = body
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or(zone_name)
-            .to_owned();
+        match body.get("name") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(n)) => match normalize(n, NameKind::Zone, "name") {
+                Ok(n) if n == zone_name => {}
+                Ok(n) => errors.push(FieldError::new(
+                    "name",
+                    format!("{} is not this zone's name ({zone_name})", printable(&n)),
+                )),
+                Err(e) => errors.push(e),
+            },
+            Some(_) => errors.push(FieldError::new("name", "must be the zone's name")),
+        }
+        if !errors.is_empty() {
+            return Err(ModelError::Invalid(errors));
+        }
         Ok(Self {
             zone_id,
-            name,
+            name: zone_name.to_owned(),
             peers,
+            enabled: current.is_some_and(|c| c.enabled),
+            notifies: current.map_or(0, |c| c.notifies),
         })
     }
 }

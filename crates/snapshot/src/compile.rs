@@ -87,6 +87,8 @@ pub struct TransferPeer {
     /// The TSIG key its transfers and notifies are signed with.
     pub tsig: Option<TsigKey>,
     pub ixfr: bool,
+    /// The zone's count of forced NOTIFYs: when it changes, the peer is notified again.
+    pub notifies: u64,
 }
 
 /// What the edge applies to one zone's requests beyond routing: its settings and origin rules.
@@ -500,6 +502,10 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
             tracing::warn!(key, "outgoing transfers left out: the zone does not exist");
             continue;
         };
+        // Disabled: no peer may transfer the zone or is notified.
+        if !o.enabled {
+            continue;
+        }
         for peer_id in &o.peers {
             let Some(peer) = peers.get(peer_id) else {
                 tracing::warn!(key, peer_id, "transfer peer left out: it does not exist");
@@ -530,6 +536,7 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
                         addr: SocketAddr::new(ip, peer.port),
                         tsig,
                         ixfr: peer.ixfr_enable,
+                        notifies: o.notifies,
                     });
             }
         }

@@ -744,6 +744,8 @@ fn orphans() -> Vec<(String, Vec<u8>)> {
         zone_id: zone_id.into(),
         name: format!("{zone_id}.example"),
         peers: peers.iter().map(|p| (*p).to_owned()).collect(),
+        enabled: true,
+        notifies: 0,
     };
     vec![
         (parapet_snapshot::settings_key("zx"), json(&settings)),

@@ -1,0 +1,226 @@
+//! Cloudflare behaviours an exported configuration or a Cloudflare client relies on, through
+//! the REST API in-process: outgoing transfers switched on and off, development mode's expiry,
+//! and cache rule payloads Cloudflare returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use parapet_activation::{ActivationMode, Activator};
+use parapet_api::{ApiConfig, ApiState, router};
+use parapet_snapshot::{Published, Snapshot, run_snapshot_watcher};
+use parapet_store::{MemoryStore, Store};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-secret-token";
+const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+
+struct Api {
+    app: axum::Router,
+    store: Arc<dyn Store>,
+    published: Arc<Published>,
+}
+
+impl Api {
+    fn new() -> Self {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let published = Arc::new(Published::new());
+        tokio::spawn(run_snapshot_watcher(
+            Arc::clone(&store),
+            Arc::clone(&published),
+            None,
+        ));
+        let state = Arc::new(ApiState {
+            activator: Arc::new(Activator::new(
+                Arc::clone(&store),
+                ActivationMode::Auto,
+                Duration::from_secs(60),
+            )),
+            store: Arc::clone(&store),
+            config: ApiConfig {
+                nameservers: vec!["ns1.parapet.test".into(), "ns2.parapet.test".into()],
+                account_id: ACCOUNT.into(),
+                account_name: "Test".into(),
+                env_token: Some(ADMIN.into()),
+                setting_defaults: Default::default(),
+            },
+            published: Arc::clone(&published),
+            metrics: Vec::new(),
+            purge: None,
+            origin_ca: None,
+        });
+        Self {
+            app: router(state),
+            store,
+            published,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let bytes = body
+            .map(|b| serde_json::to_vec(&b).expect("json"))
+            .unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("/client/v4{path}"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Body::from(bytes))
+            .expect("request");
+        let response = self.app.clone().oneshot(req).await.expect("response");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(method, path, body).await;
+        assert_eq!(s, StatusCode::OK, "{method} {path}: {v}");
+        v["result"].clone()
+    }
+
+    async fn zone(&self, name: &str) -> String {
+        self.ok("POST", "/zones", Some(json!({"name": name}))).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    }
+
+    /// The snapshot served once every write so far is applied.
+    async fn served(&self) -> Arc<Snapshot> {
+        let rev = *self.store.revision_watch().borrow();
+        self.published.wait_for(rev).await;
+        self.published.load()
+    }
+}
+
+fn messages(v: &Value) -> String {
+    v["errors"].to_string()
+}
+
+#[tokio::test]
+async fn outgoing_transfers_start_with_enable_and_stop_with_disable() {
+    let api = Api::new();
+    let zone = api.zone("xfr.example").await;
+    let out = format!("/zones/{zone}/secondary_dns/outgoing");
+    // Nothing to switch before the outgoing settings exist.
+    let (s, _) = api.call("POST", &format!("{out}/enable"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let peer = api
+        .ok(
+            "POST",
+            &format!("/accounts/{ACCOUNT}/secondary_dns/peers"),
+            Some(json!({"name": "sec", "ip": "192.0.2.53", "port": 53})),
+        )
+        .await["id"]
+        .clone();
+
+    // Another zone's name is refused, and nothing is stored.
+    let (s, v) = api
+        .call(
+            "POST",
+            &out,
+            Some(json!({"name": "other.example", "peers": [peer]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(messages(&v).contains("not this zone's name"), "{v}");
+    let (s, _) = api.call("GET", &out, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Created as Cloudflare does: listed but not transferring until enabled.
+    let created = api
+        .ok(
+            "POST",
+            &out,
+            Some(json!({"name": "XFR.example.", "peers": [peer]})),
+        )
+        .await;
+    assert_eq!(created["name"], "xfr.example");
+    assert_eq!(
+        api.ok("GET", &format!("{out}/status"), None).await,
+        "Disabled"
+    );
+    assert!(!api.served().await.transfers.contains_key("xfr.example"));
+    let (s, v) = api.call("POST", &format!("{out}/force_notify"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    assert_eq!(
+        api.ok("POST", &format!("{out}/enable"), None).await,
+        "Enabled"
+    );
+    assert_eq!(
+        api.ok("GET", &format!("{out}/status"), None).await,
+        "Enabled"
+    );
+    let peers = api.served().await.transfers["xfr.example"].clone();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].addr, "192.0.2.53:53".parse().expect("addr"));
+
+    // A forced NOTIFY changes the served peers, which is what sends it.
+    assert_eq!(
+        api.ok("POST", &format!("{out}/force_notify"), None).await,
+        "OK"
+    );
+    let after = api.served().await.transfers["xfr.example"].clone();
+    assert_ne!(after, peers);
+    assert_eq!(after[0].addr, peers[0].addr);
+
+    // Replacing the peers keeps the state.
+    api.ok("PUT", &out, Some(json!({"peers": [peer]}))).await;
+    assert_eq!(
+        api.ok("GET", &format!("{out}/status"), None).await,
+        "Enabled"
+    );
+
+    assert_eq!(
+        api.ok("POST", &format!("{out}/disable"), None).await,
+        "Disabled"
+    );
+    assert!(!api.served().await.transfers.contains_key("xfr.example"));
+    assert_eq!(api.ok("GET", &out, None).await["peers"], json!([peer]));
+}
+
+#[tokio::test]
+async fn outgoing_settings_stored_before_the_switch_stay_enabled() {
+    let api = Api::new();
+    let zone = api.zone("old.example").await;
+    let peer = api
+        .ok(
+            "POST",
+            &format!("/accounts/{ACCOUNT}/secondary_dns/peers"),
+            Some(json!({"name": "sec", "ip": "192.0.2.53", "port": 53})),
+        )
+        .await["id"]
+        .clone();
+    // As an older version wrote them: no enabled state.
+    api.store
+        .commit(
+            parapet_store::Txn::new().put(
+                parapet_snapshot::outgoing_key(&zone),
+                serde_json::to_vec(
+                    &json!({"zone_id": zone, "name": "old.example", "peers": [peer]}),
+                )
+                .expect("json"),
+            ),
+        )
+        .await
+        .expect("commit");
+    let out = format!("/zones/{zone}/secondary_dns/outgoing");
+    assert_eq!(
+        api.ok("GET", &format!("{out}/status"), None).await,
+        "Enabled"
+    );
+    assert_eq!(api.served().await.transfers["old.example"].len(), 1);
+}
