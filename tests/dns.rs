@@ -843,27 +843,12 @@ fn silent_tcp_connections_are_limited_per_client_and_closed_when_idle() {
         closed_at_once, 8,
         "32 silent connections per client are kept, the rest closed"
     );
-    // Another client is still served over TCP meanwhile.
-    let other = {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        socket
-            .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
-            .expect("bind 127.0.0.2");
-        socket.connect(&dns.into()).expect("connect");
-        TcpStream::from(socket)
-    };
-    let q = build("www.tcpidle.example", RecordType::A, Mode::Tcp, 5);
-    let mut framed = u16::try_from(q.len()).expect("len").to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
-    (&other).write_all(&framed).expect("write");
-    other
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    let mut len = [0u8; 2];
-    (&other)
-        .read_exact(&mut len)
-        .expect("answer for another client");
+    // A client of another prefix (127.0.1.0/24) is still served over TCP meanwhile.
+    let other = tcp_from(dns, [127, 0, 1, 2]);
+    assert!(
+        answers_over(&other, "www.tcpidle.example"),
+        "answer for another client"
+    );
     // Idle connections are closed after the idle timeout (10 s).
     std::thread::sleep(Duration::from_secs(11));
     let still_open = silent
@@ -874,6 +859,72 @@ fn silent_tcp_connections_are_limited_per_client_and_closed_when_idle() {
         })
         .count();
     assert_eq!(still_open, 0, "idle connections are closed");
+}
+
+/// A TCP connection to `dns` from `ip`.
+fn tcp_from(dns: SocketAddr, ip: [u8; 4]) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&std::net::SocketAddr::from((ip, 0)).into())
+        .expect("bind a loopback address");
+    socket.connect(&dns.into()).expect("connect");
+    TcpStream::from(socket)
+}
+
+/// Whether `name` is answered over `stream` within 2 s.
+fn answers_over(stream: &TcpStream, name: &str) -> bool {
+    let q = build(name, RecordType::A, Mode::Tcp, 5);
+    let mut framed = u16::try_from(q.len()).expect("len").to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut len = [0u8; 2];
+    let mut stream = stream;
+    stream.write_all(&framed).is_ok() && stream.read_exact(&mut len).is_ok()
+}
+
+#[test]
+fn tcp_connections_are_limited_per_prefix_not_per_address() {
+    let node = edge_node("auto");
+    let dns = node.dns_addr();
+    let zone = node.create_zone("tcpprefix.example");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    wait_served(dns, "www.tcpprefix.example");
+    // 40 silent connections from 40 addresses of 127.0.5.0/24: one client, 32 kept.
+    let silent: Vec<TcpStream> = (1..=40).map(|i| tcp_from(dns, [127, 0, 5, i])).collect();
+    let closed_at_once = silent
+        .iter()
+        .filter(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            let mut b = [0u8; 1];
+            matches!((&**s).read(&mut b), Ok(0))
+        })
+        .count();
+    assert_eq!(
+        closed_at_once, 8,
+        "32 connections per prefix are kept, the rest closed"
+    );
+    // Another address of the prefix has no slot left; another prefix does.
+    assert!(!answers_over(
+        &tcp_from(dns, [127, 0, 5, 99]),
+        "www.tcpprefix.example"
+    ));
+    assert!(answers_over(
+        &tcp_from(dns, [127, 0, 6, 1]),
+        "www.tcpprefix.example"
+    ));
+    // A slot freed in the prefix is taken again.
+    drop(silent);
+    eventually(Duration::from_secs(5), "the prefix's slots freed", || {
+        answers_over(&tcp_from(dns, [127, 0, 5, 99]), "www.tcpprefix.example")
+    });
 }
 
 /// A TCP connection from 127.0.0.1 with small socket buffers, so that a peer that stops reading

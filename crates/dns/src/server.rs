@@ -15,7 +15,7 @@ use crate::cookies::Cookies;
 use crate::engine::{Answered, Client, Limits, Transport, answer_query};
 use crate::flatten::Flattener;
 use crate::index::{DnsIndex, EdgeAddrs};
-use crate::rrl::{RateLimiter, RrlConfig, Verdict, slipped};
+use crate::rrl::{RateLimiter, RrlConfig, Verdict, client_prefix, slipped};
 use crate::signed::{Signature, answer_signed_query, signature};
 use crate::xfr::{Journal, is_transfer, notify_changes, transfer};
 
@@ -158,15 +158,17 @@ pub struct DnsServer {
     pub rrl: RateLimiter,
     pub cookies: Cookies,
     pub journal: Arc<Journal>,
-    /// TCP connections one client address may hold open at once.
+    /// TCP connections the clients of one prefix (as RRL counts them: /24 for IPv4, /56 for
+    /// IPv6) may hold open at once: a host with many addresses is one client.
     pub tcp_per_source: usize,
-    tcp_clients: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// Connections open, by client prefix.
+    tcp_clients: std::sync::Mutex<std::collections::HashMap<u128, usize>>,
 }
 
 /// Releases a client's TCP connection slot when the connection ends.
 struct TcpSlot<'a> {
     server: &'a DnsServer,
-    ip: std::net::IpAddr,
+    prefix: u128,
 }
 
 impl Drop for TcpSlot<'_> {
@@ -176,10 +178,10 @@ impl Drop for TcpSlot<'_> {
             .tcp_clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = clients.get_mut(&self.ip) {
+        if let Some(n) = clients.get_mut(&self.prefix) {
             *n -= 1;
             if *n == 0 {
-                clients.remove(&self.ip);
+                clients.remove(&self.prefix);
             }
         }
     }
@@ -203,12 +205,16 @@ impl DnsServer {
             .tcp_clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = clients.entry(ip).or_insert(0);
+        let prefix = client_prefix(ip);
+        let n = clients.entry(prefix).or_insert(0);
         if *n >= self.tcp_per_source {
             return None;
         }
         *n += 1;
-        Some(TcpSlot { server: self, ip })
+        Some(TcpSlot {
+            server: self,
+            prefix,
+        })
     }
 }
 
@@ -393,7 +399,7 @@ impl DnsServer {
                 };
                 let server = Arc::clone(&server);
                 tokio::spawn(async move {
-                    // Over the per-client limit: close at once.
+                    // Over the per-client (prefix) limit: close at once.
                     let Some(slot) = server.tcp_slot(peer.ip()) else {
                         return;
                     };
