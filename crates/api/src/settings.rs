@@ -25,18 +25,27 @@ fn unknown_setting(id: &str) -> ApiError {
     }
 }
 
-/// One setting as the API shows it.
+/// One setting as the API shows it. Development mode reads "off" once its three hours are
+/// up, and shows the seconds it has left (`time_remaining`), as Cloudflare's does.
 fn setting_json(state: &ApiState, settings: &ZoneSettings, id: &str) -> Value {
+    let now = crate::zones::unix_now();
     let value = settings
-        .value(id)
+        .value_at(id, now)
         .or_else(|| state.config.setting_defaults.get(id).cloned())
         .unwrap_or(Value::Null);
-    json!({
+    let mut shown = json!({
         "id": id,
         "value": value,
-        "editable": true,
+        "editable": setting_def(id).is_some_and(|d| d.editable()),
         "modified_on": settings.values.get(id).map(|v| v.modified_on.clone()),
-    })
+    });
+    if id == "development_mode" {
+        let left = settings
+            .development_mode_until()
+            .map_or(0, |until| until.saturating_sub(now));
+        shown["time_remaining"] = json!(left);
+    }
+    shown
 }
 
 async fn load_settings(state: &ApiState, zone_id: &str) -> Result<(ZoneSettings, u64), ApiError> {

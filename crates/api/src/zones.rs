@@ -22,6 +22,23 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Cloudflare's zone `development_mode`: seconds until development mode turns off (positive),
+/// since it turned itself off (negative), or 0 when it is not on. Read from the served
+/// snapshot: a setting changed moments ago may not show yet.
+fn development_mode_secs(zone: &Zone, state: &ApiState) -> i64 {
+    let until = state
+        .published
+        .load()
+        .zone_edge
+        .get(&zone.id)
+        .and_then(|e| e.settings.development_mode_until);
+    until.map_or(0, |until| {
+        let until = i64::try_from(until).unwrap_or(i64::MAX);
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        until.saturating_sub(now)
+    })
+}
+
 pub fn zone_json(zone: &Zone, state: &ApiState) -> Value {
     json!({
         "id": zone.id,
@@ -29,7 +46,7 @@ pub fn zone_json(zone: &Zone, state: &ApiState) -> Value {
         "status": zone.status.as_str(),
         "paused": zone.paused,
         "type": "full",
-        "development_mode": 0,
+        "development_mode": development_mode_secs(zone, state),
         "name_servers": zone.name_servers,
         "original_name_servers": zone.original_name_servers,
         "original_registrar": null,

@@ -224,3 +224,86 @@ async fn outgoing_settings_stored_before_the_switch_stay_enabled() {
     );
     assert_eq!(api.served().await.transfers["old.example"].len(), 1);
 }
+
+#[tokio::test]
+async fn development_mode_shows_its_time_left_and_turns_off_after_three_hours() {
+    let api = Api::new();
+    let zone = api.zone("dev.example").await;
+    let path = format!("/zones/{zone}/settings/development_mode");
+    let off = api.ok("GET", &path, None).await;
+    assert_eq!(
+        (off["value"].clone(), off["time_remaining"].clone()),
+        (json!("off"), json!(0))
+    );
+    assert_eq!(off["editable"], true);
+
+    let on = api.ok("PATCH", &path, Some(json!({"value": "on"}))).await;
+    assert_eq!(on["value"], "on");
+    let left = on["time_remaining"].as_u64().expect("seconds");
+    assert!((10_790..=10_800).contains(&left), "{on}");
+    let served = api.served().await;
+    let edge = &served.zone_edge[&zone].settings;
+    assert!(edge.development_mode);
+    let until = edge.development_mode_until.expect("expiry");
+    // The edge's view turns off by itself when the time comes, with no write.
+    assert!(edge.development_mode_at(until - 1));
+    assert!(!edge.development_mode_at(until));
+    let shown = api.ok("GET", &format!("/zones/{zone}"), None).await["development_mode"]
+        .as_i64()
+        .expect("seconds");
+    assert!((10_790..=10_800).contains(&shown), "{shown}");
+
+    // Turned on four hours ago: off now.
+    let earlier = humantime::format_rfc3339_micros(
+        std::time::SystemTime::now() - Duration::from_secs(4 * 3600),
+    )
+    .to_string();
+    api.store
+        .commit(
+            parapet_store::Txn::new().put(
+                parapet_snapshot::settings_key(&zone),
+                serde_json::to_vec(&json!({"zone_id": zone, "values": {
+                    "development_mode": {"value": "on", "modified_on": earlier}
+                }}))
+                .expect("json"),
+            ),
+        )
+        .await
+        .expect("commit");
+    let expired = api.ok("GET", &path, None).await;
+    assert_eq!(expired["value"], "off", "{expired}");
+    assert_eq!(expired["time_remaining"], 0);
+    let listed = api
+        .ok("GET", &format!("/zones/{zone}/settings"), None)
+        .await;
+    let listed = listed
+        .as_array()
+        .expect("settings")
+        .iter()
+        .find(|s| s["id"] == "development_mode")
+        .expect("listed")
+        .clone();
+    assert_eq!(listed["value"], "off");
+    let served = api.served().await;
+    assert!(!served.zone_edge[&zone].settings.development_mode);
+    let shown = api.ok("GET", &format!("/zones/{zone}"), None).await["development_mode"]
+        .as_i64()
+        .expect("seconds");
+    assert!(
+        (-3_610..=-3_590).contains(&shown),
+        "expired an hour ago: {shown}"
+    );
+}
+
+#[tokio::test]
+async fn settings_with_a_single_value_are_not_editable() {
+    let api = Api::new();
+    let zone = api.zone("fixed.example").await;
+    let listed = api
+        .ok("GET", &format!("/zones/{zone}/settings"), None)
+        .await;
+    for s in listed.as_array().expect("settings") {
+        let fixed = s["id"] == "opportunistic_encryption";
+        assert_eq!(s["editable"], !fixed, "{s}");
+    }
+}

@@ -230,6 +230,9 @@ fn hsts_of(value: &Value) -> Option<Hsts> {
     })
 }
 
+/// How long `development_mode` stays on once turned on, as on Cloudflare (three hours).
+pub const DEVELOPMENT_MODE_SECS: u64 = 3 * 60 * 60;
+
 pub fn setting_def(id: &str) -> Option<&'static SettingDef> {
     SETTINGS.iter().find(|s| s.id == id)
 }
@@ -249,6 +252,11 @@ pub struct ZoneSettings {
 }
 
 impl SettingDef {
+    /// Whether a customer can change it: not when it takes a single value.
+    pub fn editable(&self) -> bool {
+        !matches!(self.kind, SettingKind::Choice(choices) if choices.len() == 1)
+    }
+
     /// The canonical stored form of `value`, or why it is not one this setting takes.
     /// Numbers may come as JSON numbers or numeric strings, as Cloudflare's clients send both.
     pub fn check(&self, value: &Value) -> Result<Value, ModelError> {
@@ -298,8 +306,11 @@ pub struct EdgeZoneSettings {
     pub idle_timeout_secs: Option<u64>,
     /// HTTP/2 to the origin (`origin_max_http_version` = "2").
     pub origin_h2: bool,
-    /// Nothing is cached (`development_mode` = "on").
+    /// Nothing is cached (`development_mode` = "on"), as of when the settings were compiled;
+    /// [`Self::development_mode_at`] tells for a later time.
     pub development_mode: bool,
+    /// When development mode turns itself off (Unix seconds), if it was turned on.
+    pub development_mode_until: Option<u64>,
     pub ssl: SslMode,
     /// Visitors need TLS 1.3 (`min_tls_version` = "1.3").
     pub tls13_only: bool,
@@ -310,8 +321,49 @@ pub struct EdgeZoneSettings {
     pub acme_challenge: AcmeChallenge,
 }
 
+impl EdgeZoneSettings {
+    /// Whether nothing is cached at `now` (Unix seconds): development mode turns itself off
+    /// after [`DEVELOPMENT_MODE_SECS`].
+    pub fn development_mode_at(&self, now: u64) -> bool {
+        self.development_mode_until.is_some_and(|until| now < until)
+    }
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl ZoneSettings {
+    /// When development mode turns itself off (Unix seconds): [`DEVELOPMENT_MODE_SECS`] after
+    /// it was turned on, if it is set "on" (expired or not).
+    pub fn development_mode_until(&self) -> Option<u64> {
+        let set = self.values.get("development_mode")?;
+        if set.value.as_str() != Some("on") {
+            return None;
+        }
+        // A time that does not parse (a store written by hand) counts as turned on at the
+        // epoch: off, rather than on forever.
+        let on = humantime::parse_rfc3339_weak(&set.modified_on)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        Some(on.saturating_add(DEVELOPMENT_MODE_SECS))
+    }
+
+    /// The effective value of setting `id` at `now` (Unix seconds): as [`Self::value`], with
+    /// development mode "off" once it has run its time.
+    pub fn value_at(&self, id: &str, now: u64) -> Option<Value> {
+        if id == "development_mode" && self.development_mode_until().is_some_and(|u| now >= u) {
+            return Some(json!("off"));
+        }
+        self.value(id)
+    }
+
     /// The effective value of setting `id`: set, or the default (`None`: the node's default).
+    /// Development mode reads as set, even once expired: see [`Self::value_at`].
     pub fn value(&self, id: &str) -> Option<Value> {
         if let Some(v) = self.values.get(id) {
             return Some(v.value.clone());
@@ -349,7 +401,10 @@ impl ZoneSettings {
             read_timeout_secs: secs("proxy_read_timeout"),
             idle_timeout_secs: secs("proxy_idle_timeout"),
             origin_h2: choice("origin_max_http_version") == Some("2"),
-            development_mode: choice("development_mode") == Some("on"),
+            development_mode: self
+                .development_mode_until()
+                .is_some_and(|until| unix_now() < until),
+            development_mode_until: self.development_mode_until(),
             ssl: match choice("ssl") {
                 Some("off") => SslMode::Off,
                 Some("full") => SslMode::Full,
@@ -424,6 +479,7 @@ mod tests {
                 idle_timeout_secs: Some(90),
                 origin_h2: false,
                 development_mode: false,
+                development_mode_until: None,
                 ssl: SslMode::Flexible,
                 tls13_only: false,
                 always_use_https: false,
