@@ -307,3 +307,55 @@ async fn settings_with_a_single_value_are_not_editable() {
         assert_eq!(s["editable"], !fixed, "{s}");
     }
 }
+
+#[tokio::test]
+async fn a_cache_rule_exported_from_cloudflare_can_be_put_back() {
+    let api = Api::new();
+    let zone = api.zone("cache.example").await;
+    let path = format!("/zones/{zone}/rulesets/phases/http_request_cache_settings/entrypoint");
+    let exported = json!({"rules": [{
+        "expression": "true",
+        "action": "set_cache_settings",
+        "action_parameters": {
+            "cache": true,
+            "edge_ttl": {"mode": "respect_origin", "status_code_ttl": [
+                {"status_code_range": {"from": 500}, "value": -1},
+                {"status_code": 404, "value": 0}
+            ]},
+            "browser_ttl": {"mode": "bypass_by_default"},
+            "cache_key": {
+                "cache_deception_armor": false,
+                "ignore_query_strings_order": false,
+                "custom_key": {
+                    "user": {"device_type": false, "geo": false, "lang": false},
+                    "host": {"resolved": false},
+                    "header": {"include": ["x-variant"], "exclude_origin": false}
+                }
+            }
+        }
+    }]});
+    let put = api.ok("PUT", &path, Some(exported)).await;
+    let params = &put["rules"][0]["action_parameters"];
+    assert_eq!(
+        params["edge_ttl"]["status_code_ttl"][0]["status_code_range"],
+        json!({"from": 500, "to": 599})
+    );
+    assert_eq!(
+        api.ok("GET", &path, None).await["rules"][0]["action_parameters"],
+        *params
+    );
+
+    let (s, v) = api
+        .call(
+            "PUT",
+            &path,
+            Some(
+                json!({"rules": [{"expression": "true", "action": "set_cache_settings",
+                "action_parameters": {"cache_key": {"cache_deception_armor": true}}}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(messages(&v).contains("cache_deception_armor"), "{v}");
+    assert!(messages(&v).contains("not supported"), "{v}");
+}

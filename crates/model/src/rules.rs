@@ -85,7 +85,8 @@ pub struct Ruleset {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleAction {
     Route(RouteParameters),
-    Cache(CacheParameters),
+    /// Boxed: far larger than a route's.
+    Cache(Box<CacheParameters>),
 }
 
 /// A rule ready for the edge: whom it matches and what it changes.
@@ -129,7 +130,7 @@ fn phase_action(phase: &str) -> &'static str {
 /// Checks a rule's parameters for its phase.
 fn check_parameters(phase: &str, p: &Value, at: &str) -> Result<RuleAction, Vec<FieldError>> {
     if phase == CACHE_PHASE {
-        parse_cache_parameters(p, at).map(RuleAction::Cache)
+        parse_cache_parameters(p, at).map(|c| RuleAction::Cache(Box::new(c)))
     } else {
         parse_route_parameters(p, at).map(RuleAction::Route)
     }
@@ -429,6 +430,19 @@ fn parse_route_parameters(p: &Value, at: &str) -> Result<RouteParameters, Vec<Fi
     }
 }
 
+/// What the matching cache rules say of storing one response at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeTtlRule {
+    /// Nothing: the origin's headers decide.
+    Origin,
+    /// Not stored.
+    NoStore,
+    /// Stored, but stale at once: revalidated with the origin before every use.
+    Revalidate,
+    /// Stored and fresh for these seconds.
+    Fresh(u32),
+}
+
 /// Cache Rules' `set_cache_settings` parameters (the subset the edge applies).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -468,21 +482,35 @@ pub struct StatusCodeTtl {
     pub status_code: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code_range: Option<StatusRange>,
-    /// Seconds; `0` or less: not cached.
+    /// Seconds; `0`: stored but revalidated on every request (Cloudflare's no-cache); less:
+    /// not stored.
     pub value: i64,
 }
 
+/// Statuses `from..=to`; as on Cloudflare, either end may be left out (`from` alone: up to
+/// 599; `to` alone: from 100).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRange {
+    #[serde(default = "lowest_status")]
     pub from: u16,
+    #[serde(default = "highest_status")]
     pub to: u16,
+}
+
+fn lowest_status() -> u16 {
+    100
+}
+
+fn highest_status() -> u16 {
+    599
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrowserTtl {
-    /// `respect_origin`, `override_origin` or `bypass`.
+    /// `respect_origin`, `override_origin`, `bypass` or `bypass_by_default` (the origin's
+    /// headers apply; this edge adds nothing when it sends none).
     pub mode: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<u32>,
@@ -493,6 +521,13 @@ pub struct BrowserTtl {
 pub struct CacheKeyParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_query_strings_order: Option<bool>,
+    /// Cloudflare's Cache Deception Armor: not supported, so only `false` (what a Cloudflare
+    /// export has) is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_deception_armor: Option<bool>,
+    /// Cloudflare's device-type cache split: not supported, only `false` is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_by_device_type: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_key: Option<CustomKey>,
 }
@@ -508,6 +543,32 @@ pub struct CustomKey {
     /// The same for cookies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<NamedKeyParts>,
+    /// Visitor traits in the key: not supported, only all `false` is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserKey>,
+    /// The host in the key: the requested one; `resolved: true` is not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostKey>,
+}
+
+/// Cloudflare's `custom_key.user`: each trait must be `false` (or left out).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<bool>,
+}
+
+/// Cloudflare's `custom_key.host`: `resolved` must be `false` (or left out).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<bool>,
 }
 
 /// Names whose values, or only whether they are present, enter the cache key.
@@ -518,6 +579,9 @@ pub struct NamedKeyParts {
     pub include: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub check_presence: Vec<String>,
+    /// Cloudflare's `header.exclude_origin`: not supported, only `false` is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_origin: Option<bool>,
 }
 
 /// Names a cache key may list per kind, at most.
@@ -612,7 +676,7 @@ fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<Fi
     if let Some(ttl) = &params.browser_ttl {
         let f = format!("{at}.browser_ttl");
         match ttl.mode.as_str() {
-            "respect_origin" | "bypass" => {}
+            "respect_origin" | "bypass" | "bypass_by_default" => {}
             "override_origin" => {
                 if ttl.default.is_none_or(|d| d > MAX_TTL) {
                     errors.push(FieldError::new(
@@ -624,10 +688,54 @@ fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<Fi
             other => errors.push(FieldError::new(
                 format!("{f}.mode"),
                 format!(
-                    "'{}' is not respect_origin, override_origin or bypass",
+                    "'{}' is not respect_origin, override_origin, bypass or bypass_by_default",
                     crate::name::printable(other)
                 ),
             )),
+        }
+    }
+    // What a Cloudflare export writes as `false`; `true` asks for what Parapet does not do.
+    if let Some(key) = &params.cache_key {
+        let f = format!("{at}.cache_key");
+        let custom = key.custom_key.as_ref();
+        let user = custom.and_then(|c| c.user.as_ref());
+        for (name, flag) in [
+            ("cache_deception_armor", key.cache_deception_armor),
+            ("cache_by_device_type", key.cache_by_device_type),
+            (
+                "custom_key.user.device_type",
+                user.and_then(|u| u.device_type),
+            ),
+            ("custom_key.user.geo", user.and_then(|u| u.geo)),
+            ("custom_key.user.lang", user.and_then(|u| u.lang)),
+            (
+                "custom_key.host.resolved",
+                custom
+                    .and_then(|c| c.host.as_ref())
+                    .and_then(|h| h.resolved),
+            ),
+            (
+                "custom_key.header.exclude_origin",
+                custom
+                    .and_then(|c| c.header.as_ref())
+                    .and_then(|h| h.exclude_origin),
+            ),
+        ] {
+            if flag == Some(true) {
+                errors.push(FieldError::new(
+                    format!("{f}.{name}"),
+                    "is not supported by Parapet: only false is accepted",
+                ));
+            }
+        }
+        if custom
+            .and_then(|c| c.cookie.as_ref())
+            .is_some_and(|c| c.exclude_origin.is_some())
+        {
+            errors.push(FieldError::new(
+                format!("{f}.custom_key.cookie.exclude_origin"),
+                "is not a cookie key field",
+            ));
         }
     }
     let custom = params
@@ -735,9 +843,23 @@ impl CacheParameters {
     }
 
     /// The edge TTL a rule sets for a response with `status` (`None`: the origin decides;
-    /// `Some(0)`: not stored).
+    /// `Some(0)`: not stored). See [`Self::edge_ttl_rule_for`], which tells a status TTL of 0
+    /// (stored, always revalidated) from a negative one.
     pub fn edge_ttl_for(&self, status: u16) -> Option<u32> {
-        let ttl = self.edge_ttl.as_ref()?;
+        match self.edge_ttl_rule_for(status) {
+            EdgeTtlRule::Origin => None,
+            EdgeTtlRule::NoStore | EdgeTtlRule::Revalidate => Some(0),
+            EdgeTtlRule::Fresh(secs) => Some(secs),
+        }
+    }
+
+    /// What a rule says of storing a response with `status`, as Cloudflare reads its
+    /// `status_code_ttl` values: positive seconds fresh, `0` no-cache (stored, revalidated
+    /// before every use), negative no-store.
+    pub fn edge_ttl_rule_for(&self, status: u16) -> EdgeTtlRule {
+        let Some(ttl) = self.edge_ttl.as_ref() else {
+            return EdgeTtlRule::Origin;
+        };
         let by_status =
             ttl.status_code_ttl
                 .iter()
@@ -747,11 +869,15 @@ impl CacheParameters {
                     _ => false,
                 });
         if let Some(s) = by_status {
-            return Some(u32::try_from(s.value.max(0)).unwrap_or(0));
+            return match u32::try_from(s.value) {
+                Ok(0) => EdgeTtlRule::Revalidate,
+                Ok(secs) => EdgeTtlRule::Fresh(secs),
+                Err(_) => EdgeTtlRule::NoStore,
+            };
         }
-        match ttl.mode.as_str() {
-            "override_origin" => ttl.default,
-            _ => None,
+        match (ttl.mode.as_str(), ttl.default) {
+            ("override_origin", Some(secs)) => EdgeTtlRule::Fresh(secs),
+            _ => EdgeTtlRule::Origin,
         }
     }
 
@@ -887,6 +1013,83 @@ mod tests {
         let bad_sni = json!({"rules": [{"expression": "true", "action": "route",
             "action_parameters": {"sni": "plain-string.com"}}]});
         assert!(Ruleset::from_json("z", ORIGIN_PHASE, &bad_sni, None, "t3").is_err());
+    }
+
+    /// One cache rule's parameters as `from_json` reads them.
+    fn cache_params(p: serde_json::Value) -> Result<CacheParameters, String> {
+        let set = Ruleset::from_json(
+            "z",
+            CACHE_PHASE,
+            &json!({"rules": [{"expression": "true", "action": "set_cache_settings",
+                               "action_parameters": p}]}),
+            None,
+            "t",
+        )
+        .map_err(|e| e.to_string())?;
+        match &set.compile().map_err(|e| e.to_string())?[0].action {
+            RuleAction::Cache(c) => Ok((**c).clone()),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn cloudflare_exports_are_accepted_and_what_they_enable_is_refused_by_name() {
+        // As a Cloudflare GET returns a cache rule: defaults written out as false.
+        let exported = cache_params(json!({
+            "cache": true,
+            "edge_ttl": {"mode": "bypass_by_default", "status_code_ttl": [
+                {"status_code_range": {"from": 500}, "value": -1},
+                {"status_code_range": {"to": 199}, "value": 30},
+                {"status_code": 404, "value": 0}
+            ]},
+            "browser_ttl": {"mode": "bypass_by_default"},
+            "cache_key": {
+                "cache_deception_armor": false,
+                "cache_by_device_type": false,
+                "ignore_query_strings_order": false,
+                "custom_key": {
+                    "user": {"device_type": false, "geo": false, "lang": false},
+                    "host": {"resolved": false},
+                    "header": {"include": ["X-V"], "exclude_origin": false}
+                }
+            }
+        }))
+        .expect("accepted");
+        assert_eq!(exported.edge_ttl_rule_for(503), EdgeTtlRule::NoStore);
+        assert_eq!(exported.edge_ttl_rule_for(599), EdgeTtlRule::NoStore);
+        assert_eq!(exported.edge_ttl_rule_for(101), EdgeTtlRule::Fresh(30));
+        assert_eq!(exported.edge_ttl_rule_for(404), EdgeTtlRule::Revalidate);
+        assert_eq!(exported.edge_ttl_for(404), Some(0));
+        assert_eq!(exported.edge_ttl_rule_for(200), EdgeTtlRule::Origin);
+
+        for (field, p) in [
+            (
+                "cache_key.cache_deception_armor",
+                json!({"cache_key": {"cache_deception_armor": true}}),
+            ),
+            (
+                "cache_key.custom_key.user.geo",
+                json!({"cache_key": {"custom_key": {"user": {"geo": true}}}}),
+            ),
+            (
+                "cache_key.custom_key.host.resolved",
+                json!({"cache_key": {"custom_key": {"host": {"resolved": true}}}}),
+            ),
+            (
+                "cache_key.custom_key.header.exclude_origin",
+                json!({"cache_key": {"custom_key": {"header": {"exclude_origin": true}}}}),
+            ),
+        ] {
+            let e = cache_params(p).expect_err("refused");
+            assert!(
+                e.contains(field) && e.contains("not supported"),
+                "{field}: {e}"
+            );
+        }
+        let e = cache_params(json!({"edge_ttl": {"mode": "respect_origin",
+            "status_code_ttl": [{"status_code_range": {"from": 500, "to": 400}, "value": 1}]}}))
+        .expect_err("refused");
+        assert!(e.contains("status_code_ttl[0]"), "{e}");
     }
 
     #[test]
