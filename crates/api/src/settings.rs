@@ -273,6 +273,7 @@ pub async fn put_entrypoint(
             &now_timestamp(),
         )
         .map_err(|e| ApiError::fields(20021, &e))?;
+        crate::rulesets::refuse_duplicate_rules(&ruleset)?;
         let expect = previous.map_or(0, |(_, rev)| rev);
         let written = put_in_zone(&state, (&zone.id, zone_rev), &key, expect, &ruleset).await;
         if !conflicted(&written) {

@@ -488,6 +488,23 @@ async fn duplicate_rule_ids_and_refs_are_refused_and_store_nothing() {
         (StatusCode::BAD_REQUEST, vec![20021]),
         "{v}"
     );
+    // The phase's entrypoint takes no duplicates either.
+    let mut d1 = cache_rule("d1", true);
+    d1["ref"] = json!("twice");
+    let mut d2 = cache_rule("d2", true);
+    d2["ref"] = json!("twice");
+    let (s, v) = api
+        .call(
+            "PUT",
+            &format!("/zones/{zone}/rulesets/phases/{CACHE}/entrypoint"),
+            Some(json!({"rules": [d1, d2]})),
+        )
+        .await;
+    assert_eq!(
+        (s, codes(&v)),
+        (StatusCode::BAD_REQUEST, vec![20021]),
+        "{v}"
+    );
     assert_eq!(api.stored().await, before);
 }
 
