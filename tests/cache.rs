@@ -1030,7 +1030,15 @@ fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
              "action": "set_cache_settings", "action_parameters": {"cache": false}},
             {"expression": "true", "action": "set_cache_settings",
              "action_parameters": {"cache_key": {"ignore_query_strings_order": true,
-                "custom_key": {"query_string": {"exclude": {"list": ["utm_source"]}}}}}}
+                "custom_key": {"query_string": {"exclude": {"list": ["utm_source"]}}}}}},
+            {"expression": "starts_with(http.request.uri.path, \"/always/\")",
+             "action": "set_cache_settings",
+             "action_parameters": {"edge_ttl": {"mode": "override_origin", "default": 60,
+                "status_code_ttl": [{"status_code": 200, "value": 0}]}}},
+            {"expression": "starts_with(http.request.uri.path, \"/never/\")",
+             "action": "set_cache_settings",
+             "action_parameters": {"edge_ttl": {"mode": "override_origin", "default": 60,
+                "status_code_ttl": [{"status_code_range": {"from": 200}, "value": -1}]}}}
         ]})),
     );
     parapet_testkit::eventually(Duration::from_secs(5), "the rules in force", || {
@@ -1054,6 +1062,14 @@ fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
     // The edge TTL overrides even the origin's no-store.
     assert_eq!(get("/nostore.html").1, "MISS");
     assert_eq!(get("/nostore.html").1, "HIT");
+    // A status TTL of 0 stores the answer but asks the origin before every use; a negative
+    // one does not store it.
+    assert_eq!(get("/always/a.js").1, "MISS");
+    assert_ne!(get("/always/a.js").1, "HIT");
+    assert_eq!(s.hits.of("/always/a.js"), 2);
+    assert_ne!(get("/never/a.js").1, "HIT");
+    assert_ne!(get("/never/a.js").1, "HIT");
+    assert_eq!(s.hits.of("/never/a.js"), 2);
     // Bypassed by rule although .js is eligible by default.
     assert_eq!(get("/api/x.js").1, "BYPASS");
     assert_eq!(get("/api/x.js").1, "BYPASS");

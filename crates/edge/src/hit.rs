@@ -484,7 +484,7 @@ impl EdgeProxy {
         if bypass {
             return passed(None, ("BYPASS", "parapet; fwd=bypass"));
         }
-        if !eligible || origin.edge.settings.development_mode {
+        if !eligible || crate::proxy::in_development_mode(&origin.edge.settings) {
             return passed(None, DYNAMIC);
         }
         let url = url_key(origin, https, port, target, rules);

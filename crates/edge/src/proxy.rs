@@ -1358,7 +1358,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.rule_bypass = bypass;
         let method_ok = matches!(req.method, http::Method::GET | http::Method::HEAD);
         ctx.cache_rules = merged;
-        if !method_ok || !eligible || origin.edge.settings.development_mode {
+        if !method_ok || !eligible || in_development_mode(&origin.edge.settings) {
             return Ok(());
         }
         let mut overrides = CacheOptionOverrides::default();
@@ -2006,13 +2006,27 @@ pub(crate) fn cacheability(
     }
     // A cache rule's edge TTL replaces what the origin said.
     if let Some(rules) = rules {
-        if let Some(ttl) = rules.edge_ttl_for(resp.status.as_u16()) {
-            if ttl == 0 {
-                return RespCacheable::Uncacheable(NoCacheReason::Custom("edge ttl 0"));
+        let now = std::time::SystemTime::now();
+        match rules.edge_ttl_rule_for(resp.status.as_u16()) {
+            parapet_model::rules::EdgeTtlRule::Origin => {}
+            parapet_model::rules::EdgeTtlRule::NoStore => {
+                return RespCacheable::Uncacheable(NoCacheReason::Custom("edge ttl below 0"));
             }
-            let now = std::time::SystemTime::now();
-            let fresh_until = now + Duration::from_secs(u64::from(ttl));
-            return RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, 0, 0, resp.clone()));
+            // A TTL of 0: stored, and revalidated with the origin before every use (as
+            // Cloudflare reads it).
+            parapet_model::rules::EdgeTtlRule::Revalidate => {
+                return RespCacheable::Cacheable(CacheMeta::new(now, now, 0, 0, resp.clone()));
+            }
+            parapet_model::rules::EdgeTtlRule::Fresh(ttl) => {
+                let fresh_until = now + Duration::from_secs(u64::from(ttl));
+                return RespCacheable::Cacheable(CacheMeta::new(
+                    fresh_until,
+                    now,
+                    0,
+                    0,
+                    resp.clone(),
+                ));
+            }
         }
         let says_nothing =
             !resp.headers.contains_key("cache-control") && !resp.headers.contains_key("expires");
@@ -2109,6 +2123,17 @@ pub(crate) fn edge_error(e: &Error) -> Option<EdgeError> {
         (ErrorSource::Upstream, _) => Some(EdgeError::InvalidResponse),
         _ => None,
     }
+}
+
+/// Whether a zone with these settings caches nothing now: development mode, which turns itself
+/// off after its time.
+pub(crate) fn in_development_mode(settings: &parapet_model::settings::EdgeZoneSettings) -> bool {
+    settings.development_mode_until.is_some()
+        && settings.development_mode_at(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
 }
 
 /// Whether access-log lines are written.
