@@ -1,152 +1,15 @@
 //! The REST API in-process, against the in-memory store: Cloudflare's shapes, codes and rules.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use parapet_activation::{ActivationMode, Activator};
-use parapet_api::{ApiConfig, ApiState, router};
-use parapet_snapshot::{Published, run_snapshot_watcher};
-use parapet_store::{MemoryStore, Store};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-const ADMIN: &str = "admin-secret-token";
-
-struct Api {
-    app: axum::Router,
-    store: Arc<dyn Store>,
-    published: Arc<Published>,
-}
+use common::{ADMIN, Api, codes};
 
 impl Api {
-    /// The API as `parapet serve` runs it: record writes read the zone from the served snapshot.
-    fn new() -> Self {
-        Self::build(true)
-    }
-
-    /// With no snapshot served: record writes read the zone from the store.
-    fn without_snapshots() -> Self {
-        Self::build(false)
-    }
-
-    fn build(snapshots: bool) -> Self {
-        Self::build_with(snapshots, None)
-    }
-
-    /// With snapshots served and this cache purge.
-    fn with_purge(purge: parapet_api::PurgeFn) -> Self {
-        Self::build_with(true, Some(purge))
-    }
-
-    fn build_with(snapshots: bool, purge: Option<parapet_api::PurgeFn>) -> Self {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let published = Arc::new(Published::new());
-        if snapshots {
-            tokio::spawn(run_snapshot_watcher(
-                Arc::clone(&store),
-                Arc::clone(&published),
-                None,
-            ));
-        }
-        let state = Arc::new(ApiState {
-            activator: Arc::new(Activator::new(
-                Arc::clone(&store),
-                ActivationMode::Auto,
-                Duration::from_secs(60),
-            )),
-            store: Arc::clone(&store),
-            config: ApiConfig {
-                nameservers: vec!["ns1.parapet.test".into(), "ns2.parapet.test".into()],
-                account_id: "0123456789abcdef0123456789abcdef".into(),
-                account_name: "Test".into(),
-                env_token: Some(ADMIN.into()),
-                setting_defaults: [("proxy_read_timeout", serde_json::json!(100))].into(),
-            },
-            published: Arc::clone(&published),
-            metrics: Vec::new(),
-            purge,
-            origin_ca: None,
-        });
-        Self {
-            app: router(state),
-            store,
-            published,
-        }
-    }
-
-    async fn raw(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> (StatusCode, Value, String) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("/client/v4{path}"))
-            .header("content-type", content_type);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let response = self
-            .app
-            .clone()
-            .oneshot(req.body(Body::from(body)).expect("request"))
-            .await
-            .expect("response");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-        )
-    }
-
-    async fn call_as(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let bytes = body
-            .map(|b| serde_json::to_vec(&b).expect("json"))
-            .unwrap_or_default();
-        let (s, v, _) = self
-            .raw(method, path, Some(token), "application/json", bytes)
-            .await;
-        (s, v)
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call_as(ADMIN, method, path, body).await
-    }
-
-    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (s, v) = self.call(method, path, body).await;
-        assert_eq!(s, StatusCode::OK, "{method} {path}: {v}");
-        assert_eq!(v["success"], true);
-        v["result"].clone()
-    }
-
-    async fn zone(&self, name: &str) -> String {
-        self.ok("POST", "/zones", Some(json!({"name": name}))).await["id"]
-            .as_str()
-            .expect("id")
-            .to_owned()
-    }
-
     async fn record(&self, zone: &str, body: Value) -> Value {
         self.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body))
             .await
@@ -194,13 +57,6 @@ fn messages(v: &Value) -> Vec<&str> {
         .iter()
         .filter_map(|e| e["message"].as_str())
         .collect()
-}
-
-fn codes(v: &Value) -> Vec<u64> {
-    v["errors"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|e| e["code"].as_u64()).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -2,108 +2,14 @@
 //! the REST API in-process: outgoing transfers switched on and off, development mode's expiry,
 //! and cache rule payloads Cloudflare returns.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use parapet_activation::{ActivationMode, Activator};
-use parapet_api::{ApiConfig, ApiState, router};
-use parapet_snapshot::{Published, Snapshot, run_snapshot_watcher};
-use parapet_store::{MemoryStore, Store};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-const ADMIN: &str = "admin-secret-token";
-const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
-
-struct Api {
-    app: axum::Router,
-    store: Arc<dyn Store>,
-    published: Arc<Published>,
-}
-
-impl Api {
-    fn new() -> Self {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let published = Arc::new(Published::new());
-        tokio::spawn(run_snapshot_watcher(
-            Arc::clone(&store),
-            Arc::clone(&published),
-            None,
-        ));
-        let state = Arc::new(ApiState {
-            activator: Arc::new(Activator::new(
-                Arc::clone(&store),
-                ActivationMode::Auto,
-                Duration::from_secs(60),
-            )),
-            store: Arc::clone(&store),
-            config: ApiConfig {
-                nameservers: vec!["ns1.parapet.test".into(), "ns2.parapet.test".into()],
-                account_id: ACCOUNT.into(),
-                account_name: "Test".into(),
-                env_token: Some(ADMIN.into()),
-                setting_defaults: Default::default(),
-            },
-            published: Arc::clone(&published),
-            metrics: Vec::new(),
-            purge: None,
-            origin_ca: None,
-        });
-        Self {
-            app: router(state),
-            store,
-            published,
-        }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let bytes = body
-            .map(|b| serde_json::to_vec(&b).expect("json"))
-            .unwrap_or_default();
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("/client/v4{path}"))
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {ADMIN}"))
-            .body(Body::from(bytes))
-            .expect("request");
-        let response = self.app.clone().oneshot(req).await.expect("response");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (s, v) = self.call(method, path, body).await;
-        assert_eq!(s, StatusCode::OK, "{method} {path}: {v}");
-        v["result"].clone()
-    }
-
-    async fn zone(&self, name: &str) -> String {
-        self.ok("POST", "/zones", Some(json!({"name": name}))).await["id"]
-            .as_str()
-            .expect("id")
-            .to_owned()
-    }
-
-    /// The snapshot served once every write so far is applied.
-    async fn served(&self) -> Arc<Snapshot> {
-        let rev = *self.store.revision_watch().borrow();
-        self.published.wait_for(rev).await;
-        self.published.load()
-    }
-}
+use common::{ACCOUNT, Api};
 
 fn messages(v: &Value) -> String {
     v["errors"].to_string()

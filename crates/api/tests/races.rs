@@ -5,26 +5,21 @@
 //! The store here runs the other request just before the first one's commit that touches a
 //! chosen key, so each interleaving happens on every run.
 
+mod common;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use parapet_activation::{ActivationMode, Activator};
-use parapet_api::{ApiConfig, ApiState, router};
+use axum::http::StatusCode;
 use parapet_model::rules::ORIGIN_PHASE;
-use parapet_snapshot::{Published, outgoing_key, peer_key, ruleset_key, settings_key, tsig_key};
+use parapet_snapshot::{outgoing_key, peer_key, ruleset_key, settings_key, tsig_key};
 use parapet_store::{
     Entry, Event, Listing, MemoryStore, Op, Revision, Store, StoreError, Txn, Watch, follow_log,
 };
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-const ADMIN: &str = "admin-secret-token";
-const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+use common::ACCOUNT;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type Interlude = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
@@ -114,63 +109,26 @@ impl Store for InterleavingStore {
     }
 }
 
-struct Api {
-    app: axum::Router,
-    store: Arc<InterleavingStore>,
-}
+type Api = common::Api<InterleavingStore>;
 
 impl Api {
     fn new() -> Self {
-        let store = Arc::new(InterleavingStore {
+        Self::over(Arc::new(InterleavingStore {
             inner: Arc::new(MemoryStore::new()),
             before: Mutex::new(None),
-        });
-        let dyn_store: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
-        let state = Arc::new(ApiState {
-            activator: Arc::new(Activator::new(
-                Arc::clone(&dyn_store),
-                ActivationMode::Auto,
-                Duration::from_secs(60),
-            )),
-            store: dyn_store,
-            config: ApiConfig {
-                nameservers: vec!["ns1.parapet.test".into()],
-                account_id: ACCOUNT.into(),
-                account_name: "Test".into(),
-                env_token: Some(ADMIN.into()),
-                setting_defaults: std::collections::HashMap::new(),
-            },
-            published: Arc::new(Published::new()),
-            metrics: Vec::new(),
-            purge: None,
-            origin_ca: None,
-        });
-        Self {
-            app: router(state),
-            store,
-        }
+        }))
     }
 
     /// Runs `method path body` just before the next commit that writes or deletes `key`.
     fn before_writing(&self, key: String, method: &'static str, path: String, body: Value) {
-        let app = self.app.clone();
+        let api = self.clone();
         let interlude: Interlude = Box::new(move || {
             Box::pin(async move {
-                let (status, v) = call(&app, method, &path, Some(body)).await;
+                let (status, v) = api.call(method, &path, Some(body)).await;
                 assert_eq!(status, StatusCode::OK, "{method} {path} meanwhile: {v}");
             })
         });
         *self.store.before.lock().expect("lock") = Some((key, interlude));
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        call(&self.app, method, path, body).await
-    }
-
-    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(method, path, body).await;
-        assert_eq!(status, StatusCode::OK, "{method} {path}: {v}");
-        v["result"].clone()
     }
 
     async fn id_of(&self, path: &str, body: Value) -> String {
@@ -178,10 +136,6 @@ impl Api {
             .as_str()
             .expect("id")
             .to_owned()
-    }
-
-    async fn zone(&self) -> String {
-        self.id_of("/zones", json!({"name": "race.test"})).await
     }
 
     async fn tsig(&self) -> String {
@@ -220,40 +174,10 @@ impl Api {
     }
 }
 
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let bytes = body
-        .map(|b| serde_json::to_vec(&b).expect("json"))
-        .unwrap_or_default();
-    let request = Request::builder()
-        .method(method)
-        .uri(format!("/client/v4{path}"))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {ADMIN}"))
-        .body(Body::from(bytes))
-        .expect("request");
-    let response = app.clone().oneshot(request).await.expect("response");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
 #[tokio::test]
 async fn settings_patch_racing_zone_delete_writes_nothing() {
     let api = Api::new();
-    let zone = api.zone().await;
+    let zone = api.zone("race.test").await;
     api.before_writing(
         settings_key(&zone),
         "DELETE",
@@ -274,7 +198,7 @@ async fn settings_patch_racing_zone_delete_writes_nothing() {
 #[tokio::test]
 async fn ruleset_put_racing_zone_delete_writes_nothing() {
     let api = Api::new();
-    let zone = api.zone().await;
+    let zone = api.zone("race.test").await;
     api.before_writing(
         ruleset_key(&zone, ORIGIN_PHASE),
         "DELETE",
@@ -295,7 +219,7 @@ async fn ruleset_put_racing_zone_delete_writes_nothing() {
 #[tokio::test]
 async fn outgoing_write_racing_zone_delete_writes_nothing() {
     let api = Api::new();
-    let zone = api.zone().await;
+    let zone = api.zone("race.test").await;
     let peer = api.peer(None).await;
     api.before_writing(
         outgoing_key(&zone),
@@ -317,7 +241,7 @@ async fn outgoing_write_racing_zone_delete_writes_nothing() {
 #[tokio::test]
 async fn peer_delete_racing_outgoing_write_is_refused() {
     let api = Api::new();
-    let zone = api.zone().await;
+    let zone = api.zone("race.test").await;
     let peer = api.peer(None).await;
     // The delete found no zone using the peer; the zone names it before the delete commits.
     api.before_writing(
@@ -342,7 +266,7 @@ async fn peer_delete_racing_outgoing_write_is_refused() {
 #[tokio::test]
 async fn outgoing_write_racing_peer_delete_fails() {
     let api = Api::new();
-    let zone = api.zone().await;
+    let zone = api.zone("race.test").await;
     let peer = api.peer(None).await;
     // The write found the peer; the peer is deleted before the write commits.
     api.before_writing(
@@ -414,7 +338,7 @@ async fn peer_write_racing_tsig_delete_fails() {
 #[tokio::test]
 async fn ruleset_create_racing_zone_delete_writes_nothing() {
     let api = Api::new();
-    let zone = api.zone().await;
+    let zone = api.zone("race.test").await;
     api.before_writing(
         ruleset_key(&zone, ORIGIN_PHASE),
         "DELETE",
@@ -435,7 +359,7 @@ async fn ruleset_create_racing_zone_delete_writes_nothing() {
 #[tokio::test]
 async fn rule_add_racing_another_keeps_both_and_racing_zone_delete_writes_nothing() {
     let api = Api::new();
-    let zone = api.zone().await;
+    let zone = api.zone("race.test").await;
     let id = api
         .id_of(
             &format!("/zones/{zone}/rulesets"),

@@ -2,105 +2,18 @@
 //! Cloudflare's shapes and codes, atomic writes, and the same rules the entrypoint and the
 //! edge's snapshot see.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use parapet_activation::{ActivationMode, Activator};
-use parapet_api::{ApiConfig, ApiState, router};
+use axum::http::StatusCode;
 use parapet_model::rules::Ruleset;
-use parapet_snapshot::{Published, run_snapshot_watcher};
-use parapet_store::{MemoryStore, Store};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-const ADMIN: &str = "admin-secret-token";
+use common::{Api, codes};
+
 const CACHE: &str = "http_request_cache_settings";
 const ORIGIN: &str = "http_request_origin";
 
-struct Api {
-    app: axum::Router,
-    store: Arc<dyn Store>,
-    published: Arc<Published>,
-}
-
 impl Api {
-    fn new() -> Self {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let published = Arc::new(Published::new());
-        tokio::spawn(run_snapshot_watcher(
-            Arc::clone(&store),
-            Arc::clone(&published),
-            None,
-        ));
-        let state = Arc::new(ApiState {
-            activator: Arc::new(Activator::new(
-                Arc::clone(&store),
-                ActivationMode::Auto,
-                Duration::from_secs(60),
-            )),
-            store: Arc::clone(&store),
-            config: ApiConfig {
-                nameservers: vec!["ns1.parapet.test".into(), "ns2.parapet.test".into()],
-                account_id: "0123456789abcdef0123456789abcdef".into(),
-                account_name: "Test".into(),
-                env_token: Some(ADMIN.into()),
-                setting_defaults: std::collections::HashMap::new(),
-            },
-            published: Arc::clone(&published),
-            metrics: Vec::new(),
-            purge: None,
-            origin_ca: None,
-        });
-        Self {
-            app: router(state),
-            store,
-            published,
-        }
-    }
-
-    /// Status, parsed body (`Null` when empty or not JSON) and raw body.
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let bytes = body
-            .map(|b| serde_json::to_vec(&b).expect("json"))
-            .unwrap_or_default();
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("/client/v4{path}"))
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {ADMIN}"))
-            .body(Body::from(bytes))
-            .expect("request");
-        let response = self.app.clone().oneshot(req).await.expect("response");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (s, v) = self.call(method, path, body).await;
-        assert_eq!(s, StatusCode::OK, "{method} {path}: {v}");
-        assert_eq!(v["success"], true);
-        v["result"].clone()
-    }
-
-    async fn zone(&self, name: &str) -> String {
-        self.ok("POST", "/zones", Some(json!({"name": name}))).await["id"]
-            .as_str()
-            .expect("id")
-            .to_owned()
-    }
-
     /// Every stored key and value, to prove a refused write changed nothing.
     async fn stored(&self) -> Vec<(String, Vec<u8>)> {
         self.store
@@ -112,13 +25,6 @@ impl Api {
             .map(|e| (e.key, e.value))
             .collect()
     }
-}
-
-fn codes(v: &Value) -> Vec<u64> {
-    v["errors"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|e| e["code"].as_u64()).collect())
-        .unwrap_or_default()
 }
 
 fn cache_rule(path: &str, cache: bool) -> Value {
