@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use parapet_testkit::dns::{Mode, ask, build, tcp, udp, udp_raw};
+use parapet_testkit::dns::{Mode, ask, build, serving_node, tcp, udp, udp_raw};
 use parapet_testkit::{Node, NodeOptions, eventually};
 use serde_json::json;
 
@@ -383,26 +383,13 @@ fn tcp_answers_pipelined_queries_in_order_and_truncated_udp_retries_over_tcp() {
 
 #[test]
 fn rate_limiting_cuts_amplification_from_a_flooding_prefix_and_spares_others() {
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--dns-rrl-rate",
-        "10",
-    ]));
+    let node = serving_node(BIN, 10, &[]);
     let dns = node.dns_addr();
     let zone = node.create_zone("amp.example");
     for i in 0..12 {
         node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(json!({"type": "TXT", "name": "big", "content": format!("{i:02} {}", "a".repeat(80))})));
     }
-    eventually(Duration::from_secs(5), "zone served", || {
-        tcp(
-            dns,
-            &build("big.amp.example", RecordType::TXT, Mode::Tcp, 1),
-        )
-        .is_some_and(|m| m.answers.len() == 12)
-    });
+    wait_tcp_answers(dns, "big.amp.example", RecordType::TXT, 12);
     // Spoofed-source flood from one /24 (127.0.0.0/24, many addresses) asking for a large answer.
     let query = build("big.amp.example", RecordType::TXT, Mode::Edns(1232), 99);
     let sockets: Vec<std::net::UdpSocket> = (2..50u8)
@@ -460,6 +447,36 @@ fn rate_limiting_cuts_amplification_from_a_flooding_prefix_and_spares_others() {
     );
 }
 
+/// `n` queries with EDNS (payload 1232), the one with id `i` asking `question(i)`.
+fn edns_queries(n: u16, question: impl Fn(u16) -> (String, RecordType)) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let (name, qtype) = question(i);
+            build(&name, qtype, Mode::Edns(1232), i)
+        })
+        .collect()
+}
+
+/// Waits until `name` is answered over TCP with `count` records of `qtype`.
+fn wait_tcp_answers(dns: SocketAddr, name: &str, qtype: RecordType, count: usize) {
+    eventually(Duration::from_secs(5), "zone served", || {
+        tcp(dns, &build(name, qtype, Mode::Tcp, 1)).is_some_and(|m| m.answers.len() == count)
+    });
+}
+
+/// A node limiting responses to `rate` a second and serving `zone` with `www` A 192.0.2.1.
+fn node_serving_www(zone: &str, rate: u32) -> Node {
+    let node = serving_node(BIN, rate, &[]);
+    let zone_id = node.create_zone(zone);
+    node.ok(
+        "POST",
+        &format!("/zones/{zone_id}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    wait_tcp_answers(node.dns_addr(), &format!("www.{zone}"), RecordType::A, 1);
+    node
+}
+
 /// What a burst of UDP queries from one address drew.
 #[derive(Debug, Default)]
 struct Drawn {
@@ -501,14 +518,7 @@ fn burst_from(dns: SocketAddr, from: std::net::Ipv4Addr, queries: &[Vec<u8>]) ->
 #[test]
 fn floods_of_random_names_under_a_wildcard_nodata_types_and_refused_names_share_one_budget() {
     let rate = 5u32;
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--dns-rrl-rate",
-        &rate.to_string(),
-    ]));
+    let node = serving_node(BIN, rate, &[]);
     let dns = node.dns_addr();
     let zone = node.create_zone("wild.example");
     let bodies: Vec<_> = (0..12)
@@ -520,28 +530,18 @@ fn floods_of_random_names_under_a_wildcard_nodata_types_and_refused_names_share_
         &format!("/zones/{zone}/dns_records/batch"),
         Some(json!({ "posts": bodies })),
     );
-    eventually(Duration::from_secs(5), "zone served", || {
-        tcp(
-            dns,
-            &build("x.w.wild.example", RecordType::TXT, Mode::Tcp, 1),
-        )
-        .is_some_and(|m| m.answers.len() == 12)
-    });
+    wait_tcp_answers(dns, "x.w.wild.example", RecordType::TXT, 12);
     // Each flood comes from its own /24, so each starts with a full budget; the allowance is
     // the burst plus what the rate refills meanwhile.
     let allowed = |d: &Drawn| (f64::from(rate) * (1.0 + d.seconds)).ceil() as usize + 1;
     let n = 120u16;
     // Random names under the wildcard, each answered with ~1 kB of TXT records.
-    let wildcard: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            build(
-                &format!("r{i}x{}.w.wild.example", u32::from(i) * 7919),
-                RecordType::TXT,
-                Mode::Edns(1232),
-                i,
-            )
-        })
-        .collect();
+    let wildcard = edns_queries(n, |i| {
+        (
+            format!("r{i}x{}.w.wild.example", u32::from(i) * 7919),
+            RecordType::TXT,
+        )
+    });
     let drawn = burst_from(dns, std::net::Ipv4Addr::new(127, 0, 20, 1), &wildcard);
     eprintln!("wildcard flood: {drawn:?}");
     assert!(
@@ -560,16 +560,12 @@ fn floods_of_random_names_under_a_wildcard_nodata_types_and_refused_names_share_
         RecordType::SSHFP,
         RecordType::TLSA,
     ];
-    let nodata: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            build(
-                "www.wild.example",
-                types[usize::from(i) % types.len()],
-                Mode::Edns(1232),
-                i,
-            )
-        })
-        .collect();
+    let nodata = edns_queries(n, |i| {
+        (
+            "www.wild.example".to_owned(),
+            types[usize::from(i) % types.len()],
+        )
+    });
     let drawn = burst_from(dns, std::net::Ipv4Addr::new(127, 0, 21, 1), &nodata);
     eprintln!("NODATA flood: {drawn:?}");
     assert!(
@@ -577,16 +573,7 @@ fn floods_of_random_names_under_a_wildcard_nodata_types_and_refused_names_share_
         "NODATA answers are limited whatever the type: {drawn:?}"
     );
     // Names of zones served elsewhere: REFUSED, one budget whatever the name.
-    let refused: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            build(
-                &format!("n{i}.other{i}.example"),
-                RecordType::A,
-                Mode::Edns(1232),
-                i,
-            )
-        })
-        .collect();
+    let refused = edns_queries(n, |i| (format!("n{i}.other{i}.example"), RecordType::A));
     let drawn = burst_from(dns, std::net::Ipv4Addr::new(127, 0, 22, 1), &refused);
     eprintln!("REFUSED flood: {drawn:?}");
     assert!(
@@ -594,17 +581,10 @@ fn floods_of_random_names_under_a_wildcard_nodata_types_and_refused_names_share_
         "errors are limited whatever the name: {drawn:?}"
     );
     // Two existing names still have a budget each.
-    let names: Vec<Vec<u8>> = (0..20u16)
-        .map(|i| {
-            let name = if i % 2 == 0 { "www" } else { "x.w" };
-            build(
-                &format!("{name}.wild.example"),
-                RecordType::A,
-                Mode::Edns(1232),
-                i,
-            )
-        })
-        .collect();
+    let names = edns_queries(20u16, |i| {
+        let name = if i % 2 == 0 { "www" } else { "x.w" };
+        (format!("{name}.wild.example"), RecordType::A)
+    });
     let drawn = burst_from(dns, std::net::Ipv4Addr::new(127, 0, 23, 1), &names);
     assert!(
         drawn.full >= 2 * rate as usize,
@@ -633,28 +613,8 @@ fn cookie_of(m: &Message) -> Option<Vec<u8>> {
 
 #[test]
 fn dns_cookies_are_answered_and_a_valid_server_cookie_lifts_rate_limits() {
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--dns-rrl-rate",
-        "2",
-    ]));
+    let node = node_serving_www("cookie.example", 2);
     let dns = node.dns_addr();
-    let zone = node.create_zone("cookie.example");
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
-    );
-    eventually(Duration::from_secs(5), "zone served", || {
-        tcp(
-            dns,
-            &build("www.cookie.example", RecordType::A, Mode::Tcp, 1),
-        )
-        .is_some_and(|m| m.answers.len() == 1)
-    });
     let sock = std::net::UdpSocket::bind("127.0.0.7:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
@@ -700,26 +660,9 @@ fn dns_cookies_are_answered_and_a_valid_server_cookie_lifts_rate_limits() {
 
 #[test]
 fn a_limited_query_with_a_client_cookie_is_slipped_with_a_server_cookie_that_lifts_the_limit() {
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--dns-rrl-rate",
-        "2",
-    ]));
     // (The default slip: every other limited answer is sent truncated.)
+    let node = node_serving_www("slip.example", 2);
     let dns = node.dns_addr();
-    let zone = node.create_zone("slip.example");
-    node.ok(
-        "POST",
-        &format!("/zones/{zone}/dns_records"),
-        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
-    );
-    eventually(Duration::from_secs(5), "zone served", || {
-        tcp(dns, &build("www.slip.example", RecordType::A, Mode::Tcp, 1))
-            .is_some_and(|m| m.answers.len() == 1)
-    });
     let client_cookie = [1u8, 3, 5, 7, 9, 11, 13, 15];
     let queries: Vec<Vec<u8>> = (0..40)
         .map(|i| with_cookie("www.slip.example", i, &client_cookie))
@@ -1063,16 +1006,7 @@ fn an_apex_cname_to_an_outside_name_is_flattened_through_the_resolver_and_follow
         )
     };
     let outside = parapet_testkit::Knot::start("external.test", &zone_text(1, "192.0.2.200"));
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--dns-rrl-rate",
-        "0",
-        "--resolver",
-        &outside.addr.to_string(),
-    ]));
+    let node = serving_node(BIN, 0, &["--resolver", &outside.addr.to_string()]);
     let dns = node.dns_addr();
     let zone = node.create_zone("apex.example");
     node.ok(

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RecordType};
-use parapet_testkit::dns::{Mode, build, tcp, udp};
+use parapet_testkit::Knot;
+use parapet_testkit::dns::{Mode, build, serving_node, tcp, udp};
 use parapet_testkit::zones::every_type_zone;
-use parapet_testkit::{Knot, Node, NodeOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_parapet");
 const ZONE: &str = "diff.test";
@@ -185,18 +185,16 @@ fn answers_match_knot_for_the_same_zone() {
         Knot::available(),
         "knotd is required (install Debian's knot; .ci/run does)"
     );
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--nameserver",
-        "ns1.parapet.test",
-        "--nameserver",
-        "ns2.parapet.test",
-        "--dns-rrl-rate",
-        "0",
-    ]));
+    let node = serving_node(
+        BIN,
+        0,
+        &[
+            "--nameserver",
+            "ns1.parapet.test",
+            "--nameserver",
+            "ns2.parapet.test",
+        ],
+    );
     let dns = node.dns_addr();
     let zone = node.create_zone(ZONE);
     let text = every_type_zone() + EXTRA_RECORDS;

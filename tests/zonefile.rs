@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hickory_proto::rr::{RData, RecordType};
-use parapet_testkit::dns::{Mode, build, tcp};
+use parapet_testkit::dns::{Mode, build, serving_node, tcp};
 use parapet_testkit::zones::every_type_zone;
 use parapet_testkit::{Knot, Node, NodeOptions, eventually, export_zone, import_zone};
 use serde_json::{Value, json};
@@ -58,19 +58,29 @@ fn named_checkzone() -> PathBuf {
         .expect("named-checkzone is required (Debian bind9-utils; .ci/run installs it)")
 }
 
-#[test]
-fn export_passes_named_checkzone_and_reimports_identically() {
-    let node = Node::start(NodeOptions::new(BIN).args(["--activation", "auto"]));
-    let zone = node.create_zone("diff.test");
-    let imported = import_zone(&node, &zone, &every_type_zone());
-    assert_eq!(imported["success"], true, "{imported}");
-    let exported = export_zone(&node, &zone);
+/// The import `result` names each of `lines` ("line 3") in an error message.
+fn assert_lines_reported(result: &Value, lines: &[&str]) {
+    let messages: Vec<&str> = result["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    for line in lines {
+        assert!(
+            messages.iter().any(|m| m.starts_with(line)),
+            "{line} not reported: {messages:?}"
+        );
+    }
+}
 
+/// BIND's checker accepts `exported` as the zone `zone`.
+fn assert_checkzone_accepts(zone: &str, exported: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("diff.test.zone");
-    std::fs::write(&file, &exported).expect("write");
+    let file = dir.path().join(format!("{zone}.zone"));
+    std::fs::write(&file, exported).expect("write");
     let out = Command::new(named_checkzone())
-        .args(["-k", "fail", "-i", "local", "diff.test"])
+        .args(["-k", "fail", "-i", "local", zone])
         .arg(&file)
         .output()
         .expect("run named-checkzone");
@@ -79,6 +89,17 @@ fn export_passes_named_checkzone_and_reimports_identically() {
         "named-checkzone rejected the export:\n{}\n{exported}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[test]
+fn export_passes_named_checkzone_and_reimports_identically() {
+    let node = Node::start(NodeOptions::new(BIN).args(["--activation", "auto"]));
+    let zone = node.create_zone("diff.test");
+    let imported = import_zone(&node, &zone, &every_type_zone());
+    assert_eq!(imported["success"], true, "{imported}");
+    let exported = export_zone(&node, &zone);
+
+    assert_checkzone_accepts("diff.test", &exported);
 
     let copy = node.create_zone("copy.test");
     let reimported = import_zone(&node, &copy, &exported.replace("diff.test.", "copy.test."));
@@ -108,18 +129,7 @@ fn bad_zone_files_are_refused_whole_with_every_line_named() {
     .join("\n");
     let result = import_zone(&node, &zone, &bad);
     assert_eq!(result["success"], false);
-    let messages: Vec<&str> = result["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .collect();
-    for line in ["line 3", "line 4", "line 5", "line 6", "line 7"] {
-        assert!(
-            messages.iter().any(|m| m.starts_with(line)),
-            "{line} not reported: {messages:?}"
-        );
-    }
+    assert_lines_reported(&result, &["line 3", "line 4", "line 5", "line 6", "line 7"]);
     let list = node.ok("GET", &format!("/zones/{zone}/dns_records"), None);
     assert_eq!(list, Value::Array(vec![]), "nothing imported");
 }
@@ -142,14 +152,7 @@ fn txt_strings(dns: std::net::SocketAddr, name: &str) -> Vec<Vec<Vec<u8>>> {
 
 #[test]
 fn awkward_txt_is_served_and_exported_exactly_as_imported() {
-    let node = Node::start(NodeOptions::new(BIN).args([
-        "--activation",
-        "auto",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--dns-rrl-rate",
-        "0",
-    ]));
+    let node = serving_node(BIN, 0, &[]);
     let dns = node.dns_addr();
     let zone = node.create_zone("txt.test");
     let (a, b) = ("a".repeat(255), "b".repeat(255));
@@ -211,19 +214,7 @@ fn awkward_txt_is_served_and_exported_exactly_as_imported() {
     }
 
     let exported = export_zone(&node, &zone);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("txt.test.zone");
-    std::fs::write(&path, &exported).expect("write");
-    let out = Command::new(named_checkzone())
-        .args(["-k", "fail", "-i", "local", "txt.test"])
-        .arg(&path)
-        .output()
-        .expect("run named-checkzone");
-    assert!(
-        out.status.success(),
-        "named-checkzone rejected the export:\n{}\n{exported}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_checkzone_accepts("txt.test", &exported);
     // Knot loads the export and reads every string as Parapet serves it.
     assert!(Knot::available(), "knotd is required (.ci/run installs it)");
     let knot = Knot::start("txt.test", &exported);
@@ -277,18 +268,7 @@ fn malformed_txt_is_refused_with_nothing_stored() {
     );
     let result = import_zone(&node, &zone, &file);
     assert_eq!(result["success"], false, "{result}");
-    let messages: Vec<&str> = result["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .collect();
-    for line in ["line 3", "line 4", "line 5"] {
-        assert!(
-            messages.iter().any(|m| m.starts_with(line)),
-            "{line} not reported: {messages:?}"
-        );
-    }
+    assert_lines_reported(&result, &["line 3", "line 4", "line 5"]);
     for content in [
         "\"\\999\"".to_owned(),
         format!("\"{}\"", "a".repeat(256)),

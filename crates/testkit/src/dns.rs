@@ -7,6 +7,8 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
+use crate::{Node, NodeOptions};
+
 /// How a query is sent.
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
@@ -69,4 +71,20 @@ pub fn udp_raw(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<
 /// Asks `server` one question and returns the parsed response (UDP with EDNS 1232).
 pub fn ask(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     udp(server, &build(name, qtype, Mode::Edns(1232), 7)).expect("DNS response")
+}
+
+/// Starts the `parapet` at `binary` with activation `auto`, answering DNS on a free loopback
+/// port with response-rate limiting at `rrl_rate` answers a second (0 turns it off), and with
+/// the `extra` arguments after those.
+pub fn serving_node(binary: &str, rrl_rate: u32, extra: &[&str]) -> Node {
+    let rate = rrl_rate.to_string();
+    let args = [
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--dns-rrl-rate",
+        &rate,
+    ];
+    Node::start(NodeOptions::new(binary).args(args.iter().chain(extra).copied()))
 }
