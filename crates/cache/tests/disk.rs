@@ -5,13 +5,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use parapet_cache::key::cache_key;
 use parapet_cache::{DiskTier, EdgeCache};
 use pingora::cache::key::CompactCacheKey;
 use pingora::cache::trace::Span;
 use pingora::cache::{CacheKey, CacheMeta, PurgeTarget, PurgeType, Storage};
 use pingora::http::ResponseHeader;
+
+mod common;
+use common::store;
 
 fn meta(etag: &str, max_age: u64) -> CacheMeta {
     let mut header = ResponseHeader::build(200, None).unwrap();
@@ -20,28 +22,10 @@ fn meta(etag: &str, max_age: u64) -> CacheMeta {
     CacheMeta::new(now + Duration::from_secs(max_age), now, 0, 0, header)
 }
 
-async fn store(cache: &'static EdgeCache, key: &CacheKey, meta: &CacheMeta, body: &'static [u8]) {
-    let span = Span::inactive().handle();
-    let mut miss = cache
-        .store
-        .get_miss_handler(key, meta, &span)
-        .await
-        .unwrap();
-    miss.write_body(Bytes::from_static(body), true)
-        .await
-        .unwrap();
-    miss.finish().await.unwrap();
-}
-
 /// The stored ETag and body, if the object is found.
 async fn lookup(cache: &'static EdgeCache, key: &CacheKey) -> Option<(String, Vec<u8>)> {
-    let span = Span::inactive().handle();
-    let (meta, mut hit) = cache.store.lookup(key, &span).await.unwrap()?;
+    let (meta, body) = common::lookup(cache, key).await?;
     let etag = meta.headers().get("etag")?.to_str().ok()?.to_owned();
-    let mut body = Vec::new();
-    while let Some(chunk) = hit.read_body().await.unwrap() {
-        body.extend_from_slice(&chunk);
-    }
     Some((etag, body))
 }
 

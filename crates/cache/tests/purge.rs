@@ -12,6 +12,8 @@ use pingora::cache::trace::Span;
 use pingora::cache::{CacheKey, CacheMeta, Storage};
 use pingora::http::ResponseHeader;
 
+mod common;
+
 const HOST: &str = "www.example.com";
 const PATH: &str = "/assets/app.js";
 
@@ -33,21 +35,11 @@ fn meta(mark: Option<FetchMark>) -> CacheMeta {
 
 /// Stores the response as the engine does when its header arrives; whether it was stored.
 async fn store(cache: &'static EdgeCache, key: &CacheKey, meta: &CacheMeta) -> bool {
-    let span = Span::inactive().handle();
-    let mut miss = cache
-        .store
-        .get_miss_handler(key, meta, &span)
-        .await
-        .unwrap();
-    miss.write_body(Bytes::from_static(b"the body"), true)
-        .await
-        .unwrap();
-    miss.finish().await.is_ok()
+    common::try_store(cache, key, meta, b"the body").await
 }
 
 async fn found(cache: &'static EdgeCache, key: &CacheKey) -> bool {
-    let span = Span::inactive().handle();
-    cache.store.lookup(key, &span).await.unwrap().is_some()
+    common::lookup(cache, key).await.is_some()
 }
 
 /// Each way to purge the object at `HOST` `PATH`, in zone `zone1`.

@@ -5,12 +5,14 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use parapet_cache::key::cache_key;
 use parapet_cache::{DiskTier, EdgeCache};
 use pingora::cache::trace::Span;
-use pingora::cache::{CacheKey, CacheMeta, PurgeTarget, PurgeType, Storage};
+use pingora::cache::{CacheMeta, PurgeTarget, PurgeType, Storage};
 use pingora::http::ResponseHeader;
+
+mod common;
+use common::{lookup, store};
 
 fn meta(etag: &str, tag: &str, max_age: u64) -> CacheMeta {
     let mut header = ResponseHeader::build(200, None).unwrap();
@@ -18,30 +20,6 @@ fn meta(etag: &str, tag: &str, max_age: u64) -> CacheMeta {
     header.insert_header("cache-tag", tag).unwrap();
     let now = SystemTime::now();
     CacheMeta::new(now + Duration::from_secs(max_age), now, 0, 0, header)
-}
-
-async fn store(cache: &'static EdgeCache, key: &CacheKey, meta: &CacheMeta, body: &'static [u8]) {
-    let span = Span::inactive().handle();
-    let mut miss = cache
-        .store
-        .get_miss_handler(key, meta, &span)
-        .await
-        .unwrap();
-    miss.write_body(Bytes::from_static(body), true)
-        .await
-        .unwrap();
-    miss.finish().await.unwrap();
-}
-
-/// The stored header (as the engine gets it from a hit) and body, if the object is found.
-async fn lookup(cache: &'static EdgeCache, key: &CacheKey) -> Option<(CacheMeta, Vec<u8>)> {
-    let span = Span::inactive().handle();
-    let (meta, mut hit) = cache.store.lookup(key, &span).await.unwrap()?;
-    let mut body = Vec::new();
-    while let Some(chunk) = hit.read_body().await.unwrap() {
-        body.extend_from_slice(&chunk);
-    }
-    Some((meta, body))
 }
 
 fn etag(meta: &CacheMeta) -> &str {
