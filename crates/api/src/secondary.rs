@@ -333,13 +333,7 @@ pub async fn enable_outgoing(
     auth: Auth,
     Path(zone_id): Path<String>,
 ) -> ApiResult {
-    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
-    let o = change_outgoing(&state, &zone.id, |o| {
-        o.enabled = true;
-        Ok(())
-    })
-    .await?;
-    Ok(ok(json!(status_name(&o))))
+    set_outgoing_enabled(&state, &auth, &zone_id, true).await
 }
 
 /// `POST .../outgoing/disable`: transfers are refused and no NOTIFY is sent; the peers stay
@@ -349,9 +343,19 @@ pub async fn disable_outgoing(
     auth: Auth,
     Path(zone_id): Path<String>,
 ) -> ApiResult {
-    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
-    let o = change_outgoing(&state, &zone.id, |o| {
-        o.enabled = false;
+    set_outgoing_enabled(&state, &auth, &zone_id, false).await
+}
+
+/// Turns a zone's outgoing transfers on or off; answers with their status.
+async fn set_outgoing_enabled(
+    state: &ApiState,
+    auth: &Auth,
+    zone_id: &str,
+    enabled: bool,
+) -> ApiResult {
+    let zone = authorized_zone(state, auth, zone_id, Access::EditZone).await?;
+    let o = change_outgoing(state, &zone.id, |o| {
+        o.enabled = enabled;
         Ok(())
     })
     .await?;
