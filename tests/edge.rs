@@ -496,14 +496,7 @@ fn oversized_requests_get_413_and_431_and_expect_continue_works() {
 
 #[test]
 fn a_proxied_cname_to_another_provider_is_resolved_through_the_resolver() {
-    assert!(
-        parapet_testkit::Knot::available(),
-        "knotd is required (install Debian's knot; .ci/run does)"
-    );
-    let provider = parapet_testkit::Knot::start(
-        "provider.test",
-        "$ORIGIN provider.test.\n$TTL 300\n@ SOA ns.provider.test. h.provider.test. 1 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\napp 60 A 127.0.0.2\n",
-    );
+    let provider = parapet_testkit::other_provider();
     let port = free_port();
     let origin = start_origin("127.0.0.2", port);
     let node = Node::start(NodeOptions::new(BIN).args([

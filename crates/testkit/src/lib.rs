@@ -444,6 +444,19 @@ fn knotd() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// Knot serving `provider.test`, a DNS provider other than Parapet: `app.provider.test` is
+/// 127.0.0.2 (TTL 60); `missing.provider.test` does not exist. For `--resolver`.
+pub fn other_provider() -> Knot {
+    assert!(
+        Knot::available(),
+        "knotd is required (install Debian's knot; .ci/run does)"
+    );
+    Knot::start(
+        "provider.test",
+        "$ORIGIN provider.test.\n$TTL 300\n@ SOA ns.provider.test. h.provider.test. 1 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\napp 60 A 127.0.0.2\n",
+    )
+}
+
 impl Knot {
     /// Whether Knot is installed (`.ci/run` installs it).
     pub fn available() -> bool {
