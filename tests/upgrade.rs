@@ -4,8 +4,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
@@ -35,20 +35,82 @@ fn request(port: u16, host: &str) -> Result<String, String> {
     }
 }
 
+/// The flags of the node under upgrade, its edge on `port`.
+fn node_args(port: u16) -> Vec<String> {
+    [
+        "--activation",
+        "auto",
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--edge-ipv4",
+        "192.0.2.1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Visitors asking for `host` on new connections, two at a time, until stopped (or `limit`
+/// passes).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, host: &'static str, limit: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, ok, failures) =
+                    (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failures));
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + limit;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match request(port, host) {
+                            Ok(_) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => failures.lock().expect("failures").push(e),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    /// How many were served so far.
+    fn served(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the visitors: how many were served, and what failed.
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+        let failures = self.failures.lock().expect("failures").clone();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
 #[test]
 fn upgrade_takes_over_every_socket_without_refusing_a_connection() {
     let port = free_port();
     let _origin = start_origin("127.0.0.2", port);
-    let args = [
-        "--activation".to_owned(),
-        "auto".to_owned(),
-        "--http-listen".to_owned(),
-        format!("127.0.0.1:{port}"),
-        "--dns-listen".to_owned(),
-        "127.0.0.1:0".to_owned(),
-        "--edge-ipv4".to_owned(),
-        "192.0.2.1".to_owned(),
-    ];
+    let args = node_args(port);
     let mut old = Node::start(NodeOptions::new(BIN).args(args.clone()));
     let zone = old.create_zone("up.test");
     old.proxied_a(&zone, "www", "127.0.0.2");
@@ -57,27 +119,9 @@ fn upgrade_takes_over_every_socket_without_refusing_a_connection() {
     });
 
     // Visitors keep coming, each on a new connection, during the whole handover.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let load: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, ok, failures) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failures));
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match request(port, "www.up.test") {
-                        Ok(_) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => failures.lock().expect("failures").push(e),
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(port, "www.up.test", Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(300));
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.served();
 
     let new = Node::start(
         NodeOptions::new(BIN)
@@ -90,14 +134,9 @@ fn upgrade_takes_over_every_socket_without_refusing_a_connection() {
         .wait_exit(Duration::from_secs(20))
         .expect("the old process exits after handing over");
     assert!(status.success(), "old process: {status:?}");
-    let at_exit = ok.load(Ordering::Relaxed);
+    let at_exit = load.served();
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("load thread");
-    }
-    let total = ok.load(Ordering::Relaxed);
-    let failures = failures.lock().expect("failures").clone();
+    let (total, failures) = load.stop();
     assert!(
         failures.is_empty(),
         "{} failed: {:?}",
@@ -196,16 +235,7 @@ fn an_upgrade_that_fails_before_serving_leaves_the_running_node_in_place() {
 fn an_upgrade_that_cannot_open_the_store_leaves_the_running_node_serving() {
     let port = free_port();
     let _origin = start_origin("127.0.0.2", port);
-    let args = [
-        "--activation".to_owned(),
-        "auto".to_owned(),
-        "--http-listen".to_owned(),
-        format!("127.0.0.1:{port}"),
-        "--dns-listen".to_owned(),
-        "127.0.0.1:0".to_owned(),
-        "--edge-ipv4".to_owned(),
-        "192.0.2.1".to_owned(),
-    ];
+    let args = node_args(port);
     let mut old = Node::start(NodeOptions::new(BIN).args(args.clone()));
     let zone = old.create_zone("kept.test");
     old.proxied_a(&zone, "www", "127.0.0.2");
@@ -213,25 +243,7 @@ fn an_upgrade_that_cannot_open_the_store_leaves_the_running_node_serving() {
         request(port, "www.kept.test").is_ok()
     });
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let load: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, ok, failures) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failures));
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match request(port, "www.kept.test") {
-                        Ok(_) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => failures.lock().expect("failures").push(e),
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(port, "www.kept.test", Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(300));
 
     // The store file the new process finds is not one it can read (damaged, or a format it
@@ -271,12 +283,7 @@ fn an_upgrade_that_cannot_open_the_store_leaves_the_running_node_serving() {
     let answer = parapet_testkit::dns::ask(old.dns_addr(), "api.kept.test", RecordType::A);
     assert_eq!(answer.answers.len(), 1, "{answer:?}");
 
-    let during = ok.load(Ordering::Relaxed);
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("load thread");
-    }
-    let failures = failures.lock().expect("failures").clone();
+    let (during, failures) = load.stop();
     assert!(
         failures.is_empty(),
         "{} failed: {:?}",
