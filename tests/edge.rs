@@ -965,4 +965,36 @@ fn access_log_lines_are_bare_json_one_per_request_on_every_path() {
     assert_eq!(last["host"], "nowhere.example", "{last}");
     assert!(last["zone"].is_null(), "{last}");
     assert_eq!(last["status"], 530, "{last}");
+    // Headers the HTTP engine cannot parse (a folded line, a space in a name): refused with
+    // 400 before any phase of the proxy runs, and still one line each, and counted.
+    let unparsable = [
+        "GET /folded HTTP/1.1\r\nHost: www.logs.test\r\nX-Folded: a\r\n b\r\n\r\n",
+        "GET /named HTTP/1.1\r\nHost: www.logs.test\r\nBad Name: x\r\n\r\n",
+    ];
+    for request in unparsable {
+        assert_eq!(raw(port, request.as_bytes()), 400, "{request}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).expect("log");
+    let refused: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.contains("\"ray\""))
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .filter(|l: &serde_json::Value| l["status"] == 400)
+        .collect();
+    assert_eq!(refused.len(), 2, "{text}");
+    for line in &refused {
+        assert_eq!(line["client_ip"], "127.0.0.1", "{line}");
+        assert_eq!(line["ray"].as_str().map_or(0, str::len), 20, "{line}");
+        assert!(line["zone"].is_null(), "{line}");
+    }
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("{}/metrics", node.base)])
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("parapet_edge_requests_total{zone=\"\",status=\"400\"} 2"),
+        "{metrics}"
+    );
 }

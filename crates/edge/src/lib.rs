@@ -381,7 +381,18 @@ impl Connections {
                 Some(true) => {}
                 Some(false) => return None,
                 None => {
+                    let started = std::time::Instant::now();
+                    let outcome = stream::engine_reads(&stream)
+                        .map(|reads| reads.begin(self.proxy.max_header_bytes));
+                    let peer = stream::visitor_peer(&stream);
                     let reused = self.request(stream, settings, shutdown).await;
+                    // A request the engine refused before the proxy saw it (its own 400 for a
+                    // header it cannot parse) is logged and counted all the same.
+                    if let Some(status) = outcome.as_deref().and_then(|o| o.unseen_status())
+                        && !is_stopping(shutdown)
+                    {
+                        self.proxy.unseen_request_finished(status, peer, started);
+                    }
                     (stream, settings) = reused?.consume();
                     if let Some(reads) = stream::engine_reads(&stream) {
                         reads.end();
@@ -473,16 +484,14 @@ impl Connections {
     }
 
     /// The engine's handling of the next request on `stream` (a plain function: the session it
-    /// builds goes straight into the boxed future, never into the caller's).
+    /// builds goes straight into the boxed future, never into the caller's). The caller has
+    /// begun the stream's [`stream::EngineReads`].
     fn request<'a>(
         &'a self,
         stream: Stream,
         settings: Option<HttpPersistentSettings>,
         shutdown: &'a ShutdownWatch,
     ) -> std::pin::Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
-        if let Some(reads) = stream::engine_reads(&stream) {
-            reads.begin(self.proxy.max_header_bytes);
-        }
         let mut session = ServerSession::new_http1(stream);
         if let Some(settings) = settings {
             settings.apply_to_session(&mut session);

@@ -192,6 +192,36 @@ impl<T: Clone> Converted<T> {
 }
 
 impl EdgeProxy {
+    /// A request the proxy's phases never saw ([`crate::stream::HeadOutcome`]) ended with
+    /// `status`: counted under no zone, and logged without a method or path (its header was
+    /// not understood).
+    pub(crate) fn unseen_request_finished(
+        &self,
+        status: u16,
+        peer: Option<SocketAddr>,
+        started: Instant,
+    ) {
+        self.metrics.request_finished("", status, None);
+        if !access_logged() {
+            return;
+        }
+        AccessLine {
+            ray: &headers::ray_id().to_string(),
+            zone: None,
+            host: None,
+            method: "",
+            path: "",
+            status,
+            bytes: 0,
+            started,
+            cache: "",
+            client_ip: peer.map(|p| p.ip()),
+            edge_error: None,
+            origin_time: None,
+        }
+        .log();
+    }
+
     /// The roots a `strict` zone with a custom trust store checks its origin against: the
     /// node's and the zone's.
     fn zone_trust_store(
@@ -832,6 +862,13 @@ impl ProxyHttp for EdgeProxy {
     /// Before it reads the field, the field lists the codings accepted, highest weight first
     /// ([`headers::codings_by_weight`]).
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        if let Some(reads) = session
+            .downstream_session
+            .stream()
+            .and_then(crate::stream::engine_reads)
+        {
+            reads.seen();
+        }
         let headers = &session.req_header().headers;
         let weighted = headers
             .get_all(http::header::ACCEPT_ENCODING)

@@ -399,6 +399,60 @@ pub(crate) struct EngineReads {
     /// When the header being read must have arrived by, and how much of it has.
     head_deadline: Option<std::time::Instant>,
     head_read: usize,
+    /// What became of the request being read, shared with the edge's loop (made for the first
+    /// request the engine reads).
+    outcome: OnceLock<Arc<HeadOutcome>>,
+}
+
+/// What became of a request the HTTP engine read: whether the proxy's phases saw it, and
+/// otherwise how reading its header ended. The engine answers a header it cannot parse with
+/// its own 400 before any phase runs; the edge logs and counts that request from this.
+#[derive(Debug, Default)]
+pub(crate) struct HeadOutcome {
+    /// Some of the header arrived.
+    arrived: AtomicBool,
+    /// Something was written (the engine writes before the phases only to refuse a header).
+    answered: AtomicBool,
+    /// The proxy's phases saw the request.
+    seen: AtomicBool,
+    /// How reading the header failed here: 0 (it did not), [`HEAD_CLOSED`],
+    /// [`HEAD_TIMED_OUT`] or [`HEAD_TOO_LARGE`].
+    failed: AtomicU8,
+}
+
+const HEAD_CLOSED: u8 = 1;
+const HEAD_TIMED_OUT: u8 = 2;
+const HEAD_TOO_LARGE: u8 = 3;
+
+impl HeadOutcome {
+    /// The proxy's phases have the request.
+    pub(crate) fn seen(&self) {
+        self.seen.store(true, Ordering::Relaxed);
+    }
+
+    /// Once the engine is done with the request: the status to log and count for a request
+    /// the proxy's phases never saw — 400 (the engine answered: it refused the header), 431
+    /// (the header grew past twice the limit: the connection is closed) or 408 (it did not
+    /// arrive in time, here or by the engine's own wait for a read; nothing is sent, as nginx
+    /// does). `None`: the phases saw it, nothing arrived, or the visitor closed its connection
+    /// in the middle of the header.
+    pub(crate) fn unseen_status(&self) -> Option<u16> {
+        if self.seen.load(Ordering::Relaxed) || !self.arrived.load(Ordering::Relaxed) {
+            return None;
+        }
+        if self.answered.load(Ordering::Relaxed) {
+            return Some(400);
+        }
+        match self.failed.load(Ordering::Relaxed) {
+            HEAD_CLOSED => None,
+            HEAD_TOO_LARGE => Some(431),
+            _ => Some(408),
+        }
+    }
+
+    fn fail(&self, how: u8) {
+        self.failed.store(how, Ordering::Relaxed);
+    }
 }
 
 /// How long a request header may take to arrive (nginx's `client_header_timeout`).
@@ -410,12 +464,39 @@ const HEAD_TIME: std::time::Duration = std::time::Duration::from_millis(300);
 impl EngineReads {
     /// The engine is about to read a request, whose header is refused (431) over
     /// `max_header_bytes`.
-    pub(crate) fn begin(&self, max_header_bytes: usize) {
+    /// Returns what will become of the request.
+    pub(crate) fn begin(&self, max_header_bytes: usize) -> Arc<HeadOutcome> {
         self.head.store(1, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
         self.head_limit
             .store(max_header_bytes.saturating_mul(2), Ordering::Relaxed);
         self.begun.store(true, Ordering::Relaxed);
+        let outcome = self.outcome.get_or_init(Arc::default);
+        outcome.arrived.store(false, Ordering::Relaxed);
+        outcome.answered.store(false, Ordering::Relaxed);
+        outcome.seen.store(false, Ordering::Relaxed);
+        outcome.fail(0);
+        Arc::clone(outcome)
+    }
+
+    /// The proxy's phases have the request the engine read.
+    pub(crate) fn seen(&self) {
+        if let Some(outcome) = self.outcome.get() {
+            outcome.seen();
+        }
+    }
+
+    /// The engine wrote to the connection.
+    pub(crate) fn wrote(&self) {
+        if let Some(outcome) = self.outcome.get() {
+            outcome.answered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn outcome(&self, how: u8) {
+        if let Some(outcome) = self.outcome.get() {
+            outcome.fail(how);
+        }
     }
 
     /// The engine has the whole request (its body, if any, read to the end).
@@ -451,13 +532,27 @@ impl EngineReads {
             self.head_deadline = Some(std::time::Instant::now() + HEAD_TIME);
             self.head_read = 0;
         }
-        if buffers.ahead_len() == 0 && ready!(buffers.poll_fill(io, cx))? == 0 {
-            return Poll::Ready(Ok(()));
+        if buffers.ahead_len() == 0 {
+            match ready!(buffers.poll_fill(io, cx)) {
+                Ok(0) => {
+                    self.outcome(HEAD_CLOSED);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.outcome(HEAD_CLOSED);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        if let Some(outcome) = self.outcome.get() {
+            outcome.arrived.store(true, Ordering::Relaxed);
         }
         if self
             .head_deadline
             .is_some_and(|deadline| std::time::Instant::now() > deadline)
         {
+            self.outcome(HEAD_TIMED_OUT);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the request header took too long",
@@ -484,6 +579,7 @@ impl EngineReads {
         );
         self.head_read = self.head_read.saturating_add(take);
         if matched != 4 && self.head_read > self.head_limit.load(Ordering::Relaxed) {
+            self.outcome(HEAD_TOO_LARGE);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "the request header is too large",
@@ -503,6 +599,17 @@ pub(crate) fn engine_reads(stream: &pingora::protocols::Stream) -> Option<&Engin
         None => any
             .downcast_ref::<crate::tls::TlsVisitorStream>()
             .map(|tls| &tls.engine_reads),
+    }
+}
+
+/// The visitor's address, when `stream` is a visitor's connection (plain or TLS).
+pub(crate) fn visitor_peer(stream: &pingora::protocols::Stream) -> Option<SocketAddr> {
+    let any = stream.as_any();
+    match any.downcast_ref::<VisitorStream>() {
+        Some(plain) => Some(plain.peer()),
+        None => any
+            .downcast_ref::<crate::tls::TlsVisitorStream>()
+            .map(crate::tls::TlsVisitorStream::peer),
     }
 }
 
@@ -738,6 +845,7 @@ impl AsyncWrite for VisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.engine_reads.wrote();
         let before = this.buffers.sent;
         let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
         let written = this.buffers.poll_gather(&mut this.tcp, cx, buf, limit);
@@ -1157,7 +1265,7 @@ mod tests {
         let mut client = connect().await.expect("connect");
         let (tcp, peer) = listener.accept().await.expect("accept");
         let mut stream = VisitorStream::new(tcp, peer, None);
-        stream.engine_reads.begin(1024);
+        let outcome = stream.engine_reads.begin(1024);
         client
             .write_all(format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(3000)).as_bytes())
             .await
@@ -1170,12 +1278,13 @@ mod tests {
             }
         }
         assert_eq!(failed, Some(io::ErrorKind::InvalidData));
+        assert_eq!(outcome.unseen_status(), Some(431));
 
         // A header still coming after its time fails the read as its next bytes come.
         let mut client = connect().await.expect("connect");
         let (tcp, peer) = listener.accept().await.expect("accept");
         let mut stream = VisitorStream::new(tcp, peer, None);
-        stream.engine_reads.begin(1024);
+        let outcome = stream.engine_reads.begin(1024);
         client
             .write_all(b"GET / HTTP/1.1\r\n")
             .await
@@ -1185,6 +1294,23 @@ mod tests {
         client.write_all(b"X: y\r\n").await.expect("write");
         let late = stream.read(&mut buf).await.map_err(|e| e.kind());
         assert_eq!(late, Err(io::ErrorKind::TimedOut));
+        assert_eq!(outcome.unseen_status(), Some(408));
+        // The same connection's next request, which the phases see, is not one to log here;
+        // nor is a header its visitor stops sending by closing.
+        let outcome = stream.engine_reads.begin(1024);
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        assert!(stream.read(&mut buf).await.is_ok());
+        stream.engine_reads.seen();
+        assert_eq!(outcome.unseen_status(), None);
+        let outcome = stream.engine_reads.begin(1024);
+        client.write_all(b"X: y\r\n").await.expect("write");
+        assert!(stream.read(&mut buf).await.is_ok());
+        drop(client);
+        assert!(stream.read(&mut buf).await.is_ok());
+        assert_eq!(outcome.unseen_status(), None);
     }
 
     #[tokio::test]

@@ -121,6 +121,11 @@ impl TlsVisitorStream {
     pub fn is_h2(&self) -> bool {
         self.alpn == Some(ALPN::H2)
     }
+
+    /// The visitor's address.
+    pub(crate) fn peer(&self) -> std::net::SocketAddr {
+        self.tls.get_ref().0.peer()
+    }
 }
 
 impl AsyncRead for TlsVisitorStream {
@@ -147,6 +152,7 @@ impl AsyncWrite for TlsVisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.engine_reads.wrote();
         let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
         this.buffers.poll_gather(&mut this.tls, cx, buf, limit)
     }
