@@ -1215,7 +1215,7 @@ fn the_disk_tier_keeps_objects_across_a_crash_and_purges_stay_purged() {
 
 #[test]
 fn large_objects_stream_through_the_disk_tier_and_a_crash_mid_write_stores_nothing() {
-    let config = "cache_memory_bytes = 8388608\ncache_disk_bytes = 134217728\n";
+    let config = "cache_memory_bytes = 8388608\ncache_disk_bytes = 536870912\n";
     let (site, _tmp, data) = site_on_disk("large.test", config);
     let Site {
         mut node,
@@ -1549,6 +1549,19 @@ fn the_disk_tier_stays_within_its_size() {
     assert!(on_disk <= 1 << 20, "{on_disk} bytes of files");
     // The most recent objects are still there.
     assert_eq!(fetch_big(port, host, "/big/100k-29.bin", &[], 0).0, "HIT");
+    // An object larger than an eighth of the tier passes through uncached: it never empties
+    // the tier (2 MiB, more than all of it, would have taken everything else out).
+    for _ in 0..2 {
+        let (status, len, intact) = fetch_big(port, host, "/big/2.bin", &[], 0);
+        assert!(
+            status != "HIT" && len == 2 << 20 && intact,
+            "{status} {len}"
+        );
+    }
+    for i in 27..30 {
+        let path = format!("/big/100k-{i}.bin");
+        assert_eq!(fetch_big(port, host, &path, &[], 0).0, "HIT", "{path}");
+    }
 }
 
 fn peak_resident_kib(node: &Node) -> usize {

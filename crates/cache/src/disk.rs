@@ -360,6 +360,12 @@ impl FileId {
     pub fn len(&self) -> u64 {
         self.len
     }
+
+    /// Whether `other` is the same file (maybe written since): the same inode. Only for a file
+    /// known to exist still, whose number cannot have been given again.
+    pub fn same_file(&self, other: &Self) -> bool {
+        self.ino == other.ino
+    }
 }
 
 /// An object file found by [`DiskTier::scan`].
@@ -376,7 +382,8 @@ pub struct DiskTier {
     /// This process's temporary files.
     tmp: PathBuf,
     pub capacity: u64,
-    /// Largest object kept (larger responses pass through uncached).
+    /// Largest object kept (larger responses pass through uncached): at most an eighth of the
+    /// tier, so that one object never empties it.
     pub max_object: u64,
     pub lru: simple_lru::Manager,
     next_tmp: AtomicU64,
@@ -412,7 +419,7 @@ impl DiskTier {
             in_memory: kind.is_ok_and(|k| IN_MEMORY.contains(&k)),
             tmp,
             capacity,
-            max_object,
+            max_object: max_object.min(capacity / 8),
             lru: simple_lru::Manager::new_with_watermark(
                 usize::try_from(capacity).unwrap_or(usize::MAX),
                 Some(max_objects(capacity)),

@@ -646,7 +646,7 @@ impl CacheStore {
                 (None, Some(d)) if d.stored.len() <= WHOLE_READ_BYTES => Err(DiskFound {
                     serial: entry.serial,
                     body_len: d.body_len,
-                    file_len: d.stored.len(),
+                    stored: d.stored,
                     file: d.file.clone(),
                     meta: d.meta.clone(),
                 }),
@@ -768,6 +768,11 @@ impl CacheStore {
                         let _ = std::fs::remove_file(disk.object_path(&record.id));
                         return;
                     };
+                    // Stored since the edge started (this file is then that object's, stored
+                    // after any purge made meanwhile).
+                    if index.objects.contains_key(&record.id) {
+                        return;
+                    }
                     let purged = index
                         .purged_while_loading
                         .iter()
@@ -775,9 +780,6 @@ impl CacheStore {
                         .any(|p| p.covers(&record));
                     if purged {
                         let _ = std::fs::remove_file(disk.object_path(&record.id));
-                        return;
-                    }
-                    if index.objects.contains_key(&record.id) {
                         return;
                     }
                     let mut entry = Entry::new(parsed, record.key, record.tags, &record.id);
@@ -809,7 +811,7 @@ impl CacheStore {
         if let Some(pending) = index.purged_while_loading.as_mut() {
             pending.push(Purged::Zone(Arc::from(zone_id), purge.clone()));
         }
-        let ids: Vec<String> = match purge {
+        match purge {
             Purge::Everything => {
                 *index.generations.entry(Arc::from(zone_id)).or_default() += 1;
                 if let Some(disk) = &self.disk {
@@ -826,33 +828,34 @@ impl CacheStore {
                 let _ = std::thread::Builder::new()
                     .name("cache-sweep".into())
                     .spawn(move || while self.sweep(&zone) > 0 {});
-                return 0;
+                0
             }
-            Purge::Files(urls) => urls
-                .iter()
-                .flat_map(|u| {
-                    let url = crate::key::primary(zone_id, u.https, &u.host, u.port, &u.path);
-                    index
-                        .by_url
-                        .get(url.as_str())
-                        .map(|ids| ids.iter().cloned().collect::<Vec<_>>())
-                        .unwrap_or_default()
+            Purge::Files(urls) => {
+                drop(index);
+                let urls: Vec<String> = urls
+                    .iter()
+                    .map(|u| crate::key::primary(zone_id, u.https, &u.host, u.port, &u.path))
+                    .collect();
+                self.purge_batches(|index| {
+                    let ids = urls.iter().filter_map(|url| index.by_url.get(url.as_str()));
+                    ids.flatten().take(SWEEP_BATCH).cloned().collect()
                 })
-                .collect(),
-            Purge::Tags(tags) => tags
-                .iter()
-                .flat_map(|t| {
-                    index
-                        .by_tag
-                        .get(&(Arc::from(zone_id), t.to_ascii_lowercase()))
-                        .map(|ids| ids.iter().cloned().collect::<Vec<_>>())
-                        .unwrap_or_default()
+            }
+            Purge::Tags(tags) => {
+                drop(index);
+                let tags: Vec<(Arc<str>, String)> = tags
+                    .iter()
+                    .map(|t| (Arc::from(zone_id), t.to_ascii_lowercase()))
+                    .collect();
+                self.purge_batches(|index| {
+                    let ids = tags.iter().filter_map(|t| index.by_tag.get(t));
+                    ids.flatten().take(SWEEP_BATCH).cloned().collect()
                 })
-                .collect(),
+            }
             Purge::Hosts(hosts) => {
                 let ranges: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "")).collect();
                 drop(index);
-                return self.purge_ranges(zone_id, &ranges);
+                self.purge_ranges(zone_id, &ranges)
             }
             Purge::Prefixes(prefixes) => {
                 let ranges: Vec<(&str, &str)> = prefixes
@@ -860,28 +863,43 @@ impl CacheStore {
                     .map(|(h, p)| (h.as_str(), p.as_str()))
                     .collect();
                 drop(index);
-                return self.purge_ranges(zone_id, &ranges);
-            }
-        };
-        self.remove_all(&mut index, &ids)
-    }
-
-    /// Removes the zone's objects under each `(host, path prefix)`, a batch per lock hold so
-    /// that lookups go on while a large purge runs.
-    fn purge_ranges(&self, zone_id: &str, ranges: &[(&str, &str)]) -> usize {
-        let mut removed = 0;
-        for (host, prefix) in ranges {
-            loop {
-                let mut index = self.index();
-                let ids = index.under(zone_id, Some(host), prefix, SWEEP_BATCH);
-                let batch = self.remove_all(&mut index, &ids);
-                if batch == 0 {
-                    break;
-                }
-                removed += batch;
+                self.purge_ranges(zone_id, &ranges)
             }
         }
-        removed
+    }
+
+    /// Removes the zone's objects under each `(host, path prefix)`.
+    fn purge_ranges(&self, zone_id: &str, ranges: &[(&str, &str)]) -> usize {
+        ranges
+            .iter()
+            .map(|(host, prefix)| {
+                self.purge_batches(|index| index.under(zone_id, Some(host), prefix, SWEEP_BATCH))
+            })
+            .sum()
+    }
+
+    /// Removes the objects `next` names, a batch (up to [`SWEEP_BATCH`]) per hold of the index
+    /// lock, until it names none: lookups go on while a large purge runs. Their files are
+    /// deleted between holds, and all are deleted when it returns (a restart does not bring a
+    /// purged object back). How many were removed.
+    fn purge_batches(&self, mut next: impl FnMut(&Index) -> Vec<String>) -> usize {
+        let mut removed = 0;
+        loop {
+            let mut index = self.index();
+            let ids = next(&index);
+            if ids.is_empty() {
+                return removed;
+            }
+            let mut doomed = Vec::new();
+            let batch = self.remove_all(&mut index, &ids, &mut doomed);
+            drop(index);
+            self.delete_files(doomed);
+            // (Names without objects: nothing more to remove.)
+            if batch == 0 {
+                return removed;
+            }
+            removed += batch;
+        }
     }
 
     /// Removes up to a batch of the zone's objects older than its generation; how many.
@@ -905,7 +923,11 @@ impl CacheStore {
                 }
             }
         }
-        self.remove_all(&mut index, &stale)
+        let mut doomed = Vec::new();
+        let removed = self.remove_all(&mut index, &stale, &mut doomed);
+        drop(index);
+        self.delete_files(doomed);
+        removed
     }
 
     /// The counts of purges and URL invalidations so far, for a fetch about to be sent to the
@@ -937,18 +959,50 @@ impl CacheStore {
             .get(url)
             .map(|ids| ids.iter().cloned().collect())
             .unwrap_or_default();
-        self.remove_all(&mut index, &ids)
+        let mut doomed = Vec::new();
+        let removed = self.remove_all(&mut index, &ids, &mut doomed);
+        drop(index);
+        self.delete_files(doomed);
+        removed
     }
 
-    fn remove_all(&self, index: &mut Index, ids: &[String]) -> usize {
+    /// Removes `ids` from the index and both bounds; their files go to `doomed`, for
+    /// [`Self::delete_files`] once the lock is let go (deleting a large file frees its blocks,
+    /// which may take a while). How many were removed.
+    fn remove_all(
+        &self,
+        index: &mut Index,
+        ids: &[String],
+        doomed: &mut Vec<(String, disk::FileId)>,
+    ) -> usize {
         let mut removed = 0;
         for id in ids {
             if let Some(entry) = index.remove(id) {
-                self.forget(id, &entry, true);
+                self.forget(id, &entry, false);
+                if let Some(d) = &entry.disk {
+                    doomed.push((id.clone(), d.stored));
+                }
                 removed += 1;
             }
         }
         removed
+    }
+
+    /// Deletes the files of removed objects ([`Self::remove_all`]), out of the index lock:
+    /// each unless a newer object took its name since (a file stored again has another inode;
+    /// the removed one still existed then, so its number was not given again).
+    fn delete_files(&self, doomed: Vec<(String, disk::FileId)>) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        for (id, stored) in doomed {
+            let path = disk.object_path(&id);
+            let same = std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| disk::FileId::of(&m).same_file(&stored));
+            if same {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 
     /// Lets go of a removed entry: out of both bounds, and its file deleted unless `keep_file`
@@ -1048,10 +1102,11 @@ impl CacheStore {
         let DiskFound {
             serial,
             body_len,
-            file_len,
+            stored: found_file,
             file,
             meta: kept_meta,
         } = found;
+        let file_len = found_file.len();
         let small = file_len <= WHOLE_READ_BYTES;
         let read = match (file, kept_meta) {
             // Open and read before: only the body is read again (the record is rewritten only
@@ -1108,28 +1163,34 @@ impl CacheStore {
             Ok(read) => read,
             Err(e) => {
                 // Deleted or damaged under us (or rewritten while read): unless its header was
-                // just replaced, forget the object; the request goes to the origin.
+                // replaced since it was found (the file is then another, if of the same
+                // length), forget the object; the request goes to the origin.
                 tracing::debug!(id, error = %e, "disk cache object unreadable");
                 let mut index = self.index();
                 let unchanged = index.objects.get(id).is_some_and(|e| {
-                    e.serial == serial
-                        && e.disk.as_ref().is_some_and(|d| d.stored.len() == file_len)
+                    e.serial == serial && e.disk.as_ref().is_some_and(|d| d.stored == found_file)
                 });
                 if unchanged {
-                    let _ = self.remove_all(&mut index, &[id.to_owned()]);
+                    let mut doomed = Vec::new();
+                    self.remove_all(&mut index, &[id.to_owned()], &mut doomed);
+                    drop(index);
+                    self.delete_files(doomed);
                 }
                 return None;
             }
         };
         let compact = key.to_compact();
-        let _ = disk.lru.access(
-            &CacheEntryKey::key_only(compact.clone()),
-            0,
-            std::time::SystemTime::now(),
-        );
         let fits = usize::try_from(body_len).is_ok_and(|n| n <= self.memory_object_bytes());
         let mut index = self.index();
         let current = index.objects.get(id).is_some_and(|e| e.serial == serial);
+        // Counted as used only while stored (the LRU would take an unknown key in as new).
+        if current {
+            let _ = disk.lru.access(
+                &CacheEntryKey::key_only(compact.clone()),
+                0,
+                std::time::SystemTime::now(),
+            );
+        }
         let mut weight = 0;
         match &body {
             Some(body) if fits && current => {
@@ -1188,7 +1249,8 @@ struct DiskRead {
 struct DiskFound {
     serial: u64,
     body_len: u64,
-    file_len: u64,
+    /// The file as the index knew it when it was found.
+    stored: disk::FileId,
     file: Option<Arc<std::fs::File>>,
     meta: Option<Arc<StoredMeta>>,
 }
@@ -1247,7 +1309,7 @@ impl Storage for CacheStore {
                     (None, Some(d)) => Some(Found::Disk(DiskFound {
                         serial: e.serial,
                         body_len: d.body_len,
-                        file_len: d.stored.len(),
+                        stored: d.stored,
                         file: d.file.clone(),
                         meta: d.meta.clone(),
                     })),
@@ -1325,7 +1387,10 @@ impl Storage for CacheStore {
         match purge_type {
             PurgeType::Eviction => self.evict_from_memory(&mut index, &id),
             PurgeType::Invalidation => {
-                let _ = self.remove_all(&mut index, &[id]);
+                let mut doomed = Vec::new();
+                self.remove_all(&mut index, &[id], &mut doomed);
+                drop(index);
+                self.delete_files(doomed);
             }
         }
         Ok(PurgeOutcome::Purged(None))
@@ -1371,7 +1436,10 @@ impl Storage for CacheStore {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot update a disk cache object's header");
-                    let _ = self.remove_all(&mut index, &[id]);
+                    let mut doomed = Vec::new();
+                    self.remove_all(&mut index, &[id], &mut doomed);
+                    drop(index);
+                    self.delete_files(doomed);
                     return Ok(false);
                 }
             }

@@ -136,3 +136,45 @@ async fn without_a_mark_a_response_is_stored_unless_a_purge_comes_while_it_arriv
         assert!(!found(cache, &key()).await);
     }
 }
+
+#[tokio::test]
+async fn a_purge_naming_more_objects_than_one_batch_removes_every_one_and_its_file() {
+    let count = 1200;
+    let keys: Vec<CacheKey> = (0..count)
+        .map(|i| cache_key("zone1", true, HOST, 443, &format!("/assets/{i}.js")))
+        .collect();
+    let url = |i: usize| PurgeUrl {
+        https: true,
+        host: HOST.into(),
+        port: 443,
+        path: format!("/assets/{i}.js"),
+    };
+    let purges = [
+        Purge::Tags(vec!["app".into()]),
+        Purge::Files((0..count).map(url).collect()),
+    ];
+    for purge in purges {
+        let dir = tempfile::tempdir().unwrap();
+        let [_, cache] = caches(&dir);
+        for key in &keys {
+            assert!(store(cache, key, &meta(None)).await);
+        }
+        let files = || {
+            std::fs::read_dir(dir.path().join("objects"))
+                .unwrap()
+                .flatten()
+                .map(|fan| std::fs::read_dir(fan.path()).unwrap().count())
+                .sum::<usize>()
+        };
+        assert_eq!(files(), count, "{purge:?}");
+        assert_eq!(cache.store.purge("zone1", &purge), count, "{purge:?}");
+        for key in &keys {
+            assert!(!found(cache, key).await, "{purge:?}");
+        }
+        assert_eq!(
+            files(),
+            0,
+            "{purge:?}: every file deleted once the purge returns"
+        );
+    }
+}
