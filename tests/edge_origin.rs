@@ -203,6 +203,14 @@ async fn answer_h2(
         .headers()
         .get("content-type")
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // As gRPC servers do, a call without `te: trailers` is refused.
+    if grpc && request.headers().get("te").map(|v| v.as_bytes()) != Some(b"trailers") {
+        let refused = http::Response::builder().status(400).body(());
+        if let Ok(refused) = refused {
+            let _ = respond.send_response(refused, true);
+        }
+        return;
+    }
     let seen = format!(
         "{:?} {} {} host={}",
         request.version(),
@@ -342,6 +350,30 @@ fn grpc_calls_pass_through_with_their_trailers() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn grpc_web_goes_to_an_http1_origin_as_any_request() {
+    let port = free_port();
+    let seen = start_origin("127.0.0.2", port);
+    let node = edge_node(port);
+    let zone = node.create_zone("grpcweb.test");
+    node.proxied_a(&zone, "rpc", "127.0.0.2");
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        curl(port, "rpc.grpcweb.test", &[]).0 == 200
+    });
+    while seen.try_recv().is_ok() {}
+    let (status, _, _) = curl(
+        port,
+        "rpc.grpcweb.test",
+        &["-d", "", "-H", "Content-Type: application/grpc-web-text"],
+    );
+    assert_eq!(status, 200);
+    let head = seen
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the origin was asked");
+    assert!(head.starts_with("POST /path?q=1 HTTP/1.1"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("\nte:"), "{head}");
 }
 
 #[test]

@@ -750,11 +750,16 @@ fn path_and_query(session: &Session) -> String {
         .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
 }
 
+/// A gRPC request (not gRPC-Web, which is made for HTTP/1.1 and goes as any request does).
 pub(crate) fn is_grpc(req: &RequestHeader) -> bool {
     req.headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/grpc"))
+        .map(str::to_ascii_lowercase)
+        .is_some_and(|v| {
+            v.strip_prefix("application/grpc")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+        })
 }
 
 fn request_host(session: &Session) -> Option<String> {
@@ -1654,8 +1659,21 @@ pub(crate) fn to_origin(
             req.remove_header(name);
         }
     }
+    // gRPC goes to its origin over HTTP/2, where `TE: trailers` is the one TE allowed (RFC
+    // 9113 §8.2.2) and gRPC servers require it.
+    let trailers_accepted = is_grpc(req)
+        && req
+            .headers
+            .get_all(http::header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"));
     for name in HOP_BY_HOP {
         req.remove_header(&name);
+    }
+    if trailers_accepted {
+        req.insert_header(http::header::TE, "trailers")?;
     }
     // Cookies an HTTP/2 visitor sent in pieces go to the origin as one field (RFC 9113
     // §8.2.3): an HTTP/1.1 origin may join several with commas, which breaks them.
