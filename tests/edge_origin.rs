@@ -164,6 +164,27 @@ fn zone_settings_validate_and_a_zone_read_timeout_overrides_the_node_default() {
         let (status, _, _) = curl(port, "www.timeouts.test", &[]);
         status == 524 && started.elapsed() < Duration::from_secs(5)
     });
+    // An origin that never reads an upload: the writes to it time out as its reads would.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upload = dir.path().join("upload");
+    std::fs::write(&upload, vec![b'x'; 32 << 20]).expect("upload file");
+    let started = Instant::now();
+    let (status, _, _) = curl(
+        port,
+        "www.timeouts.test",
+        &[
+            "--max-time",
+            "30",
+            "--data-binary",
+            &format!("@{}", upload.display()),
+        ],
+    );
+    assert_eq!(status, 524);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// An h2c (prior knowledge) origin: answers each request with what it saw, and gRPC requests

@@ -1124,6 +1124,9 @@ impl ProxyHttp for EdgeProxy {
         peer.options.connection_timeout = Some(connect);
         peer.options.total_connection_timeout = Some(connect);
         peer.options.read_timeout = Some(read);
+        // An origin that stops reading an upload times out as one that stops answering (its
+        // answer is not read while a write to it waits).
+        peer.options.write_timeout = Some(read);
         peer.options.idle_timeout = settings.idle_timeout_secs.map(Duration::from_secs);
         // HTTP/2 to the origin when the zone asks for it, and always for gRPC (which needs it);
         // without TLS there is nothing to negotiate, so it is h2c with prior knowledge.
@@ -2174,7 +2177,9 @@ pub(crate) fn edge_error(e: &Error) -> Option<EdgeError> {
         (_, ErrorType::ConnectNoRoute | ErrorType::ConnectError | ErrorType::SocketError) => {
             Some(EdgeError::Unreachable)
         }
-        (ErrorSource::Upstream, ErrorType::ReadTimedout) => Some(EdgeError::ReadTimeout),
+        (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+            Some(EdgeError::ReadTimeout)
+        }
         (ErrorSource::Upstream, _) => Some(EdgeError::InvalidResponse),
         _ => None,
     }
