@@ -633,3 +633,99 @@ fn a_proxied_cname_to_an_apex_cname_outside_parapet_reaches_the_outside_origin()
     assert!(body.contains("Error 1016"), "{body}");
     assert!(origin.recv_timeout(Duration::from_millis(300)).is_err());
 }
+
+/// An origin that answers `Expect: 100-continue` with a 100, reads the body, then stalls; and
+/// any other request with the head it received, once it read the body.
+fn start_continue_origin(ip: &str, port: u16) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind((ip, port)).expect("bind origin");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let mut body = [0u8; 5];
+                if head.contains("expect: 100-continue") {
+                    let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    let _ = stream.read_exact(&mut body);
+                    std::thread::sleep(Duration::from_secs(3));
+                    return;
+                }
+                let _ = stream.read_exact(&mut body);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+                    head.len()
+                );
+            });
+        }
+    });
+}
+
+#[test]
+fn an_interim_answer_is_followed_by_a_final_one_and_http10_visitors_get_none() {
+    use std::io::{Read, Write};
+    let port = free_port();
+    start_continue_origin("127.0.0.3", port);
+    let node = edge_node(port);
+    let zone = node.create_zone("interim.test");
+    node.proxied_a(&zone, "www", "127.0.0.3");
+    node.ok(
+        "PATCH",
+        &format!("/zones/{zone}/settings/proxy_read_timeout"),
+        Some(json!({"value": 1})),
+    );
+    let exchange = |request: &str, then: Option<&str>| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(request.as_bytes()).expect("write");
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        if let Some(body) = then {
+            while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+            s.write_all(body.as_bytes()).expect("write the body");
+        }
+        while let Ok(n) = s.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        exchange(
+            "POST / HTTP/1.1\r\nHost: www.interim.test\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+            None,
+        )
+        .starts_with("HTTP/1.1 200")
+    });
+    // The origin sends 100 Continue, then stalls: the visitor still gets its 524.
+    let answer = exchange(
+        "POST / HTTP/1.1\r\nHost: www.interim.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        Some("hello"),
+    );
+    assert!(answer.starts_with("HTTP/1.1 100 Continue\r\n"), "{answer}");
+    assert!(answer.contains("HTTP/1.1 524"), "{answer}");
+    // HTTP/1.0: the expectation is ignored, neither answered nor sent on.
+    let answer = exchange(
+        "POST / HTTP/1.0\r\nHost: www.interim.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+        None,
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("expect"), "{answer}");
+}

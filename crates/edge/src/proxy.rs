@@ -894,9 +894,13 @@ impl ProxyHttp for EdgeProxy {
         if session.downstream_session.is_body_empty() {
             request_read(session);
         }
-        // An HTTP/1.0 visitor is sent no informational answer (RFC 9110 §15.2).
+        // An HTTP/1.0 visitor is sent no informational answer (RFC 9110 §15.2), and its
+        // `Expect: 100-continue` is ignored (§10.1.1): neither answered nor sent on.
         if session.req_header().version == http::Version::HTTP_10 {
             session.downstream_session.set_ignore_info_resp(true);
+            session
+                .req_header_mut()
+                .remove_header(&http::header::EXPECT);
         }
         let req = session.req_header();
         let (head_len, checked) = if req.version == http::Version::HTTP_2 {
@@ -1551,9 +1555,13 @@ impl ProxyHttp for EdgeProxy {
     }
 
     /// Failures reaching the origin become Cloudflare's 52x pages; a failure after the
-    /// response began only ends the connection (or the HTTP/2 stream) without its end.
+    /// response began only ends the connection (or the HTTP/2 stream) without its end. An
+    /// interim answer (`100 Continue`, `103`) is no beginning: a final one still follows
+    /// (RFC 9110 §15.2).
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        if let Some(written) = session.response_written() {
+        if let Some(written) = session.response_written().filter(|r| {
+            !r.status.is_informational() || r.status == http::StatusCode::SWITCHING_PROTOCOLS
+        }) {
             return FailToProxy {
                 error_code: written.status.as_u16(),
                 can_reuse_downstream: false,
