@@ -304,6 +304,13 @@ fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    // Requests shorter than HTTP/2's preface that start as it does (P) are answered at once.
+    for short in ["PUT / HTTP/1.0\r\n\r\n", "POST / HTTP/1.0\r\n\r\n"] {
+        let started = std::time::Instant::now();
+        let status = raw(port, short.as_bytes());
+        assert!(status >= 400, "{short:?}: {status}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{short:?}");
+    }
 }
 
 #[test]

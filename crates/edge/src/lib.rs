@@ -269,13 +269,21 @@ impl Connections {
         if !wait_for_bytes(&mut *stream, &mut first).await {
             return None;
         }
-        // HTTP/2 with prior knowledge starts with its preface ("PRI * HTTP/2.0...").
+        // HTTP/2 with prior knowledge starts with its preface ("PRI * HTTP/2.0..."), waited
+        // for only while what came matches it: a short request starting with P (a PUT, a
+        // POST) goes on at once.
         if first[0] == b'P' {
             let mut preface = [0u8; 24];
-            if !wait_for_bytes(&mut *stream, &mut preface).await {
-                return None;
+            loop {
+                let came = stream.ahead().len().min(preface.len());
+                if !H2_PREFACE.starts_with(&stream.ahead()[..came]) || came == preface.len() {
+                    break;
+                }
+                if !wait_for_bytes(&mut *stream, &mut preface[..=came]).await {
+                    return None;
+                }
             }
-            if preface == *H2_PREFACE {
+            if stream.ahead().starts_with(H2_PREFACE) {
                 let gate = stream::FlushGate::default();
                 stream.gate_flushes(gate.clone());
                 // Boxed: an HTTP/1 connection's task is not sized by it.
