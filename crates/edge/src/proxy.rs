@@ -1868,11 +1868,17 @@ impl OriginFilter {
             let mut text = [0u8; 64];
             let len = ip_text(peer.ip(), &mut text);
             let ip = &text[..len];
-            // Values are short: each place the address's first byte occurs is compared.
+            // Values are short: each place the address's first byte occurs is compared. An
+            // IPv6 address has other spellings (upper case, zeros written out): each word
+            // that could be one is read as one.
+            let v6 = match peer.ip() {
+                std::net::IpAddr::V6(v6) => Some(v6),
+                std::net::IpAddr::V4(_) => None,
+            };
             let names = |value: &[u8]| {
                 ip.first().is_some_and(|&first| {
                     memchr::memchr_iter(first, value).any(|at| value[at..].starts_with(ip))
-                })
+                }) || v6.is_some_and(|v6| names_ipv6(value, v6))
             };
             for (name, value) in fields() {
                 let names_it = names(value);
@@ -1936,6 +1942,17 @@ pub(crate) fn values_say_no_store<'a>(mut values: impl Iterator<Item = &'a [u8]>
                 name.trim_ascii().eq_ignore_ascii_case(b"no-store")
             })
     })
+}
+
+/// Whether `value` holds `ip` in any of its spellings (as a word of hex digits, colons and
+/// dots, within brackets or not).
+fn names_ipv6(value: &[u8], ip: std::net::Ipv6Addr) -> bool {
+    memchr::memchr(b':', value).is_some()
+        && value
+            .split(|b| !(b.is_ascii_hexdigit() || *b == b':' || *b == b'.'))
+            .filter(|word| word.len() > 2 && word.contains(&b':'))
+            .filter_map(|word| std::str::from_utf8(word).ok()?.parse().ok())
+            .any(|found: std::net::Ipv6Addr| found == ip)
 }
 
 /// An address as text, as `Display` writes it, into `out`; its length. IPv4 is written here
@@ -2404,6 +2421,29 @@ mod tests {
         let wire =
             pingora::protocols::http::v1::client::http_req_header_to_wire(&req).expect("wire");
         assert_eq!(h1_head_len(&req), wire.len());
+    }
+
+    #[test]
+    fn an_ipv6_origin_address_is_found_in_every_spelling() {
+        let peer: SocketAddr = "[2001:db8::5]:80".parse().expect("address");
+        let fields: [(&[u8], &[u8]); 5] = [
+            (b"location", b"http://[2001:DB8::5]/next"),
+            (b"x-backend", b"2001:db8:0:0:0:0:0:5"),
+            (b"x-via", b"by 2001:0db8::0005, then"),
+            (b"x-other", b"2001:db8:0::6"),
+            (b"x-time", b"12:30:00"),
+        ];
+        let filter = OriginFilter::of_fields(false, || fields.iter().copied(), Some(peer));
+        for (name, _) in &fields[..3] {
+            assert!(filter.drops_name(name), "{}", String::from_utf8_lossy(name));
+        }
+        for (name, _) in &fields[3..] {
+            assert!(
+                !filter.drops_name(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
     }
 
     #[test]
