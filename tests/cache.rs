@@ -234,7 +234,17 @@ fn answer(
         );
     }
     let mut headers = String::from("Content-Type: image/png\r\n");
-    if path.contains("nostore") {
+    if path.contains("cdnprivate") {
+        // The edge's own field says private: Cache-Control no longer decides (RFC 9213).
+        headers.push_str("CDN-Cache-Control: private\r\nCache-Control: public, max-age=600\r\n");
+    } else if path.contains("cdnnocache") {
+        if header("if-none-match").as_deref() == Some("\"c1\"") {
+            return ("304 Not Modified", "ETag: \"c1\"\r\n".into(), String::new());
+        }
+        headers.push_str(
+            "CDN-Cache-Control: no-cache, max-age=600\r\nCache-Control: public, max-age=600\r\nETag: \"c1\"\r\n",
+        );
+    } else if path.contains("nostore") {
         headers.push_str("Cache-Control: no-store\r\n");
     } else if path.contains("fieldprivate") {
         // Shareable, except one field (RFC 9111 §5.2.2.7).
@@ -399,11 +409,16 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
         ("/nostore.css", "BYPASS"),
         ("/private.png", "BYPASS"),
         ("/cookie.png", "BYPASS"),
+        ("/cdnprivate.png", "BYPASS"),
     ] {
         assert_eq!(get(path).1, expect, "{path}");
         assert_eq!(get(path).1, expect, "{path} again");
         assert_eq!(s.hits.of(path), 2, "{path} reaches the origin each time");
     }
+    // The edge's own field says no-cache: stored, and revalidated before every use.
+    assert_eq!(get("/cdnnocache.png").1, "MISS");
+    assert_eq!(get("/cdnnocache.png").1, "REVALIDATED");
+    assert_eq!(s.hits.of("/cdnnocache.png"), 2);
     // A field the origin marks private is never stored: the next visitor does not get it.
     let (_, cache, head, _) = get("/fieldprivate.png");
     assert_eq!(cache, "MISS");

@@ -103,13 +103,19 @@ fn lifetime_of(directives: &[Directive], names: &[&str]) -> Option<Duration> {
     })
 }
 
-/// What a CDN-targeted field says, if the response has one.
+/// What a CDN-targeted field says, if the response has one: its directives mean what they
+/// mean in `Cache-Control` (RFC 9213 §2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Targeted {
-    /// Not to be stored.
+    /// Not to be stored (`no-store`, `private`).
     NoStore,
-    /// Fresh this long (less the response's age).
-    Fresh(Duration),
+    /// Fresh this long (less the response's age; zero with `no-cache`: every use is
+    /// revalidated), then usable stale for `stale` seconds while revalidating and on errors
+    /// (none with `no-cache`, `must-revalidate`, `proxy-revalidate` or `s-maxage`).
+    Fresh {
+        lifetime: Duration,
+        stale: (u32, u32),
+    },
     /// Present, with no lifetime for this edge (the engine's reading stands).
     Silent,
 }
@@ -125,13 +131,34 @@ pub const TARGETED: [&str; 3] = [
 pub fn targeted(headers: &HeaderMap) -> Option<Targeted> {
     let name = TARGETED.into_iter().find(|n| headers.contains_key(*n))?;
     let directives = directives(headers, name);
-    if directives.iter().any(|(n, _)| n == "no-store") {
+    let has = |name: &str| directives.iter().any(|(n, _)| n == name);
+    // `private` with field names too: the edge does not store parts of a response.
+    if has("no-store") || has("private") {
         return Some(Targeted::NoStore);
     }
-    Some(match lifetime_of(&directives, &["s-maxage", "max-age"]) {
-        Some(lifetime) => Targeted::Fresh(lifetime),
-        None => Targeted::Silent,
-    })
+    let no_cache = unqualified_no_cache(&directives);
+    let lifetime = if no_cache {
+        Some(Duration::ZERO)
+    } else {
+        lifetime_of(&directives, &["s-maxage", "max-age"])
+    };
+    let Some(lifetime) = lifetime else {
+        return Some(Targeted::Silent);
+    };
+    let strict = no_cache || has("must-revalidate") || has("proxy-revalidate") || has("s-maxage");
+    let window = |name: &str| {
+        let (_, value) = directives.iter().find(|(n, _)| n == name)?;
+        u32::try_from(seconds(value.as_deref())?).ok()
+    };
+    let stale = if strict {
+        (0, 0)
+    } else {
+        (
+            window("stale-while-revalidate").unwrap_or(0),
+            window("stale-if-error").unwrap_or(0),
+        )
+    };
+    Some(Targeted::Fresh { lifetime, stale })
 }
 
 /// Whether the response says `no-cache` without field names: every use of it is revalidated
@@ -263,26 +290,69 @@ mod tests {
                 ("surrogate-control", "max-age=3600"),
                 ("cache-control", "no-store")
             ]),
-            Some(Targeted::Fresh(Duration::from_secs(3600)))
+            Some(fresh(3600, (0, 0)))
         );
         assert_eq!(
             t(&[("surrogate-control", "no-store")]),
             Some(Targeted::NoStore)
         );
+        // Cache-Control's meanings: private is not stored, no-cache is revalidated on every
+        // use, stale windows are the field's own unless revalidation is required.
+        for private in [
+            "private",
+            "private, max-age=600",
+            "private=\"set-cookie\", max-age=60",
+        ] {
+            let h = headers(&[
+                ("cdn-cache-control", private),
+                ("cache-control", "max-age=10000"),
+            ]);
+            assert_eq!(targeted(&h), Some(Targeted::NoStore), "{private}");
+        }
+        assert_eq!(
+            t(&[(
+                "cdn-cache-control",
+                "no-cache, max-age=600, stale-while-revalidate=60"
+            )]),
+            Some(fresh(0, (0, 0)))
+        );
+        assert_eq!(
+            t(&[(
+                "cdn-cache-control",
+                "max-age=600, stale-while-revalidate=60, stale-if-error=90"
+            )]),
+            Some(fresh(600, (60, 90)))
+        );
+        for strict in ["must-revalidate", "proxy-revalidate", "s-maxage=600"] {
+            let value: &'static str =
+                Box::leak(format!("max-age=600, {strict}, stale-if-error=90").into_boxed_str());
+            assert_eq!(
+                t(&[("cdn-cache-control", value)]),
+                Some(fresh(600, (0, 0))),
+                "{strict}"
+            );
+        }
         assert_eq!(
             t(&[("surrogate-control", "max-age=3600;not-for-you")]),
             Some(Targeted::Silent)
         );
         assert_eq!(
             t(&[("surrogate-control", "max-age=60;parapet")]),
-            Some(Targeted::Fresh(Duration::from_secs(60)))
+            Some(fresh(60, (0, 0)))
         );
         assert_eq!(
             t(&[
                 ("cdn-cache-control", "max-age=5"),
                 ("surrogate-control", "max-age=9")
             ]),
-            Some(Targeted::Fresh(Duration::from_secs(5)))
+            Some(fresh(5, (0, 0)))
         );
+    }
+
+    fn fresh(seconds: u64, stale: (u32, u32)) -> Targeted {
+        Targeted::Fresh {
+            lifetime: Duration::from_secs(seconds),
+            stale,
+        }
     }
 }

@@ -2125,12 +2125,12 @@ pub(crate) fn cacheability(
         Some(freshness::Targeted::NoStore) => {
             return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
         }
-        Some(freshness::Targeted::Fresh(lifetime)) => {
+        Some(freshness::Targeted::Fresh { lifetime, stale }) => {
             return RespCacheable::Cacheable(aged(
                 std::time::SystemTime::now(),
                 lifetime,
                 resp.clone(),
-                (0, 0),
+                stale,
             ));
         }
         Some(freshness::Targeted::Silent) | None => {}
