@@ -8,14 +8,18 @@ use std::time::Duration;
 const EXTENSIONS: &[&str] = &[
     "7z", "avi", "avif", "apk", "bin", "bmp", "bz2", "class", "css", "csv", "doc", "docx", "dmg",
     "ejs", "eot", "eps", "exe", "flac", "gif", "gz", "ico", "iso", "jar", "jpg", "jpeg", "js",
-    "mid", "midi", "mkv", "mp3", "mp4", "mpg", "ogg", "otf", "pdf", "pict", "pls", "png", "ppt",
+    "mid", "midi", "mkv", "mp3", "mp4", "ogg", "otf", "pdf", "pict", "pls", "png", "ppt",
     "pptx", "ps", "rar", "svg", "svgz", "swf", "tar", "tif", "tiff", "ttf", "webm", "webp", "woff",
     "woff2", "xls", "xlsx", "zip", "zst",
 ];
 
-/// Whether a request path is eligible for caching by default (its extension is on the list).
+/// Whether a request path is eligible for caching by default: its extension is on the list,
+/// or it is `robots.txt` (which Cloudflare caches too).
 pub fn eligible_path(path: &str) -> bool {
     let last = path.rsplit('/').next().unwrap_or("");
+    if last.eq_ignore_ascii_case("robots.txt") {
+        return true;
+    }
     match last.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() || last.starts_with('.') => {
             EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext))
@@ -47,6 +51,7 @@ mod tests {
             "/s/site.css",
             "/f/font.woff2",
             "/x.tar",
+            "/robots.txt",
         ] {
             assert!(eligible_path(yes), "{yes}");
         }
@@ -57,6 +62,8 @@ mod tests {
             "/page",
             "/dir.png/",
             "/noext.",
+            "/notes.txt",
+            "/clip.mpg",
         ] {
             assert!(!eligible_path(no), "{no}");
         }
