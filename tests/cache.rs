@@ -471,6 +471,12 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
         assert_eq!(get(&path).1, "MISS", "{extra:?}: stored");
         assert_eq!(get(&path).1, "HIT", "{extra:?}");
     }
+    // So with credentials, for an answer that does not say it is shared.
+    let path = "/credentials-noheaders.js";
+    let (_, cache, ..) = fetch(s.port, host, path, &["-H", "Authorization: Bearer x"]);
+    assert_ne!(cache, "HIT");
+    assert_eq!(get(path).1, "MISS", "the key stays cacheable");
+    assert_eq!(get(path).1, "HIT");
 
     // Revalidation: after max-age the stored ETag is sent, a 304 refreshes the object.
     assert_eq!(get("/short.js").1, "MISS");

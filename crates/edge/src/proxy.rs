@@ -2083,8 +2083,11 @@ pub(crate) fn cacheability(
         let shared = cc.as_ref().is_some_and(|cc| {
             cc.public() || cc.must_revalidate() || matches!(cc.s_maxage(), Ok(Some(_)))
         });
+        // This request's answer alone: the URL stays cacheable for requests without.
         if !shared {
-            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+            return RespCacheable::Uncacheable(NoCacheReason::Custom(
+                parapet_cache::UNKEYED_REQUEST,
+            ));
         }
     }
     // A cache rule's edge TTL replaces what the origin said.
