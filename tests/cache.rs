@@ -175,6 +175,9 @@ fn answer(
         std::thread::sleep(Duration::from_millis(1500));
     }
     let body = format!("{path} answer {n}");
+    if path.contains("forbidden") {
+        return ("403 Forbidden", "Content-Type: image/png\r\n".into(), body);
+    }
     if path.contains("strong") {
         // Compressible, with a strong ETag that only an exact match revalidates.
         if header("if-none-match").as_deref() == Some("\"s1\"") {
@@ -1059,7 +1062,11 @@ fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
             {"expression": "starts_with(http.request.uri.path, \"/never/\")",
              "action": "set_cache_settings",
              "action_parameters": {"edge_ttl": {"mode": "override_origin", "default": 60,
-                "status_code_ttl": [{"status_code_range": {"from": 200}, "value": -1}]}}}
+                "status_code_ttl": [{"status_code_range": {"from": 200}, "value": -1}]}}},
+            {"expression": "starts_with(http.request.uri.path, \"/gated/\")",
+             "action": "set_cache_settings",
+             "action_parameters": {"edge_ttl": {"mode": "respect_origin",
+                "status_code_ttl": [{"status_code": 403, "value": 60}]}}}
         ]})),
     );
     parapet_testkit::eventually(Duration::from_secs(5), "the rules in force", || {
@@ -1091,6 +1098,14 @@ fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
     assert_ne!(get("/never/a.js").1, "HIT");
     assert_ne!(get("/never/a.js").1, "HIT");
     assert_eq!(s.hits.of("/never/a.js"), 2);
+    // A status TTL makes a status cacheable that is not by default.
+    let (status, cache, ..) = get("/gated/forbidden.png");
+    assert_eq!((status, cache.as_str()), (403, "MISS"));
+    let (status, cache, ..) = get("/gated/forbidden.png");
+    assert_eq!((status, cache.as_str()), (403, "HIT"));
+    assert_eq!(s.hits.of("/gated/forbidden.png"), 1);
+    assert_ne!(get("/forbidden.png").1, "HIT");
+    assert_ne!(get("/forbidden.png").1, "HIT");
     // Bypassed by rule although .js is eligible by default.
     assert_eq!(get("/api/x.js").1, "BYPASS");
     assert_eq!(get("/api/x.js").1, "BYPASS");

@@ -2073,7 +2073,11 @@ pub(crate) fn cacheability(
         v.to_str()
             .map_or(true, |v| v.split(',').any(|h| h.trim() == "*"))
     });
-    if vary_all || !CACHEABLE_STATUS.contains(&resp.status.as_u16()) {
+    let status = resp.status.as_u16();
+    // Other statuses when a cache rule gives them a TTL (Cloudflare's "cache by status code").
+    let status_cacheable =
+        CACHEABLE_STATUS.contains(&status) || rules.is_some_and(|r| r.names_status(status));
+    if vary_all || !status_cacheable {
         return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     }
     // A request with credentials is stored only when the response says it is shared

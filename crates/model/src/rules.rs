@@ -487,6 +487,17 @@ pub struct StatusCodeTtl {
     pub value: i64,
 }
 
+impl StatusCodeTtl {
+    /// Whether this value is for `status`.
+    pub fn names(&self, status: u16) -> bool {
+        match (self.status_code, &self.status_code_range) {
+            (Some(c), _) => c == status,
+            (None, Some(r)) => (r.from..=r.to).contains(&status),
+            _ => false,
+        }
+    }
+}
+
 /// Statuses `from..=to`; as on Cloudflare, either end may be left out (`from` alone: up to
 /// 599; `to` alone: from 100).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -853,6 +864,14 @@ impl CacheParameters {
         }
     }
 
+    /// Whether a `status_code_ttl` value names `status` (which then may be stored whatever
+    /// it is, as Cloudflare's "cache by status code" does).
+    pub fn names_status(&self, status: u16) -> bool {
+        self.edge_ttl
+            .as_ref()
+            .is_some_and(|ttl| ttl.status_code_ttl.iter().any(|s| s.names(status)))
+    }
+
     /// What a rule says of storing a response with `status`, as Cloudflare reads its
     /// `status_code_ttl` values: positive seconds fresh, `0` no-cache (stored, revalidated
     /// before every use), negative no-store.
@@ -860,14 +879,7 @@ impl CacheParameters {
         let Some(ttl) = self.edge_ttl.as_ref() else {
             return EdgeTtlRule::Origin;
         };
-        let by_status =
-            ttl.status_code_ttl
-                .iter()
-                .find(|s| match (s.status_code, &s.status_code_range) {
-                    (Some(c), _) => c == status,
-                    (None, Some(r)) => (r.from..=r.to).contains(&status),
-                    _ => false,
-                });
+        let by_status = ttl.status_code_ttl.iter().find(|s| s.names(status));
         if let Some(s) = by_status {
             return match u32::try_from(s.value) {
                 Ok(0) => EdgeTtlRule::Revalidate,
