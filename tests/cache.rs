@@ -282,6 +282,10 @@ fn answer(
     if path.contains("cookie") {
         headers.push_str("Set-Cookie: session=secret\r\n");
     }
+    if path.contains("visitorip") {
+        // An answer for the address the edge names: per visitor.
+        headers.push_str("Vary: CF-Connecting-IP\r\n");
+    }
     if path.contains("dated") {
         headers.push_str("Last-Modified: Mon, 02 Jan 2023 00:00:00 GMT\r\n");
     }
@@ -413,6 +417,7 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
         ("/private.png", "BYPASS"),
         ("/cookie.png", "BYPASS"),
         ("/cdnprivate.png", "BYPASS"),
+        ("/visitorip.png", "BYPASS"),
     ] {
         assert_eq!(get(path).1, expect, "{path}");
         assert_eq!(get(path).1, expect, "{path} again");

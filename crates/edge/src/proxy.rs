@@ -323,6 +323,9 @@ const CACHE_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Statuses stored when the origin allows it (RFC 9110 §15.1 heuristically cacheable, and
 /// redirects).
+/// Request fields the edge writes to the origin for each visitor.
+const PER_VISITOR_FIELDS: [&str; 3] = ["cf-connecting-ip", "x-forwarded-for", "cf-ray"];
+
 const CACHEABLE_STATUS: &[u16] = &[
     200, 203, 204, 206, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
 ];
@@ -2069,9 +2072,15 @@ pub(crate) fn cacheability(
     if resp.headers.contains_key("set-cookie") {
         return RespCacheable::Uncacheable(NoCacheReason::Custom("set-cookie"));
     }
+    // Varying on everything, or on a field the edge writes for each visitor (the variant
+    // would be chosen by what the visitor sent, not by what the origin saw): one answer per
+    // visitor, not stored.
     let vary_all = resp.headers.get_all("vary").iter().any(|v| {
-        v.to_str()
-            .map_or(true, |v| v.split(',').any(|h| h.trim() == "*"))
+        v.to_str().map_or(true, |v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|h| h == "*" || PER_VISITOR_FIELDS.iter().any(|f| h.eq_ignore_ascii_case(f)))
+        })
     });
     let status = resp.status.as_u16();
     // Other statuses when a cache rule gives them a TTL (Cloudflare's "cache by status code").
