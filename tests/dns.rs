@@ -653,9 +653,43 @@ fn dns_cookies_are_answered_and_a_valid_server_cookie_lifts_rate_limits() {
         plain < 40,
         "unverified queries are limited ({plain} of 40 answered in full)"
     );
-    // A malformed COOKIE option is a FORMERR.
+    // A malformed COOKIE option is a FORMERR, with the question and an OPT (without one, the
+    // client would take the server for one that does not speak EDNS).
     let bad = exchange(&with_cookie("www.cookie.example", 300, &[1, 2, 3])).expect("FORMERR");
     assert_eq!(bad.metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(bad.queries.len(), 1);
+    assert!(bad.edns.is_some() && cookie_of(&bad).is_none(), "{bad:?}");
+
+    // From clients not limited (each its own /24): a query with no question but a client
+    // cookie learns the server cookie (RFC 7873 §5.4); without a cookie it is a FORMERR; with
+    // another opcode, NOTIMP.
+    let clients = std::sync::atomic::AtomicU8::new(1);
+    let exchange = |packet: &[u8]| -> Option<Message> {
+        let n = clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let other = std::net::UdpSocket::bind(format!("127.0.{n}.8:0")).ok()?;
+        other
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .ok()?;
+        other.send_to(packet, dns).ok()?;
+        let mut buf = [0u8; 4096];
+        let n = other.recv(&mut buf).ok()?;
+        Message::from_vec(&buf[..n]).ok()
+    };
+    let header = |opcode: u8, additional: u8| {
+        vec![0x12, 0x34, opcode << 3, 0, 0, 0, 0, 0, 0, 0, 0, additional]
+    };
+    let mut cookie_only = header(0, 1);
+    cookie_only.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 12, 0, 10, 0, 8]);
+    cookie_only.extend_from_slice(&client_cookie);
+    let learnt = exchange(&cookie_only).expect("an answer");
+    assert_eq!(learnt.metadata.response_code, ResponseCode::NoError);
+    assert!(learnt.queries.is_empty() && learnt.answers.is_empty());
+    let cookie = cookie_of(&learnt).expect("COOKIE in the response");
+    assert_eq!((cookie.len(), &cookie[..8]), (24, &client_cookie[..]));
+    let nothing = exchange(&header(0, 0)).expect("an answer");
+    assert_eq!(nothing.metadata.response_code, ResponseCode::FormErr);
+    let dso = exchange(&header(6, 0)).expect("an answer");
+    assert_eq!(dso.metadata.response_code, ResponseCode::NotImp);
 }
 
 #[test]

@@ -450,15 +450,22 @@ fn answer_slow(
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
     }
-    match u16::from_be_bytes([packet[4], packet[5]]) {
-        0 => return Some(unverified(formerr_header(packet))),
-        1 => {}
-        _ => return None,
+    let questions = u16::from_be_bytes([packet[4], packet[5]]);
+    if questions > 1 {
+        return None;
+    }
+    // No question: only a cookie exchange (a QUERY with a COOKIE option) means something;
+    // another opcode is not implemented (as Knot answers).
+    if questions == 0 && (packet[2] >> 3) & 0x0f != 0 {
+        let mut header = formerr_header(packet);
+        header[3] = ResponseCode::NotImp.low();
+        return Some(unverified(header));
     }
     let mut decoder = BinDecoder::new(packet);
     let request = match Message::read(&mut decoder) {
         Ok(_) if !decoder.is_empty() => return Some(unverified(formerr_header(packet))),
         Ok(m) => m,
+        Err(_) if questions == 0 => return Some(unverified(formerr_header(packet))),
         Err(_) => {
             // The question alone readable: the rest is malformed (FORMERR); else drop.
             let mut decoder = BinDecoder::new(&packet[12..]);
@@ -482,11 +489,24 @@ fn answer_slow(
         .response_room(request.edns.as_ref().map(Edns::max_payload), transport)
         .saturating_sub(reserve);
     let (mut response, answer_cut, kind) = match check {
-        CookieCheck::Malformed => {
-            let mut r = error_response(&request, ResponseCode::FormErr);
-            r.queries.clear();
-            return encode(&r).map(unverified);
-        }
+        // With the question and an OPT, as any answer to a query with one (RFC 6891 §7): a
+        // FORMERR without an OPT tells the client the server does not speak EDNS.
+        CookieCheck::Malformed => (
+            error_response(&request, ResponseCode::FormErr),
+            false,
+            ResponseKind::ERROR,
+        ),
+        // A cookie alone, to learn the server cookie (RFC 7873 §5.4).
+        CookieCheck::Unverified | CookieCheck::Verified if request.queries.is_empty() => (
+            error_response(&request, ResponseCode::NoError),
+            false,
+            ResponseKind::ERROR,
+        ),
+        _ if request.queries.is_empty() => (
+            error_response(&request, ResponseCode::FormErr),
+            false,
+            ResponseKind::ERROR,
+        ),
         _ => match respond(index, &request, transport, limit) {
             Ok(answered) => answered,
             Err(rcode) => (error_response(&request, rcode), false, ResponseKind::ERROR),
@@ -501,6 +521,7 @@ fn answer_slow(
             opt.set_rcode_high(response.metadata.response_code.high());
         }
         if let (Some(c), Some(data)) = (client, &cookie)
+            && check != CookieCheck::Malformed
             && let Some(answer) = c.cookies.answer(data, c.ip, c.now)
         {
             opt.options_mut()
