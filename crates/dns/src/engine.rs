@@ -200,6 +200,9 @@ fn additional_targets(rrset: &RRset) -> Vec<Name> {
             RData::MX(mx) => Some(mx.exchange.clone()),
             RData::NS(ns) => Some(ns.0.clone()),
             RData::SRV(srv) => Some(srv.target.clone()),
+            // RFC 9460 §4.1 (as Knot answers: the target name, when it is not ".").
+            RData::SVCB(svcb) => Some(svcb.target_name.clone()).filter(|t| !t.is_root()),
+            RData::HTTPS(https) => Some(https.0.target_name.clone()).filter(|t| !t.is_root()),
             _ => None,
         })
         .collect()
