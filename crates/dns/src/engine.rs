@@ -355,6 +355,97 @@ fn error_response(request: &Message, rcode: ResponseCode) -> Message {
     response
 }
 
+/// What the EDNS options of a query say before it is parsed whole.
+#[derive(Debug, PartialEq, Eq)]
+enum OptionsCheck {
+    /// Nothing to do (no OPT, well-formed options, or a packet the parser will judge).
+    Fine,
+    /// An option runs past the end of the OPT's data: FORMERR (RFC 6891 §7).
+    Malformed,
+    /// The packet without its client-subnet options, which this server does not use and so
+    /// ignores (RFC 6891 §6.1.2; the parser would refuse one it cannot read).
+    Stripped(Vec<u8>),
+}
+
+/// [`OptionsCheck`] of `packet`, read by offsets (names skipped, not decoded).
+fn check_options(packet: &[u8]) -> OptionsCheck {
+    const CLIENT_SUBNET: u16 = 8;
+    fn count(packet: &[u8], at: usize) -> usize {
+        usize::from(u16::from_be_bytes([packet[at], packet[at + 1]]))
+    }
+    fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
+        loop {
+            let len = *packet.get(at)?;
+            match len {
+                0 => return Some(at + 1),
+                l if l & 0xc0 == 0xc0 => return Some(at + 2),
+                l if l & 0xc0 == 0 => at += 1 + usize::from(l),
+                _ => return None,
+            }
+        }
+    }
+    let word = |at: usize| -> Option<usize> {
+        let bytes = packet.get(at..at + 2)?;
+        Some(usize::from(u16::from_be_bytes([bytes[0], bytes[1]])))
+    };
+    if packet.len() < 12 {
+        return OptionsCheck::Fine;
+    }
+    let mut at = 12;
+    for _ in 0..count(packet, 4) {
+        let Some(end) = skip_name(packet, at) else {
+            return OptionsCheck::Fine;
+        };
+        at = end + 4;
+    }
+    let records = count(packet, 6) + count(packet, 8) + count(packet, 10);
+    for _ in 0..records {
+        let Some(fixed) = skip_name(packet, at) else {
+            return OptionsCheck::Fine;
+        };
+        let (Some(rtype), Some(rdlen)) = (word(fixed), word(fixed + 8)) else {
+            return OptionsCheck::Fine;
+        };
+        let data = fixed + 10;
+        let end = data + rdlen;
+        if end > packet.len() {
+            return OptionsCheck::Fine;
+        }
+        if rtype == 41 {
+            let mut subnets = Vec::new();
+            let mut option = data;
+            while option < end {
+                let (Some(code), Some(len)) = (word(option), word(option + 2)) else {
+                    return OptionsCheck::Malformed;
+                };
+                let next = option + 4 + len;
+                if option + 4 > end || next > end {
+                    return OptionsCheck::Malformed;
+                }
+                if code == usize::from(CLIENT_SUBNET) {
+                    subnets.push(option..next);
+                }
+                option = next;
+            }
+            if !subnets.is_empty() {
+                let removed: usize = subnets.iter().map(|r| r.len()).sum();
+                let mut out = Vec::with_capacity(packet.len() - removed);
+                let mut from = 0;
+                for range in &subnets {
+                    out.extend_from_slice(&packet[from..range.start]);
+                    from = range.end;
+                }
+                out.extend_from_slice(&packet[from..]);
+                let rdlen = u16::try_from(rdlen - removed).unwrap_or(0).to_be_bytes();
+                out[fixed + 8..fixed + 10].copy_from_slice(&rdlen);
+                return OptionsCheck::Stripped(out);
+            }
+        }
+        at = end;
+    }
+    OptionsCheck::Fine
+}
+
 /// A FORMERR for a packet whose header could be read but not the rest.
 fn formerr_header(packet: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; 12];
@@ -464,6 +555,15 @@ fn answer_slow(
         header[3] = ResponseCode::NotImp.low();
         return Some(unverified(header));
     }
+    let options = check_options(packet);
+    let stripped;
+    let packet = match &options {
+        OptionsCheck::Stripped(without) => {
+            stripped = without;
+            stripped.as_slice()
+        }
+        _ => packet,
+    };
     let mut decoder = BinDecoder::new(packet);
     let request = match Message::read(&mut decoder) {
         Ok(_) if !decoder.is_empty() => return Some(unverified(formerr_header(packet))),
@@ -491,10 +591,11 @@ fn answer_slow(
     let limit = limits
         .response_room(request.edns.as_ref().map(Edns::max_payload), transport)
         .saturating_sub(reserve);
+    let malformed = check == CookieCheck::Malformed || options == OptionsCheck::Malformed;
     let (mut response, answer_cut, kind) = match check {
         // With the question and an OPT, as any answer to a query with one (RFC 6891 §7): a
         // FORMERR without an OPT tells the client the server does not speak EDNS.
-        CookieCheck::Malformed => (
+        _ if malformed => (
             error_response(&request, ResponseCode::FormErr),
             false,
             ResponseKind::ERROR,
@@ -524,7 +625,7 @@ fn answer_slow(
             opt.set_rcode_high(response.metadata.response_code.high());
         }
         if let (Some(c), Some(data)) = (client, &cookie)
-            && check != CookieCheck::Malformed
+            && !malformed
             && let Some(answer) = c.cookies.answer(data, c.ip, c.now)
         {
             opt.options_mut()

@@ -94,3 +94,51 @@ proptest! {
         check(&index(), &packet);
     }
 }
+
+/// A query for `www.example.test` A with an OPT holding `options` (raw, RDLEN as given).
+fn with_options(options: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x43, 0x21, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in ["www", "example", "test"] {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+    packet.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    packet.extend_from_slice(&(options.len() as u16).to_be_bytes());
+    packet.extend_from_slice(options);
+    packet
+}
+
+#[test]
+fn edns_options_are_judged_as_rfc_6891_says() {
+    let index = index();
+    let ask = |packet: &[u8]| {
+        let out = answer_query(&index, packet, Transport::Udp, Limits::default(), None)
+            .expect("an answer");
+        Message::from_vec(&out.bytes).expect("response")
+    };
+    // An option running past the OPT's data: FORMERR, with the question and an OPT.
+    let over = ask(&with_options(&[0, 10, 0, 8, 1, 2, 3, 4]));
+    assert_eq!(
+        over.metadata.response_code,
+        hickory_proto::op::ResponseCode::FormErr
+    );
+    assert_eq!(over.queries.len(), 1);
+    assert!(over.edns.is_some());
+    // Client subnet, which this server does not use, is ignored, even one the parser could
+    // not read (an unknown family, a prefix longer than the address); other options stay.
+    for subnet in [
+        &[0u8, 8, 0, 4, 0, 3, 0, 0][..],
+        &[0, 8, 0, 8, 0, 1, 33, 0, 10, 0, 0, 1],
+    ] {
+        let mut options = subnet.to_vec();
+        options.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let answered = ask(&with_options(&options));
+        assert_eq!(
+            answered.metadata.response_code,
+            hickory_proto::op::ResponseCode::NoError,
+            "{subnet:?}"
+        );
+        assert_eq!(answered.answers.len(), 1, "{subnet:?}");
+    }
+}
