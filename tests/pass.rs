@@ -549,18 +549,22 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
     }
     // A visitor that gives up while the origin thinks is let go at once, and the origin's
     // connection with it: nothing is left in flight.
-    let gave_up = std::time::Instant::now();
-    let slow = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "0.5", h2, "--resolve"])
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("http://{host}:{port}/slow"))
-        .output()
-        .expect("curl");
-    assert_eq!(slow.status.code(), Some(28), "{slow:?}");
-    parapet_testkit::eventually(Duration::from_secs(3), "nothing in flight", || {
-        metric(&node, "parapet_edge_requests_in_flight") == 0
-    });
-    assert!(gave_up.elapsed() < Duration::from_secs(4));
+    for version in [&[h2][..], &[]] {
+        let gave_up = std::time::Instant::now();
+        let slow = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "0.5"])
+            .args(version)
+            .arg("--resolve")
+            .arg(format!("{host}:{port}:127.0.0.1"))
+            .arg(format!("http://{host}:{port}/slow"))
+            .output()
+            .expect("curl");
+        assert_eq!(slow.status.code(), Some(28), "{version:?} {slow:?}");
+        parapet_testkit::eventually(Duration::from_secs(3), "nothing in flight", || {
+            metric(&node, "parapet_edge_requests_in_flight") == 0
+        });
+        assert!(gave_up.elapsed() < Duration::from_secs(4), "{version:?}");
+    }
     for accept in [&["-H", "Accept: application/json"][..], &[]] {
         let extra = [accept, &[h2]].concat();
         let before = metric(&node, "parapet_edge_direct_passes_total");

@@ -230,6 +230,9 @@ impl Connections {
         direct: Option<H2Direct>,
         shutdown: &ShutdownWatch,
     ) {
+        // A visitor that opens no window for an answer does not hold its stream (and an
+        // origin's connection) forever.
+        session.set_write_timeout(Some(crate::stream::SEND_TIMEOUT));
         match direct {
             Some(H2Direct::Hit(hit)) => {
                 Box::pin(hit.send(&mut session, &self.proxy)).await;

@@ -504,6 +504,7 @@ impl Connections {
         if let Some(settings) = settings {
             settings.apply_to_session(&mut session);
         }
+        session.set_write_timeout(Some(stream::SEND_TIMEOUT));
         session.set_keepalive((!is_stopping(shutdown)).then_some(IDLE_TIMEOUT.as_secs()));
         HttpServerApp::process_new_http(&self.http, session, shutdown)
     }

@@ -646,6 +646,20 @@ pub(crate) async fn send(stream: &mut Stream, pass: Box<Pass>, proxy: &EdgeProxy
     ended.reusable
 }
 
+/// `work`, unless `visitor` closes its connection first (`None`: the answer would be for
+/// nobody, and the origin's connection goes, as the engine and nginx give up).
+async fn unless_left<T>(
+    visitor: &crate::stream::VisitorStream,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        biased;
+        done = &mut work => Some(done),
+        left = visitor.closed() => if left { None } else { Some(work.await) },
+    }
+}
+
 /// The origin's answer, or the page saying why there is none.
 async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> Ended {
     let asking = Asking {
@@ -658,7 +672,17 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
         idle_timeout: pass.idle_timeout.unwrap_or(POOL_IDLE),
         ray: &pass.ray,
     };
-    let (mut reply, mut head, addr, sent) = match ask(&asking).await {
+    let asked = match stream
+        .as_any()
+        .downcast_ref::<crate::stream::VisitorStream>()
+    {
+        Some(visitor) => match unless_left(visitor, ask(&asking)).await {
+            Some(asked) => asked,
+            None => return closed(0),
+        },
+        None => ask(&asking).await,
+    };
+    let (mut reply, mut head, addr, sent) = match asked {
         Ok(asked) => asked,
         Err(e) => return Box::pin(error_answer(stream, pass, &e)).await,
     };

@@ -283,9 +283,29 @@ impl Buffers {
     }
 }
 
+/// How long a send to a visitor may wait for the visitor to read (nginx's `send_timeout`):
+/// a visitor that stops reading does not hold its connection, and an origin's, forever.
+#[cfg(not(test))]
+pub(crate) const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+#[cfg(test)]
+pub(crate) const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// `write` (a send), failing with `TimedOut` when it waits longer than [`SEND_TIMEOUT`]. The
+/// engine's coarse timer: armed only when the send has to wait.
+async fn within_send_timeout<T>(write: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    pingora::prelude::fast_timeout::fast_timeout(SEND_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the visitor stopped reading",
+            ))
+        })
+}
+
 /// Sends `parts` in order, now (after anything gathered), in as few sends as the socket takes,
 /// then flushes. For an answer that is complete: unlike `write_all`, small parts are not
-/// copied into the gathering buffer first.
+/// copied into the gathering buffer first. Each send waits at most [`SEND_TIMEOUT`].
 pub(crate) async fn send_now<W: AsyncWrite + Unpin + ?Sized>(
     stream: &mut W,
     parts: &[&[u8]],
@@ -308,7 +328,7 @@ pub(crate) async fn send_now<W: AsyncWrite + Unpin + ?Sized>(
         if count == 0 {
             break;
         }
-        let mut n = stream.write_vectored(&slices[..count]).await?;
+        let mut n = within_send_timeout(stream.write_vectored(&slices[..count])).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -319,7 +339,7 @@ pub(crate) async fn send_now<W: AsyncWrite + Unpin + ?Sized>(
         }
         offset += n;
     }
-    stream.flush().await
+    within_send_timeout(stream.flush()).await
 }
 
 /// Runs `f` with this thread's scratch space, for a read whose bytes are kept elsewhere.
@@ -786,11 +806,20 @@ impl VisitorStream {
     async fn write_with(&self, mut write: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
         loop {
             match self.tcp.try_io(tokio::io::Interest::WRITABLE, &mut write) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.writable().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    within_send_timeout(self.tcp.writable()).await?;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 done => return done,
             }
         }
+    }
+
+    /// Waits until the visitor closes its connection (`true`) or sends something more
+    /// (`false`: it is there; what it sent stays in the socket).
+    pub(crate) async fn closed(&self) -> bool {
+        let mut byte = [0u8; 1];
+        !matches!(self.tcp.peek(&mut byte).await, Ok(1..))
     }
 
     /// The visitor's address.
@@ -1212,6 +1241,40 @@ mod tests {
         let want = [&head[..], &body, b"gathered", b"what follows the body"].concat();
         assert_eq!(got.len(), want.len());
         assert!(got == want, "the bytes arrive as written");
+    }
+
+    #[tokio::test]
+    async fn a_visitor_that_stops_reading_fails_the_send_after_the_send_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Never reads.
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        let mut stream = VisitorStream::new(tcp, peer, None).sending_vectored_writes_at_once();
+        let body = vec![b'x'; 64 << 20];
+        let started = std::time::Instant::now();
+        let sent = send_now(&mut stream, &[b"HTTP/1.1 200 OK\r\n\r\n", &body]).await;
+        assert_eq!(sent.map_err(|e| e.kind()), Err(io::ErrorKind::TimedOut));
+        assert!(
+            started.elapsed() < SEND_TIMEOUT * 10,
+            "{:?}",
+            started.elapsed()
+        );
+        // So from a file.
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        let stream = VisitorStream::new(tcp, peer, None);
+        let mut file = tempfile::tempfile().expect("file");
+        std::io::Write::write_all(&mut file, &body).expect("write");
+        let sent = stream
+            .send_head_and_file(b"HTTP/1.1 200 OK\r\n\r\n", &file, 0, body.len() as u64)
+            .await;
+        match sent {
+            Ok(FileSend::Broke { error, .. }) => assert_eq!(error.kind(), io::ErrorKind::TimedOut),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
