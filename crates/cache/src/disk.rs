@@ -34,6 +34,18 @@ const TAIL: u64 = 16;
 /// holds costs about a kilobyte of memory in the index, so a tier of small objects must not
 /// grow the index without end (10 GiB: 327,680 objects, about 330 MB of index).
 const BYTES_PER_OBJECT: u64 = 32 * 1024;
+/// The index memory an object is taken to cost by that bound.
+const INDEX_BYTES_PER_OBJECT: u64 = 1024;
+
+/// What an object whose file is `file_len` bytes and whose names take `names` bytes of index
+/// costs against the tier's bound: its blocks, or, for an object with long names (a long URL,
+/// many tags), [`BYTES_PER_OBJECT`] of the tier per kilobyte of index, whichever is more. The
+/// index of objects kept only on disk so stays within about a 32nd of the tier's size,
+/// whatever URLs visitors ask for.
+pub fn bound_weight(file_len: u64, names: usize) -> u64 {
+    let names = u64::try_from(names).unwrap_or(u64::MAX);
+    disk_weight(file_len).max(names.saturating_mul(BYTES_PER_OBJECT / INDEX_BYTES_PER_OBJECT))
+}
 
 fn max_objects(capacity: u64) -> usize {
     usize::try_from(capacity / BYTES_PER_OBJECT)

@@ -783,7 +783,7 @@ impl CacheStore {
                         return;
                     }
                     let mut entry = Entry::new(parsed, record.key, record.tags, &record.id);
-                    let weight = disk::disk_weight(scanned.file.len());
+                    let weight = disk::bound_weight(scanned.file.len(), entry.names);
                     entry.disk = Some(OnDisk::new(scanned.body_len, scanned.file));
                     let compact = entry.compact.clone();
                     index.insert(record.id, entry);
@@ -1751,7 +1751,7 @@ impl HandleMiss for Miss {
             match std::fs::rename(&file.path, disk.object_path(&id)) {
                 Ok(()) => {
                     entry.disk = Some(OnDisk::new(file.body_len, file.file));
-                    placed = Some(disk::disk_weight(file.file.len()));
+                    placed = Some(disk::bound_weight(file.file.len(), entry.names));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot place a disk cache object");

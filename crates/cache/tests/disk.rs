@@ -162,3 +162,34 @@ async fn a_body_file_is_the_file_of_the_object_hit_while_it_is_stored() {
     let hit = memory.store.direct_hit(&key).unwrap();
     assert!(memory.store.body_file(&key, &hit).is_none());
 }
+
+#[tokio::test]
+async fn objects_with_long_urls_on_disk_keep_the_index_within_a_32nd_of_the_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let capacity = 64 << 20;
+    let tier = DiskTier::open(dir.path(), capacity, 1 << 20).unwrap();
+    let cache = EdgeCache::leak(0, Some(tier));
+    let long = "q".repeat(30 << 10);
+    for i in 0..300 {
+        let path = format!("/a.png?{i}-{long}");
+        let key = cache_key("zone1", false, "www.example.com", 80, &path);
+        store(cache, &key, &meta("\"v1\"", 60), b"small").await;
+    }
+    let usage = cache.store.usage();
+    let bound = usize::try_from(capacity / 32).unwrap();
+    assert!(
+        usage.memory_bytes <= bound + (200 << 10),
+        "{} bytes of index for {} objects",
+        usage.memory_bytes,
+        usage.disk_objects
+    );
+    // The last stored are kept.
+    let key = cache_key(
+        "zone1",
+        false,
+        "www.example.com",
+        80,
+        &format!("/a.png?299-{long}"),
+    );
+    assert!(lookup(cache, &key).await.is_some());
+}
