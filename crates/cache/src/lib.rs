@@ -16,7 +16,8 @@ use pingora::cache::predictor::Predictor;
 pub use disk::DiskTier;
 pub use eviction::TinyUfoEviction;
 pub use store::{
-    BodyFile, CacheStore, FetchMark, HitHead, MAX_MEMORY_OBJECT_BYTES, MemoryHit, Usage,
+    BodyFile, CacheStore, FetchMark, HitHead, MAX_MEMORY_OBJECT_BYTES, MAX_VARIANTS, MemoryHit,
+    Usage,
 };
 
 /// Everything the edge's cache needs, built once per process (`'static`, as the engine wants).

@@ -1349,8 +1349,18 @@ impl Storage for CacheStore {
             .and_then(ParsedKey::parse)
             .ok_or_else(|| storage_error("cache key is not one of the edge's"))?;
         let tags = tags_of(meta);
+        let id = crate::key::object_id(key);
         let (mark, generation) = {
             let index = self.index();
+            // A URL that already has all the variants it may have: this one passes through
+            // uncached before any of its body is buffered or written (checked again at the end).
+            let variants = index
+                .by_url
+                .get(parsed.url.as_str())
+                .map_or(0, HashSet::len);
+            if variants >= MAX_VARIANTS && !index.objects.contains_key(&id) {
+                return Err(storage_error("too many variants of one URL"));
+            }
             let now = FetchMark {
                 invalidations: index.invalidation_count,
                 purges: index.purge_count,
@@ -1362,7 +1372,7 @@ impl Storage for CacheStore {
             mark,
             generation,
             store: self,
-            id: crate::key::object_id(key),
+            id,
             compact: key.to_compact(),
             meta: meta.serialize()?,
             body: Vec::new(),

@@ -193,3 +193,26 @@ async fn objects_with_long_urls_on_disk_keep_the_index_within_a_32nd_of_the_tier
     );
     assert!(lookup(cache, &key).await.is_some());
 }
+
+#[tokio::test]
+async fn a_url_with_all_its_variants_refuses_another_before_any_of_its_body_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(dir.path(), 1 << 30, 1 << 30).unwrap();
+    let cache = EdgeCache::leak(64 << 20, Some(tier));
+    let span = Span::inactive().handle();
+    let variant = |i: u8| {
+        let mut key = cache_key("zone1", false, "www.example.com", 80, "/ua.png");
+        key.set_variance_key([i; 16]);
+        key
+    };
+    for i in 0..parapet_cache::MAX_VARIANTS as u8 {
+        store(cache, &variant(i), &meta("\"v1\"", 60), b"a variant").await;
+    }
+    let more = cache
+        .store
+        .get_miss_handler(&variant(200), &meta("\"v1\"", 60), &span)
+        .await;
+    assert!(more.is_err(), "a variant past the limit is refused at once");
+    // A stored variant may still be stored again.
+    store(cache, &variant(0), &meta("\"v2\"", 60), b"again").await;
+}
