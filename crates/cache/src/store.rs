@@ -348,36 +348,67 @@ struct Index {
     next_serial: u64,
     /// While the disk tier's files are indexed again: the purges made meanwhile, which files
     /// not yet indexed must answer to too.
-    purged_while_loading: Option<Vec<Purged>>,
+    purged_while_loading: Option<PurgedWhileLoading>,
 }
 
-/// A purge made while the disk tier's files are indexed again.
-enum Purged {
-    Zone(Arc<str>, Purge),
-    Url(String),
+/// The purges made while the disk tier's files are indexed again, kept by what they name so
+/// that each file is checked against all of them in a few lookups (a busy edge invalidates
+/// many URLs meanwhile).
+#[derive(Default)]
+struct PurgedWhileLoading {
+    /// Primary URLs: files purged, URLs invalidated.
+    urls: HashSet<String>,
+    /// Per zone: tags (lower case), hosts, and `(host, path prefix)`.
+    tags: HashMap<Arc<str>, HashSet<String>>,
+    hosts: HashMap<Arc<str>, HashSet<String>>,
+    prefixes: HashMap<Arc<str>, Vec<(String, String)>>,
 }
 
-impl Purged {
-    /// Whether the object `record` describes is one this purge removes.
-    fn covers(&self, record: &disk::Record) -> bool {
-        match self {
-            Self::Url(url) => record.url == *url,
-            Self::Zone(zone, _) if **zone != *record.zone => false,
-            Self::Zone(zone, purge) => match purge {
-                // The zone's generation answers for these.
-                Purge::Everything => false,
-                Purge::Files(urls) => urls.iter().any(|u| {
-                    crate::key::primary(zone, u.https, &u.host, u.port, &u.path) == record.url
-                }),
-                Purge::Tags(tags) => tags
-                    .iter()
-                    .any(|t| record.tags.contains(&t.to_ascii_lowercase())),
-                Purge::Hosts(hosts) => hosts.contains(&record.host),
-                Purge::Prefixes(prefixes) => prefixes
-                    .iter()
-                    .any(|(h, p)| record.host == *h && record.path.starts_with(p.as_str())),
-            },
+impl PurgedWhileLoading {
+    fn add(&mut self, zone: &str, purge: &Purge) {
+        let zone: Arc<str> = Arc::from(zone);
+        match purge {
+            // The zone's generation answers for these.
+            Purge::Everything => {}
+            Purge::Files(urls) => self.urls.extend(
+                urls.iter()
+                    .map(|u| crate::key::primary(&zone, u.https, &u.host, u.port, &u.path)),
+            ),
+            Purge::Tags(tags) => self
+                .tags
+                .entry(zone)
+                .or_default()
+                .extend(tags.iter().map(|t| t.to_ascii_lowercase())),
+            Purge::Hosts(hosts) => self
+                .hosts
+                .entry(zone)
+                .or_default()
+                .extend(hosts.iter().cloned()),
+            Purge::Prefixes(prefixes) => self
+                .prefixes
+                .entry(zone)
+                .or_default()
+                .extend(prefixes.iter().cloned()),
         }
+    }
+
+    /// Whether the object `record` describes is one of those purged.
+    fn covers(&self, record: &disk::Record) -> bool {
+        let zone = record.zone.as_str();
+        self.urls.contains(&record.url)
+            || self
+                .tags
+                .get(zone)
+                .is_some_and(|tags| record.tags.iter().any(|t| tags.contains(t)))
+            || self
+                .hosts
+                .get(zone)
+                .is_some_and(|hosts| hosts.contains(&record.host))
+            || self.prefixes.get(zone).is_some_and(|prefixes| {
+                prefixes
+                    .iter()
+                    .any(|(h, p)| record.host == *h && record.path.starts_with(p.as_str()))
+            })
     }
 }
 
@@ -753,7 +784,7 @@ impl CacheStore {
         let Some(disk) = &self.disk else {
             return;
         };
-        self.index().purged_while_loading = Some(Vec::new());
+        self.index().purged_while_loading = Some(PurgedWhileLoading::default());
         let _ = std::thread::Builder::new()
             .name("cache-load".into())
             .spawn(move || {
@@ -775,9 +806,8 @@ impl CacheStore {
                     }
                     let purged = index
                         .purged_while_loading
-                        .iter()
-                        .flatten()
-                        .any(|p| p.covers(&record));
+                        .as_ref()
+                        .is_some_and(|p| p.covers(&record));
                     if purged {
                         let _ = std::fs::remove_file(disk.object_path(&record.id));
                         return;
@@ -809,7 +839,7 @@ impl CacheStore {
         self.purge_mark
             .store(number, std::sync::atomic::Ordering::Release);
         if let Some(pending) = index.purged_while_loading.as_mut() {
-            pending.push(Purged::Zone(Arc::from(zone_id), purge.clone()));
+            pending.add(zone_id, purge);
         }
         match purge {
             Purge::Everything => {
@@ -947,7 +977,7 @@ impl CacheStore {
     pub fn invalidate_url(&self, url: &str) -> usize {
         let mut index = self.index();
         if let Some(pending) = index.purged_while_loading.as_mut() {
-            pending.push(Purged::Url(url.to_owned()));
+            pending.urls.insert(url.to_owned());
         }
         index.invalidate(url);
         self.invalidation_mark.store(
@@ -1789,6 +1819,56 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn purges_made_while_the_disk_tier_is_indexed_cover_the_files_they_name() {
+        let record = |zone: &str, host: &str, path: &str, tags: &[&str]| disk::Record {
+            id: "id".into(),
+            key: CompactCacheKey {
+                primary: [0; 16],
+                variance: None,
+                user_tag: "".into(),
+            },
+            zone: zone.into(),
+            url: crate::key::primary(zone, true, host, 443, path),
+            host: host.into(),
+            path: path.into(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            generation: 0,
+            meta: (Vec::new(), Vec::new()),
+        };
+        let mut purged = PurgedWhileLoading::default();
+        let in_zone = |purged: &PurgedWhileLoading, host: &str, path: &str, tags: &[&str]| {
+            purged.covers(&record("z1", host, path, tags))
+        };
+        assert!(!in_zone(&purged, "a.test", "/x.js", &["app"]));
+        purged.add("z1", &Purge::Tags(vec!["App".into()]));
+        assert!(in_zone(&purged, "a.test", "/x.js", &["app"]));
+        assert!(!purged.covers(&record("z2", "a.test", "/x.js", &["app"])));
+        purged.add("z1", &Purge::Hosts(vec!["b.test".into()]));
+        assert!(in_zone(&purged, "b.test", "/y.js", &[]));
+        purged.add(
+            "z1",
+            &Purge::Prefixes(vec![("c.test".into(), "/img/".into())]),
+        );
+        assert!(in_zone(&purged, "c.test", "/img/1.png", &[]));
+        assert!(!in_zone(&purged, "c.test", "/css/1.css", &[]));
+        purged.add(
+            "z1",
+            &Purge::Files(vec![parapet_model::purge::PurgeUrl {
+                https: true,
+                host: "d.test".into(),
+                port: 443,
+                path: "/f.js".into(),
+            }]),
+        );
+        assert!(in_zone(&purged, "d.test", "/f.js", &[]));
+        purged
+            .urls
+            .insert(crate::key::primary("z1", true, "e.test", 443, "/posted.js"));
+        assert!(in_zone(&purged, "e.test", "/posted.js", &[]));
+        assert!(!in_zone(&purged, "e.test", "/other.js", &[]));
+    }
 
     #[test]
     fn a_fetch_is_told_of_its_own_urls_invalidations_only_while_they_are_remembered() {
