@@ -569,6 +569,28 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
     let origin_cert = issued["certificate"].as_str().expect("pem").to_owned();
     let listed = node.ok("GET", &format!("/certificates?zone_id={zone}"), None);
     assert_eq!(listed[0]["id"], issued["id"], "{listed}");
+    // A certificate for names in two zones is revoked only by someone who may edit both (as
+    // issuing it required), not through one of them.
+    let side = node.create_zone("side.test");
+    let both = node.ok(
+        "POST",
+        "/certificates",
+        Some(json!({"csr": csr, "hostnames": ["www.shop.test", "www.side.test"]})),
+    );
+    let scoped = node.ok(
+        "POST",
+        "/user/tokens",
+        Some(json!({"name": "side only", "policies": [{"effect": "allow",
+            "resources": {format!("com.cloudflare.api.account.zone.{side}"): "*"},
+            "permission_groups": [{"name": "Administrator"}]}]})),
+    );
+    let scoped = scoped["value"].as_str().expect("token value");
+    let both_path = format!("/certificates/{}", both["id"].as_str().expect("id"));
+    assert_eq!(node.call_as(scoped, "GET", &both_path, None).0, 200);
+    let (status, body) = node.call_as(scoped, "DELETE", &both_path, None);
+    assert_eq!(status, 403, "{body}");
+    assert!(node.ok("GET", &both_path, None)["revoked_at"].is_null());
+    node.ok("DELETE", &both_path, None);
     let origin_key = std::fs::read_to_string(&key_file).expect("key");
     let signed = start_tls_origin("127.0.0.6", port, &origin_cert, &origin_key, None);
     point("127.0.0.6");

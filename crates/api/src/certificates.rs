@@ -534,7 +534,8 @@ pub async fn list_origin_certs(
     Ok(page_response(items, page, per_page))
 }
 
-/// The Origin CA certificate `cert_id` and its revision, if `auth` may `access` one of its zones.
+/// The Origin CA certificate `cert_id` and its revision, if `auth` may read one of its zones,
+/// or (to change it: `Access::EditZone`) edit every one of them, as issuing it required.
 async fn origin_cert(
     state: &ApiState,
     auth: &Auth,
@@ -545,12 +546,21 @@ async fn origin_cert(
     let (cert, revision) = load::<parapet_model::certificate::OriginCertificate>(state, &key)
         .await?
         .ok_or_else(not_found)?;
+    let mut allowed = 0;
     for zone_id in &cert.zone_ids {
         if authorized_zone(state, auth, zone_id, access).await.is_ok() {
-            return Ok((cert, revision));
+            allowed += 1;
+            if access == Access::Read {
+                break;
+            }
         }
     }
-    Err(not_found())
+    match allowed {
+        0 => Err(not_found()),
+        _ if access == Access::Read || allowed == cert.zone_ids.len() => Ok((cert, revision)),
+        // Seen through one of its zones, not changeable through it alone.
+        _ => Err(ApiError::Forbidden),
+    }
 }
 
 /// `GET /certificates/{id}`.

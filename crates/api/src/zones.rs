@@ -77,7 +77,7 @@ pub async fn load_zone(state: &ApiState, zone_id: &str) -> Result<(Zone, u64), A
 }
 
 /// What a zone-scoped request does.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Read,
     EditZone,

@@ -229,6 +229,17 @@ impl Node {
         call_with(&self.agent, method, &self.url(path), &self.token, body)
     }
 
+    /// Calls the API with another token.
+    pub fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        call_with(&self.agent, method, &self.url(path), token, body)
+    }
+
     /// The DNS address the node printed (`--dns-listen 127.0.0.1:0`).
     pub fn dns_addr(&self) -> SocketAddr {
         self.banner
