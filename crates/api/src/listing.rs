@@ -23,6 +23,14 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value given for `key` (a filter may be repeated).
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     fn number(&self, key: &str, default: usize, max: usize) -> Result<usize, ApiError> {
         match self.get(key) {
             None | Some("") => Ok(default),
@@ -152,4 +160,71 @@ pub fn page_response(items: Vec<Value>, page: usize, per_page: usize) -> axum::r
         total_pages,
     };
     ok_page(result, info)
+}
+
+/// A filter on a record's tags (`name:value`), as Cloudflare's list takes them: `tag=name` or
+/// `tag=name:value`, `tag.present=name`, `tag.absent=name`, and `tag.exact` / `.contains` /
+/// `.startswith` / `.endswith` with `name:value` (on the value). Names and values compare
+/// without case.
+#[derive(Debug, Clone)]
+pub enum TagFilter {
+    Is(String, Option<String>),
+    Present(String),
+    Absent(String),
+    Value(String, TextFilter),
+}
+
+impl TagFilter {
+    /// Every tag filter in `params`.
+    pub fn from_params(params: &Params) -> Vec<Self> {
+        let split = |v: &str| {
+            let v = v.to_ascii_lowercase();
+            match v.split_once(':') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (v, None),
+            }
+        };
+        let mut out = Vec::new();
+        for v in params.all("tag") {
+            let (name, value) = split(v);
+            out.push(Self::Is(name, value));
+        }
+        for v in params.all("tag.present") {
+            out.push(Self::Present(split(v).0));
+        }
+        for v in params.all("tag.absent") {
+            out.push(Self::Absent(split(v).0));
+        }
+        for (suffix, make) in [
+            (".exact", TextFilter::Exact as fn(String) -> TextFilter),
+            (".contains", TextFilter::Contains),
+            (".startswith", TextFilter::StartsWith),
+            (".endswith", TextFilter::EndsWith),
+        ] {
+            let key = format!("tag{suffix}");
+            for v in params.all(&key) {
+                let (name, value) = split(v);
+                out.push(Self::Value(name, make(value.unwrap_or_default())));
+            }
+        }
+        out
+    }
+
+    /// Whether `tags` (each `name:value`, or a bare name) pass.
+    pub fn matches(&self, tags: &[String]) -> bool {
+        let of = |tag: &String| {
+            let tag = tag.to_ascii_lowercase();
+            match tag.split_once(':') {
+                Some((n, v)) => (n.to_owned(), v.to_owned()),
+                None => (tag, String::new()),
+            }
+        };
+        let mut parsed = tags.iter().map(of);
+        match self {
+            Self::Is(name, None) | Self::Present(name) => parsed.any(|(n, _)| n == *name),
+            Self::Is(name, Some(value)) => parsed.any(|(n, v)| n == *name && v == *value),
+            Self::Absent(name) => !parsed.any(|(n, _)| n == *name),
+            Self::Value(name, text) => parsed.any(|(n, v)| n == *name && text.matches(&v)),
+        }
+    }
 }

@@ -437,7 +437,24 @@ pub async fn list(
         })?),
     };
     let proxied = params.boolean("proxied")?;
-    let tag = params.get("tag").map(str::to_owned);
+    let tags = crate::listing::TagFilter::from_params(&params);
+    let tags_any = match params.get("tag_match") {
+        None | Some("all") => false,
+        Some("any") => true,
+        Some(other) => {
+            return Err(ApiError::bad(
+                1004,
+                format!("tag_match must be 'all' or 'any', not '{}'", short(other)),
+            ));
+        }
+    };
+    // (Present or absent: whatever the parameter's value says.)
+    let comment_present = match (params.get("comment.present"), params.get("comment.absent")) {
+        (Some(_), _) => Some(true),
+        (None, Some(_)) => Some(false),
+        (None, None) => None,
+    };
+    let search = params.get("search").map(str::to_ascii_lowercase);
     let order = params.get("order").unwrap_or("type");
     if !matches!(order, "type" | "name" | "content" | "ttl" | "proxied") {
         return Err(ApiError::bad(
@@ -466,11 +483,24 @@ pub async fn list(
             if let Some(p) = proxied {
                 tests.push(r.proxied == p);
             }
-            if let Some(t) = &tag {
+            if !tags.is_empty() {
+                let mut passed = tags.iter().map(|f| f.matches(&r.tags));
+                tests.push(if tags_any {
+                    passed.any(|p| p)
+                } else {
+                    passed.all(|p| p)
+                });
+            }
+            if let Some(present) = comment_present {
+                tests.push(r.comment.as_deref().is_some_and(|c| !c.is_empty()) == present);
+            }
+            if let Some(text) = &search {
+                let has = |v: &str| v.to_ascii_lowercase().contains(text.as_str());
                 tests.push(
-                    r.tags
-                        .iter()
-                        .any(|x| x == t || x.split(':').next() == Some(t.as_str())),
+                    has(&r.name)
+                        || has(&r.content)
+                        || r.comment.as_deref().is_some_and(has)
+                        || r.tags.iter().any(|t| has(t)),
                 );
             }
             if tests.is_empty() {

@@ -405,12 +405,14 @@ async fn record_list_filters_orders_and_pages() {
     .await;
     api.record(
         &zone,
-        json!({"type": "TXT", "name": "www", "content": "hello world"}),
+        json!({"type": "TXT", "name": "www", "content": "hello world",
+            "comment": "Greeting", "tags": ["env:prod", "team:web"]}),
     )
     .await;
     api.record(
         &zone,
-        json!({"type": "MX", "name": "@", "content": "mail.example.com", "priority": 10}),
+        json!({"type": "MX", "name": "@", "content": "mail.example.com", "priority": 10,
+            "tags": ["env:staging"]}),
     )
     .await;
     let list = |q: &'static str| {
@@ -454,6 +456,32 @@ async fn record_list_filters_orders_and_pages() {
         1
     );
     assert_eq!(list("proxied=true").await["result_info"]["total_count"], 1);
+    // Tags, comments and search narrow the list as Cloudflare's do (never ignored).
+    let count = |q: &'static str| {
+        let list = &list;
+        async move { list(q).await["result_info"]["total_count"].clone() }
+    };
+    assert_eq!(count("tag=env:prod").await, 1);
+    assert_eq!(count("tag=env").await, 2);
+    assert_eq!(count("tag.exact=ENV:prod").await, 1);
+    assert_eq!(count("tag.present=team").await, 1);
+    assert_eq!(count("tag.absent=env").await, 2);
+    assert_eq!(count("tag.startswith=env:sta").await, 1);
+    assert_eq!(count("tag=env:prod&tag=env:staging").await, 0);
+    assert_eq!(count("tag=env:prod&tag=env:staging&tag_match=any").await, 2);
+    assert_eq!(count("comment.present=true").await, 1);
+    assert_eq!(count("comment.absent=true").await, 3);
+    assert_eq!(count("comment.contains=greet").await, 1);
+    assert_eq!(count("search=mail").await, 1);
+    assert_eq!(count("search=prod").await, 1);
+    let (status, _) = api
+        .call(
+            "GET",
+            &format!("/zones/{zone}/dns_records?tag_match=some"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
         list("order=name&direction=desc").await["result"][0]["name"],
         "www.example.com"
