@@ -96,6 +96,19 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
             // An answer that comes after the visitor has given up.
             std::thread::sleep(Duration::from_secs(5));
             "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate".to_owned()
+        } else if path.starts_with("/blob") {
+            // Not a type the edge compresses.
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nETag: \"b1\"\r\nContent-Length: 2000\r\n\r\n{}",
+                body_of(&"b".repeat(2000))
+            )
+        } else if path.starts_with("/failing") {
+            // Not a status the edge compresses.
+            let body = body_of(&page);
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+                if head_only { page.len() } else { body.len() }
+            )
         } else if path.starts_with("/empty") {
             "HTTP/1.1 204 No Content\r\nX-Note: nothing\r\n\r\n".to_owned()
         } else if path.starts_with("/hints") {
@@ -354,6 +367,8 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
         "/nostore.css",
         "/ttl",
         "/cookies",
+        "/blob",
+        "/failing",
     ];
     for path in paths {
         for extra in codings {
@@ -497,9 +512,13 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
     let h2 = "--http2-prior-knowledge";
     drain(&origin);
     while origin.try_recv().is_ok() {}
+    // (A HEAD with weighted codings is relayed over HTTP/2; other requests with them go to
+    // the engine.)
+    let weighted: [&[&str]; 1] = [&["-I", "-H", "Accept-Encoding: gzip;q=0, br"]];
     for path in paths {
         for extra in codings
             .iter()
+            .chain(&weighted)
             .filter(|e| !e.contains(&"Connection: accept-encoding"))
         {
             let extra = [*extra, &[h2]].concat();

@@ -176,6 +176,22 @@ fn head_request(req: &RequestHeader, to: &ToOrigin<'_>) -> Option<(Vec<u8>, Opti
     for name in STRIPPED {
         req.remove_header(*name);
     }
+    // Weighted codings as the engine's first filter reads them: `gzip;q=0` is no gzip.
+    let weighted = req
+        .headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .any(|v| v.as_bytes().contains(&b';'));
+    if weighted {
+        let values: Vec<&[u8]> = req
+            .headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .map(http::HeaderValue::as_bytes)
+            .collect();
+        let plain = crate::headers::codings_by_weight(&values.join(&b", "[..]));
+        req.insert_header(header::ACCEPT_ENCODING, plain).ok()?;
+    }
     to.write_into(&mut req).ok()?;
     if req.headers.get(header::HOST).is_some_and(|host| {
         host.as_bytes().contains(&b'@') || http::uri::Authority::try_from(host.as_bytes()).is_err()
@@ -301,10 +317,10 @@ impl Relay {
         {
             return Ended::closed(0, origin_time);
         }
+        // Compressed only as the engine compresses: Cloudflare's types, 200/403/404, strong
+        // ETags kept when the zone says so (an event stream or a download goes as it came).
         let rules = self.rules.as_deref();
-        if rules.is_some_and(|r| r.respect_strong_etags == Some(true)) {
-            keep_bytes(rules, &resp, &mut self.compression);
-        }
+        keep_bytes(rules, &resp, &mut self.compression);
         if to_visitor(&mut resp, self.status, rules, &self.ray, self.hsts).is_err() {
             return Ended::closed(0, origin_time);
         }
