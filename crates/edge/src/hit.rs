@@ -825,13 +825,15 @@ fn write_fields(stored: &ResponseHeader, head: &mut BytesMut, skip: impl Fn(&[u8
 }
 
 /// Whether the engine's compression would encode this response for a visitor that accepts
-/// an encoding ([`compressible_by`]).
+/// an encoding ([`compressible_by`]), at a status the edge compresses
+/// ([`crate::proxy::edge_compresses`]: a 301's page is not, and varies on nothing).
 fn compressible(stored: &ResponseHeader) -> bool {
     let fields = &stored.headers;
+    let content_type = fields.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
     compressible_by(
         fields.get(header::CONTENT_LENGTH).map(|v| v.as_bytes()),
-        fields.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
-    )
+        content_type,
+    ) && crate::proxy::edge_compresses(stored.status, content_type)
 }
 
 /// Whether the engine compresses a stored answer, by its first `Content-Length` and
