@@ -71,7 +71,13 @@ pub fn normalize(input: &str, kind: NameKind, field: &str) -> Result<String, Fie
 /// and `www.example.com`, and `@` for the apex) into the full owner name.
 pub fn owner_in_zone(input: &str, zone: &str, field: &str) -> Result<String, FieldError> {
     let trimmed = input.trim();
-    if trimmed == "@" || trimmed.is_empty() {
+    if trimmed.is_empty() {
+        return Err(FieldError::new(
+            field,
+            "is empty (the zone apex is '@' or the zone's name)",
+        ));
+    }
+    if trimmed == "@" {
         return Ok(zone.to_owned());
     }
     let absolute = trimmed.ends_with('.');
@@ -137,6 +143,12 @@ mod tests {
             Ok("www.example.com")
         );
         assert!(owner_in_zone("www.other.org.", "example.com", "n").is_err());
+        for empty in ["", "   "] {
+            assert!(
+                owner_in_zone(empty, "example.com", "n").is_err(),
+                "{empty:?}"
+            );
+        }
     }
 
     #[test]

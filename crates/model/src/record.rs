@@ -409,6 +409,19 @@ impl RecordDraft {
                     message: "A CNAME record with that host already exists.".into(),
                 });
             }
+            // A name with NS records is a delegation: data beside them would never be answered
+            // (but the parent's DS for it).
+            let beside_ns = |a: RecordType, b: RecordType| {
+                a == RecordType::NS && !matches!(b, RecordType::NS | RecordType::DS)
+            };
+            if beside_ns(self.kind, other.kind) || beside_ns(other.kind, self.kind) {
+                return Err(Conflict {
+                    code: 81053,
+                    message:
+                        "NS records cannot share their name with records of another type (but DS)."
+                            .into(),
+                });
+            }
         }
         Ok(())
     }
@@ -458,7 +471,7 @@ fn check_indexed<'a, S: std::hash::BuildHasher>(
     keys: &S,
     mut others: impl Iterator<Item = usize>,
     first_with: impl FnOnce(u64) -> Option<usize>,
-    first_cname: Option<usize>,
+    firsts: KindFirsts,
     at: impl Fn(usize) -> &'a DnsRecord,
 ) -> Result<(), Conflict> {
     if draft.kind == RecordType::CNAME {
@@ -471,10 +484,34 @@ fn check_indexed<'a, S: std::hash::BuildHasher>(
         // Another record with the same hash: scan.
         return draft.check_against(others.map(&at));
     }
-    match first.into_iter().chain(first_cname).min() {
+    // The first record the NS rule sets against the draft.
+    let beside = match draft.kind {
+        RecordType::NS => firsts.not_ns,
+        RecordType::DS => None,
+        _ => firsts.ns,
+    };
+    match first.into_iter().chain(firsts.cname).chain(beside).min() {
         Some(decisive) => draft.check_against([at(decisive)]),
         None => Ok(()),
     }
+}
+
+/// The first positions (but the one checked) of the kinds the zone rules set against others:
+/// a CNAME, an NS, and a record neither NS nor DS.
+#[derive(Clone, Copy, Default)]
+struct KindFirsts {
+    cname: Option<usize>,
+    ns: Option<usize>,
+    not_ns: Option<usize>,
+}
+
+/// Which of [`KindFirsts`]' kinds `kind` is: CNAME, NS, neither NS nor DS.
+fn kinds_of(kind: RecordType) -> [bool; 3] {
+    [
+        kind == RecordType::CNAME,
+        kind == RecordType::NS,
+        !matches!(kind, RecordType::NS | RecordType::DS),
+    ]
 }
 
 /// The records at one name, indexed so that a record is checked against all of them in
@@ -485,7 +522,8 @@ pub struct SameName<S = std::collections::hash_map::RandomState> {
     keys: S,
     /// The first two positions of each (type, content, priority), by its hash.
     first_of: std::collections::HashMap<u64, (usize, Option<usize>)>,
-    first_cname: Option<usize>,
+    /// The first two positions of each of [`KindFirsts`]' kinds.
+    first_kinds: [[Option<usize>; 2]; 3],
     len: usize,
 }
 
@@ -501,7 +539,7 @@ impl<S: std::hash::BuildHasher> SameName<S> {
         Self {
             keys,
             first_of: std::collections::HashMap::new(),
-            first_cname: None,
+            first_kinds: [[None; 2]; 3],
             len: 0,
         }
     }
@@ -509,15 +547,17 @@ impl<S: std::hash::BuildHasher> SameName<S> {
     /// Forgets every record, for the next name (keeping the memory).
     pub fn clear(&mut self) {
         self.first_of.clear();
-        self.first_cname = None;
+        self.first_kinds = [[None; 2]; 3];
         self.len = 0;
     }
 
     /// Adds the name's next record (every record added must be at the same name).
     pub fn push(&mut self, record: &DnsRecord) {
         let position = self.len;
-        if record.kind == RecordType::CNAME && self.first_cname.is_none() {
-            self.first_cname = Some(position);
+        for (firsts, is) in self.first_kinds.iter_mut().zip(kinds_of(record.kind)) {
+            if let Some(slot) = firsts.iter_mut().find(|p| p.is_none()).filter(|_| is) {
+                *slot = Some(position);
+            }
         }
         let identity = identity(&self.keys, record);
         self.first_of
@@ -546,12 +586,22 @@ impl<S: std::hash::BuildHasher> SameName<S> {
                 Some(first)
             }
         };
+        let first = |kind: usize| {
+            self.first_kinds[kind]
+                .into_iter()
+                .flatten()
+                .find(|&i| Some(i) != except)
+        };
         check_indexed(
             draft,
             &self.keys,
             (0..self.len).filter(|&i| Some(i) != except),
             first_with,
-            self.first_cname.filter(|&i| Some(i) != except),
+            KindFirsts {
+                cname: first(0),
+                ns: first(1),
+                not_ns: first(2),
+            },
             at,
         )
     }
@@ -566,7 +616,8 @@ pub struct ChangingName<S = std::collections::hash_map::RandomState> {
     keys: S,
     /// The positions of each (type, content, priority) present, by its hash, in order.
     positions_of: std::collections::HashMap<u64, Vec<usize>>,
-    cnames: std::collections::BTreeSet<usize>,
+    /// The positions of each of [`KindFirsts`]' kinds.
+    kinds: [std::collections::BTreeSet<usize>; 3],
     present: std::collections::BTreeSet<usize>,
     next: usize,
 }
@@ -583,7 +634,7 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
         Self {
             keys,
             positions_of: std::collections::HashMap::new(),
-            cnames: std::collections::BTreeSet::new(),
+            kinds: Default::default(),
             present: std::collections::BTreeSet::new(),
             next: 0,
         }
@@ -593,8 +644,10 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
     pub fn add(&mut self, record: &DnsRecord) -> usize {
         let position = self.next;
         self.next += 1;
-        if record.kind == RecordType::CNAME {
-            self.cnames.insert(position);
+        for (positions, is) in self.kinds.iter_mut().zip(kinds_of(record.kind)) {
+            if is {
+                positions.insert(position);
+            }
         }
         let identity = identity(&self.keys, record);
         self.positions_of
@@ -610,7 +663,9 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
         if !self.present.remove(&position) {
             return;
         }
-        self.cnames.remove(&position);
+        for positions in &mut self.kinds {
+            positions.remove(&position);
+        }
         let identity = identity(&self.keys, record);
         if let Some(positions) = self.positions_of.get_mut(&identity) {
             positions.retain(|&p| p != position);
@@ -632,12 +687,22 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
             let positions = self.positions_of.get(&identity)?;
             positions.iter().copied().find(|&i| Some(i) != except)
         };
+        let first = |kind: usize| {
+            self.kinds[kind]
+                .iter()
+                .copied()
+                .find(|&i| Some(i) != except)
+        };
         check_indexed(
             draft,
             &self.keys,
             self.present.iter().copied().filter(|&i| Some(i) != except),
             first_with,
-            self.cnames.iter().copied().find(|&i| Some(i) != except),
+            KindFirsts {
+                cname: first(0),
+                ns: first(1),
+                not_ns: first(2),
+            },
             at,
         )
     }
@@ -1283,6 +1348,19 @@ mod tests {
         assert_eq!(c.check_against([&stored]).map_err(|c| c.code), Err(81053));
         let other = draft(json!({"type":"A","name":"www","content":"192.0.2.2"})).expect("valid");
         assert!(other.check_against([&stored]).is_ok());
+        // A delegation's NS records stand alone at their name, but for its DS.
+        let ns = draft(json!({"type":"NS","name":"www","content":"ns1.example.net"}));
+        let ns = ns.expect("valid");
+        assert_eq!(ns.check_against([&stored]).map_err(|c| c.code), Err(81053));
+        let delegated = ns.clone().into_record("2".into(), "z", "t", "t");
+        assert_eq!(
+            a.check_against([&delegated]).map_err(|c| c.code),
+            Err(81053)
+        );
+        let ds = draft(json!({"type":"DS","name":"www","content":DS_1})).expect("valid");
+        assert!(ds.check_against([&delegated]).is_ok());
+        let ns2 = draft(json!({"type":"NS","name":"www","content":"ns2.example.net"}));
+        assert!(ns2.expect("valid").check_against([&delegated]).is_ok());
     }
 
     #[test]
@@ -1298,15 +1376,20 @@ mod tests {
         index: &mut SameName<S>,
         picks: &[(usize, usize)],
     ) {
-        const KINDS: [(&str, [&str; 3]); 3] = [
+        const KINDS: [(&str, [&str; 3]); 5] = [
             ("A", ["192.0.2.1", "192.0.2.2", "192.0.2.3"]),
             ("TXT", ["one", "two", "three"]),
             ("CNAME", ["a.example.net", "b.example.net", "c.example.net"]),
+            (
+                "NS",
+                ["ns1.example.net", "ns2.example.net", "ns3.example.net"],
+            ),
+            ("DS", [DS_1, DS_2, DS_3]),
         ];
         let drafts: Vec<RecordDraft> = picks
             .iter()
             .map(|&(k, c)| {
-                let (kind, contents) = KINDS[k % 3];
+                let (kind, contents) = KINDS[k % KINDS.len()];
                 draft(json!({"type": kind, "name": "www", "content": contents[c % 3]}))
                     .expect("valid")
             })
@@ -1352,16 +1435,21 @@ mod tests {
         mut index: ChangingName<S>,
         ops: &[(usize, usize, usize, usize)],
     ) {
-        const KINDS: [(&str, [&str; 3]); 3] = [
+        const KINDS: [(&str, [&str; 3]); 5] = [
             ("A", ["192.0.2.1", "192.0.2.2", "192.0.2.3"]),
             ("TXT", ["one", "two", "three"]),
             ("CNAME", ["a.example.net", "b.example.net", "c.example.net"]),
+            (
+                "NS",
+                ["ns1.example.net", "ns2.example.net", "ns3.example.net"],
+            ),
+            ("DS", [DS_1, DS_2, DS_3]),
         ];
         let verdict = |r: Result<(), Conflict>| r.map_err(|c| (c.code, c.message));
         // The records by position, `None` once removed: the scan's view, in order.
         let mut records: Vec<Option<DnsRecord>> = Vec::new();
         for &(op, k, c, which) in ops {
-            let (kind, contents) = KINDS[k % 3];
+            let (kind, contents) = KINDS[k % KINDS.len()];
             let d = draft(json!({"type": kind, "name": "www", "content": contents[c % 3]}))
                 .expect("valid");
             let present: Vec<usize> = (0..records.len())
@@ -1400,6 +1488,10 @@ mod tests {
         }
     }
 
+    const DS_1: &str = "2371 13 2 1F987CC6583E92DF0890718C42A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3";
+    const DS_2: &str = "2371 13 2 2F987CC6583E92DF0890718C42A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3";
+    const DS_3: &str = "2372 13 2 3F987CC6583E92DF0890718C42A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3";
+
     /// Hashes everything to one value.
     #[derive(Default)]
     struct Collide;
@@ -1414,7 +1506,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn records_at_one_name_are_checked_as_the_scan_checks_them(
-            picks in proptest::collection::vec((0usize..3, 0usize..3), 0..24)
+            picks in proptest::collection::vec((0usize..5, 0usize..3), 0..24)
         ) {
             same_name_agrees_with_the_scan(&mut SameName::default(), &picks);
             same_name_agrees_with_the_scan(
@@ -1425,7 +1517,7 @@ mod tests {
 
         #[test]
         fn records_a_change_adds_and_removes_are_checked_as_the_scan_checks_them(
-            ops in proptest::collection::vec((0usize..3, 0usize..3, 0usize..3, 0usize..24), 0..40)
+            ops in proptest::collection::vec((0usize..3, 0usize..5, 0usize..3, 0usize..24), 0..40)
         ) {
             changing_name_agrees_with_the_scan(ChangingName::default(), &ops);
             changing_name_agrees_with_the_scan(
