@@ -364,13 +364,19 @@ async fn structured_records_take_data_objects() {
     assert_eq!(caa["content"], "0 issue \"letsencrypt.org\"");
     for (t, content) in [
         ("HTTPS", "1 . alpn=h2"),
-        ("TLSA", "3 1 1 abcdef"),
-        ("SSHFP", "4 2 abcdef0123"),
+        ("TLSA", "3 1 0 abcdef"),
+        (
+            "SSHFP",
+            "4 2 123456789abcdef67890123456789abcdef67890123456789abcdef123456789",
+        ),
         (
             "NAPTR",
             "100 10 \"S\" \"SIP+D2U\" \"\" _sip._udp.example.com",
         ),
-        ("DS", "2371 13 2 1f987cc6583e92df0890718c42"),
+        (
+            "DS",
+            "2371 13 2 1f987cc6583e92df0890718c42a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3",
+        ),
         ("CERT", "1 12345 8 AQIDBA=="),
         ("LOC", "37 46 46 N 122 23 35 W 0m 100m 0m 0m"),
         ("PTR", "host.example.com"),

@@ -1192,9 +1192,51 @@ pub(crate) fn canonical_content(
     }
 }
 
+/// A DS digest, an SSHFP fingerprint or a TLSA association whose type says how long it is
+/// must be that long (a DS that can never match makes the child zone bogus to validating
+/// resolvers).
+fn check_digest_length(kind: RecordType, content: &str) -> Result<(), FieldError> {
+    let words: Vec<&str> = content.split_whitespace().collect();
+    // (The type's position among the fields, the digest's from there on.)
+    let (at, lengths): (usize, &[(u8, usize)]) = match kind {
+        RecordType::DS => (2, &[(1, 20), (2, 32), (3, 32), (4, 48)]),
+        RecordType::SSHFP => (1, &[(1, 20), (2, 32)]),
+        RecordType::TLSA => (2, &[(1, 32), (2, 64)]),
+        _ => return Ok(()),
+    };
+    let Some(digest_type) = words.get(at).and_then(|w| w.parse::<u8>().ok()) else {
+        return Ok(());
+    };
+    let Some(&(_, want)) = lengths.iter().find(|(t, _)| *t == digest_type) else {
+        return Ok(());
+    };
+    let hex: usize = words
+        .get(at + 1..)
+        .unwrap_or_default()
+        .iter()
+        .map(|w| w.len())
+        .sum();
+    if hex == want * 2 {
+        return Ok(());
+    }
+    let what = match kind {
+        RecordType::DS => "digest type",
+        RecordType::SSHFP => "fingerprint type",
+        _ => "matching type",
+    };
+    Err(FieldError::new(
+        "content",
+        format!(
+            "{kind} {what} {digest_type} takes {want} bytes ({} hex digits), not {hex} hex digits",
+            want * 2
+        ),
+    ))
+}
+
 /// Checks content with the DNS wire-format library, for the types it can encode, so that
 /// nothing is stored that the DNS server could not serve.
 fn check_wire(kind: RecordType, content: &str, priority: Option<u16>) -> Result<(), FieldError> {
+    check_digest_length(kind, content)?;
     let text = match kind {
         RecordType::SRV => format!("{} {}", priority.unwrap_or(0), content),
         RecordType::CAA
@@ -1289,7 +1331,11 @@ mod tests {
     #[test]
     fn structured_types_are_checked() {
         for (t, content) in [
-            ("TLSA", "3 1 1 abcdef12"),
+            ("TLSA", "3 1 0 abcdef12"),
+            (
+                "TLSA",
+                "3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            ),
             (
                 "SSHFP",
                 "4 2 123456789abcdef67890123456789abcdef67890123456789abcdef123456789",
@@ -1298,7 +1344,8 @@ mod tests {
                 "NAPTR",
                 "100 10 \"S\" \"SIP+D2U\" \"\" _sip._udp.example.com",
             ),
-            ("DS", "2371 13 2 1F987CC6583E92DF0890718C42"),
+            ("DS", DS_1),
+            ("DS", "2371 13 1 1F987CC6583E92DF0890718C42A1B2C3D4E5F607"),
             ("HTTPS", "1 . alpn=h2,h3"),
             ("SVCB", "1 svc.example.com port=8443"),
             ("LOC", "37 46 46 N 122 23 35 W 0m 100m 0m 0m"),
@@ -1313,6 +1360,21 @@ mod tests {
             );
         }
         assert!(draft(json!({"type":"TLSA","name":"x","content":"3 1 1 xyz"})).is_err());
+        // A digest shorter or longer than its type says.
+        for (t, content) in [
+            ("DS", "2371 13 2 1F987CC6583E92DF0890718C42"),
+            ("DS", "2371 13 1 1F987CC6583E92DF0890718C42A1B2C3D4E5F60718"),
+            ("TLSA", "3 1 1 abcdef12"),
+            ("TLSA", "3 1 2 abcdef12"),
+            (
+                "SSHFP",
+                "4 1 123456789abcdef67890123456789abcdef67890123456789abcdef123456789",
+            ),
+        ] {
+            let err = draft(json!({"type": t, "name": "x", "content": content}))
+                .expect_err("a digest of the wrong length");
+            assert!(err.errors()[0].message.contains("bytes"), "{t} {content}");
+        }
         assert!(
             draft(json!({"type":"LOC","name":"x","content":"97 0 0 N 0 0 0 E 0m 0m 0m 0m"}))
                 .is_err()
