@@ -40,6 +40,11 @@ impl FromRequestParts<Arc<ApiState>> for Auth {
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            // A Global API Key (X-Auth-Email and X-Auth-Key) is not a missing credential: it
+            // is one this API does not take.
+            if parts.headers.contains_key("x-auth-key") {
+                return Err(ApiError::GlobalKey);
+            }
             return Err(ApiError::MissingAuth);
         };
         let header = header.to_str().map_err(|_| ApiError::MalformedAuth)?;

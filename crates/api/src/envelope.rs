@@ -52,6 +52,9 @@ pub enum ApiError {
     MissingAuth,
     #[error("malformed authorization header")]
     MalformedAuth,
+    /// A Global API Key was sent: only API tokens are taken.
+    #[error("a Global API Key instead of an API token")]
+    GlobalKey,
     #[error("invalid API token")]
     InvalidToken,
     #[error("the token may not do this")]
@@ -123,6 +126,13 @@ impl ApiError {
                 item(
                     9106,
                     "Missing X-Auth-Key, X-Auth-Email or Authorization headers",
+                ),
+            ),
+            Self::GlobalKey => (
+                StatusCode::UNAUTHORIZED,
+                item(
+                    9103,
+                    "Global API Keys (X-Auth-Email, X-Auth-Key) are not accepted: use an API token (Authorization: Bearer)",
                 ),
             ),
             Self::MalformedAuth => (

@@ -66,6 +66,18 @@ async fn missing_bad_and_malformed_tokens_are_refused_with_cloudflare_codes() {
         .raw("GET", "/zones", None, "application/json", vec![])
         .await;
     assert_eq!((s, codes(&v)), (StatusCode::UNAUTHORIZED, vec![9106]));
+    // A Global API Key is not "missing": it is said to be not taken.
+    let (s, v) = api
+        .get_with(
+            "/zones",
+            &[
+                ("x-auth-email", "me@example.com"),
+                ("x-auth-key", "0123456789abcdef"),
+            ],
+        )
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::UNAUTHORIZED, vec![9103]));
+    assert!(v.to_string().contains("Bearer"), "{v}");
     let (s, v) = api.call_as("not-a-real-token", "GET", "/zones", None).await;
     assert_eq!((s, codes(&v)), (StatusCode::UNAUTHORIZED, vec![1000]));
     let (s, v) = api

@@ -151,6 +151,33 @@ impl<S: Store + ?Sized> Api<S> {
         )
     }
 
+    /// A GET with these header fields only (no token of the test's).
+    pub async fn get_with(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method("GET")
+            .uri(format!("/client/v4{path}"));
+        for (name, value) in fields {
+            req = req.header(*name, *value);
+        }
+        let response = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
     pub async fn call_as(
         &self,
         token: &str,
