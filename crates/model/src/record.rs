@@ -300,13 +300,19 @@ impl RecordDraft {
             match (kind.data_fields(), data, raw) {
                 (Some(fields), Some(data), _) => {
                     if (kind == RecordType::SRV || kind == RecordType::URI)
-                        && let Some(p) = data.get("priority").and_then(Value::as_u64)
+                        && let Some(p) = data.get("priority").filter(|p| !p.is_null())
                     {
-                        match u16::try_from(p) {
-                            Ok(p) => priority = Some(p),
-                            Err(_) => errors.push(FieldError::new(
+                        // A number, or a number in a string, as the other data fields.
+                        let read = match p {
+                            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                            Value::String(t) => t.trim().parse::<u16>().ok(),
+                            _ => None,
+                        };
+                        match read {
+                            Some(p) => priority = Some(p),
+                            None => errors.push(FieldError::new(
                                 "data.priority",
-                                "must be between 0 and 65535",
+                                "must be a whole number between 0 and 65535",
                             )),
                         }
                     }
@@ -1326,6 +1332,26 @@ mod tests {
             r.data(),
             Some(json!({"flags":0,"tag":"issue","value":"letsencrypt.org"}))
         );
+    }
+
+    #[test]
+    fn srv_data_priority_is_read_as_the_other_data_fields_or_refused() {
+        let srv = |priority: Value| {
+            draft(json!({"type": "SRV", "name": "_sip._tcp", "priority": 5,
+                "data": {"priority": priority, "weight": 5, "port": 5060, "target": "x.example.com"}}))
+        };
+        assert_eq!(srv(json!("10")).expect("valid").priority, Some(10));
+        assert_eq!(srv(json!(10)).expect("valid").priority, Some(10));
+        for bad in [
+            json!(-1),
+            json!("abc"),
+            json!(70000),
+            json!(1.5),
+            json!([1]),
+        ] {
+            let err = srv(bad.clone()).expect_err("invalid");
+            assert_eq!(err.errors()[0].field, "data.priority", "{bad}");
+        }
     }
 
     #[test]
