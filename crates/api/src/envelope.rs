@@ -22,6 +22,41 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
+/// A failure in the envelope, with `status` as it is.
+pub fn error_response(status: StatusCode, code: u32, message: &str) -> Response {
+    json_response(
+        status,
+        &json!({"success": false, "errors": [{"code": code, "message": message}], "messages": [], "result": null}),
+    )
+}
+
+/// The web framework's own refusals (a body over the limit, a multipart body that is none, a
+/// path that does not decode), which it writes as plain text, in the envelope: clients parse
+/// every answer of the API as JSON.
+pub async fn envelope_refusals(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("Request refused")
+            .to_owned()
+    } else {
+        parapet_model::name::printable(&text)
+    };
+    error_response(status, 9207, &message)
+}
+
 /// A successful single result.
 pub fn ok(result: Value) -> Response {
     json_response(

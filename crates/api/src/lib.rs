@@ -248,6 +248,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .patch(records::patch)
                 .delete(records::delete),
         );
+    let v4 = v4.layer(axum::middleware::map_response(envelope::envelope_refusals));
     Router::new()
         .nest("/client/v4", v4)
         .route("/healthz", get(|| async { "ok\n" }))

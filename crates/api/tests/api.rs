@@ -1085,3 +1085,36 @@ async fn purged_urls_reach_the_cache_keyed_by_the_configured_then_the_zones_cach
         ]
     );
 }
+
+#[tokio::test]
+async fn the_frameworks_own_refusals_come_in_the_envelope() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    let token = ADMIN.to_owned();
+    // An import that is not multipart.
+    let (s, v, text) = api
+        .raw(
+            "POST",
+            &format!("/zones/{zone}/dns_records/import"),
+            Some(&token),
+            "application/json",
+            b"{}".to_vec(),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s}");
+    assert_eq!(v["success"], false, "{text}");
+    assert!(v["errors"][0]["message"].is_string(), "{text}");
+    // A body over the limit.
+    let big = vec![b' '; 3 << 20];
+    let (s, v, text) = api
+        .raw(
+            "POST",
+            &format!("/zones/{zone}/dns_records/batch"),
+            Some(&token),
+            "application/json",
+            big,
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(v["success"], false, "{}", &text[..text.len().min(200)]);
+}
