@@ -17,19 +17,34 @@ pub enum NameKind {
     Target,
 }
 
-/// Normalises and checks a name, returning it lowercase without a trailing dot.
+/// Normalises and checks a name, returning it lowercase without a trailing dot; a label in
+/// Unicode is stored in Punycode, as Cloudflare stores names (IDNA, UTS #46).
 pub fn normalize(input: &str, kind: NameKind, field: &str) -> Result<String, FieldError> {
     let trimmed = input.trim();
-    let name = trimmed
-        .strip_suffix('.')
-        .unwrap_or(trimmed)
-        .to_ascii_lowercase();
     let bad = |m: &str| {
         Err(FieldError::new(
             field,
             format!("'{}' {m}", printable(input)),
         ))
     };
+    let mut name = trimmed
+        .strip_suffix('.')
+        .unwrap_or(trimmed)
+        .to_ascii_lowercase();
+    if !name.is_ascii() {
+        let mut labels = Vec::new();
+        for label in name.split('.') {
+            if label.is_ascii() {
+                labels.push(label.to_owned());
+                continue;
+            }
+            match idna::domain_to_ascii(label) {
+                Ok(ascii) if !ascii.is_empty() && !ascii.contains('.') => labels.push(ascii),
+                _ => return bad("has a label that is not a valid international domain name"),
+            }
+        }
+        name = labels.join(".");
+    }
     if name.is_empty() {
         return bad("is empty");
     }
@@ -143,6 +158,15 @@ mod tests {
             Ok("www.example.com")
         );
         assert!(owner_in_zone("www.other.org.", "example.com", "n").is_err());
+        assert_eq!(
+            owner_in_zone("bücher", "example.com", "n").as_deref(),
+            Ok("xn--bcher-kva.example.com")
+        );
+        assert_eq!(
+            normalize("MÜNCHEN.example.", NameKind::Zone, "n").as_deref(),
+            Ok("xn--mnchen-3ya.example")
+        );
+        assert!(normalize("a\u{200b}\u{0}.example", NameKind::Zone, "n").is_err());
         for empty in ["", "   "] {
             assert!(
                 owner_in_zone(empty, "example.com", "n").is_err(),
