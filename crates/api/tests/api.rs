@@ -874,6 +874,13 @@ async fn export_then_import_gives_the_same_records() {
         v["result"],
         json!({"recs_added": 6, "total_records_parsed": 6})
     );
+    // A record with a comment and tags: both go out and come back.
+    api.record(
+        &zone,
+        json!({"type": "TXT", "name": "noted", "content": "v=1",
+            "comment": "cf-proxied:true is only words here", "tags": ["team:ops", "env:prod"]}),
+    )
+    .await;
     let (s, _, exported) = api
         .raw(
             "GET",
@@ -885,6 +892,10 @@ async fn export_then_import_gives_the_same_records() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(exported.contains("cf_tags=cf-proxied:true"), "{exported}");
+    assert!(
+        exported.contains("; cf-proxied:true is only words here cf_tags=team:ops,env:prod"),
+        "{exported}"
+    );
     let copy = api.zone("copy.example").await;
     let moved = exported.replace("example.com.", "copy.example.");
     let (s, v) = api.import(&copy, &moved, None, false).await;
@@ -896,13 +907,15 @@ async fn export_then_import_gives_the_same_records() {
             .iter()
             .map(|r| {
                 format!(
-                    "{} {} {} {} {} {}",
+                    "{} {} {} {} {} {} {} {}",
                     r["name"].as_str().unwrap_or("").replace(zone, "Z"),
                     r["type"],
                     r["content"].as_str().unwrap_or("").replace(zone, "Z"),
                     r["ttl"],
                     r["proxied"],
-                    r["priority"]
+                    r["priority"],
+                    r["comment"],
+                    r["tags"]
                 )
             })
             .collect();

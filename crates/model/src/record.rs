@@ -261,11 +261,17 @@ impl RecordDraft {
         };
         let comment = match obj.get("comment") {
             None | Some(Value::Null) => None,
-            Some(Value::String(c)) if c.len() <= MAX_COMMENT => Some(c.clone()),
+            Some(Value::String(c))
+                if c.len() <= MAX_COMMENT && !c.chars().any(char::is_control) =>
+            {
+                Some(c.clone())
+            }
             Some(_) => {
                 errors.push(FieldError::new(
                     "comment",
-                    format!("must be a string of at most {MAX_COMMENT} characters"),
+                    format!(
+                        "must be a string of at most {MAX_COMMENT} characters, without line breaks or other control characters"
+                    ),
                 ));
                 None
             }

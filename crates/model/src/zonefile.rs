@@ -209,25 +209,79 @@ fn read_entry(
         )]);
     };
     let content = rdata_content(kind, rest, origin).map_err(|m| vec![m])?;
-    let proxied = if !kind.proxiable() {
-        false
-    } else if entry.comment.contains("cf-proxied:true") {
-        true
-    } else if entry.comment.contains("cf-proxied:false") {
-        false
-    } else {
-        default_proxied
-    };
-    let body = json!({
+    let said = CommentFields::read(&entry.comment);
+    let proxied = kind.proxiable() && said.proxied.unwrap_or(default_proxied);
+    let mut body = json!({
         "name": owner,
         "type": kind.as_str(),
         "content": content,
         "ttl": ttl.map_or(1, clamp_ttl),
         "proxied": proxied,
     });
+    if let Some(comment) = said.comment {
+        body["comment"] = json!(comment);
+    }
+    if !said.tags.is_empty() {
+        body["tags"] = json!(said.tags);
+    }
     RecordDraft::from_json(zone, &body)
         .map(|d| Parsed::Record(Box::new(d)))
         .map_err(|e| e.errors().iter().map(ToString::to_string).collect())
+}
+
+/// What a record line's comment says in Cloudflare's export layout
+/// (`; a comment cf_tags=team:ops,cf-proxied:true`): nothing without `cf_tags=` (an ordinary
+/// zone file's comment is a note for its reader).
+#[derive(Debug, Default, PartialEq)]
+struct CommentFields {
+    comment: Option<String>,
+    tags: Vec<String>,
+    proxied: Option<bool>,
+}
+
+impl CommentFields {
+    fn read(comment: &str) -> Self {
+        let Some((text, tags)) = comment.rsplit_once("cf_tags=") else {
+            return Self::default();
+        };
+        let mut out = Self {
+            comment: Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
+            ..Self::default()
+        };
+        let listed = tags.split_whitespace().next().unwrap_or("");
+        for tag in listed.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            match tag {
+                "cf-proxied:true" => out.proxied = Some(true),
+                "cf-proxied:false" => out.proxied = Some(false),
+                tag => out.tags.push(tag.to_owned()),
+            }
+        }
+        out
+    }
+
+    /// The comment written after a record of `r`'s (empty: none). A tag with a space or a
+    /// comma, which the list cannot carry, is left out; a comment stays on its line.
+    fn write(r: &DnsRecord) -> String {
+        let mut tags: Vec<String> = r
+            .tags
+            .iter()
+            .filter(|t| !t.contains(|c: char| c == ',' || c.is_whitespace()))
+            .cloned()
+            .collect();
+        if r.kind.proxiable() {
+            tags.push(format!("cf-proxied:{}", r.proxied));
+        }
+        let comment: Option<String> = r
+            .comment
+            .as_deref()
+            .map(|c| c.replace(|c: char| c.is_control(), " ").trim().to_owned())
+            .filter(|c| !c.is_empty());
+        if comment.is_none() && tags.is_empty() {
+            return String::new();
+        }
+        let text = comment.map(|c| format!("{c} ")).unwrap_or_default();
+        format!(" ; {text}cf_tags={}", tags.join(","))
+    }
 }
 
 /// TTLs outside what Cloudflare allows are brought into range rather than refused, so that
@@ -476,11 +530,7 @@ pub fn export_zone_file(zone: &Zone, records: &[DnsRecord], exported_on: &str) -
             out.push_str(&format!("\n;; {} Records\n", r.kind));
             last = Some(r.kind);
         }
-        let tag = if r.kind.proxiable() {
-            format!(" ; cf_tags=cf-proxied:{}", r.proxied)
-        } else {
-            String::new()
-        };
+        let tag = CommentFields::write(r);
         out.push_str(&format!(
             "{}.\t{}\tIN\t{}\t{}{tag}\n",
             r.name,
@@ -499,6 +549,26 @@ pub fn draft_json(d: &RecordDraft) -> Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn comments_say_what_cloudflares_export_layout_says_and_nothing_else() {
+        let read = CommentFields::read;
+        assert_eq!(read(" a note for the reader"), CommentFields::default());
+        assert_eq!(
+            read(" cf-proxied:true in words"),
+            CommentFields::default(),
+            "not a tag without cf_tags="
+        );
+        assert_eq!(
+            read(" web tier cf_tags=team:ops,cf-proxied:true"),
+            CommentFields {
+                comment: Some("web tier".into()),
+                tags: vec!["team:ops".into()],
+                proxied: Some(true),
+            }
+        );
+        assert_eq!(read(" cf_tags=cf-proxied:false").proxied, Some(false));
+    }
+
     use super::*;
 
     const ZONE: &str = r#"
