@@ -579,9 +579,10 @@ fn stale_objects_are_served_while_revalidating_or_when_the_origin_fails() {
 
     // stale-while-revalidate: the stale copy at once, refreshed in the background.
     let before = answered();
-    let (status, cache, _, body) = get("/swr.js");
+    let (status, cache, head, body) = get("/swr.js");
     assert_eq!((status, cache.as_str()), (200, "UPDATING"));
     assert_eq!(body, "/swr.js answer 1");
+    assert!(head.contains("cache-status: parapet; hit\r\n"), "{head}");
     parapet_testkit::eventually(Duration::from_secs(5), "the background refresh", || {
         s.hits.of("/swr.js") == 2
     });
@@ -594,8 +595,10 @@ fn stale_objects_are_served_while_revalidating_or_when_the_origin_fails() {
     });
 
     // stale-if-error: the origin now fails; the stale copy is served instead of its 500.
-    let (status, cache, _, body) = get("/sie.js");
+    let (status, cache, head, body) = get("/sie.js");
     assert_eq!((status, cache.as_str()), (200, "STALE"), "{body}");
+    // It went forward, and got nothing usable: no hit (RFC 9211).
+    assert!(head.contains("cache-status: parapet; fwd=stale\r\n"), "{head}");
     assert_eq!(body, "/sie.js answer 1");
 
     // `no-cache` forbids serving a copy without asking the origin, whatever stale windows the

@@ -446,8 +446,10 @@ pub(crate) fn cache_status(phase: &CachePhase) -> (&'static str, &'static str) {
         CachePhase::Hit => ("HIT", "parapet; hit"),
         CachePhase::Miss => ("MISS", "parapet; fwd=uri-miss; stored"),
         CachePhase::Expired => ("EXPIRED", "parapet; fwd=stale; stored"),
-        CachePhase::Stale => ("STALE", "parapet; hit; fwd=stale"),
-        CachePhase::StaleUpdating => ("UPDATING", "parapet; hit; fwd=stale"),
+        // Served stale after the origin failed: the request went forward (RFC 9211 §2.2).
+        CachePhase::Stale => ("STALE", "parapet; fwd=stale"),
+        // Served from the cache while a refresh goes on in the background.
+        CachePhase::StaleUpdating => ("UPDATING", "parapet; hit"),
         CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => {
             ("REVALIDATED", "parapet; fwd=stale; fwd-status=304")
         }
