@@ -598,7 +598,10 @@ fn stale_objects_are_served_while_revalidating_or_when_the_origin_fails() {
     let (status, cache, head, body) = get("/sie.js");
     assert_eq!((status, cache.as_str()), (200, "STALE"), "{body}");
     // It went forward, and got nothing usable: no hit (RFC 9211).
-    assert!(head.contains("cache-status: parapet; fwd=stale\r\n"), "{head}");
+    assert!(
+        head.contains("cache-status: parapet; fwd=stale\r\n"),
+        "{head}"
+    );
     assert_eq!(body, "/sie.js answer 1");
 
     // `no-cache` forbids serving a copy without asking the origin, whatever stale windows the

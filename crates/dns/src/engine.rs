@@ -821,10 +821,12 @@ fn respond(
     {
         return Err(ResponseCode::BADVERS);
     }
-    if !request.answers.is_empty() || !request.authorities.is_empty() {
+    let qtype = query.query_type();
+    // An IXFR carries the secondary's SOA in its authority section (RFC 1995 §3).
+    let ixfr = qtype == RecordType::IXFR && request.authorities.len() == 1;
+    if !request.answers.is_empty() || !(request.authorities.is_empty() || ixfr) {
         return Err(ResponseCode::FormErr);
     }
-    let qtype = query.query_type();
     if query.query_class() != DNSClass::IN && query.query_class() != DNSClass::ANY {
         return Err(ResponseCode::Refused);
     }
@@ -837,13 +839,16 @@ fn respond(
     let Some(zone) = zone else {
         return Err(ResponseCode::Refused);
     };
-    if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        // Zone transfers to secondaries are configured per zone; none are allowed yet.
-        return Err(if transport == Transport::Udp {
-            ResponseCode::FormErr
-        } else {
-            ResponseCode::Refused
-        });
+    // Transfers over TCP are the transfer path's (its ACLs and TSIG); here, only what UDP
+    // gets: no AXFR (as Knot answers), and for an IXFR of a zone's apex the current SOA
+    // alone, which tells a secondary that is current that it is, and another to ask over TCP
+    // (RFC 1995 §2). (The SOA is anybody's to ask for.)
+    let soa_only =
+        ixfr && transport == Transport::Udp && key == zone.origin && zone.soa().is_some();
+    match qtype {
+        RecordType::AXFR if transport == Transport::Udp => return Err(ResponseCode::NotImp),
+        RecordType::AXFR | RecordType::IXFR if !soa_only => return Err(ResponseCode::Refused),
+        _ => {}
     }
     if matches!(qtype, RecordType::OPT | RecordType::TSIG) {
         return Err(ResponseCode::FormErr);
@@ -853,7 +858,12 @@ fn respond(
         room: limit,
         ..Answer::default()
     };
-    resolve(zone, query.name(), qtype, &mut answer);
+    match zone.soa() {
+        Some(soa) if soa_only => {
+            answer.add(Section::Answer, query.name(), soa);
+        }
+        _ => resolve(zone, query.name(), qtype, &mut answer),
+    }
     // As Knot, NSD and BIND count them: a flood can vary the name of an NXDOMAIN or of a
     // wildcard's answer, and the name or type of a NODATA, without end, so those are counted
     // per zone (or wildcard); only an answer from an existing name counts per name and type.

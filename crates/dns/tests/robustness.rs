@@ -142,3 +142,39 @@ fn edns_options_are_judged_as_rfc_6891_says() {
         assert_eq!(answered.answers.len(), 1, "{subnet:?}");
     }
 }
+
+#[test]
+fn transfers_over_udp_get_the_soa_alone_or_not_implemented() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::rdata::SOA;
+    use hickory_proto::rr::{RData, Record};
+    let index = index();
+    let ask = |qtype: RecordType, with_soa: bool| {
+        let mut m = Message::query();
+        let apex = Name::from_ascii("Example.TEST.").expect("name");
+        m.add_query(Query::query(apex.clone(), qtype));
+        if with_soa {
+            let soa = SOA::new(apex.clone(), apex.clone(), 1, 3600, 600, 86400, 300);
+            m.authorities
+                .push(Record::from_rdata(apex, 0, RData::SOA(soa)));
+        }
+        let packet = m.to_vec().expect("encode");
+        let out = answer_query(&index, &packet, Transport::Udp, Limits::default(), None)
+            .expect("an answer");
+        Message::from_vec(&out.bytes).expect("response")
+    };
+    // IXFR from an old serial: the current SOA alone (the secondary then asks over TCP).
+    let ixfr = ask(RecordType::IXFR, true);
+    assert_eq!(ixfr.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(ixfr.answers.len(), 1);
+    assert_eq!(ixfr.answers[0].record_type(), RecordType::SOA);
+    assert_eq!(
+        ixfr.answers[0].name.to_ascii(),
+        "Example.TEST.",
+        "the query's case"
+    );
+    assert!(ixfr.metadata.authoritative);
+    // AXFR over UDP is not implemented, as Knot answers.
+    let axfr = ask(RecordType::AXFR, false);
+    assert_eq!(axfr.metadata.response_code, ResponseCode::NotImp);
+}
