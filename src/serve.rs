@@ -532,6 +532,69 @@ struct ControlPlane {
     upgrade_socket: UpgradeSocket,
 }
 
+/// Where the store records the edge addresses active zones' serials were last moved for.
+const EDGE_ADDRESSES_KEY: &str = "node/edge-addresses";
+
+/// The `--edge-ipv4`/`--edge-ipv6` addresses are data of every active zone (its proxied names
+/// answer with them), beside the records: when they differ from those the zones' serials were
+/// last moved for, every active zone's serial moves, so that secondaries transfer the new
+/// answers. Recorded in the store, fleet-wide (the nodes of a fleet share their addresses).
+async fn move_serials_for_edge_addresses(store: &dyn Store, config: &Config) -> anyhow::Result<()> {
+    let addresses = serde_json::to_vec(&serde_json::json!({
+        "v4": config.edge_ipv4,
+        "v6": config.edge_ipv6,
+    }))?;
+    let recorded = store.get(EDGE_ADDRESSES_KEY).await?;
+    if recorded.as_ref().is_some_and(|e| e.value == addresses) {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut moved = 0;
+    for entry in store.list(parapet_snapshot::keys::ZONES).await?.entries {
+        let mut entry = entry;
+        while let Ok(mut zone) = serde_json::from_slice::<parapet_model::Zone>(&entry.value) {
+            if zone.status != parapet_model::ZoneStatus::Active {
+                break;
+            }
+            zone.serial = zone.next_serial(now);
+            let txn = Txn::new()
+                .expect(&entry.key, entry.mod_revision)
+                .put(&entry.key, serde_json::to_vec(&zone)?);
+            match store.commit(txn).await {
+                Ok(_) => {
+                    moved += 1;
+                    break;
+                }
+                // Changed meanwhile: read again (gone: nothing to move).
+                Err(StoreError::Conflict) => match store.get(&entry.key).await? {
+                    Some(again) => entry = again,
+                    None => break,
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let record = match &recorded {
+        Some(e) => Txn::new().expect(EDGE_ADDRESSES_KEY, e.mod_revision),
+        None => Txn::new().expect(EDGE_ADDRESSES_KEY, 0),
+    }
+    .put(EDGE_ADDRESSES_KEY, addresses);
+    match store.commit(record).await {
+        // Another node of the fleet recorded them meanwhile.
+        Ok(_) | Err(StoreError::Conflict) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if moved > 0 {
+        tracing::info!(
+            zones = moved,
+            "the edge addresses changed: active zones' serials moved"
+        );
+    }
+    Ok(())
+}
+
 /// Opens the store and starts what runs on it: the account, the first admin token, the
 /// snapshot watcher, activation and ACME; binds the upgrade socket. Taking over (`upgrading`),
 /// it also waits for the served snapshot to have the store's state, so that the previous
@@ -568,6 +631,11 @@ async fn start_control_plane(
         ));
     }
 
+    if let Err(e) = move_serials_for_edge_addresses(store.as_ref(), config).await {
+        tracing::warn!(
+            "the edge addresses changed, and active zones' serials could not be moved: {e}"
+        );
+    }
     tokio::spawn(run_snapshot_watcher(
         Arc::clone(&store),
         Arc::clone(published),

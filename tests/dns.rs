@@ -158,6 +158,57 @@ fn pending_zone_answers_proxied_records_with_their_origin() {
 }
 
 #[test]
+fn new_edge_addresses_move_the_serials_of_active_zones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = |edge: &str| {
+        Node::start(NodeOptions::new(BIN).data_dir(dir.path()).args([
+            "--activation",
+            "auto",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--edge-ipv4",
+            edge,
+            "--dns-rrl-rate",
+            "0",
+        ]))
+    };
+    let serial = |dns: SocketAddr| match ask(dns, "moved.example", RecordType::SOA)
+        .answers
+        .first()
+        .map(|r| &r.data)
+    {
+        Some(RData::SOA(soa)) => soa.serial,
+        _ => 0,
+    };
+    let node = start("203.0.113.20");
+    let zone = node.create_zone("moved.example");
+    node.proxied_a(&zone, "www", "192.0.2.1");
+    let dns = node.dns_addr();
+    eventually(Duration::from_secs(10), "the edge's address", || {
+        addresses(&ask(dns, "www.moved.example", RecordType::A)) == ["203.0.113.20"]
+    });
+    let first = serial(dns);
+    drop(node);
+    // The same addresses: the serial stays.
+    let node = start("203.0.113.20");
+    let dns = node.dns_addr();
+    eventually(Duration::from_secs(10), "the zone served again", || {
+        serial(dns) != 0
+    });
+    assert_eq!(serial(dns), first);
+    drop(node);
+    // Other addresses: secondaries must see a new serial to transfer the new answers.
+    let node = start("203.0.113.21");
+    let dns = node.dns_addr();
+    eventually(Duration::from_secs(10), "the new address", || {
+        addresses(&ask(dns, "www.moved.example", RecordType::A)) == ["203.0.113.21"]
+    });
+    eventually(Duration::from_secs(5), "a new serial", || {
+        serial(dns) > first
+    });
+}
+
+#[test]
 fn changes_through_the_api_are_answered_at_once_and_serial_increases() {
     let node = edge_node("auto");
     let dns = node.dns_addr();
