@@ -146,6 +146,13 @@ impl EdgeMetrics {
         self.finished("", 0, origin_time, Answered::Background);
     }
 
+    /// A request refused before it began (its header not understood): counted as answered,
+    /// never having been in flight.
+    pub fn refused_unparsed(&self, status: u16) {
+        self.request_started();
+        self.finished("", status, None, Answered::Engine);
+    }
+
     /// A request the edge passed to the origin without its HTTP engine, answered.
     pub fn direct_pass_finished(&self, zone: &str, status: u16, origin_time: Option<Duration>) {
         self.finished(zone, status, origin_time, Answered::DirectPass);
@@ -305,6 +312,10 @@ mod tests {
         assert!(text.contains("parapet_edge_origin_seconds_sum 20.32"));
         assert!(text.contains("parapet_edge_origin_seconds_count 3"));
         assert!(text.contains("parapet_edge_requests_in_flight 0"));
+        // A request refused before it began leaves nothing in flight behind.
+        m.request_started();
+        m.refused_unparsed(400);
+        assert!(m.render().contains("parapet_edge_requests_in_flight 1"));
         let open = m.connection_opened();
         assert!(m.render().contains("parapet_edge_connections_open 1"));
         drop(open);

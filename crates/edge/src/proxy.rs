@@ -201,7 +201,7 @@ impl EdgeProxy {
         peer: Option<SocketAddr>,
         started: Instant,
     ) {
-        self.metrics.request_finished("", status, None);
+        self.metrics.refused_unparsed(status);
         if !access_logged() {
             return;
         }
