@@ -600,11 +600,32 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
         }
         false
     });
+    // A name belongs to the most specific zone that holds it (as DNS answers it): a record a
+    // parent zone keeps for a name inside a child zone is not proxied.
+    let zone_names: std::collections::HashSet<String> =
+        zones.values().map(|z| z.name.clone()).collect();
+    let in_a_child_zone = |name: &str, zone_name: &str| {
+        let mut at = name;
+        while at.len() > zone_name.len() {
+            if zone_names.contains(at) {
+                return true;
+            }
+            match at.split_once('.') {
+                Some((_, parent)) => at = parent,
+                None => break,
+            }
+        }
+        false
+    };
     for (zone_id, zone) in zones {
         let active = zone.status == ZoneStatus::Active && !zone.paused;
         let shared_id: Arc<str> = Arc::from(zone_id.as_str());
+        let zone_name = zone.name.clone();
         let mut add_proxied = |r: &DnsRecord| {
-            if r.proxied && matches!(r.kind, RecordType::A | RecordType::AAAA | RecordType::CNAME) {
+            if r.proxied
+                && matches!(r.kind, RecordType::A | RecordType::AAAA | RecordType::CNAME)
+                && !in_a_child_zone(&r.name, &zone_name)
+            {
                 proxied_hosts
                     .entry(r.name.clone())
                     .or_insert_with(|| ProxiedHost {

@@ -825,3 +825,66 @@ async fn an_orphan_key_does_not_stop_later_changes() {
     );
     assert_eq!(published.load().record_count(), 2);
 }
+
+#[tokio::test]
+async fn a_name_inside_a_child_zone_is_proxied_by_the_child_alone() {
+    let store = Arc::new(MemoryStore::new());
+    let published = Arc::new(Published::new());
+    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    let rev = store
+        .commit(
+            Txn::new()
+                .put(zone_key("parent"), json(&zone("parent", "example.com")))
+                .put(zone_key("child"), json(&zone("child", "shop.example.com")))
+                // Left over in the parent, for names the child holds now.
+                .put(
+                    record_key("parent", "old"),
+                    json(&a_record(
+                        "parent",
+                        "old",
+                        "www.shop.example.com",
+                        "198.51.100.20",
+                        true,
+                    )),
+                )
+                .put(
+                    record_key("parent", "gone"),
+                    json(&a_record(
+                        "parent",
+                        "gone",
+                        "only.shop.example.com",
+                        "198.51.100.21",
+                        true,
+                    )),
+                )
+                .put(
+                    record_key("child", "new"),
+                    json(&a_record(
+                        "child",
+                        "new",
+                        "www.shop.example.com",
+                        "192.0.2.10",
+                        true,
+                    )),
+                )
+                .put(
+                    record_key("parent", "own"),
+                    json(&a_record(
+                        "parent",
+                        "own",
+                        "www.example.com",
+                        "192.0.2.1",
+                        true,
+                    )),
+                ),
+        )
+        .await
+        .expect("commit");
+    wait(&published, rev).await;
+    let snap = published.load();
+    let host = &snap.proxied_hosts["www.shop.example.com"];
+    assert_eq!(host.origins, ["192.0.2.10"]);
+    assert_eq!(&*host.zone_id, "child");
+    assert!(!snap.proxied_hosts.contains_key("only.shop.example.com"));
+    assert_eq!(snap.proxied_hosts["www.example.com"].origins, ["192.0.2.1"]);
+}
