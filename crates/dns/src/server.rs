@@ -62,11 +62,8 @@ pub fn bind_udp_and_tcp(
     loop {
         let udp = bind_udp(addr, workers)?;
         let bound = udp[0].local_addr()?;
-        match std::net::TcpListener::bind(bound) {
-            Ok(tcp) => {
-                tcp.set_nonblocking(true)?;
-                return Ok((udp, tcp));
-            }
+        match bind_tcp(bound) {
+            Ok(tcp) => return Ok((udp, tcp)),
             Err(e)
                 if addr.port() == 0
                     && e.kind() == std::io::ErrorKind::AddrInUse
@@ -77,6 +74,22 @@ pub fn bind_udp_and_tcp(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A TCP listener on `addr`: on an IPv6 address, IPv6 alone (as the UDP sockets), so that
+/// `0.0.0.0` and `[::]` are bound side by side and IPv4 clients keep their own addresses
+/// (transfer ACLs, limits per prefix).
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -482,5 +495,23 @@ async fn write_within_idle(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Res
             std::io::ErrorKind::TimedOut,
             "the peer took no answer within the idle timeout",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_on_an_ipv6_address_takes_ipv6_alone_as_udp_does() {
+        let addr: SocketAddr = "[::1]:0".parse().expect("address");
+        let Ok((udp, tcp)) = bind_udp_and_tcp(addr, 1) else {
+            // No IPv6 loopback here: nothing to check.
+            return;
+        };
+        let tcp = socket2::Socket::from(tcp);
+        assert!(tcp.only_v6().expect("IPV6_V6ONLY"));
+        let udp = socket2::Socket::from(udp.into_iter().next().expect("a socket"));
+        assert!(udp.only_v6().expect("IPV6_V6ONLY"));
     }
 }

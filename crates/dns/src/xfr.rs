@@ -228,7 +228,13 @@ pub fn transfer(
         return signed_refusal(&request, ResponseCode::NotAuth, signed.as_ref(), now);
     };
     // The transfer ACL: only the zone's peers, and with their key when they have one.
-    let Some(peer) = zone.transfer_peers.iter().find(|p| p.addr.ip() == client) else {
+    // (Addresses compared in their canonical form: an IPv4 peer may come as `::ffff:a.b.c.d`.)
+    let client = client.to_canonical();
+    let Some(peer) = zone
+        .transfer_peers
+        .iter()
+        .find(|p| p.addr.ip().to_canonical() == client)
+    else {
         return signed_refusal(&request, ResponseCode::NotAuth, signed.as_ref(), now);
     };
     if let Some(k) = &peer.tsig
