@@ -13,8 +13,17 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::sync::Notify;
 
 /// Lowest and highest time an answer is kept, whatever its TTL says.
+#[cfg(not(test))]
 const MIN_TTL: u32 = 5;
+#[cfg(test)]
+const MIN_TTL: u32 = 1;
 const MAX_TTL: u32 = 3600;
+/// Longest time an answer without addresses is kept (a name not resolving yet, while its
+/// DNS is set up, is asked again soon).
+#[cfg(not(test))]
+const NEGATIVE_TTL: u32 = 30;
+#[cfg(test)]
+const NEGATIVE_TTL: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct External {
@@ -63,7 +72,9 @@ impl Flattener {
     }
 
     /// The addresses of `name`: cached while fresh, else looked up now through the resolver
-    /// (for the edge, which needs an answer for the request in hand).
+    /// (for the edge, which needs an answer for the request in hand). When the lookup fails,
+    /// the last answer, stale, serves on (asked again after [`MIN_TTL`]), as nginx's and
+    /// Cloudflare's resolvers do.
     pub async fn resolve_now(&self, name: &str) -> Option<External> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         self.wanted
@@ -76,7 +87,16 @@ impl Flattener {
                 return Some(c.answer.clone());
             }
         }
-        let answer = resolve(self.resolver?, &name).await.ok()?;
+        let answer = match resolve(self.resolver?, &name).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+                let stale = cache.get_mut(&name)?;
+                tracing::warn!(%name, "resolving an origin name failed, the last answer serves: {e}");
+                stale.expires = Instant::now() + Duration::from_secs(u64::from(MIN_TTL));
+                return Some(stale.answer.clone());
+            }
+        };
         let ttl = answer.ttl.clamp(MIN_TTL, MAX_TTL);
         self.cache
             .lock()
@@ -203,6 +223,9 @@ async fn resolve(resolver: SocketAddr, name: &str) -> Result<External, String> {
     }
     out.v4.sort();
     out.v6.sort();
+    if out.v4.is_empty() && out.v6.is_empty() {
+        out.ttl = out.ttl.min(NEGATIVE_TTL);
+    }
     Ok(out)
 }
 
@@ -214,4 +237,70 @@ pub fn system_resolver() -> Option<SocketAddr> {
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .find_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
         .map(|ip| SocketAddr::new(ip, 53))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resolver answering each query with the next of `answers` (an address with TTL 1, no
+    /// address, or a server failure); the last one for all after.
+    fn stub_resolver(answers: Vec<Option<Option<Ipv4Addr>>>) -> SocketAddr {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let mut n = 0;
+            while let Ok((len, from)) = socket.recv_from(&mut buf) {
+                let Ok(query) = Message::from_vec(&buf[..len]) else {
+                    continue;
+                };
+                let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+                reply.queries = query.queries.clone();
+                let step = answers[n.min(answers.len() - 1)];
+                let qtype = query.queries.first().map(Query::query_type);
+                match step {
+                    None => reply.metadata.response_code = ResponseCode::ServFail,
+                    Some(Some(ip)) if qtype == Some(RecordType::A) => {
+                        let name = query.queries[0].name().clone();
+                        reply.answers.push(hickory_proto::rr::Record::from_rdata(
+                            name,
+                            1,
+                            RData::A(ip.into()),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                // One step per name lookup (A then AAAA).
+                if qtype == Some(RecordType::AAAA) {
+                    n += 1;
+                }
+                let _ = socket.send_to(&reply.to_vec().expect("encode"), from);
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn no_address_is_asked_again_soon_and_a_failed_lookup_keeps_the_last_answer() {
+        let ip = Ipv4Addr::new(192, 0, 2, 1);
+        let resolver = stub_resolver(vec![Some(None), Some(Some(ip)), None]);
+        let flattener = Flattener::new(Some(resolver));
+        let first = flattener
+            .resolve_now("origin.other.test")
+            .await
+            .expect("an answer");
+        assert!(first.v4.is_empty());
+        // Not kept an hour: asked again once its short time passed.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let second = flattener
+            .resolve_now("origin.other.test")
+            .await
+            .expect("an answer");
+        assert_eq!(second.v4, [ip]);
+        // The resolver fails: the last answer serves on.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let third = flattener.resolve_now("origin.other.test").await;
+        assert_eq!(third.map(|e| e.v4), Some(vec![ip]));
+    }
 }
