@@ -239,7 +239,7 @@ pub async fn create(State(state): State<Arc<ApiState>>, auth: Auth, body: Bytes)
     let (Some(name), true) = (name, errors.is_empty()) else {
         return Err(ApiError::fields(1099, &ModelError::Invalid(errors)));
     };
-    let zone = Zone::new(
+    let mut zone = Zone::new(
         ids::new_id(),
         name.clone(),
         state.config.nameservers.clone(),
@@ -247,11 +247,22 @@ pub async fn create(State(state): State<Arc<ApiState>>, auth: Auth, body: Bytes)
         now_timestamp(),
         unix_now(),
     );
+    // A zone made again under a deleted one's name starts above that one's last serial
+    // (which may run ahead of the clock): secondaries ignore a serial that goes back.
+    let last_serial_key = parapet_snapshot::keys::last_serial_key(&name);
+    let last = state.store.get(&last_serial_key).await?;
+    if let Some(last) = last
+        .as_ref()
+        .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<u32>().ok())
+    {
+        zone.serial = zone.serial.max(last.wrapping_add(1)).max(1);
+    }
     let value = serde_json::to_vec(&zone).map_err(|e| ApiError::Internal(e.to_string()))?;
     let txn = Txn::new()
         .expect(zone_name_key(&name), 0)
         .put(zone_name_key(&name), zone.id.as_bytes().to_vec())
-        .put(zone_key(&zone.id), value);
+        .put(zone_key(&zone.id), value)
+        .delete(last_serial_key);
     match state.store.commit(txn).await {
         Ok(_) => {}
         Err(StoreError::Conflict) => {
@@ -362,6 +373,10 @@ pub async fn delete(
             .expect(zone_key(&zone_id), rev)
             .delete(zone_key(&zone_id))
             .delete(zone_name_key(&zone.name))
+            .put(
+                parapet_snapshot::keys::last_serial_key(&zone.name),
+                zone.serial.to_string().into_bytes(),
+            )
             .delete(parapet_snapshot::outgoing_key(&zone_id))
             .delete(parapet_snapshot::settings_key(&zone_id))
             .delete(parapet_snapshot::ruleset_key(

@@ -1131,3 +1131,25 @@ async fn the_frameworks_own_refusals_come_in_the_envelope() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(v["success"], false, "{}", &text[..text.len().min(200)]);
 }
+
+#[tokio::test]
+async fn a_zone_made_again_under_a_deleted_ones_name_starts_above_its_serial() {
+    let api = Api::new();
+    let zone = api.zone("again.example").await;
+    // Quick writes move the serial ahead of the clock.
+    for i in 0..30 {
+        api.record(
+            &zone,
+            json!({"type": "A", "name": format!("h{i}"), "content": "192.0.2.1"}),
+        )
+        .await;
+    }
+    let (_, before) = api.call("GET", &format!("/zones/{zone}"), None).await;
+    let serial = |v: &Value| v["result"]["serial"].as_u64();
+    let last = serial(&before);
+    api.ok("DELETE", &format!("/zones/{zone}"), None).await;
+    let again = api.zone("again.example").await;
+    let (_, after) = api.call("GET", &format!("/zones/{again}"), None).await;
+    assert!(last.is_some(), "{before}");
+    assert!(serial(&after) > last, "{before}\n{after}");
+}

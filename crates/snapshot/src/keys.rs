@@ -37,6 +37,14 @@ pub const ORIGIN_REVOKED: &str = "origin-revoked/";
 pub const ACME_HTTP: &str = "acme-http/";
 pub const ACME_ALPN: &str = "acme-alpn/";
 
+/// The last SOA serial of a deleted zone, by zone name: a zone made again under the name
+/// starts above it (secondaries ignore a serial that goes back).
+pub const LAST_SERIALS: &str = "last-serials/";
+
+pub fn last_serial_key(zone_name: &str) -> String {
+    format!("{LAST_SERIALS}{zone_name}")
+}
+
 /// The ACME account's credentials.
 pub const ACME_ACCOUNT: &str = "acme/account";
 /// Which node of a fleet orders certificates, until when.
