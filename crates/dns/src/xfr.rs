@@ -88,6 +88,17 @@ fn soa_record(zone: &ZoneIndex, serial: u32) -> Option<Record> {
     ))
 }
 
+/// What tells two records apart in a journal: owner, type, TTL and the data's wire form (its
+/// text form may say two different data the same way: TXT strings are printed joined).
+fn journal_key(r: &Record) -> (String, RecordType, u32, Vec<u8>) {
+    use hickory_proto::serialize::binary::BinEncodable as _;
+    let data = r
+        .data
+        .to_bytes()
+        .unwrap_or_else(|_| r.data.to_string().into_bytes());
+    (r.name.to_ascii(), r.record_type(), r.ttl, data)
+}
+
 impl Journal {
     /// Records what changed in every zone between two indexes.
     pub fn record(&self, old: &DnsIndex, new: &DnsIndex) {
@@ -104,14 +115,7 @@ impl Journal {
             if before.serial == zone.serial {
                 continue;
             }
-            let key = |r: &Record| {
-                (
-                    r.name.to_ascii(),
-                    r.record_type(),
-                    r.ttl,
-                    r.data.to_string(),
-                )
-            };
+            let key = journal_key;
             // A zone updated name by name differs only at the names it built again.
             let (old_records, new_records) = match before.nodes.differing_names(&zone.nodes) {
                 Some(names) => (
@@ -462,6 +466,20 @@ mod tests {
     use hickory_proto::rr::rdata::{A, TXT};
 
     use super::*;
+
+    #[test]
+    fn records_are_told_apart_in_the_journal_by_their_wire_data() {
+        let owner = Name::from_ascii("t.example.test.").expect("name");
+        let txt = |strings: &[&str]| {
+            let strings = strings.iter().map(|s| (*s).to_owned()).collect();
+            Record::from_rdata(owner.clone(), 300, RData::TXT(TXT::new(strings)))
+        };
+        assert_ne!(
+            journal_key(&txt(&["a b", "c"])),
+            journal_key(&txt(&["a bc"]))
+        );
+        assert_eq!(journal_key(&txt(&["a bc"])), journal_key(&txt(&["a bc"])));
+    }
 
     #[test]
     fn long_records_are_packed_by_their_size_and_never_truncated() {
