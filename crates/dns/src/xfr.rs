@@ -446,7 +446,18 @@ async fn notify(
             && from == addr
             && n >= 12
             && buf[..2] == bytes[..2]
+            // A response to a NOTIFY (QR, opcode 4).
+            && buf[2] & 0xf8 == 0x80 | (4 << 3)
         {
+            // A refusal (NOTAUTH for a key or an address it does not take, REFUSED) is an
+            // answer, not an acknowledgement: the secondary will not transfer.
+            let rcode = buf[3] & 0x0f;
+            if rcode != 0 {
+                return Err(format!(
+                    "the peer answered {}",
+                    ResponseCode::from_low(rcode)
+                ));
+            }
             tracing::info!(zone = %zone.origin, peer = %addr, serial = zone.serial, "NOTIFY acknowledged");
             return Ok(());
         }
@@ -466,6 +477,54 @@ mod tests {
     use hickory_proto::rr::rdata::{A, TXT};
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_notify_the_peer_refuses_is_not_taken_for_acknowledged() {
+        let mut zone = parapet_model::Zone::new(
+            "z".into(),
+            "notify.test".into(),
+            vec!["ns1.parapet.test".into()],
+            "a".into(),
+            String::new(),
+            1,
+        );
+        zone.status = parapet_model::ZoneStatus::Active;
+        let entries = [(
+            "zones/z".to_owned(),
+            serde_json::to_vec(&zone).expect("zone"),
+        )];
+        let snapshot = parapet_snapshot::compile_snapshot(
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            1,
+        )
+        .expect("compiles");
+        let index = DnsIndex::build(&snapshot, &crate::EdgeAddrs::default(), None, None).0;
+        let zone = Arc::clone(&index.zones["notify.test"]);
+        // A peer answering each NOTIFY with `rcode`.
+        let peer = |rcode: u8| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let addr = socket.local_addr().expect("addr");
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let mut reply = buf[..n.min(12)].to_vec();
+                    reply[2] |= 0x80;
+                    reply[3] = rcode;
+                    reply[4..12].fill(0);
+                    let _ = socket.send_to(&reply, from);
+                }
+            });
+            addr
+        };
+        assert_eq!(notify(&zone, peer(0), None).await, Ok(()));
+        let refused = notify(&zone, peer(5), None).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_ascii_lowercase().contains("refused")),
+            "{refused:?}"
+        );
+    }
 
     #[test]
     fn records_are_told_apart_in_the_journal_by_their_wire_data() {
