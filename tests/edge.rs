@@ -304,6 +304,14 @@ fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    // An HTTP/1.1 request without Host is a 400 (RFC 9112 §3.2); an IP address for a host is
+    // Cloudflare's 1003 (403).
+    assert_eq!(raw(port, b"GET / HTTP/1.1\r\n\r\n"), 400);
+    let head = raw_head(
+        port,
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("http/1.1 403"), "{head}");
     // Requests shorter than HTTP/2's preface that start as it does (P) are answered at once.
     for short in ["PUT / HTTP/1.0\r\n\r\n", "POST / HTTP/1.0\r\n\r\n"] {
         let started = std::time::Instant::now();

@@ -6,6 +6,8 @@
 pub enum EdgeError {
     #[error("the host is not served by this edge")]
     UnknownHost,
+    #[error("the host is an IP address")]
+    DirectIp,
     #[error("the host is not proxied")]
     NotProxied,
     #[error("the zone is not active")]
@@ -35,6 +37,7 @@ impl EdgeError {
     pub fn code(self) -> u16 {
         match self {
             Self::UnknownHost => 1001,
+            Self::DirectIp => 1003,
             Self::NotProxied | Self::ZoneNotActive => 1018,
             Self::OriginDns => 1016,
             Self::Loop => 1019,
@@ -53,6 +56,7 @@ impl EdgeError {
         match self {
             Self::UnknownHost | Self::NotProxied | Self::ZoneNotActive | Self::OriginDns => 530,
             Self::Loop => 508,
+            Self::DirectIp => 403,
             other => other.code(),
         }
     }
@@ -60,6 +64,7 @@ impl EdgeError {
     pub fn title(self) -> &'static str {
         match self {
             Self::UnknownHost => "DNS resolution error",
+            Self::DirectIp => "Direct IP access not allowed",
             Self::NotProxied => "Host not configured to serve web traffic",
             Self::ZoneNotActive => "This site is not active on Parapet yet",
             Self::OriginDns => "Origin DNS error",

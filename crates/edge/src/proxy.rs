@@ -932,6 +932,16 @@ impl ProxyHttp for EdgeProxy {
             let _ = session.respond_error(413).await;
             return Ok(true);
         }
+        // An HTTP/1.1 request without Host is refused (RFC 9112 §3.2).
+        let hostless = session.req_header().version == http::Version::HTTP_11
+            && !session
+                .req_header()
+                .headers
+                .contains_key(http::header::HOST);
+        let checked = match checked {
+            Ok(()) if hostless => Err("an HTTP/1.1 request without Host"),
+            other => other,
+        };
         if let Err(reason) = checked {
             tracing::debug!(ray = %ctx.ray, "request refused: {reason}");
             let _ = session.respond_error(400).await;

@@ -115,6 +115,10 @@ pub fn route(
     let host = host_header
         .and_then(host_of)
         .ok_or(EdgeError::UnknownHost)?;
+    // A site is reached by its name (Cloudflare's 1003).
+    if host.parse::<IpAddr>().is_ok() {
+        return Err(EdgeError::DirectIp);
+    }
     let Some(proxied) = lookup(snapshot, &host) else {
         return Err(if snapshot.zone_for(&host).is_some() {
             EdgeError::NotProxied
