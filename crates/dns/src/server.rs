@@ -445,15 +445,18 @@ impl DnsServer {
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Ok(()),
             }
-            let index = self.index.load();
             if is_transfer(&buf[..n]) {
-                let messages = transfer(
-                    &index,
-                    &self.journal,
-                    &buf[..n],
-                    peer.ip(),
-                    u64::from(unix_now()),
-                );
+                // A large zone takes a while to encode and sign: off the runtime's threads.
+                let (index, journal) = (self.index.load_full(), Arc::clone(&self.journal));
+                let request = buf[..n].to_vec();
+                let client = peer.ip();
+                let built = tokio::task::spawn_blocking(move || {
+                    transfer(&index, &journal, &request, client, u64::from(unix_now()))
+                })
+                .await;
+                let Ok(messages) = built else {
+                    return Ok(());
+                };
                 for m in messages {
                     let Ok(mlen) = u16::try_from(m.len()) else {
                         return Ok(());
@@ -463,6 +466,7 @@ impl DnsServer {
                 }
                 continue;
             }
+            let index = self.index.load();
             let client = Client {
                 ip: peer.ip(),
                 cookies: &self.cookies,
