@@ -462,6 +462,59 @@ fn node_with_keyed_secondary(zone: &str) -> (Node, std::net::UdpSocket) {
 }
 
 #[test]
+fn of_two_secondaries_at_one_address_the_one_whose_key_signed_transfers() {
+    let node = edge_dns_node();
+    let zone_id = node.create_zone("two.test");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone_id}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    let account = account_of(&node);
+    let first = add_tsig_key(&node);
+    let second_secret = "c2Vjb25kLXNlY3JldC1mb3ItdGhlLXNlY29uZC1wZWVy";
+    let second = node.ok(
+        "POST",
+        &format!("/accounts/{account}/secondary_dns/tsigs"),
+        Some(json!({"name": "xfr-two.", "algo": "hmac-sha256.", "secret": second_secret})),
+    );
+    let peers: Vec<_> = [("one", &first), ("two", &second)]
+        .into_iter()
+        .map(|(name, key)| {
+            node.ok(
+                "POST",
+                &format!("/accounts/{account}/secondary_dns/peers"),
+                Some(json!({"name": name, "ip": "127.0.0.1", "port": 53000, "tsig_id": key["id"]})),
+            )["id"]
+                .clone()
+        })
+        .collect();
+    node.ok(
+        "POST",
+        &format!("/zones/{zone_id}/secondary_dns/outgoing"),
+        Some(json!({"name": "two.test", "peers": peers})),
+    );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone_id}/secondary_dns/outgoing/enable"),
+        None,
+    );
+    let dns = node.dns_addr();
+    for key in [
+        format!("xfr-key:{SECRET}"),
+        format!("xfr-two:{second_secret}"),
+    ] {
+        let mut last = String::new();
+        eventually(Duration::from_secs(10), "a signed transfer", || {
+            let (clean, text) = kdig_signed(dns, &key, &["+tcp", "two.test.", "AXFR"]);
+            last = text;
+            clean && last.contains("192.0.2.1")
+        });
+        assert!(!last.contains("NOTAUTH"), "{key}: {last}");
+    }
+}
+
+#[test]
 fn signed_queries_get_signed_answers_and_bad_signatures_tsig_errors() {
     let (node, _silent) = node_with_keyed_secondary("sig.test");
     let dns = node.dns_addr();

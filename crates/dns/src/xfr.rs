@@ -233,12 +233,15 @@ pub fn transfer(
     };
     // The transfer ACL: only the zone's peers, and with their key when they have one.
     // (Addresses compared in their canonical form: an IPv4 peer may come as `::ffff:a.b.c.d`.)
+    // Of several peers at one address, the one whose key signed the request (else the first).
     let client = client.to_canonical();
-    let Some(peer) = zone
-        .transfer_peers
-        .iter()
-        .find(|p| p.addr.ip().to_canonical() == client)
-    else {
+    let at_client = || {
+        zone.transfer_peers
+            .iter()
+            .filter(|p| p.addr.ip().to_canonical() == client)
+    };
+    let signed_by = |p: &&parapet_snapshot::TransferPeer| matches!((&p.tsig, &signed), (Some(k), Some(s)) if s.key.name.eq_ignore_ascii_case(&k.name));
+    let Some(peer) = at_client().find(signed_by).or_else(|| at_client().next()) else {
         return signed_refusal(&request, ResponseCode::NotAuth, signed.as_ref(), now);
     };
     if let Some(k) = &peer.tsig
