@@ -18,6 +18,10 @@ use crate::tsig::{self, Key, Signed};
 
 /// Changes kept per zone for IXFR; older serials get a full transfer.
 const JOURNAL_DEPTH: usize = 100;
+/// Records a zone's journal holds at most, over all its deltas (as BIND's `max-journal-size`
+/// and Knot's `journal-max-usage` bound it by size): older deltas go first; a secondary behind
+/// them gets the zone whole.
+const JOURNAL_RECORDS: usize = 200_000;
 /// Bytes of records per transfer message, counted with no name compressed (so at least what they
 /// take in the message): far below [`MESSAGE_MAX`], whatever the question and the signature.
 const MESSAGE_BUDGET: usize = 16_000;
@@ -99,6 +103,18 @@ fn journal_key(r: &Record) -> (String, RecordType, u32, Vec<u8>) {
     (r.name.to_ascii(), r.record_type(), r.ttl, data)
 }
 
+/// Drops a zone's oldest deltas until it holds at most `depth` of them and `most` records over
+/// all (the newest delta stays, whatever its size).
+fn trim_journal(deltas: &mut std::collections::VecDeque<Delta>, depth: usize, most: usize) {
+    let records = |d: &Delta| d.removed.len() + d.added.len();
+    let mut held: usize = deltas.iter().map(records).sum();
+    while deltas.len() > depth || (held > most && deltas.len() > 1) {
+        if let Some(oldest) = deltas.pop_front() {
+            held -= records(&oldest);
+        }
+    }
+}
+
 impl Journal {
     /// Records what changed in every zone between two indexes.
     pub fn record(&self, old: &DnsIndex, new: &DnsIndex) {
@@ -141,9 +157,7 @@ impl Journal {
                 removed,
                 added,
             });
-            while deltas.len() > JOURNAL_DEPTH {
-                deltas.pop_front();
-            }
+            trim_journal(deltas, JOURNAL_DEPTH, JOURNAL_RECORDS);
         }
     }
 
@@ -526,6 +540,35 @@ mod tests {
                 .as_ref()
                 .is_err_and(|e| e.to_ascii_lowercase().contains("refused")),
             "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_journal_keeps_its_newest_deltas_within_its_depth_and_records() {
+        let owner = Name::from_ascii("h.example.test.").expect("name");
+        let delta = |from: u32, added: usize| Delta {
+            from,
+            to: from + 1,
+            removed: Vec::new(),
+            added: (0..added)
+                .map(|i| {
+                    let ip = u8::try_from(i % 250).expect("small");
+                    Record::from_rdata(owner.clone(), 300, RData::A(A::new(192, 0, 2, ip)))
+                })
+                .collect(),
+        };
+        let mut deltas: std::collections::VecDeque<Delta> = (0..5).map(|i| delta(i, 10)).collect();
+        trim_journal(&mut deltas, 3, 1000);
+        assert_eq!(deltas.iter().map(|d| d.from).collect::<Vec<_>>(), [2, 3, 4]);
+        deltas.push_back(delta(5, 25));
+        trim_journal(&mut deltas, 100, 40);
+        assert_eq!(deltas.iter().map(|d| d.from).collect::<Vec<_>>(), [4, 5]);
+        deltas.push_back(delta(6, 60));
+        trim_journal(&mut deltas, 100, 40);
+        assert_eq!(
+            deltas.iter().map(|d| d.from).collect::<Vec<_>>(),
+            [6],
+            "the newest stays"
         );
     }
 
