@@ -39,14 +39,8 @@ const PREDICTOR_SHARD_CAPACITY: usize = 16 * 1024;
 /// predictor does not remember it as uncacheable.
 pub const UNKEYED_REQUEST: &str = "request fields not in the key";
 
-/// Why a revalidated response is not refreshed when the origin's 304 is for another response
-/// (another `ETag`): the URL stays cacheable.
-pub const ANOTHER_RESPONSE: &str = "a 304 for another response";
-
-/// Reasons not to store that say nothing of the URL's next responses: the predictor does not
-/// remember them.
 fn unkeyed_request(reason: &'static str) -> bool {
-    reason == UNKEYED_REQUEST || reason == ANOTHER_RESPONSE
+    reason == UNKEYED_REQUEST
 }
 
 const HEADER_DICTIONARY: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: \r\nContent-Type: text/html; charset=utf-8\r\nContent-Type: application/javascript\r\nContent-Type: text/css\r\nContent-Type: image/png\r\nContent-Type: application/json\r\nContent-Length: \r\nConnection: keep-alive\r\nCache-Control: public, max-age=\r\nCache-Control: no-cache\r\nETag: \"\r\nLast-Modified: \r\nExpires: \r\nVary: Accept-Encoding\r\nContent-Encoding: gzip\r\nAccept-Ranges: bytes\r\nCache-Tag: \r\nAccess-Control-Allow-Origin: *\r\nStrict-Transport-Security: max-age=\r\nX-Content-Type-Options: nosniff\r\n\r\n";
