@@ -373,17 +373,7 @@ fn check_options(packet: &[u8]) -> OptionsCheck {
     fn count(packet: &[u8], at: usize) -> usize {
         usize::from(u16::from_be_bytes([packet[at], packet[at + 1]]))
     }
-    fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
-        loop {
-            let len = *packet.get(at)?;
-            match len {
-                0 => return Some(at + 1),
-                l if l & 0xc0 == 0xc0 => return Some(at + 2),
-                l if l & 0xc0 == 0 => at += 1 + usize::from(l),
-                _ => return None,
-            }
-        }
-    }
+    use crate::tsig::skip_name;
     let word = |at: usize| -> Option<usize> {
         let bytes = packet.get(at..at + 2)?;
         Some(usize::from(u16::from_be_bytes([bytes[0], bytes[1]])))

@@ -297,7 +297,7 @@ impl RequestTsig {
 }
 
 /// The offset after a (possibly compressed) name at `at`.
-fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
+pub(crate) fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
     loop {
         let len = *packet.get(at)?;
         match len {

@@ -130,19 +130,9 @@ impl<S: Store + ?Sized> Api<S> {
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let response = self
-            .app
-            .clone()
-            .oneshot(req.body(Body::from(body)).expect("request"))
-            .await
-            .expect("response");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let (status, bytes) = self
+            .send(req.body(Body::from(body)).expect("request"))
+            .await;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         (
             status,
@@ -159,12 +149,16 @@ impl<S: Store + ?Sized> Api<S> {
         for (name, value) in fields {
             req = req.header(*name, *value);
         }
-        let response = self
-            .app
-            .clone()
-            .oneshot(req.body(Body::empty()).expect("request"))
-            .await
-            .expect("response");
+        let (status, bytes) = self.send(req.body(Body::empty()).expect("request")).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The router's answer to `req`: its status and whole body.
+    async fn send(&self, req: Request<Body>) -> (StatusCode, axum::body::Bytes) {
+        let response = self.app.clone().oneshot(req).await.expect("response");
         let status = response.status();
         let bytes = response
             .into_body()
@@ -172,10 +166,7 @@ impl<S: Store + ?Sized> Api<S> {
             .await
             .expect("body")
             .to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, bytes)
     }
 
     pub async fn call_as(
