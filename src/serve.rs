@@ -150,10 +150,6 @@ async fn start_dns(
     }
     let (built, _) = DnsIndex::build(&published.load(), &edge, Some(flattener), None);
     index.store(Arc::new(built));
-    tokio::spawn({
-        let flattener = Arc::clone(flattener);
-        async move { flattener.run().await }
-    });
     tokio::spawn(follow_snapshots(
         Arc::clone(published),
         edge,
@@ -248,6 +244,12 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     publish_last_good(&published, &LastGood::new(&last_good_path));
     // One cache of outside names' addresses, for apex CNAME flattening and for edge origins.
     let resolver = Arc::new(Flattener::new(config.resolver.or_else(system_resolver)));
+    // Refreshed ahead of expiry in the background, for DNS (apex flattening) and the edge
+    // (proxied CNAMEs to other providers) alike, whichever of them runs.
+    tokio::spawn({
+        let resolver = Arc::clone(&resolver);
+        async move { resolver.run().await }
+    });
     start_dns(&config, &published, &resolver, &mut inherited, &handover).await?;
     let mut metrics: Vec<parapet_api::MetricsSource> = Vec::new();
     let (edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
