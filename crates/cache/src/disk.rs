@@ -455,6 +455,30 @@ impl DiskTier {
         self.dir.join("generations")
     }
 
+    fn pending_purges_path(&self) -> PathBuf {
+        self.dir.join("pending-purges")
+    }
+
+    /// Keeps `text` (the purges made while the tier is indexed) on disk until indexing ends:
+    /// a restart before then applies them as it indexes, and purged objects stay purged.
+    pub fn save_pending_purges(&self, text: &str) -> io::Result<()> {
+        let tmp = self.tmp.join("pending-purges");
+        fs::write(&tmp, text)?;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, self.pending_purges_path())
+    }
+
+    /// The purges a previous process kept while it indexed the tier and could not finish
+    /// (empty: none).
+    pub fn pending_purges(&self) -> String {
+        fs::read_to_string(self.pending_purges_path()).unwrap_or_default()
+    }
+
+    /// Indexing ended: the purges made meanwhile are all applied.
+    pub fn clear_pending_purges(&self) {
+        let _ = fs::remove_file(self.pending_purges_path());
+    }
+
     /// The zones' purge generations as last saved (a missing or damaged file: none).
     pub fn load_generations(&self) -> HashMap<String, u64> {
         let text = fs::read_to_string(self.generations_path()).unwrap_or_default();

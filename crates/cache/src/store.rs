@@ -392,6 +392,72 @@ impl PurgedWhileLoading {
         }
     }
 
+    /// One purge per line, its fields separated by tabs (escaped: URLs hold line breaks).
+    fn to_text(&self) -> String {
+        fn escape(s: &str) -> String {
+            s.replace('%', "%25")
+                .replace('\t', "%09")
+                .replace('\n', "%0A")
+        }
+        let mut out = String::new();
+        for url in &self.urls {
+            out.push_str(&format!("url\t{}\n", escape(url)));
+        }
+        for (kind, map) in [("tag", &self.tags), ("host", &self.hosts)] {
+            for (zone, names) in map {
+                for name in names {
+                    out.push_str(&format!("{kind}\t{}\t{}\n", escape(zone), escape(name)));
+                }
+            }
+        }
+        for (zone, prefixes) in &self.prefixes {
+            for (host, prefix) in prefixes {
+                out.push_str(&format!(
+                    "prefix\t{}\t{}\t{}\n",
+                    escape(zone),
+                    escape(host),
+                    escape(prefix)
+                ));
+            }
+        }
+        out
+    }
+
+    /// What [`Self::to_text`] wrote (lines it cannot read are left out).
+    fn from_text(text: &str) -> Self {
+        fn unescape(s: &str) -> String {
+            s.replace("%0A", "\n")
+                .replace("%09", "\t")
+                .replace("%25", "%")
+        }
+        let mut out = Self::default();
+        for line in text.lines() {
+            let fields: Vec<String> = line.split('\t').map(unescape).collect();
+            match fields.as_slice() {
+                [kind, url] if kind == "url" => {
+                    out.urls.insert(url.clone());
+                }
+                [kind, zone, name] if kind == "tag" || kind == "host" => {
+                    let map = if kind == "tag" {
+                        &mut out.tags
+                    } else {
+                        &mut out.hosts
+                    };
+                    map.entry(Arc::from(zone.as_str()))
+                        .or_default()
+                        .insert(name.clone());
+                }
+                [kind, zone, host, prefix] if kind == "prefix" => out
+                    .prefixes
+                    .entry(Arc::from(zone.as_str()))
+                    .or_default()
+                    .push((host.clone(), prefix.clone())),
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// Whether the object `record` describes is one of those purged.
     fn covers(&self, record: &disk::Record) -> bool {
         let zone = record.zone.as_str();
@@ -778,13 +844,20 @@ impl CacheStore {
         self.disk.as_ref().map_or(0, |d| d.lru.evicted_items())
     }
 
+    /// Whether the disk tier's files are being indexed.
+    pub fn indexing_disk(&self) -> bool {
+        self.index().purged_while_loading.is_some()
+    }
+
     /// Indexes the disk tier's files in the background (hits for objects not yet indexed are
     /// misses meanwhile): what a previous process stored is served again.
     pub fn load_disk(&'static self) {
         let Some(disk) = &self.disk else {
             return;
         };
-        self.index().purged_while_loading = Some(PurgedWhileLoading::default());
+        // With those a previous process made while it indexed and could not finish.
+        self.index().purged_while_loading =
+            Some(PurgedWhileLoading::from_text(&disk.pending_purges()));
         let _ = std::thread::Builder::new()
             .name("cache-load".into())
             .spawn(move || {
@@ -820,7 +893,11 @@ impl CacheStore {
                     self.admit_to_disk(&mut index, compact, weight);
                     loaded += 1;
                 });
-                self.index().purged_while_loading = None;
+                {
+                    let mut index = self.index();
+                    index.purged_while_loading = None;
+                    disk.clear_pending_purges();
+                }
                 tracing::info!(
                     objects = loaded,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -840,6 +917,12 @@ impl CacheStore {
             .store(number, std::sync::atomic::Ordering::Release);
         if let Some(pending) = index.purged_while_loading.as_mut() {
             pending.add(zone_id, purge);
+            // Durable before the answer, as a purge of everything is.
+            if let Some(disk) = &self.disk
+                && let Err(e) = disk.save_pending_purges(&pending.to_text())
+            {
+                tracing::error!(error = %e, "cannot keep the purges made while the disk cache is indexed");
+            }
         }
         match purge {
             Purge::Everything => {
@@ -1819,6 +1902,30 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn purges_made_while_indexing_are_read_back_as_they_were_written() {
+        let mut purged = PurgedWhileLoading::default();
+        purged.add("z1", &Purge::Tags(vec!["App".into(), "tab\there".into()]));
+        purged.add("z1", &Purge::Hosts(vec!["b.test".into()]));
+        purged.add(
+            "z2",
+            &Purge::Prefixes(vec![("c.test".into(), "/img/%41".into())]),
+        );
+        purged
+            .urls
+            .insert(crate::key::primary("z1", true, "e.test", 443, "/posted.js"));
+        let again = PurgedWhileLoading::from_text(&purged.to_text());
+        assert_eq!(again.urls, purged.urls);
+        assert_eq!(again.tags, purged.tags);
+        assert_eq!(again.hosts, purged.hosts);
+        assert_eq!(again.prefixes, purged.prefixes);
+        assert!(
+            PurgedWhileLoading::from_text("garbage\nurl\n")
+                .urls
+                .is_empty()
+        );
+    }
 
     #[test]
     fn purges_made_while_the_disk_tier_is_indexed_cover_the_files_they_name() {

@@ -216,3 +216,40 @@ async fn a_url_with_all_its_variants_refuses_another_before_any_of_its_body_is_w
     // A stored variant may still be stored again.
     store(cache, &variant(0), &meta("\"v2\"", 60), b"again").await;
 }
+
+#[tokio::test]
+async fn purges_a_process_kept_while_indexing_are_applied_by_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || DiskTier::open(dir.path(), 1 << 30, 1 << 30).unwrap();
+    let cache = EdgeCache::leak(64 << 20, Some(open()));
+    let indexed = |cache: &'static EdgeCache| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while cache.store.indexing_disk() {
+            assert!(std::time::Instant::now() < deadline, "indexing did not end");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    indexed(cache).await;
+    let tagged = |tag: &str| {
+        let mut m = meta("\"v1\"", 600);
+        let mut header = m.response_header().clone();
+        header.insert_header("cache-tag", tag).unwrap();
+        m = CacheMeta::new(m.fresh_until(), m.created(), 0, 0, header);
+        m
+    };
+    let (app, other) = (
+        cache_key("zone1", true, "www.example.com", 443, "/a.js"),
+        cache_key("zone1", true, "www.example.com", 443, "/b.js"),
+    );
+    store(cache, &app, &tagged("app"), b"app").await;
+    store(cache, &other, &tagged("other"), b"other").await;
+    // A process indexing the tier took a purge of tag `app` and stopped before it reached the
+    // files: it left the purge on disk.
+    std::fs::write(dir.path().join("pending-purges"), "tag\tzone1\tapp\n").unwrap();
+    let again = EdgeCache::leak(64 << 20, Some(open()));
+    indexed(again).await;
+    assert!(!dir.path().join("pending-purges").exists(), "applied");
+    assert_eq!(lookup(again, &app).await, None, "purged before the restart");
+    assert!(lookup(again, &other).await.is_some());
+    assert_eq!(again.store.usage().disk_objects, 1);
+}
