@@ -838,6 +838,13 @@ impl CacheStore {
         }
     }
 
+    /// What the disk tier's bound counts now: its objects' blocks (or their names' share,
+    /// [`disk::bound_weight`]).
+    pub fn disk_bound_used(&self) -> usize {
+        use pingora::cache::eviction::EvictionManager as _;
+        self.disk.as_ref().map_or(0, |d| d.lru.total_size())
+    }
+
     /// Objects the disk tier's bound made room for, so far.
     pub fn disk_evictions(&self) -> usize {
         use pingora::cache::eviction::EvictionManager as _;
@@ -1579,6 +1586,13 @@ impl Storage for CacheStore {
                 }
             }
         });
+        // The file's new length (and the entry's names, its tags may have changed) counted in
+        // the disk tier's bound.
+        if let (Some(file), Some(entry)) = (rewritten, index.objects.get(&id)) {
+            let weight = disk::bound_weight(file.len(), entry.names);
+            let compact = entry.compact.clone();
+            self.admit_to_disk(&mut index, compact, weight);
+        }
         Ok(true)
     }
 

@@ -253,3 +253,35 @@ async fn purges_a_process_kept_while_indexing_are_applied_by_the_next_one() {
     assert!(lookup(again, &other).await.is_some());
     assert_eq!(again.store.usage().disk_objects, 1);
 }
+
+#[tokio::test]
+async fn a_revalidated_header_that_grows_the_file_is_counted_in_the_disk_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(dir.path(), 1 << 30, 1 << 30).unwrap();
+    let cache = EdgeCache::leak(0, Some(tier));
+    let key = cache_key("zone1", false, "www.example.com", 80, "/grows.png");
+    store(cache, &key, &meta("\"v1\"", 60), b"small").await;
+    let before = cache.store.disk_bound_used();
+    // A 304 brings a header of some 100 KB: the file grows by tens of KB.
+    let span = Span::inactive().handle();
+    let mut grown = revalidated(cache, &key, "\"v2\"").await;
+    let mut header = grown.response_header().clone();
+    // (Letters in no order: the stored header is compressed.)
+    let mut state = 0x2545_f491_u32;
+    let noise: String = (0..100_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            char::from(b'a' + u8::try_from(state % 26).unwrap())
+        })
+        .collect();
+    header.insert_header("x-large", noise).unwrap();
+    let extensions = grown.extensions().clone();
+    grown = CacheMeta::new(grown.fresh_until(), grown.created(), 0, 0, header);
+    *grown.extensions_mut() = extensions;
+    assert!(cache.store.update_meta(&key, &grown, &span).await.unwrap());
+    let after = cache.store.disk_bound_used();
+    assert!(after > before + 30_000, "{before} then {after}");
+    assert!(u64::try_from(after).unwrap() >= cache.store.usage().disk_bytes);
+}
