@@ -156,6 +156,7 @@ async fn start_dns(
         index,
         Arc::clone(&server.journal),
         Arc::clone(flattener),
+        config.dns_listen.iter().map(SocketAddr::ip).collect(),
     ));
     Ok(())
 }

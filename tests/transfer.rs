@@ -789,3 +789,37 @@ fn force_notify_notifies_now_and_disable_refuses_transfers() {
     assert_eq!(answer_next(&silent), None);
     assert_eq!(node.ok("GET", &format!("{out}/status"), None), "Disabled");
 }
+
+#[test]
+fn notifies_leave_from_the_address_dns_listens_on() {
+    let node = Node::start(parapet_testkit::NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--dns-listen",
+        "127.0.0.9:0",
+        "--dns-rrl-rate",
+        "0",
+    ]));
+    let zone_id = node.create_zone("from.test");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone_id}/dns_records"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.1"})),
+    );
+    // The secondary, on another loopback address: the system would send from 127.0.0.1.
+    let secondary = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    secondary
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let port = secondary.local_addr().expect("addr").port();
+    list_secondary(
+        &node,
+        &zone_id,
+        "from.test",
+        json!({"name": "secondary", "ip": "127.0.0.1", "port": port}),
+    );
+    let mut buf = [0u8; 512];
+    let (_, from) = secondary.recv_from(&mut buf).expect("a NOTIFY");
+    assert_eq!(buf[2] & 0x78, 4 << 3, "a NOTIFY");
+    assert_eq!(from.ip().to_string(), "127.0.0.9");
+}

@@ -113,6 +113,7 @@ pub async fn follow_snapshots(
     index: IndexHandle,
     journal: Arc<Journal>,
     flattener: Arc<Flattener>,
+    notify_from: Vec<std::net::IpAddr>,
 ) {
     let mut last = None;
     let mut external_changed = false;
@@ -147,7 +148,7 @@ pub async fn follow_snapshots(
                     let built = Arc::new(built);
                     let old = index.swap(Arc::clone(&built));
                     journal.record(&old, &built);
-                    notify_changes(&old, &built);
+                    notify_changes(&old, &built, &notify_from);
                     // The old index (and its share of the old snapshot) is freed off the
                     // runtime too.
                     tokio::task::spawn_blocking(move || drop(old));

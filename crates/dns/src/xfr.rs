@@ -395,7 +395,9 @@ pub fn is_transfer(packet: &[u8]) -> bool {
 /// Tells every peer of every zone whose serial or peers changed between two indexes (RFC
 /// 1996), with retries, in the background: transfers just enabled and a forced NOTIFY (a
 /// new count in the peers) are notified too.
-pub fn notify_changes(old: &DnsIndex, new: &DnsIndex) {
+/// NOTIFYs leave from `from`'s address of the peer's family (the addresses DNS listens on,
+/// which secondaries know as the primary's), else from the one the system picks.
+pub fn notify_changes(old: &DnsIndex, new: &DnsIndex, from: &[std::net::IpAddr]) {
     for (name, zone) in &new.zones {
         if zone.transfer_peers.is_empty()
             || old
@@ -408,8 +410,12 @@ pub fn notify_changes(old: &DnsIndex, new: &DnsIndex) {
         for peer in &zone.transfer_peers {
             let zone = Arc::clone(zone);
             let peer = peer.clone();
+            let source = from
+                .iter()
+                .copied()
+                .find(|ip| ip.is_ipv4() == peer.addr.is_ipv4() && !ip.is_unspecified());
             tokio::spawn(async move {
-                if let Err(e) = notify(&zone, peer.addr, peer.tsig.as_ref()).await {
+                if let Err(e) = notify(&zone, peer.addr, peer.tsig.as_ref(), source).await {
                     tracing::warn!(zone = %zone.origin, peer = %peer.addr, "NOTIFY failed: {e}");
                 }
             });
@@ -421,6 +427,7 @@ async fn notify(
     zone: &ZoneIndex,
     addr: SocketAddr,
     key: Option<&parapet_model::transfer::TsigKey>,
+    source: Option<std::net::IpAddr>,
 ) -> Result<(), String> {
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Notify);
     m.metadata.authoritative = true;
@@ -444,10 +451,10 @@ async fn notify(
             now,
         );
     }
-    let bind: SocketAddr = if addr.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    let bind: SocketAddr = match source {
+        Some(ip) => (ip, 0).into(),
+        None if addr.is_ipv4() => ([0, 0, 0, 0], 0).into(),
+        None => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let socket = tokio::net::UdpSocket::bind(bind)
         .await
@@ -533,8 +540,8 @@ mod tests {
             });
             addr
         };
-        assert_eq!(notify(&zone, peer(0), None).await, Ok(()));
-        let refused = notify(&zone, peer(5), None).await;
+        assert_eq!(notify(&zone, peer(0), None, None).await, Ok(()));
+        let refused = notify(&zone, peer(5), None, None).await;
         assert!(
             refused
                 .as_ref()
