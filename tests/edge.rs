@@ -42,6 +42,11 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
     rec(json!({"type": "CNAME", "name": "app", "content": "www.shop.test", "proxied": true}));
     rec(json!({"type": "A", "name": "direct", "content": "127.0.0.2"}));
     rec(json!({"type": "A", "name": "down", "content": "127.0.0.3", "proxied": true}));
+    // A target only a wildcard answers for, as DNS answers it.
+    rec(json!({"type": "A", "name": "*.pool", "content": "127.0.0.2"}));
+    rec(
+        json!({"type": "CNAME", "name": "pooled", "content": "app.pool.shop.test", "proxied": true}),
+    );
     parapet_testkit::eventually(
         Duration::from_secs(5),
         "the edge to route the new names",
@@ -125,8 +130,9 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
         assert!(seen.contains("\r\ncookie: a=1; b=2\r\n"), "{seen}");
     }
 
-    // A proxied CNAME reaches the target's origin.
+    // A proxied CNAME reaches the target's origin, through a wildcard too.
     assert_eq!(curl(port, "app.shop.test", &[]).0, 200);
+    assert_eq!(curl(port, "pooled.shop.test", &[]).0, 200);
 
     // Errors a visitor understands, each with a ray id.
     let (status, head, body) = curl(port, "unknown.example", &[]);

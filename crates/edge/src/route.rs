@@ -83,6 +83,39 @@ enum Inside {
     Outside(String),
 }
 
+/// The records of the wildcard that answers for `name` (which has none of its own), as DNS
+/// finds it: `*.` the nearest ancestor, going up to the apex, until one that has records of
+/// its own (the closest encloser, whose wildcard alone may answer).
+fn wildcard_records<'z>(
+    zone: &'z parapet_snapshot::ZoneSnapshot,
+    name: &str,
+) -> Vec<&'z parapet_model::DnsRecord> {
+    let apex = zone.zone.name.as_str();
+    let mut below = name;
+    while let Some((_, up)) = below.split_once('.') {
+        if up.len() < apex.len() {
+            break;
+        }
+        let wildcard = format!("*.{up}");
+        let start = zone
+            .records
+            .partition_point(|r| r.name.as_str() < wildcard.as_str());
+        let found: Vec<&'z parapet_model::DnsRecord> = zone.records[start..]
+            .iter()
+            .map(Arc::as_ref)
+            .take_while(|r| r.name == wildcard)
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+        if up == apex || zone.records_at(up).next().is_some() {
+            break;
+        }
+        below = up;
+    }
+    Vec::new()
+}
+
 /// Follows `name` through Parapet's zones, CNAME by CNAME (at most 8).
 fn follow_inside(snapshot: &Snapshot, name: &str) -> Inside {
     let mut name = name.to_ascii_lowercase();
@@ -90,7 +123,10 @@ fn follow_inside(snapshot: &Snapshot, name: &str) -> Inside {
         let Some(zone) = snapshot.zone_for(&name) else {
             return Inside::Outside(name);
         };
-        let at: Vec<_> = zone.records_at(&name).collect();
+        let mut at: Vec<_> = zone.records_at(&name).collect();
+        if at.is_empty() {
+            at = wildcard_records(zone, &name);
+        }
         if let Some(cname) = at.iter().find(|r| r.kind == RecordType::CNAME) {
             name = cname.content.to_ascii_lowercase();
             continue;
