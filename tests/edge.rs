@@ -47,6 +47,11 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
     rec(
         json!({"type": "CNAME", "name": "pooled", "content": "app.pool.shop.test", "proxied": true}),
     );
+    // A proxied wildcard, with a name below it that has records, and a closer wildcard that
+    // is not proxied.
+    rec(json!({"type": "A", "name": "*.wild", "content": "127.0.0.2", "proxied": true}));
+    rec(json!({"type": "A", "name": "b.wild", "content": "127.0.0.2"}));
+    rec(json!({"type": "A", "name": "*.open.wild", "content": "127.0.0.2"}));
     parapet_testkit::eventually(
         Duration::from_secs(5),
         "the edge to route the new names",
@@ -133,6 +138,18 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
     // A proxied CNAME reaches the target's origin, through a wildcard too.
     assert_eq!(curl(port, "app.shop.test", &[]).0, 200);
     assert_eq!(curl(port, "pooled.shop.test", &[]).0, 200);
+    // A proxied wildcard answers as DNS does: for names with no closer answer only.
+    assert_eq!(curl(port, "x.wild.shop.test", &[]).0, 200);
+    for (name, why) in [
+        ("b.wild.shop.test", "its own records"),
+        (
+            "a.b.wild.shop.test",
+            "b has records and no wildcard: NXDOMAIN in DNS",
+        ),
+        ("y.open.wild.shop.test", "a closer wildcard, not proxied"),
+    ] {
+        assert_eq!(curl(port, name, &[]).0, 530, "{name}: {why}");
+    }
 
     // Errors a visitor understands, each with a ray id.
     let (status, head, body) = curl(port, "unknown.example", &[]);

@@ -60,14 +60,23 @@ fn lookup<'s>(snapshot: &'s Snapshot, host: &str) -> Option<&'s parapet_snapshot
     if let Some(h) = snapshot.proxied_hosts.get(host) {
         return Some(h);
     }
+    let zone = snapshot.zone_for(host);
     let mut rest = host;
     while let Some((_, parent)) = rest.split_once('.') {
-        if let Some(h) = snapshot.proxied_hosts.get(&format!("*.{parent}")) {
+        let wildcard = format!("*.{parent}");
+        if let Some(h) = snapshot.proxied_hosts.get(&wildcard) {
             // A wildcard does not cover names that exist in the zone with records of their own.
-            let exists = snapshot
-                .zone_for(host)
-                .is_some_and(|z| z.records_at(host).next().is_some());
+            let exists = zone.is_some_and(|z| z.records_at(host).next().is_some());
             return (!exists).then_some(h);
+        }
+        // As DNS finds it: only the closest encloser's wildcard answers. A name on the way up
+        // with records of its own, an unproxied wildcard, or the zone's apex ends the search.
+        if let Some(z) = zone
+            && (parent.len() <= z.zone.name.len()
+                || z.records_at(parent).next().is_some()
+                || z.records_at(&wildcard).next().is_some())
+        {
+            return None;
         }
         rest = parent;
     }
