@@ -492,11 +492,7 @@ pub async fn edit_rule(
     }
     let ruleset = change_ruleset(&state, &zone.id, &ruleset_id, |previous, now| {
         let mut rules = rules_json(previous);
-        let at = previous
-            .rules
-            .iter()
-            .position(|r| r.id == rule_id)
-            .ok_or_else(|| rule_not_found(&rule_id))?;
+        let at = rule_position(previous, &rule_id)?;
         let mut rule = rules.remove(at);
         if let Some(obj) = rule.as_object_mut() {
             for (k, v) in &edit {
@@ -513,6 +509,15 @@ pub async fn edit_rule(
     Ok(ok(json!(ruleset)))
 }
 
+/// Where the rule `rule_id` is in `ruleset`.
+fn rule_position(ruleset: &Ruleset, rule_id: &str) -> Result<usize, ApiError> {
+    ruleset
+        .rules
+        .iter()
+        .position(|r| r.id == rule_id)
+        .ok_or_else(|| rule_not_found(rule_id))
+}
+
 /// `DELETE /zones/{id}/rulesets/{ruleset_id}/rules/{rule_id}`: answers with the whole ruleset.
 pub async fn delete_rule(
     State(state): State<Arc<ApiState>>,
@@ -522,11 +527,7 @@ pub async fn delete_rule(
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     let ruleset = change_ruleset(&state, &zone.id, &ruleset_id, |previous, now| {
         let mut rules = rules_json(previous);
-        let at = previous
-            .rules
-            .iter()
-            .position(|r| r.id == rule_id)
-            .ok_or_else(|| rule_not_found(&rule_id))?;
+        let at = rule_position(previous, &rule_id)?;
         rules.remove(at);
         with_rules(previous, rules, now)
     })

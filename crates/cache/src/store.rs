@@ -1005,15 +1005,12 @@ impl CacheStore {
     fn purge_batches(&self, mut next: impl FnMut(&Index) -> Vec<String>) -> usize {
         let mut removed = 0;
         loop {
-            let mut index = self.index();
+            let index = self.index();
             let ids = next(&index);
             if ids.is_empty() {
                 return removed;
             }
-            let mut doomed = Vec::new();
-            let batch = self.remove_all(&mut index, &ids, &mut doomed);
-            drop(index);
-            self.delete_files(doomed);
+            let batch = self.remove_all(index, &ids);
             // (Names without objects: nothing more to remove.)
             if batch == 0 {
                 return removed;
@@ -1024,7 +1021,7 @@ impl CacheStore {
 
     /// Removes up to a batch of the zone's objects older than its generation; how many.
     fn sweep(&self, zone: &str) -> usize {
-        let mut index = self.index();
+        let index = self.index();
         let generation = index.generation(zone);
         let mut stale = Vec::new();
         for (_, _, _, id) in index
@@ -1043,11 +1040,7 @@ impl CacheStore {
                 }
             }
         }
-        let mut doomed = Vec::new();
-        let removed = self.remove_all(&mut index, &stale, &mut doomed);
-        drop(index);
-        self.delete_files(doomed);
-        removed
+        self.remove_all(index, &stale)
     }
 
     /// The counts of purges and URL invalidations so far, for a fetch about to be sent to the
@@ -1079,23 +1072,14 @@ impl CacheStore {
             .get(url)
             .map(|ids| ids.iter().cloned().collect())
             .unwrap_or_default();
-        let mut doomed = Vec::new();
-        let removed = self.remove_all(&mut index, &ids, &mut doomed);
-        drop(index);
-        self.delete_files(doomed);
-        removed
+        self.remove_all(index, &ids)
     }
 
-    /// Removes `ids` from the index and both bounds; their files go to `doomed`, for
-    /// [`Self::delete_files`] once the lock is let go (deleting a large file frees its blocks,
-    /// which may take a while). How many were removed.
-    fn remove_all(
-        &self,
-        index: &mut Index,
-        ids: &[String],
-        doomed: &mut Vec<(String, disk::FileId)>,
-    ) -> usize {
-        let mut removed = 0;
+    /// Removes `ids` from the index (whose lock `index` holds) and both bounds, lets the lock
+    /// go, then deletes their files ([`Self::delete_files`]: deleting a large file frees its
+    /// blocks, which may take a while). How many were removed.
+    fn remove_all(&self, mut index: std::sync::MutexGuard<'_, Index>, ids: &[String]) -> usize {
+        let (mut removed, mut doomed) = (0, Vec::new());
         for id in ids {
             if let Some(entry) = index.remove(id) {
                 self.forget(id, &entry, false);
@@ -1105,6 +1089,8 @@ impl CacheStore {
                 removed += 1;
             }
         }
+        drop(index);
+        self.delete_files(doomed);
         removed
     }
 
@@ -1286,15 +1272,12 @@ impl CacheStore {
                 // replaced since it was found (the file is then another, if of the same
                 // length), forget the object; the request goes to the origin.
                 tracing::debug!(id, error = %e, "disk cache object unreadable");
-                let mut index = self.index();
+                let index = self.index();
                 let unchanged = index.objects.get(id).is_some_and(|e| {
                     e.serial == serial && e.disk.as_ref().is_some_and(|d| d.stored == found_file)
                 });
                 if unchanged {
-                    let mut doomed = Vec::new();
-                    self.remove_all(&mut index, &[id.to_owned()], &mut doomed);
-                    drop(index);
-                    self.delete_files(doomed);
+                    self.remove_all(index, &[id.to_owned()]);
                 }
                 return None;
             }
@@ -1517,10 +1500,7 @@ impl Storage for CacheStore {
         match purge_type {
             PurgeType::Eviction => self.evict_from_memory(&mut index, &id),
             PurgeType::Invalidation => {
-                let mut doomed = Vec::new();
-                self.remove_all(&mut index, &[id], &mut doomed);
-                drop(index);
-                self.delete_files(doomed);
+                self.remove_all(index, &[id]);
             }
         }
         Ok(PurgeOutcome::Purged(None))
@@ -1566,10 +1546,7 @@ impl Storage for CacheStore {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot update a disk cache object's header");
-                    let mut doomed = Vec::new();
-                    self.remove_all(&mut index, &[id], &mut doomed);
-                    drop(index);
-                    self.delete_files(doomed);
+                    self.remove_all(index, &[id]);
                     return Ok(false);
                 }
             }

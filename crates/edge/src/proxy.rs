@@ -460,6 +460,16 @@ pub(crate) fn cache_status(phase: &CachePhase) -> (&'static str, &'static str) {
 
 /// The values of every `name` field of `headers`, joined by commas (borrowed when there is
 /// at most one).
+/// A request's `Accept-Encoding` with weights (`gzip;q=0, br`) as the codings it accepts, in
+/// order of preference (`br`): `None` when it has no weights.
+pub(crate) fn codings_without_weights(headers: &http::HeaderMap) -> Option<Vec<u8>> {
+    let weighted = headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .any(|v| v.as_bytes().contains(&b';'));
+    weighted.then(|| headers::codings_by_weight(&joined_values(headers, "accept-encoding")))
+}
+
 fn joined_values<'h>(headers: &'h http::HeaderMap, name: &str) -> std::borrow::Cow<'h, [u8]> {
     let mut values = headers.get_all(name).iter();
     match (values.next(), values.next()) {
@@ -879,13 +889,7 @@ impl ProxyHttp for EdgeProxy {
         {
             reads.seen();
         }
-        let headers = &session.req_header().headers;
-        let weighted = headers
-            .get_all(http::header::ACCEPT_ENCODING)
-            .iter()
-            .any(|v| v.as_bytes().contains(&b';'));
-        if weighted {
-            let plain = headers::codings_by_weight(&joined_values(headers, "accept-encoding"));
+        if let Some(plain) = codings_without_weights(&session.req_header().headers) {
             let plain = http::HeaderValue::from_bytes(&plain)
                 .or_err(ErrorType::InvalidHTTPHeader, "Accept-Encoding by weight")?;
             session

@@ -177,19 +177,7 @@ fn head_request(req: &RequestHeader, to: &ToOrigin<'_>) -> Option<(Vec<u8>, Opti
         req.remove_header(*name);
     }
     // Weighted codings as the engine's first filter reads them: `gzip;q=0` is no gzip.
-    let weighted = req
-        .headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .any(|v| v.as_bytes().contains(&b';'));
-    if weighted {
-        let values: Vec<&[u8]> = req
-            .headers
-            .get_all(header::ACCEPT_ENCODING)
-            .iter()
-            .map(http::HeaderValue::as_bytes)
-            .collect();
-        let plain = crate::headers::codings_by_weight(&values.join(&b", "[..]));
+    if let Some(plain) = crate::proxy::codings_without_weights(&req.headers) {
         req.insert_header(header::ACCEPT_ENCODING, plain).ok()?;
     }
     to.write_into(&mut req).ok()?;
