@@ -52,6 +52,9 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
     rec(json!({"type": "A", "name": "*.wild", "content": "127.0.0.2", "proxied": true}));
     rec(json!({"type": "A", "name": "b.wild", "content": "127.0.0.2"}));
     rec(json!({"type": "A", "name": "*.open.wild", "content": "127.0.0.2"}));
+    // An empty non-terminal under the wildcard, and a delegation.
+    rec(json!({"type": "A", "name": "deep.ent.wild", "content": "127.0.0.2"}));
+    rec(json!({"type": "NS", "name": "sub.wild", "content": "ns.elsewhere.example"}));
     parapet_testkit::eventually(
         Duration::from_secs(5),
         "the edge to route the new names",
@@ -147,6 +150,13 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
             "b has records and no wildcard: NXDOMAIN in DNS",
         ),
         ("y.open.wild.shop.test", "a closer wildcard, not proxied"),
+        ("ent.wild.shop.test", "an empty non-terminal: NODATA in DNS"),
+        (
+            "x.ent.wild.shop.test",
+            "the ENT is the closest encloser: NXDOMAIN",
+        ),
+        ("sub.wild.shop.test", "a delegation: a referral in DNS"),
+        ("a.b.sub.wild.shop.test", "below a delegation: a referral"),
     ] {
         assert_eq!(curl(port, name, &[]).0, 530, "{name}: {why}");
     }
@@ -548,6 +558,15 @@ fn a_proxied_cname_to_another_provider_is_resolved_through_the_resolver() {
     let zone = node.create_zone("customer.test");
     node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(json!({"type": "CNAME", "name": "www", "content": "app.provider.test", "proxied": true})));
     node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(json!({"type": "CNAME", "name": "gone", "content": "missing.provider.test", "proxied": true})));
+    // A delegated name: its glue is not an answer, and names below it are not proxied here.
+    for body in [
+        json!({"type": "NS", "name": "sub", "content": "ns.sub.customer.test"}),
+        json!({"type": "A", "name": "ns.sub", "content": "127.0.0.2"}),
+        json!({"type": "A", "name": "x.sub", "content": "127.0.0.2", "proxied": true}),
+        json!({"type": "CNAME", "name": "viasub", "content": "ns.sub.customer.test", "proxied": true}),
+    ] {
+        node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body));
+    }
     parapet_testkit::eventually(
         Duration::from_secs(10),
         "the edge to reach the provider's origin",
@@ -564,6 +583,21 @@ fn a_proxied_cname_to_another_provider_is_resolved_through_the_resolver() {
     let (status, _, body) = curl(port, "gone.customer.test", &[]);
     assert_eq!(status, 530);
     assert!(body.contains("Error 1016"), "{body}");
+    // The delegated target is asked of the resolver (which has no such name), not read from
+    // the glue; a proxied record below the delegation is not served.
+    let (status, _, body) = curl(port, "viasub.customer.test", &[]);
+    assert_eq!(status, 530);
+    assert!(body.contains("Error 1016"), "{body}");
+    let (status, _, body) = curl(port, "x.sub.customer.test", &[]);
+    assert_eq!(status, 530);
+    assert!(
+        body.contains("Error 1000") || body.contains("Error 1018"),
+        "{body}"
+    );
+    assert!(
+        origin.try_recv().is_err(),
+        "nothing below the delegation reached the origin"
+    );
 }
 
 #[test]

@@ -342,11 +342,7 @@ pub async fn mutate_zone<T>(
                     .map(Arc::new)
                     .collect();
                 records.sort_by(|a, b| a.name.cmp(&b.name));
-                Arc::new(ZoneSnapshot {
-                    zone: zone.clone(),
-                    records,
-                    challenges: Vec::new(),
-                })
+                Arc::new(ZoneSnapshot::new(zone.clone(), records, Vec::new()))
             }
         };
         let mut write = ZoneWrite::new(zone, base, now_timestamp());

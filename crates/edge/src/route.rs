@@ -55,30 +55,34 @@ pub fn host_of(header: &str) -> Option<String> {
     ok.then_some(h)
 }
 
-/// The proxied host entry for `host`: exact name first, then the closest wildcard.
+/// The proxied host entry for `host`: exact name first, then the wildcard of its closest
+/// encloser, as DNS finds it (RFC 4592): a name that exists (with records or below which there
+/// are records) is not covered by a wildcard, and only the wildcard at the nearest existing
+/// ancestor may answer. Names at or below a delegation are never proxied (compiled out).
 fn lookup<'s>(snapshot: &'s Snapshot, host: &str) -> Option<&'s parapet_snapshot::ProxiedHost> {
     if let Some(h) = snapshot.proxied_hosts.get(host) {
         return Some(h);
     }
-    let zone = snapshot.zone_for(host);
-    let mut rest = host;
-    while let Some((_, parent)) = rest.split_once('.') {
-        let wildcard = format!("*.{parent}");
-        if let Some(h) = snapshot.proxied_hosts.get(&wildcard) {
-            // A wildcard does not cover names that exist in the zone with records of their own.
-            let exists = zone.is_some_and(|z| z.records_at(host).next().is_some());
-            return (!exists).then_some(h);
+    let zone = snapshot.zone_for(host)?;
+    let encloser = closest_encloser(zone, host)?;
+    snapshot.proxied_hosts.get(&format!("*.{encloser}"))
+}
+
+/// The nearest existing ancestor of `name`, which does not exist itself, within `zone`; `None`
+/// when `name` exists or lies at or below a delegation (no wildcard answers for it then).
+fn closest_encloser<'n>(zone: &parapet_snapshot::ZoneSnapshot, name: &'n str) -> Option<&'n str> {
+    if zone.exists(name) || zone.delegated(name) {
+        return None;
+    }
+    let mut at = name;
+    while let Some((_, parent)) = at.split_once('.') {
+        if parent.len() < zone.zone.name.len() {
+            break;
         }
-        // As DNS finds it: only the closest encloser's wildcard answers. A name on the way up
-        // with records of its own, an unproxied wildcard, or the zone's apex ends the search.
-        if let Some(z) = zone
-            && (parent.len() <= z.zone.name.len()
-                || z.records_at(parent).next().is_some()
-                || z.records_at(&wildcard).next().is_some())
-        {
-            return None;
+        if zone.exists(parent) {
+            return Some(parent);
         }
-        rest = parent;
+        at = parent;
     }
     None
 }
@@ -92,44 +96,31 @@ enum Inside {
     Outside(String),
 }
 
-/// The records of the wildcard that answers for `name` (which has none of its own), as DNS
-/// finds it: `*.` the nearest ancestor, going up to the apex, until one that has records of
-/// its own (the closest encloser, whose wildcard alone may answer).
+/// The records of the wildcard that answers for `name` (see [`closest_encloser`]).
 fn wildcard_records<'z>(
     zone: &'z parapet_snapshot::ZoneSnapshot,
     name: &str,
 ) -> Vec<&'z parapet_model::DnsRecord> {
-    let apex = zone.zone.name.as_str();
-    let mut below = name;
-    while let Some((_, up)) = below.split_once('.') {
-        if up.len() < apex.len() {
-            break;
-        }
-        let wildcard = format!("*.{up}");
-        let start = zone
-            .records
-            .partition_point(|r| r.name.as_str() < wildcard.as_str());
-        let found: Vec<&'z parapet_model::DnsRecord> = zone.records[start..]
-            .iter()
-            .map(Arc::as_ref)
-            .take_while(|r| r.name == wildcard)
-            .collect();
-        if !found.is_empty() {
-            return found;
-        }
-        if up == apex || zone.records_at(up).next().is_some() {
-            break;
-        }
-        below = up;
-    }
-    Vec::new()
+    let Some(encloser) = closest_encloser(zone, name) else {
+        return Vec::new();
+    };
+    let wildcard = format!("*.{encloser}");
+    let start = zone
+        .records
+        .partition_point(|r| r.name.as_str() < wildcard.as_str());
+    zone.records[start..]
+        .iter()
+        .map(Arc::as_ref)
+        .take_while(|r| r.name == wildcard)
+        .collect()
 }
 
 /// Follows `name` through Parapet's zones, CNAME by CNAME (at most 8).
 fn follow_inside(snapshot: &Snapshot, name: &str) -> Inside {
     let mut name = name.to_ascii_lowercase();
     for _ in 0..8 {
-        let Some(zone) = snapshot.zone_for(&name) else {
+        // A name delegated away is answered by other servers: resolved as outside names are.
+        let Some(zone) = snapshot.zone_for(&name).filter(|z| !z.delegated(&name)) else {
             return Inside::Outside(name);
         };
         let mut at: Vec<_> = zone.records_at(&name).collect();

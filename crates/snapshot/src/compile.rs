@@ -41,9 +41,97 @@ pub struct ZoneSnapshot {
     pub records: Vec<Arc<DnsRecord>>,
     /// ACME challenge answers served at names of the zone (Parapet's own short-lived records).
     pub challenges: Vec<DnsRecord>,
+    /// Its names without records of their own, and its delegations.
+    pub shape: ZoneShape,
+}
+
+/// Which of a zone's names exist in DNS without records of their own, and where the zone
+/// delegates: what finding a wildcard's closest encloser needs (RFC 4592 §3.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ZoneShape {
+    /// Names below the apex with no records but records below them (empty non-terminals).
+    pub empty_non_terminals: HashSet<String>,
+    /// Names below the apex holding NS records: the zone answers for what lies below them
+    /// with referrals.
+    pub delegations: HashSet<String>,
+}
+
+impl ZoneShape {
+    /// The shape of zone `apex` with `records` sorted by name and `challenges`. Costs one
+    /// comparison per record in a flat zone: only names deeper than the apex's children look
+    /// further.
+    fn of(apex: &str, records: &[Arc<DnsRecord>], challenges: &[DnsRecord]) -> Self {
+        let mut shape = Self::default();
+        let has_records = |name: &str| {
+            let start = records.partition_point(|r| r.name.as_str() < name);
+            records.get(start).is_some_and(|r| r.name == name)
+                || challenges.iter().any(|c| c.name == name)
+        };
+        let mut previous: Option<&str> = None;
+        let names = records.iter().map(Arc::as_ref).chain(challenges.iter());
+        for r in names {
+            if r.kind == RecordType::NS && r.name != apex {
+                shape.delegations.insert(r.name.clone());
+            }
+            if previous == Some(r.name.as_str()) {
+                continue;
+            }
+            previous = Some(r.name.as_str());
+            let mut at = r.name.as_str();
+            while let Some((_, parent)) = at.split_once('.') {
+                if parent.len() <= apex.len()
+                    || shape.empty_non_terminals.contains(parent)
+                    || has_records(parent)
+                {
+                    break;
+                }
+                shape.empty_non_terminals.insert(parent.to_owned());
+                at = parent;
+            }
+        }
+        shape
+    }
 }
 
 impl ZoneSnapshot {
+    /// A zone with `records` (sorted by name) and the ACME challenge answers it serves.
+    pub fn new(zone: Zone, records: Vec<Arc<DnsRecord>>, challenges: Vec<DnsRecord>) -> Self {
+        let shape = ZoneShape::of(&zone.name, &records, &challenges);
+        Self {
+            zone,
+            records,
+            challenges,
+            shape,
+        }
+    }
+
+    /// Whether `name` (of this zone) exists in DNS: the apex, a name with records, or an empty
+    /// non-terminal.
+    pub fn exists(&self, name: &str) -> bool {
+        name == self.zone.name
+            || self.records_at(name).next().is_some()
+            || self.shape.empty_non_terminals.contains(name)
+    }
+
+    /// Whether `name` is one of the zone's delegations or lies below one: DNS answers for it
+    /// with a referral (records there, if any, are glue, not answers).
+    pub fn delegated(&self, name: &str) -> bool {
+        if self.shape.delegations.is_empty() {
+            return false;
+        }
+        let mut at = name;
+        while at.len() > self.zone.name.len() {
+            if self.shape.delegations.contains(at) {
+                return true;
+            }
+            match at.split_once('.') {
+                Some((_, parent)) => at = parent,
+                None => break,
+            }
+        }
+        false
+    }
+
     /// Every record served: the stored ones, then the ACME challenge answers.
     pub fn all_records(&self) -> impl Iterator<Item = &DnsRecord> {
         self.records
@@ -621,10 +709,12 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
         let active = zone.status == ZoneStatus::Active && !zone.paused;
         let shared_id: Arc<str> = Arc::from(zone_id.as_str());
         let zone_name = zone.name.clone();
-        let mut add_proxied = |r: &DnsRecord| {
+        // A name at or below a delegation is answered with a referral, not proxied.
+        let mut add_proxied = |r: &DnsRecord, zone: &ZoneSnapshot| {
             if r.proxied
                 && matches!(r.kind, RecordType::A | RecordType::AAAA | RecordType::CNAME)
                 && !in_a_child_zone(&r.name, &zone_name)
+                && !zone.delegated(&r.name)
             {
                 proxied_hosts
                     .entry(r.name.clone())
@@ -642,7 +732,10 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
             && previous.zone == zone
         {
             // Unchanged: the previous snapshot's zone, with its proxied names.
-            previous.records.iter().for_each(|r| add_proxied(r));
+            previous
+                .records
+                .iter()
+                .for_each(|r| add_proxied(r, previous));
             if let Some(other) = by_name.insert(zone.name.clone(), Arc::clone(previous)) {
                 errors.push(CompileError {
                     key: format!("zones/{zone_id}"),
@@ -679,7 +772,6 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
             checked_to = end;
         }
         let zone_records: Vec<Arc<DnsRecord>> = candidates.into_iter().map(|c| c.record).collect();
-        zone_records.iter().for_each(|r| add_proxied(r));
         let challenges: Vec<DnsRecord> = match challenges.remove(&zone_id) {
             Some(answers) => {
                 let taken: HashSet<&str> = zone_records
@@ -694,14 +786,12 @@ pub fn compile_snapshot_with<K: AsRef<str>, V: AsRef<[u8]>>(
             }
             None => Vec::new(),
         };
-        if let Some(previous) = by_name.insert(
-            zone.name.clone(),
-            Arc::new(ZoneSnapshot {
-                zone: zone.clone(),
-                records: zone_records,
-                challenges,
-            }),
-        ) {
+        let compiled = Arc::new(ZoneSnapshot::new(zone.clone(), zone_records, challenges));
+        compiled
+            .records
+            .iter()
+            .for_each(|r| add_proxied(r, &compiled));
+        if let Some(previous) = by_name.insert(zone.name.clone(), compiled) {
             errors.push(CompileError {
                 key: format!("zones/{zone_id}"),
                 message: format!(

@@ -20,7 +20,7 @@ use parapet_store::Revision;
 use tokio::sync::watch;
 
 pub use compile::{
-    CompileError, ProxiedHost, RecordChanges, Reuse, Snapshot, TransferPeer, ZoneEdge,
+    CompileError, ProxiedHost, RecordChanges, Reuse, Snapshot, TransferPeer, ZoneEdge, ZoneShape,
     ZoneSnapshot, compile_snapshot, compile_snapshot_with,
 };
 pub use keys::{
