@@ -567,8 +567,15 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
         assert_eq!(passes_reach(&node, before + relayed), before + relayed);
     }
     // A visitor that gives up while the origin thinks is let go at once, and the origin's
-    // connection with it: nothing is left in flight.
-    for version in [&[h2][..], &[]] {
+    // connection with it: nothing is left in flight, and the request is not sent again (the
+    // engine, with a precondition, took the visitor's leaving for a stale pooled connection).
+    for version in [
+        &[h2][..],
+        &[],
+        &["-H", "If-Match: *"],
+        &[h2, "-H", "If-Match: *"],
+    ] {
+        while origin.try_recv().is_ok() {}
         let gave_up = std::time::Instant::now();
         let slow = std::process::Command::new("curl")
             .args(["-s", "--max-time", "0.5"])
@@ -583,6 +590,9 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
             metric(&node, "parapet_edge_requests_in_flight") == 0
         });
         assert!(gave_up.elapsed() < Duration::from_secs(4), "{version:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        let asked: Vec<String> = std::iter::from_fn(|| origin.try_recv().ok()).collect();
+        assert_eq!(asked.len(), 1, "{version:?}: {asked:?}");
     }
     for accept in [&["-H", "Accept: application/json"][..], &[]] {
         let extra = [accept, &[h2]].concat();

@@ -1072,7 +1072,10 @@ impl ProxyHttp for EdgeProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent()
+        // Only the origin's failures: a visitor that left, or the edge's own refusal of its
+        // body, would fail the same way on every try while each try asks the origin again.
+        let replayable = e.esource() == &ErrorSource::Upstream
+            && session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
         if replayable && client_reused && pooled_connection_lost(&e) {
