@@ -125,6 +125,9 @@ pub struct Config {
     pub dns_rrl_rate: u32,
     /// Every n-th rate-limited response is sent truncated instead of dropped (0: drop all).
     pub dns_rrl_slip: u32,
+    /// DNS cookie secrets: the first makes server cookies, all are accepted (a rollover). Empty:
+    /// one made on first start and kept in the data directory.
+    pub dns_cookie_secrets: Vec<[u8; 16]>,
 }
 
 pub const DEFAULT_NAMESERVERS: [&str; 2] = ["ns1.parapet.localhost", "ns2.parapet.localhost"];
@@ -160,6 +163,7 @@ impl Default for Config {
             cache_rules: std::collections::BTreeMap::new(),
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
+            dns_cookie_secrets: Vec::new(),
             origin_ca_file: None,
             origin_pull_certificate: None,
             origin_pull_key: None,
@@ -189,6 +193,7 @@ const KEYS: &[&str] = &[
     "dns_udp_payload",
     "dns_rrl_rate",
     "dns_rrl_slip",
+    "dns_cookie_secrets",
     "resolver",
     "edge_connect_timeout",
     "edge_read_timeout",
@@ -392,6 +397,18 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                     Some(n) if key == "dns_rrl_rate" => c.dns_rrl_rate = n,
                     Some(n) => c.dns_rrl_slip = n,
                     None => errors.push(want("a whole number, 0 or more")),
+                }
+            }
+            "dns_cookie_secrets" => {
+                let secrets: Option<Vec<[u8; 16]>> = list()
+                    .and_then(|items| items.iter().map(|s| parapet_dns::parse_secret(s)).collect());
+                match secrets {
+                    Some(secrets) if (1..=4).contains(&secrets.len()) => {
+                        c.dns_cookie_secrets = secrets
+                    }
+                    _ => errors.push(want(
+                        "a list of 1 to 4 secrets of 32 hexadecimal digits (the first makes cookies)",
+                    )),
                 }
             }
             "resolver" => match string().map(|s| resolve_host_port(&s)) {
@@ -602,6 +619,23 @@ mod tests {
         assert_eq!(c.nameservers, ["ns1.example.net", "ns2.example.net"]);
         assert_eq!(c.activation, ActivationFlag::Auto);
         assert_eq!(c.activation_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn dns_cookie_secrets_are_read_as_hexadecimal_and_mistakes_named() {
+        assert!(Config::default().dns_cookie_secrets.is_empty());
+        let text = "dns_cookie_secrets = [\"e5e973e5a6b2a43f48e7dc849e37bfcf\", \"dd3bdf9344b678b185a6f5cb60fca715\"]\n";
+        let c = parse_file(text, Config::default()).expect("valid");
+        assert_eq!(c.dns_cookie_secrets.len(), 2);
+        assert_eq!(c.dns_cookie_secrets[0][0], 0xe5);
+        for bad in ["[]", "[\"e5e9\"]", "\"e5e973e5a6b2a43f48e7dc849e37bfcf\""] {
+            let errors = parse_file(&format!("dns_cookie_secrets = {bad}\n"), Config::default())
+                .expect_err(bad);
+            assert!(
+                errors.join("\n").contains("dns_cookie_secrets"),
+                "{bad}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use parapet_activation::{ActivationMode, Activator};
 use parapet_api::{ApiConfig, ApiState};
 use parapet_dns::{
-    DnsIndex, DnsServer, EdgeAddrs, Flattener, IndexHandle, Limits, RrlConfig, bind_udp_and_tcp,
-    follow_snapshots, system_resolver,
+    Cookies, DnsIndex, DnsServer, EdgeAddrs, Flattener, IndexHandle, Limits, RrlConfig,
+    bind_udp_and_tcp, follow_snapshots, system_resolver,
 };
 use parapet_model::ids;
 use parapet_snapshot::{
@@ -119,6 +119,7 @@ async fn start_dns(
             rate: config.dns_rrl_rate,
             slip: config.dns_rrl_slip,
         },
+        dns_cookies(config)?,
     ));
     for addr in &config.dns_listen {
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
@@ -160,6 +161,47 @@ async fn start_dns(
     ));
     Ok(())
 }
+
+/// The DNS cookie secrets: the configured ones, or the one kept in the data directory (made on
+/// first start), so that a restart or an upgrade does not void the cookies clients hold.
+fn dns_cookies(config: &Config) -> anyhow::Result<Cookies> {
+    if let Some((first, rest)) = config.dns_cookie_secrets.split_first() {
+        return Ok(Cookies::new(*first, rest));
+    }
+    let path = config.data_dir.join(DNS_COOKIE_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match parapet_dns::parse_secret(&text) {
+            Some(secret) => Ok(Cookies::new(secret, &[])),
+            None => bail!(
+                "{} does not hold a DNS cookie secret (32 hexadecimal digits); remove it to have a new one made",
+                path.display()
+            ),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = parapet_dns::random_secret();
+            std::fs::create_dir_all(&config.data_dir)?;
+            let partial = path.with_extension("partial");
+            {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&partial)?;
+                file.write_all(parapet_dns::format_secret(&secret).as_bytes())?;
+                file.sync_all()?;
+            }
+            std::fs::rename(&partial, &path)?;
+            Ok(Cookies::new(secret, &[]))
+        }
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
+
+/// Where the DNS cookie secret made on first start is kept, in the data directory.
+const DNS_COOKIE_SECRET_FILE: &str = "dns-cookie-secret";
 
 /// Opens the store. While a previous process hands over (`upgrading`), waits for it to let go
 /// of the file (it does when the handover starts; an operation of its that was cancelled may

@@ -680,6 +680,21 @@ fn dns_cookies_are_answered_and_a_valid_server_cookie_lifts_rate_limits() {
     let first = exchange(&with_cookie("www.cookie.example", 1, &client_cookie)).expect("answer");
     let cookie = cookie_of(&first).expect("COOKIE in the response");
     assert_eq!((cookie.len(), &cookie[..8]), (24, &client_cookie[..]));
+    // Made as RFC 9018 says (other servers of an anycast set verify it), with the secret kept
+    // in the data directory (a restart or an upgrade keeps it).
+    let kept = std::fs::read_to_string(node.data_dir.join("dns-cookie-secret")).expect("secret");
+    let secret = parapet_dns::parse_secret(&kept).expect("32 hexadecimal digits");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as u32;
+    assert_eq!(
+        parapet_dns::Cookies::new(secret, &[]).check(
+            Some(&cookie),
+            "127.0.0.7".parse().expect("ip"),
+            now
+        ),
+        parapet_dns::CookieCheck::Verified
+    );
     // With the server cookie returned, every query is answered despite a 2/s limit ...
     let answered = (0..40)
         .filter(|i| {

@@ -36,7 +36,7 @@ fn index() -> &'static Arc<DnsIndex> {
 }
 
 fuzz_target!(|packet: &[u8]| {
-    let cookies = Cookies::new([3; 16]);
+    let cookies = Cookies::new([3; 16], &[]);
     for transport in [Transport::Udp, Transport::Tcp] {
         let client = Client { ip: "192.0.2.9".parse().unwrap(), cookies: &cookies, now: 1_000_000 };
         if let Some(out) = answer_query(index(), packet, transport, Limits::default(), Some(&client)) {

@@ -18,7 +18,7 @@ mod tsig;
 mod wire;
 mod xfr;
 
-pub use cookies::{CookieCheck, Cookies};
+pub use cookies::{CookieCheck, Cookies, format_secret, parse_secret, random_secret};
 pub use engine::{Answer, Answered, Client, Limits, Transport, answer_query};
 pub use flatten::{External, Flattener, system_resolver};
 pub use index::{DnsIndex, EdgeAddrs, ZoneIndex};

@@ -202,12 +202,12 @@ impl Drop for TcpSlot<'_> {
 }
 
 impl DnsServer {
-    pub fn new(index: IndexHandle, limits: Limits, rrl: RrlConfig) -> Self {
+    pub fn new(index: IndexHandle, limits: Limits, rrl: RrlConfig, cookies: Cookies) -> Self {
         Self {
             index,
             limits,
             rrl: RateLimiter::new(rrl),
-            cookies: Cookies::random(),
+            cookies,
             journal: Arc::new(Journal::default()),
             tcp_per_source: 32,
             tcp_clients: std::sync::Mutex::default(),

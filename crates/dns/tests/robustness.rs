@@ -43,7 +43,7 @@ fn query(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
 }
 
 fn check(index: &DnsIndex, packet: &[u8]) {
-    let cookies = Cookies::new([1; 16]);
+    let cookies = Cookies::new([1; 16], &[]);
     for transport in [Transport::Udp, Transport::Tcp] {
         let client = parapet_dns::Client {
             ip: "192.0.2.99".parse().expect("ip"),
