@@ -5,6 +5,7 @@
 //! cache belongs to one [`crate::DnsIndex`], so a new snapshot starts with an empty cache.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -13,10 +14,22 @@ use rustc_hash::FxHasher;
 const SHARDS: usize = 32;
 /// Responses kept per index; beyond this, queries are answered by the engine without caching.
 const MAX_ENTRIES: usize = 1 << 20;
+/// Of which answers for names anyone can make up (NXDOMAIN, wildcards, referrals, NODATA):
+/// a flood of random names must not fill the cache with answers asked once.
+const MAX_MADE_UP: usize = 1 << 16;
 
 use crate::rrl::ResponseKind;
 
-type Map = HashMap<Box<[u8]>, (Arc<[u8]>, ResponseKind), BuildHasherDefault<FxHasher>>;
+/// Keys are the queries' names: hashed with a secret key, so that no one can send names that
+/// collide in one bucket.
+type Map = HashMap<Box<[u8]>, (Arc<[u8]>, ResponseKind), RandomState>;
+
+#[derive(Default)]
+struct Shard {
+    map: Map,
+    /// Entries that are not [`ResponseKind::is_data`].
+    made_up: usize,
+}
 
 /// A plain query, read without allocating.
 pub struct PlainQuery<'a> {
@@ -110,14 +123,15 @@ impl<'a> PlainQuery<'a> {
 
 /// Responses of plain queries, in shards.
 pub struct ResponseCache {
-    shards: Vec<Mutex<Map>>,
+    shards: Vec<Mutex<Shard>>,
+    /// Picks the shard (cheap: the map's own hash keeps each shard's buckets apart).
     hasher: BuildHasherDefault<FxHasher>,
 }
 
 impl Default for ResponseCache {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: BuildHasherDefault::default(),
         }
     }
@@ -130,7 +144,7 @@ impl std::fmt::Debug for ResponseCache {
 }
 
 impl ResponseCache {
-    fn shard(&self, key: &[u8]) -> &Mutex<Map> {
+    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
         let h = self.hasher.hash_one(key) as usize;
         &self.shards[h % SHARDS]
     }
@@ -143,6 +157,7 @@ impl ResponseCache {
             .shard(&key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .map
             .get(&key)
             .cloned()?;
         let mut out = cached.to_vec();
@@ -183,9 +198,16 @@ impl ResponseCache {
             .shard(&key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if shard.len() < MAX_ENTRIES / SHARDS {
-            shard.insert(key, (Arc::from(response), kind));
+        let made_up = !kind.is_data();
+        if shard.map.len() >= MAX_ENTRIES / SHARDS
+            || (made_up && shard.made_up >= MAX_MADE_UP / SHARDS)
+        {
+            return;
         }
+        if let Some((_, old)) = shard.map.insert(key, (Arc::from(response), kind)) {
+            shard.made_up -= usize::from(!old.is_data());
+        }
+        shard.made_up += usize::from(made_up);
     }
 }
 
@@ -261,6 +283,43 @@ mod tests {
             cache.answer(&q, 512).is_none(),
             "a response is reused only for the same size limit"
         );
+    }
+
+    #[test]
+    fn answers_for_made_up_names_take_a_share_of_the_cache_only() {
+        let cache = ResponseCache::default();
+        let keep = |name: &[u8], kind: ResponseKind| {
+            let asked = query(1, name, None);
+            let mut response = asked.clone();
+            response[2] = 0x84;
+            response[3] = 3;
+            cache.insert(
+                &PlainQuery::parse(&asked).expect("plain"),
+                512,
+                &response,
+                kind,
+            );
+        };
+        let cached = |name: &[u8]| {
+            cache
+                .answer(&PlainQuery::parse(&query(2, name, None)).expect("plain"), 512)
+                .is_some()
+        };
+        let nxdomain = ResponseKind::nxdomain("example.com");
+        let flood = 2 * MAX_MADE_UP;
+        for i in 0..flood {
+            keep(format!("r{i}.example.com").as_bytes(), nxdomain);
+        }
+        let kept = (0..flood)
+            .filter(|i| cached(format!("r{i}.example.com").as_bytes()))
+            .count();
+        assert!(
+            kept <= MAX_MADE_UP && kept > MAX_MADE_UP / 2,
+            "{kept} of {flood} random names kept"
+        );
+        // Answers with data at existing names still find room.
+        keep(b"www.example.com", ResponseKind::answer("www.example.com", 1));
+        assert!(cached(b"www.example.com"));
     }
 
     #[test]

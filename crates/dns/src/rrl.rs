@@ -57,8 +57,14 @@ impl ResponseKind {
         h.write_u8(class);
         h.write(key.as_bytes());
         h.write_u16(qtype);
-        // Never `ERROR`'s value.
-        Self(h.finish() | 1)
+        // The class in the low bits (never `ERROR`'s value).
+        Self((h.finish() << 3) | u64::from(class))
+    }
+
+    /// Whether this is an answer with data at an existing name, of which a zone has a known
+    /// number; every other kind of answer is given for names anyone can make up.
+    pub fn is_data(self) -> bool {
+        self.0 & 7 == 1
     }
 
     /// An answer with data (or a CNAME) at an existing name `key` (lowercase index key), for
