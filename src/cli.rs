@@ -327,14 +327,41 @@ const RECORD_COLUMNS: &[(&str, &str)] = &[
 
 /// The zone a file is for: its first `$ORIGIN`, else its file name without a `.zone`/`db.` wrapper.
 fn zone_of_file(path: &std::path::Path, text: &str) -> Option<String> {
+    // The SOA's owner (against the `$ORIGIN` at that line), else the first `$ORIGIN` other than
+    // the root, else the file's name.
+    let mut origin: Option<String> = None;
+    let mut first_origin: Option<String> = None;
     for line in text.lines() {
+        let line = line.split(';').next().unwrap_or_default();
         let mut words = line.split_whitespace();
-        if words
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case("$ORIGIN"))
-        {
-            return words.next().map(|o| o.trim_end_matches('.').to_owned());
+        let Some(first) = words.next() else { continue };
+        if first.eq_ignore_ascii_case("$ORIGIN") {
+            let o = words.next().map(|o| o.trim_end_matches('.').to_owned());
+            if first_origin.is_none() {
+                first_origin = o.clone().filter(|o| !o.is_empty());
+            }
+            origin = o;
+            continue;
         }
+        let starts_blank = line.starts_with([' ', '\t']);
+        if !starts_blank
+            && line
+                .split_whitespace()
+                .any(|w| w.eq_ignore_ascii_case("SOA"))
+        {
+            let owner = match (first, origin.as_deref()) {
+                ("@", Some(o)) => o.to_owned(),
+                (name, _) if name.ends_with('.') => name.trim_end_matches('.').to_owned(),
+                (name, Some(o)) if !o.is_empty() => format!("{name}.{o}"),
+                (name, _) => name.to_owned(),
+            };
+            if !owner.is_empty() && owner != "@" {
+                return Some(owner.to_ascii_lowercase());
+            }
+        }
+    }
+    if first_origin.is_some() {
+        return first_origin;
     }
     let name = path.file_name()?.to_str()?;
     let name = name.strip_prefix("db.").unwrap_or(name);
@@ -524,4 +551,24 @@ pub fn token(args: &ApiArgs, command: TokenCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zone_of_a_file_is_its_soa_owner_then_its_origin_then_its_name() {
+        let path = std::path::Path::new("/tmp/db.fallback.test");
+        let bind = "$ORIGIN .\n$TTL 86400\nExample.com IN SOA ns1.example.com. h.example.com. 1 2 3 4 5\n$ORIGIN example.com.\nwww A 192.0.2.1\n";
+        assert_eq!(zone_of_file(path, bind).as_deref(), Some("example.com"));
+        let relative = "$ORIGIN example.org.\n@ 3600 IN SOA ns1 h 1 2 3 4 5 ; the SOA\n";
+        assert_eq!(zone_of_file(path, relative).as_deref(), Some("example.org"));
+        let no_soa = "$ORIGIN .\n$ORIGIN example.net.\nwww A 192.0.2.1\n";
+        assert_eq!(zone_of_file(path, no_soa).as_deref(), Some("example.net"));
+        assert_eq!(
+            zone_of_file(path, "www A 192.0.2.1\n").as_deref(),
+            Some("fallback.test")
+        );
+    }
 }

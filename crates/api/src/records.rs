@@ -751,8 +751,18 @@ pub async fn import(
             "file: a zone file is required (multipart field 'file')",
         ));
     };
-    let parse = || parse_zone_file(&text, &zone.name, proxied).map_err(|e| zone_file_errors(&e));
-    let parsed = parse()?;
+    let parse =
+        |text: &str| parse_zone_file(text, &zone.name, proxied).map_err(|e| zone_file_errors(&e));
+    // Reading a large file takes a while: off the runtime's threads.
+    let text: Arc<str> = Arc::from(text);
+    let parsed = {
+        let (text, zone_name) = (Arc::clone(&text), zone.name.clone());
+        tokio::task::spawn_blocking(move || {
+            parse_zone_file(&text, &zone_name, proxied).map_err(|e| zone_file_errors(&e))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the zone file: {e}")))??
+    };
     let total = parsed.records.len();
     // The parsed records are handed over to the write one by one, so that a large file is not
     // held twice; a retried write (another change came first) parses the file again.
@@ -764,7 +774,7 @@ pub async fn import(
             .take();
         let records = match taken {
             Some(records) => records,
-            None => parse()?.records,
+            None => parse(&text)?.records,
         };
         w.import(records)
     })

@@ -302,7 +302,10 @@ mod tests {
         };
         let cached = |name: &[u8]| {
             cache
-                .answer(&PlainQuery::parse(&query(2, name, None)).expect("plain"), 512)
+                .answer(
+                    &PlainQuery::parse(&query(2, name, None)).expect("plain"),
+                    512,
+                )
                 .is_some()
         };
         let nxdomain = ResponseKind::nxdomain("example.com");
@@ -318,7 +321,10 @@ mod tests {
             "{kept} of {flood} random names kept"
         );
         // Answers with data at existing names still find room.
-        keep(b"www.example.com", ResponseKind::answer("www.example.com", 1));
+        keep(
+            b"www.example.com",
+            ResponseKind::answer("www.example.com", 1),
+        );
         assert!(cached(b"www.example.com"));
     }
 

@@ -15,6 +15,40 @@ use crate::{FieldError, ModelError, Zone};
 
 /// Largest zone file accepted, in bytes.
 pub const MAX_ZONE_FILE: usize = 64 * 1024 * 1024;
+/// Mistakes listed for one file; the rest are counted (a file of junk must not make a list
+/// larger than itself).
+const MAX_ERRORS: usize = 100;
+
+/// The mistakes found in a file: the first [`MAX_ERRORS`], and how many more.
+#[derive(Default)]
+struct Mistakes {
+    listed: Vec<FieldError>,
+    more: usize,
+}
+
+impl Mistakes {
+    fn push(&mut self, e: FieldError) {
+        if self.listed.len() < MAX_ERRORS {
+            self.listed.push(e);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+
+    fn into_error(mut self) -> ModelError {
+        if self.more > 0 {
+            self.listed.push(FieldError::new(
+                "file",
+                format!("{} more mistakes not listed", self.more),
+            ));
+        }
+        ModelError::ZoneFile(self.listed)
+    }
+}
 
 /// A record read from a zone file, with the line it started on.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +94,8 @@ pub fn parse_zone_file(
             format!("is larger than {} MiB", MAX_ZONE_FILE / 1024 / 1024),
         )]));
     }
+    // A byte order mark some editors write is not part of the first entry.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let (entries, mut errors) = split_entries(text);
     let mut out = ParsedZoneFile::default();
     let mut origin = zone.to_owned();
@@ -83,13 +119,13 @@ pub fn parse_zone_file(
                 line: entry.line,
                 draft: *draft,
             }),
-            Err(messages) => errors.extend(messages.into_iter().map(at)),
+            Err(messages) => messages.into_iter().map(at).for_each(|e| errors.push(e)),
         }
     }
     if errors.is_empty() {
         Ok(out)
     } else {
-        Err(ModelError::ZoneFile(errors))
+        Err(errors.into_error())
     }
 }
 
@@ -128,11 +164,13 @@ fn read_entry(
             let [_, value] = words.as_slice() else {
                 return Err(vec!["$ORIGIN needs exactly one domain name".into()]);
             };
-            let o = absolute(&value.raw, origin).map_err(|m| vec![m])?;
-            if !name::is_within(&o, zone) {
-                return Err(vec![format!("$ORIGIN {o} is not inside the zone {zone}")]);
-            }
-            *origin = o;
+            // Any absolute name, the root included (BIND writes `$ORIGIN .` and then names
+            // in full); owners are checked against the zone, not the origin.
+            *origin = if value.raw == "." {
+                String::new()
+            } else {
+                absolute(&value.raw, origin).map_err(|m| vec![m])?
+            };
             return Ok(Parsed::Nothing);
         }
         "$TTL" => {
@@ -296,9 +334,13 @@ fn parse_ttl(s: &str) -> Option<u32> {
 
 fn absolute(raw: &str, origin: &str) -> Result<String, String> {
     if raw == "@" {
+        if origin.is_empty() {
+            return Err("'@' is the root here (after $ORIGIN .)".into());
+        }
         return Ok(origin.to_owned());
     }
-    let full = if raw.ends_with('.') {
+    // The root origin is "": a relative name under it is the name itself.
+    let full = if raw.ends_with('.') || origin.is_empty() {
         raw.to_owned()
     } else {
         format!("{raw}.{origin}")
@@ -353,9 +395,9 @@ fn txt_content(words: &[Word]) -> Result<String, String> {
 }
 
 /// Splits a zone file into entries: handles comments, quotes and parentheses across lines.
-fn split_entries(text: &str) -> (Vec<Entry>, Vec<FieldError>) {
+fn split_entries(text: &str) -> (Vec<Entry>, Mistakes) {
     let mut entries = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors = Mistakes::default();
     let mut current: Option<Entry> = None;
     let mut depth = 0usize;
     let mut chars = text.chars().peekable();
@@ -688,6 +730,50 @@ sub.example.com. 172800 IN NS ns.sub
         let err = parse_zone_file(text, "example.com", false).expect_err("invalid");
         let lines: Vec<&str> = err.errors().iter().map(|e| e.field.as_str()).collect();
         assert_eq!(lines, ["line 1", "line 2", "line 4", "line 5"]);
+    }
+
+    #[test]
+    fn a_file_of_junk_lists_a_hundred_mistakes_and_counts_the_rest() {
+        let err =
+            parse_zone_file(&")".repeat(1_000_000), "example.com", false).expect_err("invalid");
+        let listed = err.errors();
+        assert_eq!(listed.len(), MAX_ERRORS + 1);
+        assert_eq!(
+            listed[MAX_ERRORS].message,
+            format!("{} more mistakes not listed", 1_000_000 - MAX_ERRORS)
+        );
+        let err =
+            parse_zone_file(&"x\n".repeat(10_000), "example.com", false).expect_err("invalid");
+        assert_eq!(err.errors().len(), MAX_ERRORS + 1);
+    }
+
+    #[test]
+    fn files_bind_writes_start_at_the_root() {
+        // As BIND writes secondary and dynamic zones, and named-compilezone its output.
+        let text = "\u{feff}$ORIGIN .\n$TTL 86400 ; 1 day\nexample.com IN SOA ns1.example.com. h.example.com. 1 2 3 4 5\n\t\t\tNS ns1.example.com.\n\t\t\tMX 10 mail.example.com.\n$ORIGIN example.com.\nwww A 192.0.2.1\n$ORIGIN .\nftp.example.com A 192.0.2.2\n";
+        let parsed = parse_zone_file(text, "example.com", false).expect("valid");
+        let got: Vec<(&str, &str)> = parsed
+            .records
+            .iter()
+            .map(|r| (r.draft.name.as_str(), r.draft.content.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("example.com", "mail.example.com"),
+                ("www.example.com", "192.0.2.1"),
+                ("ftp.example.com", "192.0.2.2"),
+            ]
+        );
+        assert_eq!(parsed.skipped, 2, "SOA and apex NS");
+        // Owners stay inside the zone whatever the origin.
+        let err = parse_zone_file(
+            "$ORIGIN .\nother.org A 192.0.2.1\n@ A 192.0.2.1\n",
+            "example.com",
+            false,
+        )
+        .expect_err("outside");
+        assert_eq!(err.errors().len(), 2);
     }
 
     #[test]
