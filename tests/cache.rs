@@ -237,10 +237,19 @@ fn answer(
             "/* {path} answer {n} */\n{}",
             "body { margin: 0; padding: 0; }\n".repeat(200)
         );
+        // The origin may forbid transforming it (RFC 9110 §7.7).
+        let cache_control = if path.contains("notransform-nostore") {
+            "no-store, no-transform"
+        } else if path.contains("notransform") {
+            "public, max-age=60,No-Transform"
+        } else {
+            "public, max-age=60"
+        };
         return (
             "200 OK",
-            "Content-Type: text/css\r\nCache-Control: public, max-age=60\r\nETag: \"css1\"\r\n"
-                .into(),
+            format!(
+                "Content-Type: text/css\r\nCache-Control: {cache_control}\r\nETag: \"css1\"\r\n"
+            ),
             css,
         );
     }
@@ -781,6 +790,29 @@ fn compressible_responses_are_compressed_as_the_visitor_accepts() {
     // Types that do not compress pass unchanged.
     let (_, _, head, _) = fetch(s.port, host, "/logo.png", &["-H", "Accept-Encoding: gzip"]);
     assert!(!head.contains("content-encoding"), "{head}");
+    // Nor do answers the origin forbids transforming, on every path: stored and hit (directly
+    // and through the engine, with a precondition), passed, over both protocols.
+    let gzip = ["-H", "Accept-Encoding: gzip, br"];
+    for path in ["/text-notransform.css", "/text-notransform-nostore.css"] {
+        for extra in [
+            &gzip[..],
+            &gzip,
+            &[&gzip[..], &["-H", "If-Match: \"css1\""]].concat(),
+            &[&gzip[..], &["--http2-prior-knowledge"]].concat(),
+        ] {
+            let (status, cache, head, body) = fetch(s.port, host, path, extra);
+            assert_eq!(status, 200, "{path} {extra:?}: {head}");
+            assert!(
+                !head.contains("content-encoding") && !head.contains("vary"),
+                "{path} {extra:?} ({cache}): {head}"
+            );
+            assert!(head.contains("etag: \"css1\""), "{path}: {head}");
+            assert!(
+                head.contains(&format!("content-length: {}", body.len())),
+                "{path}: {head}"
+            );
+        }
+    }
 }
 
 #[test]

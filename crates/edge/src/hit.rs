@@ -826,7 +826,8 @@ fn write_fields(stored: &ResponseHeader, head: &mut BytesMut, skip: impl Fn(&[u8
 
 /// Whether the engine's compression would encode this response for a visitor that accepts
 /// an encoding ([`compressible_by`]), at a status the edge compresses
-/// ([`crate::proxy::edge_compresses`]: a 301's page is not, and varies on nothing).
+/// ([`crate::proxy::edge_compresses`]: a 301's page is not, and varies on nothing), and that
+/// the origin lets be transformed ([`crate::proxy::no_transform`]).
 fn compressible(stored: &ResponseHeader) -> bool {
     let fields = &stored.headers;
     let content_type = fields.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
@@ -834,6 +835,7 @@ fn compressible(stored: &ResponseHeader) -> bool {
         fields.get(header::CONTENT_LENGTH).map(|v| v.as_bytes()),
         content_type,
     ) && crate::proxy::edge_compresses(stored.status, content_type)
+        && !crate::proxy::no_transform(fields)
 }
 
 /// Whether the engine compresses a stored answer, by its first `Content-Length` and

@@ -47,9 +47,9 @@ use crate::headers::{CDN_LOOP_TOKEN, RayId, with_date};
 use crate::hit;
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, access_logged,
-    browser_cache_control, cacheability, edge_compresses, edge_error, from_origin, ip_text,
-    keep_bytes, keep_bytes_of, normalized_encoding, origin_port_of, page_header, to_origin,
-    to_visitor, values_say_no_store,
+    browser_cache_control, cacheability, edge_compresses, edge_error, forbids_transform,
+    from_origin, ip_text, keep_bytes, keep_bytes_of, normalized_encoding, origin_port_of,
+    page_header, to_origin, to_visitor, values_say_no_store,
 };
 use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
 use crate::route::Origin;
@@ -1073,17 +1073,23 @@ fn coded(
     end: bool,
     no_body: bool,
 ) -> Option<Coded> {
-    if let Some(coded) = untouched(head, kept, &mut compressions, end, no_body) {
+    // The origin may forbid changing the body (RFC 9110 §7.7): then neither compression does.
+    let untransformable = head.fields().any(|(name, value)| {
+        name.eq_ignore_ascii_case(b"cache-control") && forbids_transform(value)
+    });
+    let untouched_by =
+        |c: &mut Compressions<'_>| untouched(head, kept, (c, untransformable), end, no_body);
+    if let Some(coded) = untouched_by(&mut compressions) {
         return Some(coded);
     }
-    through_compressions(head, kept, compressions, end, no_body)
+    through_compressions(head, kept, (compressions, untransformable), end, no_body)
 }
 
 /// [`coded`] on a header of the compressions' own.
 fn through_compressions(
     head: &Head,
     kept: &impl Fn(&[u8]) -> bool,
-    compressions: Compressions<'_>,
+    (compressions, untransformable): (Compressions<'_>, bool),
     end: bool,
     no_body: bool,
 ) -> Option<Coded> {
@@ -1103,11 +1109,17 @@ fn through_compressions(
         upstream,
         rules,
     } = compressions;
+    let keep = |coding: &ResponseHeader, compression: &mut ResponseCompressionCtx| {
+        keep_bytes(rules, coding, compression);
+        if untransformable && compression.is_header_phase() {
+            compression.adjust_level(0);
+        }
+    };
     if let Some((upstream, _)) = upstream {
-        keep_bytes(rules, &coding, upstream);
+        keep(&coding, upstream);
         upstream.response_header_filter(&mut coding, end);
     }
-    keep_bytes(rules, &coding, visitor.0);
+    keep(&coding, visitor.0);
     let stored_length = content_length(&coding);
     visitor.0.response_header_filter(&mut coding, end);
     let chunked = !no_body && is_chunked(&coding);
@@ -1127,7 +1139,7 @@ fn through_compressions(
 fn untouched(
     head: &Head,
     kept: &impl Fn(&[u8]) -> bool,
-    compressions: &mut Compressions<'_>,
+    (compressions, untransformable): (&mut Compressions<'_>, bool),
     end: bool,
     no_body: bool,
 ) -> Option<Coded> {
@@ -1156,8 +1168,9 @@ fn untouched(
                 .any(|v| v == b"*" || v.eq_ignore_ascii_case(b"accept-encoding"));
         }
     }
-    let compressible =
-        hit::compressible_by(length, content_type) && edge_compresses(head.status, content_type);
+    let compressible = hit::compressible_by(length, content_type)
+        && edge_compresses(head.status, content_type)
+        && !untransformable;
     let asked = compressions.visitor.1 || compressions.upstream.as_ref().is_some_and(|u| u.1);
     if compressible && asked {
         return None;
@@ -1167,7 +1180,13 @@ fn untouched(
     let rules = compressions.rules;
     let mut vary_added = false;
     for compression in compressions.each() {
-        keep_bytes_of(rules, etag, content_type, head.status, compression);
+        keep_bytes_of(
+            rules,
+            etag,
+            content_type,
+            (head.status, untransformable),
+            compression,
+        );
         // The filter marks an answer whose type it could compress as varying by coding.
         if compression.is_enabled() && !end && compressible && !varies {
             vary_added = true;
@@ -1868,7 +1887,10 @@ mod tests {
         let fast = untouched(
             &head,
             &kept,
-            &mut compressions(&mut visitor, upstream.as_mut(), asked, rules),
+            (
+                &mut compressions(&mut visitor, upstream.as_mut(), asked, rules),
+                false,
+            ),
             end,
             no_body,
         );
@@ -1884,7 +1906,10 @@ mod tests {
         let slow = through_compressions(
             &head,
             &kept,
-            compressions(&mut visitor2, upstream2.as_mut(), asked, rules),
+            (
+                compressions(&mut visitor2, upstream2.as_mut(), asked, rules),
+                false,
+            ),
             end,
             no_body,
         )

@@ -421,20 +421,47 @@ pub(crate) fn keep_bytes(
 ) {
     let first = |name| resp.headers.get(name).map(http::HeaderValue::as_bytes);
     let (etag, content_type) = (first(http::header::ETAG), first(http::header::CONTENT_TYPE));
-    keep_bytes_of(rules, etag, content_type, resp.status, compression);
+    let untransformable = no_transform(&resp.headers);
+    keep_bytes_of(
+        rules,
+        etag,
+        content_type,
+        (resp.status, untransformable),
+        compression,
+    );
 }
 
-/// [`keep_bytes`] for a response with this first `ETag` and `Content-Type`, and `status`.
+/// Whether a `Cache-Control` field value holds `no-transform`: the origin forbids changing the
+/// body (RFC 9110 §7.7, RFC 9111 §5.2.2.6), so the edge does not compress it.
+pub(crate) fn forbids_transform(cache_control: &[u8]) -> bool {
+    cache_control.split(|&b| b == b',').any(|directive| {
+        let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(b"no-transform")
+    })
+}
+
+/// [`forbids_transform`] for every `Cache-Control` field of `headers`.
+pub(crate) fn no_transform(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .any(|v| forbids_transform(v.as_bytes()))
+}
+
+/// [`keep_bytes`] for a response with this first `ETag` and `Content-Type`, `status`, and
+/// whether its `Cache-Control` forbids transforming it.
 pub(crate) fn keep_bytes_of(
     rules: Option<&CacheParameters>,
     etag: Option<&[u8]>,
     content_type: Option<&[u8]>,
-    status: http::StatusCode,
+    (status, untransformable): (http::StatusCode, bool),
     compression: &mut pingora::protocols::http::compression::ResponseCompressionCtx,
 ) {
     if !status.is_informational()
         && compression.is_header_phase()
-        && (rules.is_some_and(|r| r.keeps_bytes_of(etag)) || !edge_compresses(status, content_type))
+        && (untransformable
+            || rules.is_some_and(|r| r.keeps_bytes_of(etag))
+            || !edge_compresses(status, content_type))
     {
         compression.adjust_level(0);
     }
