@@ -183,6 +183,15 @@ fn answer(
             format!("<html><body>{path} moved permanently</body></html>"),
         );
     }
+    if path.contains("partial") {
+        // A part, though the whole was asked for.
+        return (
+            "206 Partial Content",
+            "Content-Type: image/png\r\nContent-Range: bytes 0-3/100\r\nCache-Control: public, max-age=60\r\n"
+                .into(),
+            "abcd".into(),
+        );
+    }
     if path.contains("forbidden") {
         return ("403 Forbidden", "Content-Type: image/png\r\n".into(), body);
     }
@@ -678,6 +687,37 @@ fn ranges_are_served_from_the_stored_object() {
         head.contains(&format!("content-range: bytes */{}", full.len())),
         "{head}"
     );
+    // A part the origin sent for the whole is not the object: never stored.
+    for _ in 0..2 {
+        let (status, cache, head, _) = fetch(s.port, host, "/partial.png", &[]);
+        assert_eq!(status, 206, "{head}");
+        assert_ne!(cache, "HIT", "{head}");
+    }
+    assert_eq!(s.hits.of("/partial.png"), 2);
+    // Ranges that select nothing are dropped from a set with others: the rest is answered
+    // whole (the engine announced them and cut the connection).
+    let (status, _, head, part) = fetch(s.port, host, "/big.bin", &["-H", "Range: bytes=0-0,-0"]);
+    assert_eq!((status, part.as_str()), (206, &full[..1]), "{head}");
+    assert!(
+        head.contains(&format!("content-range: bytes 0-0/{}", full.len())),
+        "{head}"
+    );
+    let (status, _, head, parts) = fetch(
+        s.port,
+        host,
+        "/big.bin",
+        &["-H", "Range: bytes=1-2, 99999999-, 4-5"],
+    );
+    assert_eq!(status, 206, "{head}");
+    assert!(head.contains("multipart/byteranges"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", parts.len())),
+        "{head}"
+    );
+    for (range, bytes) in [("1-2", &full[1..3]), ("4-5", &full[4..6])] {
+        let part = format!("bytes {range}/{}\r\n\r\n{bytes}", full.len());
+        assert!(parts.contains(&part), "{range}: {parts}");
+    }
     // A weak validator never matches If-Range: the whole object.
     let (status, _, head, whole) = fetch(
         s.port,

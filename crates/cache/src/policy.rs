@@ -31,7 +31,7 @@ pub fn eligible_path(path: &str) -> bool {
 /// Cloudflare's edge TTL for a response that says nothing about its freshness.
 pub fn default_ttl(status: u16) -> Option<Duration> {
     let minutes = match status {
-        200 | 206 | 301 => 120,
+        200 | 301 => 120,
         302 | 303 => 20,
         404 | 410 => 3,
         _ => return None,

@@ -222,17 +222,28 @@ pub fn codings_by_weight(value: &[u8]) -> Vec<u8> {
         .join(&b", "[..])
 }
 
-/// Whether `range` (a `Range` value) is a valid set of byte ranges none of which selects a
-/// byte of a body of `length` bytes (RFC 9110 §14.1.1): a range starting at or past the end, a
-/// suffix of no bytes, any range of an empty body. `false` for a value that is not a byte range
-/// set (it is ignored) or that selects something.
-pub fn selects_nothing(range: &[u8], length: u64) -> bool {
+/// What a `Range` value asks of a body of some length (RFC 9110 §14.1.1).
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeAsk {
+    /// Not a valid byte range set: ignored.
+    Ignored,
+    /// None of its ranges selects a byte (a range starting at or past the end, a suffix of no
+    /// bytes, any range of an empty body): 416.
+    Nothing,
+    /// Every range selects something.
+    All,
+    /// Some do: the set of those that do, to be answered as if it had been asked.
+    Some(String),
+}
+
+/// Reads `range` (a `Range` value) against a body of `length` bytes.
+pub fn range_ask(range: &[u8], length: u64) -> RangeAsk {
     let Some(set) = range
         .get(..6)
         .filter(|unit| unit.eq_ignore_ascii_case(b"bytes="))
         .and_then(|_| range.get(6..))
     else {
-        return false;
+        return RangeAsk::Ignored;
     };
     let number = |digits: &[u8]| -> Option<Option<u64>> {
         if digits.is_empty() {
@@ -249,33 +260,45 @@ pub fn selects_nothing(range: &[u8], length: u64) -> bool {
                 .unwrap_or(u64::MAX),
         ))
     };
-    let mut specs = 0;
+    let (mut selecting, mut dropped) = (Vec::new(), 0);
     for spec in set.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
         if spec.is_empty() {
             continue;
         }
         let Some(dash) = spec.iter().position(|&b| b == b'-') else {
-            return false;
+            return RangeAsk::Ignored;
         };
         let (Some(first), Some(last)) = (number(&spec[..dash]), number(&spec[dash + 1..])) else {
-            return false;
+            return RangeAsk::Ignored;
         };
         let selects = match (first, last) {
             (Some(first), last) => {
                 if last.is_some_and(|last| last < first) {
-                    return false;
+                    return RangeAsk::Ignored;
                 }
                 first < length
             }
             (None, Some(suffix)) => suffix > 0 && length > 0,
-            (None, None) => return false,
+            (None, None) => return RangeAsk::Ignored,
         };
         if selects {
-            return false;
+            selecting.push(spec);
+        } else {
+            dropped += 1;
         }
-        specs += 1;
     }
-    specs > 0
+    match (selecting.is_empty(), dropped) {
+        (true, 0) => RangeAsk::Ignored,
+        (true, _) => RangeAsk::Nothing,
+        (false, 0) => RangeAsk::All,
+        (false, _) => {
+            let specs: Vec<String> = selecting
+                .iter()
+                .map(|spec| String::from_utf8_lossy(spec).into_owned())
+                .collect();
+            RangeAsk::Some(format!("bytes={}", specs.join(",")))
+        }
+    }
 }
 
 /// Checks the request head as received, before the HTTP engine normalised it: no bare LF line
@@ -347,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn range_sets_selecting_nothing_are_told_from_the_rest() {
+    fn range_sets_are_read_against_the_length() {
         for (range, length) in [
             (&b"bytes=-0"[..], 10),
             (b"bytes=10-", 10),
@@ -356,21 +379,44 @@ mod tests {
             (b"bytes=0-", 0),
             (b"BYTES=-0, 99999999999999999999999-", 10),
         ] {
-            assert!(selects_nothing(range, length), "{range:?} of {length}");
+            assert_eq!(
+                range_ask(range, length),
+                RangeAsk::Nothing,
+                "{range:?} of {length}"
+            );
         }
         for (range, length) in [
-            (&b"bytes=0-"[..], 10),
-            (b"bytes=-1", 10),
-            (b"bytes=9-9", 10),
-            (b"bytes=-0, 5-", 10),
-            (b"bytes=5-2", 10),
+            (&b"bytes=5-2"[..], 10),
             (b"bytes=x-", 10),
             (b"items=0-", 0),
             (b"bytes=", 10),
             (b"bytes=-", 10),
         ] {
-            assert!(!selects_nothing(range, length), "{range:?} of {length}");
+            assert_eq!(
+                range_ask(range, length),
+                RangeAsk::Ignored,
+                "{range:?} of {length}"
+            );
         }
+        for (range, length) in [
+            (&b"bytes=0-"[..], 10),
+            (b"bytes=-1", 10),
+            (b"bytes=9-9, 0-1", 10),
+        ] {
+            assert_eq!(
+                range_ask(range, length),
+                RangeAsk::All,
+                "{range:?} of {length}"
+            );
+        }
+        assert_eq!(
+            range_ask(b"bytes=-0, 5-", 10),
+            RangeAsk::Some("bytes=5-".into())
+        );
+        assert_eq!(
+            range_ask(b"bytes=0-0,-0, 20-30, 2-3", 10),
+            RangeAsk::Some("bytes=0-0,2-3".into())
+        );
     }
 
     #[test]

@@ -326,8 +326,10 @@ const CACHE_LOCK_WAIT: Duration = Duration::from_secs(5);
 /// Request fields the edge writes to the origin for each visitor.
 const PER_VISITOR_FIELDS: [&str; 3] = ["cf-connecting-ip", "x-forwarded-for", "cf-ray"];
 
+/// Statuses stored by default. Not 206: a part is not the object (RFC 9111 §3.3); the edge
+/// asks for the whole object and serves ranges from it.
 const CACHEABLE_STATUS: &[u16] = &[
-    200, 203, 204, 206, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
 ];
 
 /// Cloudflare's edge TTLs for responses without freshness information; no stale serving unless
@@ -1422,21 +1424,33 @@ impl ProxyHttp for EdgeProxy {
             let _ = resp.insert_header(http::header::ACCEPT_RANGES, "bytes");
             return RangeType::None;
         }
-        if headers::selects_nothing(range.as_bytes(), length) {
-            let _ = resp.set_status(http::StatusCode::RANGE_NOT_SATISFIABLE);
-            let _ = resp.insert_header(http::header::CONTENT_LENGTH, "0");
-            for name in [
-                http::header::ACCEPT_RANGES,
-                http::header::CONTENT_TYPE,
-                http::header::CONTENT_ENCODING,
-                http::header::TRANSFER_ENCODING,
-            ] {
-                resp.remove_header(&name);
+        match headers::range_ask(range.as_bytes(), length) {
+            headers::RangeAsk::Ignored | headers::RangeAsk::All => {
+                pingora::proxy::range_header_filter(req, resp, MAX_RANGES)
             }
-            let _ = resp.insert_header(http::header::CONTENT_RANGE, format!("bytes */{length}"));
-            return RangeType::Invalid;
+            // Ranges that select nothing are dropped from a set that has others (RFC 9110
+            // §14.1.1): the engine would announce and then fail to send them.
+            headers::RangeAsk::Some(trimmed) => {
+                let mut asked = req.clone();
+                let _ = asked.insert_header(http::header::RANGE, trimmed);
+                pingora::proxy::range_header_filter(&asked, resp, MAX_RANGES)
+            }
+            headers::RangeAsk::Nothing => {
+                let _ = resp.set_status(http::StatusCode::RANGE_NOT_SATISFIABLE);
+                let _ = resp.insert_header(http::header::CONTENT_LENGTH, "0");
+                for name in [
+                    http::header::ACCEPT_RANGES,
+                    http::header::CONTENT_TYPE,
+                    http::header::CONTENT_ENCODING,
+                    http::header::TRANSFER_ENCODING,
+                ] {
+                    resp.remove_header(&name);
+                }
+                let _ =
+                    resp.insert_header(http::header::CONTENT_RANGE, format!("bytes */{length}"));
+                RangeType::Invalid
+            }
         }
-        pingora::proxy::range_header_filter(req, resp, MAX_RANGES)
     }
 
     /// Caches GET and HEAD of eligible paths (Cloudflare's default extensions) in active zones.
@@ -2130,8 +2144,8 @@ pub(crate) fn cacheability(
     });
     let status = resp.status.as_u16();
     // Other statuses when a cache rule gives them a TTL (Cloudflare's "cache by status code").
-    let status_cacheable =
-        CACHEABLE_STATUS.contains(&status) || rules.is_some_and(|r| r.names_status(status));
+    let status_cacheable = CACHEABLE_STATUS.contains(&status)
+        || (status != 206 && rules.is_some_and(|r| r.names_status(status)));
     if vary_all || !status_cacheable {
         return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     }
