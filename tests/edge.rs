@@ -389,11 +389,22 @@ fn websocket_upgrades_pass_through_both_ways() {
             });
         }
     });
-    let node = edge_node(port, "");
+    // A small body limit: what follows an upgrade is not a body.
+    let node = edge_node(port, "edge_max_body_bytes = 1000\n");
     let zone = node.create_zone("ws.test");
     node.proxied_a(&zone, "live", "127.0.0.2");
     parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
         curl(port, "live.ws.test", &[]).0 == 200
+    });
+    // HTTP/2 to origins: an upgrade still goes over HTTP/1.1 (HTTP/2 has no Upgrade), while
+    // other requests to this HTTP/1.1-only origin now fail.
+    node.ok(
+        "PATCH",
+        &format!("/zones/{zone}/settings"),
+        Some(json!({"items": [{"id": "origin_max_http_version", "value": "2"}]})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(5), "HTTP/2 to the origin", || {
+        curl(port, "live.ws.test", &[]).0 != 200
     });
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -415,6 +426,14 @@ fn websocket_upgrades_pass_through_both_ways() {
     let mut echoed = [0u8; 11];
     s.read_exact(&mut echoed).expect("echo through the edge");
     assert_eq!(&echoed, b"frame-bytes");
+    // Three times the body limit, and more.
+    for round in 0..3 {
+        let frames = vec![b'a' + round; 1500];
+        s.write_all(&frames).expect("write frames");
+        let mut echoed = vec![0u8; frames.len()];
+        s.read_exact(&mut echoed).expect("echo past the body limit");
+        assert_eq!(echoed, frames);
+    }
 }
 
 #[test]
@@ -520,6 +539,13 @@ fn oversized_requests_get_413_and_431_and_expect_continue_works() {
         &["--http2-prior-knowledge", "-H", &big],
     );
     assert_eq!(status, 431);
+    // The edge's own refusals say who answered, with the ray id the log has.
+    let (status, head, _) = curl(port, "www.size.test", &["-H", &big]);
+    assert_eq!(status, 431);
+    assert!(
+        head.contains("server: parapet") && head.contains("cf-ray: "),
+        "{head}"
+    );
     let huge_body = "POST / HTTP/1.1\r\nHost: www.size.test\r\nContent-Length: 200000000\r\n\r\n";
     assert_eq!(raw(port, huge_body.as_bytes()), 413);
     assert!(

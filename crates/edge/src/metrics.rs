@@ -9,8 +9,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-/// Upper bounds of the origin-time histogram, in seconds.
-const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+/// Upper bounds of the origin-time histogram, in seconds: up to the default read timeout (100 s,
+/// then 524) and past it for zones that wait longer.
+const BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 100.0, 300.0,
+];
 
 /// Request counts are kept in this many shards, each thread using its own: workers on
 /// different cores never contend for one lock on every request.
@@ -308,6 +311,9 @@ mod tests {
         assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.25\"} 1"));
         assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"0.5\"} 2"));
         assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"10\"} 2"));
+        // Up to the read timeout the edge waits by default (100 s).
+        assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"30\"} 3"));
+        assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"100\"} 3"));
         assert!(text.contains("parapet_edge_origin_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("parapet_edge_origin_seconds_sum 20.32"));
         assert!(text.contains("parapet_edge_origin_seconds_count 3"));

@@ -868,6 +868,23 @@ async fn write_own_answer(session: &mut Session, resp: ResponseHeader, body: Byt
     let _ = session.write_response_tasks(tasks).await;
 }
 
+/// A refusal of the edge's own (400, 413, 431, ...): the status in a line of text, with the
+/// ray id and `Server: parapet` as every answer of the edge has, and the connection closed.
+async fn refuse(session: &mut Session, ray: &str, status: u16) {
+    session.set_keepalive(None);
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let body = format!("{status} {reason}\n");
+    match page_header(status, "text/plain; charset=utf-8", body.len(), ray) {
+        Some(resp) => write_own_answer(session, resp, Bytes::from(body)).await,
+        None => {
+            let _ = session.respond_error(status).await;
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for EdgeProxy {
     type CTX = Ctx;
@@ -952,7 +969,7 @@ impl ProxyHttp for EdgeProxy {
             (raw_head.len(), checked)
         };
         if head_len > self.max_header_bytes {
-            let _ = session.respond_error(431).await;
+            refuse(session, &ctx.ray, 431).await;
             return Ok(true);
         }
         let declared = session
@@ -962,7 +979,7 @@ impl ProxyHttp for EdgeProxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body_bytes) {
-            let _ = session.respond_error(413).await;
+            refuse(session, &ctx.ray, 413).await;
             return Ok(true);
         }
         // An HTTP/1.1 request without Host is refused (RFC 9112 §3.2).
@@ -977,7 +994,7 @@ impl ProxyHttp for EdgeProxy {
         };
         if let Err(reason) = checked {
             tracing::debug!(ray = %ctx.ray, "request refused: {reason}");
-            let _ = session.respond_error(400).await;
+            refuse(session, &ctx.ray, 400).await;
             return Ok(true);
         }
         let looped = session
@@ -1129,6 +1146,10 @@ impl ProxyHttp for EdgeProxy {
         if end_of_stream {
             request_read(session);
         }
+        // What a visitor sends after an upgrade is the new protocol, not a request body.
+        if session.was_upgraded() {
+            return Ok(());
+        }
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         if ctx.body_bytes > self.max_body_bytes {
             return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
@@ -1184,11 +1205,12 @@ impl ProxyHttp for EdgeProxy {
         peer.options.write_timeout = Some(read);
         peer.options.idle_timeout = settings.idle_timeout_secs.map(Duration::from_secs);
         // HTTP/2 to the origin when the zone asks for it, and always for gRPC (which needs it);
-        // without TLS there is nothing to negotiate, so it is h2c with prior knowledge.
-        if settings.origin_h2 || is_grpc(session.req_header()) {
+        // without TLS there is nothing to negotiate, so it is h2c with prior knowledge. Never
+        // for an upgrade (a WebSocket): HTTP/2 has no Upgrade (RFC 9113 §8.6).
+        let upgrade = session.is_upgrade_req();
+        if !upgrade && (settings.origin_h2 || is_grpc(session.req_header())) {
             peer.options.set_http_version(2, 2);
-        }
-        if tls && !settings.origin_h2 && !is_grpc(session.req_header()) {
+        } else if tls {
             peer.options.set_http_version(1, 1);
         }
         Ok(Box::new(peer))
@@ -1271,6 +1293,14 @@ impl ProxyHttp for EdgeProxy {
             cache_status(&session.cache.phase())
         };
         ctx.cache_status = status;
+        // An upgraded connection (a WebSocket) idles as long as the zone lets an origin take to
+        // answer, both ways (the visitor's side kept the engine's 60 s).
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && let Some(origin) = ctx.origin.as_ref()
+        {
+            let (_, read) = self.origin_timeouts(&origin.edge.settings);
+            session.set_read_timeout(Some(read));
+        }
         // A stale copy served for a failed origin: the engine does not keep the visitor's
         // connection after an origin failure, so the answer says it closes (a client reusing a
         // connection announced as kept would send its next request into the close).
@@ -1642,11 +1672,11 @@ impl ProxyHttp for EdgeProxy {
             None => match e.etype() {
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => 0,
                 ErrorType::HTTPStatus(code) => {
-                    let _ = session.respond_error(*code).await;
+                    refuse(session, &ctx.ray, *code).await;
                     *code
                 }
                 _ => {
-                    let _ = session.respond_error(400).await;
+                    refuse(session, &ctx.ray, 400).await;
                     400
                 }
             },
