@@ -138,16 +138,24 @@ fn name_of(text: &str) -> Name {
     Name::from_labels(labels).expect("name")
 }
 
-/// The query for `name` (in presentation form), as `build` writes it.
-fn query_packet(name: &str, qtype: RecordType, mode: Mode, id: u16) -> Vec<u8> {
+/// The query for `name` (in presentation form), as `build` writes it; `flagged`: with RD and CD
+/// set.
+fn query_packet(name: &str, qtype: RecordType, mode: Mode, id: u16, flagged: bool) -> Vec<u8> {
     let mut query = Message::from_vec(&build("stand.in", qtype, mode, id)).expect("own query");
     query.queries[0].set_name(name_of(name));
+    query.metadata.recursion_desired = flagged;
+    query.metadata.checking_disabled = flagged;
     query.to_vec().expect("encode")
 }
 
-/// What is compared, as dnsdiff.py compares it.
-fn summary(server: SocketAddr, name: &str, qtype: RecordType, mode: Mode) -> String {
-    let packet = query_packet(name, qtype, mode, 4242);
+/// What is compared, as dnsdiff.py compares it, with the RD and CD bits the answer copied.
+fn summary(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    (mode, flagged): (Mode, bool),
+) -> String {
+    let packet = query_packet(name, qtype, mode, 4242, flagged);
     let (response, tc) = match mode {
         Mode::Tcp => (tcp(server, &packet), false),
         _ => match udp(server, &packet) {
@@ -163,8 +171,11 @@ fn summary(server: SocketAddr, name: &str, qtype: RecordType, mode: Mode) -> Str
     let referral =
         answer.is_empty() && auth.iter().any(|a| a.contains(" NS ")) && !r.metadata.authoritative;
     let mut s = format!(
-        "rcode={} aa={} tc={tc} answer={answer:?}",
-        r.metadata.response_code, r.metadata.authoritative
+        "rcode={} aa={} rd={} cd={} tc={tc} answer={answer:?}",
+        r.metadata.response_code,
+        r.metadata.authoritative,
+        r.metadata.recursion_desired,
+        r.metadata.checking_disabled
     );
     if answer.is_empty() {
         let _ = write!(s, " authority={auth:?}");
@@ -209,7 +220,7 @@ fn answers_match_knot_for_the_same_zone() {
             dns,
             &format!("host1.{ZONE}"),
             RecordType::A,
-            Mode::Edns(1232),
+            (Mode::Edns(1232), false),
         )
         .contains("10.0.0.1")
     });
@@ -222,10 +233,11 @@ fn answers_match_knot_for_the_same_zone() {
         for (j, qtype) in QTYPES.iter().chain([RecordType::ANY].iter()).enumerate() {
             // The second EDNS query, in other case, is answered from Parapet's response cache.
             let upper = name.to_ascii_uppercase();
+            // The third also with RD and CD set, which the answer copies.
             for (mode, qname) in [
-                (Mode::Edns(1232), name),
-                (modes[(i + j) % modes.len()], name),
-                (Mode::Edns(1232), &upper),
+                ((Mode::Edns(1232), false), name),
+                ((modes[(i + j) % modes.len()], false), name),
+                ((Mode::Edns(1232), true), &upper),
             ] {
                 count += 1;
                 let ours = summary(dns, qname, *qtype, mode);
