@@ -309,6 +309,10 @@ fn malformed_queries_get_formerr_or_are_dropped_and_the_server_keeps_answering()
         0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01,
     ];
     assert!(udp_raw(dns, &looped, short).is_none());
+    // The same with an additional record counted: not read as a signed query gone wrong.
+    let mut looped_more = looped;
+    looped_more[11] = 1;
+    assert!(udp_raw(dns, &looped_more, short).is_none());
     let mut two = Message::from_vec(&build("www.robust.example", RecordType::A, Mode::NoEdns, 3))
         .expect("parse");
     two.queries.push(two.queries[0].clone());

@@ -147,20 +147,22 @@ pub fn read_request(packet: &[u8]) -> Result<RequestTsig, TsigFailure> {
     if packet.len() < 12 || u16::from_be_bytes([packet[10], packet[11]]) == 0 {
         return Err(TsigFailure::Missing);
     }
-    // Walk the message to the last additional record, which must be the TSIG.
+    // Walk the message to the last additional record, which must be the TSIG. A message that
+    // cannot be walked that far holds no TSIG that could be read: it is the engine's to answer
+    // or drop, as it does with every unreadable query.
     let count = |at: usize| u16::from_be_bytes([packet[at], packet[at + 1]]);
     let mut at = 12;
     for _ in 0..count(4) {
-        at = skip_name(packet, at).ok_or(TsigFailure::Malformed)? + 4;
+        at = skip_name(packet, at).ok_or(TsigFailure::Missing)? + 4;
     }
     let records = usize::from(count(6)) + usize::from(count(8)) + usize::from(count(10)) - 1;
     for _ in 0..records {
-        at = skip_record(packet, at).ok_or(TsigFailure::Malformed)?;
+        at = skip_record(packet, at).ok_or(TsigFailure::Missing)?;
     }
     let start = at;
-    let (key_name, name_len) = read_name(packet, start).ok_or(TsigFailure::Malformed)?;
+    let (key_name, name_len) = read_name(packet, start).ok_or(TsigFailure::Missing)?;
     let h = start + name_len;
-    let fixed = packet.get(h..h + 10).ok_or(TsigFailure::Malformed)?;
+    let fixed = packet.get(h..h + 10).ok_or(TsigFailure::Missing)?;
     if u16::from_be_bytes([fixed[0], fixed[1]]) != TSIG_TYPE {
         return Err(TsigFailure::Missing);
     }
