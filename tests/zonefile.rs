@@ -114,6 +114,33 @@ fn export_passes_named_checkzone_and_reimports_identically() {
 }
 
 #[test]
+fn an_apex_cname_exports_as_a_file_bind_accepts_and_imports_back() {
+    let node = Node::start(NodeOptions::new(BIN).args(["--activation", "auto"]));
+    let zone = node.create_zone("flat.test");
+    let text = "$ORIGIN flat.test.\n@ 300 IN CNAME target.example.net. ; cf_tags=cf-proxied:false\nwww 300 IN A 192.0.2.1\n";
+    let imported = import_zone(&node, &zone, text);
+    assert_eq!(imported["success"], true, "{imported}");
+    let exported = export_zone(&node, &zone);
+    assert_checkzone_accepts("flat.test", &exported);
+    let copy = node.create_zone("flatten.test");
+    let reimported = import_zone(
+        &node,
+        &copy,
+        &exported.replace("flat.test.", "flatten.test."),
+    );
+    assert_eq!(reimported["success"], true, "{reimported}");
+    let (original, copied) = (records(&node, &zone), records(&node, &copy));
+    assert_eq!(original.len(), 2, "{original:?}");
+    assert_eq!(
+        original,
+        copied
+            .iter()
+            .map(|r| r.replace("flatten.test", "flat.test"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn bad_zone_files_are_refused_whole_with_every_line_named() {
     let node = Node::start(NodeOptions::new(BIN).args(["--activation", "auto"]));
     let zone = node.create_zone("bad.test");

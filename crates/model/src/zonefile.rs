@@ -13,6 +13,11 @@ use crate::record::{DnsRecord, RecordDraft, RecordType};
 use crate::txt;
 use crate::{FieldError, ModelError, Zone};
 
+/// Starts the line an export writes for a CNAME at the apex: zone files cannot hold one beside
+/// the SOA and NS records (BIND and Knot refuse the file), so it is a comment to them, and
+/// Parapet's import reads the record that follows the mark.
+const APEX_CNAME_MARK: &str = ";CNAME-AT-APEX ";
+
 /// Largest zone file accepted, in bytes.
 pub const MAX_ZONE_FILE: usize = 64 * 1024 * 1024;
 /// Mistakes listed for one file; the rest are counted (a file of junk must not make a list
@@ -96,6 +101,17 @@ pub fn parse_zone_file(
     }
     // A byte order mark some editors write is not part of the first entry.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let unmarked;
+    let text = if text.contains(APEX_CNAME_MARK) {
+        unmarked = text
+            .split('\n')
+            .map(|line| line.strip_prefix(APEX_CNAME_MARK).unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n");
+        unmarked.as_str()
+    } else {
+        text
+    };
     let (entries, mut errors) = split_entries(text);
     let mut out = ParsedZoneFile::default();
     let mut origin = zone.to_owned();
@@ -377,6 +393,9 @@ fn rdata_content(kind: RecordType, words: &[Word], origin: &str) -> Result<Strin
 /// TXT data as Parapet stores it (see [`crate::txt`]): each word, quoted or not, is one
 /// character string, read as BIND reads it.
 fn txt_content(words: &[Word]) -> Result<String, String> {
+    if words.first().is_some_and(|w| w.raw == "\\#") {
+        return generic_txt(&words[1..]);
+    }
     let strings = words
         .iter()
         .map(|w| {
@@ -391,6 +410,41 @@ fn txt_content(words: &[Word]) -> Result<String, String> {
             txt::decode_string(text).map_err(|m| format!("TXT string {} {m}", printable(&w.raw)))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(txt::from_strings(&strings))
+}
+
+/// TXT data in RFC 3597's generic form (`\# length hex...`): the character strings the wire
+/// bytes hold.
+fn generic_txt(words: &[Word]) -> Result<String, String> {
+    let Some((length, hex)) = words.split_first() else {
+        return Err("\\# needs a length and the data in hexadecimal".into());
+    };
+    let length: usize = length
+        .raw
+        .parse()
+        .map_err(|_| format!("'{}' is not a data length", printable(&length.raw)))?;
+    let digits: String = hex.iter().map(|w| w.raw.as_str()).collect();
+    if digits.len() != 2 * length || !digits.is_ascii() {
+        return Err(format!("\\# data is not {length} bytes of hexadecimal"));
+    }
+    let bytes = (0..length)
+        .map(|i| u8::from_str_radix(&digits[2 * i..2 * i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| "\\# data is not hexadecimal".to_owned())?;
+    // One length byte, then that many bytes, until the end.
+    let mut strings = Vec::new();
+    let mut rest = bytes.as_slice();
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        let Some(string) = tail.get(..len) else {
+            return Err("\\# data is not a sequence of character strings".into());
+        };
+        strings.push(string.to_vec());
+        rest = &tail[len..];
+    }
+    if strings.is_empty() {
+        return Err("\\# data holds no character string".into());
+    }
     Ok(txt::from_strings(&strings))
 }
 
@@ -513,6 +567,10 @@ fn split_entries(text: &str) -> (Vec<Entry>, Mistakes) {
                 in_word = true;
                 word.push('\\');
                 if let Some(n) = chars.next() {
+                    // An escaped line end still ends a line (later mistakes name their line).
+                    if n == '\n' {
+                        line += 1;
+                    }
                     word.push(n);
                 }
             }
@@ -573,8 +631,14 @@ pub fn export_zone_file(zone: &Zone, records: &[DnsRecord], exported_on: &str) -
             last = Some(r.kind);
         }
         let tag = CommentFields::write(r);
+        let mark = if r.kind == RecordType::CNAME && r.name == zone.name {
+            out.push_str(";; A CNAME at the apex (Parapet flattens it) cannot stand beside the SOA\n;; and NS records: a comment here, read back by Parapet's import.\n");
+            APEX_CNAME_MARK
+        } else {
+            ""
+        };
         out.push_str(&format!(
-            "{}.\t{}\tIN\t{}\t{}{tag}\n",
+            "{mark}{}.\t{}\tIN\t{}\t{}{tag}\n",
             r.name,
             r.ttl,
             r.kind,
@@ -725,6 +789,14 @@ sub.example.com. 172800 IN NS ns.sub
     }
 
     #[test]
+    fn mistakes_after_an_escaped_line_end_name_their_line() {
+        let err = parse_zone_file("a TXT x\\\ny\nb A 999.0.0.1\n", "example.com", false)
+            .expect_err("invalid");
+        let lines: Vec<&str> = err.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(lines, ["line 3"]);
+    }
+
+    #[test]
     fn every_bad_line_is_reported() {
         let text = "$INCLUDE /etc/passwd\nwww IN A 999.1.1.1\nok IN A 192.0.2.1\nx IN FOO bar\nother.org. IN A 192.0.2.2\n";
         let err = parse_zone_file(text, "example.com", false).expect_err("invalid");
@@ -745,6 +817,27 @@ sub.example.com. 172800 IN NS ns.sub
         let err =
             parse_zone_file(&"x\n".repeat(10_000), "example.com", false).expect_err("invalid");
         assert_eq!(err.errors().len(), MAX_ERRORS + 1);
+    }
+
+    #[test]
+    fn generic_txt_data_is_read_as_its_strings() {
+        let content = |line: &str| {
+            parse_zone_file(line, "example.com", false).map(|p| p.records[0].draft.content.clone())
+        };
+        let plain = content("x TXT \"hello\" \"world\"\n").expect("plain");
+        assert_eq!(
+            content("x TXT \\# 12 0568656c6c6f 05776f726c64\n").expect("generic"),
+            plain
+        );
+        for bad in [
+            "x TXT \\# 6 0568656c6c\n",
+            "x TXT \\# 6 0968656c6c6f\n",
+            "x TXT \\# 1 zz\n",
+            "x TXT \\# 0\n",
+            "x TXT \\#\n",
+        ] {
+            assert!(content(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
