@@ -228,12 +228,19 @@ impl Client {
 
     fn zone_id(&self, name: &str) -> anyhow::Result<String> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.find_zone(&name)?
+            .with_context(|| format!("no zone named {name}"))
+    }
+
+    /// The id of the zone named `name`, `None` when there is none (an error when the API could
+    /// not be asked).
+    fn find_zone(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
         let zones = self.all(&format!("/zones?name={}", encode(&name)))?;
-        zones
+        Ok(zones
             .first()
             .and_then(|z| z["id"].as_str())
-            .map(str::to_owned)
-            .with_context(|| format!("no zone named {name}"))
+            .map(str::to_owned))
     }
 
     fn print(&self, value: &Value, columns: &[(&str, &str)]) {
@@ -428,12 +435,17 @@ pub fn zone(args: &ApiArgs, command: ZoneCommand) -> anyhow::Result<()> {
             let name = zone
                 .or_else(|| zone_of_file(&file, &text))
                 .context("cannot tell the zone name: give --zone")?;
-            let id = match c.zone_id(&name) {
-                Ok(id) => id,
-                Err(_) => c.call("POST", "/zones", Some(json!({"name": name})))?["result"]["id"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .context("the API did not return the new zone's id")?,
+            // A zone made for this import goes again if the import fails: nothing is left
+            // behind by a file that was refused.
+            let (id, made) = match c.find_zone(&name)? {
+                Some(id) => (id, false),
+                None => {
+                    let id = c.call("POST", "/zones", Some(json!({"name": name})))?["result"]["id"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .context("the API did not return the new zone's id")?;
+                    (id, true)
+                }
             };
             let (boundary, body) = multipart(&text, proxied);
             let url = format!("{}/zones/{id}/dns_records/import", c.base);
@@ -446,7 +458,19 @@ pub fn zone(args: &ApiArgs, command: ZoneCommand) -> anyhow::Result<()> {
                     &format!("multipart/form-data; boundary={boundary}"),
                 )
                 .send(&body[..]);
-            let body = c.envelope(response, &url)?;
+            let body = match c.envelope(response, &url) {
+                Ok(body) => body,
+                Err(e) if made => {
+                    let removed = c.call("DELETE", &format!("/zones/{id}"), None);
+                    return Err(e.context(match removed {
+                        Ok(_) => {
+                            format!("importing into {name} (the zone made for it was removed)")
+                        }
+                        Err(_) => format!("importing into {name} (the zone made for it remains)"),
+                    }));
+                }
+                Err(e) => return Err(e),
+            };
             c.print(
                 &body["result"],
                 &[("ADDED", "recs_added"), ("PARSED", "total_records_parsed")],

@@ -109,6 +109,22 @@ fn cli_manages_zones_records_and_tokens() {
     ))
     .expect("json");
     assert_eq!(list[0]["proxied"], true);
+    // A refused file leaves no zone behind (the one made for it goes again).
+    let refused = dir.path().join("refused.zone");
+    std::fs::write(&refused, "$ORIGIN refused.example.\nwww IN A 999.0.0.1\n").expect("write");
+    let out = run(
+        &node,
+        &node.token,
+        &["zone", "import", refused.to_str().expect("path")],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("removed"),
+        "{stderr}"
+    );
+    let zones = node.ok("GET", "/zones?name=refused.example", None);
+    assert_eq!(zones, serde_json::json!([]), "{zones}");
 
     // Remove a record by id.
     let id = listed
