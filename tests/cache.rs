@@ -783,6 +783,9 @@ fn compressible_responses_are_compressed_as_the_visitor_accepts() {
         ("gzip;q=0, identity", None),
         ("br;q=0, zstd", Some("zstd")),
         ("br;q=0, zstd;q=0, gzip;q=0.5", Some("gzip")),
+        // `*` accepts the codings not listed.
+        ("identity;q=0, *", Some("br")),
+        ("br;q=0, *", Some("zstd")),
     ] {
         let (status, _, head, _) = fetch(
             s.port,

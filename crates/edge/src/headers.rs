@@ -199,18 +199,47 @@ fn weighted_codings(value: &[u8]) -> impl Iterator<Item = (&[u8], f32)> {
     })
 }
 
-/// Whether an `Accept-Encoding` value accepts `coding` (lists it, weight above 0).
+/// Whether an `Accept-Encoding` value accepts `coding`: it lists it with a weight above 0, or
+/// does not list it and accepts `*` (RFC 9110 §12.5.3).
 pub fn accepts_coding(value: &[u8], coding: &[u8]) -> bool {
-    weighted_codings(value).any(|(c, weight)| weight > 0.0 && c.eq_ignore_ascii_case(coding))
+    let mut any = false;
+    for (c, weight) in weighted_codings(value) {
+        if c.eq_ignore_ascii_case(coding) {
+            return weight > 0.0;
+        }
+        any |= c == b"*" && weight > 0.0;
+    }
+    any
 }
 
+/// Whether an `Accept-Encoding` value says more than a list of codings (weights, or `*`): the
+/// edge reads it as [`codings_by_weight`] writes it.
+pub fn weighs_codings(value: &[u8]) -> bool {
+    value.contains(&b';') || value.contains(&b'*')
+}
+
+/// The codings the edge makes, which `*` stands for when a value does not list them.
+const EDGE_CODINGS: [&[u8]; 3] = [b"br", b"zstd", b"gzip"];
+
 /// An `Accept-Encoding` value with its weights applied: the codings it accepts (weight above
-/// 0), highest weight first (ties in their order), without parameters; `identity` when it
-/// accepts none.
+/// 0), highest weight first (ties in their order), without parameters, `*` as the edge's own
+/// codings it does not list; `identity` when it accepts none.
 pub fn codings_by_weight(value: &[u8]) -> Vec<u8> {
-    let mut codings: Vec<(&[u8], f32)> = weighted_codings(value)
-        .filter(|(_, weight)| *weight > 0.0)
-        .collect();
+    let listed: Vec<(&[u8], f32)> = weighted_codings(value).collect();
+    let mut codings: Vec<(&[u8], f32)> = Vec::new();
+    for &(coding, weight) in &listed {
+        if coding == b"*" {
+            codings.extend(
+                EDGE_CODINGS
+                    .iter()
+                    .filter(|c| !listed.iter().any(|(l, _)| l.eq_ignore_ascii_case(c)))
+                    .map(|c| (*c, weight)),
+            );
+        } else {
+            codings.push((coding, weight));
+        }
+    }
+    codings.retain(|(_, weight)| *weight > 0.0);
     codings.sort_by(|a, b| b.1.total_cmp(&a.1));
     if codings.is_empty() {
         return b"identity".to_vec();
@@ -359,6 +388,10 @@ mod tests {
             (b"gzip; Q=0.000 ,br", b"br"),
             (b"gzip;q=x, br;q=0.9", b"gzip, br"),
             (b"gzip, br", b"gzip, br"),
+            // `*` stands for the codings not listed (RFC 9110 §12.5.3).
+            (b"identity;q=0, *", b"br, zstd, gzip"),
+            (b"gzip;q=0, *;q=0.5, zstd", b"zstd, br"),
+            (b"*;q=0, gzip", b"gzip"),
         ] {
             assert_eq!(
                 String::from_utf8_lossy(&codings_by_weight(value)),
@@ -367,6 +400,18 @@ mod tests {
                 String::from_utf8_lossy(value)
             );
         }
+    }
+
+    #[test]
+    fn a_coding_is_accepted_by_name_or_by_a_star() {
+        assert!(accepts_coding(b"identity;q=0, *", b"gzip"));
+        assert!(!accepts_coding(b"gzip;q=0, *", b"gzip"));
+        assert!(accepts_coding(b"gzip;q=0, *", b"br"));
+        assert!(!accepts_coding(b"*;q=0, br", b"gzip"));
+        assert!(!accepts_coding(b"deflate", b"gzip"));
+        assert!(
+            weighs_codings(b"*") && weighs_codings(b"gzip;q=1") && !weighs_codings(b"gzip, br")
+        );
     }
 
     #[test]

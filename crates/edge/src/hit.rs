@@ -206,7 +206,7 @@ pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'
             connection = Some(field.value);
         } else if name.eq_ignore_ascii_case("accept-encoding") {
             // Weighted: the engine lists its codings by weight first.
-            if field.value.contains(&b';') {
+            if crate::headers::weighs_codings(field.value) {
                 return None;
             }
             once(&mut accept_encoding, field.value)?;
@@ -519,7 +519,7 @@ impl EdgeProxy {
             return None;
         };
         // Weighted: the engine lists its codings by weight first.
-        if accept_encoding.is_some_and(|v| v.as_bytes().contains(&b';')) {
+        if accept_encoding.is_some_and(|v| crate::headers::weighs_codings(v.as_bytes())) {
             return None;
         }
         stored_fresh(&cache.store, key, accept_encoding.map(|v| v.as_bytes()))

@@ -399,7 +399,7 @@ pub(crate) fn wire_session_request(
     let weighted = req
         .headers
         .get(header::ACCEPT_ENCODING)
-        .is_some_and(|v| v.as_bytes().contains(&b';'));
+        .is_some_and(|v| crate::headers::weighs_codings(v.as_bytes()));
     if req.headers.contains_key("cdn-loop")
         || several(header::ACCEPT_ENCODING)
         || several(header::COOKIE)

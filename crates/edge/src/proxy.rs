@@ -495,7 +495,7 @@ pub(crate) fn codings_without_weights(headers: &http::HeaderMap) -> Option<Vec<u
     let weighted = headers
         .get_all(http::header::ACCEPT_ENCODING)
         .iter()
-        .any(|v| v.as_bytes().contains(&b';'));
+        .any(|v| headers::weighs_codings(v.as_bytes()));
     weighted.then(|| headers::codings_by_weight(&joined_values(headers, "accept-encoding")))
 }
 
