@@ -416,13 +416,31 @@ pub fn export_zone(node: &Node, zone_id: &str) -> String {
     response.body_mut().read_to_string().unwrap()
 }
 
-/// A UDP and TCP port on 127.0.0.1 that was free a moment ago (for servers that cannot be
-/// given port 0, like knotd).
+/// A UDP and TCP port on 127.0.0.1 (and TCP on 127.0.0.2, where origins listen) that was free a
+/// moment ago (for servers that cannot be given port 0, like knotd). Taken below the system's
+/// ephemeral range when there is room: a port from that range can be taken at any moment by an
+/// outgoing connection (another test's, to an origin on 127.0.0.2), and an origin then fails to
+/// bind it.
 pub fn free_port() -> u16 {
+    use std::hash::BuildHasher;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let below = ephemeral_low.saturating_sub(10_000) >= 2_000;
     loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = if below {
+            let spread = u64::from(ephemeral_low - 10_000);
+            let n = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+            10_000 + (n % spread) as u16
+        } else {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            udp.local_addr().unwrap().port()
+        };
+        let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.2", port)).is_ok();
+        if free {
             return port;
         }
     }
