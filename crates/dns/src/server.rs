@@ -33,6 +33,11 @@ const UDP_QUERY_MAX: usize = 4096;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once.
 const TCP_MAX_CONNECTIONS: usize = 1024;
+/// When every TCP slot is taken, connections idle for this long are closed to make room (RFC
+/// 7766 §6.2.3: a server short of resources closes idle connections); the new one waits
+/// [`TCP_ROOM_WAIT`] for a slot.
+const TCP_IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
+const TCP_ROOM_WAIT: Duration = Duration::from_millis(300);
 
 fn unix_now() -> u32 {
     std::time::SystemTime::now()
@@ -175,8 +180,12 @@ pub struct DnsServer {
     /// TCP connections the clients of one prefix (as RRL counts them: /24 for IPv4, /56 for
     /// IPv6) may hold open at once: a host with many addresses is one client.
     pub tcp_per_source: usize,
+    /// TCP connections served at once.
+    pub tcp_max_connections: usize,
     /// Connections open, by client prefix.
     tcp_clients: std::sync::Mutex<std::collections::HashMap<u128, usize>>,
+    /// Told when a connection found every slot taken: idle ones close.
+    tcp_pressure: tokio::sync::Notify,
 }
 
 /// Releases a client's TCP connection slot when the connection ends.
@@ -210,7 +219,9 @@ impl DnsServer {
             cookies,
             journal: Arc::new(Journal::default()),
             tcp_per_source: 32,
+            tcp_max_connections: TCP_MAX_CONNECTIONS,
             tcp_clients: std::sync::Mutex::default(),
+            tcp_pressure: tokio::sync::Notify::new(),
         }
     }
 
@@ -396,7 +407,7 @@ impl DnsServer {
 
     pub fn spawn_tcp(self: &Arc<Self>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
         let server = Arc::clone(self);
-        let permits = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+        let permits = Arc::new(Semaphore::new(self.tcp_max_connections));
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = match listener.accept().await {
@@ -407,12 +418,21 @@ impl DnsServer {
                         continue;
                     }
                 };
-                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                    drop(stream); // Over the connection limit: close at once.
-                    continue;
-                };
+                let permits = Arc::clone(&permits);
                 let server = Arc::clone(&server);
                 tokio::spawn(async move {
+                    // Every slot taken: idle connections make room, or this one closes.
+                    let permit = match Arc::clone(&permits).try_acquire_owned() {
+                        Ok(permit) => permit,
+                        Err(_) => {
+                            server.tcp_pressure.notify_waiters();
+                            match tokio::time::timeout(TCP_ROOM_WAIT, permits.acquire_owned()).await
+                            {
+                                Ok(Ok(permit)) => permit,
+                                _ => return,
+                            }
+                        }
+                    };
                     // Over the per-client (prefix) limit: close at once.
                     let Some(slot) = server.tcp_slot(peer.ip()) else {
                         return;
@@ -434,11 +454,27 @@ impl DnsServer {
         let mut len = [0u8; 2];
         let mut buf = vec![0u8; 65_535];
         loop {
-            match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(()),
+            // Waiting for the next query: closed when idle too long, or idle at all while
+            // other clients wait for a slot.
+            let idle_since = tokio::time::Instant::now();
+            let read = stream.read_exact(&mut len);
+            tokio::pin!(read);
+            let next = loop {
+                tokio::select! {
+                    r = &mut read => break Some(r),
+                    () = tokio::time::sleep_until(idle_since + TCP_IDLE) => break None,
+                    () = self.tcp_pressure.notified() => {
+                        if idle_since.elapsed() >= TCP_IDLE_UNDER_PRESSURE {
+                            break None;
+                        }
+                    }
+                }
+            };
+            match next {
+                Some(Ok(_)) => {}
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
             }
             let n = usize::from(u16::from_be_bytes(len));
             match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf[..n])).await {

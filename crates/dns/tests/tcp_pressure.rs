@@ -1,0 +1,93 @@
+//! TCP under pressure: when every connection slot is taken, idle connections make room for a
+//! new client (RFC 7766 §6.2.3), so a few prefixes holding idle connections cannot lock others
+//! out of the TCP fallback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parapet_dns::{Cookies, DnsIndex, DnsServer, Limits, RrlConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// A query for `example.com A`, framed for TCP.
+fn framed_query(id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    q.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    framed
+}
+
+async fn connect_from(source: &str, server: std::net::SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("address"))
+        .expect("bind");
+    socket.connect(server).await.expect("connect")
+}
+
+/// Sends one query on `stream` and reads its answer's id.
+async fn ask(stream: &mut TcpStream, id: u16) -> std::io::Result<u16> {
+    stream.write_all(&framed_query(id)).await?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut answer).await?;
+    Ok(u16::from_be_bytes([answer[0], answer[1]]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_make_room_when_every_slot_is_taken() {
+    let index = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
+    let mut server = DnsServer::new(
+        index,
+        Limits {
+            max_udp_payload: 1232,
+        },
+        RrlConfig { rate: 0, slip: 2 },
+        Cookies::random(),
+    );
+    server.tcp_max_connections = 8;
+    server.tcp_per_source = 4;
+    let server = Arc::new(server);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let _serving = server.spawn_tcp(listener);
+
+    // Two prefixes take every slot, each connection answered once, then idle.
+    let mut held = Vec::new();
+    for (i, source) in ["127.0.1.1", "127.0.2.1"]
+        .iter()
+        .cycle()
+        .take(8)
+        .enumerate()
+    {
+        let mut stream = connect_from(source, addr).await;
+        let id = 100 + i as u16;
+        assert_eq!(ask(&mut stream, id).await.expect("answered"), id);
+        held.push(stream);
+    }
+    // While they are fresh, a ninth client finds no room.
+    let mut early = connect_from("127.0.3.1", addr).await;
+    assert!(
+        ask(&mut early, 1).await.is_err(),
+        "served beyond the connection limit"
+    );
+    // Once they have idled a while, it gets in, and the idle ones were closed.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut late = connect_from("127.0.3.1", addr).await;
+    let answered = tokio::time::timeout(Duration::from_secs(2), ask(&mut late, 7)).await;
+    assert_eq!(answered.expect("in time").expect("answered"), 7);
+    let mut closed = 0;
+    for stream in &mut held {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(closed > 0, "no idle connection was closed");
+}
