@@ -183,6 +183,14 @@ fn answer(
             format!("<html><body>{path} moved permanently</body></html>"),
         );
     }
+    if path.contains("tefield") {
+        // A field of this hop that an HTTP/2 stream may not carry (RFC 9113 §8.2.2).
+        return (
+            "200 OK",
+            "Content-Type: text/css\r\nTE: gzip\r\nCache-Control: public, max-age=600\r\n".into(),
+            "te-answer".into(),
+        );
+    }
     if path.contains("partial") {
         // A part, though the whole was asked for.
         return (
@@ -1948,6 +1956,49 @@ fn http2_answers_to_streams_that_arrive_together_leave_together() {
     // each as its pacing says (and an ACK of the burst may be one more); one send per answer
     // made 16.
     assert!(segments <= 8, "{streams} answers took {segments} segments");
+}
+
+/// An HTTP/2 request whose `:path` is not an absolute path is refused and never reaches the
+/// origin (the cache would have keyed it as another port's path); an origin's `TE` field does
+/// not break HTTP/2 answers, stored or passed.
+#[test]
+fn http2_paths_must_be_absolute_and_hop_fields_stay_behind() {
+    use parapet_testkit::h2::{connect, frame, get_path_block, read_frame};
+    let s = site("h2path.test");
+    let host = "www.h2path.test";
+    let authority = format!("{host}:{}", s.port);
+    for (i, path) in ["80/app.js", "app.js", "*"].into_iter().enumerate() {
+        let mut c = connect(s.port);
+        let mut buf = Vec::new();
+        let stream = 2 * i as u32 + 1;
+        c.write_all(&frame(1, 0x5, stream, &get_path_block(&authority, path)))
+            .expect("request");
+        let answer = loop {
+            let f = read_frame(&mut c, &mut buf).expect("an answer");
+            if f.stream == stream && (f.kind == 1 || f.kind == 3) {
+                break f;
+            }
+        };
+        // :status 400 is the static table's entry 12, or the stream was reset.
+        assert!(
+            answer.kind == 3 || answer.payload.first() == Some(&0x8c),
+            "{path}: frame {} {:?}",
+            answer.kind,
+            answer.payload
+        );
+        assert_eq!(s.hits.of(path), 0, "{path} reached the origin");
+    }
+    for round in ["MISS", "HIT"] {
+        let (status, cache, head, body) =
+            fetch(s.port, host, "/tefield.css", &["--http2-prior-knowledge"]);
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "te-answer"),
+            "{round}: {head}"
+        );
+        assert_eq!(cache, round, "{head}");
+        assert!(!head.contains("\nte:"), "{head}");
+    }
 }
 
 /// TCP segments the edge's socket on `port` has sent to the client on `client` (`ss`).

@@ -325,6 +325,16 @@ fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
             "absolute-form mismatch",
             format!("GET http://other.test/ HTTP/1.1\r\n{host}\r\n"),
         ),
+        // Neither origin nor absolute form: the engine would read `/` and send the rest on.
+        (
+            "a target without a slash",
+            format!("GET secret.txt HTTP/1.1\r\n{host}\r\n"),
+        ),
+        (
+            "a target of another scheme",
+            format!("GET mailto:x HTTP/1.1\r\n{host}\r\n"),
+        ),
+        ("a star for GET", format!("GET * HTTP/1.1\r\n{host}\r\n")),
     ];
     let mut failures = Vec::new();
     for (name, request) in &cases {
@@ -337,6 +347,17 @@ fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    // An absolute-form target reaches the origin in origin form (RFC 9112 §3.2.1).
+    let status = raw(
+        port,
+        format!("GET http://www.frame.test/abs?q=1 HTTP/1.1\r\n{host}Connection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let seen = origin
+        .recv_timeout(Duration::from_secs(5))
+        .expect("origin got the request");
+    assert!(seen.starts_with("GET /abs?q=1 HTTP/1.1\r\n"), "{seen}");
     // An HTTP/1.1 request without Host is a 400 (RFC 9112 §3.2); an IP address for a host is
     // Cloudflare's 1003 (403).
     assert_eq!(raw(port, b"GET / HTTP/1.1\r\n\r\n"), 400);

@@ -355,6 +355,14 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
             "CF-Ray: fake",
             "-H",
             "X-Forwarded-Proto: https",
+            // Underscore spellings servers read as the same field, and Cloudflare's fields
+            // about the client that this edge does not write.
+            "-H",
+            "CF_Connecting_IP: 203.0.113.9",
+            "-H",
+            "X_Forwarded_Proto: https",
+            "-H",
+            "CF-IPCountry: ZZ",
         ],
     ];
     let paths = [
@@ -384,9 +392,19 @@ fn passes_to_the_origin_are_answered_as_the_engine_answers_them() {
                 origin_saw.contains("cf-connecting-ip: 127.0.0.1\r\n")
                     && origin_saw.contains("x-forwarded-proto: http\r\n")
                     && !origin_saw.contains("203.0.113.9")
-                    && !origin_saw.contains("fake"),
+                    && !origin_saw.contains("fake")
+                    && !origin_saw.contains("x_forwarded_proto")
+                    && !origin_saw.contains("zz"),
                 "{origin_saw}"
             );
+            // Every X-Forwarded-For field the visitor sent, as one list, then the visitor.
+            if extra.contains(&"X-Forwarded-For: 198.51.100.8") {
+                assert!(
+                    origin_saw
+                        .contains("x-forwarded-for: 198.51.100.7, 198.51.100.8, 127.0.0.1\r\n"),
+                    "{origin_saw}"
+                );
+            }
         }
     }
 

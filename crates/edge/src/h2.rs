@@ -146,10 +146,20 @@ impl Connections {
             proxy_digest: stream.get_proxy_digest(),
             socket_digest: stream.get_socket_digest(),
         });
-        let mut conn = match handshake(stream, self.http.h2_options.clone()).await {
-            Ok(conn) => conn,
-            Err(e) => {
+        // A visitor that never sends its preface (after TLS chose HTTP/2) is not waited for
+        // longer than an idle one.
+        let handshaken = tokio::time::timeout(
+            crate::IDLE_TIMEOUT,
+            handshake(stream, self.http.h2_options.clone()),
+        );
+        let mut conn = match handshaken.await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
                 tracing::debug!("HTTP/2 handshake: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("HTTP/2 handshake: no preface within the idle timeout");
                 return;
             }
         };
@@ -310,8 +320,14 @@ impl EdgeProxy {
             http::Method::HEAD => true,
             _ => return None,
         };
-        // The engine's checks before routing: a request it answers with 431 or a page is its.
+        // The engine's checks before routing: a request it answers with 400, 431 or a page is
+        // its (a `:path` that is not an absolute path among them, RFC 9113 §8.3.1).
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or(&b""[..], |p| p.as_str().as_bytes());
         if !session.is_body_empty()
+            || !crate::headers::target_form_ok(&req.method, target)
             || h1_head_len(req) > self.max_header_bytes
             || req.uri.path().starts_with(ACME_CHALLENGE)
             || req

@@ -251,6 +251,57 @@ pub fn codings_by_weight(value: &[u8]) -> Vec<u8> {
         .join(&b", "[..])
 }
 
+/// The fields about the client that Cloudflare writes to origins.
+const CLIENT_FIELDS: [&str; 8] = [
+    "x-forwarded-for",
+    "cf-connecting-ip",
+    "x-forwarded-proto",
+    "cf-visitor",
+    "cf-ray",
+    "cdn-loop",
+    "cf-ipcountry",
+    "cf-connecting-ipv6",
+];
+
+/// Whether a visitor's field must not reach the origin because it passes for one of the
+/// edge's: a field Cloudflare writes about the client that this edge does not (`CF-IPCountry`,
+/// `CF-Connecting-IPv6`), or one it writes spelled with underscores (`CF_Connecting_IP`, which
+/// servers reading fields as CGI variables take for `CF-Connecting-IP`).
+pub fn impersonates_edge(name: &[u8]) -> bool {
+    if name.eq_ignore_ascii_case(b"cf-ipcountry")
+        || name.eq_ignore_ascii_case(b"cf-connecting-ipv6")
+    {
+        return true;
+    }
+    name.contains(&b'_')
+        && CLIENT_FIELDS.iter().any(|field| {
+            field.len() == name.len()
+                && field.bytes().zip(name).all(|(f, &n)| {
+                    f == if n == b'_' {
+                        b'-'
+                    } else {
+                        n.to_ascii_lowercase()
+                    }
+                })
+        })
+}
+
+/// Whether an HTTP/1 request target has a form RFC 9112 §3.2 allows: origin form (`/path`),
+/// absolute form (`http://host/path`), or `*` for OPTIONS (CONNECT's authority form is refused
+/// before). The HTTP engine reads anything else as `/` and would send it on as it came: a cache
+/// key for `/` over an answer for something else.
+pub fn target_form_ok(method: &http::Method, target: &[u8]) -> bool {
+    let scheme = |s: &[u8]| {
+        target
+            .get(..s.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(s))
+    };
+    target.starts_with(b"/")
+        || (target == b"*" && method == http::Method::OPTIONS)
+        || scheme(b"http://")
+        || scheme(b"https://")
+}
+
 /// What a `Range` value asks of a body of some length (RFC 9110 §14.1.1).
 #[derive(Debug, PartialEq, Eq)]
 pub enum RangeAsk {
@@ -398,6 +449,32 @@ mod tests {
                 String::from_utf8_lossy(plain),
                 "{}",
                 String::from_utf8_lossy(value)
+            );
+        }
+    }
+
+    #[test]
+    fn fields_passing_for_the_edges_are_told() {
+        for name in [
+            &b"CF_Connecting_IP"[..],
+            b"x_forwarded_proto",
+            b"X_Forwarded_For",
+            b"cf_visitor",
+            b"CF-IPCountry",
+            b"cf-connecting-ipv6",
+        ] {
+            assert!(impersonates_edge(name), "{}", String::from_utf8_lossy(name));
+        }
+        for name in [
+            &b"cf-connecting-ip"[..],
+            b"x-forwarded-for",
+            b"my_header",
+            b"cf_connecting",
+        ] {
+            assert!(
+                !impersonates_edge(name),
+                "{}",
+                String::from_utf8_lossy(name)
             );
         }
     }

@@ -274,12 +274,17 @@ impl Connections {
         // POST) goes on at once.
         if first[0] == b'P' {
             let mut preface = [0u8; 24];
+            // The whole preface within the idle timeout, not each of its bytes.
+            let deadline = std::time::Instant::now() + IDLE_TIMEOUT;
             loop {
                 let came = stream.ahead().len().min(preface.len());
                 if !H2_PREFACE.starts_with(&stream.ahead()[..came]) || came == preface.len() {
                     break;
                 }
-                if !wait_for_bytes(&mut *stream, &mut preface[..=came]).await {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if wait_for_bytes_within(&mut *stream, &mut preface[..=came], left).await
+                    != Some(true)
+                {
                     return None;
                 }
             }

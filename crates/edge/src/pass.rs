@@ -447,21 +447,28 @@ fn wire_fields<'f>(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let (mut accept, mut forwarded_for, mut accept_encoding) = (None, None, None);
+    let (mut accept, mut forwarded_for, mut accept_encoding) = (None, None::<String>, None);
     for (name, value) in fields {
         if name.eq_ignore_ascii_case(b"accept") && accept.is_none() {
             accept = std::str::from_utf8(value).ok().map(str::to_owned);
         }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            // The first one, as the engine reads it.
-            if forwarded_for.is_none() {
-                forwarded_for = Some(visible_text(value));
+            // Every one that is text, as one list (as the engine reads them).
+            if let Some(value) = visible_text(value) {
+                match forwarded_for.as_mut() {
+                    Some(list) => {
+                        list.push_str(", ");
+                        list.push_str(value);
+                    }
+                    None => forwarded_for = Some(value.to_owned()),
+                }
             }
             continue;
         }
         if REPLACED
             .iter()
             .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
+            || crate::headers::impersonates_edge(name)
             || (to.origin.host_header.is_some() && name.eq_ignore_ascii_case(b"host"))
         {
             continue;
@@ -487,7 +494,7 @@ fn wire_fields<'f>(
     let len = ip_text(to.client, &mut text);
     let client = &text[..len];
     out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(existing) = forwarded_for.flatten() {
+    if let Some(existing) = forwarded_for {
         let existing = existing.trim();
         if !existing.is_empty() {
             out.extend_from_slice(existing.as_bytes());

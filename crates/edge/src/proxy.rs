@@ -988,8 +988,12 @@ impl ProxyHttp for EdgeProxy {
                 .req_header()
                 .headers
                 .contains_key(http::header::HOST);
+        let req = session.req_header();
         let checked = match checked {
             Ok(()) if hostless => Err("an HTTP/1.1 request without Host"),
+            Ok(()) if !headers::target_form_ok(&req.method, req.raw_path()) => {
+                Err("a request target neither in origin form nor in absolute form")
+            }
             other => other,
         };
         if let Err(reason) = checked {
@@ -1262,6 +1266,17 @@ impl ProxyHttp for EdgeProxy {
         let Some(origin) = ctx.origin.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "request was not routed");
         };
+        // An origin is asked in origin form (RFC 9112 §3.2.1): an absolute-form target is
+        // written as its path and query.
+        if !req.raw_path().starts_with(b"/") && req.raw_path() != b"*" {
+            let origin_form = req
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request target", e))?;
+            req.set_uri(origin_form);
+        }
         to_origin(
             req,
             client_ip(session),
@@ -1792,12 +1807,30 @@ pub(crate) fn to_origin(
             .or_err(ErrorType::InvalidHTTPHeader, "joining cookies")?;
         req.insert_header(http::header::COOKIE, joined)?;
     }
+    // Fields passing for the edge's own are not the visitor's to send.
+    let impostors: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| headers::impersonates_edge(name.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in impostors {
+        req.remove_header(&name);
+    }
     if let Some(ip) = client {
-        let existing = req
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // Every X-Forwarded-For field, as one list (RFC 9110 §5.3).
+        let mut existing: Option<String> = None;
+        for value in req.headers.get_all("x-forwarded-for").iter() {
+            if let Ok(value) = value.to_str() {
+                match existing.as_mut() {
+                    Some(list) => {
+                        list.push_str(", ");
+                        list.push_str(value);
+                    }
+                    None => existing = Some(value.to_owned()),
+                }
+            }
+        }
         req.insert_header(
             "x-forwarded-for",
             headers::forwarded_for(existing.as_deref(), ip),
@@ -1919,8 +1952,9 @@ pub(crate) fn from_origin(resp: &mut ResponseHeader, peer: Option<SocketAddr>) {
 }
 
 /// What [`from_origin`] takes out of an origin's header: the fields of this hop (`Keep-Alive`,
-/// `Proxy-Connection` and those its `Connection` names, RFC 9110 §7.6.1; an upgrade keeps its
-/// own), and every field of a name one of whose values names the origin's address (`peer`).
+/// `Proxy-Connection`, `TE` and those its `Connection` names, RFC 9110 §7.6.1; an upgrade keeps
+/// its own), and every field of a name one of whose values names the origin's address (`peer`).
+/// (An HTTP/2 visitor's stream fails on a `TE` other than `trailers`, RFC 9113 §8.2.2.)
 pub(crate) struct OriginFilter {
     /// Not an upgrade: this hop's fields go.
     hop: bool,
@@ -1992,7 +2026,8 @@ impl OriginFilter {
     pub(crate) fn drops_name(&self, name: &[u8]) -> bool {
         (self.hop
             && (name.eq_ignore_ascii_case(b"keep-alive")
-                || name.eq_ignore_ascii_case(b"proxy-connection")))
+                || name.eq_ignore_ascii_case(b"proxy-connection")
+                || name.eq_ignore_ascii_case(b"te")))
             || self
                 .named
                 .iter()
@@ -2000,7 +2035,10 @@ impl OriginFilter {
     }
 
     pub(crate) fn drops(&self, name: &http::HeaderName) -> bool {
-        (self.hop && (*name == headers::KEEP_ALIVE || *name == headers::PROXY_CONNECTION))
+        (self.hop
+            && (*name == headers::KEEP_ALIVE
+                || *name == headers::PROXY_CONNECTION
+                || *name == http::header::TE))
             || self.named.contains(name)
     }
 
@@ -2009,7 +2047,8 @@ impl OriginFilter {
         !self.named.is_empty()
             || (self.hop
                 && (resp.headers.contains_key(headers::KEEP_ALIVE)
-                    || resp.headers.contains_key(headers::PROXY_CONNECTION)))
+                    || resp.headers.contains_key(headers::PROXY_CONNECTION)
+                    || resp.headers.contains_key(http::header::TE)))
     }
 }
 

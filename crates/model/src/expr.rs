@@ -67,12 +67,20 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
 }
 
-/// A request path as rules see it (RFC 3986 §6.2.2): percent-encoded unreserved characters
-/// decoded and dot segments removed, so `/%61ccount/../account/x` and `/account/x` match the
-/// same rules. The origin still gets the path as the visitor sent it.
+/// A request path as rules see it, normalised as Cloudflare normalises incoming URLs:
+/// backslashes read as slashes, successive slashes merged, percent-encoded unreserved characters
+/// decoded and the other encodings in upper case (RFC 3986 §6.2.2), dot segments removed; so
+/// `/%61ccount/../account//x` and `/account/x` match the same rules. The origin still gets the
+/// path as the visitor sent it.
 pub fn normalize_path(raw: &str) -> String {
-    // The commonest path has nothing to decode and no dot segment: it is its own form.
-    if raw.starts_with('/') && !raw.contains('%') && !raw.contains("/.") {
+    // The commonest path has nothing to decode, no dot segment and no doubled or back slash:
+    // it is its own form.
+    if raw.starts_with('/')
+        && !raw.contains('%')
+        && !raw.contains("/.")
+        && !raw.contains("//")
+        && !raw.contains('\\')
+    {
         return raw.to_owned();
     }
     normalized_path(raw)
@@ -90,10 +98,18 @@ fn normalized_path(raw: &str) -> String {
                 let c = (h * 16 + l) as u8;
                 if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
                     decoded.push(c as char);
-                    i += 3;
-                    continue;
+                } else {
+                    decoded.push('%');
+                    decoded.push_str(&raw[i + 1..i + 3].to_ascii_uppercase());
                 }
+                i += 3;
+                continue;
             }
+        }
+        if bytes[i] == b'\\' {
+            decoded.push('/');
+            i += 1;
+            continue;
         }
         // Not an encoded unreserved character: copied as it is (a whole UTF-8 sequence).
         let ch_len = raw[i..].chars().next().map_or(1, char::len_utf8);
@@ -101,16 +117,17 @@ fn normalized_path(raw: &str) -> String {
         i += ch_len;
     }
     let mut out: Vec<&str> = Vec::new();
+    // Empty segments (doubled slashes) are merged away; a trailing slash is kept below.
     for segment in decoded.split('/').skip(1) {
         match segment {
-            "." => {}
+            "" | "." => {}
             ".." => {
                 out.pop();
             }
             s => out.push(s),
         }
     }
-    let trailing = decoded.ends_with("/.") || decoded.ends_with("/..");
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     let mut path = String::with_capacity(decoded.len());
     for s in &out {
         path.push('/');
@@ -577,6 +594,11 @@ mod tests {
         assert_eq!(normalize_path("/../../etc"), "/etc");
         assert_eq!(normalize_path("/%2Fkeep%20this"), "/%2Fkeep%20this");
         assert_eq!(normalize_path("/caf\u{e9}/%7e"), "/caf\u{e9}/~");
+        // As Cloudflare normalises incoming URLs (its documented example first).
+        assert_eq!(normalize_path("/%68ello//pa\\th"), "/hello/pa/th");
+        assert_eq!(normalize_path("//api/x.js"), "/api/x.js");
+        assert_eq!(normalize_path("/a//b/"), "/a/b/");
+        assert_eq!(normalize_path("/%2fx%3a"), "/%2Fx%3A");
         // Paths taken as they are would come out of the whole work the same.
         for raw in [
             "/",
