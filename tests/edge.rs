@@ -554,19 +554,16 @@ fn oversized_requests_get_413_and_431_and_expect_continue_works() {
     }
     // Over HTTP/2, the same fields measure the same.
     let big = format!("X-Big: {}", "a".repeat(40 * 1024));
-    let (status, _, _) = curl(
-        port,
-        "www.size.test",
-        &["--http2-prior-knowledge", "-H", &big],
-    );
-    assert_eq!(status, 431);
-    // The edge's own refusals say who answered, with the ray id the log has.
-    let (status, head, _) = curl(port, "www.size.test", &["-H", &big]);
-    assert_eq!(status, 431);
-    assert!(
-        head.contains("server: parapet") && head.contains("cf-ray: "),
-        "{head}"
-    );
+    // The edge's own refusals say who answered, with the ray id the log has, over both
+    // protocols.
+    for version in ["--http2-prior-knowledge", "--http1.1"] {
+        let (status, head, _) = curl(port, "www.size.test", &[version, "-H", &big]);
+        assert_eq!(status, 431, "{version}");
+        assert!(
+            head.contains("server: parapet") && head.contains("cf-ray: "),
+            "{version}: {head}"
+        );
+    }
     let huge_body = "POST / HTTP/1.1\r\nHost: www.size.test\r\nContent-Length: 200000000\r\n\r\n";
     assert_eq!(raw(port, huge_body.as_bytes()), 413);
     assert!(

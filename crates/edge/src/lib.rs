@@ -573,12 +573,16 @@ pub fn start_edge(
         options.h2_idle_timeout = Some(IDLE_TIMEOUT);
         http.server_options = Some(options);
         // HTTP/2 limits: concurrent streams per connection as Cloudflare's edge, and header
-        // blocks no larger than the HTTP/1 limit (431 there). The h2 engine also ends
-        // connections that reset streams faster than it accepts them (rapid reset) or send
-        // endless CONTINUATION frames.
+        // blocks of twice the HTTP/1 limit: HTTP/2 counts 32 bytes more per field, and the
+        // edge measures the fields as HTTP/1 would and answers its own 431 (the h2 engine's
+        // carries no ray id and is never logged). The h2 engine also ends connections that
+        // reset streams faster than it accepts them (rapid reset) or send endless
+        // CONTINUATION frames.
         let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
         h2.max_concurrent_streams(H2_MAX_STREAMS)
-            .max_header_list_size(u32::try_from(proxy.max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(
+                u32::try_from(proxy.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+            );
         http.h2_options = Some(h2);
         let app = Arc::new(Connections {
             http: Arc::new(http),
