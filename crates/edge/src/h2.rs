@@ -187,7 +187,7 @@ impl Connections {
                         continue;
                     }
                     accepted = accept(&mut conn, &digest, &gate) => accepted,
-                    () = &mut idle => return,
+                    () = &mut idle => Ok(None),
                 }
             };
             match accepted {
@@ -196,7 +196,14 @@ impl Connections {
                     tracing::debug!("HTTP/2 stream: {e}");
                     return;
                 }
-                Ok(None) => return,
+                // Idle, or closed by the visitor: a GOAWAY first (RFC 9113 §6.8), so that a
+                // request racing the close is known to the visitor as not processed.
+                Ok(None) => {
+                    conn.abrupt_shutdown(::h2::Reason::NO_ERROR);
+                    let closing = std::future::poll_fn(|cx| conn.poll_closed(cx));
+                    let _ = tokio::time::timeout(CLOSING, closing).await;
+                    return;
+                }
                 Ok(Some(H2Accept::Rejected)) => {
                     malformed += 1;
                     if malformed >= MAX_MALFORMED_STREAMS {
