@@ -38,7 +38,7 @@ pub enum ZoneCommand {
     /// Import a BIND zone file; creates the zone if needed. Nothing is imported unless every line is good.
     Import {
         file: PathBuf,
-        /// Zone name [default: the file's first $ORIGIN, else its file name]
+        /// Zone name [default: the SOA's owner, else the first $ORIGIN but ".", else the file name]
         #[arg(long)]
         zone: Option<String>,
         /// Proxy the file's A/AAAA/CNAME records (unless a cf_tags comment says otherwise).

@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run Parapet: API (and, as they land, DNS and edge) on the embedded store.
+    /// Run Parapet on the embedded store: the API, and DNS and the edge on the addresses given.
     Serve(config::ServeFlags),
     /// Check a configuration file and print the resolved configuration.
     CheckConfig(config::ServeFlags),
