@@ -1113,4 +1113,30 @@ fn access_log_lines_are_bare_json_one_per_request_on_every_path() {
         metrics.contains("parapet_edge_requests_total{zone=\"\",status=\"400\"} 2"),
         "{metrics}"
     );
+    // CONNECT, which the engine answers with 405 itself, is logged and counted as 405.
+    assert_eq!(
+        raw(
+            port,
+            b"CONNECT www.logs.test:443 HTTP/1.1\r\nHost: www.logs.test:443\r\n\r\n"
+        ),
+        405
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("\"ray\"") && l.contains("\"status\":405"))
+            .count(),
+        1,
+        "{text}"
+    );
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("{}/metrics", node.base)])
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("parapet_edge_requests_total{zone=\"\",status=\"405\"} 1"),
+        "{metrics}"
+    );
 }

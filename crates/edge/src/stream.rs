@@ -433,6 +433,8 @@ pub(crate) struct HeadOutcome {
     arrived: AtomicBool,
     /// Something was written (the engine writes before the phases only to refuse a header).
     answered: AtomicBool,
+    /// The status of what was written first, when it was an HTTP/1 status line (0: not).
+    answered_status: std::sync::atomic::AtomicU16,
     /// The proxy's phases saw the request.
     seen: AtomicBool,
     /// How reading the header failed here: 0 (it did not), [`HEAD_CLOSED`],
@@ -451,7 +453,8 @@ impl HeadOutcome {
     }
 
     /// Once the engine is done with the request: the status to log and count for a request
-    /// the proxy's phases never saw — 400 (the engine answered: it refused the header), 431
+    /// the proxy's phases never saw — the status the engine answered with itself (400 for a
+    /// header it refused, 405 for CONNECT), 431
     /// (the header grew past twice the limit: the connection is closed) or 408 (it did not
     /// arrive in time, here or by the engine's own wait for a read; nothing is sent, as nginx
     /// does). `None`: the phases saw it, nothing arrived, or the visitor closed its connection
@@ -461,7 +464,11 @@ impl HeadOutcome {
             return None;
         }
         if self.answered.load(Ordering::Relaxed) {
-            return Some(400);
+            // The engine's own refusal: 400 for a header it cannot read, 405 for CONNECT.
+            return Some(match self.answered_status.load(Ordering::Relaxed) {
+                0 => 400,
+                status => status,
+            });
         }
         match self.failed.load(Ordering::Relaxed) {
             HEAD_CLOSED => None,
@@ -472,6 +479,30 @@ impl HeadOutcome {
 
     fn fail(&self, how: u8) {
         self.failed.store(how, Ordering::Relaxed);
+    }
+}
+
+/// The status of an HTTP/1 status line at the start of `bytes` (`HTTP/1.1 405 ...`), or 0.
+fn status_of(bytes: &[u8]) -> u16 {
+    match bytes.get(..13) {
+        Some(
+            [
+                b'H',
+                b'T',
+                b'T',
+                b'P',
+                b'/',
+                b'1',
+                b'.',
+                _,
+                b' ',
+                d @ ..,
+                b' ',
+            ],
+        ) if d.iter().all(u8::is_ascii_digit) => {
+            d.iter().fold(0, |n, &b| n * 10 + u16::from(b - b'0'))
+        }
+        _ => 0,
     }
 }
 
@@ -494,6 +525,7 @@ impl EngineReads {
         let outcome = self.outcome.get_or_init(Arc::default);
         outcome.arrived.store(false, Ordering::Relaxed);
         outcome.answered.store(false, Ordering::Relaxed);
+        outcome.answered_status.store(0, Ordering::Relaxed);
         outcome.seen.store(false, Ordering::Relaxed);
         outcome.fail(0);
         Arc::clone(outcome)
@@ -506,10 +538,14 @@ impl EngineReads {
         }
     }
 
-    /// The engine wrote to the connection.
-    pub(crate) fn wrote(&self) {
-        if let Some(outcome) = self.outcome.get() {
-            outcome.answered.store(true, Ordering::Relaxed);
+    /// The engine wrote `bytes` to the connection.
+    pub(crate) fn wrote(&self, bytes: &[u8]) {
+        if let Some(outcome) = self.outcome.get()
+            && !outcome.answered.swap(true, Ordering::Relaxed)
+        {
+            outcome
+                .answered_status
+                .store(status_of(bytes), Ordering::Relaxed);
         }
     }
 
@@ -874,7 +910,7 @@ impl AsyncWrite for VisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.engine_reads.wrote();
+        this.engine_reads.wrote(buf);
         let before = this.buffers.sent;
         let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
         let written = this.buffers.poll_gather(&mut this.tcp, cx, buf, limit);
@@ -1124,6 +1160,15 @@ mod tests {
         }
         assert!(buffers.poll_drain(&mut out, &mut cx).is_ready());
         out
+    }
+
+    #[test]
+    fn the_status_of_an_answer_the_engine_wrote_is_read_from_its_first_line() {
+        assert_eq!(status_of(b"HTTP/1.1 405 Method Not Allowed\r\n"), 405);
+        assert_eq!(status_of(b"HTTP/1.0 400 \r\n"), 400);
+        assert_eq!(status_of(b"HTTP/1.1 4x5 Bad\r\n"), 0);
+        assert_eq!(status_of(b"HTTP/1.1 40"), 0);
+        assert_eq!(status_of(b"\x00\x00\x12\x04"), 0);
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl AsyncWrite for TlsVisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.engine_reads.wrote();
+        this.engine_reads.wrote(buf);
         let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
         this.buffers.poll_gather(&mut this.tls, cx, buf, limit)
     }
