@@ -569,6 +569,31 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
     });
 }
 
+/// A visitor's copy is current by `If-None-Match: *` (any stored copy) and, for a stored answer
+/// without `Last-Modified`, by `If-Modified-Since` against its `Date` (RFC 9110 §13.1.2, RFC
+/// 9111 §4.3.2), on the edge's own hits and through the engine alike.
+#[test]
+fn conditional_requests_find_a_stored_copy_current_without_its_validators() {
+    let s = site("cond.test");
+    let host = "www.cond.test";
+    assert_eq!(fetch(s.port, host, "/cond.png", &[]).1, "MISS");
+    assert_eq!(fetch(s.port, host, "/cond.png", &[]).1, "HIT");
+    let engine = ["-H", "If-Unmodified-Since: Fri, 01 Jan 2100 00:00:00 GMT"];
+    for path in [&[][..], &engine] {
+        for (field, status) in [
+            ("If-None-Match: *", 304),
+            ("If-None-Match: \"other\"", 200),
+            ("If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT", 304),
+            ("If-Modified-Since: Mon, 01 Jan 1990 00:00:00 GMT", 200),
+        ] {
+            let (got, cache, head, _) =
+                fetch(s.port, host, "/cond.png", &[path, &["-H", field]].concat());
+            assert_eq!(got, status, "{field} {path:?} ({cache}): {head}");
+        }
+    }
+    assert_eq!(s.hits.of("/cond.png"), 1);
+}
+
 #[test]
 fn stale_objects_are_served_while_revalidating_or_when_the_origin_fails() {
     let s = site("stale.test");

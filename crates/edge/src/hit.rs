@@ -253,30 +253,50 @@ fn once<'b>(slot: &mut Option<&'b [u8]>, value: &'b [u8]) -> Option<()> {
     Some(())
 }
 
-/// Whether the visitor's copy is current, as the engine decides it: a stored `200` whose `ETag`
-/// matches `If-None-Match` (weakly), or, without one, whose `Last-Modified` is no later than
-/// `If-Modified-Since`.
-fn not_modified(request: &Request<'_>, stored: &ResponseHeader) -> bool {
+/// Whether the visitor's copy is current, as the engine decides it ([`current_copy`]).
+fn not_modified(request: &Request<'_>, stored: &ResponseHeader, received: SystemTime) -> bool {
+    let tags: Vec<&[u8]> = request.if_none_match.into_iter().collect();
+    current_copy(&tags, request.if_modified_since, stored, received)
+}
+
+/// Whether a GET or HEAD with these `If-None-Match` values and `If-Modified-Since` finds the
+/// visitor's copy current against the stored response: a `200` whose `ETag` matches one of
+/// them (weakly), any stored `200` for `*` (RFC 9110 §13.1.2), or, without `If-None-Match`, one
+/// last modified no later than `If-Modified-Since`, by its `Last-Modified` or, without one, its
+/// `Date`, or the time it was `received` (RFC 9111 §4.3.2).
+pub(crate) fn current_copy(
+    if_none_match: &[&[u8]],
+    if_modified_since: Option<&[u8]>,
+    stored: &ResponseHeader,
+    received: SystemTime,
+) -> bool {
     use pingora::protocols::http::conditional_filter::weak_validate_etag;
     if stored.status != http::StatusCode::OK {
         return false;
     }
-    if let Some(tags) = request.if_none_match {
-        return stored
-            .headers
-            .get(header::ETAG)
-            .is_some_and(|etag| weak_validate_etag(tags, etag.as_bytes()));
+    if !if_none_match.is_empty() {
+        let etag = stored.headers.get(header::ETAG);
+        return if_none_match.iter().any(|tags| {
+            tags.trim_ascii() == b"*"
+                || etag.is_some_and(|etag| weak_validate_etag(tags, etag.as_bytes()))
+        });
     }
     let date = |value: &[u8]| {
         std::str::from_utf8(value)
             .ok()
             .and_then(|v| httpdate::parse_http_date(v).ok())
     };
-    let since = request.if_modified_since.and_then(date);
-    let modified = stored
-        .headers
-        .get(header::LAST_MODIFIED)
-        .and_then(|v| date(v.as_bytes()));
+    let since = if_modified_since.and_then(date);
+    let modified = match stored.headers.get(header::LAST_MODIFIED) {
+        Some(value) => date(value.as_bytes()),
+        None => Some(
+            stored
+                .headers
+                .get(header::DATE)
+                .and_then(|v| date(v.as_bytes()))
+                .unwrap_or(received),
+        ),
+    };
     matches!((since, modified), (Some(since), Some(modified)) if since >= modified)
 }
 
@@ -367,7 +387,7 @@ impl EdgeProxy {
         let compressible =
             head.compressible && !rules.as_deref().is_some_and(|r| r.keeps_bytes_of(etag));
         // A visitor whose copy is current gets a 304: nothing to compress.
-        let current = not_modified(&request, stored);
+        let current = not_modified(&request, stored, hit.created());
         if !current && compressible && !encoded && request.accept_encoding.is_some() {
             return None;
         }

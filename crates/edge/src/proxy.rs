@@ -1139,6 +1139,34 @@ impl ProxyHttp for EdgeProxy {
         e
     }
 
+    /// A hit's 304, decided as the edge's direct paths decide it ([`hit::current_copy`]).
+    fn cache_not_modified_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<bool> {
+        let req = session.req_header();
+        if !matches!(req.method, http::Method::GET | http::Method::HEAD) {
+            return Ok(false);
+        }
+        let tags: Vec<&[u8]> = req
+            .headers
+            .get_all(http::header::IF_NONE_MATCH)
+            .iter()
+            .map(http::HeaderValue::as_bytes)
+            .collect();
+        let since = req
+            .headers
+            .get(http::header::IF_MODIFIED_SINCE)
+            .map(http::HeaderValue::as_bytes);
+        let received = session
+            .cache
+            .maybe_cache_meta()
+            .map_or_else(std::time::SystemTime::now, |meta| meta.created());
+        Ok(crate::hit::current_copy(&tags, since, resp, received))
+    }
+
     /// Counts streamed request bodies (chunked ones declare no length) against the limit.
     async fn request_body_filter(
         &self,
