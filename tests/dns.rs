@@ -760,6 +760,12 @@ fn dns_cookies_are_answered_and_a_valid_server_cookie_lifts_rate_limits() {
     assert_eq!(nothing.metadata.response_code, ResponseCode::FormErr);
     let dso = exchange(&header(6, 0)).expect("an answer");
     assert_eq!(dso.metadata.response_code, ResponseCode::NotImp);
+    // With an OPT, the NOTIMP carries one (RFC 6891 §7).
+    let mut dso_edns = header(6, 1);
+    dso_edns.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    let dso = exchange(&dso_edns).expect("an answer");
+    assert_eq!(dso.metadata.response_code, ResponseCode::NotImp);
+    assert!(dso.edns.is_some(), "{dso:?}");
 }
 
 #[test]

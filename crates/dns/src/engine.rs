@@ -539,12 +539,8 @@ fn answer_slow(
         return None;
     }
     // No question: only a cookie exchange (a QUERY with a COOKIE option) means something;
-    // another opcode is not implemented (as Knot answers).
-    if questions == 0 && (packet[2] >> 3) & 0x0f != 0 {
-        let mut header = formerr_header(packet);
-        header[3] = ResponseCode::NotImp.low();
-        return Some(unverified(header));
-    }
+    // another opcode is not implemented (as Knot answers), with an OPT when it came with one.
+    let not_implemented = questions == 0 && (packet[2] >> 3) & 0x0f != 0;
     let options = check_options(packet);
     let stripped;
     let packet = match &options {
@@ -558,6 +554,11 @@ fn answer_slow(
     let request = match Message::read(&mut decoder) {
         Ok(_) if !decoder.is_empty() => return Some(unverified(formerr_header(packet))),
         Ok(m) => m,
+        Err(_) if not_implemented => {
+            let mut header = formerr_header(packet);
+            header[3] = ResponseCode::NotImp.low();
+            return Some(unverified(header));
+        }
         Err(_) if questions == 0 => return Some(unverified(formerr_header(packet))),
         Err(_) => {
             // The question alone readable: the rest is malformed (FORMERR); else drop.
@@ -585,6 +586,11 @@ fn answer_slow(
     let (mut response, answer_cut, kind) = match check {
         // With the question and an OPT, as any answer to a query with one (RFC 6891 §7): a
         // FORMERR without an OPT tells the client the server does not speak EDNS.
+        _ if not_implemented => (
+            error_response(&request, ResponseCode::NotImp),
+            false,
+            ResponseKind::ERROR,
+        ),
         _ if malformed => (
             error_response(&request, ResponseCode::FormErr),
             false,
