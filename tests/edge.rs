@@ -1104,14 +1104,17 @@ fn access_log_lines_are_bare_json_one_per_request_on_every_path() {
         assert_eq!(line["ray"].as_str().map_or(0, str::len), 20, "{line}");
         assert!(line["zone"].is_null(), "{line}");
     }
-    let metrics = Command::new("curl")
-        .args(["-s", &format!("{}/metrics", node.base)])
-        .output()
-        .expect("curl");
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let metrics = || {
+        let out = Command::new("curl")
+            .args(["-s", &format!("{}/metrics", node.base)])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let counted = metrics();
     assert!(
-        metrics.contains("parapet_edge_requests_total{zone=\"\",status=\"400\"} 2"),
-        "{metrics}"
+        counted.contains("parapet_edge_requests_total{zone=\"\",status=\"400\"} 2"),
+        "{counted}"
     );
     // CONNECT, which the engine answers with 405 itself, is logged and counted as 405.
     assert_eq!(
@@ -1130,13 +1133,9 @@ fn access_log_lines_are_bare_json_one_per_request_on_every_path() {
         1,
         "{text}"
     );
-    let metrics = Command::new("curl")
-        .args(["-s", &format!("{}/metrics", node.base)])
-        .output()
-        .expect("curl");
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let counted = metrics();
     assert!(
-        metrics.contains("parapet_edge_requests_total{zone=\"\",status=\"405\"} 1"),
-        "{metrics}"
+        counted.contains("parapet_edge_requests_total{zone=\"\",status=\"405\"} 1"),
+        "{counted}"
     );
 }
