@@ -103,7 +103,12 @@ fn main() -> ExitCode {
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             served
         }),
-        Command::CheckConfig(flags) => config::load(&flags).map(|c| println!("{c:#?}")),
+        Command::CheckConfig(flags) => config::load(&flags).map(|mut c| {
+            // Secrets are not printed: only how many there are.
+            let secrets = std::mem::take(&mut c.dns_cookie_secrets).len();
+            println!("{c:#?}");
+            println!("dns_cookie_secrets: {secrets} given (not shown)");
+        }),
         Command::Zone { api, command } => cli::zone(&api, command),
         Command::Record { api, command } => cli::record(&api, command),
         Command::Token { api, command } => cli::token(&api, command),

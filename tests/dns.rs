@@ -760,6 +760,11 @@ fn dns_cookies_are_answered_and_a_valid_server_cookie_lifts_rate_limits() {
     assert_eq!(nothing.metadata.response_code, ResponseCode::FormErr);
     let dso = exchange(&header(6, 0)).expect("an answer");
     assert_eq!(dso.metadata.response_code, ResponseCode::NotImp);
+    // A DSO request as RFC 8490 writes it: TLVs after the header.
+    let mut dso_tlv = header(6, 0);
+    dso_tlv.extend_from_slice(&[0, 1, 0, 8, 0, 0, 0x75, 0x30, 0, 0, 0x75, 0x30]);
+    let dso = exchange(&dso_tlv).expect("an answer");
+    assert_eq!(dso.metadata.response_code, ResponseCode::NotImp);
     // With an OPT, the NOTIMP carries one (RFC 6891 §7).
     let mut dso_edns = header(6, 1);
     dso_edns.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);

@@ -114,7 +114,7 @@ pub fn random_secret() -> [u8; 16] {
 /// A secret written as 32 hexadecimal digits.
 pub fn parse_secret(text: &str) -> Option<[u8; 16]> {
     let text = text.trim();
-    if text.len() != 32 || !text.is_ascii() {
+    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut secret = [0u8; 16];
@@ -242,5 +242,6 @@ mod tests {
         assert_eq!(parse_secret("e5e9"), None);
         assert_eq!(parse_secret("g5e973e5a6b2a43f48e7dc849e37bfcf"), None);
         assert_eq!(parse_secret("é5e973e5a6b2a43f48e7dc849e37bfc"), None);
+        assert_eq!(parse_secret(&"+f".repeat(16)), None);
     }
 }

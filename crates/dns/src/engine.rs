@@ -551,14 +551,18 @@ fn answer_slow(
         _ => packet,
     };
     let mut decoder = BinDecoder::new(packet);
-    let request = match Message::read(&mut decoder) {
-        Ok(_) if !decoder.is_empty() => return Some(unverified(formerr_header(packet))),
-        Ok(m) => m,
-        Err(_) if not_implemented => {
+    let read = Message::read(&mut decoder);
+    let whole = decoder.is_empty();
+    let request = match read {
+        Ok(m) if whole => m,
+        // A DSO request (RFC 8490: no sections, TLVs after the header) or another opcode
+        // whose message this does not read.
+        _ if not_implemented => {
             let mut header = formerr_header(packet);
             header[3] = ResponseCode::NotImp.low();
             return Some(unverified(header));
         }
+        Ok(_) => return Some(unverified(formerr_header(packet))),
         Err(_) if questions == 0 => return Some(unverified(formerr_header(packet))),
         Err(_) => {
             // The question alone readable: the rest is malformed (FORMERR); else drop.

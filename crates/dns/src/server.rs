@@ -38,6 +38,10 @@ const TCP_MAX_CONNECTIONS: usize = 1024;
 /// [`TCP_ROOM_WAIT`] for a slot.
 const TCP_IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
 const TCP_ROOM_WAIT: Duration = Duration::from_millis(300);
+/// New connections waiting for room at once; more are closed at once.
+const TCP_MAX_WAITING: usize = 16;
+/// Idle connections are told of pressure at most this often.
+const TCP_PRESS_EVERY: Duration = Duration::from_millis(100);
 
 fn unix_now() -> u32 {
     std::time::SystemTime::now()
@@ -186,6 +190,11 @@ pub struct DnsServer {
     tcp_clients: std::sync::Mutex<std::collections::HashMap<u128, usize>>,
     /// Told when a connection found every slot taken: idle ones close.
     tcp_pressure: tokio::sync::Notify,
+    /// New connections waiting for room.
+    tcp_waiting: std::sync::atomic::AtomicUsize,
+    /// When idle connections were last told of pressure, in milliseconds since `started`.
+    tcp_pressed_ms: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 /// Releases a client's TCP connection slot when the connection ends.
@@ -222,6 +231,9 @@ impl DnsServer {
             tcp_max_connections: TCP_MAX_CONNECTIONS,
             tcp_clients: std::sync::Mutex::default(),
             tcp_pressure: tokio::sync::Notify::new(),
+            tcp_waiting: std::sync::atomic::AtomicUsize::new(0),
+            tcp_pressed_ms: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -421,21 +433,17 @@ impl DnsServer {
                 let permits = Arc::clone(&permits);
                 let server = Arc::clone(&server);
                 tokio::spawn(async move {
-                    // Every slot taken: idle connections make room, or this one closes.
-                    let permit = match Arc::clone(&permits).try_acquire_owned() {
-                        Ok(permit) => permit,
-                        Err(_) => {
-                            server.tcp_pressure.notify_waiters();
-                            match tokio::time::timeout(TCP_ROOM_WAIT, permits.acquire_owned()).await
-                            {
-                                Ok(Ok(permit)) => permit,
-                                _ => return,
-                            }
-                        }
-                    };
                     // Over the per-client (prefix) limit: close at once.
                     let Some(slot) = server.tcp_slot(peer.ip()) else {
                         return;
+                    };
+                    // Every slot taken: idle connections make room, or this one closes.
+                    let permit = match Arc::clone(&permits).try_acquire_owned() {
+                        Ok(permit) => permit,
+                        Err(_) => match server.wait_for_room(&permits).await {
+                            Some(permit) => permit,
+                            None => return,
+                        },
                     };
                     if let Err(e) = server.serve_tcp(stream, peer).await {
                         tracing::debug!(%peer, "DNS TCP: {e}");
@@ -445,6 +453,34 @@ impl DnsServer {
                 });
             }
         })
+    }
+
+    /// A slot for a new connection that found none: idle connections are told to make room (at
+    /// most every [`TCP_PRESS_EVERY`]) and it waits [`TCP_ROOM_WAIT`], unless
+    /// [`TCP_MAX_WAITING`] already do.
+    async fn wait_for_room(
+        &self,
+        permits: &Arc<Semaphore>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.tcp_waiting.fetch_add(1, Relaxed) >= TCP_MAX_WAITING {
+            self.tcp_waiting.fetch_sub(1, Relaxed);
+            return None;
+        }
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.tcp_pressed_ms.load(Relaxed);
+        let every = u64::try_from(TCP_PRESS_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if (last == 0 || now.saturating_sub(last) >= every)
+            && self
+                .tcp_pressed_ms
+                .compare_exchange(last, now.max(1), Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.tcp_pressure.notify_waiters();
+        }
+        let got = tokio::time::timeout(TCP_ROOM_WAIT, Arc::clone(permits).acquire_owned()).await;
+        self.tcp_waiting.fetch_sub(1, Relaxed);
+        got.ok()?.ok()
     }
 
     /// Answers length-prefixed queries on one connection, in order, until the peer closes it,

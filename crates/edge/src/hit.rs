@@ -255,8 +255,8 @@ fn once<'b>(slot: &mut Option<&'b [u8]>, value: &'b [u8]) -> Option<()> {
 
 /// Whether the visitor's copy is current, as the engine decides it ([`current_copy`]).
 fn not_modified(request: &Request<'_>, stored: &ResponseHeader, received: SystemTime) -> bool {
-    let tags: Vec<&[u8]> = request.if_none_match.into_iter().collect();
-    current_copy(&tags, request.if_modified_since, stored, received)
+    let tags = request.if_none_match.as_slice();
+    current_copy(tags, request.if_modified_since, stored, received)
 }
 
 /// Whether a GET or HEAD with these `If-None-Match` values and `If-Modified-Since` finds the

@@ -540,7 +540,9 @@ impl EngineReads {
 
     /// The engine wrote `bytes` to the connection.
     pub(crate) fn wrote(&self, bytes: &[u8]) {
+        // (Read first: a write-back on every write of every answer costs more than a load.)
         if let Some(outcome) = self.outcome.get()
+            && !outcome.answered.load(Ordering::Relaxed)
             && !outcome.answered.swap(true, Ordering::Relaxed)
         {
             outcome

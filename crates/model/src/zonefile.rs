@@ -112,13 +112,14 @@ pub fn parse_zone_file(
     } else {
         text
     };
-    let (entries, mut errors) = split_entries(text);
     let mut out = ParsedZoneFile::default();
     let mut origin = zone.to_owned();
     let mut default_ttl: Option<u32> = None;
     let mut last_owner: Option<String> = None;
     let mut last_ttl: Option<u32> = None;
-    for entry in entries {
+    let mut errors = Mistakes::default();
+    // Each entry is read as it is split off: a file of many bad entries is never held whole.
+    split_entries(text, &mut errors, |entry, errors| {
         let at = |m: String| FieldError::new(format!("line {}", entry.line), m);
         match read_entry(
             &entry,
@@ -131,13 +132,15 @@ pub fn parse_zone_file(
         ) {
             Ok(Parsed::Nothing) => {}
             Ok(Parsed::Skipped) => out.skipped += 1,
-            Ok(Parsed::Record(draft)) => out.records.push(ImportedRecord {
+            // A file with mistakes imports nothing: its records are not kept.
+            Ok(Parsed::Record(draft)) if errors.is_empty() => out.records.push(ImportedRecord {
                 line: entry.line,
                 draft: *draft,
             }),
+            Ok(Parsed::Record(_)) => {}
             Err(messages) => messages.into_iter().map(at).for_each(|e| errors.push(e)),
         }
-    }
+    });
     if errors.is_empty() {
         Ok(out)
     } else {
@@ -424,7 +427,10 @@ fn generic_txt(words: &[Word]) -> Result<String, String> {
         .parse()
         .map_err(|_| format!("'{}' is not a data length", printable(&length.raw)))?;
     let digits: String = hex.iter().map(|w| w.raw.as_str()).collect();
-    if digits.len() != 2 * length || !digits.is_ascii() {
+    if length > usize::from(u16::MAX)
+        || length.checked_mul(2) != Some(digits.len())
+        || !digits.is_ascii()
+    {
         return Err(format!("\\# data is not {length} bytes of hexadecimal"));
     }
     let bytes = (0..length)
@@ -449,9 +455,11 @@ fn generic_txt(words: &[Word]) -> Result<String, String> {
 }
 
 /// Splits a zone file into entries: handles comments, quotes and parentheses across lines.
-fn split_entries(text: &str) -> (Vec<Entry>, Mistakes) {
-    let mut entries = Vec::new();
-    let mut errors = Mistakes::default();
+fn split_entries(
+    text: &str,
+    errors: &mut Mistakes,
+    mut on_entry: impl FnMut(Entry, &mut Mistakes),
+) {
     let mut current: Option<Entry> = None;
     let mut depth = 0usize;
     let mut chars = text.chars().peekable();
@@ -493,7 +501,7 @@ fn split_entries(text: &str) -> (Vec<Entry>, Mistakes) {
                 if depth == 0
                     && let Some(e) = current.take()
                 {
-                    entries.push(e);
+                    on_entry(e, errors);
                 }
             }
             ';' => {
@@ -588,9 +596,8 @@ fn split_entries(text: &str) -> (Vec<Entry>, Mistakes) {
         ));
     }
     if let Some(e) = current.take() {
-        entries.push(e);
+        on_entry(e, errors);
     }
-    (entries, errors)
 }
 
 /// The SOA record data Parapet serves for `zone`.
@@ -835,6 +842,9 @@ sub.example.com. 172800 IN NS ns.sub
             "x TXT \\# 1 zz\n",
             "x TXT \\# 0\n",
             "x TXT \\#\n",
+            "x TXT \\# 9223372036854775808\n",
+            "x TXT \\# 9223372036854775809 00\n",
+            "x TXT \\# 65536 00\n",
         ] {
             assert!(content(bad).is_err(), "{bad}");
         }
