@@ -1489,10 +1489,18 @@ impl ProxyHttp for EdgeProxy {
         let (Some(length), Some(range)) = (length, range) else {
             return pingora::proxy::range_header_filter(req, resp, MAX_RANGES);
         };
-        let weak_if_range = req
+        // A weak validator never matches If-Range (RFC 9110 §13.1.5), and a date is one for an
+        // encoded copy: the identity and every coding the edge makes share the origin's
+        // Last-Modified with different bytes. The whole answer then, which is always right.
+        let if_range = req
             .headers
             .get(http::header::IF_RANGE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"W/"));
+            .map(|v| v.as_bytes());
+        let weak_if_range = if_range.is_some_and(|v| {
+            v.starts_with(b"W/")
+                || (!v.starts_with(b"\"")
+                    && resp.headers.contains_key(http::header::CONTENT_ENCODING))
+        });
         if weak_if_range {
             let _ = resp.insert_header(http::header::ACCEPT_RANGES, "bytes");
             return RangeType::None;
