@@ -108,6 +108,18 @@ pub fn is_loop(cdn_loop: &str) -> bool {
     })
 }
 
+/// Adds `value` to a comma-separated field list (several fields of one name read as one,
+/// RFC 9110 §5.3).
+pub fn extend_list(list: &mut Option<String>, value: &str) {
+    match list {
+        Some(list) => {
+            list.push_str(", ");
+            list.push_str(value);
+        }
+        None => *list = Some(value.to_owned()),
+    }
+}
+
 /// `X-Forwarded-For` with the client appended.
 pub fn forwarded_for(existing: Option<&str>, client: IpAddr) -> String {
     match existing.map(str::trim).filter(|s| !s.is_empty()) {

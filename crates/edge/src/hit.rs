@@ -255,8 +255,12 @@ fn once<'b>(slot: &mut Option<&'b [u8]>, value: &'b [u8]) -> Option<()> {
 
 /// Whether the visitor's copy is current, as the engine decides it ([`current_copy`]).
 fn not_modified(request: &Request<'_>, stored: &ResponseHeader, received: SystemTime) -> bool {
-    let tags = request.if_none_match.as_slice();
-    current_copy(tags, request.if_modified_since, stored, received)
+    current_copy(
+        request.if_none_match,
+        request.if_modified_since,
+        stored,
+        received,
+    )
 }
 
 /// Whether a GET or HEAD with these `If-None-Match` values and `If-Modified-Since` finds the
@@ -264,8 +268,8 @@ fn not_modified(request: &Request<'_>, stored: &ResponseHeader, received: System
 /// them (weakly), any stored `200` for `*` (RFC 9110 §13.1.2), or, without `If-None-Match`, one
 /// last modified no later than `If-Modified-Since`, by its `Last-Modified` or, without one, its
 /// `Date`, or the time it was `received` (RFC 9111 §4.3.2).
-pub(crate) fn current_copy(
-    if_none_match: &[&[u8]],
+pub(crate) fn current_copy<'t>(
+    if_none_match: impl IntoIterator<Item = &'t [u8]>,
     if_modified_since: Option<&[u8]>,
     stored: &ResponseHeader,
     received: SystemTime,
@@ -274,9 +278,10 @@ pub(crate) fn current_copy(
     if stored.status != http::StatusCode::OK {
         return false;
     }
-    if !if_none_match.is_empty() {
+    let mut if_none_match = if_none_match.into_iter().peekable();
+    if if_none_match.peek().is_some() {
         let etag = stored.headers.get(header::ETAG);
-        return if_none_match.iter().any(|tags| {
+        return if_none_match.any(|tags| {
             tags.trim_ascii() == b"*"
                 || etag.is_some_and(|etag| weak_validate_etag(tags, etag.as_bytes()))
         });

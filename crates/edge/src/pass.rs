@@ -48,7 +48,7 @@ use crate::hit;
 use crate::proxy::{
     AccessLine, COMPRESSION_LEVEL, EDGE_ONLY, EdgeProxy, OriginFilter, access_logged,
     browser_cache_control, cacheability, edge_compresses, edge_error, forbids_transform,
-    from_origin, ip_text, keep_bytes, keep_bytes_of, normalized_encoding, origin_port_of,
+    from_origin, ip_text, keep_bytes_of, keep_bytes_unless, normalized_encoding, origin_port_of,
     page_header, to_origin, to_visitor, values_say_no_store,
 };
 use crate::reply::{Head, KEPT_BUFFER, Reply, last_coding_is_chunked};
@@ -455,13 +455,7 @@ fn wire_fields<'f>(
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             // Every one that is text, as one list (as the engine reads them).
             if let Some(value) = visible_text(value) {
-                match forwarded_for.as_mut() {
-                    Some(list) => {
-                        list.push_str(", ");
-                        list.push_str(value);
-                    }
-                    None => forwarded_for = Some(value.to_owned()),
-                }
+                crate::headers::extend_list(&mut forwarded_for, value);
             }
             continue;
         }
@@ -1084,9 +1078,13 @@ fn coded(
     let untransformable = head.fields().any(|(name, value)| {
         name.eq_ignore_ascii_case(b"cache-control") && forbids_transform(value)
     });
-    let untouched_by =
-        |c: &mut Compressions<'_>| untouched(head, kept, (c, untransformable), end, no_body);
-    if let Some(coded) = untouched_by(&mut compressions) {
+    if let Some(coded) = untouched(
+        head,
+        kept,
+        (&mut compressions, untransformable),
+        end,
+        no_body,
+    ) {
         return Some(coded);
     }
     through_compressions(head, kept, (compressions, untransformable), end, no_body)
@@ -1116,17 +1114,13 @@ fn through_compressions(
         upstream,
         rules,
     } = compressions;
-    let keep = |coding: &ResponseHeader, compression: &mut ResponseCompressionCtx| {
-        keep_bytes(rules, coding, compression);
-        if untransformable && compression.is_header_phase() {
-            compression.adjust_level(0);
-        }
-    };
+    // (The coding fields hold no Cache-Control: whether it forbids transforming was read
+    // from the whole head.)
     if let Some((upstream, _)) = upstream {
-        keep(&coding, upstream);
+        keep_bytes_unless(rules, &coding, untransformable, upstream);
         upstream.response_header_filter(&mut coding, end);
     }
-    keep(&coding, visitor.0);
+    keep_bytes_unless(rules, &coding, untransformable, visitor.0);
     let stored_length = content_length(&coding);
     visitor.0.response_header_filter(&mut coding, end);
     let chunked = !no_body && is_chunked(&coding);

@@ -421,9 +421,19 @@ pub(crate) fn keep_bytes(
     resp: &ResponseHeader,
     compression: &mut pingora::protocols::http::compression::ResponseCompressionCtx,
 ) {
+    keep_bytes_unless(rules, resp, no_transform(&resp.headers), compression);
+}
+
+/// [`keep_bytes`] for a header whose `Cache-Control` was read elsewhere: `untransformable`
+/// when it forbids transforming the body.
+pub(crate) fn keep_bytes_unless(
+    rules: Option<&CacheParameters>,
+    resp: &ResponseHeader,
+    untransformable: bool,
+    compression: &mut pingora::protocols::http::compression::ResponseCompressionCtx,
+) {
     let first = |name| resp.headers.get(name).map(http::HeaderValue::as_bytes);
     let (etag, content_type) = (first(http::header::ETAG), first(http::header::CONTENT_TYPE));
-    let untransformable = no_transform(&resp.headers);
     keep_bytes_of(
         rules,
         etag,
@@ -1150,12 +1160,11 @@ impl ProxyHttp for EdgeProxy {
         if !matches!(req.method, http::Method::GET | http::Method::HEAD) {
             return Ok(false);
         }
-        let tags: Vec<&[u8]> = req
+        let tags = req
             .headers
             .get_all(http::header::IF_NONE_MATCH)
             .iter()
-            .map(http::HeaderValue::as_bytes)
-            .collect();
+            .map(http::HeaderValue::as_bytes);
         let since = req
             .headers
             .get(http::header::IF_MODIFIED_SINCE)
@@ -1164,7 +1173,7 @@ impl ProxyHttp for EdgeProxy {
             .cache
             .maybe_cache_meta()
             .map_or_else(std::time::SystemTime::now, |meta| meta.created());
-        Ok(crate::hit::current_copy(&tags, since, resp, received))
+        Ok(crate::hit::current_copy(tags, since, resp, received))
     }
 
     /// Counts streamed request bodies (chunked ones declare no length) against the limit.
@@ -1858,13 +1867,7 @@ pub(crate) fn to_origin(
         let mut existing: Option<String> = None;
         for value in req.headers.get_all("x-forwarded-for").iter() {
             if let Ok(value) = value.to_str() {
-                match existing.as_mut() {
-                    Some(list) => {
-                        list.push_str(", ");
-                        list.push_str(value);
-                    }
-                    None => existing = Some(value.to_owned()),
-                }
+                headers::extend_list(&mut existing, value);
             }
         }
         req.insert_header(

@@ -104,15 +104,7 @@ fn wildcard_records<'z>(
     let Some(encloser) = closest_encloser(zone, name) else {
         return Vec::new();
     };
-    let wildcard = format!("*.{encloser}");
-    let start = zone
-        .records
-        .partition_point(|r| r.name.as_str() < wildcard.as_str());
-    zone.records[start..]
-        .iter()
-        .map(Arc::as_ref)
-        .take_while(|r| r.name == wildcard)
-        .collect()
+    zone.stored_at(&format!("*.{encloser}")).collect()
 }
 
 /// Follows `name` through Parapet's zones, CNAME by CNAME (at most 8).

@@ -63,9 +63,7 @@ impl ZoneShape {
     fn of(apex: &str, records: &[Arc<DnsRecord>], challenges: &[DnsRecord]) -> Self {
         let mut shape = Self::default();
         let has_records = |name: &str| {
-            let start = records.partition_point(|r| r.name.as_str() < name);
-            records.get(start).is_some_and(|r| r.name == name)
-                || challenges.iter().any(|c| c.name == name)
+            !named(records, name).is_empty() || challenges.iter().any(|c| c.name == name)
         };
         let mut previous: Option<&str> = None;
         let names = records.iter().map(Arc::as_ref).chain(challenges.iter());
@@ -147,13 +145,16 @@ impl ZoneSnapshot {
     }
 
     /// The stored records at `name`, without ACME challenge answers.
-    pub fn stored_at<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DnsRecord> {
-        let start = self.records.partition_point(|r| r.name.as_str() < name);
-        self.records[start..]
-            .iter()
-            .map(Arc::as_ref)
-            .take_while(move |r| r.name == name)
+    pub fn stored_at<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a DnsRecord> {
+        named(&self.records, name).iter().map(Arc::as_ref)
     }
+}
+
+/// The run of `records` (sorted by name) at `name`.
+fn named<'r>(records: &'r [Arc<DnsRecord>], name: &str) -> &'r [Arc<DnsRecord>] {
+    let start = records.partition_point(|r| r.name.as_str() < name);
+    let len = records[start..].partition_point(|r| r.name == name);
+    &records[start..start + len]
 }
 
 /// A proxied host name: where the edge sends its traffic.

@@ -47,9 +47,7 @@ async fn wait(published: &Published, revision: u64) {
 
 #[tokio::test]
 async fn store_change_is_published_within_milliseconds() {
-    let store = Arc::new(MemoryStore::new());
-    let published = Arc::new(Published::new());
-    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    let (store, published) = watched();
     let rev = store
         .commit(Txn::new().put(zone_key("z1"), json(&zone("z1", "example.com"))))
         .await
@@ -84,12 +82,18 @@ async fn store_change_is_published_within_milliseconds() {
     );
 }
 
-/// A watched store serving zone z1 (example.com) with one A record `id` at `name`; the
-/// revision it is served at.
-async fn serving_one_record(id: &str, name: &str) -> (Arc<MemoryStore>, Arc<Published>, u64) {
+/// An empty store and what its snapshot watcher publishes.
+fn watched() -> (Arc<MemoryStore>, Arc<Published>) {
     let store = Arc::new(MemoryStore::new());
     let published = Arc::new(Published::new());
     tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    (store, published)
+}
+
+/// A watched store serving zone z1 (example.com) with one A record `id` at `name`; the
+/// revision it is served at.
+async fn serving_one_record(id: &str, name: &str) -> (Arc<MemoryStore>, Arc<Published>, u64) {
+    let (store, published) = watched();
     let rev = store
         .commit(
             Txn::new()
@@ -304,9 +308,7 @@ async fn a_written_record_is_checked_against_the_records_kept_at_its_name() {
 
 #[tokio::test]
 async fn a_change_recompiles_only_the_zone_it_touches() {
-    let store = Arc::new(MemoryStore::new());
-    let published = Arc::new(Published::new());
-    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    let (store, published) = watched();
     let mut txn = Txn::new()
         .put(zone_key("z1"), json(&zone("z1", "one.example")))
         .put(zone_key("z2"), json(&zone("z2", "two.example")));
@@ -582,9 +584,7 @@ fn served(s: &parapet_snapshot::Snapshot) -> String {
 
 #[tokio::test]
 async fn random_changes_serve_what_a_full_compile_of_the_store_gives() {
-    let store = Arc::new(MemoryStore::new());
-    let published = Arc::new(Published::new());
-    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    let (store, published) = watched();
     // A fixed-seed generator: the same run every time.
     let mut seed: u64 = 0x5eed;
     let mut next = move |n: u64| {
@@ -828,9 +828,7 @@ async fn an_orphan_key_does_not_stop_later_changes() {
 
 #[tokio::test]
 async fn a_name_inside_a_child_zone_is_proxied_by_the_child_alone() {
-    let store = Arc::new(MemoryStore::new());
-    let published = Arc::new(Published::new());
-    tokio::spawn(run_snapshot_watcher(store.clone(), published.clone(), None));
+    let (store, published) = watched();
     let rev = store
         .commit(
             Txn::new()
