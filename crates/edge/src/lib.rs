@@ -264,7 +264,7 @@ impl Connections {
         slot: ClientSlot,
         shutdown: &ShutdownWatch,
     ) -> Option<()> {
-        let open = self.metrics.connection_opened();
+        let open = self.metrics.connection_served();
         let mut first = [0u8; 1];
         if !wait_for_bytes(&mut *stream, &mut first).await {
             return None;
@@ -324,8 +324,8 @@ impl Connections {
         slot: ClientSlot,
         shutdown: &ShutdownWatch,
     ) -> Option<()> {
+        let open = self.metrics.connection_served();
         let tls = self.tls.as_ref()?;
-        let open = self.metrics.connection_opened();
         // The handshake's state (about 9 KiB) lives on the heap only while it runs: inline, it
         // would size every connection's task, plain HTTP ones and idle kept-alive ones too.
         let Some(stream) = Box::pin(tls::handshake(tcp, tls)).await else {
@@ -660,6 +660,8 @@ async fn accept_loop(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
+                // Counted open now: its task may not run before a stop looks.
+                app.metrics.connection_accepted();
                 // Boxed at once: the connection's task holds a pointer, not the stream.
                 let stream = stream::VisitorStream::new(tcp, peer, bound);
                 let stream = Box::new(if is_tls {

@@ -92,6 +92,18 @@ impl EdgeMetrics {
         OpenConnection(&self.connections)
     }
 
+    /// A visitor connection accepted: counted open from now, before its task first runs (a
+    /// stop that waits for open connections must not miss it), until the guard that
+    /// [`EdgeMetrics::connection_served`] gives it drops.
+    pub fn connection_accepted(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The guard of a connection counted when it was accepted.
+    pub fn connection_served(&self) -> OpenConnection<'_> {
+        OpenConnection(&self.connections)
+    }
+
     /// The connection of `open` is parked: it stays counted open without its guard, until
     /// [`EdgeMetrics::connection_resumed`] gives it one again or [`EdgeMetrics::parked_closed`].
     pub fn connection_parked(&self, open: OpenConnection<'_>) {
