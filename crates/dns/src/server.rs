@@ -317,27 +317,42 @@ impl DnsServer {
     }
 
     /// Serves one socket: receives up to [`UDP_BATCH`] queries per system call (recvmmsg) and
-    /// sends their answers in one call (sendmmsg).
+    /// sends their answers in one call (sendmmsg). On a socket bound to a wildcard address, each
+    /// answer leaves from the address its query came to: on a host with several addresses (an
+    /// anycast one among them), the kernel would otherwise pick the source by route, and
+    /// clients drop answers from an address they did not ask.
     fn serve_udp_blocking(&self, socket: &std::net::UdpSocket) {
-        use std::io::{IoSlice, IoSliceMut};
+        use std::io::IoSliceMut;
         use std::os::fd::AsRawFd;
 
-        use nix::sys::socket::{
-            ControlMessage, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage, recvmmsg,
-            sendmmsg,
-        };
+        use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
         let fd = socket.as_raw_fd();
+        let control = match wildcard_control(socket) {
+            Ok(control) => control,
+            Err(e) => {
+                tracing::error!("DNS UDP: cannot learn the addresses queries come to: {e}");
+                return;
+            }
+        };
+        let sourced = control.is_some();
         let mut bufs = vec![[0u8; UDP_QUERY_MAX]; UDP_BATCH];
-        let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
-        let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
-        let mut received: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
+        let mut recv_headers =
+            MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, control.clone());
+        let mut senders = Senders {
+            plain: MultiHeaders::preallocate(UDP_BATCH, None),
+            sourced: MultiHeaders::preallocate(UDP_BATCH, control.clone()),
+        };
+        // (buffer, length, client, local address) of each query received.
+        let mut received: Vec<(usize, usize, SockaddrStorage, Local)> =
+            Vec::with_capacity(UDP_BATCH);
         // Empty polls left before the next receive blocks: while queries keep coming, the
         // thread polls (yielding the core between polls) instead of sleeping and being woken
         // for each batch.
         let mut polls = 0u32;
         loop {
             received.clear();
+            let mut lost_control = false;
             {
                 let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
                     .iter_mut()
@@ -350,10 +365,20 @@ impl DnsServer {
                 };
                 match recvmmsg(fd, &mut recv_headers, iovs.iter_mut(), flags, None) {
                     Ok(messages) => {
-                        for m in messages {
-                            if let Some(addr) = m.address {
-                                received.push((m.bytes, addr));
-                            }
+                        for (i, m) in messages.enumerate() {
+                            let Some(addr) = m.address else { continue };
+                            let local = if sourced {
+                                match local_address(&m) {
+                                    Some(local) => local,
+                                    None => {
+                                        lost_control = true;
+                                        continue;
+                                    }
+                                }
+                            } else {
+                                Local::Bound
+                            };
+                            received.push((i, m.bytes, addr, local));
                         }
                     }
                     Err(nix::errno::Errno::EAGAIN) => {
@@ -368,52 +393,26 @@ impl DnsServer {
                     }
                 }
             }
+            if lost_control {
+                // The kernel shrinks a header's control length to what it wrote; one that came
+                // without the local address would keep its slot from receiving one again.
+                recv_headers = MultiHeaders::preallocate(UDP_BATCH, control.clone());
+            }
             polls = if received.is_empty() { 0 } else { UDP_POLLS };
             let index = self.index.load();
-            let mut responses: Vec<Vec<u8>> = Vec::with_capacity(received.len());
-            let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(received.len());
-            for (i, (n, addr)) in received.iter().enumerate() {
+            let mut answers = Vec::with_capacity(received.len());
+            for &(i, n, addr, local) in &received {
                 let peer = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
                     (Some(v4), _) => SocketAddr::from(std::net::SocketAddrV4::from(*v4)),
                     (_, Some(v6)) => SocketAddr::from(std::net::SocketAddrV6::from(*v6)),
                     _ => continue,
                 };
-                if let Some(out) =
-                    self.udp_response(&index, &bufs[i][..(*n).min(UDP_QUERY_MAX)], peer)
+                if let Some(out) = self.udp_response(&index, &bufs[i][..n.min(UDP_QUERY_MAX)], peer)
                 {
-                    responses.push(out);
-                    addrs.push(Some(*addr));
+                    answers.push((out, addr, local));
                 }
             }
-            let mut sent = 0;
-            while sent < responses.len() {
-                let slices: Vec<[IoSlice<'_>; 1]> = responses[sent..]
-                    .iter()
-                    .map(|r| [IoSlice::new(r)])
-                    .collect();
-                let no_control: [ControlMessage<'_>; 0] = [];
-                match sendmmsg(
-                    fd,
-                    &mut send_headers,
-                    slices.iter(),
-                    &addrs[sent..],
-                    no_control,
-                    MsgFlags::empty(),
-                ) {
-                    Ok(results) => {
-                        let n = results.count();
-                        if n == 0 {
-                            break;
-                        }
-                        sent += n;
-                    }
-                    Err(e) => {
-                        tracing::debug!(peer = ?addrs[sent].map(|a| a.len()), "DNS UDP send: {e}");
-                        // Skip the message that failed and go on with the rest.
-                        sent += 1;
-                    }
-                }
-            }
+            senders.send(fd, &answers);
         }
     }
 
@@ -572,6 +571,151 @@ async fn write_within_idle(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Res
             std::io::ErrorKind::TimedOut,
             "the peer took no answer within the idle timeout",
         )),
+    }
+}
+
+/// Where a UDP answer leaves from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Local {
+    /// The socket is bound to one address: the kernel sends from it.
+    Bound,
+    /// The IPv4 address the query came to.
+    V4(std::net::Ipv4Addr),
+    /// The IPv6 address the query came to, and for a link-local one its interface.
+    V6(std::net::Ipv6Addr, u32),
+}
+
+/// On a socket bound to a wildcard address: asks the kernel for each query's local address, and
+/// gives the control buffer that holds it. `None` for a socket bound to one address.
+fn wildcard_control(socket: &std::net::UdpSocket) -> nix::Result<Option<Vec<u8>>> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let local = socket
+        .local_addr()
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    if !local.ip().is_unspecified() {
+        return Ok(None);
+    }
+    if local.is_ipv4() {
+        setsockopt(socket, sockopt::Ipv4PacketInfo, &true)?;
+        Ok(Some(nix::cmsg_space!(nix::libc::in_pktinfo)))
+    } else {
+        setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)?;
+        Ok(Some(nix::cmsg_space!(nix::libc::in6_pktinfo)))
+    }
+}
+
+/// The local address a query came to, from its control message.
+fn local_address<S>(message: &nix::sys::socket::RecvMsg<'_, '_, S>) -> Option<Local> {
+    use nix::sys::socket::ControlMessageOwned;
+    for c in message.cmsgs().ok()? {
+        match c {
+            ControlMessageOwned::Ipv4PacketInfo(info) => {
+                let ip = std::net::Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                return Some(Local::V4(ip));
+            }
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                let ip = std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                let link_local = ip.segments()[0] & 0xffc0 == 0xfe80;
+                return Some(Local::V6(
+                    ip,
+                    if link_local { info.ipi6_ifindex } else { 0 },
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Message headers for sendmmsg: without control data, and with room for one source address.
+struct Senders {
+    plain: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    sourced: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+}
+
+impl Senders {
+    /// Sends every answer, in runs that share a source address (one system call per run when
+    /// the socket takes them all).
+    fn send(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        answers: &[(Vec<u8>, nix::sys::socket::SockaddrStorage, Local)],
+    ) {
+        use std::io::IoSlice;
+
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmmsg};
+
+        let mut sent = 0;
+        while sent < answers.len() {
+            let local = answers[sent].2;
+            let run = &answers[sent..];
+            let run = &run[..run.iter().take_while(|a| a.2 == local).count()];
+            let slices: Vec<[IoSlice<'_>; 1]> = run.iter().map(|a| [IoSlice::new(&a.0)]).collect();
+            let addrs: Vec<Option<nix::sys::socket::SockaddrStorage>> =
+                run.iter().map(|a| Some(a.1)).collect();
+            let v4;
+            let v6;
+            let result = match local {
+                Local::Bound => {
+                    let none: [ControlMessage<'_>; 0] = [];
+                    sendmmsg(
+                        fd,
+                        &mut self.plain,
+                        slices.iter(),
+                        &addrs,
+                        none,
+                        MsgFlags::empty(),
+                    )
+                    .map(Iterator::count)
+                }
+                Local::V4(ip) => {
+                    v4 = nix::libc::in_pktinfo {
+                        ipi_ifindex: 0,
+                        ipi_spec_dst: nix::libc::in_addr {
+                            s_addr: u32::from(ip).to_be(),
+                        },
+                        ipi_addr: nix::libc::in_addr { s_addr: 0 },
+                    };
+                    let source = [ControlMessage::Ipv4PacketInfo(&v4)];
+                    sendmmsg(
+                        fd,
+                        &mut self.sourced,
+                        slices.iter(),
+                        &addrs,
+                        source,
+                        MsgFlags::empty(),
+                    )
+                    .map(Iterator::count)
+                }
+                Local::V6(ip, ifindex) => {
+                    v6 = nix::libc::in6_pktinfo {
+                        ipi6_addr: nix::libc::in6_addr {
+                            s6_addr: ip.octets(),
+                        },
+                        ipi6_ifindex: ifindex,
+                    };
+                    let source = [ControlMessage::Ipv6PacketInfo(&v6)];
+                    sendmmsg(
+                        fd,
+                        &mut self.sourced,
+                        slices.iter(),
+                        &addrs,
+                        source,
+                        MsgFlags::empty(),
+                    )
+                    .map(Iterator::count)
+                }
+            };
+            match result {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) => {
+                    tracing::debug!("DNS UDP send: {e}");
+                    // Skip the message that failed and go on with the rest.
+                    sent += 1;
+                }
+            }
+        }
     }
 }
 
