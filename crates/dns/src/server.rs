@@ -280,13 +280,15 @@ impl DnsServer {
         }
     }
 
-    /// Serves already-bound UDP sockets, one thread each.
+    /// Serves already-bound UDP sockets (the `SO_REUSEPORT` group of one address), one thread
+    /// each.
     pub fn spawn_udp(self: &Arc<Self>, sockets: Vec<std::net::UdpSocket>) -> std::io::Result<()> {
-        for (i, socket) in sockets.into_iter().enumerate() {
-            let server = Arc::clone(self);
+        let sockets = Arc::new(sockets);
+        for i in 0..sockets.len() {
+            let (server, sockets) = (Arc::clone(self), Arc::clone(&sockets));
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || server.serve_udp_blocking(&socket))?;
+                .spawn(move || server.serve_udp_blocking(&sockets, i))?;
         }
         Ok(())
     }
@@ -316,103 +318,85 @@ impl DnsServer {
         }
     }
 
-    /// Serves one socket: receives up to [`UDP_BATCH`] queries per system call (recvmmsg) and
-    /// sends their answers in one call (sendmmsg). On a socket bound to a wildcard address, each
-    /// answer leaves from the address its query came to: on a host with several addresses (an
-    /// anycast one among them), the kernel would otherwise pick the source by route, and
-    /// clients drop answers from an address they did not ask.
-    fn serve_udp_blocking(&self, socket: &std::net::UdpSocket) {
-        use std::io::IoSliceMut;
-        use std::os::fd::AsRawFd;
+    /// Serves `sockets[own]`: receives up to [`UDP_BATCH`] queries per system call (recvmmsg)
+    /// and sends their answers in one call (sendmmsg). While queries keep coming, the thread
+    /// polls; when its own socket is empty it serves its siblings' queues before giving up the
+    /// core, so that threads sharing a core (a server confined to fewer cores than it has
+    /// threads) hand queries over without a context switch per batch.
+    ///
+    /// On a socket bound to a wildcard address, each answer leaves from the address its query
+    /// came to: on a host with several addresses (an anycast one among them), the kernel would
+    /// otherwise pick the source by route, and clients drop answers from an address they did
+    /// not ask.
+    fn serve_udp_blocking(&self, sockets: &[std::net::UdpSocket], own: usize) {
+        use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage};
 
-        use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
-
-        let fd = socket.as_raw_fd();
-        let control = match wildcard_control(socket) {
+        let control = match wildcard_control(&sockets[own]) {
             Ok(control) => control,
             Err(e) => {
                 tracing::error!("DNS UDP: cannot learn the addresses queries come to: {e}");
                 return;
             }
         };
-        let sourced = control.is_some();
-        let mut bufs = vec![[0u8; UDP_QUERY_MAX]; UDP_BATCH];
-        let mut recv_headers =
-            MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, control.clone());
+        let mut receiver = Receiver {
+            bufs: vec![[0u8; UDP_QUERY_MAX]; UDP_BATCH],
+            headers: MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, control.clone()),
+            control: control.clone(),
+            received: Vec::with_capacity(UDP_BATCH),
+        };
         let mut senders = Senders {
             plain: MultiHeaders::preallocate(UDP_BATCH, None),
-            sourced: MultiHeaders::preallocate(UDP_BATCH, control.clone()),
+            sourced: MultiHeaders::preallocate(UDP_BATCH, control),
         };
-        // (buffer, length, client, local address) of each query received.
-        let mut received: Vec<(usize, usize, SockaddrStorage, Local)> =
-            Vec::with_capacity(UDP_BATCH);
+        let mut answers = Vec::with_capacity(UDP_BATCH);
         // Empty polls left before the next receive blocks: while queries keep coming, the
         // thread polls (yielding the core between polls) instead of sleeping and being woken
         // for each batch.
         let mut polls = 0u32;
         loop {
-            received.clear();
-            let mut lost_control = false;
-            {
-                let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
-                    .iter_mut()
-                    .map(|b| [IoSliceMut::new(&mut b[..])])
-                    .collect();
-                let flags = if polls > 0 {
-                    MsgFlags::MSG_DONTWAIT
-                } else {
-                    MsgFlags::MSG_WAITFORONE
-                };
-                match recvmmsg(fd, &mut recv_headers, iovs.iter_mut(), flags, None) {
-                    Ok(messages) => {
-                        for (i, m) in messages.enumerate() {
-                            let Some(addr) = m.address else { continue };
-                            let local = if sourced {
-                                match local_address(&m) {
-                                    Some(local) => local,
-                                    None => {
-                                        lost_control = true;
-                                        continue;
-                                    }
-                                }
-                            } else {
-                                Local::Bound
-                            };
-                            received.push((i, m.bytes, addr, local));
+            let mut from = None;
+            if polls == 0 {
+                match receiver.receive(&sockets[own], MsgFlags::MSG_WAITFORONE) {
+                    Ok(()) => from = Some(own),
+                    Err(e) => tracing::debug!("DNS UDP receive: {e}"),
+                }
+            } else {
+                for k in 0..sockets.len() {
+                    let i = (own + k) % sockets.len();
+                    match receiver.receive(&sockets[i], MsgFlags::MSG_DONTWAIT) {
+                        Ok(()) => {
+                            from = Some(i);
+                            break;
                         }
-                    }
-                    Err(nix::errno::Errno::EAGAIN) => {
-                        polls = polls.saturating_sub(1);
-                        std::thread::yield_now();
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::debug!("DNS UDP receive: {e}");
-                        polls = polls.saturating_sub(1);
-                        continue;
+                        Err(nix::errno::Errno::EAGAIN) => {}
+                        Err(e) => tracing::debug!("DNS UDP receive: {e}"),
                     }
                 }
             }
-            if lost_control {
-                // The kernel shrinks a header's control length to what it wrote; one that came
-                // without the local address would keep its slot from receiving one again.
-                recv_headers = MultiHeaders::preallocate(UDP_BATCH, control.clone());
-            }
-            polls = if received.is_empty() { 0 } else { UDP_POLLS };
+            let Some(from) = from else {
+                polls = polls.saturating_sub(1);
+                std::thread::yield_now();
+                continue;
+            };
+            polls = if receiver.received.is_empty() {
+                0
+            } else {
+                UDP_POLLS
+            };
             let index = self.index.load();
-            let mut answers = Vec::with_capacity(received.len());
-            for &(i, n, addr, local) in &received {
+            answers.clear();
+            for &(i, n, addr, local) in &receiver.received {
                 let peer = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
                     (Some(v4), _) => SocketAddr::from(std::net::SocketAddrV4::from(*v4)),
                     (_, Some(v6)) => SocketAddr::from(std::net::SocketAddrV6::from(*v6)),
                     _ => continue,
                 };
-                if let Some(out) = self.udp_response(&index, &bufs[i][..n.min(UDP_QUERY_MAX)], peer)
-                {
+                let query = &receiver.bufs[i][..n.min(UDP_QUERY_MAX)];
+                if let Some(out) = self.udp_response(&index, query, peer) {
                     answers.push((out, addr, local));
                 }
             }
-            senders.send(fd, &answers);
+            senders.send(&sockets[from], &answers);
         }
     }
 
@@ -627,6 +611,65 @@ fn local_address<S>(message: &nix::sys::socket::RecvMsg<'_, '_, S>) -> Option<Lo
     None
 }
 
+/// Buffers and message headers for recvmmsg, and what the last call received.
+struct Receiver {
+    bufs: Vec<[u8; UDP_QUERY_MAX]>,
+    headers: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    /// The control buffer for a wildcard socket's local addresses (`None`: bound to one).
+    control: Option<Vec<u8>>,
+    /// (buffer, length, client, local address) of each query received.
+    received: Vec<(usize, usize, nix::sys::socket::SockaddrStorage, Local)>,
+}
+
+impl Receiver {
+    fn receive(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        flags: nix::sys::socket::MsgFlags,
+    ) -> nix::Result<()> {
+        use std::io::IoSliceMut;
+
+        self.received.clear();
+        let mut lost_control = false;
+        {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+                .bufs
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            let messages = nix::sys::socket::recvmmsg(
+                std::os::fd::AsRawFd::as_raw_fd(socket),
+                &mut self.headers,
+                iovs.iter_mut(),
+                flags,
+                None,
+            )?;
+            for (i, m) in messages.enumerate() {
+                let Some(addr) = m.address else { continue };
+                let local = if self.control.is_some() {
+                    match local_address(&m) {
+                        Some(local) => local,
+                        None => {
+                            lost_control = true;
+                            continue;
+                        }
+                    }
+                } else {
+                    Local::Bound
+                };
+                self.received.push((i, m.bytes, addr, local));
+            }
+        }
+        if lost_control {
+            // The kernel shrinks a header's control length to what it wrote; one that came
+            // without the local address would keep its slot from receiving one again.
+            self.headers =
+                nix::sys::socket::MultiHeaders::preallocate(UDP_BATCH, self.control.clone());
+        }
+        Ok(())
+    }
+}
+
 /// Message headers for sendmmsg: without control data, and with room for one source address.
 struct Senders {
     plain: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
@@ -638,13 +681,14 @@ impl Senders {
     /// the socket takes them all).
     fn send(
         &mut self,
-        fd: std::os::fd::RawFd,
+        socket: &std::net::UdpSocket,
         answers: &[(Vec<u8>, nix::sys::socket::SockaddrStorage, Local)],
     ) {
         use std::io::IoSlice;
 
         use nix::sys::socket::{ControlMessage, MsgFlags, sendmmsg};
 
+        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
         let mut sent = 0;
         while sent < answers.len() {
             let local = answers[sent].2;
