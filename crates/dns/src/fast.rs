@@ -68,7 +68,8 @@ impl<'a> PlainQuery<'a> {
                 return None;
             }
             i += 1 + len;
-            if i - 12 > 255 {
+            // A name is at most 255 bytes, its root label included.
+            if i - 12 > 254 {
                 return None;
             }
         }
@@ -110,14 +111,39 @@ impl<'a> PlainQuery<'a> {
     }
 
     /// The cache key: lowercase name, type, EDNS or not, and the size limit the response was
-    /// fitted to (a response shortened for 512 bytes must not serve a 1232-byte query).
-    fn key(&self, limit: usize) -> Box<[u8]> {
+    /// fitted to (a response shortened for 512 bytes must not serve a 1232-byte query). Built
+    /// on the stack: looking up takes no allocation.
+    fn key(&self, limit: usize) -> Key {
         let end = 12 + self.qname.len() + 2;
-        let mut key = Vec::with_capacity(self.qname.len() + 7);
-        key.extend(self.packet[12..end].iter().map(u8::to_ascii_lowercase));
-        key.push(u8::from(self.edns.is_some()));
-        key.extend_from_slice(&(limit as u32).to_be_bytes());
-        key.into_boxed_slice()
+        let mut key = Key {
+            bytes: [0; KEY_MAX],
+            len: 0,
+        };
+        let mut put = |b: u8| {
+            key.bytes[key.len] = b;
+            key.len += 1;
+        };
+        self.packet[12..end]
+            .iter()
+            .for_each(|b| put(b.to_ascii_lowercase()));
+        put(u8::from(self.edns.is_some()));
+        (limit as u32).to_be_bytes().into_iter().for_each(put);
+        key
+    }
+}
+
+/// The longest key: a 255-byte name, the type, the EDNS flag and the limit.
+const KEY_MAX: usize = 255 + 2 + 1 + 4;
+
+struct Key {
+    bytes: [u8; KEY_MAX],
+    len: usize,
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -158,7 +184,7 @@ impl ResponseCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .map
-            .get(&key)
+            .get(&*key)
             .cloned()?;
         let mut out = cached.to_vec();
         out[..2].copy_from_slice(&query.packet[..2]);
@@ -204,7 +230,10 @@ impl ResponseCache {
         {
             return;
         }
-        if let Some((_, old)) = shard.map.insert(key, (Arc::from(response), kind)) {
+        if let Some((_, old)) = shard
+            .map
+            .insert(Box::from(&*key), (Arc::from(response), kind))
+        {
             shard.made_up -= usize::from(!old.is_data());
         }
         shard.made_up += usize::from(made_up);
@@ -256,6 +285,23 @@ mod tests {
         chaos[n - 1] = 3;
         assert!(PlainQuery::parse(&chaos).is_none());
         assert!(PlainQuery::parse(&query(1, &[b'a'; 64], None)).is_none());
+    }
+
+    #[test]
+    fn names_up_to_the_longest_have_keys() {
+        let cache = ResponseCache::default();
+        // Three labels of 63 bytes and one of `last`: 255 bytes in all when `last` is 61.
+        for last in [60usize, 61, 62] {
+            let mut name = vec![[b'a'; 63].as_slice(); 3].join(&b'.');
+            name.push(b'.');
+            name.extend(std::iter::repeat_n(b'b', last));
+            let packet = query(1, &name, Some(false));
+            let parsed = PlainQuery::parse(&packet);
+            assert_eq!(parsed.is_some(), last <= 61, "last label {last}");
+            if let Some(q) = parsed {
+                assert!(cache.answer(&q, 1232).is_none());
+            }
+        }
     }
 
     #[test]
