@@ -292,7 +292,7 @@ mod tests {
         let cache = ResponseCache::default();
         // Three labels of 63 bytes and one of `last`: 255 bytes in all when `last` is 61.
         for last in [60usize, 61, 62] {
-            let mut name = vec![[b'a'; 63].as_slice(); 3].join(&b'.');
+            let mut name = [[b'a'; 63].as_slice(); 3].join(&b'.');
             name.push(b'.');
             name.extend(std::iter::repeat_n(b'b', last));
             let packet = query(1, &name, Some(false));
