@@ -261,7 +261,7 @@ impl DnsIndex {
                 .is_some_and(|apex| apex.get(RecordType::CNAME).is_some());
             fresh.insert(z.zone.name.clone(), zone);
         }
-        let mut zones = flatten_apex_cnames(fresh, &reused, external, &mut warnings);
+        let mut zones = flatten_apex_cnames(fresh, &reused, external, previous, &mut warnings);
         zones.extend(reused);
         (
             Self {
@@ -333,6 +333,7 @@ fn flatten_apex_cnames(
     mut zones: HashMap<String, ZoneIndex>,
     others: &HashMap<String, Arc<ZoneIndex>>,
     external: Option<&crate::flatten::Flattener>,
+    previous: Option<&DnsIndex>,
     warnings: &mut Vec<String>,
 ) -> HashMap<String, Arc<ZoneIndex>> {
     let apexes: Vec<(String, String)> = zones
@@ -380,8 +381,82 @@ fn flatten_apex_cnames(
                 "zone {zone}: the apex CNAME's target is not resolved yet; the apex has no addresses until it is"
             )),
         }
+        let before = previous.and_then(|p| p.zones.get(&zone)).map(Arc::as_ref);
+        keep_serial_honest(z, before, unix_now(), warnings);
     }
     zones.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
+}
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// A flattened apex changes with data from elsewhere (another zone, a resolver), which the
+/// stored serial does not follow. Secondaries fetch a zone only when its serial grows (RFC
+/// 1996), so the served serial moves past the last one served whenever the data may differ
+/// from what was served under it: when the flattened addresses or the stored serial changed,
+/// and on the first build (a restart), when what was served before is unknown.
+fn keep_serial_honest(
+    z: &mut ZoneIndex,
+    before: Option<&ZoneIndex>,
+    now: u32,
+    warnings: &mut Vec<String>,
+) {
+    let addresses = |zone: &ZoneIndex| -> Vec<(RecordType, u32, Vec<Rdata>)> {
+        zone.node(&zone.origin)
+            .map(|apex| {
+                apex.rrsets
+                    .iter()
+                    .filter(|set| matches!(set.rtype, RecordType::A | RecordType::AAAA))
+                    .map(|set| (set.rtype, set.ttl, set.rdatas.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let stored = z.serial;
+    let stored_before = before
+        .and_then(|b| b.source.as_ref())
+        .map(|s| s.zone.serial);
+    let served = match before {
+        Some(b) if stored_before == Some(stored) && addresses(b) == addresses(z) => b.serial,
+        Some(b) => later_serial(stored, b.serial.wrapping_add(1)),
+        None => later_serial(stored, now),
+    };
+    if served == z.serial {
+        return;
+    }
+    let Some(source) = z.source.as_ref() else {
+        return;
+    };
+    let mut zone = source.zone.clone();
+    zone.serial = served;
+    let soa = match RData::try_from_str(RecordType::SOA, &soa_rdata(&zone)) {
+        Ok(soa) => Rdata::from(soa),
+        Err(e) => {
+            warnings.push(format!("zone {}: SOA: {e}", zone.name));
+            return;
+        }
+    };
+    let origin = z.origin.clone();
+    if let Some(set) = z
+        .nodes
+        .get_mut(&origin)
+        .and_then(|apex| apex.rrsets.iter_mut().find(|s| s.rtype == RecordType::SOA))
+    {
+        set.rdatas = vec![soa];
+        z.serial = served;
+    }
+}
+
+/// The later of two serials in serial-number arithmetic (RFC 1982).
+fn later_serial(a: u32, b: u32) -> u32 {
+    if b != a && b.wrapping_sub(a) < 1 << 31 {
+        b
+    } else {
+        a
+    }
 }
 
 fn fqdn(name: &str) -> Result<Name, String> {
