@@ -40,6 +40,22 @@ fn not_found(what: &str) -> ApiError {
     }
 }
 
+/// A signed request names its key, and the key is found by that name: two keys of one name
+/// would fail every transfer of one of their peers (BIND and Knot refuse such a configuration).
+async fn name_free(state: &ApiState, key: &TsigKey) -> Result<(), ApiError> {
+    let taken = all::<TsigKey>(state, TSIGS)
+        .await?
+        .iter()
+        .any(|other| other.id != key.id && other.name.eq_ignore_ascii_case(&key.name));
+    if taken {
+        return Err(ApiError::bad(
+            1061,
+            format!("a TSIG key named {} already exists", key.name),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn list_tsigs(
     State(state): State<Arc<ApiState>>,
     auth: Auth,
@@ -63,6 +79,7 @@ pub async fn create_tsig(
     check_account(&state, &auth, &account)?;
     let key = TsigKey::from_json(ids::new_id(), &parse_body(&body)?)
         .map_err(|e| ApiError::fields(1004, &e))?;
+    name_free(&state, &key).await?;
     put(&state, &tsig_key(&key.id), 0, &key).await?;
     Ok(ok(key.to_api_json()))
 }
@@ -91,6 +108,7 @@ pub async fn update_tsig(
         .ok_or_else(|| not_found("TSIG key"))?;
     let key = TsigKey::from_json(id.clone(), &parse_body(&body)?)
         .map_err(|e| ApiError::fields(1004, &e))?;
+    name_free(&state, &key).await?;
     put(&state, &tsig_key(&id), rev, &key).await?;
     Ok(ok(key.to_api_json()))
 }

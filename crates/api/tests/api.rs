@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use common::{ADMIN, Api, codes};
+use common::{ACCOUNT, ADMIN, Api, codes};
 
 impl Api {
     async fn record(&self, zone: &str, body: Value) -> Value {
@@ -1152,4 +1152,28 @@ async fn a_zone_made_again_under_a_deleted_ones_name_starts_above_its_serial() {
     let (_, after) = api.call("GET", &format!("/zones/{again}"), None).await;
     assert!(last.is_some(), "{before}");
     assert!(serial(&after) > last, "{before}\n{after}");
+}
+
+#[tokio::test]
+async fn two_tsig_keys_cannot_share_a_name() {
+    let api = Api::new();
+    let path = format!("/accounts/{ACCOUNT}/secondary_dns/tsigs");
+    let key = |name: &str| json!({"name": name, "algo": "hmac-sha256.", "secret": "c2VjcmV0LXNlY3JldC1zZWNyZXQ="});
+    let first = api.ok("POST", &path, Some(key("xfr."))).await;
+    let other = api.ok("POST", &path, Some(key("other."))).await;
+    let (status, v) = api.call("POST", &path, Some(key("XFR."))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["errors"][0]["code"], 1061, "{v}");
+    // Renamed onto another key's name: refused, and the stored key is kept.
+    let other_path = format!("{path}/{}", other["id"].as_str().expect("id"));
+    let (status, v) = api.call("PUT", &other_path, Some(key("xfr."))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(api.ok("GET", &other_path, None).await["name"], "other");
+    // A key keeps its own name when updated.
+    let first_path = format!("{path}/{}", first["id"].as_str().expect("id"));
+    api.ok("PUT", &first_path, Some(key("xfr."))).await;
+    assert_eq!(
+        api.ok("GET", &path, None).await.as_array().map(Vec::len),
+        Some(2)
+    );
 }
