@@ -384,12 +384,19 @@ fn encode_messages(
     Ok(messages)
 }
 
-/// Whether a query is a zone transfer request.
+/// Whether a query is a well-formed zone transfer request: a query (not a response), opcode
+/// QUERY, one IN question of type AXFR or IXFR (RFC 5936 §2.1). Any other message, a transfer
+/// type among them, is the answer engine's, which gives it its error (FORMERR, NOTIMP,
+/// REFUSED).
 pub fn is_transfer(packet: &[u8]) -> bool {
-    Message::from_vec(packet)
-        .ok()
-        .and_then(|m| m.queries.first().map(Query::query_type))
-        .is_some_and(|t| matches!(t, RecordType::AXFR | RecordType::IXFR))
+    let Ok(m) = Message::from_vec(packet) else {
+        return false;
+    };
+    m.metadata.message_type == MessageType::Query
+        && m.metadata.op_code == OpCode::Query
+        && matches!(m.queries.as_slice(), [q]
+            if q.query_class() == DNSClass::IN
+                && matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR))
 }
 
 /// Tells every peer of every zone whose serial or peers changed between two indexes (RFC
@@ -501,6 +508,41 @@ mod tests {
     use hickory_proto::rr::rdata::{A, TXT};
 
     use super::*;
+
+    /// An AXFR request for `notify.test`, with `questions` copies of the question.
+    fn axfr(flags: u8, questions: u8, class: u16) -> Vec<u8> {
+        let mut p = vec![0x12, 0x34, flags, 0, 0, questions, 0, 0, 0, 0, 0, 0];
+        for _ in 0..questions {
+            p.extend_from_slice(b"\x06notify\x04test\x00\x00\xfc");
+            p.extend_from_slice(&class.to_be_bytes());
+        }
+        p
+    }
+
+    #[test]
+    fn only_a_well_formed_transfer_request_is_a_transfer() {
+        use crate::engine::{Limits, Transport, answer_query};
+        assert!(is_transfer(&axfr(0, 1, 1)));
+        let index = DnsIndex::default();
+        let limits = Limits {
+            max_udp_payload: 1232,
+        };
+        let rcode = |p: &[u8]| {
+            answer_query(&index, p, Transport::Tcp, limits, None).map(|a| a.bytes[3] & 0x0f)
+        };
+        // Two questions, or a response: dropped, as Knot drops them.
+        for p in [axfr(0, 2, 1), axfr(0x80, 1, 1)] {
+            assert!(!is_transfer(&p));
+            assert_eq!(rcode(&p), None);
+        }
+        // Another opcode: NOTIMP. Another class: REFUSED.
+        let notify_opcode = axfr(4 << 3, 1, 1);
+        assert!(!is_transfer(&notify_opcode));
+        assert_eq!(rcode(&notify_opcode), Some(4));
+        let chaos = axfr(0, 1, 3);
+        assert!(!is_transfer(&chaos));
+        assert_eq!(rcode(&chaos), Some(5));
+    }
 
     #[tokio::test]
     async fn a_notify_the_peer_refuses_is_not_taken_for_acknowledged() {
