@@ -417,10 +417,7 @@ pub fn notify_changes(old: &DnsIndex, new: &DnsIndex, from: &[std::net::IpAddr])
         for peer in &zone.transfer_peers {
             let zone = Arc::clone(zone);
             let peer = peer.clone();
-            let source = from
-                .iter()
-                .copied()
-                .find(|ip| ip.is_ipv4() == peer.addr.is_ipv4() && !ip.is_unspecified());
+            let source = notify_source(from, peer.addr.ip());
             tokio::spawn(async move {
                 if let Err(e) = notify(&zone, peer.addr, peer.tsig.as_ref(), source).await {
                     tracing::warn!(zone = %zone.origin, peer = %peer.addr, "NOTIFY failed: {e}");
@@ -428,6 +425,17 @@ pub fn notify_changes(old: &DnsIndex, new: &DnsIndex, from: &[std::net::IpAddr])
             });
         }
     }
+}
+
+/// The address a NOTIFY to `peer` leaves from: the first of `from` of the peer's family, but a
+/// loopback address only for a peer on loopback (the system refuses to send from one to
+/// anywhere else); `None` lets the system pick.
+fn notify_source(from: &[std::net::IpAddr], peer: std::net::IpAddr) -> Option<std::net::IpAddr> {
+    from.iter().copied().find(|ip| {
+        ip.is_ipv4() == peer.is_ipv4()
+            && !ip.is_unspecified()
+            && (!ip.is_loopback() || peer.is_loopback())
+    })
 }
 
 async fn notify(
@@ -517,6 +525,20 @@ mod tests {
             p.extend_from_slice(&class.to_be_bytes());
         }
         p
+    }
+
+    #[test]
+    fn notifies_leave_from_a_listen_address_that_can_reach_the_peer() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
+        let from = [ip("127.0.0.1"), ip("0.0.0.0"), ip("203.0.113.5"), ip("::1")];
+        assert_eq!(
+            notify_source(&from, ip("192.0.2.53")),
+            Some(ip("203.0.113.5"))
+        );
+        assert_eq!(notify_source(&from, ip("127.0.0.9")), Some(ip("127.0.0.1")));
+        assert_eq!(notify_source(&from, ip("::1")), Some(ip("::1")));
+        assert_eq!(notify_source(&from, ip("2001:db8::53")), None);
+        assert_eq!(notify_source(&from[..2], ip("192.0.2.53")), None);
     }
 
     #[test]
