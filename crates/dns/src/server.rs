@@ -111,7 +111,11 @@ fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let _ = socket.set_recv_buffer_size(4 << 20);
     let _ = socket.set_send_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
-    Ok(socket.into())
+    let socket: std::net::UdpSocket = socket.into();
+    // Before any query arrives: a query queued before the kernel was asked for its local
+    // address comes without one.
+    wildcard_control(&socket)?;
+    Ok(socket)
 }
 
 /// Rebuilds the DNS index for every published snapshot, forever; journals each zone's changes
@@ -156,11 +160,18 @@ pub async fn follow_snapshots(
                     );
                     let built = Arc::new(built);
                     let old = index.swap(Arc::clone(&built));
-                    journal.record(&old, &built);
-                    notify_changes(&old, &built, &notify_from);
-                    // The old index (and its share of the old snapshot) is freed off the
-                    // runtime too.
-                    tokio::task::spawn_blocking(move || drop(old));
+                    // Journaling compares the zones that changed, record by record, and the
+                    // old index (with its share of the old snapshot) is freed: off the
+                    // runtime's threads too. Awaited, so that changes are journaled in order.
+                    let (journal, notify_from) = (Arc::clone(&journal), notify_from.clone());
+                    let journaled = tokio::task::spawn_blocking(move || {
+                        journal.record(&old, &built);
+                        notify_changes(&old, &built, &notify_from);
+                    })
+                    .await;
+                    if let Err(e) = journaled {
+                        tracing::error!("DNS journal: {e}");
+                    }
                 }
                 // The index served stays.
                 Err(e) => tracing::error!("DNS index build failed: {e}"),
@@ -283,12 +294,19 @@ impl DnsServer {
     /// Serves already-bound UDP sockets (the `SO_REUSEPORT` group of one address), one thread
     /// each.
     pub fn spawn_udp(self: &Arc<Self>, sockets: Vec<std::net::UdpSocket>) -> std::io::Result<()> {
+        // Every socket of the group is set before any thread serves: a thread also serves its
+        // siblings' queues.
+        let mut control = None;
+        for socket in &sockets {
+            control = wildcard_control(socket).map_err(std::io::Error::from)?;
+        }
         let sockets = Arc::new(sockets);
         for i in 0..sockets.len() {
-            let (server, sockets) = (Arc::clone(self), Arc::clone(&sockets));
+            let (server, sockets, control) =
+                (Arc::clone(self), Arc::clone(&sockets), control.clone());
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || server.serve_udp_blocking(&sockets, i))?;
+                .spawn(move || server.serve_udp_blocking(&sockets, i, control))?;
         }
         Ok(())
     }
@@ -328,16 +346,16 @@ impl DnsServer {
     /// came to: on a host with several addresses (an anycast one among them), the kernel would
     /// otherwise pick the source by route, and clients drop answers from an address they did
     /// not ask.
-    fn serve_udp_blocking(&self, sockets: &[std::net::UdpSocket], own: usize) {
+    ///
+    /// `control` is the control buffer [`wildcard_control`] gave for the group.
+    fn serve_udp_blocking(
+        &self,
+        sockets: &[std::net::UdpSocket],
+        own: usize,
+        control: Option<Vec<u8>>,
+    ) {
         use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage};
 
-        let control = match wildcard_control(&sockets[own]) {
-            Ok(control) => control,
-            Err(e) => {
-                tracing::error!("DNS UDP: cannot learn the addresses queries come to: {e}");
-                return;
-            }
-        };
         let mut receiver = Receiver {
             bufs: vec![[0u8; UDP_QUERY_MAX]; UDP_BATCH],
             headers: MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, control.clone()),
@@ -570,7 +588,8 @@ enum Local {
 }
 
 /// On a socket bound to a wildcard address: asks the kernel for each query's local address, and
-/// gives the control buffer that holds it. `None` for a socket bound to one address.
+/// gives the control buffer that holds it. `None` for a socket bound to one address. Asking
+/// twice is harmless.
 fn wildcard_control(socket: &std::net::UdpSocket) -> nix::Result<Option<Vec<u8>>> {
     use nix::sys::socket::{setsockopt, sockopt};
     let local = socket
@@ -595,7 +614,12 @@ fn local_address<S>(message: &nix::sys::socket::RecvMsg<'_, '_, S>) -> Option<Lo
         match c {
             ControlMessageOwned::Ipv4PacketInfo(info) => {
                 let ip = std::net::Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
-                return Some(Local::V4(ip));
+                // None known: the kernel picks, as for a bound socket.
+                return Some(if ip.is_unspecified() {
+                    Local::Bound
+                } else {
+                    Local::V4(ip)
+                });
             }
             ControlMessageOwned::Ipv6PacketInfo(info) => {
                 let ip = std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr);
