@@ -288,6 +288,11 @@ fn answer(
         );
     } else if path.contains("nostore") {
         headers.push_str("Cache-Control: no-store\r\n");
+    } else if path.contains("twoprivate") {
+        // Private in one field; a later field names one private field only.
+        headers.push_str(
+            "Cache-Control: private, max-age=600\r\nCache-Control: private=\"X-Debug\"\r\n",
+        );
     } else if path.contains("fieldprivate") {
         // Shareable, except one field (RFC 9111 §5.2.2.7).
         headers.push_str(&format!(
@@ -454,6 +459,7 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
         ("/page.html", "DYNAMIC"),
         ("/nostore.css", "BYPASS"),
         ("/private.png", "BYPASS"),
+        ("/twoprivate.png", "BYPASS"),
         ("/cookie.png", "BYPASS"),
         ("/cdnprivate.png", "BYPASS"),
         ("/visitorip.png", "BYPASS"),

@@ -167,6 +167,15 @@ pub fn says_no_cache(headers: &HeaderMap) -> bool {
     unqualified_no_cache(&directives(headers, "cache-control"))
 }
 
+/// Whether the response says `private` without field names, in any of its `Cache-Control`
+/// fields: a shared cache must not store it (RFC 9111 §5.2.2.7), whatever else a later
+/// `private="…"` says.
+pub fn says_private(headers: &HeaderMap) -> bool {
+    directives(headers, "cache-control")
+        .iter()
+        .any(|(n, v)| n == "private" && v.is_none())
+}
+
 fn unqualified_no_cache(cc: &[Directive]) -> bool {
     cc.iter().any(|(n, v)| n == "no-cache" && v.is_none())
 }

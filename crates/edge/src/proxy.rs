@@ -2324,6 +2324,11 @@ pub(crate) fn cacheability(
     if says_no_store(&resp.headers) {
         return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     }
+    // The engine's reading keeps one value per directive: `private="X"` after `private`
+    // would hide the bare one.
+    if freshness::says_private(&resp.headers) {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
     let cc = CacheControl::from_resp_headers(resp);
     let fresh = pingora::cache::filters::calculate_fresh_until(
         std::time::SystemTime::now(),
