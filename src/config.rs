@@ -91,6 +91,9 @@ pub struct Config {
     pub edge_max_body_bytes: u64,
     /// Edge: open connections allowed per client address (IPv6: per /64); 0: no limit.
     pub edge_max_connections_per_ip: u32,
+    /// Edge: networks no origin may be in, whatever records, origin rules or resolvers say
+    /// (error 1002); the edge's own addresses are refused too (error 1000).
+    pub origin_denied_networks: Vec<parapet_edge::route::Network>,
     /// Edge: worker threads, each with its own sockets, connections and origin pools (as
     /// nginx's `worker_processes`); `None`: one per core.
     pub edge_workers: Option<usize>,
@@ -155,6 +158,7 @@ impl Default for Config {
             edge_read_timeout: Duration::from_secs(100),
             edge_max_body_bytes: 100_000_000,
             edge_max_connections_per_ip: 1024,
+            origin_denied_networks: parapet_edge::route::OriginPolicy::default().denied,
             edge_workers: None,
             cache_memory_bytes: 256 * 1024 * 1024,
             cache_disk_bytes: 10 * 1024 * 1024 * 1024,
@@ -199,6 +203,7 @@ const KEYS: &[&str] = &[
     "edge_read_timeout",
     "edge_max_body_bytes",
     "edge_max_connections_per_ip",
+    "origin_denied_networks",
     "edge_workers",
     "cache_memory_bytes",
     "cache_disk_bytes",
@@ -471,6 +476,19 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                     _ => errors.push(want("a number of connections (0: no limit)")),
                 }
             }
+            "origin_denied_networks" => match list() {
+                Some(items) => {
+                    let mut networks = Vec::new();
+                    for item in items {
+                        match item.parse() {
+                            Ok(n) => networks.push(n),
+                            Err(e) => errors.push(format!("{key}: {e}")),
+                        }
+                    }
+                    c.origin_denied_networks = networks;
+                }
+                None => errors.push(want("a list of networks such as [\"10.0.0.0/8\"]")),
+            },
             "origin_ca_file" | "origin_pull_certificate" | "origin_pull_key" => match string() {
                 Some(s) if !s.is_empty() => {
                     let path = Some(PathBuf::from(s));

@@ -313,6 +313,12 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
             proxy.http_port = port;
         }
         proxy.resolver = Some(Arc::clone(&resolver));
+        proxy.origin_policy = Arc::new(parapet_edge::route::OriginPolicy {
+            own: (config.edge_ipv4.iter().copied().map(std::net::IpAddr::from))
+                .chain(config.edge_ipv6.iter().copied().map(std::net::IpAddr::from))
+                .collect(),
+            denied: config.origin_denied_networks.clone(),
+        });
         let edge_metrics = Arc::clone(&proxy.metrics);
         metrics.push(Arc::new({
             let m = Arc::clone(&edge_metrics);

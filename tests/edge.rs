@@ -1139,3 +1139,75 @@ fn access_log_lines_are_bare_json_one_per_request_on_every_path() {
         "{counted}"
     );
 }
+
+#[test]
+fn origins_at_the_edges_own_or_a_denied_address_are_refused() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    // Denied here: 127.0.0.3 to 127.0.0.5 (on loopback, so that a regression reaches nothing
+    // but this machine; the default list is checked without a network). An outside provider
+    // resolves a name into them.
+    let provider = parapet_testkit::Knot::start(
+        "rebind.test",
+        "$ORIGIN rebind.test.\n$TTL 300\n@ SOA ns h 1 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\nmeta A 127.0.0.5\n",
+    );
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args([
+                "--activation",
+                "auto",
+                "--http-listen",
+                &format!("127.0.0.1:{port}"),
+                "--edge-ipv4",
+                "127.0.0.9",
+                "--resolver",
+                &provider.addr.to_string(),
+            ])
+            .config("origin_denied_networks = [\"127.0.0.3\", \"127.0.0.4/31\"]\n"),
+    );
+    let zone = node.create_zone("guard.test");
+    node.proxied_a(&zone, "meta", "127.0.0.4");
+    node.proxied_a(&zone, "self", "127.0.0.9");
+    node.proxied_a(&zone, "mixed", "127.0.0.3");
+    node.proxied_a(&zone, "mixed", "127.0.0.2");
+    node.proxied_a(&zone, "ruled", "127.0.0.2");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "CNAME", "name": "rebound", "content": "meta.rebind.test", "proxied": true})),
+    );
+    node.ok(
+        "PUT",
+        &format!("/zones/{zone}/rulesets/phases/http_request_origin/entrypoint"),
+        Some(json!({"rules": [{
+            "expression": "http.host eq \"ruled.guard.test\"",
+            "action": "route",
+            "action_parameters": {"origin": {"host": "127.0.0.3"}}
+        }]})),
+    );
+    parapet_testkit::eventually(Duration::from_secs(10), "the zone routed", || {
+        curl(port, "mixed.guard.test", &[]).0 == 200
+    });
+    // Denied addresses are skipped: every request reaches the allowed one.
+    for _ in 0..6 {
+        assert_eq!(curl(port, "mixed.guard.test", &[]).0, 200);
+    }
+    for (host, code) in [
+        ("meta.guard.test", "1002"),
+        ("self.guard.test", "1000"),
+        ("ruled.guard.test", "1002"),
+        ("rebound.guard.test", "1002"),
+    ] {
+        let (status, head, body) = curl(port, host, &[]);
+        assert_eq!(status, 403, "{host}: {head}");
+        assert!(body.contains(&format!("Error {code}")), "{host}: {body}");
+        let (_, _, json) = curl(port, host, &["-H", "Accept: application/json"]);
+        let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(json["errors"][0]["code"].to_string(), code, "{host}");
+    }
+    let mut reached = 0;
+    while origin.try_recv().is_ok() {
+        reached += 1;
+    }
+    assert_eq!(reached, 7, "only the allowed address was asked");
+}

@@ -14,6 +14,10 @@ pub enum EdgeError {
     ZoneNotActive,
     #[error("the origin's name does not resolve")]
     OriginDns,
+    #[error("the origin's address is this edge's own")]
+    OriginIsEdge,
+    #[error("the origin's address is in a network the edge does not connect to")]
+    OriginProhibited,
     #[error("the request has already passed through this edge")]
     Loop,
     #[error("the origin refused the connection")]
@@ -40,6 +44,8 @@ impl EdgeError {
             Self::DirectIp => 1003,
             Self::NotProxied | Self::ZoneNotActive => 1018,
             Self::OriginDns => 1016,
+            Self::OriginIsEdge => 1000,
+            Self::OriginProhibited => 1002,
             Self::Loop => 1019,
             Self::OriginRefused => 521,
             Self::ConnectTimeout => 522,
@@ -56,7 +62,7 @@ impl EdgeError {
         match self {
             Self::UnknownHost | Self::NotProxied | Self::ZoneNotActive | Self::OriginDns => 530,
             Self::Loop => 508,
-            Self::DirectIp => 403,
+            Self::DirectIp | Self::OriginIsEdge | Self::OriginProhibited => 403,
             other => other.code(),
         }
     }
@@ -68,6 +74,8 @@ impl EdgeError {
             Self::NotProxied => "Host not configured to serve web traffic",
             Self::ZoneNotActive => "This site is not active on Parapet yet",
             Self::OriginDns => "Origin DNS error",
+            Self::OriginIsEdge => "DNS points to prohibited IP",
+            Self::OriginProhibited => "DNS points to local or disallowed IP",
             Self::Loop => "Loop detected",
             Self::OriginRefused => "Web server is down",
             Self::ConnectTimeout => "Connection timed out",

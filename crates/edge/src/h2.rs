@@ -351,7 +351,7 @@ impl EdgeProxy {
             .and_then(|a| a.as_inet())
             .map_or(80, std::net::SocketAddr::port);
         let snapshot = self.published.load();
-        let origin = route(&snapshot, Some(host), req.uri.path()).ok()?;
+        let origin = route(&snapshot, &self.origin_policy, Some(host), req.uri.path()).ok()?;
         if origin.addrs.is_empty() || redirects(&origin.edge.settings, https) {
             return None;
         }

@@ -346,7 +346,7 @@ impl EdgeProxy {
             return None;
         }
         let snapshot = self.published.load();
-        let origin = route(&snapshot, Some(request.host), path).ok()?;
+        let origin = route(&snapshot, &self.origin_policy, Some(request.host), path).ok()?;
         let settings = origin.edge.settings;
         if origin.addrs.is_empty() || redirects(&settings, conn.https) {
             return None;

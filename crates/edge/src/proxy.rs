@@ -41,6 +41,8 @@ pub struct EdgeProxy {
     pub published: Arc<Published>,
     /// Resolves origin names outside Parapet's zones (shared with the DNS server's flattening).
     pub resolver: Option<Arc<parapet_dns::Flattener>>,
+    /// Origin addresses refused (the edge's own, and denied networks).
+    pub origin_policy: Arc<crate::route::OriginPolicy>,
     pub metrics: Arc<crate::EdgeMetrics>,
     /// Overrides for tests and operators: connect and read timeouts to origins.
     pub connect_timeout: Duration,
@@ -134,6 +136,7 @@ impl EdgeProxy {
         Self {
             published,
             resolver: None,
+            origin_policy: Arc::default(),
             metrics: Arc::default(),
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: READ_TIMEOUT,
@@ -1042,7 +1045,12 @@ impl ProxyHttp for EdgeProxy {
             }
             return Ok(true);
         }
-        match route(&snapshot, request_host(session).as_deref(), &path) {
+        match route(
+            &snapshot,
+            &self.origin_policy,
+            request_host(session).as_deref(),
+            &path,
+        ) {
             Ok(mut origin) => {
                 if origin.addrs.is_empty() {
                     // Only names outside Parapet: ask the resolver (cached by TTL).
@@ -1056,12 +1064,21 @@ impl ProxyHttp for EdgeProxy {
                             addrs.extend(answer.v6.iter().copied().map(std::net::IpAddr::from));
                         }
                     }
-                    origin.addrs = addrs.into();
-                    if origin.addrs.is_empty() {
-                        // Routed: counted and logged under its zone.
-                        ctx.origin = Some(origin);
-                        respond_with(session, ctx, EdgeError::OriginDns).await;
-                        return Ok(true);
+                    // What the resolver says is checked as records are: an outside name may
+                    // resolve to anything.
+                    let checked = if addrs.is_empty() {
+                        Err(EdgeError::OriginDns)
+                    } else {
+                        self.origin_policy.allowed(addrs.into())
+                    };
+                    match checked {
+                        Ok(addrs) => origin.addrs = addrs,
+                        Err(refused) => {
+                            // Routed: counted and logged under its zone.
+                            ctx.origin = Some(origin);
+                            respond_with(session, ctx, refused).await;
+                            return Ok(true);
+                        }
                     }
                 }
                 let https = is_https(session);

@@ -1,5 +1,6 @@
-//! Host → origin: which proxied record of which active zone a request is for, and where its
-//! origin is. No IO: everything comes from the snapshot.
+//! Host → origin: which proxied record of which active zone a request is for, where its
+//! origin is, and which origin addresses the edge refuses to reach. No IO: everything comes
+//! from the snapshot.
 
 use std::net::IpAddr;
 
@@ -34,6 +35,132 @@ pub struct Origin {
     pub edge: Arc<ZoneEdge>,
     /// The request path as rules see it ([`parapet_model::expr::normalize_path`]).
     pub rule_path: String,
+}
+
+/// An IP network: an address and how many of its leading bits count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    /// `192.0.2.0/24`, `2001:db8::/32`, or an address alone (all of its bits).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a network such as \"10.0.0.0/8\" or \"fc00::/7\"");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(bad)?,
+            Some(_) => return Err(bad()),
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Network {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn leading(a: u128, b: u128, bits: u32, prefix: u8) -> bool {
+            let shift = bits - u32::from(prefix);
+            shift >= bits || (a >> shift) == (b >> shift)
+        }
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => leading(
+                u128::from(u32::from(net)),
+                u128::from(u32::from(ip)),
+                32,
+                self.prefix,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                leading(u128::from(net), u128::from(ip), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Origin addresses the edge refuses to connect to, whatever a record, an origin rule or a
+/// resolver says: anyone who may edit a zone's records could otherwise make the edge fetch,
+/// for any visitor, from addresses only the edge's host can reach (a cloud's metadata service
+/// at 169.254.169.254), or send requests round to the edge itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPolicy {
+    /// The edge's own (anycast) addresses: Cloudflare's error 1000.
+    pub own: Vec<IpAddr>,
+    /// Networks no origin may be in: error 1002.
+    pub denied: Vec<Network>,
+}
+
+/// The networks refused by default: "this network", link-local (where clouds serve instance
+/// metadata and credentials), multicast, reserved and broadcast, and their IPv6 counterparts.
+/// Loopback and private networks are allowed: a self-hosted edge often has its origins on its
+/// own host or network (an operator hosting others' zones adds them).
+pub const DEFAULT_DENIED_ORIGINS: &[&str] = &[
+    "0.0.0.0/8",
+    "169.254.0.0/16",
+    "224.0.0.0/3",
+    "::/128",
+    "fe80::/10",
+    "ff00::/8",
+];
+
+impl Default for OriginPolicy {
+    fn default() -> Self {
+        Self {
+            own: Vec::new(),
+            denied: DEFAULT_DENIED_ORIGINS
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+        }
+    }
+}
+
+impl OriginPolicy {
+    /// Why `ip` may not be an origin, if it may not.
+    pub fn refusal(&self, ip: IpAddr) -> Option<EdgeError> {
+        let ip = ip.to_canonical();
+        if self.own.iter().any(|own| own.to_canonical() == ip) {
+            return Some(EdgeError::OriginIsEdge);
+        }
+        self.denied
+            .iter()
+            .any(|n| n.contains(ip))
+            .then_some(EdgeError::OriginProhibited)
+    }
+
+    /// `addrs` without the refused ones; `Err` with the first refusal when none is left.
+    pub fn allowed(&self, addrs: Arc<[IpAddr]>) -> Result<Arc<[IpAddr]>, EdgeError> {
+        let Some(first) = addrs.iter().find_map(|ip| self.refusal(*ip)) else {
+            return Ok(addrs);
+        };
+        let kept: Vec<IpAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|ip| self.refusal(*ip).is_none())
+            .collect();
+        if kept.is_empty() {
+            return Err(first);
+        }
+        Ok(kept.into())
+    }
 }
 
 /// The host name of a `Host` header or `:authority`: lowercase, no port, no trailing dot.
@@ -111,8 +238,12 @@ fn wildcard_records<'z>(
 fn follow_inside(snapshot: &Snapshot, name: &str) -> Inside {
     let mut name = name.to_ascii_lowercase();
     for _ in 0..8 {
-        // A name delegated away is answered by other servers: resolved as outside names are.
-        let Some(zone) = snapshot.zone_for(&name).filter(|z| !z.delegated(&name)) else {
+        // A name delegated away is answered by other servers, and a zone not active here
+        // (pending, moved) by the servers its delegation names: resolved as outside names are.
+        let Some(zone) = snapshot
+            .zone_for(&name)
+            .filter(|z| z.zone.status == parapet_model::ZoneStatus::Active && !z.delegated(&name))
+        else {
             return Inside::Outside(name);
         };
         let mut at: Vec<_> = zone.records_at(&name).collect();
@@ -137,6 +268,7 @@ fn follow_inside(snapshot: &Snapshot, name: &str) -> Inside {
 /// names outside Parapet's zones are left in `Origin::outside` for the caller to resolve.
 pub fn route(
     snapshot: &Snapshot,
+    policy: &OriginPolicy,
     host_header: Option<&str>,
     path: &str,
 ) -> Result<Origin, EdgeError> {
@@ -204,6 +336,12 @@ pub fn route(
             Arc::from(addrs)
         }
     };
+    let addrs = match policy.allowed(addrs) {
+        Ok(addrs) => addrs,
+        // Names outside remain to be resolved (and their addresses checked in turn).
+        Err(_) if !outside.is_empty() => Arc::from(Vec::new()),
+        Err(refused) => return Err(refused),
+    };
     if addrs.is_empty() && outside.is_empty() {
         return Err(EdgeError::OriginDns);
     }
@@ -223,6 +361,152 @@ pub fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A snapshot of `zones` (name, active or not), each with `records` (zone, JSON body).
+    fn snapshot_of(zones: &[(&str, bool)], records: &[(&str, serde_json::Value)]) -> Snapshot {
+        let mut entries = Vec::new();
+        for (name, active) in zones {
+            let mut z = parapet_model::Zone::new(
+                format!("id-{name}"),
+                (*name).to_owned(),
+                vec!["ns1.parapet.test".into()],
+                "a".into(),
+                String::new(),
+                1,
+            );
+            if *active {
+                z.status = parapet_model::ZoneStatus::Active;
+            }
+            entries.push((
+                format!("zones/id-{name}"),
+                serde_json::to_vec(&z).expect("zone"),
+            ));
+        }
+        for (i, (zone, body)) in records.iter().enumerate() {
+            let r = parapet_model::RecordDraft::from_json(zone, body)
+                .expect("record")
+                .into_record(format!("r{i}"), format!("id-{zone}").as_str(), "", "");
+            entries.push((
+                format!("records/id-{zone}/r{i}"),
+                serde_json::to_vec(&r).expect("record"),
+            ));
+        }
+        parapet_snapshot::compile_snapshot(
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            1,
+        )
+        .expect("compiles")
+    }
+
+    #[test]
+    fn a_cname_origin_into_a_zone_not_active_here_is_resolved_outside() {
+        let snapshot = snapshot_of(
+            &[
+                ("site.test", true),
+                ("backend.test", false),
+                ("live.test", true),
+            ],
+            &[
+                (
+                    "site.test",
+                    serde_json::json!({"type": "CNAME", "name": "www", "content": "app.backend.test", "proxied": true}),
+                ),
+                (
+                    "site.test",
+                    serde_json::json!({"type": "CNAME", "name": "api", "content": "app.live.test", "proxied": true}),
+                ),
+                (
+                    "backend.test",
+                    serde_json::json!({"type": "A", "name": "app", "content": "192.0.2.10"}),
+                ),
+                (
+                    "live.test",
+                    serde_json::json!({"type": "A", "name": "app", "content": "192.0.2.20"}),
+                ),
+            ],
+        );
+        let policy = OriginPolicy::default();
+        let www = route(&snapshot, &policy, Some("www.site.test"), "/").expect("routed");
+        assert!(www.addrs.is_empty(), "{:?}", www.addrs);
+        assert_eq!(www.outside, ["app.backend.test"]);
+        let api = route(&snapshot, &policy, Some("api.site.test"), "/").expect("routed");
+        assert_eq!(
+            api.addrs.as_ref(),
+            &["192.0.2.20".parse::<IpAddr>().expect("ip")]
+        );
+    }
+
+    #[test]
+    fn networks_parse_and_hold_their_addresses() {
+        let net = |s: &str| s.parse::<Network>().expect(s);
+        let ip = |s: &str| s.parse::<IpAddr>().expect(s);
+        assert!(net("10.0.0.0/8").contains(ip("10.255.0.1")));
+        assert!(!net("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(net("192.0.2.7").contains(ip("192.0.2.7")));
+        assert!(!net("192.0.2.7").contains(ip("192.0.2.6")));
+        assert!(net("0.0.0.0/0").contains(ip("203.0.113.1")));
+        assert!(!net("0.0.0.0/0").contains(ip("2001:db8::1")));
+        assert!(net("fe80::/10").contains(ip("febf::1")));
+        assert!(!net("fe80::/10").contains(ip("fec0::1")));
+        // An IPv4 address written as IPv6 is the IPv4 address.
+        assert!(net("169.254.0.0/16").contains(ip("::ffff:169.254.169.254")));
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "ten/8",
+            "",
+        ] {
+            assert!(bad.parse::<Network>().is_err(), "{bad}");
+        }
+        assert_eq!(net("fc00::/7").to_string(), "fc00::/7");
+    }
+
+    #[test]
+    fn the_default_policy_refuses_metadata_multicast_and_the_edge_itself() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect(s);
+        let mut policy = OriginPolicy::default();
+        policy.own.push(ip("192.0.2.1"));
+        for refused in [
+            "169.254.169.254",
+            "::ffff:169.254.169.254",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "fe80::1",
+            "ff02::1",
+        ] {
+            assert_eq!(
+                policy.refusal(ip(refused)),
+                Some(EdgeError::OriginProhibited),
+                "{refused}"
+            );
+        }
+        assert_eq!(
+            policy.refusal(ip("192.0.2.1")),
+            Some(EdgeError::OriginIsEdge)
+        );
+        // Loopback and private origins are a self-hosted edge's own business.
+        for allowed in [
+            "127.0.0.1",
+            "10.0.0.5",
+            "192.168.1.2",
+            "fd00::5",
+            "::1",
+            "198.51.100.7",
+        ] {
+            assert_eq!(policy.refusal(ip(allowed)), None, "{allowed}");
+        }
+        let mixed: Arc<[IpAddr]> = Arc::from(vec![ip("169.254.1.1"), ip("198.51.100.7")]);
+        assert_eq!(
+            policy.allowed(mixed).expect("one left").as_ref(),
+            &[ip("198.51.100.7")]
+        );
+        let none: Arc<[IpAddr]> = Arc::from(vec![ip("192.0.2.1")]);
+        assert_eq!(policy.allowed(none), Err(EdgeError::OriginIsEdge));
+    }
 
     #[test]
     fn host_headers_are_normalised() {
