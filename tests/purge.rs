@@ -259,3 +259,18 @@ fn purge_by_url_follows_the_cache_rules_of_the_node_configuration() {
     s.purge_url("/a.css?b=1&a=2");
     assert_eq!(s.get("/a.css?a=2&b=1"), "MISS");
 }
+
+#[test]
+fn a_purge_written_outside_ascii_removes_what_browsers_requested() {
+    let s = Site::start("utf8.test", json!([]));
+    eventually(Duration::from_secs(5), "the zone served", || {
+        s.get("/probe.css");
+        s.get("/probe.css") == "HIT"
+    });
+    // Browsers send the path percent-encoded.
+    assert_eq!(s.get("/caf%C3%A9.png"), "MISS");
+    assert_eq!(s.get("/caf%C3%A9.png"), "HIT");
+    s.purge_url("/café.png");
+    assert_eq!(s.get("/caf%C3%A9.png"), "MISS");
+    assert_eq!(s.hits.of("/caf%C3%A9.png"), 2);
+}

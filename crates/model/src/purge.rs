@@ -69,6 +69,26 @@ impl PurgeUrl {
         })
     }
 
+    /// This URL with the bytes of its path and query outside ASCII percent-encoded, as browsers
+    /// send them; `None` when there are none.
+    fn encoded(&self) -> Option<Self> {
+        if self.path.is_ascii() {
+            return None;
+        }
+        let mut path = String::with_capacity(self.path.len() * 2);
+        for b in self.path.bytes() {
+            if b.is_ascii() {
+                path.push(char::from(b));
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
+        }
+        Some(Self {
+            path,
+            ..self.clone()
+        })
+    }
+
     /// The path and query under which the edge keys a request for this URL: the query shaped
     /// as the zone's cache rules that match the URL's host and path have it (`rules`: the
     /// zone's cache rules, in the order the edge applies them). Rules look at nothing else of
@@ -99,21 +119,27 @@ impl Purge {
     /// zone's cache rules, in the order the edge applies them), as Cloudflare purges the cache
     /// key a URL maps to. The URL as given is purged too when its key differs: an object
     /// stored before a rule shaped its query is still under it.
+    ///
+    /// A URL written with characters outside ASCII (`/café.png`) is purged as browsers send
+    /// it too, percent-encoded (`/caf%C3%A9.png`).
     pub fn keyed_by(self, rules: &[&CompiledRule]) -> Self {
         let Self::Files(urls) = self else {
             return self;
         };
         let mut keyed = Vec::with_capacity(urls.len());
         for url in urls {
-            let target = url.key_target(rules.iter().copied());
-            if target != url.path {
-                let shaped = PurgeUrl {
-                    path: target.into_owned(),
-                    ..url.clone()
-                };
-                keyed.push(shaped);
+            let encoded = url.encoded();
+            for url in encoded.into_iter().chain([url]) {
+                let target = url.key_target(rules.iter().copied());
+                if target != url.path {
+                    let shaped = PurgeUrl {
+                        path: target.into_owned(),
+                        ..url.clone()
+                    };
+                    keyed.push(shaped);
+                }
+                keyed.push(url);
             }
-            keyed.push(url);
         }
         Self::Files(keyed)
     }
@@ -341,6 +367,23 @@ mod tests {
         );
         let tags = Purge::Tags(vec!["t".into()]);
         assert_eq!(tags.clone().keyed_by(&rules), tags);
+    }
+
+    #[test]
+    fn a_url_outside_ascii_is_purged_as_browsers_send_it_too() {
+        let purge = Purge::Files(vec![
+            PurgeUrl::parse("https://ex.test/café.png?q=é").expect("url"),
+            PurgeUrl::parse("https://ex.test/plain.png").expect("url"),
+        ])
+        .keyed_by(&[]);
+        let Purge::Files(urls) = purge else {
+            panic!("files")
+        };
+        let paths: Vec<&str> = urls.iter().map(|u| u.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["/caf%C3%A9.png?q=%C3%A9", "/café.png?q=é", "/plain.png"]
+        );
     }
 
     #[test]
