@@ -299,6 +299,9 @@ impl DnsServer {
         let mut control = None;
         for socket in &sockets {
             control = wildcard_control(socket).map_err(std::io::Error::from)?;
+            if usize::from(self.limits.max_udp_payload) <= UNFRAGMENTED_PAYLOAD {
+                dont_fragment(socket)?;
+            }
         }
         let sockets = Arc::new(sockets);
         for i in 0..sockets.len() {
@@ -574,6 +577,24 @@ async fn write_within_idle(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Res
             "the peer took no answer within the idle timeout",
         )),
     }
+}
+
+/// The largest UDP payload that fits any IPv6 link (1280 bytes less 48 of headers), and so any
+/// path worth answering on (DNS Flag Day 2020's figure).
+const UNFRAGMENTED_PAYLOAD: usize = 1232;
+
+/// Answers leave with Don't Fragment set and the path MTU the kernel learnt from ICMP ignored
+/// (RFC 9715 §3.1, as BIND sets it): a forged "fragmentation needed" cannot make the kernel
+/// split an answer into fragments someone could replace. Only while answers are no larger
+/// than [`UNFRAGMENTED_PAYLOAD`], which every link carries whole.
+fn dont_fragment(socket: &std::net::UdpSocket) -> std::io::Result<()> {
+    use rustix::net::sockopt;
+    if socket.local_addr()?.is_ipv4() {
+        sockopt::set_ip_mtu_discover(socket, sockopt::Ipv4PathMtuDiscovery::PROBE)?;
+    } else {
+        sockopt::set_ipv6_mtu_discover(socket, sockopt::Ipv6PathMtuDiscovery::PROBE)?;
+    }
+    Ok(())
 }
 
 /// Where a UDP answer leaves from.

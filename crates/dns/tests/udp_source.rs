@@ -83,3 +83,24 @@ fn a_socket_bound_to_one_address_still_answers() {
     let server: SocketAddr = format!("127.0.0.4:{port}").parse().expect("address");
     assert_eq!(ask("127.0.0.1", server, 11).expect("answered"), 11);
 }
+
+#[test]
+fn answers_leave_unfragmented_at_the_default_payload() {
+    use rustix::net::sockopt;
+    let index = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
+    let server = Arc::new(DnsServer::new(
+        index,
+        Limits {
+            max_udp_payload: 1232,
+        },
+        RrlConfig { rate: 0, slip: 2 },
+        Cookies::random(),
+    ));
+    let sockets = bind_udp("127.0.0.1:0".parse().expect("address"), 1).expect("bind");
+    let watched = sockets[0].try_clone().expect("clone");
+    server.spawn_udp(sockets).expect("serve");
+    assert_eq!(
+        sockopt::ip_mtu_discover(&watched).expect("IP_MTU_DISCOVER"),
+        sockopt::Ipv4PathMtuDiscovery::PROBE
+    );
+}
