@@ -1211,3 +1211,39 @@ fn origins_at_the_edges_own_or_a_denied_address_are_refused() {
     }
     assert_eq!(reached, 7, "only the allowed address was asked");
 }
+
+#[test]
+fn a_request_the_origin_took_and_never_answered_is_not_sent_to_the_next_address() {
+    let port = free_port();
+    start_silent_origin("127.0.0.26", port);
+    let live = start_origin("127.0.0.27", port);
+    let node = edge_node(port, "edge_read_timeout = \"1s\"\n");
+    let zone = node.create_zone("once.test");
+    node.proxied_a(&zone, "www", "127.0.0.26");
+    node.proxied_a(&zone, "www", "127.0.0.27");
+    parapet_testkit::eventually(Duration::from_secs(10), "the live origin routed", || {
+        curl(port, "www.once.test", &[]).0 == 200
+    });
+    while live.try_recv().is_ok() {}
+    // Requests starting at the silent address time out there (524), over both the engine's
+    // path (a DELETE) and the edge's own (GET); the live origin never gets them too.
+    let mut timed_out = 0;
+    for _ in 0..4 {
+        for args in [&[][..], &["-X", "DELETE"]] {
+            let (status, head, body) = curl(port, "www.once.test", args);
+            match status {
+                200 => assert!(live.recv_timeout(Duration::from_secs(5)).is_ok()),
+                524 => {
+                    assert!(body.contains("Error 524"), "{body}");
+                    timed_out += 1;
+                }
+                _ => panic!("{head}"),
+            }
+        }
+    }
+    assert!(timed_out >= 2, "{timed_out} of 8 requests timed out");
+    assert!(
+        live.try_recv().is_err(),
+        "a timed-out request reached the live origin"
+    );
+}

@@ -1328,7 +1328,9 @@ pub(crate) async fn ask(
         match asked {
             Ok((reply, head)) => return Ok((reply, head, addr, sent)),
             Err(e) if reused && crate::proxy::pooled_connection_lost(&e) => pooled_failed = true,
-            Err(e) if attempt + 1 < count => {
+            // The connection failed: the next address. Not after a timeout or a bad answer
+            // (the origin had the request; see `error_while_proxy`).
+            Err(e) if attempt + 1 < count && crate::proxy::pooled_connection_lost(&e) => {
                 tracing::debug!(ray = %pass.ray, "asking an origin: {e}");
                 attempt += 1;
                 pooled_failed = true;

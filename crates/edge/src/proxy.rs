@@ -1135,10 +1135,11 @@ impl ProxyHttp for EdgeProxy {
     }
 
     /// After a connection was made: an idempotent request whose response has not started is
-    /// retried on a fresh connection when a pooled one turned out stale (closed or reset: not
-    /// a timeout or a bad response, which the origin would see again), and otherwise on the
-    /// origin's next address (in [`balance::order`]), as nginx's `proxy_next_upstream error
-    /// timeout`.
+    /// retried when the connection failed (closed or reset), on a fresh connection when a
+    /// pooled one turned out stale, else on the origin's next address (in
+    /// [`balance::order`]). Not after a read timeout (524) or a bad response (520): the origin
+    /// had the request, and the visitor would wait a timeout per address while each one ran it
+    /// (Cloudflare retries on connection errors only).
     /// A request that may change state (POST, PATCH, ...) is never sent twice.
     fn error_while_proxy(
         &self,
@@ -1157,7 +1158,7 @@ impl ProxyHttp for EdgeProxy {
             && session.response_written().is_none();
         if replayable && client_reused && pooled_connection_lost(&e) {
             e.set_retry(true);
-        } else if replayable && ctx.attempt + 1 < ctx.tries.len() {
+        } else if replayable && pooled_connection_lost(&e) && ctx.attempt + 1 < ctx.tries.len() {
             ctx.attempt += 1;
             e.set_retry(true);
         } else {
