@@ -694,6 +694,21 @@ async fn redirect(session: &mut Session, ctx: &Ctx, location: &str) {
 
 /// Whether `e`, on a pooled connection to an origin, says the connection was gone before the
 /// origin answered (it closed it, or reset it): a stale connection, not the origin's answer.
+/// The pool group of origin connections verified against a zone's own trust store: one per
+/// set of trusted CAs (0, the engine's default group, is for the node's roots alone).
+fn trust_group(trust_store: &[Arc<parapet_model::certificate::TrustedCa>]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    if trust_store.is_empty() {
+        return 0;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for ca in trust_store {
+        ca.id.hash(&mut hasher);
+        ca.certificate.hash(&mut hasher);
+    }
+    hasher.finish().max(1)
+}
+
 pub(crate) fn pooled_connection_lost(e: &Error) -> bool {
     matches!(
         e.etype(),
@@ -1247,6 +1262,10 @@ impl ProxyHttp for EdgeProxy {
             peer.options.verify_hostname = strict;
             if strict && !origin.edge.trust_store.is_empty() {
                 peer.options.ca = self.zone_trust_store(&origin.edge.trust_store);
+                // The engine's pool tells connections apart by peer, name and verification
+                // flags, not by the roots they were verified against: a connection one zone's
+                // trust store accepted must not serve a zone that trusts less.
+                peer.group_key = trust_group(&origin.edge.trust_store);
             }
             if settings.origin_pull {
                 peer.client_cert_key = match &origin.edge.origin_pull {
@@ -2476,6 +2495,32 @@ impl AccessLine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_set_of_trusted_cas_pools_its_origin_connections_apart() {
+        let ca = |id: &str, pem: &str| {
+            Arc::new(parapet_model::certificate::TrustedCa {
+                id: id.into(),
+                zone_id: "z".into(),
+                certificate: pem.into(),
+                issuer: String::new(),
+                signature: String::new(),
+                expires_on: String::new(),
+                uploaded_on: String::new(),
+            })
+        };
+        let one = [ca("a", "PEM A")];
+        let two = [ca("a", "PEM A"), ca("b", "PEM B")];
+        assert_eq!(
+            trust_group(&[]),
+            0,
+            "the node's roots alone: the default group"
+        );
+        assert_ne!(trust_group(&one), 0);
+        assert_ne!(trust_group(&one), trust_group(&two));
+        assert_ne!(trust_group(&one), trust_group(&[ca("a", "PEM C")]));
+        assert_eq!(trust_group(&two), trust_group(&two.clone()));
+    }
 
     #[test]
     fn failures_to_connect_are_unreachable_whoever_marked_them() {
