@@ -136,7 +136,10 @@ pub fn targeted(headers: &HeaderMap) -> Option<Targeted> {
     if has("no-store") || has("private") {
         return Some(Targeted::NoStore);
     }
-    let no_cache = unqualified_no_cache(&directives);
+    // `no-cache` with field names too: those fields may not be repeated without revalidation
+    // (RFC 9111 §5.2.2.4), and the edge does not strip them from what this field lets it
+    // keep, so every use is revalidated, as caches commonly treat the qualified form.
+    let no_cache = has("no-cache");
     let lifetime = if no_cache {
         Some(Duration::ZERO)
     } else {
@@ -322,6 +325,13 @@ mod tests {
             t(&[(
                 "cdn-cache-control",
                 "no-cache, max-age=600, stale-while-revalidate=60"
+            )]),
+            Some(fresh(0, (0, 0)))
+        );
+        assert_eq!(
+            t(&[(
+                "cdn-cache-control",
+                "max-age=600, no-cache=\"x-user-id\", stale-if-error=90"
             )]),
             Some(fresh(0, (0, 0)))
         );
