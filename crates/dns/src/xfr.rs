@@ -176,7 +176,20 @@ fn refusal(request: &Message, rcode: ResponseCode) -> Vec<Vec<u8>> {
     let mut r = Message::response(request.metadata.id, request.metadata.op_code);
     r.metadata.response_code = rcode;
     r.queries = request.queries.clone();
+    answer_opt(request, &mut r);
     r.to_vec().map(|b| vec![b]).unwrap_or_default()
+}
+
+/// An OPT in the response to a request that had one (RFC 6891 §6.1.1; for a transfer, in its
+/// first message, RFC 5936 §2.2.5).
+fn answer_opt(request: &Message, response: &mut Message) {
+    if let Some(asked) = &request.edns {
+        let mut opt = hickory_proto::op::Edns::new();
+        opt.set_max_payload(1232);
+        opt.set_version(0);
+        opt.set_dnssec_ok(asked.flags().dnssec_ok);
+        response.set_edns(opt);
+    }
 }
 
 /// A refusal, signed when the request was.
@@ -351,6 +364,7 @@ fn encode_messages(
         m.metadata.authoritative = true;
         if first {
             m.queries = request.queries.clone();
+            answer_opt(request, &mut m);
         }
         m.answers = answers;
         let bytes = m.to_vec().map_err(|e| DnsError::Transfer(e.to_string()))?;
@@ -539,6 +553,36 @@ mod tests {
         assert_eq!(notify_source(&from, ip("::1")), Some(ip("::1")));
         assert_eq!(notify_source(&from, ip("2001:db8::53")), None);
         assert_eq!(notify_source(&from[..2], ip("192.0.2.53")), None);
+    }
+
+    #[test]
+    fn a_transfer_request_with_an_opt_gets_one_back() {
+        let mut packet = axfr(0, 1, 1);
+        packet[11] = 1;
+        packet.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+        let refused = transfer(
+            &DnsIndex::default(),
+            &Journal::default(),
+            &packet,
+            "127.0.0.1".parse().expect("ip"),
+            0,
+        );
+        let m = Message::from_vec(&refused[0]).expect("a response");
+        assert_ne!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.edns.is_some(), "{m:?}");
+        let plain = transfer(
+            &DnsIndex::default(),
+            &Journal::default(),
+            &axfr(0, 1, 1),
+            "127.0.0.1".parse().expect("ip"),
+            0,
+        );
+        assert!(
+            Message::from_vec(&plain[0])
+                .expect("a response")
+                .edns
+                .is_none()
+        );
     }
 
     #[test]
