@@ -493,11 +493,12 @@ pub fn answer_query(
             kind,
         });
     }
-    let answered = answer_slow(index, packet, transport, limits, client, 0)?;
+    let mut complete = false;
+    let answered = answer_slow(index, packet, transport, limits, client, 0, &mut complete)?;
     if let Some((q, limit)) = &plain {
         index
             .cache
-            .insert(q, *limit, &answered.bytes, answered.kind);
+            .insert(q, *limit, complete, &answered.bytes, answered.kind);
     }
     Some(answered)
 }
@@ -512,11 +513,14 @@ pub fn answer_query_reserving(
     client: Option<&Client<'_>>,
     reserve: usize,
 ) -> Option<Answered> {
-    answer_slow(index, packet, transport, limits, client, reserve)
+    answer_slow(
+        index, packet, transport, limits, client, reserve, &mut false,
+    )
 }
 
 /// The engine proper, for every query the cache cannot answer; the response leaves `reserve`
-/// bytes free.
+/// bytes free. `complete` is set when the answer is the whole response, nothing left out to
+/// fit it.
 fn answer_slow(
     index: &DnsIndex,
     packet: &[u8],
@@ -524,6 +528,7 @@ fn answer_slow(
     limits: Limits,
     client: Option<&Client<'_>>,
     reserve: usize,
+    complete: &mut bool,
 ) -> Option<Answered> {
     // Errors and FORMERRs: one kind for rate limiting.
     let unverified = |bytes| Answered {
@@ -646,6 +651,7 @@ fn answer_slow(
     };
     // (The encoder flags a message it could not write whole as truncated.)
     if bytes.len() <= limit && bytes[2] & 0x02 == 0 {
+        *complete = true;
         return Some(Answered {
             bytes,
             verified,

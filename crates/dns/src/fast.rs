@@ -110,10 +110,12 @@ impl<'a> PlainQuery<'a> {
         })
     }
 
-    /// The cache key: lowercase name, type, EDNS or not, and the size limit the response was
-    /// fitted to (a response shortened for 512 bytes must not serve a 1232-byte query). Built
-    /// on the stack: looking up takes no allocation.
-    fn key(&self, limit: usize) -> Key {
+    /// The cache key: lowercase name, type, EDNS or not, and for a response that had to be
+    /// fitted to a size limit, that limit (one shortened for 512 bytes must not serve a
+    /// 1232-byte query); a whole response is kept once, for every limit it fits (`None`), so
+    /// that queries varying their EDNS size do not make an entry each. Built on the stack:
+    /// looking up takes no allocation.
+    fn key(&self, limit: Option<usize>) -> Key {
         let end = 12 + self.qname.len() + 2;
         let mut key = Key {
             bytes: [0; KEY_MAX],
@@ -127,7 +129,9 @@ impl<'a> PlainQuery<'a> {
             .iter()
             .for_each(|b| put(b.to_ascii_lowercase()));
         put(u8::from(self.edns.is_some()));
-        (limit as u32).to_be_bytes().into_iter().for_each(put);
+        if let Some(limit) = limit {
+            (limit as u32).to_be_bytes().into_iter().for_each(put);
+        }
         key
     }
 }
@@ -175,17 +179,22 @@ impl ResponseCache {
         &self.shards[h % SHARDS]
     }
 
-    /// A cached response adapted to `query`, if one was computed for the same `limit`, and
-    /// what rate limiting counts it as.
-    pub fn answer(&self, query: &PlainQuery<'_>, limit: usize) -> Option<(Vec<u8>, ResponseKind)> {
-        let key = query.key(limit);
-        let (cached, kind) = self
-            .shard(&key)
+    fn get(&self, key: &Key) -> Option<(Arc<[u8]>, ResponseKind)> {
+        self.shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .map
-            .get(&*key)
-            .cloned()?;
+            .get(&**key)
+            .cloned()
+    }
+
+    /// A cached response adapted to `query`: the whole response if it fits `limit`, else one
+    /// fitted to that very limit; and what rate limiting counts it as.
+    pub fn answer(&self, query: &PlainQuery<'_>, limit: usize) -> Option<(Vec<u8>, ResponseKind)> {
+        let (cached, kind) = self
+            .get(&query.key(None))
+            .filter(|(whole, _)| whole.len() <= limit)
+            .or_else(|| self.get(&query.key(Some(limit))))?;
         let mut out = cached.to_vec();
         out[..2].copy_from_slice(&query.packet[..2]);
         out[2] = (out[2] & !0x01) | (query.packet[2] & 0x01);
@@ -199,12 +208,14 @@ impl ResponseCache {
         Some((out, kind))
     }
 
-    /// Keeps `response` (the engine's answer to `query`, counted by rate limiting as `kind`)
-    /// for later queries of the same shape.
+    /// Keeps `response` (the engine's answer to `query` within `limit` bytes, counted by rate
+    /// limiting as `kind`) for later queries of the same shape. `whole`: nothing had to be
+    /// left out to fit it, so it serves any limit it fits.
     pub fn insert(
         &self,
         query: &PlainQuery<'_>,
         limit: usize,
+        whole: bool,
         response: &[u8],
         kind: ResponseKind,
     ) {
@@ -219,7 +230,7 @@ impl ResponseCache {
         {
             return;
         }
-        let key = query.key(limit);
+        let key = query.key((!whole).then_some(limit));
         let mut shard = self
             .shard(&key)
             .lock()
@@ -314,6 +325,7 @@ mod tests {
         cache.insert(
             &PlainQuery::parse(&first).expect("plain"),
             1232,
+            false,
             &response,
             ResponseKind::ERROR,
         );
@@ -332,6 +344,36 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_answer_is_kept_once_for_every_limit_it_fits() {
+        let cache = ResponseCache::default();
+        let asked = query(1, b"www.example.com", Some(false));
+        let mut response = asked.clone();
+        response[2] = 0x84;
+        cache.insert(
+            &PlainQuery::parse(&asked).expect("plain"),
+            1232,
+            true,
+            &response,
+            ResponseKind::ERROR,
+        );
+        // Any EDNS size the answer fits gets it, and no entry of its own.
+        for limit in [response.len(), 600, 1232, 4096, 65535] {
+            let q = query(2, b"www.example.com", Some(false));
+            let q = PlainQuery::parse(&q).expect("plain");
+            assert!(cache.answer(&q, limit).is_some(), "limit {limit}");
+        }
+        let q = query(3, b"www.example.com", Some(false));
+        let q = PlainQuery::parse(&q).expect("plain");
+        assert!(cache.answer(&q, response.len() - 1).is_none(), "too large");
+        let entries: usize = cache
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).map.len())
+            .sum();
+        assert_eq!(entries, 1);
+    }
+
+    #[test]
     fn answers_for_made_up_names_take_a_share_of_the_cache_only() {
         let cache = ResponseCache::default();
         let keep = |name: &[u8], kind: ResponseKind| {
@@ -342,6 +384,7 @@ mod tests {
             cache.insert(
                 &PlainQuery::parse(&asked).expect("plain"),
                 512,
+                true,
                 &response,
                 kind,
             );
@@ -383,6 +426,7 @@ mod tests {
         cache.insert(
             &PlainQuery::parse(&first).expect("plain"),
             512,
+            false,
             &response,
             ResponseKind::ERROR,
         );
@@ -399,6 +443,7 @@ mod tests {
         cache.insert(
             &PlainQuery::parse(&asked).expect("plain"),
             512,
+            true,
             &failed,
             ResponseKind::ERROR,
         );
