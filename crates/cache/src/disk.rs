@@ -176,6 +176,16 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
 
+/// Whether a failure to read an object file says the file is damaged (or not ours, or gone),
+/// rather than that the process is short of something for a while (descriptors, memory) or the
+/// disk failed: only then is the file removed.
+pub fn gone_or_damaged(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::NotFound
+    )
+}
+
 /// Checks the framing of an object file of `len` bytes from its first and last 16 bytes:
 /// `(body length, record length, record checksum)`.
 fn framing(head: &[u8], tail: &[u8], len: u64) -> io::Result<(u64, usize, u32)> {
@@ -582,9 +592,14 @@ impl DiskTier {
                 });
                 match checked {
                     Ok((record, scanned)) => visit(record, scanned),
-                    Err(e) => {
+                    Err(e) if gone_or_damaged(&e) => {
                         tracing::warn!(path = %path.display(), error = %e, "removing a damaged cache file");
                         let _ = fs::remove_file(&path);
+                    }
+                    // A passing shortage (descriptors, memory) or an error of the disk: the
+                    // file is left for the next start.
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot read a cache file; left as it is");
                     }
                 }
             }
@@ -702,6 +717,22 @@ mod tests {
         tier.scan(|record, scanned| seen.push((record.id, scanned.body_len)));
         assert_eq!(seen, [("ab12".to_owned(), 4)]);
         assert!(!misnamed.exists() && !garbage.exists());
+    }
+
+    #[test]
+    fn only_damaged_or_vanished_files_are_taken_for_bad() {
+        for (error, bad) in [
+            (io::Error::from(io::ErrorKind::InvalidData), true),
+            (io::Error::from(io::ErrorKind::UnexpectedEof), true),
+            (io::Error::from(io::ErrorKind::NotFound), true),
+            // EMFILE, ENFILE, ENOMEM, EIO: the file may be sound.
+            (io::Error::from_raw_os_error(24), false),
+            (io::Error::from_raw_os_error(23), false),
+            (io::Error::from_raw_os_error(12), false),
+            (io::Error::from_raw_os_error(5), false),
+        ] {
+            assert_eq!(gone_or_damaged(&error), bad, "{error}");
+        }
     }
 
     #[test]

@@ -872,6 +872,11 @@ impl CacheStore {
                 let mut loaded = 0usize;
                 disk.scan(|record, scanned| {
                     let mut index = self.index();
+                    // Stored since the edge started (this file is then that object's, stored
+                    // after any purge made meanwhile): neither removed nor indexed again.
+                    if index.objects.contains_key(&record.id) {
+                        return;
+                    }
                     let parsed = ParsedKey::parse(&record.url).filter(|p| p.zone == record.zone);
                     let Some(parsed) =
                         parsed.filter(|_| record.generation >= index.generation(&record.zone))
@@ -879,11 +884,6 @@ impl CacheStore {
                         let _ = std::fs::remove_file(disk.object_path(&record.id));
                         return;
                     };
-                    // Stored since the edge started (this file is then that object's, stored
-                    // after any purge made meanwhile).
-                    if index.objects.contains_key(&record.id) {
-                        return;
-                    }
                     let purged = index
                         .purged_while_loading
                         .as_ref()
@@ -1060,7 +1060,13 @@ impl CacheStore {
     pub fn invalidate_url(&self, url: &str) -> usize {
         let mut index = self.index();
         if let Some(pending) = index.purged_while_loading.as_mut() {
-            pending.urls.insert(url.to_owned());
+            // Durable, as purges are: a restart before indexing ends must not serve it again.
+            if pending.urls.insert(url.to_owned())
+                && let Some(disk) = &self.disk
+                && let Err(e) = disk.save_pending_purges(&pending.to_text())
+            {
+                tracing::error!(error = %e, "cannot keep the invalidations made while the disk cache is indexed");
+            }
         }
         index.invalidate(url);
         self.invalidation_mark.store(
@@ -1273,9 +1279,12 @@ impl CacheStore {
                 // length), forget the object; the request goes to the origin.
                 tracing::debug!(id, error = %e, "disk cache object unreadable");
                 let index = self.index();
-                let unchanged = index.objects.get(id).is_some_and(|e| {
-                    e.serial == serial && e.disk.as_ref().is_some_and(|d| d.stored == found_file)
-                });
+                // Not for a passing shortage (descriptors, memory): the file is sound.
+                let unchanged = disk::gone_or_damaged(&e)
+                    && index.objects.get(id).is_some_and(|e| {
+                        e.serial == serial
+                            && e.disk.as_ref().is_some_and(|d| d.stored == found_file)
+                    });
                 if unchanged {
                     self.remove_all(index, &[id.to_owned()]);
                 }
@@ -1893,6 +1902,23 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn an_invalidation_made_while_indexing_is_kept_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        let eviction: &'static TinyUfoEviction = Box::leak(Box::new(TinyUfoEviction::new(1 << 20)));
+        let store: &'static CacheStore =
+            Box::leak(Box::new(CacheStore::new(eviction, 1 << 20, Some(tier))));
+        // As while the files of a previous process are indexed.
+        store.index().purged_while_loading = Some(PurgedWhileLoading::default());
+        let url = crate::key::primary("z1", true, "e.test", 443, "/posted.js");
+        store.invalidate_url(&url);
+        let kept = PurgedWhileLoading::from_text(
+            &std::fs::read_to_string(dir.path().join("pending-purges")).unwrap(),
+        );
+        assert!(kept.urls.contains(&url));
+    }
 
     #[test]
     fn purges_made_while_indexing_are_read_back_as_they_were_written() {
