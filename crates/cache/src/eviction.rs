@@ -4,8 +4,8 @@
 //! stored, counts hits, and lets the store go of what comes back evicted (a new object the
 //! admission test refuses comes back at once).
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
@@ -27,17 +27,14 @@ const UNITS_PER_OBJECT: usize = 4;
 /// TinyUFO as the engine's eviction manager for the memory tier.
 pub struct TinyUfoEviction {
     ufo: TinyUfo<u64, Arc<CompactCacheKey>>,
+    /// Keys are hashed to 64 bits with a secret key: two keys anyone could make collide would
+    /// share one slot, and the object the other left would escape the bound.
+    hasher: RandomState,
     /// Approximate: an object stored again with another size is not recounted.
     size: AtomicUsize,
     items: AtomicUsize,
     evicted_size: AtomicUsize,
     evicted_items: AtomicUsize,
-}
-
-fn hash(key: &CompactCacheKey) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish()
 }
 
 fn units(size: usize) -> u16 {
@@ -50,6 +47,7 @@ impl TinyUfoEviction {
         let limit = (bytes / UNIT).max(1);
         Self {
             ufo: TinyUfo::new(limit, (limit / UNITS_PER_OBJECT).max(1024)),
+            hasher: RandomState::new(),
             size: AtomicUsize::new(0),
             items: AtomicUsize::new(0),
             evicted_size: AtomicUsize::new(0),
@@ -59,8 +57,9 @@ impl TinyUfoEviction {
 
     fn put(&self, key: CompactCacheKey, size: usize) -> Vec<CacheEntryKey> {
         let weight = units(size);
-        let tracked = self.ufo.get(&hash(&key)).is_some();
-        let evicted = self.ufo.put(hash(&key), Arc::new(key), weight);
+        let hash = self.hasher.hash_one(&key);
+        let tracked = self.ufo.get(&hash).is_some();
+        let evicted = self.ufo.put(hash, Arc::new(key), weight);
         if !tracked {
             self.size
                 .fetch_add(usize::from(weight) * UNIT, Ordering::Relaxed);
@@ -134,11 +133,11 @@ impl EvictionManager for TinyUfoEviction {
     /// Counts a hit. An object not tracked (not stored through this bound) is left alone: it
     /// cannot be admitted without evicting, which a hit cannot report.
     fn access(&self, item: &CacheEntryKey, _size: usize, _fresh_until: SystemTime) -> bool {
-        self.ufo.get(&hash(item.key())).is_some()
+        self.ufo.get(&self.hasher.hash_one(item.key())).is_some()
     }
 
     fn peek(&self, item: &CacheEntryKey) -> bool {
-        self.ufo.get(&hash(item.key())).is_some()
+        self.ufo.get(&self.hasher.hash_one(item.key())).is_some()
     }
 
     async fn save(&self, _dir_path: &str) -> Result<()> {
@@ -157,6 +156,18 @@ mod tests {
 
     fn key(n: usize) -> CacheEntryKey {
         CacheEntryKey::key_only(CacheKey::new(format!("object {n}"), "zone").to_compact())
+    }
+
+    #[test]
+    fn slots_are_keyed_by_a_secret_hash() {
+        let compact = CacheKey::new("object", "zone").to_compact();
+        let (one, two) = (TinyUfoEviction::new(1 << 20), TinyUfoEviction::new(1 << 20));
+        assert_eq!(one.hasher.hash_one(&compact), one.hasher.hash_one(&compact));
+        assert_ne!(
+            one.hasher.hash_one(&compact),
+            two.hasher.hash_one(&compact),
+            "another process places keys elsewhere"
+        );
     }
 
     #[test]
