@@ -744,19 +744,8 @@ impl Senders {
                 run.iter().map(|a| Some(a.1)).collect();
             let v4;
             let v6;
-            let result = match local {
-                Local::Bound => {
-                    let none: [ControlMessage<'_>; 0] = [];
-                    sendmmsg(
-                        fd,
-                        &mut self.plain,
-                        slices.iter(),
-                        &addrs,
-                        none,
-                        MsgFlags::empty(),
-                    )
-                    .map(Iterator::count)
-                }
+            let source = match local {
+                Local::Bound => None,
                 Local::V4(ip) => {
                     v4 = nix::libc::in_pktinfo {
                         ipi_ifindex: 0,
@@ -765,16 +754,7 @@ impl Senders {
                         },
                         ipi_addr: nix::libc::in_addr { s_addr: 0 },
                     };
-                    let source = [ControlMessage::Ipv4PacketInfo(&v4)];
-                    sendmmsg(
-                        fd,
-                        &mut self.sourced,
-                        slices.iter(),
-                        &addrs,
-                        source,
-                        MsgFlags::empty(),
-                    )
-                    .map(Iterator::count)
+                    Some(ControlMessage::Ipv4PacketInfo(&v4))
                 }
                 Local::V6(ip, ifindex) => {
                     v6 = nix::libc::in6_pktinfo {
@@ -783,18 +763,22 @@ impl Senders {
                         },
                         ipi6_ifindex: ifindex,
                     };
-                    let source = [ControlMessage::Ipv6PacketInfo(&v6)];
-                    sendmmsg(
-                        fd,
-                        &mut self.sourced,
-                        slices.iter(),
-                        &addrs,
-                        source,
-                        MsgFlags::empty(),
-                    )
-                    .map(Iterator::count)
+                    Some(ControlMessage::Ipv6PacketInfo(&v6))
                 }
             };
+            let (headers, source) = match &source {
+                Some(source) => (&mut self.sourced, std::slice::from_ref(source)),
+                None => (&mut self.plain, &[][..]),
+            };
+            let result = sendmmsg(
+                fd,
+                headers,
+                slices.iter(),
+                &addrs,
+                source,
+                MsgFlags::empty(),
+            )
+            .map(Iterator::count);
             match result {
                 Ok(0) => break,
                 Ok(n) => sent += n,

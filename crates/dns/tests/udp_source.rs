@@ -17,16 +17,21 @@ fn query(id: u16) -> Vec<u8> {
     q
 }
 
-fn serve(bind: &str) -> u16 {
+/// A server of no zones (it answers REFUSED), with the default payload limit.
+fn server() -> Arc<DnsServer> {
     let index = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
-    let server = Arc::new(DnsServer::new(
+    Arc::new(DnsServer::new(
         index,
         Limits {
             max_udp_payload: 1232,
         },
         RrlConfig { rate: 0, slip: 2 },
         Cookies::random(),
-    ));
+    ))
+}
+
+fn serve(bind: &str) -> u16 {
+    let server = server();
     let sockets = bind_udp(bind.parse().expect("address"), 2).expect("bind");
     let port = sockets[0].local_addr().expect("address").port();
     server.spawn_udp(sockets).expect("serve");
@@ -87,15 +92,7 @@ fn a_socket_bound_to_one_address_still_answers() {
 #[test]
 fn answers_leave_unfragmented_at_the_default_payload() {
     use rustix::net::sockopt;
-    let index = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
-    let server = Arc::new(DnsServer::new(
-        index,
-        Limits {
-            max_udp_payload: 1232,
-        },
-        RrlConfig { rate: 0, slip: 2 },
-        Cookies::random(),
-    ));
+    let server = server();
     let sockets = bind_udp("127.0.0.1:0".parse().expect("address"), 1).expect("bind");
     let watched = sockets[0].try_clone().expect("clone");
     server.spawn_udp(sockets).expect("serve");
