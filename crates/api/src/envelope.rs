@@ -106,6 +106,10 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("internal: {0}")]
     Internal(String),
+    /// The request was carried out in part for a reason the caller may act on (storage full):
+    /// 503, the message shown.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -211,6 +215,10 @@ impl ApiError {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     item(10001, "Internal store error"),
                 )
+            }
+            Self::Unavailable(m) => {
+                tracing::error!("{m}");
+                (StatusCode::SERVICE_UNAVAILABLE, item(10001, m))
             }
             Self::Internal(m) => {
                 tracing::error!("internal error: {m}");

@@ -48,8 +48,10 @@ pub struct ApiConfig {
     pub setting_defaults: std::collections::HashMap<&'static str, serde_json::Value>,
 }
 
-/// Removes cached objects of a zone (`zone id`, what to purge); the number removed.
-pub type PurgeFn = Arc<dyn Fn(&str, &parapet_model::purge::Purge) -> usize + Send + Sync>;
+/// Removes cached objects of a zone (`zone id`, what to purge); the number removed, or why the
+/// purge, in force, could not be saved for a restart.
+pub type PurgeFn =
+    Arc<dyn Fn(&str, &parapet_model::purge::Purge) -> Result<usize, String> + Send + Sync>;
 
 /// Prometheus text from a data plane, served at `/metrics`.
 pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;

@@ -39,6 +39,13 @@ pub async fn purge_cache(
             tokio::task::spawn_blocking(move || purge_fn(&zone_id, &purge))
                 .await
                 .map_err(|e| ApiError::Internal(format!("purging the cache: {e}")))?
+                // In force, but a restart could bring the objects back: the caller should know
+                // (and may send it again once the disk has room).
+                .map_err(|e| {
+                    ApiError::Unavailable(format!(
+                        "the purge is in force, but it could not be saved for a restart ({e}); send it again"
+                    ))
+                })?
         }
         None => 0,
     };

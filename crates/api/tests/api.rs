@@ -1025,7 +1025,7 @@ async fn purged_urls_reach_the_cache_keyed_by_the_configured_then_the_zones_cach
     let api = Api::with_purge(Arc::new(
         move |_zone: &str, what: &parapet_model::purge::Purge| {
             seen.lock().expect("purged").push(what.clone());
-            0
+            Ok(0)
         },
     ));
     let compiled = |rules: Value| {
@@ -1175,5 +1175,28 @@ async fn two_tsig_keys_cannot_share_a_name() {
     assert_eq!(
         api.ok("GET", &path, None).await.as_array().map(Vec::len),
         Some(2)
+    );
+}
+
+#[tokio::test]
+async fn a_purge_that_could_not_be_saved_is_reported() {
+    let api = Api::with_purge(Arc::new(
+        |_zone: &str, _what: &parapet_model::purge::Purge| {
+            Err("saving the cache's purge generations: No space left on device".to_owned())
+        },
+    ));
+    let zone = api.zone("example.com").await;
+    let (status, v) = api
+        .call(
+            "POST",
+            &format!("/zones/{zone}/purge_cache"),
+            Some(json!({"purge_everything": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    let message = v["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("could not be saved") && message.contains("No space"),
+        "{v}"
     );
 }

@@ -55,7 +55,7 @@ fn main() {
     println!("filled {n} objects in {:?}", started.elapsed());
     let time = |what: &str, purge: Purge| {
         let t = Instant::now();
-        let removed = cache.store.purge("zone1", &purge);
+        let removed = cache.store.purge("zone1", &purge).expect("purged");
         println!("purge {what}: {removed} objects in {:?}", t.elapsed());
     };
     time("by tag", Purge::Tags(vec![format!("t{}", n / 20)]));

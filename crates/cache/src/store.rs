@@ -914,8 +914,11 @@ impl CacheStore {
     }
 
     /// Removes what `purge` names in zone `zone_id`: effective for the next lookup. Returns
-    /// how many objects were removed (a purge of everything is counted as it is swept).
-    pub fn purge(&'static self, zone_id: &str, purge: &Purge) -> usize {
+    /// how many objects were removed (a purge of everything is counted as it is swept), or,
+    /// when the purge is in force but could not be saved for a restart (a purge of everything,
+    /// or one made while the disk tier is indexed), why.
+    pub fn purge(&'static self, zone_id: &str, purge: &Purge) -> Result<usize, String> {
+        let mut unsaved = None;
         let mut index = self.index();
         index.purge_count += 1;
         let number = index.purge_count;
@@ -929,9 +932,12 @@ impl CacheStore {
                 && let Err(e) = disk.save_pending_purges(&pending.to_text())
             {
                 tracing::error!(error = %e, "cannot keep the purges made while the disk cache is indexed");
+                unsaved = Some(format!(
+                    "saving the purges made while the disk cache is indexed: {e}"
+                ));
             }
         }
-        match purge {
+        let removed = match purge {
             Purge::Everything => {
                 *index.generations.entry(Arc::from(zone_id)).or_default() += 1;
                 if let Some(disk) = &self.disk {
@@ -940,6 +946,7 @@ impl CacheStore {
                         .save_generations(index.generations.iter().map(|(z, g)| (z.as_ref(), *g)));
                     if let Err(e) = saved {
                         tracing::error!(error = %e, "cannot save the cache's purge generations");
+                        unsaved = Some(format!("saving the cache's purge generations: {e}"));
                     }
                 }
                 drop(index);
@@ -985,6 +992,10 @@ impl CacheStore {
                 drop(index);
                 self.purge_ranges(zone_id, &ranges)
             }
+        };
+        match unsaved {
+            None => Ok(removed),
+            Some(why) => Err(why),
         }
     }
 

@@ -78,7 +78,7 @@ async fn a_response_requested_before_a_purge_is_not_stored_after_it() {
         for cache in caches(&dir) {
             // The request goes to the origin; the purge comes; then the response's header.
             let mark = cache.store.fetch_mark();
-            cache.store.purge("zone1", &purge);
+            cache.store.purge("zone1", &purge).expect("purged");
             assert!(!store(cache, &key(), &meta(Some(mark))).await, "{name}");
             assert!(
                 !found(cache, &key()).await,
@@ -109,7 +109,10 @@ async fn a_purge_of_another_zone_leaves_a_response_requested_before_it_stored() 
     let dir = tempfile::tempdir().unwrap();
     for cache in caches(&dir) {
         let mark = cache.store.fetch_mark();
-        cache.store.purge("zone2", &Purge::Everything);
+        cache
+            .store
+            .purge("zone2", &Purge::Everything)
+            .expect("purged");
         assert!(store(cache, &key(), &meta(Some(mark))).await);
         assert!(found(cache, &key()).await);
     }
@@ -128,7 +131,10 @@ async fn without_a_mark_a_response_is_stored_unless_a_purge_comes_while_it_arriv
             .get_miss_handler(&key(), &meta(None), &span)
             .await
             .unwrap();
-        cache.store.purge("zone1", &Purge::Tags(vec!["app".into()]));
+        cache
+            .store
+            .purge("zone1", &Purge::Tags(vec!["app".into()]))
+            .expect("purged");
         miss.write_body(Bytes::from_static(b"the body"), true)
             .await
             .unwrap();
@@ -167,7 +173,11 @@ async fn a_purge_naming_more_objects_than_one_batch_removes_every_one_and_its_fi
                 .sum::<usize>()
         };
         assert_eq!(files(), count, "{purge:?}");
-        assert_eq!(cache.store.purge("zone1", &purge), count, "{purge:?}");
+        assert_eq!(
+            cache.store.purge("zone1", &purge).expect("purged"),
+            count,
+            "{purge:?}"
+        );
         for key in &keys {
             assert!(!found(cache, key).await, "{purge:?}");
         }
