@@ -67,6 +67,9 @@ pub struct Answer {
     pub glue_cut: bool,
     /// Glue records in the additional section.
     pub glue_held: usize,
+    /// An additional RRset other than glue was left out (no TC): the response is not the
+    /// whole answer a larger limit would get.
+    pub additional_cut: bool,
     /// The question's name was answered from a wildcard, or referred to a delegation: rate
     /// limiting counts the answer under that wildcard or delegation, not the name.
     pub rrl_kind: Option<ResponseKind>,
@@ -117,6 +120,8 @@ impl Answer {
         if before.saturating_add(n).saturating_mul(MIN_RECORD) > self.room {
             if glue {
                 self.glue_cut = true;
+            } else {
+                self.additional_cut = true;
             }
             return;
         }
@@ -592,6 +597,7 @@ fn answer_slow(
         .response_room(request.edns.as_ref().map(Edns::max_payload), transport)
         .saturating_sub(reserve);
     let malformed = check == CookieCheck::Malformed || options == OptionsCheck::Malformed;
+    let mut additional_cut = false;
     let (mut response, answer_cut, kind) = match check {
         // With the question and an OPT, as any answer to a query with one (RFC 6891 §7): a
         // FORMERR without an OPT tells the client the server does not speak EDNS.
@@ -616,7 +622,7 @@ fn answer_slow(
             false,
             ResponseKind::ERROR,
         ),
-        _ => match respond(index, &request, transport, limit) {
+        _ => match respond(index, &request, transport, limit, &mut additional_cut) {
             Ok(answered) => answered,
             Err(rcode) => (error_response(&request, rcode), false, ResponseKind::ERROR),
         },
@@ -651,7 +657,7 @@ fn answer_slow(
     };
     // (The encoder flags a message it could not write whole as truncated.)
     if bytes.len() <= limit && bytes[2] & 0x02 == 0 {
-        *complete = true;
+        *complete = !additional_cut;
         return Some(Answered {
             bytes,
             verified,
@@ -804,12 +810,14 @@ fn zone_for_ds<'i>(index: &'i DnsIndex, key: &str) -> Option<&'i std::sync::Arc<
 }
 
 /// The response to `request` (or the rcode of an error), whether an RRset of its answer or
-/// authority section could not fit, and what rate limiting counts it as.
+/// authority section could not fit, and what rate limiting counts it as; `additional_cut` is
+/// set when an additional RRset was left out.
 fn respond(
     index: &DnsIndex,
     request: &Message,
     transport: Transport,
     limit: usize,
+    additional_cut: &mut bool,
 ) -> Result<(Message, bool, ResponseKind), ResponseCode> {
     if request.metadata.message_type != MessageType::Query {
         return Err(ResponseCode::FormErr);
@@ -892,6 +900,7 @@ fn respond(
     response.answers = answer.answers;
     response.authorities = answer.authorities;
     response.additionals = answer.additionals;
+    *additional_cut = answer.additional_cut;
     Ok((response, answer.overflow, kind))
 }
 

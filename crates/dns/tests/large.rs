@@ -41,6 +41,15 @@ fn index() -> DnsIndex {
         bodies
             .push(json!({"type": "A", "name": "a.other", "content": format!("10.5.0.{}", i + 1)}));
     }
+    // A mail exchanger whose addresses do not fit a UDP answer's additional section.
+    bodies.push(
+        json!({"type": "MX", "name": "wide", "content": "mail.wide.big.test", "priority": 10}),
+    );
+    for i in 0..120 {
+        bodies.push(
+            json!({"type": "A", "name": "mail.wide", "content": format!("10.6.0.{}", i + 1)}),
+        );
+    }
     // Service parameters given out of key order (the wire wants them in order).
     bodies.push(json!({"type": "HTTPS", "name": "svc", "content": "1 . port=443 alpn=h2"}));
     common::index_of("big.test", &bodies, &EdgeAddrs::default())
@@ -135,4 +144,24 @@ fn a_name_with_twenty_thousand_records_costs_no_more_than_a_small_one() {
         huge < small * 10 + Duration::from_millis(100),
         "200 answers: {huge:?} for the large name, {small:?} for a small one"
     );
+}
+
+#[test]
+fn an_answer_that_left_additional_records_out_is_not_reused_for_a_larger_limit() {
+    let index = index();
+    let udp = ask(&index, "wide.big.test", RecordType::MX, Transport::Udp);
+    assert_eq!(udp.answers.len(), 1);
+    assert!(udp.additionals.len() < 120, "the addresses cannot all fit");
+    assert!(
+        !udp.metadata.truncation,
+        "additional data is left out without TC"
+    );
+    // Over TCP the addresses fit: the UDP answer, cached, must not stand in for it.
+    let tcp = ask(&index, "wide.big.test", RecordType::MX, Transport::Tcp);
+    let addresses = tcp
+        .additionals
+        .iter()
+        .filter(|r| r.record_type() == RecordType::A)
+        .count();
+    assert_eq!(addresses, 120);
 }
