@@ -395,15 +395,21 @@ impl DnsServer {
                 }
             }
             let Some(from) = from else {
-                polls = polls.saturating_sub(1);
+                // Each empty receive counts, whichever socket it was on: a round over all of
+                // them is as many polls.
+                polls = polls.saturating_sub(u32::try_from(sockets.len()).unwrap_or(u32::MAX));
                 std::thread::yield_now();
                 continue;
             };
-            polls = if receiver.received.is_empty() {
-                0
+            // Queries on its own socket keep a thread polling; a sibling's do not (else every
+            // thread would poll for as long as any socket has queries, and none would sleep).
+            if receiver.received.is_empty() {
+                polls = 0;
+            } else if from == own {
+                polls = UDP_POLLS;
             } else {
-                UDP_POLLS
-            };
+                polls = polls.saturating_sub(1);
+            }
             let index = self.index.load();
             answers.clear();
             for &(i, n, addr, local) in &receiver.received {
