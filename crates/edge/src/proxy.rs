@@ -692,8 +692,6 @@ async fn redirect(session: &mut Session, ctx: &Ctx, location: &str) {
     let _ = session.write_response_header(Box::new(resp), true).await;
 }
 
-/// Whether `e`, on a pooled connection to an origin, says the connection was gone before the
-/// origin answered (it closed it, or reset it): a stale connection, not the origin's answer.
 /// The pool group of origin connections verified against a zone's own trust store: one per
 /// set of trusted CAs (0, the engine's default group, is for the node's roots alone).
 fn trust_group(trust_store: &[Arc<parapet_model::certificate::TrustedCa>]) -> u64 {
@@ -709,6 +707,8 @@ fn trust_group(trust_store: &[Arc<parapet_model::certificate::TrustedCa>]) -> u6
     hasher.finish().max(1)
 }
 
+/// Whether `e`, on a pooled connection to an origin, says the connection was gone before the
+/// origin answered (it closed it, or reset it): a stale connection, not the origin's answer.
 pub(crate) fn pooled_connection_lost(e: &Error) -> bool {
     matches!(
         e.etype(),
@@ -1171,9 +1171,17 @@ impl ProxyHttp for EdgeProxy {
             && session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
-        if replayable && client_reused && pooled_connection_lost(&e) {
+        // The engine marks errors that say the request was not processed (an HTTP/2 origin's
+        // GOAWAY or REFUSED_STREAM) as retryable itself, or as retryable on a reused
+        // connection. (Read from the field: `retry()` panics on the second kind.)
+        let unprocessed = pooled_connection_lost(&e)
+            || match e.retry {
+                pingora::RetryType::Decided(retry) => retry,
+                pingora::RetryType::ReusedOnly => client_reused,
+            };
+        if replayable && client_reused && unprocessed {
             e.set_retry(true);
-        } else if replayable && pooled_connection_lost(&e) && ctx.attempt + 1 < ctx.tries.len() {
+        } else if replayable && unprocessed && ctx.attempt + 1 < ctx.tries.len() {
             ctx.attempt += 1;
             e.set_retry(true);
         } else {
