@@ -108,16 +108,19 @@ pub struct OriginPolicy {
     pub denied: Vec<Network>,
 }
 
-/// The networks refused by default: "this network", link-local (where clouds serve instance
-/// metadata and credentials), multicast, reserved and broadcast, and their IPv6 counterparts.
-/// Loopback and private networks are allowed: a self-hosted edge often has its origins on its
-/// own host or network (an operator hosting others' zones adds them).
+/// The networks refused by default: "this network", link-local (where most clouds serve
+/// instance metadata and credentials), the metadata addresses clouds put elsewhere (AWS's IPv6
+/// one, Alibaba's), multicast, reserved and broadcast, and their IPv6 counterparts. Loopback
+/// and private networks are allowed: a self-hosted edge often has its origins on its own host
+/// or network (an operator hosting others' zones adds them).
 pub const DEFAULT_DENIED_ORIGINS: &[&str] = &[
     "0.0.0.0/8",
     "169.254.0.0/16",
+    "100.100.100.200",
     "224.0.0.0/3",
     "::/128",
     "fe80::/10",
+    "fd00:ec2::254",
     "ff00::/8",
 ];
 
@@ -470,6 +473,8 @@ mod tests {
         policy.own.push(ip("192.0.2.1"));
         for refused in [
             "169.254.169.254",
+            "100.100.100.200",
+            "fd00:ec2::254",
             "::ffff:169.254.169.254",
             "0.0.0.0",
             "224.0.0.1",
