@@ -1071,13 +1071,9 @@ impl CacheStore {
     pub fn invalidate_url(&self, url: &str) -> usize {
         let mut index = self.index();
         if let Some(pending) = index.purged_while_loading.as_mut() {
-            // Durable, as purges are: a restart before indexing ends must not serve it again.
-            if pending.urls.insert(url.to_owned())
-                && let Some(disk) = &self.disk
-                && let Err(e) = disk.save_pending_purges(&pending.to_text())
-            {
-                tracing::error!(error = %e, "cannot keep the invalidations made while the disk cache is indexed");
-            }
+            // Kept in memory only: visitors make invalidations (any successful POST), so
+            // saving the set at each one would be theirs to drive, under the index lock.
+            pending.urls.insert(url.to_owned());
         }
         index.invalidate(url);
         self.invalidation_mark.store(
@@ -1260,24 +1256,30 @@ impl CacheStore {
                 .and_then(|file| {
                     let (stored_id, stored, body) = if small {
                         let whole = disk::read_whole(&file, file_len)?;
-                        let (stored_id, meta0, meta1) = whole
-                            .id_and_meta()
-                            .ok_or_else(|| std::io::Error::other("malformed record"))?;
+                        let (stored_id, meta0, meta1) = whole.id_and_meta().ok_or_else(|| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed record")
+                        })?;
                         let stored = StoredMeta::new((meta0.to_vec(), meta1.to_vec()));
                         (stored_id.to_owned(), stored, Some(whole.body()))
                     } else {
                         let (len, record) = disk::read_record(&file)?;
                         if len != body_len {
-                            return Err(std::io::Error::other("the file holds another object"));
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                "the file holds another object",
+                            ));
                         }
                         (record.id, StoredMeta::new(record.meta), None)
                     };
                     if stored_id != id {
-                        return Err(std::io::Error::other("the file holds another object"));
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "the file holds another object",
+                        ));
                     }
-                    let meta = stored
-                        .meta()
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    let meta = stored.meta().map_err(|e| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                    })?;
                     Ok((file, Some(meta), Arc::new(stored), body, newly_opened))
                 })
             }
@@ -1913,23 +1915,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::time::{Duration, SystemTime};
-
-    #[test]
-    fn an_invalidation_made_while_indexing_is_kept_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let tier = DiskTier::open(dir.path(), 1 << 20, 1 << 20).unwrap();
-        let eviction: &'static TinyUfoEviction = Box::leak(Box::new(TinyUfoEviction::new(1 << 20)));
-        let store: &'static CacheStore =
-            Box::leak(Box::new(CacheStore::new(eviction, 1 << 20, Some(tier))));
-        // As while the files of a previous process are indexed.
-        store.index().purged_while_loading = Some(PurgedWhileLoading::default());
-        let url = crate::key::primary("z1", true, "e.test", 443, "/posted.js");
-        store.invalidate_url(&url);
-        let kept = PurgedWhileLoading::from_text(
-            &std::fs::read_to_string(dir.path().join("pending-purges")).unwrap(),
-        );
-        assert!(kept.urls.contains(&url));
-    }
 
     #[test]
     fn purges_made_while_indexing_are_read_back_as_they_were_written() {
