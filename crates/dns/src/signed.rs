@@ -106,6 +106,11 @@ pub fn answer_signed_query(
         Err(refusal) => {
             tracing::debug!(key = %request.key_name, error = refusal.error, "TSIG-signed query refused");
             let mut bytes = error_header(packet, NOTAUTH);
+            // A query with an OPT gets one back (RFC 6891 §6.1.1), before the TSIG.
+            let unsigned = request.unsigned(packet, false);
+            if hickory_proto::op::Message::from_vec(&unsigned).is_ok_and(|m| m.edns.is_some()) {
+                append_opt(&mut bytes, limits.max_udp_payload);
+            }
             request.append_error(&mut bytes, &refusal, now);
             Some(Answered {
                 bytes,
@@ -116,6 +121,16 @@ pub fn answer_signed_query(
     }
 }
 
+/// Appends a bare OPT record (root owner, our UDP payload size, no extended rcode, version 0).
+fn append_opt(message: &mut Vec<u8>, payload: u16) {
+    message.push(0);
+    message.extend_from_slice(&41u16.to_be_bytes());
+    message.extend_from_slice(&payload.to_be_bytes());
+    message.extend_from_slice(&[0; 6]);
+    let arcount = u16::from_be_bytes([message[10], message[11]]).saturating_add(1);
+    message[10..12].copy_from_slice(&arcount.to_be_bytes());
+}
+
 /// The answer to a query whose TSIG record cannot be read.
 pub fn malformed(packet: &[u8]) -> Option<Answered> {
     (packet.len() >= 12 && packet[2] & 0x80 == 0).then(|| Answered {
@@ -123,4 +138,63 @@ pub fn malformed(packet: &[u8]) -> Option<Answered> {
         verified: false,
         kind: ResponseKind::ERROR,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+
+    #[test]
+    fn a_refused_signed_query_with_an_opt_gets_one_back() {
+        let now = 1_800_000_000;
+        let key = Key {
+            name: "unknown-key".into(),
+            secret: vec![7; 32],
+        };
+        for with_opt in [true, false] {
+            let mut query = Message::query();
+            query.add_query(Query::query(
+                Name::from_ascii("example.com.").expect("name"),
+                RecordType::SOA,
+            ));
+            if with_opt {
+                query.set_edns(Edns::new());
+            }
+            let mut packet = query.to_vec().expect("query");
+            tsig::sign(&mut packet, &key, None, true, now);
+            let Signature::Present(request) = signature(&packet) else {
+                panic!("a signed query");
+            };
+            let answered = answer_signed_query(
+                &DnsIndex::default(),
+                &packet,
+                &request,
+                Transport::Udp,
+                Limits {
+                    max_udp_payload: 1232,
+                },
+                None,
+                now,
+            )
+            .expect("an answer");
+            let response = Message::from_vec(&answered.bytes).expect("a response");
+            assert_eq!(response.metadata.response_code, ResponseCode::NotAuth);
+            assert_eq!(response.edns.is_some(), with_opt, "{response:?}");
+            // The TSIG error stays last (read as a signature, or as the last record).
+            let last = response
+                .additionals
+                .last()
+                .map(|r| u16::from(r.record_type()));
+            assert!(
+                response.signature.is_some() || last == Some(250),
+                "{response:?}"
+            );
+            assert_eq!(
+                u16::from_be_bytes([answered.bytes[10], answered.bytes[11]]),
+                1 + u16::from(with_opt)
+            );
+        }
+    }
 }
