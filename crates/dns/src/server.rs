@@ -166,7 +166,7 @@ pub async fn follow_snapshots(
                     let (journal, notify_from) = (Arc::clone(&journal), notify_from.clone());
                     let journaled = tokio::task::spawn_blocking(move || {
                         journal.record(&old, &built);
-                        notify_changes(&old, &built, &notify_from);
+                        notify_changes(&old, &built, &notify_from, &journal);
                     })
                     .await;
                     if let Err(e) = journaled {

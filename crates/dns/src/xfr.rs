@@ -37,10 +37,49 @@ pub struct Delta {
     pub added: Vec<Record>,
 }
 
-/// Changes by zone, newest last.
+/// Changes by zone, newest last; and the NOTIFYs being sent for them.
 #[derive(Debug, Default)]
 pub struct Journal {
     zones: Mutex<HashMap<String, VecDeque<Delta>>>,
+    notices: Notices,
+}
+
+/// The NOTIFY each peer of each zone is being sent, by a number taken when it started: a newer
+/// change's NOTIFY supersedes the one for an older change, which stops retrying (one pending
+/// NOTIFY per zone and peer, as BIND and Knot keep).
+#[derive(Debug, Default)]
+struct Notices {
+    sending: Mutex<HashMap<(String, SocketAddr), u64>>,
+    started: std::sync::atomic::AtomicU64,
+}
+
+impl Notices {
+    fn begin(&self, zone: &str, peer: SocketAddr) -> u64 {
+        let number = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((zone.to_owned(), peer), number);
+        number
+    }
+
+    fn current(&self, zone: &str, peer: SocketAddr, number: u64) -> bool {
+        self.sending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(zone.to_owned(), peer))
+            == Some(&number)
+    }
+
+    fn end(&self, zone: &str, peer: SocketAddr, number: u64) {
+        let mut sending = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (zone.to_owned(), peer);
+        if sending.get(&key) == Some(&number) {
+            sending.remove(&key);
+        }
+    }
 }
 
 fn all_records(zone: &ZoneIndex) -> Vec<Record> {
@@ -418,7 +457,12 @@ pub fn is_transfer(packet: &[u8]) -> bool {
 /// new count in the peers) are notified too.
 /// NOTIFYs leave from `from`'s address of the peer's family (the addresses DNS listens on,
 /// which secondaries know as the primary's), else from the one the system picks.
-pub fn notify_changes(old: &DnsIndex, new: &DnsIndex, from: &[std::net::IpAddr]) {
+pub fn notify_changes(
+    old: &DnsIndex,
+    new: &DnsIndex,
+    from: &[std::net::IpAddr],
+    journal: &Arc<Journal>,
+) {
     for (name, zone) in &new.zones {
         if zone.transfer_peers.is_empty()
             || old
@@ -432,10 +476,15 @@ pub fn notify_changes(old: &DnsIndex, new: &DnsIndex, from: &[std::net::IpAddr])
             let zone = Arc::clone(zone);
             let peer = peer.clone();
             let source = notify_source(from, peer.addr.ip());
+            let journal = Arc::clone(journal);
+            let number = journal.notices.begin(&zone.origin, peer.addr);
             tokio::spawn(async move {
-                if let Err(e) = notify(&zone, peer.addr, peer.tsig.as_ref(), source).await {
+                let notices = Some((&journal.notices, number));
+                if let Err(e) = notify(&zone, peer.addr, peer.tsig.as_ref(), source, notices).await
+                {
                     tracing::warn!(zone = %zone.origin, peer = %peer.addr, "NOTIFY failed: {e}");
                 }
+                journal.notices.end(&zone.origin, peer.addr, number);
             });
         }
     }
@@ -452,11 +501,14 @@ fn notify_source(from: &[std::net::IpAddr], peer: std::net::IpAddr) -> Option<st
     })
 }
 
+/// Sends `zone`'s NOTIFY to `addr` until it is acknowledged (5 tries); with `notices`, stops
+/// early once a newer NOTIFY to the same peer has started.
 async fn notify(
     zone: &ZoneIndex,
     addr: SocketAddr,
     key: Option<&parapet_model::transfer::TsigKey>,
     source: Option<std::net::IpAddr>,
+    notices: Option<(&Notices, u64)>,
 ) -> Result<(), String> {
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Notify);
     m.metadata.authoritative = true;
@@ -491,6 +543,10 @@ async fn notify(
     let mut buf = [0u8; 4096];
     let mut wait = Duration::from_secs(1);
     for _ in 0..5 {
+        if notices.is_some_and(|(n, number)| !n.current(&zone.origin, addr, number)) {
+            tracing::debug!(zone = %zone.origin, peer = %addr, serial = zone.serial, "NOTIFY superseded by a newer change's");
+            return Ok(());
+        }
         socket
             .send_to(&bytes, addr)
             .await
@@ -648,14 +704,43 @@ mod tests {
             });
             addr
         };
-        assert_eq!(notify(&zone, peer(0), None, None).await, Ok(()));
-        let refused = notify(&zone, peer(5), None, None).await;
+        assert_eq!(notify(&zone, peer(0), None, None, None).await, Ok(()));
+        let refused = notify(&zone, peer(5), None, None, None).await;
         assert!(
             refused
                 .as_ref()
                 .is_err_and(|e| e.to_ascii_lowercase().contains("refused")),
             "{refused:?}"
         );
+
+        // A peer that never answers: the NOTIFY retries until a newer one to the same peer
+        // starts, then stops at its next try.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        silent
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let notices = Arc::new(Notices::default());
+        let first = notices.begin("notify.test", addr);
+        let sending = {
+            let (zone, notices) = (Arc::clone(&zone), Arc::clone(&notices));
+            tokio::spawn(async move {
+                notify(&zone, addr, None, None, Some((notices.as_ref(), first))).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        notices.begin("notify.test", addr);
+        let stopped = tokio::time::timeout(Duration::from_secs(5), sending).await;
+        assert!(
+            matches!(stopped, Ok(Ok(Ok(())))),
+            "the superseded NOTIFY went on: {stopped:?}"
+        );
+        let mut buf = [0u8; 512];
+        let mut received = 0;
+        while silent.recv_from(&mut buf).is_ok() {
+            received += 1;
+        }
+        assert_eq!(received, 2, "sent at once and after a second, then stopped");
     }
 
     #[test]
