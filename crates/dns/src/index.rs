@@ -382,15 +382,9 @@ fn flatten_apex_cnames(
             )),
         }
         let before = previous.and_then(|p| p.zones.get(&zone)).map(Arc::as_ref);
-        keep_serial_honest(z, before, unix_now(), warnings);
+        keep_serial_honest(z, before, crate::unix_now(), warnings);
     }
     zones.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
-}
-
-fn unix_now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
 /// A flattened apex changes with data from elsewhere (another zone, a resolver), which the
@@ -452,11 +446,7 @@ fn keep_serial_honest(
 
 /// The later of two serials in serial-number arithmetic (RFC 1982).
 fn later_serial(a: u32, b: u32) -> u32 {
-    if b != a && b.wrapping_sub(a) < 1 << 31 {
-        b
-    } else {
-        a
-    }
+    if crate::serial_after(b, a) { b } else { a }
 }
 
 fn fqdn(name: &str) -> Result<Name, String> {

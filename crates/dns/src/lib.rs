@@ -25,6 +25,18 @@ pub use index::{DnsIndex, EdgeAddrs, ZoneIndex};
 pub use rrl::{RateLimiter, ResponseKind, RrlConfig, Verdict};
 pub use server::{DnsServer, IndexHandle, bind_udp, bind_udp_and_tcp, follow_snapshots};
 
+/// Seconds since the Unix epoch, as DNS carries them (serials, cookies, TSIG times).
+pub(crate) fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// Whether serial `a` comes after serial `b` in serial-number arithmetic (RFC 1982).
+pub(crate) fn serial_after(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
     #[error("{kind} record {name}: {message}")]

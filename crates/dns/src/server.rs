@@ -17,6 +17,7 @@ use crate::flatten::Flattener;
 use crate::index::{DnsIndex, EdgeAddrs};
 use crate::rrl::{RateLimiter, RrlConfig, Verdict, client_prefix, slipped};
 use crate::signed::{Signature, answer_signed_query, signature};
+use crate::unix_now;
 use crate::xfr::{Journal, is_transfer, notify_changes, transfer};
 
 /// The index the servers answer from; swapped whole.
@@ -42,12 +43,6 @@ const TCP_ROOM_WAIT: Duration = Duration::from_millis(300);
 const TCP_MAX_WAITING: usize = 16;
 /// Idle connections are told of pressure at most this often.
 const TCP_PRESS_EVERY: Duration = Duration::from_millis(100);
-
-fn unix_now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-}
 
 /// Binds `addr` for UDP with `workers` `SO_REUSEPORT` sockets (the first decides the port when
 /// `addr` has port 0).

@@ -329,7 +329,7 @@ pub fn transfer(
         });
         match client_serial {
             // Up to date (or ahead): the current SOA alone.
-            Some(s) if s == zone.serial || (s.wrapping_sub(zone.serial) as i32) > 0 => {
+            Some(s) if s == zone.serial || crate::serial_after(s, zone.serial) => {
                 records.push(current_soa.clone())
             }
             Some(s) if peer.ixfr => {
@@ -518,9 +518,7 @@ async fn notify(
     m.answers.extend(soa_record(zone, zone.serial));
     let mut bytes = m.to_vec().map_err(|e| e.to_string())?;
     if let Some(k) = key {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = u64::from(crate::unix_now());
         tsig::sign(
             &mut bytes,
             &Key {

@@ -63,8 +63,9 @@ pub struct EdgeProxy {
     pub origin_pull: Option<crate::tls::ClientIdentity>,
     /// The node's roots for origins (DER), the base of a zone's custom trust store.
     pub trust_roots: Arc<Vec<Vec<u8>>>,
-    /// Zones' trust stores as the TLS client takes them, built once per set of certificates.
-    zone_trust: Arc<Converted<Arc<pingora::protocols::tls::CaType>>>,
+    /// Zones' trust stores as the TLS client takes them, with their connections' pool group
+    /// ([`trust_group`]), built once per set of certificates.
+    zone_trust: Arc<Converted<(u64, Arc<pingora::protocols::tls::CaType>)>>,
     /// Zones' own origin pull certificates, converted once: certificate id → identity.
     zone_pulls: Arc<Converted<crate::tls::ClientIdentity>>,
     /// The port plain-HTTP visitors are redirected to for HTTPS when their port has no
@@ -225,12 +226,12 @@ impl EdgeProxy {
         .log();
     }
 
-    /// The roots a `strict` zone with a custom trust store checks its origin against: the
-    /// node's and the zone's.
+    /// The roots a `strict` zone with a custom trust store checks its origin against (the
+    /// node's and the zone's), and the pool group of the connections so checked.
     fn zone_trust_store(
         &self,
         cas: &[Arc<parapet_model::certificate::TrustedCa>],
-    ) -> Option<Arc<pingora::protocols::tls::CaType>> {
+    ) -> Option<(u64, Arc<pingora::protocols::tls::CaType>)> {
         let key = cas
             .iter()
             .map(|c| c.id.as_str())
@@ -242,17 +243,17 @@ impl EdgeProxy {
                 .flat_map(|c| parapet_tls::chain::bundle_der(&c.certificate));
             // Every certificate here parsed as X.509 already (`bundle_der`), as the TLS
             // client's wrapper requires.
-            Some(
-                self.trust_roots
-                    .iter()
-                    .cloned()
-                    .chain(zone_ders)
-                    .map(|der| {
-                        pingora::utils::tls::WrappedX509::new(der, pingora::utils::tls::parse_x509)
-                    })
-                    .collect::<Vec<_>>()
-                    .into(),
-            )
+            let roots = self
+                .trust_roots
+                .iter()
+                .cloned()
+                .chain(zone_ders)
+                .map(|der| {
+                    pingora::utils::tls::WrappedX509::new(der, pingora::utils::tls::parse_x509)
+                })
+                .collect::<Vec<_>>();
+            let roots: Arc<pingora::protocols::tls::CaType> = roots.into();
+            Some((trust_group(cas), roots))
         })
     }
 
@@ -1269,11 +1270,13 @@ impl ProxyHttp for EdgeProxy {
             peer.options.verify_cert = strict;
             peer.options.verify_hostname = strict;
             if strict && !origin.edge.trust_store.is_empty() {
-                peer.options.ca = self.zone_trust_store(&origin.edge.trust_store);
                 // The engine's pool tells connections apart by peer, name and verification
                 // flags, not by the roots they were verified against: a connection one zone's
                 // trust store accepted must not serve a zone that trusts less.
-                peer.group_key = trust_group(&origin.edge.trust_store);
+                if let Some((group, roots)) = self.zone_trust_store(&origin.edge.trust_store) {
+                    peer.options.ca = Some(roots);
+                    peer.group_key = group;
+                }
             }
             if settings.origin_pull {
                 peer.client_cert_key = match &origin.edge.origin_pull {
