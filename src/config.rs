@@ -23,12 +23,14 @@ pub struct ServeFlags {
     /// DNS address, UDP and TCP (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub dns_listen: Vec<SocketAddr>,
-    /// Edge HTTP address (repeatable).
+    /// Edge HTTP address (repeatable); an IP address alone listens on Cloudflare's HTTP ports
+    /// (80, 8080, 8880, 2052, 2082, 2086, 2095).
     #[arg(long, value_name = "ADDR")]
-    pub http_listen: Vec<SocketAddr>,
-    /// Edge HTTPS address (repeatable).
+    pub http_listen: Vec<String>,
+    /// Edge HTTPS address (repeatable); an IP address alone listens on Cloudflare's HTTPS ports
+    /// (443, 2053, 2083, 2087, 2096, 8443).
     #[arg(long, value_name = "ADDR")]
-    pub https_listen: Vec<SocketAddr>,
+    pub https_listen: Vec<String>,
     /// IPv4 address answered for proxied records (repeatable).
     #[arg(long, value_name = "IP")]
     pub edge_ipv4: Vec<Ipv4Addr>,
@@ -73,6 +75,8 @@ pub struct Config {
     pub dns_listen: Vec<SocketAddr>,
     pub http_listen: Vec<SocketAddr>,
     pub https_listen: Vec<SocketAddr>,
+    /// The edge addresses that an IP given alone stood for (its port set), while loading.
+    pub edge_port_sets: Vec<SocketAddr>,
     pub edge_ipv4: Vec<Ipv4Addr>,
     pub edge_ipv6: Vec<Ipv6Addr>,
     pub nameservers: Vec<String>,
@@ -133,6 +137,81 @@ pub struct Config {
     pub dns_cookie_secrets: Vec<[u8; 16]>,
 }
 
+/// The ports Cloudflare proxies HTTP on: an edge listen address given without a port takes
+/// them all.
+pub const HTTP_PORTS: [u16; 7] = [80, 8080, 8880, 2052, 2082, 2086, 2095];
+/// The ports Cloudflare proxies HTTPS on.
+pub const HTTPS_PORTS: [u16; 6] = [443, 2053, 2083, 2087, 2096, 8443];
+
+/// Reads an edge listen address: `IP:PORT` (`[IPv6]:PORT`) is that one address, and an IP
+/// alone (`IPv6` bare or in brackets) is that IP on each of `ports`.
+pub fn listen_addresses(s: &str, ports: &[u16]) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(s);
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => Ok(ports.iter().map(|&p| SocketAddr::new(ip, p)).collect()),
+        Err(_) => Err(format!(
+            "'{s}' is not an address such as \"127.0.0.1:8081\" or an IP alone (every port \
+             Cloudflare proxies)"
+        )),
+    }
+}
+
+/// Whether two listening addresses would take the same port (the same IP, or a wildcard of
+/// the same family).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+}
+
+/// Expands edge listen entries; the addresses an IP alone stood for are noted in `from_sets`.
+fn edge_listen(
+    items: &[String],
+    ports: &[u16],
+    key: &str,
+    from_sets: &mut Vec<SocketAddr>,
+    errors: &mut Vec<String>,
+) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for item in items {
+        match listen_addresses(item, ports) {
+            Ok(addrs) => {
+                if item.parse::<SocketAddr>().is_err() {
+                    from_sets.extend(&addrs);
+                }
+                for a in addrs {
+                    if !out.contains(&a) {
+                        out.push(a);
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("{key}: {e}")),
+        }
+    }
+    out
+}
+
+/// Leaves to the API any edge port that an IP alone stood for and the API listens on too,
+/// with a notice. One named outright stays, and the start reports the clash.
+fn leave_api_port(c: &mut Config) {
+    let (api, sets) = (c.api_listen, std::mem::take(&mut c.edge_port_sets));
+    for list in [&mut c.http_listen, &mut c.https_listen] {
+        list.retain(|&a| {
+            let clash = sets.contains(&a) && overlaps(a, api);
+            if clash {
+                eprintln!("parapet: edge port {a} left to the API, which listens on {api}");
+            }
+            !clash
+        });
+    }
+}
+
 pub const DEFAULT_NAMESERVERS: [&str; 2] = ["ns1.parapet.localhost", "ns2.parapet.localhost"];
 
 impl Default for Config {
@@ -143,6 +222,7 @@ impl Default for Config {
             dns_listen: Vec::new(),
             http_listen: Vec::new(),
             https_listen: Vec::new(),
+            edge_port_sets: Vec::new(),
             edge_ipv4: Vec::new(),
             edge_ipv6: Vec::new(),
             nameservers: DEFAULT_NAMESERVERS
@@ -354,16 +434,22 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                 Some(Ok(a)) => c.api_listen = a,
                 _ => errors.push(want("an address such as \"127.0.0.1:8080\"")),
             },
-            "dns_listen" | "http_listen" | "https_listen" => match list() {
+            "dns_listen" => match list() {
+                Some(items) => c.dns_listen = addrs::<SocketAddr>(items, key, &mut errors),
+                None => errors.push(want("a list of addresses such as [\"127.0.0.1:53\"]")),
+            },
+            "http_listen" | "https_listen" => match list() {
                 Some(items) => {
-                    let parsed = addrs::<SocketAddr>(items, key, &mut errors);
-                    match key.as_str() {
-                        "dns_listen" => c.dns_listen = parsed,
-                        "http_listen" => c.http_listen = parsed,
-                        _ => c.https_listen = parsed,
+                    let (sets, errors) = (&mut c.edge_port_sets, &mut errors);
+                    if key == "http_listen" {
+                        c.http_listen = edge_listen(&items, &HTTP_PORTS, key, sets, errors);
+                    } else {
+                        c.https_listen = edge_listen(&items, &HTTPS_PORTS, key, sets, errors);
                     }
                 }
-                None => errors.push(want("a list of addresses such as [\"127.0.0.1:53\"]")),
+                None => errors.push(want(
+                    "a list of addresses such as [\"127.0.0.1:80\"], or IPs alone",
+                )),
             },
             "edge_ipv4" => match list() {
                 Some(items) => c.edge_ipv4 = addrs(items, key, &mut errors),
@@ -560,10 +646,15 @@ pub fn load(flags: &ServeFlags) -> anyhow::Result<Config> {
         c.dns_listen = flags.dns_listen.clone();
     }
     if !flags.http_listen.is_empty() {
-        c.http_listen = flags.http_listen.clone();
+        c.edge_port_sets.retain(|a| !HTTP_PORTS.contains(&a.port()));
+        let (items, sets) = (&flags.http_listen, &mut c.edge_port_sets);
+        c.http_listen = edge_listen(items, &HTTP_PORTS, "--http-listen", sets, &mut errors);
     }
     if !flags.https_listen.is_empty() {
-        c.https_listen = flags.https_listen.clone();
+        c.edge_port_sets
+            .retain(|a| !HTTPS_PORTS.contains(&a.port()));
+        let (items, sets) = (&flags.https_listen, &mut c.edge_port_sets);
+        c.https_listen = edge_listen(items, &HTTPS_PORTS, "--https-listen", sets, &mut errors);
     }
     match flags.acme_directory.as_deref() {
         Some("") => c.acme_directory = None,
@@ -606,6 +697,7 @@ pub fn load(flags: &ServeFlags) -> anyhow::Result<Config> {
         }
     }
     c.nameservers.dedup();
+    leave_api_port(&mut c);
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
@@ -620,6 +712,56 @@ pub fn is_local(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn flags(http: &[&str], https: &[&str]) -> ServeFlags {
+        ServeFlags {
+            http_listen: http.iter().map(|s| (*s).to_owned()).collect(),
+            https_listen: https.iter().map(|s| (*s).to_owned()).collect(),
+            ..ServeFlags::default()
+        }
+    }
+
+    #[test]
+    fn an_edge_ip_alone_stands_for_cloudflares_ports_but_the_apis() {
+        let c = load(&flags(
+            &["192.0.2.1", "[2001:db8::1]", "127.0.0.1"],
+            &["::1"],
+        ))
+        .expect("valid");
+        let http: Vec<String> = c.http_listen.iter().map(ToString::to_string).collect();
+        assert_eq!(http.len(), 7 + 7 + 6, "{http:?}");
+        assert_eq!(http[0], "192.0.2.1:80");
+        assert!(http.contains(&"[2001:db8::1]:2095".to_owned()));
+        // 127.0.0.1:8080 is the API's.
+        assert!(!http.contains(&"127.0.0.1:8080".to_owned()), "{http:?}");
+        assert!(http.contains(&"127.0.0.1:8880".to_owned()));
+        assert_eq!(c.https_listen.len(), 6);
+        assert_eq!(c.https_listen[0].to_string(), "[::1]:443");
+        assert!(c.edge_port_sets.is_empty());
+
+        // A wildcard overlaps the API's address too; an address named outright is kept.
+        let c = load(&flags(&["0.0.0.0", "127.0.0.1:8080"], &[])).expect("valid");
+        assert!(
+            !c.http_listen
+                .contains(&"0.0.0.0:8080".parse().expect("addr"))
+        );
+        assert!(
+            c.http_listen
+                .contains(&"127.0.0.1:8080".parse().expect("addr"))
+        );
+
+        let err = load(&flags(&["www.example.com", "127.0.0.1:99999"], &[])).expect_err("bad");
+        let text = err.to_string();
+        assert!(text.contains("--http-listen: 'www.example.com'"), "{text}");
+        assert!(text.contains("'127.0.0.1:99999'"), "{text}");
+
+        let c = parse_file(
+            "http_listen = [\"127.0.0.7\", \"127.0.0.8:81\"]\n",
+            Config::default(),
+        )
+        .expect("valid");
+        assert_eq!(c.http_listen.len(), 8);
+    }
 
     #[test]
     fn every_file_error_is_reported_at_once() {

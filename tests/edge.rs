@@ -1247,3 +1247,47 @@ fn a_request_the_origin_took_and_never_answered_is_not_sent_to_the_next_address(
         "a timed-out request reached the live origin"
     );
 }
+
+#[test]
+fn an_edge_address_given_alone_listens_on_cloudflares_http_ports() {
+    // 127.0.0.61 and .62 are this test's own: Cloudflare's ports on them are free.
+    let origin = start_origin("127.0.0.62", 2052);
+    let node = Node::start(NodeOptions::new(BIN).args([
+        "--activation",
+        "auto",
+        "--http-listen",
+        "127.0.0.61",
+    ]));
+    let zone = node.create_zone("ports.test");
+    let body = json!({"type": "A", "name": "www", "content": "127.0.0.62", "proxied": true});
+    node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body));
+    let status = |port: u16| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .arg("--resolve")
+            .arg(format!("www.ports.test:{port}:127.0.0.61"))
+            .arg(format!("http://www.ports.test:{port}/"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    parapet_testkit::eventually(
+        Duration::from_secs(5),
+        "the edge to route the new name on port 2052",
+        || status(2052) == "200",
+    );
+    assert!(origin.try_recv().is_ok(), "the origin on 2052 was reached");
+    // Every other port of the set is listened on: with no origin there, the edge answers 521.
+    for port in [80, 8080, 8880, 2082, 2086, 2095] {
+        assert_eq!(status(port), "521", "port {port}");
+    }
+    assert_eq!(status(2053), "000", "an HTTPS port is not an HTTP listener");
+}
