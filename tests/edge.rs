@@ -158,12 +158,12 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
         ("sub.wild.shop.test", "a delegation: a referral in DNS"),
         ("a.b.sub.wild.shop.test", "below a delegation: a referral"),
     ] {
-        assert_eq!(curl(port, name, &[]).0, 530, "{name}: {why}");
+        assert_eq!(curl(port, name, &[]).0, 409, "{name}: {why}");
     }
 
     // Errors a visitor understands, each with a ray id.
     let (status, head, body) = curl(port, "unknown.example", &[]);
-    assert_eq!(status, 530);
+    assert_eq!(status, 409);
     assert!(
         body.contains("Error 1001") && head.contains("cf-ray"),
         "{body}"
@@ -173,7 +173,7 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
         "direct.shop.test",
         &["-H", "Accept: application/json"],
     );
-    assert_eq!(status, 530);
+    assert_eq!(status, 409);
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON error");
     assert_eq!(v["errors"][0]["code"], 1018);
     let (status, _, body) = curl(port, "down.shop.test", &[]);
@@ -204,7 +204,7 @@ fn proxied_names_reach_their_origin_with_cloudflare_headers_and_errors() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("parapet_edge_requests_total{zone=\"\",status=\"530\"}"),
+        metrics.contains("parapet_edge_requests_total{zone=\"\",status=\"409\"}"),
         "{metrics}"
     );
     assert!(
@@ -474,7 +474,7 @@ fn a_silent_origin_gets_a_524_and_the_visitor_a_page() {
 fn sigterm_stops_the_edge_cleanly() {
     let port = free_port();
     let mut node = edge_node(port, "");
-    assert_eq!(curl(port, "nothing.test", &[]).0, 530);
+    assert_eq!(curl(port, "nothing.test", &[]).0, 409);
     let status = node.terminate();
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(
@@ -633,7 +633,7 @@ fn a_proxied_cname_to_another_provider_is_resolved_through_the_resolver() {
     assert_eq!(status, 530);
     assert!(body.contains("Error 1016"), "{body}");
     let (status, _, body) = curl(port, "x.sub.customer.test", &[]);
-    assert_eq!(status, 530);
+    assert_eq!(status, 409);
     assert!(
         body.contains("Error 1000") || body.contains("Error 1018"),
         "{body}"
@@ -941,7 +941,7 @@ fn the_edges_own_pages_answer_head_with_their_header_alone() {
     // An unknown host, a loop, and a refusing origin passed by the edge itself and by the
     // engine: over HTTP/2, content after a HEAD answer's header would be a stream error.
     let cases: [(&str, &[&str], u16); 4] = [
-        ("unknown.test", &[], 530),
+        ("unknown.test", &[], 409),
         ("www.heads.test", loops, 508),
         ("down.heads.test", &[], 521),
         ("down.heads.test", engine, 521),
@@ -1069,7 +1069,7 @@ fn access_log_lines_are_bare_json_one_per_request_on_every_path() {
         .arg(format!("http://127.0.0.1:{port}/x"))
         .output()
         .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "530");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "409");
     std::thread::sleep(Duration::from_millis(300));
     let text = std::fs::read_to_string(&log).expect("log");
     let last: serde_json::Value = text
@@ -1080,7 +1080,7 @@ fn access_log_lines_are_bare_json_one_per_request_on_every_path() {
         .expect("a line");
     assert_eq!(last["host"], "nowhere.example", "{last}");
     assert!(last["zone"].is_null(), "{last}");
-    assert_eq!(last["status"], 530, "{last}");
+    assert_eq!(last["status"], 409, "{last}");
     // Headers the HTTP engine cannot parse (a folded line, a space in a name): refused with
     // 400 before any phase of the proxy runs, and still one line each, and counted.
     let unparsable = [

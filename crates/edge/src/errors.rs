@@ -57,10 +57,12 @@ impl EdgeError {
         }
     }
 
-    /// The HTTP status of the page.
+    /// The HTTP status of the page: Cloudflare's (409 for a host it does not serve, 1001 and
+    /// 1018; 530 for an origin name that does not resolve).
     pub fn status(self) -> u16 {
         match self {
-            Self::UnknownHost | Self::NotProxied | Self::ZoneNotActive | Self::OriginDns => 530,
+            Self::UnknownHost | Self::NotProxied | Self::ZoneNotActive => 409,
+            Self::OriginDns => 530,
             Self::Loop => 508,
             Self::DirectIp | Self::OriginIsEdge | Self::OriginProhibited => 403,
             other => other.code(),
