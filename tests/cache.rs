@@ -2338,3 +2338,56 @@ fn without_a_cache_every_answer_is_passed_under_the_zones_rules() {
         assert_eq!(hits.of("/a.css") + hits.of("/page.html"), asked);
     }
 }
+
+#[test]
+fn equivalent_urls_share_one_object_and_the_origin_gets_their_normal_form() {
+    let s = site("normal.test");
+    let host = "www.normal.test";
+    // `--path-as-is`: curl sends the path as written, dot segments included.
+    let get = |path: &str, extra: &[&str]| {
+        let mut args = vec!["--path-as-is"];
+        args.extend_from_slice(extra);
+        fetch(s.port, host, path, &args).1
+    };
+    assert_eq!(get("/app.js?v=1", &[]), "MISS");
+    for same in [
+        "/%61pp.js?v=1",
+        "/x/../app.js?v=1",
+        "/./app.js?v=1",
+        "//app.js?v=1",
+        "/%2e%2e/app.js?v=1",
+    ] {
+        assert_eq!(get(same, &[]), "HIT", "{same}");
+        assert_eq!(
+            get(same, &["--http2-prior-knowledge"]),
+            "HIT",
+            "{same} over HTTP/2"
+        );
+    }
+    assert_eq!(s.hits.of("/app.js?v=1"), 1);
+    // The query is part of the key as it was sent.
+    assert_eq!(get("/app.js?v=%31", &[]), "MISS");
+
+    // A first request in another form reaches the origin in the normal form.
+    assert_eq!(get("/lib/%7Euser/../b.css", &[]), "MISS");
+    assert_eq!(s.hits.of("/lib/~user/../b.css"), 0);
+    assert_eq!(s.hits.of("/lib/b.css"), 1);
+    assert_eq!(get("/lib/b.css", &[]), "HIT");
+
+    // Purge by any of the forms purges the object.
+    let purge = |url: String| {
+        s.node.ok(
+            "POST",
+            &format!("/zones/{}/purge_cache", s.zone),
+            Some(json!({"files": [url]})),
+        );
+    };
+    purge(format!("http://{host}:{}/%61pp.js?v=1", s.port));
+    assert_eq!(get("/app.js?v=1", &[]), "MISS");
+    s.node.ok(
+        "POST",
+        &format!("/zones/{}/purge_cache", s.zone),
+        Some(json!({"prefixes": [format!("{host}/%6Cib/")]})),
+    );
+    assert_eq!(get("/lib/b.css", &[]), "MISS");
+}

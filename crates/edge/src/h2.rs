@@ -328,13 +328,16 @@ impl EdgeProxy {
             _ => return None,
         };
         // The engine's checks before routing: a request it answers with 400, 431 or a page is
-        // its (a `:path` that is not an absolute path among them, RFC 9113 §8.3.1).
+        // its (a `:path` that is not an absolute path among them, RFC 9113 §8.3.1); so is a
+        // path to put in its normal form.
         let target = req
             .uri
             .path_and_query()
             .map_or(&b""[..], |p| p.as_str().as_bytes());
         if !session.is_body_empty()
             || !crate::headers::target_form_ok(&req.method, target)
+            || std::str::from_utf8(target)
+                .is_ok_and(|t| parapet_model::expr::normalized_target(t).is_some())
             || h1_head_len(req) > self.max_header_bytes
             || req.uri.path().starts_with(ACME_CHALLENGE)
             || req

@@ -186,7 +186,11 @@ pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'
         _ => return None,
     };
     let target = parsed.path?;
-    if !target.starts_with('/') || http::uri::PathAndQuery::try_from(target).is_err() {
+    // A path not in its normal form is the engine's to put in it.
+    if !target.starts_with('/')
+        || http::uri::PathAndQuery::try_from(target).is_err()
+        || parapet_model::expr::normalized_target(target).is_some()
+    {
         return None;
     }
     let field_count = parsed.headers.len();

@@ -817,6 +817,31 @@ fn visitor_port(session: &Session) -> u16 {
         .map_or(80, SocketAddr::port)
 }
 
+/// Puts the request's path in its normal form (the path rules, the cache key and the origin
+/// all see), as Cloudflare normalises incoming URLs: `/%61pp/../x.js` is `/x.js`. Sending the
+/// origin the same form as the key keeps a visitor from storing the origin's answer to one
+/// path under another's key. A target that is not UTF-8 is left as it came.
+fn normalize_target(req: &mut RequestHeader) {
+    if !req.raw_path_is_utf8() {
+        return;
+    }
+    let Some(target) = req
+        .uri
+        .path_and_query()
+        .and_then(|p| parapet_model::expr::normalized_target(p.as_str()))
+    else {
+        return;
+    };
+    let Ok(target) = http::uri::PathAndQuery::try_from(target) else {
+        return;
+    };
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = Some(target);
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        req.set_uri(uri);
+    }
+}
+
 fn path_and_query(session: &Session) -> String {
     let uri = &session.req_header().uri;
     uri.path_and_query()
@@ -1030,6 +1055,7 @@ impl ProxyHttp for EdgeProxy {
             refuse(session, &ctx.ray, 400).await;
             return Ok(true);
         }
+        normalize_target(session.req_header_mut());
         let looped = session
             .req_header()
             .headers
@@ -1443,7 +1469,9 @@ impl ProxyHttp for EdgeProxy {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| same_host_target(v, &origin.host));
                 if let Some(target) = target {
-                    // Keyed as a request for it would be: its path's rules shape the query.
+                    // Keyed as a request for it would be: its path in normal form, and its
+                    // path's rules shape the query.
+                    let target = parapet_model::expr::normalized_target(&target).unwrap_or(target);
                     let mut named = origin.clone();
                     named.rule_path = parapet_model::expr::normalize_path(
                         target.split_once('?').map_or(target.as_str(), |(p, _)| p),

@@ -70,20 +70,38 @@ pub struct RequestFacts<'a> {
 /// A request path as rules see it, normalised as Cloudflare normalises incoming URLs:
 /// backslashes read as slashes, successive slashes merged, percent-encoded unreserved characters
 /// decoded and the other encodings in upper case (RFC 3986 §6.2.2), dot segments removed; so
-/// `/%61ccount/../account//x` and `/account/x` match the same rules. The origin still gets the
-/// path as the visitor sent it.
+/// `/%61ccount/../account//x` and `/account/x` match the same rules. The edge keys the cache on
+/// this form and sends it to the origin too ([`normalized_target`]).
 pub fn normalize_path(raw: &str) -> String {
-    // The commonest path has nothing to decode, no dot segment and no doubled or back slash:
-    // it is its own form.
-    if raw.starts_with('/')
-        && !raw.contains('%')
-        && !raw.contains("/.")
-        && !raw.contains("//")
-        && !raw.contains('\\')
-    {
+    if plainly_normal(raw) {
         return raw.to_owned();
     }
     normalized_path(raw)
+}
+
+/// The commonest path has nothing to decode, no dot segment and no doubled or back slash: it
+/// is its own form.
+fn plainly_normal(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains('%')
+        && !path.contains("/.")
+        && !path.contains("//")
+        && !path.contains('\\')
+}
+
+/// A request target (path and query) with its path normalised as [`normalize_path`] has it,
+/// the query as sent; `None` when it already is so, or is no path (`*`). The edge keys the
+/// cache on this form and sends it to the origin.
+pub fn normalized_target(target: &str) -> Option<String> {
+    let (path, query) = target.split_at(target.find('?').unwrap_or(target.len()));
+    if !path.starts_with('/') || plainly_normal(path) {
+        return None;
+    }
+    let mut normal = normalized_path(path);
+    (normal != path).then(|| {
+        normal.push_str(query);
+        normal
+    })
 }
 
 /// [`normalize_path`], worked out.
@@ -596,6 +614,18 @@ mod tests {
         assert_eq!(normalize_path("/caf\u{e9}/%7e"), "/caf\u{e9}/~");
         // As Cloudflare normalises incoming URLs (its documented example first).
         assert_eq!(normalize_path("/%68ello//pa\\th"), "/hello/pa/th");
+        // A target's query is kept as it was sent.
+        assert_eq!(
+            normalized_target("/a/../%62.css?x=%61/../b").as_deref(),
+            Some("/b.css?x=%61/../b")
+        );
+        for normal in ["/b.css?x=%61", "/caf%C3%A9", "*", "/", "/a/b/?"] {
+            assert_eq!(normalized_target(normal), None, "{normal}");
+        }
+        assert_eq!(
+            normalized_target("/caf%c3%a9").as_deref(),
+            Some("/caf%C3%A9")
+        );
         assert_eq!(normalize_path("//api/x.js"), "/api/x.js");
         assert_eq!(normalize_path("/a//b/"), "/a/b/");
         assert_eq!(normalize_path("/%2fx%3a"), "/%2Fx%3A");

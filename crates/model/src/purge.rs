@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use crate::ModelError;
-use crate::expr::{RequestFacts, normalize_path};
+use crate::expr::{RequestFacts, normalized_target};
 use crate::name::{NameKind, normalize};
 use crate::rules::{CompiledRule, matching_cache_parameters};
 
@@ -89,7 +89,8 @@ impl PurgeUrl {
         })
     }
 
-    /// The path and query under which the edge keys a request for this URL: the query shaped
+    /// The path and query under which the edge keys a request for this URL: the path in its
+    /// normal form (`/%61pp.js` is `/app.js`), the query shaped
     /// as the zone's cache rules that match the URL's host and path have it (`rules`: the
     /// zone's cache rules, in the order the edge applies them). Rules look at nothing else of
     /// a request, and request headers or cookies a rule puts in the key only tell variants of
@@ -98,18 +99,17 @@ impl PurgeUrl {
         &self,
         rules: impl IntoIterator<Item = &'r CompiledRule>,
     ) -> Cow<'_, str> {
-        let path = self
-            .path
-            .split_once('?')
-            .map_or(self.path.as_str(), |(p, _)| p);
-        let rule_path = normalize_path(path);
+        // The path in the normal form the edge keys requests on.
+        let normal = normalized_target(&self.path);
+        let target = normal.as_deref().unwrap_or(&self.path);
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
         let request = RequestFacts {
             host: &self.host,
-            path: &rule_path,
+            path,
         };
         match matching_cache_parameters(rules, &request) {
-            Some(params) => Cow::Owned(params.key_target(&self.path).into_owned()),
-            None => Cow::Borrowed(&self.path),
+            Some(params) => Cow::Owned(params.key_target(target).into_owned()),
+            None => normal.map_or(Cow::Borrowed(&self.path), Cow::Owned),
         }
     }
 }
@@ -252,8 +252,10 @@ impl Purge {
                         Some(i) => (&p[..i], &p[i..]),
                         None => (p, "/"),
                     };
+                    // In the normal form the edge keys requests on.
+                    let path = normalized_target(path).unwrap_or_else(|| path.to_owned());
                     match normalize(host, NameKind::Target, &field) {
-                        Ok(h) => prefixes.push((h, path.to_owned())),
+                        Ok(h) => prefixes.push((h, path)),
                         Err(e) => errors.push(e),
                     }
                 }
@@ -328,10 +330,11 @@ mod tests {
             keyed("https://www.example.com/static/a.css?b=1&a=2"),
             "/static/a.css?a=2&b=1"
         );
-        // Rules see the path as the edge does: encoded unreserved characters decoded.
+        // Keyed as the edge keys the request: the path in its normal form (encoded unreserved
+        // characters decoded, dot segments gone), which the rules see too.
         assert_eq!(
-            keyed("https://www.example.com/%73tatic/a.css?b=1&a=2"),
-            "/%73tatic/a.css?a=2&b=1"
+            keyed("https://www.example.com/%73tatic/x/../a.css?b=1&a=2"),
+            "/static/a.css?a=2&b=1"
         );
         assert_eq!(
             keyed("https://www.example.com/static/plain.css?v=3&a=1"),
