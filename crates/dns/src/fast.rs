@@ -4,12 +4,10 @@
 //! with their own id, RD bit, question bytes (so the name's case is echoed) and DO bit. The
 //! cache belongs to one [`crate::DnsIndex`], so a new snapshot starts with an empty cache.
 
-use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, BuildHasherDefault};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::hash::BuildHasher;
+use std::sync::{Mutex, PoisonError};
 
-use rustc_hash::FxHasher;
+use hashbrown::HashTable;
 
 const SHARDS: usize = 32;
 /// Responses kept per index; beyond this, queries are answered by the engine without caching.
@@ -20,13 +18,38 @@ const MAX_MADE_UP: usize = 1 << 16;
 
 use crate::rrl::ResponseKind;
 
-/// Keys are the queries' names: hashed with a secret key, so that no one can send names that
-/// collide in one bucket.
-type Map = HashMap<Box<[u8]>, (Arc<[u8]>, ResponseKind), RandomState>;
+/// One kept response with its key, in one allocation (`key length, key, response`): a lookup
+/// reads the table's slot and this, nothing else.
+struct Entry {
+    bytes: Box<[u8]>,
+    kind: ResponseKind,
+}
+
+impl Entry {
+    fn new(key: &[u8], response: &[u8], kind: ResponseKind) -> Self {
+        let mut bytes = Vec::with_capacity(1 + key.len() + response.len());
+        // Keys are at most KEY_MAX (< 256) bytes.
+        bytes.push(key.len() as u8);
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(response);
+        Self {
+            bytes: bytes.into_boxed_slice(),
+            kind,
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.bytes[1..1 + usize::from(self.bytes[0])]
+    }
+
+    fn response(&self) -> &[u8] {
+        &self.bytes[1 + usize::from(self.bytes[0])..]
+    }
+}
 
 #[derive(Default)]
 struct Shard {
-    map: Map,
+    table: HashTable<Entry>,
     /// Entries that are not [`ResponseKind::is_data`].
     made_up: usize,
 }
@@ -154,15 +177,16 @@ impl std::ops::Deref for Key {
 /// Responses of plain queries, in shards.
 pub struct ResponseCache {
     shards: Vec<Mutex<Shard>>,
-    /// Picks the shard (cheap: the map's own hash keeps each shard's buckets apart).
-    hasher: BuildHasherDefault<FxHasher>,
+    /// Keys are hashed with a secret key, so that no one can send names that collide in one
+    /// bucket. One hash per lookup picks the shard (bits the table does not use) and the slot.
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Default for ResponseCache {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: BuildHasherDefault::default(),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 }
@@ -174,28 +198,29 @@ impl std::fmt::Debug for ResponseCache {
 }
 
 impl ResponseCache {
-    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
-        let h = self.hasher.hash_one(key) as usize;
-        &self.shards[h % SHARDS]
+    /// The key's hash, and its shard (from middle bits: the table takes a slot from the low
+    /// bits and a tag from the top ones).
+    fn locate(&self, key: &[u8]) -> (u64, &Mutex<Shard>) {
+        let hash = self.hasher.hash_one(key);
+        (hash, &self.shards[(hash >> 32) as usize % SHARDS])
     }
 
-    fn get(&self, key: &Key) -> Option<(Arc<[u8]>, ResponseKind)> {
-        self.shard(key)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .map
-            .get(&**key)
-            .cloned()
+    /// A copy of the response kept under `key` if it has at most `limit` bytes, copied while
+    /// the shard is held (nothing shared is counted or freed per query).
+    fn copy(&self, key: &[u8], limit: usize) -> Option<(Vec<u8>, ResponseKind)> {
+        let (hash, shard) = self.locate(key);
+        let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = shard.table.find(hash, |e| e.key() == key)?;
+        let response = entry.response();
+        (response.len() <= limit).then(|| (response.to_vec(), entry.kind))
     }
 
     /// A cached response adapted to `query`: the whole response if it fits `limit`, else one
     /// fitted to that very limit; and what rate limiting counts it as.
     pub fn answer(&self, query: &PlainQuery<'_>, limit: usize) -> Option<(Vec<u8>, ResponseKind)> {
-        let (cached, kind) = self
-            .get(&query.key(None))
-            .filter(|(whole, _)| whole.len() <= limit)
-            .or_else(|| self.get(&query.key(Some(limit))))?;
-        let mut out = cached.to_vec();
+        let (mut out, kind) = self
+            .copy(&query.key(None), limit)
+            .or_else(|| self.copy(&query.key(Some(limit)), usize::MAX))?;
         out[..2].copy_from_slice(&query.packet[..2]);
         out[2] = (out[2] & !0x01) | (query.packet[2] & 0x01);
         let qend = 12 + query.qname.len();
@@ -231,21 +256,25 @@ impl ResponseCache {
             return;
         }
         let key = query.key((!whole).then_some(limit));
-        let mut shard = self
-            .shard(&key)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let (hash, shard) = self.locate(&key);
+        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
         let made_up = !kind.is_data();
-        if shard.map.len() >= MAX_ENTRIES / SHARDS
+        if shard.table.len() >= MAX_ENTRIES / SHARDS
             || (made_up && shard.made_up >= MAX_MADE_UP / SHARDS)
         {
             return;
         }
-        if let Some((_, old)) = shard
-            .map
-            .insert(Box::from(&*key), (Arc::from(response), kind))
-        {
-            shard.made_up -= usize::from(!old.is_data());
+        let entry = Entry::new(&key, response, kind);
+        let hasher = |e: &Entry| self.hasher.hash_one(e.key());
+        match shard.table.entry(hash, |e| e.key() == &*key, hasher) {
+            hashbrown::hash_table::Entry::Occupied(mut old) => {
+                let was_made_up = !old.get().kind.is_data();
+                *old.get_mut() = entry;
+                shard.made_up -= usize::from(was_made_up);
+            }
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(entry);
+            }
         }
         shard.made_up += usize::from(made_up);
     }
@@ -368,7 +397,7 @@ mod tests {
         let entries: usize = cache
             .shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).map.len())
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).table.len())
             .sum();
         assert_eq!(entries, 1);
     }
