@@ -2391,3 +2391,32 @@ fn equivalent_urls_share_one_object_and_the_origin_gets_their_normal_form() {
     );
     assert_eq!(get("/lib/b.css", &[]), "MISS");
 }
+
+#[test]
+fn objects_streaming_to_disk_together_never_take_the_tier_past_its_size() {
+    // 8 MiB of disk: an eighth is kept for files being written, so one 1 MiB object at a time
+    // streams into it. Four slow 1 MiB misses at once would take 4 MiB of files.
+    let config = "cache_memory_bytes = 262144\ncache_disk_bytes = 8388608\n";
+    let (site, _tmp, _data) = site_on_disk("streaming.test", config);
+    let Site { port, .. } = &site;
+    let host = "www.streaming.test";
+    let fetches: Vec<_> = (0..4)
+        .map(|i| {
+            let port = *port;
+            std::thread::spawn(move || {
+                fetch_big(port, host, &format!("/big/slow-1-{i}.bin"), &[], 0)
+            })
+        })
+        .collect();
+    for fetch in fetches {
+        let (status, len, intact) = fetch.join().expect("fetch");
+        assert!(
+            status == "MISS" && len == 1 << 20 && intact,
+            "{status} {len}"
+        );
+    }
+    let stored = (0..4)
+        .filter(|i| fetch_big(*port, host, &format!("/big/slow-1-{i}.bin"), &[], 0).0 == "HIT")
+        .count();
+    assert!(stored < 4, "every object was written at once");
+}

@@ -18,6 +18,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -297,34 +298,70 @@ pub fn disk_weight(file_len: u64) -> u64 {
     file_len.div_ceil(BLOCK).max(1) * BLOCK
 }
 
-/// An object file being written under `tmp/`, removed unless finished and renamed.
+/// An object file being written under `tmp/`, removed unless finished and renamed. Its bytes
+/// are counted against the room the tier keeps for files being written.
 pub struct Writer {
     file: File,
     path: PathBuf,
     body_len: u64,
     kept: bool,
+    room: Arc<WriteRoom>,
+    /// Bytes of the room this file holds.
+    held: u64,
+}
+
+/// The part of the disk tier kept for files being written (the LRU bounds the rest), so that
+/// objects streaming in, however many at once, never take the tier past its size.
+struct WriteRoom {
+    size: u64,
+    used: AtomicU64,
+}
+
+impl WriteRoom {
+    /// Takes `n` bytes of the room; an error, taking nothing, when it has not that much left.
+    fn take(&self, n: u64) -> io::Result<()> {
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > self.size {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+            return Err(io::Error::other(
+                "the disk cache's room for objects being written is taken",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Writer {
-    fn create(path: PathBuf) -> io::Result<Self> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.write_all(MAGIC)?;
-        file.write_all(&0u64.to_le_bytes())?;
-        Ok(Self {
-            file,
+    fn create(path: PathBuf, room: Arc<WriteRoom>) -> io::Result<Self> {
+        let head = (MAGIC.len() + 8) as u64;
+        room.take(head)?;
+        // From here the file gives its room back when dropped, created or not.
+        let mut writer = Self {
+            file: OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .inspect_err(|_| {
+                    room.used.fetch_sub(head, Ordering::Relaxed);
+                })?,
             path,
             body_len: 0,
             kept: false,
-        })
+            room,
+            held: head,
+        };
+        writer.file.write_all(MAGIC)?;
+        writer.file.write_all(&0u64.to_le_bytes())?;
+        Ok(writer)
     }
 
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let n = data.len() as u64;
+        self.room.take(n)?;
+        self.held += n;
         self.file.write_all(data)?;
-        self.body_len += data.len() as u64;
+        self.body_len += n;
         Ok(())
     }
 
@@ -347,6 +384,8 @@ impl Drop for Writer {
         if !self.kept {
             let _ = fs::remove_file(&self.path);
         }
+        // A finished file is counted by the LRU once placed.
+        self.room.used.fetch_sub(self.held, Ordering::Relaxed);
     }
 }
 
@@ -409,10 +448,13 @@ pub struct DiskTier {
     pub max_object: u64,
     pub lru: simple_lru::Manager,
     next_tmp: AtomicU64,
+    writing: Arc<WriteRoom>,
 }
 
 impl DiskTier {
-    /// Opens (creating) the tier in `dir`: leftovers of writes cut short are removed.
+    /// Opens (creating) the tier in `dir`: leftovers of writes cut short are removed. Of its
+    /// `capacity`, an eighth (and a block) is kept for files being written and the rest bounds
+    /// the objects in place (their LRU).
     pub fn open(dir: &Path, capacity: u64, max_object: u64) -> io::Result<Self> {
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true).mode(0o700);
@@ -435,6 +477,8 @@ impl DiskTier {
         }
         // tmpfs and ramfs hold their files in memory and cannot say whether a read would wait.
         const IN_MEMORY: [u64; 2] = [0x0102_1994, 0x8584_58f6];
+        // Room for the largest object with its file's head.
+        let room = capacity / 8 + BLOCK;
         let kind = rustix::fs::statfs(dir).map(|s| s.f_type as u64);
         Ok(Self {
             dir: dir.to_owned(),
@@ -443,10 +487,14 @@ impl DiskTier {
             capacity,
             max_object: max_object.min(capacity / 8),
             lru: simple_lru::Manager::new_with_watermark(
-                usize::try_from(capacity).unwrap_or(usize::MAX),
+                usize::try_from(capacity.saturating_sub(room)).unwrap_or(usize::MAX),
                 Some(max_objects(capacity)),
             ),
             next_tmp: AtomicU64::new(0),
+            writing: Arc::new(WriteRoom {
+                size: room,
+                used: AtomicU64::new(0),
+            }),
         })
     }
 
@@ -458,7 +506,7 @@ impl DiskTier {
     /// Starts a new object file.
     pub fn writer(&self) -> io::Result<Writer> {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        Writer::create(self.tmp.join(n.to_string()))
+        Writer::create(self.tmp.join(n.to_string()), Arc::clone(&self.writing))
     }
 
     fn generations_path(&self) -> PathBuf {
@@ -637,6 +685,48 @@ mod tests {
         let path = tier.object_path(id);
         fs::rename(&done.path, &path).unwrap();
         path
+    }
+
+    #[test]
+    fn files_being_written_share_an_eighth_of_the_tier_and_give_it_back() {
+        use pingora::cache::CacheEntryKey;
+        use pingora::cache::eviction::EvictionManager as _;
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 8 << 20, 1 << 20).unwrap();
+        let (mut a, mut b) = (tier.writer().unwrap(), tier.writer().unwrap());
+        a.write(&vec![1; 600 << 10]).unwrap();
+        // The room is 1 MiB and a block: the second file cannot take another 600 KiB, and
+        // loses nothing.
+        assert!(b.write(&vec![2; 600 << 10]).is_err());
+        b.write(&vec![2; 100 << 10]).unwrap();
+        // A file dropped unfinished gives its room back; so does a finished one.
+        drop(a);
+        b.write(&vec![2; 600 << 10]).unwrap();
+        let done = b.finish(&record("ab14")).unwrap();
+        assert_eq!(done.body_len, 700 << 10);
+        let mut c = tier.writer().unwrap();
+        c.write(&vec![3; 1000 << 10]).unwrap();
+        // The LRU bounds the rest: 7 MiB (less a block) of objects in place.
+        assert_eq!(tier.lru.total_size(), 0);
+        let weight = |n: u64| usize::try_from(n).unwrap();
+        let key = |i: u8| {
+            CacheEntryKey::key_only(CompactCacheKey {
+                primary: [i; 16],
+                variance: None,
+                user_tag: "z".into(),
+            })
+        };
+        let now = std::time::SystemTime::now();
+        assert!(
+            tier.lru
+                .admit(key(1), weight((7 << 20) - BLOCK), now)
+                .is_empty()
+        );
+        assert_eq!(
+            tier.lru.admit(key(2), 1, now).len(),
+            1,
+            "over the bound: evicts"
+        );
     }
 
     #[test]
