@@ -473,8 +473,12 @@ fn svc_params_in_order(mut svcb: SVCB) -> Result<SVCB, String> {
 
 /// Converts one stored record to wire data.
 pub fn record_rdata(r: &DnsRecord) -> Result<RData, String> {
-    let parse =
-        |kind: RecordType| RData::try_from_str(kind, &r.rdata_text()).map_err(|e| e.to_string());
+    // Records stored before their `\DDD` escapes were written out are read as they are now.
+    let parse = |kind: RecordType| {
+        let mut text = r.rdata_text();
+        parapet_model::record::decimal_escapes(r.kind, &mut text).map_err(|e| e.message)?;
+        RData::try_from_str(kind, &text).map_err(|e| e.to_string())
+    };
     let unknown = |code: u16, bytes: Vec<u8>| RData::Unknown {
         code: RecordType::from(code),
         rdata: NULL::with(bytes),

@@ -337,6 +337,12 @@ impl RecordDraft {
                 }
                 (None, _, None) => errors.push(FieldError::new("content", "is required")),
             }
+            if let Some(c) = &mut content
+                && let Err(e) = decimal_escapes(kind, c)
+            {
+                errors.push(e);
+                content = None;
+            }
             if let Some(c) = &content
                 && let Err(e) = check_wire(kind, c, priority)
             {
@@ -1245,6 +1251,75 @@ fn check_digest_length(kind: RecordType, content: &str) -> Result<(), FieldError
     ))
 }
 
+/// Writes the `\DDD` escapes (RFC 1035 §5.1) of the content of a type the DNS wire-format
+/// library reads from text (which takes the digits for something else) as the characters they
+/// stand for: `"ca\059x"` is kept as `"ca;x"`, `\034` as `\"`. Bytes that are no printable
+/// text (control bytes, or not UTF-8 together) are refused, as are escapes of a space or a
+/// delimiter outside quotes.
+pub fn decimal_escapes(kind: RecordType, content: &mut String) -> Result<(), FieldError> {
+    let applies = matches!(
+        kind,
+        RecordType::CAA
+            | RecordType::HTTPS
+            | RecordType::SVCB
+            | RecordType::NAPTR
+            | RecordType::CERT
+    );
+    if !applies || !content.contains('\\') {
+        return Ok(());
+    }
+    let refuse = |why: String| FieldError::new("content", format!("invalid {kind} data: {why}"));
+    let bytes = content.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut i, mut quoted, mut changed) = (0, false, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => quoted = !quoted,
+            b'\\' => {
+                let digits = bytes
+                    .get(i + 1..i + 4)
+                    .filter(|d| d.iter().all(u8::is_ascii_digit));
+                let Some(digits) = digits else {
+                    // `\X`: kept as it is, for the library.
+                    out.extend_from_slice(bytes.get(i..i + 2).unwrap_or(&bytes[i..]));
+                    i += 2;
+                    continue;
+                };
+                let value = digits
+                    .iter()
+                    .fold(0u16, |v, d| v * 10 + u16::from(d - b'0'));
+                let byte = u8::try_from(value)
+                    .map_err(|_| refuse(format!("the escape \\{value:03} is over 255")))?;
+                if byte.is_ascii_control() {
+                    return Err(refuse(format!(
+                        "the escape \\{value:03} is a control byte, which is not supported"
+                    )));
+                }
+                if !quoted && matches!(byte, b' ' | b';' | b'(' | b')') {
+                    return Err(refuse(format!(
+                        "the escape \\{value:03} outside quotes: put the value in quotes"
+                    )));
+                }
+                if matches!(byte, b'"' | b'\\') {
+                    out.push(b'\\');
+                }
+                out.push(byte);
+                changed = true;
+                i += 4;
+                continue;
+            }
+            _ => {}
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    if changed {
+        *content = String::from_utf8(out)
+            .map_err(|_| refuse("its \\DDD escapes do not spell UTF-8 text".into()))?;
+    }
+    Ok(())
+}
+
 /// Checks content with the DNS wire-format library, for the types it can encode, so that
 /// nothing is stored that the DNS server could not serve.
 fn check_wire(kind: RecordType, content: &str, priority: Option<u16>) -> Result<(), FieldError> {
@@ -1326,6 +1401,53 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.content, "5 5060 sip.example.com");
         assert_eq!(a.priority, Some(10));
+    }
+
+    #[test]
+    fn decimal_escapes_are_kept_as_the_characters_they_stand_for() {
+        let wire = |kind: WireType, content: &str| {
+            use hickory_proto::serialize::binary::BinEncodable as _;
+            RData::try_from_str(kind, content)
+                .expect("parses")
+                .to_bytes()
+                .expect("encodes")
+        };
+        let content = |kind: &str, c: &str| {
+            draft(json!({"type": kind, "name": "@", "content": c})).map(|d| d.content)
+        };
+        let caa = content("CAA", "0 iodef \"mailto:ops\\064ca\\059x.example\"").expect("valid");
+        assert_eq!(caa, "0 iodef \"mailto:ops@ca;x.example\"");
+        assert!(wire(WireType::CAA, &caa).ends_with(b"iodefmailto:ops@ca;x.example"));
+        let naptr = "100 10 \"u\" \"E2U\\043sip\" \"!^.*$!sip:a\\064b.example!\" .";
+        let naptr = content("NAPTR", naptr).expect("valid");
+        assert_eq!(
+            naptr,
+            "100 10 \"u\" \"E2U+sip\" \"!^.*$!sip:a@b.example!\" ."
+        );
+        let bytes = wire(WireType::NAPTR, &naptr);
+        assert!(bytes.windows(7).any(|w| w == b"E2U+sip"), "{bytes:?}");
+        // A quote and a backslash stay escaped; UTF-8 spelt in escapes is read as such.
+        assert_eq!(
+            content("CAA", "0 issue \"a\\034b\\092c\\195\\169\"").expect("valid"),
+            "0 issue \"a\\\"b\\\\c\u{e9}\""
+        );
+        for bad in [
+            "0 issue \"a\\007b\"",
+            "0 issue \"\\200\"",
+            "0 issue \"\\256\"",
+        ] {
+            let err = content("CAA", bad).expect_err(bad);
+            assert!(format!("{err:?}").contains("escape"), "{bad}: {err:?}");
+        }
+        assert!(
+            content("SVCB", "1 . alpn=h2\\059x").is_err(),
+            "outside quotes"
+        );
+        // Other types and contents without escapes are left as they came.
+        assert_eq!(
+            content("CAA", "0 issue \"letsencrypt.org\"").expect("valid"),
+            "0 issue \"letsencrypt.org\""
+        );
     }
 
     #[test]

@@ -768,6 +768,16 @@ sub.example.com. 172800 IN NS ns.sub
     }
 
     #[test]
+    fn decimal_escapes_in_other_types_are_read_as_bind_reads_them() {
+        let text = "@ IN CAA 0 iodef \"mailto:ops\\064example.com\"\n";
+        let parsed = parse_zone_file(text, "example.com", false).expect("valid zone");
+        assert_eq!(
+            parsed.records[0].draft.content,
+            "0 iodef \"mailto:ops@example.com\""
+        );
+    }
+
+    #[test]
     fn txt_strings_are_read_as_bind_reads_them() {
         let content = |line: &str| {
             parse_zone_file(line, "example.com", false)
