@@ -337,6 +337,19 @@ impl RecordDraft {
                 }
                 (None, _, None) => errors.push(FieldError::new("content", "is required")),
             }
+            // A line break in a value would end its line in an exported zone file, and what
+            // followed would be read as records of their own.
+            if kind != RecordType::TXT
+                && content
+                    .as_deref()
+                    .is_some_and(|c| c.chars().any(|ch| ch.is_control() && ch != '\t'))
+            {
+                errors.push(FieldError::new(
+                    "content",
+                    format!("{kind} data must not hold control characters such as line breaks"),
+                ));
+                content = None;
+            }
             if let Some(c) = &mut content
                 && let Err(e) = decimal_escapes(kind, c)
             {

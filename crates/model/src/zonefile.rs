@@ -649,8 +649,28 @@ pub fn export_zone_file(zone: &Zone, records: &[DnsRecord], exported_on: &str) -
             r.name,
             r.ttl,
             r.kind,
-            r.rdata_text()
+            escape_controls(r.rdata_text())
         ));
+    }
+    out
+}
+
+/// Record data with its control characters (other than tabs) written as `\DDD` escapes: a
+/// record stored before they were refused can never break its line in an export.
+fn escape_controls(text: String) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            let mut buf = [0; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\{b:03}"));
+            }
+        } else {
+            out.push(c);
+        }
     }
     out
 }
@@ -765,6 +785,44 @@ sub.example.com. 172800 IN NS ns.sub
         let parsed = parse_zone_file(text, "example.com", false).expect("valid zone");
         let ttls: Vec<u32> = parsed.records.iter().map(|r| r.draft.ttl).collect();
         assert_eq!(ttls, [1, 300, 300, 600, 120, 600]);
+    }
+
+    #[test]
+    fn no_value_can_break_its_line_in_an_export() {
+        let injected = "0 issue \"a\nevil IN A 192.0.2.66\n\"";
+        let body = json!({"type": "CAA", "name": "@", "content": injected});
+        let err = RecordDraft::from_json("example.com", &body).expect_err("refused");
+        assert!(err.to_string().contains("control characters"), "{err}");
+        let body = json!({"type": "URI", "name": "_x._tcp", "data":
+            {"priority": 1, "weight": 1, "target": "http://a\r\nevil IN A 192.0.2.66"}});
+        assert!(RecordDraft::from_json("example.com", &body).is_err());
+        // TXT holds any bytes, written as escapes.
+        let body = json!({"type": "TXT", "name": "@", "content": "a\nevil IN A 192.0.2.66"});
+        let txt = RecordDraft::from_json("example.com", &body).expect("valid");
+        // A record stored before such values were refused is written with escapes.
+        let zone = Zone::new(
+            "z".into(),
+            "example.com".into(),
+            vec!["ns1.example.net".into()],
+            "account".into(),
+            "now".into(),
+            1,
+        );
+        let mut stored = txt
+            .clone()
+            .into_record("r1".into(), "example.com", "t", "t");
+        stored.kind = RecordType::CAA;
+        stored.content = injected.into();
+        let records = [
+            txt.into_record("r2".into(), "example.com", "t", "t"),
+            stored,
+        ];
+        let text = export_zone_file(&zone, &records, "now");
+        assert!(!text.lines().any(|l| l.starts_with("evil")), "{text}");
+        assert!(
+            text.contains("\"a\\010evil IN A 192.0.2.66\\010\""),
+            "{text}"
+        );
     }
 
     #[test]
