@@ -1298,6 +1298,26 @@ fn cache_rules_make_pages_cacheable_bypass_paths_and_shape_the_key() {
             "after a POST to {posted_to}"
         );
     }
+    // An absolute `Location` names its own scheme and port: the same origin's drops the
+    // object, another scheme's or port's does not.
+    let port = s.port;
+    let upper = host.to_ascii_uppercase();
+    for (location, dropped) in [
+        (format!("https://{host}:{port}/q.js%3Fb%3D2%26a%3D1"), false),
+        (format!("http://{host}:1/q.js%3Fb%3D2%26a%3D1"), false),
+        (format!("http://{upper}:{port}/q.js%3Fb%3D2%26a%3D1"), true),
+    ] {
+        assert_eq!(get("/q.js?a=1&b=2").1, "HIT");
+        let posted = fetch(
+            s.port,
+            host,
+            &format!("/form?next={location}"),
+            &["-X", "POST"],
+        );
+        assert_eq!(posted.0, 200);
+        let want = if dropped { "MISS" } else { "HIT" };
+        assert_eq!(get("/q.js?a=1&b=2").1, want, "after a Location {location}");
+    }
 }
 
 /// GET a large object through the edge into memory: `CF-Cache-Status`, body length, and

@@ -631,25 +631,36 @@ fn aged(
     CacheMeta::new(fresh_until, created, stale.0, stale.1, header)
 }
 
-/// The path and query a `Location` or `Content-Location` value names, if it is on `host`
-/// (relative references are).
-fn same_host_target(value: &str, host: &str) -> Option<String> {
+/// The URL a `Location` or `Content-Location` value names, if it is on `host`: whether over
+/// HTTPS, its port and its path and query. A relative reference is on the request's own
+/// scheme and port (`here`).
+fn same_host_target(value: &str, host: &str, here: (bool, u16)) -> Option<(bool, u16, String)> {
     let value = value.trim();
     let value = value.split_once('#').map_or(value, |(v, _)| v);
-    let path = if value.starts_with('/') && !value.starts_with("//") {
-        value
-    } else {
-        let rest = value
-            .strip_prefix("http://")
-            .or_else(|| value.strip_prefix("https://"))?;
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let named = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-        if !named.eq_ignore_ascii_case(host) {
-            return None;
-        }
-        if path.is_empty() { "/" } else { path }
+    if value.starts_with('/') && !value.starts_with("//") {
+        return Some((here.0, here.1, value.to_owned()));
+    }
+    let (https, rest) = match value.get(..8) {
+        Some(s) if s.eq_ignore_ascii_case("https://") => (true, &value[8..]),
+        _ => match value.get(..7) {
+            Some(s) if s.eq_ignore_ascii_case("http://") => (false, &value[7..]),
+            _ => return None,
+        },
     };
-    Some(path.to_owned())
+    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (named, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok()?),
+        None => (authority, if https { 443 } else { 80 }),
+    };
+    if !named.eq_ignore_ascii_case(host) {
+        return None;
+    }
+    let path = match path {
+        "" => "/".to_owned(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_owned(),
+    };
+    Some((https, port, path))
 }
 
 /// Whether the visitor came over TLS.
@@ -1467,8 +1478,11 @@ impl ProxyHttp for EdgeProxy {
                     .headers
                     .get(name)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| same_host_target(v, &origin.host));
-                if let Some(target) = target {
+                    .and_then(|v| {
+                        let here = (is_https(session), visitor_port(session));
+                        same_host_target(v, &origin.host, here)
+                    });
+                if let Some((https, port, target)) = target {
                     // Keyed as a request for it would be: its path in normal form, and its
                     // path's rules shape the query.
                     let target = parapet_model::expr::normalized_target(&target).unwrap_or(target);
@@ -1477,13 +1491,7 @@ impl ProxyHttp for EdgeProxy {
                         target.split_once('?').map_or(target.as_str(), |(p, _)| p),
                     );
                     let rules = self.cache_parameters(&named);
-                    let url = url_key(
-                        &named,
-                        is_https(session),
-                        visitor_port(session),
-                        &target,
-                        rules.as_deref(),
-                    );
+                    let url = url_key(&named, https, port, &target, rules.as_deref());
                     cache.store.invalidate_url(&url);
                 }
             }
