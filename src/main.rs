@@ -85,6 +85,23 @@ fn init_logs() {
         .init();
 }
 
+/// A `PARAPET_API_TOKEN` no request could carry is refused (nobody could use the API, and no
+/// first token would be made); a short one is taken, with a warning.
+fn check_env_token(token: &str) -> anyhow::Result<()> {
+    if !parapet_api::plausible_secret(token) {
+        anyhow::bail!(
+            "PARAPET_API_TOKEN must be at most 256 letters, digits, '-', '_' or '.': no request could carry this one"
+        );
+    }
+    if token.len() < 16 {
+        eprintln!(
+            "parapet: warning: PARAPET_API_TOKEN has {} characters; anyone who guesses it has every right (use 32 or more)",
+            token.len()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs();
@@ -93,6 +110,9 @@ fn main() -> ExitCode {
             let env_token = std::env::var("PARAPET_API_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty());
+            if let Some(token) = &env_token {
+                check_env_token(token)?;
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

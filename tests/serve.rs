@@ -235,3 +235,17 @@ fn a_full_disk_refuses_writes_clearly_and_the_store_recovers_without_restart() {
     assert_eq!(imported["result"]["recs_added"], 20_000, "{imported}");
     assert_eq!(count(&node), Some(20_001));
 }
+
+#[test]
+fn an_api_token_no_request_could_carry_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["serve", "--api-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("PARAPET_API_TOKEN", "pass word")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PARAPET_API_TOKEN must be"), "{stderr}");
+}

@@ -591,6 +591,19 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
     assert_eq!(status, 403, "{body}");
     assert!(node.ok("GET", &both_path, None)["revoked_at"].is_null());
     node.ok("DELETE", &both_path, None);
+    // Deleting one of its zones revokes a certificate: left valid, it would be trusted by a
+    // zone made again under that name, and could no longer be revoked through it.
+    let again = node.ok(
+        "POST",
+        "/certificates",
+        Some(json!({"csr": csr, "hostnames": ["www.shop.test", "www.side.test"]})),
+    );
+    let again_path = format!("/certificates/{}", again["id"].as_str().expect("id"));
+    node.ok("DELETE", &format!("/zones/{side}"), None);
+    assert!(
+        node.ok("GET", &again_path, None)["revoked_at"].is_string(),
+        "revoked with its zone"
+    );
     let origin_key = std::fs::read_to_string(&key_file).expect("key");
     let signed = start_tls_origin("127.0.0.6", port, &origin_cert, &origin_key, None);
     point("127.0.0.6");

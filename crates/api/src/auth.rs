@@ -25,7 +25,8 @@ impl Auth {
     }
 }
 
-fn plausible_secret(s: &str) -> bool {
+/// Whether `s` can be a token's secret at all (what `Authorization: Bearer` is read as).
+pub fn plausible_secret(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
         && s.bytes()

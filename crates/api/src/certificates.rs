@@ -262,7 +262,7 @@ pub async fn delete_cert(
 
 /// Deletes the certificate stored at `key` (404 when there is none).
 async fn delete_entry(state: &ApiState, key: &str) -> Result<(), ApiError> {
-    loop {
+    for _ in 0..WRITE_ATTEMPTS {
         let Some(entry) = state.store.get(key).await? else {
             return Err(not_found());
         };
@@ -276,6 +276,7 @@ async fn delete_entry(state: &ApiState, key: &str) -> Result<(), ApiError> {
             Err(e) => return Err(e.into()),
         }
     }
+    Err(ApiError::Store(StoreError::Conflict))
 }
 
 /// `PUT /custom_certificates/prioritize`: `{"certificates": [{"id", "priority"}, ...]}`, all or
@@ -581,40 +582,53 @@ pub async fn revoke_origin_cert(
     auth: Auth,
     Path(cert_id): Path<String>,
 ) -> ApiResult {
-    use parapet_model::certificate::RevokedOriginCertificate;
-    use sha2::Digest as _;
-    loop {
-        let (mut cert, revision) = origin_cert(&state, &auth, &cert_id, Access::EditZone).await?;
+    for _ in 0..WRITE_ATTEMPTS {
+        let (cert, revision) = origin_cert(&state, &auth, &cert_id, Access::EditZone).await?;
         if let Some(at) = &cert.revoked_at {
             return Ok(ok(json!({"id": cert.id, "revoked_at": at})));
         }
-        let leaf = parapet_tls::chain::bundle_der(&cert.certificate)
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("stored certificate is not PEM".into()))?;
-        let revoked = RevokedOriginCertificate {
-            id: cert.id.clone(),
-            sha256: hex::encode(sha2::Sha256::digest(&leaf)),
-            revoked_at: now_timestamp(),
-            expires_on: cert.expires_on.clone(),
-        };
-        cert.revoked_at = Some(revoked.revoked_at.clone());
-        let cert_key = format!("{}{cert_id}", parapet_snapshot::keys::ORIGIN_CERTS);
-        let revoked_key = format!(
-            "{}{}",
-            parapet_snapshot::keys::ORIGIN_REVOKED,
-            revoked.sha256
-        );
-        let txn = Txn::new()
-            .expect(&cert_key, revision)
-            .put(&cert_key, encode(&cert)?)
-            .put(&revoked_key, encode(&revoked)?);
+        let id = cert.id.clone();
+        let (txn, revoked_at) = revoke(Txn::new(), cert, revision)?;
         match state.store.commit(txn).await {
-            Ok(_) => return Ok(ok(json!({"id": cert.id, "revoked_at": revoked.revoked_at}))),
+            Ok(_) => return Ok(ok(json!({"id": id, "revoked_at": revoked_at}))),
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e.into()),
         }
     }
+    Err(ApiError::Store(StoreError::Conflict))
+}
+
+/// `txn` with the Origin CA certificate `cert` (stored at `revision`) revoked: marked so, and
+/// its leaf's digest put where strict zones look for revoked certificates; and when.
+pub(crate) fn revoke(
+    txn: Txn,
+    mut cert: parapet_model::certificate::OriginCertificate,
+    revision: u64,
+) -> Result<(Txn, String), ApiError> {
+    use parapet_model::certificate::RevokedOriginCertificate;
+    use sha2::Digest as _;
+    let leaf = parapet_tls::chain::bundle_der(&cert.certificate)
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal("stored certificate is not PEM".into()))?;
+    let revoked = RevokedOriginCertificate {
+        id: cert.id.clone(),
+        sha256: hex::encode(sha2::Sha256::digest(&leaf)),
+        revoked_at: now_timestamp(),
+        expires_on: cert.expires_on.clone(),
+    };
+    cert.revoked_at = Some(revoked.revoked_at.clone());
+    let cert_key = format!("{}{}", parapet_snapshot::keys::ORIGIN_CERTS, cert.id);
+    let revoked_key = format!(
+        "{}{}",
+        parapet_snapshot::keys::ORIGIN_REVOKED,
+        revoked.sha256
+    );
+    let txn = txn
+        .expect(&cert_key, revision)
+        .put(&cert_key, encode(&cert)?)
+        .put(&revoked_key, encode(&revoked)?);
+    Ok((txn, revoked.revoked_at))
 }
 
 fn pull_prefix(zone_id: &str) -> String {

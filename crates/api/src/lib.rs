@@ -28,7 +28,7 @@ use parapet_activation::Activator;
 use parapet_snapshot::Published;
 use parapet_store::Store;
 
-pub use auth::Auth;
+pub use auth::{Auth, plausible_secret};
 pub use envelope::{ApiError, ApiErrorItem, ResultInfo, now_timestamp};
 pub use tokens::{create_token, has_stored_tokens};
 

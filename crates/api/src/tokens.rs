@@ -101,7 +101,44 @@ fn parse_policies(body: &Value, account_id: &str) -> Result<Vec<Grant>, ApiError
         let mut all = false;
         match p.get("resources").and_then(Value::as_object) {
             Some(resources) if !resources.is_empty() => {
-                for key in resources.keys() {
+                let account_key = format!("com.cloudflare.api.account.{account_id}");
+                // Cloudflare's forms: `{zone key: "*"}`, `{account key: "*"}` (every zone),
+                // and an account key holding its zone keys (`{account key: {zone key: "*"}}`).
+                let mut entries: Vec<(&String, &Value)> = Vec::new();
+                for (key, value) in resources {
+                    match value {
+                        Value::Object(inner)
+                            if key == &account_key || key == "com.cloudflare.api.account.*" =>
+                        {
+                            if inner.is_empty() {
+                                errors.push(format!(
+                                    "policies[{i}].resources: '{}' names no zones",
+                                    short(key)
+                                ));
+                            }
+                            for (inner_key, inner_value) in inner {
+                                if inner_key.starts_with("com.cloudflare.api.account.zone.") {
+                                    entries.push((inner_key, inner_value));
+                                } else {
+                                    errors.push(format!(
+                                        "policies[{i}].resources: '{}' holds '{}', which is no zone",
+                                        short(key),
+                                        short(inner_key)
+                                    ));
+                                }
+                            }
+                        }
+                        other => entries.push((key, other)),
+                    }
+                }
+                for (key, value) in entries {
+                    if value.as_str() != Some("*") {
+                        errors.push(format!(
+                            "policies[{i}].resources: '{}' must be \"*\"",
+                            short(key)
+                        ));
+                        continue;
+                    }
                     if let Some(zone) = key.strip_prefix("com.cloudflare.api.account.zone.") {
                         if zone == "*" {
                             all = true;
@@ -113,9 +150,7 @@ fn parse_policies(body: &Value, account_id: &str) -> Result<Vec<Grant>, ApiError
                                 short(zone)
                             ));
                         }
-                    } else if key == "com.cloudflare.api.account.*"
-                        || key == &format!("com.cloudflare.api.account.{account_id}")
-                    {
+                    } else if key == "com.cloudflare.api.account.*" || key == &account_key {
                         all = true;
                     } else {
                         errors.push(format!(

@@ -315,7 +315,7 @@ pub async fn patch(
     {
         return Err(ApiError::bad(1004, "type: only 'full' zones are supported"));
     }
-    loop {
+    for _ in 0..crate::stored::WRITE_ATTEMPTS {
         let (mut zone, rev) = load_zone(&state, &zone_id).await?;
         let Some(p) = paused.filter(|p| *p != zone.paused) else {
             return Ok(ok(zone_json(&zone, &state)));
@@ -338,6 +338,7 @@ pub async fn patch(
             Err(e) => return Err(e.into()),
         }
     }
+    Err(ApiError::Store(StoreError::Conflict))
 }
 
 pub async fn delete(
@@ -347,9 +348,15 @@ pub async fn delete(
 ) -> ApiResult {
     let (_, _) = load_zone(&state, &zone_id).await?;
     auth.require(Need::Admin)?;
-    loop {
+    for _ in 0..crate::stored::WRITE_ATTEMPTS {
         let (zone, rev) = load_zone(&state, &zone_id).await?;
         let records = state.store.list(&record_prefix(&zone_id)).await?;
+        // Origin CA certificates naming the zone are revoked with it: one left valid would be
+        // trusted by a zone made again under the name, and could no longer be revoked.
+        let origin_certs = state
+            .store
+            .list(parapet_snapshot::keys::ORIGIN_CERTS)
+            .await?;
         let certs = state
             .store
             .list(&parapet_snapshot::custom_cert_prefix(&zone_id))
@@ -397,12 +404,21 @@ pub async fn delete(
         {
             txn = txn.delete(e.key);
         }
+        for e in origin_certs.entries {
+            let cert: parapet_model::certificate::OriginCertificate =
+                serde_json::from_slice(&e.value)
+                    .map_err(|err| ApiError::Internal(format!("stored value {}: {err}", e.key)))?;
+            if cert.revoked_at.is_none() && cert.zone_ids.contains(&zone_id) {
+                txn = crate::certificates::revoke(txn, cert, e.mod_revision)?.0;
+            }
+        }
         match state.store.commit(txn).await {
             Ok(_) => return Ok(ok(json!({"id": zone_id}))),
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e.into()),
         }
     }
+    Err(ApiError::Store(StoreError::Conflict))
 }
 
 pub async fn activation_check(

@@ -165,6 +165,36 @@ async fn scoped_tokens_reach_only_their_zones_and_rights() {
     let (s, v) = api.call("POST", "/user/tokens", Some(json!({"name": "bad", "policies": [{"resources": {"nonsense": "*"}, "permission_groups": [{"name": "Everything"}]}]}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(codes(&v).len(), 2, "every policy problem listed: {v}");
+
+    // Cloudflare's nested form, zones inside their account, reaches those zones only.
+    let account = api.ok("GET", "/accounts", None).await[0]["id"]
+        .as_str()
+        .expect("account id")
+        .to_owned();
+    let nested = api
+        .ok("POST", "/user/tokens", Some(json!({"name": "nested", "policies": [{"effect": "allow", "resources": {format!("com.cloudflare.api.account.{account}"): {format!("com.cloudflare.api.account.zone.{a}"): "*"}}, "permission_groups": [{"name": "DNS Write"}]}]})))
+        .await["value"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    for (zone, want) in [(&a, StatusCode::OK), (&b, StatusCode::FORBIDDEN)] {
+        let path = format!("/zones/{zone}/dns_records");
+        assert_eq!(
+            api.call_as(&nested, "GET", &path, None).await.0,
+            want,
+            "{zone}"
+        );
+    }
+    // A resource granted with anything but "*" is refused, not read as every zone.
+    for resources in [
+        json!({format!("com.cloudflare.api.account.{account}"): {"com.cloudflare.api.account.user.x": "*"}}),
+        json!({format!("com.cloudflare.api.account.{account}"): "read"}),
+        json!({format!("com.cloudflare.api.account.{account}"): {}}),
+    ] {
+        let body = json!({"name": "odd", "policies": [{"effect": "allow", "resources": resources, "permission_groups": [{"name": "DNS Write"}]}]});
+        let (s, v) = api.call("POST", "/user/tokens", Some(body)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{resources}: {v}");
+    }
 }
 
 #[tokio::test]
