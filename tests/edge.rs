@@ -1291,3 +1291,66 @@ fn an_edge_address_given_alone_listens_on_cloudflares_http_ports() {
     }
     assert_eq!(status(2053), "000", "an HTTPS port is not an HTTP listener");
 }
+
+#[test]
+fn the_origin_is_sent_the_host_the_answer_is_keyed_on() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = edge_node(port, "");
+    let zone = node.create_zone("hosts.test");
+    let body = json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true});
+    node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body));
+    let send = |host: &str, extra: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(["-H", &format!("Host: {host}")])
+            .args(extra)
+            .arg(format!("http://127.0.0.1:{port}/page"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
+        send("www.hosts.test", &[]) == "200"
+    });
+    while origin.try_recv().is_ok() {}
+    let canonical = format!("www.hosts.test:{port}");
+    for (given, extra, want) in [
+        // A port other than the one the visitor came to, case and a final dot: the origin gets
+        // the name the answer is keyed on, with the visitor's port.
+        ("WWW.Hosts.Test.:1337", &[][..], canonical.as_str()),
+        (
+            "www.hosts.test:1337",
+            &["-X", "POST", "-d", "x"][..],
+            canonical.as_str(),
+        ),
+        (
+            "www.hosts.test:1337",
+            &["--http2-prior-knowledge"][..],
+            canonical.as_str(),
+        ),
+        ("www.hosts.test.", &[][..], "www.hosts.test"),
+        // What is so already goes as it came.
+        (canonical.as_str(), &[][..], canonical.as_str()),
+        ("www.hosts.test", &[][..], "www.hosts.test"),
+    ] {
+        assert_eq!(send(given, extra), "200", "{given} {extra:?}");
+        let seen = origin
+            .recv_timeout(Duration::from_secs(5))
+            .expect("origin got the request")
+            .to_ascii_lowercase();
+        let host = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("host: "))
+            .map(str::trim);
+        assert_eq!(host, Some(want), "{given} {extra:?}: {seen}");
+    }
+}

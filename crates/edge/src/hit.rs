@@ -940,8 +940,7 @@ pub(crate) async fn send(
     };
     done.log(sent);
     if sent && !keep_alive {
-        // The stream's own close, which lets the answer arrive before the socket goes.
-        pingora::protocols::Shutdown::shutdown(&mut **stream).await;
+        crate::stream::close_within_send_timeout(stream).await;
     }
     sent && keep_alive
 }

@@ -181,6 +181,7 @@ impl EdgeProxy {
         let to = ToOrigin {
             client: conn.peer.ip(),
             https: conn.https,
+            port: conn.port,
             origin: &origin,
             ray: &ray,
             cache_asked: learn.is_some(),
@@ -253,6 +254,8 @@ impl EdgeProxy {
 pub(crate) struct ToOrigin<'a> {
     pub(crate) client: IpAddr,
     pub(crate) https: bool,
+    /// The port the visitor came to (a `Host` with a port is sent with this one).
+    pub(crate) port: u16,
     pub(crate) origin: &'a Origin,
     pub(crate) ray: &'a str,
     /// The cache knows the URL: the origin is asked for the visitor's coding class.
@@ -265,7 +268,7 @@ impl ToOrigin<'_> {
         to_origin(
             req,
             Some(self.client),
-            self.https,
+            (self.https, self.port),
             self.origin,
             self.ray,
             self.cache_asked,
@@ -471,6 +474,12 @@ fn wire_fields<'f>(
             accept_encoding = Some(value);
             continue;
         }
+        if name.eq_ignore_ascii_case(b"host")
+            && let Some(host) = crate::proxy::canonical_host(value, to.origin, to.port)
+        {
+            field_line(out, name, host.as_bytes());
+            continue;
+        }
         field_line(out, name, value);
     }
     if let Some(host) = to.origin.host_header.as_deref() {
@@ -641,8 +650,7 @@ pub(crate) async fn send(stream: &mut Stream, pass: Box<Pass>, proxy: &EdgeProxy
         .log();
     }
     if !ended.reusable {
-        // The stream's own close, which lets the answer arrive before the socket goes.
-        pingora::protocols::Shutdown::shutdown(&mut **stream).await;
+        crate::stream::close_within_send_timeout(stream).await;
     }
     ended.reusable
 }
@@ -780,8 +788,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
             Err(e) => {
                 tracing::warn!(ray = %pass.ray, "the origin's answer broke off: {e}");
                 // The visitor has a header and part of a body: only a close can say it failed.
-                let _ = stream.write_all(&out).await;
-                let _ = stream.flush().await;
+                let _ = send_now(stream, &[&out]).await;
                 return Ended {
                     status,
                     bytes,
@@ -1565,7 +1572,7 @@ async fn write_informational(
     }
     let mut out = BytesMut::with_capacity(256);
     render(&resp, &mut out);
-    stream.write_all(&out).await.is_ok() && stream.flush().await.is_ok()
+    send_now(stream, &[&out]).await.is_ok()
 }
 
 /// The page for a failure to get the origin's answer, compressed as the engine's would be; the
@@ -1614,8 +1621,7 @@ async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended 
             out.put_slice(&sent);
         }
     }
-    let _ = stream.write_all(&out).await;
-    let _ = stream.flush().await;
+    let _ = send_now(stream, &[&out]).await;
     Ended {
         status,
         bytes,

@@ -663,6 +663,34 @@ fn same_host_target(value: &str, host: &str, here: (bool, u16)) -> Option<(bool,
     Some((https, port, path))
 }
 
+/// The `Host` the origin is sent for a visitor's `value`, when it is not that already: the
+/// routed host name (lower case, no final dot) and, if the visitor gave a port, the port it
+/// came to. The cache keys the answer on those; a `Host` the origin may reflect (in a
+/// redirect, in links) must not say otherwise, or `Host: www.example.com:1337` on port 80
+/// would store a redirect to a dead port for every visitor.
+pub(crate) fn canonical_host(value: &[u8], origin: &Origin, port: u16) -> Option<String> {
+    // A port follows the last colon outside brackets.
+    let colon = value.iter().rposition(|&b| b == b':');
+    let given_port = colon.filter(|&i| !value[i..].contains(&b']'));
+    let (name, said_port) = match given_port {
+        Some(i) => (&value[..i], Some(&value[i + 1..])),
+        None => (value, None),
+    };
+    let same_port = said_port.is_none_or(|p| {
+        std::str::from_utf8(p)
+            .ok()
+            .and_then(|p| p.parse::<u16>().ok())
+            == Some(port)
+    });
+    if name == origin.host.as_bytes() && same_port {
+        return None;
+    }
+    Some(match said_port {
+        Some(_) => format!("{}:{port}", origin.host),
+        None => origin.host.clone(),
+    })
+}
+
 /// Whether the visitor came over TLS.
 pub(crate) fn is_https(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
@@ -1402,7 +1430,7 @@ impl ProxyHttp for EdgeProxy {
         to_origin(
             req,
             client_ip(session),
-            is_https(session),
+            (is_https(session), visitor_port(session)),
             origin,
             &ctx.ray,
             ctx.cache_asked,
@@ -1892,7 +1920,7 @@ impl ProxyHttp for EdgeProxy {
 pub(crate) fn to_origin(
     req: &mut RequestHeader,
     client: Option<std::net::IpAddr>,
-    https: bool,
+    (https, port): (bool, u16),
     origin: &Origin,
     ray: &str,
     cache_asked: bool,
@@ -1961,6 +1989,12 @@ pub(crate) fn to_origin(
         req.insert_header("cf-connecting-ip", ip.to_string())?;
     }
     if let Some(host) = origin.host_header.as_deref() {
+        req.insert_header("host", host)?;
+    } else if let Some(host) = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| canonical_host(v.as_bytes(), origin, port))
+    {
         req.insert_header("host", host)?;
     }
     // A stored response is chosen by the coding class (br, gzip or none): ask the origin for

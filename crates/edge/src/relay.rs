@@ -109,6 +109,7 @@ impl EdgeProxy {
         let to = ToOrigin {
             client: client?,
             https,
+            port,
             origin: &origin,
             ray: &ray,
             cache_asked: learn.is_some(),

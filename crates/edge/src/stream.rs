@@ -303,6 +303,14 @@ async fn within_send_timeout<T>(write: impl Future<Output = io::Result<T>>) -> i
         })
 }
 
+/// The stream's own close (a TLS close_notify, then the socket's), which lets the answer
+/// arrive before the socket goes; given up after [`SEND_TIMEOUT`] if the visitor does not
+/// read.
+pub(crate) async fn close_within_send_timeout(stream: &mut pingora::protocols::Stream) {
+    let close = pingora::protocols::Shutdown::shutdown(&mut **stream);
+    let _ = pingora::prelude::fast_timeout::fast_timeout(SEND_TIMEOUT, close).await;
+}
+
 /// Sends `parts` in order, now (after anything gathered), in as few sends as the socket takes,
 /// then flushes. For an answer that is complete: unlike `write_all`, small parts are not
 /// copied into the gathering buffer first. Each send waits at most [`SEND_TIMEOUT`].
