@@ -18,8 +18,8 @@ const MAX_MADE_UP: usize = 1 << 16;
 
 use crate::rrl::ResponseKind;
 
-/// One kept response with its key, in one allocation (`key length, key, response`): a lookup
-/// reads the table's slot and this, nothing else.
+/// One kept response with its key, in one allocation (key length in two bytes, key, response):
+/// a lookup reads the table's slot and this, nothing else.
 struct Entry {
     bytes: Box<[u8]>,
     kind: ResponseKind,
@@ -27,9 +27,9 @@ struct Entry {
 
 impl Entry {
     fn new(key: &[u8], response: &[u8], kind: ResponseKind) -> Self {
-        let mut bytes = Vec::with_capacity(1 + key.len() + response.len());
-        // Keys are at most KEY_MAX (< 256) bytes.
-        bytes.push(key.len() as u8);
+        let mut bytes = Vec::with_capacity(2 + key.len() + response.len());
+        // Keys are at most KEY_MAX bytes.
+        bytes.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_be_bytes());
         bytes.extend_from_slice(key);
         bytes.extend_from_slice(response);
         Self {
@@ -38,12 +38,16 @@ impl Entry {
         }
     }
 
+    fn key_len(&self) -> usize {
+        usize::from(u16::from_be_bytes([self.bytes[0], self.bytes[1]]))
+    }
+
     fn key(&self) -> &[u8] {
-        &self.bytes[1..1 + usize::from(self.bytes[0])]
+        &self.bytes[2..2 + self.key_len()]
     }
 
     fn response(&self) -> &[u8] {
-        &self.bytes[1 + usize::from(self.bytes[0])..]
+        &self.bytes[2 + self.key_len()..]
     }
 }
 
@@ -340,6 +344,14 @@ mod tests {
             assert_eq!(parsed.is_some(), last <= 61, "last label {last}");
             if let Some(q) = parsed {
                 assert!(cache.answer(&q, 1232).is_none());
+                // Kept and found again, whole and fitted to a limit (the longest keys).
+                let mut response = packet.clone();
+                response[2] = 0x84;
+                for (whole, limit) in [(true, 1232), (false, 600)] {
+                    let cache = ResponseCache::default();
+                    cache.insert(&q, limit, whole, &response, ResponseKind::ERROR);
+                    assert!(cache.answer(&q, limit).is_some(), "{last} {whole}");
+                }
             }
         }
     }

@@ -473,10 +473,13 @@ fn svc_params_in_order(mut svcb: SVCB) -> Result<SVCB, String> {
 
 /// Converts one stored record to wire data.
 pub fn record_rdata(r: &DnsRecord) -> Result<RData, String> {
-    // Records stored before their `\DDD` escapes were written out are read as they are now.
+    // Records stored before their `\DDD` escapes were written out are read as they are now
+    // (those whose escapes are refused now are read as before, not dropped).
     let parse = |kind: RecordType| {
         let mut text = r.rdata_text();
-        parapet_model::record::decimal_escapes(r.kind, &mut text).map_err(|e| e.message)?;
+        if parapet_model::record::decimal_escapes(r.kind, &mut text).is_err() {
+            text = r.rdata_text();
+        }
         RData::try_from_str(kind, &text).map_err(|e| e.to_string())
     };
     let unknown = |code: u16, bytes: Vec<u8>| RData::Unknown {
