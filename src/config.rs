@@ -162,11 +162,14 @@ pub fn listen_addresses(s: &str, ports: &[u16]) -> Result<Vec<SocketAddr>, Strin
     }
 }
 
-/// Whether two listening addresses would take the same port (the same IP, or a wildcard of
-/// the same family).
+/// Whether two listening addresses would take the same port: the same IP, a wildcard of the
+/// same family, or the IPv6 wildcard (which takes IPv4 too, as the API binds it).
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let dual = |x: SocketAddr| x.is_ipv6() && x.ip().is_unspecified();
     a.port() == b.port()
         && (a.ip() == b.ip()
+            || dual(a)
+            || dual(b)
             || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
 }
 
@@ -179,11 +182,13 @@ fn edge_listen(
     errors: &mut Vec<String>,
 ) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = Vec::new();
+    // An address named outright is not one a port set stood for, even if a set holds it too.
+    let named: Vec<SocketAddr> = items.iter().filter_map(|i| i.parse().ok()).collect();
     for item in items {
         match listen_addresses(item, ports) {
             Ok(addrs) => {
                 if item.parse::<SocketAddr>().is_err() {
-                    from_sets.extend(&addrs);
+                    from_sets.extend(addrs.iter().filter(|a| !named.contains(a)));
                 }
                 for a in addrs {
                     if !out.contains(&a) {
@@ -761,6 +766,18 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.http_listen.len(), 8);
+    }
+
+    #[test]
+    fn an_address_named_outright_stays_and_the_ipv6_wildcard_api_takes_ipv4_too() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        let c = load(&flags(&["127.0.0.1", "127.0.0.1:8080"], &[])).expect("valid");
+        assert!(c.http_listen.contains(&addr("127.0.0.1:8080")));
+        let mut both = flags(&["0.0.0.0"], &[]);
+        both.api_listen = Some(addr("[::]:8080"));
+        let c = load(&both).expect("valid");
+        assert!(!c.http_listen.contains(&addr("0.0.0.0:8080")));
+        assert!(c.http_listen.contains(&addr("0.0.0.0:8880")));
     }
 
     #[test]
