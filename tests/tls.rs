@@ -591,8 +591,15 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
     assert_eq!(status, 403, "{body}");
     assert!(node.ok("GET", &both_path, None)["revoked_at"].is_null());
     node.ok("DELETE", &both_path, None);
-    // Deleting one of its zones revokes a certificate: left valid, it would be trusted by a
-    // zone made again under that name, and could no longer be revoked through it.
+    // Deleting a zone revokes the certificates for it alone: left valid, one would be trusted
+    // by a zone made again under that name. One that still covers a live zone stays, and can
+    // still be revoked through the zones left.
+    let side_only = node.ok(
+        "POST",
+        "/certificates",
+        Some(json!({"csr": csr, "hostnames": ["www.side.test"]})),
+    );
+    let side_only_path = format!("/certificates/{}", side_only["id"].as_str().expect("id"));
     let again = node.ok(
         "POST",
         "/certificates",
@@ -601,9 +608,11 @@ fn ssl_modes_reach_the_origin_as_cloudflare_does() {
     let again_path = format!("/certificates/{}", again["id"].as_str().expect("id"));
     node.ok("DELETE", &format!("/zones/{side}"), None);
     assert!(
-        node.ok("GET", &again_path, None)["revoked_at"].is_string(),
+        node.ok("GET", &side_only_path, None)["revoked_at"].is_string(),
         "revoked with its zone"
     );
+    assert!(node.ok("GET", &again_path, None)["revoked_at"].is_null());
+    assert!(node.ok("DELETE", &again_path, None)["revoked_at"].is_string());
     let origin_key = std::fs::read_to_string(&key_file).expect("key");
     let signed = start_tls_origin("127.0.0.6", port, &origin_cert, &origin_key, None);
     point("127.0.0.6");

@@ -351,12 +351,36 @@ pub async fn delete(
     for _ in 0..crate::stored::WRITE_ATTEMPTS {
         let (zone, rev) = load_zone(&state, &zone_id).await?;
         let records = state.store.list(&record_prefix(&zone_id)).await?;
-        // Origin CA certificates naming the zone are revoked with it: one left valid would be
-        // trusted by a zone made again under the name, and could no longer be revoked.
-        let origin_certs = state
+        // Origin CA certificates for this zone alone, or whose other zones are gone too, are
+        // revoked with it: one left valid would be trusted by a zone made again under the
+        // name. One that still covers a live zone stays (its origins keep working); an
+        // administrator can revoke it.
+        let mut revoked_with_zone = Vec::new();
+        for e in state
             .store
             .list(parapet_snapshot::keys::ORIGIN_CERTS)
-            .await?;
+            .await?
+            .entries
+        {
+            let cert: parapet_model::certificate::OriginCertificate =
+                match serde_json::from_slice(&e.value) {
+                    Ok(cert) => cert,
+                    Err(err) => {
+                        tracing::warn!(key = %e.key, "unreadable Origin CA certificate: {err}");
+                        continue;
+                    }
+                };
+            if cert.revoked_at.is_some() || !cert.zone_ids.contains(&zone_id) {
+                continue;
+            }
+            let mut others_live = false;
+            for other in cert.zone_ids.iter().filter(|z| **z != zone_id) {
+                others_live |= load_zone(&state, other).await.is_ok();
+            }
+            if !others_live {
+                revoked_with_zone.push((cert, e.mod_revision));
+            }
+        }
         let certs = state
             .store
             .list(&parapet_snapshot::custom_cert_prefix(&zone_id))
@@ -404,13 +428,8 @@ pub async fn delete(
         {
             txn = txn.delete(e.key);
         }
-        for e in origin_certs.entries {
-            let cert: parapet_model::certificate::OriginCertificate =
-                serde_json::from_slice(&e.value)
-                    .map_err(|err| ApiError::Internal(format!("stored value {}: {err}", e.key)))?;
-            if cert.revoked_at.is_none() && cert.zone_ids.contains(&zone_id) {
-                txn = crate::certificates::revoke(txn, cert, e.mod_revision)?.0;
-            }
+        for (cert, revision) in revoked_with_zone {
+            txn = crate::certificates::revoke(txn, cert, revision)?.0;
         }
         match state.store.commit(txn).await {
             Ok(_) => return Ok(ok(json!({"id": zone_id}))),
