@@ -45,6 +45,12 @@ fn status(expires_on: &str, now: std::time::SystemTime) -> &'static str {
 }
 
 impl CustomCertificate {
+    /// Whether `expires_on` has passed: an automatic certificate is then served before it,
+    /// and obtained for its names.
+    pub fn expired(&self, now: std::time::SystemTime) -> bool {
+        status(&self.expires_on, now) == "expired"
+    }
+
     /// The API's view: everything but the private key and the PEM.
     pub fn public_json(&self, now: std::time::SystemTime) -> Value {
         json!({

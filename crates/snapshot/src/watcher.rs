@@ -72,7 +72,17 @@ impl LastGood {
         let tmp = self
             .path
             .with_extension(format!("tmp.{}.{n}", std::process::id()));
-        let file = std::fs::File::create(&tmp).map_err(|e| self.error(e))?;
+        // It holds private keys (certificates'): its owner's only, whatever the umask.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| self.error(e))?
+        };
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut first = true;
         let mut entry = |out: &mut BufWriter<std::fs::File>, key: &str, value: &[u8]| {

@@ -48,6 +48,13 @@ fn open_database(path: &Path) -> Result<(Database, Revision), StoreError> {
             StoreError::Storage(m) => StoreError::Storage(format!("{}: {m}", path.display())),
             other => StoreError::Backend(format!("{}: {other}", path.display())),
         })?;
+    // It holds private keys (certificates', the CAs'): its owner's only, whatever the umask
+    // it was made under.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::Storage(format!("{}: {e}", path.display())))?;
+    }
     let txn = db.begin_write().map_err(backend)?;
     let revision = {
         txn.open_table(KV).map_err(backend)?;

@@ -77,8 +77,9 @@ struct StoredAccount {
 }
 
 /// Every proxied host name of an active zone that needs a certificate from the CA: those no
-/// uploaded certificate covers. Name → zone id.
+/// uploaded certificate that has not expired covers. Name → zone id.
 pub fn wanted_hosts(snapshot: &Snapshot) -> BTreeMap<String, String> {
+    let now = std::time::SystemTime::now();
     let mut wanted = BTreeMap::new();
     for (host, proxied) in &snapshot.proxied_hosts {
         if !proxied.active {
@@ -88,6 +89,7 @@ pub fn wanted_hosts(snapshot: &Snapshot) -> BTreeMap<String, String> {
         let covered = custom.is_some_and(|certs| {
             certs
                 .iter()
+                .filter(|c| !c.expired(now))
                 .any(|c| c.hosts.iter().any(|pattern| covers(pattern, host)))
         });
         if !covered {
@@ -97,11 +99,16 @@ pub fn wanted_hosts(snapshot: &Snapshot) -> BTreeMap<String, String> {
     wanted
 }
 
-/// Whether `host` needs an attempt now.
-fn due(state: Option<&AutoCertificate>, now: i64, renew_before: Duration) -> bool {
+/// Whether `host`, now a name of zone `zone_id`, needs an attempt now. A certificate the name
+/// got while another zone held it is not served for this one (the names' zone decides): a
+/// new one is due at once.
+fn due(state: Option<&AutoCertificate>, zone_id: &str, now: i64, renew_before: Duration) -> bool {
     let Some(state) = state else {
         return true;
     };
+    if state.zone_id != zone_id {
+        return true;
+    }
     if state.next_attempt > now {
         return false;
     }
@@ -223,7 +230,12 @@ impl AcmeManager {
                     .get(host)
                     .cloned()
                     .or_else(|| snapshot.auto_certs.get(host).map(|s| (**s).clone()));
-                if !due(state.as_ref(), unix_now(), self.config.renew_before) {
+                if !due(
+                    state.as_ref(),
+                    zone_id,
+                    unix_now(),
+                    self.config.renew_before,
+                ) {
                     continue;
                 }
                 if !self.hold_lease().await {
@@ -691,23 +703,39 @@ mod tests {
         let day = 86_400;
         let renew = Duration::from_secs(30 * 86_400);
         let now = 1_000 * day;
-        assert!(due(None, now, renew), "never requested");
+        assert!(due(None, "z", now, renew), "never requested");
         assert!(!due(
             Some(&state(true, now + 60 * day, false, 0)),
+            "z",
             now,
             renew
         ));
         assert!(
-            due(Some(&state(true, now + 29 * day, false, 0)), now, renew),
+            due(
+                Some(&state(true, now + 29 * day, false, 0)),
+                "z",
+                now,
+                renew
+            ),
             "renewal"
         );
         assert!(
-            !due(Some(&state(false, 0, true, now + 60)), now, renew),
+            !due(Some(&state(false, 0, true, now + 60)), "z", now, renew),
             "backing off"
         );
         assert!(
-            due(Some(&state(false, 0, true, now - 1)), now, renew),
+            due(Some(&state(false, 0, true, now - 1)), "z", now, renew),
             "retry"
         );
+        // The name moved to another zone (a child zone made since): the certificate it has is
+        // not served for that zone, so a new one is due, backing off or not.
+        let fresh = state(true, now + 60 * day, false, 0);
+        assert!(due(Some(&fresh), "child", now, renew), "moved");
+        assert!(due(
+            Some(&state(false, 0, true, now + 60)),
+            "child",
+            now,
+            renew
+        ));
     }
 }

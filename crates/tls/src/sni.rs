@@ -58,6 +58,7 @@ fn owns(snapshot: &Snapshot, zone_id: &str, name: &str) -> bool {
 
 impl CertTable {
     fn build(snapshot: &Snapshot, previous: &CertTable) -> Self {
+        let now = std::time::SystemTime::now();
         let mut parsed = HashMap::new();
         // name → (rank, key, zone); the lowest rank is served.
         let mut best: HashMap<String, ((i64, i64), Served)> = HashMap::new();
@@ -75,8 +76,13 @@ impl CertTable {
                 let Some(key) = key else {
                     continue;
                 };
-                // Lower priority numbers first; then the later upload.
-                let rank = (cert.priority, -upload_order(&cert.uploaded_on));
+                // Lower priority numbers first; then the later upload. An expired upload comes
+                // after an automatic certificate (as Cloudflare's fall back to Universal SSL).
+                let rank = if cert.expired(now) {
+                    (i64::MAX, 1)
+                } else {
+                    (cert.priority, -upload_order(&cert.uploaded_on))
+                };
                 for host in cert.hosts.iter().filter(|h| owns(snapshot, zone_id, h)) {
                     match best.get(host) {
                         Some((r, _)) if *r <= rank => {}
@@ -101,8 +107,11 @@ impl CertTable {
             if let Some(key) = key
                 && owns(snapshot, &auto.zone_id, &auto.hostname)
             {
-                best.entry(auto.hostname.clone())
-                    .or_insert(((i64::MAX, 0), (key, Arc::from(auto.zone_id.as_str()))));
+                let rank = (i64::MAX, 0);
+                if best.get(&auto.hostname).is_none_or(|(r, _)| *r > rank) {
+                    let served = (key, Arc::from(auto.zone_id.as_str()));
+                    best.insert(auto.hostname.clone(), (rank, served));
+                }
             }
         }
         Self {
