@@ -320,14 +320,14 @@ struct WriteRoom {
 impl WriteRoom {
     /// Takes `n` bytes of the room; an error, taking nothing, when it has not that much left.
     fn take(&self, n: u64) -> io::Result<()> {
-        let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if before.saturating_add(n) > self.size {
-            self.used.fetch_sub(n, Ordering::Relaxed);
-            return Err(io::Error::other(
-                "the disk cache's room for objects being written is taken",
-            ));
-        }
-        Ok(())
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(n).filter(|&total| total <= self.size)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                io::Error::other("the disk cache's room for objects being written is taken")
+            })
     }
 }
 

@@ -328,16 +328,13 @@ impl EdgeProxy {
             _ => return None,
         };
         // The engine's checks before routing: a request it answers with 400, 431 or a page is
-        // its (a `:path` that is not an absolute path among them, RFC 9113 §8.3.1); so is a
-        // path to put in its normal form.
+        // its (a `:path` that is not an absolute path among them, RFC 9113 §8.3.1).
         let target = req
             .uri
             .path_and_query()
             .map_or(&b""[..], |p| p.as_str().as_bytes());
         if !session.is_body_empty()
             || !crate::headers::target_form_ok(&req.method, target)
-            || std::str::from_utf8(target)
-                .is_ok_and(|t| parapet_model::expr::normalized_target(t).is_some())
             || h1_head_len(req) > self.max_header_bytes
             || req.uri.path().starts_with(ACME_CHALLENGE)
             || req
@@ -353,16 +350,21 @@ impl EdgeProxy {
             .server_addr()
             .and_then(|a| a.as_inet())
             .map_or(80, std::net::SocketAddr::port);
-        let snapshot = self.published.load();
-        let origin = route(&snapshot, &self.origin_policy, Some(host), req.uri.path()).ok()?;
-        if origin.addrs.is_empty() || redirects(&origin.edge.settings, https) {
-            return None;
-        }
-        let rules = self.cache_parameters(&origin);
+        // Routed and keyed on the target's normal form; a pass sends the origin the visitor's
+        // own spelling (see `proxy::normalize_target`).
         let target = req
             .uri
             .path_and_query()
             .map_or_else(|| req.uri.path(), |p| p.as_str());
+        let normal = parapet_model::expr::normalized_target(target);
+        let target = normal.as_deref().unwrap_or(target);
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let snapshot = self.published.load();
+        let origin = route(&snapshot, &self.origin_policy, Some(host), path).ok()?;
+        if origin.addrs.is_empty() || redirects(&origin.edge.settings, https) {
+            return None;
+        }
+        let rules = self.cache_parameters(&origin);
         match self.cached(&origin, rules.as_deref(), https, port, target) {
             Cached::Looked(key) => {
                 let found = self.fresh_hit(req, key, rules.as_deref())?;
@@ -370,6 +372,8 @@ impl EdgeProxy {
                 Some(H2Direct::Hit(hit))
             }
             Cached::Passed { learn, status } => {
+                // The answer to another spelling teaches nothing about the key's.
+                let learn = learn.filter(|_| normal.is_none());
                 let client = session
                     .client_addr()
                     .and_then(|a| a.as_inet())

@@ -186,11 +186,7 @@ pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'
         _ => return None,
     };
     let target = parsed.path?;
-    // A path not in its normal form is the engine's to put in it.
-    if !target.starts_with('/')
-        || http::uri::PathAndQuery::try_from(target).is_err()
-        || parapet_model::expr::normalized_target(target).is_some()
-    {
+    if !target.starts_with('/') || http::uri::PathAndQuery::try_from(target).is_err() {
         return None;
     }
     let field_count = parsed.headers.len();
@@ -342,10 +338,11 @@ impl EdgeProxy {
         let started = Instant::now();
         let conn = conn(stream)?;
         let request = request(conn.ahead, self.max_header_bytes)?;
-        let (path, _) = request
-            .target
-            .split_once('?')
-            .unwrap_or((request.target, ""));
+        // Routed and keyed on the target's normal form; a pass sends the origin the visitor's
+        // own spelling (see `proxy::normalize_target`).
+        let normal = parapet_model::expr::normalized_target(request.target);
+        let target = normal.as_deref().unwrap_or(request.target);
+        let (path, _) = target.split_once('?').unwrap_or((target, ""));
         if path.starts_with(ACME_CHALLENGE) {
             return None;
         }
@@ -356,15 +353,11 @@ impl EdgeProxy {
             return None;
         }
         let rules = self.cache_parameters(&origin);
-        let key = match self.cached(
-            &origin,
-            rules.as_deref(),
-            conn.https,
-            conn.port,
-            request.target,
-        ) {
+        let key = match self.cached(&origin, rules.as_deref(), conn.https, conn.port, target) {
             Cached::Looked(key) => key,
             Cached::Passed { learn, status } => {
+                // The answer to another spelling teaches nothing about the key's.
+                let learn = learn.filter(|_| normal.is_none());
                 let passing = Passing {
                     conn: &conn,
                     request: &request,

@@ -475,7 +475,7 @@ fn wire_fields<'f>(
             continue;
         }
         if name.eq_ignore_ascii_case(b"host")
-            && let Some(host) = crate::proxy::canonical_host(value, to.origin, to.port)
+            && let Some(host) = crate::proxy::canonical_host(value, to.origin, (to.https, to.port))
         {
             field_line(out, name, host.as_bytes());
             continue;

@@ -290,6 +290,9 @@ pub struct Ctx {
     pub(crate) cache_status: &'static str,
     /// The zone's cache rules that match this request, merged (`None`: none matched).
     pub(crate) cache_rules: Option<Box<CacheParameters>>,
+    /// The visitor's target, when it was not in normal form: the origin is sent it as it came
+    /// (the cache keys the request on the normal form, and does not store this answer).
+    pub(crate) raw_target: Option<Vec<u8>>,
     /// A cache rule said bypass.
     pub(crate) rule_bypass: bool,
     /// The origin's 304 to a revalidation, whose fields update the stored response.
@@ -648,8 +651,11 @@ fn same_host_target(value: &str, host: &str, here: (bool, u16)) -> Option<(bool,
         },
     };
     let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    // Without a port: the request's own, on the request's scheme (an edge behind a port
+    // mapping is reached on its scheme's port); else the scheme's.
     let (named, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().ok()?),
+        None if https == here.0 => (authority, here.1),
         None => (authority, if https { 443 } else { 80 }),
     };
     if !named.eq_ignore_ascii_case(host) {
@@ -664,11 +670,16 @@ fn same_host_target(value: &str, host: &str, here: (bool, u16)) -> Option<(bool,
 }
 
 /// The `Host` the origin is sent for a visitor's `value`, when it is not that already: the
-/// routed host name (lower case, no final dot) and, if the visitor gave a port, the port it
-/// came to. The cache keys the answer on those; a `Host` the origin may reflect (in a
-/// redirect, in links) must not say otherwise, or `Host: www.example.com:1337` on port 80
-/// would store a redirect to a dead port for every visitor.
-pub(crate) fn canonical_host(value: &[u8], origin: &Origin, port: u16) -> Option<String> {
+/// routed host name (lower case, no final dot) and the port the visitor gave, if any, when it
+/// is the one it came to or its scheme's own (an edge behind a port mapping); another port is
+/// replaced with the one it came to. The cache keys the answer on those; a `Host` the origin
+/// may reflect (in a redirect, in links) must not say otherwise, or `Host:
+/// www.example.com:1337` on port 80 would store a redirect to a dead port for every visitor.
+pub(crate) fn canonical_host(
+    value: &[u8],
+    origin: &Origin,
+    (https, port): (bool, u16),
+) -> Option<String> {
     // A port follows the last colon outside brackets.
     let colon = value.iter().rposition(|&b| b == b':');
     let given_port = colon.filter(|&i| !value[i..].contains(&b']'));
@@ -676,17 +687,18 @@ pub(crate) fn canonical_host(value: &[u8], origin: &Origin, port: u16) -> Option
         Some(i) => (&value[..i], Some(&value[i + 1..])),
         None => (value, None),
     };
-    let same_port = said_port.is_none_or(|p| {
-        std::str::from_utf8(p)
-            .ok()
-            .and_then(|p| p.parse::<u16>().ok())
-            == Some(port)
-    });
-    if name == origin.host.as_bytes() && same_port {
+    let said_port = said_port.map(|p| std::str::from_utf8(p).ok()?.parse::<u16>().ok());
+    let default = if https { 443 } else { 80 };
+    let kept_port = match said_port {
+        None => None,
+        Some(Some(p)) if p == port || p == default => Some(p),
+        Some(_) => Some(port),
+    };
+    if name == origin.host.as_bytes() && kept_port == said_port.flatten() {
         return None;
     }
-    Some(match said_port {
-        Some(_) => format!("{}:{port}", origin.host),
+    Some(match kept_port {
+        Some(p) => format!("{}:{p}", origin.host),
         None => origin.host.clone(),
     })
 }
@@ -821,32 +833,15 @@ const REWRITING_FIELDS: [&str; 13] = [
 ];
 
 /// Whether what the origin answers to this request is what its cache key names: no field that
-/// rewrites the request, and the origin is given the host of the key (the visitor's `Host`,
-/// unless an origin rule sets one: not with a trailing dot, nor with a port other than the one
-/// the visitor used). Otherwise the answer is the visitor's alone, not stored.
-fn origin_answers_the_key(session: &Session, origin: Option<&Origin>) -> bool {
+/// rewrites the request, and the target in normal form (the origin is sent the visitor's own
+/// spelling of one that is not). The origin is always given the key's host
+/// ([`canonical_host`]). Otherwise the answer is the visitor's alone, not stored.
+fn origin_answers_the_key(session: &Session, ctx: &Ctx) -> bool {
     let req = session.req_header();
-    if REWRITING_FIELDS
-        .iter()
-        .any(|name| req.headers.contains_key(*name))
-    {
-        return false;
-    }
-    if origin.is_some_and(|o| o.host_header.is_some()) {
-        return true;
-    }
-    let host = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.authority().map(http::uri::Authority::as_str))
-        .unwrap_or_default();
-    let (name, port) = match host.rsplit_once(':') {
-        Some((name, port)) => (name, Some(port)),
-        None => (host, None),
-    };
-    !name.ends_with('.')
-        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p == visitor_port(session)))
+    ctx.raw_target.is_none()
+        && !REWRITING_FIELDS
+            .iter()
+            .any(|name| req.headers.contains_key(*name))
 }
 
 fn visitor_port(session: &Session) -> u16 {
@@ -856,29 +851,26 @@ fn visitor_port(session: &Session) -> u16 {
         .map_or(80, SocketAddr::port)
 }
 
-/// Puts the request's path in its normal form (the path rules, the cache key and the origin
-/// all see), as Cloudflare normalises incoming URLs: `/%61pp/../x.js` is `/x.js`. Sending the
-/// origin the same form as the key keeps a visitor from storing the origin's answer to one
-/// path under another's key. A target that is not UTF-8 is left as it came.
-fn normalize_target(req: &mut RequestHeader) {
+/// Puts the request's path in its normal form (the path rules and the cache key see), as
+/// Cloudflare normalises incoming URLs: `/%61pp/../x.js` is `/x.js`. Returns the target as it
+/// came when that changed it: the origin is sent that one (Cloudflare's default), and its
+/// answer is not stored, so that no visitor can store the answer to one spelling under
+/// another's key. A target that is not UTF-8 is left as it came.
+fn normalize_target(req: &mut RequestHeader) -> Option<Vec<u8>> {
     if !req.raw_path_is_utf8() {
-        return;
+        return None;
     }
-    let Some(target) = req
+    let target = req
         .uri
         .path_and_query()
-        .and_then(|p| parapet_model::expr::normalized_target(p.as_str()))
-    else {
-        return;
-    };
-    let Ok(target) = http::uri::PathAndQuery::try_from(target) else {
-        return;
-    };
+        .and_then(|p| parapet_model::expr::normalized_target(p.as_str()))?;
+    let target = http::uri::PathAndQuery::try_from(target).ok()?;
     let mut parts = req.uri.clone().into_parts();
     parts.path_and_query = Some(target);
-    if let Ok(uri) = http::Uri::from_parts(parts) {
-        req.set_uri(uri);
-    }
+    let uri = http::Uri::from_parts(parts).ok()?;
+    let raw = req.raw_path().to_vec();
+    req.set_uri(uri);
+    Some(raw)
 }
 
 fn path_and_query(session: &Session) -> String {
@@ -998,6 +990,7 @@ impl ProxyHttp for EdgeProxy {
             cache_asked: false,
             cache_status: "DYNAMIC",
             cache_rules: None,
+            raw_target: None,
             rule_bypass: false,
             not_modified: None,
             fetch_mark: None,
@@ -1094,7 +1087,7 @@ impl ProxyHttp for EdgeProxy {
             refuse(session, &ctx.ray, 400).await;
             return Ok(true);
         }
-        normalize_target(session.req_header_mut());
+        ctx.raw_target = normalize_target(session.req_header_mut());
         let looped = session
             .req_header()
             .headers
@@ -1345,7 +1338,15 @@ impl ProxyHttp for EdgeProxy {
             }
             if settings.origin_pull {
                 peer.client_cert_key = match &origin.edge.origin_pull {
-                    Some(own) => self.zone_pull_identity(own),
+                    Some(own) => {
+                        // The engine's pool tells client certificates apart by their serial
+                        // numbers alone, which an upload chooses: a zone's connections are
+                        // its own.
+                        use std::hash::{BuildHasher as _, BuildHasherDefault};
+                        let hasher = BuildHasherDefault::<std::hash::DefaultHasher>::default();
+                        peer.group_key ^= hasher.hash_one(&own.id) | 1;
+                        self.zone_pull_identity(own)
+                    }
                     None => self.origin_pull.clone(),
                 };
             }
@@ -1416,6 +1417,10 @@ impl ProxyHttp for EdgeProxy {
         let Some(origin) = ctx.origin.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "request was not routed");
         };
+        // The visitor's own spelling of a target not in normal form (see `normalize_target`).
+        if let Some(raw) = &ctx.raw_target {
+            req.set_raw_path(raw)?;
+        }
         // An origin is asked in origin form (RFC 9112 §3.2.1): an absolute-form target is
         // written as its path and query.
         if !req.raw_path().starts_with(b"/") && req.raw_path() != b"*" {
@@ -1727,7 +1732,7 @@ impl ProxyHttp for EdgeProxy {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        if !origin_answers_the_key(session, ctx.origin.as_ref()) {
+        if !origin_answers_the_key(session, ctx) {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
                 parapet_cache::UNKEYED_REQUEST,
             )));
@@ -1993,7 +1998,7 @@ pub(crate) fn to_origin(
     } else if let Some(host) = req
         .headers
         .get(http::header::HOST)
-        .and_then(|v| canonical_host(v.as_bytes(), origin, port))
+        .and_then(|v| canonical_host(v.as_bytes(), origin, (https, port)))
     {
         req.insert_header("host", host)?;
     }
