@@ -886,3 +886,18 @@ async fn a_name_inside_a_child_zone_is_proxied_by_the_child_alone() {
     assert!(!snap.proxied_hosts.contains_key("only.shop.example.com"));
     assert_eq!(snap.proxied_hosts["www.example.com"].origins, ["192.0.2.1"]);
 }
+
+#[test]
+fn the_saved_snapshot_is_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snapshot.json");
+    LastGood::new(&path)
+        .save(1, &std::collections::BTreeMap::new(), None)
+        .expect("saved");
+    let mode = std::fs::metadata(&path)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}

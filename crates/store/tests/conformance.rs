@@ -65,3 +65,16 @@ fn redb_store_reports_an_unusable_path() {
     ));
     assert!(err.is_err());
 }
+
+#[test]
+fn the_store_file_is_its_owners_alone_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    let _store = RedbStore::open(&path).expect("open");
+    let mode = std::fs::metadata(&path)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
