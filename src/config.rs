@@ -162,15 +162,16 @@ pub fn listen_addresses(s: &str, ports: &[u16]) -> Result<Vec<SocketAddr>, Strin
     }
 }
 
-/// Whether two listening addresses would take the same port: the same IP, a wildcard of the
-/// same family, or the IPv6 wildcard (which takes IPv4 too, as the API binds it).
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    let dual = |x: SocketAddr| x.is_ipv6() && x.ip().is_unspecified();
-    a.port() == b.port()
-        && (a.ip() == b.ip()
-            || dual(a)
-            || dual(b)
-            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+/// Whether edge address `edge` would take the port of the API's `api`: the same IP, a wildcard
+/// of the same family, or an API on the IPv6 wildcard (which takes IPv4 too, as the API binds
+/// it; the edge binds IPv6 alone).
+fn overlaps(edge: SocketAddr, api: SocketAddr) -> bool {
+    let dual_api = api.is_ipv6() && api.ip().is_unspecified();
+    edge.port() == api.port()
+        && (edge.ip() == api.ip()
+            || dual_api
+            || (edge.is_ipv4() == api.is_ipv4()
+                && (edge.ip().is_unspecified() || api.ip().is_unspecified())))
 }
 
 /// Expands edge listen entries; the addresses an IP alone stood for are noted in `from_sets`.
@@ -778,6 +779,9 @@ mod tests {
         let c = load(&both).expect("valid");
         assert!(!c.http_listen.contains(&addr("0.0.0.0:8080")));
         assert!(c.http_listen.contains(&addr("0.0.0.0:8880")));
+        // The edge binds IPv6 alone: its IPv6 wildcard keeps a port an IPv4 API holds.
+        let c = load(&flags(&["::"], &[])).expect("valid");
+        assert!(c.http_listen.contains(&addr("[::]:8080")));
     }
 
     #[test]

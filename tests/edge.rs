@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use parapet_testkit::http::{curl, start_origin, start_silent_origin};
+use parapet_testkit::http::{curl, curl_code, start_origin, start_silent_origin};
 use parapet_testkit::{Node, NodeOptions, free_port};
 use serde_json::json;
 
@@ -1268,22 +1268,12 @@ fn an_edge_address_given_alone_listens_on_cloudflares_http_ports() {
     let body = json!({"type": "A", "name": "www", "content": "127.0.0.62", "proxied": true});
     node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body));
     let status = |port: u16| {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "10",
-            ])
-            .arg("--resolve")
-            .arg(format!("www.ports.test:{port}:127.0.0.61"))
-            .arg(format!("http://www.ports.test:{port}/"))
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let resolve = format!("www.ports.test:{port}:127.0.0.61");
+        curl_code(
+            &["--resolve", &resolve],
+            &format!("http://www.ports.test:{port}/"),
+            10,
+        )
     };
     parapet_testkit::eventually(
         Duration::from_secs(5),
@@ -1307,22 +1297,9 @@ fn the_origin_is_sent_the_host_the_answer_is_keyed_on() {
     let body = json!({"type": "A", "name": "www", "content": "127.0.0.2", "proxied": true});
     node.ok("POST", &format!("/zones/{zone}/dns_records"), Some(body));
     let send = |host: &str, extra: &[&str]| {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "10",
-            ])
-            .args(["-H", &format!("Host: {host}")])
-            .args(extra)
-            .arg(format!("http://127.0.0.1:{port}/page"))
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let host = format!("Host: {host}");
+        let args = [&["-H", host.as_str()][..], extra].concat();
+        curl_code(&args, &format!("http://127.0.0.1:{port}/page"), 10)
     };
     parapet_testkit::eventually(Duration::from_secs(5), "the name routed", || {
         send("www.hosts.test", &[]) == "200"

@@ -297,6 +297,33 @@ fn http2_to_the_origin_when_the_zone_sets_origin_max_http_version_2() {
         status == 200 && body.starts_with("HTTP/2.0 GET /path")
     });
     assert!(last.contains("host=www.h2origin.test"), "{last}");
+
+    // From an HTTP/2 visitor too: a path not in normal form goes as the visitor wrote it, and
+    // the authority is the one the answer is keyed on (the port the visitor came to).
+    let body = |url: &str, extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "10", "--http2-prior-knowledge"])
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let resolve = format!("www.h2origin.test:{port}:127.0.0.1");
+    let seen = body(
+        &format!("http://www.h2origin.test:{port}/a//b/%7Ex.css"),
+        &["--path-as-is", "--resolve", &resolve],
+    );
+    assert!(seen.starts_with("HTTP/2.0 GET /a//b/%7Ex.css "), "{seen}");
+    let connect = format!("www.h2origin.test:1337:127.0.0.1:{port}");
+    let seen = body(
+        "http://www.h2origin.test:1337/other",
+        &["--connect-to", &connect],
+    );
+    assert!(
+        seen.ends_with(&format!("host=www.h2origin.test:{port}")),
+        "{seen}"
+    );
 }
 
 /// One gRPC call (unary, as grpc-go frames it) over h2c to the edge.

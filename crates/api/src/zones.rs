@@ -429,7 +429,14 @@ pub async fn delete(
             txn = txn.delete(e.key);
         }
         for (cert, revision) in revoked_with_zone {
-            txn = crate::certificates::revoke(txn, cert, revision)?.0;
+            let id = cert.id.clone();
+            txn = match crate::certificates::revoke(txn.clone(), cert, revision) {
+                Ok((txn, _)) => txn,
+                Err(e) => {
+                    tracing::warn!(%id, "cannot revoke an Origin CA certificate: {e}");
+                    txn
+                }
+            };
         }
         match state.store.commit(txn).await {
             Ok(_) => return Ok(ok(json!({"id": zone_id}))),

@@ -1417,9 +1417,23 @@ impl ProxyHttp for EdgeProxy {
         let Some(origin) = ctx.origin.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "request was not routed");
         };
-        // The visitor's own spelling of a target not in normal form (see `normalize_target`).
+        // The visitor's own spelling of a target not in normal form (see `normalize_target`):
+        // in origin form, the path and query alone are put back (an HTTP/2 request keeps its
+        // authority).
         if let Some(raw) = &ctx.raw_target {
-            req.set_raw_path(raw)?;
+            let path = std::str::from_utf8(raw)
+                .ok()
+                .filter(|r| r.starts_with('/'))
+                .and_then(|r| http::uri::PathAndQuery::try_from(r).ok());
+            let mut parts = req.uri.clone().into_parts();
+            let uri = path.and_then(|path| {
+                parts.path_and_query = Some(path);
+                http::Uri::from_parts(parts).ok()
+            });
+            match uri {
+                Some(uri) => req.set_uri(uri),
+                None => req.set_raw_path(raw)?,
+            }
         }
         // An origin is asked in origin form (RFC 9112 §3.2.1): an absolute-form target is
         // written as its path and query.
@@ -1682,11 +1696,15 @@ impl ProxyHttp for EdgeProxy {
         }
         let mut overrides = CacheOptionOverrides::default();
         overrides.wait_timeout = Some(CACHE_LOCK_WAIT);
+        // A spelling not in normal form is looked up under the normal form's key but never
+        // stored (`origin_answers_the_key`): it takes no lock, which would send the requests
+        // waiting on it to the origin unstored.
+        let lock = ctx.raw_target.is_none().then(|| cache.lock.as_ref());
         session.cache.enable(
             &cache.store,
             Some(cache.eviction),
             Some(&cache.predictor),
-            Some(cache.lock.as_ref()),
+            lock,
             Some(overrides),
         );
         session
@@ -1995,12 +2013,26 @@ pub(crate) fn to_origin(
     }
     if let Some(host) = origin.host_header.as_deref() {
         req.insert_header("host", host)?;
-    } else if let Some(host) = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| canonical_host(v.as_bytes(), origin, (https, port)))
-    {
-        req.insert_header("host", host)?;
+    } else {
+        if let Some(host) = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| canonical_host(v.as_bytes(), origin, (https, port)))
+        {
+            req.insert_header("host", host)?;
+        }
+        // An HTTP/2 request's authority is the `:authority` an HTTP/2 origin is sent.
+        let authority = req.uri.authority().and_then(|a| {
+            let host = canonical_host(a.as_str().as_bytes(), origin, (https, port))?;
+            http::uri::Authority::try_from(host).ok()
+        });
+        if let Some(authority) = authority {
+            let mut parts = req.uri.clone().into_parts();
+            parts.authority = Some(authority);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                req.set_uri(uri);
+            }
+        }
     }
     // A stored response is chosen by the coding class (br, gzip or none): ask the origin for
     // exactly that class, so a variant never holds a coding another visitor of the same

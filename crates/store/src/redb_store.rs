@@ -49,11 +49,16 @@ fn open_database(path: &Path) -> Result<(Database, Revision), StoreError> {
             other => StoreError::Backend(format!("{}: {other}", path.display())),
         })?;
     // It holds private keys (certificates', the CAs'): its owner's only, whatever the umask
-    // it was made under.
+    // it was made under (a file this process may not change is reported, not fatal).
     {
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| StoreError::Storage(format!("{}: {e}", path.display())))?;
+        let open_to_others =
+            std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+        if open_to_others
+            && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(path = %path.display(), "cannot make the store its owner's only: {e}");
+        }
     }
     let txn = db.begin_write().map_err(backend)?;
     let revision = {

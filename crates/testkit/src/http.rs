@@ -92,6 +92,19 @@ fn curl_scheme(scheme: &str, port: u16, host: &str, extra: &[&str]) -> (u16, Str
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
+/// The status code curl reports for `url` with `args` ("000" when no response came), within
+/// `max_time` seconds.
+pub fn curl_code(args: &[&str], url: &str, max_time: u32) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time"])
+        .arg(max_time.to_string())
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// An origin that accepts connections and reads, but never answers.
 pub fn start_silent_origin(ip: &str, port: u16) {
     let listener = TcpListener::bind((ip, port)).expect("bind origin");

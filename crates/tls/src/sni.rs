@@ -62,6 +62,8 @@ impl CertTable {
         let mut parsed = HashMap::new();
         // name → (rank, key, zone); the lowest rank is served.
         let mut best: HashMap<String, ((i64, i64), Served)> = HashMap::new();
+        // Expired uploads: served only for names nothing else covers (see below).
+        let mut expired: Vec<(String, Served)> = Vec::new();
         for (zone_id, certs) in &snapshot.custom_certs {
             let zone: Arc<str> = Arc::from(zone_id.as_str());
             for cert in certs {
@@ -76,13 +78,13 @@ impl CertTable {
                 let Some(key) = key else {
                     continue;
                 };
-                // Lower priority numbers first; then the later upload. An expired upload comes
-                // after an automatic certificate (as Cloudflare's fall back to Universal SSL).
-                let rank = if cert.expired(now) {
-                    (i64::MAX, 1)
-                } else {
-                    (cert.priority, -upload_order(&cert.uploaded_on))
-                };
+                let owned = cert.hosts.iter().filter(|h| owns(snapshot, zone_id, h));
+                if cert.expired(now) {
+                    expired.extend(owned.map(|h| (h.clone(), (key.clone(), Arc::clone(&zone)))));
+                    continue;
+                }
+                // Lower priority numbers first; then the later upload.
+                let rank = (cert.priority, -upload_order(&cert.uploaded_on));
                 for host in cert.hosts.iter().filter(|h| owns(snapshot, zone_id, h)) {
                     match best.get(host) {
                         Some((r, _)) if *r <= rank => {}
@@ -107,11 +109,21 @@ impl CertTable {
             if let Some(key) = key
                 && owns(snapshot, &auto.zone_id, &auto.hostname)
             {
-                let rank = (i64::MAX, 0);
-                if best.get(&auto.hostname).is_none_or(|(r, _)| *r > rank) {
-                    let served = (key, Arc::from(auto.zone_id.as_str()));
-                    best.insert(auto.hostname.clone(), (rank, served));
-                }
+                best.entry(auto.hostname.clone())
+                    .or_insert(((i64::MAX, 0), (key, Arc::from(auto.zone_id.as_str()))));
+            }
+        }
+        // An expired upload serves a name only when no other certificate covers it, by its
+        // name or by a wildcard (as Cloudflare falls back to Universal SSL): a handshake with
+        // it fails in the browser, but says why.
+        for (host, served) in expired {
+            let wildcard = host
+                .split_once('.')
+                .map(|(_, parent)| format!("*.{parent}"));
+            let covered =
+                best.contains_key(&host) || wildcard.is_some_and(|w| best.contains_key(&w));
+            if !covered {
+                best.entry(host).or_insert(((i64::MAX, 1), served));
             }
         }
         Self {
