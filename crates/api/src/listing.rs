@@ -148,10 +148,26 @@ impl TextFilter {
 
 /// One page of `items`, with Cloudflare's exact `result_info`. A page past the end is empty.
 pub fn page_response(items: Vec<Value>, page: usize, per_page: usize) -> axum::response::Response {
+    page_of(&items, page, per_page, Value::clone)
+}
+
+/// Page `page` of `items` (`per_page` each), with only that page's items rendered by `render`:
+/// a listing of a million records renders a hundred.
+pub fn page_of<T>(
+    items: &[T],
+    page: usize,
+    per_page: usize,
+    render: impl Fn(&T) -> Value,
+) -> axum::response::Response {
     let total_count = items.len();
     let total_pages = total_count.div_ceil(per_page);
     let start = (page - 1).saturating_mul(per_page);
-    let result: Vec<Value> = items.into_iter().skip(start).take(per_page).collect();
+    let result: Vec<Value> = items
+        .iter()
+        .skip(start)
+        .take(per_page)
+        .map(render)
+        .collect();
     let info = ResultInfo {
         page,
         per_page,

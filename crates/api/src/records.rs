@@ -15,7 +15,7 @@ use parapet_store::{StoreError, Txn};
 use serde_json::{Map, Value, json};
 
 use crate::envelope::{ApiErrorItem, ApiResult, now_timestamp, ok, parse_body};
-use crate::listing::{Params, TextFilter, page_response, short};
+use crate::listing::{Params, TextFilter, page_of, short};
 use crate::stored::encode;
 use crate::zones::{Access, authorized_zone, load_zone, unix_now};
 use crate::{ApiError, ApiState, Auth};
@@ -139,7 +139,10 @@ impl ZoneWrite {
             self.get(&at.ids[i])
                 .expect("the zone rules' index holds only records this change keeps")
         };
-        at.rules.check(draft, except, record).map_err(conflict)
+        let apex = draft.name == self.zone.name;
+        at.rules
+            .check((draft, apex), except, record)
+            .map_err(conflict)
     }
 
     /// Writes record `id` (`None`: deletes it), which was `previous` before.
@@ -218,7 +221,7 @@ impl ZoneWrite {
                         .copied()
                         .unwrap_or_else(|| &here[i - stored.len()])
                 };
-                match same_name.check(&r.draft, None, at) {
+                match same_name.check((&r.draft, name == self.zone.name), None, at) {
                     Err(c) if c.code == 81058 => {}
                     Err(c) => errors.push((r.line, c.message)),
                     Ok(()) => {
@@ -490,14 +493,17 @@ pub async fn list(
             if let Some(present) = comment_present {
                 tests.push(r.comment.as_deref().is_some_and(|c| !c.is_empty()) == present);
             }
+            // The search stands apart from `match`, which joins the other filters (as
+            // Cloudflare's list documents it).
             if let Some(text) = &search {
                 let has = |v: &str| v.to_ascii_lowercase().contains(text.as_str());
-                tests.push(
-                    has(&r.name)
-                        || has(&r.content)
-                        || r.comment.as_deref().is_some_and(has)
-                        || r.tags.iter().any(|t| has(t)),
-                );
+                let found = has(&r.name)
+                    || has(&r.content)
+                    || r.comment.as_deref().is_some_and(has)
+                    || r.tags.iter().any(|t| has(t));
+                if !found {
+                    return false;
+                }
             }
             if tests.is_empty() {
                 return true;
@@ -510,23 +516,23 @@ pub async fn list(
         })
         .collect();
     records.sort_by(|a, b| {
-        let key = |r: &DnsRecord| match order {
-            "name" => (r.name.clone(), String::new()),
-            "content" => (r.content.clone(), r.name.clone()),
-            "ttl" => (format!("{:010}", r.ttl), r.name.clone()),
-            "proxied" => (u8::from(r.proxied).to_string(), r.name.clone()),
-            _ => (r.kind.as_str().to_owned(), r.name.clone()),
+        let ordered = match order {
+            "name" => a.name.cmp(&b.name),
+            "content" => a.content.cmp(&b.content).then_with(|| a.name.cmp(&b.name)),
+            "ttl" => a.ttl.cmp(&b.ttl).then_with(|| a.name.cmp(&b.name)),
+            "proxied" => a.proxied.cmp(&b.proxied).then_with(|| a.name.cmp(&b.name)),
+            _ => (a.kind.as_str().cmp(b.kind.as_str())).then_with(|| a.name.cmp(&b.name)),
         };
-        key(a)
-            .cmp(&key(b))
+        ordered
             .then_with(|| a.content.cmp(&b.content))
             .then_with(|| a.id.cmp(&b.id))
     });
     if descending {
         records.reverse();
     }
-    let items = records.iter().map(|r| r.to_api_json(&zone.name)).collect();
-    Ok(page_response(items, page, per_page))
+    Ok(page_of(&records, page, per_page, |r| {
+        r.to_api_json(&zone.name)
+    }))
 }
 
 pub async fn create(

@@ -358,6 +358,31 @@ async fn record_checks(api: Api) {
         )
         .await;
     assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![81054]));
+    // NS records at the apex are kept beside its other records (Cloudflare keeps them, not
+    // served: the apex NS set is the edge's nameservers); below it, they are a delegation.
+    api.record(
+        &zone,
+        json!({"type": "NS", "name": "@", "content": "ns1.other.example.net"}),
+    )
+    .await;
+    api.record(
+        &zone,
+        json!({"type": "MX", "name": "@", "content": "mail.example.com", "priority": 10}),
+    )
+    .await;
+    api.record(
+        &zone,
+        json!({"type": "NS", "name": "sub", "content": "ns1.other.example.net"}),
+    )
+    .await;
+    let (s, v) = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"type": "A", "name": "sub", "content": "192.0.2.9"})),
+        )
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![81053]));
     let (s, v) = api.call("POST", &path, Some(json!({"type": "MX", "name": "@", "content": "mail.example.com", "proxied": true, "priority": 10}))).await;
     assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![9004]));
     let (s, v) = api
@@ -522,6 +547,12 @@ async fn record_list_filters_orders_and_pages() {
     assert_eq!(count("comment.contains=greet").await, 1);
     assert_eq!(count("search=mail").await, 1);
     assert_eq!(count("search=prod").await, 1);
+    // The search narrows whatever `match` joins the other filters with.
+    assert_eq!(count("search=mail&type=A&match=any").await, 0);
+    assert_eq!(
+        count("search=example&type=MX&proxied=true&match=any").await,
+        2
+    );
     let (status, _) = api
         .call(
             "GET",

@@ -407,10 +407,11 @@ impl RecordDraft {
     }
 
     /// The rules a record must keep with the other records of its zone (`others` excludes the
-    /// record being replaced, if any).
+    /// record being replaced, if any); `apex`: whether the record's name is the zone's.
     pub fn check_against<'a>(
         &self,
         others: impl IntoIterator<Item = &'a DnsRecord>,
+        apex: bool,
     ) -> Result<(), Conflict> {
         for other in others {
             if other.name != self.name {
@@ -440,10 +441,12 @@ impl RecordDraft {
                     message: "A CNAME record with that host already exists.".into(),
                 });
             }
-            // A name with NS records is a delegation: data beside them would never be answered
-            // (but the parent's DS for it).
+            // A name with NS records below the apex is a delegation: data beside them would
+            // never be answered (but the parent's DS for it). NS records at the apex are kept
+            // beside the apex's data and not served (Parapet's nameservers are), as Cloudflare
+            // keeps them.
             let beside_ns = |a: RecordType, b: RecordType| {
-                a == RecordType::NS && !matches!(b, RecordType::NS | RecordType::DS)
+                !apex && a == RecordType::NS && !matches!(b, RecordType::NS | RecordType::DS)
             };
             if beside_ns(self.kind, other.kind) || beside_ns(other.kind, self.kind) {
                 return Err(Conflict {
@@ -498,7 +501,7 @@ fn identity<S: std::hash::BuildHasher>(keys: &S, record: &DnsRecord) -> u64 {
 /// to the draft (`first_with` its hash) or the first CNAME decides, and a record that only
 /// shares the draft's hash makes it scan.
 fn check_indexed<'a, S: std::hash::BuildHasher>(
-    draft: &RecordDraft,
+    (draft, apex): (&RecordDraft, bool),
     keys: &S,
     mut others: impl Iterator<Item = usize>,
     first_with: impl FnOnce(u64) -> Option<usize>,
@@ -506,23 +509,24 @@ fn check_indexed<'a, S: std::hash::BuildHasher>(
     at: impl Fn(usize) -> &'a DnsRecord,
 ) -> Result<(), Conflict> {
     if draft.kind == RecordType::CNAME {
-        return draft.check_against(others.next().map(&at));
+        return draft.check_against(others.next().map(&at), apex);
     }
     let first = first_with(keys.hash_one((draft.kind, draft.content.as_str(), draft.priority)));
     if let Some(i) = first
         && !draft.is_identical(at(i))
     {
         // Another record with the same hash: scan.
-        return draft.check_against(others.map(&at));
+        return draft.check_against(others.map(&at), apex);
     }
     // The first record the NS rule sets against the draft.
     let beside = match draft.kind {
+        _ if apex => None,
         RecordType::NS => firsts.not_ns,
         RecordType::DS => None,
         _ => firsts.ns,
     };
     match first.into_iter().chain(firsts.cname).chain(beside).min() {
-        Some(decisive) => draft.check_against([at(decisive)]),
+        Some(decisive) => draft.check_against([at(decisive)], apex),
         None => Ok(()),
     }
 }
@@ -600,12 +604,12 @@ impl<S: std::hash::BuildHasher> SameName<S> {
         self.len += 1;
     }
 
-    /// `draft.check_against(others)`, where `others` are the records added, in order, less the
-    /// one at position `except` (the record being checked, when it is among them); `at` gives
-    /// the record added at a position.
+    /// `draft.check_against(others, apex)`, where `others` are the records added, in order,
+    /// less the one at position `except` (the record being checked, when it is among them);
+    /// `at` gives the record added at a position.
     pub fn check<'a>(
         &self,
-        draft: &RecordDraft,
+        (draft, apex): (&RecordDraft, bool),
         except: Option<usize>,
         at: impl Fn(usize) -> &'a DnsRecord,
     ) -> Result<(), Conflict> {
@@ -624,7 +628,7 @@ impl<S: std::hash::BuildHasher> SameName<S> {
                 .find(|&i| Some(i) != except)
         };
         check_indexed(
-            draft,
+            (draft, apex),
             &self.keys,
             (0..self.len).filter(|&i| Some(i) != except),
             first_with,
@@ -706,11 +710,11 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
         }
     }
 
-    /// `draft.check_against(others)`, where `others` are the records present, in order, less
-    /// the one at position `except`; `at` gives the record at a position.
+    /// `draft.check_against(others, apex)`, where `others` are the records present, in order,
+    /// less the one at position `except`; `at` gives the record at a position.
     pub fn check<'a>(
         &self,
-        draft: &RecordDraft,
+        (draft, apex): (&RecordDraft, bool),
         except: Option<usize>,
         at: impl Fn(usize) -> &'a DnsRecord,
     ) -> Result<(), Conflict> {
@@ -725,7 +729,7 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
                 .find(|&i| Some(i) != except)
         };
         check_indexed(
-            draft,
+            (draft, apex),
             &self.keys,
             self.present.iter().copied().filter(|&i| Some(i) != except),
             first_with,
@@ -1571,25 +1575,45 @@ mod tests {
     fn identical_and_cname_conflicts_use_cloudflare_codes() {
         let a = draft(json!({"type":"A","name":"www","content":"192.0.2.1"})).expect("valid");
         let stored = a.clone().into_record("1".into(), "z", "t", "t");
-        assert_eq!(a.check_against([&stored]).map_err(|c| c.code), Err(81058));
+        assert_eq!(
+            a.check_against([&stored], false).map_err(|c| c.code),
+            Err(81058)
+        );
         let c =
             draft(json!({"type":"CNAME","name":"www","content":"x.example.net"})).expect("valid");
-        assert_eq!(c.check_against([&stored]).map_err(|c| c.code), Err(81053));
+        assert_eq!(
+            c.check_against([&stored], false).map_err(|c| c.code),
+            Err(81053)
+        );
         let other = draft(json!({"type":"A","name":"www","content":"192.0.2.2"})).expect("valid");
-        assert!(other.check_against([&stored]).is_ok());
+        assert!(other.check_against([&stored], false).is_ok());
         // A delegation's NS records stand alone at their name, but for its DS.
         let ns = draft(json!({"type":"NS","name":"www","content":"ns1.example.net"}));
         let ns = ns.expect("valid");
-        assert_eq!(ns.check_against([&stored]).map_err(|c| c.code), Err(81053));
+        assert_eq!(
+            ns.check_against([&stored], false).map_err(|c| c.code),
+            Err(81053)
+        );
         let delegated = ns.clone().into_record("2".into(), "z", "t", "t");
         assert_eq!(
-            a.check_against([&delegated]).map_err(|c| c.code),
+            a.check_against([&delegated], false).map_err(|c| c.code),
             Err(81053)
         );
         let ds = draft(json!({"type":"DS","name":"www","content":DS_1})).expect("valid");
-        assert!(ds.check_against([&delegated]).is_ok());
+        assert!(ds.check_against([&delegated], false).is_ok());
         let ns2 = draft(json!({"type":"NS","name":"www","content":"ns2.example.net"}));
-        assert!(ns2.expect("valid").check_against([&delegated]).is_ok());
+        assert!(
+            ns2.expect("valid")
+                .check_against([&delegated], false)
+                .is_ok()
+        );
+        // At the apex, NS records (kept, not served) stand beside the apex's data.
+        assert!(ns.check_against([&stored], true).is_ok());
+        assert!(a.check_against([&delegated], true).is_ok());
+        assert_eq!(
+            c.check_against([&delegated], true).map_err(|c| c.code),
+            Err(81053)
+        );
     }
 
     #[test]
@@ -1604,6 +1628,7 @@ mod tests {
     fn same_name_agrees_with_the_scan<S: std::hash::BuildHasher>(
         index: &mut SameName<S>,
         picks: &[(usize, usize)],
+        apex: bool,
     ) {
         const KINDS: [(&str, [&str; 3]); 5] = [
             ("A", ["192.0.2.1", "192.0.2.2", "192.0.2.3"]),
@@ -1628,8 +1653,11 @@ mod tests {
         index.clear();
         let mut added: Vec<DnsRecord> = Vec::new();
         for d in &drafts {
-            let scanned = verdict(d.check_against(&added));
-            assert_eq!(verdict(index.check(d, None, |i| &added[i])), scanned);
+            let scanned = verdict(d.check_against(&added, apex));
+            assert_eq!(
+                verdict(index.check((d, apex), None, |i| &added[i])),
+                scanned
+            );
             if scanned.is_ok() {
                 let r = d
                     .clone()
@@ -1651,8 +1679,8 @@ mod tests {
         for (i, d) in drafts.iter().enumerate() {
             let others = all.iter().filter(|o| o.id != all[i].id);
             assert_eq!(
-                verdict(index.check(d, Some(i), |j| &all[j])),
-                verdict(d.check_against(others)),
+                verdict(index.check((d, apex), Some(i), |j| &all[j])),
+                verdict(d.check_against(others, apex)),
             );
         }
     }
@@ -1663,6 +1691,7 @@ mod tests {
     fn changing_name_agrees_with_the_scan<S: std::hash::BuildHasher>(
         mut index: ChangingName<S>,
         ops: &[(usize, usize, usize, usize)],
+        apex: bool,
     ) {
         const KINDS: [(&str, [&str; 3]); 5] = [
             ("A", ["192.0.2.1", "192.0.2.2", "192.0.2.3"]),
@@ -1692,9 +1721,10 @@ mod tests {
                 }
                 (1, Some(t)) => {
                     let others = records.iter().enumerate().filter(|(i, _)| *i != t);
-                    let scanned = verdict(d.check_against(others.filter_map(|(_, r)| r.as_ref())));
+                    let scanned =
+                        verdict(d.check_against(others.filter_map(|(_, r)| r.as_ref()), apex));
                     let at = |i: usize| records[i].as_ref().expect("present");
-                    assert_eq!(verdict(index.check(&d, Some(t), at)), scanned);
+                    assert_eq!(verdict(index.check((&d, apex), Some(t), at)), scanned);
                     if scanned.is_ok() {
                         let gone = records[t].take().expect("present");
                         index.remove(t, &gone);
@@ -1704,9 +1734,9 @@ mod tests {
                     }
                 }
                 _ => {
-                    let scanned = verdict(d.check_against(records.iter().flatten()));
+                    let scanned = verdict(d.check_against(records.iter().flatten(), apex));
                     let at = |i: usize| records[i].as_ref().expect("present");
-                    assert_eq!(verdict(index.check(&d, None, at)), scanned);
+                    assert_eq!(verdict(index.check((&d, apex), None, at)), scanned);
                     if scanned.is_ok() {
                         let r = d.into_record(records.len().to_string(), "z", "t", "t");
                         assert_eq!(index.add(&r), records.len());
@@ -1735,23 +1765,27 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn records_at_one_name_are_checked_as_the_scan_checks_them(
-            picks in proptest::collection::vec((0usize..5, 0usize..3), 0..24)
+            picks in proptest::collection::vec((0usize..5, 0usize..3), 0..24),
+            apex: bool,
         ) {
-            same_name_agrees_with_the_scan(&mut SameName::default(), &picks);
+            same_name_agrees_with_the_scan(&mut SameName::default(), &picks, apex);
             same_name_agrees_with_the_scan(
                 &mut SameName::with_keys(std::hash::BuildHasherDefault::<Collide>::default()),
                 &picks,
+                apex,
             );
         }
 
         #[test]
         fn records_a_change_adds_and_removes_are_checked_as_the_scan_checks_them(
-            ops in proptest::collection::vec((0usize..3, 0usize..5, 0usize..3, 0usize..24), 0..40)
+            ops in proptest::collection::vec((0usize..3, 0usize..5, 0usize..3, 0usize..24), 0..40),
+            apex: bool,
         ) {
-            changing_name_agrees_with_the_scan(ChangingName::default(), &ops);
+            changing_name_agrees_with_the_scan(ChangingName::default(), &ops, apex);
             changing_name_agrees_with_the_scan(
                 ChangingName::with_keys(std::hash::BuildHasherDefault::<Collide>::default()),
                 &ops,
+                apex,
             );
         }
     }

@@ -921,7 +921,9 @@ fn check_record(
     };
     match draft {
         Ok(d) if d.content == r.content => {
-            if let Err(c) = same_name.check(&d, Some(position), |i| run[i].record.as_ref()) {
+            let apex = d.name == zone.name;
+            if let Err(c) = same_name.check((&d, apex), Some(position), |i| run[i].record.as_ref())
+            {
                 errors.push(CompileError {
                     key,
                     message: c.message,
