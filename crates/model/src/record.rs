@@ -896,7 +896,8 @@ pub(crate) struct Token {
 }
 
 /// Splits presentation-form data into tokens, honouring quotes and backslash escapes (escapes
-/// are kept as written so the token can be written back unchanged).
+/// are kept as written so the token can be written back unchanged). A word may hold a quoted
+/// part, kept with its quotes: an SVCB parameter's value (RFC 9460 §2.1: `alpn="h3,h2"`).
 pub(crate) fn tokenize(s: &str) -> Result<Vec<Token>, String> {
     let mut tokens = Vec::new();
     let mut chars = s.chars().peekable();
@@ -925,7 +926,25 @@ pub(crate) fn tokenize(s: &str) -> Result<Vec<Token>, String> {
                     break;
                 }
                 c if !quoted && c.is_whitespace() => break,
-                '"' => return Err("has a quote inside an unquoted word".into()),
+                '"' => {
+                    // A quoted part of a word, to its closing quote.
+                    text.push('"');
+                    loop {
+                        match chars.next() {
+                            Some('\\') => {
+                                text.push('\\');
+                                match chars.next() {
+                                    Some(n) => text.push(n),
+                                    None => return Err("ends with a lone backslash".into()),
+                                }
+                            }
+                            Some('"') => break,
+                            Some(c) => text.push(c),
+                            None => return Err("has an unterminated quoted string".into()),
+                        }
+                    }
+                    text.push('"');
+                }
                 c => text.push(c),
             }
         }
@@ -1569,6 +1588,43 @@ mod tests {
             draft(json!({"type":"HTTPS","name":"x","content":"1 . port=443 alpn=h2"})).is_ok(),
             "keys in any order, each once, are valid"
         );
+    }
+
+    #[test]
+    fn svcb_values_may_be_quoted_as_cloudflare_writes_them() {
+        use hickory_proto::serialize::binary::BinEncodable as _;
+        let wire = |content: &str| {
+            RData::try_from_str(WireType::HTTPS, content)
+                .expect("parses")
+                .to_bytes()
+                .expect("encodes")
+        };
+        let quoted = "1 . alpn=\"h3,h2\" port=\"8443\" ipv4hint=\"192.0.2.1,192.0.2.2\"";
+        let d = draft(json!({"type":"HTTPS","name":"@","content":quoted})).expect("valid");
+        assert_eq!(d.content, quoted, "kept as written");
+        assert_eq!(
+            wire(&d.content),
+            wire("1 . alpn=h3,h2 port=8443 ipv4hint=192.0.2.1,192.0.2.2")
+        );
+        let data = json!({"type":"HTTPS","name":"@","data":
+            {"priority":1,"target":".","value":"alpn=\"h3,h2\" ipv4hint=\"192.0.2.1\""}});
+        let d = draft(data).expect("valid");
+        assert_eq!(d.content, "1 . alpn=\"h3,h2\" ipv4hint=\"192.0.2.1\"");
+        let record = d.into_record("1".into(), "z", "t", "t");
+        assert_eq!(
+            record.to_api_json("example.com")["data"]["value"],
+            "alpn=\"h3,h2\" ipv4hint=\"192.0.2.1\""
+        );
+        for bad in [
+            "1 . alpn=\"h3,h2",
+            "1 . alpn=\"h3\\",
+            "1 . alpn=\"h3\" alpn=h2",
+        ] {
+            assert!(
+                draft(json!({"type":"HTTPS","name":"@","content":bad})).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

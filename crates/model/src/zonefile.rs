@@ -531,12 +531,7 @@ fn split_entries(
                 }
             }
             '"' => {
-                if in_word && !word.starts_with('"') {
-                    errors.push(FieldError::new(
-                        format!("line {line}"),
-                        "quote inside a word",
-                    ));
-                }
+                // A quoted string, or a word's quoted end (an SVCB parameter: `alpn="h3,h2"`).
                 in_word = true;
                 word.push('"');
                 let start = line;
@@ -823,6 +818,29 @@ sub.example.com. 172800 IN NS ns.sub
             text.contains("\"a\\010evil IN A 192.0.2.66\\010\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn quoted_svcb_values_are_read_and_written_back() {
+        let text = "@ 300 IN HTTPS 1 . alpn=\"h3,h2\" ipv4hint=\"192.0.2.1\"\n";
+        let parsed = parse_zone_file(text, "example.com", false).expect("valid zone");
+        let content = "1 . alpn=\"h3,h2\" ipv4hint=\"192.0.2.1\"";
+        assert_eq!(parsed.records[0].draft.content, content);
+        let zone = Zone::new(
+            "z".into(),
+            "example.com".into(),
+            vec!["ns1.example.net".into()],
+            "account".into(),
+            "now".into(),
+            1,
+        );
+        let record = parsed.records[0]
+            .draft
+            .clone()
+            .into_record("r1".into(), "z", "t", "t");
+        let exported = export_zone_file(&zone, &[record], "now");
+        let again = parse_zone_file(&exported, "example.com", false).expect("re-imports");
+        assert_eq!(again.records[0].draft.content, content);
     }
 
     #[test]
