@@ -358,6 +358,36 @@ async fn record_checks(api: Api) {
         )
         .await;
     assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![81054]));
+    // TXT content is kept as written (a client finds its record by the content it sent,
+    // quoted or not); the same strings written otherwise are the same record.
+    let quoted = "\"heritage=external-dns,external-dns/owner=default\"";
+    let txt = api
+        .record(
+            &zone,
+            json!({"type": "TXT", "name": "owner", "content": quoted}),
+        )
+        .await;
+    assert_eq!(txt["content"], quoted);
+    let (s, v) = api
+        .call(
+            "GET",
+            &format!("{path}?type=TXT&content={}", urlencode(quoted)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["result"][0]["id"].clone()),
+        (StatusCode::OK, txt["id"].clone())
+    );
+    let (s, v) = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"type": "TXT", "name": "owner",
+                "content": "heritage=external-dns,external-dns/owner=default"})),
+        )
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![81058]));
     // NS records at the apex are kept beside its other records (Cloudflare keeps them, not
     // served: the apex NS set is the edge's nameservers); below it, they are a delegation.
     api.record(
@@ -1260,4 +1290,17 @@ async fn a_purge_that_could_not_be_saved_is_reported() {
         message.contains("could not be saved") && message.contains("No space"),
         "{v}"
     );
+}
+
+/// `text` as a query parameter's value: every byte but letters and digits percent-encoded.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -463,7 +463,9 @@ impl RecordDraft {
     /// Whether `other` holds the same data (type, content, priority): a second copy the zone
     /// rules refuse.
     fn is_identical(&self, other: &DnsRecord) -> bool {
-        other.kind == self.kind && other.content == self.content && other.priority == self.priority
+        other.kind == self.kind
+            && other.priority == self.priority
+            && same_data(self.kind, &self.content, &other.content)
     }
 
     /// The stored record for this draft.
@@ -491,9 +493,27 @@ impl RecordDraft {
     }
 }
 
-/// A record's identity for the zone rules' indexes: a keyed hash of (type, content, priority).
+/// Whether two contents of type `kind` are the same data: equal, or TXT contents that send the
+/// same strings (TXT content is kept as written, quoted or not).
+fn same_data(kind: RecordType, a: &str, b: &str) -> bool {
+    a == b || (kind == RecordType::TXT && compared(kind, a) == compared(kind, b))
+}
+
+/// The form of a content that [`same_data`] compares: TXT content's canonical form.
+fn compared(kind: RecordType, content: &str) -> std::borrow::Cow<'_, str> {
+    if kind == RecordType::TXT
+        && let Ok(canonical) = crate::txt::canonical(content)
+    {
+        return std::borrow::Cow::Owned(canonical);
+    }
+    std::borrow::Cow::Borrowed(content)
+}
+
+/// A record's identity for the zone rules' indexes: a keyed hash of (type, content as
+/// [`same_data`] compares it, priority).
 fn identity<S: std::hash::BuildHasher>(keys: &S, record: &DnsRecord) -> u64 {
-    keys.hash_one((record.kind, record.content.as_str(), record.priority))
+    let content = compared(record.kind, &record.content);
+    keys.hash_one((record.kind, content.as_ref(), record.priority))
 }
 
 /// `draft.check_against(others)` from an index of `others` (positions in order; `at` gives the
@@ -511,7 +531,8 @@ fn check_indexed<'a, S: std::hash::BuildHasher>(
     if draft.kind == RecordType::CNAME {
         return draft.check_against(others.next().map(&at), apex);
     }
-    let first = first_with(keys.hash_one((draft.kind, draft.content.as_str(), draft.priority)));
+    let content = compared(draft.kind, &draft.content);
+    let first = first_with(keys.hash_one((draft.kind, content.as_ref(), draft.priority)));
     if let Some(i) = first
         && !draft.is_identical(at(i))
     {
@@ -1148,7 +1169,7 @@ pub(crate) fn canonical_content(
     }
     if kind == RecordType::TXT {
         // A TXT record's text is its data, spaces at the edges included.
-        return crate::txt::canonical(raw).map_err(bad);
+        return crate::txt::check(raw).map_err(bad);
     }
     let raw = raw.trim();
     match kind {

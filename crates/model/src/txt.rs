@@ -8,9 +8,12 @@
 //! - **Quoted strings** (zone-file presentation, starting with `"`): each `"..."` is one
 //!   character string of at most 255 bytes, with BIND's escapes `\DDD` (0 to 255) and `\X`.
 //!
-//! Stored content is canonical: text whenever text sends the same strings, else quoted strings
-//! written one way (`\"`, `\\`, `\DDD` for every byte outside printable ASCII, one space
-//! between strings). Two contents that send the same strings are then equal.
+//! Content is stored as the API was given it, so that a client finds its records by the content
+//! it wrote (quoted, as Cloudflare's documentation writes TXT content, or not). Two contents
+//! are the same data when they send the same strings: their [`canonical`] forms (text whenever
+//! text sends the same strings, else quoted strings written one way: `\"`, `\\`, `\DDD` for
+//! every byte outside printable ASCII, one space between strings) are equal. A quoted string
+//! over 255 bytes is sent split, as Cloudflare splits it.
 
 /// Longest TXT content, in characters (Cloudflare's limit).
 pub const MAX_TXT: usize = 2048;
@@ -49,8 +52,13 @@ pub fn presentation(content: &str) -> String {
         .join(" ")
 }
 
-/// Checks TXT content from the API (or built by the zone-file reader) and returns its canonical
-/// form.
+/// Checks TXT content from the API (or built by the zone-file reader): it is stored as it is.
+pub fn check(content: &str) -> Result<String, String> {
+    canonical(content)?;
+    Ok(content.to_owned())
+}
+
+/// The canonical form of checked TXT content: equal for contents that send the same strings.
 pub fn canonical(content: &str) -> Result<String, String> {
     let count = content.chars().count();
     if count > MAX_TXT {
@@ -91,7 +99,7 @@ pub fn from_strings(strings: &[Vec<u8>]) -> String {
         .join(" ")
 }
 
-/// Parses quoted strings separated by blanks.
+/// Parses quoted strings separated by blanks; one over 255 bytes is split.
 fn parse_quoted(content: &str) -> Result<Vec<Vec<u8>>, String> {
     let mut out = Vec::new();
     let mut rest = content.trim_start();
@@ -103,7 +111,12 @@ fn parse_quoted(content: &str) -> Result<Vec<Vec<u8>>, String> {
             );
         };
         let end = closing_quote(body).ok_or("has an unterminated quoted string")?;
-        out.push(decode_string(&body[..end])?);
+        let string = decode_bytes(&body[..end])?;
+        if string.len() > MAX_STRING {
+            out.extend(string.chunks(MAX_STRING).map(<[u8]>::to_vec));
+        } else {
+            out.push(string);
+        }
         rest = &body[end + 1..];
         let trimmed = rest.trim_start();
         if !trimmed.is_empty() && trimmed.len() == rest.len() {
@@ -131,6 +144,18 @@ fn closing_quote(body: &str) -> Option<usize> {
 /// Decodes one character string as written between quotes (or as an unquoted zone-file word):
 /// `\DDD` is the byte DDD (at most 255), `\X` is X.
 pub fn decode_string(text: &str) -> Result<Vec<u8>, String> {
+    let out = decode_bytes(text)?;
+    if out.len() > MAX_STRING {
+        return Err(format!(
+            "has a character string of {} bytes; each holds at most {MAX_STRING} (split it into several quoted strings)",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// The bytes `text` (a character string's escaped form) stands for, whatever their length.
+fn decode_bytes(text: &str) -> Result<Vec<u8>, String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -162,12 +187,6 @@ pub fn decode_string(text: &str) -> Result<Vec<u8>, String> {
                 i += 1 + len;
             }
         }
-    }
-    if out.len() > MAX_STRING {
-        return Err(format!(
-            "has a character string of {} bytes; each holds at most {MAX_STRING} (split it into several quoted strings)",
-            out.len()
-        ));
     }
     Ok(out)
 }
@@ -237,6 +256,28 @@ mod tests {
     }
 
     #[test]
+    fn content_is_kept_as_written_and_compared_by_its_strings() {
+        let quoted = r#""heritage=external-dns,external-dns/owner=default""#;
+        assert_eq!(check(quoted).as_deref(), Ok(quoted));
+        assert_eq!(
+            canonical(quoted),
+            canonical("heritage=external-dns,external-dns/owner=default")
+        );
+        assert_ne!(canonical(r#""a b""#), canonical(r#""a" "b""#));
+        // A quoted string over 255 bytes is sent split (Cloudflare splits it).
+        let long = format!("\"{}\" \"b\"", "a".repeat(300));
+        assert_eq!(check(&long).as_deref(), Ok(long.as_str()));
+        assert_eq!(
+            strings(&long),
+            [vec![b'a'; 255], vec![b'a'; 45], b"b".to_vec()]
+        );
+        assert!(
+            decode_string(&"a".repeat(256)).is_err(),
+            "a zone file's word"
+        );
+    }
+
+    #[test]
     fn malformed_quoted_strings_are_refused() {
         for bad in [
             r#""\999""#,
@@ -249,9 +290,6 @@ mod tests {
         ] {
             assert!(canonical(bad).is_err(), "{bad} accepted");
         }
-        let long = format!("\"{}\"", "a".repeat(256));
-        let err = canonical(&long).expect_err("256 bytes");
-        assert!(err.contains("255"), "{err}");
         assert!(canonical(&format!("\"{}\"", "a".repeat(255))).is_ok());
         assert!(canonical("").is_err());
         assert!(canonical(&"a".repeat(2049)).is_err());
