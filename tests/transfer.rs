@@ -478,13 +478,16 @@ fn of_two_secondaries_at_one_address_the_one_whose_key_signed_transfers() {
         &format!("/accounts/{account}/secondary_dns/tsigs"),
         Some(json!({"name": "xfr-two.", "algo": "hmac-sha256.", "secret": second_secret})),
     );
+    // Both at one address, as a secondary's views chosen by key are.
+    let views = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = views.local_addr().expect("addr").port();
     let peers: Vec<_> = [("one", &first), ("two", &second)]
         .into_iter()
         .map(|(name, key)| {
             node.ok(
                 "POST",
                 &format!("/accounts/{account}/secondary_dns/peers"),
-                Some(json!({"name": name, "ip": "127.0.0.1", "port": 53000, "tsig_id": key["id"]})),
+                Some(json!({"name": name, "ip": "127.0.0.1", "port": port, "tsig_id": key["id"]})),
             )["id"]
                 .clone()
         })
@@ -512,6 +515,21 @@ fn of_two_secondaries_at_one_address_the_one_whose_key_signed_transfers() {
         });
         assert!(!last.contains("NOTAUTH"), "{key}: {last}");
     }
+    // Enabling transfers notified each of them, signed with its own key.
+    views
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut signers = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok((n, _)) = views.recv_from(&mut buf) {
+        let packet = &buf[..n];
+        for name in [&b"\x07xfr-key\x00"[..], &b"\x07xfr-two\x00"[..]] {
+            if packet.windows(name.len()).any(|w| w == name) && !signers.contains(&name) {
+                signers.push(name);
+            }
+        }
+    }
+    assert_eq!(signers.len(), 2, "a NOTIFY for each key's peer");
 }
 
 #[test]

@@ -46,36 +46,40 @@ pub struct Journal {
 
 /// The NOTIFY each peer of each zone is being sent, by a number taken when it started: a newer
 /// change's NOTIFY supersedes the one for an older change, which stops retrying (one pending
-/// NOTIFY per zone and peer, as BIND and Knot keep).
+/// NOTIFY per zone and peer, as BIND and Knot keep). Peers at one address are told apart by
+/// the key they sign with (a secondary's views, chosen by key): each is notified.
 #[derive(Debug, Default)]
 struct Notices {
-    sending: Mutex<HashMap<(String, SocketAddr), u64>>,
+    sending: Mutex<HashMap<(String, Peer), u64>>,
     started: std::sync::atomic::AtomicU64,
 }
 
+/// A peer as NOTIFYs tell it apart: its address and the name of the key it signs with.
+type Peer = (SocketAddr, Option<String>);
+
 impl Notices {
-    fn begin(&self, zone: &str, peer: SocketAddr) -> u64 {
+    fn begin(&self, zone: &str, peer: &Peer) -> u64 {
         let number = self
             .started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert((zone.to_owned(), peer), number);
+            .insert((zone.to_owned(), peer.clone()), number);
         number
     }
 
-    fn current(&self, zone: &str, peer: SocketAddr, number: u64) -> bool {
+    fn current(&self, zone: &str, peer: &Peer, number: u64) -> bool {
         self.sending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&(zone.to_owned(), peer))
+            .get(&(zone.to_owned(), peer.clone()))
             == Some(&number)
     }
 
-    fn end(&self, zone: &str, peer: SocketAddr, number: u64) {
+    fn end(&self, zone: &str, peer: &Peer, number: u64) {
         let mut sending = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (zone.to_owned(), peer);
+        let key = (zone.to_owned(), peer.clone());
         if sending.get(&key) == Some(&number) {
             sending.remove(&key);
         }
@@ -477,14 +481,15 @@ pub fn notify_changes(
             let peer = peer.clone();
             let source = notify_source(from, peer.addr.ip());
             let journal = Arc::clone(journal);
-            let number = journal.notices.begin(&zone.origin, peer.addr);
+            let told: Peer = (peer.addr, peer.tsig.as_ref().map(|k| k.name.to_ascii_lowercase()));
+            let number = journal.notices.begin(&zone.origin, &told);
             tokio::spawn(async move {
-                let notices = Some((&journal.notices, number));
+                let notices = Some((&journal.notices, &told, number));
                 if let Err(e) = notify(&zone, peer.addr, peer.tsig.as_ref(), source, notices).await
                 {
                     tracing::warn!(zone = %zone.origin, peer = %peer.addr, "NOTIFY failed: {e}");
                 }
-                journal.notices.end(&zone.origin, peer.addr, number);
+                journal.notices.end(&zone.origin, &told, number);
             });
         }
     }
@@ -508,7 +513,7 @@ async fn notify(
     addr: SocketAddr,
     key: Option<&parapet_model::transfer::TsigKey>,
     source: Option<std::net::IpAddr>,
-    notices: Option<(&Notices, u64)>,
+    notices: Option<(&Notices, &Peer, u64)>,
 ) -> Result<(), String> {
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Notify);
     m.metadata.authoritative = true;
@@ -541,7 +546,7 @@ async fn notify(
     let mut buf = [0u8; 4096];
     let mut wait = Duration::from_secs(1);
     for _ in 0..5 {
-        if notices.is_some_and(|(n, number)| !n.current(&zone.origin, addr, number)) {
+        if notices.is_some_and(|(n, peer, number)| !n.current(&zone.origin, peer, number)) {
             tracing::debug!(zone = %zone.origin, peer = %addr, serial = zone.serial, "NOTIFY superseded by a newer change's");
             return Ok(());
         }
@@ -719,15 +724,20 @@ mod tests {
             .set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
         let notices = Arc::new(Notices::default());
-        let first = notices.begin("notify.test", addr);
+        let told: Peer = (addr, None);
+        let first = notices.begin("notify.test", &told);
         let sending = {
-            let (zone, notices) = (Arc::clone(&zone), Arc::clone(&notices));
+            let (zone, notices, told) = (Arc::clone(&zone), Arc::clone(&notices), told.clone());
             tokio::spawn(async move {
-                notify(&zone, addr, None, None, Some((notices.as_ref(), first))).await
+                notify(&zone, addr, None, None, Some((notices.as_ref(), &told, first))).await
             })
         };
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        notices.begin("notify.test", addr);
+        // Another peer at the address (another key) does not supersede it; a newer NOTIFY
+        // to the same peer does.
+        notices.begin("notify.test", &(addr, Some("other.".into())));
+        assert!(notices.current("notify.test", &told, first));
+        notices.begin("notify.test", &told);
         let stopped = tokio::time::timeout(Duration::from_secs(5), sending).await;
         assert!(
             matches!(stopped, Ok(Ok(Ok(())))),
