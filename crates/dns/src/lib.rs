@@ -23,7 +23,9 @@ pub use engine::{Answer, Answered, Client, Limits, Transport, answer_query};
 pub use flatten::{External, Flattener, system_resolver};
 pub use index::{DnsIndex, EdgeAddrs, ZoneIndex};
 pub use rrl::{RateLimiter, ResponseKind, RrlConfig, Verdict};
-pub use server::{DnsServer, IndexHandle, bind_udp, bind_udp_and_tcp, follow_snapshots};
+pub use server::{
+    DnsServer, IndexHandle, TRANSFERS_OUT, bind_udp, bind_udp_and_tcp, follow_snapshots,
+};
 
 /// Seconds since the Unix epoch, as DNS carries them (serials, cookies, TSIG times).
 pub(crate) fn unix_now() -> u32 {

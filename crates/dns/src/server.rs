@@ -18,7 +18,7 @@ use crate::index::{DnsIndex, EdgeAddrs};
 use crate::rrl::{RateLimiter, RrlConfig, Verdict, client_prefix, slipped};
 use crate::signed::{Signature, answer_signed_query, signature};
 use crate::unix_now;
-use crate::xfr::{Journal, is_transfer, notify_changes, transfer};
+use crate::xfr::{Journal, Transfer, is_transfer, notify_changes, transfer, transfer_busy};
 
 /// The index the servers answer from; swapped whole.
 pub type IndexHandle = Arc<ArcSwap<DnsIndex>>;
@@ -34,6 +34,9 @@ const UDP_QUERY_MAX: usize = 4096;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once.
 const TCP_MAX_CONNECTIONS: usize = 1024;
+/// Zone transfers served at once (BIND's `transfers-out` default): each holds its zone's
+/// messages; one beyond is answered SERVFAIL, and the secondary tries again later.
+pub const TRANSFERS_OUT: usize = 10;
 /// When every TCP slot is taken, connections idle for this long are closed to make room (RFC
 /// 7766 §6.2.3: a server short of resources closes idle connections); the new one waits
 /// [`TCP_ROOM_WAIT`] for a slot.
@@ -192,6 +195,8 @@ pub struct DnsServer {
     pub tcp_per_source: usize,
     /// TCP connections served at once.
     pub tcp_max_connections: usize,
+    /// Zone transfers served at once.
+    pub transfers_out: Arc<Semaphore>,
     /// Connections open, by client prefix.
     tcp_clients: std::sync::Mutex<std::collections::HashMap<u128, usize>>,
     /// Told when a connection found every slot taken: idle ones close.
@@ -235,6 +240,7 @@ impl DnsServer {
             journal: Arc::new(Journal::default()),
             tcp_per_source: 32,
             tcp_max_connections: TCP_MAX_CONNECTIONS,
+            transfers_out: Arc::new(Semaphore::new(TRANSFERS_OUT)),
             tcp_clients: std::sync::Mutex::default(),
             tcp_pressure: tokio::sync::Notify::new(),
             tcp_waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -524,7 +530,13 @@ impl DnsServer {
                 Err(_) => return Ok(()),
             }
             if is_transfer(&buf[..n]) {
-                // A large zone takes a while to encode and sign: off the runtime's threads.
+                let Ok(_permit) = Arc::clone(&self.transfers_out).try_acquire_owned() else {
+                    tracing::warn!(client = %peer.ip(), "zone transfer refused: {TRANSFERS_OUT} already running");
+                    let busy = transfer_busy(&buf[..n]);
+                    write_framed(&mut stream, &busy).await?;
+                    continue;
+                };
+                // A large zone takes a while to encode: off the runtime's threads.
                 let (index, journal) = (self.index.load_full(), Arc::clone(&self.journal));
                 let request = buf[..n].to_vec();
                 let client = peer.ip();
@@ -532,15 +544,19 @@ impl DnsServer {
                     transfer(&index, &journal, &request, client, u64::from(unix_now()))
                 })
                 .await;
-                let Ok(messages) = built else {
+                let Ok(Transfer {
+                    messages,
+                    mut signer,
+                }) = built
+                else {
                     return Ok(());
                 };
-                for m in messages {
-                    let Ok(mlen) = u16::try_from(m.len()) else {
-                        return Ok(());
-                    };
-                    write_within_idle(&mut stream, &mlen.to_be_bytes()).await?;
-                    write_within_idle(&mut stream, &m).await?;
+                for mut m in messages {
+                    // Signed as it goes: each message carries the time it left.
+                    if let Some(signer) = &mut signer {
+                        signer.sign(&mut m, u64::from(unix_now()));
+                    }
+                    write_framed(&mut stream, &m).await?;
                 }
                 continue;
             }
@@ -556,15 +572,24 @@ impl DnsServer {
             else {
                 return Ok(());
             };
-            let Ok(rlen) = u16::try_from(response.len()) else {
-                return Ok(());
-            };
-            let mut framed = Vec::with_capacity(response.len() + 2);
-            framed.extend_from_slice(&rlen.to_be_bytes());
-            framed.extend_from_slice(&response);
-            write_within_idle(&mut stream, &framed).await?;
+            write_framed(&mut stream, &response).await?;
         }
     }
+}
+
+/// Writes one message with its two-byte length (RFC 1035 §4.2.2), within [`TCP_IDLE`]; one
+/// too long to frame ends the connection.
+async fn write_framed(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<()> {
+    let Ok(len) = u16::try_from(message.len()) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a message too long for TCP",
+        ));
+    };
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(message);
+    write_within_idle(stream, &framed).await
 }
 
 /// Writes `bytes` whole, or fails when the peer has not taken them within [`TCP_IDLE`]: a client

@@ -141,8 +141,10 @@ pub struct Refusal {
     pub signed: Option<Signed>,
 }
 
-/// Reads the TSIG record that ends `packet`: [`TsigFailure::Missing`] when the last record is
-/// not one, [`TsigFailure::Malformed`] when the message or the record cannot be read.
+/// Reads the TSIG record that ends `packet`: [`TsigFailure::Missing`] when the message holds
+/// none, [`TsigFailure::Malformed`] when the record cannot be read, is not the last one (RFC
+/// 8945 §5.1: FORMERR), or has a MAC shorter than half the hash's or longer than it
+/// (§5.2.2.1).
 pub fn read_request(packet: &[u8]) -> Result<RequestTsig, TsigFailure> {
     if packet.len() < 12 || u16::from_be_bytes([packet[10], packet[11]]) == 0 {
         return Err(TsigFailure::Missing);
@@ -157,6 +159,10 @@ pub fn read_request(packet: &[u8]) -> Result<RequestTsig, TsigFailure> {
     }
     let records = usize::from(count(6)) + usize::from(count(8)) + usize::from(count(10)) - 1;
     for _ in 0..records {
+        let name_end = skip_name(packet, at).ok_or(TsigFailure::Missing)?;
+        if packet.get(name_end..name_end + 2) == Some(&TSIG_TYPE.to_be_bytes()[..]) {
+            return Err(TsigFailure::Malformed);
+        }
         at = skip_record(packet, at).ok_or(TsigFailure::Missing)?;
     }
     let start = at;
@@ -179,6 +185,10 @@ pub fn read_request(packet: &[u8]) -> Result<RequestTsig, TsigFailure> {
     let time = u64::from_be_bytes([0, 0, rest[0], rest[1], rest[2], rest[3], rest[4], rest[5]]);
     let fudge = u16::from_be_bytes([rest[6], rest[7]]);
     let mac_len = usize::from(u16::from_be_bytes([rest[8], rest[9]]));
+    // (An empty MAC is an error answer's, read here too: a request with one fails as BADSIG.)
+    if algorithm == ALGORITHM && mac_len != 0 && !(MAC_LEN / 2..=MAC_LEN).contains(&mac_len) {
+        return Err(TsigFailure::Malformed);
+    }
     let mac = rest
         .get(10..10 + mac_len)
         .ok_or(TsigFailure::Malformed)?
@@ -234,7 +244,11 @@ impl RequestTsig {
             ],
         );
         let mac = &self.mac;
-        if mac.len() < 16 || expected.get(..mac.len()) != Some(mac.as_slice()) {
+        // Compared in constant time: how far a forged MAC matches must not show.
+        let matches = expected.get(..mac.len()).is_some_and(|e| {
+            mac.len() >= MAC_LEN / 2 && e.iter().zip(mac).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+        });
+        if !matches {
             return Err(refuse(BADSIG));
         }
         let signed = Signed {
@@ -443,6 +457,37 @@ mod tests {
         let mut unsigned = request[..25].to_vec();
         unsigned[11] = 0;
         assert!(matches!(read_request(&unsigned), Err(TsigFailure::Missing)));
+    }
+
+    #[test]
+    fn a_tsig_not_last_or_with_a_mac_of_a_bad_size_is_malformed() {
+        // A record after the TSIG: the TSIG is no longer last (FORMERR, not unsigned).
+        let mut request = signed_query();
+        request.extend_from_slice(&[0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 192, 0, 2, 1]);
+        request[11] += 1;
+        assert!(matches!(
+            read_request(&request),
+            Err(TsigFailure::Malformed)
+        ));
+        // A MAC cut below half the hash's length, or longer than it.
+        let request = signed_query();
+        let read = read_request(&request).expect("read");
+        let mac_at = request.len() - 6 - MAC_LEN;
+        for len in [MAC_LEN / 2 - 1, MAC_LEN + 1] {
+            let mut resized = request[..mac_at - 2].to_vec();
+            resized.extend_from_slice(&(len as u16).to_be_bytes());
+            resized.extend(std::iter::repeat_n(0xab, len));
+            resized.extend_from_slice(&request[request.len() - 6..]);
+            // The record's length follows the MAC's.
+            let rdlen_at = read.start + name_wire("transfer.key").len() + 8;
+            let rdlen = u16::from_be_bytes([resized[rdlen_at], resized[rdlen_at + 1]]);
+            let rdlen = rdlen as usize + len - MAC_LEN;
+            resized[rdlen_at..rdlen_at + 2].copy_from_slice(&(rdlen as u16).to_be_bytes());
+            assert!(
+                matches!(read_request(&resized), Err(TsigFailure::Malformed)),
+                "a MAC of {len} bytes"
+            );
+        }
     }
 
     #[test]

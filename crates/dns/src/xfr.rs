@@ -249,19 +249,64 @@ fn signed_refusal(
     out
 }
 
-/// Answers an AXFR or IXFR query from `client` with the messages of the transfer.
+/// The messages answering a transfer request, and, for a signed transfer, what signs each one
+/// as it is sent (RFC 8945 §5.3.1: each message carries the time it was signed; a secondary
+/// checks it on every message of a long transfer).
+#[derive(Debug, Default)]
+pub struct Transfer {
+    pub messages: Vec<Vec<u8>>,
+    pub signer: Option<Signer>,
+}
+
+impl From<Vec<Vec<u8>>> for Transfer {
+    fn from(messages: Vec<Vec<u8>>) -> Self {
+        Self {
+            messages,
+            signer: None,
+        }
+    }
+}
+
+/// Signs a transfer's messages in turn, each MAC chained to the one before (the request's
+/// first), the first with every TSIG variable and the others with the timers alone.
+#[derive(Debug)]
+pub struct Signer {
+    key: Key,
+    prior: Vec<u8>,
+    first: bool,
+}
+
+impl Signer {
+    /// Signs the next message, at `now`.
+    pub fn sign(&mut self, message: &mut Vec<u8>, now: u64) {
+        self.prior = tsig::sign(message, &self.key, Some(&self.prior), self.first, now);
+        self.first = false;
+    }
+}
+
+/// The answer to a transfer request when too many transfers are running: SERVFAIL (the
+/// secondary tries again later).
+pub fn transfer_busy(packet: &[u8]) -> Vec<u8> {
+    Message::from_vec(packet)
+        .ok()
+        .and_then(|request| refusal(&request, ResponseCode::ServFail).pop())
+        .unwrap_or_default()
+}
+
+/// Answers an AXFR or IXFR query from `client` with the messages of the transfer (a refusal
+/// is signed at `now`; the transfer's messages are signed as they are sent).
 pub fn transfer(
     index: &DnsIndex,
     journal: &Journal,
     packet: &[u8],
     client: IpAddr,
     now: u64,
-) -> Vec<Vec<u8>> {
+) -> Transfer {
     let Ok(request) = Message::from_vec(packet) else {
-        return Vec::new();
+        return Transfer::default();
     };
     let Some(query) = request.queries.first() else {
-        return Vec::new();
+        return Transfer::default();
     };
     let mut key = query.name().to_ascii().to_ascii_lowercase();
     if key.ends_with('.') {
@@ -291,15 +336,18 @@ pub fn transfer(
                     if let Some(bytes) = out.first_mut() {
                         tsig_request.append_error(bytes, &e, now);
                     }
-                    return out;
+                    return out.into();
                 }
             }
         }
-        Err(tsig::TsigFailure::Malformed) => return refusal(&request, ResponseCode::FormErr),
+        Err(tsig::TsigFailure::Malformed) => {
+            return refusal(&request, ResponseCode::FormErr).into();
+        }
         Err(_) => None,
     };
+    let refuse = |rcode| signed_refusal(&request, rcode, signed.as_ref(), now).into();
     let Some(zone) = zone else {
-        return signed_refusal(&request, ResponseCode::NotAuth, signed.as_ref(), now);
+        return refuse(ResponseCode::NotAuth);
     };
     // The transfer ACL: only the zone's peers, and with their key when they have one.
     // (Addresses compared in their canonical form: an IPv4 peer may come as `::ffff:a.b.c.d`.)
@@ -312,7 +360,7 @@ pub fn transfer(
     };
     let signed_by = |p: &&parapet_snapshot::TransferPeer| matches!((&p.tsig, &signed), (Some(k), Some(s)) if s.key.name.eq_ignore_ascii_case(&k.name));
     let Some(peer) = at_client().find(signed_by).or_else(|| at_client().next()) else {
-        return signed_refusal(&request, ResponseCode::NotAuth, signed.as_ref(), now);
+        return refuse(ResponseCode::NotAuth);
     };
     if let Some(k) = &peer.tsig
         && signed
@@ -320,10 +368,10 @@ pub fn transfer(
             .is_none_or(|s| !s.key.name.eq_ignore_ascii_case(&k.name))
     {
         tracing::warn!(%client, zone = %zone.origin, "zone transfer refused: not signed with the peer's key");
-        return signed_refusal(&request, ResponseCode::NotAuth, signed.as_ref(), now);
+        return refuse(ResponseCode::NotAuth);
     }
     let Some(current_soa) = soa_record(zone, zone.serial) else {
-        return Vec::new();
+        return Transfer::default();
     };
     let mut records: Vec<Record> = Vec::new();
     if query.query_type() == RecordType::IXFR {
@@ -363,24 +411,17 @@ pub fn transfer(
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(%client, zone = %zone.origin, "zone transfer failed: {e}");
-            return signed_refusal(&request, ResponseCode::ServFail, signed.as_ref(), now);
+            return refuse(ResponseCode::ServFail);
         }
     };
-    let mut prior = signed.as_ref().map(|s| s.mac.clone());
-    let mut out = Vec::with_capacity(messages.len());
-    for (i, mut bytes) in messages.into_iter().enumerate() {
-        if let Some(s) = &signed {
-            prior = Some(tsig::sign(
-                &mut bytes,
-                &s.key,
-                prior.as_deref(),
-                i == 0,
-                now,
-            ));
-        }
-        out.push(bytes);
+    Transfer {
+        messages,
+        signer: signed.map(|s| Signer {
+            key: s.key,
+            prior: s.mac,
+            first: true,
+        }),
     }
-    out
 }
 
 /// The bytes `record` takes in a message at most: its encoding with no name compressed.
@@ -481,7 +522,10 @@ pub fn notify_changes(
             let peer = peer.clone();
             let source = notify_source(from, peer.addr.ip());
             let journal = Arc::clone(journal);
-            let told: Peer = (peer.addr, peer.tsig.as_ref().map(|k| k.name.to_ascii_lowercase()));
+            let told: Peer = (
+                peer.addr,
+                peer.tsig.as_ref().map(|k| k.name.to_ascii_lowercase()),
+            );
             let number = journal.notices.begin(&zone.origin, &told);
             tokio::spawn(async move {
                 let notices = Some((&journal.notices, &told, number));
@@ -626,7 +670,7 @@ mod tests {
             "127.0.0.1".parse().expect("ip"),
             0,
         );
-        let m = Message::from_vec(&refused[0]).expect("a response");
+        let m = Message::from_vec(&refused.messages[0]).expect("a response");
         assert_ne!(m.metadata.response_code, ResponseCode::NoError);
         assert!(m.edns.is_some(), "{m:?}");
         let plain = transfer(
@@ -637,11 +681,38 @@ mod tests {
             0,
         );
         assert!(
-            Message::from_vec(&plain[0])
+            Message::from_vec(&plain.messages[0])
                 .expect("a response")
                 .edns
                 .is_none()
         );
+    }
+
+    #[test]
+    fn each_message_of_a_signed_transfer_carries_the_time_it_was_signed() {
+        // Time signed: 6 bytes before the fudge, the MAC's size and a 32-byte MAC, the
+        // original id, the error and an empty other data (RFC 8945 §4.2).
+        let time_of = |m: &[u8]| {
+            let at = m.len() - 48;
+            m[at..at + 6]
+                .iter()
+                .fold(0u64, |t, b| t << 8 | u64::from(*b))
+        };
+        let mut signer = Signer {
+            key: Key {
+                name: "xfr-key.".into(),
+                secret: b"0123456789abcdef".to_vec(),
+            },
+            prior: vec![7; 32],
+            first: true,
+        };
+        let mut messages = [axfr(0x84, 1, 1), axfr(0x84, 1, 1)];
+        signer.sign(&mut messages[0], 1_000);
+        let first_mac = signer.prior.clone();
+        signer.sign(&mut messages[1], 1_400);
+        assert_eq!(time_of(&messages[0]), 1_000);
+        assert_eq!(time_of(&messages[1]), 1_400);
+        assert_ne!(signer.prior, first_mac, "each MAC chains on");
     }
 
     #[test]
@@ -729,7 +800,14 @@ mod tests {
         let sending = {
             let (zone, notices, told) = (Arc::clone(&zone), Arc::clone(&notices), told.clone());
             tokio::spawn(async move {
-                notify(&zone, addr, None, None, Some((notices.as_ref(), &told, first))).await
+                notify(
+                    &zone,
+                    addr,
+                    None,
+                    None,
+                    Some((notices.as_ref(), &told, first)),
+                )
+                .await
             })
         };
         tokio::time::sleep(Duration::from_millis(1500)).await;

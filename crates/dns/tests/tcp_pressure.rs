@@ -91,3 +91,53 @@ async fn idle_connections_make_room_when_every_slot_is_taken() {
     }
     assert!(closed > 0, "no idle connection was closed");
 }
+
+/// An AXFR request for `example.com`, framed for TCP.
+fn framed_axfr(id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    q.extend_from_slice(b"\x07example\x03com\x00\x00\xfc\x00\x01");
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    framed
+}
+
+/// Sends an AXFR request on `stream` and reads the first answer's rcode.
+async fn transfer_rcode(stream: &mut TcpStream, id: u16) -> u8 {
+    stream.write_all(&framed_axfr(id)).await.expect("send");
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await.expect("length");
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut answer).await.expect("answer");
+    assert_eq!(u16::from_be_bytes([answer[0], answer[1]]), id);
+    answer[3] & 0x0f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_beyond_the_limit_get_servfail_until_one_ends() {
+    let index = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
+    let server = Arc::new(DnsServer::new(
+        index,
+        Limits {
+            max_udp_payload: 1232,
+        },
+        RrlConfig { rate: 0, slip: 2 },
+        Cookies::random(),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let _serving = Arc::clone(&server).spawn_tcp(listener);
+    const SERVFAIL: u8 = 2;
+    const NOTAUTH: u8 = 9;
+    let mut stream = connect_from("127.0.0.1", addr).await;
+    // Every transfer slot taken (as by transfers in progress): refused for now, the
+    // connection kept.
+    let running = Arc::clone(&server.transfers_out)
+        .acquire_many_owned(parapet_dns::TRANSFERS_OUT as u32)
+        .await
+        .expect("slots");
+    assert_eq!(transfer_rcode(&mut stream, 1).await, SERVFAIL);
+    // Once one ends, the request is judged (not a peer of a zone here: NOTAUTH).
+    drop(running);
+    assert_eq!(transfer_rcode(&mut stream, 2).await, NOTAUTH);
+}
