@@ -286,9 +286,10 @@ fn read_entry(
         .map_err(|e| e.errors().iter().map(ToString::to_string).collect())
 }
 
-/// What a record line's comment says in Cloudflare's export layout
-/// (`; a comment cf_tags=team:ops,cf-proxied:true`): nothing without `cf_tags=` (an ordinary
-/// zone file's comment is a note for its reader).
+/// What a record line's comment says in Cloudflare's import and export layout: a comment alone
+/// is the record's comment, verbatim; `cf_tags=` ends it with the record's tags
+/// (`; a comment cf_tags=team:ops,note:"a, b",cf-proxied:true`), a value in double quotes
+/// being a JSON string (it may hold commas, blanks, `=` and escaped quotes).
 #[derive(Debug, Default, PartialEq)]
 struct CommentFields {
     comment: Option<String>,
@@ -298,32 +299,41 @@ struct CommentFields {
 
 impl CommentFields {
     fn read(comment: &str) -> Self {
-        let Some((text, tags)) = comment.rsplit_once("cf_tags=") else {
-            return Self::default();
+        let (text, tags) = match comment.rsplit_once("cf_tags=") {
+            Some((text, tags)) => (text, Some(tags)),
+            None => (comment, None),
         };
         let mut out = Self {
             comment: Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
             ..Self::default()
         };
-        let listed = tags.split_whitespace().next().unwrap_or("");
-        for tag in listed.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            match tag {
+        for tag in tags.map(tag_list).unwrap_or_default() {
+            match tag.as_str() {
                 "cf-proxied:true" => out.proxied = Some(true),
                 "cf-proxied:false" => out.proxied = Some(false),
-                tag => out.tags.push(tag.to_owned()),
+                _ => out.tags.push(tag),
             }
         }
         out
     }
 
-    /// The comment written after a record of `r`'s (empty: none). A tag with a space or a
-    /// comma, which the list cannot carry, is left out; a comment stays on its line.
+    /// The comment written after a record of `r`'s (empty: none): its comment, then its tags
+    /// after `cf_tags=` (a value that the list could not carry as it is, quoted as a JSON
+    /// string); a comment stays on its line.
     fn write(r: &DnsRecord) -> String {
         let mut tags: Vec<String> = r
             .tags
             .iter()
-            .filter(|t| !t.contains(|c: char| c == ',' || c.is_whitespace()))
-            .cloned()
+            .map(|t| {
+                let (name, value) = t.split_once(':').unwrap_or((t, ""));
+                let plain = !value
+                    .contains(|c: char| matches!(c, '"' | '=' | ',' | '\\') || c.is_whitespace());
+                if plain {
+                    t.clone()
+                } else {
+                    format!("{name}:{}", Value::String(value.to_owned()))
+                }
+            })
             .collect();
         if r.kind.proxiable() {
             tags.push(format!("cf-proxied:{}", r.proxied));
@@ -333,12 +343,59 @@ impl CommentFields {
             .as_deref()
             .map(|c| c.replace(|c: char| c.is_control(), " ").trim().to_owned())
             .filter(|c| !c.is_empty());
-        if comment.is_none() && tags.is_empty() {
-            return String::new();
+        match (comment, tags.is_empty()) {
+            (None, true) => String::new(),
+            // A comment that names cf_tags= itself is followed by the list, even empty, so
+            // that it reads back whole.
+            (Some(c), true) if !c.contains("cf_tags=") => format!(" ; {c}"),
+            (c, _) => {
+                let text = c.map(|c| format!("{c} ")).unwrap_or_default();
+                format!(" ; {text}cf_tags={}", tags.join(","))
+            }
         }
-        let text = comment.map(|c| format!("{c} ")).unwrap_or_default();
-        format!(" ; {text}cf_tags={}", tags.join(","))
     }
+}
+
+/// The tags of a `cf_tags=` list: up to the first blank outside quotes, split at commas outside
+/// quotes; `name:"value"` is read as a JSON string (a value that is not one is kept as written).
+fn tag_list(list: &str) -> Vec<String> {
+    let mut tags = Vec::new();
+    let mut current = String::new();
+    let mut chars = list.trim_start().chars();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                current.push(c);
+                if let Some(n) = chars.next() {
+                    current.push(n);
+                }
+            }
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ',' if !quoted => tags.push(std::mem::take(&mut current)),
+            c if c.is_whitespace() && !quoted => break,
+            c => current.push(c),
+        }
+    }
+    tags.push(current);
+    tags.into_iter()
+        .map(|tag| {
+            let tag = tag.trim();
+            match tag.split_once(':') {
+                Some((name, value)) if value.starts_with('"') => {
+                    match serde_json::from_str::<String>(value) {
+                        Ok(value) => format!("{name}:{value}"),
+                        Err(_) => tag.to_owned(),
+                    }
+                }
+                _ => tag.to_owned(),
+            }
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// TTLs outside what Cloudflare allows are brought into range rather than refused, so that
@@ -678,13 +735,89 @@ pub fn draft_json(d: &RecordDraft) -> Value {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn comments_say_what_cloudflares_export_layout_says_and_nothing_else() {
+    fn comments_and_tags_of_every_kind_read_back_from_an_export() {
+        let zone = Zone::new(
+            "z".into(),
+            "example.com".into(),
+            vec!["ns1.example.net".into()],
+            "account".into(),
+            "now".into(),
+            1,
+        );
+        let record = |body: Value, id: &str| {
+            RecordDraft::from_json("example.com", &body)
+                .expect("valid")
+                .into_record(id.into(), "z", "t", "t")
+        };
+        let records = [
+            record(
+                json!({"type": "MX", "name": "@", "content": "mx.example.com", "priority": 10,
+                    "comment": "primary mail"}),
+                "r1",
+            ),
+            record(
+                json!({"type": "A", "name": "www", "content": "192.0.2.1", "proxied": true,
+                    "comment": "see cf_tags= below",
+                    "tags": ["team:web, ops", "note:say \"hi\" = ok", "plain:v"]}),
+                "r2",
+            ),
+            record(
+                json!({"type": "TXT", "name": "t", "content": "x",
+                    "comment": "mentions cf_tags=a:b"}),
+                "r3",
+            ),
+        ];
+        let text = export_zone_file(&zone, &records, "now");
+        let parsed = parse_zone_file(&text, "example.com", false).expect("re-imports");
+        let read: Vec<(String, Option<String>, Vec<String>, bool)> = parsed
+            .records
+            .iter()
+            .map(|r| {
+                let d = &r.draft;
+                (
+                    d.kind.as_str().to_owned(),
+                    d.comment.clone(),
+                    d.tags.clone(),
+                    d.proxied,
+                )
+            })
+            .collect();
+        let mut want: Vec<(String, Option<String>, Vec<String>, bool)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.kind.as_str().to_owned(),
+                    r.comment.clone(),
+                    r.tags.clone(),
+                    r.proxied,
+                )
+            })
+            .collect();
+        let mut read = read;
+        read.sort();
+        want.sort();
+        assert_eq!(read, want, "{text}");
+    }
+
+    #[test]
+    fn comments_say_what_cloudflares_layout_says() {
         let read = CommentFields::read;
-        assert_eq!(read(" a note for the reader"), CommentFields::default());
         assert_eq!(
-            read(" cf-proxied:true in words"),
-            CommentFields::default(),
+            read(" a note for the reader"),
+            CommentFields {
+                comment: Some("a note for the reader".into()),
+                ..CommentFields::default()
+            },
+            "a comment alone is the record's, verbatim"
+        );
+        assert_eq!(
+            read(" cf-proxied:true in words").proxied,
+            None,
             "not a tag without cf_tags="
+        );
+        assert_eq!(
+            read(r#" cf_tags=t1:v1,t2:"a,b",t3:"say \"hi\" = x",t4:,t5 trailing"#).tags,
+            ["t1:v1", "t2:a,b", "t3:say \"hi\" = x", "t4:", "t5"]
         );
         assert_eq!(
             read(" web tier cf_tags=team:ops,cf-proxied:true"),
