@@ -20,7 +20,7 @@ use crate::{FieldError, ModelError};
 /// Longest `content` accepted, in bytes (Cloudflare's TXT limit is 2048 characters of content;
 /// other types are far shorter).
 const MAX_CONTENT: usize = 4096;
-const MAX_COMMENT: usize = 500;
+pub const MAX_COMMENT: usize = 500;
 const MAX_TAGS: usize = 20;
 
 macro_rules! record_types {

@@ -303,8 +303,18 @@ impl CommentFields {
             Some((text, tags)) => (text, Some(tags)),
             None => (comment, None),
         };
+        // A zone file's note, as a record comment holds one: on one line, its blanks spaces,
+        // cut to the longest comment kept.
+        let mut note = text.trim().replace(char::is_control, " ");
+        if note.len() > crate::record::MAX_COMMENT {
+            let mut end = crate::record::MAX_COMMENT;
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+        }
         let mut out = Self {
-            comment: Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
+            comment: Some(note.trim_end().to_owned()).filter(|t| !t.is_empty()),
             ..Self::default()
         };
         for tag in tags.map(tag_list).unwrap_or_default() {
@@ -810,6 +820,9 @@ mod tests {
             },
             "a comment alone is the record's, verbatim"
         );
+        let long = read(&format!("\tnotes:\t{}", "é".repeat(400)));
+        let kept = long.comment.expect("a comment");
+        assert!(kept.starts_with("notes: é") && kept.len() <= 500, "{kept}");
         assert_eq!(
             read(" cf-proxied:true in words").proxied,
             None,
