@@ -114,44 +114,45 @@ pub async fn list(
     let (page, per_page) = params.paging(20, 1000)?;
     let any = params.match_any()?;
     let descending = params.descending()?;
-    // Cloudflare's zone name filter takes an operator prefix: `contains:`, `starts_with:`, ...
-    let name_filter = params.get("name").map(|v| {
-        let v = v.to_ascii_lowercase();
-        if let Some(s) = v.strip_prefix("contains:") {
-            TextFilter::Contains(s.to_owned())
-        } else if let Some(s) = v.strip_prefix("starts_with:") {
-            TextFilter::StartsWith(s.to_owned())
-        } else if let Some(s) = v.strip_prefix("ends_with:") {
-            TextFilter::EndsWith(s.to_owned())
-        } else {
-            TextFilter::Exact(
-                v.strip_prefix("equal:")
-                    .unwrap_or(&v)
-                    .trim_end_matches('.')
-                    .to_owned(),
+    // Cloudflare's zone name filter takes an operator prefix: `equal:` (the default),
+    // `not_equal:`, `contains:`, `starts_with:`, `ends_with:`, the last three also
+    // `..._case_sensitive:` (zone names are stored in lower case: a needle in upper case
+    // matches none of them case-sensitively).
+    let name_filter = match params.get("name") {
+        None => None,
+        Some(v) => Some(zone_name_filter(v).ok_or_else(|| {
+            ApiError::bad(
+                1004,
+                format!("name has an unknown operator: '{}'", short(v)),
             )
-        }
-    });
+        })?),
+    };
+    // (`initializing`, a status of Cloudflare's no zone here ever has, matches none.)
     let status = match params.get("status") {
         None => None,
-        Some(s) => Some(ZoneStatus::parse(s).ok_or_else(|| {
+        Some("initializing") => Some(None),
+        Some(s) => Some(Some(ZoneStatus::parse(s).ok_or_else(|| {
             ApiError::bad(
                 1004,
                 format!(
-                    "status must be pending, active or moved, not '{}'",
+                    "status must be initializing, pending, active or moved, not '{}'",
                     short(s)
                 ),
             )
-        })?),
+        })?)),
     };
     let account = params.get("account.id").map(str::to_owned);
     let account_name = params.get("account.name").map(str::to_owned);
     let order = params.get("order").unwrap_or("name");
-    if !matches!(order, "name" | "status" | "account.id" | "account.name") {
+    // (Every zone here has the one account and plan: those orders are the name's.)
+    if !matches!(
+        order,
+        "name" | "status" | "account.id" | "account.name" | "plan.id"
+    ) {
         return Err(ApiError::bad(
             1004,
             format!(
-                "order must be name, status, account.id or account.name, not '{}'",
+                "order must be name, status, account.id, account.name or plan.id, not '{}'",
                 short(order)
             ),
         ));
@@ -162,8 +163,10 @@ pub async fn list(
         .filter(|z| auth.0.allows(Need::ZoneRead(&z.id)))
         .filter(|z| {
             let tests = [
-                name_filter.as_ref().map(|f| f.matches(&z.name)),
-                status.map(|s| z.status == s),
+                name_filter
+                    .as_ref()
+                    .map(|(f, negated)| f.matches(&z.name) != *negated),
+                status.map(|s| s == Some(z.status)),
                 account.as_ref().map(|a| *a == state.config.account_id),
                 account_name
                     .as_ref()
@@ -189,6 +192,35 @@ pub async fn list(
     }
     let items = zones.iter().map(|z| zone_json(z, &state)).collect();
     Ok(page_response(items, page, per_page))
+}
+
+/// A zone list's `name` filter, and whether it is negated (`not_equal:`); `None` for an
+/// operator Cloudflare does not have.
+fn zone_name_filter(value: &str) -> Option<(TextFilter, bool)> {
+    let Some((op, needle)) = value
+        .split_once(':')
+        .filter(|(op, _)| op.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !op.is_empty())
+    else {
+        return Some((exact_name(value), false));
+    };
+    // Names are in lower case: a needle compared as given is compared case-sensitively.
+    let sensitive = |needle: &str, make: fn(String) -> TextFilter| make(needle.to_owned());
+    let insensitive = |needle: &str| needle.to_ascii_lowercase();
+    Some(match op {
+        "equal" => (exact_name(needle), false),
+        "not_equal" => (exact_name(needle), true),
+        "contains" => (TextFilter::Contains(insensitive(needle)), false),
+        "starts_with" => (TextFilter::StartsWith(insensitive(needle)), false),
+        "ends_with" => (TextFilter::EndsWith(insensitive(needle)), false),
+        "contains_case_sensitive" => (sensitive(needle, TextFilter::Contains), false),
+        "starts_with_case_sensitive" => (sensitive(needle, TextFilter::StartsWith), false),
+        "ends_with_case_sensitive" => (sensitive(needle, TextFilter::EndsWith), false),
+        _ => return None,
+    })
+}
+
+fn exact_name(name: &str) -> TextFilter {
+    TextFilter::Exact(name.to_ascii_lowercase().trim_end_matches('.').to_owned())
 }
 
 pub async fn create(State(state): State<Arc<ApiState>>, auth: Auth, body: Bytes) -> ApiResult {

@@ -218,6 +218,32 @@ async fn zones_list_filters_and_pages_exactly() {
     assert_eq!(v["result_info"]["total_count"], 1);
     let (_, v) = api.call("GET", "/zones?name=contains:one1", None).await;
     assert_eq!(v["result_info"]["total_count"], 1);
+    // Every operator Cloudflare's list documents.
+    for (filter, count) in [
+        ("not_equal:zone3.example", 6),
+        ("equal:ZONE3.example.", 1),
+        ("contains:ONE1", 1),
+        ("contains_case_sensitive:one1", 1),
+        ("contains_case_sensitive:ONE1", 0),
+        ("starts_with_case_sensitive:zone", 7),
+        ("ends_with_case_sensitive:.EXAMPLE", 0),
+        ("ends_with:.EXAMPLE", 7),
+    ] {
+        let (s, v) = api
+            .call("GET", &format!("/zones?name={filter}"), None)
+            .await;
+        assert_eq!(
+            (s, v["result_info"]["total_count"].clone()),
+            (StatusCode::OK, json!(count)),
+            "{filter}"
+        );
+    }
+    let (s, _) = api.call("GET", "/zones?name=between:a", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, v) = api.call("GET", "/zones?status=initializing", None).await;
+    assert_eq!(v["result_info"]["total_count"], 0);
+    let (_, v) = api.call("GET", "/zones?order=plan.id", None).await;
+    assert_eq!(v["result_info"]["total_count"], 7);
     let (_, v) = api
         .call("GET", "/zones?status=active&direction=desc", None)
         .await;
