@@ -118,6 +118,7 @@ pub fn parse_zone_file(
     let mut last_owner: Option<String> = None;
     let mut last_ttl: Option<u32> = None;
     let mut errors = Mistakes::default();
+    let mut generated = 0usize;
     // Each entry is read as it is split off: a file of many bad entries is never held whole.
     split_entries(text, &mut errors, |entry, errors| {
         let at = |m: String| FieldError::new(format!("line {}", entry.line), m);
@@ -129,6 +130,7 @@ pub fn parse_zone_file(
             &mut last_owner,
             &mut last_ttl,
             default_proxied,
+            &mut generated,
         ) {
             Ok(Parsed::Nothing) => {}
             Ok(Parsed::Skipped) => out.skipped += 1,
@@ -137,7 +139,14 @@ pub fn parse_zone_file(
                 line: entry.line,
                 draft: *draft,
             }),
-            Ok(Parsed::Record(_)) => {}
+            Ok(Parsed::Records(drafts)) if errors.is_empty() => {
+                out.records
+                    .extend(drafts.into_iter().map(|draft| ImportedRecord {
+                        line: entry.line,
+                        draft,
+                    }));
+            }
+            Ok(Parsed::Record(_) | Parsed::Records(_)) => {}
             Err(messages) => messages.into_iter().map(at).for_each(|e| errors.push(e)),
         }
     });
@@ -152,7 +161,12 @@ enum Parsed {
     Nothing,
     Skipped,
     Record(Box<RecordDraft>),
+    /// A `$GENERATE` directive's records.
+    Records(Vec<RecordDraft>),
 }
+
+/// Records `$GENERATE` directives may make in one file, all told.
+const MAX_GENERATED: usize = 1_000_000;
 
 #[allow(clippy::too_many_arguments)]
 fn read_entry(
@@ -163,6 +177,7 @@ fn read_entry(
     last_owner: &mut Option<String>,
     last_ttl: &mut Option<u32>,
     default_proxied: bool,
+    generated: &mut usize,
 ) -> Result<Parsed, Vec<String>> {
     let words = &entry.words;
     let Some(first) = words.first() else {
@@ -201,6 +216,79 @@ fn read_entry(
                     .ok_or_else(|| vec![format!("'{}' is not a TTL", printable(&value.raw))])?,
             );
             return Ok(Parsed::Nothing);
+        }
+        "$GENERATE" => {
+            // $GENERATE start-stop[/step] lhs [ttl] [class] type rhs (BIND's form): one
+            // record per value, `$` in lhs and rhs standing for it.
+            let [_, range, lhs, middle @ .., rhs] = words.as_slice() else {
+                return Err(vec![
+                    "$GENERATE needs a range, an owner, a type and data".into(),
+                ]);
+            };
+            if middle.is_empty() {
+                return Err(vec![
+                    "$GENERATE needs a range, an owner, a type and data".into(),
+                ]);
+            }
+            let (start, stop, step) = generate_range(&range.raw).map_err(|m| vec![m])?;
+            let count = usize::try_from((stop - start) / step + 1).unwrap_or(usize::MAX);
+            if count > MAX_GENERATED.saturating_sub(*generated) {
+                return Err(vec![format!(
+                    "$GENERATE would make {count} records; a file's directives make at most {MAX_GENERATED}"
+                )]);
+            }
+            *generated += count;
+            let mut drafts = Vec::with_capacity(count);
+            for value in (start..=stop).step_by(usize::try_from(step).unwrap_or(usize::MAX)) {
+                let in_value = |m: String| vec![format!("$GENERATE at {value}: {m}")];
+                let owner = substitute(&lhs.raw, value).map_err(in_value)?;
+                let data = substitute(&rhs.raw, value).map_err(in_value)?;
+                let mut words = vec![Word {
+                    raw: owner,
+                    quoted: false,
+                }];
+                words.extend(middle.iter().cloned());
+                // Data in quotes is the record's data, in words.
+                match data.strip_prefix('"').and_then(|d| d.strip_suffix('"')) {
+                    Some(inner) if rhs.quoted => {
+                        words.extend(inner.split_whitespace().map(|w| Word {
+                            raw: w.to_owned(),
+                            quoted: false,
+                        }));
+                    }
+                    _ => words.push(Word {
+                        raw: data,
+                        quoted: rhs.quoted,
+                    }),
+                }
+                let one = Entry {
+                    line: entry.line,
+                    inherits_owner: false,
+                    words,
+                    comment: entry.comment.clone(),
+                };
+                let read = read_entry(
+                    &one,
+                    zone,
+                    origin,
+                    default_ttl,
+                    last_owner,
+                    last_ttl,
+                    default_proxied,
+                    generated,
+                );
+                match read {
+                    Ok(Parsed::Record(draft)) => drafts.push(*draft),
+                    Ok(_) => {}
+                    Err(messages) => {
+                        return Err(messages
+                            .into_iter()
+                            .map(|m| format!("$GENERATE at {value}: {m}"))
+                            .collect());
+                    }
+                }
+            }
+            return Ok(Parsed::Records(drafts));
         }
         d if d.starts_with('$') => {
             return Err(vec![format!("unknown directive {}", printable(&first.raw))]);
@@ -406,6 +494,100 @@ fn tag_list(list: &str) -> Vec<String> {
         })
         .filter(|t| !t.is_empty())
         .collect()
+}
+
+/// A `$GENERATE` range, `start-stop[/step]`: `start` at most `stop`, `step` at least 1.
+fn generate_range(text: &str) -> Result<(u64, u64, u64), String> {
+    let bad = || {
+        format!(
+            "'{}' is not a $GENERATE range (start-stop[/step])",
+            printable(text)
+        )
+    };
+    let (span, step) = match text.split_once('/') {
+        Some((span, step)) => (span, step.parse::<u64>().map_err(|_| bad())?),
+        None => (text, 1),
+    };
+    let (start, stop) = span.split_once('-').ok_or_else(bad)?;
+    let (start, stop) = (
+        start.parse::<u64>().map_err(|_| bad())?,
+        stop.parse::<u64>().map_err(|_| bad())?,
+    );
+    if step == 0 || start > stop || stop > u64::from(u32::MAX) {
+        return Err(bad());
+    }
+    Ok((start, stop, step))
+}
+
+/// A `$GENERATE` template with `value` put in, as BIND does: `$` is the value,
+/// `${offset[,width[,base]]}` the value plus `offset`, at least `width` characters in base
+/// `d`, `o`, `x` or `X` (or `n`/`N`: hexadecimal nibbles, reversed and dotted, as for
+/// `ip6.arpa`), and `\$` a dollar sign.
+fn substitute(template: &str, value: u64) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len() + 8);
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'$') => {
+                chars.next();
+                out.push('$');
+            }
+            '\\' => {
+                out.push('\\');
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            '$' if chars.peek() == Some(&'{') => {
+                chars.next();
+                let spec: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                out.push_str(&modified(&spec, value)?);
+            }
+            '$' => out.push_str(&value.to_string()),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// `${spec}` for `value` (see [`substitute`]).
+fn modified(spec: &str, value: u64) -> Result<String, String> {
+    let bad = || format!("'${{{}}}' is not offset[,width[,base]]", printable(spec));
+    let mut parts = spec.split(',');
+    let offset = parts
+        .next()
+        .filter(|o| !o.is_empty())
+        .map_or(Ok(0), |o| o.trim().parse::<i64>().map_err(|_| bad()))?;
+    let width = parts
+        .next()
+        .map_or(Ok(0), |w| w.trim().parse::<usize>().map_err(|_| bad()))?;
+    let base = parts.next().map_or("d", str::trim);
+    if parts.next().is_some() || width > 255 {
+        return Err(bad());
+    }
+    let v = i64::try_from(value)
+        .ok()
+        .and_then(|v| v.checked_add(offset))
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| format!("{value} with the offset {offset} is below zero"))?;
+    Ok(match base {
+        "d" => format!("{v:0width$}"),
+        "o" => format!("{v:0width$o}"),
+        "x" => format!("{v:0width$x}"),
+        "X" => format!("{v:0width$X}"),
+        "n" | "N" => {
+            // Width counts the dots: (width + 1) / 2 nibbles at least.
+            let nibbles = width.div_ceil(2).max(1);
+            let hex = if base == "n" {
+                format!("{v:0nibbles$x}")
+            } else {
+                format!("{v:0nibbles$X}")
+            };
+            let dotted: Vec<String> = hex.chars().rev().map(String::from).collect();
+            dotted.join(".")
+        }
+        _ => return Err(bad()),
+    })
 }
 
 /// TTLs outside what Cloudflare allows are brought into range rather than refused, so that
@@ -744,6 +926,58 @@ pub fn draft_json(d: &RecordDraft) -> Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn generate_makes_a_record_per_value_as_bind_does() {
+        let text = "$ORIGIN example.com.\n\
+            $GENERATE 1-3 host$ 300 IN A 192.0.2.$ ; pool\n\
+            $GENERATE 0-4/2 ${10,3} CNAME host-${0,2,x}.example.net.\n\
+            $GENERATE 26-26 p${0,3,n} TXT \\$price-$\n\
+            $GENERATE 1-2 mx$ MX \"10 mail$\"\n";
+        let parsed = parse_zone_file(text, "example.com", false).expect("valid zone");
+        let got: Vec<(String, String, String, u32)> = parsed
+            .records
+            .iter()
+            .map(|r| {
+                let d = &r.draft;
+                let data = match d.priority {
+                    Some(p) => format!("{p} {}", d.content),
+                    None => d.content.clone(),
+                };
+                (d.name.clone(), d.kind.as_str().to_owned(), data, d.ttl)
+            })
+            .collect();
+        let want = [
+            ("host1.example.com", "A", "192.0.2.1", 300),
+            ("host2.example.com", "A", "192.0.2.2", 300),
+            ("host3.example.com", "A", "192.0.2.3", 300),
+            ("010.example.com", "CNAME", "host-00.example.net", 300),
+            ("012.example.com", "CNAME", "host-02.example.net", 300),
+            ("014.example.com", "CNAME", "host-04.example.net", 300),
+            ("pa.1.example.com", "TXT", "$price-26", 300),
+            ("mx1.example.com", "MX", "10 mail1.example.com", 300),
+            ("mx2.example.com", "MX", "10 mail2.example.com", 300),
+        ];
+        let want: Vec<(String, String, String, u32)> = want
+            .iter()
+            .map(|(n, k, d, t)| ((*n).into(), (*k).into(), (*d).into(), *t))
+            .collect();
+        // (Without $TTL, a record without a TTL takes the one before it's.)
+        assert_eq!(got, want);
+        assert_eq!(parsed.records[0].draft.comment.as_deref(), Some("pool"));
+        for (bad, says) in [
+            ("$GENERATE 3-1 h$ A 192.0.2.$\n", "range"),
+            ("$GENERATE 1-2/0 h$ A 192.0.2.$\n", "range"),
+            ("$GENERATE 0-2000000 h$ A 192.0.2.1\n", "at most"),
+            ("$GENERATE 0-1 h${-1} A 192.0.2.1\n", "below zero"),
+            ("$GENERATE 0-1 h${0,2,q} A 192.0.2.1\n", "offset"),
+            ("$GENERATE 250-260 h$ A 192.0.2.$\n", "at 256"),
+            ("$GENERATE 1-2 h$\n", "needs"),
+        ] {
+            let err = parse_zone_file(bad, "example.com", false).expect_err(bad);
+            assert!(err.to_string().contains(says), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn comments_and_tags_of_every_kind_read_back_from_an_export() {
         let zone = Zone::new(
