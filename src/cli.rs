@@ -88,7 +88,7 @@ pub enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// all, zone-read or dns-edit.
+        /// all, zone-read, dns-edit, cache-purge or zone-settings-write.
         #[arg(long, default_value = "all")]
         permission: String,
         /// Limit the token to these zones (repeatable); default: every zone.
@@ -535,7 +535,9 @@ pub fn token(args: &ApiArgs, command: TokenCommand) -> anyhow::Result<()> {
             zones,
         } => {
             let Some(p) = parapet_model::Permission::parse(&permission) else {
-                bail!("--permission must be all, zone-read or dns-edit, not '{permission}'");
+                bail!(
+                    "--permission must be all, zone-read, dns-edit, cache-purge or zone-settings-write, not '{permission}'"
+                );
             };
             let resources = if zones.is_empty() {
                 json!({"com.cloudflare.api.account.zone.*": "*"})

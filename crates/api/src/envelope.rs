@@ -182,9 +182,19 @@ impl ApiError {
             Self::Forbidden => (StatusCode::FORBIDDEN, item(10000, "Authentication error")),
             Self::NotFound { code, message } => (StatusCode::NOT_FOUND, item(*code, message)),
             Self::BadRequest(items) => (StatusCode::BAD_REQUEST, items.clone()),
+            // Both of Cloudflare's errors, in its order.
             Self::NoRoute(path) => (
                 StatusCode::NOT_FOUND,
-                item(7000, &format!("No route for that URI: {path}")),
+                [
+                    item(
+                        7003,
+                        &format!(
+                            "Could not route to {path}, perhaps your object identifier is invalid?"
+                        ),
+                    ),
+                    item(7000, "No route for that URI"),
+                ]
+                .concat(),
             ),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

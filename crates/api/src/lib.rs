@@ -175,7 +175,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}",
             axum::routing::patch(rulesets::edit_rule).delete(rulesets::delete_rule),
         )
-        .route("/zones/{zone_id}/purge_cache", post(purge::purge_cache))
+        // (DELETE too: Cloudflare's WordPress plugin purges with it.)
+        .route(
+            "/zones/{zone_id}/purge_cache",
+            post(purge::purge_cache).delete(purge::purge_cache),
+        )
         .route(
             "/zones/{zone_id}/custom_certificates",
             get(certificates::list_certs).post(certificates::create_cert),
@@ -251,12 +255,37 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .delete(records::delete),
         );
     let v4 = v4.layer(axum::middleware::map_response(envelope::envelope_refusals));
-    Router::new()
+    let routed = Router::new()
         .nest("/client/v4", v4)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/parapet/status", get(zones::status))
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
+        .with_state(state);
+    // A path with a trailing slash is routed as the path without it, as Cloudflare's API
+    // takes `zones/` (its WordPress plugin looks zones up so).
+    Router::new().fallback_service(tower::ServiceExt::map_request(routed, without_slash))
+}
+
+/// `request` with its path's trailing slashes taken off (but the root's).
+fn without_slash<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let uri = request.uri();
+    let path = uri.path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let rewritten = match uri.query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(path_and_query) = rewritten.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = uri.clone().into_parts();
+            parts.path_and_query = Some(path_and_query);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    request
 }

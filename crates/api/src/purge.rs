@@ -18,7 +18,7 @@ pub async fn purge_cache(
     Path(zone_id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::Purge).await?;
     let purge = Purge::from_json(&parse_body(&body)?).map_err(|e| ApiError::fields(1012, &e))?;
     // Files are purged by the keys the edge gives requests for them: the cache rules it
     // applies (the node configuration's for the zone, then the zone's own, as served now)

@@ -469,8 +469,10 @@ pub async fn add_rule(
     Ok(ok(json!(ruleset)))
 }
 
-/// `PATCH /zones/{id}/rulesets/{ruleset_id}/rules/{rule_id}`: the fields given replace the
-/// rule's; `position` moves it. Answers with the whole ruleset.
+/// `PATCH /zones/{id}/rulesets/{ruleset_id}/rules/{rule_id}`: a whole definition (one with an
+/// `action`) replaces the rule, its id and (unless one is given) its `ref` kept, as Cloudflare's
+/// update takes it: a field left out takes its default (`enabled` true, no description). Other
+/// fields given alone replace the rule's; `position` moves it. Answers with the whole ruleset.
 pub async fn edit_rule(
     State(state): State<Arc<ApiState>>,
     auth: Auth,
@@ -494,7 +496,14 @@ pub async fn edit_rule(
         let mut rules = rules_json(previous);
         let at = rule_position(previous, &rule_id)?;
         let mut rule = rules.remove(at);
-        if let Some(obj) = rule.as_object_mut() {
+        if edit.contains_key("action") {
+            let mut replaced = edit.clone();
+            replaced.insert("id".into(), json!(rule_id));
+            if let Some(kept) = rule.get("ref").filter(|_| !edit.contains_key("ref")) {
+                replaced.insert("ref".into(), kept.clone());
+            }
+            rule = Value::Object(replaced);
+        } else if let Some(obj) = rule.as_object_mut() {
             for (k, v) in &edit {
                 obj.insert(k.clone(), v.clone());
             }

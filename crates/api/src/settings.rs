@@ -98,8 +98,16 @@ async fn edit(
     let mut checked = Vec::with_capacity(edits.len());
     let mut errors = Vec::new();
     for (id, value) in edits {
+        // Every mistake of a bulk edit is named at once, as Cloudflare's are.
         let Some(def) = setting_def(id) else {
-            return Err(unknown_setting(id));
+            errors.push(crate::envelope::ApiErrorItem {
+                code: 1006,
+                message: format!(
+                    "Unrecognized zone setting name: {}",
+                    parapet_model::name::printable(id)
+                ),
+            });
+            continue;
         };
         match def.check(value) {
             Ok(v) => checked.push((id.clone(), v)),
@@ -147,8 +155,11 @@ pub async fn patch_one(
     Path((zone_id, setting)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditSettings).await?;
     let body = parse_body(&body)?;
+    if setting_def(&setting).is_none() {
+        return Err(unknown_setting(&setting));
+    }
     let Some(value) = body.get("value") else {
         return Err(ApiError::bad(1007, "value is required"));
     };
@@ -163,7 +174,7 @@ pub async fn patch_many(
     Path(zone_id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
+    let zone = authorized_zone(&state, &auth, &zone_id, Access::EditSettings).await?;
     let body = parse_body(&body)?;
     let Some(items) = body.get("items").and_then(Value::as_array) else {
         return Err(ApiError::bad(

@@ -190,7 +190,7 @@ fn parse_policies(body: &Value, account_id: &str) -> Result<Vec<Grant>, ApiError
                     zones: if all { ZoneScope::All } else { ZoneScope::Listed(zones.clone()) },
                 }),
                 None => errors.push(format!(
-                    "policies[{i}].permission_groups: unknown permission '{}' (use Administrator, Zone Read, DNS Write)",
+                    "policies[{i}].permission_groups: unknown permission '{}' (use Administrator, Zone Read, DNS Write, Cache Purge, Zone Settings Write)",
                     short(label)
                 )),
             }

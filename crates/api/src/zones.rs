@@ -82,6 +82,8 @@ pub enum Access {
     Read,
     EditZone,
     EditDns,
+    Purge,
+    EditSettings,
 }
 
 /// The zone `zone_id`, if the request's token allows `access` to it (a missing zone is a 404
@@ -97,6 +99,8 @@ pub async fn authorized_zone(
         Access::Read => Need::ZoneRead(&zone.id),
         Access::EditZone => Need::ZoneEdit(&zone.id),
         Access::EditDns => Need::DnsEdit(&zone.id),
+        Access::Purge => Need::CachePurge(&zone.id),
+        Access::EditSettings => Need::SettingsEdit(&zone.id),
     })?;
     Ok(zone)
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -264,4 +265,100 @@ async fn a_cache_rule_exported_from_cloudflare_can_be_put_back() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert!(messages(&v).contains("cache_deception_armor"), "{v}");
     assert!(messages(&v).contains("not supported"), "{v}");
+}
+
+#[tokio::test]
+async fn purge_tokens_delete_purges_and_trailing_slashes_work_as_cloudflare_clients_use_them() {
+    let purged = Arc::new(std::sync::Mutex::new(0usize));
+    let counted = Arc::clone(&purged);
+    let api = Api::with_purge(Arc::new(
+        move |_zone: &str, _what: &parapet_model::purge::Purge| {
+            *counted.lock().expect("count") += 1;
+            Ok(0)
+        },
+    ));
+    let zone = api.zone("purge.example").await;
+    let purge = format!("/zones/{zone}/purge_cache");
+    // A least-privilege token of Cloudflare's "Cache Purge" group purges, and does nothing else.
+    let token = api
+        .ok(
+            "POST",
+            "/user/tokens",
+            Some(json!({"name": "ci-purge", "policies": [{"effect": "allow",
+            "resources": {format!("com.cloudflare.api.account.zone.{zone}"): "*"},
+            "permission_groups": [{"id": "e17beae8b8cb423a99b1730f21238bed"}]}]})),
+        )
+        .await;
+    let secret = token["value"].as_str().expect("secret").to_owned();
+    let everything = Some(json!({"purge_everything": true}));
+    let (s, v) = api
+        .call_as(&secret, "POST", &purge, everything.clone())
+        .await;
+    assert_eq!(
+        (s, v["result"]["id"].clone()),
+        (StatusCode::OK, json!(zone))
+    );
+    for (method, path, body) in [
+        ("GET", format!("/zones/{zone}"), None),
+        (
+            "POST",
+            format!("/zones/{zone}/dns_records"),
+            Some(json!({"type": "A", "name": "x", "content": "192.0.2.1"})),
+        ),
+        (
+            "PATCH",
+            format!("/zones/{zone}/settings/development_mode"),
+            Some(json!({"value": "on"})),
+        ),
+    ] {
+        let (s, _) = api.call_as(&secret, method, &path, body).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    // DELETE purges as POST does (Cloudflare's WordPress plugin purges so), and `zones/` is
+    // `zones`.
+    let (s, _) = api.call("DELETE", &purge, everything).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(*purged.lock().expect("count"), 2);
+    let (s, v) = api.call("GET", "/zones/?name=purge.example", None).await;
+    assert_eq!(
+        (s, v["result"][0]["id"].clone()),
+        (StatusCode::OK, json!(zone))
+    );
+    // A path that routes nowhere gets both of Cloudflare's errors.
+    let (s, v) = api.call("GET", "/zones/nonsense/path", None).await;
+    assert_eq!(
+        (s, common::codes(&v)),
+        (StatusCode::NOT_FOUND, vec![7003, 7000])
+    );
+}
+
+#[tokio::test]
+async fn a_bulk_settings_edit_names_every_mistake_and_takes_whole_floats() {
+    let api = Api::new();
+    let zone = api.zone("settings.example").await;
+    let path = format!("/zones/{zone}/settings");
+    let (s, v) = api
+        .call(
+            "PATCH",
+            &path,
+            Some(json!({"items": [
+                {"id": "binary_ast", "value": "on"},
+                {"id": "proxy_read_timeout", "value": 0},
+                {"id": "nonsense", "value": 1}
+            ]})),
+        )
+        .await;
+    assert_eq!(
+        (s, common::codes(&v)),
+        (StatusCode::BAD_REQUEST, vec![1006, 1007, 1006]),
+        "{v}"
+    );
+    let set = api
+        .ok(
+            "PATCH",
+            &format!("{path}/proxy_read_timeout"),
+            Some(json!({"value": 100.0})),
+        )
+        .await;
+    assert_eq!(set["value"], json!(100));
 }

@@ -269,6 +269,35 @@ async fn rules_are_added_edited_moved_and_deleted_by_position() {
         )
         .await;
     assert_eq!(descriptions(&r), ["zz", "a", "first", "second", "after-a"]);
+    // A whole definition (Cloudflare's update) replaces the rule: what it leaves out takes
+    // its default (enabled, no description).
+    let mut whole = cache_rule("ignored", true);
+    whole.as_object_mut().expect("a rule").remove("description");
+    whole.as_object_mut().expect("a rule").remove("enabled");
+    let r = api
+        .ok("PATCH", &format!("{rules}/{a}"), Some(whole.clone()))
+        .await;
+    let replaced = r["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|rule| rule["id"] == json!(a))
+        .expect("the rule keeps its id")
+        .clone();
+    assert_eq!(replaced["enabled"], json!(true));
+    assert!(
+        replaced["description"].as_str().is_none_or(str::is_empty),
+        "{replaced}"
+    );
+    assert_eq!(replaced["expression"], whole["expression"]);
+    let r = api
+        .ok(
+            "PATCH",
+            &format!("{rules}/{a}"),
+            Some(json!({"description": "a", "enabled": false})),
+        )
+        .await;
+    assert_eq!(descriptions(&r), ["zz", "a", "first", "second", "after-a"]);
 
     let second = rule_id(&r, "second");
     let r = api.ok("DELETE", &format!("{rules}/{second}"), None).await;

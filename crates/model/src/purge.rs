@@ -252,6 +252,22 @@ impl Purge {
                         Some(i) => (&p[..i], &p[i..]),
                         None => (p, "/"),
                     };
+                    // Cloudflare's rule: a prefix is a path; a query or a fragment purges
+                    // nothing a prefix could name.
+                    if path.contains(['?', '#']) {
+                        errors.push(crate::FieldError::new(
+                            field,
+                            "a prefix cannot hold a query string or a fragment",
+                        ));
+                        continue;
+                    }
+                    if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                        errors.push(crate::FieldError::new(
+                            field,
+                            "a prefix cannot hold blanks or control characters (percent-encode them)",
+                        ));
+                        continue;
+                    }
                     // In the normal form the edge keys requests on.
                     let path = normalized_target(path).unwrap_or_else(|| path.to_owned());
                     match normalize(host, NameKind::Target, &field) {
@@ -296,6 +312,15 @@ mod tests {
             Purge::from_json(&json!({"prefixes": ["www.example.com/img"]})).expect("prefixes"),
             Purge::Prefixes(vec![("www.example.com".into(), "/img".into())])
         );
+        // A query or a fragment purges nothing by prefix (Cloudflare refuses them).
+        for bad in [
+            "www.example.com/foo?a=b",
+            "www.example.com/foo#bar",
+            "www.example.com/a b",
+        ] {
+            let err = Purge::from_json(&json!({"prefixes": [bad]})).expect_err(bad);
+            assert!(err.to_string().contains("prefixes[0]"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -200,7 +200,7 @@ fn check_security_header(value: &Value) -> Result<Value, ModelError> {
     };
     let max_age = match sts.get("max_age") {
         None => 0,
-        Some(v) => match v.as_u64() {
+        Some(v) => match v.as_number().and_then(whole) {
             Some(n) if n <= HSTS_MAX_AGE => n,
             _ => {
                 return Err(bad(&format!(
@@ -258,13 +258,15 @@ impl SettingDef {
     }
 
     /// The canonical stored form of `value`, or why it is not one this setting takes.
+    /// (A whole number written as a float, `100.0`, is that number: SDKs type these as
+    /// numbers.)
     /// Numbers may come as JSON numbers or numeric strings, as Cloudflare's clients send both.
     pub fn check(&self, value: &Value) -> Result<Value, ModelError> {
         let field = "value";
         match self.kind {
             SettingKind::Seconds { min, max } => {
                 let n = match value {
-                    Value::Number(n) => n.as_u64(),
+                    Value::Number(n) => whole(n),
                     Value::String(s) => s.trim().parse::<u64>().ok(),
                     _ => None,
                 };
@@ -440,6 +442,15 @@ impl ZoneSettings {
     }
 }
 
+/// A JSON number that is a whole number of at least zero (`100` or `100.0`).
+fn whole(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        let f = n.as_f64()?;
+        // Below 2^53 every whole float is exact.
+        (f >= 0.0 && f.fract() == 0.0 && f < 9_007_199_254_740_992.0).then_some(f as u64)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,11 +460,13 @@ mod tests {
         let def = setting_def("proxy_read_timeout").expect("accepted");
         assert_eq!(def.check(&json!(30)).expect("accepted"), json!(30));
         assert_eq!(def.check(&json!("45")).expect("accepted"), json!(45));
+        assert_eq!(def.check(&json!(100.0)).expect("accepted"), json!(100));
         for bad in [
             json!(0),
             json!(6001),
             json!("soon"),
             json!(1.5),
+            json!(-30.0),
             json!(null),
         ] {
             assert!(def.check(&bad).is_err(), "{bad} accepted");

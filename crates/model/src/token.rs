@@ -13,6 +13,10 @@ pub enum Permission {
     ZoneRead,
     /// Read zones, and create, change and delete their DNS records.
     DnsEdit,
+    /// Purge zones' cached content (and nothing else, reading included).
+    CachePurge,
+    /// Read zones, and change their settings.
+    ZoneSettingsEdit,
 }
 
 impl Permission {
@@ -22,6 +26,8 @@ impl Permission {
             "all" | "administrator" => Some(Self::All),
             "zone-read" | "dns-read" => Some(Self::ZoneRead),
             "dns-edit" | "dns-write" => Some(Self::DnsEdit),
+            "cache-purge" | "cache-purge:edit" | "purge" => Some(Self::CachePurge),
+            "zone-settings-write" | "zone-settings-edit" => Some(Self::ZoneSettingsEdit),
             _ => None,
         }
     }
@@ -30,6 +36,8 @@ impl Permission {
     pub fn from_group_id(id: &str) -> Option<Self> {
         match id {
             "4755a26eedb94da69e1066d98aa820be" => Some(Self::DnsEdit),
+            "e17beae8b8cb423a99b1730f21238bed" => Some(Self::CachePurge),
+            "28f4b596e7d643029c524985477ae49a" => Some(Self::ZoneSettingsEdit),
             "c8fed203ed3043cba015a93ad1616f1f" | "82e64a83756745bbbb1c9c2701bf816b" => {
                 Some(Self::ZoneRead)
             }
@@ -43,6 +51,8 @@ impl Permission {
             Self::All => "parapet-administrator",
             Self::ZoneRead => "c8fed203ed3043cba015a93ad1616f1f",
             Self::DnsEdit => "4755a26eedb94da69e1066d98aa820be",
+            Self::CachePurge => "e17beae8b8cb423a99b1730f21238bed",
+            Self::ZoneSettingsEdit => "28f4b596e7d643029c524985477ae49a",
         }
     }
 
@@ -51,6 +61,8 @@ impl Permission {
             Self::All => "Administrator",
             Self::ZoneRead => "Zone Read",
             Self::DnsEdit => "DNS Write",
+            Self::CachePurge => "Cache Purge",
+            Self::ZoneSettingsEdit => "Zone Settings Write",
         }
     }
 }
@@ -78,6 +90,8 @@ pub enum Need<'a> {
     ZoneRead(&'a str),
     ZoneEdit(&'a str),
     DnsEdit(&'a str),
+    CachePurge(&'a str),
+    SettingsEdit(&'a str),
 }
 
 /// A stored API token. The secret itself is never stored, only its SHA-256.
@@ -111,11 +125,20 @@ impl ApiToken {
             };
             match (g.permission, need) {
                 (Permission::All, Need::Admin) => g.zones == ZoneScope::All,
-                (Permission::All, Need::ZoneRead(z) | Need::ZoneEdit(z) | Need::DnsEdit(z)) => {
-                    covers(z)
-                }
+                (
+                    Permission::All,
+                    Need::ZoneRead(z)
+                    | Need::ZoneEdit(z)
+                    | Need::DnsEdit(z)
+                    | Need::CachePurge(z)
+                    | Need::SettingsEdit(z),
+                ) => covers(z),
                 (Permission::DnsEdit, Need::ZoneRead(z) | Need::DnsEdit(z)) => covers(z),
                 (Permission::ZoneRead, Need::ZoneRead(z)) => covers(z),
+                (Permission::CachePurge, Need::CachePurge(z)) => covers(z),
+                (Permission::ZoneSettingsEdit, Need::ZoneRead(z) | Need::SettingsEdit(z)) => {
+                    covers(z)
+                }
                 _ => false,
             }
         })
@@ -147,6 +170,39 @@ mod tests {
         assert!(!t.allows(Need::DnsEdit("z2")));
         assert!(!t.allows(Need::ZoneEdit("z1")));
         assert!(!t.allows(Need::Admin));
+    }
+
+    #[test]
+    fn a_purge_token_purges_and_does_nothing_else() {
+        let t = ApiToken {
+            id: "t".into(),
+            name: "n".into(),
+            grants: vec![Grant {
+                permission: Permission::parse("Cache Purge").expect("a permission"),
+                zones: ZoneScope::Listed(vec!["z1".into()]),
+            }],
+            issued_on: String::new(),
+        };
+        assert!(t.allows(Need::CachePurge("z1")));
+        assert!(!t.allows(Need::CachePurge("z2")));
+        for need in [
+            Need::ZoneRead("z1"),
+            Need::ZoneEdit("z1"),
+            Need::DnsEdit("z1"),
+            Need::SettingsEdit("z1"),
+            Need::Admin,
+        ] {
+            assert!(!t.allows(need), "{need:?}");
+        }
+        let settings = ApiToken {
+            grants: vec![Grant {
+                permission: Permission::ZoneSettingsEdit,
+                zones: ZoneScope::All,
+            }],
+            ..t
+        };
+        assert!(settings.allows(Need::SettingsEdit("z1")) && settings.allows(Need::ZoneRead("z1")));
+        assert!(!settings.allows(Need::CachePurge("z1")) && !settings.allows(Need::ZoneEdit("z1")));
     }
 
     #[test]
