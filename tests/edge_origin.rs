@@ -756,3 +756,137 @@ fn an_interim_answer_is_followed_by_a_final_one_and_http10_visitors_get_none() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(!answer.contains("expect"), "{answer}");
 }
+
+/// An origin that answers each request with the bytes `answer` gives for its path, then keeps
+/// the connection open until the edge closes it (or a few seconds pass).
+fn start_scripted_origin(ip: &str, port: u16, answer: fn(&str) -> Vec<u8>) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind((ip, port)).expect("bind origin");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    if stream.write_all(&answer(&path)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// The visitor's whole exchange for `path` (the edge closes after it, or it is cut).
+fn whole_answer(port: u16, host: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn origin_answers_framed_wrongly_reach_visitors_framed_rightly_or_as_errors() {
+    let port = free_port();
+    start_scripted_origin("127.0.0.41", port, |path| {
+        let path = path.trim_end_matches(".css");
+        let answer: &[u8] = match path {
+            // A stray blank line where a chunk size belongs: no last chunk.
+            "/blank" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n\r\n5\r\nworld\r\n0\r\n\r\n",
+            "/nocontent" => b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-Kept: yes\r\n\r\n",
+            "/twice" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+            "/listed" => b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+            "/gzip" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "/upgrade" => b"HTTP/1.1 200 OK\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok",
+            "/weird" => b"HTTP/1.1 700 Weird\r\nContent-Length: 0\r\n\r\n",
+            "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 9\r\nConnection: keep-alive\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        };
+        answer.to_vec()
+    });
+    let node = edge_node(port);
+    let zone = node.create_zone("framing.test");
+    node.proxied_a(&zone, "www", "127.0.0.41");
+    let host = "www.framing.test";
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        whole_answer(port, host, "/").starts_with("HTTP/1.1 200")
+    });
+    let head = |answer: &str| {
+        answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    // The pass path (no extension: the cache is not for it), twice each; and the engine's (a
+    // stylesheet the cache may keep), where its client reads the answer.
+    for path in ["/blank", "/blank"] {
+        let answer = whole_answer(port, host, path);
+        assert!(
+            !answer.contains("\r\n0\r\n\r\n") && !answer.contains("world"),
+            "{path}: a cut body went out as a whole one: {answer}"
+        );
+    }
+    for path in ["/nocontent", "/nocontent", "/nocontent.css"] {
+        let answer = whole_answer(port, host, path);
+        let head = head(&answer);
+        assert!(head.starts_with("http/1.1 204"), "{path}: {answer}");
+        assert!(head.contains("x-kept: yes"), "{path}: {answer}");
+        assert!(
+            !head.contains("content-length") && !head.contains("transfer-encoding"),
+            "{path}: a 204 with framing: {answer}"
+        );
+    }
+    for path in ["/twice", "/listed", "/twice.css", "/listed.css"] {
+        let answer = whole_answer(port, host, path);
+        let head = head(&answer);
+        assert!(head.starts_with("http/1.1 200"), "{path}: {answer}");
+        assert_eq!(
+            head.matches("content-length").count(),
+            1,
+            "{path}: {answer}"
+        );
+        assert!(
+            head.contains("content-length: 5\r\n") || head.ends_with("content-length: 5"),
+            "{path}: {answer}"
+        );
+        assert!(answer.ends_with("\r\n\r\nhello"), "{path}: {answer}");
+    }
+    for path in ["/gzip", "/weird"] {
+        let answer = whole_answer(port, host, path);
+        assert!(answer.starts_with("HTTP/1.1 520"), "{path}: {answer}");
+    }
+    for path in ["/upgrade", "/upgrade.css"] {
+        let answer = whole_answer(port, host, path);
+        let head = head(&answer);
+        assert!(head.starts_with("http/1.1 200"), "{path}: {answer}");
+        assert!(!head.contains("upgrade"), "{path}: {answer}");
+    }
+    let answer = whole_answer(port, host, "/hints");
+    let interim = head(&answer);
+    assert!(interim.starts_with("http/1.1 103"), "{answer}");
+    assert!(interim.contains("link: </a.css>"), "{answer}");
+    assert!(
+        !interim.contains("content-length") && !interim.contains("keep-alive"),
+        "an interim answer with the final one's fields: {answer}"
+    );
+    assert!(answer.contains("HTTP/1.1 200"), "{answer}");
+}

@@ -722,7 +722,7 @@ async fn exchange(stream: &mut Stream, pass: &mut Pass, proxy: &EdgeProxy) -> En
     let origin_time = answered.saturating_duration_since(sent);
     let end = reply.is_done();
     let status = head.status.as_u16();
-    let filter = OriginFilter::of_fields(false, || head.fields(), Some(addr));
+    let filter = OriginFilter::of_fields(head.status, || head.fields(), Some(addr));
     // Judged on the fields the judgement reads, as the engine's filters leave them.
     let cacheable = pass.learn.is_some()
         && !plainly_not_stored(&head, &filter, pass.rules.as_deref())
@@ -1784,7 +1784,7 @@ mod tests {
         let mut shortcuts = 0;
         for raw in heads {
             let head = Head::of_bytes(raw);
-            let filter = OriginFilter::of_fields(false, || head.fields(), None);
+            let filter = OriginFilter::of_fields(head.status, || head.fields(), None);
             for rules in &rules {
                 let judged = head
                     .to_header(|name| is_one_of(name, &JUDGED) && !filter.drops_name(name))
@@ -1876,7 +1876,7 @@ mod tests {
         no_body: bool,
     ) -> Option<bool> {
         let head = Head::of_bytes(raw);
-        let filter = OriginFilter::of_fields(false, || head.fields(), None);
+        let filter = OriginFilter::of_fields(head.status, || head.fields(), None);
         let kept = |name: &[u8]| coding_name(name).is_some() && !filter.drops_name(name);
         let make = || (compression(asked.0), asked.1.map(compression));
         let ((mut visitor, mut upstream), (mut visitor2, mut upstream2)) = (make(), make());

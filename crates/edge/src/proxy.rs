@@ -1571,6 +1571,19 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.origin_time = ctx.upstream_sent.map(|t| t.elapsed());
+        // Chunked is the one transfer coding passed on, as on the edge's own path.
+        if !crate::reply::only_chunked(
+            resp.headers
+                .get_all(http::header::TRANSFER_ENCODING)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        ) {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "a transfer coding other than chunked",
+            )
+            .into_up());
+        }
         from_origin(resp, ctx.peer);
         if resp.status == http::StatusCode::NOT_MODIFIED
             && session.cache.phase() == CachePhase::Stale
@@ -1593,7 +1606,7 @@ impl ProxyHttp for EdgeProxy {
                 .iter()
                 .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
         };
-        let filter = OriginFilter::of_fields(false, fields, ctx.peer);
+        let filter = OriginFilter::of_fields(http::StatusCode::OK, fields, ctx.peer);
         let dropped: Vec<http::HeaderName> = trailers
             .keys()
             .filter(|name| filter.drops(name))
@@ -2128,8 +2141,10 @@ pub(crate) fn ray_value(ray: &str) -> Result<HeaderValue> {
 }
 
 /// The origin's response as it may be stored and passed on (`peer`: the origin's address): no
-/// field of this hop's, and none that names the origin's address.
+/// field of this hop's, none that names the origin's address, and one `Content-Length` value
+/// where the origin repeated it (RFC 9110 §8.6: it must not be passed on so).
 pub(crate) fn from_origin(resp: &mut ResponseHeader, peer: Option<SocketAddr>) {
+    one_length(resp);
     let filter = OriginFilter::new(resp, peer);
     if !filter.drops_any(resp) {
         return;
@@ -2145,20 +2160,47 @@ pub(crate) fn from_origin(resp: &mut ResponseHeader, peer: Option<SocketAddr>) {
     }
 }
 
+/// A repeated `Content-Length` (equal values: the engine's client refuses others) as one.
+fn one_length(resp: &mut ResponseHeader) {
+    let mut lengths = resp.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let (Some(first), second) = (lengths.next(), lengths.next()) else {
+        return;
+    };
+    if second.is_none() && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    let one = first
+        .as_bytes()
+        .split(|&b| b == b',')
+        .next()
+        .map(<[u8]>::trim_ascii)
+        .and_then(|n| HeaderValue::from_bytes(n).ok());
+    if let Some(one) = one {
+        let _ = resp.insert_header(http::header::CONTENT_LENGTH, one);
+    }
+}
+
 /// What [`from_origin`] takes out of an origin's header: the fields of this hop (`Keep-Alive`,
-/// `Proxy-Connection`, `TE` and those its `Connection` names, RFC 9110 §7.6.1; an upgrade keeps
-/// its own), and every field of a name one of whose values names the origin's address (`peer`).
-/// (An HTTP/2 visitor's stream fails on a `TE` other than `trailers`, RFC 9113 §8.2.2.)
+/// `Proxy-Connection`, `TE` and those its `Connection` names, RFC 9110 §7.6.1; `Upgrade` but in
+/// a 101, §7.8), the framing of a response that has no body to frame (a 1xx or a 204 holds no
+/// `Content-Length` or `Transfer-Encoding`, §8.6 and RFC 9112 §6.1; a 1xx no `Connection`
+/// either, the final response's), and every field of a name one of whose values names the
+/// origin's address (`peer`). (An HTTP/2 visitor's stream fails on a `TE` other than
+/// `trailers`, RFC 9113 §8.2.2, and on a 204's `Content-Length` other than 0.)
 pub(crate) struct OriginFilter {
     /// Not an upgrade: this hop's fields go.
     hop: bool,
+    /// A 1xx or a 204: no framing fields.
+    bodiless: bool,
+    /// A 1xx (not a 101): no `Connection`.
+    interim: bool,
     named: Vec<http::HeaderName>,
 }
 
 impl OriginFilter {
     pub(crate) fn new(resp: &ResponseHeader, peer: Option<SocketAddr>) -> Self {
         Self::of_fields(
-            resp.status == http::StatusCode::SWITCHING_PROTOCOLS,
+            resp.status,
             || {
                 resp.headers
                     .iter()
@@ -2168,13 +2210,16 @@ impl OriginFilter {
         )
     }
 
-    /// The filter for a header given as its fields (`upgrade`: a 101).
+    /// The filter for a header of `status` given as its fields.
     pub(crate) fn of_fields<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(
-        upgrade: bool,
+        status: http::StatusCode,
         fields: impl Fn() -> I,
         peer: Option<SocketAddr>,
     ) -> Self {
+        let upgrade = status == http::StatusCode::SWITCHING_PROTOCOLS;
         let hop = !upgrade;
+        let interim = status.is_informational() && !upgrade;
+        let bodiless = interim || status == http::StatusCode::NO_CONTENT;
         let mut named: Vec<http::HeaderName> = if hop {
             fields()
                 .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
@@ -2213,36 +2258,49 @@ impl OriginFilter {
                 }
             }
         }
-        Self { hop, named }
+        Self {
+            hop,
+            bodiless,
+            interim,
+            named,
+        }
     }
 
     /// As [`OriginFilter::drops`], for a name as sent.
     pub(crate) fn drops_name(&self, name: &[u8]) -> bool {
-        (self.hop
-            && (name.eq_ignore_ascii_case(b"keep-alive")
-                || name.eq_ignore_ascii_case(b"proxy-connection")
-                || name.eq_ignore_ascii_case(b"te")))
-            || self
-                .named
-                .iter()
-                .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+        let is = |n: &http::HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
+        self.by_status().any(is) || self.named.iter().any(is)
     }
 
     pub(crate) fn drops(&self, name: &http::HeaderName) -> bool {
-        (self.hop
-            && (*name == headers::KEEP_ALIVE
-                || *name == headers::PROXY_CONNECTION
-                || *name == http::header::TE))
-            || self.named.contains(name)
+        self.by_status().any(|n| n == name) || self.named.contains(name)
+    }
+
+    /// The names dropped whatever the `Connection` field says.
+    fn by_status(&self) -> impl Iterator<Item = &'static http::HeaderName> {
+        static HOP: [http::HeaderName; 4] = [
+            headers::KEEP_ALIVE,
+            headers::PROXY_CONNECTION,
+            http::header::TE,
+            http::header::UPGRADE,
+        ];
+        static FRAMING: [http::HeaderName; 2] = [
+            http::header::CONTENT_LENGTH,
+            http::header::TRANSFER_ENCODING,
+        ];
+        static INTERIM: [http::HeaderName; 1] = [http::header::CONNECTION];
+        let pick = |yes: bool, names: &'static [http::HeaderName]| {
+            if yes { names } else { &[] }
+        };
+        pick(self.hop, &HOP)
+            .iter()
+            .chain(pick(self.bodiless, &FRAMING))
+            .chain(pick(self.interim, &INTERIM))
     }
 
     /// Whether the header has anything to take out.
     pub(crate) fn drops_any(&self, resp: &ResponseHeader) -> bool {
-        !self.named.is_empty()
-            || (self.hop
-                && (resp.headers.contains_key(headers::KEEP_ALIVE)
-                    || resp.headers.contains_key(headers::PROXY_CONNECTION)
-                    || resp.headers.contains_key(http::header::TE)))
+        !self.named.is_empty() || self.by_status().any(|n| resp.headers.contains_key(n))
     }
 }
 
@@ -2803,7 +2861,8 @@ mod tests {
             (b"x-other", b"2001:db8:0::6"),
             (b"x-time", b"12:30:00"),
         ];
-        let filter = OriginFilter::of_fields(false, || fields.iter().copied(), Some(peer));
+        let filter =
+            OriginFilter::of_fields(http::StatusCode::OK, || fields.iter().copied(), Some(peer));
         for (name, _) in &fields[..3] {
             assert!(filter.drops_name(name), "{}", String::from_utf8_lossy(name));
         }

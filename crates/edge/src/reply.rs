@@ -208,6 +208,12 @@ impl Reply {
     /// How the body of `head` is framed, and whether the connection may be reused after it.
     fn frame(&mut self, head: &mut Head, head_only: bool) -> Result<(), Box<Error>> {
         let status = head.status.as_u16();
+        // Chunked is the one transfer coding passed on (as nginx, which answers 502 to
+        // others): the visitor never asked for another (RFC 9112 §7.4), and would be sent
+        // its bytes as the content.
+        if !only_chunked(head.values("transfer-encoding")) {
+            return Err(invalid("a transfer coding other than chunked"));
+        }
         let last_coding = head.values("transfer-encoding").last();
         let (coded, last_coding_chunked) =
             (last_coding.is_some(), last_coding_is_chunked(last_coding));
@@ -220,7 +226,9 @@ impl Reply {
                 .retain(|(name, _)| !name.get(&raw).eq_ignore_ascii_case(b"content-length"));
             None
         } else {
-            content_length(head)?
+            let length = content_length(head)?;
+            one_length(head);
+            length
         };
         if head.status.is_informational() {
             self.framing = Framing::Done;
@@ -238,10 +246,17 @@ impl Reply {
         if self.framing == Framing::Length(0) {
             self.framing = Framing::Done;
         }
-        let connection = head.values("connection").next().map(connection_says);
+        // A `close` in any Connection field closes (RFC 9112 §9.6); else the first that says
+        // anything decides, as the engine's client reads it.
+        let said: Vec<Option<bool>> = head.values("connection").map(connection_says).collect();
+        let connection = if said.contains(&Some(false)) {
+            Some(false)
+        } else {
+            said.into_iter().flatten().next()
+        };
         self.keep_alive = self.framing != Framing::Close
             && !(head.http10 && coded)
-            && match connection.flatten() {
+            && match connection {
                 Some(keep_alive) => keep_alive,
                 None => !head.http10,
             };
@@ -313,6 +328,13 @@ impl Reply {
         loop {
             match chunk {
                 Chunk::Size => match httparse::parse_chunk_size(&self.buf) {
+                    // A size line without a digit (a stray blank line) is no last chunk, which
+                    // would end the body early, its rest read as trailers (RFC 9112 §7.1).
+                    Ok(httparse::Status::Complete(_))
+                        if !self.buf.first().is_some_and(u8::is_ascii_hexdigit) =>
+                    {
+                        return Err(invalid("invalid chunk size"));
+                    }
                     Ok(httparse::Status::Complete((used, size))) => {
                         let _ = self.buf.split_to(used);
                         chunk = if size == 0 {
@@ -398,6 +420,15 @@ impl Reply {
     }
 }
 
+/// Whether the `Transfer-Encoding` values name no coding but chunked.
+pub(crate) fn only_chunked<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+    values.all(|v| {
+        v.split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .all(|c| c.is_empty() || c.eq_ignore_ascii_case(b"chunked"))
+    })
+}
+
 /// Whether the last transfer coding of a `Transfer-Encoding` value (the last one) is chunked.
 pub(crate) fn last_coding_is_chunked(last_value: Option<&[u8]>) -> bool {
     last_value.is_some_and(|v| {
@@ -435,6 +466,8 @@ fn parse(buf: &[u8]) -> Result<Option<(usize, Head)>, Box<Error>> {
     let status = response
         .code
         .and_then(|code| StatusCode::from_u16(code).ok())
+        // (100 to 599: RFC 9110 §15; the library takes up to 999.)
+        .filter(|status| status.as_u16() < 600)
         .ok_or_else(|| invalid("response status"))?;
     let reason = Span::of(buf, response.reason.unwrap_or_default().as_bytes());
     let fields = response
@@ -533,6 +566,28 @@ fn content_length(head: &Head) -> Result<Option<u64>, Box<Error>> {
         }
     }
     Ok(length)
+}
+
+/// Leaves one `Content-Length` field holding one value, when the origin repeated it (`5, 5`, or
+/// two fields, all checked equal): such a value must not be passed on (RFC 9110 §8.6), and an
+/// HTTP/2 visitor's stream fails on it.
+fn one_length(head: &mut Head) {
+    let raw = head.raw.clone();
+    let mut seen = false;
+    head.fields.retain_mut(|(name, value)| {
+        if !name.get(&raw).eq_ignore_ascii_case(b"content-length") {
+            return true;
+        }
+        if seen {
+            return false;
+        }
+        seen = true;
+        let text = value.get(&raw);
+        if let Some(first) = text.split(|&b| b == b',').next() {
+            *value = Span::of(&raw, first.trim_ascii());
+        }
+        true
+    });
 }
 
 /// What a `Connection` value says of keeping the connection open, as the engine's client reads
@@ -634,7 +689,7 @@ mod tests {
     async fn chunks_are_decoded_across_reads_with_extensions_and_trailers() {
         let (mut reply, origin) = reply_to(
             &[
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n5;x=y\r\nhel",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5;x=y\r\nhel",
                 b"lo\r\n",
                 b"6\r\n, worl\r\n1\r\nd\r\n0\r\nTrailer-A: 1\r\n",
                 b"\r\n",
@@ -791,12 +846,6 @@ mod tests {
                 &b"ok"[..],
                 true,
             ),
-            // Not chunked last: the body ends with the connection, whatever the length says.
-            (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
-                b"HTTP/1.1 200 OK\r\n\r\n",
-                false,
-            ),
         ] {
             let (mut reply, origin) = reply_to(&[answer], true).await;
             let head = reply.head(false).await.expect("head");
@@ -810,6 +859,28 @@ mod tests {
             assert_eq!(reply.reusable().is_some(), kept);
             origin.abort();
         }
+    }
+
+    #[tokio::test]
+    async fn transfer_codings_but_chunked_and_chunk_lines_without_a_size_are_refused() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n",
+        ] {
+            let (mut reply, origin) = reply_to(&[answer], true).await;
+            assert!(reply.head(false).await.is_err(), "{}", answer.escape_ascii());
+            origin.abort();
+        }
+        // A blank line where a chunk size belongs is no last chunk.
+        let (mut reply, origin) = reply_to(
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n\r\n0\r\n\r\n"],
+            false,
+        )
+        .await;
+        reply.head(false).await.expect("head");
+        assert!(whole_body(&mut reply).await.is_err());
+        origin.abort();
     }
 
     #[tokio::test]
