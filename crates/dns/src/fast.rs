@@ -143,7 +143,7 @@ impl<'a> PlainQuery<'a> {
     /// that queries varying their EDNS size do not make an entry each. Built on the stack:
     /// looking up takes no allocation.
     fn key(&self, limit: Option<usize>) -> Key {
-        let end = 12 + self.qname.len() + 2;
+        let end = 12 + self.qname.len();
         let mut key = Key {
             bytes: [0; KEY_MAX],
             len: 0,
@@ -152,9 +152,12 @@ impl<'a> PlainQuery<'a> {
             key.bytes[key.len] = b;
             key.len += 1;
         };
+        // The name without case; the type as it is (HTTPS is 0x0041, 'A' as a byte: in lower
+        // case it would be type 97's key).
         self.packet[12..end]
             .iter()
             .for_each(|b| put(b.to_ascii_lowercase()));
+        self.packet[end..end + 2].iter().for_each(|&b| put(b));
         put(u8::from(self.edns.is_some()));
         if let Some(limit) = limit {
             (limit as u32).to_be_bytes().into_iter().for_each(put);
@@ -162,6 +165,10 @@ impl<'a> PlainQuery<'a> {
         key
     }
 }
+
+/// The limits a response fitted to one is kept for: no EDNS, the DNS Flag Day's size, a
+/// common Ethernet-safe one, the usual largest, and TCP's.
+const FITTED_LIMITS: [usize; 5] = [512, 1232, 1400, 4096, 65_535];
 
 /// The longest key: a 255-byte name, the type, the EDNS flag and the limit.
 const KEY_MAX: usize = 255 + 2 + 1 + 4;
@@ -259,6 +266,11 @@ impl ResponseCache {
         {
             return;
         }
+        // A response fitted to a limit is kept for the common limits alone: one entry per
+        // size a client could ask for would let queries of every size fill the cache.
+        if !whole && !FITTED_LIMITS.contains(&limit) {
+            return;
+        }
         let key = query.key((!whole).then_some(limit));
         let (hash, shard) = self.locate(&key);
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -332,6 +344,24 @@ mod tests {
     }
 
     #[test]
+    fn types_whose_bytes_are_letters_have_keys_of_their_own() {
+        let typed = |qtype: u16| {
+            let mut q = query(1, b"WWW.example.com", None);
+            let at = q.len() - 4;
+            q[at..at + 2].copy_from_slice(&qtype.to_be_bytes());
+            q
+        };
+        let key = |q: &[u8]| PlainQuery::parse(q).expect("plain").key(None).to_vec();
+        // HTTPS (65) and type 97, SPF (99) and 67: one byte apart by case.
+        assert_ne!(key(&typed(65)), key(&typed(97)));
+        assert_ne!(key(&typed(67)), key(&typed(99)));
+        // The name's case still makes no difference.
+        let mut lower = typed(65);
+        lower[13..16].copy_from_slice(b"www");
+        assert_eq!(key(&typed(65)), key(&lower));
+    }
+
+    #[test]
     fn names_up_to_the_longest_have_keys() {
         let cache = ResponseCache::default();
         // Three labels of 63 bytes and one of `last`: 255 bytes in all when `last` is 61.
@@ -347,7 +377,7 @@ mod tests {
                 // Kept and found again, whole and fitted to a limit (the longest keys).
                 let mut response = packet.clone();
                 response[2] = 0x84;
-                for (whole, limit) in [(true, 1232), (false, 600)] {
+                for (whole, limit) in [(true, 1232), (false, 1400)] {
                     let cache = ResponseCache::default();
                     cache.insert(&q, limit, whole, &response, ResponseKind::ERROR);
                     assert!(cache.answer(&q, limit).is_some(), "{last} {whole}");
@@ -476,6 +506,14 @@ mod tests {
         let (out, _) = cache.answer(&q, 512).expect("cached");
         assert_eq!(out[2] & 0x02, 0x02, "TC kept");
         assert!(cache.answer(&q, 1232).is_none());
+        // Fitted to an odd size: not kept (every size a client could ask for would be an
+        // entry).
+        let odd = query(5, b"odd.example.com", None);
+        let mut fitted = odd.clone();
+        fitted[2] = 0x86;
+        let q = PlainQuery::parse(&odd).expect("plain");
+        cache.insert(&q, 777, false, &fitted, ResponseKind::ERROR);
+        assert!(cache.answer(&q, 777).is_none());
         // Failures are not kept.
         let asked = query(3, b"fail.example.com", None);
         let mut failed = asked.clone();

@@ -106,10 +106,13 @@ pub fn answer_signed_query(
         Err(refusal) => {
             tracing::debug!(key = %request.key_name, error = refusal.error, "TSIG-signed query refused");
             let mut bytes = error_header(packet, NOTAUTH);
-            // A query with an OPT gets one back (RFC 6891 §6.1.1), before the TSIG.
+            // A query with an OPT gets one back (RFC 6891 §6.1.1), before the TSIG, its DO
+            // bit copied (RFC 3225 §3).
             let unsigned = request.unsigned(packet, false);
-            if hickory_proto::op::Message::from_vec(&unsigned).is_ok_and(|m| m.edns.is_some()) {
-                append_opt(&mut bytes, limits.max_udp_payload);
+            if let Ok(m) = hickory_proto::op::Message::from_vec(&unsigned)
+                && let Some(edns) = &m.edns
+            {
+                append_opt(&mut bytes, limits.max_udp_payload, edns.flags().dnssec_ok);
             }
             request.append_error(&mut bytes, &refusal, now);
             Some(Answered {
@@ -121,12 +124,13 @@ pub fn answer_signed_query(
     }
 }
 
-/// Appends a bare OPT record (root owner, our UDP payload size, no extended rcode, version 0).
-fn append_opt(message: &mut Vec<u8>, payload: u16) {
+/// Appends a bare OPT record (root owner, our UDP payload size, no extended rcode, version 0,
+/// the DO bit as given).
+fn append_opt(message: &mut Vec<u8>, payload: u16, dnssec_ok: bool) {
     message.push(0);
     message.extend_from_slice(&41u16.to_be_bytes());
     message.extend_from_slice(&payload.to_be_bytes());
-    message.extend_from_slice(&[0; 6]);
+    message.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
     let arcount = u16::from_be_bytes([message[10], message[11]]).saturating_add(1);
     message[10..12].copy_from_slice(&arcount.to_be_bytes());
 }
@@ -153,14 +157,16 @@ mod tests {
             name: "unknown-key".into(),
             secret: vec![7; 32],
         };
-        for with_opt in [true, false] {
+        for (with_opt, dnssec_ok) in [(true, false), (true, true), (false, false)] {
             let mut query = Message::query();
             query.add_query(Query::query(
                 Name::from_ascii("example.com.").expect("name"),
                 RecordType::SOA,
             ));
             if with_opt {
-                query.set_edns(Edns::new());
+                let mut edns = Edns::new();
+                edns.set_dnssec_ok(dnssec_ok);
+                query.set_edns(edns);
             }
             let mut packet = query.to_vec().expect("query");
             tsig::sign(&mut packet, &key, None, true, now);
@@ -182,6 +188,11 @@ mod tests {
             let response = Message::from_vec(&answered.bytes).expect("a response");
             assert_eq!(response.metadata.response_code, ResponseCode::NotAuth);
             assert_eq!(response.edns.is_some(), with_opt, "{response:?}");
+            assert_eq!(
+                response.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+                dnssec_ok,
+                "the DO bit copied (RFC 3225 §3)"
+            );
             // The TSIG error stays last (read as a signature, or as the last record).
             let last = response
                 .additionals
