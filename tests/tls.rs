@@ -152,6 +152,31 @@ fn uploaded_certificates_are_served_by_sni_over_http1_and_http2() {
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&no_sni.stdout), "000");
 
+    // A request for a host of another zone than the TLS connection was made for gets
+    // Cloudflare's 1013, as 421 Misdirected Request (a browser asks again on a new
+    // connection); names of one zone share connections.
+    let other = node.create_zone("other.test");
+    node.proxied_a(&other, "www.other.test", "127.0.0.2");
+    let other_leaf = ca
+        .issue(&hosts(&["www.other.test"]), 30, Usage::Server)
+        .expect("other leaf");
+    let (status, body) = upload(&node, &other, &other_leaf);
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(5),
+        "the other zone's certificate",
+        || curl_https(https, "www.other.test", &ca_file, &[]).0 == 200,
+    );
+    for version in ["--http1.1", "--http2"] {
+        let fronted = [version, "-H", "Host: www.shop.test"];
+        let (status, head, body) = curl_https(https, "www.other.test", &ca_file, &fronted);
+        assert_eq!(status, 421, "{version}: {head}");
+        assert!(body.contains("1013"), "{version}: {body}");
+        let same_zone = [version, "-H", "Host: www.shop.test"];
+        let (status, head, _) = curl_https(https, "api.shop.test", &ca_file, &same_zone);
+        assert_eq!(status, 200, "{version}: {head}");
+    }
+
     // Zone settings: TLS 1.3 minimum, HSTS, Always Use HTTPS.
     let (status, _, _) = curl_https(https, "www.shop.test", &ca_file, &["--tls-max", "1.2"]);
     assert_eq!(status, 200, "TLS 1.2 is allowed by default");
@@ -173,6 +198,14 @@ fn uploaded_certificates_are_served_by_sni_over_http1_and_http2() {
     let (status, head, _) = curl_https(https, "www.shop.test", &ca_file, &[]);
     assert_eq!(status, 200, "{head}");
     assert!(hsts(&head), "{head}");
+    // The TLS 1.3 minimum holds for a handshake made for another zone's name, too.
+    let (status, head, _) = curl_https(
+        https,
+        "www.other.test",
+        &ca_file,
+        &["--tls-max", "1.2", "-H", "Host: www.shop.test"],
+    );
+    assert_eq!(status, 421, "{head}");
 
     // A stored response over HTTPS: answered from memory without the HTTP engine, with the
     // zone's HSTS, as the engine answers it (`If-Match` sends a request there).

@@ -30,6 +30,8 @@ pub enum EdgeError {
     ReadTimeout,
     #[error("the origin sent an empty or invalid response")]
     InvalidResponse,
+    #[error("the request's host is in another zone than the name its TLS handshake was for")]
+    Misdirected,
     #[error("the TLS handshake with the origin failed")]
     OriginHandshake,
     #[error("the origin's certificate is not valid for its name")]
@@ -47,6 +49,7 @@ impl EdgeError {
             Self::OriginIsEdge => 1000,
             Self::OriginProhibited => 1002,
             Self::Loop => 1019,
+            Self::Misdirected => 1013,
             Self::OriginRefused => 521,
             Self::ConnectTimeout => 522,
             Self::Unreachable => 523,
@@ -64,6 +67,9 @@ impl EdgeError {
             Self::UnknownHost | Self::NotProxied | Self::ZoneNotActive => 409,
             Self::OriginDns => 530,
             Self::Loop => 508,
+            // Misdirected Request (RFC 9110 §15.5.20): a browser that reused a connection
+            // for another host asks again on a new one.
+            Self::Misdirected => 421,
             Self::DirectIp | Self::OriginIsEdge | Self::OriginProhibited => 403,
             other => other.code(),
         }
@@ -79,6 +85,7 @@ impl EdgeError {
             Self::OriginIsEdge => "DNS points to prohibited IP",
             Self::OriginProhibited => "DNS points to local or disallowed IP",
             Self::Loop => "Loop detected",
+            Self::Misdirected => "HTTP hostname and TLS SNI hostname mismatch",
             Self::OriginRefused => "Web server is down",
             Self::ConnectTimeout => "Connection timed out",
             Self::Unreachable => "Origin is unreachable",

@@ -43,6 +43,7 @@ use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
 use crate::Connections;
+use crate::errors::EdgeError;
 use crate::hit::{Cached, ENGINE_FIELDS, Found, redirects};
 use crate::proxy::{
     ACME_CHALLENGE, AccessLine, COMPRESSION_LEVEL, EdgeProxy, access_logged, cache_status,
@@ -140,6 +141,12 @@ impl Connections {
         gate: FlushGate,
         shutdown: &ShutdownWatch,
     ) {
+        // The name the TLS handshake was for: each request's host must be of its zone.
+        let sni: Option<Box<str>> = stream
+            .as_any()
+            .downcast_ref::<crate::tls::TlsVisitorStream>()
+            .and_then(crate::tls::TlsVisitorStream::sni)
+            .map(Into::into);
         let digest = Arc::new(Digest {
             ssl_digest: stream.get_ssl_digest(),
             timing_digest: stream.get_timing_digest(),
@@ -218,14 +225,23 @@ impl Connections {
                     }
                 }
                 Ok(Some(H2Accept::Session(mut session))) => {
-                    let direct = match self.proxy.h2_direct(&session) {
-                        Some(H2Direct::Hit(hit)) if hit.at_once() => {
-                            // Queued whole on the stream at once: no task of its own.
-                            in_flight.touch();
-                            hit.answer_at_once(&mut session, &self.proxy);
-                            continue;
+                    let misdirected = sni.as_deref().is_some_and(|sni| {
+                        host_field(session.req_header()).is_some_and(|host| {
+                            crate::route::misdirected(&self.proxy.published.load(), sni, host)
+                        })
+                    });
+                    let direct = if misdirected {
+                        Some(H2Direct::Refused(EdgeError::Misdirected))
+                    } else {
+                        match self.proxy.h2_direct(&session) {
+                            Some(H2Direct::Hit(hit)) if hit.at_once() => {
+                                // Queued whole on the stream at once: no task of its own.
+                                in_flight.touch();
+                                hit.answer_at_once(&mut session, &self.proxy);
+                                continue;
+                            }
+                            direct => direct,
                         }
-                        direct => direct,
                     };
                     let guard = in_flight.start();
                     let app = Arc::clone(self);
@@ -257,6 +273,7 @@ impl Connections {
             Some(H2Direct::Pass(relay)) => {
                 Box::pin(relay.send(&mut session, &self.proxy)).await;
             }
+            Some(H2Direct::Refused(error)) => refuse(&mut session, &self.proxy, error).await,
             None => {
                 // Boxed: the engine's state machine does not size the task of every stream.
                 Box::pin(HttpServerApp::process_new_http(
@@ -312,6 +329,55 @@ struct H2Hit {
 enum H2Direct {
     Hit(H2Hit),
     Pass(Box<Relay>),
+    /// The edge's page for a request it refuses before routing.
+    Refused(EdgeError),
+}
+
+/// Answers a stream with the edge's page for `error` (as the engine's, in the format the
+/// request asks for), counted and logged.
+async fn refuse(session: &mut HttpSession, proxy: &EdgeProxy, error: EdgeError) {
+    let started = Instant::now();
+    let ray = crate::headers::ray_id();
+    let req = session.req_header();
+    let head_only = req.method == http::Method::HEAD;
+    let accept = req
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let host = host_field(req).and_then(crate::route::host_of);
+    let (body, content_type) = crate::errors::error_page(error, &ray, host.as_deref(), accept);
+    let status = error.status();
+    proxy.metrics.refused_unparsed(status);
+    if let Some(resp) = crate::proxy::page_header(status, content_type, body.len(), &ray)
+        && session
+            .write_response_header(Box::new(resp), head_only)
+            .is_ok()
+        && !head_only
+    {
+        let _ = session.write_body(Bytes::from(body), true).await;
+    }
+    let _ = session.finish();
+    if access_logged() {
+        let req = session.req_header();
+        AccessLine {
+            ray: &ray,
+            zone: None,
+            host: host.as_deref(),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status,
+            bytes: 0,
+            started,
+            cache: "",
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(std::net::SocketAddr::ip),
+            edge_error: Some(error.code()),
+            origin_time: None,
+        }
+        .log();
+    }
 }
 
 impl EdgeProxy {

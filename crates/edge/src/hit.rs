@@ -97,6 +97,8 @@ const NOT_REPEATED: &[&str] = &[
 pub(crate) struct Conn<'s> {
     pub(crate) ahead: &'s [u8],
     pub(crate) https: bool,
+    /// The name a TLS connection's handshake was for.
+    pub(crate) sni: Option<&'s str>,
     pub(crate) peer: SocketAddr,
     pub(crate) port: u16,
 }
@@ -107,6 +109,7 @@ pub(crate) fn conn(stream: &Stream) -> Option<Conn<'_>> {
         return Some(Conn {
             ahead: tcp.ahead(),
             https: false,
+            sni: None,
             peer: tcp.peer(),
             port: tcp.local_port()?,
         });
@@ -115,6 +118,7 @@ pub(crate) fn conn(stream: &Stream) -> Option<Conn<'_>> {
     Some(Conn {
         ahead: tls.ahead(),
         https: true,
+        sni: tls.sni(),
         peer: tls.tcp().peer(),
         port: tls.tcp().local_port()?,
     })
@@ -347,6 +351,13 @@ impl EdgeProxy {
             return None;
         }
         let snapshot = self.published.load();
+        // (A host of another zone than the handshake's is the engine's to refuse.)
+        if conn
+            .sni
+            .is_some_and(|sni| crate::route::misdirected(&snapshot, sni, request.host))
+        {
+            return None;
+        }
         let origin = route(&snapshot, &self.origin_policy, Some(request.host), path).ok()?;
         let settings = origin.edge.settings;
         if origin.addrs.is_empty() || redirects(&settings, conn.https) {

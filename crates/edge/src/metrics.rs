@@ -161,8 +161,8 @@ impl EdgeMetrics {
         self.finished("", 0, origin_time, Answered::Background);
     }
 
-    /// A request refused before it began (its header not understood): counted as answered,
-    /// never having been in flight.
+    /// A request refused before it began (its header not understood, or its host not the
+    /// TLS connection's): counted as answered, never having been in flight.
     pub fn refused_unparsed(&self, status: u16) {
         self.request_started();
         self.finished("", status, None, Answered::Engine);

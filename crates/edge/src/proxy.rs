@@ -1099,6 +1099,19 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         let snapshot = self.published.load();
+        // A host of another zone than the one the TLS connection was made for (HTTP/2's are
+        // answered before they reach here).
+        let sni = session
+            .as_downstream()
+            .stream()
+            .and_then(|s| s.as_any().downcast_ref::<crate::tls::TlsVisitorStream>())
+            .and_then(crate::tls::TlsVisitorStream::sni);
+        if let (Some(sni), Some(host)) = (sni, request_host(session))
+            && crate::route::misdirected(&snapshot, sni, &host)
+        {
+            respond_with(session, ctx, EdgeError::Misdirected).await;
+            return Ok(true);
+        }
         let path = session.req_header().uri.path().to_owned();
         // An ACME CA validating an HTTP-01 challenge of ours (plain HTTP only, RFC 8555 §8.3).
         if let Some(token) = path.strip_prefix(ACME_CHALLENGE)

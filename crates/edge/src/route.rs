@@ -269,6 +269,24 @@ fn follow_inside(snapshot: &Snapshot, name: &str) -> Inside {
 
 /// Routes a request for `host_header` to its origin, or to the error the visitor gets. Origin
 /// names outside Parapet's zones are left in `Origin::outside` for the caller to resolve.
+/// Whether a request for `host` (a `Host` value) came on a TLS connection made for another
+/// zone's name (`sni`): Cloudflare's error 1013. Names of one zone share a connection (a
+/// browser reuses one its certificate covers); a host in no zone is for routing to refuse.
+pub fn misdirected(snapshot: &Snapshot, sni: &str, host: &str) -> bool {
+    let Some(host) = host_of(host) else {
+        return false;
+    };
+    if host == sni {
+        return false;
+    }
+    match snapshot.zone_for(&host) {
+        Some(for_host) => snapshot
+            .zone_for(sni)
+            .is_none_or(|for_sni| for_sni.zone.id != for_host.zone.id),
+        None => false,
+    }
+}
+
 pub fn route(
     snapshot: &Snapshot,
     policy: &OriginPolicy,

@@ -36,6 +36,8 @@ pub struct TlsVisitorStream {
     buffers: Buffers,
     ssl: Arc<SslDigest>,
     alpn: Option<ALPN>,
+    /// The name the visitor's ClientHello asked for (lower case, no final dot).
+    sni: Option<Box<str>>,
     established: SystemTime,
     /// An HTTP/2 connection's: flushes held back while it says so (here and underneath).
     gate: Option<FlushGate>,
@@ -73,10 +75,15 @@ pub async fn handshake(tcp: Box<VisitorStream>, tls: &EdgeTls) -> Option<Box<Tls
             let _ = stream.shutdown().await;
             return None;
         }
+        let sni = hello.server_name().map(|n| {
+            n.trim_end_matches('.')
+                .to_ascii_lowercase()
+                .into_boxed_str()
+        });
         let config = tls.config_for(hello.server_name());
-        start.into_stream(config).await.ok()
+        Some((start.into_stream(config).await.ok()?, sni))
     };
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+    let (stream, sni) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .ok()??;
     let (_, conn) = stream.get_ref();
@@ -99,6 +106,7 @@ pub async fn handshake(tcp: Box<VisitorStream>, tls: &EdgeTls) -> Option<Box<Tls
         buffers: Buffers::default(),
         ssl: Arc::new(SslDigest::new(cipher, version, None, None, Vec::new())),
         alpn,
+        sni,
         established: SystemTime::now(),
         gate: None,
         engine_reads: EngineReads::default(),
@@ -120,6 +128,11 @@ pub fn client_identity(
 impl TlsVisitorStream {
     pub fn is_h2(&self) -> bool {
         self.alpn == Some(ALPN::H2)
+    }
+
+    /// The name the handshake was for (lower case, no final dot).
+    pub(crate) fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
     }
 
     /// The visitor's address.
