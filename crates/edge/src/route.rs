@@ -273,6 +273,14 @@ fn follow_inside(snapshot: &Snapshot, name: &str) -> Inside {
 /// zone's name (`sni`): Cloudflare's error 1013. Names of one zone share a connection (a
 /// browser reuses one its certificate covers); a host in no zone is for routing to refuse.
 pub fn misdirected(snapshot: &Snapshot, sni: &str, host: &str) -> bool {
+    // The usual case, without a copy: the host is the handshake's name (with a port).
+    let bare = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(name, _)| name);
+    if bare.trim_end_matches('.').eq_ignore_ascii_case(sni) {
+        return false;
+    }
     let Some(host) = host_of(host) else {
         return false;
     };
