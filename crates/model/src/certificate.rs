@@ -51,6 +51,11 @@ impl CustomCertificate {
         status(&self.expires_on, now) == "expired"
     }
 
+    /// When it expires, if `expires_on` reads as a time.
+    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
+        humantime::parse_rfc3339(&self.expires_on).ok()
+    }
+
     /// The API's view: everything but the private key and the PEM.
     pub fn public_json(&self, now: std::time::SystemTime) -> Value {
         json!({

@@ -34,6 +34,9 @@ struct CertTable {
     parsed: Arc<HashMap<String, Parsed>>,
     /// The zones the table was built for (which zone owns a name depends on them all).
     zones: u64,
+    /// When the first upload it serves as valid expires: the table is built again then (an
+    /// expired upload gives way to any other certificate for its names).
+    expires: Option<std::time::SystemTime>,
 }
 
 /// The zones of a snapshot, as one number that changes when a zone comes or goes.
@@ -64,6 +67,7 @@ impl CertTable {
         let mut best: HashMap<String, ((i64, i64), Served)> = HashMap::new();
         // Expired uploads: served only for names nothing else covers (see below).
         let mut expired: Vec<(String, Served)> = Vec::new();
+        let mut expires = None;
         for (zone_id, certs) in &snapshot.custom_certs {
             let zone: Arc<str> = Arc::from(zone_id.as_str());
             for cert in certs {
@@ -82,6 +86,9 @@ impl CertTable {
                 if cert.expired(now) {
                     expired.extend(owned.map(|h| (h.clone(), (key.clone(), Arc::clone(&zone)))));
                     continue;
+                }
+                if let Some(at) = cert.expires_at() {
+                    expires = Some(expires.map_or(at, |e: std::time::SystemTime| e.min(at)));
                 }
                 // Lower priority numbers first; then the later upload.
                 let rank = (cert.priority, -upload_order(&cert.uploaded_on));
@@ -135,7 +142,13 @@ impl CertTable {
             ),
             parsed: Arc::new(parsed),
             zones: zones_fingerprint(snapshot),
+            expires,
         }
+    }
+
+    /// Whether an upload it serves as valid has expired since it was built.
+    fn outlived(&self, now: std::time::SystemTime) -> bool {
+        self.expires.is_some_and(|at| now >= at)
     }
 
     /// Whether `snapshot` holds exactly the certificates this table was built from.
@@ -236,8 +249,12 @@ impl SniResolver {
 
     /// The table for `snapshot` (the served one), rebuilt first if the snapshot changed.
     fn table(&self, snapshot: &Snapshot) -> Arc<CertTable> {
+        let now = std::time::SystemTime::now();
+        let current = |table: &CertTable| {
+            table.revision == snapshot.revision && snapshot.revision != 0 && !table.outlived(now)
+        };
         let table = self.table.load_full();
-        if table.revision == snapshot.revision && snapshot.revision != 0 {
+        if current(&table) {
             return table;
         }
         let _one_at_a_time = self
@@ -245,15 +262,19 @@ impl SniResolver {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let table = self.table.load_full();
-        if table.revision == snapshot.revision && snapshot.revision != 0 {
+        if current(&table) {
             return table;
         }
-        let rebuilt = if table.revision != 0 && table.serves_the_certificates_of(snapshot) {
+        let rebuilt = if table.revision != 0
+            && !table.outlived(now)
+            && table.serves_the_certificates_of(snapshot)
+        {
             Arc::new(CertTable {
                 revision: snapshot.revision,
                 names: Arc::clone(&table.names),
                 parsed: Arc::clone(&table.parsed),
                 zones: table.zones,
+                expires: table.expires,
             })
         } else {
             Arc::new(CertTable::build(snapshot, &table))
@@ -355,5 +376,89 @@ impl EdgeTls {
         } else {
             Arc::clone(&self.standard)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certgen::{Authority, Usage};
+    use parapet_model::certificate::CustomCertificate;
+
+    /// A snapshot of zone `example.test` with `certs` uploaded: (hosts, expires_on).
+    fn with_uploads(certs: &[(&[&str], String)], ca: &Authority) -> Snapshot {
+        let mut zone = parapet_model::Zone::new(
+            "z".into(),
+            "example.test".into(),
+            vec!["ns1.parapet.test".into()],
+            "a".into(),
+            String::new(),
+            1,
+        );
+        zone.status = parapet_model::ZoneStatus::Active;
+        let mut entries = vec![(
+            "zones/z".to_owned(),
+            serde_json::to_vec(&zone).expect("zone"),
+        )];
+        for (i, (hosts, expires_on)) in certs.iter().enumerate() {
+            let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+            let issued = ca.issue(&hosts, 30, Usage::Server).expect("issued");
+            let cert = CustomCertificate {
+                id: format!("c{i}"),
+                zone_id: "z".into(),
+                certificate: issued.cert_pem,
+                private_key: issued.key_pem,
+                bundle_method: "ubiquitous".into(),
+                kind: "sni_custom".into(),
+                hosts,
+                issuer: String::new(),
+                signature: String::new(),
+                serial_number: String::new(),
+                expires_on: expires_on.clone(),
+                uploaded_on: format!("2026-01-0{}T00:00:00Z", i + 1),
+                modified_on: format!("2026-01-0{}T00:00:00Z", i + 1),
+                priority: 0,
+            };
+            entries.push((
+                parapet_snapshot::keys::custom_cert_key("z", &cert.id),
+                serde_json::to_vec(&cert).expect("cert"),
+            ));
+        }
+        parapet_snapshot::compile_snapshot(
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            1,
+        )
+        .expect("compiles")
+    }
+
+    #[test]
+    fn an_upload_that_expires_while_served_gives_way_without_a_change() {
+        let ca = Authority::new("Test Roots", 30).expect("ca");
+        let unix = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        };
+        let now = std::time::SystemTime::now();
+        let soon = crate::chain::rfc3339(unix(now) + 2);
+        let later = crate::chain::rfc3339(unix(now) + 86_400);
+        let published = Arc::new(Published::new());
+        published.publish(with_uploads(
+            &[(&["www.example.test"], soon), (&["*.example.test"], later)],
+            &ca,
+        ));
+        let resolver = SniResolver::new(Arc::clone(&published));
+        let wildcard = resolver
+            .certificate_for("api.example.test")
+            .expect("wildcard");
+        let exact = resolver.certificate_for("www.example.test").expect("exact");
+        assert!(!Arc::ptr_eq(&exact, &wildcard), "the exact upload first");
+        std::thread::sleep(std::time::Duration::from_millis(3100));
+        let after = resolver
+            .certificate_for("www.example.test")
+            .expect("served");
+        assert!(
+            Arc::ptr_eq(&after, &wildcard),
+            "the expired upload still served with no snapshot change"
+        );
     }
 }
