@@ -79,6 +79,22 @@ fn uploaded_certificates_are_served_by_sni_over_http1_and_http2() {
         messages.contains("certificate:") && messages.contains("private_key:"),
         "{body}"
     );
+    // Cloudflare's codes: an unusable certificate 1002, an unusable key 2106.
+    let codes: Vec<u64> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["code"].as_u64())
+        .collect();
+    assert!(codes.contains(&1002) && codes.contains(&2106), "{body}");
+    let (status, body) = node.call(
+        "POST",
+        &format!("/zones/{zone}/custom_certificates"),
+        Some(json!({"certificate": leaf.cert_pem,
+            "private_key": "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("encrypted"), "{body}");
     let other_key = ca
         .issue(&hosts(&["www.shop.test"]), 30, Usage::Server)
         .expect("other");
@@ -99,6 +115,7 @@ fn uploaded_certificates_are_served_by_sni_over_http1_and_http2() {
     let (status, body) = upload(&node, &zone, &foreign);
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("names no host of zone"), "{body}");
+    assert_eq!(body["errors"][0]["code"], 2103, "{body}");
     let listed = node.ok("GET", &format!("/zones/{zone}/custom_certificates"), None);
     assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
 

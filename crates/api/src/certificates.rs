@@ -21,8 +21,6 @@ use crate::stored::{
 use crate::zones::{Access, authorized_zone, load_zone};
 use crate::{ApiError, ApiState, Auth};
 
-/// Cloudflare's code for an unusable certificate or key.
-const INVALID: u32 = 2200;
 /// The most custom certificates one zone may hold.
 const MAX_PER_ZONE: usize = 100;
 
@@ -38,7 +36,7 @@ fn invalid(errors: &[TlsError]) -> ApiError {
         errors
             .iter()
             .map(|e| ApiErrorItem {
-                code: INVALID,
+                code: e.code(),
                 message: e.to_string(),
             })
             .collect(),
@@ -49,7 +47,7 @@ fn invalid(errors: &[TlsError]) -> ApiError {
 async fn ensure_room(state: &ApiState, prefix: &str, what: &str) -> Result<(), ApiError> {
     if state.store.list(prefix).await?.entries.len() >= MAX_PER_ZONE {
         return Err(ApiError::bad(
-            1228,
+            1212,
             format!("a zone holds at most {MAX_PER_ZONE} {what}"),
         ));
     }

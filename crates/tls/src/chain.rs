@@ -68,7 +68,7 @@ pub fn parse_chain(certificate_pem: &str, key_pem: &str) -> Result<ParsedChain, 
     };
     let certified = CertifiedKey::new(certs, key);
     if certified.keys_match().is_err() {
-        errors.push(TlsError::Key(
+        errors.push(TlsError::KeyMismatch(
             "the private key does not match the first (leaf) certificate".into(),
         ));
     }
@@ -170,6 +170,11 @@ fn read_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError
 fn read_key(pem: &str) -> Result<Arc<dyn rustls::sign::SigningKey>, TlsError> {
     if pem.len() > MAX_PEM_BYTES {
         return Err(TlsError::Key(format!("larger than {MAX_PEM_BYTES} bytes")));
+    }
+    if pem.contains("ENCRYPTED PRIVATE KEY") || pem.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(TlsError::Key(
+            "the key is encrypted: upload it without a passphrase".into(),
+        ));
     }
     let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
         TlsError::Key(format!(
@@ -286,7 +291,7 @@ pub fn check_for_zone(leaf: &LeafInfo, zone_name: &str, now: i64) -> Vec<TlsErro
         bare == zone_name || bare.ends_with(&suffix)
     });
     if !in_zone {
-        errors.push(TlsError::Certificate(format!(
+        errors.push(TlsError::ForeignHosts(format!(
             "names no host of zone {zone_name} (it names {})",
             leaf.hosts.join(", ")
         )));

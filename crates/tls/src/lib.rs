@@ -23,9 +23,15 @@ pub enum TlsError {
     /// The certificate PEM is unusable (the message says why).
     #[error("certificate: {0}")]
     Certificate(String),
-    /// The private key PEM is unusable, or does not match the certificate.
+    /// The private key PEM is unusable.
     #[error("private_key: {0}")]
     Key(String),
+    /// The private key is not the certificate's.
+    #[error("private_key: {0}")]
+    KeyMismatch(String),
+    /// The certificate names no host of the zone it is uploaded to.
+    #[error("certificate: {0}")]
+    ForeignHosts(String),
     /// Making a key or certificate failed.
     #[error("generating a certificate: {0}")]
     Generate(String),
@@ -35,8 +41,19 @@ impl TlsError {
     /// The API field the problem is in.
     pub fn field(&self) -> &'static str {
         match self {
-            Self::Certificate(_) | Self::Generate(_) => "certificate",
-            Self::Key(_) => "private_key",
+            Self::Certificate(_) | Self::Generate(_) | Self::ForeignHosts(_) => "certificate",
+            Self::Key(_) | Self::KeyMismatch(_) => "private_key",
+        }
+    }
+
+    /// Cloudflare's code for the problem: 1002 an unusable certificate, 2103 one for no host
+    /// of the zone, 2106 an unusable key, 2200 a key that is not the certificate's.
+    pub fn code(&self) -> u32 {
+        match self {
+            Self::Certificate(_) | Self::Generate(_) => 1002,
+            Self::ForeignHosts(_) => 2103,
+            Self::Key(_) => 2106,
+            Self::KeyMismatch(_) => 2200,
         }
     }
 }
