@@ -46,6 +46,12 @@ pub const SETTINGS: &[SettingDef] = &[
         kind: SettingKind::Choice(&["on", "off"]),
         default: Some("off"),
     },
+    // Cloudflare's: Parapet does not rewrite links in HTML bodies.
+    SettingDef {
+        id: "automatic_https_rewrites",
+        kind: SettingKind::Choice(&["off"]),
+        default: Some("off"),
+    },
     // Cloudflare's: bypass the cache for the whole zone while its site is being worked on.
     SettingDef {
         id: "development_mode",
@@ -102,6 +108,12 @@ pub const SETTINGS: &[SettingDef] = &[
         id: "tls_client_auth",
         kind: SettingKind::Choice(&["on", "off"]),
         default: Some("off"),
+    },
+    // Cloudflare's: TLS 1.3 for visitors. Parapet always offers it (without 0-RTT, "zrt").
+    SettingDef {
+        id: "tls_1_3",
+        kind: SettingKind::Choice(&["on"]),
+        default: Some("on"),
     },
     // Cloudflare's SSL mode: how the edge reaches the origin for HTTPS visitors ("off": no
     // HTTPS for visitors at all; "flexible": plain HTTP to the origin; "full": HTTPS without
@@ -590,5 +602,15 @@ mod tests {
                 .check(&json!("on"))
                 .is_err()
         );
+        // What Parapet always does, or never, is a setting of one value: a bulk edit
+        // holding Cloudflare's defaults goes through.
+        for (id, value, other) in [
+            ("tls_1_3", "on", "zrt"),
+            ("automatic_https_rewrites", "off", "on"),
+        ] {
+            let def = setting_def(id).expect("known");
+            assert_eq!(def.check(&json!(value)).expect("taken"), json!(value));
+            assert!(def.check(&json!(other)).is_err(), "{id} {other}");
+        }
     }
 }
