@@ -858,6 +858,10 @@ fn write_private(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    // A file there before keeps its mode on open: made the owner's alone before the key goes in.
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| anyhow::anyhow!("restricting {}: {e}", path.display()))?;
     file.write_all(pem.as_bytes())
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
@@ -906,4 +910,28 @@ fn origin_pull_identity(config: &Config) -> anyhow::Result<parapet_edge::tls::Cl
                 .join("; ")
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_key_written_over_a_readable_file_is_the_owners_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_private(&path, "-----BEGIN PRIVATE KEY-----\n").expect("written");
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "-----BEGIN PRIVATE KEY-----\n"
+        );
+    }
 }
