@@ -501,9 +501,13 @@ pub fn answer_query(
     let mut complete = false;
     let answered = answer_slow(index, packet, transport, limits, client, 0, &mut complete)?;
     if let Some((q, limit)) = &plain {
-        index
-            .cache
-            .insert(q, *limit, complete, &answered.bytes, answered.kind);
+        index.cache.insert(
+            q,
+            (*limit, limits.max_udp_payload),
+            complete,
+            &answered.bytes,
+            answered.kind,
+        );
     }
     Some(answered)
 }

@@ -250,7 +250,7 @@ impl ResponseCache {
     pub fn insert(
         &self,
         query: &PlainQuery<'_>,
-        limit: usize,
+        (limit, server_max): (usize, u16),
         whole: bool,
         response: &[u8],
         kind: ResponseKind,
@@ -266,9 +266,10 @@ impl ResponseCache {
         {
             return;
         }
-        // A response fitted to a limit is kept for the common limits alone: one entry per
-        // size a client could ask for would let queries of every size fill the cache.
-        if !whole && !FITTED_LIMITS.contains(&limit) {
+        // A response fitted to a limit is kept for the common limits alone (and the server's
+        // own largest, which every larger request is held to): one entry per size a client
+        // could ask for would let queries of every size fill the cache.
+        if !whole && !FITTED_LIMITS.contains(&limit) && limit != usize::from(server_max) {
             return;
         }
         let key = query.key((!whole).then_some(limit));
@@ -379,7 +380,7 @@ mod tests {
                 response[2] = 0x84;
                 for (whole, limit) in [(true, 1232), (false, 1400)] {
                     let cache = ResponseCache::default();
-                    cache.insert(&q, limit, whole, &response, ResponseKind::ERROR);
+                    cache.insert(&q, (limit, 1232), whole, &response, ResponseKind::ERROR);
                     assert!(cache.answer(&q, limit).is_some(), "{last} {whole}");
                 }
             }
@@ -395,7 +396,7 @@ mod tests {
         response[2] = 0x84;
         cache.insert(
             &PlainQuery::parse(&first).expect("plain"),
-            1232,
+            (1232, 1232),
             false,
             &response,
             ResponseKind::ERROR,
@@ -422,7 +423,7 @@ mod tests {
         response[2] = 0x84;
         cache.insert(
             &PlainQuery::parse(&asked).expect("plain"),
-            1232,
+            (1232, 1232),
             true,
             &response,
             ResponseKind::ERROR,
@@ -454,7 +455,7 @@ mod tests {
             response[3] = 3;
             cache.insert(
                 &PlainQuery::parse(&asked).expect("plain"),
-                512,
+                (512, 1232),
                 true,
                 &response,
                 kind,
@@ -496,7 +497,7 @@ mod tests {
         response[2] = 0x86; // QR, AA, TC
         cache.insert(
             &PlainQuery::parse(&first).expect("plain"),
-            512,
+            (512, 1232),
             false,
             &response,
             ResponseKind::ERROR,
@@ -512,8 +513,11 @@ mod tests {
         let mut fitted = odd.clone();
         fitted[2] = 0x86;
         let q = PlainQuery::parse(&odd).expect("plain");
-        cache.insert(&q, 777, false, &fitted, ResponseKind::ERROR);
+        cache.insert(&q, (777, 1232), false, &fitted, ResponseKind::ERROR);
         assert!(cache.answer(&q, 777).is_none());
+        // The server's own largest size (every larger request is held to it) is kept.
+        cache.insert(&q, (1452, 1452), false, &fitted, ResponseKind::ERROR);
+        assert!(cache.answer(&q, 1452).is_some());
         // Failures are not kept.
         let asked = query(3, b"fail.example.com", None);
         let mut failed = asked.clone();
@@ -521,7 +525,7 @@ mod tests {
         failed[3] = 2;
         cache.insert(
             &PlainQuery::parse(&asked).expect("plain"),
-            512,
+            (512, 1232),
             true,
             &failed,
             ResponseKind::ERROR,

@@ -18,7 +18,7 @@ use crate::index::{DnsIndex, EdgeAddrs};
 use crate::rrl::{RateLimiter, RrlConfig, Verdict, client_prefix, slipped};
 use crate::signed::{Signature, answer_signed_query, signature};
 use crate::unix_now;
-use crate::xfr::{Journal, Transfer, is_transfer, notify_changes, transfer, transfer_busy};
+use crate::xfr::{Journal, Transfer, is_transfer, notify_changes, transfer};
 
 /// The index the servers answer from; swapped whole.
 pub type IndexHandle = Arc<ArcSwap<DnsIndex>>;
@@ -530,23 +530,21 @@ impl DnsServer {
                 Err(_) => return Ok(()),
             }
             if is_transfer(&buf[..n]) {
-                let Ok(_permit) = Arc::clone(&self.transfers_out).try_acquire_owned() else {
-                    tracing::warn!(client = %peer.ip(), "zone transfer refused: {TRANSFERS_OUT} already running");
-                    let busy = transfer_busy(&buf[..n]);
-                    write_framed(&mut stream, &busy).await?;
-                    continue;
-                };
                 // A large zone takes a while to encode: off the runtime's threads.
                 let (index, journal) = (self.index.load_full(), Arc::clone(&self.journal));
                 let request = buf[..n].to_vec();
                 let client = peer.ip();
+                let slots = Arc::clone(&self.transfers_out);
                 let built = tokio::task::spawn_blocking(move || {
-                    transfer(&index, &journal, &request, client, u64::from(unix_now()))
+                    let now = u64::from(unix_now());
+                    transfer(&index, &journal, &request, client, (now, &slots))
                 })
                 .await;
+                // (The slot, if it took one, is let go once every message is written.)
                 let Ok(Transfer {
                     messages,
                     mut signer,
+                    slot: _slot,
                 }) = built
                 else {
                     return Ok(());

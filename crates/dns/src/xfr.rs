@@ -256,6 +256,8 @@ fn signed_refusal(
 pub struct Transfer {
     pub messages: Vec<Vec<u8>>,
     pub signer: Option<Signer>,
+    /// The transfer's slot among those that may run at once, held while it is sent.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl From<Vec<Vec<u8>>> for Transfer {
@@ -263,6 +265,7 @@ impl From<Vec<Vec<u8>>> for Transfer {
         Self {
             messages,
             signer: None,
+            slot: None,
         }
     }
 }
@@ -284,23 +287,17 @@ impl Signer {
     }
 }
 
-/// The answer to a transfer request when too many transfers are running: SERVFAIL (the
-/// secondary tries again later).
-pub fn transfer_busy(packet: &[u8]) -> Vec<u8> {
-    Message::from_vec(packet)
-        .ok()
-        .and_then(|request| refusal(&request, ResponseCode::ServFail).pop())
-        .unwrap_or_default()
-}
-
 /// Answers an AXFR or IXFR query from `client` with the messages of the transfer (a refusal
-/// is signed at `now`; the transfer's messages are signed as they are sent).
+/// is signed at `now`; the transfer's messages are signed as they are sent). A transfer the
+/// ACL allows takes one of `slots` (those that may run at once) for as long as it is sent;
+/// when none is free it gets SERVFAIL, and the secondary tries again later. Requests the ACL
+/// refuses never take one.
 pub fn transfer(
     index: &DnsIndex,
     journal: &Journal,
     packet: &[u8],
     client: IpAddr,
-    now: u64,
+    (now, slots): (u64, &Arc<tokio::sync::Semaphore>),
 ) -> Transfer {
     let Ok(request) = Message::from_vec(packet) else {
         return Transfer::default();
@@ -370,6 +367,10 @@ pub fn transfer(
         tracing::warn!(%client, zone = %zone.origin, "zone transfer refused: not signed with the peer's key");
         return refuse(ResponseCode::NotAuth);
     }
+    let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
+        tracing::warn!(%client, zone = %zone.origin, "zone transfer refused for now: as many are running as may");
+        return refuse(ResponseCode::ServFail);
+    };
     let Some(current_soa) = soa_record(zone, zone.serial) else {
         return Transfer::default();
     };
@@ -421,6 +422,7 @@ pub fn transfer(
             prior: s.mac,
             first: true,
         }),
+        slot: Some(slot),
     }
 }
 
@@ -668,7 +670,7 @@ mod tests {
             &Journal::default(),
             &packet,
             "127.0.0.1".parse().expect("ip"),
-            0,
+            (0, &Arc::new(tokio::sync::Semaphore::new(1))),
         );
         let m = Message::from_vec(&refused.messages[0]).expect("a response");
         assert_ne!(m.metadata.response_code, ResponseCode::NoError);
@@ -678,7 +680,7 @@ mod tests {
             &Journal::default(),
             &axfr(0, 1, 1),
             "127.0.0.1".parse().expect("ip"),
-            0,
+            (0, &Arc::new(tokio::sync::Semaphore::new(1))),
         );
         assert!(
             Message::from_vec(&plain.messages[0])

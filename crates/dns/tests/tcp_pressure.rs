@@ -113,9 +113,57 @@ async fn transfer_rcode(stream: &mut TcpStream, id: u16) -> u8 {
     answer[3] & 0x0f
 }
 
+/// The index of the active zone `example.com`, whose transfers 127.0.0.1 may take.
+fn transferable() -> DnsIndex {
+    let mut zone = parapet_model::Zone::new(
+        "z".into(),
+        "example.com".into(),
+        vec!["ns1.parapet.test".into()],
+        "a".into(),
+        String::new(),
+        1,
+    );
+    zone.status = parapet_model::ZoneStatus::Active;
+    let peer = parapet_model::transfer::Peer {
+        id: "p1".into(),
+        name: "secondary".into(),
+        ip: Some("127.0.0.1".parse().expect("ip")),
+        port: 53,
+        tsig_id: None,
+        ixfr_enable: false,
+    };
+    let outgoing = parapet_model::transfer::Outgoing {
+        zone_id: "z".into(),
+        name: "example.com".into(),
+        peers: vec!["p1".into()],
+        enabled: true,
+        notifies: 0,
+    };
+    let entries = [
+        (
+            "zones/z".to_owned(),
+            serde_json::to_vec(&zone).expect("zone"),
+        ),
+        (
+            parapet_snapshot::keys::peer_key("p1"),
+            serde_json::to_vec(&peer).expect("peer"),
+        ),
+        (
+            parapet_snapshot::keys::outgoing_key("z"),
+            serde_json::to_vec(&outgoing).expect("outgoing"),
+        ),
+    ];
+    let snapshot = parapet_snapshot::compile_snapshot(
+        entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        1,
+    )
+    .expect("compiles");
+    DnsIndex::build(&snapshot, &parapet_dns::EdgeAddrs::default(), None, None).0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_beyond_the_limit_get_servfail_until_one_ends() {
-    let index = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
+    let index = Arc::new(ArcSwap::from_pointee(transferable()));
     let server = Arc::new(DnsServer::new(
         index,
         Limits {
@@ -127,17 +175,28 @@ async fn transfers_beyond_the_limit_get_servfail_until_one_ends() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let _serving = Arc::clone(&server).spawn_tcp(listener);
+    const NOERROR: u8 = 0;
     const SERVFAIL: u8 = 2;
     const NOTAUTH: u8 = 9;
-    let mut stream = connect_from("127.0.0.1", addr).await;
-    // Every transfer slot taken (as by transfers in progress): refused for now, the
-    // connection kept.
+    let mut peer = connect_from("127.0.0.1", addr).await;
+    let mut stranger = connect_from("127.0.0.2", addr).await;
+    // Every transfer slot taken (as by transfers in progress): the peer is refused for now,
+    // its connection kept; a client the ACL refuses is told so, taking no slot.
     let running = Arc::clone(&server.transfers_out)
         .acquire_many_owned(parapet_dns::TRANSFERS_OUT as u32)
         .await
         .expect("slots");
-    assert_eq!(transfer_rcode(&mut stream, 1).await, SERVFAIL);
-    // Once one ends, the request is judged (not a peer of a zone here: NOTAUTH).
+    assert_eq!(transfer_rcode(&mut peer, 1).await, SERVFAIL);
+    assert_eq!(transfer_rcode(&mut stranger, 2).await, NOTAUTH);
+    // Once one ends, the peer gets its transfer, and its slot is let go after it.
     drop(running);
-    assert_eq!(transfer_rcode(&mut stream, 2).await, NOTAUTH);
+    assert_eq!(transfer_rcode(&mut peer, 3).await, NOERROR);
+    let all_free = async {
+        while server.transfers_out.available_permits() != parapet_dns::TRANSFERS_OUT {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), all_free)
+        .await
+        .expect("the transfer's slot let go once it was sent");
 }
