@@ -816,6 +816,8 @@ fn origin_answers_framed_wrongly_reach_visitors_framed_rightly_or_as_errors() {
             "/listed" => b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
             "/gzip" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
             "/upgrade" => b"HTTP/1.1 200 OK\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok",
+            // An Upgrade no Connection field names: this hop's all the same (RFC 9110 §7.8).
+            "/advert" => b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok",
             "/weird" => b"HTTP/1.1 700 Weird\r\nContent-Length: 0\r\n\r\n",
             "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 9\r\nConnection: keep-alive\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
@@ -874,7 +876,7 @@ fn origin_answers_framed_wrongly_reach_visitors_framed_rightly_or_as_errors() {
         let answer = whole_answer(port, host, path);
         assert!(answer.starts_with("HTTP/1.1 520"), "{path}: {answer}");
     }
-    for path in ["/upgrade", "/upgrade.css"] {
+    for path in ["/upgrade", "/upgrade.css", "/advert", "/advert.css"] {
         let answer = whole_answer(port, host, path);
         let head = head(&answer);
         assert!(head.starts_with("http/1.1 200"), "{path}: {answer}");

@@ -1106,8 +1106,8 @@ impl ProxyHttp for EdgeProxy {
             .stream()
             .and_then(|s| s.as_any().downcast_ref::<crate::tls::TlsVisitorStream>())
             .and_then(crate::tls::TlsVisitorStream::sni);
-        if let (Some(sni), Some(host)) = (sni, request_host(session))
-            && crate::route::misdirected(&snapshot, sni, &host)
+        if let (Some(sni), Some(host)) = (sni, host_field(session.req_header()))
+            && crate::route::misdirected(&snapshot, sni, host)
         {
             respond_with(session, ctx, EdgeError::Misdirected).await;
             return Ok(true);

@@ -248,12 +248,14 @@ impl Reply {
         }
         // A `close` in any Connection field closes (RFC 9112 §9.6); else the first that says
         // anything decides, as the engine's client reads it.
-        let said: Vec<Option<bool>> = head.values("connection").map(connection_says).collect();
-        let connection = if said.contains(&Some(false)) {
-            Some(false)
-        } else {
-            said.into_iter().flatten().next()
-        };
+        let connection = head
+            .values("connection")
+            .map(connection_says)
+            .fold(None, |said, this| match (said, this) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), _) => Some(true),
+                (None, this) => this,
+            });
         self.keep_alive = self.framing != Framing::Close
             && !(head.http10 && coded)
             && match connection {
@@ -824,6 +826,15 @@ mod tests {
                 true,
             ),
             (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nab", false),
+            // A close in any Connection field closes (RFC 9112 §9.6).
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: x-custom\r\nConnection: keep-alive\r\n\r\n",
+                true,
+            ),
         ] {
             let (mut reply, origin) = reply_to(&[answer], false).await;
             reply.head(false).await.expect("head");
