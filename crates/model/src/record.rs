@@ -493,18 +493,38 @@ impl RecordDraft {
     }
 }
 
-/// Whether two contents of type `kind` are the same data: equal, or TXT contents that send the
-/// same strings (TXT content is kept as written, quoted or not).
+/// Whether two contents of type `kind` are the same data: equal, or contents kept as written
+/// that say the same (TXT contents sending the same strings; SVCB or HTTPS values quoted or
+/// not).
 fn same_data(kind: RecordType, a: &str, b: &str) -> bool {
-    a == b || (kind == RecordType::TXT && compared(kind, a) == compared(kind, b))
+    a == b || compared(kind, a) == compared(kind, b)
 }
 
-/// The form of a content that [`same_data`] compares: TXT content's canonical form.
+/// The form of a content that [`same_data`] compares: TXT content's canonical form; an SVCB or
+/// HTTPS content without the quotes around its values.
 fn compared(kind: RecordType, content: &str) -> std::borrow::Cow<'_, str> {
-    if kind == RecordType::TXT
-        && let Ok(canonical) = crate::txt::canonical(content)
-    {
-        return std::borrow::Cow::Owned(canonical);
+    match kind {
+        RecordType::TXT => {
+            if let Ok(canonical) = crate::txt::canonical(content) {
+                return std::borrow::Cow::Owned(canonical);
+            }
+        }
+        RecordType::SVCB | RecordType::HTTPS if content.contains('"') => {
+            let mut out = String::with_capacity(content.len());
+            let mut chars = content.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        out.push(c);
+                        out.extend(chars.next());
+                    }
+                    '"' => {}
+                    c => out.push(c),
+                }
+            }
+            return std::borrow::Cow::Owned(out);
+        }
+        _ => {}
     }
     std::borrow::Cow::Borrowed(content)
 }
@@ -1635,6 +1655,16 @@ mod tests {
         assert_eq!(
             record.to_api_json("example.com")["data"]["value"],
             "alpn=\"h3,h2\" ipv4hint=\"192.0.2.1\""
+        );
+        // The same data quoted or not is one record.
+        let quoted = draft(json!({"type":"HTTPS","name":"@","content":"1 . alpn=\"h3,h2\""}))
+            .expect("valid")
+            .into_record("1".into(), "z", "t", "t");
+        let bare =
+            draft(json!({"type":"HTTPS","name":"@","content":"1 . alpn=h3,h2"})).expect("valid");
+        assert_eq!(
+            bare.check_against([&quoted], true).map_err(|c| c.code),
+            Err(81058)
         );
         for bad in [
             "1 . alpn=\"h3,h2",

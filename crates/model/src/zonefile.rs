@@ -387,8 +387,13 @@ struct CommentFields {
 
 impl CommentFields {
     fn read(comment: &str) -> Self {
-        let (text, tags) = match comment.rsplit_once("cf_tags=") {
-            Some((text, tags)) => (text, Some(tags)),
+        // The list is the last `cf_tags=` whose list runs to the end (one inside a quoted
+        // tag value, or a comment's own words, is not).
+        let listed = comment
+            .rmatch_indices("cf_tags=")
+            .find_map(|(at, _)| Some((at, tag_list(&comment[at + 8..])?)));
+        let (text, tags) = match listed {
+            Some((at, tags)) => (&comment[..at], Some(tags)),
             None => (comment, None),
         };
         // A zone file's note, as a record comment holds one: on one line, its blanks spaces,
@@ -405,7 +410,7 @@ impl CommentFields {
             comment: Some(note.trim_end().to_owned()).filter(|t| !t.is_empty()),
             ..Self::default()
         };
-        for tag in tags.map(tag_list).unwrap_or_default() {
+        for tag in tags.unwrap_or_default() {
             match tag.as_str() {
                 "cf-proxied:true" => out.proxied = Some(true),
                 "cf-proxied:false" => out.proxied = Some(false),
@@ -417,19 +422,23 @@ impl CommentFields {
 
     /// The comment written after a record of `r`'s (empty: none): its comment, then its tags
     /// after `cf_tags=` (a value that the list could not carry as it is, quoted as a JSON
-    /// string); a comment stays on its line.
+    /// string; a tag whose name holds such characters, which Cloudflare's names never do, is
+    /// left out); a comment stays on its line.
     fn write(r: &DnsRecord) -> String {
+        let awkward = |t: &str| {
+            t.contains(|c: char| matches!(c, '"' | '=' | ',' | '\\') || c.is_whitespace())
+        };
         let mut tags: Vec<String> = r
             .tags
             .iter()
-            .map(|t| {
+            .filter_map(|t| {
                 let (name, value) = t.split_once(':').unwrap_or((t, ""));
-                let plain = !value
-                    .contains(|c: char| matches!(c, '"' | '=' | ',' | '\\') || c.is_whitespace());
-                if plain {
-                    t.clone()
+                if awkward(name) {
+                    None
+                } else if awkward(value) {
+                    Some(format!("{name}:{}", Value::String(value.to_owned())))
                 } else {
-                    format!("{name}:{}", Value::String(value.to_owned()))
+                    Some(t.clone())
                 }
             })
             .collect();
@@ -456,7 +465,9 @@ impl CommentFields {
 
 /// The tags of a `cf_tags=` list: up to the first blank outside quotes, split at commas outside
 /// quotes; `name:"value"` is read as a JSON string (a value that is not one is kept as written).
-fn tag_list(list: &str) -> Vec<String> {
+/// `None` when the list does not run to the end of `list` (words after it, or a quote left
+/// open): it is not a record's list.
+fn tag_list(list: &str) -> Option<Vec<String>> {
     let mut tags = Vec::new();
     let mut current = String::new();
     let mut chars = list.trim_start().chars();
@@ -474,12 +485,21 @@ fn tag_list(list: &str) -> Vec<String> {
                 current.push(c);
             }
             ',' if !quoted => tags.push(std::mem::take(&mut current)),
-            c if c.is_whitespace() && !quoted => break,
+            c if c.is_whitespace() && !quoted => {
+                if !chars.as_str().trim().is_empty() {
+                    return None;
+                }
+                break;
+            }
             c => current.push(c),
         }
     }
+    if quoted {
+        return None;
+    }
     tags.push(current);
-    tags.into_iter()
+    let tags = tags
+        .into_iter()
         .map(|tag| {
             let tag = tag.trim();
             match tag.split_once(':') {
@@ -493,7 +513,8 @@ fn tag_list(list: &str) -> Vec<String> {
             }
         })
         .filter(|t| !t.is_empty())
-        .collect()
+        .collect();
+    Some(tags)
 }
 
 /// A `$GENERATE` range, `start-stop[/step]`: `start` at most `stop`, `step` at least 1.
@@ -1010,6 +1031,11 @@ mod tests {
                     "comment": "mentions cf_tags=a:b"}),
                 "r3",
             ),
+            record(
+                json!({"type": "A", "name": "v", "content": "192.0.2.2",
+                    "tags": ["note:see cf_tags=x, y"]}),
+                "r4",
+            ),
         ];
         let text = export_zone_file(&zone, &records, "now");
         let parsed = parse_zone_file(&text, "example.com", false).expect("re-imports");
@@ -1041,6 +1067,21 @@ mod tests {
         read.sort();
         want.sort();
         assert_eq!(read, want, "{text}");
+        // A tag whose name Cloudflare's list cannot carry is left out, not the record's
+        // other tags or its proxied flag.
+        let odd = record(
+            json!({"type": "A", "name": "w", "content": "192.0.2.3", "proxied": true,
+                "tags": ["web team", "env:prod"]}),
+            "r5",
+        );
+        let text = export_zone_file(&zone, &[odd], "now");
+        let parsed = parse_zone_file(&text, "example.com", false).expect("re-imports");
+        let d = &parsed.records[0].draft;
+        assert_eq!(
+            (d.proxied, d.tags.clone()),
+            (true, vec!["env:prod".to_owned()]),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1063,7 +1104,7 @@ mod tests {
             "not a tag without cf_tags="
         );
         assert_eq!(
-            read(r#" cf_tags=t1:v1,t2:"a,b",t3:"say \"hi\" = x",t4:,t5 trailing"#).tags,
+            read(r#" cf_tags=t1:v1,t2:"a,b",t3:"say \"hi\" = x",t4:,t5 "#).tags,
             ["t1:v1", "t2:a,b", "t3:say \"hi\" = x", "t4:", "t5"]
         );
         assert_eq!(
