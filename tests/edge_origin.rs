@@ -661,6 +661,21 @@ fn a_proxied_cname_to_an_apex_cname_outside_parapet_reaches_the_outside_origin()
     assert!(origin.recv_timeout(Duration::from_millis(300)).is_err());
 }
 
+/// A request head read from `stream` byte by byte (nothing of what follows), or `None` once
+/// the stream ends first.
+fn read_head(stream: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// An origin that answers `Expect: 100-continue` with a 100, reads the body, then stalls; and
 /// any other request with the head it received, once it read the body.
 fn start_continue_origin(ip: &str, port: u16) {
@@ -670,15 +685,10 @@ fn start_continue_origin(ip: &str, port: u16) {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let Some(head) = read_head(&mut stream) else {
+                    return;
+                };
+                let head = head.to_ascii_lowercase();
                 let mut body = [0u8; 5];
                 if head.contains("expect: 100-continue") {
                     let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -760,23 +770,14 @@ fn an_interim_answer_is_followed_by_a_final_one_and_http10_visitors_get_none() {
 /// An origin that answers each request with the bytes `answer` gives for its path, then keeps
 /// the connection open until the edge closes it (or a few seconds pass).
 fn start_scripted_origin(ip: &str, port: u16, answer: fn(&str) -> Vec<u8>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = TcpListener::bind((ip, port)).expect("bind origin");
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             std::thread::spawn(move || {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
-                loop {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if stream.read(&mut byte).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
-                    }
-                    let head = String::from_utf8_lossy(&head).into_owned();
+                while let Some(head) = read_head(&mut stream) {
                     let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
                     if stream.write_all(&answer(&path)).is_err() {
                         return;

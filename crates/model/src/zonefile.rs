@@ -1001,14 +1001,7 @@ mod tests {
 
     #[test]
     fn comments_and_tags_of_every_kind_read_back_from_an_export() {
-        let zone = Zone::new(
-            "z".into(),
-            "example.com".into(),
-            vec!["ns1.example.net".into()],
-            "account".into(),
-            "now".into(),
-            1,
-        );
+        let zone = example_zone();
         let record = |body: Value, id: &str| {
             RecordDraft::from_json("example.com", &body)
                 .expect("valid")
@@ -1120,6 +1113,18 @@ mod tests {
 
     use super::*;
 
+    /// The zone `example.com`, as an export is made for.
+    fn example_zone() -> Zone {
+        Zone::new(
+            "z".into(),
+            "example.com".into(),
+            vec!["ns1.example.net".into()],
+            "account".into(),
+            "now".into(),
+            1,
+        )
+    }
+
     const ZONE: &str = r#"
 $ORIGIN example.com.
 $TTL 3600
@@ -1216,14 +1221,7 @@ sub.example.com. 172800 IN NS ns.sub
         let body = json!({"type": "TXT", "name": "@", "content": "a\nevil IN A 192.0.2.66"});
         let txt = RecordDraft::from_json("example.com", &body).expect("valid");
         // A record stored before such values were refused is written with escapes.
-        let zone = Zone::new(
-            "z".into(),
-            "example.com".into(),
-            vec!["ns1.example.net".into()],
-            "account".into(),
-            "now".into(),
-            1,
-        );
+        let zone = example_zone();
         let mut stored = txt
             .clone()
             .into_record("r1".into(), "example.com", "t", "t");
@@ -1247,14 +1245,7 @@ sub.example.com. 172800 IN NS ns.sub
         let parsed = parse_zone_file(text, "example.com", false).expect("valid zone");
         let content = "1 . alpn=\"h3,h2\" ipv4hint=\"192.0.2.1\"";
         assert_eq!(parsed.records[0].draft.content, content);
-        let zone = Zone::new(
-            "z".into(),
-            "example.com".into(),
-            vec!["ns1.example.net".into()],
-            "account".into(),
-            "now".into(),
-            1,
-        );
+        let zone = example_zone();
         let record = parsed.records[0]
             .draft
             .clone()
