@@ -10,14 +10,21 @@ use parapet_dns::{Cookies, DnsIndex, DnsServer, Limits, RrlConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-/// A query for `example.com A`, framed for TCP.
-fn framed_query(id: u16) -> Vec<u8> {
+/// A query for `example.com` of type `qtype`, framed for TCP.
+fn framed(id: u16, qtype: u16) -> Vec<u8> {
     let mut q = id.to_be_bytes().to_vec();
     q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    q.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
+    q.extend_from_slice(b"\x07example\x03com\x00");
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
     let mut framed = (q.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&q);
     framed
+}
+
+/// A query for `example.com A`, framed for TCP.
+fn framed_query(id: u16) -> Vec<u8> {
+    framed(id, 1)
 }
 
 async fn connect_from(source: &str, server: std::net::SocketAddr) -> TcpStream {
@@ -92,19 +99,10 @@ async fn idle_connections_make_room_when_every_slot_is_taken() {
     assert!(closed > 0, "no idle connection was closed");
 }
 
-/// An AXFR request for `example.com`, framed for TCP.
-fn framed_axfr(id: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    q.extend_from_slice(b"\x07example\x03com\x00\x00\xfc\x00\x01");
-    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
-    framed
-}
-
 /// Sends an AXFR request on `stream` and reads the first answer's rcode.
 async fn transfer_rcode(stream: &mut TcpStream, id: u16) -> u8 {
-    stream.write_all(&framed_axfr(id)).await.expect("send");
+    // (Type 252: AXFR.)
+    stream.write_all(&framed(id, 252)).await.expect("send");
     let mut len = [0u8; 2];
     stream.read_exact(&mut len).await.expect("length");
     let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];

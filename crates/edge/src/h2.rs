@@ -333,6 +333,14 @@ enum H2Direct {
     Refused(EdgeError),
 }
 
+/// The visitor's address on an HTTP/2 stream.
+fn visitor_ip(session: &HttpSession) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(std::net::SocketAddr::ip)
+}
+
 /// Answers a stream with the edge's page for `error` (as the engine's, in the format the
 /// request asks for), counted and logged.
 async fn refuse(session: &mut HttpSession, proxy: &EdgeProxy, error: EdgeError) {
@@ -369,10 +377,7 @@ async fn refuse(session: &mut HttpSession, proxy: &EdgeProxy, error: EdgeError) 
             bytes: 0,
             started,
             cache: "",
-            client_ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(std::net::SocketAddr::ip),
+            client_ip: visitor_ip(session),
             edge_error: Some(error.code()),
             origin_time: None,
         }
@@ -440,10 +445,7 @@ impl EdgeProxy {
             Cached::Passed { learn, status } => {
                 // The answer to another spelling teaches nothing about the key's.
                 let learn = learn.filter(|_| normal.is_none());
-                let client = session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(std::net::SocketAddr::ip);
+                let client = visitor_ip(session);
                 let relaying = Relaying {
                     req,
                     head_only,
@@ -647,10 +649,7 @@ impl HitDone {
             bytes: if written { sent } else { 0 },
             started,
             cache: "HIT",
-            client_ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(std::net::SocketAddr::ip),
+            client_ip: visitor_ip(session),
             edge_error: None,
             origin_time: None,
         }
