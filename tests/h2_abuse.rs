@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use parapet_testkit::h2::{connect as h2_connect, frame, get_block};
+use parapet_testkit::h2::{connect as h2_connect, frame, get_block, get_path_block, read_frame};
 use parapet_testkit::http::{curl, start_origin};
 use parapet_testkit::{Node, NodeOptions, eventually, free_port};
 
@@ -234,4 +234,124 @@ fn a_connection_is_closed_once_it_has_sent_32_refused_streams() {
         curl(port, "www.shop.test", &["--http2-prior-knowledge"]).0,
         200
     );
+}
+
+#[test]
+fn streams_reset_a_few_at_a_time_never_reach_the_origin_and_end_the_connection() {
+    let (port, _node, origin) = shop();
+    let authority = format!("www.shop.test:{port}");
+    // Paced rapid reset: ten streams opened and cancelled at once, then a PING whose answer
+    // says the edge read them; fewer than the HTTP/2 implementation's own limit each round.
+    let mut s = h2_connect(port);
+    let mut buf = Vec::new();
+    let mut code = None;
+    let mut id = 1u32;
+    'rounds: for round in 0u64..60 {
+        let mut batch = Vec::new();
+        for _ in 0..10 {
+            batch.extend(frame(1, 0x5, id, &get_block(&authority)));
+            batch.extend(frame(3, 0, id, &8u32.to_be_bytes()));
+            id += 2;
+        }
+        batch.extend(frame(6, 0, 0, &round.to_be_bytes()));
+        if s.write_all(&batch).is_err() {
+            break;
+        }
+        loop {
+            match read_frame(&mut s, &mut buf) {
+                Some(f) if f.kind == 7 => {
+                    code = f
+                        .payload
+                        .get(4..8)
+                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+                    break 'rounds;
+                }
+                Some(f) if f.kind == 6 && f.flags & 1 == 1 => break,
+                Some(_) => {}
+                None => break 'rounds,
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let reached = origin.try_iter().count();
+    eprintln!(
+        "paced resets: {} streams, goaway {code:?}, origin saw {reached}",
+        id / 2
+    );
+    assert_eq!(code, Some(11), "ENHANCE_YOUR_CALM ends the connection");
+    assert!(id / 2 < 200, "closed after {} streams", id / 2);
+    assert!(reached < 20, "{reached} reset streams reached the origin");
+    // Others are served.
+    assert_eq!(
+        curl(port, "www.shop.test", &["--http2-prior-knowledge"]).0,
+        200
+    );
+}
+
+/// The frames on `s` up to the first with `kind` on `stream` (`None`: closed or silent).
+fn frame_of(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    kind: u8,
+    stream: u32,
+) -> Option<parapet_testkit::h2::Frame> {
+    loop {
+        let f = read_frame(s, buf)?;
+        if f.kind == kind && f.stream == stream {
+            return Some(f);
+        }
+    }
+}
+
+#[test]
+fn a_hit_the_visitors_window_cannot_hold_waits_for_the_window_to_open() {
+    let (port, _node, _origin) = shop();
+    let authority = format!("www.shop.test:{port}");
+    let block = get_path_block(&authority, "/style.css");
+    // Stored by a first request (a stylesheet is kept by default).
+    let mut s = h2_connect(port);
+    let mut buf = Vec::new();
+    s.write_all(&frame(1, 0x5, 1, &block)).expect("headers");
+    let mut body = Vec::new();
+    loop {
+        let f = frame_of(&mut s, &mut buf, 0, 1).expect("the first answer's body");
+        body.extend_from_slice(&f.payload);
+        if f.flags & 1 == 1 {
+            break;
+        }
+    }
+    drop(s);
+    // A visitor with no window for streams: the hit's header comes, its body waits.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("preface");
+    s.write_all(&frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]))
+        .expect("settings");
+    s.write_all(&frame(1, 0x5, 1, &block)).expect("headers");
+    let mut buf = Vec::new();
+    let head = frame_of(&mut s, &mut buf, 1, 1).expect("the hit's header");
+    assert_eq!(head.flags & 1, 0, "a body follows");
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    assert!(
+        frame_of(&mut s, &mut buf, 0, 1).is_none(),
+        "no body before the window opens"
+    );
+    // The window opens: the whole body comes, and the stream ends.
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let room = u32::try_from(body.len()).expect("small");
+    s.write_all(&frame(8, 0, 1, &room.to_be_bytes()))
+        .expect("window update");
+    let mut got = Vec::new();
+    loop {
+        let f = frame_of(&mut s, &mut buf, 0, 1).expect("the body once the window opens");
+        got.extend_from_slice(&f.payload);
+        if f.flags & 1 == 1 {
+            break;
+        }
+    }
+    assert_eq!(got.len(), body.len());
 }

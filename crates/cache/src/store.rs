@@ -1629,6 +1629,9 @@ fn with_length(meta: (Vec<u8>, Vec<u8>), body_len: usize) -> Result<(Vec<u8>, Ve
     decoded.serialize()
 }
 
+/// The largest part of a memory-tier object one read of its body gives.
+const MEMORY_PART: usize = 64 * 1024;
+
 /// A complete object being served from memory (whole, or the range asked for).
 struct Hit {
     weight: usize,
@@ -1644,8 +1647,16 @@ impl HandleHit for Hit {
         if self.done {
             return Ok(None);
         }
-        self.done = true;
-        Ok(Some(self.body.slice(self.start..self.end)))
+        // In parts: what the engine does with each (compress it, write it) happens between
+        // them, not for the whole object in one go on the worker's thread.
+        let end = self
+            .end
+            .min(self.start.saturating_add(MEMORY_PART))
+            .max(self.start);
+        let part = self.body.slice(self.start..end);
+        self.start = end;
+        self.done = self.start >= self.end;
+        Ok(Some(part))
     }
 
     async fn finish(

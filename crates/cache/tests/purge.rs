@@ -188,3 +188,25 @@ async fn a_purge_naming_more_objects_than_one_batch_removes_every_one_and_its_fi
         );
     }
 }
+
+#[tokio::test]
+async fn a_large_object_is_read_from_memory_in_parts_that_make_it_whole() {
+    let cache = EdgeCache::leak(64 << 20, None);
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let body: &'static [u8] = Box::leak(body.into_boxed_slice());
+    common::store(cache, &key(), &meta(None), body).await;
+    let span = Span::inactive().handle();
+    let (_, mut hit) = cache
+        .store
+        .lookup(&key(), &span)
+        .await
+        .unwrap()
+        .expect("stored");
+    let mut parts = Vec::new();
+    while let Some(part) = hit.read_body().await.unwrap() {
+        parts.push(part);
+    }
+    assert_eq!(parts.len(), 4, "64 KiB parts");
+    assert!(parts.iter().all(|p| p.len() <= 64 * 1024));
+    assert_eq!(parts.concat(), body);
+}

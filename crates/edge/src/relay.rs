@@ -43,6 +43,7 @@ use crate::proxy::{
     is_grpc, keep_bytes, origin_port_of, page_header, to_visitor,
 };
 use crate::route::Origin;
+use crate::stream::SEND_TIMEOUT;
 
 /// An HTTP/2 visitor's request to pass on, decided before anything is sent.
 pub(crate) struct Relay {
@@ -345,7 +346,14 @@ impl Relay {
                 data = Some(encoded);
             }
             let written = match data {
-                Some(data) if !data.is_empty() || done => session.write_body(data, done).await,
+                // Each piece within the send timeout (which the engine's writer counts per
+                // wait for the window): a visitor opening its window a byte at a time does not
+                // hold the stream, and the origin's connection, for longer.
+                Some(data) if !data.is_empty() || done => {
+                    tokio::time::timeout(SEND_TIMEOUT, session.write_body(data, done))
+                        .await
+                        .unwrap_or_else(|_| Error::e_explain(ErrorType::WriteTimedout, "visitor"))
+                }
                 Some(_) => continue,
                 None => session.finish(),
             };
@@ -427,9 +435,10 @@ impl Ended {
 /// `work`, unless the visitor resets its stream (or its connection goes) first: then the
 /// request is given up, as the engine gives it up, and whatever `work` held is dropped.
 async fn unless_closed<T>(session: &mut HttpSession, work: impl Future<Output = T>) -> Option<T> {
+    // The reset first: a stream reset as it came makes no origin request.
     tokio::select! {
         biased;
-        done = work => Some(done),
         _ = session.idle() => None,
+        done = work => Some(done),
     }
 }

@@ -44,26 +44,19 @@ thread_local! {
 /// the streams it handles in one round (it flushes after every DATA frame) leaves in one send;
 /// the loop lets flushes through for the round's last one. A stream with a gate gathers up to
 /// [`HELD_GATHER`] (copying a body is cheaper than a send of its own; under TLS, the records of
-/// a round gather too). It also tells the loop whether anything was sent: a visitor reading
-/// its answers slowly is not idle.
+/// a round gather too).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FlushGate(Arc<GateState>);
 
 #[derive(Debug, Default)]
 struct GateState {
     held: AtomicBool,
-    sent: AtomicBool,
 }
 
 impl FlushGate {
     /// Holds flushes back (`true`) or lets them through.
     pub(crate) fn hold(&self, held: bool) {
         self.0.held.store(held, Ordering::Relaxed);
-    }
-
-    /// Whether anything was sent since the last call.
-    pub(crate) fn take_sent(&self) -> bool {
-        self.0.sent.swap(false, Ordering::Relaxed)
     }
 
     /// Whether a flush on a stream with `gate` leaves what is gathered for later.
@@ -74,15 +67,6 @@ impl FlushGate {
     /// How much a stream with `gate` gathers: `limit` without one.
     pub(crate) fn gather_limit(gate: Option<&Self>, limit: usize) -> usize {
         gate.map_or(limit, |_| HELD_GATHER.max(limit))
-    }
-
-    /// `buffers` sent something since `before` (their count of bytes sent).
-    pub(crate) fn note_sent(gate: Option<&Self>, buffers: &Buffers, before: u64) {
-        if let Some(gate) = gate
-            && buffers.sent != before
-        {
-            gate.0.sent.store(true, Ordering::Relaxed);
-        }
     }
 }
 
@@ -921,11 +905,8 @@ impl AsyncWrite for VisitorStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.engine_reads.wrote(buf);
-        let before = this.buffers.sent;
         let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
-        let written = this.buffers.poll_gather(&mut this.tcp, cx, buf, limit);
-        FlushGate::note_sent(this.gate.as_ref(), &this.buffers, before);
-        written
+        this.buffers.poll_gather(&mut this.tcp, cx, buf, limit)
     }
 
     /// On a plain connection, sent at once (see [`Buffers::poll_send_vectored`]): callers that
@@ -945,11 +926,8 @@ impl AsyncWrite for VisitorStream {
             .iter()
             .find(|b| !b.is_empty())
             .map_or(&[][..], |b| &**b);
-        let before = this.buffers.sent;
         let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
-        let written = this.buffers.poll_gather(&mut this.tcp, cx, buf, limit);
-        FlushGate::note_sent(this.gate.as_ref(), &this.buffers, before);
-        written
+        this.buffers.poll_gather(&mut this.tcp, cx, buf, limit)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -957,10 +935,7 @@ impl AsyncWrite for VisitorStream {
         if FlushGate::holds(this.gate.as_ref()) {
             return Poll::Ready(Ok(()));
         }
-        let before = this.buffers.sent;
-        let drained = this.buffers.poll_drain(&mut this.tcp, cx);
-        FlushGate::note_sent(this.gate.as_ref(), &this.buffers, before);
-        ready!(drained)?;
+        ready!(this.buffers.poll_drain(&mut this.tcp, cx))?;
         Pin::new(&mut this.tcp).poll_flush(cx)
     }
 
@@ -1457,11 +1432,9 @@ mod tests {
         stream.flush().await.expect("flush");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(quiet(&mut client), "sent while held");
-        assert!(!gate.take_sent());
         // Let through: the next flush sends them.
         gate.hold(false);
         stream.flush().await.expect("flush");
-        assert!(gate.take_sent());
         let mut got = vec![0u8; 11_000];
         client.read_exact(&mut got).await.expect("read");
         assert!(got[..2000].iter().all(|&b| b == b'a') && got[2000..].iter().all(|&b| b == b'b'));
