@@ -1325,7 +1325,7 @@ pub(crate) async fn ask(
         };
         // A pooled connection is written to at once; a new one after its connect.
         let sent = if reused { now } else { Instant::now() };
-        let asked = match write_wire(&mut connection, pass.wire).await {
+        let asked = match write_wire(&mut connection, pass.wire, pass.read_timeout).await {
             Ok(()) => {
                 let mut reply = Reply::new(connection, buf, pass.read_timeout);
                 reply.head(pass.head_only).await.map(|head| (reply, head))
@@ -1347,16 +1347,23 @@ pub(crate) async fn ask(
     }
 }
 
-/// Writes a request given as bytes, as the engine's client writes one.
-async fn write_wire(connection: &mut TcpStream, wire: &[u8]) -> Result<(), Box<Error>> {
-    connection
-        .write_all(wire)
-        .await
-        .map_err(|e| Error::because(ErrorType::WriteError, "writing the request", e))?;
-    connection
-        .flush()
-        .await
-        .map_err(|e| Error::because(ErrorType::WriteError, "flushing the request", e))
+/// Writes a request given as bytes, as the engine's client writes one, within `timeout` (an
+/// origin that takes nothing in does not hold the request).
+async fn write_wire(
+    connection: &mut TcpStream,
+    wire: &[u8],
+    timeout: Duration,
+) -> Result<(), Box<Error>> {
+    let writing = async {
+        connection.write_all(wire).await?;
+        connection.flush().await
+    };
+    match tokio::time::timeout(timeout, writing).await {
+        Ok(written) => {
+            written.map_err(|e| Error::because(ErrorType::WriteError, "writing the request", e))
+        }
+        Err(_) => Error::e_explain(ErrorType::WriteTimedout, "writing the request"),
+    }
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Box<Error>> {
@@ -1634,6 +1641,38 @@ async fn error_answer(stream: &mut Stream, pass: &mut Pass, e: &Error) -> Ended 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_an_origin_does_not_take_in_fails_within_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut connection = TcpStream::connect(addr).await.expect("connect");
+        // The origin accepts and never reads: 8 MiB cannot all go into the socket buffers.
+        let (_origin, _) = listener.accept().await.expect("accept");
+        let wire = vec![b'a'; 8 << 20];
+        let started = Instant::now();
+        let written = write_wire(&mut connection, &wire, Duration::from_millis(200)).await;
+        let e = written.expect_err("not written");
+        assert_eq!(e.etype(), &ErrorType::WriteTimedout);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // A request the origin takes in is written.
+        let mut other = TcpStream::connect(addr).await.expect("connect");
+        let (mut taken, _) = listener.accept().await.expect("accept");
+        write_wire(
+            &mut other,
+            b"GET / HTTP/1.1\r\n\r\n",
+            Duration::from_millis(200),
+        )
+        .await
+        .expect("written");
+        let mut got = [0u8; 18];
+        tokio::io::AsyncReadExt::read_exact(&mut taken, &mut got)
+            .await
+            .expect("read");
+        assert_eq!(&got, b"GET / HTTP/1.1\r\n\r\n");
+    }
 
     #[test]
     fn a_bypassed_url_learns_as_the_engine_learns() {
