@@ -116,10 +116,9 @@ impl InFlight {
 
     /// Returns once no stream has been in flight or started for `timeout` (never without
     /// one). What the connection sends meanwhile does not count: PING and SETTINGS answers do
-    /// not keep a connection without streams open, and an answer queued whole
-    /// ([`H2Hit::answer_at_once`]) fits the visitor's window. One future for the connection's
-    /// life: its timer is set again only when it fires, however many streams come and go
-    /// meanwhile.
+    /// not keep a connection without streams open (answers still queued then are let out by
+    /// the close, within the send timeout). One future for the connection's life: its timer is
+    /// set again only when it fires, however many streams come and go meanwhile.
     async fn idle_for(&self, timeout: Option<std::time::Duration>) {
         let Some(timeout) = timeout else {
             return std::future::pending().await;
@@ -188,11 +187,20 @@ impl Connections {
         let mut idle = std::pin::pin!(idle);
         let mut watch = shutdown.clone();
         let mut stopping = false;
+        // When a close that waits for what is queued gives up (none: the edge's own stop).
+        let mut closing_by = None;
         let mut malformed = 0;
         let mut streams = 0u32;
         loop {
             let accepted = if stopping {
-                accept(&mut conn, &digest, &gate).await
+                let accepting = accept(&mut conn, &digest, &gate);
+                match closing_by {
+                    None => accepting.await,
+                    Some(by) => match tokio::time::timeout_at(by, accepting).await {
+                        Ok(accepted) => accepted,
+                        Err(_) => return,
+                    },
+                }
             } else {
                 tokio::select! {
                     biased;
@@ -212,8 +220,17 @@ impl Connections {
                     tracing::debug!("HTTP/2 stream: {e}");
                     return;
                 }
-                // Idle, or closed by the visitor: a GOAWAY first (RFC 9113 §6.8), so that a
-                // request racing the close is known to the visitor as not processed.
+                // Idle, or closed by the visitor, with answers still queued (their streams not
+                // done): a graceful close lets them leave, within the send timeout; streams
+                // racing it are still answered.
+                Ok(None) if !stopping && conn.has_streams() => {
+                    conn.graceful_shutdown();
+                    stopping = true;
+                    closing_by = Some(tokio::time::Instant::now() + crate::stream::SEND_TIMEOUT);
+                }
+                // Idle, or closed by the visitor, with nothing queued: a GOAWAY first (RFC 9113
+                // §6.8), so that a request racing the close is known to the visitor as not
+                // processed.
                 Ok(None) => {
                     go_away(&mut conn, ::h2::Reason::NO_ERROR).await;
                     return;

@@ -1354,8 +1354,27 @@ async fn write_wire(
     wire: &[u8],
     timeout: Duration,
 ) -> Result<(), Box<Error>> {
+    // Most requests go into the socket's buffer at once: no timer for those.
+    let mut written = 0;
+    while written < wire.len() {
+        match connection.try_write(&wire[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                return Err(Error::because(
+                    ErrorType::WriteError,
+                    "writing the request",
+                    e,
+                ));
+            }
+        }
+    }
+    if written == wire.len() {
+        return Ok(());
+    }
     let writing = async {
-        connection.write_all(wire).await?;
+        connection.write_all(&wire[written..]).await?;
         connection.flush().await
     };
     match tokio::time::timeout(timeout, writing).await {
