@@ -77,8 +77,15 @@ impl Cookies {
                 let timestamp = u32::from_be_bytes([server[4], server[5], server[6], server[7]]);
                 let fresh = now.wrapping_sub(timestamp) <= MAX_AGE
                     || timestamp.wrapping_sub(now) <= MAX_SKEW;
+                // Compared in constant time: how long a comparison takes says nothing of the
+                // right hash.
                 let ours = |secret: &[u8; 16]| {
-                    server[8..] == Self::hash(secret, client_cookie, &server[..8], client)
+                    let right = Self::hash(secret, client_cookie, &server[..8], client);
+                    server[8..]
+                        .iter()
+                        .zip(right)
+                        .fold(0u8, |d, (a, b)| d | (a ^ b))
+                        == 0
                 };
                 if fresh && self.secrets.iter().any(ours) {
                     CookieCheck::Verified

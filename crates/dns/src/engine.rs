@@ -889,6 +889,17 @@ fn respond(
         ResponseKind::nxdomain(&zone.origin)
     } else if answer.authoritative && answer.answers.is_empty() && !answer.overflow {
         ResponseKind::nodata(&zone.origin)
+    } else if qtype != RecordType::CNAME
+        && answer.rrl_kind.is_none()
+        && !answer.answers.is_empty()
+        && answer
+            .answers
+            .iter()
+            .all(|r| r.record_type() == RecordType::CNAME)
+    {
+        // A CNAME (chain) alone answers every type its target lacks, any of 65,536: counted
+        // per name, whatever the type.
+        ResponseKind::alias(&key)
     } else {
         answer
             .rrl_kind

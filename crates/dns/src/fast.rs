@@ -56,6 +56,25 @@ struct Shard {
     table: HashTable<Entry>,
     /// Entries that are not [`ResponseKind::is_data`].
     made_up: usize,
+    /// The hashes of those entries, oldest first (some may be gone since).
+    made_up_order: std::collections::VecDeque<u64>,
+}
+
+impl Shard {
+    /// Removes the oldest entry that is not data; whether there was one.
+    fn evict_made_up(&mut self, hasher: &std::collections::hash_map::RandomState) -> bool {
+        while let Some(hash) = self.made_up_order.pop_front() {
+            let found = self.table.find_entry(hash, |e| {
+                !e.kind.is_data() && hasher.hash_one(e.key()) == hash
+            });
+            if let Ok(entry) = found {
+                entry.remove();
+                self.made_up -= 1;
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// A plain query, read without allocating.
@@ -276,9 +295,12 @@ impl ResponseCache {
         let (hash, shard) = self.locate(&key);
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
         let made_up = !kind.is_data();
-        if shard.table.len() >= MAX_ENTRIES / SHARDS
-            || (made_up && shard.made_up >= MAX_MADE_UP / SHARDS)
-        {
+        if shard.table.len() >= MAX_ENTRIES / SHARDS {
+            return;
+        }
+        // Once made-up answers fill their share, each new one takes the place of the oldest:
+        // a flood of random names churns that share, and answers asked again still get in.
+        if made_up && shard.made_up >= MAX_MADE_UP / SHARDS && !shard.evict_made_up(&self.hasher) {
             return;
         }
         let entry = Entry::new(&key, response, kind);
@@ -293,7 +315,10 @@ impl ResponseCache {
                 slot.insert(entry);
             }
         }
-        shard.made_up += usize::from(made_up);
+        if made_up {
+            shard.made_up += 1;
+            shard.made_up_order.push_back(hash);
+        }
     }
 }
 
@@ -481,6 +506,11 @@ mod tests {
             kept <= MAX_MADE_UP && kept > MAX_MADE_UP / 2,
             "{kept} of {flood} random names kept"
         );
+        // The newest are kept, the oldest made room: a name asked after the flood is kept too.
+        assert!(cached(format!("r{}.example.com", flood - 1).as_bytes()));
+        assert!(!cached(b"r0.example.com"));
+        keep(b"asked-again.example.com", nxdomain);
+        assert!(cached(b"asked-again.example.com"));
         // Answers with data at existing names still find room.
         keep(
             b"www.example.com",

@@ -92,6 +92,12 @@ impl ResponseKind {
     pub fn nodata(origin: &str) -> Self {
         Self::of(5, origin, 0)
     }
+
+    /// An answer of the CNAME (chain) at `key` alone, whatever type was asked: as many as
+    /// there are types, so counted as made up, not as data.
+    pub fn alias(key: &str) -> Self {
+        Self::of(6, key, 0)
+    }
 }
 
 /// What to do with one response.

@@ -32,6 +32,9 @@ const UDP_QUERY_MAX: usize = 4096;
 /// Idle TCP connections are closed after this long (RFC 7766 recommends seconds, not minutes),
 /// and so are those whose answers the peer does not take for as long.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// How long the rest of a TCP query may take once its length has come (Knot's
+/// `tcp-io-timeout` is half a second).
+const TCP_QUERY_TIME: Duration = Duration::from_secs(2);
 /// TCP connections served at once.
 const TCP_MAX_CONNECTIONS: usize = 1024;
 /// Zone transfers served at once (BIND's `transfers-out` default): each holds its zone's
@@ -327,7 +330,7 @@ impl DnsServer {
             verified,
             kind,
         } = self.answer(index, query, Transport::Udp, &client)?;
-        // A valid server cookie (or signature) proves the source address: no rate limit.
+        // A valid server cookie proves the source address: no rate limit.
         let verdict = if verified {
             Verdict::Send
         } else {
@@ -524,7 +527,9 @@ impl DnsServer {
                 None => return Ok(()),
             }
             let n = usize::from(u16::from_be_bytes(len));
-            match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf[..n])).await {
+            // A query begun comes whole promptly: one sent a byte at a time does not hold its
+            // slot (the idle and pressure rules apply only between queries).
+            match tokio::time::timeout(TCP_QUERY_TIME, stream.read_exact(&mut buf[..n])).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Ok(()),

@@ -94,12 +94,17 @@ pub fn answer_signed_query(
             let unsigned = request.unsigned(packet, false);
             let room = tsig::signature_len(&signed.key);
             let Answered {
-                mut bytes, kind, ..
+                mut bytes,
+                kind,
+                verified,
             } = answer_query_reserving(index, &unsigned, transport, limits, client, room)?;
             tsig::sign(&mut bytes, &signed.key, Some(&signed.mac), true, now);
+            // A signature does not prove the source address (a signed query can be replayed
+            // from a spoofed one within its fudge): rate limiting spares only a verified
+            // cookie's answers.
             Some(Answered {
                 bytes,
-                verified: true,
+                verified,
                 kind,
             })
         }

@@ -117,6 +117,28 @@ pub(crate) fn read_name(packet: &[u8], mut at: usize) -> Option<(String, usize)>
     Some((labels.join("."), at - start))
 }
 
+/// Whether the name in wire form at `at` (`len` bytes, as [`read_name`] read it) can name a
+/// key or an algorithm: at most 255 bytes, of visible ASCII without dots or backslashes in a
+/// label. Any other is refused as malformed, not echoed in an error.
+fn is_key_name(packet: &[u8], at: usize, len: usize) -> bool {
+    let Some(mut wire) = packet.get(at..at + len).filter(|_| len <= 255) else {
+        return false;
+    };
+    while let Some((&n, rest)) = wire.split_first() {
+        let Some(label) = rest.get(..usize::from(n)) else {
+            return false;
+        };
+        if !label
+            .iter()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'.' | b'\\'))
+        {
+            return false;
+        }
+        wire = &rest[usize::from(n)..];
+    }
+    true
+}
+
 /// The TSIG record that ends a request, as read (not yet verified).
 #[derive(Debug, Clone)]
 pub struct RequestTsig {
@@ -173,11 +195,17 @@ pub fn read_request(packet: &[u8]) -> Result<RequestTsig, TsigFailure> {
         return Err(TsigFailure::Missing);
     }
     let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-    if u16::from_be_bytes([fixed[2], fixed[3]]) != CLASS_ANY || h + 10 + rdlen != packet.len() {
+    if u16::from_be_bytes([fixed[2], fixed[3]]) != CLASS_ANY
+        || h + 10 + rdlen != packet.len()
+        || !is_key_name(packet, start, name_len)
+    {
         return Err(TsigFailure::Malformed);
     }
     let rdata = &packet[h + 10..];
     let (algorithm, alg_len) = read_name(rdata, 0).ok_or(TsigFailure::Malformed)?;
+    if !is_key_name(rdata, 0, alg_len) {
+        return Err(TsigFailure::Malformed);
+    }
     let rest = rdata.get(alg_len..).ok_or(TsigFailure::Malformed)?;
     if rest.len() < 10 {
         return Err(TsigFailure::Malformed);
@@ -488,6 +516,35 @@ mod tests {
                 "a MAC of {len} bytes"
             );
         }
+    }
+
+    #[test]
+    fn key_or_algorithm_names_that_cannot_name_a_key_are_malformed() {
+        let long = vec!["k".repeat(60); 5].join(".");
+        for name in ["schl\u{fc}ssel.key", "a\\b.key", long.as_str()] {
+            let mut request = query();
+            let key = Key {
+                name: name.into(),
+                ..key()
+            };
+            sign(&mut request, &key, None, true, 1_000_000);
+            assert!(
+                matches!(read_request(&request), Err(TsigFailure::Malformed)),
+                "{name}"
+            );
+        }
+        // The algorithm's name with a byte no name of one has.
+        let mut request = signed_query();
+        let at = request
+            .windows(11)
+            .position(|w| w == b"hmac-sha256")
+            .expect("the algorithm");
+        request[at + 4] = 0xff;
+        assert!(matches!(
+            read_request(&request),
+            Err(TsigFailure::Malformed)
+        ));
+        assert!(read_request(&signed_query()).is_ok());
     }
 
     #[test]

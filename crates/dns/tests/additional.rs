@@ -61,3 +61,41 @@ fn svcb_and_https_targets_in_the_zone_come_with_their_addresses() {
     // "." is the owner itself: nothing more, as Knot answers.
     assert!(additional_of(&index, "self.svc.test.", RecordType::HTTPS).is_empty());
 }
+
+/// What rate limiting and the answer cache count an answer to `name` `qtype` as.
+fn kind_of(index: &DnsIndex, name: &str, qtype: RecordType) -> parapet_dns::ResponseKind {
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+    let packet = query.to_vec().expect("query");
+    answer_query(index, &packet, Transport::Udp, Limits::default(), None)
+        .expect("answer")
+        .kind
+}
+
+#[test]
+fn a_cname_answering_types_its_target_lacks_counts_once_per_name_not_per_type() {
+    let bodies = vec![
+        json!({"type": "CNAME", "name": "www", "content": "elsewhere.example.net"}),
+        json!({"type": "CNAME", "name": "app", "content": "host.svc.test"}),
+        json!({"type": "A", "name": "host", "content": "10.0.0.6"}),
+    ];
+    let index = common::index_of("svc.test", &bodies, &EdgeAddrs::default());
+    // Any of 65,536 types gets the CNAME alone: one kind for them all, and not data (the
+    // answer cache holds such answers within the share of made-up ones).
+    let kinds: Vec<_> = [1000u16, 1001, 65_000]
+        .iter()
+        .map(|&t| kind_of(&index, "www.svc.test.", RecordType::from(t)))
+        .collect();
+    assert!(kinds.iter().all(|k| *k == kinds[0]), "{kinds:?}");
+    assert!(!kinds[0].is_data());
+    assert_eq!(
+        kind_of(&index, "app.svc.test.", RecordType::TXT),
+        kind_of(&index, "app.svc.test.", RecordType::MX)
+    );
+    // A chain that ends in data of the type asked is an answer with data, per type; so is the
+    // CNAME asked for itself.
+    let a = kind_of(&index, "app.svc.test.", RecordType::A);
+    assert!(a.is_data());
+    assert_ne!(a, kind_of(&index, "app.svc.test.", RecordType::TXT));
+    assert!(kind_of(&index, "www.svc.test.", RecordType::CNAME).is_data());
+}

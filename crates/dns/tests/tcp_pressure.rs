@@ -198,3 +198,49 @@ async fn transfers_beyond_the_limit_get_servfail_until_one_ends() {
         .await
         .expect("the transfer's slot let go once it was sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_sent_a_byte_at_a_time_loses_its_connection_within_two_seconds() {
+    let index = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
+    let server = Arc::new(DnsServer::new(
+        index,
+        Limits {
+            max_udp_payload: 1232,
+        },
+        RrlConfig { rate: 0, slip: 2 },
+        Cookies::random(),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let _serving = server.spawn_tcp(listener);
+
+    // The length and half the query, then a byte every 500 ms: never idle, never whole.
+    let query = framed_query(7);
+    let mut stream = connect_from("127.0.4.1", addr).await;
+    stream.write_all(&query[..10]).await.expect("write");
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for byte in &query[10..query.len() - 1] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "the connection stayed open");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    // A query sent whole is answered.
+    let mut other = connect_from("127.0.4.2", addr).await;
+    assert_eq!(ask(&mut other, 8).await.expect("answered"), 8);
+}
