@@ -303,6 +303,18 @@ fn frame_of(
     }
 }
 
+/// The DATA of `stream` on `s` up to its end.
+fn body_of(s: &mut TcpStream, buf: &mut Vec<u8>, stream: u32) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let f = frame_of(s, buf, 0, stream).expect("the answer's body");
+        body.extend_from_slice(&f.payload);
+        if f.flags & 1 == 1 {
+            return body;
+        }
+    }
+}
+
 #[test]
 fn a_hit_the_visitors_window_cannot_hold_waits_for_the_window_to_open() {
     let (port, _node, _origin) = shop();
@@ -312,14 +324,7 @@ fn a_hit_the_visitors_window_cannot_hold_waits_for_the_window_to_open() {
     let mut s = h2_connect(port);
     let mut buf = Vec::new();
     s.write_all(&frame(1, 0x5, 1, &block)).expect("headers");
-    let mut body = Vec::new();
-    loop {
-        let f = frame_of(&mut s, &mut buf, 0, 1).expect("the first answer's body");
-        body.extend_from_slice(&f.payload);
-        if f.flags & 1 == 1 {
-            break;
-        }
-    }
+    let body = body_of(&mut s, &mut buf, 1);
     drop(s);
     // A visitor with no window for streams: the hit's header comes, its body waits.
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -345,13 +350,5 @@ fn a_hit_the_visitors_window_cannot_hold_waits_for_the_window_to_open() {
     let room = u32::try_from(body.len()).expect("small");
     s.write_all(&frame(8, 0, 1, &room.to_be_bytes()))
         .expect("window update");
-    let mut got = Vec::new();
-    loop {
-        let f = frame_of(&mut s, &mut buf, 0, 1).expect("the body once the window opens");
-        got.extend_from_slice(&f.payload);
-        if f.flags & 1 == 1 {
-            break;
-        }
-    }
-    assert_eq!(got.len(), body.len());
+    assert_eq!(body_of(&mut s, &mut buf, 1), body);
 }

@@ -45,23 +45,32 @@ async fn ask(stream: &mut TcpStream, id: u16) -> std::io::Result<u16> {
     Ok(u16::from_be_bytes([answer[0], answer[1]]))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_make_room_when_every_slot_is_taken() {
-    let index = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
-    let mut server = DnsServer::new(
-        index,
+/// A server for `index` with rate limiting off.
+fn server_of(index: DnsIndex) -> DnsServer {
+    DnsServer::new(
+        Arc::new(ArcSwap::from_pointee(index)),
         Limits {
             max_udp_payload: 1232,
         },
         RrlConfig { rate: 0, slip: 2 },
         Cookies::random(),
-    );
+    )
+}
+
+/// Serves TCP for `server` on a port of its own; its address.
+async fn listen(server: &Arc<DnsServer>) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    (addr, server.spawn_tcp(listener))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_make_room_when_every_slot_is_taken() {
+    let mut server = server_of(DnsIndex::default());
     server.tcp_max_connections = 8;
     server.tcp_per_source = 4;
     let server = Arc::new(server);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let _serving = server.spawn_tcp(listener);
+    let (addr, _serving) = listen(&server).await;
 
     // Two prefixes take every slot, each connection answered once, then idle.
     let mut held = Vec::new();
@@ -161,18 +170,8 @@ fn transferable() -> DnsIndex {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_beyond_the_limit_get_servfail_until_one_ends() {
-    let index = Arc::new(ArcSwap::from_pointee(transferable()));
-    let server = Arc::new(DnsServer::new(
-        index,
-        Limits {
-            max_udp_payload: 1232,
-        },
-        RrlConfig { rate: 0, slip: 2 },
-        Cookies::random(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let _serving = Arc::clone(&server).spawn_tcp(listener);
+    let server = Arc::new(server_of(transferable()));
+    let (addr, _serving) = listen(&server).await;
     const NOERROR: u8 = 0;
     const SERVFAIL: u8 = 2;
     const NOTAUTH: u8 = 9;
@@ -201,18 +200,8 @@ async fn transfers_beyond_the_limit_get_servfail_until_one_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_sent_a_byte_at_a_time_loses_its_connection_within_two_seconds() {
-    let index = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
-    let server = Arc::new(DnsServer::new(
-        index,
-        Limits {
-            max_udp_payload: 1232,
-        },
-        RrlConfig { rate: 0, slip: 2 },
-        Cookies::random(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let _serving = server.spawn_tcp(listener);
+    let server = Arc::new(server_of(DnsIndex::default()));
+    let (addr, _serving) = listen(&server).await;
 
     // The length and half the query, then a byte every 500 ms: never idle, never whole.
     let query = framed_query(7);
