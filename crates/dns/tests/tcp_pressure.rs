@@ -10,6 +10,8 @@ use parapet_dns::{Cookies, DnsIndex, DnsServer, Limits, RrlConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+mod common;
+
 /// A query for `example.com` of type `qtype`, framed for TCP.
 fn framed(id: u16, qtype: u16) -> Vec<u8> {
     let mut q = id.to_be_bytes().to_vec();
@@ -122,15 +124,6 @@ async fn transfer_rcode(stream: &mut TcpStream, id: u16) -> u8 {
 
 /// The index of the active zone `example.com`, whose transfers 127.0.0.1 may take.
 fn transferable() -> DnsIndex {
-    let mut zone = parapet_model::Zone::new(
-        "z".into(),
-        "example.com".into(),
-        vec!["ns1.parapet.test".into()],
-        "a".into(),
-        String::new(),
-        1,
-    );
-    zone.status = parapet_model::ZoneStatus::Active;
     let peer = parapet_model::transfer::Peer {
         id: "p1".into(),
         name: "secondary".into(),
@@ -147,10 +140,7 @@ fn transferable() -> DnsIndex {
         notifies: 0,
     };
     let entries = [
-        (
-            "zones/z".to_owned(),
-            serde_json::to_vec(&zone).expect("zone"),
-        ),
+        common::active_zone_entry("example.com"),
         (
             parapet_snapshot::keys::peer_key("p1"),
             serde_json::to_vec(&peer).expect("peer"),

@@ -314,17 +314,14 @@ impl Connections {
         match direct {
             Some(H2Direct::Hit(hit)) => {
                 Box::pin(hit.send(&mut session, &self.proxy)).await;
-                if was_reset(&mut session) {
-                    in_flight.resets.fetch_add(1, Ordering::Relaxed);
-                }
             }
             Some(H2Direct::Pass(relay)) => {
                 Box::pin(relay.send(&mut session, &self.proxy)).await;
-                if was_reset(&mut session) {
-                    in_flight.resets.fetch_add(1, Ordering::Relaxed);
-                }
             }
-            Some(H2Direct::Refused(error)) => refuse(&mut session, &self.proxy, error).await,
+            Some(H2Direct::Refused(error)) => {
+                refuse(&mut session, &self.proxy, error).await;
+                return;
+            }
             None => {
                 // Boxed: the engine's state machine does not size the task of every stream.
                 Box::pin(HttpServerApp::process_new_http(
@@ -333,7 +330,13 @@ impl Connections {
                     shutdown,
                 ))
                 .await;
+                return;
             }
+        }
+        // A hit or pass the visitor reset before its answer was whole counts toward the
+        // connection's resets.
+        if was_reset(&mut session) {
+            in_flight.resets.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

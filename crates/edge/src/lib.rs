@@ -689,6 +689,22 @@ async fn accept_loop(
     }
 }
 
+/// A connected pair over loopback: the connecting end, the accepted end and its peer address.
+#[cfg(test)]
+pub(crate) async fn loopback_pair() -> (
+    tokio::net::TcpStream,
+    tokio::net::TcpStream,
+    std::net::SocketAddr,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (accepted, peer) = listener.accept().await.expect("accept");
+    (client, accepted, peer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

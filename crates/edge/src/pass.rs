@@ -1663,13 +1663,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_an_origin_does_not_take_in_fails_within_the_timeout() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut connection = TcpStream::connect(addr).await.expect("connect");
         // The origin accepts and never reads: 8 MiB cannot all go into the socket buffers.
-        let (_origin, _) = listener.accept().await.expect("accept");
+        let (mut connection, _origin, _) = crate::loopback_pair().await;
         let wire = vec![b'a'; 8 << 20];
         let started = Instant::now();
         let written = write_wire(&mut connection, &wire, Duration::from_millis(200)).await;
@@ -1677,8 +1672,7 @@ mod tests {
         assert_eq!(e.etype(), &ErrorType::WriteTimedout);
         assert!(started.elapsed() < Duration::from_secs(2));
         // A request the origin takes in is written.
-        let mut other = TcpStream::connect(addr).await.expect("connect");
-        let (mut taken, _) = listener.accept().await.expect("accept");
+        let (mut other, mut taken, _) = crate::loopback_pair().await;
         write_wire(
             &mut other,
             b"GET / HTTP/1.1\r\n\r\n",

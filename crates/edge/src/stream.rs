@@ -1275,13 +1275,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_visitor_that_stops_reading_fails_the_send_after_the_send_timeout() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        // Never reads.
-        let _client = TcpStream::connect(addr).await.expect("connect");
-        let (tcp, peer) = listener.accept().await.expect("accept");
+        // The client never reads.
+        let (_client, tcp, peer) = crate::loopback_pair().await;
         let mut stream = VisitorStream::new(tcp, peer, None).sending_vectored_writes_at_once();
         let body = vec![b'x'; 64 << 20];
         let started = std::time::Instant::now();
@@ -1293,8 +1288,7 @@ mod tests {
             started.elapsed()
         );
         // So from a file.
-        let _client = TcpStream::connect(addr).await.expect("connect");
-        let (tcp, peer) = listener.accept().await.expect("accept");
+        let (_client, tcp, peer) = crate::loopback_pair().await;
         let stream = VisitorStream::new(tcp, peer, None);
         let mut file = tempfile::tempfile().expect("file");
         std::io::Write::write_all(&mut file, &body).expect("write");
@@ -1409,13 +1403,7 @@ mod tests {
     #[tokio::test]
     async fn a_held_gate_keeps_flushes_back_until_it_is_let_through_or_64_kib_are_gathered() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (tcp, peer) = listener.accept().await.expect("accept");
+        let (mut client, tcp, peer) = crate::loopback_pair().await;
         let mut stream = VisitorStream::new(tcp, peer, None);
         let gate = FlushGate::default();
         stream.gate_flushes(gate.clone());
@@ -1463,13 +1451,8 @@ mod tests {
     #[tokio::test]
     async fn vectored_writes_leave_at_once_only_on_plain_connections() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         for plain in [true, false] {
-            let client = TcpStream::connect(addr).await.expect("connect");
-            let (tcp, peer) = listener.accept().await.expect("accept");
+            let (client, tcp, peer) = crate::loopback_pair().await;
             let stream = VisitorStream::new(tcp, peer, None);
             let mut stream = if plain {
                 stream.sending_vectored_writes_at_once()

@@ -1,13 +1,15 @@
 //! What the DNS tests share: an index of one active zone built from records as the API takes
 //! them.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
 
 use parapet_dns::{DnsIndex, EdgeAddrs};
 use parapet_model::{RecordDraft, Zone, ZoneStatus};
 use parapet_snapshot::compile_snapshot;
 use serde_json::Value;
 
-/// The DNS index of the active zone `name` (id `z`) holding `records` (API record bodies).
-pub fn index_of(name: &str, records: &[Value], edge: &EdgeAddrs) -> DnsIndex {
+/// The store entry of the active zone `name` (id `z`).
+pub fn active_zone_entry(name: &str) -> (String, Vec<u8>) {
     let mut zone = Zone::new(
         "z".into(),
         name.into(),
@@ -17,10 +19,15 @@ pub fn index_of(name: &str, records: &[Value], edge: &EdgeAddrs) -> DnsIndex {
         1,
     );
     zone.status = ZoneStatus::Active;
-    let mut entries = vec![(
+    (
         "zones/z".to_owned(),
         serde_json::to_vec(&zone).expect("zone"),
-    )];
+    )
+}
+
+/// The DNS index of the active zone `name` (id `z`) holding `records` (API record bodies).
+pub fn index_of(name: &str, records: &[Value], edge: &EdgeAddrs) -> DnsIndex {
+    let mut entries = vec![active_zone_entry(name)];
     for (i, body) in records.iter().enumerate() {
         let id = format!("r{i}");
         let record = RecordDraft::from_json(name, body)
