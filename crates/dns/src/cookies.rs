@@ -9,6 +9,8 @@ use siphasher::sip::SipHasher24;
 
 /// The COOKIE option code.
 pub const COOKIE: u16 = 10;
+/// The COOKIE option data this server answers with: the client cookie and a server cookie.
+pub const ANSWER_LEN: usize = 8 + 16;
 /// A server cookie older than this is not accepted (RFC 9018 §4.3).
 const MAX_AGE: u32 = 3600;
 /// Nor one from further in the future than this.
@@ -51,14 +53,22 @@ impl Cookies {
     /// and timestamp, as sent) and the client's address, in SipHash's byte order (RFC 9018
     /// §4.4).
     fn hash(secret: &[u8; 16], client_cookie: &[u8], head: &[u8], client: IpAddr) -> [u8; 8] {
-        let mut input = Vec::with_capacity(8 + 8 + 16);
-        input.extend_from_slice(client_cookie);
-        input.extend_from_slice(head);
-        match client {
-            IpAddr::V4(v4) => input.extend_from_slice(&v4.octets()),
-            IpAddr::V6(v6) => input.extend_from_slice(&v6.octets()),
-        }
-        SipHasher24::new_with_key(secret).hash(&input).to_le_bytes()
+        let mut input = [0u8; 8 + 8 + 16];
+        input[..8].copy_from_slice(client_cookie);
+        input[8..16].copy_from_slice(head);
+        let n = match client {
+            IpAddr::V4(v4) => {
+                input[16..20].copy_from_slice(&v4.octets());
+                20
+            }
+            IpAddr::V6(v6) => {
+                input[16..].copy_from_slice(&v6.octets());
+                32
+            }
+        };
+        SipHasher24::new_with_key(secret)
+            .hash(&input[..n])
+            .to_le_bytes()
     }
 
     /// Checks a COOKIE option's data from `client` at `now` (Unix seconds).
@@ -98,13 +108,14 @@ impl Cookies {
     }
 
     /// The COOKIE option data to answer with: the client cookie and a fresh server cookie.
-    pub fn answer(&self, option: &[u8], client: IpAddr, now: u32) -> Option<Vec<u8>> {
+    pub fn answer(&self, option: &[u8], client: IpAddr, now: u32) -> Option<[u8; ANSWER_LEN]> {
         let client_cookie = option.get(..8)?;
-        let mut head = [1, 0, 0, 0, 0, 0, 0, 0];
-        head[4..].copy_from_slice(&now.to_be_bytes());
-        let mut out = client_cookie.to_vec();
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&Self::hash(&self.secrets[0], client_cookie, &head, client));
+        let mut out = [0u8; ANSWER_LEN];
+        out[..8].copy_from_slice(client_cookie);
+        out[8] = 1;
+        out[12..16].copy_from_slice(&now.to_be_bytes());
+        let hash = Self::hash(&self.secrets[0], client_cookie, &out[8..16], client);
+        out[16..].copy_from_slice(&hash);
         Some(out)
     }
 }
@@ -155,21 +166,21 @@ mod tests {
             .expect("answer");
         assert_eq!(full.len(), 24);
         assert_eq!(
-            cookies.check(Some(&full), client, 1010),
+            cookies.check(Some(&full[..]), client, 1010),
             CookieCheck::Verified
         );
         assert_eq!(
-            cookies.check(Some(&full), other, 1010),
+            cookies.check(Some(&full[..]), other, 1010),
             CookieCheck::Unverified
         );
         assert_eq!(
-            cookies.check(Some(&full), client, 1000 + MAX_AGE + 1),
+            cookies.check(Some(&full[..]), client, 1000 + MAX_AGE + 1),
             CookieCheck::Unverified
         );
-        let mut forged = full.clone();
+        let mut forged = full;
         forged[23] ^= 1;
         assert_eq!(
-            cookies.check(Some(&forged), client, 1010),
+            cookies.check(Some(&forged[..]), client, 1010),
             CookieCheck::Unverified
         );
         assert_eq!(
@@ -202,7 +213,9 @@ mod tests {
         let client: IpAddr = "198.51.100.100".parse().expect("ip");
         // A.1: learning a new server cookie.
         assert_eq!(
-            cookies.answer(&hex("2464c4abcf10c957"), client, 1559731985),
+            cookies
+                .answer(&hex("2464c4abcf10c957"), client, 1559731985)
+                .map(|a| a.to_vec()),
             Some(hex("2464c4abcf10c957010000005cf79f111f8130c3eee29480"))
         );
         // A.2: the same client comes back with it and gets a renewed one.
@@ -212,7 +225,9 @@ mod tests {
             CookieCheck::Verified
         );
         assert_eq!(
-            cookies.answer(&returned, client, 1559734385),
+            cookies
+                .answer(&returned, client, 1559734385)
+                .map(|a| a.to_vec()),
             Some(hex("2464c4abcf10c957010000005cf7a871d4a564a1442aca77"))
         );
         // A.3: another server of the set made the cookie with reserved bytes set.
@@ -223,7 +238,9 @@ mod tests {
             CookieCheck::Verified
         );
         assert_eq!(
-            cookies.answer(&made_elsewhere, other, 1559734700),
+            cookies
+                .answer(&made_elsewhere, other, 1559734700)
+                .map(|a| a.to_vec()),
             Some(hex("fc93fc62807ddb86010000005cf7a9acf73a7810aca2381e"))
         );
         // A.4: an IPv6 client whose cookie the old secret made, during a rollover.

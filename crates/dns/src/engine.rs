@@ -10,7 +10,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use crate::cookies::{COOKIE, CookieCheck, Cookies};
-use crate::fast::PlainQuery;
+use crate::fast::{COOKIE_ROOM, Fit, PlainQuery, append_cookie, without_cookie};
 use crate::index::{DnsIndex, Node, RRset, ZoneIndex};
 use crate::rrl::ResponseKind;
 
@@ -485,29 +485,46 @@ pub fn answer_query(
     limits: Limits,
     client: Option<&Client<'_>>,
 ) -> Option<Answered> {
-    let plain = PlainQuery::parse(packet).map(|q| {
+    let plain = PlainQuery::parse(packet).and_then(|q| {
         let limit = limits.response_room(q.edns.map(|e| e.payload), transport);
-        (q, limit)
+        // A client cookie (when cookies are in use) is answered with a server cookie appended
+        // to the kept response, as the engine would write it.
+        let cookie = match (q.cookie, client) {
+            (Some(data), Some(c)) => Some((
+                c.cookies.answer(data, c.ip, c.now)?,
+                c.cookies.check(Some(data), c.ip, c.now) == CookieCheck::Verified,
+            )),
+            _ => None,
+        };
+        let fit = Fit {
+            limit,
+            room: if cookie.is_some() { COOKIE_ROOM } else { 0 },
+            server_max: limits.max_udp_payload,
+        };
+        Some((q, fit, cookie))
     });
-    if let Some((q, limit)) = &plain
-        && let Some((bytes, kind)) = index.cache.answer(q, *limit)
+    if let Some((q, fit, cookie)) = &plain
+        && let Some((mut bytes, kind)) = index.cache.answer(q, fit.limit - fit.room)
     {
+        if let Some((answer, _)) = cookie {
+            append_cookie(&mut bytes, answer);
+        }
         return Some(Answered {
             bytes,
-            verified: false,
+            verified: cookie.is_some_and(|(_, verified)| verified),
             kind,
         });
     }
     let mut complete = false;
     let answered = answer_slow(index, packet, transport, limits, client, 0, &mut complete)?;
-    if let Some((q, limit)) = &plain {
-        index.cache.insert(
-            q,
-            (*limit, limits.max_udp_payload),
-            complete,
-            &answered.bytes,
-            answered.kind,
-        );
+    if let Some((q, fit, cookie)) = &plain {
+        let bare = match cookie {
+            Some(_) => without_cookie(&answered.bytes).map(std::borrow::Cow::Owned),
+            None => Some(std::borrow::Cow::Borrowed(&answered.bytes)),
+        };
+        if let Some(bare) = bare {
+            index.cache.insert(q, *fit, complete, &bare, answered.kind);
+        }
     }
     Some(answered)
 }
@@ -644,7 +661,7 @@ fn answer_slow(
             && let Some(answer) = c.cookies.answer(data, c.ip, c.now)
         {
             opt.options_mut()
-                .insert(EdnsOption::Unknown(COOKIE, answer));
+                .insert(EdnsOption::Unknown(COOKIE, answer.to_vec()));
         }
         response.set_edns(opt);
     }

@@ -1,8 +1,9 @@
-//! The hot path. Most queries are plain (one IN question, at most an OPT without options), and
-//! their answer depends only on the lowercase name, the type and whether EDNS was used. The
-//! first such query is answered by the engine; its response is kept, and later ones get a copy
-//! with their own id, RD bit, question bytes (so the name's case is echoed) and DO bit. The
-//! cache belongs to one [`crate::DnsIndex`], so a new snapshot starts with an empty cache.
+//! The hot path. Most queries are plain (one IN question, at most an OPT with no option but a
+//! DNS cookie), and their answer depends only on the lowercase name, the type and whether EDNS
+//! was used. The first such query is answered by the engine; its response is kept without its
+//! cookie, and later ones get a copy with their own id, RD bit, question bytes (so the name's
+//! case is echoed) and DO bit, and the server cookie for them appended to the OPT. The cache
+//! belongs to one [`crate::DnsIndex`], so a new snapshot starts with an empty cache.
 
 use std::hash::BuildHasher;
 use std::sync::{Mutex, PoisonError};
@@ -83,6 +84,8 @@ pub struct PlainQuery<'a> {
     /// The question name in wire form (offset 12).
     pub qname: &'a [u8],
     pub edns: Option<PlainEdns>,
+    /// The COOKIE option's data, of a length RFC 7873 allows (8, or 16 to 40 bytes).
+    pub cookie: Option<&'a [u8]>,
 }
 
 #[derive(Clone, Copy)]
@@ -125,19 +128,27 @@ impl<'a> PlainQuery<'a> {
             return None;
         }
         let end = i + 4;
+        let mut cookie = None;
         let edns = if header[11] == 1 {
-            // Root owner, type OPT, payload, extended rcode 0, version 0, flags, no options.
+            // Root owner, type OPT, payload, extended rcode 0, version 0, flags, and either no
+            // options or one COOKIE.
             let opt = packet.get(end..end + 11)?;
-            if opt[0] != 0
-                || opt[1..3] != [0, 41]
-                || opt[5] != 0
-                || opt[6] != 0
-                || opt[9..11] != [0, 0]
-            {
+            if opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 {
                 return None;
             }
-            if packet.len() != end + 11 {
+            let options = &packet[end + 11..];
+            if usize::from(u16::from_be_bytes([opt[9], opt[10]])) != options.len() {
                 return None;
+            }
+            if !options.is_empty() {
+                let data = options.get(4..)?;
+                if options[..2] != COOKIE_CODE
+                    || usize::from(u16::from_be_bytes([options[2], options[3]])) != data.len()
+                    || !(data.len() == 8 || (16..=40).contains(&data.len()))
+                {
+                    return None;
+                }
+                cookie = Some(data);
             }
             Some(PlainEdns {
                 payload: u16::from_be_bytes([opt[3], opt[4]]),
@@ -153,6 +164,7 @@ impl<'a> PlainQuery<'a> {
             packet,
             qname,
             edns,
+            cookie,
         })
     }
 
@@ -183,6 +195,50 @@ impl<'a> PlainQuery<'a> {
         }
         key
     }
+}
+
+/// The COOKIE option's code, as it is on the wire.
+const COOKIE_CODE: [u8; 2] = crate::cookies::COOKIE.to_be_bytes();
+
+/// What a server cookie adds to a response's OPT: the option's code and length, the client
+/// cookie and the server cookie.
+pub const COOKIE_ROOM: usize = 4 + crate::cookies::ANSWER_LEN;
+
+/// Appends the COOKIE option `answer` to `response`, whose OPT (last) has no options.
+pub fn append_cookie(response: &mut Vec<u8>, answer: &[u8; crate::cookies::ANSWER_LEN]) {
+    let rdlen = response.len() - 2;
+    response[rdlen..].copy_from_slice(&(COOKIE_ROOM as u16).to_be_bytes());
+    response.extend_from_slice(&COOKIE_CODE);
+    response.extend_from_slice(&(answer.len() as u16).to_be_bytes());
+    response.extend_from_slice(answer);
+}
+
+/// `response` without the COOKIE option that ends it (its OPT's only option), as the cache
+/// keeps it; `None` if it does not end so.
+pub fn without_cookie(response: &[u8]) -> Option<Vec<u8>> {
+    let n = response.len();
+    let opt = n.checked_sub(11 + COOKIE_ROOM).filter(|&at| at >= 12)?;
+    let ends_so = response[opt..opt + 3] == [0, 0, 41]
+        && response[opt + 9..opt + 11] == (COOKIE_ROOM as u16).to_be_bytes()
+        && response[opt + 11..opt + 13] == COOKIE_CODE
+        && response[opt + 13..opt + 15] == (crate::cookies::ANSWER_LEN as u16).to_be_bytes();
+    if !ends_so {
+        return None;
+    }
+    let mut bare = response[..opt + 11].to_vec();
+    bare[opt + 9..].copy_from_slice(&[0, 0]);
+    Some(bare)
+}
+
+/// The size a response was made for.
+#[derive(Clone, Copy)]
+pub struct Fit {
+    /// What the query allowed.
+    pub limit: usize,
+    /// Of which an option appended after the kept response (a server cookie) takes this much.
+    pub room: usize,
+    /// The server's own largest UDP payload.
+    pub server_max: u16,
 }
 
 /// The limits a response fitted to one is kept for: no EDNS, the DNS Flag Day's size, a
@@ -235,6 +291,14 @@ impl ResponseCache {
         (hash, &self.shards[(hash >> 32) as usize % SHARDS])
     }
 
+    /// How many responses are kept.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).table.len())
+            .sum()
+    }
+
     /// A copy of the response kept under `key` if it has at most `limit` bytes, copied while
     /// the shard is held (nothing shared is counted or freed per query).
     fn copy(&self, key: &[u8], limit: usize) -> Option<(Vec<u8>, ResponseKind)> {
@@ -263,13 +327,13 @@ impl ResponseCache {
         Some((out, kind))
     }
 
-    /// Keeps `response` (the engine's answer to `query` within `limit` bytes, counted by rate
-    /// limiting as `kind`) for later queries of the same shape. `whole`: nothing had to be
-    /// left out to fit it, so it serves any limit it fits.
+    /// Keeps `response` (the engine's answer to `query` within `fit`, without the option the
+    /// room was kept for, and counted by rate limiting as `kind`) for later queries of the same
+    /// shape. `whole`: nothing had to be left out to fit it, so it serves any limit it fits.
     pub fn insert(
         &self,
         query: &PlainQuery<'_>,
-        (limit, server_max): (usize, u16),
+        fit: Fit,
         whole: bool,
         response: &[u8],
         kind: ResponseKind,
@@ -288,10 +352,16 @@ impl ResponseCache {
         // A response fitted to a limit is kept for the common limits alone (and the server's
         // own largest, which every larger request is held to): one entry per size a client
         // could ask for would let queries of every size fill the cache.
+        // (A response fitted for a cookie is kept for the room left without it.)
+        let Fit {
+            limit,
+            room,
+            server_max,
+        } = fit;
         if !whole && !FITTED_LIMITS.contains(&limit) && limit != usize::from(server_max) {
             return;
         }
-        let key = query.key((!whole).then_some(limit));
+        let key = query.key((!whole).then_some(limit.saturating_sub(room)));
         let (hash, shard) = self.locate(&key);
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
         let made_up = !kind.is_data();
@@ -325,6 +395,14 @@ impl ResponseCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fit(limit: usize, server_max: u16) -> Fit {
+        Fit {
+            limit,
+            room: 0,
+            server_max,
+        }
+    }
 
     fn query(id: u16, name: &[u8], edns: Option<bool>) -> Vec<u8> {
         let mut p = id.to_be_bytes().to_vec();
@@ -369,6 +447,63 @@ mod tests {
         assert!(PlainQuery::parse(&query(1, &[b'a'; 64], None)).is_none());
     }
 
+    /// `query` with an EDNS option `code` of `data` (its length as `len`).
+    fn with_option(code: u16, len: u16, data: &[u8]) -> Vec<u8> {
+        let mut p = query(1, b"www.example.com", Some(false));
+        let rdlen = p.len() - 2;
+        let total = u16::try_from(4 + data.len()).expect("short");
+        p[rdlen..].copy_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&code.to_be_bytes());
+        p.extend_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(data);
+        p
+    }
+
+    #[test]
+    fn a_cookie_is_the_one_option_a_plain_query_may_carry() {
+        for n in [8u16, 16, 24, 40] {
+            let packet = with_option(10, n, &vec![7; usize::from(n)]);
+            let q = PlainQuery::parse(&packet).expect("plain with a cookie");
+            assert_eq!(q.cookie.map(<[u8]>::len), Some(usize::from(n)));
+        }
+        assert!(
+            PlainQuery::parse(&query(1, b"www.example.com", Some(false)))
+                .expect("plain")
+                .cookie
+                .is_none()
+        );
+        // Lengths RFC 7873 does not allow are the engine's to answer (FORMERR).
+        for n in [0u16, 7, 9, 15, 41] {
+            let packet = with_option(10, n, &vec![7; usize::from(n)]);
+            assert!(PlainQuery::parse(&packet).is_none(), "{n} bytes");
+        }
+        // Another option, an option length that disagrees with the data, two options.
+        assert!(PlainQuery::parse(&with_option(3, 0, &[])).is_none());
+        assert!(PlainQuery::parse(&with_option(10, 9, &[7; 8])).is_none());
+        let mut two = with_option(10, 8, &[7; 8]);
+        let rdlen = two.len() - 14;
+        two[rdlen..rdlen + 2].copy_from_slice(&16u16.to_be_bytes());
+        two.extend_from_slice(&[0, 3, 0, 0]);
+        assert!(PlainQuery::parse(&two).is_none());
+        let mut short = with_option(10, 8, &[7; 8]);
+        short.pop();
+        assert!(PlainQuery::parse(&short).is_none());
+    }
+
+    #[test]
+    fn a_cookie_option_is_appended_and_taken_off_whole() {
+        let bare = query(1, b"www.example.com", Some(false));
+        let mut with = bare.clone();
+        append_cookie(&mut with, &[9; crate::cookies::ANSWER_LEN]);
+        assert_eq!(with.len(), bare.len() + COOKIE_ROOM);
+        assert_eq!(without_cookie(&with), Some(bare.clone()));
+        assert_eq!(without_cookie(&bare), None);
+        // Another option of the same size is not a cookie.
+        let mut other = with.clone();
+        other[bare.len() + 1] = 3;
+        assert_eq!(without_cookie(&other), None);
+    }
+
     #[test]
     fn types_whose_bytes_are_letters_have_keys_of_their_own() {
         let typed = |qtype: u16| {
@@ -405,7 +540,7 @@ mod tests {
                 response[2] = 0x84;
                 for (whole, limit) in [(true, 1232), (false, 1400)] {
                     let cache = ResponseCache::default();
-                    cache.insert(&q, (limit, 1232), whole, &response, ResponseKind::ERROR);
+                    cache.insert(&q, fit(limit, 1232), whole, &response, ResponseKind::ERROR);
                     assert!(cache.answer(&q, limit).is_some(), "{last} {whole}");
                 }
             }
@@ -421,7 +556,7 @@ mod tests {
         response[2] = 0x84;
         cache.insert(
             &PlainQuery::parse(&first).expect("plain"),
-            (1232, 1232),
+            fit(1232, 1232),
             false,
             &response,
             ResponseKind::ERROR,
@@ -448,7 +583,7 @@ mod tests {
         response[2] = 0x84;
         cache.insert(
             &PlainQuery::parse(&asked).expect("plain"),
-            (1232, 1232),
+            fit(1232, 1232),
             true,
             &response,
             ResponseKind::ERROR,
@@ -462,12 +597,7 @@ mod tests {
         let q = query(3, b"www.example.com", Some(false));
         let q = PlainQuery::parse(&q).expect("plain");
         assert!(cache.answer(&q, response.len() - 1).is_none(), "too large");
-        let entries: usize = cache
-            .shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).table.len())
-            .sum();
-        assert_eq!(entries, 1);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]
@@ -480,7 +610,7 @@ mod tests {
             response[3] = 3;
             cache.insert(
                 &PlainQuery::parse(&asked).expect("plain"),
-                (512, 1232),
+                fit(512, 1232),
                 true,
                 &response,
                 kind,
@@ -527,7 +657,7 @@ mod tests {
         response[2] = 0x86; // QR, AA, TC
         cache.insert(
             &PlainQuery::parse(&first).expect("plain"),
-            (512, 1232),
+            fit(512, 1232),
             false,
             &response,
             ResponseKind::ERROR,
@@ -543,10 +673,10 @@ mod tests {
         let mut fitted = odd.clone();
         fitted[2] = 0x86;
         let q = PlainQuery::parse(&odd).expect("plain");
-        cache.insert(&q, (777, 1232), false, &fitted, ResponseKind::ERROR);
+        cache.insert(&q, fit(777, 1232), false, &fitted, ResponseKind::ERROR);
         assert!(cache.answer(&q, 777).is_none());
         // The server's own largest size (every larger request is held to it) is kept.
-        cache.insert(&q, (1452, 1452), false, &fitted, ResponseKind::ERROR);
+        cache.insert(&q, fit(1452, 1452), false, &fitted, ResponseKind::ERROR);
         assert!(cache.answer(&q, 1452).is_some());
         // Failures are not kept.
         let asked = query(3, b"fail.example.com", None);
@@ -555,7 +685,7 @@ mod tests {
         failed[3] = 2;
         cache.insert(
             &PlainQuery::parse(&asked).expect("plain"),
-            (512, 1232),
+            fit(512, 1232),
             true,
             &failed,
             ResponseKind::ERROR,

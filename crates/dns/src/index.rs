@@ -211,6 +211,11 @@ pub struct DnsIndex {
 }
 
 impl DnsIndex {
+    /// How many responses the answer cache holds.
+    pub fn cached_responses(&self) -> usize {
+        self.cache.len()
+    }
+
     /// The zone `key` (lowercase, no trailing dot) belongs to: the longest enclosing zone.
     pub fn zone_for(&self, key: &str) -> Option<&Arc<ZoneIndex>> {
         let mut candidate = key;
