@@ -288,6 +288,67 @@ fn streams_reset_a_few_at_a_time_never_reach_the_origin_and_end_the_connection()
     );
 }
 
+#[test]
+fn streams_the_engine_answers_count_toward_the_reset_limit_when_reset_mid_request() {
+    let (port, _node, origin) = shop();
+    let authority = format!("www.shop.test:{port}");
+    // POSTs (the engine's: never a hit or a direct pass) whose bodies never come: ten opened,
+    // a PING whose answer says the edge has taken them, then all ten reset, round after round.
+    let mut post = get_block(&authority);
+    post[0] = 0x83;
+    let mut s = h2_connect(port);
+    let mut buf = Vec::new();
+    let mut code = None;
+    let mut id = 1u32;
+    let ping = |s: &mut TcpStream, round: u64, batch: &mut Vec<u8>| {
+        batch.extend(frame(6, 0, 0, &round.to_be_bytes()));
+        s.write_all(batch).is_ok()
+    };
+    'rounds: for round in 0u64..60 {
+        let first = id;
+        let mut batch = Vec::new();
+        for _ in 0..10 {
+            batch.extend(frame(1, 0x4, id, &post));
+            id += 2;
+        }
+        let mut resets = Vec::new();
+        for stream in (first..id).step_by(2) {
+            resets.extend(frame(3, 0, stream, &8u32.to_be_bytes()));
+        }
+        for (k, batch) in [batch, resets].iter_mut().enumerate() {
+            if !ping(&mut s, round * 2 + k as u64, batch) {
+                break 'rounds;
+            }
+            loop {
+                match read_frame(&mut s, &mut buf) {
+                    Some(f) if f.kind == 7 => {
+                        code = f
+                            .payload
+                            .get(4..8)
+                            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+                        break 'rounds;
+                    }
+                    Some(f) if f.kind == 6 && f.flags & 1 == 1 => break,
+                    Some(_) => {}
+                    None => break 'rounds,
+                }
+            }
+        }
+    }
+    let reached = origin.try_iter().count();
+    eprintln!(
+        "resets mid-request: {} streams, goaway {code:?}, origin saw {reached}",
+        id / 2
+    );
+    assert_eq!(code, Some(11), "ENHANCE_YOUR_CALM ends the connection");
+    assert!(id / 2 < 250, "closed after {} streams", id / 2);
+    // Others are served.
+    assert_eq!(
+        curl(port, "www.shop.test", &["--http2-prior-knowledge"]).0,
+        200
+    );
+}
+
 /// The frames on `s` up to the first with `kind` on `stream` (`None`: closed or silent).
 fn frame_of(
     s: &mut TcpStream,

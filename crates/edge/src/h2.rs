@@ -82,6 +82,28 @@ struct InFlight {
 /// Held by a stream's task while it runs.
 struct StreamGuard(Arc<InFlight>);
 
+tokio::task_local! {
+    /// The connection of the HTTP/2 stream the engine answers in this task.
+    static ENGINE_STREAM: Arc<InFlight>;
+}
+
+/// Counts toward its connection's resets an HTTP/2 stream the engine answered (`session`) if the
+/// visitor reset it before the answer was whole. Outside an engine's HTTP/2 stream, nothing.
+pub(crate) fn note_engine_reset(session: &mut ServerSession) {
+    let _ = ENGINE_STREAM.try_with(|in_flight| {
+        let Some(closed) = session.watch_h2_stream_close() else {
+            return;
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if matches!(
+            std::pin::pin!(closed).poll(&mut cx),
+            std::task::Poll::Ready(Ok(_))
+        ) {
+            in_flight.resets.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+}
+
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.touch();
@@ -305,7 +327,7 @@ impl Connections {
         &self,
         mut session: HttpSession,
         direct: Option<H2Direct>,
-        in_flight: &InFlight,
+        in_flight: &Arc<InFlight>,
         shutdown: &ShutdownWatch,
     ) {
         // A visitor that opens no window for an answer does not hold its stream (and an
@@ -324,12 +346,14 @@ impl Connections {
             }
             None => {
                 // Boxed: the engine's state machine does not size the task of every stream.
-                Box::pin(HttpServerApp::process_new_http(
+                // The engine's log step counts the stream if it was reset
+                // ([`note_engine_reset`]).
+                let engine = Box::pin(HttpServerApp::process_new_http(
                     &self.http,
                     ServerSession::new_http2(session),
                     shutdown,
-                ))
-                .await;
+                ));
+                ENGINE_STREAM.scope(Arc::clone(in_flight), engine).await;
                 return;
             }
         }

@@ -1927,6 +1927,7 @@ impl ProxyHttp for EdgeProxy {
         if downstream.req_header().version == http::Version::HTTP_2 && !downstream.is_body_done() {
             let _ = tokio::time::timeout(UNREAD_BODY_WAIT, downstream.drain_request_body()).await;
         }
+        crate::h2::note_engine_reset(downstream);
         // A stale object's refresh in the background is no visitor's request: neither counted
         // as one nor logged.
         if session.subrequest_ctx.is_some() {
