@@ -135,6 +135,8 @@ pub struct Config {
     /// DNS cookie secrets: the first makes server cookies, all are accepted (a rollover). Empty:
     /// one made on first start and kept in the data directory.
     pub dns_cookie_secrets: Vec<[u8; 16]>,
+    /// The most DNS records a zone may hold (a change that would go past it is refused).
+    pub max_records_per_zone: usize,
 }
 
 /// The ports Cloudflare proxies HTTP on: an edge listen address given without a port takes
@@ -254,6 +256,7 @@ impl Default for Config {
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
             dns_cookie_secrets: Vec::new(),
+            max_records_per_zone: 2_000_000,
             origin_ca_file: None,
             origin_pull_certificate: None,
             origin_pull_key: None,
@@ -284,6 +287,7 @@ const KEYS: &[&str] = &[
     "dns_rrl_rate",
     "dns_rrl_slip",
     "dns_cookie_secrets",
+    "max_records_per_zone",
     "resolver",
     "edge_connect_timeout",
     "edge_read_timeout",
@@ -494,6 +498,12 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                     Some(n) if key == "dns_rrl_rate" => c.dns_rrl_rate = n,
                     Some(n) => c.dns_rrl_slip = n,
                     None => errors.push(want("a whole number, 0 or more")),
+                }
+            }
+            "max_records_per_zone" => {
+                match value.as_integer().and_then(|n| usize::try_from(n).ok()) {
+                    Some(n) if n >= 1 => c.max_records_per_zone = n,
+                    _ => errors.push(want("a whole number, 1 or more")),
                 }
             }
             "dns_cookie_secrets" => {
@@ -865,6 +875,24 @@ colour = "blue"
             "cache_rules of zone example.com",
         ] {
             assert!(all.contains(says), "{says} missing from {all}");
+        }
+    }
+
+    #[test]
+    fn the_record_quota_is_a_whole_number_of_at_least_one() {
+        assert_eq!(Config::default().max_records_per_zone, 2_000_000);
+        let c = parse_file("max_records_per_zone = 3500\n", Config::default()).expect("valid");
+        assert_eq!(c.max_records_per_zone, 3500);
+        for bad in ["0", "-1", "\"many\""] {
+            let errors = parse_file(
+                &format!("max_records_per_zone = {bad}\n"),
+                Config::default(),
+            )
+            .expect_err(bad);
+            assert!(
+                errors[0].starts_with("max_records_per_zone: must be"),
+                "{errors:?}"
+            );
         }
     }
 

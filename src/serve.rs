@@ -521,6 +521,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
                 ),
             ]
             .into(),
+            max_records_per_zone: config.max_records_per_zone,
         },
         activator,
         published,

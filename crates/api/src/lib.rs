@@ -46,6 +46,9 @@ pub struct ApiConfig {
     pub env_token: Option<String>,
     /// Zone settings whose default is this node's configuration (e.g. `proxy_read_timeout`).
     pub setting_defaults: std::collections::HashMap<&'static str, serde_json::Value>,
+    /// The most DNS records a zone may hold: a change that would add records past it is refused
+    /// (error 81045), and nothing of it is stored.
+    pub max_records_per_zone: usize,
 }
 
 /// Removes cached objects of a zone (`zone id`, what to purge); the number removed, or why the

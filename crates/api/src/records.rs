@@ -45,6 +45,8 @@ pub struct ZoneWrite {
     /// The zone id and the time of the change, shared by every record written.
     zone_id: Arc<str>,
     now: Arc<str>,
+    /// How many records the zone holds as this change leaves it.
+    records: usize,
 }
 
 /// Lookups by id a change makes by scanning before it indexes the zone's records.
@@ -59,6 +61,7 @@ impl ZoneWrite {
         Self {
             zone_id: zone.id.as_str().into(),
             now: now.into(),
+            records: base.records.len(),
             zone,
             base,
             written: BTreeMap::new(),
@@ -147,6 +150,11 @@ impl ZoneWrite {
 
     /// Writes record `id` (`None`: deletes it), which was `previous` before.
     fn write(&mut self, id: &str, previous: Option<&DnsRecord>, record: Option<DnsRecord>) {
+        match (previous, &record) {
+            (None, Some(_)) => self.records += 1,
+            (Some(_), None) => self.records = self.records.saturating_sub(1),
+            _ => {}
+        }
         if let Some(previous) = previous
             && let Some(at) = self.names.get_mut(&previous.name)
             && let Some(position) = at.position_of.remove(id)
@@ -243,6 +251,7 @@ impl ZoneWrite {
                 .collect();
             return Err(zone_file_errors(&ModelError::ZoneFile(errors)));
         }
+        self.records += added;
         Ok(added)
     }
 
@@ -352,6 +361,18 @@ pub async fn mutate_zone<T>(
         let out = change(&mut write)?;
         if write.written.is_empty() && write.imported.is_empty() {
             return Ok((out, write.zone));
+        }
+        // A change that adds records may not take the zone past the quota (one that removes
+        // some always may, whatever the zone holds).
+        let quota = state.config.max_records_per_zone;
+        if write.records > quota && write.records > write.base.records.len() {
+            return Err(ApiError::bad(
+                81045,
+                format!(
+                    "Record quota exceeded: a zone may hold {quota} records, and this change would leave {}",
+                    write.records
+                ),
+            ));
         }
         write.zone.serial = write.zone.next_serial(unix_now());
         write.zone.modified_on = write.now.to_string();

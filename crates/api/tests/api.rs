@@ -723,6 +723,74 @@ async fn every_change_increases_the_zone_serial() {
 }
 
 #[tokio::test]
+async fn a_zone_holds_at_most_its_record_quota_and_a_refused_change_stores_nothing() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    let txt = |i: usize| json!({"type": "TXT", "name": "bulk", "content": format!("t{i}")});
+    let batch = format!("/zones/{zone}/dns_records/batch");
+    let records = format!("/zones/{zone}/dns_records");
+    let posts: Vec<Value> = (0..common::RECORD_QUOTA - 1).map(txt).collect();
+    api.ok("POST", &batch, Some(json!({ "posts": posts })))
+        .await;
+    let last = api.record(&zone, txt(common::RECORD_QUOTA)).await;
+    let count = || async {
+        let (_, v) = api
+            .call("GET", &format!("{records}?per_page=1"), None)
+            .await;
+        v["result_info"]["total_count"].clone()
+    };
+    assert_eq!(count().await, common::RECORD_QUOTA);
+    // One more, by any path, is refused with Cloudflare's code, and nothing of it is stored.
+    let (s, v) = api.call("POST", &records, Some(txt(0xffff))).await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![81045]));
+    let (s, v) = api
+        .call(
+            "POST",
+            &batch,
+            Some(json!({"deletes": [{"id": last["id"]}], "posts": [txt(0xfff0), txt(0xfff1)]})),
+        )
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![81045]));
+    let (s, v) = api
+        .import(&zone, "extra 300 IN A 192.0.2.1\n", None, true)
+        .await;
+    assert_eq!(
+        (s, codes(&v)),
+        (StatusCode::BAD_REQUEST, vec![81045]),
+        "{v}"
+    );
+    assert_eq!(count().await, common::RECORD_QUOTA);
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!("{records}/{}", last["id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "the refused batch deleted nothing");
+    // A change that adds no record goes through at the quota: one in, one out; an edit.
+    api.ok(
+        "POST",
+        &batch,
+        Some(json!({"deletes": [{"id": last["id"]}], "posts": [txt(0xfff2)]})),
+    )
+    .await;
+    let (_, listed) = api
+        .call("GET", &format!("{records}?per_page=1"), None)
+        .await;
+    let id = listed["result"][0]["id"].as_str().expect("id").to_owned();
+    api.ok(
+        "PATCH",
+        &format!("{records}/{id}"),
+        Some(json!({"ttl": 600})),
+    )
+    .await;
+    api.ok("DELETE", &format!("{records}/{id}"), None).await;
+    assert_eq!(count().await, common::RECORD_QUOTA - 1);
+    api.record(&zone, txt(0xfff3)).await;
+}
+
+#[tokio::test]
 async fn batch_is_all_or_nothing() {
     batch_checks(Api::new()).await;
 }

@@ -19,6 +19,8 @@ use tower::ServiceExt;
 
 pub const ADMIN: &str = "admin-secret-token";
 pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+/// The most records a zone may hold in these tests.
+pub const RECORD_QUOTA: usize = 3500;
 
 pub struct Api<S: ?Sized = dyn Store> {
     pub app: axum::Router,
@@ -104,6 +106,7 @@ fn router_over(
             account_name: "Test".into(),
             env_token: Some(ADMIN.into()),
             setting_defaults: [("proxy_read_timeout", serde_json::json!(100))].into(),
+            max_records_per_zone: RECORD_QUOTA,
         },
         published: Arc::clone(published),
         metrics: Vec::new(),
