@@ -885,8 +885,10 @@ fn respond(
         RecordType::AXFR | RecordType::IXFR if !soa_only => return Err(ResponseCode::Refused),
         _ => {}
     }
-    if matches!(qtype, RecordType::OPT | RecordType::TSIG) {
-        return Err(ResponseCode::FormErr);
+    // The reserved type 0 is not implemented, as Knot answers; meta and pseudo types (OPT,
+    // TSIG) get what any type no name holds gets.
+    if qtype == RecordType::ZERO {
+        return Err(ResponseCode::NotImp);
     }
     let mut answer = Answer {
         authoritative: true,
