@@ -348,9 +348,14 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
             };
             let cache = parapet_cache::EdgeCache::leak(config.cache_memory_bytes, disk);
             proxy.cache = Some(cache);
+            // A URL without a port stands for every port the edge serves its scheme on.
+            let ports = |addrs: &[SocketAddr]| addrs.iter().map(SocketAddr::port).collect();
+            let (http_ports, https_ports): (Vec<u16>, Vec<u16>) =
+                (ports(&config.http_listen), ports(&config.https_listen));
             purge = Some(
                 Arc::new(move |zone: &str, what: &parapet_model::purge::Purge| {
-                    cache.store.purge(zone, what)
+                    let what = what.clone().on_ports(&http_ports, &https_ports);
+                    cache.store.purge(zone, &what)
                 }) as parapet_api::PurgeFn,
             );
             metrics.push(Arc::new(move || cache.render_metrics()) as parapet_api::MetricsSource);

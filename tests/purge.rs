@@ -274,3 +274,30 @@ fn a_purge_written_outside_ascii_removes_what_browsers_requested() {
     assert_eq!(s.get("/caf%C3%A9.png"), "MISS");
     assert_eq!(s.hits.of("/caf%C3%A9.png"), 2);
 }
+
+#[test]
+fn a_url_without_a_port_purges_the_object_on_the_port_the_edge_listens_on() {
+    // The edge listens on a port of its own (behind a port mapping, visitors write none).
+    let s = Site::start("ports.test", json!([]));
+    assert_eq!(s.get("/a.css"), "MISS");
+    assert_eq!(s.get("/a.css"), "HIT");
+    assert_eq!(s.get("/b.css"), "MISS");
+    assert_eq!(s.get("/c.css"), "MISS");
+    let purge = |body: serde_json::Value| {
+        s.node.ok(
+            "POST",
+            &format!("/zones/{}/purge_cache", s.zone),
+            Some(body),
+        )
+    };
+    purge(json!({"files": [format!("http://{}/a.css", s.host)]}));
+    assert_eq!(s.get("/a.css"), "MISS", "purged on the edge's port");
+    assert_eq!(s.get("/b.css"), "HIT", "other URLs stay");
+    // Several kinds in one request (as flarectl sends them) are each purged.
+    purge(json!({
+        "files": [format!("http://{}/b.css", s.host)],
+        "prefixes": [format!("{}/c", s.host)]
+    }));
+    assert_eq!(s.get("/b.css"), "MISS");
+    assert_eq!(s.get("/c.css"), "MISS");
+}

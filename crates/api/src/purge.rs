@@ -19,7 +19,7 @@ pub async fn purge_cache(
     body: Bytes,
 ) -> ApiResult {
     let zone = authorized_zone(&state, &auth, &zone_id, Access::Purge).await?;
-    let purge = Purge::from_json(&parse_body(&body)?).map_err(|e| ApiError::fields(1012, &e))?;
+    let purges = Purge::from_json(&parse_body(&body)?).map_err(|e| ApiError::fields(1012, &e))?;
     // Files are purged by the keys the edge gives requests for them: the cache rules it
     // applies (the node configuration's for the zone, then the zone's own, as served now)
     // shape their queries.
@@ -31,21 +31,25 @@ pub async fn purge_cache(
         .iter()
         .chain(&edge.cache_rules)
         .collect();
-    let purge = purge.keyed_by(&rules);
+    let purges: Vec<Purge> = purges.into_iter().map(|p| p.keyed_by(&rules)).collect();
     // A large purge deletes files for a while: off the runtime's threads.
     let removed = match state.purge.clone() {
         Some(purge_fn) => {
             let zone_id = zone.id.clone();
-            tokio::task::spawn_blocking(move || purge_fn(&zone_id, &purge))
-                .await
-                .map_err(|e| ApiError::Internal(format!("purging the cache: {e}")))?
-                // In force, but a restart could bring the objects back: the caller should know
-                // (and may send it again once the disk has room).
-                .map_err(|e| {
-                    ApiError::Unavailable(format!(
-                        "the purge is in force, but it could not be saved for a restart ({e}); send it again"
-                    ))
-                })?
+            tokio::task::spawn_blocking(move || {
+                purges.iter().try_fold(0, |removed, purge| {
+                    purge_fn(&zone_id, purge).map(|n| removed + n)
+                })
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("purging the cache: {e}")))?
+            // In force, but a restart could bring the objects back: the caller should know
+            // (and may send it again once the disk has room).
+            .map_err(|e| {
+                ApiError::Unavailable(format!(
+                    "the purge is in force, but it could not be saved for a restart ({e}); send it again"
+                ))
+            })?
         }
         None => 0,
     };

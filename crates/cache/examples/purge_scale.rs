@@ -65,6 +65,7 @@ fn main() {
             https: false,
             host: "www.example.com".into(),
             port: 80,
+            port_given: true,
             path: format!("/o/{}.js", n / 3),
         }]),
     );

@@ -1990,6 +1990,7 @@ mod tests {
                 https: true,
                 host: "d.test".into(),
                 port: 443,
+                port_given: true,
                 path: "/f.js".into(),
             }]),
         );

@@ -48,6 +48,7 @@ fn purges() -> Vec<(&'static str, Purge)> {
         https: true,
         host: HOST.into(),
         port: 443,
+        port_given: true,
         path: PATH.into(),
     };
     vec![
@@ -153,6 +154,7 @@ async fn a_purge_naming_more_objects_than_one_batch_removes_every_one_and_its_fi
         https: true,
         host: HOST.into(),
         port: 443,
+        port_given: true,
         path: format!("/assets/{i}.js"),
     };
     let purges = [

@@ -1,5 +1,6 @@
-//! A cache purge request (`POST /zones/{id}/purge_cache`), in Cloudflare's shape: exactly one of
-//! `purge_everything`, `files`, `tags`, `hosts` or `prefixes`.
+//! A cache purge request (`POST /zones/{id}/purge_cache`), in Cloudflare's shape:
+//! `purge_everything` alone, or any of `files`, `tags`, `hosts` and `prefixes` (flarectl sends
+//! several in one request).
 
 use std::borrow::Cow;
 
@@ -10,8 +11,8 @@ use crate::expr::{RequestFacts, normalized_target};
 use crate::name::{NameKind, normalize};
 use crate::rules::{CompiledRule, matching_cache_parameters};
 
-/// Items per purge request (Cloudflare's limit for most plans).
-pub const MAX_ITEMS: usize = 100;
+/// Items per kind in one purge request (Cloudflare's largest plan's limit).
+pub const MAX_ITEMS: usize = 500;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Purge {
@@ -30,6 +31,9 @@ pub struct PurgeUrl {
     pub https: bool,
     pub host: String,
     pub port: u16,
+    /// Whether the URL named its port (else `port` is its scheme's default, and the URL stands
+    /// for every port the edge serves that scheme on: see [`Purge::on_ports`]).
+    pub port_given: bool,
     /// Path and query, as requested (`/a/b.css?v=1`).
     pub path: String,
 }
@@ -49,13 +53,14 @@ impl PurgeUrl {
             None => (rest, "/"),
         };
         let path = path.split('#').next().unwrap_or("/");
-        let (host, port) = match authority.rsplit_once(':') {
+        let (host, port, port_given) = match authority.rsplit_once(':') {
             Some((h, p)) => (
                 h,
                 p.parse::<u16>()
                     .map_err(|_| format!("bad port '{}'", crate::name::printable(p)))?,
+                true,
             ),
-            None => (authority, if https { 443 } else { 80 }),
+            None => (authority, if https { 443 } else { 80 }, false),
         };
         let host = normalize(host, NameKind::Target, "host").map_err(|e| e.message)?;
         if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
@@ -65,6 +70,7 @@ impl PurgeUrl {
             https,
             host,
             port,
+            port_given,
             path: path.to_owned(),
         })
     }
@@ -143,6 +149,33 @@ impl Purge {
         }
         Self::Files(keyed)
     }
+
+    /// This purge with each file whose URL names no port purged on every port the edge serves
+    /// its scheme on (`http` and `https`: the edge's listening ports), besides the scheme's
+    /// default: the edge keys an object by the port a visitor reached it on, and a URL as
+    /// visitors write it (`https://www.example.com/a.css`) names none, whatever port the edge
+    /// listens on behind a port mapping or a load balancer.
+    pub fn on_ports(self, http: &[u16], https: &[u16]) -> Self {
+        let Self::Files(urls) = self else {
+            return self;
+        };
+        let mut out = Vec::with_capacity(urls.len());
+        for url in urls {
+            if !url.port_given {
+                let ports = if url.https { https } else { http };
+                let mut others: Vec<u16> =
+                    ports.iter().copied().filter(|&p| p != url.port).collect();
+                others.sort_unstable();
+                others.dedup();
+                out.extend(others.into_iter().map(|port| PurgeUrl {
+                    port,
+                    ..url.clone()
+                }));
+            }
+            out.push(url);
+        }
+        Self::Files(out)
+    }
 }
 
 fn strings(v: &Value, field: &str) -> Result<Vec<Value>, ModelError> {
@@ -162,7 +195,9 @@ fn strings(v: &Value, field: &str) -> Result<Vec<Value>, ModelError> {
 }
 
 impl Purge {
-    pub fn from_json(body: &Value) -> Result<Self, ModelError> {
+    /// The purges a request body asks for: `purge_everything` alone, or one per kind of
+    /// `files`, `tags`, `hosts` and `prefixes` it holds. Every mistake is listed.
+    pub fn from_json(body: &Value) -> Result<Vec<Self>, ModelError> {
         let Some(obj) = body.as_object() else {
             return Err(ModelError::field("body", "must be a JSON object"));
         };
@@ -170,15 +205,38 @@ impl Purge {
             .into_iter()
             .filter(|k| obj.contains_key(*k))
             .collect();
-        let [kind] = given.as_slice() else {
+        if given.is_empty() {
             return Err(ModelError::field(
                 "body",
-                "needs exactly one of purge_everything, files, tags, hosts, prefixes",
+                "needs purge_everything, or one or more of files, tags, hosts, prefixes",
             ));
-        };
-        let value = &obj[*kind];
+        }
+        if given.len() > 1 && given.contains(&"purge_everything") {
+            return Err(ModelError::field(
+                "purge_everything",
+                "cannot be combined with files, tags, hosts or prefixes",
+            ));
+        }
+        let mut purges = Vec::with_capacity(given.len());
         let mut errors = Vec::new();
-        let purge = match *kind {
+        for kind in given {
+            match Self::kind_from_json(kind, &obj[kind]) {
+                Ok(purge) => purges.push(purge),
+                Err(ModelError::Invalid(mut e)) => errors.append(&mut e),
+                Err(e) => return Err(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(purges)
+        } else {
+            Err(ModelError::Invalid(errors))
+        }
+    }
+
+    /// The purge of one kind (`files`, …) whose items are `value`.
+    fn kind_from_json(kind: &str, value: &Value) -> Result<Self, ModelError> {
+        let mut errors = Vec::new();
+        let purge = match kind {
             "purge_everything" => {
                 if value != &Value::Bool(true) {
                     return Err(ModelError::field("purge_everything", "must be true"));
@@ -295,13 +353,13 @@ mod tests {
     fn purge_bodies_parse_in_cloudflare_shapes() {
         assert_eq!(
             Purge::from_json(&json!({"purge_everything": true})).expect("everything"),
-            Purge::Everything
+            [Purge::Everything]
         );
-        let Purge::Files(files) = Purge::from_json(&json!({"files": [
+        let [Purge::Files(files)] = &Purge::from_json(&json!({"files": [
             "https://WWW.example.com/a.css?v=1",
             {"url": "http://www.example.com:8080/b.png", "headers": {"Origin": "x"}}
         ]}))
-        .expect("files") else {
+        .expect("files")[..] else {
             panic!("not files");
         };
         assert_eq!(files[0].host, "www.example.com");
@@ -310,7 +368,19 @@ mod tests {
         assert_eq!((files[1].https, files[1].port), (false, 8080));
         assert_eq!(
             Purge::from_json(&json!({"prefixes": ["www.example.com/img"]})).expect("prefixes"),
-            Purge::Prefixes(vec![("www.example.com".into(), "/img".into())])
+            [Purge::Prefixes(vec![(
+                "www.example.com".into(),
+                "/img".into()
+            )])]
+        );
+        // Several kinds in one request (as flarectl sends them): one purge each.
+        assert_eq!(
+            Purge::from_json(&json!({"tags": ["a"], "hosts": ["Www.Example.com"]}))
+                .expect("tags and hosts"),
+            [
+                Purge::Tags(vec!["a".into()]),
+                Purge::Hosts(vec!["www.example.com".into()])
+            ]
         );
         // A query or a fragment purges nothing by prefix (Cloudflare refuses them).
         for bad in [
@@ -375,11 +445,13 @@ mod tests {
             "/a.css?a=2&b=1"
         );
 
-        let purge = Purge::from_json(&json!({"files": [
+        let [purge]: [Purge; 1] = Purge::from_json(&json!({"files": [
             "https://www.example.com/static/a.css?b=1&a=2",
             "https://www.example.com/a.css?b=1&a=2"
         ]}))
-        .expect("files");
+        .expect("files")
+        .try_into()
+        .expect("one purge");
         let Purge::Files(files) = purge.keyed_by(&rules) else {
             panic!("not files");
         };
@@ -424,8 +496,43 @@ mod tests {
             json!({"files": []}),
             json!({"hosts": ["bad host"]}),
             json!({"tags": [""]}),
+            json!({"tags": ["a"], "hosts": ["bad host"]}),
+            json!({"files": vec!["https://x.com/a"; MAX_ITEMS + 1]}),
         ] {
             assert!(Purge::from_json(&bad).is_err(), "{bad}");
         }
+        // Every mistake of every kind is listed.
+        let err = Purge::from_json(&json!({"tags": [""], "hosts": ["bad host"]}))
+            .expect_err("two mistakes");
+        assert_eq!(err.errors().len(), 2, "{err}");
+    }
+
+    #[test]
+    fn a_url_without_a_port_is_purged_on_every_port_the_edge_serves_its_scheme_on() {
+        let [purge]: [Purge; 1] = Purge::from_json(&json!({"files": [
+            "https://www.example.com/a.css",
+            "http://www.example.com/b.css",
+            "https://www.example.com:2053/c.css"
+        ]}))
+        .expect("files")
+        .try_into()
+        .expect("one purge");
+        let Purge::Files(urls) = purge.on_ports(&[8080, 80, 8080], &[8443]) else {
+            panic!("files")
+        };
+        let got: Vec<(bool, u16, &str)> = urls
+            .iter()
+            .map(|u| (u.https, u.port, u.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (true, 8443, "/a.css"),
+                (true, 443, "/a.css"),
+                (false, 8080, "/b.css"),
+                (false, 80, "/b.css"),
+                (true, 2053, "/c.css"),
+            ]
+        );
     }
 }
