@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::HTTPS;
+use hickory_proto::rr::rdata::svcb::{Alpn, Mandatory, SvcParamKey, SvcParamValue};
 use hickory_proto::rr::{RData, RecordType as WireType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -413,6 +414,7 @@ impl RecordDraft {
         others: impl IntoIterator<Item = &'a DnsRecord>,
         apex: bool,
     ) -> Result<(), Conflict> {
+        self.check_apex(apex)?;
         for other in others {
             if other.name != self.name {
                 continue;
@@ -456,6 +458,19 @@ impl RecordDraft {
                             .into(),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// A DS record belongs in the parent zone: at a zone's apex no resolver asks this zone for
+    /// it, and BIND refuses to load the zone.
+    fn check_apex(&self, apex: bool) -> Result<(), Conflict> {
+        if apex && self.kind == RecordType::DS {
+            return Err(Conflict {
+                code: 1004,
+                message: "A DS record cannot be at the zone's apex: it belongs in the parent zone."
+                    .into(),
+            });
         }
         Ok(())
     }
@@ -548,6 +563,7 @@ fn check_indexed<'a, S: std::hash::BuildHasher>(
     firsts: KindFirsts,
     at: impl Fn(usize) -> &'a DnsRecord,
 ) -> Result<(), Conflict> {
+    draft.check_apex(apex)?;
     if draft.kind == RecordType::CNAME {
         return draft.check_against(others.next().map(&at), apex);
     }
@@ -1027,6 +1043,11 @@ fn field_json(field: Field, text: &str) -> Value {
     }
 }
 
+/// `x` rounded to `1 / per` (e.g. thousandths), without a negative zero.
+fn rounded(x: f64, per: f64) -> f64 {
+    (x * per).round() / per + 0.0
+}
+
 fn unescape(text: &str) -> String {
     let mut out = String::new();
     let mut chars = text.chars();
@@ -1108,11 +1129,17 @@ fn check_field(field: Field, text: &str, raw: bool) -> Result<String, String> {
         Field::U16 => number(65_535),
         Field::Degrees(max) => number(u64::from(max)),
         Field::Minutes => number(59),
-        Field::Seconds => match text.parse::<f64>() {
+        // Checked as written after rounding (the wire holds thousandths of a second and
+        // centimetres): 59.9999 would be written 60.000, which no zone file reader accepts.
+        Field::Seconds => match text.parse::<f64>().map(|s| rounded(s, 1000.0)) {
             Ok(s) if (0.0..60.0).contains(&s) => Ok(format!("{s:.3}")),
             _ => Err("must be a number of seconds from 0 to 59.999".into()),
         },
-        Field::Meters(lo, hi) => match text.trim_end_matches('m').parse::<f64>() {
+        Field::Meters(lo, hi) => match text
+            .trim_end_matches('m')
+            .parse::<f64>()
+            .map(|m| rounded(m, 100.0))
+        {
             Ok(m) if (lo..=hi).contains(&m) => Ok(format!("{m:.2}m")),
             _ => Err(format!("must be a number of meters from {lo} to {hi}")),
         },
@@ -1240,8 +1267,14 @@ pub(crate) fn canonical_content(
                         .map_err(|_| bad(format!("'{}' is not a priority", printable(&p.text))))?,
                 );
             }
+            if kind == RecordType::LOC {
+                loc_full_form(&mut tokens);
+            }
             let has_rest = fixed < fields.len();
-            let count_ok = if has_rest {
+            // A hex or base64 value at the end may be split over several words (as BIND
+            // writes long ones).
+            let split_last = matches!(fields.last(), Some((_, Field::Hex | Field::Base64)));
+            let count_ok = if has_rest || split_last {
                 tokens.len() >= fixed
             } else {
                 tokens.len() == fixed
@@ -1262,7 +1295,8 @@ pub(crate) fn canonical_content(
                         .iter()
                         .map(|t| t.text.as_str())
                         .collect::<String>(),
-                    _ => tokens[i].text.clone(),
+                    _ => mnemonic(kind, key, &tokens[i].text)
+                        .map_or_else(|| tokens[i].text.clone(), |n| n.to_string()),
                 };
                 if matches!(field, Field::Quoted) && !tokens[i].quoted {
                     // Unquoted character strings are allowed in zone files; quote them.
@@ -1285,6 +1319,111 @@ pub(crate) fn canonical_content(
             Ok(parts.join(" "))
         }
     }
+}
+
+/// A LOC record's words in their full form (RFC 1876 §3): minutes and seconds after the
+/// degrees may be left out (0), and so may the size (1m) and the precisions (10000m, 10m)
+/// after the altitude. Words that do not read as LOC are left as they are for the field checks
+/// to report.
+fn loc_full_form(tokens: &mut Vec<Token>) {
+    let word = |t: &str| Token {
+        text: t.to_owned(),
+        quoted: false,
+    };
+    let mut full = Vec::with_capacity(12);
+    let mut rest = tokens.iter();
+    for directions in [["N", "S"], ["E", "W"]] {
+        let mut angle = Vec::new();
+        loop {
+            let Some(t) = rest.next() else {
+                return;
+            };
+            if directions.iter().any(|d| t.text.eq_ignore_ascii_case(d)) {
+                if angle.is_empty() || angle.len() > 3 {
+                    return;
+                }
+                angle.resize_with(3, || word("0"));
+                full.append(&mut angle);
+                full.push(t.clone());
+                break;
+            }
+            angle.push(t.clone());
+        }
+    }
+    let mut after: Vec<Token> = rest.cloned().collect();
+    if after.is_empty() || after.len() > 4 {
+        return;
+    }
+    for default in ["1m", "10000m", "10m"].iter().skip(after.len() - 1) {
+        after.push(word(default));
+    }
+    full.append(&mut after);
+    *tokens = full;
+}
+
+/// The number a mnemonic stands for in field `key` of a `kind` record (BIND and Knot write
+/// CERT types and DNSSEC algorithms so): `CERT PKIX 0 RSASHA256 …`, `DS 60485 RSASHA1 1 …`.
+fn mnemonic(kind: RecordType, key: &str, text: &str) -> Option<u16> {
+    const CERT_TYPES: &[(&str, u16)] = &[
+        ("PKIX", 1),
+        ("SPKI", 2),
+        ("PGP", 3),
+        ("IPKIX", 4),
+        ("ISPKI", 5),
+        ("IPGP", 6),
+        ("ACPKIX", 7),
+        ("IACPKIX", 8),
+        ("URI", 253),
+        ("OID", 254),
+    ];
+    const ALGORITHMS: &[(&str, u16)] = &[
+        ("RSAMD5", 1),
+        ("DH", 2),
+        ("DSA", 3),
+        ("RSASHA1", 5),
+        ("DSA-NSEC3-SHA1", 6),
+        ("RSASHA1-NSEC3-SHA1", 7),
+        ("RSASHA256", 8),
+        ("RSASHA512", 10),
+        ("ECC-GOST", 12),
+        ("ECDSAP256SHA256", 13),
+        ("ECDSAP384SHA384", 14),
+        ("ED25519", 15),
+        ("ED448", 16),
+        ("INDIRECT", 252),
+        ("PRIVATEDNS", 253),
+        ("PRIVATEOID", 254),
+    ];
+    let table = match (kind, key) {
+        (RecordType::CERT, "type") => CERT_TYPES,
+        (RecordType::CERT | RecordType::DS, "algorithm") => ALGORITHMS,
+        _ => return None,
+    };
+    table
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|(_, n)| *n)
+}
+
+/// A LOC latitude of 90° or longitude of 180° has no minutes or seconds beyond it (RFC 1876).
+fn check_loc_extremes(kind: RecordType, content: &str) -> Result<(), FieldError> {
+    if kind != RecordType::LOC {
+        return Ok(());
+    }
+    let words: Vec<&str> = content.split_whitespace().collect();
+    for (at, max, what) in [(0, "90", "latitude"), (4, "180", "longitude")] {
+        let beyond = |w: &str| w.parse::<f64>().is_ok_and(|x| x != 0.0);
+        if words.get(at) == Some(&max)
+            && (words.get(at + 1).copied().is_some_and(beyond)
+                || words.get(at + 2).copied().is_some_and(beyond))
+        {
+            return Err(FieldError::new(
+                "content",
+                format!("a {what} of {max} degrees can have no minutes or seconds beyond it"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A DS digest, an SSHFP fingerprint or a TLSA association whose type says how long it is
@@ -1401,6 +1540,7 @@ pub fn decimal_escapes(kind: RecordType, content: &mut String) -> Result<(), Fie
 /// nothing is stored that the DNS server could not serve.
 fn check_wire(kind: RecordType, content: &str, priority: Option<u16>) -> Result<(), FieldError> {
     check_digest_length(kind, content)?;
+    check_loc_extremes(kind, content)?;
     let text = match kind {
         RecordType::SRV => format!("{} {}", priority.unwrap_or(0), content),
         RecordType::CAA
@@ -1419,6 +1559,7 @@ fn check_wire(kind: RecordType, content: &str, priority: Option<u16>) -> Result<
         .map_err(|e| FieldError::new("content", format!("invalid {kind} data: {e}")))?;
     let params = match &data {
         RData::SVCB(svcb) | RData::HTTPS(HTTPS(svcb)) => svcb.svc_params.as_slice(),
+        RData::NAPTR(naptr) => return check_naptr(&naptr.regexp, naptr.replacement.is_root()),
         _ => return Ok(()),
     };
     // RFC 9460 §2.2: a key given twice makes the record malformed.
@@ -1433,8 +1574,112 @@ fn check_wire(kind: RecordType, content: &str, priority: Option<u16>) -> Result<
             "content",
             format!("invalid {kind} data: the service parameter {key} is given twice"),
         )),
-        _ => Ok(()),
+        _ => check_svc_params(kind, params),
     }
+}
+
+/// The rules of RFC 9460 §7-8 a record's service parameters keep, beyond what the wire-format
+/// library reads: without them the answer is malformed to resolvers (or refused by BIND).
+fn check_svc_params(
+    kind: RecordType,
+    params: &[(SvcParamKey, SvcParamValue)],
+) -> Result<(), FieldError> {
+    let refuse = |m: String| {
+        Err(FieldError::new(
+            "content",
+            format!("invalid {kind} data: {m}"),
+        ))
+    };
+    let has = |key: SvcParamKey| params.iter().any(|(k, _)| *k == key);
+    for (key, value) in params {
+        let number = u16::from(*key);
+        match value {
+            // A key the library knows, written as `keyN`, is read as opaque bytes, which are
+            // not its wire form.
+            SvcParamValue::Unknown(_) if number <= 6 => {
+                const NAMES: [&str; 7] = [
+                    "mandatory",
+                    "alpn",
+                    "no-default-alpn",
+                    "port",
+                    "ipv4hint",
+                    "ech",
+                    "ipv6hint",
+                ];
+                let name = NAMES[usize::from(number)];
+                return refuse(format!("write key{number} by its name, {name}"));
+            }
+            _ if *key == SvcParamKey::Key65535 => {
+                return refuse("key65535 is reserved".into());
+            }
+            SvcParamValue::Mandatory(Mandatory(keys)) => {
+                if keys.is_empty() {
+                    return refuse("mandatory lists no key".into());
+                }
+                for (i, k) in keys.iter().enumerate() {
+                    if *k == SvcParamKey::Mandatory {
+                        return refuse("mandatory cannot list itself".into());
+                    }
+                    if keys[..i].contains(k) {
+                        return refuse(format!("mandatory lists {k} twice"));
+                    }
+                    if !has(*k) {
+                        return refuse(format!("mandatory lists {k}, which is not given"));
+                    }
+                }
+            }
+            SvcParamValue::Alpn(Alpn(ids))
+                if ids.is_empty() || ids.iter().any(|id| id.is_empty() || id.len() > 255) =>
+            {
+                return refuse("alpn needs protocol ids of 1 to 255 bytes".into());
+            }
+            _ => {}
+        }
+    }
+    if has(SvcParamKey::NoDefaultAlpn) && !has(SvcParamKey::Alpn) {
+        return refuse("no-default-alpn needs alpn".into());
+    }
+    Ok(())
+}
+
+/// A NAPTR's regexp is empty or a substitution `delim ere delim replacement delim [i]` (RFC 3402
+/// §3.2), and it and the replacement are not both given (RFC 3403 §4.1).
+fn check_naptr(regexp: &[u8], replacement_is_root: bool) -> Result<(), FieldError> {
+    let refuse = |m: &str| {
+        Err(FieldError::new(
+            "content",
+            format!("invalid NAPTR data: {m}"),
+        ))
+    };
+    if regexp.is_empty() {
+        return Ok(());
+    }
+    if !replacement_is_root {
+        return refuse("a regexp and a replacement other than . cannot both be given");
+    }
+    let delim = regexp[0];
+    if delim.is_ascii_digit() || delim == b'\\' || delim == b'i' || delim.is_ascii_whitespace() {
+        return refuse("the regexp must start with a delimiter (such as !)");
+    }
+    let body = regexp.strip_suffix(b"i").unwrap_or(regexp);
+    // Delimiters not escaped by a backslash.
+    let mut delims = 0;
+    let mut escaped = false;
+    for &b in body {
+        if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == delim {
+            delims += 1;
+        }
+    }
+    if delims != 3 || body.last() != Some(&delim) {
+        return refuse(
+            "the regexp must be delimiter, expression, delimiter, replacement, delimiter",
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1443,6 +1688,151 @@ mod tests {
 
     fn draft(body: Value) -> Result<RecordDraft, ModelError> {
         RecordDraft::from_json("example.com", &body)
+    }
+
+    /// The canonical content of a `kind` record written `content`, or why it is refused.
+    fn content_of(kind: &str, content: &str) -> Result<String, String> {
+        draft(json!({"type": kind, "name": "x", "content": content}))
+            .map(|d| d.content)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn loc_values_are_checked_as_they_are_written_and_short_forms_are_read() {
+        let loc = |c: &str| content_of("LOC", c);
+        // 59.9999 seconds would be written 60.000: refused, as BIND refuses it.
+        assert!(loc("52 22 59.9999 N 4 53 0 E 0m 1m 10000m 10m").is_err());
+        assert_eq!(
+            loc("52 22 59.9994 N 4 53 -0 E -0m 1m 10000m 10m").as_deref(),
+            Ok("52 22 59.999 N 4 53 0.000 E 0.00m 1.00m 10000.00m 10.00m")
+        );
+        assert!(loc("90 30 0 N 4 53 0 E 0m 1m 10000m 10m").is_err());
+        assert!(loc("52 0 0 N 180 0 0.5 E 0m 1m 10000m 10m").is_err());
+        assert!(loc("90 0 0 S 180 0 0 W 0m 1m 10000m 10m").is_ok());
+        // Minutes, seconds, size and precisions may be left out (RFC 1876 §3).
+        assert_eq!(
+            loc("52 22 N 4 53 E -2m").as_deref(),
+            Ok("52 22 0.000 N 4 53 0.000 E -2.00m 1.00m 10000.00m 10.00m")
+        );
+        assert_eq!(
+            loc("52 N 4 E 10m 20m").as_deref(),
+            Ok("52 0 0.000 N 4 0 0.000 E 10.00m 20.00m 10000.00m 10.00m")
+        );
+        assert!(loc("52 22 N 4 53").is_err());
+        // What is written is read back the same (the snapshot checks stored records so).
+        for c in [
+            "52 22 59.9994 N 4 53 0 E 42849672.949m 1m 10000m 10m",
+            "0 0 0.0005 S 0 0 0 W -100000m 0m 0m 0m",
+        ] {
+            let once = loc(c).expect(c);
+            assert_eq!(loc(&once).as_deref(), Ok(once.as_str()), "{c}");
+        }
+    }
+
+    #[test]
+    fn split_hex_and_base64_and_mnemonics_are_read_as_bind_writes_them() {
+        let digest = "0c72ac70b745ac19998811b131d662c9ac69dbdbe7cb23e5b514b56664c5d3d6";
+        let (a, b) = digest.split_at(30);
+        assert_eq!(
+            content_of("TLSA", &format!("3 1 1 {} {b}", a.to_uppercase())),
+            Ok(format!("3 1 1 {digest}"))
+        );
+        let sha1 = "2bb183af5f22588179a53b0a98631fad1a292118";
+        assert_eq!(
+            content_of(
+                "DS",
+                &format!("60485 RSASHA1 1 {} {}", &sha1[..20], &sha1[20..])
+            ),
+            Ok(format!("60485 5 1 {sha1}"))
+        );
+        assert_eq!(
+            content_of("CERT", "PKIX 0 rsasha256 MIIBIjAN BgkqhkiG"),
+            Ok("1 0 8 MIIBIjANBgkqhkiG".into())
+        );
+        assert!(content_of("CERT", "NOPE 0 8 MIIB").is_err());
+        assert!(
+            content_of("SSHFP", "1 1").is_err(),
+            "a value is still needed"
+        );
+    }
+
+    #[test]
+    fn service_parameters_that_make_a_malformed_answer_are_refused() {
+        for bad in [
+            "1 . mandatory=port alpn=h2",
+            "1 . mandatory=mandatory alpn=h2",
+            "1 . mandatory=alpn,alpn alpn=h2",
+            "1 . no-default-alpn",
+            "1 . key1=h2",
+            "1 . key3=443",
+            "1 . alpn=\"\"",
+        ] {
+            assert!(content_of("HTTPS", bad).is_err(), "{bad}");
+            assert!(content_of("SVCB", bad).is_err(), "{bad}");
+        }
+        for good in [
+            "1 . alpn=h2 mandatory=alpn",
+            "1 . alpn=h3,h2 no-default-alpn port=8443",
+            "1 svc.example.com. key65280=x",
+        ] {
+            assert!(content_of("HTTPS", good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_naptr_regexp_is_a_delimited_substitution_and_excludes_a_replacement() {
+        assert!(
+            content_of(
+                "NAPTR",
+                "100 10 \"u\" \"E2U+sip\" \"!^.*$!sip:info@example.com!\" ."
+            )
+            .is_ok()
+        );
+        assert!(
+            content_of(
+                "NAPTR",
+                "100 10 \"u\" \"E2U+sip\" \"!^.*$!sip:x@example.com!i\" ."
+            )
+            .is_ok()
+        );
+        assert!(
+            content_of(
+                "NAPTR",
+                "100 10 \"s\" \"SIP+D2U\" \"\" _sip._udp.example.com."
+            )
+            .is_ok()
+        );
+        for bad in [
+            "1 1 \"u\" \"E2U+sip\" \"bad\" .",
+            "1 1 \"u\" \"E2U+sip\" \"!^.*$!sip:x!\" _sip._udp.example.com.",
+            "1 1 \"u\" \"E2U+sip\" \"!a!b\" .",
+        ] {
+            assert!(content_of("NAPTR", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_ds_record_is_refused_at_the_apex_and_taken_below_it() {
+        let ds = |name: &str| {
+            draft(json!({"type": "DS", "name": name,
+                "content": "60485 5 1 2bb183af5f22588179a53b0a98631fad1a292118"}))
+            .expect("DS")
+        };
+        assert_eq!(
+            ds("example.com")
+                .check_against([], true)
+                .map_err(|c| c.code),
+            Err(1004)
+        );
+        assert!(ds("child.example.com").check_against([], false).is_ok());
+        let mut index = SameName::default();
+        assert_eq!(
+            index
+                .check((&ds("example.com"), true), None, |_| unreachable!())
+                .map_err(|c| c.code),
+            Err(1004)
+        );
+        index.clear();
     }
 
     #[test]
