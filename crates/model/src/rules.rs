@@ -462,6 +462,29 @@ pub struct CacheParameters {
     /// stored byte for byte (never compressed), so that its validator stays strong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub respect_strong_etags: Option<bool>,
+    /// Settings Cloudflare clients (Terraform, cloudflare-go) send that ask for what the edge
+    /// always does, kept as given: `origin_error_page_passthru` (the edge never puts a page of
+    /// its own in place of an origin's answer), `additional_cacheable_ports` (it caches on
+    /// every port it listens on), `origin_cache_control: true` (it follows the origin's
+    /// `Cache-Control` as RFC 9111 asks) and `cache_reserve` (its disk tier keeps what memory
+    /// cannot). What would ask for anything else is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_error_page_passthru: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_cacheable_ports: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_cache_control: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_reserve: Option<CacheReserve>,
+}
+
+/// Cloudflare's `cache_reserve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheReserve {
+    pub eligible: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_file_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -590,7 +613,8 @@ pub struct NamedKeyParts {
     pub include: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub check_presence: Vec<String>,
-    /// Cloudflare's `header.exclude_origin`: not supported, only `false` is accepted.
+    /// Cloudflare's `header.exclude_origin`: the edge never keys on the `Origin` header (but
+    /// where an answer varies on it), so either value is kept as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_origin: Option<bool>,
 }
@@ -598,7 +622,8 @@ pub struct NamedKeyParts {
 /// Names a cache key may list per kind, at most.
 const MAX_KEY_NAMES: usize = 16;
 
-/// `include` or `exclude`, each `{"list": [...]}` or `{"all": true}`.
+/// `include` or `exclude`, each `{"list": [...]}` or `{"all": true}` (or as older clients write
+/// them, `"*"` or `[...]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryStringKey {
@@ -609,7 +634,7 @@ pub struct QueryStringKey {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "QueryListForm")]
 pub struct QueryList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<Vec<String>>,
@@ -617,9 +642,47 @@ pub struct QueryList {
     pub all: Option<bool>,
 }
 
+/// The forms a query-string list is written in: Cloudflare's object, or the older `"*"` (every
+/// parameter) and list of names that cloudflare-go and Terraform's v4 provider send.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum QueryListForm {
+    Object {
+        #[serde(default)]
+        list: Option<Vec<String>>,
+        #[serde(default)]
+        all: Option<bool>,
+    },
+    Names(Vec<String>),
+    Star(String),
+}
+
+impl TryFrom<QueryListForm> for QueryList {
+    type Error = String;
+
+    fn try_from(form: QueryListForm) -> Result<Self, String> {
+        match form {
+            QueryListForm::Object { list, all } => Ok(Self { list, all }),
+            QueryListForm::Names(names) => Ok(Self {
+                list: Some(names),
+                all: None,
+            }),
+            QueryListForm::Star(star) if star == "*" => Ok(Self {
+                list: None,
+                all: Some(true),
+            }),
+            QueryListForm::Star(_) => {
+                Err("must be {\"list\": [...]}, {\"all\": true}, a list of names or \"*\"".into())
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeStale {
+    /// Left out (as cloudflare-go leaves an unset flag out): stale answers while updating.
+    #[serde(default)]
     pub disable_stale_while_updating: bool,
 }
 
@@ -705,6 +768,20 @@ fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<Fi
             )),
         }
     }
+    if params.origin_cache_control == Some(false) {
+        errors.push(FieldError::new(
+            format!("{at}.origin_cache_control"),
+            "only true is supported: the edge follows the origin's Cache-Control as RFC 9111 asks",
+        ));
+    }
+    if let Some(ports) = &params.additional_cacheable_ports
+        && ports.contains(&0)
+    {
+        errors.push(FieldError::new(
+            format!("{at}.additional_cacheable_ports"),
+            "ports are from 1 to 65535",
+        ));
+    }
     // What a Cloudflare export writes as `false`; `true` asks for what Parapet does not do.
     if let Some(key) = &params.cache_key {
         let f = format!("{at}.cache_key");
@@ -724,12 +801,6 @@ fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<Fi
                 custom
                     .and_then(|c| c.host.as_ref())
                     .and_then(|h| h.resolved),
-            ),
-            (
-                "custom_key.header.exclude_origin",
-                custom
-                    .and_then(|c| c.header.as_ref())
-                    .and_then(|h| h.exclude_origin),
             ),
         ] {
             if flag == Some(true) {
@@ -1087,10 +1158,6 @@ mod tests {
                 "cache_key.custom_key.host.resolved",
                 json!({"cache_key": {"custom_key": {"host": {"resolved": true}}}}),
             ),
-            (
-                "cache_key.custom_key.header.exclude_origin",
-                json!({"cache_key": {"custom_key": {"header": {"exclude_origin": true}}}}),
-            ),
         ] {
             let e = cache_params(p).expect_err("refused");
             assert!(
@@ -1102,6 +1169,57 @@ mod tests {
             "status_code_ttl": [{"status_code_range": {"from": 500, "to": 400}, "value": 1}]}}))
         .expect_err("refused");
         assert!(e.contains("status_code_ttl[0]"), "{e}");
+    }
+
+    #[test]
+    fn rules_as_cloudflare_go_and_terraform_write_them_are_accepted() {
+        // Query-string lists in the older forms, read as the object form.
+        let star = cache_params(json!({"cache_key": {"custom_key": {
+            "query_string": {"exclude": "*"},
+            "header": {"include": ["x-v"], "exclude_origin": true}
+        }}}))
+        .expect("\"*\"");
+        let names = cache_params(json!({"cache_key": {"custom_key": {
+            "query_string": {"include": ["a", "b"]}
+        }}}))
+        .expect("a list of names");
+        let query = |p: &CacheParameters| {
+            p.cache_key
+                .as_ref()
+                .and_then(|k| k.custom_key.as_ref())
+                .and_then(|c| c.query_string.clone())
+                .expect("query_string")
+        };
+        assert_eq!(query(&star).exclude.and_then(|l| l.all), Some(true));
+        assert_eq!(
+            query(&names).include.and_then(|l| l.list),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert!(
+            cache_params(json!({"cache_key": {"custom_key": {"query_string": {"exclude": "a"}}}}))
+                .is_err()
+        );
+        // Fields that ask for what the edge always does, and a serve_stale with its flag
+        // left out.
+        let p = cache_params(json!({
+            "cache": true,
+            "origin_error_page_passthru": false,
+            "origin_cache_control": true,
+            "additional_cacheable_ports": [8443, 8080],
+            "cache_reserve": {"eligible": true, "minimum_file_size": 1024},
+            "serve_stale": {}
+        }))
+        .expect("accepted");
+        assert_eq!(
+            p.serve_stale.map(|s| s.disable_stale_while_updating),
+            Some(false)
+        );
+        for bad in [
+            json!({"origin_cache_control": false}),
+            json!({"additional_cacheable_ports": [0]}),
+        ] {
+            assert!(cache_params(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]
