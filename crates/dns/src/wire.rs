@@ -47,8 +47,38 @@ pub fn uri(record: &DnsRecord) -> Result<Vec<u8>, String> {
             .map_err(|_| "bad weight")?
             .to_be_bytes(),
     );
-    out.extend_from_slice(target.as_bytes());
+    out.extend(unescaped(target));
     Ok(out)
+}
+
+/// The bytes presentation text stands for: `\DDD` a byte, `\X` the character X.
+fn unescaped(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let digits = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(u8::is_ascii_digit))
+            .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u8>().ok());
+        match (digits, bytes.get(i + 1)) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 4;
+            }
+            (None, Some(&next)) => {
+                out.push(next);
+                i += 2;
+            }
+            (None, None) => i += 1,
+        }
+    }
+    out
 }
 
 /// A size or precision in centimetres as RFC 1876's mantissa/exponent byte.
@@ -117,6 +147,25 @@ mod tests {
             txt_strings("\"a b\" \"c\\\"d\" \"\\065\""),
             vec![b"a b".to_vec(), b"c\"d".to_vec(), b"A".to_vec()]
         );
+    }
+
+    #[test]
+    fn a_uri_target_is_sent_as_the_bytes_its_escapes_stand_for() {
+        let record = |content: &str| {
+            let body = serde_json::json!({"type": "URI", "name": "_u._tcp", "content": content,
+                "priority": 1});
+            parapet_model::RecordDraft::from_json("example.com", &body)
+                .expect("record")
+                .into_record("r".into(), "z", "t", "t")
+        };
+        let target = |content: &str| uri(&record(content)).expect("uri")[4..].to_vec();
+        assert_eq!(target("1 \"http://a\\\"b/\""), b"http://a\"b/");
+        assert_eq!(target("1 \"http://a\\\\b/\""), b"http://a\\b/");
+        assert_eq!(
+            target("1 \"http://caf\\195\\169/\""),
+            "http://café/".as_bytes()
+        );
+        assert_eq!(target("1 \"http://café/\""), "http://café/".as_bytes());
     }
 
     #[test]

@@ -1043,6 +1043,20 @@ fn field_json(field: Field, text: &str) -> Value {
     }
 }
 
+/// Presentation text with each `"` not already escaped written `\"`, its escapes kept.
+fn escape_bare_quotes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut escaped = false;
+    for c in text.chars() {
+        if c == '"' && !escaped {
+            out.push('\\');
+        }
+        escaped = c == '\\' && !escaped;
+        out.push(c);
+    }
+    out
+}
+
 /// `x` rounded to `1 / per` (e.g. thousandths), without a negative zero.
 fn rounded(x: f64, per: f64) -> f64 {
     (x * per).round() / per + 0.0
@@ -1299,9 +1313,12 @@ pub(crate) fn canonical_content(
                         .map_or_else(|| tokens[i].text.clone(), |n| n.to_string()),
                 };
                 if matches!(field, Field::Quoted) && !tokens[i].quoted {
-                    // Unquoted character strings are allowed in zone files; quote them.
+                    // Unquoted character strings are allowed in zone files; quoted as they
+                    // are, their escapes kept (`a\\b` is the three characters a\b).
+                    let inner = escape_bare_quotes(&text);
                     parts.push(
-                        check_field(*field, &text, true).map_err(|m| bad(format!("{key} {m}")))?,
+                        check_field(*field, &inner, false)
+                            .map_err(|m| bad(format!("{key} {m}")))?,
                     );
                     continue;
                 }
@@ -1480,6 +1497,7 @@ pub fn decimal_escapes(kind: RecordType, content: &mut String) -> Result<(), Fie
             | RecordType::SVCB
             | RecordType::NAPTR
             | RecordType::CERT
+            | RecordType::URI
     );
     if !applies || !content.contains('\\') {
         return Ok(());

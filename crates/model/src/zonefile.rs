@@ -920,15 +920,17 @@ pub fn export_zone_file(zone: &Zone, records: &[DnsRecord], exported_on: &str) -
     out
 }
 
-/// Record data with its control characters (other than tabs) written as `\DDD` escapes: a
-/// record stored before they were refused can never break its line in an export.
+/// Record data with its control characters (other than tabs) and its characters outside ASCII
+/// written as `\DDD` escapes, byte by byte: a record stored before control characters were
+/// refused can never break its line in an export, and Knot reads nothing but ASCII.
 fn escape_controls(text: String) -> String {
-    if !text.chars().any(|c| c.is_control() && c != '\t') {
+    let escaped = |c: char| (c.is_control() && c != '\t') || !c.is_ascii();
+    if !text.chars().any(escaped) {
         return text;
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() && c != '\t' {
+        if escaped(c) {
             let mut buf = [0; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 out.push_str(&format!("\\{b:03}"));
@@ -1237,6 +1239,46 @@ sub.example.com. 172800 IN NS ns.sub
             text.contains("\"a\\010evil IN A 192.0.2.66\\010\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn escapes_are_read_as_bind_reads_them_and_exports_are_ascii() {
+        let text = "c 300 IN CAA 0 issue a\\\\b\nd 300 IN CAA 0 issue a\\\"b\ne 300 IN CAA 0 issue a\\092b\n\
+                    m 300 IN CAA 0 iodef \"mailto:caf\\195\\169@example.com\"\n\
+                    _u._tcp 300 IN URI 1 1 \"http://caf\\195\\169.example/\"\n";
+        let parsed = parse_zone_file(text, "example.com", false).expect("valid zone");
+        let contents: Vec<&str> = parsed
+            .records
+            .iter()
+            .map(|r| r.draft.content.as_str())
+            .collect();
+        assert_eq!(
+            contents,
+            [
+                "0 issue \"a\\\\b\"",
+                "0 issue \"a\\\"b\"",
+                "0 issue \"a\\\\b\"",
+                "0 iodef \"mailto:café@example.com\"",
+                "1 \"http://café.example/\""
+            ]
+        );
+        let zone = example_zone();
+        let records: Vec<_> = parsed
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.draft.clone().into_record(format!("r{i}"), "z", "t", "t"))
+            .collect();
+        let exported = export_zone_file(&zone, &records, "now");
+        assert!(exported.is_ascii(), "{exported}");
+        assert!(exported.contains("caf\\195\\169"), "{exported}");
+        let again = parse_zone_file(&exported, "example.com", false).expect("re-imports");
+        let back: Vec<&str> = again
+            .records
+            .iter()
+            .map(|r| r.draft.content.as_str())
+            .collect();
+        assert_eq!(back, contents);
     }
 
     #[test]
