@@ -274,16 +274,22 @@ enum Token {
     Comma,
 }
 
+/// Characters of the C-like operators (`==`, `!=`, `!`, `&&`, `||`, ...): a run of them is a
+/// word of its own, written against its operands or not (`!starts_with(...)`, `a=="b"`).
+const OPERATOR_CHARS: &str = "!=&|<>~^";
+
+/// Cloudflare's C-like operators, longest first.
+const OPERATORS: [&str; 11] = ["==", "!=", "<=", ">=", "&&", "||", "^^", "!", "<", ">", "~"];
+
 fn tokenize(s: &str) -> Result<Vec<Token>, String> {
     let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    while let Some(&c) = chars.peek() {
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while let Some(&c) = chars.get(i) {
         match c {
-            c if c.is_whitespace() => {
-                chars.next();
-            }
+            c if c.is_whitespace() => i += 1,
             '(' | ')' | '{' | '}' | ',' => {
-                chars.next();
+                i += 1;
                 out.push(match c {
                     '(' => Token::Open,
                     ')' => Token::Close,
@@ -293,29 +299,66 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
                 });
             }
             '"' => {
-                chars.next();
+                i += 1;
                 let mut value = String::new();
                 loop {
-                    match chars.next() {
+                    match chars.get(i) {
                         Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(e) => value.push(e),
+                        Some('\\') => match chars.get(i + 1) {
+                            Some(&e) => {
+                                value.push(e);
+                                i += 1;
+                            }
                             None => return Err("unterminated string".into()),
                         },
-                        Some(c) => value.push(c),
+                        Some(&c) => value.push(c),
                         None => return Err("unterminated string".into()),
                     }
+                    i += 1;
                 }
+                i += 1;
                 out.push(Token::Str(value));
+            }
+            // A raw string, `r"..."` or `r#"..."#` (as many #s closing as opening): no escapes.
+            'r' if matches!(chars.get(i + 1), Some('"' | '#')) => {
+                let hashes = chars[i + 1..].iter().take_while(|&&c| c == '#').count();
+                let open = i + 1 + hashes;
+                if chars.get(open) != Some(&'"') {
+                    return Err("a raw string is r\"...\" or r#\"...\"#".into());
+                }
+                let closing: Vec<char> = std::iter::once('"')
+                    .chain(std::iter::repeat_n('#', hashes))
+                    .collect();
+                let body = &chars[open + 1..];
+                let Some(at) = body
+                    .windows(closing.len())
+                    .position(|w| w == closing.as_slice())
+                else {
+                    return Err("unterminated raw string".into());
+                };
+                out.push(Token::Str(body[..at].iter().collect()));
+                i = open + 1 + at + closing.len();
+            }
+            c if OPERATOR_CHARS.contains(c) => {
+                // The longest operator there (`&&!` is `&&` then `!`); a lone character that
+                // starts none is a word of its own, for the parser to refuse.
+                let op = OPERATORS
+                    .iter()
+                    .find(|op| {
+                        op.chars().zip(&chars[i..]).filter(|(a, b)| a == *b).count() == op.len()
+                    })
+                    .map_or_else(|| c.to_string(), |op| (*op).to_owned());
+                i += op.chars().count();
+                out.push(Token::Word(op));
             }
             _ => {
                 let mut word = String::new();
-                while let Some(&c) = chars.peek() {
-                    if c.is_whitespace() || "(){}\",".contains(c) {
+                while let Some(&c) = chars.get(i) {
+                    if c.is_whitespace() || "(){}\",".contains(c) || OPERATOR_CHARS.contains(c) {
                         break;
                     }
                     word.push(c);
-                    chars.next();
+                    i += 1;
                 }
                 out.push(Token::Word(word));
             }
@@ -575,6 +618,27 @@ mod tests {
         assert!(!e.matches(&req("x", "/Assets/a.js")));
         assert!(parse(r#"http.request.uri.path strict "/a""#).is_err());
         assert!(parse("true").expect("true").matches(&req("x", "/")));
+    }
+
+    #[test]
+    fn operators_written_against_their_operands_and_raw_strings_are_read() {
+        let e = parse(r#"http.host=="a.example.com"&&!starts_with(http.request.uri.path,"/x")"#)
+            .expect("parses");
+        assert!(e.matches(&req("a.example.com", "/y")));
+        assert!(!e.matches(&req("a.example.com", "/x/1")));
+        assert!(!e.matches(&req("b.example.com", "/y")));
+        let e = parse(r##"http.host eq r"a.example.com"||http.host!=r#"b"."#"##).expect("parses");
+        assert!(e.matches(&req("a.example.com", "/")));
+        assert!(e.matches(&req("c.example.com", "/")));
+        let e = parse(r##"http.request.uri.path eq r#"/say"hi""#"##).expect("parses");
+        assert!(e.matches(&req("a.example.com", r#"/say"hi""#)));
+        for bad in [
+            r#"http.host eq r"open"#,
+            r##"http.host eq r#"x""##,
+            "http.host === \"a\"",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
