@@ -2453,3 +2453,39 @@ fn objects_streaming_to_disk_together_never_take_the_tier_past_its_size() {
     assert_eq!(fetch_big(*port, host, alone, &[], 0).0, "MISS");
     assert_eq!(fetch_big(*port, host, alone, &[], 0).0, "HIT");
 }
+
+#[test]
+fn cache_deception_armor_stores_no_answer_whose_type_the_extension_does_not_name() {
+    let s = site("armor.test");
+    let host = "www.armor.test";
+    let get = |path: &str| fetch(s.port, host, path, &[]).1;
+    s.node.ok(
+        "PUT",
+        &s.cache_rules_path(),
+        Some(json!({"rules": [
+            {"expression": "true", "action": "set_cache_settings",
+             "action_parameters": {"cache_key": {"cache_deception_armor": true}}},
+            {"expression": "starts_with(http.request.uri.path, \"/open/\")",
+             "action": "set_cache_settings",
+             "action_parameters": {"cache_key": {"cache_deception_armor": false}}}
+        ]})),
+    );
+    let probes = std::cell::Cell::new(0);
+    parapet_testkit::eventually(Duration::from_secs(5), "the rules in force", || {
+        probes.set(probes.get() + 1);
+        let probe = format!("/probe/{}.css", probes.get());
+        get(&probe);
+        get(&probe) == "BYPASS"
+    });
+    // The origin answers an image: a `.css` URL answered so is not stored, a `.png` one is.
+    assert_eq!(get("/me/avatar.css"), "BYPASS");
+    assert_eq!(get("/me/avatar.css"), "BYPASS", "not stored");
+    assert_eq!(get("/logo.png"), "MISS");
+    assert_eq!(get("/logo.png"), "HIT");
+    // A stylesheet answered as one is stored.
+    assert_eq!(get("/styles/text.css"), "MISS");
+    assert_eq!(get("/styles/text.css"), "HIT");
+    // Without the armor, the same mismatch is stored.
+    assert_eq!(get("/open/avatar.css"), "MISS");
+    assert_eq!(get("/open/avatar.css"), "HIT");
+}

@@ -1793,6 +1793,24 @@ impl ProxyHttp for EdgeProxy {
             updated.as_ref().unwrap_or(resp),
             ctx.cache_rules.as_deref(),
         );
+        // Cache Deception Armor: an answer whose type is not what the URL's extension names
+        // (`/account.php/x.css` answered with a page) is not stored.
+        let armored = ctx.cache_rules.as_deref().is_some_and(|r| {
+            r.cache_key
+                .as_ref()
+                .is_some_and(|k| k.cache_deception_armor == Some(true))
+        });
+        if armored
+            && matches!(verdict, RespCacheable::Cacheable(_))
+            && !parapet_cache::policy::type_fits_extension(
+                session.req_header().uri.path(),
+                resp.headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+            )
+        {
+            verdict = RespCacheable::Uncacheable(NoCacheReason::Custom("cache deception armor"));
+        }
         // The store learns when the response was asked for: one fetched while its URL was
         // invalidated (a POST to it) or its zone purged is not stored.
         if let (RespCacheable::Cacheable(meta), Some(mark)) = (&mut verdict, ctx.fetch_mark) {

@@ -555,8 +555,8 @@ pub struct BrowserTtl {
 pub struct CacheKeyParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_query_strings_order: Option<bool>,
-    /// Cloudflare's Cache Deception Armor: not supported, so only `false` (what a Cloudflare
-    /// export has) is accepted.
+    /// Cloudflare's Cache Deception Armor: an answer whose `Content-Type` is not one the URL's
+    /// extension names is not stored (`/account.php/x.css` answered with a page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_deception_armor: Option<bool>,
     /// Cloudflare's device-type cache split: not supported, only `false` is accepted.
@@ -788,7 +788,6 @@ fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<Fi
         let custom = key.custom_key.as_ref();
         let user = custom.and_then(|c| c.user.as_ref());
         for (name, flag) in [
-            ("cache_deception_armor", key.cache_deception_armor),
             ("cache_by_device_type", key.cache_by_device_type),
             (
                 "custom_key.user.device_type",
@@ -1146,10 +1145,6 @@ mod tests {
         assert_eq!(exported.edge_ttl_rule_for(200), EdgeTtlRule::Origin);
 
         for (field, p) in [
-            (
-                "cache_key.cache_deception_armor",
-                json!({"cache_key": {"cache_deception_armor": true}}),
-            ),
             (
                 "cache_key.custom_key.user.geo",
                 json!({"cache_key": {"custom_key": {"user": {"geo": true}}}}),
