@@ -176,7 +176,7 @@ fn rules_json(ruleset: &Ruleset) -> Vec<Value> {
 }
 
 /// A body's string field (`None` when absent or null).
-fn optional_text<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn optional_text<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -184,7 +184,7 @@ fn optional_text<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, ApiE
     }
 }
 
-fn check_kind(body: &Value) -> Result<(), ApiError> {
+pub(crate) fn check_kind(body: &Value) -> Result<(), ApiError> {
     match optional_text(body, "kind")? {
         None | Some("zone") => Ok(()),
         Some(kind) => Err(ApiError::bad(

@@ -272,6 +272,16 @@ pub async fn put_entrypoint(
     check_phase(&phase)?;
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditZone).await?;
     let body = parse_body(&body)?;
+    // A body naming its kind or phase (as a ruleset read back does) names this one's.
+    crate::rulesets::check_kind(&body)?;
+    if let Some(named) = crate::rulesets::optional_text(&body, "phase")?
+        && named != phase
+    {
+        return Err(ApiError::bad(
+            20021,
+            format!("phase: the body names {named}, the path {phase}"),
+        ));
+    }
     let key = ruleset_key(&zone.id, &phase);
     for _ in 0..WRITE_ATTEMPTS {
         let (_, zone_rev) = load_zone(&state, &zone.id).await?;

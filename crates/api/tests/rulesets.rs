@@ -447,6 +447,24 @@ async fn duplicate_rule_ids_and_refs_are_refused_and_store_nothing() {
 async fn unknown_rulesets_and_unsupported_phases_are_refused() {
     let api = Api::new();
     let zone = api.zone("example.com").await;
+    // An entrypoint body naming another phase or kind is refused, and stores nothing.
+    let third = api.zone("example.org").await;
+    let entrypoint = format!("/zones/{third}/rulesets/phases/{CACHE}/entrypoint");
+    for body in [
+        json!({"phase": ORIGIN, "rules": []}),
+        json!({"kind": "managed", "rules": []}),
+    ] {
+        let (s, v) = api.call("PUT", &entrypoint, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+    }
+    let (s, _) = api.call("GET", &entrypoint, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    api.ok(
+        "PUT",
+        &entrypoint,
+        Some(json!({"kind": "zone", "phase": CACHE, "rules": []})),
+    )
+    .await;
     let other = api.zone("example.net").await;
     let theirs = api
         .ok(

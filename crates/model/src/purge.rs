@@ -268,10 +268,14 @@ impl Purge {
                 let mut tags = Vec::new();
                 for (i, item) in strings(value, "tags")?.iter().enumerate() {
                     match item.as_str().map(str::trim) {
-                        Some(t) if !t.is_empty() && t.len() <= 1024 => tags.push(t.to_owned()),
+                        // Tags come comma-separated in `Cache-Tag`: one holding a comma could
+                        // never match.
+                        Some(t) if !t.is_empty() && t.len() <= 1024 && !t.contains(',') => {
+                            tags.push(t.to_owned())
+                        }
                         _ => errors.push(crate::FieldError::new(
                             format!("tags[{i}]"),
-                            "must be a non-empty string of at most 1024 characters",
+                            "must be a non-empty string of at most 1024 characters, without commas",
                         )),
                     }
                 }
@@ -497,6 +501,7 @@ mod tests {
             json!({"hosts": ["bad host"]}),
             json!({"tags": [""]}),
             json!({"tags": ["a"], "hosts": ["bad host"]}),
+            json!({"tags": ["a,b"]}),
             json!({"files": vec!["https://x.com/a"; MAX_ITEMS + 1]}),
         ] {
             assert!(Purge::from_json(&bad).is_err(), "{bad}");
