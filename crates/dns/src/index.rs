@@ -524,6 +524,9 @@ pub fn record_rdata(r: &DnsRecord) -> Result<RData, String> {
         Kind::DS => unknown(43, wire::ds(&r.content)?),
         Kind::LOC => unknown(29, wire::loc(&r.content)?),
         Kind::URI => unknown(256, wire::uri(r)?),
+        Kind::DNSKEY => unknown(48, wire::dnskey(&r.content)?),
+        Kind::SMIMEA => unknown(53, wire::smimea(&r.content)?),
+        Kind::OPENPGPKEY => unknown(61, wire::base64(&r.content)?),
     })
 }
 
@@ -532,6 +535,9 @@ fn wire_type(kind: Kind) -> RecordType {
         Kind::DS => RecordType::from(43),
         Kind::LOC => RecordType::from(29),
         Kind::URI => RecordType::from(256),
+        Kind::DNSKEY => RecordType::from(48),
+        Kind::SMIMEA => RecordType::from(53),
+        Kind::OPENPGPKEY => RecordType::from(61),
         other => RecordType::from(other.as_str().parse::<RecordType>().map_or(0, u16::from)),
     }
 }

@@ -35,6 +35,37 @@ pub fn ds(content: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Base64 text (words joined) as bytes: an OPENPGPKEY's key (RFC 7929).
+pub fn base64(text: &str) -> Result<Vec<u8>, String> {
+    let joined: String = text.split_whitespace().collect();
+    data_encoding::BASE64
+        .decode(joined.as_bytes())
+        .map_err(|_| "bad base64".to_owned())
+}
+
+/// DNSKEY: flags, protocol, algorithm, public key (RFC 4034 §2.1).
+pub fn dnskey(content: &str) -> Result<Vec<u8>, String> {
+    let w = words(content);
+    let mut out = Vec::new();
+    out.extend_from_slice(&num::<u16>(w.first())?.to_be_bytes());
+    out.push(num::<u8>(w.get(1))?);
+    out.push(num::<u8>(w.get(2))?);
+    out.extend(base64(&w.get(3..).ok_or("missing key")?.concat())?);
+    Ok(out)
+}
+
+/// SMIMEA: usage, selector, matching type, certificate data (RFC 8162, as TLSA).
+pub fn smimea(content: &str) -> Result<Vec<u8>, String> {
+    let w = words(content);
+    let mut out = vec![
+        num::<u8>(w.first())?,
+        num::<u8>(w.get(1))?,
+        num::<u8>(w.get(2))?,
+    ];
+    out.extend(hex(&w.get(3..).ok_or("missing data")?.concat())?);
+    Ok(out)
+}
+
 /// URI: priority, weight, target (RFC 7553).
 pub fn uri(record: &DnsRecord) -> Result<Vec<u8>, String> {
     let (weight, target) = record.content.split_once(' ').ok_or("bad URI content")?;

@@ -48,7 +48,8 @@ macro_rules! record_types {
 }
 
 record_types!(
-    A, AAAA, CNAME, MX, TXT, NS, SRV, CAA, PTR, HTTPS, SVCB, TLSA, SSHFP, NAPTR, DS, CERT, LOC, URI
+    A, AAAA, CNAME, MX, TXT, NS, SRV, CAA, PTR, HTTPS, SVCB, TLSA, SSHFP, NAPTR, DS, CERT, LOC,
+    URI, DNSKEY, SMIMEA, OPENPGPKEY
 );
 
 impl RecordType {
@@ -70,7 +71,13 @@ impl RecordType {
             Self::URI => &[("weight", U16), ("target", Quoted)],
             Self::CAA => &[("flags", U8), ("tag", Tag), ("value", Quoted)],
             Self::HTTPS | Self::SVCB => &[("priority", U16), ("target", Host), ("value", Rest)],
-            Self::TLSA => &[
+            Self::DNSKEY => &[
+                ("flags", U16),
+                ("protocol", U8),
+                ("algorithm", U8),
+                ("public_key", Base64),
+            ],
+            Self::TLSA | Self::SMIMEA => &[
                 ("usage", U8),
                 ("selector", U8),
                 ("matching_type", U8),
@@ -1245,6 +1252,15 @@ pub(crate) fn canonical_content(
         RecordType::CNAME | RecordType::NS | RecordType::PTR => {
             name::normalize(raw, NameKind::Target, "content")
         }
+        // One base64 key, which zone files may split over several words (RFC 7929 §2.3).
+        RecordType::OPENPGPKEY => check_field(Field::Base64, raw, false)
+            .and_then(|key| {
+                data_encoding::BASE64
+                    .decode(key.as_bytes())
+                    .map(|_| key)
+                    .map_err(|_| "must be base64".to_owned())
+            })
+            .map_err(|m| bad(format!("the key {m}"))),
         RecordType::MX => {
             let mut words = raw.split_whitespace();
             let (first, second) = (words.next(), words.next());
@@ -1413,13 +1429,35 @@ fn mnemonic(kind: RecordType, key: &str, text: &str) -> Option<u16> {
     ];
     let table = match (kind, key) {
         (RecordType::CERT, "type") => CERT_TYPES,
-        (RecordType::CERT | RecordType::DS, "algorithm") => ALGORITHMS,
+        (RecordType::CERT | RecordType::DS | RecordType::DNSKEY, "algorithm") => ALGORITHMS,
         _ => return None,
     };
     table
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(text))
         .map(|(_, n)| *n)
+}
+
+/// A DNSKEY's protocol is 3 (RFC 4034 §2.1.2) and its key is base64 that decodes.
+fn check_dnskey(kind: RecordType, content: &str) -> Result<(), FieldError> {
+    if kind != RecordType::DNSKEY {
+        return Ok(());
+    }
+    let words: Vec<&str> = content.split_whitespace().collect();
+    if words.get(1) != Some(&"3") {
+        return Err(FieldError::new(
+            "content",
+            "a DNSKEY's protocol must be 3 (RFC 4034)",
+        ));
+    }
+    let key: String = words.get(3..).unwrap_or_default().concat();
+    if data_encoding::BASE64.decode(key.as_bytes()).is_err() {
+        return Err(FieldError::new(
+            "content",
+            "a DNSKEY's public key must be base64",
+        ));
+    }
+    Ok(())
 }
 
 /// A LOC latitude of 90° or longitude of 180° has no minutes or seconds beyond it (RFC 1876).
@@ -1452,7 +1490,7 @@ fn check_digest_length(kind: RecordType, content: &str) -> Result<(), FieldError
     let (at, lengths): (usize, &[(u8, usize)]) = match kind {
         RecordType::DS => (2, &[(1, 20), (2, 32), (3, 32), (4, 48)]),
         RecordType::SSHFP => (1, &[(1, 20), (2, 32)]),
-        RecordType::TLSA => (2, &[(1, 32), (2, 64)]),
+        RecordType::TLSA | RecordType::SMIMEA => (2, &[(1, 32), (2, 64)]),
         _ => return Ok(()),
     };
     let Some(digest_type) = words.get(at).and_then(|w| w.parse::<u8>().ok()) else {
@@ -1559,6 +1597,7 @@ pub fn decimal_escapes(kind: RecordType, content: &mut String) -> Result<(), Fie
 fn check_wire(kind: RecordType, content: &str, priority: Option<u16>) -> Result<(), FieldError> {
     check_digest_length(kind, content)?;
     check_loc_extremes(kind, content)?;
+    check_dnskey(kind, content)?;
     let text = match kind {
         RecordType::SRV => format!("{} {}", priority.unwrap_or(0), content),
         RecordType::CAA
@@ -1772,6 +1811,41 @@ mod tests {
             content_of("SSHFP", "1 1").is_err(),
             "a value is still needed"
         );
+    }
+
+    #[test]
+    fn dnskey_smimea_and_openpgpkey_records_are_read_as_cloudflare_takes_them() {
+        assert_eq!(
+            content_of(
+                "DNSKEY",
+                "257 3 ECDSAP256SHA256 mdsswUyr3DPW132m Oi8V9xESWE8jTo0d"
+            ),
+            Ok("257 3 13 mdsswUyr3DPW132mOi8V9xESWE8jTo0d".into())
+        );
+        let d = draft(json!({"type": "DNSKEY", "name": "@", "data":
+            {"flags": 256, "protocol": 3, "algorithm": 13, "public_key": "AwEAAavPt5yJOg4="}}))
+        .expect("data form");
+        assert_eq!(d.content, "256 3 13 AwEAAavPt5yJOg4=");
+        assert!(
+            content_of("DNSKEY", "257 2 13 AwEAAavPt5yJOg4=").is_err(),
+            "protocol 3"
+        );
+        assert!(content_of("DNSKEY", "257 3 13 AwEAAa!").is_err());
+        let digest = "0c72ac70b745ac19998811b131d662c9ac69dbdbe7cb23e5b514b56664c5d3d6";
+        assert_eq!(
+            content_of("SMIMEA", &format!("3 1 1 {digest}")),
+            Ok(format!("3 1 1 {digest}"))
+        );
+        assert!(
+            content_of("SMIMEA", "3 1 1 abcd").is_err(),
+            "a SHA-256 is 32 bytes"
+        );
+        assert_eq!(
+            content_of("OPENPGPKEY", "mQINBFit 2jsBEADr"),
+            Ok("mQINBFit2jsBEADr".into())
+        );
+        assert!(content_of("OPENPGPKEY", "not base64!").is_err());
+        assert!(content_of("OPENPGPKEY", "abc").is_err(), "not whole base64");
     }
 
     #[test]
