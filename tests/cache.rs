@@ -2489,3 +2489,40 @@ fn cache_deception_armor_stores_no_answer_whose_type_the_extension_does_not_name
     assert_eq!(get("/open/avatar.css"), "MISS");
     assert_eq!(get("/open/avatar.css"), "HIT");
 }
+
+#[test]
+fn a_device_type_key_keeps_phones_tablets_and_desktops_apart() {
+    let s = site("devices.test");
+    let host = "www.devices.test";
+    let as_agent = |path: &str, agent: &str| fetch(s.port, host, path, &["-A", agent]).1;
+    s.node.ok(
+        "PUT",
+        &s.cache_rules_path(),
+        Some(json!({"rules": [
+            {"expression": "true", "action": "set_cache_settings",
+             "action_parameters": {"cache_key": {"custom_key": {"user": {"device_type": true}}}}}
+        ]})),
+    );
+    let phone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148";
+    let other_phone = "Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/120.0 Mobile Safari/537.36";
+    let tablet = "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) Safari/604.1";
+    let desktop = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0";
+    let probes = std::cell::Cell::new(0);
+    parapet_testkit::eventually(Duration::from_secs(5), "the rule in force", || {
+        probes.set(probes.get() + 1);
+        let probe = format!("/probe/{}.png", probes.get());
+        as_agent(&probe, phone);
+        as_agent(&probe, desktop) == "MISS"
+    });
+    assert_eq!(as_agent("/logo.png", phone), "MISS");
+    assert_eq!(
+        as_agent("/logo.png", other_phone),
+        "HIT",
+        "one variant for phones"
+    );
+    assert_eq!(as_agent("/logo.png", tablet), "MISS");
+    assert_eq!(as_agent("/logo.png", tablet), "HIT");
+    assert_eq!(as_agent("/logo.png", desktop), "MISS");
+    assert_eq!(as_agent("/logo.png", desktop), "HIT");
+    assert_eq!(s.hits.of("/logo.png"), 3);
+}

@@ -264,12 +264,12 @@ async fn a_cache_rule_exported_from_cloudflare_can_be_put_back() {
             &path,
             Some(
                 json!({"rules": [{"expression": "true", "action": "set_cache_settings",
-                "action_parameters": {"cache_key": {"custom_key": {"user": {"device_type": true}}}}}]}),
+                "action_parameters": {"cache_key": {"custom_key": {"user": {"geo": true}}}}}]}),
             ),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(messages(&v).contains("device_type"), "{v}");
+    assert!(messages(&v).contains("user.geo"), "{v}");
     assert!(messages(&v).contains("not supported"), "{v}");
 }
 

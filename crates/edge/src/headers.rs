@@ -417,9 +417,76 @@ pub fn check_raw_head(raw: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The device type Cloudflare files a `User-Agent` under for its device-type cache split:
+/// `mobile` (phones), `tablet`, or `desktop` (anything else).
+pub fn device_type(agent: &str) -> &'static str {
+    let ua = agent.to_ascii_lowercase();
+    // Platforms whose phones say "mobile" after the platform's name, and whose tablets do not.
+    let platforms = ["android", "bb10", "meego", "silk", "googlebot"];
+    let mobile_after = |platform: &str| {
+        ua.find(platform)
+            .is_some_and(|at| ua[at + platform.len()..].contains("mobile"))
+    };
+    let phone = [
+        "phone",
+        "ipod",
+        "blackberry",
+        "palm",
+        "windows ce",
+        "opera mini",
+        "avantgo",
+        "mobilesafari",
+        "docomo",
+    ]
+    .iter()
+    .any(|m| ua.contains(m))
+        || platforms.iter().any(|p| mobile_after(p));
+    if phone {
+        "mobile"
+    } else if ua.contains("ipad")
+        || ua.contains("playbook")
+        || platforms[..4].iter().any(|p| ua.contains(p))
+    {
+        "tablet"
+    } else {
+        "desktop"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_agents_are_filed_as_phones_tablets_or_desktops() {
+        for (agent, kind) in [
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148",
+                "mobile",
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/120.0 Mobile Safari/537.36",
+                "mobile",
+            ),
+            (
+                "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) Safari/604.1",
+                "tablet",
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 13; SM-X700) Chrome/120.0 Safari/537.36",
+                "tablet",
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36",
+                "desktop",
+            ),
+            ("Googlebot/2.1 (+http://www.google.com/bot.html)", "desktop"),
+            ("Opera/9.80 (J2ME/MIDP; Opera Mini/9.80)", "mobile"),
+            ("", "desktop"),
+        ] {
+            assert_eq!(device_type(agent), kind, "{agent}");
+        }
+    }
 
     /// [`check_raw_head`] as one reads it: every byte, every line.
     fn check_plainly(raw: &[u8]) -> Result<(), &'static str> {

@@ -476,10 +476,11 @@ impl EdgeProxy {
 /// string: request headers or cookies in the key are the engine's.
 fn keyed_here(rules: Option<&CacheParameters>) -> bool {
     rules.is_none_or(|r| {
-        r.cache_key
-            .as_ref()
-            .and_then(|k| k.custom_key.as_ref())
-            .is_none_or(|c| c.header.is_none() && c.cookie.is_none())
+        !r.keys_device_type()
+            && r.cache_key
+                .as_ref()
+                .and_then(|k| k.custom_key.as_ref())
+                .is_none_or(|c| c.header.is_none() && c.cookie.is_none())
     })
 }
 

@@ -1883,6 +1883,17 @@ impl ProxyHttp for EdgeProxy {
                     .map(|(_, v)| v.as_bytes().to_vec())
             });
         }
+        if ctx
+            .cache_rules
+            .as_deref()
+            .is_some_and(CacheParameters::keys_device_type)
+        {
+            let agent = joined_values(&req.headers, "user-agent");
+            variance.add_value(
+                "key-device",
+                headers::device_type(&String::from_utf8_lossy(&agent)),
+            );
+        }
         variance.finalize()
     }
 

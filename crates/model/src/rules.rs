@@ -559,7 +559,7 @@ pub struct CacheKeyParameters {
     /// extension names is not stored (`/account.php/x.css` answered with a page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_deception_armor: Option<bool>,
-    /// Cloudflare's device-type cache split: not supported, only `false` is accepted.
+    /// Cloudflare's device-type cache split (as `custom_key.user.device_type`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_by_device_type: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -788,11 +788,6 @@ fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<Fi
         let custom = key.custom_key.as_ref();
         let user = custom.and_then(|c| c.user.as_ref());
         for (name, flag) in [
-            ("cache_by_device_type", key.cache_by_device_type),
-            (
-                "custom_key.user.device_type",
-                user.and_then(|u| u.device_type),
-            ),
             ("custom_key.user.geo", user.and_then(|u| u.geo)),
             ("custom_key.user.lang", user.and_then(|u| u.lang)),
             (
@@ -895,6 +890,18 @@ fn parse_cache_parameters(p: &Value, at: &str) -> Result<CacheParameters, Vec<Fi
 }
 
 impl CacheParameters {
+    /// Whether the key holds the visitor's device type (mobile, tablet or desktop).
+    pub fn keys_device_type(&self) -> bool {
+        self.cache_key.as_ref().is_some_and(|k| {
+            k.cache_by_device_type == Some(true)
+                || k.custom_key
+                    .as_ref()
+                    .and_then(|c| c.user.as_ref())
+                    .and_then(|u| u.device_type)
+                    == Some(true)
+        })
+    }
+
     /// `later` applied over `self`: each setting `later` has replaces this one's.
     pub fn merge(&mut self, later: &CacheParameters) {
         if later.cache.is_some() {
