@@ -248,13 +248,14 @@ fn read_entry(
                     quoted: false,
                 }];
                 words.extend(middle.iter().cloned());
-                // Data in quotes is the record's data, in words.
+                // Data in quotes is the record's data, read as a line of its own once its
+                // escaped quotes stand for themselves (as BIND reads it:
+                // `"\"q x\" $"` is the two strings "q x" and the value).
                 match data.strip_prefix('"').and_then(|d| d.strip_suffix('"')) {
                     Some(inner) if rhs.quoted => {
-                        words.extend(inner.split_whitespace().map(|w| Word {
-                            raw: w.to_owned(),
-                            quoted: false,
-                        }));
+                        let inner = inner.replace("\\\"", "\"");
+                        let mut mistakes = Mistakes::default();
+                        split_entries(&inner, &mut mistakes, |e, _| words.extend(e.words));
                     }
                     _ => words.push(Word {
                         raw: data,
@@ -955,7 +956,8 @@ mod tests {
             $GENERATE 1-3 host$ 300 IN A 192.0.2.$ ; pool\n\
             $GENERATE 0-4/2 ${10,3} CNAME host-${0,2,x}.example.net.\n\
             $GENERATE 26-26 p${0,3,n} TXT \\$price-$\n\
-            $GENERATE 1-2 mx$ MX \"10 mail$\"\n";
+            $GENERATE 1-2 mx$ MX \"10 mail$\"\n\
+            $GENERATE 1-1 q$ TXT \"\\\"q x\\\" $\"\n";
         let parsed = parse_zone_file(text, "example.com", false).expect("valid zone");
         let got: Vec<(String, String, String, u32)> = parsed
             .records
@@ -979,6 +981,7 @@ mod tests {
             ("pa.1.example.com", "TXT", "$price-26", 300),
             ("mx1.example.com", "MX", "10 mail1.example.com", 300),
             ("mx2.example.com", "MX", "10 mail2.example.com", 300),
+            ("q1.example.com", "TXT", "\"q x\" \"1\"", 300),
         ];
         let want: Vec<(String, String, String, u32)> = want
             .iter()
