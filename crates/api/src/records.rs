@@ -423,6 +423,11 @@ fn merged(record: &DnsRecord, patch: &Value) -> Result<Value, ApiError> {
         base.remove("priority");
     }
     for (k, v) in patch {
+        // `"tags": null` leaves the tags as they are, as Cloudflare reads it: cloudflare-go
+        // sends it with every update that sets no tags (DDNS updaters, external-dns).
+        if k == "tags" && v.is_null() {
+            continue;
+        }
         base.insert(k.clone(), v.clone());
     }
     Ok(Value::Object(base))

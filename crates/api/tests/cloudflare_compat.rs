@@ -368,3 +368,38 @@ async fn a_bulk_settings_edit_names_every_mistake_and_takes_whole_floats() {
         .await;
     assert_eq!(set["value"], json!(100));
 }
+
+#[tokio::test]
+async fn an_update_as_cloudflare_go_sends_it_keeps_the_records_tags() {
+    let api = Api::new();
+    let zone = api.zone("ddns.example").await;
+    let created = api
+        .ok(
+            "POST",
+            &format!("/zones/{zone}/dns_records"),
+            Some(json!({"type": "A", "name": "home", "content": "192.0.2.1",
+                        "tags": ["owner:ops"], "comment": "router"})),
+        )
+        .await;
+    let path = format!(
+        "/zones/{zone}/dns_records/{}",
+        created["id"].as_str().expect("id")
+    );
+    // cloudflare-go's UpdateDNSRecord: `"tags": null` whenever it sets none.
+    let updated = api
+        .ok(
+            "PATCH",
+            &path,
+            Some(
+                json!({"type": "A", "name": "home.ddns.example", "content": "192.0.2.2",
+                        "tags": null}),
+            ),
+        )
+        .await;
+    assert_eq!(updated["content"], "192.0.2.2");
+    assert_eq!(updated["tags"], json!(["owner:ops"]));
+    assert_eq!(updated["comment"], "router");
+    // An empty list still clears them.
+    let cleared = api.ok("PATCH", &path, Some(json!({"tags": []}))).await;
+    assert_eq!(cleared["tags"], json!([]));
+}
