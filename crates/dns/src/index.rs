@@ -596,10 +596,22 @@ fn add_name(
     // and its origin stays hidden.
     let proxied = serving_edge && at.iter().any(|r| r.proxied && r.kind.proxiable());
     if proxied {
-        for ip in &edge.v4 {
+        // A proxied record's `ipv4_only` / `ipv6_only` setting keeps the other family out.
+        let only = |v4: bool| {
+            at.iter().any(|r| {
+                r.proxied
+                    && if v4 {
+                        r.settings.ipv4_only == Some(true)
+                    } else {
+                        r.settings.ipv6_only == Some(true)
+                    }
+            })
+        };
+        let (v4, v6) = (!only(false), !only(true));
+        for ip in edge.v4.iter().filter(|_| v4) {
             push(nodes, name, RecordType::A, AUTO_TTL, RData::A(A(*ip)));
         }
-        for ip in &edge.v6 {
+        for ip in edge.v6.iter().filter(|_| v6) {
             push(
                 nodes,
                 name,

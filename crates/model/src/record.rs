@@ -172,8 +172,87 @@ pub struct DnsRecord {
     pub priority: Option<u16>,
     pub comment: Option<String>,
     pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "RecordSettings::is_empty")]
+    pub settings: RecordSettings,
     pub created_on: Arc<str>,
     pub modified_on: Arc<str>,
+}
+
+/// Cloudflare's per-record `settings`: for a proxied name, answer with the edge's IPv4 or
+/// IPv6 addresses only. (`flatten_cname` is taken only as `false`: below the apex a CNAME is
+/// answered as one, and at the apex it is always flattened.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flatten_cname: Option<bool>,
+}
+
+impl RecordSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Reads a body's `settings` (absent or null: none) for a `kind` record.
+    fn from_json(value: Option<&Value>, kind: Option<RecordType>) -> Result<Self, Vec<FieldError>> {
+        let Some(value) = value.filter(|v| !v.is_null()) else {
+            return Ok(Self::default());
+        };
+        let Some(obj) = value.as_object() else {
+            return Err(vec![FieldError::new("settings", "must be a JSON object")]);
+        };
+        let mut errors = Vec::new();
+        let mut settings = Self::default();
+        for (key, v) in obj {
+            let flag = match v {
+                Value::Null => None,
+                Value::Bool(b) => Some(*b),
+                _ => {
+                    errors.push(FieldError::new(
+                        format!("settings.{key}"),
+                        "must be true or false",
+                    ));
+                    continue;
+                }
+            };
+            match key.as_str() {
+                "ipv4_only" => settings.ipv4_only = flag,
+                "ipv6_only" => settings.ipv6_only = flag,
+                "flatten_cname" => settings.flatten_cname = flag,
+                other => errors.push(FieldError::new(
+                    format!("settings.{}", printable(other)),
+                    "is not a record setting (ipv4_only, ipv6_only, flatten_cname)",
+                )),
+            }
+        }
+        if settings.ipv4_only == Some(true) && settings.ipv6_only == Some(true) {
+            errors.push(FieldError::new(
+                "settings",
+                "ipv4_only and ipv6_only cannot both be true",
+            ));
+        }
+        if settings.flatten_cname == Some(true) {
+            errors.push(FieldError::new(
+                "settings.flatten_cname",
+                "is not supported: a CNAME below the apex is answered as one (the apex's is always flattened)",
+            ));
+        }
+        let addresses = settings.ipv4_only.is_some() || settings.ipv6_only.is_some();
+        if addresses && kind.is_some_and(|k| !k.proxiable()) {
+            errors.push(FieldError::new(
+                "settings",
+                "ipv4_only and ipv6_only are for A, AAAA and CNAME records",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 /// The checked, user-settable part of a record.
@@ -187,6 +266,7 @@ pub struct RecordDraft {
     pub priority: Option<u16>,
     pub comment: Option<String>,
     pub tags: Vec<String>,
+    pub settings: RecordSettings,
 }
 
 /// A rule of the zone that a new or changed record breaks, with Cloudflare's error code.
@@ -307,6 +387,10 @@ impl RecordDraft {
                 Vec::new()
             }
         };
+        let settings = RecordSettings::from_json(obj.get("settings"), kind).unwrap_or_else(|e| {
+            errors.extend(e);
+            RecordSettings::default()
+        });
         let mut content = None;
         if let Some(kind) = kind {
             let data = obj.get("data").filter(|d| !d.is_null());
@@ -409,6 +493,7 @@ impl RecordDraft {
                 priority,
                 comment,
                 tags,
+                settings,
             }),
             _ => Err(ModelError::Invalid(errors)),
         }
@@ -509,6 +594,7 @@ impl RecordDraft {
             priority: self.priority,
             comment: self.comment,
             tags: self.tags,
+            settings: self.settings,
             created_on: created_on.into(),
             modified_on: now.into(),
         }
@@ -820,6 +906,7 @@ impl DnsRecord {
             priority: self.priority,
             comment: self.comment.clone(),
             tags: self.tags.clone(),
+            settings: self.settings,
         }
     }
 
@@ -836,6 +923,9 @@ impl DnsRecord {
         }
         m.insert("comment".into(), json!(self.comment));
         m.insert("tags".into(), json!(self.tags));
+        if !self.settings.is_empty() {
+            m.insert("settings".into(), json!(self.settings));
+        }
         m
     }
 
@@ -857,7 +947,7 @@ impl DnsRecord {
         if let Some(data) = self.data() {
             m.insert("data".into(), data);
         }
-        m.insert("settings".into(), json!({}));
+        m.insert("settings".into(), json!(self.settings));
         m.insert(
             "meta".into(),
             json!({"auto_added": false, "managed_by_apps": false, "managed_by_argo_tunnel": false, "source": "primary"}),
@@ -1846,6 +1936,40 @@ mod tests {
         );
         assert!(content_of("OPENPGPKEY", "not base64!").is_err());
         assert!(content_of("OPENPGPKEY", "abc").is_err(), "not whole base64");
+    }
+
+    #[test]
+    fn record_settings_are_kept_and_bad_ones_refused() {
+        let d = draft(
+            json!({"type": "A", "name": "x", "content": "192.0.2.1", "proxied": true,
+            "settings": {"ipv4_only": true, "ipv6_only": null}}),
+        )
+        .expect("valid");
+        assert_eq!(d.settings.ipv4_only, Some(true));
+        let record = d.into_record("r".into(), "z", "t", "t");
+        assert_eq!(
+            record.to_api_json("example.com")["settings"],
+            json!({"ipv4_only": true})
+        );
+        let again = draft(Value::Object(record.editable_json())).expect("round trip");
+        assert_eq!(again.settings, record.settings);
+        for bad in [
+            json!({"ipv4_only": true, "ipv6_only": true}),
+            json!({"ipv4_only": "yes"}),
+            json!({"flatten_cname": true}),
+            json!({"color": true}),
+            json!([]),
+        ] {
+            let body = json!({"type": "A", "name": "x", "content": "192.0.2.1", "settings": bad});
+            assert!(draft(body).is_err(), "{bad}");
+        }
+        let mx = json!({"type": "MX", "name": "x", "content": "mail.example.com", "priority": 1,
+            "settings": {"ipv4_only": true}});
+        assert!(draft(mx).is_err(), "not for MX");
+        // What Cloudflare returns for a record with no settings is taken back.
+        let cname = json!({"type": "CNAME", "name": "x", "content": "a.example.com",
+            "settings": {"flatten_cname": false}});
+        assert!(draft(cname).is_ok());
     }
 
     #[test]

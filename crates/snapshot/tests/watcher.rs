@@ -30,6 +30,7 @@ fn a_record(zone_id: &str, id: &str, name: &str, ip: &str, proxied: bool) -> Dns
         priority: None,
         comment: None,
         tags: vec![],
+        settings: Default::default(),
         created_on: "".into(),
         modified_on: "".into(),
     }
