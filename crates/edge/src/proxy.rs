@@ -2277,17 +2277,25 @@ impl OriginFilter {
             let mut text = [0u8; 64];
             let len = ip_text(peer.ip(), &mut text);
             let ip = &text[..len];
-            // Values are short: each place the address's first byte occurs is compared. An
-            // IPv6 address has other spellings (upper case, zeros written out): each word
-            // that could be one is read as one.
+            // Values are short: each place the address's first byte occurs is compared, as a
+            // whole address (`127.0.0.21` and `5127.0.0.2` do not name `127.0.0.2`). An IPv6
+            // address has other spellings (upper case, zeros written out): each word that
+            // could be one is read as one.
             let v6 = match peer.ip() {
                 std::net::IpAddr::V6(v6) => Some(v6),
                 std::net::IpAddr::V4(_) => None,
             };
+            let part = |b: &u8| b.is_ascii_digit() || *b == b'.';
             let names = |value: &[u8]| {
-                ip.first().is_some_and(|&first| {
-                    memchr::memchr_iter(first, value).any(|at| value[at..].starts_with(ip))
-                }) || v6.is_some_and(|v6| names_ipv6(value, v6))
+                v6.is_some_and(|v6| names_ipv6(value, v6))
+                    || ip.first().is_some_and(|&first| {
+                        memchr::memchr_iter(first, value).any(|at| {
+                            value[at..].starts_with(ip)
+                                && (v6.is_some()
+                                    || (!value[..at].last().is_some_and(part)
+                                        && !value.get(at + ip.len()).is_some_and(u8::is_ascii_digit)))
+                        })
+                    })
             };
             for (name, value) in fields() {
                 let names_it = names(value);
@@ -2903,6 +2911,31 @@ mod tests {
             (b"x-via", b"by 2001:0db8::0005, then"),
             (b"x-other", b"2001:db8:0::6"),
             (b"x-time", b"12:30:00"),
+        ];
+        let filter =
+            OriginFilter::of_fields(http::StatusCode::OK, || fields.iter().copied(), Some(peer));
+        for (name, _) in &fields[..3] {
+            assert!(filter.drops_name(name), "{}", String::from_utf8_lossy(name));
+        }
+        for (name, _) in &fields[3..] {
+            assert!(
+                !filter.drops_name(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn an_ipv4_origin_address_is_found_as_a_whole_address_only() {
+        let peer: SocketAddr = "127.0.0.2:80".parse().expect("address");
+        let fields: [(&[u8], &[u8]); 6] = [
+            (b"location", b"http://127.0.0.2/next"),
+            (b"x-backend", b"served by 127.0.0.2."),
+            (b"x-port", b"127.0.0.2:8080"),
+            (b"set-cookie", b"last_ip=127.0.0.21"),
+            (b"x-build", b"5127.0.0.2"),
+            (b"x-version", b"1.127.0.0.2"),
         ];
         let filter =
             OriginFilter::of_fields(http::StatusCode::OK, || fields.iter().copied(), Some(peer));
