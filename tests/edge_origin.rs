@@ -820,6 +820,7 @@ fn origin_answers_framed_wrongly_reach_visitors_framed_rightly_or_as_errors() {
             // An Upgrade no Connection field names: this hop's all the same (RFC 9110 §7.8).
             "/advert" => b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok",
             "/weird" => b"HTTP/1.1 700 Weird\r\nContent-Length: 0\r\n\r\n",
+            "/chunky" => b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
             "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 9\r\nConnection: keep-alive\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         };
@@ -882,6 +883,24 @@ fn origin_answers_framed_wrongly_reach_visitors_framed_rightly_or_as_errors() {
         let head = head(&answer);
         assert!(head.starts_with("http/1.1 200"), "{path}: {answer}");
         assert!(!head.contains("upgrade"), "{path}: {answer}");
+    }
+    // An HTTP/1.0 visitor gets no chunked coding and no compression: the body as it is, ended
+    // by the close (RFC 9112 §6.1).
+    for (path, extra) in [("/chunky", ""), ("/chunky", "Accept-Encoding: gzip\r\n")] {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{extra}\r\n").expect("write");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let answer = String::from_utf8_lossy(&got).into_owned();
+        let head = head(&answer);
+        assert!(head.contains(" 200 "), "{answer}");
+        assert!(!head.contains("transfer-encoding"), "{answer}");
+        assert!(!head.contains("content-encoding"), "{answer}");
+        assert!(head.contains("connection: close"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nhello world"), "{answer}");
     }
     let answer = whole_answer(port, host, "/hints");
     let interim = head(&answer);

@@ -1505,10 +1505,24 @@ impl ProxyHttp for EdgeProxy {
             session.set_keepalive(None);
         }
         let keeping = ctx.cache_rules.as_deref();
+        // An HTTP/1.0 visitor reads no chunked coding (RFC 9112 §6.1): an answer of unknown
+        // length goes as it comes, ended by the close, and is not compressed (its length would
+        // be unknown), as nginx answers HTTP/1.0.
+        let http10 = session.req_header().version < http::Version::HTTP_11;
+        if http10
+            && resp.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+        {
+            resp.remove_header(&http::header::TRANSFER_ENCODING);
+            session.set_keepalive(None);
+        }
         if let Some(compression) = session
             .downstream_modules_ctx
             .get_mut::<pingora::modules::http::compression::ResponseCompression>(
         ) {
+            if http10 && compression.is_header_phase() {
+                compression.adjust_level(0);
+            }
             keep_bytes(keeping, resp, compression);
         }
         let hsts = ctx
@@ -2293,7 +2307,9 @@ impl OriginFilter {
                             value[at..].starts_with(ip)
                                 && (v6.is_some()
                                     || (!value[..at].last().is_some_and(part)
-                                        && !value.get(at + ip.len()).is_some_and(u8::is_ascii_digit)))
+                                        && !value
+                                            .get(at + ip.len())
+                                            .is_some_and(u8::is_ascii_digit)))
                         })
                     })
             };
