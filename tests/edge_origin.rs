@@ -902,6 +902,23 @@ fn origin_answers_framed_wrongly_reach_visitors_framed_rightly_or_as_errors() {
         assert!(head.contains("connection: close"), "{answer}");
         assert!(answer.ends_with("\r\n\r\nhello world"), "{answer}");
     }
+    // Bytes sent behind an upgrade request before its answer are the visitor's doing, never
+    // an unreachable origin's (523).
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nGET /next HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        )
+        .expect("write");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let answer = String::from_utf8_lossy(&got).into_owned();
+        assert!(!answer.contains(" 523 "), "{answer}");
+    }
     let answer = whole_answer(port, host, "/hints");
     let interim = head(&answer);
     assert!(interim.starts_with("http/1.1 103"), "{answer}");

@@ -2649,6 +2649,9 @@ pub(crate) fn cacheability(
 /// the origin's failure).
 pub(crate) fn edge_error(e: &Error) -> Option<EdgeError> {
     match (e.esource(), e.etype()) {
+        // The visitor's side failing (bytes after an upgrade request's end, a reset) is no
+        // failure of the origin's, whatever its type.
+        (ErrorSource::Downstream, _) => None,
         (_, ErrorType::ConnectRefused) => Some(EdgeError::OriginRefused),
         (_, ErrorType::InvalidCert) => Some(EdgeError::OriginCertificate),
         (_, ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError) => {
