@@ -1339,3 +1339,36 @@ fn the_origin_is_sent_the_host_the_answer_is_keyed_on() {
         assert_eq!(host, Some(want), "{given} {extra:?}: {seen}");
     }
 }
+
+#[test]
+fn a_request_pipelined_behind_a_chunked_body_is_answered_in_turn() {
+    use std::io::Read;
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = edge_node(port, "");
+    let zone = node.create_zone("pipe.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        curl(port, "www.pipe.test", &[]).0 == 200
+    });
+    while origin.try_recv().is_ok() {}
+    for body in [
+        "3\r\nabc\r\n0\r\n\r\n",
+        "3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n",
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let sent = format!(
+            "POST /first HTTP/1.1\r\nHost: www.pipe.test\r\nTransfer-Encoding: chunked\r\n\r\n{body}\
+             GET /second HTTP/1.1\r\nHost: www.pipe.test\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(sent.as_bytes()).expect("write");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let got = String::from_utf8_lossy(&got);
+        assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{body:?}: {got}");
+        assert!(got.contains("POST /first"), "{got}");
+        assert!(got.contains("GET /second"), "{got}");
+    }
+}

@@ -782,6 +782,19 @@ fn request_read(session: &Session) {
     }
 }
 
+/// Tells the visitor's connection that the request's body is chunked, so that the engine's
+/// reads of it stop at its end ([`crate::stream::EngineReads`]).
+fn chunked_body(session: &Session) {
+    if !session.is_upgrade_req()
+        && let Some(reads) = session
+            .downstream_session
+            .stream()
+            .and_then(crate::stream::engine_reads)
+    {
+        reads.chunked_body();
+    }
+}
+
 /// The length of the HTTP/1 head an HTTP/2 request makes (`METHOD target HTTP/2`, its fields,
 /// the blank line), without writing it.
 pub(crate) fn h1_head_len(req: &RequestHeader) -> usize {
@@ -1034,6 +1047,14 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         if session.downstream_session.is_body_empty() {
             request_read(session);
+        } else if session.req_header().version == http::Version::HTTP_11
+            && session
+                .req_header()
+                .headers
+                .contains_key(http::header::TRANSFER_ENCODING)
+        {
+            // (A request whose coding is anything but chunked alone is refused below.)
+            chunked_body(session);
         }
         // An HTTP/1.0 visitor is sent no informational answer (RFC 9110 §15.2), and its
         // `Expect: 100-continue` is ignored (§10.1.1): neither answered nor sent on.

@@ -414,6 +414,77 @@ pub(crate) struct EngineReads {
     /// What became of the request being read, shared with the edge's loop (made for the first
     /// request the engine reads).
     outcome: OnceLock<Arc<HeadOutcome>>,
+    /// The request's body is chunked: reads of it stop at its end (what follows is the
+    /// visitor's next request), as reads of a header do.
+    chunked: AtomicBool,
+    /// Where the chunked body being read stands (`None`: not begun).
+    chunk: Option<ChunkRead>,
+}
+
+/// Where a chunked request body being read stands: enough of RFC 9112 §7.1 to find its end
+/// (the engine checks the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkRead {
+    /// In a chunk-size line, with the size read so far.
+    Size(u64, bool),
+    /// In a chunk's data, with this many bytes left.
+    Data(u64),
+    /// After a chunk's data, up to the line's end.
+    DataEnd,
+    /// In the trailer section, in a line that has held more than its CR (`true`) or not.
+    Trailer(bool),
+    /// The body has ended.
+    Done,
+}
+
+impl ChunkRead {
+    /// Steps over `bytes`; how many of them belong to the body (all, unless it ends in them).
+    fn step(&mut self, bytes: &[u8]) -> usize {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            *self = match *self {
+                Self::Done => return i,
+                Self::Size(size, digits) => match b {
+                    b'\n' if size == 0 => Self::Trailer(false),
+                    b'\n' => Self::Data(size),
+                    _ if (b as char).is_ascii_hexdigit() && digits => {
+                        let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                        Self::Size(size.saturating_mul(16).saturating_add(d), true)
+                    }
+                    // Past the digits (an extension, the CR): the size stands.
+                    _ => Self::Size(size, false),
+                },
+                Self::Data(left) => {
+                    let n = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len() - i);
+                    i += n;
+                    let left = left - n as u64;
+                    *self = if left == 0 {
+                        Self::DataEnd
+                    } else {
+                        Self::Data(left)
+                    };
+                    continue;
+                }
+                Self::DataEnd if b == b'\n' => Self::Size(0, true),
+                Self::DataEnd => Self::DataEnd,
+                Self::Trailer(filled) if b == b'\n' => {
+                    if filled {
+                        Self::Trailer(false)
+                    } else {
+                        i += 1;
+                        *self = Self::Done;
+                        return i;
+                    }
+                }
+                Self::Trailer(filled) => Self::Trailer(filled || b != b'\r'),
+            };
+            i += 1;
+        }
+        i
+    }
 }
 
 /// What became of a request the HTTP engine read: whether the proxy's phases saw it, and
@@ -511,6 +582,7 @@ impl EngineReads {
     pub(crate) fn begin(&self, max_header_bytes: usize) -> Arc<HeadOutcome> {
         self.head.store(1, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
+        self.chunked.store(false, Ordering::Relaxed);
         self.head_limit
             .store(max_header_bytes.saturating_mul(2), Ordering::Relaxed);
         self.begun.store(true, Ordering::Relaxed);
@@ -549,6 +621,11 @@ impl EngineReads {
         }
     }
 
+    /// The request's body is chunked: the engine's reads stop at its end.
+    pub(crate) fn chunked_body(&self) {
+        self.chunked.store(true, Ordering::Relaxed);
+    }
+
     /// The engine has the whole request (its body, if any, read to the end).
     pub(crate) fn request_read(&self) {
         self.held.store(true, Ordering::Relaxed);
@@ -558,6 +635,7 @@ impl EngineReads {
     pub(crate) fn end(&self) {
         self.head.store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
+        self.chunked.store(false, Ordering::Relaxed);
     }
 
     /// A read of `io` behind `buffers`' read-ahead.
@@ -572,6 +650,10 @@ impl EngineReads {
             return buffers.poll_hold(io, cx);
         }
         let head = self.head.load(Ordering::Relaxed);
+        if head == 0 && self.chunked.load(Ordering::Relaxed) {
+            return self.poll_read_chunked(buffers, io, cx, buf);
+        }
+        self.chunk = None;
         if head == 0 {
             if buffers.read_ahead(buf) {
                 return Poll::Ready(Ok(()));
@@ -635,6 +717,32 @@ impl EngineReads {
                 "the request header is too large",
             )));
         }
+        buffers.read_ahead_upto(buf, take);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl EngineReads {
+    /// A read of a chunked request body: up to its end, what follows kept read ahead.
+    fn poll_read_chunked<R: AsyncRead + Unpin>(
+        &mut self,
+        buffers: &mut Buffers,
+        io: &mut R,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let state = self.chunk.get_or_insert(ChunkRead::Size(0, true));
+        if *state == ChunkRead::Done {
+            // The body is whole: what comes next waits for the edge's next turn.
+            self.held.store(true, Ordering::Relaxed);
+            return buffers.poll_hold(io, cx);
+        }
+        if buffers.ahead_len() == 0 && ready!(buffers.poll_fill(io, cx))? == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let ahead = buffers.ahead();
+        let readable = ahead.len().min(buf.remaining());
+        let take = state.step(&ahead[..readable]);
         buffers.read_ahead_upto(buf, take);
         Poll::Ready(Ok(()))
     }
@@ -1079,6 +1187,39 @@ impl GetSocketDigest for VisitorStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunked_body_ends_where_its_last_chunk_and_trailers_end() {
+        let next = b"GET /next HTTP/1.1\r\n\r\n";
+        for body in [
+            &b"3\r\nabc\r\n0\r\n\r\n"[..],
+            b"A;name=value\r\n0123456789\r\n0;last\r\n\r\n",
+            b"3\r\na\r\n\r\n0\r\nX-One: 1\r\nX-Two: 2\r\n\r\n",
+            b"0\r\n\r\n",
+        ] {
+            let mut all = body.to_vec();
+            all.extend_from_slice(next);
+            // Whole, and a byte at a time.
+            let mut state = ChunkRead::Size(0, true);
+            assert_eq!(
+                state.step(&all),
+                body.len(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(state, ChunkRead::Done);
+            let mut state = ChunkRead::Size(0, true);
+            let mut taken = 0;
+            for byte in all.chunks(1) {
+                taken += state.step(byte);
+            }
+            assert_eq!(taken, body.len(), "{}", String::from_utf8_lossy(body));
+        }
+        // A body not over yet takes everything.
+        let mut state = ChunkRead::Size(0, true);
+        assert_eq!(state.step(b"5\r\nab"), 5);
+        assert_eq!(state, ChunkRead::Data(3));
+    }
 
     /// A writer that takes at most `step` bytes per call, vectored or not, and records them.
     struct Trickle {
