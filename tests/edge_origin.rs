@@ -820,6 +820,7 @@ fn origin_answers_framed_wrongly_reach_visitors_framed_rightly_or_as_errors() {
             // An Upgrade no Connection field names: this hop's all the same (RFC 9110 §7.8).
             "/advert" => b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok",
             "/weird" => b"HTTP/1.1 700 Weird\r\nContent-Length: 0\r\n\r\n",
+            "/switch" => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             "/chunky" => b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
             "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 9\r\nConnection: keep-alive\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
@@ -901,6 +902,25 @@ fn origin_answers_framed_wrongly_reach_visitors_framed_rightly_or_as_errors() {
         assert!(!head.contains("content-encoding"), "{answer}");
         assert!(head.contains("connection: close"), "{answer}");
         assert!(answer.ends_with("\r\n\r\nhello world"), "{answer}");
+    }
+    // A 101 to a request that asked for no upgrade is no valid answer: 520, whatever the
+    // method or path.
+    for request in [
+        format!(
+            "POST /switch HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        ),
+        format!("GET /switch HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        format!("GET /switch.css HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    ] {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(request.as_bytes()).expect("write");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let answer = String::from_utf8_lossy(&got).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 520"), "{request}: {answer}");
     }
     // Bytes sent behind an upgrade request before its answer are the visitor's doing, never
     // an unreachable origin's (523).

@@ -1632,6 +1632,17 @@ impl ProxyHttp for EdgeProxy {
             )
             .into_up());
         }
+        // Switching protocols is an answer to an upgrade request only (RFC 9110 §15.2.2), and
+        // none goes to an HTTP/1.0 visitor (§15.2).
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && (!session.is_upgrade_req() || session.req_header().version < http::Version::HTTP_11)
+        {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "101 Switching Protocols to a request that asked for no upgrade",
+            )
+            .into_up());
+        }
         from_origin(resp, ctx.peer);
         if resp.status == http::StatusCode::NOT_MODIFIED
             && session.cache.phase() == CachePhase::Stale
