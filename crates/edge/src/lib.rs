@@ -401,10 +401,13 @@ impl Connections {
                     let reused = self.request(stream, settings, shutdown).await;
                     // A request the engine refused before the proxy saw it (its own 400 for a
                     // header it cannot parse) is logged and counted all the same.
-                    if let Some(status) = outcome.as_deref().and_then(|o| o.unseen_status())
+                    if let Some(outcome) = outcome.as_deref()
+                        && let Some(status) = outcome.unseen_status()
                         && !is_stopping(shutdown)
                     {
-                        self.proxy.unseen_request_finished(status, peer, started);
+                        let ray = outcome.ray();
+                        self.proxy
+                            .unseen_request_finished((status, ray), peer, started);
                     }
                     (stream, settings) = reused?.consume();
                     if let Some(reads) = stream::engine_reads(&stream) {

@@ -201,7 +201,7 @@ impl EdgeProxy {
     /// not understood).
     pub(crate) fn unseen_request_finished(
         &self,
-        status: u16,
+        (status, ray): (u16, Option<headers::RayId>),
         peer: Option<SocketAddr>,
         started: Instant,
     ) {
@@ -210,7 +210,7 @@ impl EdgeProxy {
             return;
         }
         AccessLine {
-            ray: &headers::ray_id().to_string(),
+            ray: &ray.unwrap_or_else(headers::ray_id),
             zone: None,
             host: None,
             method: "",
@@ -964,6 +964,26 @@ async fn write_own_answer(session: &mut Session, resp: ResponseHeader, body: Byt
         tasks.push(HttpTask::Body(Some(body), true));
     }
     let _ = session.write_response_tasks(tasks).await;
+}
+
+/// A refusal of the edge's own as bytes on the wire (for one the engine would make itself,
+/// before any phase: [`crate::stream::EngineReads::rewrite`]), the connection closed after it.
+pub(crate) fn refusal_bytes(status: u16, ray: &str) -> Vec<u8> {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let body = format!("{status} {reason}\n");
+    let allow = if status == 405 {
+        "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{allow}cf-ray: {ray}\r\nServer: parapet\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// A refusal of the edge's own (400, 413, 431, ...): the status in a line of text, with the

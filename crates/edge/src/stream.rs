@@ -417,6 +417,9 @@ pub(crate) struct EngineReads {
     /// The request's body is chunked: reads of it stop at its end (what follows is the
     /// visitor's next request), as reads of a header do.
     chunked: AtomicBool,
+    /// The engine's own refusal of this request went out as the edge's page: the rest of what
+    /// the engine writes for it is dropped.
+    refused: AtomicBool,
     /// Where the chunked body being read stands (`None`: not begun).
     chunk: Option<ChunkRead>,
 }
@@ -503,6 +506,8 @@ pub(crate) struct HeadOutcome {
     /// How reading the header failed here: 0 (it did not), [`HEAD_CLOSED`],
     /// [`HEAD_TIMED_OUT`] or [`HEAD_TOO_LARGE`].
     failed: AtomicU8,
+    /// The ray id of the edge's page sent in place of the engine's own refusal.
+    ray: std::sync::Mutex<Option<crate::headers::RayId>>,
 }
 
 const HEAD_CLOSED: u8 = 1;
@@ -513,6 +518,14 @@ impl HeadOutcome {
     /// The proxy's phases have the request.
     pub(crate) fn seen(&self) {
         self.seen.store(true, Ordering::Relaxed);
+    }
+
+    /// The ray id the visitor was given for a request the proxy never saw, if any.
+    pub(crate) fn ray(&self) -> Option<crate::headers::RayId> {
+        *self
+            .ray
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Once the engine is done with the request: the status to log and count for a request
@@ -575,11 +588,20 @@ const HEAD_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 #[cfg(test)]
 const HEAD_TIME: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// What goes out for a write of the engine's ([`EngineReads::rewrite`]).
+pub(crate) enum Rewrite {
+    Same,
+    /// This page instead, with its ray id.
+    Replace(Vec<u8>, crate::headers::RayId),
+    Drop,
+}
+
 impl EngineReads {
     /// The engine is about to read a request, whose header is refused (431) over
     /// `max_header_bytes`.
     /// Returns what will become of the request.
     pub(crate) fn begin(&self, max_header_bytes: usize) -> Arc<HeadOutcome> {
+        self.refused.store(false, Ordering::Relaxed);
         self.head.store(1, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
         self.chunked.store(false, Ordering::Relaxed);
@@ -592,6 +614,10 @@ impl EngineReads {
         outcome.answered_status.store(0, Ordering::Relaxed);
         outcome.seen.store(false, Ordering::Relaxed);
         outcome.fail(0);
+        *outcome
+            .ray
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         Arc::clone(outcome)
     }
 
@@ -599,6 +625,40 @@ impl EngineReads {
     pub(crate) fn seen(&self) {
         if let Some(outcome) = self.outcome.get() {
             outcome.seen();
+        }
+    }
+
+    /// What goes out for the engine's write of `bytes`: the engine's own refusal of a request
+    /// the proxy never saw (its 400 for a header it cannot read, its 405 for CONNECT) goes out
+    /// as the edge's refusals do, with `Server: parapet` and a ray id, and the rest of what it
+    /// writes for that request is dropped.
+    pub(crate) fn rewrite(&mut self, bytes: &[u8]) -> Rewrite {
+        if self.refused.load(Ordering::Relaxed) {
+            return Rewrite::Drop;
+        }
+        let Some(outcome) = self.outcome.get() else {
+            return Rewrite::Same;
+        };
+        if outcome.seen.load(Ordering::Relaxed) || outcome.answered.load(Ordering::Relaxed) {
+            return Rewrite::Same;
+        }
+        let status = status_of(bytes);
+        if !(400..500).contains(&status) {
+            return Rewrite::Same;
+        }
+        let ray = crate::headers::ray_id();
+        Rewrite::Replace(crate::proxy::refusal_bytes(status, &ray), ray)
+    }
+
+    /// The page [`Self::rewrite`] made went out in place of the engine's `bytes`.
+    pub(crate) fn replaced(&mut self, bytes: &[u8], ray: crate::headers::RayId) {
+        self.wrote(bytes);
+        self.refused.store(true, Ordering::Relaxed);
+        if let Some(outcome) = self.outcome.get() {
+            *outcome
+                .ray
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ray);
         }
     }
 
@@ -1012,9 +1072,19 @@ impl AsyncWrite for VisitorStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.engine_reads.wrote(buf);
         let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
-        this.buffers.poll_gather(&mut this.tcp, cx, buf, limit)
+        match this.engine_reads.rewrite(buf) {
+            Rewrite::Same => {
+                this.engine_reads.wrote(buf);
+                this.buffers.poll_gather(&mut this.tcp, cx, buf, limit)
+            }
+            Rewrite::Replace(page, ray) => {
+                ready!(this.buffers.poll_gather(&mut this.tcp, cx, &page, limit))?;
+                this.engine_reads.replaced(buf, ray);
+                Poll::Ready(Ok(buf.len()))
+            }
+            Rewrite::Drop => Poll::Ready(Ok(buf.len())),
+        }
     }
 
     /// On a plain connection, sent at once (see [`Buffers::poll_send_vectored`]): callers that
