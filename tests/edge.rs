@@ -335,6 +335,24 @@ fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
             format!("GET mailto:x HTTP/1.1\r\n{host}\r\n"),
         ),
         ("a star for GET", format!("GET * HTTP/1.1\r\n{host}\r\n")),
+        // Refused, not corrected into %20 and %01 (RFC 9112 §3.2).
+        (
+            "a space in the target",
+            format!("GET /a b HTTP/1.1\r\n{host}\r\n"),
+        ),
+        (
+            "a control character in the target",
+            format!("GET /a\x01b HTTP/1.1\r\n{host}\r\n"),
+        ),
+        // TRACE would echo the visitor's cookies back.
+        (
+            "TRACE",
+            format!("TRACE / HTTP/1.1\r\n{host}Cookie: secret=1\r\n\r\n"),
+        ),
+        (
+            "a URL over 16 KiB",
+            format!("GET /{} HTTP/1.1\r\n{host}\r\n", "a".repeat(17 * 1024)),
+        ),
     ];
     let mut failures = Vec::new();
     for (name, request) in &cases {
@@ -357,6 +375,13 @@ fn ambiguous_or_malformed_framing_never_reaches_the_origin() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    let trace = raw_head(port, format!("TRACE / HTTP/1.1\r\n{host}\r\n").as_bytes());
+    assert!(
+        trace.starts_with("http/1.1 405") && trace.contains("allow: "),
+        "{trace}"
+    );
+    let long = format!("GET /{} HTTP/1.1\r\n{host}\r\n", "a".repeat(17 * 1024));
+    assert_eq!(raw(port, long.as_bytes()), 414);
     // An absolute-form target reaches the origin in origin form (RFC 9112 §3.2.1).
     let status = raw(
         port,

@@ -308,10 +308,13 @@ pub fn target_form_ok(method: &http::Method, target: &[u8]) -> bool {
             .get(..s.len())
             .is_some_and(|t| t.eq_ignore_ascii_case(s))
     };
-    target.starts_with(b"/")
-        || (target == b"*" && method == http::Method::OPTIONS)
-        || scheme(b"http://")
-        || scheme(b"https://")
+    // Spaces and control characters are refused, not corrected (RFC 9112 §3.2).
+    let clean = !target.iter().any(|&b| b <= b' ' || b == 0x7f);
+    clean
+        && (target.starts_with(b"/")
+            || (target == b"*" && method == http::Method::OPTIONS)
+            || scheme(b"http://")
+            || scheme(b"https://"))
 }
 
 /// What a `Range` value asks of a body of some length (RFC 9110 §14.1.1).

@@ -966,6 +966,12 @@ async fn write_own_answer(session: &mut Session, resp: ResponseHeader, body: Byt
     let _ = session.write_response_tasks(tasks).await;
 }
 
+/// The longest request target taken (Cloudflare answers longer URLs with 414).
+const MAX_TARGET_BYTES: usize = 16 * 1024;
+
+/// The methods the edge passes on, for a 405's `Allow`.
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// A refusal of the edge's own as bytes on the wire (for one the engine would make itself,
 /// before any phase: [`crate::stream::EngineReads::rewrite`]), the connection closed after it.
 pub(crate) fn refusal_bytes(status: u16, ray: &str) -> Vec<u8> {
@@ -975,9 +981,9 @@ pub(crate) fn refusal_bytes(status: u16, ray: &str) -> Vec<u8> {
         .unwrap_or("Error");
     let body = format!("{status} {reason}\n");
     let allow = if status == 405 {
-        "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"
+        format!("Allow: {ALLOWED_METHODS}\r\n")
     } else {
-        ""
+        String::new()
     };
     format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{allow}cf-ray: {ray}\r\nServer: parapet\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
@@ -995,7 +1001,16 @@ async fn refuse(session: &mut Session, ray: &str, status: u16) {
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Error");
     let body = format!("{status} {reason}\n");
-    match page_header(status, "text/plain; charset=utf-8", body.len(), ray) {
+    let page =
+        page_header(status, "text/plain; charset=utf-8", body.len(), ray).and_then(|mut resp| {
+            if status == 405 {
+                // The methods the edge takes (RFC 9110 §15.5.6).
+                resp.insert_header(http::header::ALLOW, ALLOWED_METHODS)
+                    .ok()?;
+            }
+            Some(resp)
+        });
+    match page {
         Some(resp) => write_own_answer(session, resp, Bytes::from(body)).await,
         None => {
             let _ = session.respond_error(status).await;
@@ -1118,14 +1133,36 @@ impl ProxyHttp for EdgeProxy {
         let req = session.req_header();
         let checked = match checked {
             Ok(()) if hostless => Err("an HTTP/1.1 request without Host"),
-            Ok(()) if !headers::target_form_ok(&req.method, req.raw_path()) => {
-                Err("a request target neither in origin form nor in absolute form")
+            Ok(()) if !headers::target_form_ok(&req.method, req.raw_path()) => Err(
+                "a request target neither in origin form nor in absolute form, or holding a space or a control character",
+            ),
+            Ok(())
+                if session
+                    .downstream_session
+                    .stream()
+                    .and_then(crate::stream::engine_reads)
+                    .is_some_and(crate::stream::EngineReads::bad_request_line) =>
+            {
+                Err("a request line with a space or a control character in its target")
             }
             other => other,
         };
         if let Err(reason) = checked {
             tracing::debug!(ray = %ctx.ray, "request refused: {reason}");
             refuse(session, &ctx.ray, 400).await;
+            return Ok(true);
+        }
+        // A URL longer than Cloudflare takes (414), and TRACE, which would echo the visitor's
+        // cookies and credentials back (405, as Cloudflare answers it).
+        let refused = if req.raw_path().len() > MAX_TARGET_BYTES {
+            Some(414)
+        } else if req.method == http::Method::TRACE {
+            Some(405)
+        } else {
+            None
+        };
+        if let Some(status) = refused {
+            refuse(session, &ctx.ray, status).await;
             return Ok(true);
         }
         ctx.raw_target = normalize_target(session.req_header_mut());

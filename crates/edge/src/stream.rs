@@ -420,6 +420,10 @@ pub(crate) struct EngineReads {
     /// The engine's own refusal of this request went out as the edge's page: the rest of what
     /// the engine writes for it is dropped.
     refused: AtomicBool,
+    /// Reading the request line: the spaces in it so far, and whether it held a control
+    /// character (the engine would correct such a target into `%20`, `%01`, ...).
+    line: Option<u8>,
+    bad_line: AtomicBool,
     /// Where the chunked body being read stands (`None`: not begun).
     chunk: Option<ChunkRead>,
 }
@@ -605,6 +609,7 @@ impl EngineReads {
         self.head.store(1, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
         self.chunked.store(false, Ordering::Relaxed);
+        self.bad_line.store(false, Ordering::Relaxed);
         self.head_limit
             .store(max_header_bytes.saturating_mul(2), Ordering::Relaxed);
         self.begun.store(true, Ordering::Relaxed);
@@ -681,6 +686,12 @@ impl EngineReads {
         }
     }
 
+    /// The request line held more than its two spaces, or a control character: a target the
+    /// engine corrected (RFC 9112 §3.2 asks for a 400 instead).
+    pub(crate) fn bad_request_line(&self) -> bool {
+        self.bad_line.load(Ordering::Relaxed)
+    }
+
     /// The request's body is chunked: the engine's reads stop at its end.
     pub(crate) fn chunked_body(&self) {
         self.chunked.store(true, Ordering::Relaxed);
@@ -723,6 +734,7 @@ impl EngineReads {
         if self.begun.swap(false, Ordering::Relaxed) {
             self.head_deadline = Some(std::time::Instant::now() + HEAD_TIME);
             self.head_read = 0;
+            self.line = Some(0);
         }
         if buffers.ahead_len() == 0 {
             match ready!(buffers.poll_fill(io, cx)) {
@@ -769,6 +781,27 @@ impl EngineReads {
             if matched == 4 { 0 } else { matched + 1 },
             Ordering::Relaxed,
         );
+        // The request line: a method, a target and a version, two spaces between them.
+        if let Some(spaces) = self.line {
+            let mut spaces = spaces;
+            let mut ended = false;
+            for &byte in &ahead[..take] {
+                match byte {
+                    b'\n' => {
+                        ended = true;
+                        break;
+                    }
+                    b'\r' => {}
+                    b' ' => spaces = spaces.saturating_add(1),
+                    b if b < b' ' || b == 0x7f => self.bad_line.store(true, Ordering::Relaxed),
+                    _ => {}
+                }
+            }
+            if spaces > 2 {
+                self.bad_line.store(true, Ordering::Relaxed);
+            }
+            self.line = (!ended).then_some(spaces);
+        }
         self.head_read = self.head_read.saturating_add(take);
         if matched != 4 && self.head_read > self.head_limit.load(Ordering::Relaxed) {
             self.outcome(HEAD_TOO_LARGE);
