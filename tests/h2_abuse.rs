@@ -246,7 +246,7 @@ fn streams_reset_a_few_at_a_time_never_reach_the_origin_and_end_the_connection()
     let mut buf = Vec::new();
     let mut code = None;
     let mut id = 1u32;
-    'rounds: for round in 0u64..60 {
+    for round in 0u64..60 {
         let mut batch = Vec::new();
         for _ in 0..10 {
             batch.extend(frame(1, 0x5, id, &get_block(&authority)));
@@ -257,19 +257,9 @@ fn streams_reset_a_few_at_a_time_never_reach_the_origin_and_end_the_connection()
         if s.write_all(&batch).is_err() {
             break;
         }
-        loop {
-            match read_frame(&mut s, &mut buf) {
-                Some(f) if f.kind == 7 => {
-                    code = f
-                        .payload
-                        .get(4..8)
-                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-                    break 'rounds;
-                }
-                Some(f) if f.kind == 6 && f.flags & 1 == 1 => break,
-                Some(_) => {}
-                None => break 'rounds,
-            }
+        if let Err(ended) = until_ping_answered(&mut s, &mut buf) {
+            code = ended;
+            break;
         }
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -319,19 +309,9 @@ fn streams_the_engine_answers_count_toward_the_reset_limit_when_reset_mid_reques
             if !ping(&mut s, round * 2 + k as u64, batch) {
                 break 'rounds;
             }
-            loop {
-                match read_frame(&mut s, &mut buf) {
-                    Some(f) if f.kind == 7 => {
-                        code = f
-                            .payload
-                            .get(4..8)
-                            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-                        break 'rounds;
-                    }
-                    Some(f) if f.kind == 6 && f.flags & 1 == 1 => break,
-                    Some(_) => {}
-                    None => break 'rounds,
-                }
+            if let Err(ended) = until_ping_answered(&mut s, &mut buf) {
+                code = ended;
+                break 'rounds;
             }
         }
     }
@@ -347,6 +327,24 @@ fn streams_the_engine_answers_count_toward_the_reset_limit_when_reset_mid_reques
         curl(port, "www.shop.test", &["--http2-prior-knowledge"]).0,
         200
     );
+}
+
+/// Reads frames up to a PING's answer; `Err` when the connection ends first, with the GOAWAY's
+/// error code if one came.
+fn until_ping_answered(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Option<u32>> {
+    loop {
+        match read_frame(s, buf) {
+            Some(f) if f.kind == 7 => {
+                return Err(f
+                    .payload
+                    .get(4..8)
+                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])));
+            }
+            Some(f) if f.kind == 6 && f.flags & 1 == 1 => return Ok(()),
+            Some(_) => {}
+            None => return Err(None),
+        }
+    }
 }
 
 /// The frames on `s` up to the first with `kind` on `stream` (`None`: closed or silent).

@@ -78,38 +78,11 @@ pub fn uri(record: &DnsRecord) -> Result<Vec<u8>, String> {
             .map_err(|_| "bad weight")?
             .to_be_bytes(),
     );
-    out.extend(unescaped(target));
+    // The bytes its escapes stand for (`\DDD`, `\"`); content checked when stored.
+    out.extend(
+        parapet_model::txt::decode_bytes(target).unwrap_or_else(|_| target.as_bytes().to_vec()),
+    );
     Ok(out)
-}
-
-/// The bytes presentation text stands for: `\DDD` a byte, `\X` the character X.
-fn unescaped(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'\\' {
-            out.push(bytes[i]);
-            i += 1;
-            continue;
-        }
-        let digits = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(u8::is_ascii_digit))
-            .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u8>().ok());
-        match (digits, bytes.get(i + 1)) {
-            (Some(byte), _) => {
-                out.push(byte);
-                i += 4;
-            }
-            (None, Some(&next)) => {
-                out.push(next);
-                i += 2;
-            }
-            (None, None) => i += 1,
-        }
-    }
-    out
 }
 
 /// A size or precision in centimetres as RFC 1876's mantissa/exponent byte.

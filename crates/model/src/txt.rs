@@ -155,7 +155,7 @@ pub fn decode_string(text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The bytes `text` (a character string's escaped form) stands for, whatever their length.
-fn decode_bytes(text: &str) -> Result<Vec<u8>, String> {
+pub fn decode_bytes(text: &str) -> Result<Vec<u8>, String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
