@@ -1407,3 +1407,31 @@ fn a_request_pipelined_behind_a_chunked_body_is_answered_in_turn() {
         assert!(got.contains("GET /second"), "{got}");
     }
 }
+
+#[test]
+fn close_in_a_second_connection_line_closes_the_connection() {
+    use std::io::Read;
+    let port = free_port();
+    let _origin = start_origin("127.0.0.2", port);
+    let node = edge_node(port, "");
+    let zone = node.create_zone("conn.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        curl(port, "www.conn.test", &[]).0 == 200
+    });
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(
+        b"GET /p1 HTTP/1.1\r\nHost: www.conn.test\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n\
+          GET /p2 HTTP/1.1\r\nHost: www.conn.test\r\n\r\n",
+    )
+    .expect("write");
+    let mut got = Vec::new();
+    let started = std::time::Instant::now();
+    let _ = s.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert_eq!(got.matches("http/1.1 200").count(), 1, "{got}");
+    assert!(got.contains("connection: close"), "{got}");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed at once");
+}

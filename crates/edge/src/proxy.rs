@@ -1091,6 +1091,20 @@ impl ProxyHttp for EdgeProxy {
             // (A request whose coding is anything but chunked alone is refused below.)
             chunked_body(session);
         }
+        // `close` in any `Connection` line closes the connection after the answer: separate
+        // lines are one list (RFC 9110 §5.3), where the engine reads the first alone.
+        let closing = session
+            .req_header()
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .skip(1)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        if closing {
+            session.set_keepalive(None);
+        }
         // An HTTP/1.0 visitor is sent no informational answer (RFC 9110 §15.2), and its
         // `Expect: 100-continue` is ignored (§10.1.1): neither answered nor sent on.
         if session.req_header().version == http::Version::HTTP_10 {
