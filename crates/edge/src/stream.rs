@@ -428,12 +428,22 @@ pub(crate) struct EngineReads {
     chunk: Option<ChunkRead>,
 }
 
+/// Where in a chunk-size line a read is: as the engine reads one, a line ends at a bare LF
+/// before any extension, and inside an extension (which may hold any byte) only at CRLF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SizeLine {
+    Digits,
+    AfterDigits,
+    Extension,
+    ExtensionCr,
+}
+
 /// Where a chunked request body being read stands: enough of RFC 9112 §7.1 to find its end
 /// (the engine checks the rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkRead {
-    /// In a chunk-size line, with the size read so far.
-    Size(u64, bool),
+    /// In a chunk-size line, with the size read so far and where in the line.
+    Size(u64, SizeLine),
     /// In a chunk's data, with this many bytes left.
     Data(u64),
     /// After a chunk's data, up to the line's end.
@@ -452,16 +462,28 @@ impl ChunkRead {
             let b = bytes[i];
             *self = match *self {
                 Self::Done => return i,
-                Self::Size(size, digits) => match b {
-                    b'\n' if size == 0 => Self::Trailer(false),
-                    b'\n' => Self::Data(size),
-                    _ if (b as char).is_ascii_hexdigit() && digits => {
-                        let d = u64::from((b as char).to_digit(16).unwrap_or(0));
-                        Self::Size(size.saturating_mul(16).saturating_add(d), true)
+                Self::Size(size, at) => {
+                    use SizeLine::*;
+                    let ends = matches!((at, b), (Digits | AfterDigits | ExtensionCr, b'\n'));
+                    if ends {
+                        if size == 0 {
+                            Self::Trailer(false)
+                        } else {
+                            Self::Data(size)
+                        }
+                    } else {
+                        match (at, b) {
+                            (Digits, _) if b.is_ascii_hexdigit() => {
+                                let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                                Self::Size(size.saturating_mul(16).saturating_add(d), Digits)
+                            }
+                            (Digits | AfterDigits, b';') => Self::Size(size, Extension),
+                            (Digits | AfterDigits, _) => Self::Size(size, AfterDigits),
+                            (Extension | ExtensionCr, b'\r') => Self::Size(size, ExtensionCr),
+                            (Extension | ExtensionCr, _) => Self::Size(size, Extension),
+                        }
                     }
-                    // Past the digits (an extension, the CR): the size stands.
-                    _ => Self::Size(size, false),
-                },
+                }
                 Self::Data(left) => {
                     let n = usize::try_from(left)
                         .unwrap_or(usize::MAX)
@@ -475,7 +497,7 @@ impl ChunkRead {
                     };
                     continue;
                 }
-                Self::DataEnd if b == b'\n' => Self::Size(0, true),
+                Self::DataEnd if b == b'\n' => Self::Size(0, SizeLine::Digits),
                 Self::DataEnd => Self::DataEnd,
                 Self::Trailer(filled) if b == b'\n' => {
                     if filled {
@@ -824,7 +846,9 @@ impl EngineReads {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let state = self.chunk.get_or_insert(ChunkRead::Size(0, true));
+        let state = self
+            .chunk
+            .get_or_insert(ChunkRead::Size(0, SizeLine::Digits));
         if *state == ChunkRead::Done {
             // The body is whole: what comes next waits for the edge's next turn.
             self.held.store(true, Ordering::Relaxed);
@@ -1299,11 +1323,14 @@ mod tests {
             b"A;name=value\r\n0123456789\r\n0;last\r\n\r\n",
             b"3\r\na\r\n\r\n0\r\nX-One: 1\r\nX-Two: 2\r\n\r\n",
             b"0\r\n\r\n",
+            // A bare LF inside an extension is the extension's (the line ends at CRLF).
+            b"3;\nA\r\n0\n\n\r\n0\r\n\r\n",
+            b"1;\nX\r\nA\r\n0\r\n\r\n",
         ] {
             let mut all = body.to_vec();
             all.extend_from_slice(next);
             // Whole, and a byte at a time.
-            let mut state = ChunkRead::Size(0, true);
+            let mut state = ChunkRead::Size(0, SizeLine::Digits);
             assert_eq!(
                 state.step(&all),
                 body.len(),
@@ -1311,7 +1338,7 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
             assert_eq!(state, ChunkRead::Done);
-            let mut state = ChunkRead::Size(0, true);
+            let mut state = ChunkRead::Size(0, SizeLine::Digits);
             let mut taken = 0;
             for byte in all.chunks(1) {
                 taken += state.step(byte);
@@ -1319,7 +1346,7 @@ mod tests {
             assert_eq!(taken, body.len(), "{}", String::from_utf8_lossy(body));
         }
         // A body not over yet takes everything.
-        let mut state = ChunkRead::Size(0, true);
+        let mut state = ChunkRead::Size(0, SizeLine::Digits);
         assert_eq!(state.step(b"5\r\nab"), 5);
         assert_eq!(state, ChunkRead::Data(3));
     }
