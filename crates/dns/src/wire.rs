@@ -24,15 +24,24 @@ fn num<T: std::str::FromStr>(s: Option<&&str>) -> Result<T, String> {
         .ok_or_else(|| "bad number".to_owned())
 }
 
-/// DS: key tag, algorithm, digest type, digest (RFC 4034 §5.1).
-pub fn ds(content: &str) -> Result<Vec<u8>, String> {
+/// A 16-bit field, two 8-bit ones, then the rest of the words as `decode` reads them: DS's
+/// and DNSKEY's layout.
+fn u16_u8_u8_then(
+    content: &str,
+    decode: fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, String> {
     let w = words(content);
     let mut out = Vec::new();
     out.extend_from_slice(&num::<u16>(w.first())?.to_be_bytes());
     out.push(num::<u8>(w.get(1))?);
     out.push(num::<u8>(w.get(2))?);
-    out.extend(hex(&w.get(3..).ok_or("missing digest")?.concat())?);
+    out.extend(decode(&w.get(3..).ok_or("missing data")?.concat())?);
     Ok(out)
+}
+
+/// DS: key tag, algorithm, digest type, digest (RFC 4034 §5.1).
+pub fn ds(content: &str) -> Result<Vec<u8>, String> {
+    u16_u8_u8_then(content, hex)
 }
 
 /// Base64 text (words joined) as bytes: an OPENPGPKEY's key (RFC 7929).
@@ -45,13 +54,7 @@ pub fn base64(text: &str) -> Result<Vec<u8>, String> {
 
 /// DNSKEY: flags, protocol, algorithm, public key (RFC 4034 §2.1).
 pub fn dnskey(content: &str) -> Result<Vec<u8>, String> {
-    let w = words(content);
-    let mut out = Vec::new();
-    out.extend_from_slice(&num::<u16>(w.first())?.to_be_bytes());
-    out.push(num::<u8>(w.get(1))?);
-    out.push(num::<u8>(w.get(2))?);
-    out.extend(base64(&w.get(3..).ok_or("missing key")?.concat())?);
-    Ok(out)
+    u16_u8_u8_then(content, base64)
 }
 
 /// SMIMEA: usage, selector, matching type, certificate data (RFC 8162, as TLSA).

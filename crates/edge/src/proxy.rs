@@ -768,15 +768,20 @@ pub(crate) fn pooled_connection_lost(e: &Error) -> bool {
     )
 }
 
+/// How the engine reads the session's visitor connection, when it is one of the edge's.
+fn engine_reads(session: &Session) -> Option<&crate::stream::EngineReads> {
+    session
+        .downstream_session
+        .stream()
+        .and_then(crate::stream::engine_reads)
+}
+
 /// Tells the visitor's connection that the engine has the whole request
 /// ([`crate::stream::EngineReads`]). Not for an upgrade: the connection carries the upgraded
 /// protocol afterwards, read by the engine.
 fn request_read(session: &Session) {
     if !session.is_upgrade_req()
-        && let Some(reads) = session
-            .downstream_session
-            .stream()
-            .and_then(crate::stream::engine_reads)
+        && let Some(reads) = engine_reads(session)
     {
         reads.request_read();
     }
@@ -786,10 +791,7 @@ fn request_read(session: &Session) {
 /// reads of it stop at its end ([`crate::stream::EngineReads`]).
 fn chunked_body(session: &Session) {
     if !session.is_upgrade_req()
-        && let Some(reads) = session
-            .downstream_session
-            .stream()
-            .and_then(crate::stream::engine_reads)
+        && let Some(reads) = engine_reads(session)
     {
         reads.chunked_body();
     }
@@ -1062,11 +1064,7 @@ impl ProxyHttp for EdgeProxy {
     /// Before it reads the field, the field lists the codings accepted, highest weight first
     /// ([`headers::codings_by_weight`]).
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
-        if let Some(reads) = session
-            .downstream_session
-            .stream()
-            .and_then(crate::stream::engine_reads)
-        {
+        if let Some(reads) = engine_reads(session) {
             reads.seen();
         }
         if let Some(plain) = codings_without_weights(&session.req_header().headers) {
@@ -1151,10 +1149,7 @@ impl ProxyHttp for EdgeProxy {
                 "a request target neither in origin form nor in absolute form, or holding a space or a control character",
             ),
             Ok(())
-                if session
-                    .downstream_session
-                    .stream()
-                    .and_then(crate::stream::engine_reads)
+                if engine_reads(session)
                     .is_some_and(crate::stream::EngineReads::bad_request_line) =>
             {
                 Err("a request line with a space or a control character in its target")

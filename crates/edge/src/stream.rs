@@ -615,7 +615,7 @@ const HEAD_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 const HEAD_TIME: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// What goes out for a write of the engine's ([`EngineReads::rewrite`]).
-pub(crate) enum Rewrite {
+enum Rewrite {
     Same,
     /// This page instead, with its ray id.
     Replace(Vec<u8>, crate::headers::RayId),
@@ -659,7 +659,7 @@ impl EngineReads {
     /// the proxy never saw (its 400 for a header it cannot read, its 405 for CONNECT) goes out
     /// as the edge's refusals do, with `Server: parapet` and a ray id, and the rest of what it
     /// writes for that request is dropped.
-    pub(crate) fn rewrite(&mut self, bytes: &[u8]) -> Rewrite {
+    fn rewrite(&self, bytes: &[u8]) -> Rewrite {
         if self.refused.load(Ordering::Relaxed) {
             return Rewrite::Drop;
         }
@@ -677,8 +677,32 @@ impl EngineReads {
         Rewrite::Replace(crate::proxy::refusal_bytes(status, &ray), ray)
     }
 
+    /// A write of the engine's `buf` to `io` behind `buffers`, gathered up to `limit`, as
+    /// [`Self::rewrite`] has it go out.
+    pub(crate) fn poll_write<W: AsyncWrite + Unpin>(
+        &self,
+        buffers: &mut Buffers,
+        io: &mut W,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        limit: usize,
+    ) -> Poll<io::Result<usize>> {
+        match self.rewrite(buf) {
+            Rewrite::Same => {
+                self.wrote(buf);
+                buffers.poll_gather(io, cx, buf, limit)
+            }
+            Rewrite::Replace(page, ray) => {
+                ready!(buffers.poll_gather(io, cx, &page, limit))?;
+                self.replaced(buf, ray);
+                Poll::Ready(Ok(buf.len()))
+            }
+            Rewrite::Drop => Poll::Ready(Ok(buf.len())),
+        }
+    }
+
     /// The page [`Self::rewrite`] made went out in place of the engine's `bytes`.
-    pub(crate) fn replaced(&mut self, bytes: &[u8], ray: crate::headers::RayId) {
+    fn replaced(&self, bytes: &[u8], ray: crate::headers::RayId) {
         self.wrote(bytes);
         self.refused.store(true, Ordering::Relaxed);
         if let Some(outcome) = self.outcome.get() {
@@ -835,9 +859,7 @@ impl EngineReads {
         buffers.read_ahead_upto(buf, take);
         Poll::Ready(Ok(()))
     }
-}
 
-impl EngineReads {
     /// A read of a chunked request body: up to its end, what follows kept read ahead.
     fn poll_read_chunked<R: AsyncRead + Unpin>(
         &mut self,
@@ -1130,18 +1152,8 @@ impl AsyncWrite for VisitorStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
-        match this.engine_reads.rewrite(buf) {
-            Rewrite::Same => {
-                this.engine_reads.wrote(buf);
-                this.buffers.poll_gather(&mut this.tcp, cx, buf, limit)
-            }
-            Rewrite::Replace(page, ray) => {
-                ready!(this.buffers.poll_gather(&mut this.tcp, cx, &page, limit))?;
-                this.engine_reads.replaced(buf, ray);
-                Poll::Ready(Ok(buf.len()))
-            }
-            Rewrite::Drop => Poll::Ready(Ok(buf.len())),
-        }
+        this.engine_reads
+            .poll_write(&mut this.buffers, &mut this.tcp, cx, buf, limit)
     }
 
     /// On a plain connection, sent at once (see [`Buffers::poll_send_vectored`]): callers that

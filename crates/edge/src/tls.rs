@@ -18,7 +18,7 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
 
-use crate::stream::{Buffers, EngineReads, FlushGate, Rewrite, VisitorStream};
+use crate::stream::{Buffers, EngineReads, FlushGate, VisitorStream};
 
 /// How long a visitor has to finish its handshake (a slow or silent one is dropped).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,18 +166,8 @@ impl AsyncWrite for TlsVisitorStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let limit = FlushGate::gather_limit(this.gate.as_ref(), GATHER);
-        match this.engine_reads.rewrite(buf) {
-            Rewrite::Same => {
-                this.engine_reads.wrote(buf);
-                this.buffers.poll_gather(&mut this.tls, cx, buf, limit)
-            }
-            Rewrite::Replace(page, ray) => {
-                std::task::ready!(this.buffers.poll_gather(&mut this.tls, cx, &page, limit))?;
-                this.engine_reads.replaced(buf, ray);
-                Poll::Ready(Ok(buf.len()))
-            }
-            Rewrite::Drop => Poll::Ready(Ok(buf.len())),
-        }
+        this.engine_reads
+            .poll_write(&mut this.buffers, &mut this.tls, cx, buf, limit)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
