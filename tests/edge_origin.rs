@@ -949,3 +949,48 @@ fn origin_answers_framed_wrongly_reach_visitors_framed_rightly_or_as_errors() {
     );
     assert!(answer.contains("HTTP/1.1 200"), "{answer}");
 }
+
+#[test]
+fn a_field_naming_the_origin_goes_alone_and_its_siblings_stay() {
+    let port = free_port();
+    start_scripted_origin("127.0.0.42", port, |_| {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: session=abc; Path=/\r\n\
+Set-Cookie: backend=127.0.0.42; Path=/\r\nSet-Cookie: theme=dark\r\n\
+Link: <http://127.0.0.42/a.css>; rel=preload\r\nLink: </b.css>; rel=preload\r\n\
+X-Served-By: 127.0.0.42\r\n\r\nok"
+            .to_vec()
+    });
+    let node = edge_node(port);
+    let zone = node.create_zone("cookies.test");
+    node.proxied_a(&zone, "www", "127.0.0.42");
+    let host = "www.cookies.test";
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        whole_answer(port, host, "/").starts_with("HTTP/1.1 200")
+    });
+    let check = |how: &str, head: &str| {
+        let head = head.to_ascii_lowercase();
+        assert!(!head.contains("127.0.0.42"), "{how}: {head}");
+        assert!(
+            head.contains("set-cookie: session=abc; path=/"),
+            "{how}: {head}"
+        );
+        assert!(head.contains("set-cookie: theme=dark"), "{how}: {head}");
+        assert!(
+            head.contains("link: </b.css>; rel=preload"),
+            "{how}: {head}"
+        );
+        assert!(!head.contains("x-served-by"), "{how}: {head}");
+    };
+    // The edge's own path (a GET the cache does not keep) and the engine's (a stylesheet the
+    // cache may keep), over HTTP/1.1; then both over HTTP/2 (a GET, a PUT).
+    for path in ["/", "/site.css"] {
+        let answer = whole_answer(port, host, path);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        check(path, answer.split("\r\n\r\n").next().unwrap_or_default());
+    }
+    for method in ["GET", "PUT"] {
+        let (status, head, body) = curl(port, host, &["--http2-prior-knowledge", "-X", method]);
+        assert_eq!((status, body.as_str()), (200, "ok"), "{method}: {head}");
+        check(method, &head);
+    }
+}

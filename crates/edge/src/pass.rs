@@ -987,7 +987,7 @@ fn answer_head(
     );
     let mut field = |name: &[u8], value: &[u8]| put_field(&mut out, name, value);
     for (name, value) in head.fields() {
-        if coding_name(name).is_none() && !filter.drops_name(name) && !written_here(name) {
+        if coding_name(name).is_none() && !filter.drops_field(name, value) && !written_here(name) {
             field(name, value);
         }
     }

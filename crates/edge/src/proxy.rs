@@ -1740,6 +1740,13 @@ impl ProxyHttp for EdgeProxy {
         for name in dropped {
             trailers.remove(&name);
         }
+        for name in filter.by_address() {
+            let kept = filter.kept_values(trailers, name);
+            trailers.remove(name);
+            for value in kept {
+                trailers.append(name.clone(), value);
+            }
+        }
         Ok(())
     }
 
@@ -2313,6 +2320,14 @@ pub(crate) fn from_origin(resp: &mut ResponseHeader, peer: Option<SocketAddr>) {
     for name in dropped {
         resp.remove_header(&name);
     }
+    // Of a name some of whose fields name the address, the others stay.
+    for name in filter.by_address() {
+        let kept: Vec<HeaderValue> = filter.kept_values(&resp.headers, name);
+        resp.remove_header(name);
+        for value in kept {
+            let _ = resp.append_header(name.clone(), value);
+        }
+    }
 }
 
 /// A repeated `Content-Length` (equal values: the engine's client refuses others) as one.
@@ -2339,9 +2354,10 @@ fn one_length(resp: &mut ResponseHeader) {
 /// `Proxy-Connection`, `TE` and those its `Connection` names, RFC 9110 §7.6.1; `Upgrade` but in
 /// a 101, §7.8), the framing of a response that has no body to frame (a 1xx or a 204 holds no
 /// `Content-Length` or `Transfer-Encoding`, §8.6 and RFC 9112 §6.1; a 1xx no `Connection`
-/// either, the final response's), and every field of a name one of whose values names the
-/// origin's address (`peer`). (An HTTP/2 visitor's stream fails on a `TE` other than
-/// `trailers`, RFC 9113 §8.2.2, and on a 204's `Content-Length` other than 0.)
+/// either, the final response's), and every field that names the origin's address (`peer`):
+/// that field alone, its siblings of the same name stay (one `Set-Cookie` with the address
+/// in its `Domain` takes no other cookie with it). (An HTTP/2 visitor's stream fails on a `TE`
+/// other than `trailers`, RFC 9113 §8.2.2, and on a 204's `Content-Length` other than 0.)
 pub(crate) struct OriginFilter {
     /// Not an upgrade: this hop's fields go.
     hop: bool,
@@ -2349,7 +2365,48 @@ pub(crate) struct OriginFilter {
     bodiless: bool,
     /// A 1xx (not a 101): no `Connection`.
     interim: bool,
+    /// The names `Connection` lists: every field of these goes.
     named: Vec<http::HeaderName>,
+    /// The names of the fields that name the origin's address (and that address).
+    by_address: Vec<http::HeaderName>,
+    address: Option<Address>,
+}
+
+/// An origin's address, to find in field values: as a whole address (`127.0.0.21` and
+/// `5127.0.0.2` do not name `127.0.0.2`); an IPv6 address in any of its spellings.
+struct Address {
+    ip: std::net::IpAddr,
+    text: [u8; 64],
+    len: usize,
+}
+
+impl Address {
+    fn new(ip: std::net::IpAddr) -> Self {
+        let mut text = [0u8; 64];
+        let len = ip_text(ip, &mut text);
+        Self { ip, text, len }
+    }
+
+    fn named_in(&self, value: &[u8]) -> bool {
+        let ip = &self.text[..self.len];
+        // Values are short: each place the address's first byte occurs is compared. An IPv6
+        // address has other spellings (upper case, zeros written out): each word that could
+        // be one is read as one.
+        let v6 = match self.ip {
+            std::net::IpAddr::V6(v6) => Some(v6),
+            std::net::IpAddr::V4(_) => None,
+        };
+        let part = |b: &u8| b.is_ascii_digit() || *b == b'.';
+        v6.is_some_and(|v6| names_ipv6(value, v6))
+            || ip.first().is_some_and(|&first| {
+                memchr::memchr_iter(first, value).any(|at| {
+                    value[at..].starts_with(ip)
+                        && (v6.is_some()
+                            || (!value[..at].last().is_some_and(part)
+                                && !value.get(at + ip.len()).is_some_and(u8::is_ascii_digit)))
+                })
+            })
+    }
 }
 
 impl OriginFilter {
@@ -2375,7 +2432,7 @@ impl OriginFilter {
         let hop = !upgrade;
         let interim = status.is_informational() && !upgrade;
         let bodiless = interim || status == http::StatusCode::NO_CONTENT;
-        let mut named: Vec<http::HeaderName> = if hop {
+        let named: Vec<http::HeaderName> = if hop {
             fields()
                 .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
                 .filter_map(|(_, value)| std::str::from_utf8(value).ok())
@@ -2385,60 +2442,71 @@ impl OriginFilter {
         } else {
             Vec::new()
         };
-        if let Some(peer) = peer {
-            let mut text = [0u8; 64];
-            let len = ip_text(peer.ip(), &mut text);
-            let ip = &text[..len];
-            // Values are short: each place the address's first byte occurs is compared, as a
-            // whole address (`127.0.0.21` and `5127.0.0.2` do not name `127.0.0.2`). An IPv6
-            // address has other spellings (upper case, zeros written out): each word that
-            // could be one is read as one.
-            let v6 = match peer.ip() {
-                std::net::IpAddr::V6(v6) => Some(v6),
-                std::net::IpAddr::V4(_) => None,
-            };
-            let part = |b: &u8| b.is_ascii_digit() || *b == b'.';
-            let names = |value: &[u8]| {
-                v6.is_some_and(|v6| names_ipv6(value, v6))
-                    || ip.first().is_some_and(|&first| {
-                        memchr::memchr_iter(first, value).any(|at| {
-                            value[at..].starts_with(ip)
-                                && (v6.is_some()
-                                    || (!value[..at].last().is_some_and(part)
-                                        && !value
-                                            .get(at + ip.len())
-                                            .is_some_and(u8::is_ascii_digit)))
-                        })
-                    })
-            };
+        let mut by_address: Vec<http::HeaderName> = Vec::new();
+        let address = peer.map(|peer| Address::new(peer.ip())).filter(|address| {
             for (name, value) in fields() {
-                let names_it = names(value);
-                if names_it
-                    && !named
+                if address.named_in(value)
+                    && !by_address
                         .iter()
                         .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
                     && let Ok(name) = http::HeaderName::from_bytes(name)
                 {
-                    named.push(name);
+                    by_address.push(name);
                 }
             }
-        }
+            !by_address.is_empty()
+        });
         Self {
             hop,
             bodiless,
             interim,
             named,
+            by_address,
+            address,
         }
     }
 
-    /// As [`OriginFilter::drops`], for a name as sent.
+    /// Whether the fields of `name` (as sent) go, or may: every one of them, or those that
+    /// name the origin's address (what decisions on the name alone take as gone).
     pub(crate) fn drops_name(&self, name: &[u8]) -> bool {
         let is = |n: &http::HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
-        self.by_status().any(is) || self.named.iter().any(is)
+        self.by_status().any(is) || self.named.iter().any(is) || self.by_address.iter().any(is)
     }
 
+    /// Whether the field `name: value` (as sent) goes.
+    pub(crate) fn drops_field(&self, name: &[u8], value: &[u8]) -> bool {
+        let is = |n: &http::HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
+        self.by_status().any(is)
+            || self.named.iter().any(is)
+            || (self.by_address.iter().any(is)
+                && self.address.as_ref().is_some_and(|a| a.named_in(value)))
+    }
+
+    /// Whether every field of `name` goes (see [`OriginFilter::by_address`] for the others).
     pub(crate) fn drops(&self, name: &http::HeaderName) -> bool {
         self.by_status().any(|n| n == name) || self.named.contains(name)
+    }
+
+    /// The names some of whose fields name the origin's address (and that [`drops`] keeps).
+    ///
+    /// [`drops`]: OriginFilter::drops
+    fn by_address(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.by_address.iter().filter(|name| !self.drops(name))
+    }
+
+    /// The values of `name` in `headers` that do not name the origin's address.
+    fn kept_values(&self, headers: &http::HeaderMap, name: &http::HeaderName) -> Vec<HeaderValue> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter(|value| {
+                !self
+                    .address
+                    .as_ref()
+                    .is_some_and(|a| a.named_in(value.as_bytes()))
+            })
+            .cloned()
+            .collect()
     }
 
     /// The names dropped whatever the `Connection` field says.
@@ -2465,7 +2533,9 @@ impl OriginFilter {
 
     /// Whether the header has anything to take out.
     pub(crate) fn drops_any(&self, resp: &ResponseHeader) -> bool {
-        !self.named.is_empty() || self.by_status().any(|n| resp.headers.contains_key(n))
+        !self.named.is_empty()
+            || !self.by_address.is_empty()
+            || self.by_status().any(|n| resp.headers.contains_key(n))
     }
 }
 
@@ -3059,6 +3129,38 @@ mod tests {
             (b"x-version", b"1.127.0.0.2"),
         ];
         names_first(peer, &fields, 3);
+    }
+
+    #[test]
+    fn a_field_naming_the_origin_goes_without_its_siblings() {
+        let peer: SocketAddr = "127.0.0.2:80".parse().expect("address");
+        let fields: [(&[u8], &[u8]); 3] = [
+            (b"set-cookie", b"a=1"),
+            (b"Set-Cookie", b"b=127.0.0.2"),
+            (b"set-cookie", b"c=3"),
+        ];
+        let filter =
+            OriginFilter::of_fields(http::StatusCode::OK, || fields.iter().copied(), Some(peer));
+        let kept: Vec<&[u8]> = fields
+            .iter()
+            .filter(|(name, value)| !filter.drops_field(name, value))
+            .map(|(_, value)| *value)
+            .collect();
+        assert_eq!(kept, [&b"a=1"[..], b"c=3"]);
+
+        let mut resp = ResponseHeader::build(200, None).expect("header");
+        for (name, value) in fields {
+            resp.append_header(String::from_utf8_lossy(name).into_owned(), value)
+                .expect("field");
+        }
+        from_origin(&mut resp, Some(peer));
+        let values: Vec<&[u8]> = resp
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(values, [&b"a=1"[..], b"c=3"]);
     }
 
     #[test]
