@@ -9,6 +9,7 @@ mod auth;
 mod certificates;
 mod envelope;
 mod listing;
+mod multipart;
 mod purge;
 mod records;
 mod rulesets;

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Multipart, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use parapet_model::record::{ChangingName, Conflict, SameName};
@@ -740,35 +740,27 @@ pub async fn import(
     State(state): State<Arc<ApiState>>,
     auth: Auth,
     Path(zone_id): Path<String>,
-    mut multipart: Multipart,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
 ) -> ApiResult {
     let zone = authorized_zone(&state, &auth, &zone_id, Access::EditDns).await?;
+    let malformed = |e: String| ApiError::bad(9207, format!("multipart body is malformed: {e}"));
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let boundary = crate::multipart::boundary(content_type).map_err(malformed)?;
     let mut file: Option<String> = None;
     let mut proxied = false;
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(ApiError::bad(
-                    9207,
-                    format!("multipart body is malformed: {e}"),
-                ));
-            }
-        };
-        let name = field.name().unwrap_or("").to_owned();
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| ApiError::bad(9207, format!("multipart field {}: {e}", short(&name))))?;
-        match name.as_str() {
+    for part in crate::multipart::parts(&body, &boundary).map_err(malformed)? {
+        match part.name.as_str() {
             "file" => {
-                let text = String::from_utf8(bytes.to_vec())
+                let text = String::from_utf8(part.data.to_vec())
                     .map_err(|_| ApiError::bad(1037, "file: the zone file is not UTF-8 text"))?;
                 file = Some(text);
             }
             "proxied" => {
-                proxied = match std::str::from_utf8(&bytes).map(str::trim) {
+                proxied = match std::str::from_utf8(part.data).map(str::trim) {
                     Ok("true") => true,
                     Ok("false") | Ok("") => false,
                     _ => return Err(ApiError::bad(1004, "proxied: must be true or false")),

@@ -1285,6 +1285,101 @@ async fn purged_urls_reach_the_cache_keyed_by_the_configured_then_the_zones_cach
 }
 
 #[tokio::test]
+async fn an_import_with_bare_lf_line_ends_as_cloudflare_go_sends_it_is_taken() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    // cloudflare-go's templates: LF line ends, no line break after the closing boundary, the
+    // records marked proxied in a second request.
+    let b = "------------------------BOUNDARY";
+    let template = |file: &str, proxied: bool| {
+        let mut body = format!(
+            "--{b}\nContent-Disposition: form-data; name=\"file\"; filename=\"bind.txt\"\n\n{file}\n"
+        );
+        if proxied {
+            body.push_str(&format!(
+                "--{b}\nContent-Disposition: form-data; name=\"proxied\"\n\ntrue\n"
+            ));
+        }
+        body.push_str(&format!("--{b}--"));
+        body.into_bytes()
+    };
+    for (file, proxied) in [
+        (
+            "mail.example.com.\t1\tIN\tA\t192.0.2.25\ntxt.example.com.\t1\tIN\tTXT\t\"v=1\"",
+            false,
+        ),
+        ("www.example.com.\t1\tIN\tA\t192.0.2.80", true),
+    ] {
+        let (s, v, text) = api
+            .raw(
+                "POST",
+                &format!("/zones/{zone}/dns_records/import"),
+                Some(ADMIN),
+                &format!("multipart/form-data; boundary={b}"),
+                template(file, proxied),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{text}");
+        assert_eq!(
+            v["result"]["total_records_parsed"],
+            file.lines().count(),
+            "{text}"
+        );
+    }
+    let v = api
+        .ok(
+            "GET",
+            &format!("/zones/{zone}/dns_records?per_page=50"),
+            None,
+        )
+        .await;
+    let mut seen: Vec<(String, String, bool)> = v
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_owned(),
+                r["content"].as_str().unwrap_or_default().to_owned(),
+                r["proxied"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let expected = [
+        ("mail.example.com", "192.0.2.25", false),
+        ("txt.example.com", "v=1", false),
+        ("www.example.com", "192.0.2.80", true),
+    ]
+    .map(|(n, c, p)| (n.to_owned(), c.to_owned(), p));
+    assert_eq!(seen, expected);
+    // A part that never ends is refused, and nothing of it is stored.
+    let (s, v, text) = api
+        .raw(
+            "POST",
+            &format!("/zones/{zone}/dns_records/import"),
+            Some(ADMIN),
+            &format!("multipart/form-data; boundary={b}"),
+            format!("--{b}\nContent-Disposition: form-data; name=\"file\"\n\nnew A 192.0.2.9\n")
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (s, codes(&v)),
+        (StatusCode::BAD_REQUEST, vec![9207]),
+        "{text}"
+    );
+    let v = api
+        .ok(
+            "GET",
+            &format!("/zones/{zone}/dns_records?per_page=50"),
+            None,
+        )
+        .await;
+    assert_eq!(v.as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test]
 async fn the_frameworks_own_refusals_come_in_the_envelope() {
     let api = Api::new();
     let zone = api.zone("example.com").await;
