@@ -843,6 +843,27 @@ fn an_apex_cname_is_flattened_to_the_addresses_of_its_target() {
         &format!("/zones/{zone}/dns_records"),
         Some(json!({"type": "CNAME", "name": "@", "content": "lb.hosting.example", "ttl": 3600})),
     );
+    // Mail and TXT records stand beside it (addresses cannot: the CNAME takes their place).
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "MX", "name": "@", "content": "mx.hosting.example", "priority": 10})),
+    );
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "TXT", "name": "@", "content": "v=spf1 -all"})),
+    );
+    let (status, refused) = node.call(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "A", "name": "@", "content": "192.0.2.1"})),
+    );
+    assert_eq!(
+        (status, &refused["errors"][0]["code"]),
+        (400, &json!(81054)),
+        "{refused}"
+    );
     eventually(Duration::from_secs(5), "flattened apex", || {
         addresses(&ask(dns, "customer.example", RecordType::A)) == ["192.0.2.80"]
     });
@@ -871,6 +892,11 @@ fn an_apex_cname_is_flattened_to_the_addresses_of_its_target() {
             .answers
             .is_empty()
     );
+    let mx = ask(dns, "customer.example", RecordType::MX);
+    assert_eq!(mx.answers.len(), 1, "{mx:?}");
+    assert_eq!(mx.answers[0].record_type(), RecordType::MX);
+    let txt = ask(dns, "customer.example", RecordType::TXT);
+    assert_eq!(txt.answers.len(), 1, "{txt:?}");
 }
 
 #[test]

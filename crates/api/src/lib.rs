@@ -230,6 +230,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .patch(certificates::patch_cert)
                 .delete(certificates::delete_cert),
         )
+        .route(
+            "/zones/{zone_id}/pagerules",
+            get(rulesets::page_rules).post(rulesets::page_rule_refused),
+        )
+        .route(
+            "/zones/{zone_id}/pagerules/{rule_id}",
+            get(rulesets::page_rule_refused)
+                .put(rulesets::page_rule_refused)
+                .patch(rulesets::page_rule_refused)
+                .delete(rulesets::page_rule_refused),
+        )
         .route("/zones", get(zones::list).post(zones::create))
         .route(
             "/zones/{zone_id}",

@@ -543,3 +543,38 @@ pub async fn delete_rule(
     .await?;
     Ok(ok(json!(ruleset)))
 }
+
+/// `GET /zones/{id}/pagerules`: Cloudflare's Page Rules, which Parapet does not keep (their
+/// cache and origin settings are rulesets here): none. Clients that read them as part of a
+/// zone (octodns, for its URL forwards) see an empty list.
+pub async fn page_rules(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    Ok(ok(Value::Array(Vec::new())))
+}
+
+/// A write to Page Rules, or a read of one: refused, saying what to use instead.
+pub async fn page_rule_refused(
+    State(state): State<Arc<ApiState>>,
+    auth: Auth,
+    Path(path): Path<Vec<String>>,
+) -> ApiResult {
+    let zone_id = path.first().cloned().unwrap_or_default();
+    authorized_zone(&state, &auth, &zone_id, Access::Read).await?;
+    if path.len() > 1 {
+        return Err(ApiError::NotFound {
+            code: 1002,
+            message: "No page rule has this identifier: this zone has no page rules.".into(),
+        });
+    }
+    Err(ApiError::bad(
+        1004,
+        format!(
+            "Page Rules are not kept here: use rulesets (phases {})",
+            PHASES.join(", ")
+        ),
+    ))
+}

@@ -610,3 +610,51 @@ async fn rules_changed_by_id_are_what_the_entrypoint_and_the_edge_show() {
             .is_none_or(|edge| edge.cache_rules.is_empty())
     );
 }
+
+#[tokio::test]
+async fn page_rules_read_as_none_and_writes_say_to_use_rulesets() {
+    let api = Api::new();
+    let zone = api.zone("example.com").await;
+    // As octodns reads them with every zone.
+    let rules = api
+        .ok(
+            "GET",
+            &format!("/zones/{zone}/pagerules?status=active"),
+            None,
+        )
+        .await;
+    assert_eq!(rules, json!([]));
+    let before = api.stored().await;
+    let body = json!({"targets": [{"target": "url", "constraint": {"operator": "matches", "value": "example.com/*"}}],
+        "actions": [{"id": "cache_level", "value": "bypass"}], "status": "active"});
+    let (s, v) = api
+        .call("POST", &format!("/zones/{zone}/pagerules"), Some(body))
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::BAD_REQUEST, vec![1004]), "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(CACHE)),
+        "{v}"
+    );
+    for method in ["GET", "PATCH", "DELETE"] {
+        let (s, v) = api
+            .call(method, &format!("/zones/{zone}/pagerules/0123abcd"), None)
+            .await;
+        assert_eq!(
+            (s, codes(&v)),
+            (StatusCode::NOT_FOUND, vec![1002]),
+            "{method}: {v}"
+        );
+    }
+    assert_eq!(api.stored().await, before);
+    // Another zone's id is not found, as for every zone path.
+    let (s, v) = api
+        .call(
+            "GET",
+            "/zones/0123456789abcdef0123456789abcdef/pagerules",
+            None,
+        )
+        .await;
+    assert_eq!((s, codes(&v)), (StatusCode::NOT_FOUND, vec![7003]), "{v}");
+}

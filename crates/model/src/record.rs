@@ -523,13 +523,20 @@ impl RecordDraft {
                     message: "A CNAME record with that host already exists.".into(),
                 });
             }
-            if self.kind == RecordType::CNAME {
+            // At the apex a CNAME is flattened into addresses (as Cloudflare does): it stands
+            // beside any record but the addresses it takes the place of.
+            let addresses = |kind: RecordType| matches!(kind, RecordType::A | RecordType::AAAA);
+            if self.kind == RecordType::CNAME && (!apex || addresses(other.kind)) {
                 return Err(Conflict {
                     code: 81053,
-                    message: "A record with that host already exists. A CNAME cannot share its name with other records.".into(),
+                    message: if apex {
+                        "An A or AAAA record with that host already exists. A CNAME at the apex cannot share its name with addresses.".into()
+                    } else {
+                        "A record with that host already exists. A CNAME cannot share its name with other records.".into()
+                    },
                 });
             }
-            if other.kind == RecordType::CNAME {
+            if other.kind == RecordType::CNAME && (!apex || addresses(self.kind)) {
                 return Err(Conflict {
                     code: 81054,
                     message: "A CNAME record with that host already exists.".into(),
@@ -658,7 +665,14 @@ fn check_indexed<'a, S: std::hash::BuildHasher>(
 ) -> Result<(), Conflict> {
     draft.check_apex(apex)?;
     if draft.kind == RecordType::CNAME {
-        return draft.check_against(others.next().map(&at), apex);
+        if !apex {
+            return draft.check_against(others.next().map(&at), apex);
+        }
+        // At the apex, the first CNAME or address decides.
+        return match firsts.cname.into_iter().chain(firsts.address).min() {
+            Some(decisive) => draft.check_against([at(decisive)], apex),
+            None => Ok(()),
+        };
     }
     let content = compared(draft.kind, &draft.content);
     let first = first_with(keys.hash_one((draft.kind, content.as_ref(), draft.priority)));
@@ -675,27 +689,36 @@ fn check_indexed<'a, S: std::hash::BuildHasher>(
         RecordType::DS => None,
         _ => firsts.ns,
     };
-    match first.into_iter().chain(firsts.cname).chain(beside).min() {
+    // At the apex, a CNAME is set against addresses only.
+    let cname = firsts
+        .cname
+        .filter(|_| !apex || matches!(draft.kind, RecordType::A | RecordType::AAAA));
+    match first.into_iter().chain(cname).chain(beside).min() {
         Some(decisive) => draft.check_against([at(decisive)], apex),
         None => Ok(()),
     }
 }
 
 /// The first positions (but the one checked) of the kinds the zone rules set against others:
-/// a CNAME, an NS, and a record neither NS nor DS.
+/// a CNAME, an NS, a record neither NS nor DS, and an address (A or AAAA).
 #[derive(Clone, Copy, Default)]
 struct KindFirsts {
     cname: Option<usize>,
     ns: Option<usize>,
     not_ns: Option<usize>,
+    address: Option<usize>,
 }
 
-/// Which of [`KindFirsts`]' kinds `kind` is: CNAME, NS, neither NS nor DS.
-fn kinds_of(kind: RecordType) -> [bool; 3] {
+/// How many kinds [`KindFirsts`] has.
+const KINDS: usize = 4;
+
+/// Which of [`KindFirsts`]' kinds `kind` is: CNAME, NS, neither NS nor DS, address.
+fn kinds_of(kind: RecordType) -> [bool; KINDS] {
     [
         kind == RecordType::CNAME,
         kind == RecordType::NS,
         !matches!(kind, RecordType::NS | RecordType::DS),
+        matches!(kind, RecordType::A | RecordType::AAAA),
     ]
 }
 
@@ -708,7 +731,7 @@ pub struct SameName<S = std::collections::hash_map::RandomState> {
     /// The first two positions of each (type, content, priority), by its hash.
     first_of: std::collections::HashMap<u64, (usize, Option<usize>)>,
     /// The first two positions of each of [`KindFirsts`]' kinds.
-    first_kinds: [[Option<usize>; 2]; 3],
+    first_kinds: [[Option<usize>; 2]; KINDS],
     len: usize,
 }
 
@@ -724,7 +747,7 @@ impl<S: std::hash::BuildHasher> SameName<S> {
         Self {
             keys,
             first_of: std::collections::HashMap::new(),
-            first_kinds: [[None; 2]; 3],
+            first_kinds: [[None; 2]; KINDS],
             len: 0,
         }
     }
@@ -732,7 +755,7 @@ impl<S: std::hash::BuildHasher> SameName<S> {
     /// Forgets every record, for the next name (keeping the memory).
     pub fn clear(&mut self) {
         self.first_of.clear();
-        self.first_kinds = [[None; 2]; 3];
+        self.first_kinds = [[None; 2]; KINDS];
         self.len = 0;
     }
 
@@ -786,6 +809,7 @@ impl<S: std::hash::BuildHasher> SameName<S> {
                 cname: first(0),
                 ns: first(1),
                 not_ns: first(2),
+                address: first(3),
             },
             at,
         )
@@ -802,7 +826,7 @@ pub struct ChangingName<S = std::collections::hash_map::RandomState> {
     /// The positions of each (type, content, priority) present, by its hash, in order.
     positions_of: std::collections::HashMap<u64, Vec<usize>>,
     /// The positions of each of [`KindFirsts`]' kinds.
-    kinds: [std::collections::BTreeSet<usize>; 3],
+    kinds: [std::collections::BTreeSet<usize>; KINDS],
     present: std::collections::BTreeSet<usize>,
     next: usize,
 }
@@ -887,6 +911,7 @@ impl<S: std::hash::BuildHasher> ChangingName<S> {
                 cname: first(0),
                 ns: first(1),
                 not_ns: first(2),
+                address: first(3),
             },
             at,
         )
@@ -2323,9 +2348,26 @@ mod tests {
         // At the apex, NS records (kept, not served) stand beside the apex's data.
         assert!(ns.check_against([&stored], true).is_ok());
         assert!(a.check_against([&delegated], true).is_ok());
+        // At the apex a CNAME is flattened: it stands beside anything but addresses.
+        assert!(c.check_against([&delegated], true).is_ok());
+        let mx = draft(json!({"type":"MX","name":"www","content":"mx.example.net","priority":10}));
+        let mx = mx.expect("valid");
+        let mx_stored = mx.clone().into_record("3".into(), "z", "t", "t");
+        assert!(c.check_against([&mx_stored, &delegated], true).is_ok());
         assert_eq!(
-            c.check_against([&delegated], true).map_err(|c| c.code),
+            c.check_against([&mx_stored, &stored], true)
+                .map_err(|c| c.code),
             Err(81053)
+        );
+        let cname = c.clone().into_record("4".into(), "z", "t", "t");
+        assert!(mx.check_against([&cname], true).is_ok());
+        assert_eq!(
+            a.check_against([&cname], true).map_err(|c| c.code),
+            Err(81054)
+        );
+        assert_eq!(
+            mx.check_against([&cname], false).map_err(|c| c.code),
+            Err(81054)
         );
     }
 
