@@ -1,4 +1,5 @@
-//! HTTP/2 floods against the edge, with raw frames: rapid reset (CVE-2023-44487),
+//! HTTP/2 with raw frames: HEAD answers without content, uploads within the edge's windows, and
+//! floods against the edge: rapid reset (CVE-2023-44487),
 //! CONTINUATION floods and streams of malformed requests end the attacking connection, reach
 //! the origin little or not at all, and leave the edge serving everyone else.
 
@@ -410,4 +411,93 @@ fn a_hit_the_visitors_window_cannot_hold_waits_for_the_window_to_open() {
     s.write_all(&frame(8, 0, 1, &room.to_be_bytes()))
         .expect("window update");
     assert_eq!(body_of(&mut s, &mut buf, 1), body);
+}
+
+/// An HPACK block for `method` (a literal with its static name) of `path` for `authority`.
+fn method_block(method: &str, authority: &str, path: &str) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [(0x02, method), (0x04, path), (0x01, authority)] {
+        block.push(name);
+        block.push(u8::try_from(value.len()).expect("short"));
+        block.extend_from_slice(value.as_bytes());
+    }
+    block.push(0x86);
+    block
+}
+
+#[test]
+fn a_head_the_cache_asks_the_origin_for_gets_no_content_and_the_get_after_it_all() {
+    let (port, _node, _origin) = shop();
+    let authority = format!("www.shop.test:{port}");
+    let mut s = h2_connect(port);
+    let mut buf = Vec::new();
+    // A stylesheet not stored yet: the cache asks the origin with a GET.
+    s.write_all(&frame(
+        1,
+        0x5,
+        1,
+        &method_block("HEAD", &authority, "/head.css"),
+    ))
+    .expect("headers");
+    let head = frame_of(&mut s, &mut buf, 1, 1).expect("the answer's header");
+    if head.flags & 1 == 0 {
+        let rest = body_of(&mut s, &mut buf, 1);
+        assert!(
+            rest.is_empty(),
+            "a HEAD got {} bytes of content",
+            rest.len()
+        );
+    }
+    // The stored answer has its content, and the connection still serves.
+    s.write_all(&frame(1, 0x5, 3, &get_path_block(&authority, "/head.css")))
+        .expect("headers");
+    frame_of(&mut s, &mut buf, 1, 3).expect("the GET's header");
+    let body = body_of(&mut s, &mut buf, 3);
+    assert!(
+        String::from_utf8_lossy(&body).starts_with("GET /head.css"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+#[test]
+fn an_upload_of_a_megabyte_goes_without_waiting_for_window_updates() {
+    let (port, _node, _origin) = shop();
+    let authority = format!("www.shop.test:{port}");
+    let mut s = h2_connect(port);
+    let mut buf = Vec::new();
+    // The edge's SETTINGS give each stream a 1 MiB window.
+    let settings = frame_of(&mut s, &mut buf, 4, 0).expect("the edge's settings");
+    let window = settings
+        .payload
+        .chunks(6)
+        .find(|p| p.len() == 6 && p[..2] == [0, 4])
+        .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
+    assert_eq!(window, Some(1 << 20));
+    s.write_all(&frame(4, 1, 0, &[])).expect("settings taken");
+    // A whole megabyte sent at once is taken: no flow-control error, an answer comes.
+    s.write_all(&frame(
+        1,
+        0x4,
+        1,
+        &method_block("POST", &authority, "/upload"),
+    ))
+    .expect("headers");
+    let chunk = vec![b'x'; 16 * 1024];
+    for i in 0..64 {
+        let end = if i == 63 { 1 } else { 0 };
+        s.write_all(&frame(0, end, 1, &chunk)).expect("data");
+    }
+    loop {
+        let f = read_frame(&mut s, &mut buf).expect("an answer before the connection ends");
+        let code = f
+            .payload
+            .get(..4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        assert!(f.kind != 7, "GOAWAY {:?}", f.payload.get(4..8));
+        assert!(!(f.kind == 3 && code == Some(3)), "FLOW_CONTROL_ERROR");
+        if f.kind == 1 && f.stream == 1 {
+            break;
+        }
+    }
 }

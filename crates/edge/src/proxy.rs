@@ -1564,6 +1564,22 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    /// A HEAD's answer carries no content (RFC 9110 §9.3.2). The cache asks the origin with a
+    /// GET for a HEAD it may keep, and stores that body; the visitor gets none of it (the
+    /// engine's HTTP/1 writer drops it, its HTTP/2 writer would send it as DATA frames).
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if session.req_header().method == http::Method::HEAD {
+            *body = None;
+        }
+        Ok(None)
+    }
+
     /// What the visitor sees added, and no header that names the origin's address.
     async fn response_filter(
         &self,
