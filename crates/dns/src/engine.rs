@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
+
+use crate::compress::Writer;
 
 use crate::cookies::{COOKIE, CookieCheck, Cookies};
 use crate::fast::{COOKIE_ROOM, Fit, PlainQuery, append_cookie, without_cookie};
@@ -450,14 +452,68 @@ fn formerr_header(packet: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The message's bytes, every name compressed ([`crate::compress`]); `None` (and a warning)
+/// when stored data cannot be written.
 fn encode(message: &Message) -> Option<Vec<u8>> {
-    match message.to_vec() {
-        Ok(bytes) => Some(bytes),
-        Err(e) => {
-            tracing::warn!("DNS response could not be encoded: {e}");
-            None
+    let written = (|| {
+        let mut writer = Writer::new(header_of(message)?);
+        let mut counts = [0u16; 4];
+        for query in &message.queries {
+            writer.query(query)?;
+            counts[0] = counts[0].checked_add(1)?;
         }
+        for (section, records) in [
+            (1, &message.answers),
+            (2, &message.authorities),
+            (3, &message.additionals),
+        ] {
+            for record in records {
+                writer.record(record)?;
+                counts[section] = counts[section].checked_add(1)?;
+            }
+        }
+        if let Some(opt) = opt_record(message) {
+            writer.record(&opt)?;
+            counts[3] = counts[3].checked_add(1)?;
+        }
+        Some(with_counts(writer.out, counts, false))
+    })();
+    if written.is_none() {
+        tracing::warn!("DNS response could not be encoded");
     }
+    written
+}
+
+/// The header `message` starts with, counts left at zero.
+fn header_of(message: &Message) -> Option<[u8; 12]> {
+    let mut head = Message::new(
+        message.metadata.id,
+        message.metadata.message_type,
+        message.metadata.op_code,
+    );
+    head.metadata = message.metadata;
+    let bytes = head.to_vec().ok()?;
+    bytes.get(..12)?.try_into().ok()
+}
+
+/// The OPT record of `message`'s EDNS, with the high bits of its response code.
+fn opt_record(message: &Message) -> Option<Record> {
+    message.edns.as_ref().map(|edns| {
+        let mut edns = edns.clone();
+        edns.set_rcode_high(message.metadata.response_code.high());
+        Record::from(&edns)
+    })
+}
+
+/// `out` with its header's counts set (and TC, if `truncated`).
+fn with_counts(mut out: Vec<u8>, counts: [u16; 4], truncated: bool) -> Vec<u8> {
+    if truncated {
+        out[2] |= 0x02;
+    }
+    for (i, count) in counts.iter().enumerate() {
+        out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
+    }
+    out
 }
 
 /// Who asked, for DNS cookies.
@@ -729,90 +785,65 @@ fn rrsets_of(records: Vec<Record>) -> Vec<Vec<Record>> {
 /// or authority RRset was cut.
 fn truncate(response: Message, limit: usize) -> Option<(Vec<u8>, bool)> {
     let referral = !response.metadata.authoritative && !response.authorities.is_empty();
-    let opt = response.edns.as_ref().map(|edns| {
-        let mut edns = edns.clone();
-        edns.set_rcode_high(response.metadata.response_code.high());
-        Record::from(&edns)
-    });
+    let opt = opt_record(&response);
     let opt_len = match &opt {
         Some(opt) => opt.to_bytes().ok()?.len(),
         None => 0,
     };
-    // The header as the encoder writes it, counts and TC set below.
-    let mut head = Message::new(
-        response.metadata.id,
-        response.metadata.message_type,
-        response.metadata.op_code,
-    );
-    head.metadata = response.metadata;
-    let mut out = encode(&head)?;
-    out.truncate(12);
+    let mut writer = Writer::new(header_of(&response)?);
     let mut counts = [0u16; 4];
     let mut truncated = response.metadata.truncation;
     let mut answer_cut = false;
-    {
-        let mut encoder = BinEncoder::new(&mut out);
-        encoder.set_offset(12);
-        for query in &response.queries {
-            query.emit(&mut encoder).ok()?;
-            counts[0] += 1;
+    for query in &response.queries {
+        writer.query(query)?;
+        counts[0] += 1;
+    }
+    // Writes `set`, or takes it back out when the message would pass `limit`.
+    let fits = |set: &[Record], writer: &mut Writer| {
+        let least = set.len().saturating_mul(MIN_RECORD);
+        if writer.len() + opt_len + least > limit {
+            return false;
         }
-        // Emits `set`, or takes it back out when the message would pass `limit`. (A set that
-        // cannot fit is not tried: the encoder compresses the first names of a message only,
-        // and a set taken back out still counts among them.)
-        let fits = |set: &[Record], encoder: &mut BinEncoder<'_>| {
-            let least = set.len().saturating_mul(MIN_RECORD);
-            if encoder.offset() + opt_len + least > limit {
-                return false;
-            }
-            let mark = encoder.offset();
-            let emitted = set.iter().try_for_each(|r| r.emit(encoder).map(|_| ()));
-            if emitted.is_ok() && encoder.offset() + opt_len <= limit {
-                return true;
-            }
-            encoder.set_offset(mark);
-            encoder.trim();
-            false
-        };
-        let answers = rrsets_of(response.answers);
-        let authorities = rrsets_of(response.authorities);
-        let sections = answers
-            .iter()
-            .map(|s| (1, s))
-            .chain(authorities.iter().map(|s| (2, s)));
-        for (section, set) in sections {
-            if !fits(set, &mut encoder) {
-                truncated = true;
-                answer_cut = true;
+        let mark = writer.len();
+        let written = set.iter().try_for_each(|r| writer.record(r));
+        if written.is_some() && writer.len() + opt_len <= limit {
+            return true;
+        }
+        writer.rewind(mark);
+        false
+    };
+    let answers = rrsets_of(response.answers);
+    let authorities = rrsets_of(response.authorities);
+    let sections = answers
+        .iter()
+        .map(|s| (1, s))
+        .chain(authorities.iter().map(|s| (2, s)));
+    for (section, set) in sections {
+        if !fits(set, &mut writer) {
+            truncated = true;
+            answer_cut = true;
+            break;
+        }
+        counts[section] += u16::try_from(set.len()).ok()?;
+    }
+    if !answer_cut {
+        let mut glue_left_out = false;
+        let additionals = rrsets_of(response.additionals);
+        for set in &additionals {
+            if fits(set, &mut writer) {
+                counts[3] += u16::try_from(set.len()).ok()?;
+            } else if referral && is_glue_of(&authorities, &set[0].name) {
+                glue_left_out = true;
                 break;
             }
-            counts[section] += u16::try_from(set.len()).ok()?;
         }
-        if !answer_cut {
-            let mut glue_left_out = false;
-            let additionals = rrsets_of(response.additionals);
-            for set in &additionals {
-                if fits(set, &mut encoder) {
-                    counts[3] += u16::try_from(set.len()).ok()?;
-                } else if referral && is_glue_of(&authorities, &set[0].name) {
-                    glue_left_out = true;
-                    break;
-                }
-            }
-            truncated |= glue_left_out;
-        }
-        if let Some(opt) = &opt {
-            opt.emit(&mut encoder).ok()?;
-            counts[3] += 1;
-        }
+        truncated |= glue_left_out;
     }
-    if truncated {
-        out[2] |= 0x02;
+    if let Some(opt) = &opt {
+        writer.record(opt)?;
+        counts[3] += 1;
     }
-    for (i, count) in counts.iter().enumerate() {
-        out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
-    }
-    Some((out, answer_cut))
+    Some((with_counts(writer.out, counts, truncated), answer_cut))
 }
 
 /// Whether `name` lies at or below a delegation among the authority section's RRsets.
@@ -865,6 +896,11 @@ fn respond(
     if query.query_class() != DNSClass::IN && query.query_class() != DNSClass::ANY {
         return Err(ResponseCode::Refused);
     }
+    // The reserved type 0 is not implemented, as Knot answers (for names in no zone too);
+    // meta and pseudo types (OPT, TSIG) get what any type no name holds gets.
+    if qtype == RecordType::ZERO {
+        return Err(ResponseCode::NotImp);
+    }
     let key = key_of(query.name());
     let zone = if qtype == RecordType::DS {
         zone_for_ds(index, &key)
@@ -884,11 +920,6 @@ fn respond(
         RecordType::AXFR if transport == Transport::Udp => return Err(ResponseCode::NotImp),
         RecordType::AXFR | RecordType::IXFR if !soa_only => return Err(ResponseCode::Refused),
         _ => {}
-    }
-    // The reserved type 0 is not implemented, as Knot answers; meta and pseudo types (OPT,
-    // TSIG) get what any type no name holds gets.
-    if qtype == RecordType::ZERO {
-        return Err(ResponseCode::NotImp);
     }
     let mut answer = Answer {
         authoritative: true,

@@ -6,6 +6,7 @@
 //! [`DnsIndex`] for its whole life. Proxied records of active zones are rewritten to the edge's
 //! addresses when the index is built, so the origin never appears in an answer.
 
+mod compress;
 mod cookies;
 mod engine;
 mod fast;
