@@ -100,6 +100,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/user/tokens/verify", get(tokens::verify))
         .route("/user/tokens", get(tokens::list).post(tokens::create))
         .route(
+            "/user/tokens/permission_groups",
+            get(tokens::permission_groups),
+        )
+        .route(
             "/user/tokens/{token_id}",
             get(tokens::get_one).delete(tokens::delete),
         )

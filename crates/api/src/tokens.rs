@@ -44,7 +44,8 @@ fn policies_json(token: &ApiToken, account_id: &str) -> Value {
     let policies: Vec<Value> = token
         .grants
         .iter()
-        .map(|g| {
+        .enumerate()
+        .map(|(i, g)| {
             let resources = match &g.zones {
                 ZoneScope::All => json!({format!("com.cloudflare.api.account.{account_id}"): "*"}),
                 ZoneScope::Listed(ids) => Value::Object(
@@ -52,7 +53,7 @@ fn policies_json(token: &ApiToken, account_id: &str) -> Value {
                 ),
             };
             json!({
-                "id": ids::new_id(),
+                "id": policy_id(&token.id, i),
                 "effect": "allow",
                 "resources": resources,
                 "permission_groups": [{"id": g.permission.group_id(), "name": g.permission.group_name()}],
@@ -60,6 +61,30 @@ fn policies_json(token: &ApiToken, account_id: &str) -> Value {
         })
         .collect();
     json!(policies)
+}
+
+/// The id of a token's `index`th policy: the same on every read (clients that compare what
+/// they read with what they wrote, as Terraform does, see no change).
+fn policy_id(token_id: &str, index: usize) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{token_id}/policy/{index}"));
+    hex::encode(&digest[..16])
+}
+
+/// `GET /user/tokens/permission_groups`: the permission groups a token's policies may name.
+pub async fn permission_groups(_auth: Auth) -> ApiResult {
+    let groups: Vec<Value> = Permission::EVERY
+        .iter()
+        .map(|p| {
+            let scope = if *p == Permission::All {
+                "com.cloudflare.api.account"
+            } else {
+                "com.cloudflare.api.account.zone"
+            };
+            json!({"id": p.group_id(), "name": p.group_name(), "scopes": [scope]})
+        })
+        .collect();
+    Ok(ok(Value::Array(groups)))
 }
 
 fn token_json(token: &ApiToken, account_id: &str) -> Value {

@@ -61,7 +61,7 @@ pub fn zone_json(zone: &Zone, state: &ApiState) -> Value {
         "tenant": {"id": null, "name": null},
         "tenant_unit": {"id": null},
         "permissions": ["#dns_records:edit", "#dns_records:read", "#zone:read"],
-        "plan": {"id": "0feeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "name": "Parapet", "price": 0, "currency": "USD", "frequency": "", "is_subscribed": false, "can_subscribe": false, "legacy_id": "free", "legacy_discount": false, "externally_managed": false},
+        "plan": {"id": PLAN_ID, "name": "Parapet", "price": 0, "currency": "USD", "frequency": "", "is_subscribed": false, "can_subscribe": false, "legacy_id": "free", "legacy_discount": false, "externally_managed": false},
         "serial": zone.serial,
     })
 }
@@ -330,6 +330,9 @@ pub async fn get_one(
     Ok(ok(zone_json(&zone, &state)))
 }
 
+/// The id of the plan every zone has.
+const PLAN_ID: &str = "0feeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+
 pub async fn patch(
     State(state): State<Arc<ApiState>>,
     auth: Auth,
@@ -346,10 +349,36 @@ pub async fn patch(
         Some(Value::Bool(b)) => Some(*b),
         Some(_) => return Err(ApiError::bad(1004, "paused: must be true or false")),
     };
-    if let Some(Value::String(t)) = obj.get("type")
-        && t != "full"
-    {
-        return Err(ApiError::bad(1004, "type: only 'full' zones are supported"));
+    // The other fields Cloudflare takes are accepted as they are, and refused as anything
+    // else (never taken and left undone).
+    let mut refused = Vec::new();
+    match obj.get("type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t == "full" => {}
+        Some(_) => refused.push("type: only 'full' zones are supported"),
+    }
+    match obj.get("vanity_name_servers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(names)) if names.is_empty() => {}
+        Some(_) => refused.push(
+            "vanity_name_servers: not supported: a zone's nameservers are the node's (--nameserver)",
+        ),
+    }
+    match obj.get("plan") {
+        None | Some(Value::Null) => {}
+        Some(plan) if plan.get("id").and_then(Value::as_str) == Some(PLAN_ID) => {}
+        Some(_) => refused.push("plan: every zone has the one plan; its id is the zone's plan.id"),
+    }
+    if !refused.is_empty() {
+        return Err(ApiError::BadRequest(
+            refused
+                .into_iter()
+                .map(|message| crate::envelope::ApiErrorItem {
+                    code: 1004,
+                    message: message.to_owned(),
+                })
+                .collect(),
+        ));
     }
     for _ in 0..crate::stored::WRITE_ATTEMPTS {
         let (mut zone, rev) = load_zone(&state, &zone_id).await?;

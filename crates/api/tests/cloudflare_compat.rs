@@ -403,3 +403,87 @@ async fn an_update_as_cloudflare_go_sends_it_keeps_the_records_tags() {
     let cleared = api.ok("PATCH", &path, Some(json!({"tags": []}))).await;
     assert_eq!(cleared["tags"], json!([]));
 }
+
+#[tokio::test]
+async fn token_policies_keep_their_ids_and_name_groups_the_group_list_gives() {
+    let api = Api::new();
+    let groups = api.ok("GET", "/user/tokens/permission_groups", None).await;
+    let groups = groups.as_array().expect("groups").clone();
+    assert_eq!(groups.len(), 5, "{groups:?}");
+    let dns_write = groups
+        .iter()
+        .find(|g| g["name"] == "DNS Write")
+        .expect("DNS Write");
+    assert_eq!(dns_write["id"], "4755a26eedb94da69e1066d98aa820be");
+    // Each listed group's id makes a token (the administrator's too), and its policies read
+    // back with the same ids every time.
+    for group in &groups {
+        let created = api
+            .ok(
+                "POST",
+                "/user/tokens",
+                Some(json!({"name": "t", "policies": [{"effect": "allow",
+                    "resources": {"com.cloudflare.api.account.zone.*": "*"},
+                    "permission_groups": [{"id": group["id"]}]}]})),
+            )
+            .await;
+        let id = created["id"].as_str().expect("token id").to_owned();
+        let first = api.ok("GET", &format!("/user/tokens/{id}"), None).await;
+        let again = api.ok("GET", &format!("/user/tokens/{id}"), None).await;
+        assert_eq!(first["policies"], again["policies"]);
+        assert_eq!(created["policies"], first["policies"]);
+        assert_eq!(
+            first["policies"][0]["permission_groups"][0]["id"],
+            group["id"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn zone_fields_that_cannot_be_applied_are_refused_not_ignored() {
+    let api = Api::new();
+    let zone = api.zone("edit.example").await;
+    let before = api.ok("GET", &format!("/zones/{zone}"), None).await;
+    for body in [
+        json!({"vanity_name_servers": ["ns1.edit.example"]}),
+        json!({"plan": {"id": "94f3b7b768b0458b56d2cac4fe5ec0f9"}}),
+        json!({"type": 5}),
+        json!({"type": "partial"}),
+    ] {
+        let (s, v) = api
+            .call("PATCH", &format!("/zones/{zone}"), Some(body.clone()))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["errors"][0]["code"], 1004, "{body}: {v}");
+    }
+    assert_eq!(api.ok("GET", &format!("/zones/{zone}"), None).await, before);
+    // What the zone already has is taken, as are the fields it can change.
+    let plan = before["plan"]["id"].clone();
+    let paused = api
+        .ok(
+            "PATCH",
+            &format!("/zones/{zone}"),
+            Some(json!({"paused": true, "plan": {"id": plan}, "vanity_name_servers": [], "type": "full"})),
+        )
+        .await;
+    assert_eq!(paused["paused"], true);
+}
+
+#[tokio::test]
+async fn an_mx_priority_out_of_range_is_reported_once() {
+    let api = Api::new();
+    let zone = api.zone("mx.example").await;
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("/zones/{zone}/dns_records"),
+            Some(
+                json!({"type": "MX", "name": "@", "content": "mail.mx.example", "priority": 65536}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let errors = v["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{v}");
+    assert!(messages(&v).contains("between 0 and 65535"), "{v}");
+}

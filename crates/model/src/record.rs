@@ -460,7 +460,9 @@ impl RecordDraft {
                     format!("{kind} records cannot be proxied"),
                 ));
             }
-            if kind.has_priority() && priority.is_none() {
+            // (A priority given out of range is reported as such, not as missing.)
+            let priority_given = !matches!(obj.get("priority"), None | Some(Value::Null));
+            if kind.has_priority() && priority.is_none() && !priority_given {
                 errors.push(FieldError::new(
                     "priority",
                     format!("is required for {kind} records"),

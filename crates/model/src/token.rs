@@ -20,6 +20,15 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Every permission, as the permission groups list them.
+    pub const EVERY: [Self; 5] = [
+        Self::All,
+        Self::ZoneRead,
+        Self::DnsEdit,
+        Self::CachePurge,
+        Self::ZoneSettingsEdit,
+    ];
+
     /// Cloudflare permission-group names, and the CLI's names, for each permission.
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().replace(['_', ' '], "-").as_str() {
@@ -35,6 +44,7 @@ impl Permission {
     /// Cloudflare's permission-group ids, so that scripts written for Cloudflare work.
     pub fn from_group_id(id: &str) -> Option<Self> {
         match id {
+            "parapet-administrator" => Some(Self::All),
             "4755a26eedb94da69e1066d98aa820be" => Some(Self::DnsEdit),
             "e17beae8b8cb423a99b1730f21238bed" => Some(Self::CachePurge),
             "28f4b596e7d643029c524985477ae49a" => Some(Self::ZoneSettingsEdit),
