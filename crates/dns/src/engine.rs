@@ -444,6 +444,25 @@ fn check_options(packet: &[u8]) -> OptionsCheck {
 }
 
 /// A FORMERR for a packet whose header could be read but not the rest.
+/// A FORMERR for a query whose OPT is malformed: its question and an OPT of this server's
+/// (`None` when the question cannot be read: dropped).
+fn formerr_with_opt(packet: &[u8], payload: u16) -> Option<Vec<u8>> {
+    if u16::from_be_bytes([packet[4], packet[5]]) != 1 {
+        return None;
+    }
+    let question_end = crate::tsig::skip_name(packet, 12)? + 4;
+    let question = packet.get(12..question_end)?;
+    let mut out = formerr_header(packet);
+    out[5] = 1;
+    out[11] = 1;
+    out.extend_from_slice(question);
+    // The root owner, type OPT, the payload size as class, version 0 and no flags, no data.
+    out.extend_from_slice(&[0, 0, 41]);
+    out.extend_from_slice(&payload.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    Some(out)
+}
+
 fn formerr_header(packet: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; 12];
     out[..2].copy_from_slice(&packet[..2]);
@@ -642,6 +661,11 @@ fn answer_slow(
     let whole = decoder.is_empty();
     let request = match read {
         Ok(m) if whole => m,
+        // An option that runs past its OPT's data: FORMERR with the question and an OPT, as
+        // for any malformed OPT the parser can read (RFC 6891 §7).
+        Err(_) if options == OptionsCheck::Malformed => {
+            return formerr_with_opt(packet, limits.max_udp_payload).map(unverified);
+        }
         // A DSO request (RFC 8490: no sections, TLVs after the header) or another opcode
         // whose message this does not read.
         _ if not_implemented => {

@@ -231,6 +231,7 @@ fn answer_opt(request: &Message, response: &mut Message) {
         opt.set_max_payload(1232);
         opt.set_version(0);
         opt.set_dnssec_ok(asked.flags().dnssec_ok);
+        opt.set_rcode_high(response.metadata.response_code.high());
         response.set_edns(opt);
     }
 }
@@ -305,6 +306,11 @@ pub fn transfer(
     let Some(query) = request.queries.first() else {
         return Transfer::default();
     };
+    // An EDNS version this server does not speak gets BADVERS, as any query does (RFC 6891
+    // §6.1.3).
+    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        return refusal(&request, ResponseCode::BADVERS).into();
+    }
     let mut key = query.name().to_ascii().to_ascii_lowercase();
     if key.ends_with('.') {
         key.pop();
@@ -688,6 +694,26 @@ mod tests {
                 .edns
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_transfer_request_of_an_unknown_edns_version_gets_badvers() {
+        let mut packet = axfr(0, 1, 1);
+        packet[11] = 1;
+        // An OPT of version 1.
+        packet.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 1, 0, 0, 0, 0]);
+        let answered = transfer(
+            &DnsIndex::default(),
+            &Journal::default(),
+            &packet,
+            "127.0.0.1".parse().expect("ip"),
+            (0, &Arc::new(tokio::sync::Semaphore::new(1))),
+        );
+        assert_eq!(answered.messages.len(), 1);
+        let m = Message::from_vec(&answered.messages[0]).expect("a response");
+        // (16 reads back as BADSIG, which shares BADVERS's number.)
+        assert_eq!(u16::from(m.metadata.response_code), 16, "{m:?}");
+        assert_eq!(m.edns.as_ref().map(|e| e.version()), Some(0));
     }
 
     #[test]

@@ -117,14 +117,18 @@ fn edns_options_are_judged_as_rfc_6891_says() {
             .expect("an answer");
         Message::from_vec(&out.bytes).expect("response")
     };
-    // An option running past the OPT's data: FORMERR, with the question and an OPT.
-    let over = ask(&with_options(&[0, 10, 0, 8, 1, 2, 3, 4]));
-    assert_eq!(
-        over.metadata.response_code,
-        hickory_proto::op::ResponseCode::FormErr
-    );
-    assert_eq!(over.queries.len(), 1);
-    assert!(over.edns.is_some());
+    // An option running past the OPT's data: FORMERR, with the question and an OPT (also
+    // when it claims more than the OPT holds).
+    for options in [&[0u8, 10, 0, 8, 1, 2, 3, 4][..], &[0, 10, 0, 9, 1, 2]] {
+        let over = ask(&with_options(options));
+        assert_eq!(
+            over.metadata.response_code,
+            hickory_proto::op::ResponseCode::FormErr,
+            "{options:?}"
+        );
+        assert_eq!(over.queries.len(), 1, "{options:?}");
+        assert!(over.edns.is_some(), "{options:?}");
+    }
     // Client subnet, which this server does not use, is ignored, even one the parser could
     // not read (an unknown family, a prefix longer than the address); other options stay.
     for subnet in [
