@@ -9,9 +9,11 @@
 #     target/pyenv-certbot         certbot-dns-cloudflare (current) and the cloudflare 5.x it
 #                                  pulls in
 #     target/pyenv-certbot-legacy  certbot-dns-cloudflare 5.5.0 on python-cloudflare 2.19.x
+#     target/pyenv-octodns         octodns with octodns-cloudflare
 # - starts $PARAPET_BIN (default target/debug/parapet) on 127.0.0.1 with a temporary data dir
-#   and a random token, waits for its ready line, runs the SDK tests under both SDK versions
-#   and the certbot plugin tests under both plugin generations, and always stops the server.
+#   and a random token, waits for its ready line, runs the SDK tests under both SDK versions,
+#   the certbot plugin tests under both plugin generations and the octodns sync tests, and
+#   always stops the server.
 # Environment: PARAPET_BIN, PYTHON (interpreter for the venvs, default python3).
 set -euo pipefail
 
@@ -46,6 +48,7 @@ ensure_venv() { # name requirements-file
 ensure_venv sdk "$HERE/requirements-sdk.txt"
 ensure_venv certbot "$HERE/requirements-certbot.txt"
 ensure_venv certbot-legacy "$HERE/requirements-certbot-legacy.txt"
+ensure_venv octodns "$HERE/requirements-octodns.txt"
 
 # --- server ------------------------------------------------------------------------------
 
@@ -138,6 +141,7 @@ run_pytest certbot "certbot-dns-cloudflare (current) on cloudflare $SDK5" test_c
 LEGACY=$("$ROOT/target/pyenv-certbot-legacy/bin/python" -c 'import CloudFlare; print(CloudFlare.__version__)')
 run_pytest certbot-legacy "certbot-dns-cloudflare 5.5 on python-cloudflare $LEGACY" \
     test_certbot_plugin.py "$@"
+run_pytest octodns "octodns with octodns-cloudflare" test_octodns.py "$@"
 
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     log "the server died during the tests"
