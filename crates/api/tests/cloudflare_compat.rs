@@ -211,13 +211,45 @@ async fn settings_with_a_single_value_are_not_editable() {
         .await;
     for s in listed.as_array().expect("settings") {
         let fixed = [
-            "opportunistic_encryption",
+            "0rtt",
+            "always_online",
             "automatic_https_rewrites",
+            "brotli",
+            "browser_cache_ttl",
+            "cache_level",
+            "http2",
+            "http3",
+            "ipv6",
+            "opportunistic_encryption",
+            "security_level",
             "tls_1_3",
+            "websockets",
         ]
         .iter()
         .any(|id| s["id"] == *id);
         assert_eq!(s["editable"], !fixed, "{s}");
+    }
+    // Settings Terraform and the SDK set read as the edge behaves; the value a setting has is
+    // taken, another refused, naming the one it takes.
+    for (id, value) in [
+        ("websockets", json!("on")),
+        ("browser_cache_ttl", json!(0)),
+        ("security_level", json!("off")),
+    ] {
+        let path = format!("/zones/{zone}/settings/{id}");
+        let read = api.ok("GET", &path, None).await;
+        assert_eq!(read["value"], value, "{read}");
+        api.ok("PATCH", &path, Some(json!({"value": value}))).await;
+    }
+    for (id, value, says) in [
+        ("cache_level", json!("basic"), "aggressive"),
+        ("browser_cache_ttl", json!(14400), "must be 0"),
+        ("security_level", json!("medium"), "off"),
+    ] {
+        let path = format!("/zones/{zone}/settings/{id}");
+        let (s, v) = api.call("PATCH", &path, Some(json!({"value": value}))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{id}: {v}");
+        assert!(messages(&v).contains(says), "{id}: {v}");
     }
 }
 

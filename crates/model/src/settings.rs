@@ -33,12 +33,25 @@ pub struct SettingDef {
 
 /// Every zone setting, in the order the API lists them.
 pub const SETTINGS: &[SettingDef] = &[
+    // Cloudflare's 0-RTT: Parapet takes no early data.
+    SettingDef {
+        id: "0rtt",
+        kind: SettingKind::Choice(&["off"]),
+        default: Some("off"),
+    },
     // Parapet's: how the ACME CA validates the zone's names for automatic certificates
     // (wildcards always use dns-01).
     SettingDef {
         id: "acme_challenge",
         kind: SettingKind::Choice(&["dns-01", "http-01", "tls-alpn-01"]),
         default: Some("dns-01"),
+    },
+    // Cloudflare's Always Online: Parapet keeps no archive of a site to show while its origin
+    // is down (stale answers aside, as cache rules and `stale-if-error` allow).
+    SettingDef {
+        id: "always_online",
+        kind: SettingKind::Choice(&["off"]),
+        default: Some("off"),
     },
     // Cloudflare's: plain-HTTP requests are redirected (301) to HTTPS.
     SettingDef {
@@ -52,11 +65,51 @@ pub const SETTINGS: &[SettingDef] = &[
         kind: SettingKind::Choice(&["off"]),
         default: Some("off"),
     },
+    // Cloudflare's: compressible answers go to visitors that accept it in brotli (or gzip,
+    // zstd), always.
+    SettingDef {
+        id: "brotli",
+        kind: SettingKind::Choice(&["on"]),
+        default: Some("on"),
+    },
+    // Cloudflare's Browser Cache TTL: 0, "respect existing headers" (the origin's
+    // Cache-Control reaches the browser); cache rules set browser TTLs per path.
+    SettingDef {
+        id: "browser_cache_ttl",
+        kind: SettingKind::Seconds { min: 0, max: 0 },
+        default: Some("0"),
+    },
+    // Cloudflare's Caching Level: "aggressive" (its "Standard": the query string is part of
+    // the cache key); cache rules change the key per path.
+    SettingDef {
+        id: "cache_level",
+        kind: SettingKind::Choice(&["aggressive"]),
+        default: Some("aggressive"),
+    },
     // Cloudflare's: bypass the cache for the whole zone while its site is being worked on.
     SettingDef {
         id: "development_mode",
         kind: SettingKind::Choice(&["on", "off"]),
         default: Some("off"),
+    },
+    // Cloudflare's: HTTP/2 for visitors, always (over TLS by ALPN; h2c by prior knowledge);
+    // no HTTP/3.
+    SettingDef {
+        id: "http2",
+        kind: SettingKind::Choice(&["on"]),
+        default: Some("on"),
+    },
+    SettingDef {
+        id: "http3",
+        kind: SettingKind::Choice(&["off"]),
+        default: Some("off"),
+    },
+    // Cloudflare's: a proxied name answers with the edge's IPv6 addresses too (those
+    // `--edge-ipv6` gives); a record's `settings.ipv4_only` leaves them out.
+    SettingDef {
+        id: "ipv6",
+        kind: SettingKind::Choice(&["on"]),
+        default: Some("on"),
     },
     // Cloudflare's: the lowest TLS version visitors may use. Parapet speaks TLS 1.2 and 1.3
     // only, so "1.0" and "1.1" allow what "1.2" allows.
@@ -102,6 +155,13 @@ pub const SETTINGS: &[SettingDef] = &[
             r#"{"strict_transport_security":{"enabled":false,"max_age":0,"include_subdomains":false,"preload":false,"nosniff":false}}"#,
         ),
     },
+    // Cloudflare's Security Level: Parapet challenges no visitor (its protections are limits
+    // and refusals, not challenges).
+    SettingDef {
+        id: "security_level",
+        kind: SettingKind::Choice(&["off"]),
+        default: Some("off"),
+    },
     // Cloudflare's Authenticated Origin Pulls: the edge presents its client certificate to
     // the origin over TLS.
     SettingDef {
@@ -122,6 +182,12 @@ pub const SETTINGS: &[SettingDef] = &[
         id: "ssl",
         kind: SettingKind::Choice(&["off", "flexible", "full", "strict"]),
         default: Some("flexible"),
+    },
+    // Cloudflare's: WebSocket upgrades pass to the origin, always.
+    SettingDef {
+        id: "websockets",
+        kind: SettingKind::Choice(&["on"]),
+        default: Some("on"),
     },
 ];
 
@@ -267,6 +333,7 @@ impl SettingDef {
     /// Whether a customer can change it: not when it takes a single value.
     pub fn editable(&self) -> bool {
         !matches!(self.kind, SettingKind::Choice(choices) if choices.len() == 1)
+            && !matches!(self.kind, SettingKind::Seconds { min, max } if min == max)
     }
 
     /// The canonical stored form of `value`, or why it is not one this setting takes.
@@ -284,6 +351,10 @@ impl SettingDef {
                 };
                 match n {
                     Some(n) if (min..=max).contains(&n) => Ok(json!(n)),
+                    _ if min == max => Err(ModelError::field(
+                        field,
+                        format!("{} must be {min} (the one value Parapet takes)", self.id),
+                    )),
                     _ => Err(ModelError::field(
                         field,
                         format!(
