@@ -501,3 +501,37 @@ fn an_upload_of_a_megabyte_goes_without_waiting_for_window_updates() {
         }
     }
 }
+
+#[test]
+fn connect_over_http2_gets_the_edges_405_with_allow() {
+    let (port, _node, origin) = shop();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (status, fields) = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (client, conn) = h2::client::handshake(tcp).await.expect("handshake");
+        tokio::spawn(conn);
+        let mut client = client.ready().await.expect("ready");
+        // CONNECT carries its target in :authority alone (RFC 9113 §8.5).
+        let request = http::Request::builder()
+            .method("CONNECT")
+            .uri(format!("www.shop.test:{port}"))
+            .body(())
+            .expect("request");
+        let (response, _) = client.send_request(request, true).expect("send");
+        let response = response.await.expect("an answer");
+        (response.status().as_u16(), response.headers().clone())
+    });
+    assert_eq!(status, 405, "{fields:?}");
+    assert!(fields.contains_key("allow"), "{fields:?}");
+    assert!(fields.contains_key("cf-ray"), "{fields:?}");
+    assert_eq!(
+        fields.get("server").and_then(|v| v.to_str().ok()),
+        Some("parapet")
+    );
+    assert!(origin.try_recv().is_err(), "nothing reaches the origin");
+}

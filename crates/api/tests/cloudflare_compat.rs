@@ -247,7 +247,9 @@ async fn settings_with_a_single_value_are_not_editable() {
         ("security_level", json!("medium"), "off"),
     ] {
         let path = format!("/zones/{zone}/settings/{id}");
-        let (s, v) = api.call("PATCH", &path, Some(json!({"value": value}))).await;
+        let (s, v) = api
+            .call("PATCH", &path, Some(json!({"value": value})))
+            .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{id}: {v}");
         assert!(messages(&v).contains(says), "{id}: {v}");
     }

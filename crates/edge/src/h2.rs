@@ -288,7 +288,9 @@ impl Connections {
                             crate::route::misdirected(&self.proxy.published.load(), sni, host)
                         })
                     });
-                    let direct = if misdirected {
+                    let direct = if session.req_header().method == http::Method::CONNECT {
+                        Some(H2Direct::MethodRefused)
+                    } else if misdirected {
                         Some(H2Direct::Refused(EdgeError::Misdirected))
                     } else {
                         match self.proxy.h2_direct(&session) {
@@ -341,7 +343,11 @@ impl Connections {
                 Box::pin(relay.send(&mut session, &self.proxy)).await;
             }
             Some(H2Direct::Refused(error)) => {
-                refuse(&mut session, &self.proxy, error).await;
+                refuse(&mut session, &self.proxy, Err(error)).await;
+                return;
+            }
+            Some(H2Direct::MethodRefused) => {
+                refuse(&mut session, &self.proxy, Ok(405)).await;
                 return;
             }
             None => {
@@ -426,6 +432,9 @@ enum H2Direct {
     Pass(Box<Relay>),
     /// The edge's page for a request it refuses before routing.
     Refused(EdgeError),
+    /// A method the edge does not take (CONNECT: it opens no tunnels): 405 with `Allow`, as
+    /// over HTTP/1.1 (the engine's own answer has neither the edge's fields nor `Allow`).
+    MethodRefused,
 }
 
 /// The visitor's address on an HTTP/2 stream.
@@ -438,7 +447,9 @@ fn visitor_ip(session: &HttpSession) -> Option<std::net::IpAddr> {
 
 /// Answers a stream with the edge's page for `error` (as the engine's, in the format the
 /// request asks for), counted and logged.
-async fn refuse(session: &mut HttpSession, proxy: &EdgeProxy, error: EdgeError) {
+/// The edge's answer to a stream it refuses before routing: `Err`, an error page; `Ok`, a plain
+/// answer of that status (with `Allow` on a 405).
+async fn refuse(session: &mut HttpSession, proxy: &EdgeProxy, refusal: Result<u16, EdgeError>) {
     let started = Instant::now();
     let ray = crate::headers::ray_id();
     let req = session.req_header();
@@ -448,10 +459,28 @@ async fn refuse(session: &mut HttpSession, proxy: &EdgeProxy, error: EdgeError) 
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
     let host = host_field(req).and_then(crate::route::host_of);
-    let (body, content_type) = crate::errors::error_page(error, &ray, host.as_deref(), accept);
-    let status = error.status();
+    let (status, (body, content_type)) = match refusal {
+        Err(error) => (
+            error.status(),
+            crate::errors::error_page(error, &ray, host.as_deref(), accept),
+        ),
+        Ok(status) => (
+            status,
+            (
+                crate::proxy::plain_refusal_body(status),
+                "text/plain; charset=utf-8",
+            ),
+        ),
+    };
     proxy.metrics.refused_unparsed(status);
-    if let Some(resp) = crate::proxy::page_header(status, content_type, body.len(), &ray)
+    let resp =
+        crate::proxy::page_header(status, content_type, body.len(), &ray).and_then(|mut resp| {
+            if status == 405 {
+                crate::proxy::allow_methods(&mut resp)?;
+            }
+            Some(resp)
+        });
+    if let Some(resp) = resp
         && session
             .write_response_header(Box::new(resp), head_only)
             .is_ok()
@@ -473,7 +502,7 @@ async fn refuse(session: &mut HttpSession, proxy: &EdgeProxy, error: EdgeError) 
             started,
             cache: "",
             client_ip: visitor_ip(session),
-            edge_error: Some(error.code()),
+            edge_error: refusal.err().map(EdgeError::code),
             origin_time: None,
         }
         .log();

@@ -977,11 +977,8 @@ const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 /// A refusal of the edge's own as bytes on the wire (for one the engine would make itself,
 /// before any phase: [`crate::stream::EngineReads::rewrite`]), the connection closed after it.
 pub(crate) fn refusal_bytes(status: u16, ray: &str) -> Vec<u8> {
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    let body = format!("{status} {reason}\n");
+    let body = plain_refusal_body(status);
+    let reason = body.split_once(' ').map_or("Error", |(_, r)| r.trim_end());
     let allow = if status == 405 {
         format!("Allow: {ALLOWED_METHODS}\r\n")
     } else {
@@ -994,21 +991,30 @@ pub(crate) fn refusal_bytes(status: u16, ray: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A refusal of the edge's own (400, 413, 431, ...): the status in a line of text, with the
-/// ray id and `Server: parapet` as every answer of the edge has, and the connection closed.
-async fn refuse(session: &mut Session, ray: &str, status: u16) {
-    session.set_keepalive(None);
+/// The body of the edge's plain refusal with `status`: its code and reason.
+pub(crate) fn plain_refusal_body(status: u16) -> String {
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Error");
-    let body = format!("{status} {reason}\n");
+    format!("{status} {reason}\n")
+}
+
+/// `Allow` on a 405: the methods the edge takes (RFC 9110 §15.5.6).
+pub(crate) fn allow_methods(resp: &mut ResponseHeader) -> Option<()> {
+    resp.insert_header(http::header::ALLOW, ALLOWED_METHODS)
+        .ok()
+}
+
+/// A refusal of the edge's own (400, 413, 431, ...): the status in a line of text, with the
+/// ray id and `Server: parapet` as every answer of the edge has, and the connection closed.
+async fn refuse(session: &mut Session, ray: &str, status: u16) {
+    session.set_keepalive(None);
+    let body = plain_refusal_body(status);
     let page =
         page_header(status, "text/plain; charset=utf-8", body.len(), ray).and_then(|mut resp| {
             if status == 405 {
-                // The methods the edge takes (RFC 9110 §15.5.6).
-                resp.insert_header(http::header::ALLOW, ALLOWED_METHODS)
-                    .ok()?;
+                allow_methods(&mut resp)?;
             }
             Some(resp)
         });

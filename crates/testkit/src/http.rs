@@ -24,6 +24,9 @@ pub fn start_origin(ip: &str, port: u16) -> mpsc::Receiver<String> {
                 }
                 head.push_str(&line);
             }
+            // The request's body is read before the answer: a socket closed with bytes
+            // unread is reset, and the reset can reach the edge before the answer does.
+            skip_body(&mut reader, &head);
             let _ = tx.send(head.clone());
             let body = head.into_bytes();
             let own = stream
@@ -39,6 +42,44 @@ pub fn start_origin(ip: &str, port: u16) -> mpsc::Receiver<String> {
         }
     });
     rx
+}
+
+/// Reads the body of the request whose head is `head` (by its Content-Length, or its chunks)
+/// off `reader`, as far as it comes.
+fn skip_body(reader: &mut impl BufRead, head: &str) {
+    let field = |name: &str| {
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_ascii_lowercase())
+        })
+    };
+    if field("transfer-encoding").is_some_and(|v| v.ends_with("chunked")) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let size = line.split(';').next().unwrap_or("").trim();
+            let Ok(size) = u64::from_str_radix(size, 16) else {
+                return;
+            };
+            if size == 0 {
+                // Trailers, up to the blank line.
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        return;
+                    }
+                }
+            }
+            let _ = std::io::copy(&mut reader.by_ref().take(size + 2), &mut std::io::sink());
+        }
+    } else if let Some(length) = field("content-length").and_then(|v| v.parse::<u64>().ok()) {
+        let _ = std::io::copy(&mut reader.by_ref().take(length), &mut std::io::sink());
+    }
 }
 
 /// A response head's fields (lowercase lines), sorted, without those that differ between any
