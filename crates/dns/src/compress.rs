@@ -59,7 +59,7 @@ impl Writer {
     }
 
     pub fn query(&mut self, query: &Query) -> Option<()> {
-        self.name(query.name(), true)?;
+        self.name(query.name())?;
         self.u16(u16::from(query.query_type()));
         self.u16(u16::from(query.query_class()));
         Some(())
@@ -67,7 +67,7 @@ impl Writer {
 
     /// Writes `record`; `None` when its data cannot be written (or is over 65,535 bytes).
     pub fn record(&mut self, record: &Record) -> Option<()> {
-        self.name(&record.name, true)?;
+        self.name(&record.name)?;
         self.u16(u16::from(record.record_type()));
         self.u16(u16::from(record.dns_class));
         self.out.extend_from_slice(&record.ttl.to_be_bytes());
@@ -75,16 +75,16 @@ impl Writer {
         self.u16(0);
         let start = self.out.len();
         match &record.data {
-            RData::CNAME(name) => self.name(&name.0, true)?,
-            RData::NS(name) => self.name(&name.0, true)?,
-            RData::PTR(name) => self.name(&name.0, true)?,
+            RData::CNAME(name) => self.name(&name.0)?,
+            RData::NS(name) => self.name(&name.0)?,
+            RData::PTR(name) => self.name(&name.0)?,
             RData::MX(mx) => {
                 self.u16(mx.preference);
-                self.name(&mx.exchange, true)?;
+                self.name(&mx.exchange)?;
             }
             RData::SOA(soa) => {
-                self.name(&soa.mname, true)?;
-                self.name(&soa.rname, true)?;
+                self.name(&soa.mname)?;
+                self.name(&soa.rname)?;
                 self.out.extend_from_slice(&soa.serial.to_be_bytes());
                 for n in [soa.refresh, soa.retry, soa.expire] {
                     self.out.extend_from_slice(&n.to_be_bytes());
@@ -118,8 +118,8 @@ impl Writer {
     }
 
     /// Writes `name`: its labels up to the first sequence written before, then a pointer to it
-    /// (`compress`), or whole. `None` for a label over 63 bytes.
-    fn name(&mut self, name: &Name, compress: bool) -> Option<()> {
+    /// (or whole, with its root label). `None` for a label over 63 bytes.
+    fn name(&mut self, name: &Name) -> Option<()> {
         let mut starts = [0usize; 128];
         let mut count = 0;
         for label in name.iter() {
@@ -131,7 +131,7 @@ impl Writer {
         }
         let end = self.out.len();
         for &start in &starts[..count] {
-            if compress && let Some(&at) = self.seen.get(&self.out[start..end]) {
+            if let Some(&at) = self.seen.get(&self.out[start..end]) {
                 self.out.truncate(start);
                 self.u16(0xC000 | at);
                 return Some(());

@@ -10,7 +10,6 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
 
 use crate::compress::Writer;
-
 use crate::cookies::{COOKIE, CookieCheck, Cookies};
 use crate::fast::{COOKIE_ROOM, Fit, PlainQuery, append_cookie, without_cookie};
 use crate::index::{DnsIndex, Node, RRset, ZoneIndex};
@@ -443,7 +442,6 @@ fn check_options(packet: &[u8]) -> OptionsCheck {
     OptionsCheck::Fine
 }
 
-/// A FORMERR for a packet whose header could be read but not the rest.
 /// A FORMERR for a query whose OPT is malformed: its question and an OPT of this server's
 /// (`None` when the question cannot be read: dropped).
 fn formerr_with_opt(packet: &[u8], payload: u16) -> Option<Vec<u8>> {
@@ -463,6 +461,7 @@ fn formerr_with_opt(packet: &[u8], payload: u16) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A FORMERR for a packet whose header could be read but not the rest.
 fn formerr_header(packet: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; 12];
     out[..2].copy_from_slice(&packet[..2]);
