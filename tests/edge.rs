@@ -542,6 +542,47 @@ fn a_busy_http_port_names_the_flag() {
         stderr.contains("--http-listen") && stderr.contains(&addr.to_string()),
         "{stderr}"
     );
+    // A port another Parapet listens on (its sockets share the port among its own workers) is
+    // busy too: a second node does not silently take half of its visitors.
+    let port = free_port();
+    let _first = edge_node(port, "");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut second = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("PARAPET_API_TOKEN", "x")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut err) = second.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut stderr);
+    }
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a second node shared the port: {stderr}"
+    );
+    assert!(stderr.contains("--http-listen"), "{stderr}");
 }
 
 #[test]

@@ -994,3 +994,51 @@ X-Served-By: 127.0.0.42\r\n\r\nok"
         check(method, &head);
     }
 }
+
+#[test]
+fn an_http10_origin_is_answered_in_http11_and_a_head_miss_is_stored() {
+    let port = free_port();
+    // As `python3 -m http.server` answers: HTTP/1.0, a length, no Cache-Control.
+    start_scripted_origin("127.0.0.43", port, |_| {
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/css\r\nContent-Length: 7\r\nLast-Modified: Mon, 07 Dec 2026 10:00:00 GMT\r\n\r\nbody{}\n"
+            .to_vec()
+    });
+    let node = edge_node(port);
+    let zone = node.create_zone("old.test");
+    node.proxied_a(&zone, "www", "127.0.0.43");
+    let host = "www.old.test";
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        whole_answer(port, host, "/").starts_with("HTTP/1.1 200")
+    });
+    let head = |method: &str, path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).to_ascii_lowercase()
+    };
+    // A stylesheet (the cache keeps it): a miss, then hits, every answer in HTTP/1.1; a HEAD
+    // first, as the README's tour asks it.
+    let first = head("HEAD", "/site.css");
+    assert!(first.starts_with("http/1.1 200"), "{first}");
+    assert!(first.contains("cf-cache-status: miss"), "{first}");
+    assert!(!first.contains("body{}"), "a HEAD has no content: {first}");
+    let second = head("HEAD", "/site.css");
+    assert!(second.contains("cf-cache-status: hit"), "{second}");
+    let got = head("GET", "/site.css");
+    assert!(got.starts_with("http/1.1 200"), "{got}");
+    assert!(
+        got.contains("cf-cache-status: hit") && got.ends_with("body{}\n"),
+        "{got}"
+    );
+    // And a GET the cache does not keep.
+    let fresh = head("GET", "/other.css");
+    assert!(fresh.starts_with("http/1.1 200"), "{fresh}");
+}

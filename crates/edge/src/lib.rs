@@ -79,6 +79,11 @@ impl EdgeListeners {
                 socket.set_nonblocking(true).map_err(error)?;
             }
             if group.is_empty() {
+                // Another process listening there (with `SO_REUSEPORT` too) would silently share
+                // the address's visitors: a plain bind finds it first.
+                if addr.port() != 0 {
+                    exclusive_probe(*addr).map_err(error)?;
+                }
                 group.push(reuseport_listener(*addr).map_err(error)?);
             }
             let bound = group[0].local_addr().map_err(error)?;
@@ -521,6 +526,18 @@ impl Connections {
         session.set_keepalive((!is_stopping(shutdown)).then_some(IDLE_TIMEOUT.as_secs()));
         HttpServerApp::process_new_http(&self.http, session, shutdown)
     }
+}
+
+/// Binds `addr` without `SO_REUSEPORT` and lets it go: `EADDRINUSE` when any socket, shared
+/// or not, listens there.
+fn exclusive_probe(addr: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())
 }
 
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

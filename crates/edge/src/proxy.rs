@@ -1599,6 +1599,11 @@ impl ProxyHttp for EdgeProxy {
             cache_status(&session.cache.phase())
         };
         ctx.cache_status = status;
+        // The edge answers in its own version, whatever the origin's (RFC 9110 §6.2): an
+        // HTTP/1.0 origin's status line would tell the visitor the connection is not kept.
+        if resp.version < http::Version::HTTP_11 {
+            resp.set_version(http::Version::HTTP_11);
+        }
         // An upgraded connection (a WebSocket) idles as long as the zone lets an origin take to
         // answer, both ways (the visitor's side kept the engine's 60 s).
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS
