@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
 pub struct ApiArgs {
-    /// Base URL of a running Parapet's API.
+    /// Base URL of a running Parapet's API (the token comes from PARAPET_API_TOKEN).
     #[arg(
         long,
         env = "PARAPET_API",
@@ -26,17 +26,28 @@ pub struct ApiArgs {
 pub enum ZoneCommand {
     /// List zones.
     List {
+        /// Only the zone of this name.
         #[arg(long)]
         name: Option<String>,
+        /// Only zones in this status (active, pending, ...).
         #[arg(long)]
         status: Option<String>,
     },
-    /// Create a zone (pending until delegated to Parapet's nameservers).
-    Create { name: String },
+    /// Create a zone: pending until its nameservers are Parapet's (active at once when the
+    /// server runs with `--activation auto`).
+    Create {
+        /// The zone's name, e.g. example.com.
+        name: String,
+    },
     /// Delete a zone and all its records.
-    Delete { name: String },
+    #[command(alias = "rm")]
+    Delete {
+        /// The zone's name.
+        name: String,
+    },
     /// Import a BIND zone file; creates the zone if needed. Nothing is imported unless every line is good.
     Import {
+        /// The zone file to read.
         file: PathBuf,
         /// Zone name [default: the SOA's owner, else the first $ORIGIN but ".", else the file name]
         #[arg(long)]
@@ -45,41 +56,88 @@ pub enum ZoneCommand {
         #[arg(long)]
         proxied: bool,
     },
-    /// Print a zone as a BIND zone file.
-    Export { name: String },
+    /// Print a zone as a BIND zone file (`--json` changes nothing here).
+    Export {
+        /// The zone's name.
+        name: String,
+    },
     /// Check the zone's delegation now.
-    Check { name: String },
+    Check {
+        /// The zone's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RecordCommand {
     /// List a zone's records.
     List {
+        /// The zone's name.
         zone: String,
+        /// Only records of this type (A, MX, ...).
         #[arg(long = "type")]
         kind: Option<String>,
+        /// Only records at this name: relative to the zone (`www`, `@`) or whole.
         #[arg(long)]
         name: Option<String>,
     },
     /// Add a record, e.g. `parapet record add example.com A www 192.0.2.1 --proxied`.
     Add {
+        /// The zone's name.
         zone: String,
+        /// The record's type: A, AAAA, CNAME, MX, TXT, ...
         #[arg(value_name = "TYPE")]
         kind: String,
+        /// Its name: relative to the zone (`www`, `@` for the zone itself) or whole.
         name: String,
+        /// Its content, as Cloudflare's API takes it (an address, a target name, a text).
         content: String,
         /// Seconds, or 1 for automatic.
         #[arg(long, default_value_t = 1)]
         ttl: u32,
+        /// Answer with the edge's addresses and proxy HTTP to the content (A, AAAA, CNAME).
         #[arg(long)]
         proxied: bool,
+        /// Priority (MX, SRV, URI).
         #[arg(long)]
         priority: Option<u16>,
+        /// A note kept with the record.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Change a record by id: only the fields given.
+    Edit {
+        /// The zone's name.
+        zone: String,
+        /// The record's id (see `record list`).
+        id: String,
+        /// A new name (relative to the zone, or whole).
+        #[arg(long)]
+        name: Option<String>,
+        /// New content.
+        #[arg(long)]
+        content: Option<String>,
+        /// New TTL: seconds, or 1 for automatic.
+        #[arg(long)]
+        ttl: Option<u32>,
+        /// Proxied or not: true or false.
+        #[arg(long)]
+        proxied: Option<bool>,
+        /// New priority (MX, SRV, URI).
+        #[arg(long)]
+        priority: Option<u16>,
+        /// A new note (empty: none).
         #[arg(long)]
         comment: Option<String>,
     },
     /// Remove a record by id.
-    Rm { zone: String, id: String },
+    #[command(alias = "delete")]
+    Rm {
+        /// The zone's name.
+        zone: String,
+        /// The record's id (see `record list`).
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -97,6 +155,12 @@ pub enum TokenCommand {
     },
     /// List tokens (never their secrets).
     List,
+    /// Revoke a token by id: it is refused from now on.
+    #[command(alias = "rm")]
+    Delete {
+        /// The token's id (see `token list`).
+        id: String,
+    },
 }
 
 struct Client {
@@ -108,6 +172,12 @@ struct Client {
 
 impl Client {
     fn new(args: &ApiArgs) -> anyhow::Result<Self> {
+        if !(args.api.starts_with("http://") || args.api.starts_with("https://")) {
+            bail!(
+                "--api must be a URL such as http://127.0.0.1:8080, not '{}'",
+                args.api
+            );
+        }
         let token = std::env::var("PARAPET_API_TOKEN").ok().filter(|t| !t.is_empty()).context(
             "set PARAPET_API_TOKEN to an API token (serve prints one on first start; `parapet token create` makes more)",
         )?;
@@ -137,6 +207,11 @@ impl Client {
             ("PUT", b) => self
                 .agent
                 .put(&url)
+                .header("Authorization", &auth)
+                .send_json(b.unwrap_or(json!({}))),
+            ("PATCH", b) => self
+                .agent
+                .patch(&url)
                 .header("Authorization", &auth)
                 .send_json(b.unwrap_or(json!({}))),
             (_, b) => self
@@ -328,9 +403,26 @@ const RECORD_COLUMNS: &[(&str, &str)] = &[
     ("TYPE", "type"),
     ("NAME", "name"),
     ("CONTENT", "content"),
+    ("PRIORITY", "priority"),
     ("TTL", "ttl"),
     ("PROXIED", "proxied"),
 ];
+
+/// `name` as a whole name in `zone`: `@` is the zone, a name ending in a dot or in the zone
+/// is whole already, anything else is relative to the zone (as `record add` takes names).
+fn whole_name(name: &str, zone: &str) -> String {
+    let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+    let lower = name.to_ascii_lowercase();
+    if name == "@" {
+        zone
+    } else if let Some(whole) = lower.strip_suffix('.') {
+        whole.to_owned()
+    } else if lower == zone || lower.ends_with(&format!(".{zone}")) {
+        lower
+    } else {
+        format!("{lower}.{zone}")
+    }
+}
 
 /// The zone a file is for: its first `$ORIGIN`, else its file name without a `.zone`/`db.` wrapper.
 fn zone_of_file(path: &std::path::Path, text: &str) -> Option<String> {
@@ -433,8 +525,13 @@ pub fn zone(args: &ApiArgs, command: ZoneCommand) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let name = zone
-                .or_else(|| zone_of_file(&file, &text))
-                .context("cannot tell the zone name: give --zone")?;
+                .or_else(|| zone_of_file(&file, &text).filter(|n| n.contains('.')))
+                .with_context(|| {
+                    format!(
+                        "cannot tell the zone of {}: it has no SOA and no $ORIGIN, and its file name is no domain; give --zone",
+                        file.display()
+                    )
+                })?;
             // A zone made for this import goes again if the import fails: nothing is left
             // behind by a file that was refused.
             let (id, made) = match c.find_zone(&name)? {
@@ -490,7 +587,7 @@ pub fn record(args: &ApiArgs, command: RecordCommand) -> anyhow::Result<()> {
                 q.push(format!("type={}", encode(&k)));
             }
             if let Some(n) = name {
-                q.push(format!("name={}", encode(&n)));
+                q.push(format!("name={}", encode(&whole_name(&n, &zone))));
             }
             let path = format!("/zones/{id}/dns_records?{}", q.join("&"));
             c.print(&Value::Array(c.all(&path)?), RECORD_COLUMNS);
@@ -511,6 +608,43 @@ pub fn record(args: &ApiArgs, command: RecordCommand) -> anyhow::Result<()> {
                 body["priority"] = json!(p);
             }
             let out = c.call("POST", &format!("/zones/{id}/dns_records"), Some(body))?;
+            c.print(&out["result"], RECORD_COLUMNS);
+        }
+        RecordCommand::Edit {
+            zone,
+            id,
+            name,
+            content,
+            ttl,
+            proxied,
+            priority,
+            comment,
+        } => {
+            let zone_id = c.zone_id(&zone)?;
+            let mut body = serde_json::Map::new();
+            let fields = [
+                ("name", name.map(|n| json!(n))),
+                ("content", content.map(|v| json!(v))),
+                ("ttl", ttl.map(|v| json!(v))),
+                ("proxied", proxied.map(|v| json!(v))),
+                ("priority", priority.map(|v| json!(v))),
+                ("comment", comment.map(|v| json!(v))),
+            ];
+            for (field, value) in fields {
+                if let Some(value) = value {
+                    body.insert(field.to_owned(), value);
+                }
+            }
+            if body.is_empty() {
+                bail!(
+                    "nothing to change: give --content, --name, --ttl, --proxied, --priority or --comment"
+                );
+            }
+            let out = c.call(
+                "PATCH",
+                &format!("/zones/{zone_id}/dns_records/{}", encode(&id)),
+                Some(Value::Object(body)),
+            )?;
             c.print(&out["result"], RECORD_COLUMNS);
         }
         RecordCommand::Rm { zone, id } => {
@@ -563,6 +697,10 @@ pub fn token(args: &ApiArgs, command: TokenCommand) -> anyhow::Result<()> {
                 println!("{}", out["result"]["value"].as_str().unwrap_or(""));
             }
         }
+        TokenCommand::Delete { id } => {
+            let out = c.call("DELETE", &format!("/user/tokens/{}", encode(&id)), None)?;
+            c.print(&out["result"], &[("DELETED", "id")]);
+        }
         TokenCommand::List => {
             let out = c.call("GET", "/user/tokens", None)?;
             c.print(
@@ -582,6 +720,20 @@ pub fn token(args: &ApiArgs, command: TokenCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_names_are_taken_relative_to_the_zone_unless_whole() {
+        for (given, whole) in [
+            ("www", "www.example.org"),
+            ("@", "example.org"),
+            ("WWW.Example.org", "www.example.org"),
+            ("example.org", "example.org"),
+            ("www.other.net.", "www.other.net"),
+            ("a.b", "a.b.example.org"),
+        ] {
+            assert_eq!(whole_name(given, "example.org."), whole, "{given}");
+        }
+    }
 
     #[test]
     fn the_zone_of_a_file_is_its_soa_owner_then_its_origin_then_its_name() {

@@ -18,7 +18,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "parapet",
     version,
-    about = "A self-hostable edge: authoritative DNS, reverse proxy, cache and shield, driven by a Cloudflare-compatible API"
+    about = "A self-hostable edge: authoritative DNS, reverse proxy, cache and shield, driven by a Cloudflare-compatible API",
+    after_help = "Environment:\n  PARAPET_API_TOKEN  serve: the administrator token it takes (else it makes one on first start);\n                     zone, record, token: the token they send\n  PARAPET_API        zone, record, token: the API's base URL (as --api)\n  PARAPET_LOG        log filter, e.g. warn or parapet=debug (default info)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -64,8 +65,11 @@ fn init_logs() {
     const ACCESS: &str = "parapet::access";
     let filter = tracing_subscriber::EnvFilter::try_from_env("PARAPET_LOG")
         .unwrap_or_else(|_| "info".into());
+    // Colour only for a terminal: a log file or a pipe gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let diagnostics = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_filter(tracing_subscriber::filter::filter_fn(|m| {
             m.target() != ACCESS
         }));

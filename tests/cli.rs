@@ -179,3 +179,93 @@ fn cli_without_a_token_says_how_to_get_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PARAPET_API_TOKEN"));
 }
+
+#[test]
+fn cli_edits_records_lists_relative_names_and_revokes_tokens() {
+    let node = Node::start(NodeOptions::new(BIN).args(["--activation", "auto"]));
+    ok(&node, &["zone", "create", "example.net"]);
+    let added: Value = serde_json::from_str(&ok(
+        &node,
+        &[
+            "record",
+            "add",
+            "example.net",
+            "A",
+            "www",
+            "192.0.2.1",
+            "--json",
+        ],
+    ))
+    .expect("json");
+    let id = added["id"].as_str().expect("id").to_owned();
+    // Names are relative to the zone, as `record add` takes them.
+    let listed: Value = serde_json::from_str(&ok(
+        &node,
+        &["record", "list", "example.net", "--name", "www", "--json"],
+    ))
+    .expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    // Only the fields given change.
+    let edited: Value = serde_json::from_str(&ok(
+        &node,
+        &[
+            "record",
+            "edit",
+            "example.net",
+            &id,
+            "--content",
+            "192.0.2.2",
+            "--proxied",
+            "true",
+            "--json",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(edited["content"], "192.0.2.2");
+    assert_eq!(edited["proxied"], true);
+    assert_eq!(edited["name"], "www.example.net");
+    let nothing = run(&node, &node.token, &["record", "edit", "example.net", &id]);
+    assert_eq!(nothing.status.code(), Some(2));
+    ok(&node, &["record", "delete", "example.net", &id]);
+
+    // A revoked token is refused from then on.
+    let created = ok(&node, &["token", "create", "--name", "temp"]);
+    let id = created
+        .split_whitespace()
+        .nth(1)
+        .expect("token id")
+        .to_owned();
+    let secret = created.lines().last().expect("secret").trim().to_owned();
+    assert!(run(&node, &secret, &["zone", "list"]).status.success());
+    ok(&node, &["token", "delete", &id]);
+    assert_eq!(
+        run(&node, &secret, &["zone", "list"]).status.code(),
+        Some(2)
+    );
+
+    // Mistakes get a message that says what to do.
+    let out = Command::new(BIN)
+        .args(["zone", "list", "--api", "127.0.0.1:8080"])
+        .env("PARAPET_API_TOKEN", &node.token)
+        .output()
+        .expect("run");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("http://"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("plain.zone");
+    std::fs::write(&plain, "www 300 IN A 192.0.2.1\n").expect("write");
+    let out = run(
+        &node,
+        &node.token,
+        &["zone", "import", plain.to_str().expect("path")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--zone"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
