@@ -569,11 +569,13 @@ impl DnsServer {
                 cookies: &self.cookies,
                 now: unix_now(),
             };
+            // A message that gets no answer (a response, one unreadable) is skipped; the
+            // queries behind it are answered, as Knot answers them.
             let Some(Answered {
                 bytes: response, ..
             }) = self.answer(&index, &buf[..n], Transport::Tcp, &client)
             else {
-                return Ok(());
+                continue;
             };
             write_framed(&mut stream, &response).await?;
         }
