@@ -137,6 +137,10 @@ pub struct Config {
     pub dns_cookie_secrets: Vec<[u8; 16]>,
     /// The most DNS records a zone may hold (a change that would go past it is refused).
     pub max_records_per_zone: usize,
+    /// The name this node gives when asked which it is (CH TXT `id.server` and
+    /// `hostname.bind`, the NSID option): nodes behind one anycast address told apart.
+    /// `None`: not said (REFUSED, no NSID).
+    pub dns_identity: Option<String>,
 }
 
 /// The ports Cloudflare proxies HTTP on: an edge listen address given without a port takes
@@ -256,6 +260,7 @@ impl Default for Config {
             dns_rrl_rate: 20,
             dns_rrl_slip: 2,
             dns_cookie_secrets: Vec::new(),
+            dns_identity: None,
             max_records_per_zone: 2_000_000,
             origin_ca_file: None,
             origin_pull_certificate: None,
@@ -287,6 +292,7 @@ const KEYS: &[&str] = &[
     "dns_rrl_rate",
     "dns_rrl_slip",
     "dns_cookie_secrets",
+    "dns_identity",
     "max_records_per_zone",
     "resolver",
     "edge_connect_timeout",
@@ -506,6 +512,17 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                     _ => errors.push(want("a whole number, 1 or more")),
                 }
             }
+            "dns_identity" => match value.as_str() {
+                Some(id)
+                    if (1..=255).contains(&id.len())
+                        && id.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
+                {
+                    c.dns_identity = Some(id.to_owned())
+                }
+                _ => errors.push(want(
+                    "1 to 255 printable ASCII characters, such as \"edge-ams-1\"",
+                )),
+            },
             "dns_cookie_secrets" => {
                 let secrets: Option<Vec<[u8; 16]>> = list()
                     .and_then(|items| items.iter().map(|s| parapet_dns::parse_secret(s)).collect());
@@ -810,6 +827,23 @@ mod tests {
         assert_eq!(c.nameservers, ["ns1.example.net", "ns2.example.net"]);
         assert_eq!(c.activation, ActivationFlag::Auto);
         assert_eq!(c.activation_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_dns_identity_is_printable_text_of_a_txt_strings_length() {
+        assert_eq!(Config::default().dns_identity, None);
+        let c = parse_file("dns_identity = \"edge-ams-1\"\n", Config::default()).expect("valid");
+        assert_eq!(c.dns_identity.as_deref(), Some("edge-ams-1"));
+        for bad in [
+            "\"\"",
+            "\"tab\\there\"",
+            "7",
+            &format!("\"{}\"", "x".repeat(256)),
+        ] {
+            let errors = parse_file(&format!("dns_identity = {bad}\n"), Config::default())
+                .expect_err("invalid");
+            assert!(errors[0].starts_with("dns_identity"), "{bad}: {errors:?}");
+        }
     }
 
     #[test]

@@ -110,17 +110,20 @@ async fn start_dns(
         );
     }
     let index: IndexHandle = Arc::new(ArcSwap::from_pointee(DnsIndex::default()));
-    let server = Arc::new(DnsServer::new(
-        Arc::clone(&index),
-        Limits {
-            max_udp_payload: config.dns_udp_payload,
-        },
-        RrlConfig {
-            rate: config.dns_rrl_rate,
-            slip: config.dns_rrl_slip,
-        },
-        dns_cookies(config)?,
-    ));
+    let server = Arc::new(
+        DnsServer::new(
+            Arc::clone(&index),
+            Limits {
+                max_udp_payload: config.dns_udp_payload,
+            },
+            RrlConfig {
+                rate: config.dns_rrl_rate,
+                slip: config.dns_rrl_slip,
+            },
+            dns_cookies(config)?,
+        )
+        .with_identity(config.dns_identity.as_deref()),
+    );
     for addr in &config.dns_listen {
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
         let adopted_udp = inherited.take(Role::DnsUdp, *addr);

@@ -1291,3 +1291,24 @@ fn ds_at_the_apex_of_a_nested_zone_is_answered_by_the_parent_zone() {
         (ResponseCode::NoError, Some("nest.example."))
     );
 }
+
+#[test]
+fn a_node_given_an_identity_tells_which_node_answered() {
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args(["--activation", "auto", "--dns-listen", "127.0.0.1:0"])
+            .config("dns_identity = \"edge-ams-1\"\n"),
+    );
+    let dns = node.dns_addr();
+    let mut query = Message::query();
+    let mut question = hickory_proto::op::Query::query(
+        Name::from_ascii("id.server.").expect("name"),
+        RecordType::TXT,
+    );
+    question.set_query_class(hickory_proto::rr::DNSClass::CH);
+    query.add_query(question);
+    let answer = udp(dns, &query.to_vec().expect("query")).expect("an answer");
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(answer.answers.len(), 1, "{answer:?}");
+    assert_eq!(answer.answers[0].data.to_string(), "edge-ams-1");
+}

@@ -442,6 +442,32 @@ fn check_options(packet: &[u8]) -> OptionsCheck {
     OptionsCheck::Fine
 }
 
+/// The NSID option's code (RFC 5001).
+const NSID: u16 = 3;
+
+/// The answer to CH TXT `id.server` or `hostname.bind` (or ANY), as Knot and NSD give it: the
+/// node's identity, TTL 0; `None` for any other query, or when the node says no identity.
+fn identity_answer(request: &Message, identity: Option<&str>) -> Option<Message> {
+    let identity = identity?;
+    let [query] = request.queries.as_slice() else {
+        return None;
+    };
+    let name = query.name().to_ascii().to_ascii_lowercase();
+    let asked = matches!(name.as_str(), "id.server." | "hostname.bind.")
+        && query.query_class() == DNSClass::CH
+        && matches!(query.query_type(), RecordType::TXT | RecordType::ANY);
+    if !asked {
+        return None;
+    }
+    let txt = hickory_proto::rr::rdata::TXT::new(vec![identity.to_owned()]);
+    let mut record = Record::from_rdata(query.name().clone(), 0, RData::TXT(txt));
+    record.dns_class = DNSClass::CH;
+    let mut response = error_response(request, ResponseCode::NoError);
+    response.metadata.authoritative = true;
+    response.answers.push(record);
+    Some(response)
+}
+
 /// A FORMERR for a query whose OPT is malformed: its question and an OPT of this server's
 /// (`None` when the question cannot be read: dropped).
 fn formerr_with_opt(packet: &[u8], payload: u16) -> Option<Vec<u8>> {
@@ -540,6 +566,8 @@ pub struct Client<'a> {
     pub cookies: &'a Cookies,
     /// Unix seconds.
     pub now: u32,
+    /// The name this node gives when asked which it is (CH TXT `id.server`, NSID).
+    pub identity: Option<&'a str>,
 }
 
 /// A response, whether the client proved its address with a valid server cookie, and what
@@ -722,9 +750,12 @@ fn answer_slow(
             false,
             ResponseKind::ERROR,
         ),
-        _ => match respond(index, &request, transport, limit, &mut additional_cut) {
-            Ok(answered) => answered,
-            Err(rcode) => (error_response(&request, rcode), false, ResponseKind::ERROR),
+        _ => match identity_answer(&request, client.and_then(|c| c.identity)) {
+            Some(told) => (told, false, ResponseKind::answer("id.server", 16)),
+            None => match respond(index, &request, transport, limit, &mut additional_cut) {
+                Ok(answered) => answered,
+                Err(rcode) => (error_response(&request, rcode), false, ResponseKind::ERROR),
+            },
         },
     };
     if let Some(edns) = &request.edns {
@@ -741,6 +772,13 @@ fn answer_slow(
         {
             opt.options_mut()
                 .insert(EdnsOption::Unknown(COOKIE, answer.to_vec()));
+        }
+        // The node's identity, to a client that asks for it (RFC 5001).
+        if let Some(identity) = client.and_then(|c| c.identity)
+            && edns.options().get(EdnsCode::NSID).is_some()
+        {
+            opt.options_mut()
+                .insert(EdnsOption::Unknown(NSID, identity.as_bytes().to_vec()));
         }
         response.set_edns(opt);
     }

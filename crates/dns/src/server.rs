@@ -209,6 +209,8 @@ pub struct DnsServer {
     /// When idle connections were last told of pressure, in milliseconds since `started`.
     tcp_pressed_ms: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
+    /// The name this node gives when asked which it is.
+    identity: Option<Arc<str>>,
 }
 
 /// Releases a client's TCP connection slot when the connection ends.
@@ -249,7 +251,14 @@ impl DnsServer {
             tcp_waiting: std::sync::atomic::AtomicUsize::new(0),
             tcp_pressed_ms: std::sync::atomic::AtomicU64::new(0),
             started: std::time::Instant::now(),
+            identity: None,
         }
+    }
+
+    /// The name this node gives when asked which it is (CH TXT `id.server`, NSID).
+    pub fn with_identity(mut self, identity: Option<&str>) -> Self {
+        self.identity = identity.map(Arc::from);
+        self
     }
 
     fn tcp_slot(&self, ip: std::net::IpAddr) -> Option<TcpSlot<'_>> {
@@ -324,6 +333,7 @@ impl DnsServer {
             ip: peer.ip(),
             cookies: &self.cookies,
             now: unix_now(),
+            identity: self.identity.as_deref(),
         };
         let Answered {
             bytes: response,
@@ -568,6 +578,7 @@ impl DnsServer {
                 ip: peer.ip(),
                 cookies: &self.cookies,
                 now: unix_now(),
+                identity: self.identity.as_deref(),
             };
             // A message that gets no answer (a response, one unreadable) is skipped; the
             // queries behind it are answered, as Knot answers them.

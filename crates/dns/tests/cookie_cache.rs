@@ -39,6 +39,7 @@ fn client(cookies: &Cookies) -> Client<'_> {
         ip: "198.51.100.20".parse().expect("ip"),
         cookies,
         now: NOW,
+        identity: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn check(index: &DnsIndex, packet: &[u8]) {
             ip: "192.0.2.99".parse().expect("ip"),
             cookies: &cookies,
             now: 1_000_000,
+            identity: Some("node-1"),
         };
         if let Some(out) = answer_query(index, packet, transport, Limits::default(), Some(&client))
         {
@@ -181,4 +182,102 @@ fn transfers_over_udp_get_the_soa_alone_or_not_implemented() {
     // AXFR over UDP is not implemented, as Knot answers.
     let axfr = ask(RecordType::AXFR, false);
     assert_eq!(axfr.metadata.response_code, ResponseCode::NotImp);
+}
+
+#[test]
+fn a_node_with_an_identity_says_it_when_asked_and_one_without_refuses() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::DNSClass;
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let index = index();
+    let cookies = Cookies::new([1; 16], &[]);
+    let ask = |name: &str, class: DNSClass, qtype: RecordType, nsid: bool, identity| {
+        let mut m = Message::query();
+        let mut q = Query::query(Name::from_ascii(name).expect("name"), qtype);
+        q.set_query_class(class);
+        m.add_query(q);
+        let mut e = Edns::new();
+        if nsid {
+            e.options_mut().insert(EdnsOption::Unknown(3, Vec::new()));
+        }
+        m.set_edns(e);
+        let client = parapet_dns::Client {
+            ip: "192.0.2.99".parse().expect("ip"),
+            cookies: &cookies,
+            now: 1_000_000,
+            identity,
+        };
+        let packet = m.to_vec().expect("encode");
+        let out = answer_query(
+            &index,
+            &packet,
+            Transport::Udp,
+            Limits::default(),
+            Some(&client),
+        )
+        .expect("an answer");
+        Message::from_vec(&out.bytes).expect("response")
+    };
+    for name in ["id.server.", "HOSTNAME.bind."] {
+        let told = ask(
+            name,
+            DNSClass::CH,
+            RecordType::TXT,
+            false,
+            Some("edge-ams-1"),
+        );
+        assert_eq!(told.metadata.response_code, ResponseCode::NoError);
+        assert!(told.metadata.authoritative);
+        assert_eq!(told.answers.len(), 1, "{told:?}");
+        assert_eq!(told.answers[0].dns_class, DNSClass::CH);
+        assert_eq!(told.answers[0].data.to_string(), "edge-ams-1");
+        let refused = ask(name, DNSClass::CH, RecordType::TXT, false, None);
+        assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+    }
+    // Nothing else is answered so: the version, another class.
+    for (name, class) in [
+        ("version.bind.", DNSClass::CH),
+        ("id.server.", DNSClass::IN),
+    ] {
+        let refused = ask(name, class, RecordType::TXT, false, Some("edge-ams-1"));
+        assert_eq!(
+            refused.metadata.response_code,
+            ResponseCode::Refused,
+            "{name}"
+        );
+    }
+    // NSID: with any answer, to a client that asks, when the node has an identity.
+    let answered = ask(
+        "www.example.test.",
+        DNSClass::IN,
+        RecordType::A,
+        true,
+        Some("edge-ams-1"),
+    );
+    let nsid = answered
+        .edns
+        .as_ref()
+        .and_then(|e| e.options().get(EdnsCode::NSID).cloned());
+    // (The codec reads it back as its own NSID type: its bytes are the identity.)
+    let bytes = format!("{:?}", b"edge-ams-1".to_vec());
+    assert!(
+        nsid.as_ref()
+            .is_some_and(|o| format!("{o:?}").contains(&bytes)),
+        "{nsid:?}"
+    );
+    for (nsid, identity) in [(false, Some("edge-ams-1")), (true, None)] {
+        let answered = ask(
+            "www.example.test.",
+            DNSClass::IN,
+            RecordType::A,
+            nsid,
+            identity,
+        );
+        assert!(
+            answered
+                .edns
+                .as_ref()
+                .is_some_and(|e| e.options().get(EdnsCode::NSID).is_none())
+        );
+    }
 }
