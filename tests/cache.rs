@@ -610,6 +610,28 @@ fn conditional_requests_find_a_stored_copy_current_without_its_validators() {
 }
 
 #[test]
+fn a_conditional_request_that_misses_gets_the_whole_answer_and_fills_the_cache() {
+    let s = site("condmiss.test");
+    let host = "www.condmiss.test";
+    let since = ["-H", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT"];
+    for (path, protocol) in [
+        ("/one-dated.png", &[][..]),
+        ("/two-dated.png", &["--http2-prior-knowledge"][..]),
+    ] {
+        // Fetched from the origin now: the whole answer (the engine cut it to a header the
+        // stored copy never finished, and over HTTP/2 broke the stream).
+        let (status, cache, head, body) = fetch(s.port, host, path, &[protocol, &since].concat());
+        assert_eq!((status, cache.as_str()), (200, "MISS"), "{path}: {head}");
+        assert!(body.starts_with(path), "{path}: {body}");
+        let (status, cache, head, _) = fetch(s.port, host, path, protocol);
+        assert_eq!((status, cache.as_str()), (200, "HIT"), "{path}: {head}");
+        let (status, cache, head, _) = fetch(s.port, host, path, &[protocol, &since].concat());
+        assert_eq!((status, cache.as_str()), (304, "HIT"), "{path}: {head}");
+        assert_eq!(s.hits.of(path), 1, "{path}");
+    }
+}
+
+#[test]
 fn stale_objects_are_served_while_revalidating_or_when_the_origin_fails() {
     let s = site("stale.test");
     let host = "www.stale.test";

@@ -1355,7 +1355,10 @@ impl ProxyHttp for EdgeProxy {
         e
     }
 
-    /// A hit's 304, decided as the edge's direct paths decide it ([`hit::current_copy`]).
+    /// A hit's 304, decided as the edge's direct paths decide it ([`hit::current_copy`]). An
+    /// answer fetched from the origin now (a miss, an expired copy refetched) goes whole: the
+    /// engine would cut it to a header, leaving the stored copy unfinished, and on HTTP/2 it
+    /// wrote that 304 without ending the stream, then the body.
     fn cache_not_modified_filter(
         &self,
         session: &Session,
@@ -1364,6 +1367,17 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<bool> {
         let req = session.req_header();
         if !matches!(req.method, http::Method::GET | http::Method::HEAD) {
+            return Ok(false);
+        }
+        let from_store = matches!(
+            session.cache.phase(),
+            CachePhase::Hit
+                | CachePhase::Stale
+                | CachePhase::StaleUpdating
+                | CachePhase::Revalidated
+                | CachePhase::RevalidatedNoCache(_)
+        );
+        if !from_store {
             return Ok(false);
         }
         let tags = req
