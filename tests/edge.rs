@@ -519,21 +519,23 @@ fn sigterm_stops_the_edge_cleanly() {
     );
 }
 
+/// `parapet serve` on a data directory of its own, its edge on `http` alone.
+fn serve_on(dir: &std::path::Path, http: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--api-listen", "127.0.0.1:0", "--http-listen", http])
+        .env("PARAPET_API_TOKEN", "x");
+    command
+}
+
 #[test]
 fn a_busy_http_port_names_the_flag() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(BIN)
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--api-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            &addr.to_string(),
-        ])
-        .env("PARAPET_API_TOKEN", "x")
+    let out = serve_on(dir.path(), &addr.to_string())
         .output()
         .expect("run");
     assert!(!out.status.success());
@@ -547,16 +549,7 @@ fn a_busy_http_port_names_the_flag() {
     let port = free_port();
     let _first = edge_node(port, "");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut second = Command::new(BIN)
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--api-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("PARAPET_API_TOKEN", "x")
+    let mut second = serve_on(dir.path(), &format!("127.0.0.1:{port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

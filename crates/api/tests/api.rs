@@ -1288,6 +1288,7 @@ async fn purged_urls_reach_the_cache_keyed_by_the_configured_then_the_zones_cach
 async fn an_import_with_bare_lf_line_ends_as_cloudflare_go_sends_it_is_taken() {
     let api = Api::new();
     let zone = api.zone("example.com").await;
+    let records = format!("/zones/{zone}/dns_records?per_page=50");
     // cloudflare-go's templates: LF line ends, no line break after the closing boundary, the
     // records marked proxied in a second request.
     let b = "------------------------BOUNDARY";
@@ -1326,13 +1327,7 @@ async fn an_import_with_bare_lf_line_ends_as_cloudflare_go_sends_it_is_taken() {
             "{text}"
         );
     }
-    let v = api
-        .ok(
-            "GET",
-            &format!("/zones/{zone}/dns_records?per_page=50"),
-            None,
-        )
-        .await;
+    let v = api.ok("GET", &records, None).await;
     let mut seen: Vec<(String, String, bool)> = v
         .as_array()
         .expect("records")
@@ -1369,13 +1364,7 @@ async fn an_import_with_bare_lf_line_ends_as_cloudflare_go_sends_it_is_taken() {
         (StatusCode::BAD_REQUEST, vec![9207]),
         "{text}"
     );
-    let v = api
-        .ok(
-            "GET",
-            &format!("/zones/{zone}/dns_records?per_page=50"),
-            None,
-        )
-        .await;
+    let v = api.ok("GET", &records, None).await;
     assert_eq!(v.as_array().map(Vec::len), Some(3));
 }
 
