@@ -445,10 +445,9 @@ fn visitor_ip(session: &HttpSession) -> Option<std::net::IpAddr> {
         .map(std::net::SocketAddr::ip)
 }
 
-/// Answers a stream with the edge's page for `error` (as the engine's, in the format the
-/// request asks for), counted and logged.
-/// The edge's answer to a stream it refuses before routing: `Err`, an error page; `Ok`, a plain
-/// answer of that status (with `Allow` on a 405).
+/// Answers a stream the edge refuses before routing, counted and logged: `Err`, with the
+/// edge's page for that error (as the engine's, in the format the request asks for); `Ok`,
+/// with a plain answer of that status (and `Allow` on a 405).
 async fn refuse(session: &mut HttpSession, proxy: &EdgeProxy, refusal: Result<u16, EdgeError>) {
     let started = Instant::now();
     let ray = crate::headers::ray_id();

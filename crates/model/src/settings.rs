@@ -65,8 +65,8 @@ pub const SETTINGS: &[SettingDef] = &[
         kind: SettingKind::Choice(&["off"]),
         default: Some("off"),
     },
-    // Cloudflare's: compressible answers go to visitors that accept it in brotli (or gzip,
-    // zstd), always.
+    // Cloudflare's: a compressible answer goes in brotli to a visitor that accepts it (else in
+    // zstd or gzip), always.
     SettingDef {
         id: "brotli",
         kind: SettingKind::Choice(&["on"]),
