@@ -527,8 +527,7 @@ impl RecordDraft {
             }
             // At the apex a CNAME is flattened into addresses (as Cloudflare does): it stands
             // beside any record but the addresses it takes the place of.
-            let addresses = |kind: RecordType| matches!(kind, RecordType::A | RecordType::AAAA);
-            if self.kind == RecordType::CNAME && (!apex || addresses(other.kind)) {
+            if self.kind == RecordType::CNAME && (!apex || is_address(other.kind)) {
                 return Err(Conflict {
                     code: 81053,
                     message: if apex {
@@ -538,7 +537,7 @@ impl RecordDraft {
                     },
                 });
             }
-            if other.kind == RecordType::CNAME && (!apex || addresses(self.kind)) {
+            if other.kind == RecordType::CNAME && (!apex || is_address(self.kind)) {
                 return Err(Conflict {
                     code: 81054,
                     message: "A CNAME record with that host already exists.".into(),
@@ -692,9 +691,7 @@ fn check_indexed<'a, S: std::hash::BuildHasher>(
         _ => firsts.ns,
     };
     // At the apex, a CNAME is set against addresses only.
-    let cname = firsts
-        .cname
-        .filter(|_| !apex || matches!(draft.kind, RecordType::A | RecordType::AAAA));
+    let cname = firsts.cname.filter(|_| !apex || is_address(draft.kind));
     match first.into_iter().chain(cname).chain(beside).min() {
         Some(decisive) => draft.check_against([at(decisive)], apex),
         None => Ok(()),
@@ -720,8 +717,13 @@ fn kinds_of(kind: RecordType) -> [bool; KINDS] {
         kind == RecordType::CNAME,
         kind == RecordType::NS,
         !matches!(kind, RecordType::NS | RecordType::DS),
-        matches!(kind, RecordType::A | RecordType::AAAA),
+        is_address(kind),
     ]
+}
+
+/// Whether `kind` is an address type (what a flattened CNAME at the apex takes the place of).
+fn is_address(kind: RecordType) -> bool {
+    matches!(kind, RecordType::A | RecordType::AAAA)
 }
 
 /// The records at one name, indexed so that a record is checked against all of them in
