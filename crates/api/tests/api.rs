@@ -36,16 +36,25 @@ impl Api {
             ));
         }
         body.push_str(&format!("--{b}--\r\n"));
-        let (s, v, _) = self
-            .raw(
-                "POST",
-                &format!("/zones/{zone}/dns_records/import"),
-                Some(ADMIN),
-                &format!("multipart/form-data; boundary={b}"),
-                body.into_bytes(),
-            )
-            .await;
+        let (s, v, _) = self.import_raw(zone, b, body.into_bytes()).await;
         (s, v)
+    }
+
+    /// An import of the multipart `body` delimited by `boundary`, as it is.
+    async fn import_raw(
+        &self,
+        zone: &str,
+        boundary: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value, String) {
+        self.raw(
+            "POST",
+            &format!("/zones/{zone}/dns_records/import"),
+            Some(ADMIN),
+            &format!("multipart/form-data; boundary={boundary}"),
+            body,
+        )
+        .await
     }
 }
 
@@ -1311,15 +1320,7 @@ async fn an_import_with_bare_lf_line_ends_as_cloudflare_go_sends_it_is_taken() {
         ),
         ("www.example.com.\t1\tIN\tA\t192.0.2.80", true),
     ] {
-        let (s, v, text) = api
-            .raw(
-                "POST",
-                &format!("/zones/{zone}/dns_records/import"),
-                Some(ADMIN),
-                &format!("multipart/form-data; boundary={b}"),
-                template(file, proxied),
-            )
-            .await;
+        let (s, v, text) = api.import_raw(&zone, b, template(file, proxied)).await;
         assert_eq!(s, StatusCode::OK, "{text}");
         assert_eq!(
             v["result"]["total_records_parsed"],
@@ -1349,16 +1350,9 @@ async fn an_import_with_bare_lf_line_ends_as_cloudflare_go_sends_it_is_taken() {
     .map(|(n, c, p)| (n.to_owned(), c.to_owned(), p));
     assert_eq!(seen, expected);
     // A part that never ends is refused, and nothing of it is stored.
-    let (s, v, text) = api
-        .raw(
-            "POST",
-            &format!("/zones/{zone}/dns_records/import"),
-            Some(ADMIN),
-            &format!("multipart/form-data; boundary={b}"),
-            format!("--{b}\nContent-Disposition: form-data; name=\"file\"\n\nnew A 192.0.2.9\n")
-                .into_bytes(),
-        )
-        .await;
+    let unended =
+        format!("--{b}\nContent-Disposition: form-data; name=\"file\"\n\nnew A 192.0.2.9\n");
+    let (s, v, text) = api.import_raw(&zone, b, unended.into_bytes()).await;
     assert_eq!(
         (s, codes(&v)),
         (StatusCode::BAD_REQUEST, vec![9207]),

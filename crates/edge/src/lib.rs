@@ -531,27 +531,30 @@ impl Connections {
 /// Binds `addr` without `SO_REUSEPORT` and lets it go: `EADDRINUSE` when any socket, shared
 /// or not, listens there.
 fn exclusive_probe(addr: SocketAddr) -> std::io::Result<()> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())
+    bound_socket(addr, false).map(drop)
 }
 
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = bound_socket(addr, true)?;
+    socket.set_nonblocking(true)?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A TCP socket bound to `addr` (IPv6 alone for an IPv6 address), sharing it with others that
+/// set `SO_REUSEPORT` when `shared`.
+fn bound_socket(addr: SocketAddr, shared: bool) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// Accept queue per socket (as nginx's default on Linux, 511, rounded up).

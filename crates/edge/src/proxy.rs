@@ -978,7 +978,7 @@ const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 /// before any phase: [`crate::stream::EngineReads::rewrite`]), the connection closed after it.
 pub(crate) fn refusal_bytes(status: u16, ray: &str) -> Vec<u8> {
     let body = plain_refusal_body(status);
-    let reason = body.split_once(' ').map_or("Error", |(_, r)| r.trim_end());
+    let reason = reason_phrase(status);
     let allow = if status == 405 {
         format!("Allow: {ALLOWED_METHODS}\r\n")
     } else {
@@ -993,11 +993,15 @@ pub(crate) fn refusal_bytes(status: u16, ray: &str) -> Vec<u8> {
 
 /// The body of the edge's plain refusal with `status`: its code and reason.
 pub(crate) fn plain_refusal_body(status: u16) -> String {
-    let reason = http::StatusCode::from_u16(status)
+    format!("{status} {}\n", reason_phrase(status))
+}
+
+/// The reason phrase of `status` ("Error" for one without).
+fn reason_phrase(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    format!("{status} {reason}\n")
+        .unwrap_or("Error")
 }
 
 /// `Allow` on a 405: the methods the edge takes (RFC 9110 §15.5.6).
