@@ -95,6 +95,28 @@ fn serve_one(mut stream: TcpStream, hits: &Hits) {
         // Stored with stale-if-error, then the origin hangs up without an answer.
         return;
     }
+    if let Some(coding) = ["gzip", "br"]
+        .into_iter()
+        .find(|c| path.contains(&format!("pre{c}")))
+    {
+        // Kept compressed, as object stores keep files: sent in its coding whatever was asked.
+        let cache_control = match (path.contains("nostore"), path.contains("notransform")) {
+            (true, true) => "no-store, no-transform",
+            (true, false) => "no-store",
+            (false, true) => "public, max-age=60, no-transform",
+            (false, false) => "public, max-age=60",
+        };
+        let body = encoded(coding, precoded_text(&path).as_bytes());
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/css\r\nContent-Encoding: {coding}\r\nCache-Control: {cache_control}\r\nETag: \"pre1\"\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        if method != "HEAD" {
+            let _ = stream.write_all(&body);
+        }
+        return;
+    }
     if let Some(size) = path.strip_prefix("/big/").and_then(big_size) {
         // `gen` in the name: other bytes at every request (shifted by its count).
         let shift = if path.contains("gen") { n } else { 0 };
@@ -110,6 +132,26 @@ fn serve_one(mut stream: TcpStream, hits: &Hits) {
     if method != "HEAD" {
         let _ = stream.write_all(body.as_bytes());
     }
+}
+
+/// The stylesheet `/pregzip…` and `/prebr…` hold, before their coding.
+fn precoded_text(path: &str) -> String {
+    format!("/* {path} */\n{}", "a { color: red; }\n".repeat(300))
+}
+
+/// `bytes` in `coding` (gzip or br).
+fn encoded(coding: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if coding == "gzip" {
+        let mut encoder = flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
+        encoder.write_all(bytes).expect("gzip");
+        encoder.finish().expect("gzip");
+    } else {
+        let mut encoder = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        encoder.write_all(bytes).expect("br");
+        drop(encoder);
+    }
+    out
 }
 
 /// `/big/40.bin` is 40 MiB, `/big/100k-3.bin` 100 KiB, `/big/slow-24.bin` 24 MiB sent over
@@ -948,6 +990,77 @@ fn compressible_responses_are_compressed_as_the_visitor_accepts() {
             assert!(
                 head.contains(&format!("content-length: {}", body.len())),
                 "{path}: {head}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_origins_gzip_or_brotli_is_decoded_for_a_visitor_that_does_not_accept_it() {
+    let s = site("coded.test");
+    let host = "www.coded.test";
+    let h2 = "--http2-prior-knowledge";
+    // Stored: each coding class is asked of the origin once and kept as it is served; passed
+    // (no-store): decoded on the way, through the edge's own paths and the engine's (a POST).
+    for (path, statuses) in [
+        ("/pregzip.css", ["MISS", "HIT", "HIT"]),
+        ("/prebr.css", ["MISS", "HIT", "HIT"]),
+        ("/pregzip-nostore.css", ["BYPASS"; 3]),
+    ] {
+        let text = precoded_text(path);
+        for (extra, expected) in [
+            (&[][..], statuses[0]),
+            (&[], statuses[1]),
+            (&[h2], statuses[2]),
+            (&["-X", "POST"], "DYNAMIC"),
+            (&["-X", "POST", h2], "DYNAMIC"),
+        ] {
+            let (status, cache, head, body) = fetch(s.port, host, path, extra);
+            assert_eq!(
+                (status, cache.as_str()),
+                (200, expected),
+                "{path} {extra:?}"
+            );
+            assert!(
+                !head.contains("content-encoding"),
+                "{path} {extra:?}: {head}"
+            );
+            assert_eq!(body, text, "{path} {extra:?}: {head}");
+            assert!(
+                !head.contains("etag: \"pre1\""),
+                "a decoded copy's ETag is not the coded one's: {head}"
+            );
+        }
+        // A visitor that accepts the coding gets it as the origin sent it (curl decodes it).
+        for extra in [&[][..], &[h2]] {
+            let accept = ["--compressed", "-H", "Accept-Encoding: gzip, br"];
+            let (status, _, head, body) = fetch(s.port, host, path, &[&accept[..], extra].concat());
+            assert_eq!(status, 200, "{path}");
+            let coding = if path.contains("br") { "br" } else { "gzip" };
+            assert!(
+                head.contains(&format!("content-encoding: {coding}")),
+                "{path} {extra:?}: {head}"
+            );
+            assert_eq!(body, text, "{path} {extra:?}");
+        }
+    }
+    assert_eq!(s.hits.of("/pregzip.css"), 4, "none, two POSTs, then gzip");
+    // A brotli-only visitor gets brotli, not gzip.
+    let accept = ["--compressed", "-H", "Accept-Encoding: br"];
+    let (_, _, head, body) = fetch(s.port, host, "/pregzip.css", &accept);
+    assert!(head.contains("content-encoding: br"), "{head}");
+    assert_eq!(body, precoded_text("/pregzip.css"));
+    // An answer the origin forbids transforming goes as it came, on every path.
+    for path in [
+        "/pregzip-notransform.css",
+        "/pregzip-notransform-nostore.css",
+    ] {
+        for extra in [&[][..], &[], &[h2]] {
+            let (status, _, head, _) = fetch(s.port, host, path, extra);
+            assert_eq!(status, 200, "{path}");
+            assert!(
+                head.contains("content-encoding: gzip"),
+                "{path} {extra:?}: {head}"
             );
         }
     }

@@ -448,6 +448,27 @@ pub(crate) fn keep_bytes_unless(
         (resp.status, untransformable),
         compression,
     );
+    decode_unaccepted(resp, untransformable, compression);
+}
+
+/// Lets `compression` decode an answer in a content coding its request does not accept (an
+/// origin may send gzip or brotli whatever it was asked, as object stores do with files kept
+/// compressed): Cloudflare decodes it for a visitor that cannot. Not a partial answer (its
+/// range counts coded bytes), nor one whose `Cache-Control` forbids changing it. Only an answer
+/// with a `Content-Encoding` is concerned, so that an answer without one finds `compression` as
+/// [`keep_bytes_of`] left it.
+fn decode_unaccepted(
+    resp: &ResponseHeader,
+    untransformable: bool,
+    compression: &mut pingora::protocols::http::compression::ResponseCompressionCtx,
+) {
+    if compression.is_header_phase()
+        && !resp.status.is_informational()
+        && resp.headers.contains_key(http::header::CONTENT_ENCODING)
+    {
+        let partial = resp.status == http::StatusCode::PARTIAL_CONTENT;
+        compression.adjust_decompression(!untransformable && !partial);
+    }
 }
 
 /// Whether a `Cache-Control` field value holds `no-transform`: the origin forbids changing the
@@ -1638,8 +1659,8 @@ impl ProxyHttp for EdgeProxy {
         }
         let keeping = ctx.cache_rules.as_deref();
         // An HTTP/1.0 visitor reads no chunked coding (RFC 9112 §6.1): an answer of unknown
-        // length goes as it comes, ended by the close, and is not compressed (its length would
-        // be unknown), as nginx answers HTTP/1.0.
+        // length goes as it comes, ended by the close, and is neither compressed nor decoded
+        // (its length would be unknown), as nginx answers HTTP/1.0.
         let http10 = session.req_header().version < http::Version::HTTP_11;
         if http10
             && resp.headers.contains_key(http::header::TRANSFER_ENCODING)
@@ -1652,10 +1673,11 @@ impl ProxyHttp for EdgeProxy {
             .downstream_modules_ctx
             .get_mut::<pingora::modules::http::compression::ResponseCompression>(
         ) {
+            keep_bytes(keeping, resp, compression);
             if http10 && compression.is_header_phase() {
                 compression.adjust_level(0);
+                compression.adjust_decompression(false);
             }
-            keep_bytes(keeping, resp, compression);
         }
         let hsts = ctx
             .origin
