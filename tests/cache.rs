@@ -626,6 +626,51 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
     });
 }
 
+/// An answer of known length whose origin pauses after a part of it: the header and that part
+/// reach the visitor at once, not with the rest (on the engine's path: a miss the cache keeps,
+/// a POST).
+#[test]
+fn an_answer_whose_origin_pauses_reaches_the_visitor_as_far_as_it_came() {
+    let s = site("pause.test");
+    let host = "www.pause.test";
+    for (method, path) in [("GET", "/dribble-get.png"), ("POST", "/dribble-post.png")] {
+        let mut conn = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            conn,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .expect("request");
+        let started = std::time::Instant::now();
+        let mut got = Vec::new();
+        let mut read_until = |end: &[u8]| {
+            let mut chunk = [0u8; 4096];
+            while !got.ends_with(end) {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+            (
+                started.elapsed(),
+                String::from_utf8_lossy(&got).into_owned(),
+            )
+        };
+        // The origin sends the rest 1.5 s after the first part.
+        let (waited, text) = read_until(b"\r\n\r\nfirst");
+        assert!(
+            waited < Duration::from_millis(1000),
+            "{method} {path}: the first part after {waited:?}: {text}"
+        );
+        let (_, text) = read_until(b"first-last");
+        assert!(
+            text.ends_with("\r\n\r\nfirst-last"),
+            "{method} {path}: {text}"
+        );
+    }
+}
+
 /// A visitor's copy is current by `If-None-Match: *` (any stored copy) and, for a stored answer
 /// without `Last-Modified`, by `If-Modified-Since` against its `Date` (RFC 9110 §13.1.2, RFC
 /// 9111 §4.3.2), on the edge's own hits and through the engine alike.

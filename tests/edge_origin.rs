@@ -794,11 +794,9 @@ fn whole_answer(port: u16, host: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
+    // In one write: a request that comes in pieces goes to the engine, not the edge's own path.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).expect("write");
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
     String::from_utf8_lossy(&got).into_owned()
@@ -875,7 +873,7 @@ fn origin_answers_framed_wrongly_reach_visitors_framed_rightly_or_as_errors() {
         );
         assert!(answer.ends_with("\r\n\r\nhello"), "{path}: {answer}");
     }
-    for path in ["/gzip", "/weird"] {
+    for path in ["/gzip", "/weird", "/gzip.css", "/weird.css"] {
         let answer = whole_answer(port, host, path);
         assert!(answer.starts_with("HTTP/1.1 520"), "{path}: {answer}");
     }

@@ -1765,6 +1765,11 @@ impl ProxyHttp for EdgeProxy {
             )
             .into_up());
         }
+        // A status from 600 to 999 is in the grammar but in no class (RFC 9110 §15): an
+        // invalid answer, as on the edge's own path.
+        if resp.status.as_u16() >= 600 {
+            return Err(Error::explain(ErrorType::InvalidHTTPHeader, "response status").into_up());
+        }
         // Switching protocols is an answer to an upgrade request only (RFC 9110 §15.2.2), and
         // none goes to an HTTP/1.0 visitor (§15.2).
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS

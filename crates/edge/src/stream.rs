@@ -29,6 +29,9 @@ const GATHER: usize = 1460;
 pub(crate) const HELD_GATHER: usize = 64 * 1024;
 /// How much one read-ahead takes at most.
 const READ_AHEAD: usize = 16 * 1024;
+/// How long gathered writes wait at most while the engine waits for more to write (an origin
+/// that pauses after a part of its answer): see [`IdleFlush`].
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(1);
 /// How long a closing connection reads what its visitor still sends, at most.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How much it reads and drops, at most.
@@ -920,6 +923,53 @@ pub(crate) enum FileSend {
     Broke { body_sent: usize, error: io::Error },
 }
 
+/// Sends gathered writes the engine leaves waiting. The engine flushes an answer of known
+/// length only at its end, so its header and a first part smaller than the gathering limit
+/// would wait for the rest however long the origin takes to send it. While the engine waits
+/// for the origin it also waits for the visitor (a read that detects a close): when such a
+/// read finds nothing, what is gathered leaves after [`IDLE_FLUSH`] unless more writes send it
+/// first (as the rest of an answer that follows at once does, in one send with its header).
+#[derive(Debug, Default)]
+pub(crate) struct IdleFlush {
+    /// Made at the first wait, then reset for each.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The count of bytes sent when the timer was set for what is gathered now: a send since
+    /// means the gathered bytes are newer and the timer is set again.
+    armed_at: Option<u64>,
+}
+
+impl IdleFlush {
+    /// After a read of the visitor that found nothing: sends what is gathered once it has
+    /// waited long enough (the send, or its failure, is the next write's concern).
+    pub(crate) fn poll<W: AsyncWrite + Unpin>(
+        &mut self,
+        buffers: &mut Buffers,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) {
+        if buffers.out_pos == buffers.out.len() {
+            self.armed_at = None;
+            return;
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(IDLE_FLUSH)));
+        if self.armed_at != Some(buffers.sent) {
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + IDLE_FLUSH);
+            self.armed_at = Some(buffers.sent);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            self.armed_at = None;
+            // Flushed too: under TLS, that sends the records made of them.
+            if let Poll::Ready(Ok(())) = buffers.poll_drain(io, cx) {
+                let _ = Pin::new(io).poll_flush(cx);
+            }
+        }
+    }
+}
+
 /// A visitor connection out of the runtime (see `park.rs`).
 #[derive(Debug)]
 pub(crate) struct ParkedStream {
@@ -950,6 +1000,7 @@ pub struct VisitorStream {
     sent_from_file: AtomicBool,
     /// How the HTTP engine reads the request it handles.
     pub(crate) engine_reads: EngineReads,
+    idle_flush: IdleFlush,
     /// Nothing is left to do when the stream is dropped: it lingered, or its socket went on.
     finished: bool,
 }
@@ -968,6 +1019,7 @@ impl VisitorStream {
             gate: None,
             sent_from_file: AtomicBool::new(false),
             engine_reads: EngineReads::default(),
+            idle_flush: IdleFlush::default(),
             finished: false,
         }
     }
@@ -1138,9 +1190,16 @@ impl AsyncRead for VisitorStream {
             tcp,
             buffers,
             engine_reads,
+            gate,
+            idle_flush,
             ..
         } = this;
-        engine_reads.poll_read(buffers, tcp, cx, buf)
+        let read = engine_reads.poll_read(buffers, tcp, cx, buf);
+        // (An HTTP/2 connection's flushes are let through by its own loop.)
+        if read.is_pending() && gate.is_none() {
+            idle_flush.poll(buffers, tcp, cx);
+        }
+        read
     }
 }
 

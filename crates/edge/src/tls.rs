@@ -18,7 +18,7 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
 
-use crate::stream::{Buffers, EngineReads, FlushGate, VisitorStream};
+use crate::stream::{Buffers, EngineReads, FlushGate, IdleFlush, VisitorStream};
 
 /// How long a visitor has to finish its handshake (a slow or silent one is dropped).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +43,7 @@ pub struct TlsVisitorStream {
     gate: Option<FlushGate>,
     /// How the HTTP engine reads the request it handles.
     pub(crate) engine_reads: EngineReads,
+    idle_flush: IdleFlush,
 }
 
 impl std::fmt::Debug for TlsVisitorStream {
@@ -110,6 +111,7 @@ pub async fn handshake(tcp: Box<VisitorStream>, tls: &EdgeTls) -> Option<Box<Tls
         established: SystemTime::now(),
         gate: None,
         engine_reads: EngineReads::default(),
+        idle_flush: IdleFlush::default(),
     }))
 }
 
@@ -152,9 +154,15 @@ impl AsyncRead for TlsVisitorStream {
             tls,
             buffers,
             engine_reads,
+            gate,
+            idle_flush,
             ..
         } = this;
-        engine_reads.poll_read(buffers, tls, cx, buf)
+        let read = engine_reads.poll_read(buffers, tls, cx, buf);
+        if read.is_pending() && gate.is_none() {
+            idle_flush.poll(buffers, tls, cx);
+        }
+        read
     }
 }
 
