@@ -949,9 +949,14 @@ fn respond(
         return Err(ResponseCode::BADVERS);
     }
     let qtype = query.query_type();
-    // An IXFR carries the secondary's SOA in its authority section (RFC 1995 §3).
-    let ixfr = qtype == RecordType::IXFR && request.authorities.len() == 1;
-    if !request.answers.is_empty() || !(request.authorities.is_empty() || ixfr) {
+    // An IXFR carries the secondary's SOA in its authority section (RFC 1995 §3): one without
+    // is malformed, as over TCP.
+    let ixfr = qtype == RecordType::IXFR
+        && matches!(request.authorities.as_slice(), [r] if r.record_type() == RecordType::SOA);
+    if !request.answers.is_empty()
+        || !(request.authorities.is_empty() || ixfr)
+        || (qtype == RecordType::IXFR && !ixfr)
+    {
         return Err(ResponseCode::FormErr);
     }
     if query.query_class() != DNSClass::IN && query.query_class() != DNSClass::ANY {

@@ -311,6 +311,16 @@ pub fn transfer(
     if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
         return refusal(&request, ResponseCode::BADVERS).into();
     }
+    // An IXFR names the secondary's version by an SOA in its authority section (RFC 1995 §3):
+    // one without is malformed (FORMERR, as Knot answers), not a request for the whole zone.
+    if query.query_type() == RecordType::IXFR
+        && !request
+            .authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+    {
+        return refusal(&request, ResponseCode::FormErr).into();
+    }
     let mut key = query.name().to_ascii().to_ascii_lowercase();
     if key.ends_with('.') {
         key.pop();
@@ -694,6 +704,25 @@ mod tests {
                 .edns
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_ixfr_without_the_secondarys_soa_gets_formerr() {
+        let mut packet = axfr(0, 1, 1);
+        // The question's type: IXFR (251).
+        let at = packet.len() - 3;
+        packet[at] = 251;
+        let answered = transfer(
+            &DnsIndex::default(),
+            &Journal::default(),
+            &packet,
+            "127.0.0.1".parse().expect("ip"),
+            (0, &Arc::new(tokio::sync::Semaphore::new(1))),
+        );
+        assert_eq!(answered.messages.len(), 1);
+        let m = Message::from_vec(&answered.messages[0]).expect("a response");
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{m:?}");
+        assert_eq!(m.queries.len(), 1, "the question is echoed: {m:?}");
     }
 
     #[test]

@@ -182,6 +182,10 @@ fn transfers_over_udp_get_the_soa_alone_or_not_implemented() {
     // AXFR over UDP is not implemented, as Knot answers.
     let axfr = ask(RecordType::AXFR, false);
     assert_eq!(axfr.metadata.response_code, ResponseCode::NotImp);
+    // An IXFR without the secondary's SOA is malformed (RFC 1995 §3), as Knot answers.
+    let bare = ask(RecordType::IXFR, false);
+    assert_eq!(bare.metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(bare.queries.len(), 1, "the question is echoed");
 }
 
 #[test]
