@@ -662,6 +662,19 @@ mod tests {
         p
     }
 
+    /// What [`transfer`] answers `packet` with, from loopback, holding no zone.
+    fn transferred(packet: &[u8]) -> Transfer {
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let client = "127.0.0.1".parse().expect("ip");
+        transfer(
+            &DnsIndex::default(),
+            &Journal::default(),
+            packet,
+            client,
+            (0, &slots),
+        )
+    }
+
     #[test]
     fn notifies_leave_from_a_listen_address_that_can_reach_the_peer() {
         let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
@@ -681,23 +694,11 @@ mod tests {
         let mut packet = axfr(0, 1, 1);
         packet[11] = 1;
         packet.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
-        let refused = transfer(
-            &DnsIndex::default(),
-            &Journal::default(),
-            &packet,
-            "127.0.0.1".parse().expect("ip"),
-            (0, &Arc::new(tokio::sync::Semaphore::new(1))),
-        );
+        let refused = transferred(&packet);
         let m = Message::from_vec(&refused.messages[0]).expect("a response");
         assert_ne!(m.metadata.response_code, ResponseCode::NoError);
         assert!(m.edns.is_some(), "{m:?}");
-        let plain = transfer(
-            &DnsIndex::default(),
-            &Journal::default(),
-            &axfr(0, 1, 1),
-            "127.0.0.1".parse().expect("ip"),
-            (0, &Arc::new(tokio::sync::Semaphore::new(1))),
-        );
+        let plain = transferred(&axfr(0, 1, 1));
         assert!(
             Message::from_vec(&plain.messages[0])
                 .expect("a response")
@@ -712,13 +713,7 @@ mod tests {
         // The question's type: IXFR (251).
         let at = packet.len() - 3;
         packet[at] = 251;
-        let answered = transfer(
-            &DnsIndex::default(),
-            &Journal::default(),
-            &packet,
-            "127.0.0.1".parse().expect("ip"),
-            (0, &Arc::new(tokio::sync::Semaphore::new(1))),
-        );
+        let answered = transferred(&packet);
         assert_eq!(answered.messages.len(), 1);
         let m = Message::from_vec(&answered.messages[0]).expect("a response");
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{m:?}");
@@ -731,13 +726,7 @@ mod tests {
         packet[11] = 1;
         // An OPT of version 1.
         packet.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 1, 0, 0, 0, 0]);
-        let answered = transfer(
-            &DnsIndex::default(),
-            &Journal::default(),
-            &packet,
-            "127.0.0.1".parse().expect("ip"),
-            (0, &Arc::new(tokio::sync::Semaphore::new(1))),
-        );
+        let answered = transferred(&packet);
         assert_eq!(answered.messages.len(), 1);
         let m = Message::from_vec(&answered.messages[0]).expect("a response");
         // (16 reads back as BADSIG, which shares BADVERS's number.)

@@ -961,10 +961,15 @@ impl IdleFlush {
             self.armed_at = Some(buffers.sent);
         }
         if timer.as_mut().poll(cx).is_ready() {
-            self.armed_at = None;
-            // Flushed too: under TLS, that sends the records made of them.
-            if let Poll::Ready(Ok(())) = buffers.poll_drain(io, cx) {
-                let _ = Pin::new(io).poll_flush(cx);
+            match buffers.poll_drain(io, cx) {
+                Poll::Ready(Ok(())) => {
+                    self.armed_at = None;
+                    // Flushed too: under TLS, that sends the records made of them.
+                    let _ = Pin::new(io).poll_flush(cx);
+                }
+                // Sent in part or not at all: the rest goes when the socket takes more (the
+                // drain waits for that), not after another wait.
+                _ => self.armed_at = Some(buffers.sent),
             }
         }
     }
