@@ -5,8 +5,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use parapet_testkit::dns::{Mode, ask, build, serving_node, tcp, udp, udp_raw};
 use parapet_testkit::{Node, NodeOptions, eventually};
 use serde_json::json;
@@ -323,6 +324,42 @@ fn malformed_queries_get_formerr_or_are_dropped_and_the_server_keeps_answering()
     let reply = Message::from_vec(&udp_raw(dns, &status, Duration::from_secs(2)).expect("reply"))
         .expect("parse");
     assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
+    // NOTIFY and UPDATE: nobody may notify or update this primary's zones, as Knot answers.
+    for opcode in [OpCode::Notify, OpCode::Update] {
+        let mut message =
+            Message::from_vec(&build("robust.example", RecordType::SOA, Mode::NoEdns, 6))
+                .expect("parse");
+        message.metadata.op_code = opcode;
+        let packet = message.to_vec().expect("encode");
+        let reply =
+            Message::from_vec(&udp_raw(dns, &packet, Duration::from_secs(2)).expect("reply"))
+                .expect("parse");
+        assert_eq!(
+            (reply.metadata.op_code, reply.metadata.response_code),
+            (opcode, ResponseCode::NotAuth)
+        );
+    }
+    // Records in a query's answer and authority sections mean nothing to it: it is answered
+    // (as Knot answers it).
+    let mut carrying = Message::from_vec(&build(
+        "www.robust.example",
+        RecordType::A,
+        Mode::Edns(1232),
+        7,
+    ))
+    .expect("parse");
+    let stray = Record::from_rdata(
+        Name::from_ascii("www.robust.example.").expect("name"),
+        300,
+        RData::A(A::new(198, 51, 100, 9)),
+    );
+    carrying.answers.push(stray.clone());
+    carrying.authorities.push(stray);
+    let packet = carrying.to_vec().expect("encode");
+    let reply = Message::from_vec(&udp_raw(dns, &packet, Duration::from_secs(2)).expect("reply"))
+        .expect("parse");
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(addresses(&reply), ["192.0.2.1"]);
     let mut v1 = Message::from_vec(&build(
         "www.robust.example",
         RecordType::A,

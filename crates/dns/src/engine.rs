@@ -935,8 +935,12 @@ fn respond(
     if request.metadata.message_type != MessageType::Query {
         return Err(ResponseCode::FormErr);
     }
-    if request.metadata.op_code != OpCode::Query {
-        return Err(ResponseCode::NotImp);
+    match request.metadata.op_code {
+        OpCode::Query => {}
+        // Nobody may notify a primary or update its zones (changes come through the API):
+        // NOTAUTH, as Knot answers where no ACL allows them.
+        OpCode::Notify | OpCode::Update => return Err(ResponseCode::NotAuth),
+        _ => return Err(ResponseCode::NotImp),
     }
     let [query]: &[Query; 1] = request
         .queries
@@ -950,13 +954,11 @@ fn respond(
     }
     let qtype = query.query_type();
     // An IXFR carries the secondary's SOA in its authority section (RFC 1995 §3): one without
-    // is malformed, as over TCP.
+    // is malformed, as over TCP. Records in another query's answer or authority section mean
+    // nothing to it: they are ignored, as Knot ignores them.
     let ixfr = qtype == RecordType::IXFR
         && matches!(request.authorities.as_slice(), [r] if r.record_type() == RecordType::SOA);
-    if !request.answers.is_empty()
-        || !(request.authorities.is_empty() || ixfr)
-        || (qtype == RecordType::IXFR && !ixfr)
-    {
+    if qtype == RecordType::IXFR && !ixfr {
         return Err(ResponseCode::FormErr);
     }
     if query.query_class() != DNSClass::IN && query.query_class() != DNSClass::ANY {

@@ -777,10 +777,13 @@ mod tests {
             assert!(!is_transfer(&p));
             assert_eq!(rcode(&p), None);
         }
-        // Another opcode: NOTIMP. Another class: REFUSED.
+        // A NOTIFY: NOTAUTH. An unassigned opcode: NOTIMP. Another class: REFUSED.
         let notify_opcode = axfr(4 << 3, 1, 1);
         assert!(!is_transfer(&notify_opcode));
-        assert_eq!(rcode(&notify_opcode), Some(4));
+        assert_eq!(rcode(&notify_opcode), Some(9));
+        let unassigned_opcode = axfr(3 << 3, 1, 1);
+        assert!(!is_transfer(&unassigned_opcode));
+        assert_eq!(rcode(&unassigned_opcode), Some(4));
         let chaos = axfr(0, 1, 3);
         assert!(!is_transfer(&chaos));
         assert_eq!(rcode(&chaos), Some(5));
