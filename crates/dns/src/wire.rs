@@ -72,7 +72,12 @@ pub fn smimea(content: &str) -> Result<Vec<u8>, String> {
 /// URI: priority, weight, target (RFC 7553).
 pub fn uri(record: &DnsRecord) -> Result<Vec<u8>, String> {
     let (weight, target) = record.content.split_once(' ').ok_or("bad URI content")?;
-    let target = target.trim().trim_matches('"');
+    // One quote off each end: a target may end in an escaped one (`"https://x/\"q\""`).
+    let target = target.trim();
+    let target = target
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(target);
     let mut out = Vec::new();
     out.extend_from_slice(&record.priority.unwrap_or(0).to_be_bytes());
     out.extend_from_slice(
@@ -167,6 +172,9 @@ mod tests {
         };
         let target = |content: &str| uri(&record(content)).expect("uri")[4..].to_vec();
         assert_eq!(target("1 \"http://a\\\"b/\""), b"http://a\"b/");
+        // An escaped quote at either end is the target's own.
+        assert_eq!(target("1 \"https://x/\\\"q\\\"\""), b"https://x/\"q\"");
+        assert_eq!(target("1 \"\\\"q\""), b"\"q");
         assert_eq!(target("1 \"http://a\\\\b/\""), b"http://a\\b/");
         assert_eq!(
             target("1 \"http://caf\\195\\169/\""),

@@ -448,6 +448,12 @@ impl RecordDraft {
                 errors.push(e);
                 content = None;
             }
+            if let Some(c) = &mut content
+                && let Err(e) = alpn_lists(kind, c)
+            {
+                errors.push(e);
+                content = None;
+            }
             if let Some(c) = &content
                 && let Err(e) = check_wire(kind, c, priority)
             {
@@ -1711,6 +1717,107 @@ pub fn decimal_escapes(kind: RecordType, content: &mut String) -> Result<(), Fie
     Ok(())
 }
 
+/// Writes an SVCB or HTTPS content's `alpn` list as the protocol ids it names, read as RFC 9460
+/// Appendix A reads it: the value's escapes first (`\DDD`, `\X`), then the list's (`\,` a comma
+/// within an id, `\\` a backslash). So `alpn=h2\,h3` names `h2` and `h3` and is kept as
+/// `alpn=h2,h3`, as BIND and Knot read it; the wire-format library reads one level of escapes
+/// only. An id holding a comma, a backslash, a quote, a space or a control byte is refused.
+pub fn alpn_lists(kind: RecordType, content: &mut String) -> Result<(), FieldError> {
+    if !matches!(kind, RecordType::SVCB | RecordType::HTTPS) {
+        return Ok(());
+    }
+    let refuse = |why: &str| FieldError::new("content", format!("invalid {kind} data: {why}"));
+    // Words: runs outside quotes split by white space; a backslash takes the next character.
+    let mut words: Vec<(usize, usize)> = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (None, false, false);
+    for (i, c) in content.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if let Some(s) = start.take() {
+                    words.push((s, i));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        start.get_or_insert(i);
+    }
+    if let Some(s) = start {
+        words.push((s, content.len()));
+    }
+    let mut changed = false;
+    let mut out = String::with_capacity(content.len());
+    let mut last = 0;
+    for (from, to) in words {
+        let word = &content[from..to];
+        let Some(value) = word.strip_prefix("alpn=") else {
+            continue;
+        };
+        let unquoted = value.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+        let quote = if unquoted.is_some() { "\"" } else { "" };
+        let value = unquoted.unwrap_or(value);
+        // The value's escapes.
+        let mut text = Vec::with_capacity(value.len());
+        let mut bytes = value.as_bytes().iter();
+        while let Some(&b) = bytes.next() {
+            if b != b'\\' {
+                text.push(b);
+                continue;
+            }
+            let rest = bytes.as_slice();
+            match rest.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit)) {
+                Some(d) => {
+                    let v = d.iter().fold(0u16, |v, d| v * 10 + u16::from(d - b'0'));
+                    text.push(u8::try_from(v).map_err(|_| refuse("an escape over 255"))?);
+                    bytes.nth(2);
+                }
+                None => text.push(*bytes.next().ok_or_else(|| refuse("a lone backslash"))?),
+            }
+        }
+        // The list's.
+        let (mut ids, mut id) = (Vec::new(), Vec::new());
+        let mut list = text.iter().copied();
+        while let Some(b) = list.next() {
+            match b {
+                b',' => ids.push(std::mem::take(&mut id)),
+                b'\\' => id.push(list.next().ok_or_else(|| refuse("a lone backslash"))?),
+                b => id.push(b),
+            }
+        }
+        ids.push(id);
+        let plain = |id: &Vec<u8>| {
+            id.iter().all(|b| {
+                b.is_ascii_graphic() && !matches!(b, b',' | b'\\' | b'"' | b';' | b'(' | b')')
+            })
+        };
+        if !ids.iter().all(plain) {
+            return Err(refuse(
+                "an alpn protocol id holding a comma, a backslash, a quote, a space or a control byte is not supported",
+            ));
+        }
+        // Quotes, as Cloudflare writes values, are kept.
+        let ids: Vec<_> = ids.iter().map(|id| String::from_utf8_lossy(id)).collect();
+        let canonical = format!("alpn={quote}{}{quote}", ids.join(","));
+        if canonical != word {
+            out.push_str(&content[last..from]);
+            out.push_str(&canonical);
+            last = to;
+            changed = true;
+        }
+    }
+    if changed {
+        out.push_str(&content[last..]);
+        *content = out;
+    }
+    Ok(())
+}
+
 /// Checks content with the DNS wire-format library, for the types it can encode, so that
 /// nothing is stored that the DNS server could not serve.
 fn check_wire(kind: RecordType, content: &str, priority: Option<u16>) -> Result<(), FieldError> {
@@ -2264,6 +2371,32 @@ mod tests {
             draft(json!({"type":"HTTPS","name":"x","content":"1 . port=443 alpn=h2"})).is_ok(),
             "keys in any order, each once, are valid"
         );
+    }
+
+    #[test]
+    fn alpn_lists_are_read_with_their_values_escapes_then_their_lists() {
+        let content =
+            |c: &str| draft(json!({"type": "HTTPS", "name": "@", "content": c})).map(|d| d.content);
+        // `\,` in the value is a comma once the value is read: two ids, as BIND and Knot read it.
+        assert_eq!(content("1 . alpn=h2\\,x").expect("valid"), "1 . alpn=h2,x");
+        assert_eq!(
+            content("1 . alpn=\"h\\050,h3\" port=443").expect("valid"),
+            "1 . alpn=\"h2,h3\" port=443"
+        );
+        // Ids holding a comma or a backslash (`\\,` and `\\\\` in a value) are refused, not
+        // served as other bytes.
+        for bad in [
+            "1 . alpn=\"h\\\\,2\"",
+            "1 . alpn=\"a\\\\\\\\b\"",
+            "1 . alpn=\"a b\"",
+        ] {
+            let err = content(bad).expect_err(bad);
+            assert!(
+                format!("{err:?}").contains("alpn protocol id"),
+                "{bad}: {err:?}"
+            );
+        }
+        assert_eq!(content("1 . alpn=h3,h2").expect("valid"), "1 . alpn=h3,h2");
     }
 
     #[test]

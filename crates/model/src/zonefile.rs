@@ -807,7 +807,10 @@ fn split_entries(
                 word.push('"');
                 let start = line;
                 let mut closed = false;
-                while let Some(n) = chars.next() {
+                // It ends on its line, as BIND and Knot read it: a quote left open would
+                // otherwise take the records below it into the string. (The line end stays
+                // for the loop above: it ends the entry.)
+                while let Some(n) = chars.next_if(|&n| n != '\n') {
                     word.push(n);
                     match n {
                         '\\' => {
@@ -822,14 +825,13 @@ fn split_entries(
                             closed = true;
                             break;
                         }
-                        '\n' => line += 1,
                         _ => {}
                     }
                 }
                 if !closed {
                     errors.push(FieldError::new(
                         format!("line {start}"),
-                        "unterminated quoted string",
+                        "a quoted string not closed on its line",
                     ));
                 }
                 finish_word(&mut current, &mut word, &mut in_word, start, leading_blank);
@@ -1426,5 +1428,21 @@ sub.example.com. 172800 IN NS ns.sub
     fn unbalanced_parentheses_and_quotes_are_errors() {
         assert!(parse_zone_file("a IN TXT \"open\n", "example.com", false).is_err());
         assert!(parse_zone_file("a IN A ( 192.0.2.1\n", "example.com", false).is_err());
+    }
+
+    #[test]
+    fn a_quote_left_open_does_not_take_the_records_below_into_its_string() {
+        let file = "a TXT \"missing close\nb A 192.0.2.1\nc CNAME x\"\nd A 192.0.2.2\n";
+        let err = parse_zone_file(file, "example.com", false).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("line 1: a quoted string not closed on its line"),
+            "{err}"
+        );
+        // Within its line a quoted string holds spaces and parentheses; an escaped line end
+        // continues it.
+        let fine = "a TXT \"x ( y\" \"two\\\nlines\"\n";
+        let parsed = parse_zone_file(fine, "example.com", false).expect("parsed");
+        assert_eq!(parsed.records.len(), 1);
     }
 }
