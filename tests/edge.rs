@@ -1469,3 +1469,113 @@ fn close_in_a_second_connection_line_closes_the_connection() {
     assert!(got.contains("connection: close"), "{got}");
     assert!(started.elapsed() < Duration::from_secs(5), "closed at once");
 }
+
+/// Everything `request` gets back on one connection, until the edge closes it or 3 s pass.
+fn raw_all(port: u16, request: &[u8]) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    s.write_all(request).expect("write");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).to_ascii_lowercase()
+}
+
+#[test]
+fn requests_other_parsers_could_read_otherwise_are_refused_or_made_plain() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = edge_node(port, "");
+    let zone = node.create_zone("lax.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        curl(port, "www.lax.test", &[]).0 == 200
+    });
+    while origin.try_recv().is_ok() {}
+    let host = "Host: www.lax.test\r\n";
+    let seen = || -> Vec<String> { origin.try_iter().collect() };
+
+    // Chunked bodies a laxer reader (or a proxy before the edge) would end elsewhere: an empty
+    // size line, a bare LF in an extension, a trailer that is a request line. The request
+    // behind them never reaches the origin, and the visitor gets no answer from it.
+    for body in [
+        "5\r\nhello\r\n\r\nXXXX\r\n0\r\n\r\n",
+        "5;a\nb\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\r\n0\r\nGET /inner HTTP/1.1\r\n\r\n",
+    ] {
+        let got = raw_all(
+            port,
+            format!(
+                "POST /first HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n{body}\
+                 GET /smuggled HTTP/1.1\r\n{host}\r\n"
+            )
+            .as_bytes(),
+        );
+        assert!(!got.contains("http/1.1 200"), "{body:?}: {got}");
+        std::thread::sleep(Duration::from_millis(300));
+        let heads = seen();
+        assert!(
+            !heads.iter().any(|h| h.contains("/smuggled")),
+            "{body:?}: {heads:?}"
+        );
+    }
+
+    // `Upgrade` without `Connection: upgrade` is no upgrade: the origin is asked an ordinary
+    // request (no tunnel), and the next request on the connection is the edge's again.
+    let got = raw_all(
+        port,
+        format!(
+            "GET /up HTTP/1.1\r\n{host}Upgrade: websocket\r\n\r\n\
+             GET /after HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(got.matches("http/1.1 200").count(), 2, "{got}");
+    std::thread::sleep(Duration::from_millis(300));
+    let heads = seen();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    for head in &heads {
+        let head = head.to_ascii_lowercase();
+        assert!(
+            !head.contains("upgrade") && head.contains("cf-connecting-ip: "),
+            "{head}"
+        );
+    }
+
+    // A Host that is no host and port is a 400 (RFC 9112 §3.2), not an unknown host.
+    for bad in [
+        "www.lax.test/x",
+        "www.lax .test",
+        "www.lax.test:abc",
+        "a, b",
+    ] {
+        let head = raw_head(
+            port,
+            format!("GET / HTTP/1.1\r\nHost: {bad}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(head.starts_with("http/1.1 400"), "{bad}: {head}");
+    }
+    // A URL over 16 KiB is a 414, even in a header over the 431 limit.
+    let long = format!("GET /{} HTTP/1.1\r\n{host}\r\n", "a".repeat(40 * 1024));
+    assert_eq!(raw(port, long.as_bytes()), 414);
+
+    // A GET with a body is answered for it, and its answer is not stored for plain GETs.
+    let _ = seen();
+    let got = raw_all(
+        port,
+        format!("GET /k.css HTTP/1.1\r\n{host}Content-Length: 5\r\nConnection: close\r\n\r\nhello")
+            .as_bytes(),
+    );
+    assert!(got.starts_with("http/1.1 200"), "{got}");
+    for _ in 0..2 {
+        let got = raw_all(
+            port,
+            format!("GET /k.css HTTP/1.1\r\n{host}Connection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(got.starts_with("http/1.1 200"), "{got}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // The GET with a body, then the first plain one (a miss); the second is a hit.
+    assert_eq!(seen().len(), 2);
+}

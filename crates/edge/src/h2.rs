@@ -538,7 +538,7 @@ impl EdgeProxy {
         {
             return None;
         }
-        let host = host_field(req)?;
+        let host = host_field(req).filter(|h| crate::headers::host_field_ok(h.as_bytes()))?;
         let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let port = session
             .server_addr()

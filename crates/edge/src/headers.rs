@@ -298,6 +298,52 @@ pub fn impersonates_edge(name: &[u8]) -> bool {
         })
 }
 
+/// Whether a `Host` value is a host and an optional port (RFC 9110 §7.2, RFC 3986 §3.2.2):
+/// an IP literal in brackets or a name of unreserved characters, sub-delimiters and
+/// percent-escapes, then `:` and digits. Anything else is a 400 (RFC 9112 §3.2), not a host this
+/// edge does not serve.
+pub fn host_field_ok(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &rest[..end];
+            let ok = !literal.is_empty()
+                && literal
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+            if !ok {
+                return false;
+            }
+            (&b""[..], &rest[end + 1..])
+        }
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &b""[..]),
+        },
+    };
+    let mut name_ok = true;
+    let mut i = 0;
+    while name_ok && i < host.len() {
+        let b = host[i];
+        if b == b'%' {
+            name_ok = host
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+            i += 3;
+        } else {
+            name_ok = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
+            i += 1;
+        }
+    }
+    let port_ok = match port.strip_prefix(b":") {
+        Some(digits) => digits.iter().all(u8::is_ascii_digit),
+        None => port.is_empty(),
+    };
+    name_ok && port_ok
+}
+
 /// Whether an HTTP/1 request target has a form RFC 9112 §3.2 allows: origin form (`/path`),
 /// absolute form (`http://host/path`), or `*` for OPTIONS (CONNECT's authority form is refused
 /// before). The HTTP engine reads anything else as `/` and would send it on as it came: a cache
@@ -458,6 +504,37 @@ pub fn device_type(agent: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_host_field_is_a_host_and_an_optional_port() {
+        for good in [
+            &b"www.example.com"[..],
+            b"WWW.Example.COM.",
+            b"www.example.com:8080",
+            b"www.example.com:",
+            b"127.0.0.1",
+            b"[2001:db8::1]:443",
+            b"caf%C3%A9.example",
+            b"a_b.example",
+        ] {
+            assert!(host_field_ok(good), "{}", String::from_utf8_lossy(good));
+        }
+        for bad in [
+            &b"www.example.com/x"[..],
+            b"www.example .com",
+            b"www.example.com:abc",
+            b"a, b",
+            b"[2001:db8::1",
+            b"[]",
+            b"[2001:db8::1]x",
+            b"a%4",
+            b"a%zz",
+            b"www.example.com:80:80",
+            b"a\"b",
+        ] {
+            assert!(!host_field_ok(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -199,7 +199,8 @@ pub(crate) fn request(ahead: &[u8], max_header_bytes: usize) -> Option<Request<'
     for field in parsed.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
+            // Two, or one that is no host and port: the engine's 400.
+            if host.is_some() || !crate::headers::host_field_ok(field.value) {
                 return None;
             }
             host = Some(std::str::from_utf8(field.value).ok()?);

@@ -293,6 +293,9 @@ pub struct Ctx {
     /// The visitor's target, when it was not in normal form: the origin is sent it as it came
     /// (the cache keys the request on the normal form, and does not store this answer).
     pub(crate) raw_target: Option<Vec<u8>>,
+    /// The request came with a body (a GET may): its answer is for that body, which the key
+    /// does not hold, and is not stored.
+    pub(crate) request_body: bool,
     /// A cache rule said bypass.
     pub(crate) rule_bypass: bool,
     /// The origin's 304 to a revalidation, whose fields update the stored response.
@@ -869,12 +872,13 @@ const REWRITING_FIELDS: [&str; 13] = [
 ];
 
 /// Whether what the origin answers to this request is what its cache key names: no field that
-/// rewrites the request, and the target in normal form (the origin is sent the visitor's own
+/// rewrites the request, no body, and the target in normal form (the origin is sent the visitor's own
 /// spelling of one that is not). The origin is always given the key's host
 /// ([`canonical_host`]). Otherwise the answer is the visitor's alone, not stored.
 fn origin_answers_the_key(session: &Session, ctx: &Ctx) -> bool {
     let req = session.req_header();
     ctx.raw_target.is_none()
+        && !ctx.request_body
         && !REWRITING_FIELDS
             .iter()
             .any(|name| req.headers.contains_key(*name))
@@ -1072,6 +1076,7 @@ impl ProxyHttp for EdgeProxy {
             cache_status: "DYNAMIC",
             cache_rules: None,
             raw_target: None,
+            request_body: false,
             rule_bypass: false,
             not_modified: None,
             fetch_mark: None,
@@ -1095,6 +1100,22 @@ impl ProxyHttp for EdgeProxy {
     /// Before it reads the field, the field lists the codings accepted, highest weight first
     /// ([`headers::codings_by_weight`]).
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        // `Upgrade` asks for another protocol only beside a `Connection` that lists `upgrade`
+        // (RFC 9110 §7.8): alone, it is a field of this hop, and the request an ordinary one.
+        // (The engine takes any `Upgrade` for a request to switch: the connection would become
+        // a tunnel to the origin, past the edge, for every request that follows on it.)
+        let upgrade_listed = session
+            .req_header()
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+        if !upgrade_listed {
+            session
+                .req_header_mut()
+                .remove_header(&http::header::UPGRADE);
+        }
         if let Some(reads) = engine_reads(session) {
             reads.seen();
         }
@@ -1153,6 +1174,11 @@ impl ProxyHttp for EdgeProxy {
                 .and_then(|()| headers::check_framing(&session.req_header().headers));
             (raw_head.len(), checked)
         };
+        // A URL longer than Cloudflare takes is a 414, in a header under the limit or not.
+        if session.req_header().raw_path().len() > MAX_TARGET_BYTES {
+            refuse(session, &ctx.ray, 414).await;
+            return Ok(true);
+        }
         if head_len > self.max_header_bytes {
             refuse(session, &ctx.ray, 431).await;
             return Ok(true);
@@ -1174,8 +1200,13 @@ impl ProxyHttp for EdgeProxy {
                 .headers
                 .contains_key(http::header::HOST);
         let req = session.req_header();
+        let bad_host = req
+            .headers
+            .get(http::header::HOST)
+            .is_some_and(|h| !headers::host_field_ok(h.as_bytes()));
         let checked = match checked {
             Ok(()) if hostless => Err("an HTTP/1.1 request without Host"),
+            Ok(()) if bad_host => Err("a Host that is no host and port"),
             Ok(()) if !headers::target_form_ok(&req.method, req.raw_path()) => Err(
                 "a request target neither in origin form nor in absolute form, or holding a space or a control character",
             ),
@@ -1192,11 +1223,9 @@ impl ProxyHttp for EdgeProxy {
             refuse(session, &ctx.ray, 400).await;
             return Ok(true);
         }
-        // A URL longer than Cloudflare takes (414), and TRACE, which would echo the visitor's
-        // cookies and credentials back (405, as Cloudflare answers it).
-        let refused = if req.raw_path().len() > MAX_TARGET_BYTES {
-            Some(414)
-        } else if req.method == http::Method::TRACE {
+        // TRACE would echo the visitor's cookies and credentials back (405, as Cloudflare
+        // answers it).
+        let refused = if req.method == http::Method::TRACE {
             Some(405)
         } else {
             None
@@ -1911,12 +1940,15 @@ impl ProxyHttp for EdgeProxy {
         if !method_ok || !eligible || in_development_mode(&origin.edge.settings) {
             return Ok(());
         }
+        // A GET with a body may be answered from the store, but its own answer is not kept
+        // (`origin_answers_the_key`): stored, it would be every visitor's.
+        ctx.request_body = !session.downstream_session.is_body_empty();
         let mut overrides = CacheOptionOverrides::default();
         overrides.wait_timeout = Some(CACHE_LOCK_WAIT);
         // A spelling not in normal form is looked up under the normal form's key but never
         // stored (`origin_answers_the_key`): it takes no lock, which would send the requests
         // waiting on it to the origin unstored.
-        let lock = ctx.raw_target.is_none().then(|| cache.lock.as_ref());
+        let lock = (ctx.raw_target.is_none() && !ctx.request_body).then(|| cache.lock.as_ref());
         session.cache.enable(
             &cache.store,
             Some(cache.eviction),
