@@ -1579,3 +1579,75 @@ fn requests_other_parsers_could_read_otherwise_are_refused_or_made_plain() {
     // The GET with a body, then the first plain one (a miss); the second is a hit.
     assert_eq!(seen().len(), 2);
 }
+
+#[test]
+fn an_origins_100_continue_leaves_the_connection_kept_alive() {
+    use std::io::Read;
+    let port = free_port();
+    // An origin that answers `Expect: 100-continue` itself, then reads the body and answers.
+    let listener = TcpListener::bind(("127.0.0.2", port)).expect("bind origin");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().expect("clone");
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line.to_ascii_lowercase());
+                    }
+                    if head.contains("expect: 100-continue") {
+                        let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                    let mut body = Vec::new();
+                    let _ = reader.by_ref().take(length).read_to_end(&mut body);
+                    let _ = writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                }
+            });
+        }
+    });
+    let node = edge_node(port, "");
+    let zone = node.create_zone("continue.test");
+    node.proxied_a(&zone, "www", "127.0.0.2");
+    parapet_testkit::eventually(Duration::from_secs(5), "routing", || {
+        curl(port, "www.continue.test", &[]).0 == 200
+    });
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let read_until = |s: &mut std::net::TcpStream, end: &[u8]| {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(end) && s.read(&mut byte).unwrap_or(0) == 1 {
+            got.push(byte[0]);
+        }
+        String::from_utf8_lossy(&got).to_ascii_lowercase()
+    };
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: www.continue.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .expect("write");
+    let interim = read_until(&mut s, b"\r\n\r\n");
+    assert!(interim.starts_with("http/1.1 100"), "{interim}");
+    s.write_all(b"hello").expect("body");
+    let last = read_until(&mut s, b"\r\n\r\nok");
+    assert!(last.starts_with("http/1.1 200"), "{last}");
+    assert!(!last.contains("connection: close"), "{last}");
+    s.write_all(b"GET /again HTTP/1.1\r\nHost: www.continue.test\r\n\r\n")
+        .expect("next request");
+    let again = read_until(&mut s, b"\r\n\r\nok");
+    assert!(again.starts_with("http/1.1 200"), "{again}");
+}

@@ -1667,6 +1667,15 @@ impl ProxyHttp for EdgeProxy {
             cache_status(&session.cache.phase())
         };
         ctx.cache_status = status;
+        // An interim answer (an origin's `100 Continue`, which asks for the body) leaves the
+        // connection as it was; a final one before the request's body is read closes it, as
+        // what is left of the body would be read as the next request. (The engine closes on
+        // either.)
+        let interim =
+            resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS;
+        session
+            .downstream_session
+            .set_close_on_response_before_downstream_finish(!interim);
         // The edge answers in its own version, whatever the origin's (RFC 9110 §6.2): an
         // HTTP/1.0 origin's status line would tell the visitor the connection is not kept.
         if resp.version < http::Version::HTTP_11 {
