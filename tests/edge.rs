@@ -1592,18 +1592,8 @@ fn an_origins_100_continue_leaves_the_connection_kept_alive() {
             std::thread::spawn(move || {
                 let mut writer = stream.try_clone().expect("clone");
                 let mut reader = BufReader::new(stream);
-                loop {
-                    let mut head = String::new();
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        head.push_str(&line.to_ascii_lowercase());
-                    }
+                while let Some(head) = parapet_testkit::http::read_head(&mut reader) {
+                    let head = head.to_ascii_lowercase();
                     if head.contains("expect: 100-continue") {
                         let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
                     }

@@ -16,14 +16,7 @@ pub fn start_origin(ip: &str, port: u16) -> mpsc::Receiver<String> {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                head.push_str(&line);
-            }
+            let head = read_head(&mut reader).unwrap_or_default();
             // The request's body is read before the answer: a socket closed with bytes
             // unread is reset, and the reset can reach the edge before the answer does.
             skip_body(&mut reader, &head);
@@ -42,6 +35,22 @@ pub fn start_origin(ip: &str, port: u16) -> mpsc::Receiver<String> {
         }
     });
     rx
+}
+
+/// Reads a request's head off `reader`, up to its blank line (which it leaves out); `None` when
+/// the connection ends before that.
+pub fn read_head(reader: &mut impl BufRead) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some(head);
+        }
+        head.push_str(&line);
+    }
 }
 
 /// Reads the body of the request whose head is `head` (by its Content-Length, or its chunks)
