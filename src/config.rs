@@ -226,6 +226,117 @@ fn leave_api_port(c: &mut Config) {
 
 pub const DEFAULT_NAMESERVERS: [&str; 2] = ["ns1.parapet.localhost", "ns2.parapet.localhost"];
 
+impl Config {
+    /// The settings in effect (file and flags together), as a configuration file that says
+    /// them, which `serve --config` reads back to the same settings. The DNS cookie secrets and
+    /// the cache rules are left out: the caller says how many there are.
+    pub fn effective_toml(&self) -> String {
+        use toml::Value;
+        let text = |s: &str| Value::String(s.to_owned());
+        let list =
+            |items: Vec<String>| Value::Array(items.into_iter().map(Value::String).collect());
+        let addresses = |a: &[SocketAddr]| list(a.iter().map(ToString::to_string).collect());
+        let number = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        let duration = |d: Duration| {
+            Value::String(if d.subsec_nanos() == 0 {
+                format!("{}s", d.as_secs())
+            } else {
+                humantime::format_duration(d).to_string()
+            })
+        };
+        let path = |p: &std::path::Path| Value::String(p.display().to_string());
+        let mut t = toml::Table::new();
+        let mut put = |key: &str, value: Value| {
+            t.insert(key.to_owned(), value);
+        };
+        put("data_dir", path(&self.data_dir));
+        put("api_listen", text(&self.api_listen.to_string()));
+        put("dns_listen", addresses(&self.dns_listen));
+        put("dns_udp_payload", number(self.dns_udp_payload.into()));
+        put("dns_rrl_rate", number(self.dns_rrl_rate.into()));
+        put("dns_rrl_slip", number(self.dns_rrl_slip.into()));
+        put(
+            "max_records_per_zone",
+            number(self.max_records_per_zone as u64),
+        );
+        if let Some(identity) = &self.dns_identity {
+            put("dns_identity", text(identity));
+        }
+        put("http_listen", addresses(&self.http_listen));
+        put("https_listen", addresses(&self.https_listen));
+        put(
+            "edge_ipv4",
+            list(self.edge_ipv4.iter().map(ToString::to_string).collect()),
+        );
+        put(
+            "edge_ipv6",
+            list(self.edge_ipv6.iter().map(ToString::to_string).collect()),
+        );
+        put("nameservers", list(self.nameservers.clone()));
+        let activation = match self.activation {
+            ActivationFlag::Nameservers => "nameservers",
+            ActivationFlag::Auto => "auto",
+        };
+        put("activation", text(activation));
+        if let Some(parent) = self.parent_ns {
+            put("parent_ns", text(&parent.to_string()));
+        }
+        put("activation_interval", duration(self.activation_interval));
+        if let Some(resolver) = self.resolver {
+            put("resolver", text(&resolver.to_string()));
+        }
+        put(
+            "acme_directory",
+            text(self.acme_directory.as_deref().unwrap_or("")),
+        );
+        if let Some(file) = &self.acme_ca_file {
+            put("acme_ca_file", path(file));
+        }
+        if let Some(email) = &self.acme_email {
+            put("acme_email", text(email));
+        }
+        put("acme_order_timeout", duration(self.acme_order_timeout));
+        if let Some(file) = &self.origin_ca_file {
+            put("origin_ca_file", path(file));
+        }
+        if let (Some(certificate), Some(key)) =
+            (&self.origin_pull_certificate, &self.origin_pull_key)
+        {
+            put("origin_pull_certificate", path(certificate));
+            put("origin_pull_key", path(key));
+        }
+        put("edge_connect_timeout", duration(self.edge_connect_timeout));
+        put("edge_read_timeout", duration(self.edge_read_timeout));
+        put("edge_max_body_bytes", number(self.edge_max_body_bytes));
+        put(
+            "edge_max_connections_per_ip",
+            number(self.edge_max_connections_per_ip.into()),
+        );
+        put(
+            "origin_denied_networks",
+            list(
+                self.origin_denied_networks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+        );
+        if let Some(workers) = self.edge_workers {
+            put("edge_workers", number(workers as u64));
+        }
+        put("cache_memory_bytes", number(self.cache_memory_bytes as u64));
+        put("cache_disk_bytes", number(self.cache_disk_bytes));
+        if let Some(dir) = &self.cache_dir {
+            put("cache_dir", path(dir));
+        }
+        put(
+            "cache_max_object_bytes",
+            number(self.cache_max_object_bytes),
+        );
+        t.to_string()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -809,6 +920,29 @@ mod tests {
         // The edge binds IPv6 alone: its IPv6 wildcard keeps a port an IPv4 API holds.
         let c = load(&flags(&["::"], &[])).expect("valid");
         assert!(c.http_listen.contains(&addr("[::]:8080")));
+    }
+
+    #[test]
+    fn the_settings_in_effect_read_back_as_the_same_settings() {
+        let text = "data_dir = \"/tmp/p q\"\napi_listen = \"127.0.0.1:9000\"\nnameservers = [\"ns1.example.net\"]\nactivation = \"auto\"\nparent_ns = \"127.0.0.1:5353\"\nactivation_interval = \"90s\"\ndns_identity = \"edge \\\"one\\\"\"\nedge_read_timeout = \"1500ms\"\nedge_workers = 3\norigin_denied_networks = [\"10.0.0.0/8\", \"::1\"]\nacme_directory = \"\"\ncache_disk_bytes = 0\n";
+        let mut flags = flags(&["127.0.0.1"], &[]);
+        flags.dns_listen = vec!["127.0.0.1:5300".parse().expect("addr")];
+        let path =
+            std::env::temp_dir().join(format!("parapet-effective-{}.toml", std::process::id()));
+        std::fs::write(&path, text).expect("write");
+        flags.config = Some(path.clone());
+        let mut loaded = load(&flags).expect("valid");
+        let _ = std::fs::remove_file(&path);
+        let printed = loaded.effective_toml();
+        let mut again = parse_file(&printed, Config::default()).expect(&printed);
+        // (Which addresses an IP given alone stood for is known while loading only.)
+        loaded.edge_port_sets.clear();
+        again.edge_port_sets.clear();
+        assert_eq!(again, loaded, "{printed}");
+        assert!(
+            printed.contains("edge_read_timeout = \"1s 500ms\""),
+            "{printed}"
+        );
     }
 
     #[test]

@@ -127,11 +127,25 @@ fn main() -> ExitCode {
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             served
         }),
-        Command::CheckConfig(flags) => config::load(&flags).map(|mut c| {
-            // Secrets are not printed: only how many there are.
-            let secrets = std::mem::take(&mut c.dns_cookie_secrets).len();
-            println!("{c:#?}");
-            println!("dns_cookie_secrets: {secrets} given (not shown)");
+        Command::CheckConfig(flags) => config::load(&flags).map(|c| {
+            // As a file `serve --config` reads back; secrets are not printed, only how many
+            // there are.
+            let source = flags
+                .config
+                .as_ref()
+                .map_or_else(|| "the flags".to_owned(), |p| p.display().to_string());
+            println!("# {source}: valid. The settings in effect, flags and defaults included:");
+            print!("{}", c.effective_toml());
+            println!(
+                "# dns_cookie_secrets: {} given (not shown)",
+                c.dns_cookie_secrets.len()
+            );
+            for (zone, rules) in &c.cache_rules {
+                println!(
+                    "# cache_rules: {} for zone {zone} (as in the file)",
+                    rules.len()
+                );
+            }
         }),
         Command::Zone { api, command } => cli::zone(&api, command),
         Command::Record { api, command } => cli::record(&api, command),
