@@ -144,6 +144,7 @@ pub enum RecordCommand {
 pub enum TokenCommand {
     /// Create an API token; its secret is printed once.
     Create {
+        /// A name to tell the token by in `token list`.
         #[arg(long)]
         name: String,
         /// all, zone-read, dns-edit, cache-purge or zone-settings-write.
@@ -170,6 +171,23 @@ struct Client {
     json: bool,
 }
 
+/// Writes `text` to standard output. A reader that went away (`| head`) ends the program
+/// quietly, as other command-line tools end; another failure ends it with the reason.
+pub fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("parapet: writing to standard output: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
+}
+
 impl Client {
     fn new(args: &ApiArgs) -> anyhow::Result<Self> {
         if !(args.api.starts_with("http://") || args.api.starts_with("https://")) {
@@ -186,8 +204,11 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
+        // The API's address, or its base URL as Cloudflare clients are given it.
+        let api = args.api.trim_end_matches('/');
+        let api = api.strip_suffix("/client/v4").unwrap_or(api);
         Ok(Self {
-            base: format!("{}/client/v4", args.api.trim_end_matches('/')),
+            base: format!("{api}/client/v4"),
             token,
             agent,
             json: args.json,
@@ -235,12 +256,12 @@ impl Client {
             .body_mut()
             .read_to_string()
             .context("reading the API response")?;
-        let body: Value = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "the API answered {} with a non-JSON body",
+        let Ok(body) = serde_json::from_str::<Value>(&text) else {
+            bail!(
+                "{url} answered {} without JSON: is --api the address of Parapet's API (`api listening on` at start), not another server or the edge?",
                 response.status()
-            )
-        })?;
+            );
+        };
         if body["success"] != json!(true) {
             let errors: Vec<String> = body["errors"]
                 .as_array()
@@ -320,7 +341,7 @@ impl Client {
 
     fn print(&self, value: &Value, columns: &[(&str, &str)]) {
         if self.json {
-            println!("{value}");
+            out(&format!("{value}\n"));
             return;
         }
         let rows: Vec<&Value> = match value {
@@ -366,13 +387,13 @@ impl Client {
                 .trim_end()
                 .to_owned()
         };
-        println!(
-            "{}",
-            line(columns.iter().map(|(h, _)| (*h).to_owned()).collect())
-        );
+        let mut table = line(columns.iter().map(|(h, _)| (*h).to_owned()).collect());
         for c in cells {
-            println!("{}", line(c));
+            table.push('\n');
+            table.push_str(&line(c));
         }
+        table.push('\n');
+        out(&table);
     }
 }
 
@@ -515,7 +536,7 @@ pub fn zone(args: &ApiArgs, command: ZoneCommand) -> anyhow::Result<()> {
         }
         ZoneCommand::Export { name } => {
             let id = c.zone_id(&name)?;
-            print!("{}", c.text(&format!("/zones/{id}/dns_records/export"))?);
+            out(&c.text(&format!("/zones/{id}/dns_records/export"))?);
         }
         ZoneCommand::Import {
             file,
@@ -688,13 +709,13 @@ pub fn token(args: &ApiArgs, command: TokenCommand) -> anyhow::Result<()> {
             let body = json!({"name": name, "policies": [{"effect": "allow", "resources": resources, "permission_groups": [{"name": p.group_name()}]}]});
             let out = c.call("POST", "/user/tokens", Some(body))?;
             if c.json {
-                println!("{}", out["result"]);
+                crate::cli::out(&format!("{}\n", out["result"]));
             } else {
-                println!(
-                    "token {} created; its secret is shown only now:",
-                    out["result"]["id"].as_str().unwrap_or("?")
-                );
-                println!("{}", out["result"]["value"].as_str().unwrap_or(""));
+                crate::cli::out(&format!(
+                    "token {} created; its secret is shown only now:\n{}\n",
+                    out["result"]["id"].as_str().unwrap_or("?"),
+                    out["result"]["value"].as_str().unwrap_or("")
+                ));
             }
         }
         TokenCommand::Delete { id } => {

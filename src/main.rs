@@ -63,8 +63,19 @@ fn init_logs() {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     const ACCESS: &str = "parapet::access";
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PARAPET_LOG")
-        .unwrap_or_else(|_| "info".into());
+    // A PARAPET_LOG that cannot be read is said, once logging works.
+    let (filter, unread) = match std::env::var("PARAPET_LOG") {
+        Ok(v) if !v.is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
+            Ok(f) => (f, None),
+            Err(e) => (
+                "info".into(),
+                Some(format!(
+                    "PARAPET_LOG='{v}' is not a log filter ({e}); logging at info"
+                )),
+            ),
+        },
+        _ => ("info".into(), None),
+    };
     // Colour only for a terminal: a log file or a pipe gets plain text.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let diagnostics = tracing_subscriber::fmt::layer()
@@ -87,6 +98,9 @@ fn init_logs() {
         .with(diagnostics)
         .with(access)
         .init();
+    if let Some(unread) = unread {
+        tracing::warn!("{unread}");
+    }
 }
 
 /// A `PARAPET_API_TOKEN` no request could carry is refused (nobody could use the API, and no
@@ -134,18 +148,21 @@ fn main() -> ExitCode {
                 .config
                 .as_ref()
                 .map_or_else(|| "the flags".to_owned(), |p| p.display().to_string());
-            println!("# {source}: valid. The settings in effect, flags and defaults included:");
-            print!("{}", c.effective_toml());
-            println!(
-                "# dns_cookie_secrets: {} given (not shown)",
-                c.dns_cookie_secrets.len()
+            let mut text = format!(
+                "# {source}: valid. The settings in effect, flags and defaults included:\n{}",
+                c.effective_toml()
             );
+            text.push_str(&format!(
+                "# dns_cookie_secrets: {} given (not shown)\n",
+                c.dns_cookie_secrets.len()
+            ));
             for (zone, rules) in &c.cache_rules {
-                println!(
-                    "# cache_rules: {} for zone {zone} (as in the file)",
+                text.push_str(&format!(
+                    "# cache_rules: {} for zone {zone} (as in the file)\n",
                     rules.len()
-                );
+                ));
             }
+            cli::out(&text);
         }),
         Command::Zone { api, command } => cli::zone(&api, command),
         Command::Record { api, command } => cli::record(&api, command),

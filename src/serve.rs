@@ -59,6 +59,13 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
+/// Says where something listens, and logs it with its time too (standard output may go
+/// elsewhere than the log).
+fn announce(line: &str) {
+    say(&format!("parapet: {line}"));
+    tracing::info!("{line}");
+}
+
 /// Whether SIGTERM or SIGINT arrived. Installed before anything serves: from then on a signal
 /// stops the process cleanly (its data planes drain), whatever it is doing, starting included.
 #[derive(Clone)]
@@ -69,11 +76,21 @@ impl StopSignal {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("catching SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+        // SIGHUP (a closed terminal, or an operator used to nginx's or Knot's reload) does not
+        // stop the process. Zones, records and rules change through the API, at once; the
+        // configuration is read at the start, and `serve --upgrade` applies a new one without
+        // dropping a connection.
+        let mut hup = signal(SignalKind::hangup()).context("catching SIGHUP")?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => tracing::info!(
+                        "SIGHUP: nothing to reload (zones and rules change through the API); a new configuration takes effect with `parapet serve --upgrade`"
+                    ),
+                }
             }
             tracing::info!("shutting down");
             let _ = tx.send(true);
@@ -149,7 +166,7 @@ async fn start_dns(
         handover.keep(Role::DnsTcp, bound, &tcp);
         server.spawn_udp(udp)?;
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
-        say(&format!("parapet: dns listening on {bound}"));
+        announce(&format!("dns listening on {bound}"));
         server.spawn_tcp(tcp);
     }
     let (built, _) = DnsIndex::build(&published.load(), &edge, Some(flattener), None);
@@ -250,10 +267,15 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     {
         use std::os::unix::fs::PermissionsExt;
         if config.data_dir.exists() {
-            let mode = std::fs::metadata(&config.data_dir)
-                .with_context(|| format!("--data-dir {}", config.data_dir.display()))?
-                .permissions()
-                .mode();
+            let metadata = std::fs::metadata(&config.data_dir)
+                .with_context(|| format!("--data-dir {}", config.data_dir.display()))?;
+            if !metadata.is_dir() {
+                anyhow::bail!(
+                    "--data-dir {} is not a directory: give a directory (made if missing)",
+                    config.data_dir.display()
+                );
+            }
+            let mode = metadata.permissions().mode();
             if mode & 0o077 != 0 {
                 tracing::warn!(
                     "--data-dir {} is readable by other users (mode {:o}); it holds private keys: chmod 700 it",
@@ -386,7 +408,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         }
         for (addr, tls) in listeners.addrs() {
             let scheme = if tls { "https" } else { "http" };
-            say(&format!("parapet: {scheme} listening on {addr}"));
+            announce(&format!("{scheme} listening on {addr}"));
         }
         let tls = if config.https_listen.is_empty() {
             None
@@ -538,7 +560,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         origin_ca,
     });
     tracing::info!(data_dir = %config.data_dir.display(), "parapet started");
-    say(&format!("parapet: api listening on http://{local}"));
+    announce(&format!("api listening on http://{local}"));
     // Stopping (a signal, or a successor that confirmed): the edge and the API stop accepting
     // at once and get a bounded time to finish what they started.
     let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);

@@ -170,6 +170,40 @@ fn cli_manages_zones_records_and_tokens() {
 }
 
 #[test]
+fn cli_takes_the_apis_base_url_as_cloudflare_clients_are_given_it_and_names_a_wrong_one() {
+    let node = Node::start(NodeOptions::new(BIN).args(["--activation", "auto"]));
+    let base = format!("{}/client/v4/", node.base);
+    let table = ok(&node, &["zone", "create", "base.example", "--api", &base]);
+    assert!(table.contains("base.example"), "{table}");
+    // An IP address is no zone name.
+    let out = run(&node, &node.token, &["zone", "create", "192.0.2.1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("IP address"), "{stderr}");
+    // Something that answers without JSON is named as not the API.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = other.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = other.accept() {
+            let _ = s.read(&mut [0u8; 4096]);
+            let _ = s.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nForbidden");
+        }
+    });
+    let out = run(
+        &node,
+        &node.token,
+        &["zone", "list", "--api", &format!("http://{addr}")],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("without JSON") && stderr.contains("--api"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn cli_without_a_token_says_how_to_get_one() {
     let out = Command::new(BIN)
         .args(["zone", "list"])

@@ -105,6 +105,88 @@ fn sigterm_shuts_down_cleanly() {
 }
 
 #[test]
+fn sighup_does_not_stop_the_server_and_says_how_a_configuration_is_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("stderr");
+    let mut node = Node::start(NodeOptions::new(BIN).log("info").stderr_to(&log));
+    let hup = Command::new("kill")
+        .args(["-HUP", &node.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    parapet_testkit::eventually(Duration::from_secs(5), "the SIGHUP line", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("SIGHUP"))
+    });
+    node.ok("GET", "/user/tokens/verify", None);
+    let text = std::fs::read_to_string(&log).expect("log");
+    // Where it listens is in the log too, with the time.
+    assert!(text.contains("api listening on http://"), "{text}");
+    assert!(node.terminate().success());
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_refused_before_anything_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+    assert!(!stderr.contains("chmod"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_a_configuration_that_reads_back_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let first = check(&[
+        "--config",
+        "parapet.example.toml",
+        "--api-listen",
+        "127.0.0.1:9999",
+    ]);
+    assert!(first.contains("api_listen = \"127.0.0.1:9999\""), "{first}");
+    assert!(!first.contains("Config {"), "{first}");
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, &first).expect("write");
+    let path = printed.to_str().expect("utf-8");
+    let second = check(&["--config", path]);
+    let body = |text: &str| text.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&second), body(&first));
+    // A reader that goes away early ends the program quietly, as other tools end.
+    let mut child = Command::new(BIN)
+        .args(["check-config", "--config", "parapet.example.toml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("panicked"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn first_start_prints_an_admin_token_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");

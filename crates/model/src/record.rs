@@ -320,6 +320,13 @@ impl RecordDraft {
             None | Some(Value::Null) => 1,
             Some(v) => match v.as_u64().and_then(|t| u32::try_from(t).ok()) {
                 Some(t) if t == 1 || (30..=86_400).contains(&t) => t,
+                _ if !v.is_number() => {
+                    errors.push(FieldError::new(
+                        "ttl",
+                        "must be a number of seconds (30 to 86400, or 1 for automatic), not a string or another JSON type",
+                    ));
+                    1
+                }
                 _ => {
                     errors.push(FieldError::new(
                         "ttl",
