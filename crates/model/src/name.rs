@@ -79,17 +79,29 @@ pub fn normalize(input: &str, kind: NameKind, field: &str) -> Result<String, Fie
             return bad("has a label starting or ending with '-'");
         }
     }
-    // No top-level domain is all digits (RFC 3696 §2): a zone or host name that ends in one is
-    // an IP address put where a name belongs (an MX or CNAME to `192.0.2.1`), never a name.
-    let numeric = |l: &&str| l.bytes().all(|b| b.is_ascii_digit());
-    if kind != NameKind::Owner && labels.last().is_some_and(numeric) {
-        return bad(if name.parse::<std::net::Ipv4Addr>().is_ok() {
-            "is an IP address, not a host name (an address goes in an A or AAAA record)"
-        } else {
-            "ends in an all-digit label, which no top-level domain is"
-        });
+    if kind == NameKind::Zone {
+        no_address(&name, field)?;
     }
     Ok(name)
+}
+
+/// Refuses a zone or host name (normalised) that ends in an all-digit label, which no top-level
+/// domain does (RFC 3696 §2): it is an IP address put where a name belongs (a zone `192.0.2.1`,
+/// an MX or CNAME to one).
+pub fn no_address(name: &str, field: &str) -> Result<(), FieldError> {
+    let numeric = |l: &str| l.bytes().all(|b| b.is_ascii_digit());
+    if !name.rsplit('.').next().is_some_and(numeric) {
+        return Ok(());
+    }
+    let why = if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        "is an IP address, not a host name (an address goes in an A or AAAA record)"
+    } else {
+        "ends in an all-digit label, which no top-level domain does"
+    };
+    Err(FieldError::new(
+        field,
+        format!("'{}' {why}", printable(name)),
+    ))
 }
 
 /// Resolves a record name given relative to or inside `zone` (Cloudflare accepts both `www`
@@ -145,15 +157,16 @@ pub fn printable(s: &str) -> String {
 mod tests {
     #[test]
     fn an_ip_address_is_no_zone_or_host_name() {
-        for kind in [NameKind::Zone, NameKind::Target] {
-            for ip in ["1.2.3.4", "192.0.2.1.", "example.123"] {
-                let err = normalize(ip, kind, "content").expect_err(ip);
-                assert!(
-                    err.message.contains("digit") || err.message.contains("IP address"),
-                    "{ip}: {err:?}"
-                );
-            }
+        for ip in ["1.2.3.4", "192.0.2.1.", "example.123"] {
+            let err = normalize(ip, NameKind::Zone, "name").expect_err(ip);
+            assert!(
+                err.message.contains("digit") || err.message.contains("IP address"),
+                "{ip}: {err:?}"
+            );
+            let target = normalize(ip, NameKind::Target, "content").expect("a name");
+            assert!(no_address(&target, "content").is_err(), "{ip}");
         }
+        assert!(no_address("mail.example.com", "content").is_ok());
         assert!(normalize("1.2.3.4", NameKind::Owner, "name").is_ok());
         assert!(normalize("2.0.192.in-addr.arpa", NameKind::Zone, "name").is_ok());
         assert!(normalize("1password.com", NameKind::Zone, "name").is_ok());

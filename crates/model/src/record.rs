@@ -1382,7 +1382,9 @@ pub(crate) fn canonical_content(
             .map(|a| a.to_string())
             .map_err(|_| bad(format!("'{}' is not a valid IPv6 address", printable(raw)))),
         RecordType::CNAME | RecordType::NS | RecordType::PTR => {
-            name::normalize(raw, NameKind::Target, "content")
+            let target = name::normalize(raw, NameKind::Target, "content")?;
+            name::no_address(&target, "content")?;
+            Ok(target)
         }
         // One base64 key, which zone files may split over several words (RFC 7929 §2.3).
         RecordType::OPENPGPKEY => check_field(Field::Base64, raw, false)
@@ -1410,7 +1412,9 @@ pub(crate) fn canonical_content(
             if target == "." {
                 return Ok(".".into());
             }
-            name::normalize(target, NameKind::Target, "content")
+            let target = name::normalize(target, NameKind::Target, "content")?;
+            name::no_address(&target, "content")?;
+            Ok(target)
         }
         _ => {
             let Some(fields) = kind.data_fields() else {
