@@ -372,6 +372,9 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
                 None
             };
             let cache = parapet_cache::EdgeCache::leak(config.cache_memory_bytes, disk);
+            cache
+                .store
+                .set_max_object_bytes(config.cache_max_object_bytes);
             proxy.cache = Some(cache);
             // A URL without a port stands for every port the edge serves its scheme on.
             let ports = |addrs: &[SocketAddr]| addrs.iter().map(SocketAddr::port).collect();

@@ -551,10 +551,13 @@ fn static_files_are_cached_as_the_origin_allows_and_pages_are_not() {
     // On a miss, a field that rewrites the request at many origins makes the answer that
     // visitor's alone: not stored (the key does not say it), and the key stays cacheable for
     // plain requests.
-    let unkeyed: [&[&str]; 3] = [
+    // So with underscores, which CGI-style servers (Rack, PHP) read as the same field.
+    let unkeyed: [&[&str]; 5] = [
         &["-H", "X-Original-URL: /evil.js"],
         &["-H", "X-Forwarded-Host: evil.test"],
         &["-H", "Forwarded: host=evil.test"],
+        &["-H", "X_Forwarded_Host: evil.test"],
+        &["-H", "X-Original_URL: /evil.js"],
     ];
     for (i, extra) in unkeyed.iter().enumerate() {
         let path = format!("/unkeyed-{i}.js");

@@ -695,6 +695,8 @@ pub struct CacheStore {
     eviction: &'static TinyUfoEviction,
     memory_bytes: usize,
     disk: Option<DiskTier>,
+    /// The largest response stored, as configured (the tiers' own bounds may be lower).
+    limit: std::sync::atomic::AtomicU64,
 }
 
 impl CacheStore {
@@ -718,7 +720,15 @@ impl CacheStore {
             eviction,
             memory_bytes,
             disk,
+            limit: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Stores no response larger than `bytes` (`cache_max_object_bytes`), whichever tier
+    /// would take it.
+    pub fn set_max_object_bytes(&self, bytes: u64) {
+        self.limit
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -819,8 +829,10 @@ impl CacheStore {
     /// Largest response the cache stores.
     pub fn max_object_bytes(&self) -> usize {
         let disk = self.disk.as_ref().map_or(0, |d| d.max_object);
+        let limit = self.limit.load(std::sync::atomic::Ordering::Relaxed);
         self.memory_object_bytes()
             .max(usize::try_from(disk).unwrap_or(usize::MAX))
+            .min(usize::try_from(limit).unwrap_or(usize::MAX))
     }
 
     /// Largest object held in memory.

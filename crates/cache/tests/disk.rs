@@ -285,3 +285,15 @@ async fn a_revalidated_header_that_grows_the_file_is_counted_in_the_disk_bound()
     assert!(after > before + 30_000, "{before} then {after}");
     assert!(u64::try_from(after).unwrap() >= cache.store.usage().disk_bytes);
 }
+
+#[test]
+fn the_configured_largest_object_bounds_both_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(dir.path(), 64 << 20, 8 << 20).unwrap();
+    let cache = EdgeCache::leak(256 << 20, Some(tier));
+    // The memory tier takes objects up to 16 MiB, the disk tier up to 8 MiB.
+    assert_eq!(cache.store.max_object_bytes(), 16 << 20);
+    // `cache_max_object_bytes` lowers that for both.
+    cache.store.set_max_object_bytes(2 << 20);
+    assert_eq!(cache.store.max_object_bytes(), 2 << 20);
+}
