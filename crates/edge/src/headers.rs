@@ -285,16 +285,21 @@ pub fn impersonates_edge(name: &[u8]) -> bool {
     {
         return true;
     }
+    CLIENT_FIELDS.iter().any(|field| underscored(field, name))
+}
+
+/// Whether `name` is `field` (lower case) spelled with some of its hyphens as underscores
+/// (`X_Forwarded_Host`), which servers that read fields as CGI variables (Rack, PHP) take for
+/// `field`.
+pub(crate) fn underscored(field: &str, name: &[u8]) -> bool {
     name.contains(&b'_')
-        && CLIENT_FIELDS.iter().any(|field| {
-            field.len() == name.len()
-                && field.bytes().zip(name).all(|(f, &n)| {
-                    f == if n == b'_' {
-                        b'-'
-                    } else {
-                        n.to_ascii_lowercase()
-                    }
-                })
+        && field.len() == name.len()
+        && field.bytes().zip(name).all(|(f, &n)| {
+            f == if n == b'_' {
+                b'-'
+            } else {
+                n.to_ascii_lowercase()
+            }
         })
 }
 

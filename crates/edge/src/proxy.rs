@@ -877,18 +877,11 @@ const REWRITING_FIELDS: [&str; 13] = [
 /// ([`canonical_host`]). Otherwise the answer is the visitor's alone, not stored.
 fn origin_answers_the_key(session: &Session, ctx: &Ctx) -> bool {
     let req = session.req_header();
-    // Also spelled with underscores (`X_Forwarded_Host`), which servers that read fields as
-    // CGI variables (Rack, PHP) take for the same.
+    // Also spelled with underscores (`X_Forwarded_Host`).
     let underscored = |name: &http::HeaderName| {
-        let name = name.as_str().as_bytes();
-        name.contains(&b'_')
-            && REWRITING_FIELDS.iter().any(|field| {
-                field.len() == name.len()
-                    && field
-                        .bytes()
-                        .zip(name)
-                        .all(|(f, &n)| f == if n == b'_' { b'-' } else { n })
-            })
+        REWRITING_FIELDS
+            .iter()
+            .any(|field| headers::underscored(field, name.as_str().as_bytes()))
     };
     ctx.raw_target.is_none()
         && !ctx.request_body
