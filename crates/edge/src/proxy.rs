@@ -872,8 +872,8 @@ const REWRITING_FIELDS: [&str; 13] = [
 ];
 
 /// Whether what the origin answers to this request is what its cache key names: no field that
-/// rewrites the request, no body, and the target in normal form (the origin is sent the visitor's own
-/// spelling of one that is not). The origin is always given the key's host
+/// rewrites the request, no body, and the target in normal form (the origin is sent the
+/// visitor's own spelling of one that is not). The origin is always given the key's host
 /// ([`canonical_host`]). Otherwise the answer is the visitor's alone, not stored.
 fn origin_answers_the_key(session: &Session, ctx: &Ctx) -> bool {
     let req = session.req_header();

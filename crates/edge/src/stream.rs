@@ -461,8 +461,9 @@ enum TrailerAt {
 /// it: a size of 1 to 16 hex digits; extensions without control characters; every line ended
 /// by CRLF; a chunk's data followed by CRLF; trailer fields as field lines. The engine's reader
 /// is laxer (an empty size line is the last chunk; a bare LF ends a size line; anything
-/// before a blank line is a trailer): a body it would read otherwise than a proxy before this
-/// edge is refused before the engine sees it.
+/// before a blank line is a trailer), and a proxy before this edge may be lax otherwise: a
+/// body the two could end in different places fails where it breaks the rules, before the
+/// engine reads past them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkRead {
     /// In a chunk-size line, with the size read so far and where in the line.
