@@ -707,14 +707,14 @@ pub fn token(args: &ApiArgs, command: TokenCommand) -> anyhow::Result<()> {
                 Value::Object(m)
             };
             let body = json!({"name": name, "policies": [{"effect": "allow", "resources": resources, "permission_groups": [{"name": p.group_name()}]}]});
-            let out = c.call("POST", "/user/tokens", Some(body))?;
+            let created = c.call("POST", "/user/tokens", Some(body))?;
             if c.json {
-                crate::cli::out(&format!("{}\n", out["result"]));
+                out(&format!("{}\n", created["result"]));
             } else {
-                crate::cli::out(&format!(
+                out(&format!(
                     "token {} created; its secret is shown only now:\n{}\n",
-                    out["result"]["id"].as_str().unwrap_or("?"),
-                    out["result"]["value"].as_str().unwrap_or("")
+                    created["result"]["id"].as_str().unwrap_or("?"),
+                    created["result"]["value"].as_str().unwrap_or("")
                 ));
             }
         }
