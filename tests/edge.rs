@@ -594,6 +594,20 @@ fn oversized_requests_get_413_and_431_and_expect_continue_works() {
         "a".repeat(40 * 1024)
     );
     assert_eq!(raw(port, huge_header.as_bytes()), 431);
+    // Too many fields, however short, are too large a header too; as many as are taken pass.
+    let fields = |n: usize| {
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: www.size.test\r\n");
+        (1..n).for_each(|i| head.push_str(&format!("X-F{i}: v\r\n")));
+        head + "\r\n"
+    };
+    assert_eq!(raw(port, fields(256).as_bytes()), 200);
+    let head = raw_head(port, fields(257).as_bytes());
+    assert!(
+        head.starts_with("http/1.1 431") && head.contains("server: parapet"),
+        "{head}"
+    );
+    assert_eq!(raw(port, fields(2000).as_bytes()), 431);
+    while origin.try_recv().is_ok() {}
     // A header that goes on past twice that is not taken in whole (the HTTP engine would
     // keep up to a MiB of it): the connection closes once about that much has come.
     {

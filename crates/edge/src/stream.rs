@@ -414,6 +414,8 @@ pub(crate) struct EngineReads {
     /// When the header being read must have arrived by, and how much of it has.
     head_deadline: Option<std::time::Instant>,
     head_read: usize,
+    /// Lines of the header being read that have ended (the request line's among them).
+    head_lines: usize,
     /// What became of the request being read, shared with the edge's loop (made for the first
     /// request the engine reads).
     outcome: OnceLock<Arc<HeadOutcome>>,
@@ -655,6 +657,9 @@ fn status_of(bytes: &[u8]) -> u16 {
     }
 }
 
+/// The most header fields the engine reads in a request (pingora's `MAX_HEADERS`).
+const ENGINE_MAX_FIELDS: usize = 256;
+
 /// How long a request header may take to arrive (nginx's `client_header_timeout`).
 #[cfg(not(test))]
 const HEAD_TIME: std::time::Duration = std::time::Duration::from_secs(60);
@@ -664,8 +669,8 @@ const HEAD_TIME: std::time::Duration = std::time::Duration::from_millis(300);
 /// What goes out for a write of the engine's ([`EngineReads::rewrite`]).
 enum Rewrite {
     Same,
-    /// This page instead, with its ray id.
-    Replace(Vec<u8>, crate::headers::RayId),
+    /// This page instead, with its ray id and status.
+    Replace(Vec<u8>, crate::headers::RayId, u16),
     Drop,
 }
 
@@ -716,12 +721,15 @@ impl EngineReads {
         if outcome.seen.load(Ordering::Relaxed) || outcome.answered.load(Ordering::Relaxed) {
             return Rewrite::Same;
         }
-        let status = status_of(bytes);
-        if !(400..500).contains(&status) {
-            return Rewrite::Same;
-        }
+        let status = match status_of(bytes) {
+            // The engine reads at most ENGINE_MAX_FIELDS fields and refuses a header with
+            // more as unreadable: it is too large (RFC 6585 §5).
+            400 if self.head_lines > ENGINE_MAX_FIELDS + 2 => 431,
+            status @ 400..500 => status,
+            _ => return Rewrite::Same,
+        };
         let ray = crate::headers::ray_id();
-        Rewrite::Replace(crate::proxy::refusal_bytes(status, &ray), ray)
+        Rewrite::Replace(crate::proxy::refusal_bytes(status, &ray), ray, status)
     }
 
     /// A write of the engine's `buf` to `io` behind `buffers`, gathered up to `limit`, as
@@ -739,20 +747,22 @@ impl EngineReads {
                 self.wrote(buf);
                 buffers.poll_gather(io, cx, buf, limit)
             }
-            Rewrite::Replace(page, ray) => {
+            Rewrite::Replace(page, ray, status) => {
                 ready!(buffers.poll_gather(io, cx, &page, limit))?;
-                self.replaced(buf, ray);
+                self.replaced(status, ray);
                 Poll::Ready(Ok(buf.len()))
             }
             Rewrite::Drop => Poll::Ready(Ok(buf.len())),
         }
     }
 
-    /// The page [`Self::rewrite`] made went out in place of the engine's `bytes`.
-    fn replaced(&self, bytes: &[u8], ray: crate::headers::RayId) {
-        self.wrote(bytes);
+    /// The page [`Self::rewrite`] made, with `status`, went out in place of the engine's.
+    fn replaced(&self, status: u16, ray: crate::headers::RayId) {
         self.refused.store(true, Ordering::Relaxed);
         if let Some(outcome) = self.outcome.get() {
+            if !outcome.answered.swap(true, Ordering::Relaxed) {
+                outcome.answered_status.store(status, Ordering::Relaxed);
+            }
             *outcome
                 .ray
                 .lock()
@@ -827,6 +837,7 @@ impl EngineReads {
         if self.begun.swap(false, Ordering::Relaxed) {
             self.head_deadline = Some(std::time::Instant::now() + HEAD_TIME);
             self.head_read = 0;
+            self.head_lines = 0;
             self.line = Some(0);
         }
         if buffers.ahead_len() == 0 {
@@ -896,6 +907,9 @@ impl EngineReads {
             self.line = (!ended).then_some(spaces);
         }
         self.head_read = self.head_read.saturating_add(take);
+        self.head_lines = self
+            .head_lines
+            .saturating_add(memchr::memchr_iter(b'\n', &ahead[..take]).count());
         if matched != 4 && self.head_read > self.head_limit.load(Ordering::Relaxed) {
             self.outcome(HEAD_TOO_LARGE);
             return Poll::Ready(Err(io::Error::new(
