@@ -1576,6 +1576,31 @@ fn requests_other_parsers_could_read_otherwise_are_refused_or_made_plain() {
     let long = format!("GET /{} HTTP/1.1\r\n{host}\r\n", "a".repeat(40 * 1024));
     assert_eq!(raw(port, long.as_bytes()), 414);
 
+    // HTTP/1.2 to 1.9 are read as 1.1 (RFC 9112 §2.3); a later major version is a 505.
+    let _ = seen();
+    let got = raw_all(
+        port,
+        format!(
+            "GET /v12 HTTP/1.2\r\n{host}\r\nGET /v19 HTTP/1.9\r\n{host}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(got.matches("http/1.1 200").count(), 2, "{got}");
+    for version in ["HTTP/2.0", "HTTP/3.0"] {
+        let head = raw_head(port, format!("GET / {version}\r\n{host}\r\n").as_bytes());
+        assert!(
+            head.starts_with("http/1.1 505") && head.contains("server: parapet"),
+            "{version}: {head}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let heads = seen();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(
+        heads.iter().all(|h| h.contains(" HTTP/1.1\r\n")),
+        "{heads:?}"
+    );
+
     // A GET with a body is answered for it, and its answer is not stored for plain GETs.
     let _ = seen();
     let got = raw_all(

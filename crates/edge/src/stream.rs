@@ -429,6 +429,8 @@ pub(crate) struct EngineReads {
     /// character (the engine would correct such a target into `%20`, `%01`, ...).
     line: Option<u8>,
     bad_line: AtomicBool,
+    /// The request line's version is of an HTTP later than 1 (then 505, not the engine's 400).
+    newer_major: AtomicBool,
     /// Where the chunked body being read stands (`None`: not begun).
     chunk: Option<ChunkRead>,
 }
@@ -657,6 +659,19 @@ fn status_of(bytes: &[u8]) -> u16 {
     }
 }
 
+/// The version at the end of a request line (`line`, up to its LF): its major and minor digits.
+fn line_version(line: &[u8]) -> Option<(u8, u8)> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    match line.get(line.len().checked_sub(9)?..)? {
+        [b' ', b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Some((*major, *minor))
+        }
+        _ => None,
+    }
+}
+
 /// The most header fields the engine reads in a request (pingora's `MAX_HEADERS`).
 const ENGINE_MAX_FIELDS: usize = 256;
 
@@ -684,6 +699,7 @@ impl EngineReads {
         self.held.store(false, Ordering::Relaxed);
         self.chunked.store(false, Ordering::Relaxed);
         self.bad_line.store(false, Ordering::Relaxed);
+        self.newer_major.store(false, Ordering::Relaxed);
         self.head_limit
             .store(max_header_bytes.saturating_mul(2), Ordering::Relaxed);
         self.begun.store(true, Ordering::Relaxed);
@@ -725,6 +741,7 @@ impl EngineReads {
             // The engine reads at most ENGINE_MAX_FIELDS fields and refuses a header with
             // more as unreadable: it is too large (RFC 6585 §5).
             400 if self.head_lines > ENGINE_MAX_FIELDS + 2 => 431,
+            400 if self.newer_major.load(Ordering::Relaxed) => 505,
             status @ 400..500 => status,
             _ => return Rewrite::Same,
         };
@@ -886,13 +903,24 @@ impl EngineReads {
             Ordering::Relaxed,
         );
         // The request line: a method, a target and a version, two spaces between them.
+        // Where in what is read now the request line's minor version is, to be read as 1.
+        let mut newer_minor = None;
         if let Some(spaces) = self.line {
             let mut spaces = spaces;
             let mut ended = false;
-            for &byte in &ahead[..take] {
+            for (i, &byte) in ahead[..take].iter().enumerate() {
                 match byte {
                     b'\n' => {
                         ended = true;
+                        match line_version(&ahead[..i]) {
+                            Some((b'1', minor)) if minor > b'1' => {
+                                newer_minor = Some(i - 1 - usize::from(ahead[i - 1] == b'\r'));
+                            }
+                            Some((major, _)) if major > b'1' => {
+                                self.newer_major.store(true, Ordering::Relaxed);
+                            }
+                            _ => {}
+                        }
                         break;
                     }
                     b'\r' => {}
@@ -917,7 +945,15 @@ impl EngineReads {
                 "the request header is too large",
             )));
         }
+        let before = buf.filled().len();
         buffers.read_ahead_upto(buf, take);
+        // HTTP/1.2 to 1.9 are read as 1.1, the highest minor version of HTTP/1 there is (RFC
+        // 9112 §2.3), as nginx reads them: the engine refuses them.
+        if let Some(at) = newer_minor
+            && let Some(minor) = buf.filled_mut().get_mut(before + at)
+        {
+            *minor = b'1';
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -1456,6 +1492,16 @@ impl GetSocketDigest for VisitorStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_lines_version_is_read_from_its_end() {
+        assert_eq!(line_version(b"GET / HTTP/1.2\r"), Some((b'1', b'2')));
+        assert_eq!(line_version(b"GET / HTTP/2.0"), Some((b'2', b'0')));
+        assert_eq!(line_version(b"GET /HTTP/1.2"), None, "no space before it");
+        assert_eq!(line_version(b"GET / HTTP/1.10\r"), None);
+        assert_eq!(line_version(b"GET / HTTPS/1.2\r"), None);
+        assert_eq!(line_version(b"HTTP/1.2"), None);
+    }
 
     #[test]
     fn a_chunked_body_ends_where_its_last_chunk_and_trailers_end() {
