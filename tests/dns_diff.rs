@@ -33,6 +33,8 @@ const QTYPES: &[RecordType] = &[
     RecordType::TLSA,
     RecordType::SSHFP,
     RecordType::NAPTR,
+    RecordType::RRSIG,
+    RecordType::NSEC,
 ];
 
 /// Records the shared test zone lacks: an owner whose first label starts with '-' (escaped as

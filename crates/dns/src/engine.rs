@@ -328,7 +328,10 @@ fn resolve(zone: &ZoneIndex, qname: &Name, qtype: RecordType, out: &mut Answer) 
             }
             return;
         }
-        match node.get(RecordType::CNAME) {
+        // RRSIG and NSEC may sit beside a CNAME (RFC 2181 §10.1, RFC 4035 §2.5): a query for
+        // them asks about the alias itself, not its target, as Knot and BIND answer it.
+        let beside_alias = matches!(qtype, RecordType::RRSIG | RecordType::NSEC);
+        match node.get(RecordType::CNAME).filter(|_| !beside_alias) {
             Some(_) if followed == MAX_CNAMES => return,
             Some(cname) => {
                 if !out.add(Section::Answer, &name, cname) {
