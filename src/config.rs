@@ -91,6 +91,8 @@ pub struct Config {
     /// Edge: time to connect to an origin (then 522) and to wait for its answer (then 524).
     pub edge_connect_timeout: Duration,
     pub edge_read_timeout: Duration,
+    /// Edge: how long a request body may go without a byte arriving (then the request ends).
+    pub edge_body_timeout: Duration,
     /// Edge: largest request body accepted (then 413).
     pub edge_max_body_bytes: u64,
     /// Edge: open connections allowed per client address (IPv6: per /64); 0: no limit.
@@ -307,6 +309,7 @@ impl Config {
         }
         put("edge_connect_timeout", duration(self.edge_connect_timeout));
         put("edge_read_timeout", duration(self.edge_read_timeout));
+        put("edge_body_timeout", duration(self.edge_body_timeout));
         put("edge_max_body_bytes", number(self.edge_max_body_bytes));
         put(
             "edge_max_connections_per_ip",
@@ -359,6 +362,7 @@ impl Default for Config {
             resolver: None,
             edge_connect_timeout: Duration::from_secs(15),
             edge_read_timeout: Duration::from_secs(100),
+            edge_body_timeout: Duration::from_secs(60),
             edge_max_body_bytes: 100_000_000,
             edge_max_connections_per_ip: 1024,
             origin_denied_networks: parapet_edge::route::OriginPolicy::default().denied,
@@ -408,6 +412,7 @@ const KEYS: &[&str] = &[
     "resolver",
     "edge_connect_timeout",
     "edge_read_timeout",
+    "edge_body_timeout",
     "edge_max_body_bytes",
     "edge_max_connections_per_ip",
     "origin_denied_networks",
@@ -651,15 +656,13 @@ pub fn parse_file(text: &str, base: Config) -> Result<Config, Vec<String>> {
                 Some(Err(e)) => errors.push(format!("{key}: {e}")),
                 None => errors.push(want("\"HOST:PORT\"")),
             },
-            "edge_connect_timeout" | "edge_read_timeout" => {
+            "edge_connect_timeout" | "edge_read_timeout" | "edge_body_timeout" => {
                 match string().map(|s| humantime::parse_duration(&s)) {
-                    Some(Ok(d)) if d >= Duration::from_millis(100) => {
-                        if key == "edge_connect_timeout" {
-                            c.edge_connect_timeout = d;
-                        } else {
-                            c.edge_read_timeout = d;
-                        }
-                    }
+                    Some(Ok(d)) if d >= Duration::from_millis(100) => match key.as_str() {
+                        "edge_connect_timeout" => c.edge_connect_timeout = d,
+                        "edge_read_timeout" => c.edge_read_timeout = d,
+                        _ => c.edge_body_timeout = d,
+                    },
                     _ => errors.push(want("a duration of at least 100ms, such as \"15s\"")),
                 }
             }

@@ -351,6 +351,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         }) as parapet_api::MetricsSource);
         proxy.connect_timeout = config.edge_connect_timeout;
         proxy.read_timeout = config.edge_read_timeout;
+        proxy.body_timeout = config.edge_body_timeout;
         proxy.max_body_bytes = config.edge_max_body_bytes;
         proxy.client_limit = Arc::new(parapet_edge::ClientLimit::new(
             config.edge_max_connections_per_ip,

@@ -535,3 +535,89 @@ fn connect_over_http2_gets_the_edges_405_with_allow() {
     );
     assert!(origin.try_recv().is_err(), "nothing reaches the origin");
 }
+
+#[test]
+fn a_request_body_that_stops_arriving_ends_its_stream_and_frees_the_origin() {
+    let port = free_port();
+    let origin = start_origin("127.0.0.2", port);
+    let node = Node::start(
+        NodeOptions::new(BIN)
+            .args([
+                "--activation",
+                "auto",
+                "--http-listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .config("edge_body_timeout = \"1s\"\n"),
+    );
+    let zone = node.create_zone("shop.test");
+    node.proxied_a(&zone, "www.shop.test", "127.0.0.2");
+    eventually(Duration::from_secs(5), "the edge to route", || {
+        curl(port, "www.shop.test", &[]).0 == 200
+    });
+    while origin.try_recv().is_ok() {}
+    let authority = format!("www.shop.test:{port}");
+    let post = method_block("POST", &authority, "/upload");
+    let mut s = h2_connect(port);
+    let mut buf = Vec::new();
+
+    // Five bytes of a body, then nothing: the stream is reset about a second later (not
+    // answered as the origin's fault once the origin's read timeout passes), and the origin's
+    // connection is closed, which ends the body the origin was reading.
+    let sent = Instant::now();
+    s.write_all(&frame(1, 0x4, 1, &post)).expect("headers");
+    s.write_all(&frame(0, 0, 1, b"hello")).expect("data");
+    let first = loop {
+        let f = read_frame(&mut s, &mut buf).expect("a frame for the stream");
+        if f.stream == 1 {
+            break f;
+        }
+    };
+    assert_eq!(first.kind, 3, "the stream is reset, not answered");
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let seen = origin
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the origin's connection is closed");
+    assert!(seen.starts_with("POST /upload"), "{seen}");
+
+    // The connection serves its next stream.
+    s.write_all(&frame(1, 0x5, 3, &get_block(&authority)))
+        .expect("headers");
+    let head = frame_of(&mut s, &mut buf, 1, 3).expect("an answer");
+    assert_eq!(head.payload.first(), Some(&0x88), ":status 200");
+
+    // A body that keeps coming, however slowly, is not cut.
+    s.write_all(&frame(1, 0x4, 5, &post)).expect("headers");
+    for _ in 0..5 {
+        s.write_all(&frame(0, 0, 5, b"x")).expect("data");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    s.write_all(&frame(0, 1, 5, b"end")).expect("data");
+    let head = frame_of(&mut s, &mut buf, 1, 5).expect("an answer");
+    assert_eq!(head.payload.first(), Some(&0x88), ":status 200");
+    while origin.try_recv().is_ok() {}
+
+    // Over HTTP/1.1, the same timeout ends the request: an answer (400), then the close.
+    let mut h1 = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    h1.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let sent = Instant::now();
+    h1.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 10\r\n\r\nhello")
+            .as_bytes(),
+    )
+    .expect("request");
+    let mut answer = Vec::new();
+    let _ = h1.read_to_end(&mut answer);
+    let waited = sent.elapsed();
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}

@@ -85,6 +85,56 @@ struct StreamGuard(Arc<InFlight>);
 tokio::task_local! {
     /// The connection of the HTTP/2 stream the engine answers in this task.
     static ENGINE_STREAM: Arc<InFlight>;
+    /// How the request body of the HTTP/2 stream the engine answers in this task arrives.
+    static REQUEST_BODY: Arc<BodyProgress>;
+}
+
+/// When an HTTP/2 request body last brought bytes, and whether it has ended. The engine sets
+/// no timeout on reads of one: without this, a body that stops arriving would hold the stream
+/// and its origin connection until the origin's read timeout, and be answered as the origin's
+/// fault (524).
+struct BodyProgress {
+    base: Instant,
+    /// Milliseconds from `base` to the last read.
+    last: AtomicU64,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl BodyProgress {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+            ended: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Returns once the body has gone `limit` without a read before it ended.
+    async fn stalled(&self, limit: std::time::Duration) {
+        loop {
+            if self.ended.load(Ordering::Relaxed) {
+                return std::future::pending().await;
+            }
+            let last = self.last.load(Ordering::Relaxed);
+            let due = self.base + std::time::Duration::from_millis(last) + limit;
+            tokio::time::sleep_until(due.into()).await;
+            if !self.ended.load(Ordering::Relaxed) && self.last.load(Ordering::Relaxed) == last {
+                return;
+            }
+        }
+    }
+}
+
+/// The engine read (a part of) the request body of this task's HTTP/2 stream, the last one if
+/// `ended`. Outside an engine's HTTP/2 stream, nothing.
+pub(crate) fn request_body_read(ended: bool) {
+    let _ = REQUEST_BODY.try_with(|progress| {
+        let now = u64::try_from(progress.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        progress.last.store(now, Ordering::Relaxed);
+        if ended {
+            progress.ended.store(true, Ordering::Relaxed);
+        }
+    });
 }
 
 /// Counts toward its connection's resets an HTTP/2 stream the engine answered (`session`) if the
@@ -354,12 +404,55 @@ impl Connections {
                 // Boxed: the engine's state machine does not size the task of every stream.
                 // The engine's log step counts the stream if it was reset
                 // ([`note_engine_reset`]).
+                // A request whose body is still to come: what it is, should the body stall.
+                let asked = (!session.is_body_done()).then(|| {
+                    let req = session.req_header();
+                    (
+                        req.method.clone(),
+                        req.uri.path().to_owned(),
+                        host_field(req).and_then(crate::route::host_of),
+                        visitor_ip(&session),
+                    )
+                });
                 let engine = Box::pin(HttpServerApp::process_new_http(
                     &self.http,
                     ServerSession::new_http2(session),
                     shutdown,
                 ));
-                ENGINE_STREAM.scope(Arc::clone(in_flight), engine).await;
+                let engine = ENGINE_STREAM.scope(Arc::clone(in_flight), engine);
+                let Some((method, path, host, client_ip)) = asked else {
+                    engine.await;
+                    return;
+                };
+                let started = Instant::now();
+                let progress = Arc::new(BodyProgress::new());
+                let engine = REQUEST_BODY.scope(Arc::clone(&progress), engine);
+                tokio::select! {
+                    _ = engine => {}
+                    () = progress.stalled(self.proxy.body_timeout) => {
+                        // The engine and its stream are dropped: the stream is reset, the
+                        // origin's connection closed. Counted and logged as nginx's
+                        // `client_body_timeout` (408).
+                        self.proxy.metrics.refused_unparsed(408);
+                        if access_logged() {
+                            AccessLine {
+                                ray: &crate::headers::ray_id(),
+                                zone: None,
+                                host: host.as_deref(),
+                                method: method.as_str(),
+                                path: &path,
+                                status: 408,
+                                bytes: 0,
+                                started,
+                                cache: "",
+                                client_ip,
+                                edge_error: None,
+                                origin_time: None,
+                            }
+                            .log();
+                        }
+                    }
+                }
                 return;
             }
         }

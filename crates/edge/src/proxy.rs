@@ -35,6 +35,8 @@ use crate::route::{Origin, host_of, route};
 /// Timeouts to origins (Cloudflare's defaults: 15 s to connect is generous; 100 s to answer).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_TIMEOUT: Duration = Duration::from_secs(100);
+/// How long a request body may go without a byte (nginx's `client_body_timeout`).
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct EdgeProxy {
@@ -47,6 +49,10 @@ pub struct EdgeProxy {
     /// Overrides for tests and operators: connect and read timeouts to origins.
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// How long a visitor's request body may go without a byte arriving: then the request
+    /// ends (HTTP/1: 400 and the connection closed; HTTP/2: the stream reset), as nginx's
+    /// `client_body_timeout` has it.
+    pub body_timeout: Duration,
     /// Largest request head (request line and headers) accepted; larger gets 431.
     pub max_header_bytes: usize,
     /// Largest request body accepted; larger gets 413.
@@ -141,6 +147,7 @@ impl EdgeProxy {
             metrics: Arc::default(),
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: READ_TIMEOUT,
+            body_timeout: BODY_TIMEOUT,
             max_header_bytes: MAX_HEADER_BYTES,
             max_body_bytes: MAX_BODY_BYTES,
             client_limit: Arc::new(crate::ClientLimit::new(MAX_CONNECTIONS_PER_CLIENT)),
@@ -1126,6 +1133,9 @@ impl ProxyHttp for EdgeProxy {
         if let Some(reads) = engine_reads(session) {
             reads.seen();
         }
+        // Reads of the request's body wait this long for each part (HTTP/1; HTTP/2 streams
+        // are watched by the edge's own loop).
+        session.set_read_timeout(Some(self.body_timeout));
         if let Some(plain) = codings_without_weights(&session.req_header().headers) {
             let plain = http::HeaderValue::from_bytes(&plain)
                 .or_err(ErrorType::InvalidHTTPHeader, "Accept-Encoding by weight")?;
@@ -1468,6 +1478,7 @@ impl ProxyHttp for EdgeProxy {
         if end_of_stream {
             request_read(session);
         }
+        crate::h2::request_body_read(end_of_stream);
         // What a visitor sends after an upgrade is the new protocol, not a request body.
         if session.was_upgraded() {
             return Ok(());
