@@ -621,3 +621,39 @@ fn a_request_body_that_stops_arriving_ends_its_stream_and_frees_the_origin() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+#[test]
+fn a_get_whose_body_ends_empty_is_stored_and_answered_from_the_cache() {
+    let (port, _node, origin) = shop();
+    let authority = format!("www.shop.test:{port}");
+    let block = get_path_block(&authority, "/empty-body.css");
+    let mut s = h2_connect(port);
+    let mut buf = Vec::new();
+    // HEADERS without END_STREAM, then an empty DATA frame that ends the stream: no body.
+    for stream in [1, 3] {
+        s.write_all(&frame(1, 0x4, stream, &block))
+            .expect("headers");
+        s.write_all(&frame(0, 1, stream, &[])).expect("data");
+        assert!(!body_of(&mut s, &mut buf, stream).is_empty());
+    }
+    // So over HTTP/1.1 with a chunked body of the last chunk alone.
+    let chunked = format!(
+        "GET /empty-chunked.css HTTP/1.1\r\nHost: {authority}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    for _ in 0..2 {
+        let mut h1 = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        h1.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        h1.write_all(chunked.as_bytes()).expect("request");
+        let mut answer = [0u8; 12];
+        h1.read_exact(&mut answer).expect("an answer");
+        assert_eq!(&answer, b"HTTP/1.1 200");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let asked: Vec<String> = origin.try_iter().collect();
+    assert_eq!(
+        asked.len(),
+        2,
+        "one origin request per URL, then hits: {asked:?}"
+    );
+}

@@ -300,9 +300,12 @@ pub struct Ctx {
     /// The visitor's target, when it was not in normal form: the origin is sent it as it came
     /// (the cache keys the request on the normal form, and does not store this answer).
     pub(crate) raw_target: Option<Vec<u8>>,
-    /// The request came with a body (a GET may): its answer is for that body, which the key
-    /// does not hold, and is not stored.
+    /// The request may come with a body (a GET may): it takes no cache lock, and if a byte of
+    /// body comes, or the body has not ended when the origin answers, the answer is for that
+    /// body, which the key does not hold, and is not stored.
     pub(crate) request_body: bool,
+    /// The request's body has ended (its last part went through `request_body_filter`).
+    pub(crate) request_body_ended: bool,
     /// A cache rule said bypass.
     pub(crate) rule_bypass: bool,
     /// The origin's 304 to a revalidation, whose fields update the stored response.
@@ -890,8 +893,11 @@ fn origin_answers_the_key(session: &Session, ctx: &Ctx) -> bool {
             .iter()
             .any(|field| headers::underscored(field, name.as_str().as_bytes()))
     };
+    // A body that ended empty (an HTTP/2 GET's empty last DATA frame, an HTTP/1.1 GET's last
+    // chunk alone) is none.
+    let body = ctx.body_bytes > 0 || (ctx.request_body && !ctx.request_body_ended);
     ctx.raw_target.is_none()
-        && !ctx.request_body
+        && !body
         && !REWRITING_FIELDS
             .iter()
             .any(|name| req.headers.contains_key(*name))
@@ -1083,6 +1089,7 @@ impl ProxyHttp for EdgeProxy {
             upstream_sent: None,
             origin_time: None,
             body_bytes: 0,
+            request_body_ended: false,
             tries: Vec::new(),
             attempt: 0,
             error: None,
@@ -1484,6 +1491,7 @@ impl ProxyHttp for EdgeProxy {
             return Ok(());
         }
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        ctx.request_body_ended |= end_of_stream;
         if ctx.body_bytes > self.max_body_bytes {
             return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
         }
