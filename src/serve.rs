@@ -11,7 +11,7 @@ use parapet_activation::{ActivationMode, Activator};
 use parapet_api::{ApiConfig, ApiState};
 use parapet_dns::{
     Cookies, DnsIndex, DnsServer, EdgeAddrs, Flattener, IndexHandle, Limits, RrlConfig,
-    bind_udp_and_tcp, follow_snapshots, system_resolver,
+    bind_udp_and_tcp, follow_snapshots, notify_all, system_resolver,
 };
 use parapet_model::ids;
 use parapet_snapshot::{
@@ -106,6 +106,49 @@ impl StopSignal {
     }
 }
 
+/// DNS as it runs: what a start or a takeover does to it once the process serves alone.
+struct RunningDns {
+    server: Arc<DnsServer>,
+    /// The TCP listeners' accept tasks.
+    accepting: Vec<tokio::task::AbortHandle>,
+    /// Where NOTIFYs leave from.
+    notify_from: Vec<std::net::IpAddr>,
+}
+
+impl RunningDns {
+    /// Stops answering (a successor took the sockets over): UDP threads return, TCP listeners
+    /// stop accepting; transfers and connections under way finish.
+    fn stop_answering(&self) {
+        self.server.stop_udp();
+        self.accepting
+            .iter()
+            .for_each(tokio::task::AbortHandle::abort);
+    }
+
+    /// Once this process alone answers (`after` a predecessor's last answers) and its index
+    /// has the store's `revision`: every zone's NOTIFY to its secondaries, as BIND and Knot
+    /// send them once they load their zones (the serials may have moved meanwhile, and a
+    /// secondary that checked with the predecessor holds the old one).
+    async fn announce(self: Arc<Self>, revision: u64, after: std::time::Duration) {
+        tokio::time::sleep(after).await;
+        let deadline = tokio::time::Instant::now() + UPGRADE_SNAPSHOT_WAIT;
+        while self.server.index.load().revision < revision {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(
+                    "DNS did not reach the store's revision {revision}: no NOTIFY sent at start"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        notify_all(
+            &self.server.index.load(),
+            &self.notify_from,
+            &self.server.journal,
+        );
+    }
+}
+
 /// Binds every `--dns-listen` address (UDP and TCP) and serves DNS from the snapshot.
 async fn start_dns(
     config: &Config,
@@ -113,9 +156,9 @@ async fn start_dns(
     flattener: &Arc<Flattener>,
     inherited: &mut Inherited,
     handover: &Handover,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Arc<RunningDns>>> {
     if config.dns_listen.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let edge = EdgeAddrs {
         v4: config.edge_ipv4.clone(),
@@ -141,6 +184,7 @@ async fn start_dns(
         )
         .with_identity(config.dns_identity.as_deref()),
     );
+    let mut accepting = Vec::new();
     for addr in &config.dns_listen {
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
         let adopted_udp = inherited.take(Role::DnsUdp, *addr);
@@ -167,19 +211,24 @@ async fn start_dns(
         server.spawn_udp(udp)?;
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
         announce(&format!("dns listening on {bound}"));
-        server.spawn_tcp(tcp);
+        accepting.push(server.spawn_tcp(tcp).abort_handle());
     }
     let (built, _) = DnsIndex::build(&published.load(), &edge, Some(flattener), None);
     index.store(Arc::new(built));
+    let notify_from: Vec<std::net::IpAddr> = config.dns_listen.iter().map(SocketAddr::ip).collect();
     tokio::spawn(follow_snapshots(
         Arc::clone(published),
         edge,
         index,
         Arc::clone(&server.journal),
         Arc::clone(flattener),
-        config.dns_listen.iter().map(SocketAddr::ip).collect(),
+        notify_from.clone(),
     ));
-    Ok(())
+    Ok(Some(Arc::new(RunningDns {
+        server,
+        accepting,
+        notify_from,
+    })))
 }
 
 /// The DNS cookie secrets: the configured ones, or the one kept in the data directory (made on
@@ -318,7 +367,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         let resolver = Arc::clone(&resolver);
         async move { resolver.run().await }
     });
-    start_dns(&config, &published, &resolver, &mut inherited, &handover).await?;
+    let dns = start_dns(&config, &published, &resolver, &mut inherited, &handover).await?;
     let mut metrics: Vec<parapet_api::MetricsSource> = Vec::new();
     let (edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
     let mut edge = None;
@@ -475,6 +524,7 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
     let started = tokio::select! {
         started = start_control_plane(
             &config,
+            dns.as_ref().map(|d| &d.server.journal),
             upgrade,
             env_token.is_some(),
             &published,
@@ -511,6 +561,18 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
         upgrade_socket,
     } = control;
     let store: Arc<dyn Store> = Arc::clone(&releasable) as Arc<dyn Store>;
+    if let Some(dns) = &dns {
+        // A predecessor stops answering once it reads the confirmation: its last answers
+        // are out well within this.
+        let after = if upgrade {
+            PREDECESSOR_SILENT
+        } else {
+            std::time::Duration::ZERO
+        };
+        let revision = *store.revision_watch().borrow();
+        tokio::spawn(Arc::clone(dns).announce(revision, after));
+    }
+    let stopping_dns = dns.clone();
 
     // A successor started with --upgrade takes the sockets over; this process then stops.
     let (upgraded, mut upgraded_rx) = tokio::sync::watch::channel(false);
@@ -527,6 +589,11 @@ pub async fn serve(config: Config, env_token: Option<String>, upgrade: bool) -> 
             },
             move || resumed.reopen(),
             move || {
+                // The successor answers DNS from now on: NOTIFYs it sends must not find this
+                // process answering a secondary's check with the serials it had.
+                if let Some(dns) = &stopping_dns {
+                    dns.stop_answering();
+                }
                 releasable.handed_over();
                 let _ = upgraded.send(true);
             },
@@ -618,6 +685,10 @@ struct ControlPlane {
     upgrade_socket: UpgradeSocket,
 }
 
+/// How long after confirming a takeover the predecessor may still send DNS answers (its UDP
+/// threads look whether to stop every 100 ms, and answer the queries they hold first).
+const PREDECESSOR_SILENT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Where the store records the edge addresses active zones' serials were last moved for.
 const EDGE_ADDRESSES_KEY: &str = "node/edge-addresses";
 
@@ -625,19 +696,23 @@ const EDGE_ADDRESSES_KEY: &str = "node/edge-addresses";
 /// answer with them), beside the records: when they differ from those the zones' serials were
 /// last moved for, every active zone's serial moves, so that secondaries transfer the new
 /// answers. Recorded in the store, fleet-wide (the nodes of a fleet share their addresses).
-async fn move_serials_for_edge_addresses(store: &dyn Store, config: &Config) -> anyhow::Result<()> {
+/// Returns the revision of the last serial moved, if any moved.
+async fn move_serials_for_edge_addresses(
+    store: &dyn Store,
+    config: &Config,
+) -> anyhow::Result<Option<parapet_store::Revision>> {
     let addresses = serde_json::to_vec(&serde_json::json!({
         "v4": config.edge_ipv4,
         "v6": config.edge_ipv6,
     }))?;
     let recorded = store.get(EDGE_ADDRESSES_KEY).await?;
     if recorded.as_ref().is_some_and(|e| e.value == addresses) {
-        return Ok(());
+        return Ok(None);
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut moved = 0;
+    let (mut moved, mut last) = (0, None);
     for entry in store.list(parapet_snapshot::keys::ZONES).await?.entries {
         let mut entry = entry;
         while let Ok(mut zone) = serde_json::from_slice::<parapet_model::Zone>(&entry.value) {
@@ -649,8 +724,9 @@ async fn move_serials_for_edge_addresses(store: &dyn Store, config: &Config) -> 
                 .expect(&entry.key, entry.mod_revision)
                 .put(&entry.key, serde_json::to_vec(&zone)?);
             match store.commit(txn).await {
-                Ok(_) => {
+                Ok(revision) => {
                     moved += 1;
+                    last = Some(revision);
                     break;
                 }
                 // Changed meanwhile: read again (gone: nothing to move).
@@ -678,7 +754,7 @@ async fn move_serials_for_edge_addresses(store: &dyn Store, config: &Config) -> 
             "the edge addresses changed: active zones' serials moved"
         );
     }
-    Ok(())
+    Ok(last)
 }
 
 /// Opens the store and starts what runs on it: the account, the first admin token, the
@@ -687,6 +763,7 @@ async fn move_serials_for_edge_addresses(store: &dyn Store, config: &Config) -> 
 /// process is told to stop only once this one can serve everything.
 async fn start_control_plane(
     config: &Config,
+    dns_journal: Option<&Arc<parapet_dns::Journal>>,
     upgrading: bool,
     has_env_token: bool,
     published: &Arc<Published>,
@@ -717,10 +794,18 @@ async fn start_control_plane(
         ));
     }
 
-    if let Err(e) = move_serials_for_edge_addresses(store.as_ref(), config).await {
-        tracing::warn!(
+    match move_serials_for_edge_addresses(store.as_ref(), config).await {
+        // The index served from the last good snapshot answers with the new addresses under
+        // the old serials: no secondary is sent a change from those.
+        Ok(Some(moved)) => {
+            if let Some(journal) = dns_journal {
+                journal.forget_changes_before(moved);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
             "the edge addresses changed, and active zones' serials could not be moved: {e}"
-        );
+        ),
     }
     tokio::spawn(run_snapshot_watcher(
         Arc::clone(&store),

@@ -841,3 +841,95 @@ fn notifies_leave_from_the_address_dns_listens_on() {
     assert_eq!(buf[2] & 0x78, 4 << 3, "a NOTIFY");
     assert_eq!(from.ip().to_string(), "127.0.0.9");
 }
+
+#[test]
+fn new_edge_addresses_at_a_restart_reach_the_secondary_whole() {
+    require_knot();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let node_with = |edge: &str| {
+        Node::start(
+            parapet_testkit::NodeOptions::new(BIN)
+                .data_dir(dir.path().join("data"))
+                .args([
+                    "--activation",
+                    "auto",
+                    "--dns-listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--dns-rrl-rate",
+                    "0",
+                    "--edge-ipv4",
+                    edge,
+                ]),
+        )
+    };
+    let mut node = node_with("203.0.113.10");
+    let zone = node.create_zone("moved.test");
+    node.proxied_a(&zone, "www", "192.0.2.1");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone}/dns_records"),
+        Some(json!({"type": "TXT", "name": "txt", "content": "stays"})),
+    );
+    let knot = knot_secondary(&node, &zone, "moved.test");
+    wait_serial(&knot, zone_serial(&node, &zone));
+    let www = |server| answers(server, "www.moved.test", RecordType::A).join(" ");
+    assert!(
+        www(knot.addr).ends_with(" 203.0.113.10"),
+        "{}",
+        www(knot.addr)
+    );
+    // The last good snapshot, which the next start serves first, is written 2 s after a
+    // change.
+    std::thread::sleep(Duration::from_secs(3));
+    node.terminate();
+
+    // Restarted with another edge address, and nothing else done: the secondary is told at
+    // start, and the change it transfers holds the new address (the serial the secondary had
+    // stood for the old one).
+    let node = node_with("203.0.113.20");
+    let dns = node.dns_addr();
+    eventually(Duration::from_secs(10), "the new address served", || {
+        www(dns).ends_with(" 203.0.113.20")
+    });
+    wait_serial(&knot, zone_serial(&node, &zone));
+    same_answers(
+        &knot,
+        dns,
+        &[
+            ("www.moved.test", RecordType::A),
+            ("txt.moved.test", RecordType::TXT),
+        ],
+    );
+}
+
+#[test]
+fn a_process_that_takes_over_notifies_every_zones_secondaries() {
+    const NOTIFY: u8 = 4;
+    let (mut old, silent) = node_with_keyed_secondary("told.test");
+    // Listing the secondary notified it.
+    assert_eq!(answer_next(&silent), Some(NOTIFY));
+    while answer_next(&silent).is_some() {}
+
+    // Nothing changed, yet the secondary is told once the new process answers alone: the
+    // serial it last checked may have come from the old one.
+    let _new = Node::start(
+        parapet_testkit::NodeOptions::new(BIN)
+            .data_dir(old.data_dir.clone())
+            .env_token(Some(old.token.clone()))
+            .args([
+                "--activation",
+                "auto",
+                "--dns-listen",
+                "127.0.0.1:0",
+                "--dns-rrl-rate",
+                "0",
+                "--edge-ipv4",
+                "203.0.113.10",
+                "--upgrade",
+            ]),
+    );
+    old.wait_exit(Duration::from_secs(20))
+        .expect("the old process exits after handing over");
+    assert_eq!(answer_next(&silent), Some(NOTIFY));
+}

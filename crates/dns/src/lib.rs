@@ -27,6 +27,7 @@ pub use rrl::{RateLimiter, ResponseKind, RrlConfig, Verdict};
 pub use server::{
     DnsServer, IndexHandle, TRANSFERS_OUT, bind_udp, bind_udp_and_tcp, follow_snapshots,
 };
+pub use xfr::{Journal, notify_all};
 
 /// Seconds since the Unix epoch, as DNS carries them (serials, cookies, TSIG times).
 pub(crate) fn unix_now() -> u32 {

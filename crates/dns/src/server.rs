@@ -27,6 +27,8 @@ pub type IndexHandle = Arc<ArcSwap<DnsIndex>>;
 const UDP_BATCH: usize = 32;
 /// Empty non-blocking receives after a batch before a receive blocks again.
 const UDP_POLLS: u32 = 64;
+/// How long a blocking UDP receive waits before its thread looks whether it is to stop.
+const UDP_STOP_CHECK: Duration = Duration::from_millis(100);
 /// Largest UDP query read; longer ones are cut and answered FORMERR or dropped.
 const UDP_QUERY_MAX: usize = 4096;
 /// Idle TCP connections are closed after this long (RFC 7766 recommends seconds, not minutes),
@@ -211,6 +213,8 @@ pub struct DnsServer {
     started: std::time::Instant,
     /// The name this node gives when asked which it is.
     identity: Option<Arc<str>>,
+    /// UDP threads stop (the process handed its sockets to a successor).
+    udp_stopped: std::sync::atomic::AtomicBool,
 }
 
 /// Releases a client's TCP connection slot when the connection ends.
@@ -252,6 +256,7 @@ impl DnsServer {
             tcp_pressed_ms: std::sync::atomic::AtomicU64::new(0),
             started: std::time::Instant::now(),
             identity: None,
+            udp_stopped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -304,6 +309,14 @@ impl DnsServer {
         }
     }
 
+    /// Stops answering on UDP: the threads [`Self::spawn_udp`] started return within
+    /// [`UDP_STOP_CHECK`] (after the queries they hold), leaving the sockets' queries to the
+    /// process that shares them.
+    pub fn stop_udp(&self) {
+        self.udp_stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Serves already-bound UDP sockets (the `SO_REUSEPORT` group of one address), one thread
     /// each.
     pub fn spawn_udp(self: &Arc<Self>, sockets: Vec<std::net::UdpSocket>) -> std::io::Result<()> {
@@ -315,6 +328,9 @@ impl DnsServer {
             if usize::from(self.limits.max_udp_payload) <= UNFRAGMENTED_PAYLOAD {
                 dont_fragment(socket)?;
             }
+        }
+        for socket in &sockets {
+            socket.set_read_timeout(Some(UDP_STOP_CHECK))?;
         }
         let sockets = Arc::new(sockets);
         for i in 0..sockets.len() {
@@ -389,10 +405,14 @@ impl DnsServer {
         // for each batch.
         let mut polls = 0u32;
         loop {
+            if self.udp_stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let mut from = None;
             if polls == 0 {
                 match receiver.receive(&sockets[own], MsgFlags::MSG_WAITFORONE) {
                     Ok(()) => from = Some(own),
+                    Err(nix::errno::Errno::EAGAIN) => {}
                     Err(e) => tracing::debug!("DNS UDP receive: {e}"),
                 }
             } else {

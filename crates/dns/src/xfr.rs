@@ -42,6 +42,9 @@ pub struct Delta {
 pub struct Journal {
     zones: Mutex<HashMap<String, VecDeque<Delta>>>,
     notices: Notices,
+    /// Changes from an index of a snapshot older than this revision are not journaled: what
+    /// its serials stood for is not known ([`Journal::forget_changes_before`]).
+    forget_before: std::sync::atomic::AtomicU64,
 }
 
 /// The NOTIFY each peer of each zone is being sent, by a number taken when it started: a newer
@@ -159,8 +162,22 @@ fn trim_journal(deltas: &mut std::collections::VecDeque<Delta>, depth: usize, mo
 }
 
 impl Journal {
+    /// Changes from an index of a snapshot older than `revision` are not journaled, and the
+    /// zones they change lose their journal: their secondaries get the whole zone. For serials
+    /// that stood for other contents in the process before this one (the edge addresses its
+    /// proxied names answer with changed at a restart, and the first index, from the last
+    /// good snapshot, already answers with the new ones under the old serial).
+    pub fn forget_changes_before(&self, revision: u64) {
+        self.forget_before
+            .fetch_max(revision, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Records what changed in every zone between two indexes.
     pub fn record(&self, old: &DnsIndex, new: &DnsIndex) {
+        let forget = old.revision
+            < self
+                .forget_before
+                .load(std::sync::atomic::Ordering::Relaxed);
         let mut zones = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
         zones.retain(|name, _| new.zones.contains_key(name));
         for (name, zone) in &new.zones {
@@ -172,6 +189,10 @@ impl Journal {
                 continue;
             };
             if before.serial == zone.serial {
+                continue;
+            }
+            if forget {
+                zones.remove(name);
                 continue;
             }
             let key = journal_key;
@@ -535,25 +556,38 @@ pub fn notify_changes(
         {
             continue;
         }
-        for peer in &zone.transfer_peers {
-            let zone = Arc::clone(zone);
-            let peer = peer.clone();
-            let source = notify_source(from, peer.addr.ip());
-            let journal = Arc::clone(journal);
-            let told: Peer = (
-                peer.addr,
-                peer.tsig.as_ref().map(|k| k.name.to_ascii_lowercase()),
-            );
-            let number = journal.notices.begin(&zone.origin, &told);
-            tokio::spawn(async move {
-                let notices = Some((&journal.notices, &told, number));
-                if let Err(e) = notify(&zone, peer.addr, peer.tsig.as_ref(), source, notices).await
-                {
-                    tracing::warn!(zone = %zone.origin, peer = %peer.addr, "NOTIFY failed: {e}");
-                }
-                journal.notices.end(&zone.origin, &told, number);
-            });
-        }
+        notify_peers(zone, from, journal);
+    }
+}
+
+/// Sends every zone's NOTIFY to its secondaries, as BIND and Knot do once they load their
+/// zones: a process that starts (or takes over) cannot know which serials the secondaries
+/// hold, and the previous one may have answered their last check.
+pub fn notify_all(index: &DnsIndex, from: &[std::net::IpAddr], journal: &Arc<Journal>) {
+    for zone in index.zones.values() {
+        notify_peers(zone, from, journal);
+    }
+}
+
+/// Sends `zone`'s NOTIFY to each of its secondaries (superseding one being sent).
+fn notify_peers(zone: &Arc<ZoneIndex>, from: &[std::net::IpAddr], journal: &Arc<Journal>) {
+    for peer in &zone.transfer_peers {
+        let zone = Arc::clone(zone);
+        let peer = peer.clone();
+        let source = notify_source(from, peer.addr.ip());
+        let journal = Arc::clone(journal);
+        let told: Peer = (
+            peer.addr,
+            peer.tsig.as_ref().map(|k| k.name.to_ascii_lowercase()),
+        );
+        let number = journal.notices.begin(&zone.origin, &told);
+        tokio::spawn(async move {
+            let notices = Some((&journal.notices, &told, number));
+            if let Err(e) = notify(&zone, peer.addr, peer.tsig.as_ref(), source, notices).await {
+                tracing::warn!(zone = %zone.origin, peer = %peer.addr, "NOTIFY failed: {e}");
+            }
+            journal.notices.end(&zone.origin, &told, number);
+        });
     }
 }
 
