@@ -381,6 +381,7 @@ pub fn transfer(
     };
     let refuse = |rcode| signed_refusal(&request, rcode, signed.as_ref(), now).into();
     let Some(zone) = zone else {
+        tracing::info!(%client, zone = %key, "zone transfer refused: no such zone here");
         return refuse(ResponseCode::NotAuth);
     };
     // The transfer ACL: only the zone's peers, and with their key when they have one.
@@ -394,6 +395,7 @@ pub fn transfer(
     };
     let signed_by = |p: &&parapet_snapshot::TransferPeer| matches!((&p.tsig, &signed), (Some(k), Some(s)) if s.key.name.eq_ignore_ascii_case(&k.name));
     let Some(peer) = at_client().find(signed_by).or_else(|| at_client().next()) else {
+        tracing::info!(%client, zone = %zone.origin, "zone transfer refused: not a secondary of the zone");
         return refuse(ResponseCode::NotAuth);
     };
     if let Some(k) = &peer.tsig
