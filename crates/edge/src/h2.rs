@@ -401,9 +401,6 @@ impl Connections {
                 return;
             }
             None => {
-                // Boxed: the engine's state machine does not size the task of every stream.
-                // The engine's log step counts the stream if it was reset
-                // ([`note_engine_reset`]).
                 // A request whose body is still to come: what it is, should the body stall.
                 let asked = (!session.is_body_done()).then(|| {
                     let req = session.req_header();
@@ -414,6 +411,9 @@ impl Connections {
                         visitor_ip(&session),
                     )
                 });
+                // Boxed: the engine's state machine does not size the task of every stream.
+                // The engine's log step counts the stream if it was reset
+                // ([`note_engine_reset`]).
                 let engine = Box::pin(HttpServerApp::process_new_http(
                     &self.http,
                     ServerSession::new_http2(session),
