@@ -755,6 +755,12 @@ fn bind_secondary_refreshes_with_tsig() {
 /// The opcode of a DNS message received on `socket`, if one comes within two seconds; it is
 /// acknowledged (echoed as a response), so a NOTIFY is not sent again.
 fn answer_next(socket: &std::net::UdpSocket) -> Option<u8> {
+    reply_next(socket, signed_answer)
+}
+
+/// Waits up to 2 s for a message on `socket`, answers it with what `answer` makes of it, and
+/// returns its opcode (`None`: nothing came).
+fn reply_next(socket: &std::net::UdpSocket, answer: fn(&[u8]) -> Vec<u8>) -> Option<u8> {
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
@@ -763,9 +769,74 @@ fn answer_next(socket: &std::net::UdpSocket) -> Option<u8> {
     if n < 12 {
         return None;
     }
-    buf[2] |= 0x80;
-    socket.send_to(&buf[..n], from).expect("acknowledge");
+    socket
+        .send_to(&answer(&buf[..n]), from)
+        .expect("acknowledge");
     Some((buf[2] >> 3) & 0x0f)
+}
+
+/// `request` echoed as its answer (QR set), its TSIG as it came: no valid answer's signature.
+fn echoed(request: &[u8]) -> Vec<u8> {
+    let mut answer = request.to_vec();
+    answer[2] |= 0x80;
+    answer
+}
+
+/// `request` (signed with `xfr-key`) answered as a secondary holding the key answers (RFC
+/// 8945 §5.3): QR set, and its TSIG replaced by one over the request's MAC, the answer and
+/// the TSIG variables. Written here from the RFC, apart from the server's own signing.
+fn signed_answer(request: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    const ALGORITHM: &[u8] = b"\x0bhmac-sha256\x00";
+    // The secret SECRET encodes in base64.
+    const SECRET_BYTES: &[u8] = b"secret-shared-with-the-secondary\n";
+    let owner = b"\x07xfr-key\x00";
+    let record = [&owner[..], &[0, 250, 0, 255]].concat();
+    let Some(start) = request.windows(record.len()).rposition(|w| w == record) else {
+        return echoed(request);
+    };
+    let rdata = &request[start + owner.len() + 10..];
+    let at = ALGORITHM.len() + 8;
+    let mac_len = usize::from(u16::from_be_bytes([rdata[at], rdata[at + 1]]));
+    let request_mac = &rdata[at + 2..at + 2 + mac_len];
+    let mut answer = request[..start].to_vec();
+    answer[2] |= 0x80;
+    let arcount = u16::from_be_bytes([answer[10], answer[11]]);
+    answer[10..12].copy_from_slice(&(arcount - 1).to_be_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let timers = [&now.to_be_bytes()[2..], &300u16.to_be_bytes()].concat();
+    let variables = [
+        &owner[..],
+        &[0, 255, 0, 0, 0, 0],
+        ALGORITHM,
+        &timers,
+        &[0, 0, 0, 0],
+    ]
+    .concat();
+    let mut hmac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET_BYTES).expect("key");
+    hmac.update(&(mac_len as u16).to_be_bytes());
+    hmac.update(request_mac);
+    hmac.update(&answer);
+    hmac.update(&variables);
+    let mac = hmac.finalize().into_bytes();
+    let rdata = [
+        ALGORITHM,
+        &timers,
+        &32u16.to_be_bytes(),
+        &mac,
+        &answer[..2].to_vec(),
+        &[0, 0, 0, 0],
+    ]
+    .concat();
+    answer.extend_from_slice(&record);
+    answer.extend_from_slice(&[0, 0, 0, 0]);
+    answer.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    answer.extend_from_slice(&rdata);
+    answer[10..12].copy_from_slice(&arcount.to_be_bytes());
+    answer
 }
 
 #[test]
@@ -932,4 +1003,24 @@ fn a_process_that_takes_over_notifies_every_zones_secondaries() {
     old.wait_exit(Duration::from_secs(20))
         .expect("the old process exits after handing over");
     assert_eq!(answer_next(&silent), Some(NOTIFY));
+}
+
+#[test]
+fn a_notify_answer_not_signed_with_the_peers_key_is_no_acknowledgement() {
+    const NOTIFY: u8 = 4;
+    let (node, silent) = node_with_keyed_secondary("signed.test");
+    // Listing the secondary notified it; a signed answer acknowledges: nothing comes again.
+    assert_eq!(answer_next(&silent), Some(NOTIFY));
+    assert_eq!(answer_next(&silent), None);
+
+    // The request's own TSIG echoed back is no answer's signature: the NOTIFY is sent again.
+    let zone_id = zone_id_of(&node, "signed.test");
+    node.ok(
+        "POST",
+        &format!("/zones/{zone_id}/secondary_dns/outgoing/force_notify"),
+        None,
+    );
+    assert_eq!(reply_next(&silent, echoed), Some(NOTIFY));
+    assert_eq!(answer_next(&silent), Some(NOTIFY), "sent again");
+    assert_eq!(answer_next(&silent), None);
 }

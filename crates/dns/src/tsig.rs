@@ -340,6 +340,42 @@ impl RequestTsig {
     }
 }
 
+/// Whether `response` (an answer to a request this server signed with `key`, whose MAC was
+/// `request_mac`) is signed with that key, over that MAC, within its time: RFC 8945 §5.4 has a
+/// client discard an answer that is not.
+pub fn verifies_response(response: &[u8], key: &Key, request_mac: &[u8], now: u64) -> bool {
+    let Ok(tsig) = read_request(response) else {
+        return false;
+    };
+    if tsig.algorithm != ALGORITHM
+        || tsig.error != 0
+        || !tsig.key_name.eq_ignore_ascii_case(&key.name)
+        || tsig.mac.len() < MAC_LEN / 2
+    {
+        return false;
+    }
+    let prior = [&(request_mac.len() as u16).to_be_bytes()[..], request_mac].concat();
+    let expected = hmac(
+        &key.secret,
+        &[
+            &prior,
+            &tsig.unsigned(response, true),
+            &variables(
+                &tsig.key_name,
+                &tsig.algorithm,
+                tsig.timers,
+                tsig.error,
+                &tsig.other,
+            ),
+        ],
+    );
+    // Compared in constant time, as requests' MACs are.
+    let matches = expected
+        .get(..tsig.mac.len())
+        .is_some_and(|e| e.iter().zip(&tsig.mac).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0);
+    matches && now.abs_diff(tsig.timers.time) <= u64::from(tsig.timers.fudge)
+}
+
 /// The offset after a (possibly compressed) name at `at`.
 pub(crate) fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
     loop {
@@ -466,6 +502,47 @@ mod tests {
         let mut request = query();
         sign(&mut request, &key(), None, true, 1_000_000);
         request
+    }
+
+    #[test]
+    fn an_answer_verifies_only_signed_with_the_key_over_the_requests_mac_in_time() {
+        let mut request = query();
+        let mac = sign(&mut request, &key(), None, true, 1_000_000);
+        let mut response = query();
+        response[2] |= 0x80;
+        let unsigned = response.clone();
+        sign(&mut response, &key(), Some(&mac), true, 1_000_010);
+        assert!(verifies_response(&response, &key(), &mac, 1_000_000));
+        assert!(
+            !verifies_response(&unsigned, &key(), &mac, 1_000_000),
+            "unsigned"
+        );
+        assert!(
+            !verifies_response(&response, &key(), &[0; 32], 1_000_000),
+            "over another request's MAC"
+        );
+        let other = Key {
+            secret: b"another secret, another secret!!".to_vec(),
+            ..key()
+        };
+        assert!(
+            !verifies_response(&response, &other, &mac, 1_000_000),
+            "another secret"
+        );
+        assert!(
+            !verifies_response(&response, &key(), &mac, 1_000_000 + 3600),
+            "out of its time"
+        );
+        let mut tampered = response.clone();
+        tampered[3] ^= 0x01;
+        assert!(
+            !verifies_response(&tampered, &key(), &mac, 1_000_000),
+            "changed"
+        );
+        // Signed over no request MAC (a request's own signing): not an answer to this one.
+        let mut alone = unsigned.clone();
+        sign(&mut alone, &key(), None, true, 1_000_010);
+        assert!(!verifies_response(&alone, &key(), &mac, 1_000_000));
     }
 
     #[test]

@@ -620,19 +620,15 @@ async fn notify(
     m.add_query(q);
     m.answers.extend(soa_record(zone, zone.serial));
     let mut bytes = m.to_vec().map_err(|e| e.to_string())?;
-    if let Some(k) = key {
-        let now = u64::from(crate::unix_now());
-        tsig::sign(
-            &mut bytes,
-            &Key {
-                name: k.name.clone(),
-                secret: k.secret_bytes(),
-            },
-            None,
-            true,
-            now,
-        );
-    }
+    // With the peer's key: the key, and the request's MAC its answer must be signed over.
+    let signing = key.map(|k| {
+        let key = Key {
+            name: k.name.clone(),
+            secret: k.secret_bytes(),
+        };
+        let mac = tsig::sign(&mut bytes, &key, None, true, u64::from(crate::unix_now()));
+        (key, mac)
+    });
     let bind: SocketAddr = match source {
         Some(ip) => (ip, 0).into(),
         None if addr.is_ipv4() => ([0, 0, 0, 0], 0).into(),
@@ -652,12 +648,11 @@ async fn notify(
             .send_to(&bytes, addr)
             .await
             .map_err(|e| e.to_string())?;
-        if let Ok(Ok((n, from))) = tokio::time::timeout(wait, socket.recv_from(&mut buf)).await
-            && from == addr
-            && n >= 12
-            && buf[..2] == bytes[..2]
-            // A response to a NOTIFY (QR, opcode 4).
-            && buf[2] & 0xf8 == 0x80 | (4 << 3)
+        if let Ok(Some(_)) = tokio::time::timeout(
+            wait,
+            answer(&socket, &mut buf, addr, &bytes, signing.as_ref(), zone),
+        )
+        .await
         {
             // A refusal (NOTAUTH for a key or an address it does not take, REFUSED) is an
             // answer, not an acknowledgement: the secondary will not transfer.
@@ -674,6 +669,41 @@ async fn notify(
         wait *= 2;
     }
     Err("no answer after 5 tries".into())
+}
+
+/// The size of the peer's answer to the NOTIFY `request` once one comes (`None`: reading
+/// failed): an answer from `addr` to that request; an acknowledgement must be signed with the
+/// peer's key over the request's MAC when `signing` has them. Anything else is read past (RFC
+/// 8945 §5.4 has an answer without a valid signature discarded). A refusal need not be signed
+/// (a peer that does not take the key cannot sign it): it only ends the tries, and is logged.
+async fn answer(
+    socket: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+    addr: SocketAddr,
+    request: &[u8],
+    signing: Option<&(Key, Vec<u8>)>,
+    zone: &ZoneIndex,
+) -> Option<usize> {
+    loop {
+        let (n, from) = socket.recv_from(buf).await.ok()?;
+        let answer = &buf[..n];
+        // A response to a NOTIFY (QR, opcode 4) with the request's id.
+        if from != addr
+            || n < 12
+            || answer[..2] != request[..2]
+            || answer[2] & 0xf8 != 0x80 | (4 << 3)
+        {
+            continue;
+        }
+        if answer[3] & 0x0f == 0
+            && let Some((key, mac)) = signing
+            && !tsig::verifies_response(answer, key, mac, u64::from(crate::unix_now()))
+        {
+            tracing::warn!(zone = %zone.origin, peer = %addr, "NOTIFY answer not signed with the peer's key: ignored");
+            continue;
+        }
+        return Some(n);
+    }
 }
 
 fn rand_id() -> u16 {
