@@ -827,7 +827,7 @@ fn signed_answer(request: &[u8]) -> Vec<u8> {
         &timers,
         &32u16.to_be_bytes(),
         &mac,
-        &answer[..2].to_vec(),
+        &answer[..2],
         &[0, 0, 0, 0],
     ]
     .concat();
