@@ -38,11 +38,24 @@ struct Cached {
     expires: Instant,
 }
 
+/// Longest wait before a name whose lookups fail is asked again (RFC 9520 §3.2: resolution
+/// failures are cached, at most 5 minutes).
+const MAX_FAILURE_WAIT: Duration = Duration::from_secs(300);
+
+/// A name whose lookups fail: not asked again before `retry_at` (the wait doubling with each
+/// failure in a row), and meanwhile answered from what is cached, or not at all, at once.
+#[derive(Debug)]
+struct Failing {
+    retry_at: Instant,
+    in_a_row: u32,
+}
+
 /// The cache and the names the index wants resolved.
 #[derive(Debug, Default)]
 pub struct Flattener {
     resolver: Option<SocketAddr>,
     cache: Mutex<HashMap<String, Cached>>,
+    failing: Mutex<HashMap<String, Failing>>,
     wanted: Mutex<HashSet<String>>,
     /// Woken when a lookup changed an answer, so the index is rebuilt.
     pub changed: Notify,
@@ -73,30 +86,36 @@ impl Flattener {
 
     /// The addresses of `name`: cached while fresh, else looked up now through the resolver
     /// (for the edge, which needs an answer for the request in hand). When the lookup fails,
-    /// the last answer, stale, serves on (asked again after [`MIN_TTL`]), as nginx's and
-    /// Cloudflare's resolvers do.
+    /// the last answer, stale, serves on, as nginx's and Cloudflare's resolvers do; a name
+    /// whose lookups fail is not asked again for a while ([`Failing`]), and is answered from
+    /// the cache (or not at all) meanwhile, without waiting.
     pub async fn resolve_now(&self, name: &str) -> Option<External> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         self.wanted
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name.clone());
-        {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(c) = cache.get(&name).filter(|c| c.expires > Instant::now()) {
-                return Some(c.answer.clone());
-            }
+        let cached = || {
+            self.cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&name)
+                .map(|c| (c.answer.clone(), c.expires > Instant::now()))
+        };
+        match cached() {
+            Some((answer, true)) => return Some(answer),
+            stale if self.failing_now(&name) => return stale.map(|(answer, _)| answer),
+            _ => {}
         }
-        let answer = match resolve(self.resolver?, &name).await {
+        let resolver = self.resolver?;
+        let answer = match resolve(resolver, &name).await {
             Ok(answer) => answer,
             Err(e) => {
-                let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-                let stale = cache.get_mut(&name)?;
-                tracing::warn!(%name, "resolving an origin name failed, the last answer serves: {e}");
-                stale.expires = Instant::now() + Duration::from_secs(u64::from(MIN_TTL));
-                return Some(stale.answer.clone());
+                self.failed(&name, resolver, &e);
+                return cached().map(|(answer, _)| answer);
             }
         };
+        self.resolved(&name);
         let ttl = answer.ttl.clamp(MIN_TTL, MAX_TTL);
         self.cache
             .lock()
@@ -125,12 +144,14 @@ impl Flattener {
                     .unwrap_or_else(PoisonError::into_inner)
                     .iter()
                     .filter(|n| cache.get(*n).is_none_or(|c| c.expires <= now))
+                    .filter(|n| !self.failing_now(n))
                     .cloned()
                     .collect()
             };
             for name in due {
                 match resolve(resolver, &name).await {
                     Ok(answer) => {
+                        self.resolved(&name);
                         let ttl = answer.ttl.clamp(MIN_TTL, MAX_TTL);
                         let previous = self
                             .cache
@@ -146,21 +167,57 @@ impl Flattener {
                         if previous
                             .is_none_or(|p| p.answer.v4 != answer.v4 || p.answer.v6 != answer.v6)
                         {
-                            tracing::info!(%name, ?answer, "apex CNAME target resolved");
+                            tracing::info!(%name, ?answer, "outside name resolved");
                             self.changed.notify_one();
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(%name, "resolving an apex CNAME target through {resolver} failed: {e}");
-                        // Try again soon without hammering the resolver.
-                        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-                        if let Some(c) = cache.get_mut(&name) {
-                            c.expires = Instant::now() + Duration::from_secs(u64::from(MIN_TTL));
-                        }
-                    }
+                    // The last answer serves on; asked again once the failure's wait is over.
+                    Err(e) => self.failed(&name, resolver, &e),
                 }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+impl Flattener {
+    /// Whether `name`'s lookups failed and it is not to be asked again yet.
+    fn failing_now(&self, name: &str) -> bool {
+        self.failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .is_some_and(|f| f.retry_at > Instant::now())
+    }
+
+    /// A lookup of `name` through `resolver` failed (`e`): it waits twice as long as after the
+    /// failure before, from 1 s up to [`MAX_FAILURE_WAIT`]. Logged when the name begins to
+    /// fail; the failures after it, until it resolves again, at debug level.
+    fn failed(&self, name: &str, resolver: SocketAddr, e: &str) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = failing.entry(name.to_owned()).or_insert(Failing {
+            retry_at: Instant::now(),
+            in_a_row: 0,
+        });
+        entry.in_a_row = entry.in_a_row.saturating_add(1);
+        let wait = Duration::from_secs(1 << (entry.in_a_row - 1).min(9)).min(MAX_FAILURE_WAIT);
+        entry.retry_at = Instant::now() + wait;
+        if entry.in_a_row == 1 {
+            tracing::warn!(%name, "resolving an outside name through {resolver} failed: {e}; the last answer (if any) serves, and the name is asked again after growing waits");
+        } else {
+            tracing::debug!(%name, failures = entry.in_a_row, "resolving an outside name failed again: {e}");
+        }
+    }
+
+    /// A lookup of `name` succeeded.
+    fn resolved(&self, name: &str) {
+        let was = self
+            .failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        if let Some(was) = was {
+            tracing::info!(%name, failures = was.in_a_row, "outside name resolves again");
         }
     }
 }
@@ -302,5 +359,43 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let third = flattener.resolve_now("origin.other.test").await;
         assert_eq!(third.map(|e| e.v4), Some(vec![ip]));
+    }
+
+    #[tokio::test]
+    async fn a_name_whose_lookups_fail_is_not_asked_again_at_once_nor_waited_for() {
+        // A resolver that fails every query, counting them.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let resolver = socket.local_addr().expect("addr");
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&asked);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((len, from)) = socket.recv_from(&mut buf) {
+                let Ok(query) = Message::from_vec(&buf[..len]) else {
+                    continue;
+                };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+                reply.queries = query.queries.clone();
+                reply.metadata.response_code = ResponseCode::ServFail;
+                let _ = socket.send_to(&reply.to_vec().expect("encode"), from);
+            }
+        });
+        let count = || asked.load(std::sync::atomic::Ordering::SeqCst);
+        let flattener = Flattener::new(Some(resolver));
+        assert_eq!(flattener.resolve_now("down.other.test").await, None);
+        assert_eq!(count(), 1);
+        // Within the failure's wait (1 s): answered at once, the resolver not asked.
+        let started = Instant::now();
+        assert_eq!(flattener.resolve_now("down.other.test").await, None);
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(count(), 1);
+        // After it: asked again, and the next wait is longer (2 s).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(flattener.resolve_now("down.other.test").await, None);
+        assert_eq!(count(), 2);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(flattener.resolve_now("down.other.test").await, None);
+        assert_eq!(count(), 2, "still waiting after the second failure");
     }
 }
