@@ -38,8 +38,10 @@ thread_local! {
 }
 
 /// The addresses one request tries, in order: those not resting from a random one round the
-/// list, then the resting ones likewise, at most [`MAX_TRIES`]. A single address is tried as
-/// it is.
+/// list, then one resting one, at most [`MAX_TRIES`]. A single address is tried as it is. When
+/// every address rests (the whole pool is down), a request tries one, so that a visitor waits
+/// one connect timeout, not one for each address, for as long as the outage lasts (nginx
+/// answers at once then); the one it tries tells when the pool is back.
 pub(crate) fn order(addrs: &[IpAddr], port: u16) -> Cow<'_, [IpAddr]> {
     if addrs.len() <= 1 {
         return Cow::Borrowed(addrs);
@@ -55,7 +57,7 @@ pub(crate) fn order(addrs: &[IpAddr], port: u16) -> Cow<'_, [IpAddr]> {
             .iter()
             .partition(|ip| !resting.contains_key(&SocketAddr::new(**ip, port)));
         rotated(&awake)
-            .chain(rotated(&asleep))
+            .chain(rotated(&asleep).take(1))
             .take(MAX_TRIES)
             .collect()
     });
@@ -162,6 +164,25 @@ mod tests {
         assert!((0..100).any(|_| order(&addrs, 80)[0] == addrs[0]));
         connected(SocketAddr::new(addrs[1], 80));
         assert!((0..100).any(|_| order(&addrs, 80)[0] == addrs[1]));
+    }
+
+    #[test]
+    fn a_request_tries_one_resting_address_after_the_others() {
+        let addrs = ips(3);
+        for ip in &addrs[..2] {
+            failed(SocketAddr::new(*ip, 80), &ErrorType::ConnectTimedout);
+        }
+        let tried = order(&addrs, 80);
+        assert_eq!(tried.len(), 2, "{tried:?}");
+        assert_eq!(tried[0], addrs[2]);
+        failed(SocketAddr::new(addrs[2], 80), &ErrorType::ConnectTimedout);
+        // The whole pool rests: one address, a different one from time to time.
+        let firsts: std::collections::HashSet<IpAddr> = (0..100)
+            .map(|_| order(&addrs, 80))
+            .inspect(|t| assert_eq!(t.len(), 1))
+            .map(|t| t[0])
+            .collect();
+        assert_eq!(firsts.len(), 3);
     }
 
     #[test]

@@ -1317,7 +1317,7 @@ pub(crate) async fn ask(
                     if attempt + 1 == count {
                         return Err(e);
                     }
-                    tracing::debug!(ray = %pass.ray, "connecting to an origin: {e}");
+                    tracing::warn!(ray = %pass.ray, origin = %addr, "connecting to the origin failed, trying its next address: {e}");
                     attempt += 1;
                     continue;
                 }
@@ -1338,11 +1338,12 @@ pub(crate) async fn ask(
             // The connection failed: the next address. Not after a timeout or a bad answer
             // (the origin had the request; see `error_while_proxy`).
             Err(e) if attempt + 1 < count && crate::proxy::pooled_connection_lost(&e) => {
-                tracing::debug!(ray = %pass.ray, "asking an origin: {e}");
+                tracing::warn!(ray = %pass.ray, origin = %addr, "the origin's connection failed before an answer, trying its next address: {e}");
                 attempt += 1;
                 pooled_failed = true;
             }
-            Err(e) => return Err(e.into_up()),
+            // Which of the origin's addresses failed, for the log line the failure gets.
+            Err(e) => return Err(e.into_up().more_context(format!("origin {addr}"))),
         }
     }
 }

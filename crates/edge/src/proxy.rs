@@ -1388,6 +1388,7 @@ impl ProxyHttp for EdgeProxy {
         if ctx.attempt + 1 < ctx.tries.len() {
             ctx.attempt += 1;
             e.set_retry(true);
+            tracing::warn!(ray = %ctx.ray, origin = ?ctx.peer, "connecting to the origin failed, trying its next address: {e}");
         }
         e
     }
