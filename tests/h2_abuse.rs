@@ -42,14 +42,24 @@ fn goaway(s: &mut TcpStream, within: Duration) -> Option<u32> {
 /// An edge with www.shop.test proxied to an origin on 127.0.0.2, routing: its port, the edge,
 /// and what the origin receives.
 fn shop() -> (u16, Node, std::sync::mpsc::Receiver<String>) {
+    shop_with("")
+}
+
+/// As [`shop`], the node started with this configuration file (TOML; empty: none).
+fn shop_with(config: &str) -> (u16, Node, std::sync::mpsc::Receiver<String>) {
     let port = free_port();
     let origin = start_origin("127.0.0.2", port);
-    let node = Node::start(NodeOptions::new(BIN).args([
+    let options = NodeOptions::new(BIN).args([
         "--activation",
         "auto",
         "--http-listen",
         &format!("127.0.0.1:{port}"),
-    ]));
+    ]);
+    let node = Node::start(if config.is_empty() {
+        options
+    } else {
+        options.config(config)
+    });
     let zone = node.create_zone("shop.test");
     node.proxied_a(&zone, "www.shop.test", "127.0.0.2");
     eventually(Duration::from_secs(5), "the edge to route", || {
@@ -538,24 +548,7 @@ fn connect_over_http2_gets_the_edges_405_with_allow() {
 
 #[test]
 fn a_request_body_that_stops_arriving_ends_its_stream_and_frees_the_origin() {
-    let port = free_port();
-    let origin = start_origin("127.0.0.2", port);
-    let node = Node::start(
-        NodeOptions::new(BIN)
-            .args([
-                "--activation",
-                "auto",
-                "--http-listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .config("edge_body_timeout = \"1s\"\n"),
-    );
-    let zone = node.create_zone("shop.test");
-    node.proxied_a(&zone, "www.shop.test", "127.0.0.2");
-    eventually(Duration::from_secs(5), "the edge to route", || {
-        curl(port, "www.shop.test", &[]).0 == 200
-    });
-    while origin.try_recv().is_ok() {}
+    let (port, _node, origin) = shop_with("edge_body_timeout = \"1s\"\n");
     let authority = format!("www.shop.test:{port}");
     let post = method_block("POST", &authority, "/upload");
     let mut s = h2_connect(port);
