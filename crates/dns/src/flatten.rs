@@ -115,18 +115,7 @@ impl Flattener {
                 return cached().map(|(answer, _)| answer);
             }
         };
-        self.resolved(&name);
-        let ttl = answer.ttl.clamp(MIN_TTL, MAX_TTL);
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                name,
-                Cached {
-                    answer: answer.clone(),
-                    expires: Instant::now() + Duration::from_secs(u64::from(ttl)),
-                },
-            );
+        self.keep(&name, &answer);
         Some(answer)
     }
 
@@ -151,19 +140,7 @@ impl Flattener {
             for name in due {
                 match resolve(resolver, &name).await {
                     Ok(answer) => {
-                        self.resolved(&name);
-                        let ttl = answer.ttl.clamp(MIN_TTL, MAX_TTL);
-                        let previous = self
-                            .cache
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(
-                                name.clone(),
-                                Cached {
-                                    answer: answer.clone(),
-                                    expires: Instant::now() + Duration::from_secs(u64::from(ttl)),
-                                },
-                            );
+                        let previous = self.keep(&name, &answer);
                         if previous
                             .is_none_or(|p| p.answer.v4 != answer.v4 || p.answer.v6 != answer.v6)
                         {
@@ -178,9 +155,24 @@ impl Flattener {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
-}
 
-impl Flattener {
+    /// A lookup of `name` succeeded with `answer`: kept for its TTL (within bounds), and the
+    /// name fails no more. Returns what was kept before.
+    fn keep(&self, name: &str, answer: &External) -> Option<Cached> {
+        self.resolved(name);
+        let ttl = answer.ttl.clamp(MIN_TTL, MAX_TTL);
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                name.to_owned(),
+                Cached {
+                    answer: answer.clone(),
+                    expires: Instant::now() + Duration::from_secs(u64::from(ttl)),
+                },
+            )
+    }
+
     /// Whether `name`'s lookups failed and it is not to be asked again yet.
     fn failing_now(&self, name: &str) -> bool {
         self.failing

@@ -257,11 +257,32 @@ impl RequestTsig {
             return Err(refuse(BADKEY));
         }
         let key = find_key(&self.key_name).ok_or(refuse(BADKEY))?;
-        let message = self.unsigned(packet, true);
+        if !self.mac_matches(packet, &key.secret, &[]) {
+            return Err(refuse(BADSIG));
+        }
+        let signed = Signed {
+            key,
+            mac: self.mac.clone(),
+        };
+        if now.abs_diff(self.timers.time) > u64::from(self.timers.fudge) {
+            return Err(Refusal {
+                error: BADTIME,
+                signed: Some(signed),
+            });
+        }
+        Ok(signed)
+    }
+
+    /// Whether this record's MAC is the one `secret` makes of `packet` (which this record ends)
+    /// after `prior` (a request's MAC with its length, for an answer; empty for a request), and
+    /// at least half the hash long. Compared in constant time: how far a forged MAC matches
+    /// must not show.
+    fn mac_matches(&self, packet: &[u8], secret: &[u8], prior: &[u8]) -> bool {
         let expected = hmac(
-            &key.secret,
+            secret,
             &[
-                &message,
+                prior,
+                &self.unsigned(packet, true),
                 &variables(
                     &self.key_name,
                     &self.algorithm,
@@ -272,24 +293,9 @@ impl RequestTsig {
             ],
         );
         let mac = &self.mac;
-        // Compared in constant time: how far a forged MAC matches must not show.
-        let matches = expected.get(..mac.len()).is_some_and(|e| {
+        expected.get(..mac.len()).is_some_and(|e| {
             mac.len() >= MAC_LEN / 2 && e.iter().zip(mac).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
-        });
-        if !matches {
-            return Err(refuse(BADSIG));
-        }
-        let signed = Signed {
-            key,
-            mac: mac.clone(),
-        };
-        if now.abs_diff(self.timers.time) > u64::from(self.timers.fudge) {
-            return Err(Refusal {
-                error: BADTIME,
-                signed: Some(signed),
-            });
-        }
-        Ok(signed)
+        })
     }
 
     /// `packet` without this record (the additional count one less); with `original_id`, under
@@ -347,33 +353,12 @@ pub fn verifies_response(response: &[u8], key: &Key, request_mac: &[u8], now: u6
     let Ok(tsig) = read_request(response) else {
         return false;
     };
-    if tsig.algorithm != ALGORITHM
-        || tsig.error != 0
-        || !tsig.key_name.eq_ignore_ascii_case(&key.name)
-        || tsig.mac.len() < MAC_LEN / 2
-    {
-        return false;
-    }
     let prior = [&(request_mac.len() as u16).to_be_bytes()[..], request_mac].concat();
-    let expected = hmac(
-        &key.secret,
-        &[
-            &prior,
-            &tsig.unsigned(response, true),
-            &variables(
-                &tsig.key_name,
-                &tsig.algorithm,
-                tsig.timers,
-                tsig.error,
-                &tsig.other,
-            ),
-        ],
-    );
-    // Compared in constant time, as requests' MACs are.
-    let matches = expected
-        .get(..tsig.mac.len())
-        .is_some_and(|e| e.iter().zip(&tsig.mac).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0);
-    matches && now.abs_diff(tsig.timers.time) <= u64::from(tsig.timers.fudge)
+    tsig.algorithm == ALGORITHM
+        && tsig.error == 0
+        && tsig.key_name.eq_ignore_ascii_case(&key.name)
+        && tsig.mac_matches(response, &key.secret, &prior)
+        && now.abs_diff(tsig.timers.time) <= u64::from(tsig.timers.fudge)
 }
 
 /// The offset after a (possibly compressed) name at `at`.

@@ -648,7 +648,7 @@ async fn notify(
             .send_to(&bytes, addr)
             .await
             .map_err(|e| e.to_string())?;
-        if let Ok(Some(_)) = tokio::time::timeout(
+        if let Ok(Some(rcode)) = tokio::time::timeout(
             wait,
             answer(&socket, &mut buf, addr, &bytes, signing.as_ref(), zone),
         )
@@ -656,7 +656,6 @@ async fn notify(
         {
             // A refusal (NOTAUTH for a key or an address it does not take, REFUSED) is an
             // answer, not an acknowledgement: the secondary will not transfer.
-            let rcode = buf[3] & 0x0f;
             if rcode != 0 {
                 return Err(format!(
                     "the peer answered {}",
@@ -671,7 +670,7 @@ async fn notify(
     Err("no answer after 5 tries".into())
 }
 
-/// The size of the peer's answer to the NOTIFY `request` once one comes (`None`: reading
+/// The rcode of the peer's answer to the NOTIFY `request` once one comes (`None`: reading
 /// failed): an answer from `addr` to that request; an acknowledgement must be signed with the
 /// peer's key over the request's MAC when `signing` has them. Anything else is read past (RFC
 /// 8945 §5.4 has an answer without a valid signature discarded). A refusal need not be signed
@@ -683,7 +682,7 @@ async fn answer(
     request: &[u8],
     signing: Option<&(Key, Vec<u8>)>,
     zone: &ZoneIndex,
-) -> Option<usize> {
+) -> Option<u8> {
     loop {
         let (n, from) = socket.recv_from(buf).await.ok()?;
         let answer = &buf[..n];
@@ -702,7 +701,7 @@ async fn answer(
             tracing::warn!(zone = %zone.origin, peer = %addr, "NOTIFY answer not signed with the peer's key: ignored");
             continue;
         }
-        return Some(n);
+        return Some(answer[3] & 0x0f);
     }
 }
 
