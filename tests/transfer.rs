@@ -269,12 +269,14 @@ fn knot_secondary_transfers_with_tsig_and_follows_notify_and_ixfr() {
         ],
     );
     assert!(answers(dns, "direct.xfr.test", RecordType::A).is_empty());
-    assert_eq!(
-        full_transfers(&knot),
-        initial,
-        "every change after the first transfer applies as an IXFR (no fallback to AXFR)"
-    );
+    // Every change after the first transfer applies as an IXFR: Knot neither fell back to AXFR
+    // nor got the whole zone for its IXFR. (A full transfer Knot starts on its own, such as a
+    // late retry of its first, refused attempt, says nothing of Parapet's IXFR.)
     let log = knot.log();
+    assert!(
+        !log.contains("fallback to AXFR") && !log.contains("AXFR-style IXFR"),
+        "no fallback to AXFR:\n{log}"
+    );
     assert!(
         log.contains("IXFR, incoming") && log.contains("notify"),
         "Knot should have been notified and used IXFR:\n{log}"
