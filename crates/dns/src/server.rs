@@ -139,15 +139,24 @@ pub async fn follow_snapshots(
             let previous = index.load();
             let started = std::time::Instant::now();
             // A large zone takes a while to index: off the runtime's threads.
-            let (edge_now, flattener_now, snapshot_now) =
-                (edge.clone(), Arc::clone(&flattener), Arc::clone(&snapshot));
+            let (edge_now, flattener_now, snapshot_now, journal_now) = (
+                edge.clone(),
+                Arc::clone(&flattener),
+                Arc::clone(&snapshot),
+                Arc::clone(&journal),
+            );
             let built = tokio::task::spawn_blocking(move || {
-                DnsIndex::build(
+                let (built, warnings) = DnsIndex::build(
                     &snapshot_now,
                     &edge_now,
                     Some(&flattener_now),
                     Some(&previous),
-                )
+                );
+                // Journaled before the new index is served: an IXFR from the serial before
+                // (its NOTIFY's, or a secondary's own check's) always finds the change to the
+                // serial served. Journaling compares the zones that changed, record by record.
+                journal_now.record(&previous, &built);
+                (built, warnings)
             })
             .await;
             last = Some(snapshot.revision);
@@ -163,17 +172,15 @@ pub async fn follow_snapshots(
                     );
                     let built = Arc::new(built);
                     let old = index.swap(Arc::clone(&built));
-                    // Journaling compares the zones that changed, record by record, and the
-                    // old index (with its share of the old snapshot) is freed: off the
-                    // runtime's threads too. Awaited, so that changes are journaled in order.
+                    // The old index (with its share of the old snapshot) is freed off the
+                    // runtime's threads too. Awaited, so that NOTIFYs go out in order.
                     let (journal, notify_from) = (Arc::clone(&journal), notify_from.clone());
-                    let journaled = tokio::task::spawn_blocking(move || {
-                        journal.record(&old, &built);
+                    let notified = tokio::task::spawn_blocking(move || {
                         notify_changes(&old, &built, &notify_from, &journal);
                     })
                     .await;
-                    if let Err(e) = journaled {
-                        tracing::error!("DNS journal: {e}");
+                    if let Err(e) = notified {
+                        tracing::error!("DNS NOTIFY: {e}");
                     }
                 }
                 // The index served stays.

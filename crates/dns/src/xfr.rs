@@ -230,9 +230,19 @@ impl Journal {
         let zones = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
         let deltas = zones.get(zone)?;
         let start = deltas.iter().position(|d| d.from == serial)?;
-        let path: Vec<Delta> = deltas.iter().skip(start).cloned().collect();
-        let chained = path.windows(2).all(|w| w[0].to == w[1].from);
-        (chained && path.last().is_some_and(|d| d.to == current)).then_some(path)
+        // Up to the change to the serial served: the journal may already hold the next one,
+        // journaled before its index is served.
+        let mut path: Vec<Delta> = Vec::new();
+        for d in deltas.iter().skip(start) {
+            if path.last().is_some_and(|last| last.to != d.from) {
+                return None;
+            }
+            path.push(d.clone());
+            if d.to == current {
+                return Some(path);
+            }
+        }
+        None
     }
 }
 
@@ -716,6 +726,35 @@ mod tests {
     use hickory_proto::rr::rdata::{A, TXT};
 
     use super::*;
+
+    #[test]
+    fn a_path_ends_at_the_serial_served_though_the_journal_holds_the_next_change() {
+        let journal = Journal::default();
+        let delta = |from, to| Delta {
+            from,
+            to,
+            removed: Vec::new(),
+            added: Vec::new(),
+        };
+        journal
+            .zones
+            .lock()
+            .expect("journal")
+            .insert("z".into(), [delta(1, 2), delta(2, 3), delta(3, 4)].into());
+        let hops = |from, current| journal.path("z", from, current).map(|p| p.len());
+        assert_eq!(
+            hops(1, 3),
+            Some(2),
+            "the change to 4 is journaled, not yet served"
+        );
+        assert_eq!(hops(2, 4), Some(2));
+        assert_eq!(
+            hops(1, 5),
+            None,
+            "the journal does not reach the serial served"
+        );
+        assert_eq!(hops(9, 4), None);
+    }
 
     /// An AXFR request for `notify.test`, with `questions` copies of the question.
     fn axfr(flags: u8, questions: u8, class: u16) -> Vec<u8> {
